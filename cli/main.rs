@@ -1,0 +1,2 @@
+//! The `orch` binary (being built).
+fn main() {}

@@ -1,0 +1,248 @@
+//! Request and response bodies of the HTTP API (`/v1/...`), shared by the server, the
+//! client agent and the CLI. Lists return stubs; single reads return the full structs.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+use crate::structs::{
+    Allocation, ClientStatus, DesiredStatus, Eligibility, Evaluation, Job, JobStatus, JobType,
+    Node, NodeStatus, TaskState,
+};
+
+/// Header carrying the state index a blocking read answered at.
+pub const INDEX_HEADER: &str = "X-Orch-Index";
+
+/// Every 4xx/5xx answer: `{"error": "..."}`, with per-field details for bad specs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub details: Vec<String>,
+}
+
+/// `POST /v1/jobs` with a JSON body.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JobRegisterRequest {
+    pub job: Job,
+    /// Compare-and-set: register only while the job's `job_modify_index` is this
+    /// (0 = the job must not exist).
+    #[serde(default)]
+    pub enforce_index: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobRegisterResponse {
+    pub eval_id: String,
+    pub job_modify_index: u64,
+    #[serde(default)]
+    pub warnings: Vec<String>,
+}
+
+/// `DELETE /v1/job/{id}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobDeregisterResponse {
+    pub eval_id: String,
+    pub job_modify_index: u64,
+}
+
+/// Instance counts of a group by client status.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct GroupSummary {
+    pub queued: u32,
+    pub starting: u32,
+    pub running: u32,
+    pub complete: u32,
+    pub failed: u32,
+    pub lost: u32,
+}
+
+/// One row of `GET /v1/jobs`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobListStub {
+    pub id: String,
+    pub name: String,
+    #[serde(rename = "type")]
+    pub job_type: JobType,
+    pub priority: u8,
+    pub status: JobStatus,
+    pub stop: bool,
+    pub version: u64,
+    pub summary: BTreeMap<String, GroupSummary>,
+    pub submit_time: u64,
+    pub create_index: u64,
+    pub modify_index: u64,
+    pub job_modify_index: u64,
+}
+
+/// One row of `GET /v1/nodes`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeListStub {
+    pub id: String,
+    pub name: String,
+    pub datacenter: String,
+    pub node_class: String,
+    pub status: NodeStatus,
+    pub eligibility: Eligibility,
+    pub http_addr: String,
+    pub drivers: Vec<String>,
+    pub create_index: u64,
+    pub modify_index: u64,
+}
+
+impl From<&Node> for NodeListStub {
+    fn from(n: &Node) -> Self {
+        NodeListStub {
+            id: n.id.clone(),
+            name: n.name.clone(),
+            datacenter: n.datacenter.clone(),
+            node_class: n.node_class.clone(),
+            status: n.status,
+            eligibility: n.eligibility,
+            http_addr: n.http_addr.clone(),
+            drivers: n
+                .drivers
+                .iter()
+                .filter(|(_, d)| d.detected && d.healthy)
+                .map(|(k, _)| k.clone())
+                .collect(),
+            create_index: n.create_index,
+            modify_index: n.modify_index,
+        }
+    }
+}
+
+/// One row of `GET /v1/allocations`, `GET /v1/job/{id}/allocations`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AllocListStub {
+    pub id: String,
+    pub name: String,
+    pub job_id: String,
+    pub job_version: u64,
+    pub group: String,
+    pub node_id: String,
+    pub node_name: String,
+    pub eval_id: String,
+    pub desired_status: DesiredStatus,
+    pub desired_description: String,
+    pub client_status: ClientStatus,
+    pub client_description: String,
+    pub task_states: BTreeMap<String, TaskState>,
+    pub previous_allocation: Option<String>,
+    pub next_allocation: Option<String>,
+    pub create_time: u64,
+    pub modify_time: u64,
+    pub create_index: u64,
+    pub modify_index: u64,
+}
+
+impl From<&Allocation> for AllocListStub {
+    fn from(a: &Allocation) -> Self {
+        AllocListStub {
+            id: a.id.clone(),
+            name: a.name.clone(),
+            job_id: a.job_id.clone(),
+            job_version: a.job_version,
+            group: a.group.clone(),
+            node_id: a.node_id.clone(),
+            node_name: a.node_name.clone(),
+            eval_id: a.eval_id.clone(),
+            desired_status: a.desired_status,
+            desired_description: a.desired_description.clone(),
+            client_status: a.client_status,
+            client_description: a.client_description.clone(),
+            task_states: a.task_states.clone(),
+            previous_allocation: a.previous_allocation.clone(),
+            next_allocation: a.next_allocation.clone(),
+            create_time: a.create_time,
+            modify_time: a.modify_time,
+            create_index: a.create_index,
+            modify_index: a.modify_index,
+        }
+    }
+}
+
+/// `GET /v1/evaluation/{id}` and `GET /v1/job/{id}/evaluations` return `Evaluation`s.
+pub type EvaluationResponse = Evaluation;
+
+// ----------------------------------------------------------------------------- client-facing
+
+/// `POST /v1/node/register`: the client's fingerprinted node (status `initializing` or
+/// `ready`); the server keeps `id` if given, so a restarted client keeps its identity.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NodeRegisterRequest {
+    pub node: Node,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeRegisterResponse {
+    pub node_id: String,
+    /// The client must heartbeat within this many milliseconds.
+    pub heartbeat_ttl_ms: u64,
+    pub index: u64,
+}
+
+/// `POST /v1/node/{id}/heartbeat`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct HeartbeatRequest {
+    /// Set when the client wants its status changed (e.g. back to `ready`).
+    #[serde(default)]
+    pub status: Option<NodeStatus>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HeartbeatResponse {
+    pub heartbeat_ttl_ms: u64,
+    pub index: u64,
+}
+
+/// `GET /v1/node/{id}/allocations?index=N&wait=30s`: the node's allocations with their
+/// jobs embedded, blocking until something changed after index N.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NodeAllocationsResponse {
+    pub allocs: Vec<Allocation>,
+    pub index: u64,
+}
+
+/// One allocation's client-side state, batched in `POST /v1/node/{id}/allocations`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AllocClientUpdate {
+    pub id: String,
+    pub client_status: ClientStatus,
+    #[serde(default)]
+    pub client_description: String,
+    #[serde(default)]
+    pub task_states: BTreeMap<String, TaskState>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AllocUpdateRequest {
+    pub allocs: Vec<AllocClientUpdate>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AllocUpdateResponse {
+    pub index: u64,
+}
+
+/// `GET /v1/agent/self`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AgentSelf {
+    pub name: String,
+    pub version: String,
+    pub datacenter: String,
+    pub server: bool,
+    pub client: bool,
+    pub node_id: Option<String>,
+    pub http_addr: String,
+    pub data_dir: String,
+}
+
+/// `GET /v1/agent/health`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AgentHealth {
+    pub ok: bool,
+    #[serde(default)]
+    pub server: Option<String>,
+    #[serde(default)]
+    pub client: Option<String>,
+}

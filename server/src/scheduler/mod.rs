@@ -1,0 +1,32 @@
+//! The scheduler: a pure function from (evaluation, state snapshot, now) to a plan.
+//! It depends on `orch_common` and `std` only: no tokio, no SQL, no clock, no unseeded
+//! randomness. The worker, the tests and `orch job plan` each provide a `Planner`.
+
+use orch_common::structs::{Allocation, Evaluation, Job, Node, Plan, PlanResult};
+
+/// A read-only, point-in-time view of the cluster.
+pub trait State {
+    /// The state index this snapshot was taken at.
+    fn index(&self) -> u64;
+    fn job(&self, id: &str) -> Option<Job>;
+    /// Every node (the scheduler filters by datacenter, status, eligibility).
+    fn nodes(&self) -> Vec<Node>;
+    fn node(&self, id: &str) -> Option<Node>;
+    /// All allocations of a job, terminal ones included.
+    fn allocs_by_job(&self, job_id: &str) -> Vec<Allocation>;
+    /// Allocations on a node that still use its resources (client status not terminal).
+    fn allocs_by_node(&self, node_id: &str) -> Vec<Allocation>;
+}
+
+/// Where the scheduler sends its results.
+pub trait Planner {
+    /// Submits a plan; the answer says what was committed and, when only part was,
+    /// gives a fresher snapshot to retry on.
+    fn submit_plan(&mut self, plan: Plan) -> Result<(PlanResult, Option<Box<dyn State>>), String>;
+    /// Records the evaluation's outcome (status, failed groups, queued counts).
+    fn update_eval(&mut self, eval: Evaluation) -> Result<(), String>;
+    /// Creates a follow-up evaluation (a blocked one for unplaced instances).
+    fn create_eval(&mut self, eval: Evaluation) -> Result<(), String>;
+    /// Puts a blocked evaluation back into the blocked set with updated eligibility.
+    fn reblock_eval(&mut self, eval: Evaluation) -> Result<(), String>;
+}

@@ -1,0 +1,47 @@
+//! Every change to the cluster state, as a serializable command. `StateStore::apply`
+//! is the one function that turns a command into SQL, in one transaction; HTTP handlers
+//! and background loops only ever build commands.
+
+use orch_common::api::AllocClientUpdate;
+use orch_common::structs::{Allocation, Eligibility, Evaluation, Job, Node, NodeStatus};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Command {
+    /// Register or update a job (a new version if the spec changed) and its evaluation.
+    UpsertJob { job: Job, eval: Option<Evaluation> },
+    /// Stop a job (or delete it with `purge`) and queue the evaluation that stops its allocs.
+    DeregisterJob {
+        job_id: String,
+        purge: bool,
+        eval: Option<Evaluation>,
+    },
+    /// Create or update evaluations (status changes, blocked and follow-up evals).
+    UpsertEvals { evals: Vec<Evaluation> },
+    /// Commit the part of a plan the applier accepted: new/updated allocations and stops,
+    /// plus the evaluation update that goes with it.
+    ApplyPlan {
+        allocs: Vec<Allocation>,
+        stopped: Vec<Allocation>,
+        evals: Vec<Evaluation>,
+    },
+    /// Register a node or update its fingerprint.
+    UpsertNode { node: Node },
+    /// Heartbeat-driven status change, with evaluations for the node's jobs.
+    UpdateNodeStatus {
+        node_id: String,
+        status: NodeStatus,
+        evals: Vec<Evaluation>,
+    },
+    UpdateNodeEligibility {
+        node_id: String,
+        eligibility: Eligibility,
+        evals: Vec<Evaluation>,
+    },
+    /// Client-reported allocation states (batched), with evaluations they trigger.
+    UpdateAllocsFromClient {
+        updates: Vec<AllocClientUpdate>,
+        evals: Vec<Evaluation>,
+    },
+}

@@ -1,0 +1,3 @@
+//! The SQLite state store (being built).
+
+pub mod command;
