@@ -8,3 +8,7 @@ pub mod duration;
 pub mod ids;
 pub mod jobspec;
 pub mod structs;
+
+/// Re-exported (additive, for the scheduler) so the pure `scheduler/` module can evaluate
+/// `regexp` constraints while importing only `orch_common` and `std`.
+pub use regex;
