@@ -1,3 +1,16 @@
 //! The orch client: fingerprints the host, registers with the servers, heartbeats,
 //! watches its allocations with blocking queries and runs them through drivers inside
-//! cgroups, reporting status back in batches. (Being built: see the client brief.)
+//! cgroups, reporting status back in batches.
+//!
+//! Tour: `config` (ClientConfig) -> `agent` (Client: register, heartbeat, alloc watch,
+//! status batcher) -> `allocrunner` (one per allocation: alloc dir, task runners,
+//! alloc status) -> `taskrunner` (the task state machine, restarts, env) -> `driver`
+//! (raw_exec, mock) -> `cgroups` (v1/v2 limits). `fingerprint` describes the host,
+//! `state` persists task handles, `logs` + `http` serve task logs.
+
+pub mod cgroups;
+pub mod config;
+pub mod driver;
+pub mod fingerprint;
+
+pub use config::ClientConfig;

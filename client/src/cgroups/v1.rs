@@ -1,0 +1,428 @@
+//! cgroup v1 backend: one directory per controller, `<root>/<controller>/orch/<name>`.
+//!
+//! memory, cpu and pids are required (a missing one is an error, never a skipped
+//! limit); cpuacct (cpu usage) and freezer (race-free kill) are used when mounted.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use super::fs;
+use super::{
+    check_name, CgroupError, CgroupLimits, CgroupManager, CgroupPaths, CgroupVersion, MemoryUsage,
+};
+
+/// Controllers a task cgroup must have.
+const REQUIRED: [&str; 3] = ["memory", "cpu", "pids"];
+/// Controllers used when the host mounts them.
+const OPTIONAL: [&str; 2] = ["cpuacct", "freezer"];
+/// The parent of every task cgroup inside each controller.
+const PARENT: &str = "orch";
+
+/// cgroup v1 manager rooted at a directory holding one mount per controller.
+#[derive(Debug, Clone)]
+pub struct V1Manager {
+    root: PathBuf,
+}
+
+impl V1Manager {
+    /// `root` is usually `/sys/fs/cgroup`.
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        V1Manager { root: root.into() }
+    }
+
+    /// The controller's hierarchy root, resolving co-mounts (`cpu` -> `cpu,cpuacct`).
+    fn hierarchy(&self, controller: &str) -> Option<PathBuf> {
+        let p = self.root.join(controller);
+        if !p.join("cgroup.procs").exists() {
+            return None;
+        }
+        Some(std::fs::canonicalize(&p).unwrap_or(p))
+    }
+
+    fn paths_for(&self, name: &str) -> Result<CgroupPaths, CgroupError> {
+        let mut dirs = BTreeMap::new();
+        for c in REQUIRED {
+            let h = self
+                .hierarchy(c)
+                .ok_or_else(|| CgroupError::ControllerMissing {
+                    controller: c.to_string(),
+                    path: self.root.join(c),
+                })?;
+            dirs.insert(c.to_string(), h.join(PARENT).join(name));
+        }
+        for c in OPTIONAL {
+            match self.hierarchy(c) {
+                Some(h) => {
+                    dirs.insert(c.to_string(), h.join(PARENT).join(name));
+                }
+                None => {
+                    tracing::debug!(controller = c, root = %self.root.display(), "optional cgroup controller not mounted")
+                }
+            }
+        }
+        Ok(CgroupPaths {
+            version: CgroupVersion::V1,
+            name: name.to_string(),
+            dirs,
+        })
+    }
+
+    fn dir<'a>(&self, cg: &'a CgroupPaths, controller: &str) -> Result<&'a Path, CgroupError> {
+        if cg.version != CgroupVersion::V1 {
+            return Err(CgroupError::WrongVersion {
+                name: cg.name.clone(),
+                found: cg.version,
+                expected: CgroupVersion::V1,
+            });
+        }
+        cg.dir(controller)
+            .ok_or_else(|| CgroupError::ControllerMissing {
+                controller: controller.to_string(),
+                path: self.root.join(controller),
+            })
+    }
+
+    fn apply_memory(&self, dir: &Path, limits: &CgroupLimits) -> Result<(), CgroupError> {
+        let hard = limits.memory_hard_bytes().to_string();
+        let limit = dir.join("memory.limit_in_bytes");
+        let memsw = dir.join("memory.memsw.limit_in_bytes");
+        if memsw.exists() {
+            // memory+swap must stay >= memory: raise memsw first when growing, lower it
+            // after when shrinking. Capping it at the hard limit keeps swap from
+            // hiding an out-of-memory task.
+            let current = fs::read_u64(&limit)?;
+            if limits.memory_hard_bytes() > current {
+                fs::write_verified(&memsw, &hard, &hard)?;
+                fs::write_verified(&limit, &hard, &hard)?;
+            } else {
+                fs::write_verified(&limit, &hard, &hard)?;
+                fs::write_verified(&memsw, &hard, &hard)?;
+            }
+        } else {
+            fs::write_verified(&limit, &hard, &hard)?;
+        }
+        if let Some(soft) = limits.memory_soft_bytes() {
+            let soft = soft.to_string();
+            fs::write_verified(&dir.join("memory.soft_limit_in_bytes"), &soft, &soft)?;
+        }
+        Ok(())
+    }
+}
+
+impl CgroupManager for V1Manager {
+    fn version(&self) -> CgroupVersion {
+        CgroupVersion::V1
+    }
+
+    fn create(&self, name: &str, limits: &CgroupLimits) -> Result<CgroupPaths, CgroupError> {
+        check_name(name)?;
+        let cg = self.paths_for(name)?;
+        for dir in cg.unique_dirs() {
+            fs::mkdir(&dir)?;
+        }
+        if let Err(e) = self.apply(&cg, limits) {
+            // Leave nothing half-made behind.
+            let _ = fs::remove_dirs(&cg.unique_dirs());
+            return Err(e);
+        }
+        Ok(cg)
+    }
+
+    fn apply(&self, cg: &CgroupPaths, limits: &CgroupLimits) -> Result<(), CgroupError> {
+        self.apply_memory(self.dir(cg, "memory")?, limits)?;
+        let shares = limits.cpu_shares().to_string();
+        fs::write_verified(&self.dir(cg, "cpu")?.join("cpu.shares"), &shares, &shares)?;
+        let pids = limits.pids_max.to_string();
+        fs::write_verified(&self.dir(cg, "pids")?.join("pids.max"), &pids, &pids)?;
+        Ok(())
+    }
+
+    fn pids(&self, cg: &CgroupPaths) -> Result<Vec<i32>, CgroupError> {
+        let mut all = Vec::new();
+        for dir in cg.unique_dirs() {
+            all.extend(fs::procs(&dir)?);
+        }
+        all.sort_unstable();
+        all.dedup();
+        Ok(all)
+    }
+
+    fn oom_kills(&self, cg: &CgroupPaths) -> Result<u64, CgroupError> {
+        fs::read_keyed(
+            &self.dir(cg, "memory")?.join("memory.oom_control"),
+            "oom_kill",
+        )
+    }
+
+    fn memory_usage(&self, cg: &CgroupPaths) -> Result<MemoryUsage, CgroupError> {
+        let dir = self.dir(cg, "memory")?;
+        Ok(MemoryUsage {
+            current_bytes: fs::read_u64(&dir.join("memory.usage_in_bytes"))?,
+            peak_bytes: Some(fs::read_u64(&dir.join("memory.max_usage_in_bytes"))?),
+        })
+    }
+
+    fn cpu_usage_ns(&self, cg: &CgroupPaths) -> Result<u64, CgroupError> {
+        fs::read_u64(&self.dir(cg, "cpuacct")?.join("cpuacct.usage"))
+    }
+
+    fn kill_all(&self, cg: &CgroupPaths) -> Result<(), CgroupError> {
+        let label = self.dir(cg, "memory")?.to_path_buf();
+        let freezer = cg.dir("freezer").map(|d| d.join("freezer.state"));
+        fs::kill_until_empty(
+            &label,
+            || self.pids(cg),
+            |freeze| match &freezer {
+                Some(state) if state.exists() => {
+                    fs::write(state, if freeze { "FROZEN" } else { "THAWED" })
+                }
+                _ => Err(CgroupError::ControllerMissing {
+                    controller: "freezer".to_string(),
+                    path: label.clone(),
+                }),
+            },
+        )
+    }
+
+    fn remove(&self, cg: &CgroupPaths) -> Result<(), CgroupError> {
+        fs::remove_dirs(&cg.unique_dirs())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn is_root() -> bool {
+        nix::unistd::geteuid().is_root()
+    }
+
+    fn v1_host() -> bool {
+        super::super::detect_version(Path::new("/proc/mounts")) == Some(CgroupVersion::V1)
+    }
+
+    /// Removes the cgroup even when the test panics.
+    struct Guard {
+        m: V1Manager,
+        cg: CgroupPaths,
+    }
+
+    impl Drop for Guard {
+        fn drop(&mut self) {
+            let _ = self.m.kill_all(&self.cg);
+            let _ = self.m.remove(&self.cg);
+        }
+    }
+
+    fn real(name: &str, limits: CgroupLimits) -> Option<Guard> {
+        if !is_root() || !v1_host() {
+            eprintln!("skipped: needs root on a cgroup v1 host");
+            return None;
+        }
+        let m = V1Manager::new("/sys/fs/cgroup");
+        let unique = format!("test-{}-{name}", uuid::Uuid::new_v4());
+        let cg = m.create(&unique, &limits).unwrap();
+        Some(Guard { m, cg })
+    }
+
+    fn limits(mib: u64) -> CgroupLimits {
+        CgroupLimits {
+            memory_hard_mib: mib,
+            memory_soft_mib: None,
+            cpu_mhz: 250,
+            pids_max: 64,
+        }
+    }
+
+    fn spawn_in(cg: &CgroupPaths, script: &str) -> std::process::Child {
+        use std::os::unix::process::CommandExt;
+        let procs = cg.procs_files();
+        let mut cmd = std::process::Command::new("/bin/sh");
+        cmd.arg("-c").arg(script).process_group(0);
+        unsafe {
+            cmd.pre_exec(move || {
+                for p in &procs {
+                    std::fs::write(p, "0")?;
+                }
+                Ok(())
+            });
+        }
+        cmd.spawn().unwrap()
+    }
+
+    fn alive(pid: i32) -> bool {
+        // A zombie still answers kill(0); look at its state instead.
+        match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            Ok(s) => !s
+                .rsplit_once(')')
+                .map(|(_, rest)| rest.trim_start().starts_with('Z'))
+                .unwrap_or(false),
+            Err(_) => false,
+        }
+    }
+
+    #[test]
+    fn limits_are_applied_and_read_back_as_root() {
+        let Some(g) = real("limits", limits(48)) else {
+            return;
+        };
+        let mem = g.cg.dir("memory").unwrap();
+        assert_eq!(
+            std::fs::read_to_string(mem.join("memory.limit_in_bytes"))
+                .unwrap()
+                .trim(),
+            (48u64 << 20).to_string()
+        );
+        let cpu = g.cg.dir("cpu").unwrap();
+        assert_eq!(
+            std::fs::read_to_string(cpu.join("cpu.shares"))
+                .unwrap()
+                .trim(),
+            "256"
+        );
+        let pids = g.cg.dir("pids").unwrap();
+        assert_eq!(
+            std::fs::read_to_string(pids.join("pids.max"))
+                .unwrap()
+                .trim(),
+            "64"
+        );
+        assert!(g
+            .cg
+            .dir("memory")
+            .unwrap()
+            .ends_with(format!("orch/{}", g.cg.name)));
+    }
+
+    #[test]
+    fn a_process_started_in_the_cgroup_is_listed_as_root() {
+        let Some(g) = real("procs", limits(32)) else {
+            return;
+        };
+        let mut child = spawn_in(&g.cg, "sleep 30");
+        let pid = child.id() as i32;
+        let pids = g.m.pids(&g.cg).unwrap();
+        assert!(pids.contains(&pid), "{pids:?} lacks {pid}");
+        g.m.kill_all(&g.cg).unwrap();
+        let status = child.wait().unwrap();
+        assert!(!status.success());
+    }
+
+    #[test]
+    fn kill_all_kills_a_tree_including_a_setsid_child_as_root() {
+        let Some(g) = real("tree", limits(32)) else {
+            return;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let pidfile = dir.path().join("escaped.pid");
+        // The grandchild leaves the process group (setsid) so only the cgroup finds it.
+        let script = format!(
+            "setsid sh -c 'echo $$ > {}; exec sleep 300' & sleep 300",
+            pidfile.display()
+        );
+        let mut child = spawn_in(&g.cg, &script);
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        let escaped: i32 = loop {
+            if let Some(p) = std::fs::read_to_string(&pidfile)
+                .ok()
+                .and_then(|s| s.trim().parse().ok())
+            {
+                break p;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "grandchild never wrote its pid"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        assert!(alive(escaped));
+        let pgid = nix::unistd::getpgid(Some(nix::unistd::Pid::from_raw(escaped))).unwrap();
+        assert_ne!(
+            pgid.as_raw(),
+            child.id() as i32,
+            "setsid did not leave the group"
+        );
+
+        g.m.kill_all(&g.cg).unwrap();
+        child.wait().unwrap();
+        assert!(g.m.pids(&g.cg).unwrap().is_empty());
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while alive(escaped) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "setsid child survived"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    #[test]
+    fn remove_leaves_no_directory_behind_as_root() {
+        let Some(g) = real("remove", limits(32)) else {
+            return;
+        };
+        let mut child = spawn_in(&g.cg, "sleep 30");
+        g.m.kill_all(&g.cg).unwrap();
+        child.wait().unwrap();
+        g.m.remove(&g.cg).unwrap();
+        for d in g.cg.unique_dirs() {
+            assert!(!d.exists(), "{} still exists", d.display());
+        }
+        // Removing twice is fine.
+        g.m.remove(&g.cg).unwrap();
+    }
+
+    #[test]
+    fn memory_over_the_limit_counts_an_oom_kill_as_root() {
+        let Some(g) = real("oom", limits(16)) else {
+            return;
+        };
+        assert_eq!(g.m.oom_kills(&g.cg).unwrap(), 0);
+        let mut child = spawn_in(&g.cg, "exec tail /dev/zero");
+        let status = child.wait().unwrap();
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(status.signal(), Some(9));
+        assert!(g.m.oom_kills(&g.cg).unwrap() >= 1);
+        let usage = g.m.memory_usage(&g.cg).unwrap();
+        assert!(usage.peak_bytes.unwrap() > 8 << 20);
+    }
+
+    #[test]
+    fn a_missing_required_controller_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        for c in ["memory", "cpu"] {
+            std::fs::create_dir_all(dir.path().join(c)).unwrap();
+            std::fs::write(dir.path().join(c).join("cgroup.procs"), "").unwrap();
+        }
+        let err = V1Manager::new(dir.path())
+            .create("a-b", &limits(16))
+            .unwrap_err();
+        match err {
+            CgroupError::ControllerMissing { controller, .. } => assert_eq!(controller, "pids"),
+            other => panic!("unexpected {other}"),
+        }
+    }
+
+    #[test]
+    fn a_missing_interface_file_is_an_error_and_not_created() {
+        // Without the controller's files the kernel would not enforce anything; writing
+        // must not create a plain file that pretends to be a limit.
+        let dir = tempfile::tempdir().unwrap();
+        for c in ["memory", "cpu", "pids"] {
+            std::fs::create_dir_all(dir.path().join(c).join("orch/a-b")).unwrap();
+            std::fs::write(dir.path().join(c).join("cgroup.procs"), "").unwrap();
+        }
+        let err = V1Manager::new(dir.path())
+            .create("a-b", &limits(16))
+            .unwrap_err();
+        assert!(
+            matches!(err, CgroupError::Read { .. } | CgroupError::Write { .. }),
+            "{err}"
+        );
+        assert!(!dir
+            .path()
+            .join("memory/orch/a-b/memory.limit_in_bytes")
+            .exists());
+    }
+}

@@ -1,0 +1,383 @@
+//! cgroup v2 backend: one unified tree, task cgroups at `<root>/orch.slice/<name>`.
+//!
+//! cpu, memory and pids must be listed in each level's `cgroup.controllers` and get
+//! enabled in the parents' `cgroup.subtree_control` (read back); a controller that is not
+//! there is a loud error, never a skipped limit. OOM kills come from `memory.events`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use super::fs;
+use super::{
+    check_name, CgroupError, CgroupLimits, CgroupManager, CgroupPaths, CgroupVersion, MemoryUsage,
+};
+
+const CONTROLLERS: [&str; 3] = ["cpu", "memory", "pids"];
+/// The parent of every task cgroup.
+const SLICE: &str = "orch.slice";
+/// The key of the single directory in `CgroupPaths::dirs`.
+const UNIFIED: &str = "unified";
+
+/// cgroup v2 manager rooted at the unified mount (usually `/sys/fs/cgroup`).
+#[derive(Debug, Clone)]
+pub struct V2Manager {
+    root: PathBuf,
+}
+
+impl V2Manager {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        V2Manager { root: root.into() }
+    }
+
+    fn leaf<'a>(&self, cg: &'a CgroupPaths) -> Result<&'a Path, CgroupError> {
+        if cg.version != CgroupVersion::V2 {
+            return Err(CgroupError::WrongVersion {
+                name: cg.name.clone(),
+                found: cg.version,
+                expected: CgroupVersion::V2,
+            });
+        }
+        cg.dir(UNIFIED)
+            .ok_or_else(|| CgroupError::ControllerMissing {
+                controller: UNIFIED.to_string(),
+                path: self.root.clone(),
+            })
+    }
+}
+
+/// Controllers named in a space-separated list file (`+` prefixes tolerated).
+fn listed(path: &Path) -> Result<Vec<String>, CgroupError> {
+    Ok(fs::read(path)?
+        .split_whitespace()
+        .map(|c| c.trim_start_matches('+').to_string())
+        .collect())
+}
+
+/// Errors unless every controller is available in `dir`.
+fn require_available(dir: &Path) -> Result<(), CgroupError> {
+    let path = dir.join("cgroup.controllers");
+    let have = listed(&path).map_err(|_| CgroupError::ControllerMissing {
+        controller: CONTROLLERS.join(","),
+        path: path.clone(),
+    })?;
+    for c in CONTROLLERS {
+        if !have.iter().any(|h| h == c) {
+            return Err(CgroupError::ControllerMissing {
+                controller: c.to_string(),
+                path,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Makes `dir`'s children get the controllers, then checks they are on.
+fn enable_for_children(dir: &Path) -> Result<(), CgroupError> {
+    require_available(dir)?;
+    let path = dir.join("cgroup.subtree_control");
+    let on = listed(&path)?;
+    let missing: Vec<&str> = CONTROLLERS
+        .iter()
+        .copied()
+        .filter(|c| !on.iter().any(|o| o == c))
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let data = missing
+        .iter()
+        .map(|c| format!("+{c}"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    fs::write(&path, &data)?;
+    let now = listed(&path)?;
+    for c in missing {
+        if !now.iter().any(|o| o == c) {
+            return Err(CgroupError::LimitNotApplied {
+                path,
+                wanted: data,
+                got: now.join(" "),
+            });
+        }
+    }
+    Ok(())
+}
+
+impl CgroupManager for V2Manager {
+    fn version(&self) -> CgroupVersion {
+        CgroupVersion::V2
+    }
+
+    fn create(&self, name: &str, limits: &CgroupLimits) -> Result<CgroupPaths, CgroupError> {
+        check_name(name)?;
+        enable_for_children(&self.root)?;
+        let slice = self.root.join(SLICE);
+        fs::mkdir(&slice)?;
+        enable_for_children(&slice)?;
+        let leaf = slice.join(name);
+        fs::mkdir(&leaf)?;
+        let cg = CgroupPaths {
+            version: CgroupVersion::V2,
+            name: name.to_string(),
+            dirs: BTreeMap::from([(UNIFIED.to_string(), leaf.clone())]),
+        };
+        let applied = require_available(&leaf).and_then(|()| self.apply(&cg, limits));
+        if let Err(e) = applied {
+            let _ = fs::remove_dirs(&[leaf]);
+            return Err(e);
+        }
+        Ok(cg)
+    }
+
+    fn apply(&self, cg: &CgroupPaths, limits: &CgroupLimits) -> Result<(), CgroupError> {
+        let leaf = self.leaf(cg)?;
+        let hard = limits.memory_hard_bytes().to_string();
+        fs::write_verified(&leaf.join("memory.max"), &hard, &hard)?;
+        if let Some(soft) = limits.memory_soft_bytes() {
+            let soft = soft.to_string();
+            fs::write_verified(&leaf.join("memory.low"), &soft, &soft)?;
+        }
+        // Without swap accounting capped, a task could page out instead of hitting its
+        // limit; hosts without swap have no such file.
+        let swap = leaf.join("memory.swap.max");
+        if swap.exists() {
+            fs::write_verified(&swap, "0", "0")?;
+        }
+        let weight = limits.cpu_weight().to_string();
+        fs::write_verified(&leaf.join("cpu.weight"), &weight, &weight)?;
+        let pids = limits.pids_max.to_string();
+        fs::write_verified(&leaf.join("pids.max"), &pids, &pids)?;
+        Ok(())
+    }
+
+    fn pids(&self, cg: &CgroupPaths) -> Result<Vec<i32>, CgroupError> {
+        fs::procs(self.leaf(cg)?)
+    }
+
+    fn oom_kills(&self, cg: &CgroupPaths) -> Result<u64, CgroupError> {
+        fs::read_keyed(&self.leaf(cg)?.join("memory.events"), "oom_kill")
+    }
+
+    fn memory_usage(&self, cg: &CgroupPaths) -> Result<MemoryUsage, CgroupError> {
+        let leaf = self.leaf(cg)?;
+        let peak = leaf.join("memory.peak");
+        Ok(MemoryUsage {
+            current_bytes: fs::read_u64(&leaf.join("memory.current"))?,
+            peak_bytes: if peak.exists() {
+                Some(fs::read_u64(&peak)?)
+            } else {
+                None
+            },
+        })
+    }
+
+    fn cpu_usage_ns(&self, cg: &CgroupPaths) -> Result<u64, CgroupError> {
+        Ok(fs::read_keyed(&self.leaf(cg)?.join("cpu.stat"), "usage_usec")? * 1000)
+    }
+
+    fn kill_all(&self, cg: &CgroupPaths) -> Result<(), CgroupError> {
+        let leaf = self.leaf(cg)?.to_path_buf();
+        let kill = leaf.join("cgroup.kill");
+        if kill.exists() && !fs::procs(&leaf)?.is_empty() {
+            // Linux >= 5.14 kills the whole cgroup atomically.
+            fs::write(&kill, "1")?;
+        }
+        let freeze = leaf.join("cgroup.freeze");
+        fs::kill_until_empty(
+            &leaf,
+            || fs::procs(&leaf),
+            |on| fs::write(&freeze, if on { "1" } else { "0" }),
+        )
+    }
+
+    fn remove(&self, cg: &CgroupPaths) -> Result<(), CgroupError> {
+        fs::remove_dirs(&[self.leaf(cg)?.to_path_buf()])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A temp dir laid out the way the kernel would: root, orch.slice and the task
+    /// cgroup with their interface files.
+    struct Fixture {
+        dir: tempfile::TempDir,
+    }
+
+    const LEAF: &str = "alloc1-web";
+
+    impl Fixture {
+        fn new() -> Self {
+            let dir = tempfile::tempdir().unwrap();
+            let f = Fixture { dir };
+            f.file(
+                "cgroup.controllers",
+                "cpuset cpu io memory hugetlb pids rdma misc\n",
+            );
+            f.file("cgroup.subtree_control", "");
+            f.file("orch.slice/cgroup.controllers", "cpu memory pids\n");
+            f.file("orch.slice/cgroup.subtree_control", "");
+            for (name, text) in [
+                ("cgroup.controllers", "cpu memory pids\n"),
+                ("cgroup.procs", ""),
+                ("memory.max", "max\n"),
+                ("memory.low", "0\n"),
+                ("memory.swap.max", "max\n"),
+                ("memory.current", "4096\n"),
+                ("memory.peak", "8192\n"),
+                (
+                    "memory.events",
+                    "low 0\nhigh 0\nmax 3\noom 1\noom_kill 1\noom_group_kill 0\n",
+                ),
+                ("cpu.weight", "100\n"),
+                (
+                    "cpu.stat",
+                    "usage_usec 1500\nuser_usec 1000\nsystem_usec 500\n",
+                ),
+                ("pids.max", "max\n"),
+            ] {
+                f.file(&format!("orch.slice/{LEAF}/{name}"), text);
+            }
+            f
+        }
+
+        fn path(&self, rel: &str) -> PathBuf {
+            self.dir.path().join(rel)
+        }
+
+        fn file(&self, rel: &str, text: &str) {
+            let p = self.path(rel);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, text).unwrap();
+        }
+
+        fn read(&self, rel: &str) -> String {
+            std::fs::read_to_string(self.path(rel)).unwrap()
+        }
+
+        fn manager(&self) -> V2Manager {
+            V2Manager::new(self.dir.path())
+        }
+    }
+
+    fn limits() -> CgroupLimits {
+        CgroupLimits::from_resources(&orch_common::structs::Resources {
+            cpu: 500,
+            memory: 64,
+            memory_max: Some(96),
+        })
+    }
+
+    #[test]
+    fn create_enables_controllers_and_writes_every_limit() {
+        let f = Fixture::new();
+        let cg = f.manager().create(LEAF, &limits()).unwrap();
+        assert_eq!(
+            cg.dir("unified").unwrap(),
+            f.path(&format!("orch.slice/{LEAF}"))
+        );
+        assert_eq!(f.read("cgroup.subtree_control"), "+cpu +memory +pids");
+        assert_eq!(
+            f.read("orch.slice/cgroup.subtree_control"),
+            "+cpu +memory +pids"
+        );
+        let leaf = |n: &str| f.read(&format!("orch.slice/{LEAF}/{n}"));
+        assert_eq!(leaf("memory.max"), (96u64 << 20).to_string());
+        assert_eq!(leaf("memory.low"), (64u64 << 20).to_string());
+        assert_eq!(leaf("memory.swap.max"), "0");
+        assert_eq!(leaf("cpu.weight"), limits().cpu_weight().to_string());
+        assert_eq!(leaf("pids.max"), "1024");
+    }
+
+    #[test]
+    fn controllers_already_enabled_are_not_written_again() {
+        let f = Fixture::new();
+        f.file("cgroup.subtree_control", "cpu memory pids io\n");
+        f.manager().create(LEAF, &limits()).unwrap();
+        assert_eq!(f.read("cgroup.subtree_control"), "cpu memory pids io\n");
+    }
+
+    #[test]
+    fn a_controller_missing_at_the_root_is_a_loud_error() {
+        let f = Fixture::new();
+        f.file("cgroup.controllers", "cpuset cpu io pids\n");
+        let err = f.manager().create(LEAF, &limits()).unwrap_err();
+        match &err {
+            CgroupError::ControllerMissing { controller, path } => {
+                assert_eq!(controller, "memory");
+                assert_eq!(path, &f.path("cgroup.controllers"));
+            }
+            other => panic!("unexpected {other}"),
+        }
+        assert!(err.to_string().contains("memory"), "{err}");
+    }
+
+    #[test]
+    fn a_controller_not_delegated_to_the_task_cgroup_is_an_error() {
+        let f = Fixture::new();
+        f.file(
+            &format!("orch.slice/{LEAF}/cgroup.controllers"),
+            "cpu pids\n",
+        );
+        let err = f.manager().create(LEAF, &limits()).unwrap_err();
+        assert!(
+            matches!(&err, CgroupError::ControllerMissing { controller, .. } if controller == "memory"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_missing_limit_file_is_an_error_and_not_created() {
+        let f = Fixture::new();
+        std::fs::remove_file(f.path(&format!("orch.slice/{LEAF}/memory.max"))).unwrap();
+        let err = f.manager().create(LEAF, &limits()).unwrap_err();
+        assert!(matches!(err, CgroupError::Write { .. }), "{err}");
+        assert!(!f.path(&format!("orch.slice/{LEAF}/memory.max")).exists());
+    }
+
+    #[test]
+    fn subtree_control_that_does_not_take_is_an_error() {
+        let f = Fixture::new();
+        // A directory cannot be opened for writing: the kernel refused the controllers.
+        std::fs::remove_file(f.path("orch.slice/cgroup.subtree_control")).unwrap();
+        std::fs::create_dir(f.path("orch.slice/cgroup.subtree_control")).unwrap();
+        let err = f.manager().create(LEAF, &limits()).unwrap_err();
+        assert!(
+            matches!(err, CgroupError::Read { .. } | CgroupError::Write { .. }),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn counters_come_from_memory_events_memory_peak_and_cpu_stat() {
+        let f = Fixture::new();
+        let m = f.manager();
+        let cg = m.create(LEAF, &limits()).unwrap();
+        assert_eq!(m.oom_kills(&cg).unwrap(), 1);
+        assert_eq!(
+            m.memory_usage(&cg).unwrap(),
+            MemoryUsage {
+                current_bytes: 4096,
+                peak_bytes: Some(8192)
+            }
+        );
+        assert_eq!(m.cpu_usage_ns(&cg).unwrap(), 1_500_000);
+        f.file(&format!("orch.slice/{LEAF}/cgroup.procs"), "");
+        assert!(m.pids(&cg).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_v1_handle_is_refused_by_the_v2_manager() {
+        let f = Fixture::new();
+        let cg = CgroupPaths {
+            version: CgroupVersion::V1,
+            name: LEAF.into(),
+            dirs: BTreeMap::new(),
+        };
+        assert!(matches!(
+            f.manager().oom_kills(&cg),
+            Err(CgroupError::WrongVersion { .. })
+        ));
+    }
+}

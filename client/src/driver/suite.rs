@@ -1,0 +1,176 @@
+//! The test suite every driver passes: a `Harness` says how to make the driver do each
+//! behaviour, `driver_suite!` expands the shared scenarios for it.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use super::{Driver, StartRequest};
+
+/// How to make one driver exit with a code, run until stopped, or ignore SIGTERM.
+pub(crate) trait Harness {
+    fn driver(&self) -> Arc<dyn Driver>;
+    fn exits_with(&self, code: i32) -> BTreeMap<String, serde_json::Value>;
+    fn runs_until_stopped(&self) -> BTreeMap<String, serde_json::Value>;
+    fn ignores_stop_signal(&self) -> BTreeMap<String, serde_json::Value>;
+}
+
+/// A temp task dir with log paths; removed on drop.
+pub(crate) struct TaskDirs {
+    _dir: tempfile::TempDir,
+    pub task_dir: PathBuf,
+    pub stdout: PathBuf,
+    pub stderr: PathBuf,
+}
+
+impl TaskDirs {
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let task_dir = dir.path().join("task");
+        std::fs::create_dir_all(&task_dir).unwrap();
+        TaskDirs {
+            stdout: dir.path().join("logs/task.stdout.0"),
+            stderr: dir.path().join("logs/task.stderr.0"),
+            task_dir,
+            _dir: dir,
+        }
+    }
+
+    pub fn request(&self, name: &str, config: BTreeMap<String, serde_json::Value>) -> StartRequest {
+        let alloc_id = orch_common::ids::new_id();
+        StartRequest {
+            id: format!("{alloc_id}/{name}"),
+            alloc_id,
+            task_name: name.to_string(),
+            config,
+            env: BTreeMap::new(),
+            user: None,
+            task_dir: self.task_dir.clone(),
+            stdout_path: self.stdout.clone(),
+            stderr_path: self.stderr.clone(),
+            cgroup: None,
+            resources: Default::default(),
+        }
+    }
+}
+
+/// Expands the shared driver scenarios as tests for `$harness`.
+macro_rules! driver_suite {
+    ($harness:expr) => {
+        mod shared_suite {
+            use super::*;
+            use crate::driver::suite::TaskDirs;
+            use std::time::Duration;
+
+            fn harness() -> impl crate::driver::suite::Harness {
+                $harness
+            }
+
+            #[tokio::test]
+            async fn exit_zero_is_successful() {
+                let h = harness();
+                let d = h.driver();
+                let t = TaskDirs::new();
+                let handle = d.start(t.request("ok", h.exits_with(0))).await.unwrap();
+                let r = d.wait(&handle).await.unwrap();
+                assert!(r.successful(), "{r:?}");
+                d.destroy(&handle).await.unwrap();
+            }
+
+            #[tokio::test]
+            async fn exit_code_3_is_classified() {
+                let h = harness();
+                let d = h.driver();
+                let t = TaskDirs::new();
+                let handle = d.start(t.request("three", h.exits_with(3))).await.unwrap();
+                let r = d.wait(&handle).await.unwrap();
+                assert_eq!((r.exit_code, r.signal, r.oom_killed), (3, None, false));
+                assert_eq!(r.describe(), "Exit Code: 3");
+                d.destroy(&handle).await.unwrap();
+            }
+
+            #[tokio::test]
+            async fn stop_delivers_the_signal() {
+                let h = harness();
+                let d = h.driver();
+                let t = TaskDirs::new();
+                let handle = d
+                    .start(t.request("long", h.runs_until_stopped()))
+                    .await
+                    .unwrap();
+                d.stop(
+                    &handle,
+                    nix::sys::signal::Signal::SIGTERM,
+                    Duration::from_secs(5),
+                )
+                .await
+                .unwrap();
+                let r = d.wait(&handle).await.unwrap();
+                assert_eq!(r.signal, Some(15), "{r:?}");
+                d.destroy(&handle).await.unwrap();
+            }
+
+            #[tokio::test]
+            async fn stop_force_kills_after_the_timeout() {
+                let h = harness();
+                let d = h.driver();
+                let t = TaskDirs::new();
+                let handle = d
+                    .start(t.request("stubborn", h.ignores_stop_signal()))
+                    .await
+                    .unwrap();
+                // Give a shell time to install its trap.
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                let started = std::time::Instant::now();
+                d.stop(
+                    &handle,
+                    nix::sys::signal::Signal::SIGTERM,
+                    Duration::from_millis(500),
+                )
+                .await
+                .unwrap();
+                assert!(started.elapsed() >= Duration::from_millis(450));
+                let r = d.wait(&handle).await.unwrap();
+                assert_eq!(r.signal, Some(9), "{r:?}");
+                d.destroy(&handle).await.unwrap();
+            }
+
+            #[tokio::test]
+            async fn destroy_is_idempotent_and_forgets_the_task() {
+                let h = harness();
+                let d = h.driver();
+                let t = TaskDirs::new();
+                let handle = d
+                    .start(t.request("gone", h.runs_until_stopped()))
+                    .await
+                    .unwrap();
+                d.destroy(&handle).await.unwrap();
+                d.destroy(&handle).await.unwrap();
+                assert!(d.wait(&handle).await.is_err());
+                assert_eq!(d.stats(&handle).await.unwrap().pids, 0);
+            }
+
+            #[tokio::test]
+            async fn the_handle_round_trips_through_json() {
+                let h = harness();
+                let d = h.driver();
+                let t = TaskDirs::new();
+                let handle = d.start(t.request("json", h.exits_with(0))).await.unwrap();
+                assert_eq!(handle.driver, d.name());
+                let text = serde_json::to_string(&handle).unwrap();
+                let back: crate::driver::TaskHandle = serde_json::from_str(&text).unwrap();
+                assert_eq!(back, handle);
+                d.wait(&handle).await.unwrap();
+                d.destroy(&handle).await.unwrap();
+            }
+
+            #[tokio::test]
+            async fn fingerprint_says_detected_and_healthy() {
+                let info = harness().driver().fingerprint();
+                assert!(info.detected && info.healthy);
+            }
+        }
+    };
+}
+
+pub(crate) use driver_suite;
