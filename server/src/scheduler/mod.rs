@@ -2,7 +2,32 @@
 //! It depends on `orch_common` and `std` only: no tokio, no SQL, no clock, no unseeded
 //! randomness. The worker, the tests and `orch job plan` each provide a `Planner`.
 
+//!
+//! Layout (Nomad-style, one concern per file):
+//! - `reconcile`: desired job vs. existing allocations -> place/stop/update buckets.
+//! - `feasible`: the feasibility chain (datacenter, status, drivers, constraints,
+//!   distinct_hosts, resources and ports), cached per computed node class.
+//! - `rank`: bin-pack scoring and job anti-affinity over a bounded, seeded sample.
+//! - `context`: the plan under construction and the node usage it implies.
+//! - `generic`: `process` for service and batch jobs (and the dispatch);
+//!   `system`: system and sysbatch jobs.
+//! - `rng`: the seeded SplitMix64 used for shuffling and port picking.
+
 use orch_common::structs::{Allocation, Evaluation, Job, Node, Plan, PlanResult};
+
+pub mod context;
+pub mod feasible;
+pub mod generic;
+pub mod rank;
+pub mod reconcile;
+pub mod rng;
+mod system;
+#[cfg(test)]
+pub mod testing;
+#[cfg(test)]
+mod tests;
+
+pub use generic::{process, SchedulerError, MAX_PLAN_ATTEMPTS};
 
 /// A read-only, point-in-time view of the cluster.
 pub trait State {

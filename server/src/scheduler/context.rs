@@ -1,0 +1,190 @@
+//! The plan under construction and the node usage it implies: existing allocations,
+//! minus the ones the plan stops or replaces, plus the ones it places. Placements made
+//! earlier in the same plan count against a node's capacity and ports.
+
+use std::collections::HashMap;
+
+use orch_common::ids;
+use orch_common::structs::{
+    AllocMetric, AllocatedPort, AllocatedResources, Allocation, ClientStatus, DesiredStatus,
+    Evaluation, Job, Node, Plan, TaskGroup,
+};
+
+use super::feasible::NodeUsage;
+use super::State;
+
+/// True when an allocation holds node resources for scheduling purposes: the server
+/// still wants it and the client has not finished it (Nomad's "non-terminal"). The plan
+/// applier uses the same rule, so scheduler and applier agree on what fits.
+pub fn holds_resources(a: &Allocation) -> bool {
+    a.desired_status == DesiredStatus::Run && !a.client_status.is_terminal()
+}
+
+/// Adds one allocation to a usage tally.
+pub fn add_to_usage(usage: &mut NodeUsage, a: &Allocation, job_id: &str, group: &str) {
+    usage.used = usage.used.add(&a.resources.total());
+    usage
+        .ports
+        .extend(a.resources.ports.iter().map(|p| p.value));
+    if a.job_id == job_id {
+        usage.job_allocs += 1;
+        if a.group == group {
+            usage.group_allocs += 1;
+        }
+    }
+}
+
+/// A plan being built from one snapshot.
+pub struct PlanBuilder<'s> {
+    state: &'s dyn State,
+    pub plan: Plan,
+    node_allocs: HashMap<String, Vec<Allocation>>,
+    now_ms: u64,
+}
+
+impl<'s> PlanBuilder<'s> {
+    pub fn new(eval: &Evaluation, state: &'s dyn State, job: Option<&Job>, now_ms: u64) -> Self {
+        PlanBuilder {
+            state,
+            plan: Plan {
+                eval_id: eval.id.clone(),
+                priority: eval.priority,
+                job: job.cloned(),
+                snapshot_index: state.index(),
+                ..Plan::default()
+            },
+            node_allocs: HashMap::new(),
+            now_ms,
+        }
+    }
+
+    /// Adds a stop (desired `stop`), optionally marking it lost and linking its
+    /// replacement.
+    pub fn stop(
+        &mut self,
+        alloc: &Allocation,
+        description: &str,
+        lost: bool,
+        next: Option<String>,
+    ) {
+        let mut a = alloc.clone();
+        a.desired_status = DesiredStatus::Stop;
+        a.desired_description = description.to_string();
+        if lost {
+            a.client_status = ClientStatus::Lost;
+            a.client_description = description.to_string();
+        }
+        if next.is_some() {
+            a.next_allocation = next;
+        }
+        a.modify_time = self.now_ms;
+        self.plan
+            .node_update
+            .entry(a.node_id.clone())
+            .or_default()
+            .push(a);
+    }
+
+    /// Links an already planned stop to its replacement.
+    pub fn link_replacement(&mut self, old: &Allocation, new_id: &str) {
+        if let Some(stop) = self
+            .plan
+            .node_update
+            .get_mut(&old.node_id)
+            .and_then(|v| v.iter_mut().find(|a| a.id == old.id))
+        {
+            stop.next_allocation = Some(new_id.to_string());
+        }
+    }
+
+    /// Adds a new allocation, or a new version of an existing one (same id).
+    pub fn place(&mut self, alloc: Allocation) {
+        self.plan
+            .node_allocation
+            .entry(alloc.node_id.clone())
+            .or_default()
+            .push(alloc);
+    }
+
+    /// The node's usage if the plan so far were committed.
+    pub fn usage(&mut self, node: &Node, job_id: &str, group: &str) -> NodeUsage {
+        let state = self.state;
+        let existing = self
+            .node_allocs
+            .entry(node.id.clone())
+            .or_insert_with(|| state.allocs_by_node(&node.id));
+        let stops = self.plan.node_update.get(&node.id);
+        let placed = self.plan.node_allocation.get(&node.id);
+        let in_plan = |id: &str| {
+            stops.is_some_and(|v| v.iter().any(|a| a.id == id))
+                || placed.is_some_and(|v| v.iter().any(|a| a.id == id))
+        };
+        let mut usage = NodeUsage::empty();
+        for a in existing.iter() {
+            if holds_resources(a) && !in_plan(&a.id) {
+                add_to_usage(&mut usage, a, job_id, group);
+            }
+        }
+        for a in placed.into_iter().flatten() {
+            add_to_usage(&mut usage, a, job_id, group);
+        }
+        usage
+    }
+
+    /// A fresh allocation of `group[index]` on `node`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new_alloc(
+        &self,
+        job: &Job,
+        group: &TaskGroup,
+        index: u32,
+        node: &Node,
+        ports: Vec<AllocatedPort>,
+        metric: AllocMetric,
+        previous: Option<&Allocation>,
+    ) -> Allocation {
+        Allocation {
+            id: ids::new_id(),
+            name: format!("{}.{}[{}]", job.id, group.name, index),
+            index,
+            namespace: "default".to_string(),
+            eval_id: self.plan.eval_id.clone(),
+            job_id: job.id.clone(),
+            job_version: job.version,
+            job: Some(Box::new(job.clone())),
+            group: group.name.clone(),
+            node_id: node.id.clone(),
+            node_name: node.name.clone(),
+            resources: AllocatedResources {
+                tasks: group
+                    .tasks
+                    .iter()
+                    .map(|t| (t.name.clone(), t.resources))
+                    .collect(),
+                ports,
+            },
+            desired_status: DesiredStatus::Run,
+            desired_description: String::new(),
+            client_status: ClientStatus::Pending,
+            client_description: String::new(),
+            task_states: Default::default(),
+            previous_allocation: previous.map(|p| p.id.clone()),
+            next_allocation: None,
+            metrics: Some(metric),
+            create_time: self.now_ms,
+            modify_time: self.now_ms,
+            create_index: 0,
+            modify_index: 0,
+        }
+    }
+
+    /// The next version of a running allocation, updated in place to `job`.
+    pub fn inplace_alloc(&self, alloc: &Allocation, job: &Job) -> Allocation {
+        let mut a = alloc.clone();
+        a.job_version = job.version;
+        a.job = Some(Box::new(job.clone()));
+        a.eval_id = self.plan.eval_id.clone();
+        a.modify_time = self.now_ms;
+        a
+    }
+}

@@ -1,0 +1,744 @@
+//! Feasibility: can this node run this task group at all? A chain of checks, cheapest
+//! first, each naming why it rejects a node:
+//!
+//! ```text
+//!   datacenter -> ready + eligible -> drivers -> constraints -> distinct_hosts -> fit
+//!   \____________ class-level, cached per node.computed_class ___/   (cpu, memory, ports)
+//! ```
+//!
+//! The checks that only look at what a node *is* (datacenter, drivers, constraints on
+//! non-unique attributes) give the same answer for every node of one computed class, so
+//! their result is cached per class and reported as the evaluation's `class_eligibility`
+//! (the blocked-evals tracker uses it to skip nodes that can never help).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use orch_common::regex::Regex;
+use orch_common::structs::{
+    AllocatedPort, Constraint, Job, NetworkSpec, Node, Resources, TaskGroup,
+};
+
+use super::rng::Rng;
+
+/// The operator of a `distinct_hosts` constraint.
+pub const DISTINCT_HOSTS: &str = "distinct_hosts";
+
+/// The reason string for a `distinct_hosts` rejection.
+pub const DISTINCT_HOSTS_REASON: &str = "distinct_hosts";
+
+/// Resolves a constraint operand against a node: `${attr.x}`, `${meta.x}`,
+/// `${node.id|name|class|datacenter|pool}` (and Nomad's `${node.unique.id|name}`).
+/// Anything not wrapped in `${...}` is a literal. `None` when the node lacks it.
+pub fn resolve(target: &str, node: &Node) -> Option<String> {
+    let Some(inner) = target
+        .strip_prefix("${")
+        .and_then(|rest| rest.strip_suffix('}'))
+    else {
+        return Some(target.to_string());
+    };
+    match inner {
+        "node.id" | "node.unique.id" => Some(node.id.clone()),
+        "node.name" | "node.unique.name" => Some(node.name.clone()),
+        "node.class" => Some(node.node_class.clone()),
+        "node.datacenter" => Some(node.datacenter.clone()),
+        "node.pool" => Some(node.node_pool.clone()),
+        _ => {
+            if let Some(key) = inner.strip_prefix("attr.") {
+                node.attributes.get(key).cloned()
+            } else if let Some(key) = inner.strip_prefix("meta.") {
+                node.meta.get(key).cloned()
+            } else {
+                None
+            }
+        }
+    }
+}
+
+/// True when the operand names something unique to one node (so a result for it can't be
+/// shared by the node's whole class).
+fn is_node_unique(target: &str) -> bool {
+    target.contains("unique.") || target == "${node.id}" || target == "${node.name}"
+}
+
+/// True when a constraint's answer is the same for every node of one computed class.
+pub fn is_class_level(c: &Constraint) -> bool {
+    c.operator != DISTINCT_HOSTS && !is_node_unique(&c.attribute) && !is_node_unique(&c.value)
+}
+
+/// Compiled `regexp` constraint patterns (an invalid pattern matches nothing).
+#[derive(Debug, Default)]
+pub struct RegexCache {
+    compiled: HashMap<String, Option<Regex>>,
+}
+
+impl RegexCache {
+    fn is_match(&mut self, pattern: &str, value: &str) -> bool {
+        self.compiled
+            .entry(pattern.to_string())
+            .or_insert_with(|| Regex::new(pattern).ok())
+            .as_ref()
+            .map(|re| re.is_match(value))
+            .unwrap_or(false)
+    }
+}
+
+/// Evaluates one constraint (other than `distinct_hosts`) on a node.
+pub fn check_constraint(c: &Constraint, node: &Node, regexes: &mut RegexCache) -> bool {
+    let left = resolve(&c.attribute, node);
+    let right = resolve(&c.value, node);
+    match c.operator.as_str() {
+        "=" | "==" | "is" => left.is_some() && left == right,
+        // Like Nomad: a missing attribute is "not equal".
+        "!=" | "not" => left != right,
+        "<" | "<=" | ">" | ">=" => match (left, right) {
+            (Some(l), Some(r)) => check_order(&c.operator, &l, &r),
+            _ => false,
+        },
+        "is_set" => left.is_some(),
+        "is_not_set" => left.is_none(),
+        "regexp" => match (left, right) {
+            (Some(l), Some(r)) => regexes.is_match(&r, &l),
+            _ => false,
+        },
+        "version" | "semver" => match (left, right) {
+            (Some(l), Some(r)) => check_version(&l, &r),
+            _ => false,
+        },
+        "set_contains" | "set_contains_all" => match (left, right) {
+            (Some(l), Some(r)) => {
+                let have = split_set(&l);
+                split_set(&r).iter().all(|x| have.contains(x))
+            }
+            _ => false,
+        },
+        "set_contains_any" => match (left, right) {
+            (Some(l), Some(r)) => {
+                let have = split_set(&l);
+                split_set(&r).iter().any(|x| have.contains(x))
+            }
+            _ => false,
+        },
+        DISTINCT_HOSTS => true,
+        _ => false,
+    }
+}
+
+fn split_set(s: &str) -> BTreeSet<String> {
+    s.split(',')
+        .map(|x| x.trim().to_string())
+        .filter(|x| !x.is_empty())
+        .collect()
+}
+
+/// Numeric order when both sides are numbers, lexical order otherwise.
+fn check_order(op: &str, l: &str, r: &str) -> bool {
+    let ord = match (l.trim().parse::<f64>(), r.trim().parse::<f64>()) {
+        (Ok(a), Ok(b)) => match a.partial_cmp(&b) {
+            Some(o) => o,
+            None => return false,
+        },
+        _ => l.cmp(r),
+    };
+    match op {
+        "<" => ord.is_lt(),
+        "<=" => ord.is_le(),
+        ">" => ord.is_gt(),
+        ">=" => ord.is_ge(),
+        _ => false,
+    }
+}
+
+/// Dotted numeric version, pre-release and build suffixes ignored.
+fn parse_version(v: &str) -> Option<Vec<u64>> {
+    let core = v.trim().trim_start_matches('v');
+    let core = core.split(['-', '+']).next().unwrap_or(core);
+    core.split('.').map(|p| p.parse::<u64>().ok()).collect()
+}
+
+fn cmp_versions(a: &[u64], b: &[u64]) -> std::cmp::Ordering {
+    let n = a.len().max(b.len());
+    for i in 0..n {
+        let x = a.get(i).copied().unwrap_or(0);
+        let y = b.get(i).copied().unwrap_or(0);
+        if x != y {
+            return x.cmp(&y);
+        }
+    }
+    std::cmp::Ordering::Equal
+}
+
+/// `version` constraints: comma-separated clauses such as `>= 1.2, < 2.0` or `~> 1.4`.
+fn check_version(have: &str, spec: &str) -> bool {
+    let Some(have) = parse_version(have) else {
+        return false;
+    };
+    spec.split(',').all(|clause| {
+        let clause = clause.trim();
+        let (op, ver) = ["~>", ">=", "<=", "!=", "=", ">", "<"]
+            .iter()
+            .find_map(|op| clause.strip_prefix(op).map(|rest| (*op, rest)))
+            .unwrap_or(("=", clause));
+        let Some(want) = parse_version(ver) else {
+            return false;
+        };
+        let ord = cmp_versions(&have, &want);
+        match op {
+            "=" => ord.is_eq(),
+            "!=" => !ord.is_eq(),
+            ">" => ord.is_gt(),
+            ">=" => ord.is_ge(),
+            "<" => ord.is_lt(),
+            "<=" => ord.is_le(),
+            "~>" => {
+                // Pessimistic: >= want and < want with its second-to-last part bumped.
+                if ord.is_lt() {
+                    return false;
+                }
+                let mut upper = want.clone();
+                if upper.len() > 1 {
+                    upper.pop();
+                }
+                if let Some(last) = upper.last_mut() {
+                    *last += 1;
+                }
+                cmp_versions(&have, &upper).is_lt()
+            }
+            _ => false,
+        }
+    })
+}
+
+/// What already uses a node, as the plan being built would leave it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct NodeUsage {
+    pub used: Resources,
+    pub ports: BTreeSet<u16>,
+    /// Allocations of the job being scheduled on the node.
+    pub job_allocs: u32,
+    /// Allocations of the task group being scheduled on the node.
+    pub group_allocs: u32,
+}
+
+impl NodeUsage {
+    pub fn empty() -> NodeUsage {
+        NodeUsage {
+            used: Resources::ZERO,
+            ..Default::default()
+        }
+    }
+}
+
+/// Whose allocations a `distinct_hosts` constraint keeps apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DistinctScope {
+    Job,
+    Group,
+}
+
+/// The feasibility chain for one task group of one job, with its per-class cache.
+#[derive(Debug)]
+pub struct FeasibilityChecker {
+    datacenters: Vec<String>,
+    drivers: Vec<String>,
+    class_constraints: Vec<Constraint>,
+    node_constraints: Vec<Constraint>,
+    distinct: Option<DistinctScope>,
+    class_cache: HashMap<String, Result<(), String>>,
+    regexes: RegexCache,
+    /// computed class -> passed the class-level checks.
+    pub class_eligibility: BTreeMap<String, bool>,
+}
+
+/// True when `datacenter` is one of the job's `datacenters` (`*` matches any).
+pub fn datacenter_matches(datacenters: &[String], datacenter: &str) -> bool {
+    datacenters.iter().any(|dc| dc == "*" || dc == datacenter)
+}
+
+fn is_distinct_hosts(c: &Constraint) -> bool {
+    c.operator == DISTINCT_HOSTS && c.value != "false"
+}
+
+impl FeasibilityChecker {
+    pub fn new(job: &Job, group: &TaskGroup) -> FeasibilityChecker {
+        let mut drivers: Vec<String> = group.tasks.iter().map(|t| t.driver.clone()).collect();
+        drivers.sort();
+        drivers.dedup();
+        let distinct = if group.constraints.iter().any(is_distinct_hosts) {
+            Some(DistinctScope::Group)
+        } else if job.constraints.iter().any(is_distinct_hosts) {
+            Some(DistinctScope::Job)
+        } else {
+            None
+        };
+        let (class_constraints, node_constraints) = job
+            .constraints
+            .iter()
+            .chain(group.constraints.iter())
+            .filter(|c| c.operator != DISTINCT_HOSTS)
+            .cloned()
+            .partition(is_class_level);
+        FeasibilityChecker {
+            datacenters: job.datacenters.clone(),
+            drivers,
+            class_constraints,
+            node_constraints,
+            distinct,
+            class_cache: HashMap::new(),
+            regexes: RegexCache::default(),
+            class_eligibility: BTreeMap::new(),
+        }
+    }
+
+    /// The job runs in the node's datacenter.
+    pub fn datacenter_ok(&self, node: &Node) -> bool {
+        datacenter_matches(&self.datacenters, &node.datacenter)
+    }
+
+    /// Drivers and class-level constraints (and the datacenter), uncached.
+    fn check_class_uncached(&mut self, node: &Node) -> Result<(), String> {
+        if !self.datacenter_ok(node) {
+            return Err(format!("datacenter {:?}", node.datacenter));
+        }
+        if let Some(d) = self.drivers.iter().find(|d| !node.has_driver(d)) {
+            return Err(format!("missing driver {d:?}"));
+        }
+        for c in &self.class_constraints {
+            if !check_constraint(c, node, &mut self.regexes) {
+                return Err(c.to_string());
+            }
+        }
+        Ok(())
+    }
+
+    /// The class-level checks, cached per computed class (never for an empty class).
+    fn check_class(&mut self, node: &Node) -> Result<(), String> {
+        let class = node.computed_class.as_str();
+        if class.is_empty() {
+            return self.check_class_uncached(node);
+        }
+        if let Some(cached) = self.class_cache.get(class) {
+            return cached.clone();
+        }
+        let verdict = self.check_class_uncached(node);
+        self.class_eligibility
+            .insert(class.to_string(), verdict.is_ok());
+        self.class_cache.insert(class.to_string(), verdict.clone());
+        verdict
+    }
+
+    /// Everything but resources and `distinct_hosts`: datacenter, status, drivers,
+    /// constraints. `Err` carries the reason recorded into the metrics.
+    pub fn check_node(&mut self, node: &Node) -> Result<(), String> {
+        if !self.datacenter_ok(node) {
+            return Err(format!("datacenter {:?}", node.datacenter));
+        }
+        if !node.is_schedulable() {
+            return Err("node not ready or not eligible".to_string());
+        }
+        self.check_class(node)?;
+        for c in &self.node_constraints {
+            if !check_constraint(c, node, &mut self.regexes) {
+                return Err(c.to_string());
+            }
+        }
+        Ok(())
+    }
+
+    /// `distinct_hosts`: no other allocation of the job (or group) on the node.
+    pub fn check_distinct(&self, usage: &NodeUsage) -> Result<(), String> {
+        let taken = match self.distinct {
+            None => false,
+            Some(DistinctScope::Job) => usage.job_allocs > 0,
+            Some(DistinctScope::Group) => usage.group_allocs > 0,
+        };
+        if taken {
+            Err(DISTINCT_HOSTS_REASON.to_string())
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// Whether `ask` and the group's ports fit on the node next to `usage`; `Err` names the
+/// exhausted dimension (`cpu`, `memory`, `ports`).
+pub fn check_fit(
+    node: &Node,
+    usage: &NodeUsage,
+    ask: &Resources,
+    network: &NetworkSpec,
+) -> Result<(), &'static str> {
+    let available = node.allocatable().saturating_sub(&usage.used);
+    ask.fits(&available)?;
+    if !ports_available(node, usage, network) {
+        return Err("ports");
+    }
+    Ok(())
+}
+
+fn port_taken(node: &Node, usage: &NodeUsage, port: u16) -> bool {
+    usage.ports.contains(&port) || node.reserved_ports.contains(&port)
+}
+
+/// Static ports free, and enough free dynamic ports left in the node's range.
+fn ports_available(node: &Node, usage: &NodeUsage, network: &NetworkSpec) -> bool {
+    let mut statics = BTreeSet::new();
+    let mut dynamic = 0usize;
+    for p in &network.ports {
+        match p.static_port {
+            Some(port) => {
+                if port_taken(node, usage, port) || !statics.insert(port) {
+                    return false;
+                }
+            }
+            None => dynamic += 1,
+        }
+    }
+    if dynamic == 0 {
+        return true;
+    }
+    if node.min_dynamic_port > node.max_dynamic_port {
+        return false;
+    }
+    let range = usize::from(node.max_dynamic_port - node.min_dynamic_port) + 1;
+    let in_range = |p: &&u16| (node.min_dynamic_port..=node.max_dynamic_port).contains(*p);
+    let blocked: BTreeSet<u16> = usage
+        .ports
+        .iter()
+        .chain(node.reserved_ports.iter())
+        .chain(statics.iter())
+        .filter(in_range)
+        .copied()
+        .collect();
+    range.saturating_sub(blocked.len()) >= dynamic
+}
+
+/// The address ports are given on: the host of the node's HTTP address.
+pub fn host_ip(node: &Node) -> String {
+    node.attributes
+        .get("unique.network.ip-address")
+        .cloned()
+        .or_else(|| {
+            node.http_addr
+                .rsplit_once(':')
+                .map(|(host, _)| host.trim_matches(['[', ']']).to_string())
+                .filter(|h| !h.is_empty())
+        })
+        .unwrap_or_else(|| "127.0.0.1".to_string())
+}
+
+/// Picks the group's ports on a node that passed `check_fit`: static ones as asked,
+/// dynamic ones at random from the node's range, skipping used and reserved ports.
+pub fn assign_ports(
+    node: &Node,
+    usage: &NodeUsage,
+    network: &NetworkSpec,
+    rng: &mut Rng,
+) -> Result<Vec<AllocatedPort>, &'static str> {
+    let ip = host_ip(node);
+    let mut taken: BTreeSet<u16> = usage.ports.clone();
+    taken.extend(node.reserved_ports.iter().copied());
+    taken.extend(network.ports.iter().filter_map(|p| p.static_port));
+    let mut out = Vec::with_capacity(network.ports.len());
+    for p in &network.ports {
+        let value = match p.static_port {
+            Some(port) => port,
+            None => {
+                let port = pick_dynamic(node, &taken, rng).ok_or("ports")?;
+                taken.insert(port);
+                port
+            }
+        };
+        out.push(AllocatedPort {
+            label: p.label.clone(),
+            value,
+            to: p.to,
+            host_ip: ip.clone(),
+        });
+    }
+    Ok(out)
+}
+
+fn pick_dynamic(node: &Node, taken: &BTreeSet<u16>, rng: &mut Rng) -> Option<u16> {
+    let (lo, hi) = (node.min_dynamic_port, node.max_dynamic_port);
+    if lo > hi {
+        return None;
+    }
+    let span = u64::from(hi - lo) + 1;
+    // A few random tries first (cheap when the range is mostly free), then a scan.
+    for _ in 0..16 {
+        let port = lo + rng.below(span) as u16;
+        if !taken.contains(&port) {
+            return Some(port);
+        }
+    }
+    let start = rng.below(span) as u16;
+    (0..span as u32)
+        .map(|i| lo + ((u32::from(start) + i) % span as u32) as u16)
+        .find(|p| !taken.contains(p))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scheduler::testing::{JobBuilder, NodeBuilder};
+    use orch_common::structs::{NodeStatus, PortSpec};
+
+    fn constraint(attribute: &str, operator: &str, value: &str) -> Constraint {
+        Constraint {
+            attribute: attribute.into(),
+            operator: operator.into(),
+            value: value.into(),
+        }
+    }
+
+    fn holds(c: Constraint, node: &Node) -> bool {
+        check_constraint(&c, node, &mut RegexCache::default())
+    }
+
+    #[test]
+    fn targets_resolve_from_attributes_meta_and_node_fields() {
+        let node = NodeBuilder::new()
+            .name("n1")
+            .class("fast")
+            .attr("kernel.name", "linux")
+            .meta("rack", "r1")
+            .build();
+        assert_eq!(
+            resolve("${attr.kernel.name}", &node).as_deref(),
+            Some("linux")
+        );
+        assert_eq!(resolve("${meta.rack}", &node).as_deref(), Some("r1"));
+        assert_eq!(resolve("${node.class}", &node).as_deref(), Some("fast"));
+        assert_eq!(resolve("${node.name}", &node).as_deref(), Some("n1"));
+        assert_eq!(resolve("${node.datacenter}", &node).as_deref(), Some("dc1"));
+        assert_eq!(resolve("${node.pool}", &node).as_deref(), Some("default"));
+        assert_eq!(resolve("${attr.missing}", &node), None);
+        assert_eq!(resolve("plain", &node).as_deref(), Some("plain"));
+    }
+
+    #[test]
+    fn equality_and_inequality_constraints() {
+        let node = NodeBuilder::new().attr("kernel.name", "linux").build();
+        assert!(holds(
+            constraint("${attr.kernel.name}", "=", "linux"),
+            &node
+        ));
+        assert!(!holds(
+            constraint("${attr.kernel.name}", "=", "darwin"),
+            &node
+        ));
+        assert!(holds(
+            constraint("${attr.kernel.name}", "!=", "darwin"),
+            &node
+        ));
+        assert!(!holds(constraint("${attr.nope}", "=", "linux"), &node));
+        assert!(holds(constraint("${attr.nope}", "!=", "linux"), &node));
+    }
+
+    #[test]
+    fn order_constraints_compare_numbers_numerically() {
+        let node = NodeBuilder::new().attr("cpu.numcores", "16").build();
+        assert!(holds(constraint("${attr.cpu.numcores}", ">", "4"), &node));
+        assert!(holds(constraint("${attr.cpu.numcores}", ">=", "16"), &node));
+        assert!(!holds(constraint("${attr.cpu.numcores}", "<", "8"), &node));
+        assert!(holds(constraint("${attr.cpu.numcores}", "<=", "16"), &node));
+        let named = NodeBuilder::new().attr("zone", "b").build();
+        assert!(holds(constraint("${attr.zone}", ">", "a"), &named));
+    }
+
+    #[test]
+    fn regexp_and_set_and_version_constraints() {
+        let node = NodeBuilder::new()
+            .attr("os.name", "debian")
+            .attr("tags", "ssd,gpu")
+            .attr("kernel.version", "6.1.0-13-amd64")
+            .build();
+        assert!(holds(
+            constraint("${attr.os.name}", "regexp", "^deb"),
+            &node
+        ));
+        assert!(!holds(
+            constraint("${attr.os.name}", "regexp", "^ubu"),
+            &node
+        ));
+        assert!(!holds(constraint("${attr.os.name}", "regexp", "("), &node));
+        assert!(holds(
+            constraint("${attr.tags}", "set_contains", "gpu"),
+            &node
+        ));
+        assert!(!holds(
+            constraint("${attr.tags}", "set_contains", "gpu,tpu"),
+            &node
+        ));
+        assert!(holds(
+            constraint("${attr.tags}", "set_contains_any", "gpu,tpu"),
+            &node
+        ));
+        assert!(holds(
+            constraint("${attr.kernel.version}", "version", ">= 5.10, < 7"),
+            &node
+        ));
+        assert!(!holds(
+            constraint("${attr.kernel.version}", "version", "~> 5.10"),
+            &node
+        ));
+        assert!(holds(
+            constraint("${attr.kernel.version}", "version", "~> 6.0"),
+            &node
+        ));
+    }
+
+    #[test]
+    fn is_set_and_is_not_set_constraints() {
+        let node = NodeBuilder::new().meta("rack", "r1").build();
+        assert!(holds(constraint("${meta.rack}", "is_set", ""), &node));
+        assert!(!holds(constraint("${meta.zone}", "is_set", ""), &node));
+        assert!(holds(constraint("${meta.zone}", "is_not_set", ""), &node));
+    }
+
+    #[test]
+    fn checker_names_the_missing_driver() {
+        let job = JobBuilder::new("web").driver("container").build();
+        let mut checker = FeasibilityChecker::new(&job, &job.groups[0]);
+        let node = NodeBuilder::new().build();
+        assert_eq!(
+            checker.check_node(&node),
+            Err("missing driver \"container\"".to_string())
+        );
+        assert_eq!(
+            checker.class_eligibility.get(&node.computed_class),
+            Some(&false)
+        );
+    }
+
+    #[test]
+    fn checker_rejects_down_and_ineligible_nodes() {
+        let job = JobBuilder::new("web").build();
+        let mut checker = FeasibilityChecker::new(&job, &job.groups[0]);
+        let down = NodeBuilder::new().status(NodeStatus::Down).build();
+        assert!(checker.check_node(&down).is_err());
+        let ok = NodeBuilder::new().build();
+        assert!(checker.check_node(&ok).is_ok());
+    }
+
+    #[test]
+    fn checker_reports_the_failed_constraint_as_written() {
+        let job = JobBuilder::new("web")
+            .constraint("${attr.kernel.name}", "=", "plan9")
+            .build();
+        let mut checker = FeasibilityChecker::new(&job, &job.groups[0]);
+        let node = NodeBuilder::new().attr("kernel.name", "linux").build();
+        assert_eq!(
+            checker.check_node(&node),
+            Err("${attr.kernel.name} = plan9".to_string())
+        );
+    }
+
+    #[test]
+    fn node_unique_constraints_are_not_class_level() {
+        assert!(!is_class_level(&constraint("${node.id}", "=", "x")));
+        assert!(!is_class_level(&constraint(
+            "${attr.unique.hostname}",
+            "=",
+            "x"
+        )));
+        assert!(is_class_level(&constraint(
+            "${attr.kernel.name}",
+            "=",
+            "linux"
+        )));
+        // Two nodes of one class, told apart by a node-level constraint.
+        let a = NodeBuilder::new().name("a").build();
+        let b = NodeBuilder::new().name("b").build();
+        assert_eq!(a.computed_class, b.computed_class);
+        let job = JobBuilder::new("web")
+            .constraint("${node.name}", "=", "b")
+            .build();
+        let mut checker = FeasibilityChecker::new(&job, &job.groups[0]);
+        assert!(checker.check_node(&a).is_err());
+        assert!(checker.check_node(&b).is_ok());
+    }
+
+    #[test]
+    fn fit_names_the_exhausted_dimension() {
+        let node = NodeBuilder::new().cpu(1000).memory(1024).build();
+        let ask = Resources {
+            cpu: 500,
+            memory: 2048,
+            memory_max: None,
+        };
+        let net = NetworkSpec::default();
+        assert_eq!(
+            check_fit(&node, &NodeUsage::empty(), &ask, &net),
+            Err("memory")
+        );
+        let usage = NodeUsage {
+            used: Resources {
+                cpu: 800,
+                memory: 0,
+                memory_max: None,
+            },
+            ..NodeUsage::empty()
+        };
+        let small = Resources {
+            cpu: 300,
+            memory: 10,
+            memory_max: None,
+        };
+        assert_eq!(check_fit(&node, &usage, &small, &net), Err("cpu"));
+    }
+
+    #[test]
+    fn static_port_in_use_is_exhausted_on_ports() {
+        let node = NodeBuilder::new().reserved_ports(&[22]).build();
+        let mut usage = NodeUsage::empty();
+        usage.ports.insert(8080);
+        let ask = Resources::default();
+        let net = |port| NetworkSpec {
+            mode: None,
+            ports: vec![PortSpec {
+                label: "http".into(),
+                static_port: Some(port),
+                to: None,
+            }],
+        };
+        assert_eq!(check_fit(&node, &usage, &ask, &net(8080)), Err("ports"));
+        assert_eq!(check_fit(&node, &usage, &ask, &net(22)), Err("ports"));
+        assert!(check_fit(&node, &usage, &ask, &net(9090)).is_ok());
+    }
+
+    #[test]
+    fn dynamic_ports_avoid_used_and_reserved_ports() {
+        let node = NodeBuilder::new()
+            .port_range(30000, 30003)
+            .reserved_ports(&[30001])
+            .build();
+        let mut usage = NodeUsage::empty();
+        usage.ports.insert(30000);
+        let net = NetworkSpec {
+            mode: None,
+            ports: vec![
+                PortSpec {
+                    label: "a".into(),
+                    static_port: None,
+                    to: None,
+                },
+                PortSpec {
+                    label: "b".into(),
+                    static_port: None,
+                    to: Some(80),
+                },
+            ],
+        };
+        assert!(check_fit(&node, &usage, &Resources::default(), &net).is_ok());
+        let ports = assign_ports(&node, &usage, &net, &mut Rng::new(3)).expect("ports");
+        let mut values: Vec<u16> = ports.iter().map(|p| p.value).collect();
+        values.sort();
+        assert_eq!(values, vec![30002, 30003]);
+        usage.ports.insert(30002);
+        assert_eq!(
+            check_fit(&node, &usage, &Resources::default(), &net),
+            Err("ports")
+        );
+    }
+}

@@ -1,0 +1,434 @@
+//! The scheduler for `service` and `batch` jobs (and the entry point that dispatches
+//! `system`/`sysbatch` jobs to `system.rs`).
+//!
+//! ```text
+//!  process(eval, snapshot, planner, now)
+//!    loop (at most MAX_PLAN_ATTEMPTS):
+//!      reconcile(job, allocs)  -> stop / place / in-place / delayed
+//!      for each placement: feasibility chain -> bin-pack rank -> best node
+//!      plan empty? ----------------------------------------------> done
+//!      planner.submit_plan(plan) -- all committed ---------------> done
+//!                                -- partial: retry on the fresher snapshot
+//!    done: create follow-up eval (delayed reschedules), blocked eval (unplaced
+//!          instances; or reblock when the eval was a blocked one), update_eval
+//!    attempts used up: eval failed + blocked eval `max-plan-attempts`
+//! ```
+
+use std::collections::{BTreeMap, HashMap};
+
+use orch_common::ids;
+use orch_common::structs::{
+    triggers, AllocMetric, AllocatedPort, EvalStatus, Evaluation, Job, JobType, Node, Plan,
+    TaskGroup,
+};
+
+use super::context::PlanBuilder;
+use super::feasible::{assign_ports, datacenter_matches, FeasibilityChecker};
+use super::rank::{record_exhausted, sample_limit, select, Ask};
+use super::reconcile::{reconcile, PlaceReason, Placement, DESC_RESCHEDULED, DESC_UPDATED};
+use super::rng::Rng;
+use super::system;
+use super::{Planner, State};
+
+/// How many times a partially committed plan is recomputed before giving up.
+pub const MAX_PLAN_ATTEMPTS: u32 = 5;
+
+/// Why scheduling an evaluation failed (the broker will redeliver it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SchedulerError {
+    /// The planner refused an operation (plan submission, eval update, ...).
+    Planner {
+        eval_id: String,
+        op: &'static str,
+        message: String,
+    },
+}
+
+impl std::fmt::Display for SchedulerError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SchedulerError::Planner {
+                eval_id,
+                op,
+                message,
+            } => write!(f, "evaluation {eval_id}: {op} failed: {message}"),
+        }
+    }
+}
+
+impl std::error::Error for SchedulerError {}
+
+fn planner_err<'e>(
+    eval: &'e Evaluation,
+    op: &'static str,
+) -> impl FnOnce(String) -> SchedulerError + 'e {
+    move |message| SchedulerError::Planner {
+        eval_id: eval.id.clone(),
+        op,
+        message,
+    }
+}
+
+/// What one scheduling pass produced.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Outcome {
+    pub plan: Plan,
+    /// Group -> why its placements failed.
+    pub failed: BTreeMap<String, AllocMetric>,
+    /// Group -> instances not placed.
+    pub queued: BTreeMap<String, u32>,
+    pub class_eligibility: BTreeMap<String, bool>,
+    /// Earliest time a failed allocation may be rescheduled.
+    pub next_reschedule: Option<u64>,
+}
+
+/// Schedules one evaluation: computes a plan from `state`, submits it through
+/// `planner` (retrying partial commits), and records the evaluation's outcome.
+pub fn process(
+    eval: &Evaluation,
+    state: &dyn State,
+    planner: &mut dyn Planner,
+    now_ms: u64,
+) -> Result<(), SchedulerError> {
+    let mut refreshed: Option<Box<dyn State>> = None;
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let (outcome, snapshot_index) = {
+            let st: &dyn State = refreshed.as_deref().unwrap_or(state);
+            (compute(eval, st, now_ms), st.index())
+        };
+        if outcome.plan.is_empty() {
+            return finish(eval, outcome, snapshot_index, planner, now_ms);
+        }
+        let (result, fresh) = planner
+            .submit_plan(outcome.plan.clone())
+            .map_err(planner_err(eval, "submit plan"))?;
+        if result.is_full_commit(&outcome.plan) {
+            return finish(eval, outcome, snapshot_index, planner, now_ms);
+        }
+        if attempt >= MAX_PLAN_ATTEMPTS {
+            return give_up(eval, outcome, snapshot_index, planner, now_ms);
+        }
+        if let Some(fresh) = fresh {
+            refreshed = Some(fresh);
+        }
+    }
+}
+
+fn compute(eval: &Evaluation, st: &dyn State, now_ms: u64) -> Outcome {
+    let job = st.job(&eval.job_id);
+    let job_type = job.as_ref().map(|j| j.job_type).unwrap_or(eval.job_type);
+    match job_type {
+        JobType::System | JobType::Sysbatch => system::compute(eval, st, job, now_ms),
+        JobType::Service | JobType::Batch => compute_generic(eval, st, job, now_ms),
+    }
+}
+
+fn compute_generic(eval: &Evaluation, st: &dyn State, job: Option<Job>, now_ms: u64) -> Outcome {
+    let allocs = st.allocs_by_job(&eval.job_id);
+    let nodes = st.nodes();
+    let node_map: HashMap<String, Node> = nodes.iter().map(|n| (n.id.clone(), n.clone())).collect();
+    let rec = reconcile(job.as_ref(), &allocs, &node_map, now_ms);
+    let mut b = PlanBuilder::new(eval, st, job.as_ref(), now_ms);
+    for s in &rec.stop {
+        b.stop(&s.alloc, &s.description, s.lost, None);
+    }
+    let mut out = Outcome {
+        next_reschedule: rec.next_reschedule_time(),
+        ..Outcome::default()
+    };
+    let Some(job) = job.filter(|j| !j.stop) else {
+        out.plan = b.plan;
+        return out;
+    };
+    let mut placer = Placer::new(eval, &job, &nodes);
+    let mut placements = rec.place;
+    for a in rec.inplace {
+        let Some(group) = job.group(&a.group) else {
+            continue;
+        };
+        let still_fits = node_map
+            .get(&a.node_id)
+            .is_some_and(|n| placer.checker(&job, group).check_node(n).is_ok());
+        if still_fits {
+            let updated = b.inplace_alloc(&a, &job);
+            b.place(updated);
+        } else {
+            placements.push(Placement {
+                group: a.group.clone(),
+                index: a.index,
+                reason: PlaceReason::Destructive,
+                previous: Some(a),
+            });
+        }
+    }
+    for g in &job.groups {
+        out.queued.insert(g.name.clone(), 0);
+    }
+    for p in placements {
+        let Some(group) = job.group(&p.group) else {
+            continue;
+        };
+        if let Some(m) = out.failed.get_mut(&p.group) {
+            // The plan only gets fuller: the rest of the group fails the same way.
+            m.coalesced_failures += 1;
+            *out.queued.entry(p.group.clone()).or_default() += 1;
+            continue;
+        }
+        match placer.place_one(&mut b, &job, group) {
+            Ok((node, ports, metric)) => {
+                let alloc = b.new_alloc(
+                    &job,
+                    group,
+                    p.index,
+                    &node,
+                    ports,
+                    metric,
+                    p.previous.as_ref(),
+                );
+                if let Some(prev) = &p.previous {
+                    match p.reason {
+                        PlaceReason::Reschedule => {
+                            b.stop(prev, DESC_RESCHEDULED, false, Some(alloc.id.clone()))
+                        }
+                        PlaceReason::Destructive => {
+                            b.stop(prev, DESC_UPDATED, false, Some(alloc.id.clone()))
+                        }
+                        PlaceReason::Lost => b.link_replacement(prev, &alloc.id),
+                        PlaceReason::New => {}
+                    }
+                }
+                b.place(alloc);
+            }
+            Err(metric) => {
+                out.failed.insert(p.group.clone(), metric);
+                *out.queued.entry(p.group.clone()).or_default() += 1;
+            }
+        }
+    }
+    out.class_eligibility = placer.class_eligibility();
+    out.plan = b.plan;
+    out
+}
+
+/// Picks nodes for one job's placements over a seeded shuffle of the ready nodes.
+pub(crate) struct Placer {
+    candidates: Vec<Node>,
+    cursor: usize,
+    limit: usize,
+    rng: Rng,
+    checkers: HashMap<String, FeasibilityChecker>,
+    base_metric: AllocMetric,
+}
+
+impl Placer {
+    pub fn new(eval: &Evaluation, job: &Job, nodes: &[Node]) -> Placer {
+        let mut base_metric = AllocMetric::default();
+        let mut candidates = Vec::new();
+        for n in nodes
+            .iter()
+            .filter(|n| datacenter_matches(&job.datacenters, &n.datacenter))
+        {
+            base_metric.nodes_in_pool += 1;
+            if n.is_schedulable() {
+                *base_metric
+                    .nodes_available
+                    .entry(n.datacenter.clone())
+                    .or_default() += 1;
+                candidates.push(n.clone());
+            }
+        }
+        // A stable order first, so the seeded shuffle is reproducible.
+        candidates.sort_by(|a, b| a.id.cmp(&b.id));
+        let mut rng = Rng::from_str_seed(&eval.id);
+        rng.shuffle(&mut candidates);
+        let limit = sample_limit(candidates.len());
+        Placer {
+            candidates,
+            cursor: 0,
+            limit,
+            rng,
+            checkers: HashMap::new(),
+            base_metric,
+        }
+    }
+
+    pub fn checker(&mut self, job: &Job, group: &TaskGroup) -> &mut FeasibilityChecker {
+        self.checkers
+            .entry(group.name.clone())
+            .or_insert_with(|| FeasibilityChecker::new(job, group))
+    }
+
+    /// Chooses a node for one instance of `group`: `Ok((node, ports, metric))`, or the
+    /// metric explaining why no node would do.
+    pub fn place_one(
+        &mut self,
+        b: &mut PlanBuilder<'_>,
+        job: &Job,
+        group: &TaskGroup,
+    ) -> Result<(Node, Vec<AllocatedPort>, AllocMetric), AllocMetric> {
+        let mut metric = self.base_metric.clone();
+        let ask = group.resources();
+        let checker = self
+            .checkers
+            .entry(group.name.clone())
+            .or_insert_with(|| FeasibilityChecker::new(job, group));
+        let choice = select(
+            &self.candidates,
+            &mut self.cursor,
+            self.limit,
+            checker,
+            Ask {
+                resources: &ask,
+                network: &group.network,
+                desired_count: group.count,
+            },
+            &mut |node| b.usage(node, &job.id, &group.name),
+            &mut metric,
+        );
+        let Some(choice) = choice else {
+            return Err(metric);
+        };
+        let node = self.candidates[choice.node_index].clone();
+        match assign_ports(&node, &choice.usage, &group.network, &mut self.rng) {
+            Ok(ports) => Ok((node, ports, metric)),
+            Err(dim) => {
+                record_exhausted(&mut metric, &node, dim);
+                Err(metric)
+            }
+        }
+    }
+
+    /// Class -> eligible for at least one group of the job.
+    pub fn class_eligibility(&self) -> BTreeMap<String, bool> {
+        let mut merged: BTreeMap<String, bool> = BTreeMap::new();
+        for checker in self.checkers.values() {
+            for (class, ok) in &checker.class_eligibility {
+                let entry = merged.entry(class.clone()).or_insert(false);
+                *entry = *entry || *ok;
+            }
+        }
+        merged
+    }
+}
+
+/// A new evaluation following `eval` for the same job.
+fn follow_up(eval: &Evaluation, triggered_by: &str, status: EvalStatus, now_ms: u64) -> Evaluation {
+    Evaluation {
+        id: ids::new_id(),
+        priority: eval.priority,
+        job_type: eval.job_type,
+        triggered_by: triggered_by.to_string(),
+        job_id: eval.job_id.clone(),
+        job_modify_index: eval.job_modify_index,
+        node_id: None,
+        status,
+        status_description: String::new(),
+        wait_until: None,
+        previous_eval: Some(eval.id.clone()),
+        next_eval: None,
+        blocked_eval: None,
+        failed_tg_allocs: BTreeMap::new(),
+        queued_allocations: BTreeMap::new(),
+        class_eligibility: BTreeMap::new(),
+        snapshot_index: 0,
+        create_time: now_ms,
+        modify_time: now_ms,
+        create_index: 0,
+        modify_index: 0,
+    }
+}
+
+fn blocked_eval(
+    eval: &Evaluation,
+    out: &Outcome,
+    snapshot_index: u64,
+    trigger: &str,
+    now_ms: u64,
+) -> Evaluation {
+    let mut blocked = follow_up(eval, trigger, EvalStatus::Blocked, now_ms);
+    blocked.status_description = "created to place remaining allocations".to_string();
+    blocked.class_eligibility = out.class_eligibility.clone();
+    blocked.failed_tg_allocs = out.failed.clone();
+    blocked.queued_allocations = out.queued.clone();
+    blocked.snapshot_index = snapshot_index;
+    blocked
+}
+
+/// Records the evaluation's outcome (and its follow-up and blocked evaluations).
+fn finish(
+    eval: &Evaluation,
+    out: Outcome,
+    snapshot_index: u64,
+    planner: &mut dyn Planner,
+    now_ms: u64,
+) -> Result<(), SchedulerError> {
+    let mut done = eval.clone();
+    done.status = EvalStatus::Complete;
+    done.status_description = String::new();
+    done.failed_tg_allocs = out.failed.clone();
+    done.queued_allocations = out.queued.clone();
+    done.snapshot_index = snapshot_index;
+    done.modify_time = now_ms;
+    if let Some(at) = out.next_reschedule {
+        let mut next = follow_up(
+            eval,
+            triggers::RETRY_FAILED_ALLOC,
+            EvalStatus::Pending,
+            now_ms,
+        );
+        next.wait_until = Some(at);
+        done.next_eval = Some(next.id.clone());
+        planner
+            .create_eval(next)
+            .map_err(planner_err(eval, "create follow-up eval"))?;
+    }
+    if !out.failed.is_empty() {
+        if eval.status == EvalStatus::Blocked {
+            done.status = EvalStatus::Blocked;
+            done.class_eligibility = out.class_eligibility;
+            return planner
+                .reblock_eval(done)
+                .map_err(planner_err(eval, "reblock eval"));
+        }
+        let blocked = blocked_eval(eval, &out, snapshot_index, triggers::QUEUED_ALLOCS, now_ms);
+        done.blocked_eval = Some(blocked.id.clone());
+        planner
+            .create_eval(blocked)
+            .map_err(planner_err(eval, "create blocked eval"))?;
+    }
+    planner
+        .update_eval(done)
+        .map_err(planner_err(eval, "update eval"))
+}
+
+/// Plans kept being rejected: fail the evaluation and leave a blocked one to retry
+/// when the cluster changes.
+fn give_up(
+    eval: &Evaluation,
+    out: Outcome,
+    snapshot_index: u64,
+    planner: &mut dyn Planner,
+    now_ms: u64,
+) -> Result<(), SchedulerError> {
+    let blocked = blocked_eval(
+        eval,
+        &out,
+        snapshot_index,
+        triggers::MAX_PLAN_ATTEMPTS,
+        now_ms,
+    );
+    let mut failed = eval.clone();
+    failed.status = EvalStatus::Failed;
+    failed.status_description = format!("maximum plan attempts ({MAX_PLAN_ATTEMPTS}) reached");
+    failed.blocked_eval = Some(blocked.id.clone());
+    failed.snapshot_index = snapshot_index;
+    failed.modify_time = now_ms;
+    planner
+        .create_eval(blocked)
+        .map_err(planner_err(eval, "create blocked eval"))?;
+    planner
+        .update_eval(failed)
+        .map_err(planner_err(eval, "update eval"))
+}

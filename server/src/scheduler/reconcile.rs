@@ -1,0 +1,605 @@
+//! Reconciliation: the job as the user wants it vs. the allocations that exist, sorted
+//! into buckets. Pure: `now` (ms since the epoch) is an argument.
+//!
+//! ```text
+//!  allocs of the job ──┬─ replaced (next_allocation set) / stopped ──────> ignored
+//!                      ├─ job stopped or gone, or group removed ──────────> stop
+//!                      ├─ on a node that is down or gone ─────────────────> stop (lost)
+//!                      │                                                    + place
+//!                      ├─ failed ─┬─ reschedule now ──> place (stop old on success)
+//!                      │          ├─ reschedule later ─> keep + delayed eval
+//!                      │          └─ attempts used up ─> keep (stays failed)
+//!                      └─ live ───┬─ beyond count (highest index first) ──> stop
+//!                                 ├─ older version, tasks changed ──> destructive
+//!                                 ├─ older version, tasks same ─────> in-place
+//!                                 └─ current ───────────────────────> ignore
+//!  missing indexes (0..count) ──────────────────────────────────────> place
+//! ```
+//!
+//! Batch jobs: `complete` allocations keep their slot and are never rerun (unless the
+//! job's version changed); service jobs replace `complete` and `lost` ones.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::Duration;
+
+use orch_common::structs::{
+    Allocation, ClientStatus, DelayFunction, DesiredStatus, Job, JobType, Node, NodeStatus,
+    ReschedulePolicy, TaskGroup,
+};
+
+pub const DESC_JOB_STOPPED: &str = "alloc not needed as job is stopped";
+pub const DESC_NOT_NEEDED: &str = "alloc not needed due to job update";
+pub const DESC_LOST: &str = "alloc is lost since its node is down";
+pub const DESC_UPDATED: &str = "alloc is being updated due to job update";
+pub const DESC_RESCHEDULED: &str = "alloc was rescheduled because it failed";
+
+/// Why a placement is made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PlaceReason {
+    /// A missing instance (new job, count raised).
+    New,
+    /// Replaces an allocation lost with its node (already stopped unconditionally).
+    Lost,
+    /// Replaces a failed allocation per the reschedule policy.
+    Reschedule,
+    /// Replaces an allocation of an older version whose tasks changed.
+    Destructive,
+}
+
+/// One instance to place.
+#[derive(Debug, Clone)]
+pub struct Placement {
+    pub group: String,
+    pub index: u32,
+    pub reason: PlaceReason,
+    /// The allocation it replaces (linked through `previous_allocation`). For
+    /// `Reschedule` and `Destructive`, it is stopped only if the placement succeeds.
+    pub previous: Option<Allocation>,
+}
+
+/// One allocation to stop unconditionally.
+#[derive(Debug, Clone)]
+pub struct Stop {
+    pub alloc: Allocation,
+    pub description: String,
+    /// Also mark the client status `lost`.
+    pub lost: bool,
+}
+
+/// The buckets.
+#[derive(Debug, Clone, Default)]
+pub struct Reconciled {
+    pub place: Vec<Placement>,
+    pub stop: Vec<Stop>,
+    /// Live allocations of an older version whose change can be applied in place.
+    pub inplace: Vec<Allocation>,
+    /// Allocations left as they are.
+    pub ignore: Vec<Allocation>,
+    /// Failed allocations to reschedule later: (alloc, not before ms).
+    pub delayed: Vec<(Allocation, u64)>,
+}
+
+impl Reconciled {
+    /// The earliest delayed reschedule time, for the follow-up evaluation.
+    pub fn next_reschedule_time(&self) -> Option<u64> {
+        self.delayed.iter().map(|(_, t)| *t).min()
+    }
+}
+
+/// When a failed allocation may be replaced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RescheduleDecision {
+    Now,
+    At(u64),
+    Never,
+}
+
+/// When the allocation failed: its last task's finish time, else its last change.
+fn failed_at(alloc: &Allocation) -> u64 {
+    alloc
+        .task_states
+        .values()
+        .filter_map(|t| t.finished_at)
+        .max()
+        .unwrap_or(alloc.modify_time)
+}
+
+/// Delay before reschedule number `n` (0-based) under `policy`.
+pub fn reschedule_delay(policy: &ReschedulePolicy, n: u32) -> Duration {
+    let base = policy.delay;
+    let delay = match policy.delay_function {
+        DelayFunction::Constant => base,
+        DelayFunction::Exponential => base.saturating_mul(1u32 << n.min(20)),
+        DelayFunction::Fibonacci => {
+            let (mut a, mut b) = (base, base);
+            for _ in 0..n.min(40) {
+                let next = a.saturating_add(b);
+                a = b;
+                b = next;
+            }
+            a
+        }
+    };
+    if policy.delay_function != DelayFunction::Constant && !policy.max_delay.is_zero() {
+        delay.min(policy.max_delay)
+    } else {
+        delay
+    }
+}
+
+/// Decides whether a failed allocation is replaced now, later or never: the earlier
+/// failed allocations of its `previous_allocation` chain are the reschedules already
+/// spent; those inside `interval` count against `attempts`.
+pub fn reschedule_decision(
+    alloc: &Allocation,
+    by_id: &HashMap<&str, &Allocation>,
+    policy: &ReschedulePolicy,
+    now_ms: u64,
+) -> RescheduleDecision {
+    if !policy.unlimited && policy.attempts == 0 {
+        return RescheduleDecision::Never;
+    }
+    let interval_ms = policy.interval.as_millis() as u64;
+    let mut spent_in_window = 0u32;
+    let mut chain = 0u32;
+    let mut seen = BTreeSet::new();
+    let mut prev = alloc.previous_allocation.as_deref();
+    while let Some(id) = prev {
+        if !seen.insert(id) {
+            break;
+        }
+        let Some(p) = by_id.get(id) else { break };
+        if p.client_status == ClientStatus::Failed {
+            chain += 1;
+            if interval_ms == 0 || failed_at(p) + interval_ms >= now_ms {
+                spent_in_window += 1;
+            }
+        }
+        prev = p.previous_allocation.as_deref();
+    }
+    if !policy.unlimited && spent_in_window >= policy.attempts {
+        return RescheduleDecision::Never;
+    }
+    let at = failed_at(alloc) + reschedule_delay(policy, chain).as_millis() as u64;
+    if at <= now_ms {
+        RescheduleDecision::Now
+    } else {
+        RescheduleDecision::At(at)
+    }
+}
+
+/// True when going from `old` to `new` needs the group's allocations replaced; false
+/// when the change (count, meta, update/reschedule/restart policies, services,
+/// constraints) can be applied to running allocations in place.
+pub fn tasks_updated(old: &TaskGroup, new: &TaskGroup) -> bool {
+    old.network != new.network || old.tasks != new.tasks
+}
+
+fn is_batch(job: &Job) -> bool {
+    matches!(job.job_type, JobType::Batch | JobType::Sysbatch)
+}
+
+fn node_lost(alloc: &Allocation, nodes: &HashMap<String, Node>) -> bool {
+    match nodes.get(&alloc.node_id) {
+        None => true,
+        Some(n) => n.status == NodeStatus::Down,
+    }
+}
+
+fn still_wanted_by_server(a: &Allocation) -> bool {
+    a.desired_status == DesiredStatus::Run && a.next_allocation.is_none()
+}
+
+/// Reconciles `job` (None when deregistered and purged) with `allocs` (all of the job's
+/// allocations, terminal ones included).
+pub fn reconcile(
+    job: Option<&Job>,
+    allocs: &[Allocation],
+    nodes: &HashMap<String, Node>,
+    now_ms: u64,
+) -> Reconciled {
+    let mut out = Reconciled::default();
+    let Some(job) = job.filter(|j| !j.stop) else {
+        for a in allocs {
+            if still_wanted_by_server(a) && !a.client_status.is_terminal() {
+                out.stop.push(Stop {
+                    alloc: a.clone(),
+                    description: DESC_JOB_STOPPED.to_string(),
+                    lost: false,
+                });
+            }
+        }
+        return out;
+    };
+    let by_id: HashMap<&str, &Allocation> = allocs.iter().map(|a| (a.id.as_str(), a)).collect();
+    let mut by_group: BTreeMap<&str, Vec<&Allocation>> = BTreeMap::new();
+    for a in allocs {
+        if job.group(&a.group).is_some() {
+            by_group.entry(a.group.as_str()).or_default().push(a);
+        } else if still_wanted_by_server(a) && !a.client_status.is_terminal() {
+            out.stop.push(Stop {
+                alloc: a.clone(),
+                description: DESC_NOT_NEEDED.to_string(),
+                lost: false,
+            });
+        }
+    }
+    for group in &job.groups {
+        let existing = by_group.remove(group.name.as_str()).unwrap_or_default();
+        reconcile_group(job, group, &existing, &by_id, nodes, now_ms, &mut out);
+    }
+    out
+}
+
+/// An occupied index: a live allocation or a replacement about to be placed.
+enum Slot {
+    Live(Allocation),
+    Replace(Placement),
+}
+
+impl Slot {
+    fn index(&self) -> u32 {
+        match self {
+            Slot::Live(a) => a.index,
+            Slot::Replace(p) => p.index,
+        }
+    }
+}
+
+fn reconcile_group(
+    job: &Job,
+    group: &TaskGroup,
+    existing: &[&Allocation],
+    by_id: &HashMap<&str, &Allocation>,
+    nodes: &HashMap<String, Node>,
+    now_ms: u64,
+    out: &mut Reconciled,
+) {
+    let batch = is_batch(job);
+    let mut slots: Vec<Slot> = Vec::new();
+    let mut sorted: Vec<&Allocation> = existing.to_vec();
+    sorted.sort_by_key(|a| (a.index, a.create_index));
+    for a in sorted {
+        if a.next_allocation.is_some() {
+            continue;
+        }
+        if a.desired_status != DesiredStatus::Run {
+            // Stopped by the server earlier. A batch alloc that finished keeps its slot.
+            if batch && a.client_status == ClientStatus::Complete && a.job_version == job.version {
+                slots.push(Slot::Live(a.clone()));
+            }
+            continue;
+        }
+        if batch && a.client_status.is_terminal() && a.job_version < job.version {
+            // A finished run of an older version: the new version runs again.
+            continue;
+        }
+        match a.client_status {
+            ClientStatus::Complete if batch => slots.push(Slot::Live(a.clone())),
+            ClientStatus::Complete | ClientStatus::Lost => {}
+            ClientStatus::Failed => {
+                match reschedule_decision(a, by_id, &group.reschedule, now_ms) {
+                    RescheduleDecision::Now => slots.push(Slot::Replace(Placement {
+                        group: group.name.clone(),
+                        index: a.index,
+                        reason: PlaceReason::Reschedule,
+                        previous: Some(a.clone()),
+                    })),
+                    RescheduleDecision::At(t) => {
+                        out.delayed.push((a.clone(), t));
+                        slots.push(Slot::Live(a.clone()));
+                    }
+                    RescheduleDecision::Never => slots.push(Slot::Live(a.clone())),
+                }
+            }
+            ClientStatus::Pending | ClientStatus::Running => {
+                if node_lost(a, nodes) {
+                    out.stop.push(Stop {
+                        alloc: a.clone(),
+                        description: DESC_LOST.to_string(),
+                        lost: true,
+                    });
+                    slots.push(Slot::Replace(Placement {
+                        group: group.name.clone(),
+                        index: a.index,
+                        reason: PlaceReason::Lost,
+                        previous: Some(a.clone()),
+                    }));
+                } else {
+                    slots.push(Slot::Live(a.clone()));
+                }
+            }
+        }
+    }
+
+    // One slot per index: extra holders of an index are not needed.
+    let mut seen = BTreeSet::new();
+    let mut unique = Vec::with_capacity(slots.len());
+    for slot in slots {
+        if seen.insert(slot.index()) {
+            unique.push(slot);
+        } else if let Slot::Live(a) = slot {
+            stop_not_needed(a, out);
+        }
+    }
+
+    // Too many: drop the highest indexes first.
+    unique.sort_by_key(|s| std::cmp::Reverse(s.index()));
+    let excess = unique.len().saturating_sub(group.count as usize);
+    for slot in unique.drain(..excess) {
+        match slot {
+            Slot::Live(a) => stop_not_needed(a, out),
+            // A lost alloc was stopped above; a failed one just stays failed.
+            Slot::Replace(_) => {}
+        }
+    }
+
+    // Too few: fill the lowest free indexes.
+    let taken: BTreeSet<u32> = unique.iter().map(Slot::index).collect();
+    let missing = (group.count as usize).saturating_sub(unique.len());
+    let mut new_indexes = (0u32..).filter(|i| !taken.contains(i)).take(missing);
+    for index in new_indexes.by_ref() {
+        out.place.push(Placement {
+            group: group.name.clone(),
+            index,
+            reason: PlaceReason::New,
+            previous: None,
+        });
+    }
+
+    unique.sort_by_key(Slot::index);
+    for slot in unique {
+        match slot {
+            Slot::Replace(p) => out.place.push(p),
+            Slot::Live(a) => classify_live(job, group, a, out),
+        }
+    }
+    out.place
+        .sort_by(|x, y| (&x.group, x.index).cmp(&(&y.group, y.index)));
+}
+
+fn stop_not_needed(a: Allocation, out: &mut Reconciled) {
+    if a.desired_status == DesiredStatus::Run && !a.client_status.is_terminal() {
+        out.stop.push(Stop {
+            alloc: a,
+            description: DESC_NOT_NEEDED.to_string(),
+            lost: false,
+        });
+    } else {
+        out.ignore.push(a);
+    }
+}
+
+/// A live allocation: current, updatable in place, or to be replaced.
+fn classify_live(job: &Job, group: &TaskGroup, a: Allocation, out: &mut Reconciled) {
+    let running = a.desired_status == DesiredStatus::Run && !a.client_status.is_terminal();
+    if !running || a.job_version == job.version {
+        out.ignore.push(a);
+        return;
+    }
+    let destructive = match a.job.as_ref().and_then(|j| j.group(&group.name)) {
+        Some(old) => tasks_updated(old, group),
+        // Without the old spec there is nothing to compare: replace to be safe.
+        None => true,
+    };
+    if destructive {
+        out.place.push(Placement {
+            group: group.name.clone(),
+            index: a.index,
+            reason: PlaceReason::Destructive,
+            previous: Some(a),
+        });
+    } else {
+        out.inplace.push(a);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scheduler::testing::{alloc_for, JobBuilder, NodeBuilder};
+
+    const MIN: u64 = 60_000;
+
+    fn nodes(list: &[Node]) -> HashMap<String, Node> {
+        list.iter().map(|n| (n.id.clone(), n.clone())).collect()
+    }
+
+    fn indexes(r: &Reconciled) -> Vec<u32> {
+        r.place.iter().map(|p| p.index).collect()
+    }
+
+    #[test]
+    fn new_job_places_every_index() {
+        let job = JobBuilder::new("web").count(3).build();
+        let r = reconcile(Some(&job), &[], &HashMap::new(), 0);
+        assert_eq!(indexes(&r), vec![0, 1, 2]);
+        assert!(r.place.iter().all(|p| p.reason == PlaceReason::New));
+    }
+
+    #[test]
+    fn missing_indexes_are_filled_first() {
+        let job = JobBuilder::new("web").count(3).build();
+        let n = NodeBuilder::new().build();
+        let allocs = vec![alloc_for(&job, "web", 1, &n)];
+        let r = reconcile(Some(&job), &allocs, &nodes(&[n]), 0);
+        assert_eq!(indexes(&r), vec![0, 2]);
+        assert_eq!(r.ignore.len(), 1);
+    }
+
+    #[test]
+    fn lower_count_stops_highest_indexes() {
+        let job = JobBuilder::new("web").count(1).build();
+        let n = NodeBuilder::new().build();
+        let allocs: Vec<_> = (0..3).map(|i| alloc_for(&job, "web", i, &n)).collect();
+        let r = reconcile(Some(&job), &allocs, &nodes(&[n]), 0);
+        let stopped: Vec<u32> = r.stop.iter().map(|s| s.alloc.index).collect();
+        assert_eq!(stopped, vec![2, 1]);
+        assert!(r.place.is_empty());
+    }
+
+    #[test]
+    fn stopped_job_stops_all_running_allocs() {
+        let mut job = JobBuilder::new("web").count(2).build();
+        let n = NodeBuilder::new().build();
+        let allocs: Vec<_> = (0..2).map(|i| alloc_for(&job, "web", i, &n)).collect();
+        job.stop = true;
+        let r = reconcile(Some(&job), &allocs, &nodes(&[n.clone()]), 0);
+        assert_eq!(r.stop.len(), 2);
+        assert!(r.stop.iter().all(|s| s.description == DESC_JOB_STOPPED));
+        let gone = reconcile(None, &allocs, &nodes(&[n]), 0);
+        assert_eq!(gone.stop.len(), 2);
+    }
+
+    #[test]
+    fn allocs_on_a_down_node_are_lost_and_replaced() {
+        let job = JobBuilder::new("web").count(1).build();
+        let n = NodeBuilder::new().status(NodeStatus::Down).build();
+        let allocs = vec![alloc_for(&job, "web", 0, &n)];
+        let r = reconcile(Some(&job), &allocs, &nodes(&[n]), 0);
+        assert_eq!(r.stop.len(), 1);
+        assert!(r.stop[0].lost);
+        assert_eq!(r.place.len(), 1);
+        assert_eq!(r.place[0].reason, PlaceReason::Lost);
+        assert_eq!(
+            r.place[0].previous.as_ref().map(|a| a.id.clone()),
+            Some(allocs[0].id.clone())
+        );
+    }
+
+    #[test]
+    fn complete_batch_allocs_are_not_replaced() {
+        let job = JobBuilder::new("b").batch().count(2).build();
+        let n = NodeBuilder::new().build();
+        let mut allocs: Vec<_> = (0..2).map(|i| alloc_for(&job, "web", i, &n)).collect();
+        for a in &mut allocs {
+            a.client_status = ClientStatus::Complete;
+        }
+        let r = reconcile(Some(&job), &allocs, &nodes(&[n]), 0);
+        assert!(r.place.is_empty());
+        assert!(r.stop.is_empty());
+    }
+
+    #[test]
+    fn complete_service_allocs_are_replaced() {
+        let job = JobBuilder::new("s").count(1).build();
+        let n = NodeBuilder::new().build();
+        let mut a = alloc_for(&job, "web", 0, &n);
+        a.client_status = ClientStatus::Complete;
+        let r = reconcile(Some(&job), &[a], &nodes(&[n]), 0);
+        assert_eq!(indexes(&r), vec![0]);
+    }
+
+    #[test]
+    fn failed_alloc_within_delay_is_rescheduled_later() {
+        let job = JobBuilder::new("b").batch().count(1).build();
+        let n = NodeBuilder::new().build();
+        let mut a = alloc_for(&job, "web", 0, &n);
+        a.client_status = ClientStatus::Failed;
+        a.modify_time = 10 * MIN;
+        let delay = job.groups[0].reschedule.delay.as_millis() as u64;
+        let r = reconcile(
+            Some(&job),
+            std::slice::from_ref(&a),
+            &nodes(&[n.clone()]),
+            10 * MIN,
+        );
+        assert!(r.place.is_empty());
+        assert_eq!(r.next_reschedule_time(), Some(10 * MIN + delay));
+        let later = reconcile(Some(&job), &[a], &nodes(&[n]), 10 * MIN + delay);
+        assert_eq!(later.place.len(), 1);
+        assert_eq!(later.place[0].reason, PlaceReason::Reschedule);
+    }
+
+    #[test]
+    fn reschedule_attempts_are_counted_along_the_chain() {
+        let job = JobBuilder::new("b").batch().count(1).build(); // 1 attempt in 24h
+        let n = NodeBuilder::new().build();
+        let mut first = alloc_for(&job, "web", 0, &n);
+        first.client_status = ClientStatus::Failed;
+        first.modify_time = MIN;
+        let mut second = alloc_for(&job, "web", 0, &n);
+        second.client_status = ClientStatus::Failed;
+        second.modify_time = 2 * MIN;
+        second.previous_allocation = Some(first.id.clone());
+        first.next_allocation = Some(second.id.clone());
+        let r = reconcile(Some(&job), &[first, second], &nodes(&[n]), 60 * MIN);
+        assert!(r.place.is_empty(), "attempts are used up");
+        assert!(r.delayed.is_empty());
+    }
+
+    #[test]
+    fn exponential_delay_doubles_up_to_the_cap() {
+        let policy = ReschedulePolicy {
+            attempts: 0,
+            interval: Duration::ZERO,
+            delay: Duration::from_secs(30),
+            delay_function: DelayFunction::Exponential,
+            max_delay: Duration::from_secs(100),
+            unlimited: true,
+        };
+        assert_eq!(reschedule_delay(&policy, 0), Duration::from_secs(30));
+        assert_eq!(reschedule_delay(&policy, 1), Duration::from_secs(60));
+        assert_eq!(reschedule_delay(&policy, 2), Duration::from_secs(100));
+        let fib = ReschedulePolicy {
+            delay_function: DelayFunction::Fibonacci,
+            max_delay: Duration::ZERO,
+            ..policy
+        };
+        let secs: Vec<u64> = (0..5)
+            .map(|n| reschedule_delay(&fib, n).as_secs())
+            .collect();
+        assert_eq!(secs, vec![30, 30, 60, 90, 150]);
+    }
+
+    #[test]
+    fn changed_tasks_are_destructive_and_count_changes_are_in_place() {
+        let v0 = JobBuilder::new("web").count(1).build();
+        let n = NodeBuilder::new().build();
+        let a = alloc_for(&v0, "web", 0, &n);
+
+        let mut more = v0.clone();
+        more.version = 1;
+        more.groups[0].count = 1;
+        more.groups[0].meta.insert("owner".into(), "me".into());
+        let r = reconcile(
+            Some(&more),
+            std::slice::from_ref(&a),
+            &nodes(&[n.clone()]),
+            0,
+        );
+        assert_eq!(r.inplace.len(), 1);
+        assert!(r.place.is_empty());
+
+        let mut changed = v0.clone();
+        changed.version = 1;
+        changed.groups[0].tasks[0].resources.memory += 1;
+        let r = reconcile(Some(&changed), &[a], &nodes(&[n]), 0);
+        assert!(r.inplace.is_empty());
+        assert_eq!(r.place.len(), 1);
+        assert_eq!(r.place[0].reason, PlaceReason::Destructive);
+    }
+
+    #[test]
+    fn new_batch_version_reruns_finished_allocs() {
+        let v0 = JobBuilder::new("b").batch().count(1).build();
+        let n = NodeBuilder::new().build();
+        let mut a = alloc_for(&v0, "web", 0, &n);
+        a.client_status = ClientStatus::Complete;
+        let mut v1 = v0.clone();
+        v1.version = 1;
+        let r = reconcile(Some(&v1), &[a], &nodes(&[n]), 0);
+        assert_eq!(indexes(&r), vec![0]);
+    }
+
+    #[test]
+    fn removed_group_allocs_are_stopped() {
+        let job = JobBuilder::new("web").count(1).build();
+        let n = NodeBuilder::new().build();
+        let mut a = alloc_for(&job, "web", 0, &n);
+        a.group = "gone".into();
+        let r = reconcile(Some(&job), &[a], &nodes(&[n]), 0);
+        assert_eq!(r.stop.len(), 1);
+        assert_eq!(indexes(&r), vec![0]);
+    }
+}

@@ -1,0 +1,1 @@
+//! Scheduler scenario tests (one scenario per test) and the no-over-commit property.
