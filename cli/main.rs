@@ -1,2 +1,135 @@
-//! The `orch` binary (being built).
-fn main() {}
+//! The `orch` binary: the agent (`orch agent`) and the command-line interface to the
+//! HTTP API (`orch job|alloc|node ...`). One module per subcommand group.
+//!
+//! Exit status: 0 ok, 1 error (`Error: ...` on stderr), 2 bad usage (clap) or, for
+//! `orch job run`, failed placements.
+
+#[allow(dead_code)] // wired into `orch agent` once the server and client land
+mod agent_config;
+mod alloc;
+mod api_client;
+mod job;
+mod node;
+mod output;
+
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+/// A lightweight cluster workload scheduler.
+#[derive(Parser, Debug)]
+#[command(name = "orch", version, about, after_help = MAIN_EXAMPLES)]
+struct Cli {
+    /// Address of the orch agent's HTTP API.
+    #[arg(
+        long,
+        global = true,
+        env = "ORCH_ADDR",
+        default_value = "http://127.0.0.1:4747"
+    )]
+    address: String,
+    /// Access token, sent as the X-Orch-Token header.
+    #[arg(long, global = true, env = "ORCH_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Print the API's JSON instead of tables.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+const MAIN_EXAMPLES: &str = "EXAMPLES:
+  orch agent --dev
+  orch job run jobspecs/hello.toml
+  orch job status hello
+  orch alloc logs -f 8f3c2a1b
+  orch node status
+
+Environment: ORCH_ADDR (default http://127.0.0.1:4747), ORCH_TOKEN, RUST_LOG.";
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Submit, inspect and stop jobs.
+    #[command(
+        subcommand,
+        after_help = "EXAMPLES:\n  orch job run jobspecs/hello.toml\n  orch job status hello\n  orch job stop hello"
+    )]
+    Job(job::JobCommand),
+    /// Inspect allocations and read their logs.
+    #[command(
+        subcommand,
+        after_help = "EXAMPLES:\n  orch alloc status 8f3c2a1b\n  orch alloc logs -f 8f3c2a1b"
+    )]
+    Alloc(alloc::AllocCommand),
+    /// Inspect client nodes.
+    #[command(
+        subcommand,
+        after_help = "EXAMPLES:\n  orch node status\n  orch node status 3f1d9c2e"
+    )]
+    Node(node::NodeCommand),
+}
+
+/// Installs the tracing subscriber on stderr: `RUST_LOG` when set, else `default_level`.
+pub fn init_logging(default_level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// What every API command needs: where the server is and how to print.
+pub struct Ctx {
+    pub address: String,
+    pub token: Option<String>,
+    pub json: bool,
+}
+
+impl Ctx {
+    pub fn api(&self) -> Result<api_client::ApiClient> {
+        api_client::ApiClient::new(&self.address, self.token.clone())
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("Error: starting the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let ctx = Ctx {
+        address: cli.address,
+        token: cli.token,
+        json: cli.json,
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Job(c) => {
+                init_logging("warn");
+                job::run(&ctx, c).await
+            }
+            Command::Alloc(c) => {
+                init_logging("warn");
+                alloc::run(&ctx, c).await
+            }
+            Command::Node(c) => {
+                init_logging("warn");
+                node::run(&ctx, c).await
+            }
+        }
+    });
+    // Don't wait for leftover background tasks (e.g. an aborted watch) on exit.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(200));
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("Error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,61 @@
+# orch — build, run, test, lint, bench, install.
+CARGO   ?= cargo
+PREFIX  ?= /usr/local
+DESTDIR ?=
+BINDIR  := $(DESTDIR)$(PREFIX)/bin
+UNITDIR := $(DESTDIR)/etc/systemd/system
+CONFDIR := $(DESTDIR)/etc/orch
+DOCDIR  := $(DESTDIR)$(PREFIX)/share/doc/orch
+
+.PHONY: all build run test lint bench install clean
+
+all: build
+
+## build: the release binary at target/release/orch
+build:
+	$(CARGO) build --release
+
+## run: a dev agent (server + client, data in a temp dir) on 127.0.0.1:4747
+run: build
+	@echo "In another terminal: ./target/release/orch job run jobspecs/hello.toml"
+	./target/release/orch agent --dev
+
+## test: every unit and integration test (nextest when installed)
+test:
+	$(CARGO) build --workspace --all-targets
+	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
+		$(CARGO) nextest run --workspace --no-fail-fast; \
+	else \
+		$(CARGO) test --workspace --no-fail-fast; \
+	fi
+
+## lint: formatting and clippy with warnings as errors
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+## bench: benchmarks print `name value unit` lines
+bench:
+	@if ls server/benches/*.rs benches/*.rs >/dev/null 2>&1; then \
+		$(CARGO) bench --workspace; \
+	else \
+		echo "no benchmarks yet"; \
+	fi
+
+## install: binary, systemd units and (unless present) example configs
+install: build
+	install -d $(BINDIR) $(UNITDIR) $(CONFDIR) $(DOCDIR)
+	install -m 0755 target/release/orch $(BINDIR)/orch
+	install -m 0644 deploy/systemd/orch-server.service $(UNITDIR)/orch-server.service
+	install -m 0644 deploy/systemd/orch-client.service $(UNITDIR)/orch-client.service
+	@for f in server.toml client.toml; do \
+		if [ -e $(CONFDIR)/$$f ]; then \
+			echo "keeping existing $(CONFDIR)/$$f"; \
+		else \
+			install -m 0644 deploy/$$f $(CONFDIR)/$$f; \
+		fi; \
+	done
+	install -m 0644 docs/operations.md $(DOCDIR)/operations.md
+
+clean:
+	$(CARGO) clean

@@ -1,0 +1,240 @@
+//! `orch agent`: runs a server, a client, or both in this process, serving their HTTP
+//! routes on one listener, until SIGTERM/SIGINT.
+//!
+//! ```text
+//!  load config ─> bind listener (port 0 ok) ─> start server ─> start client ─> serve
+//!                                                                              │
+//!  exit 0 <─ server.shutdown <─ stop HTTP <─ client.shutdown <─ SIGTERM/SIGINT ┘
+//! ```
+//!
+//! The client stops first while the HTTP API still answers, so that in a combined agent
+//! its last status reports reach the server; a second signal exits at once.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context as _, Result};
+use clap::Args;
+use orch_common::structs::Resources;
+use tokio::net::TcpListener;
+use tokio::signal::unix::{signal, SignalKind};
+
+use crate::agent_config::AgentConfig;
+
+#[derive(Args, Debug)]
+#[command(after_help = AGENT_EXAMPLES)]
+pub struct AgentArgs {
+    /// Server and client in one process, data in a fresh temporary directory.
+    #[arg(long, conflicts_with = "config")]
+    dev: bool,
+    /// Agent configuration file (TOML): a server, a client, or both.
+    #[arg(long, value_name = "FILE", required_unless_present = "dev")]
+    config: Option<PathBuf>,
+    /// Data directory (overrides the file's `data_dir`; with --dev, kept on exit).
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// HTTP port (overrides `[ports] http`; 0 picks a free port).
+    #[arg(long, value_name = "N")]
+    http_port: Option<u16>,
+}
+
+const AGENT_EXAMPLES: &str = "EXAMPLES:
+  orch agent --dev
+  orch agent --dev --http-port 0 --data-dir /tmp/orch-dev
+  orch agent --config /etc/orch/server.toml
+
+When ready it prints `orch agent: listening on http://ADDR:PORT` to stderr.
+SIGTERM or SIGINT stops it cleanly (a second signal exits at once).";
+
+/// How long open HTTP requests (blocking queries, log streams) may run on at shutdown.
+const HTTP_DRAIN: Duration = Duration::from_secs(2);
+
+/// Reads the configuration (file or `--dev`) with the command-line overrides applied.
+/// With `--dev` and no `--data-dir`, also returns the temp dir that must outlive the agent.
+fn load(args: &AgentArgs) -> Result<(AgentConfig, Option<tempfile::TempDir>)> {
+    let mut temp = None;
+    let mut cfg = if args.dev {
+        let dir = match &args.data_dir {
+            Some(d) => d.clone(),
+            None => {
+                let t = tempfile::Builder::new()
+                    .prefix("orch-dev-")
+                    .tempdir()
+                    .context("creating the --dev data directory")?;
+                let p = t.path().to_path_buf();
+                temp = Some(t);
+                p
+            }
+        };
+        AgentConfig::dev(dir, 4747)
+    } else {
+        let path = args
+            .config
+            .as_deref()
+            .context("either --dev or --config FILE is required")?;
+        AgentConfig::load(path)?
+    };
+    if let Some(d) = &args.data_dir {
+        cfg.data_dir = d.clone();
+    }
+    if let Some(p) = args.http_port {
+        cfg.ports.http = p;
+    }
+    Ok((cfg, temp))
+}
+
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "orch".to_string())
+}
+
+pub async fn run(args: AgentArgs) -> Result<ExitCode> {
+    let (cfg, temp_dir) = load(&args)?;
+    crate::init_logging(&cfg.log_level.to_ascii_lowercase());
+    std::fs::create_dir_all(&cfg.data_dir)
+        .with_context(|| format!("creating data_dir {}", cfg.data_dir.display()))?;
+    let data_dir = cfg
+        .data_dir
+        .canonicalize()
+        .with_context(|| format!("resolving data_dir {}", cfg.data_dir.display()))?;
+
+    let bind: SocketAddr = format!("{}:{}", cfg.bind_addr, cfg.ports.http)
+        .parse()
+        .or_else(|_| format!("[{}]:{}", cfg.bind_addr, cfg.ports.http).parse())
+        .with_context(|| format!("bind_addr {:?} is not an IP address", cfg.bind_addr))?;
+    let listener = TcpListener::bind(bind)
+        .await
+        .with_context(|| format!("binding the HTTP API to {bind}"))?;
+    let port = listener.local_addr()?.port();
+    let advertise = format!("{}:{port}", cfg.advertise_host());
+    let name = cfg.name.clone().unwrap_or_else(host_name);
+
+    let server = if cfg.server.enabled {
+        let defaults = orch_server::server::ServerConfig::default();
+        let scfg = orch_server::server::ServerConfig {
+            data_dir: data_dir.join("server"),
+            name: name.clone(),
+            bootstrap_expect: cfg.server.bootstrap_expect,
+            num_schedulers: if cfg.server.num_schedulers == 0 {
+                defaults.num_schedulers
+            } else {
+                cfg.server.num_schedulers
+            },
+            heartbeat_min_ttl: cfg.server.heartbeat_min_ttl,
+            heartbeat_grace: cfg.server.heartbeat_grace,
+            max_request_body_bytes: cfg.server.max_request_body_bytes,
+            advertise_http: advertise.clone(),
+            ..defaults
+        };
+        let s = orch_server::server::Server::start(scfg)
+            .await
+            .context("starting the server")?;
+        Some(s)
+    } else {
+        None
+    };
+
+    let client = if cfg.client.enabled {
+        let servers = if cfg.client.servers.is_empty() {
+            vec![advertise.clone()]
+        } else {
+            cfg.client.servers.clone()
+        };
+        let ccfg = orch_client::ClientConfig {
+            data_dir: data_dir.clone(),
+            servers,
+            name: name.clone(),
+            datacenter: cfg.datacenter.clone(),
+            node_class: cfg.client.node_class.clone(),
+            meta: cfg.client.meta.clone(),
+            reserved: Resources {
+                cpu: cfg.client.reserved.cpu,
+                memory: cfg.client.reserved.memory,
+                memory_max: None,
+            },
+            http_advertise: advertise.clone(),
+            min_dynamic_port: cfg.client.min_dynamic_port,
+            max_dynamic_port: cfg.client.max_dynamic_port,
+            stop_tasks_on_shutdown: cfg.client.stop_tasks_on_shutdown,
+            ..orch_client::ClientConfig::default()
+        };
+        match orch_client::Client::start(ccfg).await {
+            Ok(c) => Some(c),
+            Err(e) => {
+                if let Some(s) = server {
+                    s.shutdown().await;
+                }
+                return Err(anyhow::Error::new(e).context("starting the client"));
+            }
+        }
+    } else {
+        None
+    };
+
+    let mut router = axum::Router::new();
+    if let Some(s) = &server {
+        router = router.merge(s.router());
+    }
+    if let Some(c) = &client {
+        router = router.merge(c.router());
+    }
+
+    let (stop_http_tx, stop_http_rx) = tokio::sync::oneshot::channel::<()>();
+    let mut http = tokio::spawn(async move {
+        axum::serve(listener, router)
+            .with_graceful_shutdown(async move {
+                let _ = stop_http_rx.await;
+            })
+            .await
+    });
+
+    eprintln!("orch agent: listening on http://{advertise}");
+    tracing::info!(
+        server = cfg.server.enabled,
+        client = cfg.client.enabled,
+        data_dir = %data_dir.display(),
+        node_id = client.as_ref().map(|c| c.node_id()).unwrap_or_default(),
+        "agent started"
+    );
+
+    let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let served_until_error = tokio::select! {
+        _ = sigterm.recv() => { tracing::info!("SIGTERM received, shutting down"); None }
+        _ = sigint.recv() => { tracing::info!("SIGINT received, shutting down"); None }
+        r = &mut http => Some(r),
+    };
+    // A second signal means "now": skip the orderly shutdown.
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = sigterm.recv() => {}
+            _ = sigint.recv() => {}
+        }
+        eprintln!("orch agent: second signal, exiting immediately");
+        std::process::exit(1);
+    });
+
+    if let Some(c) = client {
+        c.shutdown().await;
+    }
+    let _ = stop_http_tx.send(());
+    if served_until_error.is_none() && tokio::time::timeout(HTTP_DRAIN, &mut http).await.is_err() {
+        // Long-polls and followed log streams would otherwise hold the shutdown open.
+        http.abort();
+    }
+    if let Some(s) = server {
+        s.shutdown().await;
+    }
+    drop(temp_dir);
+    tracing::info!("agent stopped");
+    match served_until_error {
+        Some(Ok(Ok(()))) | None => Ok(ExitCode::SUCCESS),
+        Some(Ok(Err(e))) => Err(anyhow::Error::new(e).context("serving the HTTP API")),
+        Some(Err(e)) => Err(anyhow::Error::new(e).context("the HTTP server task failed")),
+    }
+}

@@ -1,0 +1,357 @@
+//! The agent configuration file (TOML, INTERFACE.md): raw serde structs with a default
+//! for every field, unknown fields refused, and the `--dev` preset.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context as _, Result};
+use orch_common::duration::human;
+use serde::Deserialize;
+
+/// One agent: a server, a client, or both.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentConfig {
+    /// Root of the agent's files (`server/`, `client/`, `alloc/` below it).
+    /// Default: `/var/lib/orch`.
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    /// Address the HTTP API listens on. Default: `127.0.0.1`.
+    #[serde(default = "default_bind_addr")]
+    pub bind_addr: String,
+    /// Address other agents and the CLI reach this one at (host only). Default: the
+    /// bind address, or `127.0.0.1` when binding to `0.0.0.0`.
+    #[serde(default)]
+    pub advertise_addr: Option<String>,
+    /// Default: `dc1`.
+    #[serde(default = "default_datacenter")]
+    pub datacenter: String,
+    /// Agent (and node) name. Default: the host name.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// `trace`, `debug`, `info`, `warn` or `error`; `RUST_LOG` wins when set.
+    /// Default: `info`.
+    #[serde(default = "default_log_level")]
+    pub log_level: String,
+    #[serde(default)]
+    pub ports: PortsConfig,
+    #[serde(default)]
+    pub server: ServerSection,
+    #[serde(default)]
+    pub client: ClientSection,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PortsConfig {
+    /// The HTTP API port (0 picks a free one). Default: 4747.
+    #[serde(default = "default_http_port")]
+    pub http: u16,
+}
+
+impl Default for PortsConfig {
+    fn default() -> Self {
+        PortsConfig {
+            http: default_http_port(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSection {
+    /// Run the server (state store, scheduler, API). Default: false.
+    #[serde(default)]
+    pub enabled: bool,
+    /// Servers expected before electing a leader (1 for a single server). Default: 1.
+    #[serde(default = "default_bootstrap_expect")]
+    pub bootstrap_expect: u32,
+    /// Scheduler workers. Default: 0, meaning one per CPU core.
+    #[serde(default)]
+    pub num_schedulers: usize,
+    /// Shortest heartbeat interval handed to clients. Default: 10s.
+    #[serde(with = "human", default = "default_heartbeat_min_ttl")]
+    pub heartbeat_min_ttl: Duration,
+    /// Extra time past a missed heartbeat before a node is marked down. Default: 10s.
+    #[serde(with = "human", default = "default_heartbeat_grace")]
+    pub heartbeat_grace: Duration,
+    /// Largest request body accepted, in bytes. Default: 4194304 (4 MiB).
+    #[serde(default = "default_max_request_body_bytes")]
+    pub max_request_body_bytes: usize,
+}
+
+impl Default for ServerSection {
+    fn default() -> Self {
+        ServerSection {
+            enabled: false,
+            bootstrap_expect: default_bootstrap_expect(),
+            num_schedulers: 0,
+            heartbeat_min_ttl: default_heartbeat_min_ttl(),
+            heartbeat_grace: default_heartbeat_grace(),
+            max_request_body_bytes: default_max_request_body_bytes(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientSection {
+    /// Run the client (fingerprint, run allocations). Default: false.
+    #[serde(default)]
+    pub enabled: bool,
+    /// Servers to register with (`host:port` or `http://host:port`). Default: empty,
+    /// meaning this agent itself when it is also a server.
+    #[serde(default)]
+    pub servers: Vec<String>,
+    /// Default: empty.
+    #[serde(default)]
+    pub node_class: String,
+    /// Default: empty.
+    #[serde(default)]
+    pub meta: BTreeMap<String, String>,
+    /// Capacity held back from scheduling. Default: none.
+    #[serde(default)]
+    pub reserved: ReservedConfig,
+    /// Default: 20000.
+    #[serde(default = "orch_common::structs::default_min_dynamic_port")]
+    pub min_dynamic_port: u16,
+    /// Default: 32000.
+    #[serde(default = "orch_common::structs::default_max_dynamic_port")]
+    pub max_dynamic_port: u16,
+    /// Kill the tasks when the agent stops. Default: true.
+    #[serde(default = "yes")]
+    pub stop_tasks_on_shutdown: bool,
+}
+
+impl Default for ClientSection {
+    fn default() -> Self {
+        ClientSection {
+            enabled: false,
+            servers: Vec::new(),
+            node_class: String::new(),
+            meta: BTreeMap::new(),
+            reserved: ReservedConfig::default(),
+            min_dynamic_port: orch_common::structs::default_min_dynamic_port(),
+            max_dynamic_port: orch_common::structs::default_max_dynamic_port(),
+            stop_tasks_on_shutdown: true,
+        }
+    }
+}
+
+/// `reserved = { cpu = 200, memory = 256 }`: MHz and MiB, each 0 when left out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReservedConfig {
+    #[serde(default)]
+    pub cpu: u64,
+    #[serde(default)]
+    pub memory: u64,
+}
+
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("/var/lib/orch")
+}
+fn default_bind_addr() -> String {
+    "127.0.0.1".to_string()
+}
+fn default_datacenter() -> String {
+    "dc1".to_string()
+}
+fn default_log_level() -> String {
+    "info".to_string()
+}
+fn default_http_port() -> u16 {
+    4747
+}
+fn default_bootstrap_expect() -> u32 {
+    1
+}
+fn default_heartbeat_min_ttl() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_heartbeat_grace() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_max_request_body_bytes() -> usize {
+    4 * 1024 * 1024
+}
+fn yes() -> bool {
+    true
+}
+
+impl AgentConfig {
+    /// Parses the TOML text of an agent configuration; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<AgentConfig> {
+        let cfg: AgentConfig =
+            toml::from_str(text).map_err(|e| anyhow::anyhow!("{origin}: {e}"))?;
+        cfg.check()
+            .with_context(|| format!("{origin}: invalid agent configuration"))?;
+        Ok(cfg)
+    }
+
+    pub fn load(path: &Path) -> Result<AgentConfig> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading agent configuration {}", path.display()))?;
+        AgentConfig::parse(&text, &path.display().to_string())
+    }
+
+    /// `orch agent --dev`: server and client in one process on 127.0.0.1.
+    pub fn dev(data_dir: PathBuf, http_port: u16) -> AgentConfig {
+        AgentConfig {
+            data_dir,
+            bind_addr: default_bind_addr(),
+            advertise_addr: None,
+            datacenter: default_datacenter(),
+            name: None,
+            log_level: default_log_level(),
+            ports: PortsConfig { http: http_port },
+            server: ServerSection {
+                enabled: true,
+                ..ServerSection::default()
+            },
+            client: ClientSection {
+                enabled: true,
+                ..ClientSection::default()
+            },
+        }
+    }
+
+    /// Rules serde cannot express.
+    fn check(&self) -> Result<()> {
+        if !self.server.enabled && !self.client.enabled {
+            bail!("neither [server] nor [client] is enabled: set `enabled = true` in at least one");
+        }
+        if self.client.enabled && !self.server.enabled && self.client.servers.is_empty() {
+            bail!("client.servers: a client-only agent needs at least one server address");
+        }
+        if self.client.min_dynamic_port > self.client.max_dynamic_port {
+            bail!(
+                "client.min_dynamic_port ({}) is above client.max_dynamic_port ({})",
+                self.client.min_dynamic_port,
+                self.client.max_dynamic_port
+            );
+        }
+        if self.server.enabled && self.server.bootstrap_expect == 0 {
+            bail!("server.bootstrap_expect must be at least 1");
+        }
+        if self.data_dir.as_os_str().is_empty() {
+            bail!("data_dir must not be empty");
+        }
+        if tracing_level_ok(&self.log_level).is_none() {
+            bail!(
+                "log_level {:?}: expected trace, debug, info, warn or error",
+                self.log_level
+            );
+        }
+        Ok(())
+    }
+
+    /// The host other agents reach this one at.
+    pub fn advertise_host(&self) -> String {
+        match &self.advertise_addr {
+            Some(a) => a.clone(),
+            None if self.bind_addr == "0.0.0.0" || self.bind_addr == "::" => {
+                "127.0.0.1".to_string()
+            }
+            None => self.bind_addr.clone(),
+        }
+    }
+}
+
+fn tracing_level_ok(level: &str) -> Option<()> {
+    matches!(
+        level.to_ascii_lowercase().as_str(),
+        "trace" | "debug" | "info" | "warn" | "error"
+    )
+    .then_some(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const INTERFACE_EXAMPLE: &str = r#"
+# one file per agent; a server, a client, or both
+data_dir = "/var/lib/orch"
+bind_addr = "127.0.0.1"
+datacenter = "dc1"
+name = "node-1"                     # default: the hostname
+
+[ports]
+http = 4747                         # API (servers and clients)
+
+[server]
+enabled = true
+bootstrap_expect = 1                # 3 or 5 for a replicated cluster
+
+[client]
+enabled = true
+servers = ["127.0.0.1:4747"]
+node_class = "fast"
+meta = { rack = "r1" }
+reserved = { cpu = 200, memory = 256 }
+"#;
+
+    #[test]
+    fn the_interface_example_parses() {
+        let c = AgentConfig::parse(INTERFACE_EXAMPLE, "agent.toml").unwrap();
+        assert_eq!(c.name.as_deref(), Some("node-1"));
+        assert_eq!(c.ports.http, 4747);
+        assert!(c.server.enabled && c.client.enabled);
+        assert_eq!(c.client.node_class, "fast");
+        assert_eq!(c.client.meta.get("rack").map(String::as_str), Some("r1"));
+        assert_eq!(
+            c.client.reserved,
+            ReservedConfig {
+                cpu: 200,
+                memory: 256
+            }
+        );
+        assert_eq!(c.client.min_dynamic_port, 20000);
+    }
+
+    #[test]
+    fn unknown_fields_are_errors_with_line_and_column() {
+        let err = AgentConfig::parse("data_dir = \"/x\"\n[client]\nenabeld = true\n", "a.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("a.toml"), "{err}");
+        assert!(err.contains("line 3"), "{err}");
+        assert!(err.contains("enabeld"), "{err}");
+    }
+
+    #[test]
+    fn an_agent_with_nothing_enabled_is_refused() {
+        let err = format!("{:#}", AgentConfig::parse("", "a.toml").unwrap_err());
+        assert!(err.contains("neither [server] nor [client]"), "{err}");
+    }
+
+    #[test]
+    fn a_client_only_agent_needs_servers() {
+        let err = format!(
+            "{:#}",
+            AgentConfig::parse("[client]\nenabled = true\n", "a.toml").unwrap_err()
+        );
+        assert!(err.contains("client.servers"), "{err}");
+    }
+
+    #[test]
+    fn durations_in_the_server_section_are_human() {
+        let c = AgentConfig::parse(
+            "[server]\nenabled = true\nheartbeat_grace = \"1m30s\"\n",
+            "a.toml",
+        )
+        .unwrap();
+        assert_eq!(c.server.heartbeat_grace, Duration::from_secs(90));
+    }
+
+    #[test]
+    fn dev_enables_both_on_loopback() {
+        let c = AgentConfig::dev(PathBuf::from("/tmp/x"), 0);
+        assert!(c.server.enabled && c.client.enabled);
+        assert_eq!(c.bind_addr, "127.0.0.1");
+        assert_eq!(c.datacenter, "dc1");
+        assert!(c.check().is_ok());
+    }
+}

@@ -1,0 +1,371 @@
+//! `orch alloc ...`: status (fields, per-task state and events, exit codes, OOM kills)
+//! and logs (fetched from the client agent that runs the allocation).
+
+use std::io::Write as _;
+use std::process::ExitCode;
+
+use anyhow::{bail, Context as _, Result};
+use clap::{Args, Subcommand};
+use orch_common::structs::{Allocation, Node, TaskEvent, TaskState, TaskStateKind};
+
+use crate::api_client::{encode, normalize_address};
+use crate::job::desired_word;
+use crate::output::{self, key_values, relative_time, short, Table};
+use crate::Ctx;
+
+#[derive(Subcommand, Debug)]
+pub enum AllocCommand {
+    /// Show an allocation: placement, status, and each task's state and recent events.
+    #[command(after_help = STATUS_EXAMPLES)]
+    Status {
+        /// Allocation id (a unique prefix, e.g. the 8 characters tables show, is enough).
+        alloc: String,
+    },
+    /// Print (or follow) a task's stdout or stderr.
+    #[command(after_help = LOGS_EXAMPLES)]
+    Logs(LogsArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct LogsArgs {
+    /// Keep streaming new output until interrupted.
+    #[arg(short = 'f', long)]
+    follow: bool,
+    /// Show stderr instead of stdout.
+    #[arg(long)]
+    stderr: bool,
+    /// Only the last N lines.
+    #[arg(long, value_name = "N")]
+    tail: Option<usize>,
+    /// Allocation id (a unique prefix is enough).
+    alloc: String,
+    /// Task name; may be left out when the allocation has one task.
+    task: Option<String>,
+}
+
+const STATUS_EXAMPLES: &str = "EXAMPLES:
+  orch alloc status 8f3c2a1b
+  orch alloc status --json 8f3c2a1b";
+
+const LOGS_EXAMPLES: &str = "EXAMPLES:
+  orch alloc logs 8f3c2a1b
+  orch alloc logs 8f3c2a1b server
+  orch alloc logs -f --stderr 8f3c2a1b server
+  orch alloc logs --tail 20 8f3c2a1b";
+
+pub async fn run(ctx: &Ctx, cmd: AllocCommand) -> Result<ExitCode> {
+    match cmd {
+        AllocCommand::Status { alloc } => status(ctx, &alloc).await,
+        AllocCommand::Logs(args) => logs(ctx, args).await,
+    }
+}
+
+async fn status(ctx: &Ctx, alloc_ref: &str) -> Result<ExitCode> {
+    let api = ctx.api()?;
+    let path = format!("/v1/allocation/{}", encode(alloc_ref));
+    if ctx.json {
+        output::print_json(&api.get_json(&path).await?)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let a: Allocation = api.get(&path).await?;
+    print!("{}", render_status(&a, orch_common::ids::now_ms()));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The text of `orch alloc status`.
+fn render_status(a: &Allocation, now: u64) -> String {
+    let mut out = key_values(&[
+        ("ID", a.id.clone()),
+        ("Name", a.name.clone()),
+        ("Node ID", a.node_id.clone()),
+        ("Node Name", a.node_name.clone()),
+        ("Job ID", a.job_id.clone()),
+        ("Job Version", a.job_version.to_string()),
+        ("Group", a.group.clone()),
+        ("Eval ID", a.eval_id.clone()),
+        ("Desired Status", desired_word(a.desired_status).to_string()),
+        ("Desired Description", or_none(&a.desired_description)),
+        ("Client Status", a.client_status.as_str().to_string()),
+        ("Client Description", or_none(&a.client_description)),
+        (
+            "Created",
+            format!(
+                "{} ({})",
+                output::timestamp(a.create_time),
+                relative_time(a.create_time, now)
+            ),
+        ),
+        (
+            "Modified",
+            format!(
+                "{} ({})",
+                output::timestamp(a.modify_time),
+                relative_time(a.modify_time, now)
+            ),
+        ),
+        (
+            "Previous Allocation",
+            a.previous_allocation.clone().unwrap_or_else(|| "-".into()),
+        ),
+        (
+            "Next Allocation",
+            a.next_allocation.clone().unwrap_or_else(|| "-".into()),
+        ),
+    ]);
+    let mut tasks: Vec<&String> = a.resources.tasks.keys().collect();
+    for t in a.task_states.keys() {
+        if !tasks.contains(&t) {
+            tasks.push(t);
+        }
+    }
+    for name in tasks {
+        let res = a.resources.tasks.get(name);
+        let state = a.task_states.get(name).cloned().unwrap_or_default();
+        out.push_str(&render_task(name, &state, res, now));
+    }
+    out
+}
+
+fn or_none(s: &str) -> String {
+    if s.is_empty() {
+        "-".to_string()
+    } else {
+        s.to_string()
+    }
+}
+
+fn render_task(
+    name: &str,
+    st: &TaskState,
+    res: Option<&orch_common::structs::Resources>,
+    now: u64,
+) -> String {
+    let state = match st.state {
+        TaskStateKind::Pending => "pending",
+        TaskStateKind::Running => "running",
+        TaskStateKind::Dead => "dead",
+    };
+    let failed = if st.failed { " (failed)" } else { "" };
+    let mut out = format!("\nTask {name:?} is {state:?}{failed}\n");
+    let mut fields = vec![("Restarts", st.restarts.to_string())];
+    if let Some(r) = res {
+        fields.push(("CPU", format!("{} MHz", r.cpu)));
+        fields.push(("Memory", format!("{} MiB", r.memory)));
+    }
+    if let Some(t) = st.started_at {
+        fields.push(("Started At", output::timestamp(t)));
+    }
+    if let Some(t) = st.finished_at {
+        fields.push(("Finished At", output::timestamp(t)));
+    }
+    if let Some(last) = st
+        .events
+        .iter()
+        .rev()
+        .find(|e| e.exit_code.is_some() || e.signal.is_some() || e.oom_killed)
+    {
+        fields.push(("Last Exit", exit_words(last)));
+    }
+    out.push_str(&key_values(&fields));
+    if !st.events.is_empty() {
+        out.push_str("\nRecent Events:\n");
+        let mut t = Table::new(&["TIME", "TYPE", "DESCRIPTION"]);
+        // Newest first, like a log you read from the top.
+        for e in st.events.iter().rev().take(10) {
+            t.row(vec![
+                format!(
+                    "{} ({})",
+                    output::timestamp(e.time),
+                    relative_time(e.time, now)
+                ),
+                e.kind.clone(),
+                event_description(e),
+            ]);
+        }
+        out.push_str(&t.render());
+    }
+    out
+}
+
+/// "OOM killed (exit code 137, signal 9)", "exit code 0", "signal 15".
+fn exit_words(e: &TaskEvent) -> String {
+    let mut parts = Vec::new();
+    if let Some(c) = e.exit_code {
+        parts.push(format!("exit code {c}"));
+    }
+    if let Some(s) = e.signal {
+        parts.push(format!("signal {s}"));
+    }
+    let detail = parts.join(", ");
+    if e.oom_killed {
+        if detail.is_empty() {
+            "OOM killed (out of memory)".to_string()
+        } else {
+            format!("OOM killed (out of memory; {detail})")
+        }
+    } else {
+        detail
+    }
+}
+
+fn event_description(e: &TaskEvent) -> String {
+    let exit = exit_words(e);
+    match (e.message.is_empty(), exit.is_empty()) {
+        (true, true) => String::new(),
+        (false, true) => e.message.clone(),
+        (true, false) => exit,
+        (false, false) if e.message.contains(&exit) => e.message.clone(),
+        (false, false) => format!("{} ({exit})", e.message),
+    }
+}
+
+/// Picks the task to show logs of: the one named, or the only one.
+fn pick_task(a: &Allocation, wanted: Option<&str>) -> Result<String> {
+    let mut tasks: Vec<String> = a.resources.tasks.keys().cloned().collect();
+    for t in a.task_states.keys() {
+        if !tasks.contains(t) {
+            tasks.push(t.clone());
+        }
+    }
+    match wanted {
+        Some(t) if tasks.iter().any(|x| x == t) || tasks.is_empty() => Ok(t.to_string()),
+        Some(t) => bail!(
+            "allocation {} has no task {t:?} (tasks: {})",
+            short(&a.id),
+            tasks.join(", ")
+        ),
+        None if tasks.len() == 1 => Ok(tasks.remove(0)),
+        None if tasks.is_empty() => bail!("allocation {} has no tasks", short(&a.id)),
+        None => bail!(
+            "allocation {} has several tasks; name one: {}",
+            short(&a.id),
+            tasks.join(", ")
+        ),
+    }
+}
+
+/// The last `n` lines of `bytes` (a trailing partial line counts as a line).
+fn last_lines(bytes: &[u8], n: usize) -> &[u8] {
+    if n == 0 {
+        return &bytes[bytes.len()..];
+    }
+    let body = bytes.strip_suffix(b"\n").unwrap_or(bytes);
+    let mut seen = 0;
+    for (i, b) in body.iter().enumerate().rev() {
+        if *b == b'\n' {
+            seen += 1;
+            if seen == n {
+                return &bytes[i + 1..];
+            }
+        }
+    }
+    bytes
+}
+
+async fn logs(ctx: &Ctx, args: LogsArgs) -> Result<ExitCode> {
+    let api = ctx.api()?;
+    let a: Allocation = api
+        .get(&format!("/v1/allocation/{}", encode(&args.alloc)))
+        .await?;
+    let task = pick_task(&a, args.task.as_deref())?;
+    let node: Node = api
+        .get(&format!("/v1/node/{}", encode(&a.node_id)))
+        .await
+        .with_context(|| format!("looking up node {} of the allocation", short(&a.node_id)))?;
+    if node.http_addr.is_empty() {
+        bail!(
+            "node {} does not advertise an HTTP address for logs",
+            node.name
+        );
+    }
+    let base = format!(
+        "{}/v1/client/fs/logs/{}?task={}&type={}",
+        normalize_address(&node.http_addr),
+        encode(&a.id),
+        encode(&task),
+        if args.stderr { "stderr" } else { "stdout" }
+    );
+    let mut stdout = std::io::stdout();
+    let mut offset: u64 = 0;
+    if let Some(n) = args.tail {
+        // Read what is there, keep the last N lines, then (with -f) follow from its end.
+        let url = format!("{base}&origin=start&offset=0");
+        let bytes = api.get_stream(&url).await?.bytes().await?;
+        offset = bytes.len() as u64;
+        stdout.write_all(last_lines(&bytes, n))?;
+        stdout.flush()?;
+        if !args.follow {
+            return Ok(ExitCode::SUCCESS);
+        }
+    }
+    let url = format!("{base}&origin=start&offset={offset}&follow={}", args.follow);
+    let mut resp = api.get_stream(&url).await?;
+    while let Some(chunk) = resp.chunk().await.context("reading the log stream")? {
+        stdout.write_all(&chunk)?;
+        stdout.flush()?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(kind: &str, msg: &str) -> TaskEvent {
+        TaskEvent {
+            time: 1_714_557_600_000,
+            kind: kind.into(),
+            message: msg.into(),
+            exit_code: None,
+            signal: None,
+            oom_killed: false,
+        }
+    }
+
+    #[test]
+    fn tail_keeps_the_last_lines() {
+        assert_eq!(last_lines(b"a\nb\nc\n", 2), b"b\nc\n");
+        assert_eq!(last_lines(b"a\nb\nc", 2), b"b\nc");
+        assert_eq!(last_lines(b"a\nb\n", 5), b"a\nb\n");
+        assert_eq!(last_lines(b"a\nb\n", 0), b"");
+    }
+
+    #[test]
+    fn oom_kills_are_spelled_out() {
+        let mut e = event("OOM Killed", "Task killed: out of memory");
+        e.exit_code = Some(137);
+        e.signal = Some(9);
+        e.oom_killed = true;
+        assert_eq!(
+            exit_words(&e),
+            "OOM killed (out of memory; exit code 137, signal 9)"
+        );
+        assert_eq!(
+            event_description(&e),
+            "Task killed: out of memory (OOM killed (out of memory; exit code 137, signal 9))"
+        );
+    }
+
+    #[test]
+    fn task_rendering_shows_restarts_last_exit_and_events() {
+        let mut exit = event("Terminated", "Exited");
+        exit.exit_code = Some(3);
+        let st = TaskState {
+            state: TaskStateKind::Dead,
+            failed: true,
+            restarts: 2,
+            started_at: None,
+            finished_at: None,
+            events: vec![event("Started", "Task started by client"), exit],
+        };
+        let text = render_task("server", &st, None, 1_714_557_660_000);
+        assert!(
+            text.contains("Task \"server\" is \"dead\" (failed)"),
+            "{text}"
+        );
+        assert!(text.contains("Restarts  = 2"), "{text}");
+        assert!(text.contains("Last Exit = exit code 3"), "{text}");
+        assert!(text.contains("Exited (exit code 3)"), "{text}");
+        assert!(text.contains("1m ago"), "{text}");
+    }
+}

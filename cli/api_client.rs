@@ -1,0 +1,230 @@
+//! A small typed HTTP client for the server's `/v1` API: JSON reads (plain and
+//! blocking), writes, raw JSON for `--json`, and server errors turned into `ApiError`.
+
+use std::fmt;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use orch_common::api::{ErrorBody, INDEX_HEADER};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+/// How long a plain request may take; blocking queries add their wait on top.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A 4xx/5xx answer from the API, shown to people as `error` plus one line per detail.
+#[derive(Debug)]
+pub struct ApiError {
+    pub body: ErrorBody,
+}
+
+impl fmt::Display for ApiError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.body.error)?;
+        for d in &self.body.details {
+            write!(f, "\n  {d}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ApiError {}
+
+/// A value read from the API together with the state index it was read at.
+pub struct Indexed<T> {
+    pub value: T,
+    pub index: u64,
+}
+
+/// Talks to one agent's HTTP API.
+#[derive(Clone)]
+pub struct ApiClient {
+    base: String,
+    token: Option<String>,
+    http: reqwest::Client,
+}
+
+/// `127.0.0.1:4747` -> `http://127.0.0.1:4747`; trailing slashes dropped.
+pub fn normalize_address(address: &str) -> String {
+    let a = address.trim().trim_end_matches('/');
+    if a.starts_with("http://") || a.starts_with("https://") {
+        a.to_string()
+    } else {
+        format!("http://{a}")
+    }
+}
+
+impl ApiClient {
+    pub fn new(address: &str, token: Option<String>) -> Result<ApiClient> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .build()
+            .context("building the HTTP client")?;
+        Ok(ApiClient {
+            base: normalize_address(address),
+            token,
+            http,
+        })
+    }
+
+    /// The base address, e.g. `http://127.0.0.1:4747`.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    fn request(&self, method: reqwest::Method, url: &str) -> reqwest::RequestBuilder {
+        let mut rb = self.http.request(method, url);
+        if let Some(t) = &self.token {
+            rb = rb.header("X-Orch-Token", t);
+        }
+        rb
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    /// Sends a request and returns the successful response, or the server's error.
+    async fn send(&self, rb: reqwest::RequestBuilder, what: &str) -> Result<reqwest::Response> {
+        let resp = rb
+            .send()
+            .await
+            .with_context(|| format!("{what}: cannot reach the orch agent at {}", self.base))?;
+        check_status(resp).await
+    }
+
+    /// `GET path` decoded as `T`.
+    pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
+        Ok(self.get_indexed(path, None).await?.value)
+    }
+
+    /// `GET path?index=N&wait=W` (when `block` is set), with the answer's `X-Orch-Index`.
+    pub async fn get_indexed<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        block: Option<(u64, Duration)>,
+    ) -> Result<Indexed<T>> {
+        let mut url = self.url(path);
+        let mut timeout = REQUEST_TIMEOUT;
+        if let Some((index, wait)) = block {
+            let sep = if url.contains('?') { '&' } else { '?' };
+            url.push_str(&format!("{sep}index={index}&wait={}ms", wait.as_millis()));
+            timeout += wait;
+        }
+        let rb = self.request(reqwest::Method::GET, &url).timeout(timeout);
+        let resp = self.send(rb, &format!("GET {path}")).await?;
+        let index = resp
+            .headers()
+            .get(INDEX_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        let value = resp
+            .json::<T>()
+            .await
+            .with_context(|| format!("GET {path}: unexpected answer"))?;
+        Ok(Indexed { value, index })
+    }
+
+    /// `GET path` as raw JSON, for `--json`.
+    pub async fn get_json(&self, path: &str) -> Result<serde_json::Value> {
+        self.get(path).await
+    }
+
+    /// `POST path` with a JSON body.
+    pub async fn post<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> Result<T> {
+        let rb = self
+            .request(reqwest::Method::POST, &self.url(path))
+            .timeout(REQUEST_TIMEOUT)
+            .json(body);
+        let resp = self.send(rb, &format!("POST {path}")).await?;
+        resp.json::<T>()
+            .await
+            .with_context(|| format!("POST {path}: unexpected answer"))
+    }
+
+    /// `DELETE path`.
+    pub async fn delete<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
+        let rb = self
+            .request(reqwest::Method::DELETE, &self.url(path))
+            .timeout(REQUEST_TIMEOUT);
+        let resp = self.send(rb, &format!("DELETE {path}")).await?;
+        resp.json::<T>()
+            .await
+            .with_context(|| format!("DELETE {path}: unexpected answer"))
+    }
+
+    /// `GET` of an absolute URL (e.g. a client agent's log endpoint) without a timeout,
+    /// for streaming the body.
+    pub async fn get_stream(&self, url: &str) -> Result<reqwest::Response> {
+        let rb = self.request(reqwest::Method::GET, url);
+        let resp = rb
+            .send()
+            .await
+            .with_context(|| format!("cannot reach {url}"))?;
+        check_status(resp).await
+    }
+}
+
+/// Turns a non-2xx answer into an `ApiError` (JSON body when there is one).
+async fn check_status(resp: reqwest::Response) -> Result<reqwest::Response> {
+    let status = resp.status();
+    if status.is_success() {
+        return Ok(resp);
+    }
+    let text = resp.text().await.unwrap_or_default();
+    let body = serde_json::from_str::<ErrorBody>(&text).unwrap_or_else(|_| ErrorBody {
+        error: if text.trim().is_empty() {
+            format!("HTTP {status}")
+        } else {
+            format!("HTTP {status}: {}", text.trim())
+        },
+        details: Vec::new(),
+    });
+    Err(ApiError { body }.into())
+}
+
+/// Percent-encodes a path segment or query value (ids are safe, job ids may not be).
+pub fn encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                out.push(b as char)
+            }
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_without_a_scheme_get_http() {
+        assert_eq!(normalize_address("127.0.0.1:4747"), "http://127.0.0.1:4747");
+        assert_eq!(
+            normalize_address("http://127.0.0.1:4747/"),
+            "http://127.0.0.1:4747"
+        );
+    }
+
+    #[test]
+    fn api_errors_show_the_error_then_each_detail() {
+        let e = ApiError {
+            body: ErrorBody {
+                error: "invalid job".into(),
+                details: vec!["a: bad".into(), "b: worse".into()],
+            },
+        };
+        assert_eq!(e.to_string(), "invalid job\n  a: bad\n  b: worse");
+    }
+
+    #[test]
+    fn path_segments_are_percent_encoded() {
+        assert_eq!(encode("web/1 x"), "web%2F1%20x");
+        assert_eq!(encode("abc-123_x.y"), "abc-123_x.y");
+    }
+}

@@ -1,0 +1,149 @@
+//! Bad input is refused with the line and the field, a non-zero exit or a 4xx JSON
+//! answer, and nothing is stored: malformed TOML, an unknown field, a negative count, a
+//! missing driver, and a 10 MiB request body.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+
+/// Checks one bad spec through `orch job validate`, `orch job run` and the API.
+/// `line` is the line the problem is on; `field` must be named in every error.
+fn refused_everywhere(name: &str, text: &str, line: usize, field: &str) {
+    let ws = Workspace::new();
+    let server = Agent::with_config(&ws, "server", "[server]\nenabled = true\n");
+    let file = ws.write(&format!("{name}.toml"), text);
+    let path = file.to_str().unwrap();
+    let location = format!("{path}:{line}");
+
+    for cmd in [["job", "validate"], ["job", "run"]] {
+        let out = server.orch(&[cmd[0], cmd[1], path], Duration::from_secs(30));
+        assert_ne!(out.code(), 0, "`orch {}` accepted {name}", cmd.join(" "));
+        assert!(
+            out.stderr.contains(&location) && out.stderr.contains(field),
+            "`orch {}` on {name} should name {location} and {field:?}:\n{}",
+            cmd.join(" "),
+            out.stderr
+        );
+        assert!(!out.stderr.contains("cannot reach"), "{}", out.stderr);
+    }
+
+    let resp = http()
+        .post(format!("{}/v1/jobs", server.addr))
+        .header("Content-Type", "application/toml")
+        .body(text.to_string())
+        .send()
+        .expect("POST /v1/jobs");
+    assert_eq!(resp.status().as_u16(), 400, "{name} via the API");
+    let body: serde_json::Value = resp.json().expect("a JSON error body");
+    let all = body.to_string();
+    assert!(body["error"].is_string(), "{all}");
+    assert!(
+        all.contains(field),
+        "API error for {name} should name {field:?}: {all}"
+    );
+
+    let jobs = server.get("/v1/jobs").expect("GET /v1/jobs");
+    assert_eq!(
+        jobs,
+        serde_json::json!([]),
+        "nothing may be stored after {name}"
+    );
+}
+
+#[test]
+fn malformed_toml_is_refused_with_its_line() {
+    refused_everywhere(
+        "malformed",
+        "id = \"bad\"\n[group.web\ncount = 1\n",
+        2,
+        // A syntax error has no field path yet; the location is what matters.
+        "",
+    );
+}
+
+#[test]
+fn an_unknown_field_is_refused_with_its_line_and_path() {
+    let text = r#"id = "typo"
+
+[group.web]
+count = 1
+cuont = 2
+
+[group.web.task.server]
+driver = "raw_exec"
+config = { command = "/bin/true" }
+"#;
+    refused_everywhere("unknown-field", text, 5, "cuont");
+}
+
+#[test]
+fn a_negative_count_is_refused_with_its_line_and_path() {
+    let text = r#"id = "negative"
+
+[group.web]
+count = -1
+
+[group.web.task.server]
+driver = "raw_exec"
+config = { command = "/bin/true" }
+"#;
+    refused_everywhere("negative-count", text, 4, "group.web.count");
+}
+
+#[test]
+fn a_missing_driver_is_refused_with_its_line_and_path() {
+    let text = r#"id = "nodriver"
+
+[group.web]
+count = 1
+
+[group.web.task.server]
+config = { command = "/bin/true" }
+"#;
+    refused_everywhere("missing-driver", text, 6, "driver");
+}
+
+#[test]
+fn job_run_reports_spec_errors_without_contacting_a_server() {
+    let ws = Workspace::new();
+    let file = ws.write("bad.toml", "id = \"x\"\n[group.web]\ncount = -3\n");
+    // Nothing listens on port 9: a contacted server would show up as a connection error.
+    let out = orch_cmd(
+        &[
+            "--address",
+            "http://127.0.0.1:9",
+            "job",
+            "run",
+            file.to_str().unwrap(),
+        ],
+        Duration::from_secs(30),
+    );
+    assert_eq!(out.code(), 1, "{}", out.stderr);
+    assert!(out.stderr.contains("group.web.count"), "{}", out.stderr);
+    assert!(!out.stderr.contains("cannot reach"), "{}", out.stderr);
+}
+
+#[test]
+fn a_ten_mib_request_body_is_refused_with_413_and_json() {
+    let ws = Workspace::new();
+    let server = Agent::with_config(&ws, "server", "[server]\nenabled = true\n");
+    let big = format!(
+        "{{\"job\": {{\"id\": \"{}\"}}}}",
+        "x".repeat(10 * 1024 * 1024)
+    );
+    let resp = http()
+        .post(format!("{}/v1/jobs", server.addr))
+        .header("Content-Type", "application/json")
+        .body(big)
+        .send()
+        .expect("POST /v1/jobs");
+    assert_eq!(resp.status().as_u16(), 413);
+    let body: serde_json::Value = resp.json().expect("a JSON error body");
+    assert!(body["error"].is_string(), "{body}");
+    assert_eq!(
+        server.get("/v1/jobs").expect("GET /v1/jobs"),
+        serde_json::json!([])
+    );
+}

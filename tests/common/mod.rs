@@ -1,0 +1,535 @@
+//! Test harness for the real `orch` binary: start agents (`--dev` or `--config`) on
+//! 127.0.0.1:0 in temp dirs, read their address from the `listening on` line, run CLI
+//! commands against them with deadlines, poll with deadlines, and clean up on drop:
+//! SIGTERM then SIGKILL the agent, kill leftover task processes (found by their
+//! `ORCH_ALLOC_DIR` under the agent's data dir) and remove leftover cgroups.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_orch");
+
+/// Repository root (where `jobspecs/` lives).
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn jobspec(name: &str) -> PathBuf {
+    repo_root().join("jobspecs").join(name)
+}
+
+pub fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+/// True (and prints why) when a root-only test must be skipped.
+pub fn skip_unless_root(test: &str) -> bool {
+    if !is_root() {
+        eprintln!("skipping {test}: needs root (cgroups, task processes)");
+        return true;
+    }
+    if !Path::new("/sys/fs/cgroup/memory").is_dir()
+        && !Path::new("/sys/fs/cgroup/cgroup.controllers").exists()
+    {
+        eprintln!("skipping {test}: no cgroup file system at /sys/fs/cgroup");
+        return true;
+    }
+    false
+}
+
+/// Polls `f` every 200ms until it returns `Some`, panicking with `what` at the deadline.
+pub fn wait_for<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        if Instant::now() > deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// What a finished CLI command printed.
+#[derive(Debug)]
+pub struct Output {
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Output {
+    pub fn code(&self) -> i32 {
+        self.status.code().unwrap_or(-1)
+    }
+
+    /// Panics with both streams unless the command exited 0.
+    pub fn ok(self) -> Output {
+        assert!(
+            self.status.success(),
+            "command failed ({}):\nstdout:\n{}\nstderr:\n{}",
+            self.status,
+            self.stdout,
+            self.stderr
+        );
+        self
+    }
+}
+
+/// Runs `orch ARGS` and waits at most `timeout`, killing it past that.
+pub fn orch_cmd(args: &[&str], timeout: Duration) -> Output {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .env_remove("ORCH_ADDR")
+        .env_remove("ORCH_TOKEN")
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawning orch");
+    let out = drain(child.stdout.take().expect("stdout"));
+    let err = drain(child.stderr.take().expect("stderr"));
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("waiting for orch") {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "`orch {}` did not finish within {timeout:?}\nstdout:\n{}\nstderr:\n{}",
+                args.join(" "),
+                out.join().unwrap_or_default(),
+                err.join().unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    Output {
+        status,
+        stdout: out.join().unwrap_or_default(),
+        stderr: err.join().unwrap_or_default(),
+    }
+}
+
+fn drain(mut r: impl Read + Send + 'static) -> std::thread::JoinHandle<String> {
+    std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = r.read_to_end(&mut buf);
+        String::from_utf8_lossy(&buf).into_owned()
+    })
+}
+
+/// A running `orch agent` process.
+pub struct Agent {
+    child: Option<Child>,
+    /// `http://127.0.0.1:PORT`.
+    pub addr: String,
+    /// The agent's data dir (the temp dir's `data`).
+    pub data_dir: PathBuf,
+    /// Everything the agent wrote to stderr.
+    pub log_path: PathBuf,
+    /// The `orch` arguments it was started with (for `restart`).
+    args: Vec<String>,
+}
+
+/// A temp dir holding one or more agents' files; removed on drop.
+pub struct Workspace {
+    pub dir: tempfile::TempDir,
+}
+
+impl Default for Workspace {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Workspace {
+    pub fn new() -> Workspace {
+        Workspace {
+            dir: tempfile::Builder::new()
+                .prefix("orch-test-")
+                .tempdir()
+                .expect("temp dir"),
+        }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Writes a file in the workspace and returns its path.
+    pub fn write(&self, name: &str, text: &str) -> PathBuf {
+        let p = self.path(name);
+        std::fs::write(&p, text).expect("writing a test file");
+        p
+    }
+}
+
+impl Agent {
+    /// `orch agent --dev --http-port 0 --data-dir <ws>/<name>`.
+    pub fn dev(ws: &Workspace, name: &str) -> Agent {
+        let data_dir = ws.path(name);
+        let log_path = ws.path(&format!("{name}.log"));
+        let args = vec![
+            "agent".to_string(),
+            "--dev".into(),
+            "--http-port".into(),
+            "0".into(),
+            "--data-dir".into(),
+            data_dir.display().to_string(),
+        ];
+        Agent::spawn(args, data_dir, log_path)
+    }
+
+    /// `orch agent --config <file>`, the file being `tables` (TOML tables such as
+    /// `[server]`/`[client]`) after the root keys the harness sets: `name`, `data_dir`
+    /// (`<ws>/<name>`), `bind_addr` 127.0.0.1 and `[ports] http = 0`.
+    pub fn with_config(ws: &Workspace, name: &str, tables: &str) -> Agent {
+        let data_dir = ws.path(name);
+        let text = format!(
+            "name = {name:?}\ndata_dir = {:?}\nbind_addr = \"127.0.0.1\"\n\n[ports]\nhttp = 0\n\n{tables}\n",
+            data_dir.display().to_string()
+        );
+        let cfg = ws.write(&format!("{name}.toml"), &text);
+        let log_path = ws.path(&format!("{name}.log"));
+        let args = vec![
+            "agent".to_string(),
+            "--config".into(),
+            cfg.display().to_string(),
+        ];
+        Agent::spawn(args, data_dir, log_path)
+    }
+
+    fn spawn(args: Vec<String>, data_dir: PathBuf, log_path: PathBuf) -> Agent {
+        let (child, addr) = start_process(&args, &log_path);
+        Agent {
+            child: Some(child),
+            addr,
+            data_dir,
+            log_path,
+            args,
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> Option<i32> {
+        self.child.as_ref().map(|c| c.id() as i32)
+    }
+
+    /// `orch --address <agent> ARGS` with a deadline.
+    pub fn orch(&self, args: &[&str], timeout: Duration) -> Output {
+        let mut full = vec!["--address", self.addr.as_str()];
+        full.extend_from_slice(args);
+        orch_cmd(&full, timeout)
+    }
+
+    /// `GET path` on the agent's API, decoded as JSON (`None` on any error).
+    pub fn get(&self, path: &str) -> Option<serde_json::Value> {
+        let resp = http().get(format!("{}{}", self.addr, path)).send().ok()?;
+        if !resp.status().is_success() {
+            return None;
+        }
+        resp.json().ok()
+    }
+
+    /// The agent's allocations (`GET /v1/allocations`), empty when unavailable.
+    pub fn allocs(&self) -> Vec<serde_json::Value> {
+        self.get("/v1/allocations")
+            .and_then(|v| v.as_array().cloned())
+            .unwrap_or_default()
+    }
+
+    /// Allocations of one job.
+    pub fn job_allocs(&self, job: &str) -> Vec<serde_json::Value> {
+        self.allocs()
+            .into_iter()
+            .filter(|a| a["job_id"] == job)
+            .collect()
+    }
+
+    /// SIGKILL, no cleanup by the agent.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait; returns the exit status (SIGKILL after `timeout`).
+    pub fn terminate(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let mut c = self.child.take()?;
+        let pid = nix::unistd::Pid::from_raw(c.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(s)) = c.try_wait() {
+                return Some(s);
+            }
+            if Instant::now() > deadline {
+                eprintln!("agent did not stop within {timeout:?} of SIGTERM; killing it");
+                let _ = c.kill();
+                return c.wait().ok();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Starts a new agent process with the same arguments and data dir (e.g. after
+    /// `kill9`); its address may differ.
+    pub fn restart(&mut self) {
+        self.kill9();
+        let (child, addr) = start_process(&self.args, &self.log_path);
+        self.child = Some(child);
+        self.addr = addr;
+    }
+}
+
+/// Spawns `orch ARGS`, copies its stderr to `log_path` and waits for the
+/// `orch agent: listening on ADDR` line.
+fn start_process(args: &[String], log_path: &Path) -> (Child, String) {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .env(
+            "RUST_LOG",
+            std::env::var("ORCH_TEST_LOG").unwrap_or_else(|_| "info".into()),
+        )
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawning orch agent");
+    let stderr = child.stderr.take().expect("agent stderr");
+    let (tx, rx) = mpsc::channel::<String>();
+    let log = log_path.to_path_buf();
+    // Copy stderr to the log file (so the pipe never fills) and report the address.
+    std::thread::spawn(move || {
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .ok();
+        let mut sent = false;
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(f) = file.as_mut() {
+                let _ = writeln!(f, "{line}");
+            }
+            if !sent {
+                if let Some(addr) = line.strip_prefix("orch agent: listening on ") {
+                    let _ = tx.send(addr.trim().to_string());
+                    sent = true;
+                }
+            }
+        }
+    });
+    match rx.recv_timeout(Duration::from_secs(60)) {
+        Ok(addr) => (child, addr),
+        Err(_) => {
+            let status = child.try_wait().ok().flatten();
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "agent `orch {}` did not report its address (exit: {status:?}); log:\n{}",
+                args.join(" "),
+                std::fs::read_to_string(log_path).unwrap_or_default()
+            );
+        }
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        self.terminate(Duration::from_secs(20));
+        cleanup_tasks(&self.data_dir);
+    }
+}
+
+/// A blocking HTTP client with a short timeout, for direct API calls in tests.
+pub fn http() -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("http client")
+}
+
+/// Pids of processes whose environment says they belong to an allocation: either with
+/// `ORCH_ALLOC_ID=<id>` for an id in `ids`, or `ORCH_ALLOC_DIR` under `data_dir`.
+pub fn task_pids(data_dir: Option<&Path>, ids: &BTreeSet<String>) -> Vec<i32> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    let dir_prefix = data_dir.map(|d| {
+        let d = d.canonicalize().unwrap_or_else(|_| d.to_path_buf());
+        format!("ORCH_ALLOC_DIR={}", d.display())
+    });
+    for e in entries.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        let Ok(env) = std::fs::read(e.path().join("environ")) else {
+            continue;
+        };
+        let mine = env.split(|b| *b == 0).any(|var| {
+            let var = String::from_utf8_lossy(var);
+            if let Some(p) = &dir_prefix {
+                if var.starts_with(p.as_str()) {
+                    return true;
+                }
+            }
+            var.strip_prefix("ORCH_ALLOC_ID=")
+                .map(|id| ids.contains(id))
+                .unwrap_or(false)
+        });
+        if mine && !is_zombie(pid) {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+fn is_zombie(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rsplit_once(')')
+                .map(|(_, rest)| rest.trim_start().starts_with('Z'))
+        })
+        .unwrap_or(true)
+}
+
+/// Cgroup directories (v1 `<ctrl>/orch/<alloc>-<task>`, v2 `orch.slice/<alloc>-<task>`)
+/// of the given allocations.
+pub fn alloc_cgroups(ids: &BTreeSet<String>) -> Vec<PathBuf> {
+    let mut parents = Vec::new();
+    if let Ok(ctrls) = std::fs::read_dir("/sys/fs/cgroup") {
+        for c in ctrls.flatten() {
+            parents.push(c.path().join("orch"));
+            parents.push(c.path().join("orch.slice"));
+        }
+    }
+    parents.push(PathBuf::from("/sys/fs/cgroup/orch.slice"));
+    let mut out = Vec::new();
+    for p in parents {
+        let Ok(entries) = std::fs::read_dir(&p) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if e.path().is_dir() && ids.iter().any(|id| name.starts_with(id.as_str())) {
+                out.push(e.path());
+            }
+        }
+    }
+    out
+}
+
+/// Allocation ids a client made directories for under `<data_dir>/alloc`.
+pub fn alloc_ids_in(data_dir: &Path) -> BTreeSet<String> {
+    std::fs::read_dir(data_dir.join("alloc"))
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Kills leftover task processes of an agent's data dir and removes their cgroups.
+pub fn cleanup_tasks(data_dir: &Path) {
+    let ids = alloc_ids_in(data_dir);
+    for pid in task_pids(Some(data_dir), &ids) {
+        eprintln!("cleanup: killing leftover task process {pid}");
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+    if ids.is_empty() {
+        return;
+    }
+    // Killed processes leave their cgroups only once reaped; retry briefly.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let left: Vec<PathBuf> = alloc_cgroups(&ids)
+            .into_iter()
+            .filter(|d| remove_cgroup_tree(d).is_err())
+            .collect();
+        if left.is_empty() || Instant::now() > deadline {
+            for d in left {
+                eprintln!("cleanup: could not remove cgroup {}", d.display());
+            }
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Removes a cgroup directory and its children, deepest first (cgroupfs refuses
+/// recursive removal and non-empty groups).
+fn remove_cgroup_tree(dir: &Path) -> std::io::Result<()> {
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            if e.path().is_dir() {
+                remove_cgroup_tree(&e.path())?;
+            }
+        }
+    }
+    std::fs::remove_dir(dir)
+}
+
+/// The machine's memory in MiB, as the client fingerprints it (`MemTotal`).
+pub fn host_memory_mib() -> u64 {
+    let text = std::fs::read_to_string("/proc/meminfo").expect("/proc/meminfo");
+    let kb: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .expect("MemTotal");
+    kb / 1024
+}
+
+/// `[client]` section of a client that can fit `memory_mib` of allocations.
+pub fn client_section(servers: &[&str], memory_mib: u64, node_class: &str) -> String {
+    let reserved = host_memory_mib().saturating_sub(memory_mib);
+    let servers: Vec<String> = servers.iter().map(|s| format!("{s:?}")).collect();
+    format!(
+        "[client]\nenabled = true\nservers = [{}]\nnode_class = {node_class:?}\nreserved = {{ cpu = 0, memory = {reserved} }}\n",
+        servers.join(", ")
+    )
+}
+
+/// Strips `http://` from an agent address, for `servers = [...]`.
+pub fn host_port(addr: &str) -> String {
+    addr.trim_start_matches("http://").to_string()
+}
+
+/// Waits until the server lists `n` ready nodes.
+pub fn wait_for_ready_nodes(server: &Agent, n: usize) {
+    wait_for(
+        Duration::from_secs(60),
+        &format!("{n} ready node(s)"),
+        || {
+            let nodes = server.get("/v1/nodes")?;
+            let ready = nodes
+                .as_array()?
+                .iter()
+                .filter(|n| n["status"] == "ready")
+                .count();
+            (ready >= n).then_some(())
+        },
+    );
+}
