@@ -34,7 +34,8 @@ use std::fmt;
 use crate::structs::{Job, JobType};
 
 pub use rules::{
-    CONSTRAINT_OPERATORS, CONTAINER_CONFIG_KEYS, DRIVERS, RAW_EXEC_CONFIG_KEYS, SIGNALS,
+    CONSTRAINT_OPERATORS, CONTAINER_CONFIG_KEYS, DRIVERS, MOCK_CONFIG_KEYS, RAW_EXEC_CONFIG_KEYS,
+    SIGNALS,
 };
 
 /// One problem in a job spec.

@@ -20,7 +20,17 @@ use super::Problem;
 pub const DRIVERS: &[&str] = &["raw_exec", "container", "mock"];
 
 /// Keys the `raw_exec` driver's `config` accepts.
-pub const RAW_EXEC_CONFIG_KEYS: &[&str] = &["args", "command", "work_dir"];
+pub const RAW_EXEC_CONFIG_KEYS: &[&str] = &["args", "command"];
+
+/// Keys the `mock` driver's `config` accepts (what the fake task does).
+pub const MOCK_CONFIG_KEYS: &[&str] = &[
+    "exit_code",
+    "exit_signal",
+    "ignore_stop_signal",
+    "oom_killed",
+    "run_for",
+    "start_error",
+];
 
 /// Keys the `container` driver's `config` accepts.
 pub const CONTAINER_CONFIG_KEYS: &[&str] = &[
@@ -659,7 +669,8 @@ fn driver_config(c: &mut Check, path: &str, task: &Task) {
     let allowed = match task.driver.as_str() {
         "raw_exec" => RAW_EXEC_CONFIG_KEYS,
         "container" => CONTAINER_CONFIG_KEYS,
-        // The mock driver's knobs belong to its tests; anything goes.
+        "mock" => MOCK_CONFIG_KEYS,
+        // An unknown driver is reported already; its config cannot be judged.
         _ => return,
     };
     for key in task.config.keys() {
@@ -688,7 +699,7 @@ fn driver_config(c: &mut Check, path: &str, task: &Task) {
     };
     match task.driver.as_str() {
         "raw_exec" => string_at(c, "command", true),
-        _ => {
+        "container" => {
             let has_rootfs = task.config.contains_key("rootfs");
             let has_image = task.config.contains_key("image");
             if !has_rootfs && !has_image {
@@ -703,9 +714,13 @@ fn driver_config(c: &mut Check, path: &str, task: &Task) {
             string_at(c, "rootfs", false);
             string_at(c, "image", false);
             string_at(c, "command", false);
+            string_at(c, "work_dir", false);
+        }
+        _ => {
+            mock_config(c, path, task);
+            return;
         }
     }
-    string_at(c, "work_dir", false);
     match task.config.get("args") {
         None => {}
         Some(serde_json::Value::Array(items)) => {
@@ -716,6 +731,29 @@ fn driver_config(c: &mut Check, path: &str, task: &Task) {
             }
         }
         Some(_) => c.add(format!("{path}.args"), "expected an array of strings"),
+    }
+}
+
+/// The mock driver's knobs, typed as the driver reads them.
+fn mock_config(c: &mut Check, path: &str, task: &Task) {
+    use serde_json::Value;
+    for (key, value) in &task.config {
+        let fits = match key.as_str() {
+            "run_for" => matches!(value, Value::String(s) if crate::duration::parse(s).is_ok()),
+            "exit_code" | "exit_signal" => value.as_i64().is_some_and(|n| i32::try_from(n).is_ok()),
+            "oom_killed" | "ignore_stop_signal" => value.is_boolean(),
+            "start_error" => value.is_string(),
+            _ => true,
+        };
+        if !fits {
+            let expected = match key.as_str() {
+                "run_for" => "a duration string such as \"2s\"",
+                "exit_code" | "exit_signal" => "a whole number",
+                "oom_killed" | "ignore_stop_signal" => "true or false",
+                _ => "a string",
+            };
+            c.add(format!("{path}.{key}"), format!("expected {expected}"));
+        }
     }
 }
 

@@ -729,12 +729,26 @@ fn container_needs_a_rootfs_or_an_image() {
 }
 
 #[test]
-fn the_mock_driver_takes_any_config() {
-    let src = spec("", "", "").replace(
-        "driver = \"raw_exec\"\nconfig = { command = \"/bin/true\" }",
-        "driver = \"mock\"\nconfig = { run_for = \"1s\", exit_code = 3 }",
+fn the_mock_driver_takes_its_own_knobs() {
+    let mock = |config: &str| {
+        spec("", "", "").replace(
+            "driver = \"raw_exec\"\nconfig = { command = \"/bin/true\" }",
+            &format!("driver = \"mock\"\nconfig = {config}"),
+        )
+    };
+    ok(&mock(
+        "{ run_for = \"1s\", exit_code = 3, oom_killed = true }",
+    ));
+    fails_once(
+        &mock("{ run_for = 1 }"),
+        "group.web.task.server.config.run_for",
+        "expected a duration string",
     );
-    ok(&src);
+    fails_once(
+        &mock("{ runfor = \"1s\" }"),
+        "group.web.task.server.config.runfor",
+        "unknown field `runfor` for the mock driver",
+    );
 }
 
 #[test]
