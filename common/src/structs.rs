@@ -174,7 +174,7 @@ impl TaskGroup {
     pub fn resources(&self) -> Resources {
         self.tasks
             .iter()
-            .fold(Resources::default(), |acc, t| acc.add(&t.resources))
+            .fold(Resources::ZERO, |acc, t| acc.add(&t.resources))
     }
 }
 
