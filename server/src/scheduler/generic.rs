@@ -177,7 +177,11 @@ fn compute_generic(eval: &Evaluation, st: &dyn State, job: Option<Job>, now_ms: 
             continue;
         }
         match placer.place_one(&mut b, &job, group) {
-            Ok((node, ports, metric)) => {
+            Ok(Placed {
+                node,
+                ports,
+                metric,
+            }) => {
                 let alloc = b.new_alloc(
                     &job,
                     group,
@@ -202,7 +206,7 @@ fn compute_generic(eval: &Evaluation, st: &dyn State, job: Option<Job>, now_ms: 
                 b.place(alloc);
             }
             Err(metric) => {
-                out.failed.insert(p.group.clone(), metric);
+                out.failed.insert(p.group.clone(), *metric);
                 *out.queued.entry(p.group.clone()).or_default() += 1;
             }
         }
@@ -210,6 +214,13 @@ fn compute_generic(eval: &Evaluation, st: &dyn State, job: Option<Job>, now_ms: 
     out.class_eligibility = placer.class_eligibility();
     out.plan = b.plan;
     out
+}
+
+/// Where one instance goes.
+pub(crate) struct Placed {
+    pub node: Node,
+    pub ports: Vec<AllocatedPort>,
+    pub metric: AllocMetric,
 }
 
 /// Picks nodes for one job's placements over a seeded shuffle of the ready nodes.
@@ -260,14 +271,14 @@ impl Placer {
             .or_insert_with(|| FeasibilityChecker::new(job, group))
     }
 
-    /// Chooses a node for one instance of `group`: `Ok((node, ports, metric))`, or the
-    /// metric explaining why no node would do.
+    /// Chooses a node for one instance of `group`, or returns the metric explaining why
+    /// no node would do.
     pub fn place_one(
         &mut self,
         b: &mut PlanBuilder<'_>,
         job: &Job,
         group: &TaskGroup,
-    ) -> Result<(Node, Vec<AllocatedPort>, AllocMetric), AllocMetric> {
+    ) -> Result<Placed, Box<AllocMetric>> {
         let mut metric = self.base_metric.clone();
         let ask = group.resources();
         let checker = self
@@ -288,14 +299,18 @@ impl Placer {
             &mut metric,
         );
         let Some(choice) = choice else {
-            return Err(metric);
+            return Err(Box::new(metric));
         };
         let node = self.candidates[choice.node_index].clone();
         match assign_ports(&node, &choice.usage, &group.network, &mut self.rng) {
-            Ok(ports) => Ok((node, ports, metric)),
+            Ok(ports) => Ok(Placed {
+                node,
+                ports,
+                metric,
+            }),
             Err(dim) => {
                 record_exhausted(&mut metric, &node, dim);
-                Err(metric)
+                Err(Box::new(metric))
             }
         }
     }

@@ -444,7 +444,7 @@ mod tests {
         let n = NodeBuilder::new().build();
         let allocs: Vec<_> = (0..2).map(|i| alloc_for(&job, "web", i, &n)).collect();
         job.stop = true;
-        let r = reconcile(Some(&job), &allocs, &nodes(&[n.clone()]), 0);
+        let r = reconcile(Some(&job), &allocs, &nodes(std::slice::from_ref(&n)), 0);
         assert_eq!(r.stop.len(), 2);
         assert!(r.stop.iter().all(|s| s.description == DESC_JOB_STOPPED));
         let gone = reconcile(None, &allocs, &nodes(&[n]), 0);
@@ -501,7 +501,7 @@ mod tests {
         let r = reconcile(
             Some(&job),
             std::slice::from_ref(&a),
-            &nodes(&[n.clone()]),
+            &nodes(std::slice::from_ref(&n)),
             10 * MIN,
         );
         assert!(r.place.is_empty());
@@ -565,7 +565,7 @@ mod tests {
         let r = reconcile(
             Some(&more),
             std::slice::from_ref(&a),
-            &nodes(&[n.clone()]),
+            &nodes(std::slice::from_ref(&n)),
             0,
         );
         assert_eq!(r.inplace.len(), 1);

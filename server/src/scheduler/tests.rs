@@ -1,1 +1,601 @@
-//! Scheduler scenario tests (one scenario per test) and the no-over-commit property.
+//! Scheduler scenario tests (one scenario per test) against the in-memory harness, and
+//! the property that no node is ever over-committed.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use orch_common::structs::{
+    triggers, ClientStatus, DesiredStatus, Eligibility, EvalStatus, JobType, Node, NodeStatus,
+};
+
+use super::feasible::{check_constraint, RegexCache};
+use super::testing::{alloc_for, eval_for, mock_job, mock_node, Harness, JobBuilder, NodeBuilder};
+use super::MAX_PLAN_ATTEMPTS;
+
+fn placed_nodes(h: &Harness) -> Vec<String> {
+    h.last_placed().into_iter().map(|a| a.node_id).collect()
+}
+
+#[test]
+fn places_count_instances_with_names_and_complete_eval() {
+    let mut h = Harness::new(&[mock_node(), mock_node()]);
+    let job = mock_job();
+    let eval = h.register(job.clone());
+    h.process(&eval).expect("process");
+    let mut names: Vec<String> = h.last_placed().into_iter().map(|a| a.name).collect();
+    names.sort();
+    assert_eq!(
+        names,
+        vec!["mock-job.web[0]", "mock-job.web[1]", "mock-job.web[2]"]
+    );
+    let done = h.last_update();
+    assert_eq!(done.status, EvalStatus::Complete);
+    assert!(done.failed_tg_allocs.is_empty());
+    assert_eq!(done.queued_allocations.get("web"), Some(&0));
+    assert!(h.created.is_empty());
+    let a = &h.last_placed()[0];
+    assert_eq!(a.job.as_ref().map(|j| j.id.as_str()), Some("mock-job"));
+    assert_eq!(a.resources.total().memory, 256);
+    assert!(a.metrics.as_ref().is_some_and(|m| m.nodes_evaluated > 0));
+}
+
+#[test]
+fn running_again_with_nothing_to_do_submits_no_plan() {
+    let mut h = Harness::new(&[mock_node()]);
+    let eval = h.register(mock_job());
+    h.process(&eval).expect("first");
+    let plans = h.plans.len();
+    let again = eval_for(&h.state.jobs["mock-job"]);
+    h.process(&again).expect("second");
+    assert_eq!(h.plans.len(), plans);
+    assert_eq!(h.last_update().status, EvalStatus::Complete);
+}
+
+#[test]
+fn bin_packs_onto_the_fuller_node() {
+    let busy = NodeBuilder::new().name("busy").build();
+    let idle = NodeBuilder::new().name("idle").build();
+    let mut h = Harness::new(&[busy.clone(), idle]);
+    let other = JobBuilder::new("other").cpu(2000).memory(4096).build();
+    h.state.upsert_job(other.clone());
+    h.state.upsert_alloc(alloc_for(&other, "web", 0, &busy));
+    let eval = h.register(JobBuilder::new("web").build());
+    h.process(&eval).expect("process");
+    assert_eq!(placed_nodes(&h), vec![busy.id]);
+}
+
+#[test]
+fn too_much_memory_fails_with_exhausted_on_memory_and_a_blocked_eval() {
+    let mut h = Harness::new(&[NodeBuilder::new().memory(1024).build()]);
+    let eval = h.register(JobBuilder::new("big").memory(4096).count(2).build());
+    h.process(&eval).expect("process");
+    assert!(h.plans.is_empty(), "nothing to commit");
+    let done = h.last_update();
+    assert_eq!(done.status, EvalStatus::Complete);
+    let metric = &done.failed_tg_allocs["web"];
+    assert!(
+        metric.describe().contains("exhausted on memory"),
+        "{}",
+        metric.describe()
+    );
+    assert_eq!(metric.coalesced_failures, 1);
+    assert_eq!(done.queued_allocations["web"], 2);
+    assert_eq!(h.created.len(), 1);
+    let blocked = &h.created[0];
+    assert_eq!(blocked.status, EvalStatus::Blocked);
+    assert_eq!(blocked.triggered_by, triggers::QUEUED_ALLOCS);
+    assert_eq!(done.blocked_eval.as_deref(), Some(blocked.id.as_str()));
+    assert_eq!(
+        blocked.class_eligibility.values().collect::<Vec<_>>(),
+        vec![&true]
+    );
+}
+
+#[test]
+fn blocked_eval_is_reblocked_while_there_is_still_no_room() {
+    let mut h = Harness::new(&[NodeBuilder::new().memory(1024).build()]);
+    let eval = h.register(JobBuilder::new("big").memory(4096).build());
+    h.process(&eval).expect("process");
+    let blocked = h.created[0].clone();
+    h.process(&blocked).expect("reprocess");
+    assert_eq!(h.reblocked.len(), 1);
+    assert_eq!(h.reblocked[0].id, blocked.id);
+    assert_eq!(h.reblocked[0].status, EvalStatus::Blocked);
+    assert_eq!(h.created.len(), 1, "no second blocked eval");
+}
+
+#[test]
+fn blocked_eval_places_once_a_big_node_joins() {
+    let mut h = Harness::new(&[NodeBuilder::new().memory(1024).build()]);
+    let eval = h.register(JobBuilder::new("big").memory(4096).build());
+    h.process(&eval).expect("process");
+    let blocked = h.created[0].clone();
+    let big = NodeBuilder::new().memory(16384).build();
+    h.state.upsert_node(big.clone());
+    h.process(&blocked).expect("reprocess");
+    assert_eq!(placed_nodes(&h), vec![big.id]);
+    assert_eq!(h.last_update().id, blocked.id);
+    assert_eq!(h.last_update().status, EvalStatus::Complete);
+}
+
+#[test]
+fn nodes_without_the_driver_are_filtered_with_the_reason() {
+    let plain = NodeBuilder::new().build();
+    let with = NodeBuilder::new().driver("container").build();
+    let mut h = Harness::new(&[plain, with.clone()]);
+    let eval = h.register(JobBuilder::new("c").driver("container").count(2).build());
+    h.process(&eval).expect("process");
+    assert_eq!(placed_nodes(&h), vec![with.id.clone(), with.id]);
+    let metric = h.last_placed()[0].metrics.clone().expect("metrics");
+    let filtered: u32 = metric.constraint_filtered.values().sum();
+    assert!(filtered <= 1);
+
+    let mut none = Harness::new(&[mock_node()]);
+    let eval = none.register(JobBuilder::new("c").driver("container").build());
+    none.process(&eval).expect("process");
+    let m = &none.last_update().failed_tg_allocs["web"];
+    assert_eq!(
+        m.constraint_filtered.get("missing driver \"container\""),
+        Some(&1)
+    );
+    assert_eq!(
+        none.created[0]
+            .class_eligibility
+            .values()
+            .collect::<Vec<_>>(),
+        vec![&false]
+    );
+}
+
+#[test]
+fn only_nodes_in_the_job_datacenters_are_used() {
+    let dc1 = NodeBuilder::new().datacenter("dc1").build();
+    let dc2 = NodeBuilder::new().datacenter("dc2").build();
+    let mut h = Harness::new(&[dc1, dc2.clone()]);
+    let eval = h.register(JobBuilder::new("w").datacenters(&["dc2"]).count(3).build());
+    h.process(&eval).expect("process");
+    assert!(placed_nodes(&h).iter().all(|n| *n == dc2.id));
+
+    let mut nowhere = Harness::new(&[mock_node()]);
+    let eval = nowhere.register(JobBuilder::new("w").datacenters(&["dc9"]).build());
+    nowhere.process(&eval).expect("process");
+    assert_eq!(
+        nowhere.last_update().failed_tg_allocs["web"].describe(),
+        "no nodes are registered in the job's datacenters"
+    );
+}
+
+#[test]
+fn down_and_ineligible_nodes_get_nothing() {
+    let down = NodeBuilder::new().status(NodeStatus::Down).build();
+    let drained = NodeBuilder::new()
+        .eligibility(Eligibility::Ineligible)
+        .build();
+    let ok = mock_node();
+    let mut h = Harness::new(&[down, drained, ok.clone()]);
+    let eval = h.register(JobBuilder::new("w").count(3).build());
+    h.process(&eval).expect("process");
+    assert!(placed_nodes(&h).iter().all(|n| *n == ok.id));
+}
+
+#[test]
+fn constraints_pick_matching_nodes_and_explain_the_rest() {
+    let linux = NodeBuilder::new().meta("rack", "r1").build();
+    let other = NodeBuilder::new().meta("rack", "r2").build();
+    let mut h = Harness::new(&[linux.clone(), other]);
+    let eval = h.register(
+        JobBuilder::new("w")
+            .constraint("${attr.kernel.name}", "=", "linux")
+            .group_constraint("${meta.rack}", "=", "r1")
+            .count(2)
+            .build(),
+    );
+    h.process(&eval).expect("process");
+    assert_eq!(placed_nodes(&h), vec![linux.id.clone(), linux.id]);
+
+    let mut none = Harness::new(&[mock_node()]);
+    let eval = none.register(
+        JobBuilder::new("w")
+            .constraint("${attr.kernel.name}", "=", "plan9")
+            .build(),
+    );
+    none.process(&eval).expect("process");
+    let m = &none.last_update().failed_tg_allocs["web"];
+    assert_eq!(
+        m.describe(),
+        "1 node evaluated: 1 filtered by ${attr.kernel.name} = plan9"
+    );
+}
+
+#[test]
+fn distinct_hosts_puts_each_instance_on_its_own_node() {
+    let nodes: Vec<Node> = (0..3).map(|_| mock_node()).collect();
+    let mut h = Harness::new(&nodes);
+    let eval = h.register(
+        JobBuilder::new("d")
+            .constraint("", "distinct_hosts", "true")
+            .count(4)
+            .build(),
+    );
+    h.process(&eval).expect("process");
+    let used: BTreeSet<String> = placed_nodes(&h).into_iter().collect();
+    assert_eq!(used.len(), 3);
+    assert_eq!(h.last_update().queued_allocations["web"], 1);
+    assert!(h.last_update().failed_tg_allocs["web"]
+        .constraint_filtered
+        .contains_key("distinct_hosts"));
+}
+
+#[test]
+fn dynamic_ports_are_unique_per_node_and_static_ports_spread() {
+    let node = NodeBuilder::new().port_range(30000, 30009).build();
+    let mut h = Harness::new(&[node]);
+    let eval = h.register(
+        JobBuilder::new("p")
+            .cpu(10)
+            .memory(10)
+            .dynamic_port("http")
+            .count(10)
+            .build(),
+    );
+    h.process(&eval).expect("process");
+    let ports: BTreeSet<u16> = h
+        .last_placed()
+        .iter()
+        .flat_map(|a| a.resources.ports.iter().map(|p| p.value))
+        .collect();
+    assert_eq!(ports, (30000..=30009).collect());
+
+    let nodes = vec![mock_node(), mock_node()];
+    let mut s = Harness::new(&nodes);
+    let eval = s.register(
+        JobBuilder::new("s")
+            .static_port("http", 8080)
+            .count(3)
+            .build(),
+    );
+    s.process(&eval).expect("process");
+    let used: BTreeSet<String> = placed_nodes(&s).into_iter().collect();
+    assert_eq!(used.len(), 2, "one static 8080 per node");
+    let m = &s.last_update().failed_tg_allocs["web"];
+    assert_eq!(m.dimension_exhausted.get("ports"), Some(&2));
+}
+
+#[test]
+fn scaling_down_stops_the_highest_indexes() {
+    let mut h = Harness::new(&[mock_node()]);
+    let eval = h.register(JobBuilder::new("w").count(4).build());
+    h.process(&eval).expect("place");
+    let eval = h.register(JobBuilder::new("w").count(2).build());
+    h.process(&eval).expect("scale");
+    let mut stopped: Vec<u32> = h.last_stopped().iter().map(|a| a.index).collect();
+    stopped.sort();
+    assert_eq!(stopped, vec![2, 3]);
+    assert!(h
+        .last_stopped()
+        .iter()
+        .all(|a| a.desired_status == DesiredStatus::Stop));
+    // Only count changed: the two kept are updated in place, not replaced.
+    let placed = h.last_placed();
+    assert_eq!(placed.len(), 2);
+    assert!(placed.iter().all(|a| a.job_version == 1 && a.index < 2));
+}
+
+#[test]
+fn stopping_a_job_stops_all_its_allocations() {
+    let mut h = Harness::new(&[mock_node()]);
+    let eval = h.register(mock_job());
+    h.process(&eval).expect("place");
+    let mut job = h.state.jobs["mock-job"].clone();
+    job.stop = true;
+    h.state.upsert_job(job.clone());
+    h.process(&eval_for(&job)).expect("stop");
+    assert_eq!(h.last_stopped().len(), 3);
+    assert!(h.last_placed().is_empty());
+    assert!(h.state.live_allocs("mock-job").is_empty());
+    assert!(h.created.is_empty());
+}
+
+#[test]
+fn purged_job_allocations_are_stopped() {
+    let mut h = Harness::new(&[mock_node()]);
+    let eval = h.register(mock_job());
+    h.process(&eval).expect("place");
+    h.state.jobs.clear();
+    h.process(&eval).expect("purge");
+    assert_eq!(h.last_stopped().len(), 3);
+}
+
+#[test]
+fn complete_batch_allocations_are_not_replaced() {
+    let mut h = Harness::new(&[mock_node()]);
+    let eval = h.register(JobBuilder::new("b").batch().count(2).build());
+    h.process(&eval).expect("place");
+    for a in h.state.allocs.values_mut() {
+        a.client_status = ClientStatus::Complete;
+    }
+    let plans = h.plans.len();
+    h.process(&eval_for(&h.state.jobs["b"].clone()))
+        .expect("again");
+    assert_eq!(h.plans.len(), plans);
+}
+
+#[test]
+fn failed_batch_allocation_is_replaced_with_links_both_ways() {
+    let mut h = Harness::new(&[mock_node()]);
+    let eval = h.register(JobBuilder::new("b").batch().build());
+    h.process(&eval).expect("place");
+    let failed_id = h.last_placed()[0].id.clone();
+    let delay = h.state.jobs["b"].groups[0].reschedule.delay.as_millis() as u64;
+    if let Some(a) = h.state.allocs.get_mut(&failed_id) {
+        a.client_status = ClientStatus::Failed;
+        a.modify_time = h.now;
+    }
+    h.now += delay;
+    h.process(&eval_for(&h.state.jobs["b"].clone()))
+        .expect("reschedule");
+    let new = &h.last_placed()[0];
+    assert_eq!(new.previous_allocation.as_deref(), Some(failed_id.as_str()));
+    assert_eq!(new.index, 0);
+    let old = &h.last_stopped()[0];
+    assert_eq!(old.id, failed_id);
+    assert_eq!(old.next_allocation.as_deref(), Some(new.id.as_str()));
+    assert_eq!(old.client_status, ClientStatus::Failed);
+}
+
+#[test]
+fn failed_allocation_inside_its_delay_gets_a_delayed_follow_up_eval() {
+    let mut h = Harness::new(&[mock_node()]);
+    let eval = h.register(JobBuilder::new("s").build());
+    h.process(&eval).expect("place");
+    let id = h.last_placed()[0].id.clone();
+    if let Some(a) = h.state.allocs.get_mut(&id) {
+        a.client_status = ClientStatus::Failed;
+        a.modify_time = h.now;
+    }
+    let plans = h.plans.len();
+    h.process(&eval_for(&h.state.jobs["s"].clone()))
+        .expect("evaluate");
+    assert_eq!(h.plans.len(), plans, "not yet");
+    let follow = h.created.last().expect("follow-up");
+    assert_eq!(follow.triggered_by, triggers::RETRY_FAILED_ALLOC);
+    assert_eq!(follow.status, EvalStatus::Pending);
+    assert_eq!(follow.wait_until, Some(h.now + 30_000));
+    assert_eq!(
+        h.last_update().next_eval.as_deref(),
+        Some(follow.id.as_str())
+    );
+}
+
+#[test]
+fn allocations_on_a_down_node_are_lost_and_replaced_elsewhere() {
+    let a = NodeBuilder::new().name("a").build();
+    let mut h = Harness::new(std::slice::from_ref(&a));
+    let eval = h.register(JobBuilder::new("w").count(2).build());
+    h.process(&eval).expect("place");
+    let b = NodeBuilder::new().name("b").build();
+    h.state.upsert_node(b.clone());
+    let mut down = a.clone();
+    down.status = NodeStatus::Down;
+    h.state.upsert_node(down);
+    h.process(&eval_for(&h.state.jobs["w"].clone()))
+        .expect("replace");
+    let stopped = h.last_stopped();
+    assert_eq!(stopped.len(), 2);
+    assert!(stopped
+        .iter()
+        .all(|s| s.client_status == ClientStatus::Lost));
+    let placed = h.last_placed();
+    assert_eq!(placed.len(), 2);
+    assert!(placed
+        .iter()
+        .all(|p| p.node_id == b.id && p.previous_allocation.is_some()));
+    for s in &stopped {
+        let next = s.next_allocation.clone().expect("linked");
+        assert!(placed.iter().any(|p| p.id == next));
+    }
+}
+
+#[test]
+fn task_change_replaces_and_count_change_updates_in_place() {
+    let mut h = Harness::new(&[mock_node()]);
+    let eval = h.register(JobBuilder::new("w").count(2).build());
+    h.process(&eval).expect("place");
+    let first: BTreeSet<String> = h.last_placed().into_iter().map(|a| a.id).collect();
+
+    let eval = h.register(JobBuilder::new("w").count(3).build());
+    h.process(&eval).expect("scale up");
+    let placed = h.last_placed();
+    let kept: BTreeSet<String> = placed
+        .iter()
+        .filter(|a| first.contains(&a.id))
+        .map(|a| a.id.clone())
+        .collect();
+    assert_eq!(kept, first, "same ids, new version in place");
+    assert!(placed.iter().all(|a| a.job_version == 1));
+    assert!(h.last_stopped().is_empty());
+
+    let eval = h.register(JobBuilder::new("w").count(3).memory(512).build());
+    h.process(&eval).expect("change tasks");
+    assert_eq!(h.last_stopped().len(), 3);
+    let placed = h.last_placed();
+    assert_eq!(placed.len(), 3);
+    assert!(placed
+        .iter()
+        .all(|a| !first.contains(&a.id) && a.previous_allocation.is_some()));
+    assert!(placed.iter().all(|a| a.resources.total().memory == 512));
+}
+
+#[test]
+fn a_partially_committed_plan_is_retried_on_fresh_state() {
+    let a = NodeBuilder::new().name("a").build();
+    let b = NodeBuilder::new().name("b").memory(300).build();
+    let mut h = Harness::new(&[a.clone(), b.clone()]);
+    h.reject_nodes.insert(b.id.clone());
+    h.reject_times = 1;
+    // One instance per node would be best-fit; b refuses the first time.
+    let eval = h.register(JobBuilder::new("w").count(2).memory(256).build());
+    h.process(&eval).expect("process");
+    assert!(h.plans.len() >= 2, "retried");
+    assert_eq!(h.state.live_allocs("w").len(), 2);
+    assert_eq!(h.last_update().status, EvalStatus::Complete);
+}
+
+#[test]
+fn giving_up_after_max_plan_attempts_fails_the_eval_and_blocks() {
+    let a = mock_node();
+    let mut h = Harness::new(std::slice::from_ref(&a));
+    h.reject_nodes.insert(a.id.clone());
+    h.reject_times = u32::MAX;
+    let eval = h.register(mock_job());
+    h.process(&eval).expect("process");
+    assert_eq!(h.plans.len(), MAX_PLAN_ATTEMPTS as usize);
+    assert_eq!(h.last_update().status, EvalStatus::Failed);
+    let blocked = h.created.last().expect("blocked");
+    assert_eq!(blocked.triggered_by, triggers::MAX_PLAN_ATTEMPTS);
+    assert_eq!(blocked.status, EvalStatus::Blocked);
+}
+
+#[test]
+fn system_job_runs_once_on_every_feasible_node() {
+    let nodes = vec![
+        mock_node(),
+        mock_node(),
+        NodeBuilder::new().datacenter("dc2").build(),
+    ];
+    let mut h = Harness::new(&nodes);
+    let eval = h.register(JobBuilder::new("sys").job_type(JobType::System).build());
+    h.process(&eval).expect("process");
+    let placed = h.last_placed();
+    assert_eq!(placed.len(), 2);
+    assert!(placed.iter().all(|a| a.name == "sys.web[0]"));
+    let used: BTreeSet<String> = placed.iter().map(|a| a.node_id.clone()).collect();
+    assert_eq!(used.len(), 2);
+    // A new node gets one too; the existing ones are left alone.
+    let late = mock_node();
+    h.state.upsert_node(late.clone());
+    h.process(&eval_for(&h.state.jobs["sys"].clone()))
+        .expect("again");
+    assert_eq!(placed_nodes(&h), vec![late.id]);
+}
+
+#[test]
+fn placements_are_deterministic_for_one_eval() {
+    let nodes: Vec<Node> = (0..20).map(|_| mock_node()).collect();
+    let job = JobBuilder::new("w").count(5).build();
+    let mut one = Harness::new(&nodes);
+    let mut two = Harness::new(&nodes);
+    let eval = one.register(job.clone());
+    two.register(job);
+    one.process(&eval).expect("one");
+    two.process(&eval).expect("two");
+    let pick = |h: &Harness| -> BTreeMap<u32, String> {
+        h.last_placed()
+            .into_iter()
+            .map(|a| (a.index, a.node_id))
+            .collect()
+    };
+    assert_eq!(pick(&one), pick(&two));
+}
+
+mod property {
+    use super::*;
+    use orch_common::structs::{Job, Resources};
+    use proptest::prelude::*;
+
+    fn arb_node() -> impl Strategy<Value = Node> {
+        (
+            500u64..4000,
+            256u64..4096,
+            prop_oneof![Just("dc1"), Just("dc2")],
+            prop_oneof![Just("r1"), Just("r2")],
+            any::<bool>(),
+            0u16..6,
+        )
+            .prop_map(|(cpu, mem, dc, rack, container, ports)| {
+                let mut b = NodeBuilder::new()
+                    .cpu(cpu)
+                    .memory(mem)
+                    .datacenter(dc)
+                    .meta("rack", rack)
+                    .port_range(31000, 31000 + ports);
+                if container {
+                    b = b.driver("container");
+                }
+                b.build()
+            })
+    }
+
+    fn arb_job(i: usize) -> impl Strategy<Value = Job> {
+        (
+            1u32..8,
+            100u64..1500,
+            64u64..1500,
+            prop_oneof![Just(None), Just(Some("r1")), Just(Some("r2"))],
+            any::<bool>(),
+            0u8..3,
+            any::<bool>(),
+        )
+            .prop_map(move |(count, cpu, mem, rack, container, ports, stat)| {
+                let mut b = JobBuilder::new(&format!("job{i}"))
+                    .count(count)
+                    .cpu(cpu)
+                    .memory(mem)
+                    .datacenters(&["dc1", "dc2"]);
+                if let Some(r) = rack {
+                    b = b.group_constraint("${meta.rack}", "=", r);
+                }
+                if container {
+                    b = b.driver("container");
+                }
+                for p in 0..ports {
+                    b = b.dynamic_port(&format!("p{p}"));
+                }
+                if stat {
+                    b = b.static_port("admin", 9000);
+                }
+                b.build()
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        #[test]
+        fn no_node_is_ever_over_committed_and_constraints_hold(
+            nodes in prop::collection::vec(arb_node(), 1..8),
+            jobs in (0usize..4).prop_flat_map(|n| (0..n).map(arb_job).collect::<Vec<_>>()),
+        ) {
+            let mut h = Harness::new(&nodes);
+            for job in &jobs {
+                let eval = h.register(job.clone());
+                h.process(&eval).expect("process");
+            }
+            for node in &nodes {
+                let allocs: Vec<_> = h
+                    .state
+                    .allocs
+                    .values()
+                    .filter(|a| a.node_id == node.id && a.desired_status == DesiredStatus::Run)
+                    .collect();
+                let used = allocs
+                    .iter()
+                    .fold(Resources::ZERO, |acc, a| acc.add(&a.resources.total()));
+                prop_assert!(used.cpu <= node.allocatable().cpu);
+                prop_assert!(used.memory <= node.allocatable().memory);
+                let mut ports = BTreeSet::new();
+                for a in &allocs {
+                    for p in &a.resources.ports {
+                        prop_assert!(ports.insert(p.value), "port {} used twice", p.value);
+                    }
+                    let job = a.job.as_ref().expect("job");
+                    let group = job.group(&a.group).expect("group");
+                    for c in job.constraints.iter().chain(group.constraints.iter()) {
+                        prop_assert!(check_constraint(c, node, &mut RegexCache::default()));
+                    }
+                    for t in &group.tasks {
+                        prop_assert!(node.has_driver(&t.driver));
+                    }
+                }
+            }
+        }
+    }
+}
