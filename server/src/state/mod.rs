@@ -1,3 +1,484 @@
-//! The SQLite state store (being built).
+//! The SQLite state store: the cluster's jobs, job versions, evaluations, allocations and
+//! nodes, written only by `StateStore::apply(index, &Command)` and read on pooled
+//! connections, with per-table watch channels for blocking queries.
+//!
+//! ```text
+//!   HTTP handler / worker / plan applier / heartbeats
+//!        │ Command
+//!        ▼
+//!   CommandLog::submit ──► writer thread: index = last + 1
+//!                               │ StateStore::apply(index, cmd)   (one transaction:
+//!                               │   rows + command_log + indexes, synchronous=FULL)
+//!                               ├─► watch channels (jobs/evals/allocs/nodes/last)
+//!                               └─► observers (EvalBroker::observe)
+//!   reads: pooled WAL connections (`job`, `allocs_by_node`, ...) and `snapshot()`,
+//!          a read transaction pinned at one index (implements `scheduler::State`).
+//! ```
+//!
+//! Every row carries `create_index` / `modify_index`; the `indexes` table keeps the last
+//! index that touched each table, which is what blocking queries wait on.
 
+mod apply;
 pub mod command;
+pub mod log;
+mod read;
+pub mod schema;
+pub mod snapshot;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use orch_common::structs::{Allocation, Evaluation, Job, Node};
+use rusqlite::{Connection, OpenFlags};
+use tokio::sync::watch;
+
+pub use apply::ApplyOutcome;
+pub use command::Command;
+pub use log::{CommandLog, LogError, Observer};
+pub use read::GroupStatusCount;
+pub use snapshot::Snapshot;
+
+/// How many idle read connections the pool keeps.
+const MAX_IDLE_READERS: usize = 8;
+/// How long a statement waits for a lock before failing (checkpoints, the writer).
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A table that blocking queries can wait on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Table {
+    /// Jobs and their versions (spec changes and status changes).
+    Jobs,
+    Evals,
+    Allocs,
+    Nodes,
+}
+
+impl Table {
+    pub const ALL: [Table; 4] = [Table::Jobs, Table::Evals, Table::Allocs, Table::Nodes];
+
+    /// The name used in the `indexes` table.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Table::Jobs => "jobs",
+            Table::Evals => "evals",
+            Table::Allocs => "allocs",
+            Table::Nodes => "nodes",
+        }
+    }
+
+    fn slot(&self) -> usize {
+        match self {
+            Table::Jobs => 0,
+            Table::Evals => 1,
+            Table::Allocs => 2,
+            Table::Nodes => 3,
+        }
+    }
+}
+
+/// What can go wrong in the state store.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("creating state directory {path}: {source}")]
+    CreateDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("opening state database {path}: {source}")]
+    Open {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
+    #[error("migrating state database to schema version {version}: {source}")]
+    Migrate {
+        version: u32,
+        source: rusqlite::Error,
+    },
+    #[error("state database has schema version {found}, newer than this binary knows ({supported}); upgrade orch")]
+    SchemaTooNew { found: u32, supported: u32 },
+    #[error("{context}: {source}")]
+    Sql {
+        context: String,
+        source: rusqlite::Error,
+    },
+    #[error("decoding stored {kind} {id:?}: {source}")]
+    Decode {
+        kind: &'static str,
+        id: String,
+        source: serde_json::Error,
+    },
+    #[error("encoding {kind} {id:?}: {source}")]
+    Encode {
+        kind: &'static str,
+        id: String,
+        source: serde_json::Error,
+    },
+    #[error("index {index} is not after the last applied index {last}")]
+    IndexNotIncreasing { index: u64, last: u64 },
+}
+
+/// Adds a description of what was being done to a rusqlite error.
+pub(crate) trait SqlContext<T> {
+    fn ctx(self, context: impl FnOnce() -> String) -> Result<T, StateError>;
+}
+
+impl<T> SqlContext<T> for Result<T, rusqlite::Error> {
+    fn ctx(self, context: impl FnOnce() -> String) -> Result<T, StateError> {
+        self.map_err(|source| StateError::Sql {
+            context: context(),
+            source,
+        })
+    }
+}
+
+/// The state store. Cheap to clone (an `Arc` inside); every clone is the same store.
+#[derive(Clone)]
+pub struct StateStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    path: PathBuf,
+    /// The one write connection; only `apply` uses it.
+    writer: Mutex<Connection>,
+    /// Idle read connections.
+    readers: Mutex<Vec<Connection>>,
+    /// Last index that touched each table, by `Table::slot`.
+    tables: [watch::Sender<u64>; 4],
+    /// Last applied index (any command).
+    last: watch::Sender<u64>,
+    last_index: AtomicU64,
+    /// Set by `release_waiters`: blocking queries return at once (shutdown).
+    closing: watch::Sender<bool>,
+}
+
+impl std::fmt::Debug for StateStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StateStore")
+            .field("path", &self.inner.path)
+            .field("last_index", &self.last_index())
+            .finish()
+    }
+}
+
+fn open_connection(path: &Path) -> Result<Connection, StateError> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+        | OpenFlags::SQLITE_OPEN_CREATE
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = Connection::open_with_flags(path, flags).map_err(|source| StateError::Open {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let pragmas = || -> Result<(), rusqlite::Error> {
+        conn.busy_timeout(BUSY_TIMEOUT)?;
+        // WAL: readers see a consistent snapshot while the writer commits.
+        let mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(rusqlite::Error::InvalidParameterName(format!(
+                "journal_mode is {mode}, expected wal"
+            )));
+        }
+        // FULL: a commit is on disk (WAL fsynced) before we answer the request.
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "foreign_keys", true)?;
+        Ok(())
+    };
+    pragmas().map_err(|source| StateError::Open {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    Ok(conn)
+}
+
+impl StateStore {
+    /// Opens (creating if needed) the database at `path`, migrating its schema.
+    pub fn open(path: impl AsRef<Path>) -> Result<StateStore, StateError> {
+        let path = path.as_ref().to_path_buf();
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| StateError::CreateDir {
+                path: dir.to_path_buf(),
+                source,
+            })?;
+        }
+        let mut writer = open_connection(&path)?;
+        schema::migrate(&mut writer)?;
+        let indexes = read::table_indexes(&writer)?;
+        let last = indexes.values().copied().max().unwrap_or(0);
+        let table_sender =
+            |t: Table| watch::Sender::new(indexes.get(t.name()).copied().unwrap_or(0));
+        let inner = Inner {
+            path,
+            writer: Mutex::new(writer),
+            readers: Mutex::new(Vec::new()),
+            tables: [
+                table_sender(Table::Jobs),
+                table_sender(Table::Evals),
+                table_sender(Table::Allocs),
+                table_sender(Table::Nodes),
+            ],
+            last: watch::Sender::new(last),
+            last_index: AtomicU64::new(last),
+            closing: watch::Sender::new(false),
+        };
+        Ok(StateStore {
+            inner: Arc::new(inner),
+        })
+    }
+
+    /// Where the database lives.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// The index of the last applied command (0 for a new store).
+    pub fn last_index(&self) -> u64 {
+        self.inner.last_index.load(Ordering::SeqCst)
+    }
+
+    /// The last index that changed `table`.
+    pub fn table_index(&self, table: Table) -> u64 {
+        *self.inner.tables[table.slot()].borrow()
+    }
+
+    /// Waits until `table`'s index is greater than `min_index`, at most `timeout`;
+    /// returns the table's index then. Returns at once when the store is closing.
+    pub async fn wait_for_index(&self, table: Table, min_index: u64, timeout: Duration) -> u64 {
+        let rx = self.inner.tables[table.slot()].subscribe();
+        self.wait_on(rx, move |v| v > min_index, timeout).await
+    }
+
+    /// Waits until the last applied index is at least `index`, at most `timeout`;
+    /// returns the last applied index then.
+    pub async fn wait_for_last_index(&self, index: u64, timeout: Duration) -> u64 {
+        let rx = self.inner.last.subscribe();
+        self.wait_on(rx, move |v| v >= index, timeout).await
+    }
+
+    async fn wait_on(
+        &self,
+        mut rx: watch::Receiver<u64>,
+        done: impl Fn(u64) -> bool,
+        timeout: Duration,
+    ) -> u64 {
+        let mut closing = self.inner.closing.subscribe();
+        if *closing.borrow() {
+            return *rx.borrow();
+        }
+        let wait = async {
+            tokio::select! {
+                r = rx.wait_for(|v| done(*v)) => { let _ = r; }
+                _ = closing.wait_for(|c| *c) => {}
+            }
+        };
+        let _ = tokio::time::timeout(timeout, wait).await;
+        let current = *rx.borrow();
+        current
+    }
+
+    /// Makes every current and future blocking wait return at once (server shutdown),
+    /// so long polls do not hold up a graceful HTTP shutdown.
+    pub fn release_waiters(&self) {
+        self.inner.closing.send_replace(true);
+    }
+
+    /// True once `release_waiters` was called.
+    pub fn is_closing(&self) -> bool {
+        *self.inner.closing.borrow()
+    }
+
+    /// Publishes a commit: bumps the watched indexes. Called by `apply` after commit.
+    fn publish(&self, index: u64, tables: &[Table]) {
+        self.inner.last_index.store(index, Ordering::SeqCst);
+        for t in tables {
+            self.inner.tables[t.slot()].send_replace(index);
+        }
+        self.inner.last.send_replace(index);
+    }
+
+    /// Takes an idle read connection (or opens one); it goes back to the pool on drop.
+    fn reader(&self) -> Result<PooledConn, StateError> {
+        let idle = self
+            .inner
+            .readers
+            .lock()
+            .expect("state reader pool mutex poisoned")
+            .pop();
+        let conn = match idle {
+            Some(c) => c,
+            None => {
+                let c = open_connection(&self.inner.path)?;
+                c.pragma_update(None, "query_only", true)
+                    .ctx(|| "setting query_only on a read connection".to_string())?;
+                c
+            }
+        };
+        Ok(PooledConn {
+            conn: Some(conn),
+            store: self.inner.clone(),
+        })
+    }
+
+    fn read<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, StateError>,
+    ) -> Result<T, StateError> {
+        let conn = self.reader()?;
+        f(&conn)
+    }
+
+    /// A consistent point-in-time view for the scheduler (a pinned read transaction).
+    pub fn snapshot(&self) -> Result<Snapshot, StateError> {
+        Snapshot::begin(self.reader()?)
+    }
+
+    // ------------------------------------------------------------------ reads
+
+    pub fn job(&self, id: &str) -> Result<Option<Job>, StateError> {
+        self.read(|c| read::job(c, id))
+    }
+
+    /// Every job, sorted by id.
+    pub fn jobs(&self) -> Result<Vec<Job>, StateError> {
+        self.read(read::jobs)
+    }
+
+    /// Every stored version of a job, newest first.
+    pub fn job_versions(&self, id: &str) -> Result<Vec<Job>, StateError> {
+        self.read(|c| read::job_versions(c, id))
+    }
+
+    pub fn job_version(&self, id: &str, version: u64) -> Result<Option<Job>, StateError> {
+        self.read(|c| read::job_version(c, id, version))
+    }
+
+    pub fn eval(&self, id: &str) -> Result<Option<Evaluation>, StateError> {
+        self.read(|c| read::eval(c, id))
+    }
+
+    /// Every evaluation, oldest first.
+    pub fn evals(&self) -> Result<Vec<Evaluation>, StateError> {
+        self.read(read::evals)
+    }
+
+    /// A job's evaluations, oldest first.
+    pub fn evals_by_job(&self, job_id: &str) -> Result<Vec<Evaluation>, StateError> {
+        self.read(|c| read::evals_by_job(c, job_id))
+    }
+
+    /// Pending and blocked evaluations (to restore the broker on start), oldest first.
+    pub fn evals_non_terminal(&self) -> Result<Vec<Evaluation>, StateError> {
+        self.read(read::evals_non_terminal)
+    }
+
+    pub fn alloc(&self, id: &str) -> Result<Option<Allocation>, StateError> {
+        self.read(|c| read::alloc(c, id))
+    }
+
+    /// Every allocation, oldest first.
+    pub fn allocs(&self) -> Result<Vec<Allocation>, StateError> {
+        self.read(read::allocs)
+    }
+
+    pub fn allocs_by_job(&self, job_id: &str) -> Result<Vec<Allocation>, StateError> {
+        self.read(|c| read::allocs_by_job(c, job_id))
+    }
+
+    /// Every allocation on a node, terminal ones included.
+    pub fn allocs_by_node(&self, node_id: &str) -> Result<Vec<Allocation>, StateError> {
+        self.read(|c| read::allocs_by_node(c, node_id, false))
+    }
+
+    /// What a client must see: its allocations not terminal on the client side, plus
+    /// those changed after `since` (so it sees the final transition once).
+    pub fn allocs_for_client(
+        &self,
+        node_id: &str,
+        since: u64,
+    ) -> Result<Vec<Allocation>, StateError> {
+        self.read(|c| read::allocs_for_client(c, node_id, since))
+    }
+
+    /// The largest `modify_index` among a node's allocations (0 when it has none).
+    pub fn node_allocs_max_index(&self, node_id: &str) -> Result<u64, StateError> {
+        self.read(|c| read::node_allocs_max_index(c, node_id))
+    }
+
+    pub fn node(&self, id: &str) -> Result<Option<Node>, StateError> {
+        self.read(|c| read::node(c, id))
+    }
+
+    /// Every node, sorted by id.
+    pub fn nodes(&self) -> Result<Vec<Node>, StateError> {
+        self.read(read::nodes)
+    }
+
+    /// Allocation counts per (job, group, client status), for job summaries.
+    pub fn alloc_status_counts(&self) -> Result<Vec<GroupStatusCount>, StateError> {
+        self.read(read::alloc_status_counts)
+    }
+
+    /// Ids in `table` starting with `prefix` (at most `limit`, sorted). An exact match
+    /// is the only result when there is one.
+    pub fn ids_with_prefix(
+        &self,
+        table: Table,
+        prefix: &str,
+        limit: usize,
+    ) -> Result<Vec<String>, StateError> {
+        self.read(|c| read::ids_with_prefix(c, table, prefix, limit))
+    }
+
+    /// Last modify index per table name, as stored (includes `command_log`).
+    pub fn stored_indexes(&self) -> Result<BTreeMap<String, u64>, StateError> {
+        self.read(read::table_indexes)
+    }
+
+    /// The commands applied after `after`, in index order (at most `limit`).
+    pub fn commands_since(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, Command)>, StateError> {
+        self.read(|c| read::commands_since(c, after, limit))
+    }
+}
+
+/// A read connection borrowed from the pool; goes back on drop (rolled back first).
+pub(crate) struct PooledConn {
+    conn: Option<Connection>,
+    store: Arc<Inner>,
+}
+
+impl std::ops::Deref for PooledConn {
+    type Target = Connection;
+    fn deref(&self) -> &Connection {
+        // Only `Drop` takes the connection out.
+        match &self.conn {
+            Some(c) => c,
+            None => unreachable!("pooled connection used after drop"),
+        }
+    }
+}
+
+impl Drop for PooledConn {
+    fn drop(&mut self) {
+        let Some(conn) = self.conn.take() else { return };
+        if !conn.is_autocommit() && conn.execute_batch("ROLLBACK").is_err() {
+            return; // a broken connection is not reused
+        }
+        let mut idle = self
+            .store
+            .readers
+            .lock()
+            .expect("state reader pool mutex poisoned");
+        if idle.len() < MAX_IDLE_READERS {
+            idle.push(conn);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

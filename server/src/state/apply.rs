@@ -1,0 +1,566 @@
+//! `StateStore::apply`: the one function that writes SQL. Each command is one
+//! transaction that also appends it to `command_log` and records the index of every
+//! table it touched; watch channels are bumped only after the commit.
+
+use std::collections::BTreeSet;
+
+use orch_common::api::AllocClientUpdate;
+use orch_common::ids::now_ms;
+use orch_common::structs::{Allocation, ClientStatus, Evaluation, Job, JobStatus, JobType, Node};
+use rusqlite::{params, Transaction, TransactionBehavior};
+use serde::Serialize;
+
+use super::{read, Command, SqlContext, StateError, StateStore, Table};
+
+/// What one applied command changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApplyOutcome {
+    pub index: u64,
+    /// Tables whose index moved to `index`.
+    pub tables: Vec<Table>,
+}
+
+impl StateStore {
+    /// Applies `cmd` at `index` (which must be after `last_index()`), in one
+    /// transaction, durable on return. The only function that writes the database.
+    pub fn apply(&self, index: u64, cmd: &Command) -> Result<ApplyOutcome, StateError> {
+        let mut conn = self
+            .inner
+            .writer
+            .lock()
+            .expect("state writer mutex poisoned");
+        let last = self.last_index();
+        if index <= last {
+            return Err(StateError::IndexNotIncreasing { index, last });
+        }
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .ctx(|| format!("starting the transaction for index {index}"))?;
+        let mut w = Writer {
+            tx: &tx,
+            index,
+            now: now_ms(),
+            touched: BTreeSet::new(),
+        };
+        w.command(cmd)?;
+        w.append_to_log(cmd)?;
+        w.record_indexes()?;
+        let tables: Vec<Table> = w.touched.into_iter().collect();
+        tx.commit().ctx(|| format!("committing index {index}"))?;
+        drop(conn);
+        self.publish(index, &tables);
+        Ok(ApplyOutcome { index, tables })
+    }
+}
+
+/// Serializes a unit-like enum (statuses) to its string form for an index column.
+fn enum_str<T: Serialize>(v: &T) -> String {
+    match serde_json::to_value(v) {
+        Ok(serde_json::Value::String(s)) => s,
+        Ok(other) => other.to_string(),
+        Err(_) => String::new(),
+    }
+}
+
+fn encode<T: Serialize>(kind: &'static str, id: &str, v: &T) -> Result<String, StateError> {
+    serde_json::to_string(v).map_err(|source| StateError::Encode {
+        kind,
+        id: id.to_string(),
+        source,
+    })
+}
+
+struct Writer<'a> {
+    tx: &'a Transaction<'a>,
+    index: u64,
+    now: u64,
+    touched: BTreeSet<Table>,
+}
+
+impl Writer<'_> {
+    fn command(&mut self, cmd: &Command) -> Result<(), StateError> {
+        match cmd {
+            Command::UpsertJob { job, eval } => {
+                self.upsert_job(job)?;
+                if let Some(eval) = eval {
+                    let mut eval = eval.clone();
+                    if let Some(stored) = read::job(self.tx, &job.id)? {
+                        eval.job_modify_index = stored.job_modify_index;
+                    }
+                    self.upsert_eval(&eval)?;
+                }
+                self.refresh_job_status(&job.id)
+            }
+            Command::DeregisterJob {
+                job_id,
+                purge,
+                eval,
+            } => {
+                self.deregister_job(job_id, *purge)?;
+                if let Some(eval) = eval {
+                    self.upsert_eval(eval)?;
+                }
+                Ok(())
+            }
+            Command::UpsertEvals { evals } => self.upsert_evals(evals),
+            Command::ApplyPlan {
+                allocs,
+                stopped,
+                evals,
+            } => self.apply_plan(allocs, stopped, evals),
+            Command::UpsertNode { node } => self.upsert_node(node),
+            Command::UpdateNodeStatus {
+                node_id,
+                status,
+                evals,
+            } => {
+                self.update_node(node_id, |n, now| {
+                    if n.status != *status {
+                        n.status_updated_at = now;
+                    }
+                    n.status = *status;
+                })?;
+                self.upsert_evals(evals)
+            }
+            Command::UpdateNodeEligibility {
+                node_id,
+                eligibility,
+                evals,
+            } => {
+                self.update_node(node_id, |n, _| n.eligibility = *eligibility)?;
+                self.upsert_evals(evals)
+            }
+            Command::UpdateAllocsFromClient { updates, evals } => {
+                self.update_allocs_from_client(updates)?;
+                self.upsert_evals(evals)
+            }
+        }
+    }
+
+    fn append_to_log(&mut self, cmd: &Command) -> Result<(), StateError> {
+        let json = encode("command", &self.index.to_string(), cmd)?;
+        self.tx
+            .execute(
+                "INSERT INTO command_log (idx, command, time) VALUES (?1, ?2, ?3)",
+                params![self.index as i64, json, self.now as i64],
+            )
+            .ctx(|| format!("appending index {} to the command log", self.index))?;
+        Ok(())
+    }
+
+    fn record_indexes(&mut self) -> Result<(), StateError> {
+        let names = self
+            .touched
+            .iter()
+            .map(|t| t.name())
+            .chain(std::iter::once("command_log"));
+        for name in names {
+            self.tx
+                .execute(
+                    "INSERT INTO indexes (name, idx) VALUES (?1, ?2) \
+                     ON CONFLICT (name) DO UPDATE SET idx = excluded.idx",
+                    params![name, self.index as i64],
+                )
+                .ctx(|| format!("recording index {} for {name}", self.index))?;
+        }
+        Ok(())
+    }
+
+    // ------------------------------------------------------------------ jobs
+
+    fn write_job(&mut self, job: &Job) -> Result<(), StateError> {
+        let json = encode("job", &job.id, job)?;
+        self.tx
+            .execute(
+                "INSERT INTO jobs (id, status, version, create_index, modify_index, \
+                 job_modify_index, json) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) \
+                 ON CONFLICT (id) DO UPDATE SET status = excluded.status, \
+                 version = excluded.version, create_index = excluded.create_index, \
+                 modify_index = excluded.modify_index, \
+                 job_modify_index = excluded.job_modify_index, json = excluded.json",
+                params![
+                    job.id,
+                    enum_str(&job.status),
+                    job.version as i64,
+                    job.create_index as i64,
+                    job.modify_index as i64,
+                    job.job_modify_index as i64,
+                    json
+                ],
+            )
+            .ctx(|| format!("writing job {:?}", job.id))?;
+        self.touched.insert(Table::Jobs);
+        Ok(())
+    }
+
+    fn write_job_version(&mut self, job: &Job) -> Result<(), StateError> {
+        let json = encode("job version", &job.id, job)?;
+        self.tx
+            .execute(
+                "INSERT INTO job_versions (job_id, version, create_index, modify_index, json) \
+                 VALUES (?1, ?2, ?3, ?3, ?4) \
+                 ON CONFLICT (job_id, version) DO UPDATE SET \
+                 modify_index = excluded.modify_index, json = excluded.json",
+                params![job.id, job.version as i64, self.index as i64, json],
+            )
+            .ctx(|| format!("writing version {} of job {:?}", job.version, job.id))?;
+        self.touched.insert(Table::Jobs);
+        Ok(())
+    }
+
+    /// Registers a job: a changed spec gets the next version (and a `job_versions` row);
+    /// an unchanged one keeps its version. Re-registering a stopped job starts it again.
+    fn upsert_job(&mut self, submitted: &Job) -> Result<(), StateError> {
+        let mut job = submitted.clone();
+        if job.name.is_empty() {
+            job.name = job.id.clone();
+        }
+        job.stop = false;
+        job.submit_time = if submitted.submit_time > 0 {
+            submitted.submit_time
+        } else {
+            self.now
+        };
+        job.modify_index = self.index;
+        match read::job(self.tx, &job.id)? {
+            Some(existing) => {
+                job.create_index = existing.create_index;
+                job.status = existing.status;
+                if existing.spec_changed(&job) {
+                    job.version = existing.version + 1;
+                    job.job_modify_index = self.index;
+                } else {
+                    job.version = existing.version;
+                    job.job_modify_index = if existing.stop {
+                        self.index
+                    } else {
+                        existing.job_modify_index
+                    };
+                }
+            }
+            None => {
+                job.create_index = self.index;
+                job.job_modify_index = self.index;
+                job.status = JobStatus::Pending;
+                // Versions of a purged job with this id are kept: continue after them.
+                job.version = match read::max_job_version(self.tx, &job.id)? {
+                    Some(v) => v + 1,
+                    None => 0,
+                };
+            }
+        }
+        let new_version = read::job_version(self.tx, &job.id, job.version)?.is_none()
+            || job.job_modify_index == self.index;
+        self.write_job(&job)?;
+        if new_version {
+            self.write_job_version(&job)?;
+        }
+        Ok(())
+    }
+
+    /// Stops a job (it stays, `stop = true`, status dead) or, with `purge`, deletes its
+    /// row. Its allocations are left to the deregister evaluation's plan (the plan
+    /// applier is the only writer of allocations); versions stay for their allocations.
+    fn deregister_job(&mut self, job_id: &str, purge: bool) -> Result<(), StateError> {
+        if purge {
+            let n = self
+                .tx
+                .execute("DELETE FROM jobs WHERE id = ?1", [job_id])
+                .ctx(|| format!("purging job {job_id:?}"))?;
+            if n > 0 {
+                self.touched.insert(Table::Jobs);
+            }
+            return Ok(());
+        }
+        let Some(mut job) = read::job(self.tx, job_id)? else {
+            return Ok(());
+        };
+        if !job.stop {
+            job.stop = true;
+            job.job_modify_index = self.index;
+        }
+        job.status = JobStatus::Dead;
+        job.modify_index = self.index;
+        self.write_job(&job)
+    }
+
+    /// Re-derives a job's status from `stop`, its allocations and open evaluations:
+    /// stopped -> dead; any allocation pending/running on its client -> running; a batch
+    /// job whose allocations are all terminal with nothing left to evaluate -> dead;
+    /// otherwise pending.
+    fn refresh_job_status(&mut self, job_id: &str) -> Result<(), StateError> {
+        let Some(mut job) = read::job(self.tx, job_id)? else {
+            return Ok(());
+        };
+        let allocs = read::allocs_by_job(self.tx, job_id)?;
+        let status = if job.stop {
+            JobStatus::Dead
+        } else if allocs.iter().any(|a| !a.client_status.is_terminal()) {
+            JobStatus::Running
+        } else if matches!(job.job_type, JobType::Batch | JobType::Sysbatch)
+            && !allocs.is_empty()
+            && !read::job_has_open_evals(self.tx, job_id)?
+        {
+            JobStatus::Dead
+        } else {
+            JobStatus::Pending
+        };
+        if status != job.status {
+            job.status = status;
+            job.modify_index = self.index;
+            self.write_job(&job)?;
+        }
+        Ok(())
+    }
+
+    // ------------------------------------------------------------------ evals
+
+    fn upsert_evals(&mut self, evals: &[Evaluation]) -> Result<(), StateError> {
+        let mut jobs = BTreeSet::new();
+        for eval in evals {
+            self.upsert_eval(eval)?;
+            jobs.insert(eval.job_id.clone());
+        }
+        for job_id in jobs {
+            self.refresh_job_status(&job_id)?;
+        }
+        Ok(())
+    }
+
+    /// Creates or replaces an evaluation, keeping the create index of an existing one.
+    fn upsert_eval(&mut self, submitted: &Evaluation) -> Result<(), StateError> {
+        let mut eval = submitted.clone();
+        eval.create_index = match read::eval(self.tx, &eval.id)? {
+            Some(existing) => existing.create_index,
+            None => self.index,
+        };
+        eval.modify_index = self.index;
+        if eval.create_time == 0 {
+            eval.create_time = self.now;
+        }
+        eval.modify_time = self.now;
+        let json = encode("evaluation", &eval.id, &eval)?;
+        self.tx
+            .execute(
+                "INSERT INTO evals (id, job_id, status, create_index, modify_index, json) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
+                 ON CONFLICT (id) DO UPDATE SET job_id = excluded.job_id, \
+                 status = excluded.status, modify_index = excluded.modify_index, \
+                 json = excluded.json",
+                params![
+                    eval.id,
+                    eval.job_id,
+                    enum_str(&eval.status),
+                    eval.create_index as i64,
+                    eval.modify_index as i64,
+                    json
+                ],
+            )
+            .ctx(|| format!("writing evaluation {:?}", eval.id))?;
+        self.touched.insert(Table::Evals);
+        Ok(())
+    }
+
+    // ------------------------------------------------------------------ allocs
+
+    fn write_alloc(&mut self, alloc: &Allocation) -> Result<(), StateError> {
+        let json = encode("allocation", &alloc.id, alloc)?;
+        self.tx
+            .execute(
+                "INSERT INTO allocs (id, job_id, node_id, client_status, desired_status, \
+                 create_index, modify_index, json, group_name) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) \
+                 ON CONFLICT (id) DO UPDATE SET job_id = excluded.job_id, \
+                 node_id = excluded.node_id, client_status = excluded.client_status, \
+                 desired_status = excluded.desired_status, \
+                 create_index = excluded.create_index, modify_index = excluded.modify_index, \
+                 json = excluded.json, group_name = excluded.group_name",
+                params![
+                    alloc.id,
+                    alloc.job_id,
+                    alloc.node_id,
+                    enum_str(&alloc.client_status),
+                    enum_str(&alloc.desired_status),
+                    alloc.create_index as i64,
+                    alloc.modify_index as i64,
+                    json,
+                    alloc.group
+                ],
+            )
+            .ctx(|| format!("writing allocation {:?}", alloc.id))?;
+        self.touched.insert(Table::Allocs);
+        Ok(())
+    }
+
+    /// Commits a plan: placements (new, or updates that keep the client's fields),
+    /// stops (desired fields, and `lost` for allocations on down nodes), the
+    /// `next_allocation` link on replaced allocations, and the plan's evaluations.
+    fn apply_plan(
+        &mut self,
+        allocs: &[Allocation],
+        stopped: &[Allocation],
+        evals: &[Evaluation],
+    ) -> Result<(), StateError> {
+        let mut jobs = BTreeSet::new();
+        for stop in stopped {
+            let Some(mut alloc) = read::alloc(self.tx, &stop.id)? else {
+                tracing::warn!(alloc_id = %stop.id, index = self.index, "plan stops an unknown allocation");
+                continue;
+            };
+            alloc.desired_status = stop.desired_status;
+            alloc.desired_description = stop.desired_description.clone();
+            if stop.client_status == ClientStatus::Lost && !alloc.client_status.is_terminal() {
+                alloc.client_status = ClientStatus::Lost;
+                if !stop.client_description.is_empty() {
+                    alloc.client_description = stop.client_description.clone();
+                }
+            }
+            if stop.next_allocation.is_some() {
+                alloc.next_allocation = stop.next_allocation.clone();
+            }
+            alloc.modify_index = self.index;
+            alloc.modify_time = self.now;
+            jobs.insert(alloc.job_id.clone());
+            self.write_alloc(&alloc)?;
+        }
+        for placed in allocs {
+            let mut alloc = placed.clone();
+            alloc.job = None; // served from job_versions at `job_version`
+            match read::alloc(self.tx, &alloc.id)? {
+                Some(existing) => {
+                    // An in-place update: the client owns its fields.
+                    alloc.create_index = existing.create_index;
+                    alloc.create_time = existing.create_time;
+                    alloc.client_status = existing.client_status;
+                    alloc.client_description = existing.client_description;
+                    alloc.task_states = existing.task_states;
+                    if alloc.next_allocation.is_none() {
+                        alloc.next_allocation = existing.next_allocation;
+                    }
+                }
+                None => {
+                    alloc.create_index = self.index;
+                    if alloc.create_time == 0 {
+                        alloc.create_time = self.now;
+                    }
+                }
+            }
+            if alloc.node_name.is_empty() {
+                if let Some(node) = read::node(self.tx, &alloc.node_id)? {
+                    alloc.node_name = node.name;
+                }
+            }
+            alloc.modify_index = self.index;
+            alloc.modify_time = self.now;
+            self.write_alloc(&alloc)?;
+            jobs.insert(alloc.job_id.clone());
+            if let Some(prev_id) = &alloc.previous_allocation {
+                if let Some(mut prev) = read::alloc(self.tx, prev_id)? {
+                    if prev.next_allocation.as_deref() != Some(alloc.id.as_str()) {
+                        prev.next_allocation = Some(alloc.id.clone());
+                        prev.modify_index = self.index;
+                        prev.modify_time = self.now;
+                        self.write_alloc(&prev)?;
+                    }
+                }
+            }
+        }
+        for eval in evals {
+            self.upsert_eval(eval)?;
+            jobs.insert(eval.job_id.clone());
+        }
+        for job_id in jobs {
+            self.refresh_job_status(&job_id)?;
+        }
+        Ok(())
+    }
+
+    /// Client-reported states: only the client's fields change. Unknown ids are skipped.
+    fn update_allocs_from_client(
+        &mut self,
+        updates: &[AllocClientUpdate],
+    ) -> Result<(), StateError> {
+        let mut jobs = BTreeSet::new();
+        for update in updates {
+            let Some(mut alloc) = read::alloc(self.tx, &update.id)? else {
+                tracing::warn!(alloc_id = %update.id, "client update for an unknown allocation");
+                continue;
+            };
+            alloc.client_status = update.client_status;
+            alloc.client_description = update.client_description.clone();
+            alloc.task_states = update.task_states.clone();
+            alloc.modify_index = self.index;
+            alloc.modify_time = self.now;
+            jobs.insert(alloc.job_id.clone());
+            self.write_alloc(&alloc)?;
+        }
+        for job_id in jobs {
+            self.refresh_job_status(&job_id)?;
+        }
+        Ok(())
+    }
+
+    // ------------------------------------------------------------------ nodes
+
+    fn write_node(&mut self, node: &Node) -> Result<(), StateError> {
+        let json = encode("node", &node.id, node)?;
+        self.tx
+            .execute(
+                "INSERT INTO nodes (id, name, status, create_index, modify_index, json) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
+                 ON CONFLICT (id) DO UPDATE SET name = excluded.name, \
+                 status = excluded.status, create_index = excluded.create_index, \
+                 modify_index = excluded.modify_index, json = excluded.json",
+                params![
+                    node.id,
+                    node.name,
+                    enum_str(&node.status),
+                    node.create_index as i64,
+                    node.modify_index as i64,
+                    json
+                ],
+            )
+            .ctx(|| format!("writing node {:?}", node.id))?;
+        self.touched.insert(Table::Nodes);
+        Ok(())
+    }
+
+    /// Registers or re-fingerprints a node; an existing node keeps its eligibility
+    /// (an operator's choice) and create index.
+    fn upsert_node(&mut self, submitted: &Node) -> Result<(), StateError> {
+        let mut node = submitted.clone();
+        match read::node(self.tx, &node.id)? {
+            Some(existing) => {
+                node.create_index = existing.create_index;
+                node.eligibility = existing.eligibility;
+                if node.status != existing.status {
+                    node.status_updated_at = self.now;
+                } else if node.status_updated_at == 0 {
+                    node.status_updated_at = existing.status_updated_at;
+                }
+            }
+            None => {
+                node.create_index = self.index;
+                if node.status_updated_at == 0 {
+                    node.status_updated_at = self.now;
+                }
+            }
+        }
+        node.modify_index = self.index;
+        self.write_node(&node)
+    }
+
+    fn update_node(
+        &mut self,
+        node_id: &str,
+        change: impl FnOnce(&mut Node, u64),
+    ) -> Result<(), StateError> {
+        let Some(mut node) = read::node(self.tx, node_id)? else {
+            tracing::warn!(node_id, index = self.index, "update for an unknown node");
+            return Ok(());
+        };
+        change(&mut node, self.now);
+        node.modify_index = self.index;
+        self.write_node(&node)
+    }
+}

@@ -1,0 +1,172 @@
+//! The local command log: the seam a Raft log replaces later. `submit` hands a command
+//! to ONE writer thread that gives it the next index, applies it to the store (durable
+//! on return), then tells the observers (the eval broker) and answers the submitter.
+//!
+//! ```text
+//!  submit(cmd) ──► channel ──► writer thread ──► store.apply(last+1, cmd)
+//!      ▲                            │ ok: observers(cmd, index) in index order
+//!      └──── Result<index> ◄────────┘ err: nothing applied, index not used
+//! ```
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, RwLock};
+use std::thread::JoinHandle;
+
+use tokio::sync::oneshot;
+
+use super::{Command, StateError, StateStore};
+
+/// Called after every applied command, in index order, on the writer thread. Must not
+/// block for long (it delays every write) and must not submit commands itself.
+pub type Observer = Arc<dyn Fn(&Command, u64) + Send + Sync>;
+
+/// Why a command was not applied.
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    #[error("the command log is shut down")]
+    Closed,
+    #[error("applying the command failed: {0}")]
+    Apply(#[from] StateError),
+    #[error("the state writer thread stopped before answering")]
+    WriterGone,
+    #[error("starting the state writer thread: {0}")]
+    Spawn(std::io::Error),
+}
+
+struct Request {
+    cmd: Command,
+    reply: oneshot::Sender<Result<u64, LogError>>,
+}
+
+/// Handle to the log; cheap to clone (an `Arc` inside).
+#[derive(Clone)]
+pub struct CommandLog {
+    inner: Arc<LogInner>,
+}
+
+struct LogInner {
+    store: StateStore,
+    /// `None` once shut down.
+    tx: Mutex<Option<mpsc::Sender<Request>>>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+    observers: Arc<RwLock<Vec<Observer>>>,
+}
+
+impl CommandLog {
+    /// Starts the writer thread over `store`, continuing after its last index.
+    pub fn start(store: StateStore, observers: Vec<Observer>) -> Result<CommandLog, LogError> {
+        let (tx, rx) = mpsc::channel::<Request>();
+        let observers = Arc::new(RwLock::new(observers));
+        let thread = {
+            let store = store.clone();
+            let observers = observers.clone();
+            std::thread::Builder::new()
+                .name("orch-state-writer".to_string())
+                .spawn(move || writer_loop(store, rx, observers))
+                .map_err(LogError::Spawn)?
+        };
+        Ok(CommandLog {
+            inner: Arc::new(LogInner {
+                store,
+                tx: Mutex::new(Some(tx)),
+                thread: Mutex::new(Some(thread)),
+                observers,
+            }),
+        })
+    }
+
+    /// The store this log applies to.
+    pub fn store(&self) -> &StateStore {
+        &self.inner.store
+    }
+
+    /// Adds an observer for commands applied from now on.
+    pub fn add_observer(&self, observer: Observer) {
+        self.inner
+            .observers
+            .write()
+            .expect("log observers lock poisoned")
+            .push(observer);
+    }
+
+    fn send(&self, cmd: Command) -> Result<oneshot::Receiver<Result<u64, LogError>>, LogError> {
+        let (reply, rx) = oneshot::channel();
+        let tx = self
+            .inner
+            .tx
+            .lock()
+            .expect("log sender mutex poisoned")
+            .clone()
+            .ok_or(LogError::Closed)?;
+        tx.send(Request { cmd, reply })
+            .map_err(|_| LogError::WriterGone)?;
+        Ok(rx)
+    }
+
+    /// Appends and applies `cmd`; returns its index once it is committed to disk.
+    pub async fn submit(&self, cmd: Command) -> Result<u64, LogError> {
+        let rx = self.send(cmd)?;
+        rx.await.map_err(|_| LogError::WriterGone)?
+    }
+
+    /// `submit` for threads outside the async runtime (`spawn_blocking`, std threads).
+    /// Must not be called from an async task.
+    pub fn submit_blocking(&self, cmd: Command) -> Result<u64, LogError> {
+        let rx = self.send(cmd)?;
+        rx.blocking_recv().map_err(|_| LogError::WriterGone)?
+    }
+
+    /// Stops taking commands, lets the writer finish what it has, and joins it.
+    pub async fn shutdown(&self) {
+        self.inner
+            .tx
+            .lock()
+            .expect("log sender mutex poisoned")
+            .take();
+        let thread = self
+            .inner
+            .thread
+            .lock()
+            .expect("log thread mutex poisoned")
+            .take();
+        if let Some(thread) = thread {
+            let joined = tokio::task::spawn_blocking(move || thread.join()).await;
+            if !matches!(joined, Ok(Ok(()))) {
+                tracing::error!("the state writer thread panicked");
+            }
+        }
+    }
+}
+
+fn writer_loop(
+    store: StateStore,
+    rx: mpsc::Receiver<Request>,
+    observers: Arc<RwLock<Vec<Observer>>>,
+) {
+    while let Ok(Request { cmd, reply }) = rx.recv() {
+        let index = store.last_index() + 1;
+        let result = match store.apply(index, &cmd) {
+            Ok(_) => {
+                let observers = observers
+                    .read()
+                    .expect("log observers lock poisoned")
+                    .clone();
+                for observer in observers {
+                    // An observer's bug must not stop every later write.
+                    if catch_unwind(AssertUnwindSafe(|| observer(&cmd, index))).is_err() {
+                        tracing::error!(index, "a state observer panicked");
+                    }
+                }
+                Ok(index)
+            }
+            Err(e) => {
+                tracing::error!(index, error = %e, "applying a command failed");
+                Err(LogError::Apply(e))
+            }
+        };
+        // The submitter may have gone away (request cancelled); the write stands.
+        let _ = reply.send(result);
+    }
+    tracing::debug!("state writer stopped");
+}

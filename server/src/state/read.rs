@@ -1,0 +1,364 @@
+//! Queries over one connection, shared by the store's pooled reads, the snapshot and
+//! `apply` (which reads inside its write transaction).
+
+use std::collections::BTreeMap;
+
+use orch_common::structs::{Allocation, ClientStatus, Evaluation, Job, Node};
+use rusqlite::{params, Connection, OptionalExtension, Params};
+use serde::de::DeserializeOwned;
+
+use super::{Command, SqlContext, StateError, Table};
+
+/// `(job, group, client status) -> count`, one row of `alloc_status_counts`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupStatusCount {
+    pub job_id: String,
+    pub group: String,
+    pub client_status: ClientStatus,
+    pub count: u32,
+}
+
+/// Runs `sql` (selecting `id, json`) and decodes every row.
+fn query_json<T: DeserializeOwned, P: Params>(
+    c: &Connection,
+    kind: &'static str,
+    sql: &str,
+    params: P,
+) -> Result<Vec<T>, StateError> {
+    let mut stmt = c
+        .prepare_cached(sql)
+        .ctx(|| format!("preparing a query of {kind}s"))?;
+    let rows = stmt
+        .query_map(params, |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+        })
+        .ctx(|| format!("querying {kind}s"))?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (id, json) = row.ctx(|| format!("reading a {kind} row"))?;
+        out.push(decode(kind, &id, &json)?);
+    }
+    Ok(out)
+}
+
+fn query_one<T: DeserializeOwned, P: Params>(
+    c: &Connection,
+    kind: &'static str,
+    sql: &str,
+    params: P,
+) -> Result<Option<T>, StateError> {
+    Ok(query_json(c, kind, sql, params)?.into_iter().next())
+}
+
+pub(crate) fn decode<T: DeserializeOwned>(
+    kind: &'static str,
+    id: &str,
+    json: &str,
+) -> Result<T, StateError> {
+    serde_json::from_str(json).map_err(|source| StateError::Decode {
+        kind,
+        id: id.to_string(),
+        source,
+    })
+}
+
+pub(crate) fn job(c: &Connection, id: &str) -> Result<Option<Job>, StateError> {
+    query_one(c, "job", "SELECT id, json FROM jobs WHERE id = ?1", [id])
+}
+
+pub(crate) fn jobs(c: &Connection) -> Result<Vec<Job>, StateError> {
+    query_json(c, "job", "SELECT id, json FROM jobs ORDER BY id", [])
+}
+
+pub(crate) fn job_versions(c: &Connection, id: &str) -> Result<Vec<Job>, StateError> {
+    query_json(
+        c,
+        "job version",
+        "SELECT job_id, json FROM job_versions WHERE job_id = ?1 ORDER BY version DESC",
+        [id],
+    )
+}
+
+pub(crate) fn job_version(
+    c: &Connection,
+    id: &str,
+    version: u64,
+) -> Result<Option<Job>, StateError> {
+    query_one(
+        c,
+        "job version",
+        "SELECT job_id, json FROM job_versions WHERE job_id = ?1 AND version = ?2",
+        params![id, version as i64],
+    )
+}
+
+/// The highest stored version of a job id (kept across purges), if any.
+pub(crate) fn max_job_version(c: &Connection, id: &str) -> Result<Option<u64>, StateError> {
+    c.query_row(
+        "SELECT MAX(version) FROM job_versions WHERE job_id = ?1",
+        [id],
+        |r| r.get::<_, Option<i64>>(0),
+    )
+    .ctx(|| format!("reading the versions of job {id:?}"))
+    .map(|v| v.map(|v| v as u64))
+}
+
+pub(crate) fn eval(c: &Connection, id: &str) -> Result<Option<Evaluation>, StateError> {
+    query_one(
+        c,
+        "evaluation",
+        "SELECT id, json FROM evals WHERE id = ?1",
+        [id],
+    )
+}
+
+pub(crate) fn evals(c: &Connection) -> Result<Vec<Evaluation>, StateError> {
+    query_json(
+        c,
+        "evaluation",
+        "SELECT id, json FROM evals ORDER BY create_index, id",
+        [],
+    )
+}
+
+pub(crate) fn evals_by_job(c: &Connection, job_id: &str) -> Result<Vec<Evaluation>, StateError> {
+    query_json(
+        c,
+        "evaluation",
+        "SELECT id, json FROM evals WHERE job_id = ?1 ORDER BY create_index, id",
+        [job_id],
+    )
+}
+
+pub(crate) fn evals_non_terminal(c: &Connection) -> Result<Vec<Evaluation>, StateError> {
+    query_json(
+        c,
+        "evaluation",
+        "SELECT id, json FROM evals WHERE status IN ('pending', 'blocked') \
+         ORDER BY create_index, id",
+        [],
+    )
+}
+
+/// True when the job has a pending or blocked evaluation.
+pub(crate) fn job_has_open_evals(c: &Connection, job_id: &str) -> Result<bool, StateError> {
+    c.query_row(
+        "SELECT EXISTS (SELECT 1 FROM evals WHERE job_id = ?1 AND status IN ('pending', 'blocked'))",
+        [job_id],
+        |r| r.get::<_, bool>(0),
+    )
+    .ctx(|| format!("looking for open evaluations of job {job_id:?}"))
+}
+
+pub(crate) fn alloc(c: &Connection, id: &str) -> Result<Option<Allocation>, StateError> {
+    query_one(
+        c,
+        "allocation",
+        "SELECT id, json FROM allocs WHERE id = ?1",
+        [id],
+    )
+}
+
+pub(crate) fn allocs(c: &Connection) -> Result<Vec<Allocation>, StateError> {
+    query_json(
+        c,
+        "allocation",
+        "SELECT id, json FROM allocs ORDER BY create_index, id",
+        [],
+    )
+}
+
+pub(crate) fn allocs_by_job(c: &Connection, job_id: &str) -> Result<Vec<Allocation>, StateError> {
+    query_json(
+        c,
+        "allocation",
+        "SELECT id, json FROM allocs WHERE job_id = ?1 ORDER BY create_index, id",
+        [job_id],
+    )
+}
+
+/// A node's allocations; with `live_only`, those whose client status is not terminal.
+pub(crate) fn allocs_by_node(
+    c: &Connection,
+    node_id: &str,
+    live_only: bool,
+) -> Result<Vec<Allocation>, StateError> {
+    if live_only {
+        query_json(
+            c,
+            "allocation",
+            "SELECT id, json FROM allocs WHERE node_id = ?1 \
+             AND client_status IN ('pending', 'running') ORDER BY create_index, id",
+            [node_id],
+        )
+    } else {
+        query_json(
+            c,
+            "allocation",
+            "SELECT id, json FROM allocs WHERE node_id = ?1 ORDER BY create_index, id",
+            [node_id],
+        )
+    }
+}
+
+pub(crate) fn allocs_for_client(
+    c: &Connection,
+    node_id: &str,
+    since: u64,
+) -> Result<Vec<Allocation>, StateError> {
+    query_json(
+        c,
+        "allocation",
+        "SELECT id, json FROM allocs WHERE node_id = ?1 \
+         AND (client_status IN ('pending', 'running') OR (?2 > 0 AND modify_index > ?2)) \
+         ORDER BY create_index, id",
+        params![node_id, since as i64],
+    )
+}
+
+pub(crate) fn node_allocs_max_index(c: &Connection, node_id: &str) -> Result<u64, StateError> {
+    c.query_row(
+        "SELECT COALESCE(MAX(modify_index), 0) FROM allocs WHERE node_id = ?1",
+        [node_id],
+        |r| r.get::<_, i64>(0),
+    )
+    .ctx(|| format!("reading the allocation index of node {node_id:?}"))
+    .map(|v| v as u64)
+}
+
+pub(crate) fn node(c: &Connection, id: &str) -> Result<Option<Node>, StateError> {
+    query_one(c, "node", "SELECT id, json FROM nodes WHERE id = ?1", [id])
+}
+
+pub(crate) fn nodes(c: &Connection) -> Result<Vec<Node>, StateError> {
+    query_json(c, "node", "SELECT id, json FROM nodes ORDER BY id", [])
+}
+
+pub(crate) fn alloc_status_counts(c: &Connection) -> Result<Vec<GroupStatusCount>, StateError> {
+    let mut stmt = c
+        .prepare_cached(
+            "SELECT job_id, group_name, client_status, COUNT(*) FROM allocs \
+             GROUP BY job_id, group_name, client_status ORDER BY job_id, group_name",
+        )
+        .ctx(|| "preparing allocation counts".to_string())?;
+    let rows = stmt
+        .query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, i64>(3)?,
+            ))
+        })
+        .ctx(|| "counting allocations".to_string())?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (job_id, group, status, count) = row.ctx(|| "reading allocation counts".to_string())?;
+        let client_status: ClientStatus =
+            decode("allocation status", &job_id, &format!("\"{status}\""))?;
+        out.push(GroupStatusCount {
+            job_id,
+            group,
+            client_status,
+            count: count as u32,
+        });
+    }
+    Ok(out)
+}
+
+/// Escapes `%`, `_` and `\` for a `LIKE ... ESCAPE '\'` pattern.
+fn like_prefix(prefix: &str) -> String {
+    let mut out = String::with_capacity(prefix.len() + 1);
+    for ch in prefix.chars() {
+        if matches!(ch, '%' | '_' | '\\') {
+            out.push('\\');
+        }
+        out.push(ch);
+    }
+    out.push('%');
+    out
+}
+
+pub(crate) fn ids_with_prefix(
+    c: &Connection,
+    table: Table,
+    prefix: &str,
+    limit: usize,
+) -> Result<Vec<String>, StateError> {
+    let name = table.name();
+    let exact: Option<String> = c
+        .query_row(
+            &format!("SELECT id FROM {name} WHERE id = ?1"),
+            [prefix],
+            |r| r.get(0),
+        )
+        .optional()
+        .ctx(|| format!("looking up {name} id {prefix:?}"))?;
+    if let Some(id) = exact {
+        return Ok(vec![id]);
+    }
+    let mut stmt = c
+        .prepare_cached(&format!(
+            "SELECT id FROM {name} WHERE id LIKE ?1 ESCAPE '\\' ORDER BY id LIMIT ?2"
+        ))
+        .ctx(|| format!("preparing a prefix lookup in {name}"))?;
+    let rows = stmt
+        .query_map(params![like_prefix(prefix), limit as i64], |r| {
+            r.get::<_, String>(0)
+        })
+        .ctx(|| format!("looking up {name} ids starting with {prefix:?}"))?;
+    let mut out = Vec::new();
+    for row in rows {
+        // LIKE is case-insensitive for ASCII; ids are matched case-sensitively.
+        let id = row.ctx(|| format!("reading a {name} id"))?;
+        if id.starts_with(prefix) {
+            out.push(id);
+        }
+    }
+    Ok(out)
+}
+
+pub(crate) fn table_indexes(c: &Connection) -> Result<BTreeMap<String, u64>, StateError> {
+    let mut stmt = c
+        .prepare_cached("SELECT name, idx FROM indexes")
+        .ctx(|| "preparing the index table query".to_string())?;
+    let rows = stmt
+        .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
+        .ctx(|| "reading the index table".to_string())?;
+    let mut out = BTreeMap::new();
+    for row in rows {
+        let (name, idx) = row.ctx(|| "reading an index row".to_string())?;
+        out.insert(name, idx as u64);
+    }
+    Ok(out)
+}
+
+/// The last applied index as seen by this connection (its transaction, if any).
+pub(crate) fn last_index(c: &Connection) -> Result<u64, StateError> {
+    c.query_row("SELECT COALESCE(MAX(idx), 0) FROM indexes", [], |r| {
+        r.get::<_, i64>(0)
+    })
+    .ctx(|| "reading the last applied index".to_string())
+    .map(|v| v as u64)
+}
+
+pub(crate) fn commands_since(
+    c: &Connection,
+    after: u64,
+    limit: usize,
+) -> Result<Vec<(u64, Command)>, StateError> {
+    let mut stmt = c
+        .prepare_cached("SELECT idx, command FROM command_log WHERE idx > ?1 ORDER BY idx LIMIT ?2")
+        .ctx(|| "preparing the command log query".to_string())?;
+    let rows = stmt
+        .query_map(params![after as i64, limit as i64], |r| {
+            Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
+        })
+        .ctx(|| "reading the command log".to_string())?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (idx, json) = row.ctx(|| "reading a command log row".to_string())?;
+        out.push((idx as u64, decode("command", &idx.to_string(), &json)?));
+    }
+    Ok(out)
+}

@@ -1,0 +1,1179 @@
+//! Tests of the state store: every command applied and read back, indexes, versions,
+//! prefix lookup, reopening, migration, blocking waits, the log, and a property test.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use orch_common::api::AllocClientUpdate;
+use orch_common::structs::{
+    AllocatedResources, Allocation, ClientStatus, DesiredStatus, DriverInfo, Eligibility,
+    EvalStatus, Evaluation, Job, JobStatus, JobType, Node, NodeStatus, ReschedulePolicy, Resources,
+    RestartPolicy, Task, TaskGroup,
+};
+use proptest::prelude::*;
+
+use super::*;
+use crate::scheduler::State;
+
+pub(crate) fn mock_job(id: &str) -> Job {
+    let job_type = JobType::Service;
+    Job {
+        id: id.to_string(),
+        name: String::new(),
+        job_type,
+        datacenters: vec!["dc1".into()],
+        priority: 50,
+        meta: BTreeMap::new(),
+        constraints: vec![],
+        affinities: vec![],
+        spreads: vec![],
+        update: None,
+        groups: vec![TaskGroup {
+            name: "web".into(),
+            count: 2,
+            constraints: vec![],
+            affinities: vec![],
+            spreads: vec![],
+            restart: RestartPolicy::default_for(job_type),
+            reschedule: ReschedulePolicy::default_for(job_type),
+            network: Default::default(),
+            services: vec![],
+            update: None,
+            migrate: None,
+            disconnect: None,
+            meta: BTreeMap::new(),
+            tasks: vec![Task {
+                name: "server".into(),
+                driver: "raw_exec".into(),
+                config: BTreeMap::new(),
+                resources: Resources {
+                    cpu: 100,
+                    memory: 32,
+                    memory_max: None,
+                },
+                env: BTreeMap::new(),
+                kill_timeout: Duration::from_secs(5),
+                kill_signal: "SIGTERM".into(),
+                user: None,
+                logs: Default::default(),
+                meta: BTreeMap::new(),
+            }],
+        }],
+        stop: false,
+        status: JobStatus::Pending,
+        version: 0,
+        submit_time: 0,
+        create_index: 0,
+        modify_index: 0,
+        job_modify_index: 0,
+    }
+}
+
+pub(crate) fn mock_node(id: &str) -> Node {
+    let mut drivers = BTreeMap::new();
+    drivers.insert(
+        "raw_exec".to_string(),
+        DriverInfo {
+            detected: true,
+            healthy: true,
+            description: String::new(),
+        },
+    );
+    Node {
+        id: id.to_string(),
+        name: format!("node-{id}"),
+        datacenter: "dc1".into(),
+        node_class: String::new(),
+        node_pool: "default".into(),
+        status: NodeStatus::Ready,
+        status_description: String::new(),
+        eligibility: Eligibility::Eligible,
+        attributes: BTreeMap::new(),
+        meta: BTreeMap::new(),
+        resources: Resources {
+            cpu: 4000,
+            memory: 8192,
+            memory_max: None,
+        },
+        reserved: Resources::ZERO,
+        drivers,
+        http_addr: "127.0.0.1:4747".into(),
+        min_dynamic_port: 20000,
+        max_dynamic_port: 32000,
+        reserved_ports: vec![],
+        computed_class: String::new(),
+        status_updated_at: 0,
+        create_index: 0,
+        modify_index: 0,
+    }
+}
+
+pub(crate) fn mock_alloc(id: &str, job: &Job, node_id: &str, index: u32) -> Allocation {
+    let mut tasks = BTreeMap::new();
+    tasks.insert("server".to_string(), job.groups[0].tasks[0].resources);
+    Allocation {
+        id: id.to_string(),
+        name: format!("{}.web[{index}]", job.id),
+        index,
+        namespace: "default".into(),
+        eval_id: "eval".into(),
+        job_id: job.id.clone(),
+        job_version: job.version,
+        job: Some(Box::new(job.clone())),
+        group: "web".into(),
+        node_id: node_id.to_string(),
+        node_name: String::new(),
+        resources: AllocatedResources {
+            tasks,
+            ports: vec![],
+        },
+        desired_status: DesiredStatus::Run,
+        desired_description: String::new(),
+        client_status: ClientStatus::Pending,
+        client_description: String::new(),
+        task_states: BTreeMap::new(),
+        previous_allocation: None,
+        next_allocation: None,
+        metrics: None,
+        create_time: 0,
+        modify_time: 0,
+        create_index: 0,
+        modify_index: 0,
+    }
+}
+
+fn temp_store() -> (tempfile::TempDir, StateStore) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = StateStore::open(dir.path().join("state.db")).expect("open store");
+    (dir, store)
+}
+
+/// Applies `cmd` at the next index.
+fn apply(store: &StateStore, cmd: Command) -> u64 {
+    let index = store.last_index() + 1;
+    store.apply(index, &cmd).expect("apply");
+    index
+}
+
+fn register(store: &StateStore, job: &Job) -> (u64, Evaluation) {
+    let eval = Evaluation::for_job(job, "job-register");
+    let index = apply(
+        store,
+        Command::UpsertJob {
+            job: job.clone(),
+            eval: Some(eval.clone()),
+        },
+    );
+    (index, eval)
+}
+
+fn client_update(id: &str, status: ClientStatus) -> AllocClientUpdate {
+    AllocClientUpdate {
+        id: id.to_string(),
+        client_status: status,
+        client_description: format!("now {}", status.as_str()),
+        task_states: BTreeMap::new(),
+    }
+}
+
+#[test]
+fn a_new_store_starts_at_index_zero_with_the_current_schema() {
+    let (_dir, store) = temp_store();
+    assert_eq!(store.last_index(), 0);
+    for t in Table::ALL {
+        assert_eq!(store.table_index(t), 0);
+    }
+    let conn = store.reader().expect("reader");
+    assert_eq!(
+        schema::version(&conn).expect("version"),
+        schema::CURRENT_VERSION
+    );
+    let mode: String = conn
+        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+        .expect("journal mode");
+    assert_eq!(mode, "wal");
+}
+
+#[test]
+fn registering_a_job_stores_it_with_version_zero_and_its_eval() {
+    let (_dir, store) = temp_store();
+    let (index, eval) = register(&store, &mock_job("web"));
+    let job = store.job("web").expect("read").expect("job stored");
+    assert_eq!(job.version, 0);
+    assert_eq!(job.name, "web");
+    assert_eq!(job.status, JobStatus::Pending);
+    assert_eq!(
+        (job.create_index, job.modify_index, job.job_modify_index),
+        (index, index, index)
+    );
+    assert!(job.submit_time > 0);
+    let stored_eval = store.eval(&eval.id).expect("read").expect("eval stored");
+    assert_eq!(stored_eval.job_modify_index, index);
+    assert_eq!(
+        (stored_eval.create_index, stored_eval.modify_index),
+        (index, index)
+    );
+    assert_eq!(store.job_versions("web").expect("versions").len(), 1);
+    assert_eq!(store.table_index(Table::Jobs), index);
+    assert_eq!(store.table_index(Table::Evals), index);
+    assert_eq!(store.table_index(Table::Allocs), 0);
+}
+
+#[test]
+fn a_changed_spec_gets_a_new_version_and_an_unchanged_one_keeps_it() {
+    let (_dir, store) = temp_store();
+    let (first, _) = register(&store, &mock_job("web"));
+    let (second, _) = register(&store, &mock_job("web"));
+    let job = store.job("web").expect("read").expect("job");
+    assert_eq!(job.version, 0, "same spec keeps its version");
+    assert_eq!(job.job_modify_index, first);
+    assert_eq!(job.modify_index, second);
+    assert_eq!(job.create_index, first);
+
+    let mut changed = mock_job("web");
+    changed.groups[0].count = 5;
+    let (third, _) = register(&store, &changed);
+    let job = store.job("web").expect("read").expect("job");
+    assert_eq!(job.version, 1);
+    assert_eq!(job.job_modify_index, third);
+    assert_eq!(job.create_index, first);
+    let versions = store.job_versions("web").expect("versions");
+    assert_eq!(
+        versions.iter().map(|j| j.version).collect::<Vec<_>>(),
+        vec![1, 0]
+    );
+    assert_eq!(
+        store
+            .job_version("web", 0)
+            .expect("read")
+            .expect("v0")
+            .groups[0]
+            .count,
+        2
+    );
+}
+
+#[test]
+fn stopping_a_job_marks_it_dead_and_keeps_it() {
+    let (_dir, store) = temp_store();
+    register(&store, &mock_job("web"));
+    let eval = Evaluation::for_job(&mock_job("web"), "job-deregister");
+    let index = apply(
+        &store,
+        Command::DeregisterJob {
+            job_id: "web".into(),
+            purge: false,
+            eval: Some(eval.clone()),
+        },
+    );
+    let job = store.job("web").expect("read").expect("still there");
+    assert!(job.stop);
+    assert_eq!(job.status, JobStatus::Dead);
+    assert_eq!(job.job_modify_index, index);
+    assert!(store.eval(&eval.id).expect("read").is_some());
+
+    register(&store, &mock_job("web"));
+    let job = store.job("web").expect("read").expect("job");
+    assert!(!job.stop, "re-registering starts a stopped job again");
+    assert_eq!(job.status, JobStatus::Pending);
+}
+
+#[test]
+fn purging_a_job_deletes_it_and_a_new_registration_continues_its_versions() {
+    let (_dir, store) = temp_store();
+    register(&store, &mock_job("web"));
+    apply(
+        &store,
+        Command::DeregisterJob {
+            job_id: "web".into(),
+            purge: true,
+            eval: None,
+        },
+    );
+    assert!(store.job("web").expect("read").is_none());
+    assert!(store.jobs().expect("jobs").is_empty());
+    register(&store, &mock_job("web"));
+    assert_eq!(store.job("web").expect("read").expect("job").version, 1);
+}
+
+#[test]
+fn eval_upserts_keep_the_create_index() {
+    let (_dir, store) = temp_store();
+    let (first, mut eval) = register(&store, &mock_job("web"));
+    eval.status = EvalStatus::Complete;
+    let second = apply(
+        &store,
+        Command::UpsertEvals {
+            evals: vec![eval.clone()],
+        },
+    );
+    let stored = store.eval(&eval.id).expect("read").expect("eval");
+    assert_eq!(stored.status, EvalStatus::Complete);
+    assert_eq!((stored.create_index, stored.modify_index), (first, second));
+    assert_eq!(store.evals_by_job("web").expect("read").len(), 1);
+    assert!(store.evals_non_terminal().expect("read").is_empty());
+}
+
+#[test]
+fn plan_allocs_are_stored_without_the_job_and_make_the_job_running() {
+    let (_dir, store) = temp_store();
+    apply(
+        &store,
+        Command::UpsertNode {
+            node: mock_node("n1"),
+        },
+    );
+    let job = mock_job("web");
+    register(&store, &job);
+    let a = mock_alloc("a1", &job, "n1", 0);
+    let index = apply(
+        &store,
+        Command::ApplyPlan {
+            allocs: vec![a.clone()],
+            stopped: vec![],
+            evals: vec![],
+        },
+    );
+    let stored = store.alloc("a1").expect("read").expect("alloc");
+    assert!(stored.job.is_none(), "the job is served from job_versions");
+    assert_eq!(stored.node_name, "node-n1");
+    assert_eq!((stored.create_index, stored.modify_index), (index, index));
+    assert!(stored.create_time > 0);
+    assert_eq!(store.allocs_by_job("web").expect("read").len(), 1);
+    assert_eq!(store.allocs_by_node("n1").expect("read").len(), 1);
+    assert_eq!(store.table_index(Table::Allocs), index);
+    let job = store.job("web").expect("read").expect("job");
+    assert_eq!(job.status, JobStatus::Running);
+    assert_eq!(job.modify_index, index);
+}
+
+#[test]
+fn client_updates_touch_only_the_client_fields() {
+    let (_dir, store) = temp_store();
+    let job = mock_job("web");
+    register(&store, &job);
+    apply(
+        &store,
+        Command::ApplyPlan {
+            allocs: vec![mock_alloc("a1", &job, "n1", 0)],
+            stopped: vec![],
+            evals: vec![],
+        },
+    );
+    let mut update = client_update("a1", ClientStatus::Running);
+    update
+        .task_states
+        .insert("server".into(), Default::default());
+    let index = apply(
+        &store,
+        Command::UpdateAllocsFromClient {
+            updates: vec![update, client_update("unknown", ClientStatus::Failed)],
+            evals: vec![],
+        },
+    );
+    let stored = store.alloc("a1").expect("read").expect("alloc");
+    assert_eq!(stored.client_status, ClientStatus::Running);
+    assert_eq!(stored.client_description, "now running");
+    assert_eq!(stored.task_states.len(), 1);
+    assert_eq!(stored.desired_status, DesiredStatus::Run);
+    assert_eq!(stored.modify_index, index);
+    assert!(store.alloc("unknown").expect("read").is_none());
+
+    // A later in-place plan update keeps what the client reported.
+    let mut in_place = mock_alloc("a1", &job, "n1", 0);
+    in_place.desired_description = "updated in place".into();
+    apply(
+        &store,
+        Command::ApplyPlan {
+            allocs: vec![in_place],
+            stopped: vec![],
+            evals: vec![],
+        },
+    );
+    let stored = store.alloc("a1").expect("read").expect("alloc");
+    assert_eq!(stored.client_status, ClientStatus::Running);
+    assert_eq!(stored.desired_description, "updated in place");
+    assert_eq!(stored.task_states.len(), 1);
+}
+
+#[test]
+fn plan_stops_set_desired_fields_and_lost_on_down_nodes() {
+    let (_dir, store) = temp_store();
+    let job = mock_job("web");
+    register(&store, &job);
+    apply(
+        &store,
+        Command::ApplyPlan {
+            allocs: vec![
+                mock_alloc("a1", &job, "n1", 0),
+                mock_alloc("a2", &job, "n2", 1),
+            ],
+            stopped: vec![],
+            evals: vec![],
+        },
+    );
+    let mut stop = mock_alloc("a1", &job, "n1", 0);
+    stop.desired_status = DesiredStatus::Stop;
+    stop.desired_description = "alloc not needed".into();
+    let mut lost = mock_alloc("a2", &job, "n2", 1);
+    lost.desired_status = DesiredStatus::Stop;
+    lost.client_status = ClientStatus::Lost;
+    lost.client_description = "node is down".into();
+    apply(
+        &store,
+        Command::ApplyPlan {
+            allocs: vec![],
+            stopped: vec![stop, lost],
+            evals: vec![],
+        },
+    );
+    let a1 = store.alloc("a1").expect("read").expect("a1");
+    assert_eq!(a1.desired_status, DesiredStatus::Stop);
+    assert_eq!(a1.desired_description, "alloc not needed");
+    assert_eq!(a1.client_status, ClientStatus::Pending);
+    let a2 = store.alloc("a2").expect("read").expect("a2");
+    assert_eq!(a2.client_status, ClientStatus::Lost);
+    assert_eq!(a2.client_description, "node is down");
+}
+
+#[test]
+fn a_replacement_links_the_previous_allocation() {
+    let (_dir, store) = temp_store();
+    let job = mock_job("web");
+    register(&store, &job);
+    apply(
+        &store,
+        Command::ApplyPlan {
+            allocs: vec![mock_alloc("old", &job, "n1", 0)],
+            stopped: vec![],
+            evals: vec![],
+        },
+    );
+    let mut replacement = mock_alloc("new", &job, "n2", 0);
+    replacement.previous_allocation = Some("old".into());
+    let index = apply(
+        &store,
+        Command::ApplyPlan {
+            allocs: vec![replacement],
+            stopped: vec![],
+            evals: vec![],
+        },
+    );
+    let old = store.alloc("old").expect("read").expect("old");
+    assert_eq!(old.next_allocation.as_deref(), Some("new"));
+    assert_eq!(old.modify_index, index);
+}
+
+#[test]
+fn a_batch_job_is_dead_once_its_allocs_finish_and_its_evals_are_done() {
+    let (_dir, store) = temp_store();
+    let mut job = mock_job("frames");
+    job.job_type = JobType::Batch;
+    let (_, mut eval) = register(&store, &job);
+    eval.status = EvalStatus::Complete;
+    apply(
+        &store,
+        Command::ApplyPlan {
+            allocs: vec![mock_alloc("a1", &job, "n1", 0)],
+            stopped: vec![],
+            evals: vec![eval],
+        },
+    );
+    assert_eq!(
+        store.job("frames").expect("read").expect("job").status,
+        JobStatus::Running
+    );
+    apply(
+        &store,
+        Command::UpdateAllocsFromClient {
+            updates: vec![client_update("a1", ClientStatus::Complete)],
+            evals: vec![],
+        },
+    );
+    assert_eq!(
+        store.job("frames").expect("read").expect("job").status,
+        JobStatus::Dead
+    );
+}
+
+#[test]
+fn a_service_job_with_only_failed_allocs_is_pending() {
+    let (_dir, store) = temp_store();
+    let job = mock_job("web");
+    register(&store, &job);
+    apply(
+        &store,
+        Command::ApplyPlan {
+            allocs: vec![mock_alloc("a1", &job, "n1", 0)],
+            stopped: vec![],
+            evals: vec![],
+        },
+    );
+    apply(
+        &store,
+        Command::UpdateAllocsFromClient {
+            updates: vec![client_update("a1", ClientStatus::Failed)],
+            evals: vec![],
+        },
+    );
+    assert_eq!(
+        store.job("web").expect("read").expect("job").status,
+        JobStatus::Pending
+    );
+}
+
+#[test]
+fn node_upserts_keep_eligibility_and_create_index() {
+    let (_dir, store) = temp_store();
+    let first = apply(
+        &store,
+        Command::UpsertNode {
+            node: mock_node("n1"),
+        },
+    );
+    apply(
+        &store,
+        Command::UpdateNodeEligibility {
+            node_id: "n1".into(),
+            eligibility: Eligibility::Ineligible,
+            evals: vec![],
+        },
+    );
+    let mut refreshed = mock_node("n1");
+    refreshed.name = "renamed".into();
+    let third = apply(&store, Command::UpsertNode { node: refreshed });
+    let node = store.node("n1").expect("read").expect("node");
+    assert_eq!(node.eligibility, Eligibility::Ineligible);
+    assert_eq!(node.name, "renamed");
+    assert_eq!((node.create_index, node.modify_index), (first, third));
+    assert_eq!(store.table_index(Table::Nodes), third);
+}
+
+#[test]
+fn node_status_updates_change_the_status_and_store_their_evals() {
+    let (_dir, store) = temp_store();
+    apply(
+        &store,
+        Command::UpsertNode {
+            node: mock_node("n1"),
+        },
+    );
+    let mut eval = Evaluation::for_job(&mock_job("web"), "node-update");
+    eval.node_id = Some("n1".into());
+    let index = apply(
+        &store,
+        Command::UpdateNodeStatus {
+            node_id: "n1".into(),
+            status: NodeStatus::Down,
+            evals: vec![eval.clone()],
+        },
+    );
+    let node = store.node("n1").expect("read").expect("node");
+    assert_eq!(node.status, NodeStatus::Down);
+    assert_eq!(node.modify_index, index);
+    assert!(node.status_updated_at > 0);
+    assert_eq!(
+        store
+            .eval(&eval.id)
+            .expect("read")
+            .expect("eval")
+            .triggered_by,
+        "node-update"
+    );
+    // An unknown node is a no-op, not an error.
+    apply(
+        &store,
+        Command::UpdateNodeStatus {
+            node_id: "nope".into(),
+            status: NodeStatus::Down,
+            evals: vec![],
+        },
+    );
+}
+
+#[test]
+fn every_applied_command_is_in_the_command_log() {
+    let (_dir, store) = temp_store();
+    let cmd = Command::UpsertNode {
+        node: mock_node("n1"),
+    };
+    apply(&store, cmd.clone());
+    register(&store, &mock_job("web"));
+    let log = store.commands_since(0, 10).expect("log");
+    assert_eq!(log.len(), 2);
+    assert_eq!(log[0], (1, cmd));
+    assert_eq!(
+        store.stored_indexes().expect("indexes").get("command_log"),
+        Some(&2)
+    );
+}
+
+#[test]
+fn apply_refuses_an_index_that_does_not_advance() {
+    let (_dir, store) = temp_store();
+    apply(
+        &store,
+        Command::UpsertNode {
+            node: mock_node("n1"),
+        },
+    );
+    let err = store
+        .apply(
+            1,
+            &Command::UpsertNode {
+                node: mock_node("n2"),
+            },
+        )
+        .expect_err("stale index");
+    assert!(matches!(
+        err,
+        StateError::IndexNotIncreasing { index: 1, last: 1 }
+    ));
+    assert!(store.node("n2").expect("read").is_none());
+}
+
+#[test]
+fn prefix_lookup_finds_unique_ambiguous_and_exact_ids() {
+    let (_dir, store) = temp_store();
+    for id in ["abc123", "abd456", "abc"] {
+        apply(
+            &store,
+            Command::UpsertNode {
+                node: mock_node(id),
+            },
+        );
+    }
+    let find = |p: &str| store.ids_with_prefix(Table::Nodes, p, 10).expect("lookup");
+    assert_eq!(find("abd"), vec!["abd456"]);
+    assert_eq!(find("abc"), vec!["abc"], "an exact match wins");
+    assert_eq!(find("ab"), vec!["abc", "abc123", "abd456"]);
+    assert!(find("x").is_empty());
+    assert!(find("a%").is_empty(), "LIKE wildcards are escaped");
+    assert!(find("ABC1").is_empty(), "matching is case-sensitive");
+}
+
+#[test]
+fn a_reopened_store_has_everything_and_continues_its_index() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("server").join("state.db");
+    let job = mock_job("web");
+    {
+        let store = StateStore::open(&path).expect("open");
+        apply(
+            &store,
+            Command::UpsertNode {
+                node: mock_node("n1"),
+            },
+        );
+        register(&store, &job);
+        apply(
+            &store,
+            Command::ApplyPlan {
+                allocs: vec![mock_alloc("a1", &job, "n1", 0)],
+                stopped: vec![],
+                evals: vec![],
+            },
+        );
+    }
+    let store = StateStore::open(&path).expect("reopen");
+    assert_eq!(store.last_index(), 3);
+    assert_eq!(store.table_index(Table::Nodes), 1);
+    assert_eq!(store.table_index(Table::Allocs), 3);
+    assert!(store.job("web").expect("read").is_some());
+    assert!(store.node("n1").expect("read").is_some());
+    assert!(store.alloc("a1").expect("read").is_some());
+    assert_eq!(store.evals().expect("read").len(), 1);
+    let next = apply(
+        &store,
+        Command::UpsertNode {
+            node: mock_node("n2"),
+        },
+    );
+    assert_eq!(next, 4);
+}
+
+#[test]
+fn opening_a_version_one_file_migrates_it_and_backfills_groups() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("old.db");
+    let job = mock_job("web");
+    {
+        let mut conn = rusqlite::Connection::open(&path).expect("open raw");
+        schema::migrate_to(&mut conn, 1).expect("v1 schema");
+        let alloc = mock_alloc("a1", &job, "n1", 0);
+        conn.execute(
+            "INSERT INTO allocs (id, job_id, node_id, client_status, desired_status, \
+             create_index, modify_index, json) VALUES ('a1', 'web', 'n1', 'running', 'run', 1, 1, ?1)",
+            [serde_json::to_string(&alloc).expect("json")],
+        )
+        .expect("insert v1 row");
+        conn.execute("INSERT INTO indexes (name, idx) VALUES ('allocs', 1)", [])
+            .expect("insert index");
+        assert_eq!(schema::version(&conn).expect("version"), 1);
+    }
+    let store = StateStore::open(&path).expect("open migrates");
+    let conn = store.reader().expect("reader");
+    assert_eq!(
+        schema::version(&conn).expect("version"),
+        schema::CURRENT_VERSION
+    );
+    let counts = store.alloc_status_counts().expect("counts");
+    assert_eq!(
+        counts,
+        vec![GroupStatusCount {
+            job_id: "web".into(),
+            group: "web".into(),
+            client_status: ClientStatus::Running,
+            count: 1
+        }]
+    );
+    assert_eq!(store.last_index(), 1);
+    assert_eq!(store.allocs_by_node("n1").expect("read").len(), 1);
+}
+
+#[test]
+fn a_file_from_a_newer_binary_is_refused() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("new.db");
+    {
+        let conn = rusqlite::Connection::open(&path).expect("open raw");
+        conn.pragma_update(None, "user_version", schema::CURRENT_VERSION + 1)
+            .expect("set version");
+    }
+    let err = StateStore::open(&path).expect_err("too new");
+    assert!(matches!(err, StateError::SchemaTooNew { .. }), "{err}");
+}
+
+#[test]
+fn a_snapshot_does_not_see_later_commits() {
+    let (_dir, store) = temp_store();
+    apply(
+        &store,
+        Command::UpsertNode {
+            node: mock_node("n1"),
+        },
+    );
+    let job = mock_job("web");
+    register(&store, &job);
+    let snap = store.snapshot().expect("snapshot");
+    assert_eq!(snap.index(), 2);
+    apply(
+        &store,
+        Command::UpsertNode {
+            node: mock_node("n2"),
+        },
+    );
+    apply(
+        &store,
+        Command::ApplyPlan {
+            allocs: vec![mock_alloc("a1", &job, "n1", 0)],
+            stopped: vec![],
+            evals: vec![],
+        },
+    );
+    assert_eq!(snap.nodes().len(), 1);
+    assert!(snap.node("n2").is_none());
+    assert!(snap.allocs_by_job("web").is_empty());
+    assert!(snap.job("web").is_some());
+    let fresh = store.snapshot().expect("snapshot");
+    assert_eq!(fresh.index(), 4);
+    assert_eq!(fresh.nodes().len(), 2);
+    assert_eq!(fresh.allocs_by_node("n1").len(), 1);
+}
+
+#[test]
+fn snapshot_allocs_by_node_leaves_out_terminal_allocs() {
+    let (_dir, store) = temp_store();
+    let job = mock_job("web");
+    register(&store, &job);
+    apply(
+        &store,
+        Command::ApplyPlan {
+            allocs: vec![
+                mock_alloc("a1", &job, "n1", 0),
+                mock_alloc("a2", &job, "n1", 1),
+            ],
+            stopped: vec![],
+            evals: vec![],
+        },
+    );
+    apply(
+        &store,
+        Command::UpdateAllocsFromClient {
+            updates: vec![client_update("a1", ClientStatus::Complete)],
+            evals: vec![],
+        },
+    );
+    let snap = store.snapshot().expect("snapshot");
+    let live: Vec<_> = snap
+        .allocs_by_node("n1")
+        .into_iter()
+        .map(|a| a.id)
+        .collect();
+    assert_eq!(live, vec!["a2"]);
+    assert_eq!(snap.allocs_by_job("web").len(), 2);
+}
+
+#[test]
+fn allocs_for_client_shows_live_allocs_and_recent_changes() {
+    let (_dir, store) = temp_store();
+    let job = mock_job("web");
+    register(&store, &job);
+    apply(
+        &store,
+        Command::ApplyPlan {
+            allocs: vec![
+                mock_alloc("a1", &job, "n1", 0),
+                mock_alloc("a2", &job, "n1", 1),
+            ],
+            stopped: vec![],
+            evals: vec![],
+        },
+    );
+    let before = store.last_index();
+    let done = apply(
+        &store,
+        Command::UpdateAllocsFromClient {
+            updates: vec![client_update("a1", ClientStatus::Complete)],
+            evals: vec![],
+        },
+    );
+    let ids = |since| -> Vec<String> {
+        store
+            .allocs_for_client("n1", since)
+            .expect("read")
+            .into_iter()
+            .map(|a| a.id)
+            .collect()
+    };
+    assert_eq!(ids(before), vec!["a1", "a2"], "the completion is seen once");
+    assert_eq!(ids(done), vec!["a2"]);
+    assert_eq!(ids(0), vec!["a2"]);
+    assert_eq!(store.node_allocs_max_index("n1").expect("read"), done);
+    assert_eq!(store.node_allocs_max_index("n9").expect("read"), 0);
+}
+
+#[test]
+fn job_summary_counts_allocs_per_group_and_status() {
+    let (_dir, store) = temp_store();
+    let job = mock_job("web");
+    register(&store, &job);
+    apply(
+        &store,
+        Command::ApplyPlan {
+            allocs: vec![
+                mock_alloc("a1", &job, "n1", 0),
+                mock_alloc("a2", &job, "n1", 1),
+            ],
+            stopped: vec![],
+            evals: vec![],
+        },
+    );
+    let counts = store.alloc_status_counts().expect("counts");
+    assert_eq!(counts.len(), 1);
+    assert_eq!(counts[0].count, 2);
+    assert_eq!(counts[0].client_status, ClientStatus::Pending);
+}
+
+#[tokio::test]
+async fn a_blocking_wait_wakes_on_a_change() {
+    let (_dir, store) = temp_store();
+    let waiter = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            store
+                .wait_for_index(Table::Nodes, 0, Duration::from_secs(10))
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let started = std::time::Instant::now();
+    let index = {
+        let store = store.clone();
+        tokio::task::spawn_blocking(move || {
+            apply(
+                &store,
+                Command::UpsertNode {
+                    node: mock_node("n1"),
+                },
+            )
+        })
+        .await
+        .expect("apply task")
+    };
+    let woke_at = waiter.await.expect("waiter");
+    assert_eq!(woke_at, index);
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+#[tokio::test]
+async fn a_blocking_wait_times_out_when_nothing_changes() {
+    let (_dir, store) = temp_store();
+    apply(
+        &store,
+        Command::UpsertNode {
+            node: mock_node("n1"),
+        },
+    );
+    let started = std::time::Instant::now();
+    // A change to another table does not wake a waiter on nodes.
+    register(&store, &mock_job("web"));
+    let index = store
+        .wait_for_index(Table::Nodes, 1, Duration::from_millis(150))
+        .await;
+    assert_eq!(index, 1);
+    assert!(started.elapsed() >= Duration::from_millis(150));
+}
+
+#[tokio::test]
+async fn releasing_waiters_ends_blocking_waits_at_once() {
+    let (_dir, store) = temp_store();
+    let waiter = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            store
+                .wait_for_index(Table::Allocs, 0, Duration::from_secs(60))
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    store.release_waiters();
+    let index = tokio::time::timeout(Duration::from_secs(5), waiter)
+        .await
+        .expect("released")
+        .expect("task");
+    assert_eq!(index, 0);
+}
+
+#[tokio::test]
+async fn the_log_assigns_indexes_in_order_and_calls_observers() {
+    let (_dir, store) = temp_store();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let observer: Observer = {
+        let seen = seen.clone();
+        Arc::new(move |_cmd: &Command, index: u64| seen.lock().expect("lock").push(index))
+    };
+    let log = CommandLog::start(store.clone(), vec![observer]).expect("log");
+    let a = log
+        .submit(Command::UpsertNode {
+            node: mock_node("n1"),
+        })
+        .await
+        .expect("submit");
+    let blocking = {
+        let log = log.clone();
+        tokio::task::spawn_blocking(move || {
+            log.submit_blocking(Command::UpsertNode {
+                node: mock_node("n2"),
+            })
+        })
+        .await
+        .expect("task")
+        .expect("submit")
+    };
+    assert_eq!((a, blocking), (1, 2));
+    assert_eq!(*seen.lock().expect("lock"), vec![1, 2]);
+    assert_eq!(store.last_index(), 2);
+    log.shutdown().await;
+    let err = log
+        .submit(Command::UpsertNode {
+            node: mock_node("n3"),
+        })
+        .await
+        .expect_err("closed");
+    assert!(matches!(err, LogError::Closed));
+}
+
+#[tokio::test]
+async fn a_panicking_observer_does_not_stop_the_log() {
+    let (_dir, store) = temp_store();
+    let observer: Observer = Arc::new(|_: &Command, _: u64| panic!("observer bug"));
+    let log = CommandLog::start(store, vec![observer]).expect("log");
+    for expected in 1..=2 {
+        let index = log
+            .submit(Command::UpsertNode {
+                node: mock_node(&format!("n{expected}")),
+            })
+            .await
+            .expect("submit");
+        assert_eq!(index, expected);
+    }
+    log.shutdown().await;
+}
+
+// ----------------------------------------------------------------------------- property
+
+#[derive(Debug, Clone)]
+enum Op {
+    Register {
+        job: u8,
+        count: u32,
+    },
+    Stop {
+        job: u8,
+        purge: bool,
+    },
+    Node {
+        node: u8,
+        down: bool,
+    },
+    Place {
+        alloc: u8,
+        job: u8,
+        node: u8,
+        prev: Option<u8>,
+    },
+    StopAlloc {
+        alloc: u8,
+        lost: bool,
+    },
+    Client {
+        alloc: u8,
+        status: u8,
+    },
+    EvalDone {
+        job: u8,
+    },
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        (0u8..3, 1u32..4).prop_map(|(job, count)| Op::Register { job, count }),
+        (0u8..3, any::<bool>()).prop_map(|(job, purge)| Op::Stop { job, purge }),
+        (0u8..3, any::<bool>()).prop_map(|(node, down)| Op::Node { node, down }),
+        (0u8..6, 0u8..3, 0u8..3, proptest::option::of(0u8..6)).prop_map(
+            |(alloc, job, node, prev)| Op::Place {
+                alloc,
+                job,
+                node,
+                prev
+            }
+        ),
+        (0u8..6, any::<bool>()).prop_map(|(alloc, lost)| Op::StopAlloc { alloc, lost }),
+        (0u8..6, 0u8..5).prop_map(|(alloc, status)| Op::Client { alloc, status }),
+        (0u8..3).prop_map(|job| Op::EvalDone { job }),
+    ]
+}
+
+fn command_for(op: &Op) -> Command {
+    let job_of = |j: u8| mock_job(&format!("job{j}"));
+    match op {
+        Op::Register { job, count } => {
+            let mut j = job_of(*job);
+            j.groups[0].count = *count;
+            Command::UpsertJob {
+                eval: Some(Evaluation::for_job(&j, "job-register")),
+                job: j,
+            }
+        }
+        Op::Stop { job, purge } => Command::DeregisterJob {
+            job_id: format!("job{job}"),
+            purge: *purge,
+            eval: Some(Evaluation::for_job(&job_of(*job), "job-deregister")),
+        },
+        Op::Node { node, down } => {
+            if *down {
+                Command::UpdateNodeStatus {
+                    node_id: format!("n{node}"),
+                    status: NodeStatus::Down,
+                    evals: vec![],
+                }
+            } else {
+                Command::UpsertNode {
+                    node: mock_node(&format!("n{node}")),
+                }
+            }
+        }
+        Op::Place {
+            alloc,
+            job,
+            node,
+            prev,
+        } => {
+            let mut a = mock_alloc(&format!("a{alloc}"), &job_of(*job), &format!("n{node}"), 0);
+            a.previous_allocation = prev.map(|p| format!("a{p}"));
+            Command::ApplyPlan {
+                allocs: vec![a],
+                stopped: vec![],
+                evals: vec![],
+            }
+        }
+        Op::StopAlloc { alloc, lost } => {
+            let mut a = mock_alloc(&format!("a{alloc}"), &job_of(0), "n0", 0);
+            a.desired_status = DesiredStatus::Stop;
+            if *lost {
+                a.client_status = ClientStatus::Lost;
+            }
+            Command::ApplyPlan {
+                allocs: vec![],
+                stopped: vec![a],
+                evals: vec![],
+            }
+        }
+        Op::Client { alloc, status } => {
+            let status = [
+                ClientStatus::Pending,
+                ClientStatus::Running,
+                ClientStatus::Complete,
+                ClientStatus::Failed,
+                ClientStatus::Lost,
+            ][*status as usize];
+            Command::UpdateAllocsFromClient {
+                updates: vec![client_update(&format!("a{alloc}"), status)],
+                evals: vec![],
+            }
+        }
+        Op::EvalDone { job } => {
+            let mut e = Evaluation::for_job(&job_of(*job), "job-register");
+            e.status = EvalStatus::Complete;
+            Command::UpsertEvals { evals: vec![e] }
+        }
+    }
+}
+
+fn all_row_indexes(store: &StateStore) -> Vec<(String, u64, u64)> {
+    let conn = store.reader().expect("reader");
+    let mut out = Vec::new();
+    for table in ["jobs", "job_versions", "evals", "allocs", "nodes"] {
+        let mut stmt = conn
+            .prepare(&format!("SELECT create_index, modify_index FROM {table}"))
+            .expect("prepare");
+        let rows = stmt
+            .query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)))
+            .expect("query");
+        for row in rows {
+            let (c, m) = row.expect("row");
+            out.push((table.to_string(), c as u64, m as u64));
+        }
+    }
+    out
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+    #[test]
+    fn any_command_sequence_keeps_row_indexes_ordered(ops in proptest::collection::vec(op(), 1..25)) {
+        let (_dir, store) = temp_store();
+        for op in &ops {
+            apply(&store, command_for(op));
+        }
+        let last = store.last_index();
+        prop_assert_eq!(last, ops.len() as u64);
+        for (table, create, modify) in all_row_indexes(&store) {
+            prop_assert!(create >= 1, "{} row with create_index 0", table);
+            prop_assert!(create <= modify, "{} row: create {} > modify {}", table, create, modify);
+            prop_assert!(modify <= last, "{} row: modify {} > last {}", table, modify, last);
+        }
+        for (name, idx) in store.stored_indexes().expect("indexes") {
+            prop_assert!(idx <= last, "{} index {} > last {}", name, idx, last);
+        }
+        // The JSON agrees with the columns.
+        for a in store.allocs().expect("allocs") {
+            prop_assert!(a.create_index <= a.modify_index);
+        }
+        for j in store.jobs().expect("jobs") {
+            prop_assert!(j.create_index <= j.job_modify_index && j.job_modify_index <= j.modify_index);
+        }
+    }
+}
