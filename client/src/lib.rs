@@ -8,9 +8,15 @@
 //! (raw_exec, mock) -> `cgroups` (v1/v2 limits). `fingerprint` describes the host,
 //! `state` persists task handles, `logs` + `http` serve task logs.
 
+pub mod allocrunner;
+pub mod batcher;
 pub mod cgroups;
 pub mod config;
 pub mod driver;
 pub mod fingerprint;
+pub mod state;
+pub mod taskrunner;
+#[cfg(test)]
+mod testutil;
 
 pub use config::ClientConfig;

@@ -88,6 +88,10 @@ impl Driver for MockDriver {
         }
     }
 
+    fn uses_cgroups(&self) -> bool {
+        false
+    }
+
     fn start(&self, req: StartRequest) -> BoxFuture<'_, Result<TaskHandle, DriverError>> {
         async move {
             let value = serde_json::Value::Object(req.config.clone().into_iter().collect());

@@ -198,6 +198,12 @@ pub trait Driver: Send + Sync {
     /// `node.drivers`).
     fn fingerprint(&self) -> DriverInfo;
 
+    /// Whether the task runner must give its tasks a cgroup (drivers that run no
+    /// process say no).
+    fn uses_cgroups(&self) -> bool {
+        true
+    }
+
     /// Starts the task; returns once the process exists (or failed to).
     fn start(&self, req: StartRequest) -> BoxFuture<'_, Result<TaskHandle, DriverError>>;
 

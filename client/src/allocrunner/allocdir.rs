@@ -1,0 +1,127 @@
+//! The allocation directory on disk:
+//!
+//! ```text
+//! <data_dir>/alloc/<alloc_id>/
+//!     alloc/logs/<task>.stdout.0, <task>.stderr.0   logs of every task
+//!     alloc/data/                                    shared data
+//!     alloc/tmp/
+//!     <task>/local/                                  the task's own files (ORCH_TASK_DIR)
+//!     <task>/tmp/
+//! ```
+
+use std::path::{Path, PathBuf};
+
+/// Why an allocation directory could not be prepared.
+#[derive(Debug, thiserror::Error)]
+#[error("preparing allocation directory {path}: {source}")]
+pub struct AllocDirError {
+    pub path: PathBuf,
+    #[source]
+    pub source: std::io::Error,
+}
+
+/// Paths of one allocation's directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AllocDir {
+    root: PathBuf,
+}
+
+impl AllocDir {
+    /// `alloc_root` is `<data_dir>/alloc`.
+    pub fn new(alloc_root: &Path, alloc_id: &str) -> Self {
+        AllocDir {
+            root: alloc_root.join(alloc_id),
+        }
+    }
+
+    /// `<alloc_root>/<alloc_id>`.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The shared `alloc/` directory (ORCH_ALLOC_DIR).
+    pub fn shared(&self) -> PathBuf {
+        self.root.join("alloc")
+    }
+
+    pub fn logs(&self) -> PathBuf {
+        self.shared().join("logs")
+    }
+
+    /// The task's working directory `<alloc>/<task>`.
+    pub fn task(&self, task: &str) -> PathBuf {
+        self.root.join(task)
+    }
+
+    /// `<alloc>/<task>/local` (ORCH_TASK_DIR).
+    pub fn task_local(&self, task: &str) -> PathBuf {
+        self.task(task).join("local")
+    }
+
+    /// `stdout` or `stderr` log file of a task (rotation index 0).
+    pub fn log_file(&self, task: &str, stream: &str) -> PathBuf {
+        self.logs().join(format!("{task}.{stream}.0"))
+    }
+
+    /// Creates every directory (existing ones are fine).
+    pub fn prepare(&self, tasks: &[String]) -> Result<(), AllocDirError> {
+        let mut dirs = vec![
+            self.logs(),
+            self.shared().join("data"),
+            self.shared().join("tmp"),
+        ];
+        for t in tasks {
+            dirs.push(self.task_local(t));
+            dirs.push(self.task(t).join("tmp"));
+        }
+        for d in dirs {
+            std::fs::create_dir_all(&d).map_err(|source| AllocDirError {
+                path: d.clone(),
+                source,
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Task names that have a directory here (everything but `alloc`).
+    pub fn task_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(&self.root)
+            .map(|rd| {
+                rd.filter_map(|e| e.ok())
+                    .filter(|e| e.path().is_dir())
+                    .filter_map(|e| e.file_name().into_string().ok())
+                    .filter(|n| n != "alloc")
+                    .collect()
+            })
+            .unwrap_or_default();
+        names.sort();
+        names
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prepare_creates_the_whole_layout() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = AllocDir::new(dir.path(), "a1");
+        a.prepare(&["web".to_string(), "side".to_string()]).unwrap();
+        for rel in [
+            "alloc/logs",
+            "alloc/data",
+            "alloc/tmp",
+            "web/local",
+            "web/tmp",
+            "side/local",
+        ] {
+            assert!(dir.path().join("a1").join(rel).is_dir(), "{rel}");
+        }
+        assert_eq!(
+            a.log_file("web", "stdout"),
+            dir.path().join("a1/alloc/logs/web.stdout.0")
+        );
+        assert_eq!(a.task_names(), vec!["side".to_string(), "web".to_string()]);
+    }
+}

@@ -1,0 +1,463 @@
+//! The alloc runner: one per allocation on this client. Prepares the allocation
+//! directory, runs a task runner per task, derives the allocation's client status from
+//! the task states and hands every change to the status batcher.
+//!
+//! Client status: any task running -> running; else any pending -> pending; all dead ->
+//! failed if any failed, else complete. When one task fails for good, its siblings are
+//! killed. A stop (desired status stop/evict) kills every task.
+
+pub mod allocdir;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use orch_common::api::AllocClientUpdate;
+use orch_common::ids::now_ms;
+use orch_common::structs::{Allocation, ClientStatus, TaskEvent, TaskState, TaskStateKind};
+use tokio::sync::{mpsc, watch};
+
+use crate::batcher::UpdateBatcher;
+use crate::taskrunner::{self, events, TaskRunnerDeps, TaskRunnerHandle, TaskUpdate};
+use allocdir::AllocDir;
+
+/// Controls a running allocation and shows its latest state.
+pub struct AllocRunnerHandle {
+    pub alloc_id: String,
+    /// Task names, in the group's order.
+    pub tasks: Vec<String>,
+    pub alloc_dir: AllocDir,
+    stop: watch::Sender<Option<String>>,
+    status: watch::Receiver<AllocClientUpdate>,
+    join: tokio::task::JoinHandle<()>,
+}
+
+impl AllocRunnerHandle {
+    /// Kills every task (idempotent); `reason` goes into their Killing events.
+    pub fn stop(&self, reason: &str) {
+        self.stop.send_if_modified(|r| {
+            if r.is_none() {
+                *r = Some(reason.to_string());
+                true
+            } else {
+                false
+            }
+        });
+    }
+
+    pub fn stop_requested(&self) -> bool {
+        self.stop.borrow().is_some()
+    }
+
+    /// The latest status (what was last handed to the batcher).
+    pub fn status(&self) -> AllocClientUpdate {
+        self.status.borrow().clone()
+    }
+
+    /// A receiver that sees every status change.
+    pub fn watch(&self) -> watch::Receiver<AllocClientUpdate> {
+        self.status.clone()
+    }
+
+    /// True once every task is dead and the runner has finished.
+    pub fn is_done(&self) -> bool {
+        self.join.is_finished()
+    }
+
+    /// Whether `task` is dead (or unknown here).
+    pub fn task_dead(&self, task: &str) -> bool {
+        self.is_done()
+            || self
+                .status
+                .borrow()
+                .task_states
+                .get(task)
+                .map(|s| s.state == TaskStateKind::Dead)
+                .unwrap_or(false)
+    }
+
+    /// Waits for the runner to finish.
+    pub async fn wait(self) {
+        if let Err(e) = self.join.await {
+            tracing::error!(alloc = %self.alloc_id, error = %e, "alloc runner panicked");
+        }
+    }
+}
+
+/// Starts running `alloc` (which must embed its job).
+pub fn spawn(
+    alloc: Allocation,
+    alloc_root: &Path,
+    deps: TaskRunnerDeps,
+    batcher: Arc<UpdateBatcher>,
+) -> AllocRunnerHandle {
+    let alloc = Arc::new(alloc);
+    let alloc_dir = AllocDir::new(alloc_root, &alloc.id);
+    let tasks: Vec<String> = alloc
+        .job
+        .as_ref()
+        .and_then(|j| j.group(&alloc.group))
+        .map(|g| g.tasks.iter().map(|t| t.name.clone()).collect())
+        .unwrap_or_default();
+    let initial = AllocClientUpdate {
+        id: alloc.id.clone(),
+        client_status: ClientStatus::Pending,
+        client_description: "No tasks have started".to_string(),
+        task_states: BTreeMap::new(),
+    };
+    let (status_tx, status) = watch::channel(initial);
+    let (stop, stop_rx) = watch::channel(None);
+    let runner = AllocRunner {
+        alloc: alloc.clone(),
+        alloc_dir: alloc_dir.clone(),
+        deps,
+        batcher,
+        status_tx,
+        stop_rx,
+        states: BTreeMap::new(),
+    };
+    let join = tokio::spawn(runner.run());
+    AllocRunnerHandle {
+        alloc_id: alloc.id.clone(),
+        tasks,
+        alloc_dir,
+        stop,
+        status,
+        join,
+    }
+}
+
+struct AllocRunner {
+    alloc: Arc<Allocation>,
+    alloc_dir: AllocDir,
+    deps: TaskRunnerDeps,
+    batcher: Arc<UpdateBatcher>,
+    status_tx: watch::Sender<AllocClientUpdate>,
+    stop_rx: watch::Receiver<Option<String>>,
+    states: BTreeMap<String, TaskState>,
+}
+
+impl AllocRunner {
+    async fn run(mut self) {
+        let group = self
+            .alloc
+            .job
+            .as_ref()
+            .and_then(|j| j.group(&self.alloc.group))
+            .cloned();
+        let Some(group) = group else {
+            return self.fail_setup(
+                &[],
+                format!(
+                    "allocation {} has no job or group {:?} to run",
+                    self.alloc.id, self.alloc.group
+                ),
+            );
+        };
+        let names: Vec<String> = group.tasks.iter().map(|t| t.name.clone()).collect();
+        if let Err(e) = self.alloc_dir.prepare(&names) {
+            return self.fail_setup(&names, e.to_string());
+        }
+        for n in &names {
+            self.states.insert(n.clone(), TaskState::default());
+        }
+        self.publish();
+
+        let (tx, mut rx) = mpsc::unbounded_channel::<TaskUpdate>();
+        let runners: BTreeMap<String, TaskRunnerHandle> = group
+            .tasks
+            .iter()
+            .map(|t| {
+                let h = taskrunner::spawn(
+                    self.alloc.clone(),
+                    t.clone(),
+                    self.alloc_dir.clone(),
+                    self.deps.clone(),
+                    tx.clone(),
+                );
+                (t.name.clone(), h)
+            })
+            .collect();
+        // Only the task runners hold senders now: `recv` ends when they all finished.
+        drop(tx);
+
+        let mut stop_seen = false;
+        let mut siblings_killed = false;
+        loop {
+            tokio::select! {
+                update = rx.recv() => {
+                    let Some(u) = update else { break };
+                    let failed_now = u.state.state == TaskStateKind::Dead && u.state.failed;
+                    self.states.insert(u.task.clone(), u.state);
+                    if failed_now && !siblings_killed {
+                        siblings_killed = true;
+                        for (name, r) in &runners {
+                            if name != &u.task {
+                                r.kill(&format!("Sibling task {} failed", u.task));
+                            }
+                        }
+                    }
+                    self.publish();
+                }
+                changed = self.stop_rx.changed(), if !stop_seen => {
+                    stop_seen = true;
+                    if changed.is_ok() {
+                        let reason = self.stop_rx.borrow().clone().unwrap_or_default();
+                        for r in runners.values() {
+                            r.kill(&reason);
+                        }
+                    }
+                }
+            }
+        }
+        for (_, r) in runners {
+            r.wait().await;
+        }
+        self.publish();
+    }
+
+    /// Marks every task dead and failed with a setup failure.
+    fn fail_setup(&mut self, names: &[String], message: String) {
+        tracing::error!(alloc = %self.alloc.id, "{message}");
+        let now = now_ms();
+        let names: Vec<String> = if names.is_empty() {
+            vec!["(setup)".to_string()]
+        } else {
+            names.to_vec()
+        };
+        for n in names {
+            self.states.insert(
+                n,
+                TaskState {
+                    state: TaskStateKind::Dead,
+                    failed: true,
+                    restarts: 0,
+                    started_at: None,
+                    finished_at: Some(now),
+                    events: vec![TaskEvent {
+                        time: now,
+                        kind: events::SETUP_FAILURE.to_string(),
+                        message: message.clone(),
+                        exit_code: None,
+                        signal: None,
+                        oom_killed: false,
+                    }],
+                },
+            );
+        }
+        self.publish();
+    }
+
+    fn publish(&self) {
+        let (client_status, client_description) = derive_status(&self.states);
+        let update = AllocClientUpdate {
+            id: self.alloc.id.clone(),
+            client_status,
+            client_description: client_description.to_string(),
+            task_states: self.states.clone(),
+        };
+        let changed = self.status_tx.send_if_modified(|cur| {
+            if *cur != update {
+                *cur = update.clone();
+                true
+            } else {
+                false
+            }
+        });
+        if changed {
+            self.batcher.push(update);
+        }
+    }
+}
+
+/// The allocation's client status from its task states.
+pub fn derive_status(states: &BTreeMap<String, TaskState>) -> (ClientStatus, &'static str) {
+    let any = |f: &dyn Fn(&TaskState) -> bool| states.values().any(f);
+    if states.is_empty() {
+        return (ClientStatus::Pending, "No tasks have started");
+    }
+    if any(&|s| s.state == TaskStateKind::Running) {
+        return (ClientStatus::Running, "Tasks are running");
+    }
+    if any(&|s| s.state == TaskStateKind::Pending) {
+        return (ClientStatus::Pending, "No tasks are running");
+    }
+    if any(&|s| s.failed) {
+        return (ClientStatus::Failed, "Failed tasks");
+    }
+    (ClientStatus::Complete, "All tasks have completed")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::driver::MockDriver;
+    use crate::taskrunner::DriverSet;
+    use crate::testutil::{alloc_of, job, node, restart, task};
+    use orch_common::structs::{JobType, RestartMode};
+    use serde_json::json;
+    use std::time::Duration;
+
+    fn deps() -> TaskRunnerDeps {
+        let mut drivers: DriverSet = BTreeMap::new();
+        drivers.insert("mock".into(), Arc::new(MockDriver::new()));
+        TaskRunnerDeps {
+            drivers: Arc::new(drivers),
+            cgroups: None,
+            handles: None,
+            node: Arc::new(node()),
+        }
+    }
+
+    fn state(kind: TaskStateKind, failed: bool) -> TaskState {
+        TaskState {
+            state: kind,
+            failed,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn status_is_derived_from_task_states() {
+        use TaskStateKind::*;
+        let cases = [
+            (
+                vec![state(Running, false), state(Dead, true)],
+                ClientStatus::Running,
+            ),
+            (
+                vec![state(Pending, false), state(Dead, false)],
+                ClientStatus::Pending,
+            ),
+            (
+                vec![state(Dead, false), state(Dead, false)],
+                ClientStatus::Complete,
+            ),
+            (
+                vec![state(Dead, false), state(Dead, true)],
+                ClientStatus::Failed,
+            ),
+        ];
+        for (states, want) in cases {
+            let m: BTreeMap<String, TaskState> = states
+                .into_iter()
+                .enumerate()
+                .map(|(i, s)| (format!("t{i}"), s))
+                .collect();
+            assert_eq!(derive_status(&m).0, want, "{m:?}");
+        }
+    }
+
+    async fn run_until_done(h: AllocRunnerHandle) -> AllocClientUpdate {
+        let mut w = h.watch();
+        tokio::time::timeout(Duration::from_secs(20), async {
+            while !h.is_done() {
+                let _ = tokio::time::timeout(Duration::from_millis(50), w.changed()).await;
+            }
+        })
+        .await
+        .expect("alloc runner did not finish");
+        let s = h.status();
+        h.wait().await;
+        s
+    }
+
+    #[tokio::test]
+    async fn a_batch_alloc_completes_and_the_batcher_gets_the_final_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = job(
+            JobType::Batch,
+            "g",
+            vec![
+                task("a", "mock", json!({})),
+                task("b", "mock", json!({"run_for": "50ms"})),
+            ],
+            restart(0, 10, 60, RestartMode::Fail),
+        );
+        let alloc = alloc_of(&j, 0);
+        let batcher = Arc::new(UpdateBatcher::new());
+        let h = spawn(alloc.clone(), dir.path(), deps(), batcher.clone());
+        assert_eq!(h.tasks, vec!["a".to_string(), "b".to_string()]);
+        let s = run_until_done(h).await;
+        assert_eq!(s.client_status, ClientStatus::Complete);
+        assert!(dir.path().join(&alloc.id).join("alloc/logs").is_dir());
+        let pending = batcher.take();
+        assert_eq!(pending.len(), 1);
+        assert_eq!(pending[0].client_status, ClientStatus::Complete);
+    }
+
+    #[tokio::test]
+    async fn a_failed_task_kills_its_sibling_and_fails_the_alloc() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = job(
+            JobType::Service,
+            "g",
+            vec![
+                task("bad", "mock", json!({"exit_code": 1, "run_for": "100ms"})),
+                task("good", "mock", json!({"run_for": "1h"})),
+            ],
+            restart(0, 10, 60, RestartMode::Fail),
+        );
+        let h = spawn(
+            alloc_of(&j, 0),
+            dir.path(),
+            deps(),
+            Arc::new(UpdateBatcher::new()),
+        );
+        let s = run_until_done(h).await;
+        assert_eq!(s.client_status, ClientStatus::Failed);
+        let good = &s.task_states["good"];
+        assert!(!good.failed);
+        assert!(good
+            .events
+            .iter()
+            .any(|e| e.kind == "Killing" && e.message.starts_with("Sibling task bad failed")));
+    }
+
+    #[tokio::test]
+    async fn stop_kills_every_task_and_the_alloc_is_complete() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = job(
+            JobType::Service,
+            "g",
+            vec![
+                task("a", "mock", json!({"run_for": "1h"})),
+                task("b", "mock", json!({"run_for": "1h"})),
+            ],
+            restart(2, 10, 60, RestartMode::Fail),
+        );
+        let h = spawn(
+            alloc_of(&j, 0),
+            dir.path(),
+            deps(),
+            Arc::new(UpdateBatcher::new()),
+        );
+        let mut w = h.watch();
+        w.wait_for(|s| s.client_status == ClientStatus::Running)
+            .await
+            .unwrap();
+        h.stop("alloc stopped by the server");
+        let s = run_until_done(h).await;
+        assert_eq!(s.client_status, ClientStatus::Complete);
+        assert!(s
+            .task_states
+            .values()
+            .all(|t| t.state == TaskStateKind::Dead));
+    }
+
+    #[tokio::test]
+    async fn an_alloc_without_its_job_fails_with_a_setup_failure() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = job(
+            JobType::Batch,
+            "g",
+            vec![task("a", "mock", json!({}))],
+            restart(0, 10, 60, RestartMode::Fail),
+        );
+        let mut alloc = alloc_of(&j, 0);
+        alloc.job = None;
+        let h = spawn(alloc, dir.path(), deps(), Arc::new(UpdateBatcher::new()));
+        let s = run_until_done(h).await;
+        assert_eq!(s.client_status, ClientStatus::Failed);
+    }
+}

@@ -1,0 +1,268 @@
+//! What the client persists in `<data_dir>/client/`: its node id (`node-id`, so a
+//! restarted client keeps its identity) and one JSON file per running task handle
+//! (`handles/<alloc>-<task>.json`: pid, start time, cgroup paths).
+//!
+//! Re-attaching to tasks after a restart comes later; for now a starting client kills
+//! whatever a previous run left recorded there and removes its cgroups, so no task is
+//! ever left running unsupervised.
+
+use std::path::{Path, PathBuf};
+
+use crate::cgroups::CgroupManager;
+use crate::driver::{proc_start_ticks, TaskHandle};
+
+/// Why client state could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("{action} {path}: {source}")]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("encoding task handle {id}: {source}")]
+    Encode {
+        id: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("{path} holds {content:?}, not a node id")]
+    BadNodeId { path: PathBuf, content: String },
+}
+
+fn io<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> StateError + 'a {
+    move |source| StateError::Io {
+        action,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Writes a file atomically: a crash leaves the old content or the new, never half.
+fn write_atomic(path: &Path, data: &[u8]) -> Result<(), StateError> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, data).map_err(io("writing", &tmp))?;
+    std::fs::rename(&tmp, path).map_err(io("renaming into", path))
+}
+
+/// The node id stored in `<client_dir>/node-id`, created (a new UUID) on first start.
+pub fn load_or_create_node_id(client_dir: &Path) -> Result<String, StateError> {
+    std::fs::create_dir_all(client_dir).map_err(io("creating", client_dir))?;
+    let path = client_dir.join("node-id");
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            let id = text.trim().to_string();
+            if uuid::Uuid::parse_str(&id).is_err() {
+                return Err(StateError::BadNodeId { path, content: id });
+            }
+            Ok(id)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let id = orch_common::ids::new_id();
+            write_atomic(&path, format!("{id}\n").as_bytes())?;
+            Ok(id)
+        }
+        Err(source) => Err(StateError::Io {
+            action: "reading",
+            path,
+            source,
+        }),
+    }
+}
+
+/// Task handles on disk, one JSON file each.
+#[derive(Debug, Clone)]
+pub struct HandleStore {
+    dir: PathBuf,
+}
+
+impl HandleStore {
+    /// Uses (and creates) `<client_dir>/handles`.
+    pub fn open(client_dir: &Path) -> Result<Self, StateError> {
+        let dir = client_dir.join("handles");
+        std::fs::create_dir_all(&dir).map_err(io("creating", &dir))?;
+        Ok(HandleStore { dir })
+    }
+
+    fn path(&self, alloc_id: &str, task: &str) -> PathBuf {
+        self.dir.join(format!("{alloc_id}-{task}.json"))
+    }
+
+    pub fn save(&self, h: &TaskHandle) -> Result<(), StateError> {
+        let data = serde_json::to_vec_pretty(h).map_err(|source| StateError::Encode {
+            id: h.id.clone(),
+            source,
+        })?;
+        write_atomic(&self.path(&h.alloc_id, &h.task_name), &data)
+    }
+
+    pub fn remove(&self, alloc_id: &str, task: &str) -> Result<(), StateError> {
+        let path = self.path(alloc_id, task);
+        match std::fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(source) => Err(StateError::Io {
+                action: "removing",
+                path,
+                source,
+            }),
+        }
+    }
+
+    /// Every readable handle with its file; unreadable files are logged and skipped.
+    pub fn load_all(&self) -> Result<Vec<(PathBuf, TaskHandle)>, StateError> {
+        let mut out = Vec::new();
+        let entries = std::fs::read_dir(&self.dir).map_err(io("listing", &self.dir))?;
+        for entry in entries {
+            let path = entry.map_err(io("listing", &self.dir))?.path();
+            if path.extension().and_then(|e| e.to_str()) != Some("json") {
+                continue;
+            }
+            let parsed = std::fs::read(&path)
+                .map_err(|e| e.to_string())
+                .and_then(|b| serde_json::from_slice::<TaskHandle>(&b).map_err(|e| e.to_string()));
+            match parsed {
+                Ok(h) => out.push((path, h)),
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "ignoring unreadable task handle")
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Kills every task a previous client run recorded, removes its cgroup and forgets
+    /// it. Returns the ids of the tasks cleaned up.
+    pub fn kill_leftovers(
+        &self,
+        cgroups: Option<&dyn CgroupManager>,
+    ) -> Result<Vec<String>, StateError> {
+        let mut cleaned = Vec::new();
+        for (path, h) in self.load_all()? {
+            kill_recorded_task(&h, cgroups);
+            std::fs::remove_file(&path).map_err(io("removing", &path))?;
+            cleaned.push(h.id);
+        }
+        Ok(cleaned)
+    }
+}
+
+/// SIGKILLs a task recorded by an earlier run: its whole cgroup when it had one, else its
+/// process group when the pid still belongs to the same process (start time matches).
+fn kill_recorded_task(h: &TaskHandle, cgroups: Option<&dyn CgroupManager>) {
+    if let Some(pid) = h.pid {
+        let same_process =
+            h.pid_start_ticks.is_some() && proc_start_ticks(pid) == h.pid_start_ticks;
+        if same_process {
+            tracing::warn!(task = %h.id, pid, "killing a task left running by an earlier client run");
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+    if let (Some(cg), Some(m)) = (&h.cgroup, cgroups) {
+        if cg.version != m.version() {
+            tracing::warn!(task = %h.id, "recorded cgroup is of another cgroup version; leaving it");
+            return;
+        }
+        if let Err(e) = m.kill_all(cg).and_then(|()| m.remove(cg)) {
+            tracing::warn!(task = %h.id, error = %e, "cleaning up a leftover cgroup");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn handle(alloc: &str, task: &str, pid: Option<i32>) -> TaskHandle {
+        TaskHandle {
+            id: format!("{alloc}/{task}"),
+            alloc_id: alloc.to_string(),
+            task_name: task.to_string(),
+            driver: "raw_exec".to_string(),
+            pid,
+            pid_start_ticks: pid.and_then(proc_start_ticks),
+            started_at: 1,
+            cgroup: None,
+            driver_state: serde_json::Value::Null,
+        }
+    }
+
+    #[test]
+    fn the_node_id_survives_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = load_or_create_node_id(dir.path()).unwrap();
+        let b = load_or_create_node_id(dir.path()).unwrap();
+        assert_eq!(a, b);
+        assert!(uuid::Uuid::parse_str(&a).is_ok());
+    }
+
+    #[test]
+    fn a_corrupt_node_id_is_an_error_not_a_new_identity() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("node-id"), "garbage").unwrap();
+        assert!(matches!(
+            load_or_create_node_id(dir.path()),
+            Err(StateError::BadNodeId { .. })
+        ));
+    }
+
+    #[test]
+    fn handles_are_saved_loaded_and_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = HandleStore::open(dir.path()).unwrap();
+        let h = handle("a1", "web", None);
+        store.save(&h).unwrap();
+        std::fs::write(dir.path().join("handles/broken.json"), "{").unwrap();
+        let all = store.load_all().unwrap();
+        assert_eq!(all.len(), 1);
+        assert_eq!(all[0].1, h);
+        store.remove("a1", "web").unwrap();
+        store.remove("a1", "web").unwrap();
+        assert!(store.load_all().unwrap().is_empty());
+    }
+
+    #[test]
+    fn leftover_processes_of_an_earlier_run_are_killed() {
+        use std::os::unix::process::CommandExt;
+        let dir = tempfile::tempdir().unwrap();
+        let store = HandleStore::open(dir.path()).unwrap();
+        let mut child = std::process::Command::new("sleep")
+            .arg("300")
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let h = handle("a2", "old", Some(child.id() as i32));
+        assert!(h.pid_start_ticks.is_some());
+        store.save(&h).unwrap();
+        let cleaned = store.kill_leftovers(None).unwrap();
+        assert_eq!(cleaned, vec!["a2/old".to_string()]);
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(child.wait().unwrap().signal(), Some(9));
+        assert!(store.load_all().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_reused_pid_is_not_killed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = HandleStore::open(dir.path()).unwrap();
+        let mut child = std::process::Command::new("sleep")
+            .arg("300")
+            .spawn()
+            .unwrap();
+        let mut h = handle("a3", "old", Some(child.id() as i32));
+        // Recorded start time of some other, earlier process.
+        h.pid_start_ticks = h.pid_start_ticks.map(|t| t + 12_345);
+        store.save(&h).unwrap();
+        store.kill_leftovers(None).unwrap();
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "an unrelated process was killed"
+        );
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+}

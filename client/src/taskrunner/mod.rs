@@ -1,0 +1,497 @@
+//! The task runner: drives one task of an allocation through its life and reports every
+//! transition as a `TaskEvent` in the task's `TaskState`.
+//!
+//! ```text
+//!                 ┌──────────────────────── restart after delay ◄──────────────┐
+//!                 ▼                                                            │
+//!   ┌─────────┐ prestart: cgroup,  ┌──────────┐ driver.start ok ┌─────────┐    │
+//!   │ pending │──env, config ─────►│ starting │────────────────►│ running │    │
+//!   └─────────┘                    └──────────┘                 └─────────┘    │
+//!        │ setup error                  │ start error                │ exited  │
+//!        ▼                              ▼                            ▼         │
+//!   dead(failed)              ┌──────────────────────────────────────────────┐ │
+//!                             │ restart policy (attempts within interval):   │ │
+//!                             │   batch + exit 0       -> dead(complete)     │ │
+//!                             │   attempts left        -> Restart ───────────┼─┘
+//!                             │   exhausted, mode fail -> dead(failed)       │
+//!                             │   exhausted, mode delay-> Restart after the  │
+//!                             │                           interval           │
+//!                             │   not recoverable      -> dead(failed)       │
+//!                             └──────────────────────────────────────────────┘
+//!
+//!   kill (desired stop) in any state: running -> kill_signal, wait kill_timeout,
+//!   SIGKILL the cgroup, remove it -> dead (not failed); otherwise -> dead at once.
+//! ```
+//!
+//! Each run attempt gets a fresh cgroup, destroyed (everything left in it killed) when
+//! the attempt ends.
+
+pub mod env;
+pub mod restart;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+use orch_common::duration::format as human;
+use orch_common::ids::now_ms;
+use orch_common::structs::{
+    Allocation, JobType, Node, RestartPolicy, Task, TaskEvent, TaskState, TaskStateKind,
+};
+use tokio::sync::{mpsc, watch};
+
+use crate::allocrunner::allocdir::AllocDir;
+use crate::cgroups::{CgroupLimits, CgroupManager, CgroupPaths};
+use crate::driver::{parse_signal, signal_name, Driver, ExitResult, StartRequest, TaskHandle};
+use crate::state::HandleStore;
+use env::{EnvInputs, TaskEnv};
+use restart::{RestartDecision, RestartTracker};
+
+/// Events kept per task (the oldest are dropped), as Nomad does.
+const MAX_EVENTS: usize = 20;
+
+/// Event kinds (the `kind` of a `TaskEvent`).
+pub mod events {
+    pub const RECEIVED: &str = "Received";
+    pub const TASK_SETUP: &str = "Task Setup";
+    pub const SETUP_FAILURE: &str = "Setup Failure";
+    pub const DRIVER_FAILURE: &str = "Driver Failure";
+    pub const STARTED: &str = "Started";
+    pub const TERMINATED: &str = "Terminated";
+    pub const OOM_KILLED: &str = "OOM Killed";
+    pub const RESTARTING: &str = "Restarting";
+    pub const NOT_RESTARTING: &str = "Not Restarting";
+    pub const KILLING: &str = "Killing";
+    pub const KILLED: &str = "Killed";
+}
+
+/// The drivers a client offers, by name.
+pub type DriverSet = BTreeMap<String, Arc<dyn Driver>>;
+
+/// What every task runner of a client shares.
+#[derive(Clone)]
+pub struct TaskRunnerDeps {
+    pub drivers: Arc<DriverSet>,
+    /// `None` when the client has no cgroup access (limits are then not enforced, and
+    /// each task says so in an event).
+    pub cgroups: Option<Arc<dyn CgroupManager>>,
+    pub handles: Option<HandleStore>,
+    pub node: Arc<Node>,
+}
+
+/// One task's new state, sent to its alloc runner.
+#[derive(Debug, Clone)]
+pub struct TaskUpdate {
+    pub task: String,
+    pub state: TaskState,
+}
+
+/// Controls a spawned task runner.
+pub struct TaskRunnerHandle {
+    kill: watch::Sender<Option<String>>,
+    join: tokio::task::JoinHandle<()>,
+}
+
+impl TaskRunnerHandle {
+    /// Asks the task to stop (idempotent); `reason` goes into the Killing event.
+    pub fn kill(&self, reason: &str) {
+        self.kill.send_if_modified(|r| {
+            if r.is_none() {
+                *r = Some(reason.to_string());
+                true
+            } else {
+                false
+            }
+        });
+    }
+
+    /// Waits until the runner is done (the task is dead).
+    pub async fn wait(self) {
+        if let Err(e) = self.join.await {
+            tracing::error!(error = %e, "task runner panicked");
+        }
+    }
+}
+
+/// Starts a runner for `task` of `alloc`; its states go to `updates`.
+pub fn spawn(
+    alloc: Arc<Allocation>,
+    task: Task,
+    alloc_dir: AllocDir,
+    deps: TaskRunnerDeps,
+    updates: mpsc::UnboundedSender<TaskUpdate>,
+) -> TaskRunnerHandle {
+    let (kill, kill_rx) = watch::channel(None);
+    let job_type = alloc
+        .job
+        .as_ref()
+        .map(|j| j.job_type)
+        .unwrap_or(JobType::Service);
+    let policy = alloc
+        .job
+        .as_ref()
+        .and_then(|j| j.group(&alloc.group))
+        .map(|g| g.restart.clone())
+        .unwrap_or_else(|| RestartPolicy::default_for(job_type));
+    let runner = TaskRunner {
+        id: format!("{}/{}", alloc.id, task.name),
+        alloc,
+        task,
+        job_type,
+        alloc_dir,
+        deps,
+        updates,
+        kill_rx,
+        tracker: RestartTracker::new(policy),
+        state: TaskState::default(),
+        warned_no_cgroups: false,
+    };
+    let join = tokio::spawn(runner.run());
+    TaskRunnerHandle { kill, join }
+}
+
+/// Why an attempt did not run.
+enum SetupError {
+    /// Will fail the same way again: the task fails now.
+    Fatal(String),
+    /// May work next time: goes through the restart policy.
+    Retry(String),
+}
+
+struct TaskRunner {
+    /// `<alloc_id>/<task>`.
+    id: String,
+    alloc: Arc<Allocation>,
+    task: Task,
+    job_type: JobType,
+    alloc_dir: AllocDir,
+    deps: TaskRunnerDeps,
+    updates: mpsc::UnboundedSender<TaskUpdate>,
+    kill_rx: watch::Receiver<Option<String>>,
+    tracker: RestartTracker,
+    state: TaskState,
+    warned_no_cgroups: bool,
+}
+
+impl TaskRunner {
+    async fn run(mut self) {
+        self.event(events::RECEIVED, "Task received by client".to_string());
+        self.event(events::TASK_SETUP, "Building task directory".to_string());
+        loop {
+            if let Some(reason) = self.kill_requested() {
+                return self.dead_without_running(&reason);
+            }
+            let outcome = self.attempt().await;
+            let exit = match outcome {
+                Attempt::Killed => return,
+                Attempt::Exited(exit) => Some(exit),
+                Attempt::SetupFailed(SetupError::Fatal(msg)) => {
+                    self.event(events::SETUP_FAILURE, msg);
+                    return self.dead(true);
+                }
+                Attempt::SetupFailed(SetupError::Retry(msg)) => {
+                    self.event(events::DRIVER_FAILURE, msg);
+                    None
+                }
+            };
+            if let Some(exit) = &exit {
+                if exit.successful() && matches!(self.job_type, JobType::Batch | JobType::Sysbatch)
+                {
+                    return self.dead(false);
+                }
+            }
+            match self.tracker.next(tokio::time::Instant::now()) {
+                RestartDecision::Fail { message } => {
+                    self.event(events::NOT_RESTARTING, message);
+                    return self.dead(true);
+                }
+                RestartDecision::Restart { delay, message } => {
+                    self.state.state = TaskStateKind::Pending;
+                    self.state.restarts += 1;
+                    self.event(events::RESTARTING, message);
+                    if let Some(reason) = self.sleep_unless_killed(delay).await {
+                        return self.dead_without_running(&reason);
+                    }
+                }
+            }
+        }
+    }
+
+    /// One run: prestart, start, wait for the exit or a kill.
+    async fn attempt(&mut self) -> Attempt {
+        let driver = match self.deps.drivers.get(&self.task.driver) {
+            Some(d) => d.clone(),
+            None => {
+                return Attempt::SetupFailed(SetupError::Fatal(format!(
+                    "driver {:?} is not available on this node",
+                    self.task.driver
+                )))
+            }
+        };
+        let cgroup = match self.prestart_cgroup(driver.as_ref()).await {
+            Ok(cg) => cg,
+            Err(e) => return Attempt::SetupFailed(e),
+        };
+        let req = self.start_request(cgroup.clone());
+        let handle = match driver.start(req).await {
+            Ok(h) => h,
+            Err(e) => {
+                self.remove_cgroup(cgroup).await;
+                let msg = format!("failed to start task: {e}");
+                return Attempt::SetupFailed(if e.is_recoverable() {
+                    SetupError::Retry(msg)
+                } else {
+                    SetupError::Fatal(msg)
+                });
+            }
+        };
+        if let Some(store) = &self.deps.handles {
+            if let Err(e) = store.save(&handle) {
+                tracing::warn!(task = %self.id, error = %e, "persisting the task handle");
+            }
+        }
+        self.state.state = TaskStateKind::Running;
+        self.state.started_at = Some(now_ms());
+        self.state.finished_at = None;
+        self.event(events::STARTED, "Task started by client".to_string());
+
+        let exit = tokio::select! {
+            r = driver.wait(&handle) => r,
+            reason = kill_reason(self.kill_rx.clone()) => {
+                self.kill_running(driver.as_ref(), &handle, &reason).await;
+                return Attempt::Killed;
+            }
+        };
+        let exit = exit.unwrap_or_else(|e| {
+            tracing::error!(task = %self.id, error = %e, "waiting for the task");
+            ExitResult::code(-1)
+        });
+        self.destroy(driver.as_ref(), &handle).await;
+        let (kind, message) = self.describe_exit(&exit);
+        let mut ev = self.new_event(kind, message);
+        ev.exit_code = Some(exit.exit_code);
+        ev.signal = exit.signal;
+        ev.oom_killed = exit.oom_killed;
+        self.push_event(ev);
+        Attempt::Exited(exit)
+    }
+
+    /// Creates the attempt's cgroup with the task's limits (verified).
+    async fn prestart_cgroup(
+        &mut self,
+        driver: &dyn Driver,
+    ) -> Result<Option<CgroupPaths>, SetupError> {
+        if !driver.uses_cgroups() {
+            return Ok(None);
+        }
+        let Some(m) = self.deps.cgroups.clone() else {
+            if !self.warned_no_cgroups {
+                self.warned_no_cgroups = true;
+                self.event(
+                    events::TASK_SETUP,
+                    "No cgroup access on this client: memory and cpu limits are NOT enforced"
+                        .to_string(),
+                );
+            }
+            return Ok(None);
+        };
+        let limits = CgroupLimits::from_resources(&self.resources());
+        let name = format!("{}-{}", self.alloc.id, self.task.name);
+        match tokio::task::spawn_blocking(move || m.create(&name, &limits)).await {
+            Ok(Ok(cg)) => Ok(Some(cg)),
+            Ok(Err(e)) => Err(SetupError::Fatal(format!(
+                "creating the task's cgroup: {e}"
+            ))),
+            Err(e) => Err(SetupError::Retry(format!(
+                "creating the task's cgroup: {e}"
+            ))),
+        }
+    }
+
+    fn resources(&self) -> orch_common::structs::Resources {
+        self.alloc
+            .resources
+            .tasks
+            .get(&self.task.name)
+            .copied()
+            .unwrap_or(self.task.resources)
+    }
+
+    fn start_request(&self, cgroup: Option<CgroupPaths>) -> StartRequest {
+        let env = TaskEnv::build(&EnvInputs {
+            alloc: &self.alloc,
+            task: &self.task,
+            node: &self.deps.node,
+            alloc_dir: self.alloc_dir.root(),
+        });
+        StartRequest {
+            id: self.id.clone(),
+            alloc_id: self.alloc.id.clone(),
+            task_name: self.task.name.clone(),
+            config: env.interpolate_config(&self.task.config),
+            env: env.vars,
+            user: self.task.user.clone(),
+            task_dir: self.alloc_dir.task(&self.task.name),
+            stdout_path: self.alloc_dir.log_file(&self.task.name, "stdout"),
+            stderr_path: self.alloc_dir.log_file(&self.task.name, "stderr"),
+            cgroup,
+            resources: self.resources(),
+        }
+    }
+
+    /// kill_signal, wait kill_timeout, SIGKILL everything in the cgroup, remove it.
+    async fn kill_running(&mut self, driver: &dyn Driver, handle: &TaskHandle, reason: &str) {
+        let signal = parse_signal(&self.task.kill_signal).unwrap_or_else(|e| {
+            tracing::warn!(task = %self.id, error = %e, "bad kill_signal; using SIGTERM");
+            Signal::SIGTERM
+        });
+        let timeout = self.task.kill_timeout;
+        let mut msg = format!(
+            "Sent interrupt ({}), waiting {} before kill",
+            signal_name(signal as i32),
+            human(timeout)
+        );
+        if !reason.is_empty() {
+            msg = format!("{reason}: {msg}");
+        }
+        self.event(events::KILLING, msg);
+        if let Err(e) = driver.stop(handle, signal, timeout).await {
+            tracing::warn!(task = %self.id, error = %e, "stopping the task");
+        }
+        // The process is gone (or stop failed); wait briefly for its exit status.
+        let exit = tokio::time::timeout(Duration::from_secs(5), driver.wait(handle)).await;
+        self.destroy(driver, handle).await;
+        let mut ev = self.new_event(events::KILLED, "Task successfully killed".to_string());
+        if let Ok(Ok(exit)) = exit {
+            ev.exit_code = Some(exit.exit_code);
+            ev.signal = exit.signal;
+            ev.oom_killed = exit.oom_killed;
+        }
+        self.push_event(ev);
+        self.dead(false);
+    }
+
+    /// Kills whatever the attempt left, removes its cgroup and forgets the handle.
+    async fn destroy(&self, driver: &dyn Driver, handle: &TaskHandle) {
+        if let Err(e) = driver.destroy(handle).await {
+            tracing::warn!(task = %self.id, error = %e, "destroying the task");
+        }
+        if let Some(store) = &self.deps.handles {
+            if let Err(e) = store.remove(&self.alloc.id, &self.task.name) {
+                tracing::warn!(task = %self.id, error = %e, "forgetting the task handle");
+            }
+        }
+    }
+
+    async fn remove_cgroup(&self, cgroup: Option<CgroupPaths>) {
+        if let (Some(m), Some(cg)) = (self.deps.cgroups.clone(), cgroup) {
+            let id = self.id.clone();
+            let _ = tokio::task::spawn_blocking(move || {
+                if let Err(e) = m.kill_all(&cg).and_then(|()| m.remove(&cg)) {
+                    tracing::warn!(task = %id, error = %e, "removing the task's cgroup");
+                }
+            })
+            .await;
+        }
+    }
+
+    fn describe_exit(&self, exit: &ExitResult) -> (&'static str, String) {
+        if exit.oom_killed {
+            let limit = CgroupLimits::from_resources(&self.resources()).memory_hard_mib;
+            (
+                events::OOM_KILLED,
+                format!("OOM killed (limit {limit} MiB), {}", exit.describe()),
+            )
+        } else {
+            (events::TERMINATED, exit.describe())
+        }
+    }
+
+    fn kill_requested(&self) -> Option<String> {
+        self.kill_rx.borrow().clone()
+    }
+
+    /// Sleeps `d`; returns the kill reason when a kill came first.
+    async fn sleep_unless_killed(&mut self, d: Duration) -> Option<String> {
+        tokio::select! {
+            _ = tokio::time::sleep(d) => None,
+            r = kill_reason(self.kill_rx.clone()) => Some(r),
+        }
+    }
+
+    fn dead_without_running(&mut self, reason: &str) {
+        let msg = if reason.is_empty() {
+            "Task killed before it ran".to_string()
+        } else {
+            format!("{reason}: task killed before it ran")
+        };
+        self.event(events::KILLED, msg);
+        self.dead(false);
+    }
+
+    fn dead(&mut self, failed: bool) {
+        self.state.state = TaskStateKind::Dead;
+        self.state.failed = failed;
+        self.state.finished_at = Some(now_ms());
+        self.publish();
+    }
+
+    fn new_event(&self, kind: &str, message: String) -> TaskEvent {
+        TaskEvent {
+            time: now_ms(),
+            kind: kind.to_string(),
+            message,
+            exit_code: None,
+            signal: None,
+            oom_killed: false,
+        }
+    }
+
+    fn event(&mut self, kind: &str, message: String) {
+        let ev = self.new_event(kind, message);
+        self.push_event(ev);
+    }
+
+    fn push_event(&mut self, ev: TaskEvent) {
+        tracing::info!(task = %self.id, kind = %ev.kind, "{}", ev.message);
+        self.state.events.push(ev);
+        if self.state.events.len() > MAX_EVENTS {
+            let extra = self.state.events.len() - MAX_EVENTS;
+            self.state.events.drain(..extra);
+        }
+        self.publish();
+    }
+
+    fn publish(&self) {
+        // The alloc runner outlives its task runners; a closed channel means shutdown.
+        let _ = self.updates.send(TaskUpdate {
+            task: self.task.name.clone(),
+            state: self.state.clone(),
+        });
+    }
+}
+
+/// Resolves with the reason once a kill is requested (never, if the handle is gone
+/// without one).
+async fn kill_reason(mut rx: watch::Receiver<Option<String>>) -> String {
+    let reason = match rx.wait_for(|r| r.is_some()).await {
+        Ok(r) => r.clone(),
+        Err(_) => None,
+    };
+    match reason {
+        Some(r) => r,
+        None => std::future::pending().await,
+    }
+}
+
+enum Attempt {
+    /// Stopped on request; the runner already recorded the task dead.
+    Killed,
+    /// Ran and exited; the exit is recorded.
+    Exited(ExitResult),
+    SetupFailed(SetupError),
+}
+
+#[cfg(test)]
+mod tests;
