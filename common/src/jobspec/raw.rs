@@ -22,9 +22,7 @@ pub(crate) struct RawJob {
     pub datacenters: Option<Vec<String>>,
     pub priority: Option<u8>,
     pub meta: BTreeMap<String, String>,
-    pub constraints: Vec<Constraint>,
-    pub affinities: Vec<Affinity>,
-    pub spreads: Vec<Spread>,
+    pub placement: Placement,
     pub update: Option<RawUpdate>,
     pub groups: Vec<RawGroup>,
 }
@@ -32,9 +30,7 @@ pub(crate) struct RawJob {
 pub(crate) struct RawGroup {
     pub name: String,
     pub count: Option<u32>,
-    pub constraints: Vec<Constraint>,
-    pub affinities: Vec<Affinity>,
-    pub spreads: Vec<Spread>,
+    pub placement: Placement,
     pub restart: Option<RawRestart>,
     pub reschedule: Option<RawReschedule>,
     pub network: NetworkSpec,
@@ -105,17 +101,7 @@ pub(crate) fn read_job(mut t: Table<'_, '_>) -> RawJob {
         datacenters: t.strings("datacenters"),
         priority: t.int("priority", rules::priority),
         meta: t.string_map("meta"),
-        constraints: t
-            .tables("constraint")
-            .into_iter()
-            .map(read_constraint)
-            .collect(),
-        affinities: t
-            .tables("affinity")
-            .into_iter()
-            .map(read_affinity)
-            .collect(),
-        spreads: t.tables("spread").into_iter().map(read_spread).collect(),
+        placement: read_placement(&mut t),
         update: t.table("update").map(read_update),
         groups: t
             .named_tables("group")
@@ -129,17 +115,7 @@ fn read_group(name: String, mut t: Table<'_, '_>) -> RawGroup {
     RawGroup {
         name,
         count: t.int("count", rules::non_negative),
-        constraints: t
-            .tables("constraint")
-            .into_iter()
-            .map(read_constraint)
-            .collect(),
-        affinities: t
-            .tables("affinity")
-            .into_iter()
-            .map(read_affinity)
-            .collect(),
-        spreads: t.tables("spread").into_iter().map(read_spread).collect(),
+        placement: read_placement(&mut t),
         restart: t.table("restart").map(read_restart),
         reschedule: t.table("reschedule").map(read_reschedule),
         network: t.table("network").map(read_network).unwrap_or_default(),
@@ -153,6 +129,29 @@ fn read_group(name: String, mut t: Table<'_, '_>) -> RawGroup {
             .into_iter()
             .map(|(name, task)| read_task(name, task))
             .collect(),
+    }
+}
+
+/// `[[constraint]]`, `[[affinity]]` and `[[spread]]` of a job or a group.
+pub(crate) struct Placement {
+    pub constraints: Vec<Constraint>,
+    pub affinities: Vec<Affinity>,
+    pub spreads: Vec<Spread>,
+}
+
+fn read_placement(t: &mut Table<'_, '_>) -> Placement {
+    Placement {
+        constraints: t
+            .tables("constraint")
+            .into_iter()
+            .map(read_constraint)
+            .collect(),
+        affinities: t
+            .tables("affinity")
+            .into_iter()
+            .map(read_affinity)
+            .collect(),
+        spreads: t.tables("spread").into_iter().map(read_spread).collect(),
     }
 }
 
@@ -176,7 +175,7 @@ fn read_affinity(mut t: Table<'_, '_>) -> Affinity {
 fn read_spread(mut t: Table<'_, '_>) -> Spread {
     Spread {
         attribute: t.string("attribute").unwrap_or_default(),
-        weight: t.int("weight", rules::spread_weight).unwrap_or(50),
+        weight: t.int("weight", rules::percent).unwrap_or(50),
         targets: t
             .tables("target")
             .into_iter()

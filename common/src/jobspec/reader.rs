@@ -7,7 +7,7 @@ use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use toml::de::{DeTable, DeValue};
+use toml::de::{DeArray, DeTable, DeValue};
 use toml::Spanned;
 
 use super::source::join;
@@ -253,22 +253,8 @@ impl<'a, 'i> Table<'a, 'i> {
     /// An array of strings; each wrong element is reported at `key[i]`.
     pub fn strings(&mut self, key: &'static str) -> Option<Vec<String>> {
         let v = self.value(key)?;
-        let path = self.path_of(key);
         match v.get_ref() {
-            DeValue::Array(items) => Some(
-                items
-                    .iter()
-                    .enumerate()
-                    .filter_map(|(i, item)| match item.get_ref() {
-                        DeValue::String(s) => Some(s.to_string()),
-                        other => {
-                            self.problems
-                                .push(&format!("{path}[{i}]"), wrong_type("a string", other));
-                            None
-                        }
-                    })
-                    .collect(),
-            ),
+            DeValue::Array(items) => Some(self.string_items(&self.path_of(key), items)),
             other => {
                 self.problem(key, wrong_type("an array of strings", other));
                 None
@@ -276,88 +262,77 @@ impl<'a, 'i> Table<'a, 'i> {
         }
     }
 
-    /// A table of free-form keys whose values are strings (numbers and booleans are
-    /// taken as their text): `env`, `meta`.
-    pub fn string_map(&mut self, key: &'static str) -> BTreeMap<String, String> {
-        let mut out = BTreeMap::new();
-        let Some(v) = self.value(key) else {
-            return out;
-        };
-        let path = self.path_of(key);
-        match v.get_ref() {
-            DeValue::Table(t) => {
-                for (k, item) in t.iter() {
-                    match scalar_string(item.get_ref()) {
-                        Some(s) => {
-                            out.insert(k.get_ref().to_string(), s);
-                        }
-                        None => self.problems.push(
-                            &join(&path, k.get_ref()),
-                            wrong_type("a string", item.get_ref()),
-                        ),
-                    }
+    /// The string elements of an array at `path`, reporting the others at `path[i]`.
+    fn string_items(&self, path: &str, items: &DeArray<'_>) -> Vec<String> {
+        items
+            .iter()
+            .enumerate()
+            .filter_map(|(i, item)| match item.get_ref() {
+                DeValue::String(s) => Some(s.to_string()),
+                other => {
+                    self.problems
+                        .push(&format!("{path}[{i}]"), wrong_type("a string", other));
+                    None
                 }
-            }
-            other => self.problem(key, wrong_type("a table of strings", other)),
-        }
-        out
+            })
+            .collect()
     }
 
-    /// A table of free-form keys whose values are arrays of strings (a single string is
-    /// taken as a one-element array): check `headers`.
-    pub fn string_lists(&mut self, key: &'static str) -> BTreeMap<String, Vec<String>> {
-        let mut out = BTreeMap::new();
-        let Some(v) = self.value(key) else {
-            return out;
-        };
-        let path = self.path_of(key);
-        match v.get_ref() {
-            DeValue::Table(t) => {
-                for (k, item) in t.iter() {
-                    let item_path = join(&path, k.get_ref());
-                    let list = match item.get_ref() {
-                        DeValue::String(s) => vec![s.to_string()],
-                        DeValue::Array(items) => items
-                            .iter()
-                            .enumerate()
-                            .filter_map(|(i, e)| match e.get_ref() {
-                                DeValue::String(s) => Some(s.to_string()),
-                                other => {
-                                    self.problems.push(
-                                        &format!("{item_path}[{i}]"),
-                                        wrong_type("a string", other),
-                                    );
-                                    None
-                                }
-                            })
-                            .collect(),
-                        other => {
-                            self.problems
-                                .push(&item_path, wrong_type("an array of strings", other));
-                            continue;
-                        }
-                    };
-                    out.insert(k.get_ref().to_string(), list);
-                }
-            }
-            other => self.problem(key, wrong_type("a table", other)),
-        }
-        out
-    }
-
-    /// A free-form table (driver `config`) as JSON values.
-    pub fn json_map(&mut self, key: &'static str) -> BTreeMap<String, serde_json::Value> {
+    /// A table of free-form keys, each value read by `read` (which reports its own
+    /// problems at the path it is given and returns `None` for a value it refuses).
+    fn free_table<T>(
+        &mut self,
+        key: &'static str,
+        read: impl Fn(&Self, &str, &DeValue<'_>) -> Option<T>,
+    ) -> BTreeMap<String, T> {
         let Some(v) = self.value(key) else {
             return BTreeMap::new();
         };
         let path = self.path_of(key);
         match v.get_ref() {
-            DeValue::Table(t) => self.json_table(t, &path),
+            DeValue::Table(t) => t
+                .iter()
+                .filter_map(|(k, item)| {
+                    let value = read(self, &join(&path, k.get_ref()), item.get_ref())?;
+                    Some((k.get_ref().to_string(), value))
+                })
+                .collect(),
             other => {
                 self.problem(key, wrong_type("a table", other));
                 BTreeMap::new()
             }
         }
+    }
+
+    /// A table of free-form keys whose values are strings (numbers and booleans are
+    /// taken as their text): `env`, `meta`.
+    pub fn string_map(&mut self, key: &'static str) -> BTreeMap<String, String> {
+        self.free_table(key, |me, path, value| {
+            let text = scalar_string(value);
+            if text.is_none() {
+                me.problems.push(path, wrong_type("a string", value));
+            }
+            text
+        })
+    }
+
+    /// A table of free-form keys whose values are arrays of strings (a single string is
+    /// taken as a one-element array): check `headers`.
+    pub fn string_lists(&mut self, key: &'static str) -> BTreeMap<String, Vec<String>> {
+        self.free_table(key, |me, path, value| match value {
+            DeValue::String(s) => Some(vec![s.to_string()]),
+            DeValue::Array(items) => Some(me.string_items(path, items)),
+            other => {
+                me.problems
+                    .push(path, wrong_type("an array of strings", other));
+                None
+            }
+        })
+    }
+
+    /// A free-form table (driver `config`) as JSON values.
+    pub fn json_map(&mut self, key: &'static str) -> BTreeMap<String, serde_json::Value> {
+        self.free_table(key, |me, path, value| me.json_value(value, path))
     }
 
     fn json_table(&self, table: &DeTable<'_>, path: &str) -> BTreeMap<String, serde_json::Value> {
@@ -412,16 +387,21 @@ impl<'a, 'i> Table<'a, 'i> {
         })
     }
 
-    /// A sub-table (`[group.web.restart]` or `restart = { ... }`).
-    pub fn table(&mut self, key: &'static str) -> Option<Table<'a, 'i>> {
-        let v = self.value(key)?;
-        match v.get_ref() {
-            DeValue::Table(t) => Some(Table::at(self.problems, self.path_of(key), t)),
+    /// `value` as a table at `path`, or a type error there.
+    fn child(&self, path: String, value: &'a DeValue<'i>) -> Option<Table<'a, 'i>> {
+        match value {
+            DeValue::Table(t) => Some(Table::at(self.problems, path, t)),
             other => {
-                self.problem(key, wrong_type("a table", other));
+                self.problems.push(&path, wrong_type("a table", other));
                 None
             }
         }
+    }
+
+    /// A sub-table (`[group.web.restart]` or `restart = { ... }`).
+    pub fn table(&mut self, key: &'static str) -> Option<Table<'a, 'i>> {
+        let v = self.value(key)?;
+        self.child(self.path_of(key), v.get_ref())
     }
 
     /// An array of tables (`[[constraint]]` or `check = [{ ... }]`), at `key[i]`.
@@ -434,16 +414,7 @@ impl<'a, 'i> Table<'a, 'i> {
             DeValue::Array(items) => items
                 .iter()
                 .enumerate()
-                .filter_map(|(i, item)| {
-                    let item_path = format!("{path}[{i}]");
-                    match item.get_ref() {
-                        DeValue::Table(t) => Some(Table::at(self.problems, item_path, t)),
-                        other => {
-                            self.problems.push(&item_path, wrong_type("a table", other));
-                            None
-                        }
-                    }
-                })
+                .filter_map(|(i, item)| self.child(format!("{path}[{i}]"), item.get_ref()))
                 .collect(),
             other => {
                 self.problem(key, wrong_type("an array of tables", other));
@@ -462,17 +433,8 @@ impl<'a, 'i> Table<'a, 'i> {
             DeValue::Table(t) => t
                 .iter()
                 .filter_map(|(name, item)| {
-                    let item_path = join(&path, name.get_ref());
-                    match item.get_ref() {
-                        DeValue::Table(t) => Some((
-                            name.get_ref().to_string(),
-                            Table::at(self.problems, item_path, t),
-                        )),
-                        other => {
-                            self.problems.push(&item_path, wrong_type("a table", other));
-                            None
-                        }
-                    }
+                    let table = self.child(join(&path, name.get_ref()), item.get_ref())?;
+                    Some((name.get_ref().to_string(), table))
                 })
                 .collect(),
             other => {

@@ -66,21 +66,9 @@ pub const CONSTRAINT_OPERATORS: &[&str] = &[
     "distinct_property",
 ];
 
-/// Affinity operators: the constraint operators that compare one node's value.
-const AFFINITY_OPERATORS: &[&str] = &[
-    "=",
-    "==",
-    "!=",
-    "<",
-    "<=",
-    ">",
-    ">=",
-    "regexp",
-    "version",
-    "semver",
-    "set_contains",
-    "set_contains_any",
-];
+/// Affinity operators: the constraint operators that compare one node's value (the
+/// first twelve, before `is_set`).
+const AFFINITY_OPERATORS: &[&str] = CONSTRAINT_OPERATORS.split_at(12).0;
 
 /// Signal names `kill_signal` accepts.
 pub const SIGNALS: &[&str] = &[
@@ -126,21 +114,29 @@ fn between(n: i64, lo: i64, hi: i64) -> Result<(), String> {
     }
 }
 
-/// Counts, attempts, limits: anything that cannot be negative.
-pub(crate) fn non_negative(n: i64) -> Result<(), String> {
-    if n < 0 {
-        Err("must be >= 0".to_string())
+fn at_least(n: i64, min: i64, message: &str) -> Result<(), String> {
+    if n < min {
+        Err(message.to_string())
     } else {
         Ok(())
     }
 }
 
+/// Counts, attempts, limits: anything that cannot be negative.
+pub(crate) fn non_negative(n: i64) -> Result<(), String> {
+    at_least(n, 0, "must be >= 0")
+}
+
 pub(crate) fn at_least_one(n: i64) -> Result<(), String> {
-    if n < 1 {
-        Err("must be at least 1".to_string())
-    } else {
-        Ok(())
-    }
+    at_least(n, 1, "must be at least 1")
+}
+
+pub(crate) fn cpu(n: i64) -> Result<(), String> {
+    at_least(n, 1, "must be at least 1 (MHz)")
+}
+
+pub(crate) fn memory(n: i64) -> Result<(), String> {
+    at_least(n, 4, "must be at least 4 (MiB)")
 }
 
 pub(crate) fn priority(n: i64) -> Result<(), String> {
@@ -151,11 +147,8 @@ pub(crate) fn port(n: i64) -> Result<(), String> {
     between(n, 1, 65535)
 }
 
+/// Spread target percents and spread weights.
 pub(crate) fn percent(n: i64) -> Result<(), String> {
-    between(n, 0, 100)
-}
-
-pub(crate) fn spread_weight(n: i64) -> Result<(), String> {
     between(n, 0, 100)
 }
 
@@ -164,22 +157,6 @@ pub(crate) fn affinity_weight(n: i64) -> Result<(), String> {
         return Err("must not be 0 (between -100 and 100)".to_string());
     }
     between(n, -100, 100)
-}
-
-pub(crate) fn cpu(n: i64) -> Result<(), String> {
-    if n < 1 {
-        Err("must be at least 1 (MHz)".to_string())
-    } else {
-        Ok(())
-    }
-}
-
-pub(crate) fn memory(n: i64) -> Result<(), String> {
-    if n < 4 {
-        Err("must be at least 4 (MiB)".to_string())
-    } else {
-        Ok(())
-    }
 }
 
 // ---------------------------------------------------------------------- collector
@@ -413,21 +390,38 @@ fn reschedule_policy(c: &mut Check, path: &str, p: &ReschedulePolicy) {
     }
 }
 
-fn update_policy(c: &mut Check, path: &str, p: &UpdatePolicy) {
+/// What update and migrate policies share: how many at once, and how long to be healthy.
+fn rollout(
+    c: &mut Check,
+    path: &str,
+    max_parallel: u32,
+    min_healthy: Duration,
+    deadline: Duration,
+) {
     c.int(
         format!("{path}.max_parallel"),
-        p.max_parallel.into(),
+        max_parallel.into(),
         at_least_one,
     );
-    if p.min_healthy_time >= p.healthy_deadline {
+    if min_healthy >= deadline {
         c.add(
             format!("{path}.min_healthy_time"),
             format!(
                 "must be less than healthy_deadline ({})",
-                crate::duration::format(p.healthy_deadline)
+                crate::duration::format(deadline)
             ),
         );
     }
+}
+
+fn update_policy(c: &mut Check, path: &str, p: &UpdatePolicy) {
+    rollout(
+        c,
+        path,
+        p.max_parallel,
+        p.min_healthy_time,
+        p.healthy_deadline,
+    );
     if !p.progress_deadline.is_zero() && p.healthy_deadline >= p.progress_deadline {
         c.add(
             format!("{path}.healthy_deadline"),
@@ -440,20 +434,13 @@ fn update_policy(c: &mut Check, path: &str, p: &UpdatePolicy) {
 }
 
 fn migrate_policy(c: &mut Check, path: &str, p: &MigratePolicy) {
-    c.int(
-        format!("{path}.max_parallel"),
-        p.max_parallel.into(),
-        at_least_one,
+    rollout(
+        c,
+        path,
+        p.max_parallel,
+        p.min_healthy_time,
+        p.healthy_deadline,
     );
-    if p.min_healthy_time >= p.healthy_deadline {
-        c.add(
-            format!("{path}.min_healthy_time"),
-            format!(
-                "must be less than healthy_deadline ({})",
-                crate::duration::format(p.healthy_deadline)
-            ),
-        );
-    }
 }
 
 /// Checks the ports and returns the labels defined.
@@ -900,7 +887,7 @@ fn affinity(c: &mut Check, path: &str, a: &Affinity) {
 
 fn spread(c: &mut Check, path: &str, s: &Spread) {
     target(c, format!("{path}.attribute"), &s.attribute);
-    c.int(format!("{path}.weight"), s.weight.into(), spread_weight);
+    c.int(format!("{path}.weight"), s.weight.into(), percent);
     let mut sum = 0u32;
     let mut seen = HashSet::new();
     for (i, t) in s.targets.iter().enumerate() {

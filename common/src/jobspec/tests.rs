@@ -1409,3 +1409,28 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn affinities_take_comparison_operators_but_not_presence_or_distinctness() {
+    let affinity = |op: &str| {
+        spec(
+            "",
+            &format!("[[group.web.affinity]]\nattribute = \"${{meta.tags}}\"\noperator = \"{op}\"\nvalue = \"a\""),
+            "",
+        )
+    };
+    ok(&affinity("set_contains_any"));
+    ok(&affinity("regexp"));
+    for op in [
+        "is_set",
+        "is_not_set",
+        "distinct_hosts",
+        "distinct_property",
+    ] {
+        fails_once(
+            &affinity(op),
+            "group.web.affinity[0].operator",
+            "unknown operator",
+        );
+    }
+}
