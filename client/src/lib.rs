@@ -8,15 +8,20 @@
 //! (raw_exec, mock) -> `cgroups` (v1/v2 limits). `fingerprint` describes the host,
 //! `state` persists task handles, `logs` + `http` serve task logs.
 
+pub mod agent;
 pub mod allocrunner;
 pub mod batcher;
 pub mod cgroups;
 pub mod config;
 pub mod driver;
 pub mod fingerprint;
+mod http;
+pub mod logs;
+pub mod rpc;
 pub mod state;
 pub mod taskrunner;
 #[cfg(test)]
 mod testutil;
 
+pub use agent::{Client, ClientError};
 pub use config::ClientConfig;

@@ -76,6 +76,12 @@ impl AllocRunnerHandle {
                 .unwrap_or(false)
     }
 
+    /// Stops supervising without touching the tasks (their processes keep running):
+    /// for a client that shuts down without stopping its tasks.
+    pub fn abandon(self) {
+        self.join.abort();
+    }
+
     /// Waits for the runner to finish.
     pub async fn wait(self) {
         if let Err(e) = self.join.await {

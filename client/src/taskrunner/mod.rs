@@ -90,7 +90,16 @@ pub struct TaskUpdate {
 /// Controls a spawned task runner.
 pub struct TaskRunnerHandle {
     kill: watch::Sender<Option<String>>,
-    join: tokio::task::JoinHandle<()>,
+    /// Taken by `wait`; a handle dropped without waiting aborts the runner.
+    join: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for TaskRunnerHandle {
+    fn drop(&mut self) {
+        if let Some(j) = self.join.take() {
+            j.abort();
+        }
+    }
 }
 
 impl TaskRunnerHandle {
@@ -107,9 +116,11 @@ impl TaskRunnerHandle {
     }
 
     /// Waits until the runner is done (the task is dead).
-    pub async fn wait(self) {
-        if let Err(e) = self.join.await {
-            tracing::error!(error = %e, "task runner panicked");
+    pub async fn wait(mut self) {
+        if let Some(j) = self.join.take() {
+            if let Err(e) = j.await {
+                tracing::error!(error = %e, "task runner panicked");
+            }
         }
     }
 }
@@ -148,7 +159,10 @@ pub fn spawn(
         warned_no_cgroups: false,
     };
     let join = tokio::spawn(runner.run());
-    TaskRunnerHandle { kill, join }
+    TaskRunnerHandle {
+        kill,
+        join: Some(join),
+    }
 }
 
 /// Why an attempt did not run.

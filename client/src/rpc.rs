@@ -1,0 +1,256 @@
+//! The client's calls to the servers' client-facing API: register, heartbeat, the
+//! blocking allocation watch and batched status updates. Tries the configured servers in
+//! turn, sticking to the last one that answered.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use orch_common::api::{
+    AllocUpdateRequest, AllocUpdateResponse, ErrorBody, HeartbeatRequest, HeartbeatResponse,
+    NodeAllocationsResponse, NodeRegisterRequest, NodeRegisterResponse,
+};
+use orch_common::structs::Node;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+/// How long an ordinary call may take.
+const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why a call to the servers failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RpcError {
+    #[error("no servers configured")]
+    NoServers,
+    #[error("{method} {url}: {source}")]
+    Transport {
+        method: &'static str,
+        url: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("{method} {url}: HTTP {status}: {message}")]
+    Status {
+        method: &'static str,
+        url: String,
+        status: u16,
+        message: String,
+    },
+    #[error("{method} {url}: decoding the answer: {source}")]
+    Decode {
+        method: &'static str,
+        url: String,
+        #[source]
+        source: reqwest::Error,
+    },
+}
+
+impl RpcError {
+    /// The server does not know this node (it lost its state, or never had it).
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, RpcError::Status { status: 404, .. })
+    }
+}
+
+/// A small HTTP client for the servers' client-facing routes.
+pub struct ServerApi {
+    http: reqwest::Client,
+    /// Base URLs, `http://host:port`.
+    servers: Vec<String>,
+    current: AtomicUsize,
+}
+
+/// `127.0.0.1:4747` -> `http://127.0.0.1:4747`; trailing slashes dropped.
+pub fn base_url(server: &str) -> String {
+    let s = server.trim().trim_end_matches('/');
+    if s.starts_with("http://") || s.starts_with("https://") {
+        s.to_string()
+    } else {
+        format!("http://{s}")
+    }
+}
+
+impl ServerApi {
+    pub fn new(servers: &[String]) -> Self {
+        ServerApi {
+            http: reqwest::Client::new(),
+            servers: servers.iter().map(|s| base_url(s)).collect(),
+            current: AtomicUsize::new(0),
+        }
+    }
+
+    /// One call, tried on each server (starting with the last good one) until one
+    /// answers; an HTTP error status from a server is final.
+    async fn call<B: Serialize, T: DeserializeOwned>(
+        &self,
+        method: &'static str,
+        path: &str,
+        body: Option<&B>,
+        timeout: Duration,
+    ) -> Result<T, RpcError> {
+        if self.servers.is_empty() {
+            return Err(RpcError::NoServers);
+        }
+        let start = self.current.load(Ordering::Relaxed);
+        let mut last_err = None;
+        for i in 0..self.servers.len() {
+            let idx = (start + i) % self.servers.len();
+            let url = format!("{}{}", self.servers[idx], path);
+            let mut req = match method {
+                "GET" => self.http.get(&url),
+                _ => self.http.post(&url),
+            }
+            .timeout(timeout);
+            if let Some(b) = body {
+                req = req.json(b);
+            }
+            let resp = match req.send().await {
+                Ok(r) => r,
+                Err(source) => {
+                    last_err = Some(RpcError::Transport {
+                        method,
+                        url,
+                        source,
+                    });
+                    continue;
+                }
+            };
+            self.current.store(idx, Ordering::Relaxed);
+            let status = resp.status();
+            if !status.is_success() {
+                let text = resp.text().await.unwrap_or_default();
+                let message = serde_json::from_str::<ErrorBody>(&text)
+                    .map(|e| e.error)
+                    .unwrap_or(text);
+                return Err(RpcError::Status {
+                    method,
+                    url,
+                    status: status.as_u16(),
+                    message,
+                });
+            }
+            return resp.json::<T>().await.map_err(|source| RpcError::Decode {
+                method,
+                url,
+                source,
+            });
+        }
+        Err(last_err.unwrap_or(RpcError::NoServers))
+    }
+
+    pub async fn register(&self, node: &Node) -> Result<NodeRegisterResponse, RpcError> {
+        let body = NodeRegisterRequest { node: node.clone() };
+        self.call("POST", "/v1/node/register", Some(&body), CALL_TIMEOUT)
+            .await
+    }
+
+    pub async fn heartbeat(
+        &self,
+        node_id: &str,
+        req: &HeartbeatRequest,
+    ) -> Result<HeartbeatResponse, RpcError> {
+        self.call(
+            "POST",
+            &format!("/v1/node/{node_id}/heartbeat"),
+            Some(req),
+            CALL_TIMEOUT,
+        )
+        .await
+    }
+
+    /// Blocks on the server until the node's allocations changed after `index` (or
+    /// `wait` passed).
+    pub async fn node_allocations(
+        &self,
+        node_id: &str,
+        index: u64,
+        wait: Duration,
+    ) -> Result<NodeAllocationsResponse, RpcError> {
+        let path = format!(
+            "/v1/node/{node_id}/allocations?index={index}&wait={}",
+            orch_common::duration::format(wait)
+        );
+        // The server may hold the request for `wait` (plus jitter): allow for that.
+        self.call::<(), _>("GET", &path, None, wait + CALL_TIMEOUT)
+            .await
+    }
+
+    pub async fn update_allocs(
+        &self,
+        node_id: &str,
+        req: &AllocUpdateRequest,
+    ) -> Result<AllocUpdateResponse, RpcError> {
+        self.call(
+            "POST",
+            &format!("/v1/node/{node_id}/allocations"),
+            Some(req),
+            CALL_TIMEOUT,
+        )
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_addresses_become_base_urls() {
+        assert_eq!(base_url("127.0.0.1:4747"), "http://127.0.0.1:4747");
+        assert_eq!(base_url("http://10.0.0.1:4747/"), "http://10.0.0.1:4747");
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_server_is_skipped_for_the_next() {
+        use axum::routing::post;
+        let app = axum::Router::new().route(
+            "/v1/node/{id}/heartbeat",
+            post(|| async {
+                axum::Json(HeartbeatResponse {
+                    heartbeat_ttl_ms: 1000,
+                    index: 7,
+                })
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let good = listener.local_addr().unwrap().to_string();
+        let server = tokio::spawn(async move { axum::serve(listener, app).await });
+        // Port 1 on localhost refuses connections.
+        let api = ServerApi::new(&["127.0.0.1:1".to_string(), good]);
+        let r = api
+            .heartbeat("n1", &HeartbeatRequest::default())
+            .await
+            .unwrap();
+        assert_eq!(r.index, 7);
+        assert_eq!(api.current.load(Ordering::Relaxed), 1);
+        server.abort();
+    }
+
+    #[tokio::test]
+    async fn an_error_status_carries_the_servers_message() {
+        use axum::http::StatusCode;
+        use axum::routing::post;
+        let app = axum::Router::new().route(
+            "/v1/node/{id}/heartbeat",
+            post(|| async {
+                (
+                    StatusCode::NOT_FOUND,
+                    axum::Json(ErrorBody {
+                        error: "node n1 not found".into(),
+                        details: vec![],
+                    }),
+                )
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let server = tokio::spawn(async move { axum::serve(listener, app).await });
+        let api = ServerApi::new(&[addr]);
+        let err = api
+            .heartbeat("n1", &HeartbeatRequest::default())
+            .await
+            .unwrap_err();
+        assert!(err.is_not_found());
+        assert!(err.to_string().contains("node n1 not found"), "{err}");
+        server.abort();
+    }
+}
