@@ -1,1 +1,249 @@
-//! (being built)
+//! The plan applier: the only writer of allocations. Workers send it the plans their
+//! schedulers computed; it applies them one at a time, in arrival order, each against
+//! the newest state (optimistic concurrency: a plan was computed on a snapshot that may
+//! be stale by now).
+//!
+//! ```text
+//!  worker ── PlanRequest{plan, reply} ──► mpsc ──► applier task (one plan at a time)
+//!    for each node with placements:
+//!      node exists, ready and eligible?   no ──► reject the node
+//!      existing allocs holding resources
+//!        - the plan's stops - the plan's in-place updates + the plan's placements
+//!        fit cpu / memory / ports?         no ──► reject the node
+//!    stops always commit; all_at_once and any rejection ──► commit nothing
+//!    Command::ApplyPlan{accepted allocs, stops, evals: []} ──► log (durable)
+//!    reply PlanResult{committed parts, alloc_index, refresh_index if anything rejected}
+//! ```
+//!
+//! Wiring (`server.rs`): `let applier = PlanApplier::spawn(store, log, shutdown_rx);`,
+//! give `applier.sender()` to `worker::spawn_workers`, and on shutdown
+//! `applier.join().await` after the workers stopped.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use orch_common::structs::{Allocation, Node, Plan, PlanResult, Resources};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+
+use crate::scheduler::context::holds_resources;
+use crate::state::{Command, CommandLog, LogError, StateError, StateStore};
+
+/// How many plans may wait for the applier.
+const QUEUE_DEPTH: usize = 64;
+
+/// Why a plan could not be applied (the scheduler's eval is then nacked and retried).
+#[derive(Debug, thiserror::Error)]
+pub enum PlanApplyError {
+    #[error("plan for evaluation {eval_id}: reading state: {source}")]
+    Read { eval_id: String, source: StateError },
+    #[error("plan for evaluation {eval_id}: committing: {source}")]
+    Commit { eval_id: String, source: LogError },
+    #[error("plan for evaluation {eval_id}: check task failed: {message}")]
+    Task { eval_id: String, message: String },
+}
+
+/// A plan and where to send the answer.
+#[derive(Debug)]
+pub struct PlanRequest {
+    pub plan: Plan,
+    pub reply: oneshot::Sender<Result<PlanResult, PlanApplyError>>,
+}
+
+/// The running applier: its queue and its task.
+pub struct PlanApplier {
+    tx: mpsc::Sender<PlanRequest>,
+    task: JoinHandle<()>,
+}
+
+impl PlanApplier {
+    /// Starts the applier task; it runs until `shutdown` turns true (or every sender
+    /// is dropped). Plans still queued then are dropped, which their workers see as an
+    /// error (and nack).
+    pub fn spawn(
+        store: StateStore,
+        log: CommandLog,
+        mut shutdown: watch::Receiver<bool>,
+    ) -> PlanApplier {
+        let (tx, mut rx) = mpsc::channel::<PlanRequest>(QUEUE_DEPTH);
+        let task = tokio::spawn(async move {
+            loop {
+                let req = tokio::select! {
+                    _ = shutdown.wait_for(|stop| *stop) => break,
+                    req = rx.recv() => match req {
+                        Some(req) => req,
+                        None => break,
+                    },
+                };
+                let eval_id = req.plan.eval_id.clone();
+                let result = apply(&store, &log, req.plan).await;
+                if let Err(e) = &result {
+                    tracing::warn!(%eval_id, error = %e, "plan not applied");
+                }
+                // The worker may have given up waiting; the commit stands either way.
+                let _ = req.reply.send(result);
+            }
+            tracing::debug!("plan applier stopped");
+        });
+        PlanApplier { tx, task }
+    }
+
+    /// Where workers submit plans.
+    pub fn sender(&self) -> mpsc::Sender<PlanRequest> {
+        self.tx.clone()
+    }
+
+    /// Waits for the task to end (after shutdown was signalled).
+    pub async fn join(self) {
+        drop(self.tx);
+        if let Err(e) = self.task.await {
+            tracing::error!(error = %e, "plan applier task failed");
+        }
+    }
+}
+
+/// What the check decided for one plan.
+#[derive(Debug, Default)]
+struct Verdict {
+    accepted: BTreeSet<String>,
+    rejected: BTreeSet<String>,
+}
+
+/// Checks, commits and answers one plan.
+pub async fn apply(
+    store: &StateStore,
+    log: &CommandLog,
+    plan: Plan,
+) -> Result<PlanResult, PlanApplyError> {
+    let eval_id = plan.eval_id.clone();
+    let (plan, verdict) = {
+        let store = store.clone();
+        tokio::task::spawn_blocking(move || {
+            let verdict = check_plan(&store, &plan);
+            verdict.map(|v| (plan, v))
+        })
+        .await
+        .map_err(|e| PlanApplyError::Task {
+            eval_id: eval_id.clone(),
+            message: e.to_string(),
+        })??
+    };
+    let all_or_nothing = plan.all_at_once && !verdict.rejected.is_empty();
+    let mut result = PlanResult::default();
+    if !all_or_nothing {
+        result.node_update = plan
+            .node_update
+            .iter()
+            .filter(|(_, v)| !v.is_empty())
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        result.node_allocation = plan
+            .node_allocation
+            .iter()
+            .filter(|(node, _)| verdict.accepted.contains(*node))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+    }
+    // Empty lists in the plan count as committed nodes for `is_full_commit`.
+    for (node, v) in &plan.node_update {
+        if v.is_empty() && !all_or_nothing {
+            result.node_update.insert(node.clone(), Vec::new());
+        }
+    }
+    let allocs: Vec<Allocation> = result.node_allocation.values().flatten().cloned().collect();
+    let stopped: Vec<Allocation> = result.node_update.values().flatten().cloned().collect();
+    if !allocs.is_empty() || !stopped.is_empty() {
+        let index = log
+            .submit(Command::ApplyPlan {
+                allocs,
+                stopped,
+                evals: Vec::new(),
+            })
+            .await
+            .map_err(|source| PlanApplyError::Commit {
+                eval_id: eval_id.clone(),
+                source,
+            })?;
+        result.alloc_index = index;
+    }
+    if !verdict.rejected.is_empty() {
+        tracing::debug!(%eval_id, rejected = ?verdict.rejected, "plan partly rejected");
+        result.refresh_index = result.alloc_index.max(store.last_index()).max(1);
+    }
+    Ok(result)
+}
+
+/// Re-checks every node that gets placements against the current state.
+fn check_plan(store: &StateStore, plan: &Plan) -> Result<Verdict, PlanApplyError> {
+    let read_err = |source| PlanApplyError::Read {
+        eval_id: plan.eval_id.clone(),
+        source,
+    };
+    let mut verdict = Verdict::default();
+    for (node_id, placed) in &plan.node_allocation {
+        if placed.is_empty() {
+            verdict.accepted.insert(node_id.clone());
+            continue;
+        }
+        let node = store.node(node_id).map_err(read_err)?;
+        let existing = store.allocs_by_node(node_id).map_err(read_err)?;
+        let stops = plan
+            .node_update
+            .get(node_id)
+            .map(Vec::as_slice)
+            .unwrap_or(&[]);
+        match node_fits(node.as_ref(), &existing, stops, placed) {
+            Ok(()) => {
+                verdict.accepted.insert(node_id.clone());
+            }
+            Err(why) => {
+                tracing::debug!(eval_id = %plan.eval_id, %node_id, why, "node rejected from plan");
+                verdict.rejected.insert(node_id.clone());
+            }
+        }
+    }
+    Ok(verdict)
+}
+
+/// Whether `placed` fits on `node` next to what already runs there, counting the
+/// plan's own stops and in-place updates. `Err` says why not.
+pub fn node_fits(
+    node: Option<&Node>,
+    existing: &[Allocation],
+    stops: &[Allocation],
+    placed: &[Allocation],
+) -> Result<(), &'static str> {
+    let Some(node) = node else {
+        return Err("node does not exist");
+    };
+    if !node.is_schedulable() {
+        return Err("node is not ready or not eligible");
+    }
+    let leaving: BTreeSet<&str> = stops
+        .iter()
+        .chain(placed.iter())
+        .map(|a| a.id.as_str())
+        .collect();
+    let staying = existing
+        .iter()
+        .filter(|a| holds_resources(a) && !leaving.contains(a.id.as_str()));
+    let mut used = Resources::ZERO;
+    let mut ports: BTreeMap<u16, &str> = BTreeMap::new();
+    for a in staying.chain(placed.iter()) {
+        used = used.add(&a.resources.total());
+        for p in &a.resources.ports {
+            if node.reserved_ports.contains(&p.value) {
+                return Err("port reserved on the node");
+            }
+            if ports.insert(p.value, a.id.as_str()).is_some() {
+                return Err("port collision");
+            }
+        }
+    }
+    used.fits(&node.allocatable()).map_err(|dim| match dim {
+        "cpu" => "cpu exhausted",
+        _ => "memory exhausted",
+    })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,1 +1,256 @@
-//! (being built)
+//! Scheduler workers: the loop that takes evaluations from the broker, runs the pure
+//! scheduler on a state snapshot, and acks or nacks; plus the reaper that writes the
+//! status of evaluations the broker gave up on (canceled duplicates, failed ones).
+//!
+//! ```text
+//!  loop until shutdown:
+//!    broker.dequeue ──► (eval, token)
+//!    wait until the store has applied eval.modify_index
+//!    spawn_blocking: snapshot ──► scheduler::process(eval, snapshot, WorkerPlanner, now)
+//!        WorkerPlanner.submit_plan ── PlanRequest ──► plan applier ──► PlanResult
+//!                                   (+ a fresh snapshot when it was only partly applied)
+//!        update_eval / create_eval / reblock_eval ──► Command::UpsertEvals ──► log
+//!    Ok ──► broker.ack        Err ──► broker.nack (redelivered later, or failed)
+//! ```
+//!
+//! Wiring (`server.rs`): `spawn_workers(n, broker, store, log, applier.sender(),
+//! shutdown_rx)` returns the join handles of the `n` workers and the reaper; await them
+//! after signalling shutdown.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use orch_common::ids;
+use orch_common::structs::{Allocation, Evaluation, Job, Node, Plan, PlanResult};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+
+use crate::broker::{EvalBroker, NackOutcome};
+use crate::plan_apply::PlanRequest;
+use crate::scheduler::{self, Planner, SchedulerError, State};
+use crate::state::{Command, CommandLog, LogError, Snapshot, StateError, StateStore};
+
+/// How long one dequeue waits before checking for shutdown again.
+const DEQUEUE_WAIT: Duration = Duration::from_secs(1);
+/// How long a worker waits for the store to catch up with an evaluation's index.
+const INDEX_WAIT: Duration = Duration::from_secs(10);
+
+/// Why one evaluation could not be processed (it is nacked).
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error("evaluation {eval_id}: the state is at index {have}, still short of {want}")]
+    StaleState {
+        eval_id: String,
+        want: u64,
+        have: u64,
+    },
+    #[error("evaluation {eval_id}: taking a snapshot: {source}")]
+    Snapshot { eval_id: String, source: StateError },
+    #[error(transparent)]
+    Scheduler(#[from] SchedulerError),
+    #[error("evaluation {eval_id}: scheduler task failed: {message}")]
+    Task { eval_id: String, message: String },
+}
+
+/// A `Snapshot` as the scheduler's `State`, adding the job versions allocations run
+/// (the store keeps allocations without their job embedded).
+pub struct SnapshotState(pub Snapshot);
+
+impl State for SnapshotState {
+    fn index(&self) -> u64 {
+        self.0.index()
+    }
+    fn job(&self, id: &str) -> Option<Job> {
+        self.0.job(id)
+    }
+    fn nodes(&self) -> Vec<Node> {
+        self.0.nodes()
+    }
+    fn node(&self, id: &str) -> Option<Node> {
+        State::node(&self.0, id)
+    }
+    fn allocs_by_job(&self, job_id: &str) -> Vec<Allocation> {
+        self.0.allocs_by_job(job_id)
+    }
+    fn allocs_by_node(&self, node_id: &str) -> Vec<Allocation> {
+        self.0.allocs_by_node(node_id)
+    }
+    fn job_version(&self, id: &str, version: u64) -> Option<Job> {
+        self.0.job_version(id, version)
+    }
+}
+
+/// The worker's `Planner`: plans go to the applier, evaluation writes to the log.
+/// Used on a blocking thread only (it blocks on channels and the log).
+struct WorkerPlanner {
+    store: StateStore,
+    log: CommandLog,
+    plans: mpsc::Sender<PlanRequest>,
+}
+
+impl WorkerPlanner {
+    fn write_eval(&self, eval: Evaluation) -> Result<(), String> {
+        self.log
+            .submit_blocking(Command::UpsertEvals { evals: vec![eval] })
+            .map(|_| ())
+            .map_err(|e: LogError| e.to_string())
+    }
+}
+
+impl Planner for WorkerPlanner {
+    fn submit_plan(&mut self, plan: Plan) -> Result<(PlanResult, Option<Box<dyn State>>), String> {
+        let (reply, answer) = oneshot::channel();
+        self.plans
+            .blocking_send(PlanRequest { plan, reply })
+            .map_err(|_| "the plan applier has stopped".to_string())?;
+        let result = answer
+            .blocking_recv()
+            .map_err(|_| "the plan applier dropped the plan".to_string())?
+            .map_err(|e| e.to_string())?;
+        if result.refresh_index == 0 {
+            return Ok((result, None));
+        }
+        // The applier answered after committing, so the store is at refresh_index.
+        let fresh = self.store.snapshot().map_err(|e| e.to_string())?;
+        Ok((result, Some(Box::new(SnapshotState(fresh)))))
+    }
+
+    fn update_eval(&mut self, eval: Evaluation) -> Result<(), String> {
+        self.write_eval(eval)
+    }
+
+    fn create_eval(&mut self, eval: Evaluation) -> Result<(), String> {
+        self.write_eval(eval)
+    }
+
+    fn reblock_eval(&mut self, eval: Evaluation) -> Result<(), String> {
+        self.write_eval(eval)
+    }
+}
+
+/// What every worker shares.
+#[derive(Clone)]
+struct WorkerContext {
+    broker: Arc<EvalBroker>,
+    store: StateStore,
+    log: CommandLog,
+    plans: mpsc::Sender<PlanRequest>,
+}
+
+/// Starts `n` workers and the reaper; returns their handles (await them after setting
+/// `shutdown` to true).
+pub fn spawn_workers(
+    n: usize,
+    broker: Arc<EvalBroker>,
+    store: StateStore,
+    log: CommandLog,
+    plans: mpsc::Sender<PlanRequest>,
+    shutdown: watch::Receiver<bool>,
+) -> Vec<JoinHandle<()>> {
+    let ctx = WorkerContext {
+        broker,
+        store,
+        log,
+        plans,
+    };
+    let mut handles: Vec<JoinHandle<()>> = (0..n.max(1))
+        .map(|i| tokio::spawn(worker_loop(i, ctx.clone(), shutdown.clone())))
+        .collect();
+    handles.push(tokio::spawn(reaper_loop(ctx, shutdown)));
+    handles
+}
+
+async fn worker_loop(id: usize, ctx: WorkerContext, mut shutdown: watch::Receiver<bool>) {
+    tracing::debug!(worker = id, "scheduler worker started");
+    loop {
+        let next = tokio::select! {
+            _ = shutdown.wait_for(|stop| *stop) => break,
+            next = ctx.broker.dequeue(DEQUEUE_WAIT) => next,
+        };
+        let Some((eval, token)) = next else { continue };
+        tracing::debug!(worker = id, eval_id = %eval.id, job_id = %eval.job_id,
+            triggered_by = %eval.triggered_by, "processing evaluation");
+        match process_one(&ctx, &eval).await {
+            Ok(()) => {
+                if let Err(e) = ctx.broker.ack(&eval.id, &token) {
+                    tracing::warn!(eval_id = %eval.id, error = %e, "ack refused");
+                }
+            }
+            Err(err) => {
+                tracing::warn!(eval_id = %eval.id, error = %err, "evaluation failed; nacking");
+                match ctx.broker.nack(&eval.id, &token) {
+                    Ok(NackOutcome::Failed(_)) => {
+                        tracing::error!(eval_id = %eval.id, "evaluation failed for good")
+                    }
+                    Ok(NackOutcome::Requeued) => {}
+                    Err(e) => tracing::warn!(eval_id = %eval.id, error = %e, "nack refused"),
+                }
+            }
+        }
+    }
+    tracing::debug!(worker = id, "scheduler worker stopped");
+}
+
+/// Runs the scheduler for one evaluation.
+async fn process_one(ctx: &WorkerContext, eval: &Evaluation) -> Result<(), WorkerError> {
+    // The snapshot must include the write that created the evaluation.
+    let have = ctx
+        .store
+        .wait_for_last_index(eval.modify_index, INDEX_WAIT)
+        .await;
+    if have < eval.modify_index {
+        return Err(WorkerError::StaleState {
+            eval_id: eval.id.clone(),
+            want: eval.modify_index,
+            have,
+        });
+    }
+    let ctx = ctx.clone();
+    let eval = eval.clone();
+    let eval_id = eval.id.clone();
+    tokio::task::spawn_blocking(move || {
+        let snapshot = ctx
+            .store
+            .snapshot()
+            .map_err(|source| WorkerError::Snapshot {
+                eval_id: eval.id.clone(),
+                source,
+            })?;
+        let state = SnapshotState(snapshot);
+        let mut planner = WorkerPlanner {
+            store: ctx.store.clone(),
+            log: ctx.log.clone(),
+            plans: ctx.plans.clone(),
+        };
+        scheduler::process(&eval, &state, &mut planner, ids::now_ms())?;
+        Ok(())
+    })
+    .await
+    .map_err(|e| WorkerError::Task {
+        eval_id,
+        message: e.to_string(),
+    })?
+}
+
+/// Writes the status of evaluations the broker canceled or failed.
+async fn reaper_loop(ctx: WorkerContext, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        let stopping = tokio::select! {
+            _ = shutdown.wait_for(|stop| *stop) => true,
+            _ = ctx.broker.reapable_notified() => false,
+        };
+        let evals = ctx.broker.take_reapable();
+        if !evals.is_empty() {
+            let count = evals.len();
+            if let Err(e) = ctx.log.submit(Command::UpsertEvals { evals }).await {
+                tracing::warn!(error = %e, count, "writing canceled/failed evaluations");
+            }
+        }
+        if stopping {
+            break;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -34,6 +34,20 @@ pub fn add_to_usage(usage: &mut NodeUsage, a: &Allocation, job_id: &str, group: 
     }
 }
 
+/// The job's allocations, with the job version each live one runs filled in from the
+/// state when the allocation does not embed it (the store keeps jobs per version).
+pub fn allocs_with_jobs(state: &dyn State, job_id: &str) -> Vec<Allocation> {
+    let mut versions: HashMap<u64, Option<Job>> = HashMap::new();
+    let mut allocs = state.allocs_by_job(job_id);
+    for a in allocs.iter_mut().filter(|a| a.job.is_none() && holds_resources(a)) {
+        let job = versions
+            .entry(a.job_version)
+            .or_insert_with(|| state.job_version(job_id, a.job_version));
+        a.job = job.clone().map(Box::new);
+    }
+    allocs
+}
+
 /// A plan being built from one snapshot.
 pub struct PlanBuilder<'s> {
     state: &'s dyn State,

@@ -22,7 +22,7 @@ use orch_common::structs::{
     TaskGroup,
 };
 
-use super::context::PlanBuilder;
+use super::context::{allocs_with_jobs, PlanBuilder};
 use super::feasible::{assign_ports, datacenter_matches, FeasibilityChecker};
 use super::rank::{record_exhausted, sample_limit, select, Ask};
 use super::reconcile::{reconcile, PlaceReason, Placement, DESC_RESCHEDULED, DESC_UPDATED};
@@ -126,7 +126,7 @@ fn compute(eval: &Evaluation, st: &dyn State, now_ms: u64) -> Outcome {
 }
 
 fn compute_generic(eval: &Evaluation, st: &dyn State, job: Option<Job>, now_ms: u64) -> Outcome {
-    let allocs = st.allocs_by_job(&eval.job_id);
+    let allocs = allocs_with_jobs(st, &eval.job_id);
     let nodes = st.nodes();
     let node_map: HashMap<String, Node> = nodes.iter().map(|n| (n.id.clone(), n.clone())).collect();
     let rec = reconcile(job.as_ref(), &allocs, &node_map, now_ms);

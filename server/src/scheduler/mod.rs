@@ -41,6 +41,12 @@ pub trait State {
     fn allocs_by_job(&self, job_id: &str) -> Vec<Allocation>;
     /// Allocations on a node that still use its resources (client status not terminal).
     fn allocs_by_node(&self, node_id: &str) -> Vec<Allocation>;
+    /// A stored version of a job: what allocations placed at that version run. Used to
+    /// tell in-place updates from destructive ones when allocations do not embed their
+    /// job. (Additive; the default knows no versions, which makes updates destructive.)
+    fn job_version(&self, _id: &str, _version: u64) -> Option<Job> {
+        None
+    }
 }
 
 /// Where the scheduler sends its results.

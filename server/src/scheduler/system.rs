@@ -19,7 +19,7 @@ use orch_common::structs::{
     NodeStatus, TaskGroup,
 };
 
-use super::context::PlanBuilder;
+use super::context::{allocs_with_jobs, PlanBuilder};
 use super::feasible::{assign_ports, check_fit, datacenter_matches, FeasibilityChecker};
 use super::generic::Outcome;
 use super::rank::{record_exhausted, record_filtered};
@@ -32,7 +32,7 @@ fn running(a: &Allocation) -> bool {
 }
 
 pub(crate) fn compute(eval: &Evaluation, st: &dyn State, job: Option<Job>, now_ms: u64) -> Outcome {
-    let allocs = st.allocs_by_job(&eval.job_id);
+    let allocs = allocs_with_jobs(st, &eval.job_id);
     let mut b = PlanBuilder::new(eval, st, job.as_ref(), now_ms);
     let mut out = Outcome::default();
     let Some(job) = job.filter(|j| !j.stop) else {

@@ -1,0 +1,1 @@
+//! Plan applier tests on a real temp-dir store.

@@ -1,0 +1,1 @@
+//! Worker tests: the whole loop on a real temp-dir store.
