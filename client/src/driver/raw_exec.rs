@@ -64,6 +64,26 @@ impl RawExecDriver {
             Some(user) => Some(resolve_user(&req.id, user)?),
             None => None,
         };
+        if let Some(ids) = &ids {
+            // The task's own directories belong to its user, as its files will.
+            for d in [
+                req.task_dir.clone(),
+                req.task_dir.join("local"),
+                req.task_dir.join("tmp"),
+            ] {
+                match std::os::unix::fs::chown(&d, Some(ids.uid), Some(ids.gid)) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(source) => {
+                        return Err(DriverError::User {
+                            task: req.id.clone(),
+                            user: req.user.clone().unwrap_or_default(),
+                            reason: format!("giving it {}: {source}", d.display()),
+                        })
+                    }
+                }
+            }
+        }
         let stdout = open_log(&req, &req.stdout_path)?;
         let stderr = open_log(&req, &req.stderr_path)?;
 
@@ -624,12 +644,21 @@ mod tests {
         }
         let t = suite::TaskDirs::new();
         let d = RawExecDriver::new(None);
-        let mut req = t.request("user", sh("id -un"));
+        let mut req = t.request("user", sh("id -un; touch owned-by-me"));
         req.user = Some("nobody".into());
-        req.task_dir = std::env::temp_dir();
+        // The task dir must be reachable by nobody: put it under a world-readable parent.
+        let parent = tempfile::tempdir_in("/tmp").unwrap();
+        std::fs::set_permissions(
+            parent.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .unwrap();
+        req.task_dir = parent.path().join("task");
+        std::fs::create_dir(&req.task_dir).unwrap();
         let h = d.start(req).await.unwrap();
         assert!(d.wait(&h).await.unwrap().successful());
         assert_eq!(std::fs::read_to_string(&t.stdout).unwrap().trim(), "nobody");
+        assert!(parent.path().join("task/owned-by-me").exists());
         d.destroy(&h).await.unwrap();
     }
 
