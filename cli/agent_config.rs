@@ -347,6 +347,15 @@ reserved = { cpu = 200, memory = 256 }
     }
 
     #[test]
+    fn the_deploy_example_configs_parse() {
+        let s = AgentConfig::parse(include_str!("../deploy/server.toml"), "server.toml").unwrap();
+        assert!(s.server.enabled && !s.client.enabled);
+        let c = AgentConfig::parse(include_str!("../deploy/client.toml"), "client.toml").unwrap();
+        assert!(c.client.enabled && !c.server.enabled);
+        assert_ne!(s.ports.http, c.ports.http, "both fit on one machine");
+    }
+
+    #[test]
     fn dev_enables_both_on_loopback() {
         let c = AgentConfig::dev(PathBuf::from("/tmp/x"), 0);
         assert!(c.server.enabled && c.client.enabled);
