@@ -1,1 +1,288 @@
-//! Plan applier tests on a real temp-dir store.
+//! Plan applier tests on a real temp-dir store: what fits is committed, what does not
+//! is handed back with a refresh index, stops always commit.
+
+use std::time::Duration;
+
+use orch_common::structs::{AllocatedPort, Allocation, DesiredStatus, Job, Node, NodeStatus, Plan};
+use tokio::sync::{oneshot, watch};
+
+use super::*;
+use crate::scheduler::testing::{alloc_for, JobBuilder, NodeBuilder};
+use crate::state::{Command, CommandLog, StateStore};
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    store: StateStore,
+    log: CommandLog,
+}
+
+async fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = StateStore::open(dir.path().join("state.db")).expect("open store");
+    let log = CommandLog::start(store.clone(), vec![]).expect("start log");
+    Fixture {
+        _dir: dir,
+        store,
+        log,
+    }
+}
+
+impl Fixture {
+    async fn node(&self, node: &Node) {
+        self.log
+            .submit(Command::UpsertNode { node: node.clone() })
+            .await
+            .expect("node");
+    }
+    async fn job(&self, job: &Job) {
+        self.log
+            .submit(Command::UpsertJob {
+                job: job.clone(),
+                eval: None,
+            })
+            .await
+            .expect("job");
+    }
+    /// Commits allocations directly (as an earlier plan would have).
+    async fn existing(&self, allocs: Vec<Allocation>) {
+        self.log
+            .submit(Command::ApplyPlan {
+                allocs,
+                stopped: vec![],
+                evals: vec![],
+            })
+            .await
+            .expect("allocs");
+    }
+    fn live(&self, job_id: &str) -> Vec<Allocation> {
+        self.store
+            .allocs_by_job(job_id)
+            .expect("read")
+            .into_iter()
+            .filter(|a| a.desired_status == DesiredStatus::Run)
+            .collect()
+    }
+}
+
+fn plan_of(job: &Job, placed: &[Allocation], stopped: &[Allocation]) -> Plan {
+    let mut plan = Plan {
+        eval_id: "eval-1".into(),
+        priority: 50,
+        job: Some(job.clone()),
+        ..Plan::default()
+    };
+    for a in placed {
+        plan.node_allocation
+            .entry(a.node_id.clone())
+            .or_default()
+            .push(a.clone());
+    }
+    for a in stopped {
+        let mut s = a.clone();
+        s.desired_status = DesiredStatus::Stop;
+        plan.node_update
+            .entry(a.node_id.clone())
+            .or_default()
+            .push(s);
+    }
+    plan
+}
+
+#[tokio::test]
+async fn a_plan_that_fits_is_committed_whole() {
+    let f = fixture().await;
+    let node = NodeBuilder::new().build();
+    let job = JobBuilder::new("web").build();
+    f.node(&node).await;
+    f.job(&job).await;
+    let placed = vec![
+        alloc_for(&job, "web", 0, &node),
+        alloc_for(&job, "web", 1, &node),
+    ];
+    let plan = plan_of(&job, &placed, &[]);
+    let result = apply(&f.store, &f.log, plan.clone()).await.expect("apply");
+    assert!(result.is_full_commit(&plan));
+    assert_eq!(result.refresh_index, 0);
+    assert_eq!(result.alloc_index, f.store.last_index());
+    assert_eq!(f.live("web").len(), 2);
+}
+
+#[tokio::test]
+async fn a_node_without_room_is_rejected_with_a_refresh_index() {
+    let f = fixture().await;
+    let small = NodeBuilder::new().memory(512).build();
+    let big = NodeBuilder::new().build();
+    let job = JobBuilder::new("web").memory(300).build();
+    f.node(&small).await;
+    f.node(&big).await;
+    f.job(&job).await;
+    f.existing(vec![alloc_for(&job, "web", 0, &small)]).await;
+    let placed = vec![
+        alloc_for(&job, "web", 1, &small),
+        alloc_for(&job, "web", 2, &big),
+    ];
+    let plan = plan_of(&job, &placed, &[]);
+    let result = apply(&f.store, &f.log, plan.clone()).await.expect("apply");
+    assert!(!result.is_full_commit(&plan));
+    assert!(result.node_allocation.contains_key(&big.id));
+    assert!(!result.node_allocation.contains_key(&small.id));
+    assert!(result.refresh_index >= result.alloc_index && result.refresh_index > 0);
+    let mut indexes: Vec<u32> = f.live("web").iter().map(|a| a.index).collect();
+    indexes.sort();
+    assert_eq!(indexes, vec![0, 2]);
+}
+
+#[tokio::test]
+async fn stops_commit_even_when_placements_on_a_down_node_are_rejected() {
+    let f = fixture().await;
+    let node = NodeBuilder::new().build();
+    let job = JobBuilder::new("web").build();
+    f.node(&node).await;
+    f.job(&job).await;
+    let old = alloc_for(&job, "web", 0, &node);
+    f.existing(vec![old.clone()]).await;
+    f.log
+        .submit(Command::UpdateNodeStatus {
+            node_id: node.id.clone(),
+            status: NodeStatus::Down,
+            evals: vec![],
+        })
+        .await
+        .expect("down");
+    let plan = plan_of(&job, &[alloc_for(&job, "web", 1, &node)], &[old.clone()]);
+    let result = apply(&f.store, &f.log, plan).await.expect("apply");
+    assert!(result.node_allocation.is_empty());
+    assert_eq!(result.node_update[&node.id].len(), 1);
+    let stored = f.store.alloc(&old.id).expect("read").expect("alloc");
+    assert_eq!(stored.desired_status, DesiredStatus::Stop);
+    assert!(f.live("web").is_empty());
+}
+
+#[tokio::test]
+async fn stops_in_the_plan_free_room_for_its_placements() {
+    let f = fixture().await;
+    let node = NodeBuilder::new().memory(512).build();
+    let v0 = JobBuilder::new("web").memory(400).build();
+    f.node(&node).await;
+    f.job(&v0).await;
+    let old = alloc_for(&v0, "web", 0, &node);
+    f.existing(vec![old.clone()]).await;
+    let mut new = alloc_for(&v0, "web", 0, &node);
+    new.previous_allocation = Some(old.id.clone());
+    let plan = plan_of(&v0, &[new.clone()], &[old.clone()]);
+    let result = apply(&f.store, &f.log, plan.clone()).await.expect("apply");
+    assert!(result.is_full_commit(&plan));
+    let live = f.live("web");
+    assert_eq!(live.len(), 1);
+    assert_eq!(live[0].id, new.id);
+}
+
+#[tokio::test]
+async fn an_in_place_update_is_not_counted_twice() {
+    let f = fixture().await;
+    let node = NodeBuilder::new().memory(512).build();
+    let job = JobBuilder::new("web").memory(400).build();
+    f.node(&node).await;
+    f.job(&job).await;
+    let a = alloc_for(&job, "web", 0, &node);
+    f.existing(vec![a.clone()]).await;
+    let mut updated = a.clone();
+    updated.job_version = 1;
+    let plan = plan_of(&job, &[updated], &[]);
+    let result = apply(&f.store, &f.log, plan.clone()).await.expect("apply");
+    assert!(result.is_full_commit(&plan));
+}
+
+#[tokio::test]
+async fn a_port_already_taken_is_rejected() {
+    let f = fixture().await;
+    let node = NodeBuilder::new().build();
+    let job = JobBuilder::new("web").build();
+    f.node(&node).await;
+    f.job(&job).await;
+    let port = |v| AllocatedPort {
+        label: "http".into(),
+        value: v,
+        to: None,
+        host_ip: "127.0.0.1".into(),
+    };
+    let mut first = alloc_for(&job, "web", 0, &node);
+    first.resources.ports = vec![port(8080)];
+    f.existing(vec![first]).await;
+    let mut second = alloc_for(&job, "web", 1, &node);
+    second.resources.ports = vec![port(8080)];
+    let plan = plan_of(&job, &[second], &[]);
+    let result = apply(&f.store, &f.log, plan).await.expect("apply");
+    assert!(result.node_allocation.is_empty());
+    assert!(result.refresh_index > 0);
+}
+
+#[tokio::test]
+async fn all_at_once_commits_nothing_when_one_node_is_rejected() {
+    let f = fixture().await;
+    let small = NodeBuilder::new().memory(100).build();
+    let big = NodeBuilder::new().build();
+    let job = JobBuilder::new("web").build();
+    f.node(&small).await;
+    f.node(&big).await;
+    f.job(&job).await;
+    let mut plan = plan_of(
+        &job,
+        &[
+            alloc_for(&job, "web", 0, &small),
+            alloc_for(&job, "web", 1, &big),
+        ],
+        &[],
+    );
+    plan.all_at_once = true;
+    let before = f.store.last_index();
+    let result = apply(&f.store, &f.log, plan).await.expect("apply");
+    assert!(result.node_allocation.is_empty());
+    assert_eq!(result.alloc_index, 0);
+    assert_eq!(f.store.last_index(), before);
+}
+
+#[tokio::test]
+async fn the_applier_task_answers_requests_and_stops_on_shutdown() {
+    let f = fixture().await;
+    let node = NodeBuilder::new().build();
+    let job = JobBuilder::new("web").build();
+    f.node(&node).await;
+    f.job(&job).await;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let applier = PlanApplier::spawn(f.store.clone(), f.log.clone(), stop_rx);
+    let (reply, answer) = oneshot::channel();
+    applier
+        .sender()
+        .send(PlanRequest {
+            plan: plan_of(&job, &[alloc_for(&job, "web", 0, &node)], &[]),
+            reply,
+        })
+        .await
+        .expect("send");
+    let result = answer.await.expect("answer").expect("applied");
+    assert!(result.alloc_index > 0);
+    stop_tx.send_replace(true);
+    tokio::time::timeout(Duration::from_secs(5), applier.join())
+        .await
+        .expect("stopped");
+}
+
+#[test]
+fn node_fits_counts_only_allocs_that_hold_resources() {
+    let node = NodeBuilder::new().memory(512).build();
+    let job = JobBuilder::new("web").memory(400).build();
+    let mut stopped = alloc_for(&job, "web", 0, &node);
+    stopped.desired_status = DesiredStatus::Stop;
+    let new = alloc_for(&job, "web", 1, &node);
+    assert_eq!(
+        node_fits(Some(&node), &[stopped], &[], std::slice::from_ref(&new)),
+        Ok(())
+    );
+    let running = alloc_for(&job, "web", 0, &node);
+    assert_eq!(
+        node_fits(Some(&node), &[running], &[], &[new]),
+        Err("memory exhausted")
+    );
+    assert_eq!(node_fits(None, &[], &[], &[]), Err("node does not exist"));
+}
