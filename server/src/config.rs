@@ -1,1 +1,58 @@
-//! (being built)
+//! `ServerConfig`: everything `Server::start` needs, with a documented default for
+//! every field. The agent (cli/agent.rs) builds it from the agent configuration file.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Default API port (INTERFACE.md).
+pub const DEFAULT_HTTP_PORT: u16 = 4747;
+
+/// How a server runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerConfig {
+    /// The agent's data directory; the state database is `<data_dir>/server/state.db`.
+    /// Default: `/var/lib/orch`.
+    pub data_dir: PathBuf,
+    /// This server's name (shown by `/v1/agent/self`). Default: `"server"`.
+    pub name: String,
+    /// How many servers form the cluster; only 1 is supported until Raft lands.
+    /// Default: 1.
+    pub bootstrap_expect: u32,
+    /// Scheduler workers (evaluations processed in parallel). Default: 2.
+    pub num_schedulers: usize,
+    /// The shortest heartbeat TTL given to clients (longer with many nodes).
+    /// Default: 10s.
+    pub heartbeat_min_ttl: Duration,
+    /// Extra time past the TTL before a silent node is marked down. Default: 10s.
+    pub heartbeat_grace: Duration,
+    /// Largest request body accepted; bigger ones get 413. Default: 4 MiB.
+    pub max_request_body_bytes: usize,
+    /// `host:port` where this server's HTTP API is reached (answered by
+    /// `/v1/status/leader`). Default: `"127.0.0.1:4747"`.
+    pub advertise_http: String,
+    /// The datacenter this server is in (shown by `/v1/agent/self`). Default: `"dc1"`.
+    pub datacenter: String,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            data_dir: PathBuf::from("/var/lib/orch"),
+            name: "server".to_string(),
+            bootstrap_expect: 1,
+            num_schedulers: 2,
+            heartbeat_min_ttl: Duration::from_secs(10),
+            heartbeat_grace: Duration::from_secs(10),
+            max_request_body_bytes: 4 * 1024 * 1024,
+            advertise_http: format!("127.0.0.1:{DEFAULT_HTTP_PORT}"),
+            datacenter: "dc1".to_string(),
+        }
+    }
+}
+
+impl ServerConfig {
+    /// Where the state database lives.
+    pub fn state_path(&self) -> PathBuf {
+        self.data_dir.join("server").join("state.db")
+    }
+}

@@ -1,1 +1,319 @@
-//! (being built)
+//! Server-side node heartbeat timers. Each registered node must heartbeat within its TTL
+//! (plus a grace period); one that does not is marked `down` with a `node-update`
+//! evaluation for every job that has live allocations there, so the scheduler marks
+//! them lost and replaces them. Timers live in memory and are rebuilt (fresh TTL) for
+//! every node that is not down when the server starts.
+//!
+//! ```text
+//!  register / heartbeat ──► reset(node): deadline = now + ttl + grace ──┐
+//!                                                                       ▼
+//!  expiry loop: sleep until the earliest deadline (or a reset, or shutdown)
+//!      deadline passed ──► UpdateNodeStatus { down, evals: node-update per job }
+//! ```
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use orch_common::structs::{triggers, Evaluation, NodeStatus};
+use tokio::sync::{watch, Notify};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use crate::state::{Command, CommandLog, LogError, StateError, StateStore};
+
+/// Spread heartbeats so the servers see at most this many per second.
+const MAX_HEARTBEATS_PER_SECOND: f64 = 50.0;
+/// How long the expiry loop sleeps when there is no timer at all.
+const IDLE_SLEEP: Duration = Duration::from_secs(3600);
+
+/// What can go wrong while marking a node down.
+#[derive(Debug, thiserror::Error)]
+pub enum HeartbeatError {
+    #[error("reading node {node_id}: {source}")]
+    Read { node_id: String, source: StateError },
+    #[error("marking node {node_id} down: {source}")]
+    Submit { node_id: String, source: LogError },
+    #[error("state read task for node {node_id} failed: {message}")]
+    Task { node_id: String, message: String },
+}
+
+/// The heartbeat timers. Cheap to clone (an `Arc` inside).
+#[derive(Clone)]
+pub struct Heartbeats {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    min_ttl: Duration,
+    grace: Duration,
+    /// Node id -> when it is declared down. A std mutex: never held across an await.
+    deadlines: Mutex<HashMap<String, Instant>>,
+    changed: Notify,
+}
+
+impl Heartbeats {
+    pub fn new(min_ttl: Duration, grace: Duration) -> Heartbeats {
+        Heartbeats {
+            inner: Arc::new(Inner {
+                min_ttl,
+                grace,
+                deadlines: Mutex::new(HashMap::new()),
+                changed: Notify::new(),
+            }),
+        }
+    }
+
+    fn deadlines(&self) -> std::sync::MutexGuard<'_, HashMap<String, Instant>> {
+        self.inner
+            .deadlines
+            .lock()
+            .expect("heartbeat timers mutex poisoned")
+    }
+
+    /// The TTL clients are told: at least `min_ttl`, longer with many nodes so the
+    /// servers see at most 50 heartbeats a second.
+    pub fn ttl(&self) -> Duration {
+        let nodes = self.deadlines().len() as f64;
+        self.inner
+            .min_ttl
+            .max(Duration::from_secs_f64(nodes / MAX_HEARTBEATS_PER_SECOND))
+    }
+
+    /// Restarts a node's timer; returns the TTL to tell the client.
+    pub fn reset(&self, node_id: &str) -> Duration {
+        let ttl = self.ttl();
+        let deadline = Instant::now() + ttl + self.inner.grace;
+        self.deadlines().insert(node_id.to_string(), deadline);
+        self.inner.changed.notify_one();
+        ttl
+    }
+
+    /// Forgets a node's timer (it is down or gone).
+    pub fn remove(&self, node_id: &str) {
+        self.deadlines().remove(node_id);
+        self.inner.changed.notify_one();
+    }
+
+    /// Node ids with a running timer.
+    pub fn tracked(&self) -> BTreeSet<String> {
+        self.deadlines().keys().cloned().collect()
+    }
+
+    /// Starts a fresh timer for every node that is not down (server start).
+    pub fn restore(&self, store: &StateStore) -> Result<usize, StateError> {
+        let mut n = 0;
+        for node in store.nodes()? {
+            if node.status != NodeStatus::Down {
+                self.reset(&node.id);
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    fn take_expired(&self, now: Instant) -> Vec<String> {
+        let mut deadlines = self.deadlines();
+        let expired: Vec<String> = deadlines
+            .iter()
+            .filter(|(_, d)| **d <= now)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in &expired {
+            deadlines.remove(id);
+        }
+        expired
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        self.deadlines().values().min().copied()
+    }
+
+    /// Runs the expiry loop until `shutdown` turns true.
+    pub fn spawn(&self, log: CommandLog, mut shutdown: watch::Receiver<bool>) -> JoinHandle<()> {
+        let timers = self.clone();
+        tokio::spawn(async move {
+            loop {
+                let wake_at = timers
+                    .next_deadline()
+                    .unwrap_or_else(|| Instant::now() + IDLE_SLEEP);
+                tokio::select! {
+                    _ = tokio::time::sleep_until(wake_at) => {}
+                    _ = timers.inner.changed.notified() => continue,
+                    _ = shutdown.wait_for(|stop| *stop) => break,
+                }
+                for node_id in timers.take_expired(Instant::now()) {
+                    match mark_down(&log, &node_id).await {
+                        Ok(true) => {
+                            tracing::warn!(node_id, "node missed its heartbeat: marked down")
+                        }
+                        Ok(false) => {}
+                        Err(e) => tracing::error!(error = %e, "heartbeat expiry failed"),
+                    }
+                }
+            }
+            tracing::debug!("heartbeat loop stopped");
+        })
+    }
+}
+
+/// Marks a node down with one `node-update` evaluation per job that has live
+/// allocations on it. Returns false when the node is gone or already down.
+pub async fn mark_down(log: &CommandLog, node_id: &str) -> Result<bool, HeartbeatError> {
+    let store = log.store().clone();
+    let id = node_id.to_string();
+    let found = tokio::task::spawn_blocking(move || -> Result<_, StateError> {
+        let Some(node) = store.node(&id)? else {
+            return Ok(None);
+        };
+        let mut job_ids = BTreeSet::new();
+        for alloc in store.allocs_by_node(&id)? {
+            if !alloc.client_status.is_terminal() {
+                job_ids.insert(alloc.job_id);
+            }
+        }
+        let mut jobs = Vec::new();
+        for job_id in job_ids {
+            if let Some(job) = store.job(&job_id)? {
+                jobs.push(job);
+            }
+        }
+        Ok(Some((node, jobs)))
+    })
+    .await
+    .map_err(|e| HeartbeatError::Task {
+        node_id: node_id.to_string(),
+        message: e.to_string(),
+    })?
+    .map_err(|source| HeartbeatError::Read {
+        node_id: node_id.to_string(),
+        source,
+    })?;
+    let Some((node, jobs)) = found else {
+        return Ok(false);
+    };
+    if node.status == NodeStatus::Down {
+        return Ok(false);
+    }
+    let evals = jobs
+        .iter()
+        .map(|job| {
+            let mut eval = Evaluation::for_job(job, triggers::NODE_UPDATE);
+            eval.node_id = Some(node_id.to_string());
+            eval
+        })
+        .collect();
+    log.submit(Command::UpdateNodeStatus {
+        node_id: node_id.to_string(),
+        status: NodeStatus::Down,
+        evals,
+    })
+    .await
+    .map_err(|source| HeartbeatError::Submit {
+        node_id: node_id.to_string(),
+        source,
+    })?;
+    Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::tests::{mock_alloc, mock_job, mock_node};
+
+    #[test]
+    fn ttl_grows_with_the_number_of_nodes() {
+        let hb = Heartbeats::new(Duration::from_secs(10), Duration::from_secs(1));
+        assert_eq!(hb.ttl(), Duration::from_secs(10));
+        for i in 0..1000 {
+            hb.reset(&format!("n{i}"));
+        }
+        assert_eq!(hb.ttl(), Duration::from_secs(20));
+        hb.remove("n0");
+        assert_eq!(hb.tracked().len(), 999);
+    }
+
+    #[tokio::test]
+    async fn a_silent_node_is_marked_down_with_evals_for_its_jobs() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = StateStore::open(dir.path().join("state.db")).expect("store");
+        let log = CommandLog::start(store.clone(), vec![]).expect("log");
+        let job = mock_job("web");
+        log.submit(Command::UpsertNode {
+            node: mock_node("n1"),
+        })
+        .await
+        .expect("node");
+        log.submit(Command::UpsertNode {
+            node: mock_node("n2"),
+        })
+        .await
+        .expect("node");
+        log.submit(Command::UpsertJob {
+            job: job.clone(),
+            eval: None,
+        })
+        .await
+        .expect("job");
+        log.submit(Command::ApplyPlan {
+            allocs: vec![mock_alloc("a1", &job, "n1", 0)],
+            stopped: vec![],
+            evals: vec![],
+        })
+        .await
+        .expect("plan");
+
+        let hb = Heartbeats::new(Duration::from_millis(100), Duration::from_millis(50));
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let task = hb.spawn(log.clone(), stop_rx);
+        hb.reset("n1");
+        // n2 keeps heartbeating.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            hb.reset("n2");
+            if store.node("n1").expect("read").expect("n1").status == NodeStatus::Down {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "n1 never marked down");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(
+            store.node("n2").expect("read").expect("n2").status,
+            NodeStatus::Ready
+        );
+        let evals = store.evals_by_job("web").expect("evals");
+        assert_eq!(evals.len(), 1);
+        assert_eq!(evals[0].triggered_by, "node-update");
+        assert_eq!(evals[0].node_id.as_deref(), Some("n1"));
+        assert!(!hb.tracked().contains("n1"));
+
+        stop_tx.send_replace(true);
+        tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .expect("loop stops")
+            .expect("task");
+        log.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn restore_starts_timers_for_nodes_that_are_not_down() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = StateStore::open(dir.path().join("state.db")).expect("store");
+        let mut down = mock_node("n2");
+        down.status = NodeStatus::Down;
+        store
+            .apply(
+                1,
+                &Command::UpsertNode {
+                    node: mock_node("n1"),
+                },
+            )
+            .expect("n1");
+        store
+            .apply(2, &Command::UpsertNode { node: down })
+            .expect("n2");
+        let hb = Heartbeats::new(Duration::from_secs(10), Duration::from_secs(10));
+        assert_eq!(hb.restore(&store).expect("restore"), 1);
+        assert_eq!(hb.tracked().into_iter().collect::<Vec<_>>(), vec!["n1"]);
+    }
+}

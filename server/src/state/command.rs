@@ -6,6 +6,9 @@ use orch_common::api::AllocClientUpdate;
 use orch_common::structs::{Allocation, Eligibility, Evaluation, Job, Node, NodeStatus};
 use serde::{Deserialize, Serialize};
 
+// Commands are built once and moved through the log; boxing the job would only make
+// every constructor noisier.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Command {

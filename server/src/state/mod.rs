@@ -481,4 +481,4 @@ impl Drop for PooledConn {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

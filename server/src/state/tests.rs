@@ -45,7 +45,9 @@ pub(crate) fn mock_job(id: &str) -> Job {
             tasks: vec![Task {
                 name: "server".into(),
                 driver: "raw_exec".into(),
-                config: BTreeMap::new(),
+                config: [("command".to_string(), serde_json::json!("/bin/true"))]
+                    .into_iter()
+                    .collect(),
                 resources: Resources {
                     cpu: 100,
                     memory: 32,

@@ -1,0 +1,48 @@
+//! Evaluation routes: the list and one evaluation.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use orch_common::structs::Evaluation;
+
+use super::{ApiError, HttpState, IdPath, Indexed, Params};
+use crate::state::Table;
+
+/// `GET /v1/evaluations[?prefix=P&job_id=J]`, oldest first.
+pub async fn list(
+    State(st): State<Arc<HttpState>>,
+    params: Params,
+) -> Result<Indexed<Vec<Evaluation>>, ApiError> {
+    let index = st.wait(Table::Evals, &params).await?;
+    let prefix = params.prefix().to_string();
+    let job_id = params.get("job_id").map(str::to_string);
+    let evals = st
+        .read(move |s| match &job_id {
+            Some(j) => s.evals_by_job(j),
+            None => s.evals(),
+        })
+        .await?;
+    Ok(Indexed(
+        index,
+        evals
+            .into_iter()
+            .filter(|e| e.id.starts_with(&prefix))
+            .collect(),
+    ))
+}
+
+/// `GET /v1/evaluation/{id}`.
+pub async fn get(
+    State(st): State<Arc<HttpState>>,
+    IdPath(prefix): IdPath,
+    params: Params,
+) -> Result<Indexed<Evaluation>, ApiError> {
+    let id = st.resolve(Table::Evals, "evaluation", &prefix).await?;
+    let index = st.wait(Table::Evals, &params).await?;
+    let lookup = id.clone();
+    let eval = st
+        .read(move |s| s.eval(&lookup))
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("evaluation {id:?} not found")))?;
+    Ok(Indexed(index, eval))
+}

@@ -1,0 +1,748 @@
+//! HTTP tests: the router against a real temp-dir store and log, driven with
+//! `tower::ServiceExt::oneshot` (no scheduler: allocations are placed by applying
+//! plans through the log directly).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::http::{Method, Request, StatusCode};
+use axum::Router;
+use orch_common::api::{
+    AllocClientUpdate, AllocUpdateRequest, JobRegisterRequest, NodeRegisterRequest, INDEX_HEADER,
+};
+use orch_common::structs::{ClientStatus, Job, JobType, NodeStatus};
+use serde_json::{json, Value};
+use tower::ServiceExt;
+
+use super::*;
+use crate::state::tests::{mock_alloc, mock_job, mock_node};
+use crate::state::Command;
+
+const HELLO_TOML: &str = r#"
+id = "hello"
+type = "service"
+datacenters = ["dc1"]
+priority = 50
+
+[group.web]
+count = 2
+
+[group.web.task.server]
+driver = "raw_exec"
+config = { command = "/bin/sh", args = ["-c", "while true; do echo hello from $ORCH_ALLOC_INDEX; sleep 1; done"] }
+resources = { cpu = 100, memory = 32 }
+"#;
+
+struct Harness {
+    _dir: tempfile::TempDir,
+    state: Arc<HttpState>,
+    router: Router,
+}
+
+fn harness() -> Harness {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = StateStore::open(dir.path().join("state.db")).expect("store");
+    let log = CommandLog::start(store.clone(), vec![]).expect("log");
+    let heartbeats = Heartbeats::new(Duration::from_secs(10), Duration::from_secs(10));
+    let agent = AgentInfo {
+        name: "test-server".into(),
+        datacenter: "dc1".into(),
+        http_addr: "127.0.0.1:4747".into(),
+        data_dir: dir.path().display().to_string(),
+        version: "0.1.0".into(),
+    };
+    let state = Arc::new(HttpState::new(store, log, heartbeats, agent));
+    let router = router(state.clone(), 4 * 1024 * 1024);
+    Harness {
+        _dir: dir,
+        state,
+        router,
+    }
+}
+
+struct Answer {
+    status: StatusCode,
+    index: Option<u64>,
+    request_id: Option<String>,
+    body: Value,
+}
+
+impl Harness {
+    async fn call(&self, method: Method, uri: &str, content_type: &str, body: Vec<u8>) -> Answer {
+        let mut req = Request::builder().method(method).uri(uri);
+        if !content_type.is_empty() {
+            req = req.header("content-type", content_type);
+        }
+        let resp = self
+            .router
+            .clone()
+            .oneshot(req.body(Body::from(body)).expect("request"))
+            .await
+            .expect("infallible");
+        let status = resp.status();
+        let index = resp
+            .headers()
+            .get(INDEX_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok());
+        let request_id = resp
+            .headers()
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
+            .await
+            .expect("body");
+        let body = serde_json::from_slice(&bytes).unwrap_or_else(|_| {
+            panic!(
+                "{status}: body is not JSON: {:?}",
+                String::from_utf8_lossy(&bytes)
+            )
+        });
+        Answer {
+            status,
+            index,
+            request_id,
+            body,
+        }
+    }
+
+    async fn get(&self, uri: &str) -> Answer {
+        self.call(Method::GET, uri, "", Vec::new()).await
+    }
+
+    async fn post_json(&self, uri: &str, body: &impl serde::Serialize) -> Answer {
+        let bytes = serde_json::to_vec(body).expect("json");
+        self.call(Method::POST, uri, "application/json", bytes)
+            .await
+    }
+
+    async fn post_toml(&self, uri: &str, toml: &str) -> Answer {
+        self.call(
+            Method::POST,
+            uri,
+            "application/toml",
+            toml.as_bytes().to_vec(),
+        )
+        .await
+    }
+
+    async fn register_job(&self, job: &Job) -> Answer {
+        let answer = self
+            .post_json(
+                "/v1/jobs",
+                &JobRegisterRequest {
+                    job: job.clone(),
+                    enforce_index: None,
+                },
+            )
+            .await;
+        assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+        answer
+    }
+
+    async fn submit(&self, cmd: Command) -> u64 {
+        self.state.log.submit(cmd).await.expect("submit")
+    }
+
+    async fn place(&self, allocs: Vec<orch_common::structs::Allocation>) -> u64 {
+        self.submit(Command::ApplyPlan {
+            allocs,
+            stopped: vec![],
+            evals: vec![],
+        })
+        .await
+    }
+}
+
+// ----------------------------------------------------------------------------- jobs
+
+#[tokio::test]
+async fn registering_a_json_job_stores_it_and_its_eval() {
+    let h = harness();
+    let answer = h.register_job(&mock_job("web")).await;
+    let eval_id = answer.body["eval_id"]
+        .as_str()
+        .expect("eval id")
+        .to_string();
+    let job = h.get("/v1/job/web").await;
+    assert_eq!(job.status, StatusCode::OK);
+    assert_eq!(job.body["id"], "web");
+    assert_eq!(job.body["version"], 0);
+    assert_eq!(
+        answer.body["job_modify_index"],
+        job.body["job_modify_index"]
+    );
+    let eval = h.get(&format!("/v1/evaluation/{eval_id}")).await;
+    assert_eq!(eval.status, StatusCode::OK);
+    assert_eq!(eval.body["triggered_by"], "job-register");
+    assert_eq!(eval.body["status"], "pending");
+}
+
+#[tokio::test]
+async fn registering_a_toml_job_parses_the_spec() {
+    let h = harness();
+    let answer = h.post_toml("/v1/jobs", HELLO_TOML).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    let job = h.get("/v1/job/hello").await;
+    assert_eq!(job.status, StatusCode::OK);
+    assert_eq!(job.body["groups"][0]["count"], 2);
+    let list = h.get("/v1/jobs").await;
+    assert_eq!(list.body.as_array().expect("list").len(), 1);
+    assert_eq!(list.body[0]["summary"]["web"]["running"], 0);
+}
+
+#[tokio::test]
+async fn malformed_toml_is_a_400_with_line_numbers_and_stores_nothing() {
+    let h = harness();
+    let answer = h
+        .post_toml("/v1/jobs", "id = \"x\"\n[group.web\ncount = 1\n")
+        .await;
+    assert_eq!(answer.status, StatusCode::BAD_REQUEST);
+    let details = answer.body["details"].as_array().expect("details");
+    assert!(!details.is_empty());
+    assert!(
+        details
+            .iter()
+            .any(|d| d.as_str().unwrap_or("").contains("line 2")),
+        "{}",
+        answer.body
+    );
+    assert_eq!(h.get("/v1/jobs").await.body, json!([]));
+    assert_eq!(h.state.store.last_index(), 0);
+}
+
+#[tokio::test]
+async fn an_unknown_toml_field_is_a_400_naming_it() {
+    let h = harness();
+    let spec = HELLO_TOML.replace("count = 2", "count = 2\ncuont = 3");
+    let answer = h.post_toml("/v1/jobs", &spec).await;
+    assert_eq!(answer.status, StatusCode::BAD_REQUEST);
+    let text = answer.body["details"].to_string();
+    assert!(text.contains("cuont"), "{text}");
+    assert!(text.contains("line"), "{text}");
+    assert_eq!(h.state.store.last_index(), 0);
+}
+
+#[tokio::test]
+async fn a_negative_count_in_json_is_a_400_naming_the_field() {
+    let h = harness();
+    let mut body = serde_json::to_value(JobRegisterRequest {
+        job: mock_job("web"),
+        enforce_index: None,
+    })
+    .expect("json");
+    body["job"]["groups"][0]["count"] = json!(-1);
+    let answer = h.post_json("/v1/jobs", &body).await;
+    assert_eq!(answer.status, StatusCode::BAD_REQUEST);
+    let error = answer.body["error"].as_str().expect("error");
+    assert!(error.contains("groups[0].count"), "{error}");
+    assert_eq!(h.state.store.last_index(), 0);
+}
+
+#[tokio::test]
+async fn malformed_json_is_a_400_json_error() {
+    let h = harness();
+    let answer = h
+        .call(
+            Method::POST,
+            "/v1/jobs",
+            "application/json",
+            b"{not json".to_vec(),
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::BAD_REQUEST);
+    assert!(answer.body["error"]
+        .as_str()
+        .expect("error")
+        .contains("line 1"));
+}
+
+#[tokio::test]
+async fn a_ten_mib_body_is_refused_with_a_413_json_error() {
+    let h = harness();
+    let body = vec![b' '; 10 * 1024 * 1024];
+    let answer = h
+        .call(Method::POST, "/v1/jobs", "application/json", body)
+        .await;
+    assert_eq!(answer.status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert!(answer.body["error"]
+        .as_str()
+        .expect("error")
+        .contains("larger"));
+    assert_eq!(h.state.store.last_index(), 0);
+}
+
+#[tokio::test]
+async fn an_unknown_job_is_a_404_json_error() {
+    let h = harness();
+    let answer = h.get("/v1/job/nope").await;
+    assert_eq!(answer.status, StatusCode::NOT_FOUND);
+    assert_eq!(answer.body["error"], "job \"nope\" not found");
+    let answer = h.call(Method::DELETE, "/v1/job/nope", "", vec![]).await;
+    assert_eq!(answer.status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn unknown_routes_and_methods_are_json_errors() {
+    let h = harness();
+    let answer = h.get("/v1/nothing-here").await;
+    assert_eq!(answer.status, StatusCode::NOT_FOUND);
+    assert!(answer.body["error"].is_string());
+    let answer = h.call(Method::PUT, "/v1/jobs", "", vec![]).await;
+    assert_eq!(answer.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert!(answer.body["error"].is_string());
+}
+
+#[tokio::test]
+async fn enforce_index_mismatch_is_a_409() {
+    let h = harness();
+    let created = h
+        .post_json(
+            "/v1/jobs",
+            &JobRegisterRequest {
+                job: mock_job("web"),
+                enforce_index: Some(0),
+            },
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::OK);
+    let again = h
+        .post_json(
+            "/v1/jobs",
+            &JobRegisterRequest {
+                job: mock_job("web"),
+                enforce_index: Some(0),
+            },
+        )
+        .await;
+    assert_eq!(again.status, StatusCode::CONFLICT);
+    let index = created.body["job_modify_index"].as_u64().expect("index");
+    let mut changed = mock_job("web");
+    changed.groups[0].count = 3;
+    let matched = h
+        .post_json(
+            "/v1/jobs",
+            &JobRegisterRequest {
+                job: changed,
+                enforce_index: Some(index),
+            },
+        )
+        .await;
+    assert_eq!(matched.status, StatusCode::OK, "{}", matched.body);
+    let stale = h
+        .post_toml(&format!("/v1/jobs?enforce_index={index}"), HELLO_TOML)
+        .await;
+    assert_eq!(stale.status, StatusCode::CONFLICT, "{}", stale.body);
+}
+
+#[tokio::test]
+async fn stopping_a_job_keeps_it_dead_and_creates_a_deregister_eval() {
+    let h = harness();
+    h.register_job(&mock_job("web")).await;
+    let answer = h.call(Method::DELETE, "/v1/job/we", "", vec![]).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    let eval_id = answer.body["eval_id"].as_str().expect("eval").to_string();
+    let job = h.get("/v1/job/web").await;
+    assert_eq!(job.body["stop"], true);
+    assert_eq!(job.body["status"], "dead");
+    let eval = h.get(&format!("/v1/evaluation/{eval_id}")).await;
+    assert_eq!(eval.body["triggered_by"], "job-deregister");
+}
+
+#[tokio::test]
+async fn purging_a_job_removes_it_but_keeps_its_history_readable() {
+    let h = harness();
+    let job = mock_job("web");
+    h.register_job(&job).await;
+    h.place(vec![mock_alloc("a1", &job, "n1", 0)]).await;
+    let answer = h
+        .call(Method::DELETE, "/v1/job/web?purge=true", "", vec![])
+        .await;
+    assert_eq!(answer.status, StatusCode::OK);
+    assert_eq!(h.get("/v1/job/web").await.status, StatusCode::NOT_FOUND);
+    assert_eq!(h.get("/v1/jobs").await.body, json!([]));
+    let allocs = h.get("/v1/job/web/allocations").await;
+    assert_eq!(allocs.status, StatusCode::OK);
+    assert_eq!(allocs.body.as_array().expect("list").len(), 1);
+    let evals = h.get("/v1/job/web/evaluations").await;
+    assert_eq!(evals.body.as_array().expect("list").len(), 2);
+}
+
+#[tokio::test]
+async fn job_versions_are_listed_newest_first() {
+    let h = harness();
+    h.register_job(&mock_job("web")).await;
+    let mut changed = mock_job("web");
+    changed.groups[0].count = 4;
+    h.register_job(&changed).await;
+    let versions = h.get("/v1/job/web/versions").await;
+    assert_eq!(versions.status, StatusCode::OK);
+    assert_eq!(versions.body[0]["version"], 1);
+    assert_eq!(versions.body[1]["version"], 0);
+}
+
+#[tokio::test]
+async fn the_job_list_summarizes_allocs_per_group() {
+    let h = harness();
+    let job = mock_job("web");
+    h.register_job(&job).await;
+    h.place(vec![
+        mock_alloc("a1", &job, "n1", 0),
+        mock_alloc("a2", &job, "n1", 1),
+    ])
+    .await;
+    h.submit(Command::UpdateAllocsFromClient {
+        updates: vec![AllocClientUpdate {
+            id: "a1".into(),
+            client_status: ClientStatus::Running,
+            client_description: String::new(),
+            task_states: Default::default(),
+        }],
+        evals: vec![],
+    })
+    .await;
+    let list = h.get("/v1/jobs").await;
+    assert_eq!(list.body[0]["status"], "running");
+    assert_eq!(list.body[0]["summary"]["web"]["running"], 1);
+    assert_eq!(list.body[0]["summary"]["web"]["starting"], 1);
+}
+
+// ----------------------------------------------------------------------------- reads
+
+#[tokio::test]
+async fn ids_resolve_by_unique_prefix_and_ambiguity_is_a_400() {
+    let h = harness();
+    let job = mock_job("web");
+    h.register_job(&job).await;
+    h.place(vec![
+        mock_alloc("abcd1111", &job, "n1", 0),
+        mock_alloc("abcd2222", &job, "n1", 1),
+    ])
+    .await;
+    let one = h.get("/v1/allocation/abcd1").await;
+    assert_eq!(one.status, StatusCode::OK);
+    assert_eq!(one.body["id"], "abcd1111");
+    assert_eq!(one.body["job"]["id"], "web", "the job version is embedded");
+    let both = h.get("/v1/allocation/abcd").await;
+    assert_eq!(both.status, StatusCode::BAD_REQUEST);
+    assert_eq!(both.body["details"], json!(["abcd1111", "abcd2222"]));
+    assert_eq!(
+        h.get("/v1/allocation/zzz").await.status,
+        StatusCode::NOT_FOUND
+    );
+    let list = h.get("/v1/allocations?prefix=abcd2").await;
+    assert_eq!(list.body.as_array().expect("list").len(), 1);
+}
+
+#[tokio::test]
+async fn reads_answer_with_the_table_index_header() {
+    let h = harness();
+    let empty = h.get("/v1/nodes").await;
+    assert_eq!(empty.index, Some(1), "the index is never 0");
+    let index = h
+        .submit(Command::UpsertNode {
+            node: mock_node("n1"),
+        })
+        .await;
+    let nodes = h.get("/v1/nodes").await;
+    assert_eq!(nodes.index, Some(index));
+    assert_eq!(nodes.body[0]["id"], "n1");
+    let node = h.get("/v1/node/n1").await;
+    assert_eq!(node.body["name"], "node-n1");
+    assert_eq!(node.index, Some(index));
+}
+
+#[tokio::test]
+async fn a_blocking_query_returns_when_a_change_lands() {
+    let h = harness();
+    let first = h
+        .submit(Command::UpsertNode {
+            node: mock_node("n1"),
+        })
+        .await;
+    let router = h.router.clone();
+    let waiter = tokio::spawn(async move {
+        let req = Request::get(format!("/v1/nodes?index={first}&wait=20s"))
+            .body(Body::empty())
+            .expect("request");
+        let started = Instant::now();
+        let resp = router.oneshot(req).await.expect("infallible");
+        (resp, started.elapsed())
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let second = h
+        .submit(Command::UpsertNode {
+            node: mock_node("n2"),
+        })
+        .await;
+    let (resp, took) = tokio::time::timeout(Duration::from_secs(10), waiter)
+        .await
+        .expect("returns")
+        .expect("task");
+    assert!(took < Duration::from_secs(10));
+    assert_eq!(
+        resp.headers()
+            .get(INDEX_HEADER)
+            .and_then(|v| v.to_str().ok()),
+        Some(second.to_string().as_str())
+    );
+}
+
+#[tokio::test]
+async fn a_blocking_query_returns_after_wait_without_a_change() {
+    let h = harness();
+    let index = h
+        .submit(Command::UpsertNode {
+            node: mock_node("n1"),
+        })
+        .await;
+    // A change to another table does not end the wait.
+    h.register_job(&mock_job("web")).await;
+    let started = Instant::now();
+    let answer = h.get(&format!("/v1/nodes?index={index}&wait=200ms")).await;
+    let took = started.elapsed();
+    assert_eq!(answer.status, StatusCode::OK);
+    assert_eq!(answer.index, Some(index));
+    assert!(took >= Duration::from_millis(200), "{took:?}");
+    assert!(took < Duration::from_secs(5), "{took:?}");
+}
+
+#[tokio::test]
+async fn a_bad_wait_is_a_400() {
+    let h = harness();
+    let answer = h.get("/v1/nodes?index=1&wait=soon").await;
+    assert_eq!(answer.status, StatusCode::BAD_REQUEST);
+    let answer = h.get("/v1/nodes?index=abc").await;
+    assert_eq!(answer.status, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn every_answer_carries_a_request_id() {
+    let h = harness();
+    let answer = h.get("/v1/agent/health").await;
+    assert_eq!(answer.status, StatusCode::OK);
+    assert_eq!(answer.body["ok"], true);
+    assert!(answer.request_id.is_some_and(|id| id.len() >= 32));
+}
+
+#[tokio::test]
+async fn agent_self_and_leader_describe_this_server() {
+    let h = harness();
+    let me = h.get("/v1/agent/self").await;
+    assert_eq!(me.body["name"], "test-server");
+    assert_eq!(me.body["server"], true);
+    assert_eq!(me.body["client"], false);
+    *h.state.client_node_id.write().expect("lock") = Some("n1".into());
+    let me = h.get("/v1/agent/self").await;
+    assert_eq!(me.body["client"], true);
+    assert_eq!(me.body["node_id"], "n1");
+    assert_eq!(
+        h.get("/v1/status/leader").await.body,
+        json!("127.0.0.1:4747")
+    );
+}
+
+// ----------------------------------------------------------------------------- clients
+
+#[tokio::test]
+async fn registering_a_node_assigns_an_id_and_marks_it_ready() {
+    let h = harness();
+    let mut node = mock_node("");
+    node.status = NodeStatus::Initializing;
+    let answer = h
+        .post_json(
+            "/v1/node/register",
+            &NodeRegisterRequest { node: node.clone() },
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    let id = answer.body["node_id"].as_str().expect("id").to_string();
+    assert_eq!(id.len(), 36);
+    assert_eq!(answer.body["heartbeat_ttl_ms"], 10_000);
+    let stored = h.get(&format!("/v1/node/{id}")).await;
+    assert_eq!(stored.body["status"], "ready");
+    assert!(stored.body["computed_class"]
+        .as_str()
+        .expect("class")
+        .starts_with("v1:"));
+    assert!(h.state.heartbeats.tracked().contains(&id));
+
+    node.id = id.clone();
+    let again = h
+        .post_json("/v1/node/register", &NodeRegisterRequest { node })
+        .await;
+    assert_eq!(again.body["node_id"], id.as_str(), "a known id is kept");
+    assert_eq!(
+        h.get("/v1/nodes")
+            .await
+            .body
+            .as_array()
+            .expect("list")
+            .len(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn a_node_without_a_name_is_refused() {
+    let h = harness();
+    let mut node = mock_node("");
+    node.name = String::new();
+    let answer = h
+        .post_json("/v1/node/register", &NodeRegisterRequest { node })
+        .await;
+    assert_eq!(answer.status, StatusCode::BAD_REQUEST);
+    assert!(answer.body["details"][0]
+        .as_str()
+        .expect("detail")
+        .contains("node.name"));
+}
+
+#[tokio::test]
+async fn heartbeats_need_a_registered_node_and_revive_a_down_one() {
+    let h = harness();
+    let unknown = h.post_json("/v1/node/nope/heartbeat", &json!({})).await;
+    assert_eq!(unknown.status, StatusCode::NOT_FOUND);
+    let mut node = mock_node("n1");
+    node.status = NodeStatus::Down;
+    h.submit(Command::UpsertNode { node }).await;
+    let answer = h
+        .call(Method::POST, "/v1/node/n1/heartbeat", "", Vec::new())
+        .await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    assert_eq!(answer.body["heartbeat_ttl_ms"], 10_000);
+    assert_eq!(h.get("/v1/node/n1").await.body["status"], "ready");
+}
+
+#[tokio::test]
+async fn the_node_alloc_watch_embeds_jobs_and_wakes_only_for_its_node() {
+    let h = harness();
+    h.submit(Command::UpsertNode {
+        node: mock_node("n1"),
+    })
+    .await;
+    h.submit(Command::UpsertNode {
+        node: mock_node("n2"),
+    })
+    .await;
+    let job = mock_job("web");
+    h.register_job(&job).await;
+    let placed = h.place(vec![mock_alloc("a1", &job, "n1", 0)]).await;
+    let first = h.get("/v1/node/n1/allocations").await;
+    assert_eq!(first.status, StatusCode::OK);
+    assert_eq!(first.body["index"], placed);
+    assert_eq!(first.body["allocs"][0]["id"], "a1");
+    assert_eq!(first.body["allocs"][0]["job"]["id"], "web");
+
+    let router = h.router.clone();
+    let waiter = tokio::spawn(async move {
+        let req = Request::get(format!("/v1/node/n1/allocations?index={placed}&wait=20s"))
+            .body(Body::empty())
+            .expect("request");
+        let started = Instant::now();
+        let resp = router.oneshot(req).await.expect("infallible");
+        let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
+            .await
+            .expect("body");
+        (
+            serde_json::from_slice::<Value>(&bytes).expect("json"),
+            started.elapsed(),
+        )
+    });
+    // Another node's allocation does not wake n1's watch.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    h.place(vec![mock_alloc("b1", &job, "n2", 1)]).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!waiter.is_finished(), "woken by another node's change");
+    let mut stop = mock_alloc("a1", &job, "n1", 0);
+    stop.desired_status = orch_common::structs::DesiredStatus::Stop;
+    let stopped = h
+        .submit(Command::ApplyPlan {
+            allocs: vec![],
+            stopped: vec![stop],
+            evals: vec![],
+        })
+        .await;
+    let (body, took) = tokio::time::timeout(Duration::from_secs(10), waiter)
+        .await
+        .expect("returns")
+        .expect("task");
+    assert!(took >= Duration::from_millis(400));
+    assert_eq!(body["index"], stopped);
+    assert_eq!(body["allocs"][0]["desired_status"], "stop");
+}
+
+#[tokio::test]
+async fn the_node_alloc_watch_of_an_unknown_node_is_a_404() {
+    let h = harness();
+    assert_eq!(
+        h.get("/v1/node/nope/allocations").await.status,
+        StatusCode::NOT_FOUND
+    );
+}
+
+#[tokio::test]
+async fn client_updates_store_states_and_a_failure_creates_an_eval() {
+    let h = harness();
+    h.submit(Command::UpsertNode {
+        node: mock_node("n1"),
+    })
+    .await;
+    let mut job = mock_job("frames");
+    job.job_type = JobType::Batch;
+    h.register_job(&job).await;
+    h.place(vec![
+        mock_alloc("a1", &job, "n1", 0),
+        mock_alloc("a2", &job, "n2", 1),
+    ])
+    .await;
+    let update = |id: &str, status| AllocClientUpdate {
+        id: id.to_string(),
+        client_status: status,
+        client_description: "exit code 1".into(),
+        task_states: Default::default(),
+    };
+    let answer = h
+        .post_json(
+            "/v1/node/n1/allocations",
+            &AllocUpdateRequest {
+                allocs: vec![
+                    update("a1", ClientStatus::Failed),
+                    update("a2", ClientStatus::Complete),
+                    update("zz", ClientStatus::Complete),
+                ],
+            },
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    let a1 = h.get("/v1/allocation/a1").await;
+    assert_eq!(a1.body["client_status"], "failed");
+    assert_eq!(a1.body["client_description"], "exit code 1");
+    let a2 = h.get("/v1/allocation/a2").await;
+    assert_eq!(
+        a2.body["client_status"], "pending",
+        "another node's alloc is not changed"
+    );
+    let evals = h.get("/v1/job/frames/evaluations").await;
+    let triggers: Vec<&str> = evals
+        .body
+        .as_array()
+        .expect("list")
+        .iter()
+        .map(|e| e["triggered_by"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(triggers, vec!["job-register", "alloc-failure"]);
+
+    // Reporting the same failure again does not create another evaluation.
+    h.post_json(
+        "/v1/node/n1/allocations",
+        &AllocUpdateRequest {
+            allocs: vec![update("a1", ClientStatus::Failed)],
+        },
+    )
+    .await;
+    let evals = h.get("/v1/job/frames/evaluations").await;
+    assert_eq!(evals.body.as_array().expect("list").len(), 2);
+}
