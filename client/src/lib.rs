@@ -17,6 +17,7 @@ pub mod driver;
 pub mod fingerprint;
 mod http;
 pub mod logs;
+mod once;
 pub mod rpc;
 pub mod state;
 pub mod taskrunner;

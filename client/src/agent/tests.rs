@@ -206,6 +206,10 @@ async fn serve_client_http(client: &Client) -> (String, JoinHandle<()>) {
     (url, h)
 }
 
+async fn get_text(url: &str) -> String {
+    reqwest::get(url).await.unwrap().text().await.unwrap()
+}
+
 async fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
@@ -244,6 +248,25 @@ fn raw_exec_alloc(node_id: &str, job_type: JobType, script: &str) -> Allocation 
     let mut a = alloc_of(&j, 0);
     a.node_id = node_id.to_string();
     a
+}
+
+/// Runs a service alloc whose task sleeps; returns it and the task's pid once running.
+async fn run_sleeper(fake: &Fake, client: &Client, data_dir: &Path) -> (Allocation, i32) {
+    let a = raw_exec_alloc(
+        &client.node_id(),
+        JobType::Service,
+        "echo $$ > pid; exec sleep 300",
+    );
+    fake.state.add_alloc(a.clone());
+    status_becomes(fake, &a.id, ClientStatus::Running).await;
+    let pidfile = data_dir.join("alloc").join(&a.id).join("main/pid");
+    let pid: i32 = eventually("pid file", || {
+        std::fs::read_to_string(&pidfile)
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+    })
+    .await;
+    (a, pid)
 }
 
 fn pid_alive(pid: i32) -> bool {
@@ -351,25 +374,17 @@ async fn a_batch_alloc_runs_reports_complete_and_its_logs_are_served() {
         .unwrap();
     assert_eq!(stdout.status(), 200);
     assert_eq!(stdout.text().await.unwrap(), "hi\n");
-    let stderr = reqwest::get(format!(
+    let stderr = get_text(&format!(
         "{url}/v1/client/fs/logs/{}?task=main&type=stderr",
         a.id
     ))
-    .await
-    .unwrap()
-    .text()
-    .await
-    .unwrap();
+    .await;
     assert_eq!(stderr, "oops\n");
-    let tail = reqwest::get(format!(
+    let tail = get_text(&format!(
         "{url}/v1/client/fs/logs/{}?origin=end&offset=3",
         a.id
     ))
-    .await
-    .unwrap()
-    .text()
-    .await
-    .unwrap();
+    .await;
     assert_eq!(tail, "hi\n");
     http.abort();
     client.shutdown().await;
@@ -454,20 +469,7 @@ async fn a_stopped_alloc_has_its_process_killed() {
     let fake = fake_server().await;
     let dir = tempfile::tempdir().unwrap();
     let client = Client::start(config(dir.path(), &fake.addr)).await.unwrap();
-    let a = raw_exec_alloc(
-        &client.node_id(),
-        JobType::Service,
-        "echo $$ > pid; exec sleep 300",
-    );
-    fake.state.add_alloc(a.clone());
-    status_becomes(&fake, &a.id, ClientStatus::Running).await;
-    let pidfile = dir.path().join("alloc").join(&a.id).join("main/pid");
-    let pid: i32 = eventually("pid file", || {
-        std::fs::read_to_string(&pidfile)
-            .ok()
-            .and_then(|s| s.trim().parse().ok())
-    })
-    .await;
+    let (a, pid) = run_sleeper(&fake, &client, dir.path()).await;
     assert!(pid_alive(pid));
     fake.state.set_desired_stop(&a.id);
     let done = status_becomes(&fake, &a.id, ClientStatus::Complete).await;
@@ -520,20 +522,7 @@ async fn shutdown_kills_running_tasks_and_reports_them() {
     let fake = fake_server().await;
     let dir = tempfile::tempdir().unwrap();
     let client = Client::start(config(dir.path(), &fake.addr)).await.unwrap();
-    let a = raw_exec_alloc(
-        &client.node_id(),
-        JobType::Service,
-        "echo $$ > pid; exec sleep 300",
-    );
-    fake.state.add_alloc(a.clone());
-    status_becomes(&fake, &a.id, ClientStatus::Running).await;
-    let pidfile = dir.path().join("alloc").join(&a.id).join("main/pid");
-    let pid: i32 = eventually("pid file", || {
-        std::fs::read_to_string(&pidfile)
-            .ok()
-            .and_then(|s| s.trim().parse().ok())
-    })
-    .await;
+    let (a, pid) = run_sleeper(&fake, &client, dir.path()).await;
     client.shutdown().await;
     assert!(!pid_alive(pid));
     assert_eq!(
@@ -549,20 +538,7 @@ async fn tasks_left_by_a_previous_run_are_killed_on_start() {
     let mut cfg = config(dir.path(), &fake.addr);
     cfg.stop_tasks_on_shutdown = false;
     let client = Client::start(cfg.clone()).await.unwrap();
-    let a = raw_exec_alloc(
-        &client.node_id(),
-        JobType::Service,
-        "echo $$ > pid; exec sleep 300",
-    );
-    fake.state.add_alloc(a.clone());
-    status_becomes(&fake, &a.id, ClientStatus::Running).await;
-    let pidfile = dir.path().join("alloc").join(&a.id).join("main/pid");
-    let pid: i32 = eventually("pid file", || {
-        std::fs::read_to_string(&pidfile)
-            .ok()
-            .and_then(|s| s.trim().parse().ok())
-    })
-    .await;
+    let (a, pid) = run_sleeper(&fake, &client, dir.path()).await;
     client.shutdown().await;
     assert!(pid_alive(pid), "the task should have been left running");
     // The next start kills it (re-attaching is not built yet).

@@ -18,6 +18,7 @@ use orch_common::structs::{Allocation, ClientStatus, TaskEvent, TaskState, TaskS
 use tokio::sync::{mpsc, watch};
 
 use crate::batcher::UpdateBatcher;
+use crate::once::set_once;
 use crate::taskrunner::{self, events, TaskRunnerDeps, TaskRunnerHandle, TaskUpdate};
 use allocdir::AllocDir;
 
@@ -35,14 +36,7 @@ pub struct AllocRunnerHandle {
 impl AllocRunnerHandle {
     /// Kills every task (idempotent); `reason` goes into their Killing events.
     pub fn stop(&self, reason: &str) {
-        self.stop.send_if_modified(|r| {
-            if r.is_none() {
-                *r = Some(reason.to_string());
-                true
-            } else {
-                false
-            }
-        });
+        set_once(&self.stop, reason.to_string());
     }
 
     pub fn stop_requested(&self) -> bool {

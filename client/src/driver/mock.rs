@@ -14,7 +14,8 @@ use orch_common::structs::DriverInfo;
 use serde::Deserialize;
 use tokio::sync::watch;
 
-use super::{Driver, DriverError, ExitResult, StartRequest, TaskHandle, TaskStats};
+use super::{wait_exit, Driver, DriverError, ExitResult, StartRequest, TaskHandle, TaskStats};
+use crate::once::set_once;
 
 const NAME: &str = "mock";
 
@@ -64,14 +65,7 @@ impl MockDriver {
 
     fn finish(task: &MockTask, result: ExitResult) {
         task.timer.abort();
-        task.exit_tx.send_if_modified(|v| {
-            if v.is_none() {
-                *v = Some(result);
-                true
-            } else {
-                false
-            }
-        });
+        set_once(&task.exit_tx, result);
     }
 }
 
@@ -119,14 +113,7 @@ impl Driver for MockDriver {
             let run_for = cfg.run_for.unwrap_or(Duration::ZERO);
             let timer = tokio::spawn(async move {
                 tokio::time::sleep(run_for).await;
-                timer_tx.send_if_modified(|v| {
-                    if v.is_none() {
-                        *v = Some(result);
-                        true
-                    } else {
-                        false
-                    }
-                });
+                set_once(&timer_tx, result);
             });
             self.tasks.lock().expect("mock task table poisoned").insert(
                 req.id.clone(),
@@ -156,20 +143,8 @@ impl Driver for MockDriver {
         handle: &'a TaskHandle,
     ) -> BoxFuture<'a, Result<ExitResult, DriverError>> {
         async move {
-            let task = self.task(&handle.id).ok_or(DriverError::UnknownTask {
-                task: handle.id.clone(),
-                driver: NAME,
-            })?;
-            let mut rx = task.exit_tx.subscribe();
-            let r = rx
-                .wait_for(|v| v.is_some())
-                .await
-                .map_err(|_| DriverError::UnknownTask {
-                    task: handle.id.clone(),
-                    driver: NAME,
-                })?
-                .clone();
-            Ok(r.unwrap_or_else(|| ExitResult::code(-1)))
+            let rx = self.task(&handle.id).map(|t| t.exit_tx.subscribe());
+            wait_exit(rx, &handle.id, NAME).await
         }
         .boxed()
     }

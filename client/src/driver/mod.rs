@@ -231,6 +231,22 @@ pub trait Driver: Send + Sync {
         -> BoxFuture<'a, Result<TaskStats, DriverError>>;
 }
 
+/// The exit result a driver publishes on `rx` for task `task`; an unknown task (no
+/// receiver) or a publisher gone without a result is `UnknownTask`.
+pub(crate) async fn wait_exit(
+    rx: Option<tokio::sync::watch::Receiver<Option<ExitResult>>>,
+    task: &str,
+    driver: &'static str,
+) -> Result<ExitResult, DriverError> {
+    let unknown = || DriverError::UnknownTask {
+        task: task.to_string(),
+        driver,
+    };
+    crate::once::wait_set(rx.ok_or_else(unknown)?)
+        .await
+        .ok_or_else(unknown)
+}
+
 /// Reads "SIGTERM", "TERM", "sigint", "9".
 pub fn parse_signal(name: &str) -> Result<Signal, DriverError> {
     let bad = || DriverError::BadSignal {

@@ -19,7 +19,8 @@ use orch_common::structs::DriverInfo;
 use tokio::sync::watch;
 
 use super::{
-    proc_start_ticks, Driver, DriverError, ExitResult, StartRequest, TaskHandle, TaskStats,
+    proc_start_ticks, wait_exit, Driver, DriverError, ExitResult, StartRequest, TaskHandle,
+    TaskStats,
 };
 use crate::cgroups::{CgroupManager, CgroupPaths};
 
@@ -238,20 +239,8 @@ impl Driver for RawExecDriver {
         handle: &'a TaskHandle,
     ) -> BoxFuture<'a, Result<ExitResult, DriverError>> {
         async move {
-            let running = self.running(&handle.id).ok_or(DriverError::UnknownTask {
-                task: handle.id.clone(),
-                driver: NAME,
-            })?;
-            let mut rx = running.exit.clone();
-            let result = rx
-                .wait_for(|v| v.is_some())
-                .await
-                .map_err(|_| DriverError::UnknownTask {
-                    task: handle.id.clone(),
-                    driver: NAME,
-                })?
-                .clone();
-            Ok(result.unwrap_or_else(|| ExitResult::code(-1)))
+            let rx = self.running(&handle.id).map(|r| r.exit.clone());
+            wait_exit(rx, &handle.id, NAME).await
         }
         .boxed()
     }

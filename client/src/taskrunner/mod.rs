@@ -44,6 +44,7 @@ use tokio::sync::{mpsc, watch};
 use crate::allocrunner::allocdir::AllocDir;
 use crate::cgroups::{CgroupLimits, CgroupManager, CgroupPaths};
 use crate::driver::{parse_signal, signal_name, Driver, ExitResult, StartRequest, TaskHandle};
+use crate::once::{set_once, wait_set};
 use crate::state::HandleStore;
 use env::{EnvInputs, TaskEnv};
 use restart::{RestartDecision, RestartTracker};
@@ -105,14 +106,7 @@ impl Drop for TaskRunnerHandle {
 impl TaskRunnerHandle {
     /// Asks the task to stop (idempotent); `reason` goes into the Killing event.
     pub fn kill(&self, reason: &str) {
-        self.kill.send_if_modified(|r| {
-            if r.is_none() {
-                *r = Some(reason.to_string());
-                true
-            } else {
-                false
-            }
-        });
+        set_once(&self.kill, reason.to_string());
     }
 
     /// Waits until the runner is done (the task is dead).
@@ -488,12 +482,8 @@ impl TaskRunner {
 
 /// Resolves with the reason once a kill is requested (never, if the handle is gone
 /// without one).
-async fn kill_reason(mut rx: watch::Receiver<Option<String>>) -> String {
-    let reason = match rx.wait_for(|r| r.is_some()).await {
-        Ok(r) => r.clone(),
-        Err(_) => None,
-    };
-    match reason {
+async fn kill_reason(rx: watch::Receiver<Option<String>>) -> String {
+    match wait_set(rx).await {
         Some(r) => r,
         None => std::future::pending().await,
     }
