@@ -35,7 +35,8 @@ const WATCH_WAIT: Duration = Duration::from_secs(30);
 const BATCH_WINDOW: Duration = Duration::from_millis(200);
 /// How long shutdown tries to deliver the final states.
 const FINAL_FLUSH: Duration = Duration::from_secs(3);
-const MAX_BACKOFF: Duration = Duration::from_secs(10);
+/// Longest pause between retries (a restarted server is picked up within this).
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 /// Why the client could not start.
 #[derive(Debug, thiserror::Error)]
