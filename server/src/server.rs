@@ -1,1 +1,210 @@
-//! (being built)
+//! `Server`: wires the state store, the command log, the evaluation broker, the
+//! scheduler workers, the plan applier, the heartbeat timers and the HTTP API together,
+//! and stops them all on `shutdown`.
+//!
+//! ```text
+//!  start:  open <data_dir>/server/state.db ─► broker.restore(pending + blocked evals)
+//!          ─► CommandLog (observer: broker.observe) ─► heartbeats.restore(nodes)
+//!          ─► plan applier ─► workers + reaper ─► heartbeat expiry loop
+//!  serve:  router() (the agent binds the listener and serves it)
+//!  stop:   release blocking queries ─► shutdown=true ─► await workers, applier,
+//!          heartbeat loop ─► close the log (joins the writer thread)
+//! ```
+
+use std::sync::Arc;
+
+use axum::Router;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::broker::{BrokerConfig, EvalBroker};
+use crate::config::ServerConfig;
+use crate::heartbeat::Heartbeats;
+use crate::http::{self, AgentInfo, HttpState};
+use crate::plan_apply::PlanApplier;
+use crate::state::{CommandLog, LogError, Observer, StateError, StateStore};
+use crate::worker;
+
+/// Why a server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("state store {path}: {source}")]
+    State {
+        path: std::path::PathBuf,
+        source: StateError,
+    },
+    #[error("starting the command log: {0}")]
+    Log(#[from] LogError),
+    #[error("invalid server configuration: {0}")]
+    Config(String),
+    #[error("server start task failed: {0}")]
+    Task(String),
+}
+
+/// A running server.
+pub struct Server {
+    cfg: ServerConfig,
+    store: StateStore,
+    log: CommandLog,
+    broker: Arc<EvalBroker>,
+    http: Arc<HttpState>,
+    shutdown_tx: watch::Sender<bool>,
+    applier: PlanApplier,
+    workers: Vec<JoinHandle<()>>,
+    heartbeat_loop: JoinHandle<()>,
+}
+
+impl Server {
+    /// Opens the state, restores pending work and starts every loop.
+    pub async fn start(cfg: ServerConfig) -> Result<Server, ServerError> {
+        if cfg.bootstrap_expect > 1 {
+            return Err(ServerError::Config(format!(
+                "bootstrap_expect = {}: replicated servers are not supported yet; use 1",
+                cfg.bootstrap_expect
+            )));
+        }
+        if cfg.max_request_body_bytes == 0 {
+            return Err(ServerError::Config(
+                "max_request_body_bytes must be above 0".to_string(),
+            ));
+        }
+        let path = cfg.state_path();
+        let state_err = |source| ServerError::State {
+            path: path.clone(),
+            source,
+        };
+        let (store, pending) = {
+            let path = path.clone();
+            tokio::task::spawn_blocking(move || -> Result<_, StateError> {
+                let store = StateStore::open(&path)?;
+                let pending = store.evals_non_terminal()?;
+                Ok((store, pending))
+            })
+            .await
+            .map_err(|e| ServerError::Task(e.to_string()))?
+            .map_err(state_err)?
+        };
+
+        let broker = Arc::new(EvalBroker::new(BrokerConfig::default()));
+        let restored = pending.len();
+        broker.restore(pending);
+        let observer: Observer = {
+            let broker = broker.clone();
+            Arc::new(move |cmd, index| broker.observe(cmd, index))
+        };
+        let log = CommandLog::start(store.clone(), vec![observer])?;
+
+        let heartbeats = Heartbeats::new(cfg.heartbeat_min_ttl, cfg.heartbeat_grace);
+        let nodes = {
+            let (store, heartbeats) = (store.clone(), heartbeats.clone());
+            tokio::task::spawn_blocking(move || heartbeats.restore(&store))
+                .await
+                .map_err(|e| ServerError::Task(e.to_string()))?
+                .map_err(state_err)?
+        };
+
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let applier = PlanApplier::spawn(store.clone(), log.clone(), shutdown_rx.clone());
+        let workers = worker::spawn_workers(
+            cfg.num_schedulers,
+            broker.clone(),
+            store.clone(),
+            log.clone(),
+            applier.sender(),
+            shutdown_rx.clone(),
+        );
+        let heartbeat_loop = heartbeats.spawn(log.clone(), shutdown_rx);
+
+        let agent = AgentInfo {
+            name: cfg.name.clone(),
+            datacenter: cfg.datacenter.clone(),
+            http_addr: cfg.advertise_http.clone(),
+            data_dir: cfg.data_dir.display().to_string(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+        };
+        let http = Arc::new(HttpState::new(
+            store.clone(),
+            log.clone(),
+            heartbeats,
+            agent,
+        ));
+        tracing::info!(
+            path = %path.display(),
+            index = store.last_index(),
+            restored_evals = restored,
+            nodes,
+            workers = cfg.num_schedulers,
+            "server started"
+        );
+        Ok(Server {
+            cfg,
+            store,
+            log,
+            broker,
+            http,
+            shutdown_tx,
+            applier,
+            workers,
+            heartbeat_loop,
+        })
+    }
+
+    /// Every server `/v1` route, with the request body limit.
+    pub fn router(&self) -> Router {
+        http::router(self.http.clone(), self.cfg.max_request_body_bytes)
+    }
+
+    /// Tells `/v1/agent/self` that this agent also runs a client with this node id.
+    pub fn set_client_node_id(&self, node_id: Option<String>) {
+        *self
+            .http
+            .client_node_id
+            .write()
+            .expect("client node id lock poisoned") = node_id;
+    }
+
+    /// Ends every blocking query at once (they answer with the current state). Call it
+    /// when a graceful HTTP shutdown starts, so long polls do not hold it up;
+    /// `shutdown` calls it too.
+    pub fn stop_blocking_queries(&self) {
+        self.store.release_waiters();
+    }
+
+    pub fn config(&self) -> &ServerConfig {
+        &self.cfg
+    }
+
+    /// The state store (reads; writes go through `log()`).
+    pub fn store(&self) -> &StateStore {
+        &self.store
+    }
+
+    pub fn log(&self) -> &CommandLog {
+        &self.log
+    }
+
+    pub fn broker(&self) -> &Arc<EvalBroker> {
+        &self.broker
+    }
+
+    /// Stops every loop and waits for it; the state is durable at every step, so
+    /// anything acknowledged before is there on the next start.
+    pub async fn shutdown(self) {
+        self.store.release_waiters();
+        self.shutdown_tx.send_replace(true);
+        for handle in self.workers {
+            if let Err(e) = handle.await {
+                tracing::error!(error = %e, "scheduler worker failed");
+            }
+        }
+        self.applier.join().await;
+        if let Err(e) = self.heartbeat_loop.await {
+            tracing::error!(error = %e, "heartbeat loop failed");
+        }
+        self.log.shutdown().await;
+        tracing::info!("server stopped");
+    }
+}
+
+#[cfg(test)]
+mod tests;
