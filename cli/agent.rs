@@ -115,10 +115,11 @@ pub async fn run(args: AgentArgs) -> Result<ExitCode> {
     let name = cfg.name.clone().unwrap_or_else(host_name);
 
     let server = if cfg.server.enabled {
-        let defaults = orch_server::server::ServerConfig::default();
-        let scfg = orch_server::server::ServerConfig {
-            data_dir: data_dir.join("server"),
+        let defaults = orch_server::config::ServerConfig::default();
+        let scfg = orch_server::config::ServerConfig {
+            data_dir: data_dir.clone(),
             name: name.clone(),
+            datacenter: cfg.datacenter.clone(),
             bootstrap_expect: cfg.server.bootstrap_expect,
             num_schedulers: if cfg.server.num_schedulers == 0 {
                 defaults.num_schedulers
@@ -176,6 +177,9 @@ pub async fn run(args: AgentArgs) -> Result<ExitCode> {
         None
     };
 
+    if let (Some(s), Some(c)) = (&server, &client) {
+        s.set_client_node_id(Some(c.node_id()));
+    }
     let mut router = axum::Router::new();
     if let Some(s) = &server {
         router = router.merge(s.router());
@@ -222,9 +226,13 @@ pub async fn run(args: AgentArgs) -> Result<ExitCode> {
     if let Some(c) = client {
         c.shutdown().await;
     }
+    // Long polls would otherwise hold the graceful HTTP shutdown open for their wait.
+    if let Some(s) = &server {
+        s.stop_blocking_queries();
+    }
     let _ = stop_http_tx.send(());
     if served_until_error.is_none() && tokio::time::timeout(HTTP_DRAIN, &mut http).await.is_err() {
-        // Long-polls and followed log streams would otherwise hold the shutdown open.
+        // Followed log streams never end by themselves.
         http.abort();
     }
     if let Some(s) = server {

@@ -263,6 +263,19 @@ fn last_lines(bytes: &[u8], n: usize) -> &[u8] {
 }
 
 async fn logs(ctx: &Ctx, args: LogsArgs) -> Result<ExitCode> {
+    match copy_logs(ctx, args).await {
+        // `orch alloc logs -f ... | head` closes the pipe: that is a normal end.
+        Err(e)
+            if e.downcast_ref::<std::io::Error>().map(|e| e.kind())
+                == Some(std::io::ErrorKind::BrokenPipe) =>
+        {
+            Ok(ExitCode::SUCCESS)
+        }
+        other => other,
+    }
+}
+
+async fn copy_logs(ctx: &Ctx, args: LogsArgs) -> Result<ExitCode> {
     let api = ctx.api()?;
     let a: Allocation = api
         .get(&format!("/v1/allocation/{}", encode(&args.alloc)))

@@ -376,7 +376,12 @@ async fn monitor(api: &ApiClient, job: &Job, eval_id: &str, quiet: bool) -> Resu
         }
         let live = live_allocs(&allocs, job.version);
         let want = if per_node { live.len() } else { total };
-        if last_placed != Some(live.len()) && (eval.is_some() || !live.is_empty()) {
+        // Before the scheduler has run, "Placed 0" says nothing.
+        let scheduled = eval
+            .as_ref()
+            .map(|e| e.status.is_terminal())
+            .unwrap_or(false);
+        if last_placed != Some(live.len()) && (scheduled || !live.is_empty()) {
             last_placed = Some(live.len());
             say(format!("Placed {} of {} allocations", live.len(), want));
         }

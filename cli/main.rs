@@ -4,7 +4,7 @@
 //! Exit status: 0 ok, 1 error (`Error: ...` on stderr), 2 bad usage (clap) or, for
 //! `orch job run`, failed placements.
 
-#[allow(dead_code)] // wired into `orch agent` once the server and client land
+mod agent;
 mod agent_config;
 mod alloc;
 mod api_client;
@@ -12,6 +12,7 @@ mod job;
 mod node;
 mod output;
 
+use std::io::IsTerminal as _;
 use std::process::ExitCode;
 
 use anyhow::Result;
@@ -50,6 +51,8 @@ Environment: ORCH_ADDR (default http://127.0.0.1:4747), ORCH_TOKEN, RUST_LOG.";
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Run an agent: a server, a client, or both.
+    Agent(agent::AgentArgs),
     /// Submit, inspect and stop jobs.
     #[command(
         subcommand,
@@ -77,6 +80,7 @@ pub fn init_logging(default_level: &str) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .try_init();
 }
 
@@ -109,6 +113,7 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
+            Command::Agent(args) => agent::run(args).await,
             Command::Job(c) => {
                 init_logging("warn");
                 job::run(&ctx, c).await
