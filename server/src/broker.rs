@@ -83,7 +83,7 @@ pub enum NackOutcome {
     /// It will be delivered again after a delay.
     Requeued,
     /// It reached the delivery limit and was failed (its failed status is reapable).
-    Failed(Evaluation),
+    Failed(Box<Evaluation>),
 }
 
 /// Queue sizes, for tests and the agent's status.
@@ -597,7 +597,7 @@ impl Inner {
             );
             failed.modify_time = now_ms();
             self.reapable.push(failed.clone());
-            return NackOutcome::Failed(failed);
+            return NackOutcome::Failed(Box::new(failed));
         }
         let delay = if deliveries <= 1 {
             cfg.initial_nack_delay

@@ -149,7 +149,11 @@ async fn stops_commit_even_when_placements_on_a_down_node_are_rejected() {
         })
         .await
         .expect("down");
-    let plan = plan_of(&job, &[alloc_for(&job, "web", 1, &node)], &[old.clone()]);
+    let plan = plan_of(
+        &job,
+        &[alloc_for(&job, "web", 1, &node)],
+        std::slice::from_ref(&old),
+    );
     let result = apply(&f.store, &f.log, plan).await.expect("apply");
     assert!(result.node_allocation.is_empty());
     assert_eq!(result.node_update[&node.id].len(), 1);
@@ -169,7 +173,7 @@ async fn stops_in_the_plan_free_room_for_its_placements() {
     f.existing(vec![old.clone()]).await;
     let mut new = alloc_for(&v0, "web", 0, &node);
     new.previous_allocation = Some(old.id.clone());
-    let plan = plan_of(&v0, &[new.clone()], &[old.clone()]);
+    let plan = plan_of(&v0, &[new.clone()], std::slice::from_ref(&old));
     let result = apply(&f.store, &f.log, plan.clone()).await.expect("apply");
     assert!(result.is_full_commit(&plan));
     let live = f.live("web");

@@ -39,7 +39,10 @@ pub fn add_to_usage(usage: &mut NodeUsage, a: &Allocation, job_id: &str, group: 
 pub fn allocs_with_jobs(state: &dyn State, job_id: &str) -> Vec<Allocation> {
     let mut versions: HashMap<u64, Option<Job>> = HashMap::new();
     let mut allocs = state.allocs_by_job(job_id);
-    for a in allocs.iter_mut().filter(|a| a.job.is_none() && holds_resources(a)) {
+    for a in allocs
+        .iter_mut()
+        .filter(|a| a.job.is_none() && holds_resources(a))
+    {
         let job = versions
             .entry(a.job_version)
             .or_insert_with(|| state.job_version(job_id, a.job_version));

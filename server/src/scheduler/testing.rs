@@ -360,6 +360,10 @@ pub struct MemState {
     pub jobs: BTreeMap<String, Job>,
     pub nodes: BTreeMap<String, Node>,
     pub allocs: BTreeMap<String, Allocation>,
+    /// Every registered job version, as the store keeps them.
+    pub versions: BTreeMap<(String, u64), Job>,
+    /// Store allocations without their job embedded (like the SQLite store does).
+    pub strip_jobs: bool,
 }
 
 impl MemState {
@@ -379,6 +383,8 @@ impl MemState {
     }
     pub fn upsert_job(&mut self, job: Job) {
         self.index += 1;
+        self.versions
+            .insert((job.id.clone(), job.version), job.clone());
         self.jobs.insert(job.id.clone(), job);
     }
     pub fn upsert_alloc(&mut self, mut alloc: Allocation) {
@@ -416,6 +422,9 @@ impl MemState {
             }
             for a in allocs {
                 let mut a = a.clone();
+                if self.strip_jobs {
+                    a.job = None;
+                }
                 a.create_index = self
                     .allocs
                     .get(&a.id)
@@ -460,6 +469,9 @@ impl State for MemState {
             .filter(|a| a.node_id == node_id && !a.client_status.is_terminal())
             .cloned()
             .collect()
+    }
+    fn job_version(&self, id: &str, version: u64) -> Option<Job> {
+        self.versions.get(&(id.to_string(), version)).cloned()
     }
 }
 

@@ -426,6 +426,25 @@ fn task_change_replaces_and_count_change_updates_in_place() {
 }
 
 #[test]
+fn in_place_updates_use_stored_job_versions_when_allocs_do_not_embed_their_job() {
+    let mut h = Harness::new(&[mock_node()]);
+    h.state.strip_jobs = true;
+    let eval = h.register(JobBuilder::new("w").count(2).build());
+    h.process(&eval).expect("place");
+    assert!(h.state.allocs.values().all(|a| a.job.is_none()));
+    let first: BTreeSet<String> = h.state.allocs.keys().cloned().collect();
+    let eval = h.register(JobBuilder::new("w").count(3).build());
+    h.process(&eval).expect("scale");
+    assert!(h.last_stopped().is_empty(), "nothing replaced");
+    let kept = h
+        .last_placed()
+        .into_iter()
+        .filter(|a| first.contains(&a.id))
+        .count();
+    assert_eq!(kept, 2);
+}
+
+#[test]
 fn a_partially_committed_plan_is_retried_on_fresh_state() {
     let a = NodeBuilder::new().name("a").build();
     let b = NodeBuilder::new().name("b").memory(300).build();
