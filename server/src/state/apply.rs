@@ -292,13 +292,13 @@ impl Writer<'_> {
         let Some(mut job) = read::job(self.tx, job_id)? else {
             return Ok(());
         };
-        let allocs = read::allocs_by_job(self.tx, job_id)?;
+        let (total, live) = read::job_alloc_counts(self.tx, job_id)?;
         let status = if job.stop {
             JobStatus::Dead
-        } else if allocs.iter().any(|a| !a.client_status.is_terminal()) {
+        } else if live > 0 {
             JobStatus::Running
         } else if matches!(job.job_type, JobType::Batch | JobType::Sysbatch)
-            && !allocs.is_empty()
+            && total > 0
             && !read::job_has_open_evals(self.tx, job_id)?
         {
             JobStatus::Dead

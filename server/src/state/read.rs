@@ -150,6 +150,17 @@ pub(crate) fn job_has_open_evals(c: &Connection, job_id: &str) -> Result<bool, S
     .ctx(|| format!("looking for open evaluations of job {job_id:?}"))
 }
 
+/// A job's allocation count and how many of them are pending or running on a client.
+pub(crate) fn job_alloc_counts(c: &Connection, job_id: &str) -> Result<(u64, u64), StateError> {
+    c.query_row(
+        "SELECT COUNT(*), COALESCE(SUM(client_status IN ('pending', 'running')), 0) \
+         FROM allocs WHERE job_id = ?1",
+        [job_id],
+        |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64)),
+    )
+    .ctx(|| format!("counting the allocations of job {job_id:?}"))
+}
+
 pub(crate) fn alloc(c: &Connection, id: &str) -> Result<Option<Allocation>, StateError> {
     query_one(
         c,
