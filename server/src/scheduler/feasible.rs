@@ -359,6 +359,15 @@ impl FeasibilityChecker {
     }
 }
 
+/// Merges one group's class eligibility into the job's: a class is eligible when it is
+/// for at least one group.
+pub fn merge_class_eligibility(into: &mut BTreeMap<String, bool>, from: &BTreeMap<String, bool>) {
+    for (class, ok) in from {
+        let entry = into.entry(class.clone()).or_insert(false);
+        *entry = *entry || *ok;
+    }
+}
+
 /// Whether `ask` and the group's ports fit on the node next to `usage`; `Err` names the
 /// exhausted dimension (`cpu`, `memory`, `ports`).
 pub fn check_fit(

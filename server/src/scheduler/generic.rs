@@ -23,7 +23,9 @@ use orch_common::structs::{
 };
 
 use super::context::{allocs_with_jobs, PlanBuilder};
-use super::feasible::{assign_ports, datacenter_matches, FeasibilityChecker};
+use super::feasible::{
+    assign_ports, datacenter_matches, merge_class_eligibility, FeasibilityChecker,
+};
 use super::rank::{record_exhausted, sample_limit, select, Ask};
 use super::reconcile::{reconcile, PlaceReason, Placement, DESC_RESCHEDULED, DESC_UPDATED};
 use super::rng::Rng;
@@ -317,12 +319,9 @@ impl Placer {
 
     /// Class -> eligible for at least one group of the job.
     pub fn class_eligibility(&self) -> BTreeMap<String, bool> {
-        let mut merged: BTreeMap<String, bool> = BTreeMap::new();
+        let mut merged = BTreeMap::new();
         for checker in self.checkers.values() {
-            for (class, ok) in &checker.class_eligibility {
-                let entry = merged.entry(class.clone()).or_insert(false);
-                *entry = *entry || *ok;
-            }
+            merge_class_eligibility(&mut merged, &checker.class_eligibility);
         }
         merged
     }

@@ -20,7 +20,9 @@ use orch_common::structs::{
 };
 
 use super::context::{allocs_with_jobs, PlanBuilder};
-use super::feasible::{assign_ports, check_fit, datacenter_matches, FeasibilityChecker};
+use super::feasible::{
+    assign_ports, check_fit, datacenter_matches, merge_class_eligibility, FeasibilityChecker,
+};
 use super::generic::Outcome;
 use super::rank::{record_exhausted, record_filtered};
 use super::reconcile::{tasks_updated, DESC_JOB_STOPPED, DESC_LOST, DESC_NOT_NEEDED, DESC_UPDATED};
@@ -86,10 +88,7 @@ pub(crate) fn compute(eval: &Evaluation, st: &dyn State, job: Option<Job>, now_m
             sys.metric.coalesced_failures = sys.failures - 1;
             out.failed.insert(group.name.clone(), sys.metric.clone());
         }
-        for (class, ok) in &sys.checker.class_eligibility {
-            let entry = eligibility.entry(class.clone()).or_insert(false);
-            *entry = *entry || *ok;
-        }
+        merge_class_eligibility(&mut eligibility, &sys.checker.class_eligibility);
     }
     out.class_eligibility = eligibility;
     out.plan = b.plan;

@@ -498,6 +498,54 @@ fn system_job_runs_once_on_every_feasible_node() {
 }
 
 #[test]
+fn system_allocs_on_a_down_node_are_lost_and_not_moved() {
+    let a = mock_node();
+    let b = mock_node();
+    let mut h = Harness::new(&[a.clone(), b.clone()]);
+    let eval = h.register(JobBuilder::new("sys").job_type(JobType::System).build());
+    h.process(&eval).expect("place");
+    let mut down = a.clone();
+    down.status = NodeStatus::Down;
+    h.state.upsert_node(down);
+    h.process(&eval_for(&h.state.jobs["sys"].clone()))
+        .expect("again");
+    let stopped = h.last_stopped();
+    assert_eq!(stopped.len(), 1);
+    assert_eq!(stopped[0].node_id, a.id);
+    assert_eq!(stopped[0].client_status, ClientStatus::Lost);
+    assert!(h.last_placed().is_empty());
+}
+
+#[test]
+fn finished_sysbatch_allocs_are_not_rerun() {
+    let mut h = Harness::new(&[mock_node(), mock_node()]);
+    let eval = h.register(JobBuilder::new("sb").job_type(JobType::Sysbatch).build());
+    h.process(&eval).expect("place");
+    assert_eq!(h.last_placed().len(), 2);
+    for a in h.state.allocs.values_mut() {
+        a.client_status = ClientStatus::Complete;
+    }
+    let plans = h.plans.len();
+    h.process(&eval_for(&h.state.jobs["sb"].clone()))
+        .expect("again");
+    assert_eq!(h.plans.len(), plans);
+}
+
+#[test]
+fn system_job_without_room_on_a_node_reports_it() {
+    let small = NodeBuilder::new().memory(100).build();
+    let mut h = Harness::new(&[small, mock_node()]);
+    let eval = h.register(JobBuilder::new("sys").job_type(JobType::System).build());
+    h.process(&eval).expect("place");
+    assert_eq!(h.last_placed().len(), 1);
+    let done = h.last_update();
+    assert_eq!(done.queued_allocations["web"], 1);
+    assert!(done.failed_tg_allocs["web"]
+        .describe()
+        .contains("exhausted on memory"));
+}
+
+#[test]
 fn placements_are_deterministic_for_one_eval() {
     let nodes: Vec<Node> = (0..20).map(|_| mock_node()).collect();
     let job = JobBuilder::new("w").count(5).build();
