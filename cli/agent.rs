@@ -116,6 +116,8 @@ pub async fn run(args: AgentArgs) -> Result<ExitCode> {
 
     let server = if cfg.server.enabled {
         let defaults = orch_server::config::ServerConfig::default();
+        // `..defaults` keeps working when the server grows new settings.
+        #[allow(clippy::needless_update)]
         let scfg = orch_server::config::ServerConfig {
             data_dir: data_dir.clone(),
             name: name.clone(),

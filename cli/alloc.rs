@@ -208,14 +208,12 @@ fn exit_words(e: &TaskEvent) -> String {
     }
 }
 
+/// The event's message; exit details only when the message has none.
 fn event_description(e: &TaskEvent) -> String {
-    let exit = exit_words(e);
-    match (e.message.is_empty(), exit.is_empty()) {
-        (true, true) => String::new(),
-        (false, true) => e.message.clone(),
-        (true, false) => exit,
-        (false, false) if e.message.contains(&exit) => e.message.clone(),
-        (false, false) => format!("{} ({exit})", e.message),
+    if e.message.is_empty() {
+        exit_words(e)
+    } else {
+        e.message.clone()
     }
 }
 
@@ -353,9 +351,11 @@ mod tests {
             exit_words(&e),
             "OOM killed (out of memory; exit code 137, signal 9)"
         );
+        assert_eq!(event_description(&e), "Task killed: out of memory");
+        e.message.clear();
         assert_eq!(
             event_description(&e),
-            "Task killed: out of memory (OOM killed (out of memory; exit code 137, signal 9))"
+            "OOM killed (out of memory; exit code 137, signal 9)"
         );
     }
 
@@ -378,7 +378,7 @@ mod tests {
         );
         assert!(text.contains("Restarts  = 2"), "{text}");
         assert!(text.contains("Last Exit = exit code 3"), "{text}");
-        assert!(text.contains("Exited (exit code 3)"), "{text}");
+        assert!(text.contains("Terminated  Exited"), "{text}");
         assert!(text.contains("1m ago"), "{text}");
     }
 }

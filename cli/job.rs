@@ -307,7 +307,7 @@ impl Counts {
 
 /// The allocations `job run` judges: the current version's, latest of each
 /// reschedule chain, that the server still wants running.
-fn live_allocs<'a>(allocs: &'a [AllocListStub], version: u64) -> Vec<&'a AllocListStub> {
+fn live_allocs(allocs: &[AllocListStub], version: u64) -> Vec<&AllocListStub> {
     allocs
         .iter()
         .filter(|a| {
@@ -376,12 +376,13 @@ async fn monitor(api: &ApiClient, job: &Job, eval_id: &str, quiet: bool) -> Resu
         }
         let live = live_allocs(&allocs, job.version);
         let want = if per_node { live.len() } else { total };
-        // Before the scheduler has run, "Placed 0" says nothing.
-        let scheduled = eval
+        // "Placed 0" says nothing unless the scheduler has given up on some instances
+        // (the allocation list may also lag the evaluation by a moment).
+        let gave_up = eval
             .as_ref()
-            .map(|e| e.status.is_terminal())
+            .map(|e| e.status.is_terminal() && !e.failed_tg_allocs.is_empty())
             .unwrap_or(false);
-        if last_placed != Some(live.len()) && (scheduled || !live.is_empty()) {
+        if last_placed != Some(live.len()) && (gave_up || !live.is_empty()) {
             last_placed = Some(live.len());
             say(format!("Placed {} of {} allocations", live.len(), want));
         }

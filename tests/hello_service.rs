@@ -50,7 +50,7 @@ fn hello_service_runs_shows_logs_and_stops_without_leftovers_as_root() {
     // Each instance prints its own index; the logs come from the client agent.
     for a in &allocs {
         let short = &a["id"].as_str().unwrap()[..8];
-        let want = format!("hello from {}", a["index"]);
+        let want = format!("hello from {}", alloc_index(a));
         wait_for(
             Duration::from_secs(20),
             &format!("{want:?} in the logs of {short}"),

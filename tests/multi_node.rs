@@ -66,7 +66,7 @@ fn a_server_and_two_client_processes_pack_a_job_onto_both_clients_as_root() {
     // Logs come from whichever client runs the allocation.
     for a in &allocs {
         let id = &a["id"].as_str().unwrap()[..8];
-        let want = format!("up {}", a["index"]);
+        let want = format!("up {}", alloc_index(a));
         wait_for(
             Duration::from_secs(20),
             &format!("{want:?} in {id}'s logs"),

@@ -533,3 +533,12 @@ pub fn wait_for_ready_nodes(server: &Agent, n: usize) {
         },
     );
 }
+
+/// The instance index of an allocation stub, from its name `job.group[INDEX]`.
+pub fn alloc_index(a: &serde_json::Value) -> u32 {
+    let name = a["name"].as_str().expect("alloc name");
+    name.rsplit_once('[')
+        .and_then(|(_, rest)| rest.strip_suffix(']'))
+        .and_then(|i| i.parse().ok())
+        .unwrap_or_else(|| panic!("alloc name {name:?} has no [index]"))
+}
