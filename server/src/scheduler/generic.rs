@@ -178,7 +178,11 @@ fn compute_generic(eval: &Evaluation, st: &dyn State, job: Option<Job>, now_ms: 
             *out.queued.entry(p.group.clone()).or_default() += 1;
             continue;
         }
-        match placer.place_one(&mut b, &job, group) {
+        let avoid = match p.reason {
+            PlaceReason::Reschedule => p.previous.as_ref().map(|a| a.node_id.clone()),
+            _ => None,
+        };
+        match placer.place_one(&mut b, &job, group, avoid.as_deref()) {
             Ok(Placed {
                 node,
                 ports,
@@ -280,6 +284,7 @@ impl Placer {
         b: &mut PlanBuilder<'_>,
         job: &Job,
         group: &TaskGroup,
+        avoid_node: Option<&str>,
     ) -> Result<Placed, Box<AllocMetric>> {
         let mut metric = self.base_metric.clone();
         let ask = group.resources();
@@ -296,6 +301,7 @@ impl Placer {
                 resources: &ask,
                 network: &group.network,
                 desired_count: group.count,
+                avoid_node,
             },
             &mut |node| b.usage(node, &job.id, &group.name),
             &mut metric,

@@ -8,7 +8,7 @@
 //!
 //! Score = Nomad's BestFit v3 bin-pack score, normalized to 0..=1 (fuller is better),
 //! averaged with a job anti-affinity penalty when the node already runs instances of the
-//! group. Only a bounded sample is scored (`sample_limit`): the walk resumes where the
+//! group and a reschedule penalty (-1) on the node where the replaced allocation failed. Only a bounded sample is scored (`sample_limit`): the walk resumes where the
 //! previous placement stopped, so successive placements look at different nodes.
 
 use orch_common::structs::{AllocMetric, NetworkSpec, Node, Resources};
@@ -89,6 +89,13 @@ pub struct Ask<'a> {
     pub network: &'a NetworkSpec,
     /// The group's count (scales the anti-affinity penalty).
     pub desired_count: u32,
+    /// The node a rescheduled allocation failed on (scored down, not excluded).
+    pub avoid_node: Option<&'a str>,
+}
+
+/// The final score: the mean of the bin-pack score and the penalties that apply.
+pub fn combined_score(binpack: f64, penalties: &[f64]) -> f64 {
+    (binpack + penalties.iter().sum::<f64>()) / (1 + penalties.len()) as f64
 }
 
 /// The winner of one selection.
@@ -138,10 +145,14 @@ pub fn select(
             continue;
         }
         let binpack = binpack_score(node, &usage.used.add(ask.resources));
-        let score = match anti_affinity_penalty(usage.group_allocs, ask.desired_count) {
-            Some(penalty) => (binpack + penalty) / 2.0,
-            None => binpack,
-        };
+        let mut penalties = Vec::new();
+        if let Some(p) = anti_affinity_penalty(usage.group_allocs, ask.desired_count) {
+            penalties.push(p);
+        }
+        if ask.avoid_node == Some(node.id.as_str()) {
+            penalties.push(-1.0);
+        }
+        let score = combined_score(binpack, &penalties);
         metric.scores.insert(node.id.clone(), score);
         if best.as_ref().is_none_or(|b| score > b.score) {
             best = Some(Choice {
@@ -190,6 +201,13 @@ mod tests {
     }
 
     #[test]
+    fn penalties_are_averaged_with_the_binpack_score() {
+        assert_eq!(combined_score(0.8, &[]), 0.8);
+        assert!((combined_score(0.8, &[-1.0]) - (-0.1)).abs() < 1e-9);
+        assert!((combined_score(0.9, &[-0.5, -1.0]) - (-0.2)).abs() < 1e-9);
+    }
+
+    #[test]
     fn sample_limit_is_log2_with_a_floor_of_two() {
         assert_eq!(sample_limit(1), 2);
         assert_eq!(sample_limit(2), 2);
@@ -216,6 +234,7 @@ mod tests {
                 resources: &ask,
                 network: &job.groups[0].network,
                 desired_count: 1,
+                avoid_node: None,
             },
             &mut |_| NodeUsage::empty(),
             &mut metric,

@@ -343,6 +343,24 @@ fn failed_batch_allocation_is_replaced_with_links_both_ways() {
 }
 
 #[test]
+fn a_rescheduled_allocation_prefers_another_node() {
+    let a = NodeBuilder::new().name("a").build();
+    let b = NodeBuilder::new().name("b").build();
+    let mut h = Harness::new(&[a.clone(), b.clone()]);
+    let eval = h.register(JobBuilder::new("b").batch().build());
+    h.process(&eval).expect("place");
+    let failed = h.last_placed()[0].clone();
+    if let Some(x) = h.state.allocs.get_mut(&failed.id) {
+        x.client_status = ClientStatus::Failed;
+        x.modify_time = h.now;
+    }
+    h.now += 60_000;
+    h.process(&eval_for(&h.state.jobs["b"].clone()))
+        .expect("reschedule");
+    assert_ne!(h.last_placed()[0].node_id, failed.node_id);
+}
+
+#[test]
 fn failed_allocation_inside_its_delay_gets_a_delayed_follow_up_eval() {
     let mut h = Harness::new(&[mock_node()]);
     let eval = h.register(JobBuilder::new("s").build());
