@@ -7,7 +7,9 @@ UNITDIR := $(DESTDIR)/etc/systemd/system
 CONFDIR := $(DESTDIR)/etc/orch
 DOCDIR  := $(DESTDIR)$(PREFIX)/share/doc/orch
 
-.PHONY: all build run test lint bench install clean
+BIN     ?= target/release/orch
+
+.PHONY: all build run test lint bench install install-files clean
 
 all: build
 
@@ -43,9 +45,12 @@ bench:
 	fi
 
 ## install: binary, systemd units and (unless present) example configs
-install: build
+install: build install-files
+
+## install-files: the copying part of install, for an already built $(BIN)
+install-files:
 	install -d $(BINDIR) $(UNITDIR) $(CONFDIR) $(DOCDIR)
-	install -m 0755 target/release/orch $(BINDIR)/orch
+	install -m 0755 $(BIN) $(BINDIR)/orch
 	install -m 0644 deploy/systemd/orch-server.service $(UNITDIR)/orch-server.service
 	install -m 0644 deploy/systemd/orch-client.service $(UNITDIR)/orch-client.service
 	@for f in server.toml client.toml; do \
