@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use orch_common::ids;
-use orch_common::structs::{Allocation, Evaluation, Job, Node, Plan, PlanResult};
+use orch_common::structs::{Allocation, EvalStatus, Evaluation, Job, Node, Plan, PlanResult};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
@@ -53,7 +53,7 @@ pub enum WorkerError {
 }
 
 /// A `Snapshot` as the scheduler's `State`, adding the job versions allocations run
-/// (the store keeps allocations without their job embedded).
+/// (the store keeps allocations without their job embedded) and the job's blocked eval.
 pub struct SnapshotState(pub Snapshot);
 
 impl State for SnapshotState {
@@ -77,6 +77,13 @@ impl State for SnapshotState {
     }
     fn job_version(&self, id: &str, version: u64) -> Option<Job> {
         self.0.job_version(id, version)
+    }
+    fn blocked_eval(&self, job_id: &str) -> Option<Evaluation> {
+        self.0
+            .evals_by_job(job_id)
+            .into_iter()
+            .filter(|e| e.status == EvalStatus::Blocked)
+            .max_by_key(|e| e.create_index)
     }
 }
 

@@ -10,7 +10,8 @@
 //!      planner.submit_plan(plan) -- all committed ---------------> done
 //!                                -- partial: retry on the fresher snapshot
 //!    done: create follow-up eval (delayed reschedules), blocked eval (unplaced
-//!          instances; or reblock when the eval was a blocked one), update_eval
+//!          instances; reblock instead when the eval was a blocked one or the job
+//!          already has one waiting: one blocked eval per job), update_eval
 //!    attempts used up: eval failed + blocked eval `max-plan-attempts`
 //! ```
 
@@ -82,6 +83,8 @@ pub(crate) struct Outcome {
     pub class_eligibility: BTreeMap<String, bool>,
     /// Earliest time a failed allocation may be rescheduled.
     pub next_reschedule: Option<u64>,
+    /// The job's blocked evaluation already waiting (other than the one processed).
+    pub existing_blocked: Option<Evaluation>,
 }
 
 /// Schedules one evaluation: computes a plan from `state`, submits it through
@@ -121,10 +124,14 @@ pub fn process(
 fn compute(eval: &Evaluation, st: &dyn State, now_ms: u64) -> Outcome {
     let job = st.job(&eval.job_id);
     let job_type = job.as_ref().map(|j| j.job_type).unwrap_or(eval.job_type);
-    match job_type {
+    let mut out = match job_type {
         JobType::System | JobType::Sysbatch => system::compute(eval, st, job, now_ms),
         JobType::Service | JobType::Batch => compute_generic(eval, st, job, now_ms),
+    };
+    if !out.failed.is_empty() {
+        out.existing_blocked = st.blocked_eval(&eval.job_id).filter(|b| b.id != eval.id);
     }
+    out
 }
 
 fn compute_generic(eval: &Evaluation, st: &dyn State, job: Option<Job>, now_ms: u64) -> Outcome {
@@ -412,11 +419,24 @@ fn finish(
                 .reblock_eval(done)
                 .map_err(planner_err(eval, "reblock eval"));
         }
-        let blocked = blocked_eval(eval, &out, snapshot_index, triggers::QUEUED_ALLOCS, now_ms);
-        done.blocked_eval = Some(blocked.id.clone());
-        planner
-            .create_eval(blocked)
-            .map_err(planner_err(eval, "create blocked eval"))?;
+        if let Some(mut existing) = out.existing_blocked.clone() {
+            // One blocked eval per job: refresh the one waiting rather than add another.
+            existing.class_eligibility = out.class_eligibility.clone();
+            existing.failed_tg_allocs = out.failed.clone();
+            existing.queued_allocations = out.queued.clone();
+            existing.snapshot_index = snapshot_index;
+            existing.modify_time = now_ms;
+            done.blocked_eval = Some(existing.id.clone());
+            planner
+                .reblock_eval(existing)
+                .map_err(planner_err(eval, "reblock eval"))?;
+        } else {
+            let blocked = blocked_eval(eval, &out, snapshot_index, triggers::QUEUED_ALLOCS, now_ms);
+            done.blocked_eval = Some(blocked.id.clone());
+            planner
+                .create_eval(blocked)
+                .map_err(planner_err(eval, "create blocked eval"))?;
+        }
     }
     planner
         .update_eval(done)

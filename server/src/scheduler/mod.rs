@@ -47,6 +47,12 @@ pub trait State {
     fn job_version(&self, _id: &str, _version: u64) -> Option<Job> {
         None
     }
+    /// The job's newest evaluation with status `blocked`, if any, so the scheduler keeps
+    /// one blocked evaluation per job. (Additive; the default finds none, and the
+    /// broker's dedup then cancels the older one.)
+    fn blocked_eval(&self, _job_id: &str) -> Option<Evaluation> {
+        None
+    }
 }
 
 /// Where the scheduler sends its results.

@@ -7,8 +7,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use orch_common::ids;
 use orch_common::structs::{
     triggers, AllocatedResources, Allocation, ClientStatus, Constraint, DesiredStatus, DriverInfo,
-    Eligibility, Evaluation, Job, JobStatus, JobType, Node, NodeStatus, Plan, PlanResult, PortSpec,
-    ReschedulePolicy, Resources, RestartPolicy, Task, TaskGroup,
+    Eligibility, EvalStatus, Evaluation, Job, JobStatus, JobType, Node, NodeStatus, Plan,
+    PlanResult, PortSpec, ReschedulePolicy, Resources, RestartPolicy, Task, TaskGroup,
 };
 
 use super::{generic, Planner, SchedulerError, State};
@@ -364,6 +364,7 @@ pub struct MemState {
     pub versions: BTreeMap<(String, u64), Job>,
     /// Store allocations without their job embedded (like the SQLite store does).
     pub strip_jobs: bool,
+    pub evals: BTreeMap<String, Evaluation>,
 }
 
 impl MemState {
@@ -473,6 +474,13 @@ impl State for MemState {
     fn job_version(&self, id: &str, version: u64) -> Option<Job> {
         self.versions.get(&(id.to_string(), version)).cloned()
     }
+    fn blocked_eval(&self, job_id: &str) -> Option<Evaluation> {
+        self.evals
+            .values()
+            .filter(|e| e.job_id == job_id && e.status == EvalStatus::Blocked)
+            .max_by_key(|e| e.create_time)
+            .cloned()
+    }
 }
 
 /// A `Planner` that commits into its own `MemState` and records everything.
@@ -551,14 +559,17 @@ impl Planner for Harness {
         Ok((result, fresh))
     }
     fn update_eval(&mut self, eval: Evaluation) -> Result<(), String> {
+        self.state.evals.insert(eval.id.clone(), eval.clone());
         self.updated.push(eval);
         Ok(())
     }
     fn create_eval(&mut self, eval: Evaluation) -> Result<(), String> {
+        self.state.evals.insert(eval.id.clone(), eval.clone());
         self.created.push(eval);
         Ok(())
     }
     fn reblock_eval(&mut self, eval: Evaluation) -> Result<(), String> {
+        self.state.evals.insert(eval.id.clone(), eval.clone());
         self.reblocked.push(eval);
         Ok(())
     }

@@ -104,6 +104,24 @@ fn blocked_eval_is_reblocked_while_there_is_still_no_room() {
 }
 
 #[test]
+fn a_second_failing_eval_refreshes_the_jobs_blocked_eval_instead_of_adding_one() {
+    let mut h = Harness::new(&[NodeBuilder::new().memory(1024).build()]);
+    let eval = h.register(JobBuilder::new("big").memory(4096).build());
+    h.process(&eval).expect("first");
+    let blocked = h.created[0].clone();
+    let again = eval_for(&h.state.jobs["big"].clone());
+    h.process(&again).expect("second");
+    assert_eq!(h.created.len(), 1, "no second blocked eval");
+    assert_eq!(h.reblocked.len(), 1);
+    assert_eq!(h.reblocked[0].id, blocked.id);
+    assert_eq!(h.last_update().id, again.id);
+    assert_eq!(
+        h.last_update().blocked_eval.as_deref(),
+        Some(blocked.id.as_str())
+    );
+}
+
+#[test]
 fn blocked_eval_places_once_a_big_node_joins() {
     let mut h = Harness::new(&[NodeBuilder::new().memory(1024).build()]);
     let eval = h.register(JobBuilder::new("big").memory(4096).build());

@@ -299,3 +299,38 @@ async fn a_count_change_updates_stored_allocations_in_place() {
     );
     c.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_keeps_one_blocked_eval_across_failing_evaluations() {
+    let mut c = cluster();
+    c.start_workers(1);
+    c.node(&NodeBuilder::new().memory(512).build()).await;
+    let job = JobBuilder::new("big").memory(2048).build();
+    let first = c.register(&job).await;
+    eventually("first complete", || {
+        c.eval(&first.id).status == EvalStatus::Complete
+    })
+    .await;
+    let again = Evaluation::for_job(&job, triggers::JOB_REGISTER);
+    c.log
+        .submit(Command::UpsertEvals {
+            evals: vec![again.clone()],
+        })
+        .await
+        .expect("eval");
+    eventually("second complete", || {
+        c.eval(&again.id).status == EvalStatus::Complete
+    })
+    .await;
+    let blocked: Vec<Evaluation> = c
+        .store
+        .evals_by_job("big")
+        .expect("read")
+        .into_iter()
+        .filter(|e| e.status == EvalStatus::Blocked)
+        .collect();
+    assert_eq!(blocked.len(), 1);
+    assert_eq!(c.eval(&again.id).blocked_eval, Some(blocked[0].id.clone()));
+    assert_eq!(c.broker.stats().blocked, 1);
+    c.shutdown().await;
+}
