@@ -127,6 +127,7 @@ impl Server {
             log.clone(),
             heartbeats,
             agent,
+            cfg.max_request_body_bytes,
         ));
         tracing::info!(
             path = %path.display(),
@@ -151,7 +152,7 @@ impl Server {
 
     /// Every server `/v1` route, with the request body limit.
     pub fn router(&self) -> Router {
-        http::router(self.http.clone(), self.cfg.max_request_body_bytes)
+        http::router(self.http.clone())
     }
 
     /// Tells `/v1/agent/self` that this agent also runs a client with this node id.

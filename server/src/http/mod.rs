@@ -22,10 +22,11 @@ use std::time::Duration;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Path, Query, Request};
 use axum::http::request::Parts;
-use axum::http::{HeaderName, HeaderValue, StatusCode};
+use axum::http::{HeaderName, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use futures::StreamExt;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
@@ -43,6 +44,10 @@ pub const DEFAULT_WAIT: Duration = Duration::from_secs(300);
 /// Most ids listed when an id prefix is ambiguous.
 const PREFIX_MATCH_LIMIT: usize = 10;
 const REQUEST_ID: &str = "x-request-id";
+/// How much of an oversized body is read and discarded before answering 413.
+const MAX_DRAIN_BYTES: usize = 64 * 1024 * 1024;
+/// How long reading a body (or draining an oversized one) may take.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Facts about this agent for `/v1/agent/self` and `/v1/status/leader`.
 #[derive(Debug, Clone)]
@@ -60,6 +65,8 @@ pub struct HttpState {
     pub log: CommandLog,
     pub heartbeats: Heartbeats,
     pub agent: AgentInfo,
+    /// Largest request body accepted (413 above).
+    pub max_body_bytes: usize,
     /// Set by the agent when it also runs a client (for `/v1/agent/self`).
     pub client_node_id: RwLock<Option<String>>,
     /// Serializes job registrations and deregistrations so `enforce_index` checks and
@@ -73,12 +80,14 @@ impl HttpState {
         log: CommandLog,
         heartbeats: Heartbeats,
         agent: AgentInfo,
+        max_body_bytes: usize,
     ) -> Self {
         HttpState {
             store,
             log,
             heartbeats,
             agent,
+            max_body_bytes,
             client_node_id: RwLock::new(None),
             job_write: tokio::sync::Mutex::new(()),
         }
@@ -140,7 +149,8 @@ impl HttpState {
 }
 
 /// The server's routes, with the body limit, request ids and per-request spans.
-pub fn router(state: Arc<HttpState>, max_body_bytes: usize) -> Router {
+pub fn router(state: Arc<HttpState>) -> Router {
+    let max_body_bytes = state.max_body_bytes;
     let request_id = HeaderName::from_static(REQUEST_ID);
     Router::new()
         .route("/v1/jobs", get(jobs::list).post(jobs::register))
@@ -282,28 +292,51 @@ pub struct RawBody {
     pub bytes: Bytes,
 }
 
-impl<S: Send + Sync> FromRequest<S> for RawBody {
+impl FromRequest<Arc<HttpState>> for RawBody {
     type Rejection = ApiError;
 
-    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+    async fn from_request(req: Request, st: &Arc<HttpState>) -> Result<Self, Self::Rejection> {
+        let limit = st.max_body_bytes;
         let content_type = req
             .headers()
             .get(axum::http::header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .unwrap_or("")
             .to_ascii_lowercase();
-        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
-            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::PayloadTooLarge(
-                    "request body is larger than the server accepts".to_string(),
-                )
-            } else {
-                ApiError::bad_request(format!("reading the request body: {}", e.body_text()))
+        let mut stream = req.into_body().into_data_stream();
+        let mut buf: Vec<u8> = Vec::new();
+        let mut seen: usize = 0;
+        let deadline = tokio::time::Instant::now() + DRAIN_TIMEOUT;
+        loop {
+            let next = match tokio::time::timeout_at(deadline, stream.next()).await {
+                Ok(next) => next,
+                // Only reached while draining an oversized body: answer now.
+                Err(_) if seen > limit => break,
+                Err(_) => return Err(ApiError::bad_request("timed out reading the request body")),
+            };
+            let Some(chunk) = next else { break };
+            let chunk = chunk
+                .map_err(|e| ApiError::bad_request(format!("reading the request body: {e}")))?;
+            seen = seen.saturating_add(chunk.len());
+            if seen > limit {
+                // Keep reading (and discarding) so the client can finish sending and
+                // read our 413 instead of failing on a closed connection.
+                buf = Vec::new();
+                if seen > limit.saturating_add(MAX_DRAIN_BYTES) {
+                    break;
+                }
+                continue;
             }
-        })?;
+            buf.extend_from_slice(&chunk);
+        }
+        if seen > limit {
+            return Err(ApiError::PayloadTooLarge(format!(
+                "request body is larger than the server accepts ({limit} bytes)"
+            )));
+        }
         Ok(RawBody {
             content_type,
-            bytes,
+            bytes: Bytes::from(buf),
         })
     }
 }

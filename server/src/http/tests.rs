@@ -52,8 +52,14 @@ fn harness() -> Harness {
         data_dir: dir.path().display().to_string(),
         version: "0.1.0".into(),
     };
-    let state = Arc::new(HttpState::new(store, log, heartbeats, agent));
-    let router = router(state.clone(), 4 * 1024 * 1024);
+    let state = Arc::new(HttpState::new(
+        store,
+        log,
+        heartbeats,
+        agent,
+        4 * 1024 * 1024,
+    ));
+    let router = router(state.clone());
     Harness {
         _dir: dir,
         state,
@@ -272,6 +278,29 @@ async fn a_ten_mib_body_is_refused_with_a_413_json_error() {
         .expect("error")
         .contains("larger"));
     assert_eq!(h.state.store.last_index(), 0);
+}
+
+#[tokio::test]
+async fn a_ten_mib_body_over_tcp_gets_the_413_not_a_broken_pipe() {
+    // A real client writes the whole body before reading the answer: the server must
+    // read past the limit (discarding) so the client sees the 413.
+    let h = harness();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let server = tokio::spawn(async move { axum::serve(listener, h.router.clone()).await });
+    let resp = reqwest::Client::new()
+        .post(format!("http://{addr}/v1/jobs"))
+        .header("content-type", "application/json")
+        .body(vec![b' '; 10 * 1024 * 1024])
+        .send()
+        .await
+        .expect("the 413 answer, not a transport error");
+    assert_eq!(resp.status().as_u16(), 413);
+    let body: Value = resp.json().await.expect("JSON body");
+    assert!(body["error"].as_str().expect("error").contains("larger"));
+    server.abort();
 }
 
 #[tokio::test]
