@@ -140,6 +140,17 @@ pub(crate) fn evals_non_terminal(c: &Connection) -> Result<Vec<Evaluation>, Stat
     )
 }
 
+/// The job's newest blocked evaluation, if any.
+pub(crate) fn blocked_eval(c: &Connection, job_id: &str) -> Result<Option<Evaluation>, StateError> {
+    query_one(
+        c,
+        "evaluation",
+        "SELECT id, json FROM evals WHERE job_id = ?1 AND status = 'blocked' \
+         ORDER BY create_index DESC, id DESC LIMIT 1",
+        [job_id],
+    )
+}
+
 /// True when the job has a pending or blocked evaluation.
 pub(crate) fn job_has_open_evals(c: &Connection, job_id: &str) -> Result<bool, StateError> {
     c.query_row(

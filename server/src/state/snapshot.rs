@@ -131,4 +131,13 @@ impl State for Snapshot {
         self.with("allocations", |c| read::allocs_by_node(c, node_id, true))
             .unwrap_or_default()
     }
+
+    fn job_version(&self, id: &str, version: u64) -> Option<Job> {
+        Snapshot::job_version(self, id, version)
+    }
+
+    fn blocked_eval(&self, job_id: &str) -> Option<Evaluation> {
+        self.with("a blocked evaluation", |c| read::blocked_eval(c, job_id))
+            .flatten()
+    }
 }

@@ -784,6 +784,29 @@ fn a_snapshot_does_not_see_later_commits() {
 }
 
 #[test]
+fn a_snapshot_finds_a_jobs_newest_blocked_eval_and_its_versions() {
+    let (_dir, store) = temp_store();
+    let job = mock_job("web");
+    let (_, mut first) = register(&store, &job);
+    first.status = EvalStatus::Blocked;
+    let mut second = Evaluation::for_job(&job, "queued-allocs");
+    second.status = EvalStatus::Blocked;
+    apply(&store, Command::UpsertEvals { evals: vec![first] });
+    apply(
+        &store,
+        Command::UpsertEvals {
+            evals: vec![second.clone()],
+        },
+    );
+    let snap = store.snapshot().expect("snapshot");
+    let state: &dyn State = &snap;
+    assert_eq!(state.blocked_eval("web").map(|e| e.id), Some(second.id));
+    assert!(state.blocked_eval("other").is_none());
+    assert_eq!(state.job_version("web", 0).map(|j| j.version), Some(0));
+    assert!(state.job_version("web", 1).is_none());
+}
+
+#[test]
 fn snapshot_allocs_by_node_leaves_out_terminal_allocs() {
     let (_dir, store) = temp_store();
     let job = mock_job("web");
