@@ -6,7 +6,12 @@
 //! status batcher) -> `allocrunner` (one per allocation: alloc dir, task runners,
 //! alloc status) -> `taskrunner` (the task state machine, restarts, env) -> `driver`
 //! (raw_exec, mock) -> `cgroups` (v1/v2 limits). `fingerprint` describes the host,
-//! `state` persists task handles, `logs` + `http` serve task logs.
+//! `state` persists task handles, `logs` + `http` serve task logs, `batcher` collects
+//! status updates and `rpc` makes the calls to the servers.
+//!
+//! cgroups are written by our own file-level v1/v2 backends (not youki's `libcgroups`):
+//! see `cgroups` for why. Every limit is read back after writing; a missing controller
+//! is an error, never a silently unlimited task.
 
 pub mod agent;
 pub mod allocrunner;

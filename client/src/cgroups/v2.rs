@@ -368,6 +368,32 @@ mod tests {
     }
 
     #[test]
+    fn the_real_empty_unified_tree_of_a_hybrid_host_is_a_loud_error() {
+        // On a hybrid host the controllers are bound to v1, so the real cgroup2 mount
+        // lists none: creating a task cgroup there must fail, not run unlimited.
+        let unified = Path::new("/sys/fs/cgroup/unified");
+        let controllers = std::fs::read_to_string(unified.join("cgroup.controllers"));
+        match controllers {
+            Ok(c) if c.split_whitespace().all(|x| x != "memory") => {}
+            _ => {
+                eprintln!(
+                    "skipped: needs a hybrid host with an empty cgroup2 tree at {}",
+                    unified.display()
+                );
+                return;
+            }
+        }
+        let err = V2Manager::new(unified)
+            .create("never-made", &limits())
+            .unwrap_err();
+        assert!(
+            matches!(err, CgroupError::ControllerMissing { .. }),
+            "{err}"
+        );
+        assert!(!unified.join(SLICE).exists());
+    }
+
+    #[test]
     fn a_v1_handle_is_refused_by_the_v2_manager() {
         let f = Fixture::new();
         let cg = CgroupPaths {
