@@ -9,7 +9,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::cgroups::CgroupManager;
-use crate::driver::{proc_start_ticks, TaskHandle};
+use crate::driver::{proc_start_ticks, process_alive, TaskHandle};
 
 /// Why client state could not be read or written.
 #[derive(Debug, thiserror::Error)]
@@ -160,6 +160,12 @@ fn kill_recorded_task(h: &TaskHandle, cgroups: Option<&dyn CgroupManager>) {
                 nix::unistd::Pid::from_raw(pid),
                 nix::sys::signal::Signal::SIGKILL,
             );
+            // SIGKILL is delivered asynchronously: wait until the process is gone (or a
+            // zombie) so it is really dead when the client goes on.
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+            while running(pid, h.pid_start_ticks) && std::time::Instant::now() < deadline {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
         }
     }
     if let (Some(cg), Some(m)) = (&h.cgroup, cgroups) {
@@ -171,6 +177,11 @@ fn kill_recorded_task(h: &TaskHandle, cgroups: Option<&dyn CgroupManager>) {
             tracing::warn!(task = %h.id, error = %e, "cleaning up a leftover cgroup");
         }
     }
+}
+
+/// True while `pid` is the recorded process and not yet a zombie.
+fn running(pid: i32, start_ticks: Option<u64>) -> bool {
+    process_alive(pid) && proc_start_ticks(pid) == start_ticks
 }
 
 #[cfg(test)]

@@ -269,15 +269,7 @@ async fn run_sleeper(fake: &Fake, client: &Client, data_dir: &Path) -> (Allocati
     (a, pid)
 }
 
-fn pid_alive(pid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| {
-            !s.rsplit_once(')')
-                .map(|(_, r)| r.trim_start().starts_with('Z'))
-                .unwrap_or(false)
-        })
-        .unwrap_or(false)
-}
+use crate::driver::process_alive as pid_alive;
 
 #[tokio::test]
 async fn the_client_registers_its_fingerprinted_node_and_heartbeats() {

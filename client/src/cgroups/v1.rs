@@ -251,16 +251,7 @@ mod tests {
         cmd.spawn().unwrap()
     }
 
-    fn alive(pid: i32) -> bool {
-        // A zombie still answers kill(0); look at its state instead.
-        match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-            Ok(s) => !s
-                .rsplit_once(')')
-                .map(|(_, rest)| rest.trim_start().starts_with('Z'))
-                .unwrap_or(false),
-            Err(_) => false,
-        }
-    }
+    use crate::driver::process_alive as alive;
 
     #[test]
     fn limits_are_applied_and_read_back_as_root() {

@@ -272,6 +272,17 @@ pub fn signal_name(n: i32) -> String {
         .unwrap_or_else(|_| format!("signal {n}"))
 }
 
+/// True while `pid` exists and is not a zombie (a dead process nobody reaped yet).
+pub fn process_alive(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat
+            .rsplit_once(')')
+            .map(|(_, rest)| rest.trim_start().starts_with('Z'))
+            .unwrap_or(false),
+        Err(_) => false,
+    }
+}
+
 /// A process's start time in clock ticks since boot, from `/proc/<pid>/stat`.
 pub fn proc_start_ticks(pid: i32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
