@@ -668,7 +668,7 @@ pub struct Node {
     #[serde(default)]
     pub eligibility: Eligibility,
     /// Fingerprinted facts: `cpu.numcores`, `cpu.totalcompute`, `memory.totalbytes`,
-    /// `unique.hostname`, `kernel.name`, `kernel.version`, `os.name`, `arch`,
+    /// `unique.hostname`, `kernel.name`, `kernel.version`, `os.name`, `cpu.arch`,
     /// `cgroup.version`, `driver.raw_exec`, ...
     #[serde(default)]
     pub attributes: BTreeMap<String, String>,
