@@ -21,14 +21,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use orch_common::ids;
-use orch_common::structs::{Allocation, EvalStatus, Evaluation, Job, Node, Plan, PlanResult};
+use orch_common::structs::{Evaluation, Plan, PlanResult};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use crate::broker::{EvalBroker, NackOutcome};
 use crate::plan_apply::PlanRequest;
 use crate::scheduler::{self, Planner, SchedulerError, State};
-use crate::state::{Command, CommandLog, LogError, Snapshot, StateError, StateStore};
+use crate::state::{Command, CommandLog, LogError, StateError, StateStore};
 
 /// How long one dequeue waits before checking for shutdown again.
 const DEQUEUE_WAIT: Duration = Duration::from_secs(1);
@@ -50,41 +50,6 @@ pub enum WorkerError {
     Scheduler(#[from] SchedulerError),
     #[error("evaluation {eval_id}: scheduler task failed: {message}")]
     Task { eval_id: String, message: String },
-}
-
-/// A `Snapshot` as the scheduler's `State`, adding the job versions allocations run
-/// (the store keeps allocations without their job embedded) and the job's blocked eval.
-pub struct SnapshotState(pub Snapshot);
-
-impl State for SnapshotState {
-    fn index(&self) -> u64 {
-        self.0.index()
-    }
-    fn job(&self, id: &str) -> Option<Job> {
-        self.0.job(id)
-    }
-    fn nodes(&self) -> Vec<Node> {
-        self.0.nodes()
-    }
-    fn node(&self, id: &str) -> Option<Node> {
-        State::node(&self.0, id)
-    }
-    fn allocs_by_job(&self, job_id: &str) -> Vec<Allocation> {
-        self.0.allocs_by_job(job_id)
-    }
-    fn allocs_by_node(&self, node_id: &str) -> Vec<Allocation> {
-        self.0.allocs_by_node(node_id)
-    }
-    fn job_version(&self, id: &str, version: u64) -> Option<Job> {
-        self.0.job_version(id, version)
-    }
-    fn blocked_eval(&self, job_id: &str) -> Option<Evaluation> {
-        self.0
-            .evals_by_job(job_id)
-            .into_iter()
-            .filter(|e| e.status == EvalStatus::Blocked)
-            .max_by_key(|e| e.create_index)
-    }
 }
 
 /// The worker's `Planner`: plans go to the applier, evaluation writes to the log.
@@ -119,7 +84,7 @@ impl Planner for WorkerPlanner {
         }
         // The applier answered after committing, so the store is at refresh_index.
         let fresh = self.store.snapshot().map_err(|e| e.to_string())?;
-        Ok((result, Some(Box::new(SnapshotState(fresh)))))
+        Ok((result, Some(Box::new(fresh))))
     }
 
     fn update_eval(&mut self, eval: Evaluation) -> Result<(), String> {
@@ -223,13 +188,12 @@ async fn process_one(ctx: &WorkerContext, eval: &Evaluation) -> Result<(), Worke
                 eval_id: eval.id.clone(),
                 source,
             })?;
-        let state = SnapshotState(snapshot);
         let mut planner = WorkerPlanner {
             store: ctx.store.clone(),
             log: ctx.log.clone(),
             plans: ctx.plans.clone(),
         };
-        scheduler::process(&eval, &state, &mut planner, ids::now_ms())?;
+        scheduler::process(&eval, &snapshot, &mut planner, ids::now_ms())?;
         Ok(())
     })
     .await
