@@ -157,6 +157,29 @@ fn apply(store: &StateStore, cmd: Command) -> u64 {
     index
 }
 
+/// Commits placements as the plan applier would.
+fn place(store: &StateStore, allocs: Vec<Allocation>) -> u64 {
+    apply(
+        store,
+        Command::ApplyPlan {
+            allocs,
+            stopped: vec![],
+            evals: vec![],
+        },
+    )
+}
+
+/// Commits client-reported allocation states.
+fn report(store: &StateStore, updates: Vec<AllocClientUpdate>) -> u64 {
+    apply(
+        store,
+        Command::UpdateAllocsFromClient {
+            updates,
+            evals: vec![],
+        },
+    )
+}
+
 fn register(store: &StateStore, job: &Job) -> (u64, Evaluation) {
     let eval = Evaluation::for_job(job, "job-register");
     let index = apply(
@@ -328,14 +351,7 @@ fn plan_allocs_are_stored_without_the_job_and_make_the_job_running() {
     let job = mock_job("web");
     register(&store, &job);
     let a = mock_alloc("a1", &job, "n1", 0);
-    let index = apply(
-        &store,
-        Command::ApplyPlan {
-            allocs: vec![a.clone()],
-            stopped: vec![],
-            evals: vec![],
-        },
-    );
+    let index = place(&store, vec![a.clone()]);
     let stored = store.alloc("a1").expect("read").expect("alloc");
     assert!(stored.job.is_none(), "the job is served from job_versions");
     assert_eq!(stored.node_name, "node-n1");
@@ -354,24 +370,14 @@ fn client_updates_touch_only_the_client_fields() {
     let (_dir, store) = temp_store();
     let job = mock_job("web");
     register(&store, &job);
-    apply(
-        &store,
-        Command::ApplyPlan {
-            allocs: vec![mock_alloc("a1", &job, "n1", 0)],
-            stopped: vec![],
-            evals: vec![],
-        },
-    );
+    place(&store, vec![mock_alloc("a1", &job, "n1", 0)]);
     let mut update = client_update("a1", ClientStatus::Running);
     update
         .task_states
         .insert("server".into(), Default::default());
-    let index = apply(
+    let index = report(
         &store,
-        Command::UpdateAllocsFromClient {
-            updates: vec![update, client_update("unknown", ClientStatus::Failed)],
-            evals: vec![],
-        },
+        vec![update, client_update("unknown", ClientStatus::Failed)],
     );
     let stored = store.alloc("a1").expect("read").expect("alloc");
     assert_eq!(stored.client_status, ClientStatus::Running);
@@ -384,14 +390,7 @@ fn client_updates_touch_only_the_client_fields() {
     // A later in-place plan update keeps what the client reported.
     let mut in_place = mock_alloc("a1", &job, "n1", 0);
     in_place.desired_description = "updated in place".into();
-    apply(
-        &store,
-        Command::ApplyPlan {
-            allocs: vec![in_place],
-            stopped: vec![],
-            evals: vec![],
-        },
-    );
+    place(&store, vec![in_place]);
     let stored = store.alloc("a1").expect("read").expect("alloc");
     assert_eq!(stored.client_status, ClientStatus::Running);
     assert_eq!(stored.desired_description, "updated in place");
@@ -403,16 +402,12 @@ fn plan_stops_set_desired_fields_and_lost_on_down_nodes() {
     let (_dir, store) = temp_store();
     let job = mock_job("web");
     register(&store, &job);
-    apply(
+    place(
         &store,
-        Command::ApplyPlan {
-            allocs: vec![
-                mock_alloc("a1", &job, "n1", 0),
-                mock_alloc("a2", &job, "n2", 1),
-            ],
-            stopped: vec![],
-            evals: vec![],
-        },
+        vec![
+            mock_alloc("a1", &job, "n1", 0),
+            mock_alloc("a2", &job, "n2", 1),
+        ],
     );
     let mut stop = mock_alloc("a1", &job, "n1", 0);
     stop.desired_status = DesiredStatus::Stop;
@@ -443,24 +438,10 @@ fn a_replacement_links_the_previous_allocation() {
     let (_dir, store) = temp_store();
     let job = mock_job("web");
     register(&store, &job);
-    apply(
-        &store,
-        Command::ApplyPlan {
-            allocs: vec![mock_alloc("old", &job, "n1", 0)],
-            stopped: vec![],
-            evals: vec![],
-        },
-    );
+    place(&store, vec![mock_alloc("old", &job, "n1", 0)]);
     let mut replacement = mock_alloc("new", &job, "n2", 0);
     replacement.previous_allocation = Some("old".into());
-    let index = apply(
-        &store,
-        Command::ApplyPlan {
-            allocs: vec![replacement],
-            stopped: vec![],
-            evals: vec![],
-        },
-    );
+    let index = place(&store, vec![replacement]);
     let old = store.alloc("old").expect("read").expect("old");
     assert_eq!(old.next_allocation.as_deref(), Some("new"));
     assert_eq!(old.modify_index, index);
@@ -485,13 +466,7 @@ fn a_batch_job_is_dead_once_its_allocs_finish_and_its_evals_are_done() {
         store.job("frames").expect("read").expect("job").status,
         JobStatus::Running
     );
-    apply(
-        &store,
-        Command::UpdateAllocsFromClient {
-            updates: vec![client_update("a1", ClientStatus::Complete)],
-            evals: vec![],
-        },
-    );
+    report(&store, vec![client_update("a1", ClientStatus::Complete)]);
     assert_eq!(
         store.job("frames").expect("read").expect("job").status,
         JobStatus::Dead
@@ -503,21 +478,8 @@ fn a_service_job_with_only_failed_allocs_is_pending() {
     let (_dir, store) = temp_store();
     let job = mock_job("web");
     register(&store, &job);
-    apply(
-        &store,
-        Command::ApplyPlan {
-            allocs: vec![mock_alloc("a1", &job, "n1", 0)],
-            stopped: vec![],
-            evals: vec![],
-        },
-    );
-    apply(
-        &store,
-        Command::UpdateAllocsFromClient {
-            updates: vec![client_update("a1", ClientStatus::Failed)],
-            evals: vec![],
-        },
-    );
+    place(&store, vec![mock_alloc("a1", &job, "n1", 0)]);
+    report(&store, vec![client_update("a1", ClientStatus::Failed)]);
     assert_eq!(
         store.job("web").expect("read").expect("job").status,
         JobStatus::Pending
@@ -668,14 +630,7 @@ fn a_reopened_store_has_everything_and_continues_its_index() {
             },
         );
         register(&store, &job);
-        apply(
-            &store,
-            Command::ApplyPlan {
-                allocs: vec![mock_alloc("a1", &job, "n1", 0)],
-                stopped: vec![],
-                evals: vec![],
-            },
-        );
+        place(&store, vec![mock_alloc("a1", &job, "n1", 0)]);
     }
     let store = StateStore::open(&path).expect("reopen");
     assert_eq!(store.last_index(), 3);
@@ -765,14 +720,7 @@ fn a_snapshot_does_not_see_later_commits() {
             node: mock_node("n2"),
         },
     );
-    apply(
-        &store,
-        Command::ApplyPlan {
-            allocs: vec![mock_alloc("a1", &job, "n1", 0)],
-            stopped: vec![],
-            evals: vec![],
-        },
-    );
+    place(&store, vec![mock_alloc("a1", &job, "n1", 0)]);
     assert_eq!(snap.nodes().len(), 1);
     assert!(snap.node("n2").is_none());
     assert!(snap.allocs_by_job("web").is_empty());
@@ -811,24 +759,14 @@ fn snapshot_allocs_by_node_leaves_out_terminal_allocs() {
     let (_dir, store) = temp_store();
     let job = mock_job("web");
     register(&store, &job);
-    apply(
+    place(
         &store,
-        Command::ApplyPlan {
-            allocs: vec![
-                mock_alloc("a1", &job, "n1", 0),
-                mock_alloc("a2", &job, "n1", 1),
-            ],
-            stopped: vec![],
-            evals: vec![],
-        },
+        vec![
+            mock_alloc("a1", &job, "n1", 0),
+            mock_alloc("a2", &job, "n1", 1),
+        ],
     );
-    apply(
-        &store,
-        Command::UpdateAllocsFromClient {
-            updates: vec![client_update("a1", ClientStatus::Complete)],
-            evals: vec![],
-        },
-    );
+    report(&store, vec![client_update("a1", ClientStatus::Complete)]);
     let snap = store.snapshot().expect("snapshot");
     let live: Vec<_> = snap
         .allocs_by_node("n1")
@@ -844,25 +782,15 @@ fn allocs_for_client_shows_live_allocs_and_recent_changes() {
     let (_dir, store) = temp_store();
     let job = mock_job("web");
     register(&store, &job);
-    apply(
+    place(
         &store,
-        Command::ApplyPlan {
-            allocs: vec![
-                mock_alloc("a1", &job, "n1", 0),
-                mock_alloc("a2", &job, "n1", 1),
-            ],
-            stopped: vec![],
-            evals: vec![],
-        },
+        vec![
+            mock_alloc("a1", &job, "n1", 0),
+            mock_alloc("a2", &job, "n1", 1),
+        ],
     );
     let before = store.last_index();
-    let done = apply(
-        &store,
-        Command::UpdateAllocsFromClient {
-            updates: vec![client_update("a1", ClientStatus::Complete)],
-            evals: vec![],
-        },
-    );
+    let done = report(&store, vec![client_update("a1", ClientStatus::Complete)]);
     let ids = |since| -> Vec<String> {
         store
             .allocs_for_client("n1", since)
@@ -883,16 +811,12 @@ fn job_summary_counts_allocs_per_group_and_status() {
     let (_dir, store) = temp_store();
     let job = mock_job("web");
     register(&store, &job);
-    apply(
+    place(
         &store,
-        Command::ApplyPlan {
-            allocs: vec![
-                mock_alloc("a1", &job, "n1", 0),
-                mock_alloc("a2", &job, "n1", 1),
-            ],
-            stopped: vec![],
-            evals: vec![],
-        },
+        vec![
+            mock_alloc("a1", &job, "n1", 0),
+            mock_alloc("a2", &job, "n1", 1),
+        ],
     );
     let counts = store.alloc_status_counts().expect("counts");
     assert_eq!(counts.len(), 1);
