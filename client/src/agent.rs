@@ -13,9 +13,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use orch_common::api::{AllocUpdateRequest, HeartbeatRequest};
+use orch_common::api::{AllocClientUpdate, AllocUpdateRequest, HeartbeatRequest};
 use orch_common::ids::now_ms;
-use orch_common::structs::{Allocation, DesiredStatus, DriverInfo, Node, NodeStatus};
+use orch_common::structs::{Allocation, ClientStatus, DesiredStatus, DriverInfo, Node, NodeStatus};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -475,10 +475,19 @@ impl Shared {
                 }
                 continue;
             }
-            if a.desired_status != DesiredStatus::Run
-                || a.client_status.is_terminal()
-                || started.contains(&a.id)
-            {
+            if a.client_status.is_terminal() || started.contains(&a.id) {
+                continue;
+            }
+            if a.desired_status != DesiredStatus::Run {
+                // Stopped before this client ever ran it: say so, or the server would
+                // count it as pending (and using the node's capacity) forever.
+                started.insert(a.id.clone());
+                self.batcher.push(AllocClientUpdate {
+                    id: a.id.clone(),
+                    client_status: ClientStatus::Complete,
+                    client_description: "stopped before it started".to_string(),
+                    task_states: a.task_states.clone(),
+                });
                 continue;
             }
             if a.job.is_none() {

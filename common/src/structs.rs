@@ -973,7 +973,11 @@ impl AllocMetric {
         if parts.is_empty() {
             format!("{} {noun} evaluated, none feasible", self.nodes_evaluated)
         } else {
-            format!("{} {noun} evaluated: {}", self.nodes_evaluated, parts.join(", "))
+            format!(
+                "{} {noun} evaluated: {}",
+                self.nodes_evaluated,
+                parts.join(", ")
+            )
         }
     }
 }

@@ -543,3 +543,20 @@ async fn tasks_left_by_a_previous_run_are_killed_on_start() {
     }
     again.shutdown().await;
 }
+
+#[tokio::test]
+async fn an_alloc_stopped_before_it_started_is_reported_complete_without_running() {
+    let fake = fake_server().await;
+    let dir = tempfile::tempdir().unwrap();
+    let client = Client::start(config(dir.path(), &fake.addr)).await.unwrap();
+    let mut a = raw_exec_alloc(&client.node_id(), JobType::Service, "exec sleep 300");
+    a.desired_status = DesiredStatus::Stop;
+    fake.state.add_alloc(a.clone());
+    let done = status_becomes(&fake, &a.id, ClientStatus::Complete).await;
+    assert_eq!(done.client_description, "stopped before it started");
+    assert!(
+        !dir.path().join("alloc").join(&a.id).exists(),
+        "no alloc dir is made for an alloc that never ran"
+    );
+    client.shutdown().await;
+}
