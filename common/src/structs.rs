@@ -1112,13 +1112,108 @@ pub struct Plan {
     pub all_at_once: bool,
     /// Snapshot index the plan was computed on.
     pub snapshot_index: u64,
+    /// Node id -> lower-priority allocations evicted to make room (desired `evict`).
+    #[serde(default)]
+    pub node_preemptions: BTreeMap<String, Vec<Allocation>>,
+    /// What the scheduler decided per group, for `orch job plan` and the eval.
+    #[serde(default)]
+    pub annotations: PlanAnnotations,
 }
 
 impl Plan {
     pub fn is_empty(&self) -> bool {
         self.node_update.values().all(|v| v.is_empty())
             && self.node_allocation.values().all(|v| v.is_empty())
+            && self.node_preemptions.values().all(|v| v.is_empty())
     }
+}
+
+/// The scheduler's decisions, by group, as shown by `orch job plan`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct PlanAnnotations {
+    pub desired_tg_updates: BTreeMap<String, DesiredUpdates>,
+}
+
+/// How many instances of a group the plan places, stops, updates, ... .
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct DesiredUpdates {
+    pub place: u32,
+    pub stop: u32,
+    pub ignore: u32,
+    pub migrate: u32,
+    pub in_place_update: u32,
+    pub destructive_update: u32,
+    pub canary: u32,
+    pub preemptions: u32,
+    pub reschedule_now: u32,
+    pub reschedule_later: u32,
+}
+
+// ----------------------------------------------------------------------------- scheduler configuration
+
+/// How the scheduler ranks feasible nodes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum SchedulerAlgorithm {
+    /// Favour the fullest node that fits (fewer nodes used).
+    #[default]
+    Binpack,
+    /// Favour the emptiest node (load spread evenly).
+    Spread,
+}
+
+/// Which job types may preempt lower-priority allocations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PreemptionConfig {
+    #[serde(default = "yes")]
+    pub system_scheduler_enabled: bool,
+    #[serde(default = "yes")]
+    pub sysbatch_scheduler_enabled: bool,
+    #[serde(default)]
+    pub batch_scheduler_enabled: bool,
+    #[serde(default)]
+    pub service_scheduler_enabled: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Default for PreemptionConfig {
+    fn default() -> Self {
+        PreemptionConfig {
+            system_scheduler_enabled: true,
+            sysbatch_scheduler_enabled: true,
+            batch_scheduler_enabled: false,
+            service_scheduler_enabled: false,
+        }
+    }
+}
+
+impl PreemptionConfig {
+    pub fn enabled_for(&self, job_type: JobType) -> bool {
+        match job_type {
+            JobType::Service => self.service_scheduler_enabled,
+            JobType::Batch => self.batch_scheduler_enabled,
+            JobType::System => self.system_scheduler_enabled,
+            JobType::Sysbatch => self.sysbatch_scheduler_enabled,
+        }
+    }
+}
+
+/// Cluster-wide scheduler settings: `GET/PUT /v1/operator/scheduler/configuration`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct SchedulerConfiguration {
+    #[serde(default)]
+    pub scheduler_algorithm: SchedulerAlgorithm,
+    #[serde(default)]
+    pub preemption_config: PreemptionConfig,
+    #[serde(default)]
+    pub create_index: u64,
+    #[serde(default)]
+    pub modify_index: u64,
 }
 
 /// What the plan applier committed of a plan.

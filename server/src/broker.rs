@@ -327,6 +327,8 @@ impl EvalBroker {
                     inner.unblock_node(node_id, index);
                 }
             }
+            // Takes effect for the next evaluation; nothing to enqueue.
+            Command::SetSchedulerConfig { .. } => {}
             Command::UpdateAllocsFromClient { updates, evals } => {
                 for e in evals {
                     inner.handle_eval(stamp(e));

@@ -13,7 +13,9 @@
 //!   `system`: system and sysbatch jobs.
 //! - `rng`: the seeded SplitMix64 used for shuffling and port picking.
 
-use orch_common::structs::{Allocation, Evaluation, Job, Node, Plan, PlanResult};
+use orch_common::structs::{
+    Allocation, Evaluation, Job, Node, Plan, PlanResult, SchedulerConfiguration,
+};
 
 pub mod context;
 pub mod feasible;
@@ -52,6 +54,10 @@ pub trait State {
     /// broker's dedup then cancels the older one.)
     fn blocked_eval(&self, _job_id: &str) -> Option<Evaluation> {
         None
+    }
+    /// The cluster-wide scheduler configuration in force at this snapshot.
+    fn scheduler_config(&self) -> SchedulerConfiguration {
+        SchedulerConfiguration::default()
     }
 }
 

@@ -6,7 +6,9 @@ use std::collections::BTreeSet;
 
 use orch_common::api::AllocClientUpdate;
 use orch_common::ids::now_ms;
-use orch_common::structs::{Allocation, ClientStatus, Evaluation, Job, JobStatus, JobType, Node};
+use orch_common::structs::{
+    Allocation, ClientStatus, Evaluation, Job, JobStatus, JobType, Node, SchedulerConfiguration,
+};
 use rusqlite::{params, Transaction, TransactionBehavior};
 use serde::Serialize;
 
@@ -109,6 +111,7 @@ impl Writer<'_> {
                 evals,
             } => self.apply_plan(allocs, stopped, evals),
             Command::UpsertNode { node } => self.upsert_node(node),
+            Command::SetSchedulerConfig { config } => self.set_scheduler_config(config),
             Command::UpdateNodeStatus {
                 node_id,
                 status,
@@ -522,6 +525,27 @@ impl Writer<'_> {
             )
             .ctx(|| format!("writing node {:?}", node.id))?;
         self.touched.insert(Table::Nodes);
+        Ok(())
+    }
+
+    /// Replaces the scheduler configuration; it keeps its first create index.
+    fn set_scheduler_config(&mut self, config: &SchedulerConfiguration) -> Result<(), StateError> {
+        let mut config = config.clone();
+        config.create_index = match read::scheduler_config(self.tx)?.create_index {
+            0 => self.index,
+            first => first,
+        };
+        config.modify_index = self.index;
+        let json = encode("scheduler configuration", "scheduler_config", &config)?;
+        self.tx
+            .execute(
+                "INSERT INTO scheduler_config (id, create_index, modify_index, json) \
+                 VALUES (1, ?1, ?2, ?3) \
+                 ON CONFLICT (id) DO UPDATE SET modify_index = excluded.modify_index, \
+                 json = excluded.json",
+                params![config.create_index as i64, config.modify_index as i64, json],
+            )
+            .ctx(|| "writing the scheduler configuration".to_string())?;
         Ok(())
     }
 

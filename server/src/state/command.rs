@@ -3,7 +3,9 @@
 //! and background loops only ever build commands.
 
 use orch_common::api::AllocClientUpdate;
-use orch_common::structs::{Allocation, Eligibility, Evaluation, Job, Node, NodeStatus};
+use orch_common::structs::{
+    Allocation, Eligibility, Evaluation, Job, Node, NodeStatus, SchedulerConfiguration,
+};
 use serde::{Deserialize, Serialize};
 
 // Commands are built once and moved through the log; boxing the job would only make
@@ -42,6 +44,8 @@ pub enum Command {
         eligibility: Eligibility,
         evals: Vec<Evaluation>,
     },
+    /// Set the cluster-wide scheduler configuration (algorithm, preemption).
+    SetSchedulerConfig { config: SchedulerConfiguration },
     /// Client-reported allocation states (batched), with evaluations they trigger.
     UpdateAllocsFromClient {
         updates: Vec<AllocClientUpdate>,

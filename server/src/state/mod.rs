@@ -31,7 +31,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use orch_common::structs::{Allocation, Evaluation, Job, Node};
+use orch_common::structs::{Allocation, Evaluation, Job, Node, SchedulerConfiguration};
 use rusqlite::{Connection, OpenFlags};
 use tokio::sync::watch;
 
@@ -408,6 +408,11 @@ impl StateStore {
 
     pub fn node(&self, id: &str) -> Result<Option<Node>, StateError> {
         self.read(|c| read::node(c, id))
+    }
+
+    /// The cluster-wide scheduler configuration (defaults until one is set).
+    pub fn scheduler_config(&self) -> Result<SchedulerConfiguration, StateError> {
+        self.read(read::scheduler_config)
     }
 
     /// Every node, sorted by id.

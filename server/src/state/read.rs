@@ -3,7 +3,9 @@
 
 use std::collections::BTreeMap;
 
-use orch_common::structs::{Allocation, ClientStatus, Evaluation, Job, Node};
+use orch_common::structs::{
+    Allocation, ClientStatus, Evaluation, Job, Node, SchedulerConfiguration,
+};
 use rusqlite::{params, Connection, OptionalExtension, Params};
 use serde::de::DeserializeOwned;
 
@@ -64,6 +66,17 @@ pub(crate) fn decode<T: DeserializeOwned>(
 
 pub(crate) fn job(c: &Connection, id: &str) -> Result<Option<Job>, StateError> {
     query_one(c, "job", "SELECT id, json FROM jobs WHERE id = ?1", [id])
+}
+
+/// The stored scheduler configuration, or the defaults when none was ever set.
+pub(crate) fn scheduler_config(c: &Connection) -> Result<SchedulerConfiguration, StateError> {
+    Ok(query_one(
+        c,
+        "scheduler configuration",
+        "SELECT 'scheduler_config', json FROM scheduler_config WHERE id = 1",
+        [],
+    )?
+    .unwrap_or_default())
 }
 
 pub(crate) fn jobs(c: &Connection) -> Result<Vec<Job>, StateError> {

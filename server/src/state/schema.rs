@@ -74,6 +74,15 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     ALTER TABLE allocs ADD COLUMN group_name TEXT NOT NULL DEFAULT '';
     UPDATE allocs SET group_name = COALESCE(json_extract(json, '$.group'), '');
     "#,
+    // 3: the cluster-wide scheduler configuration (one row).
+    r#"
+    CREATE TABLE scheduler_config (
+        id           INTEGER PRIMARY KEY CHECK (id = 1),
+        create_index INTEGER NOT NULL,
+        modify_index INTEGER NOT NULL,
+        json         TEXT NOT NULL
+    );
+    "#,
 ];
 
 /// The schema version this binary writes.

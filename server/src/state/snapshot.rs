@@ -5,7 +5,7 @@
 
 use std::sync::{Mutex, OnceLock};
 
-use orch_common::structs::{Allocation, Evaluation, Job, Node};
+use orch_common::structs::{Allocation, Evaluation, Job, Node, SchedulerConfiguration};
 use rusqlite::Connection;
 
 use super::{read, PooledConn, SqlContext, StateError};
@@ -139,5 +139,10 @@ impl State for Snapshot {
     fn blocked_eval(&self, job_id: &str) -> Option<Evaluation> {
         self.with("a blocked evaluation", |c| read::blocked_eval(c, job_id))
             .flatten()
+    }
+
+    fn scheduler_config(&self) -> SchedulerConfiguration {
+        self.with("the scheduler configuration", read::scheduler_config)
+            .unwrap_or_default()
     }
 }

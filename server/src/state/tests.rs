@@ -1126,3 +1126,37 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn the_scheduler_configuration_defaults_then_keeps_what_was_set() {
+    use orch_common::structs::{SchedulerAlgorithm, SchedulerConfiguration};
+    let (_dir, store) = temp_store();
+    assert_eq!(
+        store.scheduler_config().unwrap(),
+        SchedulerConfiguration::default()
+    );
+    let mut config = SchedulerConfiguration {
+        scheduler_algorithm: SchedulerAlgorithm::Spread,
+        ..Default::default()
+    };
+    config.preemption_config.service_scheduler_enabled = true;
+    let first = apply(
+        &store,
+        Command::SetSchedulerConfig {
+            config: config.clone(),
+        },
+    );
+    let second = apply(&store, Command::SetSchedulerConfig { config });
+    let stored = store.scheduler_config().unwrap();
+    assert_eq!(stored.scheduler_algorithm, SchedulerAlgorithm::Spread);
+    assert!(stored.preemption_config.service_scheduler_enabled);
+    assert_eq!((stored.create_index, stored.modify_index), (first, second));
+    assert_eq!(
+        store
+            .snapshot()
+            .unwrap()
+            .scheduler_config()
+            .scheduler_algorithm,
+        SchedulerAlgorithm::Spread
+    );
+}
