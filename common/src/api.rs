@@ -4,9 +4,10 @@
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
+use crate::diff::JobDiff;
 use crate::structs::{
-    Allocation, ClientStatus, DesiredStatus, Eligibility, Evaluation, Job, JobStatus, JobType,
-    Node, NodeStatus, TaskState,
+    AllocMetric, Allocation, ClientStatus, DesiredStatus, Eligibility, Evaluation, Job, JobStatus,
+    JobType, Node, NodeStatus, PlanAnnotations, TaskState,
 };
 
 /// Header carrying the state index a blocking read answered at.
@@ -43,6 +44,74 @@ pub struct JobRegisterResponse {
 pub struct JobDeregisterResponse {
     pub eval_id: String,
     pub job_modify_index: u64,
+}
+
+/// `POST /v1/job/{id}/plan` with a JSON body (a TOML body is the job alone, with
+/// `?diff=true`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JobPlanRequest {
+    pub job: Job,
+    /// Include the structured diff against the running version.
+    #[serde(default)]
+    pub diff: bool,
+}
+
+/// What registering the job would do, computed by the real scheduler on a snapshot
+/// without writing anything.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobPlanResponse {
+    /// The running version's `job_modify_index` (0: the job does not exist); give it to
+    /// `orch job run --check-index` to register only if nothing changed in between.
+    pub job_modify_index: u64,
+    /// The version the job would have once registered.
+    pub next_version: u64,
+    /// Present when the request asked for it.
+    #[serde(default)]
+    pub diff: Option<JobDiff>,
+    /// Per group: placements, stops, in-place and destructive updates, preemptions.
+    pub annotations: PlanAnnotations,
+    /// Groups that could not be (fully) placed, and why.
+    #[serde(default)]
+    pub failed_tg_allocs: BTreeMap<String, AllocMetric>,
+    /// `failed_tg_allocs` in words (`AllocMetric::describe`), per group.
+    #[serde(default)]
+    pub failure_reasons: BTreeMap<String, String>,
+    /// Allocations of lower-priority jobs that would be evicted.
+    #[serde(default)]
+    pub preemptions: Vec<AllocListStub>,
+    /// Evaluations the scheduler would create (blocked, delayed follow-ups).
+    #[serde(default)]
+    pub created_evals: Vec<Evaluation>,
+    #[serde(default)]
+    pub warnings: Vec<String>,
+}
+
+impl JobPlanResponse {
+    /// True when the plan creates or destroys allocations (`orch job plan` exits 1).
+    pub fn changes_allocations(&self) -> bool {
+        self.annotations.desired_tg_updates.values().any(|u| {
+            u.place + u.stop + u.migrate + u.destructive_update + u.canary + u.preemptions > 0
+        }) || !self.preemptions.is_empty()
+    }
+}
+
+/// `POST /v1/job/{id}/scale`: set one group's count (a new job version).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JobScaleRequest {
+    pub group: String,
+    /// Signed so that a negative count is answered with a clear 400.
+    pub count: i64,
+    /// Compare-and-set on the job's `job_modify_index`, as for registration.
+    #[serde(default)]
+    pub enforce_index: Option<u64>,
+}
+
+/// `PUT /v1/operator/scheduler/configuration`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SchedulerConfigUpdateResponse {
+    pub updated: bool,
+    /// Index of the write.
+    pub index: u64,
 }
 
 /// Instance counts of a group by client status.

@@ -4,6 +4,7 @@
 //! Every other crate depends on this one; it depends on no other orch crate.
 
 pub mod api;
+pub mod diff;
 pub mod duration;
 pub mod ids;
 pub mod jobspec;
