@@ -150,7 +150,16 @@ pub async fn apply(
         }
     }
     let allocs: Vec<Allocation> = result.node_allocation.values().flatten().cloned().collect();
-    let stopped: Vec<Allocation> = result.node_update.values().flatten().cloned().collect();
+    let mut stopped: Vec<Allocation> = result.node_update.values().flatten().cloned().collect();
+    // Evictions commit only with the placements they make room for.
+    stopped.extend(
+        result
+            .node_allocation
+            .keys()
+            .filter_map(|node| plan.node_preemptions.get(node))
+            .flatten()
+            .cloned(),
+    );
     if !allocs.is_empty() || !stopped.is_empty() {
         let index = log
             .submit(Command::ApplyPlan {
@@ -186,12 +195,17 @@ fn check_plan(store: &StateStore, plan: &Plan) -> Result<Verdict, PlanApplyError
         }
         let node = store.node(node_id).map_err(read_err)?;
         let existing = store.allocs_by_node(node_id).map_err(read_err)?;
-        let stops = plan
-            .node_update
-            .get(node_id)
-            .map(Vec::as_slice)
-            .unwrap_or(&[]);
-        match node_fits(node.as_ref(), &existing, stops, placed) {
+        // Stops and evictions free their room before the fit re-check.
+        let stops: Vec<Allocation> = [
+            plan.node_update.get(node_id),
+            plan.node_preemptions.get(node_id),
+        ]
+        .into_iter()
+        .flatten()
+        .flatten()
+        .cloned()
+        .collect();
+        match node_fits(node.as_ref(), &existing, &stops, placed) {
             Ok(()) => {
                 verdict.accepted.insert(node_id.clone());
             }

@@ -132,9 +132,11 @@ impl<'s> PlanBuilder<'s> {
             .or_insert_with(|| state.allocs_by_node(&node.id));
         let stops = self.plan.node_update.get(&node.id);
         let placed = self.plan.node_allocation.get(&node.id);
+        let evicted = self.plan.node_preemptions.get(&node.id);
         let in_plan = |id: &str| {
             stops.is_some_and(|v| v.iter().any(|a| a.id == id))
                 || placed.is_some_and(|v| v.iter().any(|a| a.id == id))
+                || evicted.is_some_and(|v| v.iter().any(|a| a.id == id))
         };
         let mut usage = NodeUsage::empty();
         for a in existing.iter() {
@@ -146,6 +148,45 @@ impl<'s> PlanBuilder<'s> {
             add_to_usage(&mut usage, a, job_id, group);
         }
         usage
+    }
+
+    /// The node's allocations that hold resources and that the plan leaves alone (the
+    /// ones a preemption may choose from).
+    pub fn untouched_allocs(&mut self, node: &Node) -> Vec<Allocation> {
+        let state = self.state;
+        let existing = self
+            .node_allocs
+            .entry(node.id.clone())
+            .or_insert_with(|| state.allocs_by_node(&node.id));
+        let touched = |id: &str| {
+            [
+                self.plan.node_update.get(&node.id),
+                self.plan.node_allocation.get(&node.id),
+                self.plan.node_preemptions.get(&node.id),
+            ]
+            .into_iter()
+            .flatten()
+            .any(|v| v.iter().any(|a| a.id == id))
+        };
+        existing
+            .iter()
+            .filter(|a| holds_resources(a) && !touched(&a.id))
+            .cloned()
+            .collect()
+    }
+
+    /// Evicts a lower-priority allocation to make room for `by` (desired `evict`).
+    pub fn preempt(&mut self, alloc: &Allocation, by: &Allocation) {
+        let mut a = alloc.clone();
+        a.desired_status = DesiredStatus::Evict;
+        a.desired_description = format!("Preempted by alloc ID {} (job {})", by.id, by.job_id);
+        a.modify_time = self.now_ms;
+        a.job = None;
+        self.plan
+            .node_preemptions
+            .entry(a.node_id.clone())
+            .or_default()
+            .push(a);
     }
 
     /// A fresh allocation of `group[index]` on `node`.

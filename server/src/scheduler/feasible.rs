@@ -18,13 +18,19 @@ use orch_common::structs::{
     AllocatedPort, Constraint, Job, NetworkSpec, Node, Resources, TaskGroup,
 };
 
+use super::property::PropertyCounts;
 use super::rng::Rng;
+use super::version;
 
 /// The operator of a `distinct_hosts` constraint.
 pub const DISTINCT_HOSTS: &str = "distinct_hosts";
 
 /// The reason string for a `distinct_hosts` rejection.
 pub const DISTINCT_HOSTS_REASON: &str = "distinct_hosts";
+
+/// The operator of a `distinct_property` constraint (value: how many allocations may
+/// share one value of the attribute, default 1).
+pub const DISTINCT_PROPERTY: &str = "distinct_property";
 
 /// Resolves a constraint operand against a node: `${attr.x}`, `${meta.x}`,
 /// `${node.id|name|class|datacenter|pool}` (and Nomad's `${node.unique.id|name}`).
@@ -62,7 +68,10 @@ fn is_node_unique(target: &str) -> bool {
 
 /// True when a constraint's answer is the same for every node of one computed class.
 pub fn is_class_level(c: &Constraint) -> bool {
-    c.operator != DISTINCT_HOSTS && !is_node_unique(&c.attribute) && !is_node_unique(&c.value)
+    c.operator != DISTINCT_HOSTS
+        && c.operator != DISTINCT_PROPERTY
+        && !is_node_unique(&c.attribute)
+        && !is_node_unique(&c.value)
 }
 
 /// Compiled `regexp` constraint patterns (an invalid pattern matches nothing).
@@ -100,8 +109,12 @@ pub fn check_constraint(c: &Constraint, node: &Node, regexes: &mut RegexCache) -
             (Some(l), Some(r)) => regexes.is_match(&r, &l),
             _ => false,
         },
-        "version" | "semver" => match (left, right) {
-            (Some(l), Some(r)) => check_version(&l, &r),
+        "version" => match (left, right) {
+            (Some(l), Some(r)) => version::satisfies(&l, &r, version::Flavor::Loose),
+            _ => false,
+        },
+        "semver" => match (left, right) {
+            (Some(l), Some(r)) => version::satisfies(&l, &r, version::Flavor::Strict),
             _ => false,
         },
         "set_contains" | "set_contains_all" => match (left, right) {
@@ -118,7 +131,7 @@ pub fn check_constraint(c: &Constraint, node: &Node, regexes: &mut RegexCache) -
             }
             _ => false,
         },
-        DISTINCT_HOSTS => true,
+        DISTINCT_HOSTS | DISTINCT_PROPERTY => true,
         _ => false,
     }
 }
@@ -148,66 +161,6 @@ fn check_order(op: &str, l: &str, r: &str) -> bool {
     }
 }
 
-/// Dotted numeric version, pre-release and build suffixes ignored.
-fn parse_version(v: &str) -> Option<Vec<u64>> {
-    let core = v.trim().trim_start_matches('v');
-    let core = core.split(['-', '+']).next().unwrap_or(core);
-    core.split('.').map(|p| p.parse::<u64>().ok()).collect()
-}
-
-fn cmp_versions(a: &[u64], b: &[u64]) -> std::cmp::Ordering {
-    let n = a.len().max(b.len());
-    for i in 0..n {
-        let x = a.get(i).copied().unwrap_or(0);
-        let y = b.get(i).copied().unwrap_or(0);
-        if x != y {
-            return x.cmp(&y);
-        }
-    }
-    std::cmp::Ordering::Equal
-}
-
-/// `version` constraints: comma-separated clauses such as `>= 1.2, < 2.0` or `~> 1.4`.
-fn check_version(have: &str, spec: &str) -> bool {
-    let Some(have) = parse_version(have) else {
-        return false;
-    };
-    spec.split(',').all(|clause| {
-        let clause = clause.trim();
-        let (op, ver) = ["~>", ">=", "<=", "!=", "=", ">", "<"]
-            .iter()
-            .find_map(|op| clause.strip_prefix(op).map(|rest| (*op, rest)))
-            .unwrap_or(("=", clause));
-        let Some(want) = parse_version(ver) else {
-            return false;
-        };
-        let ord = cmp_versions(&have, &want);
-        match op {
-            "=" => ord.is_eq(),
-            "!=" => !ord.is_eq(),
-            ">" => ord.is_gt(),
-            ">=" => ord.is_ge(),
-            "<" => ord.is_lt(),
-            "<=" => ord.is_le(),
-            "~>" => {
-                // Pessimistic: >= want and < want with its second-to-last part bumped.
-                if ord.is_lt() {
-                    return false;
-                }
-                let mut upper = want.clone();
-                if upper.len() > 1 {
-                    upper.pop();
-                }
-                if let Some(last) = upper.last_mut() {
-                    *last += 1;
-                }
-                cmp_versions(&have, &upper).is_lt()
-            }
-            _ => false,
-        }
-    })
-}
-
 /// What already uses a node, as the plan being built would leave it.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct NodeUsage {
@@ -228,21 +181,34 @@ impl NodeUsage {
     }
 }
 
-/// Whose allocations a `distinct_hosts` constraint keeps apart.
+/// Whose allocations a `distinct_*` constraint keeps apart.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum DistinctScope {
     Job,
     Group,
 }
 
+/// A `distinct_property` constraint with its counts of the job's (or group's)
+/// allocations per value, existing and planned.
+#[derive(Debug, Clone)]
+struct DistinctProperty {
+    attribute: String,
+    limit: u32,
+    scope: DistinctScope,
+    counts: PropertyCounts,
+    reason: String,
+}
+
 /// The feasibility chain for one task group of one job, with its per-class cache.
 #[derive(Debug)]
 pub struct FeasibilityChecker {
+    group: String,
     datacenters: Vec<String>,
     drivers: Vec<String>,
     class_constraints: Vec<Constraint>,
     node_constraints: Vec<Constraint>,
     distinct: Option<DistinctScope>,
+    properties: Vec<DistinctProperty>,
     class_cache: HashMap<String, Result<(), String>>,
     regexes: RegexCache,
     /// computed class -> passed the class-level checks.
@@ -258,6 +224,24 @@ fn is_distinct_hosts(c: &Constraint) -> bool {
     c.operator == DISTINCT_HOSTS && c.value != "false"
 }
 
+/// Relative cost of evaluating a constraint: cheap comparisons run first so most
+/// rejections never reach a regular expression or a version parse.
+fn constraint_cost(c: &Constraint) -> u8 {
+    match c.operator.as_str() {
+        "is_set" | "is_not_set" => 0,
+        "=" | "==" | "is" | "!=" | "not" => 1,
+        "<" | "<=" | ">" | ">=" => 2,
+        "set_contains" | "set_contains_all" | "set_contains_any" => 3,
+        "version" | "semver" => 4,
+        _ => 5,
+    }
+}
+
+/// The reason recorded when a constraint rejects a node.
+fn constraint_reason(c: &Constraint) -> String {
+    format!("constraint {c}")
+}
+
 impl FeasibilityChecker {
     pub fn new(job: &Job, group: &TaskGroup) -> FeasibilityChecker {
         let mut drivers: Vec<String> = group.tasks.iter().map(|t| t.driver.clone()).collect();
@@ -270,19 +254,44 @@ impl FeasibilityChecker {
         } else {
             None
         };
-        let (class_constraints, node_constraints) = job
+        let scoped = job
+            .constraints
+            .iter()
+            .map(|c| (c, DistinctScope::Job))
+            .chain(group.constraints.iter().map(|c| (c, DistinctScope::Group)));
+        let properties = scoped
+            .filter(|(c, _)| c.operator == DISTINCT_PROPERTY)
+            .map(|(c, scope)| DistinctProperty {
+                attribute: c.attribute.clone(),
+                limit: c
+                    .value
+                    .trim()
+                    .parse::<u32>()
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .unwrap_or(1),
+                scope,
+                counts: PropertyCounts::new(),
+                reason: format!("{DISTINCT_PROPERTY} {}", c.attribute),
+            })
+            .collect();
+        let (mut class_constraints, mut node_constraints): (Vec<Constraint>, Vec<Constraint>) = job
             .constraints
             .iter()
             .chain(group.constraints.iter())
-            .filter(|c| c.operator != DISTINCT_HOSTS)
+            .filter(|c| c.operator != DISTINCT_HOSTS && c.operator != DISTINCT_PROPERTY)
             .cloned()
             .partition(is_class_level);
+        class_constraints.sort_by_key(constraint_cost);
+        node_constraints.sort_by_key(constraint_cost);
         FeasibilityChecker {
+            group: group.name.clone(),
             datacenters: job.datacenters.clone(),
             drivers,
             class_constraints,
             node_constraints,
             distinct,
+            properties,
             class_cache: HashMap::new(),
             regexes: RegexCache::default(),
             class_eligibility: BTreeMap::new(),
@@ -304,7 +313,7 @@ impl FeasibilityChecker {
         }
         for c in &self.class_constraints {
             if !check_constraint(c, node, &mut self.regexes) {
-                return Err(c.to_string());
+                return Err(constraint_reason(c));
             }
         }
         Ok(())
@@ -326,7 +335,7 @@ impl FeasibilityChecker {
         verdict
     }
 
-    /// Everything but resources and `distinct_hosts`: datacenter, status, drivers,
+    /// Everything but resources and `distinct_*`: datacenter, status, drivers,
     /// constraints. `Err` carries the reason recorded into the metrics.
     pub fn check_node(&mut self, node: &Node) -> Result<(), String> {
         if !self.datacenter_ok(node) {
@@ -338,7 +347,7 @@ impl FeasibilityChecker {
         self.check_class(node)?;
         for c in &self.node_constraints {
             if !check_constraint(c, node, &mut self.regexes) {
-                return Err(c.to_string());
+                return Err(constraint_reason(c));
             }
         }
         Ok(())
@@ -355,6 +364,41 @@ impl FeasibilityChecker {
             Err(DISTINCT_HOSTS_REASON.to_string())
         } else {
             Ok(())
+        }
+    }
+
+    /// True when the group has `distinct_property` constraints (callers then keep the
+    /// counts current with `count_alloc`).
+    pub fn has_distinct_properties(&self) -> bool {
+        !self.properties.is_empty()
+    }
+
+    /// `distinct_property`: fewer than `limit` allocations of the job (or group) on
+    /// nodes with this node's value. A node without the property is infeasible.
+    pub fn check_distinct_property(&self, node: &Node) -> Result<(), String> {
+        for p in &self.properties {
+            let ok = resolve(&p.attribute, node).is_some_and(|v| p.counts.get(&v) < p.limit);
+            if !ok {
+                return Err(p.reason.clone());
+            }
+        }
+        Ok(())
+    }
+
+    /// Counts one allocation of `group` on `node` in (`added`) or out of the
+    /// `distinct_property` tallies that cover that group.
+    pub fn count_alloc(&mut self, group: &str, node: &Node, added: bool) {
+        for p in &mut self.properties {
+            if p.scope == DistinctScope::Group && group != self.group {
+                continue;
+            }
+            if let Some(v) = resolve(&p.attribute, node) {
+                if added {
+                    p.counts.add(&v);
+                } else {
+                    p.counts.remove(&v);
+                }
+            }
         }
     }
 }
@@ -639,7 +683,7 @@ mod tests {
         let node = NodeBuilder::new().attr("kernel.name", "linux").build();
         assert_eq!(
             checker.check_node(&node),
-            Err("${attr.kernel.name} = plan9".to_string())
+            Err("constraint ${attr.kernel.name} = plan9".to_string())
         );
     }
 

@@ -15,19 +15,20 @@
 //!    attempts used up: eval failed + blocked eval `max-plan-attempts`
 //! ```
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use orch_common::ids;
 use orch_common::structs::{
-    triggers, AllocMetric, AllocatedPort, EvalStatus, Evaluation, Job, JobType, Node, Plan,
-    TaskGroup,
+    triggers, AllocMetric, AllocatedPort, Allocation, DesiredUpdates, EvalStatus, Evaluation, Job,
+    JobType, Node, Plan, PlanAnnotations, SchedulerAlgorithm, SchedulerConfiguration, TaskGroup,
 };
 
-use super::context::{allocs_with_jobs, PlanBuilder};
+use super::context::{allocs_with_jobs, holds_resources, PlanBuilder};
 use super::feasible::{
     assign_ports, datacenter_matches, merge_class_eligibility, FeasibilityChecker,
 };
-use super::rank::{record_exhausted, sample_limit, select, Ask};
+use super::preempt::{self, Priorities};
+use super::rank::{record_exhausted, sample_limit, select, Ask, GroupRanker};
 use super::reconcile::{reconcile, PlaceReason, Placement, DESC_RESCHEDULED, DESC_UPDATED};
 use super::rng::Rng;
 use super::system;
@@ -124,9 +125,10 @@ pub fn process(
 fn compute(eval: &Evaluation, st: &dyn State, now_ms: u64) -> Outcome {
     let job = st.job(&eval.job_id);
     let job_type = job.as_ref().map(|j| j.job_type).unwrap_or(eval.job_type);
+    let config = st.scheduler_config();
     let mut out = match job_type {
-        JobType::System | JobType::Sysbatch => system::compute(eval, st, job, now_ms),
-        JobType::Service | JobType::Batch => compute_generic(eval, st, job, now_ms),
+        JobType::System | JobType::Sysbatch => system::compute(eval, st, job, &config, now_ms),
+        JobType::Service | JobType::Batch => compute_generic(eval, st, job, &config, now_ms),
     };
     if !out.failed.is_empty() {
         out.existing_blocked = st.blocked_eval(&eval.job_id).filter(|b| b.id != eval.id);
@@ -134,14 +136,27 @@ fn compute(eval: &Evaluation, st: &dyn State, now_ms: u64) -> Outcome {
     out
 }
 
-fn compute_generic(eval: &Evaluation, st: &dyn State, job: Option<Job>, now_ms: u64) -> Outcome {
+fn compute_generic(
+    eval: &Evaluation,
+    st: &dyn State,
+    job: Option<Job>,
+    config: &SchedulerConfiguration,
+    now_ms: u64,
+) -> Outcome {
     let allocs = allocs_with_jobs(st, &eval.job_id);
     let nodes = st.nodes();
     let node_map: HashMap<String, Node> = nodes.iter().map(|n| (n.id.clone(), n.clone())).collect();
     let rec = reconcile(job.as_ref(), &allocs, &node_map, now_ms);
     let mut b = PlanBuilder::new(eval, st, job.as_ref(), now_ms);
+    let mut updates: BTreeMap<String, DesiredUpdates> = BTreeMap::new();
     for s in &rec.stop {
         b.stop(&s.alloc, &s.description, s.lost, None);
+        if job
+            .as_ref()
+            .is_some_and(|j| j.group(&s.alloc.group).is_some())
+        {
+            updates.entry(s.alloc.group.clone()).or_default().stop += 1;
+        }
     }
     let mut out = Outcome {
         next_reschedule: rec.next_reschedule_time(),
@@ -151,7 +166,36 @@ fn compute_generic(eval: &Evaluation, st: &dyn State, job: Option<Job>, now_ms: 
         out.plan = b.plan;
         return out;
     };
-    let mut placer = Placer::new(eval, &job, &nodes);
+    for g in &job.groups {
+        updates.entry(g.name.clone()).or_default();
+    }
+    for a in &rec.ignore {
+        updates.entry(a.group.clone()).or_default().ignore += 1;
+    }
+    for (a, _) in &rec.delayed {
+        updates.entry(a.group.clone()).or_default().reschedule_later += 1;
+    }
+    let mut placer = Placer::new(eval, &job, &nodes, config).with_preemption_state(st);
+    {
+        // What the job already has where, minus what this plan stops or replaces: the
+        // starting counts of distinct_property and spread.
+        let leaving: HashSet<&str> = rec
+            .stop
+            .iter()
+            .map(|s| s.alloc.id.as_str())
+            .chain(
+                rec.place
+                    .iter()
+                    .filter_map(|p| p.previous.as_ref().map(|a| a.id.as_str())),
+            )
+            .collect();
+        placer.seed(
+            allocs
+                .iter()
+                .filter(|a| holds_resources(a) && !leaving.contains(a.id.as_str()))
+                .filter_map(|a| node_map.get(&a.node_id).map(|n| (a.group.as_str(), n))),
+        );
+    }
     let mut placements = rec.place;
     for a in rec.inplace {
         let Some(group) = job.group(&a.group) else {
@@ -161,15 +205,27 @@ fn compute_generic(eval: &Evaluation, st: &dyn State, job: Option<Job>, now_ms: 
             .get(&a.node_id)
             .is_some_and(|n| placer.checker(&job, group).check_node(n).is_ok());
         if still_fits {
+            updates.entry(a.group.clone()).or_default().in_place_update += 1;
             let updated = b.inplace_alloc(&a, &job);
             b.place(updated);
         } else {
+            if let Some(n) = node_map.get(&a.node_id) {
+                placer.count(&a.group, n, false);
+            }
             placements.push(Placement {
                 group: a.group.clone(),
                 index: a.index,
                 reason: PlaceReason::Destructive,
                 previous: Some(a),
             });
+        }
+    }
+    for p in &placements {
+        let u = updates.entry(p.group.clone()).or_default();
+        match p.reason {
+            PlaceReason::New | PlaceReason::Lost => u.place += 1,
+            PlaceReason::Reschedule => u.reschedule_now += 1,
+            PlaceReason::Destructive => u.destructive_update += 1,
         }
     }
     for g in &job.groups {
@@ -191,15 +247,17 @@ fn compute_generic(eval: &Evaluation, st: &dyn State, job: Option<Job>, now_ms: 
         };
         match placer.place_one(&mut b, &job, group, avoid.as_deref()) {
             Ok(Placed {
-                node,
+                node_index,
                 ports,
                 metric,
+                evict,
             }) => {
+                let node = placer.node(node_index);
                 let alloc = b.new_alloc(
                     &job,
                     group,
                     p.index,
-                    &node,
+                    node,
                     ports,
                     metric,
                     p.previous.as_ref(),
@@ -216,6 +274,12 @@ fn compute_generic(eval: &Evaluation, st: &dyn State, job: Option<Job>, now_ms: 
                         PlaceReason::New => {}
                     }
                 }
+                if !evict.is_empty() {
+                    updates.entry(p.group.clone()).or_default().preemptions += evict.len() as u32;
+                    for victim in &evict {
+                        b.preempt(victim, &alloc);
+                    }
+                }
                 b.place(alloc);
             }
             Err(metric) => {
@@ -226,28 +290,42 @@ fn compute_generic(eval: &Evaluation, st: &dyn State, job: Option<Job>, now_ms: 
     }
     out.class_eligibility = placer.class_eligibility();
     out.plan = b.plan;
+    out.plan.annotations = PlanAnnotations {
+        desired_tg_updates: updates,
+    };
     out
 }
 
 /// Where one instance goes.
 pub(crate) struct Placed {
-    pub node: Node,
+    /// Index of the chosen node among the placer's candidates (`Placer::node`).
+    pub node_index: usize,
     pub ports: Vec<AllocatedPort>,
     pub metric: AllocMetric,
+    /// Lower-priority allocations to evict first (preemption), usually none.
+    pub evict: Vec<Allocation>,
 }
 
 /// Picks nodes for one job's placements over a seeded shuffle of the ready nodes.
-pub(crate) struct Placer {
+pub(crate) struct Placer<'s> {
     candidates: Vec<Node>,
     cursor: usize,
     limit: usize,
     rng: Rng,
     checkers: HashMap<String, FeasibilityChecker>,
+    rankers: HashMap<String, GroupRanker>,
     base_metric: AllocMetric,
+    preemption: bool,
+    priorities: Option<Priorities<'s>>,
 }
 
-impl Placer {
-    pub fn new(eval: &Evaluation, job: &Job, nodes: &[Node]) -> Placer {
+impl<'s> Placer<'s> {
+    pub fn new(
+        eval: &Evaluation,
+        job: &Job,
+        nodes: &[Node],
+        config: &SchedulerConfiguration,
+    ) -> Placer<'s> {
         let mut base_metric = AllocMetric::default();
         let mut candidates = Vec::new();
         for n in nodes
@@ -268,13 +346,69 @@ impl Placer {
         let mut rng = Rng::from_str_seed(&eval.id);
         rng.shuffle(&mut candidates);
         let limit = sample_limit(candidates.len());
+        let mut checkers = HashMap::new();
+        let mut rankers = HashMap::new();
+        for g in &job.groups {
+            checkers.insert(g.name.clone(), FeasibilityChecker::new(job, g));
+            let mut ranker = GroupRanker::new(config.scheduler_algorithm, job, g);
+            if ranker.has_spreads() {
+                for n in &candidates {
+                    ranker.observe_node(n);
+                }
+            }
+            rankers.insert(g.name.clone(), ranker);
+        }
         Placer {
             candidates,
             cursor: 0,
             limit,
             rng,
-            checkers: HashMap::new(),
+            checkers,
+            rankers,
             base_metric,
+            preemption: config.preemption_config.enabled_for(job.job_type),
+            priorities: None,
+        }
+    }
+
+    /// Lets placements evict lower-priority allocations read job priorities from
+    /// `state` (without it, preemption is off).
+    pub fn with_preemption_state(mut self, state: &'s dyn State) -> Placer<'s> {
+        if self.preemption {
+            self.priorities = Some(Priorities::new(state));
+        }
+        self
+    }
+
+    /// The candidate node at `index`.
+    pub fn node(&self, index: usize) -> &Node {
+        &self.candidates[index]
+    }
+
+    /// Counts the job's existing allocations (group, node) into the distinct_property
+    /// and spread tallies.
+    pub fn seed<'a>(&mut self, allocs: impl Iterator<Item = (&'a str, &'a Node)>) {
+        let tracked = self.checkers.values().any(|c| c.has_distinct_properties())
+            || self.rankers.values().any(|r| r.has_spreads());
+        if !tracked {
+            return;
+        }
+        for (group, node) in allocs {
+            self.count(group, node, true);
+        }
+    }
+
+    /// Counts one allocation of `group` on `node` in or out of the tallies.
+    pub fn count(&mut self, group: &str, node: &Node, added: bool) {
+        for c in self.checkers.values_mut() {
+            if c.has_distinct_properties() {
+                c.count_alloc(group, node, added);
+            }
+        }
+        if let Some(r) = self.rankers.get_mut(group) {
+            if r.has_spreads() {
+                r.count_alloc(node, added);
+            }
         }
     }
 
@@ -285,7 +419,8 @@ impl Placer {
     }
 
     /// Chooses a node for one instance of `group`, or returns the metric explaining why
-    /// no node would do.
+    /// no node would do. When none has room and preemption is on, evicting
+    /// lower-priority allocations is the last resort.
     pub fn place_one(
         &mut self,
         b: &mut PlanBuilder<'_>,
@@ -299,32 +434,62 @@ impl Placer {
             .checkers
             .entry(group.name.clone())
             .or_insert_with(|| FeasibilityChecker::new(job, group));
+        let ranker = self
+            .rankers
+            .entry(group.name.clone())
+            .or_insert_with(|| GroupRanker::new(SchedulerAlgorithm::default(), job, group));
+        let want = Ask {
+            resources: &ask,
+            network: &group.network,
+            desired_count: group.count,
+            avoid_node,
+        };
         let choice = select(
             &self.candidates,
             &mut self.cursor,
             self.limit,
             checker,
-            Ask {
-                resources: &ask,
-                network: &group.network,
-                desired_count: group.count,
-                avoid_node,
-            },
+            ranker,
+            want,
             &mut |node| b.usage(node, &job.id, &group.name),
             &mut metric,
         );
-        let Some(choice) = choice else {
-            return Err(Box::new(metric));
+        let (node_index, usage, evict) = match choice {
+            Some(choice) => (choice.node_index, choice.usage, Vec::new()),
+            None => {
+                let Some(priorities) = self.priorities.as_mut() else {
+                    return Err(Box::new(metric));
+                };
+                let found = preempt::find(
+                    &self.candidates,
+                    self.limit,
+                    checker,
+                    job,
+                    want,
+                    b,
+                    priorities,
+                    &group.name,
+                );
+                let Some(ev) = found else {
+                    return Err(Box::new(metric));
+                };
+                (ev.node_index, ev.usage, ev.evict)
+            }
         };
-        let node = self.candidates[choice.node_index].clone();
-        match assign_ports(&node, &choice.usage, &group.network, &mut self.rng) {
-            Ok(ports) => Ok(Placed {
-                node,
-                ports,
-                metric,
-            }),
+        let node = &self.candidates[node_index];
+        match assign_ports(node, &usage, &group.network, &mut self.rng) {
+            Ok(ports) => {
+                let node = node.clone();
+                self.count(&group.name, &node, true);
+                Ok(Placed {
+                    node_index,
+                    ports,
+                    metric,
+                    evict,
+                })
+            }
             Err(dim) => {
-                record_exhausted(&mut metric, &node, dim);
+                record_exhausted(&mut metric, node, dim);
                 Err(Box::new(metric))
             }
         }

@@ -20,6 +20,8 @@ use orch_common::structs::{
 pub mod context;
 pub mod feasible;
 pub mod generic;
+pub mod preempt;
+pub mod property;
 pub mod rank;
 pub mod reconcile;
 pub mod rng;
@@ -28,6 +30,7 @@ mod system;
 pub mod testing;
 #[cfg(test)]
 mod tests;
+pub mod version;
 
 pub use generic::{process, SchedulerError, MAX_PLAN_ATTEMPTS};
 

@@ -6,14 +6,32 @@
 //!                                                    stop after `limit` scored nodes
 //! ```
 //!
-//! Score = Nomad's BestFit v3 bin-pack score, normalized to 0..=1 (fuller is better),
-//! averaged with a job anti-affinity penalty when the node already runs instances of the
-//! group and a reschedule penalty (-1) on the node where the replaced allocation failed. Only a bounded sample is scored (`sample_limit`): the walk resumes where the
+//! One normalized score per node, as in Nomad: the mean of the scorers that apply,
+//! each in [-1, 1]:
+//! - fit: BestFit v3 bin-pack (fuller is better), or with the `spread` scheduler
+//!   algorithm its mirror image (emptier is better); always applies;
+//! - job anti-affinity: `-(collisions + 1) / count` when the node already runs
+//!   instances of the group;
+//! - reschedule penalty: -1 on the node where the replaced allocation failed;
+//! - affinities: matched weights over the sum of absolute weights (when non-zero);
+//! - spread: per `[[spread]]`, how far the node's value is below its target (or below
+//!   the most loaded value when there are no targets), weighted, when spreads exist.
+//!
+//! Only a bounded sample is scored (`sample_limit`): the walk resumes where the
 //! previous placement stopped, so successive placements look at different nodes.
 
-use orch_common::structs::{AllocMetric, NetworkSpec, Node, Resources};
+use orch_common::structs::{
+    AllocMetric, Constraint, Job, NetworkSpec, Node, Resources, SchedulerAlgorithm, TaskGroup,
+};
 
-use super::feasible::{check_fit, FeasibilityChecker, NodeUsage};
+use super::feasible::{
+    check_constraint, check_fit, resolve, FeasibilityChecker, NodeUsage, RegexCache,
+};
+use super::property::PropertyCounts;
+
+/// How many of the best per-node scores a placement keeps in its metric (enough to
+/// explain a choice, small enough to keep allocations small).
+pub const SCORES_KEPT: usize = 3;
 
 /// The highest raw bin-pack score (a perfectly full node).
 const BINPACK_MAX_SCORE: f64 = 18.0;
@@ -21,6 +39,25 @@ const BINPACK_MAX_SCORE: f64 = 18.0;
 /// Nomad's BestFit v3: `20 - (10^freeCpu + 10^freeMem)`, where `free*` are the fractions
 /// of the node's allocatable capacity left free after the placement; normalized to 0..=1.
 pub fn binpack_score(node: &Node, used_after: &Resources) -> f64 {
+    (20.0 - free_power_sum(node, used_after)).clamp(0.0, BINPACK_MAX_SCORE) / BINPACK_MAX_SCORE
+}
+
+/// The `spread` algorithm's fit score: `(10^freeCpu + 10^freeMem) - 2`, normalized to
+/// 0..=1 (an empty node scores 1).
+pub fn spread_fit_score(node: &Node, used_after: &Resources) -> f64 {
+    (free_power_sum(node, used_after) - 2.0).clamp(0.0, BINPACK_MAX_SCORE) / BINPACK_MAX_SCORE
+}
+
+/// The fit score under `algorithm`.
+pub fn fit_score(algorithm: SchedulerAlgorithm, node: &Node, used_after: &Resources) -> f64 {
+    match algorithm {
+        SchedulerAlgorithm::Binpack => binpack_score(node, used_after),
+        SchedulerAlgorithm::Spread => spread_fit_score(node, used_after),
+    }
+}
+
+/// `10^freeCpu + 10^freeMem`.
+fn free_power_sum(node: &Node, used_after: &Resources) -> f64 {
     let cap = node.allocatable();
     let free = |used: u64, cap: u64| {
         if cap == 0 {
@@ -29,9 +66,7 @@ pub fn binpack_score(node: &Node, used_after: &Resources) -> f64 {
             (1.0 - used as f64 / cap as f64).clamp(0.0, 1.0)
         }
     };
-    let total =
-        10f64.powf(free(used_after.cpu, cap.cpu)) + 10f64.powf(free(used_after.memory, cap.memory));
-    (20.0 - total).clamp(0.0, BINPACK_MAX_SCORE) / BINPACK_MAX_SCORE
+    10f64.powf(free(used_after.cpu, cap.cpu)) + 10f64.powf(free(used_after.memory, cap.memory))
 }
 
 /// Job anti-affinity: `-(collisions + 1) / desired_count` when the node already has
@@ -93,9 +128,205 @@ pub struct Ask<'a> {
     pub avoid_node: Option<&'a str>,
 }
 
-/// The final score: the mean of the bin-pack score and the penalties that apply.
-pub fn combined_score(binpack: f64, penalties: &[f64]) -> f64 {
-    (binpack + penalties.iter().sum::<f64>()) / (1 + penalties.len()) as f64
+/// The final score: the mean of the fit score and the other scorers that apply.
+pub fn combined_score(fit: f64, others: &[f64]) -> f64 {
+    (fit + others.iter().sum::<f64>()) / (1 + others.len()) as f64
+}
+
+/// One `[[spread]]` with the group's allocations per value of its attribute.
+#[derive(Debug, Clone)]
+struct SpreadState {
+    attribute: String,
+    weight: f64,
+    /// value -> wanted share of the group's count (0..=1).
+    targets: Vec<(String, f64)>,
+    /// Share left to values the targets do not name (None without targets).
+    rest: Option<f64>,
+    counts: PropertyCounts,
+}
+
+impl SpreadState {
+    /// In [-1, 1]: positive when the node's value has fewer allocations than it should.
+    fn boost(&self, node: &Node, count: u32) -> f64 {
+        let Some(value) = resolve(&self.attribute, node) else {
+            // A node without the attribute is the worst place to spread to.
+            return -1.0;
+        };
+        let used = f64::from(self.counts.get(&value));
+        let Some(rest) = self.rest else {
+            // Even spread over the values seen: the least loaded value gets +1, the
+            // most loaded -1, linearly in between; all equal -> no preference.
+            let (Some(min), Some(max)) = (self.counts.min(), self.counts.max()) else {
+                return 0.0;
+            };
+            if max == min {
+                return 0.0;
+            }
+            let (min, max) = (f64::from(min), f64::from(max));
+            return (1.0 - 2.0 * (used - min) / (max - min)).clamp(-1.0, 1.0);
+        };
+        let (share, used) = match self.targets.iter().find(|(v, _)| *v == value) {
+            Some((_, share)) => (*share, used),
+            None => {
+                // Values without a target share what the targets leave.
+                let named: u32 = self.targets.iter().map(|(v, _)| self.counts.get(v)).sum();
+                (rest, f64::from(self.counts.total().saturating_sub(named)))
+            }
+        };
+        let desired = share * f64::from(count.max(1));
+        if desired <= 0.0 {
+            return -1.0;
+        }
+        ((desired - used) / desired).clamp(-1.0, 1.0)
+    }
+}
+
+/// Per task group ranking state: the algorithm, the affinities and the spreads with
+/// their counts (kept current as the plan places).
+#[derive(Debug)]
+pub struct GroupRanker {
+    algorithm: SchedulerAlgorithm,
+    affinities: Vec<(Constraint, f64)>,
+    affinity_weights: f64,
+    spreads: Vec<SpreadState>,
+    spread_weights: f64,
+    count: u32,
+    regexes: RegexCache,
+}
+
+impl GroupRanker {
+    pub fn new(algorithm: SchedulerAlgorithm, job: &Job, group: &TaskGroup) -> GroupRanker {
+        let affinities: Vec<(Constraint, f64)> = job
+            .affinities
+            .iter()
+            .chain(group.affinities.iter())
+            .filter(|a| a.weight != 0)
+            .map(|a| {
+                (
+                    Constraint {
+                        attribute: a.attribute.clone(),
+                        operator: a.operator.clone(),
+                        value: a.value.clone(),
+                    },
+                    f64::from(a.weight.clamp(-100, 100)),
+                )
+            })
+            .collect();
+        let spreads: Vec<SpreadState> = job
+            .spreads
+            .iter()
+            .chain(group.spreads.iter())
+            .filter(|sp| sp.weight > 0)
+            .map(|sp| {
+                let targets: Vec<(String, f64)> = sp
+                    .targets
+                    .iter()
+                    .map(|t| (t.value.clone(), f64::from(t.percent.min(100)) / 100.0))
+                    .collect();
+                let rest = if targets.is_empty() {
+                    None
+                } else {
+                    Some((1.0 - targets.iter().map(|(_, p)| p).sum::<f64>()).max(0.0))
+                };
+                SpreadState {
+                    attribute: sp.attribute.clone(),
+                    weight: f64::from(sp.weight),
+                    targets,
+                    rest,
+                    counts: PropertyCounts::new(),
+                }
+            })
+            .collect();
+        GroupRanker {
+            algorithm,
+            affinity_weights: affinities.iter().map(|(_, w)| w.abs()).sum(),
+            affinities,
+            spread_weights: spreads.iter().map(|s| s.weight).sum(),
+            spreads,
+            count: group.count,
+            regexes: RegexCache::default(),
+        }
+    }
+
+    /// True when the group has spreads (callers then keep the counts current).
+    pub fn has_spreads(&self) -> bool {
+        !self.spreads.is_empty()
+    }
+
+    /// Makes the node's values known to the even spreads (so a value with no
+    /// allocations yet counts as the emptiest).
+    pub fn observe_node(&mut self, node: &Node) {
+        for sp in self.spreads.iter_mut().filter(|sp| sp.rest.is_none()) {
+            if let Some(v) = resolve(&sp.attribute, node) {
+                sp.counts.observe(&v);
+            }
+        }
+    }
+
+    /// Counts one allocation of the group on `node` in (`added`) or out.
+    pub fn count_alloc(&mut self, node: &Node, added: bool) {
+        for sp in &mut self.spreads {
+            if let Some(v) = resolve(&sp.attribute, node) {
+                if added {
+                    sp.counts.add(&v);
+                } else {
+                    sp.counts.remove(&v);
+                }
+            }
+        }
+    }
+
+    /// Affinity score in [-1, 1]; None when there are none or none matched.
+    pub fn affinity_score(&mut self, node: &Node) -> Option<f64> {
+        if self.affinity_weights == 0.0 {
+            return None;
+        }
+        let matched: f64 = self
+            .affinities
+            .iter()
+            .filter(|(c, _)| check_constraint(c, node, &mut self.regexes))
+            .map(|(_, w)| *w)
+            .sum();
+        let score = matched / self.affinity_weights;
+        (score != 0.0).then_some(score)
+    }
+
+    /// Spread score in [-1, 1]; None when the group has no spreads.
+    pub fn spread_score(&self, node: &Node) -> Option<f64> {
+        if self.spread_weights == 0.0 {
+            return None;
+        }
+        let total: f64 = self
+            .spreads
+            .iter()
+            .map(|sp| sp.boost(node, self.count) * sp.weight)
+            .sum();
+        Some(total / self.spread_weights)
+    }
+
+    /// The node's final score for one more allocation with `ask`, next to `usage`.
+    pub fn score(&mut self, node: &Node, usage: &NodeUsage, ask: &Ask<'_>) -> f64 {
+        let fit = fit_score(self.algorithm, node, &usage.used.add(ask.resources));
+        let mut others: [f64; 4] = [0.0; 4];
+        let mut n = 0;
+        let mut push = |v: f64| {
+            others[n] = v;
+            n += 1;
+        };
+        if let Some(p) = anti_affinity_penalty(usage.group_allocs, ask.desired_count) {
+            push(p);
+        }
+        if ask.avoid_node == Some(node.id.as_str()) {
+            push(-1.0);
+        }
+        if let Some(a) = self.affinity_score(node) {
+            push(a);
+        }
+        if let Some(sp) = self.spread_score(node) {
+            push(sp);
+        }
+        combined_score(fit, &others[..n])
+    }
 }
 
 /// The winner of one selection.
@@ -108,14 +339,30 @@ pub struct Choice {
     pub usage: NodeUsage,
 }
 
+/// Keeps the `SCORES_KEPT` best (node id, score) pairs.
+fn keep_top(top: &mut Vec<(f64, usize)>, score: f64, idx: usize) {
+    if top.len() < SCORES_KEPT {
+        top.push((score, idx));
+    } else if let Some(worst) = top
+        .iter_mut()
+        .min_by(|a, b| a.0.total_cmp(&b.0))
+        .filter(|w| w.0 < score)
+    {
+        *worst = (score, idx);
+    }
+}
+
 /// Walks `nodes` from `*cursor`, runs the feasibility chain and fit on each, scores
 /// feasible ones until `limit` are scored, and returns the best. Every node looked at
-/// is recorded into `metric`. `usage_of` gives a node's usage under the plan so far.
+/// is recorded into `metric` (the scores only for the best few). `usage_of` gives a
+/// node's usage under the plan so far.
+#[allow(clippy::too_many_arguments)]
 pub fn select(
     nodes: &[Node],
     cursor: &mut usize,
     limit: usize,
     checker: &mut FeasibilityChecker,
+    ranker: &mut GroupRanker,
     ask: Ask<'_>,
     usage_of: &mut dyn FnMut(&Node) -> NodeUsage,
     metric: &mut AllocMetric,
@@ -125,6 +372,7 @@ pub fn select(
         return None;
     }
     let mut best: Option<Choice> = None;
+    let mut top: Vec<(f64, usize)> = Vec::with_capacity(SCORES_KEPT);
     let mut scored = 0usize;
     let start = *cursor % n;
     for step in 0..n {
@@ -132,6 +380,10 @@ pub fn select(
         let node = &nodes[idx];
         metric.nodes_evaluated += 1;
         if let Err(reason) = checker.check_node(node) {
+            record_filtered(metric, node, &reason);
+            continue;
+        }
+        if let Err(reason) = checker.check_distinct_property(node) {
             record_filtered(metric, node, &reason);
             continue;
         }
@@ -144,16 +396,8 @@ pub fn select(
             record_exhausted(metric, node, dim);
             continue;
         }
-        let binpack = binpack_score(node, &usage.used.add(ask.resources));
-        let mut penalties = Vec::new();
-        if let Some(p) = anti_affinity_penalty(usage.group_allocs, ask.desired_count) {
-            penalties.push(p);
-        }
-        if ask.avoid_node == Some(node.id.as_str()) {
-            penalties.push(-1.0);
-        }
-        let score = combined_score(binpack, &penalties);
-        metric.scores.insert(node.id.clone(), score);
+        let score = ranker.score(node, &usage, &ask);
+        keep_top(&mut top, score, idx);
         if best.as_ref().is_none_or(|b| score > b.score) {
             best = Some(Choice {
                 node_index: idx,
@@ -164,8 +408,11 @@ pub fn select(
         scored += 1;
         if scored >= limit {
             *cursor = (idx + 1) % n;
-            return best;
+            break;
         }
+    }
+    for (score, idx) in top {
+        metric.scores.insert(nodes[idx].id.clone(), score);
     }
     best
 }
@@ -223,6 +470,7 @@ mod tests {
         let job = JobBuilder::new("web").build();
         let mut checker = FeasibilityChecker::new(&job, &job.groups[0]);
         let ask = job.groups[0].resources();
+        let mut ranker = GroupRanker::new(SchedulerAlgorithm::Binpack, &job, &job.groups[0]);
         let mut metric = AllocMetric::default();
         let mut cursor = 0;
         let choice = select(
@@ -230,6 +478,7 @@ mod tests {
             &mut cursor,
             3,
             &mut checker,
+            &mut ranker,
             Ask {
                 resources: &ask,
                 network: &job.groups[0].network,

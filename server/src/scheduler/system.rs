@@ -15,16 +15,18 @@
 use std::collections::BTreeMap;
 
 use orch_common::structs::{
-    AllocMetric, Allocation, ClientStatus, DesiredStatus, Evaluation, Job, JobType, Node,
-    NodeStatus, TaskGroup,
+    AllocMetric, Allocation, ClientStatus, DesiredStatus, DesiredUpdates, Evaluation, Job, JobType,
+    Node, NodeStatus, PlanAnnotations, Resources, SchedulerConfiguration, TaskGroup,
 };
 
 use super::context::{allocs_with_jobs, PlanBuilder};
+use super::feasible::NodeUsage;
 use super::feasible::{
     assign_ports, check_fit, datacenter_matches, merge_class_eligibility, FeasibilityChecker,
 };
 use super::generic::Outcome;
-use super::rank::{record_exhausted, record_filtered};
+use super::preempt::{evictions_on_node, Priorities, PRIORITY_GAP};
+use super::rank::{record_exhausted, record_filtered, Ask};
 use super::reconcile::{tasks_updated, DESC_JOB_STOPPED, DESC_LOST, DESC_NOT_NEEDED, DESC_UPDATED};
 use super::rng::Rng;
 use super::State;
@@ -33,7 +35,13 @@ fn running(a: &Allocation) -> bool {
     a.desired_status == DesiredStatus::Run && !a.client_status.is_terminal()
 }
 
-pub(crate) fn compute(eval: &Evaluation, st: &dyn State, job: Option<Job>, now_ms: u64) -> Outcome {
+pub(crate) fn compute(
+    eval: &Evaluation,
+    st: &dyn State,
+    job: Option<Job>,
+    config: &SchedulerConfiguration,
+    now_ms: u64,
+) -> Outcome {
     let allocs = allocs_with_jobs(st, &eval.job_id);
     let mut b = PlanBuilder::new(eval, st, job.as_ref(), now_ms);
     let mut out = Outcome::default();
@@ -51,6 +59,11 @@ pub(crate) fn compute(eval: &Evaluation, st: &dyn State, job: Option<Job>, now_m
     nodes.sort_by(|x, y| x.id.cmp(&y.id));
     let mut rng = Rng::from_str_seed(&eval.id);
     let mut eligibility: BTreeMap<String, bool> = BTreeMap::new();
+    let mut updates: BTreeMap<String, DesiredUpdates> = BTreeMap::new();
+    let mut priorities = config
+        .preemption_config
+        .enabled_for(job.job_type)
+        .then(|| Priorities::new(st));
     for a in allocs
         .iter()
         .filter(|a| job.group(&a.group).is_none() && running(a))
@@ -64,6 +77,8 @@ pub(crate) fn compute(eval: &Evaluation, st: &dyn State, job: Option<Job>, now_m
             checker: FeasibilityChecker::new(&job, group),
             metric: AllocMetric::default(),
             failures: 0,
+            updates: DesiredUpdates::default(),
+            priorities: priorities.as_mut(),
         };
         let mut by_node: BTreeMap<String, Vec<Allocation>> = BTreeMap::new();
         for a in allocs.iter().filter(|a| {
@@ -82,7 +97,9 @@ pub(crate) fn compute(eval: &Evaluation, st: &dyn State, job: Option<Job>, now_m
         }
         for a in by_node.values().flatten().filter(|a| running(a)) {
             b.stop(a, DESC_LOST, true, None);
+            sys.updates.stop += 1;
         }
+        updates.insert(group.name.clone(), sys.updates.clone());
         out.queued.insert(group.name.clone(), sys.failures);
         if sys.failures > 0 {
             sys.metric.coalesced_failures = sys.failures - 1;
@@ -92,24 +109,31 @@ pub(crate) fn compute(eval: &Evaluation, st: &dyn State, job: Option<Job>, now_m
     }
     out.class_eligibility = eligibility;
     out.plan = b.plan;
+    out.plan.annotations = PlanAnnotations {
+        desired_tg_updates: updates,
+    };
     out
 }
 
 /// One group's walk over the nodes.
-struct GroupPass<'j> {
+struct GroupPass<'j, 'p, 's> {
     job: &'j Job,
     group: &'j TaskGroup,
     checker: FeasibilityChecker,
     metric: AllocMetric,
     failures: u32,
+    updates: DesiredUpdates,
+    /// Set when the job's type may preempt lower-priority allocations.
+    priorities: Option<&'p mut Priorities<'s>>,
 }
 
-impl GroupPass<'_> {
+impl GroupPass<'_, '_, '_> {
     fn node(&mut self, b: &mut PlanBuilder<'_>, node: &Node, here: Vec<Allocation>, rng: &mut Rng) {
         let batch = self.job.job_type == JobType::Sysbatch;
         if node.status == NodeStatus::Down {
             for a in here.iter().filter(|a| running(a)) {
                 b.stop(a, DESC_LOST, true, None);
+                self.updates.stop += 1;
             }
             return;
         }
@@ -129,20 +153,26 @@ impl GroupPass<'_> {
         if let Some(first) = here.next() {
             for extra in here.filter(running) {
                 b.stop(&extra, DESC_NOT_NEEDED, false, None);
+                self.updates.stop += 1;
             }
             if !in_dc || (node.is_schedulable() && feasible.is_err()) {
                 if running(&first) {
                     b.stop(&first, DESC_NOT_NEEDED, false, None);
+                    self.updates.stop += 1;
                 }
                 return;
             }
             if running(&first) {
                 if first.job_version != self.job.version {
                     self.update(b, node, first, rng);
+                } else {
+                    self.updates.ignore += 1;
                 }
                 return;
             }
             if batch || first.client_status == ClientStatus::Lost {
+                // Sysbatch runs once per node: a finished run is never repeated.
+                self.updates.ignore += 1;
                 return;
             }
             // A finished or failed system alloc on a node that still wants one.
@@ -166,10 +196,12 @@ impl GroupPass<'_> {
             None => true,
         };
         if !destructive {
+            self.updates.in_place_update += 1;
             let updated = b.inplace_alloc(&old, self.job);
             b.place(updated);
             return;
         }
+        self.updates.destructive_update += 1;
         self.place(b, node, Some(old), rng);
     }
 
@@ -189,9 +221,19 @@ impl GroupPass<'_> {
                 usage.ports.remove(&p.value);
             }
         }
+        if previous.as_ref().is_none_or(|p| !running(p)) {
+            self.updates.place += 1;
+        }
         let ask = self.group.resources();
-        let ports = check_fit(node, &usage, &ask, &self.group.network)
-            .and_then(|()| assign_ports(node, &usage, &self.group.network, rng));
+        let mut evict = Vec::new();
+        let mut fit = check_fit(node, &usage, &ask, &self.group.network);
+        if fit.is_err() {
+            if let Some(found) = self.preempt(b, node, &usage, &ask) {
+                (usage, evict) = found;
+                fit = Ok(());
+            }
+        }
+        let ports = fit.and_then(|()| assign_ports(node, &usage, &self.group.network, rng));
         match ports {
             Ok(ports) => {
                 let alloc = b.new_alloc(
@@ -206,6 +248,10 @@ impl GroupPass<'_> {
                 if let Some(prev) = &previous {
                     b.stop(prev, DESC_UPDATED, false, Some(alloc.id.clone()));
                 }
+                self.updates.preemptions += evict.len() as u32;
+                for victim in &evict {
+                    b.preempt(victim, &alloc);
+                }
                 b.place(alloc);
             }
             Err(dim) => {
@@ -213,5 +259,41 @@ impl GroupPass<'_> {
                 self.failures += 1;
             }
         }
+    }
+}
+
+impl GroupPass<'_, '_, '_> {
+    /// Evictions of lower-priority allocations on `node` that make room for one
+    /// allocation of the group: the usage afterwards and the victims.
+    fn preempt(
+        &mut self,
+        b: &mut PlanBuilder<'_>,
+        node: &Node,
+        usage: &NodeUsage,
+        ask: &Resources,
+    ) -> Option<(NodeUsage, Vec<Allocation>)> {
+        let priorities = self.priorities.as_deref_mut()?;
+        let max_victim = self.job.priority.checked_sub(PRIORITY_GAP)?;
+        let candidates: Vec<(Allocation, u8)> = b
+            .untouched_allocs(node)
+            .into_iter()
+            .filter(|a| a.job_id != self.job.id)
+            .map(|a| {
+                let p = priorities.of(&a);
+                (a, p)
+            })
+            .filter(|(_, p)| *p <= max_victim)
+            .collect();
+        if candidates.is_empty() {
+            return None;
+        }
+        let want = Ask {
+            resources: ask,
+            network: &self.group.network,
+            desired_count: 1,
+            avoid_node: None,
+        };
+        let (after, chosen) = evictions_on_node(node, usage, candidates, &want)?;
+        Some((after, chosen.into_iter().map(|(a, _)| a).collect()))
     }
 }

@@ -421,6 +421,15 @@ impl MemState {
             if reject.contains(node) {
                 continue;
             }
+            // Evictions go with the placements they make room for.
+            for a in plan.node_preemptions.get(node).into_iter().flatten() {
+                let mut a = a.clone();
+                a.modify_index = index;
+                if let Some(old) = self.allocs.get(&a.id) {
+                    a.job = old.job.clone();
+                }
+                self.allocs.insert(a.id.clone(), a);
+            }
             for a in allocs {
                 let mut a = a.clone();
                 if self.strip_jobs {

@@ -220,7 +220,7 @@ fn constraints_pick_matching_nodes_and_explain_the_rest() {
     let m = &none.last_update().failed_tg_allocs["web"];
     assert_eq!(
         m.describe(),
-        "1 node evaluated: 1 filtered by ${attr.kernel.name} = plan9"
+        "1 node evaluated: 1 filtered by constraint ${attr.kernel.name} = plan9"
     );
 }
 

@@ -1,0 +1,230 @@
+//! Preemption: when no node has room for an allocation of a job with priority P (and
+//! the cluster's scheduler configuration allows it for the job's type), find a node
+//! where evicting allocations of jobs with priority <= P - 10 frees enough, choosing
+//! the least disruption:
+//!
+//! ```text
+//!  per feasible node (constraints, distinct_*, but short on cpu/memory/ports):
+//!    candidates = allocs the plan leaves alone, other jobs, priority <= P - 10
+//!    greedy, lowest priority first: take the smallest alloc that alone closes the
+//!      gap, else the one that frees the most (a holder of a wanted static port first)
+//!    prune: drop any chosen alloc (highest priority, then smallest first) not needed
+//!  best node: fewest evictions, then lowest highest-priority evicted, then least freed
+//! ```
+//!
+//! Only `limit` preemptible nodes are compared (the same bounded sample as ranking).
+
+use std::collections::HashMap;
+
+use orch_common::structs::{Allocation, Job, Node, Resources};
+
+use super::context::PlanBuilder;
+use super::feasible::{check_fit, FeasibilityChecker, NodeUsage};
+use super::rank::Ask;
+use super::State;
+
+/// The smallest priority gap that allows an eviction.
+pub const PRIORITY_GAP: u8 = 10;
+
+/// A node where the placement fits once `evict` are gone.
+#[derive(Debug, Clone)]
+pub struct Eviction {
+    /// Index into the node slice searched.
+    pub node_index: usize,
+    /// The node's usage once the evictions are done.
+    pub usage: NodeUsage,
+    pub evict: Vec<Allocation>,
+}
+
+impl Eviction {
+    /// Least disruption first: fewer allocs, lower priorities, less freed.
+    fn cost(&self, priority_of: &dyn Fn(&Allocation) -> u8, node: &Node) -> (usize, u8, u64) {
+        let top = self.evict.iter().map(priority_of).max().unwrap_or(0);
+        let freed: u64 = self.evict.iter().map(|a| size(node, a)).sum();
+        (self.evict.len(), top, freed)
+    }
+}
+
+/// Resource size of an allocation relative to the node, in parts per million of its
+/// allocatable cpu plus memory (so "smallest" means the same on every node).
+fn size(node: &Node, a: &Allocation) -> u64 {
+    let cap = node.allocatable();
+    let r = a.resources.total();
+    let part = |x: u64, c: u64| x.saturating_mul(1_000_000).checked_div(c).unwrap_or(0);
+    part(r.cpu, cap.cpu) + part(r.memory, cap.memory)
+}
+
+fn without(usage: &NodeUsage, a: &Allocation) -> NodeUsage {
+    let mut u = usage.clone();
+    u.used = u.used.saturating_sub(&a.resources.total());
+    for p in &a.resources.ports {
+        u.ports.remove(&p.value);
+    }
+    u
+}
+
+/// Job priorities, looked up once per job (allocations in the store do not embed it).
+pub struct Priorities<'s> {
+    state: &'s dyn State,
+    known: HashMap<String, u8>,
+}
+
+impl<'s> Priorities<'s> {
+    pub fn new(state: &'s dyn State) -> Priorities<'s> {
+        Priorities {
+            state,
+            known: HashMap::new(),
+        }
+    }
+
+    /// The priority of the alloc's job; a job that no longer exists counts as 0 (its
+    /// allocations are on their way out anyway).
+    pub fn of(&mut self, a: &Allocation) -> u8 {
+        if let Some(job) = &a.job {
+            return job.priority;
+        }
+        if let Some(p) = self.known.get(&a.job_id) {
+            return *p;
+        }
+        let p = self.state.job(&a.job_id).map(|j| j.priority).unwrap_or(0);
+        self.known.insert(a.job_id.clone(), p);
+        p
+    }
+}
+
+/// Chooses allocations on `node` whose eviction makes `ask` fit; None when evicting
+/// every allowed candidate would not be enough.
+pub fn evictions_on_node(
+    node: &Node,
+    usage: &NodeUsage,
+    candidates: Vec<(Allocation, u8)>,
+    ask: &Ask<'_>,
+) -> Option<(NodeUsage, Vec<(Allocation, u8)>)> {
+    let fits = |u: &NodeUsage| check_fit(node, u, ask.resources, ask.network).is_ok();
+    // Everything allowed gone is still not enough: no point choosing.
+    let all_gone = candidates
+        .iter()
+        .fold(usage.clone(), |u, (a, _)| without(&u, a));
+    if !fits(&all_gone) {
+        return None;
+    }
+    let wanted_static: Vec<u16> = ask
+        .network
+        .ports
+        .iter()
+        .filter_map(|p| p.static_port)
+        .collect();
+    let holds_wanted = |a: &Allocation| {
+        a.resources
+            .ports
+            .iter()
+            .any(|p| wanted_static.contains(&p.value))
+    };
+    let mut left = candidates;
+    let mut chosen: Vec<(Allocation, u8)> = Vec::new();
+    let mut u = usage.clone();
+    while !fits(&u) {
+        let lowest = left.iter().map(|(_, p)| *p).min()?;
+        let tier = left.iter().enumerate().filter(|(_, (_, p))| *p == lowest);
+        // The smallest allocation that alone closes the gap, if there is one.
+        let closing = tier
+            .clone()
+            .filter(|(_, (a, _))| fits(&without(&u, a)))
+            .min_by_key(|(_, (a, _))| size(node, a))
+            .map(|(i, _)| i);
+        let pick = closing.or_else(|| {
+            tier.max_by_key(|(_, (a, _))| (holds_wanted(a), size(node, a)))
+                .map(|(i, _)| i)
+        })?;
+        let (a, p) = left.swap_remove(pick);
+        u = without(&u, &a);
+        chosen.push((a, p));
+    }
+    // Prune what turned out unnecessary: highest priority first, then the smallest.
+    chosen.sort_by_key(|(a, p)| (std::cmp::Reverse(*p), size(node, a)));
+    let mut i = 0;
+    while i < chosen.len() {
+        let back = {
+            let a = &chosen[i].0;
+            let mut with_back = u.clone();
+            with_back.used = with_back.used.add(&a.resources.total());
+            with_back
+                .ports
+                .extend(a.resources.ports.iter().map(|p| p.value));
+            with_back
+        };
+        if fits(&back) {
+            u = back;
+            chosen.remove(i);
+        } else {
+            i += 1;
+        }
+    }
+    Some((u, chosen))
+}
+
+/// Looks for the least disruptive eviction over `nodes` for one allocation of `job`.
+#[allow(clippy::too_many_arguments)]
+pub fn find(
+    nodes: &[Node],
+    limit: usize,
+    checker: &mut FeasibilityChecker,
+    job: &Job,
+    ask: Ask<'_>,
+    b: &mut PlanBuilder<'_>,
+    priorities: &mut Priorities<'_>,
+    group: &str,
+) -> Option<Eviction> {
+    let max_victim = job.priority.checked_sub(PRIORITY_GAP)?;
+    let mut best: Option<Eviction> = None;
+    let mut best_cost = (usize::MAX, u8::MAX, u64::MAX);
+    let mut found = 0usize;
+    for (idx, node) in nodes.iter().enumerate() {
+        if checker.check_node(node).is_err() || checker.check_distinct_property(node).is_err() {
+            continue;
+        }
+        let usage = b.usage(node, &job.id, group);
+        if checker.check_distinct(&usage).is_err() {
+            continue;
+        }
+        let candidates: Vec<(Allocation, u8)> = b
+            .untouched_allocs(node)
+            .into_iter()
+            .filter(|a| a.job_id != job.id)
+            .map(|a| {
+                let p = priorities.of(&a);
+                (a, p)
+            })
+            .filter(|(_, p)| *p <= max_victim)
+            .collect();
+        if candidates.is_empty() {
+            continue;
+        }
+        let Some((after, chosen)) = evictions_on_node(node, &usage, candidates, &ask) else {
+            continue;
+        };
+        let prio: HashMap<&str, u8> = chosen.iter().map(|(a, p)| (a.id.as_str(), *p)).collect();
+        let option = Eviction {
+            node_index: idx,
+            usage: after,
+            evict: chosen.iter().map(|(a, _)| a.clone()).collect(),
+        };
+        let cost = option.cost(&|a| prio.get(a.id.as_str()).copied().unwrap_or(0), node);
+        if cost < best_cost {
+            best_cost = cost;
+            best = Some(option);
+        }
+        found += 1;
+        if found >= limit {
+            break;
+        }
+    }
+    best
+}
+
+/// Total resources an eviction frees (for tests and metrics).
+pub fn freed(evict: &[Allocation]) -> Resources {
+    evict
+        .iter()
+        .fold(Resources::ZERO, |acc, a| acc.add(&a.resources.total()))
+}
