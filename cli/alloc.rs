@@ -112,6 +112,20 @@ fn render_status(a: &Allocation, now: u64) -> String {
             a.next_allocation.clone().unwrap_or_else(|| "-".into()),
         ),
     ]);
+    if !a.resources.ports.is_empty() {
+        out.push_str("\nAllocated Ports\n");
+        let mut t = Table::new(&["LABEL", "HOST ADDRESS", "TO"]);
+        for p in &a.resources.ports {
+            let host = if p.host_ip.is_empty() {
+                p.value.to_string()
+            } else {
+                format!("{}:{}", p.host_ip, p.value)
+            };
+            let to = p.to.map(|t| t.to_string()).unwrap_or_else(|| "-".into());
+            t.row(vec![p.label.clone(), host, to]);
+        }
+        out.push_str(&t.render());
+    }
     let mut tasks: Vec<&String> = a.resources.tasks.keys().collect();
     for t in a.task_states.keys() {
         if !tasks.contains(&t) {

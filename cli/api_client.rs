@@ -143,6 +143,18 @@ impl ApiClient {
             .with_context(|| format!("POST {path}: unexpected answer"))
     }
 
+    /// `PUT path` with a JSON body.
+    pub async fn put<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> Result<T> {
+        let rb = self
+            .request(reqwest::Method::PUT, &self.url(path))
+            .timeout(REQUEST_TIMEOUT)
+            .json(body);
+        let resp = self.send(rb, &format!("PUT {path}")).await?;
+        resp.json::<T>()
+            .await
+            .with_context(|| format!("PUT {path}: unexpected answer"))
+    }
+
     /// `DELETE path`.
     pub async fn delete<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
         let rb = self

@@ -1,4 +1,5 @@
-//! `orch job ...`: run (submit + monitor), validate, status and stop.
+//! `orch job ...`: run (submit + monitor), scale, validate, status and stop (`plan`
+//! is in `plan.rs`).
 //!
 //! `job run` monitors with two blocking-query watchers (the evaluation and the job's
 //! allocations) feeding one loop that prints what changed and decides when it is done:
@@ -19,6 +20,7 @@ use anyhow::{Context as _, Result};
 use clap::{Args, Subcommand};
 use orch_common::api::{
     AllocListStub, JobDeregisterResponse, JobListStub, JobRegisterRequest, JobRegisterResponse,
+    JobScaleRequest,
 };
 use orch_common::structs::{ClientStatus, DesiredStatus, EvalStatus, Evaluation, Job, JobType};
 use tokio::sync::mpsc;
@@ -35,6 +37,16 @@ pub enum JobCommand {
     /// Submit a job spec and watch it get placed and start.
     #[command(after_help = RUN_EXAMPLES)]
     Run(RunArgs),
+    /// Dry run: show the diff against the running version and what the scheduler would
+    /// do (placements, updates, failures), without changing anything.
+    #[command(after_help = crate::plan::PLAN_EXAMPLES)]
+    Plan {
+        /// Job spec (TOML).
+        file: PathBuf,
+    },
+    /// Set a group's instance count (a new job version) and watch it take effect.
+    #[command(after_help = SCALE_EXAMPLES)]
+    Scale(ScaleArgs),
     /// Parse and validate a job spec locally, without contacting a server.
     #[command(after_help = VALIDATE_EXAMPLES)]
     Validate {
@@ -73,6 +85,29 @@ pub struct RunArgs {
     check_index: Option<u64>,
 }
 
+#[derive(Args, Debug)]
+pub struct ScaleArgs {
+    /// Job id (a unique prefix is enough).
+    job: String,
+    /// Task group to scale.
+    group: String,
+    /// The group's new instance count.
+    #[arg(allow_negative_numbers = true)]
+    count: i64,
+    /// Return as soon as the new version is registered, printing the evaluation id.
+    #[arg(long, short = 'd')]
+    detach: bool,
+    /// Scale only if the job's modify index is still N.
+    #[arg(long, value_name = "N")]
+    check_index: Option<u64>,
+}
+
+const SCALE_EXAMPLES: &str = "EXAMPLES:
+  orch job scale hello web 5
+  orch job scale --detach hello web 0
+
+Exit status: as for `orch job run`.";
+
 const RUN_EXAMPLES: &str = "EXAMPLES:
   orch job run jobspecs/hello.toml
   orch job run --detach jobspecs/frames.toml
@@ -98,6 +133,8 @@ const STOP_EXAMPLES: &str = "EXAMPLES:
 pub async fn run(ctx: &Ctx, cmd: JobCommand) -> Result<ExitCode> {
     match cmd {
         JobCommand::Run(args) => run_job(ctx, args).await,
+        JobCommand::Plan { file } => crate::plan::plan(ctx, &file).await,
+        JobCommand::Scale(args) => scale(ctx, args).await,
         JobCommand::Validate { file } => validate(ctx, &file),
         JobCommand::Status { job: None } => list(ctx).await,
         JobCommand::Status { job: Some(job) } => status(ctx, &job).await,
@@ -106,7 +143,7 @@ pub async fn run(ctx: &Ctx, cmd: JobCommand) -> Result<ExitCode> {
 }
 
 /// Reads and validates a spec; on problems prints each as `FILE:LINE:COL: path: msg`.
-fn load_spec(file: &Path) -> Result<Option<Job>> {
+pub(crate) fn load_spec(file: &Path) -> Result<Option<Job>> {
     let source = std::fs::read_to_string(file)
         .with_context(|| format!("reading job spec {}", file.display()))?;
     match orch_common::jobspec::parse(&source) {
@@ -176,17 +213,62 @@ async fn run_job(ctx: &Ctx, args: RunArgs) -> Result<ExitCode> {
         }
         return Ok(ExitCode::SUCCESS);
     }
-    let registered: Job = api.get(&format!("/v1/job/{}", encode(&job.id))).await?;
+    follow(ctx, &api, &job.id, &resp, "registered").await
+}
+
+/// `orch job scale`: registers the new count, then monitors like `job run`.
+async fn scale(ctx: &Ctx, args: ScaleArgs) -> Result<ExitCode> {
+    let api = ctx.api()?;
+    let current: Job = api.get(&format!("/v1/job/{}", encode(&args.job))).await?;
+    let resp: JobRegisterResponse = api
+        .post(
+            &format!("/v1/job/{}/scale", encode(&current.id)),
+            &JobScaleRequest {
+                group: args.group.clone(),
+                count: args.count,
+                enforce_index: args.check_index,
+            },
+        )
+        .await?;
+    for w in &resp.warnings {
+        eprintln!("Warning: {w}");
+    }
+    if args.detach {
+        if ctx.json {
+            output::print_json(&resp)?;
+        } else {
+            println!(
+                "Job {:?} group {:?} scaled to {}",
+                current.id, args.group, args.count
+            );
+            println!("Evaluation ID: {}", resp.eval_id);
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let what = format!("group {:?} scaled to {}", args.group, args.count);
+    follow(ctx, &api, &current.id, &resp, &what).await
+}
+
+/// After a registration: prints the new version and monitors its evaluation and
+/// allocations (`what` says what happened, e.g. "registered").
+async fn follow(
+    ctx: &Ctx,
+    api: &ApiClient,
+    job_id: &str,
+    resp: &JobRegisterResponse,
+    what: &str,
+) -> Result<ExitCode> {
+    let registered: Job = api.get(&format!("/v1/job/{}", encode(job_id))).await?;
     if !ctx.json {
         println!(
-            "==> {} Job {:?} registered (version {}), monitoring evaluation {:?}",
+            "==> {} Job {:?} {what} (version {}), monitoring evaluation {:?}",
             now_clock(),
-            job.id,
+            job_id,
             registered.version,
             short(&resp.eval_id)
         );
     }
-    let outcome = monitor(&api, &registered, &resp.eval_id, ctx.json).await?;
+    let outcome = monitor(api, &registered, &resp.eval_id, ctx.json).await?;
     if ctx.json {
         output::print_json(&serde_json::json!({
             "eval_id": resp.eval_id,
@@ -449,9 +531,10 @@ async fn monitor(api: &ApiClient, job: &Job, eval_id: &str, quiet: bool) -> Resu
                 } else {
                     String::new()
                 };
+                let lines = crate::plan::failure_lines(metric);
                 say(format!(
                     "Placement failed for group {group}: {}{more}",
-                    metric.describe()
+                    lines.join("; ")
                 ));
             }
             let queued: u32 = e.queued_allocations.values().sum();
@@ -660,7 +743,11 @@ async fn status(ctx: &Ctx, job_ref: &str) -> Result<ExitCode> {
         if !e.failed_tg_allocs.is_empty() && !job.stop {
             println!("\nPlacement Failure");
             for (group, m) in &e.failed_tg_allocs {
-                println!("Group {group:?}: {}", m.describe());
+                let mut lines = crate::plan::failure_lines(m).into_iter();
+                println!("Group {group:?}: {}", lines.next().unwrap_or_default());
+                for line in lines {
+                    println!("  {line}");
+                }
                 if let Some(q) = e.queued_allocations.get(group) {
                     println!("  {q} instance(s) waiting for capacity");
                 }

@@ -2,7 +2,8 @@
 //! HTTP API (`orch job|alloc|node ...`). One module per subcommand group.
 //!
 //! Exit status: 0 ok, 1 error (`Error: ...` on stderr), 2 bad usage (clap) or, for
-//! `orch job run`, failed placements.
+//! `orch job run`, failed placements. `orch job plan` differs (as Nomad's): 0 no
+//! allocation changes, 1 allocations created or destroyed, 255 error.
 
 mod agent;
 mod agent_config;
@@ -10,7 +11,9 @@ mod alloc;
 mod api_client;
 mod job;
 mod node;
+mod operator;
 mod output;
+mod plan;
 
 use std::io::IsTerminal as _;
 use std::process::ExitCode;
@@ -71,6 +74,12 @@ enum Command {
         after_help = "EXAMPLES:\n  orch node status\n  orch node status 3f1d9c2e"
     )]
     Node(node::NodeCommand),
+    /// Cluster-wide settings for operators (the scheduler configuration).
+    #[command(
+        subcommand,
+        after_help = "EXAMPLES:\n  orch operator scheduler get-config\n  orch operator scheduler set-config --scheduler-algorithm spread"
+    )]
+    Operator(operator::OperatorCommand),
 }
 
 /// Installs the tracing subscriber on stderr: `RUST_LOG` when set, else `default_level`.
@@ -125,6 +134,10 @@ fn main() -> ExitCode {
             Command::Node(c) => {
                 init_logging("warn");
                 node::run(&ctx, c).await
+            }
+            Command::Operator(c) => {
+                init_logging("warn");
+                operator::run(&ctx, c).await
             }
         }
     });

@@ -1,5 +1,5 @@
-//! Job routes: register (JSON or TOML), list, read, deregister (stop or purge), and a
-//! job's allocations, evaluations and versions.
+//! Job routes: register (JSON or TOML), list, read, deregister (stop or purge), scale,
+//! and a job's allocations, evaluations and versions. (`plan` lives in `plan.rs`.)
 //!
 //! Purge: `DELETE /v1/job/{id}?purge=true` deletes the job row at once; the deregister
 //! evaluation then stops its allocations (the scheduler sees no job). Its allocations,
@@ -13,11 +13,13 @@ use axum::extract::State;
 use axum::Json;
 use orch_common::api::{
     AllocListStub, GroupSummary, JobDeregisterResponse, JobListStub, JobRegisterRequest,
-    JobRegisterResponse,
+    JobRegisterResponse, JobScaleRequest,
 };
 use orch_common::ids::now_ms;
 use orch_common::jobspec;
-use orch_common::structs::{triggers, ClientStatus, EvalStatus, Evaluation, Job, JobStatus};
+use orch_common::structs::{
+    triggers, ClientStatus, EvalStatus, Evaluation, Job, JobStatus, JobType,
+};
 
 use super::{ApiError, HttpState, IdPath, Indexed, Params, RawBody};
 use crate::state::{Command, Table};
@@ -121,6 +123,17 @@ pub async fn register(
     job.job_modify_index = 0;
 
     let _guard = st.job_write.lock().await;
+    register_locked(&st, job, enforce_index).await.map(Json)
+}
+
+/// Registers `job` (a new version when the spec changed) with its `job-register`
+/// evaluation, after checking `enforce_index`. The caller holds `st.job_write`, so the
+/// check and the write are atomic.
+async fn register_locked(
+    st: &HttpState,
+    job: Job,
+    enforce_index: Option<u64>,
+) -> Result<JobRegisterResponse, ApiError> {
     let job_id = job.id.clone();
     let existing = st.read(move |s| s.job(&job_id)).await?;
     if let Some(want) = enforce_index {
@@ -164,11 +177,61 @@ pub async fn register(
         .await?
         .ok_or_else(|| ApiError::Internal("registered job not found after commit".to_string()))?;
     tracing::info!(job_id = %stored.id, version = stored.version, eval_id = %eval_id, "job registered");
-    Ok(Json(JobRegisterResponse {
+    Ok(JobRegisterResponse {
         eval_id,
         job_modify_index: stored.job_modify_index,
         warnings,
-    }))
+    })
+}
+
+/// `POST /v1/job/{id}/scale` (`JobScaleRequest`): registers the job again with one
+/// group's count changed — a new version and a `job-register` evaluation, like
+/// `POST /v1/jobs`. 400 for an unknown group, a negative count, a stopped job or a
+/// system job (one instance per node, nothing to scale).
+pub async fn scale(
+    State(st): State<Arc<HttpState>>,
+    IdPath(prefix): IdPath,
+    body: RawBody,
+) -> Result<Json<JobRegisterResponse>, ApiError> {
+    let req: JobScaleRequest = body.json()?;
+    let count = u32::try_from(req.count).map_err(|_| {
+        ApiError::bad_request(format!(
+            "count must be between 0 and {}, got {}",
+            u32::MAX,
+            req.count
+        ))
+    })?;
+    let _guard = st.job_write.lock().await;
+    let id = st.resolve(Table::Jobs, "job", &prefix).await?;
+    let lookup = id.clone();
+    let mut job = st
+        .read(move |s| s.job(&lookup))
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("job {id:?} not found")))?;
+    if job.stop {
+        return Err(ApiError::bad_request(format!(
+            "job {id:?} is stopped; run it again before scaling it"
+        )));
+    }
+    if matches!(job.job_type, JobType::System | JobType::Sysbatch) {
+        return Err(ApiError::bad_request(format!(
+            "job {id:?} is a {} job: it runs one instance per eligible node and has no count to scale",
+            job.job_type.as_str()
+        )));
+    }
+    let groups: Vec<String> = job.groups.iter().map(|g| g.name.clone()).collect();
+    let Some(group) = job.groups.iter_mut().find(|g| g.name == req.group) else {
+        return Err(ApiError::bad_request(format!(
+            "job {id:?} has no group {:?} (its groups: {})",
+            req.group,
+            groups.join(", ")
+        )));
+    };
+    group.count = count;
+    jobspec::validate(&job).map_err(|e| ApiError::invalid_spec(&e))?;
+    job.submit_time = now_ms();
+    tracing::info!(job_id = %id, group = %req.group, count, "scaling job");
+    register_locked(&st, job, req.enforce_index).await.map(Json)
 }
 
 /// `GET /v1/job/{id}`.

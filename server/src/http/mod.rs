@@ -3,8 +3,9 @@
 //! blocking-query support (`?index=N&wait=D`, header `X-Orch-Index`), id-prefix
 //! resolution, and store reads moved off the async runtime.
 //!
-//! One module per resource: `jobs`, `allocs`, `evals`, `nodes`, `agent`, and
-//! `client_api` for what clients call (register, heartbeat, alloc watch, updates).
+//! One module per resource: `jobs`, `plan` (the dry run), `allocs`, `evals`, `nodes`,
+//! `operator` (scheduler configuration), `agent`, and `client_api` for what clients
+//! call (register, heartbeat, alloc watch, updates).
 //! See docs/api.md for the routes.
 
 pub mod agent;
@@ -14,6 +15,8 @@ pub mod error;
 pub mod evals;
 pub mod jobs;
 pub mod nodes;
+pub mod operator;
+pub mod plan;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
@@ -158,6 +161,12 @@ pub fn router(state: Arc<HttpState>) -> Router {
         .route("/v1/job/{id}/allocations", get(jobs::allocations))
         .route("/v1/job/{id}/evaluations", get(jobs::evaluations))
         .route("/v1/job/{id}/versions", get(jobs::versions))
+        .route("/v1/job/{id}/plan", post(plan::plan))
+        .route("/v1/job/{id}/scale", post(jobs::scale))
+        .route(
+            "/v1/operator/scheduler/configuration",
+            get(operator::get_config).put(operator::put_config),
+        )
         .route("/v1/allocations", get(allocs::list))
         .route("/v1/allocation/{id}", get(allocs::get))
         .route("/v1/evaluations", get(evals::list))

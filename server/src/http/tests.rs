@@ -775,3 +775,219 @@ async fn client_updates_store_states_and_a_failure_creates_an_eval() {
     let evals = h.get("/v1/job/frames/evaluations").await;
     assert_eq!(evals.body.as_array().expect("list").len(), 2);
 }
+
+// ----------------------------------------------------------------------------- plan, scale, operator
+
+impl Harness {
+    async fn plan(&self, job: &Job) -> Answer {
+        self.post_json(
+            &format!("/v1/job/{}/plan", job.id),
+            &orch_common::api::JobPlanRequest {
+                job: job.clone(),
+                diff: true,
+            },
+        )
+        .await
+    }
+
+    async fn add_node(&self, id: &str) -> u64 {
+        self.submit(Command::UpsertNode {
+            node: mock_node(id),
+        })
+        .await
+    }
+}
+
+#[tokio::test]
+async fn planning_a_new_job_places_every_instance_and_writes_nothing() {
+    let h = harness();
+    h.add_node("n1").await;
+    let before = h.state.store.last_index();
+    let answer = h.plan(&mock_job("web")).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    assert_eq!(answer.body["job_modify_index"], 0);
+    assert_eq!(answer.body["diff"]["type"], "Added");
+    assert_eq!(
+        answer.body["annotations"]["desired_tg_updates"]["web"]["place"],
+        2
+    );
+    assert_eq!(answer.body["failed_tg_allocs"], json!({}));
+    assert_eq!(h.state.store.last_index(), before, "a plan writes nothing");
+    assert_eq!(h.get("/v1/jobs").await.body, json!([]));
+    assert_eq!(h.get("/v1/allocations").await.body, json!([]));
+}
+
+#[tokio::test]
+async fn planning_a_changed_count_shows_the_diff_and_only_the_extra_placement() {
+    let h = harness();
+    h.add_node("n1").await;
+    h.register_job(&mock_job("web")).await;
+    let stored: Job = serde_json::from_value(h.get("/v1/job/web").await.body).expect("job");
+    h.place(vec![
+        mock_alloc("a0", &stored, "n1", 0),
+        mock_alloc("a1", &stored, "n1", 1),
+    ])
+    .await;
+    let before = h.state.store.last_index();
+    let mut bigger = mock_job("web");
+    bigger.groups[0].count = 3;
+    let answer = h.plan(&bigger).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    assert_eq!(answer.body["job_modify_index"], stored.job_modify_index);
+    assert_eq!(answer.body["next_version"], 1);
+    let group = &answer.body["diff"]["task_groups"][0];
+    assert_eq!(answer.body["diff"]["type"], "Edited");
+    assert_eq!(group["type"], "Edited");
+    assert_eq!(
+        group["fields"],
+        json!([{"type": "Edited", "name": "count", "old": "2", "new": "3"}])
+    );
+    let updates = &answer.body["annotations"]["desired_tg_updates"]["web"];
+    assert_eq!(updates["place"], 1, "{updates}");
+    assert_eq!(updates["stop"], 0, "{updates}");
+    assert_eq!(h.state.store.last_index(), before, "a plan writes nothing");
+    let job = h.get("/v1/job/web").await;
+    assert_eq!(job.body["groups"][0]["count"], 2);
+}
+
+#[tokio::test]
+async fn planning_without_room_explains_the_failure_in_words() {
+    let h = harness();
+    let answer = h.plan(&mock_job("web")).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    assert!(
+        answer.body["failed_tg_allocs"]["web"].is_object(),
+        "{}",
+        answer.body
+    );
+    let why = answer.body["failure_reasons"]["web"].as_str().expect("why");
+    assert!(why.contains("no nodes"), "{why}");
+    assert_eq!(h.state.store.last_index(), 0);
+}
+
+#[tokio::test]
+async fn planning_a_toml_spec_with_diff_query_flag_works() {
+    let h = harness();
+    h.add_node("n1").await;
+    let answer = h
+        .post_toml("/v1/job/hello/plan?diff=true", HELLO_TOML)
+        .await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    assert_eq!(answer.body["diff"]["id"], "hello");
+    assert_eq!(
+        answer.body["annotations"]["desired_tg_updates"]["web"]["place"],
+        2
+    );
+}
+
+#[tokio::test]
+async fn planning_under_another_id_than_the_path_is_a_400() {
+    let h = harness();
+    let answer = h
+        .post_json(
+            "/v1/job/other/plan",
+            &orch_common::api::JobPlanRequest {
+                job: mock_job("web"),
+                diff: false,
+            },
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{}", answer.body);
+}
+
+#[tokio::test]
+async fn scaling_a_group_registers_a_new_version_with_an_eval() {
+    let h = harness();
+    h.register_job(&mock_job("web")).await;
+    let answer = h
+        .post_json("/v1/job/web/scale", &json!({"group": "web", "count": 5}))
+        .await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    let job = h.get("/v1/job/web").await;
+    assert_eq!(job.body["groups"][0]["count"], 5);
+    assert_eq!(job.body["version"], 1);
+    let eval_id = answer.body["eval_id"].as_str().expect("eval");
+    let eval = h.get(&format!("/v1/evaluation/{eval_id}")).await;
+    assert_eq!(eval.body["triggered_by"], "job-register");
+}
+
+#[tokio::test]
+async fn scaling_an_unknown_group_or_to_a_negative_count_is_a_400_and_writes_nothing() {
+    let h = harness();
+    h.register_job(&mock_job("web")).await;
+    let before = h.state.store.last_index();
+    let unknown = h
+        .post_json("/v1/job/web/scale", &json!({"group": "db", "count": 1}))
+        .await;
+    assert_eq!(unknown.status, StatusCode::BAD_REQUEST, "{}", unknown.body);
+    assert!(
+        unknown.body["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("\"db\""),
+        "{}",
+        unknown.body
+    );
+    let negative = h
+        .post_json("/v1/job/web/scale", &json!({"group": "web", "count": -1}))
+        .await;
+    assert_eq!(
+        negative.status,
+        StatusCode::BAD_REQUEST,
+        "{}",
+        negative.body
+    );
+    let missing = h
+        .post_json("/v1/job/nope/scale", &json!({"group": "web", "count": 1}))
+        .await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND, "{}", missing.body);
+    assert_eq!(h.state.store.last_index(), before);
+}
+
+#[tokio::test]
+async fn the_scheduler_configuration_round_trips_through_get_and_put() {
+    let h = harness();
+    let initial = h.get("/v1/operator/scheduler/configuration").await;
+    assert_eq!(initial.status, StatusCode::OK);
+    assert_eq!(initial.body["scheduler_algorithm"], "binpack");
+    assert_eq!(
+        initial.body["preemption_config"]["system_scheduler_enabled"],
+        true
+    );
+    let put = h
+        .call(
+            Method::PUT,
+            "/v1/operator/scheduler/configuration",
+            "application/json",
+            serde_json::to_vec(&json!({
+                "scheduler_algorithm": "spread",
+                "preemption_config": {"service_scheduler_enabled": true}
+            }))
+            .expect("json"),
+        )
+        .await;
+    assert_eq!(put.status, StatusCode::OK, "{}", put.body);
+    assert_eq!(put.body["updated"], true);
+    let after = h.get("/v1/operator/scheduler/configuration").await;
+    assert_eq!(after.body["scheduler_algorithm"], "spread");
+    assert_eq!(
+        after.body["preemption_config"]["service_scheduler_enabled"],
+        true
+    );
+    assert_eq!(after.index, put.body["index"].as_u64());
+}
+
+#[tokio::test]
+async fn an_unknown_scheduler_algorithm_is_a_400() {
+    let h = harness();
+    let put = h
+        .call(
+            Method::PUT,
+            "/v1/operator/scheduler/configuration",
+            "application/json",
+            br#"{"scheduler_algorithm": "random"}"#.to_vec(),
+        )
+        .await;
+    assert_eq!(put.status, StatusCode::BAD_REQUEST, "{}", put.body);
+    assert_eq!(h.state.store.last_index(), 0);
+}
