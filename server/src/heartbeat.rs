@@ -10,16 +10,21 @@
 //!  expiry loop: sleep until the earliest deadline (or a reset, or shutdown)
 //!      deadline passed ──► UpdateNodeStatus { down, evals: node-update per job }
 //! ```
+//!
+//! The other way round, a node that becomes ready (registers, heartbeats back from
+//! down, turns eligible) gets `node_ready_evals`: one per system/sysbatch job and one
+//! per job with allocations there, so system jobs reach nodes that join later.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use orch_common::structs::{triggers, Evaluation, NodeStatus};
+use orch_common::structs::{triggers, Evaluation, JobType, NodeStatus};
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use crate::scheduler::feasible::datacenter_matches;
 use crate::state::{Command, CommandLog, LogError, StateError, StateStore};
 
 /// Spread heartbeats so the servers see at most this many per second.
@@ -157,6 +162,34 @@ impl Heartbeats {
     }
 }
 
+/// The `node-update` evaluations for a node that became ready (registered, came back,
+/// or turned eligible again), as Nomad's createNodeEvals: one per `system`/`sysbatch`
+/// job that runs in the node's datacenter (so it gets its allocation there) and one per
+/// other job with live allocations on the node. One per job, never one per alloc.
+pub fn node_ready_evals(store: &StateStore, node_id: &str) -> Result<Vec<Evaluation>, StateError> {
+    let Some(node) = store.node(node_id)? else {
+        return Ok(Vec::new());
+    };
+    let mut with_allocs = BTreeSet::new();
+    for alloc in store.allocs_by_node(node_id)? {
+        if !alloc.client_status.is_terminal() {
+            with_allocs.insert(alloc.job_id);
+        }
+    }
+    let mut evals = Vec::new();
+    for job in store.jobs()? {
+        let system = matches!(job.job_type, JobType::System | JobType::Sysbatch)
+            && !job.stop
+            && datacenter_matches(&job.datacenters, &node.datacenter);
+        if system || with_allocs.contains(&job.id) {
+            let mut eval = Evaluation::for_job(&job, triggers::NODE_UPDATE);
+            eval.node_id = Some(node_id.to_string());
+            evals.push(eval);
+        }
+    }
+    Ok(evals)
+}
+
 /// Marks a node down with one `node-update` evaluation per job that has live
 /// allocations on it. Returns false when the node is gone or already down.
 pub async fn mark_down(log: &CommandLog, node_id: &str) -> Result<bool, HeartbeatError> {
@@ -231,6 +264,49 @@ mod tests {
         assert_eq!(hb.ttl(), Duration::from_secs(20));
         hb.remove("n0");
         assert_eq!(hb.tracked().len(), 999);
+    }
+
+    #[tokio::test]
+    async fn a_ready_node_gets_evals_for_system_jobs_and_jobs_with_allocs_there() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = StateStore::open(dir.path().join("state.db")).expect("store");
+        let log = CommandLog::start(store.clone(), vec![]).expect("log");
+        let service = mock_job("web");
+        let idle = mock_job("idle");
+        let mut system = mock_job("agent");
+        system.job_type = JobType::System;
+        let mut elsewhere = mock_job("far");
+        elsewhere.job_type = JobType::Sysbatch;
+        elsewhere.datacenters = vec!["dc9".into()];
+        log.submit(Command::UpsertNode {
+            node: mock_node("n1"),
+        })
+        .await
+        .expect("node");
+        for job in [&service, &idle, &system, &elsewhere] {
+            log.submit(Command::UpsertJob {
+                job: job.clone(),
+                eval: None,
+            })
+            .await
+            .expect("job");
+        }
+        log.submit(Command::ApplyPlan {
+            allocs: vec![mock_alloc("a1", &service, "n1", 0)],
+            stopped: vec![],
+            evals: vec![],
+        })
+        .await
+        .expect("plan");
+
+        let evals = node_ready_evals(&store, "n1").expect("evals");
+        let jobs: BTreeSet<&str> = evals.iter().map(|e| e.job_id.as_str()).collect();
+        assert_eq!(jobs, BTreeSet::from(["agent", "web"]));
+        assert!(evals
+            .iter()
+            .all(|e| e.triggered_by == "node-update" && e.node_id.as_deref() == Some("n1")));
+        assert!(node_ready_evals(&store, "nope").expect("evals").is_empty());
+        log.shutdown().await;
     }
 
     #[tokio::test]

@@ -1,7 +1,8 @@
-//! What clients call: node registration, heartbeats, the blocking watch of a node's
-//! allocations (with each allocation's job version embedded), and batched allocation
-//! status updates (a newly failed allocation gets an `alloc-failure` evaluation so the
-//! scheduler can reschedule it).
+//! What clients call: node registration and heartbeats (a node that becomes ready gets
+//! `node-update` evaluations for its system jobs and for the jobs it holds allocations
+//! of), the blocking watch of a node's allocations (with each allocation's job version
+//! embedded), and batched allocation status updates (a newly failed allocation gets an
+//! `alloc-failure` evaluation so the scheduler can reschedule it).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -60,7 +61,23 @@ pub async fn register(
     node.status_updated_at = now_ms();
     node.compute_class();
     let node_id = node.id.clone();
-    let index = st.log.submit(Command::UpsertNode { node }).await?;
+    let lookup = node_id.clone();
+    let was_ready = st
+        .read(move |s| s.node(&lookup))
+        .await?
+        .is_some_and(|n| n.status == NodeStatus::Ready);
+    let mut index = st.log.submit(Command::UpsertNode { node }).await?;
+    if !was_ready {
+        // A node that joins (or comes back) gets its system jobs and a look at the jobs
+        // it still holds allocations for.
+        let lookup = node_id.clone();
+        let evals = st
+            .read(move |s| heartbeat::node_ready_evals(s, &lookup))
+            .await?;
+        if !evals.is_empty() {
+            index = st.log.submit(Command::UpsertEvals { evals }).await?;
+        }
+    }
     let ttl = st.heartbeats.reset(&node_id);
     tracing::info!(node_id = %node_id, "node registered");
     Ok(Json(NodeRegisterResponse {
@@ -105,12 +122,19 @@ pub async fn heartbeat(
     let ttl = st.heartbeats.reset(&node_id);
     let mut index = st.store.table_index(Table::Nodes);
     if current != want {
+        let evals = if want == NodeStatus::Ready {
+            let lookup = node_id.clone();
+            st.read(move |s| heartbeat::node_ready_evals(s, &lookup))
+                .await?
+        } else {
+            Vec::new()
+        };
         index = st
             .log
             .submit(Command::UpdateNodeStatus {
                 node_id: node_id.clone(),
                 status: want,
-                evals: Vec::new(),
+                evals,
             })
             .await?;
         tracing::info!(node_id = %node_id, from = current.as_str(), to = want.as_str(), "node status changed by heartbeat");
