@@ -201,14 +201,24 @@ pub fn render_diff(
     out
 }
 
+/// A value as printed: quoted, except lists, which are already JSON.
+fn quoted(v: &str) -> String {
+    if v.starts_with('[') {
+        v.to_string()
+    } else {
+        format!("{v:?}")
+    }
+}
+
 fn push_fields(out: &mut String, fields: &[FieldDiff], depth: usize) {
     let pad = "  ".repeat(depth);
     for f in fields {
+        let (old, new) = (quoted(&f.old), quoted(&f.new));
         let line = match f.diff_type {
-            DiffType::Added => format!("+ {}: {:?}", f.name, f.new),
-            DiffType::Deleted => format!("- {}: {:?}", f.name, f.old),
-            DiffType::Edited => format!("+/- {}: {:?} => {:?}", f.name, f.old, f.new),
-            DiffType::None => format!("{}: {:?}", f.name, f.new),
+            DiffType::Added => format!("+ {}: {new}", f.name),
+            DiffType::Deleted => format!("- {}: {old}", f.name),
+            DiffType::Edited => format!("+/- {}: {old} => {new}", f.name),
+            DiffType::None => format!("{}: {new}", f.name),
         };
         out.push_str(&format!("{pad}{line}\n"));
     }

@@ -6,8 +6,8 @@
 //! the spec has is covered without a hand-written case per field. Server-set fields
 //! (`version`, indexes, `status`, ...) are left out. Groups and tasks are matched by
 //! name; other lists of tables (constraints, ports, services, ...) are compared as sets,
-//! so an element shows as deleted and its replacement as added. Empty lists, empty
-//! tables and nulls count as absent.
+//! so an element shows as deleted and its replacement as added. Nulls, empty lists and
+//! tables with nothing set count as absent.
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -241,14 +241,18 @@ fn object_diff(
     }
 }
 
-/// Null, `[]` and `{}` count as absent.
+/// Null, `[]` and a table with nothing present in it count as absent.
 fn present(v: Option<&Value>) -> Option<&Value> {
-    v.filter(|v| match v {
+    v.filter(|v| is_present(v))
+}
+
+fn is_present(v: &Value) -> bool {
+    match v {
         Value::Null => false,
         Value::Array(a) => !a.is_empty(),
-        Value::Object(m) => !m.is_empty(),
+        Value::Object(m) => m.values().any(is_present),
         _ => true,
-    })
+    }
 }
 
 fn is_table_list(v: Option<&Value>) -> bool {
@@ -487,6 +491,13 @@ resources = { cpu = 100, memory = 32 }
         let dcs = field(&d.fields, "datacenters");
         assert_eq!(dcs.old, r#"["dc1"]"#);
         assert_eq!(dcs.new, r#"["dc1","dc2"]"#);
+    }
+
+    #[test]
+    fn a_table_with_nothing_set_is_not_shown() {
+        let d = job_diff(None, Some(&web())).unwrap();
+        let g = &d.task_groups[0];
+        assert!(g.objects.iter().all(|o| o.name != "network"), "{g:#?}");
     }
 
     #[test]

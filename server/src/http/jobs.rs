@@ -194,13 +194,14 @@ pub async fn scale(
     body: RawBody,
 ) -> Result<Json<JobRegisterResponse>, ApiError> {
     let req: JobScaleRequest = body.json()?;
-    let count = u32::try_from(req.count).map_err(|_| {
-        ApiError::bad_request(format!(
-            "count must be between 0 and {}, got {}",
-            u32::MAX,
+    if req.count < 0 {
+        return Err(ApiError::bad_request(format!(
+            "count must not be negative, got {}",
             req.count
-        ))
-    })?;
+        )));
+    }
+    let count = u32::try_from(req.count)
+        .map_err(|_| ApiError::bad_request(format!("count {} is too large", req.count)))?;
     let _guard = st.job_write.lock().await;
     let id = st.resolve(Table::Jobs, "job", &prefix).await?;
     let lookup = id.clone();

@@ -20,8 +20,8 @@ use orch_common::diff::job_diff;
 use orch_common::ids::now_ms;
 use orch_common::jobspec;
 use orch_common::structs::{
-    triggers, Allocation, Evaluation, Job, JobStatus, Node, Plan, PlanAnnotations, PlanResult,
-    SchedulerConfiguration,
+    triggers, AllocMetric, Allocation, Evaluation, Job, JobStatus, Node, Plan, PlanAnnotations,
+    PlanResult, SchedulerConfiguration,
 };
 
 use super::{ApiError, HttpState, IdPath, Params, RawBody};
@@ -120,24 +120,24 @@ pub fn dry_run(
         .map_err(|e| ApiError::Internal(format!("dry-run scheduling failed: {e}")))?;
 
     let before = snapshot.allocs_by_job(&job.id);
+    let failed_tg_allocs = planner
+        .updated
+        .last()
+        .map(|e| e.failed_tg_allocs.clone())
+        .unwrap_or_default();
     let annotations = planner
         .plans
         .iter()
         .rev()
         .map(|p| p.annotations.clone())
         .find(|a| !a.desired_tg_updates.is_empty())
-        .unwrap_or_else(|| derive_annotations(&planner.plans, &before));
+        .unwrap_or_else(|| derive_annotations(&planner.plans, &before, &failed_tg_allocs));
     let preemptions: Vec<AllocListStub> = planner
         .plans
         .iter()
         .flat_map(|p| p.node_preemptions.values().flatten())
         .map(AllocListStub::from)
         .collect();
-    let failed_tg_allocs = planner
-        .updated
-        .last()
-        .map(|e| e.failed_tg_allocs.clone())
-        .unwrap_or_default();
     let failure_reasons: BTreeMap<String, String> = failed_tg_allocs
         .iter()
         .map(|(g, m)| (g.clone(), m.describe()))
@@ -263,9 +263,20 @@ impl Planner for DryRunPlanner {
 /// annotations empty (or submitted no plan): an allocation that already exists is
 /// updated in place; a new one replacing a stopped one is a destructive update; other
 /// new ones are placements; other stops are stops; live allocations left alone are
-/// ignored.
-fn derive_annotations(plans: &[Plan], before: &[Allocation]) -> PlanAnnotations {
+/// ignored. Instances that could not be placed are still counted as placements, as
+/// the scheduler's own annotations count what it wanted to do.
+fn derive_annotations(
+    plans: &[Plan],
+    before: &[Allocation],
+    failed: &BTreeMap<String, AllocMetric>,
+) -> PlanAnnotations {
     let mut out = PlanAnnotations::default();
+    for (group, metric) in failed {
+        out.desired_tg_updates
+            .entry(group.clone())
+            .or_default()
+            .place += metric.coalesced_failures + 1;
+    }
     let existing: BTreeSet<&str> = before.iter().map(|a| a.id.as_str()).collect();
     let mut touched: BTreeSet<String> = BTreeSet::new();
     for plan in plans {

@@ -862,6 +862,10 @@ async fn planning_without_room_explains_the_failure_in_words() {
     );
     let why = answer.body["failure_reasons"]["web"].as_str().expect("why");
     assert!(why.contains("no nodes"), "{why}");
+    assert_eq!(
+        answer.body["annotations"]["desired_tg_updates"]["web"]["place"], 2,
+        "unplaceable instances still count as wanted placements"
+    );
     assert_eq!(h.state.store.last_index(), 0);
 }
 
