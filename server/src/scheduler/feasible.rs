@@ -213,6 +213,8 @@ pub struct FeasibilityChecker {
     regexes: RegexCache,
     /// computed class -> passed the class-level checks.
     pub class_eligibility: BTreeMap<String, bool>,
+    /// How many times the class-level checks actually ran (the rest were cache hits).
+    pub class_checks: usize,
 }
 
 /// True when `datacenter` is one of the job's `datacenters` (`*` matches any).
@@ -295,6 +297,7 @@ impl FeasibilityChecker {
             class_cache: HashMap::new(),
             regexes: RegexCache::default(),
             class_eligibility: BTreeMap::new(),
+            class_checks: 0,
         }
     }
 
@@ -305,6 +308,7 @@ impl FeasibilityChecker {
 
     /// Drivers and class-level constraints (and the datacenter), uncached.
     fn check_class_uncached(&mut self, node: &Node) -> Result<(), String> {
+        self.class_checks += 1;
         if !self.datacenter_ok(node) {
             return Err(format!("datacenter {:?}", node.datacenter));
         }

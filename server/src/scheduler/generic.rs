@@ -28,7 +28,9 @@ use super::feasible::{
     assign_ports, datacenter_matches, merge_class_eligibility, FeasibilityChecker,
 };
 use super::preempt::{self, Priorities};
-use super::rank::{record_exhausted, sample_limit, select, Ask, GroupRanker};
+use super::rank::{
+    record_exhausted, sample_limit, select, Ask, GroupRanker, MIN_SAMPLE_WITH_PREFERENCES,
+};
 use super::reconcile::{reconcile, PlaceReason, Placement, DESC_RESCHEDULED, DESC_UPDATED};
 use super::rng::Rng;
 use super::system;
@@ -444,10 +446,15 @@ impl<'s> Placer<'s> {
             desired_count: group.count,
             avoid_node,
         };
+        let limit = if ranker.has_preferences() {
+            self.limit.max(MIN_SAMPLE_WITH_PREFERENCES)
+        } else {
+            self.limit
+        };
         let choice = select(
             &self.candidates,
             &mut self.cursor,
-            self.limit,
+            limit,
             checker,
             ranker,
             want,
@@ -462,7 +469,7 @@ impl<'s> Placer<'s> {
                 };
                 let found = preempt::find(
                     &self.candidates,
-                    self.limit,
+                    limit,
                     checker,
                     job,
                     want,

@@ -20,6 +20,8 @@ use orch_common::structs::{
 pub mod context;
 pub mod feasible;
 pub mod generic;
+#[cfg(test)]
+mod placement_tests;
 pub mod preempt;
 pub mod property;
 pub mod rank;

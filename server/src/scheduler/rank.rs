@@ -78,6 +78,10 @@ pub fn anti_affinity_penalty(collisions: u32, desired_count: u32) -> Option<f64>
     Some(-(f64::from(collisions) + 1.0) / f64::from(desired_count.max(1)))
 }
 
+/// How many feasible nodes a group with affinities or spreads scores at least (a
+/// log2 sample can miss the values a spread wants; Nomad widens it too).
+pub const MIN_SAMPLE_WITH_PREFERENCES: usize = 24;
+
 /// How many feasible nodes to score per placement: `max(2, ceil(log2(n)))`.
 pub fn sample_limit(nodes: usize) -> usize {
     if nodes <= 2 {
@@ -246,6 +250,11 @@ impl GroupRanker {
             count: group.count,
             regexes: RegexCache::default(),
         }
+    }
+
+    /// True when the group has affinities or spreads: worth scoring a bigger sample.
+    pub fn has_preferences(&self) -> bool {
+        self.affinity_weights > 0.0 || self.spread_weights > 0.0
     }
 
     /// True when the group has spreads (callers then keep the counts current).

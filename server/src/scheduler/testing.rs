@@ -6,9 +6,10 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use orch_common::ids;
 use orch_common::structs::{
-    triggers, AllocatedResources, Allocation, ClientStatus, Constraint, DesiredStatus, DriverInfo,
-    Eligibility, EvalStatus, Evaluation, Job, JobStatus, JobType, Node, NodeStatus, Plan,
-    PlanResult, PortSpec, ReschedulePolicy, Resources, RestartPolicy, Task, TaskGroup,
+    triggers, Affinity, AllocatedResources, Allocation, ClientStatus, Constraint, DesiredStatus,
+    DriverInfo, Eligibility, EvalStatus, Evaluation, Job, JobStatus, JobType, Node, NodeStatus,
+    Plan, PlanResult, PortSpec, ReschedulePolicy, Resources, RestartPolicy, SchedulerConfiguration,
+    Spread, SpreadTarget, Task, TaskGroup,
 };
 
 use super::{generic, Planner, SchedulerError, State};
@@ -290,6 +291,47 @@ impl JobBuilder {
         });
         self
     }
+    /// A group-level affinity.
+    pub fn affinity(mut self, attribute: &str, operator: &str, value: &str, weight: i8) -> Self {
+        self.group().affinities.push(Affinity {
+            attribute: attribute.into(),
+            operator: operator.into(),
+            value: value.into(),
+            weight,
+        });
+        self
+    }
+    /// A job-level affinity.
+    pub fn job_affinity(
+        mut self,
+        attribute: &str,
+        operator: &str,
+        value: &str,
+        weight: i8,
+    ) -> Self {
+        self.job.affinities.push(Affinity {
+            attribute: attribute.into(),
+            operator: operator.into(),
+            value: value.into(),
+            weight,
+        });
+        self
+    }
+    /// A group-level spread; `targets` are (value, percent).
+    pub fn spread(mut self, attribute: &str, weight: u8, targets: &[(&str, u8)]) -> Self {
+        self.group().spreads.push(Spread {
+            attribute: attribute.into(),
+            weight,
+            targets: targets
+                .iter()
+                .map(|(v, p)| SpreadTarget {
+                    value: v.to_string(),
+                    percent: *p,
+                })
+                .collect(),
+        });
+        self
+    }
     pub fn reschedule(mut self, policy: ReschedulePolicy) -> Self {
         self.reschedule = Some(policy);
         self
@@ -365,6 +407,8 @@ pub struct MemState {
     /// Store allocations without their job embedded (like the SQLite store does).
     pub strip_jobs: bool,
     pub evals: BTreeMap<String, Evaluation>,
+    /// The cluster's scheduler configuration (algorithm, preemption).
+    pub config: SchedulerConfiguration,
 }
 
 impl MemState {
@@ -482,6 +526,9 @@ impl State for MemState {
     }
     fn job_version(&self, id: &str, version: u64) -> Option<Job> {
         self.versions.get(&(id.to_string(), version)).cloned()
+    }
+    fn scheduler_config(&self) -> SchedulerConfiguration {
+        self.config.clone()
     }
     fn blocked_eval(&self, job_id: &str) -> Option<Evaluation> {
         self.evals
