@@ -628,6 +628,30 @@ mod property {
             })
     }
 
+    /// Optional preferences and limits a random job may carry.
+    #[derive(Debug, Clone, Copy)]
+    struct Extras {
+        priority: u8,
+        distinct_rack: Option<u8>,
+        affinity: bool,
+        spread: bool,
+    }
+
+    fn arb_extras() -> impl Strategy<Value = Extras> {
+        (
+            prop_oneof![Just(20u8), Just(50u8), Just(80u8)],
+            prop_oneof![Just(None), Just(Some(1u8)), Just(Some(3u8))],
+            any::<bool>(),
+            any::<bool>(),
+        )
+            .prop_map(|(priority, distinct_rack, affinity, spread)| Extras {
+                priority,
+                distinct_rack,
+                affinity,
+                spread,
+            })
+    }
+
     fn arb_job(i: usize) -> impl Strategy<Value = Job> {
         (
             1u32..8,
@@ -637,12 +661,14 @@ mod property {
             any::<bool>(),
             0u8..3,
             any::<bool>(),
+            arb_extras(),
         )
-            .prop_map(move |(count, cpu, mem, rack, container, ports, stat)| {
+            .prop_map(move |(count, cpu, mem, rack, container, ports, stat, x)| {
                 let mut b = JobBuilder::new(&format!("job{i}"))
                     .count(count)
                     .cpu(cpu)
                     .memory(mem)
+                    .priority(x.priority)
                     .datacenters(&["dc1", "dc2"]);
                 if let Some(r) = rack {
                     b = b.group_constraint("${meta.rack}", "=", r);
@@ -656,8 +682,26 @@ mod property {
                 if stat {
                     b = b.static_port("admin", 9000);
                 }
+                if let Some(limit) = x.distinct_rack {
+                    b = b.constraint("${meta.rack}", "distinct_property", &limit.to_string());
+                }
+                if x.affinity {
+                    b = b.affinity("${node.datacenter}", "=", "dc2", 60);
+                }
+                if x.spread {
+                    b = b.spread("${meta.rack}", 50, &[]);
+                }
                 b.build()
             })
+    }
+
+    /// The running (desired `run`) allocations in the harness.
+    fn running(h: &Harness) -> Vec<&orch_common::structs::Allocation> {
+        h.state
+            .allocs
+            .values()
+            .filter(|a| a.desired_status == DesiredStatus::Run)
+            .collect()
     }
 
     proptest! {
@@ -666,19 +710,17 @@ mod property {
         fn no_node_is_ever_over_committed_and_constraints_hold(
             nodes in prop::collection::vec(arb_node(), 1..8),
             jobs in (0usize..4).prop_flat_map(|n| (0..n).map(arb_job).collect::<Vec<_>>()),
+            preempt_services in any::<bool>(),
         ) {
             let mut h = Harness::new(&nodes);
+            h.state.config.preemption_config.service_scheduler_enabled = preempt_services;
             for job in &jobs {
                 let eval = h.register(job.clone());
                 h.process(&eval).expect("process");
             }
+            let live = running(&h);
             for node in &nodes {
-                let allocs: Vec<_> = h
-                    .state
-                    .allocs
-                    .values()
-                    .filter(|a| a.node_id == node.id && a.desired_status == DesiredStatus::Run)
-                    .collect();
+                let allocs: Vec<_> = live.iter().filter(|a| a.node_id == node.id).collect();
                 let used = allocs
                     .iter()
                     .fold(Resources::ZERO, |acc, a| acc.add(&a.resources.total()));
@@ -688,6 +730,7 @@ mod property {
                 for a in &allocs {
                     for p in &a.resources.ports {
                         prop_assert!(ports.insert(p.value), "port {} used twice", p.value);
+                        prop_assert!(!node.reserved_ports.contains(&p.value));
                     }
                     let job = a.job.as_ref().expect("job");
                     let group = job.group(&a.group).expect("group");
@@ -699,6 +742,101 @@ mod property {
                     }
                 }
             }
+            // distinct_property: at most `limit` running allocations of a job per rack.
+            for job in &jobs {
+                let Some(limit) = job
+                    .constraints
+                    .iter()
+                    .find(|c| c.operator == "distinct_property")
+                    .map(|c| c.value.parse::<usize>().expect("limit"))
+                else {
+                    continue;
+                };
+                let mut per_rack: BTreeMap<String, usize> = BTreeMap::new();
+                for a in live.iter().filter(|a| a.job_id == job.id) {
+                    let node = nodes.iter().find(|n| n.id == a.node_id).expect("node");
+                    *per_rack.entry(node.meta["rack"].clone()).or_default() += 1;
+                }
+                prop_assert!(per_rack.values().all(|n| *n <= limit), "{per_rack:?} > {limit}");
+            }
+            // Every eviction made room for a job at least 10 priorities above.
+            for plan in &h.plans {
+                let Some(by) = plan.job.as_ref() else { continue };
+                for victim in plan.node_preemptions.values().flatten() {
+                    let victim_job = &h.state.jobs[&victim.job_id];
+                    prop_assert!(victim_job.priority + 10 <= by.priority);
+                    prop_assert!(preempt_services);
+                }
+            }
         }
+
+        #[test]
+        fn system_jobs_land_on_exactly_the_eligible_nodes(
+            nodes in prop::collection::vec(arb_system_node(), 0..10),
+            late in prop::collection::vec(arb_system_node(), 0..3),
+            rack in prop_oneof![Just(None), Just(Some("r1"))],
+        ) {
+            let mut h = Harness::new(&nodes);
+            let mut b = JobBuilder::new("sys")
+                .job_type(JobType::System)
+                .driver("container")
+                .cpu(100)
+                .memory(64)
+                .datacenters(&["dc1"]);
+            if let Some(r) = rack {
+                b = b.group_constraint("${meta.rack}", "=", r);
+            }
+            let eval = h.register(b.build());
+            h.process(&eval).expect("process");
+            for n in &late {
+                h.state.upsert_node(n.clone());
+            }
+            h.process(&eval_for(&h.state.jobs["sys"].clone())).expect("again");
+            let eligible: BTreeSet<String> = nodes
+                .iter()
+                .chain(late.iter())
+                .filter(|n| {
+                    n.is_schedulable()
+                        && n.datacenter == "dc1"
+                        && n.has_driver("container")
+                        && rack.is_none_or(|r| n.meta["rack"] == r)
+                })
+                .map(|n| n.id.clone())
+                .collect();
+            let live = running(&h);
+            let placed: Vec<String> = live.iter().map(|a| a.node_id.clone()).collect();
+            let unique: BTreeSet<String> = placed.iter().cloned().collect();
+            prop_assert_eq!(placed.len(), unique.len(), "two allocations on one node");
+            prop_assert_eq!(unique, eligible);
+        }
+    }
+
+    fn arb_system_node() -> impl Strategy<Value = Node> {
+        (
+            prop_oneof![Just("dc1"), Just("dc2")],
+            prop_oneof![Just("r1"), Just("r2")],
+            any::<bool>(),
+            prop_oneof![
+                Just(NodeStatus::Ready),
+                Just(NodeStatus::Down),
+                Just(NodeStatus::Initializing)
+            ],
+            any::<bool>(),
+        )
+            .prop_map(|(dc, rack, container, status, eligible)| {
+                let mut b = NodeBuilder::new()
+                    .datacenter(dc)
+                    .meta("rack", rack)
+                    .status(status)
+                    .eligibility(if eligible {
+                        Eligibility::Eligible
+                    } else {
+                        Eligibility::Ineligible
+                    });
+                if container {
+                    b = b.driver("container");
+                }
+                b.build()
+            })
     }
 }
