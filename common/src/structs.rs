@@ -1014,6 +1014,8 @@ pub mod triggers {
     pub const QUEUED_ALLOCS: &str = "queued-allocs";
     pub const RETRY_FAILED_ALLOC: &str = "alloc-failure-retry";
     pub const MAX_PLAN_ATTEMPTS: &str = "max-plan-attempts";
+    /// A job lost allocations to a higher-priority one and places them again.
+    pub const PREEMPTION: &str = "preemption";
 }
 
 /// A request to reconcile one job with the cluster.

@@ -21,7 +21,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use orch_common::structs::{Allocation, Node, Plan, PlanResult, Resources};
+use orch_common::structs::{triggers, Allocation, Evaluation, Node, Plan, PlanResult, Resources};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
@@ -106,6 +106,8 @@ impl PlanApplier {
 struct Verdict {
     accepted: BTreeSet<String>,
     rejected: BTreeSet<String>,
+    /// Evaluations for the jobs whose allocations accepted nodes evict.
+    evals: Vec<Evaluation>,
 }
 
 /// Checks, commits and answers one plan.
@@ -115,7 +117,7 @@ pub async fn apply(
     plan: Plan,
 ) -> Result<PlanResult, PlanApplyError> {
     let eval_id = plan.eval_id.clone();
-    let (plan, verdict) = {
+    let (plan, mut verdict) = {
         let store = store.clone();
         tokio::task::spawn_blocking(move || {
             let verdict = check_plan(&store, &plan);
@@ -165,7 +167,11 @@ pub async fn apply(
             .submit(Command::ApplyPlan {
                 allocs,
                 stopped,
-                evals: Vec::new(),
+                evals: if all_or_nothing {
+                    Vec::new()
+                } else {
+                    std::mem::take(&mut verdict.evals)
+                },
             })
             .await
             .map_err(|source| PlanApplyError::Commit {
@@ -213,6 +219,21 @@ fn check_plan(store: &StateStore, plan: &Plan) -> Result<Verdict, PlanApplyError
                 tracing::debug!(eval_id = %plan.eval_id, %node_id, why, "node rejected from plan");
                 verdict.rejected.insert(node_id.clone());
             }
+        }
+    }
+    // Jobs that lose allocations to preemption get an evaluation to place them again
+    // (one per job, committed with the evictions).
+    let mut preempted = BTreeSet::new();
+    for (node_id, victims) in &plan.node_preemptions {
+        if verdict.accepted.contains(node_id) {
+            preempted.extend(victims.iter().map(|a| a.job_id.as_str()));
+        }
+    }
+    for job_id in preempted {
+        if let Some(job) = store.job(job_id).map_err(read_err)? {
+            verdict
+                .evals
+                .push(Evaluation::for_job(&job, triggers::PREEMPTION));
         }
     }
     Ok(verdict)

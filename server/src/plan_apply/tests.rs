@@ -182,6 +182,32 @@ async fn stops_in_the_plan_free_room_for_its_placements() {
 }
 
 #[tokio::test]
+async fn evictions_free_room_and_give_the_evicted_job_an_eval() {
+    let f = fixture().await;
+    let node = NodeBuilder::new().memory(512).build();
+    let low = JobBuilder::new("low").priority(10).memory(400).build();
+    let vip = JobBuilder::new("vip").priority(80).memory(400).build();
+    f.node(&node).await;
+    f.job(&low).await;
+    f.job(&vip).await;
+    let victim = alloc_for(&low, "web", 0, &node);
+    f.existing(vec![victim.clone()]).await;
+    let placed = alloc_for(&vip, "web", 0, &node);
+    let mut plan = plan_of(&vip, std::slice::from_ref(&placed), &[]);
+    let mut evicted = victim.clone();
+    evicted.desired_status = DesiredStatus::Evict;
+    plan.node_preemptions.insert(node.id.clone(), vec![evicted]);
+    let result = apply(&f.store, &f.log, plan.clone()).await.expect("apply");
+    assert!(result.is_full_commit(&plan));
+    assert_eq!(f.live("vip").len(), 1);
+    let stored = f.store.alloc(&victim.id).expect("read").expect("alloc");
+    assert_eq!(stored.desired_status, DesiredStatus::Evict);
+    let evals = f.store.evals_by_job("low").expect("evals");
+    assert_eq!(evals.len(), 1);
+    assert_eq!(evals[0].triggered_by, "preemption");
+}
+
+#[tokio::test]
 async fn an_in_place_update_is_not_counted_twice() {
     let f = fixture().await;
     let node = NodeBuilder::new().memory(512).build();
