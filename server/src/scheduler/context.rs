@@ -209,7 +209,10 @@ impl<'s> PlanBuilder<'s> {
             eval_id: self.plan.eval_id.clone(),
             job_id: job.id.clone(),
             job_version: job.version,
-            job: Some(Box::new(job.clone())),
+            // The plan carries the job once; the store serves each allocation's job
+            // from its stored versions, so a copy per allocation would only be
+            // serialized into the command log and thrown away.
+            job: None,
             group: group.name.clone(),
             node_id: node.id.clone(),
             node_name: node.name.clone(),
@@ -236,11 +239,12 @@ impl<'s> PlanBuilder<'s> {
         }
     }
 
-    /// The next version of a running allocation, updated in place to `job`.
+    /// The next version of a running allocation, updated in place to `job` (which the
+    /// plan carries; the allocation records only the version).
     pub fn inplace_alloc(&self, alloc: &Allocation, job: &Job) -> Allocation {
         let mut a = alloc.clone();
         a.job_version = job.version;
-        a.job = Some(Box::new(job.clone()));
+        a.job = None;
         a.eval_id = self.plan.eval_id.clone();
         a.modify_time = self.now_ms;
         a

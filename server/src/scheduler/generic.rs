@@ -402,16 +402,7 @@ impl<'s> Placer<'s> {
 
     /// Counts one allocation of `group` on `node` in or out of the tallies.
     pub fn count(&mut self, group: &str, node: &Node, added: bool) {
-        for c in self.checkers.values_mut() {
-            if c.has_distinct_properties() {
-                c.count_alloc(group, node, added);
-            }
-        }
-        if let Some(r) = self.rankers.get_mut(group) {
-            if r.has_spreads() {
-                r.count_alloc(node, added);
-            }
-        }
+        count_into(&mut self.checkers, &mut self.rankers, group, node, added);
     }
 
     pub fn checker(&mut self, job: &Job, group: &TaskGroup) -> &mut FeasibilityChecker {
@@ -486,8 +477,13 @@ impl<'s> Placer<'s> {
         let node = &self.candidates[node_index];
         match assign_ports(node, &usage, &group.network, &mut self.rng) {
             Ok(ports) => {
-                let node = node.clone();
-                self.count(&group.name, &node, true);
+                count_into(
+                    &mut self.checkers,
+                    &mut self.rankers,
+                    &group.name,
+                    node,
+                    true,
+                );
                 Ok(Placed {
                     node_index,
                     ports,
@@ -509,6 +505,28 @@ impl<'s> Placer<'s> {
             merge_class_eligibility(&mut merged, &checker.class_eligibility);
         }
         merged
+    }
+}
+
+/// Counts one allocation of `group` on `node` into the distinct_property tallies of
+/// every group and the spread tallies of its own group (a free function so the caller
+/// can keep borrowing its candidate node).
+fn count_into(
+    checkers: &mut HashMap<String, FeasibilityChecker>,
+    rankers: &mut HashMap<String, GroupRanker>,
+    group: &str,
+    node: &Node,
+    added: bool,
+) {
+    for c in checkers.values_mut() {
+        if c.has_distinct_properties() {
+            c.count_alloc(group, node, added);
+        }
+    }
+    if let Some(r) = rankers.get_mut(group) {
+        if r.has_spreads() {
+            r.count_alloc(node, added);
+        }
     }
 }
 

@@ -33,7 +33,8 @@ fn places_count_instances_with_names_and_complete_eval() {
     assert_eq!(done.queued_allocations.get("web"), Some(&0));
     assert!(h.created.is_empty());
     let a = &h.last_placed()[0];
-    assert_eq!(a.job.as_ref().map(|j| j.id.as_str()), Some("mock-job"));
+    assert_eq!((a.job_id.as_str(), a.job_version), ("mock-job", 0));
+    assert!(a.job.is_none(), "the plan carries the job, not each allocation");
     assert_eq!(a.resources.total().memory, 256);
     assert!(a.metrics.as_ref().is_some_and(|m| m.nodes_evaluated > 0));
 }
@@ -732,7 +733,7 @@ mod property {
                         prop_assert!(ports.insert(p.value), "port {} used twice", p.value);
                         prop_assert!(!node.reserved_ports.contains(&p.value));
                     }
-                    let job = a.job.as_ref().expect("job");
+                    let job = &h.state.versions[&(a.job_id.clone(), a.job_version)];
                     let group = job.group(&a.group).expect("group");
                     for c in job.constraints.iter().chain(group.constraints.iter()) {
                         prop_assert!(check_constraint(c, node, &mut RegexCache::default()));
