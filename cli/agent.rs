@@ -164,6 +164,7 @@ pub async fn run(args: AgentArgs) -> Result<ExitCode> {
             min_dynamic_port: cfg.client.min_dynamic_port,
             max_dynamic_port: cfg.client.max_dynamic_port,
             stop_tasks_on_shutdown: cfg.client.stop_tasks_on_shutdown,
+            reserved_ports: cfg.client.reserved.ports()?,
             ..orch_client::ClientConfig::default()
         };
         match orch_client::Client::start(ccfg).await {

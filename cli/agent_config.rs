@@ -139,14 +139,51 @@ impl Default for ClientSection {
     }
 }
 
-/// `reserved = { cpu = 200, memory = 256 }`: MHz and MiB, each 0 when left out.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+/// `reserved = { cpu = 200, memory = 256, reserved_ports = "22,80,8000-8099" }`: MHz and
+/// MiB, each 0 when left out, and host ports no allocation is ever given (default none).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ReservedConfig {
     #[serde(default)]
     pub cpu: u64,
     #[serde(default)]
     pub memory: u64,
+    /// Comma-separated ports and inclusive ranges, as Nomad writes them.
+    #[serde(default)]
+    pub reserved_ports: String,
+}
+
+impl ReservedConfig {
+    /// The reserved ports, each once, ascending.
+    pub fn ports(&self) -> Result<Vec<u16>> {
+        parse_port_list(&self.reserved_ports)
+    }
+}
+
+/// `"22,80,8000-8099"` -> every port listed; an empty string is none.
+pub fn parse_port_list(text: &str) -> Result<Vec<u16>> {
+    let mut ports = std::collections::BTreeSet::new();
+    for item in text.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+        let port = |p: &str| -> Result<u16> {
+            match p.trim().parse::<u16>() {
+                Ok(n) if n > 0 => Ok(n),
+                _ => bail!("{p:?} in {text:?} is not a port (1-65535)"),
+            }
+        };
+        match item.split_once('-') {
+            Some((lo, hi)) => {
+                let (lo, hi) = (port(lo)?, port(hi)?);
+                if lo > hi {
+                    bail!("port range {item:?} in {text:?} runs backwards");
+                }
+                ports.extend(lo..=hi);
+            }
+            None => {
+                ports.insert(port(item)?);
+            }
+        }
+    }
+    Ok(ports.into_iter().collect())
 }
 
 fn default_data_dir() -> PathBuf {
@@ -232,6 +269,10 @@ impl AgentConfig {
                 self.client.max_dynamic_port
             );
         }
+        self.client
+            .reserved
+            .ports()
+            .context("client.reserved.reserved_ports")?;
         if self.server.enabled && self.server.bootstrap_expect == 0 {
             bail!("server.bootstrap_expect must be at least 1");
         }
@@ -305,10 +346,35 @@ reserved = { cpu = 200, memory = 256 }
             c.client.reserved,
             ReservedConfig {
                 cpu: 200,
-                memory: 256
+                memory: 256,
+                reserved_ports: String::new(),
             }
         );
         assert_eq!(c.client.min_dynamic_port, 20000);
+    }
+
+    #[test]
+    fn reserved_ports_take_single_ports_and_ranges() {
+        assert_eq!(
+            parse_port_list("22, 80,8000-8002,80").unwrap(),
+            vec![22, 80, 8000, 8001, 8002]
+        );
+        assert_eq!(parse_port_list("").unwrap(), Vec::<u16>::new());
+        assert!(parse_port_list("90-80").is_err());
+        assert!(parse_port_list("http").is_err());
+        assert!(parse_port_list("0").is_err());
+        let err = format!(
+            "{:#}",
+            AgentConfig::parse(
+                "[client]\nenabled = true\nservers = [\"x:1\"]\nreserved = { reserved_ports = \"22,70000\" }\n",
+                "a.toml"
+            )
+            .unwrap_err()
+        );
+        assert!(
+            err.contains("reserved_ports") && err.contains("70000"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -150,3 +150,42 @@ fn a_static_port_is_given_as_asked_and_a_second_instance_cannot_have_it_as_root(
         plan.stdout
     );
 }
+
+#[test]
+fn a_clients_reserved_ports_are_never_given_to_allocations_as_root() {
+    if skip_unless_root("a_clients_reserved_ports_are_never_given_to_allocations_as_root") {
+        return;
+    }
+    let ws = Workspace::new();
+    // A dynamic range of three ports, two of them reserved: one dynamic port is left.
+    let agent = Agent::with_config(
+        &ws,
+        "agent",
+        "[server]\nenabled = true\n\n[client]\nenabled = true\nmin_dynamic_port = 24100\n\
+         max_dynamic_port = 24102\nreserved = { reserved_ports = \"24100-24101,24987\" }\n",
+    );
+    wait_for_ready_nodes(&agent, 1);
+    let one = ws.write("one.toml", &DYNAMIC.replace("count = 2", "count = 1"));
+    agent
+        .orch(
+            &["job", "run", one.to_str().unwrap()],
+            Duration::from_secs(120),
+        )
+        .ok();
+    let allocs = agent.job_allocs("ports");
+    let id = allocs[0]["id"].as_str().expect("id");
+    assert_eq!(logged(&agent, &id[..8], "port"), "24102");
+
+    // A static port the client reserved is no node's to give.
+    let file = ws.write("admin.toml", STATIC);
+    let plan = agent.orch(
+        &["job", "plan", file.to_str().unwrap()],
+        Duration::from_secs(60),
+    );
+    assert_eq!(plan.code(), 1, "{}\n{}", plan.stdout, plan.stderr);
+    assert!(
+        plan.stdout.contains("exhausted on ports"),
+        "{}",
+        plan.stdout
+    );
+}

@@ -285,7 +285,7 @@ fn build_node(
         http_addr: cfg.http_advertise.clone(),
         min_dynamic_port: cfg.min_dynamic_port,
         max_dynamic_port: cfg.max_dynamic_port,
-        reserved_ports: Vec::new(),
+        reserved_ports: cfg.reserved_ports.clone(),
         computed_class: String::new(),
         status_updated_at: now_ms(),
         create_index: 0,

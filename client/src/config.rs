@@ -32,6 +32,9 @@ pub struct ClientConfig {
     /// Dynamic port range for allocations. Defaults: 20000..=32000.
     pub min_dynamic_port: u16,
     pub max_dynamic_port: u16,
+    /// Host ports no allocation is ever given (static or dynamic), e.g. sshd's 22.
+    /// Default: none.
+    pub reserved_ports: Vec<u16>,
     /// Kill every task and remove its cgroup when the client shuts down. Default: true
     /// (re-attaching after a restart is not built yet, so tasks are never left
     /// unsupervised).
@@ -56,6 +59,7 @@ impl Default for ClientConfig {
             http_advertise: "127.0.0.1:4747".to_string(),
             min_dynamic_port: default_min_dynamic_port(),
             max_dynamic_port: default_max_dynamic_port(),
+            reserved_ports: Vec::new(),
             stop_tasks_on_shutdown: true,
             cgroup_root: None,
             enable_mock_driver: false,
