@@ -200,7 +200,14 @@ async fn run_job(ctx: &Ctx, args: RunArgs) -> Result<ExitCode> {
         job: job.clone(),
         enforce_index: args.check_index,
     };
-    let resp: JobRegisterResponse = api.post("/v1/jobs", &req).await?;
+    let resp: JobRegisterResponse = match args.check_index {
+        // Say which flag the server's compare-and-set refusal is about.
+        Some(n) => api
+            .post("/v1/jobs", &req)
+            .await
+            .with_context(|| format!("job not registered (--check-index {n})"))?,
+        None => api.post("/v1/jobs", &req).await?,
+    };
     for w in &resp.warnings {
         eprintln!("Warning: {w}");
     }

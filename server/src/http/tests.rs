@@ -995,3 +995,43 @@ async fn an_unknown_scheduler_algorithm_is_a_400() {
     assert_eq!(put.status, StatusCode::BAD_REQUEST, "{}", put.body);
     assert_eq!(h.state.store.last_index(), 0);
 }
+
+#[tokio::test]
+async fn planning_a_high_priority_job_on_a_full_node_lists_the_preemptions() {
+    let h = harness();
+    h.add_node("n1").await;
+    let mut low = mock_job("low");
+    low.priority = 20;
+    low.groups[0].tasks[0].resources.memory = 4096;
+    h.register_job(&low).await;
+    let stored: Job = serde_json::from_value(h.get("/v1/job/low").await.body).expect("job");
+    h.place(vec![
+        mock_alloc("low0", &stored, "n1", 0),
+        mock_alloc("low1", &stored, "n1", 1),
+    ])
+    .await;
+    h.submit(Command::SetSchedulerConfig {
+        config: orch_common::structs::SchedulerConfiguration {
+            preemption_config: orch_common::structs::PreemptionConfig {
+                service_scheduler_enabled: true,
+                ..Default::default()
+            },
+            ..Default::default()
+        },
+    })
+    .await;
+    let before = h.state.store.last_index();
+    let mut high = mock_job("high");
+    high.priority = 80;
+    high.groups[0].count = 1;
+    high.groups[0].tasks[0].resources.memory = 1024;
+    let answer = h.plan(&high).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    let preempted = answer.body["preemptions"].as_array().expect("list");
+    assert_eq!(preempted.len(), 1, "{}", answer.body);
+    assert_eq!(preempted[0]["job_id"], "low");
+    assert_eq!(answer.body["failed_tg_allocs"], json!({}));
+    assert_eq!(h.state.store.last_index(), before, "a plan writes nothing");
+    let low0 = h.get("/v1/allocation/low0").await;
+    assert_eq!(low0.body["desired_status"], "run");
+}
