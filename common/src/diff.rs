@@ -500,6 +500,44 @@ resources = { cpu = 100, memory = 32 }
         assert!(g.objects.iter().all(|o| o.name != "network"), "{g:#?}");
     }
 
+    proptest::proptest! {
+        /// The diff sees a change exactly when the registration would make a new
+        /// version (`Job::spec_changed`), and edited fields carry both values.
+        #[test]
+        fn the_diff_is_empty_exactly_when_the_spec_is_unchanged(
+            count in 0u32..4,
+            priority in 40u8..60,
+            memory in proptest::sample::select(vec![32u64, 64]),
+            extra_dc in proptest::bool::ANY,
+            env in proptest::option::of("[a-z]{1,3}"),
+            version in 0u64..5,
+        ) {
+            let old = web();
+            let mut new = web();
+            new.groups[0].count = count;
+            new.priority = priority;
+            new.groups[0].tasks[0].resources.memory = memory;
+            if extra_dc {
+                new.datacenters.push("dc2".into());
+            }
+            if let Some(v) = env {
+                new.groups[0].tasks[0].env.insert("X".into(), v);
+            }
+            new.version = version;
+            new.job_modify_index = version * 10;
+            let d = job_diff(Some(&old), Some(&new)).unwrap();
+            proptest::prop_assert_eq!(d.diff_type != DiffType::None, old.spec_changed(&new));
+            let edited = d
+                .fields
+                .iter()
+                .chain(d.task_groups.iter().flat_map(|g| g.fields.iter()))
+                .filter(|f| f.diff_type == DiffType::Edited);
+            for f in edited {
+                proptest::prop_assert!(f.old != f.new && !f.old.is_empty() && !f.new.is_empty());
+            }
+        }
+    }
+
     #[test]
     fn a_removed_job_is_deleted() {
         let d = job_diff(Some(&web()), None).unwrap();
