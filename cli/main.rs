@@ -45,6 +45,7 @@ struct Cli {
 
 const MAIN_EXAMPLES: &str = "EXAMPLES:
   orch agent --dev
+  orch job plan jobspecs/hello.toml
   orch job run jobspecs/hello.toml
   orch job status hello
   orch alloc logs -f 8f3c2a1b
@@ -59,7 +60,7 @@ enum Command {
     /// Submit, inspect and stop jobs.
     #[command(
         subcommand,
-        after_help = "EXAMPLES:\n  orch job run jobspecs/hello.toml\n  orch job status hello\n  orch job stop hello"
+        after_help = "EXAMPLES:\n  orch job plan jobspecs/hello.toml\n  orch job run jobspecs/hello.toml\n  orch job status hello\n  orch job scale hello web 3\n  orch job stop hello"
     )]
     Job(job::JobCommand),
     /// Inspect allocations and read their logs.
