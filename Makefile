@@ -36,13 +36,12 @@ lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
-## bench: benchmarks print `name value unit` lines
+## bench: the scheduler benchmark (release), one `name value unit` line per result;
+##        BENCH=c1m|packing|full_cluster runs one part, SCALE=0.1 shrinks it
+BENCH   ?=
+SCALE   ?= 1
 bench:
-	@if ls server/benches/*.rs benches/*.rs >/dev/null 2>&1; then \
-		$(CARGO) bench --workspace; \
-	else \
-		echo "no benchmarks yet"; \
-	fi
+	BENCH=$(BENCH) SCALE=$(SCALE) $(CARGO) bench -p orch-server --bench scheduler
 
 ## install: binary, systemd units and (unless present) example configs
 install: build install-files
