@@ -1035,3 +1035,36 @@ async fn planning_a_high_priority_job_on_a_full_node_lists_the_preemptions() {
     let low0 = h.get("/v1/allocation/low0").await;
     assert_eq!(low0.body["desired_status"], "run");
 }
+
+#[tokio::test]
+async fn planning_a_new_command_counts_destructive_updates_and_a_meta_change_in_place_ones() {
+    let h = harness();
+    h.add_node("n1").await;
+    h.register_job(&mock_job("web")).await;
+    let stored: Job = serde_json::from_value(h.get("/v1/job/web").await.body).expect("job");
+    h.place(vec![
+        mock_alloc("a0", &stored, "n1", 0),
+        mock_alloc("a1", &stored, "n1", 1),
+    ])
+    .await;
+
+    let mut new_command = mock_job("web");
+    new_command.groups[0].tasks[0]
+        .config
+        .insert("command".into(), json!("/bin/false"));
+    let answer = h.plan(&new_command).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    let updates = &answer.body["annotations"]["desired_tg_updates"]["web"];
+    assert_eq!(updates["destructive_update"], 2, "{updates}");
+    assert_eq!(updates["in_place_update"], 0, "{updates}");
+    let task = &answer.body["diff"]["task_groups"][0]["tasks"][0];
+    assert_eq!(task["type"], "Edited", "{task}");
+
+    let mut new_meta = mock_job("web");
+    new_meta.meta.insert("owner".into(), "ops".into());
+    let answer = h.plan(&new_meta).await;
+    let updates = &answer.body["annotations"]["desired_tg_updates"]["web"];
+    assert_eq!(updates["in_place_update"], 2, "{updates}");
+    assert_eq!(updates["destructive_update"], 0, "{updates}");
+    assert_eq!(answer.body["diff"]["objects"][0]["name"], "meta");
+}
