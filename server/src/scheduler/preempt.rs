@@ -166,7 +166,7 @@ pub fn evictions_on_node(
 /// Looks for the least disruptive eviction over `nodes` for one allocation of `job`.
 #[allow(clippy::too_many_arguments)]
 pub fn find(
-    nodes: &[Node],
+    nodes: &[&Node],
     limit: usize,
     checker: &mut FeasibilityChecker,
     job: &Job,

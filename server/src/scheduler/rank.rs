@@ -367,7 +367,7 @@ fn keep_top(top: &mut Vec<(f64, usize)>, score: f64, idx: usize) {
 /// node's usage under the plan so far.
 #[allow(clippy::too_many_arguments)]
 pub fn select(
-    nodes: &[Node],
+    nodes: &[&Node],
     cursor: &mut usize,
     limit: usize,
     checker: &mut FeasibilityChecker,
@@ -386,7 +386,7 @@ pub fn select(
     let start = *cursor % n;
     for step in 0..n {
         let idx = (start + step) % n;
-        let node = &nodes[idx];
+        let node = nodes[idx];
         metric.nodes_evaluated += 1;
         if let Err(reason) = checker.check_node(node) {
             record_filtered(metric, node, &reason);
@@ -482,8 +482,9 @@ mod tests {
         let mut ranker = GroupRanker::new(SchedulerAlgorithm::Binpack, &job, &job.groups[0]);
         let mut metric = AllocMetric::default();
         let mut cursor = 0;
+        let refs: Vec<&Node> = nodes.iter().collect();
         let choice = select(
-            &nodes,
+            &refs,
             &mut cursor,
             3,
             &mut checker,

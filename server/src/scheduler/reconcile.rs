@@ -33,6 +33,9 @@ pub const DESC_LOST: &str = "alloc is lost since its node is down";
 pub const DESC_UPDATED: &str = "alloc is being updated due to job update";
 pub const DESC_RESCHEDULED: &str = "alloc was rescheduled because it failed";
 
+/// The cluster's nodes by id, borrowed from the snapshot's list (no copies).
+pub type NodesById<'n> = HashMap<&'n str, &'n Node>;
+
 /// Why a placement is made.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PlaceReason {
@@ -179,8 +182,8 @@ fn is_batch(job: &Job) -> bool {
     matches!(job.job_type, JobType::Batch | JobType::Sysbatch)
 }
 
-fn node_lost(alloc: &Allocation, nodes: &HashMap<String, Node>) -> bool {
-    match nodes.get(&alloc.node_id) {
+fn node_lost(alloc: &Allocation, nodes: &NodesById<'_>) -> bool {
+    match nodes.get(alloc.node_id.as_str()) {
         None => true,
         Some(n) => n.status == NodeStatus::Down,
     }
@@ -195,7 +198,7 @@ fn still_wanted_by_server(a: &Allocation) -> bool {
 pub fn reconcile(
     job: Option<&Job>,
     allocs: &[Allocation],
-    nodes: &HashMap<String, Node>,
+    nodes: &NodesById<'_>,
     now_ms: u64,
 ) -> Reconciled {
     let mut out = Reconciled::default();
@@ -251,7 +254,7 @@ fn reconcile_group(
     group: &TaskGroup,
     existing: &[&Allocation],
     by_id: &HashMap<&str, &Allocation>,
-    nodes: &HashMap<String, Node>,
+    nodes: &NodesById<'_>,
     now_ms: u64,
     out: &mut Reconciled,
 ) {
@@ -401,8 +404,8 @@ mod tests {
 
     const MIN: u64 = 60_000;
 
-    fn nodes(list: &[Node]) -> HashMap<String, Node> {
-        list.iter().map(|n| (n.id.clone(), n.clone())).collect()
+    fn nodes(list: &[Node]) -> NodesById<'_> {
+        list.iter().map(|n| (n.id.as_str(), n)).collect()
     }
 
     fn indexes(r: &Reconciled) -> Vec<u32> {

@@ -34,7 +34,10 @@ fn places_count_instances_with_names_and_complete_eval() {
     assert!(h.created.is_empty());
     let a = &h.last_placed()[0];
     assert_eq!((a.job_id.as_str(), a.job_version), ("mock-job", 0));
-    assert!(a.job.is_none(), "the plan carries the job, not each allocation");
+    assert!(
+        a.job.is_none(),
+        "the plan carries the job, not each allocation"
+    );
     assert_eq!(a.resources.total().memory, 256);
     assert!(a.metrics.as_ref().is_some_and(|m| m.nodes_evaluated > 0));
 }
