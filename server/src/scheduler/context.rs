@@ -11,7 +11,7 @@ use orch_common::structs::{
 };
 
 use super::feasible::NodeUsage;
-use super::State;
+use super::{NodeAllocated, State};
 
 /// True when an allocation holds node resources for scheduling purposes: the server
 /// still wants it and the client has not finished it (Nomad's "non-terminal"). The plan
@@ -56,6 +56,11 @@ pub struct PlanBuilder<'s> {
     state: &'s dyn State,
     pub plan: Plan,
     node_allocs: HashMap<String, Vec<Allocation>>,
+    /// `State::node_allocated` per node, read once per plan.
+    node_sums: HashMap<String, NodeAllocated>,
+    /// The job whose allocations `own_allocs` holds, by node.
+    own_job: Option<String>,
+    own_allocs: HashMap<String, Vec<Allocation>>,
     now_ms: u64,
 }
 
@@ -71,6 +76,9 @@ impl<'s> PlanBuilder<'s> {
                 ..Plan::default()
             },
             node_allocs: HashMap::new(),
+            node_sums: HashMap::new(),
+            own_job: None,
+            own_allocs: HashMap::new(),
             now_ms,
         }
     }
@@ -124,12 +132,13 @@ impl<'s> PlanBuilder<'s> {
     }
 
     /// The node's usage if the plan so far were committed.
+    ///
+    /// Fast path: the state's per-node sum (`State::node_allocated`), minus the job's
+    /// own allocations there, plus those the plan leaves alone and the plan's
+    /// placements, minus its evictions — no read of the node's allocations. When the
+    /// plan stops another job's allocation on the node, the node's allocations are read.
     pub fn usage(&mut self, node: &Node, job_id: &str, group: &str) -> NodeUsage {
         let state = self.state;
-        let existing = self
-            .node_allocs
-            .entry(node.id.clone())
-            .or_insert_with(|| state.allocs_by_node(&node.id));
         let stops = self.plan.node_update.get(&node.id);
         let placed = self.plan.node_allocation.get(&node.id);
         let evicted = self.plan.node_preemptions.get(&node.id);
@@ -138,10 +147,48 @@ impl<'s> PlanBuilder<'s> {
                 || placed.is_some_and(|v| v.iter().any(|a| a.id == id))
                 || evicted.is_some_and(|v| v.iter().any(|a| a.id == id))
         };
+        if self.own_job.as_deref() != Some(job_id) {
+            self.own_allocs = HashMap::new();
+            for a in state.allocs_by_job(job_id) {
+                self.own_allocs.entry(a.node_id.clone()).or_default().push(a);
+            }
+            self.own_job = Some(job_id.to_string());
+        }
+        let own = self.own_allocs.get(&node.id).map(Vec::as_slice).unwrap_or(&[]);
+        let foreign_stop = stops
+            .into_iter()
+            .flatten()
+            .any(|s| !own.iter().any(|a| a.id == s.id));
         let mut usage = NodeUsage::empty();
-        for a in existing.iter() {
-            if holds_resources(a) && !in_plan(&a.id) {
-                add_to_usage(&mut usage, a, job_id, group);
+        if foreign_stop {
+            let existing = self
+                .node_allocs
+                .entry(node.id.clone())
+                .or_insert_with(|| state.allocs_by_node(&node.id));
+            for a in existing.iter() {
+                if holds_resources(a) && !in_plan(&a.id) {
+                    add_to_usage(&mut usage, a, job_id, group);
+                }
+            }
+        } else {
+            let mut base = self
+                .node_sums
+                .entry(node.id.clone())
+                .or_insert_with(|| state.node_allocated(&node.id))
+                .clone();
+            for a in own.iter().filter(|a| holds_resources(a)) {
+                base.remove(a);
+            }
+            // Evictions are other jobs' allocations that held resources.
+            for a in evicted.into_iter().flatten() {
+                base.remove(a);
+            }
+            usage.used = base.resources;
+            usage.ports.extend(base.ports);
+            for a in own {
+                if holds_resources(a) && !in_plan(&a.id) {
+                    add_to_usage(&mut usage, a, job_id, group);
+                }
             }
         }
         for a in placed.into_iter().flatten() {
