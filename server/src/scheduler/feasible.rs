@@ -2,14 +2,26 @@
 //! first, each naming why it rejects a node:
 //!
 //! ```text
-//!   datacenter -> ready + eligible -> drivers -> constraints -> distinct_hosts -> fit
-//!   \____________ class-level, cached per node.computed_class ___/   (cpu, memory, ports)
+//!   datacenter -> ready + eligible -> drivers -> constraints -> node-unique constraints
+//!   \____ class-level, cached per node.computed_class ____/
+//!     -> distinct_property (counts per value) -> distinct_hosts -> fit (cpu, memory, ports)
+//!        \_________________ per node, never cached ____________________________/
 //! ```
+//!
+//! Operators: `=`/`==`, `!=`, `<`, `<=`, `>`, `>=` (numeric when both sides parse as
+//! numbers, else lexical), `regexp`, `version` (loose) and `semver` (strict, see
+//! `version.rs`), `set_contains` (every listed value), `set_contains_any`, `is_set`,
+//! `is_not_set`, `distinct_hosts`, `distinct_property` (value = how many allocations of
+//! the job, or of the group when written at group level, may share one value; default
+//! 1). Within a stage, constraints run cheapest operator first.
 //!
 //! The checks that only look at what a node *is* (datacenter, drivers, constraints on
 //! non-unique attributes) give the same answer for every node of one computed class, so
-//! their result is cached per class and reported as the evaluation's `class_eligibility`
-//! (the blocked-evals tracker uses it to skip nodes that can never help).
+//! their result is cached per class (10,000 nodes cost what their classes cost) and
+//! reported as the evaluation's `class_eligibility` (the blocked-evals tracker uses it
+//! to skip nodes that can never help). Rejections read `constraint ${attr.kernel.name} =
+//! linux`, `missing driver "container"`, `distinct_hosts`, `distinct_property
+//! ${meta.rack}`; fit failures name the dimension (`cpu`, `memory`, `ports`).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 

@@ -4,8 +4,10 @@
 //! ```text
 //!  process(eval, snapshot, planner, now)
 //!    loop (at most MAX_PLAN_ATTEMPTS):
-//!      reconcile(job, allocs)  -> stop / place / in-place / delayed
-//!      for each placement: feasibility chain -> bin-pack rank -> best node
+//!      reconcile(job, allocs)  -> stop / place / in-place / delayed (+ annotations)
+//!      for each placement: feasibility chain -> rank (fit, anti-affinity, reschedule
+//!        penalty, affinity, spread) -> best node; none has room and preemption is on
+//!        for the job type -> evict lower-priority allocs (preempt.rs)
 //!      plan empty? ----------------------------------------------> done
 //!      planner.submit_plan(plan) -- all committed ---------------> done
 //!                                -- partial: retry on the fresher snapshot
@@ -104,17 +106,21 @@ pub fn process(
     let mut attempt = 0;
     loop {
         attempt += 1;
-        let (outcome, snapshot_index) = {
+        let (mut outcome, snapshot_index) = {
             let st: &dyn State = refreshed.as_deref().unwrap_or(state);
             (compute(eval, st, now_ms), st.index())
         };
         if outcome.plan.is_empty() {
             return finish(eval, outcome, snapshot_index, planner, now_ms);
         }
+        // The plan moves to the planner (no copy of a thousand allocations); what the
+        // full-commit check needs is counted first.
+        let plan = std::mem::take(&mut outcome.plan);
+        let wanted_nodes = plan.node_update.len() + plan.node_allocation.len();
         let (result, fresh) = planner
-            .submit_plan(outcome.plan.clone())
+            .submit_plan(plan)
             .map_err(planner_err(eval, "submit plan"))?;
-        if result.is_full_commit(&outcome.plan) {
+        if result.node_update.len() + result.node_allocation.len() == wanted_nodes {
             return finish(eval, outcome, snapshot_index, planner, now_ms);
         }
         if attempt >= MAX_PLAN_ATTEMPTS {

@@ -5,12 +5,17 @@
 //!
 //! Layout (Nomad-style, one concern per file):
 //! - `reconcile`: desired job vs. existing allocations -> place/stop/update buckets.
-//! - `feasible`: the feasibility chain (datacenter, status, drivers, constraints,
-//!   distinct_hosts, resources and ports), cached per computed node class.
-//! - `rank`: bin-pack scoring and job anti-affinity over a bounded, seeded sample.
+//! - `feasible`: the feasibility chain (datacenter, status, drivers, every constraint
+//!   operator, distinct_hosts, distinct_property, resources and ports), class-level
+//!   checks cached per computed node class; `version`: `version`/`semver` matching;
+//!   `property`: allocations per property value (distinct_property, spread).
+//! - `rank`: one normalized score per node (bin-pack or spread fit, job anti-affinity,
+//!   reschedule penalty, affinities, spreads) over a bounded, seeded sample.
+//! - `preempt`: the least disruptive set of lower-priority allocations to evict when
+//!   nothing fits (priority gap 10, per the cluster's preemption configuration).
 //! - `context`: the plan under construction and the node usage it implies.
 //! - `generic`: `process` for service and batch jobs (and the dispatch);
-//!   `system`: system and sysbatch jobs.
+//!   `system`: system and sysbatch jobs. Every plan carries per-group annotations.
 //! - `rng`: the seeded SplitMix64 used for shuffling and port picking.
 
 use orch_common::structs::{

@@ -1,5 +1,6 @@
 //! The scheduler for `system` and `sysbatch` jobs: one allocation of each group on every
-//! feasible node (issue 3 grows this; for now it is the simple, complete version).
+//! feasible node, including nodes that join (or become ready or eligible) later: those
+//! get a `node-update` evaluation per system job (`heartbeat::node_ready_evals`).
 //!
 //! ```text
 //!  for each group, for each node (sorted by id):
@@ -7,8 +8,12 @@
 //!    has an alloc -- node ready but now infeasible -> stop
 //!                  -- older version ---------------> in-place, or stop + place here
 //!                  -- finished (system) -----------> replace here
+//!                  -- finished (sysbatch) ---------> never again (runs once per node)
 //!    no alloc ----- feasible and fits --------------> place here (index 0)
-//!                  feasible, no room --------------> failed (queued, blocked eval)
+//!                  feasible, no room --------------> evict lower-priority allocs when
+//!                                                    preemption is on (default for
+//!                                                    system jobs), else failed
+//!                                                    (queued; one blocked eval per job)
 //!  allocs on nodes that no longer exist ------------> stop (lost)
 //! ```
 
