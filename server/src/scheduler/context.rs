@@ -150,11 +150,18 @@ impl<'s> PlanBuilder<'s> {
         if self.own_job.as_deref() != Some(job_id) {
             self.own_allocs = HashMap::new();
             for a in state.allocs_by_job(job_id) {
-                self.own_allocs.entry(a.node_id.clone()).or_default().push(a);
+                self.own_allocs
+                    .entry(a.node_id.clone())
+                    .or_default()
+                    .push(a);
             }
             self.own_job = Some(job_id.to_string());
         }
-        let own = self.own_allocs.get(&node.id).map(Vec::as_slice).unwrap_or(&[]);
+        let own = self
+            .own_allocs
+            .get(&node.id)
+            .map(Vec::as_slice)
+            .unwrap_or(&[]);
         let foreign_stop = stops
             .into_iter()
             .flatten()

@@ -104,15 +104,31 @@ impl Default for NodeAllocated {
 impl NodeAllocated {
     /// Counts `a` in (the caller decides whether it holds resources).
     pub fn add(&mut self, a: &Allocation) {
-        self.resources = self.resources.add(&a.resources.total());
-        self.ports.extend(a.resources.ports.iter().map(|p| p.value));
+        self.add_part(&NodeAllocated::of(a));
     }
 
     /// Takes `a` out again (what `add` put in).
     pub fn remove(&mut self, a: &Allocation) {
-        self.resources = self.resources.saturating_sub(&a.resources.total());
-        for p in &a.resources.ports {
-            if let Some(i) = self.ports.iter().position(|v| *v == p.value) {
+        self.remove_part(&NodeAllocated::of(a));
+    }
+
+    /// What `a` alone uses.
+    pub fn of(a: &Allocation) -> NodeAllocated {
+        NodeAllocated {
+            resources: a.resources.total(),
+            ports: a.resources.ports.iter().map(|p| p.value).collect(),
+        }
+    }
+
+    pub fn add_part(&mut self, part: &NodeAllocated) {
+        self.resources = self.resources.add(&part.resources);
+        self.ports.extend_from_slice(&part.ports);
+    }
+
+    pub fn remove_part(&mut self, part: &NodeAllocated) {
+        self.resources = self.resources.saturating_sub(&part.resources);
+        for p in &part.ports {
+            if let Some(i) = self.ports.iter().position(|v| v == p) {
                 self.ports.swap_remove(i);
             }
         }

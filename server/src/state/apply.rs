@@ -3,6 +3,7 @@
 //! table it touched; watch channels are bumped only after the commit.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 use orch_common::api::AllocClientUpdate;
 use orch_common::ids::now_ms;
@@ -13,6 +14,8 @@ use rusqlite::{params, Transaction, TransactionBehavior};
 use serde::Serialize;
 
 use super::{read, Command, SqlContext, StateError, StateStore, Table};
+use crate::scheduler::context::holds_resources;
+use crate::scheduler::NodeAllocated;
 
 /// What one applied command changed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,12 +46,37 @@ impl StateStore {
             index,
             now: now_ms(),
             touched: BTreeSet::new(),
+            usage: Vec::new(),
         };
         w.command(cmd)?;
         w.append_to_log(cmd)?;
         w.record_indexes()?;
         let tables: Vec<Table> = w.touched.into_iter().collect();
-        tx.commit().ctx(|| format!("committing index {index}"))?;
+        let usage = w.usage;
+        {
+            // The mirror changes with the commit, under its write lock, so a snapshot
+            // never pairs the new SQL state with the old memory state (or the reverse).
+            let mut mirror = self
+                .inner
+                .mirror
+                .write()
+                .expect("state mirror lock poisoned");
+            tx.commit().ctx(|| format!("committing index {index}"))?;
+            if !usage.is_empty() {
+                let sums = Arc::make_mut(&mut mirror.usage);
+                for change in usage {
+                    let sum = Arc::make_mut(sums.entry(change.node_id).or_default());
+                    match change.delta {
+                        Delta::Remove(part) => sum.remove_part(&part),
+                        Delta::Add(part) => sum.add_part(&part),
+                    }
+                }
+            }
+            if tables.contains(&Table::Nodes) {
+                mirror.nodes = None;
+                mirror.nodes_index = index;
+            }
+        }
         drop(conn);
         self.publish(index, &tables);
         Ok(ApplyOutcome { index, tables })
@@ -77,6 +105,19 @@ struct Writer<'a> {
     index: u64,
     now: u64,
     touched: BTreeSet<Table>,
+    /// Changes to the per-node allocation sums, applied to the mirror on commit.
+    usage: Vec<UsageChange>,
+}
+
+/// One allocation entering or leaving a node's sum (only resources and ports kept).
+struct UsageChange {
+    node_id: String,
+    delta: Delta,
+}
+
+enum Delta {
+    Add(NodeAllocated),
+    Remove(NodeAllocated),
 }
 
 impl Writer<'_> {
@@ -366,7 +407,25 @@ impl Writer<'_> {
 
     // ------------------------------------------------------------------ allocs
 
-    fn write_alloc(&mut self, alloc: &Allocation) -> Result<(), StateError> {
+    /// Writes `alloc`; `before` is the stored version it replaces (read in this
+    /// transaction), so the per-node sums follow.
+    fn write_alloc(
+        &mut self,
+        alloc: &Allocation,
+        before: Option<&Allocation>,
+    ) -> Result<(), StateError> {
+        if let Some(b) = before.filter(|b| holds_resources(b)) {
+            self.usage.push(UsageChange {
+                node_id: b.node_id.clone(),
+                delta: Delta::Remove(NodeAllocated::of(b)),
+            });
+        }
+        if holds_resources(alloc) {
+            self.usage.push(UsageChange {
+                node_id: alloc.node_id.clone(),
+                delta: Delta::Add(NodeAllocated::of(alloc)),
+            });
+        }
         let json = encode("allocation", &alloc.id, alloc)?;
         self.tx
             .execute(
@@ -406,10 +465,11 @@ impl Writer<'_> {
     ) -> Result<(), StateError> {
         let mut jobs = BTreeSet::new();
         for stop in stopped {
-            let Some(mut alloc) = read::alloc(self.tx, &stop.id)? else {
+            let Some(before) = read::alloc(self.tx, &stop.id)? else {
                 tracing::warn!(alloc_id = %stop.id, index = self.index, "plan stops an unknown allocation");
                 continue;
             };
+            let mut alloc = before.clone();
             alloc.desired_status = stop.desired_status;
             alloc.desired_description = stop.desired_description.clone();
             if stop.client_status == ClientStatus::Lost && !alloc.client_status.is_terminal() {
@@ -424,12 +484,13 @@ impl Writer<'_> {
             alloc.modify_index = self.index;
             alloc.modify_time = self.now;
             jobs.insert(alloc.job_id.clone());
-            self.write_alloc(&alloc)?;
+            self.write_alloc(&alloc, Some(&before))?;
         }
         for placed in allocs {
             let mut alloc = placed.clone();
             alloc.job = None; // served from job_versions at `job_version`
-            match read::alloc(self.tx, &alloc.id)? {
+            let before = read::alloc(self.tx, &alloc.id)?;
+            match before.clone() {
                 Some(existing) => {
                     // An in-place update: the client owns its fields.
                     alloc.create_index = existing.create_index;
@@ -455,15 +516,16 @@ impl Writer<'_> {
             }
             alloc.modify_index = self.index;
             alloc.modify_time = self.now;
-            self.write_alloc(&alloc)?;
+            self.write_alloc(&alloc, before.as_ref())?;
             jobs.insert(alloc.job_id.clone());
             if let Some(prev_id) = &alloc.previous_allocation {
                 if let Some(mut prev) = read::alloc(self.tx, prev_id)? {
                     if prev.next_allocation.as_deref() != Some(alloc.id.as_str()) {
+                        let old = prev.clone();
                         prev.next_allocation = Some(alloc.id.clone());
                         prev.modify_index = self.index;
                         prev.modify_time = self.now;
-                        self.write_alloc(&prev)?;
+                        self.write_alloc(&prev, Some(&old))?;
                     }
                 }
             }
@@ -485,17 +547,18 @@ impl Writer<'_> {
     ) -> Result<(), StateError> {
         let mut jobs = BTreeSet::new();
         for update in updates {
-            let Some(mut alloc) = read::alloc(self.tx, &update.id)? else {
+            let Some(before) = read::alloc(self.tx, &update.id)? else {
                 tracing::warn!(alloc_id = %update.id, "client update for an unknown allocation");
                 continue;
             };
+            let mut alloc = before.clone();
             alloc.client_status = update.client_status;
             alloc.client_description = update.client_description.clone();
             alloc.task_states = update.task_states.clone();
             alloc.modify_index = self.index;
             alloc.modify_time = self.now;
             jobs.insert(alloc.job_id.clone());
-            self.write_alloc(&alloc)?;
+            self.write_alloc(&alloc, Some(&before))?;
         }
         for job_id in jobs {
             self.refresh_job_status(&job_id)?;

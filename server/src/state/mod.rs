@@ -25,15 +25,17 @@ mod read;
 pub mod schema;
 pub mod snapshot;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use orch_common::structs::{Allocation, Evaluation, Job, Node, SchedulerConfiguration};
 use rusqlite::{Connection, OpenFlags};
 use tokio::sync::watch;
+
+use crate::scheduler::NodeAllocated;
 
 pub use apply::ApplyOutcome;
 pub use command::Command;
@@ -153,6 +155,33 @@ struct Inner {
     last_index: AtomicU64,
     /// Set by `release_waiters`: blocking queries return at once (shutdown).
     closing: watch::Sender<bool>,
+    /// What the scheduler reads hottest, kept in memory in step with SQLite.
+    mirror: RwLock<Mirror>,
+}
+
+/// The in-memory part of the state: per-node allocation sums and the decoded node
+/// list. `apply` changes it under the write lock around its commit and `snapshot`
+/// copies it (a few `Arc`s) under the read lock with its read transaction, so a
+/// snapshot's SQL and memory views are of the same index.
+#[derive(Clone, Default)]
+pub(crate) struct Mirror {
+    /// Node id -> what its allocations that hold resources use.
+    pub usage: Arc<HashMap<String, Arc<NodeAllocated>>>,
+    /// Every node sorted by id, as of `nodes_index`; `None` until read again after a
+    /// node changed.
+    pub nodes: Option<Arc<Vec<Node>>>,
+    /// The nodes table's index.
+    pub nodes_index: u64,
+}
+
+impl Inner {
+    /// Keeps a node list a snapshot decoded, if the nodes did not change since.
+    fn offer_nodes(&self, nodes_index: u64, nodes: &Arc<Vec<Node>>) {
+        let mut mirror = self.mirror.write().expect("state mirror lock poisoned");
+        if mirror.nodes_index == nodes_index && mirror.nodes.is_none() {
+            mirror.nodes = Some(nodes.clone());
+        }
+    }
 }
 
 impl std::fmt::Debug for StateStore {
@@ -206,6 +235,11 @@ impl StateStore {
         let mut writer = open_connection(&path)?;
         schema::migrate(&mut writer)?;
         let indexes = read::table_indexes(&writer)?;
+        let mirror = Mirror {
+            usage: Arc::new(read::node_usage_sums(&writer)?),
+            nodes: None,
+            nodes_index: indexes.get(Table::Nodes.name()).copied().unwrap_or(0),
+        };
         let last = indexes.values().copied().max().unwrap_or(0);
         let table_sender =
             |t: Table| watch::Sender::new(indexes.get(t.name()).copied().unwrap_or(0));
@@ -222,6 +256,7 @@ impl StateStore {
             last: watch::Sender::new(last),
             last_index: AtomicU64::new(last),
             closing: watch::Sender::new(false),
+            mirror: RwLock::new(mirror),
         };
         Ok(StateStore {
             inner: Arc::new(inner),
@@ -329,9 +364,32 @@ impl StateStore {
         f(&conn)
     }
 
-    /// A consistent point-in-time view for the scheduler (a pinned read transaction).
+    /// A consistent point-in-time view for the scheduler (a pinned read transaction
+    /// plus the in-memory mirror at the same index).
     pub fn snapshot(&self) -> Result<Snapshot, StateError> {
-        Snapshot::begin(self.reader()?)
+        let conn = self.reader()?;
+        let mirror = self
+            .inner
+            .mirror
+            .read()
+            .expect("state mirror lock poisoned");
+        // Under the read lock no commit can land between the transaction start and
+        // the mirror copy.
+        Snapshot::begin(conn, mirror.clone())
+    }
+
+    /// What the node's allocations that hold resources use, now (from memory).
+    pub fn node_allocated(&self, node_id: &str) -> NodeAllocated {
+        let mirror = self
+            .inner
+            .mirror
+            .read()
+            .expect("state mirror lock poisoned");
+        mirror
+            .usage
+            .get(node_id)
+            .map(|u| NodeAllocated::clone(u))
+            .unwrap_or_default()
     }
 
     // ------------------------------------------------------------------ reads

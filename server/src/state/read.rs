@@ -1,7 +1,8 @@
 //! Queries over one connection, shared by the store's pooled reads, the snapshot and
 //! `apply` (which reads inside its write transaction).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use orch_common::structs::{
     Allocation, ClientStatus, Evaluation, Job, Node, SchedulerConfiguration,
@@ -10,6 +11,8 @@ use rusqlite::{params, Connection, OptionalExtension, Params};
 use serde::de::DeserializeOwned;
 
 use super::{Command, SqlContext, StateError, Table};
+use crate::scheduler::context::holds_resources;
+use crate::scheduler::NodeAllocated;
 
 /// `(job, group, client status) -> count`, one row of `alloc_status_counts`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -259,6 +262,25 @@ pub(crate) fn node_allocs_max_index(c: &Connection, node_id: &str) -> Result<u64
     )
     .ctx(|| format!("reading the allocation index of node {node_id:?}"))
     .map(|v| v as u64)
+}
+
+/// Per node, the sum of its allocations that hold resources (to fill the mirror on
+/// open).
+pub(crate) fn node_usage_sums(
+    c: &Connection,
+) -> Result<HashMap<String, Arc<NodeAllocated>>, StateError> {
+    let live: Vec<Allocation> = query_json(
+        c,
+        "allocation",
+        "SELECT id, json FROM allocs WHERE desired_status = 'run' \
+         AND client_status IN ('pending', 'running')",
+        [],
+    )?;
+    let mut sums: HashMap<String, NodeAllocated> = HashMap::new();
+    for a in live.iter().filter(|a| holds_resources(a)) {
+        sums.entry(a.node_id.clone()).or_default().add(a);
+    }
+    Ok(sums.into_iter().map(|(k, v)| (k, Arc::new(v))).collect())
 }
 
 pub(crate) fn node(c: &Connection, id: &str) -> Result<Option<Node>, StateError> {

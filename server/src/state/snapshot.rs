@@ -1,15 +1,17 @@
 //! `Snapshot`: a consistent point-in-time view of the state for the scheduler. It holds
 //! a pooled read connection inside an open read transaction; WAL gives that transaction
-//! snapshot isolation, so later commits are invisible to it. Taking one costs a pool pop
-//! and one query; rows are decoded on demand (nodes once, then cached).
+//! snapshot isolation, so later commits are invisible to it. With it goes a copy of the
+//! store's in-memory mirror taken at the same index: per-node allocation sums, and the
+//! decoded node list (shared by every snapshot until a node changes). Taking one costs
+//! a pool pop, one query and a few `Arc` clones; other rows are decoded on demand.
 
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use orch_common::structs::{Allocation, Evaluation, Job, Node, SchedulerConfiguration};
 use rusqlite::Connection;
 
-use super::{read, PooledConn, SqlContext, StateError};
-use crate::scheduler::State;
+use super::{read, Mirror, PooledConn, SqlContext, StateError};
+use crate::scheduler::{NodeAllocated, State};
 
 /// A read-only view of the state at `index()`. `Send + Sync + 'static`.
 pub struct Snapshot {
@@ -17,7 +19,8 @@ pub struct Snapshot {
     /// for long (one query at a time, no await while held).
     conn: Mutex<PooledConn>,
     index: u64,
-    nodes: OnceLock<Vec<Node>>,
+    mirror: Mirror,
+    nodes: OnceLock<Arc<Vec<Node>>>,
 }
 
 impl std::fmt::Debug for Snapshot {
@@ -30,15 +33,44 @@ impl std::fmt::Debug for Snapshot {
 
 impl Snapshot {
     /// Starts the read transaction and pins it with a first read.
-    pub(crate) fn begin(conn: PooledConn) -> Result<Snapshot, StateError> {
+    /// Must be called with the mirror's read lock held (see `StateStore::snapshot`).
+    pub(crate) fn begin(conn: PooledConn, mirror: Mirror) -> Result<Snapshot, StateError> {
         conn.execute_batch("BEGIN DEFERRED")
             .ctx(|| "starting a snapshot transaction".to_string())?;
         let index = read::last_index(&conn)?;
+        let nodes = OnceLock::new();
+        if let Some(shared) = &mirror.nodes {
+            let _ = nodes.set(shared.clone());
+        }
         Ok(Snapshot {
             conn: Mutex::new(conn),
             index,
-            nodes: OnceLock::new(),
+            mirror,
+            nodes,
         })
+    }
+
+    /// Every node sorted by id, decoded once and shared with later snapshots while
+    /// the nodes do not change.
+    pub fn shared_nodes(&self) -> Arc<Vec<Node>> {
+        if let Some(nodes) = self.nodes.get() {
+            return nodes.clone();
+        }
+        let conn = self
+            .conn
+            .lock()
+            .expect("snapshot connection mutex poisoned");
+        match read::nodes(&conn) {
+            Ok(nodes) => {
+                let nodes = self.nodes.get_or_init(|| Arc::new(nodes)).clone();
+                conn.store.offer_nodes(self.mirror.nodes_index, &nodes);
+                nodes
+            }
+            Err(e) => {
+                tracing::error!(error = %e, index = self.index, "snapshot read of nodes failed");
+                Arc::new(Vec::new())
+            }
+        }
     }
 
     fn with<T>(
@@ -106,20 +138,25 @@ impl State for Snapshot {
     }
 
     fn nodes(&self) -> Vec<Node> {
-        if let Some(nodes) = self.nodes.get() {
-            return nodes.clone();
-        }
-        match self.with("nodes", read::nodes) {
-            Some(nodes) => self.nodes.get_or_init(|| nodes).clone(),
-            None => Vec::new(),
-        }
+        self.shared_nodes().as_ref().clone()
     }
 
     fn node(&self, id: &str) -> Option<Node> {
         if let Some(nodes) = self.nodes.get() {
-            return nodes.iter().find(|n| n.id == id).cloned();
+            return nodes
+                .binary_search_by(|n| n.id.as_str().cmp(id))
+                .ok()
+                .map(|i| nodes[i].clone());
         }
         self.with("a node", |c| read::node(c, id)).flatten()
+    }
+
+    fn node_allocated(&self, node_id: &str) -> NodeAllocated {
+        self.mirror
+            .usage
+            .get(node_id)
+            .map(|u| NodeAllocated::clone(u))
+            .unwrap_or_default()
     }
 
     fn allocs_by_job(&self, job_id: &str) -> Vec<Allocation> {

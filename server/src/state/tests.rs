@@ -1160,3 +1160,86 @@ fn the_scheduler_configuration_defaults_then_keeps_what_was_set() {
         SchedulerAlgorithm::Spread
     );
 }
+
+/// The per-node sums recomputed from the allocation rows in SQLite.
+fn sums_from_sql(store: &StateStore) -> BTreeMap<String, (u64, u64)> {
+    let mut sums = BTreeMap::new();
+    for a in store.allocs().expect("allocs") {
+        if crate::scheduler::context::holds_resources(&a) {
+            let t = a.resources.total();
+            let e = sums.entry(a.node_id.clone()).or_insert((0, 0));
+            e.0 += t.cpu;
+            e.1 += t.memory;
+        }
+    }
+    sums
+}
+
+fn sums_from_mirror(store: &StateStore, nodes: &[String]) -> BTreeMap<String, (u64, u64)> {
+    nodes
+        .iter()
+        .map(|n| {
+            let u = store.node_allocated(n);
+            (n.clone(), (u.resources.cpu, u.resources.memory))
+        })
+        .filter(|(_, v)| *v != (0, 0))
+        .collect()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+    #[test]
+    fn the_in_memory_node_sums_match_sqlite_and_survive_a_reopen(ops in proptest::collection::vec(op(), 1..30)) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("state.db");
+        let nodes: Vec<String> = (0..8).map(|n| format!("n{n}")).collect();
+        {
+            let store = StateStore::open(&path).expect("open");
+            for op in &ops {
+                apply(&store, command_for(op));
+            }
+            prop_assert_eq!(sums_from_mirror(&store, &nodes), sums_from_sql(&store));
+        }
+        let reopened = StateStore::open(&path).expect("reopen");
+        prop_assert_eq!(sums_from_mirror(&reopened, &nodes), sums_from_sql(&reopened));
+    }
+}
+
+#[test]
+fn a_snapshot_keeps_the_node_sums_and_nodes_of_its_index() {
+    let (_dir, store) = temp_store();
+    let job = mock_job("web");
+    apply(
+        &store,
+        Command::UpsertNode {
+            node: mock_node("n1"),
+        },
+    );
+    place(&store, vec![mock_alloc("a1", &job, "n1", 0)]);
+    let snap = store.snapshot().expect("snapshot");
+    let before = snap.node_allocated("n1");
+    assert!(before.resources.cpu > 0);
+    assert_eq!(snap.nodes().len(), 1);
+
+    place(&store, vec![mock_alloc("a2", &job, "n1", 1)]);
+    apply(
+        &store,
+        Command::UpsertNode {
+            node: mock_node("n2"),
+        },
+    );
+    assert_eq!(
+        snap.node_allocated("n1"),
+        before,
+        "later commits are invisible"
+    );
+    assert_eq!(snap.nodes().len(), 1);
+    let fresh = store.snapshot().expect("fresh snapshot");
+    assert_eq!(
+        fresh.node_allocated("n1").resources.cpu,
+        2 * before.resources.cpu
+    );
+    assert_eq!(fresh.nodes().len(), 2);
+    assert!(fresh.node("n2").is_some());
+}
