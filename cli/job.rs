@@ -419,17 +419,22 @@ async fn monitor(api: &ApiClient, job: &Job, eval_id: &str, quiet: bool) -> Resu
         }
     };
     let (tx, mut rx) = mpsc::channel(16);
-    let eval_watch = spawn_watch::<Evaluation, _>(
-        api.clone(),
-        format!("/v1/evaluation/{}", encode(eval_id)),
-        tx.clone(),
-        |e| Update::Eval(Box::new(e)),
-        |e| e.status.is_terminal(),
-    );
+    let watch_eval = |id: &str| {
+        spawn_watch::<Evaluation, _>(
+            api.clone(),
+            format!("/v1/evaluation/{}", encode(id)),
+            tx.clone(),
+            |e| Update::Eval(Box::new(e)),
+            |e| e.status.is_terminal(),
+        )
+    };
+    // The evaluation followed; it changes when the broker supersedes it.
+    let mut following = eval_id.to_string();
+    let mut eval_watch = watch_eval(eval_id);
     let alloc_watch = spawn_watch::<Vec<AllocListStub>, _>(
         api.clone(),
         format!("/v1/job/{}/allocations", encode(&job.id)),
-        tx,
+        tx.clone(),
         Update::Allocs,
         |_| false,
     );
@@ -449,6 +454,8 @@ async fn monitor(api: &ApiClient, job: &Job, eval_id: &str, quiet: bool) -> Resu
             break Err(anyhow::anyhow!("lost contact with the server's watch"));
         };
         match update {
+            // A late answer about an evaluation no longer followed.
+            Update::Eval(e) if e.id != following => continue,
             Update::Eval(e) => eval = Some(*e),
             Update::Allocs(a) => allocs = a,
             Update::Error(e) => break Err(e),
@@ -511,7 +518,31 @@ async fn monitor(api: &ApiClient, job: &Job, eval_id: &str, quiet: bool) -> Resu
 
         let Some(e) = &eval else { continue };
         match e.status {
-            EvalStatus::Failed | EvalStatus::Canceled => {
+            EvalStatus::Canceled => {
+                // A newer evaluation of the job (e.g. a node joining) replaced this one
+                // before it ran: follow that one instead.
+                if let Some(next) = superseding_eval(api, &job.id, e).await? {
+                    say(format!(
+                        "Evaluation {:?} was superseded by evaluation {:?}; following it",
+                        short(&e.id),
+                        short(&next)
+                    ));
+                    eval_watch.abort();
+                    eval_watch = watch_eval(&next);
+                    following = next;
+                    eval = None;
+                    last_status = None;
+                    continue;
+                }
+                say(format!(
+                    "Evaluation {:?} {}: {}",
+                    short(&e.id),
+                    eval_status_word(e.status),
+                    e.status_description
+                ));
+                break Ok(Outcome::Failed);
+            }
+            EvalStatus::Failed => {
                 say(format!(
                     "Evaluation {:?} {}: {}",
                     short(&e.id),
@@ -609,6 +640,27 @@ async fn monitor(api: &ApiClient, job: &Job, eval_id: &str, quiet: bool) -> Resu
     eval_watch.abort();
     alloc_watch.abort();
     outcome
+}
+
+/// The id of the newest evaluation of the job created after `canceled` that was not
+/// itself canceled, if any.
+async fn superseding_eval(
+    api: &ApiClient,
+    job_id: &str,
+    canceled: &Evaluation,
+) -> Result<Option<String>> {
+    let evals: Vec<Evaluation> = api
+        .get(&format!("/v1/job/{}/evaluations", encode(job_id)))
+        .await?;
+    Ok(newest_after(&evals, canceled))
+}
+
+fn newest_after(evals: &[Evaluation], canceled: &Evaluation) -> Option<String> {
+    evals
+        .iter()
+        .filter(|e| e.create_index > canceled.create_index && e.status != EvalStatus::Canceled)
+        .max_by_key(|e| e.create_index)
+        .map(|e| e.id.clone())
 }
 
 fn eval_status_word(s: EvalStatus) -> &'static str {
@@ -902,6 +954,28 @@ mod tests {
             create_index: 1,
             modify_index: 1,
         }
+    }
+
+    #[test]
+    fn a_canceled_evaluation_is_followed_by_the_newest_later_one_not_canceled() {
+        let job: Job =
+            serde_json::from_value(serde_json::json!({"id": "j", "groups": []})).unwrap();
+        let eval = |id: &str, index: u64, status: EvalStatus| {
+            let mut e = Evaluation::for_job(&job, "job-register");
+            e.id = id.into();
+            e.create_index = index;
+            e.status = status;
+            e
+        };
+        let canceled = eval("a", 5, EvalStatus::Canceled);
+        let evals = vec![
+            eval("old", 3, EvalStatus::Complete),
+            canceled.clone(),
+            eval("b", 6, EvalStatus::Canceled),
+            eval("c", 7, EvalStatus::Pending),
+        ];
+        assert_eq!(newest_after(&evals, &canceled), Some("c".to_string()));
+        assert_eq!(newest_after(&evals[..3], &canceled), None);
     }
 
     #[test]
