@@ -26,6 +26,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use crate::scheduler::context::holds_resources;
+use crate::scheduler::{NodeAllocated, State};
 use crate::state::{Command, CommandLog, LogError, StateError, StateStore};
 
 /// How many plans may wait for the applier.
@@ -193,25 +194,37 @@ fn check_plan(store: &StateStore, plan: &Plan) -> Result<Verdict, PlanApplyError
         eval_id: plan.eval_id.clone(),
         source,
     };
+    // One snapshot for the whole check: node, per-node sums and the allocations the
+    // plan replaces are then of one index even while clients report.
+    let snap = store.snapshot().map_err(read_err)?;
     let mut verdict = Verdict::default();
     for (node_id, placed) in &plan.node_allocation {
         if placed.is_empty() {
             verdict.accepted.insert(node_id.clone());
             continue;
         }
-        let node = store.node(node_id).map_err(read_err)?;
-        let existing = store.allocs_by_node(node_id).map_err(read_err)?;
-        // Stops and evictions free their room before the fit re-check.
-        let stops: Vec<Allocation> = [
+        let node = snap.node(node_id);
+        // Stops, evictions and in-place updates free their room before the re-check.
+        // A placement with create_index 0 is new (the store gives every row one >= 1).
+        let mut base = snap.node_allocated(node_id);
+        let leaving: BTreeSet<&str> = [
             plan.node_update.get(node_id),
             plan.node_preemptions.get(node_id),
         ]
         .into_iter()
         .flatten()
         .flatten()
-        .cloned()
+        .chain(placed.iter().filter(|a| a.create_index > 0))
+        .map(|a| a.id.as_str())
         .collect();
-        match node_fits(node.as_ref(), &existing, &stops, placed) {
+        for id in leaving {
+            if let Some(a) = snap.try_alloc(id).map_err(read_err)? {
+                if holds_resources(&a) && a.node_id == *node_id {
+                    base.remove(&a);
+                }
+            }
+        }
+        match node_fits_sum(node.as_ref(), base, placed) {
             Ok(()) => {
                 verdict.accepted.insert(node_id.clone());
             }
@@ -270,6 +283,38 @@ pub fn node_fits(
                 return Err("port reserved on the node");
             }
             if ports.insert(p.value, a.id.as_str()).is_some() {
+                return Err("port collision");
+            }
+        }
+    }
+    used.fits(&node.allocatable()).map_err(|dim| match dim {
+        "cpu" => "cpu exhausted",
+        _ => "memory exhausted",
+    })
+}
+
+/// `node_fits` over the node's summed usage: `staying` is what the allocations that
+/// stay on the node use (held resources minus the plan's stops and replacements).
+pub fn node_fits_sum(
+    node: Option<&Node>,
+    staying: NodeAllocated,
+    placed: &[Allocation],
+) -> Result<(), &'static str> {
+    let Some(node) = node else {
+        return Err("node does not exist");
+    };
+    if !node.is_schedulable() {
+        return Err("node is not ready or not eligible");
+    }
+    let mut used = staying.resources;
+    let mut ports: BTreeSet<u16> = staying.ports.into_iter().collect();
+    for a in placed {
+        used = used.add(&a.resources.total());
+        for p in &a.resources.ports {
+            if node.reserved_ports.contains(&p.value) {
+                return Err("port reserved on the node");
+            }
+            if !ports.insert(p.value) {
                 return Err("port collision");
             }
         }

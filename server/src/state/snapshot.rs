@@ -100,6 +100,14 @@ impl Snapshot {
         read::job(&conn, id)
     }
 
+    pub fn try_alloc(&self, id: &str) -> Result<Option<Allocation>, StateError> {
+        let conn = self
+            .conn
+            .lock()
+            .expect("snapshot connection mutex poisoned");
+        read::alloc(&conn, id)
+    }
+
     pub fn try_nodes(&self) -> Result<Vec<Node>, StateError> {
         let conn = self
             .conn
