@@ -360,6 +360,12 @@ impl FeasibilityChecker {
         if !node.is_schedulable() {
             return Err("node not ready or not eligible".to_string());
         }
+        self.check_candidate(node)
+    }
+
+    /// `check_node` for a node already known to be in the job's datacenters, ready and
+    /// eligible (the placer's candidates): drivers and constraints only.
+    pub fn check_candidate(&mut self, node: &Node) -> Result<(), String> {
         self.check_class(node)?;
         for c in &self.node_constraints {
             if !check_constraint(c, node, &mut self.regexes) {

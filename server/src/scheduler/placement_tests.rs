@@ -823,3 +823,54 @@ fn distinct_hosts_rejections_are_named() {
         .describe()
         .contains("filtered by distinct_hosts"));
 }
+
+// ------------------------------------------------------------------ speed (not a timed test)
+
+/// Prints how long one evaluation of the benchmark's shape takes. Run with
+/// `cargo test -p orch-server --release placement_speed -- --ignored --nocapture`.
+#[test]
+#[ignore = "a measurement, not a check: run it in release with --ignored --nocapture"]
+fn placement_speed_of_a_thousand_instances_over_ten_thousand_nodes() {
+    let nodes: Vec<Node> = (0..10_000)
+        .map(|i| {
+            NodeBuilder::new()
+                .id(&format!("node-{i:05}"))
+                .class(["small", "medium", "large", "xl"][i % 4])
+                .cpu([4_000, 8_000, 16_000, 32_000][i % 4])
+                .memory([8_192, 16_384, 32_768, 65_536][i % 4])
+                .meta("rack", &format!("r{}", i % 20))
+                .build()
+        })
+        .collect();
+    for (name, job) in [
+        ("plain", JobBuilder::new("plain").count(1000).build()),
+        (
+            "constraint+spread",
+            JobBuilder::new("spread")
+                .count(1000)
+                .constraint("${attr.kernel.name}", "=", "linux")
+                .spread("${meta.rack}", 50, &[])
+                .build(),
+        ),
+    ] {
+        let mut h = Harness::new(&nodes);
+        let eval = h.register(job);
+        let snapshot = h.state.clone();
+        let listing = std::time::Instant::now();
+        let listed = super::State::nodes(&snapshot).len();
+        println!(
+            "sched.{name}.list_nodes_ms {:.1} ms ({listed} nodes: the in-memory state's cost, included below)",
+            listing.elapsed().as_secs_f64() * 1000.0
+        );
+        let started = std::time::Instant::now();
+        super::generic::process(&eval, &snapshot, &mut h, super::testing::NOW).expect("process");
+        let took = started.elapsed();
+        let placed = h.last_placed().len();
+        println!(
+            "sched.{name}.eval_ms {:.1} ms ({placed} placed, {:.0} placements/s)",
+            took.as_secs_f64() * 1000.0,
+            placed as f64 / took.as_secs_f64()
+        );
+        assert_eq!(placed, 1000);
+    }
+}

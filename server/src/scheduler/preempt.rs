@@ -180,7 +180,8 @@ pub fn find(
     let mut best_cost = (usize::MAX, u8::MAX, u64::MAX);
     let mut found = 0usize;
     for (idx, node) in nodes.iter().enumerate() {
-        if checker.check_node(node).is_err() || checker.check_distinct_property(node).is_err() {
+        if checker.check_candidate(node).is_err() || checker.check_distinct_property(node).is_err()
+        {
             continue;
         }
         let usage = b.usage(node, &job.id, group);

@@ -361,10 +361,11 @@ fn keep_top(top: &mut Vec<(f64, usize)>, score: f64, idx: usize) {
     }
 }
 
-/// Walks `nodes` from `*cursor`, runs the feasibility chain and fit on each, scores
-/// feasible ones until `limit` are scored, and returns the best. Every node looked at
-/// is recorded into `metric` (the scores only for the best few). `usage_of` gives a
-/// node's usage under the plan so far.
+/// Walks `nodes` (candidates: in the job's datacenters, ready and eligible) from
+/// `*cursor`, runs the feasibility chain and fit on each, scores feasible ones until
+/// `limit` are scored, and returns the best. Every node looked at is recorded into
+/// `metric` (the scores only for the best few). `usage_of` gives a node's usage under
+/// the plan so far.
 #[allow(clippy::too_many_arguments)]
 pub fn select(
     nodes: &[&Node],
@@ -388,7 +389,7 @@ pub fn select(
         let idx = (start + step) % n;
         let node = nodes[idx];
         metric.nodes_evaluated += 1;
-        if let Err(reason) = checker.check_node(node) {
+        if let Err(reason) = checker.check_candidate(node) {
             record_filtered(metric, node, &reason);
             continue;
         }
