@@ -19,7 +19,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use orch_common::structs::{triggers, Evaluation, JobType, NodeStatus};
+use orch_common::structs::{triggers, Eligibility, Evaluation, JobType, NodeStatus};
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -37,7 +37,7 @@ const IDLE_SLEEP: Duration = Duration::from_secs(3600);
 pub enum HeartbeatError {
     #[error("reading node {node_id}: {source}")]
     Read { node_id: String, source: StateError },
-    #[error("marking node {node_id} down: {source}")]
+    #[error("changing node {node_id}: {source}")]
     Submit { node_id: String, source: LogError },
     #[error("state read task for node {node_id} failed: {message}")]
     Task { node_id: String, message: String },
@@ -190,6 +190,56 @@ pub fn node_ready_evals(store: &StateStore, node_id: &str) -> Result<Vec<Evaluat
     Ok(evals)
 }
 
+/// Sets a node's scheduling eligibility (the `orch node eligibility` path). A node that
+/// turns eligible gets `node_ready_evals` in the same command, so its system jobs place
+/// there; one that turns ineligible keeps what it runs. Returns false when the node is
+/// unknown or already has that eligibility.
+pub async fn set_eligibility(
+    log: &CommandLog,
+    node_id: &str,
+    eligibility: Eligibility,
+) -> Result<bool, HeartbeatError> {
+    let store = log.store().clone();
+    let id = node_id.to_string();
+    let found = tokio::task::spawn_blocking(move || -> Result<_, StateError> {
+        let Some(node) = store.node(&id)? else {
+            return Ok(None);
+        };
+        if node.eligibility == eligibility {
+            return Ok(Some(None));
+        }
+        let evals = if eligibility == Eligibility::Eligible && node.status == NodeStatus::Ready {
+            node_ready_evals(&store, &id)?
+        } else {
+            Vec::new()
+        };
+        Ok(Some(Some(evals)))
+    })
+    .await
+    .map_err(|e| HeartbeatError::Task {
+        node_id: node_id.to_string(),
+        message: e.to_string(),
+    })?
+    .map_err(|source| HeartbeatError::Read {
+        node_id: node_id.to_string(),
+        source,
+    })?;
+    let Some(Some(evals)) = found else {
+        return Ok(false);
+    };
+    log.submit(Command::UpdateNodeEligibility {
+        node_id: node_id.to_string(),
+        eligibility,
+        evals,
+    })
+    .await
+    .map_err(|source| HeartbeatError::Submit {
+        node_id: node_id.to_string(),
+        source,
+    })?;
+    Ok(true)
+}
+
 /// Marks a node down with one `node-update` evaluation per job that has live
 /// allocations on it. Returns false when the node is gone or already down.
 pub async fn mark_down(log: &CommandLog, node_id: &str) -> Result<bool, HeartbeatError> {
@@ -306,6 +356,49 @@ mod tests {
             .iter()
             .all(|e| e.triggered_by == "node-update" && e.node_id.as_deref() == Some("n1")));
         assert!(node_ready_evals(&store, "nope").expect("evals").is_empty());
+        log.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn a_node_turning_eligible_gets_evals_for_its_system_jobs() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = StateStore::open(dir.path().join("state.db")).expect("store");
+        let log = CommandLog::start(store.clone(), vec![]).expect("log");
+        let mut node = mock_node("n1");
+        node.eligibility = Eligibility::Ineligible;
+        log.submit(Command::UpsertNode { node })
+            .await
+            .expect("node");
+        let mut system = mock_job("agent");
+        system.job_type = JobType::System;
+        log.submit(Command::UpsertJob {
+            job: system,
+            eval: None,
+        })
+        .await
+        .expect("job");
+
+        assert!(set_eligibility(&log, "n1", Eligibility::Eligible)
+            .await
+            .expect("eligible"));
+        assert_eq!(
+            store.node("n1").expect("read").expect("n1").eligibility,
+            Eligibility::Eligible
+        );
+        let evals = store.evals_by_job("agent").expect("evals");
+        assert_eq!(evals.len(), 1);
+        assert_eq!(evals[0].triggered_by, "node-update");
+        // Already eligible: nothing to do, no second eval.
+        assert!(!set_eligibility(&log, "n1", Eligibility::Eligible)
+            .await
+            .expect("again"));
+        assert!(set_eligibility(&log, "n1", Eligibility::Ineligible)
+            .await
+            .expect("ineligible"));
+        assert_eq!(store.evals_by_job("agent").expect("evals").len(), 1);
+        assert!(!set_eligibility(&log, "ghost", Eligibility::Eligible)
+            .await
+            .expect("unknown"));
         log.shutdown().await;
     }
 
