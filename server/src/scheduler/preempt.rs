@@ -16,7 +16,7 @@
 
 use std::collections::HashMap;
 
-use orch_common::structs::{Allocation, Job, Node, Resources};
+use orch_common::structs::{Allocation, Job, Node};
 
 use super::context::PlanBuilder;
 use super::feasible::{check_fit, FeasibilityChecker, NodeUsage};
@@ -223,9 +223,106 @@ pub fn find(
     best
 }
 
-/// Total resources an eviction frees (for tests and metrics).
-pub fn freed(evict: &[Allocation]) -> Resources {
-    evict
-        .iter()
-        .fold(Resources::ZERO, |acc, a| acc.add(&a.resources.total()))
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scheduler::context::add_to_usage;
+    use crate::scheduler::testing::{alloc_for, JobBuilder, NodeBuilder};
+    use orch_common::structs::{AllocatedPort, Resources};
+
+    fn victim(id: &str, cpu: u64, node: &Node, port: Option<u16>) -> Allocation {
+        let job = JobBuilder::new(id).cpu(cpu).memory(10).build();
+        let mut a = alloc_for(&job, "web", 0, node);
+        if let Some(p) = port {
+            a.resources.ports.push(AllocatedPort {
+                label: "http".into(),
+                value: p,
+                to: None,
+                host_ip: "127.0.0.1".into(),
+            });
+        }
+        a
+    }
+
+    fn usage_of(allocs: &[Allocation]) -> NodeUsage {
+        let mut u = NodeUsage::empty();
+        for a in allocs {
+            add_to_usage(&mut u, a, "other", "web");
+        }
+        u
+    }
+
+    #[test]
+    fn the_holder_of_a_wanted_static_port_is_evicted_even_when_cpu_is_free() {
+        let node = NodeBuilder::new().cpu(4000).build();
+        let big = victim("big", 3000, &node, None);
+        let holder = victim("holder", 100, &node, Some(8080));
+        let usage = usage_of(&[big.clone(), holder.clone()]);
+        let job = JobBuilder::new("vip")
+            .cpu(500)
+            .static_port("http", 8080)
+            .build();
+        let ask = job.groups[0].resources();
+        let want = Ask {
+            resources: &ask,
+            network: &job.groups[0].network,
+            desired_count: 1,
+            avoid_node: None,
+        };
+        let (after, chosen) =
+            evictions_on_node(&node, &usage, vec![(big, 20), (holder.clone(), 20)], &want)
+                .expect("room");
+        let ids: Vec<&str> = chosen.iter().map(|(a, _)| a.id.as_str()).collect();
+        assert_eq!(ids, vec![holder.id.as_str()]);
+        assert!(!after.ports.contains(&8080));
+    }
+
+    #[test]
+    fn nothing_is_chosen_when_evicting_everything_allowed_is_not_enough() {
+        let node = NodeBuilder::new().cpu(2000).build();
+        let a = victim("a", 1000, &node, None);
+        let b = victim("b", 1000, &node, None);
+        let usage = usage_of(&[a.clone(), b]);
+        let ask = Resources {
+            cpu: 1500,
+            memory: 10,
+            memory_max: None,
+        };
+        let job = JobBuilder::new("vip").build();
+        let want = Ask {
+            resources: &ask,
+            network: &job.groups[0].network,
+            desired_count: 1,
+            avoid_node: None,
+        };
+        // Only `a` may go (the other is too important): 1000 freed < 1500 asked.
+        assert!(evictions_on_node(&node, &usage, vec![(a, 20)], &want).is_none());
+    }
+
+    #[test]
+    fn allocations_that_turn_out_unneeded_are_pruned() {
+        let node = NodeBuilder::new().cpu(1800).build();
+        let small_a = victim("small-a", 300, &node, None);
+        let small_b = victim("small-b", 300, &node, None);
+        let big = victim("big", 1200, &node, None);
+        let usage = usage_of(&[small_a.clone(), small_b.clone(), big.clone()]);
+        let ask = Resources {
+            cpu: 1000,
+            memory: 10,
+            memory_max: None,
+        };
+        let job = JobBuilder::new("vip").build();
+        let want = Ask {
+            resources: &ask,
+            network: &job.groups[0].network,
+            desired_count: 1,
+            avoid_node: None,
+        };
+        // The lowest tier (the two small ones) goes first but is not enough; the big
+        // one from the next tier alone is, so the small ones are spared again.
+        let candidates = vec![(small_a, 10), (small_b, 10), (big.clone(), 20)];
+        let (_, chosen) = evictions_on_node(&node, &usage, candidates, &want).expect("room");
+        let ids: Vec<&str> = chosen.iter().map(|(a, _)| a.id.as_str()).collect();
+        assert_eq!(ids, vec![big.id.as_str()]);
+    }
 }

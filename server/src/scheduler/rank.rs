@@ -452,6 +452,60 @@ mod tests {
     }
 
     #[test]
+    fn spread_fit_mirrors_binpack() {
+        let node = NodeBuilder::new().cpu(4000).memory(4096).build();
+        for used in [res(0, 0), res(1000, 3000), res(4000, 4096)] {
+            let sum = binpack_score(&node, &used) + spread_fit_score(&node, &used);
+            assert!((sum - 1.0).abs() < 1e-9);
+        }
+        assert!((fit_score(SchedulerAlgorithm::Spread, &node, &res(0, 0)) - 1.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn affinity_score_is_matched_weight_over_total_weight() {
+        let job = JobBuilder::new("web")
+            .affinity("${node.class}", "=", "fast", 60)
+            .affinity("${meta.rack}", "=", "r9", -20)
+            .build();
+        let mut ranker = GroupRanker::new(SchedulerAlgorithm::Binpack, &job, &job.groups[0]);
+        let fast = NodeBuilder::new().class("fast").build();
+        let fast_r9 = NodeBuilder::new().class("fast").meta("rack", "r9").build();
+        let plain = NodeBuilder::new().build();
+        assert_eq!(ranker.affinity_score(&fast), Some(0.75));
+        assert_eq!(ranker.affinity_score(&fast_r9), Some(0.5));
+        assert_eq!(ranker.affinity_score(&plain), None);
+    }
+
+    #[test]
+    fn spread_boost_follows_targets_and_even_counts() {
+        let r1 = NodeBuilder::new().meta("rack", "r1").build();
+        let r2 = NodeBuilder::new().meta("rack", "r2").build();
+        let bare = NodeBuilder::new().build();
+        let job = JobBuilder::new("web")
+            .count(4)
+            .spread("${meta.rack}", 100, &[("r1", 50)])
+            .build();
+        let mut targeted = GroupRanker::new(SchedulerAlgorithm::Binpack, &job, &job.groups[0]);
+        targeted.count_alloc(&r1, true);
+        // r1 wants 2 and has 1; the rest (r2) wants 2 and has none.
+        assert_eq!(targeted.spread_score(&r1), Some(0.5));
+        assert_eq!(targeted.spread_score(&r2), Some(1.0));
+        assert_eq!(targeted.spread_score(&bare), Some(-1.0));
+
+        let job = JobBuilder::new("web")
+            .count(4)
+            .spread("${meta.rack}", 50, &[])
+            .build();
+        let mut even = GroupRanker::new(SchedulerAlgorithm::Binpack, &job, &job.groups[0]);
+        even.observe_node(&r1);
+        even.observe_node(&r2);
+        assert_eq!(even.spread_score(&r1), Some(0.0));
+        even.count_alloc(&r1, true);
+        assert_eq!(even.spread_score(&r1), Some(-1.0));
+        assert_eq!(even.spread_score(&r2), Some(1.0));
+    }
+
+    #[test]
     fn anti_affinity_penalizes_collisions() {
         assert_eq!(anti_affinity_penalty(0, 3), None);
         assert_eq!(anti_affinity_penalty(1, 4), Some(-0.5));
