@@ -23,6 +23,7 @@
 //! linux`, `missing driver "container"`, `distinct_hosts`, `distinct_property
 //! ${meta.rack}`; fit failures name the dimension (`cpu`, `memory`, `ports`).
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use orch_common::regex::Regex;
@@ -218,10 +219,13 @@ pub struct FeasibilityChecker {
     datacenters: Vec<String>,
     drivers: Vec<String>,
     class_constraints: Vec<Constraint>,
-    node_constraints: Vec<Constraint>,
+    /// Constraints on node-unique targets, each with its rejection reason written once.
+    node_constraints: Vec<(Constraint, String)>,
     distinct: Option<DistinctScope>,
     properties: Vec<DistinctProperty>,
     class_cache: HashMap<String, Result<(), String>>,
+    /// The reason of the last uncached class check (nodes without a computed class).
+    uncached_reason: String,
     regexes: RegexCache,
     /// computed class -> passed the class-level checks.
     pub class_eligibility: BTreeMap<String, bool>,
@@ -298,6 +302,13 @@ impl FeasibilityChecker {
             .partition(is_class_level);
         class_constraints.sort_by_key(constraint_cost);
         node_constraints.sort_by_key(constraint_cost);
+        let node_constraints = node_constraints
+            .into_iter()
+            .map(|c| {
+                let reason = constraint_reason(&c);
+                (c, reason)
+            })
+            .collect();
         FeasibilityChecker {
             group: group.name.clone(),
             datacenters: job.datacenters.clone(),
@@ -307,6 +318,7 @@ impl FeasibilityChecker {
             distinct,
             properties,
             class_cache: HashMap::new(),
+            uncached_reason: String::new(),
             regexes: RegexCache::default(),
             class_eligibility: BTreeMap::new(),
             class_checks: 0,
@@ -336,54 +348,72 @@ impl FeasibilityChecker {
     }
 
     /// The class-level checks, cached per computed class (never for an empty class).
-    fn check_class(&mut self, node: &Node) -> Result<(), String> {
+    /// On `false`, `class_reason` says why.
+    fn class_ok(&mut self, node: &Node) -> bool {
         let class = node.computed_class.as_str();
         if class.is_empty() {
-            return self.check_class_uncached(node);
+            return match self.check_class_uncached(node) {
+                Ok(()) => true,
+                Err(reason) => {
+                    self.uncached_reason = reason;
+                    false
+                }
+            };
         }
         if let Some(cached) = self.class_cache.get(class) {
-            return cached.clone();
+            return cached.is_ok();
         }
         let verdict = self.check_class_uncached(node);
-        self.class_eligibility
-            .insert(class.to_string(), verdict.is_ok());
-        self.class_cache.insert(class.to_string(), verdict.clone());
-        verdict
+        let ok = verdict.is_ok();
+        self.class_eligibility.insert(class.to_string(), ok);
+        self.class_cache.insert(class.to_string(), verdict);
+        ok
+    }
+
+    /// Why the node's class failed `class_ok` (borrowed: no copy per rejected node).
+    fn class_reason(&self, node: &Node) -> &str {
+        match self.class_cache.get(node.computed_class.as_str()) {
+            Some(Err(reason)) => reason,
+            _ => &self.uncached_reason,
+        }
     }
 
     /// Everything but resources and `distinct_*`: datacenter, status, drivers,
     /// constraints. `Err` carries the reason recorded into the metrics.
-    pub fn check_node(&mut self, node: &Node) -> Result<(), String> {
+    pub fn check_node(&mut self, node: &Node) -> Result<(), Cow<'_, str>> {
         if !self.datacenter_ok(node) {
-            return Err(format!("datacenter {:?}", node.datacenter));
+            return Err(Cow::Owned(format!("datacenter {:?}", node.datacenter)));
         }
         if !node.is_schedulable() {
-            return Err("node not ready or not eligible".to_string());
+            return Err(Cow::Borrowed("node not ready or not eligible"));
         }
         self.check_candidate(node)
     }
 
     /// `check_node` for a node already known to be in the job's datacenters, ready and
-    /// eligible (the placer's candidates): drivers and constraints only.
-    pub fn check_candidate(&mut self, node: &Node) -> Result<(), String> {
-        self.check_class(node)?;
-        for c in &self.node_constraints {
+    /// eligible (the placer's candidates): drivers and constraints only. The reason is
+    /// borrowed from the checker, so rejecting a node allocates nothing.
+    pub fn check_candidate(&mut self, node: &Node) -> Result<(), Cow<'_, str>> {
+        if !self.class_ok(node) {
+            return Err(Cow::Borrowed(self.class_reason(node)));
+        }
+        for (c, reason) in &self.node_constraints {
             if !check_constraint(c, node, &mut self.regexes) {
-                return Err(constraint_reason(c));
+                return Err(Cow::Borrowed(reason));
             }
         }
         Ok(())
     }
 
     /// `distinct_hosts`: no other allocation of the job (or group) on the node.
-    pub fn check_distinct(&self, usage: &NodeUsage) -> Result<(), String> {
+    pub fn check_distinct(&self, usage: &NodeUsage) -> Result<(), &'static str> {
         let taken = match self.distinct {
             None => false,
             Some(DistinctScope::Job) => usage.job_allocs > 0,
             Some(DistinctScope::Group) => usage.group_allocs > 0,
         };
         if taken {
-            Err(DISTINCT_HOSTS_REASON.to_string())
+            Err(DISTINCT_HOSTS_REASON)
         } else {
             Ok(())
         }
@@ -397,11 +427,11 @@ impl FeasibilityChecker {
 
     /// `distinct_property`: fewer than `limit` allocations of the job (or group) on
     /// nodes with this node's value. A node without the property is infeasible.
-    pub fn check_distinct_property(&self, node: &Node) -> Result<(), String> {
+    pub fn check_distinct_property(&self, node: &Node) -> Result<(), &str> {
         for p in &self.properties {
             let ok = resolve(&p.attribute, node).is_some_and(|v| p.counts.get(&v) < p.limit);
             if !ok {
-                return Err(p.reason.clone());
+                return Err(&p.reason);
             }
         }
         Ok(())
@@ -677,7 +707,7 @@ mod tests {
         let mut checker = FeasibilityChecker::new(&job, &job.groups[0]);
         let node = NodeBuilder::new().build();
         assert_eq!(
-            checker.check_node(&node),
+            checker.check_node(&node).map_err(Cow::into_owned),
             Err("missing driver \"container\"".to_string())
         );
         assert_eq!(
@@ -704,7 +734,7 @@ mod tests {
         let mut checker = FeasibilityChecker::new(&job, &job.groups[0]);
         let node = NodeBuilder::new().attr("kernel.name", "linux").build();
         assert_eq!(
-            checker.check_node(&node),
+            checker.check_node(&node).map_err(Cow::into_owned),
             Err("constraint ${attr.kernel.name} = plan9".to_string())
         );
     }

@@ -91,34 +91,32 @@ pub fn sample_limit(nodes: usize) -> usize {
     (log2 as usize).max(2)
 }
 
+/// Counts one more under `key`, allocating the key only the first time.
+fn bump(map: &mut std::collections::BTreeMap<String, u32>, key: &str) {
+    match map.get_mut(key) {
+        Some(n) => *n += 1,
+        None => {
+            map.insert(key.to_string(), 1);
+        }
+    }
+}
+
 /// Records a node dropped by a feasibility check.
 pub fn record_filtered(metric: &mut AllocMetric, node: &Node, reason: &str) {
     metric.nodes_filtered += 1;
     if !node.node_class.is_empty() {
-        *metric
-            .class_filtered
-            .entry(node.node_class.clone())
-            .or_default() += 1;
+        bump(&mut metric.class_filtered, &node.node_class);
     }
-    *metric
-        .constraint_filtered
-        .entry(reason.to_string())
-        .or_default() += 1;
+    bump(&mut metric.constraint_filtered, reason);
 }
 
 /// Records a node that was feasible but had no room in `dimension`.
 pub fn record_exhausted(metric: &mut AllocMetric, node: &Node, dimension: &str) {
     metric.nodes_exhausted += 1;
     if !node.node_class.is_empty() {
-        *metric
-            .class_exhausted
-            .entry(node.node_class.clone())
-            .or_default() += 1;
+        bump(&mut metric.class_exhausted, &node.node_class);
     }
-    *metric
-        .dimension_exhausted
-        .entry(dimension.to_string())
-        .or_default() += 1;
+    bump(&mut metric.dimension_exhausted, dimension);
 }
 
 /// What one placement asks for.
@@ -394,12 +392,12 @@ pub fn select(
             continue;
         }
         if let Err(reason) = checker.check_distinct_property(node) {
-            record_filtered(metric, node, &reason);
+            record_filtered(metric, node, reason);
             continue;
         }
         let usage = usage_of(node);
         if let Err(reason) = checker.check_distinct(&usage) {
-            record_filtered(metric, node, &reason);
+            record_filtered(metric, node, reason);
             continue;
         }
         if let Err(dim) = check_fit(node, &usage, ask.resources, ask.network) {

@@ -153,7 +153,7 @@ impl GroupPass<'_, '_, '_> {
                     .or_default() += 1;
             }
         }
-        let feasible = self.checker.check_node(node);
+        let feasible = self.checker.check_node(node).map_err(|r| r.into_owned());
         let mut here = here.into_iter();
         if let Some(first) = here.next() {
             for extra in here.filter(running) {
