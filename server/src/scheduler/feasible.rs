@@ -48,24 +48,25 @@ pub const DISTINCT_PROPERTY: &str = "distinct_property";
 /// Resolves a constraint operand against a node: `${attr.x}`, `${meta.x}`,
 /// `${node.id|name|class|datacenter|pool}` (and Nomad's `${node.unique.id|name}`).
 /// Anything not wrapped in `${...}` is a literal. `None` when the node lacks it.
-pub fn resolve(target: &str, node: &Node) -> Option<String> {
+/// Borrowed from the operand or the node: resolving allocates nothing.
+pub fn resolve<'a>(target: &'a str, node: &'a Node) -> Option<&'a str> {
     let Some(inner) = target
         .strip_prefix("${")
         .and_then(|rest| rest.strip_suffix('}'))
     else {
-        return Some(target.to_string());
+        return Some(target);
     };
     match inner {
-        "node.id" | "node.unique.id" => Some(node.id.clone()),
-        "node.name" | "node.unique.name" => Some(node.name.clone()),
-        "node.class" => Some(node.node_class.clone()),
-        "node.datacenter" => Some(node.datacenter.clone()),
-        "node.pool" => Some(node.node_pool.clone()),
+        "node.id" | "node.unique.id" => Some(&node.id),
+        "node.name" | "node.unique.name" => Some(&node.name),
+        "node.class" => Some(&node.node_class),
+        "node.datacenter" => Some(&node.datacenter),
+        "node.pool" => Some(&node.node_pool),
         _ => {
             if let Some(key) = inner.strip_prefix("attr.") {
-                node.attributes.get(key).cloned()
+                node.attributes.get(key).map(String::as_str)
             } else if let Some(key) = inner.strip_prefix("meta.") {
-                node.meta.get(key).cloned()
+                node.meta.get(key).map(String::as_str)
             } else {
                 None
             }
@@ -113,34 +114,34 @@ pub fn check_constraint(c: &Constraint, node: &Node, regexes: &mut RegexCache) -
         // Like Nomad: a missing attribute is "not equal".
         "!=" | "not" => left != right,
         "<" | "<=" | ">" | ">=" => match (left, right) {
-            (Some(l), Some(r)) => check_order(&c.operator, &l, &r),
+            (Some(l), Some(r)) => check_order(&c.operator, l, r),
             _ => false,
         },
         "is_set" => left.is_some(),
         "is_not_set" => left.is_none(),
         "regexp" => match (left, right) {
-            (Some(l), Some(r)) => regexes.is_match(&r, &l),
+            (Some(l), Some(r)) => regexes.is_match(r, l),
             _ => false,
         },
         "version" => match (left, right) {
-            (Some(l), Some(r)) => version::satisfies(&l, &r, version::Flavor::Loose),
+            (Some(l), Some(r)) => version::satisfies(l, r, version::Flavor::Loose),
             _ => false,
         },
         "semver" => match (left, right) {
-            (Some(l), Some(r)) => version::satisfies(&l, &r, version::Flavor::Strict),
+            (Some(l), Some(r)) => version::satisfies(l, r, version::Flavor::Strict),
             _ => false,
         },
         "set_contains" | "set_contains_all" => match (left, right) {
             (Some(l), Some(r)) => {
-                let have = split_set(&l);
-                split_set(&r).iter().all(|x| have.contains(x))
+                let have = split_set(l);
+                split_set(r).iter().all(|x| have.contains(x))
             }
             _ => false,
         },
         "set_contains_any" => match (left, right) {
             (Some(l), Some(r)) => {
-                let have = split_set(&l);
-                split_set(&r).iter().any(|x| have.contains(x))
+                let have = split_set(l);
+                split_set(r).iter().any(|x| have.contains(x))
             }
             _ => false,
         },
@@ -429,7 +430,7 @@ impl FeasibilityChecker {
     /// nodes with this node's value. A node without the property is infeasible.
     pub fn check_distinct_property(&self, node: &Node) -> Result<(), &str> {
         for p in &self.properties {
-            let ok = resolve(&p.attribute, node).is_some_and(|v| p.counts.get(&v) < p.limit);
+            let ok = resolve(&p.attribute, node).is_some_and(|v| p.counts.get(v) < p.limit);
             if !ok {
                 return Err(&p.reason);
             }
@@ -446,9 +447,9 @@ impl FeasibilityChecker {
             }
             if let Some(v) = resolve(&p.attribute, node) {
                 if added {
-                    p.counts.add(&v);
+                    p.counts.add(v);
                 } else {
-                    p.counts.remove(&v);
+                    p.counts.remove(v);
                 }
             }
         }
@@ -608,17 +609,14 @@ mod tests {
             .attr("kernel.name", "linux")
             .meta("rack", "r1")
             .build();
-        assert_eq!(
-            resolve("${attr.kernel.name}", &node).as_deref(),
-            Some("linux")
-        );
-        assert_eq!(resolve("${meta.rack}", &node).as_deref(), Some("r1"));
-        assert_eq!(resolve("${node.class}", &node).as_deref(), Some("fast"));
-        assert_eq!(resolve("${node.name}", &node).as_deref(), Some("n1"));
-        assert_eq!(resolve("${node.datacenter}", &node).as_deref(), Some("dc1"));
-        assert_eq!(resolve("${node.pool}", &node).as_deref(), Some("default"));
+        assert_eq!(resolve("${attr.kernel.name}", &node), Some("linux"));
+        assert_eq!(resolve("${meta.rack}", &node), Some("r1"));
+        assert_eq!(resolve("${node.class}", &node), Some("fast"));
+        assert_eq!(resolve("${node.name}", &node), Some("n1"));
+        assert_eq!(resolve("${node.datacenter}", &node), Some("dc1"));
+        assert_eq!(resolve("${node.pool}", &node), Some("default"));
         assert_eq!(resolve("${attr.missing}", &node), None);
-        assert_eq!(resolve("plain", &node).as_deref(), Some("plain"));
+        assert_eq!(resolve("plain", &node), Some("plain"));
     }
 
     #[test]

@@ -154,7 +154,7 @@ impl SpreadState {
             // A node without the attribute is the worst place to spread to.
             return -1.0;
         };
-        let used = f64::from(self.counts.get(&value));
+        let used = f64::from(self.counts.get(value));
         let Some(rest) = self.rest else {
             // Even spread over the values seen: the least loaded value gets +1, the
             // most loaded -1, linearly in between; all equal -> no preference.
@@ -265,7 +265,7 @@ impl GroupRanker {
     pub fn observe_node(&mut self, node: &Node) {
         for sp in self.spreads.iter_mut().filter(|sp| sp.rest.is_none()) {
             if let Some(v) = resolve(&sp.attribute, node) {
-                sp.counts.observe(&v);
+                sp.counts.observe(v);
             }
         }
     }
@@ -275,9 +275,9 @@ impl GroupRanker {
         for sp in &mut self.spreads {
             if let Some(v) = resolve(&sp.attribute, node) {
                 if added {
-                    sp.counts.add(&v);
+                    sp.counts.add(v);
                 } else {
-                    sp.counts.remove(&v);
+                    sp.counts.remove(v);
                 }
             }
         }
