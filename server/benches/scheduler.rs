@@ -231,7 +231,13 @@ async fn c1m(scale: f64) -> BenchResult<()> {
     let n_nodes = ((10_000.0 * scale).round() as usize).max(10);
     let n_jobs = ((1_000.0 * scale).round() as usize).max(1);
     let per_job = 1_000;
-    let dir = tempfile::tempdir()?;
+    // BENCH_KEEP_DIR=path keeps c1m's database there for inspection.
+    let dir = match std::env::var_os("BENCH_KEEP_DIR") {
+        Some(path) => tempfile::Builder::new()
+            .disable_cleanup(true)
+            .tempdir_in(path)?,
+        None => tempfile::tempdir()?,
+    };
     let server = start_server(dir.path()).await?;
 
     // 4 sizes x 2 datacenters x 4 attribute variants (one of them not linux).

@@ -154,7 +154,7 @@ fn compute_generic(
     now_ms: u64,
 ) -> Outcome {
     let allocs = allocs_with_jobs(st, &eval.job_id);
-    let nodes = st.nodes();
+    let nodes = st.shared_nodes();
     let node_map: NodesById<'_> = nodes.iter().map(|n| (n.id.as_str(), n)).collect();
     let rec = reconcile(job.as_ref(), &allocs, &node_map, now_ms);
     let mut b = PlanBuilder::new(eval, st, job.as_ref(), now_ms);

@@ -18,6 +18,8 @@
 //!   `system`: system and sysbatch jobs. Every plan carries per-group annotations.
 //! - `rng`: the seeded SplitMix64 used for shuffling and port picking.
 
+use std::sync::Arc;
+
 use orch_common::structs::{
     Allocation, Evaluation, Job, Node, Plan, PlanResult, Resources, SchedulerConfiguration,
 };
@@ -49,6 +51,12 @@ pub trait State {
     /// Every node (the scheduler filters by datacenter, status, eligibility).
     fn nodes(&self) -> Vec<Node>;
     fn node(&self, id: &str) -> Option<Node>;
+    /// `nodes()` without copying them: the store shares one decoded list between
+    /// snapshots, so an evaluation over 10,000 nodes clones none. (Additive; the
+    /// default wraps `nodes()`.)
+    fn shared_nodes(&self) -> Arc<Vec<Node>> {
+        Arc::new(self.nodes())
+    }
     /// All allocations of a job, terminal ones included.
     fn allocs_by_job(&self, job_id: &str) -> Vec<Allocation>;
     /// Allocations on a node that still use its resources (client status not terminal).

@@ -52,7 +52,7 @@ impl Snapshot {
 
     /// Every node sorted by id, decoded once and shared with later snapshots while
     /// the nodes do not change.
-    pub fn shared_nodes(&self) -> Arc<Vec<Node>> {
+    fn shared_node_list(&self) -> Arc<Vec<Node>> {
         if let Some(nodes) = self.nodes.get() {
             return nodes.clone();
         }
@@ -146,7 +146,7 @@ impl State for Snapshot {
     }
 
     fn nodes(&self) -> Vec<Node> {
-        self.shared_nodes().as_ref().clone()
+        self.shared_node_list().as_ref().clone()
     }
 
     fn node(&self, id: &str) -> Option<Node> {
@@ -157,6 +157,10 @@ impl State for Snapshot {
                 .map(|i| nodes[i].clone());
         }
         self.with("a node", |c| read::node(c, id)).flatten()
+    }
+
+    fn shared_nodes(&self) -> Arc<Vec<Node>> {
+        self.shared_node_list()
     }
 
     fn node_allocated(&self, node_id: &str) -> NodeAllocated {
