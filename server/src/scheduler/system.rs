@@ -60,7 +60,9 @@ pub(crate) fn compute(
         out.plan = b.plan;
         return out;
     };
-    let mut nodes = st.nodes();
+    // The snapshot's shared list, borrowed (no copy of every node per evaluation).
+    let shared = st.shared_nodes();
+    let mut nodes: Vec<&Node> = shared.iter().collect();
     nodes.sort_by(|x, y| x.id.cmp(&y.id));
     let mut rng = Rng::from_str_seed(&eval.id);
     let mut eligibility: BTreeMap<String, bool> = BTreeMap::new();
@@ -96,7 +98,7 @@ pub(crate) fn compute(
                 .or_default()
                 .push(a.clone());
         }
-        for node in &nodes {
+        for node in nodes.iter().copied() {
             let here = by_node.remove(&node.id).unwrap_or_default();
             sys.node(&mut b, node, here, &mut rng);
         }

@@ -3,6 +3,7 @@
 //! plans into it (optionally rejecting some nodes, like a busy plan applier would).
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use orch_common::ids;
 use orch_common::structs::{
@@ -409,6 +410,8 @@ pub struct MemState {
     pub evals: BTreeMap<String, Evaluation>,
     /// The cluster's scheduler configuration (algorithm, preemption).
     pub config: SchedulerConfiguration,
+    /// The node list shared between snapshots, like the store's (rebuilt on change).
+    pub shared: Option<Arc<Vec<Node>>>,
 }
 
 impl MemState {
@@ -424,6 +427,7 @@ impl MemState {
     }
     pub fn upsert_node(&mut self, node: Node) {
         self.index += 1;
+        self.shared = None;
         self.nodes.insert(node.id.clone(), node);
     }
     pub fn upsert_job(&mut self, job: Job) {
@@ -441,6 +445,11 @@ impl MemState {
         self.allocs.insert(alloc.id.clone(), alloc);
     }
     /// Non-terminal allocations of the job (what the client would see).
+    /// Shares the current node list between this state and its clones (what the
+    /// store does), so evaluations do not copy every node.
+    pub fn share_nodes(&mut self) {
+        self.shared = Some(Arc::new(self.nodes.values().cloned().collect()));
+    }
     pub fn live_allocs(&self, job_id: &str) -> Vec<Allocation> {
         self.allocs
             .values()
@@ -526,6 +535,12 @@ impl State for MemState {
     }
     fn job_version(&self, id: &str, version: u64) -> Option<Job> {
         self.versions.get(&(id.to_string(), version)).cloned()
+    }
+    fn shared_nodes(&self) -> Arc<Vec<Node>> {
+        match &self.shared {
+            Some(list) => list.clone(),
+            None => Arc::new(self.nodes()),
+        }
     }
     fn scheduler_config(&self) -> SchedulerConfiguration {
         self.config.clone()
