@@ -121,6 +121,12 @@ enum Delta {
 }
 
 impl Writer<'_> {
+    /// Runs a statement through the connection's statement cache: the writer runs the
+    /// same few statements thousands of times per plan, and parsing them dominated.
+    fn exec<P: rusqlite::Params>(&self, sql: &str, params: P) -> rusqlite::Result<usize> {
+        self.tx.prepare_cached(sql)?.execute(params)
+    }
+
     fn command(&mut self, cmd: &Command) -> Result<(), StateError> {
         match cmd {
             Command::UpsertJob { job, eval } => {
@@ -183,12 +189,11 @@ impl Writer<'_> {
 
     fn append_to_log(&mut self, cmd: &Command) -> Result<(), StateError> {
         let json = encode("command", &self.index.to_string(), cmd)?;
-        self.tx
-            .execute(
-                "INSERT INTO command_log (idx, command, time) VALUES (?1, ?2, ?3)",
-                params![self.index as i64, json, self.now as i64],
-            )
-            .ctx(|| format!("appending index {} to the command log", self.index))?;
+        self.exec(
+            "INSERT INTO command_log (idx, command, time) VALUES (?1, ?2, ?3)",
+            params![self.index as i64, json, self.now as i64],
+        )
+        .ctx(|| format!("appending index {} to the command log", self.index))?;
         Ok(())
     }
 
@@ -199,13 +204,12 @@ impl Writer<'_> {
             .map(|t| t.name())
             .chain(std::iter::once("command_log"));
         for name in names {
-            self.tx
-                .execute(
-                    "INSERT INTO indexes (name, idx) VALUES (?1, ?2) \
+            self.exec(
+                "INSERT INTO indexes (name, idx) VALUES (?1, ?2) \
                      ON CONFLICT (name) DO UPDATE SET idx = excluded.idx",
-                    params![name, self.index as i64],
-                )
-                .ctx(|| format!("recording index {} for {name}", self.index))?;
+                params![name, self.index as i64],
+            )
+            .ctx(|| format!("recording index {} for {name}", self.index))?;
         }
         Ok(())
     }
@@ -214,40 +218,38 @@ impl Writer<'_> {
 
     fn write_job(&mut self, job: &Job) -> Result<(), StateError> {
         let json = encode("job", &job.id, job)?;
-        self.tx
-            .execute(
-                "INSERT INTO jobs (id, status, version, create_index, modify_index, \
+        self.exec(
+            "INSERT INTO jobs (id, status, version, create_index, modify_index, \
                  job_modify_index, json) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) \
                  ON CONFLICT (id) DO UPDATE SET status = excluded.status, \
                  version = excluded.version, create_index = excluded.create_index, \
                  modify_index = excluded.modify_index, \
                  job_modify_index = excluded.job_modify_index, json = excluded.json",
-                params![
-                    job.id,
-                    enum_str(&job.status),
-                    job.version as i64,
-                    job.create_index as i64,
-                    job.modify_index as i64,
-                    job.job_modify_index as i64,
-                    json
-                ],
-            )
-            .ctx(|| format!("writing job {:?}", job.id))?;
+            params![
+                job.id,
+                enum_str(&job.status),
+                job.version as i64,
+                job.create_index as i64,
+                job.modify_index as i64,
+                job.job_modify_index as i64,
+                json
+            ],
+        )
+        .ctx(|| format!("writing job {:?}", job.id))?;
         self.touched.insert(Table::Jobs);
         Ok(())
     }
 
     fn write_job_version(&mut self, job: &Job) -> Result<(), StateError> {
         let json = encode("job version", &job.id, job)?;
-        self.tx
-            .execute(
-                "INSERT INTO job_versions (job_id, version, create_index, modify_index, json) \
+        self.exec(
+            "INSERT INTO job_versions (job_id, version, create_index, modify_index, json) \
                  VALUES (?1, ?2, ?3, ?3, ?4) \
                  ON CONFLICT (job_id, version) DO UPDATE SET \
                  modify_index = excluded.modify_index, json = excluded.json",
-                params![job.id, job.version as i64, self.index as i64, json],
-            )
-            .ctx(|| format!("writing version {} of job {:?}", job.version, job.id))?;
+            params![job.id, job.version as i64, self.index as i64, json],
+        )
+        .ctx(|| format!("writing version {} of job {:?}", job.version, job.id))?;
         self.touched.insert(Table::Jobs);
         Ok(())
     }
@@ -308,8 +310,7 @@ impl Writer<'_> {
     fn deregister_job(&mut self, job_id: &str, purge: bool) -> Result<(), StateError> {
         if purge {
             let n = self
-                .tx
-                .execute("DELETE FROM jobs WHERE id = ?1", [job_id])
+                .exec("DELETE FROM jobs WHERE id = ?1", [job_id])
                 .ctx(|| format!("purging job {job_id:?}"))?;
             if n > 0 {
                 self.touched.insert(Table::Jobs);
@@ -384,23 +385,22 @@ impl Writer<'_> {
         }
         eval.modify_time = self.now;
         let json = encode("evaluation", &eval.id, &eval)?;
-        self.tx
-            .execute(
-                "INSERT INTO evals (id, job_id, status, create_index, modify_index, json) \
+        self.exec(
+            "INSERT INTO evals (id, job_id, status, create_index, modify_index, json) \
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
                  ON CONFLICT (id) DO UPDATE SET job_id = excluded.job_id, \
                  status = excluded.status, modify_index = excluded.modify_index, \
                  json = excluded.json",
-                params![
-                    eval.id,
-                    eval.job_id,
-                    enum_str(&eval.status),
-                    eval.create_index as i64,
-                    eval.modify_index as i64,
-                    json
-                ],
-            )
-            .ctx(|| format!("writing evaluation {:?}", eval.id))?;
+            params![
+                eval.id,
+                eval.job_id,
+                enum_str(&eval.status),
+                eval.create_index as i64,
+                eval.modify_index as i64,
+                json
+            ],
+        )
+        .ctx(|| format!("writing evaluation {:?}", eval.id))?;
         self.touched.insert(Table::Evals);
         Ok(())
     }
@@ -427,9 +427,8 @@ impl Writer<'_> {
             });
         }
         let json = encode("allocation", &alloc.id, alloc)?;
-        self.tx
-            .execute(
-                "INSERT INTO allocs (id, job_id, node_id, client_status, desired_status, \
+        self.exec(
+            "INSERT INTO allocs (id, job_id, node_id, client_status, desired_status, \
                  create_index, modify_index, json, group_name) \
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) \
                  ON CONFLICT (id) DO UPDATE SET job_id = excluded.job_id, \
@@ -437,19 +436,19 @@ impl Writer<'_> {
                  desired_status = excluded.desired_status, \
                  create_index = excluded.create_index, modify_index = excluded.modify_index, \
                  json = excluded.json, group_name = excluded.group_name",
-                params![
-                    alloc.id,
-                    alloc.job_id,
-                    alloc.node_id,
-                    enum_str(&alloc.client_status),
-                    enum_str(&alloc.desired_status),
-                    alloc.create_index as i64,
-                    alloc.modify_index as i64,
-                    json,
-                    alloc.group
-                ],
-            )
-            .ctx(|| format!("writing allocation {:?}", alloc.id))?;
+            params![
+                alloc.id,
+                alloc.job_id,
+                alloc.node_id,
+                enum_str(&alloc.client_status),
+                enum_str(&alloc.desired_status),
+                alloc.create_index as i64,
+                alloc.modify_index as i64,
+                json,
+                alloc.group
+            ],
+        )
+        .ctx(|| format!("writing allocation {:?}", alloc.id))?;
         self.touched.insert(Table::Allocs);
         Ok(())
     }
@@ -570,23 +569,22 @@ impl Writer<'_> {
 
     fn write_node(&mut self, node: &Node) -> Result<(), StateError> {
         let json = encode("node", &node.id, node)?;
-        self.tx
-            .execute(
-                "INSERT INTO nodes (id, name, status, create_index, modify_index, json) \
+        self.exec(
+            "INSERT INTO nodes (id, name, status, create_index, modify_index, json) \
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
                  ON CONFLICT (id) DO UPDATE SET name = excluded.name, \
                  status = excluded.status, create_index = excluded.create_index, \
                  modify_index = excluded.modify_index, json = excluded.json",
-                params![
-                    node.id,
-                    node.name,
-                    enum_str(&node.status),
-                    node.create_index as i64,
-                    node.modify_index as i64,
-                    json
-                ],
-            )
-            .ctx(|| format!("writing node {:?}", node.id))?;
+            params![
+                node.id,
+                node.name,
+                enum_str(&node.status),
+                node.create_index as i64,
+                node.modify_index as i64,
+                json
+            ],
+        )
+        .ctx(|| format!("writing node {:?}", node.id))?;
         self.touched.insert(Table::Nodes);
         Ok(())
     }
@@ -600,15 +598,14 @@ impl Writer<'_> {
         };
         config.modify_index = self.index;
         let json = encode("scheduler configuration", "scheduler_config", &config)?;
-        self.tx
-            .execute(
-                "INSERT INTO scheduler_config (id, create_index, modify_index, json) \
+        self.exec(
+            "INSERT INTO scheduler_config (id, create_index, modify_index, json) \
                  VALUES (1, ?1, ?2, ?3) \
                  ON CONFLICT (id) DO UPDATE SET modify_index = excluded.modify_index, \
                  json = excluded.json",
-                params![config.create_index as i64, config.modify_index as i64, json],
-            )
-            .ctx(|| "writing the scheduler configuration".to_string())?;
+            params![config.create_index as i64, config.modify_index as i64, json],
+        )
+        .ctx(|| "writing the scheduler configuration".to_string())?;
         Ok(())
     }
 

@@ -201,6 +201,8 @@ fn open_connection(path: &Path) -> Result<Connection, StateError> {
         path: path.to_path_buf(),
         source,
     })?;
+    // Every statement the writer and the readers run fits in the cache.
+    conn.set_prepared_statement_cache_capacity(64);
     let pragmas = || -> Result<(), rusqlite::Error> {
         conn.busy_timeout(BUSY_TIMEOUT)?;
         // WAL: readers see a consistent snapshot while the writer commits.

@@ -23,6 +23,16 @@ pub struct GroupStatusCount {
     pub count: u32,
 }
 
+/// `query_row` through the connection's statement cache.
+fn cached_row<T, P: Params>(
+    c: &Connection,
+    sql: &str,
+    params: P,
+    f: impl FnOnce(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+) -> rusqlite::Result<T> {
+    c.prepare_cached(sql)?.query_row(params, f)
+}
+
 /// Runs `sql` (selecting `id, json`) and decodes every row.
 fn query_json<T: DeserializeOwned, P: Params>(
     c: &Connection,
@@ -110,7 +120,8 @@ pub(crate) fn job_version(
 
 /// The highest stored version of a job id (kept across purges), if any.
 pub(crate) fn max_job_version(c: &Connection, id: &str) -> Result<Option<u64>, StateError> {
-    c.query_row(
+    cached_row(
+        c,
         "SELECT MAX(version) FROM job_versions WHERE job_id = ?1",
         [id],
         |r| r.get::<_, Option<i64>>(0),
@@ -169,7 +180,8 @@ pub(crate) fn blocked_eval(c: &Connection, job_id: &str) -> Result<Option<Evalua
 
 /// True when the job has a pending or blocked evaluation.
 pub(crate) fn job_has_open_evals(c: &Connection, job_id: &str) -> Result<bool, StateError> {
-    c.query_row(
+    cached_row(
+        c,
         "SELECT EXISTS (SELECT 1 FROM evals WHERE job_id = ?1 AND status IN ('pending', 'blocked'))",
         [job_id],
         |r| r.get::<_, bool>(0),
@@ -179,7 +191,8 @@ pub(crate) fn job_has_open_evals(c: &Connection, job_id: &str) -> Result<bool, S
 
 /// A job's allocation count and how many of them are pending or running on a client.
 pub(crate) fn job_alloc_counts(c: &Connection, job_id: &str) -> Result<(u64, u64), StateError> {
-    c.query_row(
+    cached_row(
+        c,
         "SELECT COUNT(*), COALESCE(SUM(client_status IN ('pending', 'running')), 0) \
          FROM allocs WHERE job_id = ?1",
         [job_id],
@@ -255,7 +268,8 @@ pub(crate) fn allocs_for_client(
 }
 
 pub(crate) fn node_allocs_max_index(c: &Connection, node_id: &str) -> Result<u64, StateError> {
-    c.query_row(
+    cached_row(
+        c,
         "SELECT COALESCE(MAX(modify_index), 0) FROM allocs WHERE node_id = ?1",
         [node_id],
         |r| r.get::<_, i64>(0),
@@ -392,7 +406,7 @@ pub(crate) fn table_indexes(c: &Connection) -> Result<BTreeMap<String, u64>, Sta
 
 /// The last applied index as seen by this connection (its transaction, if any).
 pub(crate) fn last_index(c: &Connection) -> Result<u64, StateError> {
-    c.query_row("SELECT COALESCE(MAX(idx), 0) FROM indexes", [], |r| {
+    cached_row(c, "SELECT COALESCE(MAX(idx), 0) FROM indexes", [], |r| {
         r.get::<_, i64>(0)
     })
     .ctx(|| "reading the last applied index".to_string())
