@@ -24,13 +24,14 @@
 //! ${meta.rack}`; fit failures name the dimension (`cpu`, `memory`, `ports`).
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 
 use orch_common::regex::Regex;
 use orch_common::structs::{
     AllocatedPort, Constraint, Job, NetworkSpec, Node, Resources, TaskGroup,
 };
 
+use super::fxhash::FxHashMap;
 use super::property::PropertyCounts;
 use super::rng::Rng;
 use super::version;
@@ -91,17 +92,20 @@ pub fn is_class_level(c: &Constraint) -> bool {
 /// Compiled `regexp` constraint patterns (an invalid pattern matches nothing).
 #[derive(Debug, Default)]
 pub struct RegexCache {
-    compiled: HashMap<String, Option<Regex>>,
+    compiled: FxHashMap<String, Option<Regex>>,
 }
 
 impl RegexCache {
     fn is_match(&mut self, pattern: &str, value: &str) -> bool {
+        if !self.compiled.contains_key(pattern) {
+            // Compiled once per pattern; later lookups allocate nothing.
+            self.compiled
+                .insert(pattern.to_string(), Regex::new(pattern).ok());
+        }
         self.compiled
-            .entry(pattern.to_string())
-            .or_insert_with(|| Regex::new(pattern).ok())
-            .as_ref()
-            .map(|re| re.is_match(value))
-            .unwrap_or(false)
+            .get(pattern)
+            .and_then(Option::as_ref)
+            .is_some_and(|re| re.is_match(value))
     }
 }
 
@@ -224,7 +228,7 @@ pub struct FeasibilityChecker {
     node_constraints: Vec<(Constraint, String)>,
     distinct: Option<DistinctScope>,
     properties: Vec<DistinctProperty>,
-    class_cache: HashMap<String, Result<(), String>>,
+    class_cache: FxHashMap<String, Result<(), String>>,
     /// The reason of the last uncached class check (nodes without a computed class).
     uncached_reason: String,
     regexes: RegexCache,
@@ -318,7 +322,7 @@ impl FeasibilityChecker {
             node_constraints,
             distinct,
             properties,
-            class_cache: HashMap::new(),
+            class_cache: FxHashMap::default(),
             uncached_reason: String::new(),
             regexes: RegexCache::default(),
             class_eligibility: BTreeMap::new(),

@@ -16,7 +16,8 @@
 //! - `context`: the plan under construction and the node usage it implies.
 //! - `generic`: `process` for service and batch jobs (and the dispatch);
 //!   `system`: system and sysbatch jobs. Every plan carries per-group annotations.
-//! - `rng`: the seeded SplitMix64 used for shuffling and port picking.
+//! - `rng`: the seeded SplitMix64 used for shuffling and port picking; `fxhash`: the
+//!   fast hasher of the hot maps keyed by node classes and property values.
 
 use std::sync::Arc;
 
@@ -26,6 +27,7 @@ use orch_common::structs::{
 
 pub mod context;
 pub mod feasible;
+pub mod fxhash;
 pub mod generic;
 #[cfg(test)]
 mod placement_tests;

@@ -3,12 +3,14 @@
 //! what `spread` evens out. Min and max come from a histogram, so reading them costs
 //! O(log values) however many nodes the cluster has.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+use super::fxhash::FxHashMap;
 
 /// Allocations per property value.
 #[derive(Debug, Clone, Default)]
 pub struct PropertyCounts {
-    counts: HashMap<String, u32>,
+    counts: FxHashMap<String, u32>,
     /// count -> how many values have that count.
     histogram: BTreeMap<u32, usize>,
 }
