@@ -410,6 +410,41 @@ fn spread_without_targets_evens_out_over_the_values_seen() {
 }
 
 #[test]
+fn spread_evens_out_at_scale_with_the_bounded_sample() {
+    let nodes: Vec<Node> = (0..2_000)
+        .map(|i| {
+            NodeBuilder::new()
+                .id(&format!("node-{i:05}"))
+                .meta("rack", &format!("r{}", i % 20))
+                .build()
+        })
+        .collect();
+    let mut h = Harness::new(&nodes);
+    h.state.share_nodes();
+    let eval = h.register(
+        JobBuilder::new("web")
+            .count(200)
+            .spread("${meta.rack}", 50, &[])
+            .build(),
+    );
+    h.process(&eval).expect("process");
+    let rack_of: BTreeMap<&str, &str> = nodes
+        .iter()
+        .map(|n| (n.id.as_str(), n.meta["rack"].as_str()))
+        .collect();
+    let mut racks: BTreeMap<&str, usize> = BTreeMap::new();
+    for a in h.last_placed() {
+        *racks.entry(rack_of[a.node_id.as_str()]).or_default() += 1;
+    }
+    assert_eq!(racks.len(), 20);
+    let (min, max) = (racks.values().min(), racks.values().max());
+    assert!(
+        max.zip(min).is_some_and(|(max, min)| max - min <= 2),
+        "{racks:?}"
+    );
+}
+
+#[test]
 fn spread_honours_target_percentages() {
     // Enough nodes per rack that anti-affinity never outweighs the spread.
     let mut h = Harness::new(&racks(&[("r1", 8), ("r2", 8)]));
@@ -452,7 +487,7 @@ fn only_the_best_few_scores_are_kept_in_the_metric() {
     h.process(&eval).expect("process");
     let placed = h.last_placed();
     let metric = placed[0].metrics.as_ref().expect("metric");
-    assert!(metric.nodes_evaluated >= 24);
+    assert!(metric.nodes_evaluated >= super::rank::MIN_SAMPLE_WITH_PREFERENCES as u32);
     assert_eq!(metric.scores.len(), super::rank::SCORES_KEPT);
     let best = metric.scores.values().cloned().fold(f64::MIN, f64::max);
     assert_eq!(metric.scores.get(&placed[0].node_id), Some(&best));
