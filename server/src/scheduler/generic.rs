@@ -436,14 +436,24 @@ impl<'s, 'n> Placer<'s, 'n> {
     ) -> Result<Placed, Box<AllocMetric>> {
         let mut metric = self.base_metric.clone();
         let ask = group.resources();
-        let checker = self
-            .checkers
-            .entry(group.name.clone())
-            .or_insert_with(|| FeasibilityChecker::new(job, group));
-        let ranker = self
-            .rankers
-            .entry(group.name.clone())
-            .or_insert_with(|| GroupRanker::new(SchedulerAlgorithm::default(), job, group));
+        // Every group's checker and ranker exist from `new` (looked up without
+        // allocating a key per placement); a group added since is set up here.
+        if !self.checkers.contains_key(&group.name) {
+            self.checkers
+                .insert(group.name.clone(), FeasibilityChecker::new(job, group));
+        }
+        if !self.rankers.contains_key(&group.name) {
+            self.rankers.insert(
+                group.name.clone(),
+                GroupRanker::new(SchedulerAlgorithm::default(), job, group),
+            );
+        }
+        let (Some(checker), Some(ranker)) = (
+            self.checkers.get_mut(&group.name),
+            self.rankers.get_mut(&group.name),
+        ) else {
+            return Err(Box::new(metric));
+        };
         let want = Ask {
             resources: &ask,
             network: &group.network,
