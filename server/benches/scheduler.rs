@@ -91,6 +91,10 @@ async fn start_server(dir: &std::path::Path) -> BenchResult<Server> {
         // Nodes are registered through the log, never heartbeat: keep them alive.
         heartbeat_min_ttl: Duration::from_secs(3600),
         heartbeat_grace: Duration::from_secs(3600),
+        num_schedulers: std::env::var("BENCH_WORKERS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(ServerConfig::default().num_schedulers),
         ..ServerConfig::default()
     };
     Ok(Server::start(cfg).await?)

@@ -152,7 +152,12 @@ pub async fn apply(
             result.node_update.insert(node.clone(), Vec::new());
         }
     }
-    let allocs: Vec<Allocation> = result.node_allocation.values().flatten().cloned().collect();
+    let allocs: Vec<Allocation> = result
+        .node_allocation
+        .values()
+        .flatten()
+        .map(compact)
+        .collect();
     let mut stopped: Vec<Allocation> = result.node_update.values().flatten().cloned().collect();
     // Evictions commit only with the placements they make room for.
     stopped.extend(
@@ -186,6 +191,18 @@ pub async fn apply(
         result.refresh_index = result.alloc_index.max(store.last_index()).max(1);
     }
     Ok(result)
+}
+
+/// The allocation as stored: no embedded job (served from the job's versions) and of
+/// the placement scores only the chosen node's, which keeps each row (and the command
+/// that carries it) a fraction of the size at a million allocations.
+fn compact(a: &Allocation) -> Allocation {
+    let mut a = a.clone();
+    a.job = None;
+    if let Some(m) = a.metrics.as_mut() {
+        m.scores.retain(|node, _| *node == a.node_id);
+    }
+    a
 }
 
 /// Re-checks every node that gets placements against the current state.

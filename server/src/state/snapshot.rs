@@ -21,6 +21,9 @@ pub struct Snapshot {
     index: u64,
     mirror: Mirror,
     nodes: OnceLock<Arc<Vec<Node>>>,
+    /// The last job whose allocations were read: the scheduler reads them more than
+    /// once per evaluation (reconcile, then node usage), and decoding dominates.
+    job_allocs: Mutex<Option<(String, Arc<Vec<Allocation>>)>>,
 }
 
 impl std::fmt::Debug for Snapshot {
@@ -47,6 +50,7 @@ impl Snapshot {
             index,
             mirror,
             nodes,
+            job_allocs: Mutex::new(None),
         })
     }
 
@@ -172,8 +176,21 @@ impl State for Snapshot {
     }
 
     fn allocs_by_job(&self, job_id: &str) -> Vec<Allocation> {
-        self.with("allocations", |c| read::allocs_by_job(c, job_id))
-            .unwrap_or_default()
+        let mut memo = self
+            .job_allocs
+            .lock()
+            .expect("snapshot allocation memo poisoned");
+        if let Some((id, allocs)) = memo.as_ref() {
+            if id == job_id {
+                return allocs.as_ref().clone();
+            }
+        }
+        let Some(allocs) = self.with("allocations", |c| read::allocs_by_job(c, job_id)) else {
+            return Vec::new();
+        };
+        let allocs = Arc::new(allocs);
+        *memo = Some((job_id.to_string(), allocs.clone()));
+        allocs.as_ref().clone()
     }
 
     fn allocs_by_node(&self, node_id: &str) -> Vec<Allocation> {
