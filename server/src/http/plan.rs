@@ -209,6 +209,15 @@ impl State for Overlay<'_> {
     fn scheduler_config(&self) -> SchedulerConfiguration {
         self.inner.scheduler_config()
     }
+
+    // The store's fast paths (shared node list, per-node sums), not the defaults.
+    fn shared_nodes(&self) -> std::sync::Arc<Vec<Node>> {
+        self.inner.shared_nodes()
+    }
+
+    fn node_allocated(&self, node_id: &str) -> crate::scheduler::NodeAllocated {
+        self.inner.node_allocated(node_id)
+    }
 }
 
 /// A `Planner` that commits nothing: every plan is answered as fully committed, and
