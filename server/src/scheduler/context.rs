@@ -178,11 +178,15 @@ impl<'s> PlanBuilder<'s> {
                 }
             }
         } else {
-            let mut base = self
-                .node_sums
-                .entry(node.id.clone())
-                .or_insert_with(|| state.node_allocated(&node.id))
-                .clone();
+            // `get` first: `entry` would clone the id on every candidate visit.
+            let mut base = match self.node_sums.get(&node.id) {
+                Some(sum) => sum.clone(),
+                None => {
+                    let sum = state.node_allocated(&node.id);
+                    self.node_sums.insert(node.id.clone(), sum.clone());
+                    sum
+                }
+            };
             for a in own.iter().filter(|a| holds_resources(a)) {
                 base.remove(a);
             }
