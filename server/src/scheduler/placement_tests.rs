@@ -945,3 +945,58 @@ fn placement_speed_of_a_thousand_instances_over_ten_thousand_nodes() {
         assert_eq!(placed, 1000);
     }
 }
+
+/// Prints how tightly long-tailed jobs pack (nodes used over the lower bound), the
+/// shape of the benchmark's `packing` part. Run like the speed measurement.
+#[test]
+#[ignore = "a measurement, not a check: run it in release with --ignored --nocapture"]
+fn packing_ratio_of_long_tailed_jobs() {
+    let (cap_cpu, cap_mem) = (16_000u64, 32_768u64);
+    let mut rng = super::rng::Rng::new(2);
+    let mut unit = || (rng.below(1_000_000) as f64 + 1.0) / 1_000_001.0;
+    let mut tail = |min: f64, max: f64, step: u64| {
+        let v = (min / unit().powf(1.0 / 1.5)).min(max);
+        ((v as u64).div_ceil(step) * step).max(step)
+    };
+    let mut jobs = Vec::new();
+    let (mut sum_cpu, mut sum_mem) = (0u64, 0u64);
+    for j in 0..100 {
+        let (cpu, mem) = (tail(100.0, 8_000.0, 50), tail(128.0, 16_384.0, 64));
+        sum_cpu += cpu * 40;
+        sum_mem += mem * 40;
+        jobs.push(
+            JobBuilder::new(&format!("pack-{j:03}"))
+                .count(40)
+                .cpu(cpu)
+                .memory(mem)
+                .build(),
+        );
+    }
+    let lb = sum_cpu.div_ceil(cap_cpu).max(sum_mem.div_ceil(cap_mem)) as usize;
+    let nodes: Vec<Node> = (0..lb + lb / 4 + 10)
+        .map(|i| {
+            NodeBuilder::new()
+                .id(&format!("node-{i:05}"))
+                .cpu(cap_cpu)
+                .memory(cap_mem)
+                .build()
+        })
+        .collect();
+    let mut h = Harness::new(&nodes);
+    for job in jobs {
+        let eval = h.register(job);
+        h.process(&eval).expect("process");
+    }
+    let used: BTreeSet<&str> = h
+        .state
+        .allocs
+        .values()
+        .map(|a| a.node_id.as_str())
+        .collect();
+    let placed = h.state.allocs.len();
+    println!(
+        "packing.ratio {:.3} x ({placed} allocs on {} nodes, lower bound {lb})",
+        used.len() as f64 / lb as f64,
+        used.len()
+    );
+}
