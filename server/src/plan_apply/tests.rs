@@ -316,3 +316,49 @@ fn node_fits_counts_only_allocs_that_hold_resources() {
     );
     assert_eq!(node_fits(None, &[], &[], &[]), Err("node does not exist"));
 }
+
+#[test]
+fn node_fits_sum_checks_placements_against_what_stays_on_the_node() {
+    let node = NodeBuilder::new().memory(512).reserved_ports(&[22]).build();
+    let job = JobBuilder::new("web").memory(200).build();
+    let mut staying = NodeAllocated::default();
+    let mut running = alloc_for(&job, "web", 0, &node);
+    running.resources.ports = vec![port(20001)];
+    staying.add(&running);
+
+    let fits = alloc_for(&job, "web", 1, &node);
+    assert_eq!(
+        node_fits_sum(Some(&node), staying.clone(), std::slice::from_ref(&fits)),
+        Ok(())
+    );
+    let too_many = vec![fits.clone(), alloc_for(&job, "web", 2, &node)];
+    assert_eq!(
+        node_fits_sum(Some(&node), staying.clone(), &too_many),
+        Err("memory exhausted")
+    );
+    let mut taken = fits.clone();
+    taken.resources.ports = vec![port(20001)];
+    assert_eq!(
+        node_fits_sum(Some(&node), staying.clone(), &[taken]),
+        Err("port collision")
+    );
+    let mut reserved = fits;
+    reserved.resources.ports = vec![port(22)];
+    assert_eq!(
+        node_fits_sum(Some(&node), staying, &[reserved]),
+        Err("port reserved on the node")
+    );
+    assert_eq!(
+        node_fits_sum(None, NodeAllocated::default(), &[]),
+        Err("node does not exist")
+    );
+}
+
+fn port(value: u16) -> AllocatedPort {
+    AllocatedPort {
+        label: "http".into(),
+        value,
+        to: None,
+        host_ip: "127.0.0.1".into(),
+    }
+}
