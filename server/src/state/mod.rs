@@ -8,12 +8,19 @@
 //!        ▼
 //!   CommandLog::submit ──► writer thread: index = last + 1
 //!                               │ StateStore::apply(index, cmd)   (one transaction:
-//!                               │   rows + command_log + indexes, synchronous=FULL)
+//!                               │   rows + command_log + indexes, synchronous=FULL;
+//!                               │   the in-memory mirror changes with the commit)
 //!                               ├─► watch channels (jobs/evals/allocs/nodes/last)
 //!                               └─► observers (EvalBroker::observe)
 //!   reads: pooled WAL connections (`job`, `allocs_by_node`, ...) and `snapshot()`,
-//!          a read transaction pinned at one index (implements `scheduler::State`).
+//!          a read transaction pinned at one index plus the mirror at that index
+//!          (implements `scheduler::State`).
 //! ```
+//!
+//! The mirror (`Mirror`) holds what the scheduler reads for every candidate node:
+//! per-node sums of the allocations that hold resources, and the decoded node list.
+//! SQLite stays the durable store and the source of truth (the sums are rebuilt from
+//! it on open); the mirror only saves decoding rows on the hot path.
 //!
 //! Every row carries `create_index` / `modify_index`; the `indexes` table keeps the last
 //! index that touched each table, which is what blocking queries wait on.
