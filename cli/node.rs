@@ -5,7 +5,9 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 use clap::Subcommand;
-use orch_common::api::{AllocListStub, NodeListStub};
+use orch_common::api::{
+    AllocListStub, NodeEligibilityRequest, NodeEligibilityResponse, NodeListStub,
+};
 use orch_common::structs::{Eligibility, Node, Resources};
 
 use crate::api_client::encode;
@@ -21,7 +23,23 @@ pub enum NodeCommand {
         /// Node id (a unique prefix is enough); omit to list all nodes.
         node: Option<String>,
     },
+    /// Allow or forbid new placements on a node; what it runs keeps running.
+    #[command(after_help = ELIGIBILITY_EXAMPLES)]
+    Eligibility {
+        /// The scheduler may place new allocations on the node again.
+        #[arg(long, conflicts_with = "disable", required_unless_present = "disable")]
+        enable: bool,
+        /// The scheduler places nothing new on the node.
+        #[arg(long)]
+        disable: bool,
+        /// Node id (a unique prefix is enough).
+        node: String,
+    },
 }
+
+const ELIGIBILITY_EXAMPLES: &str = "EXAMPLES:
+  orch node eligibility --disable 3f1d9c2e
+  orch node eligibility --enable 3f1d9c2e";
 
 const STATUS_EXAMPLES: &str = "EXAMPLES:
   orch node status
@@ -32,7 +50,34 @@ pub async fn run(ctx: &Ctx, cmd: NodeCommand) -> Result<ExitCode> {
     match cmd {
         NodeCommand::Status { node: None } => list(ctx).await,
         NodeCommand::Status { node: Some(n) } => one(ctx, &n).await,
+        NodeCommand::Eligibility { enable, node, .. } => {
+            let eligibility = if enable {
+                Eligibility::Eligible
+            } else {
+                Eligibility::Ineligible
+            };
+            set_eligibility(ctx, &node, eligibility).await
+        }
     }
+}
+
+async fn set_eligibility(ctx: &Ctx, node_ref: &str, eligibility: Eligibility) -> Result<ExitCode> {
+    let api = ctx.api()?;
+    let path = format!("/v1/node/{}/eligibility", encode(node_ref));
+    let answer: NodeEligibilityResponse = api
+        .post(&path, &NodeEligibilityRequest { eligibility })
+        .await?;
+    if ctx.json {
+        output::print_json(&answer)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let word = eligibility_word(answer.eligibility);
+    if answer.changed {
+        println!("Node {:?} is now {word}", short(&answer.node_id));
+    } else {
+        println!("Node {:?} was already {word}", short(&answer.node_id));
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn eligibility_word(e: Eligibility) -> &'static str {

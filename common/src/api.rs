@@ -106,6 +106,20 @@ pub struct JobScaleRequest {
     pub enforce_index: Option<u64>,
 }
 
+/// `POST /v1/node/{id}/eligibility`: may the scheduler place new work on the node?
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeEligibilityRequest {
+    pub eligibility: Eligibility,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeEligibilityResponse {
+    pub node_id: String,
+    pub eligibility: Eligibility,
+    /// False when the node already had that eligibility (nothing was written).
+    pub changed: bool,
+}
+
 /// `PUT /v1/operator/scheduler/configuration`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SchedulerConfigUpdateResponse {

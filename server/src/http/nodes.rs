@@ -1,12 +1,13 @@
-//! Node routes for users: the list (stubs) and one node.
+//! Node routes for users: the list (stubs), one node, and its scheduling eligibility.
 
 use std::sync::Arc;
 
 use axum::extract::State;
-use orch_common::api::NodeListStub;
+use orch_common::api::{NodeEligibilityRequest, NodeEligibilityResponse, NodeListStub};
 use orch_common::structs::Node;
 
-use super::{ApiError, HttpState, IdPath, Indexed, Params};
+use super::{ApiError, HttpState, IdPath, Indexed, Params, RawBody};
+use crate::heartbeat;
 use crate::state::Table;
 
 /// `GET /v1/nodes[?prefix=P]`.
@@ -41,4 +42,24 @@ pub async fn get(
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("node {id:?} not found")))?;
     Ok(Indexed(index, node))
+}
+
+/// `POST /v1/node/{id}/eligibility` (`NodeEligibilityRequest`). An ineligible node keeps
+/// what it runs but gets nothing new; one that turns eligible again gets evaluations for
+/// its system jobs (and blocked evaluations are retried).
+pub async fn set_eligibility(
+    State(st): State<Arc<HttpState>>,
+    IdPath(prefix): IdPath,
+    body: RawBody,
+) -> Result<axum::Json<NodeEligibilityResponse>, ApiError> {
+    let req: NodeEligibilityRequest = body.json()?;
+    let id = st.resolve(Table::Nodes, "node", &prefix).await?;
+    let changed = heartbeat::set_eligibility(&st.log, &id, req.eligibility)
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    Ok(axum::Json(NodeEligibilityResponse {
+        node_id: id,
+        eligibility: req.eligibility,
+        changed,
+    }))
 }
