@@ -188,10 +188,15 @@ impl Writer<'_> {
     }
 
     fn append_to_log(&mut self, cmd: &Command) -> Result<(), StateError> {
-        let json = encode("command", &self.index.to_string(), cmd)?;
+        let json = serde_json::to_vec(cmd).map_err(|source| StateError::Encode {
+            kind: "command",
+            id: self.index.to_string(),
+            source,
+        })?;
+        let entry = super::log_entry::compress(&json);
         self.exec(
             "INSERT INTO command_log (idx, command, time) VALUES (?1, ?2, ?3)",
-            params![self.index as i64, json, self.now as i64],
+            params![self.index as i64, entry, self.now as i64],
         )
         .ctx(|| format!("appending index {} to the command log", self.index))?;
         Ok(())

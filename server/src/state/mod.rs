@@ -28,6 +28,7 @@
 mod apply;
 pub mod command;
 pub mod log;
+mod log_entry;
 mod read;
 pub mod schema;
 pub mod snapshot;
@@ -125,6 +126,8 @@ pub enum StateError {
         id: String,
         source: serde_json::Error,
     },
+    #[error("reading command log entry {index}: {reason}")]
+    CommandLogEntry { index: u64, reason: String },
     #[error("index {index} is not after the last applied index {last}")]
     IndexNotIncreasing { index: u64, last: u64 },
 }

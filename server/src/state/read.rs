@@ -7,10 +7,11 @@ use std::sync::Arc;
 use orch_common::structs::{
     Allocation, ClientStatus, Evaluation, Job, Node, SchedulerConfiguration,
 };
+use rusqlite::types::ValueRef;
 use rusqlite::{params, Connection, OptionalExtension, Params};
 use serde::de::DeserializeOwned;
 
-use super::{Command, SqlContext, StateError, Table};
+use super::{log_entry, Command, SqlContext, StateError, Table};
 use crate::scheduler::context::holds_resources;
 use crate::scheduler::NodeAllocated;
 
@@ -423,13 +424,29 @@ pub(crate) fn commands_since(
         .ctx(|| "preparing the command log query".to_string())?;
     let rows = stmt
         .query_map(params![after as i64, limit as i64], |r| {
-            Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
+            let idx = r.get::<_, i64>(0)?;
+            let cmd = match r.get_ref(1)? {
+                // Entries written before the log was compressed are JSON text.
+                ValueRef::Text(json) => Ok(json.to_vec()),
+                ValueRef::Blob(entry) => log_entry::decompress(entry),
+                other => Err(format!("unexpected column type {:?}", other.data_type())),
+            };
+            Ok((idx, cmd))
         })
         .ctx(|| "reading the command log".to_string())?;
     let mut out = Vec::new();
     for row in rows {
         let (idx, json) = row.ctx(|| "reading a command log row".to_string())?;
-        out.push((idx as u64, decode("command", &idx.to_string(), &json)?));
+        let json = json.map_err(|reason| StateError::CommandLogEntry {
+            index: idx as u64,
+            reason,
+        })?;
+        let cmd = serde_json::from_slice(&json).map_err(|source| StateError::Decode {
+            kind: "command",
+            id: idx.to_string(),
+            source,
+        })?;
+        out.push((idx as u64, cmd));
     }
     Ok(out)
 }

@@ -573,6 +573,36 @@ fn every_applied_command_is_in_the_command_log() {
 }
 
 #[test]
+fn command_log_entries_written_as_json_text_still_read_back() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("state.db");
+    let old = Command::UpsertNode {
+        node: mock_node("n1"),
+    };
+    {
+        let mut conn = rusqlite::Connection::open(&path).expect("open raw");
+        schema::migrate(&mut conn).expect("schema");
+        conn.execute(
+            "INSERT INTO command_log (idx, command, time) VALUES (1, ?1, 0)",
+            [serde_json::to_string(&old).expect("json")],
+        )
+        .expect("insert text entry");
+        conn.execute(
+            "INSERT INTO indexes (name, idx) VALUES ('command_log', 1)",
+            [],
+        )
+        .expect("insert index");
+    }
+    let store = StateStore::open(&path).expect("open");
+    let new = Command::UpsertNode {
+        node: mock_node("n2"),
+    };
+    apply(&store, new.clone());
+    let log = store.commands_since(0, 10).expect("log");
+    assert_eq!(log, vec![(1, old), (2, new)]);
+}
+
+#[test]
 fn apply_refuses_an_index_that_does_not_advance() {
     let (_dir, store) = temp_store();
     apply(
