@@ -808,7 +808,7 @@ impl ClientStatus {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct AllocatedResources {
     pub tasks: BTreeMap<String, Resources>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ports: Vec<AllocatedPort>,
 }
 
@@ -841,11 +841,11 @@ pub struct Allocation {
     pub resources: AllocatedResources,
     #[serde(default)]
     pub desired_status: DesiredStatus,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub desired_description: String,
     #[serde(default)]
     pub client_status: ClientStatus,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub client_description: String,
     #[serde(default)]
     pub task_states: BTreeMap<String, TaskState>,
@@ -928,23 +928,23 @@ pub struct AllocMetric {
     pub nodes_evaluated: u32,
     pub nodes_filtered: u32,
     pub nodes_in_pool: u32,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub nodes_available: BTreeMap<String, u32>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub class_filtered: BTreeMap<String, u32>,
     /// Reason (e.g. `missing driver "container"`, `${attr.kernel.name} = linux`) -> nodes.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub constraint_filtered: BTreeMap<String, u32>,
     pub nodes_exhausted: u32,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub class_exhausted: BTreeMap<String, u32>,
     /// Dimension (`cpu`, `memory`, `ports`) -> nodes.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub dimension_exhausted: BTreeMap<String, u32>,
     /// Further instances of the group that failed the same way.
     pub coalesced_failures: u32,
     /// Node id -> final score, for the nodes scored.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub scores: BTreeMap<String, f64>,
 }
 
@@ -1256,6 +1256,34 @@ mod tests {
         };
         assert_eq!(want.fits(&small), Err("memory"));
         assert!(want.fits(&want).is_ok());
+    }
+
+    #[test]
+    fn an_allocation_omits_empty_details_and_reads_back_the_same() {
+        let stored = serde_json::json!({
+            "id": "a1", "name": "web.web[0]", "index": 0, "namespace": "default",
+            "eval_id": "e1", "job_id": "web", "job_version": 0, "group": "web",
+            "node_id": "n1", "resources": {"tasks": {"t": {"cpu": 100, "memory": 64}}},
+            "metrics": {"nodes_evaluated": 1, "nodes_filtered": 0, "nodes_in_pool": 1,
+                        "nodes_exhausted": 0, "coalesced_failures": 0}
+        });
+        let alloc: Allocation = serde_json::from_value(stored).expect("minimal allocation");
+        let json = serde_json::to_value(&alloc).expect("encode");
+        for gone in ["desired_description", "client_description"] {
+            assert!(json.get(gone).is_none(), "{gone} in {json}");
+        }
+        assert!(json["resources"].get("ports").is_none(), "{json}");
+        assert_eq!(
+            json["metrics"].as_object().map(|m| m.len()),
+            Some(5),
+            "{json}"
+        );
+        // Named in the interface: always present, even when empty.
+        for kept in ["task_states", "previous_allocation", "next_allocation"] {
+            assert!(json.get(kept).is_some(), "{kept} missing from {json}");
+        }
+        let back: Allocation = serde_json::from_value(json).expect("decode");
+        assert_eq!(back, alloc);
     }
 
     #[test]
