@@ -19,9 +19,9 @@
 //! give `applier.sender()` to `worker::spawn_workers`, and on shutdown
 //! `applier.join().await` after the workers stopped.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
-use orch_common::structs::{triggers, Allocation, Evaluation, Node, Plan, PlanResult, Resources};
+use orch_common::structs::{triggers, Allocation, Evaluation, Node, Plan, PlanResult};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
@@ -269,49 +269,9 @@ fn check_plan(store: &StateStore, plan: &Plan) -> Result<Verdict, PlanApplyError
     Ok(verdict)
 }
 
-/// Whether `placed` fits on `node` next to what already runs there, counting the
-/// plan's own stops and in-place updates. `Err` says why not.
-pub fn node_fits(
-    node: Option<&Node>,
-    existing: &[Allocation],
-    stops: &[Allocation],
-    placed: &[Allocation],
-) -> Result<(), &'static str> {
-    let Some(node) = node else {
-        return Err("node does not exist");
-    };
-    if !node.is_schedulable() {
-        return Err("node is not ready or not eligible");
-    }
-    let leaving: BTreeSet<&str> = stops
-        .iter()
-        .chain(placed.iter())
-        .map(|a| a.id.as_str())
-        .collect();
-    let staying = existing
-        .iter()
-        .filter(|a| holds_resources(a) && !leaving.contains(a.id.as_str()));
-    let mut used = Resources::ZERO;
-    let mut ports: BTreeMap<u16, &str> = BTreeMap::new();
-    for a in staying.chain(placed.iter()) {
-        used = used.add(&a.resources.total());
-        for p in &a.resources.ports {
-            if node.reserved_ports.contains(&p.value) {
-                return Err("port reserved on the node");
-            }
-            if ports.insert(p.value, a.id.as_str()).is_some() {
-                return Err("port collision");
-            }
-        }
-    }
-    used.fits(&node.allocatable()).map_err(|dim| match dim {
-        "cpu" => "cpu exhausted",
-        _ => "memory exhausted",
-    })
-}
-
-/// `node_fits` over the node's summed usage: `staying` is what the allocations that
-/// stay on the node use (held resources minus the plan's stops and replacements).
+/// Whether `placed` fits on `node` next to what stays there: `staying` is what the
+/// allocations that stay on the node use (held resources minus the plan's stops and
+/// replacements).
 pub fn node_fits_sum(
     node: Option<&Node>,
     staying: NodeAllocated,

@@ -299,25 +299,6 @@ async fn the_applier_task_answers_requests_and_stops_on_shutdown() {
 }
 
 #[test]
-fn node_fits_counts_only_allocs_that_hold_resources() {
-    let node = NodeBuilder::new().memory(512).build();
-    let job = JobBuilder::new("web").memory(400).build();
-    let mut stopped = alloc_for(&job, "web", 0, &node);
-    stopped.desired_status = DesiredStatus::Stop;
-    let new = alloc_for(&job, "web", 1, &node);
-    assert_eq!(
-        node_fits(Some(&node), &[stopped], &[], std::slice::from_ref(&new)),
-        Ok(())
-    );
-    let running = alloc_for(&job, "web", 0, &node);
-    assert_eq!(
-        node_fits(Some(&node), &[running], &[], &[new]),
-        Err("memory exhausted")
-    );
-    assert_eq!(node_fits(None, &[], &[], &[]), Err("node does not exist"));
-}
-
-#[test]
 fn node_fits_sum_checks_placements_against_what_stays_on_the_node() {
     let node = NodeBuilder::new().memory(512).reserved_ports(&[22]).build();
     let job = JobBuilder::new("web").memory(200).build();
