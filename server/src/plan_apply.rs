@@ -1,18 +1,23 @@
 //! The plan applier: the only writer of allocations. Workers send it the plans their
-//! schedulers computed; it applies them one at a time, in arrival order, each against
+//! schedulers computed; it checks them one at a time, in arrival order, each against
 //! the newest state (optimistic concurrency: a plan was computed on a snapshot that may
-//! be stale by now).
+//! be stale by now), and hands each to the log without waiting for the previous commit.
 //!
 //! ```text
-//!  worker ── PlanRequest{plan, reply} ──► mpsc ──► applier task (one plan at a time)
-//!    for each node with placements:
-//!      node exists, ready and eligible?   no ──► reject the node
-//!      existing allocs holding resources
-//!        - the plan's stops - the plan's in-place updates + the plan's placements
-//!        fit cpu / memory / ports?         no ──► reject the node
-//!    stops always commit; all_at_once and any rejection ──► commit nothing
-//!    Command::ApplyPlan{accepted allocs, stops, evals: []} ──► log (durable)
-//!    reply PlanResult{committed parts, alloc_index, refresh_index if anything rejected}
+//!  worker ── PlanRequest{plan, reply, checked} ──► mpsc ──► applier task
+//!    prepare (one plan at a time):
+//!      for each node with placements:
+//!        node exists, ready and eligible?   no ──► reject the node
+//!        existing allocs holding resources + placements in flight
+//!          - the plan's stops - the plan's in-place updates + the plan's placements
+//!          fit cpu / memory / ports?         no ──► reject the node
+//!      stops always commit; all_at_once and any rejection ──► commit nothing
+//!      hold the new placements in flight (snapshots count them as used)
+//!      Command::ApplyPlan{accepted allocs, stops, evals} ──► log queue
+//!      tell `checked` (the worker's compute turn ends)
+//!    committed (its own task, while the next plan is prepared):
+//!      wait for the commit (it drops the placements from in flight)
+//!      reply PlanResult{committed parts, alloc_index, refresh_index if rejected}
 //! ```
 //!
 //! Wiring (`server.rs`): `let applier = PlanApplier::spawn(store, log, shutdown_rx);`,
@@ -21,6 +26,7 @@
 
 use std::collections::BTreeSet;
 
+use futures::future::BoxFuture;
 use orch_common::structs::{triggers, Allocation, Evaluation, Node, Plan, PlanResult};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
@@ -48,6 +54,8 @@ pub enum PlanApplyError {
 pub struct PlanRequest {
     pub plan: Plan,
     pub reply: oneshot::Sender<Result<PlanResult, PlanApplyError>>,
+    /// Told once the plan is checked and its room held (before its commit).
+    pub checked: Option<oneshot::Sender<()>>,
 }
 
 /// The running applier: its queue and its task.
@@ -76,12 +84,26 @@ impl PlanApplier {
                     },
                 };
                 let eval_id = req.plan.eval_id.clone();
-                let result = apply(&store, &log, req.plan).await;
-                if let Err(e) = &result {
-                    tracing::warn!(%eval_id, error = %e, "plan not applied");
+                let reply = req.reply;
+                let checked = req.checked;
+                let answer = move |result: Result<PlanResult, PlanApplyError>| {
+                    if let Err(e) = &result {
+                        tracing::warn!(%eval_id, error = %e, "plan not applied");
+                    }
+                    // The worker may have given up waiting; the commit stands anyway.
+                    let _ = reply.send(result);
+                };
+                let prepared = prepare(&store, &log, req.plan).await;
+                if let Some(checked) = checked {
+                    let _ = checked.send(());
                 }
-                // The worker may have given up waiting; the commit stands either way.
-                let _ = req.reply.send(result);
+                match prepared {
+                    // The next plan is checked while this one commits.
+                    Ok(prepared) => {
+                        tokio::spawn(async move { answer(prepared.committed().await) });
+                    }
+                    Err(e) => answer(Err(e)),
+                }
             }
             tracing::debug!("plan applier stopped");
         });
@@ -117,6 +139,52 @@ pub async fn apply(
     log: &CommandLog,
     plan: Plan,
 ) -> Result<PlanResult, PlanApplyError> {
+    prepare(store, log, plan).await?.committed().await
+}
+
+/// A plan checked and handed to the log, its commit still to come.
+pub struct Prepared {
+    eval_id: String,
+    store: StateStore,
+    result: PlanResult,
+    /// The command's commit, when the plan changes anything.
+    commit: Option<BoxFuture<'static, Result<u64, LogError>>>,
+    /// New placements counted as in flight until the commit.
+    held: Vec<String>,
+    rejected: bool,
+}
+
+impl Prepared {
+    /// Waits for the commit and gives the worker its answer.
+    pub async fn committed(mut self) -> Result<PlanResult, PlanApplyError> {
+        if let Some(commit) = self.commit.take() {
+            match commit.await {
+                Ok(index) => self.result.alloc_index = index,
+                Err(source) => {
+                    self.store
+                        .release_in_flight(self.held.iter().map(String::as_str));
+                    return Err(PlanApplyError::Commit {
+                        eval_id: self.eval_id,
+                        source,
+                    });
+                }
+            }
+        }
+        if self.rejected {
+            self.result.refresh_index = self.result.alloc_index.max(self.store.last_index()).max(1);
+        }
+        Ok(self.result)
+    }
+}
+
+/// Checks a plan against the newest state (counting plans still committing), holds
+/// its new placements in flight and queues its command. The next plan can be checked
+/// as soon as this returns: the log commits in queue order.
+pub async fn prepare(
+    store: &StateStore,
+    log: &CommandLog,
+    plan: Plan,
+) -> Result<Prepared, PlanApplyError> {
     let eval_id = plan.eval_id.clone();
     let (plan, mut verdict) = {
         let store = store.clone();
@@ -168,29 +236,45 @@ pub async fn apply(
             .flatten()
             .cloned(),
     );
-    if !allocs.is_empty() || !stopped.is_empty() {
-        let index = log
-            .submit(Command::ApplyPlan {
-                allocs,
-                stopped,
-                evals: if all_or_nothing {
-                    Vec::new()
-                } else {
-                    std::mem::take(&mut verdict.evals)
-                },
-            })
-            .await
-            .map_err(|source| PlanApplyError::Commit {
-                eval_id: eval_id.clone(),
-                source,
-            })?;
-        result.alloc_index = index;
-    }
-    if !verdict.rejected.is_empty() {
+    let mut prepared = Prepared {
+        eval_id: eval_id.clone(),
+        store: store.clone(),
+        result,
+        commit: None,
+        held: Vec::new(),
+        rejected: !verdict.rejected.is_empty(),
+    };
+    if verdict.rejected.is_empty() {
+        tracing::trace!(%eval_id, "plan accepted");
+    } else {
         tracing::debug!(%eval_id, rejected = ?verdict.rejected, "plan partly rejected");
-        result.refresh_index = result.alloc_index.max(store.last_index()).max(1);
     }
-    Ok(result)
+    if allocs.is_empty() && stopped.is_empty() {
+        return Ok(prepared);
+    }
+    // A placement with create_index 0 is new: its room is not in the state yet.
+    let new: Vec<&Allocation> = allocs.iter().filter(|a| a.create_index == 0).collect();
+    store.hold_in_flight(new.iter().copied());
+    prepared.held = new.iter().map(|a| a.id.clone()).collect();
+    let queued = log.submit_later(Command::ApplyPlan {
+        allocs,
+        stopped,
+        evals: if all_or_nothing {
+            Vec::new()
+        } else {
+            std::mem::take(&mut verdict.evals)
+        },
+    });
+    match queued {
+        Ok(commit) => {
+            prepared.commit = Some(Box::pin(commit));
+            Ok(prepared)
+        }
+        Err(source) => {
+            store.release_in_flight(prepared.held.iter().map(String::as_str));
+            Err(PlanApplyError::Commit { eval_id, source })
+        }
+    }
 }
 
 /// The allocation as stored: no embedded job (served from the job's versions) and of

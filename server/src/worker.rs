@@ -6,9 +6,11 @@
 //!  loop until shutdown:
 //!    broker.dequeue ──► (eval, token)
 //!    wait until the store has applied eval.modify_index
-//!    spawn_blocking: snapshot ──► scheduler::process(eval, snapshot, WorkerPlanner, now)
-//!        WorkerPlanner.submit_plan ── PlanRequest ──► plan applier ──► PlanResult
-//!                                   (+ a fresh snapshot when it was only partly applied)
+//!    spawn_blocking: take the compute turn, snapshot
+//!        ──► scheduler::process(eval, snapshot, WorkerPlanner, now)
+//!        WorkerPlanner.submit_plan ── PlanRequest ──► plan applier
+//!             checked ──► give up the turn;  committed ──► PlanResult
+//!             (partly applied: take the turn again, and a fresh snapshot)
 //!        update_eval / create_eval / reblock_eval ──► Command::UpsertEvals ──► log
 //!    Ok ──► broker.ack        Err ──► broker.nack (redelivered later, or failed)
 //! ```
@@ -22,7 +24,7 @@ use std::time::Duration;
 
 use orch_common::ids;
 use orch_common::structs::{Evaluation, Plan, PlanResult};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 
 use crate::broker::{EvalBroker, NackOutcome};
@@ -58,6 +60,9 @@ struct WorkerPlanner {
     store: StateStore,
     log: CommandLog,
     plans: mpsc::Sender<PlanRequest>,
+    turn: ComputeTurn,
+    /// Held from taking a snapshot until the plan computed on it is checked.
+    permit: Option<OwnedSemaphorePermit>,
 }
 
 impl WorkerPlanner {
@@ -72,9 +77,18 @@ impl WorkerPlanner {
 impl Planner for WorkerPlanner {
     fn submit_plan(&mut self, plan: Plan) -> Result<(PlanResult, Option<Box<dyn State>>), String> {
         let (reply, answer) = oneshot::channel();
+        let (checked, checked_rx) = oneshot::channel();
         self.plans
-            .blocking_send(PlanRequest { plan, reply })
+            .blocking_send(PlanRequest {
+                plan,
+                reply,
+                checked: Some(checked),
+            })
             .map_err(|_| "the plan applier has stopped".to_string())?;
+        // The plan's room is held in flight once checked: the next worker may compute
+        // on a snapshot taken now without handing out the same room.
+        let _ = checked_rx.blocking_recv();
+        self.permit = None;
         let result = answer
             .blocking_recv()
             .map_err(|_| "the plan applier dropped the plan".to_string())?
@@ -83,6 +97,7 @@ impl Planner for WorkerPlanner {
             return Ok((result, None));
         }
         // The applier answered after committing, so the store is at refresh_index.
+        self.permit = self.turn.take();
         let fresh = self.store.snapshot().map_err(|e| e.to_string())?;
         Ok((result, Some(Box::new(fresh))))
     }
@@ -100,6 +115,28 @@ impl Planner for WorkerPlanner {
     }
 }
 
+/// Whose turn it is to compute a plan. Workers compute one at a time, each on a
+/// snapshot taken in its turn, and a turn ends when the plan is checked and its room
+/// held: a plan is then never computed blind to one checked before it (which, with
+/// bin-packing, made most concurrent plans collide on the fullest nodes and be
+/// recomputed). Workers still overlap computing with other plans' commits and with
+/// their own waits.
+#[derive(Clone)]
+struct ComputeTurn(Arc<Semaphore>);
+
+impl ComputeTurn {
+    fn new() -> ComputeTurn {
+        ComputeTurn(Arc::new(Semaphore::new(1)))
+    }
+
+    /// Waits for the turn; for blocking threads only. `None` once shut down.
+    fn take(&self) -> Option<OwnedSemaphorePermit> {
+        tokio::runtime::Handle::current()
+            .block_on(self.0.clone().acquire_owned())
+            .ok()
+    }
+}
+
 /// What every worker shares.
 #[derive(Clone)]
 struct WorkerContext {
@@ -107,6 +144,7 @@ struct WorkerContext {
     store: StateStore,
     log: CommandLog,
     plans: mpsc::Sender<PlanRequest>,
+    turn: ComputeTurn,
 }
 
 /// Starts `n` workers and the reaper; returns their handles (await them after setting
@@ -124,6 +162,7 @@ pub fn spawn_workers(
         store,
         log,
         plans,
+        turn: ComputeTurn::new(),
     };
     let mut handles: Vec<JoinHandle<()>> = (0..n.max(1))
         .map(|i| tokio::spawn(worker_loop(i, ctx.clone(), shutdown.clone())))
@@ -181,6 +220,7 @@ async fn process_one(ctx: &WorkerContext, eval: &Evaluation) -> Result<(), Worke
     let eval = eval.clone();
     let eval_id = eval.id.clone();
     tokio::task::spawn_blocking(move || {
+        let permit = ctx.turn.take();
         let snapshot = ctx
             .store
             .snapshot()
@@ -192,6 +232,8 @@ async fn process_one(ctx: &WorkerContext, eval: &Evaluation) -> Result<(), Worke
             store: ctx.store.clone(),
             log: ctx.log.clone(),
             plans: ctx.plans.clone(),
+            turn: ctx.turn.clone(),
+            permit,
         };
         scheduler::process(&eval, &snapshot, &mut planner, ids::now_ms())?;
         Ok(())

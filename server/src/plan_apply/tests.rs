@@ -285,6 +285,7 @@ async fn the_applier_task_answers_requests_and_stops_on_shutdown() {
     applier
         .sender()
         .send(PlanRequest {
+            checked: None,
             plan: plan_of(&job, &[alloc_for(&job, "web", 0, &node)], &[]),
             reply,
         })
@@ -342,4 +343,37 @@ fn port(value: u16) -> AllocatedPort {
         to: None,
         host_ip: "127.0.0.1".into(),
     }
+}
+
+#[tokio::test]
+async fn a_plan_checked_while_the_previous_one_commits_sees_its_room_taken() {
+    let f = fixture().await;
+    let node = NodeBuilder::new().memory(512).build();
+    let job = JobBuilder::new("web").memory(300).build();
+    f.node(&node).await;
+    f.job(&job).await;
+    // New placements, as the scheduler sends them (no create index yet).
+    let new = |index| Allocation {
+        create_index: 0,
+        ..alloc_for(&job, "web", index, &node)
+    };
+    let first = plan_of(&job, &[new(0)], &[]);
+    let second = plan_of(&job, &[new(1)], &[]);
+    // Both checked before either commit is awaited: the second must not get the
+    // room the first holds.
+    let a = prepare(&f.store, &f.log, first.clone())
+        .await
+        .expect("first");
+    let b = prepare(&f.store, &f.log, second.clone())
+        .await
+        .expect("second");
+    let a = a.committed().await.expect("first commits");
+    let b = b.committed().await.expect("second answers");
+    assert!(a.is_full_commit(&first));
+    assert!(b.node_allocation.is_empty());
+    assert!(b.refresh_index > 0);
+    assert_eq!(f.live("web").len(), 1);
+    // Nothing stays held once the commit landed.
+    let one = f.live("web")[0].resources.total().memory;
+    assert_eq!(f.store.node_allocated(&node.id).resources.memory, one);
 }

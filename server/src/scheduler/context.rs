@@ -11,6 +11,7 @@ use orch_common::structs::{
 };
 
 use super::feasible::NodeUsage;
+use super::fxhash::FxHashMap;
 use super::{NodeAllocated, State};
 
 /// True when an allocation holds node resources for scheduling purposes: the server
@@ -55,12 +56,17 @@ pub fn allocs_with_jobs(state: &dyn State, job_id: &str) -> Vec<Allocation> {
 pub struct PlanBuilder<'s> {
     state: &'s dyn State,
     pub plan: Plan,
-    node_allocs: HashMap<String, Vec<Allocation>>,
+    node_allocs: FxHashMap<String, Vec<Allocation>>,
     /// `State::node_allocated` per node, read once per plan.
-    node_sums: HashMap<String, NodeAllocated>,
+    node_sums: FxHashMap<String, NodeAllocated>,
     /// The job whose allocations `own_allocs` holds, by node.
     own_job: Option<String>,
-    own_allocs: HashMap<String, Vec<Allocation>>,
+    own_allocs: FxHashMap<String, Vec<Allocation>>,
+    /// `usage` already computed for (`memo_for`) per node id; a node's entry goes when
+    /// the plan stops, places or evicts there. A placement walk visits the same nodes
+    /// again and again (1,000 placements over a few thousand nodes).
+    usage_memo: FxHashMap<String, NodeUsage>,
+    memo_for: (String, String),
     now_ms: u64,
 }
 
@@ -75,10 +81,12 @@ impl<'s> PlanBuilder<'s> {
                 snapshot_index: state.index(),
                 ..Plan::default()
             },
-            node_allocs: HashMap::new(),
-            node_sums: HashMap::new(),
+            node_allocs: FxHashMap::default(),
+            node_sums: FxHashMap::default(),
             own_job: None,
-            own_allocs: HashMap::new(),
+            own_allocs: FxHashMap::default(),
+            usage_memo: FxHashMap::default(),
+            memo_for: (String::new(), String::new()),
             now_ms,
         }
     }
@@ -103,6 +111,7 @@ impl<'s> PlanBuilder<'s> {
             a.next_allocation = next;
         }
         a.modify_time = self.now_ms;
+        self.usage_memo.remove(&a.node_id);
         self.plan
             .node_update
             .entry(a.node_id.clone())
@@ -124,6 +133,7 @@ impl<'s> PlanBuilder<'s> {
 
     /// Adds a new allocation, or a new version of an existing one (same id).
     pub fn place(&mut self, alloc: Allocation) {
+        self.usage_memo.remove(&alloc.node_id);
         self.plan
             .node_allocation
             .entry(alloc.node_id.clone())
@@ -138,6 +148,19 @@ impl<'s> PlanBuilder<'s> {
     /// placements, minus its evictions — no read of the node's allocations. When the
     /// plan stops another job's allocation on the node, the node's allocations are read.
     pub fn usage(&mut self, node: &Node, job_id: &str, group: &str) -> NodeUsage {
+        if self.memo_for.0 != job_id || self.memo_for.1 != group {
+            self.usage_memo.clear();
+            self.memo_for = (job_id.to_string(), group.to_string());
+        }
+        if let Some(usage) = self.usage_memo.get(node.id.as_str()) {
+            return usage.clone();
+        }
+        let usage = self.compute_usage(node, job_id, group);
+        self.usage_memo.insert(node.id.clone(), usage.clone());
+        usage
+    }
+
+    fn compute_usage(&mut self, node: &Node, job_id: &str, group: &str) -> NodeUsage {
         let state = self.state;
         let stops = self.plan.node_update.get(&node.id);
         let placed = self.plan.node_allocation.get(&node.id);
@@ -148,7 +171,7 @@ impl<'s> PlanBuilder<'s> {
                 || evicted.is_some_and(|v| v.iter().any(|a| a.id == id))
         };
         if self.own_job.as_deref() != Some(job_id) {
-            self.own_allocs = HashMap::new();
+            self.own_allocs = FxHashMap::default();
             for a in state.allocs_by_job(job_id) {
                 self.own_allocs
                     .entry(a.node_id.clone())
@@ -240,6 +263,7 @@ impl<'s> PlanBuilder<'s> {
         a.desired_description = format!("Preempted by alloc ID {} (job {})", by.id, by.job_id);
         a.modify_time = self.now_ms;
         a.job = None;
+        self.usage_memo.remove(&a.node_id);
         self.plan
             .node_preemptions
             .entry(a.node_id.clone())

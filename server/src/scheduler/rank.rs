@@ -371,15 +371,113 @@ fn keep_top(top: &mut Vec<(f64, usize)>, score: f64, idx: usize) {
     }
 }
 
-/// Walks `nodes` (candidates: in the job's datacenters, ready and eligible) from
-/// `*cursor`, runs the feasibility chain and fit on each, scores feasible ones until
-/// `limit` are scored, and returns the best. Every node looked at is recorded into
-/// `metric` (the scores only for the best few). `usage_of` gives a node's usage under
-/// the plan so far.
+/// One task group's candidate nodes within one evaluation: the placer's candidates
+/// that pass the group's class and node constraints (checked once, when the pool is
+/// built), minus the nodes a walk found without room for the group's ask. Within one
+/// plan a node only gets fuller for the group's placements, so a node out of room stays
+/// out: later walks skip it instead of checking it again (which, on a filling cluster,
+/// was most of the work).
+#[derive(Debug, Clone, Default)]
+pub struct Pool {
+    /// Indices into the candidate slice, in walk order.
+    members: Vec<u32>,
+    /// Positions in `members` found out of room (skipped; compacted away in bulk).
+    dead: Vec<bool>,
+    dead_count: usize,
+    /// Position in `members` where the next walk starts.
+    cursor: usize,
+    /// What building the pool and its removals recorded (filtered and exhausted
+    /// nodes); every placement's metric starts from it, so a failure explains the
+    /// whole cluster, not just its own walk.
+    pub seen: AllocMetric,
+}
+
+impl Pool {
+    /// Checks every candidate once against the group's class and node constraints.
+    pub fn build(nodes: &[&Node], checker: &mut FeasibilityChecker) -> Pool {
+        let mut pool = Pool::default();
+        for (i, node) in nodes.iter().enumerate() {
+            match checker.check_candidate(node) {
+                Ok(()) => pool.members.push(i as u32),
+                Err(reason) => {
+                    pool.seen.nodes_evaluated += 1;
+                    record_filtered(&mut pool.seen, node, &reason);
+                }
+            }
+        }
+        pool.dead = vec![false; pool.members.len()];
+        pool
+    }
+
+    /// Nodes still in the pool.
+    pub fn len(&self) -> usize {
+        self.members.len() - self.dead_count
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn remove_at(&mut self, pos: usize) {
+        if !self.dead[pos] {
+            self.dead[pos] = true;
+            self.dead_count += 1;
+        }
+    }
+
+    /// Drops removed members once they are a quarter of the pool, keeping the cursor
+    /// on the same live member, so walks do not step over ever more dead ones.
+    fn compact(&mut self) {
+        if self.dead_count * 4 < self.members.len() {
+            return;
+        }
+        let mut cursor = 0;
+        let mut kept = 0;
+        for pos in 0..self.members.len() {
+            if self.dead[pos] {
+                continue;
+            }
+            if pos < self.cursor {
+                cursor += 1;
+            }
+            self.members[kept] = self.members[pos];
+            kept += 1;
+        }
+        self.members.truncate(kept);
+        self.dead = vec![false; kept];
+        self.dead_count = 0;
+        self.cursor = if kept == 0 { 0 } else { cursor % kept };
+    }
+}
+
+/// Adds the counts of `from` into `into` (a pool's tallies into a placement's metric).
+pub fn add_metric(into: &mut AllocMetric, from: &AllocMetric) {
+    into.nodes_evaluated += from.nodes_evaluated;
+    into.nodes_filtered += from.nodes_filtered;
+    into.nodes_exhausted += from.nodes_exhausted;
+    let maps = [
+        (&mut into.class_filtered, &from.class_filtered),
+        (&mut into.constraint_filtered, &from.constraint_filtered),
+        (&mut into.class_exhausted, &from.class_exhausted),
+        (&mut into.dimension_exhausted, &from.dimension_exhausted),
+    ];
+    for (to, from) in maps {
+        for (k, n) in from {
+            *to.entry(k.clone()).or_default() += n;
+        }
+    }
+}
+
+/// Walks the group's `pool` over `nodes` (candidates: in the job's datacenters, ready
+/// and eligible) from its cursor, runs the per-placement checks (distinct_property,
+/// distinct_hosts) and fit on each, scores the ones with room until `limit` are
+/// scored, and returns the best. Every node looked at is recorded into `metric` (the
+/// scores only for the best few); nodes without room also into the pool's tallies, and
+/// leave the pool. `usage_of` gives a node's usage under the plan so far.
 #[allow(clippy::too_many_arguments)]
 pub fn select(
     nodes: &[&Node],
-    cursor: &mut usize,
+    pool: &mut Pool,
     limit: usize,
     checker: &mut FeasibilityChecker,
     ranker: &mut GroupRanker,
@@ -387,22 +485,23 @@ pub fn select(
     usage_of: &mut dyn FnMut(&Node) -> NodeUsage,
     metric: &mut AllocMetric,
 ) -> Option<Choice> {
-    let n = nodes.len();
-    if n == 0 {
+    let n = pool.members.len();
+    if pool.is_empty() {
         return None;
     }
     let mut best: Option<Choice> = None;
     let mut top: Vec<(f64, usize)> = Vec::with_capacity(SCORES_KEPT);
     let mut scored = 0usize;
-    let start = *cursor % n;
+    let start = pool.cursor % n;
+    let mut resume = start;
     for step in 0..n {
-        let idx = (start + step) % n;
-        let node = nodes[idx];
-        metric.nodes_evaluated += 1;
-        if let Err(reason) = checker.check_candidate(node) {
-            record_filtered(metric, node, &reason);
+        let pos = (start + step) % n;
+        if pool.dead[pos] {
             continue;
         }
+        let idx = pool.members[pos] as usize;
+        let node = nodes[idx];
+        metric.nodes_evaluated += 1;
         if let Err(reason) = checker.check_distinct_property(node) {
             record_filtered(metric, node, reason);
             continue;
@@ -414,6 +513,9 @@ pub fn select(
         }
         if let Err(dim) = check_fit(node, &usage, ask.resources, ask.network) {
             record_exhausted(metric, node, dim);
+            pool.seen.nodes_evaluated += 1;
+            record_exhausted(&mut pool.seen, node, dim);
+            pool.remove_at(pos);
             continue;
         }
         let score = ranker.score(node, &usage, &ask);
@@ -427,10 +529,12 @@ pub fn select(
         }
         scored += 1;
         if scored >= limit {
-            *cursor = (idx + 1) % n;
+            resume = (pos + 1) % n;
             break;
         }
     }
+    pool.cursor = resume;
+    pool.compact();
     for (score, idx) in top {
         metric.scores.insert(nodes[idx].id.clone(), score);
     }
@@ -546,11 +650,11 @@ mod tests {
         let ask = job.groups[0].resources();
         let mut ranker = GroupRanker::new(SchedulerAlgorithm::Binpack, &job, &job.groups[0]);
         let mut metric = AllocMetric::default();
-        let mut cursor = 0;
         let refs: Vec<&Node> = nodes.iter().collect();
+        let mut pool = Pool::build(&refs, &mut checker);
         let choice = select(
             &refs,
-            &mut cursor,
+            &mut pool,
             3,
             &mut checker,
             &mut ranker,
@@ -566,7 +670,51 @@ mod tests {
         .expect("a node");
         assert_eq!(metric.nodes_evaluated, 3);
         assert_eq!(metric.scores.len(), 3);
-        assert_eq!(cursor, 3);
+        assert_eq!(pool.cursor, 3);
         assert!(choice.node_index < 3);
+    }
+
+    #[test]
+    fn nodes_without_room_leave_the_pool_and_stay_counted() {
+        let full = NodeBuilder::new().cpu(100).memory(64).build();
+        let roomy = NodeBuilder::new().cpu(4000).memory(4096).build();
+        let freebsd = NodeBuilder::new().attr("kernel.name", "freebsd").build();
+        let job = JobBuilder::new("web")
+            .constraint("${attr.kernel.name}", "=", "linux")
+            .build();
+        let mut checker = FeasibilityChecker::new(&job, &job.groups[0]);
+        let ask = job.groups[0].resources();
+        let mut ranker = GroupRanker::new(SchedulerAlgorithm::Binpack, &job, &job.groups[0]);
+        let refs: Vec<&Node> = vec![&full, &freebsd, &roomy];
+        let mut pool = Pool::build(&refs, &mut checker);
+        assert_eq!(pool.len(), 2);
+        assert_eq!(pool.seen.nodes_filtered, 1);
+        let want = Ask {
+            resources: &ask,
+            network: &job.groups[0].network,
+            desired_count: 1,
+            avoid_node: None,
+        };
+        for _ in 0..2 {
+            let mut metric = AllocMetric::default();
+            add_metric(&mut metric, &pool.seen);
+            let choice = select(
+                &refs,
+                &mut pool,
+                2,
+                &mut checker,
+                &mut ranker,
+                want,
+                &mut |_| NodeUsage::empty(),
+                &mut metric,
+            )
+            .expect("the roomy node");
+            assert_eq!(choice.node_index, 2);
+            // Every node is accounted for once, whichever walk saw it.
+            assert_eq!(metric.nodes_evaluated, 3);
+            assert_eq!(metric.nodes_filtered, 1);
+            assert_eq!(metric.nodes_exhausted, 1);
+        }
+        assert_eq!(pool.len(), 1);
     }
 }

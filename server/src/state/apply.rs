@@ -47,12 +47,14 @@ impl StateStore {
             now: now_ms(),
             touched: BTreeSet::new(),
             usage: Vec::new(),
+            written: Vec::new(),
         };
         w.command(cmd)?;
         w.append_to_log(cmd)?;
         w.record_indexes()?;
         let tables: Vec<Table> = w.touched.into_iter().collect();
         let usage = w.usage;
+        let written = w.written;
         {
             // The mirror changes with the commit, under its write lock, so a snapshot
             // never pairs the new SQL state with the old memory state (or the reverse).
@@ -62,6 +64,15 @@ impl StateStore {
                 .write()
                 .expect("state mirror lock poisoned");
             tx.commit().ctx(|| format!("committing index {index}"))?;
+            if mirror
+                .in_flight
+                .contains_any(written.iter().map(String::as_str))
+            {
+                let in_flight = Arc::make_mut(&mut mirror.in_flight);
+                for id in &written {
+                    in_flight.remove(id);
+                }
+            }
             if !usage.is_empty() {
                 let sums = Arc::make_mut(&mut mirror.usage);
                 for change in usage {
@@ -100,6 +111,19 @@ fn encode<T: Serialize>(kind: &'static str, id: &str, v: &T) -> Result<String, S
     })
 }
 
+const INSERT_NEW_ALLOC: &str = "INSERT INTO allocs (id, job_id, node_id, client_status, \
+     desired_status, create_index, modify_index, json, group_name) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT (id) DO NOTHING";
+
+const UPSERT_ALLOC: &str = "INSERT INTO allocs (id, job_id, node_id, client_status, \
+     desired_status, create_index, modify_index, json, group_name) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) \
+     ON CONFLICT (id) DO UPDATE SET job_id = excluded.job_id, \
+     node_id = excluded.node_id, client_status = excluded.client_status, \
+     desired_status = excluded.desired_status, \
+     create_index = excluded.create_index, modify_index = excluded.modify_index, \
+     json = excluded.json, group_name = excluded.group_name";
+
 struct Writer<'a> {
     tx: &'a Transaction<'a>,
     index: u64,
@@ -107,6 +131,8 @@ struct Writer<'a> {
     touched: BTreeSet<Table>,
     /// Changes to the per-node allocation sums, applied to the mirror on commit.
     usage: Vec<UsageChange>,
+    /// Ids of the allocations written: no longer in flight once committed.
+    written: Vec<String>,
 }
 
 /// One allocation entering or leaving a node's sum (only resources and ports kept).
@@ -419,6 +445,48 @@ impl Writer<'_> {
         alloc: &Allocation,
         before: Option<&Allocation>,
     ) -> Result<(), StateError> {
+        self.put_alloc(alloc, before, false).map(|_| ())
+    }
+
+    /// Inserts `alloc` unless its id exists already (then writes nothing and returns
+    /// false): a new placement needs no read of its id first.
+    fn insert_new_alloc(&mut self, alloc: &Allocation) -> Result<bool, StateError> {
+        self.put_alloc(alloc, None, true)
+    }
+
+    fn put_alloc(
+        &mut self,
+        alloc: &Allocation,
+        before: Option<&Allocation>,
+        only_new: bool,
+    ) -> Result<bool, StateError> {
+        let json = encode("allocation", &alloc.id, alloc)?;
+        let sql = if only_new {
+            INSERT_NEW_ALLOC
+        } else {
+            UPSERT_ALLOC
+        };
+        let changed = self
+            .exec(
+                sql,
+                params![
+                    alloc.id,
+                    alloc.job_id,
+                    alloc.node_id,
+                    enum_str(&alloc.client_status),
+                    enum_str(&alloc.desired_status),
+                    alloc.create_index as i64,
+                    alloc.modify_index as i64,
+                    json,
+                    alloc.group
+                ],
+            )
+            .ctx(|| format!("writing allocation {:?}", alloc.id))?;
+        if changed == 0 {
+            return Ok(false);
+        }
+        self.touched.insert(Table::Allocs);
+        self.written.push(alloc.id.clone());
         if let Some(b) = before.filter(|b| holds_resources(b)) {
             self.usage.push(UsageChange {
                 node_id: b.node_id.clone(),
@@ -431,31 +499,7 @@ impl Writer<'_> {
                 delta: Delta::Add(NodeAllocated::of(alloc)),
             });
         }
-        let json = encode("allocation", &alloc.id, alloc)?;
-        self.exec(
-            "INSERT INTO allocs (id, job_id, node_id, client_status, desired_status, \
-                 create_index, modify_index, json, group_name) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) \
-                 ON CONFLICT (id) DO UPDATE SET job_id = excluded.job_id, \
-                 node_id = excluded.node_id, client_status = excluded.client_status, \
-                 desired_status = excluded.desired_status, \
-                 create_index = excluded.create_index, modify_index = excluded.modify_index, \
-                 json = excluded.json, group_name = excluded.group_name",
-            params![
-                alloc.id,
-                alloc.job_id,
-                alloc.node_id,
-                enum_str(&alloc.client_status),
-                enum_str(&alloc.desired_status),
-                alloc.create_index as i64,
-                alloc.modify_index as i64,
-                json,
-                alloc.group
-            ],
-        )
-        .ctx(|| format!("writing allocation {:?}", alloc.id))?;
-        self.touched.insert(Table::Allocs);
-        Ok(())
+        Ok(true)
     }
 
     /// Commits a plan: placements (new, or updates that keep the client's fields),
@@ -493,26 +537,6 @@ impl Writer<'_> {
         for placed in allocs {
             let mut alloc = placed.clone();
             alloc.job = None; // served from job_versions at `job_version`
-            let before = read::alloc(self.tx, &alloc.id)?;
-            match before.clone() {
-                Some(existing) => {
-                    // An in-place update: the client owns its fields.
-                    alloc.create_index = existing.create_index;
-                    alloc.create_time = existing.create_time;
-                    alloc.client_status = existing.client_status;
-                    alloc.client_description = existing.client_description;
-                    alloc.task_states = existing.task_states;
-                    if alloc.next_allocation.is_none() {
-                        alloc.next_allocation = existing.next_allocation;
-                    }
-                }
-                None => {
-                    alloc.create_index = self.index;
-                    if alloc.create_time == 0 {
-                        alloc.create_time = self.now;
-                    }
-                }
-            }
             if alloc.node_name.is_empty() {
                 if let Some(node) = read::node(self.tx, &alloc.node_id)? {
                     alloc.node_name = node.name;
@@ -520,7 +544,39 @@ impl Writer<'_> {
             }
             alloc.modify_index = self.index;
             alloc.modify_time = self.now;
-            self.write_alloc(&alloc, before.as_ref())?;
+            // The plan applier sends new placements with create_index 0 (the store gives
+            // every row one >= 1): those are inserted without reading their id first;
+            // an id that exists after all takes the update path.
+            let inserted = placed.create_index == 0 && {
+                alloc.create_index = self.index;
+                if alloc.create_time == 0 {
+                    alloc.create_time = self.now;
+                }
+                self.insert_new_alloc(&alloc)?
+            };
+            if !inserted {
+                let before = read::alloc(self.tx, &alloc.id)?;
+                match before.clone() {
+                    Some(existing) => {
+                        // An in-place update: the client owns its fields.
+                        alloc.create_index = existing.create_index;
+                        alloc.create_time = existing.create_time;
+                        alloc.client_status = existing.client_status;
+                        alloc.client_description = existing.client_description;
+                        alloc.task_states = existing.task_states;
+                        if alloc.next_allocation.is_none() {
+                            alloc.next_allocation = existing.next_allocation;
+                        }
+                    }
+                    None => {
+                        alloc.create_index = self.index;
+                        if alloc.create_time == 0 {
+                            alloc.create_time = self.now;
+                        }
+                    }
+                }
+                self.write_alloc(&alloc, before.as_ref())?;
+            }
             jobs.insert(alloc.job_id.clone());
             if let Some(prev_id) = &alloc.previous_allocation {
                 if let Some(mut prev) = read::alloc(self.tx, prev_id)? {

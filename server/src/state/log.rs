@@ -110,6 +110,17 @@ impl CommandLog {
         rx.await.map_err(|_| LogError::WriterGone)?
     }
 
+    /// Queues `cmd` now (it takes its index in call order) and returns a future of its
+    /// index, ready once it is committed: lets a caller queue several commands in
+    /// order without waiting for each commit in between.
+    pub fn submit_later(
+        &self,
+        cmd: Command,
+    ) -> Result<impl std::future::Future<Output = Result<u64, LogError>>, LogError> {
+        let rx = self.send(cmd)?;
+        Ok(async move { rx.await.map_err(|_| LogError::WriterGone)? })
+    }
+
     /// `submit` for threads outside the async runtime (`spawn_blocking`, std threads).
     /// Must not be called from an async task.
     pub fn submit_blocking(&self, cmd: Command) -> Result<u64, LogError> {

@@ -43,6 +43,7 @@ use orch_common::structs::{Allocation, Evaluation, Job, Node, SchedulerConfigura
 use rusqlite::{Connection, OpenFlags};
 use tokio::sync::watch;
 
+use crate::scheduler::context::holds_resources;
 use crate::scheduler::NodeAllocated;
 
 pub use apply::ApplyOutcome;
@@ -51,6 +52,8 @@ pub use log::{CommandLog, LogError, Observer};
 pub use read::GroupStatusCount;
 pub use snapshot::Snapshot;
 
+/// The writer connection's page cache, in KiB (SQLite allocates it as pages are used).
+const WRITER_CACHE_KIB: i64 = 128 * 1024;
 /// How many idle read connections the pool keeps.
 const MAX_IDLE_READERS: usize = 8;
 /// How long a statement waits for a lock before failing (checkpoints, the writer).
@@ -182,6 +185,63 @@ pub(crate) struct Mirror {
     pub nodes: Option<Arc<Vec<Node>>>,
     /// The nodes table's index.
     pub nodes_index: u64,
+    /// Placements the plan applier accepted and sent to the log, not committed yet.
+    pub in_flight: Arc<InFlight>,
+}
+
+impl Mirror {
+    /// What the node's allocations use, counting placements in flight.
+    pub fn node_allocated(&self, node_id: &str) -> NodeAllocated {
+        let mut sum = self
+            .usage
+            .get(node_id)
+            .map(|u| NodeAllocated::clone(u))
+            .unwrap_or_default();
+        if let Some((_, extra)) = self.in_flight.sums.get(node_id) {
+            sum.add_part(extra);
+        }
+        sum
+    }
+}
+
+/// Placements between the plan applier's check and their commit. Snapshots count them
+/// as used, so the applier can check the next plan (and a worker compute one) while the
+/// previous commits, without handing out the same room twice. `apply` drops each one
+/// as it commits (under the mirror's lock: it is counted in exactly one place).
+#[derive(Clone, Default)]
+pub(crate) struct InFlight {
+    /// Allocation id -> its node and what it uses.
+    allocs: HashMap<String, (String, NodeAllocated)>,
+    /// Node id -> how many placements in flight it has, and their sum.
+    sums: HashMap<String, (u32, NodeAllocated)>,
+}
+
+impl InFlight {
+    fn add(&mut self, alloc: &Allocation) {
+        let part = NodeAllocated::of(alloc);
+        let (count, sum) = self.sums.entry(alloc.node_id.clone()).or_default();
+        *count += 1;
+        sum.add_part(&part);
+        self.allocs
+            .insert(alloc.id.clone(), (alloc.node_id.clone(), part));
+    }
+
+    pub(crate) fn remove(&mut self, alloc_id: &str) {
+        let Some((node_id, part)) = self.allocs.remove(alloc_id) else {
+            return;
+        };
+        if let Some((count, sum)) = self.sums.get_mut(&node_id) {
+            *count -= 1;
+            sum.remove_part(&part);
+            if *count == 0 {
+                self.sums.remove(&node_id);
+            }
+        }
+    }
+
+    pub(crate) fn contains_any<'a>(&self, mut ids: impl Iterator<Item = &'a str>) -> bool {
+        !self.allocs.is_empty() && ids.any(|id| self.allocs.contains_key(id))
+    }
 }
 
 impl Inner {
@@ -246,11 +306,21 @@ impl StateStore {
         }
         let mut writer = open_connection(&path)?;
         schema::migrate(&mut writer)?;
+        let writer_pragmas = || -> Result<(), rusqlite::Error> {
+            // The writer's page cache holds the hot index pages between commits (the
+            // default 2 MiB made it re-read and spill them at a million allocations).
+            writer.pragma_update(None, "cache_size", -WRITER_CACHE_KIB)
+        };
+        writer_pragmas().map_err(|source| StateError::Open {
+            path: path.clone(),
+            source,
+        })?;
         let indexes = read::table_indexes(&writer)?;
         let mirror = Mirror {
             usage: Arc::new(read::node_usage_sums(&writer)?),
             nodes: None,
             nodes_index: indexes.get(Table::Nodes.name()).copied().unwrap_or(0),
+            in_flight: Arc::default(),
         };
         let last = indexes.values().copied().max().unwrap_or(0);
         let table_sender =
@@ -390,18 +460,44 @@ impl StateStore {
         Snapshot::begin(conn, mirror.clone())
     }
 
-    /// What the node's allocations that hold resources use, now (from memory).
+    /// What the node's allocations that hold resources use, now (from memory),
+    /// counting placements in flight.
     pub fn node_allocated(&self, node_id: &str) -> NodeAllocated {
-        let mirror = self
-            .inner
+        self.inner
             .mirror
             .read()
+            .expect("state mirror lock poisoned")
+            .node_allocated(node_id)
+    }
+
+    /// Counts new placements (those that hold resources) as used until `apply` commits
+    /// them or `release_in_flight` gives them up: the plan applier calls it between its
+    /// check of a plan and handing the plan to the log.
+    pub fn hold_in_flight<'a>(&self, allocs: impl IntoIterator<Item = &'a Allocation>) {
+        let mut mirror = self
+            .inner
+            .mirror
+            .write()
             .expect("state mirror lock poisoned");
-        mirror
-            .usage
-            .get(node_id)
-            .map(|u| NodeAllocated::clone(u))
-            .unwrap_or_default()
+        let in_flight = Arc::make_mut(&mut mirror.in_flight);
+        for a in allocs {
+            if holds_resources(a) {
+                in_flight.add(a);
+            }
+        }
+    }
+
+    /// Gives up placements held by `hold_in_flight` (their commit failed).
+    pub fn release_in_flight<'a>(&self, alloc_ids: impl IntoIterator<Item = &'a str>) {
+        let mut mirror = self
+            .inner
+            .mirror
+            .write()
+            .expect("state mirror lock poisoned");
+        let in_flight = Arc::make_mut(&mut mirror.in_flight);
+        for id in alloc_ids {
+            in_flight.remove(id);
+        }
     }
 
     // ------------------------------------------------------------------ reads

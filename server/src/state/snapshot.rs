@@ -168,11 +168,7 @@ impl State for Snapshot {
     }
 
     fn node_allocated(&self, node_id: &str) -> NodeAllocated {
-        self.mirror
-            .usage
-            .get(node_id)
-            .map(|u| NodeAllocated::clone(u))
-            .unwrap_or_default()
+        self.mirror.node_allocated(node_id)
     }
 
     fn allocs_by_job(&self, job_id: &str) -> Vec<Allocation> {

@@ -1273,3 +1273,58 @@ fn a_snapshot_keeps_the_node_sums_and_nodes_of_its_index() {
     assert_eq!(fresh.nodes().len(), 2);
     assert!(fresh.node("n2").is_some());
 }
+
+#[test]
+fn placements_in_flight_count_once_until_committed_or_released() {
+    let (_dir, store) = temp_store();
+    let job = mock_job("web");
+    apply(
+        &store,
+        Command::UpsertNode {
+            node: mock_node("n1"),
+        },
+    );
+    let a1 = mock_alloc("a1", &job, "n1", 0);
+    let a2 = mock_alloc("a2", &job, "n1", 1);
+    let one = NodeAllocated::of(&a1).resources.cpu;
+    store.hold_in_flight([&a1, &a2]);
+    let held = store.snapshot().expect("snapshot");
+    assert_eq!(held.node_allocated("n1").resources.cpu, 2 * one);
+    assert_eq!(store.node_allocated("n1").resources.cpu, 2 * one);
+
+    // Committing a1 moves it from in flight to the sums: still counted once.
+    place(&store, vec![a1.clone()]);
+    assert_eq!(store.node_allocated("n1").resources.cpu, 2 * one);
+    // a2's commit failed: released, it no longer counts.
+    store.release_in_flight(["a2"]);
+    assert_eq!(store.node_allocated("n1").resources.cpu, one);
+    // A snapshot keeps what it saw.
+    assert_eq!(held.node_allocated("n1").resources.cpu, 2 * one);
+    // Releasing an id that is not held (or was committed) changes nothing.
+    store.release_in_flight(["a1", "nope"]);
+    assert_eq!(store.node_allocated("n1").resources.cpu, one);
+}
+
+#[test]
+fn a_new_placement_with_an_existing_id_updates_it_instead_of_failing() {
+    let (_dir, store) = temp_store();
+    let job = mock_job("web");
+    apply(
+        &store,
+        Command::UpsertNode {
+            node: mock_node("n1"),
+        },
+    );
+    let first = mock_alloc("a1", &job, "n1", 0);
+    place(&store, vec![first.clone()]);
+    let created = store.alloc("a1").expect("read").expect("a1").create_index;
+    // Sent again as new (create_index 0): the stored row is updated in place.
+    let mut again = first.clone();
+    again.desired_description = "again".into();
+    place(&store, vec![again]);
+    let stored = store.alloc("a1").expect("read").expect("a1");
+    assert_eq!(stored.create_index, created);
+    assert_eq!(stored.desired_description, "again");
+    let one = NodeAllocated::of(&first).resources.cpu;
+    assert_eq!(store.node_allocated("n1").resources.cpu, one);
+}
