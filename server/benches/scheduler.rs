@@ -292,11 +292,32 @@ async fn c1m(scale: f64) -> BenchResult<()> {
         )?);
     }
 
+    // The write-ahead log's size through the run: it must stay bounded under load.
+    let wal_path = {
+        let mut p = server.store().path().as_os_str().to_owned();
+        p.push("-wal");
+        std::path::PathBuf::from(p)
+    };
+    let (wal_stop, mut wal_stopped) = tokio::sync::watch::channel(false);
+    let wal_watch = tokio::spawn(async move {
+        let mut max = 0u64;
+        loop {
+            max = max.max(std::fs::metadata(&wal_path).map(|m| m.len()).unwrap_or(0));
+            tokio::select! {
+                _ = wal_stopped.changed() => break,
+                _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+            }
+        }
+        max
+    });
+
     let t = Instant::now();
     let ids = submit_jobs(&server, jobs).await?;
     let submitted = t.elapsed().as_secs_f64();
     let evals = wait_evals(&server, &ids).await?;
     let wall = t.elapsed().as_secs_f64();
+    let _ = wal_stop.send(true);
+    let wal_max = wal_watch.await.unwrap_or(0);
     let (placed, _) = allocs_per_node(&server)?;
     let mut lat: Vec<f64> = evals
         .iter()
@@ -317,6 +338,7 @@ async fn c1m(scale: f64) -> BenchResult<()> {
     report("c1m.eval_p50_ms", percentile(&lat, 0.5), "ms");
     report("c1m.eval_p99_ms", percentile(&lat, 0.99), "ms");
     report("c1m.peak_rss_mib", peak_rss_mib(), "MiB");
+    report("c1m.wal_max_mib", wal_max as f64 / (1024.0 * 1024.0), "MiB");
     server.shutdown().await;
     report("c1m.sqlite_mib", dir_mib(&dir.path().join("server")), "MiB");
     Ok(())

@@ -30,7 +30,7 @@ use tokio::task::JoinHandle;
 use crate::broker::{EvalBroker, NackOutcome};
 use crate::plan_apply::PlanRequest;
 use crate::scheduler::{self, Planner, SchedulerError, State};
-use crate::state::{Command, CommandLog, LogError, StateError, StateStore};
+use crate::state::{Command, CommandLog, LogError, SnapshotRelease, StateError, StateStore};
 
 /// How long one dequeue waits before checking for shutdown again.
 const DEQUEUE_WAIT: Duration = Duration::from_secs(1);
@@ -63,6 +63,8 @@ struct WorkerPlanner {
     turn: ComputeTurn,
     /// Held from taking a snapshot until the plan computed on it is checked.
     permit: Option<OwnedSemaphorePermit>,
+    /// Ends the read transaction of the snapshot the current plan was computed on.
+    snapshot: SnapshotRelease,
 }
 
 impl WorkerPlanner {
@@ -76,6 +78,9 @@ impl WorkerPlanner {
 
 impl Planner for WorkerPlanner {
     fn submit_plan(&mut self, plan: Plan) -> Result<(PlanResult, Option<Box<dyn State>>), String> {
+        // Nothing more is read from the snapshot; waiting for the commit with its read
+        // transaction open would hold back the WAL checkpoint.
+        self.snapshot.release();
         let (reply, answer) = oneshot::channel();
         let (checked, checked_rx) = oneshot::channel();
         self.plans
@@ -99,6 +104,7 @@ impl Planner for WorkerPlanner {
         // The applier answered after committing, so the store is at refresh_index.
         self.permit = self.turn.take();
         let fresh = self.store.snapshot().map_err(|e| e.to_string())?;
+        self.snapshot = fresh.release_handle();
         Ok((result, Some(Box::new(fresh))))
     }
 
@@ -234,6 +240,7 @@ async fn process_one(ctx: &WorkerContext, eval: &Evaluation) -> Result<(), Worke
             plans: ctx.plans.clone(),
             turn: ctx.turn.clone(),
             permit,
+            snapshot: snapshot.release_handle(),
         };
         scheduler::process(&eval, &snapshot, &mut planner, ids::now_ms())?;
         Ok(())

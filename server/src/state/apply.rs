@@ -29,11 +29,12 @@ impl StateStore {
     /// Applies `cmd` at `index` (which must be after `last_index()`), in one
     /// transaction, durable on return. The only function that writes the database.
     pub fn apply(&self, index: u64, cmd: &Command) -> Result<ApplyOutcome, StateError> {
-        let mut conn = self
+        let mut guard = self
             .inner
             .writer
             .lock()
             .expect("state writer mutex poisoned");
+        let (conn, checkpointer) = &mut *guard;
         let last = self.last_index();
         if index <= last {
             return Err(StateError::IndexNotIncreasing { index, last });
@@ -88,7 +89,8 @@ impl StateStore {
                 mirror.nodes_index = index;
             }
         }
-        drop(conn);
+        checkpointer.after_commit(conn, super::BUSY_TIMEOUT);
+        drop(guard);
         self.publish(index, &tables);
         Ok(ApplyOutcome { index, tables })
     }

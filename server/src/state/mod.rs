@@ -32,6 +32,7 @@ mod log_entry;
 mod read;
 pub mod schema;
 pub mod snapshot;
+mod wal;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -50,7 +51,7 @@ pub use apply::ApplyOutcome;
 pub use command::Command;
 pub use log::{CommandLog, LogError, Observer};
 pub use read::GroupStatusCount;
-pub use snapshot::Snapshot;
+pub use snapshot::{Snapshot, SnapshotRelease};
 
 /// The writer connection's page cache, in KiB (SQLite allocates it as pages are used).
 const WRITER_CACHE_KIB: i64 = 128 * 1024;
@@ -157,8 +158,8 @@ pub struct StateStore {
 
 struct Inner {
     path: PathBuf,
-    /// The one write connection; only `apply` uses it.
-    writer: Mutex<Connection>,
+    /// The one write connection (only `apply` uses it) and its WAL checkpointer.
+    writer: Mutex<(Connection, wal::Checkpointer)>,
     /// Idle read connections.
     readers: Mutex<Vec<Connection>>,
     /// Last index that touched each table, by `Table::slot`.
@@ -315,6 +316,11 @@ impl StateStore {
             path: path.clone(),
             source,
         })?;
+        let checkpointer =
+            wal::Checkpointer::start(&writer, path.clone()).map_err(|reason| StateError::Open {
+                path: path.clone(),
+                source: rusqlite::Error::InvalidParameterName(reason),
+            })?;
         let indexes = read::table_indexes(&writer)?;
         let mirror = Mirror {
             usage: Arc::new(read::node_usage_sums(&writer)?),
@@ -327,7 +333,7 @@ impl StateStore {
             |t: Table| watch::Sender::new(indexes.get(t.name()).copied().unwrap_or(0));
         let inner = Inner {
             path,
-            writer: Mutex::new(writer),
+            writer: Mutex::new((writer, checkpointer)),
             readers: Mutex::new(Vec::new()),
             tables: [
                 table_sender(Table::Jobs),

@@ -17,7 +17,7 @@ use crate::scheduler::{NodeAllocated, State};
 pub struct Snapshot {
     /// The mutex only makes the connection shareable; reads never block each other
     /// for long (one query at a time, no await while held).
-    conn: Mutex<PooledConn>,
+    conn: Arc<Mutex<PooledConn>>,
     index: u64,
     mirror: Mirror,
     nodes: OnceLock<Arc<Vec<Node>>>,
@@ -46,7 +46,7 @@ impl Snapshot {
             let _ = nodes.set(shared.clone());
         }
         Ok(Snapshot {
-            conn: Mutex::new(conn),
+            conn: Arc::new(Mutex::new(conn)),
             index,
             mirror,
             nodes,
@@ -95,6 +95,12 @@ impl Snapshot {
         }
     }
 
+    /// A handle that ends this snapshot's read transaction early (see
+    /// `SnapshotRelease::release`).
+    pub fn release_handle(&self) -> SnapshotRelease {
+        SnapshotRelease(self.conn.clone())
+    }
+
     /// Like the `State` reads, but reporting errors.
     pub fn try_job(&self, id: &str) -> Result<Option<Job>, StateError> {
         let conn = self
@@ -137,6 +143,24 @@ impl Snapshot {
     pub fn job_version(&self, id: &str, version: u64) -> Option<Job> {
         self.with("a job version", |c| read::job_version(c, id, version))
             .flatten()
+    }
+}
+
+/// Ends a snapshot's read transaction before the snapshot is dropped. A worker does
+/// once its plan is with the applier: the scheduler reads nothing more from it then,
+/// and a read transaction held while plans commit keeps SQLite from restarting the WAL
+/// (which then grows without bound under steady load). Reads through the snapshot
+/// afterwards see the newest state.
+pub struct SnapshotRelease(Arc<Mutex<PooledConn>>);
+
+impl SnapshotRelease {
+    pub fn release(&self) {
+        let conn = self.0.lock().expect("snapshot connection mutex poisoned");
+        if !conn.is_autocommit() {
+            if let Err(e) = conn.execute_batch("ROLLBACK") {
+                tracing::warn!(error = %e, "ending a snapshot's read transaction");
+            }
+        }
     }
 }
 

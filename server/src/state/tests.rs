@@ -1328,3 +1328,21 @@ fn a_new_placement_with_an_existing_id_updates_it_instead_of_failing() {
     let one = NodeAllocated::of(&first).resources.cpu;
     assert_eq!(store.node_allocated("n1").resources.cpu, one);
 }
+
+#[test]
+fn a_released_snapshot_ends_its_read_transaction() {
+    let (_dir, store) = temp_store();
+    let snap = store.snapshot().expect("snapshot");
+    assert!(snap.nodes().is_empty());
+    snap.release_handle().release();
+    apply(
+        &store,
+        Command::UpsertNode {
+            node: mock_node("n1"),
+        },
+    );
+    // No longer pinned to its index: reads see the newest state.
+    assert!(snap.try_nodes().expect("read").len() == 1);
+    // Releasing twice is harmless.
+    snap.release_handle().release();
+}
