@@ -11,7 +11,7 @@ use orch_common::structs::{
 };
 
 use super::feasible::NodeUsage;
-use super::fxhash::FxHashMap;
+use super::fxhash::{FxHashMap, FxHashSet};
 use super::{NodeAllocated, State};
 
 /// True when an allocation holds node resources for scheduling purposes: the server
@@ -62,11 +62,12 @@ pub struct PlanBuilder<'s> {
     /// The job whose allocations `own_allocs` holds, by node.
     own_job: Option<String>,
     own_allocs: FxHashMap<String, Vec<Allocation>>,
-    /// `usage` already computed for (`memo_for`) per node id; a node's entry goes when
-    /// the plan stops, places or evicts there. A placement walk visits the same nodes
-    /// again and again (1,000 placements over a few thousand nodes).
-    usage_memo: FxHashMap<String, NodeUsage>,
-    memo_for: (String, String),
+    /// Nodes the plan stops, places or evicts on: only their usage needs the plan's
+    /// lists; every other node's is the state's sum (the fast path).
+    touched: FxHashSet<String>,
+    /// Nodes touched since the last `take_changed_nodes` (callers that memoize usage
+    /// drop those entries).
+    changed: Vec<String>,
     now_ms: u64,
 }
 
@@ -85,8 +86,8 @@ impl<'s> PlanBuilder<'s> {
             node_sums: FxHashMap::default(),
             own_job: None,
             own_allocs: FxHashMap::default(),
-            usage_memo: FxHashMap::default(),
-            memo_for: (String::new(), String::new()),
+            touched: FxHashSet::default(),
+            changed: Vec::new(),
             now_ms,
         }
     }
@@ -111,7 +112,7 @@ impl<'s> PlanBuilder<'s> {
             a.next_allocation = next;
         }
         a.modify_time = self.now_ms;
-        self.usage_memo.remove(&a.node_id);
+        self.touch(&a.node_id);
         self.plan
             .node_update
             .entry(a.node_id.clone())
@@ -133,7 +134,7 @@ impl<'s> PlanBuilder<'s> {
 
     /// Adds a new allocation, or a new version of an existing one (same id).
     pub fn place(&mut self, alloc: Allocation) {
-        self.usage_memo.remove(&alloc.node_id);
+        self.touch(&alloc.node_id);
         self.plan
             .node_allocation
             .entry(alloc.node_id.clone())
@@ -148,16 +149,43 @@ impl<'s> PlanBuilder<'s> {
     /// placements, minus its evictions — no read of the node's allocations. When the
     /// plan stops another job's allocation on the node, the node's allocations are read.
     pub fn usage(&mut self, node: &Node, job_id: &str, group: &str) -> NodeUsage {
-        if self.memo_for.0 != job_id || self.memo_for.1 != group {
-            self.usage_memo.clear();
-            self.memo_for = (job_id.to_string(), group.to_string());
+        self.load_own_allocs(job_id);
+        if !self.touched.contains(node.id.as_str()) && !self.own_allocs.contains_key(&node.id) {
+            // Neither the plan nor the job has anything on the node.
+            let base = self.state.node_allocated(&node.id);
+            return NodeUsage {
+                used: base.resources,
+                ports: base.ports.into_iter().collect(),
+                job_allocs: 0,
+                group_allocs: 0,
+            };
         }
-        if let Some(usage) = self.usage_memo.get(node.id.as_str()) {
-            return usage.clone();
+        self.compute_usage(node, job_id, group)
+    }
+
+    /// The nodes the plan touched since the last call (a usage memo drops them).
+    pub fn take_changed_nodes(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.changed)
+    }
+
+    fn touch(&mut self, node_id: &str) {
+        if !self.touched.contains(node_id) {
+            self.touched.insert(node_id.to_string());
         }
-        let usage = self.compute_usage(node, job_id, group);
-        self.usage_memo.insert(node.id.clone(), usage.clone());
-        usage
+        self.changed.push(node_id.to_string());
+    }
+
+    fn load_own_allocs(&mut self, job_id: &str) {
+        if self.own_job.as_deref() != Some(job_id) {
+            self.own_allocs = FxHashMap::default();
+            for a in self.state.allocs_by_job(job_id) {
+                self.own_allocs
+                    .entry(a.node_id.clone())
+                    .or_default()
+                    .push(a);
+            }
+            self.own_job = Some(job_id.to_string());
+        }
     }
 
     fn compute_usage(&mut self, node: &Node, job_id: &str, group: &str) -> NodeUsage {
@@ -170,16 +198,6 @@ impl<'s> PlanBuilder<'s> {
                 || placed.is_some_and(|v| v.iter().any(|a| a.id == id))
                 || evicted.is_some_and(|v| v.iter().any(|a| a.id == id))
         };
-        if self.own_job.as_deref() != Some(job_id) {
-            self.own_allocs = FxHashMap::default();
-            for a in state.allocs_by_job(job_id) {
-                self.own_allocs
-                    .entry(a.node_id.clone())
-                    .or_default()
-                    .push(a);
-            }
-            self.own_job = Some(job_id.to_string());
-        }
         let own = self
             .own_allocs
             .get(&node.id)
@@ -263,7 +281,7 @@ impl<'s> PlanBuilder<'s> {
         a.desired_description = format!("Preempted by alloc ID {} (job {})", by.id, by.job_id);
         a.modify_time = self.now_ms;
         a.job = None;
-        self.usage_memo.remove(&a.node_id);
+        self.touch(&a.node_id);
         self.plan
             .node_preemptions
             .entry(a.node_id.clone())

@@ -27,8 +27,9 @@ use orch_common::structs::{
 
 use super::context::{allocs_with_jobs, holds_resources, PlanBuilder};
 use super::feasible::{
-    assign_ports, datacenter_matches, merge_class_eligibility, FeasibilityChecker,
+    assign_ports, datacenter_matches, merge_class_eligibility, FeasibilityChecker, NodeUsage,
 };
+use super::fxhash::FxHashMap;
 use super::preempt::{self, Priorities};
 use super::rank::{
     add_metric, record_exhausted, sample_limit, select, Ask, GroupRanker, Pool,
@@ -327,6 +328,15 @@ pub(crate) struct Placer<'s, 'n> {
     candidates: Vec<&'n Node>,
     /// Group -> its feasible candidates (built on the group's first placement).
     pools: HashMap<String, Pool>,
+    /// Usage per candidate index for `memo_group`, dropped for the nodes the plan
+    /// changes: a placement walk visits the same nodes again and again (1,000
+    /// placements over a few thousand nodes).
+    usage_memo: Vec<Option<NodeUsage>>,
+    memo_group: String,
+    /// The candidate the last placement went to (the node usually changed next).
+    last_chosen: Option<usize>,
+    /// Node id -> candidate index, built the first time another node changes.
+    index_of: Option<FxHashMap<&'n str, usize>>,
     limit: usize,
     rng: Rng,
     checkers: HashMap<String, FeasibilityChecker>,
@@ -379,6 +389,10 @@ impl<'s, 'n> Placer<'s, 'n> {
             rankers.insert(g.name.clone(), ranker);
         }
         Placer {
+            usage_memo: vec![None; candidates.len()],
+            memo_group: String::new(),
+            last_chosen: None,
+            index_of: None,
             candidates,
             pools: HashMap::new(),
             limit,
@@ -440,6 +454,7 @@ impl<'s, 'n> Placer<'s, 'n> {
         avoid_node: Option<&str>,
     ) -> Result<Placed, Box<AllocMetric>> {
         let ask = group.resources();
+        self.forget_changed_usage(b, &group.name);
         // Every group's checker and ranker exist from `new` (looked up without
         // allocating a key per placement); a group added since is set up here.
         if !self.checkers.contains_key(&group.name) {
@@ -478,6 +493,7 @@ impl<'s, 'n> Placer<'s, 'n> {
         } else {
             self.limit
         };
+        let usage_memo = &mut self.usage_memo;
         let choice = select(
             &self.candidates,
             pool,
@@ -485,7 +501,11 @@ impl<'s, 'n> Placer<'s, 'n> {
             checker,
             ranker,
             want,
-            &mut |node| b.usage(node, &job.id, &group.name),
+            &mut |idx, node| {
+                usage_memo[idx]
+                    .get_or_insert_with(|| b.usage(node, &job.id, &group.name))
+                    .clone()
+            },
             &mut metric,
         );
         let (node_index, usage, evict) = match choice {
@@ -511,6 +531,7 @@ impl<'s, 'n> Placer<'s, 'n> {
             }
         };
         let node = self.candidates[node_index];
+        self.last_chosen = Some(node_index);
         match assign_ports(node, &usage, &group.network, &mut self.rng) {
             Ok(ports) => {
                 count_into(
@@ -530,6 +551,40 @@ impl<'s, 'n> Placer<'s, 'n> {
             Err(dim) => {
                 record_exhausted(&mut metric, node, dim);
                 Err(Box::new(metric))
+            }
+        }
+    }
+
+    /// Drops the memoized usage of the nodes the plan changed since the last
+    /// placement (all of it when the group changes: the counts are per group).
+    fn forget_changed_usage(&mut self, b: &mut PlanBuilder<'_>, group: &str) {
+        let changed = b.take_changed_nodes();
+        if self.memo_group != group {
+            self.memo_group = group.to_string();
+            self.usage_memo.iter_mut().for_each(|u| *u = None);
+            return;
+        }
+        if changed.is_empty() {
+            return;
+        }
+        let candidates = &self.candidates;
+        let last = self.last_chosen.map(|i| (i, candidates[i].id.as_str()));
+        if let ([id], Some((i, last_id))) = (changed.as_slice(), last) {
+            if id == last_id {
+                self.usage_memo[i] = None;
+                return;
+            }
+        }
+        let index_of = self.index_of.get_or_insert_with(|| {
+            candidates
+                .iter()
+                .enumerate()
+                .map(|(i, n)| (n.id.as_str(), i))
+                .collect()
+        });
+        for id in &changed {
+            if let Some(&i) = index_of.get(id.as_str()) {
+                self.usage_memo[i] = None;
             }
         }
     }

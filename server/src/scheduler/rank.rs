@@ -473,7 +473,8 @@ pub fn add_metric(into: &mut AllocMetric, from: &AllocMetric) {
 /// distinct_hosts) and fit on each, scores the ones with room until `limit` are
 /// scored, and returns the best. Every node looked at is recorded into `metric` (the
 /// scores only for the best few); nodes without room also into the pool's tallies, and
-/// leave the pool. `usage_of` gives a node's usage under the plan so far.
+/// leave the pool. `usage_of` gives a node's usage under the plan so far (by its index
+/// in `nodes`).
 #[allow(clippy::too_many_arguments)]
 pub fn select(
     nodes: &[&Node],
@@ -482,7 +483,7 @@ pub fn select(
     checker: &mut FeasibilityChecker,
     ranker: &mut GroupRanker,
     ask: Ask<'_>,
-    usage_of: &mut dyn FnMut(&Node) -> NodeUsage,
+    usage_of: &mut dyn FnMut(usize, &Node) -> NodeUsage,
     metric: &mut AllocMetric,
 ) -> Option<Choice> {
     let n = pool.members.len();
@@ -506,7 +507,7 @@ pub fn select(
             record_filtered(metric, node, reason);
             continue;
         }
-        let usage = usage_of(node);
+        let usage = usage_of(idx, node);
         if let Err(reason) = checker.check_distinct(&usage) {
             record_filtered(metric, node, reason);
             continue;
@@ -664,7 +665,7 @@ mod tests {
                 desired_count: 1,
                 avoid_node: None,
             },
-            &mut |_| NodeUsage::empty(),
+            &mut |_, _| NodeUsage::empty(),
             &mut metric,
         )
         .expect("a node");
@@ -705,7 +706,7 @@ mod tests {
                 &mut checker,
                 &mut ranker,
                 want,
-                &mut |_| NodeUsage::empty(),
+                &mut |_, _| NodeUsage::empty(),
                 &mut metric,
             )
             .expect("the roomy node");
