@@ -186,7 +186,7 @@ pub async fn prepare(
     plan: Plan,
 ) -> Result<Prepared, PlanApplyError> {
     let eval_id = plan.eval_id.clone();
-    let (plan, mut verdict) = {
+    let (mut plan, mut verdict) = {
         let store = store.clone();
         tokio::task::spawn_blocking(move || {
             let verdict = check_plan(&store, &plan);
@@ -207,11 +207,10 @@ pub async fn prepare(
             .filter(|(_, v)| !v.is_empty())
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
-        result.node_allocation = plan
-            .node_allocation
-            .iter()
-            .filter(|(node, _)| verdict.accepted.contains(*node))
-            .map(|(k, v)| (k.clone(), v.clone()))
+        // Moved, not copied: a thousand placements are cloned once, into the command.
+        result.node_allocation = std::mem::take(&mut plan.node_allocation)
+            .into_iter()
+            .filter(|(node, _)| verdict.accepted.contains(node))
             .collect();
     }
     // Empty lists in the plan count as committed nodes for `is_full_commit`.
