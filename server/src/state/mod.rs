@@ -480,30 +480,29 @@ impl StateStore {
     /// them or `release_in_flight` gives them up: the plan applier calls it between its
     /// check of a plan and handing the plan to the log.
     pub fn hold_in_flight<'a>(&self, allocs: impl IntoIterator<Item = &'a Allocation>) {
-        let mut mirror = self
-            .inner
-            .mirror
-            .write()
-            .expect("state mirror lock poisoned");
-        let in_flight = Arc::make_mut(&mut mirror.in_flight);
-        for a in allocs {
-            if holds_resources(a) {
+        self.change_in_flight(|in_flight| {
+            for a in allocs.into_iter().filter(|a| holds_resources(a)) {
                 in_flight.add(a);
             }
-        }
+        });
     }
 
     /// Gives up placements held by `hold_in_flight` (their commit failed).
     pub fn release_in_flight<'a>(&self, alloc_ids: impl IntoIterator<Item = &'a str>) {
+        self.change_in_flight(|in_flight| {
+            for id in alloc_ids {
+                in_flight.remove(id);
+            }
+        });
+    }
+
+    fn change_in_flight(&self, change: impl FnOnce(&mut InFlight)) {
         let mut mirror = self
             .inner
             .mirror
             .write()
             .expect("state mirror lock poisoned");
-        let in_flight = Arc::make_mut(&mut mirror.in_flight);
-        for id in alloc_ids {
-            in_flight.remove(id);
-        }
+        change(Arc::make_mut(&mut mirror.in_flight));
     }
 
     // ------------------------------------------------------------------ reads

@@ -1276,14 +1276,7 @@ fn a_snapshot_keeps_the_node_sums_and_nodes_of_its_index() {
 
 #[test]
 fn placements_in_flight_count_once_until_committed_or_released() {
-    let (_dir, store) = temp_store();
-    let job = mock_job("web");
-    apply(
-        &store,
-        Command::UpsertNode {
-            node: mock_node("n1"),
-        },
-    );
+    let (_dir, store, job) = store_with_node_n1();
     let a1 = mock_alloc("a1", &job, "n1", 0);
     let a2 = mock_alloc("a2", &job, "n1", 1);
     let one = NodeAllocated::of(&a1).resources.cpu;
@@ -1307,14 +1300,7 @@ fn placements_in_flight_count_once_until_committed_or_released() {
 
 #[test]
 fn a_new_placement_with_an_existing_id_updates_it_instead_of_failing() {
-    let (_dir, store) = temp_store();
-    let job = mock_job("web");
-    apply(
-        &store,
-        Command::UpsertNode {
-            node: mock_node("n1"),
-        },
-    );
+    let (_dir, store, job) = store_with_node_n1();
     let first = mock_alloc("a1", &job, "n1", 0);
     place(&store, vec![first.clone()]);
     let created = store.alloc("a1").expect("read").expect("a1").create_index;
@@ -1345,4 +1331,16 @@ fn a_released_snapshot_ends_its_read_transaction() {
     assert!(snap.try_nodes().expect("read").len() == 1);
     // Releasing twice is harmless.
     snap.release_handle().release();
+}
+
+/// A store with node "n1" registered, and a job to place on it.
+fn store_with_node_n1() -> (tempfile::TempDir, StateStore, Job) {
+    let (dir, store) = temp_store();
+    apply(
+        &store,
+        Command::UpsertNode {
+            node: mock_node("n1"),
+        },
+    );
+    (dir, store, mock_job("web"))
 }
