@@ -2,7 +2,7 @@
 //! transaction that also appends it to `command_log` and records the index of every
 //! table it touched; watch channels are bumped only after the commit.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use orch_common::api::AllocClientUpdate;
@@ -13,6 +13,7 @@ use orch_common::structs::{
 use rusqlite::{params, Transaction, TransactionBehavior};
 use serde::Serialize;
 
+use super::alloc_seqs::AllocSeqs;
 use super::{read, Command, SqlContext, StateError, StateStore, Table};
 use crate::scheduler::context::holds_resources;
 use crate::scheduler::NodeAllocated;
@@ -44,6 +45,8 @@ impl StateStore {
             .ctx(|| format!("starting the transaction for index {index}"))?;
         let mut w = Writer {
             tx: &tx,
+            seqs: &self.inner.alloc_seqs,
+            new_seqs: HashMap::new(),
             index,
             now: now_ms(),
             touched: BTreeSet::new(),
@@ -56,6 +59,7 @@ impl StateStore {
         let tables: Vec<Table> = w.touched.into_iter().collect();
         let usage = w.usage;
         let written = w.written;
+        let new_seqs = w.new_seqs;
         {
             // The mirror changes with the commit, under its write lock, so a snapshot
             // never pairs the new SQL state with the old memory state (or the reverse).
@@ -65,6 +69,7 @@ impl StateStore {
                 .write()
                 .expect("state mirror lock poisoned");
             tx.commit().ctx(|| format!("committing index {index}"))?;
+            self.inner.alloc_seqs.extend(new_seqs);
             if mirror
                 .in_flight
                 .contains_any(written.iter().map(String::as_str))
@@ -113,21 +118,20 @@ fn encode<T: Serialize>(kind: &'static str, id: &str, v: &T) -> Result<String, S
     })
 }
 
-const INSERT_NEW_ALLOC: &str = "INSERT INTO allocs (id, job_id, node_id, client_status, \
+const INSERT_ALLOC: &str = "INSERT INTO allocs (id, job_id, node_id, client_status, \
      desired_status, create_index, modify_index, json, group_name) \
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT (id) DO NOTHING";
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)";
 
-const UPSERT_ALLOC: &str = "INSERT INTO allocs (id, job_id, node_id, client_status, \
-     desired_status, create_index, modify_index, json, group_name) \
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) \
-     ON CONFLICT (id) DO UPDATE SET job_id = excluded.job_id, \
-     node_id = excluded.node_id, client_status = excluded.client_status, \
-     desired_status = excluded.desired_status, \
-     create_index = excluded.create_index, modify_index = excluded.modify_index, \
-     json = excluded.json, group_name = excluded.group_name";
+const UPDATE_ALLOC: &str = "UPDATE allocs SET id = ?1, job_id = ?2, node_id = ?3, \
+     client_status = ?4, desired_status = ?5, create_index = ?6, modify_index = ?7, \
+     json = ?8, group_name = ?9 WHERE seq = ?10";
 
 struct Writer<'a> {
     tx: &'a Transaction<'a>,
+    /// Allocation id -> row, as committed before this command.
+    seqs: &'a AllocSeqs,
+    /// Rows this command inserted (they join `seqs` when it commits).
+    new_seqs: HashMap<String, i64>,
     index: u64,
     now: u64,
     touched: BTreeSet<Table>,
@@ -442,6 +446,18 @@ impl Writer<'_> {
 
     /// Writes `alloc`; `before` is the stored version it replaces (read in this
     /// transaction), so the per-node sums follow.
+    /// The row of allocation `id`, committed or written by this command.
+    fn seq_of(&self, id: &str) -> Option<i64> {
+        self.new_seqs.get(id).copied().or_else(|| self.seqs.get(id))
+    }
+
+    fn alloc(&self, id: &str) -> Result<Option<Allocation>, StateError> {
+        match self.seq_of(id) {
+            Some(seq) => read::alloc_at(self.tx, seq),
+            None => Ok(None),
+        }
+    }
+
     fn write_alloc(
         &mut self,
         alloc: &Allocation,
@@ -462,30 +478,34 @@ impl Writer<'_> {
         before: Option<&Allocation>,
         only_new: bool,
     ) -> Result<bool, StateError> {
-        let json = encode("allocation", &alloc.id, alloc)?;
-        let sql = if only_new {
-            INSERT_NEW_ALLOC
-        } else {
-            UPSERT_ALLOC
-        };
-        let changed = self
-            .exec(
-                sql,
-                params![
-                    alloc.id,
-                    alloc.job_id,
-                    alloc.node_id,
-                    enum_str(&alloc.client_status),
-                    enum_str(&alloc.desired_status),
-                    alloc.create_index as i64,
-                    alloc.modify_index as i64,
-                    json,
-                    alloc.group
-                ],
-            )
-            .ctx(|| format!("writing allocation {:?}", alloc.id))?;
-        if changed == 0 {
+        let seq = self.seq_of(&alloc.id);
+        if only_new && seq.is_some() {
             return Ok(false);
+        }
+        let json = encode("allocation", &alloc.id, alloc)?;
+        let columns = params![
+            alloc.id,
+            alloc.job_id,
+            alloc.node_id,
+            enum_str(&alloc.client_status),
+            enum_str(&alloc.desired_status),
+            alloc.create_index as i64,
+            alloc.modify_index as i64,
+            json,
+            alloc.group
+        ];
+        let written = match seq {
+            Some(seq) => {
+                let mut values = columns.to_vec();
+                values.push(&seq);
+                self.exec(UPDATE_ALLOC, values.as_slice())
+            }
+            None => self.exec(INSERT_ALLOC, columns),
+        };
+        written.ctx(|| format!("writing allocation {:?}", alloc.id))?;
+        if seq.is_none() {
+            self.new_seqs
+                .insert(alloc.id.clone(), self.tx.last_insert_rowid());
         }
         self.touched.insert(Table::Allocs);
         self.written.push(alloc.id.clone());
@@ -515,7 +535,7 @@ impl Writer<'_> {
     ) -> Result<(), StateError> {
         let mut jobs = BTreeSet::new();
         for stop in stopped {
-            let Some(before) = read::alloc(self.tx, &stop.id)? else {
+            let Some(before) = self.alloc(&stop.id)? else {
                 tracing::warn!(alloc_id = %stop.id, index = self.index, "plan stops an unknown allocation");
                 continue;
             };
@@ -557,7 +577,7 @@ impl Writer<'_> {
                 self.insert_new_alloc(&alloc)?
             };
             if !inserted {
-                let before = read::alloc(self.tx, &alloc.id)?;
+                let before = self.alloc(&alloc.id)?;
                 match before.clone() {
                     Some(existing) => {
                         // An in-place update: the client owns its fields.
@@ -581,7 +601,7 @@ impl Writer<'_> {
             }
             jobs.insert(alloc.job_id.clone());
             if let Some(prev_id) = &alloc.previous_allocation {
-                if let Some(mut prev) = read::alloc(self.tx, prev_id)? {
+                if let Some(mut prev) = self.alloc(prev_id)? {
                     if prev.next_allocation.as_deref() != Some(alloc.id.as_str()) {
                         let old = prev.clone();
                         prev.next_allocation = Some(alloc.id.clone());
@@ -609,7 +629,7 @@ impl Writer<'_> {
     ) -> Result<(), StateError> {
         let mut jobs = BTreeSet::new();
         for update in updates {
-            let Some(before) = read::alloc(self.tx, &update.id)? else {
+            let Some(before) = self.alloc(&update.id)? else {
                 tracing::warn!(alloc_id = %update.id, "client update for an unknown allocation");
                 continue;
             };

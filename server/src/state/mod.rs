@@ -25,6 +25,7 @@
 //! Every row carries `create_index` / `modify_index`; the `indexes` table keeps the last
 //! index that touched each table, which is what blocking queries wait on.
 
+mod alloc_seqs;
 mod apply;
 pub mod command;
 pub mod log;
@@ -171,6 +172,8 @@ struct Inner {
     closing: watch::Sender<bool>,
     /// What the scheduler reads hottest, kept in memory in step with SQLite.
     mirror: RwLock<Mirror>,
+    /// Allocation id -> row; extended under the mirror's write lock with each commit.
+    alloc_seqs: alloc_seqs::AllocSeqs,
 }
 
 /// The in-memory part of the state: per-node allocation sums and the decoded node
@@ -322,6 +325,7 @@ impl StateStore {
                 source: rusqlite::Error::InvalidParameterName(reason),
             })?;
         let indexes = read::table_indexes(&writer)?;
+        let alloc_seqs = alloc_seqs::AllocSeqs::load(&writer)?;
         let mirror = Mirror {
             usage: Arc::new(read::node_usage_sums(&writer)?),
             nodes: None,
@@ -345,6 +349,7 @@ impl StateStore {
             last_index: AtomicU64::new(last),
             closing: watch::Sender::new(false),
             mirror: RwLock::new(mirror),
+            alloc_seqs,
         };
         Ok(StateStore {
             inner: Arc::new(inner),
@@ -545,7 +550,10 @@ impl StateStore {
     }
 
     pub fn alloc(&self, id: &str) -> Result<Option<Allocation>, StateError> {
-        self.read(|c| read::alloc(c, id))
+        let Some(seq) = self.inner.alloc_seqs.get(id) else {
+            return Ok(None);
+        };
+        self.read(|c| read::alloc_at(c, seq))
     }
 
     /// Every allocation, oldest first.
@@ -604,6 +612,9 @@ impl StateStore {
         prefix: &str,
         limit: usize,
     ) -> Result<Vec<String>, StateError> {
+        if table == Table::Allocs {
+            return Ok(self.inner.alloc_seqs.with_prefix(prefix, limit));
+        }
         self.read(|c| read::ids_with_prefix(c, table, prefix, limit))
     }
 

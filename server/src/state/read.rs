@@ -202,12 +202,13 @@ pub(crate) fn job_alloc_counts(c: &Connection, job_id: &str) -> Result<(u64, u64
     .ctx(|| format!("counting the allocations of job {job_id:?}"))
 }
 
-pub(crate) fn alloc(c: &Connection, id: &str) -> Result<Option<Allocation>, StateError> {
+/// The allocation in row `seq` (see `AllocSeqs` for finding it by id).
+pub(crate) fn alloc_at(c: &Connection, seq: i64) -> Result<Option<Allocation>, StateError> {
     query_one(
         c,
         "allocation",
-        "SELECT id, json FROM allocs WHERE id = ?1",
-        [id],
+        "SELECT id, json FROM allocs WHERE seq = ?1",
+        [seq],
     )
 }
 

@@ -115,7 +115,10 @@ impl Snapshot {
             .conn
             .lock()
             .expect("snapshot connection mutex poisoned");
-        read::alloc(&conn, id)
+        match conn.store.alloc_seqs.get(id) {
+            Some(seq) => read::alloc_at(&conn, seq),
+            None => Ok(None),
+        }
     }
 
     pub fn try_nodes(&self) -> Result<Vec<Node>, StateError> {
@@ -136,7 +139,13 @@ impl Snapshot {
     }
 
     pub fn alloc(&self, id: &str) -> Option<Allocation> {
-        self.with("an allocation", |c| read::alloc(c, id)).flatten()
+        match self.try_alloc(id) {
+            Ok(alloc) => alloc,
+            Err(e) => {
+                tracing::error!(error = %e, index = self.index, "snapshot read of an allocation failed");
+                None
+            }
+        }
     }
 
     /// A job version as stored (what allocations at that version run).

@@ -1344,3 +1344,56 @@ fn store_with_node_n1() -> (tempfile::TempDir, StateStore, Job) {
     );
     (dir, store, mock_job("web"))
 }
+
+#[test]
+fn allocations_are_found_by_id_and_prefix_after_a_reopen_and_not_before_their_commit() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("state.db");
+    let job = mock_job("web");
+    {
+        let store = StateStore::open(&path).expect("open");
+        place(
+            &store,
+            vec![
+                mock_alloc("abc-1", &job, "n1", 0),
+                mock_alloc("abd-2", &job, "n1", 1),
+            ],
+        );
+        let before = store.snapshot().expect("snapshot");
+        place(&store, vec![mock_alloc("abc-3", &job, "n1", 2)]);
+        // Known to the id map, but committed after the snapshot began.
+        assert!(before.alloc("abc-3").is_none());
+        assert!(before.alloc("abc-1").is_some());
+        assert!(store.alloc("abc-3").expect("read").is_some());
+    }
+    let store = StateStore::open(&path).expect("reopen");
+    assert_eq!(
+        store
+            .ids_with_prefix(Table::Allocs, "abc", 10)
+            .expect("lookup"),
+        vec!["abc-1".to_string(), "abc-3".to_string()]
+    );
+    assert_eq!(
+        store
+            .ids_with_prefix(Table::Allocs, "ab", 1)
+            .expect("lookup"),
+        vec!["abc-1".to_string()]
+    );
+    assert_eq!(
+        store
+            .ids_with_prefix(Table::Allocs, "abd-2", 10)
+            .expect("lookup"),
+        vec!["abd-2".to_string()]
+    );
+    assert!(store
+        .ids_with_prefix(Table::Allocs, "x", 10)
+        .expect("lookup")
+        .is_empty());
+    assert_eq!(store.alloc("abd-2").expect("read").expect("found").index, 1);
+    assert!(store.alloc("nope").expect("read").is_none());
+    // Updating keeps one row per id.
+    let mut again = mock_alloc("abc-1", &job, "n1", 0);
+    again.desired_description = "updated".into();
+    place(&store, vec![again]);
+    assert_eq!(store.allocs_by_job("web").expect("read").len(), 3);
+}
