@@ -92,6 +92,26 @@ impl<'s> Priorities<'s> {
     }
 }
 
+/// The allocations on `node` that the plan leaves alone and that `job_id` may evict:
+/// other jobs' at priority `max_victim` or lower, each with its priority.
+pub fn victims(
+    b: &mut PlanBuilder<'_>,
+    node: &Node,
+    job_id: &str,
+    max_victim: u8,
+    priorities: &mut Priorities<'_>,
+) -> Vec<(Allocation, u8)> {
+    b.untouched_allocs(node)
+        .into_iter()
+        .filter(|a| a.job_id != job_id)
+        .map(|a| {
+            let p = priorities.of(&a);
+            (a, p)
+        })
+        .filter(|(_, p)| *p <= max_victim)
+        .collect()
+}
+
 /// Chooses allocations on `node` whose eviction makes `ask` fit; None when evicting
 /// every allowed candidate would not be enough.
 pub fn evictions_on_node(
@@ -188,16 +208,7 @@ pub fn find(
         if checker.check_distinct(&usage).is_err() {
             continue;
         }
-        let candidates: Vec<(Allocation, u8)> = b
-            .untouched_allocs(node)
-            .into_iter()
-            .filter(|a| a.job_id != job.id)
-            .map(|a| {
-                let p = priorities.of(&a);
-                (a, p)
-            })
-            .filter(|(_, p)| *p <= max_victim)
-            .collect();
+        let candidates = victims(b, node, &job.id, max_victim, priorities);
         if candidates.is_empty() {
             continue;
         }

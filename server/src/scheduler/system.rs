@@ -24,21 +24,17 @@ use orch_common::structs::{
     Node, NodeStatus, PlanAnnotations, Resources, SchedulerConfiguration, TaskGroup,
 };
 
-use super::context::{allocs_with_jobs, PlanBuilder};
+use super::context::{allocs_with_jobs, holds_resources, PlanBuilder};
 use super::feasible::NodeUsage;
 use super::feasible::{
     assign_ports, check_fit, datacenter_matches, merge_class_eligibility, FeasibilityChecker,
 };
 use super::generic::Outcome;
-use super::preempt::{evictions_on_node, Priorities, PRIORITY_GAP};
+use super::preempt::{evictions_on_node, victims, Priorities, PRIORITY_GAP};
 use super::rank::{record_exhausted, record_filtered, Ask};
 use super::reconcile::{tasks_updated, DESC_JOB_STOPPED, DESC_LOST, DESC_NOT_NEEDED, DESC_UPDATED};
 use super::rng::Rng;
 use super::State;
-
-fn running(a: &Allocation) -> bool {
-    a.desired_status == DesiredStatus::Run && !a.client_status.is_terminal()
-}
 
 pub(crate) fn compute(
     eval: &Evaluation,
@@ -53,7 +49,7 @@ pub(crate) fn compute(
     let Some(job) = job.filter(|j| !j.stop) else {
         for a in allocs
             .iter()
-            .filter(|a| running(a) && a.next_allocation.is_none())
+            .filter(|a| holds_resources(a) && a.next_allocation.is_none())
         {
             b.stop(a, DESC_JOB_STOPPED, false, None);
         }
@@ -73,7 +69,7 @@ pub(crate) fn compute(
         .then(|| Priorities::new(st));
     for a in allocs
         .iter()
-        .filter(|a| job.group(&a.group).is_none() && running(a))
+        .filter(|a| job.group(&a.group).is_none() && holds_resources(a))
     {
         b.stop(a, DESC_NOT_NEEDED, false, None);
     }
@@ -102,7 +98,7 @@ pub(crate) fn compute(
             let here = by_node.remove(&node.id).unwrap_or_default();
             sys.node(&mut b, node, here, &mut rng);
         }
-        for a in by_node.values().flatten().filter(|a| running(a)) {
+        for a in by_node.values().flatten().filter(|a| holds_resources(a)) {
             b.stop(a, DESC_LOST, true, None);
             sys.updates.stop += 1;
         }
@@ -138,7 +134,7 @@ impl GroupPass<'_, '_, '_> {
     fn node(&mut self, b: &mut PlanBuilder<'_>, node: &Node, here: Vec<Allocation>, rng: &mut Rng) {
         let batch = self.job.job_type == JobType::Sysbatch;
         if node.status == NodeStatus::Down {
-            for a in here.iter().filter(|a| running(a)) {
+            for a in here.iter().filter(|a| holds_resources(a)) {
                 b.stop(a, DESC_LOST, true, None);
                 self.updates.stop += 1;
             }
@@ -158,18 +154,18 @@ impl GroupPass<'_, '_, '_> {
         let feasible = self.checker.check_node(node).map_err(|r| r.into_owned());
         let mut here = here.into_iter();
         if let Some(first) = here.next() {
-            for extra in here.filter(running) {
+            for extra in here.filter(holds_resources) {
                 b.stop(&extra, DESC_NOT_NEEDED, false, None);
                 self.updates.stop += 1;
             }
             if !in_dc || (node.is_schedulable() && feasible.is_err()) {
-                if running(&first) {
+                if holds_resources(&first) {
                     b.stop(&first, DESC_NOT_NEEDED, false, None);
                     self.updates.stop += 1;
                 }
                 return;
             }
-            if running(&first) {
+            if holds_resources(&first) {
                 if first.job_version != self.job.version {
                     self.update(b, node, first, rng);
                 } else {
@@ -222,13 +218,13 @@ impl GroupPass<'_, '_, '_> {
         rng: &mut Rng,
     ) {
         let mut usage = b.usage(node, &self.job.id, &self.group.name);
-        if let Some(prev) = previous.as_ref().filter(|p| running(p)) {
+        if let Some(prev) = previous.as_ref().filter(|p| holds_resources(p)) {
             usage.used = usage.used.saturating_sub(&prev.resources.total());
             for p in &prev.resources.ports {
                 usage.ports.remove(&p.value);
             }
         }
-        if previous.as_ref().is_none_or(|p| !running(p)) {
+        if previous.as_ref().is_none_or(|p| !holds_resources(p)) {
             self.updates.place += 1;
         }
         let ask = self.group.resources();
@@ -281,16 +277,7 @@ impl GroupPass<'_, '_, '_> {
     ) -> Option<(NodeUsage, Vec<Allocation>)> {
         let priorities = self.priorities.as_deref_mut()?;
         let max_victim = self.job.priority.checked_sub(PRIORITY_GAP)?;
-        let candidates: Vec<(Allocation, u8)> = b
-            .untouched_allocs(node)
-            .into_iter()
-            .filter(|a| a.job_id != self.job.id)
-            .map(|a| {
-                let p = priorities.of(&a);
-                (a, p)
-            })
-            .filter(|(_, p)| *p <= max_victim)
-            .collect();
+        let candidates = victims(b, node, &self.job.id, max_victim, priorities);
         if candidates.is_empty() {
             return None;
         }

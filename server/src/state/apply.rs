@@ -494,7 +494,7 @@ impl Writer<'_> {
             json,
             alloc.group
         ];
-        let written = match seq {
+        let result = match seq {
             Some(seq) => {
                 let mut values = columns.to_vec();
                 values.push(&seq);
@@ -502,7 +502,7 @@ impl Writer<'_> {
             }
             None => self.exec(INSERT_ALLOC, columns),
         };
-        written.ctx(|| format!("writing allocation {:?}", alloc.id))?;
+        result.ctx(|| format!("writing allocation {:?}", alloc.id))?;
         if seq.is_none() {
             self.new_seqs
                 .insert(alloc.id.clone(), self.tx.last_insert_rowid());
