@@ -774,6 +774,16 @@ pub enum DesiredStatus {
     Evict,
 }
 
+impl DesiredStatus {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            DesiredStatus::Run => "run",
+            DesiredStatus::Stop => "stop",
+            DesiredStatus::Evict => "evict",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum ClientStatus {
@@ -1241,6 +1251,33 @@ impl PlanResult {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn status_names_are_their_json_names() {
+        let json = |v: serde_json::Value| v.as_str().map(str::to_string);
+        for s in [
+            DesiredStatus::Run,
+            DesiredStatus::Stop,
+            DesiredStatus::Evict,
+        ] {
+            assert_eq!(
+                json(serde_json::to_value(s).unwrap()).as_deref(),
+                Some(s.as_str())
+            );
+        }
+        for s in [
+            ClientStatus::Pending,
+            ClientStatus::Running,
+            ClientStatus::Complete,
+            ClientStatus::Failed,
+            ClientStatus::Lost,
+        ] {
+            assert_eq!(
+                json(serde_json::to_value(s).unwrap()).as_deref(),
+                Some(s.as_str())
+            );
+        }
+    }
 
     #[test]
     fn resources_fit_reports_the_exhausted_dimension() {

@@ -190,13 +190,19 @@ async fn wait_evals(server: &Server, ids: &[String]) -> BenchResult<Vec<Evaluati
     }
 }
 
-/// Placed allocations (desired run) per node id.
-fn allocs_per_node(server: &Server) -> BenchResult<(usize, BTreeMap<String, usize>)> {
-    let mut per_node = BTreeMap::new();
+/// Allocations in the store.
+fn placed_allocs(server: &Server) -> BenchResult<usize> {
     let mut total = 0;
     for count in server.store().alloc_status_counts()? {
         total += count.count as usize;
     }
+    Ok(total)
+}
+
+/// Allocations in the store, and the nodes holding at least one.
+fn allocs_per_node(server: &Server) -> BenchResult<(usize, BTreeMap<String, usize>)> {
+    let mut per_node = BTreeMap::new();
+    let total = placed_allocs(server)?;
     if total > 0 {
         for node in server.store().nodes()? {
             let n = server.store().node_allocs_max_index(&node.id)?;
@@ -318,7 +324,7 @@ async fn c1m(scale: f64) -> BenchResult<()> {
     let wall = t.elapsed().as_secs_f64();
     let _ = wal_stop.send(true);
     let wal_max = wal_watch.await.unwrap_or(0);
-    let (placed, _) = allocs_per_node(&server)?;
+    let placed = placed_allocs(&server)?;
     let mut lat: Vec<f64> = evals
         .iter()
         .map(|e| e.modify_time.saturating_sub(e.create_time) as f64)
@@ -453,7 +459,7 @@ async fn full_cluster(scale: f64) -> BenchResult<()> {
         .collect::<BenchResult<Vec<_>>>()?;
     let ids = submit_jobs(&server, jobs).await?;
     wait_evals(&server, &ids).await?;
-    let (placed, _) = allocs_per_node(&server)?;
+    let placed = placed_allocs(&server)?;
     report("full_cluster.fill_allocs", placed as f64, "allocs");
 
     let mut samples = Vec::new();

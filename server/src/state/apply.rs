@@ -13,7 +13,7 @@ use orch_common::structs::{
 use rusqlite::{params, Transaction, TransactionBehavior};
 use serde::Serialize;
 
-use super::alloc_seqs::AllocSeqs;
+use super::alloc_index::{AllocIndex, NodeRow, RowChange};
 use super::{read, Command, SqlContext, StateError, StateStore, Table};
 use crate::scheduler::context::holds_resources;
 use crate::scheduler::NodeAllocated;
@@ -45,8 +45,9 @@ impl StateStore {
             .ctx(|| format!("starting the transaction for index {index}"))?;
         let mut w = Writer {
             tx: &tx,
-            seqs: &self.inner.alloc_seqs,
+            rows: &self.inner.alloc_index,
             new_seqs: HashMap::new(),
+            row_changes: Vec::new(),
             index,
             now: now_ms(),
             touched: BTreeSet::new(),
@@ -59,7 +60,7 @@ impl StateStore {
         let tables: Vec<Table> = w.touched.into_iter().collect();
         let usage = w.usage;
         let written = w.written;
-        let new_seqs = w.new_seqs;
+        let row_changes = w.row_changes;
         {
             // The mirror changes with the commit, under its write lock, so a snapshot
             // never pairs the new SQL state with the old memory state (or the reverse).
@@ -69,7 +70,7 @@ impl StateStore {
                 .write()
                 .expect("state mirror lock poisoned");
             tx.commit().ctx(|| format!("committing index {index}"))?;
-            self.inner.alloc_seqs.extend(new_seqs);
+            self.inner.alloc_index.apply(row_changes);
             if mirror
                 .in_flight
                 .contains_any(written.iter().map(String::as_str))
@@ -128,10 +129,12 @@ const UPDATE_ALLOC: &str = "UPDATE allocs SET id = ?1, job_id = ?2, node_id = ?3
 
 struct Writer<'a> {
     tx: &'a Transaction<'a>,
-    /// Allocation id -> row, as committed before this command.
-    seqs: &'a AllocSeqs,
-    /// Rows this command inserted (they join `seqs` when it commits).
+    /// Where allocation rows are, as committed before this command.
+    rows: &'a AllocIndex,
+    /// Rows this command inserted, by allocation id.
     new_seqs: HashMap<String, i64>,
+    /// Every allocation row written, for `rows` once the command commits.
+    row_changes: Vec<RowChange>,
     index: u64,
     now: u64,
     touched: BTreeSet<Table>,
@@ -448,7 +451,7 @@ impl Writer<'_> {
     /// transaction), so the per-node sums follow.
     /// The row of allocation `id`, committed or written by this command.
     fn seq_of(&self, id: &str) -> Option<i64> {
-        self.new_seqs.get(id).copied().or_else(|| self.seqs.get(id))
+        self.new_seqs.get(id).copied().or_else(|| self.rows.get(id))
     }
 
     fn alloc(&self, id: &str) -> Result<Option<Allocation>, StateError> {
@@ -487,8 +490,8 @@ impl Writer<'_> {
             alloc.id,
             alloc.job_id,
             alloc.node_id,
-            enum_str(&alloc.client_status),
-            enum_str(&alloc.desired_status),
+            alloc.client_status.as_str(),
+            alloc.desired_status.as_str(),
             alloc.create_index as i64,
             alloc.modify_index as i64,
             json,
@@ -503,10 +506,26 @@ impl Writer<'_> {
             None => self.exec(INSERT_ALLOC, columns),
         };
         result.ctx(|| format!("writing allocation {:?}", alloc.id))?;
-        if seq.is_none() {
-            self.new_seqs
-                .insert(alloc.id.clone(), self.tx.last_insert_rowid());
-        }
+        let (seq, new_id) = match seq {
+            Some(seq) => (seq, None),
+            None => {
+                let seq = self.tx.last_insert_rowid();
+                self.new_seqs.insert(alloc.id.clone(), seq);
+                (seq, Some(alloc.id.clone()))
+            }
+        };
+        self.row_changes.push(RowChange {
+            new_id,
+            node_id: alloc.node_id.clone(),
+            moved_from: before
+                .filter(|b| b.node_id != alloc.node_id)
+                .map(|b| b.node_id.clone()),
+            row: NodeRow {
+                seq,
+                modify_index: alloc.modify_index,
+                live: !alloc.client_status.is_terminal(),
+            },
+        });
         self.touched.insert(Table::Allocs);
         self.written.push(alloc.id.clone());
         if let Some(b) = before.filter(|b| holds_resources(b)) {

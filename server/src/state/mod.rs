@@ -25,7 +25,7 @@
 //! Every row carries `create_index` / `modify_index`; the `indexes` table keeps the last
 //! index that touched each table, which is what blocking queries wait on.
 
-mod alloc_seqs;
+mod alloc_index;
 mod apply;
 pub mod command;
 pub mod log;
@@ -172,8 +172,9 @@ struct Inner {
     closing: watch::Sender<bool>,
     /// What the scheduler reads hottest, kept in memory in step with SQLite.
     mirror: RwLock<Mirror>,
-    /// Allocation id -> row; extended under the mirror's write lock with each commit.
-    alloc_seqs: alloc_seqs::AllocSeqs,
+    /// Where each allocation's row is (by id and by node); changed under the mirror's
+    /// write lock with each commit.
+    alloc_index: alloc_index::AllocIndex,
 }
 
 /// The in-memory part of the state: per-node allocation sums and the decoded node
@@ -325,7 +326,7 @@ impl StateStore {
                 source: rusqlite::Error::InvalidParameterName(reason),
             })?;
         let indexes = read::table_indexes(&writer)?;
-        let alloc_seqs = alloc_seqs::AllocSeqs::load(&writer)?;
+        let alloc_index = alloc_index::AllocIndex::load(&writer)?;
         let mirror = Mirror {
             usage: Arc::new(read::node_usage_sums(&writer)?),
             nodes: None,
@@ -349,7 +350,7 @@ impl StateStore {
             last_index: AtomicU64::new(last),
             closing: watch::Sender::new(false),
             mirror: RwLock::new(mirror),
-            alloc_seqs,
+            alloc_index,
         };
         Ok(StateStore {
             inner: Arc::new(inner),
@@ -550,7 +551,7 @@ impl StateStore {
     }
 
     pub fn alloc(&self, id: &str) -> Result<Option<Allocation>, StateError> {
-        let Some(seq) = self.inner.alloc_seqs.get(id) else {
+        let Some(seq) = self.inner.alloc_index.get(id) else {
             return Ok(None);
         };
         self.read(|c| read::alloc_at(c, seq))
@@ -567,7 +568,9 @@ impl StateStore {
 
     /// Every allocation on a node, terminal ones included.
     pub fn allocs_by_node(&self, node_id: &str) -> Result<Vec<Allocation>, StateError> {
-        self.read(|c| read::allocs_by_node(c, node_id, false))
+        self.with_node_rows(node_id, |c, rows| {
+            read::allocs_at(c, rows.iter().map(|r| r.seq))
+        })
     }
 
     /// What a client must see: its allocations not terminal on the client side, plus
@@ -577,12 +580,43 @@ impl StateStore {
         node_id: &str,
         since: u64,
     ) -> Result<Vec<Allocation>, StateError> {
-        self.read(|c| read::allocs_for_client(c, node_id, since))
+        self.with_node_rows(node_id, |c, rows| {
+            let wanted = rows
+                .iter()
+                .filter(|r| r.live || (since > 0 && r.modify_index > since))
+                .map(|r| r.seq);
+            read::allocs_at(c, wanted)
+        })
     }
 
     /// The largest `modify_index` among a node's allocations (0 when it has none).
     pub fn node_allocs_max_index(&self, node_id: &str) -> Result<u64, StateError> {
-        self.read(|c| read::node_allocs_max_index(c, node_id))
+        Ok(self.inner.alloc_index.node_max_index(node_id))
+    }
+
+    /// Runs `f` with a node's rows in a read transaction at the same index as them:
+    /// both are taken under the mirror's read lock, which `apply` holds across its
+    /// commit and the index change.
+    fn with_node_rows<T>(
+        &self,
+        node_id: &str,
+        f: impl FnOnce(&Connection, &[alloc_index::NodeRow]) -> Result<T, StateError>,
+    ) -> Result<T, StateError> {
+        let conn = self.reader()?;
+        let rows = {
+            let _mirror = self
+                .inner
+                .mirror
+                .read()
+                .expect("state mirror lock poisoned");
+            conn.execute_batch("BEGIN DEFERRED")
+                .ctx(|| "starting a read transaction".to_string())?;
+            // The first read starts the transaction's view of the database.
+            read::last_index(&conn)?;
+            self.inner.alloc_index.node_rows(node_id)
+        };
+        // The pooled connection rolls the transaction back when it goes back.
+        f(&conn, &rows)
     }
 
     pub fn node(&self, id: &str) -> Result<Option<Node>, StateError> {
@@ -613,7 +647,7 @@ impl StateStore {
         limit: usize,
     ) -> Result<Vec<String>, StateError> {
         if table == Table::Allocs {
-            return Ok(self.inner.alloc_seqs.with_prefix(prefix, limit));
+            return Ok(self.inner.alloc_index.with_prefix(prefix, limit));
         }
         self.read(|c| read::ids_with_prefix(c, table, prefix, limit))
     }

@@ -230,54 +230,18 @@ pub(crate) fn allocs_by_job(c: &Connection, job_id: &str) -> Result<Vec<Allocati
     )
 }
 
-/// A node's allocations; with `live_only`, those whose client status is not terminal.
-pub(crate) fn allocs_by_node(
+/// The allocations at rows `seqs` (rows this connection does not see are skipped),
+/// sorted by create index, then id.
+pub(crate) fn allocs_at(
     c: &Connection,
-    node_id: &str,
-    live_only: bool,
+    seqs: impl IntoIterator<Item = i64>,
 ) -> Result<Vec<Allocation>, StateError> {
-    if live_only {
-        query_json(
-            c,
-            "allocation",
-            "SELECT id, json FROM allocs WHERE node_id = ?1 \
-             AND client_status IN ('pending', 'running') ORDER BY create_index, id",
-            [node_id],
-        )
-    } else {
-        query_json(
-            c,
-            "allocation",
-            "SELECT id, json FROM allocs WHERE node_id = ?1 ORDER BY create_index, id",
-            [node_id],
-        )
+    let mut out = Vec::new();
+    for seq in seqs {
+        out.extend(alloc_at(c, seq)?);
     }
-}
-
-pub(crate) fn allocs_for_client(
-    c: &Connection,
-    node_id: &str,
-    since: u64,
-) -> Result<Vec<Allocation>, StateError> {
-    query_json(
-        c,
-        "allocation",
-        "SELECT id, json FROM allocs WHERE node_id = ?1 \
-         AND (client_status IN ('pending', 'running') OR (?2 > 0 AND modify_index > ?2)) \
-         ORDER BY create_index, id",
-        params![node_id, since as i64],
-    )
-}
-
-pub(crate) fn node_allocs_max_index(c: &Connection, node_id: &str) -> Result<u64, StateError> {
-    cached_row(
-        c,
-        "SELECT COALESCE(MAX(modify_index), 0) FROM allocs WHERE node_id = ?1",
-        [node_id],
-        |r| r.get::<_, i64>(0),
-    )
-    .ctx(|| format!("reading the allocation index of node {node_id:?}"))
-    .map(|v| v as u64)
+    out.sort_by(|a, b| (a.create_index, &a.id).cmp(&(b.create_index, &b.id)));
+    Ok(out)
 }
 
 /// Per node, the sum of its allocations that hold resources (to fill the mirror on

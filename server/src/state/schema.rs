@@ -109,6 +109,13 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     CREATE INDEX allocs_by_job ON allocs (job_id);
     CREATE INDEX allocs_by_node ON allocs (node_id, client_status);
     "#,
+    // 5: no SQLite index on allocations' node: its rows were spread over the index
+    // like random ids (a placement lands on any of thousands of nodes), one random
+    // page write per new allocation. The store keeps node -> rows in memory
+    // (`AllocIndex`).
+    r#"
+    DROP INDEX allocs_by_node;
+    "#,
 ];
 
 /// The schema version this binary writes.

@@ -115,7 +115,7 @@ impl Snapshot {
             .conn
             .lock()
             .expect("snapshot connection mutex poisoned");
-        match conn.store.alloc_seqs.get(id) {
+        match conn.store.alloc_index.get(id) {
             Some(seq) => read::alloc_at(&conn, seq),
             None => Ok(None),
         }
@@ -222,9 +222,25 @@ impl State for Snapshot {
         allocs.as_ref().clone()
     }
 
+    /// The node's allocations live on their client as of this snapshot. The rows are
+    /// listed as of now: those committed after this snapshot are not found, and the
+    /// status filter is on the rows this snapshot sees.
     fn allocs_by_node(&self, node_id: &str) -> Vec<Allocation> {
-        self.with("allocations", |c| read::allocs_by_node(c, node_id, true))
-            .unwrap_or_default()
+        let conn = self
+            .conn
+            .lock()
+            .expect("snapshot connection mutex poisoned");
+        let rows = conn.store.alloc_index.node_rows(node_id);
+        match read::allocs_at(&conn, rows.iter().map(|r| r.seq)) {
+            Ok(mut allocs) => {
+                allocs.retain(|a| !a.client_status.is_terminal());
+                allocs
+            }
+            Err(e) => {
+                tracing::error!(error = %e, index = self.index, "snapshot read of allocations failed");
+                Vec::new()
+            }
+        }
     }
 
     fn job_version(&self, id: &str, version: u64) -> Option<Job> {

@@ -1234,6 +1234,55 @@ proptest! {
         let reopened = StateStore::open(&path).expect("reopen");
         prop_assert_eq!(sums_from_mirror(&reopened, &nodes), sums_from_sql(&reopened));
     }
+
+    #[test]
+    fn node_reads_from_the_in_memory_index_match_sqlite_and_survive_a_reopen(ops in proptest::collection::vec(op(), 1..30)) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("state.db");
+        let nodes: Vec<String> = (0..8).map(|n| format!("n{n}")).collect();
+        {
+            let store = StateStore::open(&path).expect("open");
+            for op in &ops {
+                apply(&store, command_for(op));
+            }
+            node_reads_match_sql(&store, &nodes)?;
+        }
+        node_reads_match_sql(&StateStore::open(&path).expect("reopen"), &nodes)?;
+    }
+}
+
+/// Every by-node read (all allocations, the client's view at several indexes, the
+/// newest modify index) agrees with the same question asked of the SQL rows.
+fn node_reads_match_sql(store: &StateStore, nodes: &[String]) -> Result<(), TestCaseError> {
+    let all = store.allocs().expect("allocs");
+    let ids =
+        |allocs: Vec<Allocation>| -> Vec<String> { allocs.into_iter().map(|a| a.id).collect() };
+    for node in nodes {
+        let on_node: Vec<&Allocation> = all.iter().filter(|a| &a.node_id == node).collect();
+        let expected: Vec<String> = on_node.iter().map(|a| a.id.clone()).collect();
+        prop_assert_eq!(ids(store.allocs_by_node(node).expect("read")), expected);
+        let max = on_node.iter().map(|a| a.modify_index).max().unwrap_or(0);
+        prop_assert_eq!(store.node_allocs_max_index(node).expect("read"), max);
+        for since in [0, 1, max.saturating_sub(1), max] {
+            let expected: Vec<String> = on_node
+                .iter()
+                .filter(|a| !a.client_status.is_terminal() || (since > 0 && a.modify_index > since))
+                .map(|a| a.id.clone())
+                .collect();
+            prop_assert_eq!(
+                ids(store.allocs_for_client(node, since).expect("read")),
+                expected
+            );
+        }
+        let live: Vec<String> = on_node
+            .iter()
+            .filter(|a| !a.client_status.is_terminal())
+            .map(|a| a.id.clone())
+            .collect();
+        let snap = store.snapshot().expect("snapshot");
+        prop_assert_eq!(ids(State::allocs_by_node(&snap, node)), live);
+    }
+    Ok(())
 }
 
 #[test]

@@ -1,0 +1,340 @@
+//! Where each allocation's row is, kept in memory: by id (or id prefix) and by node.
+//! Allocation ids are random UUIDs (their first 8 characters are what people type),
+//! and SQLite indexes on the id or on the node id cost one random page write per new
+//! allocation: together about half of the c1m benchmark's time. Rows are keyed by an
+//! increasing `seq` instead (appends), and this index, loaded on open and changed by
+//! `apply` under the mirror's write lock as each commit lands, finds them.
+//!
+//! A reader may see a row here that its read transaction does not (committed after
+//! the transaction began): the lookup by `seq` then finds nothing, which is what that
+//! transaction should see. A reader that needs this index and its transaction at the
+//! same index starts the transaction under the mirror's read lock
+//! (`StateStore::with_node_rows`). Allocations are never deleted, so a `seq` never
+//! changes hands (and `AUTOINCREMENT` would not reuse one if they were).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{RwLock, RwLockReadGuard};
+
+use rusqlite::Connection;
+
+use super::{SqlContext, StateError};
+
+/// Where one allocation's row is, as its node's list keeps it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct NodeRow {
+    pub seq: i64,
+    pub modify_index: u64,
+    /// Its client status is pending or running.
+    pub live: bool,
+}
+
+/// One row written by a command, recorded by the writer and applied after the commit.
+#[derive(Debug, Clone)]
+pub(crate) struct RowChange {
+    /// Set for a new row: its id.
+    pub new_id: Option<String>,
+    pub node_id: String,
+    /// The node the row was on before, when the write moved it (never, in practice).
+    pub moved_from: Option<String>,
+    pub row: NodeRow,
+}
+
+#[derive(Default)]
+struct Rows {
+    /// Canonical (lowercase, hyphenated) UUID ids as numbers: they sort like their
+    /// text, compare in one instruction and take 16 bytes instead of a heap string.
+    uuids: BTreeMap<u128, i64>,
+    /// Every other id (tests and hand-made ids).
+    others: BTreeMap<String, i64>,
+    /// Node id -> its rows, by increasing `seq`.
+    by_node: HashMap<String, Vec<NodeRow>>,
+}
+
+#[derive(Default)]
+pub(crate) struct AllocIndex {
+    rows: RwLock<Rows>,
+}
+
+/// The number a canonical UUID id is kept under; `None` for any other id.
+fn uuid_key(id: &str) -> Option<u128> {
+    let canonical = id.len() == 36
+        && id.bytes().enumerate().all(|(i, b)| match i {
+            8 | 13 | 18 | 23 => b == b'-',
+            _ => b.is_ascii_digit() || (b'a'..=b'f').contains(&b),
+        });
+    if !canonical {
+        return None;
+    }
+    uuid::Uuid::parse_str(id).ok().map(|u| u.as_u128())
+}
+
+fn uuid_text(key: u128) -> String {
+    uuid::Uuid::from_u128(key).hyphenated().to_string()
+}
+
+/// The smallest and largest canonical UUIDs that start with `prefix`, or `None` when
+/// no canonical UUID does.
+fn uuid_range(prefix: &str) -> Option<(u128, u128)> {
+    const TEMPLATE: &[u8; 36] = b"00000000-0000-0000-0000-000000000000";
+    if prefix.len() > 36 {
+        return None;
+    }
+    let fill = |digit: u8| -> Option<u128> {
+        let mut text = *TEMPLATE;
+        for (i, slot) in text.iter_mut().enumerate() {
+            if *slot != b'-' {
+                *slot = digit;
+            }
+            if let Some(&b) = prefix.as_bytes().get(i) {
+                *slot = b;
+            }
+        }
+        uuid_key(std::str::from_utf8(&text).ok()?)
+    };
+    Some((fill(b'0')?, fill(b'f')?))
+}
+
+impl Rows {
+    fn get(&self, id: &str) -> Option<i64> {
+        match uuid_key(id) {
+            Some(key) => self.uuids.get(&key).copied(),
+            None => self.others.get(id).copied(),
+        }
+    }
+
+    fn insert_id(&mut self, id: &str, seq: i64) {
+        match uuid_key(id) {
+            Some(key) => self.uuids.insert(key, seq),
+            None => self.others.insert(id.to_string(), seq),
+        };
+    }
+
+    fn node_rows_mut(&mut self, node_id: &str) -> &mut Vec<NodeRow> {
+        // `get_mut` first: `entry` would copy the node id for every row.
+        if !self.by_node.contains_key(node_id) {
+            self.by_node.insert(node_id.to_string(), Vec::new());
+        }
+        self.by_node.get_mut(node_id).expect("inserted above")
+    }
+
+    fn put_node_row(&mut self, node_id: &str, row: NodeRow) {
+        let rows = self.node_rows_mut(node_id);
+        match rows.binary_search_by_key(&row.seq, |r| r.seq) {
+            Ok(i) => rows[i] = row,
+            Err(i) => rows.insert(i, row),
+        }
+    }
+
+    fn remove_node_row(&mut self, node_id: &str, seq: i64) {
+        if let Some(rows) = self.by_node.get_mut(node_id) {
+            if let Ok(i) = rows.binary_search_by_key(&seq, |r| r.seq) {
+                rows.remove(i);
+            }
+            if rows.is_empty() {
+                self.by_node.remove(node_id);
+            }
+        }
+    }
+}
+
+impl AllocIndex {
+    /// Reads every allocation's id, node and status.
+    pub(crate) fn load(c: &Connection) -> Result<AllocIndex, StateError> {
+        let mut stmt = c
+            .prepare(
+                "SELECT id, seq, node_id, modify_index, \
+                 client_status IN ('pending', 'running') FROM allocs ORDER BY seq",
+            )
+            .ctx(|| "preparing the allocation index load".to_string())?;
+        let mut rows = stmt
+            .query([])
+            .ctx(|| "loading the allocation index".to_string())?;
+        let mut index = Rows::default();
+        while let Some(r) = rows
+            .next()
+            .ctx(|| "reading an allocation index row".to_string())?
+        {
+            let mut read = || -> rusqlite::Result<()> {
+                let id = r.get_ref(0)?.as_str()?;
+                let seq: i64 = r.get(1)?;
+                index.insert_id(id, seq);
+                let row = NodeRow {
+                    seq,
+                    modify_index: r.get::<_, i64>(3)? as u64,
+                    live: r.get(4)?,
+                };
+                // Rows come in `seq` order: appending keeps each list sorted.
+                index.node_rows_mut(r.get_ref(2)?.as_str()?).push(row);
+                Ok(())
+            };
+            read().ctx(|| "reading an allocation index row".to_string())?;
+        }
+        Ok(AllocIndex {
+            rows: RwLock::new(index),
+        })
+    }
+
+    /// The row of allocation `id`.
+    pub(crate) fn get(&self, id: &str) -> Option<i64> {
+        self.read().get(id)
+    }
+
+    /// Applies the rows a commit wrote, in order (call after the commit).
+    pub(crate) fn apply(&self, changes: Vec<RowChange>) {
+        if changes.is_empty() {
+            return;
+        }
+        let mut rows = self.rows.write().expect("allocation index poisoned");
+        for change in changes {
+            if let Some(id) = &change.new_id {
+                rows.insert_id(id, change.row.seq);
+            }
+            if let Some(old) = &change.moved_from {
+                rows.remove_node_row(old, change.row.seq);
+            }
+            rows.put_node_row(&change.node_id, change.row);
+        }
+    }
+
+    /// A node's rows, by increasing `seq`.
+    pub(crate) fn node_rows(&self, node_id: &str) -> Vec<NodeRow> {
+        self.read()
+            .by_node
+            .get(node_id)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// The largest `modify_index` among a node's allocations (0 when it has none).
+    pub(crate) fn node_max_index(&self, node_id: &str) -> u64 {
+        self.read()
+            .by_node
+            .get(node_id)
+            .and_then(|rows| rows.iter().map(|r| r.modify_index).max())
+            .unwrap_or(0)
+    }
+
+    /// The id equal to `prefix` alone, else up to `limit` ids starting with it, in order.
+    pub(crate) fn with_prefix(&self, prefix: &str, limit: usize) -> Vec<String> {
+        let rows = self.read();
+        if rows.get(prefix).is_some() {
+            return vec![prefix.to_string()];
+        }
+        let uuids: Vec<String> = match uuid_range(prefix) {
+            Some((lo, hi)) => rows
+                .uuids
+                .range(lo..=hi)
+                .take(limit)
+                .map(|(k, _)| uuid_text(*k))
+                .collect(),
+            None => Vec::new(),
+        };
+        let others = rows
+            .others
+            .range(prefix.to_string()..)
+            .map(|(id, _)| id)
+            .take_while(|id| id.starts_with(prefix))
+            .take(limit)
+            .cloned();
+        let mut ids: Vec<String> = uuids.into_iter().chain(others).collect();
+        ids.sort();
+        ids.truncate(limit);
+        ids
+    }
+
+    fn read(&self) -> RwLockReadGuard<'_, Rows> {
+        self.rows.read().expect("allocation index poisoned")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(seq: i64, modify_index: u64, live: bool) -> NodeRow {
+        NodeRow {
+            seq,
+            modify_index,
+            live,
+        }
+    }
+
+    fn new(id: &str, node: &str, seq: i64, modify_index: u64) -> RowChange {
+        RowChange {
+            new_id: Some(id.to_string()),
+            node_id: node.to_string(),
+            moved_from: None,
+            row: row(seq, modify_index, true),
+        }
+    }
+
+    const A: &str = "0a1b2c3d-0000-4000-8000-000000000001";
+    const B: &str = "0a1b2c3d-0000-4000-8000-000000000002";
+    const C: &str = "0a1b9999-0000-4000-8000-000000000003";
+
+    #[test]
+    fn only_canonical_lowercase_uuids_are_kept_as_numbers() {
+        assert!(uuid_key(A).is_some());
+        assert_eq!(uuid_text(uuid_key(A).expect("key")), A);
+        assert_eq!(uuid_key(&A.to_uppercase()), None);
+        assert_eq!(uuid_key(&A.replace('-', "")), None);
+        assert_eq!(uuid_key("a1"), None);
+        assert_eq!(uuid_key("0a1b2c3d-0000-4000-8000-00000000000g"), None);
+    }
+
+    #[test]
+    fn ids_are_found_by_exact_id_and_by_prefix_in_order() {
+        let index = AllocIndex::default();
+        index.apply(vec![
+            new(C, "n1", 1, 5),
+            new(B, "n1", 2, 5),
+            new(A, "n2", 3, 6),
+            new("0a1b-handmade", "n2", 4, 6),
+        ]);
+        assert_eq!(index.get(A), Some(3));
+        assert_eq!(index.get("0a1b-handmade"), Some(4));
+        assert_eq!(index.get("0a1b"), None);
+        assert_eq!(
+            index.with_prefix("0a1b", 10),
+            vec!["0a1b-handmade", A, B, C]
+        );
+        assert_eq!(index.with_prefix("0a1b2c3d-", 10), vec![A, B]);
+        assert_eq!(index.with_prefix("0a1b2", 1), vec![A]);
+        assert_eq!(index.with_prefix(A, 10), vec![A]);
+        assert_eq!(index.with_prefix("0a1c", 10), Vec::<String>::new());
+        assert_eq!(index.with_prefix("0A1B", 10), Vec::<String>::new());
+        assert_eq!(index.with_prefix("", 2).len(), 2);
+    }
+
+    #[test]
+    fn node_rows_follow_updates_and_moves() {
+        let index = AllocIndex::default();
+        index.apply(vec![new(A, "n1", 1, 5), new(B, "n1", 2, 5)]);
+        assert_eq!(
+            index.node_rows("n1"),
+            vec![row(1, 5, true), row(2, 5, true)]
+        );
+        assert_eq!(index.node_max_index("n1"), 5);
+        index.apply(vec![RowChange {
+            new_id: None,
+            node_id: "n1".into(),
+            moved_from: None,
+            row: row(1, 9, false),
+        }]);
+        assert_eq!(
+            index.node_rows("n1"),
+            vec![row(1, 9, false), row(2, 5, true)]
+        );
+        assert_eq!(index.node_max_index("n1"), 9);
+        index.apply(vec![RowChange {
+            new_id: None,
+            node_id: "n2".into(),
+            moved_from: Some("n1".into()),
+            row: row(2, 10, true),
+        }]);
+        assert_eq!(index.node_rows("n1"), vec![row(1, 9, false)]);
+        assert_eq!(index.node_rows("n2"), vec![row(2, 10, true)]);
+        assert_eq!(index.node_max_index("n3"), 0);
+        assert!(index.node_rows("n3").is_empty());
+    }
+}
