@@ -6,7 +6,7 @@
 //! snake_case and part of the public API.
 
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use crate::duration::{human, human_opt};
@@ -1228,11 +1228,16 @@ pub struct SchedulerConfiguration {
     pub modify_index: u64,
 }
 
-/// What the plan applier committed of a plan.
+/// What the plan applier committed of a plan: which nodes' parts of it. (The
+/// allocations themselves go into the commit; the scheduler only needs to know
+/// whether all of its plan made it.)
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 pub struct PlanResult {
-    pub node_update: BTreeMap<String, Vec<Allocation>>,
-    pub node_allocation: BTreeMap<String, Vec<Allocation>>,
+    /// Nodes whose stops (`Plan::node_update`) committed.
+    pub updated_nodes: BTreeSet<String>,
+    /// Nodes whose placements (`Plan::node_allocation`, with their evictions)
+    /// committed.
+    pub allocated_nodes: BTreeSet<String>,
     /// Non-zero when some nodes were rejected: refresh the snapshot to at least this.
     pub refresh_index: u64,
     /// Index of the commit (0 when nothing was committed).
@@ -1243,7 +1248,7 @@ impl PlanResult {
     /// True when every node of the plan was committed.
     pub fn is_full_commit(&self, plan: &Plan) -> bool {
         let want: usize = plan.node_update.len() + plan.node_allocation.len();
-        let got: usize = self.node_update.len() + self.node_allocation.len();
+        let got: usize = self.updated_nodes.len() + self.allocated_nodes.len();
         want == got
     }
 }

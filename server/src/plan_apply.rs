@@ -200,41 +200,25 @@ pub async fn prepare(
     };
     let all_or_nothing = plan.all_at_once && !verdict.rejected.is_empty();
     let mut result = PlanResult::default();
+    let mut allocs: Vec<Allocation> = Vec::new();
+    let mut stopped: Vec<Allocation> = Vec::new();
     if !all_or_nothing {
-        result.node_update = plan
-            .node_update
-            .iter()
-            .filter(|(_, v)| !v.is_empty())
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        // Moved, not copied: a thousand placements are cloned once, into the command.
-        result.node_allocation = std::mem::take(&mut plan.node_allocation)
-            .into_iter()
-            .filter(|(node, _)| verdict.accepted.contains(node))
-            .collect();
-    }
-    // Empty lists in the plan count as committed nodes for `is_full_commit`.
-    for (node, v) in &plan.node_update {
-        if v.is_empty() && !all_or_nothing {
-            result.node_update.insert(node.clone(), Vec::new());
+        // Empty lists in the plan count as committed nodes for `is_full_commit`.
+        for (node, stops) in std::mem::take(&mut plan.node_update) {
+            stopped.extend(stops);
+            result.updated_nodes.insert(node);
+        }
+        // Moved, not copied: a thousand placements go into the command as they are.
+        for (node, placed) in std::mem::take(&mut plan.node_allocation) {
+            if !verdict.accepted.contains(&node) {
+                continue;
+            }
+            allocs.extend(placed.into_iter().map(compact));
+            // Evictions commit only with the placements they make room for.
+            stopped.extend(plan.node_preemptions.remove(&node).into_iter().flatten());
+            result.allocated_nodes.insert(node);
         }
     }
-    let allocs: Vec<Allocation> = result
-        .node_allocation
-        .values()
-        .flatten()
-        .map(compact)
-        .collect();
-    let mut stopped: Vec<Allocation> = result.node_update.values().flatten().cloned().collect();
-    // Evictions commit only with the placements they make room for.
-    stopped.extend(
-        result
-            .node_allocation
-            .keys()
-            .filter_map(|node| plan.node_preemptions.get(node))
-            .flatten()
-            .cloned(),
-    );
     let mut prepared = Prepared {
         eval_id: eval_id.clone(),
         store: store.clone(),
@@ -279,8 +263,7 @@ pub async fn prepare(
 /// The allocation as stored: no embedded job (served from the job's versions) and of
 /// the placement scores only the chosen node's, which keeps each row (and the command
 /// that carries it) a fraction of the size at a million allocations.
-fn compact(a: &Allocation) -> Allocation {
-    let mut a = a.clone();
+fn compact(mut a: Allocation) -> Allocation {
     a.job = None;
     if let Some(m) = a.metrics.as_mut() {
         m.scores.retain(|node, _| *node == a.node_id);

@@ -243,8 +243,8 @@ impl DryRunPlanner {
 impl Planner for DryRunPlanner {
     fn submit_plan(&mut self, plan: Plan) -> Result<(PlanResult, Option<Box<dyn State>>), String> {
         let result = PlanResult {
-            node_update: plan.node_update.clone(),
-            node_allocation: plan.node_allocation.clone(),
+            updated_nodes: plan.node_update.keys().cloned().collect(),
+            allocated_nodes: plan.node_allocation.keys().cloned().collect(),
             refresh_index: 0,
             alloc_index: self.index,
         };

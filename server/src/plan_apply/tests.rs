@@ -124,8 +124,8 @@ async fn a_node_without_room_is_rejected_with_a_refresh_index() {
     let plan = plan_of(&job, &placed, &[]);
     let result = apply(&f.store, &f.log, plan.clone()).await.expect("apply");
     assert!(!result.is_full_commit(&plan));
-    assert!(result.node_allocation.contains_key(&big.id));
-    assert!(!result.node_allocation.contains_key(&small.id));
+    assert!(result.allocated_nodes.contains(&big.id));
+    assert!(!result.allocated_nodes.contains(&small.id));
     assert!(result.refresh_index >= result.alloc_index && result.refresh_index > 0);
     let mut indexes: Vec<u32> = f.live("web").iter().map(|a| a.index).collect();
     indexes.sort();
@@ -155,8 +155,8 @@ async fn stops_commit_even_when_placements_on_a_down_node_are_rejected() {
         std::slice::from_ref(&old),
     );
     let result = apply(&f.store, &f.log, plan).await.expect("apply");
-    assert!(result.node_allocation.is_empty());
-    assert_eq!(result.node_update[&node.id].len(), 1);
+    assert!(result.allocated_nodes.is_empty());
+    assert!(result.updated_nodes.contains(&node.id));
     let stored = f.store.alloc(&old.id).expect("read").expect("alloc");
     assert_eq!(stored.desired_status, DesiredStatus::Stop);
     assert!(f.live("web").is_empty());
@@ -243,7 +243,7 @@ async fn a_port_already_taken_is_rejected() {
     second.resources.ports = vec![port(8080)];
     let plan = plan_of(&job, &[second], &[]);
     let result = apply(&f.store, &f.log, plan).await.expect("apply");
-    assert!(result.node_allocation.is_empty());
+    assert!(result.allocated_nodes.is_empty());
     assert!(result.refresh_index > 0);
 }
 
@@ -267,7 +267,7 @@ async fn all_at_once_commits_nothing_when_one_node_is_rejected() {
     plan.all_at_once = true;
     let before = f.store.last_index();
     let result = apply(&f.store, &f.log, plan).await.expect("apply");
-    assert!(result.node_allocation.is_empty());
+    assert!(result.allocated_nodes.is_empty());
     assert_eq!(result.alloc_index, 0);
     assert_eq!(f.store.last_index(), before);
 }
@@ -370,7 +370,7 @@ async fn a_plan_checked_while_the_previous_one_commits_sees_its_room_taken() {
     let a = a.committed().await.expect("first commits");
     let b = b.committed().await.expect("second answers");
     assert!(a.is_full_commit(&first));
-    assert!(b.node_allocation.is_empty());
+    assert!(b.allocated_nodes.is_empty());
     assert!(b.refresh_index > 0);
     assert_eq!(f.live("web").len(), 1);
     // Nothing stays held once the commit landed.

@@ -122,7 +122,7 @@ pub fn process(
         let (result, fresh) = planner
             .submit_plan(plan)
             .map_err(planner_err(eval, "submit plan"))?;
-        if result.node_update.len() + result.node_allocation.len() == wanted_nodes {
+        if result.updated_nodes.len() + result.allocated_nodes.len() == wanted_nodes {
             return finish(eval, outcome, snapshot_index, planner, now_ms);
         }
         if attempt >= MAX_PLAN_ATTEMPTS {

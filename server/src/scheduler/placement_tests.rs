@@ -881,10 +881,10 @@ impl super::Planner for CountingPlanner {
         self.placed += plan.node_allocation.values().map(Vec::len).sum::<usize>();
         let mut result = orch_common::structs::PlanResult::default();
         for node in plan.node_update.keys() {
-            result.node_update.insert(node.clone(), Vec::new());
+            result.updated_nodes.insert(node.clone());
         }
         for node in plan.node_allocation.keys() {
-            result.node_allocation.insert(node.clone(), Vec::new());
+            result.allocated_nodes.insert(node.clone());
         }
         Ok((result, None))
     }

@@ -32,7 +32,7 @@ use orch_common::structs::{
 };
 
 use super::feasible::{
-    check_constraint, check_fit, resolve, FeasibilityChecker, NodeUsage, RegexCache,
+    check_constraint, check_fit, FeasibilityChecker, NodeUsage, Operand, RegexCache,
 };
 use super::property::PropertyCounts;
 
@@ -73,7 +73,13 @@ fn free_power_sum(node: &Node, used_after: &Resources) -> f64 {
             (1.0 - used as f64 / cap as f64).clamp(0.0, 1.0)
         }
     };
-    10f64.powf(free(used_after.cpu, cap.cpu)) + 10f64.powf(free(used_after.memory, cap.memory))
+    pow10(free(used_after.cpu, cap.cpu)) + pow10(free(used_after.memory, cap.memory))
+}
+
+/// `10^x` as `e^(x ln 10)`: `exp` is about twice as fast as the general `powf`, and
+/// this runs twice for every node scored.
+fn pow10(x: f64) -> f64 {
+    (x * std::f64::consts::LN_10).exp()
 }
 
 /// Job anti-affinity: `-(collisions + 1) / desired_count` when the node already has
@@ -155,7 +161,7 @@ pub fn combined_score(fit: f64, others: &[f64]) -> f64 {
 /// One `[[spread]]` with the group's allocations per value of its attribute.
 #[derive(Debug, Clone)]
 struct SpreadState {
-    attribute: String,
+    attribute: Operand,
     weight: f64,
     /// value -> wanted share of the group's count (0..=1).
     targets: Vec<(String, f64)>,
@@ -167,7 +173,7 @@ struct SpreadState {
 impl SpreadState {
     /// In [-1, 1]: positive when the node's value has fewer allocations than it should.
     fn boost(&self, node: &Node, count: u32) -> f64 {
-        let Some(value) = resolve(&self.attribute, node) else {
+        let Some(value) = self.attribute.resolve(node) else {
             // A node without the attribute is the worst place to spread to.
             return -1.0;
         };
@@ -248,7 +254,7 @@ impl GroupRanker {
                     Some((1.0 - targets.iter().map(|(_, p)| p).sum::<f64>()).max(0.0))
                 };
                 SpreadState {
-                    attribute: sp.attribute.clone(),
+                    attribute: Operand::parse(&sp.attribute),
                     weight: f64::from(sp.weight),
                     targets,
                     rest,
@@ -281,7 +287,7 @@ impl GroupRanker {
     /// allocations yet counts as the emptiest).
     pub fn observe_node(&mut self, node: &Node) {
         for sp in self.spreads.iter_mut().filter(|sp| sp.rest.is_none()) {
-            if let Some(v) = resolve(&sp.attribute, node) {
+            if let Some(v) = sp.attribute.resolve(node) {
                 sp.counts.observe(v);
             }
         }
@@ -290,7 +296,7 @@ impl GroupRanker {
     /// Counts one allocation of the group on `node` in (`added`) or out.
     pub fn count_alloc(&mut self, node: &Node, added: bool) {
         for sp in &mut self.spreads {
-            if let Some(v) = resolve(&sp.attribute, node) {
+            if let Some(v) = sp.attribute.resolve(node) {
                 if added {
                     sp.counts.add(v);
                 } else {
@@ -560,6 +566,18 @@ mod tests {
             cpu,
             memory,
             memory_max: None,
+        }
+    }
+
+    #[test]
+    fn pow10_agrees_with_powf_over_the_free_fractions() {
+        for i in 0..=1000 {
+            let x = f64::from(i) / 1000.0;
+            let (fast, exact) = (pow10(x), 10f64.powf(x));
+            assert!(
+                (fast - exact).abs() <= exact * 1e-14,
+                "10^{x}: {fast} vs {exact}"
+            );
         }
     }
 

@@ -468,7 +468,7 @@ impl MemState {
                 a.modify_index = index;
                 self.allocs.insert(a.id.clone(), a);
             }
-            result.node_update.insert(node.clone(), stops.clone());
+            result.updated_nodes.insert(node.clone());
         }
         for (node, allocs) in &plan.node_allocation {
             if reject.contains(node) {
@@ -496,7 +496,7 @@ impl MemState {
                 a.modify_index = index;
                 self.allocs.insert(a.id.clone(), a);
             }
-            result.node_allocation.insert(node.clone(), allocs.clone());
+            result.allocated_nodes.insert(node.clone());
         }
         result.alloc_index = index;
         if !result.is_full_commit(plan) {

@@ -12,6 +12,7 @@ use orch_common::structs::{
 };
 use rusqlite::{params, Transaction, TransactionBehavior};
 use serde::Serialize;
+use serde_json::value::RawValue;
 
 use super::alloc_index::{AllocIndex, NodeRow, RowChange};
 use super::{read, Command, SqlContext, StateError, StateStore, Table};
@@ -48,6 +49,7 @@ impl StateStore {
             rows: &self.inner.alloc_index,
             new_seqs: HashMap::new(),
             row_changes: Vec::new(),
+            placed_json: Vec::new(),
             index,
             now: now_ms(),
             touched: BTreeSet::new(),
@@ -135,6 +137,9 @@ struct Writer<'a> {
     new_seqs: HashMap<String, i64>,
     /// Every allocation row written, for `rows` once the command commits.
     row_changes: Vec<RowChange>,
+    /// An `ApplyPlan`'s placements as written to their rows, in the command's order:
+    /// its log entry carries these instead of encoding each allocation again.
+    placed_json: Vec<Box<RawValue>>,
     index: u64,
     now: u64,
     touched: BTreeSet<Table>,
@@ -223,7 +228,21 @@ impl Writer<'_> {
     }
 
     fn append_to_log(&mut self, cmd: &Command) -> Result<(), StateError> {
-        let json = serde_json::to_vec(cmd).map_err(|source| StateError::Encode {
+        let json = match cmd {
+            Command::ApplyPlan {
+                allocs,
+                stopped,
+                evals,
+            } if allocs.len() == self.placed_json.len() => {
+                serde_json::to_vec(&super::log_entry::LoggedPlan::ApplyPlan {
+                    allocs: &self.placed_json,
+                    stopped,
+                    evals,
+                })
+            }
+            _ => serde_json::to_vec(cmd),
+        };
+        let json = json.map_err(|source| StateError::Encode {
             kind: "command",
             id: self.index.to_string(),
             source,
@@ -447,8 +466,6 @@ impl Writer<'_> {
 
     // ------------------------------------------------------------------ allocs
 
-    /// Writes `alloc`; `before` is the stored version it replaces (read in this
-    /// transaction), so the per-node sums follow.
     /// The row of allocation `id`, committed or written by this command.
     fn seq_of(&self, id: &str) -> Option<i64> {
         self.new_seqs.get(id).copied().or_else(|| self.rows.get(id))
@@ -461,17 +478,25 @@ impl Writer<'_> {
         }
     }
 
+    /// Writes `alloc`; `before` is the stored version it replaces (read in this
+    /// transaction), so the per-node sums follow. Returns the row's JSON.
     fn write_alloc(
         &mut self,
         alloc: &Allocation,
         before: Option<&Allocation>,
-    ) -> Result<(), StateError> {
-        self.put_alloc(alloc, before, false).map(|_| ())
+    ) -> Result<Box<RawValue>, StateError> {
+        match self.put_alloc(alloc, before, false)? {
+            Some(json) => Ok(json),
+            None => unreachable!("put_alloc writes unless only_new"),
+        }
     }
 
     /// Inserts `alloc` unless its id exists already (then writes nothing and returns
-    /// false): a new placement needs no read of its id first.
-    fn insert_new_alloc(&mut self, alloc: &Allocation) -> Result<bool, StateError> {
+    /// `None`): a new placement needs no read of its id first.
+    fn insert_new_alloc(
+        &mut self,
+        alloc: &Allocation,
+    ) -> Result<Option<Box<RawValue>>, StateError> {
         self.put_alloc(alloc, None, true)
     }
 
@@ -480,12 +505,16 @@ impl Writer<'_> {
         alloc: &Allocation,
         before: Option<&Allocation>,
         only_new: bool,
-    ) -> Result<bool, StateError> {
+    ) -> Result<Option<Box<RawValue>>, StateError> {
         let seq = self.seq_of(&alloc.id);
         if only_new && seq.is_some() {
-            return Ok(false);
+            return Ok(None);
         }
-        let json = encode("allocation", &alloc.id, alloc)?;
+        let json = serde_json::value::to_raw_value(alloc).map_err(|source| StateError::Encode {
+            kind: "allocation",
+            id: alloc.id.clone(),
+            source,
+        })?;
         let columns = params![
             alloc.id,
             alloc.job_id,
@@ -494,7 +523,7 @@ impl Writer<'_> {
             alloc.desired_status.as_str(),
             alloc.create_index as i64,
             alloc.modify_index as i64,
-            json,
+            json.get(),
             alloc.group
         ];
         let result = match seq {
@@ -540,7 +569,7 @@ impl Writer<'_> {
                 delta: Delta::Add(NodeAllocated::of(alloc)),
             });
         }
-        Ok(true)
+        Ok(Some(json))
     }
 
     /// Commits a plan: placements (new, or updates that keep the client's fields),
@@ -588,36 +617,20 @@ impl Writer<'_> {
             // The plan applier sends new placements with create_index 0 (the store gives
             // every row one >= 1): those are inserted without reading their id first;
             // an id that exists after all takes the update path.
-            let inserted = placed.create_index == 0 && {
+            let inserted = if placed.create_index == 0 {
                 alloc.create_index = self.index;
                 if alloc.create_time == 0 {
                     alloc.create_time = self.now;
                 }
                 self.insert_new_alloc(&alloc)?
+            } else {
+                None
             };
-            if !inserted {
-                let before = self.alloc(&alloc.id)?;
-                match before.clone() {
-                    Some(existing) => {
-                        // An in-place update: the client owns its fields.
-                        alloc.create_index = existing.create_index;
-                        alloc.create_time = existing.create_time;
-                        alloc.client_status = existing.client_status;
-                        alloc.client_description = existing.client_description;
-                        alloc.task_states = existing.task_states;
-                        if alloc.next_allocation.is_none() {
-                            alloc.next_allocation = existing.next_allocation;
-                        }
-                    }
-                    None => {
-                        alloc.create_index = self.index;
-                        if alloc.create_time == 0 {
-                            alloc.create_time = self.now;
-                        }
-                    }
-                }
-                self.write_alloc(&alloc, before.as_ref())?;
-            }
+            let json = match inserted {
+                Some(json) => json,
+                None => self.write_existing_placement(&mut alloc)?,
+            };
+            self.placed_json.push(json);
             jobs.insert(alloc.job_id.clone());
             if let Some(prev_id) = &alloc.previous_allocation {
                 if let Some(mut prev) = self.alloc(prev_id)? {
@@ -639,6 +652,35 @@ impl Writer<'_> {
             self.refresh_job_status(&job_id)?;
         }
         Ok(())
+    }
+
+    /// Writes a placement whose id may exist: an in-place update keeps the client's
+    /// fields of the stored row.
+    fn write_existing_placement(
+        &mut self,
+        alloc: &mut Allocation,
+    ) -> Result<Box<RawValue>, StateError> {
+        let before = self.alloc(&alloc.id)?;
+        match before.clone() {
+            Some(existing) => {
+                // An in-place update: the client owns its fields.
+                alloc.create_index = existing.create_index;
+                alloc.create_time = existing.create_time;
+                alloc.client_status = existing.client_status;
+                alloc.client_description = existing.client_description;
+                alloc.task_states = existing.task_states;
+                if alloc.next_allocation.is_none() {
+                    alloc.next_allocation = existing.next_allocation;
+                }
+            }
+            None => {
+                alloc.create_index = self.index;
+                if alloc.create_time == 0 {
+                    alloc.create_time = self.now;
+                }
+            }
+        }
+        self.write_alloc(alloc, before.as_ref())
     }
 
     /// Client-reported states: only the client's fields change. Unknown ids are skipped.

@@ -573,6 +573,60 @@ fn every_applied_command_is_in_the_command_log() {
 }
 
 #[test]
+fn a_plan_is_logged_with_its_placements_as_written_and_replays_to_the_same_rows() {
+    let (_dir, store) = temp_store();
+    let job = mock_job("web");
+    register(&store, &job);
+    let mut eval = Evaluation::for_job(&job, "job-register");
+    eval.status = EvalStatus::Complete;
+    let index = apply(
+        &store,
+        Command::ApplyPlan {
+            allocs: vec![
+                mock_alloc("a1", &job, "n1", 0),
+                mock_alloc("a2", &job, "n2", 1),
+            ],
+            stopped: vec![],
+            evals: vec![eval.clone()],
+        },
+    );
+    let log = store.commands_since(index - 1, 10).expect("log");
+    let [(logged_index, logged)] = log.as_slice() else {
+        panic!("one entry expected, got {log:?}");
+    };
+    assert_eq!(*logged_index, index);
+    let Command::ApplyPlan {
+        allocs,
+        stopped,
+        evals,
+    } = logged
+    else {
+        panic!("an ApplyPlan expected, got {logged:?}");
+    };
+    let rows: Vec<Allocation> = ["a1", "a2"]
+        .iter()
+        .map(|id| store.alloc(id).expect("read").expect("row"))
+        .collect();
+    assert_eq!(allocs, &rows, "the entry holds the rows as written");
+    assert_eq!(rows[0].create_index, index);
+    assert!(stopped.is_empty());
+    assert_eq!(evals, &vec![eval]);
+
+    // Applied again on another store, the entry writes the same allocations.
+    let (_dir2, replica) = temp_store();
+    register(&replica, &job);
+    apply(&replica, logged.clone());
+    for row in &rows {
+        let copy = replica.alloc(&row.id).expect("read").expect("row");
+        assert_eq!(
+            (copy.node_id.as_str(), copy.index),
+            (row.node_id.as_str(), row.index)
+        );
+        assert_eq!(copy.create_index, index);
+    }
+}
+
+#[test]
 fn command_log_entries_written_as_json_text_still_read_back() {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("state.db");
