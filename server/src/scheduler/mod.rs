@@ -22,7 +22,8 @@
 use std::sync::Arc;
 
 use orch_common::structs::{
-    Allocation, Evaluation, Job, Node, Plan, PlanResult, Resources, SchedulerConfiguration,
+    AllocatedResources, Allocation, Evaluation, Job, Node, Plan, PlanResult, Resources,
+    SchedulerConfiguration,
 };
 
 pub mod context;
@@ -124,9 +125,14 @@ impl NodeAllocated {
 
     /// What `a` alone uses.
     pub fn of(a: &Allocation) -> NodeAllocated {
+        NodeAllocated::of_resources(&a.resources)
+    }
+
+    /// What an allocation given `resources` uses.
+    pub fn of_resources(resources: &AllocatedResources) -> NodeAllocated {
         NodeAllocated {
-            resources: a.resources.total(),
-            ports: a.resources.ports.iter().map(|p| p.value).collect(),
+            resources: resources.total(),
+            ports: resources.ports.iter().map(|p| p.value).collect(),
         }
     }
 
