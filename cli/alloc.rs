@@ -311,19 +311,29 @@ async fn copy_logs(ctx: &Ctx, args: LogsArgs) -> Result<ExitCode> {
         if args.stderr { "stderr" } else { "stdout" }
     );
     let mut stdout = std::io::stdout();
-    let mut offset: u64 = 0;
+    let mut origin = "start";
     if let Some(n) = args.tail {
-        // Read what is there, keep the last N lines, then (with -f) follow from its end.
-        let url = format!("{base}&origin=start&offset=0");
-        let bytes = api.get_stream(&url).await?.bytes().await?;
-        offset = bytes.len() as u64;
+        // Read the end of the log, reading further back until it holds N lines (or is
+        // all of it), print those, then (with -f) follow from the end. Positions count
+        // from the end: counted from the start they move as old files rotate away.
+        let mut window: u64 = 16 * 1024;
+        let bytes = loop {
+            let url = format!("{base}&origin=end&offset={window}");
+            let bytes = api.get_stream(&url).await?.bytes().await?;
+            let lines = bytes.iter().filter(|b| **b == b'\n').count();
+            if lines > n || (bytes.len() as u64) < window {
+                break bytes;
+            }
+            window *= 4;
+        };
         stdout.write_all(last_lines(&bytes, n))?;
         stdout.flush()?;
         if !args.follow {
             return Ok(ExitCode::SUCCESS);
         }
+        origin = "end";
     }
-    let url = format!("{base}&origin=start&offset={offset}&follow={}", args.follow);
+    let url = format!("{base}&origin={origin}&offset=0&follow={}", args.follow);
     let mut resp = api.get_stream(&url).await?;
     while let Some(chunk) = resp.chunk().await.context("reading the log stream")? {
         stdout.write_all(&chunk)?;

@@ -6,7 +6,8 @@
 //! status batcher) -> `allocrunner` (one per allocation: alloc dir, task runners,
 //! alloc status) -> `taskrunner` (the task state machine, restarts, env) -> `driver`
 //! (raw_exec, mock) -> `cgroups` (v1/v2 limits). `fingerprint` describes the host,
-//! `state` persists task handles, `logs` + `http` serve task logs, `batcher` collects
+//! `state` persists task handles, `logrotate` writes task output into rotated files,
+//! `logs` + `http` serve them, `batcher` collects
 //! status updates and `rpc` makes the calls to the servers.
 //!
 //! cgroups are written by our own file-level v1/v2 backends (not youki's `libcgroups`):
@@ -21,6 +22,7 @@ pub mod config;
 pub mod driver;
 pub mod fingerprint;
 mod http;
+pub mod logrotate;
 pub mod logs;
 mod once;
 pub mod rpc;

@@ -1,6 +1,7 @@
-//! Reading task logs: `<alloc_dir>/alloc/logs/<task>.<stdout|stderr>.0`, from a position
-//! counted from the start or the end, once or following new output until the task is
-//! dead and the file fully read.
+//! Reading task logs: `<alloc_dir>/alloc/logs/<task>.<stdout|stderr>.<n>` (rotated by
+//! `logrotate`), read as one stream over the files that are there, from a position
+//! counted from its start or its end, once or following new output (into newer files as
+//! they appear) until the task is dead and the newest file fully read.
 
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
@@ -62,19 +63,55 @@ pub fn start_position(len: u64, origin: Origin, offset: u64) -> u64 {
     }
 }
 
-fn file_len(path: &Path) -> Result<u64, LogsError> {
-    match std::fs::metadata(path) {
-        Ok(m) => Ok(m.len()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
-        Err(source) => Err(LogsError::Read {
-            path: path.to_path_buf(),
+/// The rotated files of the stream whose first file is `first`, with their lengths,
+/// oldest first.
+fn files_of(first: &Path) -> Result<Vec<(u32, PathBuf, u64)>, LogsError> {
+    let (dir, prefix) =
+        crate::logrotate::split_first_file(first).map_err(|source| LogsError::Read {
+            path: first.to_path_buf(),
             source,
-        }),
+        })?;
+    let mut out = Vec::new();
+    for (index, path) in crate::logrotate::rotated_files(&dir, &prefix) {
+        match std::fs::metadata(&path) {
+            Ok(m) => out.push((index, path, m.len())),
+            // Rotated away since the listing.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(source) => return Err(LogsError::Read { path, source }),
+        }
+    }
+    Ok(out)
+}
+
+/// Where a read starts: `offset` bytes from the start or the end of the files taken as
+/// one stream, as (file index, byte position in it).
+fn locate(files: &[(u32, PathBuf, u64)], origin: Origin, offset: u64) -> (u32, u64) {
+    let total: u64 = files.iter().map(|(_, _, len)| len).sum();
+    let mut skip = start_position(total, origin, offset);
+    for (index, _, len) in files {
+        if skip < *len {
+            return (*index, skip);
+        }
+        skip -= len;
+    }
+    match files.last() {
+        Some((last, _, len)) => (*last, *len),
+        None => (0, 0),
     }
 }
 
+/// The file of the stream with `index`.
+fn file_at(first: &Path, index: u32) -> PathBuf {
+    let name = first
+        .file_name()
+        .and_then(|n| n.to_str())
+        .and_then(|n| n.strip_suffix(".0"))
+        .unwrap_or_default();
+    first.with_file_name(format!("{name}.{index}"))
+}
+
 /// Reads up to `max` bytes from `pos`. A file that shrank (truncated) is read from the
-/// start again; a file not there yet reads as empty.
+/// start again; a file not there (yet, or any more) reads as empty.
 pub fn read_chunk(path: &Path, pos: u64, max: usize) -> Result<(Vec<u8>, u64), LogsError> {
     let err = |source| LogsError::Read {
         path: path.to_path_buf(),
@@ -94,40 +131,72 @@ pub fn read_chunk(path: &Path, pos: u64, max: usize) -> Result<(Vec<u8>, u64), L
     Ok((buf, pos + want as u64))
 }
 
+/// A position in the stream of rotated files.
+struct Cursor {
+    first: PathBuf,
+    index: u32,
+    pos: u64,
+}
+
+impl Cursor {
+    fn start(first: PathBuf, origin: Origin, offset: u64) -> Result<Cursor, LogsError> {
+        let (index, pos) = locate(&files_of(&first)?, origin, offset);
+        Ok(Cursor { first, index, pos })
+    }
+
+    /// The next bytes: from the current file, else from the next newer file there is.
+    /// Empty when the newest file is read to its end.
+    fn next_chunk(&mut self) -> Result<Vec<u8>, LogsError> {
+        loop {
+            let (chunk, next) = read_chunk(&file_at(&self.first, self.index), self.pos, CHUNK)?;
+            if !chunk.is_empty() {
+                self.pos = next;
+                return Ok(chunk);
+            }
+            let newer = files_of(&self.first)?
+                .into_iter()
+                .map(|(i, _, _)| i)
+                .find(|i| *i > self.index);
+            match newer {
+                Some(i) => {
+                    self.index = i;
+                    self.pos = 0;
+                }
+                None => return Ok(Vec::new()),
+            }
+        }
+    }
+}
+
 /// Everything from the requested position to the current end.
-pub fn read_once(path: &Path, origin: Origin, offset: u64) -> Result<Vec<u8>, LogsError> {
-    let start = start_position(file_len(path)?, origin, offset);
+pub fn read_once(first: &Path, origin: Origin, offset: u64) -> Result<Vec<u8>, LogsError> {
+    let mut cursor = Cursor::start(first.to_path_buf(), origin, offset)?;
     let mut out = Vec::new();
-    let mut pos = start;
     loop {
-        let (chunk, next) = read_chunk(path, pos, CHUNK)?;
+        let chunk = cursor.next_chunk()?;
         if chunk.is_empty() {
             return Ok(out);
         }
         out.extend_from_slice(&chunk);
-        pos = next;
     }
 }
 
-/// A stream of the file's bytes from the requested position, following new output
-/// until `dead()` says the task will write no more and the file is fully read. Dropping
-/// the stream (client gone) stops it.
+/// A stream of the log's bytes from the requested position, following new output
+/// until `dead()` says the task will write no more and the newest file is fully read.
+/// Dropping the stream (client gone) stops it.
 pub fn follow(
-    path: PathBuf,
+    first: PathBuf,
     origin: Origin,
     offset: u64,
     dead: impl Fn() -> bool + Send + 'static,
 ) -> Result<impl Stream<Item = Result<Vec<u8>, LogsError>> + Send, LogsError> {
-    let start = start_position(file_len(&path)?, origin, offset);
     struct St<F> {
-        path: PathBuf,
-        pos: u64,
+        cursor: Cursor,
         dead: F,
         done: bool,
     }
     let st = St {
-        path,
-        pos: start,
+        cursor: Cursor::start(first, origin, offset)?,
         dead,
         done: false,
     };
@@ -139,11 +208,8 @@ pub fn follow(
             // Read "dead" before reading the file, so bytes written just before the
             // task died are still sent.
             let dead = (st.dead)();
-            match read_chunk(&st.path, st.pos, CHUNK) {
-                Ok((chunk, next)) if !chunk.is_empty() => {
-                    st.pos = next;
-                    return Some((Ok(chunk), st));
-                }
+            match st.cursor.next_chunk() {
+                Ok(chunk) if !chunk.is_empty() => return Some((Ok(chunk), st)),
                 Ok(_) if dead => return None,
                 Ok(_) => tokio::time::sleep(POLL).await,
                 Err(e) => {
@@ -179,9 +245,74 @@ mod tests {
         assert_eq!(read_once(&p, Origin::Start, 0).unwrap(), b"hello world\n");
         assert_eq!(read_once(&p, Origin::Start, 6).unwrap(), b"world\n");
         assert_eq!(read_once(&p, Origin::End, 6).unwrap(), b"world\n");
-        assert!(read_once(&dir.path().join("none"), Origin::Start, 0)
+        assert!(
+            read_once(&dir.path().join("none.stdout.0"), Origin::Start, 0)
+                .unwrap()
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn the_rotated_files_read_as_one_stream_from_either_end() {
+        let dir = tempfile::tempdir().unwrap();
+        // .0 was rotated away; .1 .. .3 are left.
+        for (i, text) in [(1, "one\n"), (2, "two\n"), (3, "three\n")] {
+            std::fs::write(dir.path().join(format!("t.stdout.{i}")), text).unwrap();
+        }
+        let first = dir.path().join("t.stdout.0");
+        assert_eq!(
+            read_once(&first, Origin::Start, 0).unwrap(),
+            b"one\ntwo\nthree\n"
+        );
+        assert_eq!(read_once(&first, Origin::Start, 5).unwrap(), b"wo\nthree\n");
+        assert_eq!(read_once(&first, Origin::End, 8).unwrap(), b"o\nthree\n");
+        assert_eq!(read_once(&first, Origin::End, 0).unwrap(), b"");
+        assert!(read_once(&dir.path().join("t.stderr.0"), Origin::Start, 0)
             .unwrap()
             .is_empty());
+    }
+
+    #[tokio::test]
+    async fn follow_moves_on_to_newer_files_as_the_writer_rotates() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = dir.path().join("t.stdout.0");
+        let mut w = crate::logrotate::RotatingWriter::open(
+            &first,
+            orch_common::structs::LogConfig {
+                max_files: 2,
+                max_file_size: 1,
+            },
+        )
+        .unwrap();
+        w.write(b"start\n").unwrap();
+        let dead = Arc::new(AtomicBool::new(false));
+        let d2 = dead.clone();
+        let s = follow(first.clone(), Origin::Start, 0, move || {
+            d2.load(Ordering::SeqCst)
+        })
+        .unwrap();
+        let writer = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            // 1 MiB files: this fills .0, then .1 ... the reader must keep up across them.
+            let line = vec![b'x'; 1023];
+            for _ in 0..1500 {
+                w.write(&line).unwrap();
+                w.write(b"\n").unwrap();
+            }
+            w.write(b"end\n").unwrap();
+            dead.store(true, Ordering::SeqCst);
+        });
+        let out: Vec<u8> = tokio::time::timeout(
+            Duration::from_secs(20),
+            s.map(|c| c.unwrap()).collect::<Vec<_>>(),
+        )
+        .await
+        .unwrap()
+        .concat();
+        writer.await.unwrap();
+        assert!(out.starts_with(b"start\n"));
+        assert!(out.ends_with(b"end\n"));
+        assert_eq!(out.len(), 6 + 1500 * 1024 + 4, "nothing lost or repeated");
     }
 
     #[test]

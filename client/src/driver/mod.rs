@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use nix::sys::signal::Signal;
-use orch_common::structs::{DriverInfo, Resources};
+use orch_common::structs::{DriverInfo, LogConfig, Resources};
 use serde::{Deserialize, Serialize};
 
 use crate::cgroups::{CgroupError, CgroupPaths, MemoryUsage};
@@ -105,8 +105,11 @@ pub struct StartRequest {
     pub user: Option<String>,
     /// Working directory: the task dir.
     pub task_dir: PathBuf,
+    /// The first log file of each stream (`<task>.stdout.0`); rotation continues with
+    /// `.1`, `.2`, ... (`logrotate`).
     pub stdout_path: PathBuf,
     pub stderr_path: PathBuf,
+    pub logs: LogConfig,
     /// The cgroup to start the process in, created by the task runner.
     pub cgroup: Option<CgroupPaths>,
     pub resources: Resources,

@@ -23,10 +23,13 @@ use super::{
     TaskStats,
 };
 use crate::cgroups::{CgroupManager, CgroupPaths};
+use crate::logrotate::{self, Capture};
 
 const NAME: &str = "raw_exec";
 /// How long to wait for the main process to go after SIGKILL before giving up.
 const KILL_WAIT: Duration = Duration::from_secs(10);
+/// How long an exit waits for the task's last output to reach the log files.
+const OUTPUT_DRAIN: Duration = Duration::from_secs(1);
 
 /// A running (or exited, not yet destroyed) task.
 struct Running {
@@ -87,6 +90,7 @@ impl RawExecDriver {
         }
         let stdout = open_log(&req, &req.stdout_path)?;
         let stderr = open_log(&req, &req.stderr_path)?;
+        let output_done = [stdout.done, stderr.done];
 
         let procs: Vec<CString> = match &req.cgroup {
             Some(cg) => cg
@@ -107,8 +111,8 @@ impl RawExecDriver {
             .envs(&req.env)
             .current_dir(&req.task_dir)
             .stdin(Stdio::null())
-            .stdout(stdout)
-            .stderr(stderr)
+            .stdout(Stdio::from(stdout.child_end))
+            .stderr(Stdio::from(stderr.child_end))
             .process_group(0)
             .kill_on_drop(false);
         // SAFETY: the closure runs in the forked child before exec and only makes
@@ -153,6 +157,12 @@ impl RawExecDriver {
                 }
             };
             let result = with_oom(result, cgroups.as_deref(), cgroup.as_ref(), oom_baseline);
+            // The exit is reported once its last output is in the log files (readers stop
+            // following at the exit), unless a process left in the background still
+            // holds the pipes open.
+            for done in output_done {
+                let _ = tokio::time::timeout(OUTPUT_DRAIN, done).await;
+            }
             // No receiver left only means nobody waits any more.
             let _ = tx.send(Some(result));
         });
@@ -384,20 +394,13 @@ impl CommandConfig {
     }
 }
 
-fn open_log(req: &StartRequest, path: &std::path::Path) -> Result<std::fs::File, DriverError> {
-    let err = |source| DriverError::LogFile {
+/// A pipe whose output goes to the rotated log files starting at `path`.
+fn open_log(req: &StartRequest, path: &std::path::Path) -> Result<Capture, DriverError> {
+    logrotate::capture(path, req.logs).map_err(|source| DriverError::LogFile {
         task: req.id.clone(),
         path: path.to_path_buf(),
         source,
-    };
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent).map_err(err)?;
-    }
-    std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .map_err(err)
+    })
 }
 
 /// The ids to switch to before exec, resolved in the parent (the lookup allocates and

@@ -343,6 +343,7 @@ impl TaskRunner {
             task_dir: self.alloc_dir.task(&self.task.name),
             stdout_path: self.alloc_dir.log_file(&self.task.name, "stdout"),
             stderr_path: self.alloc_dir.log_file(&self.task.name, "stderr"),
+            logs: self.task.logs,
             cgroup,
             resources: self.resources(),
         }
