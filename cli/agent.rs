@@ -187,8 +187,10 @@ pub async fn run(args: AgentArgs) -> Result<ExitCode> {
     if let Some(s) = &server {
         router = router.merge(s.router());
     }
-    if let Some(c) = &client {
-        router = router.merge(c.router());
+    match (&server, &client) {
+        (_, Some(c)) => router = router.merge(c.router()),
+        (Some(s), None) => router = router.merge(s.client_forward_router()),
+        (None, None) => {}
     }
 
     let (stop_http_tx, stop_http_rx) = tokio::sync::oneshot::channel::<()>();

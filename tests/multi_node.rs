@@ -1,6 +1,6 @@
 //! A server and two clients as three separate `orch agent --config` processes (own
 //! data dirs and ports) form one cluster: a job whose instances do not all fit on one
-//! client is packed onto both.
+//! client is packed onto both; the server relays the client routes (logs) to them.
 
 mod common;
 
@@ -76,6 +76,29 @@ fn a_server_and_two_client_processes_pack_a_job_onto_both_clients_as_root() {
             },
         );
     }
+    // The server, which runs no client, relays the client routes to the right client.
+    for a in &allocs {
+        let id = a["id"].as_str().unwrap();
+        let url = format!("{}/v1/client/fs/logs/{}?task=server", server.addr, &id[..8]);
+        let body = http().get(&url).send().unwrap();
+        assert_eq!(body.status(), 200, "{url}");
+        let text = body.text().unwrap();
+        assert!(
+            text.contains(&format!("up {}", alloc_index(a))),
+            "{url}: {text:?}"
+        );
+    }
+    let missing = http()
+        .get(format!(
+            "{}/v1/client/fs/logs/ffffffff?task=server",
+            server.addr
+        ))
+        .send()
+        .unwrap();
+    assert_eq!(missing.status(), 404);
+    let err: serde_json::Value = missing.json().unwrap();
+    assert!(err["error"].as_str().unwrap().contains("ffffffff"), "{err}");
+
     let node_id = allocs[0]["node_id"].as_str().unwrap();
     let one = server
         .orch(&["node", "status", &node_id[..8]], Duration::from_secs(20))

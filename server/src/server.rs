@@ -155,6 +155,12 @@ impl Server {
         http::router(self.http.clone())
     }
 
+    /// The client routes, forwarded to the client that runs the allocation: for an
+    /// agent that runs no client of its own (one that does serves them itself).
+    pub fn client_forward_router(&self) -> Router {
+        http::client_forward::router(self.http.clone())
+    }
+
     /// Tells `/v1/agent/self` that this agent also runs a client with this node id.
     pub fn set_client_node_id(&self, node_id: Option<String>) {
         *self

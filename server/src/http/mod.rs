@@ -11,6 +11,7 @@
 pub mod agent;
 pub mod allocs;
 pub mod client_api;
+pub mod client_forward;
 pub mod error;
 pub mod evals;
 pub mod jobs;

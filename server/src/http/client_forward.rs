@@ -1,0 +1,152 @@
+//! The client routes (`/v1/client/fs/logs/{alloc}`, `/v1/client/allocation/{alloc}/...`)
+//! on an agent that runs no client: the request goes to the client that runs the
+//! allocation (its node's `http_addr`) and the answer, streamed, comes back as it is.
+//! An agent that is also a client serves these routes itself, for its own allocations.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use futures::TryStreamExt;
+
+use super::{ApiError, HttpState};
+use crate::state::Table;
+
+/// How long connecting to a client may take (the answer itself may stream for long).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+pub fn router(state: Arc<HttpState>) -> Router {
+    Router::new()
+        .route("/v1/client/fs/logs/{alloc}", get(logs))
+        .route("/v1/client/allocation/{alloc}/{*rest}", get(allocation))
+        .with_state(state)
+}
+
+async fn logs(
+    State(st): State<Arc<HttpState>>,
+    Path(alloc): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Response {
+    forward(&st, &alloc, |id| format!("/v1/client/fs/logs/{id}"), query).await
+}
+
+async fn allocation(
+    State(st): State<Arc<HttpState>>,
+    Path((alloc, rest)): Path<(String, String)>,
+    RawQuery(query): RawQuery,
+) -> Response {
+    forward(
+        &st,
+        &alloc,
+        |id| format!("/v1/client/allocation/{id}/{rest}"),
+        query,
+    )
+    .await
+}
+
+/// Finds the allocation's client and relays `GET <its http_addr><path(id)>?<query>`.
+async fn forward(
+    st: &HttpState,
+    alloc_prefix: &str,
+    path: impl FnOnce(&str) -> String,
+    query: Option<String>,
+) -> Response {
+    match client_url(st, alloc_prefix, path, query).await {
+        Ok(url) => relay(&url).await,
+        Err(answer) => answer,
+    }
+}
+
+async fn client_url(
+    st: &HttpState,
+    alloc_prefix: &str,
+    path: impl FnOnce(&str) -> String,
+    query: Option<String>,
+) -> Result<String, Response> {
+    let id = st
+        .resolve(Table::Allocs, "allocation", alloc_prefix)
+        .await
+        .map_err(IntoResponse::into_response)?;
+    let lookup = id.clone();
+    let node = st
+        .read(move |s| match s.alloc(&lookup)? {
+            Some(a) => s.node(&a.node_id),
+            None => Ok(None),
+        })
+        .await
+        .map_err(IntoResponse::into_response)?
+        .ok_or_else(|| {
+            ApiError::NotFound(format!("allocation {id:?} or its node not found")).into_response()
+        })?;
+    if node.http_addr.is_empty() {
+        return Err(bad_gateway(format!(
+            "node {} runs allocation {id} but advertises no HTTP address",
+            node.name
+        )));
+    }
+    let base = if node.http_addr.contains("://") {
+        node.http_addr.clone()
+    } else {
+        format!("http://{}", node.http_addr)
+    };
+    let mut url = format!("{}{}", base.trim_end_matches('/'), path(&id));
+    if let Some(q) = query.filter(|q| !q.is_empty()) {
+        url.push('?');
+        url.push_str(&q);
+    }
+    Ok(url)
+}
+
+async fn relay(url: &str) -> Response {
+    let client = match reqwest::Client::builder()
+        .connect_timeout(CONNECT_TIMEOUT)
+        .build()
+    {
+        Ok(c) => c,
+        Err(e) => return unreachable_client(url, &e),
+    };
+    let answer = match client.get(url).send().await {
+        Ok(a) => a,
+        Err(e) => return unreachable_client(url, &e),
+    };
+    let status = StatusCode::from_u16(answer.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+    let content_type = answer
+        .headers()
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/octet-stream")
+        .to_string();
+    let body = Body::from_stream(answer.bytes_stream().map_err(std::io::Error::other));
+    (
+        status,
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::CACHE_CONTROL, "no-cache".to_string()),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+fn unreachable_client(url: &str, why: &reqwest::Error) -> Response {
+    bad_gateway(format!(
+        "the allocation's client did not answer at {url}: {why}"
+    ))
+}
+
+/// 502 with the usual JSON error body.
+fn bad_gateway(error: String) -> Response {
+    (
+        StatusCode::BAD_GATEWAY,
+        axum::Json(orch_common::api::ErrorBody {
+            error,
+            details: vec![],
+        }),
+    )
+        .into_response()
+}
