@@ -24,6 +24,10 @@ pub enum AllocCommand {
     /// Print (or follow) a task's stdout or stderr.
     #[command(after_help = LOGS_EXAMPLES)]
     Logs(LogsArgs),
+    /// Run a command inside a running task (its cgroup, environment and user), with
+    /// stdin, stdout and stderr attached; exits with the command's exit code.
+    #[command(after_help = crate::alloc_exec::EXAMPLES)]
+    Exec(crate::alloc_exec::ExecArgs),
 }
 
 #[derive(Args, Debug)]
@@ -57,6 +61,7 @@ pub async fn run(ctx: &Ctx, cmd: AllocCommand) -> Result<ExitCode> {
     match cmd {
         AllocCommand::Status { alloc } => status(ctx, &alloc).await,
         AllocCommand::Logs(args) => logs(ctx, args).await,
+        AllocCommand::Exec(args) => crate::alloc_exec::exec(ctx, args).await,
     }
 }
 
@@ -232,7 +237,25 @@ fn event_description(e: &TaskEvent) -> String {
 }
 
 /// Picks the task to show logs of: the one named, or the only one.
-fn pick_task(a: &Allocation, wanted: Option<&str>) -> Result<String> {
+/// The allocation and the address of the client that runs it (its node's `http_addr`).
+pub(crate) async fn alloc_and_client(
+    api: &crate::api_client::ApiClient,
+    alloc: &str,
+) -> Result<(Allocation, String)> {
+    let a: Allocation = api
+        .get(&format!("/v1/allocation/{}", encode(alloc)))
+        .await?;
+    let node: Node = api
+        .get(&format!("/v1/node/{}", encode(&a.node_id)))
+        .await
+        .with_context(|| format!("looking up node {} of the allocation", short(&a.node_id)))?;
+    if node.http_addr.is_empty() {
+        bail!("node {} does not advertise an HTTP address", node.name);
+    }
+    Ok((a, normalize_address(&node.http_addr)))
+}
+
+pub(crate) fn pick_task(a: &Allocation, wanted: Option<&str>) -> Result<String> {
     let mut tasks: Vec<String> = a.resources.tasks.keys().cloned().collect();
     for t in a.task_states.keys() {
         if !tasks.contains(t) {
@@ -289,23 +312,10 @@ async fn logs(ctx: &Ctx, args: LogsArgs) -> Result<ExitCode> {
 
 async fn copy_logs(ctx: &Ctx, args: LogsArgs) -> Result<ExitCode> {
     let api = ctx.api()?;
-    let a: Allocation = api
-        .get(&format!("/v1/allocation/{}", encode(&args.alloc)))
-        .await?;
+    let (a, client) = alloc_and_client(&api, &args.alloc).await?;
     let task = pick_task(&a, args.task.as_deref())?;
-    let node: Node = api
-        .get(&format!("/v1/node/{}", encode(&a.node_id)))
-        .await
-        .with_context(|| format!("looking up node {} of the allocation", short(&a.node_id)))?;
-    if node.http_addr.is_empty() {
-        bail!(
-            "node {} does not advertise an HTTP address for logs",
-            node.name
-        );
-    }
     let base = format!(
-        "{}/v1/client/fs/logs/{}?task={}&type={}",
-        normalize_address(&node.http_addr),
+        "{client}/v1/client/fs/logs/{}?task={}&type={}",
         encode(&a.id),
         encode(&task),
         if args.stderr { "stderr" } else { "stdout" }

@@ -8,6 +8,7 @@
 mod agent;
 mod agent_config;
 mod alloc;
+mod alloc_exec;
 mod api_client;
 mod job;
 mod node;

@@ -455,6 +455,30 @@ async fn send_batch(shared: &Shared) -> bool {
 }
 
 impl Shared {
+    /// The driver and handle of a running task, for `exec`.
+    pub(crate) fn running_task(
+        &self,
+        alloc_id: &str,
+        task: &str,
+    ) -> Result<(Arc<dyn crate::driver::Driver>, crate::driver::TaskHandle), String> {
+        let handles = self
+            .deps
+            .handles
+            .as_ref()
+            .ok_or_else(|| "this client keeps no task handles".to_string())?;
+        let handle = handles
+            .load(alloc_id, task)
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("task {task:?} of allocation {alloc_id} is not running"))?;
+        let driver = self
+            .deps
+            .drivers
+            .get(&handle.driver)
+            .cloned()
+            .ok_or_else(|| format!("driver {:?} is not available", handle.driver))?;
+        Ok((driver, handle))
+    }
+
     /// Starts runners for new allocations, stops those the server wants stopped, and
     /// drops finished runners the server no longer lists.
     fn reconcile(&self, allocs: Vec<Allocation>) {

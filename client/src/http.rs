@@ -1,10 +1,13 @@
 //! The client's HTTP routes, merged into the agent's router:
 //! `GET /v1/client/fs/logs/{alloc}?task=T&type=stdout|stderr&follow=true&origin=start|end&offset=N`
-//! (raw bytes; streamed while following). Errors are `ErrorBody` JSON.
+//! (raw bytes; streamed while following) and
+//! `GET /v1/client/allocation/{alloc}/exec?task=T&command=["sh","-c","..."]&tty=true`
+//! (a WebSocket carrying `orch_common::exec` frames). Errors are `ErrorBody` JSON.
 
 use std::sync::Arc;
 
 use axum::body::Body;
+use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -15,11 +18,13 @@ use orch_common::api::ErrorBody;
 use serde::Deserialize;
 
 use crate::agent::{LookupError, Shared};
+use crate::driver::{DriverError, ExecRequest};
 use crate::logs::{self, Origin};
 
 pub(crate) fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/v1/client/fs/logs/{alloc}", get(logs_handler))
+        .route("/v1/client/allocation/{alloc}/exec", get(exec_handler))
         .with_state(shared)
 }
 
@@ -42,43 +47,9 @@ async fn logs_handler(
     Path(alloc): Path<String>,
     Query(q): Query<LogsQuery>,
 ) -> Response {
-    let found = match shared.find_alloc(&alloc) {
-        Ok(a) => a,
-        Err(e @ LookupError::NotFound(_)) => {
-            return error(StatusCode::NOT_FOUND, e.to_string(), vec![])
-        }
-        Err(LookupError::Ambiguous(p, ids)) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                format!(
-                    "id prefix {p:?} matches {} allocations; give more characters",
-                    ids.len()
-                ),
-                ids,
-            )
-        }
-    };
-    let task = match q.task {
-        Some(t) => {
-            if !found.tasks.contains(&t) {
-                return error(
-                    StatusCode::NOT_FOUND,
-                    format!("allocation {} has no task {t:?}", found.id),
-                    found.tasks.clone(),
-                );
-            }
-            t
-        }
-        None => match found.tasks.first() {
-            Some(t) => t.clone(),
-            None => {
-                return error(
-                    StatusCode::NOT_FOUND,
-                    format!("allocation {} has no tasks with logs", found.id),
-                    vec![],
-                )
-            }
-        },
+    let (found, task) = match find_task(&shared, &alloc, q.task) {
+        Ok(v) => v,
+        Err(answer) => return *answer,
     };
     let (stream, origin) = match (
         logs::parse_stream(q.stream.as_deref()),
@@ -113,4 +84,104 @@ async fn logs_handler(
             Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), vec![]),
         }
     }
+}
+
+/// The allocation (by id prefix) and its task (`task`, or its first one).
+fn find_task(
+    shared: &Shared,
+    alloc: &str,
+    task: Option<String>,
+) -> Result<(crate::agent::AllocRef, String), Box<Response>> {
+    let found = match shared.find_alloc(alloc) {
+        Ok(a) => a,
+        Err(e @ LookupError::NotFound(_)) => {
+            return Err(Box::new(error(
+                StatusCode::NOT_FOUND,
+                e.to_string(),
+                vec![],
+            )))
+        }
+        Err(LookupError::Ambiguous(p, ids)) => {
+            return Err(Box::new(error(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "id prefix {p:?} matches {} allocations; give more characters",
+                    ids.len()
+                ),
+                ids,
+            )))
+        }
+    };
+    let task = match task {
+        Some(t) => {
+            if !found.tasks.contains(&t) {
+                return Err(Box::new(error(
+                    StatusCode::NOT_FOUND,
+                    format!("allocation {} has no task {t:?}", found.id),
+                    found.tasks.clone(),
+                )));
+            }
+            t
+        }
+        None => match found.tasks.first() {
+            Some(t) => t.clone(),
+            None => {
+                return Err(Box::new(error(
+                    StatusCode::NOT_FOUND,
+                    format!("allocation {} has no tasks", found.id),
+                    vec![],
+                )))
+            }
+        },
+    };
+    Ok((found, task))
+}
+
+#[derive(Debug, Deserialize)]
+struct ExecQuery {
+    task: Option<String>,
+    /// A JSON array: the program and its arguments.
+    command: String,
+    tty: Option<bool>,
+}
+
+async fn exec_handler(
+    State(shared): State<Arc<Shared>>,
+    Path(alloc): Path<String>,
+    Query(q): Query<ExecQuery>,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    let (found, task) = match find_task(&shared, &alloc, q.task) {
+        Ok(v) => v,
+        Err(answer) => return *answer,
+    };
+    let command: Vec<String> = match serde_json::from_str(&q.command) {
+        Ok(c) => c,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("command must be a JSON array of strings: {e}"),
+                vec![],
+            )
+        }
+    };
+    if command.is_empty() {
+        return error(StatusCode::BAD_REQUEST, "command is empty".into(), vec![]);
+    }
+    let (driver, handle) = match shared.running_task(&found.id, &task) {
+        Ok(v) => v,
+        Err(why) => return error(StatusCode::CONFLICT, why, vec![]),
+    };
+    let req = ExecRequest {
+        command,
+        tty: q.tty.unwrap_or(false),
+    };
+    let session = match driver.exec(&handle, req).await {
+        Ok(s) => s,
+        Err(e @ DriverError::Unsupported { .. }) => {
+            return error(StatusCode::BAD_REQUEST, e.to_string(), vec![])
+        }
+        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), vec![]),
+    };
+    upgrade.on_upgrade(move |socket| crate::exec::serve(socket, session))
 }

@@ -20,6 +20,7 @@ pub mod batcher;
 pub mod cgroups;
 pub mod config;
 pub mod driver;
+mod exec;
 pub mod fingerprint;
 mod http;
 pub mod logrotate;

@@ -110,6 +110,29 @@ impl HandleStore {
         }
     }
 
+    /// The handle of a running task, if one is recorded.
+    pub fn load(&self, alloc_id: &str, task: &str) -> Result<Option<TaskHandle>, StateError> {
+        let path = self.path(alloc_id, task);
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(source) => {
+                return Err(StateError::Io {
+                    action: "reading",
+                    path,
+                    source,
+                })
+            }
+        };
+        serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| StateError::Io {
+                action: "decoding",
+                path,
+                source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+            })
+    }
+
     /// Every readable handle with its file; unreadable files are logged and skipped.
     pub fn load_all(&self) -> Result<Vec<(PathBuf, TaskHandle)>, StateError> {
         let mut out = Vec::new();

@@ -232,6 +232,39 @@ pub trait Driver: Send + Sync {
 
     fn stats<'a>(&'a self, handle: &'a TaskHandle)
         -> BoxFuture<'a, Result<TaskStats, DriverError>>;
+
+    /// Starts `req.command` inside the running task's isolation: its cgroup,
+    /// environment, working directory and user (and a container's namespaces). Drivers
+    /// that run no process do not support it.
+    fn exec<'a>(
+        &'a self,
+        handle: &'a TaskHandle,
+        req: ExecRequest,
+    ) -> BoxFuture<'a, Result<ExecSession, DriverError>> {
+        let _ = (handle, req);
+        Box::pin(async move {
+            Err(DriverError::Unsupported {
+                driver: self.name(),
+                what: "exec",
+            })
+        })
+    }
+}
+
+/// A command to run inside a running task (`orch alloc exec`).
+#[derive(Debug, Clone)]
+pub struct ExecRequest {
+    /// Program and arguments; the program is found on the task's `PATH`.
+    pub command: Vec<String>,
+    /// Give the command a terminal (stdin, stdout and stderr are then its pty).
+    pub tty: bool,
+}
+
+/// A started exec: without a tty the child's stdin, stdout and stderr are pipes; with
+/// one, `pty` is the terminal's controlling side and the child has no pipes.
+pub struct ExecSession {
+    pub child: tokio::process::Child,
+    pub pty: Option<std::os::fd::OwnedFd>,
 }
 
 /// The exit result a driver publishes on `rx` for task `task`; an unknown task (no

@@ -6,6 +6,7 @@
 
 use std::collections::HashMap;
 use std::ffi::CString;
+use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
@@ -19,8 +20,8 @@ use orch_common::structs::DriverInfo;
 use tokio::sync::watch;
 
 use super::{
-    proc_start_ticks, wait_exit, Driver, DriverError, ExitResult, StartRequest, TaskHandle,
-    TaskStats,
+    proc_start_ticks, wait_exit, Driver, DriverError, ExecRequest, ExecSession, ExitResult,
+    StartRequest, TaskHandle, TaskStats,
 };
 use crate::cgroups::{CgroupManager, CgroupPaths};
 use crate::logrotate::{self, Capture};
@@ -35,6 +36,17 @@ const OUTPUT_DRAIN: Duration = Duration::from_secs(1);
 struct Running {
     pid: i32,
     exit: watch::Receiver<Option<ExitResult>>,
+    /// How the task was started, for `exec`.
+    context: ExecContext,
+}
+
+/// What a command run inside the task (`exec`) inherits from it.
+struct ExecContext {
+    env: std::collections::BTreeMap<String, String>,
+    cwd: std::path::PathBuf,
+    ids: Option<UserIds>,
+    /// The task's `cgroup.procs` files.
+    procs: Vec<CString>,
 }
 
 /// Runs tasks as plain host processes.
@@ -105,6 +117,12 @@ impl RawExecDriver {
             None => Vec::new(),
         };
         let oom_baseline = self.oom_kills(req.cgroup.as_ref());
+        let context = ExecContext {
+            env: req.env.clone(),
+            cwd: req.task_dir.clone(),
+            ids: ids.clone(),
+            procs: procs.clone(),
+        };
 
         let mut cmd = tokio::process::Command::new(&cmd_cfg.command);
         cmd.args(&cmd_cfg.args)
@@ -169,7 +187,14 @@ impl RawExecDriver {
         self.tasks
             .lock()
             .expect("raw_exec task table poisoned")
-            .insert(req.id.clone(), Arc::new(Running { pid, exit: rx }));
+            .insert(
+                req.id.clone(),
+                Arc::new(Running {
+                    pid,
+                    exit: rx,
+                    context,
+                }),
+            );
 
         Ok(TaskHandle {
             id: req.id,
@@ -350,6 +375,23 @@ impl Driver for RawExecDriver {
         }
         .boxed()
     }
+
+    fn exec<'a>(
+        &'a self,
+        handle: &'a TaskHandle,
+        req: ExecRequest,
+    ) -> BoxFuture<'a, Result<ExecSession, DriverError>> {
+        async move {
+            let running = self
+                .running(&handle.id)
+                .ok_or_else(|| DriverError::UnknownTask {
+                    task: handle.id.clone(),
+                    driver: NAME,
+                })?;
+            exec_in(&handle.id, &running.context, req)
+        }
+        .boxed()
+    }
 }
 
 /// `config = { command = "...", args = [...] }`.
@@ -405,6 +447,7 @@ fn open_log(req: &StartRequest, path: &std::path::Path) -> Result<Capture, Drive
 
 /// The ids to switch to before exec, resolved in the parent (the lookup allocates and
 /// reads files, which the forked child must not do).
+#[derive(Clone)]
 struct UserIds {
     uid: libc::uid_t,
     gid: libc::gid_t,
@@ -428,6 +471,67 @@ impl UserIds {
         }
         Ok(())
     }
+}
+
+/// Starts `req.command` in the task's cgroup, environment, directory and user; with a
+/// tty, as the leader of a new session whose controlling terminal is a fresh pty.
+fn exec_in(task: &str, ctx: &ExecContext, req: ExecRequest) -> Result<ExecSession, DriverError> {
+    let Some((program, args)) = req.command.split_first() else {
+        return Err(DriverError::InvalidConfig {
+            task: task.to_string(),
+            reason: "exec needs a command".to_string(),
+        });
+    };
+    let start_err = |source| DriverError::Start {
+        task: task.to_string(),
+        command: program.clone(),
+        source,
+    };
+    let mut cmd = tokio::process::Command::new(program);
+    cmd.args(args)
+        .envs(&ctx.env)
+        .current_dir(&ctx.cwd)
+        // The session ends when its connection does.
+        .kill_on_drop(true);
+    let pty = if req.tty {
+        let pair = nix::pty::openpty(None, None).map_err(|e| start_err(e.into()))?;
+        let slave = |fd: &OwnedFd| fd.try_clone().map(Stdio::from).map_err(start_err);
+        cmd.stdin(slave(&pair.slave)?)
+            .stdout(slave(&pair.slave)?)
+            .stderr(slave(&pair.slave)?);
+        Some(pair.master)
+    } else {
+        cmd.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        None
+    };
+    let procs = ctx.procs.clone();
+    let ids = ctx.ids.clone();
+    let tty = req.tty;
+    // SAFETY: as in `start_task`: async-signal-safe syscalls on data prepared before
+    // the fork (setsid and ioctl added for the terminal).
+    unsafe {
+        cmd.pre_exec(move || {
+            if tty {
+                if libc::setsid() < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                if libc::ioctl(0, libc::TIOCSCTTY as _, 0) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            for path in &procs {
+                join_cgroup(path)?;
+            }
+            if let Some(ids) = &ids {
+                ids.switch()?;
+            }
+            Ok(())
+        });
+    }
+    let child = cmd.spawn().map_err(start_err)?;
+    Ok(ExecSession { child, pty })
 }
 
 fn resolve_user(task: &str, name: &str) -> Result<UserIds, DriverError> {

@@ -1,0 +1,194 @@
+//! `orch alloc exec [-t] ALLOC [TASK] -- CMD...`: runs a command inside a running task
+//! through the client that runs it (a WebSocket of `orch_common::exec` frames): stdin
+//! is sent, stdout and stderr are printed as they come, and the CLI exits with the
+//! command's exit code. With `-t` the command gets a terminal and this one is switched
+//! to raw mode until it ends.
+
+use std::io::{IsTerminal as _, Write as _};
+use std::os::fd::AsFd as _;
+use std::process::ExitCode;
+
+use anyhow::{bail, Context as _, Result};
+use clap::Args;
+use futures::{SinkExt as _, StreamExt as _};
+use orch_common::exec as frames;
+use tokio::io::AsyncReadExt as _;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::alloc::{alloc_and_client, pick_task};
+use crate::api_client::encode;
+use crate::Ctx;
+
+pub const EXAMPLES: &str = "EXAMPLES:
+  orch alloc exec 8f3c2a1b -- hostname
+  orch alloc exec 8f3c2a1b server -- sh -c 'ls $ORCH_TASK_DIR'
+  echo hello | orch alloc exec 8f3c2a1b -- cat
+  orch alloc exec -t 8f3c2a1b -- /bin/sh";
+
+#[derive(Args, Debug)]
+pub struct ExecArgs {
+    /// Give the command a terminal (for interactive programs such as a shell).
+    #[arg(short = 't', long)]
+    tty: bool,
+    /// Allocation id (a unique prefix is enough).
+    alloc: String,
+    /// Task name; may be left out when the allocation has one task.
+    task: Option<String>,
+    /// The command and its arguments, after `--`.
+    #[arg(last = true, required = true, value_name = "CMD")]
+    command: Vec<String>,
+}
+
+pub async fn exec(ctx: &Ctx, args: ExecArgs) -> Result<ExitCode> {
+    let api = ctx.api()?;
+    let (a, client) = alloc_and_client(&api, &args.alloc).await?;
+    let task = pick_task(&a, args.task.as_deref())?;
+    let command = serde_json::to_string(&args.command)?;
+    let ws_base = client
+        .strip_prefix("http://")
+        .map(|rest| format!("ws://{rest}"))
+        .or_else(|| {
+            client
+                .strip_prefix("https://")
+                .map(|rest| format!("wss://{rest}"))
+        })
+        .unwrap_or(client.clone());
+    let url = format!(
+        "{ws_base}/v1/client/allocation/{}/exec?task={}&tty={}&command={}",
+        encode(&a.id),
+        encode(&task),
+        args.tty,
+        encode(&command)
+    );
+    let socket = match tokio_tungstenite::connect_async(&url).await {
+        Ok((socket, _)) => socket,
+        Err(tokio_tungstenite::tungstenite::Error::Http(answer)) => {
+            let body = answer
+                .body()
+                .as_deref()
+                .map(String::from_utf8_lossy)
+                .unwrap_or_default()
+                .into_owned();
+            let message = serde_json::from_str::<serde_json::Value>(&body)
+                .ok()
+                .and_then(|v| v["error"].as_str().map(str::to_string))
+                .unwrap_or(body);
+            bail!("{} ({})", message, answer.status());
+        }
+        Err(e) => return Err(e).with_context(|| format!("connecting to {client}")),
+    };
+    let (mut sink, mut incoming) = socket.split();
+
+    let raw = if args.tty && std::io::stdin().is_terminal() {
+        if let Some((rows, cols)) = terminal_size() {
+            sink.send(Message::Binary(frames::resize(rows, cols).into()))
+                .await?;
+        }
+        Some(RawMode::enter()?)
+    } else {
+        None
+    };
+
+    // stdin -> STDIN frames, then STDIN_EOF.
+    let input = tokio::spawn(async move {
+        let mut stdin = tokio::io::stdin();
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            match stdin.read(&mut buf).await {
+                Ok(0) | Err(_) => {
+                    let _ = sink
+                        .send(Message::Binary(
+                            frames::frame(frames::STDIN_EOF, &[]).into(),
+                        ))
+                        .await;
+                    return;
+                }
+                Ok(n) => {
+                    let frame = frames::frame(frames::STDIN, &buf[..n]);
+                    if sink.send(Message::Binary(frame.into())).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    });
+
+    let mut code: Option<i32> = None;
+    let mut failure: Option<String> = None;
+    while let Some(msg) = incoming.next().await {
+        match msg.context("reading the exec session")? {
+            Message::Binary(data) => match data.split_first() {
+                Some((&frames::STDOUT, bytes)) => {
+                    let mut out = std::io::stdout();
+                    out.write_all(bytes)?;
+                    out.flush()?;
+                }
+                Some((&frames::STDERR, bytes)) => {
+                    let mut err = std::io::stderr();
+                    err.write_all(bytes)?;
+                    err.flush()?;
+                }
+                Some((&frames::EXIT, payload)) => {
+                    code = frames::parse_exit(payload);
+                    break;
+                }
+                _ => {}
+            },
+            Message::Text(text) => failure = Some(text.to_string()),
+            Message::Close(_) => break,
+            _ => {}
+        }
+    }
+    input.abort();
+    drop(raw);
+    if let Some(f) = failure {
+        bail!("{f}");
+    }
+    match code {
+        Some(c) => Ok(ExitCode::from(u8::try_from(c).unwrap_or(1))),
+        None => bail!("the exec session ended without the command's exit code"),
+    }
+}
+
+/// The local terminal's rows and columns.
+fn terminal_size() -> Option<(u16, u16)> {
+    let mut size = libc::winsize {
+        ws_row: 0,
+        ws_col: 0,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCGWINSZ writes one winsize through a valid pointer.
+    let ok = unsafe { libc::ioctl(0, libc::TIOCGWINSZ, &mut size) } == 0;
+    (ok && size.ws_row > 0).then_some((size.ws_row, size.ws_col))
+}
+
+/// The local terminal in raw mode (keys go to the remote command as typed); restored
+/// on drop.
+struct RawMode {
+    saved: nix::sys::termios::Termios,
+}
+
+impl RawMode {
+    fn enter() -> Result<RawMode> {
+        use nix::sys::termios;
+        let stdin = std::io::stdin();
+        let saved = termios::tcgetattr(stdin.as_fd()).context("reading the terminal mode")?;
+        let mut raw = saved.clone();
+        termios::cfmakeraw(&mut raw);
+        termios::tcsetattr(stdin.as_fd(), termios::SetArg::TCSANOW, &raw)
+            .context("setting the terminal to raw mode")?;
+        Ok(RawMode { saved })
+    }
+}
+
+impl Drop for RawMode {
+    fn drop(&mut self) {
+        let stdin = std::io::stdin();
+        let _ = nix::sys::termios::tcsetattr(
+            stdin.as_fd(),
+            nix::sys::termios::SetArg::TCSANOW,
+            &self.saved,
+        );
+    }
+}
