@@ -384,7 +384,10 @@ impl CommandConfig {
     }
 }
 
-fn open_log(req: &StartRequest, path: &std::path::Path) -> Result<std::fs::File, DriverError> {
+pub(super) fn open_log(
+    req: &StartRequest,
+    path: &std::path::Path,
+) -> Result<std::fs::File, DriverError> {
     let err = |source| DriverError::LogFile {
         task: req.id.clone(),
         path: path.to_path_buf(),
@@ -451,7 +454,7 @@ fn resolve_user(task: &str, name: &str) -> Result<UserIds, DriverError> {
 
 /// Runs in the child: moves the calling process into a cgroup by writing "0" to its
 /// `cgroup.procs` (the kernel reads 0 as "the writer").
-fn join_cgroup(procs: &CString) -> std::io::Result<()> {
+pub(super) fn join_cgroup(procs: &CString) -> std::io::Result<()> {
     // SAFETY: open/write/close on a NUL-terminated path prepared before the fork.
     unsafe {
         let fd = libc::open(procs.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
@@ -468,7 +471,7 @@ fn join_cgroup(procs: &CString) -> std::io::Result<()> {
     Ok(())
 }
 
-fn classify(status: std::process::ExitStatus) -> ExitResult {
+pub(super) fn classify(status: std::process::ExitStatus) -> ExitResult {
     use std::os::unix::process::ExitStatusExt;
     match (status.code(), status.signal()) {
         (Some(code), _) => ExitResult::code(code),
@@ -477,7 +480,7 @@ fn classify(status: std::process::ExitStatus) -> ExitResult {
     }
 }
 
-fn with_oom(
+pub(super) fn with_oom(
     mut result: ExitResult,
     cgroups: Option<&dyn CgroupManager>,
     cg: Option<&CgroupPaths>,
@@ -492,7 +495,7 @@ fn with_oom(
     result
 }
 
-fn signal_group(task: &str, pgid: i32, signal: Signal) -> Result<(), DriverError> {
+pub(super) fn signal_group(task: &str, pgid: i32, signal: Signal) -> Result<(), DriverError> {
     match nix::sys::signal::killpg(Pid::from_raw(pgid), signal) {
         Ok(()) | Err(nix::errno::Errno::ESRCH) => Ok(()),
         Err(source) => Err(DriverError::Signal {

@@ -13,6 +13,11 @@ pub(crate) trait Harness {
     fn exits_with(&self, code: i32) -> BTreeMap<String, serde_json::Value>;
     fn runs_until_stopped(&self) -> BTreeMap<String, serde_json::Value>;
     fn ignores_stop_signal(&self) -> BTreeMap<String, serde_json::Value>;
+    /// Why the driver cannot run on this host (e.g. it needs root); the shared
+    /// scenarios then print the reason and pass.
+    fn skip(&self) -> Option<String> {
+        None
+    }
 }
 
 /// A temp task dir with log paths; removed on drop.
@@ -66,9 +71,19 @@ macro_rules! driver_suite {
                 $harness
             }
 
+            macro_rules! skip_unless_supported {
+                ($h:expr) => {
+                    if let Some(why) = crate::driver::suite::Harness::skip(&$h) {
+                        eprintln!("skipped: {why}");
+                        return;
+                    }
+                };
+            }
+
             #[tokio::test]
             async fn exit_zero_is_successful() {
                 let h = harness();
+                skip_unless_supported!(h);
                 let d = h.driver();
                 let t = TaskDirs::new();
                 let handle = d.start(t.request("ok", h.exits_with(0))).await.unwrap();
@@ -80,6 +95,7 @@ macro_rules! driver_suite {
             #[tokio::test]
             async fn exit_code_3_is_classified() {
                 let h = harness();
+                skip_unless_supported!(h);
                 let d = h.driver();
                 let t = TaskDirs::new();
                 let handle = d.start(t.request("three", h.exits_with(3))).await.unwrap();
@@ -92,6 +108,7 @@ macro_rules! driver_suite {
             #[tokio::test]
             async fn stop_delivers_the_signal() {
                 let h = harness();
+                skip_unless_supported!(h);
                 let d = h.driver();
                 let t = TaskDirs::new();
                 let handle = d
@@ -113,6 +130,7 @@ macro_rules! driver_suite {
             #[tokio::test]
             async fn stop_force_kills_after_the_timeout() {
                 let h = harness();
+                skip_unless_supported!(h);
                 let d = h.driver();
                 let t = TaskDirs::new();
                 let handle = d
@@ -138,6 +156,7 @@ macro_rules! driver_suite {
             #[tokio::test]
             async fn destroy_is_idempotent_and_forgets_the_task() {
                 let h = harness();
+                skip_unless_supported!(h);
                 let d = h.driver();
                 let t = TaskDirs::new();
                 let handle = d
@@ -153,6 +172,7 @@ macro_rules! driver_suite {
             #[tokio::test]
             async fn the_handle_round_trips_through_json() {
                 let h = harness();
+                skip_unless_supported!(h);
                 let d = h.driver();
                 let t = TaskDirs::new();
                 let handle = d.start(t.request("json", h.exits_with(0))).await.unwrap();
@@ -166,7 +186,9 @@ macro_rules! driver_suite {
 
             #[tokio::test]
             async fn fingerprint_says_detected_and_healthy() {
-                let info = harness().driver().fingerprint();
+                let h = harness();
+                skip_unless_supported!(h);
+                let info = h.driver().fingerprint();
                 assert!(info.detected && info.healthy);
             }
         }
