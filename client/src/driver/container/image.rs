@@ -136,7 +136,7 @@ fn unpack_into(image: &Path, tmp: &Path) -> Result<(), ImageError> {
     let links = outer.apply(file)?;
 
     let read_json = |rel: &str| -> Result<serde_json::Value, ImageError> {
-        let p = archive_dir.join(rel);
+        let p = inside(image, &archive_dir, rel)?;
         let text = std::fs::read(&p).map_err(|source| ImageError::Io {
             image: image.to_path_buf(),
             op: "reading",
@@ -215,7 +215,7 @@ fn unpack_into(image: &Path, tmp: &Path) -> Result<(), ImageError> {
         })?;
         // docker save may store a repeated layer as a symlink to the first copy.
         let rel = links.get(&rel).cloned().unwrap_or(rel);
-        let path = archive_dir.join(&rel);
+        let path = inside(image, &archive_dir, &rel.to_string_lossy())?;
         let mut f = open(image, &path)?;
         let mut magic = [0u8; 2];
         let gzip = f.read_exact(&mut magic).is_ok() && magic == [0x1f, 0x8b];
@@ -233,6 +233,27 @@ fn unpack_into(image: &Path, tmp: &Path) -> Result<(), ImageError> {
         }
     }
     Ok(())
+}
+
+/// `rel` under the unpacked outer archive, refused when it resolves (through a
+/// symlink the archive brought) to anything outside it.
+fn inside(image: &Path, archive_dir: &Path, rel: &str) -> Result<PathBuf, ImageError> {
+    let escape = || ImageError::Escape {
+        image: image.to_path_buf(),
+        archive: "the image tarball".to_string(),
+        entry: rel.to_string(),
+    };
+    let rel = safe_relative(rel).ok_or_else(escape)?;
+    let path = archive_dir.join(rel);
+    let (Ok(real), Ok(base)) = (path.canonicalize(), archive_dir.canonicalize()) else {
+        // Missing: reported by whoever opens it, with the path.
+        return Ok(path);
+    };
+    if real.starts_with(base) {
+        Ok(real)
+    } else {
+        Err(escape())
+    }
 }
 
 fn open(image: &Path, path: &Path) -> Result<BufReader<std::fs::File>, ImageError> {
@@ -321,6 +342,9 @@ impl<'a> Applier<'a> {
                 continue;
             }
             if let Some(hidden) = name.strip_prefix(".wh.") {
+                if hidden.is_empty() || hidden == "." || hidden == ".." {
+                    return Err(escape());
+                }
                 let victim = parent.join(hidden);
                 remove_any(&victim).map_err(self.io("removing", &victim))?;
                 continue;
@@ -634,6 +658,26 @@ pub(crate) mod tests {
         let err = unpack_cached(&dir.path().join("cache"), &img).unwrap_err();
         assert!(matches!(err, ImageError::SymlinkParent { .. }), "{err}");
         assert!(!outside.path().join("planted").exists());
+    }
+
+    #[test]
+    fn a_whiteout_of_dot_dot_and_a_manifest_symlinked_outside_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let keep = dir.path().join("keep");
+        std::fs::create_dir(&keep).unwrap();
+        let evil = TarBuilder::new().file("etc/.wh...", b"", 0o644).finish();
+        let img = write(dir.path(), "wh.tar", &oci_image(&[evil]));
+        let err = unpack_cached(&dir.path().join("cache"), &img).unwrap_err();
+        assert!(err.to_string().contains(".wh.."), "{err}");
+
+        let secret = write(dir.path(), "secret.json", b"[]");
+        let tarball = TarBuilder::new()
+            .symlink("manifest.json", secret.to_str().unwrap())
+            .finish();
+        let img = write(dir.path(), "link.tar", &tarball);
+        let err = unpack_cached(&dir.path().join("cache"), &img).unwrap_err();
+        assert!(matches!(err, ImageError::Escape { .. }), "{err}");
+        assert!(keep.exists());
     }
 
     #[test]

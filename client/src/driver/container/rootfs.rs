@@ -4,7 +4,7 @@
 //! helper's namespace init (PID 1), which is single-threaded.
 
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 
@@ -30,9 +30,45 @@ fn nix_err(op: impl Into<String>, path: &Path) -> impl FnOnce(nix::Error) -> Set
     move |e| f(std::io::Error::from(e))
 }
 
-/// `inner` (absolute, inside the container) below `root`.
-pub fn under(root: &Path, inner: &Path) -> PathBuf {
-    root.join(inner.strip_prefix("/").unwrap_or(inner))
+/// The mount point for `inner` (absolute, inside the container) below `root`,
+/// created as a directory (or, for `dir = false`, an empty file) where missing. A
+/// symlink on the way is refused: mounts happen before `pivot_root`, so the root
+/// filesystem's symlinks would resolve against the host's root.
+pub fn mount_point(root: &Path, inner: &Path, dir: bool) -> Result<PathBuf, SetupError> {
+    let refuse = |path: &Path, why: &str| SetupError {
+        op: format!("preparing the mount point {} ({why}) at", inner.display()),
+        path: path.to_path_buf(),
+        source: std::io::Error::from(std::io::ErrorKind::InvalidInput),
+    };
+    let parts: Vec<_> = inner.components().collect();
+    let mut cur = root.to_path_buf();
+    for (i, c) in parts.iter().enumerate() {
+        let name = match c {
+            Component::RootDir | Component::CurDir => continue,
+            Component::Normal(n) => n,
+            _ => return Err(refuse(&cur, "\"..\" is not allowed")),
+        };
+        cur.push(name);
+        let last = i + 1 == parts.len();
+        match std::fs::symlink_metadata(&cur) {
+            Ok(m) if m.file_type().is_symlink() => {
+                return Err(refuse(&cur, "a symlink in the root filesystem"))
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                if last && !dir {
+                    std::fs::File::create(&cur).map_err(err("creating", &cur))?;
+                } else {
+                    std::fs::DirBuilder::new()
+                        .mode(0o755)
+                        .create(&cur)
+                        .map_err(err("creating", &cur))?;
+                }
+            }
+            Err(e) => return Err(err("reading", &cur)(e)),
+        }
+    }
+    Ok(cur)
 }
 
 /// Makes the mounts, pivots into the new root and drops the old one. Afterwards `/`
@@ -50,13 +86,13 @@ pub fn build(spec: &InitSpec) -> Result<(), SetupError> {
 
     let root = writable_root(spec)?;
     let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
-    let proc_dir = mkdirs(&root.join("proc"))?;
+    let proc_dir = mount_point(&root, Path::new("/proc"), true)?;
     mount(Some("proc"), &proc_dir, Some("proc"), flags, None::<&str>)
         .map_err(nix_err("mounting proc on", &proc_dir))?;
 
     dev(&root)?;
 
-    let tmp = mkdirs(&root.join("tmp"))?;
+    let tmp = mount_point(&root, Path::new("/tmp"), true)?;
     mount(
         Some("tmpfs"),
         &tmp,
@@ -67,17 +103,7 @@ pub fn build(spec: &InitSpec) -> Result<(), SetupError> {
     .map_err(nix_err("mounting a tmpfs on", &tmp))?;
 
     for m in &spec.mounts {
-        let target = under(&root, &m.target);
-        if m.source.is_dir() {
-            mkdirs(&target)?;
-        } else {
-            if let Some(p) = target.parent() {
-                mkdirs(p)?;
-            }
-            if !target.exists() {
-                std::fs::File::create(&target).map_err(err("creating", &target))?;
-            }
-        }
+        let target = mount_point(&root, &m.target, m.source.is_dir())?;
         mount(
             Some(&m.source),
             &target,
@@ -168,7 +194,7 @@ fn writable_root(spec: &InitSpec) -> Result<PathBuf, SetupError> {
 /// A tmpfs `/dev` with the usual device nodes bound from the host, a private devpts
 /// instance and the standard symlinks.
 fn dev(root: &Path) -> Result<(), SetupError> {
-    let dev = mkdirs(&root.join("dev"))?;
+    let dev = mount_point(root, Path::new("/dev"), true)?;
     mount(
         Some("tmpfs"),
         &dev,
@@ -320,10 +346,21 @@ mod tests {
     }
 
     #[test]
-    fn inner_paths_land_under_the_root() {
-        assert_eq!(
-            under(Path::new("/r"), Path::new("/a/b")),
-            PathBuf::from("/r/a/b")
-        );
+    fn mount_points_are_created_under_the_root_and_never_through_symlinks() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().join("root");
+        std::fs::create_dir(&root).unwrap();
+        let p = mount_point(&root, Path::new("/a/b"), true).unwrap();
+        assert_eq!(p, root.join("a/b"));
+        assert!(p.is_dir());
+        let f = mount_point(&root, Path::new("/a/file"), false).unwrap();
+        assert!(f.is_file());
+        let outside = d.path().join("outside");
+        std::fs::create_dir(&outside).unwrap();
+        std::os::unix::fs::symlink(&outside, root.join("var")).unwrap();
+        let e = mount_point(&root, Path::new("/var/lib/x"), true).unwrap_err();
+        assert!(e.to_string().contains("symlink"), "{e}");
+        assert!(!outside.join("lib").exists());
+        assert!(mount_point(&root, Path::new("/a/../../x"), true).is_err());
     }
 }
