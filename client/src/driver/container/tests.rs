@@ -522,3 +522,78 @@ fn users_resolve_from_the_rootfs_passwd_or_the_built_in_names() {
     assert_eq!(resolve_user(d.path(), "42:7").unwrap().gid, 7);
     assert!(resolve_user(d.path(), "ghost").is_err());
 }
+
+/// Real cgroups through the whole driver.
+mod cgroup {
+    use super::*;
+    use crate::cgroups::{self, CgroupLimits, CgroupManager, CgroupPaths};
+
+    struct CgGuard {
+        m: Arc<dyn CgroupManager>,
+        cg: CgroupPaths,
+    }
+
+    impl Drop for CgGuard {
+        fn drop(&mut self) {
+            let _ = self.m.kill_all(&self.cg);
+            let _ = self.m.remove(&self.cg);
+        }
+    }
+
+    fn setup() -> Option<(Arc<dyn CgroupManager>, CgGuard)> {
+        if let Some(why) = not_supported() {
+            eprintln!("skipped: {why}");
+            return None;
+        }
+        let m =
+            match cgroups::detect_manager(Path::new("/proc/mounts"), Path::new("/sys/fs/cgroup")) {
+                Ok(m) => m,
+                Err(e) => {
+                    eprintln!("skipped: {e}");
+                    return None;
+                }
+            };
+        let limits = CgroupLimits {
+            memory_hard_mib: 64,
+            memory_soft_mib: None,
+            cpu_mhz: 100,
+            pids_max: 64,
+        };
+        let name = format!("test-{}-container", uuid::Uuid::new_v4());
+        let cg = m.create(&name, &limits).unwrap();
+        Some((m.clone(), CgGuard { m, cg }))
+    }
+
+    #[tokio::test]
+    async fn the_whole_container_is_in_the_tasks_cgroup_and_stop_empties_it_as_root() {
+        let Some((m, g)) = setup() else { return };
+        let c = ContainerHarness::new();
+        let d = ContainerDriver::new(Some(m.clone()), c.options());
+        let t = TaskDirs::new();
+        let mut req = t.request(
+            "incg",
+            c.sh("cat /proc/self/cgroup; sleep 300 & exec sleep 301"),
+        );
+        req.cgroup = Some(g.cg.clone());
+        let h = d.start(req).await.unwrap();
+        // helper, init, the shell's sleep and the exec'd sleep.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while m.pids(&g.cg).unwrap().len() < 4 {
+            assert!(std::time::Instant::now() < deadline, "{:?}", m.pids(&g.cg));
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let out = std::fs::read_to_string(&t.stdout).unwrap();
+        let line = out
+            .lines()
+            .find(|l| l.contains(":memory:") || l.starts_with("0::"))
+            .unwrap();
+        assert!(line.ends_with(&g.cg.name), "{out}");
+        assert_eq!(d.stats(&h).await.unwrap().pids, 4);
+        d.stop(&h, Signal::SIGTERM, Duration::from_secs(2))
+            .await
+            .unwrap();
+        assert!(m.pids(&g.cg).unwrap().is_empty());
+        assert_eq!(d.wait(&h).await.unwrap().signal, Some(15));
+        d.destroy(&h).await.unwrap();
+    }
+}
