@@ -445,7 +445,8 @@ async fn stopping_a_container_leaves_no_process() {
     let script = format!("sleep 1{tag} & (trap '' TERM; sleep 2{tag}) & exec sleep 3{tag}");
     let h = d.start(t.request("tree", c.sh(&script))).await.unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while pids_with(&tag).len() < 3 {
+    let sleeps = |n: u32| pids_with(&format!("sleep\x00{n}{tag}\x00"));
+    while sleeps(1).is_empty() || sleeps(2).is_empty() || sleeps(3).is_empty() {
         assert!(
             std::time::Instant::now() < deadline,
             "{:?}",
@@ -576,9 +577,10 @@ mod cgroup {
         );
         req.cgroup = Some(g.cg.clone());
         let h = d.start(req).await.unwrap();
-        // helper, init, the shell's sleep and the exec'd sleep.
+        // helper, init, the shell's sleep and the exec'd sleep (`cat` has ended: the
+        // shell runs `sleep 301` only after it).
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        while m.pids(&g.cg).unwrap().len() < 4 {
+        while pids_with("sleep\x00301\x00").is_empty() || m.pids(&g.cg).unwrap().len() != 4 {
             assert!(std::time::Instant::now() < deadline, "{:?}", m.pids(&g.cg));
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
