@@ -9,6 +9,7 @@
 
 pub mod container;
 pub mod mock;
+mod procs;
 pub mod raw_exec;
 #[cfg(test)]
 mod suite;

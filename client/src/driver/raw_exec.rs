@@ -4,41 +4,28 @@
 //! stderr appended to the task's log files, as the task's `user` when set (else the
 //! agent's own user, like Nomad).
 
-use std::collections::HashMap;
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
 use std::process::Stdio;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
 use futures::FutureExt;
 use nix::sys::signal::Signal;
-use nix::unistd::Pid;
 use orch_common::structs::DriverInfo;
-use tokio::sync::watch;
 
+use super::procs::{join_cgroup, open_log, Procs, StopTarget};
 use super::{
-    proc_start_ticks, wait_exit, Driver, DriverError, ExitResult, StartRequest, TaskHandle,
-    TaskStats,
+    proc_start_ticks, Driver, DriverError, ExitResult, StartRequest, TaskHandle, TaskStats,
 };
-use crate::cgroups::{CgroupManager, CgroupPaths};
+use crate::cgroups::CgroupManager;
 
 const NAME: &str = "raw_exec";
-/// How long to wait for the main process to go after SIGKILL before giving up.
-const KILL_WAIT: Duration = Duration::from_secs(10);
-
-/// A running (or exited, not yet destroyed) task.
-struct Running {
-    pid: i32,
-    exit: watch::Receiver<Option<ExitResult>>,
-}
 
 /// Runs tasks as plain host processes.
 pub struct RawExecDriver {
-    cgroups: Option<Arc<dyn CgroupManager>>,
-    /// Task id -> its process. A std mutex: never held across an await.
-    tasks: Mutex<HashMap<String, Arc<Running>>>,
+    procs: Procs,
 }
 
 impl RawExecDriver {
@@ -46,17 +33,8 @@ impl RawExecDriver {
     /// the client has no cgroup access (limits are then not enforced, and said so).
     pub fn new(cgroups: Option<Arc<dyn CgroupManager>>) -> Self {
         RawExecDriver {
-            cgroups,
-            tasks: Mutex::new(HashMap::new()),
+            procs: Procs::new(NAME, cgroups),
         }
-    }
-
-    fn running(&self, id: &str) -> Option<Arc<Running>> {
-        self.tasks
-            .lock()
-            .expect("raw_exec task table poisoned")
-            .get(id)
-            .cloned()
     }
 
     async fn start_task(&self, req: StartRequest) -> Result<TaskHandle, DriverError> {
@@ -100,7 +78,7 @@ impl RawExecDriver {
                 })?,
             None => Vec::new(),
         };
-        let oom_baseline = self.oom_kills(req.cgroup.as_ref());
+        let oom_baseline = self.procs.oom_kills(req.cgroup.as_ref());
 
         let mut cmd = tokio::process::Command::new(&cmd_cfg.command);
         cmd.args(&cmd_cfg.args)
@@ -125,7 +103,7 @@ impl RawExecDriver {
                 Ok(())
             });
         }
-        let mut child = cmd.spawn().map_err(|source| DriverError::Start {
+        let child = cmd.spawn().map_err(|source| DriverError::Start {
             task: req.id.clone(),
             command: cmd_cfg.command.clone(),
             source,
@@ -140,26 +118,8 @@ impl RawExecDriver {
             })?;
         let start_ticks = proc_start_ticks(pid);
 
-        let (tx, rx) = watch::channel(None);
-        let cgroups = self.cgroups.clone();
-        let cgroup = req.cgroup.clone();
-        let task_id = req.id.clone();
-        tokio::spawn(async move {
-            let result = match child.wait().await {
-                Ok(status) => classify(status),
-                Err(e) => {
-                    tracing::error!(task = %task_id, error = %e, "waiting for task process");
-                    ExitResult::code(-1)
-                }
-            };
-            let result = with_oom(result, cgroups.as_deref(), cgroup.as_ref(), oom_baseline);
-            // No receiver left only means nobody waits any more.
-            let _ = tx.send(Some(result));
-        });
-        self.tasks
-            .lock()
-            .expect("raw_exec task table poisoned")
-            .insert(req.id.clone(), Arc::new(Running { pid, exit: rx }));
+        self.procs
+            .track(&req.id, pid, child, req.cgroup.clone(), oom_baseline);
 
         Ok(TaskHandle {
             id: req.id,
@@ -173,44 +133,6 @@ impl RawExecDriver {
             driver_state: serde_json::json!({ "command": cmd_cfg.command }),
         })
     }
-
-    fn oom_kills(&self, cg: Option<&CgroupPaths>) -> u64 {
-        match (&self.cgroups, cg) {
-            (Some(m), Some(cg)) => m.oom_kills(cg).unwrap_or(0),
-            _ => 0,
-        }
-    }
-
-    /// Waits for the main process to exit, up to `limit`. True when it did.
-    async fn wait_exit(running: &Running, limit: Duration) -> bool {
-        let mut rx = running.exit.clone();
-        let outcome = tokio::time::timeout(limit, rx.wait_for(|v| v.is_some())).await;
-        matches!(outcome, Ok(Ok(_)))
-    }
-
-    /// SIGKILLs everything of the task: the whole cgroup, or the process group when
-    /// there is no cgroup.
-    async fn kill_everything(&self, handle: &TaskHandle) -> Result<(), DriverError> {
-        match (&self.cgroups, &handle.cgroup) {
-            (Some(m), Some(cg)) => {
-                let (m, cg) = (m.clone(), cg.clone());
-                let task = handle.id.clone();
-                tokio::task::spawn_blocking(move || m.kill_all(&cg))
-                    .await
-                    .map_err(|e| DriverError::Injected {
-                        task: task.clone(),
-                        message: format!("cgroup kill task panicked: {e}"),
-                    })?
-                    .map_err(|source| DriverError::Cgroup { task, source })
-            }
-            _ => {
-                if let Some(pid) = handle.pid {
-                    signal_group(&handle.id, pid, Signal::SIGKILL)?;
-                }
-                Ok(())
-            }
-        }
-    }
 }
 
 impl Driver for RawExecDriver {
@@ -222,7 +144,7 @@ impl Driver for RawExecDriver {
         DriverInfo {
             detected: true,
             healthy: true,
-            description: if self.cgroups.is_some() {
+            description: if self.procs.has_cgroups() {
                 "host processes in their own cgroup".to_string()
             } else {
                 "host processes (no cgroup access: limits not enforced)".to_string()
@@ -238,11 +160,7 @@ impl Driver for RawExecDriver {
         &'a self,
         handle: &'a TaskHandle,
     ) -> BoxFuture<'a, Result<ExitResult, DriverError>> {
-        async move {
-            let rx = self.running(&handle.id).map(|r| r.exit.clone());
-            wait_exit(rx, &handle.id, NAME).await
-        }
-        .boxed()
+        self.procs.wait(handle).boxed()
     }
 
     fn stop<'a>(
@@ -251,55 +169,13 @@ impl Driver for RawExecDriver {
         signal: Signal,
         timeout: Duration,
     ) -> BoxFuture<'a, Result<(), DriverError>> {
-        async move {
-            let Some(running) = self.running(&handle.id) else {
-                return Ok(());
-            };
-            if running.exit.borrow().is_none() {
-                signal_group(&handle.id, running.pid, signal)?;
-                if !Self::wait_exit(&running, timeout).await {
-                    tracing::info!(task = %handle.id, ?timeout, "task ignored {signal}; killing it");
-                }
-            }
-            // Whatever the main process left behind goes too.
-            self.kill_everything(handle).await?;
-            Self::wait_exit(&running, KILL_WAIT).await;
-            Ok(())
-        }
-        .boxed()
+        self.procs
+            .stop(handle, signal, timeout, StopTarget::Group)
+            .boxed()
     }
 
     fn destroy<'a>(&'a self, handle: &'a TaskHandle) -> BoxFuture<'a, Result<(), DriverError>> {
-        async move {
-            let running = self.running(&handle.id);
-            let alive = running
-                .as_ref()
-                .map(|r| r.exit.borrow().is_none())
-                .unwrap_or(false);
-            if alive || handle.cgroup.is_some() {
-                self.kill_everything(handle).await?;
-            }
-            if let Some(r) = &running {
-                Self::wait_exit(r, KILL_WAIT).await;
-            }
-            if let (Some(m), Some(cg)) = (&self.cgroups, &handle.cgroup) {
-                let (m, cg) = (m.clone(), cg.clone());
-                let task = handle.id.clone();
-                tokio::task::spawn_blocking(move || m.remove(&cg))
-                    .await
-                    .map_err(|e| DriverError::Injected {
-                        task: task.clone(),
-                        message: format!("cgroup remove task panicked: {e}"),
-                    })?
-                    .map_err(|source| DriverError::Cgroup { task, source })?;
-            }
-            self.tasks
-                .lock()
-                .expect("raw_exec task table poisoned")
-                .remove(&handle.id);
-            Ok(())
-        }
-        .boxed()
+        self.procs.destroy(handle).boxed()
     }
 
     fn recover<'a>(&'a self, _handle: &'a TaskHandle) -> BoxFuture<'a, Result<(), DriverError>> {
@@ -316,29 +192,7 @@ impl Driver for RawExecDriver {
         &'a self,
         handle: &'a TaskHandle,
     ) -> BoxFuture<'a, Result<TaskStats, DriverError>> {
-        async move {
-            let cg_err = |source| DriverError::Cgroup {
-                task: handle.id.clone(),
-                source,
-            };
-            match (&self.cgroups, &handle.cgroup) {
-                (Some(m), Some(cg)) => Ok(TaskStats {
-                    memory: Some(m.memory_usage(cg).map_err(cg_err)?),
-                    cpu_ns: m.cpu_usage_ns(cg).ok(),
-                    pids: m.pids(cg).map_err(cg_err)?.len(),
-                }),
-                _ => Ok(TaskStats {
-                    memory: None,
-                    cpu_ns: None,
-                    pids: usize::from(
-                        self.running(&handle.id)
-                            .map(|r| r.exit.borrow().is_none())
-                            .unwrap_or(false),
-                    ),
-                }),
-            }
-        }
-        .boxed()
+        self.procs.stats(handle).boxed()
     }
 }
 
@@ -382,25 +236,6 @@ impl CommandConfig {
         };
         Ok(CommandConfig { command, args })
     }
-}
-
-pub(super) fn open_log(
-    req: &StartRequest,
-    path: &std::path::Path,
-) -> Result<std::fs::File, DriverError> {
-    let err = |source| DriverError::LogFile {
-        task: req.id.clone(),
-        path: path.to_path_buf(),
-        source,
-    };
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent).map_err(err)?;
-    }
-    std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .map_err(err)
 }
 
 /// The ids to switch to before exec, resolved in the parent (the lookup allocates and
@@ -450,61 +285,6 @@ fn resolve_user(task: &str, name: &str) -> Result<UserIds, DriverError> {
         gid: user.gid.as_raw(),
         groups,
     })
-}
-
-/// Runs in the child: moves the calling process into a cgroup by writing "0" to its
-/// `cgroup.procs` (the kernel reads 0 as "the writer").
-pub(super) fn join_cgroup(procs: &CString) -> std::io::Result<()> {
-    // SAFETY: open/write/close on a NUL-terminated path prepared before the fork.
-    unsafe {
-        let fd = libc::open(procs.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
-        if fd < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        let n = libc::write(fd, b"0".as_ptr().cast(), 1);
-        let err = std::io::Error::last_os_error();
-        libc::close(fd);
-        if n != 1 {
-            return Err(err);
-        }
-    }
-    Ok(())
-}
-
-pub(super) fn classify(status: std::process::ExitStatus) -> ExitResult {
-    use std::os::unix::process::ExitStatusExt;
-    match (status.code(), status.signal()) {
-        (Some(code), _) => ExitResult::code(code),
-        (None, Some(sig)) => ExitResult::signaled(sig),
-        (None, None) => ExitResult::code(-1),
-    }
-}
-
-pub(super) fn with_oom(
-    mut result: ExitResult,
-    cgroups: Option<&dyn CgroupManager>,
-    cg: Option<&CgroupPaths>,
-    baseline: u64,
-) -> ExitResult {
-    if let (Some(m), Some(cg)) = (cgroups, cg) {
-        match m.oom_kills(cg) {
-            Ok(n) => result.oom_killed = n > baseline,
-            Err(e) => tracing::warn!(cgroup = %cg.name, error = %e, "reading the OOM counter"),
-        }
-    }
-    result
-}
-
-pub(super) fn signal_group(task: &str, pgid: i32, signal: Signal) -> Result<(), DriverError> {
-    match nix::sys::signal::killpg(Pid::from_raw(pgid), signal) {
-        Ok(()) | Err(nix::errno::Errno::ESRCH) => Ok(()),
-        Err(source) => Err(DriverError::Signal {
-            task: task.to_string(),
-            signal,
-            pgid,
-            source,
-        }),
-    }
 }
 
 #[cfg(test)]
@@ -668,7 +448,7 @@ mod tests {
     /// Real cgroups (v1 on this machine) through the whole driver.
     mod cgroup {
         use super::*;
-        use crate::cgroups::{self, CgroupLimits};
+        use crate::cgroups::{self, CgroupLimits, CgroupPaths};
         use std::path::Path;
 
         struct CgGuard {

@@ -16,34 +16,28 @@ pub mod init;
 pub mod rootfs;
 pub mod spec;
 
-use std::collections::HashMap;
 use std::ffi::CString;
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
 use futures::FutureExt;
 use nix::sys::signal::Signal;
-use nix::unistd::Pid;
 use orch_common::structs::DriverInfo;
-use tokio::sync::watch;
 
-use super::raw_exec::{classify, join_cgroup, open_log, signal_group, with_oom};
+use super::procs::{join_cgroup, open_log, signal_group, Procs, StopTarget};
 use super::{
-    proc_start_ticks, wait_exit, Driver, DriverError, ExitResult, StartRequest, TaskHandle,
-    TaskStats,
+    proc_start_ticks, Driver, DriverError, ExitResult, StartRequest, TaskHandle, TaskStats,
 };
-use crate::cgroups::{CgroupManager, CgroupPaths};
+use crate::cgroups::CgroupManager;
 use spec::{BindMount, InitSpec, LayerMode, NetworkMode};
 
 const NAME: &str = "container";
-/// How long to wait for the main process to go after SIGKILL before giving up.
-const KILL_WAIT: Duration = Duration::from_secs(10);
 /// How long the helper may take to build the container (a rootfs copy included).
 const SETUP_TIMEOUT: Duration = Duration::from_secs(120);
 /// `PATH` inside the container when the task sets none.
@@ -135,36 +129,19 @@ impl Default for ContainerOptions {
     }
 }
 
-/// A running (or exited, not yet destroyed) container.
-struct Running {
-    /// The helper's pid (its process group too).
-    pid: i32,
-    exit: watch::Receiver<Option<ExitResult>>,
-}
-
 /// Runs tasks in containers built from local root filesystems or image tarballs.
 pub struct ContainerDriver {
-    cgroups: Option<Arc<dyn CgroupManager>>,
     opts: ContainerOptions,
-    /// Task id -> its helper. A std mutex: never held across an await.
-    tasks: Mutex<HashMap<String, Arc<Running>>>,
+    /// The helper of each task (the task's main process).
+    procs: Procs,
 }
 
 impl ContainerDriver {
     pub fn new(cgroups: Option<Arc<dyn CgroupManager>>, opts: ContainerOptions) -> Self {
         ContainerDriver {
-            cgroups,
             opts,
-            tasks: Mutex::new(HashMap::new()),
+            procs: Procs::new(NAME, cgroups),
         }
-    }
-
-    fn running(&self, id: &str) -> Option<Arc<Running>> {
-        self.tasks
-            .lock()
-            .expect("container task table poisoned")
-            .get(id)
-            .cloned()
     }
 
     fn err(task: &str) -> impl Fn(ContainerError) -> DriverError {
@@ -284,8 +261,7 @@ impl ContainerDriver {
         drop(open_log(&req, &req.stdout_path)?);
         let stderr = open_log(&req, &req.stderr_path)?;
 
-        let (child, ready_r) = self.spawn_helper(&req, &spec, stderr)?;
-        let mut child = child;
+        let (mut child, ready_r) = self.spawn_helper(&req, &spec, stderr)?;
         let pid = child
             .id()
             .map(|p| p as i32)
@@ -295,7 +271,7 @@ impl ContainerDriver {
                 source: std::io::Error::other("the helper exited before its pid was read"),
             })?;
         let start_ticks = proc_start_ticks(pid);
-        let oom_baseline = self.oom_kills(req.cgroup.as_ref());
+        let oom_baseline = self.procs.oom_kills(req.cgroup.as_ref());
 
         // EOF on the ready pipe without a message: the command was exec'd.
         let setup = tokio::time::timeout(
@@ -320,26 +296,8 @@ impl ContainerDriver {
             return Err(cerr(ContainerError::Setup { message }));
         }
 
-        let (tx, rx) = watch::channel(None);
-        let cgroups = self.cgroups.clone();
-        let cgroup = req.cgroup.clone();
-        let task_id = req.id.clone();
-        tokio::spawn(async move {
-            let result = match child.wait().await {
-                Ok(status) => classify(status),
-                Err(e) => {
-                    tracing::error!(task = %task_id, error = %e, "waiting for the container helper");
-                    ExitResult::code(-1)
-                }
-            };
-            let result = with_oom(result, cgroups.as_deref(), cgroup.as_ref(), oom_baseline);
-            // No receiver left only means nobody waits any more.
-            let _ = tx.send(Some(result));
-        });
-        self.tasks
-            .lock()
-            .expect("container task table poisoned")
-            .insert(req.id.clone(), Arc::new(Running { pid, exit: rx }));
+        self.procs
+            .track(&req.id, pid, child, req.cgroup.clone(), oom_baseline);
 
         Ok(TaskHandle {
             id: req.id,
@@ -483,40 +441,6 @@ impl ContainerDriver {
             readonly,
         })
     }
-
-    fn oom_kills(&self, cg: Option<&CgroupPaths>) -> u64 {
-        match (&self.cgroups, cg) {
-            (Some(m), Some(cg)) => m.oom_kills(cg).unwrap_or(0),
-            _ => 0,
-        }
-    }
-
-    /// Waits for the helper to exit, up to `limit`. True when it did.
-    async fn wait_exit(running: &Running, limit: Duration) -> bool {
-        let mut rx = running.exit.clone();
-        let outcome = tokio::time::timeout(limit, rx.wait_for(|v| v.is_some())).await;
-        matches!(outcome, Ok(Ok(_)))
-    }
-
-    /// SIGKILLs everything of the task: the whole cgroup, or the helper's process
-    /// group (the namespace init dying takes the rest of the container with it).
-    async fn kill_everything(&self, handle: &TaskHandle) -> Result<(), DriverError> {
-        if let Some(pid) = handle.pid {
-            signal_group(&handle.id, pid, Signal::SIGKILL)?;
-        }
-        if let (Some(m), Some(cg)) = (&self.cgroups, &handle.cgroup) {
-            let (m, cg) = (m.clone(), cg.clone());
-            let task = handle.id.clone();
-            tokio::task::spawn_blocking(move || m.kill_all(&cg))
-                .await
-                .map_err(|e| DriverError::Injected {
-                    task: task.clone(),
-                    message: format!("cgroup kill task panicked: {e}"),
-                })?
-                .map_err(|source| DriverError::Cgroup { task, source })?;
-        }
-        Ok(())
-    }
 }
 
 /// Whether this host can run containers: root, and the namespaces the driver uses.
@@ -560,79 +484,24 @@ impl Driver for ContainerDriver {
         &'a self,
         handle: &'a TaskHandle,
     ) -> BoxFuture<'a, Result<ExitResult, DriverError>> {
-        async move {
-            let rx = self.running(&handle.id).map(|r| r.exit.clone());
-            wait_exit(rx, &handle.id, NAME).await
-        }
-        .boxed()
+        self.procs.wait(handle).boxed()
     }
 
+    /// The signal goes to the helper only: it forwards it to the init, which forwards
+    /// it to the command (a signal to the whole group would reach the command twice).
     fn stop<'a>(
         &'a self,
         handle: &'a TaskHandle,
         signal: Signal,
         timeout: Duration,
     ) -> BoxFuture<'a, Result<(), DriverError>> {
-        async move {
-            let Some(running) = self.running(&handle.id) else {
-                return Ok(());
-            };
-            if running.exit.borrow().is_none() {
-                // To the helper only: it forwards to the init, which forwards to the
-                // command (a signal to the whole group would reach the command twice).
-                match nix::sys::signal::kill(Pid::from_raw(running.pid), signal) {
-                    Ok(()) | Err(nix::errno::Errno::ESRCH) => {}
-                    Err(source) => {
-                        return Err(DriverError::Signal {
-                            task: handle.id.clone(),
-                            signal,
-                            pgid: running.pid,
-                            source,
-                        })
-                    }
-                }
-                if !Self::wait_exit(&running, timeout).await {
-                    tracing::info!(task = %handle.id, ?timeout, "task ignored {signal}; killing it");
-                }
-            }
-            self.kill_everything(handle).await?;
-            Self::wait_exit(&running, KILL_WAIT).await;
-            Ok(())
-        }
-        .boxed()
+        self.procs
+            .stop(handle, signal, timeout, StopTarget::Main)
+            .boxed()
     }
 
     fn destroy<'a>(&'a self, handle: &'a TaskHandle) -> BoxFuture<'a, Result<(), DriverError>> {
-        async move {
-            let running = self.running(&handle.id);
-            let alive = running
-                .as_ref()
-                .map(|r| r.exit.borrow().is_none())
-                .unwrap_or(false);
-            if alive || handle.cgroup.is_some() {
-                self.kill_everything(handle).await?;
-            }
-            if let Some(r) = &running {
-                Self::wait_exit(r, KILL_WAIT).await;
-            }
-            if let (Some(m), Some(cg)) = (&self.cgroups, &handle.cgroup) {
-                let (m, cg) = (m.clone(), cg.clone());
-                let task = handle.id.clone();
-                tokio::task::spawn_blocking(move || m.remove(&cg))
-                    .await
-                    .map_err(|e| DriverError::Injected {
-                        task: task.clone(),
-                        message: format!("cgroup remove task panicked: {e}"),
-                    })?
-                    .map_err(|source| DriverError::Cgroup { task, source })?;
-            }
-            self.tasks
-                .lock()
-                .expect("container task table poisoned")
-                .remove(&handle.id);
-            Ok(())
-        }
-        .boxed()
+        self.procs.destroy(handle).boxed()
     }
 
     fn recover<'a>(&'a self, _handle: &'a TaskHandle) -> BoxFuture<'a, Result<(), DriverError>> {
@@ -649,29 +518,7 @@ impl Driver for ContainerDriver {
         &'a self,
         handle: &'a TaskHandle,
     ) -> BoxFuture<'a, Result<TaskStats, DriverError>> {
-        async move {
-            let cg_err = |source| DriverError::Cgroup {
-                task: handle.id.clone(),
-                source,
-            };
-            match (&self.cgroups, &handle.cgroup) {
-                (Some(m), Some(cg)) => Ok(TaskStats {
-                    memory: Some(m.memory_usage(cg).map_err(cg_err)?),
-                    cpu_ns: m.cpu_usage_ns(cg).ok(),
-                    pids: m.pids(cg).map_err(cg_err)?.len(),
-                }),
-                _ => Ok(TaskStats {
-                    memory: None,
-                    cpu_ns: None,
-                    pids: usize::from(
-                        self.running(&handle.id)
-                            .map(|r| r.exit.borrow().is_none())
-                            .unwrap_or(false),
-                    ),
-                }),
-            }
-        }
-        .boxed()
+        self.procs.stats(handle).boxed()
     }
 }
 
