@@ -448,45 +448,11 @@ mod tests {
     /// Real cgroups (v1 on this machine) through the whole driver.
     mod cgroup {
         use super::*;
-        use crate::cgroups::{self, CgroupLimits, CgroupPaths};
-        use std::path::Path;
+        use crate::driver::suite::TestCgroup;
 
-        struct CgGuard {
-            m: Arc<dyn CgroupManager>,
-            cg: CgroupPaths,
-        }
-
-        impl Drop for CgGuard {
-            fn drop(&mut self) {
-                let _ = self.m.kill_all(&self.cg);
-                let _ = self.m.remove(&self.cg);
-            }
-        }
-
-        fn setup(memory_mib: u64) -> Option<(Arc<dyn CgroupManager>, CgGuard)> {
-            if !nix::unistd::geteuid().is_root() {
-                eprintln!("skipped: cgroups need root");
-                return None;
-            }
-            let m = match cgroups::detect_manager(
-                Path::new("/proc/mounts"),
-                Path::new("/sys/fs/cgroup"),
-            ) {
-                Ok(m) => m,
-                Err(e) => {
-                    eprintln!("skipped: {e}");
-                    return None;
-                }
-            };
-            let limits = CgroupLimits {
-                memory_hard_mib: memory_mib,
-                memory_soft_mib: None,
-                cpu_mhz: 100,
-                pids_max: 64,
-            };
-            let name = format!("test-{}-task", uuid::Uuid::new_v4());
-            let cg = m.create(&name, &limits).unwrap();
-            Some((m.clone(), CgGuard { m, cg }))
+        fn setup(memory_mib: u64) -> Option<(Arc<dyn CgroupManager>, TestCgroup)> {
+            let g = TestCgroup::new(memory_mib)?;
+            Some((g.m.clone(), g))
         }
 
         #[tokio::test]

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use super::{Driver, StartRequest};
+use crate::cgroups::{self, CgroupLimits, CgroupManager, CgroupPaths};
 
 /// How to make one driver exit with a code, run until stopped, or ignore SIGTERM.
 pub(crate) trait Harness {
@@ -56,6 +57,48 @@ impl TaskDirs {
             cgroup: None,
             resources: Default::default(),
         }
+    }
+}
+
+/// A real cgroup for one test, killed and removed on drop. `None` (with the reason
+/// printed) when not root or the host has no usable cgroups.
+pub(crate) struct TestCgroup {
+    pub m: Arc<dyn CgroupManager>,
+    pub cg: CgroupPaths,
+}
+
+impl TestCgroup {
+    pub fn new(memory_mib: u64) -> Option<Self> {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipped: cgroups need root");
+            return None;
+        }
+        let m = match cgroups::detect_manager(
+            std::path::Path::new("/proc/mounts"),
+            std::path::Path::new("/sys/fs/cgroup"),
+        ) {
+            Ok(m) => m,
+            Err(e) => {
+                eprintln!("skipped: {e}");
+                return None;
+            }
+        };
+        let limits = CgroupLimits {
+            memory_hard_mib: memory_mib,
+            memory_soft_mib: None,
+            cpu_mhz: 100,
+            pids_max: 64,
+        };
+        let name = format!("test-{}-task", uuid::Uuid::new_v4());
+        let cg = m.create(&name, &limits).unwrap();
+        Some(TestCgroup { m, cg })
+    }
+}
+
+impl Drop for TestCgroup {
+    fn drop(&mut self) {
+        let _ = self.m.kill_all(&self.cg);
+        let _ = self.m.remove(&self.cg);
     }
 }
 

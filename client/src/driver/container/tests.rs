@@ -527,42 +527,15 @@ fn users_resolve_from_the_rootfs_passwd_or_the_built_in_names() {
 /// Real cgroups through the whole driver.
 mod cgroup {
     use super::*;
-    use crate::cgroups::{self, CgroupLimits, CgroupManager, CgroupPaths};
+    use crate::driver::suite::TestCgroup;
 
-    struct CgGuard {
-        m: Arc<dyn CgroupManager>,
-        cg: CgroupPaths,
-    }
-
-    impl Drop for CgGuard {
-        fn drop(&mut self) {
-            let _ = self.m.kill_all(&self.cg);
-            let _ = self.m.remove(&self.cg);
-        }
-    }
-
-    fn setup() -> Option<(Arc<dyn CgroupManager>, CgGuard)> {
+    fn setup() -> Option<(Arc<dyn CgroupManager>, TestCgroup)> {
         if let Some(why) = not_supported() {
             eprintln!("skipped: {why}");
             return None;
         }
-        let m =
-            match cgroups::detect_manager(Path::new("/proc/mounts"), Path::new("/sys/fs/cgroup")) {
-                Ok(m) => m,
-                Err(e) => {
-                    eprintln!("skipped: {e}");
-                    return None;
-                }
-            };
-        let limits = CgroupLimits {
-            memory_hard_mib: 64,
-            memory_soft_mib: None,
-            cpu_mhz: 100,
-            pids_max: 64,
-        };
-        let name = format!("test-{}-container", uuid::Uuid::new_v4());
-        let cg = m.create(&name, &limits).unwrap();
-        Some((m.clone(), CgGuard { m, cg }))
+        let g = TestCgroup::new(64)?;
+        Some((g.m.clone(), g))
     }
 
     #[tokio::test]
