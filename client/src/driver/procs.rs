@@ -303,3 +303,24 @@ pub(crate) fn join_cgroup(procs: &CString) -> std::io::Result<()> {
     }
     Ok(())
 }
+
+/// Gives the task dir (and its `local/` and `tmp/`) to the task's user, as its files
+/// will be; the directory that could not be changed, with why.
+pub(crate) fn give_task_dirs(
+    task_dir: &std::path::Path,
+    uid: u32,
+    gid: u32,
+) -> Result<(), (std::path::PathBuf, std::io::Error)> {
+    for d in [
+        task_dir.to_path_buf(),
+        task_dir.join("local"),
+        task_dir.join("tmp"),
+    ] {
+        match std::os::unix::fs::chown(&d, Some(uid), Some(gid)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err((d, e)),
+        }
+    }
+    Ok(())
+}

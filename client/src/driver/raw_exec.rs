@@ -15,7 +15,7 @@ use futures::FutureExt;
 use nix::sys::signal::Signal;
 use orch_common::structs::DriverInfo;
 
-use super::procs::{join_cgroup, open_log, Procs, StopTarget};
+use super::procs::{give_task_dirs, join_cgroup, open_log, Procs, StopTarget};
 use super::{
     proc_start_ticks, Driver, DriverError, ExitResult, StartRequest, TaskHandle, TaskStats,
 };
@@ -44,24 +44,13 @@ impl RawExecDriver {
             None => None,
         };
         if let Some(ids) = &ids {
-            // The task's own directories belong to its user, as its files will.
-            for d in [
-                req.task_dir.clone(),
-                req.task_dir.join("local"),
-                req.task_dir.join("tmp"),
-            ] {
-                match std::os::unix::fs::chown(&d, Some(ids.uid), Some(ids.gid)) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(source) => {
-                        return Err(DriverError::User {
-                            task: req.id.clone(),
-                            user: req.user.clone().unwrap_or_default(),
-                            reason: format!("giving it {}: {source}", d.display()),
-                        })
-                    }
+            give_task_dirs(&req.task_dir, ids.uid, ids.gid).map_err(|(d, source)| {
+                DriverError::User {
+                    task: req.id.clone(),
+                    user: req.user.clone().unwrap_or_default(),
+                    reason: format!("giving it {}: {source}", d.display()),
                 }
-            }
+            })?;
         }
         let stdout = open_log(&req, &req.stdout_path)?;
         let stderr = open_log(&req, &req.stderr_path)?;

@@ -30,7 +30,7 @@ use futures::FutureExt;
 use nix::sys::signal::Signal;
 use orch_common::structs::DriverInfo;
 
-use super::procs::{join_cgroup, open_log, signal_group, Procs, StopTarget};
+use super::procs::{give_task_dirs, join_cgroup, open_log, signal_group, Procs, StopTarget};
 use super::{
     proc_start_ticks, Driver, DriverError, ExitResult, StartRequest, TaskHandle, TaskStats,
 };
@@ -181,86 +181,13 @@ impl ContainerDriver {
                 )
             }
         };
-        let user = req.user.clone().unwrap_or_else(|| DEFAULT_USER.to_string());
-        let ids = resolve_user(&source_rootfs, &user).map_err(&cerr)?;
-        let keep_caps: Vec<u8> = caps::effective_set(&cfg.cap_add, &cfg.cap_drop)
-            .map_err(|e| cerr(e.into()))?
-            .into_iter()
-            .collect();
-
-        let mut mounts = Vec::new();
-        if let Some(shared) = req.env.get("ORCH_ALLOC_DIR").map(PathBuf::from) {
-            if shared.is_dir() && !req.task_dir.starts_with(&shared) {
-                mounts.push(BindMount {
-                    source: shared.clone(),
-                    target: shared,
-                    readonly: false,
-                });
-            }
-        }
-        mounts.push(BindMount {
-            source: req.task_dir.clone(),
-            target: req.task_dir.clone(),
-            readonly: false,
-        });
-        for v in &cfg.volumes {
-            mounts.push(self.volume(v).map_err(&cerr)?);
-        }
-
-        if ids.uid != 0 {
-            // The task's own directories belong to its user, as its files will.
-            for d in [
-                req.task_dir.clone(),
-                req.task_dir.join("local"),
-                req.task_dir.join("tmp"),
-            ] {
-                match std::os::unix::fs::chown(&d, Some(ids.uid), Some(ids.gid)) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(source) => {
-                        return Err(cerr(ContainerError::Io {
-                            op: "giving the task's user",
-                            path: d,
-                            source,
-                        }))
-                    }
-                }
-            }
-        }
-
-        let mut env = req.env.clone();
-        env.entry("PATH".to_string())
-            .or_insert_with(|| DEFAULT_PATH.to_string());
-        let hostname = cfg
-            .hostname
-            .clone()
-            .unwrap_or_else(|| req.alloc_id.chars().take(8).collect());
-        env.entry("HOSTNAME".to_string())
-            .or_insert_with(|| hostname.clone());
-        let spec = InitSpec {
-            rootfs: source_rootfs,
-            layer_dir: req.task_dir.join(".container"),
-            layer: self.opts.layer,
-            command: cfg.command.clone(),
-            args: cfg.args.clone(),
-            env,
-            cwd: cfg.work_dir.clone().unwrap_or_else(|| req.task_dir.clone()),
-            hostname,
-            uid: ids.uid,
-            gid: ids.gid,
-            groups: ids.groups.clone(),
-            mounts,
-            keep_caps,
-            network: cfg.network,
-            readonly_rootfs: cfg.readonly_rootfs,
-            stdout: req.stdout_path.clone(),
-            stderr: req.stderr_path.clone(),
-        };
+        let spec = self.spec(&req, &cfg, source_rootfs)?;
         // Creates the log directory and checks the files can be opened; the helper
         // opens them again itself (after its own start-up output, if any).
         drop(open_log(&req, &req.stdout_path)?);
         let stderr = open_log(&req, &req.stderr_path)?;
 
+        let oom_baseline = self.procs.oom_kills(req.cgroup.as_ref());
         let (mut child, ready_r) = self.spawn_helper(&req, &spec, stderr)?;
         let pid = child
             .id()
@@ -271,7 +198,6 @@ impl ContainerDriver {
                 source: std::io::Error::other("the helper exited before its pid was read"),
             })?;
         let start_ticks = proc_start_ticks(pid);
-        let oom_baseline = self.procs.oom_kills(req.cgroup.as_ref());
 
         // EOF on the ready pipe without a message: the command was exec'd.
         let setup = tokio::time::timeout(
@@ -313,6 +239,80 @@ impl ContainerDriver {
                 "rootfs": spec.rootfs,
                 "image": image_state,
             }),
+        })
+    }
+
+    /// Resolves the user, capabilities, mounts and environment of the container.
+    fn spec(
+        &self,
+        req: &StartRequest,
+        cfg: &ContainerConfig,
+        rootfs: PathBuf,
+    ) -> Result<InitSpec, DriverError> {
+        let cerr = Self::err(&req.id);
+        let user = req.user.clone().unwrap_or_else(|| DEFAULT_USER.to_string());
+        let ids = resolve_user(&rootfs, &user).map_err(&cerr)?;
+        let keep_caps: Vec<u8> = caps::effective_set(&cfg.cap_add, &cfg.cap_drop)
+            .map_err(|e| cerr(e.into()))?
+            .into_iter()
+            .collect();
+
+        // The alloc and task dirs at their host paths, so the ORCH_* paths hold inside.
+        let mut mounts = Vec::new();
+        if let Some(shared) = req.env.get("ORCH_ALLOC_DIR").map(PathBuf::from) {
+            if shared.is_dir() && !req.task_dir.starts_with(&shared) {
+                mounts.push(BindMount {
+                    source: shared.clone(),
+                    target: shared,
+                    readonly: false,
+                });
+            }
+        }
+        mounts.push(BindMount {
+            source: req.task_dir.clone(),
+            target: req.task_dir.clone(),
+            readonly: false,
+        });
+        for v in &cfg.volumes {
+            mounts.push(self.volume(v).map_err(&cerr)?);
+        }
+        if ids.uid != 0 {
+            give_task_dirs(&req.task_dir, ids.uid, ids.gid).map_err(|(path, source)| {
+                cerr(ContainerError::Io {
+                    op: "giving the task's user",
+                    path,
+                    source,
+                })
+            })?;
+        }
+
+        let mut env = req.env.clone();
+        env.entry("PATH".to_string())
+            .or_insert_with(|| DEFAULT_PATH.to_string());
+        let hostname = cfg
+            .hostname
+            .clone()
+            .unwrap_or_else(|| req.alloc_id.chars().take(8).collect());
+        env.entry("HOSTNAME".to_string())
+            .or_insert_with(|| hostname.clone());
+        Ok(InitSpec {
+            rootfs,
+            layer_dir: req.task_dir.join(".container"),
+            layer: self.opts.layer,
+            command: cfg.command.clone(),
+            args: cfg.args.clone(),
+            env,
+            cwd: cfg.work_dir.clone().unwrap_or_else(|| req.task_dir.clone()),
+            hostname,
+            uid: ids.uid,
+            gid: ids.gid,
+            groups: ids.groups,
+            mounts,
+            keep_caps,
+            network: cfg.network,
+            readonly_rootfs: cfg.readonly_rootfs,
+            stdout: req.stdout_path.clone(),
+            stderr: req.stderr_path.clone(),
         })
     }
 
