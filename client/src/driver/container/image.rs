@@ -422,6 +422,10 @@ impl<'a> Applier<'a> {
                 let (uid, gid) = (entry.header().uid(), entry.header().gid());
                 if let (Ok(uid), Ok(gid)) = (uid, gid) {
                     let _ = std::os::unix::fs::lchown(&target, Some(uid as u32), Some(gid as u32));
+                    // chown clears setuid/setgid bits: set the mode again after it.
+                    if kind != T::Symlink {
+                        set_mode(&target, mode).map_err(self.io("setting the mode of", &target))?;
+                    }
                 }
             }
             written.insert(rel);
@@ -678,6 +682,20 @@ pub(crate) mod tests {
         let err = unpack_cached(&dir.path().join("cache"), &img).unwrap_err();
         assert!(matches!(err, ImageError::Escape { .. }), "{err}");
         assert!(keep.exists());
+    }
+
+    #[test]
+    fn setuid_bits_survive_the_owner_change() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let layer = TarBuilder::new().file("bin/su", b"x", 0o4755).finish();
+        let img = write(dir.path(), "suid.tar", &oci_image(&[layer]));
+        let u = unpack_cached(&dir.path().join("cache"), &img).unwrap();
+        let mode = std::fs::metadata(u.rootfs.join("bin/su"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o7777, 0o4755);
     }
 
     #[test]

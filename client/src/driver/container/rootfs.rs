@@ -315,6 +315,11 @@ fn own_like(src: &Path, dst: &Path) -> Result<(), SetupError> {
     if nix::unistd::geteuid().is_root() {
         std::os::unix::fs::lchown(dst, Some(m.uid()), Some(m.gid()))
             .map_err(err("changing the owner of", dst))?;
+        // chown clears setuid/setgid bits: set the mode again after it.
+        if !m.file_type().is_symlink() {
+            std::fs::set_permissions(dst, std::fs::Permissions::from_mode(m.mode_bits()))
+                .map_err(err("setting the mode of", dst))?;
+        }
     }
     Ok(())
 }

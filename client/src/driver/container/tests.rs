@@ -185,6 +185,20 @@ async fn ps_shows_only_the_tasks_tree_with_the_init_as_pid_1() {
 }
 
 #[tokio::test]
+async fn the_init_reaps_orphans() {
+    need_root!();
+    let c = ContainerHarness::new();
+    let d = c.container(c.options());
+    let t = TaskDirs::new();
+    // The subshell exits at once: its `sleep` is orphaned to PID 1, which must reap it
+    // when it ends, or `ps` would show a zombie.
+    let script = "(sleep 0.1 &); sleep 0.5; ps -o stat,comm | grep -c '^Z' || true";
+    let (r, out) = run(&d, &t, t.request("orphans", c.sh(script))).await;
+    assert!(r.successful(), "{r:?}");
+    assert_eq!(out, "0\n");
+}
+
+#[tokio::test]
 async fn the_hostname_is_the_allocs_and_the_user_is_not_root() {
     need_root!();
     let c = ContainerHarness::new();
