@@ -7,6 +7,7 @@ use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use nix::NixPath;
 
 use super::spec::{InitSpec, LayerMode};
 
@@ -71,11 +72,68 @@ pub fn mount_point(root: &Path, inner: &Path, dir: bool) -> Result<PathBuf, Setu
     Ok(cur)
 }
 
+/// The mount syscalls the root is built with, behind a trait so that tests can record
+/// the sequence without root.
+pub trait MountOps {
+    fn mount<S, T, F, D>(
+        &mut self,
+        source: Option<&S>,
+        target: &T,
+        fstype: Option<&F>,
+        flags: MsFlags,
+        data: Option<&D>,
+    ) -> nix::Result<()>
+    where
+        S: ?Sized + NixPath,
+        T: ?Sized + NixPath,
+        F: ?Sized + NixPath,
+        D: ?Sized + NixPath;
+
+    /// Makes `root` the root directory and detaches the old one.
+    fn pivot_into(&mut self, root: &Path) -> Result<(), SetupError>;
+}
+
+/// The real system calls.
+pub struct Syscalls;
+
+impl MountOps for Syscalls {
+    fn mount<S, T, F, D>(
+        &mut self,
+        source: Option<&S>,
+        target: &T,
+        fstype: Option<&F>,
+        flags: MsFlags,
+        data: Option<&D>,
+    ) -> nix::Result<()>
+    where
+        S: ?Sized + NixPath,
+        T: ?Sized + NixPath,
+        F: ?Sized + NixPath,
+        D: ?Sized + NixPath,
+    {
+        mount(source, target, fstype, flags, data)
+    }
+
+    fn pivot_into(&mut self, root: &Path) -> Result<(), SetupError> {
+        // pivot_root(".", "."): the old root ends up stacked under the new one and is
+        // detached right away, so no directory for it is needed in the image.
+        nix::unistd::chdir(root).map_err(nix_err("entering", root))?;
+        nix::unistd::pivot_root(".", ".").map_err(nix_err("pivot_root into", root))?;
+        umount2(".", MntFlags::MNT_DETACH).map_err(nix_err("unmounting the old root", root))?;
+        nix::unistd::chdir("/").map_err(nix_err("entering", Path::new("/")))
+    }
+}
+
 /// Makes the mounts, pivots into the new root and drops the old one. Afterwards `/`
 /// is the container's root.
 pub fn build(spec: &InitSpec) -> Result<(), SetupError> {
+    build_with(spec, &mut Syscalls)
+}
+
+/// `build` through `k`.
+pub fn build_with<K: MountOps>(spec: &InitSpec, k: &mut K) -> Result<(), SetupError> {
     // Nothing mounted here may leak back to the host's mount namespace.
-    mount(
+    k.mount(
         None::<&str>,
         "/",
         None::<&str>,
@@ -84,16 +142,16 @@ pub fn build(spec: &InitSpec) -> Result<(), SetupError> {
     )
     .map_err(nix_err("making mounts private at", Path::new("/")))?;
 
-    let root = writable_root(spec)?;
+    let root = writable_root(spec, k)?;
     let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
     let proc_dir = mount_point(&root, Path::new("/proc"), true)?;
-    mount(Some("proc"), &proc_dir, Some("proc"), flags, None::<&str>)
+    k.mount(Some("proc"), &proc_dir, Some("proc"), flags, None::<&str>)
         .map_err(nix_err("mounting proc on", &proc_dir))?;
 
-    dev(&root)?;
+    dev(&root, k)?;
 
     let tmp = mount_point(&root, Path::new("/tmp"), true)?;
-    mount(
+    k.mount(
         Some("tmpfs"),
         &tmp,
         Some("tmpfs"),
@@ -104,7 +162,7 @@ pub fn build(spec: &InitSpec) -> Result<(), SetupError> {
 
     for m in &spec.mounts {
         let target = mount_point(&root, &m.target, m.source.is_dir())?;
-        mount(
+        k.mount(
             Some(&m.source),
             &target,
             None::<&str>,
@@ -116,26 +174,20 @@ pub fn build(spec: &InitSpec) -> Result<(), SetupError> {
             &target,
         ))?;
         if m.readonly {
-            remount_ro(&target)?;
+            remount_ro(&target, k)?;
         }
     }
 
     if spec.readonly_rootfs {
-        remount_ro(&root)?;
+        remount_ro(&root, k)?;
     }
 
-    // pivot_root(".", "."): the old root ends up stacked under the new one and is
-    // detached right away, so no directory for it is needed in the image.
-    nix::unistd::chdir(&root).map_err(nix_err("entering", &root))?;
-    nix::unistd::pivot_root(".", ".").map_err(nix_err("pivot_root into", &root))?;
-    umount2(".", MntFlags::MNT_DETACH).map_err(nix_err("unmounting the old root", &root))?;
-    nix::unistd::chdir("/").map_err(nix_err("entering", Path::new("/")))?;
-    Ok(())
+    k.pivot_into(&root)
 }
 
 /// The directory that becomes `/`: an overlay mount or a bind-mounted copy, either
 /// way a mount point (which `pivot_root` needs).
-fn writable_root(spec: &InitSpec) -> Result<PathBuf, SetupError> {
+fn writable_root<K: MountOps>(spec: &InitSpec, k: &mut K) -> Result<PathBuf, SetupError> {
     let layer = &spec.layer_dir;
     std::fs::DirBuilder::new()
         .recursive(true)
@@ -157,7 +209,7 @@ fn writable_root(spec: &InitSpec) -> Result<PathBuf, SetupError> {
             upper.display(),
             work.display()
         );
-        match mount(
+        match k.mount(
             Some("overlay"),
             &merged,
             Some("overlay"),
@@ -180,7 +232,7 @@ fn writable_root(spec: &InitSpec) -> Result<PathBuf, SetupError> {
         copy_tree(&spec.rootfs, &tmp)?;
         std::fs::rename(&tmp, &copy).map_err(err("renaming into", &copy))?;
     }
-    mount(
+    k.mount(
         Some(&copy),
         &copy,
         None::<&str>,
@@ -193,9 +245,9 @@ fn writable_root(spec: &InitSpec) -> Result<PathBuf, SetupError> {
 
 /// A tmpfs `/dev` with the usual device nodes bound from the host, a private devpts
 /// instance and the standard symlinks.
-fn dev(root: &Path) -> Result<(), SetupError> {
+fn dev<K: MountOps>(root: &Path, k: &mut K) -> Result<(), SetupError> {
     let dev = mount_point(root, Path::new("/dev"), true)?;
-    mount(
+    k.mount(
         Some("tmpfs"),
         &dev,
         Some("tmpfs"),
@@ -210,7 +262,7 @@ fn dev(root: &Path) -> Result<(), SetupError> {
         }
         let target = dev.join(name);
         std::fs::File::create(&target).map_err(err("creating", &target))?;
-        mount(
+        k.mount(
             Some(&host),
             &target,
             None::<&str>,
@@ -223,7 +275,7 @@ fn dev(root: &Path) -> Result<(), SetupError> {
         ))?;
     }
     let pts = mkdirs(&dev.join("pts"))?;
-    mount(
+    k.mount(
         Some("devpts"),
         &pts,
         Some("devpts"),
@@ -232,7 +284,7 @@ fn dev(root: &Path) -> Result<(), SetupError> {
     )
     .map_err(nix_err("mounting devpts on", &pts))?;
     let shm = mkdirs(&dev.join("shm"))?;
-    mount(
+    k.mount(
         Some("shm"),
         &shm,
         Some("tmpfs"),
@@ -253,8 +305,8 @@ fn dev(root: &Path) -> Result<(), SetupError> {
     Ok(())
 }
 
-fn remount_ro(path: &Path) -> Result<(), SetupError> {
-    mount(
+fn remount_ro<K: MountOps>(path: &Path, k: &mut K) -> Result<(), SetupError> {
+    k.mount(
         None::<&str>,
         path,
         None::<&str>,
@@ -327,6 +379,171 @@ fn own_like(src: &Path, dst: &Path) -> Result<(), SetupError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::driver::container::spec::{BindMount, NetworkMode};
+
+    /// Records every mount instead of making it; refuses overlayfs when asked.
+    #[derive(Default)]
+    struct Recorder {
+        calls: Vec<String>,
+        no_overlay: bool,
+        pivoted: Option<PathBuf>,
+    }
+
+    fn text<P: ?Sized + NixPath>(p: Option<&P>) -> String {
+        p.and_then(|p| p.with_nix_path(|c| c.to_string_lossy().into_owned()).ok())
+            .unwrap_or_else(|| "-".to_string())
+    }
+
+    impl MountOps for Recorder {
+        fn mount<S, T, F, D>(
+            &mut self,
+            source: Option<&S>,
+            target: &T,
+            fstype: Option<&F>,
+            flags: MsFlags,
+            data: Option<&D>,
+        ) -> nix::Result<()>
+        where
+            S: ?Sized + NixPath,
+            T: ?Sized + NixPath,
+            F: ?Sized + NixPath,
+            D: ?Sized + NixPath,
+        {
+            let fstype = text(fstype);
+            if self.no_overlay && fstype == "overlay" {
+                return Err(nix::Error::ENODEV);
+            }
+            self.calls.push(format!(
+                "{} -> {} [{fstype}] {flags:?} {}",
+                text(source),
+                text(Some(target)),
+                text(data)
+            ));
+            Ok(())
+        }
+
+        fn pivot_into(&mut self, root: &Path) -> Result<(), SetupError> {
+            self.pivoted = Some(root.to_path_buf());
+            Ok(())
+        }
+    }
+
+    struct Fixture {
+        _dir: tempfile::TempDir,
+        spec: InitSpec,
+        volume: PathBuf,
+    }
+
+    fn fixture(layer: LayerMode) -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("src");
+        std::fs::create_dir_all(src.join("bin")).unwrap();
+        std::fs::write(src.join("bin/tool"), b"x").unwrap();
+        let task = dir.path().join("alloc/web");
+        std::fs::create_dir_all(&task).unwrap();
+        let volume = dir.path().join("data");
+        std::fs::create_dir_all(&volume).unwrap();
+        let spec = InitSpec {
+            rootfs: src,
+            layer_dir: task.join(".container"),
+            layer,
+            command: "/bin/tool".into(),
+            args: vec![],
+            env: Default::default(),
+            cwd: task.clone(),
+            hostname: "h".into(),
+            uid: 65534,
+            gid: 65534,
+            groups: vec![65534],
+            mounts: vec![
+                BindMount {
+                    source: task.clone(),
+                    target: task.clone(),
+                    readonly: false,
+                },
+                BindMount {
+                    source: volume.clone(),
+                    target: "/data".into(),
+                    readonly: true,
+                },
+            ],
+            keep_caps: vec![],
+            network: NetworkMode::Host,
+            readonly_rootfs: true,
+            stdout: dir.path().join("out"),
+            stderr: dir.path().join("err"),
+        };
+        Fixture {
+            _dir: dir,
+            spec,
+            volume,
+        }
+    }
+
+    fn position(calls: &[String], needle: &str) -> usize {
+        calls
+            .iter()
+            .position(|c| c.contains(needle))
+            .unwrap_or_else(|| panic!("no call with {needle:?} in {calls:#?}"))
+    }
+
+    #[test]
+    fn the_root_is_built_private_first_and_pivoted_last() {
+        let f = fixture(LayerMode::Auto);
+        let mut k = Recorder::default();
+        build_with(&f.spec, &mut k).unwrap();
+        let merged = f.spec.layer_dir.join("merged");
+        let m = merged.display().to_string();
+        let calls = &k.calls;
+        assert!(
+            calls[0].starts_with("- -> / [-]") && calls[0].contains("MS_PRIVATE"),
+            "{calls:#?}"
+        );
+        assert!(
+            calls[1].contains("[overlay]")
+                && calls[1].contains(&format!("lowerdir={}", f.spec.rootfs.display())),
+            "{calls:#?}"
+        );
+        assert!(
+            calls[2].starts_with(&format!("proc -> {m}/proc [proc]")),
+            "{calls:#?}"
+        );
+        position(calls, &format!("devpts -> {m}/dev/pts [devpts]"));
+        position(calls, &format!("tmpfs -> {m}/tmp [tmpfs]"));
+        // The volume is bound, then made read-only; the root last of all.
+        let bind = position(calls, &format!("{} -> {m}/data [-]", f.volume.display()));
+        assert!(
+            calls[bind + 1].starts_with(&format!("- -> {m}/data"))
+                && calls[bind + 1].contains("MS_RDONLY")
+        );
+        assert!(
+            calls.last().unwrap().starts_with(&format!("- -> {m} [-]"))
+                && calls.last().unwrap().contains("MS_RDONLY")
+        );
+        assert_eq!(k.pivoted, Some(merged.clone()));
+        // Mount points were made in the new root, none in the source.
+        assert!(merged.join("data").is_dir() && merged.join("dev/null").exists());
+        assert!(!f.spec.rootfs.join("data").exists());
+    }
+
+    #[test]
+    fn without_overlayfs_the_root_is_a_bind_mounted_copy() {
+        let f = fixture(LayerMode::Auto);
+        let mut k = Recorder {
+            no_overlay: true,
+            ..Default::default()
+        };
+        build_with(&f.spec, &mut k).unwrap();
+        let copy = f.spec.layer_dir.join("copy");
+        assert_eq!(std::fs::read(copy.join("bin/tool")).unwrap(), b"x");
+        let c = copy.display().to_string();
+        assert!(
+            k.calls[1].starts_with(&format!("{c} -> {c} [-]")),
+            "{:#?}",
+            k.calls
+        );
+        assert_eq!(k.pivoted, Some(copy));
+    }
 
     #[test]
     fn copies_keep_files_links_and_modes() {
