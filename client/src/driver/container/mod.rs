@@ -376,10 +376,14 @@ impl ContainerDriver {
         let json = serde_json::to_vec(spec).map_err(|e| start_err(std::io::Error::other(e)))?;
         if let Some(stdin) = child.stdin.take() {
             // A pipe's buffer holds a spec; write it whole, then close for EOF.
-            let mut stdin = stdin
-                .into_owned_fd()
-                .map(std::fs::File::from)
-                .map_err(start_err)?;
+            let fd = stdin.into_owned_fd().map_err(start_err)?;
+            // Tokio leaves its pipes non-blocking; this write wants to block.
+            nix::fcntl::fcntl(
+                fd.as_raw_fd(),
+                nix::fcntl::F_SETFL(nix::fcntl::OFlag::empty()),
+            )
+            .map_err(|e| start_err(e.into()))?;
+            let mut stdin = std::fs::File::from(fd);
             if let Err(e) = stdin.write_all(&json) {
                 let _ = signal_group(&req.id, child.id().unwrap_or(0) as i32, Signal::SIGKILL);
                 return Err(start_err(e));

@@ -264,6 +264,25 @@ async fn writes_do_not_change_the_source_rootfs_with_a_copy() {
 }
 
 #[tokio::test]
+async fn a_readonly_rootfs_still_has_a_writable_task_dir_and_tmp() {
+    need_root!();
+    let c = ContainerHarness::new();
+    let d = c.container(c.options());
+    let t = TaskDirs::new();
+    let script = format!(
+        "touch /etc/x 2>/dev/null || echo ro; touch /tmp/y {}/z && echo rw",
+        t.task_dir.display()
+    );
+    let mut cfg = c.sh(&script);
+    cfg.insert("readonly_rootfs".into(), json!(true));
+    let mut req = t.request("ro", cfg);
+    req.user = Some("root".into());
+    let (r, out) = run(&d, &t, req).await;
+    assert!(r.successful(), "{r:?}");
+    assert_eq!(out, "ro\nrw\n");
+}
+
+#[tokio::test]
 async fn the_alloc_and_task_dirs_are_where_the_env_says() {
     need_root!();
     let c = ContainerHarness::new();
