@@ -165,6 +165,7 @@ pub async fn run(args: AgentArgs) -> Result<ExitCode> {
             max_dynamic_port: cfg.client.max_dynamic_port,
             stop_tasks_on_shutdown: cfg.client.stop_tasks_on_shutdown,
             reserved_ports: cfg.client.reserved.ports()?,
+            container_volumes: cfg.client.container_volumes.clone(),
             ..orch_client::ClientConfig::default()
         };
         match orch_client::Client::start(ccfg).await {

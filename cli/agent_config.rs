@@ -122,6 +122,9 @@ pub struct ClientSection {
     /// Kill the tasks when the agent stops. Default: true.
     #[serde(default = "yes")]
     pub stop_tasks_on_shutdown: bool,
+    /// Host paths that `container` tasks may bind with `volumes`. Default: none.
+    #[serde(default)]
+    pub container_volumes: Vec<std::path::PathBuf>,
 }
 
 impl Default for ClientSection {
@@ -135,6 +138,7 @@ impl Default for ClientSection {
             min_dynamic_port: orch_common::structs::default_min_dynamic_port(),
             max_dynamic_port: orch_common::structs::default_max_dynamic_port(),
             stop_tasks_on_shutdown: true,
+            container_volumes: Vec::new(),
         }
     }
 }

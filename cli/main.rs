@@ -88,6 +88,10 @@ enum Command {
         after_help = "EXAMPLES:\n  orch operator scheduler get-config\n  orch operator scheduler set-config --scheduler-algorithm spread"
     )]
     Operator(operator::OperatorCommand),
+    /// The container driver's helper: builds one container from the JSON spec on
+    /// stdin and runs its command (started by the agent, never by hand).
+    #[command(hide = true)]
+    ContainerInit,
 }
 
 /// Installs the tracing subscriber on stderr: `RUST_LOG` when set, else `default_level`.
@@ -116,6 +120,11 @@ impl Ctx {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::ContainerInit = cli.command {
+        // Before any runtime thread exists: the helper unshares and forks.
+        let code = orch_client::driver::container::init::main();
+        return ExitCode::from(u8::try_from(code).unwrap_or(127));
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {
@@ -147,6 +156,8 @@ fn main() -> ExitCode {
                 init_logging("warn");
                 operator::run(&ctx, c).await
             }
+            // Handled above, before the runtime started.
+            Command::ContainerInit => anyhow::bail!("container-init cannot run here"),
         }
     });
     // Don't wait for leftover background tasks (e.g. an aborted watch) on exit.

@@ -23,7 +23,8 @@ use crate::allocrunner::{self, allocdir::AllocDir, AllocRunnerHandle};
 use crate::batcher::UpdateBatcher;
 use crate::cgroups::{self, CgroupManager};
 use crate::config::ClientConfig;
-use crate::driver::{MockDriver, RawExecDriver};
+use crate::driver::container::ContainerOptions;
+use crate::driver::{ContainerDriver, MockDriver, RawExecDriver};
 use crate::fingerprint::{FingerprintError, Fingerprinter};
 use crate::rpc::ServerApi;
 use crate::state::{self, HandleStore, StateError};
@@ -112,6 +113,18 @@ impl Client {
         drivers.insert(
             "raw_exec".to_string(),
             Arc::new(RawExecDriver::new(cgroups.clone())),
+        );
+        // Always registered: its fingerprint says unhealthy when not root.
+        drivers.insert(
+            "container".to_string(),
+            Arc::new(ContainerDriver::new(
+                cgroups.clone(),
+                ContainerOptions {
+                    image_cache: cfg.client_dir().join("images"),
+                    allowed_volumes: cfg.container_volumes.clone(),
+                    ..ContainerOptions::default()
+                },
+            )),
         );
         if cfg.enable_mock_driver {
             drivers.insert("mock".to_string(), Arc::new(MockDriver::new()));

@@ -44,6 +44,9 @@ pub struct ClientConfig {
     pub cgroup_root: Option<PathBuf>,
     /// Offer the `mock` driver (runs no process; for tests). Default: false.
     pub enable_mock_driver: bool,
+    /// Host paths (with everything below them) that `container` tasks may bind with
+    /// `volumes`. Default: none, so no volumes.
+    pub container_volumes: Vec<PathBuf>,
 }
 
 impl Default for ClientConfig {
@@ -63,6 +66,7 @@ impl Default for ClientConfig {
             stop_tasks_on_shutdown: true,
             cgroup_root: None,
             enable_mock_driver: false,
+            container_volumes: Vec::new(),
         }
     }
 }

@@ -1,12 +1,15 @@
 //! Task drivers: the `Driver` trait (fingerprint, start -> `TaskHandle`, wait, stop,
 //! destroy, recover, stats) and its implementations: `raw_exec` (a host process in its
-//! own process group and cgroup) and `mock` (runs nothing; for tests).
+//! own process group and cgroup), `container` (the command in its own namespaces on
+//! its own root filesystem) and `mock` (runs nothing; for tests).
 //!
 //! Drivers are async and object-safe (`Arc<dyn Driver>`), so their futures are boxed.
 //! A driver keeps the live child of each task it started, keyed by `TaskHandle::id`;
 //! the handle itself is plain data that `state` persists.
 
+pub mod container;
 pub mod mock;
+mod procs;
 pub mod raw_exec;
 #[cfg(test)]
 mod suite;
@@ -22,6 +25,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::cgroups::{CgroupError, CgroupPaths, MemoryUsage};
 
+pub use container::ContainerDriver;
 pub use mock::MockDriver;
 pub use raw_exec::RawExecDriver;
 
@@ -75,11 +79,20 @@ pub enum DriverError {
     },
     #[error("unknown signal {name:?}")]
     BadSignal { name: String },
+    #[error("task {task}: {source}")]
+    Container {
+        task: String,
+        #[source]
+        source: container::ContainerError,
+    },
 }
 
 impl DriverError {
     /// False for mistakes that another attempt cannot fix (bad config, unknown user).
     pub fn is_recoverable(&self) -> bool {
+        if let DriverError::Container { source, .. } = self {
+            return source.is_recoverable();
+        }
         !matches!(
             self,
             DriverError::InvalidConfig { .. }

@@ -15,30 +15,16 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use futures::FutureExt;
 use nix::sys::signal::Signal;
-use nix::unistd::Pid;
 use orch_common::structs::DriverInfo;
-use tokio::sync::watch;
 
+use super::procs::{give_task_dirs, join_cgroup, open_log, Procs, StopTarget};
 use super::{
-    proc_start_ticks, wait_exit, Driver, DriverError, ExecRequest, ExecSession, ExitResult,
-    StartRequest, TaskHandle, TaskStats,
+    proc_start_ticks, Driver, DriverError, ExecRequest, ExecSession, ExitResult, StartRequest,
+    TaskHandle, TaskStats,
 };
-use crate::cgroups::{CgroupManager, CgroupPaths};
-use crate::logrotate::{self, Capture};
+use crate::cgroups::CgroupManager;
 
 const NAME: &str = "raw_exec";
-/// How long to wait for the main process to go after SIGKILL before giving up.
-const KILL_WAIT: Duration = Duration::from_secs(10);
-/// How long an exit waits for the task's last output to reach the log files.
-const OUTPUT_DRAIN: Duration = Duration::from_secs(1);
-
-/// A running (or exited, not yet destroyed) task.
-struct Running {
-    pid: i32,
-    exit: watch::Receiver<Option<ExitResult>>,
-    /// How the task was started, for `exec`.
-    context: ExecContext,
-}
 
 /// What a command run inside the task (`exec`) inherits from it.
 struct ExecContext {
@@ -51,9 +37,10 @@ struct ExecContext {
 
 /// Runs tasks as plain host processes.
 pub struct RawExecDriver {
-    cgroups: Option<Arc<dyn CgroupManager>>,
-    /// Task id -> its process. A std mutex: never held across an await.
-    tasks: Mutex<HashMap<String, Arc<Running>>>,
+    procs: Procs,
+    /// Task id -> how it was started, for `exec`. A std mutex: never held across an
+    /// await.
+    contexts: Mutex<HashMap<String, Arc<ExecContext>>>,
 }
 
 impl RawExecDriver {
@@ -61,17 +48,9 @@ impl RawExecDriver {
     /// the client has no cgroup access (limits are then not enforced, and said so).
     pub fn new(cgroups: Option<Arc<dyn CgroupManager>>) -> Self {
         RawExecDriver {
-            cgroups,
-            tasks: Mutex::new(HashMap::new()),
+            procs: Procs::new(NAME, cgroups),
+            contexts: Mutex::new(HashMap::new()),
         }
-    }
-
-    fn running(&self, id: &str) -> Option<Arc<Running>> {
-        self.tasks
-            .lock()
-            .expect("raw_exec task table poisoned")
-            .get(id)
-            .cloned()
     }
 
     async fn start_task(&self, req: StartRequest) -> Result<TaskHandle, DriverError> {
@@ -81,28 +60,16 @@ impl RawExecDriver {
             None => None,
         };
         if let Some(ids) = &ids {
-            // The task's own directories belong to its user, as its files will.
-            for d in [
-                req.task_dir.clone(),
-                req.task_dir.join("local"),
-                req.task_dir.join("tmp"),
-            ] {
-                match std::os::unix::fs::chown(&d, Some(ids.uid), Some(ids.gid)) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(source) => {
-                        return Err(DriverError::User {
-                            task: req.id.clone(),
-                            user: req.user.clone().unwrap_or_default(),
-                            reason: format!("giving it {}: {source}", d.display()),
-                        })
-                    }
+            give_task_dirs(&req.task_dir, ids.uid, ids.gid).map_err(|(d, source)| {
+                DriverError::User {
+                    task: req.id.clone(),
+                    user: req.user.clone().unwrap_or_default(),
+                    reason: format!("giving it {}: {source}", d.display()),
                 }
-            }
+            })?;
         }
         let stdout = open_log(&req, &req.stdout_path)?;
         let stderr = open_log(&req, &req.stderr_path)?;
-        let output_done = [stdout.done, stderr.done];
 
         let procs: Vec<CString> = match &req.cgroup {
             Some(cg) => cg
@@ -116,7 +83,7 @@ impl RawExecDriver {
                 })?,
             None => Vec::new(),
         };
-        let oom_baseline = self.oom_kills(req.cgroup.as_ref());
+        let oom_baseline = self.procs.oom_kills(req.cgroup.as_ref());
         let context = ExecContext {
             env: req.env.clone(),
             cwd: req.task_dir.clone(),
@@ -147,7 +114,7 @@ impl RawExecDriver {
                 Ok(())
             });
         }
-        let mut child = cmd.spawn().map_err(|source| DriverError::Start {
+        let child = cmd.spawn().map_err(|source| DriverError::Start {
             task: req.id.clone(),
             command: cmd_cfg.command.clone(),
             source,
@@ -162,39 +129,18 @@ impl RawExecDriver {
             })?;
         let start_ticks = proc_start_ticks(pid);
 
-        let (tx, rx) = watch::channel(None);
-        let cgroups = self.cgroups.clone();
-        let cgroup = req.cgroup.clone();
-        let task_id = req.id.clone();
-        tokio::spawn(async move {
-            let result = match child.wait().await {
-                Ok(status) => classify(status),
-                Err(e) => {
-                    tracing::error!(task = %task_id, error = %e, "waiting for task process");
-                    ExitResult::code(-1)
-                }
-            };
-            let result = with_oom(result, cgroups.as_deref(), cgroup.as_ref(), oom_baseline);
-            // The exit is reported once its last output is in the log files (readers stop
-            // following at the exit), unless a process left in the background still
-            // holds the pipes open.
-            for done in output_done {
-                let _ = tokio::time::timeout(OUTPUT_DRAIN, done).await;
-            }
-            // No receiver left only means nobody waits any more.
-            let _ = tx.send(Some(result));
-        });
-        self.tasks
+        self.contexts
             .lock()
-            .expect("raw_exec task table poisoned")
-            .insert(
-                req.id.clone(),
-                Arc::new(Running {
-                    pid,
-                    exit: rx,
-                    context,
-                }),
-            );
+            .expect("raw_exec exec contexts poisoned")
+            .insert(req.id.clone(), Arc::new(context));
+        self.procs.track(
+            &req.id,
+            pid,
+            child,
+            req.cgroup.clone(),
+            oom_baseline,
+            vec![stdout.done, stderr.done],
+        );
 
         Ok(TaskHandle {
             id: req.id,
@@ -208,44 +154,6 @@ impl RawExecDriver {
             driver_state: serde_json::json!({ "command": cmd_cfg.command }),
         })
     }
-
-    fn oom_kills(&self, cg: Option<&CgroupPaths>) -> u64 {
-        match (&self.cgroups, cg) {
-            (Some(m), Some(cg)) => m.oom_kills(cg).unwrap_or(0),
-            _ => 0,
-        }
-    }
-
-    /// Waits for the main process to exit, up to `limit`. True when it did.
-    async fn wait_exit(running: &Running, limit: Duration) -> bool {
-        let mut rx = running.exit.clone();
-        let outcome = tokio::time::timeout(limit, rx.wait_for(|v| v.is_some())).await;
-        matches!(outcome, Ok(Ok(_)))
-    }
-
-    /// SIGKILLs everything of the task: the whole cgroup, or the process group when
-    /// there is no cgroup.
-    async fn kill_everything(&self, handle: &TaskHandle) -> Result<(), DriverError> {
-        match (&self.cgroups, &handle.cgroup) {
-            (Some(m), Some(cg)) => {
-                let (m, cg) = (m.clone(), cg.clone());
-                let task = handle.id.clone();
-                tokio::task::spawn_blocking(move || m.kill_all(&cg))
-                    .await
-                    .map_err(|e| DriverError::Injected {
-                        task: task.clone(),
-                        message: format!("cgroup kill task panicked: {e}"),
-                    })?
-                    .map_err(|source| DriverError::Cgroup { task, source })
-            }
-            _ => {
-                if let Some(pid) = handle.pid {
-                    signal_group(&handle.id, pid, Signal::SIGKILL)?;
-                }
-                Ok(())
-            }
-        }
-    }
 }
 
 impl Driver for RawExecDriver {
@@ -257,7 +165,7 @@ impl Driver for RawExecDriver {
         DriverInfo {
             detected: true,
             healthy: true,
-            description: if self.cgroups.is_some() {
+            description: if self.procs.has_cgroups() {
                 "host processes in their own cgroup".to_string()
             } else {
                 "host processes (no cgroup access: limits not enforced)".to_string()
@@ -273,11 +181,7 @@ impl Driver for RawExecDriver {
         &'a self,
         handle: &'a TaskHandle,
     ) -> BoxFuture<'a, Result<ExitResult, DriverError>> {
-        async move {
-            let rx = self.running(&handle.id).map(|r| r.exit.clone());
-            wait_exit(rx, &handle.id, NAME).await
-        }
-        .boxed()
+        self.procs.wait(handle).boxed()
     }
 
     fn stop<'a>(
@@ -286,55 +190,17 @@ impl Driver for RawExecDriver {
         signal: Signal,
         timeout: Duration,
     ) -> BoxFuture<'a, Result<(), DriverError>> {
-        async move {
-            let Some(running) = self.running(&handle.id) else {
-                return Ok(());
-            };
-            if running.exit.borrow().is_none() {
-                signal_group(&handle.id, running.pid, signal)?;
-                if !Self::wait_exit(&running, timeout).await {
-                    tracing::info!(task = %handle.id, ?timeout, "task ignored {signal}; killing it");
-                }
-            }
-            // Whatever the main process left behind goes too.
-            self.kill_everything(handle).await?;
-            Self::wait_exit(&running, KILL_WAIT).await;
-            Ok(())
-        }
-        .boxed()
+        self.procs
+            .stop(handle, signal, timeout, StopTarget::Group)
+            .boxed()
     }
 
     fn destroy<'a>(&'a self, handle: &'a TaskHandle) -> BoxFuture<'a, Result<(), DriverError>> {
-        async move {
-            let running = self.running(&handle.id);
-            let alive = running
-                .as_ref()
-                .map(|r| r.exit.borrow().is_none())
-                .unwrap_or(false);
-            if alive || handle.cgroup.is_some() {
-                self.kill_everything(handle).await?;
-            }
-            if let Some(r) = &running {
-                Self::wait_exit(r, KILL_WAIT).await;
-            }
-            if let (Some(m), Some(cg)) = (&self.cgroups, &handle.cgroup) {
-                let (m, cg) = (m.clone(), cg.clone());
-                let task = handle.id.clone();
-                tokio::task::spawn_blocking(move || m.remove(&cg))
-                    .await
-                    .map_err(|e| DriverError::Injected {
-                        task: task.clone(),
-                        message: format!("cgroup remove task panicked: {e}"),
-                    })?
-                    .map_err(|source| DriverError::Cgroup { task, source })?;
-            }
-            self.tasks
-                .lock()
-                .expect("raw_exec task table poisoned")
-                .remove(&handle.id);
-            Ok(())
-        }
-        .boxed()
+        self.contexts
+            .lock()
+            .expect("raw_exec exec contexts poisoned")
+            .remove(&handle.id);
+        self.procs.destroy(handle).boxed()
     }
 
     fn recover<'a>(&'a self, _handle: &'a TaskHandle) -> BoxFuture<'a, Result<(), DriverError>> {
@@ -351,29 +217,7 @@ impl Driver for RawExecDriver {
         &'a self,
         handle: &'a TaskHandle,
     ) -> BoxFuture<'a, Result<TaskStats, DriverError>> {
-        async move {
-            let cg_err = |source| DriverError::Cgroup {
-                task: handle.id.clone(),
-                source,
-            };
-            match (&self.cgroups, &handle.cgroup) {
-                (Some(m), Some(cg)) => Ok(TaskStats {
-                    memory: Some(m.memory_usage(cg).map_err(cg_err)?),
-                    cpu_ns: m.cpu_usage_ns(cg).ok(),
-                    pids: m.pids(cg).map_err(cg_err)?.len(),
-                }),
-                _ => Ok(TaskStats {
-                    memory: None,
-                    cpu_ns: None,
-                    pids: usize::from(
-                        self.running(&handle.id)
-                            .map(|r| r.exit.borrow().is_none())
-                            .unwrap_or(false),
-                    ),
-                }),
-            }
-        }
-        .boxed()
+        self.procs.stats(handle).boxed()
     }
 
     fn exec<'a>(
@@ -382,13 +226,17 @@ impl Driver for RawExecDriver {
         req: ExecRequest,
     ) -> BoxFuture<'a, Result<ExecSession, DriverError>> {
         async move {
-            let running = self
-                .running(&handle.id)
+            let context = self
+                .contexts
+                .lock()
+                .expect("raw_exec exec contexts poisoned")
+                .get(&handle.id)
+                .cloned()
                 .ok_or_else(|| DriverError::UnknownTask {
                     task: handle.id.clone(),
                     driver: NAME,
                 })?;
-            exec_in(&handle.id, &running.context, req)
+            exec_in(&handle.id, &context, req)
         }
         .boxed()
     }
@@ -434,15 +282,6 @@ impl CommandConfig {
         };
         Ok(CommandConfig { command, args })
     }
-}
-
-/// A pipe whose output goes to the rotated log files starting at `path`.
-fn open_log(req: &StartRequest, path: &std::path::Path) -> Result<Capture, DriverError> {
-    logrotate::capture(path, req.logs).map_err(|source| DriverError::LogFile {
-        task: req.id.clone(),
-        path: path.to_path_buf(),
-        source,
-    })
 }
 
 /// The ids to switch to before exec, resolved in the parent (the lookup allocates and
@@ -554,61 +393,6 @@ fn resolve_user(task: &str, name: &str) -> Result<UserIds, DriverError> {
         gid: user.gid.as_raw(),
         groups,
     })
-}
-
-/// Runs in the child: moves the calling process into a cgroup by writing "0" to its
-/// `cgroup.procs` (the kernel reads 0 as "the writer").
-fn join_cgroup(procs: &CString) -> std::io::Result<()> {
-    // SAFETY: open/write/close on a NUL-terminated path prepared before the fork.
-    unsafe {
-        let fd = libc::open(procs.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
-        if fd < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        let n = libc::write(fd, b"0".as_ptr().cast(), 1);
-        let err = std::io::Error::last_os_error();
-        libc::close(fd);
-        if n != 1 {
-            return Err(err);
-        }
-    }
-    Ok(())
-}
-
-fn classify(status: std::process::ExitStatus) -> ExitResult {
-    use std::os::unix::process::ExitStatusExt;
-    match (status.code(), status.signal()) {
-        (Some(code), _) => ExitResult::code(code),
-        (None, Some(sig)) => ExitResult::signaled(sig),
-        (None, None) => ExitResult::code(-1),
-    }
-}
-
-fn with_oom(
-    mut result: ExitResult,
-    cgroups: Option<&dyn CgroupManager>,
-    cg: Option<&CgroupPaths>,
-    baseline: u64,
-) -> ExitResult {
-    if let (Some(m), Some(cg)) = (cgroups, cg) {
-        match m.oom_kills(cg) {
-            Ok(n) => result.oom_killed = n > baseline,
-            Err(e) => tracing::warn!(cgroup = %cg.name, error = %e, "reading the OOM counter"),
-        }
-    }
-    result
-}
-
-fn signal_group(task: &str, pgid: i32, signal: Signal) -> Result<(), DriverError> {
-    match nix::sys::signal::killpg(Pid::from_raw(pgid), signal) {
-        Ok(()) | Err(nix::errno::Errno::ESRCH) => Ok(()),
-        Err(source) => Err(DriverError::Signal {
-            task: task.to_string(),
-            signal,
-            pgid,
-            source,
-        }),
-    }
 }
 
 #[cfg(test)]
@@ -772,45 +556,11 @@ mod tests {
     /// Real cgroups (v1 on this machine) through the whole driver.
     mod cgroup {
         use super::*;
-        use crate::cgroups::{self, CgroupLimits};
-        use std::path::Path;
+        use crate::driver::suite::TestCgroup;
 
-        struct CgGuard {
-            m: Arc<dyn CgroupManager>,
-            cg: CgroupPaths,
-        }
-
-        impl Drop for CgGuard {
-            fn drop(&mut self) {
-                let _ = self.m.kill_all(&self.cg);
-                let _ = self.m.remove(&self.cg);
-            }
-        }
-
-        fn setup(memory_mib: u64) -> Option<(Arc<dyn CgroupManager>, CgGuard)> {
-            if !nix::unistd::geteuid().is_root() {
-                eprintln!("skipped: cgroups need root");
-                return None;
-            }
-            let m = match cgroups::detect_manager(
-                Path::new("/proc/mounts"),
-                Path::new("/sys/fs/cgroup"),
-            ) {
-                Ok(m) => m,
-                Err(e) => {
-                    eprintln!("skipped: {e}");
-                    return None;
-                }
-            };
-            let limits = CgroupLimits {
-                memory_hard_mib: memory_mib,
-                memory_soft_mib: None,
-                cpu_mhz: 100,
-                pids_max: 64,
-            };
-            let name = format!("test-{}-task", uuid::Uuid::new_v4());
-            let cg = m.create(&name, &limits).unwrap();
-            Some((m.clone(), CgGuard { m, cg }))
+        fn setup(memory_mib: u64) -> Option<(Arc<dyn CgroupManager>, TestCgroup)> {
+            let g = TestCgroup::new(memory_mib)?;
+            Some((g.m.clone(), g))
         }
 
         #[tokio::test]

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use super::{Driver, StartRequest};
+use crate::cgroups::{self, CgroupLimits, CgroupManager, CgroupPaths};
 
 /// How to make one driver exit with a code, run until stopped, or ignore SIGTERM.
 pub(crate) trait Harness {
@@ -13,6 +14,11 @@ pub(crate) trait Harness {
     fn exits_with(&self, code: i32) -> BTreeMap<String, serde_json::Value>;
     fn runs_until_stopped(&self) -> BTreeMap<String, serde_json::Value>;
     fn ignores_stop_signal(&self) -> BTreeMap<String, serde_json::Value>;
+    /// Why the driver cannot run on this host (e.g. it needs root); the shared
+    /// scenarios then print the reason and pass.
+    fn skip(&self) -> Option<String> {
+        None
+    }
 }
 
 /// A temp task dir with log paths; removed on drop.
@@ -55,6 +61,48 @@ impl TaskDirs {
     }
 }
 
+/// A real cgroup for one test, killed and removed on drop. `None` (with the reason
+/// printed) when not root or the host has no usable cgroups.
+pub(crate) struct TestCgroup {
+    pub m: Arc<dyn CgroupManager>,
+    pub cg: CgroupPaths,
+}
+
+impl TestCgroup {
+    pub fn new(memory_mib: u64) -> Option<Self> {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipped: cgroups need root");
+            return None;
+        }
+        let m = match cgroups::detect_manager(
+            std::path::Path::new("/proc/mounts"),
+            std::path::Path::new("/sys/fs/cgroup"),
+        ) {
+            Ok(m) => m,
+            Err(e) => {
+                eprintln!("skipped: {e}");
+                return None;
+            }
+        };
+        let limits = CgroupLimits {
+            memory_hard_mib: memory_mib,
+            memory_soft_mib: None,
+            cpu_mhz: 100,
+            pids_max: 64,
+        };
+        let name = format!("test-{}-task", uuid::Uuid::new_v4());
+        let cg = m.create(&name, &limits).unwrap();
+        Some(TestCgroup { m, cg })
+    }
+}
+
+impl Drop for TestCgroup {
+    fn drop(&mut self) {
+        let _ = self.m.kill_all(&self.cg);
+        let _ = self.m.remove(&self.cg);
+    }
+}
+
 /// Expands the shared driver scenarios as tests for `$harness`.
 macro_rules! driver_suite {
     ($harness:expr) => {
@@ -67,9 +115,19 @@ macro_rules! driver_suite {
                 $harness
             }
 
+            macro_rules! skip_unless_supported {
+                ($h:expr) => {
+                    if let Some(why) = crate::driver::suite::Harness::skip(&$h) {
+                        eprintln!("skipped: {why}");
+                        return;
+                    }
+                };
+            }
+
             #[tokio::test]
             async fn exit_zero_is_successful() {
                 let h = harness();
+                skip_unless_supported!(h);
                 let d = h.driver();
                 let t = TaskDirs::new();
                 let handle = d.start(t.request("ok", h.exits_with(0))).await.unwrap();
@@ -81,6 +139,7 @@ macro_rules! driver_suite {
             #[tokio::test]
             async fn exit_code_3_is_classified() {
                 let h = harness();
+                skip_unless_supported!(h);
                 let d = h.driver();
                 let t = TaskDirs::new();
                 let handle = d.start(t.request("three", h.exits_with(3))).await.unwrap();
@@ -93,6 +152,7 @@ macro_rules! driver_suite {
             #[tokio::test]
             async fn stop_delivers_the_signal() {
                 let h = harness();
+                skip_unless_supported!(h);
                 let d = h.driver();
                 let t = TaskDirs::new();
                 let handle = d
@@ -114,6 +174,7 @@ macro_rules! driver_suite {
             #[tokio::test]
             async fn stop_force_kills_after_the_timeout() {
                 let h = harness();
+                skip_unless_supported!(h);
                 let d = h.driver();
                 let t = TaskDirs::new();
                 let handle = d
@@ -139,6 +200,7 @@ macro_rules! driver_suite {
             #[tokio::test]
             async fn destroy_is_idempotent_and_forgets_the_task() {
                 let h = harness();
+                skip_unless_supported!(h);
                 let d = h.driver();
                 let t = TaskDirs::new();
                 let handle = d
@@ -154,6 +216,7 @@ macro_rules! driver_suite {
             #[tokio::test]
             async fn the_handle_round_trips_through_json() {
                 let h = harness();
+                skip_unless_supported!(h);
                 let d = h.driver();
                 let t = TaskDirs::new();
                 let handle = d.start(t.request("json", h.exits_with(0))).await.unwrap();
@@ -167,7 +230,9 @@ macro_rules! driver_suite {
 
             #[tokio::test]
             async fn fingerprint_says_detected_and_healthy() {
-                let info = harness().driver().fingerprint();
+                let h = harness();
+                skip_unless_supported!(h);
+                let info = h.driver().fingerprint();
                 assert!(info.detected && info.healthy);
             }
         }

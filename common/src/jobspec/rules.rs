@@ -43,6 +43,7 @@ pub const CONTAINER_CONFIG_KEYS: &[&str] = &[
     "network_mode",
     "readonly_rootfs",
     "rootfs",
+    "volumes",
     "work_dir",
 ];
 
@@ -700,8 +701,51 @@ fn driver_config(c: &mut Check, path: &str, task: &Task) {
             }
             string_at(c, "rootfs", false);
             string_at(c, "image", false);
-            string_at(c, "command", false);
+            string_at(c, "command", true);
             string_at(c, "work_dir", false);
+            string_at(c, "hostname", false);
+            for key in ["volumes", "cap_add", "cap_drop"] {
+                match task.config.get(key) {
+                    None => {}
+                    Some(serde_json::Value::Array(items)) => {
+                        for (i, item) in items.iter().enumerate() {
+                            if !item.is_string() {
+                                c.add(format!("{path}.{key}[{i}]"), "expected a string");
+                            }
+                        }
+                    }
+                    Some(_) => c.add(format!("{path}.{key}"), "expected an array of strings"),
+                }
+            }
+            if let Some(serde_json::Value::Array(items)) = task.config.get("volumes") {
+                for (i, v) in items.iter().enumerate() {
+                    let Some(v) = v.as_str() else { continue };
+                    let parts: Vec<&str> = v.split(':').collect();
+                    let shape_ok = matches!(parts.as_slice(), [h, t] | [h, t, "ro" | "rw"]
+                        if h.starts_with('/') && t.starts_with('/'));
+                    if !shape_ok {
+                        c.add(
+                            format!("{path}.volumes[{i}]"),
+                            "expected \"/host/path:/container/path\" with an optional \":ro\" or \":rw\"",
+                        );
+                    }
+                }
+            }
+            match task.config.get("network_mode") {
+                None => {}
+                Some(serde_json::Value::String(m)) if m == "host" || m == "none" => {}
+                Some(_) => c.add(
+                    format!("{path}.network_mode"),
+                    "expected \"host\" or \"none\"",
+                ),
+            }
+            if task
+                .config
+                .get("readonly_rootfs")
+                .is_some_and(|v| !v.is_boolean())
+            {
+                c.add(format!("{path}.readonly_rootfs"), "expected true or false");
+            }
         }
         _ => {
             mock_config(c, path, task);

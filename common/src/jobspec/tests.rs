@@ -729,6 +729,34 @@ fn container_needs_a_rootfs_or_an_image() {
 }
 
 #[test]
+fn container_config_keys_are_typed() {
+    let container = |config: &str| {
+        spec("", "", "").replace(
+            "driver = \"raw_exec\"\nconfig = { command = \"/bin/true\" }",
+            &format!("driver = \"container\"\nconfig = {config}"),
+        )
+    };
+    ok(&container(
+        "{ rootfs = \"/r\", command = \"/bin/httpd\", args = [\"-f\"], volumes = [\"/srv/data:/data:ro\"], cap_add = [\"NET_ADMIN\"], cap_drop = [\"ALL\"], network_mode = \"none\" }",
+    ));
+    fails_once(
+        &container("{ rootfs = \"/r\", command = \"/x\", volumes = [\"data:/data\"] }"),
+        "group.web.task.server.config.volumes[0]",
+        "/host/path:/container/path",
+    );
+    fails_once(
+        &container("{ rootfs = \"/r\", command = \"/x\", network_mode = \"bridge\" }"),
+        "group.web.task.server.config.network_mode",
+        "\"host\" or \"none\"",
+    );
+    fails_once(
+        &container("{ image = \"/i.tar\" }"),
+        "group.web.task.server.config.command",
+        "needs a command",
+    );
+}
+
+#[test]
 fn the_mock_driver_takes_its_own_knobs() {
     let mock = |config: &str| {
         spec("", "", "").replace(

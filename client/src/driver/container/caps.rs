@@ -1,0 +1,222 @@
+//! Linux capabilities of a container: the names the jobspec uses, Docker's default
+//! set with `cap_add` / `cap_drop` applied, and dropping the rest from the bounding,
+//! inheritable and ambient sets (runs in the forked child before exec).
+
+use std::collections::BTreeSet;
+
+/// Capability names in kernel order (the index is the capability number).
+pub const NAMES: &[&str] = &[
+    "CHOWN",
+    "DAC_OVERRIDE",
+    "DAC_READ_SEARCH",
+    "FOWNER",
+    "FSETID",
+    "KILL",
+    "SETGID",
+    "SETUID",
+    "SETPCAP",
+    "LINUX_IMMUTABLE",
+    "NET_BIND_SERVICE",
+    "NET_BROADCAST",
+    "NET_ADMIN",
+    "NET_RAW",
+    "IPC_LOCK",
+    "IPC_OWNER",
+    "SYS_MODULE",
+    "SYS_RAWIO",
+    "SYS_CHROOT",
+    "SYS_PTRACE",
+    "SYS_PACCT",
+    "SYS_ADMIN",
+    "SYS_BOOT",
+    "SYS_NICE",
+    "SYS_RESOURCE",
+    "SYS_TIME",
+    "SYS_TTY_CONFIG",
+    "MKNOD",
+    "LEASE",
+    "AUDIT_WRITE",
+    "AUDIT_CONTROL",
+    "SETFCAP",
+    "MAC_OVERRIDE",
+    "MAC_ADMIN",
+    "SYSLOG",
+    "WAKE_ALARM",
+    "BLOCK_SUSPEND",
+    "AUDIT_READ",
+    "PERFMON",
+    "BPF",
+    "CHECKPOINT_RESTORE",
+];
+
+/// Docker's default capabilities: enough for ordinary services, none that reach
+/// outside the container (no SYS_ADMIN, NET_ADMIN, SYS_MODULE, ...).
+pub const DEFAULT: &[&str] = &[
+    "CHOWN",
+    "DAC_OVERRIDE",
+    "FSETID",
+    "FOWNER",
+    "MKNOD",
+    "NET_RAW",
+    "SETGID",
+    "SETUID",
+    "SETFCAP",
+    "SETPCAP",
+    "NET_BIND_SERVICE",
+    "SYS_CHROOT",
+    "KILL",
+    "AUDIT_WRITE",
+];
+
+/// A capability name that is not one.
+#[derive(Debug, thiserror::Error)]
+#[error("unknown capability {name:?} (expected a name such as \"NET_ADMIN\" or \"CAP_NET_ADMIN\", or \"ALL\")")]
+pub struct UnknownCap {
+    pub name: String,
+}
+
+/// "net_admin", "CAP_NET_ADMIN" -> 12.
+pub fn number(name: &str) -> Result<u8, UnknownCap> {
+    let upper = name.trim().to_ascii_uppercase();
+    let bare = upper.strip_prefix("CAP_").unwrap_or(&upper);
+    NAMES
+        .iter()
+        .position(|n| *n == bare)
+        .map(|i| i as u8)
+        .ok_or_else(|| UnknownCap {
+            name: name.to_string(),
+        })
+}
+
+/// The capabilities a container keeps: the default set, minus `drop`, plus `add`
+/// ("ALL" in either means every capability).
+pub fn effective_set(add: &[String], drop: &[String]) -> Result<BTreeSet<u8>, UnknownCap> {
+    let all = || (0..NAMES.len() as u8).collect::<BTreeSet<u8>>();
+    let is_all = |s: &String| s.trim().eq_ignore_ascii_case("ALL");
+    let mut set: BTreeSet<u8> = DEFAULT
+        .iter()
+        .map(|n| number(n))
+        .collect::<Result<_, _>>()?;
+    if drop.iter().any(is_all) {
+        set.clear();
+    } else {
+        for d in drop {
+            set.remove(&number(d)?);
+        }
+    }
+    if add.iter().any(is_all) {
+        set = all();
+    } else {
+        for a in add {
+            set.insert(number(a)?);
+        }
+    }
+    Ok(set)
+}
+
+/// The highest capability this kernel knows.
+pub fn last_cap() -> u8 {
+    std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(NAMES.len() as u8 - 1)
+}
+
+#[repr(C)]
+struct CapHeader {
+    version: u32,
+    pid: i32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct CapData {
+    effective: u32,
+    permitted: u32,
+    inheritable: u32,
+}
+
+const CAP_V3: u32 = 0x2008_0522;
+
+/// Drops every capability not in `keep` from the bounding and inheritable sets and
+/// clears the ambient set. Called before switching user and exec: a root container
+/// process then gets at most `keep`, a non-root one gets none.
+pub fn restrict(keep: &[u8], last: u8) -> std::io::Result<()> {
+    let kept = |c: u8| keep.contains(&c);
+    // SAFETY: prctl and capget/capset with valid, owned arguments.
+    unsafe {
+        for c in 0..=last {
+            if !kept(c) && libc::prctl(libc::PR_CAPBSET_DROP, libc::c_ulong::from(c), 0, 0, 0) != 0
+            {
+                let e = std::io::Error::last_os_error();
+                // EINVAL: a capability this kernel does not have.
+                if e.raw_os_error() != Some(libc::EINVAL) {
+                    return Err(e);
+                }
+            }
+        }
+        if libc::prctl(
+            libc::PR_CAP_AMBIENT,
+            libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong,
+            0,
+            0,
+            0,
+        ) != 0
+        {
+            return Err(std::io::Error::last_os_error());
+        }
+        let mut header = CapHeader {
+            version: CAP_V3,
+            pid: 0,
+        };
+        let mut data = [CapData::default(); 2];
+        if libc::syscall(libc::SYS_capget, &mut header, data.as_mut_ptr()) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let mut mask = [0u32; 2];
+        for &c in keep {
+            mask[usize::from(c / 32)] |= 1 << (c % 32);
+        }
+        for (d, m) in data.iter_mut().zip(mask) {
+            d.inheritable &= m;
+        }
+        if libc::syscall(libc::SYS_capset, &mut header, data.as_ptr()) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_parse_with_or_without_the_cap_prefix() {
+        assert_eq!(number("net_admin").unwrap(), 12);
+        assert_eq!(number("CAP_SYS_ADMIN").unwrap(), 21);
+        assert!(number("CAP_NOPE")
+            .unwrap_err()
+            .to_string()
+            .contains("CAP_NOPE"));
+    }
+
+    #[test]
+    fn the_default_set_is_dockers() {
+        let set = effective_set(&[], &[]).unwrap();
+        let mask: u64 = set.iter().map(|c| 1u64 << c).sum();
+        // Docker's CapBnd as /proc/<pid>/status shows it.
+        assert_eq!(mask, 0xa80425fb);
+    }
+
+    #[test]
+    fn add_and_drop_change_the_default_set() {
+        let set = effective_set(&["SYS_ADMIN".into()], &["net_raw".into()]).unwrap();
+        assert!(set.contains(&21) && !set.contains(&13));
+        assert!(effective_set(&[], &["ALL".into()]).unwrap().is_empty());
+        assert_eq!(
+            effective_set(&["all".into()], &[]).unwrap().len(),
+            NAMES.len()
+        );
+    }
+}

@@ -1,0 +1,453 @@
+//! The `orch container-init` helper, re-executed by the container driver so that no
+//! namespace is ever created by forking the agent's multi-threaded runtime.
+//!
+//! Three processes, each small:
+//! - the helper (the driver's child, in the task's cgroup from before exec) reads the
+//!   `InitSpec` from stdin, points stdout/stderr at the task's logs, unshares the
+//!   mount, UTS, IPC, PID (and with `network_mode = "none"` network) namespaces, forks
+//!   the namespace init, forwards the signals it gets to it and finally exits the way
+//!   the container's command did (re-raising a fatal signal), so the driver sees the
+//!   command's own exit;
+//! - the namespace init (PID 1 inside) builds the root (`rootfs::build`), sets the
+//!   hostname, forks the command, then forwards signals to it and reaps every zombie
+//!   until the command exits; when it exits the kernel kills whatever is left inside;
+//! - the command's process drops capabilities, sets `no_new_privs`, switches user and
+//!   execs.
+//!
+//! Setup errors are written to fd 3 (the driver's "ready" pipe, close-on-exec in the
+//! command) and to the stderr log: the driver reads the pipe to EOF, so an empty read
+//! means the command was exec'd and anything else is the reason it was not.
+
+use std::ffi::CString;
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::sync::atomic::{AtomicI32, Ordering};
+
+use nix::sched::{unshare, CloneFlags};
+
+use super::caps;
+use super::rootfs;
+use super::spec::{InitSpec, NetworkMode};
+
+/// The fd the driver passes the write end of the ready pipe on.
+pub const READY_FD: i32 = 3;
+/// The fds the driver passes the task's output pipes on (into the rotated logs). Not
+/// the helper's own stdout/stderr: what the helper itself prints stays out of the logs.
+pub const STDOUT_FD: i32 = 4;
+pub const STDERR_FD: i32 = 5;
+
+/// Signals the helper and the namespace init pass on to the container's command.
+const FORWARDED: &[i32] = &[
+    libc::SIGTERM,
+    libc::SIGINT,
+    libc::SIGHUP,
+    libc::SIGQUIT,
+    libc::SIGUSR1,
+    libc::SIGUSR2,
+    libc::SIGWINCH,
+    libc::SIGALRM,
+    libc::SIGCONT,
+];
+
+/// The namespace init's pid, for the helper's signal handler (0 until forked).
+static INIT_PID: AtomicI32 = AtomicI32::new(0);
+/// Whether fd 3 is the driver's ready pipe (a manual run may have anything there).
+static READY_OPEN: AtomicI32 = AtomicI32::new(0);
+
+/// Runs the helper; returns the exit code for the process (when it does not die by
+/// the command's signal instead).
+pub fn main() -> i32 {
+    // SAFETY: fstat on a possibly closed fd only fails.
+    unsafe {
+        let mut st: libc::stat = std::mem::zeroed();
+        if libc::fstat(READY_FD, &mut st) == 0 && (st.st_mode & libc::S_IFMT) == libc::S_IFIFO {
+            READY_OPEN.store(1, Ordering::SeqCst);
+        }
+    }
+    let mut input = Vec::new();
+    if let Err(e) = std::io::stdin().read_to_end(&mut input) {
+        fail(&format!("reading the container spec from stdin: {e}"));
+        return 127;
+    }
+    let spec: InitSpec = match serde_json::from_slice(&input) {
+        Ok(s) => s,
+        Err(e) => {
+            fail(&format!("the container spec on stdin is not valid: {e}"));
+            return 127;
+        }
+    };
+    match helper(&spec) {
+        Ok(code) => code,
+        Err(message) => {
+            fail(&message);
+            127
+        }
+    }
+}
+
+/// Tells the driver (ready pipe) and the task's stderr log why setup failed.
+fn fail(message: &str) {
+    let _ = writeln!(std::io::stderr(), "orch container-init: {message}");
+    if READY_OPEN.load(Ordering::SeqCst) == 1 {
+        // SAFETY: write to an fd we checked is a pipe.
+        unsafe {
+            libc::write(READY_FD, message.as_ptr().cast(), message.len());
+        }
+    }
+}
+
+fn close_ready() {
+    if READY_OPEN.swap(0, Ordering::SeqCst) == 1 {
+        // SAFETY: closing the ready pipe we own.
+        unsafe {
+            libc::close(READY_FD);
+        }
+    }
+}
+
+extern "C" fn forward_to_init(sig: libc::c_int) {
+    let pid = INIT_PID.load(Ordering::SeqCst);
+    if pid > 0 {
+        // SAFETY: kill is async-signal-safe.
+        unsafe {
+            libc::kill(pid, sig);
+        }
+    }
+}
+
+fn helper(spec: &InitSpec) -> Result<i32, String> {
+    redirect(0, Path::new("/dev/null"), false)?;
+    match &spec.stdout {
+        Some(path) => redirect(1, path, true)?,
+        None => take_fd(STDOUT_FD, 1)?,
+    }
+    match &spec.stderr {
+        Some(path) => redirect(2, path, true)?,
+        None => take_fd(STDERR_FD, 2)?,
+    }
+
+    let mut flags = CloneFlags::CLONE_NEWNS
+        | CloneFlags::CLONE_NEWUTS
+        | CloneFlags::CLONE_NEWIPC
+        | CloneFlags::CLONE_NEWPID;
+    if spec.network == NetworkMode::None {
+        flags |= CloneFlags::CLONE_NEWNET;
+    }
+    unshare(flags).map_err(|e| format!("unsharing namespaces: {e}"))?;
+    let (status_r, status_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|e| format!("creating the status pipe: {e}"))?;
+
+    // SAFETY: signal masks and handlers set with valid arguments; the handler only
+    // calls kill.
+    let old_mask = unsafe {
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        let mut old: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &all, &mut old);
+        for &sig in FORWARDED {
+            let mut sa: libc::sigaction = std::mem::zeroed();
+            sa.sa_sigaction = forward_to_init as extern "C" fn(libc::c_int) as usize;
+            sa.sa_flags = libc::SA_RESTART;
+            libc::sigemptyset(&mut sa.sa_mask);
+            libc::sigaction(sig, &sa, std::ptr::null_mut());
+        }
+        old
+    };
+
+    // SAFETY: the child only runs this module's setup code and exits with _exit.
+    match unsafe { nix::unistd::fork() }.map_err(|e| format!("forking the init: {e}"))? {
+        nix::unistd::ForkResult::Child => {
+            drop(status_r);
+            let code = match namespace_init(spec, &status_w) {
+                Ok(code) => code,
+                Err(message) => {
+                    fail(&message);
+                    127
+                }
+            };
+            // SAFETY: leaving the forked child without running the parent's atexit.
+            unsafe { libc::_exit(code) }
+        }
+        nix::unistd::ForkResult::Parent { child } => {
+            drop(status_w);
+            close_ready();
+            INIT_PID.store(child.as_raw(), Ordering::SeqCst);
+            // SAFETY: restoring the mask saved above; pending signals now reach the init.
+            unsafe {
+                libc::pthread_sigmask(libc::SIG_SETMASK, &old_mask, std::ptr::null_mut());
+            }
+            let init_status = wait_for(child.as_raw());
+            let mut buf = [0u8; 4];
+            let mut f = std::fs::File::from(status_r);
+            let status = match f.read_exact(&mut buf) {
+                Ok(()) => i32::from_ne_bytes(buf),
+                // The init died before the command ended (killed, or setup failed).
+                Err(_) => init_status,
+            };
+            Ok(exit_like(status))
+        }
+    }
+}
+
+/// Points fd `target` at `path` (appending, created when `create`).
+/// Moves the fd the driver passed on `from` to `target`.
+fn take_fd(from: i32, target: i32) -> Result<(), String> {
+    // SAFETY: dup2 and close on fds this process owns.
+    unsafe {
+        if libc::dup2(from, target) < 0 {
+            return Err(format!(
+                "taking the output pipe on fd {from}: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+        libc::close(from);
+    }
+    Ok(())
+}
+
+fn redirect(target: i32, path: &Path, create: bool) -> Result<(), String> {
+    let f = if create {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+    } else {
+        std::fs::OpenOptions::new().read(true).open(path)
+    }
+    .map_err(|e| format!("opening {}: {e}", path.display()))?;
+    // SAFETY: dup2 between valid fds.
+    if unsafe { libc::dup2(f.as_raw_fd(), target) } < 0 {
+        return Err(format!(
+            "redirecting fd {target} to {}: {}",
+            path.display(),
+            std::io::Error::last_os_error()
+        ));
+    }
+    Ok(())
+}
+
+/// waitpid(pid) through EINTR; the raw wait status.
+fn wait_for(pid: i32) -> i32 {
+    let mut status = 0;
+    loop {
+        // SAFETY: waitpid on our own child.
+        let r = unsafe { libc::waitpid(pid, &mut status, 0) };
+        if r == pid {
+            return status;
+        }
+        if r < 0 && std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+            return 127 << 8;
+        }
+    }
+}
+
+/// Ends like a process with wait status `status`: the same exit code, or death by
+/// the same signal (so the driver classifies the command's exit, not the helper's).
+fn exit_like(status: i32) -> i32 {
+    if libc::WIFSIGNALED(status) {
+        let sig = libc::WTERMSIG(status);
+        // SAFETY: default disposition, unblock, then raise: the process dies of `sig`.
+        unsafe {
+            libc::signal(sig, libc::SIG_DFL);
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            libc::sigaddset(&mut set, sig);
+            libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+            libc::kill(libc::getpid(), sig);
+        }
+        128 + sig
+    } else {
+        libc::WEXITSTATUS(status)
+    }
+}
+
+/// PID 1 of the new namespaces: builds the root, starts the command, then reaps.
+fn namespace_init(spec: &InitSpec, status_w: &OwnedFd) -> Result<i32, String> {
+    // Signals stay blocked (inherited from the helper): they are taken with
+    // sigwaitinfo below, which is also how PID 1 receives signals from outside.
+    rootfs::build(spec).map_err(|e| format!("building the root: {e}"))?;
+    nix::unistd::sethostname(&spec.hostname)
+        .map_err(|e| format!("setting the hostname {:?}: {e}", spec.hostname))?;
+    if spec.network == NetworkMode::None {
+        loopback_up().map_err(|e| format!("bringing up the loopback interface: {e}"))?;
+    }
+    let exec = ExecPlan::new(spec)?;
+    // SAFETY: the child runs `exec.run`, which only makes syscalls and exits.
+    let child = match unsafe { nix::unistd::fork() }.map_err(|e| format!("forking: {e}"))? {
+        nix::unistd::ForkResult::Child => {
+            let message = exec.run();
+            fail(&message);
+            // SAFETY: leaving the forked child.
+            unsafe { libc::_exit(127) }
+        }
+        nix::unistd::ForkResult::Parent { child } => child.as_raw(),
+    };
+    close_ready();
+    // SAFETY: sigwaitinfo/waitpid/kill on valid arguments.
+    unsafe {
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut all);
+        loop {
+            let sig = libc::sigwaitinfo(&all, std::ptr::null_mut());
+            if sig < 0 {
+                continue;
+            }
+            if sig != libc::SIGCHLD {
+                libc::kill(child, sig);
+                continue;
+            }
+            let mut main_status = None;
+            loop {
+                let mut status = 0;
+                let pid = libc::waitpid(-1, &mut status, libc::WNOHANG);
+                if pid <= 0 {
+                    break;
+                }
+                if pid == child {
+                    main_status = Some(status);
+                }
+            }
+            if let Some(status) = main_status {
+                let bytes = status.to_ne_bytes();
+                libc::write(status_w.as_raw_fd(), bytes.as_ptr().cast(), bytes.len());
+                return Ok(if libc::WIFSIGNALED(status) {
+                    128 + libc::WTERMSIG(status)
+                } else {
+                    libc::WEXITSTATUS(status)
+                });
+            }
+        }
+    }
+}
+
+/// Everything the command's process needs, prepared before the fork.
+struct ExecPlan {
+    path: CString,
+    argv: Vec<CString>,
+    envp: Vec<CString>,
+    cwd: CString,
+    uid: u32,
+    gid: u32,
+    groups: Vec<libc::gid_t>,
+    keep_caps: Vec<u8>,
+    last_cap: u8,
+}
+
+impl ExecPlan {
+    fn new(spec: &InitSpec) -> Result<Self, String> {
+        let c = |s: &[u8], what: &str| {
+            CString::new(s).map_err(|_| format!("{what} contains a NUL byte"))
+        };
+        let path = resolve_command(spec)?;
+        let mut argv = vec![c(spec.command.as_bytes(), "the command")?];
+        for a in &spec.args {
+            argv.push(c(a.as_bytes(), "an argument")?);
+        }
+        let envp = spec
+            .env
+            .iter()
+            .map(|(k, v)| c(format!("{k}={v}").as_bytes(), "the environment"))
+            .collect::<Result<_, _>>()?;
+        Ok(ExecPlan {
+            path: c(path.as_os_str().as_bytes(), "the command path")?,
+            argv,
+            envp,
+            cwd: c(spec.cwd.as_os_str().as_bytes(), "the working directory")?,
+            uid: spec.uid,
+            gid: spec.gid,
+            groups: spec.groups.clone(),
+            keep_caps: spec.keep_caps.clone(),
+            last_cap: caps::last_cap(),
+        })
+    }
+
+    /// Runs in the forked command process; returns only on failure, with the reason.
+    fn run(&self) -> String {
+        // SAFETY: plain syscalls on data prepared before the fork.
+        unsafe {
+            let mut none: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut none);
+            libc::pthread_sigmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
+            if libc::chdir(self.cwd.as_ptr()) != 0 {
+                return format!(
+                    "entering the working directory {:?}: {}",
+                    self.cwd,
+                    std::io::Error::last_os_error()
+                );
+            }
+            if let Err(e) = caps::restrict(&self.keep_caps, self.last_cap) {
+                return format!("dropping capabilities: {e}");
+            }
+            if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
+                return format!("setting no_new_privs: {}", std::io::Error::last_os_error());
+            }
+            if libc::setgroups(self.groups.len() as _, self.groups.as_ptr()) != 0
+                || libc::setgid(self.gid) != 0
+                || libc::setuid(self.uid) != 0
+            {
+                return format!(
+                    "switching to uid {} gid {}: {}",
+                    self.uid,
+                    self.gid,
+                    std::io::Error::last_os_error()
+                );
+            }
+            libc::fcntl(READY_FD, libc::F_SETFD, libc::FD_CLOEXEC);
+            let mut argv: Vec<*const libc::c_char> = self.argv.iter().map(|a| a.as_ptr()).collect();
+            argv.push(std::ptr::null());
+            let mut envp: Vec<*const libc::c_char> = self.envp.iter().map(|e| e.as_ptr()).collect();
+            envp.push(std::ptr::null());
+            libc::execve(self.path.as_ptr(), argv.as_ptr(), envp.as_ptr());
+            format!(
+                "executing {:?}: {}",
+                self.path,
+                std::io::Error::last_os_error()
+            )
+        }
+    }
+}
+
+/// The command's path inside the container: as given when it has a `/`, else the
+/// first match on the container's `PATH`.
+fn resolve_command(spec: &InitSpec) -> Result<std::path::PathBuf, String> {
+    if spec.command.contains('/') {
+        return Ok(spec.command.clone().into());
+    }
+    let path = spec
+        .env
+        .get("PATH")
+        .map(String::as_str)
+        .unwrap_or(super::DEFAULT_PATH);
+    path.split(':')
+        .map(|d| Path::new(d).join(&spec.command))
+        .find(|p| p.is_file())
+        .ok_or_else(|| format!("command {:?} not found on PATH {path:?}", spec.command))
+}
+
+/// `ip link set lo up` in the new network namespace.
+fn loopback_up() -> std::io::Result<()> {
+    // SAFETY: a socket and two ioctls on a zeroed, NUL-terminated ifreq.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let mut req: libc::ifreq = std::mem::zeroed();
+        for (i, b) in b"lo".iter().enumerate() {
+            req.ifr_name[i] = *b as libc::c_char;
+        }
+        let mut r = libc::ioctl(fd, libc::SIOCGIFFLAGS as _, &mut req);
+        if r == 0 {
+            req.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
+            r = libc::ioctl(fd, libc::SIOCSIFFLAGS as _, &req);
+        }
+        let e = std::io::Error::last_os_error();
+        libc::close(fd);
+        if r != 0 {
+            return Err(e);
+        }
+    }
+    Ok(())
+}

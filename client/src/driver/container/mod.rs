@@ -1,0 +1,710 @@
+//! The `container` driver: runs a task's command in new PID, mount, UTS and IPC
+//! namespaces (and a new network namespace with `network_mode = "none"`), on a
+//! writable layer over a read-only root filesystem (`rootfs` directory or `image`
+//! tarball), with Docker's default capabilities, `no_new_privs`, as an unprivileged
+//! user by default, inside the task's cgroup like `raw_exec`.
+//!
+//! The driver resolves everything (image, user, volumes, capabilities) into an
+//! `InitSpec` and starts the `orch container-init` helper (`init`) with it; the helper
+//! does the namespace work in a fresh single-threaded process. Layout: `spec` (what
+//! the helper gets), `init` (the helper), `rootfs` (mounts and pivot_root), `image`
+//! (tarball unpacking and the image cache), `caps` (capabilities).
+
+pub mod caps;
+pub mod image;
+pub mod init;
+pub mod rootfs;
+pub mod spec;
+
+use std::ffi::CString;
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use futures::FutureExt;
+use nix::sys::signal::Signal;
+use orch_common::structs::DriverInfo;
+
+use super::procs::{give_task_dirs, join_cgroup, open_log, signal_group, Procs, StopTarget};
+use super::{
+    proc_start_ticks, Driver, DriverError, ExitResult, StartRequest, TaskHandle, TaskStats,
+};
+use crate::cgroups::CgroupManager;
+use spec::{BindMount, InitSpec, LayerMode, NetworkMode};
+
+const NAME: &str = "container";
+/// How long the helper may take to build the container (a rootfs copy included).
+const SETUP_TIMEOUT: Duration = Duration::from_secs(120);
+/// `PATH` inside the container when the task sets none.
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+/// The user a container runs as when the task names none: `nobody`.
+pub const DEFAULT_USER: &str = "nobody";
+
+/// Why a container could not be prepared or started.
+#[derive(Debug, thiserror::Error)]
+pub enum ContainerError {
+    #[error("rootfs {path}: {reason}")]
+    Rootfs { path: PathBuf, reason: String },
+    #[error(transparent)]
+    Image(#[from] image::ImageError),
+    #[error("volume {volume:?}: host path {host} is not under any path the client allows in container_volumes ({allowed}); refused")]
+    VolumeNotAllowed {
+        volume: String,
+        host: PathBuf,
+        allowed: String,
+    },
+    #[error("volume {volume:?}: {reason}")]
+    BadVolume { volume: String, reason: String },
+    #[error(transparent)]
+    Capability(#[from] caps::UnknownCap),
+    #[error("user {user:?}: {reason}")]
+    User { user: String, reason: String },
+    #[error("setting up the container: {message}")]
+    Setup { message: String },
+    #[error("{op} {path}: {source}")]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl ContainerError {
+    /// False for mistakes in the job or the image that another attempt cannot fix.
+    pub fn is_recoverable(&self) -> bool {
+        matches!(
+            self,
+            ContainerError::Setup { .. } | ContainerError::Io { .. }
+        )
+    }
+}
+
+/// How the driver starts its helper.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HelperCommand {
+    pub program: PathBuf,
+    pub args: Vec<String>,
+    /// Added to the helper's own environment (not the container's).
+    pub env: Vec<(String, String)>,
+}
+
+impl Default for HelperCommand {
+    /// This very binary, `orch container-init`.
+    fn default() -> Self {
+        HelperCommand {
+            program: PathBuf::from("/proc/self/exe"),
+            args: vec!["container-init".to_string()],
+            env: Vec::new(),
+        }
+    }
+}
+
+/// The container driver's settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerOptions {
+    /// Where unpacked images are kept, one directory per tarball digest. The agent uses
+    /// `<data_dir>/client/images`.
+    pub image_cache: PathBuf,
+    /// Host paths (and everything below them) that `volumes` may bind. Default: none.
+    pub allowed_volumes: Vec<PathBuf>,
+    pub helper: HelperCommand,
+    /// Default: `Auto` (overlayfs, else a copy).
+    pub layer: LayerMode,
+}
+
+impl Default for ContainerOptions {
+    fn default() -> Self {
+        ContainerOptions {
+            image_cache: PathBuf::from("/var/lib/orch/client/images"),
+            allowed_volumes: Vec::new(),
+            helper: HelperCommand::default(),
+            layer: LayerMode::Auto,
+        }
+    }
+}
+
+/// Runs tasks in containers built from local root filesystems or image tarballs.
+pub struct ContainerDriver {
+    opts: ContainerOptions,
+    /// The helper of each task (the task's main process).
+    procs: Procs,
+}
+
+impl ContainerDriver {
+    pub fn new(cgroups: Option<Arc<dyn CgroupManager>>, opts: ContainerOptions) -> Self {
+        ContainerDriver {
+            opts,
+            procs: Procs::new(NAME, cgroups),
+        }
+    }
+
+    fn err(task: &str) -> impl Fn(ContainerError) -> DriverError {
+        let task = task.to_string();
+        move |source| DriverError::Container {
+            task: task.clone(),
+            source,
+        }
+    }
+
+    async fn start_task(&self, req: StartRequest) -> Result<TaskHandle, DriverError> {
+        let cfg = ContainerConfig::from_config(&req)?;
+        let cerr = Self::err(&req.id);
+        let (source_rootfs, image_state) = match &cfg.root {
+            Root::Dir(dir) => {
+                if !dir.is_absolute() || !dir.is_dir() {
+                    return Err(cerr(ContainerError::Rootfs {
+                        path: dir.clone(),
+                        reason: "not an absolute path to a directory".to_string(),
+                    }));
+                }
+                (dir.clone(), serde_json::Value::Null)
+            }
+            Root::Image(tarball) => {
+                let (cache, tarball) = (self.opts.image_cache.clone(), tarball.clone());
+                let unpacked =
+                    tokio::task::spawn_blocking(move || image::unpack_cached(&cache, &tarball))
+                        .await
+                        .map_err(|e| DriverError::Injected {
+                            task: req.id.clone(),
+                            message: format!("image unpacking panicked: {e}"),
+                        })?
+                        .map_err(|e| cerr(e.into()))?;
+                (
+                    unpacked.rootfs,
+                    serde_json::json!({ "digest": unpacked.digest, "cached": unpacked.cached }),
+                )
+            }
+        };
+        let spec = self.spec(&req, &cfg, source_rootfs)?;
+        let stdout = open_log(&req, &req.stdout_path)?;
+        let stderr = open_log(&req, &req.stderr_path)?;
+        let output = vec![stdout.done, stderr.done];
+
+        let oom_baseline = self.procs.oom_kills(req.cgroup.as_ref());
+        let (mut child, ready_r) =
+            self.spawn_helper(&req, &spec, stdout.child_end, stderr.child_end)?;
+        let pid = child
+            .id()
+            .map(|p| p as i32)
+            .ok_or_else(|| DriverError::Start {
+                task: req.id.clone(),
+                command: cfg.command.clone(),
+                source: std::io::Error::other("the helper exited before its pid was read"),
+            })?;
+        let start_ticks = proc_start_ticks(pid);
+
+        // EOF on the ready pipe without a message: the command was exec'd.
+        let setup = tokio::time::timeout(
+            SETUP_TIMEOUT,
+            tokio::task::spawn_blocking(move || {
+                let mut message = String::new();
+                let mut f = std::fs::File::from(ready_r);
+                f.read_to_string(&mut message).map(|_| message)
+            }),
+        )
+        .await;
+        let failure = match setup {
+            Ok(Ok(Ok(message))) if message.is_empty() => None,
+            Ok(Ok(Ok(message))) => Some(message),
+            Ok(Ok(Err(e))) => Some(format!("reading the helper's ready pipe: {e}")),
+            Ok(Err(e)) => Some(format!("ready pipe reader panicked: {e}")),
+            Err(_) => Some(format!("not ready after {SETUP_TIMEOUT:?}")),
+        };
+        if let Some(message) = failure {
+            let _ = signal_group(&req.id, pid, Signal::SIGKILL);
+            let _ = child.wait().await;
+            return Err(cerr(ContainerError::Setup { message }));
+        }
+
+        self.procs.track(
+            &req.id,
+            pid,
+            child,
+            req.cgroup.clone(),
+            oom_baseline,
+            output,
+        );
+
+        Ok(TaskHandle {
+            id: req.id,
+            alloc_id: req.alloc_id,
+            task_name: req.task_name,
+            driver: NAME.to_string(),
+            pid: Some(pid),
+            pid_start_ticks: start_ticks,
+            started_at: orch_common::ids::now_ms(),
+            cgroup: req.cgroup,
+            driver_state: serde_json::json!({
+                "command": cfg.command,
+                "rootfs": spec.rootfs,
+                "image": image_state,
+            }),
+        })
+    }
+
+    /// Resolves the user, capabilities, mounts and environment of the container.
+    fn spec(
+        &self,
+        req: &StartRequest,
+        cfg: &ContainerConfig,
+        rootfs: PathBuf,
+    ) -> Result<InitSpec, DriverError> {
+        let cerr = Self::err(&req.id);
+        let user = req.user.clone().unwrap_or_else(|| DEFAULT_USER.to_string());
+        let ids = resolve_user(&rootfs, &user).map_err(&cerr)?;
+        let keep_caps: Vec<u8> = caps::effective_set(&cfg.cap_add, &cfg.cap_drop)
+            .map_err(|e| cerr(e.into()))?
+            .into_iter()
+            .collect();
+
+        // The alloc and task dirs at their host paths, so the ORCH_* paths hold inside.
+        let mut mounts = Vec::new();
+        if let Some(shared) = req.env.get("ORCH_ALLOC_DIR").map(PathBuf::from) {
+            if shared.is_dir() && !req.task_dir.starts_with(&shared) {
+                mounts.push(BindMount {
+                    source: shared.clone(),
+                    target: shared,
+                    readonly: false,
+                });
+            }
+        }
+        mounts.push(BindMount {
+            source: req.task_dir.clone(),
+            target: req.task_dir.clone(),
+            readonly: false,
+        });
+        for v in &cfg.volumes {
+            mounts.push(self.volume(v).map_err(&cerr)?);
+        }
+        if ids.uid != 0 {
+            give_task_dirs(&req.task_dir, ids.uid, ids.gid).map_err(|(path, source)| {
+                cerr(ContainerError::Io {
+                    op: "giving the task's user",
+                    path,
+                    source,
+                })
+            })?;
+        }
+
+        let mut env = req.env.clone();
+        env.entry("PATH".to_string())
+            .or_insert_with(|| DEFAULT_PATH.to_string());
+        let hostname = cfg
+            .hostname
+            .clone()
+            .unwrap_or_else(|| req.alloc_id.chars().take(8).collect());
+        env.entry("HOSTNAME".to_string())
+            .or_insert_with(|| hostname.clone());
+        Ok(InitSpec {
+            rootfs,
+            layer_dir: req.task_dir.join(".container"),
+            layer: self.opts.layer,
+            command: cfg.command.clone(),
+            args: cfg.args.clone(),
+            env,
+            cwd: cfg.work_dir.clone().unwrap_or_else(|| req.task_dir.clone()),
+            hostname,
+            uid: ids.uid,
+            gid: ids.gid,
+            groups: ids.groups,
+            mounts,
+            keep_caps,
+            network: cfg.network,
+            readonly_rootfs: cfg.readonly_rootfs,
+            // The helper's stdout and stderr are already the log pipes.
+            stdout: None,
+            stderr: None,
+        })
+    }
+
+    /// Starts the helper in the task's cgroup with the spec on its stdin and the
+    /// ready pipe on fd 3; returns it and the pipe's read end.
+    fn spawn_helper(
+        &self,
+        req: &StartRequest,
+        spec: &InitSpec,
+        stdout: OwnedFd,
+        stderr: OwnedFd,
+    ) -> Result<(tokio::process::Child, OwnedFd), DriverError> {
+        let start_err = |source| DriverError::Start {
+            task: req.id.clone(),
+            command: spec.command.clone(),
+            source,
+        };
+        let procs: Vec<CString> = match &req.cgroup {
+            Some(cg) => cg
+                .procs_files()
+                .iter()
+                .map(|p| CString::new(p.as_os_str().as_bytes()))
+                .collect::<Result<_, _>>()
+                .map_err(|_| DriverError::InvalidConfig {
+                    task: req.id.clone(),
+                    reason: "cgroup path contains a NUL byte".to_string(),
+                })?,
+            None => Vec::new(),
+        };
+        let (ready_r, ready_w) =
+            nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| start_err(e.into()))?;
+        let ready_fd = ready_w.as_raw_fd();
+        // The output pipes go to the helper on fds 4 and 5, copied above fd 10 first so
+        // that moving them there cannot overwrite one with another (or the ready pipe).
+        let high = |fd: &OwnedFd| -> Result<OwnedFd, DriverError> {
+            let raw = nix::fcntl::fcntl(fd.as_raw_fd(), nix::fcntl::F_DUPFD_CLOEXEC(10))
+                .map_err(|e| start_err(e.into()))?;
+            // SAFETY: fcntl just returned this new fd, owned by nobody else.
+            Ok(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(raw) })
+        };
+        let (out_high, err_high) = (high(&stdout)?, high(&stderr)?);
+        let (out_fd, err_fd) = (out_high.as_raw_fd(), err_high.as_raw_fd());
+        let h = &self.opts.helper;
+        let mut cmd = tokio::process::Command::new(&h.program);
+        cmd.args(&h.args)
+            .envs(h.env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            // The helper's own messages (a setup failure) go to the task's stderr log.
+            .stderr(Stdio::from(stderr))
+            .process_group(0)
+            .kill_on_drop(false);
+        // SAFETY: the closure runs in the forked child before exec and only makes
+        // async-signal-safe syscalls (open, write, close, dup2, fcntl) on data prepared
+        // before the fork.
+        unsafe {
+            cmd.pre_exec(move || {
+                for path in &procs {
+                    join_cgroup(path)?;
+                }
+                if ready_fd == init::READY_FD {
+                    if libc::fcntl(ready_fd, libc::F_SETFD, 0) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                } else if libc::dup2(ready_fd, init::READY_FD) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                if libc::dup2(out_fd, init::STDOUT_FD) < 0
+                    || libc::dup2(err_fd, init::STDERR_FD) < 0
+                {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let mut child = cmd.spawn().map_err(start_err)?;
+        drop(ready_w);
+        drop((stdout, out_high, err_high));
+        let json = serde_json::to_vec(spec).map_err(|e| start_err(std::io::Error::other(e)))?;
+        if let Some(stdin) = child.stdin.take() {
+            // A pipe's buffer holds a spec; write it whole, then close for EOF.
+            let fd = stdin.into_owned_fd().map_err(start_err)?;
+            // Tokio leaves its pipes non-blocking; this write wants to block.
+            nix::fcntl::fcntl(
+                fd.as_raw_fd(),
+                nix::fcntl::F_SETFL(nix::fcntl::OFlag::empty()),
+            )
+            .map_err(|e| start_err(e.into()))?;
+            let mut stdin = std::fs::File::from(fd);
+            if let Err(e) = stdin.write_all(&json) {
+                let _ = signal_group(&req.id, child.id().unwrap_or(0) as i32, Signal::SIGKILL);
+                return Err(start_err(e));
+            }
+        }
+        Ok((child, ready_r))
+    }
+
+    /// A `volumes` entry checked against the client's allowed host paths.
+    fn volume(&self, v: &str) -> Result<BindMount, ContainerError> {
+        let bad = |reason: &str| ContainerError::BadVolume {
+            volume: v.to_string(),
+            reason: reason.to_string(),
+        };
+        let parts: Vec<&str> = v.split(':').collect();
+        let (host, target, readonly) =
+            match parts.as_slice() {
+                [h, t] => (*h, *t, false),
+                [h, t, "ro"] => (*h, *t, true),
+                [h, t, "rw"] => (*h, *t, false),
+                _ => return Err(bad(
+                    "expected \"/host/path:/container/path\" with an optional \":ro\" or \":rw\"",
+                )),
+            };
+        if !host.starts_with('/') || !target.starts_with('/') {
+            return Err(bad("both paths must be absolute"));
+        }
+        if target.split('/').any(|c| c == "..") {
+            return Err(bad("the container path must not contain \"..\""));
+        }
+        let real = std::fs::canonicalize(host).map_err(|e| ContainerError::BadVolume {
+            volume: v.to_string(),
+            reason: format!("host path {host}: {e}"),
+        })?;
+        let allowed = self.opts.allowed_volumes.iter().any(|a| {
+            std::fs::canonicalize(a)
+                .map(|a| real.starts_with(a))
+                .unwrap_or(false)
+        });
+        if !allowed {
+            return Err(ContainerError::VolumeNotAllowed {
+                volume: v.to_string(),
+                host: real,
+                allowed: if self.opts.allowed_volumes.is_empty() {
+                    "none".to_string()
+                } else {
+                    self.opts
+                        .allowed_volumes
+                        .iter()
+                        .map(|p| p.display().to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                },
+            });
+        }
+        Ok(BindMount {
+            source: real,
+            target: PathBuf::from(target),
+            readonly,
+        })
+    }
+}
+
+/// Whether this host can run containers: root, and the namespaces the driver uses.
+fn host_supports_containers() -> Result<(), String> {
+    if !nix::unistd::geteuid().is_root() {
+        return Err("the agent does not run as root".to_string());
+    }
+    for ns in ["pid", "mnt", "uts", "ipc", "net"] {
+        if !Path::new("/proc/self/ns").join(ns).exists() {
+            return Err(format!("the kernel has no {ns} namespaces"));
+        }
+    }
+    Ok(())
+}
+
+impl Driver for ContainerDriver {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn fingerprint(&self) -> DriverInfo {
+        match host_supports_containers() {
+            Ok(()) => DriverInfo {
+                detected: true,
+                healthy: true,
+                description: "native containers (PID, mount, UTS, IPC namespaces)".to_string(),
+            },
+            Err(why) => DriverInfo {
+                detected: true,
+                healthy: false,
+                description: format!("unavailable: {why}"),
+            },
+        }
+    }
+
+    fn start(&self, req: StartRequest) -> BoxFuture<'_, Result<TaskHandle, DriverError>> {
+        self.start_task(req).boxed()
+    }
+
+    fn wait<'a>(
+        &'a self,
+        handle: &'a TaskHandle,
+    ) -> BoxFuture<'a, Result<ExitResult, DriverError>> {
+        self.procs.wait(handle).boxed()
+    }
+
+    /// The signal goes to the helper only: it forwards it to the init, which forwards
+    /// it to the command (a signal to the whole group would reach the command twice).
+    fn stop<'a>(
+        &'a self,
+        handle: &'a TaskHandle,
+        signal: Signal,
+        timeout: Duration,
+    ) -> BoxFuture<'a, Result<(), DriverError>> {
+        self.procs
+            .stop(handle, signal, timeout, StopTarget::Main)
+            .boxed()
+    }
+
+    fn destroy<'a>(&'a self, handle: &'a TaskHandle) -> BoxFuture<'a, Result<(), DriverError>> {
+        self.procs.destroy(handle).boxed()
+    }
+
+    fn recover<'a>(&'a self, _handle: &'a TaskHandle) -> BoxFuture<'a, Result<(), DriverError>> {
+        async move {
+            Err(DriverError::Unsupported {
+                driver: NAME,
+                what: "re-attaching to a task of an earlier client run",
+            })
+        }
+        .boxed()
+    }
+
+    fn stats<'a>(
+        &'a self,
+        handle: &'a TaskHandle,
+    ) -> BoxFuture<'a, Result<TaskStats, DriverError>> {
+        self.procs.stats(handle).boxed()
+    }
+}
+
+/// Where the root filesystem comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Root {
+    Dir(PathBuf),
+    Image(PathBuf),
+}
+
+/// A task's `config` for this driver, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct ContainerConfig {
+    root: Root,
+    command: String,
+    args: Vec<String>,
+    volumes: Vec<String>,
+    cap_add: Vec<String>,
+    cap_drop: Vec<String>,
+    network: NetworkMode,
+    hostname: Option<String>,
+    work_dir: Option<PathBuf>,
+    readonly_rootfs: bool,
+}
+
+/// Keys the driver reads (the jobspec's `CONTAINER_CONFIG_KEYS`).
+const KEYS: &[&str] = orch_common::jobspec::CONTAINER_CONFIG_KEYS;
+
+impl ContainerConfig {
+    fn from_config(req: &StartRequest) -> Result<Self, DriverError> {
+        let bad = |reason: String| DriverError::InvalidConfig {
+            task: req.id.clone(),
+            reason,
+        };
+        let c = &req.config;
+        if let Some(k) = c.keys().find(|k| !KEYS.contains(&k.as_str())) {
+            return Err(bad(format!(
+                "unknown key {k:?} (the container driver takes {})",
+                KEYS.join(", ")
+            )));
+        }
+        let string = |key: &str| -> Result<Option<String>, DriverError> {
+            match c.get(key) {
+                None => Ok(None),
+                Some(serde_json::Value::String(s)) if !s.is_empty() => Ok(Some(s.clone())),
+                Some(_) => Err(bad(format!("{key:?} must be a non-empty string"))),
+            }
+        };
+        let list = |key: &str| -> Result<Vec<String>, DriverError> {
+            match c.get(key) {
+                None => Ok(Vec::new()),
+                // Numbers and booleans are passed as their text (`args = ["-p", 8080]`).
+                Some(serde_json::Value::Array(items)) => Ok(items
+                    .iter()
+                    .map(|v| match v {
+                        serde_json::Value::String(s) => s.clone(),
+                        other => other.to_string(),
+                    })
+                    .collect()),
+                Some(_) => Err(bad(format!("{key:?} must be an array of strings"))),
+            }
+        };
+        let root = match (string("rootfs")?, string("image")?) {
+            (Some(r), None) => Root::Dir(PathBuf::from(r)),
+            (None, Some(i)) => Root::Image(PathBuf::from(i)),
+            (Some(_), Some(_)) => {
+                return Err(bad("give either \"rootfs\" or \"image\", not both".into()))
+            }
+            (None, None) => {
+                return Err(bad(
+                    "\"rootfs\" (a directory) or \"image\" (a tarball) is required".into(),
+                ))
+            }
+        };
+        let command = string("command")?.ok_or_else(|| bad("\"command\" is required".into()))?;
+        let network = match string("network_mode")?.as_deref() {
+            None | Some("host") => NetworkMode::Host,
+            Some("none") => NetworkMode::None,
+            Some(other) => {
+                return Err(bad(format!(
+                    "network_mode {other:?}: expected \"host\" or \"none\""
+                )))
+            }
+        };
+        let readonly_rootfs = match c.get("readonly_rootfs") {
+            None => false,
+            Some(serde_json::Value::Bool(b)) => *b,
+            Some(_) => return Err(bad("\"readonly_rootfs\" must be true or false".into())),
+        };
+        let work_dir = string("work_dir")?.map(PathBuf::from);
+        if work_dir.as_ref().is_some_and(|w| !w.is_absolute()) {
+            return Err(bad("\"work_dir\" must be an absolute path".into()));
+        }
+        Ok(ContainerConfig {
+            root,
+            command,
+            args: list("args")?,
+            volumes: list("volumes")?,
+            cap_add: list("cap_add")?,
+            cap_drop: list("cap_drop")?,
+            network,
+            hostname: string("hostname")?,
+            work_dir,
+            readonly_rootfs,
+        })
+    }
+}
+
+/// Numeric ids of the container's user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct UserIds {
+    uid: u32,
+    gid: u32,
+    groups: Vec<u32>,
+}
+
+/// `user` as the container knows it: "uid[:gid]", a name in the root filesystem's
+/// `/etc/passwd`, or (for root filesystems without one) `root` and `nobody`.
+fn resolve_user(rootfs: &Path, user: &str) -> Result<UserIds, ContainerError> {
+    let err = |reason: String| ContainerError::User {
+        user: user.to_string(),
+        reason,
+    };
+    let (name, group) = match user.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (user, None),
+    };
+    let passwd = std::fs::read_to_string(rootfs.join("etc/passwd")).unwrap_or_default();
+    let from_passwd = passwd.lines().find_map(|l| {
+        let f: Vec<&str> = l.split(':').collect();
+        (f.len() >= 4 && f[0] == name).then(|| (f[2].parse::<u32>(), f[3].parse::<u32>()))
+    });
+    let (uid, mut gid) = if let Ok(uid) = name.parse::<u32>() {
+        (uid, uid)
+    } else if let Some((Ok(uid), Ok(gid))) = from_passwd {
+        (uid, gid)
+    } else if name == "root" {
+        (0, 0)
+    } else if name == "nobody" {
+        (65534, 65534)
+    } else {
+        return Err(err(format!(
+            "not in {} and not numeric",
+            rootfs.join("etc/passwd").display()
+        )));
+    };
+    if let Some(g) = group {
+        gid = g
+            .parse()
+            .map_err(|_| err(format!("group {g:?} is not a number")))?;
+    }
+    Ok(UserIds {
+        uid,
+        gid,
+        groups: vec![gid],
+    })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,607 @@
+//! Container driver tests. They need root (namespaces, mounts): without it each one
+//! prints why it is skipped and passes. The driver's helper is this test binary
+//! itself, entered through `container_init_entry`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::json;
+
+use super::image::tests::{gzip, oci_image, TarBuilder};
+use super::*;
+use crate::driver::suite::{self, Harness, TaskDirs};
+
+/// Set in the helper's environment when this test binary is the container helper.
+const HELPER_ENV: &str = "ORCH_TEST_CONTAINER_INIT";
+
+/// Not a test: the `container-init` helper when the driver under test runs this
+/// binary as its helper (a libtest binary has no other entry point).
+#[test]
+fn container_init_entry() {
+    if std::env::var_os(HELPER_ENV).is_some() {
+        std::process::exit(init::main());
+    }
+}
+
+const APPLETS: &[&str] = &[
+    "sh", "ps", "hostname", "id", "cat", "ls", "echo", "sleep", "test", "touch", "true", "grep",
+    "mkdir",
+];
+
+/// A busybox root filesystem in a temp dir (removed on drop), and a driver whose
+/// helper is this test binary.
+pub(crate) struct ContainerHarness {
+    pub rootfs: tempfile::TempDir,
+    pub cache: tempfile::TempDir,
+}
+
+impl ContainerHarness {
+    pub fn new() -> Self {
+        let rootfs = world_readable_tempdir();
+        let bin = rootfs.path().join("bin");
+        std::fs::create_dir_all(&bin).unwrap();
+        std::fs::create_dir_all(rootfs.path().join("etc")).unwrap();
+        std::fs::copy(busybox(), bin.join("busybox")).unwrap();
+        for a in APPLETS {
+            std::os::unix::fs::symlink("busybox", bin.join(a)).unwrap();
+        }
+        std::fs::write(rootfs.path().join("etc/motd"), "source\n").unwrap();
+        ContainerHarness {
+            rootfs,
+            cache: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn options(&self) -> ContainerOptions {
+        ContainerOptions {
+            image_cache: self.cache.path().join("images"),
+            allowed_volumes: Vec::new(),
+            helper: HelperCommand {
+                program: std::env::current_exe().unwrap(),
+                args: [
+                    "--exact",
+                    "driver::container::tests::container_init_entry",
+                    "--nocapture",
+                    "--test-threads=1",
+                    "--quiet",
+                ]
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+                env: vec![(HELPER_ENV.to_string(), "1".to_string())],
+            },
+            layer: LayerMode::Auto,
+        }
+    }
+
+    fn container(&self, opts: ContainerOptions) -> ContainerDriver {
+        ContainerDriver::new(None, opts)
+    }
+
+    fn sh(&self, script: &str) -> BTreeMap<String, serde_json::Value> {
+        BTreeMap::from([
+            ("rootfs".to_string(), json!(self.rootfs.path())),
+            ("command".to_string(), json!("/bin/sh")),
+            ("args".to_string(), json!(["-c", script])),
+        ])
+    }
+}
+
+fn busybox() -> PathBuf {
+    ["/bin/busybox", "/usr/bin/busybox"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+        .expect("busybox-static is installed")
+}
+
+fn world_readable_tempdir() -> tempfile::TempDir {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(
+        d.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    d
+}
+
+fn not_supported() -> Option<String> {
+    if !nix::unistd::geteuid().is_root() {
+        return Some("containers need root".to_string());
+    }
+    if !Path::new("/bin/busybox").exists() && !Path::new("/usr/bin/busybox").exists() {
+        return Some("busybox is not installed".to_string());
+    }
+    None
+}
+
+impl Harness for ContainerHarness {
+    fn driver(&self) -> Arc<dyn Driver> {
+        Arc::new(self.container(self.options()))
+    }
+    fn exits_with(&self, code: i32) -> BTreeMap<String, serde_json::Value> {
+        self.sh(&format!("exit {code}"))
+    }
+    fn runs_until_stopped(&self) -> BTreeMap<String, serde_json::Value> {
+        self.sh("exec sleep 300")
+    }
+    fn ignores_stop_signal(&self) -> BTreeMap<String, serde_json::Value> {
+        self.sh("trap '' TERM; while true; do sleep 0.1; done")
+    }
+    fn skip(&self) -> Option<String> {
+        not_supported()
+    }
+}
+
+suite::driver_suite!(ContainerHarness::new());
+
+macro_rules! need_root {
+    () => {
+        if let Some(why) = not_supported() {
+            eprintln!("skipped: {why}");
+            return;
+        }
+    };
+}
+
+/// Runs one task to its end; its exit and stdout (stderr on failure, for the message).
+async fn run(d: &ContainerDriver, t: &TaskDirs, req: StartRequest) -> (ExitResult, String) {
+    let h = d.start(req).await.unwrap();
+    let r = tokio::time::timeout(Duration::from_secs(20), d.wait(&h))
+        .await
+        .expect("the container ends")
+        .unwrap();
+    d.destroy(&h).await.unwrap();
+    let out = std::fs::read_to_string(&t.stdout).unwrap_or_default();
+    if !r.successful() {
+        let err = std::fs::read_to_string(&t.stderr).unwrap_or_default();
+        eprintln!("stdout: {out}\nstderr: {err}");
+    }
+    (r, out)
+}
+
+#[tokio::test]
+async fn ps_shows_only_the_tasks_tree_with_the_init_as_pid_1() {
+    need_root!();
+    let c = ContainerHarness::new();
+    let d = c.container(c.options());
+    let t = TaskDirs::new();
+    let (r, out) = run(&d, &t, t.request("ps", c.sh("ps -o pid,comm"))).await;
+    assert!(r.successful(), "{r:?}");
+    let pids: Vec<(u32, String)> = out
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let (pid, comm) = l.trim().split_once(' ')?;
+            Some((pid.parse().ok()?, comm.trim().to_string()))
+        })
+        .collect();
+    // The init (this binary), the shell and ps: nothing of the host.
+    assert!(pids.len() <= 3, "{out}");
+    assert!(pids.iter().any(|(p, _)| *p == 1), "{out}");
+    assert!(pids.iter().any(|(_, c)| c == "ps"), "{out}");
+}
+
+#[tokio::test]
+async fn the_init_reaps_orphans() {
+    need_root!();
+    let c = ContainerHarness::new();
+    let d = c.container(c.options());
+    let t = TaskDirs::new();
+    // The subshell exits at once: its `sleep` is orphaned to PID 1, which must reap it
+    // when it ends, or `ps` would show a zombie.
+    let script = "(sleep 0.1 &); sleep 0.5; ps -o stat,comm | grep -c '^Z' || true";
+    let (r, out) = run(&d, &t, t.request("orphans", c.sh(script))).await;
+    assert!(r.successful(), "{r:?}");
+    assert_eq!(out, "0\n");
+}
+
+#[tokio::test]
+async fn the_hostname_is_the_allocs_and_the_user_is_not_root() {
+    need_root!();
+    let c = ContainerHarness::new();
+    let d = c.container(c.options());
+    let t = TaskDirs::new();
+    let req = t.request("host", c.sh("hostname; id -u; id -g"));
+    let alloc8: String = req.alloc_id.chars().take(8).collect();
+    let (r, out) = run(&d, &t, req).await;
+    assert!(r.successful(), "{r:?}");
+    assert_eq!(out, format!("{alloc8}\n65534\n65534\n"));
+}
+
+#[tokio::test]
+async fn host_files_outside_the_rootfs_are_not_visible() {
+    need_root!();
+    let c = ContainerHarness::new();
+    let d = c.container(c.options());
+    let t = TaskDirs::new();
+    let secret = world_readable_tempdir();
+    let marker = secret.path().join("host-only");
+    std::fs::write(&marker, "x").unwrap();
+    let script = format!(
+        "test -e {} && echo visible || echo hidden; cat /etc/motd",
+        marker.display()
+    );
+    let (r, out) = run(&d, &t, t.request("hidden", c.sh(&script))).await;
+    assert!(r.successful(), "{r:?}");
+    assert_eq!(out, "hidden\nsource\n");
+}
+
+async fn writes_stay_in_the_task_layer(layer: LayerMode) {
+    let c = ContainerHarness::new();
+    let mut opts = c.options();
+    opts.layer = layer;
+    let d = c.container(opts);
+    let t = TaskDirs::new();
+    let mut req = t.request(
+        "writer",
+        c.sh("echo changed > /etc/motd && touch /bin/new && mkdir /made && cat /etc/motd"),
+    );
+    req.user = Some("root".to_string());
+    let (r, out) = run(&d, &t, req).await;
+    assert!(r.successful(), "{r:?}");
+    assert_eq!(out, "changed\n");
+    let src = c.rootfs.path();
+    assert_eq!(
+        std::fs::read_to_string(src.join("etc/motd")).unwrap(),
+        "source\n"
+    );
+    assert!(!src.join("bin/new").exists() && !src.join("made").exists());
+}
+
+#[tokio::test]
+async fn writes_do_not_change_the_source_rootfs_with_overlayfs() {
+    need_root!();
+    writes_stay_in_the_task_layer(LayerMode::Auto).await;
+}
+
+#[tokio::test]
+async fn writes_do_not_change_the_source_rootfs_with_a_copy() {
+    need_root!();
+    writes_stay_in_the_task_layer(LayerMode::Copy).await;
+}
+
+#[tokio::test]
+async fn a_readonly_rootfs_still_has_a_writable_task_dir_and_tmp() {
+    need_root!();
+    let c = ContainerHarness::new();
+    let d = c.container(c.options());
+    let t = TaskDirs::new();
+    let script = format!(
+        "touch /etc/x 2>/dev/null || echo ro; touch /tmp/y {}/z && echo rw",
+        t.task_dir.display()
+    );
+    let mut cfg = c.sh(&script);
+    cfg.insert("readonly_rootfs".into(), json!(true));
+    let mut req = t.request("ro", cfg);
+    req.user = Some("root".into());
+    let (r, out) = run(&d, &t, req).await;
+    assert!(r.successful(), "{r:?}");
+    assert_eq!(out, "ro\nrw\n");
+}
+
+#[tokio::test]
+async fn the_alloc_and_task_dirs_are_where_the_env_says() {
+    need_root!();
+    let c = ContainerHarness::new();
+    let d = c.container(c.options());
+    let t = TaskDirs::new();
+    let shared = t.task_dir.parent().unwrap().join("alloc");
+    std::fs::create_dir_all(&shared).unwrap();
+    std::fs::create_dir_all(t.task_dir.join("local")).unwrap();
+    let mut req = t.request(
+        "dirs",
+        c.sh("test -d $ORCH_ALLOC_DIR && touch $ORCH_TASK_DIR/out && echo ok"),
+    );
+    req.env
+        .insert("ORCH_ALLOC_DIR".into(), shared.display().to_string());
+    req.env.insert(
+        "ORCH_TASK_DIR".into(),
+        t.task_dir.join("local").display().to_string(),
+    );
+    let (r, out) = run(&d, &t, req).await;
+    assert!(r.successful(), "{r:?}");
+    assert_eq!(out, "ok\n");
+    assert!(t.task_dir.join("local/out").exists());
+}
+
+#[tokio::test]
+async fn capabilities_default_to_dockers_set_for_root() {
+    need_root!();
+    let c = ContainerHarness::new();
+    let d = c.container(c.options());
+    let t = TaskDirs::new();
+    let mut cfg = c.sh("grep -E '^Cap(Bnd|Eff)' /proc/self/status");
+    cfg.insert("cap_drop".into(), json!(["NET_RAW"]));
+    cfg.insert("cap_add".into(), json!(["sys_ptrace"]));
+    let mut req = t.request("caps", cfg);
+    req.user = Some("root".into());
+    let (r, out) = run(&d, &t, req).await;
+    assert!(r.successful(), "{r:?}");
+    let want = 0xa80425fbu64 & !(1 << 13) | (1 << 19);
+    assert_eq!(out, format!("CapEff:\t{want:016x}\nCapBnd:\t{want:016x}\n"));
+}
+
+#[tokio::test]
+async fn network_mode_none_has_only_loopback() {
+    need_root!();
+    let c = ContainerHarness::new();
+    let d = c.container(c.options());
+    let t = TaskDirs::new();
+    let mut cfg = c.sh("cat /proc/net/dev");
+    cfg.insert("network_mode".into(), json!("none"));
+    let (r, out) = run(&d, &t, t.request("nonet", cfg)).await;
+    assert!(r.successful(), "{r:?}");
+    let ifaces: Vec<&str> = out
+        .lines()
+        .skip(2)
+        .filter_map(|l| l.split(':').next())
+        .map(str::trim)
+        .collect();
+    assert_eq!(ifaces, ["lo"], "{out}");
+}
+
+#[tokio::test]
+async fn volumes_bind_allowed_host_paths_and_refuse_others() {
+    need_root!();
+    let c = ContainerHarness::new();
+    let data = world_readable_tempdir();
+    std::fs::write(data.path().join("greeting"), "hello\n").unwrap();
+    let mut opts = c.options();
+    opts.allowed_volumes = vec![data.path().to_path_buf()];
+    let d = c.container(opts);
+    let t = TaskDirs::new();
+    let mut cfg = c.sh("cat /data/greeting; touch /data/nope 2>/dev/null || echo read-only");
+    cfg.insert(
+        "volumes".into(),
+        json!([format!("{}:/data:ro", data.path().display())]),
+    );
+    let mut req = t.request("vol", cfg);
+    req.user = Some("root".into());
+    let (r, out) = run(&d, &t, req).await;
+    assert!(r.successful(), "{r:?}");
+    assert_eq!(out, "hello\nread-only\n");
+
+    let elsewhere = world_readable_tempdir();
+    let mut cfg = c.sh("true");
+    cfg.insert(
+        "volumes".into(),
+        json!([format!("{}:/data", elsewhere.path().display())]),
+    );
+    let err = d.start(t.request("vol2", cfg)).await.unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("container_volumes")
+            && text.contains(&elsewhere.path().display().to_string()),
+        "{text}"
+    );
+    assert!(!err.is_recoverable());
+}
+
+/// A two-layer OCI image: busybox, then a layer that whites out a file and adds one.
+fn busybox_image(dir: &Path) -> PathBuf {
+    let mut lower = TarBuilder::new()
+        .dir("bin/")
+        .file("bin/busybox", &std::fs::read(busybox()).unwrap(), 0o755)
+        .file("etc/gone.txt", b"old\n", 0o644);
+    for a in APPLETS {
+        lower = lower.symlink(&format!("bin/{a}"), "busybox");
+    }
+    let upper = TarBuilder::new()
+        .file("etc/.wh.gone.txt", b"", 0o644)
+        .file("etc/hello.txt", b"from layer two\n", 0o644)
+        .finish();
+    let tarball = oci_image(&[lower.finish(), gzip(&upper)]);
+    let path = dir.join("busybox.tar");
+    std::fs::write(&path, tarball).unwrap();
+    path
+}
+
+#[tokio::test]
+async fn an_oci_image_runs_and_the_second_task_reuses_the_cache() {
+    need_root!();
+    let c = ContainerHarness::new();
+    let d = c.container(c.options());
+    let images = tempfile::tempdir().unwrap();
+    let image = busybox_image(images.path());
+    let cfg = BTreeMap::from([
+        ("image".to_string(), json!(image)),
+        ("command".to_string(), json!("sh")),
+        (
+            "args".to_string(),
+            json!([
+                "-c",
+                "cat /etc/hello.txt; test -e /etc/gone.txt && echo still-there; true"
+            ]),
+        ),
+    ]);
+    let mut cached = Vec::new();
+    for name in ["first", "second"] {
+        let t = TaskDirs::new();
+        let h = d.start(t.request(name, cfg.clone())).await.unwrap();
+        cached.push(h.driver_state["image"]["cached"].clone());
+        assert!(d.wait(&h).await.unwrap().successful());
+        d.destroy(&h).await.unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&t.stdout).unwrap(),
+            "from layer two\n"
+        );
+    }
+    assert_eq!(cached, [json!(false), json!(true)]);
+}
+
+#[tokio::test]
+async fn an_image_with_a_dot_dot_entry_is_refused_naming_it() {
+    need_root!();
+    let c = ContainerHarness::new();
+    let d = c.container(c.options());
+    let images = tempfile::tempdir().unwrap();
+    let evil = TarBuilder::new()
+        .file("../../etc/evil", b"x", 0o644)
+        .finish();
+    let path = images.path().join("evil.tar");
+    std::fs::write(&path, oci_image(&[evil])).unwrap();
+    let t = TaskDirs::new();
+    let cfg = BTreeMap::from([
+        ("image".to_string(), json!(path)),
+        ("command".to_string(), json!("/bin/true")),
+    ]);
+    let err = d.start(t.request("evil", cfg)).await.unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("\"../../etc/evil\""), "{text}");
+    assert!(!err.is_recoverable());
+}
+
+/// Host pids whose command line contains `needle`.
+fn pids_with(needle: &str) -> Vec<i32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .map(|c| String::from_utf8_lossy(&c).contains(needle))
+                .unwrap_or(false)
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn stopping_a_container_leaves_no_process() {
+    need_root!();
+    let c = ContainerHarness::new();
+    let d = c.container(c.options());
+    let t = TaskDirs::new();
+    let tag = format!("{}", 4000 + std::process::id() % 1000);
+    let script = format!("sleep 1{tag} & (trap '' TERM; sleep 2{tag}) & exec sleep 3{tag}");
+    let h = d.start(t.request("tree", c.sh(&script))).await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let sleeps = |n: u32| pids_with(&format!("sleep\x00{n}{tag}\x00"));
+    while sleeps(1).is_empty() || sleeps(2).is_empty() || sleeps(3).is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{:?}",
+            pids_with(&tag)
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    d.stop(&h, Signal::SIGTERM, Duration::from_secs(2))
+        .await
+        .unwrap();
+    d.destroy(&h).await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !pids_with(&tag)
+        .iter()
+        .all(|p| !crate::driver::process_alive(*p))
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "left: {:?}",
+            pids_with(&tag)
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_missing_command_is_a_setup_error_in_the_stderr_log() {
+    need_root!();
+    let c = ContainerHarness::new();
+    let d = c.container(c.options());
+    let t = TaskDirs::new();
+    let mut cfg = c.sh("");
+    cfg.insert("command".into(), json!("/no/such/binary"));
+    let err = d.start(t.request("nobin", cfg)).await.unwrap_err();
+    assert!(err.to_string().contains("/no/such/binary"), "{err}");
+    let log = std::fs::read_to_string(&t.stderr).unwrap();
+    assert!(log.contains("/no/such/binary"), "{log}");
+}
+
+#[test]
+fn config_errors_name_the_key() {
+    let t = TaskDirs::new();
+    let bad = |cfg: BTreeMap<String, serde_json::Value>| {
+        ContainerConfig::from_config(&t.request("c", cfg))
+            .unwrap_err()
+            .to_string()
+    };
+    let base = || BTreeMap::from([("command".to_string(), json!("/bin/true"))]);
+    assert!(bad(base()).contains("\"rootfs\""));
+    let mut both = base();
+    both.insert("rootfs".into(), json!("/r"));
+    both.insert("image".into(), json!("/i.tar"));
+    assert!(bad(both.clone()).contains("not both"));
+    both.remove("image");
+    both.insert("network_mode".into(), json!("bridge"));
+    assert!(bad(both.clone()).contains("bridge"));
+    both.remove("network_mode");
+    both.insert("imagee".into(), json!("x"));
+    assert!(bad(both).contains("imagee"));
+}
+
+#[test]
+fn users_resolve_from_the_rootfs_passwd_or_the_built_in_names() {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(d.path().join("etc")).unwrap();
+    std::fs::write(
+        d.path().join("etc/passwd"),
+        "root:x:0:0::/root:/bin/sh\nweb:x:1000:1001::/home/web:/bin/sh\n",
+    )
+    .unwrap();
+    assert_eq!(resolve_user(d.path(), "web").unwrap().uid, 1000);
+    assert_eq!(resolve_user(d.path(), "web").unwrap().gid, 1001);
+    assert_eq!(resolve_user(d.path(), "nobody").unwrap().uid, 65534);
+    assert_eq!(resolve_user(d.path(), "42:7").unwrap().gid, 7);
+    assert!(resolve_user(d.path(), "ghost").is_err());
+}
+
+/// Real cgroups through the whole driver.
+mod cgroup {
+    use super::*;
+    use crate::driver::suite::TestCgroup;
+
+    fn setup() -> Option<(Arc<dyn CgroupManager>, TestCgroup)> {
+        if let Some(why) = not_supported() {
+            eprintln!("skipped: {why}");
+            return None;
+        }
+        let g = TestCgroup::new(64)?;
+        Some((g.m.clone(), g))
+    }
+
+    #[tokio::test]
+    async fn the_whole_container_is_in_the_tasks_cgroup_and_stop_empties_it_as_root() {
+        let Some((m, g)) = setup() else { return };
+        let c = ContainerHarness::new();
+        let d = ContainerDriver::new(Some(m.clone()), c.options());
+        let t = TaskDirs::new();
+        let mut req = t.request(
+            "incg",
+            c.sh("cat /proc/self/cgroup; sleep 300 & exec sleep 301"),
+        );
+        req.cgroup = Some(g.cg.clone());
+        let h = d.start(req).await.unwrap();
+        // helper, init, the shell's sleep and the exec'd sleep (`cat` has ended: the
+        // shell runs `sleep 301` only after it).
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while pids_with("sleep\x00301\x00").is_empty() || m.pids(&g.cg).unwrap().len() != 4 {
+            assert!(std::time::Instant::now() < deadline, "{:?}", m.pids(&g.cg));
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let out = std::fs::read_to_string(&t.stdout).unwrap();
+        let line = out
+            .lines()
+            .find(|l| l.contains(":memory:") || l.starts_with("0::"))
+            .unwrap();
+        assert!(line.ends_with(&g.cg.name), "{out}");
+        assert_eq!(d.stats(&h).await.unwrap().pids, 4);
+        d.stop(&h, Signal::SIGTERM, Duration::from_secs(2))
+            .await
+            .unwrap();
+        assert!(m.pids(&g.cg).unwrap().is_empty());
+        assert_eq!(d.wait(&h).await.unwrap().signal, Some(15));
+        d.destroy(&h).await.unwrap();
+    }
+}

@@ -1,0 +1,327 @@
+//! What the process-running drivers (`raw_exec`, `container`) share: the table of
+//! their tasks' main processes with each one's exit watch, and wait, stop, destroy and
+//! stats over a task's process group and cgroup.
+
+use std::collections::HashMap;
+use std::ffi::CString;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+use nix::unistd::Pid;
+use tokio::sync::watch;
+
+use super::{wait_exit, DriverError, ExitResult, StartRequest, TaskHandle, TaskStats};
+use crate::cgroups::{CgroupError, CgroupManager, CgroupPaths};
+use crate::logrotate::{self, Capture};
+
+/// How long to wait for the main process to go after SIGKILL before giving up.
+const KILL_WAIT: Duration = Duration::from_secs(10);
+/// How long an exit waits for the task's last output to reach the log files.
+const OUTPUT_DRAIN: Duration = Duration::from_secs(1);
+
+/// A running (or exited, not yet destroyed) task's main process.
+pub(crate) struct Running {
+    /// Also its process group id.
+    pub pid: i32,
+    pub exit: watch::Receiver<Option<ExitResult>>,
+}
+
+impl Running {
+    fn alive(&self) -> bool {
+        self.exit.borrow().is_none()
+    }
+
+    /// Waits for the main process to exit, up to `limit`. True when it did.
+    async fn exited_within(&self, limit: Duration) -> bool {
+        let mut rx = self.exit.clone();
+        let outcome = tokio::time::timeout(limit, rx.wait_for(|v| v.is_some())).await;
+        matches!(outcome, Ok(Ok(_)))
+    }
+}
+
+/// Where `stop` sends the task's kill signal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum StopTarget {
+    /// The main process's whole process group (`raw_exec`).
+    Group,
+    /// The main process only, which passes it on (the container helper).
+    Main,
+}
+
+/// One driver's task processes.
+pub(crate) struct Procs {
+    driver: &'static str,
+    cgroups: Option<Arc<dyn CgroupManager>>,
+    /// Task id -> its process. A std mutex: never held across an await.
+    tasks: Mutex<HashMap<String, Arc<Running>>>,
+}
+
+impl Procs {
+    pub fn new(driver: &'static str, cgroups: Option<Arc<dyn CgroupManager>>) -> Self {
+        Procs {
+            driver,
+            cgroups,
+            tasks: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn has_cgroups(&self) -> bool {
+        self.cgroups.is_some()
+    }
+
+    fn running(&self, id: &str) -> Option<Arc<Running>> {
+        self.tasks
+            .lock()
+            .expect("task table poisoned")
+            .get(id)
+            .cloned()
+    }
+
+    /// The cgroup's OOM-kill counter now (0 without cgroups).
+    pub fn oom_kills(&self, cg: Option<&CgroupPaths>) -> u64 {
+        match (&self.cgroups, cg) {
+            (Some(m), Some(cg)) => m.oom_kills(cg).unwrap_or(0),
+            _ => 0,
+        }
+    }
+
+    /// Records task `id`'s main process and publishes its exit when it ends, once
+    /// `output` (the copies of its stdout and stderr into the log files) is done.
+    pub fn track(
+        &self,
+        id: &str,
+        pid: i32,
+        mut child: tokio::process::Child,
+        cgroup: Option<CgroupPaths>,
+        oom_baseline: u64,
+        output: Vec<tokio::task::JoinHandle<()>>,
+    ) {
+        let (tx, rx) = watch::channel(None);
+        let cgroups = self.cgroups.clone();
+        let task_id = id.to_string();
+        tokio::spawn(async move {
+            let result = match child.wait().await {
+                Ok(status) => classify(status),
+                Err(e) => {
+                    tracing::error!(task = %task_id, error = %e, "waiting for task process");
+                    ExitResult::code(-1)
+                }
+            };
+            let result = with_oom(result, cgroups.as_deref(), cgroup.as_ref(), oom_baseline);
+            // The exit is reported once its last output is in the log files (readers stop
+            // following at the exit), unless a process left in the background still
+            // holds the pipes open.
+            for done in output {
+                let _ = tokio::time::timeout(OUTPUT_DRAIN, done).await;
+            }
+            // No receiver left only means nobody waits any more.
+            let _ = tx.send(Some(result));
+        });
+        self.tasks
+            .lock()
+            .expect("task table poisoned")
+            .insert(id.to_string(), Arc::new(Running { pid, exit: rx }));
+    }
+
+    pub async fn wait(&self, handle: &TaskHandle) -> Result<ExitResult, DriverError> {
+        let rx = self.running(&handle.id).map(|r| r.exit.clone());
+        wait_exit(rx, &handle.id, self.driver).await
+    }
+
+    /// Sends `signal`, waits up to `timeout`, then kills whatever is left.
+    pub async fn stop(
+        &self,
+        handle: &TaskHandle,
+        signal: Signal,
+        timeout: Duration,
+        target: StopTarget,
+    ) -> Result<(), DriverError> {
+        let Some(running) = self.running(&handle.id) else {
+            return Ok(());
+        };
+        if running.alive() {
+            match target {
+                StopTarget::Group => signal_group(&handle.id, running.pid, signal)?,
+                StopTarget::Main => signal_process(&handle.id, running.pid, signal)?,
+            }
+            if !running.exited_within(timeout).await {
+                tracing::info!(task = %handle.id, ?timeout, "task ignored {signal}; killing it");
+            }
+        }
+        // Whatever the main process left behind goes too.
+        self.kill_everything(handle, Some(&running)).await?;
+        running.exited_within(KILL_WAIT).await;
+        Ok(())
+    }
+
+    /// Kills everything of the task, removes its cgroup and forgets it.
+    pub async fn destroy(&self, handle: &TaskHandle) -> Result<(), DriverError> {
+        let running = self.running(&handle.id);
+        self.kill_everything(handle, running.as_deref()).await?;
+        if let Some(r) = &running {
+            r.exited_within(KILL_WAIT).await;
+        }
+        if let (Some(m), Some(cg)) = (&self.cgroups, &handle.cgroup) {
+            let (m, cg) = (m.clone(), cg.clone());
+            blocking(&handle.id, "cgroup remove", move || m.remove(&cg)).await?;
+        }
+        self.tasks
+            .lock()
+            .expect("task table poisoned")
+            .remove(&handle.id);
+        Ok(())
+    }
+
+    /// SIGKILLs the process group while its leader is alive (after that the pid may
+    /// be reused) and the whole cgroup when there is one (which also catches processes
+    /// that left the group with `setsid`).
+    async fn kill_everything(
+        &self,
+        handle: &TaskHandle,
+        running: Option<&Running>,
+    ) -> Result<(), DriverError> {
+        if let Some(r) = running.filter(|r| r.alive()) {
+            signal_group(&handle.id, r.pid, Signal::SIGKILL)?;
+        }
+        if let (Some(m), Some(cg)) = (&self.cgroups, &handle.cgroup) {
+            let (m, cg) = (m.clone(), cg.clone());
+            blocking(&handle.id, "cgroup kill", move || m.kill_all(&cg)).await?;
+        }
+        Ok(())
+    }
+
+    pub async fn stats(&self, handle: &TaskHandle) -> Result<TaskStats, DriverError> {
+        let cg_err = |source| DriverError::Cgroup {
+            task: handle.id.clone(),
+            source,
+        };
+        match (&self.cgroups, &handle.cgroup) {
+            (Some(m), Some(cg)) => Ok(TaskStats {
+                memory: Some(m.memory_usage(cg).map_err(cg_err)?),
+                cpu_ns: m.cpu_usage_ns(cg).ok(),
+                pids: m.pids(cg).map_err(cg_err)?.len(),
+            }),
+            _ => Ok(TaskStats {
+                memory: None,
+                cpu_ns: None,
+                pids: usize::from(self.running(&handle.id).map(|r| r.alive()).unwrap_or(false)),
+            }),
+        }
+    }
+}
+
+/// Runs a blocking cgroup operation off the runtime.
+async fn blocking(
+    task: &str,
+    what: &str,
+    f: impl FnOnce() -> Result<(), CgroupError> + Send + 'static,
+) -> Result<(), DriverError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| DriverError::Injected {
+            task: task.to_string(),
+            message: format!("{what} task panicked: {e}"),
+        })?
+        .map_err(|source| DriverError::Cgroup {
+            task: task.to_string(),
+            source,
+        })
+}
+
+pub(crate) fn classify(status: std::process::ExitStatus) -> ExitResult {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => ExitResult::code(code),
+        (None, Some(sig)) => ExitResult::signaled(sig),
+        (None, None) => ExitResult::code(-1),
+    }
+}
+
+fn with_oom(
+    mut result: ExitResult,
+    cgroups: Option<&dyn CgroupManager>,
+    cg: Option<&CgroupPaths>,
+    baseline: u64,
+) -> ExitResult {
+    if let (Some(m), Some(cg)) = (cgroups, cg) {
+        match m.oom_kills(cg) {
+            Ok(n) => result.oom_killed = n > baseline,
+            Err(e) => tracing::warn!(cgroup = %cg.name, error = %e, "reading the OOM counter"),
+        }
+    }
+    result
+}
+
+pub(crate) fn signal_group(task: &str, pgid: i32, signal: Signal) -> Result<(), DriverError> {
+    match nix::sys::signal::killpg(Pid::from_raw(pgid), signal) {
+        Ok(()) | Err(nix::errno::Errno::ESRCH) => Ok(()),
+        Err(source) => Err(DriverError::Signal {
+            task: task.to_string(),
+            signal,
+            pgid,
+            source,
+        }),
+    }
+}
+
+fn signal_process(task: &str, pid: i32, signal: Signal) -> Result<(), DriverError> {
+    match nix::sys::signal::kill(Pid::from_raw(pid), signal) {
+        Ok(()) | Err(nix::errno::Errno::ESRCH) => Ok(()),
+        Err(source) => Err(DriverError::Signal {
+            task: task.to_string(),
+            signal,
+            pgid: pid,
+            source,
+        }),
+    }
+}
+
+/// A pipe whose output goes to the rotated log files starting at `path`.
+pub(crate) fn open_log(req: &StartRequest, path: &std::path::Path) -> Result<Capture, DriverError> {
+    logrotate::capture(path, req.logs).map_err(|source| DriverError::LogFile {
+        task: req.id.clone(),
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Runs in the child: moves the calling process into a cgroup by writing "0" to its
+/// `cgroup.procs` (the kernel reads 0 as "the writer").
+pub(crate) fn join_cgroup(procs: &CString) -> std::io::Result<()> {
+    // SAFETY: open/write/close on a NUL-terminated path prepared before the fork.
+    unsafe {
+        let fd = libc::open(procs.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let n = libc::write(fd, b"0".as_ptr().cast(), 1);
+        let err = std::io::Error::last_os_error();
+        libc::close(fd);
+        if n != 1 {
+            return Err(err);
+        }
+    }
+    Ok(())
+}
+
+/// Gives the task dir (and its `local/` and `tmp/`) to the task's user, as its files
+/// will be; the directory that could not be changed, with why.
+pub(crate) fn give_task_dirs(
+    task_dir: &std::path::Path,
+    uid: u32,
+    gid: u32,
+) -> Result<(), (std::path::PathBuf, std::io::Error)> {
+    for d in [
+        task_dir.to_path_buf(),
+        task_dir.join("local"),
+        task_dir.join("tmp"),
+    ] {
+        match std::os::unix::fs::chown(&d, Some(uid), Some(gid)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err((d, e)),
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,120 @@
+//! The INTERFACE.md container example's shape end to end on a dev agent: busybox
+//! `httpd` in a `driver = "container"` task from a local root filesystem, serving on
+//! its dynamic port through `${ORCH_PORT_http}` on the host network, and `orch job stop`
+//! leaving no process and no cgroup behind.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use common::*;
+
+fn busybox() -> Option<PathBuf> {
+    ["/bin/busybox", "/usr/bin/busybox"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+}
+
+/// A root filesystem with busybox, `httpd` and `sh`, and a document root `/www`.
+fn busybox_rootfs(root: &Path, busybox: &Path) {
+    std::fs::create_dir_all(root.join("bin")).unwrap();
+    std::fs::create_dir_all(root.join("www")).unwrap();
+    std::fs::copy(busybox, root.join("bin/busybox")).unwrap();
+    for applet in ["httpd", "sh"] {
+        std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
+    }
+    std::fs::write(root.join("www/health"), "ok\n").unwrap();
+}
+
+#[test]
+fn a_container_task_serves_on_its_port_and_stops_without_leftovers_as_root() {
+    if skip_unless_root("a_container_task_serves_on_its_port_and_stops_without_leftovers_as_root") {
+        return;
+    }
+    let Some(busybox) = busybox() else {
+        eprintln!("skipped: busybox-static is not installed");
+        return;
+    };
+    let ws = Workspace::new();
+    let rootfs = ws.path("busybox");
+    busybox_rootfs(&rootfs, &busybox);
+    let spec = ws.write(
+        "api.toml",
+        &format!(
+            r#"id = "api"
+
+[group.api]
+count = 1
+
+[group.api.network.port.http]
+
+[[group.api.service]]
+name = "api"
+port = "http"
+check = [{{ type = "http", path = "/health", interval = "2s", timeout = "1s" }}]
+
+[group.api.task.app]
+driver = "container"
+kill_timeout = "5s"
+kill_signal = "SIGTERM"
+config = {{ rootfs = "{}", command = "/bin/httpd", args = ["-f", "-p", "${{ORCH_PORT_http}}", "-h", "/www"] }}
+resources = {{ cpu = 100, memory = 64 }}
+env = {{ MODE = "production" }}
+"#,
+            rootfs.display()
+        ),
+    );
+    let agent = Agent::dev(&ws, "dev");
+    wait_for_ready_nodes(&agent, 1);
+    let run = agent.orch(
+        &["job", "run", spec.to_str().unwrap()],
+        Duration::from_secs(120),
+    );
+    assert_eq!(
+        run.code(),
+        0,
+        "job run failed:\n{}\n{}\nagent log:\n{}",
+        run.stdout,
+        run.stderr,
+        agent.log()
+    );
+    let allocs = agent.job_allocs("api");
+    assert_eq!(allocs.len(), 1, "{allocs:#?}");
+    let id = allocs[0]["id"].as_str().unwrap().to_string();
+    let full = agent.get(&format!("/v1/allocation/{id}")).unwrap();
+    let port = full["resources"]["ports"][0]["value"]
+        .as_u64()
+        .expect("port value");
+
+    let body = wait_for(Duration::from_secs(20), "httpd to answer", || {
+        http()
+            .get(format!("http://127.0.0.1:{port}/health"))
+            .send()
+            .ok()
+            .filter(|r| r.status().is_success())
+            .and_then(|r| r.text().ok())
+    });
+    assert_eq!(body, "ok\n");
+    let ids = BTreeSet::from([id]);
+    assert!(!task_pids(None, &ids).is_empty(), "no task processes found");
+
+    agent
+        .orch(&["job", "stop", "api"], Duration::from_secs(60))
+        .ok();
+    wait_for(
+        Duration::from_secs(30),
+        "the task's processes and cgroups to be gone",
+        || (task_pids(None, &ids).is_empty() && alloc_cgroups(&ids).is_empty()).then_some(()),
+    );
+    // The source root filesystem is as it was.
+    let mut names: Vec<_> = std::fs::read_dir(&rootfs)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["bin", "www"]);
+}
