@@ -122,6 +122,14 @@ pub struct ClientSection {
     /// Kill the tasks when the agent stops. Default: true.
     #[serde(default = "yes")]
     pub stop_tasks_on_shutdown: bool,
+    /// Most processes (and threads) per task: the default for tasks without
+    /// `resources.pids` and the most a task may ask for. Default: 1024.
+    #[serde(default = "default_pids_limit")]
+    pub pids_limit: u64,
+}
+
+fn default_pids_limit() -> u64 {
+    orch_client::cgroups::DEFAULT_PIDS_MAX
 }
 
 impl Default for ClientSection {
@@ -135,6 +143,7 @@ impl Default for ClientSection {
             min_dynamic_port: orch_common::structs::default_min_dynamic_port(),
             max_dynamic_port: orch_common::structs::default_max_dynamic_port(),
             stop_tasks_on_shutdown: true,
+            pids_limit: default_pids_limit(),
         }
     }
 }
@@ -273,6 +282,9 @@ impl AgentConfig {
             .reserved
             .ports()
             .context("client.reserved.reserved_ports")?;
+        if self.client.pids_limit == 0 {
+            bail!("client.pids_limit must be at least 1");
+        }
         if self.server.enabled && self.server.bootstrap_expect == 0 {
             bail!("server.bootstrap_expect must be at least 1");
         }

@@ -1,6 +1,8 @@
 //! The client's HTTP routes, merged into the agent's router:
 //! `GET /v1/client/fs/logs/{alloc}?task=T&type=stdout|stderr&follow=true&origin=start|end&offset=N`
-//! (raw bytes; streamed while following). Errors are `ErrorBody` JSON.
+//! (raw bytes; streamed while following) and `GET /v1/client/allocation/{alloc}/stats`
+//! (each task's resource usage, running tasks sampled afresh). Errors are `ErrorBody`
+//! JSON.
 
 use std::sync::Arc;
 
@@ -14,12 +16,13 @@ use futures::StreamExt;
 use orch_common::api::ErrorBody;
 use serde::Deserialize;
 
-use crate::agent::{LookupError, Shared};
+use crate::agent::{AllocRef, LookupError, Shared};
 use crate::logs::{self, Origin};
 
 pub(crate) fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/v1/client/fs/logs/{alloc}", get(logs_handler))
+        .route("/v1/client/allocation/{alloc}/stats", get(stats_handler))
         .with_state(shared)
 }
 
@@ -37,26 +40,47 @@ fn error(status: StatusCode, error: String, details: Vec<String>) -> Response {
     (status, Json(ErrorBody { error, details })).into_response()
 }
 
+/// The allocation `prefix` names on this client, or the 404/400 to answer.
+fn lookup(shared: &Shared, prefix: &str) -> Result<AllocRef, Box<Response>> {
+    match shared.find_alloc(prefix) {
+        Ok(a) => Ok(a),
+        Err(e @ LookupError::NotFound(_)) => Err(Box::new(error(
+            StatusCode::NOT_FOUND,
+            e.to_string(),
+            vec![],
+        ))),
+        Err(LookupError::Ambiguous(p, ids)) => Err(Box::new(error(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "id prefix {p:?} matches {} allocations; give more characters",
+                ids.len()
+            ),
+            ids,
+        ))),
+    }
+}
+
+async fn stats_handler(State(shared): State<Arc<Shared>>, Path(alloc): Path<String>) -> Response {
+    let found = match lookup(&shared, &alloc) {
+        Ok(a) => a,
+        Err(resp) => return *resp,
+    };
+    let board = shared.deps.usage.clone();
+    let id = found.id.clone();
+    match tokio::task::spawn_blocking(move || board.snapshot(&id, true)).await {
+        Ok(usage) => Json(usage).into_response(),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), vec![]),
+    }
+}
+
 async fn logs_handler(
     State(shared): State<Arc<Shared>>,
     Path(alloc): Path<String>,
     Query(q): Query<LogsQuery>,
 ) -> Response {
-    let found = match shared.find_alloc(&alloc) {
+    let found = match lookup(&shared, &alloc) {
         Ok(a) => a,
-        Err(e @ LookupError::NotFound(_)) => {
-            return error(StatusCode::NOT_FOUND, e.to_string(), vec![])
-        }
-        Err(LookupError::Ambiguous(p, ids)) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                format!(
-                    "id prefix {p:?} matches {} allocations; give more characters",
-                    ids.len()
-                ),
-                ids,
-            )
-        }
+        Err(resp) => return *resp,
     };
     let task = match q.task {
         Some(t) => {

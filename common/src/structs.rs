@@ -244,6 +244,18 @@ pub struct Resources {
     /// MiB; when set, the hard cap while `memory` is the soft reservation.
     #[serde(default)]
     pub memory_max: Option<u64>,
+    /// Caps the task at its `cpu` reservation (a cfs quota) instead of letting it use
+    /// idle cpu; enforced by the client only, the scheduler counts `cpu` either way.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cpu_hard_limit: bool,
+    /// Whole cpus given to this task alone (a cpuset); the client picks which. The
+    /// scheduler still counts `cpu` (MHz), so jobs set it to cover the cores.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cores: Option<u32>,
+    /// Most processes (and threads) the task may have; default: the client's
+    /// `pids_limit`, which is also the most a task may ask for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pids: Option<u64>,
 }
 
 pub fn default_cpu() -> u64 {
@@ -260,6 +272,9 @@ impl Default for Resources {
             cpu: default_cpu(),
             memory: default_memory(),
             memory_max: None,
+            cpu_hard_limit: false,
+            cores: None,
+            pids: None,
         }
     }
 }
@@ -269,13 +284,16 @@ impl Resources {
         cpu: 0,
         memory: 0,
         memory_max: None,
+        cpu_hard_limit: false,
+        cores: None,
+        pids: None,
     };
 
     pub fn add(&self, o: &Resources) -> Resources {
         Resources {
             cpu: self.cpu + o.cpu,
             memory: self.memory + o.memory,
-            memory_max: None,
+            ..Resources::ZERO
         }
     }
 
@@ -283,7 +301,7 @@ impl Resources {
         Resources {
             cpu: self.cpu.saturating_sub(o.cpu),
             memory: self.memory.saturating_sub(o.memory),
-            memory_max: None,
+            ..Resources::ZERO
         }
     }
 
@@ -1290,11 +1308,13 @@ mod tests {
             cpu: 100,
             memory: 64,
             memory_max: None,
+            ..Default::default()
         };
         let small = Resources {
             cpu: 1000,
             memory: 32,
             memory_max: None,
+            ..Default::default()
         };
         assert_eq!(want.fits(&small), Err("memory"));
         assert!(want.fits(&want).is_ok());

@@ -1,14 +1,18 @@
 //! cgroup v1 backend: one directory per controller, `<root>/<controller>/orch/<name>`.
 //!
 //! memory, cpu and pids are required (a missing one is an error, never a skipped
-//! limit); cpuacct (cpu usage) and freezer (race-free kill) are used when mounted.
+//! limit); cpuacct (cpu usage) and freezer (race-free kill) are used when mounted;
+//! cpuset is required only by tasks with dedicated `cores`.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
+use super::cpuset::{format_cpu_list, CorePool};
 use super::fs;
 use super::{
-    check_name, CgroupError, CgroupLimits, CgroupManager, CgroupPaths, CgroupVersion, MemoryUsage,
+    check_name, CgroupError, CgroupLimits, CgroupManager, CgroupPaths, CgroupStats, CgroupVersion,
+    CpuStats, MemoryStats, MemoryUsage,
 };
 
 /// Controllers a task cgroup must have.
@@ -22,12 +26,15 @@ const PARENT: &str = "orch";
 #[derive(Debug, Clone)]
 pub struct V1Manager {
     root: PathBuf,
+    cores: Arc<CorePool>,
 }
 
 impl V1Manager {
     /// `root` is usually `/sys/fs/cgroup`.
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        V1Manager { root: root.into() }
+        let root = root.into();
+        let cores = Arc::new(CorePool::new(root.join("cpuset").join("cpuset.cpus")));
+        V1Manager { root, cores }
     }
 
     /// The controller's hierarchy root, resolving co-mounts (`cpu` -> `cpu,cpuacct`).
@@ -39,8 +46,17 @@ impl V1Manager {
         Some(std::fs::canonicalize(&p).unwrap_or(p))
     }
 
-    fn paths_for(&self, name: &str) -> Result<CgroupPaths, CgroupError> {
+    fn paths_for(&self, name: &str, cpuset: bool) -> Result<CgroupPaths, CgroupError> {
         let mut dirs = BTreeMap::new();
+        if cpuset {
+            let h = self
+                .hierarchy("cpuset")
+                .ok_or_else(|| CgroupError::ControllerMissing {
+                    controller: "cpuset (needed by resources.cores)".to_string(),
+                    path: self.root.join("cpuset"),
+                })?;
+            dirs.insert("cpuset".to_string(), h.join(PARENT).join(name));
+        }
         for c in REQUIRED {
             let h = self
                 .hierarchy(c)
@@ -107,6 +123,39 @@ impl V1Manager {
         }
         Ok(())
     }
+
+    fn apply_cpu(&self, dir: &Path, limits: &CgroupLimits) -> Result<(), CgroupError> {
+        let shares = limits.cpu_shares().to_string();
+        fs::write_verified(&dir.join("cpu.shares"), &shares, &shares)?;
+        if let Some(q) = limits.cpu_quota {
+            // The period first: a quota is checked against the period in place.
+            let period = q.period_us.to_string();
+            fs::write_verified(&dir.join("cpu.cfs_period_us"), &period, &period)?;
+            let quota = q.quota_us.to_string();
+            fs::write_verified(&dir.join("cpu.cfs_quota_us"), &quota, &quota)?;
+        }
+        Ok(())
+    }
+
+    /// A new v1 cpuset has no cpus and no memory nodes, and a process cannot join it
+    /// like that: give `orch/` everything its parent has, then the task its cores.
+    fn apply_cpuset(&self, cg: &CgroupPaths, cores: u32) -> Result<(), CgroupError> {
+        let leaf = self.dir(cg, "cpuset")?;
+        let parent = leaf.parent().unwrap_or(leaf);
+        let top = parent.parent().unwrap_or(parent);
+        for file in ["cpuset.cpus", "cpuset.mems"] {
+            let have = fs::read(&parent.join(file))?;
+            if have.trim().is_empty() {
+                let want = fs::read(&top.join(file))?;
+                fs::write_verified(&parent.join(file), want.trim(), want.trim())?;
+            }
+        }
+        let cpus = format_cpu_list(&self.cores.reserve(&cg.name, cores)?);
+        fs::write_verified(&leaf.join("cpuset.cpus"), &cpus, &cpus)?;
+        let mems = fs::read(&parent.join("cpuset.mems"))?;
+        fs::write_verified(&leaf.join("cpuset.mems"), mems.trim(), mems.trim())?;
+        Ok(())
+    }
 }
 
 impl CgroupManager for V1Manager {
@@ -116,13 +165,14 @@ impl CgroupManager for V1Manager {
 
     fn create(&self, name: &str, limits: &CgroupLimits) -> Result<CgroupPaths, CgroupError> {
         check_name(name)?;
-        let cg = self.paths_for(name)?;
+        let cg = self.paths_for(name, limits.cores.is_some())?;
         for dir in cg.unique_dirs() {
             fs::mkdir(&dir)?;
         }
         if let Err(e) = self.apply(&cg, limits) {
             // Leave nothing half-made behind.
             let _ = fs::remove_dirs(&cg.unique_dirs());
+            self.cores.release(name);
             return Err(e);
         }
         Ok(cg)
@@ -130,10 +180,12 @@ impl CgroupManager for V1Manager {
 
     fn apply(&self, cg: &CgroupPaths, limits: &CgroupLimits) -> Result<(), CgroupError> {
         self.apply_memory(self.dir(cg, "memory")?, limits)?;
-        let shares = limits.cpu_shares().to_string();
-        fs::write_verified(&self.dir(cg, "cpu")?.join("cpu.shares"), &shares, &shares)?;
+        self.apply_cpu(self.dir(cg, "cpu")?, limits)?;
         let pids = limits.pids_max.to_string();
         fs::write_verified(&self.dir(cg, "pids")?.join("pids.max"), &pids, &pids)?;
+        if let Some(n) = limits.cores {
+            self.apply_cpuset(cg, n)?;
+        }
         Ok(())
     }
 
@@ -166,6 +218,38 @@ impl CgroupManager for V1Manager {
         fs::read_u64(&self.dir(cg, "cpuacct")?.join("cpuacct.usage"))
     }
 
+    fn stats(&self, cg: &CgroupPaths) -> Result<CgroupStats, CgroupError> {
+        let mem = self.memory_usage(cg)?;
+        let cpu_dir = self.dir(cg, "cpu")?;
+        let throttle = fs::read_all_keyed(&cpu_dir.join("cpu.stat"))?;
+        let mut cpu = CpuStats {
+            periods: throttle.get("nr_periods").copied().unwrap_or(0),
+            throttled_periods: throttle.get("nr_throttled").copied().unwrap_or(0),
+            throttled_ns: throttle.get("throttled_time").copied().unwrap_or(0),
+            ..CpuStats::default()
+        };
+        if let Some(acct) = cg.dir("cpuacct") {
+            cpu.usage_ns = fs::read_u64(&acct.join("cpuacct.usage"))?;
+            // cpuacct.stat counts USER_HZ ticks.
+            let ticks = fs::read_all_keyed(&acct.join("cpuacct.stat"))?;
+            let ns_per_tick = 1_000_000_000 / clock_ticks_per_second();
+            cpu.user_ns = ticks.get("user").map(|t| t * ns_per_tick);
+            cpu.system_ns = ticks.get("system").map(|t| t * ns_per_tick);
+        }
+        Ok(CgroupStats {
+            memory: MemoryStats {
+                current_bytes: mem.current_bytes,
+                peak_bytes: mem.peak_bytes,
+            },
+            cpu,
+            pids: fs::read_u64(&self.dir(cg, "pids")?.join("pids.current"))?,
+        })
+    }
+
+    fn cpuset(&self, cg: &CgroupPaths) -> Option<String> {
+        self.cores.held(&cg.name).map(|c| format_cpu_list(&c))
+    }
+
     fn kill_all(&self, cg: &CgroupPaths) -> Result<(), CgroupError> {
         let label = self.dir(cg, "memory")?.to_path_buf();
         let freezer = cg.dir("freezer").map(|d| d.join("freezer.state"));
@@ -185,7 +269,20 @@ impl CgroupManager for V1Manager {
     }
 
     fn remove(&self, cg: &CgroupPaths) -> Result<(), CgroupError> {
-        fs::remove_dirs(&cg.unique_dirs())
+        fs::remove_dirs(&cg.unique_dirs())?;
+        self.cores.release(&cg.name);
+        Ok(())
+    }
+}
+
+/// USER_HZ, the unit of `cpuacct.stat` (100 on every common kernel).
+fn clock_ticks_per_second() -> u64 {
+    // SAFETY: sysconf has no preconditions.
+    let n = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if n > 0 {
+        n as u64
+    } else {
+        100
     }
 }
 
@@ -227,12 +324,7 @@ mod tests {
     }
 
     fn limits(mib: u64) -> CgroupLimits {
-        CgroupLimits {
-            memory_hard_mib: mib,
-            memory_soft_mib: None,
-            cpu_mhz: 250,
-            pids_max: 64,
-        }
+        CgroupLimits::basic(mib, 250, 64)
     }
 
     fn spawn_in(cg: &CgroupPaths, script: &str) -> std::process::Child {

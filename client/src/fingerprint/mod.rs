@@ -108,7 +108,7 @@ impl Fingerprinter {
             resources: Resources {
                 cpu: cpu.total_mhz,
                 memory: mem_bytes / (1024 * 1024),
-                memory_max: None,
+                ..Resources::ZERO
             },
         })
     }

@@ -33,6 +33,8 @@ fn deps(cgroups: Option<Arc<dyn CgroupManager>>) -> TaskRunnerDeps {
         cgroups,
         handles: None,
         node: Arc::new(node()),
+        pids_limit: crate::cgroups::DEFAULT_PIDS_MAX,
+        usage: Default::default(),
     }
 }
 
