@@ -379,6 +379,41 @@ mod tests {
     }
 
     #[test]
+    fn a_cpu_quota_and_a_dedicated_core_are_applied_and_read_back_as_root() {
+        let mut l = limits(32);
+        l.cpu_quota = Some(super::super::CpuQuota {
+            quota_us: 50_000,
+            period_us: 100_000,
+        });
+        l.cores = Some(1);
+        let Some(g) = real("quota", l) else {
+            return;
+        };
+        let read = |c: &str, f: &str| {
+            std::fs::read_to_string(g.cg.dir(c).unwrap().join(f))
+                .unwrap()
+                .trim()
+                .to_string()
+        };
+        assert_eq!(read("cpu", "cpu.cfs_quota_us"), "50000");
+        assert_eq!(read("cpu", "cpu.cfs_period_us"), "100000");
+        let cpus = read("cpuset", "cpuset.cpus");
+        assert_eq!(
+            super::super::cpuset::parse_cpu_list(&cpus).unwrap().len(),
+            1,
+            "{cpus}"
+        );
+        assert_eq!(g.m.cpuset(&g.cg), Some(cpus));
+        // A process can join the cpuset (cpus and mems are set) and is counted.
+        let mut child = spawn_in(&g.cg, "exec sleep 30");
+        let s = g.m.stats(&g.cg).unwrap();
+        assert_eq!(s.pids, 1);
+        assert!(s.memory.peak_bytes.is_some());
+        g.m.kill_all(&g.cg).unwrap();
+        child.wait().unwrap();
+    }
+
+    #[test]
     fn a_process_started_in_the_cgroup_is_listed_as_root() {
         let Some(g) = real("procs", limits(32)) else {
             return;

@@ -56,3 +56,54 @@ pub async fn get(
         .ok_or_else(|| ApiError::NotFound(format!("allocation {id:?} not found")))?;
     Ok(Indexed(index, alloc))
 }
+
+/// How long the server waits for a client agent's stats answer.
+const CLIENT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// `GET /v1/client/allocation/{id}/stats`: the allocation's resource usage, fetched from
+/// the client agent that runs it (its node's `http_addr`) and passed through as is. Only
+/// on agents without a client of their own: there the client answers this route.
+pub async fn stats(
+    State(st): State<Arc<HttpState>>,
+    IdPath(prefix): IdPath,
+) -> Result<axum::response::Response, ApiError> {
+    let id = st.resolve(Table::Allocs, "allocation", &prefix).await?;
+    let lookup = id.clone();
+    let node = st
+        .read(move |s| match s.alloc(&lookup)? {
+            Some(a) => s.node(&a.node_id),
+            None => Ok(None),
+        })
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("node of allocation {id:?} not found")))?;
+    if node.http_addr.is_empty() {
+        return Err(ApiError::Unavailable(format!(
+            "node {} does not advertise an HTTP address",
+            node.name
+        )));
+    }
+    let addr = if node.http_addr.contains("://") {
+        node.http_addr.clone()
+    } else {
+        format!("http://{}", node.http_addr)
+    };
+    let url = format!("{addr}/v1/client/allocation/{id}/stats");
+    let unreachable =
+        |e: reqwest::Error| ApiError::Unavailable(format!("client of node {}: {e}", node.name));
+    let resp = reqwest::Client::new()
+        .get(&url)
+        .timeout(CLIENT_TIMEOUT)
+        .send()
+        .await
+        .map_err(unreachable)?;
+    let status = axum::http::StatusCode::from_u16(resp.status().as_u16())
+        .unwrap_or(axum::http::StatusCode::BAD_GATEWAY);
+    let body = resp.bytes().await.map_err(unreachable)?;
+    use axum::response::IntoResponse;
+    Ok((
+        status,
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        body,
+    )
+        .into_response())
+}

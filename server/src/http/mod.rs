@@ -155,7 +155,18 @@ impl HttpState {
 pub fn router(state: Arc<HttpState>) -> Router {
     let max_body_bytes = state.max_body_bytes;
     let request_id = HeaderName::from_static(REQUEST_ID);
-    Router::new()
+    // An agent that also runs a client answers client routes itself (merged router);
+    // a server-only agent forwards them to the allocation's client.
+    let cohosted = state
+        .client_node_id
+        .read()
+        .expect("client node id lock poisoned")
+        .is_some();
+    let mut routes = Router::new();
+    if !cohosted {
+        routes = routes.route("/v1/client/allocation/{id}/stats", get(allocs::stats));
+    }
+    routes
         .route("/v1/jobs", get(jobs::list).post(jobs::register))
         .route("/v1/job/{id}", get(jobs::get).delete(jobs::deregister))
         .route("/v1/job/{id}/allocations", get(jobs::allocations))
