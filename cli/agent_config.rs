@@ -366,6 +366,20 @@ reserved = { cpu = 200, memory = 256 }
     }
 
     #[test]
+    fn pids_limit_defaults_to_1024_and_must_be_positive() {
+        let base = "[client]\nenabled = true\nservers = [\"x:1\"]\n";
+        let ok = AgentConfig::parse(base, "a.toml").unwrap();
+        assert_eq!(ok.client.pids_limit, 1024);
+        let set = AgentConfig::parse(&format!("{base}pids_limit = 64\n"), "a.toml").unwrap();
+        assert_eq!(set.client.pids_limit, 64);
+        let err = format!(
+            "{:#}",
+            AgentConfig::parse(&format!("{base}pids_limit = 0\n"), "a.toml").unwrap_err()
+        );
+        assert!(err.contains("pids_limit"), "{err}");
+    }
+
+    #[test]
     fn reserved_ports_take_single_ports_and_ranges() {
         assert_eq!(
             parse_port_list("22, 80,8000-8002,80").unwrap(),

@@ -211,8 +211,23 @@ fn render_task(
     let mut out = format!("\nTask {name:?} is {state:?}{failed}\n");
     let mut fields = vec![("Restarts", st.restarts.to_string())];
     if let Some(r) = res {
-        fields.push(("CPU", format!("{} MHz", r.cpu)));
-        fields.push(("Memory", format!("{} MiB", r.memory)));
+        let hard = if r.cpu_hard_limit {
+            " (hard limit)"
+        } else {
+            ""
+        };
+        fields.push(("CPU", format!("{} MHz{hard}", r.cpu)));
+        if let Some(n) = r.cores {
+            fields.push(("Cores", n.to_string()));
+        }
+        let max = match r.memory_max {
+            Some(m) if m > r.memory => format!(" (max {m} MiB)"),
+            _ => String::new(),
+        };
+        fields.push(("Memory", format!("{} MiB{max}", r.memory)));
+        if let Some(p) = r.pids {
+            fields.push(("Pids", p.to_string()));
+        }
     }
     if let Some(t) = st.started_at {
         fields.push(("Started At", output::timestamp(t)));
