@@ -249,7 +249,8 @@ pub struct Resources {
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub cpu_hard_limit: bool,
     /// Whole cpus given to this task alone (a cpuset); the client picks which. The
-    /// scheduler still counts `cpu` (MHz), so jobs set it to cover the cores.
+    /// scheduler counts them against the node's `cores` (its cpu count) and still
+    /// counts `cpu` (MHz), so jobs set `cpu` to cover the cores too.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cores: Option<u32>,
     /// Most processes (and threads) the task may have; default: the client's
@@ -293,6 +294,10 @@ impl Resources {
         Resources {
             cpu: self.cpu + o.cpu,
             memory: self.memory + o.memory,
+            cores: match (self.cores, o.cores) {
+                (None, None) => None,
+                (a, b) => Some(a.unwrap_or(0) + b.unwrap_or(0)),
+            },
             ..Resources::ZERO
         }
     }
@@ -301,6 +306,8 @@ impl Resources {
         Resources {
             cpu: self.cpu.saturating_sub(o.cpu),
             memory: self.memory.saturating_sub(o.memory),
+            // A node without a core count (`None`) stays without one.
+            cores: self.cores.map(|c| c.saturating_sub(o.cores.unwrap_or(0))),
             ..Resources::ZERO
         }
     }
@@ -312,6 +319,12 @@ impl Resources {
         }
         if self.memory > available.memory {
             return Err("memory");
+        }
+        // Only nodes that report their cores (`cores` in node resources) are checked.
+        if let (Some(want), Some(free)) = (self.cores, available.cores) {
+            if want > free {
+                return Err("cores");
+            }
         }
         Ok(())
     }
@@ -1274,6 +1287,38 @@ impl PlanResult {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dedicated_cores_are_counted_only_on_nodes_that_report_theirs() {
+        let ask = |cores| Resources {
+            cpu: 10,
+            memory: 10,
+            cores,
+            ..Resources::ZERO
+        };
+        let node = Resources {
+            cpu: 5000,
+            memory: 4096,
+            cores: Some(2),
+            ..Resources::ZERO
+        };
+        let used = ask(Some(1)).add(&ask(None));
+        assert_eq!(used.cores, Some(1));
+        let free = node.saturating_sub(&used);
+        assert_eq!(free.cores, Some(1));
+        assert_eq!(ask(Some(1)).fits(&free), Ok(()));
+        assert_eq!(ask(Some(2)).fits(&free), Err("cores"));
+        assert_eq!(ask(None).fits(&free), Ok(()));
+        // An older node without a core count never refuses on cores.
+        let old = Resources {
+            cores: None,
+            ..node
+        };
+        assert_eq!(ask(Some(64)).fits(&old.saturating_sub(&used)), Ok(()));
+        // Serialized only when set, so older readers are not surprised.
+        let json = serde_json::to_value(ask(None)).unwrap();
+        assert!(json.get("cores").is_none(), "{json}");
+    }
 
     #[test]
     fn status_names_are_their_json_names() {

@@ -108,6 +108,8 @@ impl Fingerprinter {
             resources: Resources {
                 cpu: cpu.total_mhz,
                 memory: mem_bytes / (1024 * 1024),
+                // Dedicated `cores` are counted against this.
+                cores: Some(cpu.cores as u32),
                 ..Resources::ZERO
             },
         })
