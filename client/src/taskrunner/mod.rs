@@ -348,17 +348,7 @@ impl TaskRunner {
         if !driver.uses_cgroups() {
             return Ok(None);
         }
-        let Some(m) = self.deps.cgroups.clone() else {
-            if !self.warned_no_cgroups {
-                self.warned_no_cgroups = true;
-                self.event(
-                    events::TASK_SETUP,
-                    "No cgroup access on this client: memory and cpu limits are NOT enforced"
-                        .to_string(),
-                );
-            }
-            return Ok(None);
-        };
+        // Asking for more than the client allows fails even where nothing is enforced.
         let node = NodeLimits {
             mhz_per_core: self
                 .deps
@@ -371,6 +361,34 @@ impl TaskRunner {
         };
         let limits = CgroupLimits::for_task(&self.resources(), &node)
             .map_err(|e| SetupError::Fatal(format!("task resources: {e}")))?;
+        let Some(m) = self.deps.cgroups.clone() else {
+            // Limits a job asked for by name cannot be quietly dropped; only the
+            // defaults every task has (memory, cpu weight) run unenforced, with a warning.
+            let r = self.resources();
+            let asked: Vec<&str> = [
+                ("cores", r.cores.is_some()),
+                ("cpu_hard_limit", r.cpu_hard_limit),
+                ("pids", r.pids.is_some()),
+            ]
+            .into_iter()
+            .filter_map(|(k, on)| on.then_some(k))
+            .collect();
+            if !asked.is_empty() {
+                return Err(SetupError::Fatal(format!(
+                    "resources.{} cannot be enforced: this client has no cgroup access (run it as root on a host with cgroups)",
+                    asked.join(", resources.")
+                )));
+            }
+            if !self.warned_no_cgroups {
+                self.warned_no_cgroups = true;
+                self.event(
+                    events::TASK_SETUP,
+                    "No cgroup access on this client: memory and cpu limits are NOT enforced"
+                        .to_string(),
+                );
+            }
+            return Ok(None);
+        };
         let name = format!("{}-{}", self.alloc.id, self.task.name);
         match tokio::task::spawn_blocking(move || m.create(&name, &limits)).await {
             Ok(Ok(cg)) => Ok(Some((cg, limits))),

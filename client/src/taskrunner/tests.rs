@@ -369,6 +369,53 @@ async fn without_cgroups_the_task_says_limits_are_not_enforced() {
         .any(|e| e.message.contains("limits are NOT enforced")));
 }
 
+#[tokio::test]
+async fn pids_above_the_client_limit_fail_the_task_at_setup() {
+    let mut t = task(
+        "many",
+        "raw_exec",
+        json!({"command": "/bin/sh", "args": ["-c", "true"]}),
+    );
+    t.resources.pids = Some(5000);
+    let s = start(t, JobType::Batch, policy(0, RestartMode::Fail))
+        .finish()
+        .await;
+    assert!(s.failed);
+    let e = s
+        .events
+        .iter()
+        .find(|e| e.kind == "Setup Failure")
+        .expect("no setup failure");
+    assert!(e.message.contains("pids_limit (1024)"), "{}", e.message);
+}
+
+#[tokio::test]
+async fn asked_for_limits_without_cgroups_fail_loudly() {
+    let mut t = task(
+        "pinned",
+        "raw_exec",
+        json!({"command": "/bin/sh", "args": ["-c", "true"]}),
+    );
+    t.resources.cores = Some(1);
+    t.resources.cpu_hard_limit = true;
+    // deps(None): a client without cgroup access.
+    let s = start(t, JobType::Batch, policy(0, RestartMode::Fail))
+        .finish()
+        .await;
+    assert!(s.failed);
+    let e = s
+        .events
+        .iter()
+        .find(|e| e.kind == "Setup Failure")
+        .expect("no setup failure");
+    assert!(
+        e.message
+            .contains("resources.cores, resources.cpu_hard_limit cannot be enforced"),
+        "{}",
+        e.message
+    );
+}
+
 mod as_root {
     use super::*;
     use crate::cgroups;
