@@ -1,5 +1,6 @@
 //! Dedicated cores (`resources.cores`): the kernel's cpu list format ("0-3,6") and the
-//! `CorePool` that hands each task its own cpus, never one cpu to two tasks.
+//! `CorePool` that hands each task its own cpus, never one cpu to two tasks, and keeps
+//! the other tasks ("shared" ones) on the cpus nobody reserved.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -52,7 +53,29 @@ pub fn format_cpu_list(cpus: &BTreeSet<u32>) -> String {
 #[derive(Debug)]
 pub struct CorePool {
     source: PathBuf,
-    taken: Mutex<BTreeMap<String, BTreeSet<u32>>>,
+    state: Mutex<PoolState>,
+}
+
+#[derive(Debug, Default)]
+struct PoolState {
+    /// Cgroup name -> its dedicated cpus.
+    taken: BTreeMap<String, BTreeSet<u32>>,
+    /// Cgroups without `cores`, kept on the cpus nobody reserved.
+    shared: BTreeSet<String>,
+}
+
+impl PoolState {
+    /// The cpus of shared tasks: all but the reserved ones, or all of them when
+    /// reservations took every cpu (a cpuset cannot be empty).
+    fn shared_cpus(&self, all: &BTreeSet<u32>) -> BTreeSet<u32> {
+        let used: BTreeSet<u32> = self.taken.values().flatten().copied().collect();
+        let rest: BTreeSet<u32> = all.difference(&used).copied().collect();
+        if rest.is_empty() {
+            all.clone()
+        } else {
+            rest
+        }
+    }
 }
 
 impl CorePool {
@@ -61,8 +84,34 @@ impl CorePool {
     pub fn new(source: impl Into<PathBuf>) -> Self {
         CorePool {
             source: source.into(),
-            taken: Mutex::new(BTreeMap::new()),
+            state: Mutex::new(PoolState::default()),
         }
+    }
+
+    fn host_cpus(&self) -> Result<BTreeSet<u32>, CgroupError> {
+        let text = fs::read(&self.source)?;
+        parse_cpu_list(&text).ok_or_else(|| CgroupError::Parse {
+            path: self.source.clone(),
+            content: text.clone(),
+        })
+    }
+
+    /// Registers a task without `cores`; returns the cpus it may use now.
+    pub fn join_shared(&self, name: &str) -> Result<String, CgroupError> {
+        let all = self.host_cpus()?;
+        let mut st = self.state.lock().expect("core pool lock poisoned");
+        st.shared.insert(name.to_string());
+        Ok(format_cpu_list(&st.shared_cpus(&all)))
+    }
+
+    /// The tasks without `cores` and the cpus they should have now.
+    pub fn shared(&self) -> Result<(Vec<String>, String), CgroupError> {
+        let all = self.host_cpus()?;
+        let st = self.state.lock().expect("core pool lock poisoned");
+        Ok((
+            st.shared.iter().cloned().collect(),
+            format_cpu_list(&st.shared_cpus(&all)),
+        ))
     }
 
     pub fn source(&self) -> &Path {
@@ -72,13 +121,10 @@ impl CorePool {
     /// Gives cgroup `name` `n` cpus nobody else has (the same ones again when it already
     /// holds `n`). Lowest-numbered free cpus first, so placements are predictable.
     pub fn reserve(&self, name: &str, n: u32) -> Result<BTreeSet<u32>, CgroupError> {
-        let text = fs::read(&self.source)?;
-        let all = parse_cpu_list(&text).ok_or_else(|| CgroupError::Parse {
-            path: self.source.clone(),
-            content: text.clone(),
-        })?;
+        let all = self.host_cpus()?;
         // The lock is never held across I/O or an await.
-        let mut taken = self.taken.lock().expect("core pool lock poisoned");
+        let mut st = self.state.lock().expect("core pool lock poisoned");
+        let taken = &mut st.taken;
         if let Some(have) = taken.get(name) {
             if have.len() == n as usize {
                 return Ok(have.clone());
@@ -100,19 +146,20 @@ impl CorePool {
         Ok(mine)
     }
 
-    /// Frees whatever `name` held (nothing is fine).
-    pub fn release(&self, name: &str) {
-        self.taken
-            .lock()
-            .expect("core pool lock poisoned")
-            .remove(name);
+    /// Forgets `name` (its cores, or its place among the shared tasks). True when it
+    /// held cores, i.e. when the shared tasks may now have more cpus.
+    pub fn release(&self, name: &str) -> bool {
+        let mut st = self.state.lock().expect("core pool lock poisoned");
+        st.shared.remove(name);
+        st.taken.remove(name).is_some()
     }
 
     /// The cpus `name` holds, if any.
     pub fn held(&self, name: &str) -> Option<BTreeSet<u32>> {
-        self.taken
+        self.state
             .lock()
             .expect("core pool lock poisoned")
+            .taken
             .get(name)
             .cloned()
     }
@@ -159,8 +206,26 @@ mod tests {
             "{err}"
         );
         assert!(err.to_string().contains("0-3"), "{err}");
-        pool.release("a");
+        assert!(pool.release("a"));
         assert_eq!(pool.reserve("c", 1).unwrap(), BTreeSet::from([0]));
         assert_eq!(pool.held("b"), Some(b));
+    }
+
+    #[test]
+    fn shared_tasks_get_the_cpus_nobody_reserved_but_never_none() {
+        let f = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(f.path(), "0-3\n").unwrap();
+        let pool = CorePool::new(f.path());
+        assert_eq!(pool.join_shared("web").unwrap(), "0-3");
+        pool.reserve("db", 1).unwrap();
+        assert_eq!(
+            pool.shared().unwrap(),
+            (vec!["web".to_string()], "1-3".to_string())
+        );
+        pool.reserve("cache", 3).unwrap();
+        // Every cpu is reserved: shared tasks keep all rather than an empty cpuset.
+        assert_eq!(pool.shared().unwrap().1, "0-3");
+        assert!(!pool.release("web"));
+        assert!(pool.shared().unwrap().0.is_empty());
     }
 }

@@ -48,14 +48,19 @@ impl V1Manager {
 
     fn paths_for(&self, name: &str, cpuset: bool) -> Result<CgroupPaths, CgroupError> {
         let mut dirs = BTreeMap::new();
-        if cpuset {
-            let h = self
-                .hierarchy("cpuset")
-                .ok_or_else(|| CgroupError::ControllerMissing {
+        // Tasks with `cores` need cpuset; the others join it when it is there, so they
+        // can be kept off the reserved cpus.
+        match self.hierarchy("cpuset") {
+            Some(h) => {
+                dirs.insert("cpuset".to_string(), h.join(PARENT).join(name));
+            }
+            None if cpuset => {
+                return Err(CgroupError::ControllerMissing {
                     controller: "cpuset (needed by resources.cores)".to_string(),
                     path: self.root.join("cpuset"),
-                })?;
-            dirs.insert("cpuset".to_string(), h.join(PARENT).join(name));
+                })
+            }
+            None => {}
         }
         for c in REQUIRED {
             let h = self
@@ -139,7 +144,9 @@ impl V1Manager {
 
     /// A new v1 cpuset has no cpus and no memory nodes, and a process cannot join it
     /// like that: give `orch/` everything its parent has, then the task its cores.
-    fn apply_cpuset(&self, cg: &CgroupPaths, cores: u32) -> Result<(), CgroupError> {
+    /// Tasks with `cores` get their own cpus (and the shared tasks lose them); the
+    /// others get the cpus nobody reserved.
+    fn apply_cpuset(&self, cg: &CgroupPaths, cores: Option<u32>) -> Result<(), CgroupError> {
         let leaf = self.dir(cg, "cpuset")?;
         let parent = leaf.parent().unwrap_or(leaf);
         let top = parent.parent().unwrap_or(parent);
@@ -150,11 +157,36 @@ impl V1Manager {
                 fs::write_verified(&parent.join(file), want.trim(), want.trim())?;
             }
         }
-        let cpus = format_cpu_list(&self.cores.reserve(&cg.name, cores)?);
-        fs::write_verified(&leaf.join("cpuset.cpus"), &cpus, &cpus)?;
         let mems = fs::read(&parent.join("cpuset.mems"))?;
         fs::write_verified(&leaf.join("cpuset.mems"), mems.trim(), mems.trim())?;
+        let cpus = match cores {
+            Some(n) => format_cpu_list(&self.cores.reserve(&cg.name, n)?),
+            None => self.cores.join_shared(&cg.name)?,
+        };
+        fs::write_verified(&leaf.join("cpuset.cpus"), &cpus, &cpus)?;
+        if cores.is_some() {
+            self.refresh_shared();
+        }
         Ok(())
+    }
+
+    /// Gives every shared task the cpus nobody reserved now. Best effort: a task that
+    /// keeps a reserved cpu a little longer only shares it, it is never unlimited.
+    fn refresh_shared(&self) {
+        let Some(h) = self.hierarchy("cpuset") else {
+            return;
+        };
+        match self.cores.shared() {
+            Ok((names, cpus)) => {
+                for n in names {
+                    let file = h.join(PARENT).join(&n).join("cpuset.cpus");
+                    if let Err(e) = fs::write(&file, &cpus) {
+                        tracing::warn!(cgroup = %n, error = %e, "updating a task's shared cpus");
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "reading the host's cpus"),
+        }
     }
 }
 
@@ -172,7 +204,9 @@ impl CgroupManager for V1Manager {
         if let Err(e) = self.apply(&cg, limits) {
             // Leave nothing half-made behind.
             let _ = fs::remove_dirs(&cg.unique_dirs());
-            self.cores.release(name);
+            if self.cores.release(name) {
+                self.refresh_shared();
+            }
             return Err(e);
         }
         Ok(cg)
@@ -183,8 +217,8 @@ impl CgroupManager for V1Manager {
         self.apply_cpu(self.dir(cg, "cpu")?, limits)?;
         let pids = limits.pids_max.to_string();
         fs::write_verified(&self.dir(cg, "pids")?.join("pids.max"), &pids, &pids)?;
-        if let Some(n) = limits.cores {
-            self.apply_cpuset(cg, n)?;
+        if cg.dir("cpuset").is_some() {
+            self.apply_cpuset(cg, limits.cores)?;
         }
         Ok(())
     }
@@ -270,7 +304,9 @@ impl CgroupManager for V1Manager {
 
     fn remove(&self, cg: &CgroupPaths) -> Result<(), CgroupError> {
         fs::remove_dirs(&cg.unique_dirs())?;
-        self.cores.release(&cg.name);
+        if self.cores.release(&cg.name) {
+            self.refresh_shared();
+        }
         Ok(())
     }
 }
@@ -411,6 +447,46 @@ mod tests {
         assert!(s.memory.peak_bytes.is_some());
         g.m.kill_all(&g.cg).unwrap();
         child.wait().unwrap();
+    }
+
+    #[test]
+    fn tasks_without_cores_are_kept_off_reserved_cpus_as_root() {
+        let Some(shared) = real("shared", limits(32)) else {
+            return;
+        };
+        let all = std::fs::read_to_string("/sys/fs/cgroup/cpuset/cpuset.cpus").unwrap();
+        let all = super::super::cpuset::parse_cpu_list(&all).unwrap();
+        if all.len() < 2 {
+            eprintln!("skipped: needs at least 2 cpus");
+            return;
+        }
+        let cpus = |g: &Guard| {
+            let text =
+                std::fs::read_to_string(g.cg.dir("cpuset").unwrap().join("cpuset.cpus")).unwrap();
+            super::super::cpuset::parse_cpu_list(&text).unwrap()
+        };
+        assert_eq!(cpus(&shared), all);
+        // The pinned task must come from the same manager (one core pool per client).
+        let mut l = limits(32);
+        l.cores = Some(1);
+        let name = format!("test-{}-pinned", uuid::Uuid::new_v4());
+        let pinned = Guard {
+            cg: shared.m.create(&name, &l).unwrap(),
+            m: shared.m.clone(),
+        };
+        let mine = cpus(&pinned);
+        assert_eq!(mine.len(), 1);
+        assert!(
+            cpus(&shared).is_disjoint(&mine),
+            "{:?} {:?}",
+            cpus(&shared),
+            mine
+        );
+        // A process of the shared task can still run (its cpuset is not empty).
+        let mut child = spawn_in(&shared.cg, "exit 0");
+        assert!(child.wait().unwrap().success());
+        drop(pinned);
+        assert_eq!(cpus(&shared), all, "reserved cpus come back");
     }
 
     #[test]

@@ -54,6 +54,24 @@ impl V2Manager {
     }
 }
 
+impl V2Manager {
+    /// Gives every shared task the cpus nobody reserved now. Best effort: a task that
+    /// keeps a reserved cpu a little longer only shares it, it is never unlimited.
+    fn refresh_shared(&self) {
+        match self.cores.shared() {
+            Ok((names, cpus)) => {
+                for n in names {
+                    let file = self.root.join(SLICE).join(&n).join("cpuset.cpus");
+                    if let Err(e) = fs::write(&file, &cpus) {
+                        tracing::warn!(cgroup = %n, error = %e, "updating a task's shared cpus");
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "reading the host's cpus"),
+        }
+    }
+}
+
 /// Controllers named in a space-separated list file (`+` prefixes tolerated).
 fn listed(path: &Path) -> Result<Vec<String>, CgroupError> {
     Ok(fs::read(path)?
@@ -119,7 +137,12 @@ impl CgroupManager for V2Manager {
 
     fn create(&self, name: &str, limits: &CgroupLimits) -> Result<CgroupPaths, CgroupError> {
         check_name(name)?;
-        let controllers: &[&str] = if limits.cores.is_some() {
+        // Tasks with `cores` need cpuset; the others use it when the host offers it, so
+        // they can be kept off the reserved cpus.
+        let host_has_cpuset = listed(&self.root.join("cgroup.controllers"))
+            .map(|l| l.iter().any(|c| c == "cpuset"))
+            .unwrap_or(false);
+        let controllers: &[&str] = if limits.cores.is_some() || host_has_cpuset {
             &WITH_CPUSET
         } else {
             &CONTROLLERS
@@ -138,7 +161,9 @@ impl CgroupManager for V2Manager {
         let applied = require_available(&leaf, controllers).and_then(|()| self.apply(&cg, limits));
         if let Err(e) = applied {
             let _ = fs::remove_dirs(&[leaf]);
-            self.cores.release(name);
+            if self.cores.release(name) {
+                self.refresh_shared();
+            }
             return Err(e);
         }
         Ok(cg)
@@ -166,10 +191,15 @@ impl CgroupManager for V2Manager {
         }
         let pids = limits.pids_max.to_string();
         fs::write_verified(&leaf.join("pids.max"), &pids, &pids)?;
+        // An empty cpuset.mems inherits the parent's memory nodes on v2.
+        let cpuset = leaf.join("cpuset.cpus");
         if let Some(n) = limits.cores {
-            // An empty cpuset.mems inherits the parent's memory nodes on v2.
             let cpus = format_cpu_list(&self.cores.reserve(&cg.name, n)?);
-            fs::write_verified(&leaf.join("cpuset.cpus"), &cpus, &cpus)?;
+            fs::write_verified(&cpuset, &cpus, &cpus)?;
+            self.refresh_shared();
+        } else if cpuset.exists() {
+            let cpus = self.cores.join_shared(&cg.name)?;
+            fs::write_verified(&cpuset, &cpus, &cpus)?;
         }
         Ok(())
     }
@@ -242,7 +272,9 @@ impl CgroupManager for V2Manager {
 
     fn remove(&self, cg: &CgroupPaths) -> Result<(), CgroupError> {
         fs::remove_dirs(&[self.leaf(cg)?.to_path_buf()])?;
-        self.cores.release(&cg.name);
+        if self.cores.release(&cg.name) {
+            self.refresh_shared();
+        }
         Ok(())
     }
 }
@@ -339,10 +371,13 @@ mod tests {
             cg.dir("unified").unwrap(),
             f.path(&format!("orch.slice/{LEAF}"))
         );
-        assert_eq!(f.read("cgroup.subtree_control"), "+cpu +memory +pids");
+        assert_eq!(
+            f.read("cgroup.subtree_control"),
+            "+cpu +memory +pids +cpuset"
+        );
         assert_eq!(
             f.read("orch.slice/cgroup.subtree_control"),
-            "+cpu +memory +pids"
+            "+cpu +memory +pids +cpuset"
         );
         let leaf = |n: &str| f.read(&format!("orch.slice/{LEAF}/{n}"));
         assert_eq!(leaf("memory.max"), (96u64 << 20).to_string());
@@ -350,14 +385,53 @@ mod tests {
         assert_eq!(leaf("memory.swap.max"), "0");
         assert_eq!(leaf("cpu.weight"), limits().cpu_weight().to_string());
         assert_eq!(leaf("pids.max"), "1024");
+        // No reservations yet: a task without cores may use every cpu.
+        assert_eq!(leaf("cpuset.cpus"), "0-3");
+    }
+
+    #[test]
+    fn a_host_without_cpuset_runs_tasks_without_it() {
+        let f = Fixture::new();
+        f.file("cgroup.controllers", "cpu io memory pids\n");
+        // Without the controller the kernel shows no cpuset files in the task cgroup.
+        std::fs::remove_file(f.path(&format!("orch.slice/{LEAF}/cpuset.cpus"))).unwrap();
+        f.manager().create(LEAF, &limits()).unwrap();
+        assert_eq!(f.read("cgroup.subtree_control"), "+cpu +memory +pids");
+        assert!(!f.path(&format!("orch.slice/{LEAF}/cpuset.cpus")).exists());
+    }
+
+    #[test]
+    fn tasks_without_cores_move_off_reserved_cpus_and_back() {
+        let f = Fixture::new();
+        let pinned = "alloc2-db";
+        for name in ["cgroup.controllers", "cpuset.cpus", "memory.max"] {
+            let text = f.read(&format!("orch.slice/{LEAF}/{name}"));
+            f.file(&format!("orch.slice/{pinned}/{name}"), &text);
+        }
+        for name in ["memory.low", "memory.swap.max", "cpu.weight", "pids.max"] {
+            f.file(&format!("orch.slice/{pinned}/{name}"), "0\n");
+        }
+        let m = f.manager();
+        m.create(LEAF, &limits()).unwrap();
+        let mut l = limits();
+        l.cores = Some(1);
+        let db = m.create(pinned, &l).unwrap();
+        assert_eq!(f.read(&format!("orch.slice/{pinned}/cpuset.cpus")), "0");
+        assert_eq!(f.read(&format!("orch.slice/{LEAF}/cpuset.cpus")), "1-3");
+        std::fs::remove_dir_all(f.path(&format!("orch.slice/{pinned}"))).unwrap();
+        m.remove(&db).unwrap();
+        assert_eq!(f.read(&format!("orch.slice/{LEAF}/cpuset.cpus")), "0-3");
     }
 
     #[test]
     fn controllers_already_enabled_are_not_written_again() {
         let f = Fixture::new();
-        f.file("cgroup.subtree_control", "cpu memory pids io\n");
+        f.file("cgroup.subtree_control", "cpu memory pids cpuset io\n");
         f.manager().create(LEAF, &limits()).unwrap();
-        assert_eq!(f.read("cgroup.subtree_control"), "cpu memory pids io\n");
+        assert_eq!(
+            f.read("cgroup.subtree_control"),
+            "cpu memory pids cpuset io\n"
+        );
     }
 
     #[test]
