@@ -159,6 +159,7 @@ pub async fn run(args: AgentArgs) -> Result<ExitCode> {
                 cpu: cfg.client.reserved.cpu,
                 memory: cfg.client.reserved.memory,
                 memory_max: None,
+                ..Default::default()
             },
             http_advertise: advertise.clone(),
             min_dynamic_port: cfg.client.min_dynamic_port,
@@ -166,6 +167,7 @@ pub async fn run(args: AgentArgs) -> Result<ExitCode> {
             stop_tasks_on_shutdown: cfg.client.stop_tasks_on_shutdown,
             reserved_ports: cfg.client.reserved.ports()?,
             container_volumes: cfg.client.container_volumes.clone(),
+            pids_limit: cfg.client.pids_limit,
             ..orch_client::ClientConfig::default()
         };
         match orch_client::Client::start(ccfg).await {

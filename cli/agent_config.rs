@@ -125,6 +125,14 @@ pub struct ClientSection {
     /// Host paths that `container` tasks may bind with `volumes`. Default: none.
     #[serde(default)]
     pub container_volumes: Vec<std::path::PathBuf>,
+    /// Most processes (and threads) per task: the default for tasks without
+    /// `resources.pids` and the most a task may ask for. Default: 1024.
+    #[serde(default = "default_pids_limit")]
+    pub pids_limit: u64,
+}
+
+fn default_pids_limit() -> u64 {
+    orch_client::cgroups::DEFAULT_PIDS_MAX
 }
 
 impl Default for ClientSection {
@@ -139,6 +147,7 @@ impl Default for ClientSection {
             max_dynamic_port: orch_common::structs::default_max_dynamic_port(),
             stop_tasks_on_shutdown: true,
             container_volumes: Vec::new(),
+            pids_limit: default_pids_limit(),
         }
     }
 }
@@ -277,6 +286,9 @@ impl AgentConfig {
             .reserved
             .ports()
             .context("client.reserved.reserved_ports")?;
+        if self.client.pids_limit == 0 {
+            bail!("client.pids_limit must be at least 1");
+        }
         if self.server.enabled && self.server.bootstrap_expect == 0 {
             bail!("server.bootstrap_expect must be at least 1");
         }
@@ -355,6 +367,20 @@ reserved = { cpu = 200, memory = 256 }
             }
         );
         assert_eq!(c.client.min_dynamic_port, 20000);
+    }
+
+    #[test]
+    fn pids_limit_defaults_to_1024_and_must_be_positive() {
+        let base = "[client]\nenabled = true\nservers = [\"x:1\"]\n";
+        let ok = AgentConfig::parse(base, "a.toml").unwrap();
+        assert_eq!(ok.client.pids_limit, 1024);
+        let set = AgentConfig::parse(&format!("{base}pids_limit = 64\n"), "a.toml").unwrap();
+        assert_eq!(set.client.pids_limit, 64);
+        let err = format!(
+            "{:#}",
+            AgentConfig::parse(&format!("{base}pids_limit = 0\n"), "a.toml").unwrap_err()
+        );
+        assert!(err.contains("pids_limit"), "{err}");
     }
 
     #[test]

@@ -1,11 +1,13 @@
-//! `orch alloc ...`: status (fields, per-task state and events, exit codes, OOM kills)
-//! and logs (fetched from the client agent that runs the allocation).
+//! `orch alloc ...`: status (fields, per-task state and events, exit codes, OOM kills,
+//! resource usage) and logs; logs and usage are fetched from the client agent that runs
+//! the allocation (the node's `http_addr`).
 
 use std::io::Write as _;
 use std::process::ExitCode;
 
 use anyhow::{bail, Context as _, Result};
 use clap::{Args, Subcommand};
+use orch_common::api::{AllocResourceUsage, TaskResourceUsage};
 use orch_common::structs::{Allocation, Node, TaskEvent, TaskState, TaskStateKind};
 
 use crate::api_client::{encode, normalize_address};
@@ -68,17 +70,60 @@ pub async fn run(ctx: &Ctx, cmd: AllocCommand) -> Result<ExitCode> {
 async fn status(ctx: &Ctx, alloc_ref: &str) -> Result<ExitCode> {
     let api = ctx.api()?;
     let path = format!("/v1/allocation/{}", encode(alloc_ref));
+    let raw = api.get_json(&path).await?;
+    let a: Allocation =
+        serde_json::from_value(raw.clone()).context("GET allocation: unexpected answer")?;
+    // Usage is best effort: a node that is down must not hide the allocation.
+    let usage = fetch_usage(&api, &a).await;
     if ctx.json {
-        output::print_json(&api.get_json(&path).await?)?;
+        let mut raw = raw;
+        if let (Some(obj), Ok(u)) = (raw.as_object_mut(), &usage) {
+            obj.insert("resource_usage".to_string(), serde_json::to_value(u)?);
+        }
+        output::print_json(&raw)?;
         return Ok(ExitCode::SUCCESS);
     }
-    let a: Allocation = api.get(&path).await?;
-    print!("{}", render_status(&a, orch_common::ids::now_ms()));
+    let mut text = render_status(&a, usage.as_ref().ok(), orch_common::ids::now_ms());
+    if let Err(e) = &usage {
+        if !a.client_status.is_terminal() {
+            text.push_str(&format!(
+                "
+Resource usage unavailable: {e:#}
+"
+            ));
+        }
+    }
+    print!("{text}");
     Ok(ExitCode::SUCCESS)
 }
 
+/// The address of the client that runs `a` (its node's `http_addr`).
+async fn client_base(api: &crate::api_client::ApiClient, a: &Allocation) -> Result<String> {
+    let node: Node = api
+        .get(&format!("/v1/node/{}", encode(&a.node_id)))
+        .await
+        .with_context(|| format!("looking up node {} of the allocation", short(&a.node_id)))?;
+    if node.http_addr.is_empty() {
+        bail!("node {} does not advertise an HTTP address", node.name);
+    }
+    Ok(normalize_address(&node.http_addr))
+}
+
+/// Each task's resource usage, from the client agent that runs the allocation.
+async fn fetch_usage(
+    api: &crate::api_client::ApiClient,
+    a: &Allocation,
+) -> Result<AllocResourceUsage> {
+    let base = client_base(api, a).await?;
+    api.get_url(&format!(
+        "{base}/v1/client/allocation/{}/stats",
+        encode(&a.id)
+    ))
+    .await
+}
+
 /// The text of `orch alloc status`.
-fn render_status(a: &Allocation, now: u64) -> String {
+fn render_status(a: &Allocation, usage: Option<&AllocResourceUsage>, now: u64) -> String {
     let mut out = key_values(&[
         ("ID", a.id.clone()),
         ("Name", a.name.clone()),
@@ -141,6 +186,9 @@ fn render_status(a: &Allocation, now: u64) -> String {
         let res = a.resources.tasks.get(name);
         let state = a.task_states.get(name).cloned().unwrap_or_default();
         out.push_str(&render_task(name, &state, res, now));
+        if let Some(u) = usage.and_then(|u| u.tasks.get(name.as_str())) {
+            out.push_str(&render_usage(u, now));
+        }
     }
     out
 }
@@ -168,8 +216,23 @@ fn render_task(
     let mut out = format!("\nTask {name:?} is {state:?}{failed}\n");
     let mut fields = vec![("Restarts", st.restarts.to_string())];
     if let Some(r) = res {
-        fields.push(("CPU", format!("{} MHz", r.cpu)));
-        fields.push(("Memory", format!("{} MiB", r.memory)));
+        let hard = if r.cpu_hard_limit {
+            " (hard limit)"
+        } else {
+            ""
+        };
+        fields.push(("CPU", format!("{} MHz{hard}", r.cpu)));
+        if let Some(n) = r.cores {
+            fields.push(("Cores", n.to_string()));
+        }
+        let max = match r.memory_max {
+            Some(m) if m > r.memory => format!(" (max {m} MiB)"),
+            _ => String::new(),
+        };
+        fields.push(("Memory", format!("{} MiB{max}", r.memory)));
+        if let Some(p) = r.pids {
+            fields.push(("Pids", p.to_string()));
+        }
     }
     if let Some(t) = st.started_at {
         fields.push(("Started At", output::timestamp(t)));
@@ -204,6 +267,82 @@ fn render_task(
         out.push_str(&t.render());
     }
     out
+}
+
+/// A task's usage as a one-row table: memory now / limit, peak, cpu time, throttling,
+/// processes now / limit.
+fn render_usage(u: &TaskResourceUsage, now: u64) -> String {
+    let when = if u.running {
+        format!("sampled {}", relative_time(u.sampled_at, now))
+    } else {
+        "last sample before the task stopped".to_string()
+    };
+    let mut out = format!("\nResource Usage ({when}):\n");
+    let mut t = Table::new(&[
+        "MEMORY",
+        "PEAK",
+        "CPU TIME (USER/SYSTEM)",
+        "THROTTLED",
+        "PIDS",
+    ]);
+    let of = |v: String, limit: Option<String>| match limit {
+        Some(l) => format!("{v} / {l}"),
+        None => v,
+    };
+    let memory = match u.memory {
+        Some(m) => of(bytes(m.current_bytes), u.memory_limit_bytes.map(bytes)),
+        None => "-".to_string(),
+    };
+    let peak = u
+        .memory
+        .and_then(|m| m.peak_bytes)
+        .map(bytes)
+        .unwrap_or_else(|| "-".to_string());
+    let (cpu, throttled) = match u.cpu {
+        Some(c) => {
+            let split = match (c.user_ns, c.system_ns) {
+                (Some(us), Some(sy)) => format!(" ({}/{})", seconds(us), seconds(sy)),
+                _ => String::new(),
+            };
+            let throttled = if c.periods == 0 {
+                "-".to_string()
+            } else {
+                format!(
+                    "{} of {} periods ({})",
+                    c.throttled_periods,
+                    c.periods,
+                    seconds(c.throttled_ns)
+                )
+            };
+            (format!("{}{split}", seconds(c.usage_ns)), throttled)
+        }
+        None => ("-".to_string(), "-".to_string()),
+    };
+    let pids = of(u.pids.to_string(), u.pids_limit.map(|l| l.to_string()));
+    t.row(vec![memory, peak, cpu, throttled, pids]);
+    out.push_str(&t.render());
+    if let Some(c) = &u.cpuset {
+        out.push_str(&format!("Dedicated cpus: {c}\n"));
+    }
+    out
+}
+
+/// "12.5 MiB", "512 KiB", "1.2 GiB".
+fn bytes(b: u64) -> String {
+    const KIB: f64 = 1024.0;
+    let f = b as f64;
+    if f >= KIB * KIB * KIB {
+        format!("{:.1} GiB", f / (KIB * KIB * KIB))
+    } else if f >= KIB * KIB {
+        format!("{:.1} MiB", f / (KIB * KIB))
+    } else {
+        format!("{:.0} KiB", f / KIB)
+    }
+}
+
+/// "1.25s" from nanoseconds.
+fn seconds(ns: u64) -> String {
+    format!("{:.2}s", ns as f64 / 1e9)
 }
 
 /// "OOM killed (exit code 137, signal 9)", "exit code 0", "signal 15".
@@ -245,14 +384,8 @@ pub(crate) async fn alloc_and_client(
     let a: Allocation = api
         .get(&format!("/v1/allocation/{}", encode(alloc)))
         .await?;
-    let node: Node = api
-        .get(&format!("/v1/node/{}", encode(&a.node_id)))
-        .await
-        .with_context(|| format!("looking up node {} of the allocation", short(&a.node_id)))?;
-    if node.http_addr.is_empty() {
-        bail!("node {} does not advertise an HTTP address", node.name);
-    }
-    Ok((a, normalize_address(&node.http_addr)))
+    let client = client_base(api, &a).await?;
+    Ok((a, client))
 }
 
 pub(crate) fn pick_task(a: &Allocation, wanted: Option<&str>) -> Result<String> {
@@ -365,6 +498,43 @@ mod tests {
             signal: None,
             oom_killed: false,
         }
+    }
+
+    #[test]
+    fn usage_renders_memory_against_the_limit_cpu_split_and_throttling() {
+        let u = TaskResourceUsage {
+            sampled_at: 1_714_557_655_000,
+            running: true,
+            memory: Some(orch_common::api::MemoryStats {
+                current_bytes: 12 << 20,
+                peak_bytes: Some(20 << 20),
+            }),
+            cpu: Some(orch_common::api::CpuStats {
+                usage_ns: 1_500_000_000,
+                user_ns: Some(1_000_000_000),
+                system_ns: Some(500_000_000),
+                periods: 40,
+                throttled_periods: 7,
+                throttled_ns: 250_000_000,
+            }),
+            pids: 3,
+            memory_limit_bytes: Some(64 << 20),
+            pids_limit: Some(1024),
+            cpuset: Some("1".into()),
+        };
+        let text = render_usage(&u, 1_714_557_660_000);
+        assert!(text.contains("Resource Usage (sampled 5s ago)"), "{text}");
+        assert!(text.contains("12.0 MiB / 64.0 MiB"), "{text}");
+        assert!(text.contains("20.0 MiB"), "{text}");
+        assert!(text.contains("1.50s (1.00s/0.50s)"), "{text}");
+        assert!(text.contains("7 of 40 periods (0.25s)"), "{text}");
+        assert!(text.contains("3 / 1024"), "{text}");
+        assert!(text.contains("Dedicated cpus: 1"), "{text}");
+        let stopped = TaskResourceUsage {
+            running: false,
+            ..u
+        };
+        assert!(render_usage(&stopped, 0).contains("last sample before the task stopped"));
     }
 
     #[test]

@@ -166,6 +166,22 @@ impl ApiClient {
             .with_context(|| format!("DELETE {path}: unexpected answer"))
     }
 
+    /// `GET` of an absolute URL (e.g. a client agent's stats endpoint) decoded as `T`.
+    pub async fn get_url<T: DeserializeOwned>(&self, url: &str) -> Result<T> {
+        let rb = self
+            .request(reqwest::Method::GET, url)
+            .timeout(REQUEST_TIMEOUT);
+        let resp = rb
+            .send()
+            .await
+            .with_context(|| format!("cannot reach {url}"))?;
+        check_status(resp)
+            .await?
+            .json::<T>()
+            .await
+            .with_context(|| format!("GET {url}: unexpected answer"))
+    }
+
     /// `GET` of an absolute URL (e.g. a client agent's log endpoint) without a timeout,
     /// for streaming the body.
     pub async fn get_stream(&self, url: &str) -> Result<reqwest::Response> {

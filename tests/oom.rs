@@ -48,6 +48,33 @@ fn task_over_its_memory_limit_is_reported_as_oom_killed_as_root() {
         .ok();
     assert!(status.stdout.contains("OOM"), "{}", status.stdout);
     assert!(status.stdout.contains("out of memory"), "{}", status.stdout);
+    assert!(
+        status.stdout.contains("OOM killed (limit 16 MiB)"),
+        "{}",
+        status.stdout
+    );
+    // The usage table keeps the last sample taken before the cgroup was removed.
+    assert!(
+        status
+            .stdout
+            .contains("Resource Usage (last sample before the task stopped)"),
+        "{}",
+        status.stdout
+    );
+    let json = agent
+        .orch(
+            &["alloc", "status", "--json", &id[..8]],
+            Duration::from_secs(20),
+        )
+        .ok();
+    let v: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
+    let eat = &v["resource_usage"]["tasks"]["eat"];
+    assert_eq!(eat["running"], false, "{v:#}");
+    assert_eq!(eat["memory_limit_bytes"], 16 << 20, "{v:#}");
+    assert!(
+        eat["memory"]["peak_bytes"].as_u64().unwrap() > 8 << 20,
+        "{v:#}"
+    );
 
     // Once the restart policy gives up, the allocation is failed.
     wait_for(

@@ -70,7 +70,7 @@ pub(crate) struct Shared {
     pub(crate) cfg: ClientConfig,
     pub(crate) node: Arc<Node>,
     api: ServerApi,
-    deps: TaskRunnerDeps,
+    pub(crate) deps: TaskRunnerDeps,
     /// Alloc id -> runner. A std mutex: never held across an await.
     pub(crate) runners: Mutex<HashMap<String, AllocRunnerHandle>>,
     /// Allocations this process already ran: never started twice.
@@ -155,6 +155,8 @@ impl Client {
                 cgroups,
                 handles: Some(handles),
                 node: node.clone(),
+                pids_limit: cfg.pids_limit,
+                usage: Default::default(),
             },
             cfg,
             node,
@@ -547,6 +549,7 @@ impl Shared {
                 return true;
             }
             if r.is_done() {
+                self.deps.usage.forget(id);
                 return false;
             }
             if !r.stop_requested() {

@@ -42,6 +42,9 @@ pub struct ClientConfig {
     /// Root of the cgroup file systems. Default: `None`, meaning `/sys/fs/cgroup` with
     /// the version detected from `/proc/mounts`.
     pub cgroup_root: Option<PathBuf>,
+    /// Most processes (and threads) one task may have: the default for tasks that do
+    /// not set `resources.pids`, and the most they may set. Default: 1024.
+    pub pids_limit: u64,
     /// Offer the `mock` driver (runs no process; for tests). Default: false.
     pub enable_mock_driver: bool,
     /// Host paths (with everything below them) that `container` tasks may bind with
@@ -65,6 +68,7 @@ impl Default for ClientConfig {
             reserved_ports: Vec::new(),
             stop_tasks_on_shutdown: true,
             cgroup_root: None,
+            pids_limit: crate::cgroups::DEFAULT_PIDS_MAX,
             enable_mock_driver: false,
             container_volumes: Vec::new(),
         }

@@ -1,6 +1,7 @@
 //! The client's HTTP routes, merged into the agent's router:
 //! `GET /v1/client/fs/logs/{alloc}?task=T&type=stdout|stderr&follow=true&origin=start|end&offset=N`
-//! (raw bytes; streamed while following) and
+//! (raw bytes; streamed while following), `GET /v1/client/allocation/{alloc}/stats`
+//! (each task's resource usage, running tasks sampled afresh) and
 //! `GET /v1/client/allocation/{alloc}/exec?task=T&command=["sh","-c","..."]&tty=true`
 //! (a WebSocket carrying `orch_common::exec` frames). Errors are `ErrorBody` JSON.
 
@@ -17,7 +18,7 @@ use futures::StreamExt;
 use orch_common::api::ErrorBody;
 use serde::Deserialize;
 
-use crate::agent::{LookupError, Shared};
+use crate::agent::{AllocRef, LookupError, Shared};
 use crate::driver::{DriverError, ExecRequest};
 use crate::logs::{self, Origin};
 
@@ -25,6 +26,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/v1/client/fs/logs/{alloc}", get(logs_handler))
         .route("/v1/client/allocation/{alloc}/exec", get(exec_handler))
+        .route("/v1/client/allocation/{alloc}/stats", get(stats_handler))
         .with_state(shared)
 }
 
@@ -40,6 +42,39 @@ struct LogsQuery {
 
 fn error(status: StatusCode, error: String, details: Vec<String>) -> Response {
     (status, Json(ErrorBody { error, details })).into_response()
+}
+
+/// The allocation `prefix` names on this client, or the 404/400 to answer.
+fn lookup(shared: &Shared, prefix: &str) -> Result<AllocRef, Box<Response>> {
+    match shared.find_alloc(prefix) {
+        Ok(a) => Ok(a),
+        Err(e @ LookupError::NotFound(_)) => Err(Box::new(error(
+            StatusCode::NOT_FOUND,
+            e.to_string(),
+            vec![],
+        ))),
+        Err(LookupError::Ambiguous(p, ids)) => Err(Box::new(error(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "id prefix {p:?} matches {} allocations; give more characters",
+                ids.len()
+            ),
+            ids,
+        ))),
+    }
+}
+
+async fn stats_handler(State(shared): State<Arc<Shared>>, Path(alloc): Path<String>) -> Response {
+    let found = match lookup(&shared, &alloc) {
+        Ok(a) => a,
+        Err(resp) => return *resp,
+    };
+    let board = shared.deps.usage.clone();
+    let id = found.id.clone();
+    match tokio::task::spawn_blocking(move || board.snapshot(&id, true)).await {
+        Ok(usage) => Json(usage).into_response(),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), vec![]),
+    }
 }
 
 async fn logs_handler(
@@ -91,27 +126,8 @@ fn find_task(
     shared: &Shared,
     alloc: &str,
     task: Option<String>,
-) -> Result<(crate::agent::AllocRef, String), Box<Response>> {
-    let found = match shared.find_alloc(alloc) {
-        Ok(a) => a,
-        Err(e @ LookupError::NotFound(_)) => {
-            return Err(Box::new(error(
-                StatusCode::NOT_FOUND,
-                e.to_string(),
-                vec![],
-            )))
-        }
-        Err(LookupError::Ambiguous(p, ids)) => {
-            return Err(Box::new(error(
-                StatusCode::BAD_REQUEST,
-                format!(
-                    "id prefix {p:?} matches {} allocations; give more characters",
-                    ids.len()
-                ),
-                ids,
-            )))
-        }
-    };
+) -> Result<(AllocRef, String), Box<Response>> {
+    let found = lookup(shared, alloc)?;
     let task = match task {
         Some(t) => {
             if !found.tasks.contains(&t) {

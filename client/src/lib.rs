@@ -31,6 +31,7 @@ pub mod state;
 pub mod taskrunner;
 #[cfg(test)]
 mod testutil;
+pub mod usage;
 
 pub use agent::{Client, ClientError};
 pub use config::ClientConfig;

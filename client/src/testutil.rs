@@ -25,6 +25,7 @@ pub fn node() -> Node {
             cpu: 4000,
             memory: 4096,
             memory_max: None,
+            ..Default::default()
         },
         reserved: Resources::ZERO,
         drivers: BTreeMap::new(),
@@ -53,6 +54,7 @@ pub fn task(name: &str, driver: &str, config: serde_json::Value) -> Task {
             cpu: 100,
             memory: 32,
             memory_max: None,
+            ..Default::default()
         },
         env: BTreeMap::new(),
         kill_timeout: Duration::from_secs(5),

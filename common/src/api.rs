@@ -329,3 +329,62 @@ pub struct AgentHealth {
     #[serde(default)]
     pub client: Option<String>,
 }
+
+/// Memory of a task's cgroup, in bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct MemoryStats {
+    pub current_bytes: u64,
+    /// High-water mark; `None` where the kernel keeps none (cgroup v2 before 5.19).
+    #[serde(default)]
+    pub peak_bytes: Option<u64>,
+}
+
+/// Cpu time of a task's cgroup, in nanoseconds, and how often its quota throttled it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct CpuStats {
+    pub usage_ns: u64,
+    #[serde(default)]
+    pub user_ns: Option<u64>,
+    #[serde(default)]
+    pub system_ns: Option<u64>,
+    /// Enforcement periods that passed / in which the task was throttled (only with
+    /// `cpu_hard_limit`, else 0), and the time it spent throttled.
+    #[serde(default)]
+    pub periods: u64,
+    #[serde(default)]
+    pub throttled_periods: u64,
+    #[serde(default)]
+    pub throttled_ns: u64,
+}
+
+/// One task's resource use, as last sampled from its cgroup.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct TaskResourceUsage {
+    /// Milliseconds since the epoch.
+    pub sampled_at: u64,
+    /// False once the task's process is gone: the numbers are its last sample.
+    pub running: bool,
+    #[serde(default)]
+    pub memory: Option<MemoryStats>,
+    #[serde(default)]
+    pub cpu: Option<CpuStats>,
+    /// Processes (and threads) in the task's cgroup.
+    #[serde(default)]
+    pub pids: u64,
+    /// The limits that applied, to read the numbers against.
+    #[serde(default)]
+    pub memory_limit_bytes: Option<u64>,
+    #[serde(default)]
+    pub pids_limit: Option<u64>,
+    /// The cpus the task has to itself (`resources.cores`), e.g. "2-3".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpuset: Option<String>,
+}
+
+/// `GET /v1/client/allocation/{id}/stats`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct AllocResourceUsage {
+    pub alloc_id: String,
+    /// Task name -> usage; tasks that never started are absent.
+    pub tasks: BTreeMap<String, TaskResourceUsage>,
+}

@@ -244,6 +244,19 @@ pub struct Resources {
     /// MiB; when set, the hard cap while `memory` is the soft reservation.
     #[serde(default)]
     pub memory_max: Option<u64>,
+    /// Caps the task at its `cpu` reservation (a cfs quota) instead of letting it use
+    /// idle cpu; enforced by the client only, the scheduler counts `cpu` either way.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cpu_hard_limit: bool,
+    /// Whole cpus given to this task alone (a cpuset); the client picks which. The
+    /// scheduler counts them against the node's `cores` (its cpu count) and still
+    /// counts `cpu` (MHz), so jobs set `cpu` to cover the cores too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cores: Option<u32>,
+    /// Most processes (and threads) the task may have; default: the client's
+    /// `pids_limit`, which is also the most a task may ask for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pids: Option<u64>,
 }
 
 pub fn default_cpu() -> u64 {
@@ -260,6 +273,9 @@ impl Default for Resources {
             cpu: default_cpu(),
             memory: default_memory(),
             memory_max: None,
+            cpu_hard_limit: false,
+            cores: None,
+            pids: None,
         }
     }
 }
@@ -269,13 +285,20 @@ impl Resources {
         cpu: 0,
         memory: 0,
         memory_max: None,
+        cpu_hard_limit: false,
+        cores: None,
+        pids: None,
     };
 
     pub fn add(&self, o: &Resources) -> Resources {
         Resources {
             cpu: self.cpu + o.cpu,
             memory: self.memory + o.memory,
-            memory_max: None,
+            cores: match (self.cores, o.cores) {
+                (None, None) => None,
+                (a, b) => Some(a.unwrap_or(0) + b.unwrap_or(0)),
+            },
+            ..Resources::ZERO
         }
     }
 
@@ -283,7 +306,9 @@ impl Resources {
         Resources {
             cpu: self.cpu.saturating_sub(o.cpu),
             memory: self.memory.saturating_sub(o.memory),
-            memory_max: None,
+            // A node without a core count (`None`) stays without one.
+            cores: self.cores.map(|c| c.saturating_sub(o.cores.unwrap_or(0))),
+            ..Resources::ZERO
         }
     }
 
@@ -294,6 +319,12 @@ impl Resources {
         }
         if self.memory > available.memory {
             return Err("memory");
+        }
+        // Only nodes that report their cores (`cores` in node resources) are checked.
+        if let (Some(want), Some(free)) = (self.cores, available.cores) {
+            if want > free {
+                return Err("cores");
+            }
         }
         Ok(())
     }
@@ -1258,6 +1289,38 @@ mod tests {
     use super::*;
 
     #[test]
+    fn dedicated_cores_are_counted_only_on_nodes_that_report_theirs() {
+        let ask = |cores| Resources {
+            cpu: 10,
+            memory: 10,
+            cores,
+            ..Resources::ZERO
+        };
+        let node = Resources {
+            cpu: 5000,
+            memory: 4096,
+            cores: Some(2),
+            ..Resources::ZERO
+        };
+        let used = ask(Some(1)).add(&ask(None));
+        assert_eq!(used.cores, Some(1));
+        let free = node.saturating_sub(&used);
+        assert_eq!(free.cores, Some(1));
+        assert_eq!(ask(Some(1)).fits(&free), Ok(()));
+        assert_eq!(ask(Some(2)).fits(&free), Err("cores"));
+        assert_eq!(ask(None).fits(&free), Ok(()));
+        // An older node without a core count never refuses on cores.
+        let old = Resources {
+            cores: None,
+            ..node
+        };
+        assert_eq!(ask(Some(64)).fits(&old.saturating_sub(&used)), Ok(()));
+        // Serialized only when set, so older readers are not surprised.
+        let json = serde_json::to_value(ask(None)).unwrap();
+        assert!(json.get("cores").is_none(), "{json}");
+    }
+
+    #[test]
     fn status_names_are_their_json_names() {
         let json = |v: serde_json::Value| v.as_str().map(str::to_string);
         for s in [
@@ -1290,11 +1353,13 @@ mod tests {
             cpu: 100,
             memory: 64,
             memory_max: None,
+            ..Default::default()
         };
         let small = Resources {
             cpu: 1000,
             memory: 32,
             memory_max: None,
+            ..Default::default()
         };
         assert_eq!(want.fits(&small), Err("memory"));
         assert!(want.fits(&want).is_ok());

@@ -364,6 +364,7 @@ pub fn node_fits_sum(
     }
     used.fits(&node.allocatable()).map_err(|dim| match dim {
         "cpu" => "cpu exhausted",
+        "cores" => "cores exhausted",
         _ => "memory exhausted",
     })
 }

@@ -416,6 +416,43 @@ async fn logs_errors_are_json_with_the_right_status() {
 }
 
 #[tokio::test]
+async fn stats_of_a_running_alloc_come_from_its_cgroup() {
+    let fake = fake_server().await;
+    let dir = tempfile::tempdir().unwrap();
+    let client = Client::start(config(dir.path(), &fake.addr)).await.unwrap();
+    let (url, http) = serve_client_http(&client).await;
+    let a = raw_exec_alloc(&client.node_id(), JobType::Service, "exec sleep 30");
+    fake.state.add_alloc(a.clone());
+    status_becomes(&fake, &a.id, ClientStatus::Running).await;
+    let r = reqwest::get(format!("{url}/v1/client/allocation/{}/stats", &a.id[..8]))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let usage: orch_common::api::AllocResourceUsage = r.json().await.unwrap();
+    assert_eq!(usage.alloc_id, a.id);
+    let main = &usage.tasks["main"];
+    assert!(main.running);
+    if client.shared.deps.cgroups.is_some() {
+        assert!(main.memory.is_some(), "{main:?}");
+        assert!(main.cpu.is_some(), "{main:?}");
+        assert_eq!(main.pids, 1);
+        assert_eq!(main.pids_limit, Some(1024));
+    } else {
+        eprintln!("no cgroups (not root): only checked the answer's shape");
+    }
+    let r = reqwest::get(format!("{url}/v1/client/allocation/zzz/stats"))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let body: ErrorBody = r.json().await.unwrap();
+    assert!(body.error.contains("zzz"), "{}", body.error);
+    fake.state.set_desired_stop(&a.id);
+    status_becomes(&fake, &a.id, ClientStatus::Complete).await;
+    http.abort();
+    client.shutdown().await;
+}
+
+#[tokio::test]
 async fn following_logs_streams_until_the_alloc_is_stopped() {
     let fake = fake_server().await;
     let dir = tempfile::tempdir().unwrap();

@@ -306,6 +306,8 @@ mod tests {
             cgroups: None,
             handles: None,
             node: Arc::new(node()),
+            pids_limit: crate::cgroups::DEFAULT_PIDS_MAX,
+            usage: Default::default(),
         }
     }
 

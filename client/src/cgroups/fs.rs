@@ -55,6 +55,20 @@ pub(super) fn read_keyed(path: &Path, key: &str) -> Result<u64, CgroupError> {
     Ok(0)
 }
 
+/// Every "key value" pair of a keyed file (`cpu.stat`, `cpuacct.stat`); lines that
+/// are not a key and a number are skipped.
+pub(super) fn read_all_keyed(
+    path: &Path,
+) -> Result<std::collections::BTreeMap<String, u64>, CgroupError> {
+    Ok(read(path)?
+        .lines()
+        .filter_map(|l| {
+            let mut it = l.split_whitespace();
+            Some((it.next()?.to_string(), it.next()?.parse().ok()?))
+        })
+        .collect())
+}
+
 /// Writes `wanted` and checks the file then reads `expect` (the kernel's spelling).
 pub(super) fn write_verified(path: &Path, wanted: &str, expect: &str) -> Result<(), CgroupError> {
     write(path, wanted)?;

@@ -10,9 +10,10 @@
 //! so both backends write and read them directly, and every limit is read back.
 //!
 //! Layout: v1 `<root>/<controller>/orch/<alloc>-<task>` for memory, cpu, cpuacct, pids,
-//! freezer; v2 `<root>/orch.slice/<alloc>-<task>` with the controllers enabled in each
-//! parent's `cgroup.subtree_control`.
+//! freezer (and cpuset for tasks with `cores`); v2 `<root>/orch.slice/<alloc>-<task>`
+//! with the controllers enabled in each parent's `cgroup.subtree_control`.
 
+pub mod cpuset;
 mod fs;
 pub mod v1;
 pub mod v2;
@@ -21,6 +22,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+pub use orch_common::api::{CpuStats, MemoryStats};
 use orch_common::structs::Resources;
 use serde::{Deserialize, Serialize};
 
@@ -82,6 +84,15 @@ pub enum CgroupError {
     BadName { name: String },
     #[error("no cgroup file system is mounted at {root} (according to {mounts})")]
     NotMounted { root: PathBuf, mounts: PathBuf },
+    #[error("resources.cores = {wanted}: only {free} of the host's cpus {host:?} are free (cpus given to other tasks' `cores` are not shared; from {path})")]
+    NoFreeCores {
+        wanted: u32,
+        free: usize,
+        host: String,
+        path: PathBuf,
+    },
+    #[error("resources.pids = {asked} is above this client's pids_limit ({limit})")]
+    PidsAboveClientLimit { asked: u64, limit: u64 },
     #[error("cgroup {name} belongs to cgroup {found:?}, not to this {expected:?} manager")]
     WrongVersion {
         name: String,
@@ -89,6 +100,34 @@ pub enum CgroupError {
         expected: CgroupVersion,
     },
 }
+
+/// What a task's resources are measured against on this client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NodeLimits {
+    /// MHz of one core (the `cpu.frequency` attribute), to turn MHz into a cpu quota.
+    pub mhz_per_core: u64,
+    /// The client's `pids_limit`: every task's default and the most it may ask for.
+    pub pids_limit: u64,
+}
+
+impl Default for NodeLimits {
+    fn default() -> Self {
+        NodeLimits {
+            mhz_per_core: 1000,
+            pids_limit: DEFAULT_PIDS_MAX,
+        }
+    }
+}
+
+/// A hard cpu cap: `quota_us` of cpu time per `period_us` (cfs bandwidth).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CpuQuota {
+    pub quota_us: u64,
+    pub period_us: u64,
+}
+
+/// The cfs period: 100 ms, the kernel's default.
+pub const CPU_PERIOD_US: u64 = 100_000;
 
 /// The limits of one task's cgroup, from its `resources`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -99,24 +138,55 @@ pub struct CgroupLimits {
     pub memory_soft_mib: Option<u64>,
     /// The cpu reservation in MHz, turned into a relative weight.
     pub cpu_mhz: u64,
+    /// With `cpu_hard_limit`: the reservation as a hard cap.
+    pub cpu_quota: Option<CpuQuota>,
+    /// Dedicated cpus (`resources.cores`); the manager picks which.
+    pub cores: Option<u32>,
     pub pids_max: u64,
 }
 
 impl CgroupLimits {
-    pub fn from_resources(r: &Resources) -> Self {
-        match r.memory_max {
-            Some(max) if max > r.memory => CgroupLimits {
-                memory_hard_mib: max,
-                memory_soft_mib: Some(r.memory),
-                cpu_mhz: r.cpu,
-                pids_max: DEFAULT_PIDS_MAX,
-            },
-            _ => CgroupLimits {
-                memory_hard_mib: r.memory,
-                memory_soft_mib: None,
-                cpu_mhz: r.cpu,
-                pids_max: DEFAULT_PIDS_MAX,
-            },
+    /// The limits for a task's `resources` on a node. A task asking for more processes
+    /// than the client allows is an error, not a silently lowered limit.
+    pub fn for_task(r: &Resources, node: &NodeLimits) -> Result<Self, CgroupError> {
+        let pids_max = match r.pids {
+            Some(asked) if asked > node.pids_limit => {
+                return Err(CgroupError::PidsAboveClientLimit {
+                    asked,
+                    limit: node.pids_limit,
+                })
+            }
+            Some(asked) => asked,
+            None => node.pids_limit,
+        };
+        let (memory_hard_mib, memory_soft_mib) = match r.memory_max {
+            Some(max) if max > r.memory => (max, Some(r.memory)),
+            _ => (r.memory, None),
+        };
+        let cpu_quota = r.cpu_hard_limit.then(|| CpuQuota {
+            // The kernel refuses quotas under 1 ms.
+            quota_us: (r.cpu * CPU_PERIOD_US / node.mhz_per_core.max(1)).max(1000),
+            period_us: CPU_PERIOD_US,
+        });
+        Ok(CgroupLimits {
+            memory_hard_mib,
+            memory_soft_mib,
+            cpu_mhz: r.cpu,
+            cpu_quota,
+            cores: r.cores,
+            pids_max,
+        })
+    }
+
+    /// Plain limits (memory, cpu weight, pids) for tests and tools.
+    pub fn basic(memory_mib: u64, cpu_mhz: u64, pids_max: u64) -> Self {
+        CgroupLimits {
+            memory_hard_mib: memory_mib,
+            memory_soft_mib: None,
+            cpu_mhz,
+            cpu_quota: None,
+            cores: None,
+            pids_max,
         }
     }
 
@@ -179,6 +249,15 @@ pub struct MemoryUsage {
     pub peak_bytes: Option<u64>,
 }
 
+/// Everything sampled from a task's cgroup at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct CgroupStats {
+    pub memory: MemoryStats,
+    pub cpu: CpuStats,
+    /// `pids.current`: processes and threads.
+    pub pids: u64,
+}
+
 /// One task's cgroup, whatever the hierarchy. Methods do small blocking file I/O;
 /// `kill_all` and `remove` may sleep briefly, so async callers use `spawn_blocking`.
 pub trait CgroupManager: Send + Sync + std::fmt::Debug {
@@ -209,11 +288,20 @@ pub trait CgroupManager: Send + Sync + std::fmt::Debug {
     /// Cpu time used by the cgroup's processes, in nanoseconds.
     fn cpu_usage_ns(&self, cg: &CgroupPaths) -> Result<u64, CgroupError>;
 
+    /// Memory (current, peak), cpu time (user/system where known, throttling) and the
+    /// number of tasks, read in one go.
+    fn stats(&self, cg: &CgroupPaths) -> Result<CgroupStats, CgroupError>;
+
+    /// The cpus the cgroup has to itself (`resources.cores`), in the kernel's list form.
+    fn cpuset(&self, _cg: &CgroupPaths) -> Option<String> {
+        None
+    }
+
     /// SIGKILLs every process in the cgroup (freezing it first so nothing forks away)
     /// and waits until it is empty.
     fn kill_all(&self, cg: &CgroupPaths) -> Result<(), CgroupError>;
 
-    /// Removes the (empty) cgroup; a cgroup already gone is fine.
+    /// Removes the (empty) cgroup and frees its cores; a cgroup already gone is fine.
     fn remove(&self, cg: &CgroupPaths) -> Result<(), CgroupError>;
 }
 
@@ -305,21 +393,25 @@ mod tests {
         assert!(matches!(err, CgroupError::NotMounted { .. }));
     }
 
+    fn res(cpu: u64, memory: u64, memory_max: Option<u64>) -> Resources {
+        Resources {
+            cpu,
+            memory,
+            memory_max,
+            ..Resources::ZERO
+        }
+    }
+
     #[test]
     fn limits_map_memory_max_to_the_hard_limit_and_memory_to_the_soft_one() {
-        let l = CgroupLimits::from_resources(&Resources {
-            cpu: 500,
-            memory: 64,
-            memory_max: Some(128),
-        });
+        let node = NodeLimits::default();
+        let l = CgroupLimits::for_task(&res(500, 64, Some(128)), &node).unwrap();
         assert_eq!(l.memory_hard_bytes(), 128 << 20);
         assert_eq!(l.memory_soft_bytes(), Some(64 << 20));
         assert_eq!(l.cpu_shares(), 512);
-        let plain = CgroupLimits::from_resources(&Resources {
-            cpu: 1,
-            memory: 16,
-            memory_max: None,
-        });
+        assert_eq!(l.cpu_quota, None);
+        assert_eq!(l.pids_max, DEFAULT_PIDS_MAX);
+        let plain = CgroupLimits::for_task(&res(1, 16, None), &node).unwrap();
         assert_eq!(plain.memory_hard_bytes(), 16 << 20);
         assert_eq!(plain.memory_soft_bytes(), None);
         assert_eq!(plain.cpu_shares(), 2);
@@ -327,14 +419,49 @@ mod tests {
     }
 
     #[test]
+    fn a_hard_cpu_limit_is_the_reservation_over_the_mhz_of_one_core() {
+        let node = NodeLimits {
+            mhz_per_core: 2500,
+            pids_limit: 100,
+        };
+        let mut r = res(1250, 64, None);
+        r.cpu_hard_limit = true;
+        let l = CgroupLimits::for_task(&r, &node).unwrap();
+        // Half a core: 50 ms per 100 ms.
+        assert_eq!(
+            l.cpu_quota,
+            Some(CpuQuota {
+                quota_us: 50_000,
+                period_us: 100_000
+            })
+        );
+        r.cpu = 5000;
+        let two = CgroupLimits::for_task(&r, &node).unwrap();
+        assert_eq!(two.cpu_quota.unwrap().quota_us, 200_000);
+        r.cpu = 1;
+        let tiny = CgroupLimits::for_task(&r, &node).unwrap();
+        assert_eq!(tiny.cpu_quota.unwrap().quota_us, 1000, "the kernel minimum");
+    }
+
+    #[test]
+    fn pids_default_to_the_client_limit_and_may_not_exceed_it() {
+        let node = NodeLimits {
+            mhz_per_core: 1000,
+            pids_limit: 200,
+        };
+        let mut r = res(100, 64, None);
+        assert_eq!(CgroupLimits::for_task(&r, &node).unwrap().pids_max, 200);
+        r.pids = Some(50);
+        assert_eq!(CgroupLimits::for_task(&r, &node).unwrap().pids_max, 50);
+        r.pids = Some(201);
+        let err = CgroupLimits::for_task(&r, &node).unwrap_err();
+        assert!(err.to_string().contains("pids_limit (200)"), "{err}");
+    }
+
+    #[test]
     fn cpu_weight_stays_in_range() {
         for mhz in [0, 1, 100, 1000, 100_000, 10_000_000] {
-            let l = CgroupLimits {
-                memory_hard_mib: 1,
-                memory_soft_mib: None,
-                cpu_mhz: mhz,
-                pids_max: 1,
-            };
+            let l = CgroupLimits::basic(1, mhz, 1);
             assert!((1..=10_000).contains(&l.cpu_weight()), "{mhz}");
             assert!((2..=262_144).contains(&l.cpu_shares()), "{mhz}");
         }

@@ -1,14 +1,18 @@
 //! cgroup v1 backend: one directory per controller, `<root>/<controller>/orch/<name>`.
 //!
 //! memory, cpu and pids are required (a missing one is an error, never a skipped
-//! limit); cpuacct (cpu usage) and freezer (race-free kill) are used when mounted.
+//! limit); cpuacct (cpu usage) and freezer (race-free kill) are used when mounted;
+//! cpuset is required only by tasks with dedicated `cores`.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
+use super::cpuset::{format_cpu_list, CorePool};
 use super::fs;
 use super::{
-    check_name, CgroupError, CgroupLimits, CgroupManager, CgroupPaths, CgroupVersion, MemoryUsage,
+    check_name, CgroupError, CgroupLimits, CgroupManager, CgroupPaths, CgroupStats, CgroupVersion,
+    CpuStats, MemoryStats, MemoryUsage,
 };
 
 /// Controllers a task cgroup must have.
@@ -22,12 +26,15 @@ const PARENT: &str = "orch";
 #[derive(Debug, Clone)]
 pub struct V1Manager {
     root: PathBuf,
+    cores: Arc<CorePool>,
 }
 
 impl V1Manager {
     /// `root` is usually `/sys/fs/cgroup`.
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        V1Manager { root: root.into() }
+        let root = root.into();
+        let cores = Arc::new(CorePool::new(root.join("cpuset").join("cpuset.cpus")));
+        V1Manager { root, cores }
     }
 
     /// The controller's hierarchy root, resolving co-mounts (`cpu` -> `cpu,cpuacct`).
@@ -39,8 +46,22 @@ impl V1Manager {
         Some(std::fs::canonicalize(&p).unwrap_or(p))
     }
 
-    fn paths_for(&self, name: &str) -> Result<CgroupPaths, CgroupError> {
+    fn paths_for(&self, name: &str, cpuset: bool) -> Result<CgroupPaths, CgroupError> {
         let mut dirs = BTreeMap::new();
+        // Tasks with `cores` need cpuset; the others join it when it is there, so they
+        // can be kept off the reserved cpus.
+        match self.hierarchy("cpuset") {
+            Some(h) => {
+                dirs.insert("cpuset".to_string(), h.join(PARENT).join(name));
+            }
+            None if cpuset => {
+                return Err(CgroupError::ControllerMissing {
+                    controller: "cpuset (needed by resources.cores)".to_string(),
+                    path: self.root.join("cpuset"),
+                })
+            }
+            None => {}
+        }
         for c in REQUIRED {
             let h = self
                 .hierarchy(c)
@@ -107,6 +128,66 @@ impl V1Manager {
         }
         Ok(())
     }
+
+    fn apply_cpu(&self, dir: &Path, limits: &CgroupLimits) -> Result<(), CgroupError> {
+        let shares = limits.cpu_shares().to_string();
+        fs::write_verified(&dir.join("cpu.shares"), &shares, &shares)?;
+        if let Some(q) = limits.cpu_quota {
+            // The period first: a quota is checked against the period in place.
+            let period = q.period_us.to_string();
+            fs::write_verified(&dir.join("cpu.cfs_period_us"), &period, &period)?;
+            let quota = q.quota_us.to_string();
+            fs::write_verified(&dir.join("cpu.cfs_quota_us"), &quota, &quota)?;
+        }
+        Ok(())
+    }
+
+    /// A new v1 cpuset has no cpus and no memory nodes, and a process cannot join it
+    /// like that: give `orch/` everything its parent has, then the task its cores.
+    /// Tasks with `cores` get their own cpus (and the shared tasks lose them); the
+    /// others get the cpus nobody reserved.
+    fn apply_cpuset(&self, cg: &CgroupPaths, cores: Option<u32>) -> Result<(), CgroupError> {
+        let leaf = self.dir(cg, "cpuset")?;
+        let parent = leaf.parent().unwrap_or(leaf);
+        let top = parent.parent().unwrap_or(parent);
+        for file in ["cpuset.cpus", "cpuset.mems"] {
+            let have = fs::read(&parent.join(file))?;
+            if have.trim().is_empty() {
+                let want = fs::read(&top.join(file))?;
+                fs::write_verified(&parent.join(file), want.trim(), want.trim())?;
+            }
+        }
+        let mems = fs::read(&parent.join("cpuset.mems"))?;
+        fs::write_verified(&leaf.join("cpuset.mems"), mems.trim(), mems.trim())?;
+        let cpus = match cores {
+            Some(n) => format_cpu_list(&self.cores.reserve(&cg.name, n)?),
+            None => self.cores.join_shared(&cg.name)?,
+        };
+        fs::write_verified(&leaf.join("cpuset.cpus"), &cpus, &cpus)?;
+        if cores.is_some() {
+            self.refresh_shared();
+        }
+        Ok(())
+    }
+
+    /// Gives every shared task the cpus nobody reserved now. Best effort: a task that
+    /// keeps a reserved cpu a little longer only shares it, it is never unlimited.
+    fn refresh_shared(&self) {
+        let Some(h) = self.hierarchy("cpuset") else {
+            return;
+        };
+        match self.cores.shared() {
+            Ok((names, cpus)) => {
+                for n in names {
+                    let file = h.join(PARENT).join(&n).join("cpuset.cpus");
+                    if let Err(e) = fs::write(&file, &cpus) {
+                        tracing::warn!(cgroup = %n, error = %e, "updating a task's shared cpus");
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "reading the host's cpus"),
+        }
+    }
 }
 
 impl CgroupManager for V1Manager {
@@ -116,13 +197,16 @@ impl CgroupManager for V1Manager {
 
     fn create(&self, name: &str, limits: &CgroupLimits) -> Result<CgroupPaths, CgroupError> {
         check_name(name)?;
-        let cg = self.paths_for(name)?;
+        let cg = self.paths_for(name, limits.cores.is_some())?;
         for dir in cg.unique_dirs() {
             fs::mkdir(&dir)?;
         }
         if let Err(e) = self.apply(&cg, limits) {
             // Leave nothing half-made behind.
             let _ = fs::remove_dirs(&cg.unique_dirs());
+            if self.cores.release(name) {
+                self.refresh_shared();
+            }
             return Err(e);
         }
         Ok(cg)
@@ -130,10 +214,12 @@ impl CgroupManager for V1Manager {
 
     fn apply(&self, cg: &CgroupPaths, limits: &CgroupLimits) -> Result<(), CgroupError> {
         self.apply_memory(self.dir(cg, "memory")?, limits)?;
-        let shares = limits.cpu_shares().to_string();
-        fs::write_verified(&self.dir(cg, "cpu")?.join("cpu.shares"), &shares, &shares)?;
+        self.apply_cpu(self.dir(cg, "cpu")?, limits)?;
         let pids = limits.pids_max.to_string();
         fs::write_verified(&self.dir(cg, "pids")?.join("pids.max"), &pids, &pids)?;
+        if cg.dir("cpuset").is_some() {
+            self.apply_cpuset(cg, limits.cores)?;
+        }
         Ok(())
     }
 
@@ -166,6 +252,38 @@ impl CgroupManager for V1Manager {
         fs::read_u64(&self.dir(cg, "cpuacct")?.join("cpuacct.usage"))
     }
 
+    fn stats(&self, cg: &CgroupPaths) -> Result<CgroupStats, CgroupError> {
+        let mem = self.memory_usage(cg)?;
+        let cpu_dir = self.dir(cg, "cpu")?;
+        let throttle = fs::read_all_keyed(&cpu_dir.join("cpu.stat"))?;
+        let mut cpu = CpuStats {
+            periods: throttle.get("nr_periods").copied().unwrap_or(0),
+            throttled_periods: throttle.get("nr_throttled").copied().unwrap_or(0),
+            throttled_ns: throttle.get("throttled_time").copied().unwrap_or(0),
+            ..CpuStats::default()
+        };
+        if let Some(acct) = cg.dir("cpuacct") {
+            cpu.usage_ns = fs::read_u64(&acct.join("cpuacct.usage"))?;
+            // cpuacct.stat counts USER_HZ ticks.
+            let ticks = fs::read_all_keyed(&acct.join("cpuacct.stat"))?;
+            let ns_per_tick = 1_000_000_000 / clock_ticks_per_second();
+            cpu.user_ns = ticks.get("user").map(|t| t * ns_per_tick);
+            cpu.system_ns = ticks.get("system").map(|t| t * ns_per_tick);
+        }
+        Ok(CgroupStats {
+            memory: MemoryStats {
+                current_bytes: mem.current_bytes,
+                peak_bytes: mem.peak_bytes,
+            },
+            cpu,
+            pids: fs::read_u64(&self.dir(cg, "pids")?.join("pids.current"))?,
+        })
+    }
+
+    fn cpuset(&self, cg: &CgroupPaths) -> Option<String> {
+        self.cores.held(&cg.name).map(|c| format_cpu_list(&c))
+    }
+
     fn kill_all(&self, cg: &CgroupPaths) -> Result<(), CgroupError> {
         let label = self.dir(cg, "memory")?.to_path_buf();
         let freezer = cg.dir("freezer").map(|d| d.join("freezer.state"));
@@ -185,7 +303,22 @@ impl CgroupManager for V1Manager {
     }
 
     fn remove(&self, cg: &CgroupPaths) -> Result<(), CgroupError> {
-        fs::remove_dirs(&cg.unique_dirs())
+        fs::remove_dirs(&cg.unique_dirs())?;
+        if self.cores.release(&cg.name) {
+            self.refresh_shared();
+        }
+        Ok(())
+    }
+}
+
+/// USER_HZ, the unit of `cpuacct.stat` (100 on every common kernel).
+fn clock_ticks_per_second() -> u64 {
+    // SAFETY: sysconf has no preconditions.
+    let n = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if n > 0 {
+        n as u64
+    } else {
+        100
     }
 }
 
@@ -227,12 +360,7 @@ mod tests {
     }
 
     fn limits(mib: u64) -> CgroupLimits {
-        CgroupLimits {
-            memory_hard_mib: mib,
-            memory_soft_mib: None,
-            cpu_mhz: 250,
-            pids_max: 64,
-        }
+        CgroupLimits::basic(mib, 250, 64)
     }
 
     fn spawn_in(cg: &CgroupPaths, script: &str) -> std::process::Child {
@@ -284,6 +412,81 @@ mod tests {
             .dir("memory")
             .unwrap()
             .ends_with(format!("orch/{}", g.cg.name)));
+    }
+
+    #[test]
+    fn a_cpu_quota_and_a_dedicated_core_are_applied_and_read_back_as_root() {
+        let mut l = limits(32);
+        l.cpu_quota = Some(super::super::CpuQuota {
+            quota_us: 50_000,
+            period_us: 100_000,
+        });
+        l.cores = Some(1);
+        let Some(g) = real("quota", l) else {
+            return;
+        };
+        let read = |c: &str, f: &str| {
+            std::fs::read_to_string(g.cg.dir(c).unwrap().join(f))
+                .unwrap()
+                .trim()
+                .to_string()
+        };
+        assert_eq!(read("cpu", "cpu.cfs_quota_us"), "50000");
+        assert_eq!(read("cpu", "cpu.cfs_period_us"), "100000");
+        let cpus = read("cpuset", "cpuset.cpus");
+        assert_eq!(
+            super::super::cpuset::parse_cpu_list(&cpus).unwrap().len(),
+            1,
+            "{cpus}"
+        );
+        assert_eq!(g.m.cpuset(&g.cg), Some(cpus));
+        // A process can join the cpuset (cpus and mems are set) and is counted.
+        let mut child = spawn_in(&g.cg, "exec sleep 30");
+        let s = g.m.stats(&g.cg).unwrap();
+        assert_eq!(s.pids, 1);
+        assert!(s.memory.peak_bytes.is_some());
+        g.m.kill_all(&g.cg).unwrap();
+        child.wait().unwrap();
+    }
+
+    #[test]
+    fn tasks_without_cores_are_kept_off_reserved_cpus_as_root() {
+        let Some(shared) = real("shared", limits(32)) else {
+            return;
+        };
+        let all = std::fs::read_to_string("/sys/fs/cgroup/cpuset/cpuset.cpus").unwrap();
+        let all = super::super::cpuset::parse_cpu_list(&all).unwrap();
+        if all.len() < 2 {
+            eprintln!("skipped: needs at least 2 cpus");
+            return;
+        }
+        let cpus = |g: &Guard| {
+            let text =
+                std::fs::read_to_string(g.cg.dir("cpuset").unwrap().join("cpuset.cpus")).unwrap();
+            super::super::cpuset::parse_cpu_list(&text).unwrap()
+        };
+        assert_eq!(cpus(&shared), all);
+        // The pinned task must come from the same manager (one core pool per client).
+        let mut l = limits(32);
+        l.cores = Some(1);
+        let name = format!("test-{}-pinned", uuid::Uuid::new_v4());
+        let pinned = Guard {
+            cg: shared.m.create(&name, &l).unwrap(),
+            m: shared.m.clone(),
+        };
+        let mine = cpus(&pinned);
+        assert_eq!(mine.len(), 1);
+        assert!(
+            cpus(&shared).is_disjoint(&mine),
+            "{:?} {:?}",
+            cpus(&shared),
+            mine
+        );
+        // A process of the shared task can still run (its cpuset is not empty).
+        let mut child = spawn_in(&shared.cg, "exit 0");
+        assert!(child.wait().unwrap().success());
+        drop(pinned);
+        assert_eq!(cpus(&shared), all, "reserved cpus come back");
     }
 
     #[test]

@@ -3,16 +3,22 @@
 //! cpu, memory and pids must be listed in each level's `cgroup.controllers` and get
 //! enabled in the parents' `cgroup.subtree_control` (read back); a controller that is not
 //! there is a loud error, never a skipped limit. OOM kills come from `memory.events`.
+//! cpuset joins them for tasks with dedicated `cores`.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
+use super::cpuset::{format_cpu_list, CorePool};
 use super::fs;
 use super::{
-    check_name, CgroupError, CgroupLimits, CgroupManager, CgroupPaths, CgroupVersion, MemoryUsage,
+    check_name, CgroupError, CgroupLimits, CgroupManager, CgroupPaths, CgroupStats, CgroupVersion,
+    CpuStats, MemoryStats, MemoryUsage,
 };
 
 const CONTROLLERS: [&str; 3] = ["cpu", "memory", "pids"];
+/// What a task with `cores` needs on top.
+const WITH_CPUSET: [&str; 4] = ["cpu", "memory", "pids", "cpuset"];
 /// The parent of every task cgroup.
 const SLICE: &str = "orch.slice";
 /// The key of the single directory in `CgroupPaths::dirs`.
@@ -22,11 +28,14 @@ const UNIFIED: &str = "unified";
 #[derive(Debug, Clone)]
 pub struct V2Manager {
     root: PathBuf,
+    cores: Arc<CorePool>,
 }
 
 impl V2Manager {
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        V2Manager { root: root.into() }
+        let root = root.into();
+        let cores = Arc::new(CorePool::new(root.join("cpuset.cpus.effective")));
+        V2Manager { root, cores }
     }
 
     fn leaf<'a>(&self, cg: &'a CgroupPaths) -> Result<&'a Path, CgroupError> {
@@ -45,6 +54,24 @@ impl V2Manager {
     }
 }
 
+impl V2Manager {
+    /// Gives every shared task the cpus nobody reserved now. Best effort: a task that
+    /// keeps a reserved cpu a little longer only shares it, it is never unlimited.
+    fn refresh_shared(&self) {
+        match self.cores.shared() {
+            Ok((names, cpus)) => {
+                for n in names {
+                    let file = self.root.join(SLICE).join(&n).join("cpuset.cpus");
+                    if let Err(e) = fs::write(&file, &cpus) {
+                        tracing::warn!(cgroup = %n, error = %e, "updating a task's shared cpus");
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "reading the host's cpus"),
+        }
+    }
+}
+
 /// Controllers named in a space-separated list file (`+` prefixes tolerated).
 fn listed(path: &Path) -> Result<Vec<String>, CgroupError> {
     Ok(fs::read(path)?
@@ -54,13 +81,13 @@ fn listed(path: &Path) -> Result<Vec<String>, CgroupError> {
 }
 
 /// Errors unless every controller is available in `dir`.
-fn require_available(dir: &Path) -> Result<(), CgroupError> {
+fn require_available(dir: &Path, controllers: &[&str]) -> Result<(), CgroupError> {
     let path = dir.join("cgroup.controllers");
     let have = listed(&path).map_err(|_| CgroupError::ControllerMissing {
-        controller: CONTROLLERS.join(","),
+        controller: controllers.join(","),
         path: path.clone(),
     })?;
-    for c in CONTROLLERS {
+    for &c in controllers {
         if !have.iter().any(|h| h == c) {
             return Err(CgroupError::ControllerMissing {
                 controller: c.to_string(),
@@ -72,11 +99,11 @@ fn require_available(dir: &Path) -> Result<(), CgroupError> {
 }
 
 /// Makes `dir`'s children get the controllers, then checks they are on.
-fn enable_for_children(dir: &Path) -> Result<(), CgroupError> {
-    require_available(dir)?;
+fn enable_for_children(dir: &Path, controllers: &[&str]) -> Result<(), CgroupError> {
+    require_available(dir, controllers)?;
     let path = dir.join("cgroup.subtree_control");
     let on = listed(&path)?;
-    let missing: Vec<&str> = CONTROLLERS
+    let missing: Vec<&str> = controllers
         .iter()
         .copied()
         .filter(|c| !on.iter().any(|o| o == c))
@@ -110,10 +137,20 @@ impl CgroupManager for V2Manager {
 
     fn create(&self, name: &str, limits: &CgroupLimits) -> Result<CgroupPaths, CgroupError> {
         check_name(name)?;
-        enable_for_children(&self.root)?;
+        // Tasks with `cores` need cpuset; the others use it when the host offers it, so
+        // they can be kept off the reserved cpus.
+        let host_has_cpuset = listed(&self.root.join("cgroup.controllers"))
+            .map(|l| l.iter().any(|c| c == "cpuset"))
+            .unwrap_or(false);
+        let controllers: &[&str] = if limits.cores.is_some() || host_has_cpuset {
+            &WITH_CPUSET
+        } else {
+            &CONTROLLERS
+        };
+        enable_for_children(&self.root, controllers)?;
         let slice = self.root.join(SLICE);
         fs::mkdir(&slice)?;
-        enable_for_children(&slice)?;
+        enable_for_children(&slice, controllers)?;
         let leaf = slice.join(name);
         fs::mkdir(&leaf)?;
         let cg = CgroupPaths {
@@ -121,9 +158,12 @@ impl CgroupManager for V2Manager {
             name: name.to_string(),
             dirs: BTreeMap::from([(UNIFIED.to_string(), leaf.clone())]),
         };
-        let applied = require_available(&leaf).and_then(|()| self.apply(&cg, limits));
+        let applied = require_available(&leaf, controllers).and_then(|()| self.apply(&cg, limits));
         if let Err(e) = applied {
             let _ = fs::remove_dirs(&[leaf]);
+            if self.cores.release(name) {
+                self.refresh_shared();
+            }
             return Err(e);
         }
         Ok(cg)
@@ -145,8 +185,22 @@ impl CgroupManager for V2Manager {
         }
         let weight = limits.cpu_weight().to_string();
         fs::write_verified(&leaf.join("cpu.weight"), &weight, &weight)?;
+        if let Some(q) = limits.cpu_quota {
+            let max = format!("{} {}", q.quota_us, q.period_us);
+            fs::write_verified(&leaf.join("cpu.max"), &max, &max)?;
+        }
         let pids = limits.pids_max.to_string();
         fs::write_verified(&leaf.join("pids.max"), &pids, &pids)?;
+        // An empty cpuset.mems inherits the parent's memory nodes on v2.
+        let cpuset = leaf.join("cpuset.cpus");
+        if let Some(n) = limits.cores {
+            let cpus = format_cpu_list(&self.cores.reserve(&cg.name, n)?);
+            fs::write_verified(&cpuset, &cpus, &cpus)?;
+            self.refresh_shared();
+        } else if cpuset.exists() {
+            let cpus = self.cores.join_shared(&cg.name)?;
+            fs::write_verified(&cpuset, &cpus, &cpus)?;
+        }
         Ok(())
     }
 
@@ -175,6 +229,32 @@ impl CgroupManager for V2Manager {
         Ok(fs::read_keyed(&self.leaf(cg)?.join("cpu.stat"), "usage_usec")? * 1000)
     }
 
+    fn stats(&self, cg: &CgroupPaths) -> Result<CgroupStats, CgroupError> {
+        let leaf = self.leaf(cg)?;
+        let mem = self.memory_usage(cg)?;
+        let stat = fs::read_all_keyed(&leaf.join("cpu.stat"))?;
+        let us = |k: &str| stat.get(k).map(|v| v * 1000);
+        Ok(CgroupStats {
+            memory: MemoryStats {
+                current_bytes: mem.current_bytes,
+                peak_bytes: mem.peak_bytes,
+            },
+            cpu: CpuStats {
+                usage_ns: us("usage_usec").unwrap_or(0),
+                user_ns: us("user_usec"),
+                system_ns: us("system_usec"),
+                periods: stat.get("nr_periods").copied().unwrap_or(0),
+                throttled_periods: stat.get("nr_throttled").copied().unwrap_or(0),
+                throttled_ns: us("throttled_usec").unwrap_or(0),
+            },
+            pids: fs::read_u64(&leaf.join("pids.current"))?,
+        })
+    }
+
+    fn cpuset(&self, cg: &CgroupPaths) -> Option<String> {
+        self.cores.held(&cg.name).map(|c| format_cpu_list(&c))
+    }
+
     fn kill_all(&self, cg: &CgroupPaths) -> Result<(), CgroupError> {
         let leaf = self.leaf(cg)?.to_path_buf();
         let kill = leaf.join("cgroup.kill");
@@ -191,7 +271,11 @@ impl CgroupManager for V2Manager {
     }
 
     fn remove(&self, cg: &CgroupPaths) -> Result<(), CgroupError> {
-        fs::remove_dirs(&[self.leaf(cg)?.to_path_buf()])
+        fs::remove_dirs(&[self.leaf(cg)?.to_path_buf()])?;
+        if self.cores.release(&cg.name) {
+            self.refresh_shared();
+        }
+        Ok(())
     }
 }
 
@@ -216,11 +300,15 @@ mod tests {
                 "cpuset cpu io memory hugetlb pids rdma misc\n",
             );
             f.file("cgroup.subtree_control", "");
-            f.file("orch.slice/cgroup.controllers", "cpu memory pids\n");
+            f.file("cpuset.cpus.effective", "0-3\n");
+            f.file("orch.slice/cgroup.controllers", "cpuset cpu memory pids\n");
             f.file("orch.slice/cgroup.subtree_control", "");
             for (name, text) in [
-                ("cgroup.controllers", "cpu memory pids\n"),
+                ("cgroup.controllers", "cpuset cpu memory pids\n"),
                 ("cgroup.procs", ""),
+                ("cpu.max", "max 100000\n"),
+                ("cpuset.cpus", "\n"),
+                ("pids.current", "3\n"),
                 ("memory.max", "max\n"),
                 ("memory.low", "0\n"),
                 ("memory.swap.max", "max\n"),
@@ -233,7 +321,8 @@ mod tests {
                 ("cpu.weight", "100\n"),
                 (
                     "cpu.stat",
-                    "usage_usec 1500\nuser_usec 1000\nsystem_usec 500\n",
+                    "usage_usec 1500\nuser_usec 1000\nsystem_usec 500\n\
+                     nr_periods 40\nnr_throttled 7\nthrottled_usec 2500\n",
                 ),
                 ("pids.max", "max\n"),
             ] {
@@ -262,11 +351,16 @@ mod tests {
     }
 
     fn limits() -> CgroupLimits {
-        CgroupLimits::from_resources(&orch_common::structs::Resources {
-            cpu: 500,
-            memory: 64,
-            memory_max: Some(96),
-        })
+        CgroupLimits::for_task(
+            &orch_common::structs::Resources {
+                cpu: 500,
+                memory: 64,
+                memory_max: Some(96),
+                ..Default::default()
+            },
+            &super::super::NodeLimits::default(),
+        )
+        .unwrap()
     }
 
     #[test]
@@ -277,10 +371,13 @@ mod tests {
             cg.dir("unified").unwrap(),
             f.path(&format!("orch.slice/{LEAF}"))
         );
-        assert_eq!(f.read("cgroup.subtree_control"), "+cpu +memory +pids");
+        assert_eq!(
+            f.read("cgroup.subtree_control"),
+            "+cpu +memory +pids +cpuset"
+        );
         assert_eq!(
             f.read("orch.slice/cgroup.subtree_control"),
-            "+cpu +memory +pids"
+            "+cpu +memory +pids +cpuset"
         );
         let leaf = |n: &str| f.read(&format!("orch.slice/{LEAF}/{n}"));
         assert_eq!(leaf("memory.max"), (96u64 << 20).to_string());
@@ -288,14 +385,53 @@ mod tests {
         assert_eq!(leaf("memory.swap.max"), "0");
         assert_eq!(leaf("cpu.weight"), limits().cpu_weight().to_string());
         assert_eq!(leaf("pids.max"), "1024");
+        // No reservations yet: a task without cores may use every cpu.
+        assert_eq!(leaf("cpuset.cpus"), "0-3");
+    }
+
+    #[test]
+    fn a_host_without_cpuset_runs_tasks_without_it() {
+        let f = Fixture::new();
+        f.file("cgroup.controllers", "cpu io memory pids\n");
+        // Without the controller the kernel shows no cpuset files in the task cgroup.
+        std::fs::remove_file(f.path(&format!("orch.slice/{LEAF}/cpuset.cpus"))).unwrap();
+        f.manager().create(LEAF, &limits()).unwrap();
+        assert_eq!(f.read("cgroup.subtree_control"), "+cpu +memory +pids");
+        assert!(!f.path(&format!("orch.slice/{LEAF}/cpuset.cpus")).exists());
+    }
+
+    #[test]
+    fn tasks_without_cores_move_off_reserved_cpus_and_back() {
+        let f = Fixture::new();
+        let pinned = "alloc2-db";
+        for name in ["cgroup.controllers", "cpuset.cpus", "memory.max"] {
+            let text = f.read(&format!("orch.slice/{LEAF}/{name}"));
+            f.file(&format!("orch.slice/{pinned}/{name}"), &text);
+        }
+        for name in ["memory.low", "memory.swap.max", "cpu.weight", "pids.max"] {
+            f.file(&format!("orch.slice/{pinned}/{name}"), "0\n");
+        }
+        let m = f.manager();
+        m.create(LEAF, &limits()).unwrap();
+        let mut l = limits();
+        l.cores = Some(1);
+        let db = m.create(pinned, &l).unwrap();
+        assert_eq!(f.read(&format!("orch.slice/{pinned}/cpuset.cpus")), "0");
+        assert_eq!(f.read(&format!("orch.slice/{LEAF}/cpuset.cpus")), "1-3");
+        std::fs::remove_dir_all(f.path(&format!("orch.slice/{pinned}"))).unwrap();
+        m.remove(&db).unwrap();
+        assert_eq!(f.read(&format!("orch.slice/{LEAF}/cpuset.cpus")), "0-3");
     }
 
     #[test]
     fn controllers_already_enabled_are_not_written_again() {
         let f = Fixture::new();
-        f.file("cgroup.subtree_control", "cpu memory pids io\n");
+        f.file("cgroup.subtree_control", "cpu memory pids cpuset io\n");
         f.manager().create(LEAF, &limits()).unwrap();
-        assert_eq!(f.read("cgroup.subtree_control"), "cpu memory pids io\n");
+        assert_eq!(
+            f.read("cgroup.subtree_control"),
+            "cpu memory pids cpuset io\n"
+        );
     }
 
     #[test]
@@ -391,6 +527,109 @@ mod tests {
             "{err}"
         );
         assert!(!unified.join(SLICE).exists());
+    }
+
+    #[test]
+    fn a_hard_cpu_limit_writes_cpu_max_and_reads_it_back() {
+        let f = Fixture::new();
+        let mut l = limits();
+        l.cpu_quota = Some(super::super::CpuQuota {
+            quota_us: 25_000,
+            period_us: 100_000,
+        });
+        f.manager().create(LEAF, &l).unwrap();
+        assert_eq!(
+            f.read(&format!("orch.slice/{LEAF}/cpu.max")),
+            "25000 100000"
+        );
+        // Without cpu_hard_limit the file is left at "max".
+        let g = Fixture::new();
+        g.manager().create(LEAF, &limits()).unwrap();
+        assert_eq!(
+            g.read(&format!("orch.slice/{LEAF}/cpu.max")),
+            "max 100000\n"
+        );
+    }
+
+    #[test]
+    fn cores_enable_cpuset_and_two_tasks_get_different_cpus() {
+        let f = Fixture::new();
+        let other = "alloc2-web";
+        for name in ["cgroup.controllers", "cpuset.cpus", "cpu.max", "memory.max"] {
+            let text = f.read(&format!("orch.slice/{LEAF}/{name}"));
+            f.file(&format!("orch.slice/{other}/{name}"), &text);
+        }
+        for name in ["memory.low", "memory.swap.max", "cpu.weight", "pids.max"] {
+            f.file(&format!("orch.slice/{other}/{name}"), "0\n");
+        }
+        let m = f.manager();
+        let mut l = limits();
+        l.cores = Some(2);
+        let a = m.create(LEAF, &l).unwrap();
+        let b = m.create(other, &l).unwrap();
+        assert_eq!(
+            f.read("cgroup.subtree_control"),
+            "+cpu +memory +pids +cpuset"
+        );
+        assert_eq!(f.read(&format!("orch.slice/{LEAF}/cpuset.cpus")), "0-1");
+        assert_eq!(f.read(&format!("orch.slice/{other}/cpuset.cpus")), "2-3");
+        assert_eq!(m.cpuset(&a).as_deref(), Some("0-1"));
+        // Nothing left for a third task: a loud error naming the host's cpus.
+        let third = "alloc3-web";
+        for name in [
+            "cgroup.controllers",
+            "cpuset.cpus",
+            "memory.max",
+            "memory.low",
+            "memory.swap.max",
+            "cpu.weight",
+            "pids.max",
+        ] {
+            f.file(
+                &format!("orch.slice/{third}/{name}"),
+                "cpuset cpu memory pids\n",
+            );
+        }
+        let err = m.create(third, &l).unwrap_err();
+        assert!(matches!(err, CgroupError::NoFreeCores { .. }), "{err}");
+        // Removing a task frees its cores.
+        std::fs::remove_dir_all(f.path(&format!("orch.slice/{other}"))).unwrap();
+        m.remove(&b).unwrap();
+        assert_eq!(m.cpuset(&b), None);
+    }
+
+    #[test]
+    fn cores_without_the_cpuset_controller_is_a_loud_error() {
+        let f = Fixture::new();
+        f.file("orch.slice/cgroup.controllers", "cpu memory pids\n");
+        let mut l = limits();
+        l.cores = Some(1);
+        let err = f.manager().create(LEAF, &l).unwrap_err();
+        assert!(
+            matches!(&err, CgroupError::ControllerMissing { controller, .. } if controller == "cpuset"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn stats_read_memory_cpu_throttling_and_pids() {
+        let f = Fixture::new();
+        let m = f.manager();
+        let cg = m.create(LEAF, &limits()).unwrap();
+        let s = m.stats(&cg).unwrap();
+        assert_eq!(s.memory.current_bytes, 4096);
+        assert_eq!(s.memory.peak_bytes, Some(8192));
+        assert_eq!(s.cpu.usage_ns, 1_500_000);
+        assert_eq!(s.cpu.user_ns, Some(1_000_000));
+        assert_eq!(s.cpu.system_ns, Some(500_000));
+        assert_eq!(
+            (s.cpu.periods, s.cpu.throttled_periods, s.cpu.throttled_ns),
+            (40, 7, 2_500_000)
+        );
+        assert_eq!(s.pids, 3);
+        // Kernels before 5.19 have no memory.peak.
+        std::fs::remove_file(f.path(&format!("orch.slice/{LEAF}/memory.peak"))).unwrap();
+        assert_eq!(m.stats(&cg).unwrap().memory.peak_bytes, None);
     }
 
     #[test]

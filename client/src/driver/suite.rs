@@ -84,12 +84,7 @@ impl TestCgroup {
                 return None;
             }
         };
-        let limits = CgroupLimits {
-            memory_hard_mib: memory_mib,
-            memory_soft_mib: None,
-            cpu_mhz: 100,
-            pids_max: 64,
-        };
+        let limits = CgroupLimits::basic(memory_mib, 100, 64);
         let name = format!("test-{}-task", uuid::Uuid::new_v4());
         let cg = m.create(&name, &limits).unwrap();
         Some(TestCgroup { m, cg })

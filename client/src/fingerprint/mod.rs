@@ -108,7 +108,9 @@ impl Fingerprinter {
             resources: Resources {
                 cpu: cpu.total_mhz,
                 memory: mem_bytes / (1024 * 1024),
-                memory_max: None,
+                // Dedicated `cores` are counted against this.
+                cores: Some(cpu.cores as u32),
+                ..Resources::ZERO
             },
         })
     }

@@ -42,10 +42,11 @@ use orch_common::structs::{
 use tokio::sync::{mpsc, watch};
 
 use crate::allocrunner::allocdir::AllocDir;
-use crate::cgroups::{CgroupLimits, CgroupManager, CgroupPaths};
+use crate::cgroups::{CgroupLimits, CgroupManager, CgroupPaths, NodeLimits};
 use crate::driver::{parse_signal, signal_name, Driver, ExitResult, StartRequest, TaskHandle};
 use crate::once::{set_once, wait_set};
 use crate::state::HandleStore;
+use crate::usage::{UsageBoard, SAMPLE_INTERVAL};
 use env::{EnvInputs, TaskEnv};
 use restart::{RestartDecision, RestartTracker};
 
@@ -79,6 +80,10 @@ pub struct TaskRunnerDeps {
     pub cgroups: Option<Arc<dyn CgroupManager>>,
     pub handles: Option<HandleStore>,
     pub node: Arc<Node>,
+    /// The client's `pids_limit`: each task's default and ceiling.
+    pub pids_limit: u64,
+    /// Where task runners leave their tasks' resource usage.
+    pub usage: UsageBoard,
 }
 
 /// One task's new state, sent to its alloc runner.
@@ -237,8 +242,9 @@ impl TaskRunner {
                 )))
             }
         };
-        let cgroup = match self.prestart_cgroup(driver.as_ref()).await {
-            Ok(cg) => cg,
+        let (cgroup, limits) = match self.prestart_cgroup(driver.as_ref()).await {
+            Ok(Some((cg, limits))) => (Some(cg), Some(limits)),
+            Ok(None) => (None, None),
             Err(e) => return Attempt::SetupFailed(e),
         };
         let req = self.start_request(cgroup.clone());
@@ -263,14 +269,16 @@ impl TaskRunner {
         self.state.started_at = Some(now_ms());
         self.state.finished_at = None;
         self.event(events::STARTED, "Task started by client".to_string());
+        let sampler = self.start_sampling(cgroup, limits.as_ref());
 
         let exit = tokio::select! {
             r = driver.wait(&handle) => r,
             reason = kill_reason(self.kill_rx.clone()) => {
-                self.kill_running(driver.as_ref(), &handle, &reason).await;
+                self.kill_running(driver.as_ref(), &handle, &reason, sampler).await;
                 return Attempt::Killed;
             }
         };
+        self.finish_sampling(sampler).await;
         let exit = exit.unwrap_or_else(|e| {
             tracing::error!(task = %self.id, error = %e, "waiting for the task");
             ExitResult::code(-1)
@@ -285,15 +293,92 @@ impl TaskRunner {
         Attempt::Exited(exit)
     }
 
+    /// Records the task on the usage board and samples its cgroup every
+    /// `SAMPLE_INTERVAL` until `finish_sampling`.
+    fn start_sampling(
+        &self,
+        cgroup: Option<CgroupPaths>,
+        limits: Option<&CgroupLimits>,
+    ) -> Sampler {
+        let source = match (&self.deps.cgroups, cgroup) {
+            (Some(m), Some(cg)) => Some((m.clone(), cg)),
+            _ => None,
+        };
+        let sampled = source.is_some();
+        self.deps
+            .usage
+            .track(&self.alloc.id, &self.task.name, source, limits);
+        if !sampled {
+            return Sampler(None);
+        }
+        let (board, alloc, task) = (
+            self.deps.usage.clone(),
+            self.alloc.id.clone(),
+            self.task.name.clone(),
+        );
+        Sampler(Some(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(SAMPLE_INTERVAL);
+            loop {
+                tick.tick().await;
+                let (b, a, t) = (board.clone(), alloc.clone(), task.clone());
+                let _ = tokio::task::spawn_blocking(move || b.sample(&a, &t)).await;
+            }
+        })))
+    }
+
+    /// Stops the periodic sampling and takes the last sample while the cgroup (with its
+    /// peak memory and cpu time) still exists.
+    async fn finish_sampling(&self, sampler: Sampler) {
+        if let Some(j) = sampler.0 {
+            j.abort();
+        }
+        let (board, alloc, task) = (
+            self.deps.usage.clone(),
+            self.alloc.id.clone(),
+            self.task.name.clone(),
+        );
+        let _ = tokio::task::spawn_blocking(move || board.finish(&alloc, &task)).await;
+    }
+
     /// Creates the attempt's cgroup with the task's limits (verified).
     async fn prestart_cgroup(
         &mut self,
         driver: &dyn Driver,
-    ) -> Result<Option<CgroupPaths>, SetupError> {
+    ) -> Result<Option<(CgroupPaths, CgroupLimits)>, SetupError> {
         if !driver.uses_cgroups() {
             return Ok(None);
         }
+        // Asking for more than the client allows fails even where nothing is enforced.
+        let node = NodeLimits {
+            mhz_per_core: self
+                .deps
+                .node
+                .attributes
+                .get("cpu.frequency")
+                .and_then(|f| f.parse().ok())
+                .unwrap_or(1000),
+            pids_limit: self.deps.pids_limit,
+        };
+        let limits = CgroupLimits::for_task(&self.resources(), &node)
+            .map_err(|e| SetupError::Fatal(format!("task resources: {e}")))?;
         let Some(m) = self.deps.cgroups.clone() else {
+            // Limits a job asked for by name cannot be quietly dropped; only the
+            // defaults every task has (memory, cpu weight) run unenforced, with a warning.
+            let r = self.resources();
+            let asked: Vec<&str> = [
+                ("cores", r.cores.is_some()),
+                ("cpu_hard_limit", r.cpu_hard_limit),
+                ("pids", r.pids.is_some()),
+            ]
+            .into_iter()
+            .filter_map(|(k, on)| on.then_some(k))
+            .collect();
+            if !asked.is_empty() {
+                return Err(SetupError::Fatal(format!(
+                    "resources.{} cannot be enforced: this client has no cgroup access (run it as root on a host with cgroups)",
+                    asked.join(", resources.")
+                )));
+            }
             if !self.warned_no_cgroups {
                 self.warned_no_cgroups = true;
                 self.event(
@@ -304,10 +389,9 @@ impl TaskRunner {
             }
             return Ok(None);
         };
-        let limits = CgroupLimits::from_resources(&self.resources());
         let name = format!("{}-{}", self.alloc.id, self.task.name);
         match tokio::task::spawn_blocking(move || m.create(&name, &limits)).await {
-            Ok(Ok(cg)) => Ok(Some(cg)),
+            Ok(Ok(cg)) => Ok(Some((cg, limits))),
             Ok(Err(e)) => Err(SetupError::Fatal(format!(
                 "creating the task's cgroup: {e}"
             ))),
@@ -350,7 +434,13 @@ impl TaskRunner {
     }
 
     /// kill_signal, wait kill_timeout, SIGKILL everything in the cgroup, remove it.
-    async fn kill_running(&mut self, driver: &dyn Driver, handle: &TaskHandle, reason: &str) {
+    async fn kill_running(
+        &mut self,
+        driver: &dyn Driver,
+        handle: &TaskHandle,
+        reason: &str,
+        sampler: Sampler,
+    ) {
         let signal = parse_signal(&self.task.kill_signal).unwrap_or_else(|e| {
             tracing::warn!(task = %self.id, error = %e, "bad kill_signal; using SIGTERM");
             Signal::SIGTERM
@@ -370,6 +460,7 @@ impl TaskRunner {
         }
         // The process is gone (or stop failed); wait briefly for its exit status.
         let exit = tokio::time::timeout(Duration::from_secs(5), driver.wait(handle)).await;
+        self.finish_sampling(sampler).await;
         self.destroy(driver, handle).await;
         let mut ev = self.new_event(events::KILLED, "Task successfully killed".to_string());
         if let Ok(Ok(exit)) = exit {
@@ -407,7 +498,8 @@ impl TaskRunner {
 
     fn describe_exit(&self, exit: &ExitResult) -> (&'static str, String) {
         if exit.oom_killed {
-            let limit = CgroupLimits::from_resources(&self.resources()).memory_hard_mib;
+            let r = self.resources();
+            let limit = r.memory_max.filter(|m| *m > r.memory).unwrap_or(r.memory);
             (
                 events::OOM_KILLED,
                 format!("OOM killed (limit {limit} MiB), {}", exit.describe()),
@@ -489,6 +581,9 @@ async fn kill_reason(rx: watch::Receiver<Option<String>>) -> String {
         None => std::future::pending().await,
     }
 }
+
+/// The periodic sampling of one attempt's cgroup (`None`: nothing to sample).
+struct Sampler(Option<tokio::task::JoinHandle<()>>);
 
 enum Attempt {
     /// Stopped on request; the runner already recorded the task dead.

@@ -33,6 +33,8 @@ fn deps(cgroups: Option<Arc<dyn CgroupManager>>) -> TaskRunnerDeps {
         cgroups,
         handles: None,
         node: Arc::new(node()),
+        pids_limit: crate::cgroups::DEFAULT_PIDS_MAX,
+        usage: Default::default(),
     }
 }
 
@@ -367,6 +369,53 @@ async fn without_cgroups_the_task_says_limits_are_not_enforced() {
         .any(|e| e.message.contains("limits are NOT enforced")));
 }
 
+#[tokio::test]
+async fn pids_above_the_client_limit_fail_the_task_at_setup() {
+    let mut t = task(
+        "many",
+        "raw_exec",
+        json!({"command": "/bin/sh", "args": ["-c", "true"]}),
+    );
+    t.resources.pids = Some(5000);
+    let s = start(t, JobType::Batch, policy(0, RestartMode::Fail))
+        .finish()
+        .await;
+    assert!(s.failed);
+    let e = s
+        .events
+        .iter()
+        .find(|e| e.kind == "Setup Failure")
+        .expect("no setup failure");
+    assert!(e.message.contains("pids_limit (1024)"), "{}", e.message);
+}
+
+#[tokio::test]
+async fn asked_for_limits_without_cgroups_fail_loudly() {
+    let mut t = task(
+        "pinned",
+        "raw_exec",
+        json!({"command": "/bin/sh", "args": ["-c", "true"]}),
+    );
+    t.resources.cores = Some(1);
+    t.resources.cpu_hard_limit = true;
+    // deps(None): a client without cgroup access.
+    let s = start(t, JobType::Batch, policy(0, RestartMode::Fail))
+        .finish()
+        .await;
+    assert!(s.failed);
+    let e = s
+        .events
+        .iter()
+        .find(|e| e.kind == "Setup Failure")
+        .expect("no setup failure");
+    assert!(
+        e.message
+            .contains("resources.cores, resources.cpu_hard_limit cannot be enforced"),
+        "{}",
+        e.message
+    );
+}
+
 mod as_root {
     use super::*;
     use crate::cgroups;
@@ -393,6 +442,7 @@ mod as_root {
     #[tokio::test]
     async fn an_oom_task_is_classified_oom_and_its_cgroup_removed_as_root() {
         let Some((_m, d)) = cgroup_deps() else { return };
+        let usage = d.usage.clone();
         let mut t = task(
             "hog",
             "raw_exec",
@@ -414,6 +464,120 @@ mod as_root {
             oom.message
         );
         assert!(!memory_dir(&alloc, "hog").exists());
+        // The last sample, taken before the cgroup went, shows the task at its limit.
+        let u = usage.snapshot(&alloc.id, false);
+        let hog = &u.tasks["hog"];
+        assert!(!hog.running);
+        assert!(hog.memory.unwrap().peak_bytes.unwrap() > 8 << 20, "{hog:?}");
+        assert_eq!(hog.memory_limit_bytes, Some(16 << 20));
+    }
+
+    #[tokio::test]
+    async fn a_double_forked_setsid_grandchild_dies_with_the_task_as_root() {
+        let Some((_m, d)) = cgroup_deps() else { return };
+        let dir = tempfile::tempdir().unwrap();
+        let pidfile = dir.path().join("grandchild.pid");
+        // The subshell forks the grandchild and exits at once: the grandchild is
+        // reparented away from the task and leaves its process group and session.
+        let script = format!(
+            "(setsid sh -c 'echo $$ > {}; exec sleep 300' &); exec sleep 300",
+            pidfile.display()
+        );
+        let mut t = task(
+            "escape",
+            "raw_exec",
+            json!({"command": "/bin/sh", "args": ["-c", script]}),
+        );
+        t.kill_timeout = Duration::from_millis(300);
+        let mut run = start_with(t, JobType::Service, policy(0, RestartMode::Fail), d);
+        run.wait_for_state(TaskStateKind::Running).await;
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        let grandchild: i32 = loop {
+            if let Some(p) = std::fs::read_to_string(&pidfile)
+                .ok()
+                .and_then(|s| s.trim().parse().ok())
+            {
+                break p;
+            }
+            assert!(std::time::Instant::now() < deadline, "no grandchild pid");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        let gc = nix::unistd::Pid::from_raw(grandchild);
+        assert_eq!(
+            nix::unistd::getsid(Some(gc)).unwrap(),
+            gc,
+            "not its own session"
+        );
+        let cg = memory_dir(&run.alloc, "escape");
+        run.handle.kill("job stopped");
+        let s = run.finish().await;
+        assert!(!s.failed);
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while crate::driver::process_alive(grandchild) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "grandchild {grandchild} survived the task"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(!cg.exists(), "cgroup {} left behind", cg.display());
+    }
+
+    #[tokio::test]
+    async fn a_fork_bomb_is_held_at_the_pids_limit_and_the_node_stays_healthy_as_root() {
+        let Some((_m, d)) = cgroup_deps() else { return };
+        let usage = d.usage.clone();
+        let mut t = task(
+            "bomb",
+            "raw_exec",
+            json!({"command": "/bin/sh", "args": ["-c", "b() { b | b & }; b; exec sleep 300"]}),
+        );
+        t.resources.pids = Some(24);
+        t.kill_timeout = Duration::from_millis(200);
+        let mut run = start_with(t, JobType::Service, policy(0, RestartMode::Fail), d);
+        run.wait_for_state(TaskStateKind::Running).await;
+        let pids_dir = Path::new("/sys/fs/cgroup/pids/orch").join(format!("{}-bomb", run.alloc.id));
+        // Wait until the bomb has hit the limit at least once.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let events = std::fs::read_to_string(pids_dir.join("pids.events")).unwrap_or_default();
+            let hits: u64 = events
+                .split_whitespace()
+                .nth(1)
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0);
+            if hits > 0 {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the bomb never hit pids.max"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let current: u64 = std::fs::read_to_string(pids_dir.join("pids.current"))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        assert!(current <= 24, "{current} tasks in the cgroup");
+        // The node can still start processes.
+        assert!(std::process::Command::new("true")
+            .status()
+            .unwrap()
+            .success());
+        let alloc = run.alloc.id.clone();
+        let sampled = usage.snapshot(&alloc, true);
+        assert!(sampled.tasks["bomb"].pids <= 24);
+        assert_eq!(sampled.tasks["bomb"].pids_limit, Some(24));
+        run.handle.kill("job stopped");
+        let s = run.finish().await;
+        assert!(!s.failed);
+        assert!(
+            !pids_dir.exists(),
+            "cgroup {} left behind",
+            pids_dir.display()
+        );
     }
 
     #[tokio::test]

@@ -341,6 +341,9 @@ fn read_task(name: String, mut t: Table<'_, '_>) -> Task {
             cpu: r.int("cpu", rules::cpu).unwrap_or(defaults.cpu),
             memory: r.int("memory", rules::memory).unwrap_or(defaults.memory),
             memory_max: r.int("memory_max", rules::memory),
+            cpu_hard_limit: r.bool("cpu_hard_limit").unwrap_or(false),
+            cores: r.int("cores", rules::at_least_one),
+            pids: r.int("pids", rules::at_least_one),
         },
         None => defaults,
     };

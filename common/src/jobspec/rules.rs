@@ -603,6 +603,12 @@ fn task_fields(c: &mut Check, path: &str, task: &Task) {
         clamp(res.memory),
         memory,
     );
+    if res.cores == Some(0) {
+        c.add(format!("{path}.resources.cores"), "must be at least 1");
+    }
+    if res.pids == Some(0) {
+        c.add(format!("{path}.resources.pids"), "must be at least 1");
+    }
     if let Some(max) = res.memory_max {
         if max < res.memory {
             c.add(

@@ -141,7 +141,7 @@ fn bad_unknown_field_names_the_field_its_line_and_the_expected_ones() {
     );
     assert_eq!(
         e.message,
-        "unknown field `memroy`; expected one of cpu, memory, memory_max"
+        "unknown field `memroy`; expected one of cores, cpu, cpu_hard_limit, memory, memory_max, pids"
     );
     assert_eq!((e.line, e.column), (Some(10), Some(26)));
 }
@@ -804,6 +804,35 @@ fn memory_max_must_not_be_below_memory() {
         &spec("", "", "resources = { memory = 64, memory_max = 32 }"),
         "group.web.task.server.resources.memory_max",
         "at least memory (64 MiB)",
+    );
+}
+
+#[test]
+fn cpu_hard_limit_cores_and_pids_are_read() {
+    let job = ok(&spec(
+        "",
+        "",
+        "resources = { cpu = 2000, memory = 64, cpu_hard_limit = true, cores = 2, pids = 100 }",
+    ));
+    let r = job.groups[0].tasks[0].resources;
+    assert!(r.cpu_hard_limit);
+    assert_eq!((r.cores, r.pids), (Some(2), Some(100)));
+    let plain = ok(&spec("", "", "")).groups[0].tasks[0].resources;
+    assert!(!plain.cpu_hard_limit);
+    assert_eq!((plain.cores, plain.pids), (None, None));
+}
+
+#[test]
+fn zero_cores_or_pids_are_refused() {
+    fails_once(
+        &spec("", "", "resources = { cores = 0 }"),
+        "group.web.task.server.resources.cores",
+        "at least 1",
+    );
+    fails_once(
+        &spec("", "", "resources = { pids = 0 }"),
+        "group.web.task.server.resources.pids",
+        "at least 1",
     );
 }
 

@@ -57,7 +57,7 @@ async fn forward(
     query: Option<String>,
 ) -> Response {
     match client_url(st, alloc_prefix, path, query).await {
-        Ok(url) => relay(&url).await,
+        Ok((url, node)) => relay(&url, &node).await,
         Err(answer) => answer,
     }
 }
@@ -67,7 +67,7 @@ async fn client_url(
     alloc_prefix: &str,
     path: impl FnOnce(&str) -> String,
     query: Option<String>,
-) -> Result<String, Response> {
+) -> Result<(String, String), Response> {
     let id = st
         .resolve(Table::Allocs, "allocation", alloc_prefix)
         .await
@@ -99,20 +99,21 @@ async fn client_url(
         url.push('?');
         url.push_str(&q);
     }
-    Ok(url)
+    Ok((url, node.name))
 }
 
-async fn relay(url: &str) -> Response {
+/// `node` names the client in errors.
+async fn relay(url: &str, node: &str) -> Response {
     let client = match reqwest::Client::builder()
         .connect_timeout(CONNECT_TIMEOUT)
         .build()
     {
         Ok(c) => c,
-        Err(e) => return unreachable_client(url, &e),
+        Err(e) => return unreachable_client(node, url, &e),
     };
     let answer = match client.get(url).send().await {
         Ok(a) => a,
-        Err(e) => return unreachable_client(url, &e),
+        Err(e) => return unreachable_client(node, url, &e),
     };
     let status = StatusCode::from_u16(answer.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
     let content_type = answer
@@ -133,9 +134,9 @@ async fn relay(url: &str) -> Response {
         .into_response()
 }
 
-fn unreachable_client(url: &str, why: &reqwest::Error) -> Response {
+fn unreachable_client(node: &str, url: &str, why: &reqwest::Error) -> Response {
     bad_gateway(format!(
-        "the allocation's client did not answer at {url}: {why}"
+        "node {node}, which runs the allocation, did not answer at {url}: {why}"
     ))
 }
 

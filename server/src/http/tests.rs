@@ -59,7 +59,8 @@ fn harness() -> Harness {
         agent,
         4 * 1024 * 1024,
     ));
-    let router = router(state.clone());
+    // As on a server-only agent: the client routes are relayed.
+    let router = router(state.clone()).merge(super::client_forward::router(state.clone()));
     Harness {
         _dir: dir,
         state,
@@ -1067,4 +1068,51 @@ async fn planning_a_new_command_counts_destructive_updates_and_a_meta_change_in_
     assert_eq!(updates["in_place_update"], 2, "{updates}");
     assert_eq!(updates["destructive_update"], 0, "{updates}");
     assert_eq!(answer.body["diff"]["objects"][0]["name"], "meta");
+}
+
+#[tokio::test]
+async fn allocation_stats_are_forwarded_to_the_node_http_addr() {
+    // A fake client agent answering the stats route.
+    let fake = Router::new().route(
+        "/v1/client/allocation/{id}/stats",
+        axum::routing::get(
+            |axum::extract::Path(id): axum::extract::Path<String>| async move {
+                axum::Json(json!({"alloc_id": id, "tasks": {"web": {"sampled_at": 1, "running": true, "pids": 2}}}))
+            },
+        ),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move { axum::serve(listener, fake).await });
+
+    let h = harness();
+    let mut node = mock_node("n1");
+    node.http_addr = addr.to_string();
+    h.submit(Command::UpsertNode { node }).await;
+    let mut gone = mock_node("n2");
+    gone.http_addr = "127.0.0.1:1".into();
+    h.submit(Command::UpsertNode { node: gone }).await;
+    let job = mock_job("web");
+    h.register_job(&job).await;
+    h.place(vec![
+        mock_alloc("a1", &job, "n1", 0),
+        mock_alloc("b1", &job, "n2", 1),
+    ])
+    .await;
+
+    let r = h.get("/v1/client/allocation/a1/stats").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.body["alloc_id"], "a1");
+    assert_eq!(r.body["tasks"]["web"]["pids"], 2);
+    // A client that cannot be reached is a JSON 502, an unknown allocation a 404.
+    let r = h.get("/v1/client/allocation/b1/stats").await;
+    assert_eq!(r.status, StatusCode::BAD_GATEWAY, "{}", r.body);
+    assert!(
+        r.body["error"].as_str().unwrap().contains("n2"),
+        "{}",
+        r.body
+    );
+    let r = h.get("/v1/client/allocation/zz/stats").await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.body);
+    server.abort();
 }

@@ -856,6 +856,7 @@ mod tests {
             cpu: 500,
             memory: 2048,
             memory_max: None,
+            ..Default::default()
         };
         let net = NetworkSpec::default();
         assert_eq!(
@@ -867,6 +868,7 @@ mod tests {
                 cpu: 800,
                 memory: 0,
                 memory_max: None,
+                ..Default::default()
             },
             ..NodeUsage::empty()
         };
@@ -874,6 +876,7 @@ mod tests {
             cpu: 300,
             memory: 10,
             memory_max: None,
+            ..Default::default()
         };
         assert_eq!(check_fit(&node, &usage, &small, &net), Err("cpu"));
     }

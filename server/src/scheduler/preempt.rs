@@ -298,6 +298,7 @@ mod tests {
             cpu: 1500,
             memory: 10,
             memory_max: None,
+            ..Default::default()
         };
         let job = JobBuilder::new("vip").build();
         let want = Ask {
@@ -321,6 +322,7 @@ mod tests {
             cpu: 1000,
             memory: 10,
             memory_max: None,
+            ..Default::default()
         };
         let job = JobBuilder::new("vip").build();
         let want = Ask {

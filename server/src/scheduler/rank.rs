@@ -566,6 +566,7 @@ mod tests {
             cpu,
             memory,
             memory_max: None,
+            ..Default::default()
         }
     }
 

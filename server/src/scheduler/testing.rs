@@ -67,6 +67,7 @@ impl NodeBuilder {
                 cpu: 4000,
                 memory: 8192,
                 memory_max: None,
+                ..Default::default()
             },
             reserved: Resources::ZERO,
             drivers: [("raw_exec", healthy.clone()), ("mock", healthy)]
@@ -112,6 +113,7 @@ impl NodeBuilder {
             cpu,
             memory,
             memory_max: None,
+            ..Default::default()
         };
         self
     }
@@ -178,6 +180,7 @@ impl JobBuilder {
                 cpu: 500,
                 memory: 256,
                 memory_max: None,
+                ..Default::default()
             },
             env: BTreeMap::new(),
             kill_timeout: orch_common::structs::default_kill_timeout(),

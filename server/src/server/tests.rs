@@ -112,6 +112,7 @@ fn small_node(id: &str, memory: u64) -> Node {
         cpu: 4000,
         memory,
         memory_max: None,
+        ..Default::default()
     };
     node
 }

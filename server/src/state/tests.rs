@@ -52,6 +52,7 @@ pub(crate) fn mock_job(id: &str) -> Job {
                     cpu: 100,
                     memory: 32,
                     memory_max: None,
+                    ..Default::default()
                 },
                 env: BTreeMap::new(),
                 kill_timeout: Duration::from_secs(5),
@@ -96,6 +97,7 @@ pub(crate) fn mock_node(id: &str) -> Node {
             cpu: 4000,
             memory: 8192,
             memory_max: None,
+            ..Default::default()
         },
         reserved: Resources::ZERO,
         drivers,

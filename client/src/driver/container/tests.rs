@@ -585,8 +585,14 @@ mod cgroup {
         let h = d.start(req).await.unwrap();
         // helper, init, the shell's sleep and the exec'd sleep (`cat` has ended: the
         // shell runs `sleep 301` only after it).
+        // Output reaches the log file through the client's copy of the pipe: wait for it
+        // too.
+        let cgroup_line = |out: &str| out.contains(":memory:") || out.contains("0::");
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        while pids_with("sleep\x00301\x00").is_empty() || m.pids(&g.cg).unwrap().len() != 4 {
+        while pids_with("sleep\x00301\x00").is_empty()
+            || m.pids(&g.cg).unwrap().len() != 4
+            || !cgroup_line(&std::fs::read_to_string(&t.stdout).unwrap_or_default())
+        {
             assert!(std::time::Instant::now() < deadline, "{:?}", m.pids(&g.cg));
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
