@@ -64,11 +64,12 @@ fn exec_runs_inside_the_task_with_its_io_and_exit_code_as_root() {
             Duration::from_secs(60),
         )
         .ok();
-    let alloc = agent
-        .job_allocs("sleeper")
-        .into_iter()
-        .find(|a| a["client_status"] == "running")
-        .expect("a running allocation");
+    let alloc = wait_for(Duration::from_secs(60), "the allocation to run", || {
+        agent
+            .job_allocs("sleeper")
+            .into_iter()
+            .find(|a| a["client_status"] == "running")
+    });
     let id = alloc["id"].as_str().unwrap().to_string();
 
     // Environment, cgroup, separate streams and the exit code.

@@ -1,7 +1,7 @@
 //! The INTERFACE.md container example's shape end to end on a dev agent: busybox
 //! `httpd` in a `driver = "container"` task from a local root filesystem, serving on
 //! its dynamic port through `${ORCH_PORT_http}` on the host network, and `orch job stop`
-//! leaving no process and no cgroup behind.
+//! leaving no process and no cgroup behind; `orch alloc exec` runs inside the container.
 
 mod common;
 
@@ -23,7 +23,7 @@ fn busybox_rootfs(root: &Path, busybox: &Path) {
     std::fs::create_dir_all(root.join("bin")).unwrap();
     std::fs::create_dir_all(root.join("www")).unwrap();
     std::fs::copy(busybox, root.join("bin/busybox")).unwrap();
-    for applet in ["httpd", "sh"] {
+    for applet in ["httpd", "sh", "hostname", "id", "ps"] {
         std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
     }
     std::fs::write(root.join("www/health"), "ok\n").unwrap();
@@ -98,6 +98,47 @@ env = {{ MODE = "production" }}
             .and_then(|r| r.text().ok())
     });
     assert_eq!(body, "ok\n");
+    // `orch alloc exec` runs inside the container: its hostname, user and processes.
+    let exec = agent.orch(
+        &["alloc", "exec", &id[..8], "--", "hostname"],
+        Duration::from_secs(30),
+    );
+    assert_eq!(exec.code(), 0, "{}\n{}", exec.stdout, exec.stderr);
+    assert_eq!(exec.stdout.trim(), &id[..8], "the container's hostname");
+    let inside = agent.orch(
+        &[
+            "alloc",
+            "exec",
+            &id[..8],
+            "--",
+            "/bin/sh",
+            "-c",
+            "id -u; ps -o pid,comm; exit 7",
+        ],
+        Duration::from_secs(30),
+    );
+    assert_eq!(inside.code(), 7, "{}\n{}", inside.stdout, inside.stderr);
+    assert!(inside.stdout.starts_with("65534\n"), "{}", inside.stdout);
+    // Only the container's processes, in its own pid namespace: its init (PID 1, the
+    // re-executed helper), the task's httpd, and this exec's shell and ps.
+    let procs: Vec<(u32, String)> = inside
+        .stdout
+        .lines()
+        .skip(2)
+        .filter_map(|l| {
+            let (pid, comm) = l.trim().split_once(' ')?;
+            Some((pid.parse().ok()?, comm.trim().to_string()))
+        })
+        .collect();
+    let comms: BTreeSet<&str> = procs.iter().map(|(_, c)| c.as_str()).collect();
+    assert_eq!(procs.len(), 4, "{}", inside.stdout);
+    assert_eq!(procs[0].0, 1, "{}", inside.stdout);
+    assert!(
+        comms.contains("httpd") && comms.contains("sh") && comms.contains("ps"),
+        "{}",
+        inside.stdout
+    );
+
     let ids = BTreeSet::from([id]);
     assert!(!task_pids(None, &ids).is_empty(), "no task processes found");
 

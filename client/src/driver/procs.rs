@@ -286,6 +286,26 @@ pub(crate) fn open_log(req: &StartRequest, path: &std::path::Path) -> Result<Cap
     })
 }
 
+/// Gives an exec's command its stdio: with `tty` a new terminal on all three (the
+/// controlling side returned), else three pipes.
+pub(crate) fn exec_stdio(
+    cmd: &mut tokio::process::Command,
+    tty: bool,
+) -> std::io::Result<Option<std::os::fd::OwnedFd>> {
+    use std::process::Stdio;
+    if !tty {
+        cmd.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        return Ok(None);
+    }
+    let pair = nix::pty::openpty(None, None)?;
+    cmd.stdin(Stdio::from(pair.slave.try_clone()?))
+        .stdout(Stdio::from(pair.slave.try_clone()?))
+        .stderr(Stdio::from(pair.slave));
+    Ok(Some(pair.master))
+}
+
 /// Runs in the child: moves the calling process into a cgroup by writing "0" to its
 /// `cgroup.procs` (the kernel reads 0 as "the writer").
 pub(crate) fn join_cgroup(procs: &CString) -> std::io::Result<()> {

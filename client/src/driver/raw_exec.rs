@@ -6,7 +6,6 @@
 
 use std::collections::HashMap;
 use std::ffi::CString;
-use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
@@ -17,7 +16,7 @@ use futures::FutureExt;
 use nix::sys::signal::Signal;
 use orch_common::structs::DriverInfo;
 
-use super::procs::{give_task_dirs, join_cgroup, open_log, Procs, StopTarget};
+use super::procs::{exec_stdio, give_task_dirs, join_cgroup, open_log, Procs, StopTarget};
 use super::{
     proc_start_ticks, Driver, DriverError, ExecRequest, ExecSession, ExitResult, StartRequest,
     TaskHandle, TaskStats,
@@ -332,19 +331,7 @@ fn exec_in(task: &str, ctx: &ExecContext, req: ExecRequest) -> Result<ExecSessio
         .current_dir(&ctx.cwd)
         // The session ends when its connection does.
         .kill_on_drop(true);
-    let pty = if req.tty {
-        let pair = nix::pty::openpty(None, None).map_err(|e| start_err(e.into()))?;
-        let slave = |fd: &OwnedFd| fd.try_clone().map(Stdio::from).map_err(start_err);
-        cmd.stdin(slave(&pair.slave)?)
-            .stdout(slave(&pair.slave)?)
-            .stderr(slave(&pair.slave)?);
-        Some(pair.master)
-    } else {
-        cmd.stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        None
-    };
+    let pty = exec_stdio(&mut cmd, req.tty).map_err(start_err)?;
     let procs = ctx.procs.clone();
     let ids = ctx.ids.clone();
     let tty = req.tty;

@@ -66,6 +66,9 @@ pub fn main() -> i32 {
             READY_OPEN.store(1, Ordering::SeqCst);
         }
     }
+    if let Ok(exec_spec) = std::env::var(super::exec::ENV) {
+        return super::exec::main(&exec_spec);
+    }
     let mut input = Vec::new();
     if let Err(e) = std::io::stdin().read_to_end(&mut input) {
         fail(&format!("reading the container spec from stdin: {e}"));
@@ -229,7 +232,7 @@ fn redirect(target: i32, path: &Path, create: bool) -> Result<(), String> {
 }
 
 /// waitpid(pid) through EINTR; the raw wait status.
-fn wait_for(pid: i32) -> i32 {
+pub(super) fn wait_for(pid: i32) -> i32 {
     let mut status = 0;
     loop {
         // SAFETY: waitpid on our own child.
@@ -245,7 +248,7 @@ fn wait_for(pid: i32) -> i32 {
 
 /// Ends like a process with wait status `status`: the same exit code, or death by
 /// the same signal (so the driver classifies the command's exit, not the helper's).
-fn exit_like(status: i32) -> i32 {
+pub(super) fn exit_like(status: i32) -> i32 {
     if libc::WIFSIGNALED(status) {
         let sig = libc::WTERMSIG(status);
         // SAFETY: default disposition, unblock, then raise: the process dies of `sig`.
@@ -323,7 +326,7 @@ fn namespace_init(spec: &InitSpec, status_w: &OwnedFd) -> Result<i32, String> {
 }
 
 /// Everything the command's process needs, prepared before the fork.
-struct ExecPlan {
+pub(super) struct ExecPlan {
     path: CString,
     argv: Vec<CString>,
     envp: Vec<CString>,
@@ -336,7 +339,7 @@ struct ExecPlan {
 }
 
 impl ExecPlan {
-    fn new(spec: &InitSpec) -> Result<Self, String> {
+    pub(super) fn new(spec: &InitSpec) -> Result<Self, String> {
         let c = |s: &[u8], what: &str| {
             CString::new(s).map_err(|_| format!("{what} contains a NUL byte"))
         };
@@ -364,7 +367,7 @@ impl ExecPlan {
     }
 
     /// Runs in the forked command process; returns only on failure, with the reason.
-    fn run(&self) -> String {
+    pub(super) fn run(&self) -> String {
         // SAFETY: plain syscalls on data prepared before the fork.
         unsafe {
             let mut none: libc::sigset_t = std::mem::zeroed();

@@ -11,18 +11,20 @@
 //! (tarball unpacking and the image cache), `caps` (capabilities).
 
 pub mod caps;
+pub mod exec;
 pub mod image;
 pub mod init;
 pub mod rootfs;
 pub mod spec;
 
+use std::collections::HashMap;
 use std::ffi::CString;
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
@@ -30,9 +32,12 @@ use futures::FutureExt;
 use nix::sys::signal::Signal;
 use orch_common::structs::DriverInfo;
 
-use super::procs::{give_task_dirs, join_cgroup, open_log, signal_group, Procs, StopTarget};
+use super::procs::{
+    exec_stdio, give_task_dirs, join_cgroup, open_log, signal_group, Procs, StopTarget,
+};
 use super::{
-    proc_start_ticks, Driver, DriverError, ExitResult, StartRequest, TaskHandle, TaskStats,
+    proc_start_ticks, Driver, DriverError, ExecRequest, ExecSession, ExitResult, StartRequest,
+    TaskHandle, TaskStats,
 };
 use crate::cgroups::CgroupManager;
 use spec::{BindMount, InitSpec, LayerMode, NetworkMode};
@@ -134,6 +139,9 @@ pub struct ContainerDriver {
     opts: ContainerOptions,
     /// The helper of each task (the task's main process).
     procs: Procs,
+    /// Task id -> the spec it runs with, for `exec`. A std mutex: never held across
+    /// an await.
+    specs: Mutex<HashMap<String, Arc<InitSpec>>>,
 }
 
 impl ContainerDriver {
@@ -141,6 +149,7 @@ impl ContainerDriver {
         ContainerDriver {
             opts,
             procs: Procs::new(NAME, cgroups),
+            specs: Mutex::new(HashMap::new()),
         }
     }
 
@@ -222,6 +231,11 @@ impl ContainerDriver {
             return Err(cerr(ContainerError::Setup { message }));
         }
 
+        // Kept for `exec`.
+        self.specs
+            .lock()
+            .expect("container specs poisoned")
+            .insert(req.id.clone(), Arc::new(spec.clone()));
         self.procs.track(
             &req.id,
             pid,
@@ -530,6 +544,10 @@ impl Driver for ContainerDriver {
     }
 
     fn destroy<'a>(&'a self, handle: &'a TaskHandle) -> BoxFuture<'a, Result<(), DriverError>> {
+        self.specs
+            .lock()
+            .expect("container specs poisoned")
+            .remove(&handle.id);
         self.procs.destroy(handle).boxed()
     }
 
@@ -548,6 +566,91 @@ impl Driver for ContainerDriver {
         handle: &'a TaskHandle,
     ) -> BoxFuture<'a, Result<TaskStats, DriverError>> {
         self.procs.stats(handle).boxed()
+    }
+
+    fn exec<'a>(
+        &'a self,
+        handle: &'a TaskHandle,
+        req: ExecRequest,
+    ) -> BoxFuture<'a, Result<ExecSession, DriverError>> {
+        async move { self.exec_in(handle, req) }.boxed()
+    }
+}
+
+impl ContainerDriver {
+    /// Starts the helper in exec mode: in the task's cgroup, with the exec's stdio; it
+    /// joins the container's namespaces and runs the command as the task's user.
+    fn exec_in(&self, handle: &TaskHandle, req: ExecRequest) -> Result<ExecSession, DriverError> {
+        let unknown = || DriverError::UnknownTask {
+            task: handle.id.clone(),
+            driver: NAME,
+        };
+        let task_spec = self
+            .specs
+            .lock()
+            .expect("container specs poisoned")
+            .get(&handle.id)
+            .cloned()
+            .ok_or_else(unknown)?;
+        let Some((program, args)) = req.command.split_first() else {
+            return Err(DriverError::InvalidConfig {
+                task: handle.id.clone(),
+                reason: "exec needs a command".to_string(),
+            });
+        };
+        let start_err = |source| DriverError::Start {
+            task: handle.id.clone(),
+            command: program.clone(),
+            source,
+        };
+        let target_pid = handle
+            .pid
+            .and_then(exec::namespace_init)
+            .ok_or_else(|| start_err(std::io::Error::other("the container is not running")))?;
+        let mut spec = InitSpec::clone(&task_spec);
+        spec.command = program.clone();
+        spec.args = args.to_vec();
+        let exec_spec = exec::ExecSpec {
+            target_pid,
+            spec,
+            tty: req.tty,
+        };
+        let json =
+            serde_json::to_string(&exec_spec).map_err(|e| start_err(std::io::Error::other(e)))?;
+        let procs = cgroup_procs(handle.cgroup.as_ref()).map_err(start_err)?;
+        let h = &self.opts.helper;
+        let mut cmd = tokio::process::Command::new(&h.program);
+        cmd.args(&h.args)
+            .envs(h.env.iter().map(|(k, v)| (k, v)))
+            .env(exec::ENV, json)
+            // The session ends when its connection does.
+            .kill_on_drop(true);
+        let pty = exec_stdio(&mut cmd, req.tty).map_err(start_err)?;
+        // SAFETY: the closure runs in the forked child before exec and only writes the
+        // cgroup files (open, write, close) on data prepared before the fork.
+        unsafe {
+            cmd.pre_exec(move || {
+                for path in &procs {
+                    join_cgroup(path)?;
+                }
+                Ok(())
+            });
+        }
+        let child = cmd.spawn().map_err(start_err)?;
+        Ok(ExecSession { child, pty })
+    }
+}
+
+/// The `cgroup.procs` files of a task's cgroup, as C strings for a forked child.
+fn cgroup_procs(cg: Option<&crate::cgroups::CgroupPaths>) -> std::io::Result<Vec<CString>> {
+    match cg {
+        Some(cg) => cg
+            .procs_files()
+            .iter()
+            .map(|p| CString::new(p.as_os_str().as_bytes()))
+            .collect::<Result<_, _>>()
+            .map_err(|_| std::io::Error::other("cgroup path contains a NUL byte")),
+        None => Ok(Vec::new()),
     }
 }
 

@@ -27,7 +27,7 @@ fn container_init_entry() {
 
 const APPLETS: &[&str] = &[
     "sh", "ps", "hostname", "id", "cat", "ls", "echo", "sleep", "test", "touch", "true", "grep",
-    "mkdir",
+    "mkdir", "dd",
 ];
 
 /// A busybox root filesystem in a temp dir (removed on drop), and a driver whose
@@ -569,6 +569,30 @@ mod cgroup {
         }
         let g = TestCgroup::new(64)?;
         Some((g.m.clone(), g))
+    }
+
+    #[tokio::test]
+    async fn a_container_over_its_memory_limit_is_oom_killed_and_says_so_as_root() {
+        if let Some(why) = not_supported() {
+            eprintln!("skipped: {why}");
+            return;
+        }
+        let Some(g) = TestCgroup::new(16) else { return };
+        let m = g.m.clone();
+        let c = ContainerHarness::new();
+        let d = ContainerDriver::new(Some(m.clone()), c.options());
+        let t = TaskDirs::new();
+        // A 64 MiB buffer filled from /dev/zero, in a 16 MiB cgroup.
+        let mut req = t.request("hog", c.sh("dd if=/dev/zero of=/dev/null bs=64M count=1"));
+        req.cgroup = Some(g.cg.clone());
+        let h = d.start(req).await.unwrap();
+        let r = tokio::time::timeout(Duration::from_secs(30), d.wait(&h))
+            .await
+            .expect("the container ends")
+            .unwrap();
+        assert!(r.oom_killed, "{r:?}");
+        assert!(m.oom_kills(&g.cg).unwrap() >= 1);
+        d.destroy(&h).await.unwrap();
     }
 
     #[tokio::test]
