@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::ffi::CString;
+use std::os::unix::ffi::OsStrExt;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -284,6 +285,21 @@ pub(crate) fn open_log(req: &StartRequest, path: &std::path::Path) -> Result<Cap
         path: path.to_path_buf(),
         source,
     })
+}
+
+/// The `cgroup.procs` files of a task's cgroup, as C strings for a forked child.
+pub(crate) fn cgroup_procs(
+    cg: Option<&crate::cgroups::CgroupPaths>,
+) -> std::io::Result<Vec<CString>> {
+    match cg {
+        Some(cg) => cg
+            .procs_files()
+            .iter()
+            .map(|p| CString::new(p.as_os_str().as_bytes()))
+            .collect::<Result<_, _>>()
+            .map_err(|_| std::io::Error::other("cgroup path contains a NUL byte")),
+        None => Ok(Vec::new()),
+    }
 }
 
 /// Gives an exec's command its stdio: with `tty` a new terminal on all three (the

@@ -6,7 +6,6 @@
 
 use std::collections::HashMap;
 use std::ffi::CString;
-use std::os::unix::ffi::OsStrExt;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -16,7 +15,9 @@ use futures::FutureExt;
 use nix::sys::signal::Signal;
 use orch_common::structs::DriverInfo;
 
-use super::procs::{exec_stdio, give_task_dirs, join_cgroup, open_log, Procs, StopTarget};
+use super::procs::{
+    cgroup_procs, exec_stdio, give_task_dirs, join_cgroup, open_log, Procs, StopTarget,
+};
 use super::{
     proc_start_ticks, Driver, DriverError, ExecRequest, ExecSession, ExitResult, StartRequest,
     TaskHandle, TaskStats,
@@ -70,18 +71,10 @@ impl RawExecDriver {
         let stdout = open_log(&req, &req.stdout_path)?;
         let stderr = open_log(&req, &req.stderr_path)?;
 
-        let procs: Vec<CString> = match &req.cgroup {
-            Some(cg) => cg
-                .procs_files()
-                .iter()
-                .map(|p| CString::new(p.as_os_str().as_bytes()))
-                .collect::<Result<_, _>>()
-                .map_err(|_| DriverError::InvalidConfig {
-                    task: req.id.clone(),
-                    reason: "cgroup path contains a NUL byte".to_string(),
-                })?,
-            None => Vec::new(),
-        };
+        let procs = cgroup_procs(req.cgroup.as_ref()).map_err(|_| DriverError::InvalidConfig {
+            task: req.id.clone(),
+            reason: "cgroup path contains a NUL byte".to_string(),
+        })?;
         let oom_baseline = self.procs.oom_kills(req.cgroup.as_ref());
         let context = ExecContext {
             env: req.env.clone(),

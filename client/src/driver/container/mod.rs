@@ -18,10 +18,8 @@ pub mod rootfs;
 pub mod spec;
 
 use std::collections::HashMap;
-use std::ffi::CString;
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
@@ -33,7 +31,8 @@ use nix::sys::signal::Signal;
 use orch_common::structs::DriverInfo;
 
 use super::procs::{
-    exec_stdio, give_task_dirs, join_cgroup, open_log, signal_group, Procs, StopTarget,
+    cgroup_procs, exec_stdio, give_task_dirs, join_cgroup, open_log, signal_group, Procs,
+    StopTarget,
 };
 use super::{
     proc_start_ticks, Driver, DriverError, ExecRequest, ExecSession, ExitResult, StartRequest,
@@ -351,18 +350,10 @@ impl ContainerDriver {
             command: spec.command.clone(),
             source,
         };
-        let procs: Vec<CString> = match &req.cgroup {
-            Some(cg) => cg
-                .procs_files()
-                .iter()
-                .map(|p| CString::new(p.as_os_str().as_bytes()))
-                .collect::<Result<_, _>>()
-                .map_err(|_| DriverError::InvalidConfig {
-                    task: req.id.clone(),
-                    reason: "cgroup path contains a NUL byte".to_string(),
-                })?,
-            None => Vec::new(),
-        };
+        let procs = cgroup_procs(req.cgroup.as_ref()).map_err(|_| DriverError::InvalidConfig {
+            task: req.id.clone(),
+            reason: "cgroup path contains a NUL byte".to_string(),
+        })?;
         let (ready_r, ready_w) =
             nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| start_err(e.into()))?;
         let ready_fd = ready_w.as_raw_fd();
@@ -638,19 +629,6 @@ impl ContainerDriver {
         }
         let child = cmd.spawn().map_err(start_err)?;
         Ok(ExecSession { child, pty })
-    }
-}
-
-/// The `cgroup.procs` files of a task's cgroup, as C strings for a forked child.
-fn cgroup_procs(cg: Option<&crate::cgroups::CgroupPaths>) -> std::io::Result<Vec<CString>> {
-    match cg {
-        Some(cg) => cg
-            .procs_files()
-            .iter()
-            .map(|p| CString::new(p.as_os_str().as_bytes()))
-            .collect::<Result<_, _>>()
-            .map_err(|_| std::io::Error::other("cgroup path contains a NUL byte")),
-        None => Ok(Vec::new()),
     }
 }
 
