@@ -80,6 +80,13 @@ impl AllocDir {
                 source,
             })?;
         }
+        // The shared dirs are for every task of the allocation, whatever user each runs
+        // as (a container's default is `nobody`): writable by all, sticky like /tmp, as
+        // Nomad's shared alloc dir. The logs stay the client's.
+        for d in [self.shared().join("data"), self.shared().join("tmp")] {
+            std::fs::set_permissions(&d, std::os::unix::fs::PermissionsExt::from_mode(0o1777))
+                .map_err(|source| AllocDirError { path: d, source })?;
+        }
         Ok(())
     }
 
@@ -108,6 +115,17 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let a = AllocDir::new(dir.path(), "a1");
         a.prepare(&["web".to_string(), "side".to_string()]).unwrap();
+        let mode = |p: PathBuf| {
+            std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(p).unwrap().permissions())
+                & 0o7777
+        };
+        assert_eq!(mode(a.shared().join("data")), 0o1777);
+        assert_eq!(mode(a.shared().join("tmp")), 0o1777);
+        assert_ne!(
+            mode(a.logs()) & 0o002,
+            0o002,
+            "logs are not writable by tasks"
+        );
         for rel in [
             "alloc/logs",
             "alloc/data",

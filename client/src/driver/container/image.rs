@@ -36,6 +36,13 @@ pub enum ImageError {
     },
     #[error("image {image}: {reason}")]
     Format { image: PathBuf, reason: String },
+    #[error("image {image}: blob {blob} has sha256 {actual}, not the {expected} its manifest names; refused")]
+    Digest {
+        image: PathBuf,
+        blob: String,
+        expected: String,
+        actual: String,
+    },
 }
 
 /// An unpacked image in the cache.
@@ -145,12 +152,33 @@ fn unpack_into(image: &Path, tmp: &Path) -> Result<(), ImageError> {
         })?;
         serde_json::from_slice(&text).map_err(|e| format(format!("{rel} is not valid JSON: {e}")))
     };
+    // An OCI blob is named by its digest: the content must match it (sha256 is what
+    // images use; other algorithms are refused rather than trusted unchecked).
     let blob = |digest: &str| -> Result<String, ImageError> {
         let (alg, hex) = digest
             .split_once(':')
             .filter(|(a, h)| !a.is_empty() && !h.is_empty() && !h.contains('/') && !a.contains('/'))
             .ok_or_else(|| format(format!("bad digest {digest:?}")))?;
-        Ok(format!("blobs/{alg}/{hex}"))
+        if alg != "sha256" {
+            return Err(format(format!("digest {digest:?} is not sha256")));
+        }
+        let rel = format!("blobs/{alg}/{hex}");
+        let path = inside(image, &archive_dir, &rel)?;
+        let actual = sha256_file(&path).map_err(|source| ImageError::Io {
+            image: image.to_path_buf(),
+            op: "reading",
+            path: path.clone(),
+            source,
+        })?;
+        if actual != hex {
+            return Err(ImageError::Digest {
+                image: image.to_path_buf(),
+                blob: rel,
+                expected: digest.to_string(),
+                actual,
+            });
+        }
+        Ok(rel)
     };
 
     let layers: Vec<String> = if archive_dir.join("index.json").is_file() {
@@ -532,6 +560,29 @@ pub(crate) mod tests {
         }
     }
 
+    impl TarBuilder {
+        /// `archive` with the file at `path` holding `data` instead.
+        pub fn retarget(archive: &[u8], path: &str, data: &[u8]) -> Vec<u8> {
+            let mut out = tar::Builder::new(Vec::new());
+            let mut input = tar::Archive::new(archive);
+            for entry in input.entries().unwrap() {
+                let mut entry = entry.unwrap();
+                let name = entry.path().unwrap().to_string_lossy().into_owned();
+                let mut header = entry.header().clone();
+                if name == path {
+                    header.set_size(data.len() as u64);
+                    header.set_cksum();
+                    out.append(&header, data).unwrap();
+                } else {
+                    let mut body = Vec::new();
+                    std::io::Read::read_to_end(&mut entry, &mut body).unwrap();
+                    out.append(&header, body.as_slice()).unwrap();
+                }
+            }
+            out.into_inner().unwrap()
+        }
+    }
+
     pub(crate) fn gzip(data: &[u8]) -> Vec<u8> {
         use std::io::Write;
         let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
@@ -626,6 +677,26 @@ pub(crate) mod tests {
         let again = unpack_cached(&dir.path().join("cache"), &img).unwrap();
         assert!(again.cached);
         assert_eq!(again.rootfs, u.rootfs);
+    }
+
+    #[test]
+    fn a_blob_that_does_not_match_its_digest_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let layer = TarBuilder::new().file("etc/a", b"a", 0o644).finish();
+        let tampered = TarBuilder::new().file("etc/a", b"evil", 0o644).finish();
+        // The manifest names `layer`'s digest; the blob under that name is `tampered`.
+        let mut image = oci_image(std::slice::from_ref(&layer));
+        let name = format!("blobs/sha256/{}", sha(&layer));
+        let good = unpack_cached(&dir.path().join("ok"), &write(dir.path(), "ok.tar", &image));
+        assert!(good.is_ok(), "{good:?}");
+        image = TarBuilder::retarget(&image, &name, &tampered);
+        let err = unpack_cached(
+            &dir.path().join("cache"),
+            &write(dir.path(), "bad.tar", &image),
+        )
+        .expect_err("tampered layer");
+        assert!(matches!(err, ImageError::Digest { .. }), "{err}");
+        assert!(err.to_string().contains(&sha(&layer)), "{err}");
     }
 
     #[test]
