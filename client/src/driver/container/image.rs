@@ -36,13 +36,10 @@ pub enum ImageError {
     },
     #[error("image {image}: {reason}")]
     Format { image: PathBuf, reason: String },
-    #[error("image {image}: blob {blob} has sha256 {actual}, not the {expected} its manifest names; refused")]
-    Digest {
-        image: PathBuf,
-        blob: String,
-        expected: String,
-        actual: String,
-    },
+    /// A blob whose content does not match the digest it is named by (`detail` says
+    /// which, and what it hashed to).
+    #[error("image {image}: {detail}; refused")]
+    Digest { image: PathBuf, detail: String },
 }
 
 /// An unpacked image in the cache.
@@ -173,9 +170,9 @@ fn unpack_into(image: &Path, tmp: &Path) -> Result<(), ImageError> {
         if actual != hex {
             return Err(ImageError::Digest {
                 image: image.to_path_buf(),
-                blob: rel,
-                expected: digest.to_string(),
-                actual,
+                detail: format!(
+                    "blob {rel} has sha256 {actual}, not the {digest} its manifest names"
+                ),
             });
         }
         Ok(rel)
