@@ -89,23 +89,24 @@ pub async fn exec(ctx: &Ctx, args: ExecArgs) -> Result<ExitCode> {
         None
     };
 
-    // stdin -> STDIN frames, then STDIN_EOF.
+    // stdin -> STDIN frames, then STDIN_EOF, through the main loop (which owns the
+    // sending half, so it can also close the session).
+    let (frames_tx, mut frames_rx) = tokio::sync::mpsc::channel::<Vec<u8>>(8);
     let input = tokio::spawn(async move {
         let mut stdin = tokio::io::stdin();
         let mut buf = vec![0u8; 16 * 1024];
         loop {
             match stdin.read(&mut buf).await {
                 Ok(0) | Err(_) => {
-                    let _ = sink
-                        .send(Message::Binary(
-                            frames::frame(frames::STDIN_EOF, &[]).into(),
-                        ))
-                        .await;
+                    let _ = frames_tx.send(frames::frame(frames::STDIN_EOF, &[])).await;
                     return;
                 }
                 Ok(n) => {
-                    let frame = frames::frame(frames::STDIN, &buf[..n]);
-                    if sink.send(Message::Binary(frame.into())).await.is_err() {
+                    if frames_tx
+                        .send(frames::frame(frames::STDIN, &buf[..n]))
+                        .await
+                        .is_err()
+                    {
                         return;
                     }
                 }
@@ -115,7 +116,22 @@ pub async fn exec(ctx: &Ctx, args: ExecArgs) -> Result<ExitCode> {
 
     let mut code: Option<i32> = None;
     let mut failure: Option<String> = None;
-    while let Some(msg) = incoming.next().await {
+    let mut input_open = true;
+    loop {
+        let msg = tokio::select! {
+            frame = frames_rx.recv(), if input_open => {
+                match frame {
+                    Some(f) => {
+                        // A session that ended meanwhile shows up on the reading side.
+                        let _ = sink.send(Message::Binary(f.into())).await;
+                    }
+                    None => input_open = false,
+                }
+                continue;
+            }
+            msg = incoming.next() => msg,
+        };
+        let Some(msg) = msg else { break };
         match msg.context("reading the exec session")? {
             Message::Binary(data) => match data.split_first() {
                 Some((&frames::STDOUT, bytes)) => {
@@ -130,6 +146,8 @@ pub async fn exec(ctx: &Ctx, args: ExecArgs) -> Result<ExitCode> {
                 }
                 Some((&frames::EXIT, payload)) => {
                     code = frames::parse_exit(payload);
+                    // The session is over: answer its close.
+                    let _ = sink.close().await;
                     break;
                 }
                 _ => {}

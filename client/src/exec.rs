@@ -13,6 +13,8 @@ use tokio::sync::mpsc;
 use crate::driver::ExecSession;
 
 const READ_SIZE: usize = 32 * 1024;
+/// How long the peer gets to answer the close before the socket is dropped.
+const CLOSE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 /// How long output may still arrive after the command exited.
 const OUTPUT_DRAIN: std::time::Duration = std::time::Duration::from_secs(2);
 
@@ -114,6 +116,17 @@ pub(crate) async fn serve(socket: WebSocket, session: ExecSession) {
     let code = exited.map(exit_code).unwrap_or(-1);
     let _ = sink.send(Message::Binary(frames::exit(code).into())).await;
     let _ = sink.close().await;
+    // Read what the peer still sends (input typed after the command ended, its close)
+    // before the socket goes: closing a socket with unread data resets the connection,
+    // and a reset can reach the peer before the exit code does, which it then loses.
+    let _ = tokio::time::timeout(CLOSE_WAIT, async {
+        while let Some(Ok(msg)) = incoming.next().await {
+            if matches!(msg, Message::Close(_)) {
+                break;
+            }
+        }
+    })
+    .await;
 }
 
 fn tokio_file(fd: OwnedFd) -> tokio::fs::File {
