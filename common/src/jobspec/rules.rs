@@ -707,7 +707,8 @@ fn driver_config(c: &mut Check, path: &str, task: &Task) {
             }
             string_at(c, "rootfs", false);
             string_at(c, "image", false);
-            string_at(c, "command", true);
+            // An image may name its own command (Entrypoint/Cmd); a directory does not.
+            string_at(c, "command", has_rootfs);
             string_at(c, "work_dir", false);
             string_at(c, "hostname", false);
             for key in ["volumes", "cap_add", "cap_drop"] {

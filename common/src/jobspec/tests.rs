@@ -749,11 +749,13 @@ fn container_config_keys_are_typed() {
         "group.web.task.server.config.network_mode",
         "\"host\" or \"none\"",
     );
+    // A directory has no command of its own; an image may (Entrypoint/Cmd).
     fails_once(
-        &container("{ image = \"/i.tar\" }"),
+        &container("{ rootfs = \"/r\" }"),
         "group.web.task.server.config.command",
         "needs a command",
     );
+    assert!(parse(&container("{ image = \"/i.tar\" }")).is_ok());
 }
 
 #[test]

@@ -42,6 +42,26 @@ pub enum ImageError {
     Digest { image: PathBuf, detail: String },
 }
 
+/// How the image says to run it (the `config` object of its image config), used where
+/// the task's config is silent.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ImageConfig {
+    #[serde(rename = "Entrypoint", default)]
+    pub entrypoint: Option<Vec<String>>,
+    #[serde(rename = "Cmd", default)]
+    pub cmd: Option<Vec<String>>,
+    /// `KEY=value` entries.
+    #[serde(rename = "Env", default)]
+    pub env: Option<Vec<String>>,
+    #[serde(rename = "WorkingDir", default)]
+    pub working_dir: Option<String>,
+    #[serde(rename = "User", default)]
+    pub user: Option<String>,
+}
+
+/// Where an unpacked image keeps its `ImageConfig`, beside `rootfs`.
+const CONFIG_FILE: &str = "image-config.json";
+
 /// An unpacked image in the cache.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Unpacked {
@@ -51,6 +71,15 @@ pub struct Unpacked {
     pub digest: String,
     /// True when an earlier task had unpacked it already.
     pub cached: bool,
+    pub config: ImageConfig,
+}
+
+/// The image config kept beside an unpacked root filesystem (none: the defaults).
+fn cached_config(dir: &Path) -> ImageConfig {
+    std::fs::read(dir.join(CONFIG_FILE))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default()
 }
 
 /// Unpacks `image` under `cache_root/<hex>/rootfs` unless it is there already.
@@ -74,6 +103,7 @@ pub fn unpack_cached(cache_root: &Path, image: &Path) -> Result<Unpacked, ImageE
             rootfs,
             digest,
             cached: true,
+            config: cached_config(&dir),
         });
     }
     std::fs::create_dir_all(cache_root).map_err(io("creating", cache_root))?;
@@ -90,6 +120,7 @@ pub fn unpack_cached(cache_root: &Path, image: &Path) -> Result<Unpacked, ImageE
             rootfs,
             digest,
             cached: false,
+            config: cached_config(&dir),
         }),
         // Another task unpacked the same image meanwhile: use theirs.
         Err(_) if rootfs.is_dir() => {
@@ -98,6 +129,7 @@ pub fn unpack_cached(cache_root: &Path, image: &Path) -> Result<Unpacked, ImageE
                 rootfs,
                 digest,
                 cached: true,
+                config: cached_config(&dir),
             })
         }
         Err(e) => {
@@ -178,6 +210,8 @@ fn unpack_into(image: &Path, tmp: &Path) -> Result<(), ImageError> {
         Ok(rel)
     };
 
+    // The image config's `config` object, when the image has one.
+    let mut image_config = serde_json::Value::Null;
     let layers: Vec<String> = if archive_dir.join("index.json").is_file() {
         // OCI image layout: index -> manifest (possibly through a nested index) -> layers.
         let mut doc = read_json("index.json")?;
@@ -199,6 +233,13 @@ fn unpack_into(image: &Path, tmp: &Path) -> Result<(), ImageError> {
                 break next;
             }
         };
+        if let Some(digest) = manifest
+            .get("config")
+            .and_then(|c| c.get("digest"))
+            .and_then(|d| d.as_str())
+        {
+            image_config = read_json(&blob(digest)?)?["config"].take();
+        }
         manifest
             .get("layers")
             .and_then(|l| l.as_array())
@@ -214,6 +255,18 @@ fn unpack_into(image: &Path, tmp: &Path) -> Result<(), ImageError> {
     } else if archive_dir.join("manifest.json").is_file() {
         // `docker save`: [{ "Config": ..., "Layers": ["<id>/layer.tar", ...] }].
         let doc = read_json("manifest.json")?;
+        if let Some(config) = doc
+            .get(0)
+            .and_then(|m| m.get("Config"))
+            .and_then(|c| c.as_str())
+        {
+            let rel = safe_relative(config).ok_or_else(|| ImageError::Escape {
+                image: image.to_path_buf(),
+                archive: "manifest.json".to_string(),
+                entry: config.to_string(),
+            })?;
+            image_config = read_json(&rel.to_string_lossy())?["config"].take();
+        }
         doc.get(0)
             .and_then(|m| m.get("Layers"))
             .and_then(|l| l.as_array())
@@ -231,6 +284,20 @@ fn unpack_into(image: &Path, tmp: &Path) -> Result<(), ImageError> {
                 .to_string(),
         ));
     };
+
+    let config: ImageConfig = match image_config {
+        serde_json::Value::Null => ImageConfig::default(),
+        v => serde_json::from_value(v)
+            .map_err(|e| format(format!("the image config is not valid: {e}")))?,
+    };
+    let config_path = tmp.join(CONFIG_FILE);
+    let bytes = serde_json::to_vec(&config).map_err(|e| format(e.to_string()))?;
+    std::fs::write(&config_path, bytes).map_err(|source| ImageError::Io {
+        image: image.to_path_buf(),
+        op: "writing",
+        path: config_path.clone(),
+        source,
+    })?;
 
     for layer in layers {
         let rel = safe_relative(&layer).ok_or_else(|| ImageError::Escape {
@@ -593,6 +660,12 @@ pub(crate) mod tests {
 
     /// An OCI image layout tarball with these layers (each already a tar, maybe gzipped).
     pub(crate) fn oci_image(layers: &[Vec<u8>]) -> Vec<u8> {
+        oci_image_with(layers, serde_json::json!({}))
+    }
+
+    /// `oci_image` whose image config has `run` as its `config` object (Entrypoint,
+    /// Cmd, Env, WorkingDir, User).
+    pub(crate) fn oci_image_with(layers: &[Vec<u8>], run: serde_json::Value) -> Vec<u8> {
         let layer_descs: Vec<_> = layers
             .iter()
             .map(|l| {
@@ -603,7 +676,10 @@ pub(crate) mod tests {
                 })
             })
             .collect();
-        let config = br#"{"architecture":"amd64","os":"linux"}"#.to_vec();
+        let config = serde_json::to_vec(
+            &serde_json::json!({"architecture": "amd64", "os": "linux", "config": run}),
+        )
+        .unwrap();
         let manifest = serde_json::to_vec(&serde_json::json!({
             "schemaVersion": 2,
             "mediaType": "application/vnd.oci.image.manifest.v1+json",

@@ -17,7 +17,7 @@ pub mod init;
 pub mod rootfs;
 pub mod spec;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
@@ -163,7 +163,7 @@ impl ContainerDriver {
     async fn start_task(&self, req: StartRequest) -> Result<TaskHandle, DriverError> {
         let cfg = ContainerConfig::from_config(&req)?;
         let cerr = Self::err(&req.id);
-        let (source_rootfs, image_state) = match &cfg.root {
+        let (source_rootfs, image_state, image_config) = match &cfg.root {
             Root::Dir(dir) => {
                 if !dir.is_absolute() || !dir.is_dir() {
                     return Err(cerr(ContainerError::Rootfs {
@@ -171,7 +171,7 @@ impl ContainerDriver {
                         reason: "not an absolute path to a directory".to_string(),
                     }));
                 }
-                (dir.clone(), serde_json::Value::Null)
+                (dir.clone(), serde_json::Value::Null, None)
             }
             Root::Image(tarball) => {
                 let (cache, tarball) = (self.opts.image_cache.clone(), tarball.clone());
@@ -186,10 +186,11 @@ impl ContainerDriver {
                 (
                     unpacked.rootfs,
                     serde_json::json!({ "digest": unpacked.digest, "cached": unpacked.cached }),
+                    Some(unpacked.config),
                 )
             }
         };
-        let spec = self.spec(&req, &cfg, source_rootfs)?;
+        let spec = self.spec(&req, &cfg, source_rootfs, image_config.as_ref())?;
         let stdout = open_log(&req, &req.stdout_path)?;
         let stderr = open_log(&req, &req.stderr_path)?;
         let output = vec![stdout.done, stderr.done];
@@ -202,7 +203,7 @@ impl ContainerDriver {
             .map(|p| p as i32)
             .ok_or_else(|| DriverError::Start {
                 task: req.id.clone(),
-                command: cfg.command.clone(),
+                command: spec.command.clone(),
                 source: std::io::Error::other("the helper exited before its pid was read"),
             })?;
         let start_ticks = proc_start_ticks(pid);
@@ -254,7 +255,7 @@ impl ContainerDriver {
             started_at: orch_common::ids::now_ms(),
             cgroup: req.cgroup,
             driver_state: serde_json::json!({
-                "command": cfg.command,
+                "command": spec.command,
                 "rootfs": spec.rootfs,
                 "image": image_state,
             }),
@@ -267,9 +268,16 @@ impl ContainerDriver {
         req: &StartRequest,
         cfg: &ContainerConfig,
         rootfs: PathBuf,
+        image: Option<&image::ImageConfig>,
     ) -> Result<InitSpec, DriverError> {
         let cerr = Self::err(&req.id);
-        let user = req.user.clone().unwrap_or_else(|| DEFAULT_USER.to_string());
+        let image = image.cloned().unwrap_or_default();
+        // The task's user, else the image's, else an unprivileged default.
+        let user = req
+            .user
+            .clone()
+            .or_else(|| image.user.clone().filter(|u| !u.is_empty()))
+            .unwrap_or_else(|| DEFAULT_USER.to_string());
         let ids = resolve_user(&rootfs, &user).map_err(&cerr)?;
         let keep_caps: Vec<u8> = caps::effective_set(&cfg.cap_add, &cfg.cap_drop)
             .map_err(|e| cerr(e.into()))?
@@ -305,7 +313,37 @@ impl ContainerDriver {
             })?;
         }
 
-        let mut env = req.env.clone();
+        // The image's environment first, the task's over it.
+        let mut env: BTreeMap<String, String> = image
+            .env
+            .iter()
+            .flatten()
+            .filter_map(|kv| kv.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        env.extend(req.env.clone());
+        // The task's command, else the image's entrypoint with the task's args or the
+        // image's Cmd.
+        let (command, args) = match &cfg.command {
+            Some(c) => (c.clone(), cfg.args.clone()),
+            None => {
+                let mut argv = image.entrypoint.clone().unwrap_or_default();
+                if cfg.args.is_empty() {
+                    argv.extend(image.cmd.clone().unwrap_or_default());
+                } else {
+                    argv.extend(cfg.args.clone());
+                }
+                if argv.is_empty() {
+                    return Err(DriverError::InvalidConfig {
+                        task: req.id.clone(),
+                        reason: "\"command\" is required: the image names no Entrypoint or Cmd"
+                            .to_string(),
+                    });
+                }
+                let command = argv.remove(0);
+                (command, argv)
+            }
+        };
         env.entry("PATH".to_string())
             .or_insert_with(|| DEFAULT_PATH.to_string());
         let hostname = cfg
@@ -318,10 +356,20 @@ impl ContainerDriver {
             rootfs,
             layer_dir: req.task_dir.join(".container"),
             layer: self.opts.layer,
-            command: cfg.command.clone(),
-            args: cfg.args.clone(),
+            command,
+            args,
             env,
-            cwd: cfg.work_dir.clone().unwrap_or_else(|| req.task_dir.clone()),
+            cwd: cfg
+                .work_dir
+                .clone()
+                .or_else(|| {
+                    image
+                        .working_dir
+                        .as_ref()
+                        .filter(|w| w.starts_with('/'))
+                        .map(PathBuf::from)
+                })
+                .unwrap_or_else(|| req.task_dir.clone()),
             hostname,
             uid: ids.uid,
             gid: ids.gid,
@@ -643,7 +691,8 @@ enum Root {
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct ContainerConfig {
     root: Root,
-    command: String,
+    /// `None`: the image's Entrypoint/Cmd.
+    command: Option<String>,
     args: Vec<String>,
     volumes: Vec<String>,
     cap_add: Vec<String>,
@@ -703,7 +752,10 @@ impl ContainerConfig {
                 ))
             }
         };
-        let command = string("command")?.ok_or_else(|| bad("\"command\" is required".into()))?;
+        let command = string("command")?;
+        if command.is_none() && matches!(root, Root::Dir(_)) {
+            return Err(bad("\"command\" is required with a rootfs directory".into()));
+        }
         let network = match string("network_mode")?.as_deref() {
             None | Some("host") => NetworkMode::Host,
             Some("none") => NetworkMode::None,

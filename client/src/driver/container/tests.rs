@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use super::image::tests::{gzip, oci_image, TarBuilder};
+use super::image::tests::{gzip, oci_image, oci_image_with, TarBuilder};
 use super::*;
 use crate::driver::suite::{self, Harness, TaskDirs};
 
@@ -382,6 +382,11 @@ async fn volumes_bind_allowed_host_paths_and_refuse_others() {
 
 /// A two-layer OCI image: busybox, then a layer that whites out a file and adds one.
 fn busybox_image(dir: &Path) -> PathBuf {
+    busybox_image_with(dir, json!({}))
+}
+
+/// `busybox_image` whose image config's `config` object is `run`.
+fn busybox_image_with(dir: &Path, run: serde_json::Value) -> PathBuf {
     let mut lower = TarBuilder::new()
         .dir("bin/")
         .file("bin/busybox", &std::fs::read(busybox()).unwrap(), 0o755)
@@ -393,10 +398,57 @@ fn busybox_image(dir: &Path) -> PathBuf {
         .file("etc/.wh.gone.txt", b"", 0o644)
         .file("etc/hello.txt", b"from layer two\n", 0o644)
         .finish();
-    let tarball = oci_image(&[lower.finish(), gzip(&upper)]);
+    let tarball = oci_image_with(&[lower.finish(), gzip(&upper)], run);
     let path = dir.join("busybox.tar");
     std::fs::write(&path, tarball).unwrap();
     path
+}
+
+#[tokio::test]
+async fn an_image_runs_its_own_entrypoint_cmd_env_and_working_dir_when_the_task_names_none() {
+    need_root!();
+    let c = ContainerHarness::new();
+    let d = c.container(c.options());
+    let images = tempfile::tempdir().unwrap();
+    let image = busybox_image_with(
+        images.path(),
+        json!({
+            "Entrypoint": ["/bin/sh", "-c"],
+            "Cmd": ["echo \"$GREETING from $(pwd) as $(id -u)\""],
+            "Env": ["GREETING=image-says-hi", "PATH=/bin"],
+            "WorkingDir": "/etc",
+            "User": "42",
+        }),
+    );
+    let t = TaskDirs::new();
+    let cfg = BTreeMap::from([("image".to_string(), json!(image))]);
+    let (r, out) = run(&d, &t, t.request("defaults", cfg)).await;
+    assert!(r.successful(), "{r:?}");
+    assert_eq!(out, "image-says-hi from /etc as 42\n");
+
+    // The task's args replace Cmd (the entrypoint stays); its env wins over the image's.
+    let t = TaskDirs::new();
+    let cfg = BTreeMap::from([
+        ("image".to_string(), json!(image)),
+        ("args".to_string(), json!(["echo \"$GREETING\""])),
+    ]);
+    let mut req = t.request("override", cfg);
+    req.env.insert("GREETING".into(), "task-says-hi".into());
+    let (r, out) = run(&d, &t, req).await;
+    assert!(r.successful(), "{r:?}");
+    assert_eq!(out, "task-says-hi\n");
+
+    // An image with neither, and no command in the task: a clear error.
+    let t = TaskDirs::new();
+    let bare_dir = images.path().join("bare");
+    std::fs::create_dir_all(&bare_dir).unwrap();
+    let bare = busybox_image(&bare_dir);
+    let cfg = BTreeMap::from([("image".to_string(), json!(bare))]);
+    let err = d
+        .start(t.request("none", cfg))
+        .await
+        .expect_err("no command");
+    assert!(err.to_string().contains("Entrypoint or Cmd"), "{err}");
 }
 
 #[tokio::test]
