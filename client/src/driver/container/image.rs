@@ -212,6 +212,9 @@ fn unpack_into(image: &Path, tmp: &Path) -> Result<(), ImageError> {
 
     // The image config's `config` object, when the image has one.
     let mut image_config = serde_json::Value::Null;
+    // `docker save` layers are named by path, not digest: the config's `rootfs.diff_ids`
+    // (sha256 of each uncompressed layer) are what they are checked against.
+    let mut diff_ids: Vec<String> = Vec::new();
     let layers: Vec<String> = if archive_dir.join("index.json").is_file() {
         // OCI image layout: index -> manifest (possibly through a nested index) -> layers.
         let mut doc = read_json("index.json")?;
@@ -265,7 +268,16 @@ fn unpack_into(image: &Path, tmp: &Path) -> Result<(), ImageError> {
                 archive: "manifest.json".to_string(),
                 entry: config.to_string(),
             })?;
-            image_config = read_json(&rel.to_string_lossy())?["config"].take();
+            let mut config_doc = read_json(&rel.to_string_lossy())?;
+            diff_ids = config_doc["rootfs"]["diff_ids"]
+                .as_array()
+                .map(|ids| {
+                    ids.iter()
+                        .filter_map(|d| d.as_str().map(str::to_string))
+                        .collect()
+                })
+                .unwrap_or_default();
+            image_config = config_doc["config"].take();
         }
         doc.get(0)
             .and_then(|m| m.get("Layers"))
@@ -299,7 +311,8 @@ fn unpack_into(image: &Path, tmp: &Path) -> Result<(), ImageError> {
         source,
     })?;
 
-    for layer in layers {
+    let check_diff_ids = !diff_ids.is_empty() && diff_ids.len() == layers.len();
+    for (i, layer) in layers.into_iter().enumerate() {
         let rel = safe_relative(&layer).ok_or_else(|| ImageError::Escape {
             image: image.to_path_buf(),
             archive: "the image manifest".to_string(),
@@ -317,6 +330,23 @@ fn unpack_into(image: &Path, tmp: &Path) -> Result<(), ImageError> {
             path: path.clone(),
             source,
         })?;
+        if check_diff_ids && !gzip {
+            let actual = sha256_file(&path).map_err(|source| ImageError::Io {
+                image: image.to_path_buf(),
+                op: "reading",
+                path: path.clone(),
+                source,
+            })?;
+            if diff_ids[i] != format!("sha256:{actual}") {
+                return Err(ImageError::Digest {
+                    image: image.to_path_buf(),
+                    detail: format!(
+                        "layer {layer} has sha256:{actual}, not the {} its config names",
+                        diff_ids[i]
+                    ),
+                });
+            }
+        }
         let applier = Applier::new(image, format!("layer {layer}"), &rootfs);
         if gzip {
             applier.apply(flate2::read::GzDecoder::new(f))?;
@@ -858,5 +888,35 @@ pub(crate) mod tests {
             std::fs::read_to_string(u.rootfs.join("hello")).unwrap(),
             "hi"
         );
+
+        // With diff_ids in the config, each layer must match its own.
+        let config = |id: &str| {
+            serde_json::to_vec(&serde_json::json!({
+                "config": {"Cmd": ["/hello"]},
+                "rootfs": {"type": "layers", "diff_ids": [id]},
+            }))
+            .unwrap()
+        };
+        let with_ids = |config: Vec<u8>| {
+            TarBuilder::new()
+                .file("manifest.json", manifest, 0o644)
+                .file("c.json", &config, 0o644)
+                .file("abc/layer.tar", &layer, 0o644)
+                .finish()
+        };
+        let good = write(
+            dir.path(),
+            "good.tar",
+            &with_ids(config(&format!("sha256:{}", sha(&layer)))),
+        );
+        let u = unpack_cached(&dir.path().join("cache"), &good).unwrap();
+        assert_eq!(u.config.cmd, Some(vec!["/hello".to_string()]));
+        let bad = write(
+            dir.path(),
+            "bad.tar",
+            &with_ids(config(&format!("sha256:{}", sha(b"x")))),
+        );
+        let err = unpack_cached(&dir.path().join("cache"), &bad).expect_err("wrong diff_id");
+        assert!(matches!(err, ImageError::Digest { .. }), "{err}");
     }
 }
