@@ -240,8 +240,17 @@ pub trait Driver: Send + Sync {
     /// forgets the task. Safe to call on a task that already exited.
     fn destroy<'a>(&'a self, handle: &'a TaskHandle) -> BoxFuture<'a, Result<(), DriverError>>;
 
-    /// Re-attaches to a task started by an earlier client run.
-    fn recover<'a>(&'a self, handle: &'a TaskHandle) -> BoxFuture<'a, Result<(), DriverError>>;
+    /// Re-attaches to a task started by an earlier client run. Process drivers do not
+    /// yet: a starting client kills what an earlier run left (see `state`).
+    fn recover<'a>(&'a self, handle: &'a TaskHandle) -> BoxFuture<'a, Result<(), DriverError>> {
+        let _ = handle;
+        Box::pin(async move {
+            Err(DriverError::Unsupported {
+                driver: self.name(),
+                what: "re-attaching to a task of an earlier client run",
+            })
+        })
+    }
 
     fn stats<'a>(&'a self, handle: &'a TaskHandle)
         -> BoxFuture<'a, Result<TaskStats, DriverError>>;

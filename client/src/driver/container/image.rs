@@ -139,6 +139,16 @@ pub fn unpack_cached(cache_root: &Path, image: &Path) -> Result<Unpacked, ImageE
     }
 }
 
+/// `sha256_file` with the image named in the error.
+fn sha256_in(image: &Path, path: &Path) -> Result<String, ImageError> {
+    sha256_file(path).map_err(|source| ImageError::Io {
+        image: image.to_path_buf(),
+        op: "reading",
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
 fn sha256_file(path: &Path) -> std::io::Result<String> {
     let mut f = std::fs::File::open(path)?;
     let mut h = Sha256::new();
@@ -193,12 +203,7 @@ fn unpack_into(image: &Path, tmp: &Path) -> Result<(), ImageError> {
         }
         let rel = format!("blobs/{alg}/{hex}");
         let path = inside(image, &archive_dir, &rel)?;
-        let actual = sha256_file(&path).map_err(|source| ImageError::Io {
-            image: image.to_path_buf(),
-            op: "reading",
-            path: path.clone(),
-            source,
-        })?;
+        let actual = sha256_in(image, &path)?;
         if actual != hex {
             return Err(ImageError::Digest {
                 image: image.to_path_buf(),
@@ -331,12 +336,7 @@ fn unpack_into(image: &Path, tmp: &Path) -> Result<(), ImageError> {
             source,
         })?;
         if check_diff_ids && !gzip {
-            let actual = sha256_file(&path).map_err(|source| ImageError::Io {
-                image: image.to_path_buf(),
-                op: "reading",
-                path: path.clone(),
-                source,
-            })?;
+            let actual = sha256_in(image, &path)?;
             if diff_ids[i] != format!("sha256:{actual}") {
                 return Err(ImageError::Digest {
                     image: image.to_path_buf(),

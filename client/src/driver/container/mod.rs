@@ -590,16 +590,6 @@ impl Driver for ContainerDriver {
         self.procs.destroy(handle).boxed()
     }
 
-    fn recover<'a>(&'a self, _handle: &'a TaskHandle) -> BoxFuture<'a, Result<(), DriverError>> {
-        async move {
-            Err(DriverError::Unsupported {
-                driver: NAME,
-                what: "re-attaching to a task of an earlier client run",
-            })
-        }
-        .boxed()
-    }
-
     fn stats<'a>(
         &'a self,
         handle: &'a TaskHandle,
