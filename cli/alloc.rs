@@ -26,6 +26,15 @@ pub enum AllocCommand {
     /// Print (or follow) a task's stdout or stderr.
     #[command(after_help = LOGS_EXAMPLES)]
     Logs(LogsArgs),
+    /// Stop an allocation: a replacement is placed (like for a failed one), then this
+    /// one is stopped.
+    #[command(
+        after_help = "EXAMPLES:\n  orch alloc stop 8f3c2a1b\n  orch alloc stop --json 8f3c2a1b"
+    )]
+    Stop {
+        /// Allocation id (a unique prefix is enough).
+        alloc: String,
+    },
     /// Run a command inside a running task (its cgroup, environment and user), with
     /// stdin, stdout and stderr attached; exits with the command's exit code.
     #[command(after_help = crate::alloc_exec::EXAMPLES)]
@@ -64,6 +73,7 @@ pub async fn run(ctx: &Ctx, cmd: AllocCommand) -> Result<ExitCode> {
         AllocCommand::Status { alloc } => status(ctx, &alloc).await,
         AllocCommand::Logs(args) => logs(ctx, args).await,
         AllocCommand::Exec(args) => crate::alloc_exec::exec(ctx, args).await,
+        AllocCommand::Stop { alloc } => stop(ctx, &alloc).await,
     }
 }
 
@@ -94,6 +104,26 @@ Resource usage unavailable: {e:#}
         }
     }
     print!("{text}");
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn stop(ctx: &Ctx, alloc_ref: &str) -> Result<ExitCode> {
+    let api = ctx.api()?;
+    let answer: serde_json::Value = api
+        .post(
+            &format!("/v1/allocation/{}/stop", encode(alloc_ref)),
+            &serde_json::json!({}),
+        )
+        .await?;
+    if ctx.json {
+        output::print_json(&answer)?;
+    } else {
+        println!(
+            "Allocation {} is being replaced and stopped (evaluation {})",
+            alloc_ref,
+            short(answer["eval_id"].as_str().unwrap_or_default())
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -141,6 +141,7 @@ pub fn alloc_of(job: &Job, index: u32) -> Allocation {
         task_states: BTreeMap::new(),
         previous_allocation: None,
         next_allocation: None,
+        desired_transition: Default::default(),
         metrics: None,
         create_time: 0,
         modify_time: 0,

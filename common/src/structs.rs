@@ -894,6 +894,9 @@ pub struct Allocation {
     pub previous_allocation: Option<String>,
     #[serde(default)]
     pub next_allocation: Option<String>,
+    /// What the server asked to happen to the allocation besides its desired status.
+    #[serde(default, skip_serializing_if = "DesiredTransition::is_empty")]
+    pub desired_transition: DesiredTransition,
     /// Placement scores and how many nodes were looked at.
     #[serde(default)]
     pub metrics: Option<AllocMetric>,
@@ -918,6 +921,20 @@ impl Allocation {
     /// Uses node resources: not yet terminal on the client and not stopped and pending.
     pub fn uses_resources(&self) -> bool {
         !self.client_status.is_terminal()
+    }
+}
+
+/// A change asked of a running allocation that the scheduler carries out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct DesiredTransition {
+    /// Replace it with a new allocation elsewhere, then stop it (`orch alloc stop`).
+    #[serde(default)]
+    pub migrate: bool,
+}
+
+impl DesiredTransition {
+    pub fn is_empty(&self) -> bool {
+        !self.migrate
     }
 }
 

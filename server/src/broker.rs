@@ -277,7 +277,7 @@ impl EvalBroker {
                     inner.handle_eval(stamp(e));
                 }
             }
-            Command::UpsertEvals { evals } => {
+            Command::UpsertEvals { evals } | Command::MigrateAllocs { evals, .. } => {
                 for e in evals {
                     inner.handle_eval(stamp(e));
                 }

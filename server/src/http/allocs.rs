@@ -56,3 +56,58 @@ pub async fn get(
         .ok_or_else(|| ApiError::NotFound(format!("allocation {id:?} not found")))?;
     Ok(Indexed(index, alloc))
 }
+
+/// The answer to `POST /v1/allocation/{id}/stop`.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct AllocStopResponse {
+    pub eval_id: String,
+    pub index: u64,
+}
+
+/// `POST /v1/allocation/{id}/stop`: the allocation is replaced like a failed one (a new
+/// allocation is placed, preferring no particular node, then this one is stopped), by an
+/// `alloc-stop` evaluation of its job. A terminal allocation is a 409.
+pub async fn stop(
+    State(st): State<Arc<HttpState>>,
+    IdPath(prefix): IdPath,
+) -> Result<axum::Json<AllocStopResponse>, ApiError> {
+    let id = st.resolve(Table::Allocs, "allocation", &prefix).await?;
+    let lookup = id.clone();
+    let (alloc, job) = st
+        .read(move |s| {
+            let Some(a) = s.alloc(&lookup)? else {
+                return Ok(None);
+            };
+            let job = s.job(&a.job_id)?;
+            Ok(Some((a, job)))
+        })
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("allocation {id:?} not found")))?;
+    if alloc.desired_status != orch_common::structs::DesiredStatus::Run
+        || alloc.client_status.is_terminal()
+    {
+        return Err(ApiError::Conflict(format!(
+            "allocation {id} is already {} (desired {}); nothing to stop",
+            alloc.client_status.as_str(),
+            alloc.desired_status.as_str()
+        )));
+    }
+    let job = job.ok_or_else(|| {
+        ApiError::NotFound(format!(
+            "job {:?} of allocation {id} not found",
+            alloc.job_id
+        ))
+    })?;
+    let eval =
+        orch_common::structs::Evaluation::for_job(&job, orch_common::structs::triggers::ALLOC_STOP);
+    let eval_id = eval.id.clone();
+    let index = st
+        .log
+        .submit(crate::state::Command::MigrateAllocs {
+            alloc_ids: vec![id.clone()],
+            evals: vec![eval],
+        })
+        .await?;
+    tracing::info!(alloc_id = %id, eval_id = %eval_id, "allocation stop requested");
+    Ok(axum::Json(AllocStopResponse { eval_id, index }))
+}

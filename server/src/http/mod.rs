@@ -170,6 +170,7 @@ pub fn router(state: Arc<HttpState>) -> Router {
         )
         .route("/v1/allocations", get(allocs::list))
         .route("/v1/allocation/{id}", get(allocs::get))
+        .route("/v1/allocation/{id}/stop", post(allocs::stop))
         .route("/v1/evaluations", get(evals::list))
         .route("/v1/evaluation/{id}", get(evals::get))
         .route("/v1/nodes", get(nodes::list))

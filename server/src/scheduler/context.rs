@@ -331,6 +331,7 @@ impl<'s> PlanBuilder<'s> {
             task_states: Default::default(),
             previous_allocation: previous.map(|p| p.id.clone()),
             next_allocation: None,
+            desired_transition: Default::default(),
             metrics: Some(metric),
             create_time: self.now_ms,
             modify_time: self.now_ms,

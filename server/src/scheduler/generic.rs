@@ -36,7 +36,7 @@ use super::rank::{
     MIN_SAMPLE_WITH_PREFERENCES,
 };
 use super::reconcile::{
-    reconcile, NodesById, PlaceReason, Placement, DESC_RESCHEDULED, DESC_UPDATED,
+    reconcile, NodesById, PlaceReason, Placement, DESC_MIGRATED, DESC_RESCHEDULED, DESC_UPDATED,
 };
 use super::rng::Rng;
 use super::system;
@@ -242,6 +242,7 @@ fn compute_generic(
             PlaceReason::New | PlaceReason::Lost => u.place += 1,
             PlaceReason::Reschedule => u.reschedule_now += 1,
             PlaceReason::Destructive => u.destructive_update += 1,
+            PlaceReason::Migrate => u.migrate += 1,
         }
     }
     for g in &job.groups {
@@ -285,6 +286,9 @@ fn compute_generic(
                         }
                         PlaceReason::Destructive => {
                             b.stop(prev, DESC_UPDATED, false, Some(alloc.id.clone()))
+                        }
+                        PlaceReason::Migrate => {
+                            b.stop(prev, DESC_MIGRATED, false, Some(alloc.id.clone()))
                         }
                         PlaceReason::Lost => b.link_replacement(prev, &alloc.id),
                         PlaceReason::New => {}

@@ -32,6 +32,7 @@ pub const DESC_NOT_NEEDED: &str = "alloc not needed due to job update";
 pub const DESC_LOST: &str = "alloc is lost since its node is down";
 pub const DESC_UPDATED: &str = "alloc is being updated due to job update";
 pub const DESC_RESCHEDULED: &str = "alloc was rescheduled because it failed";
+pub const DESC_MIGRATED: &str = "alloc is being migrated";
 
 /// The cluster's nodes by id, borrowed from the snapshot's list (no copies).
 pub type NodesById<'n> = HashMap<&'n str, &'n Node>;
@@ -47,6 +48,9 @@ pub enum PlaceReason {
     Reschedule,
     /// Replaces an allocation of an older version whose tasks changed.
     Destructive,
+    /// Replaces an allocation asked to move (`orch alloc stop`); it is stopped once
+    /// the replacement is placed, so the group never runs short for lack of room.
+    Migrate,
 }
 
 /// One instance to place.
@@ -308,6 +312,13 @@ fn reconcile_group(
                         reason: PlaceReason::Lost,
                         previous: Some(a.clone()),
                     }));
+                } else if a.desired_transition.migrate {
+                    slots.push(Slot::Replace(Placement {
+                        group: group.name.clone(),
+                        index: a.index,
+                        reason: PlaceReason::Migrate,
+                        previous: Some(a.clone()),
+                    }));
                 } else {
                     slots.push(Slot::Live(a.clone()));
                 }
@@ -452,6 +463,25 @@ mod tests {
         assert!(r.stop.iter().all(|s| s.description == DESC_JOB_STOPPED));
         let gone = reconcile(None, &allocs, &nodes(&[n]), 0);
         assert_eq!(gone.stop.len(), 2);
+    }
+
+    #[test]
+    fn an_alloc_asked_to_migrate_is_replaced_before_it_is_stopped() {
+        let job = JobBuilder::new("web").count(2).build();
+        let n = NodeBuilder::new().build();
+        let mut allocs: Vec<_> = (0..2).map(|i| alloc_for(&job, "web", i, &n)).collect();
+        allocs[1].client_status = ClientStatus::Running;
+        allocs[1].desired_transition.migrate = true;
+        let r = reconcile(Some(&job), &allocs, &nodes(std::slice::from_ref(&n)), 0);
+        // No stop now: the scheduler stops it once its replacement is placed.
+        assert!(r.stop.is_empty(), "{:?}", r.stop);
+        assert_eq!(r.place.len(), 1);
+        assert_eq!(r.place[0].reason, PlaceReason::Migrate);
+        assert_eq!(r.place[0].index, 1);
+        assert_eq!(
+            r.place[0].previous.as_ref().map(|a| a.id.as_str()),
+            Some(allocs[1].id.as_str())
+        );
     }
 
     #[test]

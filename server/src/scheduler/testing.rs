@@ -383,6 +383,7 @@ pub fn alloc_for(job: &Job, group: &str, index: u32, node: &Node) -> Allocation 
         task_states: BTreeMap::new(),
         previous_allocation: None,
         next_allocation: None,
+        desired_transition: Default::default(),
         metrics: None,
         create_time: NOW,
         modify_time: NOW,

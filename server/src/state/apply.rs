@@ -220,6 +220,20 @@ impl Writer<'_> {
                 self.update_node(node_id, |n, _| n.eligibility = *eligibility)?;
                 self.upsert_evals(evals)
             }
+            Command::MigrateAllocs { alloc_ids, evals } => {
+                for id in alloc_ids {
+                    let Some(before) = self.alloc(id)? else {
+                        tracing::warn!(alloc_id = %id, "migration of an unknown allocation");
+                        continue;
+                    };
+                    let mut alloc = before.clone();
+                    alloc.desired_transition.migrate = true;
+                    alloc.modify_index = self.index;
+                    alloc.modify_time = self.now;
+                    self.write_alloc(&alloc, Some(&before))?;
+                }
+                self.upsert_evals(evals)
+            }
             Command::UpdateAllocsFromClient { updates, evals } => {
                 self.update_allocs_from_client(updates)?;
                 self.upsert_evals(evals)

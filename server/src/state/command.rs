@@ -46,6 +46,12 @@ pub enum Command {
     },
     /// Set the cluster-wide scheduler configuration (algorithm, preemption).
     SetSchedulerConfig { config: SchedulerConfiguration },
+    /// Marks allocations for migration (`orch alloc stop`): the scheduler places a
+    /// replacement, then stops each; with the evaluations that make it do so.
+    MigrateAllocs {
+        alloc_ids: Vec<String>,
+        evals: Vec<Evaluation>,
+    },
     /// Client-reported allocation states (batched), with evaluations they trigger.
     UpdateAllocsFromClient {
         updates: Vec<AllocClientUpdate>,

@@ -138,6 +138,7 @@ pub(crate) fn mock_alloc(id: &str, job: &Job, node_id: &str, index: u32) -> Allo
         task_states: BTreeMap::new(),
         previous_allocation: None,
         next_allocation: None,
+        desired_transition: Default::default(),
         metrics: None,
         create_time: 0,
         modify_time: 0,
