@@ -35,6 +35,17 @@ pub enum AllocCommand {
         /// Allocation id (a unique prefix is enough).
         alloc: String,
     },
+    /// Restart a task (every task without TASK) in place, on its node; not counted
+    /// against the restart policy.
+    #[command(
+        after_help = "EXAMPLES:\n  orch alloc restart 8f3c2a1b\n  orch alloc restart 8f3c2a1b server"
+    )]
+    Restart {
+        /// Allocation id (a unique prefix is enough).
+        alloc: String,
+        /// Task name; every task when left out.
+        task: Option<String>,
+    },
     /// Run a command inside a running task (its cgroup, environment and user), with
     /// stdin, stdout and stderr attached; exits with the command's exit code.
     #[command(after_help = crate::alloc_exec::EXAMPLES)]
@@ -74,6 +85,7 @@ pub async fn run(ctx: &Ctx, cmd: AllocCommand) -> Result<ExitCode> {
         AllocCommand::Logs(args) => logs(ctx, args).await,
         AllocCommand::Exec(args) => crate::alloc_exec::exec(ctx, args).await,
         AllocCommand::Stop { alloc } => stop(ctx, &alloc).await,
+        AllocCommand::Restart { alloc, task } => restart(ctx, &alloc, task.as_deref()).await,
     }
 }
 
@@ -104,6 +116,30 @@ Resource usage unavailable: {e:#}
         }
     }
     print!("{text}");
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn restart(ctx: &Ctx, alloc_ref: &str, task: Option<&str>) -> Result<ExitCode> {
+    let api = ctx.api()?;
+    let (a, client) = alloc_and_client(&api, alloc_ref).await?;
+    let mut url = format!("{client}/v1/client/allocation/{}/restart", encode(&a.id));
+    if let Some(t) = task {
+        url.push_str(&format!("?task={}", encode(t)));
+    }
+    let answer: serde_json::Value = api.post_url(&url, &serde_json::json!({})).await?;
+    if ctx.json {
+        output::print_json(&answer)?;
+    } else {
+        let tasks: Vec<&str> = answer["restarted"]
+            .as_array()
+            .map(|v| v.iter().filter_map(|t| t.as_str()).collect())
+            .unwrap_or_default();
+        println!(
+            "Restarting {} of allocation {}",
+            tasks.join(", "),
+            short(&a.id)
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }
 

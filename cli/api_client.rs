@@ -167,6 +167,27 @@ impl ApiClient {
     }
 
     /// `GET` of an absolute URL (e.g. a client agent's stats endpoint) decoded as `T`.
+    /// `POST` of an absolute URL (a client agent's route) with a JSON body.
+    pub async fn post_url<B: Serialize, T: DeserializeOwned>(
+        &self,
+        url: &str,
+        body: &B,
+    ) -> Result<T> {
+        let rb = self
+            .request(reqwest::Method::POST, url)
+            .timeout(REQUEST_TIMEOUT)
+            .json(body);
+        let resp = rb
+            .send()
+            .await
+            .with_context(|| format!("cannot reach {url}"))?;
+        check_status(resp)
+            .await?
+            .json::<T>()
+            .await
+            .with_context(|| format!("POST {url}: unexpected answer"))
+    }
+
     pub async fn get_url<T: DeserializeOwned>(&self, url: &str) -> Result<T> {
         let rb = self
             .request(reqwest::Method::GET, url)

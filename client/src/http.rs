@@ -26,6 +26,10 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/v1/client/fs/logs/{alloc}", get(logs_handler))
         .route("/v1/client/allocation/{alloc}/exec", get(exec_handler))
+        .route(
+            "/v1/client/allocation/{alloc}/restart",
+            axum::routing::post(restart_handler),
+        )
         .route("/v1/client/allocation/{alloc}/stats", get(stats_handler))
         .with_state(shared)
 }
@@ -200,4 +204,53 @@ async fn exec_handler(
         Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), vec![]),
     };
     upgrade.on_upgrade(move |socket| crate::exec::serve(socket, session))
+}
+
+#[derive(Debug, Deserialize)]
+struct RestartQuery {
+    task: Option<String>,
+}
+
+/// `POST /v1/client/allocation/{alloc}/restart[?task=T]`: restarts the task (every
+/// task without `task`) in place; not counted against the restart policy.
+async fn restart_handler(
+    State(shared): State<Arc<Shared>>,
+    Path(alloc): Path<String>,
+    Query(q): Query<RestartQuery>,
+) -> Response {
+    let found = match lookup(&shared, &alloc) {
+        Ok(a) => a,
+        Err(resp) => return *resp,
+    };
+    let runners = shared.runners.lock().expect("runner table poisoned");
+    let Some(runner) = runners.get(&found.id) else {
+        return error(
+            StatusCode::CONFLICT,
+            format!("allocation {} is not running on this client", found.id),
+            vec![],
+        );
+    };
+    if runner.stop_requested() {
+        return error(
+            StatusCode::CONFLICT,
+            format!("allocation {} is stopping", found.id),
+            vec![],
+        );
+    }
+    if !runner.restart(q.task.as_deref()) {
+        return error(
+            StatusCode::NOT_FOUND,
+            format!(
+                "allocation {} has no task {:?}",
+                found.id,
+                q.task.unwrap_or_default()
+            ),
+            runner.tasks.clone(),
+        );
+    }
+    let tasks = match q.task {
+        Some(t) => vec![t],
+        None => runner.tasks.clone(),
+    };
+    Json(serde_json::json!({ "alloc_id": found.id, "restarted": tasks })).into_response()
 }

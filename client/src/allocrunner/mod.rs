@@ -19,7 +19,9 @@ use tokio::sync::{mpsc, watch};
 
 use crate::batcher::UpdateBatcher;
 use crate::once::set_once;
-use crate::taskrunner::{self, events, TaskRunnerDeps, TaskRunnerHandle, TaskUpdate};
+use crate::taskrunner::{
+    self, events, RestartRequest, TaskRunnerDeps, TaskRunnerHandle, TaskUpdate,
+};
 use allocdir::AllocDir;
 
 /// Controls a running allocation and shows its latest state.
@@ -29,6 +31,7 @@ pub struct AllocRunnerHandle {
     pub tasks: Vec<String>,
     pub alloc_dir: AllocDir,
     stop: watch::Sender<Option<String>>,
+    restarts: watch::Sender<RestartRequest>,
     status: watch::Receiver<AllocClientUpdate>,
     join: tokio::task::JoinHandle<()>,
 }
@@ -37,6 +40,19 @@ impl AllocRunnerHandle {
     /// Kills every task (idempotent); `reason` goes into their Killing events.
     pub fn stop(&self, reason: &str) {
         set_once(&self.stop, reason.to_string());
+    }
+
+    /// Restarts `task` (every task with `None`) in place; false when there is no
+    /// such task.
+    pub fn restart(&self, task: Option<&str>) -> bool {
+        if task.is_some_and(|t| !self.tasks.iter().any(|n| n == t)) {
+            return false;
+        }
+        self.restarts.send_modify(|r| {
+            r.seq += 1;
+            r.task = task.map(str::to_string);
+        });
+        true
     }
 
     pub fn stop_requested(&self) -> bool {
@@ -107,7 +123,9 @@ pub fn spawn(
     };
     let (status_tx, status) = watch::channel(initial);
     let (stop, stop_rx) = watch::channel(None);
+    let (restarts, restarts_rx) = watch::channel(RestartRequest::default());
     let runner = AllocRunner {
+        restarts_rx,
         alloc: alloc.clone(),
         alloc_dir: alloc_dir.clone(),
         deps,
@@ -122,6 +140,7 @@ pub fn spawn(
         tasks,
         alloc_dir,
         stop,
+        restarts,
         status,
         join,
     }
@@ -134,6 +153,7 @@ struct AllocRunner {
     batcher: Arc<UpdateBatcher>,
     status_tx: watch::Sender<AllocClientUpdate>,
     stop_rx: watch::Receiver<Option<String>>,
+    restarts_rx: watch::Receiver<RestartRequest>,
     states: BTreeMap<String, TaskState>,
 }
 
@@ -168,12 +188,13 @@ impl AllocRunner {
             .tasks
             .iter()
             .map(|t| {
-                let h = taskrunner::spawn(
+                let h = taskrunner::spawn_with_restarts(
                     self.alloc.clone(),
                     t.clone(),
                     self.alloc_dir.clone(),
                     self.deps.clone(),
                     tx.clone(),
+                    self.restarts_rx.clone(),
                 );
                 (t.name.clone(), h)
             })

@@ -53,6 +53,20 @@ use restart::{RestartDecision, RestartTracker};
 /// Events kept per task (the oldest are dropped), as Nomad does.
 const MAX_EVENTS: usize = 20;
 
+/// Resolves when a restart of `task` (or of every task) is asked after this point.
+async fn restart_asked(rx: &mut watch::Receiver<RestartRequest>, task: &str) {
+    loop {
+        if rx.changed().await.is_err() {
+            // No one can ask any more.
+            return std::future::pending().await;
+        }
+        let wanted = rx.borrow_and_update().task.clone();
+        if wanted.as_deref().is_none_or(|t| t == task) {
+            return;
+        }
+    }
+}
+
 /// Event kinds (the `kind` of a `TaskEvent`).
 pub mod events {
     pub const RECEIVED: &str = "Received";
@@ -65,6 +79,7 @@ pub mod events {
     pub const RESTARTING: &str = "Restarting";
     pub const NOT_RESTARTING: &str = "Not Restarting";
     pub const KILLING: &str = "Killing";
+    pub const RESTART_SIGNALED: &str = "Restart Signaled";
     pub const KILLED: &str = "Killed";
 }
 
@@ -132,6 +147,33 @@ pub fn spawn(
     deps: TaskRunnerDeps,
     updates: mpsc::UnboundedSender<TaskUpdate>,
 ) -> TaskRunnerHandle {
+    spawn_with_restarts(
+        alloc,
+        task,
+        alloc_dir,
+        deps,
+        updates,
+        watch::channel(RestartRequest::default()).1,
+    )
+}
+
+/// A request to restart tasks in place (`orch alloc restart`): `seq` grows with every
+/// request; `task` is the one to restart, or every task when `None`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RestartRequest {
+    pub seq: u64,
+    pub task: Option<String>,
+}
+
+/// `spawn`, restarting the task in place whenever `restarts` asks for it.
+pub fn spawn_with_restarts(
+    alloc: Arc<Allocation>,
+    task: Task,
+    alloc_dir: AllocDir,
+    deps: TaskRunnerDeps,
+    updates: mpsc::UnboundedSender<TaskUpdate>,
+    restarts: watch::Receiver<RestartRequest>,
+) -> TaskRunnerHandle {
     let (kill, kill_rx) = watch::channel(None);
     let job_type = alloc
         .job
@@ -153,6 +195,7 @@ pub fn spawn(
         deps,
         updates,
         kill_rx,
+        restart_rx: restarts,
         tracker: RestartTracker::new(policy),
         state: TaskState::default(),
         warned_no_cgroups: false,
@@ -182,6 +225,7 @@ struct TaskRunner {
     deps: TaskRunnerDeps,
     updates: mpsc::UnboundedSender<TaskUpdate>,
     kill_rx: watch::Receiver<Option<String>>,
+    restart_rx: watch::Receiver<RestartRequest>,
     tracker: RestartTracker,
     state: TaskState,
     warned_no_cgroups: bool,
@@ -198,6 +242,12 @@ impl TaskRunner {
             let outcome = self.attempt().await;
             let exit = match outcome {
                 Attempt::Killed => return,
+                Attempt::Restarted => {
+                    // Asked for: not a failure, so the restart policy does not count it.
+                    self.state.state = TaskStateKind::Pending;
+                    self.state.restarts += 1;
+                    continue;
+                }
                 Attempt::Exited(exit) => Some(exit),
                 Attempt::SetupFailed(SetupError::Fatal(msg)) => {
                     self.event(events::SETUP_FAILURE, msg);
@@ -276,6 +326,11 @@ impl TaskRunner {
             reason = kill_reason(self.kill_rx.clone()) => {
                 self.kill_running(driver.as_ref(), &handle, &reason, sampler).await;
                 return Attempt::Killed;
+            }
+            () = restart_asked(&mut self.restart_rx, &self.task.name) => {
+                self.event(events::RESTART_SIGNALED, "User requested the task to restart".to_string());
+                self.stop_attempt(driver.as_ref(), &handle, "Restarting", sampler).await;
+                return Attempt::Restarted;
             }
         };
         self.finish_sampling(sampler).await;
@@ -441,6 +496,19 @@ impl TaskRunner {
         reason: &str,
         sampler: Sampler,
     ) {
+        self.stop_attempt(driver, handle, reason, sampler).await;
+        self.dead(false);
+    }
+
+    /// kill_signal, wait kill_timeout, SIGKILL everything in the cgroup, remove it; the
+    /// task itself lives on (a restart) unless the caller says it is dead.
+    async fn stop_attempt(
+        &mut self,
+        driver: &dyn Driver,
+        handle: &TaskHandle,
+        reason: &str,
+        sampler: Sampler,
+    ) {
         let signal = parse_signal(&self.task.kill_signal).unwrap_or_else(|e| {
             tracing::warn!(task = %self.id, error = %e, "bad kill_signal; using SIGTERM");
             Signal::SIGTERM
@@ -469,7 +537,6 @@ impl TaskRunner {
             ev.oom_killed = exit.oom_killed;
         }
         self.push_event(ev);
-        self.dead(false);
     }
 
     /// Kills whatever the attempt left, removes its cgroup and forgets the handle.
@@ -588,6 +655,8 @@ struct Sampler(Option<tokio::task::JoinHandle<()>>);
 enum Attempt {
     /// Stopped on request; the runner already recorded the task dead.
     Killed,
+    /// Stopped to start again at once (`orch alloc restart`).
+    Restarted,
     /// Ran and exited; the exit is recorded.
     Exited(ExitResult),
     SetupFailed(SetupError),
