@@ -166,33 +166,31 @@ impl ApiClient {
             .with_context(|| format!("DELETE {path}: unexpected answer"))
     }
 
-    /// `GET` of an absolute URL (e.g. a client agent's stats endpoint) decoded as `T`.
     /// `POST` of an absolute URL (a client agent's route) with a JSON body.
     pub async fn post_url<B: Serialize, T: DeserializeOwned>(
         &self,
         url: &str,
         body: &B,
     ) -> Result<T> {
-        let rb = self
-            .request(reqwest::Method::POST, url)
-            .timeout(REQUEST_TIMEOUT)
-            .json(body);
-        let resp = rb
-            .send()
-            .await
-            .with_context(|| format!("cannot reach {url}"))?;
-        check_status(resp)
-            .await?
-            .json::<T>()
-            .await
-            .with_context(|| format!("POST {url}: unexpected answer"))
+        let rb = self.request(reqwest::Method::POST, url).json(body);
+        self.send_url(rb, "POST", url).await
     }
 
+    /// `GET` of an absolute URL (e.g. a client agent's stats endpoint) decoded as `T`.
     pub async fn get_url<T: DeserializeOwned>(&self, url: &str) -> Result<T> {
-        let rb = self
-            .request(reqwest::Method::GET, url)
-            .timeout(REQUEST_TIMEOUT);
+        let rb = self.request(reqwest::Method::GET, url);
+        self.send_url(rb, "GET", url).await
+    }
+
+    /// Sends a request to an absolute URL and decodes the JSON answer.
+    async fn send_url<T: DeserializeOwned>(
+        &self,
+        rb: reqwest::RequestBuilder,
+        method: &str,
+        url: &str,
+    ) -> Result<T> {
         let resp = rb
+            .timeout(REQUEST_TIMEOUT)
             .send()
             .await
             .with_context(|| format!("cannot reach {url}"))?;
@@ -200,7 +198,7 @@ impl ApiClient {
             .await?
             .json::<T>()
             .await
-            .with_context(|| format!("GET {url}: unexpected answer"))
+            .with_context(|| format!("{method} {url}: unexpected answer"))
     }
 
     /// `GET` of an absolute URL (e.g. a client agent's log endpoint) without a timeout,
