@@ -8,13 +8,9 @@ use std::time::Duration;
 
 use common::*;
 
-#[test]
-fn a_stopped_allocation_is_replaced_and_linked_as_root() {
-    if skip_unless_root("a_stopped_allocation_is_replaced_and_linked_as_root") {
-        return;
-    }
-    let ws = Workspace::new();
-    let agent = Agent::dev(&ws, "dev");
+/// A dev agent running jobspecs/hello.toml (2 instances).
+fn hello_on_a_dev_agent(ws: &Workspace) -> Agent {
+    let agent = Agent::dev(ws, "dev");
     wait_for_ready_nodes(&agent, 1);
     let spec = jobspec("hello.toml");
     agent
@@ -23,13 +19,25 @@ fn a_stopped_allocation_is_replaced_and_linked_as_root() {
             Duration::from_secs(60),
         )
         .ok();
-    let running = |agent: &Agent| -> Vec<serde_json::Value> {
-        agent
-            .job_allocs("hello")
-            .into_iter()
-            .filter(|a| a["client_status"] == "running" && a["desired_status"] == "run")
-            .collect()
-    };
+    agent
+}
+
+/// hello's allocations the server wants running and that run.
+fn running(agent: &Agent) -> Vec<serde_json::Value> {
+    agent
+        .job_allocs("hello")
+        .into_iter()
+        .filter(|a| a["client_status"] == "running" && a["desired_status"] == "run")
+        .collect()
+}
+
+#[test]
+fn a_stopped_allocation_is_replaced_and_linked_as_root() {
+    if skip_unless_root("a_stopped_allocation_is_replaced_and_linked_as_root") {
+        return;
+    }
+    let ws = Workspace::new();
+    let agent = hello_on_a_dev_agent(&ws);
     let before = wait_for(Duration::from_secs(60), "hello to run", || {
         let r = running(&agent);
         (r.len() == 2).then_some(r)
@@ -78,20 +86,9 @@ fn a_restarted_task_runs_again_in_place_as_root() {
         return;
     }
     let ws = Workspace::new();
-    let agent = Agent::dev(&ws, "dev");
-    wait_for_ready_nodes(&agent, 1);
-    let spec = jobspec("hello.toml");
-    agent
-        .orch(
-            &["job", "run", spec.to_str().unwrap()],
-            Duration::from_secs(60),
-        )
-        .ok();
+    let agent = hello_on_a_dev_agent(&ws);
     let alloc = wait_for(Duration::from_secs(60), "hello to run", || {
-        agent
-            .job_allocs("hello")
-            .into_iter()
-            .find(|a| a["client_status"] == "running")
+        running(&agent).into_iter().next()
     });
     let id = alloc["id"].as_str().unwrap().to_string();
     let ids = std::collections::BTreeSet::from([id.clone()]);

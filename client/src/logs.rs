@@ -63,16 +63,10 @@ pub fn start_position(len: u64, origin: Origin, offset: u64) -> u64 {
     }
 }
 
-/// The rotated files of the stream whose first file is `first`, with their lengths,
-/// oldest first.
-fn files_of(first: &Path) -> Result<Vec<(u32, PathBuf, u64)>, LogsError> {
-    let (dir, prefix) =
-        crate::logrotate::split_first_file(first).map_err(|source| LogsError::Read {
-            path: first.to_path_buf(),
-            source,
-        })?;
+/// The rotated files `<dir>/<prefix>.<n>` with their lengths, oldest first.
+fn files_of(dir: &Path, prefix: &str) -> Result<Vec<(u32, PathBuf, u64)>, LogsError> {
     let mut out = Vec::new();
-    for (index, path) in crate::logrotate::rotated_files(&dir, &prefix) {
+    for (index, path) in crate::logrotate::rotated_files(dir, prefix) {
         match std::fs::metadata(&path) {
             Ok(m) => out.push((index, path, m.len())),
             // Rotated away since the listing.
@@ -100,16 +94,6 @@ fn locate(files: &[(u32, PathBuf, u64)], origin: Origin, offset: u64) -> (u32, u
     }
 }
 
-/// The file of the stream with `index`.
-fn file_at(first: &Path, index: u32) -> PathBuf {
-    let name = first
-        .file_name()
-        .and_then(|n| n.to_str())
-        .and_then(|n| n.strip_suffix(".0"))
-        .unwrap_or_default();
-    first.with_file_name(format!("{name}.{index}"))
-}
-
 /// Reads up to `max` bytes from `pos`. A file that shrank (truncated) is read from the
 /// start again; a file not there (yet, or any more) reads as empty.
 pub fn read_chunk(path: &Path, pos: u64, max: usize) -> Result<(Vec<u8>, u64), LogsError> {
@@ -131,31 +115,45 @@ pub fn read_chunk(path: &Path, pos: u64, max: usize) -> Result<(Vec<u8>, u64), L
     Ok((buf, pos + want as u64))
 }
 
-/// A position in the stream of rotated files.
+/// A position in the stream of rotated files `<dir>/<prefix>.<n>`.
 struct Cursor {
-    first: PathBuf,
+    dir: PathBuf,
+    prefix: String,
     index: u32,
     pos: u64,
 }
 
 impl Cursor {
+    /// `first` is the stream's first file, `<dir>/<prefix>.0`.
     fn start(first: PathBuf, origin: Origin, offset: u64) -> Result<Cursor, LogsError> {
-        let (index, pos) = locate(&files_of(&first)?, origin, offset);
-        Ok(Cursor { first, index, pos })
+        let (dir, prefix) =
+            crate::logrotate::split_first_file(&first).map_err(|source| LogsError::Read {
+                path: first.clone(),
+                source,
+            })?;
+        let (index, pos) = locate(&files_of(&dir, &prefix)?, origin, offset);
+        Ok(Cursor {
+            dir,
+            prefix,
+            index,
+            pos,
+        })
     }
 
     /// The next bytes: from the current file, else from the next newer file there is.
     /// Empty when the newest file is read to its end.
     fn next_chunk(&mut self) -> Result<Vec<u8>, LogsError> {
         loop {
-            let (chunk, next) = read_chunk(&file_at(&self.first, self.index), self.pos, CHUNK)?;
+            let file = self.dir.join(format!("{}.{}", self.prefix, self.index));
+            let (chunk, next) = read_chunk(&file, self.pos, CHUNK)?;
             if !chunk.is_empty() {
                 self.pos = next;
                 return Ok(chunk);
             }
-            let newer = files_of(&self.first)?
+            // Only the names are needed here (this runs on every poll of a follow).
+            let newer = crate::logrotate::rotated_files(&self.dir, &self.prefix)
                 .into_iter()
-                .map(|(i, _, _)| i)
+                .map(|(i, _)| i)
                 .find(|i| *i > self.index);
             match newer {
                 Some(i) => {

@@ -138,12 +138,19 @@ impl Rows {
 }
 
 impl AllocIndex {
-    /// Reads every allocation's id, node and status.
-    pub(crate) fn load(c: &Connection) -> Result<AllocIndex, StateError> {
+    /// Reads every allocation's id, node and status. `holding` gets the id, node and
+    /// JSON of each allocation that holds resources (desired `run`, client pending or
+    /// running: `holds_resources` on the columns), so the store builds its per-node
+    /// sums in the same pass over the table.
+    pub(crate) fn load(
+        c: &Connection,
+        mut holding: impl FnMut(&str, &str, &str) -> Result<(), StateError>,
+    ) -> Result<AllocIndex, StateError> {
         let mut stmt = c
             .prepare(
                 "SELECT id, seq, node_id, modify_index, \
-                 client_status IN ('pending', 'running') FROM allocs ORDER BY seq",
+                 client_status IN ('pending', 'running'), desired_status = 'run', json \
+                 FROM allocs ORDER BY seq",
             )
             .ctx(|| "preparing the allocation index load".to_string())?;
         let mut rows = stmt
@@ -154,8 +161,9 @@ impl AllocIndex {
             .next()
             .ctx(|| "reading an allocation index row".to_string())?
         {
-            let mut read = || -> rusqlite::Result<()> {
+            let mut read = || -> rusqlite::Result<(&str, &str, bool)> {
                 let id = r.get_ref(0)?.as_str()?;
+                let node_id = r.get_ref(2)?.as_str()?;
                 let seq: i64 = r.get(1)?;
                 index.insert_id(id, seq);
                 let row = NodeRow {
@@ -164,10 +172,18 @@ impl AllocIndex {
                     live: r.get(4)?,
                 };
                 // Rows come in `seq` order: appending keeps each list sorted.
-                index.node_rows_mut(r.get_ref(2)?.as_str()?).push(row);
-                Ok(())
+                index.node_rows_mut(node_id).push(row);
+                Ok((id, node_id, row.live && r.get::<_, bool>(5)?))
             };
-            read().ctx(|| "reading an allocation index row".to_string())?;
+            let (id, node_id, holds) =
+                read().ctx(|| "reading an allocation index row".to_string())?;
+            if holds {
+                let json = r
+                    .get_ref(6)
+                    .and_then(|v| v.as_str().map_err(Into::into))
+                    .ctx(|| format!("reading allocation {id:?}"))?;
+                holding(id, node_id, json)?;
+            }
         }
         Ok(AllocIndex {
             rows: RwLock::new(index),

@@ -326,9 +326,19 @@ impl StateStore {
                 source: rusqlite::Error::InvalidParameterName(reason),
             })?;
         let indexes = read::table_indexes(&writer)?;
-        let alloc_index = alloc_index::AllocIndex::load(&writer)?;
+        let mut sums: HashMap<String, NodeAllocated> = HashMap::new();
+        let alloc_index = alloc_index::AllocIndex::load(&writer, |id, node_id, json| {
+            let part = read::usage_part(id, json)?;
+            match sums.get_mut(node_id) {
+                Some(sum) => sum.add_part(&part),
+                None => {
+                    sums.insert(node_id.to_string(), part);
+                }
+            }
+            Ok(())
+        })?;
         let mirror = Mirror {
-            usage: Arc::new(read::node_usage_sums(&writer)?),
+            usage: Arc::new(sums.into_iter().map(|(k, v)| (k, Arc::new(v))).collect()),
             nodes: None,
             nodes_index: indexes.get(Table::Nodes.name()).copied().unwrap_or(0),
             in_flight: Arc::default(),

@@ -1,8 +1,7 @@
 //! Queries over one connection, shared by the store's pooled reads, the snapshot and
 //! `apply` (which reads inside its write transaction).
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
+use std::collections::BTreeMap;
 
 use orch_common::structs::{
     AllocatedResources, Allocation, ClientStatus, Evaluation, Job, Node, SchedulerConfiguration,
@@ -243,46 +242,16 @@ pub(crate) fn allocs_at(
     Ok(out)
 }
 
-/// Per node, the sum of its allocations that hold resources (to fill the mirror on
-/// open). Rows are read one at a time and only their `resources` are decoded: a
-/// million allocations decoded whole took 3 GiB and most of a restart.
-pub(crate) fn node_usage_sums(
-    c: &Connection,
-) -> Result<HashMap<String, Arc<NodeAllocated>>, StateError> {
+/// What one allocation that holds resources uses, from its stored JSON (to fill the
+/// mirror's per-node sums on open). Only `resources` is decoded: a million allocations
+/// decoded whole took 3 GiB and most of a restart.
+pub(crate) fn usage_part(id: &str, json: &str) -> Result<NodeAllocated, StateError> {
     #[derive(serde::Deserialize)]
     struct Usage {
         resources: AllocatedResources,
     }
-    // The same test as `holds_resources`, on the status columns.
-    let mut stmt = c
-        .prepare(
-            "SELECT id, node_id, json FROM allocs WHERE desired_status = 'run' \
-             AND client_status IN ('pending', 'running')",
-        )
-        .ctx(|| "preparing the per-node sums".to_string())?;
-    let mut rows = stmt
-        .query([])
-        .ctx(|| "reading the per-node sums".to_string())?;
-    let mut sums: HashMap<String, NodeAllocated> = HashMap::new();
-    while let Some(row) = rows.next().ctx(|| "reading an allocation".to_string())? {
-        let columns = || -> rusqlite::Result<(&str, &str, &str)> {
-            Ok((
-                row.get_ref(0)?.as_str()?,
-                row.get_ref(1)?.as_str()?,
-                row.get_ref(2)?.as_str()?,
-            ))
-        };
-        let (id, node_id, json) = columns().ctx(|| "reading an allocation".to_string())?;
-        let usage: Usage = decode("allocation", id, json)?;
-        let part = NodeAllocated::of_resources(&usage.resources);
-        match sums.get_mut(node_id) {
-            Some(sum) => sum.add_part(&part),
-            None => {
-                sums.insert(node_id.to_string(), part);
-            }
-        }
-    }
-    Ok(sums.into_iter().map(|(k, v)| (k, Arc::new(v))).collect())
+    let usage: Usage = decode("allocation", id, json)?;
+    Ok(NodeAllocated::of_resources(&usage.resources))
 }
 
 pub(crate) fn node(c: &Connection, id: &str) -> Result<Option<Node>, StateError> {
