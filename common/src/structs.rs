@@ -1071,6 +1071,8 @@ pub mod triggers {
     pub const ALLOC_FAILURE: &str = "alloc-failure";
     pub const QUEUED_ALLOCS: &str = "queued-allocs";
     pub const RETRY_FAILED_ALLOC: &str = "alloc-failure-retry";
+    /// Allocations on a disconnected node reach their `disconnect.lost_after`.
+    pub const DISCONNECT_TIMEOUT: &str = "disconnect-timeout";
     pub const MAX_PLAN_ATTEMPTS: &str = "max-plan-attempts";
     /// A job lost allocations to a higher-priority one and places them again.
     pub const PREEMPTION: &str = "preemption";

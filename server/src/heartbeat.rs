@@ -1,25 +1,31 @@
 //! Server-side node heartbeat timers. Each registered node must heartbeat within its TTL
 //! (plus a grace period); one that does not is marked `down` with a `node-update`
 //! evaluation for every job that has live allocations there, so the scheduler marks
-//! them lost and replaces them. Timers live in memory and are rebuilt (fresh TTL) for
-//! every node that is not down when the server starts.
+//! them lost and replaces them. A node running allocations whose group sets
+//! `disconnect.lost_after` is first marked `disconnected` instead: the scheduler keeps
+//! those allocations (or places stand-ins, with `replace = true`) until their
+//! `lost_after`, and the node goes `down` once the longest of them has passed.
+//! Timers live in memory and are rebuilt when the server starts.
 //!
 //! ```text
 //!  register / heartbeat ──► reset(node): deadline = now + ttl + grace ──┐
 //!                                                                       ▼
 //!  expiry loop: sleep until the earliest deadline (or a reset, or shutdown)
-//!      deadline passed ──► UpdateNodeStatus { down, evals: node-update per job }
+//!      deadline passed, node ready, tolerant allocs ─► disconnected + evals;
+//!                               deadline = now + longest lost_after
+//!      deadline passed otherwise ──► UpdateNodeStatus { down, evals: node-update per job }
+//!  heartbeat from a disconnected or down node ──► ready + node_ready_evals
 //! ```
 //!
 //! The other way round, a node that becomes ready (registers, heartbeats back from
 //! down, turns eligible) gets `node_ready_evals`: one per system/sysbatch job and one
 //! per job with allocations there, so system jobs reach nodes that join later.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use orch_common::structs::{triggers, Eligibility, Evaluation, JobType, NodeStatus};
+use orch_common::structs::{triggers, Eligibility, Evaluation, Job, JobType, NodeStatus};
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -94,6 +100,12 @@ impl Heartbeats {
         ttl
     }
 
+    /// Sets a node's timer to fire at `deadline` (the end of its disconnect window).
+    fn schedule(&self, node_id: &str, deadline: Instant) {
+        self.deadlines().insert(node_id.to_string(), deadline);
+        self.inner.changed.notify_one();
+    }
+
     /// Forgets a node's timer (it is down or gone).
     pub fn remove(&self, node_id: &str) {
         self.deadlines().remove(node_id);
@@ -105,14 +117,27 @@ impl Heartbeats {
         self.deadlines().keys().cloned().collect()
     }
 
-    /// Starts a fresh timer for every node that is not down (server start).
+    /// Starts a timer for every node that is not down (server start): a fresh TTL, or
+    /// for a disconnected node what is left of its disconnect window.
     pub fn restore(&self, store: &StateStore) -> Result<usize, StateError> {
         let mut n = 0;
+        let now_ms = now_ms();
         for node in store.nodes()? {
-            if node.status != NodeStatus::Down {
-                self.reset(&node.id);
-                n += 1;
+            match node.status {
+                NodeStatus::Down => continue,
+                NodeStatus::Disconnected => {
+                    let (_, window) = live_jobs_and_window(store, &node.id)?;
+                    let ends = node
+                        .status_updated_at
+                        .saturating_add(window.unwrap_or_default().as_millis() as u64);
+                    let left = Duration::from_millis(ends.saturating_sub(now_ms));
+                    self.schedule(&node.id, Instant::now() + left);
+                }
+                _ => {
+                    self.reset(&node.id);
+                }
             }
+            n += 1;
         }
         Ok(n)
     }
@@ -148,11 +173,19 @@ impl Heartbeats {
                     _ = shutdown.wait_for(|stop| *stop) => break,
                 }
                 for node_id in timers.take_expired(Instant::now()) {
-                    match mark_down(&log, &node_id).await {
-                        Ok(true) => {
+                    match expire(&log, &node_id).await {
+                        Ok(Some(Expired::Disconnected(window))) => {
+                            tracing::warn!(
+                                node_id,
+                                window_s = window.as_secs_f64(),
+                                "node missed its heartbeat: marked disconnected"
+                            );
+                            timers.schedule(&node_id, Instant::now() + window);
+                        }
+                        Ok(Some(Expired::Down)) => {
                             tracing::warn!(node_id, "node missed its heartbeat: marked down")
                         }
-                        Ok(false) => {}
+                        Ok(None) => {}
                         Err(e) => tracing::error!(error = %e, "heartbeat expiry failed"),
                     }
                 }
@@ -240,28 +273,116 @@ pub async fn set_eligibility(
     Ok(true)
 }
 
+/// What a missed heartbeat did to a node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expired {
+    /// Marked disconnected; it goes down after this window unless it comes back.
+    Disconnected(Duration),
+    Down,
+}
+
+/// The jobs with live allocations on a node, and the longest `disconnect.lost_after`
+/// among their groups that run there (None: nothing there tolerates a disconnect).
+fn live_jobs_and_window(
+    store: &StateStore,
+    node_id: &str,
+) -> Result<(Vec<Job>, Option<Duration>), StateError> {
+    let mut groups: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for alloc in store.allocs_by_node(node_id)? {
+        if !alloc.client_status.is_terminal() {
+            groups.entry(alloc.job_id).or_default().insert(alloc.group);
+        }
+    }
+    let mut jobs: Vec<Job> = Vec::new();
+    let mut window: Option<Duration> = None;
+    for (job_id, names) in groups {
+        let Some(job) = store.job(&job_id)? else {
+            continue;
+        };
+        let tolerated = names
+            .iter()
+            .filter_map(|g| job.group(g)?.disconnect.as_ref()?.lost_after);
+        window = window.into_iter().chain(tolerated).max();
+        jobs.push(job);
+    }
+    Ok((jobs, window))
+}
+
+fn node_update_evals(jobs: &[Job], node_id: &str) -> Vec<Evaluation> {
+    jobs.iter()
+        .map(|job| {
+            let mut eval = Evaluation::for_job(job, triggers::NODE_UPDATE);
+            eval.node_id = Some(node_id.to_string());
+            eval
+        })
+        .collect()
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or_default()
+}
+
+/// A node missed its heartbeat: a ready node running allocations that tolerate a
+/// disconnect becomes `disconnected`; any other (or one whose disconnect window has
+/// passed) becomes `down`. Either way with one `node-update` evaluation per job that
+/// has live allocations there. None when the node is gone or already down.
+pub async fn expire(log: &CommandLog, node_id: &str) -> Result<Option<Expired>, HeartbeatError> {
+    let (status, evals, expired) = {
+        let Some((node, jobs, window)) = read_node_jobs(log, node_id).await? else {
+            return Ok(None);
+        };
+        let expired = match (node.status, window) {
+            (NodeStatus::Down, _) => return Ok(None),
+            (NodeStatus::Ready | NodeStatus::Initializing, Some(w)) => Expired::Disconnected(w),
+            _ => Expired::Down,
+        };
+        let status = match expired {
+            Expired::Disconnected(_) => NodeStatus::Disconnected,
+            Expired::Down => NodeStatus::Down,
+        };
+        (status, node_update_evals(&jobs, node_id), expired)
+    };
+    submit_status(log, node_id, status, evals).await?;
+    Ok(Some(expired))
+}
+
 /// Marks a node down with one `node-update` evaluation per job that has live
-/// allocations on it. Returns false when the node is gone or already down.
+/// allocations on it (the client said it is going away). Returns false when the node
+/// is gone or already down.
 pub async fn mark_down(log: &CommandLog, node_id: &str) -> Result<bool, HeartbeatError> {
+    let Some((node, jobs, _)) = read_node_jobs(log, node_id).await? else {
+        return Ok(false);
+    };
+    if node.status == NodeStatus::Down {
+        return Ok(false);
+    }
+    submit_status(
+        log,
+        node_id,
+        NodeStatus::Down,
+        node_update_evals(&jobs, node_id),
+    )
+    .await?;
+    Ok(true)
+}
+
+type NodeJobs = (orch_common::structs::Node, Vec<Job>, Option<Duration>);
+
+async fn read_node_jobs(
+    log: &CommandLog,
+    node_id: &str,
+) -> Result<Option<NodeJobs>, HeartbeatError> {
     let store = log.store().clone();
     let id = node_id.to_string();
-    let found = tokio::task::spawn_blocking(move || -> Result<_, StateError> {
+    tokio::task::spawn_blocking(move || -> Result<_, StateError> {
         let Some(node) = store.node(&id)? else {
             return Ok(None);
         };
-        let mut job_ids = BTreeSet::new();
-        for alloc in store.allocs_by_node(&id)? {
-            if !alloc.client_status.is_terminal() {
-                job_ids.insert(alloc.job_id);
-            }
-        }
-        let mut jobs = Vec::new();
-        for job_id in job_ids {
-            if let Some(job) = store.job(&job_id)? {
-                jobs.push(job);
-            }
-        }
-        Ok(Some((node, jobs)))
+        let (jobs, window) = live_jobs_and_window(&store, &id)?;
+        Ok(Some((node, jobs, window)))
     })
     .await
     .map_err(|e| HeartbeatError::Task {
@@ -271,24 +392,18 @@ pub async fn mark_down(log: &CommandLog, node_id: &str) -> Result<bool, Heartbea
     .map_err(|source| HeartbeatError::Read {
         node_id: node_id.to_string(),
         source,
-    })?;
-    let Some((node, jobs)) = found else {
-        return Ok(false);
-    };
-    if node.status == NodeStatus::Down {
-        return Ok(false);
-    }
-    let evals = jobs
-        .iter()
-        .map(|job| {
-            let mut eval = Evaluation::for_job(job, triggers::NODE_UPDATE);
-            eval.node_id = Some(node_id.to_string());
-            eval
-        })
-        .collect();
+    })
+}
+
+async fn submit_status(
+    log: &CommandLog,
+    node_id: &str,
+    status: NodeStatus,
+    evals: Vec<Evaluation>,
+) -> Result<(), HeartbeatError> {
     log.submit(Command::UpdateNodeStatus {
         node_id: node_id.to_string(),
-        status: NodeStatus::Down,
+        status,
         evals,
     })
     .await
@@ -296,7 +411,7 @@ pub async fn mark_down(log: &CommandLog, node_id: &str) -> Result<bool, Heartbea
         node_id: node_id.to_string(),
         source,
     })?;
-    Ok(true)
+    Ok(())
 }
 
 #[cfg(test)]
@@ -455,6 +570,73 @@ mod tests {
         assert_eq!(evals[0].triggered_by, "node-update");
         assert_eq!(evals[0].node_id.as_deref(), Some("n1"));
         assert!(!hb.tracked().contains("n1"));
+
+        stop_tx.send_replace(true);
+        tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .expect("loop stops")
+            .expect("task");
+        log.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn a_silent_node_with_tolerant_allocs_is_disconnected_then_down() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = StateStore::open(dir.path().join("state.db")).expect("store");
+        let log = CommandLog::start(store.clone(), vec![]).expect("log");
+        let mut job = mock_job("web");
+        job.groups[0].disconnect = Some(orch_common::structs::DisconnectPolicy {
+            lost_after: Some(Duration::from_millis(400)),
+            replace: false,
+        });
+        log.submit(Command::UpsertNode {
+            node: mock_node("n1"),
+        })
+        .await
+        .expect("node");
+        log.submit(Command::UpsertJob {
+            job: job.clone(),
+            eval: None,
+        })
+        .await
+        .expect("job");
+        log.submit(Command::ApplyPlan {
+            allocs: vec![mock_alloc("a1", &job, "n1", 0)],
+            stopped: vec![],
+            evals: vec![],
+        })
+        .await
+        .expect("plan");
+
+        let hb = Heartbeats::new(Duration::from_millis(100), Duration::from_millis(50));
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let task = hb.spawn(log.clone(), stop_rx);
+        hb.reset("n1");
+        let mut seen = Vec::new();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let status = store.node("n1").expect("read").expect("n1").status;
+            if seen.last() != Some(&status) {
+                seen.push(status);
+            }
+            if status == NodeStatus::Down {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "never down: {seen:?}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(
+            seen,
+            vec![
+                NodeStatus::Ready,
+                NodeStatus::Disconnected,
+                NodeStatus::Down
+            ]
+        );
+        // One node-update evaluation for each of the two changes.
+        let evals = store.evals_by_job("web").expect("evals");
+        assert_eq!(evals.len(), 2);
+        assert!(evals.iter().all(|e| e.triggered_by == "node-update"));
 
         stop_tx.send_replace(true);
         tokio::time::timeout(Duration::from_secs(5), task)

@@ -90,8 +90,9 @@ pub(crate) struct Outcome {
     /// Group -> instances not placed.
     pub queued: BTreeMap<String, u32>,
     pub class_eligibility: BTreeMap<String, bool>,
-    /// Earliest time a failed allocation may be rescheduled.
-    pub next_reschedule: Option<u64>,
+    /// When to evaluate the job again, and the trigger: a delayed reschedule or a
+    /// disconnected allocation turning lost.
+    pub follow_up: Option<(u64, &'static str)>,
     /// The job's blocked evaluation already waiting (other than the one processed).
     pub existing_blocked: Option<Evaluation>,
 }
@@ -171,7 +172,7 @@ fn compute_generic(
         }
     }
     let mut out = Outcome {
-        next_reschedule: rec.next_reschedule_time(),
+        follow_up: rec.follow_up(),
         ..Outcome::default()
     };
     let Some(job) = job.filter(|j| !j.stop) else {
@@ -239,7 +240,7 @@ fn compute_generic(
     for p in &placements {
         let u = updates.entry(p.group.clone()).or_default();
         match p.reason {
-            PlaceReason::New | PlaceReason::Lost => u.place += 1,
+            PlaceReason::New | PlaceReason::Lost | PlaceReason::Disconnected => u.place += 1,
             PlaceReason::Reschedule => u.reschedule_now += 1,
             PlaceReason::Destructive => u.destructive_update += 1,
             PlaceReason::Migrate => u.migrate += 1,
@@ -291,7 +292,7 @@ fn compute_generic(
                             b.stop(prev, DESC_MIGRATED, false, Some(alloc.id.clone()))
                         }
                         PlaceReason::Lost => b.link_replacement(prev, &alloc.id),
-                        PlaceReason::New => {}
+                        PlaceReason::New | PlaceReason::Disconnected => {}
                     }
                 }
                 if !evict.is_empty() {
@@ -686,13 +687,8 @@ fn finish(
     done.queued_allocations = out.queued.clone();
     done.snapshot_index = snapshot_index;
     done.modify_time = now_ms;
-    if let Some(at) = out.next_reschedule {
-        let mut next = follow_up(
-            eval,
-            triggers::RETRY_FAILED_ALLOC,
-            EvalStatus::Pending,
-            now_ms,
-        );
+    if let Some((at, trigger)) = out.follow_up {
+        let mut next = follow_up(eval, trigger, EvalStatus::Pending, now_ms);
         next.wait_until = Some(at);
         done.next_eval = Some(next.id.clone());
         planner

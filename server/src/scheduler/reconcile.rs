@@ -6,6 +6,9 @@
 //!                      ├─ job stopped or gone, or group removed ──────────> stop
 //!                      ├─ on a node that is down or gone ─────────────────> stop (lost)
 //!                      │                                                    + place
+//!                      ├─ on a disconnected node, within lost_after ──> kept (unknown);
+//!                      │     replace = true, or none other at its index -> place
+//!                      │     (past lost_after: stop (lost) + place)
 //!                      ├─ failed ─┬─ reschedule now ──> place (stop old on success)
 //!                      │          ├─ reschedule later ─> keep + delayed eval
 //!                      │          └─ attempts used up ─> keep (stays failed)
@@ -18,13 +21,17 @@
 //!
 //! Batch jobs: `complete` allocations keep their slot and are never rerun (unless the
 //! job's version changed); service jobs replace `complete` and `lost` ones.
+//!
+//! Two live allocations holding one index (a disconnected node came back after its
+//! allocations were replaced): the one that scored best when placed stays, the earlier
+//! one on a tie; the other is stopped.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
 use orch_common::structs::{
-    Allocation, ClientStatus, DelayFunction, DesiredStatus, Job, JobType, Node, NodeStatus,
-    ReschedulePolicy, TaskGroup,
+    triggers, Allocation, ClientStatus, DelayFunction, DesiredStatus, Job, JobType, Node,
+    NodeStatus, ReschedulePolicy, TaskGroup,
 };
 
 pub const DESC_JOB_STOPPED: &str = "alloc not needed as job is stopped";
@@ -33,6 +40,10 @@ pub const DESC_LOST: &str = "alloc is lost since its node is down";
 pub const DESC_UPDATED: &str = "alloc is being updated due to job update";
 pub const DESC_RESCHEDULED: &str = "alloc was rescheduled because it failed";
 pub const DESC_MIGRATED: &str = "alloc is being migrated";
+pub const DESC_DISCONNECT_LOST: &str =
+    "alloc is lost since its node has been disconnected for longer than disconnect.lost_after";
+pub const DESC_DUPLICATE: &str =
+    "alloc not needed: another allocation holds its index (node reconnected)";
 
 /// The cluster's nodes by id, borrowed from the snapshot's list (no copies).
 pub type NodesById<'n> = HashMap<&'n str, &'n Node>;
@@ -51,6 +62,9 @@ pub enum PlaceReason {
     /// Replaces an allocation asked to move (`orch alloc stop`); it is stopped once
     /// the replacement is placed, so the group never runs short for lack of room.
     Migrate,
+    /// Stands in for an allocation on a disconnected node (`disconnect.replace`). The
+    /// original is kept: if its node comes back, the better placed of the two stays.
+    Disconnected,
 }
 
 /// One instance to place.
@@ -84,12 +98,29 @@ pub struct Reconciled {
     pub ignore: Vec<Allocation>,
     /// Failed allocations to reschedule later: (alloc, not before ms).
     pub delayed: Vec<(Allocation, u64)>,
+    /// When the first allocation on a disconnected node passes its `lost_after`.
+    pub disconnect_expiry: Option<u64>,
 }
 
 impl Reconciled {
     /// The earliest delayed reschedule time, for the follow-up evaluation.
     pub fn next_reschedule_time(&self) -> Option<u64> {
         self.delayed.iter().map(|(_, t)| *t).min()
+    }
+
+    /// When the job needs another evaluation, and why: the earlier of a delayed
+    /// reschedule and a disconnected allocation turning lost.
+    pub fn follow_up(&self) -> Option<(u64, &'static str)> {
+        let reschedule = self
+            .next_reschedule_time()
+            .map(|t| (t, triggers::RETRY_FAILED_ALLOC));
+        let disconnect = self
+            .disconnect_expiry
+            .map(|t| (t, triggers::DISCONNECT_TIMEOUT));
+        match (reschedule, disconnect) {
+            (Some(r), Some(d)) => Some(if d.0 < r.0 { d } else { r }),
+            (r, d) => r.or(d),
+        }
     }
 }
 
@@ -186,11 +217,49 @@ fn is_batch(job: &Job) -> bool {
     matches!(job.job_type, JobType::Batch | JobType::Sysbatch)
 }
 
-fn node_lost(alloc: &Allocation, nodes: &NodesById<'_>) -> bool {
-    match nodes.get(alloc.node_id.as_str()) {
-        None => true,
-        Some(n) => n.status == NodeStatus::Down,
+/// Where a live allocation's node stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reach {
+    Up,
+    /// Disconnected, and the group tolerates it until this time (ms).
+    Unknown {
+        lost_at: u64,
+    },
+    /// Down, gone, or disconnected past (or without) the group's `lost_after`.
+    Lost,
+}
+
+fn reach(alloc: &Allocation, group: &TaskGroup, nodes: &NodesById<'_>, now_ms: u64) -> Reach {
+    let Some(node) = nodes.get(alloc.node_id.as_str()) else {
+        return Reach::Lost;
+    };
+    match node.status {
+        NodeStatus::Down => Reach::Lost,
+        NodeStatus::Disconnected => match disconnect_lost_at(group, node) {
+            Some(lost_at) if lost_at > now_ms => Reach::Unknown { lost_at },
+            _ => Reach::Lost,
+        },
+        NodeStatus::Ready | NodeStatus::Initializing => Reach::Up,
     }
+}
+
+/// When a group's allocations on a disconnected `node` count as lost: its
+/// `disconnect.lost_after` after the node was marked disconnected. None without one.
+pub fn disconnect_lost_at(group: &TaskGroup, node: &Node) -> Option<u64> {
+    let lost_after = group.disconnect.as_ref()?.lost_after?;
+    Some(
+        node.status_updated_at
+            .saturating_add(lost_after.as_millis() as u64),
+    )
+}
+
+/// The score an allocation's node got when it was placed (higher is better).
+fn placement_score(a: &Allocation) -> f64 {
+    a.metrics
+        .as_ref()
+        .and_then(|m| m.scores.get(&a.node_id))
+        .copied()
+        .unwrap_or(f64::NEG_INFINITY)
 }
 
 fn still_wanted_by_server(a: &Allocation) -> bool {
@@ -264,6 +333,8 @@ fn reconcile_group(
 ) {
     let batch = is_batch(job);
     let mut slots: Vec<Slot> = Vec::new();
+    // Live allocations on disconnected nodes, still within `lost_after`.
+    let mut unknown: Vec<&Allocation> = Vec::new();
     let mut sorted: Vec<&Allocation> = existing.to_vec();
     sorted.sort_by_key(|a| (a.index, a.create_index));
     for a in sorted {
@@ -300,10 +371,23 @@ fn reconcile_group(
                 }
             }
             ClientStatus::Pending | ClientStatus::Running => {
-                if node_lost(a, nodes) {
+                let reach = reach(a, group, nodes, now_ms);
+                if let Reach::Unknown { lost_at } = reach {
+                    out.disconnect_expiry =
+                        Some(out.disconnect_expiry.map_or(lost_at, |t| t.min(lost_at)));
+                    unknown.push(a);
+                } else if reach == Reach::Lost {
+                    let disconnected = nodes
+                        .get(a.node_id.as_str())
+                        .is_some_and(|n| n.status == NodeStatus::Disconnected);
                     out.stop.push(Stop {
                         alloc: a.clone(),
-                        description: DESC_LOST.to_string(),
+                        description: if disconnected {
+                            DESC_DISCONNECT_LOST
+                        } else {
+                            DESC_LOST
+                        }
+                        .to_string(),
                         lost: true,
                     });
                     slots.push(Slot::Replace(Placement {
@@ -326,16 +410,27 @@ fn reconcile_group(
         }
     }
 
-    // One slot per index: extra holders of an index are not needed.
-    let mut seen = BTreeSet::new();
-    let mut unique = Vec::with_capacity(slots.len());
-    for slot in slots {
-        if seen.insert(slot.index()) {
-            unique.push(slot);
-        } else if let Slot::Live(a) = slot {
-            stop_not_needed(a, out);
+    // An allocation out of reach keeps its index unless something else holds it; with
+    // `replace = true` a stand-in is placed at once.
+    let held: BTreeSet<u32> = slots.iter().map(Slot::index).collect();
+    let replace = group.disconnect.as_ref().is_some_and(|d| d.replace);
+    for a in unknown {
+        if held.contains(&a.index) {
+            out.ignore.push(a.clone());
+        } else if replace {
+            out.ignore.push(a.clone());
+            slots.push(Slot::Replace(Placement {
+                group: group.name.clone(),
+                index: a.index,
+                reason: PlaceReason::Disconnected,
+                previous: None,
+            }));
+        } else {
+            slots.push(Slot::Live(a.clone()));
         }
     }
+
+    let mut unique = one_slot_per_index(slots, out);
 
     // Too many: drop the highest indexes first.
     unique.sort_by_key(|s| std::cmp::Reverse(s.index()));
@@ -370,6 +465,58 @@ fn reconcile_group(
     }
     out.place
         .sort_by(|x, y| (&x.group, x.index).cmp(&(&y.group, y.index)));
+}
+
+/// Keeps one slot per index. The first holder wins, except between live allocations
+/// only (a reconnected node's and its stand-in): the better placed stays, the earlier
+/// on a tie.
+fn one_slot_per_index(slots: Vec<Slot>, out: &mut Reconciled) -> Vec<Slot> {
+    let mut by_index: BTreeMap<u32, Vec<Slot>> = BTreeMap::new();
+    for slot in slots {
+        by_index.entry(slot.index()).or_default().push(slot);
+    }
+    let mut unique = Vec::with_capacity(by_index.len());
+    for (_, mut holders) in by_index {
+        let all_live = holders.iter().all(|s| matches!(s, Slot::Live(_)));
+        let keep = if all_live && holders.len() > 1 {
+            let mut best = 0;
+            for (i, slot) in holders.iter().enumerate() {
+                if let (Slot::Live(a), Slot::Live(b)) = (slot, &holders[best]) {
+                    let (sa, sb) = (placement_score(a), placement_score(b));
+                    if sa > sb || (sa == sb && a.create_index < b.create_index) {
+                        best = i;
+                    }
+                }
+            }
+            best
+        } else {
+            0
+        };
+        let winner = holders.swap_remove(keep);
+        for loser in holders {
+            if let Slot::Live(a) = loser {
+                if all_live {
+                    stop_duplicate(a, out);
+                } else {
+                    stop_not_needed(a, out);
+                }
+            }
+        }
+        unique.push(winner);
+    }
+    unique
+}
+
+fn stop_duplicate(a: Allocation, out: &mut Reconciled) {
+    if a.desired_status == DesiredStatus::Run && !a.client_status.is_terminal() {
+        out.stop.push(Stop {
+            alloc: a,
+            description: DESC_DUPLICATE.to_string(),
+            lost: false,
+        });
+    } else {
+        out.ignore.push(a);
+    }
 }
 
 fn stop_not_needed(a: Allocation, out: &mut Reconciled) {
@@ -412,6 +559,7 @@ fn classify_live(job: &Job, group: &TaskGroup, a: Allocation, out: &mut Reconcil
 mod tests {
     use super::*;
     use crate::scheduler::testing::{alloc_for, JobBuilder, NodeBuilder};
+    use orch_common::structs::AllocMetric;
 
     const MIN: u64 = 60_000;
 
@@ -634,5 +782,123 @@ mod tests {
         let r = reconcile(Some(&job), &[a], &nodes(&[n]), 0);
         assert_eq!(r.stop.len(), 1);
         assert_eq!(indexes(&r), vec![0]);
+    }
+
+    fn disconnected(since_ms: u64) -> Node {
+        let mut n = NodeBuilder::new().status(NodeStatus::Disconnected).build();
+        n.status_updated_at = since_ms;
+        n
+    }
+
+    #[test]
+    fn allocs_on_a_disconnected_node_are_kept_until_lost_after() {
+        let job = JobBuilder::new("web")
+            .count(2)
+            .disconnect(Duration::from_secs(60), false)
+            .build();
+        let away = disconnected(10 * MIN);
+        let allocs: Vec<_> = (0..2).map(|i| alloc_for(&job, "web", i, &away)).collect();
+        let list = [away];
+        let r = reconcile(Some(&job), &allocs, &nodes(&list), 10 * MIN + 1_000);
+        assert!(r.place.is_empty() && r.stop.is_empty(), "{r:?}");
+        assert_eq!(r.ignore.len(), 2);
+        assert_eq!(
+            r.follow_up(),
+            Some((11 * MIN, triggers::DISCONNECT_TIMEOUT))
+        );
+
+        // Past lost_after: lost and replaced, like a down node.
+        let r = reconcile(Some(&job), &allocs, &nodes(&list), 11 * MIN);
+        assert_eq!(r.stop.len(), 2);
+        assert!(r
+            .stop
+            .iter()
+            .all(|s| s.lost && s.description == DESC_DISCONNECT_LOST));
+        assert_eq!(indexes(&r), vec![0, 1]);
+        assert!(r.place.iter().all(|p| p.reason == PlaceReason::Lost));
+        assert_eq!(r.follow_up(), None);
+    }
+
+    #[test]
+    fn replace_places_stand_ins_at_once_and_keeps_the_originals() {
+        let job = JobBuilder::new("web")
+            .count(2)
+            .disconnect(Duration::from_secs(60), true)
+            .build();
+        let away = disconnected(10 * MIN);
+        let here = NodeBuilder::new().build();
+        let mut allocs: Vec<_> = (0..2).map(|i| alloc_for(&job, "web", i, &away)).collect();
+        let list = [away, here.clone()];
+        let r = reconcile(Some(&job), &allocs, &nodes(&list), 10 * MIN + 1_000);
+        assert_eq!(indexes(&r), vec![0, 1]);
+        assert!(r
+            .place
+            .iter()
+            .all(|p| p.reason == PlaceReason::Disconnected && p.previous.is_none()));
+        assert!(r.stop.is_empty());
+
+        // Once the stand-ins run, nothing more is placed and the originals wait.
+        allocs.extend((0..2).map(|i| alloc_for(&job, "web", i, &here)));
+        let r = reconcile(Some(&job), &allocs, &nodes(&list), 10 * MIN + 2_000);
+        assert!(r.place.is_empty() && r.stop.is_empty(), "{r:?}");
+        assert_eq!(r.ignore.len(), 4);
+    }
+
+    #[test]
+    fn without_a_disconnect_policy_a_disconnected_node_loses_its_allocs() {
+        let job = JobBuilder::new("web").count(1).build();
+        let away = disconnected(10 * MIN);
+        let allocs = vec![alloc_for(&job, "web", 0, &away)];
+        let list = [away];
+        let r = reconcile(Some(&job), &allocs, &nodes(&list), 10 * MIN + 1);
+        assert_eq!(r.stop.len(), 1);
+        assert!(r.stop[0].lost);
+        assert_eq!(indexes(&r), vec![0]);
+    }
+
+    #[test]
+    fn a_reconnected_node_leaves_exactly_count_keeping_the_better_placed() {
+        let job = JobBuilder::new("web")
+            .count(2)
+            .disconnect(Duration::from_secs(60), true)
+            .build();
+        let back = NodeBuilder::new().build();
+        let other = NodeBuilder::new().build();
+        let scored = |mut a: Allocation, score: f64, create_index: u64| {
+            let mut m = AllocMetric::default();
+            m.scores.insert(a.node_id.clone(), score);
+            a.metrics = Some(m);
+            a.create_index = create_index;
+            a
+        };
+        let allocs = vec![
+            // Index 0: the original scored better; index 1: the stand-in did.
+            scored(alloc_for(&job, "web", 0, &back), 0.9, 1),
+            scored(alloc_for(&job, "web", 1, &back), 0.2, 2),
+            scored(alloc_for(&job, "web", 0, &other), 0.5, 10),
+            scored(alloc_for(&job, "web", 1, &other), 0.5, 11),
+        ];
+        let list = [back.clone(), other.clone()];
+        let r = reconcile(Some(&job), &allocs, &nodes(&list), 20 * MIN);
+        assert!(r.place.is_empty());
+        let stopped: Vec<(u32, &str)> = r
+            .stop
+            .iter()
+            .map(|s| (s.alloc.index, s.alloc.node_id.as_str()))
+            .collect();
+        assert_eq!(stopped, vec![(0, other.id.as_str()), (1, back.id.as_str())]);
+        assert!(r
+            .stop
+            .iter()
+            .all(|s| !s.lost && s.description == DESC_DUPLICATE));
+
+        // A tie keeps the earlier one.
+        let tie = vec![
+            scored(alloc_for(&job, "web", 0, &back), 0.5, 1),
+            scored(alloc_for(&job, "web", 0, &other), 0.5, 10),
+        ];
+        let r = reconcile(Some(&job), &tie, &nodes(&list), 20 * MIN);
+        assert_eq!(r.stop.len(), 1);
+        assert_eq!(r.stop[0].alloc.create_index, 10);
     }
 }

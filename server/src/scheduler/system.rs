@@ -4,7 +4,8 @@
 //!
 //! ```text
 //!  for each group, for each node (sorted by id):
-//!    node down ------------------------------------> stop its allocs (lost)
+//!    node down (or disconnected, group intolerant) -> stop its allocs (lost)
+//!    node disconnected, group has lost_after -------> keep its allocs as they are
 //!    has an alloc -- node ready but now infeasible -> stop
 //!                  -- older version ---------------> in-place, or stop + place here
 //!                  -- finished (system) -----------> replace here
@@ -133,7 +134,19 @@ struct GroupPass<'j, 'p, 's> {
 impl GroupPass<'_, '_, '_> {
     fn node(&mut self, b: &mut PlanBuilder<'_>, node: &Node, here: Vec<Allocation>, rng: &mut Rng) {
         let batch = self.job.job_type == JobType::Sysbatch;
-        if node.status == NodeStatus::Down {
+        // A disconnected node keeps the allocations of a group that tolerates it: they
+        // are not replaced elsewhere anyway, and turn lost when the node is marked down
+        // (at the longest `lost_after` of what it runs).
+        let tolerated = self
+            .group
+            .disconnect
+            .as_ref()
+            .is_some_and(|d| d.lost_after.is_some());
+        if node.status == NodeStatus::Disconnected && tolerated {
+            self.updates.ignore += here.iter().filter(|a| holds_resources(a)).count() as u32;
+            return;
+        }
+        if matches!(node.status, NodeStatus::Down | NodeStatus::Disconnected) {
             for a in here.iter().filter(|a| holds_resources(a)) {
                 b.stop(a, DESC_LOST, true, None);
                 self.updates.stop += 1;

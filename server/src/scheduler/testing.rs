@@ -340,6 +340,16 @@ impl JobBuilder {
         self.reschedule = Some(policy);
         self
     }
+    /// `disconnect = { lost_after, replace }` on every group.
+    pub fn disconnect(mut self, lost_after: std::time::Duration, replace: bool) -> Self {
+        for g in &mut self.job.groups {
+            g.disconnect = Some(orch_common::structs::DisconnectPolicy {
+                lost_after: Some(lost_after),
+                replace,
+            });
+        }
+        self
+    }
     pub fn build(mut self) -> Job {
         let t = self.job.job_type;
         for g in &mut self.job.groups {
