@@ -77,6 +77,8 @@ pub(crate) struct Shared {
     started: Mutex<HashSet<String>>,
     batcher: Arc<UpdateBatcher>,
     registered: watch::Sender<bool>,
+    /// When a server last answered a register or heartbeat (None: never yet).
+    last_contact: Mutex<Option<std::time::Instant>>,
 }
 
 impl Client {
@@ -164,12 +166,14 @@ impl Client {
             started: Mutex::new(HashSet::new()),
             batcher: Arc::new(UpdateBatcher::new()),
             registered,
+            last_contact: Mutex::new(None),
         });
         let (stop_loops, stop_loops_rx) = watch::channel(false);
         let (stop_sender, stop_sender_rx) = watch::channel(false);
         let loops = vec![
             tokio::spawn(heartbeat_loop(shared.clone(), stop_loops_rx.clone())),
-            tokio::spawn(watch_loop(shared.clone(), stop_loops_rx)),
+            tokio::spawn(watch_loop(shared.clone(), stop_loops_rx.clone())),
+            tokio::spawn(disconnect_watchdog(shared.clone(), stop_loops_rx)),
         ];
         let sender = tokio::spawn(update_loop(shared.clone(), stop_sender_rx));
         Ok(Client {
@@ -335,6 +339,7 @@ async fn heartbeat_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
         let mut ttl = loop {
             match shared.api.register(&shared.node).await {
                 Ok(r) => {
+                    shared.contacted();
                     tracing::info!(node_id = %node_id, ttl_ms = r.heartbeat_ttl_ms, "registered with the servers");
                     break Duration::from_millis(r.heartbeat_ttl_ms);
                 }
@@ -371,6 +376,7 @@ async fn heartbeat_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
             };
             match shared.api.heartbeat(&node_id, &req).await {
                 Ok(r) => {
+                    shared.contacted();
                     ttl = Duration::from_millis(r.heartbeat_ttl_ms);
                     failed = false;
                 }
@@ -382,6 +388,39 @@ async fn heartbeat_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
                     tracing::warn!(error = %e, "heartbeat failed");
                     failed = true;
                 }
+            }
+        }
+    }
+}
+
+/// How often the watchdog looks at how long the servers have been out of reach.
+const WATCHDOG_TICK: Duration = Duration::from_millis(250);
+
+/// Stops the allocations whose group's `disconnect.lost_after` has passed since a
+/// server last answered: by then the servers count them lost and have replaced them,
+/// so running on would leave two copies once the network heals.
+async fn disconnect_watchdog(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    loop {
+        if sleep_or_stop(WATCHDOG_TICK, &mut stop).await {
+            return;
+        }
+        let Some(last) = *shared.last_contact.lock().expect("contact time poisoned") else {
+            continue;
+        };
+        let away = last.elapsed();
+        let runners = shared.runners.lock().expect("runner table poisoned");
+        for r in runners.values() {
+            let Some(lost_after) = r.lost_after else {
+                continue;
+            };
+            if away > lost_after && !r.stop_requested() && !r.is_done() {
+                let why = format!(
+                    "no server reachable for {:.0}s (disconnect.lost_after is {})",
+                    away.as_secs_f64(),
+                    orch_common::duration::format(lost_after)
+                );
+                tracing::warn!(alloc = %r.alloc_id, "stopping allocation: {why}");
+                r.stop(&why);
             }
         }
     }
@@ -470,6 +509,11 @@ async fn send_batch(shared: &Shared) -> bool {
 }
 
 impl Shared {
+    /// A server answered: the disconnect watchdog's clock starts again.
+    fn contacted(&self) {
+        *self.last_contact.lock().expect("contact time poisoned") = Some(std::time::Instant::now());
+    }
+
     /// The driver and handle of a running task, for `exec`.
     pub(crate) fn running_task(
         &self,

@@ -29,6 +29,8 @@ struct FakeState {
     heartbeats: AtomicU64,
     /// Answer 404 to heartbeats (a server that lost the node).
     forget_node: std::sync::atomic::AtomicBool,
+    /// Answer 503 to heartbeats (the servers are out of reach).
+    unreachable: std::sync::atomic::AtomicBool,
     index: StdMutex<u64>,
     changed: tokio::sync::Notify,
 }
@@ -93,6 +95,16 @@ async fn register(
 
 async fn heartbeat(State(s): State<Arc<FakeState>>) -> axum::response::Response {
     s.heartbeats.fetch_add(1, Ordering::SeqCst);
+    if s.unreachable.load(Ordering::SeqCst) {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(ErrorBody {
+                error: "no route to the servers".into(),
+                details: vec![],
+            }),
+        )
+            .into_response();
+    }
     if s.forget_node.load(Ordering::SeqCst) {
         return (
             StatusCode::NOT_FOUND,
@@ -595,5 +607,43 @@ async fn an_alloc_stopped_before_it_started_is_reported_complete_without_running
         !dir.path().join("alloc").join(&a.id).exists(),
         "no alloc dir is made for an alloc that never ran"
     );
+    client.shutdown().await;
+}
+
+#[tokio::test]
+async fn allocs_stop_once_the_servers_are_out_of_reach_for_their_lost_after() {
+    let fake = fake_server().await;
+    let dir = tempfile::tempdir().unwrap();
+    let client = Client::start(config(dir.path(), &fake.addr)).await.unwrap();
+    let mut tolerant = raw_exec_alloc(&client.node_id(), JobType::Service, "exec sleep 300");
+    if let Some(job) = tolerant.job.as_mut() {
+        job.groups[0].disconnect = Some(orch_common::structs::DisconnectPolicy {
+            lost_after: Some(Duration::from_millis(800)),
+            replace: false,
+        });
+    }
+    let plain = raw_exec_alloc(&client.node_id(), JobType::Service, "exec sleep 300");
+    fake.state.add_alloc(tolerant.clone());
+    fake.state.add_alloc(plain.clone());
+    status_becomes(&fake, &tolerant.id, ClientStatus::Running).await;
+    status_becomes(&fake, &plain.id, ClientStatus::Running).await;
+
+    fake.state.unreachable.store(true, Ordering::SeqCst);
+    let done = status_becomes(&fake, &tolerant.id, ClientStatus::Complete).await;
+    let killing = done.task_states["main"]
+        .events
+        .iter()
+        .find(|e| e.kind == "Killing")
+        .expect("a Killing event");
+    assert!(
+        killing.message.contains("disconnect.lost_after"),
+        "{killing:?}"
+    );
+    // A group without a disconnect policy keeps running while the servers are away.
+    assert_eq!(
+        fake.state.last_status(&plain.id).unwrap().client_status,
+        ClientStatus::Running
+    );
+    fake.state.unreachable.store(false, Ordering::SeqCst);
     client.shutdown().await;
 }

@@ -30,6 +30,9 @@ pub struct AllocRunnerHandle {
     /// Task names, in the group's order.
     pub tasks: Vec<String>,
     pub alloc_dir: AllocDir,
+    /// The group's `disconnect.lost_after`: how long the allocation may keep running
+    /// while the client cannot reach any server.
+    pub lost_after: Option<std::time::Duration>,
     stop: watch::Sender<Option<String>>,
     restarts: watch::Sender<RestartRequest>,
     status: watch::Receiver<AllocClientUpdate>,
@@ -109,12 +112,11 @@ pub fn spawn(
 ) -> AllocRunnerHandle {
     let alloc = Arc::new(alloc);
     let alloc_dir = AllocDir::new(alloc_root, &alloc.id);
-    let tasks: Vec<String> = alloc
-        .job
-        .as_ref()
-        .and_then(|j| j.group(&alloc.group))
+    let group = alloc.job.as_ref().and_then(|j| j.group(&alloc.group));
+    let tasks: Vec<String> = group
         .map(|g| g.tasks.iter().map(|t| t.name.clone()).collect())
         .unwrap_or_default();
+    let lost_after = group.and_then(|g| g.disconnect.as_ref()?.lost_after);
     let initial = AllocClientUpdate {
         id: alloc.id.clone(),
         client_status: ClientStatus::Pending,
@@ -139,6 +141,7 @@ pub fn spawn(
         alloc_id: alloc.id.clone(),
         tasks,
         alloc_dir,
+        lost_after,
         stop,
         restarts,
         status,
