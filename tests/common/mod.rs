@@ -6,6 +6,8 @@
 
 #![allow(dead_code)]
 
+pub mod netns;
+
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
@@ -140,6 +142,8 @@ pub struct Agent {
     pub log_path: PathBuf,
     /// The `orch` arguments it was started with (for `restart`).
     args: Vec<String>,
+    /// The network namespace it runs in (None: the test's own).
+    netns: Option<PathBuf>,
 }
 
 /// A temp dir holding one or more agents' files; removed on drop.
@@ -210,14 +214,48 @@ impl Agent {
         Agent::spawn(args, data_dir, log_path)
     }
 
-    fn spawn(args: Vec<String>, data_dir: PathBuf, log_path: PathBuf) -> Agent {
-        let (child, addr) = start_process(&args, &log_path);
+    /// Like `with_config`, but the agent runs in the network namespace `netns` (a file
+    /// under /var/run/netns), listening on `bind_addr:port`.
+    pub fn in_netns(
+        ws: &Workspace,
+        name: &str,
+        netns: &Path,
+        bind_addr: &str,
+        port: u16,
+        tables: &str,
+    ) -> Agent {
+        let data_dir = ws.path(name);
+        let text = format!(
+            "name = {name:?}\ndata_dir = {:?}\nbind_addr = {bind_addr:?}\n\n[ports]\nhttp = {port}\n\n{tables}\n",
+            data_dir.display().to_string()
+        );
+        let cfg = ws.write(&format!("{name}.toml"), &text);
+        let log_path = ws.path(&format!("{name}.log"));
+        let args = vec![
+            "agent".to_string(),
+            "--config".into(),
+            cfg.display().to_string(),
+        ];
+        let (child, addr) = start_process(&args, &log_path, Some(netns));
         Agent {
             child: Some(child),
             addr,
             data_dir,
             log_path,
             args,
+            netns: Some(netns.to_path_buf()),
+        }
+    }
+
+    fn spawn(args: Vec<String>, data_dir: PathBuf, log_path: PathBuf) -> Agent {
+        let (child, addr) = start_process(&args, &log_path, None);
+        Agent {
+            child: Some(child),
+            addr,
+            data_dir,
+            log_path,
+            args,
+            netns: None,
         }
     }
 
@@ -291,16 +329,29 @@ impl Agent {
     /// `kill9`); its address may differ.
     pub fn restart(&mut self) {
         self.kill9();
-        let (child, addr) = start_process(&self.args, &self.log_path);
+        let (child, addr) = start_process(&self.args, &self.log_path, self.netns.as_deref());
         self.child = Some(child);
         self.addr = addr;
     }
 }
 
-/// Spawns `orch ARGS`, copies its stderr to `log_path` and waits for the
-/// `orch agent: listening on ADDR` line.
-fn start_process(args: &[String], log_path: &Path) -> (Child, String) {
-    let mut child = Command::new(BIN)
+/// Spawns `orch ARGS` (in network namespace `netns` when given), copies its stderr to
+/// `log_path` and waits for the `orch agent: listening on ADDR` line.
+fn start_process(args: &[String], log_path: &Path, netns: Option<&Path>) -> (Child, String) {
+    let mut cmd = Command::new(BIN);
+    if let Some(path) = netns {
+        let ns = std::fs::File::open(path)
+            .unwrap_or_else(|e| panic!("opening network namespace {}: {e}", path.display()));
+        use std::os::unix::process::CommandExt;
+        // SAFETY: setns is one system call on a descriptor opened before the fork.
+        unsafe {
+            cmd.pre_exec(move || {
+                nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET)
+                    .map_err(std::io::Error::from)
+            });
+        }
+    }
+    let mut child = cmd
         .args(args)
         .env(
             "RUST_LOG",
