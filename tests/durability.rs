@@ -62,3 +62,78 @@ fn jobs_acknowledged_before_a_sigkill_survive_the_restart() {
         .ok();
     assert!(status.stdout.contains("durable-4"), "{}", status.stdout);
 }
+
+const QUEUED: usize = 12;
+
+fn queued_spec(i: usize) -> String {
+    format!(
+        r#"id = "queued-{i}"
+[group.web]
+count = 2
+[group.web.task.server]
+driver = "raw_exec"
+config = {{ command = "/bin/sleep", args = ["600"] }}
+resources = {{ cpu = 20, memory = 16 }}
+"#
+    )
+}
+
+#[test]
+fn evaluations_queued_when_the_server_is_killed_are_run_after_its_restart_as_root() {
+    if skip_unless_root(
+        "evaluations_queued_when_the_server_is_killed_are_run_after_its_restart_as_root",
+    ) {
+        return;
+    }
+    let ws = Workspace::new();
+    // No client yet: every evaluation is pending, or blocked waiting for capacity, when
+    // the server dies.
+    let mut server = Agent::with_config(&ws, "server", "[server]\nenabled = true\n");
+    for i in 0..QUEUED {
+        let file = ws.write(&format!("queued-{i}.toml"), &queued_spec(i));
+        server
+            .orch(
+                &["job", "run", "--detach", file.to_str().unwrap()],
+                Duration::from_secs(30),
+            )
+            .ok();
+    }
+    server.kill9();
+    let evals_before: Vec<String> = {
+        let db = rusqlite::Connection::open(server.data_dir.join("server/state.db"))
+            .expect("the server's database");
+        let mut st = db
+            .prepare("SELECT status FROM evals ORDER BY status")
+            .expect("query");
+        st.query_map([], |r| r.get::<_, String>(0))
+            .expect("rows")
+            .map(|r| r.expect("row"))
+            .collect()
+    };
+    // One evaluation per job still waits (pending, or blocked for want of a node).
+    let waiting = evals_before
+        .iter()
+        .filter(|s| *s == "pending" || *s == "blocked")
+        .count();
+    assert_eq!(waiting, QUEUED, "{evals_before:?}");
+
+    server.restart();
+    let servers = [host_port(&server.addr)];
+    let servers: Vec<&str> = servers.iter().map(String::as_str).collect();
+    let _client = Agent::with_config(&ws, "client", &client_section(&servers, 2048, ""));
+    for i in 0..QUEUED {
+        let job = format!("queued-{i}");
+        wait_for(
+            Duration::from_secs(60),
+            &format!("{job} running 2 of 2 after the restart"),
+            || {
+                let running = server
+                    .job_allocs(&job)
+                    .iter()
+                    .filter(|a| a["client_status"] == "running")
+                    .count();
+                (running == 2).then_some(())
+            },
+        );
+    }
+}
