@@ -36,12 +36,18 @@ lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
-## bench: the scheduler benchmark (release), one `name value unit` line per result;
-##        BENCH=c1m|packing|full_cluster runs one part, SCALE=0.1 shrinks it
+## bench: the scheduler benchmark, then the cluster benchmark (real agents and tasks,
+##        as root); one `name value unit` line per result. BENCH=c1m|packing|full_cluster
+##        or BENCH=recovery|e2e|footprint runs one part, SCALE=0.1 shrinks the scheduler's
 BENCH   ?=
 SCALE   ?= 1
+SCHEDULER_PARTS := c1m packing full_cluster
+CLUSTER_PARTS   := recovery e2e footprint
 bench:
-	BENCH=$(BENCH) SCALE=$(SCALE) $(CARGO) bench -p orch-server --bench scheduler
+	@if [ -z "$(BENCH)" ] || echo "$(SCHEDULER_PARTS)" | grep -qw "$(BENCH)"; then \
+		BENCH=$(BENCH) SCALE=$(SCALE) $(CARGO) bench -p orch-server --bench scheduler; fi
+	@if [ -z "$(BENCH)" ] || echo "$(CLUSTER_PARTS)" | grep -qw "$(BENCH)"; then \
+		BENCH=$(BENCH) $(CARGO) bench -p orch --bench cluster; fi
 
 ## install: binary, systemd units and (unless present) example configs
 install: build install-files

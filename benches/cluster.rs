@@ -1,0 +1,490 @@
+//! The cluster benchmark (`make bench`): real `orch agent` processes (release build) on
+//! 127.0.0.1 with real tasks, timed from outside through the HTTP API. Prints
+//! `name value unit` lines:
+//!
+//! - `recovery.task_restart_ms`: a running task is SIGKILLed; until its restart has run
+//!   (the new process wrote its start time). Restart delay `0s`, median of 10.
+//! - `recovery.node_loss_s`: a client running 10 instances is SIGKILLed; until all 10
+//!   replacements run on the other client. Heartbeat TTL 1 s, grace 1 s.
+//! - `e2e.service50_running_s`: POST of a 50-instance raw_exec service until all 50 run.
+//! - `e2e.batch200_complete_s`: POST of a 200-instance batch job of /bin/true until all
+//!   200 are complete. Both median of 3, on one server+client agent.
+//! - `footprint.server_rss_mib`, `footprint.client_rss_mib`: resident memory of an idle
+//!   server agent and an idle client agent (separate processes), 3 s after start.
+//!
+//! Needs root (tasks run in cgroups). `BENCH=recovery|e2e|footprint` runs one part.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{anyhow, bail, Context, Result};
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_orch");
+
+fn report(name: &str, value: f64, unit: &str) {
+    println!("{name} {value:.3} {unit}");
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+/// One `orch agent --config` process with its own data dir; stopped (and its tasks
+/// killed) on drop.
+struct AgentProc {
+    child: Option<Child>,
+    addr: String,
+    data_dir: PathBuf,
+}
+
+impl AgentProc {
+    fn start(dir: &Path, name: &str, tables: &str) -> Result<AgentProc> {
+        let data_dir = dir.join(name);
+        let cfg = dir.join(format!("{name}.toml"));
+        std::fs::write(
+            &cfg,
+            format!(
+                "name = {name:?}\ndata_dir = {:?}\nbind_addr = \"127.0.0.1\"\nlog_level = \"warn\"\n\n[ports]\nhttp = 0\n\n{tables}\n",
+                data_dir.display().to_string()
+            ),
+        )?;
+        let mut child = Command::new(BIN)
+            .args(["agent", "--config"])
+            .arg(&cfg)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("starting orch agent")?;
+        let stderr = child.stderr.take().context("agent stderr")?;
+        let (tx, rx) = mpsc::channel();
+        let log_path = dir.join(format!("{name}.log"));
+        std::thread::spawn(move || {
+            let mut log = std::fs::File::create(log_path).ok();
+            let mut sent = false;
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(f) = log.as_mut() {
+                    let _ = writeln!(f, "{line}");
+                }
+                if !sent {
+                    if let Some(addr) = line.strip_prefix("orch agent: listening on ") {
+                        let _ = tx.send(addr.trim().to_string());
+                        sent = true;
+                    }
+                }
+            }
+        });
+        let addr = rx
+            .recv_timeout(Duration::from_secs(60))
+            .map_err(|_| anyhow!("agent {name} did not start; see {}", dir.display()))?;
+        Ok(AgentProc {
+            child: Some(child),
+            addr,
+            data_dir,
+        })
+    }
+
+    fn pid(&self) -> i32 {
+        self.child.as_ref().map(|c| c.id() as i32).unwrap_or(0)
+    }
+
+    fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for AgentProc {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(c.id() as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = c.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        kill_tasks_of(&self.data_dir);
+    }
+}
+
+/// Kills task processes left from `data_dir` (found by their `ORCH_ALLOC_DIR`).
+fn kill_tasks_of(data_dir: &Path) {
+    let prefix = format!("ORCH_ALLOC_DIR={}", data_dir.display());
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return;
+    };
+    for e in entries.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        let Ok(env) = std::fs::read(e.path().join("environ")) else {
+            continue;
+        };
+        if env
+            .split(|b| *b == 0)
+            .any(|v| String::from_utf8_lossy(v).starts_with(&prefix))
+        {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+}
+
+fn http() -> Result<reqwest::blocking::Client> {
+    Ok(reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()?)
+}
+
+fn get(c: &reqwest::blocking::Client, base: &str, path: &str) -> Result<Value> {
+    let resp = c.get(format!("{base}{path}")).send()?;
+    if !resp.status().is_success() {
+        bail!("GET {path}: {}", resp.status());
+    }
+    Ok(resp.json()?)
+}
+
+fn post_toml(c: &reqwest::blocking::Client, base: &str, spec: &str) -> Result<()> {
+    let resp = c
+        .post(format!("{base}/v1/jobs"))
+        .header("Content-Type", "application/toml")
+        .body(spec.to_string())
+        .send()?;
+    if !resp.status().is_success() {
+        bail!("POST /v1/jobs: {}: {}", resp.status(), resp.text()?);
+    }
+    Ok(())
+}
+
+/// Polls until `done` holds for the job's allocations; returns when it first held.
+fn wait_allocs(
+    c: &reqwest::blocking::Client,
+    base: &str,
+    job: &str,
+    timeout: Duration,
+    done: impl Fn(&[Value]) -> bool,
+) -> Result<Instant> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let allocs = get(c, base, &format!("/v1/job/{job}/allocations"))?;
+        let list = allocs.as_array().cloned().unwrap_or_default();
+        if done(&list) {
+            return Ok(Instant::now());
+        }
+        if Instant::now() > deadline {
+            bail!("job {job}: condition not reached within {timeout:?}");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn count(list: &[Value], status: &str) -> usize {
+    list.iter().filter(|a| a["client_status"] == status).count()
+}
+
+fn wait_ready_nodes(c: &reqwest::blocking::Client, base: &str, n: usize) -> Result<Vec<Value>> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let nodes = get(c, base, "/v1/nodes")?;
+        let ready: Vec<Value> = nodes
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|n| n["status"] == "ready")
+            .collect();
+        if ready.len() >= n {
+            return Ok(ready);
+        }
+        if Instant::now() > deadline {
+            bail!("{n} ready nodes never appeared");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+const LARGE_CLIENT: &str =
+    "[client]\nenabled = true\nservers = [\"SERVER\"]\nreserved = { cpu = 0, memory = 0 }\n";
+
+fn client_of(server: &AgentProc) -> String {
+    LARGE_CLIENT.replace("SERVER", server.addr.trim_start_matches("http://"))
+}
+
+fn now_ns() -> u128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default()
+}
+
+const BOTH: &str = "[server]\nenabled = true\nheartbeat_min_ttl = \"1s\"\nheartbeat_grace = \"1s\"\n\n[client]\nenabled = true\nreserved = { cpu = 0, memory = 0 }\n";
+
+/// Start times (ns since the epoch) the task has written to its `starts` file.
+fn starts(alloc_dir: &Path) -> Vec<u128> {
+    std::fs::read_to_string(alloc_dir.join("alloc/starts"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect()
+}
+
+/// The pid of the task's `sleep` (it writes `$$` before exec'ing it).
+fn task_pid(alloc_dir: &Path) -> Option<i32> {
+    std::fs::read_to_string(alloc_dir.join("alloc/pid"))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+fn recovery_task_restart(dir: &Path) -> Result<()> {
+    const ROUNDS: usize = 10;
+    let c = http()?;
+    let agent = AgentProc::start(dir, "restart", BOTH)?;
+    wait_ready_nodes(&c, &agent.addr, 1)?;
+    let spec = r#"id = "crashy"
+[group.g]
+count = 1
+[group.g.restart]
+attempts = 100
+interval = "1h"
+delay = "0s"
+mode = "fail"
+[group.g.task.t]
+driver = "raw_exec"
+config = { command = "/bin/sh", args = ["-c", "echo $$ > $ORCH_ALLOC_DIR/pid.new && mv $ORCH_ALLOC_DIR/pid.new $ORCH_ALLOC_DIR/pid; date +%s%N >> $ORCH_ALLOC_DIR/starts; exec sleep 3600"] }
+resources = { cpu = 50, memory = 32 }
+"#;
+    post_toml(&c, &agent.addr, spec)?;
+    wait_allocs(&c, &agent.addr, "crashy", Duration::from_secs(30), |l| {
+        count(l, "running") == 1
+    })?;
+    let allocs = get(&c, &agent.addr, "/v1/job/crashy/allocations")?;
+    let id = allocs[0]["id"].as_str().context("alloc id")?.to_string();
+    let alloc_dir = agent.data_dir.join("alloc").join(&id);
+    let mut samples = Vec::new();
+    for _ in 0..ROUNDS {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let before = loop {
+            let s = starts(&alloc_dir);
+            if let (Some(pid), false) = (task_pid(&alloc_dir), s.is_empty()) {
+                if s.len() == samples.len() + 1 {
+                    break (pid, s.len());
+                }
+            }
+            if Instant::now() > deadline {
+                bail!("the task never settled");
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        // Let it settle into `sleep` so the kill hits the task, not its start-up.
+        std::thread::sleep(Duration::from_millis(100));
+        let killed_at = now_ns();
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(before.0),
+            nix::sys::signal::Signal::SIGKILL,
+        )?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let started = loop {
+            let s = starts(&alloc_dir);
+            if s.len() > before.1 {
+                break s[before.1];
+            }
+            if Instant::now() > deadline {
+                bail!("the task was not restarted within 10 s");
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        };
+        samples.push(started.saturating_sub(killed_at) as f64 / 1e6);
+    }
+    report("recovery.task_restart_ms", median(samples), "ms");
+    Ok(())
+}
+
+fn recovery_node_loss(dir: &Path) -> Result<()> {
+    const COUNT: usize = 10;
+    let c = http()?;
+    let server = AgentProc::start(
+        dir,
+        "loss-server",
+        "[server]\nenabled = true\nheartbeat_min_ttl = \"1s\"\nheartbeat_grace = \"1s\"\n",
+    )?;
+    let mut doomed = AgentProc::start(dir, "loss-a", &client_of(&server))?;
+    wait_ready_nodes(&c, &server.addr, 1)?;
+    let survivor = AgentProc::start(dir, "loss-b", &client_of(&server))?;
+    let nodes = wait_ready_nodes(&c, &server.addr, 2)?;
+    let b = nodes
+        .iter()
+        .find(|n| n["name"] == "loss-b")
+        .and_then(|n| n["id"].as_str())
+        .context("node loss-b")?
+        .to_string();
+    let eligibility = |e: &str| -> Result<()> {
+        let resp = c
+            .post(format!("{}/v1/node/{b}/eligibility", server.addr))
+            .body(format!("{{\"eligibility\":\"{e}\"}}"))
+            .send()?;
+        if !resp.status().is_success() {
+            bail!("eligibility: {}", resp.status());
+        }
+        Ok(())
+    };
+    // All instances start on loss-a.
+    eligibility("ineligible")?;
+    let spec = format!(
+        r#"id = "survivor"
+[group.g]
+count = {COUNT}
+[group.g.task.t]
+driver = "raw_exec"
+config = {{ command = "/bin/sleep", args = ["3600"] }}
+resources = {{ cpu = 20, memory = 16 }}
+"#
+    );
+    post_toml(&c, &server.addr, &spec)?;
+    wait_allocs(&c, &server.addr, "survivor", Duration::from_secs(30), |l| {
+        count(l, "running") == COUNT
+    })?;
+    eligibility("eligible")?;
+    // Let at least one heartbeat pass so the kill lands at a random point of the TTL.
+    std::thread::sleep(Duration::from_millis(700));
+    let killed = Instant::now();
+    doomed.kill9();
+    let done = wait_allocs(&c, &server.addr, "survivor", Duration::from_secs(60), |l| {
+        l.iter()
+            .filter(|a| a["client_status"] == "running" && a["node_name"] == "loss-b")
+            .count()
+            == COUNT
+    })?;
+    report(
+        "recovery.node_loss_s",
+        done.duration_since(killed).as_secs_f64(),
+        "s",
+    );
+    drop(survivor);
+    drop(doomed);
+    Ok(())
+}
+
+fn e2e(dir: &Path) -> Result<()> {
+    const ROUNDS: usize = 3;
+    let c = http()?;
+    let agent = AgentProc::start(dir, "e2e", BOTH)?;
+    wait_ready_nodes(&c, &agent.addr, 1)?;
+    let mut service = Vec::new();
+    let mut batch = Vec::new();
+    for round in 0..ROUNDS {
+        let id = format!("service50-{round}");
+        let spec = format!(
+            r#"id = "{id}"
+[group.g]
+count = 50
+[group.g.task.t]
+driver = "raw_exec"
+config = {{ command = "/bin/sleep", args = ["3600"] }}
+resources = {{ cpu = 10, memory = 16 }}
+"#
+        );
+        let t0 = Instant::now();
+        post_toml(&c, &agent.addr, &spec)?;
+        let t1 = wait_allocs(&c, &agent.addr, &id, Duration::from_secs(60), |l| {
+            count(l, "running") == 50
+        })?;
+        service.push(t1.duration_since(t0).as_secs_f64());
+        stop_job(&c, &agent.addr, &id)?;
+
+        let id = format!("batch200-{round}");
+        let spec = format!(
+            r#"id = "{id}"
+type = "batch"
+[group.g]
+count = 200
+[group.g.task.t]
+driver = "raw_exec"
+config = {{ command = "/bin/true" }}
+resources = {{ cpu = 10, memory = 16 }}
+"#
+        );
+        let t0 = Instant::now();
+        post_toml(&c, &agent.addr, &spec)?;
+        let t1 = wait_allocs(&c, &agent.addr, &id, Duration::from_secs(60), |l| {
+            count(l, "complete") == 200
+        })?;
+        batch.push(t1.duration_since(t0).as_secs_f64());
+    }
+    report("e2e.service50_running_s", median(service), "s");
+    report("e2e.batch200_complete_s", median(batch), "s");
+    Ok(())
+}
+
+/// Stops a job and waits until none of its allocations runs any more.
+fn stop_job(c: &reqwest::blocking::Client, base: &str, id: &str) -> Result<()> {
+    let resp = c.delete(format!("{base}/v1/job/{id}")).send()?;
+    if !resp.status().is_success() {
+        bail!("DELETE /v1/job/{id}: {}", resp.status());
+    }
+    wait_allocs(c, base, id, Duration::from_secs(60), |l| {
+        count(l, "running") == 0 && count(l, "pending") == 0
+    })?;
+    Ok(())
+}
+
+fn rss_mib(pid: i32) -> Result<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let kb: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .context("VmRSS")?;
+    Ok(kb / 1024.0)
+}
+
+fn footprint(dir: &Path) -> Result<()> {
+    let c = http()?;
+    let server = AgentProc::start(dir, "idle-server", "[server]\nenabled = true\n")?;
+    let client = AgentProc::start(dir, "idle-client", &client_of(&server))?;
+    wait_ready_nodes(&c, &server.addr, 1)?;
+    std::thread::sleep(Duration::from_secs(3));
+    report("footprint.server_rss_mib", rss_mib(server.pid())?, "MiB");
+    report("footprint.client_rss_mib", rss_mib(client.pid())?, "MiB");
+    Ok(())
+}
+
+fn main() -> Result<()> {
+    let which = std::env::var("BENCH").unwrap_or_default();
+    let run = |name: &str| which.is_empty() || which == name;
+    if !nix::unistd::Uid::effective().is_root() {
+        eprintln!("the cluster benchmark runs tasks in cgroups: run it as root");
+        return Ok(());
+    }
+    let dir = tempfile::Builder::new().prefix("orch-bench-").tempdir()?;
+    if run("recovery") {
+        recovery_task_restart(dir.path())?;
+        recovery_node_loss(dir.path())?;
+    }
+    if run("e2e") {
+        e2e(dir.path())?;
+    }
+    if run("footprint") {
+        footprint(dir.path())?;
+    }
+    Ok(())
+}
