@@ -32,8 +32,8 @@ use crate::taskrunner::{DriverSet, TaskRunnerDeps};
 
 /// How long the server may hold the allocation watch.
 const WATCH_WAIT: Duration = Duration::from_secs(30);
-/// Status updates are sent at most this often.
-const BATCH_WINDOW: Duration = Duration::from_millis(200);
+/// Status updates are sent at most once per window (Nomad's client uses 200 ms).
+const BATCH_WINDOW: Duration = Duration::from_millis(100);
 /// How long shutdown tries to deliver the final states.
 const FINAL_FLUSH: Duration = Duration::from_secs(3);
 /// Longest pause between retries (a restarted server is picked up within this).
@@ -463,9 +463,12 @@ async fn watch_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     }
 }
 
-/// Sends pending status updates, at most every `BATCH_WINDOW`, retrying failures.
+/// Sends pending status updates, retrying failures. A change after a quiet spell goes
+/// out at once; changes that follow within `BATCH_WINDOW` of a send wait for the window
+/// to end and go together, so a burst costs the server one write per window.
 async fn update_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     let mut wait = Duration::from_millis(500);
+    let mut last_sent: Option<tokio::time::Instant> = None;
     loop {
         if shared.batcher.is_empty() {
             tokio::select! {
@@ -473,10 +476,13 @@ async fn update_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
                 _ = stop.wait_for(|s| *s) => return,
             }
         }
-        // Let more changes join this batch.
-        if sleep_or_stop(BATCH_WINDOW, &mut stop).await {
-            return;
+        if let Some(sent) = last_sent {
+            let window_left = BATCH_WINDOW.saturating_sub(sent.elapsed());
+            if !window_left.is_zero() && sleep_or_stop(window_left, &mut stop).await {
+                return;
+            }
         }
+        last_sent = Some(tokio::time::Instant::now());
         if send_batch(&shared).await {
             wait = Duration::from_millis(500);
         } else {
