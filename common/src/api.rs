@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 
 use crate::diff::JobDiff;
 use crate::structs::{
-    AllocMetric, Allocation, ClientStatus, DesiredStatus, DrainStrategy, Eligibility, Evaluation,
-    Job, JobStatus, JobType, Node, NodeStatus, PlanAnnotations, TaskState,
+    AllocMetric, Allocation, ClientStatus, DesiredStatus, DesiredTransition, DrainStrategy,
+    Eligibility, Evaluation, Job, JobStatus, JobType, Node, NodeStatus, PlanAnnotations, TaskState,
 };
 
 /// Header carrying the state index a blocking read answered at.
@@ -250,6 +250,9 @@ pub struct AllocListStub {
     pub task_states: BTreeMap<String, TaskState>,
     pub previous_allocation: Option<String>,
     pub next_allocation: Option<String>,
+    /// Set when the server asked it to move (`orch alloc stop`, a node drain).
+    #[serde(default, skip_serializing_if = "DesiredTransition::is_empty")]
+    pub desired_transition: DesiredTransition,
     pub create_time: u64,
     pub modify_time: u64,
     pub create_index: u64,
@@ -274,6 +277,7 @@ impl From<&Allocation> for AllocListStub {
             task_states: a.task_states.clone(),
             previous_allocation: a.previous_allocation.clone(),
             next_allocation: a.next_allocation.clone(),
+            desired_transition: a.desired_transition,
             create_time: a.create_time,
             modify_time: a.modify_time,
             create_index: a.create_index,
