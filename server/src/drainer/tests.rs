@@ -330,3 +330,86 @@ fn health_needs_every_task_running_for_min_healthy_time() {
     assert_eq!(health(&a, &policy, NOW + 9 * SEC), Health::NotYet(None));
     assert_eq!(health(&a, &policy, NOW + 61 * SEC), Health::Unhealthy);
 }
+
+#[test]
+fn a_drain_survives_re_registration_and_a_stale_completion_is_ignored() {
+    use orch_common::structs::{DrainOutcome, Eligibility, LastDrain};
+
+    use crate::state::{Command, StateStore};
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = StateStore::open(dir.path().join("state.db")).unwrap();
+    let n = node(A, None);
+    store
+        .apply(1, &Command::UpsertNode { node: n.clone() })
+        .unwrap();
+    let drain = DrainStrategy {
+        deadline: None,
+        ignore_system_jobs: false,
+        started_at: NOW,
+    };
+    let set = |index: u64, drain: Option<DrainStrategy>, last: Option<LastDrain>| {
+        store
+            .apply(
+                index,
+                &Command::UpdateNodeDrain {
+                    node_id: A.into(),
+                    drain,
+                    eligibility: Some(Eligibility::Ineligible),
+                    last_drain: last,
+                    evals: vec![],
+                },
+            )
+            .unwrap();
+    };
+    set(2, Some(drain.clone()), None);
+    // The client registers again (a restart): the drain and eligibility stay.
+    store.apply(3, &Command::UpsertNode { node: n }).unwrap();
+    let got = store.node(A).unwrap().unwrap();
+    assert_eq!(got.drain, Some(drain.clone()));
+    assert_eq!(got.eligibility, Eligibility::Ineligible);
+
+    // A completion for another drain (one that started earlier) changes nothing.
+    let done = |started_at| LastDrain {
+        outcome: DrainOutcome::Complete,
+        started_at,
+        finished_at: NOW + 5 * SEC,
+    };
+    set(4, None, Some(done(NOW - SEC)));
+    assert_eq!(store.node(A).unwrap().unwrap().drain, Some(drain));
+    set(5, None, Some(done(NOW)));
+    let got = store.node(A).unwrap().unwrap();
+    assert_eq!(got.drain, None);
+    assert_eq!(got.last_drain, Some(done(NOW)));
+}
+
+#[test]
+fn a_system_allocation_marked_by_a_drain_is_stopped_and_not_replaced() {
+    use orch_common::structs::Eligibility;
+
+    use crate::scheduler::testing::{eval_for, Harness};
+
+    let a = NodeBuilder::new().id(A).build();
+    let b = NodeBuilder::new().id(B).build();
+    let mut h = Harness::new(&[a.clone(), b]);
+    let eval = h.register(typed("sys", JobType::System));
+    h.process(&eval).unwrap();
+    assert_eq!(h.last_placed().len(), 2);
+    // The drain: node A ineligible, its allocation marked.
+    let mut drained = a;
+    drained.eligibility = Eligibility::Ineligible;
+    h.state.upsert_node(drained);
+    let mut on_a = h
+        .state
+        .allocs
+        .values()
+        .find(|x| x.node_id == A)
+        .cloned()
+        .unwrap();
+    on_a.desired_transition.migrate = true;
+    h.state.upsert_alloc(on_a.clone());
+    h.process(&eval_for(&h.state.jobs["sys"].clone())).unwrap();
+    let stopped: Vec<String> = h.last_stopped().into_iter().map(|x| x.id).collect();
+    assert_eq!(stopped, vec![on_a.id]);
+    assert!(h.last_placed().is_empty());
+}
