@@ -949,6 +949,7 @@ mod tests {
             task_states: Default::default(),
             previous_allocation: None,
             next_allocation: None,
+            desired_transition: Default::default(),
             create_time: 0,
             modify_time: 0,
             create_index: 1,

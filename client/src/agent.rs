@@ -307,6 +307,8 @@ fn build_node(
         reserved_ports: cfg.reserved_ports.clone(),
         computed_class: String::new(),
         status_updated_at: now_ms(),
+        drain: None,
+        last_drain: None,
         create_index: 0,
         modify_index: 0,
     };

@@ -35,6 +35,8 @@ pub fn node() -> Node {
         reserved_ports: vec![],
         computed_class: String::new(),
         status_updated_at: 0,
+        drain: None,
+        last_drain: None,
         create_index: 0,
         modify_index: 0,
     }

@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 
 use crate::diff::JobDiff;
 use crate::structs::{
-    AllocMetric, Allocation, ClientStatus, DesiredStatus, Eligibility, Evaluation, Job, JobStatus,
-    JobType, Node, NodeStatus, PlanAnnotations, TaskState,
+    AllocMetric, Allocation, ClientStatus, DesiredStatus, DesiredTransition, DrainStrategy,
+    Eligibility, Evaluation, Job, JobStatus, JobType, Node, NodeStatus, PlanAnnotations, TaskState,
 };
 
 /// Header carrying the state index a blocking read answered at.
@@ -120,6 +120,40 @@ pub struct NodeEligibilityResponse {
     pub changed: bool,
 }
 
+/// `POST /v1/node/{id}/drain`: start (or change) a drain with `drain_spec`, or end one
+/// with `drain_spec: null`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeDrainRequest {
+    pub drain_spec: Option<DrainSpec>,
+    /// With `drain_spec: null`: make the node eligible again (else it stays ineligible).
+    #[serde(default)]
+    pub mark_eligible: bool,
+}
+
+/// How to drain: `deadline` is a duration from now (`"1h"`); absent or `"0s"` means no
+/// deadline; `force: true` means the deadline is now (everything moves at once).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct DrainSpec {
+    #[serde(default)]
+    pub deadline: Option<String>,
+    #[serde(default)]
+    pub force: bool,
+    #[serde(default)]
+    pub ignore_system_jobs: bool,
+}
+
+/// The answer to `POST /v1/node/{id}/drain`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeDrainResponse {
+    pub node_id: String,
+    /// The node's modify index after the change.
+    pub index: u64,
+    pub drain: Option<DrainStrategy>,
+    pub eligibility: Eligibility,
+}
+
 /// `PUT /v1/operator/scheduler/configuration`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SchedulerConfigUpdateResponse {
@@ -166,6 +200,9 @@ pub struct NodeListStub {
     pub node_class: String,
     pub status: NodeStatus,
     pub eligibility: Eligibility,
+    /// True while the node is being drained.
+    #[serde(default)]
+    pub drain: bool,
     pub http_addr: String,
     pub drivers: Vec<String>,
     pub create_index: u64,
@@ -181,6 +218,7 @@ impl From<&Node> for NodeListStub {
             node_class: n.node_class.clone(),
             status: n.status,
             eligibility: n.eligibility,
+            drain: n.drain.is_some(),
             http_addr: n.http_addr.clone(),
             drivers: n
                 .drivers
@@ -212,6 +250,9 @@ pub struct AllocListStub {
     pub task_states: BTreeMap<String, TaskState>,
     pub previous_allocation: Option<String>,
     pub next_allocation: Option<String>,
+    /// Set when the server asked it to move (`orch alloc stop`, a node drain).
+    #[serde(default, skip_serializing_if = "DesiredTransition::is_empty")]
+    pub desired_transition: DesiredTransition,
     pub create_time: u64,
     pub modify_time: u64,
     pub create_index: u64,
@@ -236,6 +277,7 @@ impl From<&Allocation> for AllocListStub {
             task_states: a.task_states.clone(),
             previous_allocation: a.previous_allocation.clone(),
             next_allocation: a.next_allocation.clone(),
+            desired_transition: a.desired_transition,
             create_time: a.create_time,
             modify_time: a.modify_time,
             create_index: a.create_index,

@@ -504,6 +504,18 @@ pub struct MigratePolicy {
     pub healthy_deadline: Duration,
 }
 
+impl Default for MigratePolicy {
+    /// Nomad's defaults, for a group without `[group.G.migrate]` or fields it leaves out.
+    fn default() -> Self {
+        MigratePolicy {
+            max_parallel: 1,
+            health_check: HealthCheckMode::Checks,
+            min_healthy_time: Duration::from_secs(10),
+            healthy_deadline: Duration::from_secs(300),
+        }
+    }
+}
+
 /// `group.G.disconnect`: what happens when a node loses contact.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -727,10 +739,66 @@ pub struct Node {
     pub computed_class: String,
     #[serde(default)]
     pub status_updated_at: u64,
+    /// Set while the node is being drained (`orch node drain --enable`); cleared when
+    /// the drain completes or is canceled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drain: Option<DrainStrategy>,
+    /// How the last drain ended, once one has.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_drain: Option<LastDrain>,
     #[serde(default)]
     pub create_index: u64,
     #[serde(default)]
     pub modify_index: u64,
+}
+
+/// A drain in progress: the node's allocations move elsewhere, each group at its
+/// `migrate` pace, until the deadline; then whatever is left moves at once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DrainStrategy {
+    /// When everything left is migrated at once (ms since the epoch); `None` = never
+    /// (the drain waits for every group's pace, and for batch allocations to finish).
+    #[serde(default)]
+    pub deadline: Option<u64>,
+    /// Leave `system` and `sysbatch` allocations running (the drain completes without them).
+    #[serde(default)]
+    pub ignore_system_jobs: bool,
+    /// When the drain started (ms since the epoch).
+    pub started_at: u64,
+}
+
+impl DrainStrategy {
+    /// True once `now_ms` is at or past the deadline.
+    pub fn deadline_reached(&self, now_ms: u64) -> bool {
+        self.deadline.is_some_and(|d| now_ms >= d)
+    }
+}
+
+/// How a drain ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DrainOutcome {
+    /// Every allocation left the node (system ones too unless ignored).
+    Complete,
+    /// Turned off (`orch node drain --disable`) before it completed.
+    Canceled,
+}
+
+impl DrainOutcome {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            DrainOutcome::Complete => "complete",
+            DrainOutcome::Canceled => "canceled",
+        }
+    }
+}
+
+/// `Node::last_drain`: the most recent drain that ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LastDrain {
+    pub outcome: DrainOutcome,
+    pub started_at: u64,
+    pub finished_at: u64,
 }
 
 fn default_pool() -> String {
@@ -1068,6 +1136,7 @@ pub mod triggers {
     pub const JOB_DEREGISTER: &str = "job-deregister";
     pub const NODE_UPDATE: &str = "node-update";
     pub const ALLOC_STOP: &str = "alloc-stop";
+    pub const NODE_DRAIN: &str = "node-drain";
     pub const ALLOC_FAILURE: &str = "alloc-failure";
     pub const QUEUED_ALLOCS: &str = "queued-allocs";
     pub const RETRY_FAILED_ALLOC: &str = "alloc-failure-retry";

@@ -327,6 +327,19 @@ impl EvalBroker {
                     inner.unblock_node(node_id, index);
                 }
             }
+            Command::UpdateNodeDrain {
+                node_id,
+                eligibility,
+                evals,
+                ..
+            } => {
+                for e in evals {
+                    inner.handle_eval(stamp(e));
+                }
+                if *eligibility == Some(Eligibility::Eligible) {
+                    inner.unblock_node(node_id, index);
+                }
+            }
             // Takes effect for the next evaluation; nothing to enqueue.
             Command::SetSchedulerConfig { .. } => {}
             Command::UpdateAllocsFromClient { updates, evals } => {

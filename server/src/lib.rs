@@ -1,9 +1,11 @@
 //! The orch server: the SQLite state store written only through `Command`s, the
-//! evaluation broker, scheduler workers, the plan applier, node heartbeats and the HTTP
+//! evaluation broker, scheduler workers, the plan applier, node heartbeats, the node
+//! drainer and the HTTP
 //! API. `Server::start` wires them together; `Server::shutdown` stops and awaits them.
 
 pub mod broker;
 pub mod config;
+pub mod drainer;
 pub mod heartbeat;
 pub mod http;
 pub mod plan_apply;

@@ -5,10 +5,10 @@
 //! ```text
 //!  start:  open <data_dir>/server/state.db ─► broker.restore(pending + blocked evals)
 //!          ─► CommandLog (observer: broker.observe) ─► heartbeats.restore(nodes)
-//!          ─► plan applier ─► workers + reaper ─► heartbeat expiry loop
+//!          ─► plan applier ─► workers + reaper ─► heartbeat expiry loop ─► drainer
 //!  serve:  router() (the agent binds the listener and serves it)
 //!  stop:   release blocking queries ─► shutdown=true ─► await workers, applier,
-//!          heartbeat loop ─► close the log (joins the writer thread)
+//!          heartbeat loop, drainer ─► close the log (joins the writer thread)
 //! ```
 
 use std::sync::Arc;
@@ -19,6 +19,7 @@ use tokio::task::JoinHandle;
 
 use crate::broker::{BrokerConfig, EvalBroker};
 use crate::config::ServerConfig;
+use crate::drainer;
 use crate::heartbeat::Heartbeats;
 use crate::http::{self, AgentInfo, HttpState};
 use crate::plan_apply::PlanApplier;
@@ -52,6 +53,7 @@ pub struct Server {
     applier: PlanApplier,
     workers: Vec<JoinHandle<()>>,
     heartbeat_loop: JoinHandle<()>,
+    drainer: JoinHandle<()>,
 }
 
 impl Server {
@@ -113,6 +115,7 @@ impl Server {
             applier.sender(),
             shutdown_rx.clone(),
         );
+        let drainer = drainer::spawn(log.clone(), shutdown_rx.clone());
         let heartbeat_loop = heartbeats.spawn(log.clone(), shutdown_rx);
 
         let agent = AgentInfo {
@@ -147,6 +150,7 @@ impl Server {
             applier,
             workers,
             heartbeat_loop,
+            drainer,
         })
     }
 
@@ -207,6 +211,9 @@ impl Server {
         self.applier.join().await;
         if let Err(e) = self.heartbeat_loop.await {
             tracing::error!(error = %e, "heartbeat loop failed");
+        }
+        if let Err(e) = self.drainer.await {
+            tracing::error!(error = %e, "drainer failed");
         }
         self.log.shutdown().await;
         tracing::info!("server stopped");

@@ -231,18 +231,9 @@ fn read_update(mut t: Table<'_, '_>) -> RawUpdate {
     }
 }
 
-/// Nomad's migrate defaults, for fields a `[group.G.migrate]` leaves out.
-fn default_migrate() -> MigratePolicy {
-    MigratePolicy {
-        max_parallel: 1,
-        health_check: HealthCheckMode::Checks,
-        min_healthy_time: Duration::from_secs(10),
-        healthy_deadline: Duration::from_secs(300),
-    }
-}
-
 fn read_migrate(mut t: Table<'_, '_>) -> MigratePolicy {
-    let d = default_migrate();
+    // Nomad's defaults for the fields the table leaves out.
+    let d = MigratePolicy::default();
     MigratePolicy {
         max_parallel: t
             .int("max_parallel", rules::at_least_one)

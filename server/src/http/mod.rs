@@ -178,6 +178,7 @@ pub fn router(state: Arc<HttpState>) -> Router {
         .route("/v1/node/{id}", get(nodes::get))
         .route("/v1/node/{id}/heartbeat", post(client_api::heartbeat))
         .route("/v1/node/{id}/eligibility", post(nodes::set_eligibility))
+        .route("/v1/node/{id}/drain", post(nodes::drain))
         .route(
             "/v1/node/{id}/allocations",
             get(client_api::allocations).post(client_api::update_allocs),

@@ -6,7 +6,8 @@
 //!  for each group, for each node (sorted by id):
 //!    node down (or disconnected, group intolerant) -> stop its allocs (lost)
 //!    node disconnected, group has lost_after -------> keep its allocs as they are
-//!    has an alloc -- node ready but now infeasible -> stop
+//!    has an alloc -- marked to migrate (a drain) ----> stop (not replaced)
+//!                  -- node ready but now infeasible -> stop
 //!                  -- older version ---------------> in-place, or stop + place here
 //!                  -- finished (system) -----------> replace here
 //!                  -- finished (sysbatch) ---------> never again (runs once per node)
@@ -33,7 +34,9 @@ use super::feasible::{
 use super::generic::Outcome;
 use super::preempt::{evictions_on_node, victims, Priorities, PRIORITY_GAP};
 use super::rank::{record_exhausted, record_filtered, Ask};
-use super::reconcile::{tasks_updated, DESC_JOB_STOPPED, DESC_LOST, DESC_NOT_NEEDED, DESC_UPDATED};
+use super::reconcile::{
+    tasks_updated, DESC_JOB_STOPPED, DESC_LOST, DESC_MIGRATED, DESC_NOT_NEEDED, DESC_UPDATED,
+};
 use super::rng::Rng;
 use super::State;
 
@@ -170,6 +173,13 @@ impl GroupPass<'_, '_, '_> {
             for extra in here.filter(holds_resources) {
                 b.stop(&extra, DESC_NOT_NEEDED, false, None);
                 self.updates.stop += 1;
+            }
+            if first.desired_transition.migrate && holds_resources(&first) {
+                // Drained off this node (`orch node drain`): a system allocation has
+                // nowhere else to go, so it is only stopped.
+                b.stop(&first, DESC_MIGRATED, false, None);
+                self.updates.migrate += 1;
+                return;
             }
             if !in_dc || (node.is_schedulable() && feasible.is_err()) {
                 if holds_resources(&first) {

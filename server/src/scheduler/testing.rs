@@ -80,6 +80,8 @@ impl NodeBuilder {
             reserved_ports: Vec::new(),
             computed_class: String::new(),
             status_updated_at: 0,
+            drain: None,
+            last_drain: None,
             create_index: 1,
             modify_index: 1,
         })

@@ -8,7 +8,8 @@ use std::sync::Arc;
 use orch_common::api::AllocClientUpdate;
 use orch_common::ids::now_ms;
 use orch_common::structs::{
-    Allocation, ClientStatus, Evaluation, Job, JobStatus, JobType, Node, SchedulerConfiguration,
+    Allocation, ClientStatus, DrainOutcome, Evaluation, Job, JobStatus, JobType, Node,
+    SchedulerConfiguration,
 };
 use rusqlite::{params, Transaction, TransactionBehavior};
 use serde::Serialize;
@@ -236,6 +237,33 @@ impl Writer<'_> {
             }
             Command::UpdateAllocsFromClient { updates, evals } => {
                 self.update_allocs_from_client(updates)?;
+                self.upsert_evals(evals)
+            }
+            Command::UpdateNodeDrain {
+                node_id,
+                drain,
+                eligibility,
+                last_drain,
+                evals,
+            } => {
+                self.update_node(node_id, |n, _| {
+                    // The drainer ends a drain it saw; one restarted (or canceled) since
+                    // is not its to end.
+                    let stale = last_drain.as_ref().is_some_and(|l| {
+                        l.outcome == DrainOutcome::Complete
+                            && n.drain.as_ref().map(|d| d.started_at) != Some(l.started_at)
+                    });
+                    if stale {
+                        return;
+                    }
+                    n.drain = drain.clone();
+                    if let Some(e) = eligibility {
+                        n.eligibility = *e;
+                    }
+                    if last_drain.is_some() {
+                        n.last_drain = last_drain.clone();
+                    }
+                })?;
                 self.upsert_evals(evals)
             }
         }
@@ -774,7 +802,10 @@ impl Writer<'_> {
         match read::node(self.tx, &node.id)? {
             Some(existing) => {
                 node.create_index = existing.create_index;
+                // Set by users and the drainer, not by the client's fingerprint.
                 node.eligibility = existing.eligibility;
+                node.drain = existing.drain;
+                node.last_drain = existing.last_drain;
                 if node.status != existing.status {
                     node.status_updated_at = self.now;
                 } else if node.status_updated_at == 0 {

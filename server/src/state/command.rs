@@ -4,7 +4,8 @@
 
 use orch_common::api::AllocClientUpdate;
 use orch_common::structs::{
-    Allocation, Eligibility, Evaluation, Job, Node, NodeStatus, SchedulerConfiguration,
+    Allocation, DrainStrategy, Eligibility, Evaluation, Job, LastDrain, Node, NodeStatus,
+    SchedulerConfiguration,
 };
 use serde::{Deserialize, Serialize};
 
@@ -55,6 +56,17 @@ pub enum Command {
     /// Client-reported allocation states (batched), with evaluations they trigger.
     UpdateAllocsFromClient {
         updates: Vec<AllocClientUpdate>,
+        evals: Vec<Evaluation>,
+    },
+    /// Starts, changes or ends a node's drain (`orch node drain`, and the drainer when
+    /// the node is empty). `drain: None` ends it; `eligibility` is set with it when
+    /// given (ineligible when a drain starts); `last_drain` records how one ended; the
+    /// evaluations go with a node made eligible again (its system jobs).
+    UpdateNodeDrain {
+        node_id: String,
+        drain: Option<DrainStrategy>,
+        eligibility: Option<Eligibility>,
+        last_drain: Option<LastDrain>,
         evals: Vec<Evaluation>,
     },
 }

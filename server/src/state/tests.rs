@@ -107,6 +107,8 @@ pub(crate) fn mock_node(id: &str) -> Node {
         reserved_ports: vec![],
         computed_class: String::new(),
         status_updated_at: 0,
+        drain: None,
+        last_drain: None,
         create_index: 0,
         modify_index: 0,
     }
