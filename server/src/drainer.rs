@@ -65,13 +65,15 @@ enum Pass {
 pub fn spawn(log: CommandLog, mut shutdown: watch::Receiver<bool>) -> JoinHandle<()> {
     tokio::spawn(async move {
         let store = log.store().clone();
+        // (job, deadline) pairs already given their deadline evaluation.
+        let mut forced: BTreeSet<(String, u64)> = BTreeSet::new();
         loop {
             if *shutdown.borrow() {
                 break;
             }
             let seen_any = store.last_index();
             let seen_nodes = store.table_index(Table::Nodes);
-            let pass = match pass(&log).await {
+            let pass = match pass(&log, &mut forced).await {
                 Ok(p) => p,
                 Err(e) => {
                     tracing::error!(error = %e, "drainer pass failed");
@@ -150,7 +152,10 @@ fn read_view(store: &StateStore) -> Result<Option<DrainView>, StateError> {
 }
 
 /// One look at every draining node: mark what may move now, end drains that are done.
-async fn pass(log: &CommandLog) -> Result<Pass, DrainerError> {
+async fn pass(
+    log: &CommandLog,
+    forced: &mut BTreeSet<(String, u64)>,
+) -> Result<Pass, DrainerError> {
     let store = log.store().clone();
     let now = now_ms();
     let found = tokio::task::spawn_blocking(move || -> Result<_, StateError> {
@@ -183,6 +188,26 @@ async fn pass(log: &CommandLog) -> Result<Pass, DrainerError> {
                 job_id: job_id.clone(),
                 source,
             })?;
+    }
+    for (job_id, deadline) in decision.force {
+        let Some(job) = view.jobs.get(&job_id) else {
+            continue;
+        };
+        if !forced.insert((job_id.clone(), deadline)) {
+            continue;
+        }
+        tracing::info!(
+            job_id,
+            "drain deadline passed: stopping what is still waiting to move"
+        );
+        log.submit(Command::UpsertEvals {
+            evals: vec![Evaluation::for_job(job, triggers::NODE_DRAIN)],
+        })
+        .await
+        .map_err(|source| DrainerError::Migrate {
+            job_id: job_id.clone(),
+            source,
+        })?;
     }
     for node_id in decision.complete {
         let Some(strategy) = view

@@ -32,6 +32,10 @@ pub struct DrainDecision {
     pub migrate: BTreeMap<String, Vec<String>>,
     /// Draining nodes with nothing left to move: their drain is complete.
     pub complete: Vec<String>,
+    /// Jobs with allocations marked earlier that still run on a node past its
+    /// deadline (their replacement found no room), with that deadline: one more
+    /// evaluation makes the scheduler stop them without waiting.
+    pub force: BTreeMap<String, u64>,
     /// When the decision may change without any state change (ms since the epoch): a
     /// replacement reaching its `min_healthy_time`, or a deadline.
     pub next_check: Option<u64>,
@@ -173,6 +177,19 @@ pub fn decide(
         });
         let mut marked: Vec<&Allocation> = Vec::new();
         let mut drainable: Vec<&Allocation> = Vec::new();
+        for a in group_allocs.iter().copied().filter(|a| {
+            a.desired_transition.migrate
+                && a.desired_status == DesiredStatus::Run
+                && !a.client_status.is_terminal()
+        }) {
+            if let Some(deadline) = draining
+                .get(a.node_id.as_str())
+                .filter(|d| d.deadline_reached(now_ms))
+                .and_then(|d| d.deadline)
+            {
+                out.force.insert(job_id.to_string(), deadline);
+            }
+        }
         for a in group_allocs.iter().copied().filter(|a| live_unmarked(a)) {
             let Some(drain) = draining.get(a.node_id.as_str()) else {
                 continue;

@@ -413,3 +413,27 @@ fn a_system_allocation_marked_by_a_drain_is_stopped_and_not_replaced() {
     assert_eq!(stopped, vec![on_a.id]);
     assert!(h.last_placed().is_empty());
 }
+
+#[test]
+fn past_the_deadline_a_job_still_waiting_to_move_gets_one_more_evaluation() {
+    let job = service("web", 2, 1);
+    let strategy = |deadline| DrainStrategy {
+        deadline: Some(deadline),
+        ignore_system_jobs: false,
+        started_at: NOW - 60 * SEC,
+    };
+    let spare = node(B, None);
+    let jobs: HashMap<String, Job> = [(job.id.clone(), job.clone())].into();
+    // A marked allocation whose replacement found no room keeps running on A.
+    let before = node(A, Some(strategy(NOW + SEC)));
+    let allocs = vec![
+        alloc(&job, &before, 0, St::Marked),
+        alloc(&job, &spare, 1, St::Healthy),
+    ];
+    let d = decide(&[before.clone(), spare.clone()], &jobs, &allocs, NOW);
+    assert!(d.force.is_empty(), "not yet: {:?}", d.force);
+    let after = node(A, Some(strategy(NOW - SEC)));
+    let d = decide(&[after, spare], &jobs, &allocs, NOW);
+    assert_eq!(d.force.get("web"), Some(&(NOW - SEC)));
+    assert!(d.migrate.is_empty(), "already marked: {:?}", d.migrate);
+}

@@ -241,6 +241,7 @@ fn compute_generic(
         let u = updates.entry(p.group.clone()).or_default();
         match p.reason {
             PlaceReason::New | PlaceReason::Lost | PlaceReason::Disconnected => u.place += 1,
+            PlaceReason::Evicted => u.migrate += 1,
             PlaceReason::Reschedule => u.reschedule_now += 1,
             PlaceReason::Destructive => u.destructive_update += 1,
             PlaceReason::Migrate => u.migrate += 1,
@@ -291,7 +292,10 @@ fn compute_generic(
                         PlaceReason::Migrate => {
                             b.stop(prev, DESC_MIGRATED, false, Some(alloc.id.clone()))
                         }
-                        PlaceReason::Lost => b.link_replacement(prev, &alloc.id),
+                        // Already stopped unconditionally: only linked.
+                        PlaceReason::Lost | PlaceReason::Evicted => {
+                            b.link_replacement(prev, &alloc.id)
+                        }
                         PlaceReason::New | PlaceReason::Disconnected => {}
                     }
                 }

@@ -6,6 +6,8 @@
 //!                      ├─ job stopped or gone, or group removed ──────────> stop
 //!                      ├─ on a node that is down or gone ─────────────────> stop (lost)
 //!                      │                                                    + place
+//!                      ├─ marked to migrate ─┬─ place, stop it once placed
+//!                      │                     └─ drain deadline passed: stop + place
 //!                      ├─ on a disconnected node, within lost_after ──> kept (unknown);
 //!                      │     replace = true, or none other at its index -> place
 //!                      │     (past lost_after: stop (lost) + place)
@@ -42,6 +44,7 @@ pub const DESC_RESCHEDULED: &str = "alloc was rescheduled because it failed";
 pub const DESC_MIGRATED: &str = "alloc is being migrated";
 pub const DESC_DISCONNECT_LOST: &str =
     "alloc is lost since its node has been disconnected for longer than disconnect.lost_after";
+pub const DESC_DRAIN_DEADLINE: &str = "alloc is being migrated: its node's drain deadline passed";
 pub const DESC_DUPLICATE: &str =
     "alloc not needed: another allocation holds its index (node reconnected)";
 
@@ -62,6 +65,9 @@ pub enum PlaceReason {
     /// Replaces an allocation asked to move (`orch alloc stop`); it is stopped once
     /// the replacement is placed, so the group never runs short for lack of room.
     Migrate,
+    /// Replaces an allocation stopped unconditionally because its node's drain
+    /// deadline passed.
+    Evicted,
     /// Stands in for an allocation on a disconnected node (`disconnect.replace`). The
     /// original is kept: if its node comes back, the better placed of the two stays.
     Disconnected,
@@ -253,6 +259,14 @@ pub fn disconnect_lost_at(group: &TaskGroup, node: &Node) -> Option<u64> {
     )
 }
 
+/// True when the allocation's node is draining and its deadline has passed.
+fn drain_deadline_passed(a: &Allocation, nodes: &NodesById<'_>, now_ms: u64) -> bool {
+    nodes
+        .get(a.node_id.as_str())
+        .and_then(|n| n.drain.as_ref())
+        .is_some_and(|d| d.deadline_reached(now_ms))
+}
+
 /// The score an allocation's node got when it was placed (higher is better).
 fn placement_score(a: &Allocation) -> f64 {
     a.metrics
@@ -394,6 +408,19 @@ fn reconcile_group(
                         group: group.name.clone(),
                         index: a.index,
                         reason: PlaceReason::Lost,
+                        previous: Some(a.clone()),
+                    }));
+                } else if a.desired_transition.migrate && drain_deadline_passed(a, nodes, now_ms) {
+                    // Past the drain's deadline nothing waits for room elsewhere.
+                    out.stop.push(Stop {
+                        alloc: a.clone(),
+                        description: DESC_DRAIN_DEADLINE.to_string(),
+                        lost: false,
+                    });
+                    slots.push(Slot::Replace(Placement {
+                        group: group.name.clone(),
+                        index: a.index,
+                        reason: PlaceReason::Evicted,
                         previous: Some(a.clone()),
                     }));
                 } else if a.desired_transition.migrate {
@@ -900,5 +927,26 @@ mod tests {
         let r = reconcile(Some(&job), &tie, &nodes(&list), 20 * MIN);
         assert_eq!(r.stop.len(), 1);
         assert_eq!(r.stop[0].alloc.create_index, 10);
+    }
+
+    #[test]
+    fn past_the_drain_deadline_a_migrating_alloc_is_stopped_without_waiting() {
+        let job = JobBuilder::new("web").count(1).build();
+        let mut n = NodeBuilder::new().build();
+        n.drain = Some(orch_common::structs::DrainStrategy {
+            deadline: Some(5 * MIN),
+            ignore_system_jobs: false,
+            started_at: 0,
+        });
+        let mut allocs = vec![alloc_for(&job, "web", 0, &n)];
+        allocs[0].desired_transition.migrate = true;
+        let list = [n];
+        let before = reconcile(Some(&job), &allocs, &nodes(&list), 5 * MIN - 1);
+        assert!(before.stop.is_empty());
+        assert_eq!(before.place[0].reason, PlaceReason::Migrate);
+        let after = reconcile(Some(&job), &allocs, &nodes(&list), 5 * MIN);
+        assert_eq!(after.stop.len(), 1);
+        assert_eq!(after.stop[0].description, DESC_DRAIN_DEADLINE);
+        assert_eq!(after.place[0].reason, PlaceReason::Evicted);
     }
 }
