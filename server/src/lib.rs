@@ -4,6 +4,7 @@
 
 pub mod broker;
 pub mod config;
+pub mod gc;
 pub mod heartbeat;
 pub mod http;
 pub mod plan_apply;

@@ -6,9 +6,10 @@
 //!  start:  open <data_dir>/server/state.db ─► broker.restore(pending + blocked evals)
 //!          ─► CommandLog (observer: broker.observe) ─► heartbeats.restore(nodes)
 //!          ─► plan applier ─► workers + reaper ─► heartbeat expiry loop
+//!          ─► garbage collector (every gc.interval)
 //!  serve:  router() (the agent binds the listener and serves it)
 //!  stop:   release blocking queries ─► shutdown=true ─► await workers, applier,
-//!          heartbeat loop ─► close the log (joins the writer thread)
+//!          heartbeat loop, collector ─► close the log (joins the writer thread)
 //! ```
 
 use std::sync::Arc;
@@ -19,6 +20,7 @@ use tokio::task::JoinHandle;
 
 use crate::broker::{BrokerConfig, EvalBroker};
 use crate::config::ServerConfig;
+use crate::gc::Collector;
 use crate::heartbeat::Heartbeats;
 use crate::http::{self, AgentInfo, HttpState};
 use crate::plan_apply::PlanApplier;
@@ -52,6 +54,7 @@ pub struct Server {
     applier: PlanApplier,
     workers: Vec<JoinHandle<()>>,
     heartbeat_loop: JoinHandle<()>,
+    gc_loop: JoinHandle<()>,
 }
 
 impl Server {
@@ -66,6 +69,11 @@ impl Server {
         if cfg.max_request_body_bytes == 0 {
             return Err(ServerError::Config(
                 "max_request_body_bytes must be above 0".to_string(),
+            ));
+        }
+        if cfg.gc.interval.is_zero() {
+            return Err(ServerError::Config(
+                "gc_interval must be above 0".to_string(),
             ));
         }
         let path = cfg.state_path();
@@ -113,7 +121,9 @@ impl Server {
             applier.sender(),
             shutdown_rx.clone(),
         );
-        let heartbeat_loop = heartbeats.spawn(log.clone(), shutdown_rx);
+        let heartbeat_loop = heartbeats.spawn(log.clone(), shutdown_rx.clone());
+        let collector = Arc::new(Collector::new(store.clone(), log.clone(), cfg.gc.clone()));
+        let gc_loop = collector.clone().spawn(shutdown_rx);
 
         let agent = AgentInfo {
             name: cfg.name.clone(),
@@ -122,13 +132,15 @@ impl Server {
             data_dir: cfg.data_dir.display().to_string(),
             version: env!("CARGO_PKG_VERSION").to_string(),
         };
-        let http = Arc::new(HttpState::new(
+        let mut http = HttpState::new(
             store.clone(),
             log.clone(),
             heartbeats,
             agent,
             cfg.max_request_body_bytes,
-        ));
+        );
+        http.gc = collector;
+        let http = Arc::new(http);
         tracing::info!(
             path = %path.display(),
             index = store.last_index(),
@@ -147,6 +159,7 @@ impl Server {
             applier,
             workers,
             heartbeat_loop,
+            gc_loop,
         })
     }
 
@@ -207,6 +220,9 @@ impl Server {
         self.applier.join().await;
         if let Err(e) = self.heartbeat_loop.await {
             tracing::error!(error = %e, "heartbeat loop failed");
+        }
+        if let Err(e) = self.gc_loop.await {
+            tracing::error!(error = %e, "garbage collector failed");
         }
         self.log.shutdown().await;
         tracing::info!("server stopped");
