@@ -73,6 +73,8 @@ fn every_command_has_help_with_examples() {
         vec!["alloc", "logs"],
         vec!["node"],
         vec!["node", "status"],
+        vec!["system"],
+        vec!["system", "gc"],
     ] {
         let mut args = cmd.clone();
         args.push("--help");
