@@ -36,12 +36,18 @@ lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
-## bench: the scheduler benchmark (release), one `name value unit` line per result;
-##        BENCH=c1m|packing|full_cluster runs one part, SCALE=0.1 shrinks it
+## bench: the scheduler and garbage collection benchmarks (release), one `name value
+##        unit` line per result; BENCH=c1m|packing|full_cluster|gc runs one part,
+##        SCALE=0.1 shrinks it
 BENCH   ?=
 SCALE   ?= 1
 bench:
-	BENCH=$(BENCH) SCALE=$(SCALE) $(CARGO) bench -p orch-server --bench scheduler
+	@if [ "$(BENCH)" != gc ]; then \
+		BENCH=$(BENCH) SCALE=$(SCALE) $(CARGO) bench -p orch-server --bench scheduler; \
+	fi
+	@if [ -z "$(BENCH)" ] || [ "$(BENCH)" = gc ]; then \
+		SCALE=$(SCALE) $(CARGO) bench -p orch-server --bench gc; \
+	fi
 
 ## install: binary, systemd units and (unless present) example configs
 install: build install-files

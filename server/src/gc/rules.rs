@@ -123,7 +123,7 @@ impl Collection {
         let mut out: Vec<Collection> = Vec::new();
         let mut current = Collection::default();
         let mut size = 0usize;
-        let kinds: [(Vec<String>, fn(&mut Collection) -> &mut Vec<String>); 4] = [
+        let kinds: [(Vec<String>, Slot); 4] = [
             (self.allocs, |c| &mut c.allocs),
             (self.evals, |c| &mut c.evals),
             (self.jobs, |c| &mut c.jobs),
@@ -145,6 +145,9 @@ impl Collection {
         out
     }
 }
+
+/// Picks one id list of a `Collection`.
+type Slot = fn(&mut Collection) -> &mut Vec<String>;
 
 fn old_enough(time_ms: u64, threshold_ms: u64, now_ms: u64) -> bool {
     now_ms.saturating_sub(time_ms) >= threshold_ms
