@@ -36,9 +36,10 @@ lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
-## bench: the scheduler benchmark, then the cluster benchmark (real agents and tasks,
-##        as root); one `name value unit` line per result. BENCH=c1m|packing|full_cluster
-##        or BENCH=recovery|e2e|footprint runs one part, SCALE=0.1 shrinks the scheduler's
+## bench: the scheduler and garbage-collection benchmarks, then the cluster benchmark
+##        (real agents and tasks, as root); one `name value unit` line per result.
+##        BENCH=c1m|packing|full_cluster|gc|recovery|e2e|footprint runs one part;
+##        SCALE=0.1 shrinks the scheduler's and the collector's
 BENCH   ?=
 SCALE   ?= 1
 SCHEDULER_PARTS := c1m packing full_cluster
@@ -46,6 +47,8 @@ CLUSTER_PARTS   := recovery e2e footprint
 bench:
 	@if [ -z "$(BENCH)" ] || echo "$(SCHEDULER_PARTS)" | grep -qw "$(BENCH)"; then \
 		BENCH=$(BENCH) SCALE=$(SCALE) $(CARGO) bench -p orch-server --bench scheduler; fi
+	@if [ -z "$(BENCH)" ] || [ "$(BENCH)" = gc ]; then \
+		SCALE=$(SCALE) $(CARGO) bench -p orch-server --bench gc; fi
 	@if [ -z "$(BENCH)" ] || echo "$(CLUSTER_PARTS)" | grep -qw "$(BENCH)"; then \
 		BENCH=$(BENCH) $(CARGO) bench -p orch --bench cluster; fi
 

@@ -132,6 +132,7 @@ pub async fn run(args: AgentArgs) -> Result<ExitCode> {
             heartbeat_grace: cfg.server.heartbeat_grace,
             max_request_body_bytes: cfg.server.max_request_body_bytes,
             advertise_http: advertise.clone(),
+            gc: cfg.server.gc(),
             ..defaults
         };
         let s = orch_server::server::Server::start(scfg)

@@ -79,6 +79,62 @@ pub struct ServerSection {
     /// Largest request body accepted, in bytes. Default: 4194304 (4 MiB).
     #[serde(default = "default_max_request_body_bytes")]
     pub max_request_body_bytes: usize,
+    /// How often garbage collection runs. Default: 5m.
+    #[serde(with = "human", default = "default_gc_interval")]
+    pub gc_interval: Duration,
+    /// How long a dead job (and its evaluations, allocations, versions) stays.
+    /// Default: 4h.
+    #[serde(with = "human", default = "default_job_gc_threshold")]
+    pub job_gc_threshold: Duration,
+    /// How long a terminal evaluation of a service or system job, with the terminal
+    /// allocations it placed, stays. Default: 1h.
+    #[serde(with = "human", default = "default_eval_gc_threshold")]
+    pub eval_gc_threshold: Duration,
+    /// The same for batch and sysbatch jobs. Default: 24h.
+    #[serde(with = "human", default = "default_batch_eval_gc_threshold")]
+    pub batch_eval_gc_threshold: Duration,
+    /// How long a down node with nothing pending or running stays. Default: 24h.
+    #[serde(with = "human", default = "default_node_gc_threshold")]
+    pub node_gc_threshold: Duration,
+    /// Command log entries kept (the newest). Default: 10000.
+    #[serde(default = "default_command_log_retain")]
+    pub command_log_retain: u64,
+}
+
+impl ServerSection {
+    /// The garbage collection settings for the server.
+    pub fn gc(&self) -> orch_server::config::GcConfig {
+        orch_server::config::GcConfig {
+            interval: self.gc_interval,
+            job_threshold: self.job_gc_threshold,
+            eval_threshold: self.eval_gc_threshold,
+            batch_eval_threshold: self.batch_eval_gc_threshold,
+            node_threshold: self.node_gc_threshold,
+            command_log_retain: self.command_log_retain,
+        }
+    }
+}
+
+fn gc_defaults() -> orch_server::config::GcConfig {
+    orch_server::config::GcConfig::default()
+}
+fn default_gc_interval() -> Duration {
+    gc_defaults().interval
+}
+fn default_job_gc_threshold() -> Duration {
+    gc_defaults().job_threshold
+}
+fn default_eval_gc_threshold() -> Duration {
+    gc_defaults().eval_threshold
+}
+fn default_batch_eval_gc_threshold() -> Duration {
+    gc_defaults().batch_eval_threshold
+}
+fn default_node_gc_threshold() -> Duration {
+    gc_defaults().node_threshold
+}
+fn default_command_log_retain() -> u64 {
+    gc_defaults().command_log_retain
 }
 
 impl Default for ServerSection {
@@ -90,6 +146,12 @@ impl Default for ServerSection {
             heartbeat_min_ttl: default_heartbeat_min_ttl(),
             heartbeat_grace: default_heartbeat_grace(),
             max_request_body_bytes: default_max_request_body_bytes(),
+            gc_interval: default_gc_interval(),
+            job_gc_threshold: default_job_gc_threshold(),
+            eval_gc_threshold: default_eval_gc_threshold(),
+            batch_eval_gc_threshold: default_batch_eval_gc_threshold(),
+            node_gc_threshold: default_node_gc_threshold(),
+            command_log_retain: default_command_log_retain(),
         }
     }
 }
@@ -289,6 +351,9 @@ impl AgentConfig {
         if self.client.pids_limit == 0 {
             bail!("client.pids_limit must be at least 1");
         }
+        if self.server.gc_interval.is_zero() {
+            bail!("server.gc_interval must be above 0");
+        }
         if self.server.enabled && self.server.bootstrap_expect == 0 {
             bail!("server.bootstrap_expect must be at least 1");
         }
@@ -440,6 +505,34 @@ reserved = { cpu = 200, memory = 256 }
         )
         .unwrap();
         assert_eq!(c.server.heartbeat_grace, Duration::from_secs(90));
+    }
+
+    #[test]
+    fn garbage_collection_settings_parse_with_defaults() {
+        let c = AgentConfig::parse(
+            "[server]\nenabled = true\ngc_interval = \"30s\"\njob_gc_threshold = \"1h\"\ncommand_log_retain = 500\n",
+            "a.toml",
+        )
+        .unwrap();
+        let gc = c.server.gc();
+        assert_eq!(gc.interval, Duration::from_secs(30));
+        assert_eq!(gc.job_threshold, Duration::from_secs(3600));
+        assert_eq!(gc.eval_threshold, Duration::from_secs(3600));
+        assert_eq!(gc.batch_eval_threshold, Duration::from_secs(24 * 3600));
+        assert_eq!(gc.node_threshold, Duration::from_secs(24 * 3600));
+        assert_eq!(gc.command_log_retain, 500);
+        let err = format!(
+            "{:#}",
+            AgentConfig::parse("[server]\nenabled = true\ngc_interval = \"0s\"\n", "a.toml")
+                .unwrap_err()
+        );
+        assert!(err.contains("gc_interval"), "{err}");
+        let err = format!(
+            "{:#}",
+            AgentConfig::parse("[server]\nenabled = true\ngc_treshold = \"1h\"\n", "a.toml")
+                .unwrap_err()
+        );
+        assert!(err.contains("gc_treshold"), "{err}");
     }
 
     #[test]

@@ -15,6 +15,7 @@ mod node;
 mod operator;
 mod output;
 mod plan;
+mod system;
 
 use std::io::IsTerminal as _;
 use std::process::ExitCode;
@@ -88,6 +89,12 @@ enum Command {
         after_help = "EXAMPLES:\n  orch operator scheduler get-config\n  orch operator scheduler set-config --scheduler-algorithm spread"
     )]
     Operator(operator::OperatorCommand),
+    /// Cluster-wide maintenance: garbage collection on demand.
+    #[command(
+        subcommand,
+        after_help = "EXAMPLES:\n  orch system gc\n  orch system gc --json"
+    )]
+    System(system::SystemCommand),
     /// The container driver's helper: builds one container from the JSON spec on
     /// stdin and runs its command (started by the agent, never by hand).
     #[command(hide = true)]
@@ -155,6 +162,10 @@ fn main() -> ExitCode {
             Command::Operator(c) => {
                 init_logging("warn");
                 operator::run(&ctx, c).await
+            }
+            Command::System(c) => {
+                init_logging("warn");
+                system::run(&ctx, c).await
             }
             // Handled above, before the runtime started.
             Command::ContainerInit => anyhow::bail!("container-init cannot run here"),

@@ -75,6 +75,8 @@ fn every_command_has_help_with_examples() {
         vec!["node", "status"],
         vec!["node", "eligibility"],
         vec!["node", "drain"],
+        vec!["system"],
+        vec!["system", "gc"],
     ] {
         let mut args = cmd.clone();
         args.push("--help");

@@ -2,6 +2,8 @@
 //! in `<data_dir>/client/node-id`), cleans up tasks a previous run left, and starts three
 //! loops: register + heartbeat (at TTL/2), the blocking allocation watch (starts, stops
 //! and drops alloc runners) and the status sender (batched, at most every ~200ms).
+//! Once at start and after each server garbage collection, the watch removes the
+//! directories of allocations the servers no longer store (`alloc_gc`).
 //! `shutdown` stops the loops and, with `stop_tasks_on_shutdown`, kills every task and
 //! removes its cgroup, then sends the final states.
 //!
@@ -437,6 +439,9 @@ async fn watch_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     }
     let node_id = shared.node.id.clone();
     let mut index = 0u64;
+    // The servers' garbage collection index the alloc dirs were last checked at;
+    // `None` checks them once after the first answer (dirs left from earlier runs).
+    let mut dirs_checked_at: Option<u64> = None;
     let mut wait = Duration::from_millis(250);
     loop {
         let resp = tokio::select! {
@@ -449,6 +454,14 @@ async fn watch_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
                 let unchanged = r.index == index;
                 shared.reconcile(r.allocs);
                 index = r.index;
+                if dirs_checked_at != Some(r.gc_index) {
+                    match alloc_gc::remove_collected_dirs(&shared).await {
+                        Ok(_) => dirs_checked_at = Some(r.gc_index),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "checking alloc dirs against the servers; retrying")
+                        }
+                    }
+                }
                 // A server that answers without blocking must not make us spin.
                 if unchanged && sleep_or_stop(Duration::from_millis(100), &mut stop).await {
                     return;
@@ -692,5 +705,6 @@ pub(crate) enum LookupError {
     Ambiguous(String, Vec<String>),
 }
 
+mod alloc_gc;
 #[cfg(test)]
 mod tests;

@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use orch_common::api::{
     AllocUpdateRequest, AllocUpdateResponse, ErrorBody, HeartbeatRequest, HeartbeatResponse,
-    NodeAllocationsResponse, NodeRegisterRequest, NodeRegisterResponse,
+    KnownAllocsRequest, KnownAllocsResponse, NodeAllocationsResponse, NodeRegisterRequest,
+    NodeRegisterResponse,
 };
 use orch_common::structs::Node;
 use serde::de::DeserializeOwned;
@@ -172,6 +173,21 @@ impl ServerApi {
         // The server may hold the request for `wait` (plus jitter): allow for that.
         self.call::<(), _>("GET", &path, None, wait + CALL_TIMEOUT)
             .await
+    }
+
+    /// Which of `ids` the servers still store (the others were garbage collected).
+    pub async fn known_allocs(
+        &self,
+        node_id: &str,
+        ids: Vec<String>,
+    ) -> Result<KnownAllocsResponse, RpcError> {
+        self.call(
+            "POST",
+            &format!("/v1/node/{node_id}/allocations/known"),
+            Some(&KnownAllocsRequest { ids }),
+            CALL_TIMEOUT,
+        )
+        .await
     }
 
     pub async fn update_allocs(

@@ -326,6 +326,38 @@ pub struct HeartbeatResponse {
 pub struct NodeAllocationsResponse {
     pub allocs: Vec<Allocation>,
     pub index: u64,
+    /// The index of the last garbage collection that deleted allocations (0: none
+    /// yet). When it changes, the client asks which of its allocation directories
+    /// the server still knows (`POST /v1/node/{id}/allocations/known`) and removes
+    /// the others.
+    #[serde(default)]
+    pub gc_index: u64,
+}
+
+/// `POST /v1/node/{id}/allocations/known`: allocation ids a client holds directories
+/// for; the answer keeps those the server still has (the rest were collected).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KnownAllocsRequest {
+    pub ids: Vec<String>,
+}
+
+/// The answer to `POST /v1/node/{id}/allocations/known`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KnownAllocsResponse {
+    /// The requested ids the server still stores, in request order.
+    pub known: Vec<String>,
+}
+
+/// `PUT /v1/system/gc`: how many objects one garbage collection deleted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GcResponse {
+    pub jobs: u64,
+    pub evals: u64,
+    pub allocs: u64,
+    pub nodes: u64,
+    /// Command log entries dropped past the retention.
+    #[serde(default)]
+    pub log_entries: u64,
 }
 
 /// One allocation's client-side state, batched in `POST /v1/node/{id}/allocations`.

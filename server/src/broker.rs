@@ -342,6 +342,8 @@ impl EvalBroker {
             }
             // Takes effect for the next evaluation; nothing to enqueue.
             Command::SetSchedulerConfig { .. } => {}
+            // Only terminal objects are collected: no capacity or work changes.
+            Command::Reap { .. } => {}
             Command::UpdateAllocsFromClient { updates, evals } => {
                 for e in evals {
                     inner.handle_eval(stamp(e));

@@ -32,6 +32,39 @@ pub struct ServerConfig {
     pub advertise_http: String,
     /// The datacenter this server is in (shown by `/v1/agent/self`). Default: `"dc1"`.
     pub datacenter: String,
+    /// Garbage collection of terminal objects. Default: `GcConfig::default()`.
+    pub gc: GcConfig,
+}
+
+/// When garbage collection runs and what it keeps (see docs/operations.md).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GcConfig {
+    /// How often the collector runs. Default: 5m.
+    pub interval: Duration,
+    /// How long a dead job (and everything it has) stays. Default: 4h.
+    pub job_threshold: Duration,
+    /// How long a terminal evaluation of a service or system job (and the terminal
+    /// allocations it placed) stays. Default: 1h.
+    pub eval_threshold: Duration,
+    /// The same for batch and sysbatch jobs. Default: 24h.
+    pub batch_eval_threshold: Duration,
+    /// How long a down node with nothing pending or running stays. Default: 24h.
+    pub node_threshold: Duration,
+    /// Command log entries kept (the newest). Default: 10000.
+    pub command_log_retain: u64,
+}
+
+impl Default for GcConfig {
+    fn default() -> Self {
+        GcConfig {
+            interval: Duration::from_secs(5 * 60),
+            job_threshold: Duration::from_secs(4 * 3600),
+            eval_threshold: Duration::from_secs(3600),
+            batch_eval_threshold: Duration::from_secs(24 * 3600),
+            node_threshold: Duration::from_secs(24 * 3600),
+            command_log_retain: 10_000,
+        }
+    }
 }
 
 impl Default for ServerConfig {
@@ -46,6 +79,7 @@ impl Default for ServerConfig {
             max_request_body_bytes: 4 * 1024 * 1024,
             advertise_http: format!("127.0.0.1:{DEFAULT_HTTP_PORT}"),
             datacenter: "dc1".to_string(),
+            gc: GcConfig::default(),
         }
     }
 }

@@ -6,6 +6,7 @@
 pub mod broker;
 pub mod config;
 pub mod drainer;
+pub mod gc;
 pub mod heartbeat;
 pub mod http;
 pub mod plan_apply;

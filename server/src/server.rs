@@ -6,9 +6,10 @@
 //!  start:  open <data_dir>/server/state.db ─► broker.restore(pending + blocked evals)
 //!          ─► CommandLog (observer: broker.observe) ─► heartbeats.restore(nodes)
 //!          ─► plan applier ─► workers + reaper ─► heartbeat expiry loop ─► drainer
+//!          ─► garbage collector (every gc.interval)
 //!  serve:  router() (the agent binds the listener and serves it)
 //!  stop:   release blocking queries ─► shutdown=true ─► await workers, applier,
-//!          heartbeat loop, drainer ─► close the log (joins the writer thread)
+//!          heartbeat loop, drainer, collector ─► close the log (joins the writer thread)
 //! ```
 
 use std::sync::Arc;
@@ -20,6 +21,7 @@ use tokio::task::JoinHandle;
 use crate::broker::{BrokerConfig, EvalBroker};
 use crate::config::ServerConfig;
 use crate::drainer;
+use crate::gc::Collector;
 use crate::heartbeat::Heartbeats;
 use crate::http::{self, AgentInfo, HttpState};
 use crate::plan_apply::PlanApplier;
@@ -54,6 +56,7 @@ pub struct Server {
     workers: Vec<JoinHandle<()>>,
     heartbeat_loop: JoinHandle<()>,
     drainer: JoinHandle<()>,
+    gc_loop: JoinHandle<()>,
 }
 
 impl Server {
@@ -68,6 +71,11 @@ impl Server {
         if cfg.max_request_body_bytes == 0 {
             return Err(ServerError::Config(
                 "max_request_body_bytes must be above 0".to_string(),
+            ));
+        }
+        if cfg.gc.interval.is_zero() {
+            return Err(ServerError::Config(
+                "gc_interval must be above 0".to_string(),
             ));
         }
         let path = cfg.state_path();
@@ -116,7 +124,9 @@ impl Server {
             shutdown_rx.clone(),
         );
         let drainer = drainer::spawn(log.clone(), shutdown_rx.clone());
-        let heartbeat_loop = heartbeats.spawn(log.clone(), shutdown_rx);
+        let heartbeat_loop = heartbeats.spawn(log.clone(), shutdown_rx.clone());
+        let collector = Arc::new(Collector::new(store.clone(), log.clone(), cfg.gc.clone()));
+        let gc_loop = collector.clone().spawn(shutdown_rx);
 
         let agent = AgentInfo {
             name: cfg.name.clone(),
@@ -125,13 +135,15 @@ impl Server {
             data_dir: cfg.data_dir.display().to_string(),
             version: env!("CARGO_PKG_VERSION").to_string(),
         };
-        let http = Arc::new(HttpState::new(
+        let mut http = HttpState::new(
             store.clone(),
             log.clone(),
             heartbeats,
             agent,
             cfg.max_request_body_bytes,
-        ));
+        );
+        http.gc = collector;
+        let http = Arc::new(http);
         tracing::info!(
             path = %path.display(),
             index = store.last_index(),
@@ -151,6 +163,7 @@ impl Server {
             workers,
             heartbeat_loop,
             drainer,
+            gc_loop,
         })
     }
 
@@ -214,6 +227,9 @@ impl Server {
         }
         if let Err(e) = self.drainer.await {
             tracing::error!(error = %e, "drainer failed");
+        }
+        if let Err(e) = self.gc_loop.await {
+            tracing::error!(error = %e, "garbage collector failed");
         }
         self.log.shutdown().await;
         tracing::info!("server stopped");

@@ -141,7 +141,11 @@ async fn watch_allocs(
                 .filter(|a| a.node_id == node)
                 .cloned()
                 .collect();
-            return Json(NodeAllocationsResponse { allocs, index });
+            return Json(NodeAllocationsResponse {
+                allocs,
+                index,
+                gc_index: 0,
+            });
         }
         let _ = tokio::time::timeout_at(deadline, notified).await;
     }

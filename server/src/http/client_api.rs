@@ -12,7 +12,8 @@ use axum::extract::State;
 use axum::Json;
 use orch_common::api::{
     AllocUpdateRequest, AllocUpdateResponse, HeartbeatRequest, HeartbeatResponse,
-    NodeAllocationsResponse, NodeRegisterRequest, NodeRegisterResponse,
+    KnownAllocsRequest, KnownAllocsResponse, NodeAllocationsResponse, NodeRegisterRequest,
+    NodeRegisterResponse,
 };
 use orch_common::ids::{new_id, now_ms};
 use orch_common::structs::{
@@ -178,6 +179,9 @@ pub async fn allocations(
             let seen = st.store.table_index(Table::Allocs);
             let id = node_id.clone();
             let node_max = st.read(move |s| s.node_allocs_max_index(&id)).await?;
+            // A collection that deleted allocations wakes every watch once, so its
+            // client removes the directories of what was collected.
+            let node_max = node_max.max(st.store.alloc_gc_index());
             let remaining = deadline.saturating_duration_since(Instant::now());
             if node_max > min || remaining.is_zero() || st.store.is_closing() {
                 break;
@@ -195,7 +199,33 @@ pub async fn allocations(
             with_jobs(s, allocs)
         })
         .await?;
-    Ok(Indexed(index, NodeAllocationsResponse { allocs, index }))
+    let gc_index = st.store.alloc_gc_index();
+    Ok(Indexed(
+        index,
+        NodeAllocationsResponse {
+            allocs,
+            index,
+            gc_index,
+        },
+    ))
+}
+
+/// `POST /v1/node/{id}/allocations/known`: which of the given allocation ids the
+/// server still stores. A client asks for those it holds directories of once a
+/// garbage collection deleted allocations, and removes the directories of the rest.
+pub async fn known_allocs(
+    State(st): State<Arc<HttpState>>,
+    IdPath(node_id): IdPath,
+    body: RawBody,
+) -> Result<Json<KnownAllocsResponse>, ApiError> {
+    let KnownAllocsRequest { ids } = body.json()?;
+    require_node(&st, &node_id).await?;
+    // Lookups in the in-memory allocation index: no SQL.
+    let known = ids
+        .into_iter()
+        .filter(|id| st.store.alloc_known(id))
+        .collect();
+    Ok(Json(KnownAllocsResponse { known }))
 }
 
 /// `POST /v1/node/{id}/allocations`: the client's batched allocation states. Updates

@@ -4,7 +4,7 @@
 //! resolution, and store reads moved off the async runtime.
 //!
 //! One module per resource: `jobs`, `plan` (the dry run), `allocs`, `evals`, `nodes`,
-//! `operator` (scheduler configuration), `agent`, and `client_api` for what clients
+//! `operator` (scheduler configuration), `system` (garbage collection), `agent`, and `client_api` for what clients
 //! call (register, heartbeat, alloc watch, updates).
 //! See docs/api.md for the routes.
 
@@ -18,6 +18,7 @@ pub mod jobs;
 pub mod nodes;
 pub mod operator;
 pub mod plan;
+pub mod system;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
@@ -28,7 +29,7 @@ use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Path, Query
 use axum::http::request::Parts;
 use axum::http::{HeaderName, HeaderValue};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use futures::StreamExt;
 use serde::de::DeserializeOwned;
@@ -76,6 +77,8 @@ pub struct HttpState {
     /// Serializes job registrations and deregistrations so `enforce_index` checks and
     /// the write they guard are atomic.
     pub job_write: tokio::sync::Mutex<()>,
+    /// Runs `PUT /v1/system/gc` (the server sets its configured collector).
+    pub gc: Arc<crate::gc::Collector>,
 }
 
 impl HttpState {
@@ -87,13 +90,18 @@ impl HttpState {
         max_body_bytes: usize,
     ) -> Self {
         HttpState {
-            store,
-            log,
             heartbeats,
             agent,
             max_body_bytes,
             client_node_id: RwLock::new(None),
             job_write: tokio::sync::Mutex::new(()),
+            gc: Arc::new(crate::gc::Collector::new(
+                store.clone(),
+                log.clone(),
+                crate::config::GcConfig::default(),
+            )),
+            store,
+            log,
         }
     }
 
@@ -183,6 +191,11 @@ pub fn router(state: Arc<HttpState>) -> Router {
             "/v1/node/{id}/allocations",
             get(client_api::allocations).post(client_api::update_allocs),
         )
+        .route(
+            "/v1/node/{id}/allocations/known",
+            post(client_api::known_allocs),
+        )
+        .route("/v1/system/gc", put(system::gc).post(system::gc))
         .route("/v1/status/leader", get(agent::leader))
         .route("/v1/agent/self", get(agent::agent_self))
         .route("/v1/agent/health", get(agent::health))

@@ -9,8 +9,9 @@
 //! the transaction began): the lookup by `seq` then finds nothing, which is what that
 //! transaction should see. A reader that needs this index and its transaction at the
 //! same index starts the transaction under the mirror's read lock
-//! (`StateStore::with_node_rows`). Allocations are never deleted, so a `seq` never
-//! changes hands (and `AUTOINCREMENT` would not reuse one if they were).
+//! (`StateStore::with_node_rows`). Garbage collection deletes rows (`remove`);
+//! `AUTOINCREMENT` never hands a deleted row's `seq` out again, so a reader holding
+//! an old `seq` finds nothing rather than another allocation.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{RwLock, RwLockReadGuard};
@@ -26,6 +27,14 @@ pub(crate) struct NodeRow {
     pub modify_index: u64,
     /// Its client status is pending or running.
     pub live: bool,
+}
+
+/// One row deleted by a command (garbage collection), applied after the commit.
+#[derive(Debug, Clone)]
+pub(crate) struct RowRemoval {
+    pub id: String,
+    pub node_id: String,
+    pub seq: i64,
 }
 
 /// One row written by a command, recorded by the writer and applied after the commit.
@@ -106,6 +115,13 @@ impl Rows {
         match uuid_key(id) {
             Some(key) => self.uuids.insert(key, seq),
             None => self.others.insert(id.to_string(), seq),
+        };
+    }
+
+    fn remove_id(&mut self, id: &str) {
+        match uuid_key(id) {
+            Some(key) => self.uuids.remove(&key),
+            None => self.others.remove(id),
         };
     }
 
@@ -209,6 +225,21 @@ impl AllocIndex {
                 rows.remove_node_row(old, change.row.seq);
             }
             rows.put_node_row(&change.node_id, change.row);
+        }
+    }
+
+    /// Forgets the rows a commit deleted (call after the commit).
+    pub(crate) fn remove(&self, removals: Vec<RowRemoval>) {
+        if removals.is_empty() {
+            return;
+        }
+        let mut rows = self.rows.write().expect("allocation index poisoned");
+        for r in removals {
+            // Only when the id still names this row: a row is removed once.
+            if rows.get(&r.id) == Some(r.seq) {
+                rows.remove_id(&r.id);
+            }
+            rows.remove_node_row(&r.node_id, r.seq);
         }
     }
 
@@ -320,6 +351,42 @@ mod tests {
         assert_eq!(index.with_prefix("0a1c", 10), Vec::<String>::new());
         assert_eq!(index.with_prefix("0A1B", 10), Vec::<String>::new());
         assert_eq!(index.with_prefix("", 2).len(), 2);
+    }
+
+    #[test]
+    fn removed_rows_leave_the_id_prefix_and_node_lookups() {
+        let index = AllocIndex::default();
+        index.apply(vec![
+            new(A, "n1", 1, 5),
+            new(B, "n1", 2, 5),
+            new("0a1b-handmade", "n2", 3, 6),
+        ]);
+        index.remove(vec![
+            RowRemoval {
+                id: A.into(),
+                node_id: "n1".into(),
+                seq: 1,
+            },
+            RowRemoval {
+                id: "0a1b-handmade".into(),
+                node_id: "n2".into(),
+                seq: 3,
+            },
+        ]);
+        assert_eq!(index.get(A), None);
+        assert_eq!(index.get(B), Some(2));
+        assert_eq!(index.get("0a1b-handmade"), None);
+        assert_eq!(index.with_prefix("0a1b", 10), vec![B]);
+        assert_eq!(index.node_rows("n1"), vec![row(2, 5, true)]);
+        assert!(index.node_rows("n2").is_empty());
+        assert_eq!(index.node_max_index("n2"), 0);
+        // Removing again (a replayed command) changes nothing.
+        index.remove(vec![RowRemoval {
+            id: A.into(),
+            node_id: "n1".into(),
+            seq: 1,
+        }]);
+        assert_eq!(index.node_rows("n1"), vec![row(2, 5, true)]);
     }
 
     #[test]

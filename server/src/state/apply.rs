@@ -3,19 +3,20 @@
 //! table it touched; watch channels are bumped only after the commit.
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use orch_common::api::AllocClientUpdate;
 use orch_common::ids::now_ms;
 use orch_common::structs::{
-    Allocation, ClientStatus, DrainOutcome, Evaluation, Job, JobStatus, JobType, Node,
+    Allocation, ClientStatus, DrainOutcome, Evaluation, Job, JobStatus, JobType, Node, NodeStatus,
     SchedulerConfiguration,
 };
 use rusqlite::{params, Transaction, TransactionBehavior};
 use serde::Serialize;
 use serde_json::value::RawValue;
 
-use super::alloc_index::{AllocIndex, NodeRow, RowChange};
+use super::alloc_index::{AllocIndex, NodeRow, RowChange, RowRemoval};
 use super::{read, Command, SqlContext, StateError, StateStore, Table};
 use crate::scheduler::context::holds_resources;
 use crate::scheduler::NodeAllocated;
@@ -56,6 +57,7 @@ impl StateStore {
             touched: BTreeSet::new(),
             usage: Vec::new(),
             written: Vec::new(),
+            removed: Vec::new(),
         };
         w.command(cmd)?;
         w.append_to_log(cmd)?;
@@ -64,6 +66,8 @@ impl StateStore {
         let usage = w.usage;
         let written = w.written;
         let row_changes = w.row_changes;
+        let removed = w.removed;
+        let allocs_reaped = !removed.is_empty();
         {
             // The mirror changes with the commit, under its write lock, so a snapshot
             // never pairs the new SQL state with the old memory state (or the reverse).
@@ -74,6 +78,10 @@ impl StateStore {
                 .expect("state mirror lock poisoned");
             tx.commit().ctx(|| format!("committing index {index}"))?;
             self.inner.alloc_index.apply(row_changes);
+            self.inner.alloc_index.remove(removed);
+            if allocs_reaped {
+                self.inner.alloc_gc_index.store(index, Ordering::SeqCst);
+            }
             if mirror
                 .in_flight
                 .contains_any(written.iter().map(String::as_str))
@@ -148,6 +156,8 @@ struct Writer<'a> {
     usage: Vec<UsageChange>,
     /// Ids of the allocations written: no longer in flight once committed.
     written: Vec<String>,
+    /// Allocation rows deleted (garbage collection), for `rows` once committed.
+    removed: Vec<RowRemoval>,
 }
 
 /// One allocation entering or leaving a node's sum (only resources and ports kept).
@@ -266,6 +276,13 @@ impl Writer<'_> {
                 })?;
                 self.upsert_evals(evals)
             }
+            Command::Reap {
+                jobs,
+                evals,
+                allocs,
+                nodes,
+                log_before,
+            } => self.reap(jobs, evals, allocs, nodes, *log_before),
         }
     }
 
@@ -299,11 +316,13 @@ impl Writer<'_> {
     }
 
     fn record_indexes(&mut self) -> Result<(), StateError> {
+        let reaped = (!self.removed.is_empty()).then_some(super::ALLOC_GC_INDEX);
         let names = self
             .touched
             .iter()
             .map(|t| t.name())
-            .chain(std::iter::once("command_log"));
+            .chain(std::iter::once("command_log"))
+            .chain(reaped);
         for name in names {
             self.exec(
                 "INSERT INTO indexes (name, idx) VALUES (?1, ?2) \
@@ -747,6 +766,94 @@ impl Writer<'_> {
         }
         for job_id in jobs {
             self.refresh_job_status(&job_id)?;
+        }
+        Ok(())
+    }
+
+    // ------------------------------------------------------------------ garbage
+
+    /// Garbage collection. Each object is checked again against the state this
+    /// command sees (the collector decided on an older snapshot): an allocation must
+    /// be terminal on its client, an evaluation terminal, a job dead with nothing
+    /// pending or running, a node down with nothing pending or running on it. What is
+    /// gone already, or no longer qualifies, is skipped. Terminal allocations hold no
+    /// resources, so the per-node sums do not change.
+    fn reap(
+        &mut self,
+        jobs: &[String],
+        evals: &[String],
+        allocs: &[String],
+        nodes: &[String],
+        log_before: u64,
+    ) -> Result<(), StateError> {
+        for id in allocs {
+            let Some(seq) = self.seq_of(id) else { continue };
+            let Some(alloc) = read::alloc_at(self.tx, seq)? else {
+                continue;
+            };
+            if !alloc.client_status.is_terminal() {
+                tracing::warn!(alloc_id = %id, "not collecting an allocation that is not terminal");
+                continue;
+            }
+            self.exec("DELETE FROM allocs WHERE seq = ?1", [seq])
+                .ctx(|| format!("deleting allocation {id:?}"))?;
+            self.removed.push(RowRemoval {
+                id: id.clone(),
+                node_id: alloc.node_id,
+                seq,
+            });
+            self.touched.insert(Table::Allocs);
+        }
+        for id in evals {
+            let Some(eval) = read::eval(self.tx, id)? else {
+                continue;
+            };
+            if !eval.status.is_terminal() {
+                tracing::warn!(eval_id = %id, "not collecting an evaluation that is not terminal");
+                continue;
+            }
+            self.exec("DELETE FROM evals WHERE id = ?1", [id])
+                .ctx(|| format!("deleting evaluation {id:?}"))?;
+            self.touched.insert(Table::Evals);
+        }
+        for id in jobs {
+            let Some(job) = read::job(self.tx, id)? else {
+                continue;
+            };
+            let (_, live) = read::job_alloc_counts(self.tx, id)?;
+            if job.status != JobStatus::Dead || live > 0 || read::job_has_open_evals(self.tx, id)? {
+                tracing::warn!(job_id = %id, "not collecting a job that is not dead");
+                continue;
+            }
+            // One line per table that belongs to a job (deployments join here).
+            for sql in [
+                "DELETE FROM jobs WHERE id = ?1",
+                "DELETE FROM job_versions WHERE job_id = ?1",
+            ] {
+                self.exec(sql, [id])
+                    .ctx(|| format!("deleting job {id:?}"))?;
+            }
+            self.touched.insert(Table::Jobs);
+        }
+        for id in nodes {
+            let Some(node) = read::node(self.tx, id)? else {
+                continue;
+            };
+            let live = self.rows.node_rows(id).iter().any(|r| r.live);
+            if node.status != NodeStatus::Down || live {
+                tracing::warn!(node_id = %id, "not collecting a node that is not down and empty");
+                continue;
+            }
+            self.exec("DELETE FROM nodes WHERE id = ?1", [id])
+                .ctx(|| format!("deleting node {id:?}"))?;
+            self.touched.insert(Table::Nodes);
+        }
+        if log_before > 0 {
+            self.exec(
+                "DELETE FROM command_log WHERE idx < ?1",
+                [log_before as i64],
+            )
+            .ctx(|| format!("dropping command log entries before index {log_before}"))?;
         }
         Ok(())
     }

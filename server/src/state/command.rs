@@ -69,4 +69,20 @@ pub enum Command {
         last_drain: Option<LastDrain>,
         evals: Vec<Evaluation>,
     },
+    /// Garbage collection: deletes the listed terminal allocations, terminal
+    /// evaluations, dead jobs (with their versions) and down nodes, and the command
+    /// log's entries before `log_before` (0: none). Apply checks each object again and
+    /// skips one that is gone or no longer collectable, so replaying it is harmless.
+    Reap {
+        #[serde(default)]
+        jobs: Vec<String>,
+        #[serde(default)]
+        evals: Vec<String>,
+        #[serde(default)]
+        allocs: Vec<String>,
+        #[serde(default)]
+        nodes: Vec<String>,
+        #[serde(default)]
+        log_before: u64,
+    },
 }

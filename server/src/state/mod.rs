@@ -61,6 +61,9 @@ const MAX_IDLE_READERS: usize = 8;
 /// How long a statement waits for a lock before failing (checkpoints, the writer).
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The `indexes` row holding the index of the last command that deleted allocations.
+pub(crate) const ALLOC_GC_INDEX: &str = "alloc_gc";
+
 /// A table that blocking queries can wait on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Table {
@@ -133,6 +136,8 @@ pub enum StateError {
     },
     #[error("reading command log entry {index}: {reason}")]
     CommandLogEntry { index: u64, reason: String },
+    #[error("the command log no longer holds the entries after index {after}: garbage collection dropped those before index {first}; read the state (a snapshot) instead")]
+    LogTruncated { after: u64, first: u64 },
     #[error("index {index} is not after the last applied index {last}")]
     IndexNotIncreasing { index: u64, last: u64 },
 }
@@ -168,6 +173,9 @@ struct Inner {
     /// Last applied index (any command).
     last: watch::Sender<u64>,
     last_index: AtomicU64,
+    /// The index of the last command that deleted allocations (`ALLOC_GC_INDEX` in
+    /// the `indexes` table); clients watch it to remove collected allocation dirs.
+    alloc_gc_index: AtomicU64,
     /// Set by `release_waiters`: blocking queries return at once (shutdown).
     closing: watch::Sender<bool>,
     /// What the scheduler reads hottest, kept in memory in step with SQLite.
@@ -358,6 +366,7 @@ impl StateStore {
             ],
             last: watch::Sender::new(last),
             last_index: AtomicU64::new(last),
+            alloc_gc_index: AtomicU64::new(indexes.get(ALLOC_GC_INDEX).copied().unwrap_or(0)),
             closing: watch::Sender::new(false),
             mirror: RwLock::new(mirror),
             alloc_index,
@@ -567,6 +576,11 @@ impl StateStore {
         self.read(|c| read::alloc_at(c, seq))
     }
 
+    /// True when allocation `id` is stored (from memory).
+    pub fn alloc_known(&self, id: &str) -> bool {
+        self.inner.alloc_index.get(id).is_some()
+    }
+
     /// Every allocation, oldest first.
     pub fn allocs(&self) -> Result<Vec<Allocation>, StateError> {
         self.read(read::allocs)
@@ -662,18 +676,44 @@ impl StateStore {
         self.read(|c| read::ids_with_prefix(c, table, prefix, limit))
     }
 
+    /// What garbage collection looks at, read in one transaction.
+    pub fn gc_view(&self) -> Result<crate::gc::rules::GcView, StateError> {
+        self.read(|c| {
+            c.execute_batch("BEGIN DEFERRED")
+                .ctx(|| "starting a read transaction".to_string())?;
+            // The pooled connection rolls the transaction back when it goes back.
+            read::gc_view(c)
+        })
+    }
+
+    /// The oldest index the command log still holds (`None`: empty).
+    pub fn command_log_first(&self) -> Result<Option<u64>, StateError> {
+        self.read(read::command_log_first)
+    }
+
+    /// The index of the last command that deleted allocations (0: none yet).
+    pub fn alloc_gc_index(&self) -> u64 {
+        self.inner.alloc_gc_index.load(Ordering::SeqCst)
+    }
+
     /// Last modify index per table name, as stored (includes `command_log`).
     pub fn stored_indexes(&self) -> Result<BTreeMap<String, u64>, StateError> {
         self.read(read::table_indexes)
     }
 
-    /// The commands applied after `after`, in index order (at most `limit`).
+    /// The commands applied after `after`, in index order (at most `limit`). An error
+    /// (`LogTruncated`) when garbage collection dropped some of them already.
     pub fn commands_since(
         &self,
         after: u64,
         limit: usize,
     ) -> Result<Vec<(u64, Command)>, StateError> {
-        self.read(|c| read::commands_since(c, after, limit))
+        self.read(|c| {
+            // One view for the truncation check and the read.
+            c.execute_batch("BEGIN DEFERRED")
+                .ctx(|| "starting a read transaction".to_string())?;
+            read::commands_since(c, after, limit)
+        })
     }
 }
 

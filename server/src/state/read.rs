@@ -375,6 +375,17 @@ pub(crate) fn commands_since(
     after: u64,
     limit: usize,
 ) -> Result<Vec<(u64, Command)>, StateError> {
+    // Garbage collection drops old entries: a reader must not miss some silently.
+    let truncated_at = match command_log_first(c)? {
+        Some(first) => (first > after + 1).then_some(first),
+        None => {
+            let last = last_index(c)?;
+            (last > after).then_some(last + 1)
+        }
+    };
+    if let Some(first) = truncated_at {
+        return Err(StateError::LogTruncated { after, first });
+    }
     let mut stmt = c
         .prepare_cached("SELECT idx, command FROM command_log WHERE idx > ?1 ORDER BY idx LIMIT ?2")
         .ctx(|| "preparing the command log query".to_string())?;
@@ -405,4 +416,144 @@ pub(crate) fn commands_since(
         out.push((idx as u64, cmd));
     }
     Ok(out)
+}
+
+/// A status or type column's text as its enum (they are stored as their serde names).
+fn parse_name<T: DeserializeOwned>(
+    kind: &'static str,
+    id: &str,
+    name: &str,
+) -> Result<T, StateError> {
+    serde_json::from_value(serde_json::Value::String(name.to_string())).map_err(|source| {
+        StateError::Decode {
+            kind,
+            id: id.to_string(),
+            source,
+        }
+    })
+}
+
+/// Runs `sql` and turns each row into a `T` with `f` (given the row's first column,
+/// its id, for errors).
+fn query_rows<T>(
+    c: &Connection,
+    kind: &'static str,
+    sql: &str,
+    mut f: impl FnMut(&str, &rusqlite::Row<'_>) -> Result<T, StateError>,
+) -> Result<Vec<T>, StateError> {
+    let mut stmt = c
+        .prepare(sql)
+        .ctx(|| format!("preparing the garbage collection read of {kind}s"))?;
+    let mut rows = stmt
+        .query([])
+        .ctx(|| format!("reading {kind}s for garbage collection"))?;
+    let mut out = Vec::new();
+    while let Some(r) = rows.next().ctx(|| format!("reading a {kind} row"))? {
+        let id: String = r.get(0).ctx(|| format!("reading a {kind} id"))?;
+        out.push(f(&id, r)?);
+    }
+    Ok(out)
+}
+
+/// What garbage collection looks at, read from columns and a few JSON fields (no
+/// object is decoded whole: a pass reads every allocation).
+pub(crate) fn gc_view(c: &Connection) -> Result<crate::gc::rules::GcView, StateError> {
+    use crate::gc::rules::{GcAlloc, GcEval, GcJob, GcNode, GcView};
+    let col = |kind: &'static str, id: &str| {
+        let id = id.to_string();
+        move || format!("reading {kind} {id:?} for garbage collection")
+    };
+    let jobs = query_rows(
+        c,
+        "job",
+        "SELECT id, status, create_index, json_extract(json, '$.type'), \
+         COALESCE(json_extract(json, '$.stop'), 0), \
+         COALESCE(json_extract(json, '$.submit_time'), 0) FROM jobs",
+        |id, r| {
+            let status: String = r.get(1).ctx(col("job", id))?;
+            let job_type: Option<String> = r.get(3).ctx(col("job", id))?;
+            Ok(GcJob {
+                id: id.to_string(),
+                status: parse_name("job status", id, &status)?,
+                create_index: r.get::<_, i64>(2).ctx(col("job", id))? as u64,
+                job_type: match job_type {
+                    Some(t) => parse_name("job type", id, &t)?,
+                    None => Default::default(),
+                },
+                stop: r.get::<_, bool>(4).ctx(col("job", id))?,
+                submit_time: r.get::<_, i64>(5).ctx(col("job", id))? as u64,
+            })
+        },
+    )?;
+    let evals = query_rows(
+        c,
+        "evaluation",
+        "SELECT id, job_id, status, json_extract(json, '$.type'), \
+         COALESCE(json_extract(json, '$.modify_time'), 0) FROM evals",
+        |id, r| {
+            let status: String = r.get(2).ctx(col("evaluation", id))?;
+            let job_type: Option<String> = r.get(3).ctx(col("evaluation", id))?;
+            Ok(GcEval {
+                id: id.to_string(),
+                job_id: r.get(1).ctx(col("evaluation", id))?,
+                status: parse_name("evaluation status", id, &status)?,
+                job_type: match job_type {
+                    Some(t) => parse_name("evaluation type", id, &t)?,
+                    None => Default::default(),
+                },
+                modify_time: r.get::<_, i64>(4).ctx(col("evaluation", id))? as u64,
+            })
+        },
+    )?;
+    let allocs = query_rows(
+        c,
+        "allocation",
+        "SELECT id, job_id, node_id, client_status, desired_status, create_index, \
+         COALESCE(json_extract(json, '$.eval_id'), ''), \
+         COALESCE(json_extract(json, '$.modify_time'), 0), \
+         json_extract(json, '$.next_allocation') IS NOT NULL FROM allocs",
+        |id, r| {
+            let client: String = r.get(3).ctx(col("allocation", id))?;
+            let desired: String = r.get(4).ctx(col("allocation", id))?;
+            Ok(GcAlloc {
+                id: id.to_string(),
+                job_id: r.get(1).ctx(col("allocation", id))?,
+                node_id: r.get(2).ctx(col("allocation", id))?,
+                client_status: parse_name("allocation client status", id, &client)?,
+                desired_status: parse_name("allocation desired status", id, &desired)?,
+                create_index: r.get::<_, i64>(5).ctx(col("allocation", id))? as u64,
+                eval_id: r.get(6).ctx(col("allocation", id))?,
+                modify_time: r.get::<_, i64>(7).ctx(col("allocation", id))? as u64,
+                replaced: r.get::<_, bool>(8).ctx(col("allocation", id))?,
+            })
+        },
+    )?;
+    let nodes = query_rows(
+        c,
+        "node",
+        "SELECT id, status, COALESCE(json_extract(json, '$.status_updated_at'), 0) FROM nodes",
+        |id, r| {
+            let status: String = r.get(1).ctx(col("node", id))?;
+            Ok(GcNode {
+                id: id.to_string(),
+                status: parse_name("node status", id, &status)?,
+                status_updated_at: r.get::<_, i64>(2).ctx(col("node", id))? as u64,
+            })
+        },
+    )?;
+    Ok(GcView {
+        jobs,
+        evals,
+        allocs,
+        nodes,
+    })
+}
+
+/// The oldest index still in the command log, `None` when it is empty.
+pub(crate) fn command_log_first(c: &Connection) -> Result<Option<u64>, StateError> {
+    cached_row(c, "SELECT MIN(idx) FROM command_log", [], |r| {
+        r.get::<_, Option<i64>>(0)
+    })
+    .ctx(|| "reading the oldest command log index".to_string())
+    .map(|v| v.map(|i| i as u64))
 }

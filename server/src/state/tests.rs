@@ -1072,6 +1072,12 @@ enum Op {
     EvalDone {
         job: u8,
     },
+    /// Garbage collection of the allocations, jobs and nodes in the bit masks.
+    Reap {
+        allocs: u8,
+        jobs: u8,
+        nodes: u8,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -1090,6 +1096,11 @@ fn op() -> impl Strategy<Value = Op> {
         (0u8..6, any::<bool>()).prop_map(|(alloc, lost)| Op::StopAlloc { alloc, lost }),
         (0u8..6, 0u8..5).prop_map(|(alloc, status)| Op::Client { alloc, status }),
         (0u8..3).prop_map(|job| Op::EvalDone { job }),
+        (0u8..64, 0u8..8, 0u8..8).prop_map(|(allocs, jobs, nodes)| Op::Reap {
+            allocs,
+            jobs,
+            nodes
+        }),
     ]
 }
 
@@ -1165,6 +1176,22 @@ fn command_for(op: &Op) -> Command {
             let mut e = Evaluation::for_job(&job_of(*job), "job-register");
             e.status = EvalStatus::Complete;
             Command::UpsertEvals { evals: vec![e] }
+        }
+        Op::Reap {
+            allocs,
+            jobs,
+            nodes,
+        } => {
+            let picked = |mask: u8, n: u8, name: &dyn Fn(u8) -> String| -> Vec<String> {
+                (0..n).filter(|i| mask & (1 << i) != 0).map(name).collect()
+            };
+            Command::Reap {
+                allocs: picked(*allocs, 6, &|i| format!("a{i}")),
+                jobs: picked(*jobs, 3, &|i| format!("job{i}")),
+                nodes: picked(*nodes, 3, &|i| format!("n{i}")),
+                evals: vec![],
+                log_before: 0,
+            }
         }
     }
 }
@@ -1330,6 +1357,22 @@ fn node_reads_match_sql(store: &StateStore, nodes: &[String]) -> Result<(), Test
         let snap = store.snapshot().expect("snapshot");
         prop_assert_eq!(ids(State::allocs_by_node(&snap, node)), live);
     }
+    // Lookups by id and by prefix find exactly the stored rows (reaped ones are gone).
+    let mut stored = ids(all);
+    stored.sort();
+    for i in 0..6 {
+        let id = format!("a{i}");
+        prop_assert_eq!(
+            store.alloc(&id).expect("read").is_some(),
+            stored.contains(&id)
+        );
+    }
+    prop_assert_eq!(
+        store
+            .ids_with_prefix(Table::Allocs, "a", 100)
+            .expect("prefix"),
+        stored
+    );
     Ok(())
 }
 
@@ -1493,4 +1536,218 @@ fn allocations_are_found_by_id_and_prefix_after_a_reopen_and_not_before_their_co
     again.desired_description = "updated".into();
     place(&store, vec![again]);
     assert_eq!(store.allocs_by_job("web").expect("read").len(), 3);
+}
+
+// ------------------------------------------------------------------ garbage collection
+
+fn reap(store: &StateStore, jobs: &[&str], evals: &[&str], allocs: &[&str], nodes: &[&str]) -> u64 {
+    let owned = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    apply(
+        store,
+        Command::Reap {
+            jobs: owned(jobs),
+            evals: owned(evals),
+            allocs: owned(allocs),
+            nodes: owned(nodes),
+            log_before: 0,
+        },
+    )
+}
+
+const UUID_DONE: &str = "7a1b2c3d-0000-4000-8000-000000000001";
+const UUID_LIVE: &str = "7a1b2c3d-0000-4000-8000-000000000002";
+
+#[test]
+fn reap_deletes_terminal_rows_and_skips_what_is_not_collectable() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("state.db");
+    let store = StateStore::open(&path).expect("open");
+    let job = mock_job("web");
+    apply(
+        &store,
+        Command::UpsertNode {
+            node: mock_node("n1"),
+        },
+    );
+    apply(
+        &store,
+        Command::UpsertNode {
+            node: mock_node("n2"),
+        },
+    );
+    let (_, eval) = register(&store, &job);
+    place(
+        &store,
+        vec![
+            mock_alloc(UUID_DONE, &job, "n1", 0),
+            mock_alloc(UUID_LIVE, &job, "n1", 1),
+        ],
+    );
+    report(
+        &store,
+        vec![
+            client_update(UUID_DONE, ClientStatus::Complete),
+            client_update(UUID_LIVE, ClientStatus::Running),
+        ],
+    );
+    let used = store.node_allocated("n1");
+    apply(
+        &store,
+        Command::UpdateNodeStatus {
+            node_id: "n2".into(),
+            status: NodeStatus::Down,
+            evals: vec![],
+        },
+    );
+
+    // The eval is still pending, the job runs, n1 is ready: only the finished
+    // allocation and the down node go.
+    let index = reap(
+        &store,
+        &["web"],
+        &[&eval.id],
+        &[UUID_DONE, UUID_LIVE],
+        &["n1", "n2"],
+    );
+    assert!(store.alloc(UUID_DONE).unwrap().is_none());
+    assert!(store.alloc(UUID_LIVE).unwrap().is_some());
+    assert!(store.eval(&eval.id).unwrap().is_some());
+    assert!(store.job("web").unwrap().is_some());
+    assert!(store.node("n1").unwrap().is_some());
+    assert!(store.node("n2").unwrap().is_none());
+    assert_eq!(store.alloc_gc_index(), index);
+    assert_eq!(
+        store.node_allocated("n1"),
+        used,
+        "terminal allocations held nothing"
+    );
+    assert_eq!(
+        store.ids_with_prefix(Table::Allocs, "7a1b", 10).unwrap(),
+        vec![UUID_LIVE]
+    );
+    assert_eq!(store.table_index(Table::Allocs), index);
+    assert_eq!(store.table_index(Table::Nodes), index);
+
+    // Stop the job, finish everything: now the job goes with its versions.
+    apply(
+        &store,
+        Command::DeregisterJob {
+            job_id: "web".into(),
+            purge: false,
+            eval: None,
+        },
+    );
+    report(
+        &store,
+        vec![client_update(UUID_LIVE, ClientStatus::Complete)],
+    );
+    let mut done = eval.clone();
+    done.status = EvalStatus::Complete;
+    apply(&store, Command::UpsertEvals { evals: vec![done] });
+    reap(&store, &["web"], &[&eval.id], &[UUID_LIVE], &[]);
+    assert!(store.job("web").unwrap().is_none());
+    assert!(store.job_versions("web").unwrap().is_empty());
+    assert!(store.eval(&eval.id).unwrap().is_none());
+    assert!(store.allocs().unwrap().is_empty());
+    assert!(store.allocs_by_node("n1").unwrap().is_empty());
+    let gc_index = store.alloc_gc_index();
+    drop(store);
+
+    let reopened = StateStore::open(&path).expect("reopen");
+    assert_eq!(reopened.alloc_gc_index(), gc_index);
+    assert!(reopened.alloc(UUID_LIVE).unwrap().is_none());
+    assert!(reopened
+        .ids_with_prefix(Table::Allocs, "7a1b", 10)
+        .unwrap()
+        .is_empty());
+    assert_eq!(reopened.node_allocs_max_index("n1").unwrap(), 0);
+}
+
+#[test]
+fn a_reap_applied_again_changes_nothing() {
+    let (_dir, store) = temp_store();
+    let job = mock_job("web");
+    place(&store, vec![mock_alloc("a1", &job, "n1", 0)]);
+    report(&store, vec![client_update("a1", ClientStatus::Failed)]);
+    let cmd = Command::Reap {
+        jobs: vec!["nope".into()],
+        evals: vec!["nope".into()],
+        allocs: vec!["a1".into(), "a1".into()],
+        nodes: vec!["nope".into()],
+        log_before: 0,
+    };
+    apply(&store, cmd.clone());
+    let rows = all_row_indexes(&store);
+    let gc_index = store.alloc_gc_index();
+    apply(&store, cmd);
+    assert_eq!(all_row_indexes(&store), rows);
+    assert_eq!(
+        store.alloc_gc_index(),
+        gc_index,
+        "nothing deleted the second time"
+    );
+    assert!(store.alloc("a1").unwrap().is_none());
+}
+
+#[test]
+fn a_truncated_command_log_says_so_instead_of_skipping_entries() {
+    let (_dir, store) = temp_store();
+    for n in 0..5 {
+        apply(
+            &store,
+            Command::UpsertNode {
+                node: mock_node(&format!("n{n}")),
+            },
+        );
+    }
+    assert_eq!(store.commands_since(0, 100).unwrap().len(), 5);
+    let cut = apply(
+        &store,
+        Command::Reap {
+            jobs: vec![],
+            evals: vec![],
+            allocs: vec![],
+            nodes: vec![],
+            log_before: 4,
+        },
+    );
+    assert_eq!(store.command_log_first().unwrap(), Some(4));
+    match store.commands_since(0, 100) {
+        Err(StateError::LogTruncated { after: 0, first: 4 }) => {}
+        other => panic!("expected LogTruncated, got {other:?}"),
+    }
+    let tail = store.commands_since(3, 100).unwrap();
+    assert_eq!(
+        tail.iter().map(|(i, _)| *i).collect::<Vec<_>>(),
+        vec![4, 5, cut]
+    );
+}
+
+#[test]
+fn the_gc_view_reads_what_the_rules_need_from_the_rows() {
+    let (_dir, store) = temp_store();
+    let mut job = mock_job("frames");
+    job.job_type = JobType::Batch;
+    let (_, eval) = register(&store, &job);
+    let mut a = mock_alloc("a1", &job, "n1", 0);
+    a.eval_id = eval.id.clone();
+    place(&store, vec![a]);
+    report(&store, vec![client_update("a1", ClientStatus::Failed)]);
+    let view = store.gc_view().unwrap();
+    assert_eq!(view.jobs.len(), 1);
+    assert_eq!(view.jobs[0].job_type, JobType::Batch);
+    assert!(!view.jobs[0].stop);
+    assert!(view.jobs[0].submit_time > 0);
+    assert_eq!(view.evals[0].id, eval.id);
+    assert_eq!(view.evals[0].job_type, JobType::Batch);
+    assert!(view.evals[0].modify_time > 0);
+    let a = &view.allocs[0];
+    assert_eq!(
+        (a.eval_id.as_str(), a.node_id.as_str()),
+        (eval.id.as_str(), "n1")
+    );
+    assert_eq!(a.client_status, ClientStatus::Failed);
+    assert_eq!(a.desired_status, DesiredStatus::Run);
+    assert!(a.modify_time > 0 && a.create_index > 0);
+    assert!(!a.replaced);
 }

@@ -1,0 +1,171 @@
+//! Garbage collection: the collector that deletes terminal allocations, evaluations,
+//! dead jobs and down nodes past their thresholds, and keeps the command log bounded.
+//! It runs every `gc.interval` and on demand (`PUT /v1/system/gc`, thresholds zero).
+//!
+//! ```text
+//!  snapshot read (gc_view, off the runtime) ─► rules::collect(view, thresholds, now)
+//!     ─► Collection split into Command::Reap batches of at most MAX_PER_COMMAND ids
+//!     ─► log.submit each (apply checks every object again) ─► counts
+//! ```
+//!
+//! The decision is made outside the state writer, from a read; the writer only
+//! deletes, in batches, so it is never blocked for long.
+
+pub mod rules;
+
+use std::sync::Arc;
+
+use orch_common::api::GcResponse;
+use orch_common::ids::now_ms;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::config::GcConfig;
+use crate::state::{Command, CommandLog, LogError, StateError, StateStore};
+use rules::{Collection, Thresholds};
+
+/// Most ids one `Command::Reap` deletes (one write transaction).
+pub const MAX_PER_COMMAND: usize = 10_000;
+
+/// Why a collection failed.
+#[derive(Debug, thiserror::Error)]
+pub enum GcError {
+    #[error("reading the state for garbage collection: {0}")]
+    State(#[from] StateError),
+    #[error("submitting a garbage collection: {0}")]
+    Log(#[from] LogError),
+    #[error("garbage collection read task failed: {0}")]
+    Task(String),
+}
+
+/// Runs collections; one at a time (the periodic one and `orch system gc` share it).
+pub struct Collector {
+    store: StateStore,
+    log: CommandLog,
+    cfg: GcConfig,
+    running: tokio::sync::Mutex<()>,
+}
+
+fn ms(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+impl Collector {
+    pub fn new(store: StateStore, log: CommandLog, cfg: GcConfig) -> Collector {
+        Collector {
+            store,
+            log,
+            cfg,
+            running: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// The configured thresholds.
+    pub fn thresholds(&self) -> Thresholds {
+        Thresholds {
+            job_ms: ms(self.cfg.job_threshold),
+            eval_ms: ms(self.cfg.eval_threshold),
+            batch_eval_ms: ms(self.cfg.batch_eval_threshold),
+            node_ms: ms(self.cfg.node_threshold),
+        }
+    }
+
+    /// One collection: with `force`, every threshold is zero (`orch system gc`).
+    /// Returns how many objects it submitted for deletion.
+    pub async fn collect(&self, force: bool) -> Result<GcResponse, GcError> {
+        let _one_at_a_time = self.running.lock().await;
+        let thresholds = if force {
+            Thresholds::FORCE
+        } else {
+            self.thresholds()
+        };
+        let store = self.store.clone();
+        let retain = self.cfg.command_log_retain;
+        let now = now_ms();
+        let (collection, log_before, log_entries) =
+            tokio::task::spawn_blocking(move || -> Result<_, StateError> {
+                let view = store.gc_view()?;
+                let collection = rules::collect(&view, &thresholds, now);
+                let (log_before, dropped) =
+                    log_cut(store.command_log_first()?, store.last_index(), retain);
+                Ok((collection, log_before, dropped))
+            })
+            .await
+            .map_err(|e| GcError::Task(e.to_string()))??;
+        let counts = GcResponse {
+            jobs: collection.jobs.len() as u64,
+            evals: collection.evals.len() as u64,
+            allocs: collection.allocs.len() as u64,
+            nodes: collection.nodes.len() as u64,
+            log_entries,
+        };
+        let mut batches = collection.batches(MAX_PER_COMMAND);
+        if batches.is_empty() && log_before > 0 {
+            batches.push(Collection::default());
+        }
+        let last = batches.len().saturating_sub(1);
+        for (i, part) in batches.into_iter().enumerate() {
+            let cmd = Command::Reap {
+                jobs: part.jobs,
+                evals: part.evals,
+                allocs: part.allocs,
+                nodes: part.nodes,
+                log_before: if i == last { log_before } else { 0 },
+            };
+            self.log.submit(cmd).await?;
+        }
+        if counts != GcResponse::default() {
+            tracing::info!(
+                jobs = counts.jobs,
+                evals = counts.evals,
+                allocs = counts.allocs,
+                nodes = counts.nodes,
+                log_entries = counts.log_entries,
+                force,
+                "garbage collected"
+            );
+        }
+        Ok(counts)
+    }
+
+    /// Starts the periodic collector; it stops when `shutdown` turns true.
+    pub fn spawn(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) -> JoinHandle<()> {
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(self.cfg.interval) => {}
+                    _ = shutdown.wait_for(|s| *s) => return,
+                }
+                if let Err(e) = self.collect(false).await {
+                    tracing::warn!(error = %e, "garbage collection failed; retrying next interval");
+                }
+            }
+        })
+    }
+}
+
+/// Where to cut the command log to keep its newest `retain` entries: `(log_before,
+/// entries dropped)`, `(0, 0)` when nothing is to go.
+fn log_cut(first: Option<u64>, last: u64, retain: u64) -> (u64, u64) {
+    let Some(first) = first else { return (0, 0) };
+    let keep_from = last.saturating_sub(retain) + 1;
+    if keep_from <= first {
+        return (0, 0);
+    }
+    (keep_from, keep_from - first)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_log_keeps_its_newest_entries_and_is_not_cut_below_the_retention() {
+        assert_eq!(log_cut(None, 50, 10), (0, 0));
+        assert_eq!(log_cut(Some(1), 10, 10), (0, 0));
+        assert_eq!(log_cut(Some(1), 11, 10), (2, 1));
+        assert_eq!(log_cut(Some(1), 100, 10), (91, 90));
+        assert_eq!(log_cut(Some(91), 100, 10), (0, 0));
+        assert_eq!(log_cut(Some(1), 100, 0), (101, 100));
+    }
+}

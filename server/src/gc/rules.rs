@@ -1,0 +1,397 @@
+//! Which objects a garbage collection deletes: a pure function of a state view, the
+//! thresholds and `now` (no SQL, no clock), after Nomad's core scheduler.
+//!
+//! ```text
+//!  jobs:   dead (stopped, or a finished batch/sysbatch job), idle for job_gc_threshold,
+//!          every evaluation and allocation collectable under that threshold
+//!          -> the job, its versions, its evaluations and allocations
+//!  evals:  terminal, unchanged for eval_gc_threshold (batch_eval_gc_threshold for
+//!          batch/sysbatch), every allocation it placed collectable
+//!          -> the evaluation and its allocations
+//!          (collectable allocations of an evaluation that must stay go anyway)
+//!  allocs: terminal on the client, unchanged for the threshold, and not needed:
+//!          a failed allocation of a live job with no replacement yet stays (the
+//!          rescheduler reads it); a batch job's allocations stay while the job is
+//!          live (a finished batch allocation must never run again)
+//!  nodes:  down for node_gc_threshold with no allocation left pending or running
+//! ```
+//!
+//! Allocations have no threshold of their own: they go with their evaluation (or with
+//! their job), as in Nomad.
+
+use std::collections::{BTreeSet, HashMap};
+
+use orch_common::structs::{
+    ClientStatus, DesiredStatus, EvalStatus, JobStatus, JobType, NodeStatus,
+};
+
+/// How long (ms) an object must have been unchanged before it is collected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Thresholds {
+    pub job_ms: u64,
+    pub eval_ms: u64,
+    pub batch_eval_ms: u64,
+    pub node_ms: u64,
+}
+
+impl Thresholds {
+    /// Every threshold zero: `orch system gc` collects whatever the rules allow now.
+    pub const FORCE: Thresholds = Thresholds {
+        job_ms: 0,
+        eval_ms: 0,
+        batch_eval_ms: 0,
+        node_ms: 0,
+    };
+}
+
+/// What the rules need of a job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GcJob {
+    pub id: String,
+    pub job_type: JobType,
+    pub status: JobStatus,
+    pub stop: bool,
+    pub create_index: u64,
+    pub submit_time: u64,
+}
+
+/// What the rules need of an evaluation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GcEval {
+    pub id: String,
+    pub job_id: String,
+    pub job_type: JobType,
+    pub status: EvalStatus,
+    pub modify_time: u64,
+}
+
+/// What the rules need of an allocation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GcAlloc {
+    pub id: String,
+    pub job_id: String,
+    pub eval_id: String,
+    pub node_id: String,
+    pub client_status: ClientStatus,
+    pub desired_status: DesiredStatus,
+    pub modify_time: u64,
+    pub create_index: u64,
+    /// A replacement was placed (`next_allocation` is set).
+    pub replaced: bool,
+}
+
+/// What the rules need of a node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GcNode {
+    pub id: String,
+    pub status: NodeStatus,
+    pub status_updated_at: u64,
+}
+
+/// The state the rules look at: one consistent read.
+#[derive(Debug, Clone, Default)]
+pub struct GcView {
+    pub jobs: Vec<GcJob>,
+    pub evals: Vec<GcEval>,
+    pub allocs: Vec<GcAlloc>,
+    pub nodes: Vec<GcNode>,
+}
+
+/// The ids to delete, each list sorted.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Collection {
+    pub jobs: Vec<String>,
+    pub evals: Vec<String>,
+    pub allocs: Vec<String>,
+    pub nodes: Vec<String>,
+}
+
+impl Collection {
+    pub fn is_empty(&self) -> bool {
+        self.jobs.is_empty()
+            && self.evals.is_empty()
+            && self.allocs.is_empty()
+            && self.nodes.is_empty()
+    }
+
+    /// Splits into parts of at most `max` ids each (at least 1), allocations first, then
+    /// evaluations, jobs and nodes: applied in order, a job never goes before its
+    /// allocations, and a pass cut short leaves nothing that points at a deleted row
+    /// but what the next pass collects.
+    pub fn batches(self, max: usize) -> Vec<Collection> {
+        let max = max.max(1);
+        let mut out: Vec<Collection> = Vec::new();
+        let mut current = Collection::default();
+        let mut size = 0usize;
+        let kinds: [(Vec<String>, Slot); 4] = [
+            (self.allocs, |c| &mut c.allocs),
+            (self.evals, |c| &mut c.evals),
+            (self.jobs, |c| &mut c.jobs),
+            (self.nodes, |c| &mut c.nodes),
+        ];
+        for (ids, slot) in kinds {
+            for id in ids {
+                if size == max {
+                    out.push(std::mem::take(&mut current));
+                    size = 0;
+                }
+                slot(&mut current).push(id);
+                size += 1;
+            }
+        }
+        if size > 0 {
+            out.push(current);
+        }
+        out
+    }
+}
+
+/// Picks one id list of a `Collection`.
+type Slot = fn(&mut Collection) -> &mut Vec<String>;
+
+fn old_enough(time_ms: u64, threshold_ms: u64, now_ms: u64) -> bool {
+    now_ms.saturating_sub(time_ms) >= threshold_ms
+}
+
+fn runs_to_completion(t: JobType) -> bool {
+    matches!(t, JobType::Batch | JobType::Sysbatch)
+}
+
+/// The indexes the passes share.
+struct Lookup<'a> {
+    jobs: HashMap<&'a str, &'a GcJob>,
+    evals_by_job: HashMap<&'a str, Vec<&'a GcEval>>,
+    allocs_by_eval: HashMap<&'a str, Vec<&'a GcAlloc>>,
+    allocs_by_job: HashMap<&'a str, Vec<&'a GcAlloc>>,
+    now: u64,
+}
+
+impl<'a> Lookup<'a> {
+    fn new(view: &'a GcView, now: u64) -> Lookup<'a> {
+        let mut l = Lookup {
+            jobs: view.jobs.iter().map(|j| (j.id.as_str(), j)).collect(),
+            evals_by_job: HashMap::new(),
+            allocs_by_eval: HashMap::new(),
+            allocs_by_job: HashMap::new(),
+            now,
+        };
+        for e in &view.evals {
+            l.evals_by_job.entry(e.job_id.as_str()).or_default().push(e);
+        }
+        for a in &view.allocs {
+            l.allocs_by_eval
+                .entry(a.eval_id.as_str())
+                .or_default()
+                .push(a);
+            l.allocs_by_job
+                .entry(a.job_id.as_str())
+                .or_default()
+                .push(a);
+        }
+        l
+    }
+
+    /// May this allocation go (its job as stored, `None` when purged)?
+    fn alloc_collectable(&self, a: &GcAlloc, job: Option<&GcJob>, threshold: u64) -> bool {
+        if !a.client_status.is_terminal() || !old_enough(a.modify_time, threshold, self.now) {
+            return false;
+        }
+        let job_done = job.is_none_or(|j| j.stop || j.status == JobStatus::Dead);
+        // A failed allocation of a live job is what the rescheduler builds its
+        // replacement from; it may go once replaced, or once it is not wanted anyway.
+        job_done
+            || a.desired_status != DesiredStatus::Run
+            || a.client_status != ClientStatus::Failed
+            || a.replaced
+    }
+
+    /// Whether the allocations of a batch evaluation must stay because its job is live;
+    /// `allow_batch` (the job pass) lets a finished, not stopped batch job go.
+    fn batch_job_keeps_allocs(job: Option<&GcJob>, allow_batch: bool) -> bool {
+        match job {
+            None => false,
+            Some(j) if j.status != JobStatus::Dead => true,
+            Some(j) => !(j.stop || allow_batch),
+        }
+    }
+
+    /// An evaluation (or, for `None`, allocations whose evaluation is gone) and its
+    /// allocations: whether the evaluation may go, and which allocations may.
+    fn eval_collection(
+        &self,
+        eval: Option<&GcEval>,
+        job_type: JobType,
+        allocs: &[&'a GcAlloc],
+        job: Option<&GcJob>,
+        threshold: u64,
+        allow_batch: bool,
+    ) -> (bool, Vec<&'a GcAlloc>) {
+        if let Some(e) = eval {
+            if !e.status.is_terminal() || !old_enough(e.modify_time, threshold, self.now) {
+                return (false, Vec::new());
+            }
+        }
+        if runs_to_completion(job_type) && Self::batch_job_keeps_allocs(job, allow_batch) {
+            // Only allocations of an earlier job with the same id (purged, then
+            // registered again) may go: the live job never ran them.
+            let earlier = job.map_or(0, |j| j.create_index);
+            let old = allocs
+                .iter()
+                .copied()
+                .filter(|a| a.create_index < earlier && self.alloc_collectable(a, None, threshold))
+                .collect();
+            return (false, old);
+        }
+        let mut all = true;
+        let mut out = Vec::new();
+        for a in allocs {
+            if self.alloc_collectable(a, job, threshold) {
+                out.push(*a);
+            } else {
+                all = false;
+            }
+        }
+        (all, out)
+    }
+
+    /// The time of the job's last change: its submission, or any of its evaluations'
+    /// or allocations' (a stop writes an evaluation).
+    fn job_last_change(&self, job: &GcJob) -> u64 {
+        let evals = self.evals_by_job.get(job.id.as_str()).into_iter().flatten();
+        let allocs = self
+            .allocs_by_job
+            .get(job.id.as_str())
+            .into_iter()
+            .flatten();
+        evals
+            .map(|e| e.modify_time)
+            .chain(allocs.map(|a| a.modify_time))
+            .fold(job.submit_time, u64::max)
+    }
+
+    /// Whether the job may go with everything it has.
+    fn job_collectable(&self, job: &GcJob, threshold: u64) -> bool {
+        let dead = job.status == JobStatus::Dead && (job.stop || runs_to_completion(job.job_type));
+        if !dead || !old_enough(self.job_last_change(job), threshold, self.now) {
+            return false;
+        }
+        let evals = self.evals_by_job.get(job.id.as_str()).into_iter().flatten();
+        for e in evals {
+            let allocs = self
+                .allocs_by_eval
+                .get(e.id.as_str())
+                .map_or(&[][..], Vec::as_slice);
+            if !self
+                .eval_collection(Some(e), e.job_type, allocs, Some(job), threshold, true)
+                .0
+            {
+                return false;
+            }
+        }
+        // Allocations whose evaluation is gone count too.
+        self.allocs_by_job
+            .get(job.id.as_str())
+            .into_iter()
+            .flatten()
+            .all(|a| self.alloc_collectable(a, Some(job), threshold))
+    }
+}
+
+/// Everything a garbage collection at `now` (ms since the epoch) deletes.
+pub fn collect(view: &GcView, th: &Thresholds, now: u64) -> Collection {
+    let l = Lookup::new(view, now);
+    let mut jobs = BTreeSet::new();
+    let mut evals = BTreeSet::new();
+    let mut allocs = BTreeSet::new();
+
+    for job in &view.jobs {
+        if l.job_collectable(job, th.job_ms) {
+            jobs.insert(job.id.as_str());
+        }
+    }
+    for job_id in &jobs {
+        for e in l.evals_by_job.get(job_id).into_iter().flatten() {
+            evals.insert(e.id.as_str());
+        }
+        for a in l.allocs_by_job.get(job_id).into_iter().flatten() {
+            allocs.insert(a.id.as_str());
+        }
+    }
+
+    let threshold_for = |t: JobType| {
+        if runs_to_completion(t) {
+            th.batch_eval_ms
+        } else {
+            th.eval_ms
+        }
+    };
+    let eval_ids: std::collections::HashSet<&str> =
+        view.evals.iter().map(|e| e.id.as_str()).collect();
+    for e in &view.evals {
+        if jobs.contains(e.job_id.as_str()) {
+            continue;
+        }
+        let job = l.jobs.get(e.job_id.as_str()).copied();
+        let placed = l
+            .allocs_by_eval
+            .get(e.id.as_str())
+            .map_or(&[][..], Vec::as_slice);
+        let (eval_goes, going) = l.eval_collection(
+            Some(e),
+            e.job_type,
+            placed,
+            job,
+            threshold_for(e.job_type),
+            false,
+        );
+        if eval_goes {
+            evals.insert(e.id.as_str());
+        }
+        allocs.extend(going.into_iter().map(|a| a.id.as_str()));
+    }
+    // Allocations whose evaluation was collected before (or never stored).
+    for (eval_id, placed) in &l.allocs_by_eval {
+        if eval_ids.contains(eval_id) {
+            continue;
+        }
+        for a in placed {
+            if jobs.contains(a.job_id.as_str()) {
+                continue;
+            }
+            let job = l.jobs.get(a.job_id.as_str()).copied();
+            let job_type = job.map_or(JobType::Service, |j| j.job_type);
+            let (_, going) =
+                l.eval_collection(None, job_type, &[*a], job, threshold_for(job_type), false);
+            allocs.extend(going.into_iter().map(|a| a.id.as_str()));
+        }
+    }
+
+    let mut live_on: std::collections::HashSet<&str> = std::collections::HashSet::new();
+    for a in &view.allocs {
+        if !a.client_status.is_terminal() {
+            live_on.insert(a.node_id.as_str());
+        }
+    }
+    let nodes = view
+        .nodes
+        .iter()
+        .filter(|n| {
+            n.status == NodeStatus::Down
+                && old_enough(n.status_updated_at, th.node_ms, now)
+                && !live_on.contains(n.id.as_str())
+        })
+        .map(|n| n.id.clone());
+
+    let owned = |s: BTreeSet<&str>| s.into_iter().map(str::to_string).collect::<Vec<_>>();
+    let mut nodes: Vec<String> = nodes.collect();
+    nodes.sort();
+    Collection {
+        jobs: owned(jobs),
+        evals: owned(evals),
+        allocs: owned(allocs),
+        nodes,
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,309 @@
+//! Table tests of the collection rules: one scenario per row.
+
+use super::*;
+
+const NOW: u64 = 100 * HOUR;
+const HOUR: u64 = 3_600_000;
+
+fn th() -> Thresholds {
+    Thresholds {
+        job_ms: 4 * HOUR,
+        eval_ms: HOUR,
+        batch_eval_ms: 24 * HOUR,
+        node_ms: 24 * HOUR,
+    }
+}
+
+fn job(id: &str, t: JobType, status: JobStatus, stop: bool) -> GcJob {
+    GcJob {
+        id: id.into(),
+        job_type: t,
+        status,
+        stop,
+        create_index: 10,
+        submit_time: 0,
+    }
+}
+
+fn eval(id: &str, job_id: &str, t: JobType, status: EvalStatus, age_h: u64) -> GcEval {
+    GcEval {
+        id: id.into(),
+        job_id: job_id.into(),
+        job_type: t,
+        status,
+        modify_time: NOW - age_h * HOUR,
+    }
+}
+
+fn alloc(id: &str, job_id: &str, eval_id: &str, client: ClientStatus, age_h: u64) -> GcAlloc {
+    GcAlloc {
+        id: id.into(),
+        job_id: job_id.into(),
+        eval_id: eval_id.into(),
+        node_id: "n1".into(),
+        client_status: client,
+        desired_status: DesiredStatus::Run,
+        modify_time: NOW - age_h * HOUR,
+        create_index: 20,
+        replaced: false,
+    }
+}
+
+fn node(id: &str, status: NodeStatus, age_h: u64) -> GcNode {
+    GcNode {
+        id: id.into(),
+        status,
+        status_updated_at: NOW - age_h * HOUR,
+    }
+}
+
+fn ids(v: &[&str]) -> Vec<String> {
+    v.iter().map(|s| s.to_string()).collect()
+}
+
+struct Case {
+    name: &'static str,
+    view: GcView,
+    thresholds: Thresholds,
+    jobs: &'static [&'static str],
+    evals: &'static [&'static str],
+    allocs: &'static [&'static str],
+    nodes: &'static [&'static str],
+}
+
+use ClientStatus::{Complete, Failed, Running};
+use EvalStatus::{Blocked, Complete as EvalDone, Pending};
+use JobStatus::{Dead, Running as JobRunning};
+use JobType::{Batch, Service};
+
+fn cases() -> Vec<Case> {
+    vec![
+        Case {
+            name: "a stopped service job idle past job_gc_threshold goes with everything",
+            view: GcView {
+                jobs: vec![job("web", Service, Dead, true)],
+                evals: vec![eval("e1", "web", Service, EvalDone, 5), eval("e2", "web", Service, EvalDone, 5)],
+                allocs: vec![alloc("a1", "web", "e1", Complete, 5)],
+                nodes: vec![],
+            },
+            thresholds: th(),
+            jobs: &["web"],
+            evals: &["e1", "e2"],
+            allocs: &["a1"],
+            nodes: &[],
+        },
+        Case {
+            name: "a stopped job changed recently stays; its evals are not old enough either",
+            view: GcView {
+                jobs: vec![job("web", Service, Dead, true)],
+                evals: vec![eval("e1", "web", Service, EvalDone, 6), eval("e2", "web", Service, EvalDone, 0)],
+                allocs: vec![alloc("a1", "web", "e1", Complete, 6)],
+                nodes: vec![],
+            },
+            thresholds: th(),
+            jobs: &[],
+            evals: &["e1"],
+            allocs: &["a1"],
+            nodes: &[],
+        },
+        Case {
+            name: "a stopped job whose allocation still runs keeps it, its eval and the job",
+            view: GcView {
+                jobs: vec![job("web", Service, Dead, true)],
+                evals: vec![eval("e1", "web", Service, EvalDone, 5)],
+                allocs: vec![alloc("a1", "web", "e1", Running, 5)],
+                nodes: vec![],
+            },
+            thresholds: Thresholds::FORCE,
+            jobs: &[],
+            evals: &[],
+            allocs: &[],
+            nodes: &[],
+        },
+        Case {
+            name: "pending and blocked evaluations are never collected",
+            view: GcView {
+                jobs: vec![job("web", Service, JobRunning, false)],
+                evals: vec![eval("e1", "web", Service, Pending, 50), eval("e2", "web", Service, Blocked, 50)],
+                allocs: vec![],
+                nodes: vec![],
+            },
+            thresholds: Thresholds::FORCE,
+            jobs: &[],
+            evals: &[],
+            allocs: &[],
+            nodes: &[],
+        },
+        Case {
+            name: "a running service job's old eval goes with its terminal allocations; running ones keep theirs",
+            view: GcView {
+                jobs: vec![job("web", Service, JobRunning, false)],
+                evals: vec![eval("old", "web", Service, EvalDone, 2), eval("cur", "web", Service, EvalDone, 2)],
+                allocs: vec![
+                    alloc("done", "web", "old", Complete, 2),
+                    alloc("live", "web", "cur", Running, 2),
+                    alloc("stopped", "web", "cur", Complete, 2),
+                ],
+                nodes: vec![],
+            },
+            thresholds: th(),
+            jobs: &[],
+            evals: &["old"],
+            allocs: &["done", "stopped"],
+            nodes: &[],
+        },
+        Case {
+            name: "a failed allocation of a live job stays until it is replaced",
+            view: GcView {
+                jobs: vec![job("web", Service, JobRunning, false)],
+                evals: vec![eval("e1", "web", Service, EvalDone, 2)],
+                allocs: vec![
+                    alloc("failed", "web", "e1", Failed, 2),
+                    GcAlloc { replaced: true, ..alloc("failed-replaced", "web", "e1", Failed, 2) },
+                    GcAlloc {
+                        desired_status: DesiredStatus::Stop,
+                        ..alloc("failed-stopped", "web", "e1", Failed, 2)
+                    },
+                ],
+                nodes: vec![],
+            },
+            thresholds: Thresholds::FORCE,
+            jobs: &[],
+            evals: &[],
+            allocs: &["failed-replaced", "failed-stopped"],
+            nodes: &[],
+        },
+        Case {
+            name: "a live batch job keeps its finished allocations (never run twice) and their eval",
+            view: GcView {
+                jobs: vec![job("frames", Batch, JobRunning, false)],
+                evals: vec![eval("e1", "frames", Batch, EvalDone, 30)],
+                allocs: vec![
+                    alloc("f1", "frames", "e1", Complete, 30),
+                    alloc("f2", "frames", "e1", Running, 30),
+                    // from an earlier job with this id (purged, registered again)
+                    GcAlloc { create_index: 5, ..alloc("f0", "frames", "e1", Complete, 30) },
+                ],
+                nodes: vec![],
+            },
+            thresholds: Thresholds::FORCE,
+            jobs: &[],
+            evals: &[],
+            allocs: &["f0"],
+            nodes: &[],
+        },
+        Case {
+            name: "a finished batch job goes whole after job_gc_threshold",
+            view: GcView {
+                jobs: vec![job("frames", Batch, Dead, false)],
+                evals: vec![eval("e1", "frames", Batch, EvalDone, 5)],
+                allocs: vec![alloc("f1", "frames", "e1", Complete, 5), alloc("f2", "frames", "e1", Failed, 5)],
+                nodes: vec![],
+            },
+            thresholds: th(),
+            jobs: &["frames"],
+            evals: &["e1"],
+            allocs: &["f1", "f2"],
+            nodes: &[],
+        },
+        Case {
+            name: "a finished batch job younger than job_gc_threshold keeps everything (the eval pass does not take batch allocations)",
+            view: GcView {
+                jobs: vec![job("frames", Batch, Dead, false)],
+                evals: vec![eval("e1", "frames", Batch, EvalDone, 30)],
+                allocs: vec![alloc("f1", "frames", "e1", Complete, 1)],
+                nodes: vec![],
+            },
+            thresholds: th(),
+            jobs: &[],
+            evals: &[],
+            allocs: &[],
+            nodes: &[],
+        },
+        Case {
+            name: "evaluations and allocations of a purged job go",
+            view: GcView {
+                jobs: vec![],
+                evals: vec![eval("e1", "gone", Batch, EvalDone, 30)],
+                allocs: vec![alloc("a1", "gone", "e1", Failed, 30), alloc("orphan", "gone", "e0", Complete, 30)],
+                nodes: vec![],
+            },
+            thresholds: th(),
+            jobs: &[],
+            evals: &["e1"],
+            allocs: &["a1", "orphan"],
+            nodes: &[],
+        },
+        Case {
+            name: "down nodes go after node_gc_threshold unless something runs there",
+            view: GcView {
+                jobs: vec![job("web", Service, JobRunning, false)],
+                evals: vec![],
+                allocs: vec![GcAlloc { node_id: "busy".into(), ..alloc("a1", "web", "e1", Running, 1) }],
+                nodes: vec![
+                    node("old-down", NodeStatus::Down, 30),
+                    node("new-down", NodeStatus::Down, 1),
+                    node("busy", NodeStatus::Down, 30),
+                    node("ready", NodeStatus::Ready, 30),
+                ],
+            },
+            thresholds: th(),
+            jobs: &[],
+            evals: &[],
+            allocs: &[],
+            nodes: &["old-down"],
+        },
+    ]
+}
+
+#[test]
+fn the_rules_collect_what_each_scenario_expects() {
+    for case in cases() {
+        let got = collect(&case.view, &case.thresholds, NOW);
+        let want = Collection {
+            jobs: ids(case.jobs),
+            evals: ids(case.evals),
+            allocs: ids(case.allocs),
+            nodes: ids(case.nodes),
+        };
+        assert_eq!(got, want, "{}", case.name);
+    }
+}
+
+#[test]
+fn nothing_non_terminal_is_ever_collected() {
+    for case in cases() {
+        let got = collect(&case.view, &Thresholds::FORCE, NOW);
+        for a in case
+            .view
+            .allocs
+            .iter()
+            .filter(|a| !a.client_status.is_terminal())
+        {
+            assert!(!got.allocs.contains(&a.id), "{}: {}", case.name, a.id);
+        }
+        for e in case.view.evals.iter().filter(|e| !e.status.is_terminal()) {
+            assert!(!got.evals.contains(&e.id), "{}: {}", case.name, e.id);
+        }
+    }
+}
+
+#[test]
+fn batches_are_bounded_and_put_allocations_before_their_jobs() {
+    let c = Collection {
+        jobs: ids(&["j1"]),
+        evals: ids(&["e1", "e2"]),
+        allocs: ids(&["a1", "a2", "a3"]),
+        nodes: ids(&["n1"]),
+    };
+    let parts = c.clone().batches(2);
+    assert_eq!(parts.len(), 4);
+    assert_eq!(parts[0].allocs, ids(&["a1", "a2"]));
+    assert_eq!(parts[1].allocs, ids(&["a3"]));
+    assert_eq!(parts[1].evals, ids(&["e1"]));
+    assert_eq!(parts[2].evals, ids(&["e2"]));
+    assert_eq!(parts[2].jobs, ids(&["j1"]));
+    assert_eq!(parts[3].nodes, ids(&["n1"]));
+    assert_eq!(c.clone().batches(100), vec![c]);
+    assert!(Collection::default().batches(10).is_empty());
+}
