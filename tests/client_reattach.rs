@@ -77,16 +77,21 @@ fn handle_pids(data_dir: &Path) -> BTreeSet<(String, i32)> {
     out
 }
 
-/// Running `sh` processes of an allocation (the task's main process; its `sleep`s
-/// come and go).
-fn shells(data_dir: &Path, alloc: &str) -> Vec<i32> {
+/// The main processes of an allocation's tasks: those leading their own process group
+/// (each copy of a task is one; the forks of its shell for `sleep` come and go in its
+/// group).
+fn shells(alloc: &str) -> Vec<i32> {
     let ids = BTreeSet::from([alloc.to_string()]);
-    task_pids(Some(data_dir), &ids)
+    task_pids(None, &ids)
         .into_iter()
         .filter(|pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/comm"))
-                .map(|c| c.trim() == "sh")
-                .unwrap_or(false)
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|s| {
+                    let (_, rest) = s.rsplit_once(')')?;
+                    rest.split_whitespace().nth(2)?.parse::<i32>().ok()
+                })
+                == Some(*pid)
         })
         .collect()
 }
@@ -167,7 +172,7 @@ fn a_sigkilled_client_re_attaches_to_its_tasks_as_root() {
     for (alloc, pid) in pids_before.iter().filter(|(a, _)| counter_ids.contains(a)) {
         let stat = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
         assert_eq!(stat.trim(), "sh", "task {pid} of {alloc} is gone");
-        assert_eq!(shells(&client.data_dir, alloc), vec![*pid], "a second copy of {alloc} runs");
+        assert_eq!(shells(alloc), vec![*pid], "a second copy of {alloc} runs");
     }
     // Output written while the client was down reaches the logs, without a gap.
     for (id, lines_then) in &down_since {
@@ -188,7 +193,7 @@ fn a_sigkilled_client_re_attaches_to_its_tasks_as_root() {
         assert_eq!(restarts(a, "count"), restarts(b, "count"));
     }
     for (alloc, pid) in pids_before.iter().filter(|(a, _)| counter_ids.contains(a)) {
-        assert_eq!(shells(&client.data_dir, alloc), vec![*pid]);
+        assert_eq!(shells(alloc), vec![*pid]);
     }
 
     // The quitter's real exit is reported, then its restart policy starts it again.
