@@ -112,9 +112,15 @@ impl Client {
         }
 
         let mut drivers: DriverSet = BTreeMap::new();
+        // The task shim is this binary (`orch task-shim`); a unit test's binary has
+        // its own entry point for it.
+        #[cfg(not(test))]
+        let shim = crate::driver::shim::ShimCommand::default();
+        #[cfg(test)]
+        let shim = crate::driver::shim::tests::test_shim();
         drivers.insert(
             "raw_exec".to_string(),
-            Arc::new(RawExecDriver::new(cgroups.clone())),
+            Arc::new(RawExecDriver::with_shim(cgroups.clone(), shim)),
         );
         // Always registered: its fingerprint says unhealthy when not root.
         drivers.insert(
