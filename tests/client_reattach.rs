@@ -156,10 +156,14 @@ fn a_sigkilled_client_re_attaches_to_its_tasks_as_root() {
     // quitter exits 7 while no client runs.
     client.kill9();
     std::fs::write(&trigger, "").unwrap();
-    let exit_file = client.data_dir.join(format!("alloc/{quit_id}/quit/.exit.json"));
-    wait_for(Duration::from_secs(30), "the quitter's recorded exit", || {
-        exit_file.exists().then_some(())
-    });
+    let exit_file = client
+        .data_dir
+        .join(format!("alloc/{quit_id}/quit/.exit.json"));
+    wait_for(
+        Duration::from_secs(30),
+        "the quitter's recorded exit",
+        || exit_file.exists().then_some(()),
+    );
     std::thread::sleep(Duration::from_millis(800));
     let down_since = counter_ids
         .iter()
@@ -218,6 +222,8 @@ fn a_sigkilled_client_re_attaches_to_its_tasks_as_root() {
     }
     wait_for(Duration::from_secs(60), "every task to stop", || {
         let ids: BTreeSet<String> = alloc_ids_in(&client.data_dir);
-        task_pids(Some(&client.data_dir), &ids).is_empty().then_some(())
+        task_pids(Some(&client.data_dir), &ids)
+            .is_empty()
+            .then_some(())
     });
 }

@@ -25,11 +25,11 @@ use crate::batcher::UpdateBatcher;
 use crate::cgroups::{self, CgroupManager};
 use crate::config::ClientConfig;
 use crate::driver::container::ContainerOptions;
+use crate::driver::TaskHandle;
 use crate::driver::{ContainerDriver, MockDriver, RawExecDriver};
 use crate::fingerprint::{FingerprintError, Fingerprinter};
 use crate::rpc::ServerApi;
 use crate::state::{self, HandleStore, StateError};
-use crate::driver::TaskHandle;
 use crate::taskrunner::{DriverSet, RecoveredHandles, TaskRunnerDeps};
 
 /// How long the server may hold the allocation watch.

@@ -192,7 +192,10 @@ pub fn reattach_fifo(
     Ok(spawn_copy(reader, writer))
 }
 
-fn spawn_copy(mut reader: pipe::Receiver, mut writer: RotatingWriter) -> tokio::task::JoinHandle<()> {
+fn spawn_copy(
+    mut reader: pipe::Receiver,
+    mut writer: RotatingWriter,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut buf = vec![0u8; READ_SIZE];
         loop {

@@ -181,7 +181,10 @@ impl AllocRunner {
         for n in &names {
             // A task re-attached after a client restart starts from the state the
             // server last heard of, not from pending.
-            let recovered = self.deps.recovered.contains(&format!("{}/{n}", self.alloc.id));
+            let recovered = self
+                .deps
+                .recovered
+                .contains(&format!("{}/{n}", self.alloc.id));
             let state = match self.alloc.task_states.get(n) {
                 Some(s) if recovered => s.clone(),
                 _ => TaskState::default(),

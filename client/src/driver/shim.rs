@@ -104,7 +104,12 @@ pub fn main() -> i32 {
         }
     };
     // SAFETY: fds 4 and 5 were placed there by the client for this process alone.
-    let (out, err) = unsafe { (OwnedFd::from_raw_fd(STDOUT_FD), OwnedFd::from_raw_fd(STDERR_FD)) };
+    let (out, err) = unsafe {
+        (
+            OwnedFd::from_raw_fd(STDOUT_FD),
+            OwnedFd::from_raw_fd(STDERR_FD),
+        )
+    };
     let mut cmd = std::process::Command::new(&spec.command);
     cmd.args(&spec.args)
         .env_remove(SPEC_ENV)
@@ -315,7 +320,10 @@ pub async fn spawn(
     let mut text = String::new();
     tokio::io::AsyncReadExt::read_to_string(&mut receiver, &mut text).await?;
     let text = text.trim();
-    match text.strip_prefix("pid ").and_then(|p| p.parse::<i32>().ok()) {
+    match text
+        .strip_prefix("pid ")
+        .and_then(|p| p.parse::<i32>().ok())
+    {
         Some(task_pid) => Ok(Spawned {
             shim: child,
             shim_pid,
@@ -412,13 +420,20 @@ pub(crate) mod tests {
             .stdout(Stdio::piped())
             .output()
             .unwrap();
-        let pid: i32 = String::from_utf8(out.stdout).unwrap().trim().parse().unwrap();
+        let pid: i32 = String::from_utf8(out.stdout)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
         let ticks = proc_start_ticks(pid);
         assert!(ticks.is_some());
-        tokio::time::timeout(std::time::Duration::from_secs(10), wait_pid_exit(pid, ticks))
-            .await
-            .unwrap()
-            .unwrap();
+        tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            wait_pid_exit(pid, ticks),
+        )
+        .await
+        .unwrap()
+        .unwrap();
         assert!(!process_alive(pid) || proc_start_ticks(pid) != ticks);
     }
 }

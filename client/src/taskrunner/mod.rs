@@ -118,7 +118,10 @@ impl RecoveredHandles {
     /// Takes the handle of task `id`, if an earlier run left one.
     pub fn take(&self, id: &str) -> Option<TaskHandle> {
         // A std mutex: never held across an await.
-        self.0.lock().expect("recovered handles poisoned").remove(id)
+        self.0
+            .lock()
+            .expect("recovered handles poisoned")
+            .remove(id)
     }
 
     /// Whether task `id` was left by an earlier run (and not yet taken).
@@ -218,7 +221,11 @@ pub fn spawn_with_restarts(
     // A task found running again keeps the state the server last heard of (its
     // restarts and events), so nothing is reported that did not happen.
     let state = match &recovered {
-        Some(_) => alloc.task_states.get(&task.name).cloned().unwrap_or_default(),
+        Some(_) => alloc
+            .task_states
+            .get(&task.name)
+            .cloned()
+            .unwrap_or_default(),
         None => TaskState::default(),
     };
     let (kill, kill_rx) = watch::channel(None);
@@ -419,7 +426,6 @@ impl TaskRunner {
         handle: TaskHandle,
         sampler: Sampler,
     ) -> Attempt {
-
         let exit = tokio::select! {
             r = driver.wait(&handle) => r,
             reason = kill_reason(self.kill_rx.clone()) => {

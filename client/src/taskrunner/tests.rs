@@ -38,7 +38,7 @@ fn deps(cgroups: Option<Arc<dyn CgroupManager>>) -> TaskRunnerDeps {
         node: Arc::new(node()),
         pids_limit: crate::cgroups::DEFAULT_PIDS_MAX,
         usage: Default::default(),
-            recovered: Default::default(),
+        recovered: Default::default(),
     }
 }
 

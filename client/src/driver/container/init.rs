@@ -130,8 +130,8 @@ fn helper(spec: &InitSpec) -> Result<i32, String> {
                 .file_name()
                 .map(|n| n.to_os_string())
                 .ok_or_else(|| format!("exit file {} has no name", f.display()))?;
-            let d = std::fs::File::open(dir)
-                .map_err(|e| format!("opening {}: {e}", dir.display()))?;
+            let d =
+                std::fs::File::open(dir).map_err(|e| format!("opening {}: {e}", dir.display()))?;
             Some((d, name))
         }
         None => None,

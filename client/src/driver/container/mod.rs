@@ -31,14 +31,14 @@ use nix::sys::signal::Signal;
 use orch_common::structs::DriverInfo;
 
 use super::procs::{
-    classify, cgroup_procs, exec_stdio, give_task_dirs, join_cgroup, signal_group, Procs,
+    cgroup_procs, classify, exec_stdio, give_task_dirs, join_cgroup, signal_group, Procs,
     StopTarget,
 };
+use super::shim::{self, SupervisorState};
 use super::{
     proc_start_ticks, Driver, DriverError, ExecRequest, ExecSession, ExitResult, StartRequest,
     TaskHandle, TaskStats,
 };
-use super::shim::{self, SupervisorState};
 use crate::cgroups::CgroupManager;
 use crate::logrotate;
 use spec::{BindMount, InitSpec, LayerMode, NetworkMode};
