@@ -124,6 +124,14 @@ impl Ctx {
 }
 
 fn main() -> ExitCode {
+    // The task shim starts once per task: skip building the whole command line
+    // parser for it (it takes no arguments).
+    if std::env::args_os().nth(1).is_some_and(|a| a == "task-shim")
+        && std::env::args_os().len() == 2
+    {
+        let code = orch_client::driver::shim::main();
+        return ExitCode::from(u8::try_from(code).unwrap_or(127));
+    }
     let cli = Cli::parse();
     if let Command::ContainerInit = cli.command {
         // Before any runtime thread exists: the helper unshares and forks.
