@@ -99,6 +99,11 @@ enum Command {
     /// stdin and runs its command (started by the agent, never by hand).
     #[command(hide = true)]
     ContainerInit,
+    /// The supervisor of one raw_exec task: runs the command from the spec in its
+    /// environment, waits for it and records its exit, so the task outlives a client
+    /// restart (started by the agent, never by hand).
+    #[command(hide = true)]
+    TaskShim,
 }
 
 /// Installs the tracing subscriber on stderr: `RUST_LOG` when set, else `default_level`.
@@ -126,10 +131,23 @@ impl Ctx {
 }
 
 fn main() -> ExitCode {
+    // The task shim starts once per task: skip building the whole command line
+    // parser for it (it takes no arguments).
+    if std::env::args_os().nth(1).is_some_and(|a| a == "task-shim")
+        && std::env::args_os().len() == 2
+    {
+        let code = orch_client::driver::shim::main();
+        return ExitCode::from(u8::try_from(code).unwrap_or(127));
+    }
     let cli = Cli::parse();
     if let Command::ContainerInit = cli.command {
         // Before any runtime thread exists: the helper unshares and forks.
         let code = orch_client::driver::container::init::main();
+        return ExitCode::from(u8::try_from(code).unwrap_or(127));
+    }
+    if let Command::TaskShim = cli.command {
+        // No runtime: the shim is one fork, one exec and one wait.
+        let code = orch_client::driver::shim::main();
         return ExitCode::from(u8::try_from(code).unwrap_or(127));
     }
     let runtime = match tokio::runtime::Runtime::new() {
@@ -169,6 +187,7 @@ fn main() -> ExitCode {
             }
             // Handled above, before the runtime started.
             Command::ContainerInit => anyhow::bail!("container-init cannot run here"),
+            Command::TaskShim => anyhow::bail!("task-shim cannot run here"),
         }
     });
     // Don't wait for leftover background tasks (e.g. an aborted watch) on exit.

@@ -1,5 +1,6 @@
 //! `Client`: the client agent. `start` fingerprints the host, builds the `Node` (id kept
-//! in `<data_dir>/client/node-id`), cleans up tasks a previous run left, and starts three
+//! in `<data_dir>/client/node-id`), loads the tasks a previous run left (re-attached to
+//! by their task runners, or killed when no allocation claims them), and starts three
 //! loops: register + heartbeat (at TTL/2), the blocking allocation watch (starts, stops
 //! and drops alloc runners) and the status sender (batched, at most every ~200ms).
 //! Once at start and after each server garbage collection, the watch removes the
@@ -26,11 +27,12 @@ use crate::batcher::UpdateBatcher;
 use crate::cgroups::{self, CgroupManager};
 use crate::config::ClientConfig;
 use crate::driver::container::ContainerOptions;
+use crate::driver::TaskHandle;
 use crate::driver::{ContainerDriver, MockDriver, RawExecDriver};
 use crate::fingerprint::{FingerprintError, Fingerprinter};
 use crate::rpc::ServerApi;
 use crate::state::{self, HandleStore, StateError};
-use crate::taskrunner::{DriverSet, TaskRunnerDeps};
+use crate::taskrunner::{DriverSet, RecoveredHandles, TaskRunnerDeps};
 
 /// How long the server may hold the allocation watch.
 const WATCH_WAIT: Duration = Duration::from_secs(30);
@@ -77,6 +79,9 @@ pub(crate) struct Shared {
     pub(crate) runners: Mutex<HashMap<String, AllocRunnerHandle>>,
     /// Allocations this process already ran: never started twice.
     started: Mutex<HashSet<String>>,
+    /// Whether the tasks of an earlier run that no allocation claims were killed
+    /// (after the first allocation list from the servers).
+    swept: std::sync::atomic::AtomicBool,
     batcher: Arc<UpdateBatcher>,
     registered: watch::Sender<bool>,
     /// When a server last answered a register or heartbeat (None: never yet).
@@ -100,23 +105,26 @@ impl Client {
         let node_id = state::load_or_create_node_id(&client_dir)?;
         let cgroups = pick_cgroups(&cfg);
         let handles = HandleStore::open(&client_dir)?;
-        let cleaned = {
-            let (h, cg) = (handles.clone(), cgroups.clone());
-            tokio::task::spawn_blocking(move || h.kill_leftovers(cg.as_deref()))
-                .await
-                .unwrap_or_else(|e| {
-                    tracing::error!(error = %e, "cleaning up leftover tasks panicked");
-                    Ok(Vec::new())
-                })?
-        };
-        if !cleaned.is_empty() {
-            tracing::warn!(tasks = ?cleaned, "killed tasks left running by an earlier client run");
+        // Tasks an earlier run started keep running: their runners re-attach to them
+        // once the servers say which allocations are still ours.
+        let recovered: Vec<TaskHandle> = handles.load_all()?.into_iter().map(|(_, h)| h).collect();
+        if !recovered.is_empty() {
+            tracing::info!(
+                tasks = recovered.len(),
+                "found tasks of an earlier client run; re-attaching once the allocations are known"
+            );
         }
 
         let mut drivers: DriverSet = BTreeMap::new();
+        // The task shim is this binary (`orch task-shim`); a unit test's binary has
+        // its own entry point for it.
+        #[cfg(not(test))]
+        let shim = crate::driver::shim::ShimCommand::default();
+        #[cfg(test)]
+        let shim = crate::driver::shim::tests::test_shim();
         drivers.insert(
             "raw_exec".to_string(),
-            Arc::new(RawExecDriver::new(cgroups.clone())),
+            Arc::new(RawExecDriver::with_shim(cgroups.clone(), shim)),
         );
         // Always registered: its fingerprint says unhealthy when not root.
         drivers.insert(
@@ -161,11 +169,13 @@ impl Client {
                 node: node.clone(),
                 pids_limit: cfg.pids_limit,
                 usage: Default::default(),
+                recovered: RecoveredHandles::new(recovered),
             },
             cfg,
             node,
             runners: Mutex::new(HashMap::new()),
             started: Mutex::new(HashSet::new()),
+            swept: std::sync::atomic::AtomicBool::new(false),
             batcher: Arc::new(UpdateBatcher::new()),
             registered,
             last_contact: Mutex::new(None),
@@ -232,7 +242,7 @@ impl Client {
                 r.wait().await;
             }
         } else {
-            tracing::warn!("client stopping without stopping its tasks (stop_tasks_on_shutdown = false); the next start kills them");
+            tracing::warn!("client stopping without stopping its tasks (stop_tasks_on_shutdown = false); the next start re-attaches to them");
             for r in runners {
                 r.abandon();
             }
@@ -608,6 +618,25 @@ impl Shared {
                 self.batcher.clone(),
             );
             runners.insert(id, h);
+        }
+        if !self.swept.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            let leftovers = self
+                .deps
+                .recovered
+                .take_unclaimed(|alloc| runners.contains_key(alloc));
+            if !leftovers.is_empty() {
+                let (store, cgroups) = (self.deps.handles.clone(), self.deps.cgroups.clone());
+                tokio::task::spawn_blocking(move || {
+                    for h in leftovers {
+                        tracing::warn!(task = %h.id, "killing a task of an earlier client run that no allocation wants any more");
+                        if let Some(store) = &store {
+                            if let Err(e) = store.kill_recorded(&h, cgroups.as_deref()) {
+                                tracing::warn!(task = %h.id, error = %e, "forgetting a leftover task");
+                            }
+                        }
+                    }
+                });
+            }
         }
         runners.retain(|id, r| {
             if listed.contains(id) {

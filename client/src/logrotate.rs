@@ -4,9 +4,10 @@
 //! `max_files`. (A process keeps writing to the file it opened whatever the file is
 //! renamed to, so rotating files a task writes directly would lose or misplace output.)
 //!
-//! The copy ends when every process holding the pipe's write end has exited. Until
-//! clients re-attach to running tasks, a client stops its tasks when it stops, so a task
-//! never outlives the reader of its pipe.
+//! The copy ends when every process holding the pipe's write end has exited. Tasks
+//! that must outlive the client (`raw_exec`, `container`) write into a FIFO in their
+//! task dir instead (`capture_fifo`), which a restarted client opens again
+//! (`reattach_fifo`).
 
 use std::io::Write;
 use std::os::fd::OwnedFd;
@@ -143,10 +144,59 @@ pub struct Capture {
 /// Starts copying a new pipe into the rotated files of `first`. Must be called on the
 /// tokio runtime.
 pub fn capture(first: &Path, cfg: LogConfig) -> std::io::Result<Capture> {
-    let mut writer = RotatingWriter::open(first, cfg)?;
+    let writer = RotatingWriter::open(first, cfg)?;
     let (read_end, write_end) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
-    let mut reader = pipe::Receiver::from_owned_fd(read_end)?;
-    let done = tokio::spawn(async move {
+    let reader = pipe::Receiver::from_owned_fd(read_end)?;
+    Ok(Capture {
+        child_end: write_end,
+        done: spawn_copy(reader, writer),
+    })
+}
+
+/// Like `capture`, through a FIFO at `fifo` (replacing whatever is there) that
+/// outlives the client: `child_end` is opened read-write, so the task itself always
+/// holds a reader and never gets SIGPIPE while no client copies; a later client
+/// continues with `reattach_fifo`. While nobody copies, a writer blocks once the pipe
+/// buffer (64 KiB) is full, and the next reader drains it: nothing is lost.
+pub fn capture_fifo(fifo: &Path, first: &Path, cfg: LogConfig) -> std::io::Result<Capture> {
+    let writer = RotatingWriter::open(first, cfg)?;
+    match std::fs::remove_file(fifo) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    nix::unistd::mkfifo(fifo, nix::sys::stat::Mode::from_bits_truncate(0o600))?;
+    // The task's end first, so the reader below never sees a FIFO without writers.
+    let child_end: OwnedFd = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(fifo)?
+        .into();
+    let reader = pipe::OpenOptions::new().open_receiver(fifo)?;
+    Ok(Capture {
+        child_end,
+        done: spawn_copy(reader, writer),
+    })
+}
+
+/// Copies a FIFO made by `capture_fifo` for a task of an earlier client run into the
+/// rotated files of `first` until its last writer is gone. Must be called on the tokio
+/// runtime.
+pub fn reattach_fifo(
+    fifo: &Path,
+    first: &Path,
+    cfg: LogConfig,
+) -> std::io::Result<tokio::task::JoinHandle<()>> {
+    let writer = RotatingWriter::open(first, cfg)?;
+    let reader = pipe::OpenOptions::new().open_receiver(fifo)?;
+    Ok(spawn_copy(reader, writer))
+}
+
+fn spawn_copy(
+    mut reader: pipe::Receiver,
+    mut writer: RotatingWriter,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
         let mut buf = vec![0u8; READ_SIZE];
         loop {
             match reader.read(&mut buf).await {
@@ -162,10 +212,6 @@ pub fn capture(first: &Path, cfg: LogConfig) -> std::io::Result<Capture> {
                 }
             }
         }
-    });
-    Ok(Capture {
-        child_end: write_end,
-        done,
     })
 }
 

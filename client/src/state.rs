@@ -1,10 +1,12 @@
 //! What the client persists in `<data_dir>/client/`: its node id (`node-id`, so a
 //! restarted client keeps its identity) and one JSON file per running task handle
-//! (`handles/<alloc>-<task>.json`: pid, start time, cgroup paths).
+//! (`handles/<alloc>-<task>.json`: pid and start time, cgroup paths, and the driver's
+//! state: the task shim, the output FIFOs, the exit file).
 //!
-//! Re-attaching to tasks after a restart comes later; for now a starting client kills
-//! whatever a previous run left recorded there and removes its cgroups, so no task is
-//! ever left running unsupervised.
+//! A starting client loads every handle (`load_all`) and hands them to the task
+//! runners of the allocations the servers still assign to it, which re-attach to the
+//! tasks (`Driver::recover`) instead of starting them again; handles that no
+//! allocation claims are killed (`kill_recorded`), so no task is left unsupervised.
 
 use std::path::{Path, PathBuf};
 
@@ -153,6 +155,17 @@ impl HandleStore {
             }
         }
         Ok(out)
+    }
+
+    /// Kills a task a previous client run recorded (no allocation wants it any more),
+    /// removes its cgroup and forgets it.
+    pub fn kill_recorded(
+        &self,
+        h: &TaskHandle,
+        cgroups: Option<&dyn CgroupManager>,
+    ) -> Result<(), StateError> {
+        kill_recorded_task(h, cgroups);
+        self.remove(&h.alloc_id, &h.task_name)
     }
 
     /// Kills every task a previous client run recorded, removes its cgroup and forgets

@@ -182,7 +182,17 @@ impl AllocRunner {
             return self.fail_setup(&names, e.to_string());
         }
         for n in &names {
-            self.states.insert(n.clone(), TaskState::default());
+            // A task re-attached after a client restart starts from the state the
+            // server last heard of, not from pending.
+            let recovered = self
+                .deps
+                .recovered
+                .contains(&format!("{}/{n}", self.alloc.id));
+            let state = match self.alloc.task_states.get(n) {
+                Some(s) if recovered => s.clone(),
+                _ => TaskState::default(),
+            };
+            self.states.insert(n.clone(), state);
         }
         self.publish();
 
@@ -332,6 +342,7 @@ mod tests {
             node: Arc::new(node()),
             pids_limit: crate::cgroups::DEFAULT_PIDS_MAX,
             usage: Default::default(),
+            recovered: Default::default(),
         }
     }
 

@@ -49,7 +49,8 @@ pub fn format_cpu_list(cpus: &BTreeSet<u32>) -> String {
 
 /// Which cpus are taken by which task cgroup. The host's cpus are read from `source`
 /// (the root cpuset) when a task first asks, so fixture trees work the same way.
-/// In memory only: a client restart kills its tasks, so nothing is held across runs.
+/// In memory only: a restarted client rebuilds it from the cgroups of the tasks it
+/// re-attaches to (`CgroupManager::adopt`).
 #[derive(Debug)]
 pub struct CorePool {
     source: PathBuf,
@@ -94,6 +95,20 @@ impl CorePool {
             path: self.source.clone(),
             content: text.clone(),
         })
+    }
+
+    /// Records cgroup `name` of an earlier client run again: holding `cpus` to
+    /// itself, or (`None`) as a shared task.
+    pub fn adopt(&self, name: &str, cpus: Option<BTreeSet<u32>>) {
+        let mut st = self.state.lock().expect("core pool lock poisoned");
+        match cpus {
+            Some(c) => {
+                st.taken.insert(name.to_string(), c);
+            }
+            None => {
+                st.shared.insert(name.to_string());
+            }
+        }
     }
 
     /// Registers a task without `cores`; returns the cpus it may use now.

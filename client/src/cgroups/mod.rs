@@ -297,6 +297,13 @@ pub trait CgroupManager: Send + Sync + std::fmt::Debug {
         None
     }
 
+    /// Takes over a task cgroup an earlier client run created (a re-attached task):
+    /// the core pool, which lives in memory, learns the cpus it holds again (its
+    /// dedicated ones when `cores` is set, else it is one of the shared tasks).
+    fn adopt(&self, cg: &CgroupPaths, cores: Option<u32>) {
+        let _ = (cg, cores);
+    }
+
     /// SIGKILLs every process in the cgroup (freezing it first so nothing forks away)
     /// and waits until it is empty.
     fn kill_all(&self, cg: &CgroupPaths) -> Result<(), CgroupError>;

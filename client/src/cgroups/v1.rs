@@ -302,6 +302,23 @@ impl CgroupManager for V1Manager {
         )
     }
 
+    fn adopt(&self, cg: &CgroupPaths, cores: Option<u32>) {
+        let Some(dir) = cg.dir("cpuset") else {
+            return;
+        };
+        let cpus = match cores {
+            Some(_) => match fs::read(&dir.join("cpuset.cpus"))
+                .ok()
+                .and_then(|t| super::cpuset::parse_cpu_list(&t))
+            {
+                Some(c) => Some(c),
+                None => return,
+            },
+            None => None,
+        };
+        self.cores.adopt(&cg.name, cpus);
+    }
+
     fn remove(&self, cg: &CgroupPaths) -> Result<(), CgroupError> {
         fs::remove_dirs(&cg.unique_dirs())?;
         if self.cores.release(&cg.name) {

@@ -270,6 +270,26 @@ impl CgroupManager for V2Manager {
         )
     }
 
+    fn adopt(&self, cg: &CgroupPaths, cores: Option<u32>) {
+        let Some(dir) = cg.unique_dirs().into_iter().next() else {
+            return;
+        };
+        if !dir.join("cpuset.cpus").exists() {
+            return;
+        }
+        let cpus = match cores {
+            Some(_) => match fs::read(&dir.join("cpuset.cpus"))
+                .ok()
+                .and_then(|t| super::cpuset::parse_cpu_list(&t))
+            {
+                Some(c) => Some(c),
+                None => return,
+            },
+            None => None,
+        };
+        self.cores.adopt(&cg.name, cpus);
+    }
+
     fn remove(&self, cg: &CgroupPaths) -> Result<(), CgroupError> {
         fs::remove_dirs(&[self.leaf(cg)?.to_path_buf()])?;
         if self.cores.release(&cg.name) {

@@ -234,6 +234,10 @@ mod tests {
         fn driver(&self) -> Arc<dyn Driver> {
             Arc::new(MockDriver::new())
         }
+        fn driver_after_restart(&self, before: &Arc<dyn Driver>) -> Arc<dyn Driver> {
+            // A mock task lives in its driver's memory only.
+            before.clone()
+        }
         fn exits_with(&self, code: i32) -> BTreeMap<String, serde_json::Value> {
             BTreeMap::from([("exit_code".to_string(), json!(code))])
         }

@@ -11,6 +11,7 @@ pub mod container;
 pub mod mock;
 mod procs;
 pub mod raw_exec;
+pub mod shim;
 #[cfg(test)]
 mod suite;
 
@@ -77,6 +78,8 @@ pub enum DriverError {
         #[source]
         source: nix::Error,
     },
+    #[error("task {task} was lost while no client ran: {reason}")]
+    Lost { task: String, reason: String },
     #[error("unknown signal {name:?}")]
     BadSignal { name: String },
     #[error("task {task}: {source}")]
@@ -240,8 +243,10 @@ pub trait Driver: Send + Sync {
     /// forgets the task. Safe to call on a task that already exited.
     fn destroy<'a>(&'a self, handle: &'a TaskHandle) -> BoxFuture<'a, Result<(), DriverError>>;
 
-    /// Re-attaches to a task started by an earlier client run. Process drivers do not
-    /// yet: a starting client kills what an earlier run left (see `state`).
+    /// Re-attaches to a task started by an earlier client run (a handle it saved):
+    /// afterwards `wait`, `stop`, `destroy` and `stats` work as if this run had
+    /// started it. A task that ended meanwhile is recovered too, and `wait` returns
+    /// its real exit; a task that cannot be found again is `Lost`.
     fn recover<'a>(&'a self, handle: &'a TaskHandle) -> BoxFuture<'a, Result<(), DriverError>> {
         let _ = handle;
         Box::pin(async move {

@@ -12,9 +12,12 @@ use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 use tokio::sync::watch;
 
-use super::{wait_exit, DriverError, ExitResult, StartRequest, TaskHandle, TaskStats};
+use super::shim::{self, ShimCommand, ShimSpec, SupervisorState};
+use super::{
+    proc_start_ticks, wait_exit, DriverError, ExitResult, StartRequest, TaskHandle, TaskStats,
+};
 use crate::cgroups::{CgroupError, CgroupManager, CgroupPaths};
-use crate::logrotate::{self, Capture};
+use crate::logrotate;
 
 /// How long to wait for the main process to go after SIGKILL before giving up.
 const KILL_WAIT: Duration = Duration::from_secs(10);
@@ -87,28 +90,21 @@ impl Procs {
         }
     }
 
-    /// Records task `id`'s main process and publishes its exit when it ends, once
-    /// `output` (the copies of its stdout and stderr into the log files) is done.
-    pub fn track(
+    /// Records task `id` whose main process (also its process group) is `pid` and
+    /// publishes the result of `exit` (with the OOM verdict) once `output` is done.
+    pub fn track_exit(
         &self,
         id: &str,
         pid: i32,
-        mut child: tokio::process::Child,
+        exit: futures::future::BoxFuture<'static, ExitResult>,
         cgroup: Option<CgroupPaths>,
         oom_baseline: u64,
         output: Vec<tokio::task::JoinHandle<()>>,
     ) {
         let (tx, rx) = watch::channel(None);
         let cgroups = self.cgroups.clone();
-        let task_id = id.to_string();
         tokio::spawn(async move {
-            let result = match child.wait().await {
-                Ok(status) => classify(status),
-                Err(e) => {
-                    tracing::error!(task = %task_id, error = %e, "waiting for task process");
-                    ExitResult::code(-1)
-                }
-            };
+            let result = exit.await;
             let result = with_oom(result, cgroups.as_deref(), cgroup.as_ref(), oom_baseline);
             // The exit is reported once its last output is in the log files (readers stop
             // following at the exit), unless a process left in the background still
@@ -123,6 +119,160 @@ impl Procs {
             .lock()
             .expect("task table poisoned")
             .insert(id.to_string(), Arc::new(Running { pid, exit: rx }));
+    }
+
+    /// Starts `spec` through the task shim with its output in FIFOs copied into the
+    /// task's logs, tracks it, and returns the command's pid and the state a later
+    /// client needs to find it again.
+    pub async fn start_supervised(
+        &self,
+        shim: &ShimCommand,
+        req: &StartRequest,
+        mut spec: ShimSpec,
+        procs: Vec<CString>,
+    ) -> Result<(i32, SupervisorState), DriverError> {
+        let (stdout_fifo, stderr_fifo, exit_file) = shim::task_files(&req.task_dir);
+        let log_err = |path: &std::path::Path| {
+            let (task, path) = (req.id.clone(), path.to_path_buf());
+            move |source| DriverError::LogFile { task, path, source }
+        };
+        match std::fs::remove_file(&exit_file) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(log_err(&exit_file)(e)),
+        }
+        let stdout = logrotate::capture_fifo(&stdout_fifo, &req.stdout_path, req.logs)
+            .map_err(log_err(&stdout_fifo))?;
+        let stderr = logrotate::capture_fifo(&stderr_fifo, &req.stderr_path, req.logs)
+            .map_err(log_err(&stderr_fifo))?;
+        let oom_baseline = self.oom_kills(req.cgroup.as_ref());
+        spec.exit_file = exit_file.clone();
+        let spawned = shim::spawn(
+            shim,
+            &spec,
+            &req.task_dir,
+            stdout.child_end,
+            stderr.child_end,
+            procs,
+        )
+        .await
+        .map_err(|source| DriverError::Start {
+            task: req.id.clone(),
+            command: spec.command.clone(),
+            source,
+        })?;
+        let state = SupervisorState {
+            shim_pid: spawned.shim_pid,
+            shim_start_ticks: proc_start_ticks(spawned.shim_pid),
+            exit_file: exit_file.clone(),
+            stdout_fifo,
+            stderr_fifo,
+            stdout_path: req.stdout_path.clone(),
+            stderr_path: req.stderr_path.clone(),
+            logs: req.logs,
+            oom_baseline,
+        };
+        let mut child = spawned.shim;
+        let task_id = req.id.clone();
+        let exit = async move {
+            let status = child.wait().await;
+            match shim::read_exit_file(&exit_file) {
+                Some(record) => record.result(),
+                // The shim itself was killed (with the cgroup, say): its own end is
+                // the task's.
+                None => match status {
+                    Ok(status) => classify(status),
+                    Err(e) => {
+                        tracing::error!(task = %task_id, error = %e, "waiting for the task shim");
+                        ExitResult::code(-1)
+                    }
+                },
+            }
+        };
+        self.track_exit(
+            &req.id,
+            spawned.task_pid,
+            Box::pin(exit),
+            req.cgroup.clone(),
+            oom_baseline,
+            vec![stdout.done, stderr.done],
+        );
+        Ok((spawned.task_pid, state))
+    }
+
+    /// Finds a supervised task of an earlier client run again: copies its output
+    /// again and watches its shim when it still runs; publishes the exit its shim
+    /// recorded when it ended meanwhile; `Lost` when neither (say the host rebooted).
+    pub async fn recover_supervised(&self, handle: &TaskHandle) -> Result<(), DriverError> {
+        let lost = |reason: String| DriverError::Lost {
+            task: handle.id.clone(),
+            reason,
+        };
+        let sup = SupervisorState::from_driver_state(&handle.driver_state)
+            .ok_or_else(|| lost("its handle records no task shim".to_string()))?;
+        let pid = handle
+            .pid
+            .ok_or_else(|| lost("its handle records no pid".to_string()))?;
+        let output = |sup: &SupervisorState| -> Vec<tokio::task::JoinHandle<()>> {
+            let mut out = Vec::new();
+            for (fifo, first) in [
+                (&sup.stdout_fifo, &sup.stdout_path),
+                (&sup.stderr_fifo, &sup.stderr_path),
+            ] {
+                match logrotate::reattach_fifo(fifo, first, sup.logs) {
+                    Ok(j) => out.push(j),
+                    Err(e) => {
+                        tracing::warn!(task = %handle.id, fifo = %fifo.display(), error = %e, "re-opening task output")
+                    }
+                }
+            }
+            out
+        };
+        if sup.shim_alive() {
+            let out = output(&sup);
+            let (task_id, exit_file) = (handle.id.clone(), sup.exit_file.clone());
+            let (shim_pid, ticks) = (sup.shim_pid, sup.shim_start_ticks);
+            let exit = async move {
+                if let Err(e) = shim::wait_pid_exit(shim_pid, ticks).await {
+                    tracing::error!(task = %task_id, error = %e, "watching the task shim");
+                }
+                match shim::read_exit_file(&exit_file) {
+                    Some(record) => record.result(),
+                    None => {
+                        tracing::error!(task = %task_id, "the task shim ended without recording the exit");
+                        ExitResult::code(-1)
+                    }
+                }
+            };
+            self.track_exit(
+                &handle.id,
+                pid,
+                Box::pin(exit),
+                handle.cgroup.clone(),
+                sup.oom_baseline,
+                out,
+            );
+            return Ok(());
+        }
+        if let Some(record) = shim::read_exit_file(&sup.exit_file) {
+            let result = record.result();
+            self.track_exit(
+                &handle.id,
+                pid,
+                Box::pin(async move { result }),
+                handle.cgroup.clone(),
+                sup.oom_baseline,
+                Vec::new(),
+            );
+            return Ok(());
+        }
+        // An orphan without its shim is unsupervised: it goes.
+        if handle.pid_start_ticks.is_some() && proc_start_ticks(pid) == handle.pid_start_ticks {
+            let _ = signal_group(&handle.id, pid, Signal::SIGKILL);
+        }
+        Err(lost(
+            "neither its task shim nor an exit record is left (the host restarted?)".to_string(),
+        ))
     }
 
     pub async fn wait(&self, handle: &TaskHandle) -> Result<ExitResult, DriverError> {
@@ -276,15 +426,6 @@ fn signal_process(task: &str, pid: i32, signal: Signal) -> Result<(), DriverErro
             source,
         }),
     }
-}
-
-/// A pipe whose output goes to the rotated log files starting at `path`.
-pub(crate) fn open_log(req: &StartRequest, path: &std::path::Path) -> Result<Capture, DriverError> {
-    logrotate::capture(path, req.logs).map_err(|source| DriverError::LogFile {
-        task: req.id.clone(),
-        path: path.to_path_buf(),
-        source,
-    })
 }
 
 /// The `cgroup.procs` files of a task's cgroup, as C strings for a forked child.

@@ -2,11 +2,11 @@
 //! in its own process group, inside the task's cgroup from before `exec` (the child
 //! writes itself into the cgroup's `cgroup.procs` files in `pre_exec`), with stdout and
 //! stderr appended to the task's log files, as the task's `user` when set (else the
-//! agent's own user, like Nomad).
+//! agent's own user, like Nomad). The process is started and waited for by the task
+//! shim (`shim`), so it outlives a client restart and a later client finds it again.
 
 use std::collections::HashMap;
 use std::ffi::CString;
-use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -15,9 +15,8 @@ use futures::FutureExt;
 use nix::sys::signal::Signal;
 use orch_common::structs::DriverInfo;
 
-use super::procs::{
-    cgroup_procs, exec_stdio, give_task_dirs, join_cgroup, open_log, Procs, StopTarget,
-};
+use super::procs::{cgroup_procs, exec_stdio, give_task_dirs, join_cgroup, Procs, StopTarget};
+use super::shim::{ShimCommand, ShimSpec};
 use super::{
     proc_start_ticks, Driver, DriverError, ExecRequest, ExecSession, ExitResult, StartRequest,
     TaskHandle, TaskStats,
@@ -41,15 +40,22 @@ pub struct RawExecDriver {
     /// Task id -> how it was started, for `exec`. A std mutex: never held across an
     /// await.
     contexts: Mutex<HashMap<String, Arc<ExecContext>>>,
+    shim: ShimCommand,
 }
 
 impl RawExecDriver {
     /// `cgroups` reads OOM counters and kills task cgroups; `None` only on hosts where
     /// the client has no cgroup access (limits are then not enforced, and said so).
     pub fn new(cgroups: Option<Arc<dyn CgroupManager>>) -> Self {
+        Self::with_shim(cgroups, ShimCommand::default())
+    }
+
+    /// With the task shim started by `shim` (tests use their own binary).
+    pub fn with_shim(cgroups: Option<Arc<dyn CgroupManager>>, shim: ShimCommand) -> Self {
         RawExecDriver {
             procs: Procs::new(NAME, cgroups),
             contexts: Mutex::new(HashMap::new()),
+            shim,
         }
     }
 
@@ -68,71 +74,32 @@ impl RawExecDriver {
                 }
             })?;
         }
-        let stdout = open_log(&req, &req.stdout_path)?;
-        let stderr = open_log(&req, &req.stderr_path)?;
-
         let procs = cgroup_procs(req.cgroup.as_ref()).map_err(|_| DriverError::InvalidConfig {
             task: req.id.clone(),
             reason: "cgroup path contains a NUL byte".to_string(),
         })?;
-        let oom_baseline = self.procs.oom_kills(req.cgroup.as_ref());
         let context = ExecContext {
             env: req.env.clone(),
             cwd: req.task_dir.clone(),
             ids: ids.clone(),
             procs: procs.clone(),
         };
-
-        let mut cmd = tokio::process::Command::new(&cmd_cfg.command);
-        cmd.args(&cmd_cfg.args)
-            .envs(&req.env)
-            .current_dir(&req.task_dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(stdout.child_end))
-            .stderr(Stdio::from(stderr.child_end))
-            .process_group(0)
-            .kill_on_drop(false);
-        // SAFETY: the closure runs in the forked child before exec and only makes
-        // async-signal-safe syscalls (open, write, close, setgroups, setgid, setuid) on
-        // data prepared before the fork; it allocates nothing.
-        unsafe {
-            cmd.pre_exec(move || {
-                for path in &procs {
-                    join_cgroup(path)?;
-                }
-                if let Some(ids) = &ids {
-                    ids.switch()?;
-                }
-                Ok(())
-            });
-        }
-        let child = cmd.spawn().map_err(|source| DriverError::Start {
-            task: req.id.clone(),
+        let spec = ShimSpec {
             command: cmd_cfg.command.clone(),
-            source,
-        })?;
-        let pid = child
-            .id()
-            .map(|p| p as i32)
-            .ok_or_else(|| DriverError::Start {
-                task: req.id.clone(),
-                command: cmd_cfg.command.clone(),
-                source: std::io::Error::other("process exited before its pid was read"),
-            })?;
+            args: cmd_cfg.args.clone(),
+            exit_file: Default::default(),
+            env: req.env.clone(),
+            user: ids.map(|i| (i.uid, i.gid, i.groups)),
+        };
+        let (pid, supervisor) = self
+            .procs
+            .start_supervised(&self.shim, &req, spec, procs)
+            .await?;
         let start_ticks = proc_start_ticks(pid);
-
         self.contexts
             .lock()
             .expect("raw_exec exec contexts poisoned")
             .insert(req.id.clone(), Arc::new(context));
-        self.procs.track(
-            &req.id,
-            pid,
-            child,
-            req.cgroup.clone(),
-            oom_baseline,
-            vec![stdout.done, stderr.done],
-        );
 
         Ok(TaskHandle {
             id: req.id,
@@ -143,8 +110,52 @@ impl RawExecDriver {
             pid_start_ticks: start_ticks,
             started_at: orch_common::ids::now_ms(),
             cgroup: req.cgroup,
-            driver_state: serde_json::json!({ "command": cmd_cfg.command }),
+            driver_state: serde_json::json!({
+                "command": cmd_cfg.command,
+                "supervisor": supervisor,
+                "env": req.env,
+                "cwd": req.task_dir,
+                "user": req.user,
+            }),
         })
+    }
+
+    /// `recover`: the task again, and what `exec` needs to run commands in it.
+    async fn recover_task(&self, handle: &TaskHandle) -> Result<(), DriverError> {
+        self.procs.recover_supervised(handle).await?;
+        let st = &handle.driver_state;
+        let env = st
+            .get("env")
+            .and_then(|v| serde_json::from_value(v.clone()).ok())
+            .unwrap_or_default();
+        let cwd = st
+            .get("cwd")
+            .and_then(|v| serde_json::from_value(v.clone()).ok())
+            .unwrap_or_default();
+        let ids = match st.get("user").and_then(|u| u.as_str()) {
+            Some(user) => match resolve_user(&handle.id, user) {
+                Ok(ids) => Some(ids),
+                Err(e) => {
+                    tracing::warn!(task = %handle.id, error = %e, "exec into the recovered task will not work");
+                    return Ok(());
+                }
+            },
+            None => None,
+        };
+        let procs = cgroup_procs(handle.cgroup.as_ref()).unwrap_or_default();
+        self.contexts
+            .lock()
+            .expect("raw_exec exec contexts poisoned")
+            .insert(
+                handle.id.clone(),
+                Arc::new(ExecContext {
+                    env,
+                    cwd,
+                    ids,
+                    procs,
+                }),
+            );
+        Ok(())
     }
 }
 
@@ -193,6 +204,10 @@ impl Driver for RawExecDriver {
             .expect("raw_exec exec contexts poisoned")
             .remove(&handle.id);
         self.procs.destroy(handle).boxed()
+    }
+
+    fn recover<'a>(&'a self, handle: &'a TaskHandle) -> BoxFuture<'a, Result<(), DriverError>> {
+        self.recover_task(handle).boxed()
     }
 
     fn stats<'a>(
@@ -367,6 +382,7 @@ fn resolve_user(task: &str, name: &str) -> Result<UserIds, DriverError> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::shim::tests::test_shim;
     use super::super::suite::{self, Harness};
     use super::*;
     use serde_json::json;
@@ -383,7 +399,7 @@ mod tests {
 
     impl Harness for RawExecHarness {
         fn driver(&self) -> Arc<dyn Driver> {
-            Arc::new(RawExecDriver::new(None))
+            Arc::new(RawExecDriver::with_shim(None, test_shim()))
         }
         fn exits_with(&self, code: i32) -> BTreeMap<String, serde_json::Value> {
             sh(&format!("exit {code}"))
@@ -401,7 +417,7 @@ mod tests {
     #[tokio::test]
     async fn echo_hi_writes_hi_to_the_stdout_file() {
         let t = suite::TaskDirs::new();
-        let d = RawExecDriver::new(None);
+        let d = RawExecDriver::with_shim(None, test_shim());
         let h = d.start(t.request("echo", sh("echo hi"))).await.unwrap();
         assert!(d.wait(&h).await.unwrap().successful());
         assert_eq!(std::fs::read_to_string(&t.stdout).unwrap(), "hi\n");
@@ -411,7 +427,7 @@ mod tests {
     #[tokio::test]
     async fn stderr_goes_to_the_stderr_file_and_env_and_cwd_are_set() {
         let t = suite::TaskDirs::new();
-        let d = RawExecDriver::new(None);
+        let d = RawExecDriver::with_shim(None, test_shim());
         let mut req = t.request("env", sh("echo $GREETING >&2; pwd"));
         req.env.insert("GREETING".into(), "hello".into());
         let h = d.start(req).await.unwrap();
@@ -428,7 +444,7 @@ mod tests {
     #[tokio::test]
     async fn sigkill_is_classified_as_signal_9() {
         let t = suite::TaskDirs::new();
-        let d = RawExecDriver::new(None);
+        let d = RawExecDriver::with_shim(None, test_shim());
         let h = d.start(t.request("kill", sh("kill -9 $$"))).await.unwrap();
         let r = d.wait(&h).await.unwrap();
         assert_eq!(r.signal, Some(9));
@@ -439,7 +455,7 @@ mod tests {
     #[tokio::test]
     async fn the_task_runs_in_its_own_process_group() {
         let t = suite::TaskDirs::new();
-        let d = RawExecDriver::new(None);
+        let d = RawExecDriver::with_shim(None, test_shim());
         let h = d
             .start(t.request("pg", sh("ps -o pgid= -p $$")))
             .await
@@ -457,7 +473,7 @@ mod tests {
     #[tokio::test]
     async fn a_missing_command_is_an_invalid_config() {
         let t = suite::TaskDirs::new();
-        let d = RawExecDriver::new(None);
+        let d = RawExecDriver::with_shim(None, test_shim());
         let err = d
             .start(t.request("bad", BTreeMap::new()))
             .await
@@ -480,7 +496,7 @@ mod tests {
     #[tokio::test]
     async fn a_command_that_does_not_exist_is_a_start_error() {
         let t = suite::TaskDirs::new();
-        let d = RawExecDriver::new(None);
+        let d = RawExecDriver::with_shim(None, test_shim());
         let cfg = BTreeMap::from([("command".to_string(), json!("/no/such/binary"))]);
         let err = d.start(t.request("nobin", cfg)).await.unwrap_err();
         assert!(matches!(err, DriverError::Start { .. }), "{err}");
@@ -493,7 +509,7 @@ mod tests {
             return;
         }
         let t = suite::TaskDirs::new();
-        let d = RawExecDriver::new(None);
+        let d = RawExecDriver::with_shim(None, test_shim());
         let mut req = t.request("user", sh("id -un; touch owned-by-me"));
         req.user = Some("nobody".into());
         // The task dir must be reachable by nobody: put it under a world-readable parent.
@@ -515,7 +531,7 @@ mod tests {
     #[tokio::test]
     async fn an_unknown_user_is_not_recoverable() {
         let t = suite::TaskDirs::new();
-        let d = RawExecDriver::new(None);
+        let d = RawExecDriver::with_shim(None, test_shim());
         let mut req = t.request("nouser", sh("true"));
         req.user = Some("no-such-user-orch".into());
         let err = d.start(req).await.unwrap_err();
@@ -537,7 +553,7 @@ mod tests {
         async fn memory_hog_is_classified_oom_as_root() {
             let Some((m, g)) = setup(16) else { return };
             let t = suite::TaskDirs::new();
-            let d = RawExecDriver::new(Some(m));
+            let d = RawExecDriver::with_shim(Some(m), test_shim());
             let mut req = t.request("oom", sh("tail /dev/zero"));
             req.cgroup = Some(g.cg.clone());
             let h = d.start(req).await.unwrap();
@@ -552,7 +568,7 @@ mod tests {
         async fn the_process_is_in_the_cgroup_from_before_exec_as_root() {
             let Some((m, g)) = setup(32) else { return };
             let t = suite::TaskDirs::new();
-            let d = RawExecDriver::new(Some(m.clone()));
+            let d = RawExecDriver::with_shim(Some(m.clone()), test_shim());
             let mut req = t.request("incg", sh("cat /proc/self/cgroup"));
             req.cgroup = Some(g.cg.clone());
             let h = d.start(req).await.unwrap();
@@ -570,7 +586,7 @@ mod tests {
         async fn stop_kills_children_left_in_the_cgroup_as_root() {
             let Some((m, g)) = setup(32) else { return };
             let t = suite::TaskDirs::new();
-            let d = RawExecDriver::new(Some(m.clone()));
+            let d = RawExecDriver::with_shim(Some(m.clone()), test_shim());
             let mut req = t.request("tree", sh("setsid sleep 300 & exec sleep 300"));
             req.cgroup = Some(g.cg.clone());
             let h = d.start(req).await.unwrap();

@@ -14,6 +14,12 @@ pub(crate) trait Harness {
     fn exits_with(&self, code: i32) -> BTreeMap<String, serde_json::Value>;
     fn runs_until_stopped(&self) -> BTreeMap<String, serde_json::Value>;
     fn ignores_stop_signal(&self) -> BTreeMap<String, serde_json::Value>;
+    /// The driver of a restarted client: a new instance that knows nothing of the
+    /// tasks `before` started (the mock, whose tasks live in memory, returns it).
+    fn driver_after_restart(&self, before: &Arc<dyn Driver>) -> Arc<dyn Driver> {
+        let _ = before;
+        self.driver()
+    }
     /// Why the driver cannot run on this host (e.g. it needs root); the shared
     /// scenarios then print the reason and pass.
     fn skip(&self) -> Option<String> {
@@ -221,6 +227,52 @@ macro_rules! driver_suite {
                 assert_eq!(back, handle);
                 d.wait(&handle).await.unwrap();
                 d.destroy(&handle).await.unwrap();
+            }
+
+            #[tokio::test]
+            async fn recover_re_attaches_to_a_running_task() {
+                let h = harness();
+                skip_unless_supported!(h);
+                let before = h.driver();
+                let t = TaskDirs::new();
+                let handle = before
+                    .start(t.request("again", h.runs_until_stopped()))
+                    .await
+                    .unwrap();
+                let handle: crate::driver::TaskHandle =
+                    serde_json::from_str(&serde_json::to_string(&handle).unwrap()).unwrap();
+                let after = h.driver_after_restart(&before);
+                after.recover(&handle).await.unwrap();
+                after
+                    .stop(
+                        &handle,
+                        nix::sys::signal::Signal::SIGTERM,
+                        Duration::from_secs(5),
+                    )
+                    .await
+                    .unwrap();
+                let r = after.wait(&handle).await.unwrap();
+                assert_eq!(r.signal, Some(15), "{r:?}");
+                after.destroy(&handle).await.unwrap();
+            }
+
+            #[tokio::test]
+            async fn recover_reports_the_real_exit_of_a_task_that_ended() {
+                let h = harness();
+                skip_unless_supported!(h);
+                let before = h.driver();
+                let t = TaskDirs::new();
+                let handle = before
+                    .start(t.request("ended", h.exits_with(7)))
+                    .await
+                    .unwrap();
+                // It ends "while no client runs".
+                assert_eq!(before.wait(&handle).await.unwrap().exit_code, 7);
+                let after = h.driver_after_restart(&before);
+                after.recover(&handle).await.unwrap();
+                let r = after.wait(&handle).await.unwrap();
+                assert_eq!((r.exit_code, r.signal), (7, None), "{r:?}");
+                after.destroy(&handle).await.unwrap();
             }
 
             #[tokio::test]

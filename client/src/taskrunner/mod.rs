@@ -99,6 +99,49 @@ pub struct TaskRunnerDeps {
     pub pids_limit: u64,
     /// Where task runners leave their tasks' resource usage.
     pub usage: UsageBoard,
+    /// Handles of tasks an earlier client run started, by task id, for their runners
+    /// to re-attach to instead of starting them again.
+    pub recovered: RecoveredHandles,
+}
+
+/// Task handles found on disk at start, by task id (`<alloc>/<task>`); each is taken
+/// by its task runner (or killed by the client when no allocation claims it).
+#[derive(Clone, Default)]
+pub struct RecoveredHandles(Arc<std::sync::Mutex<std::collections::HashMap<String, TaskHandle>>>);
+
+impl RecoveredHandles {
+    pub fn new(handles: impl IntoIterator<Item = TaskHandle>) -> Self {
+        let map = handles.into_iter().map(|h| (h.id.clone(), h)).collect();
+        RecoveredHandles(Arc::new(std::sync::Mutex::new(map)))
+    }
+
+    /// Takes the handle of task `id`, if an earlier run left one.
+    pub fn take(&self, id: &str) -> Option<TaskHandle> {
+        // A std mutex: never held across an await.
+        self.0
+            .lock()
+            .expect("recovered handles poisoned")
+            .remove(id)
+    }
+
+    /// Whether task `id` was left by an earlier run (and not yet taken).
+    pub fn contains(&self, id: &str) -> bool {
+        self.0
+            .lock()
+            .expect("recovered handles poisoned")
+            .contains_key(id)
+    }
+
+    /// Takes every handle whose allocation `keep` does not claim.
+    pub fn take_unclaimed(&self, keep: impl Fn(&str) -> bool) -> Vec<TaskHandle> {
+        let mut map = self.0.lock().expect("recovered handles poisoned");
+        let ids: Vec<String> = map
+            .values()
+            .filter(|h| !keep(&h.alloc_id))
+            .map(|h| h.id.clone())
+            .collect();
+        ids.iter().filter_map(|id| map.remove(id)).collect()
+    }
 }
 
 /// One task's new state, sent to its alloc runner.
@@ -174,6 +217,17 @@ pub fn spawn_with_restarts(
     updates: mpsc::UnboundedSender<TaskUpdate>,
     restarts: watch::Receiver<RestartRequest>,
 ) -> TaskRunnerHandle {
+    let recovered = deps.recovered.take(&format!("{}/{}", alloc.id, task.name));
+    // A task found running again keeps the state the server last heard of (its
+    // restarts and events), so nothing is reported that did not happen.
+    let state = match &recovered {
+        Some(_) => alloc
+            .task_states
+            .get(&task.name)
+            .cloned()
+            .unwrap_or_default(),
+        None => TaskState::default(),
+    };
     let (kill, kill_rx) = watch::channel(None);
     let job_type = alloc
         .job
@@ -197,8 +251,9 @@ pub fn spawn_with_restarts(
         kill_rx,
         restart_rx: restarts,
         tracker: RestartTracker::new(policy),
-        state: TaskState::default(),
+        state,
         warned_no_cgroups: false,
+        recovered,
     };
     let join = tokio::spawn(runner.run());
     TaskRunnerHandle {
@@ -229,12 +284,17 @@ struct TaskRunner {
     tracker: RestartTracker,
     state: TaskState,
     warned_no_cgroups: bool,
+    /// The handle of this task left by an earlier client run, re-attached to instead
+    /// of the first start.
+    recovered: Option<TaskHandle>,
 }
 
 impl TaskRunner {
     async fn run(mut self) {
-        self.event(events::RECEIVED, "Task received by client".to_string());
-        self.event(events::TASK_SETUP, "Building task directory".to_string());
+        if self.recovered.is_none() {
+            self.event(events::RECEIVED, "Task received by client".to_string());
+            self.event(events::TASK_SETUP, "Building task directory".to_string());
+        }
         loop {
             if let Some(reason) = self.kill_requested() {
                 return self.dead_without_running(&reason);
@@ -292,6 +352,9 @@ impl TaskRunner {
                 )))
             }
         };
+        if let Some(handle) = self.recovered.take() {
+            return self.reattach(driver, handle).await;
+        }
         let (cgroup, limits) = match self.prestart_cgroup(driver.as_ref()).await {
             Ok(Some((cg, limits))) => (Some(cg), Some(limits)),
             Ok(None) => (None, None),
@@ -320,7 +383,49 @@ impl TaskRunner {
         self.state.finished_at = None;
         self.event(events::STARTED, "Task started by client".to_string());
         let sampler = self.start_sampling(cgroup, limits.as_ref());
+        self.supervise(driver, handle, sampler).await
+    }
 
+    /// The first attempt of a task an earlier client run started: re-attach to it
+    /// (it keeps running, or its real exit is reported), or report it lost.
+    async fn reattach(&mut self, driver: Arc<dyn Driver>, handle: TaskHandle) -> Attempt {
+        if let Err(e) = driver.recover(&handle).await {
+            tracing::warn!(task = %self.id, error = %e, "re-attaching after a client restart");
+            // Whatever is left of it goes, with its cgroup and handle.
+            if let Some(cg) = handle.cgroup.clone() {
+                self.remove_cgroup(Some(cg)).await;
+            }
+            if let Some(store) = &self.deps.handles {
+                let _ = store.remove(&self.alloc.id, &self.task.name);
+            }
+            return Attempt::SetupFailed(SetupError::Retry(format!(
+                "could not re-attach to the task after a client restart: {e}"
+            )));
+        }
+        tracing::info!(task = %self.id, pid = ?handle.pid, "re-attached to a task started by an earlier client run");
+        if let Some(cg) = &handle.cgroup {
+            if let Some(m) = &self.deps.cgroups {
+                m.adopt(cg, self.resources().cores);
+            }
+        }
+        self.state.state = TaskStateKind::Running;
+        if self.state.started_at.is_none() {
+            self.state.started_at = Some(handle.started_at);
+        }
+        self.state.finished_at = None;
+        self.publish();
+        let limits = self.limits().ok();
+        let sampler = self.start_sampling(handle.cgroup.clone(), limits.as_ref());
+        self.supervise(driver, handle, sampler).await
+    }
+
+    /// Waits for the started (or re-attached) task to exit, be killed or restarted.
+    async fn supervise(
+        &mut self,
+        driver: Arc<dyn Driver>,
+        handle: TaskHandle,
+        sampler: Sampler,
+    ) -> Attempt {
         let exit = tokio::select! {
             r = driver.wait(&handle) => r,
             reason = kill_reason(self.kill_rx.clone()) => {
@@ -404,17 +509,8 @@ impl TaskRunner {
             return Ok(None);
         }
         // Asking for more than the client allows fails even where nothing is enforced.
-        let node = NodeLimits {
-            mhz_per_core: self
-                .deps
-                .node
-                .attributes
-                .get("cpu.frequency")
-                .and_then(|f| f.parse().ok())
-                .unwrap_or(1000),
-            pids_limit: self.deps.pids_limit,
-        };
-        let limits = CgroupLimits::for_task(&self.resources(), &node)
+        let limits = self
+            .limits()
             .map_err(|e| SetupError::Fatal(format!("task resources: {e}")))?;
         let Some(m) = self.deps.cgroups.clone() else {
             // Limits a job asked for by name cannot be quietly dropped; only the
@@ -454,6 +550,21 @@ impl TaskRunner {
                 "creating the task's cgroup: {e}"
             ))),
         }
+    }
+
+    /// The cgroup limits of the task's resources on this node.
+    fn limits(&self) -> Result<CgroupLimits, crate::cgroups::CgroupError> {
+        let node = NodeLimits {
+            mhz_per_core: self
+                .deps
+                .node
+                .attributes
+                .get("cpu.frequency")
+                .and_then(|f| f.parse().ok())
+                .unwrap_or(1000),
+            pids_limit: self.deps.pids_limit,
+        };
+        CgroupLimits::for_task(&self.resources(), &node)
     }
 
     fn resources(&self) -> orch_common::structs::Resources {

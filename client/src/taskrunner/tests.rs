@@ -26,7 +26,10 @@ fn deps(cgroups: Option<Arc<dyn CgroupManager>>) -> TaskRunnerDeps {
     drivers.insert("mock".into(), Arc::new(MockDriver::new()));
     drivers.insert(
         "raw_exec".into(),
-        Arc::new(RawExecDriver::new(cgroups.clone())),
+        Arc::new(RawExecDriver::with_shim(
+            cgroups.clone(),
+            crate::driver::shim::tests::test_shim(),
+        )),
     );
     TaskRunnerDeps {
         drivers: Arc::new(drivers),
@@ -35,6 +38,7 @@ fn deps(cgroups: Option<Arc<dyn CgroupManager>>) -> TaskRunnerDeps {
         node: Arc::new(node()),
         pids_limit: crate::cgroups::DEFAULT_PIDS_MAX,
         usage: Default::default(),
+        recovered: Default::default(),
     }
 }
 

@@ -121,6 +121,21 @@ extern "C" fn forward_to_init(sig: libc::c_int) {
 }
 
 fn helper(spec: &InitSpec) -> Result<i32, String> {
+    // The exit file's directory, opened while the host's root is still ours (the
+    // namespace init's pivot_root may move the root of this mount namespace).
+    let exit_dir = match &spec.exit_file {
+        Some(f) => {
+            let dir = f.parent().unwrap_or(Path::new("/"));
+            let name = f
+                .file_name()
+                .map(|n| n.to_os_string())
+                .ok_or_else(|| format!("exit file {} has no name", f.display()))?;
+            let d =
+                std::fs::File::open(dir).map_err(|e| format!("opening {}: {e}", dir.display()))?;
+            Some((d, name))
+        }
+        None => None,
+    };
     redirect(0, Path::new("/dev/null"), false)?;
     match &spec.stdout {
         Some(path) => redirect(1, path, true)?,
@@ -189,6 +204,9 @@ fn helper(spec: &InitSpec) -> Result<i32, String> {
                 // The init died before the command ended (killed, or setup failed).
                 Err(_) => init_status,
             };
+            if let Some((dir, name)) = &exit_dir {
+                record_exit(dir, name, child.as_raw(), status);
+            }
             Ok(exit_like(status))
         }
     }
@@ -229,6 +247,50 @@ fn redirect(target: i32, path: &Path, create: bool) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// Writes the command's exit (wait status `status`) into `dir`/`name` atomically.
+fn record_exit(dir: &std::fs::File, name: &std::ffi::OsStr, pid: i32, status: i32) {
+    let result = if libc::WIFSIGNALED(status) {
+        crate::driver::ExitResult::signaled(libc::WTERMSIG(status))
+    } else {
+        crate::driver::ExitResult::code(libc::WEXITSTATUS(status))
+    };
+    let record = crate::driver::shim::ExitRecord {
+        pid,
+        exit_code: result.exit_code,
+        signal: result.signal,
+        finished_at: orch_common::ids::now_ms(),
+    };
+    let Ok(json) = serde_json::to_vec(&record) else {
+        return;
+    };
+    let mut tmp_name = name.to_os_string();
+    tmp_name.push(".tmp");
+    let (Ok(tmp), Ok(fin)) = (
+        CString::new(tmp_name.as_bytes()),
+        CString::new(name.as_bytes()),
+    ) else {
+        return;
+    };
+    // SAFETY: openat/write/close/renameat relative to a directory fd we own, with
+    // NUL-terminated names.
+    unsafe {
+        let fd = libc::openat(
+            dir.as_raw_fd(),
+            tmp.as_ptr(),
+            libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC | libc::O_CLOEXEC,
+            0o600,
+        );
+        if fd < 0 {
+            return;
+        }
+        let n = libc::write(fd, json.as_ptr().cast(), json.len());
+        libc::close(fd);
+        if n == json.len() as isize {
+            libc::renameat(dir.as_raw_fd(), tmp.as_ptr(), dir.as_raw_fd(), fin.as_ptr());
+        }
+    }
 }
 
 /// waitpid(pid) through EINTR; the raw wait status.

@@ -31,14 +31,16 @@ use nix::sys::signal::Signal;
 use orch_common::structs::DriverInfo;
 
 use super::procs::{
-    cgroup_procs, exec_stdio, give_task_dirs, join_cgroup, open_log, signal_group, Procs,
+    cgroup_procs, classify, exec_stdio, give_task_dirs, join_cgroup, signal_group, Procs,
     StopTarget,
 };
+use super::shim::{self, SupervisorState};
 use super::{
     proc_start_ticks, Driver, DriverError, ExecRequest, ExecSession, ExitResult, StartRequest,
     TaskHandle, TaskStats,
 };
 use crate::cgroups::CgroupManager;
+use crate::logrotate;
 use spec::{BindMount, InitSpec, LayerMode, NetworkMode};
 
 const NAME: &str = "container";
@@ -190,9 +192,24 @@ impl ContainerDriver {
                 )
             }
         };
-        let spec = self.spec(&req, &cfg, source_rootfs, image_config.as_ref())?;
-        let stdout = open_log(&req, &req.stdout_path)?;
-        let stderr = open_log(&req, &req.stderr_path)?;
+        let mut spec = self.spec(&req, &cfg, source_rootfs, image_config.as_ref())?;
+        // Output through FIFOs and the exit into a file, so both survive a client
+        // restart (the helper runs in its own session; see `shim`).
+        let (stdout_fifo, stderr_fifo, exit_file) = shim::task_files(&req.task_dir);
+        let log_err = |path: &std::path::Path| {
+            let (task, path) = (req.id.clone(), path.to_path_buf());
+            move |source| DriverError::LogFile { task, path, source }
+        };
+        match std::fs::remove_file(&exit_file) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(log_err(&exit_file)(e)),
+        }
+        spec.exit_file = Some(exit_file.clone());
+        let stdout = logrotate::capture_fifo(&stdout_fifo, &req.stdout_path, req.logs)
+            .map_err(log_err(&stdout_fifo))?;
+        let stderr = logrotate::capture_fifo(&stderr_fifo, &req.stderr_path, req.logs)
+            .map_err(log_err(&stderr_fifo))?;
         let output = vec![stdout.done, stderr.done];
 
         let oom_baseline = self.procs.oom_kills(req.cgroup.as_ref());
@@ -236,10 +253,35 @@ impl ContainerDriver {
             .lock()
             .expect("container specs poisoned")
             .insert(req.id.clone(), Arc::new(spec.clone()));
-        self.procs.track(
+        let supervisor = SupervisorState {
+            shim_pid: pid,
+            shim_start_ticks: start_ticks,
+            exit_file: exit_file.clone(),
+            stdout_fifo,
+            stderr_fifo,
+            stdout_path: req.stdout_path.clone(),
+            stderr_path: req.stderr_path.clone(),
+            logs: req.logs,
+            oom_baseline,
+        };
+        let task_id = req.id.clone();
+        let exit = async move {
+            let status = child.wait().await;
+            match shim::read_exit_file(&exit_file) {
+                Some(record) => record.result(),
+                None => match status {
+                    Ok(status) => classify(status),
+                    Err(e) => {
+                        tracing::error!(task = %task_id, error = %e, "waiting for the container helper");
+                        ExitResult::code(-1)
+                    }
+                },
+            }
+        };
+        self.procs.track_exit(
             &req.id,
             pid,
-            child,
+            Box::pin(exit),
             req.cgroup.clone(),
             oom_baseline,
             output,
@@ -258,6 +300,8 @@ impl ContainerDriver {
                 "command": spec.command,
                 "rootfs": spec.rootfs,
                 "image": image_state,
+                "supervisor": supervisor,
+                "spec": spec,
             }),
         })
     }
@@ -381,6 +425,7 @@ impl ContainerDriver {
             // The helper's stdout and stderr are already the log pipes.
             stdout: None,
             stderr: None,
+            exit_file: None,
         })
     }
 
@@ -423,13 +468,17 @@ impl ContainerDriver {
             .stdout(Stdio::null())
             // The helper's own messages (a setup failure) go to the task's stderr log.
             .stderr(Stdio::from(stderr))
-            .process_group(0)
             .kill_on_drop(false);
         // SAFETY: the closure runs in the forked child before exec and only makes
-        // async-signal-safe syscalls (open, write, close, dup2, fcntl) on data prepared
-        // before the fork.
+        // async-signal-safe syscalls (setsid, open, write, close, dup2, fcntl) on data
+        // prepared before the fork.
         unsafe {
             cmd.pre_exec(move || {
+                // Its own session (and process group): a client killed with its group
+                // leaves the container running.
+                if libc::setsid() < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
                 for path in &procs {
                     join_cgroup(path)?;
                 }
@@ -588,6 +637,24 @@ impl Driver for ContainerDriver {
             .expect("container specs poisoned")
             .remove(&handle.id);
         self.procs.destroy(handle).boxed()
+    }
+
+    fn recover<'a>(&'a self, handle: &'a TaskHandle) -> BoxFuture<'a, Result<(), DriverError>> {
+        async move {
+            self.procs.recover_supervised(handle).await?;
+            if let Some(spec) = handle
+                .driver_state
+                .get("spec")
+                .and_then(|v| serde_json::from_value::<InitSpec>(v.clone()).ok())
+            {
+                self.specs
+                    .lock()
+                    .expect("container specs poisoned")
+                    .insert(handle.id.clone(), Arc::new(spec));
+            }
+            Ok(())
+        }
+        .boxed()
     }
 
     fn stats<'a>(

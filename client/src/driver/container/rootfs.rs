@@ -472,6 +472,7 @@ mod tests {
             readonly_rootfs: true,
             stdout: Some(dir.path().join("out")),
             stderr: Some(dir.path().join("err")),
+            exit_file: None,
         };
         Fixture {
             _dir: dir,

@@ -37,6 +37,10 @@ pub struct InitSpec {
     pub stdout: Option<PathBuf>,
     #[serde(default)]
     pub stderr: Option<PathBuf>,
+    /// Where the helper records the command's exit (`shim::ExitRecord`) before it
+    /// exits, so a client that was not running then still learns it.
+    #[serde(default)]
+    pub exit_file: Option<PathBuf>,
 }
 
 /// A host path bound into the container.
