@@ -59,6 +59,7 @@ install: build install-files
 install-files:
 	install -d $(BINDIR) $(UNITDIR) $(CONFDIR) $(DOCDIR)
 	install -m 0755 $(BIN) $(BINDIR)/orch
+	install -m 0755 $(BIN)-task-shim $(BINDIR)/orch-task-shim
 	install -m 0644 deploy/systemd/orch-server.service $(UNITDIR)/orch-server.service
 	install -m 0644 deploy/systemd/orch-client.service $(UNITDIR)/orch-client.service
 	@for f in server.toml client.toml; do \

@@ -173,7 +173,9 @@ fn post_toml(c: &reqwest::blocking::Client, base: &str, spec: &str) -> Result<()
     Ok(())
 }
 
-/// Polls until `done` holds for the job's allocations; returns when it first held.
+/// Waits until `done` holds for the job's allocations, with blocking queries (each
+/// answer comes as the allocations change, so the wait costs the server nothing in
+/// between); returns when it first held.
 fn wait_allocs(
     c: &reqwest::blocking::Client,
     base: &str,
@@ -182,16 +184,34 @@ fn wait_allocs(
     done: impl Fn(&[Value]) -> bool,
 ) -> Result<Instant> {
     let deadline = Instant::now() + timeout;
+    let mut index = 0u64;
     loop {
-        let allocs = get(c, base, &format!("/v1/job/{job}/allocations"))?;
-        let list = allocs.as_array().cloned().unwrap_or_default();
+        let resp = c
+            .get(format!(
+                "{base}/v1/job/{job}/allocations?index={index}&wait=5s"
+            ))
+            .send()?;
+        if !resp.status().is_success() {
+            bail!("GET allocations of {job}: {}", resp.status());
+        }
+        let next = resp
+            .headers()
+            .get("X-Orch-Index")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        let list: Vec<Value> = resp.json()?;
         if done(&list) {
             return Ok(Instant::now());
         }
         if Instant::now() > deadline {
             bail!("job {job}: condition not reached within {timeout:?}");
         }
-        std::thread::sleep(Duration::from_millis(5));
+        if next <= index {
+            // No newer index to wait for: do not spin.
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        index = next;
     }
 }
 

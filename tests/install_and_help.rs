@@ -37,6 +37,7 @@ fn make_install_places_binary_units_and_configs_and_keeps_edited_configs() {
     install();
     for f in [
         "usr/local/bin/orch",
+        "usr/local/bin/orch-task-shim",
         "etc/systemd/system/orch-server.service",
         "etc/systemd/system/orch-client.service",
         "etc/orch/server.toml",

@@ -9,6 +9,7 @@ pub mod duration;
 pub mod exec;
 pub mod ids;
 pub mod jobspec;
+pub mod shim;
 pub mod structs;
 
 /// Re-exported (additive, for the scheduler) so the pure `scheduler/` module can evaluate

@@ -153,7 +153,10 @@ impl Procs {
             &req.task_dir,
             stdout.child_end,
             stderr.child_end,
-            procs,
+            procs
+                .iter()
+                .map(|c| std::path::PathBuf::from(std::ffi::OsStr::from_bytes(c.as_bytes())))
+                .collect(),
         )
         .await
         .map_err(|source| DriverError::Start {
@@ -172,12 +175,12 @@ impl Procs {
             logs: req.logs,
             oom_baseline,
         };
-        let mut child = spawned.shim;
+        let child = spawned.shim;
         let task_id = req.id.clone();
         let exit = async move {
             let status = child.wait().await;
             match shim::read_exit_file(&exit_file) {
-                Some(record) => record.result(),
+                Some(record) => shim::exit_result(&record),
                 // The shim itself was killed (with the cgroup, say): its own end is
                 // the task's.
                 None => match status {
@@ -237,7 +240,7 @@ impl Procs {
                     tracing::error!(task = %task_id, error = %e, "watching the task shim");
                 }
                 match shim::read_exit_file(&exit_file) {
-                    Some(record) => record.result(),
+                    Some(record) => shim::exit_result(&record),
                     None => {
                         tracing::error!(task = %task_id, "the task shim ended without recording the exit");
                         ExitResult::code(-1)
@@ -255,7 +258,7 @@ impl Procs {
             return Ok(());
         }
         if let Some(record) = shim::read_exit_file(&sup.exit_file) {
-            let result = record.result();
+            let result = shim::exit_result(&record);
             self.track_exit(
                 &handle.id,
                 pid,

@@ -90,6 +90,8 @@ impl RawExecDriver {
             exit_file: Default::default(),
             env: req.env.clone(),
             user: ids.map(|i| (i.uid, i.gid, i.groups)),
+            cwd: None,
+            cgroup_procs: Vec::new(),
         };
         let (pid, supervisor) = self
             .procs

@@ -268,7 +268,7 @@ impl ContainerDriver {
         let exit = async move {
             let status = child.wait().await;
             match shim::read_exit_file(&exit_file) {
-                Some(record) => record.result(),
+                Some(record) => shim::exit_result(&record),
                 None => match status {
                     Ok(status) => classify(status),
                     Err(e) => {
