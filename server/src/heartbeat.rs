@@ -419,6 +419,30 @@ mod tests {
     use super::*;
     use crate::state::tests::{mock_alloc, mock_job, mock_node};
 
+    /// Registers `nodes`, the job, and one allocation of it on the first node.
+    async fn job_on_node(log: &CommandLog, nodes: &[&str], job: &Job) {
+        for id in nodes {
+            log.submit(Command::UpsertNode {
+                node: mock_node(id),
+            })
+            .await
+            .expect("node");
+        }
+        log.submit(Command::UpsertJob {
+            job: job.clone(),
+            eval: None,
+        })
+        .await
+        .expect("job");
+        log.submit(Command::ApplyPlan {
+            allocs: vec![mock_alloc("a1", job, nodes[0], 0)],
+            stopped: vec![],
+            evals: vec![],
+        })
+        .await
+        .expect("plan");
+    }
+
     #[test]
     fn ttl_grows_with_the_number_of_nodes() {
         let hb = Heartbeats::new(Duration::from_secs(10), Duration::from_secs(1));
@@ -523,29 +547,7 @@ mod tests {
         let store = StateStore::open(dir.path().join("state.db")).expect("store");
         let log = CommandLog::start(store.clone(), vec![]).expect("log");
         let job = mock_job("web");
-        log.submit(Command::UpsertNode {
-            node: mock_node("n1"),
-        })
-        .await
-        .expect("node");
-        log.submit(Command::UpsertNode {
-            node: mock_node("n2"),
-        })
-        .await
-        .expect("node");
-        log.submit(Command::UpsertJob {
-            job: job.clone(),
-            eval: None,
-        })
-        .await
-        .expect("job");
-        log.submit(Command::ApplyPlan {
-            allocs: vec![mock_alloc("a1", &job, "n1", 0)],
-            stopped: vec![],
-            evals: vec![],
-        })
-        .await
-        .expect("plan");
+        job_on_node(&log, &["n1", "n2"], &job).await;
 
         let hb = Heartbeats::new(Duration::from_millis(100), Duration::from_millis(50));
         let (stop_tx, stop_rx) = watch::channel(false);
@@ -589,24 +591,7 @@ mod tests {
             lost_after: Some(Duration::from_millis(400)),
             replace: false,
         });
-        log.submit(Command::UpsertNode {
-            node: mock_node("n1"),
-        })
-        .await
-        .expect("node");
-        log.submit(Command::UpsertJob {
-            job: job.clone(),
-            eval: None,
-        })
-        .await
-        .expect("job");
-        log.submit(Command::ApplyPlan {
-            allocs: vec![mock_alloc("a1", &job, "n1", 0)],
-            stopped: vec![],
-            evals: vec![],
-        })
-        .await
-        .expect("plan");
+        job_on_node(&log, &["n1"], &job).await;
 
         let hb = Heartbeats::new(Duration::from_millis(100), Duration::from_millis(50));
         let (stop_tx, stop_rx) = watch::channel(false);

@@ -199,18 +199,7 @@ impl Agent {
     /// `[server]`/`[client]`) after the root keys the harness sets: `name`, `data_dir`
     /// (`<ws>/<name>`), `bind_addr` 127.0.0.1 and `[ports] http = 0`.
     pub fn with_config(ws: &Workspace, name: &str, tables: &str) -> Agent {
-        let data_dir = ws.path(name);
-        let text = format!(
-            "name = {name:?}\ndata_dir = {:?}\nbind_addr = \"127.0.0.1\"\n\n[ports]\nhttp = 0\n\n{tables}\n",
-            data_dir.display().to_string()
-        );
-        let cfg = ws.write(&format!("{name}.toml"), &text);
-        let log_path = ws.path(&format!("{name}.log"));
-        let args = vec![
-            "agent".to_string(),
-            "--config".into(),
-            cfg.display().to_string(),
-        ];
+        let (args, data_dir, log_path) = config_args(ws, name, "127.0.0.1", 0, tables);
         Agent::spawn(args, data_dir, log_path)
     }
 
@@ -224,18 +213,7 @@ impl Agent {
         port: u16,
         tables: &str,
     ) -> Agent {
-        let data_dir = ws.path(name);
-        let text = format!(
-            "name = {name:?}\ndata_dir = {:?}\nbind_addr = {bind_addr:?}\n\n[ports]\nhttp = {port}\n\n{tables}\n",
-            data_dir.display().to_string()
-        );
-        let cfg = ws.write(&format!("{name}.toml"), &text);
-        let log_path = ws.path(&format!("{name}.log"));
-        let args = vec![
-            "agent".to_string(),
-            "--config".into(),
-            cfg.display().to_string(),
-        ];
+        let (args, data_dir, log_path) = config_args(ws, name, bind_addr, port, tables);
         let (child, addr) = start_process(&args, &log_path, Some(netns));
         Agent {
             child: Some(child),
@@ -333,6 +311,31 @@ impl Agent {
         self.child = Some(child);
         self.addr = addr;
     }
+}
+
+/// Writes `<ws>/<name>.toml` (`name`, `data_dir` `<ws>/<name>`, `bind_addr`, `[ports]
+/// http`, then `tables`); returns the `orch agent --config` arguments, the data dir and
+/// the log path.
+fn config_args(
+    ws: &Workspace,
+    name: &str,
+    bind_addr: &str,
+    port: u16,
+    tables: &str,
+) -> (Vec<String>, PathBuf, PathBuf) {
+    let data_dir = ws.path(name);
+    let text = format!(
+        "name = {name:?}\ndata_dir = {:?}\nbind_addr = {bind_addr:?}\n\n[ports]\nhttp = {port}\n\n{tables}\n",
+        data_dir.display().to_string()
+    );
+    let cfg = ws.write(&format!("{name}.toml"), &text);
+    let log_path = ws.path(&format!("{name}.log"));
+    let args = vec![
+        "agent".to_string(),
+        "--config".into(),
+        cfg.display().to_string(),
+    ];
+    (args, data_dir, log_path)
 }
 
 /// Spawns `orch ARGS` (in network namespace `netns` when given), copies its stderr to

@@ -306,17 +306,7 @@ impl CgroupManager for V1Manager {
         let Some(dir) = cg.dir("cpuset") else {
             return;
         };
-        let cpus = match cores {
-            Some(_) => match fs::read(&dir.join("cpuset.cpus"))
-                .ok()
-                .and_then(|t| super::cpuset::parse_cpu_list(&t))
-            {
-                Some(c) => Some(c),
-                None => return,
-            },
-            None => None,
-        };
-        self.cores.adopt(&cg.name, cpus);
+        super::cpuset::adopt_from(&self.cores, &cg.name, dir, cores);
     }
 
     fn remove(&self, cg: &CgroupPaths) -> Result<(), CgroupError> {

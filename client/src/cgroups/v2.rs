@@ -277,17 +277,7 @@ impl CgroupManager for V2Manager {
         if !dir.join("cpuset.cpus").exists() {
             return;
         }
-        let cpus = match cores {
-            Some(_) => match fs::read(&dir.join("cpuset.cpus"))
-                .ok()
-                .and_then(|t| super::cpuset::parse_cpu_list(&t))
-            {
-                Some(c) => Some(c),
-                None => return,
-            },
-            None => None,
-        };
-        self.cores.adopt(&cg.name, cpus);
+        super::cpuset::adopt_from(&self.cores, &cg.name, &dir, cores);
     }
 
     fn remove(&self, cg: &CgroupPaths) -> Result<(), CgroupError> {

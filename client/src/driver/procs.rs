@@ -179,18 +179,7 @@ impl Procs {
         let task_id = req.id.clone();
         let exit = async move {
             let status = child.wait().await;
-            match shim::read_exit_file(&exit_file) {
-                Some(record) => shim::exit_result(&record),
-                // The shim itself was killed (with the cgroup, say): its own end is
-                // the task's.
-                None => match status {
-                    Ok(status) => classify(status),
-                    Err(e) => {
-                        tracing::error!(task = %task_id, error = %e, "waiting for the task shim");
-                        ExitResult::code(-1)
-                    }
-                },
-            }
+            supervised_exit(&task_id, &exit_file, status, "task shim")
         };
         self.track_exit(
             &req.id,
@@ -381,6 +370,26 @@ async fn blocking(
             task: task.to_string(),
             source,
         })
+}
+
+/// A supervised task's exit once its supervisor (`what`) ended: the exit it recorded,
+/// else (the supervisor itself was killed, with the cgroup say) the supervisor's own.
+pub(crate) fn supervised_exit(
+    task_id: &str,
+    exit_file: &std::path::Path,
+    status: std::io::Result<std::process::ExitStatus>,
+    what: &str,
+) -> ExitResult {
+    match shim::read_exit_file(exit_file) {
+        Some(record) => shim::exit_result(&record),
+        None => match status {
+            Ok(status) => classify(status),
+            Err(e) => {
+                tracing::error!(task = %task_id, error = %e, "waiting for the {what}");
+                ExitResult::code(-1)
+            }
+        },
+    }
 }
 
 pub(crate) fn classify(status: std::process::ExitStatus) -> ExitResult {

@@ -31,8 +31,7 @@ use nix::sys::signal::Signal;
 use orch_common::structs::DriverInfo;
 
 use super::procs::{
-    cgroup_procs, classify, exec_stdio, give_task_dirs, join_cgroup, signal_group, Procs,
-    StopTarget,
+    cgroup_procs, exec_stdio, give_task_dirs, join_cgroup, signal_group, Procs, StopTarget,
 };
 use super::shim::{self, SupervisorState};
 use super::{
@@ -267,16 +266,7 @@ impl ContainerDriver {
         let task_id = req.id.clone();
         let exit = async move {
             let status = child.wait().await;
-            match shim::read_exit_file(&exit_file) {
-                Some(record) => shim::exit_result(&record),
-                None => match status {
-                    Ok(status) => classify(status),
-                    Err(e) => {
-                        tracing::error!(task = %task_id, error = %e, "waiting for the container helper");
-                        ExitResult::code(-1)
-                    }
-                },
-            }
+            super::procs::supervised_exit(&task_id, &exit_file, status, "container helper")
         };
         self.procs.track_exit(
             &req.id,
