@@ -27,6 +27,9 @@ const PARENT: &str = "orch";
 pub struct V1Manager {
     root: PathBuf,
     cores: Arc<CorePool>,
+    /// Controller -> its resolved hierarchy root, once found (looked up for every
+    /// task otherwise: a stat and a canonicalize per controller).
+    hierarchies: Arc<std::sync::Mutex<BTreeMap<String, PathBuf>>>,
 }
 
 impl V1Manager {
@@ -34,16 +37,26 @@ impl V1Manager {
     pub fn new(root: impl Into<PathBuf>) -> Self {
         let root = root.into();
         let cores = Arc::new(CorePool::new(root.join("cpuset").join("cpuset.cpus")));
-        V1Manager { root, cores }
+        V1Manager {
+            root,
+            cores,
+            hierarchies: Default::default(),
+        }
     }
 
     /// The controller's hierarchy root, resolving co-mounts (`cpu` -> `cpu,cpuacct`).
     fn hierarchy(&self, controller: &str) -> Option<PathBuf> {
+        let mut known = self.hierarchies.lock().expect("hierarchy cache poisoned");
+        if let Some(h) = known.get(controller) {
+            return Some(h.clone());
+        }
         let p = self.root.join(controller);
         if !p.join("cgroup.procs").exists() {
             return None;
         }
-        Some(std::fs::canonicalize(&p).unwrap_or(p))
+        let h = std::fs::canonicalize(&p).unwrap_or(p);
+        known.insert(controller.to_string(), h.clone());
+        Some(h)
     }
 
     fn paths_for(&self, name: &str, cpuset: bool) -> Result<CgroupPaths, CgroupError> {
