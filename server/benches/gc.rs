@@ -122,17 +122,17 @@ async fn gc_pass(count: usize) -> BenchResult<()> {
     assert_eq!(counts.jobs, 1);
     assert!(store.allocs()?.is_empty());
 
-    report("gc_allocs", count as f64, "allocs");
-    report("gc_pass_time", secs * 1000.0, "ms");
-    report("gc_allocs_per_sec", count as f64 / secs, "allocs/s");
+    report("gc.allocs", count as f64, "allocs");
+    report("gc.pass_ms", secs * 1000.0, "ms");
+    report("gc.allocs_per_s", count as f64 / secs, "allocs/s");
     report(
-        "gc_peak_rss_growth",
+        "gc.peak_rss_growth_mib",
         peak.saturating_sub(rss_before) as f64 / 1024.0,
         "MiB",
     );
-    report("gc_peak_rss", peak as f64 / 1024.0, "MiB");
-    report("gc_store_before", before_mib, "MiB");
-    report("gc_store_after", db_mib(&store), "MiB");
+    report("gc.peak_rss_mib", peak as f64 / 1024.0, "MiB");
+    report("gc.store_before_mib", before_mib, "MiB");
+    report("gc.store_after_mib", db_mib(&store), "MiB");
     log.shutdown().await;
     Ok(())
 }
