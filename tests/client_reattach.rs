@@ -227,3 +227,85 @@ fn a_sigkilled_client_re_attaches_to_its_tasks_as_root() {
             .then_some(())
     });
 }
+
+#[test]
+fn a_sigkilled_client_re_attaches_to_a_running_container_as_root() {
+    if skip_unless_root("a_sigkilled_client_re_attaches_to_a_running_container_as_root") {
+        return;
+    }
+    let Some(busybox) = busybox() else {
+        eprintln!("skipped: busybox-static is not installed");
+        return;
+    };
+    let ws = Workspace::new();
+    let rootfs = ws.path("busybox");
+    busybox_rootfs(&rootfs, &busybox);
+    let spec = ws.write(
+        "boxed.toml",
+        &format!(
+            r#"id = "boxed"
+[group.c]
+count = 1
+[group.c.task.count]
+driver = "container"
+config = {{ rootfs = "{}", command = "/bin/sh", args = ["-c", "i=0; while true; do echo n=$i; i=$((i+1)); sleep 0.1; done"] }}
+resources = {{ cpu = 50, memory = 32 }}
+"#,
+            rootfs.display()
+        ),
+    );
+    let server = Agent::with_config(&ws, "server", "[server]\nenabled = true\n");
+    let servers = [host_port(&server.addr)];
+    let servers: Vec<&str> = servers.iter().map(|s| s.as_str()).collect();
+    let mut client = Agent::with_config(&ws, "client", &client_section(&servers, 1024, ""));
+    wait_for_ready_nodes(&server, 1);
+    server
+        .orch(
+            &["job", "run", "--detach", spec.to_str().unwrap()],
+            Duration::from_secs(60),
+        )
+        .ok();
+    let before = wait_for(Duration::from_secs(60), "the container running", || {
+        let r = running(&server, "boxed");
+        (r.len() == 1).then(|| r[0].clone())
+    });
+    let id = before["id"].as_str().unwrap().to_string();
+    let pids_before = wait_for(Duration::from_secs(30), "its task handle", || {
+        let p = handle_pids(&client.data_dir);
+        (p.len() == 1).then_some(p)
+    });
+    wait_for(Duration::from_secs(30), "container output", || {
+        (counter_lines(&client.data_dir, &id).len() >= 3).then_some(())
+    });
+
+    client.kill9();
+    std::thread::sleep(Duration::from_millis(800));
+    let lines_then = counter_lines(&client.data_dir, &id).len();
+    client.restart();
+
+    // The same container keeps running: its recorded process is alive, the allocation
+    // keeps its id and restart count, and the counter goes on without starting over.
+    let (_, pid) = pids_before.iter().next().unwrap().clone();
+    let lines = wait_for(Duration::from_secs(30), "output after the restart", || {
+        let l = counter_lines(&client.data_dir, &id);
+        (l.len() >= lines_then + 10).then_some(l)
+    });
+    let expected: Vec<u64> = (0..lines.len() as u64).collect();
+    assert_eq!(lines, expected, "the counter has a gap or started over");
+    assert!(
+        std::path::Path::new(&format!("/proc/{pid}")).exists(),
+        "container process {pid} is gone"
+    );
+    assert_eq!(handle_pids(&client.data_dir), pids_before);
+    let after = running(&server, "boxed");
+    assert_eq!(after.len(), 1, "{after:#?}");
+    assert_eq!(after[0]["id"], id.as_str());
+    assert_eq!(restarts(&after[0], "count"), restarts(&before, "count"));
+
+    server
+        .orch(&["job", "stop", "boxed"], Duration::from_secs(60))
+        .ok();
+    wait_for(Duration::from_secs(60), "the container to stop", || {
+        (!std::path::Path::new(&format!("/proc/{pid}")).exists()).then_some(())
+    });
+}

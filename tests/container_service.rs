@@ -6,28 +6,9 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use common::*;
-
-fn busybox() -> Option<PathBuf> {
-    ["/bin/busybox", "/usr/bin/busybox"]
-        .iter()
-        .map(PathBuf::from)
-        .find(|p| p.exists())
-}
-
-/// A root filesystem with busybox, `httpd` and `sh`, and a document root `/www`.
-fn busybox_rootfs(root: &Path, busybox: &Path) {
-    std::fs::create_dir_all(root.join("bin")).unwrap();
-    std::fs::create_dir_all(root.join("www")).unwrap();
-    std::fs::copy(busybox, root.join("bin/busybox")).unwrap();
-    for applet in ["httpd", "sh", "hostname", "id", "ps"] {
-        std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
-    }
-    std::fs::write(root.join("www/health"), "ok\n").unwrap();
-}
 
 #[test]
 fn a_container_task_serves_on_its_port_and_stops_without_leftovers_as_root() {

@@ -596,3 +596,23 @@ pub fn alloc_index(a: &serde_json::Value) -> u32 {
         .and_then(|i| i.parse().ok())
         .unwrap_or_else(|| panic!("alloc name {name:?} has no [index]"))
 }
+
+/// The host's static busybox, when installed (busybox-static).
+pub fn busybox() -> Option<PathBuf> {
+    ["/bin/busybox", "/usr/bin/busybox"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+}
+
+/// A root filesystem with busybox, `httpd`, `sh`, `sleep` and a few more applets, and a
+/// document root `/www`.
+pub fn busybox_rootfs(root: &Path, busybox: &Path) {
+    std::fs::create_dir_all(root.join("bin")).unwrap();
+    std::fs::create_dir_all(root.join("www")).unwrap();
+    std::fs::copy(busybox, root.join("bin/busybox")).unwrap();
+    for applet in ["httpd", "sh", "hostname", "id", "ps", "sleep"] {
+        std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
+    }
+    std::fs::write(root.join("www/health"), "ok\n").unwrap();
+}
