@@ -122,8 +122,57 @@ impl Drop for AgentProc {
     }
 }
 
-/// Kills task processes left from `data_dir` (found by their `ORCH_ALLOC_DIR`).
+/// Kills task processes left from `data_dir` (found by their `ORCH_ALLOC_DIR`), then
+/// removes their cgroups (a SIGKILLed client leaves both behind).
 fn kill_tasks_of(data_dir: &Path) {
+    kill_processes_of(data_dir);
+    let allocs: Vec<String> = std::fs::read_dir(data_dir.join("alloc"))
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    if allocs.is_empty() {
+        return;
+    }
+    // Killed tasks leave their cgroups once reaped: retry briefly.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let mut left = 0;
+        for parent in cgroup_parents() {
+            let Ok(rd) = std::fs::read_dir(&parent) else {
+                continue;
+            };
+            for e in rd.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if e.path().is_dir()
+                    && allocs.iter().any(|a| name.starts_with(&format!("{a}-")))
+                    && std::fs::remove_dir(e.path()).is_err()
+                {
+                    left += 1;
+                }
+            }
+        }
+        if left == 0 || Instant::now() > deadline {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Where task cgroups live: v1 `<controller>/orch`, v2 `orch.slice`.
+fn cgroup_parents() -> Vec<PathBuf> {
+    let root = Path::new("/sys/fs/cgroup");
+    let mut out = vec![root.join("orch.slice")];
+    if let Ok(rd) = std::fs::read_dir(root) {
+        out.extend(rd.flatten().map(|e| e.path().join("orch")));
+    }
+    out
+}
+
+/// SIGKILLs the processes whose `ORCH_ALLOC_DIR` is under `data_dir`.
+fn kill_processes_of(data_dir: &Path) {
     let prefix = format!("ORCH_ALLOC_DIR={}", data_dir.display());
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return;
