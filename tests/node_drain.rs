@@ -63,7 +63,12 @@ struct Cluster {
 }
 
 fn cluster(ws: &Workspace) -> Cluster {
-    let server = Agent::with_config(ws, "server", "[server]\nenabled = true\n");
+    cluster_with_server_on(ws, 0)
+}
+
+/// `cluster`, with the server on 127.0.0.1:`port` (0: any).
+fn cluster_with_server_on(ws: &Workspace, port: u16) -> Cluster {
+    let server = Agent::with_config_on(ws, "server", port, "[server]\nenabled = true\n");
     let servers = [host_port(&server.addr)];
     let servers: Vec<&str> = servers.iter().map(String::as_str).collect();
     let a = Agent::with_config(ws, "client-a", &client_section(&servers, 512, ""));
@@ -326,6 +331,33 @@ fn past_the_deadline_everything_left_moves_at_once_as_root() {
     c.server
         .orch(&["job", "stop", "stalled"], Duration::from_secs(60))
         .ok();
+}
+
+#[test]
+fn a_drain_goes_on_after_a_server_restart_as_root() {
+    if skip_unless_root("a_drain_goes_on_after_a_server_restart_as_root") {
+        return;
+    }
+    let ws = Workspace::new();
+    // A fixed port: the clients find the restarted server where they left it.
+    let mut c = cluster_with_server_on(&ws, free_port());
+    c.run_on_a(&ws, "paced", PACED);
+    c.server
+        .orch(
+            &["node", "drain", "--enable", "--detach", "client-a"],
+            Duration::from_secs(20),
+        )
+        .ok();
+    c.server.kill9();
+    c.server.restart();
+    c.wait_for_all_on_b("paced");
+    let node = wait_for(Duration::from_secs(60), "the drain to complete", || {
+        let n = c.server.get(&format!("/v1/node/{}", c.a_id))?;
+        (c.live_on_a().is_empty() && n["drain"].is_null() && !n["last_drain"].is_null())
+            .then_some(n)
+    });
+    assert_eq!(node["last_drain"]["outcome"], "complete", "{node:#}");
+    assert_eq!(node["eligibility"], "ineligible", "{node:#}");
 }
 
 #[test]

@@ -199,7 +199,13 @@ impl Agent {
     /// `[server]`/`[client]`) after the root keys the harness sets: `name`, `data_dir`
     /// (`<ws>/<name>`), `bind_addr` 127.0.0.1 and `[ports] http = 0`.
     pub fn with_config(ws: &Workspace, name: &str, tables: &str) -> Agent {
-        let (args, data_dir, log_path) = config_args(ws, name, "127.0.0.1", 0, tables);
+        Agent::with_config_on(ws, name, 0, tables)
+    }
+
+    /// Like `with_config`, listening on 127.0.0.1:`port` (0: any), so a restarted agent
+    /// keeps its address.
+    pub fn with_config_on(ws: &Workspace, name: &str, port: u16, tables: &str) -> Agent {
+        let (args, data_dir, log_path) = config_args(ws, name, "127.0.0.1", port, tables);
         Agent::spawn(args, data_dir, log_path)
     }
 
@@ -408,6 +414,14 @@ impl Drop for Agent {
         self.terminate(Duration::from_secs(20));
         cleanup_tasks(&self.data_dir);
     }
+}
+
+/// A port on 127.0.0.1 that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
 }
 
 /// A blocking HTTP client with a short timeout, for direct API calls in tests.
