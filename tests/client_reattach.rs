@@ -233,13 +233,10 @@ fn a_sigkilled_client_re_attaches_to_a_running_container_as_root() {
     if skip_unless_root("a_sigkilled_client_re_attaches_to_a_running_container_as_root") {
         return;
     }
-    let Some(busybox) = busybox() else {
-        eprintln!("skipped: busybox-static is not installed");
+    let ws = Workspace::new();
+    let Some(rootfs) = busybox_rootfs_in(&ws) else {
         return;
     };
-    let ws = Workspace::new();
-    let rootfs = ws.path("busybox");
-    busybox_rootfs(&rootfs, &busybox);
     let spec = ws.write(
         "boxed.toml",
         &format!(

@@ -15,13 +15,10 @@ fn a_container_task_serves_on_its_port_and_stops_without_leftovers_as_root() {
     if skip_unless_root("a_container_task_serves_on_its_port_and_stops_without_leftovers_as_root") {
         return;
     }
-    let Some(busybox) = busybox() else {
-        eprintln!("skipped: busybox-static is not installed");
+    let ws = Workspace::new();
+    let Some(rootfs) = busybox_rootfs_in(&ws) else {
         return;
     };
-    let ws = Workspace::new();
-    let rootfs = ws.path("busybox");
-    busybox_rootfs(&rootfs, &busybox);
     let spec = ws.write(
         "api.toml",
         &format!(

@@ -330,22 +330,17 @@ fn now_ms() -> u64 {
 /// passed) becomes `down`. Either way with one `node-update` evaluation per job that
 /// has live allocations there. None when the node is gone or already down.
 pub async fn expire(log: &CommandLog, node_id: &str) -> Result<Option<Expired>, HeartbeatError> {
-    let (status, evals, expired) = {
-        let Some((node, jobs, window)) = read_node_jobs(log, node_id).await? else {
-            return Ok(None);
-        };
-        let expired = match (node.status, window) {
-            (NodeStatus::Down, _) => return Ok(None),
-            (NodeStatus::Ready | NodeStatus::Initializing, Some(w)) => Expired::Disconnected(w),
-            _ => Expired::Down,
-        };
-        let status = match expired {
-            Expired::Disconnected(_) => NodeStatus::Disconnected,
-            Expired::Down => NodeStatus::Down,
-        };
-        (status, node_update_evals(&jobs, node_id), expired)
+    let Some((node, jobs, window)) = read_node_jobs(log, node_id).await? else {
+        return Ok(None);
     };
-    submit_status(log, node_id, status, evals).await?;
+    let (expired, status) = match (node.status, window) {
+        (NodeStatus::Down, _) => return Ok(None),
+        (NodeStatus::Ready | NodeStatus::Initializing, Some(w)) => {
+            (Expired::Disconnected(w), NodeStatus::Disconnected)
+        }
+        _ => (Expired::Down, NodeStatus::Down),
+    };
+    submit_status(log, node_id, status, node_update_evals(&jobs, node_id)).await?;
     Ok(Some(expired))
 }
 

@@ -630,3 +630,15 @@ pub fn busybox_rootfs(root: &Path, busybox: &Path) {
     }
     std::fs::write(root.join("www/health"), "ok\n").unwrap();
 }
+
+/// A busybox root filesystem at `<ws>/busybox` (`busybox_rootfs`), or None with a
+/// message saying the test is skipped when busybox-static is not installed.
+pub fn busybox_rootfs_in(ws: &Workspace) -> Option<PathBuf> {
+    let Some(busybox) = busybox() else {
+        eprintln!("skipped: busybox-static is not installed");
+        return None;
+    };
+    let rootfs = ws.path("busybox");
+    busybox_rootfs(&rootfs, &busybox);
+    Some(rootfs)
+}

@@ -129,7 +129,6 @@ impl Procs {
         shim: &ShimCommand,
         req: &StartRequest,
         mut spec: ShimSpec,
-        procs: Vec<CString>,
     ) -> Result<(i32, SupervisorState), DriverError> {
         let (stdout_fifo, stderr_fifo, exit_file) = shim::task_files(&req.task_dir);
         let log_err = |path: &std::path::Path| {
@@ -147,23 +146,13 @@ impl Procs {
             .map_err(log_err(&stderr_fifo))?;
         let oom_baseline = self.oom_kills(req.cgroup.as_ref());
         spec.exit_file = exit_file.clone();
-        let spawned = shim::spawn(
-            shim,
-            &spec,
-            &req.task_dir,
-            stdout.child_end,
-            stderr.child_end,
-            procs
-                .iter()
-                .map(|c| std::path::PathBuf::from(std::ffi::OsStr::from_bytes(c.as_bytes())))
-                .collect(),
-        )
-        .await
-        .map_err(|source| DriverError::Start {
-            task: req.id.clone(),
-            command: spec.command.clone(),
-            source,
-        })?;
+        let spawned = shim::spawn(shim, &spec, stdout.child_end, stderr.child_end)
+            .await
+            .map_err(|source| DriverError::Start {
+                task: req.id.clone(),
+                command: spec.command.clone(),
+                source,
+            })?;
         let state = SupervisorState {
             shim_pid: spawned.shim_pid,
             shim_start_ticks: proc_start_ticks(spawned.shim_pid),

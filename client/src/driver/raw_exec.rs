@@ -90,13 +90,14 @@ impl RawExecDriver {
             exit_file: Default::default(),
             env: req.env.clone(),
             user: ids.map(|i| (i.uid, i.gid, i.groups)),
-            cwd: None,
-            cgroup_procs: Vec::new(),
+            cwd: Some(req.task_dir.clone()),
+            cgroup_procs: req
+                .cgroup
+                .as_ref()
+                .map(|cg| cg.procs_files())
+                .unwrap_or_default(),
         };
-        let (pid, supervisor) = self
-            .procs
-            .start_supervised(&self.shim, &req, spec, procs)
-            .await?;
+        let (pid, supervisor) = self.procs.start_supervised(&self.shim, &req, spec).await?;
         let start_ticks = proc_start_ticks(pid);
         self.contexts
             .lock()

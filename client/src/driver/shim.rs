@@ -158,9 +158,9 @@ impl ShimChild {
 }
 
 /// Starts the shim for `spec`: its report pipe on fd 3 and the task's stdout/stderr
-/// FIFO ends on fds 4/5, in a new session; the shim moves itself into the cgroup(s)
-/// whose `cgroup.procs` files are `procs` and runs the command in `cwd`. Returns once
-/// the command runs (or why it could not start).
+/// FIFO ends on fds 4/5, in a new session; the shim moves itself into the cgroups of
+/// `spec.cgroup_procs` and runs the command in `spec.cwd`. Returns once the command
+/// runs (or why it could not start).
 ///
 /// `posix_spawn` rather than fork + exec: glibc spawns with `CLONE_VM | CLONE_VFORK`,
 /// so the client's page tables are not copied for every task (a fork of the client
@@ -168,15 +168,10 @@ impl ShimChild {
 pub async fn spawn(
     shim: &ShimCommand,
     spec: &ShimSpec,
-    cwd: &Path,
     stdout: OwnedFd,
     stderr: OwnedFd,
-    procs: Vec<PathBuf>,
 ) -> std::io::Result<Spawned> {
-    let mut spec = spec.clone();
-    spec.cwd = Some(cwd.to_path_buf());
-    spec.cgroup_procs = procs;
-    let json = serde_json::to_string(&spec).map_err(std::io::Error::other)?;
+    let json = serde_json::to_string(spec).map_err(std::io::Error::other)?;
     let (report_r, report_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
     // Moved to fds 3-5 in the child from above fd 10, so no dup2 overwrites another.
     let high = |fd: &OwnedFd| -> std::io::Result<OwnedFd> {

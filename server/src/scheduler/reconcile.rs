@@ -231,19 +231,20 @@ enum Reach {
     Unknown {
         lost_at: u64,
     },
-    /// Down, gone, or disconnected past (or without) the group's `lost_after`.
-    Lost,
+    /// Down, gone, or disconnected past (or without) the group's `lost_after`; why, in
+    /// the stopped allocation's words.
+    Lost(&'static str),
 }
 
 fn reach(alloc: &Allocation, group: &TaskGroup, nodes: &NodesById<'_>, now_ms: u64) -> Reach {
     let Some(node) = nodes.get(alloc.node_id.as_str()) else {
-        return Reach::Lost;
+        return Reach::Lost(DESC_LOST);
     };
     match node.status {
-        NodeStatus::Down => Reach::Lost,
+        NodeStatus::Down => Reach::Lost(DESC_LOST),
         NodeStatus::Disconnected => match disconnect_lost_at(group, node) {
             Some(lost_at) if lost_at > now_ms => Reach::Unknown { lost_at },
-            _ => Reach::Lost,
+            _ => Reach::Lost(DESC_DISCONNECT_LOST),
         },
         NodeStatus::Ready | NodeStatus::Initializing => Reach::Up,
     }
@@ -390,18 +391,10 @@ fn reconcile_group(
                     out.disconnect_expiry =
                         Some(out.disconnect_expiry.map_or(lost_at, |t| t.min(lost_at)));
                     unknown.push(a);
-                } else if reach == Reach::Lost {
-                    let disconnected = nodes
-                        .get(a.node_id.as_str())
-                        .is_some_and(|n| n.status == NodeStatus::Disconnected);
+                } else if let Reach::Lost(why) = reach {
                     out.stop.push(Stop {
                         alloc: a.clone(),
-                        description: if disconnected {
-                            DESC_DISCONNECT_LOST
-                        } else {
-                            DESC_LOST
-                        }
-                        .to_string(),
+                        description: why.to_string(),
                         lost: true,
                     });
                     slots.push(Slot::Replace(Placement {
