@@ -99,9 +99,9 @@ enum Command {
     /// stdin and runs its command (started by the agent, never by hand).
     #[command(hide = true)]
     ContainerInit,
-    /// The supervisor of one raw_exec task: runs the command from the spec in its
-    /// environment, waits for it and records its exit, so the task outlives a client
-    /// restart (started by the agent, never by hand).
+    /// The launcher of raw_exec task shims: forks one supervisor per task the client
+    /// asks for, which runs the command, waits for it and records its exit, so the
+    /// task outlives a client restart (started by the agent, never by hand).
     #[command(hide = true)]
     TaskShim,
 }
@@ -131,8 +131,8 @@ impl Ctx {
 }
 
 fn main() -> ExitCode {
-    // The task shim starts once per task: skip building the whole command line
-    // parser for it (it takes no arguments).
+    // The task shim launcher takes no arguments: skip building the whole command
+    // line parser for it.
     if std::env::args_os().nth(1).is_some_and(|a| a == "task-shim")
         && std::env::args_os().len() == 2
     {
@@ -146,7 +146,7 @@ fn main() -> ExitCode {
         return ExitCode::from(u8::try_from(code).unwrap_or(127));
     }
     if let Command::TaskShim = cli.command {
-        // No runtime: the shim is one fork, one exec and one wait.
+        // No runtime: the launcher and its shims are single-threaded.
         let code = orch_client::driver::shim::main();
         return ExitCode::from(u8::try_from(code).unwrap_or(127));
     }

@@ -12,7 +12,7 @@ use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 use tokio::sync::watch;
 
-use super::shim::{self, ShimCommand, ShimSpec, SupervisorState};
+use super::shim::{self, ShimLauncher, ShimSpec, SupervisorState};
 use super::{
     proc_start_ticks, wait_exit, DriverError, ExitResult, StartRequest, TaskHandle, TaskStats,
 };
@@ -126,7 +126,7 @@ impl Procs {
     /// client needs to find it again.
     pub async fn start_supervised(
         &self,
-        shim: &ShimCommand,
+        launcher: &ShimLauncher,
         req: &StartRequest,
         mut spec: ShimSpec,
     ) -> Result<(i32, SupervisorState), DriverError> {
@@ -146,7 +146,7 @@ impl Procs {
             .map_err(log_err(&stderr_fifo))?;
         let oom_baseline = self.oom_kills(req.cgroup.as_ref());
         spec.exit_file = exit_file.clone();
-        let spawned = shim::spawn(shim, &spec, stdout.child_end, stderr.child_end)
+        let spawned = shim::spawn(launcher, &spec, stdout.child_end, stderr.child_end)
             .await
             .map_err(|source| DriverError::Start {
                 task: req.id.clone(),
@@ -167,8 +167,8 @@ impl Procs {
         let child = spawned.shim;
         let task_id = req.id.clone();
         let exit = async move {
-            let status = child.wait().await;
-            supervised_exit(&task_id, &exit_file, status, "task shim")
+            let waited = child.wait().await;
+            shim::recorded_exit(&task_id, &exit_file, waited)
         };
         self.track_exit(
             &req.id,
@@ -214,16 +214,8 @@ impl Procs {
             let (task_id, exit_file) = (handle.id.clone(), sup.exit_file.clone());
             let (shim_pid, ticks) = (sup.shim_pid, sup.shim_start_ticks);
             let exit = async move {
-                if let Err(e) = shim::wait_pid_exit(shim_pid, ticks).await {
-                    tracing::error!(task = %task_id, error = %e, "watching the task shim");
-                }
-                match shim::read_exit_file(&exit_file) {
-                    Some(record) => shim::exit_result(&record),
-                    None => {
-                        tracing::error!(task = %task_id, "the task shim ended without recording the exit");
-                        ExitResult::code(-1)
-                    }
-                }
+                let waited = shim::wait_pid_exit(shim_pid, ticks).await;
+                shim::recorded_exit(&task_id, &exit_file, waited)
             };
             self.track_exit(
                 &handle.id,

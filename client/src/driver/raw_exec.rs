@@ -1,9 +1,9 @@
 //! The `raw_exec` driver: runs `config.command` with `config.args` as a host process,
-//! in its own process group, inside the task's cgroup from before `exec` (the child
-//! writes itself into the cgroup's `cgroup.procs` files in `pre_exec`), with stdout and
-//! stderr appended to the task's log files, as the task's `user` when set (else the
-//! agent's own user, like Nomad). The process is started and waited for by the task
-//! shim (`shim`), so it outlives a client restart and a later client finds it again.
+//! in its own process group, inside the task's cgroup from before `exec` (the task shim
+//! joins it before starting the command), with stdout and stderr appended to the
+//! task's log files, as the task's `user` when set (else the agent's own user, like
+//! Nomad). The process is started and waited for by its task shim (`shim`), so it
+//! outlives a client restart and a later client finds it again.
 
 use std::collections::HashMap;
 use std::ffi::CString;
@@ -16,7 +16,7 @@ use nix::sys::signal::Signal;
 use orch_common::structs::DriverInfo;
 
 use super::procs::{cgroup_procs, exec_stdio, give_task_dirs, join_cgroup, Procs, StopTarget};
-use super::shim::{ShimCommand, ShimSpec};
+use super::shim::{ShimCommand, ShimLauncher, ShimSpec};
 use super::{
     proc_start_ticks, Driver, DriverError, ExecRequest, ExecSession, ExitResult, StartRequest,
     TaskHandle, TaskStats,
@@ -40,7 +40,7 @@ pub struct RawExecDriver {
     /// Task id -> how it was started, for `exec`. A std mutex: never held across an
     /// await.
     contexts: Mutex<HashMap<String, Arc<ExecContext>>>,
-    shim: ShimCommand,
+    shims: ShimLauncher,
 }
 
 impl RawExecDriver {
@@ -50,12 +50,12 @@ impl RawExecDriver {
         Self::with_shim(cgroups, ShimCommand::default())
     }
 
-    /// With the task shim started by `shim` (tests use their own binary).
+    /// With the task shim launcher started by `shim` (tests use their own binary).
     pub fn with_shim(cgroups: Option<Arc<dyn CgroupManager>>, shim: ShimCommand) -> Self {
         RawExecDriver {
             procs: Procs::new(NAME, cgroups),
             contexts: Mutex::new(HashMap::new()),
-            shim,
+            shims: ShimLauncher::new(shim),
         }
     }
 
@@ -97,7 +97,7 @@ impl RawExecDriver {
                 .map(|cg| cg.procs_files())
                 .unwrap_or_default(),
         };
-        let (pid, supervisor) = self.procs.start_supervised(&self.shim, &req, spec).await?;
+        let (pid, supervisor) = self.procs.start_supervised(&self.shims, &req, spec).await?;
         let start_ticks = proc_start_ticks(pid);
         self.contexts
             .lock()

@@ -1,35 +1,36 @@
-//! The client's side of the task supervisor that outlives it: spawning the shim,
-//! reading its report and its exit file, finding it again after a client restart. The
-//! shim's own side is `orch_common::shim` (the `orch-task-shim` binary).
+//! The client's side of the task supervisor that outlives it: starting shims through
+//! the launcher, reading their reports and exit files, finding them again after a
+//! client restart. The shim's own side is `orch_common::shim` (the `orch-task-shim`
+//! binary).
 //!
 //! A task's exit status goes to its parent. If the client were the parent, a task that
-//! ends while no client runs would be reaped by init and its status lost. So the
-//! client starts a small shim per task (`orch-task-shim` next to its own binary, else
-//! itself as `orch task-shim`) with `posix_spawn` (no copy of the client's memory map),
-//! in a new session (a signal to the client's process group or a SIGKILL of the client
-//! leaves it alone); the shim moves itself into the task's cgroup, spawns the command
-//! (its own process group, the task's user), tells the client the command's pid on
-//! fd 3, waits for it, writes the exit to `<task_dir>/.exit.json` atomically and exits
-//! the same way.
+//! ends while no client runs would be reaped by init and its status lost. So every
+//! task gets a small shim of its own that waits for it and writes its exit to
+//! `<task_dir>/.exit.json`. The shims are forked by one launcher process per client
+//! (`orch-task-shim` next to the client's binary, else the client itself as
+//! `orch task-shim`), started with `posix_spawn` in a new session; each shim starts
+//! its own session too, so a signal to the client's process group or a SIGKILL of the
+//! client leaves it alone. The client talks to a shim over a report socket it passes
+//! along: the command's pid, and a pidfd of the shim to watch it by.
 //!
 //! Output does not pass through the shim: stdout and stderr are FIFOs in the task dir
 //! that the task holds open read-write (`logrotate::capture_fifo`), handed to the shim
-//! on fds 4 and 5, so neither the shim's own prints (a test binary's banner) nor the
-//! client's absence touch them.
+//! with the request, so neither the shim nor the client's absence touch them.
 
 use std::ffi::CString;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 
 use super::{proc_start_ticks, process_alive, ExitResult};
 use orch_common::structs::LogConfig;
 
-pub use orch_common::shim::{
-    ExitRecord, ShimSpec, EXIT_FILE, REPORT_FD, SPEC_ENV, STDERR_FD, STDOUT_FD,
-};
+use orch_common::shim::{recv_with_fds, send_with_fds, MAX_REPORT_BYTES};
+pub use orch_common::shim::{ExitRecord, ShimSpec, EXIT_FILE, LAUNCHER_ENV, LAUNCHER_FD};
 
 /// The exit an `ExitRecord` describes.
 pub fn exit_result(record: &ExitRecord) -> ExitResult {
@@ -39,14 +40,14 @@ pub fn exit_result(record: &ExitRecord) -> ExitResult {
     }
 }
 
-/// `orch task-shim` (the same as the `orch-task-shim` binary): returns the process's
-/// exit code.
+/// `orch task-shim` (the same as the `orch-task-shim` binary): the launcher; returns
+/// the process's exit code.
 pub fn main() -> i32 {
-    orch_common::shim::run()
+    orch_common::shim::launch_loop()
 }
 
-/// How the client starts the shim: this very binary (`orch task-shim`) unless a test
-/// points it elsewhere.
+/// How the client starts the shim launcher: `orch-task-shim`, else this very binary
+/// (`orch task-shim`), unless a test points it elsewhere.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ShimCommand {
     pub program: PathBuf,
@@ -124,105 +125,186 @@ pub fn read_exit_file(path: &Path) -> Option<ExitRecord> {
     serde_json::from_slice(&bytes).ok()
 }
 
-/// A started shim: the child (the client's, until a restart) and the command's pid.
+/// The task's exit once its shim has ended (`waited`): the exit the shim recorded. A
+/// shim leaves none only when it was killed itself, which in practice is with its
+/// task's cgroup (a stop that had to SIGKILL, the OOM killer), so the task is
+/// reported killed.
+pub fn recorded_exit(task_id: &str, exit_file: &Path, waited: std::io::Result<()>) -> ExitResult {
+    if let Err(e) = waited {
+        tracing::error!(task = %task_id, error = %e, "watching the task shim");
+    }
+    match read_exit_file(exit_file) {
+        Some(record) => exit_result(&record),
+        None => {
+            tracing::warn!(task = %task_id, "the task shim ended without recording the exit; reporting the task killed");
+            ExitResult::signaled(libc::SIGKILL)
+        }
+    }
+}
+
+/// A started shim and the command's pid.
 pub struct Spawned {
     pub shim: ShimChild,
     pub shim_pid: i32,
     pub task_pid: i32,
 }
 
-/// The shim as this client's child process.
+/// A running shim, held by its pidfd (the launcher is its parent, not the client).
 pub struct ShimChild {
-    pid: i32,
-    start_ticks: Option<u64>,
+    pidfd: OwnedFd,
 }
 
 impl ShimChild {
-    /// Waits until the shim exits (a pidfd: no SIGCHLD handling needed) and reaps it.
-    pub async fn wait(self) -> std::io::Result<std::process::ExitStatus> {
-        use std::os::unix::process::ExitStatusExt;
-        wait_pid_exit(self.pid, self.start_ticks).await?;
-        let mut status = 0;
-        loop {
-            // SAFETY: waitpid on our own child, which has exited (or is about to).
-            let r = unsafe { libc::waitpid(self.pid, &mut status, 0) };
-            if r == self.pid {
-                return Ok(std::process::ExitStatus::from_raw(status));
-            }
-            let e = std::io::Error::last_os_error();
-            if e.kind() != std::io::ErrorKind::Interrupted {
-                return Err(e);
-            }
-        }
+    /// Waits until the shim exits.
+    pub async fn wait(self) -> std::io::Result<()> {
+        let _ready = watch_readable(self.pidfd)?.readable().await?;
+        Ok(())
     }
 }
 
-/// Starts the shim for `spec`: its report pipe on fd 3 and the task's stdout/stderr
-/// FIFO ends on fds 4/5, in a new session; the shim moves itself into the cgroups of
-/// `spec.cgroup_procs` and runs the command in `spec.cwd`. Returns once the command
-/// runs (or why it could not start).
-///
-/// `posix_spawn` rather than fork + exec: glibc spawns with `CLONE_VM | CLONE_VFORK`,
-/// so the client's page tables are not copied for every task (a fork of the client
-/// was the largest part of starting a task).
+/// The client's shim launcher: started on first use, and again when it has gone.
+pub struct ShimLauncher {
+    command: ShimCommand,
+    /// A std mutex: held for one short send, never across an await.
+    conn: Mutex<Option<LauncherConn>>,
+}
+
+struct LauncherConn {
+    sock: UnixStream,
+    pid: i32,
+}
+
+impl ShimLauncher {
+    pub fn new(command: ShimCommand) -> Self {
+        ShimLauncher {
+            command,
+            conn: Mutex::new(None),
+        }
+    }
+
+    /// Sends one request (the spec's JSON, length first, with `fds`); starts the
+    /// launcher when none runs, and once more when the one running has gone.
+    fn request(&self, spec_json: &[u8], fds: &[RawFd]) -> std::io::Result<()> {
+        let len = u32::try_from(spec_json.len())
+            .ok()
+            .filter(|n| (*n as usize) <= orch_common::shim::MAX_SPEC_BYTES)
+            .ok_or_else(|| std::io::Error::other("the task spec is too large for the task shim"))?;
+        let mut msg = Vec::with_capacity(4 + spec_json.len());
+        msg.extend_from_slice(&len.to_le_bytes());
+        msg.extend_from_slice(spec_json);
+        let mut conn = self.conn.lock().expect("shim launcher poisoned");
+        for attempt in 0..2 {
+            let c = match conn.take() {
+                Some(c) => c,
+                None => self.start()?,
+            };
+            match send_with_fds(c.sock.as_raw_fd(), &msg, fds) {
+                Ok(()) => {
+                    *conn = Some(c);
+                    return Ok(());
+                }
+                Err(e) if attempt == 0 && gone(&e) => {
+                    tracing::warn!(pid = c.pid, error = %e, "the task shim launcher has gone; starting it again");
+                    reap(c.pid);
+                }
+                Err(e) => {
+                    reap(c.pid);
+                    return Err(e);
+                }
+            }
+        }
+        Err(std::io::Error::other(
+            "the task shim launcher went away twice",
+        ))
+    }
+
+    /// Starts a launcher with its end of a new socket on fd 3, in a new session.
+    fn start(&self) -> std::io::Result<LauncherConn> {
+        let (mine, theirs) = UnixStream::pair()?;
+        // Moved to fd 3 in the child from above fd 10, so no dup2 overwrites another.
+        let raw = nix::fcntl::fcntl(theirs.as_raw_fd(), nix::fcntl::F_DUPFD_CLOEXEC(10))?;
+        // SAFETY: fcntl just returned this new fd, owned by nobody else.
+        let theirs = unsafe { OwnedFd::from_raw_fd(raw) };
+        let cstr = |s: &[u8]| CString::new(s).map_err(std::io::Error::other);
+        let program = cstr(self.command.program.as_os_str().as_bytes())?;
+        let mut argv = vec![program.clone()];
+        for a in &self.command.args {
+            argv.push(cstr(a.as_bytes())?);
+        }
+        let mut envp = Vec::new();
+        for (k, v) in std::env::vars_os() {
+            if k != LAUNCHER_ENV {
+                let mut kv = k.into_vec();
+                kv.push(b'=');
+                kv.extend(v.into_vec());
+                envp.push(cstr(&kv)?);
+            }
+        }
+        envp.push(cstr(format!("{LAUNCHER_ENV}=1").as_bytes())?);
+        let pid = posix_spawn(&program, &argv, &envp, &[(theirs.as_raw_fd(), LAUNCHER_FD)])?;
+        tracing::debug!(pid, program = %self.command.program.display(), "started the task shim launcher");
+        Ok(LauncherConn { sock: mine, pid })
+    }
+}
+
+/// Whether a send failed because the launcher is gone.
+fn gone(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EPIPE) | Some(libc::ECONNRESET) | Some(libc::ENOTCONN)
+    )
+}
+
+/// Collects an ended launcher (the client's child) without waiting for a live one.
+fn reap(pid: i32) {
+    let mut status = 0;
+    // SAFETY: waitpid on our own child, without blocking.
+    unsafe {
+        libc::waitpid(pid, &mut status, libc::WNOHANG);
+    }
+}
+
+/// Starts a shim for `spec` through `launcher`, with the task's stdout/stderr FIFO
+/// ends; the shim moves itself into the cgroups of `spec.cgroup_procs` and runs the
+/// command in `spec.cwd`. Returns once the command runs (or why it could not start).
 pub async fn spawn(
-    shim: &ShimCommand,
+    launcher: &ShimLauncher,
     spec: &ShimSpec,
     stdout: OwnedFd,
     stderr: OwnedFd,
 ) -> std::io::Result<Spawned> {
-    let json = serde_json::to_string(spec).map_err(std::io::Error::other)?;
-    let (report_r, report_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
-    // Moved to fds 3-5 in the child from above fd 10, so no dup2 overwrites another.
-    let high = |fd: &OwnedFd| -> std::io::Result<OwnedFd> {
-        let raw = nix::fcntl::fcntl(fd.as_raw_fd(), nix::fcntl::F_DUPFD_CLOEXEC(10))?;
-        // SAFETY: fcntl just returned this new fd, owned by nobody else.
-        Ok(unsafe { OwnedFd::from_raw_fd(raw) })
-    };
-    let (rep_high, out_high, err_high) = (high(&report_w)?, high(&stdout)?, high(&stderr)?);
-    drop((report_w, stdout, stderr));
-    let cstr = |s: &[u8]| CString::new(s).map_err(std::io::Error::other);
-    let program = cstr(shim.program.as_os_str().as_bytes())?;
-    let mut argv = vec![program.clone()];
-    for a in &shim.args {
-        argv.push(cstr(a.as_bytes())?);
-    }
-    let mut envp = Vec::new();
-    for (k, v) in std::env::vars_os() {
-        if k != SPEC_ENV {
-            let mut kv = k.into_vec();
-            kv.push(b'=');
-            kv.extend(v.into_vec());
-            envp.push(cstr(&kv)?);
+    let json = serde_json::to_vec(spec).map_err(std::io::Error::other)?;
+    let (mine, theirs) = seqpacket_pair()?;
+    launcher.request(
+        &json,
+        &[theirs.as_raw_fd(), stdout.as_raw_fd(), stderr.as_raw_fd()],
+    )?;
+    drop((theirs, stdout, stderr));
+    let report = watch_readable(mine)?;
+    let mut buf = vec![0u8; MAX_REPORT_BYTES];
+    let (n, mut fds) = loop {
+        let mut guard = report.readable().await?;
+        match guard.try_io(|fd| recv_with_fds(fd.as_raw_fd(), &mut buf, 1)) {
+            Ok(result) => break result?,
+            Err(_would_block) => continue,
         }
-    }
-    envp.push(cstr(format!("{SPEC_ENV}={json}").as_bytes())?);
-    let fds = [
-        (rep_high.as_raw_fd(), REPORT_FD),
-        (out_high.as_raw_fd(), STDOUT_FD),
-        (err_high.as_raw_fd(), STDERR_FD),
-    ];
-    let shim_pid = posix_spawn(&program, &argv, &envp, &fds)?;
-    drop((rep_high, out_high, err_high));
-    let child = ShimChild {
-        pid: shim_pid,
-        start_ticks: proc_start_ticks(shim_pid),
     };
-    let mut receiver = tokio::net::unix::pipe::Receiver::from_owned_fd(report_r)?;
-    let mut text = String::new();
-    tokio::io::AsyncReadExt::read_to_string(&mut receiver, &mut text).await?;
+    let text = String::from_utf8_lossy(&buf[..n]);
     let text = text.trim();
-    match text
-        .strip_prefix("pid ")
-        .and_then(|p| p.parse::<i32>().ok())
-    {
-        Some(task_pid) => Ok(Spawned {
-            shim: child,
+    let mut words = text.split_whitespace();
+    let parsed = match (words.next(), words.next(), words.next(), words.next()) {
+        (Some("pid"), Some(task), Some("shim"), Some(shim)) => {
+            task.parse().ok().zip(shim.parse().ok())
+        }
+        _ => None,
+    };
+    match (parsed, fds.pop()) {
+        (Some((task_pid, shim_pid)), Some(pidfd)) => Ok(Spawned {
+            shim: ShimChild { pidfd },
             shim_pid,
             task_pid,
         }),
-        None => {
-            let _ = child.wait().await;
+        _ => {
             let why = text.strip_prefix("error ").unwrap_or(text);
             Err(if why.is_empty() {
                 std::io::Error::other("the task shim exited without starting the command")
@@ -231,6 +313,26 @@ pub async fn spawn(
             })
         }
     }
+}
+
+/// A connected pair of non-blocking, close-on-exec unix seqpacket sockets: the shim's
+/// report is one message.
+fn seqpacket_pair() -> std::io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0; 2];
+    // SAFETY: socketpair writes two new fds into `fds` or fails.
+    let r = unsafe {
+        libc::socketpair(
+            libc::AF_UNIX,
+            libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
+            0,
+            fds.as_mut_ptr(),
+        )
+    };
+    if r != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: both fds are new and owned by nobody else.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
 
 /// `posix_spawn(3)` of `program` in a new session with default signal handling and
@@ -334,13 +436,15 @@ pub async fn wait_pid_exit(pid: i32, start_ticks: Option<u64>) -> std::io::Resul
     if proc_start_ticks(pid) != start_ticks {
         return Ok(());
     }
-    // SAFETY: an OwnedFd stays open and the same for as long as the AsyncFd owns it.
-    let afd = unsafe {
-        tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE)
-    }
-    .map_err(std::io::Error::from)?;
-    let _ready = afd.readable().await?;
+    let _ready = watch_readable(fd)?.readable().await?;
     Ok(())
+}
+
+/// `fd` registered with the runtime for readability (a pidfd: the process exited).
+fn watch_readable(fd: OwnedFd) -> std::io::Result<tokio::io::unix::AsyncFd<OwnedFd>> {
+    // SAFETY: an OwnedFd stays open and the same for as long as the AsyncFd owns it.
+    unsafe { tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }
+        .map_err(std::io::Error::from)
 }
 
 #[cfg(test)]
@@ -352,7 +456,7 @@ pub(crate) mod tests {
     /// shim (a libtest binary has no other entry point).
     #[test]
     fn task_shim_entry() {
-        if std::env::var_os(SPEC_ENV).is_some() {
+        if std::env::var_os(LAUNCHER_ENV).is_some() {
             std::process::exit(main());
         }
     }
