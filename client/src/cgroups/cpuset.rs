@@ -180,6 +180,23 @@ impl CorePool {
     }
 }
 
+/// Adopts a re-attached task's cgroup into `pool`: with `cores`, the cpus its
+/// `cpuset.cpus` in `dir` holds (nothing when they cannot be read), else as a shared
+/// task.
+pub fn adopt_from(pool: &CorePool, name: &str, dir: &Path, cores: Option<u32>) {
+    let cpus = match cores {
+        Some(_) => match fs::read(&dir.join("cpuset.cpus"))
+            .ok()
+            .and_then(|t| parse_cpu_list(&t))
+        {
+            Some(c) => Some(c),
+            None => return,
+        },
+        None => None,
+    };
+    pool.adopt(name, cpus);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -243,21 +260,4 @@ mod tests {
         assert!(!pool.release("web"));
         assert!(pool.shared().unwrap().0.is_empty());
     }
-}
-
-/// Adopts a re-attached task's cgroup into `pool`: with `cores`, the cpus its
-/// `cpuset.cpus` in `dir` holds (nothing when they cannot be read), else as a shared
-/// task.
-pub fn adopt_from(pool: &CorePool, name: &str, dir: &Path, cores: Option<u32>) {
-    let cpus = match cores {
-        Some(_) => match fs::read(&dir.join("cpuset.cpus"))
-            .ok()
-            .and_then(|t| parse_cpu_list(&t))
-        {
-            Some(c) => Some(c),
-            None => return,
-        },
-        None => None,
-    };
-    pool.adopt(name, cpus);
 }

@@ -445,6 +445,41 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_launcher_that_died_is_started_again_and_its_shims_live_on() {
+        let (first, second) = (suite::TaskDirs::new(), suite::TaskDirs::new());
+        let d = RawExecDriver::with_shim(None, test_shim());
+        let h1 = d
+            .start(first.request(
+                "first",
+                sh("sleep 0.5; echo ${ORCH_TASK_SHIM_LAUNCHER:-unset}"),
+            ))
+            .await
+            .unwrap();
+        let launcher = d.shims.pid().expect("a launcher runs");
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(launcher), Signal::SIGKILL).unwrap();
+        let h2 = d
+            .start(second.request("second", sh("echo again")))
+            .await
+            .unwrap();
+        assert_ne!(
+            d.shims.pid(),
+            Some(launcher),
+            "the dead launcher was used again"
+        );
+        assert!(d.wait(&h2).await.unwrap().successful());
+        assert_eq!(std::fs::read_to_string(&second.stdout).unwrap(), "again\n");
+        // The first task's shim outlived its launcher and still recorded the exit.
+        assert!(d.wait(&h1).await.unwrap().successful());
+        assert_eq!(
+            std::fs::read_to_string(&first.stdout).unwrap(),
+            "unset\n",
+            "the launcher's marker leaked into the task's environment"
+        );
+        d.destroy(&h1).await.unwrap();
+        d.destroy(&h2).await.unwrap();
+    }
+
+    #[tokio::test]
     async fn sigkill_is_classified_as_signal_9() {
         let t = suite::TaskDirs::new();
         let d = RawExecDriver::with_shim(None, test_shim());

@@ -183,8 +183,9 @@ impl ShimLauncher {
     }
 
     /// Sends one request (the spec's JSON, length first, with `fds`); starts the
-    /// launcher when none runs, and once more when the one running has gone.
-    fn request(&self, spec_json: &[u8], fds: &[RawFd]) -> std::io::Result<()> {
+    /// launcher when none runs, and once more when the one running has gone. Returns
+    /// the pid of the launcher that took it.
+    fn request(&self, spec_json: &[u8], fds: &[RawFd]) -> std::io::Result<i32> {
         let len = u32::try_from(spec_json.len())
             .ok()
             .filter(|n| (*n as usize) <= orch_common::shim::MAX_SPEC_BYTES)
@@ -200,8 +201,9 @@ impl ShimLauncher {
             };
             match send_with_fds(c.sock.as_raw_fd(), &msg, fds) {
                 Ok(()) => {
+                    let pid = c.pid;
                     *conn = Some(c);
-                    return Ok(());
+                    return Ok(pid);
                 }
                 Err(e) if attempt == 0 && gone(&e) => {
                     tracing::warn!(pid = c.pid, error = %e, "the task shim launcher has gone; starting it again");
@@ -216,6 +218,38 @@ impl ShimLauncher {
         Err(std::io::Error::other(
             "the task shim launcher went away twice",
         ))
+    }
+
+    /// Whether launcher `pid` has died (it is then forgotten, and collected). A
+    /// launcher that dies with requests unread closes their report sockets; its exit
+    /// can trail that close by a moment, hence the short wait.
+    async fn died(&self, pid: i32) -> bool {
+        for _ in 0..20 {
+            let mut status = 0;
+            // SAFETY: waitpid on our own child, without blocking.
+            let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+            if r == pid
+                || (r < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ECHILD))
+            {
+                let mut conn = self.conn.lock().expect("shim launcher poisoned");
+                if conn.as_ref().is_some_and(|c| c.pid == pid) {
+                    *conn = None;
+                }
+                return true;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        false
+    }
+
+    /// The running launcher's pid, if one runs.
+    #[cfg(test)]
+    pub(crate) fn pid(&self) -> Option<i32> {
+        self.conn
+            .lock()
+            .expect("shim launcher poisoned")
+            .as_ref()
+            .map(|c| c.pid)
     }
 
     /// Starts a launcher with its end of a new socket on fd 3, in a new session.
@@ -274,23 +308,28 @@ pub async fn spawn(
     stderr: OwnedFd,
 ) -> std::io::Result<Spawned> {
     let json = serde_json::to_vec(spec).map_err(std::io::Error::other)?;
-    let (mine, theirs) = seqpacket_pair()?;
-    launcher.request(
-        &json,
-        &[theirs.as_raw_fd(), stdout.as_raw_fd(), stderr.as_raw_fd()],
-    )?;
-    drop((theirs, stdout, stderr));
-    let report = watch_readable(mine)?;
-    let mut buf = vec![0u8; MAX_REPORT_BYTES];
-    let (n, mut fds) = loop {
-        let mut guard = report.readable().await?;
-        match guard.try_io(|fd| recv_with_fds(fd.as_raw_fd(), &mut buf, 1)) {
-            Ok(result) => break result?,
-            Err(_would_block) => continue,
+    let mut attempt = 0;
+    let (text, pidfd) = loop {
+        attempt += 1;
+        let (mine, theirs) = seqpacket_pair()?;
+        let took = launcher.request(
+            &json,
+            &[theirs.as_raw_fd(), stdout.as_raw_fd(), stderr.as_raw_fd()],
+        )?;
+        drop(theirs);
+        let (text, mut fds) = read_report(mine).await?;
+        // No word at all: the launcher died with the request unread (nothing ran), or
+        // the shim died before it could report.
+        if text.is_empty() && attempt == 1 && launcher.died(took).await {
+            tracing::warn!(
+                pid = took,
+                "the task shim launcher died before taking a task; starting it again"
+            );
+            continue;
         }
+        break (text, fds.pop());
     };
-    let text = String::from_utf8_lossy(&buf[..n]);
-    let text = text.trim();
+    drop((stdout, stderr));
     let mut words = text.split_whitespace();
     let parsed = match (words.next(), words.next(), words.next(), words.next()) {
         (Some("pid"), Some(task), Some("shim"), Some(shim)) => {
@@ -298,14 +337,14 @@ pub async fn spawn(
         }
         _ => None,
     };
-    match (parsed, fds.pop()) {
+    match (parsed, pidfd) {
         (Some((task_pid, shim_pid)), Some(pidfd)) => Ok(Spawned {
             shim: ShimChild { pidfd },
             shim_pid,
             task_pid,
         }),
         _ => {
-            let why = text.strip_prefix("error ").unwrap_or(text);
+            let why = text.strip_prefix("error ").unwrap_or(&text);
             Err(if why.is_empty() {
                 std::io::Error::other("the task shim exited without starting the command")
             } else {
@@ -313,6 +352,21 @@ pub async fn spawn(
             })
         }
     }
+}
+
+/// The shim's one report message (trimmed; empty when the socket closed without one)
+/// and the fds that came with it.
+async fn read_report(sock: OwnedFd) -> std::io::Result<(String, Vec<OwnedFd>)> {
+    let report = watch_readable(sock)?;
+    let mut buf = vec![0u8; MAX_REPORT_BYTES];
+    let (n, fds) = loop {
+        let mut guard = report.readable().await?;
+        match guard.try_io(|fd| recv_with_fds(fd.as_raw_fd(), &mut buf, 1)) {
+            Ok(result) => break result?,
+            Err(_would_block) => continue,
+        }
+    };
+    Ok((String::from_utf8_lossy(&buf[..n]).trim().to_string(), fds))
 }
 
 /// A connected pair of non-blocking, close-on-exec unix seqpacket sockets: the shim's
