@@ -218,13 +218,24 @@ fn run_spec(spec: &ShimSpec, report: OwnedFd, stdout: OwnedFd, stderr: OwnedFd) 
             return 127;
         }
     }
-    let err_copy = stderr.try_clone().ok();
+    // The command gets a copy: the original stays here to say why a start failed.
+    let task_stderr = match stderr.try_clone() {
+        Ok(fd) => fd,
+        Err(e) => {
+            fail(
+                &report,
+                &stderr,
+                &format!("duplicating the stderr FIFO: {e}"),
+            );
+            return 127;
+        }
+    };
     let mut cmd = std::process::Command::new(&spec.command);
     cmd.args(&spec.args)
         .envs(&spec.env)
         .stdin(Stdio::null())
         .stdout(Stdio::from(stdout))
-        .stderr(Stdio::from(stderr))
+        .stderr(Stdio::from(task_stderr))
         .process_group(0);
     if let Some(cwd) = &spec.cwd {
         cmd.current_dir(cwd);
@@ -246,15 +257,11 @@ fn run_spec(spec: &ShimSpec, report: OwnedFd, stdout: OwnedFd, stderr: OwnedFd) 
     let mut child = match cmd.spawn() {
         Ok(c) => c,
         Err(e) => {
-            if let Some(err) = &err_copy {
-                fail(&report, err, &e.to_string());
-            } else {
-                let _ = send_with_fds(report.as_raw_fd(), format!("error {e}").as_bytes(), &[]);
-            }
+            fail(&report, &stderr, &e.to_string());
             return 127;
         }
     };
-    drop(err_copy);
+    drop(stderr);
     let pid = child.id() as i32;
     let _ = send_with_fds(
         report.as_raw_fd(),

@@ -225,12 +225,7 @@ impl ShimLauncher {
     /// can trail that close by a moment, hence the short wait.
     async fn died(&self, pid: i32) -> bool {
         for _ in 0..20 {
-            let mut status = 0;
-            // SAFETY: waitpid on our own child, without blocking.
-            let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
-            if r == pid
-                || (r < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ECHILD))
-            {
+            if reap(pid) {
                 let mut conn = self.conn.lock().expect("shim launcher poisoned");
                 if conn.as_ref().is_some_and(|c| c.pid == pid) {
                     *conn = None;
@@ -289,13 +284,13 @@ fn gone(e: &std::io::Error) -> bool {
     )
 }
 
-/// Collects an ended launcher (the client's child) without waiting for a live one.
-fn reap(pid: i32) {
+/// Collects an ended launcher (the client's child) without waiting for a live one;
+/// true when it has ended (collected now or before).
+fn reap(pid: i32) -> bool {
     let mut status = 0;
     // SAFETY: waitpid on our own child, without blocking.
-    unsafe {
-        libc::waitpid(pid, &mut status, libc::WNOHANG);
-    }
+    let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+    r == pid || (r < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ECHILD))
 }
 
 /// Starts a shim for `spec` through `launcher`, with the task's stdout/stderr FIFO
