@@ -23,7 +23,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::allocrunner::{self, allocdir::AllocDir, AllocRunnerHandle};
-use crate::batcher::UpdateBatcher;
+use crate::batcher::{Motion, UpdateBatcher};
 use crate::cgroups::{self, CgroupManager};
 use crate::config::ClientConfig;
 use crate::driver::container::ContainerOptions;
@@ -490,7 +490,9 @@ async fn watch_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
 
 /// Sends pending status updates, retrying failures. A change after a quiet spell goes
 /// out at once; changes that follow within `BATCH_WINDOW` of a send wait for the window
-/// to end and go together, so a burst costs the server one write per window.
+/// to end and go together, so a burst costs the server one write per window. The
+/// burst's last change (no allocation is left starting or running to its end) ends
+/// the window early.
 async fn update_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     let mut wait = Duration::from_millis(500);
     let mut last_sent: Option<tokio::time::Instant> = None;
@@ -502,9 +504,16 @@ async fn update_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
             }
         }
         if let Some(sent) = last_sent {
-            let window_left = BATCH_WINDOW.saturating_sub(sent.elapsed());
-            if !window_left.is_zero() && sleep_or_stop(window_left, &mut stop).await {
-                return;
+            // Wait for the window to end, unless nothing more is coming: once no
+            // allocation here is starting or running to its end, what is pending is
+            // the last word for now, and waiting would only delay it.
+            let window_end = sent + BATCH_WINDOW;
+            while !shared.batcher.settled() {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(window_end) => break,
+                    _ = shared.batcher.changed() => {}
+                    _ = stop.wait_for(|s| *s) => return,
+                }
             }
         }
         last_sent = Some(tokio::time::Instant::now());
@@ -596,12 +605,15 @@ impl Shared {
                 // Stopped before this client ever ran it: say so, or the server would
                 // count it as pending (and using the node's capacity) forever.
                 started.insert(a.id.clone());
-                self.batcher.push(AllocClientUpdate {
-                    id: a.id.clone(),
-                    client_status: ClientStatus::Complete,
-                    client_description: "stopped before it started".to_string(),
-                    task_states: a.task_states.clone(),
-                });
+                self.batcher.push(
+                    AllocClientUpdate {
+                        id: a.id.clone(),
+                        client_status: ClientStatus::Complete,
+                        client_description: "stopped before it started".to_string(),
+                        task_states: a.task_states.clone(),
+                    },
+                    Motion::Settled,
+                );
                 continue;
             }
             if a.job.is_none() {
@@ -644,6 +656,7 @@ impl Shared {
             }
             if r.is_done() {
                 self.deps.usage.forget(id);
+                self.batcher.forget(id);
                 return false;
             }
             if !r.stop_requested() {

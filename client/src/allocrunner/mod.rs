@@ -14,10 +14,12 @@ use std::sync::Arc;
 
 use orch_common::api::AllocClientUpdate;
 use orch_common::ids::now_ms;
-use orch_common::structs::{Allocation, ClientStatus, TaskEvent, TaskState, TaskStateKind};
+use orch_common::structs::{
+    Allocation, ClientStatus, JobType, TaskEvent, TaskState, TaskStateKind,
+};
 use tokio::sync::{mpsc, watch};
 
-use crate::batcher::UpdateBatcher;
+use crate::batcher::{Motion, UpdateBatcher};
 use crate::once::set_once;
 use crate::taskrunner::{
     self, events, RestartRequest, TaskRunnerDeps, TaskRunnerHandle, TaskUpdate,
@@ -123,6 +125,11 @@ pub fn spawn(
         client_description: "No tasks have started".to_string(),
         task_states: BTreeMap::new(),
     };
+    batcher.expect(&alloc.id);
+    let runs_to_completion = alloc
+        .job
+        .as_ref()
+        .is_some_and(|j| matches!(j.job_type, JobType::Batch | JobType::Sysbatch));
     let (status_tx, status) = watch::channel(initial);
     let (stop, stop_rx) = watch::channel(None);
     let (restarts, restarts_rx) = watch::channel(RestartRequest::default());
@@ -132,6 +139,7 @@ pub fn spawn(
         alloc_dir: alloc_dir.clone(),
         deps,
         batcher,
+        runs_to_completion,
         status_tx,
         stop_rx,
         states: BTreeMap::new(),
@@ -154,6 +162,8 @@ struct AllocRunner {
     alloc_dir: AllocDir,
     deps: TaskRunnerDeps,
     batcher: Arc<UpdateBatcher>,
+    /// A batch or sysbatch allocation: running is on the way to its end.
+    runs_to_completion: bool,
     status_tx: watch::Sender<AllocClientUpdate>,
     stop_rx: watch::Receiver<Option<String>>,
     restarts_rx: watch::Receiver<RestartRequest>,
@@ -236,6 +246,8 @@ impl AllocRunner {
                 changed = self.stop_rx.changed(), if !stop_seen => {
                     stop_seen = true;
                     if changed.is_ok() {
+                        // On its way to its end: the status batcher keeps batching.
+                        self.batcher.expect(&self.alloc.id);
                         let reason = self.stop_rx.borrow().clone().unwrap_or_default();
                         for r in runners.values() {
                             r.kill(&reason);
@@ -299,7 +311,12 @@ impl AllocRunner {
             }
         });
         if changed {
-            self.batcher.push(update);
+            let motion = match client_status {
+                ClientStatus::Pending => Motion::Moving,
+                ClientStatus::Running if self.runs_to_completion => Motion::Moving,
+                _ => Motion::Settled,
+            };
+            self.batcher.push(update, motion);
         }
     }
 }
