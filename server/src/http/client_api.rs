@@ -163,8 +163,9 @@ fn with_jobs(store: &StateStore, allocs: Vec<Allocation>) -> Result<Vec<Allocati
 }
 
 /// `GET /v1/node/{id}/allocations?index=N&wait=D`: the node's allocations that are not
-/// terminal on the client, plus those changed after N. Blocks until one of the node's
-/// allocations changes after N (other nodes' changes do not wake it up).
+/// terminal on the client, plus those the server changed after N. Blocks until the
+/// server changes one of the node's allocations after N: neither other nodes' changes
+/// nor the statuses this client reported wake it up (like Nomad's AllocModifyIndex).
 pub async fn allocations(
     State(st): State<Arc<HttpState>>,
     IdPath(node_id): IdPath,
@@ -178,7 +179,7 @@ pub async fn allocations(
             // Read the table index first: a change landing after it wakes the wait.
             let seen = st.store.table_index(Table::Allocs);
             let id = node_id.clone();
-            let node_max = st.read(move |s| s.node_allocs_max_index(&id)).await?;
+            let node_max = st.read(move |s| s.node_allocs_server_index(&id)).await?;
             // A collection that deleted allocations wakes every watch once, so its
             // client removes the directories of what was collected.
             let node_max = node_max.max(st.store.alloc_gc_index());

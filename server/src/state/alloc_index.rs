@@ -25,6 +25,10 @@ use super::{SqlContext, StateError};
 pub(crate) struct NodeRow {
     pub seq: i64,
     pub modify_index: u64,
+    /// The index of the row's last change its client did not report itself (a
+    /// placement, a stop, `lost`): what wakes the client's watch. After a restart it
+    /// starts as `modify_index`, which at worst wakes a watch once more.
+    pub server_index: u64,
     /// Its client status is pending or running.
     pub live: bool,
 }
@@ -182,9 +186,11 @@ impl AllocIndex {
                 let node_id = r.get_ref(2)?.as_str()?;
                 let seq: i64 = r.get(1)?;
                 index.insert_id(id, seq);
+                let modify_index = r.get::<_, i64>(3)? as u64;
                 let row = NodeRow {
                     seq,
-                    modify_index: r.get::<_, i64>(3)? as u64,
+                    modify_index,
+                    server_index: modify_index,
                     live: r.get(4)?,
                 };
                 // Rows come in `seq` order: appending keeps each list sorted.
@@ -252,13 +258,21 @@ impl AllocIndex {
             .unwrap_or_default()
     }
 
-    /// The largest `modify_index` among a node's allocations (0 when it has none).
-    pub(crate) fn node_max_index(&self, node_id: &str) -> u64 {
+    /// The largest `server_index` among a node's allocations (0 when it has none).
+    pub(crate) fn node_max_server_index(&self, node_id: &str) -> u64 {
         self.read()
             .by_node
             .get(node_id)
-            .and_then(|rows| rows.iter().map(|r| r.modify_index).max())
+            .and_then(|rows| rows.iter().map(|r| r.server_index).max())
             .unwrap_or(0)
+    }
+
+    /// The `server_index` of row `seq` on `node_id`, as last committed.
+    pub(crate) fn server_index(&self, node_id: &str, seq: i64) -> Option<u64> {
+        let rows = self.read();
+        let list = rows.by_node.get(node_id)?;
+        let i = list.binary_search_by_key(&seq, |r| r.seq).ok()?;
+        Some(list[i].server_index)
     }
 
     /// The id equal to `prefix` alone, else up to `limit` ids starting with it, in order.
@@ -302,6 +316,7 @@ mod tests {
         NodeRow {
             seq,
             modify_index,
+            server_index: modify_index,
             live,
         }
     }
@@ -379,7 +394,7 @@ mod tests {
         assert_eq!(index.with_prefix("0a1b", 10), vec![B]);
         assert_eq!(index.node_rows("n1"), vec![row(2, 5, true)]);
         assert!(index.node_rows("n2").is_empty());
-        assert_eq!(index.node_max_index("n2"), 0);
+        assert_eq!(index.node_max_server_index("n2"), 0);
         // Removing again (a replayed command) changes nothing.
         index.remove(vec![RowRemoval {
             id: A.into(),
@@ -397,7 +412,7 @@ mod tests {
             index.node_rows("n1"),
             vec![row(1, 5, true), row(2, 5, true)]
         );
-        assert_eq!(index.node_max_index("n1"), 5);
+        assert_eq!(index.node_max_server_index("n1"), 5);
         index.apply(vec![RowChange {
             new_id: None,
             node_id: "n1".into(),
@@ -408,7 +423,20 @@ mod tests {
             index.node_rows("n1"),
             vec![row(1, 9, false), row(2, 5, true)]
         );
-        assert_eq!(index.node_max_index("n1"), 9);
+        assert_eq!(index.node_max_server_index("n1"), 9);
+        assert_eq!(index.server_index("n1", 1), Some(9));
+        assert_eq!(index.server_index("n1", 3), None);
+        // A change the client reported keeps the row's server index.
+        index.apply(vec![RowChange {
+            new_id: None,
+            node_id: "n1".into(),
+            moved_from: None,
+            row: NodeRow {
+                modify_index: 12,
+                ..row(2, 5, false)
+            },
+        }]);
+        assert_eq!(index.node_max_server_index("n1"), 9);
         index.apply(vec![RowChange {
             new_id: None,
             node_id: "n2".into(),
@@ -417,7 +445,8 @@ mod tests {
         }]);
         assert_eq!(index.node_rows("n1"), vec![row(1, 9, false)]);
         assert_eq!(index.node_rows("n2"), vec![row(2, 10, true)]);
-        assert_eq!(index.node_max_index("n3"), 0);
+        assert_eq!(index.node_max_server_index("n2"), 10);
+        assert_eq!(index.node_max_server_index("n3"), 0);
         assert!(index.node_rows("n3").is_empty());
     }
 }

@@ -546,7 +546,7 @@ impl Writer<'_> {
         alloc: &Allocation,
         before: Option<&Allocation>,
     ) -> Result<Box<RawValue>, StateError> {
-        match self.put_alloc(alloc, before, false)? {
+        match self.put_alloc(alloc, before, false, false)? {
             Some(json) => Ok(json),
             None => unreachable!("put_alloc writes unless only_new"),
         }
@@ -558,14 +558,17 @@ impl Writer<'_> {
         &mut self,
         alloc: &Allocation,
     ) -> Result<Option<Box<RawValue>>, StateError> {
-        self.put_alloc(alloc, None, true)
+        self.put_alloc(alloc, None, true, false)
     }
 
+    /// Writes one allocation row. `by_client`: the change is what its client reported,
+    /// so the row keeps its server index and the client's watch does not wake for it.
     fn put_alloc(
         &mut self,
         alloc: &Allocation,
         before: Option<&Allocation>,
         only_new: bool,
+        by_client: bool,
     ) -> Result<Option<Box<RawValue>>, StateError> {
         let seq = self.seq_of(&alloc.id);
         if only_new && seq.is_some() {
@@ -604,6 +607,13 @@ impl Writer<'_> {
                 (seq, Some(alloc.id.clone()))
             }
         };
+        let server_index = match before {
+            Some(b) if by_client && b.node_id == alloc.node_id => self
+                .rows
+                .server_index(&alloc.node_id, seq)
+                .unwrap_or(alloc.modify_index),
+            _ => alloc.modify_index,
+        };
         self.row_changes.push(RowChange {
             new_id,
             node_id: alloc.node_id.clone(),
@@ -613,6 +623,7 @@ impl Writer<'_> {
             row: NodeRow {
                 seq,
                 modify_index: alloc.modify_index,
+                server_index,
                 live: !alloc.client_status.is_terminal(),
             },
         });
@@ -762,7 +773,7 @@ impl Writer<'_> {
             alloc.modify_index = self.index;
             alloc.modify_time = self.now;
             jobs.insert(alloc.job_id.clone());
-            self.write_alloc(&alloc, Some(&before))?;
+            self.put_alloc(&alloc, Some(&before), false, true)?;
         }
         for job_id in jobs {
             self.refresh_job_status(&job_id)?;

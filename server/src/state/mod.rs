@@ -598,7 +598,7 @@ impl StateStore {
     }
 
     /// What a client must see: its allocations not terminal on the client side, plus
-    /// those changed after `since` (so it sees the final transition once).
+    /// those the server changed after `since` (so it sees such a transition once).
     pub fn allocs_for_client(
         &self,
         node_id: &str,
@@ -607,15 +607,16 @@ impl StateStore {
         self.with_node_rows(node_id, |c, rows| {
             let wanted = rows
                 .iter()
-                .filter(|r| r.live || (since > 0 && r.modify_index > since))
+                .filter(|r| r.live || (since > 0 && r.server_index > since))
                 .map(|r| r.seq);
             read::allocs_at(c, wanted)
         })
     }
 
-    /// The largest `modify_index` among a node's allocations (0 when it has none).
-    pub fn node_allocs_max_index(&self, node_id: &str) -> Result<u64, StateError> {
-        Ok(self.inner.alloc_index.node_max_index(node_id))
+    /// The index of the latest change to a node's allocations that its client did not
+    /// report itself (0 when it has none): what a client's watch waits for.
+    pub fn node_allocs_server_index(&self, node_id: &str) -> Result<u64, StateError> {
+        Ok(self.inner.alloc_index.node_max_server_index(node_id))
     }
 
     /// Runs `f` with a node's rows in a read transaction at the same index as them:

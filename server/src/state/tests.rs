@@ -867,19 +867,19 @@ fn snapshot_allocs_by_node_leaves_out_terminal_allocs() {
 }
 
 #[test]
-fn allocs_for_client_shows_live_allocs_and_recent_changes() {
+fn allocs_for_client_shows_live_allocs_and_server_side_changes() {
     let (_dir, store) = temp_store();
     let job = mock_job("web");
     register(&store, &job);
-    place(
+    let placed = place(
         &store,
         vec![
             mock_alloc("a1", &job, "n1", 0),
             mock_alloc("a2", &job, "n1", 1),
+            mock_alloc("a3", &job, "n1", 2),
         ],
     );
     let before = store.last_index();
-    let done = report(&store, vec![client_update("a1", ClientStatus::Complete)]);
     let ids = |since| -> Vec<String> {
         store
             .allocs_for_client("n1", since)
@@ -888,11 +888,30 @@ fn allocs_for_client_shows_live_allocs_and_recent_changes() {
             .map(|a| a.id)
             .collect()
     };
-    assert_eq!(ids(before), vec!["a1", "a2"], "the completion is seen once");
-    assert_eq!(ids(done), vec!["a2"]);
-    assert_eq!(ids(0), vec!["a2"]);
-    assert_eq!(store.node_allocs_max_index("n1").expect("read"), done);
-    assert_eq!(store.node_allocs_max_index("n9").expect("read"), 0);
+    // What the client reported itself neither wakes its watch nor comes back to it.
+    let done = report(&store, vec![client_update("a1", ClientStatus::Complete)]);
+    assert_eq!(ids(before), vec!["a2", "a3"]);
+    assert_eq!(ids(0), vec!["a2", "a3"]);
+    assert_eq!(store.node_allocs_server_index("n1").expect("read"), placed);
+    // A change made on the server (here: `lost`) does, once.
+    let mut lost = mock_alloc("a2", &job, "n1", 1);
+    lost.desired_status = DesiredStatus::Stop;
+    lost.client_status = ClientStatus::Lost;
+    let stopped = apply(
+        &store,
+        Command::ApplyPlan {
+            allocs: vec![],
+            stopped: vec![lost],
+            evals: vec![],
+        },
+    );
+    assert_eq!(store.node_allocs_server_index("n1").expect("read"), stopped);
+    assert_eq!(ids(done), vec!["a2", "a3"], "the loss is seen once");
+    assert_eq!(ids(stopped), vec!["a3"]);
+    // A later client report on a server-changed row keeps the server's index.
+    report(&store, vec![client_update("a3", ClientStatus::Running)]);
+    assert_eq!(store.node_allocs_server_index("n1").expect("read"), stopped);
+    assert_eq!(store.node_allocs_server_index("n9").expect("read"), 0);
 }
 
 #[test]
@@ -1318,17 +1337,21 @@ proptest! {
                 apply(&store, command_for(op));
             }
             prop_assert_eq!(sums_from_mirror(&store, &nodes), sums_from_sql(&store));
-            node_reads_match_sql(&store, &nodes)?;
+            node_reads_match_sql(&store, &nodes, false)?;
         }
         let reopened = StateStore::open(&path).expect("reopen");
         prop_assert_eq!(sums_from_mirror(&reopened, &nodes), sums_from_sql(&reopened));
-        node_reads_match_sql(&reopened, &nodes)?;
+        node_reads_match_sql(&reopened, &nodes, true)?;
     }
 }
 
 /// Every by-node read (all allocations, the client's view at several indexes, the
-/// newest modify index) agrees with the same question asked of the SQL rows.
-fn node_reads_match_sql(store: &StateStore, nodes: &[String]) -> Result<(), TestCaseError> {
+/// newest server index) agrees with the same question asked of the SQL rows.
+fn node_reads_match_sql(
+    store: &StateStore,
+    nodes: &[String],
+    reopened: bool,
+) -> Result<(), TestCaseError> {
     let all = store.allocs().expect("allocs");
     let ids =
         |allocs: Vec<Allocation>| -> Vec<String> { allocs.into_iter().map(|a| a.id).collect() };
@@ -1336,18 +1359,32 @@ fn node_reads_match_sql(store: &StateStore, nodes: &[String]) -> Result<(), Test
         let on_node: Vec<&Allocation> = all.iter().filter(|a| &a.node_id == node).collect();
         let expected: Vec<String> = on_node.iter().map(|a| a.id.clone()).collect();
         prop_assert_eq!(ids(store.allocs_by_node(node).expect("read")), expected);
+        // The server index skips changes clients reported; it is not stored, so a
+        // reopened store starts it at the modify index: never later than that, and
+        // equal to it after a reopen.
         let max = on_node.iter().map(|a| a.modify_index).max().unwrap_or(0);
-        prop_assert_eq!(store.node_allocs_max_index(node).expect("read"), max);
+        let server_max = store.node_allocs_server_index(node).expect("read");
+        prop_assert!(server_max <= max, "{} > {}", server_max, max);
+        if reopened {
+            prop_assert_eq!(server_max, max);
+        }
         for since in [0, 1, max.saturating_sub(1), max] {
-            let expected: Vec<String> = on_node
+            let seen = ids(store.allocs_for_client(node, since).expect("read"));
+            let changed_since: Vec<String> = on_node
                 .iter()
                 .filter(|a| !a.client_status.is_terminal() || (since > 0 && a.modify_index > since))
                 .map(|a| a.id.clone())
                 .collect();
-            prop_assert_eq!(
-                ids(store.allocs_for_client(node, since).expect("read")),
-                expected
-            );
+            let live = on_node.iter().filter(|a| !a.client_status.is_terminal());
+            for a in live {
+                prop_assert!(seen.contains(&a.id), "live {} not shown to its client", a.id);
+            }
+            for id in &seen {
+                prop_assert!(changed_since.contains(id), "{} shown but not changed", id);
+            }
+            if reopened {
+                prop_assert_eq!(&seen, &changed_since);
+            }
         }
         let live: Vec<String> = on_node
             .iter()
@@ -1660,7 +1697,7 @@ fn reap_deletes_terminal_rows_and_skips_what_is_not_collectable() {
         .ids_with_prefix(Table::Allocs, "7a1b", 10)
         .unwrap()
         .is_empty());
-    assert_eq!(reopened.node_allocs_max_index("n1").unwrap(), 0);
+    assert_eq!(reopened.node_allocs_server_index("n1").unwrap(), 0);
 }
 
 #[test]
