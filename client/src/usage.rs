@@ -155,6 +155,7 @@ mod tests {
             version: crate::cgroups::CgroupVersion::V2,
             name: "a1-web".into(),
             dirs: BTreeMap::from([("unified".to_string(), leaf)]),
+            joined: BTreeMap::new(),
         };
         (dir, Arc::new(V2Manager::new(dir_path(&cg))), cg)
     }

@@ -65,20 +65,32 @@ impl AllocDir {
 
     /// Creates every directory (existing ones are fine).
     pub fn prepare(&self, tasks: &[String]) -> Result<(), AllocDirError> {
+        // Parents before children: one mkdir each, where `create_dir_all` would try
+        // every child first, fail and climb up.
         let mut dirs = vec![
+            self.root.clone(),
+            self.shared(),
             self.logs(),
             self.shared().join("data"),
             self.shared().join("tmp"),
         ];
         for t in tasks {
+            dirs.push(self.task(t));
             dirs.push(self.task_local(t));
             dirs.push(self.task(t).join("tmp"));
         }
         for d in dirs {
-            std::fs::create_dir_all(&d).map_err(|source| AllocDirError {
-                path: d.clone(),
-                source,
-            })?;
+            let mut made = std::fs::create_dir(&d);
+            if matches!(&made, Err(e) if e.kind() == std::io::ErrorKind::NotFound) {
+                // Only the alloc root's parent can be missing (a data dir emptied by hand).
+                made = std::fs::create_dir_all(&d);
+            }
+            match made {
+                Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists || !d.is_dir() => {
+                    return Err(AllocDirError { path: d, source: e })
+                }
+                _ => {}
+            }
         }
         // The shared dirs are for every task of the allocation, whatever user each runs
         // as (a container's default is `nobody`): writable by all, sticky like /tmp, as

@@ -24,10 +24,29 @@ pub(super) fn write(path: &Path, data: &str) -> Result<(), CgroupError> {
 }
 
 pub(super) fn read(path: &Path) -> Result<String, CgroupError> {
-    std::fs::read_to_string(path).map_err(|source| CgroupError::Read {
+    read_small(path).map_err(|source| CgroupError::Read {
         path: path.to_path_buf(),
         source,
     })
+}
+
+/// Reads a small interface file. `std::fs::read_to_string` first stats the file to
+/// size its buffer, which for a cgroup file (size 0) is a wasted system call on every
+/// limit check and usage sample.
+fn read_small(path: &Path) -> std::io::Result<String> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(path)?;
+    let mut buf = [0u8; 4096];
+    let mut out = Vec::new();
+    loop {
+        match file.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    String::from_utf8(out).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
 }
 
 pub(super) fn read_u64(path: &Path) -> Result<u64, CgroupError> {
@@ -86,7 +105,7 @@ pub(super) fn write_verified(path: &Path, wanted: &str, expect: &str) -> Result<
 /// Pids listed in a `cgroup.procs` file; a cgroup that is gone has none.
 pub(super) fn procs(dir: &Path) -> Result<Vec<i32>, CgroupError> {
     let path = dir.join("cgroup.procs");
-    match std::fs::read_to_string(&path) {
+    match read_small(&path) {
         Ok(text) => Ok(text.lines().filter_map(|l| l.trim().parse().ok()).collect()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
         Err(source) => Err(CgroupError::Read { path, source }),

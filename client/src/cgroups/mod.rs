@@ -10,8 +10,9 @@
 //! so both backends write and read them directly, and every limit is read back.
 //!
 //! Layout: v1 `<root>/<controller>/orch/<alloc>-<task>` for memory, cpu, cpuacct, pids,
-//! freezer (and cpuset for tasks with `cores`); v2 `<root>/orch.slice/<alloc>-<task>`
-//! with the controllers enabled in each parent's `cgroup.subtree_control`.
+//! freezer (and cpuset for tasks with `cores`; the others share `cpuset/orch/shared`);
+//! v2 `<root>/orch.slice/<alloc>-<task>` with the controllers enabled in each parent's
+//! `cgroup.subtree_control`.
 
 pub mod cpuset;
 mod fs;
@@ -217,10 +218,14 @@ pub struct CgroupPaths {
     pub name: String,
     /// Controller (`memory`, `cpu`, ... on v1; `unified` on v2) -> the cgroup directory.
     pub dirs: BTreeMap<String, PathBuf>,
+    /// Controller -> a cgroup the task's processes join that holds other tasks too (on
+    /// v1 the cpuset of the tasks without `cores`): never killed or removed with it.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub joined: BTreeMap<String, PathBuf>,
 }
 
 impl CgroupPaths {
-    /// Distinct directories (co-mounted v1 controllers share one).
+    /// The task's own distinct directories (co-mounted v1 controllers share one).
     pub fn unique_dirs(&self) -> Vec<PathBuf> {
         let mut v: Vec<PathBuf> = self.dirs.values().cloned().collect();
         v.sort();
@@ -230,14 +235,21 @@ impl CgroupPaths {
 
     /// The `cgroup.procs` files a process writes `0` into to join this cgroup.
     pub fn procs_files(&self) -> Vec<PathBuf> {
-        self.unique_dirs()
-            .into_iter()
-            .map(|d| d.join("cgroup.procs"))
-            .collect()
+        let mut dirs = self.unique_dirs();
+        dirs.extend(self.joined.values().cloned());
+        dirs.into_iter().map(|d| d.join("cgroup.procs")).collect()
     }
 
+    /// The task's own directory for `controller`.
     pub fn dir(&self, controller: &str) -> Option<&Path> {
         self.dirs.get(controller).map(|p| p.as_path())
+    }
+
+    /// The directory the task's processes are in for `controller`: its own, or one
+    /// it shares.
+    pub fn member_dir(&self, controller: &str) -> Option<&Path> {
+        self.dir(controller)
+            .or_else(|| self.joined.get(controller).map(|p| p.as_path()))
     }
 }
 

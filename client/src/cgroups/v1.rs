@@ -2,7 +2,10 @@
 //!
 //! memory, cpu and pids are required (a missing one is an error, never a skipped
 //! limit); cpuacct (cpu usage) and freezer (race-free kill) are used when mounted;
-//! cpuset is required only by tasks with dedicated `cores`.
+//! cpuset is required only by tasks with dedicated `cores`. Tasks without `cores` all
+//! join one cpuset, `cpuset/orch/shared`, kept on the cpus nobody reserved (as
+//! Nomad's `shared` cpuset): one write when a reservation changes, and no cpuset
+//! cgroup to make and remove per task.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -21,6 +24,8 @@ const REQUIRED: [&str; 3] = ["memory", "cpu", "pids"];
 const OPTIONAL: [&str; 2] = ["cpuacct", "freezer"];
 /// The parent of every task cgroup inside each controller.
 const PARENT: &str = "orch";
+/// The cpuset of the tasks without `cores`, under `PARENT`.
+pub const SHARED_CPUSET: &str = "shared";
 
 /// cgroup v1 manager rooted at a directory holding one mount per controller.
 #[derive(Debug, Clone)]
@@ -30,17 +35,30 @@ pub struct V1Manager {
     /// Controller -> its resolved hierarchy root, once found (looked up for every
     /// task otherwise: a stat and a canonicalize per controller).
     hierarchies: Arc<std::sync::Mutex<BTreeMap<String, PathBuf>>>,
+    /// The shared cpuset's name under `orch/`.
+    shared_name: String,
+    /// Whether this client run has set the shared cpuset up (held while its cpus are
+    /// computed and written, so the last write has the pool's latest state).
+    shared_ready: Arc<std::sync::Mutex<bool>>,
 }
 
 impl V1Manager {
     /// `root` is usually `/sys/fs/cgroup`.
     pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self::with_shared_cpuset(root, SHARED_CPUSET)
+    }
+
+    /// A manager whose tasks without `cores` share the cpuset `orch/<shared_name>`
+    /// (tests that run side by side use their own).
+    pub fn with_shared_cpuset(root: impl Into<PathBuf>, shared_name: &str) -> Self {
         let root = root.into();
         let cores = Arc::new(CorePool::new(root.join("cpuset").join("cpuset.cpus")));
         V1Manager {
             root,
             cores,
             hierarchies: Default::default(),
+            shared_name: shared_name.to_string(),
+            shared_ready: Default::default(),
         }
     }
 
@@ -61,11 +79,15 @@ impl V1Manager {
 
     fn paths_for(&self, name: &str, cpuset: bool) -> Result<CgroupPaths, CgroupError> {
         let mut dirs = BTreeMap::new();
-        // Tasks with `cores` need cpuset; the others join it when it is there, so they
-        // can be kept off the reserved cpus.
+        let mut joined = BTreeMap::new();
+        // Tasks with `cores` need a cpuset of their own; the others join the shared one
+        // when there is a cpuset hierarchy, so they can be kept off the reserved cpus.
         match self.hierarchy("cpuset") {
-            Some(h) => {
+            Some(h) if cpuset => {
                 dirs.insert("cpuset".to_string(), h.join(PARENT).join(name));
+            }
+            Some(h) => {
+                joined.insert("cpuset".to_string(), h.join(PARENT).join(&self.shared_name));
             }
             None if cpuset => {
                 return Err(CgroupError::ControllerMissing {
@@ -98,6 +120,7 @@ impl V1Manager {
             version: CgroupVersion::V1,
             name: name.to_string(),
             dirs,
+            joined,
         })
     }
 
@@ -155,23 +178,12 @@ impl V1Manager {
         Ok(())
     }
 
-    /// A new v1 cpuset has no cpus and no memory nodes, and a process cannot join it
-    /// like that: give `orch/` everything its parent has, then the task its cores.
-    /// Tasks with `cores` get their own cpus (and the shared tasks lose them); the
-    /// others get the cpus nobody reserved.
+    /// The cpus of a task with a cpuset of its own: with `cores`, its own cpus (and
+    /// the shared tasks lose them); without (a task re-attached from a version before
+    /// the shared cpuset), the cpus nobody reserved.
     fn apply_cpuset(&self, cg: &CgroupPaths, cores: Option<u32>) -> Result<(), CgroupError> {
         let leaf = self.dir(cg, "cpuset")?;
-        let parent = leaf.parent().unwrap_or(leaf);
-        let top = parent.parent().unwrap_or(parent);
-        for file in ["cpuset.cpus", "cpuset.mems"] {
-            let have = fs::read(&parent.join(file))?;
-            if have.trim().is_empty() {
-                let want = fs::read(&top.join(file))?;
-                fs::write_verified(&parent.join(file), want.trim(), want.trim())?;
-            }
-        }
-        let mems = fs::read(&parent.join("cpuset.mems"))?;
-        fs::write_verified(&leaf.join("cpuset.mems"), mems.trim(), mems.trim())?;
+        init_cpuset(leaf)?;
         let cpus = match cores {
             Some(n) => format_cpu_list(&self.cores.reserve(&cg.name, n)?),
             None => self.cores.join_shared(&cg.name)?,
@@ -183,12 +195,48 @@ impl V1Manager {
         Ok(())
     }
 
-    /// Gives every shared task the cpus nobody reserved now. Best effort: a task that
-    /// keeps a reserved cpu a little longer only shares it, it is never unlimited.
+    /// Makes the shared cpuset (once per client run) with the cpus nobody reserved.
+    fn prepare_shared(&self, dir: &Path) -> Result<(), CgroupError> {
+        let mut ready = self
+            .shared_ready
+            .lock()
+            .expect("shared cpuset lock poisoned");
+        if *ready {
+            return Ok(());
+        }
+        fs::mkdir(dir)?;
+        init_cpuset(dir)?;
+        let (_, cpus) = self.cores.shared()?;
+        fs::write_verified(&dir.join("cpuset.cpus"), &cpus, &cpus)?;
+        *ready = true;
+        Ok(())
+    }
+
+    /// Gives the shared tasks the cpus nobody reserved now: the shared cpuset, and the
+    /// cpusets of their own that tasks re-attached from a version before it have. Best
+    /// effort: a task that keeps a reserved cpu a little longer only shares it, it is
+    /// never unlimited.
     fn refresh_shared(&self) {
         let Some(h) = self.hierarchy("cpuset") else {
             return;
         };
+        {
+            let ready = self
+                .shared_ready
+                .lock()
+                .expect("shared cpuset lock poisoned");
+            if *ready {
+                let file = h.join(PARENT).join(&self.shared_name).join("cpuset.cpus");
+                match self.cores.shared() {
+                    Ok((_, cpus)) => {
+                        if let Err(e) = fs::write(&file, &cpus) {
+                            tracing::warn!(error = %e, "updating the shared cpuset");
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "reading the host's cpus"),
+                }
+            }
+        }
         match self.cores.shared() {
             Ok((names, cpus)) => {
                 for n in names {
@@ -232,6 +280,8 @@ impl CgroupManager for V1Manager {
         fs::write_verified(&self.dir(cg, "pids")?.join("pids.max"), &pids, &pids)?;
         if cg.dir("cpuset").is_some() {
             self.apply_cpuset(cg, limits.cores)?;
+        } else if let Some(shared) = cg.joined.get("cpuset") {
+            self.prepare_shared(shared)?;
         }
         Ok(())
     }
@@ -316,10 +366,15 @@ impl CgroupManager for V1Manager {
     }
 
     fn adopt(&self, cg: &CgroupPaths, cores: Option<u32>) {
+        // A task in the shared cpuset has nothing to adopt.
         let Some(dir) = cg.dir("cpuset") else {
             return;
         };
         super::cpuset::adopt_from(&self.cores, &cg.name, dir, cores);
+        if cores.is_some() {
+            // The shared cpuset, made afresh by this run, gives these cpus up again.
+            self.refresh_shared();
+        }
     }
 
     fn remove(&self, cg: &CgroupPaths) -> Result<(), CgroupError> {
@@ -329,6 +384,23 @@ impl CgroupManager for V1Manager {
         }
         Ok(())
     }
+}
+
+/// A new v1 cpuset has no cpus and no memory nodes, and a process cannot join it like
+/// that: gives `orch/` (the parent of `dir`) everything its own parent has, if it has
+/// nothing yet, and `dir` the memory nodes of `orch/`. The caller sets `dir`'s cpus.
+fn init_cpuset(dir: &Path) -> Result<(), CgroupError> {
+    let parent = dir.parent().unwrap_or(dir);
+    let top = parent.parent().unwrap_or(parent);
+    for file in ["cpuset.cpus", "cpuset.mems"] {
+        let have = fs::read(&parent.join(file))?;
+        if have.trim().is_empty() {
+            let want = fs::read(&top.join(file))?;
+            fs::write_verified(&parent.join(file), want.trim(), want.trim())?;
+        }
+    }
+    let mems = fs::read(&parent.join("cpuset.mems"))?;
+    fs::write_verified(&dir.join("cpuset.mems"), mems.trim(), mems.trim())
 }
 
 /// USER_HZ, the unit of `cpuacct.stat` (100 on every common kernel).
@@ -355,16 +427,24 @@ mod tests {
         super::super::detect_version(Path::new("/proc/mounts")) == Some(CgroupVersion::V1)
     }
 
-    /// Removes the cgroup even when the test panics.
+    /// Removes the cgroup even when the test panics, and the test's own shared cpuset
+    /// with the guard that made it.
     struct Guard {
         m: V1Manager,
         cg: CgroupPaths,
+        owns_shared: bool,
     }
 
     impl Drop for Guard {
         fn drop(&mut self) {
             let _ = self.m.kill_all(&self.cg);
             let _ = self.m.remove(&self.cg);
+            if self.owns_shared {
+                let shared = Path::new("/sys/fs/cgroup/cpuset")
+                    .join(PARENT)
+                    .join(&self.m.shared_name);
+                let _ = std::fs::remove_dir(shared);
+            }
         }
     }
 
@@ -373,10 +453,25 @@ mod tests {
             eprintln!("skipped: needs root on a cgroup v1 host");
             return None;
         }
-        let m = V1Manager::new("/sys/fs/cgroup");
+        // Tests run side by side: each has its own shared cpuset.
         let unique = format!("test-{}-{name}", uuid::Uuid::new_v4());
+        let m = V1Manager::with_shared_cpuset("/sys/fs/cgroup", &format!("{unique}-shared"));
         let cg = m.create(&unique, &limits).unwrap();
-        Some(Guard { m, cg })
+        Some(Guard {
+            m,
+            cg,
+            owns_shared: true,
+        })
+    }
+
+    /// Another task of the same client (manager) as `g`.
+    fn sibling(g: &Guard, name: &str, limits: CgroupLimits) -> Guard {
+        let name = format!("test-{}-{name}", uuid::Uuid::new_v4());
+        Guard {
+            cg: g.m.create(&name, &limits).unwrap(),
+            m: g.m.clone(),
+            owns_shared: false,
+        }
     }
 
     fn limits(mib: u64) -> CgroupLimits {
@@ -481,19 +576,15 @@ mod tests {
             return;
         }
         let cpus = |g: &Guard| {
-            let text =
-                std::fs::read_to_string(g.cg.dir("cpuset").unwrap().join("cpuset.cpus")).unwrap();
+            let dir = g.cg.member_dir("cpuset").unwrap();
+            let text = std::fs::read_to_string(dir.join("cpuset.cpus")).unwrap();
             super::super::cpuset::parse_cpu_list(&text).unwrap()
         };
         assert_eq!(cpus(&shared), all);
         // The pinned task must come from the same manager (one core pool per client).
         let mut l = limits(32);
         l.cores = Some(1);
-        let name = format!("test-{}-pinned", uuid::Uuid::new_v4());
-        let pinned = Guard {
-            cg: shared.m.create(&name, &l).unwrap(),
-            m: shared.m.clone(),
-        };
+        let pinned = sibling(&shared, "pinned", l);
         let mine = cpus(&pinned);
         assert_eq!(mine.len(), 1);
         assert!(
@@ -507,6 +598,36 @@ mod tests {
         assert!(child.wait().unwrap().success());
         drop(pinned);
         assert_eq!(cpus(&shared), all, "reserved cpus come back");
+    }
+
+    #[test]
+    fn tasks_without_cores_share_one_cpuset_that_outlives_them_as_root() {
+        let Some(a) = real("shared-a", limits(32)) else {
+            return;
+        };
+        let b = sibling(&a, "shared-b", limits(32));
+        assert!(a.cg.dir("cpuset").is_none(), "no cpuset of its own");
+        let shared = a.cg.member_dir("cpuset").unwrap().to_path_buf();
+        assert_eq!(b.cg.member_dir("cpuset"), Some(shared.as_path()));
+        assert!(shared.ends_with(format!("orch/{}", a.m.shared_name)));
+        let mut in_a = spawn_in(&a.cg, "exec sleep 30");
+        let mut in_b = spawn_in(&b.cg, "exec sleep 30");
+        let listed = fs::procs(&shared).unwrap();
+        for child in [&in_a, &in_b] {
+            assert!(listed.contains(&(child.id() as i32)), "{listed:?}");
+        }
+        // Each task sees, kills and removes only its own processes and cgroups.
+        assert_eq!(a.m.pids(&a.cg).unwrap(), vec![in_a.id() as i32]);
+        a.m.kill_all(&a.cg).unwrap();
+        in_a.wait().unwrap();
+        a.m.remove(&a.cg).unwrap();
+        assert!(
+            alive(in_b.id() as i32),
+            "the other task's process was killed"
+        );
+        assert!(shared.is_dir(), "the shared cpuset was removed with a task");
+        b.m.kill_all(&b.cg).unwrap();
+        in_b.wait().unwrap();
     }
 
     #[test]

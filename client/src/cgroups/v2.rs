@@ -157,6 +157,7 @@ impl CgroupManager for V2Manager {
             version: CgroupVersion::V2,
             name: name.to_string(),
             dirs: BTreeMap::from([(UNIFIED.to_string(), leaf.clone())]),
+            joined: BTreeMap::new(),
         };
         let applied = require_available(&leaf, controllers).and_then(|()| self.apply(&cg, limits));
         if let Err(e) = applied {
@@ -649,6 +650,7 @@ mod tests {
             version: CgroupVersion::V1,
             name: LEAF.into(),
             dirs: BTreeMap::new(),
+            joined: BTreeMap::new(),
         };
         assert!(matches!(
             f.manager().oom_kills(&cg),

@@ -1377,7 +1377,11 @@ fn node_reads_match_sql(
                 .collect();
             let live = on_node.iter().filter(|a| !a.client_status.is_terminal());
             for a in live {
-                prop_assert!(seen.contains(&a.id), "live {} not shown to its client", a.id);
+                prop_assert!(
+                    seen.contains(&a.id),
+                    "live {} not shown to its client",
+                    a.id
+                );
             }
             for id in &seen {
                 prop_assert!(changed_since.contains(id), "{} shown but not changed", id);
