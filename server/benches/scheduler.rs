@@ -209,7 +209,7 @@ fn allocs_per_node(server: &Server) -> BenchResult<(usize, BTreeMap<String, usiz
     let total = placed_allocs(server)?;
     if total > 0 {
         for node in server.store().nodes()? {
-            let n = server.store().node_allocs_max_index(&node.id)?;
+            let n = server.store().node_allocs_server_index(&node.id)?;
             if n > 0 {
                 per_node.insert(node.id.clone(), 1);
             }
