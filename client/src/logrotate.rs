@@ -74,12 +74,18 @@ impl RotatingWriter {
     /// that starts again appends to its newest file.
     pub fn open(first: &Path, cfg: LogConfig) -> std::io::Result<RotatingWriter> {
         let (dir, prefix) = split_first_file(first)?;
-        std::fs::create_dir_all(&dir)?;
         let index = rotated_files(&dir, &prefix)
             .last()
             .map(|(i, _)| *i)
             .unwrap_or(0);
-        let (file, written) = Self::open_file(&dir, &prefix, index)?;
+        // The logs dir is made with the alloc dir; made here only when it is missing.
+        let (file, written) = match Self::open_file(&dir, &prefix, index) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                std::fs::create_dir_all(&dir)?;
+                Self::open_file(&dir, &prefix, index)?
+            }
+            opened => opened?,
+        };
         Ok(RotatingWriter {
             dir,
             prefix,

@@ -477,7 +477,10 @@ impl TaskRunner {
             self.task.name.clone(),
         );
         Sampler(Some(tokio::spawn(async move {
-            let mut tick = tokio::time::interval(SAMPLE_INTERVAL);
+            // The first sample after one interval: at the start there is nothing to
+            // see yet, and the stats endpoint samples afresh anyway.
+            let first = tokio::time::Instant::now() + SAMPLE_INTERVAL;
+            let mut tick = tokio::time::interval_at(first, SAMPLE_INTERVAL);
             loop {
                 tick.tick().await;
                 let (b, a, t) = (board.clone(), alloc.clone(), task.clone());
