@@ -8,9 +8,8 @@
 //! request: a fork of this small single-threaded process costs a tenth of an exec
 //! (dynamic loading, relocations and libc's start-up, about 0.8 ms of CPU per task).
 //!
-//! Each shim starts its own session, starts the command (which joins the task's
-//! cgroups between fork and exec; the shim stays out of them), in its own process
-//! group, with the task's user and environment, reports
+//! Each shim starts its own session, moves itself into the task's cgroup, starts the
+//! command (own process group, the task's user and environment), reports
 //! "pid TASK shim SHIM" with a pidfd of itself (or "error WHY") on the report socket,
 //! waits, and writes the `ExitRecord` to the exit file atomically: a client that was
 //! away when the task ended still learns its real exit. The launcher never waits for
@@ -20,7 +19,6 @@
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::PathBuf;
@@ -59,7 +57,8 @@ pub struct ShimSpec {
     /// The command's working directory.
     #[serde(default)]
     pub cwd: Option<PathBuf>,
-    /// `cgroup.procs` files the command joins between fork and exec.
+    /// `cgroup.procs` files the shim moves itself into before starting the command
+    /// (the client spawns it without a fork-time hook, see `spawn`).
     #[serde(default)]
     pub cgroup_procs: Vec<PathBuf>,
 }
@@ -179,36 +178,6 @@ fn fork_shim(sock: &UnixStream, req: Request) {
 
 /// The shim: runs `spec` with its output on `stdout`/`stderr`, reports on `report`,
 /// waits and records the exit; returns the shim's exit code.
-/// Moves the calling process into the cgroup whose `cgroup.procs` is `procs`. Runs in
-/// the forked child: system calls only, no allocation.
-fn join_cgroup(procs: &std::ffi::CStr) -> std::io::Result<()> {
-    // SAFETY: a NUL-terminated path and a static buffer.
-    unsafe {
-        let fd = libc::open(procs.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
-        if fd < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        let written = libc::write(fd, b"0".as_ptr().cast(), 1);
-        let err = std::io::Error::last_os_error();
-        libc::close(fd);
-        if written != 1 {
-            return Err(err);
-        }
-    }
-    Ok(())
-}
-
-/// Why the command did not start. The child's error does not say which step failed:
-/// a cgroup that cannot be joined (checked again here) is named, else it was the exec.
-fn start_error(spec: &ShimSpec, e: &std::io::Error) -> String {
-    for procs in &spec.cgroup_procs {
-        if let Err(join) = std::fs::OpenOptions::new().write(true).open(procs) {
-            return format!("joining cgroup {}: {join}", procs.display());
-        }
-    }
-    e.to_string()
-}
-
 fn run_spec(spec: &ShimSpec, report: OwnedFd, stdout: OwnedFd, stderr: OwnedFd) -> i32 {
     // SAFETY: sigaction with a valid handler that does nothing.
     unsafe {
@@ -236,24 +205,19 @@ fn run_spec(spec: &ShimSpec, report: OwnedFd, stdout: OwnedFd, stderr: OwnedFd) 
     }
     // SAFETY: the syscall just returned this fd.
     let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd as RawFd) };
-    // The command joins the task's cgroups between fork and exec, so it and everything
-    // it starts are accounted and limited there; the shim stays out. Were the shim in
-    // them, the exit file it writes would be charged to the task's memory cgroup and
-    // keep that cgroup alive in the kernel (a "dying" memcg) until the file is gone,
-    // and thousands of those slow every memory cgroup operation down.
-    let join: Vec<std::ffi::CString> = match spec
-        .cgroup_procs
-        .iter()
-        .map(|p| std::ffi::CString::new(p.as_os_str().as_bytes()))
-        .collect()
-    {
-        Ok(paths) => paths,
-        Err(e) => {
-            fail(&report, &stderr, &format!("bad cgroup path: {e}"));
+    // Into the task's cgroup first, so the command and everything it starts are
+    // accounted and limited there.
+    let me = me.to_string();
+    for procs in &spec.cgroup_procs {
+        if let Err(e) = std::fs::write(procs, &me) {
+            fail(
+                &report,
+                &stderr,
+                &format!("joining cgroup {}: {e}", procs.display()),
+            );
             return 127;
         }
-    };
-    let me = me.to_string();
+    }
     // The command gets a copy: the original stays here to say why a start failed.
     let task_stderr = match stderr.try_clone() {
         Ok(fd) => fd,
@@ -276,18 +240,6 @@ fn run_spec(spec: &ShimSpec, report: OwnedFd, stdout: OwnedFd, stderr: OwnedFd) 
     if let Some(cwd) = &spec.cwd {
         cmd.current_dir(cwd);
     }
-    if !join.is_empty() {
-        // SAFETY: only open, write and close (async-signal-safe) on strings made
-        // before the fork. Before the user switch below: joining needs root.
-        unsafe {
-            cmd.pre_exec(move || {
-                for path in &join {
-                    join_cgroup(path)?;
-                }
-                Ok(())
-            });
-        }
-    }
     if let Some((uid, gid, groups)) = spec.user.clone() {
         // SAFETY: setgroups/setgid/setuid on data prepared before the fork.
         unsafe {
@@ -305,7 +257,7 @@ fn run_spec(spec: &ShimSpec, report: OwnedFd, stdout: OwnedFd, stderr: OwnedFd) 
     let mut child = match cmd.spawn() {
         Ok(c) => c,
         Err(e) => {
-            fail(&report, &stderr, &start_error(spec, &e));
+            fail(&report, &stderr, &e.to_string());
             return 127;
         }
     };

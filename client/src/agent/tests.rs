@@ -451,8 +451,9 @@ async fn stats_of_a_running_alloc_come_from_its_cgroup() {
     if client.shared.deps.cgroups.is_some() {
         assert!(main.memory.is_some(), "{main:?}");
         assert!(main.cpu.is_some(), "{main:?}");
-        // The task alone: its shim (`driver::shim`) stays out of the task's cgroup.
-        assert_eq!(main.pids, 1, "{main:?}");
+        // The task and its shim (`driver::shim`), which lives in the task's cgroup
+        // (here the shim is this test binary, which may count more than one).
+        assert!(main.pids >= 2, "{main:?}");
         assert_eq!(main.pids_limit, Some(1024));
     } else {
         eprintln!("no cgroups (not root): only checked the answer's shape");

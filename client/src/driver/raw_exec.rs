@@ -1,6 +1,6 @@
 //! The `raw_exec` driver: runs `config.command` with `config.args` as a host process,
-//! in its own process group, inside the task's cgroup from before `exec` (it joins
-//! between the task shim's fork and the exec), with stdout and stderr appended to the
+//! in its own process group, inside the task's cgroup from before `exec` (the task shim
+//! joins it before starting the command), with stdout and stderr appended to the
 //! task's log files, as the task's `user` when set (else the agent's own user, like
 //! Nomad). The process is started and waited for by its task shim (`shim`), so it
 //! outlives a client restart and a later client finds it again.

@@ -294,8 +294,8 @@ fn reap(pid: i32) -> bool {
 }
 
 /// Starts a shim for `spec` through `launcher`, with the task's stdout/stderr FIFO
-/// ends; the shim runs the command in `spec.cwd`, in the cgroups of
-/// `spec.cgroup_procs`. Returns once the command runs (or why it could not start).
+/// ends; the shim moves itself into the cgroups of `spec.cgroup_procs` and runs the
+/// command in `spec.cwd`. Returns once the command runs (or why it could not start).
 pub async fn spawn(
     launcher: &ShimLauncher,
     spec: &ShimSpec,
