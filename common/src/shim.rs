@@ -11,8 +11,9 @@
 //! Each shim starts its own session, moves itself into the task's cgroup, starts the
 //! command (own process group, the task's user and environment), reports
 //! "pid TASK shim SHIM" with a pidfd of itself (or "error WHY") on the report socket,
-//! waits, and writes the `ExitRecord` to the exit file atomically: a client that was
-//! away when the task ended still learns its real exit. The launcher never waits for
+//! waits, and writes the `ExitRecord` over the blanks of the exit file the client
+//! reserved (`reserve_exit_file`): a client that was away when the task ended still
+//! learns its real exit. The launcher never waits for
 //! its shims (the kernel reaps them) and exits when the client's end closes; shims
 //! outlive both. No threads, no runtime.
 
@@ -289,12 +290,42 @@ fn run_spec(spec: &ShimSpec, report: OwnedFd, stdout: OwnedFd, stderr: OwnedFd) 
         finished_at: crate::ids::now_ms(),
     };
     if let Ok(json) = serde_json::to_vec(&record) {
-        let tmp = spec.exit_file.with_extension("tmp");
-        if std::fs::write(&tmp, json).is_ok() {
-            let _ = std::fs::rename(&tmp, &spec.exit_file);
-        }
+        write_exit_record(&spec.exit_file, &json);
     }
     exit_code.clamp(0, 255)
+}
+
+/// Bytes the client writes into a task's exit file before the start (`reserve_exit_file`):
+/// blanks, which read as "no exit recorded yet". A record is at most 200 bytes.
+pub const EXIT_FILE_RESERVED: usize = 512;
+
+/// Makes (or blanks) `path` for the shim's exit record. Called by the client, so the
+/// file's inode and page are charged to the client's memory cgroup: were the shim,
+/// which runs in the task's cgroups, to create them, they would keep that memory
+/// cgroup alive in the kernel (a "dying" cgroup) after its removal, one per finished
+/// task until its alloc dir goes, and thousands of those slow every memory cgroup
+/// operation down.
+pub fn reserve_exit_file(path: &std::path::Path) -> std::io::Result<()> {
+    std::fs::write(path, [b' '; EXIT_FILE_RESERVED])
+}
+
+/// Writes `json` over the blanks of a reserved exit file, in place: no new inode or
+/// page is charged to the task's cgroup. The rest stays blank (JSON allows trailing
+/// whitespace). Without a reserved file (a client from before it), a new file is
+/// written and renamed into place.
+fn write_exit_record(path: &std::path::Path, json: &[u8]) {
+    use std::os::unix::fs::FileExt;
+    match std::fs::OpenOptions::new().write(true).open(path) {
+        Ok(file) if json.len() <= EXIT_FILE_RESERVED => {
+            let _ = file.write_all_at(json, 0);
+        }
+        _ => {
+            let tmp = path.with_extension("tmp");
+            if std::fs::write(&tmp, json).is_ok() {
+                let _ = std::fs::rename(&tmp, path);
+            }
+        }
+    }
 }
 
 /// Tells the client (report socket) and the task's stderr log why the command did

@@ -30,7 +30,9 @@ use super::{proc_start_ticks, process_alive, ExitResult};
 use orch_common::structs::LogConfig;
 
 use orch_common::shim::{recv_with_fds, send_with_fds, MAX_REPORT_BYTES};
-pub use orch_common::shim::{ExitRecord, ShimSpec, EXIT_FILE, LAUNCHER_ENV, LAUNCHER_FD};
+pub use orch_common::shim::{
+    reserve_exit_file, ExitRecord, ShimSpec, EXIT_FILE, LAUNCHER_ENV, LAUNCHER_FD,
+};
 
 /// The exit an `ExitRecord` describes.
 pub fn exit_result(record: &ExitRecord) -> ExitResult {
@@ -119,7 +121,7 @@ pub fn task_files(task_dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
     )
 }
 
-/// The exit the shim recorded, if it did.
+/// The exit the shim recorded, if it did (a reserved file still blank has none).
 pub fn read_exit_file(path: &Path) -> Option<ExitRecord> {
     let bytes = std::fs::read(path).ok()?;
     serde_json::from_slice(&bytes).ok()

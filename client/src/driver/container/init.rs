@@ -249,7 +249,8 @@ fn redirect(target: i32, path: &Path, create: bool) -> Result<(), String> {
     Ok(())
 }
 
-/// Writes the command's exit (wait status `status`) into `dir`/`name` atomically.
+/// Writes the command's exit (wait status `status`) into `dir`/`name`: over the blanks
+/// of a reserved file, else into a new file renamed into place.
 fn record_exit(dir: &std::fs::File, name: &std::ffi::OsStr, pid: i32, status: i32) {
     let result = if libc::WIFSIGNALED(status) {
         crate::driver::ExitResult::signaled(libc::WTERMSIG(status))
@@ -273,9 +274,22 @@ fn record_exit(dir: &std::fs::File, name: &std::ffi::OsStr, pid: i32, status: i3
     ) else {
         return;
     };
-    // SAFETY: openat/write/close/renameat relative to a directory fd we own, with
-    // NUL-terminated names.
+    // SAFETY: openat/pwrite/write/close/renameat relative to a directory fd we own,
+    // with NUL-terminated names.
     unsafe {
+        // Over the blanks the client reserved, in place (see `shim::reserve_exit_file`).
+        if json.len() <= orch_common::shim::EXIT_FILE_RESERVED {
+            let fd = libc::openat(
+                dir.as_raw_fd(),
+                fin.as_ptr(),
+                libc::O_WRONLY | libc::O_CLOEXEC,
+            );
+            if fd >= 0 {
+                libc::pwrite(fd, json.as_ptr().cast(), json.len(), 0);
+                libc::close(fd);
+                return;
+            }
+        }
         let fd = libc::openat(
             dir.as_raw_fd(),
             tmp.as_ptr(),

@@ -199,11 +199,7 @@ impl ContainerDriver {
             let (task, path) = (req.id.clone(), path.to_path_buf());
             move |source| DriverError::LogFile { task, path, source }
         };
-        match std::fs::remove_file(&exit_file) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(log_err(&exit_file)(e)),
-        }
+        shim::reserve_exit_file(&exit_file).map_err(log_err(&exit_file))?;
         spec.exit_file = Some(exit_file.clone());
         let stdout = logrotate::capture_fifo(&stdout_fifo, &req.stdout_path, req.logs)
             .map_err(log_err(&stdout_fifo))?;
