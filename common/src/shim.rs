@@ -445,3 +445,56 @@ pub fn recv_with_fds(
     }
     Ok((n, fds))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::MetadataExt;
+
+    #[test]
+    fn the_record_goes_over_the_reserved_blanks_in_the_same_inode() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(EXIT_FILE);
+        reserve_exit_file(&path).unwrap();
+        let blank = std::fs::read(&path).unwrap();
+        assert!(blank.iter().all(|b| *b == b' '));
+        assert!(
+            serde_json::from_slice::<ExitRecord>(&blank).is_err(),
+            "blank is no record"
+        );
+        let inode = std::fs::metadata(&path).unwrap().ino();
+        let record = ExitRecord {
+            pid: 42,
+            exit_code: 137,
+            signal: Some(9),
+            finished_at: 1,
+        };
+        write_exit_record(&path, &serde_json::to_vec(&record).unwrap());
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().ino(),
+            inode,
+            "written in place"
+        );
+        let back: ExitRecord = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        assert_eq!(back, record);
+        // Reserving again (the next run attempt) blanks the old record.
+        reserve_exit_file(&path).unwrap();
+        assert!(serde_json::from_slice::<ExitRecord>(&std::fs::read(&path).unwrap()).is_err());
+    }
+
+    #[test]
+    fn without_a_reserved_file_the_record_is_written_and_renamed_into_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(EXIT_FILE);
+        let record = ExitRecord {
+            pid: 7,
+            exit_code: 0,
+            signal: None,
+            finished_at: 2,
+        };
+        write_exit_record(&path, &serde_json::to_vec(&record).unwrap());
+        let back: ExitRecord = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        assert_eq!(back, record);
+        assert!(!path.with_extension("tmp").exists());
+    }
+}
