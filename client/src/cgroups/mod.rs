@@ -16,6 +16,7 @@
 
 pub mod cpuset;
 mod fs;
+pub mod janitor;
 pub mod v1;
 pub mod v2;
 

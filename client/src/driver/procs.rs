@@ -16,6 +16,7 @@ use super::shim::{self, ShimLauncher, ShimSpec, SupervisorState};
 use super::{
     proc_start_ticks, wait_exit, DriverError, ExitResult, StartRequest, TaskHandle, TaskStats,
 };
+use crate::cgroups::janitor::Janitor;
 use crate::cgroups::{CgroupError, CgroupManager, CgroupPaths};
 use crate::logrotate;
 
@@ -57,6 +58,8 @@ pub(crate) enum StopTarget {
 pub(crate) struct Procs {
     driver: &'static str,
     cgroups: Option<Arc<dyn CgroupManager>>,
+    /// Removes destroyed tasks' cgroups behind more urgent work.
+    janitor: Janitor,
     /// Task id -> its process. A std mutex: never held across an await.
     tasks: Mutex<HashMap<String, Arc<Running>>>,
 }
@@ -66,6 +69,7 @@ impl Procs {
         Procs {
             driver,
             cgroups,
+            janitor: Janitor::new(),
             tasks: Mutex::new(HashMap::new()),
         }
     }
@@ -283,8 +287,13 @@ impl Procs {
             r.exited_within(KILL_WAIT).await;
         }
         if let (Some(m), Some(cg)) = (&self.cgroups, &handle.cgroup) {
-            let (m, cg) = (m.clone(), cg.clone());
-            blocking(&handle.id, "cgroup remove", move || m.remove(&cg)).await?;
+            self.janitor
+                .remove(m.clone(), cg.clone())
+                .await
+                .map_err(|source| DriverError::Cgroup {
+                    task: handle.id.clone(),
+                    source,
+                })?;
         }
         self.tasks
             .lock()

@@ -24,7 +24,8 @@
 //! ```
 //!
 //! Each run attempt gets a fresh cgroup, destroyed (everything left in it killed) when
-//! the attempt ends.
+//! the attempt ends: before the next attempt, and, for a task that exited on its own
+//! and is done, just after its end is published (so the report does not wait for it).
 
 pub mod env;
 pub mod restart;
@@ -254,6 +255,7 @@ pub fn spawn_with_restarts(
         state,
         warned_no_cgroups: false,
         recovered,
+        exited: None,
     };
     let join = tokio::spawn(runner.run());
     TaskRunnerHandle {
@@ -287,6 +289,9 @@ struct TaskRunner {
     /// The handle of this task left by an earlier client run, re-attached to instead
     /// of the first start.
     recovered: Option<TaskHandle>,
+    /// The attempt that just exited on its own, destroyed (cgroup, handle) once its
+    /// outcome is published: a finished task is reported without waiting for that.
+    exited: Option<(Arc<dyn Driver>, TaskHandle)>,
 }
 
 impl TaskRunner {
@@ -321,15 +326,19 @@ impl TaskRunner {
             if let Some(exit) = &exit {
                 if exit.successful() && matches!(self.job_type, JobType::Batch | JobType::Sysbatch)
                 {
-                    return self.dead(false);
+                    self.dead(false);
+                    return self.destroy_exited().await;
                 }
             }
             match self.tracker.next(tokio::time::Instant::now()) {
                 RestartDecision::Fail { message } => {
                     self.event(events::NOT_RESTARTING, message);
-                    return self.dead(true);
+                    self.dead(true);
+                    return self.destroy_exited().await;
                 }
                 RestartDecision::Restart { delay, message } => {
+                    // The next attempt's cgroup has the same name: this one goes first.
+                    self.destroy_exited().await;
                     self.state.state = TaskStateKind::Pending;
                     self.state.restarts += 1;
                     self.event(events::RESTARTING, message);
@@ -443,7 +452,7 @@ impl TaskRunner {
             tracing::error!(task = %self.id, error = %e, "waiting for the task");
             ExitResult::code(-1)
         });
-        self.destroy(driver.as_ref(), &handle).await;
+        self.exited = Some((driver, handle));
         let (kind, message) = self.describe_exit(&exit);
         let mut ev = self.new_event(kind, message);
         ev.exit_code = Some(exit.exit_code);
@@ -651,6 +660,13 @@ impl TaskRunner {
             ev.oom_killed = exit.oom_killed;
         }
         self.push_event(ev);
+    }
+
+    /// Destroys the attempt that exited on its own, if not done yet.
+    async fn destroy_exited(&mut self) {
+        if let Some((driver, handle)) = self.exited.take() {
+            self.destroy(driver.as_ref(), &handle).await;
+        }
     }
 
     /// Kills whatever the attempt left, removes its cgroup and forgets the handle.
