@@ -13,6 +13,7 @@
 //!   server agent and an idle client agent (separate processes), 3 s after start.
 //!
 //! Needs root (tasks run in cgroups). `BENCH=recovery|e2e|footprint` runs one part.
+//! The agents' data dirs are under cargo's `target/tmp`, removed at the end.
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -544,7 +545,13 @@ fn main() -> Result<()> {
         eprintln!("the cluster benchmark runs tasks in cgroups: run it as root");
         return Ok(());
     }
-    let dir = tempfile::Builder::new().prefix("orch-bench-").tempdir()?;
+    // Cargo's scratch dir for benchmarks (`target/tmp`), not /tmp: where the test
+    // suite has just deleted thousands of files, a file system that scans recently
+    // deleted inodes on every allocation (ext4 without a journal, as on this project's
+    // VMs) makes the agents' file creation the benchmark's largest cost.
+    let dir = tempfile::Builder::new()
+        .prefix("orch-bench-")
+        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))?;
     if run("recovery") {
         recovery_task_restart(dir.path())?;
         recovery_node_loss(dir.path())?;
