@@ -91,3 +91,80 @@ impl Drop for Janitor {
         self.queue.lock().map(|mut q| q.take()).ok();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cgroups::{CgroupVersion, V1Manager};
+    use std::collections::BTreeMap;
+
+    fn paths(dirs: &[std::path::PathBuf]) -> CgroupPaths {
+        CgroupPaths {
+            version: CgroupVersion::V1,
+            name: "a1-web".into(),
+            dirs: dirs
+                .iter()
+                .enumerate()
+                .map(|(i, d)| (format!("c{i}"), d.clone()))
+                .collect(),
+            joined: BTreeMap::new(),
+        }
+    }
+
+    #[tokio::test]
+    async fn removals_happen_on_the_janitor_thread_and_report_their_result() {
+        let root = tempfile::tempdir().unwrap();
+        let manager: Arc<dyn CgroupManager> = Arc::new(V1Manager::new(root.path()));
+        let janitor = Janitor::new();
+        let dirs: Vec<_> = ["memory", "pids"]
+            .iter()
+            .map(|c| root.path().join(c).join("orch/a1-web"))
+            .collect();
+        for d in &dirs {
+            std::fs::create_dir_all(d).unwrap();
+        }
+        janitor.remove(manager.clone(), paths(&dirs)).await.unwrap();
+        assert!(dirs.iter().all(|d| !d.exists()));
+        // A directory that cannot go (here: not empty) is an error naming it.
+        let busy = root.path().join("cpu/orch/a1-web");
+        std::fs::create_dir_all(busy.join("child")).unwrap();
+        let err = janitor
+            .remove(manager, paths(std::slice::from_ref(&busy)))
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("a1-web"), "{err}");
+    }
+
+    /// The nice value of this process's `orch-cgroup-gc` thread, if there is one.
+    fn janitor_nice() -> Option<i32> {
+        std::fs::read_dir("/proc/self/task")
+            .ok()?
+            .flatten()
+            .find_map(|t| {
+                let comm = std::fs::read_to_string(t.path().join("comm")).ok()?;
+                if comm.trim() != "orch-cgroup-gc" {
+                    return None;
+                }
+                let stat = std::fs::read_to_string(t.path().join("stat")).ok()?;
+                // Fields after the comm (which may hold spaces); the nice value is field 19.
+                let after = &stat[stat.rfind(')')? + 2..];
+                after.split_whitespace().nth(16)?.parse().ok()
+            })
+    }
+
+    #[test]
+    fn the_janitor_thread_runs_at_a_lower_priority() {
+        let janitor = Janitor::new();
+        assert!(janitor.sender().is_some(), "the thread starts");
+        // It sets its nice value first thing.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while janitor_nice() != Some(JANITOR_NICE) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "nice is {:?}",
+                janitor_nice()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+}
