@@ -140,6 +140,7 @@ pub fn spawn(
         deps,
         batcher,
         runs_to_completion,
+        stopping: false,
         status_tx,
         stop_rx,
         states: BTreeMap::new(),
@@ -164,6 +165,8 @@ struct AllocRunner {
     batcher: Arc<UpdateBatcher>,
     /// A batch or sysbatch allocation: running is on the way to its end.
     runs_to_completion: bool,
+    /// Asked to stop: every state until the end is on the way to it.
+    stopping: bool,
     status_tx: watch::Sender<AllocClientUpdate>,
     stop_rx: watch::Receiver<Option<String>>,
     restarts_rx: watch::Receiver<RestartRequest>,
@@ -247,6 +250,7 @@ impl AllocRunner {
                     stop_seen = true;
                     if changed.is_ok() {
                         // On its way to its end: the status batcher keeps batching.
+                        self.stopping = true;
                         self.batcher.expect(&self.alloc.id);
                         let reason = self.stop_rx.borrow().clone().unwrap_or_default();
                         for r in runners.values() {
@@ -311,13 +315,22 @@ impl AllocRunner {
             }
         });
         if changed {
-            let motion = match client_status {
-                ClientStatus::Pending => Motion::Moving,
-                ClientStatus::Running if self.runs_to_completion => Motion::Moving,
-                _ => Motion::Settled,
-            };
+            let motion = motion_of(client_status, self.runs_to_completion, self.stopping);
             self.batcher.push(update, motion);
         }
+    }
+}
+
+/// Whether an allocation in `status` will change on its own soon: while it starts,
+/// while it is being stopped, and while a batch allocation runs; not once it runs a
+/// service or has ended.
+fn motion_of(status: ClientStatus, runs_to_completion: bool, stopping: bool) -> Motion {
+    match status {
+        s if s.is_terminal() => Motion::Settled,
+        _ if stopping => Motion::Moving,
+        ClientStatus::Pending => Motion::Moving,
+        ClientStatus::Running if runs_to_completion => Motion::Moving,
+        _ => Motion::Settled,
     }
 }
 
@@ -345,6 +358,18 @@ mod tests {
     use crate::driver::MockDriver;
     use crate::taskrunner::DriverSet;
     use crate::testutil::{alloc_of, job, node, restart, task};
+
+    #[test]
+    fn an_allocation_moves_while_it_starts_stops_or_runs_a_batch_task() {
+        use ClientStatus::*;
+        assert_eq!(motion_of(Pending, false, false), Motion::Moving);
+        assert_eq!(motion_of(Running, false, false), Motion::Settled);
+        assert_eq!(motion_of(Running, true, false), Motion::Moving);
+        assert_eq!(motion_of(Running, false, true), Motion::Moving);
+        for ended in [Complete, Failed] {
+            assert_eq!(motion_of(ended, true, true), Motion::Settled);
+        }
+    }
     use orch_common::structs::{JobType, RestartMode};
     use serde_json::json;
     use std::time::Duration;
