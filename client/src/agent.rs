@@ -659,7 +659,8 @@ impl Shared {
                 self.batcher.forget(id);
                 return false;
             }
-            if !r.stop_requested() {
+            // Ended and cleaning up (the end is reported first): nothing to stop.
+            if !r.stop_requested() && !r.status().client_status.is_terminal() {
                 tracing::info!(alloc = %id, "allocation no longer assigned to this node; stopping it");
                 r.stop("allocation no longer assigned to this node");
             }
