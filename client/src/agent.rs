@@ -611,6 +611,7 @@ impl Shared {
                         client_status: ClientStatus::Complete,
                         client_description: "stopped before it started".to_string(),
                         task_states: a.task_states.clone(),
+                        checks: Default::default(),
                     },
                     Motion::Settled,
                 );

@@ -54,16 +54,17 @@ use restart::{RestartDecision, RestartTracker};
 /// Events kept per task (the oldest are dropped), as Nomad does.
 const MAX_EVENTS: usize = 20;
 
-/// Resolves when a restart of `task` (or of every task) is asked after this point.
-async fn restart_asked(rx: &mut watch::Receiver<RestartRequest>, task: &str) {
+/// Resolves, with the reason given, when a restart of `task` (or of every task) is
+/// asked after this point.
+async fn restart_asked(rx: &mut watch::Receiver<RestartRequest>, task: &str) -> Option<String> {
     loop {
         if rx.changed().await.is_err() {
             // No one can ask any more.
             return std::future::pending().await;
         }
-        let wanted = rx.borrow_and_update().task.clone();
-        if wanted.as_deref().is_none_or(|t| t == task) {
-            return;
+        let req = rx.borrow_and_update().clone();
+        if req.task.as_deref().is_none_or(|t| t == task) {
+            return req.reason;
         }
     }
 }
@@ -201,12 +202,15 @@ pub fn spawn(
     )
 }
 
-/// A request to restart tasks in place (`orch alloc restart`): `seq` grows with every
-/// request; `task` is the one to restart, or every task when `None`.
+/// A request to restart tasks in place (`orch alloc restart`, or a `check_restart`):
+/// `seq` grows with every request; `task` is the one to restart, or every task when
+/// `None`; `reason` becomes the `Restart Signaled` event's message (a user's request
+/// when `None`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RestartRequest {
     pub seq: u64,
     pub task: Option<String>,
+    pub reason: Option<String>,
 }
 
 /// `spawn`, restarting the task in place whenever `restarts` asks for it.
@@ -441,8 +445,9 @@ impl TaskRunner {
                 self.kill_running(driver.as_ref(), &handle, &reason, sampler).await;
                 return Attempt::Killed;
             }
-            () = restart_asked(&mut self.restart_rx, &self.task.name) => {
-                self.event(events::RESTART_SIGNALED, "User requested the task to restart".to_string());
+            reason = restart_asked(&mut self.restart_rx, &self.task.name) => {
+                let why = reason.unwrap_or_else(|| "User requested the task to restart".to_string());
+                self.event(events::RESTART_SIGNALED, why);
                 self.stop_attempt(driver.as_ref(), &handle, "Restarting", sampler).await;
                 return Attempt::Restarted;
             }

@@ -138,6 +138,7 @@ pub(crate) fn mock_alloc(id: &str, job: &Job, node_id: &str, index: u32) -> Allo
         client_status: ClientStatus::Pending,
         client_description: String::new(),
         task_states: BTreeMap::new(),
+        checks: Default::default(),
         previous_allocation: None,
         next_allocation: None,
         desired_transition: Default::default(),
@@ -203,6 +204,7 @@ fn client_update(id: &str, status: ClientStatus) -> AllocClientUpdate {
         client_status: status,
         client_description: format!("now {}", status.as_str()),
         task_states: BTreeMap::new(),
+        checks: Default::default(),
     }
 }
 
