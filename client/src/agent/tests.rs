@@ -803,6 +803,16 @@ async fn an_http_check_of_a_live_server_passes_and_a_tcp_check_of_a_closed_port_
     // The client's live view has every run's result too.
     let live = client.alloc_checks(&a.id).expect("a runner for the alloc");
     assert_eq!(live["web/http-0"].status, CheckHealth::Passing);
+    let (url, server) = serve_client_http(&client).await;
+    let served: BTreeMap<String, CheckStatus> =
+        reqwest::get(format!("{url}/v1/client/allocation/{}/checks", &a.id[..8]))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+    assert_eq!(served["web/closed"].status, CheckHealth::Critical);
+    server.abort();
     // A critical check without check_restart leaves the task alone.
     let last = fake.state.last_status(&a.id).unwrap();
     assert_eq!(last.client_status, ClientStatus::Running);

@@ -147,8 +147,11 @@ impl CheckContext {
             drivers,
             handles,
             // Checks go to this host's own ports: never through a proxy from the env.
+            // No idle connections are kept: every run opens its own, so a server that
+            // no longer accepts connections fails its check (as in Consul).
             http: reqwest::Client::builder()
                 .no_proxy()
+                .pool_max_idle_per_host(0)
                 .build()
                 .unwrap_or_default(),
         }

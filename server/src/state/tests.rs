@@ -382,6 +382,19 @@ fn client_updates_touch_only_the_client_fields() {
     update
         .task_states
         .insert("server".into(), Default::default());
+    update.checks.insert(
+        "web/alive".into(),
+        orch_common::structs::CheckStatus {
+            service: "web".into(),
+            name: "alive".into(),
+            check_type: orch_common::structs::CheckType::Http,
+            task: "server".into(),
+            status: orch_common::structs::CheckHealth::Passing,
+            output: "HTTP GET http://127.0.0.1:20000/: 200 OK".into(),
+            last_run_ms: 1,
+            status_since_ms: 1,
+        },
+    );
     let index = report(
         &store,
         vec![update, client_update("unknown", ClientStatus::Failed)],
@@ -390,6 +403,10 @@ fn client_updates_touch_only_the_client_fields() {
     assert_eq!(stored.client_status, ClientStatus::Running);
     assert_eq!(stored.client_description, "now running");
     assert_eq!(stored.task_states.len(), 1);
+    assert_eq!(
+        stored.checks["web/alive"].status,
+        orch_common::structs::CheckHealth::Passing
+    );
     assert_eq!(stored.desired_status, DesiredStatus::Run);
     assert_eq!(stored.modify_index, index);
     assert!(store.alloc("unknown").expect("read").is_none());
@@ -402,6 +419,7 @@ fn client_updates_touch_only_the_client_fields() {
     assert_eq!(stored.client_status, ClientStatus::Running);
     assert_eq!(stored.desired_description, "updated in place");
     assert_eq!(stored.task_states.len(), 1);
+    assert_eq!(stored.checks.len(), 1);
 }
 
 #[test]
