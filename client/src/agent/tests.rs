@@ -821,7 +821,7 @@ async fn an_http_check_of_a_live_server_passes_and_a_tcp_check_of_a_closed_port_
 }
 
 #[tokio::test]
-async fn a_failing_script_check_with_check_restart_restarts_its_task() {
+async fn a_failing_script_check_restarts_its_task_until_the_restart_policy_gives_up() {
     let fake = fake_server().await;
     let dir = tempfile::tempdir().unwrap();
     let client = Client::start(config(dir.path(), &fake.addr)).await.unwrap();
@@ -834,30 +834,56 @@ async fn a_failing_script_check_with_check_restart_restarts_its_task() {
         grace: Duration::ZERO,
     });
     with_service(&mut a, service("sc", None, vec![script]));
+    // One restart allowed: the check's first restart happens, its second fails the task.
+    if let Some(job) = a.job.as_mut() {
+        job.groups[0].restart = restart(1, 10, 600, RestartMode::Fail);
+    }
     fake.state.add_alloc(a.clone());
 
     let restarted = eventually("the task to be restarted by its check", || {
-        fake.state
-            .last_status(&a.id)
-            .filter(|u| u.task_states.get("main").is_some_and(|t| t.restarts >= 1))
+        fake.state.last_status(&a.id).filter(|u| {
+            u.client_status == ClientStatus::Running
+                && u.task_states.get("main").is_some_and(|t| t.restarts == 1)
+        })
     })
     .await;
     let main = &restarted.task_states["main"];
-    let ev = main
-        .events
+    let kinds: Vec<&str> = main.events.iter().map(|e| e.kind.as_str()).collect();
+    let signaled = kinds
         .iter()
-        .find(|e| e.kind == "Restart Signaled")
-        .expect("a Restart Signaled event");
+        .position(|k| *k == "Restart Signaled")
+        .unwrap_or_else(|| panic!("no Restart Signaled event: {kinds:?}"));
+    let ev = &main.events[signaled];
     assert!(
         ev.message
             .contains("\"sc/script-0\" was critical 2 times in a row"),
         "{ev:?}"
     );
     assert!(ev.message.contains("not ready"), "{ev:?}");
-    // The restart is in place, not a failure: the allocation keeps running, and the
-    // checks of the new run start again.
-    status_becomes(&fake, &a.id, ClientStatus::Running).await;
-    let critical = check_becomes(&fake, &a.id, "sc/script-0", CheckHealth::Critical).await;
-    assert_eq!(critical.output.trim(), "not ready");
+    assert!(
+        kinds[signaled..].contains(&"Restarting"),
+        "the restart policy decided: {kinds:?}"
+    );
+    // The checks of the new run start again, go critical, and the second restart is
+    // one more than the policy allows.
+    let failed = status_becomes(&fake, &a.id, ClientStatus::Failed).await;
+    let main = &failed.task_states["main"];
+    assert!(main.failed);
+    assert_eq!(
+        main.events
+            .iter()
+            .filter(|e| e.kind == "Restart Signaled")
+            .count(),
+        2,
+        "{:?}",
+        main.events
+    );
+    assert!(
+        main.events.iter().any(|e| e.kind == "Not Restarting"),
+        "{:?}",
+        main.events
+    );
+    assert_eq!(failed.checks["sc/script-0"].status, CheckHealth::Critical);
+    assert_eq!(failed.checks["sc/script-0"].output.trim(), "not ready");
     client.shutdown().await;
 }

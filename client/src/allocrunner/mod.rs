@@ -10,7 +10,8 @@
 //! task starts with a new `started_at`, stopped when it leaves `running` or the
 //! allocation stops. A check's status or output change is published like a task state
 //! change; every run's result is kept in the live view (`AllocRunnerHandle::checks`).
-//! A `check_restart` goes through the same in-place restart as `orch alloc restart`.
+//! A `check_restart` goes through the same in-place restart as `orch alloc restart`,
+//! but counted by the restart policy like a failure.
 
 pub mod allocdir;
 
@@ -61,7 +62,7 @@ impl AllocRunnerHandle {
         if task.is_some_and(|t| !self.tasks.iter().any(|n| n == t)) {
             return false;
         }
-        request_restart(&self.restarts, task, None);
+        request_restart(&self.restarts, task, None, false);
         true
     }
 
@@ -183,12 +184,19 @@ pub fn spawn(
     }
 }
 
-/// Asks the task runners to restart `task` (every task with `None`) in place.
-fn request_restart(tx: &watch::Sender<RestartRequest>, task: Option<&str>, reason: Option<String>) {
+/// Asks the task runners to restart `task` (every task with `None`) in place; one that
+/// `counts` goes through the restart policy.
+fn request_restart(
+    tx: &watch::Sender<RestartRequest>,
+    task: Option<&str>,
+    reason: Option<String>,
+    counts: bool,
+) {
     tx.send_modify(|r| {
         r.seq += 1;
         r.task = task.map(str::to_string);
         r.reason = reason;
+        r.counts = counts;
     });
 }
 
@@ -430,7 +438,7 @@ impl AllocRunner {
                 c.halt();
             }
             tracing::info!(alloc = %self.alloc.id, task = %task, "{reason}");
-            request_restart(&self.restarts_tx, Some(&task), Some(reason));
+            request_restart(&self.restarts_tx, Some(&task), Some(reason), true);
         }
     }
 
