@@ -217,6 +217,14 @@ impl RunningChecks {
     }
 }
 
+/// A runner that goes away (also one abandoned at a client shutdown) takes its check
+/// loops with it: a dropped `JoinHandle` alone would leave them running.
+impl Drop for RunningChecks {
+    fn drop(&mut self) {
+        self.halt();
+    }
+}
+
 struct AllocRunner {
     alloc: Arc<Allocation>,
     alloc_dir: AllocDir,
