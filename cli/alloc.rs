@@ -1,5 +1,5 @@
-//! `orch alloc ...`: status (fields, per-task state and events, exit codes, OOM kills,
-//! resource usage) and logs; logs and usage are fetched from the client agent that runs
+//! `orch alloc ...`: status (fields, health checks, per-task state and events, exit
+//! codes, OOM kills, resource usage) and logs; logs and usage are fetched from the client agent that runs
 //! the allocation (the node's `http_addr`).
 
 use std::io::Write as _;
@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use anyhow::{bail, Context as _, Result};
 use clap::{Args, Subcommand};
 use orch_common::api::{AllocResourceUsage, TaskResourceUsage};
-use orch_common::structs::{Allocation, Node, TaskEvent, TaskState, TaskStateKind};
+use orch_common::structs::{Allocation, CheckStatus, Node, TaskEvent, TaskState, TaskStateKind};
 
 use crate::api_client::{encode, normalize_address};
 use crate::job::desired_word;
@@ -93,14 +93,26 @@ async fn status(ctx: &Ctx, alloc_ref: &str) -> Result<ExitCode> {
     let api = ctx.api()?;
     let path = format!("/v1/allocation/{}", encode(alloc_ref));
     let raw = api.get_json(&path).await?;
-    let a: Allocation =
+    let mut a: Allocation =
         serde_json::from_value(raw.clone()).context("GET allocation: unexpected answer")?;
     // Usage is best effort: a node that is down must not hide the allocation.
     let usage = fetch_usage(&api, &a).await;
+    // The servers hear of a check's status and output changes; its client knows every
+    // run. Best effort too: without the client, the servers' view is shown.
+    if !a.checks.is_empty() && !a.client_status.is_terminal() {
+        if let Ok(live) = fetch_checks(&api, &a).await {
+            a.checks.extend(live);
+        }
+    }
     if ctx.json {
         let mut raw = raw;
-        if let (Some(obj), Ok(u)) = (raw.as_object_mut(), &usage) {
-            obj.insert("resource_usage".to_string(), serde_json::to_value(u)?);
+        if let Some(obj) = raw.as_object_mut() {
+            if let Ok(u) = &usage {
+                obj.insert("resource_usage".to_string(), serde_json::to_value(u)?);
+            }
+            if !a.checks.is_empty() {
+                obj.insert("checks".to_string(), serde_json::to_value(&a.checks)?);
+            }
         }
         output::print_json(&raw)?;
         return Ok(ExitCode::SUCCESS);
@@ -175,6 +187,20 @@ async fn client_base(api: &crate::api_client::ApiClient, a: &Allocation) -> Resu
     Ok(normalize_address(&node.http_addr))
 }
 
+/// The latest run of each health check, from the client agent that runs the
+/// allocation.
+async fn fetch_checks(
+    api: &crate::api_client::ApiClient,
+    a: &Allocation,
+) -> Result<std::collections::BTreeMap<String, CheckStatus>> {
+    let base = client_base(api, a).await?;
+    api.get_url(&format!(
+        "{base}/v1/client/allocation/{}/checks",
+        encode(&a.id)
+    ))
+    .await
+}
+
 /// Each task's resource usage, from the client agent that runs the allocation.
 async fn fetch_usage(
     api: &crate::api_client::ApiClient,
@@ -242,6 +268,10 @@ fn render_status(a: &Allocation, usage: Option<&AllocResourceUsage>, now: u64) -
         }
         out.push_str(&t.render());
     }
+    if !a.checks.is_empty() {
+        out.push_str("\nChecks\n");
+        out.push_str(&render_checks(&a.checks, now));
+    }
     let mut tasks: Vec<&String> = a.resources.tasks.keys().collect();
     for t in a.task_states.keys() {
         if !tasks.contains(&t) {
@@ -257,6 +287,34 @@ fn render_status(a: &Allocation, usage: Option<&AllocResourceUsage>, now: u64) -
         }
     }
     out
+}
+
+/// One row per health check: its latest status, the first line of its last output
+/// and when it last ran.
+fn render_checks(checks: &std::collections::BTreeMap<String, CheckStatus>, now: u64) -> String {
+    let mut t = Table::new(&["SERVICE", "CHECK", "TYPE", "STATUS", "OUTPUT", "LAST RUN"]);
+    for c in checks.values() {
+        let first = c
+            .output
+            .lines()
+            .map(str::trim)
+            .find(|l| !l.is_empty())
+            .unwrap_or("");
+        let mut output: String = first.chars().take(60).collect();
+        // A prefix shorter than the line, or more lines: say there is more.
+        if output.len() < first.len() || c.output.trim().lines().count() > 1 {
+            output.push_str(" ...");
+        }
+        t.row(vec![
+            c.service.clone(),
+            c.name.clone(),
+            c.check_type.as_str().to_string(),
+            c.status.as_str().to_string(),
+            or_none(&output),
+            relative_time(c.last_run_ms, now),
+        ]);
+    }
+    t.render()
 }
 
 fn or_none(s: &str) -> String {
@@ -601,6 +659,66 @@ mod tests {
             ..u
         };
         assert!(render_usage(&stopped, 0).contains("last sample before the task stopped"));
+    }
+
+    #[test]
+    fn checks_render_status_first_output_line_and_last_run() {
+        use orch_common::structs::{CheckHealth, CheckType};
+        let check = |name: &str, status, output: &str, last_run_ms| CheckStatus {
+            service: "web".into(),
+            name: name.into(),
+            check_type: CheckType::Http,
+            task: "server".into(),
+            status,
+            output: output.into(),
+            last_run_ms,
+            status_since_ms: 0,
+        };
+        let now = 1_714_557_660_000;
+        let checks = std::collections::BTreeMap::from([
+            (
+                "web/alive".to_string(),
+                check(
+                    "alive",
+                    CheckHealth::Passing,
+                    "HTTP GET http://127.0.0.1:8080/: 200 OK",
+                    now - 3_000,
+                ),
+            ),
+            (
+                "web/script".to_string(),
+                check(
+                    "script",
+                    CheckHealth::Critical,
+                    "\nnot ready\nsecond line",
+                    now - 65_000,
+                ),
+            ),
+            (
+                "web/new".to_string(),
+                check("new", CheckHealth::Pending, "", 0),
+            ),
+        ]);
+        let text = render_checks(&checks, now);
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[0].starts_with("SERVICE"), "{text}");
+        assert!(
+            lines[1].contains("alive") && lines[1].contains("passing"),
+            "{text}"
+        );
+        assert!(
+            lines[1].contains("200 OK") && lines[1].contains("3s ago"),
+            "{text}"
+        );
+        assert!(
+            lines[2].contains("pending") && lines[2].trim_end().ends_with('-'),
+            "{text}"
+        );
+        assert!(
+            lines[3].contains("critical") && lines[3].contains("not ready ..."),
+            "{text}"
+        );
+        assert!(lines[3].contains("1m ago"), "{text}");
     }
 
     #[test]

@@ -219,6 +219,16 @@ impl Client {
         v
     }
 
+    /// The latest result of every health check of allocation `id` (every run's, not
+    /// only the changes sent to the servers); None when no runner has it.
+    pub fn alloc_checks(
+        &self,
+        id: &str,
+    ) -> Option<BTreeMap<String, orch_common::structs::CheckStatus>> {
+        let runners = self.shared.runners.lock().expect("runner table poisoned");
+        runners.get(id).map(|r| r.checks())
+    }
+
     /// Stops the loops; with `stop_tasks_on_shutdown`, kills every task (removing its
     /// cgroup) and reports the final states. Everything started is awaited.
     pub async fn shutdown(self) {
@@ -611,6 +621,7 @@ impl Shared {
                         client_status: ClientStatus::Complete,
                         client_description: "stopped before it started".to_string(),
                         task_states: a.task_states.clone(),
+                        checks: Default::default(),
                     },
                     Motion::Settled,
                 );

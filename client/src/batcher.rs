@@ -110,6 +110,7 @@ mod tests {
             client_status: s,
             client_description: String::new(),
             task_states: BTreeMap::new(),
+            checks: Default::default(),
         }
     }
 

@@ -1,7 +1,9 @@
 //! The client's HTTP routes, merged into the agent's router:
 //! `GET /v1/client/fs/logs/{alloc}?task=T&type=stdout|stderr&follow=true&origin=start|end&offset=N`
 //! (raw bytes; streamed while following), `GET /v1/client/allocation/{alloc}/stats`
-//! (each task's resource usage, running tasks sampled afresh) and
+//! (each task's resource usage, running tasks sampled afresh),
+//! `GET /v1/client/allocation/{alloc}/checks` (every health check's latest run, keyed
+//! `SERVICE/CHECK`; the servers only hear of status and output changes) and
 //! `GET /v1/client/allocation/{alloc}/exec?task=T&command=["sh","-c","..."]&tty=true`
 //! (a WebSocket carrying `orch_common::exec` frames). Errors are `ErrorBody` JSON.
 
@@ -31,6 +33,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
             axum::routing::post(restart_handler),
         )
         .route("/v1/client/allocation/{alloc}/stats", get(stats_handler))
+        .route("/v1/client/allocation/{alloc}/checks", get(checks_handler))
         .with_state(shared)
 }
 
@@ -79,6 +82,22 @@ async fn stats_handler(State(shared): State<Arc<Shared>>, Path(alloc): Path<Stri
         Ok(usage) => Json(usage).into_response(),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), vec![]),
     }
+}
+
+/// The latest result of each health check; `{}` for an allocation no longer running.
+async fn checks_handler(State(shared): State<Arc<Shared>>, Path(alloc): Path<String>) -> Response {
+    let found = match lookup(&shared, &alloc) {
+        Ok(a) => a,
+        Err(resp) => return *resp,
+    };
+    let checks = shared
+        .runners
+        .lock()
+        .expect("runner table poisoned")
+        .get(&found.id)
+        .map(|r| r.checks())
+        .unwrap_or_default();
+    Json(checks).into_response()
 }
 
 async fn logs_handler(

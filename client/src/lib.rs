@@ -7,7 +7,7 @@
 //! alloc status) -> `taskrunner` (the task state machine, restarts, env) -> `driver`
 //! (raw_exec, mock) -> `cgroups` (v1/v2 limits). `fingerprint` describes the host,
 //! `state` persists task handles, `logrotate` writes task output into rotated files,
-//! `logs` + `http` serve them, `batcher` collects
+//! `logs` + `http` serve them, `checks` runs the services' health checks, `batcher` collects
 //! status updates and `rpc` makes the calls to the servers.
 //!
 //! cgroups are written by our own file-level v1/v2 backends (not youki's `libcgroups`):
@@ -18,6 +18,7 @@ pub mod agent;
 pub mod allocrunner;
 pub mod batcher;
 pub mod cgroups;
+pub mod checks;
 pub mod config;
 pub mod driver;
 mod exec;

@@ -141,6 +141,7 @@ pub fn alloc_of(job: &Job, index: u32) -> Allocation {
         client_status: ClientStatus::Pending,
         client_description: String::new(),
         task_states: BTreeMap::new(),
+        checks: Default::default(),
         previous_allocation: None,
         next_allocation: None,
         desired_transition: Default::default(),

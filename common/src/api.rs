@@ -6,8 +6,9 @@ use std::collections::BTreeMap;
 
 use crate::diff::JobDiff;
 use crate::structs::{
-    AllocMetric, Allocation, ClientStatus, DesiredStatus, DesiredTransition, DrainStrategy,
-    Eligibility, Evaluation, Job, JobStatus, JobType, Node, NodeStatus, PlanAnnotations, TaskState,
+    AllocMetric, Allocation, CheckStatus, ClientStatus, DesiredStatus, DesiredTransition,
+    DrainStrategy, Eligibility, Evaluation, Job, JobStatus, JobType, Node, NodeStatus,
+    PlanAnnotations, TaskState,
 };
 
 /// Header carrying the state index a blocking read answered at.
@@ -369,6 +370,9 @@ pub struct AllocClientUpdate {
     pub client_description: String,
     #[serde(default)]
     pub task_states: BTreeMap<String, TaskState>,
+    /// Health checks, keyed `SERVICE/CHECK`; sent when a status or output changes.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub checks: BTreeMap<String, CheckStatus>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

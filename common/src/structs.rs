@@ -593,6 +593,61 @@ pub struct CheckRestart {
     pub grace: Duration,
 }
 
+impl CheckType {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            CheckType::Http => "http",
+            CheckType::Tcp => "tcp",
+            CheckType::Script => "script",
+        }
+    }
+}
+
+/// A check's health: `pending` until `success_before_passing` consecutive successes
+/// (or `failures_before_critical` consecutive failures) have been seen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum CheckHealth {
+    #[default]
+    Pending,
+    Passing,
+    Critical,
+}
+
+impl CheckHealth {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            CheckHealth::Pending => "pending",
+            CheckHealth::Passing => "passing",
+            CheckHealth::Critical => "critical",
+        }
+    }
+}
+
+/// The latest result of one health check of an allocation, as its client reports it
+/// (keyed `SERVICE/CHECK` in `Allocation::checks`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckStatus {
+    pub service: String,
+    /// The check's `name`, or `TYPE-INDEX` (its position in the service) without one.
+    pub name: String,
+    #[serde(rename = "type")]
+    pub check_type: CheckType,
+    /// The task it belongs to: the one a script runs in and `check_restart` restarts.
+    pub task: String,
+    pub status: CheckHealth,
+    /// What the last run said: the HTTP status line, the connect result, the script's
+    /// stdout and stderr, or the error (at most 4 KiB).
+    #[serde(default)]
+    pub output: String,
+    /// When the check last ran (ms since the epoch; 0: not yet).
+    #[serde(default)]
+    pub last_run_ms: u64,
+    /// When `status` last changed (ms since the epoch).
+    #[serde(default)]
+    pub status_since_ms: u64,
+}
+
 /// `[[constraint]]`: a placement must satisfy it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -958,6 +1013,10 @@ pub struct Allocation {
     pub client_description: String,
     #[serde(default)]
     pub task_states: BTreeMap<String, TaskState>,
+    /// Health checks of the group's services, keyed `SERVICE/CHECK` (reported by the
+    /// client).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub checks: BTreeMap<String, CheckStatus>,
     #[serde(default)]
     pub previous_allocation: Option<String>,
     #[serde(default)]

@@ -13,7 +13,10 @@ use orch_common::api::{
     AllocClientUpdate, AllocUpdateResponse, ErrorBody, HeartbeatResponse, NodeAllocationsResponse,
     NodeRegisterRequest, NodeRegisterResponse,
 };
-use orch_common::structs::{ClientStatus, JobType, RestartMode};
+use orch_common::structs::{
+    AllocatedPort, CheckHealth, CheckRestart, CheckSpec, CheckStatus, CheckType, ClientStatus,
+    JobType, RestartMode, ServiceSpec,
+};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -697,5 +700,190 @@ async fn allocs_stop_once_the_servers_are_out_of_reach_for_their_lost_after() {
         ClientStatus::Running
     );
     fake.state.unreachable.store(false, Ordering::SeqCst);
+    client.shutdown().await;
+}
+
+/// A port on 127.0.0.1 that nothing listens on (right now).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn check_spec(check_type: CheckType) -> CheckSpec {
+    CheckSpec {
+        check_type,
+        name: None,
+        path: None,
+        method: None,
+        headers: Default::default(),
+        command: None,
+        args: vec![],
+        port: None,
+        // Shorter than a spec may say (validation wants 1s): the loop takes any.
+        interval: Duration::from_millis(300),
+        timeout: Duration::from_secs(2),
+        success_before_passing: 1,
+        failures_before_critical: 1,
+        check_restart: None,
+    }
+}
+
+fn with_service(a: &mut Allocation, service: ServiceSpec) {
+    if let Some(job) = a.job.as_mut() {
+        job.groups[0].services.push(service);
+    }
+}
+
+fn service(name: &str, port: Option<&str>, checks: Vec<CheckSpec>) -> ServiceSpec {
+    ServiceSpec {
+        name: name.into(),
+        port: port.map(str::to_string),
+        tags: vec![],
+        canary_tags: vec![],
+        meta: Default::default(),
+        address_mode: None,
+        checks,
+    }
+}
+
+/// Waits for the server to hear that check `key` of `id` has `health`.
+async fn check_becomes(fake: &Fake, id: &str, key: &str, health: CheckHealth) -> CheckStatus {
+    eventually(&format!("check {key} of {id} to be {health:?}"), || {
+        fake.state
+            .last_status(id)
+            .and_then(|u| u.checks.get(key).cloned())
+            .filter(|c| c.status == health)
+    })
+    .await
+}
+
+#[tokio::test]
+async fn an_http_check_of_a_live_server_passes_and_a_tcp_check_of_a_closed_port_is_critical() {
+    let fake = fake_server().await;
+    let dir = tempfile::tempdir().unwrap();
+    let client = Client::start(config(dir.path(), &fake.addr)).await.unwrap();
+    let mut a = raw_exec_alloc(
+        &client.node_id(),
+        JobType::Service,
+        "exec /usr/bin/python3 -m http.server $ORCH_PORT_http --bind 127.0.0.1",
+    );
+    let (http, closed) = (free_port(), free_port());
+    for (label, value) in [("http", http), ("closed", closed)] {
+        a.resources.ports.push(AllocatedPort {
+            label: label.into(),
+            value,
+            to: None,
+            host_ip: "127.0.0.1".into(),
+        });
+    }
+    let mut by_http = check_spec(CheckType::Http);
+    by_http.path = Some("/".into());
+    by_http.headers = BTreeMap::from([("X-Probe".to_string(), vec!["orch".to_string()])]);
+    let mut closed_tcp = check_spec(CheckType::Tcp);
+    closed_tcp.name = Some("closed".into());
+    closed_tcp.port = Some("closed".into());
+    with_service(
+        &mut a,
+        service("web", Some("http"), vec![by_http, closed_tcp]),
+    );
+    fake.state.add_alloc(a.clone());
+
+    let passing = check_becomes(&fake, &a.id, "web/http-0", CheckHealth::Passing).await;
+    assert_eq!(passing.task, "main");
+    assert!(passing.output.contains("200 OK"), "{passing:?}");
+    assert!(passing.last_run_ms > 0);
+    let critical = check_becomes(&fake, &a.id, "web/closed", CheckHealth::Critical).await;
+    assert!(
+        critical.output.contains(&format!("127.0.0.1:{closed}")),
+        "{critical:?}"
+    );
+    // The client's live view has every run's result too.
+    let live = client.alloc_checks(&a.id).expect("a runner for the alloc");
+    assert_eq!(live["web/http-0"].status, CheckHealth::Passing);
+    let (url, server) = serve_client_http(&client).await;
+    let served: BTreeMap<String, CheckStatus> =
+        reqwest::get(format!("{url}/v1/client/allocation/{}/checks", &a.id[..8]))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+    assert_eq!(served["web/closed"].status, CheckHealth::Critical);
+    server.abort();
+    // A critical check without check_restart leaves the task alone.
+    let last = fake.state.last_status(&a.id).unwrap();
+    assert_eq!(last.client_status, ClientStatus::Running);
+    assert_eq!(last.task_states["main"].restarts, 0);
+    client.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_failing_script_check_restarts_its_task_until_the_restart_policy_gives_up() {
+    let fake = fake_server().await;
+    let dir = tempfile::tempdir().unwrap();
+    let client = Client::start(config(dir.path(), &fake.addr)).await.unwrap();
+    let mut a = raw_exec_alloc(&client.node_id(), JobType::Service, "exec sleep 300");
+    let mut script = check_spec(CheckType::Script);
+    script.command = Some("/bin/sh".into());
+    script.args = vec!["-c".into(), "echo not ready; exit 1".into()];
+    script.check_restart = Some(CheckRestart {
+        limit: 2,
+        grace: Duration::ZERO,
+    });
+    with_service(&mut a, service("sc", None, vec![script]));
+    // One restart allowed: the check's first restart happens, its second fails the task.
+    if let Some(job) = a.job.as_mut() {
+        job.groups[0].restart = restart(1, 10, 600, RestartMode::Fail);
+    }
+    fake.state.add_alloc(a.clone());
+
+    let restarted = eventually("the task to be restarted by its check", || {
+        fake.state.last_status(&a.id).filter(|u| {
+            u.client_status == ClientStatus::Running
+                && u.task_states.get("main").is_some_and(|t| t.restarts == 1)
+        })
+    })
+    .await;
+    let main = &restarted.task_states["main"];
+    let kinds: Vec<&str> = main.events.iter().map(|e| e.kind.as_str()).collect();
+    let signaled = kinds
+        .iter()
+        .position(|k| *k == "Restart Signaled")
+        .unwrap_or_else(|| panic!("no Restart Signaled event: {kinds:?}"));
+    let ev = &main.events[signaled];
+    assert!(
+        ev.message
+            .contains("\"sc/script-0\" was critical 2 times in a row"),
+        "{ev:?}"
+    );
+    assert!(ev.message.contains("not ready"), "{ev:?}");
+    assert!(
+        kinds[signaled..].contains(&"Restarting"),
+        "the restart policy decided: {kinds:?}"
+    );
+    // The checks of the new run start again, go critical, and the second restart is
+    // one more than the policy allows.
+    let failed = status_becomes(&fake, &a.id, ClientStatus::Failed).await;
+    let main = &failed.task_states["main"];
+    assert!(main.failed);
+    assert_eq!(
+        main.events
+            .iter()
+            .filter(|e| e.kind == "Restart Signaled")
+            .count(),
+        2,
+        "{:?}",
+        main.events
+    );
+    assert!(
+        main.events.iter().any(|e| e.kind == "Not Restarting"),
+        "{:?}",
+        main.events
+    );
+    assert_eq!(failed.checks["sc/script-0"].status, CheckHealth::Critical);
+    assert_eq!(failed.checks["sc/script-0"].output.trim(), "not ready");
     client.shutdown().await;
 }

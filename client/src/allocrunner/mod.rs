@@ -5,6 +5,13 @@
 //! Client status: any task running -> running; else any pending -> pending; all dead ->
 //! failed if any failed, else complete. When one task fails for good, its siblings are
 //! killed. A stop (desired status stop/evict) kills every task.
+//!
+//! Health checks (`checks`) run while their task runs: started (again) whenever the
+//! task starts with a new `started_at`, stopped when it leaves `running` or the
+//! allocation stops. A check's status or output change is published like a task state
+//! change; every run's result is kept in the live view (`AllocRunnerHandle::checks`).
+//! A `check_restart` goes through the same in-place restart as `orch alloc restart`,
+//! but counted by the restart policy like a failure.
 
 pub mod allocdir;
 
@@ -15,11 +22,12 @@ use std::sync::Arc;
 use orch_common::api::AllocClientUpdate;
 use orch_common::ids::now_ms;
 use orch_common::structs::{
-    Allocation, ClientStatus, JobType, TaskEvent, TaskState, TaskStateKind,
+    Allocation, CheckStatus, ClientStatus, JobType, TaskEvent, TaskState, TaskStateKind,
 };
 use tokio::sync::{mpsc, watch};
 
 use crate::batcher::{Motion, UpdateBatcher};
+use crate::checks::{self, CheckContext, CheckDef, CheckReport};
 use crate::once::set_once;
 use crate::taskrunner::{
     self, events, RestartRequest, TaskRunnerDeps, TaskRunnerHandle, TaskUpdate,
@@ -36,8 +44,9 @@ pub struct AllocRunnerHandle {
     /// while the client cannot reach any server.
     pub lost_after: Option<std::time::Duration>,
     stop: watch::Sender<Option<String>>,
-    restarts: watch::Sender<RestartRequest>,
+    restarts: Arc<watch::Sender<RestartRequest>>,
     status: watch::Receiver<AllocClientUpdate>,
+    checks: watch::Receiver<BTreeMap<String, CheckStatus>>,
     join: tokio::task::JoinHandle<()>,
 }
 
@@ -53,11 +62,14 @@ impl AllocRunnerHandle {
         if task.is_some_and(|t| !self.tasks.iter().any(|n| n == t)) {
             return false;
         }
-        self.restarts.send_modify(|r| {
-            r.seq += 1;
-            r.task = task.map(str::to_string);
-        });
+        request_restart(&self.restarts, task, None, false);
         true
+    }
+
+    /// Every health check's latest result (each run, not only the changes the
+    /// servers hear of).
+    pub fn checks(&self) -> BTreeMap<String, CheckStatus> {
+        self.checks.borrow().clone()
     }
 
     pub fn stop_requested(&self) -> bool {
@@ -124,8 +136,10 @@ pub fn spawn(
         client_status: ClientStatus::Pending,
         client_description: "No tasks have started".to_string(),
         task_states: BTreeMap::new(),
+        checks: Default::default(),
     };
     batcher.expect(&alloc.id);
+    let check_ctx = CheckContext::new(&alloc.id, deps.drivers.clone(), deps.handles.clone());
     let runs_to_completion = alloc
         .job
         .as_ref()
@@ -133,8 +147,20 @@ pub fn spawn(
     let (status_tx, status) = watch::channel(initial);
     let (stop, stop_rx) = watch::channel(None);
     let (restarts, restarts_rx) = watch::channel(RestartRequest::default());
+    let restarts = Arc::new(restarts);
+    let (live_checks, checks) = watch::channel(BTreeMap::new());
+    let (check_tx, check_rx) = mpsc::unbounded_channel();
     let runner = AllocRunner {
         restarts_rx,
+        restarts_tx: restarts.clone(),
+        check_defs: Vec::new(),
+        check_ctx,
+        check_tx,
+        check_rx: Some(check_rx),
+        running_checks: BTreeMap::new(),
+        generation: 0,
+        checks: BTreeMap::new(),
+        live_checks,
         alloc: alloc.clone(),
         alloc_dir: alloc_dir.clone(),
         deps,
@@ -154,7 +180,49 @@ pub fn spawn(
         stop,
         restarts,
         status,
+        checks,
         join,
+    }
+}
+
+/// Asks the task runners to restart `task` (every task with `None`) in place; one that
+/// `counts` goes through the restart policy.
+fn request_restart(
+    tx: &watch::Sender<RestartRequest>,
+    task: Option<&str>,
+    reason: Option<String>,
+    counts: bool,
+) {
+    tx.send_modify(|r| {
+        r.seq += 1;
+        r.task = task.map(str::to_string);
+        r.reason = reason;
+        r.counts = counts;
+    });
+}
+
+/// The check loops of one run of a task.
+struct RunningChecks {
+    /// Tells this run's reports from those of an earlier one still in the channel.
+    generation: u64,
+    /// The run (its `started_at`) the loops were started for.
+    started_at: Option<u64>,
+    loops: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl RunningChecks {
+    fn halt(&mut self) {
+        for l in self.loops.drain(..) {
+            l.abort();
+        }
+    }
+}
+
+/// A runner that goes away (also one abandoned at a client shutdown) takes its check
+/// loops with it: a dropped `JoinHandle` alone would leave them running.
+impl Drop for RunningChecks {
+    fn drop(&mut self) {
+        self.halt();
     }
 }
 
@@ -170,7 +238,21 @@ struct AllocRunner {
     status_tx: watch::Sender<AllocClientUpdate>,
     stop_rx: watch::Receiver<Option<String>>,
     restarts_rx: watch::Receiver<RestartRequest>,
+    restarts_tx: Arc<watch::Sender<RestartRequest>>,
     states: BTreeMap<String, TaskState>,
+    /// The group's health checks.
+    check_defs: Vec<CheckDef>,
+    check_ctx: CheckContext,
+    check_tx: mpsc::UnboundedSender<CheckReport>,
+    /// Taken by `run`.
+    check_rx: Option<mpsc::UnboundedReceiver<CheckReport>>,
+    /// Task name -> the check loops of its current run.
+    running_checks: BTreeMap<String, RunningChecks>,
+    generation: u64,
+    /// What the servers are told: a check's latest status and output (changes only).
+    checks: BTreeMap<String, CheckStatus>,
+    /// Every run's result, for the client's own API.
+    live_checks: watch::Sender<BTreeMap<String, CheckStatus>>,
 }
 
 impl AllocRunner {
@@ -191,6 +273,14 @@ impl AllocRunner {
             );
         };
         let names: Vec<String> = group.tasks.iter().map(|t| t.name.clone()).collect();
+        self.check_defs = checks::resolve(&self.alloc, &group);
+        for def in &self.check_defs {
+            self.checks.insert(def.key.clone(), def.pending());
+        }
+        self.live_checks.send_replace(self.checks.clone());
+        let Some(mut check_rx) = self.check_rx.take() else {
+            return;
+        };
         if let Err(e) = self.alloc_dir.prepare(&names) {
             return self.fail_setup(&names, e.to_string());
         }
@@ -236,6 +326,7 @@ impl AllocRunner {
                     let Some(u) = update else { break };
                     let failed_now = u.state.state == TaskStateKind::Dead && u.state.failed;
                     self.states.insert(u.task.clone(), u.state);
+                    self.sync_checks(&u.task);
                     if failed_now && !siblings_killed {
                         siblings_killed = true;
                         for (name, r) in &runners {
@@ -253,17 +344,114 @@ impl AllocRunner {
                         self.stopping = true;
                         self.batcher.expect(&self.alloc.id);
                         let reason = self.stop_rx.borrow().clone().unwrap_or_default();
+                        self.stop_all_checks();
                         for r in runners.values() {
                             r.kill(&reason);
                         }
                     }
                 }
+                Some(report) = check_rx.recv() => self.check_reported(report),
             }
         }
+        self.stop_all_checks();
         for (_, r) in runners {
             r.wait().await;
         }
         self.publish();
+    }
+
+    /// Starts the checks of `task` when it runs a new attempt (stopping those of the
+    /// previous one); stops them when it does not run.
+    fn sync_checks(&mut self, task: &str) {
+        let Some(state) = self.states.get(task) else {
+            return;
+        };
+        let started_at = state.started_at;
+        if state.state != TaskStateKind::Running || self.stop_rx.borrow().is_some() {
+            if let Some(mut c) = self.running_checks.remove(task) {
+                c.halt();
+            }
+            return;
+        }
+        if self
+            .running_checks
+            .get(task)
+            .is_some_and(|c| c.started_at == started_at)
+        {
+            return;
+        }
+        if let Some(mut c) = self.running_checks.remove(task) {
+            c.halt();
+        }
+        let defs: Vec<CheckDef> = self
+            .check_defs
+            .iter()
+            .filter(|d| d.task == task)
+            .cloned()
+            .collect();
+        if defs.is_empty() {
+            return;
+        }
+        self.generation += 1;
+        let mut loops = Vec::with_capacity(defs.len());
+        for def in defs {
+            // A new run is judged afresh.
+            self.checks.insert(def.key.clone(), def.pending());
+            loops.push(tokio::spawn(checks::run(
+                def,
+                self.check_ctx.clone(),
+                self.generation,
+                self.check_tx.clone(),
+            )));
+        }
+        self.live_checks.send_replace(self.checks.clone());
+        self.running_checks.insert(
+            task.to_string(),
+            RunningChecks {
+                generation: self.generation,
+                started_at,
+                loops,
+            },
+        );
+    }
+
+    fn stop_all_checks(&mut self) {
+        for (_, mut c) in std::mem::take(&mut self.running_checks) {
+            c.halt();
+        }
+    }
+
+    /// A check ran: kept in the live view, published when its status or output
+    /// changed, and a restart asked for is passed to the task runners.
+    fn check_reported(&mut self, r: CheckReport) {
+        let task = r.status.task.clone();
+        let current = self
+            .running_checks
+            .get(&task)
+            .is_some_and(|c| c.generation == r.generation);
+        if !current {
+            return;
+        }
+        self.live_checks.send_modify(|m| {
+            m.insert(r.key.clone(), r.status.clone());
+        });
+        let changed = self
+            .checks
+            .get(&r.key)
+            .is_none_or(|c| c.status != r.status.status || c.output != r.status.output);
+        if changed {
+            self.checks.insert(r.key.clone(), r.status);
+            self.publish();
+        }
+        if let Some(reason) = r.restart {
+            // This run's checks are done; the next run (a new `started_at`) starts
+            // them again. The entry stays so that updates of this run do not.
+            if let Some(c) = self.running_checks.get_mut(&task) {
+                c.halt();
+            }
+            tracing::info!(alloc = %self.alloc.id, task = %task, "{reason}");
+            request_restart(&self.restarts_tx, Some(&task), Some(reason), true);
+        }
     }
 
     /// Marks every task dead and failed with a setup failure.
@@ -305,6 +493,7 @@ impl AllocRunner {
             client_status,
             client_description: client_description.to_string(),
             task_states: self.states.clone(),
+            checks: self.checks.clone(),
         };
         let changed = self.status_tx.send_if_modified(|cur| {
             if *cur != update {

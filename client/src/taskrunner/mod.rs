@@ -54,16 +54,17 @@ use restart::{RestartDecision, RestartTracker};
 /// Events kept per task (the oldest are dropped), as Nomad does.
 const MAX_EVENTS: usize = 20;
 
-/// Resolves when a restart of `task` (or of every task) is asked after this point.
-async fn restart_asked(rx: &mut watch::Receiver<RestartRequest>, task: &str) {
+/// Resolves, with the request, when a restart of `task` (or of every task) is asked
+/// after this point.
+async fn restart_asked(rx: &mut watch::Receiver<RestartRequest>, task: &str) -> RestartRequest {
     loop {
         if rx.changed().await.is_err() {
             // No one can ask any more.
             return std::future::pending().await;
         }
-        let wanted = rx.borrow_and_update().task.clone();
-        if wanted.as_deref().is_none_or(|t| t == task) {
-            return;
+        let req = rx.borrow_and_update().clone();
+        if req.task.as_deref().is_none_or(|t| t == task) {
+            return req;
         }
     }
 }
@@ -201,12 +202,18 @@ pub fn spawn(
     )
 }
 
-/// A request to restart tasks in place (`orch alloc restart`): `seq` grows with every
-/// request; `task` is the one to restart, or every task when `None`.
+/// A request to restart tasks in place (`orch alloc restart`, or a `check_restart`):
+/// `seq` grows with every request; `task` is the one to restart, or every task when
+/// `None`; `reason` becomes the `Restart Signaled` event's message (a user's request
+/// when `None`). A restart that `counts` is a failure the restart policy judges like
+/// an exit (its delay, its attempts; as Nomad does for `check_restart`); a user's
+/// restart does not count.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RestartRequest {
     pub seq: u64,
     pub task: Option<String>,
+    pub reason: Option<String>,
+    pub counts: bool,
 }
 
 /// `spawn`, restarting the task in place whenever `restarts` asks for it.
@@ -307,12 +314,14 @@ impl TaskRunner {
             let outcome = self.attempt().await;
             let exit = match outcome {
                 Attempt::Killed => return,
-                Attempt::Restarted => {
+                Attempt::Restarted { counts: false } => {
                     // Asked for: not a failure, so the restart policy does not count it.
                     self.state.state = TaskStateKind::Pending;
                     self.state.restarts += 1;
                     continue;
                 }
+                // A failing health check: the policy decides, as after an exit.
+                Attempt::Restarted { counts: true } => None,
                 Attempt::Exited(exit) => Some(exit),
                 Attempt::SetupFailed(SetupError::Fatal(msg)) => {
                     self.event(events::SETUP_FAILURE, msg);
@@ -441,10 +450,11 @@ impl TaskRunner {
                 self.kill_running(driver.as_ref(), &handle, &reason, sampler).await;
                 return Attempt::Killed;
             }
-            () = restart_asked(&mut self.restart_rx, &self.task.name) => {
-                self.event(events::RESTART_SIGNALED, "User requested the task to restart".to_string());
+            req = restart_asked(&mut self.restart_rx, &self.task.name) => {
+                let why = req.reason.unwrap_or_else(|| "User requested the task to restart".to_string());
+                self.event(events::RESTART_SIGNALED, why);
                 self.stop_attempt(driver.as_ref(), &handle, "Restarting", sampler).await;
-                return Attempt::Restarted;
+                return Attempt::Restarted { counts: req.counts };
             }
         };
         self.finish_sampling(sampler).await;
@@ -785,8 +795,11 @@ struct Sampler(Option<tokio::task::JoinHandle<()>>);
 enum Attempt {
     /// Stopped on request; the runner already recorded the task dead.
     Killed,
-    /// Stopped to start again at once (`orch alloc restart`).
-    Restarted,
+    /// Stopped to start again: at once (`orch alloc restart`), or as the restart policy
+    /// says when the restart `counts` (a `check_restart`).
+    Restarted {
+        counts: bool,
+    },
     /// Ran and exited; the exit is recorded.
     Exited(ExitResult),
     SetupFailed(SetupError),

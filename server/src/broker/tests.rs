@@ -285,6 +285,7 @@ async fn a_terminal_alloc_update_unblocks() {
         client_status: ClientStatus::Running,
         client_description: String::new(),
         task_states: Default::default(),
+        checks: Default::default(),
     };
     let done = AllocClientUpdate {
         client_status: ClientStatus::Complete,

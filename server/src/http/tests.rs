@@ -429,6 +429,7 @@ async fn the_job_list_summarizes_allocs_per_group() {
             client_status: ClientStatus::Running,
             client_description: String::new(),
             task_states: Default::default(),
+            checks: Default::default(),
         }],
         evals: vec![],
     })
@@ -733,6 +734,7 @@ async fn client_updates_store_states_and_a_failure_creates_an_eval() {
         client_status: status,
         client_description: "exit code 1".into(),
         task_states: Default::default(),
+        checks: Default::default(),
     };
     let answer = h
         .post_json(

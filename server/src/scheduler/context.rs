@@ -329,6 +329,7 @@ impl<'s> PlanBuilder<'s> {
             client_status: ClientStatus::Pending,
             client_description: String::new(),
             task_states: Default::default(),
+            checks: Default::default(),
             previous_allocation: previous.map(|p| p.id.clone()),
             next_allocation: None,
             desired_transition: Default::default(),

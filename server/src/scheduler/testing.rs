@@ -393,6 +393,7 @@ pub fn alloc_for(job: &Job, group: &str, index: u32, node: &Node) -> Allocation 
         client_status: ClientStatus::Running,
         client_description: String::new(),
         task_states: BTreeMap::new(),
+        checks: Default::default(),
         previous_allocation: None,
         next_allocation: None,
         desired_transition: Default::default(),

@@ -214,6 +214,7 @@ async fn a_failed_batch_alloc_is_rescheduled_with_a_link() {
             client_status: ClientStatus::Failed,
             client_description: "exit code 1".into(),
             task_states: Default::default(),
+            checks: Default::default(),
         }],
     };
     let (status, body) = call(

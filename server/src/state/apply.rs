@@ -741,6 +741,7 @@ impl Writer<'_> {
                 alloc.client_status = existing.client_status;
                 alloc.client_description = existing.client_description;
                 alloc.task_states = existing.task_states;
+                alloc.checks = existing.checks;
                 if alloc.next_allocation.is_none() {
                     alloc.next_allocation = existing.next_allocation;
                 }
@@ -770,6 +771,7 @@ impl Writer<'_> {
             alloc.client_status = update.client_status;
             alloc.client_description = update.client_description.clone();
             alloc.task_states = update.task_states.clone();
+            alloc.checks = update.checks.clone();
             alloc.modify_index = self.index;
             alloc.modify_time = self.now;
             jobs.insert(alloc.job_id.clone());

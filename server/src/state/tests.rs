@@ -138,6 +138,7 @@ pub(crate) fn mock_alloc(id: &str, job: &Job, node_id: &str, index: u32) -> Allo
         client_status: ClientStatus::Pending,
         client_description: String::new(),
         task_states: BTreeMap::new(),
+        checks: Default::default(),
         previous_allocation: None,
         next_allocation: None,
         desired_transition: Default::default(),
@@ -203,6 +204,7 @@ fn client_update(id: &str, status: ClientStatus) -> AllocClientUpdate {
         client_status: status,
         client_description: format!("now {}", status.as_str()),
         task_states: BTreeMap::new(),
+        checks: Default::default(),
     }
 }
 
@@ -380,6 +382,19 @@ fn client_updates_touch_only_the_client_fields() {
     update
         .task_states
         .insert("server".into(), Default::default());
+    update.checks.insert(
+        "web/alive".into(),
+        orch_common::structs::CheckStatus {
+            service: "web".into(),
+            name: "alive".into(),
+            check_type: orch_common::structs::CheckType::Http,
+            task: "server".into(),
+            status: orch_common::structs::CheckHealth::Passing,
+            output: "HTTP GET http://127.0.0.1:20000/: 200 OK".into(),
+            last_run_ms: 1,
+            status_since_ms: 1,
+        },
+    );
     let index = report(
         &store,
         vec![update, client_update("unknown", ClientStatus::Failed)],
@@ -388,6 +403,10 @@ fn client_updates_touch_only_the_client_fields() {
     assert_eq!(stored.client_status, ClientStatus::Running);
     assert_eq!(stored.client_description, "now running");
     assert_eq!(stored.task_states.len(), 1);
+    assert_eq!(
+        stored.checks["web/alive"].status,
+        orch_common::structs::CheckHealth::Passing
+    );
     assert_eq!(stored.desired_status, DesiredStatus::Run);
     assert_eq!(stored.modify_index, index);
     assert!(store.alloc("unknown").expect("read").is_none());
@@ -400,6 +419,7 @@ fn client_updates_touch_only_the_client_fields() {
     assert_eq!(stored.client_status, ClientStatus::Running);
     assert_eq!(stored.desired_description, "updated in place");
     assert_eq!(stored.task_states.len(), 1);
+    assert_eq!(stored.checks.len(), 1);
 }
 
 #[test]
