@@ -15,19 +15,7 @@ fn frames_batch_job_completes_all_twenty_allocations_as_root() {
     let ws = Workspace::new();
     let agent = Agent::dev(&ws, "dev");
     wait_for_ready_nodes(&agent, 1);
-    let spec = jobspec("frames.toml");
-    let run = agent.orch(
-        &["job", "run", spec.to_str().unwrap()],
-        Duration::from_secs(240),
-    );
-    assert_eq!(
-        run.code(),
-        0,
-        "job run:\n{}\n{}\nagent log:\n{}",
-        run.stdout,
-        run.stderr,
-        agent.log()
-    );
+    agent.job_run("frames.toml", Duration::from_secs(240));
     let allocs = agent.job_allocs("frames");
     assert_eq!(allocs.len(), 20, "{allocs:#?}");
     assert!(

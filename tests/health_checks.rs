@@ -16,19 +16,7 @@ fn checks_of_a_web_server_pass_and_show_in_alloc_status_as_root() {
     let ws = Workspace::new();
     let agent = Agent::dev(&ws, "dev");
     wait_for_ready_nodes(&agent, 1);
-    let spec = jobspec("web-checks.toml");
-    let run = agent.orch(
-        &["job", "run", spec.to_str().unwrap()],
-        Duration::from_secs(120),
-    );
-    assert_eq!(
-        run.code(),
-        0,
-        "job run failed:\n{}\n{}\nagent log:\n{}",
-        run.stdout,
-        run.stderr,
-        agent.log()
-    );
+    agent.job_run("web-checks.toml", Duration::from_secs(120));
     let alloc = wait_for(Duration::from_secs(30), "a running allocation", || {
         agent
             .job_allocs("web-checks")

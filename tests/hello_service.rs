@@ -17,19 +17,7 @@ fn hello_service_runs_shows_logs_and_stops_without_leftovers_as_root() {
     let ws = Workspace::new();
     let agent = Agent::dev(&ws, "dev");
     wait_for_ready_nodes(&agent, 1);
-    let spec = jobspec("hello.toml");
-    let run = agent.orch(
-        &["job", "run", spec.to_str().unwrap()],
-        Duration::from_secs(120),
-    );
-    assert_eq!(
-        run.code(),
-        0,
-        "job run failed:\n{}\n{}\nagent log:\n{}",
-        run.stdout,
-        run.stderr,
-        agent.log()
-    );
+    let run = agent.job_run("hello.toml", Duration::from_secs(120));
     assert!(run.stdout.contains("Placed 2 of 2"), "{}", run.stdout);
 
     let allocs: Vec<_> = agent

@@ -258,6 +258,22 @@ impl Agent {
         orch_cmd(&full, timeout)
     }
 
+    /// `orch job run jobspecs/NAME` until it ends, which must be with exit 0 (the
+    /// assertion shows its output and the agent's log).
+    pub fn job_run(&self, name: &str, timeout: Duration) -> Output {
+        let spec = jobspec(name);
+        let run = self.orch(&["job", "run", spec.to_str().unwrap()], timeout);
+        assert_eq!(
+            run.code(),
+            0,
+            "job run {name} failed:\n{}\n{}\nagent log:\n{}",
+            run.stdout,
+            run.stderr,
+            self.log()
+        );
+        run
+    }
+
     /// `GET path` on the agent's API, decoded as JSON (`None` on any error).
     pub fn get(&self, path: &str) -> Option<serde_json::Value> {
         let resp = http().get(format!("{}{}", self.addr, path)).send().ok()?;
