@@ -54,13 +54,7 @@ fn checks_of_a_web_server_pass_and_show_in_alloc_status_as_root() {
         "the script ran in the task's directory: {stored:#?}"
     );
 
-    let json = agent
-        .orch(
-            &["alloc", "status", "--json", &id[..8]],
-            Duration::from_secs(20),
-        )
-        .ok();
-    let v: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
+    let v = agent.alloc_status_json(&id[..8]);
     assert_eq!(v["checks"]["web/alive"]["status"], "passing", "{v:#?}");
     assert!(v["checks"]["web/alive"]["last_run_ms"].as_u64().unwrap() > 0);
 

@@ -61,13 +61,7 @@ fn task_over_its_memory_limit_is_reported_as_oom_killed_as_root() {
         "{}",
         status.stdout
     );
-    let json = agent
-        .orch(
-            &["alloc", "status", "--json", &id[..8]],
-            Duration::from_secs(20),
-        )
-        .ok();
-    let v: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
+    let v = agent.alloc_status_json(&id[..8]);
     let eat = &v["resource_usage"]["tasks"]["eat"];
     assert_eq!(eat["running"], false, "{v:#}");
     assert_eq!(eat["memory_limit_bytes"], 16 << 20, "{v:#}");

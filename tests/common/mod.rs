@@ -274,6 +274,14 @@ impl Agent {
         run
     }
 
+    /// `orch alloc status --json ID`, decoded (the command must succeed).
+    pub fn alloc_status_json(&self, id: &str) -> serde_json::Value {
+        let out = self
+            .orch(&["alloc", "status", "--json", id], Duration::from_secs(20))
+            .ok();
+        serde_json::from_str(&out.stdout).unwrap()
+    }
+
     /// `GET path` on the agent's API, decoded as JSON (`None` on any error).
     pub fn get(&self, path: &str) -> Option<serde_json::Value> {
         let resp = http().get(format!("{}{}", self.addr, path)).send().ok()?;
