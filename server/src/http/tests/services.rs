@@ -10,6 +10,7 @@ use orch_common::structs::{
 };
 
 use super::*;
+use orch_common::structs::Allocation;
 
 /// A job whose group has port `http` and service `web` (tags `v1`, with `checks`).
 fn job_with_service(id: &str, checks: usize) -> Job {
@@ -103,8 +104,6 @@ impl Harness {
         self.submit(Command::UpsertNode { node }).await;
     }
 }
-
-use orch_common::structs::Allocation;
 
 #[tokio::test]
 async fn an_instance_is_listed_only_while_its_allocation_runs() {
@@ -342,11 +341,8 @@ async fn a_blocking_service_query_wakes_when_an_allocation_starts_and_stops() {
 #[tokio::test]
 async fn a_blocking_service_query_without_a_change_answers_after_wait() {
     let h = harness();
-    let job = job_with_service("api", 0);
-    let index = h.register_job(&job).await;
-    let _ = index;
+    h.register_job(&job_with_service("api", 0)).await;
     let current = h.get("/v1/services").await.index.expect("index");
-    // An evaluation change is not a catalog change.
     let started = Instant::now();
     let answer = h
         .get(&format!("/v1/services?index={current}&wait=200ms"))
