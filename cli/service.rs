@@ -147,7 +147,11 @@ mod tests {
         let text = render_info(
             "web",
             &[
-                instance("8f3c2a1b-0000-0000-0000-000000000000", "10.0.0.5", Some(25000)),
+                instance(
+                    "8f3c2a1b-0000-0000-0000-000000000000",
+                    "10.0.0.5",
+                    Some(25000),
+                ),
                 instance("9a000000-0000-0000-0000-000000000000", "::1", Some(8080)),
                 instance("7b000000-0000-0000-0000-000000000000", "10.0.0.6", None),
             ],
@@ -155,7 +159,10 @@ mod tests {
         let lines: Vec<&str> = text.lines().collect();
         assert!(lines[0].starts_with("ALLOC"), "{text}");
         let cells: Vec<&str> = lines[1].split_whitespace().collect();
-        assert_eq!(cells, ["8f3c2a1b", "node-1", "10.0.0.5:25000", "passing", "v1,blue"]);
+        assert_eq!(
+            cells,
+            ["8f3c2a1b", "node-1", "10.0.0.5:25000", "passing", "v1,blue"]
+        );
         assert!(lines[2].contains("[::1]:8080"), "{text}");
         assert!(lines[3].contains("10.0.0.6 "), "{text}");
     }

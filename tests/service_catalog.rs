@@ -97,11 +97,15 @@ fn a_running_web_service_is_in_the_catalog_until_its_job_stops_as_root() {
 
     let stop = agent.orch(&["job", "stop", "web-checks"], Duration::from_secs(60));
     assert_eq!(stop.code(), 0, "{}\n{}", stop.stdout, stop.stderr);
-    wait_for(Duration::from_secs(30), "service web to leave the catalog", || {
-        let out = agent.orch(&["service", "list", "--json"], Duration::from_secs(20));
-        let v: serde_json::Value = serde_json::from_str(&out.stdout).ok()?;
-        (v == serde_json::json!([])).then_some(())
-    });
+    wait_for(
+        Duration::from_secs(30),
+        "service web to leave the catalog",
+        || {
+            let out = agent.orch(&["service", "list", "--json"], Duration::from_secs(20));
+            let v: serde_json::Value = serde_json::from_str(&out.stdout).ok()?;
+            (v == serde_json::json!([])).then_some(())
+        },
+    );
     let empty = agent
         .orch(&["service", "info", "web"], Duration::from_secs(20))
         .ok();

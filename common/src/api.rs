@@ -6,9 +6,9 @@ use std::collections::BTreeMap;
 
 use crate::diff::JobDiff;
 use crate::structs::{
-    AllocMetric, Allocation, CheckHealth, CheckStatus, ClientStatus, DesiredStatus, DesiredTransition,
-    DrainStrategy, Eligibility, Evaluation, Job, JobStatus, JobType, Node, NodeStatus,
-    PlanAnnotations, TaskState,
+    AllocMetric, Allocation, CheckHealth, CheckStatus, ClientStatus, DesiredStatus,
+    DesiredTransition, DrainStrategy, Eligibility, Evaluation, Job, JobStatus, JobType, Node,
+    NodeStatus, PlanAnnotations, TaskState,
 };
 
 /// Header carrying the state index a blocking read answered at.

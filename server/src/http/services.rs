@@ -23,7 +23,10 @@ pub async fn list(
 ) -> Result<Indexed<Vec<ServiceListStub>>, ApiError> {
     let index = st.wait_any(&CATALOG_TABLES, &params).await?;
     let view = st.read(|s| s.catalog_view(None)).await?;
-    Ok(Indexed(index, catalog::list(&catalog::instances(&view, None))))
+    Ok(Indexed(
+        index,
+        catalog::list(&catalog::instances(&view, None)),
+    ))
 }
 
 /// `GET /v1/service/{name}[?healthy=true]`: the service's instances sorted by node name

@@ -26,7 +26,9 @@ fn job_with_service(id: &str, checks: usize) -> Job {
         port: Some("http".into()),
         tags: vec!["v1".into()],
         canary_tags: vec!["canary".into()],
-        meta: [("team".to_string(), "a".to_string())].into_iter().collect(),
+        meta: [("team".to_string(), "a".to_string())]
+            .into_iter()
+            .collect(),
         address_mode: None,
         checks: (0..checks)
             .map(|i| CheckSpec {
@@ -171,7 +173,10 @@ async fn an_instance_whose_allocation_completes_or_fails_disappears() {
     .await;
     h.report("a1", ClientStatus::Running, vec![]).await;
     h.report("a2", ClientStatus::Running, vec![]).await;
-    assert_eq!(h.get("/v1/service/web").await.body.as_array().map(Vec::len), Some(2));
+    assert_eq!(
+        h.get("/v1/service/web").await.body.as_array().map(Vec::len),
+        Some(2)
+    );
     h.report("a1", ClientStatus::Failed, vec![]).await;
     let left = h.get("/v1/service/web").await.body;
     assert_eq!(left.as_array().map(Vec::len), Some(1), "{left}");
@@ -195,8 +200,14 @@ async fn a_concrete_port_address_is_kept_and_a_service_without_port_has_none() {
         checks: vec![],
     });
     h.register_job(&job).await;
-    h.place(vec![alloc_with_port("a1", &job, "n1", 25000, "192.168.7.7")])
-        .await;
+    h.place(vec![alloc_with_port(
+        "a1",
+        &job,
+        "n1",
+        25000,
+        "192.168.7.7",
+    )])
+    .await;
     h.report("a1", ClientStatus::Running, vec![]).await;
     let web = h.get("/v1/service/web").await.body;
     assert_eq!(web[0]["address"], "192.168.7.7");
