@@ -1,6 +1,7 @@
 //! Queries over one connection, shared by the store's pooled reads, the snapshot and
 //! `apply` (which reads inside its write transaction).
 
+use std::collections::btree_map::Entry;
 use std::collections::BTreeMap;
 
 use orch_common::structs::{
@@ -594,16 +595,15 @@ pub(crate) fn catalog_view(
         )?);
     }
     for alloc in &view.allocs {
-        let key = (alloc.job_id.clone(), alloc.job_version);
-        if !view.jobs.contains_key(&key) {
-            // Stored allocations carry no job: it is kept once per version.
-            if let Some(job) = job_version(c, &key.0, key.1)? {
-                view.jobs.insert(key, job);
+        // Stored allocations carry no job: it is kept once per version.
+        if let Entry::Vacant(slot) = view.jobs.entry((alloc.job_id.clone(), alloc.job_version)) {
+            if let Some(job) = job_version(c, &alloc.job_id, alloc.job_version)? {
+                slot.insert(job);
             }
         }
-        if !view.nodes.contains_key(&alloc.node_id) {
+        if let Entry::Vacant(slot) = view.nodes.entry(alloc.node_id.clone()) {
             if let Some(n) = node(c, &alloc.node_id)? {
-                view.nodes.insert(alloc.node_id.clone(), n);
+                slot.insert(n);
             }
         }
     }
