@@ -1,14 +1,17 @@
 //! The service catalog: a view over allocations, computed on each read from the state
 //! (`StateStore::catalog_view`), never stored. An instance exists for every
 //! `[[group.G.service]]` block of every allocation that runs (client `running`, desired
-//! `run`), so registration and removal follow the allocation's own lifecycle (stop,
-//! failure, loss, node down, garbage collection) with no commands of their own and
-//! nothing that could drift from it. See docs/architecture.md ("Service catalog").
+//! `run`) on a node that is not `down` or `disconnected`, so registration and removal
+//! follow the allocation's and its node's own lifecycle (stop, failure, loss, node
+//! down, garbage collection) with no commands of their own and nothing that could
+//! drift from them. See docs/architecture.md ("Service catalog").
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use orch_common::api::{ServiceInstance, ServiceListStub};
-use orch_common::structs::{AllocatedPort, Allocation, CheckHealth, Job, Node, ServiceSpec};
+use orch_common::structs::{
+    AllocatedPort, Allocation, CheckHealth, Job, Node, NodeStatus, ServiceSpec,
+};
 
 use crate::scheduler::feasible::host_ip;
 
@@ -38,6 +41,12 @@ pub fn instances(view: &CatalogView, name: Option<&str>) -> Vec<ServiceInstance>
             continue;
         };
         let node = view.nodes.get(&alloc.node_id);
+        // A node that stopped heartbeating cannot be vouched for: its allocations stay
+        // `running` until the scheduler marks them lost (or, while `disconnected`,
+        // until `lost_after`), but nobody should be sent there meanwhile.
+        if node.is_some_and(|n| matches!(n.status, NodeStatus::Down | NodeStatus::Disconnected)) {
+            continue;
+        }
         for spec in &group.services {
             if name.is_some_and(|n| n != spec.name) {
                 continue;

@@ -186,6 +186,43 @@ async fn an_instance_whose_allocation_completes_or_fails_disappears() {
 }
 
 #[tokio::test]
+async fn an_instance_on_a_down_or_disconnected_node_is_left_out() {
+    let h = harness();
+    h.node_at("n1", "10.0.0.5:4646").await;
+    let job = job_with_service("api", 0);
+    h.register_job(&job).await;
+    h.place(vec![alloc_with_port("a1", &job, "n1", 25000, "0.0.0.0")])
+        .await;
+    h.report("a1", ClientStatus::Running, vec![]).await;
+    let index = h.get("/v1/service/web").await.index.expect("index");
+    let waiter = spawn_get(&h, format!("/v1/service/web?index={index}&wait=20s"));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for status in [NodeStatus::Down, NodeStatus::Disconnected] {
+        let mut node = mock_node("n1");
+        node.http_addr = "10.0.0.5:4646".into();
+        node.status = status;
+        h.submit(Command::UpsertNode { node }).await;
+        // The allocation still runs as far as the state knows.
+        assert_eq!(
+            h.get("/v1/allocation/a1").await.body["client_status"],
+            "running"
+        );
+        assert_eq!(h.get("/v1/service/web").await.body, json!([]), "{status:?}");
+    }
+    // A node change wakes a blocking catalog query.
+    let (body, _) = tokio::time::timeout(Duration::from_secs(10), waiter)
+        .await
+        .expect("woken by the node change")
+        .expect("task");
+    assert_eq!(body, json!([]));
+    h.node_at("n1", "10.0.0.5:4646").await;
+    assert_eq!(
+        h.get("/v1/service/web").await.body.as_array().map(Vec::len),
+        Some(1)
+    );
+}
+
+#[tokio::test]
 async fn a_concrete_port_address_is_kept_and_a_service_without_port_has_none() {
     let h = harness();
     h.node_at("n1", "10.0.0.5:4646").await;
