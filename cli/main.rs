@@ -1,5 +1,5 @@
 //! The `orch` binary: the agent (`orch agent`) and the command-line interface to the
-//! HTTP API (`orch job|alloc|node ...`). One module per subcommand group.
+//! HTTP API (`orch job|alloc|node|service ...`). One module per subcommand group.
 //!
 //! Exit status: 0 ok, 1 error (`Error: ...` on stderr), 2 bad usage (clap) or, for
 //! `orch job run`, failed placements. `orch job plan` differs (as Nomad's): 0 no
@@ -15,6 +15,7 @@ mod node;
 mod operator;
 mod output;
 mod plan;
+mod service;
 mod system;
 
 use std::io::IsTerminal as _;
@@ -83,6 +84,12 @@ enum Command {
         after_help = "EXAMPLES:\n  orch node status\n  orch node status 3f1d9c2e"
     )]
     Node(node::NodeCommand),
+    /// Find services: the catalog of running instances with their addresses and health.
+    #[command(
+        subcommand,
+        after_help = "EXAMPLES:\n  orch service list\n  orch service info web\n  orch service info web --healthy --json"
+    )]
+    Service(service::ServiceCommand),
     /// Cluster-wide settings for operators (the scheduler configuration).
     #[command(
         subcommand,
@@ -188,6 +195,10 @@ fn main() -> ExitCode {
             Command::Node(c) => {
                 init_logging("warn");
                 node::run(&ctx, c).await
+            }
+            Command::Service(c) => {
+                init_logging("warn");
+                service::run(&ctx, c).await
             }
             Command::Operator(c) => {
                 init_logging("warn");

@@ -78,6 +78,9 @@ fn every_command_has_help_with_examples() {
         vec!["node", "drain"],
         vec!["system"],
         vec!["system", "gc"],
+        vec!["service"],
+        vec!["service", "list"],
+        vec!["service", "info"],
     ] {
         let mut args = cmd.clone();
         args.push("--help");
@@ -109,4 +112,12 @@ fn an_unreachable_server_is_an_error_with_exit_one() {
     assert_eq!(out.code(), 1, "{}", out.stderr);
     assert!(out.stderr.starts_with("Error: "), "{}", out.stderr);
     assert!(out.stderr.contains("cannot reach"), "{}", out.stderr);
+    for args in [
+        &["--address", "127.0.0.1:9", "service", "list"][..],
+        &["--address", "127.0.0.1:9", "service", "info", "web"][..],
+    ] {
+        let out = orch_cmd(args, Duration::from_secs(30));
+        assert_eq!(out.code(), 1, "orch {}: {}", args.join(" "), out.stderr);
+        assert!(out.stderr.contains("cannot reach"), "{}", out.stderr);
+    }
 }

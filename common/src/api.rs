@@ -6,9 +6,9 @@ use std::collections::BTreeMap;
 
 use crate::diff::JobDiff;
 use crate::structs::{
-    AllocMetric, Allocation, CheckStatus, ClientStatus, DesiredStatus, DesiredTransition,
-    DrainStrategy, Eligibility, Evaluation, Job, JobStatus, JobType, Node, NodeStatus,
-    PlanAnnotations, TaskState,
+    AllocMetric, Allocation, CheckHealth, CheckStatus, ClientStatus, DesiredStatus,
+    DesiredTransition, DrainStrategy, Eligibility, Evaluation, Job, JobStatus, JobType, Node,
+    NodeStatus, PlanAnnotations, TaskState,
 };
 
 /// Header carrying the state index a blocking read answered at.
@@ -285,6 +285,43 @@ impl From<&Allocation> for AllocListStub {
             modify_index: a.modify_index,
         }
     }
+}
+
+/// One instance in the service catalog (`GET /v1/service/{name}`): a `[[group.G.service]]`
+/// block of an allocation that runs, with where to reach it and its health.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ServiceInstance {
+    pub service: String,
+    pub alloc_id: String,
+    pub job_id: String,
+    pub group: String,
+    pub node_id: String,
+    pub node_name: String,
+    /// The allocated port's host address when it is a concrete one, else the node's.
+    pub address: String,
+    /// The allocated port for the service's `port` label; `None` without a port.
+    pub port: Option<u16>,
+    /// `auto`, `host`, `driver` or `alloc`, as the service block says (default `auto`).
+    pub address_mode: String,
+    pub tags: Vec<String>,
+    pub canary_tags: Vec<String>,
+    pub meta: BTreeMap<String, String>,
+    /// `passing` when every check of the service passes (or it has none), `critical`
+    /// when one is critical, else `pending`.
+    pub health: CheckHealth,
+    /// The service's checks as the client last reported them, keyed by check name.
+    pub checks: BTreeMap<String, CheckStatus>,
+}
+
+/// One row of `GET /v1/services`: a service name with its instances counted.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ServiceListStub {
+    pub name: String,
+    /// Every tag of any of its instances, sorted, without duplicates.
+    pub tags: Vec<String>,
+    pub instances: u32,
+    /// How many instances are `passing`.
+    pub healthy: u32,
 }
 
 /// `GET /v1/evaluation/{id}` and `GET /v1/job/{id}/evaluations` return `Evaluation`s.

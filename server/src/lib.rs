@@ -1,9 +1,10 @@
 //! The orch server: the SQLite state store written only through `Command`s, the
 //! evaluation broker, scheduler workers, the plan applier, node heartbeats, the node
-//! drainer and the HTTP
+//! drainer, the service catalog (a view over allocations) and the HTTP
 //! API. `Server::start` wires them together; `Server::shutdown` stops and awaits them.
 
 pub mod broker;
+pub mod catalog;
 pub mod config;
 pub mod drainer;
 pub mod gc;

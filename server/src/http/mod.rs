@@ -4,8 +4,9 @@
 //! resolution, and store reads moved off the async runtime.
 //!
 //! One module per resource: `jobs`, `plan` (the dry run), `allocs`, `evals`, `nodes`,
-//! `operator` (scheduler configuration), `system` (garbage collection), `agent`, and `client_api` for what clients
-//! call (register, heartbeat, alloc watch, updates).
+//! `operator` (scheduler configuration), `services` (the service catalog), `system`
+//! (garbage collection), `agent`, and `client_api` for what clients call (register,
+//! heartbeat, alloc watch, updates).
 //! See docs/api.md for the routes.
 
 pub mod agent;
@@ -18,6 +19,7 @@ pub mod jobs;
 pub mod nodes;
 pub mod operator;
 pub mod plan;
+pub mod services;
 pub mod system;
 
 use std::collections::BTreeMap;
@@ -130,6 +132,17 @@ impl HttpState {
         Ok(self.store.table_index(table).max(1))
     }
 
+    /// `wait` over several tables: waits until any of them passes the given index and
+    /// answers with the highest of their indexes (at least 1).
+    pub async fn wait_any(&self, tables: &[Table], params: &Params) -> Result<u64, ApiError> {
+        let index = params.index()?;
+        if index > 0 {
+            let wait = params.wait()?;
+            self.store.wait_for_any_index(tables, index, wait).await;
+        }
+        Ok(self.store.max_table_index(tables).max(1))
+    }
+
     /// Resolves a full id or a unique prefix of one in `table`.
     pub async fn resolve(
         &self,
@@ -195,6 +208,8 @@ pub fn router(state: Arc<HttpState>) -> Router {
             "/v1/node/{id}/allocations/known",
             post(client_api::known_allocs),
         )
+        .route("/v1/services", get(services::list))
+        .route("/v1/service/{id}", get(services::get))
         .route("/v1/system/gc", put(system::gc).post(system::gc))
         .route("/v1/status/leader", get(agent::leader))
         .route("/v1/agent/self", get(agent::agent_self))

@@ -19,6 +19,8 @@ use super::*;
 use crate::state::tests::{mock_alloc, mock_job, mock_node};
 use crate::state::Command;
 
+mod services;
+
 const HELLO_TOML: &str = r#"
 id = "hello"
 type = "service"

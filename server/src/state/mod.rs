@@ -398,6 +398,32 @@ impl StateStore {
         self.wait_on(rx, move |v| v > min_index, timeout).await
     }
 
+    /// Waits until any of `tables` has an index greater than `min_index`, at most
+    /// `timeout`; returns the highest of their indexes then. For reads that combine
+    /// tables (the service catalog: jobs, allocations, nodes).
+    pub async fn wait_for_any_index(
+        &self,
+        tables: &[Table],
+        min_index: u64,
+        timeout: Duration,
+    ) -> u64 {
+        // `publish` bumps the table indexes before `last`, so each change of `last`
+        // sees the tables of its commit.
+        let rx = self.inner.last.subscribe();
+        self.wait_on(rx, |_| self.max_table_index(tables) > min_index, timeout)
+            .await;
+        self.max_table_index(tables)
+    }
+
+    /// The highest index of `tables`.
+    pub fn max_table_index(&self, tables: &[Table]) -> u64 {
+        tables
+            .iter()
+            .map(|t| self.table_index(*t))
+            .max()
+            .unwrap_or(0)
+    }
+
     /// Waits until the last applied index is at least `index`, at most `timeout`;
     /// returns the last applied index then.
     pub async fn wait_for_last_index(&self, index: u64, timeout: Duration) -> u64 {
@@ -684,6 +710,20 @@ impl StateStore {
                 .ctx(|| "starting a read transaction".to_string())?;
             // The pooled connection rolls the transaction back when it goes back.
             read::gc_view(c)
+        })
+    }
+
+    /// What the service catalog is computed from (of service `name` only, when given),
+    /// read in one transaction.
+    pub fn catalog_view(
+        &self,
+        name: Option<&str>,
+    ) -> Result<crate::catalog::CatalogView, StateError> {
+        self.read(|c| {
+            c.execute_batch("BEGIN DEFERRED")
+                .ctx(|| "starting a read transaction".to_string())?;
+            // The pooled connection rolls the transaction back when it goes back.
+            read::catalog_view(c, name)
         })
     }
 

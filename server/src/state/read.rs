@@ -1,6 +1,7 @@
 //! Queries over one connection, shared by the store's pooled reads, the snapshot and
 //! `apply` (which reads inside its write transaction).
 
+use std::collections::btree_map::Entry;
 use std::collections::BTreeMap;
 
 use orch_common::structs::{
@@ -556,4 +557,55 @@ pub(crate) fn command_log_first(c: &Connection) -> Result<Option<u64>, StateErro
     })
     .ctx(|| "reading the oldest command log index".to_string())
     .map(|v| v.map(|i| i as u64))
+}
+
+/// What the service catalog is computed from (`crate::catalog`), in the caller's
+/// transaction. Cost: one pass over the jobs table, in SQLite (JSON is looked into,
+/// not decoded here), then the allocations of the jobs found, by their job id index;
+/// only the running ones are decoded. A cluster's allocations of jobs without
+/// services are never read.
+pub(crate) fn catalog_view(
+    c: &Connection,
+    service: Option<&str>,
+) -> Result<crate::catalog::CatalogView, StateError> {
+    // The jobs whose current version has a service (named `service`, when given).
+    let mut stmt = c
+        .prepare_cached(
+            "SELECT id FROM jobs WHERE EXISTS ( \
+               SELECT 1 FROM json_each(jobs.json, '$.groups') g, \
+                             json_each(g.value, '$.services') s \
+               WHERE ?1 IS NULL OR json_extract(s.value, '$.name') = ?1) \
+             ORDER BY id",
+        )
+        .ctx(|| "preparing the read of jobs with services".to_string())?;
+    let job_ids = stmt
+        .query_map([service], |r| r.get::<_, String>(0))
+        .ctx(|| "reading jobs with services".to_string())?
+        .collect::<Result<Vec<String>, _>>()
+        .ctx(|| "reading a job with services".to_string())?;
+    let mut view = crate::catalog::CatalogView::default();
+    for job_id in &job_ids {
+        view.allocs.extend(query_json::<Allocation, _>(
+            c,
+            "allocation",
+            "SELECT id, json FROM allocs WHERE job_id = ?1 \
+             AND client_status = 'running' AND desired_status = 'run' \
+             ORDER BY create_index, id",
+            [job_id],
+        )?);
+    }
+    for alloc in &view.allocs {
+        // Stored allocations carry no job: it is kept once per version.
+        if let Entry::Vacant(slot) = view.jobs.entry((alloc.job_id.clone(), alloc.job_version)) {
+            if let Some(job) = job_version(c, &alloc.job_id, alloc.job_version)? {
+                slot.insert(job);
+            }
+        }
+        if let Entry::Vacant(slot) = view.nodes.entry(alloc.node_id.clone()) {
+            if let Some(n) = node(c, &alloc.node_id)? {
+                slot.insert(n);
+            }
+        }
+    }
+    Ok(view)
 }
