@@ -465,6 +465,26 @@ reserved = { cpu = 200, memory = 256 }
             }
         );
         assert_eq!(c.client.min_dynamic_port, 20000);
+        assert_eq!(c.ports.dns, 4753);
+        assert!(c.server.dns);
+        assert_eq!(c.server.dns_ttl, 0);
+    }
+
+    #[test]
+    fn dns_port_switch_and_ttl_parse() {
+        let c = AgentConfig::parse(
+            "[ports]\ndns = 0\n[server]\nenabled = true\ndns = false\ndns_ttl = 5\n",
+            "agent.toml",
+        )
+        .unwrap();
+        assert_eq!(c.ports.dns, 0);
+        assert!(!c.server.dns);
+        assert_eq!(c.server.dns_ttl, 5);
+        let err = AgentConfig::parse("[ports]\ndns = -1\n[server]\nenabled = true\n", "a")
+            .unwrap_err();
+        assert!(format!("{err:#}").contains("dns"), "{err:#}");
+        assert_eq!(AgentConfig::dev("/tmp/x".into(), 0).ports.dns, 0);
+        assert_eq!(AgentConfig::dev("/tmp/x".into(), 4747).ports.dns, 4753);
     }
 
     #[test]

@@ -239,7 +239,7 @@ pub fn service_answer(
             let srv = SRV::new(0, 0, port, target.clone());
             out.answers
                 .push(Record::from_rdata(qname.clone(), ttl, RData::SRV(srv)));
-            if !out.additionals.iter().any(|r| r.name() == &target) {
+            if !out.additionals.iter().any(|r| r.name == target) {
                 out.additionals.push(address_record(&target, ip, ttl));
             }
         }
@@ -249,7 +249,7 @@ pub fn service_answer(
 }
 
 fn same_addr(r: &Record, ip: IpAddr) -> bool {
-    match (r.data(), ip) {
+    match (&r.data, ip) {
         (RData::A(a), IpAddr::V4(v4)) => a.0 == v4,
         (RData::AAAA(a), IpAddr::V6(v6)) => a.0 == v6,
         _ => false,
@@ -470,7 +470,7 @@ mod tests {
         let srv: Vec<(u16, String)> = a
             .answers
             .iter()
-            .map(|r| match r.data() {
+            .map(|r| match &r.data {
                 RData::SRV(s) => (s.port, s.target.to_ascii()),
                 other => panic!("not SRV: {other:?}"),
             })
@@ -484,8 +484,8 @@ mod tests {
         );
         // One glue A record per distinct target.
         assert_eq!(a.additionals.len(), 1);
-        assert_eq!(a.additionals[0].name().to_ascii(), "10-0-0-5.addr.orch.");
-        assert!(a.answers.iter().all(|r| r.ttl() == 0));
+        assert_eq!(a.additionals[0].name.to_ascii(), "10-0-0-5.addr.orch.");
+        assert!(a.answers.iter().all(|r| r.ttl == 0));
     }
 
     #[test]
@@ -500,8 +500,8 @@ mod tests {
         let q = name("web.service.orch.");
         let a = service_answer(&q, RecordType::A, None, &all, 5);
         assert_eq!(a.answers.len(), 1);
-        assert_eq!(a.answers[0].data(), &RData::A(A("10.0.0.5".parse().expect("ip"))));
-        assert_eq!(a.answers[0].ttl(), 5);
+        assert_eq!(a.answers[0].data, RData::A(A("10.0.0.5".parse().expect("ip"))));
+        assert_eq!(a.answers[0].ttl, 5);
         let aaaa = service_answer(&q, RecordType::AAAA, None, &all, 5);
         assert_eq!(aaaa.answers.len(), 1);
         assert!(aaaa.additionals.is_empty());
@@ -532,7 +532,7 @@ mod tests {
         let q = name("v2.web.service.orch.");
         let a = service_answer(&q, RecordType::A, Some("v2"), &all, 0);
         assert_eq!(a.answers.len(), 1);
-        assert_eq!(a.answers[0].data(), &RData::A(A("10.0.0.6".parse().expect("ip"))));
+        assert_eq!(a.answers[0].data, RData::A(A("10.0.0.6".parse().expect("ip"))));
         let x = service_answer(&q, RecordType::A, Some("v9"), &all, 0);
         assert_eq!(x.code, ResponseCode::NXDomain);
     }
