@@ -480,8 +480,8 @@ reserved = { cpu = 200, memory = 256 }
         assert_eq!(c.ports.dns, 0);
         assert!(!c.server.dns);
         assert_eq!(c.server.dns_ttl, 5);
-        let err = AgentConfig::parse("[ports]\ndns = -1\n[server]\nenabled = true\n", "a")
-            .unwrap_err();
+        let err =
+            AgentConfig::parse("[ports]\ndns = -1\n[server]\nenabled = true\n", "a").unwrap_err();
         assert!(format!("{err:#}").contains("dns"), "{err:#}");
         assert_eq!(AgentConfig::dev("/tmp/x".into(), 0).ports.dns, 0);
         assert_eq!(AgentConfig::dev("/tmp/x".into(), 4747).ports.dns, 4753);

@@ -12,6 +12,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
 use hickory_server::net::runtime::Time;
+use hickory_server::net::xfer::Protocol;
 use hickory_server::proto::op::{Edns, Metadata, ResponseCode};
 use hickory_server::proto::rr::rdata::{A, AAAA, SOA, SRV};
 use hickory_server::proto::rr::{Name, RData, Record, RecordType};
@@ -111,7 +112,10 @@ pub enum Target {
 
 /// Reads a (lowercased, fully qualified or not) query name.
 pub fn parse(qname: &str) -> Target {
-    let name = qname.strip_suffix('.').unwrap_or(qname).to_ascii_lowercase();
+    let name = qname
+        .strip_suffix('.')
+        .unwrap_or(qname)
+        .to_ascii_lowercase();
     let labels: Vec<&str> = name.split('.').collect();
     let Some((&last, rest)) = labels.split_last() else {
         return Target::Outside;
@@ -138,8 +142,16 @@ pub fn parse(qname: &str) -> Target {
 fn parse_addr_label(label: &str) -> Option<IpAddr> {
     let parts: Vec<&str> = label.split('-').collect();
     match parts.len() {
-        4 => label.replace('-', ".").parse::<Ipv4Addr>().ok().map(IpAddr::V4),
-        8 => label.replace('-', ":").parse::<Ipv6Addr>().ok().map(IpAddr::V6),
+        4 => label
+            .replace('-', ".")
+            .parse::<Ipv4Addr>()
+            .ok()
+            .map(IpAddr::V4),
+        8 => label
+            .replace('-', ":")
+            .parse::<Ipv6Addr>()
+            .ok()
+            .map(IpAddr::V6),
         _ => None,
     }
 }
@@ -256,6 +268,35 @@ fn same_addr(r: &Record, ip: IpAddr) -> bool {
     }
 }
 
+/// An upper bound of a record's size on the wire (its owner and target names counted
+/// uncompressed).
+fn wire_len(r: &Record) -> usize {
+    let name_len = |n: &Name| n.to_ascii().len() + 1;
+    let rdata = match &r.data {
+        RData::A(_) => 4,
+        RData::AAAA(_) => 16,
+        RData::SRV(s) => 6 + name_len(&s.target),
+        RData::SOA(s) => name_len(&s.mname) + name_len(&s.rname) + 20,
+        _ => 512,
+    };
+    name_len(&r.name) + 10 + rdata
+}
+
+/// Whether `answer` surely fits a UDP response of `max_payload` bytes (header,
+/// question of `qname`, OPT and SOA included). When it does not, the response is sent
+/// empty with the TC bit, and resolvers retry over TCP, where any size goes: better than
+/// a partial list of instances, which a client would take as the whole service.
+pub fn fits_udp(answer: &Answer, qname: &Name, max_payload: usize) -> bool {
+    let fixed = 12 + (qname.to_ascii().len() + 1 + 4) + 11 + 120;
+    let records: usize = answer
+        .answers
+        .iter()
+        .chain(&answer.additionals)
+        .map(wire_len)
+        .sum();
+    fixed + records <= max_payload
+}
+
 /// The answer for `<address>.addr.orch.`: the address in its own name.
 pub fn addr_answer(qname: &Name, qtype: RecordType, ip: IpAddr, ttl: u32) -> Answer {
     let mut out = Answer::default();
@@ -360,6 +401,20 @@ impl RequestHandler for Handler {
         let mut meta = Metadata::response_from_request(&request.metadata);
         meta.authoritative = answer.code != ResponseCode::Refused;
         meta.response_code = answer.code;
+        let max_payload = usize::from(edns.as_ref().map_or(512, |e| e.max_payload()));
+        let answer = match request.request_info() {
+            Ok(info)
+                if request.protocol() == Protocol::Udp
+                    && !fits_udp(&answer, &info.query.name().into(), max_payload) =>
+            {
+                meta.truncation = true;
+                Answer {
+                    code: answer.code,
+                    ..Answer::default()
+                }
+            }
+            _ => answer,
+        };
         let soa: Vec<Record> = if answer.soa {
             soa_record(self.ttl).into_iter().collect()
         } else {
@@ -500,7 +555,10 @@ mod tests {
         let q = name("web.service.orch.");
         let a = service_answer(&q, RecordType::A, None, &all, 5);
         assert_eq!(a.answers.len(), 1);
-        assert_eq!(a.answers[0].data, RData::A(A("10.0.0.5".parse().expect("ip"))));
+        assert_eq!(
+            a.answers[0].data,
+            RData::A(A("10.0.0.5".parse().expect("ip")))
+        );
         assert_eq!(a.answers[0].ttl, 5);
         let aaaa = service_answer(&q, RecordType::AAAA, None, &all, 5);
         assert_eq!(aaaa.answers.len(), 1);
@@ -532,9 +590,34 @@ mod tests {
         let q = name("v2.web.service.orch.");
         let a = service_answer(&q, RecordType::A, Some("v2"), &all, 0);
         assert_eq!(a.answers.len(), 1);
-        assert_eq!(a.answers[0].data, RData::A(A("10.0.0.6".parse().expect("ip"))));
+        assert_eq!(
+            a.answers[0].data,
+            RData::A(A("10.0.0.6".parse().expect("ip")))
+        );
         let x = service_answer(&q, RecordType::A, Some("v9"), &all, 0);
         assert_eq!(x.code, ResponseCode::NXDomain);
+    }
+
+    #[test]
+    fn a_large_answer_does_not_fit_udp() {
+        let q = name("web.service.orch.");
+        let many: Vec<ServiceInstance> = (0..60u16)
+            .map(|n| {
+                let addr = format!("10.0.{}.{}", n / 200, n % 200);
+                inst(
+                    &format!("a{n}"),
+                    &addr,
+                    Some(20000 + n),
+                    CheckHealth::Passing,
+                )
+            })
+            .collect();
+        let big = service_answer(&q, RecordType::SRV, None, &many, 0);
+        assert_eq!(big.answers.len(), 60);
+        assert!(!fits_udp(&big, &q, 512));
+        assert!(!fits_udp(&big, &q, 1232));
+        let small = service_answer(&q, RecordType::SRV, None, &many[..2], 0);
+        assert!(fits_udp(&small, &q, 512));
     }
 
     #[test]
