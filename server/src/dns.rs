@@ -56,25 +56,11 @@ impl DnsServer {
     /// Binds UDP and TCP on `addr` (port 0: a free port, the same for both) and serves
     /// the catalog from `store`, records with time-to-live `ttl` seconds.
     pub async fn start(addr: SocketAddr, store: StateStore, ttl: u32) -> Result<Self, DnsError> {
-        let udp = tokio::net::UdpSocket::bind(addr)
-            .await
-            .map_err(|source| DnsError::Bind {
-                proto: "UDP",
-                addr,
-                source,
-            })?;
-        // TCP on the port UDP got, so that port 0 gives one port for both.
-        let bound = udp.local_addr().map_err(|source| DnsError::LocalAddr {
-            proto: "UDP",
+        let (tcp, udp) = bind_pair(addr).await?;
+        let bound = tcp.local_addr().map_err(|source| DnsError::LocalAddr {
+            proto: "TCP",
             source,
         })?;
-        let tcp = tokio::net::TcpListener::bind(bound)
-            .await
-            .map_err(|source| DnsError::Bind {
-                proto: "TCP",
-                addr: bound,
-                source,
-            })?;
         let mut inner = hickory_server::Server::new(Handler { store, ttl });
         inner.register_socket(udp);
         inner.register_listener(tcp, TCP_IDLE, 64);
@@ -91,6 +77,50 @@ impl DnsServer {
     pub async fn shutdown(mut self) {
         if let Err(e) = self.inner.shutdown_gracefully().await {
             tracing::warn!(error = %e, "DNS server shutdown");
+        }
+    }
+}
+
+/// How many free ports to try when port 0 is asked for.
+const PORT_ATTEMPTS: usize = 32;
+
+/// A TCP listener and a UDP socket on the same port of `addr`. With port 0 the TCP
+/// port is free but its UDP twin may not be (nor, the other way round, would a free UDP
+/// port's TCP twin: outgoing connections use the same ephemeral range), so another
+/// port is tried, a bounded number of times.
+async fn bind_pair(
+    addr: SocketAddr,
+) -> Result<(tokio::net::TcpListener, tokio::net::UdpSocket), DnsError> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let tcp = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| DnsError::Bind {
+                proto: "TCP",
+                addr,
+                source,
+            })?;
+        let bound = tcp.local_addr().map_err(|source| DnsError::LocalAddr {
+            proto: "TCP",
+            source,
+        })?;
+        match tokio::net::UdpSocket::bind(bound).await {
+            Ok(udp) => return Ok((tcp, udp)),
+            Err(e)
+                if addr.port() == 0
+                    && e.kind() == std::io::ErrorKind::AddrInUse
+                    && attempt < PORT_ATTEMPTS =>
+            {
+                continue
+            }
+            Err(source) => {
+                return Err(DnsError::Bind {
+                    proto: "UDP",
+                    addr: bound,
+                    source,
+                })
+            }
         }
     }
 }
@@ -618,6 +648,18 @@ mod tests {
         assert!(!fits_udp(&big, &q, 1232));
         let small = service_answer(&q, RecordType::SRV, None, &many[..2], 0);
         assert!(fits_udp(&small, &q, 512));
+    }
+
+    #[tokio::test]
+    async fn port_zero_binds_udp_and_tcp_on_one_port() {
+        for _ in 0..20 {
+            let (tcp, udp) = bind_pair("127.0.0.1:0".parse().expect("addr"))
+                .await
+                .expect("bind");
+            let port = tcp.local_addr().expect("tcp addr").port();
+            assert_ne!(port, 0);
+            assert_eq!(udp.local_addr().expect("udp addr").port(), port);
+        }
     }
 
     #[test]
