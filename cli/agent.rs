@@ -38,14 +38,20 @@ pub struct AgentArgs {
     /// HTTP port (overrides `[ports] http`; 0 picks a free port).
     #[arg(long, value_name = "N")]
     http_port: Option<u16>,
+    /// DNS port, UDP and TCP (overrides `[ports] dns`; 0 picks a free port). With
+    /// --dev, `--http-port 0` alone also picks a free DNS port.
+    #[arg(long, value_name = "N")]
+    dns_port: Option<u16>,
 }
 
 const AGENT_EXAMPLES: &str = "EXAMPLES:
   orch agent --dev
   orch agent --dev --http-port 0 --data-dir /tmp/orch-dev
+  orch agent --dev --dns-port 5353
   orch agent --config /etc/orch/server.toml
 
-When ready it prints `orch agent: listening on http://ADDR:PORT` to stderr.
+When ready it prints `orch agent: listening on http://ADDR:PORT` to stderr, after
+`orch agent: DNS on ADDR:PORT (udp, tcp)` when it is a server with DNS on.
 SIGTERM or SIGINT stops it cleanly (a second signal exits at once).";
 
 /// How long open HTTP requests (blocking queries, log streams) may run on at shutdown.
@@ -81,8 +87,22 @@ fn load(args: &AgentArgs) -> Result<(AgentConfig, Option<tempfile::TempDir>)> {
     }
     if let Some(p) = args.http_port {
         cfg.ports.http = p;
+        if args.dev && p == 0 {
+            cfg.ports.dns = 0;
+        }
+    }
+    if let Some(p) = args.dns_port {
+        cfg.ports.dns = p;
     }
     Ok((cfg, temp))
+}
+
+/// `host:port` for a bind address that may be IPv4 or IPv6.
+fn socket_addr(host: &str, port: u16) -> Result<SocketAddr> {
+    format!("{host}:{port}")
+        .parse()
+        .or_else(|_| format!("[{host}]:{port}").parse())
+        .with_context(|| format!("bind_addr {host:?} is not an IP address"))
 }
 
 fn host_name() -> String {
@@ -103,10 +123,7 @@ pub async fn run(args: AgentArgs) -> Result<ExitCode> {
         .canonicalize()
         .with_context(|| format!("resolving data_dir {}", cfg.data_dir.display()))?;
 
-    let bind: SocketAddr = format!("{}:{}", cfg.bind_addr, cfg.ports.http)
-        .parse()
-        .or_else(|_| format!("[{}]:{}", cfg.bind_addr, cfg.ports.http).parse())
-        .with_context(|| format!("bind_addr {:?} is not an IP address", cfg.bind_addr))?;
+    let bind = socket_addr(&cfg.bind_addr, cfg.ports.http)?;
     let listener = TcpListener::bind(bind)
         .await
         .with_context(|| format!("binding the HTTP API to {bind}"))?;
@@ -184,6 +201,28 @@ pub async fn run(args: AgentArgs) -> Result<ExitCode> {
         None
     };
 
+    let dns = match &server {
+        Some(s) if cfg.server.enabled && cfg.server.dns => {
+            let addr = socket_addr(&cfg.bind_addr, cfg.ports.dns)?;
+            let started =
+                orch_server::dns::DnsServer::start(addr, s.store().clone(), cfg.server.dns_ttl)
+                    .await;
+            match started {
+                Ok(d) => Some(d),
+                Err(e) => {
+                    if let Some(c) = client {
+                        c.shutdown().await;
+                    }
+                    if let Some(s) = server {
+                        s.shutdown().await;
+                    }
+                    return Err(anyhow::Error::new(e).context("starting the DNS interface"));
+                }
+            }
+        }
+        _ => None,
+    };
+
     if let (Some(s), Some(c)) = (&server, &client) {
         s.set_client_node_id(Some(c.node_id()));
     }
@@ -206,6 +245,9 @@ pub async fn run(args: AgentArgs) -> Result<ExitCode> {
             .await
     });
 
+    if let Some(d) = &dns {
+        eprintln!("orch agent: DNS on {} (udp, tcp)", d.local_addr());
+    }
     eprintln!("orch agent: listening on http://{advertise}");
     tracing::info!(
         server = cfg.server.enabled,
@@ -243,6 +285,9 @@ pub async fn run(args: AgentArgs) -> Result<ExitCode> {
     if served_until_error.is_none() && tokio::time::timeout(HTTP_DRAIN, &mut http).await.is_err() {
         // Followed log streams never end by themselves.
         http.abort();
+    }
+    if let Some(d) = dns {
+        d.shutdown().await;
     }
     if let Some(s) = server {
         s.shutdown().await;

@@ -48,14 +48,27 @@ pub struct PortsConfig {
     /// The HTTP API port (0 picks a free one). Default: 4747.
     #[serde(default = "default_http_port")]
     pub http: u16,
+    /// The DNS port of servers, UDP and TCP (0 picks a free one); `[server] dns = false`
+    /// turns DNS off. Default: 4753.
+    #[serde(default = "default_dns_port")]
+    pub dns: u16,
 }
 
 impl Default for PortsConfig {
     fn default() -> Self {
         PortsConfig {
             http: default_http_port(),
+            dns: default_dns_port(),
         }
     }
+}
+
+fn default_dns_port() -> u16 {
+    orch_server::dns::DEFAULT_PORT
+}
+
+fn default_true() -> bool {
+    true
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -99,6 +112,14 @@ pub struct ServerSection {
     /// Command log entries kept (the newest). Default: 10000.
     #[serde(default = "default_command_log_retain")]
     pub command_log_retain: u64,
+    /// Answer DNS queries for `NAME.service.orch` on `bind_addr:<ports.dns>`.
+    /// Default: true.
+    #[serde(default = "default_true")]
+    pub dns: bool,
+    /// Time-to-live of the DNS records, in seconds (also the negative-caching time).
+    /// Default: 0, so that a resolver never serves an instance that went critical.
+    #[serde(default)]
+    pub dns_ttl: u32,
 }
 
 impl ServerSection {
@@ -152,6 +173,8 @@ impl Default for ServerSection {
             batch_eval_gc_threshold: default_batch_eval_gc_threshold(),
             node_gc_threshold: default_node_gc_threshold(),
             command_log_retain: default_command_log_retain(),
+            dns: true,
+            dns_ttl: 0,
         }
     }
 }
@@ -317,7 +340,16 @@ impl AgentConfig {
             datacenter: default_datacenter(),
             name: None,
             log_level: default_log_level(),
-            ports: PortsConfig { http: http_port },
+            ports: PortsConfig {
+                http: http_port,
+                // Port 0 for HTTP means "anywhere free": the same for DNS, so that
+                // several dev agents fit on one machine.
+                dns: if http_port == 0 {
+                    0
+                } else {
+                    default_dns_port()
+                },
+            },
             server: ServerSection {
                 enabled: true,
                 ..ServerSection::default()
@@ -402,6 +434,7 @@ name = "node-1"                     # default: the hostname
 
 [ports]
 http = 4747                         # API (servers and clients)
+dns = 4753                          # DNS, UDP and TCP (servers)
 
 [server]
 enabled = true
@@ -432,6 +465,26 @@ reserved = { cpu = 200, memory = 256 }
             }
         );
         assert_eq!(c.client.min_dynamic_port, 20000);
+        assert_eq!(c.ports.dns, 4753);
+        assert!(c.server.dns);
+        assert_eq!(c.server.dns_ttl, 0);
+    }
+
+    #[test]
+    fn dns_port_switch_and_ttl_parse() {
+        let c = AgentConfig::parse(
+            "[ports]\ndns = 0\n[server]\nenabled = true\ndns = false\ndns_ttl = 5\n",
+            "agent.toml",
+        )
+        .unwrap();
+        assert_eq!(c.ports.dns, 0);
+        assert!(!c.server.dns);
+        assert_eq!(c.server.dns_ttl, 5);
+        let err =
+            AgentConfig::parse("[ports]\ndns = -1\n[server]\nenabled = true\n", "a").unwrap_err();
+        assert!(format!("{err:#}").contains("dns"), "{err:#}");
+        assert_eq!(AgentConfig::dev("/tmp/x".into(), 0).ports.dns, 0);
+        assert_eq!(AgentConfig::dev("/tmp/x".into(), 4747).ports.dns, 4753);
     }
 
     #[test]

@@ -14,6 +14,7 @@ use orch_common::structs::{
 };
 
 use crate::scheduler::feasible::host_ip;
+use crate::state::{StateError, StateStore};
 
 /// What the catalog is computed from, read in one transaction: the running allocations
 /// of the jobs that have services, the job versions they run, and their nodes.
@@ -58,6 +59,23 @@ pub fn instances(view: &CatalogView, name: Option<&str>) -> Vec<ServiceInstance>
         (&a.service, &a.node_name, &a.alloc_id).cmp(&(&b.service, &b.node_name, &b.alloc_id))
     });
     out
+}
+
+/// The instances of service `name` read from the state (one transaction), passing ones
+/// only with `healthy_only`: what `GET /v1/service/{name}[?healthy=true]` answers and
+/// what the DNS interface (`crate::dns`) serves. Blocking (SQLite): call it from
+/// `spawn_blocking`.
+pub fn service_instances(
+    store: &StateStore,
+    name: &str,
+    healthy_only: bool,
+) -> Result<Vec<ServiceInstance>, StateError> {
+    let view = store.catalog_view(Some(name))?;
+    let mut out = instances(&view, Some(name));
+    if healthy_only {
+        out.retain(|i| i.health == CheckHealth::Passing);
+    }
+    Ok(out)
 }
 
 /// One service block of one allocation as a catalog instance.

@@ -6,6 +6,7 @@
 pub mod broker;
 pub mod catalog;
 pub mod config;
+pub mod dns;
 pub mod drainer;
 pub mod gc;
 pub mod heartbeat;

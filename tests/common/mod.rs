@@ -189,6 +189,8 @@ impl Agent {
             "--dev".into(),
             "--http-port".into(),
             "0".into(),
+            "--dns-port".into(),
+            "0".into(),
             "--data-dir".into(),
             data_dir.display().to_string(),
         ];
@@ -355,7 +357,7 @@ fn config_args(
 ) -> (Vec<String>, PathBuf, PathBuf) {
     let data_dir = ws.path(name);
     let text = format!(
-        "name = {name:?}\ndata_dir = {:?}\nbind_addr = {bind_addr:?}\n\n[ports]\nhttp = {port}\n\n{tables}\n",
+        "name = {name:?}\ndata_dir = {:?}\nbind_addr = {bind_addr:?}\n\n[ports]\nhttp = {port}\ndns = 0\n\n{tables}\n",
         data_dir.display().to_string()
     );
     let cfg = ws.write(&format!("{name}.toml"), &text);

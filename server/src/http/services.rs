@@ -7,7 +7,6 @@ use std::sync::Arc;
 
 use axum::extract::State;
 use orch_common::api::{ServiceInstance, ServiceListStub};
-use orch_common::structs::CheckHealth;
 
 use super::{ApiError, HttpState, IdPath, Indexed, Params};
 use crate::catalog;
@@ -39,11 +38,8 @@ pub async fn get(
 ) -> Result<Indexed<Vec<ServiceInstance>>, ApiError> {
     let healthy_only = params.flag("healthy")?;
     let index = st.wait_any(&CATALOG_TABLES, &params).await?;
-    let lookup = name.clone();
-    let view = st.read(move |s| s.catalog_view(Some(&lookup))).await?;
-    let mut instances = catalog::instances(&view, Some(&name));
-    if healthy_only {
-        instances.retain(|i| i.health == CheckHealth::Passing);
-    }
+    let instances = st
+        .read(move |s| catalog::service_instances(s, &name, healthy_only))
+        .await?;
     Ok(Indexed(index, instances))
 }
