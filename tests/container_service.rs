@@ -47,18 +47,7 @@ env = {{ MODE = "production" }}
     );
     let agent = Agent::dev(&ws, "dev");
     wait_for_ready_nodes(&agent, 1);
-    let run = agent.orch(
-        &["job", "run", spec.to_str().unwrap()],
-        Duration::from_secs(120),
-    );
-    assert_eq!(
-        run.code(),
-        0,
-        "job run failed:\n{}\n{}\nagent log:\n{}",
-        run.stdout,
-        run.stderr,
-        agent.log()
-    );
+    agent.job_run_file(&spec, Duration::from_secs(120));
     let allocs = agent.job_allocs("api");
     assert_eq!(allocs.len(), 1, "{allocs:#?}");
     let id = allocs[0]["id"].as_str().unwrap().to_string();

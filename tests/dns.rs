@@ -116,18 +116,7 @@ fn dig_lists_exactly_the_passing_instances_as_root() {
     assert_eq!(dig_status(port, "example.com", "A"), "REFUSED");
 
     let spec = ws.write("dns-web.toml", JOB);
-    let run = agent.orch(
-        &["job", "run", spec.to_str().unwrap()],
-        Duration::from_secs(120),
-    );
-    assert_eq!(
-        run.code(),
-        0,
-        "job run failed:\n{}\n{}\nagent log:\n{}",
-        run.stdout,
-        run.stderr,
-        agent.log()
-    );
+    agent.job_run_file(&spec, Duration::from_secs(120));
 
     // (alloc id, port) of both instances once both pass.
     let instances: Vec<(String, u16)> = wait_for(

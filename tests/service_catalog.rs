@@ -17,19 +17,7 @@ fn a_running_web_service_is_in_the_catalog_until_its_job_stops_as_root() {
     let ws = Workspace::new();
     let agent = Agent::dev(&ws, "dev");
     wait_for_ready_nodes(&agent, 1);
-    let spec = jobspec("web-checks.toml");
-    let run = agent.orch(
-        &["job", "run", spec.to_str().unwrap()],
-        Duration::from_secs(120),
-    );
-    assert_eq!(
-        run.code(),
-        0,
-        "job run failed:\n{}\n{}\nagent log:\n{}",
-        run.stdout,
-        run.stderr,
-        agent.log()
-    );
+    agent.job_run("web-checks.toml", Duration::from_secs(120));
 
     let instance = wait_for(
         Duration::from_secs(60),

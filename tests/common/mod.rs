@@ -263,12 +263,17 @@ impl Agent {
     /// `orch job run jobspecs/NAME` until it ends, which must be with exit 0 (the
     /// assertion shows its output and the agent's log).
     pub fn job_run(&self, name: &str, timeout: Duration) -> Output {
-        let spec = jobspec(name);
+        self.job_run_file(&jobspec(name), timeout)
+    }
+
+    /// `orch job run SPEC` until it ends, which must be with exit 0.
+    pub fn job_run_file(&self, spec: &Path, timeout: Duration) -> Output {
         let run = self.orch(&["job", "run", spec.to_str().unwrap()], timeout);
         assert_eq!(
             run.code(),
             0,
-            "job run {name} failed:\n{}\n{}\nagent log:\n{}",
+            "job run {} failed:\n{}\n{}\nagent log:\n{}",
+            spec.display(),
             run.stdout,
             run.stderr,
             self.log()
