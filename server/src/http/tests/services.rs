@@ -100,6 +100,22 @@ impl Harness {
         .await
     }
 
+    /// Node `n1` at 10.0.0.5, job `api` with service `web` (no checks), and one
+    /// allocation per `(id, port)` placed on `n1` with a wildcard host address.
+    async fn web_placed(&self, allocs: &[(&str, u16)]) -> Job {
+        self.node_at("n1", "10.0.0.5:4646").await;
+        let job = job_with_service("api", 0);
+        self.register_job(&job).await;
+        self.place(
+            allocs
+                .iter()
+                .map(|(id, port)| alloc_with_port(id, &job, "n1", *port, "0.0.0.0"))
+                .collect(),
+        )
+        .await;
+        job
+    }
+
     async fn node_at(&self, id: &str, http_addr: &str) {
         let mut node = mock_node(id);
         node.http_addr = http_addr.into();
@@ -110,11 +126,7 @@ impl Harness {
 #[tokio::test]
 async fn an_instance_is_listed_only_while_its_allocation_runs() {
     let h = harness();
-    h.node_at("n1", "10.0.0.5:4646").await;
-    let job = job_with_service("api", 0);
-    h.register_job(&job).await;
-    h.place(vec![alloc_with_port("a1", &job, "n1", 25000, "0.0.0.0")])
-        .await;
+    let job = h.web_placed(&[("a1", 25000)]).await;
     // Placed but not yet running on its client: not in the catalog.
     assert_eq!(h.get("/v1/service/web").await.body, json!([]));
     assert_eq!(h.get("/v1/services").await.body, json!([]));
@@ -163,14 +175,7 @@ async fn an_instance_is_listed_only_while_its_allocation_runs() {
 #[tokio::test]
 async fn an_instance_whose_allocation_completes_or_fails_disappears() {
     let h = harness();
-    h.node_at("n1", "10.0.0.5:4646").await;
-    let job = job_with_service("api", 0);
-    h.register_job(&job).await;
-    h.place(vec![
-        alloc_with_port("a1", &job, "n1", 25000, "0.0.0.0"),
-        alloc_with_port("a2", &job, "n1", 25001, "0.0.0.0"),
-    ])
-    .await;
+    h.web_placed(&[("a1", 25000), ("a2", 25001)]).await;
     h.report("a1", ClientStatus::Running, vec![]).await;
     h.report("a2", ClientStatus::Running, vec![]).await;
     assert_eq!(
@@ -188,11 +193,7 @@ async fn an_instance_whose_allocation_completes_or_fails_disappears() {
 #[tokio::test]
 async fn an_instance_on_a_down_or_disconnected_node_is_left_out() {
     let h = harness();
-    h.node_at("n1", "10.0.0.5:4646").await;
-    let job = job_with_service("api", 0);
-    h.register_job(&job).await;
-    h.place(vec![alloc_with_port("a1", &job, "n1", 25000, "0.0.0.0")])
-        .await;
+    h.web_placed(&[("a1", 25000)]).await;
     h.report("a1", ClientStatus::Running, vec![]).await;
     let index = h.get("/v1/service/web").await.index.expect("index");
     let waiter = spawn_get(&h, format!("/v1/service/web?index={index}&wait=20s"));
@@ -355,11 +356,7 @@ fn spawn_get(h: &Harness, uri: String) -> tokio::task::JoinHandle<(Value, Option
 #[tokio::test]
 async fn a_blocking_service_query_wakes_when_an_allocation_starts_and_stops() {
     let h = harness();
-    h.node_at("n1", "10.0.0.5:4646").await;
-    let job = job_with_service("api", 0);
-    h.register_job(&job).await;
-    h.place(vec![alloc_with_port("a1", &job, "n1", 25000, "0.0.0.0")])
-        .await;
+    h.web_placed(&[("a1", 25000)]).await;
     let first = h.get("/v1/service/web").await;
     let index = first.index.expect("index");
 
