@@ -220,33 +220,25 @@ impl V1Manager {
         let Some(h) = self.hierarchy("cpuset") else {
             return;
         };
-        {
-            let ready = self
-                .shared_ready
-                .lock()
-                .expect("shared cpuset lock poisoned");
-            if *ready {
-                let file = h.join(PARENT).join(&self.shared_name).join("cpuset.cpus");
-                match self.cores.shared() {
-                    Ok((_, cpus)) => {
-                        if let Err(e) = fs::write(&file, &cpus) {
-                            tracing::warn!(error = %e, "updating the shared cpuset");
-                        }
-                    }
-                    Err(e) => tracing::warn!(error = %e, "reading the host's cpus"),
-                }
-            }
+        // Held while the cpus are computed and written, so the last write has the
+        // pool's latest state (see `prepare_shared`).
+        let ready = self
+            .shared_ready
+            .lock()
+            .expect("shared cpuset lock poisoned");
+        let (names, cpus) = match self.cores.shared() {
+            Ok(shared) => shared,
+            Err(e) => return tracing::warn!(error = %e, "reading the host's cpus"),
+        };
+        let mut dirs: Vec<String> = names;
+        if *ready {
+            dirs.push(self.shared_name.clone());
         }
-        match self.cores.shared() {
-            Ok((names, cpus)) => {
-                for n in names {
-                    let file = h.join(PARENT).join(&n).join("cpuset.cpus");
-                    if let Err(e) = fs::write(&file, &cpus) {
-                        tracing::warn!(cgroup = %n, error = %e, "updating a task's shared cpus");
-                    }
-                }
+        for n in dirs {
+            let file = h.join(PARENT).join(&n).join("cpuset.cpus");
+            if let Err(e) = fs::write(&file, &cpus) {
+                tracing::warn!(cgroup = %n, error = %e, "updating shared cpus");
             }
-            Err(e) => tracing::warn!(error = %e, "reading the host's cpus"),
         }
     }
 }
