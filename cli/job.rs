@@ -934,6 +934,8 @@ mod tests {
 
     fn stub(version: u64, desired: DesiredStatus, client: ClientStatus) -> AllocListStub {
         AllocListStub {
+            deployment_id: None,
+            deployment_status: None,
             id: "0123456789".into(),
             name: "j.g[0]".into(),
             job_id: "j".into(),

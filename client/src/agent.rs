@@ -617,6 +617,7 @@ impl Shared {
                 started.insert(a.id.clone());
                 self.batcher.push(
                     AllocClientUpdate {
+                        deployment_health: None,
                         id: a.id.clone(),
                         client_status: ClientStatus::Complete,
                         client_description: "stopped before it started".to_string(),

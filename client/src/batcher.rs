@@ -106,6 +106,7 @@ mod tests {
 
     fn u(id: &str, s: ClientStatus) -> AllocClientUpdate {
         AllocClientUpdate {
+            deployment_health: None,
             id: id.into(),
             client_status: s,
             client_description: String::new(),

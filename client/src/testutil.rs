@@ -78,6 +78,7 @@ pub fn restart(attempts: u32, delay_ms: u64, interval_s: u64, mode: RestartMode)
 
 pub fn job(job_type: JobType, group: &str, tasks: Vec<Task>, restart: RestartPolicy) -> Job {
     Job {
+        stable: false,
         id: "job1".into(),
         name: "job1".into(),
         job_type,
@@ -89,6 +90,7 @@ pub fn job(job_type: JobType, group: &str, tasks: Vec<Task>, restart: RestartPol
         spreads: vec![],
         update: None,
         groups: vec![TaskGroup {
+            shutdown_delay: Default::default(),
             name: group.into(),
             count: 1,
             constraints: vec![],
@@ -117,6 +119,8 @@ pub fn job(job_type: JobType, group: &str, tasks: Vec<Task>, restart: RestartPol
 pub fn alloc_of(job: &Job, index: u32) -> Allocation {
     let g = &job.groups[0];
     Allocation {
+        deployment_id: None,
+        deployment_status: None,
         id: orch_common::ids::new_id(),
         name: format!("{}.{}[{index}]", job.id, g.name),
         index,

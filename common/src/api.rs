@@ -6,9 +6,9 @@ use std::collections::BTreeMap;
 
 use crate::diff::JobDiff;
 use crate::structs::{
-    AllocMetric, Allocation, CheckHealth, CheckStatus, ClientStatus, DesiredStatus,
-    DesiredTransition, DrainStrategy, Eligibility, Evaluation, Job, JobStatus, JobType, Node,
-    NodeStatus, PlanAnnotations, TaskState,
+    AllocDeploymentStatus, AllocMetric, Allocation, CheckHealth, CheckStatus, ClientStatus,
+    DesiredStatus, DesiredTransition, DrainStrategy, Eligibility, Evaluation, Job, JobStatus,
+    JobType, Node, NodeStatus, PlanAnnotations, TaskState,
 };
 
 /// Header carrying the state index a blocking read answered at.
@@ -105,6 +105,47 @@ pub struct JobScaleRequest {
     /// Compare-and-set on the job's `job_modify_index`, as for registration.
     #[serde(default)]
     pub enforce_index: Option<u64>,
+}
+
+/// `POST /v1/job/{id}/revert`: register an earlier version's spec again (a new version).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JobRevertRequest {
+    pub version: u64,
+    /// Revert only if the job's current version is still this one.
+    #[serde(default)]
+    pub enforce_prior_version: Option<u64>,
+}
+
+/// `POST /v1/deployment/{id}/promote`: promote the canaries of `groups` (all groups
+/// when empty).
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+pub struct DeploymentPromoteRequest {
+    #[serde(default)]
+    pub groups: Vec<String>,
+}
+
+/// `POST /v1/deployment/{id}/alloc-health`: set allocations' health by hand (groups
+/// with `health_check = "manual"`).
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+pub struct DeploymentAllocHealthRequest {
+    #[serde(default)]
+    pub healthy: Vec<String>,
+    #[serde(default)]
+    pub unhealthy: Vec<String>,
+}
+
+/// The answer to a deployment action (promote, fail, pause, resume, alloc-health).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeploymentUpdateResponse {
+    pub deployment_id: String,
+    /// The evaluation created to act on the change ("" when none was needed).
+    #[serde(default)]
+    pub eval_id: String,
+    /// The index of the change.
+    pub deployment_modify_index: u64,
+    /// The job version registered again when the action reverted the job.
+    #[serde(default)]
+    pub reverted_job_version: Option<u64>,
 }
 
 /// `POST /v1/node/{id}/eligibility`: may the scheduler place new work on the node?
@@ -254,6 +295,10 @@ pub struct AllocListStub {
     /// Set when the server asked it to move (`orch alloc stop`, a node drain).
     #[serde(default, skip_serializing_if = "DesiredTransition::is_empty")]
     pub desired_transition: DesiredTransition,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deployment_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deployment_status: Option<AllocDeploymentStatus>,
     pub create_time: u64,
     pub modify_time: u64,
     pub create_index: u64,
@@ -279,6 +324,8 @@ impl From<&Allocation> for AllocListStub {
             previous_allocation: a.previous_allocation.clone(),
             next_allocation: a.next_allocation.clone(),
             desired_transition: a.desired_transition,
+            deployment_id: a.deployment_id.clone(),
+            deployment_status: a.deployment_status.clone(),
             create_time: a.create_time,
             modify_time: a.modify_time,
             create_index: a.create_index,
@@ -410,6 +457,22 @@ pub struct AllocClientUpdate {
     /// Health checks, keyed `SERVICE/CHECK`; sent when a status or output changes.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub checks: BTreeMap<String, CheckStatus>,
+    /// The client's verdict on the allocation's health in its deployment, once made.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deployment_health: Option<DeploymentHealthReport>,
+}
+
+/// A client's health verdict for one allocation in one deployment (sent again with
+/// every later update of the allocation; the server keeps the first).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeploymentHealthReport {
+    pub deployment_id: String,
+    pub healthy: bool,
+    /// When it was decided (ms since the epoch).
+    pub timestamp: u64,
+    /// Why, in words (e.g. "task app failed", "healthy_deadline 1m passed").
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub description: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

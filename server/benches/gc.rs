@@ -95,6 +95,8 @@ async fn gc_pass(count: usize) -> BenchResult<()> {
             .map(|i| alloc(i, &eval.id))
             .collect::<BenchResult<Vec<_>>>()?;
         log.submit(Command::ApplyPlan {
+            deployment: None,
+            deployment_updates: Vec::new(),
             allocs,
             stopped: vec![],
             evals: vec![eval],

@@ -277,7 +277,9 @@ impl EvalBroker {
                     inner.handle_eval(stamp(e));
                 }
             }
-            Command::UpsertEvals { evals } | Command::MigrateAllocs { evals, .. } => {
+            Command::UpsertEvals { evals }
+            | Command::MigrateAllocs { evals, .. }
+            | Command::UpdateDeployment { evals, .. } => {
                 for e in evals {
                     inner.handle_eval(stamp(e));
                 }

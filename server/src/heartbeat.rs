@@ -430,6 +430,8 @@ mod tests {
         .await
         .expect("job");
         log.submit(Command::ApplyPlan {
+            deployment: None,
+            deployment_updates: Vec::new(),
             allocs: vec![mock_alloc("a1", job, nodes[0], 0)],
             stopped: vec![],
             evals: vec![],
@@ -476,6 +478,8 @@ mod tests {
             .expect("job");
         }
         log.submit(Command::ApplyPlan {
+            deployment: None,
+            deployment_updates: Vec::new(),
             allocs: vec![mock_alloc("a1", &service, "n1", 0)],
             stopped: vec![],
             evals: vec![],

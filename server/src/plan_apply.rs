@@ -232,7 +232,21 @@ pub async fn prepare(
     } else {
         tracing::debug!(%eval_id, rejected = ?verdict.rejected, "plan partly rejected");
     }
-    if allocs.is_empty() && stopped.is_empty() {
+    // Deployment changes go with the allocations they are about (none when the
+    // all-at-once plan was rejected).
+    let (deployment, deployment_updates) = if all_or_nothing {
+        (None, Vec::new())
+    } else {
+        (
+            plan.deployment.take(),
+            std::mem::take(&mut plan.deployment_updates),
+        )
+    };
+    if allocs.is_empty()
+        && stopped.is_empty()
+        && deployment.is_none()
+        && deployment_updates.is_empty()
+    {
         return Ok(prepared);
     }
     // A placement with create_index 0 is new: its room is not in the state yet.
@@ -247,6 +261,8 @@ pub async fn prepare(
         } else {
             std::mem::take(&mut verdict.evals)
         },
+        deployment,
+        deployment_updates,
     });
     match queued {
         Ok(commit) => {

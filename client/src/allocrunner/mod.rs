@@ -132,6 +132,7 @@ pub fn spawn(
         .unwrap_or_default();
     let lost_after = group.and_then(|g| g.disconnect.as_ref()?.lost_after);
     let initial = AllocClientUpdate {
+        deployment_health: None,
         id: alloc.id.clone(),
         client_status: ClientStatus::Pending,
         client_description: "No tasks have started".to_string(),
@@ -489,6 +490,7 @@ impl AllocRunner {
     fn publish(&self) {
         let (client_status, client_description) = derive_status(&self.states);
         let update = AllocClientUpdate {
+            deployment_health: None,
             id: self.alloc.id.clone(),
             client_status,
             client_description: client_description.to_string(),

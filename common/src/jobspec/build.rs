@@ -39,6 +39,7 @@ pub(crate) fn job(raw: RawJob) -> Job {
         create_index: 0,
         modify_index: 0,
         job_modify_index: 0,
+        stable: false,
     }
 }
 
@@ -66,6 +67,7 @@ fn group(raw: RawGroup, job_type: JobType, job_update: Option<&RawUpdate>) -> Ta
         update: group_update,
         migrate: raw.migrate,
         disconnect: raw.disconnect,
+        shutdown_delay: raw.shutdown_delay.unwrap_or_default(),
         meta: raw.meta,
         tasks,
     }

@@ -38,6 +38,7 @@ pub(crate) struct RawGroup {
     pub update: Option<RawUpdate>,
     pub migrate: Option<MigratePolicy>,
     pub disconnect: Option<DisconnectPolicy>,
+    pub shutdown_delay: Option<Duration>,
     pub meta: BTreeMap<String, String>,
     pub tasks: Vec<Task>,
 }
@@ -123,6 +124,7 @@ fn read_group(name: String, mut t: Table<'_, '_>) -> RawGroup {
         update: t.table("update").map(read_update),
         migrate: t.table("migrate").map(read_migrate),
         disconnect: t.table("disconnect").map(read_disconnect),
+        shutdown_delay: t.duration("shutdown_delay"),
         meta: t.string_map("meta"),
         tasks: t
             .named_tables("task")

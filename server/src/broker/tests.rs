@@ -281,6 +281,7 @@ async fn a_terminal_alloc_update_unblocks() {
     let e = blocked("a", 10);
     put(&b, &e, 11);
     let running = AllocClientUpdate {
+        deployment_health: None,
         id: "x".into(),
         client_status: ClientStatus::Running,
         client_description: String::new(),

@@ -157,6 +157,8 @@ impl Harness {
 
     async fn place(&self, allocs: Vec<orch_common::structs::Allocation>) -> u64 {
         self.submit(Command::ApplyPlan {
+            deployment: None,
+            deployment_updates: Vec::new(),
             allocs,
             stopped: vec![],
             evals: vec![],
@@ -427,6 +429,7 @@ async fn the_job_list_summarizes_allocs_per_group() {
     .await;
     h.submit(Command::UpdateAllocsFromClient {
         updates: vec![AllocClientUpdate {
+            deployment_health: None,
             id: "a1".into(),
             client_status: ClientStatus::Running,
             client_description: String::new(),
@@ -693,6 +696,8 @@ async fn the_node_alloc_watch_embeds_jobs_and_wakes_only_for_its_node() {
     stop.desired_status = orch_common::structs::DesiredStatus::Stop;
     let stopped = h
         .submit(Command::ApplyPlan {
+            deployment: None,
+            deployment_updates: Vec::new(),
             allocs: vec![],
             stopped: vec![stop],
             evals: vec![],
@@ -732,6 +737,7 @@ async fn client_updates_store_states_and_a_failure_creates_an_eval() {
     ])
     .await;
     let update = |id: &str, status| AllocClientUpdate {
+        deployment_health: None,
         id: id.to_string(),
         client_status: status,
         client_description: "exit code 1".into(),

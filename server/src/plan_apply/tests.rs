@@ -47,6 +47,8 @@ impl Fixture {
     async fn existing(&self, allocs: Vec<Allocation>) {
         self.log
             .submit(Command::ApplyPlan {
+                deployment: None,
+                deployment_updates: Vec::new(),
                 allocs,
                 stopped: vec![],
                 evals: vec![],

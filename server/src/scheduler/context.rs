@@ -333,6 +333,8 @@ impl<'s> PlanBuilder<'s> {
             previous_allocation: previous.map(|p| p.id.clone()),
             next_allocation: None,
             desired_transition: Default::default(),
+            deployment_id: None,
+            deployment_status: None,
             metrics: Some(metric),
             create_time: self.now_ms,
             modify_time: self.now_ms,

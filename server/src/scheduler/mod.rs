@@ -22,7 +22,7 @@
 use std::sync::Arc;
 
 use orch_common::structs::{
-    AllocatedResources, Allocation, Evaluation, Job, Node, Plan, PlanResult, Resources,
+    AllocatedResources, Allocation, Deployment, Evaluation, Job, Node, Plan, PlanResult, Resources,
     SchedulerConfiguration,
 };
 
@@ -74,6 +74,11 @@ pub trait State {
     /// one blocked evaluation per job. (Additive; the default finds none, and the
     /// broker's dedup then cancels the older one.)
     fn blocked_eval(&self, _job_id: &str) -> Option<Evaluation> {
+        None
+    }
+    /// The job's newest deployment, whatever its status. (Additive; the default knows
+    /// none, which rolls every update out at once.)
+    fn latest_deployment(&self, _job_id: &str) -> Option<Deployment> {
         None
     }
     /// The cluster-wide scheduler configuration in force at this snapshot.

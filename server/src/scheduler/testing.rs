@@ -192,6 +192,7 @@ impl JobBuilder {
             meta: BTreeMap::new(),
         };
         let group = TaskGroup {
+            shutdown_delay: Default::default(),
             name: "web".into(),
             count: 1,
             constraints: Vec::new(),
@@ -209,6 +210,7 @@ impl JobBuilder {
         };
         JobBuilder {
             job: Job {
+                stable: false,
                 id: id.into(),
                 name: id.into(),
                 job_type: JobType::Service,
@@ -369,6 +371,8 @@ impl JobBuilder {
 pub fn alloc_for(job: &Job, group: &str, index: u32, node: &Node) -> Allocation {
     let g = job.group(group).unwrap_or(&job.groups[0]);
     Allocation {
+        deployment_id: None,
+        deployment_status: None,
         id: ids::new_id(),
         name: format!("{}.{}[{}]", job.id, group, index),
         index,

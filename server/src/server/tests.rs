@@ -210,6 +210,7 @@ async fn a_failed_batch_alloc_is_rescheduled_with_a_link() {
     let first_id = allocs[0]["id"].as_str().expect("id").to_string();
     let update = AllocUpdateRequest {
         allocs: vec![AllocClientUpdate {
+            deployment_health: None,
             id: first_id.clone(),
             client_status: ClientStatus::Failed,
             client_description: "exit code 1".into(),

@@ -9,14 +9,15 @@ use std::sync::Arc;
 use orch_common::api::AllocClientUpdate;
 use orch_common::ids::now_ms;
 use orch_common::structs::{
-    Allocation, ClientStatus, DrainOutcome, Evaluation, Job, JobStatus, JobType, Node, NodeStatus,
-    SchedulerConfiguration,
+    Allocation, ClientStatus, Deployment, DeploymentStatusUpdate, DrainOutcome, Evaluation, Job,
+    JobStatus, JobType, Node, NodeStatus, SchedulerConfiguration,
 };
 use rusqlite::{params, Transaction, TransactionBehavior};
 use serde::Serialize;
 use serde_json::value::RawValue;
 
 use super::alloc_index::{AllocIndex, NodeRow, RowChange, RowRemoval};
+use super::command::DeploymentChange;
 use super::{read, Command, SqlContext, StateError, StateStore, Table};
 use crate::scheduler::context::holds_resources;
 use crate::scheduler::NodeAllocated;
@@ -58,8 +59,10 @@ impl StateStore {
             usage: Vec::new(),
             written: Vec::new(),
             removed: Vec::new(),
+            deployments_touched: BTreeSet::new(),
         };
         w.command(cmd)?;
+        w.refresh_deployments()?;
         w.append_to_log(cmd)?;
         w.record_indexes()?;
         let tables: Vec<Table> = w.touched.into_iter().collect();
@@ -158,6 +161,9 @@ struct Writer<'a> {
     written: Vec<String>,
     /// Allocation rows deleted (garbage collection), for `rows` once committed.
     removed: Vec<RowRemoval>,
+    /// Deployments whose allocations this command wrote: their counters are
+    /// recomputed before the commit.
+    deployments_touched: BTreeSet<String>,
 }
 
 /// One allocation entering or leaving a node's sum (only resources and ports kept).
@@ -207,7 +213,22 @@ impl Writer<'_> {
                 allocs,
                 stopped,
                 evals,
-            } => self.apply_plan(allocs, stopped, evals),
+                deployment,
+                deployment_updates,
+            } => {
+                if let Some(d) = deployment {
+                    self.insert_deployment(d)?;
+                }
+                for u in deployment_updates {
+                    self.set_deployment_status(u)?;
+                }
+                self.apply_plan(allocs, stopped, evals)
+            }
+            Command::UpdateDeployment {
+                change,
+                revert_to,
+                evals,
+            } => self.update_deployment(change, revert_to.as_ref(), evals),
             Command::UpsertNode { node } => self.upsert_node(node),
             Command::SetSchedulerConfig { config } => self.set_scheduler_config(config),
             Command::UpdateNodeStatus {
@@ -292,11 +313,15 @@ impl Writer<'_> {
                 allocs,
                 stopped,
                 evals,
+                deployment,
+                deployment_updates,
             } if allocs.len() == self.placed_json.len() => {
                 serde_json::to_vec(&super::log_entry::LoggedPlan::ApplyPlan {
                     allocs: &self.placed_json,
                     stopped,
                     evals,
+                    deployment,
+                    deployment_updates,
                 })
             }
             _ => serde_json::to_vec(cmd),
@@ -629,6 +654,11 @@ impl Writer<'_> {
         });
         self.touched.insert(Table::Allocs);
         self.written.push(alloc.id.clone());
+        if let Some(d) = &alloc.deployment_id {
+            if !self.deployments_touched.contains(d) {
+                self.deployments_touched.insert(d.clone());
+            }
+        }
         if let Some(b) = before.filter(|b| holds_resources(b)) {
             self.usage.push(UsageChange {
                 node_id: b.node_id.clone(),
@@ -742,6 +772,9 @@ impl Writer<'_> {
                 alloc.client_description = existing.client_description;
                 alloc.task_states = existing.task_states;
                 alloc.checks = existing.checks;
+                if alloc.deployment_id == existing.deployment_id {
+                    alloc.deployment_status = existing.deployment_status;
+                }
                 if alloc.next_allocation.is_none() {
                     alloc.next_allocation = existing.next_allocation;
                 }
@@ -772,6 +805,15 @@ impl Writer<'_> {
             alloc.client_description = update.client_description.clone();
             alloc.task_states = update.task_states.clone();
             alloc.checks = update.checks.clone();
+            if let Some(report) = &update.deployment_health {
+                let same_deployment =
+                    alloc.deployment_id.as_deref() == Some(report.deployment_id.as_str());
+                if same_deployment && alloc.deployment_health().is_none() {
+                    let status = alloc.deployment_status.get_or_insert_with(Default::default);
+                    status.healthy = Some(report.healthy);
+                    status.timestamp = report.timestamp;
+                }
+            }
             alloc.modify_index = self.index;
             alloc.modify_time = self.now;
             jobs.insert(alloc.job_id.clone());
@@ -779,6 +821,218 @@ impl Writer<'_> {
         }
         for job_id in jobs {
             self.refresh_job_status(&job_id)?;
+        }
+        Ok(())
+    }
+
+    // ------------------------------------------------------------------ deployments
+
+    fn write_deployment(&mut self, d: &Deployment) -> Result<(), StateError> {
+        let json = encode("deployment", &d.id, d)?;
+        self.exec(
+            "INSERT INTO deployments (id, job_id, job_version, status, create_index, \
+                 modify_index, json) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) \
+                 ON CONFLICT (id) DO UPDATE SET status = excluded.status, \
+                 modify_index = excluded.modify_index, json = excluded.json",
+            params![
+                d.id,
+                d.job_id,
+                d.job_version as i64,
+                d.status.as_str(),
+                d.create_index as i64,
+                d.modify_index as i64,
+                json
+            ],
+        )
+        .ctx(|| format!("writing deployment {:?}", d.id))?;
+        self.touched.insert(Table::Deployments);
+        Ok(())
+    }
+
+    /// Stores a deployment a plan creates (an id already stored is left alone: the
+    /// plan is being applied again). Its progress deadlines start now.
+    fn insert_deployment(&mut self, submitted: &Deployment) -> Result<(), StateError> {
+        if read::deployment(self.tx, &submitted.id)?.is_some() {
+            return Ok(());
+        }
+        let mut d = submitted.clone();
+        d.create_index = self.index;
+        d.modify_index = self.index;
+        d.create_time = self.now;
+        d.modify_time = self.now;
+        for g in d.task_groups.values_mut() {
+            if g.require_progress_by.is_none() && !g.progress_deadline.is_zero() {
+                g.require_progress_by = Some(self.now + g.progress_deadline.as_millis() as u64);
+            }
+        }
+        self.write_deployment(&d)
+    }
+
+    /// A plan's status change of an older deployment; only an active one changes.
+    fn set_deployment_status(&mut self, u: &DeploymentStatusUpdate) -> Result<(), StateError> {
+        let Some(mut d) = read::deployment(self.tx, &u.deployment_id)? else {
+            return Ok(());
+        };
+        if !d.status.is_active() {
+            return Ok(());
+        }
+        d.status = u.status;
+        d.status_description = u.status_description.clone();
+        d.modify_index = self.index;
+        d.modify_time = self.now;
+        self.write_deployment(&d)
+    }
+
+    /// `Command::UpdateDeployment`: see there.
+    fn update_deployment(
+        &mut self,
+        change: &DeploymentChange,
+        revert_to: Option<&Job>,
+        evals: &[Evaluation],
+    ) -> Result<(), StateError> {
+        let Some(mut d) = read::deployment(self.tx, &change.deployment_id)? else {
+            tracing::warn!(deployment_id = %change.deployment_id, "update of an unknown deployment");
+            return self.upsert_evals(evals);
+        };
+        if !d.status.is_active() {
+            tracing::debug!(deployment_id = %d.id, status = d.status.as_str(), "deployment no longer active; change dropped");
+            return self.upsert_evals(evals);
+        }
+        let touches_allocs = !change.alloc_health.is_empty() || !change.promote.is_empty();
+        let allocs = if touches_allocs {
+            read::allocs_by_job(self.tx, &d.job_id)?
+        } else {
+            Vec::new()
+        };
+        for (alloc_id, healthy) in &change.alloc_health {
+            let Some(before) = allocs.iter().find(|a| &a.id == alloc_id) else {
+                continue;
+            };
+            if before.deployment_id.as_deref() != Some(d.id.as_str()) {
+                continue;
+            }
+            let mut alloc = before.clone();
+            let status = alloc.deployment_status.get_or_insert_with(Default::default);
+            status.healthy = Some(*healthy);
+            status.timestamp = self.now;
+            alloc.modify_index = self.index;
+            alloc.modify_time = self.now;
+            self.write_alloc(&alloc, Some(before))?;
+        }
+        for group in &change.promote {
+            let Some(g) = d.task_groups.get_mut(group) else {
+                continue;
+            };
+            if g.promoted {
+                continue;
+            }
+            g.promoted = true;
+            for before in allocs.iter().filter(|a| {
+                &a.group == group
+                    && a.deployment_id.as_deref() == Some(d.id.as_str())
+                    && a.is_canary()
+            }) {
+                let mut alloc = before.clone();
+                if let Some(s) = alloc.deployment_status.as_mut() {
+                    s.canary = false;
+                }
+                alloc.modify_index = self.index;
+                alloc.modify_time = self.now;
+                self.write_alloc(&alloc, Some(before))?;
+            }
+        }
+        if let Some((status, description)) = &change.status {
+            d.status = *status;
+            d.status_description = description.clone();
+        }
+        if change.mark_stable {
+            self.mark_version_stable(&d.job_id, d.job_version)?;
+        }
+        d.modify_index = self.index;
+        d.modify_time = self.now;
+        self.write_deployment(&d)?;
+        if let Some(job) = revert_to {
+            self.upsert_job(job)?;
+            self.refresh_job_status(&job.id)?;
+            let stored = read::job(self.tx, &job.id)?;
+            let mut evals = evals.to_vec();
+            for e in evals.iter_mut().filter(|e| e.job_id == job.id) {
+                if let Some(stored) = &stored {
+                    e.job_modify_index = stored.job_modify_index;
+                }
+            }
+            return self.upsert_evals(&evals);
+        }
+        self.upsert_evals(evals)
+    }
+
+    /// A deployment of `version` succeeded: the version (and the job, when that is
+    /// still its version) becomes stable.
+    fn mark_version_stable(&mut self, job_id: &str, version: u64) -> Result<(), StateError> {
+        if let Some(mut v) = read::job_version(self.tx, job_id, version)? {
+            if !v.stable {
+                v.stable = true;
+                self.write_job_version(&v)?;
+            }
+        }
+        if let Some(mut job) = read::job(self.tx, job_id)? {
+            if job.version == version && !job.stable {
+                job.stable = true;
+                job.modify_index = self.index;
+                self.write_job(&job)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Recomputes the counters of the deployments whose allocations this command
+    /// wrote, from those allocations: placed, healthy and unhealthy instances and the
+    /// canaries placed. An instance newly healthy moves the progress deadline.
+    fn refresh_deployments(&mut self) -> Result<(), StateError> {
+        let ids = std::mem::take(&mut self.deployments_touched);
+        let mut by_job: HashMap<String, Vec<Allocation>> = HashMap::new();
+        for id in ids {
+            let Some(mut d) = read::deployment(self.tx, &id)? else {
+                continue;
+            };
+            if !by_job.contains_key(&d.job_id) {
+                let allocs = read::allocs_by_job(self.tx, &d.job_id)?;
+                by_job.insert(d.job_id.clone(), allocs);
+            }
+            let allocs = &by_job[&d.job_id];
+            let before = d.clone();
+            for (name, g) in d.task_groups.iter_mut() {
+                let mine: Vec<&Allocation> = allocs
+                    .iter()
+                    .filter(|a| &a.group == name && a.deployment_id.as_deref() == Some(id.as_str()))
+                    .collect();
+                let healthy = mine
+                    .iter()
+                    .filter(|a| a.deployment_health() == Some(true))
+                    .count() as u32;
+                if healthy > g.healthy_allocs
+                    && d.status.is_active()
+                    && !g.progress_deadline.is_zero()
+                {
+                    g.require_progress_by = Some(self.now + g.progress_deadline.as_millis() as u64);
+                }
+                g.placed_allocs = mine.len() as u32;
+                g.healthy_allocs = healthy;
+                g.unhealthy_allocs = mine
+                    .iter()
+                    .filter(|a| a.deployment_health() == Some(false))
+                    .count() as u32;
+                for a in mine.iter().filter(|a| a.is_canary()) {
+                    if !g.placed_canaries.contains(&a.id) {
+                        g.placed_canaries.push(a.id.clone());
+                    }
+                }
+            }
+            if d != before {
+                d.modify_index = self.index;
+                d.modify_time = self.now;
+                self.write_deployment(&d)?;
+            }
         }
         Ok(())
     }
@@ -838,15 +1092,17 @@ impl Writer<'_> {
                 tracing::warn!(job_id = %id, "not collecting a job that is not dead");
                 continue;
             }
-            // One line per table that belongs to a job (deployments join here).
+            // One line per table that belongs to a job.
             for sql in [
                 "DELETE FROM jobs WHERE id = ?1",
                 "DELETE FROM job_versions WHERE job_id = ?1",
+                "DELETE FROM deployments WHERE job_id = ?1",
             ] {
                 self.exec(sql, [id])
                     .ctx(|| format!("deleting job {id:?}"))?;
             }
             self.touched.insert(Table::Jobs);
+            self.touched.insert(Table::Deployments);
         }
         for id in nodes {
             let Some(node) = read::node(self.tx, id)? else {

@@ -4,10 +4,29 @@
 
 use orch_common::api::AllocClientUpdate;
 use orch_common::structs::{
-    Allocation, DrainStrategy, Eligibility, Evaluation, Job, LastDrain, Node, NodeStatus,
-    SchedulerConfiguration,
+    Allocation, Deployment, DeploymentStatus, DeploymentStatusUpdate, DrainStrategy, Eligibility,
+    Evaluation, Job, LastDrain, Node, NodeStatus, SchedulerConfiguration,
 };
 use serde::{Deserialize, Serialize};
+
+/// What an `UpdateDeployment` changes; every part is optional.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct DeploymentChange {
+    pub deployment_id: String,
+    /// The new status, with its description.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<(DeploymentStatus, String)>,
+    /// Groups whose canaries are promoted: they stop being canaries and the rest of
+    /// the group is rolled out.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub promote: Vec<String>,
+    /// Health set by hand (`health_check = "manual"`): (allocation id, healthy).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub alloc_health: Vec<(String, bool)>,
+    /// The deployment succeeded: its job version becomes stable.
+    #[serde(default)]
+    pub mark_stable: bool,
+}
 
 // Commands are built once and moved through the log; boxing the job would only make
 // every constructor noisier.
@@ -30,6 +49,26 @@ pub enum Command {
     ApplyPlan {
         allocs: Vec<Allocation>,
         stopped: Vec<Allocation>,
+        evals: Vec<Evaluation>,
+        /// The deployment the plan creates (the new version's rollout).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        deployment: Option<Deployment>,
+        /// Status changes of the job's older deployments (cancelled).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        deployment_updates: Vec<DeploymentStatusUpdate>,
+    },
+    /// A change to a running or paused deployment: by the deployment watcher (health,
+    /// deadlines, auto-promotion, success, failure) or by a user (promote, fail, pause,
+    /// resume, allocation health). A deployment that is no longer active is left as it
+    /// is, and then so is everything else in the command but its evaluations: the
+    /// watcher and users decide on a snapshot, and the first change to end a deployment
+    /// wins.
+    UpdateDeployment {
+        change: DeploymentChange,
+        /// A job spec registered as a new version with the change (an auto-revert).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        revert_to: Option<Job>,
+        #[serde(default)]
         evals: Vec<Evaluation>,
     },
     /// Register a node or update its fingerprint.

@@ -9,7 +9,7 @@
 //! of the c1m benchmark's instructions. Applying such an entry again writes the same
 //! rows.
 
-use orch_common::structs::{Allocation, Evaluation};
+use orch_common::structs::{Allocation, Deployment, DeploymentStatusUpdate, Evaluation};
 use serde::Serialize;
 use serde_json::value::RawValue;
 
@@ -21,6 +21,10 @@ pub(crate) enum LoggedPlan<'a> {
         allocs: &'a [Box<RawValue>],
         stopped: &'a [Allocation],
         evals: &'a [Evaluation],
+        #[serde(skip_serializing_if = "Option::is_none")]
+        deployment: &'a Option<Deployment>,
+        #[serde(skip_serializing_if = "<[DeploymentStatusUpdate]>::is_empty")]
+        deployment_updates: &'a [DeploymentStatusUpdate],
     },
 }
 

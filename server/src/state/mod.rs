@@ -41,7 +41,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use orch_common::structs::{Allocation, Evaluation, Job, Node, SchedulerConfiguration};
+use orch_common::structs::{Allocation, Deployment, Evaluation, Job, Node, SchedulerConfiguration};
 use rusqlite::{Connection, OpenFlags};
 use tokio::sync::watch;
 
@@ -72,10 +72,17 @@ pub enum Table {
     Evals,
     Allocs,
     Nodes,
+    Deployments,
 }
 
 impl Table {
-    pub const ALL: [Table; 4] = [Table::Jobs, Table::Evals, Table::Allocs, Table::Nodes];
+    pub const ALL: [Table; 5] = [
+        Table::Jobs,
+        Table::Evals,
+        Table::Allocs,
+        Table::Nodes,
+        Table::Deployments,
+    ];
 
     /// The name used in the `indexes` table.
     pub fn name(&self) -> &'static str {
@@ -84,6 +91,7 @@ impl Table {
             Table::Evals => "evals",
             Table::Allocs => "allocs",
             Table::Nodes => "nodes",
+            Table::Deployments => "deployments",
         }
     }
 
@@ -93,6 +101,7 @@ impl Table {
             Table::Evals => 1,
             Table::Allocs => 2,
             Table::Nodes => 3,
+            Table::Deployments => 4,
         }
     }
 }
@@ -169,7 +178,7 @@ struct Inner {
     /// Idle read connections.
     readers: Mutex<Vec<Connection>>,
     /// Last index that touched each table, by `Table::slot`.
-    tables: [watch::Sender<u64>; 4],
+    tables: [watch::Sender<u64>; 5],
     /// Last applied index (any command).
     last: watch::Sender<u64>,
     last_index: AtomicU64,
@@ -363,6 +372,7 @@ impl StateStore {
                 table_sender(Table::Evals),
                 table_sender(Table::Allocs),
                 table_sender(Table::Nodes),
+                table_sender(Table::Deployments),
             ],
             last: watch::Sender::new(last),
             last_index: AtomicU64::new(last),
@@ -578,6 +588,30 @@ impl StateStore {
 
     pub fn eval(&self, id: &str) -> Result<Option<Evaluation>, StateError> {
         self.read(|c| read::eval(c, id))
+    }
+
+    pub fn deployment(&self, id: &str) -> Result<Option<Deployment>, StateError> {
+        self.read(|c| read::deployment(c, id))
+    }
+
+    /// Every deployment, newest first.
+    pub fn deployments(&self) -> Result<Vec<Deployment>, StateError> {
+        self.read(read::deployments)
+    }
+
+    /// A job's deployments, newest first.
+    pub fn deployments_by_job(&self, job_id: &str) -> Result<Vec<Deployment>, StateError> {
+        self.read(|c| read::deployments_by_job(c, job_id))
+    }
+
+    /// A job's newest deployment, whatever its status.
+    pub fn latest_deployment(&self, job_id: &str) -> Result<Option<Deployment>, StateError> {
+        self.read(|c| read::latest_deployment(c, job_id))
+    }
+
+    /// Deployments still running or paused, oldest first.
+    pub fn active_deployments(&self) -> Result<Vec<Deployment>, StateError> {
+        self.read(read::active_deployments)
     }
 
     /// Every evaluation, oldest first.

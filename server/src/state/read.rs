@@ -5,7 +5,8 @@ use std::collections::btree_map::Entry;
 use std::collections::BTreeMap;
 
 use orch_common::structs::{
-    AllocatedResources, Allocation, ClientStatus, Evaluation, Job, Node, SchedulerConfiguration,
+    AllocatedResources, Allocation, ClientStatus, Deployment, Evaluation, Job, Node,
+    SchedulerConfiguration,
 };
 use rusqlite::types::ValueRef;
 use rusqlite::{params, Connection, OptionalExtension, Params};
@@ -128,6 +129,59 @@ pub(crate) fn max_job_version(c: &Connection, id: &str) -> Result<Option<u64>, S
     )
     .ctx(|| format!("reading the versions of job {id:?}"))
     .map(|v| v.map(|v| v as u64))
+}
+
+pub(crate) fn deployment(c: &Connection, id: &str) -> Result<Option<Deployment>, StateError> {
+    query_one(
+        c,
+        "deployment",
+        "SELECT id, json FROM deployments WHERE id = ?1",
+        [id],
+    )
+}
+
+pub(crate) fn deployments(c: &Connection) -> Result<Vec<Deployment>, StateError> {
+    query_json(
+        c,
+        "deployment",
+        "SELECT id, json FROM deployments ORDER BY create_index DESC, id",
+        [],
+    )
+}
+
+pub(crate) fn deployments_by_job(
+    c: &Connection,
+    job_id: &str,
+) -> Result<Vec<Deployment>, StateError> {
+    query_json(
+        c,
+        "deployment",
+        "SELECT id, json FROM deployments WHERE job_id = ?1 ORDER BY create_index DESC, id",
+        [job_id],
+    )
+}
+
+pub(crate) fn latest_deployment(
+    c: &Connection,
+    job_id: &str,
+) -> Result<Option<Deployment>, StateError> {
+    query_one(
+        c,
+        "deployment",
+        "SELECT id, json FROM deployments WHERE job_id = ?1 \
+         ORDER BY create_index DESC, id LIMIT 1",
+        [job_id],
+    )
+}
+
+pub(crate) fn active_deployments(c: &Connection) -> Result<Vec<Deployment>, StateError> {
+    query_json(
+        c,
+        "deployment",
+        "SELECT id, json FROM deployments WHERE status IN ('running', 'paused') \
+         ORDER BY create_index, id",
+        [],
+    )
 }
 
 pub(crate) fn eval(c: &Connection, id: &str) -> Result<Option<Evaluation>, StateError> {

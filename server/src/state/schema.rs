@@ -116,6 +116,19 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     r#"
     DROP INDEX allocs_by_node;
     "#,
+    // 6: deployments (one per rolled-out job version).
+    r#"
+    CREATE TABLE deployments (
+        id           TEXT PRIMARY KEY,
+        job_id       TEXT NOT NULL,
+        job_version  INTEGER NOT NULL,
+        status       TEXT NOT NULL,
+        create_index INTEGER NOT NULL,
+        modify_index INTEGER NOT NULL,
+        json         TEXT NOT NULL
+    );
+    CREATE INDEX deployments_by_job ON deployments (job_id, create_index);
+    "#,
 ];
 
 /// The schema version this binary writes.

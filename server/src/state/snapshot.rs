@@ -7,7 +7,7 @@
 
 use std::sync::{Arc, Mutex, OnceLock};
 
-use orch_common::structs::{Allocation, Evaluation, Job, Node, SchedulerConfiguration};
+use orch_common::structs::{Allocation, Deployment, Evaluation, Job, Node, SchedulerConfiguration};
 use rusqlite::Connection;
 
 use super::{read, Mirror, PooledConn, SqlContext, StateError};
@@ -255,5 +255,12 @@ impl State for Snapshot {
     fn scheduler_config(&self) -> SchedulerConfiguration {
         self.with("the scheduler configuration", read::scheduler_config)
             .unwrap_or_default()
+    }
+
+    fn latest_deployment(&self, job_id: &str) -> Option<Deployment> {
+        self.with("the job's deployment", |c| {
+            read::latest_deployment(c, job_id)
+        })
+        .flatten()
     }
 }

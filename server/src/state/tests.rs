@@ -18,6 +18,7 @@ use crate::scheduler::State;
 pub(crate) fn mock_job(id: &str) -> Job {
     let job_type = JobType::Service;
     Job {
+        stable: false,
         id: id.to_string(),
         name: String::new(),
         job_type,
@@ -29,6 +30,7 @@ pub(crate) fn mock_job(id: &str) -> Job {
         spreads: vec![],
         update: None,
         groups: vec![TaskGroup {
+            shutdown_delay: Default::default(),
             name: "web".into(),
             count: 2,
             constraints: vec![],
@@ -118,6 +120,8 @@ pub(crate) fn mock_alloc(id: &str, job: &Job, node_id: &str, index: u32) -> Allo
     let mut tasks = BTreeMap::new();
     tasks.insert("server".to_string(), job.groups[0].tasks[0].resources);
     Allocation {
+        deployment_id: None,
+        deployment_status: None,
         id: id.to_string(),
         name: format!("{}.web[{index}]", job.id),
         index,
@@ -168,6 +172,8 @@ fn place(store: &StateStore, allocs: Vec<Allocation>) -> u64 {
     apply(
         store,
         Command::ApplyPlan {
+            deployment: None,
+            deployment_updates: Vec::new(),
             allocs,
             stopped: vec![],
             evals: vec![],
@@ -200,6 +206,7 @@ fn register(store: &StateStore, job: &Job) -> (u64, Evaluation) {
 
 fn client_update(id: &str, status: ClientStatus) -> AllocClientUpdate {
     AllocClientUpdate {
+        deployment_health: None,
         id: id.to_string(),
         client_status: status,
         client_description: format!("now {}", status.as_str()),
@@ -444,6 +451,8 @@ fn plan_stops_set_desired_fields_and_lost_on_down_nodes() {
     apply(
         &store,
         Command::ApplyPlan {
+            deployment: None,
+            deployment_updates: Vec::new(),
             allocs: vec![],
             stopped: vec![stop, lost],
             evals: vec![],
@@ -482,6 +491,8 @@ fn a_batch_job_is_dead_once_its_allocs_finish_and_its_evals_are_done() {
     apply(
         &store,
         Command::ApplyPlan {
+            deployment: None,
+            deployment_updates: Vec::new(),
             allocs: vec![mock_alloc("a1", &job, "n1", 0)],
             stopped: vec![],
             evals: vec![eval],
@@ -607,6 +618,8 @@ fn a_plan_is_logged_with_its_placements_as_written_and_replays_to_the_same_rows(
     let index = apply(
         &store,
         Command::ApplyPlan {
+            deployment: None,
+            deployment_updates: Vec::new(),
             allocs: vec![
                 mock_alloc("a1", &job, "n1", 0),
                 mock_alloc("a2", &job, "n2", 1),
@@ -624,6 +637,7 @@ fn a_plan_is_logged_with_its_placements_as_written_and_replays_to_the_same_rows(
         allocs,
         stopped,
         evals,
+        ..
     } = logged
     else {
         panic!("an ApplyPlan expected, got {logged:?}");
@@ -920,6 +934,8 @@ fn allocs_for_client_shows_live_allocs_and_server_side_changes() {
     let stopped = apply(
         &store,
         Command::ApplyPlan {
+            deployment: None,
+            deployment_updates: Vec::new(),
             allocs: vec![],
             stopped: vec![lost],
             evals: vec![],
@@ -1181,6 +1197,8 @@ fn command_for(op: &Op) -> Command {
             let mut a = mock_alloc(&format!("a{alloc}"), &job_of(*job), &format!("n{node}"), 0);
             a.previous_allocation = prev.map(|p| format!("a{p}"));
             Command::ApplyPlan {
+                deployment: None,
+                deployment_updates: Vec::new(),
                 allocs: vec![a],
                 stopped: vec![],
                 evals: vec![],
@@ -1193,6 +1211,8 @@ fn command_for(op: &Op) -> Command {
                 a.client_status = ClientStatus::Lost;
             }
             Command::ApplyPlan {
+                deployment: None,
+                deployment_updates: Vec::new(),
                 allocs: vec![],
                 stopped: vec![a],
                 evals: vec![],

@@ -89,6 +89,7 @@ impl Harness {
     ) -> u64 {
         self.submit(Command::UpdateAllocsFromClient {
             updates: vec![AllocClientUpdate {
+                deployment_health: None,
                 id: id.into(),
                 client_status,
                 client_description: String::new(),
@@ -163,6 +164,8 @@ async fn an_instance_is_listed_only_while_its_allocation_runs() {
     let mut stop = alloc_with_port("a1", &job, "n1", 25000, "0.0.0.0");
     stop.desired_status = DesiredStatus::Stop;
     h.submit(Command::ApplyPlan {
+        deployment: None,
+        deployment_updates: Vec::new(),
         allocs: vec![],
         stopped: vec![stop],
         evals: vec![],
