@@ -136,6 +136,7 @@ mod tests {
             address_mode: "auto".into(),
             tags: vec!["v1".into(), "blue".into()],
             canary_tags: vec![],
+            canary: false,
             meta: Default::default(),
             health: CheckHealth::Passing,
             checks: Default::default(),

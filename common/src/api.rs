@@ -350,8 +350,13 @@ pub struct ServiceInstance {
     pub port: Option<u16>,
     /// `auto`, `host`, `driver` or `alloc`, as the service block says (default `auto`).
     pub address_mode: String,
+    /// The tags it is registered with: `canary_tags` while the allocation is an
+    /// unpromoted canary of a deployment (when the service has any), else `tags`.
     pub tags: Vec<String>,
     pub canary_tags: Vec<String>,
+    /// The allocation is an unpromoted canary.
+    #[serde(default)]
+    pub canary: bool,
     pub meta: BTreeMap<String, String>,
     /// `passing` when every check of the service passes (or it has none), `critical`
     /// when one is critical, else `pending`.

@@ -94,6 +94,12 @@ fn instance(alloc: &Allocation, node: Option<&Node>, spec: &ServiceSpec) -> Serv
         })
         .collect();
     let health = health(spec.checks.len(), checks.values().map(|c| c.status));
+    let canary = alloc.is_canary();
+    let tags = if canary && !spec.canary_tags.is_empty() {
+        spec.canary_tags.clone()
+    } else {
+        spec.tags.clone()
+    };
     ServiceInstance {
         service: spec.name.clone(),
         alloc_id: alloc.id.clone(),
@@ -106,8 +112,9 @@ fn instance(alloc: &Allocation, node: Option<&Node>, spec: &ServiceSpec) -> Serv
         address: address(port, node),
         port: port.map(|p| p.value),
         address_mode: spec.address_mode.clone().unwrap_or_else(|| "auto".into()),
-        tags: spec.tags.clone(),
+        tags,
         canary_tags: spec.canary_tags.clone(),
+        canary,
         meta: spec.meta.clone(),
         health,
         checks,
@@ -223,5 +230,43 @@ mod tests {
         node.attributes
             .insert("unique.network.ip-address".into(), "10.9.9.9".into());
         assert_eq!(address(None, Some(&node)), "10.9.9.9");
+    }
+
+    #[test]
+    fn an_unpromoted_canary_is_registered_with_its_canary_tags() {
+        let job = crate::state::tests::mock_job("web");
+        let mut alloc = crate::state::tests::mock_alloc("a1", &job, "n1", 0);
+        let spec = ServiceSpec {
+            name: "web".into(),
+            port: None,
+            tags: vec!["v1".into()],
+            canary_tags: vec!["canary".into()],
+            meta: BTreeMap::new(),
+            address_mode: None,
+            checks: vec![],
+        };
+        let regular = instance(&alloc, None, &spec);
+        assert_eq!(
+            (regular.tags.clone(), regular.canary),
+            (vec!["v1".to_string()], false)
+        );
+
+        alloc.deployment_id = Some("d1".into());
+        alloc.deployment_status = Some(orch_common::structs::AllocDeploymentStatus {
+            canary: true,
+            ..Default::default()
+        });
+        let canary = instance(&alloc, None, &spec);
+        assert_eq!(
+            (canary.tags, canary.canary),
+            (vec!["canary".to_string()], true)
+        );
+
+        // Without canary tags a canary keeps its regular tags.
+        let plain = ServiceSpec {
+            canary_tags: vec![],
+            ..spec
+        };
+        assert_eq!(instance(&alloc, None, &plain).tags, vec!["v1".to_string()]);
     }
 }

@@ -490,6 +490,7 @@ mod tests {
             address_mode: "auto".into(),
             tags: vec!["v1".into()],
             canary_tags: vec![],
+            canary: false,
             meta: Default::default(),
             health,
             checks: Default::default(),
