@@ -34,46 +34,6 @@ config = { command = "/bin/sh", args = ["-c", "touch $ORCH_TASK_DIR/healthy && e
 resources = { cpu = 50, memory = 32 }
 "#;
 
-fn have_dig() -> bool {
-    Command::new("dig")
-        .arg("-v")
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
-
-/// The DNS port from the agent's `DNS on ADDR:PORT` ready line.
-fn dns_port(agent: &Agent) -> u16 {
-    let log = agent.log();
-    log.lines()
-        .find_map(|l| l.strip_prefix("orch agent: DNS on "))
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|addr| addr.rsplit(':').next())
-        .and_then(|p| p.parse().ok())
-        .unwrap_or_else(|| panic!("no DNS ready line in the agent log:\n{log}"))
-}
-
-/// `dig @127.0.0.1 -p PORT NAME TYPE +short [extra]`: the answer lines, sorted.
-fn dig(port: u16, name: &str, rtype: &str, extra: &[&str]) -> Vec<String> {
-    let out = Command::new("dig")
-        .args(["@127.0.0.1", "-p", &port.to_string(), name, rtype, "+short"])
-        .args(["+time=2", "+tries=1"])
-        .args(extra)
-        .output()
-        .expect("running dig");
-    assert!(
-        out.status.success(),
-        "dig {name} {rtype} {extra:?} failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let mut lines: Vec<String> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(str::to_string)
-        .filter(|l| !l.is_empty())
-        .collect();
-    lines.sort();
-    lines
-}
-
 /// `dig ... +noall +comments`'s status (NOERROR, NXDOMAIN, ...).
 fn dig_status(port: u16, name: &str, rtype: &str) -> String {
     let out = Command::new("dig")

@@ -673,3 +673,44 @@ pub fn busybox_rootfs_in(ws: &Workspace) -> Option<PathBuf> {
     busybox_rootfs(&rootfs, &busybox);
     Some(rootfs)
 }
+
+/// True when `dig` (Debian's dnsutils) is installed.
+pub fn have_dig() -> bool {
+    Command::new("dig")
+        .arg("-v")
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// The DNS port from the agent's `DNS on ADDR:PORT` ready line.
+pub fn dns_port(agent: &Agent) -> u16 {
+    let log = agent.log();
+    log.lines()
+        .find_map(|l| l.strip_prefix("orch agent: DNS on "))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|addr| addr.rsplit(':').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no DNS ready line in the agent log:\n{log}"))
+}
+
+/// `dig @127.0.0.1 -p PORT NAME TYPE +short [extra]`: the answer lines, sorted.
+pub fn dig(port: u16, name: &str, rtype: &str, extra: &[&str]) -> Vec<String> {
+    let out = Command::new("dig")
+        .args(["@127.0.0.1", "-p", &port.to_string(), name, rtype, "+short"])
+        .args(["+time=2", "+tries=1"])
+        .args(extra)
+        .output()
+        .expect("running dig");
+    assert!(
+        out.status.success(),
+        "dig {name} {rtype} {extra:?} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut lines: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .filter(|l| !l.is_empty())
+        .collect();
+    lines.sort();
+    lines
+}
