@@ -72,25 +72,23 @@ pub struct DeploymentView {
     pub allocs: Vec<Allocation>,
 }
 
-/// Reads the active deployments and their jobs.
+/// Reads the active deployments and their jobs (each job read once).
 pub fn read_active(store: &StateStore) -> Result<Vec<DeploymentView>, StateError> {
-    let deployments = store.active_deployments()?;
-    let mut jobs: HashMap<String, (Option<Job>, Vec<Job>, Vec<Allocation>)> = HashMap::new();
-    let mut out = Vec::new();
-    for d in deployments {
-        if !jobs.contains_key(&d.job_id) {
-            let job = store.job(&d.job_id)?;
-            let versions = store.job_versions(&d.job_id)?;
-            let allocs = store.allocs_by_job(&d.job_id)?;
-            jobs.insert(d.job_id.clone(), (job, versions, allocs));
-        }
-        let (job, versions, allocs) = &jobs[&d.job_id];
-        out.push(DeploymentView {
-            deployment: d,
-            job: job.clone(),
-            versions: versions.clone(),
-            allocs: allocs.clone(),
-        });
+    let mut out: Vec<DeploymentView> = Vec::new();
+    for d in store.active_deployments()? {
+        let view = match out.iter().find(|v| v.deployment.job_id == d.job_id) {
+            Some(same_job) => DeploymentView {
+                deployment: d,
+                ..same_job.clone()
+            },
+            None => DeploymentView {
+                job: store.job(&d.job_id)?,
+                versions: store.job_versions(&d.job_id)?,
+                allocs: store.allocs_by_job(&d.job_id)?,
+                deployment: d,
+            },
+        };
+        out.push(view);
     }
     Ok(out)
 }
