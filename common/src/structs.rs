@@ -1246,6 +1246,9 @@ pub mod triggers {
     pub const MAX_PLAN_ATTEMPTS: &str = "max-plan-attempts";
     /// A job lost allocations to a higher-priority one and places them again.
     pub const PREEMPTION: &str = "preemption";
+    /// The deployment watcher: instances became healthy (the next batch may go),
+    /// canaries were promoted, or a deployment failed or was acted on by a user.
+    pub const DEPLOYMENT_WATCHER: &str = "deployment-watcher";
 }
 
 /// A request to reconcile one job with the cluster.

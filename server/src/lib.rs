@@ -1,11 +1,12 @@
 //! The orch server: the SQLite state store written only through `Command`s, the
 //! evaluation broker, scheduler workers, the plan applier, node heartbeats, the node
-//! drainer, the service catalog (a view over allocations) and the HTTP
-//! API. `Server::start` wires them together; `Server::shutdown` stops and awaits them.
+//! drainer, the deployment watcher, the service catalog (a view over allocations) and
+//! the HTTP API. `Server::start` wires them together; `Server::shutdown` stops and awaits them.
 
 pub mod broker;
 pub mod catalog;
 pub mod config;
+pub mod deployment;
 pub mod dns;
 pub mod drainer;
 pub mod gc;

@@ -6,10 +6,11 @@
 //!  start:  open <data_dir>/server/state.db ─► broker.restore(pending + blocked evals)
 //!          ─► CommandLog (observer: broker.observe) ─► heartbeats.restore(nodes)
 //!          ─► plan applier ─► workers + reaper ─► heartbeat expiry loop ─► drainer
-//!          ─► garbage collector (every gc.interval)
+//!          ─► deployment watcher ─► garbage collector (every gc.interval)
 //!  serve:  router() (the agent binds the listener and serves it)
 //!  stop:   release blocking queries ─► shutdown=true ─► await workers, applier,
-//!          heartbeat loop, drainer, collector ─► close the log (joins the writer thread)
+//!          heartbeat loop, drainer, deployment watcher, collector ─► close the log
+//!          (joins the writer thread)
 //! ```
 
 use std::sync::Arc;
@@ -20,6 +21,7 @@ use tokio::task::JoinHandle;
 
 use crate::broker::{BrokerConfig, EvalBroker};
 use crate::config::ServerConfig;
+use crate::deployment;
 use crate::drainer;
 use crate::gc::Collector;
 use crate::heartbeat::Heartbeats;
@@ -56,6 +58,7 @@ pub struct Server {
     workers: Vec<JoinHandle<()>>,
     heartbeat_loop: JoinHandle<()>,
     drainer: JoinHandle<()>,
+    deployment_watcher: JoinHandle<()>,
     gc_loop: JoinHandle<()>,
 }
 
@@ -124,6 +127,7 @@ impl Server {
             shutdown_rx.clone(),
         );
         let drainer = drainer::spawn(log.clone(), shutdown_rx.clone());
+        let deployment_watcher = deployment::spawn(log.clone(), shutdown_rx.clone());
         let heartbeat_loop = heartbeats.spawn(log.clone(), shutdown_rx.clone());
         let collector = Arc::new(Collector::new(store.clone(), log.clone(), cfg.gc.clone()));
         let gc_loop = collector.clone().spawn(shutdown_rx);
@@ -163,6 +167,7 @@ impl Server {
             workers,
             heartbeat_loop,
             drainer,
+            deployment_watcher,
             gc_loop,
         })
     }
@@ -227,6 +232,9 @@ impl Server {
         }
         if let Err(e) = self.drainer.await {
             tracing::error!(error = %e, "drainer failed");
+        }
+        if let Err(e) = self.deployment_watcher.await {
+            tracing::error!(error = %e, "deployment watcher failed");
         }
         if let Err(e) = self.gc_loop.await {
             tracing::error!(error = %e, "garbage collector failed");

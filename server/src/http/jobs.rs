@@ -13,7 +13,7 @@ use axum::extract::State;
 use axum::Json;
 use orch_common::api::{
     AllocListStub, GroupSummary, JobDeregisterResponse, JobListStub, JobRegisterRequest,
-    JobRegisterResponse, JobScaleRequest,
+    JobRegisterResponse, JobRevertRequest, JobScaleRequest,
 };
 use orch_common::ids::now_ms;
 use orch_common::jobspec;
@@ -121,6 +121,7 @@ pub async fn register(
     job.create_index = 0;
     job.modify_index = 0;
     job.job_modify_index = 0;
+    job.stable = false;
 
     let _guard = st.job_write.lock().await;
     register_locked(&st, job, enforce_index).await.map(Json)
@@ -291,7 +292,7 @@ pub async fn deregister(
 
 /// A job id from a path: a unique prefix of a live job, or (for a purged job's
 /// history) the id exactly as given.
-async fn job_id_or_exact(st: &HttpState, prefix: &str) -> Result<String, ApiError> {
+pub(crate) async fn job_id_or_exact(st: &HttpState, prefix: &str) -> Result<String, ApiError> {
     match st.resolve(Table::Jobs, "job", prefix).await {
         Ok(id) => Ok(id),
         Err(ApiError::NotFound(_)) => Ok(prefix.to_string()),
@@ -340,4 +341,45 @@ pub async fn versions(
         return Err(ApiError::NotFound(format!("job {id:?} not found")));
     }
     Ok(Indexed(index, versions))
+}
+
+/// `POST /v1/job/{id}/revert` (`JobRevertRequest`): registers an earlier version's spec
+/// again as a new version, with its `job-register` evaluation. 400 for the current or
+/// an unknown version; 409 when `enforce_prior_version` is not the current version.
+pub async fn revert(
+    State(st): State<Arc<HttpState>>,
+    IdPath(prefix): IdPath,
+    body: RawBody,
+) -> Result<Json<JobRegisterResponse>, ApiError> {
+    let req: JobRevertRequest = body.json()?;
+    let _guard = st.job_write.lock().await;
+    let id = st.resolve(Table::Jobs, "job", &prefix).await?;
+    let lookup = id.clone();
+    let (current, target) = st
+        .read(move |s| Ok((s.job(&lookup)?, s.job_version(&lookup, req.version)?)))
+        .await?;
+    let current = current.ok_or_else(|| ApiError::NotFound(format!("job {id:?} not found")))?;
+    if let Some(prior) = req.enforce_prior_version {
+        if prior != current.version {
+            return Err(ApiError::Conflict(format!(
+                "enforce_prior_version {prior} does not match job {id:?}'s current version {}",
+                current.version
+            )));
+        }
+    }
+    if req.version == current.version {
+        return Err(ApiError::bad_request(format!(
+            "version {} is job {id:?}'s current version; nothing to revert to",
+            req.version
+        )));
+    }
+    let target = target.ok_or_else(|| {
+        ApiError::bad_request(format!(
+            "job {id:?} has no version {} (its current version is {})",
+            req.version, current.version
+        ))
+    })?;
+    let job = crate::deployment::decide::registration_of(&target);
+    tracing::info!(job_id = %id, from = current.version, to = req.version, "reverting job");
+    register_locked(&st, job, None).await.map(Json)
 }

@@ -3,16 +3,17 @@
 //! blocking-query support (`?index=N&wait=D`, header `X-Orch-Index`), id-prefix
 //! resolution, and store reads moved off the async runtime.
 //!
-//! One module per resource: `jobs`, `plan` (the dry run), `allocs`, `evals`, `nodes`,
-//! `operator` (scheduler configuration), `services` (the service catalog), `system`
-//! (garbage collection), `agent`, and `client_api` for what clients call (register,
-//! heartbeat, alloc watch, updates).
+//! One module per resource: `jobs` (with `revert`), `plan` (the dry run), `deployments`,
+//! `allocs`, `evals`, `nodes`, `operator` (scheduler configuration), `services` (the
+//! service catalog), `system` (garbage collection), `agent`, and `client_api` for what
+//! clients call (register, heartbeat, alloc watch, updates).
 //! See docs/api.md for the routes.
 
 pub mod agent;
 pub mod allocs;
 pub mod client_api;
 pub mod client_forward;
+pub mod deployments;
 pub mod error;
 pub mod evals;
 pub mod jobs;
@@ -185,6 +186,23 @@ pub fn router(state: Arc<HttpState>) -> Router {
         .route("/v1/job/{id}/versions", get(jobs::versions))
         .route("/v1/job/{id}/plan", post(plan::plan))
         .route("/v1/job/{id}/scale", post(jobs::scale))
+        .route("/v1/job/{id}/revert", post(jobs::revert))
+        .route("/v1/job/{id}/deployment", get(deployments::job_latest))
+        .route("/v1/job/{id}/deployments", get(deployments::job_deployments))
+        .route("/v1/deployments", get(deployments::list))
+        .route("/v1/deployment/{id}", get(deployments::get))
+        .route(
+            "/v1/deployment/{id}/allocations",
+            get(deployments::allocations),
+        )
+        .route("/v1/deployment/{id}/promote", post(deployments::promote))
+        .route("/v1/deployment/{id}/fail", post(deployments::fail))
+        .route("/v1/deployment/{id}/pause", post(deployments::pause))
+        .route("/v1/deployment/{id}/resume", post(deployments::resume))
+        .route(
+            "/v1/deployment/{id}/alloc-health",
+            post(deployments::alloc_health),
+        )
         .route(
             "/v1/operator/scheduler/configuration",
             get(operator::get_config).put(operator::put_config),

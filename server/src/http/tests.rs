@@ -19,6 +19,7 @@ use super::*;
 use crate::state::tests::{mock_alloc, mock_job, mock_node};
 use crate::state::Command;
 
+mod deployments;
 mod services;
 
 const HELLO_TOML: &str = r#"

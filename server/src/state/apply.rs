@@ -428,8 +428,12 @@ impl Writer<'_> {
                         existing.job_modify_index
                     };
                 }
+                // Stability is the server's: kept for the same version, never taken
+                // from a submitted spec (a revert submits a stable version's copy).
+                job.stable = job.version == existing.version && existing.stable;
             }
             None => {
+                job.stable = false;
                 job.create_index = self.index;
                 job.job_modify_index = self.index;
                 job.status = JobStatus::Pending;
@@ -951,6 +955,18 @@ impl Writer<'_> {
         d.modify_index = self.index;
         d.modify_time = self.now;
         self.write_deployment(&d)?;
+        // A revert only while the job is still at the deployment's version: a newer
+        // version registered since (whose plan cancels this deployment) is kept.
+        let revert_to = match revert_to {
+            Some(job) => match read::job(self.tx, &d.job_id)? {
+                Some(current) if current.version == d.job_version && !current.stop => Some(job),
+                _ => {
+                    tracing::info!(deployment_id = %d.id, "job moved on since the deployment; revert dropped");
+                    None
+                }
+            },
+            None => None,
+        };
         if let Some(job) = revert_to {
             self.upsert_job(job)?;
             self.refresh_job_status(&job.id)?;

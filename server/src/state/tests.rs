@@ -15,6 +15,8 @@ use proptest::prelude::*;
 use super::*;
 use crate::scheduler::State;
 
+mod deployments;
+
 pub(crate) fn mock_job(id: &str) -> Job {
     let job_type = JobType::Service;
     Job {
