@@ -272,10 +272,14 @@ fn a_rolling_update_drops_no_request_and_a_broken_version_is_reverted_as_root() 
         .expect("v3's deployment");
     assert_eq!(failed["status"], "failed", "{failed}");
     wait_for_deployment(&agent, 3, "successful");
-    wait_for(Duration::from_secs(60), "v2 to serve on 3 instances", || {
-        let r = running(&agent);
-        (versions_of(&r) == vec![3, 3, 3]).then_some(())
-    });
+    wait_for(
+        Duration::from_secs(60),
+        "v2 to serve on 3 instances",
+        || {
+            let r = running(&agent);
+            (versions_of(&r) == vec![3, 3, 3]).then_some(())
+        },
+    );
     let ports = srv_ports(&dig(dns, "api.service.orch", "SRV", &[]));
     assert_eq!(ports.len(), 3);
     for port in ports {
@@ -284,7 +288,10 @@ fn a_rolling_update_drops_no_request_and_a_broken_version_is_reverted_as_root() 
 
     // History: all versions, the broken one not stable.
     let out = agent
-        .orch(&["job", "history", "--json", "api"], Duration::from_secs(20))
+        .orch(
+            &["job", "history", "--json", "api"],
+            Duration::from_secs(20),
+        )
         .ok();
     let versions: Vec<Value> = serde_json::from_str(&out.stdout).unwrap();
     let stable: Vec<(u64, bool)> = versions
@@ -330,8 +337,11 @@ fn a_canary_runs_beside_the_old_version_until_promoted_as_root() {
     let d = latest_deployment(&agent);
     let id = d["id"].as_str().unwrap().to_string();
     assert!(
-        run.stdout.contains(&format!("orch deployment promote {}", &id[..8]))
-            || run.stdout.contains(&format!("orch deployment promote {id}")),
+        run.stdout
+            .contains(&format!("orch deployment promote {}", &id[..8]))
+            || run
+                .stdout
+                .contains(&format!("orch deployment promote {id}")),
         "{}",
         run.stdout
     );
@@ -353,7 +363,10 @@ fn a_canary_runs_beside_the_old_version_until_promoted_as_root() {
 
     // Promote: the rest is replaced and the canary stays.
     agent
-        .orch(&["deployment", "promote", &id[..8]], Duration::from_secs(20))
+        .orch(
+            &["deployment", "promote", &id[..8]],
+            Duration::from_secs(20),
+        )
         .ok();
     wait_for_deployment(&agent, 1, "successful");
     wait_for(Duration::from_secs(60), "3 instances of v2 only", || {

@@ -9,8 +9,8 @@ use std::sync::Arc;
 use orch_common::api::AllocClientUpdate;
 use orch_common::ids::now_ms;
 use orch_common::structs::{
-    Allocation, ClientStatus, Deployment, DeploymentStatusUpdate, DrainOutcome, Evaluation, Job,
-    JobStatus, JobType, Node, NodeStatus, SchedulerConfiguration,
+    Allocation, ClientStatus, Deployment, DeploymentStatus, DeploymentStatusUpdate, DrainOutcome,
+    Evaluation, Job, JobStatus, JobType, Node, NodeStatus, SchedulerConfiguration,
 };
 use rusqlite::{params, Transaction, TransactionBehavior};
 use serde::Serialize;
@@ -946,6 +946,16 @@ impl Writer<'_> {
             }
         }
         if let Some((status, description)) = &change.status {
+            // A resumed deployment gets its whole progress deadline again: time spent
+            // paused is not a lack of progress.
+            if d.status == DeploymentStatus::Paused && *status == DeploymentStatus::Running {
+                for g in d.task_groups.values_mut() {
+                    if !g.progress_deadline.is_zero() {
+                        g.require_progress_by =
+                            Some(self.now + g.progress_deadline.as_millis() as u64);
+                    }
+                }
+            }
             d.status = *status;
             d.status_description = description.clone();
         }

@@ -325,3 +325,27 @@ fn deployments_survive_a_reopen() {
         vec!["d1"]
     );
 }
+
+#[test]
+fn a_resumed_deployment_gets_its_whole_progress_deadline_again() {
+    let (_dir, store) = temp_store();
+    deployed(&store, false);
+    let set_status =
+        |status: DeploymentStatus| change(|c| c.status = Some((status, String::new())));
+    update(&store, set_status(DeploymentStatus::Paused), None, vec![]);
+    let paused = d1(&store);
+    let before = paused.task_groups["web"].require_progress_by.unwrap();
+    assert_eq!(
+        before,
+        paused.create_time + 600_000,
+        "pausing keeps the deadline"
+    );
+    std::thread::sleep(std::time::Duration::from_millis(5));
+    update(&store, set_status(DeploymentStatus::Running), None, vec![]);
+    let resumed = d1(&store);
+    assert_eq!(
+        resumed.task_groups["web"].require_progress_by,
+        Some(resumed.modify_time + 600_000)
+    );
+    assert!(resumed.modify_time > paused.create_time);
+}
