@@ -227,19 +227,44 @@ async fn run_job(ctx: &Ctx, args: RunArgs) -> Result<ExitCode> {
             .with_context(|| format!("job not registered (--check-index {n})"))?,
         None => api.post("/v1/jobs", &req).await?,
     };
+    let headline = "Job registration successful".to_string();
+    after_register(
+        ctx,
+        &api,
+        &job.id,
+        &resp,
+        args.detach,
+        headline,
+        "registered",
+    )
+    .await
+}
+
+/// After a registration (run, scale, revert): prints the server's warnings, then either
+/// `headline` and the evaluation id (`--detach`) or follows it with the monitor (`what`
+/// says what happened, e.g. "registered").
+async fn after_register(
+    ctx: &Ctx,
+    api: &crate::api_client::ApiClient,
+    job_id: &str,
+    resp: &JobRegisterResponse,
+    detach: bool,
+    headline: String,
+    what: &str,
+) -> Result<ExitCode> {
     for w in &resp.warnings {
         eprintln!("Warning: {w}");
     }
-    if args.detach {
-        if ctx.json {
-            output::print_json(&resp)?;
-        } else {
-            println!("Job registration successful");
-            println!("Evaluation ID: {}", resp.eval_id);
-        }
-        return Ok(ExitCode::SUCCESS);
+    if !detach {
+        return follow(ctx, api, job_id, resp, what).await;
     }
-    follow(ctx, &api, &job.id, &resp, "registered").await
+    if ctx.json {
+        output::print_json(resp)?;
+    } else {
+        println!("{headline}");
+        println!("Evaluation ID: {}", resp.eval_id);
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `orch job scale`: registers the new count, then monitors like `job run`.
@@ -256,23 +281,12 @@ async fn scale(ctx: &Ctx, args: ScaleArgs) -> Result<ExitCode> {
             },
         )
         .await?;
-    for w in &resp.warnings {
-        eprintln!("Warning: {w}");
-    }
-    if args.detach {
-        if ctx.json {
-            output::print_json(&resp)?;
-        } else {
-            println!(
-                "Job {:?} group {:?} scaled to {}",
-                current.id, args.group, args.count
-            );
-            println!("Evaluation ID: {}", resp.eval_id);
-        }
-        return Ok(ExitCode::SUCCESS);
-    }
+    let headline = format!(
+        "Job {:?} group {:?} scaled to {}",
+        current.id, args.group, args.count
+    );
     let what = format!("group {:?} scaled to {}", args.group, args.count);
-    follow(ctx, &api, &current.id, &resp, &what).await
+    after_register(ctx, &api, &current.id, &resp, args.detach, headline, &what).await
 }
 
 /// `orch job revert`: registers an earlier version's spec again, then monitors like
@@ -290,20 +304,9 @@ async fn revert(ctx: &Ctx, args: RevertArgs) -> Result<ExitCode> {
             },
         )
         .await?;
-    for w in &resp.warnings {
-        eprintln!("Warning: {w}");
-    }
-    if args.detach {
-        if ctx.json {
-            output::print_json(&resp)?;
-        } else {
-            println!("Job {:?} reverted to version {}", current.id, args.version);
-            println!("Evaluation ID: {}", resp.eval_id);
-        }
-        return Ok(ExitCode::SUCCESS);
-    }
+    let headline = format!("Job {:?} reverted to version {}", current.id, args.version);
     let what = format!("reverted to the spec of version {}", args.version);
-    follow(ctx, &api, &current.id, &resp, &what).await
+    after_register(ctx, &api, &current.id, &resp, args.detach, headline, &what).await
 }
 
 async fn list(ctx: &Ctx) -> Result<ExitCode> {
@@ -578,34 +581,8 @@ async fn stop(ctx: &Ctx, job_ref: &str, purge: bool, detach: bool) -> Result<Exi
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::monitor::tests::stub;
     use orch_common::jobspec::SpecError;
-
-    fn stub(version: u64, desired: DesiredStatus, client: ClientStatus) -> AllocListStub {
-        AllocListStub {
-            deployment_id: None,
-            deployment_status: None,
-            id: "0123456789".into(),
-            name: "j.g[0]".into(),
-            job_id: "j".into(),
-            job_version: version,
-            group: "g".into(),
-            node_id: "n".into(),
-            node_name: "node".into(),
-            eval_id: "e".into(),
-            desired_status: desired,
-            desired_description: String::new(),
-            client_status: client,
-            client_description: String::new(),
-            task_states: Default::default(),
-            previous_allocation: None,
-            next_allocation: None,
-            desired_transition: Default::default(),
-            create_time: 0,
-            modify_time: 0,
-            create_index: 1,
-            modify_index: 1,
-        }
-    }
 
     #[test]
     fn spec_errors_print_file_line_column_path_and_message() {

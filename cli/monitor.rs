@@ -728,12 +728,17 @@ fn newest_after(evals: &[Evaluation], canceled: &Evaluation) -> Option<String> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::deployment::tests::deployment;
     use orch_common::structs::deployment_desc;
 
-    fn stub(version: u64, desired: DesiredStatus, client: ClientStatus) -> AllocListStub {
+    /// An allocation of job `j` group `g` at `version`.
+    pub(crate) fn stub(
+        version: u64,
+        desired: DesiredStatus,
+        client: ClientStatus,
+    ) -> AllocListStub {
         AllocListStub {
             deployment_id: None,
             deployment_status: None,
