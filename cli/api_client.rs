@@ -15,6 +15,8 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// A 4xx/5xx answer from the API, shown to people as `error` plus one line per detail.
 #[derive(Debug)]
 pub struct ApiError {
+    /// The HTTP status (e.g. 404), so callers can tell "not found" from a failure.
+    pub status: u16,
     pub body: ErrorBody,
 }
 
@@ -126,6 +128,21 @@ impl ApiClient {
         Ok(Indexed { value, index })
     }
 
+    /// `GET path` decoded as `T`, or None when the server answers 404 (e.g. a job's
+    /// latest deployment when it has none).
+    pub async fn get_optional<T: DeserializeOwned>(&self, path: &str) -> Result<Option<T>> {
+        match self.get_indexed(path, None).await {
+            Ok(r) => Ok(Some(r.value)),
+            Err(e)
+                if e.downcast_ref::<ApiError>()
+                    .is_some_and(|a| a.status == 404) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     /// `GET path` as raw JSON, for `--json`.
     pub async fn get_json(&self, path: &str) -> Result<serde_json::Value> {
         self.get(path).await
@@ -228,7 +245,11 @@ async fn check_status(resp: reqwest::Response) -> Result<reqwest::Response> {
         },
         details: Vec::new(),
     });
-    Err(ApiError { body }.into())
+    Err(ApiError {
+        status: status.as_u16(),
+        body,
+    }
+    .into())
 }
 
 /// Percent-encodes a path segment or query value (ids are safe, job ids may not be).
@@ -261,6 +282,7 @@ mod tests {
     #[test]
     fn api_errors_show_the_error_then_each_detail() {
         let e = ApiError {
+            status: 400,
             body: ErrorBody {
                 error: "invalid job".into(),
                 details: vec!["a: bad".into(), "b: worse".into()],

@@ -1,5 +1,6 @@
 //! The `orch` binary: the agent (`orch agent`) and the command-line interface to the
-//! HTTP API (`orch job|alloc|node|service ...`). One module per subcommand group.
+//! HTTP API (`orch job|deployment|alloc|node|service ...`). One module per subcommand
+//! group; `monitor.rs` follows a registration for `job run|scale|revert`.
 //!
 //! Exit status: 0 ok, 1 error (`Error: ...` on stderr), 2 bad usage (clap) or, for
 //! `orch job run`, failed placements. `orch job plan` differs (as Nomad's): 0 no
@@ -10,7 +11,10 @@ mod agent_config;
 mod alloc;
 mod alloc_exec;
 mod api_client;
+mod deployment;
+mod history;
 mod job;
+mod monitor;
 mod node;
 mod operator;
 mod output;
@@ -57,6 +61,7 @@ const MAIN_EXAMPLES: &str = "EXAMPLES:
   orch job plan jobspecs/hello.toml
   orch job run jobspecs/hello.toml
   orch job status hello
+  orch deployment status 1f2e3d4c
   orch alloc logs -f 8f3c2a1b
   orch node status
 
@@ -69,9 +74,12 @@ enum Command {
     /// Submit, inspect and stop jobs.
     #[command(
         subcommand,
-        after_help = "EXAMPLES:\n  orch job plan jobspecs/hello.toml\n  orch job run jobspecs/hello.toml\n  orch job status hello\n  orch job scale hello web 3\n  orch job stop hello"
+        after_help = "EXAMPLES:\n  orch job plan jobspecs/hello.toml\n  orch job run jobspecs/hello.toml\n  orch job status hello\n  orch job scale hello web 3\n  orch job history -p hello\n  orch job revert hello 2\n  orch job stop hello"
     )]
     Job(job::JobCommand),
+    /// Follow and steer rolling updates: list, status, promote, fail, pause, resume.
+    #[command(subcommand, after_help = deployment::DEPLOYMENT_EXAMPLES)]
+    Deployment(deployment::DeploymentCommand),
     /// Inspect allocations and read their logs.
     #[command(
         subcommand,
@@ -187,6 +195,10 @@ fn main() -> ExitCode {
             Command::Job(c) => {
                 init_logging("warn");
                 job::run(&ctx, c).await
+            }
+            Command::Deployment(c) => {
+                init_logging("warn");
+                deployment::run(&ctx, c).await
             }
             Command::Alloc(c) => {
                 init_logging("warn");

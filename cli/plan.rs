@@ -1,7 +1,8 @@
 //! `orch job plan FILE`: asks the server for a dry run (`POST /v1/job/{id}/plan`) and
 //! prints it like `nomad job plan`: the `+`/`-`/`+/-` diff against the running
-//! version with what happens to each group, the scheduler's dry-run verdict (failures
-//! in words), preemptions, and the job modify index for `orch job run --check-index`.
+//! version with what happens to each group (in place or destructive, and the
+//! scheduler's counts), the scheduler's dry-run verdict (failures in words),
+//! preemptions, and the job modify index for `orch job run --check-index`.
 //!
 //! Exit status (as Nomad's): 0 when no allocations would be created or destroyed, 1
 //! when some would, 255 on any error (a bad spec, an unreachable server, ...).
@@ -11,8 +12,9 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 use orch_common::api::{JobPlanRequest, JobPlanResponse};
-use orch_common::diff::{DiffType, FieldDiff, JobDiff, ObjectDiff};
+use orch_common::diff::{DiffType, FieldDiff, JobDiff, ObjectDiff, TaskGroupDiff};
 use orch_common::structs::{AllocMetric, DesiredUpdates};
+use serde::Serialize;
 
 use crate::api_client::encode;
 use crate::job::load_spec;
@@ -55,7 +57,12 @@ async fn plan_inner(ctx: &Ctx, file: &Path) -> Result<ExitCode> {
         )
         .await?;
     if ctx.json {
-        output::print_json(&resp)?;
+        // The response as the API gives it, plus how each changed group is updated.
+        let mut value = serde_json::to_value(&resp)?;
+        if let Some(diff) = &resp.diff {
+            value["group_changes"] = serde_json::to_value(group_changes(diff))?;
+        }
+        output::print_json(&value)?;
     } else {
         print!("{}", render(&resp, &file.display().to_string()));
     }
@@ -168,6 +175,62 @@ fn updates_words(u: &DesiredUpdates) -> String {
     }
 }
 
+/// How a changed group's new version reaches its running instances, by the
+/// scheduler's rule (`tasks_updated`): a changed task or network replaces them; any
+/// other change (count, update policy, services, meta, constraints, ...) is applied to
+/// them in place.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum GroupChange {
+    InPlace,
+    Destructive { reasons: Vec<String> },
+}
+
+impl GroupChange {
+    /// `in place` / `destructive: task "app" changed, network changed`.
+    pub fn words(&self) -> String {
+        match self {
+            GroupChange::InPlace => "in place".to_string(),
+            GroupChange::Destructive { reasons } => format!("destructive: {}", reasons.join(", ")),
+        }
+    }
+}
+
+/// The change of an edited group; None for a group added, removed or unchanged.
+pub fn group_change(g: &TaskGroupDiff) -> Option<GroupChange> {
+    if g.diff_type != DiffType::Edited {
+        return None;
+    }
+    let mut reasons: Vec<String> = Vec::new();
+    for t in &g.tasks {
+        let what = match t.diff_type {
+            DiffType::None => continue,
+            DiffType::Added => "added",
+            DiffType::Deleted => "removed",
+            DiffType::Edited => "changed",
+        };
+        reasons.push(format!("task {:?} {what}", t.name));
+    }
+    let network = g.objects.iter().any(|o| o.name == "network")
+        || g.fields.iter().any(|f| f.name == "network");
+    if network {
+        reasons.push("network changed".to_string());
+    }
+    Some(if reasons.is_empty() {
+        GroupChange::InPlace
+    } else {
+        GroupChange::Destructive { reasons }
+    })
+}
+
+/// Group -> its change, for every edited group (for `--json`).
+pub fn group_changes(d: &JobDiff) -> std::collections::BTreeMap<String, GroupChange> {
+    d.task_groups
+        .iter()
+        .filter_map(|g| group_change(g).map(|c| (g.name.clone(), c)))
+        .collect()
+}
+
 fn prefix(t: DiffType) -> String {
     match t {
         DiffType::None => String::new(),
@@ -175,7 +238,8 @@ fn prefix(t: DiffType) -> String {
     }
 }
 
-/// The `+`/`-`/`+/-` tree of a job diff, groups annotated with their counts.
+/// The `+`/`-`/`+/-` tree of a job diff, edited groups annotated with how they are
+/// updated (in place or destructive) and groups with the scheduler's counts.
 pub fn render_diff(
     d: &JobDiff,
     updates: &std::collections::BTreeMap<String, DesiredUpdates>,
@@ -184,9 +248,12 @@ pub fn render_diff(
     push_fields(&mut out, &d.fields, 0);
     push_objects(&mut out, &d.objects, 0);
     for g in &d.task_groups {
+        let change = group_change(g)
+            .map(|c| format!(" ({})", c.words()))
+            .unwrap_or_default();
         let words = updates.get(&g.name).map(updates_words).unwrap_or_default();
         out.push_str(&format!(
-            "{}Task Group: {:?}{words}\n",
+            "{}Task Group: {:?}{change}{words}\n",
             prefix(g.diff_type),
             g.name
         ));
@@ -293,7 +360,7 @@ mod tests {
         let text = render(&resp, "web.toml");
         assert!(text.starts_with("+/- Job: \"web\"\n"), "{text}");
         assert!(
-            text.contains("+/- Task Group: \"web\" (1 create, 2 ignore)\n"),
+            text.contains("+/- Task Group: \"web\" (in place) (1 create, 2 ignore)\n"),
             "{text}"
         );
         assert!(text.contains("  +/- count: \"2\" => \"3\"\n"), "{text}");
@@ -366,6 +433,62 @@ mod tests {
                 "  +/- Task: \"server\"\n    +/- resources {\n      +/- memory: \"32\" => \"64\"\n    }\n"
             ),
             "{text}"
+        );
+    }
+
+    #[test]
+    fn changed_tasks_or_network_are_destructive_and_the_rest_in_place() {
+        let mut d = edited_count();
+        assert_eq!(group_change(&d.task_groups[0]), Some(GroupChange::InPlace));
+        d.task_groups[0].tasks[0].diff_type = DiffType::Edited;
+        d.task_groups[0].tasks.push(ObjectDiff {
+            diff_type: DiffType::Added,
+            name: "sidecar".into(),
+            fields: vec![],
+            objects: vec![],
+        });
+        d.task_groups[0].objects.push(ObjectDiff {
+            diff_type: DiffType::Edited,
+            name: "network".into(),
+            fields: vec![],
+            objects: vec![],
+        });
+        let change = group_change(&d.task_groups[0]).unwrap();
+        assert_eq!(
+            change.words(),
+            "destructive: task \"server\" changed, task \"sidecar\" added, network changed"
+        );
+        let mut updates = std::collections::BTreeMap::new();
+        updates.insert(
+            "web".to_string(),
+            DesiredUpdates {
+                destructive_update: 2,
+                canary: 1,
+                ..Default::default()
+            },
+        );
+        let text = render_diff(&d, &updates);
+        assert!(
+            text.contains("+/- Task Group: \"web\" (destructive: task \"server\" changed, task \"sidecar\" added, network changed) (2 create/destroy update, 1 canary)\n"),
+            "{text}"
+        );
+        assert_eq!(
+            serde_json::to_value(group_changes(&d)).unwrap(),
+            serde_json::json!({"web": {"kind": "destructive", "reasons": [
+                "task \"server\" changed", "task \"sidecar\" added", "network changed"]}})
+        );
+    }
+
+    #[test]
+    fn added_removed_and_unchanged_groups_get_no_label() {
+        let mut d = edited_count();
+        for t in [DiffType::Added, DiffType::Deleted, DiffType::None] {
+            d.task_groups[0].diff_type = t;
+            assert_eq!(group_change(&d.task_groups[0]), None);
+        }
+        assert_eq!(
+            serde_json::to_value(GroupChange::InPlace).unwrap(),
+            serde_json::json!({"kind": "in_place"})
         );
     }
 
