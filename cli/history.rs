@@ -85,8 +85,8 @@ pub fn entries(newest_first: &[Job]) -> Result<Vec<Entry>> {
     for (i, job) in newest_first.iter().enumerate() {
         let older = newest_first.get(i + 1);
         let diff = match older {
-            Some(prev) => Some(job_diff(Some(&spec_of(prev)), Some(&spec_of(job)))?),
-            None if job.version == 0 => Some(job_diff(None, Some(&spec_of(job)))?),
+            Some(prev) => Some(job_diff(Some(prev), Some(job))?),
+            None if job.version == 0 => Some(job_diff(None, Some(job))?),
             None => None,
         };
         out.push(Entry {
@@ -97,14 +97,6 @@ pub fn entries(newest_first: &[Job]) -> Result<Vec<Entry>> {
         });
     }
     Ok(out)
-}
-
-/// The spec without `stable`, which the server sets after the fact and the diff does
-/// not know to skip.
-fn spec_of(job: &Job) -> Job {
-    let mut j = job.clone();
-    j.stable = false;
-    j
 }
 
 /// `VERSION | STABLE | SUBMITTED | CHANGES`.

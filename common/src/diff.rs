@@ -15,7 +15,7 @@ use serde_json::{Map, Value};
 use crate::structs::Job;
 
 /// Job fields the server sets: never part of a diff.
-const SERVER_FIELDS: [&str; 7] = [
+const SERVER_FIELDS: [&str; 8] = [
     "stop",
     "status",
     "version",
@@ -23,6 +23,7 @@ const SERVER_FIELDS: [&str; 7] = [
     "create_index",
     "modify_index",
     "job_modify_index",
+    "stable",
 ];
 
 /// Why a diff could not be computed.
