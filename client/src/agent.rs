@@ -3,6 +3,9 @@
 //! by their task runners, or killed when no allocation claims them), and starts three
 //! loops: register + heartbeat (at TTL/2), the blocking allocation watch (starts, stops
 //! and drops alloc runners) and the status sender (batched, at most every ~200ms).
+//! An allocation the servers updated in place (a new job version or deployment) is
+//! handed to its runner; one they stopped is stopped after its group's
+//! `shutdown_delay`.
 //! Once at start and after each server garbage collection, the watch removes the
 //! directories of allocations the servers no longer store (`alloc_gc`).
 //! `shutdown` stops the loops and, with `stop_tasks_on_shutdown`, kills every task and
@@ -597,14 +600,23 @@ impl Shared {
         for a in allocs {
             listed.insert(a.id.clone());
             if let Some(r) = runners.get(&a.id) {
-                if a.desired_status != DesiredStatus::Run && !r.stop_requested() {
-                    let why = if a.desired_description.is_empty() {
-                        format!("allocation desired status is {:?}", a.desired_status)
-                    } else {
-                        a.desired_description.clone()
-                    };
-                    tracing::info!(alloc = %a.id, "stopping allocation: {why}");
-                    r.stop(&why);
+                if a.desired_status != DesiredStatus::Run {
+                    if !r.stop_requested() {
+                        let why = if a.desired_description.is_empty() {
+                            format!("allocation desired status is {:?}", a.desired_status)
+                        } else {
+                            a.desired_description.clone()
+                        };
+                        tracing::info!(alloc = %a.id, "stopping allocation: {why}");
+                        r.stop_after_shutdown_delay(&why);
+                    }
+                } else if !r.stop_requested() && !r.is_done() {
+                    // Updated in place (a new job version or deployment): the runner
+                    // takes it without restarting its tasks.
+                    let id = a.id.clone();
+                    if r.update(a) {
+                        tracing::info!(alloc = %id, "taking an in-place update of the allocation");
+                    }
                 }
                 continue;
             }

@@ -887,3 +887,140 @@ async fn a_failing_script_check_restarts_its_task_until_the_restart_policy_gives
     assert_eq!(failed.checks["sc/script-0"].output.trim(), "not ready");
     client.shutdown().await;
 }
+
+// -------------------------------------------------------------------- deployments
+
+impl FakeState {
+    /// Changes the stored allocation `id` with `f` (as a scheduler's in-place update).
+    fn change_alloc(&self, id: &str, f: impl FnOnce(&mut Allocation)) {
+        if let Some(a) = self.allocs.lock().unwrap().iter_mut().find(|a| a.id == id) {
+            f(a);
+        }
+        self.bump();
+    }
+}
+
+/// A mock-driver service allocation of a deployment whose group tracks task states.
+fn deployment_alloc(node_id: &str, deployment: &str) -> Allocation {
+    let mut j = job(
+        JobType::Service,
+        "g",
+        vec![task("main", "mock", json!({"run_for": "1h"}))],
+        restart(0, 10, 60, RestartMode::Fail),
+    );
+    j.groups[0].update = Some(orch_common::structs::UpdatePolicy {
+        health_check: orch_common::structs::HealthCheckMode::TaskStates,
+        min_healthy_time: Duration::from_millis(100),
+        ..Default::default()
+    });
+    let mut a = alloc_of(&j, 0);
+    a.node_id = node_id.to_string();
+    a.deployment_id = Some(deployment.to_string());
+    a
+}
+
+#[tokio::test]
+async fn the_servers_hear_the_deployment_health_and_an_in_place_update_gets_its_own() {
+    let fake = fake_server().await;
+    let dir = tempfile::tempdir().unwrap();
+    let client = Client::start(config(dir.path(), &fake.addr)).await.unwrap();
+    let a = deployment_alloc(&client.node_id(), "dep-1");
+    fake.state.add_alloc(a.clone());
+    let first = eventually("a verdict for dep-1", || {
+        fake.state.last_status(&a.id)?.deployment_health
+    })
+    .await;
+    assert!(first.healthy && first.deployment_id == "dep-1", "{first:?}");
+    let started = fake.state.last_status(&a.id).unwrap().task_states["main"].started_at;
+
+    fake.state.change_alloc(&a.id, |a| {
+        a.job_version = 1;
+        a.deployment_id = Some("dep-2".into());
+    });
+    let second = eventually("a verdict for dep-2", || {
+        fake.state
+            .last_status(&a.id)?
+            .deployment_health
+            .filter(|h| h.deployment_id == "dep-2")
+    })
+    .await;
+    assert!(second.healthy);
+    let main = &fake.state.last_status(&a.id).unwrap().task_states["main"];
+    assert_eq!(
+        main.started_at, started,
+        "the in-place update restarted the task"
+    );
+    assert_eq!(main.restarts, 0);
+    client.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_server_stop_keeps_the_task_for_the_shutdown_delay() {
+    let fake = fake_server().await;
+    let dir = tempfile::tempdir().unwrap();
+    let client = Client::start(config(dir.path(), &fake.addr)).await.unwrap();
+    let mut a = deployment_alloc(&client.node_id(), "dep-1");
+    a.job.as_mut().unwrap().groups[0].shutdown_delay = Duration::from_millis(300);
+    fake.state.add_alloc(a.clone());
+    status_becomes(&fake, &a.id, ClientStatus::Running).await;
+    fake.state.set_desired_stop(&a.id);
+    let done = status_becomes(&fake, &a.id, ClientStatus::Complete).await;
+    let events = &done.task_states["main"].events;
+    let kinds: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
+    let waiting = kinds
+        .iter()
+        .position(|k| *k == "Waiting for shutdown delay")
+        .unwrap_or_else(|| panic!("no shutdown delay event: {kinds:?}"));
+    let killing = kinds.iter().position(|k| *k == "Killing").unwrap();
+    assert!(waiting < killing, "{kinds:?}");
+    assert!(events[killing].time >= events[waiting].time + 300);
+    assert!(events[killing]
+        .message
+        .starts_with("alloc stopped by the test"));
+    client.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_re_attached_deployment_alloc_resumes_health_tracking() {
+    let fake = fake_server().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path(), &fake.addr);
+    cfg.stop_tasks_on_shutdown = false;
+    let client = Client::start(cfg.clone()).await.unwrap();
+    let mut a = raw_exec_alloc(&client.node_id(), JobType::Service, "exec sleep 300");
+    a.deployment_id = Some("dep-1".into());
+    a.job.as_mut().unwrap().groups[0].update = Some(orch_common::structs::UpdatePolicy {
+        health_check: orch_common::structs::HealthCheckMode::TaskStates,
+        // Longer than the restart below takes: no verdict before it.
+        min_healthy_time: Duration::from_secs(3600),
+        ..Default::default()
+    });
+    fake.state.add_alloc(a.clone());
+    status_becomes(&fake, &a.id, ClientStatus::Running).await;
+    let reported = fake.state.last_status(&a.id).unwrap();
+    assert_eq!(reported.deployment_health, None);
+    client.shutdown().await;
+
+    // The servers still wait for its health; the next client run decides it.
+    fake.state.change_alloc(&a.id, |stored| {
+        stored.client_status = reported.client_status;
+        stored.task_states = reported.task_states.clone();
+        if let Some(u) = stored.job.as_mut().unwrap().groups[0].update.as_mut() {
+            u.min_healthy_time = Duration::from_millis(100);
+        }
+    });
+    let mut cfg2 = cfg.clone();
+    cfg2.stop_tasks_on_shutdown = true;
+    let again = Client::start(cfg2).await.unwrap();
+    let v = eventually("a verdict after the restart", || {
+        fake.state.last_status(&a.id)?.deployment_health
+    })
+    .await;
+    assert!(v.healthy && v.deployment_id == "dep-1", "{v:?}");
+    let main = &fake.state.last_status(&a.id).unwrap().task_states["main"];
+    assert_eq!(
+        main.restarts, 0,
+        "the task was restarted, not re-attached to"
+    );
+    again.shutdown().await;
+}

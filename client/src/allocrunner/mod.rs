@@ -12,27 +12,49 @@
 //! change; every run's result is kept in the live view (`AllocRunnerHandle::checks`).
 //! A `check_restart` goes through the same in-place restart as `orch alloc restart`,
 //! but counted by the restart policy like a failure.
+//!
+//! Deployments: an allocation placed (or updated in place) by a deployment has its
+//! health tracked (`health`) from its task states and checks; the verdict goes with
+//! every later status update (`deployment_health`). An in-place update
+//! (`AllocRunnerHandle::update`: a new job version or deployment) is taken without
+//! restarting tasks: a new deployment starts health tracking again, changed checks
+//! restart the check loops. A stop asked by the servers waits the group's
+//! `shutdown_delay` before killing running tasks (checks keep running, health
+//! tracking stops), so that clients which resolved the allocation before it left the
+//! catalog stop using it; a client shutdown or a failed sibling kills at once.
 
 pub mod allocdir;
+pub mod health;
 
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use orch_common::api::AllocClientUpdate;
+use orch_common::api::{AllocClientUpdate, DeploymentHealthReport};
+use orch_common::duration::format as human;
 use orch_common::ids::now_ms;
 use orch_common::structs::{
     Allocation, CheckStatus, ClientStatus, JobType, TaskEvent, TaskState, TaskStateKind,
 };
 use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
 
 use crate::batcher::{Motion, UpdateBatcher};
 use crate::checks::{self, CheckContext, CheckDef, CheckReport};
-use crate::once::set_once;
 use crate::taskrunner::{
     self, events, RestartRequest, TaskRunnerDeps, TaskRunnerHandle, TaskUpdate,
 };
 use allocdir::AllocDir;
+use health::HealthTracker;
+
+/// A stop asked of an allocation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct StopRequest {
+    /// Goes into the tasks' Killing events.
+    reason: String,
+    /// Asked by the servers: running tasks get the group's `shutdown_delay` first.
+    delayed: bool,
+}
 
 /// Controls a running allocation and shows its latest state.
 pub struct AllocRunnerHandle {
@@ -43,7 +65,9 @@ pub struct AllocRunnerHandle {
     /// The group's `disconnect.lost_after`: how long the allocation may keep running
     /// while the client cannot reach any server.
     pub lost_after: Option<std::time::Duration>,
-    stop: watch::Sender<Option<String>>,
+    stop: watch::Sender<Option<StopRequest>>,
+    /// The allocation as the runner last took it (in-place updates go through here).
+    alloc: watch::Sender<Arc<Allocation>>,
     restarts: Arc<watch::Sender<RestartRequest>>,
     status: watch::Receiver<AllocClientUpdate>,
     checks: watch::Receiver<BTreeMap<String, CheckStatus>>,
@@ -51,9 +75,56 @@ pub struct AllocRunnerHandle {
 }
 
 impl AllocRunnerHandle {
-    /// Kills every task (idempotent); `reason` goes into their Killing events.
+    /// Kills every task at once (idempotent; cuts a running shutdown delay short);
+    /// `reason` goes into their Killing events.
     pub fn stop(&self, reason: &str) {
-        set_once(&self.stop, reason.to_string());
+        self.ask_stop(reason, false);
+    }
+
+    /// Stops the allocation as the servers asked (desired status stop or evict):
+    /// running tasks are killed after the group's `shutdown_delay`.
+    pub fn stop_after_shutdown_delay(&self, reason: &str) {
+        self.ask_stop(reason, true);
+    }
+
+    fn ask_stop(&self, reason: &str, delayed: bool) {
+        let req = StopRequest {
+            reason: reason.to_string(),
+            delayed,
+        };
+        self.stop.send_if_modified(|cur| match cur {
+            // An immediate stop overrides a delayed one; nothing else changes a stop.
+            Some(c) if c.delayed && !delayed => {
+                *cur = Some(req);
+                true
+            }
+            Some(_) => false,
+            None => {
+                *cur = Some(req);
+                true
+            }
+        });
+    }
+
+    /// Takes the servers' newer copy of the allocation when it was updated in place
+    /// (another job version or deployment; its tasks are unchanged, so they keep
+    /// running). False when there is nothing new to take.
+    pub fn update(&self, alloc: Allocation) -> bool {
+        if alloc.job.is_none() {
+            return false;
+        }
+        self.alloc.send_if_modified(|cur| {
+            if cur.job_version == alloc.job_version && cur.deployment_id == alloc.deployment_id {
+                return false;
+            }
+            *cur = Arc::new(alloc);
+            true
+        })
+    }
+
+    /// The job version of the allocation the runner runs.
+    pub fn job_version(&self) -> u64 {
+        self.alloc.borrow().job_version
     }
 
     /// Restarts `task` (every task with `None`) in place; false when there is no
@@ -147,6 +218,7 @@ pub fn spawn(
         .is_some_and(|j| matches!(j.job_type, JobType::Batch | JobType::Sysbatch));
     let (status_tx, status) = watch::channel(initial);
     let (stop, stop_rx) = watch::channel(None);
+    let (alloc_tx, update_rx) = watch::channel(alloc.clone());
     let (restarts, restarts_rx) = watch::channel(RestartRequest::default());
     let restarts = Arc::new(restarts);
     let (live_checks, checks) = watch::channel(BTreeMap::new());
@@ -168,8 +240,15 @@ pub fn spawn(
         batcher,
         runs_to_completion,
         stopping: false,
+        killing: false,
+        delay_until: None,
+        stop_reason: String::new(),
+        health: None,
+        health_report: None,
+        health_wake: None,
         status_tx,
         stop_rx,
+        update_rx,
         states: BTreeMap::new(),
     };
     let join = tokio::spawn(runner.run());
@@ -179,6 +258,7 @@ pub fn spawn(
         alloc_dir,
         lost_after,
         stop,
+        alloc: alloc_tx,
         restarts,
         status,
         checks,
@@ -236,8 +316,22 @@ struct AllocRunner {
     runs_to_completion: bool,
     /// Asked to stop: every state until the end is on the way to it.
     stopping: bool,
+    /// The tasks were told to die (after the shutdown delay, if any).
+    killing: bool,
+    /// When the shutdown delay of a stop ends (None: no delay under way).
+    delay_until: Option<Instant>,
+    /// The reason of the stop whose delay is under way.
+    stop_reason: String,
+    /// The health tracker of the allocation's deployment (None: not tracked).
+    health: Option<HealthTracker>,
+    /// Its verdict, sent with every status update from then on.
+    health_report: Option<DeploymentHealthReport>,
+    /// When the tracker wants to look again without a change.
+    health_wake: Option<Instant>,
     status_tx: watch::Sender<AllocClientUpdate>,
-    stop_rx: watch::Receiver<Option<String>>,
+    stop_rx: watch::Receiver<Option<StopRequest>>,
+    /// In-place updates of the allocation.
+    update_rx: watch::Receiver<Arc<Allocation>>,
     restarts_rx: watch::Receiver<RestartRequest>,
     restarts_tx: Arc<watch::Sender<RestartRequest>>,
     states: BTreeMap<String, TaskState>,
@@ -298,6 +392,9 @@ impl AllocRunner {
             };
             self.states.insert(n.clone(), state);
         }
+        // Also for an allocation re-attached after a client restart: the servers keep
+        // the first verdict, so one sent before the restart is not overridden.
+        self.health = HealthTracker::for_alloc(&self.alloc, Instant::now());
         self.publish();
 
         let (tx, mut rx) = mpsc::unbounded_channel::<TaskUpdate>();
@@ -319,9 +416,14 @@ impl AllocRunner {
         // Only the task runners hold senders now: `recv` ends when they all finished.
         drop(tx);
 
-        let mut stop_seen = false;
+        let mut stop_closed = false;
+        let mut updates_closed = false;
         let mut siblings_killed = false;
         loop {
+            // A far instant for the timers that are off (their branches are disabled).
+            let far = Instant::now() + std::time::Duration::from_secs(86400 * 365);
+            let delay_end = self.delay_until;
+            let health_wake = self.health_wake;
             tokio::select! {
                 update = rx.recv() => {
                     let Some(u) = update else { break };
@@ -330,6 +432,9 @@ impl AllocRunner {
                     self.sync_checks(&u.task);
                     if failed_now && !siblings_killed {
                         siblings_killed = true;
+                        // A stop asked later has nothing to delay: every task goes.
+                        self.killing = true;
+                        self.delay_until = None;
                         for (name, r) in &runners {
                             if name != &u.task {
                                 r.kill(&format!("Sibling task {} failed", u.task));
@@ -338,18 +443,32 @@ impl AllocRunner {
                     }
                     self.publish();
                 }
-                changed = self.stop_rx.changed(), if !stop_seen => {
-                    stop_seen = true;
-                    if changed.is_ok() {
-                        // On its way to its end: the status batcher keeps batching.
-                        self.stopping = true;
-                        self.batcher.expect(&self.alloc.id);
-                        let reason = self.stop_rx.borrow().clone().unwrap_or_default();
-                        self.stop_all_checks();
-                        for r in runners.values() {
-                            r.kill(&reason);
-                        }
+                changed = self.stop_rx.changed(), if !stop_closed => {
+                    if changed.is_err() {
+                        stop_closed = true;
+                        continue;
                     }
+                    let req = self.stop_rx.borrow_and_update().clone();
+                    if let Some(req) = req {
+                        self.stop_asked(req, &runners);
+                    }
+                }
+                changed = self.update_rx.changed(), if !updates_closed => {
+                    if changed.is_err() {
+                        updates_closed = true;
+                        continue;
+                    }
+                    let alloc = self.update_rx.borrow_and_update().clone();
+                    self.take_update(alloc, &runners);
+                }
+                _ = tokio::time::sleep_until(delay_end.unwrap_or(far)), if delay_end.is_some() => {
+                    let reason = std::mem::take(&mut self.stop_reason);
+                    self.kill_all(&reason, &runners);
+                }
+                _ = tokio::time::sleep_until(health_wake.unwrap_or(far)), if health_wake.is_some() => {
+                    // The tracker decides on time alone (min_healthy_time, the deadline).
+                    self.health_wake = None;
+                    self.publish();
                 }
                 Some(report) = check_rx.recv() => self.check_reported(report),
             }
@@ -368,7 +487,7 @@ impl AllocRunner {
             return;
         };
         let started_at = state.started_at;
-        if state.state != TaskStateKind::Running || self.stop_rx.borrow().is_some() {
+        if state.state != TaskStateKind::Running || self.killing {
             if let Some(mut c) = self.running_checks.remove(task) {
                 c.halt();
             }
@@ -414,6 +533,118 @@ impl AllocRunner {
                 loops,
             },
         );
+    }
+
+    /// A stop was asked: with a delay, running tasks go on for the group's
+    /// `shutdown_delay` (an event says so); else every task is killed now.
+    fn stop_asked(&mut self, req: StopRequest, runners: &BTreeMap<String, TaskRunnerHandle>) {
+        if self.killing {
+            return;
+        }
+        if !self.stopping {
+            // On its way to its end: the status batcher keeps batching.
+            self.stopping = true;
+            self.batcher.expect(&self.alloc.id);
+            // Its health no longer matters to its deployment.
+            self.health = None;
+            self.health_wake = None;
+            let delay = self
+                .alloc
+                .job
+                .as_ref()
+                .and_then(|j| j.group(&self.alloc.group))
+                .map(|g| g.shutdown_delay)
+                .unwrap_or_default();
+            let running: Vec<&String> = self
+                .states
+                .iter()
+                .filter(|(_, s)| s.state == TaskStateKind::Running)
+                .map(|(n, _)| n)
+                .collect();
+            if req.delayed && !delay.is_zero() && !running.is_empty() {
+                tracing::info!(alloc = %self.alloc.id, delay = %human(delay), "waiting for the shutdown delay before killing the tasks");
+                for name in running {
+                    if let Some(r) = runners.get(name) {
+                        r.event(
+                            events::WAITING_FOR_SHUTDOWN_DELAY,
+                            format!(
+                                "Waiting for shutdown_delay of {} before killing the task",
+                                human(delay)
+                            ),
+                        );
+                    }
+                }
+                self.delay_until = Some(Instant::now() + delay);
+                self.stop_reason = req.reason;
+                return;
+            }
+        } else if self.delay_until.is_some() && req.delayed {
+            // The delay under way already answers this stop.
+            return;
+        }
+        self.kill_all(&req.reason, runners);
+    }
+
+    /// Kills every task now.
+    fn kill_all(&mut self, reason: &str, runners: &BTreeMap<String, TaskRunnerHandle>) {
+        self.killing = true;
+        self.delay_until = None;
+        self.stop_all_checks();
+        for r in runners.values() {
+            r.kill(reason);
+        }
+    }
+
+    /// Takes an in-place update of the allocation: the task runners get it for their
+    /// next attempts, changed checks are restarted with their new definitions, and a
+    /// new deployment starts health tracking again.
+    fn take_update(
+        &mut self,
+        alloc: Arc<Allocation>,
+        runners: &BTreeMap<String, TaskRunnerHandle>,
+    ) {
+        let Some(group) = alloc
+            .job
+            .as_ref()
+            .and_then(|j| j.group(&alloc.group))
+            .cloned()
+        else {
+            tracing::warn!(alloc = %alloc.id, group = %alloc.group, "ignoring an in-place update without the allocation's job or group");
+            return;
+        };
+        tracing::info!(
+            alloc = %alloc.id,
+            job_version = alloc.job_version,
+            deployment = alloc.deployment_id.as_deref().unwrap_or(""),
+            "allocation updated in place"
+        );
+        let old = std::mem::replace(&mut self.alloc, alloc.clone());
+        for r in runners.values() {
+            r.update_alloc(alloc.clone());
+        }
+        let defs = checks::resolve(&alloc, &group);
+        if defs != self.check_defs {
+            self.replace_checks(defs);
+        }
+        if alloc.deployment_id != old.deployment_id && !self.stopping {
+            self.health = HealthTracker::for_alloc(&alloc, Instant::now());
+            self.health_report = None;
+            self.health_wake = None;
+        }
+        self.publish();
+    }
+
+    /// Runs `defs` from now on: the old check loops stop, every check starts pending,
+    /// and the loops of running tasks start again with the new definitions.
+    fn replace_checks(&mut self, defs: Vec<CheckDef>) {
+        self.stop_all_checks();
+        self.checks = defs.iter().map(|d| (d.key.clone(), d.pending())).collect();
+        self.check_defs = defs;
+        self.live_checks.send_replace(self.checks.clone());
+        let tasks: Vec<String> = self.states.keys().cloned().collect();
+        for t in tasks {
+            self.sync_checks(&t);
+        }
     }
 
     fn stop_all_checks(&mut self) {
@@ -487,10 +718,40 @@ impl AllocRunner {
         self.publish();
     }
 
-    fn publish(&self) {
+    /// Feeds the health tracker the current states and keeps its verdict.
+    fn observe_health(&mut self) {
+        let Some(h) = self.health.as_mut() else {
+            self.health_wake = None;
+            return;
+        };
+        let now = Instant::now();
+        self.health_wake = h.observe(&self.states, &self.checks, now);
+        if self.health_report.is_some() {
+            return;
+        }
+        if let Some(v) = h.verdict() {
+            let ago = now.saturating_duration_since(v.at).as_millis() as u64;
+            tracing::info!(
+                alloc = %self.alloc.id,
+                deployment = %h.deployment_id(),
+                healthy = v.healthy,
+                "deployment health: {}",
+                v.description
+            );
+            self.health_report = Some(DeploymentHealthReport {
+                deployment_id: h.deployment_id().to_string(),
+                healthy: v.healthy,
+                timestamp: now_ms().saturating_sub(ago),
+                description: v.description.clone(),
+            });
+        }
+    }
+
+    fn publish(&mut self) {
+        self.observe_health();
         let (client_status, client_description) = derive_status(&self.states);
         let update = AllocClientUpdate {
-            deployment_health: None,
+            deployment_health: self.health_report.clone(),
             id: self.alloc.id.clone(),
             client_status,
             client_description: client_description.to_string(),
@@ -549,6 +810,7 @@ mod tests {
     use crate::driver::MockDriver;
     use crate::taskrunner::DriverSet;
     use crate::testutil::{alloc_of, job, node, restart, task};
+    use orch_common::structs::CheckHealth;
 
     #[test]
     fn an_allocation_moves_while_it_starts_stops_or_runs_a_batch_task() {
@@ -713,6 +975,407 @@ mod tests {
             .task_states
             .values()
             .all(|t| t.state == TaskStateKind::Dead));
+    }
+
+    // ------------------------------------------------------------------ deployments
+
+    use orch_common::structs::{
+        AllocatedPort, CheckSpec, CheckType, HealthCheckMode, ServiceSpec, UpdatePolicy,
+    };
+
+    /// A service job of `tasks` whose group has an update policy.
+    fn deployment_job(tasks: Vec<orch_common::structs::Task>, mode: HealthCheckMode) -> Job {
+        let mut j = job(
+            JobType::Service,
+            "g",
+            tasks,
+            restart(0, 10, 60, RestartMode::Fail),
+        );
+        j.groups[0].update = Some(UpdatePolicy {
+            health_check: mode,
+            min_healthy_time: Duration::from_millis(100),
+            healthy_deadline: Duration::from_secs(3600),
+            ..Default::default()
+        });
+        j
+    }
+
+    fn deployment_alloc(j: &Job, deployment: &str) -> Allocation {
+        let mut a = alloc_of(j, 0);
+        a.deployment_id = Some(deployment.to_string());
+        a
+    }
+
+    /// Waits (20s at most) until the runner publishes a health verdict that `ok`.
+    async fn health_becomes(
+        h: &AllocRunnerHandle,
+        ok: impl Fn(&DeploymentHealthReport) -> bool,
+    ) -> DeploymentHealthReport {
+        let mut w = h.watch();
+        let s = tokio::time::timeout(
+            Duration::from_secs(20),
+            w.wait_for(|s| s.deployment_health.as_ref().is_some_and(&ok)),
+        )
+        .await
+        .expect("no such health verdict")
+        .expect("runner gone");
+        s.deployment_health.clone().unwrap()
+    }
+
+    async fn running(h: &AllocRunnerHandle) {
+        let mut w = h.watch();
+        tokio::time::timeout(
+            Duration::from_secs(20),
+            w.wait_for(|s| s.client_status == ClientStatus::Running),
+        )
+        .await
+        .expect("alloc did not run")
+        .unwrap();
+    }
+
+    use orch_common::structs::Job;
+
+    #[tokio::test]
+    async fn a_deployment_alloc_whose_tasks_run_for_min_healthy_time_is_healthy() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = deployment_job(
+            vec![task("a", "mock", json!({"run_for": "1h"}))],
+            HealthCheckMode::TaskStates,
+        );
+        let batcher = Arc::new(UpdateBatcher::new());
+        let h = spawn(
+            deployment_alloc(&j, "dep-1"),
+            dir.path(),
+            deps(),
+            batcher.clone(),
+        );
+        let v = health_becomes(&h, |_| true).await;
+        assert!(v.healthy, "{v:?}");
+        assert_eq!(v.deployment_id, "dep-1");
+        assert_eq!(v.description, "tasks running for 100ms");
+        assert!(v.timestamp > 0);
+        // The batcher has it for the servers, and later updates keep sending it.
+        assert!(batcher
+            .take()
+            .iter()
+            .any(|u| u.deployment_health.as_ref() == Some(&v)));
+        h.stop("test over");
+        let s = run_until_done(h).await;
+        assert_eq!(s.deployment_health, Some(v));
+    }
+
+    #[tokio::test]
+    async fn a_failing_task_makes_the_deployment_alloc_unhealthy() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = deployment_job(
+            vec![task(
+                "bad",
+                "mock",
+                json!({"exit_code": 1, "run_for": "20ms"}),
+            )],
+            HealthCheckMode::TaskStates,
+        );
+        let h = spawn(
+            deployment_alloc(&j, "dep-1"),
+            dir.path(),
+            deps(),
+            Arc::new(UpdateBatcher::new()),
+        );
+        let v = health_becomes(&h, |_| true).await;
+        assert!(!v.healthy);
+        assert_eq!(v.description, "task bad failed");
+        run_until_done(h).await;
+    }
+
+    #[tokio::test]
+    async fn an_alloc_outside_a_deployment_reports_no_health() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = deployment_job(
+            vec![task("a", "mock", json!({"run_for": "300ms"}))],
+            HealthCheckMode::TaskStates,
+        );
+        let h = spawn(
+            alloc_of(&j, 0),
+            dir.path(),
+            deps(),
+            Arc::new(UpdateBatcher::new()),
+        );
+        let s = run_until_done(h).await;
+        assert_eq!(s.deployment_health, None);
+    }
+
+    #[tokio::test]
+    async fn an_in_place_update_to_a_new_deployment_gets_a_new_verdict() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = deployment_job(
+            vec![task("a", "mock", json!({"run_for": "1h"}))],
+            HealthCheckMode::TaskStates,
+        );
+        let a = deployment_alloc(&j, "dep-1");
+        let h = spawn(
+            a.clone(),
+            dir.path(),
+            deps(),
+            Arc::new(UpdateBatcher::new()),
+        );
+        health_becomes(&h, |v| v.deployment_id == "dep-1" && v.healthy).await;
+        let started = h.status().task_states["a"].started_at;
+
+        let mut updated = a.clone();
+        updated.job_version = 1;
+        updated.job.as_mut().unwrap().version = 1;
+        updated.deployment_id = Some("dep-2".into());
+        assert!(h.update(updated.clone()));
+        assert!(!h.update(updated), "the same version and deployment twice");
+        assert_eq!(h.job_version(), 1);
+        let v = health_becomes(&h, |v| v.deployment_id == "dep-2").await;
+        assert!(v.healthy);
+        let s = h.status();
+        assert_eq!(
+            s.task_states["a"].started_at, started,
+            "the task was restarted"
+        );
+        assert_eq!(s.task_states["a"].restarts, 0);
+        h.stop("test over");
+        run_until_done(h).await;
+    }
+
+    fn tcp_check(name: &str, port: &str) -> ServiceSpec {
+        ServiceSpec {
+            name: "api".into(),
+            port: Some(port.into()),
+            tags: vec![],
+            canary_tags: vec![],
+            meta: Default::default(),
+            address_mode: None,
+            checks: vec![CheckSpec {
+                check_type: CheckType::Tcp,
+                name: Some(name.into()),
+                path: None,
+                method: None,
+                headers: Default::default(),
+                command: None,
+                args: vec![],
+                port: None,
+                interval: Duration::from_millis(100),
+                timeout: Duration::from_secs(2),
+                success_before_passing: 1,
+                failures_before_critical: 1,
+                check_restart: None,
+            }],
+        }
+    }
+
+    #[tokio::test]
+    async fn changed_checks_run_with_their_new_definition_after_an_in_place_update() {
+        let dir = tempfile::tempdir().unwrap();
+        let open = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let closed_port = closed.local_addr().unwrap().port();
+        drop(closed);
+        let mut j = deployment_job(
+            vec![task("a", "mock", json!({"run_for": "1h"}))],
+            HealthCheckMode::Checks,
+        );
+        j.groups[0].services.push(tcp_check("old", "closed"));
+        let mut a = deployment_alloc(&j, "dep-1");
+        for (label, value) in [
+            ("open", open.local_addr().unwrap().port()),
+            ("closed", closed_port),
+        ] {
+            a.resources.ports.push(AllocatedPort {
+                label: label.into(),
+                value,
+                to: None,
+                host_ip: "127.0.0.1".into(),
+            });
+        }
+        let h = spawn(
+            a.clone(),
+            dir.path(),
+            deps(),
+            Arc::new(UpdateBatcher::new()),
+        );
+        let mut w = h.watch();
+        tokio::time::timeout(
+            Duration::from_secs(20),
+            w.wait_for(|s| {
+                s.checks
+                    .get("api/old")
+                    .is_some_and(|c| c.status == CheckHealth::Critical)
+            }),
+        )
+        .await
+        .expect("the old check never ran")
+        .unwrap();
+        assert_eq!(
+            h.status().deployment_health,
+            None,
+            "critical check: not healthy"
+        );
+
+        let mut updated = a.clone();
+        updated.job_version = 1;
+        updated.deployment_id = Some("dep-2".into());
+        let g = &mut updated.job.as_mut().unwrap().groups[0];
+        g.services = vec![tcp_check("new", "open")];
+        assert!(h.update(updated));
+        let v = health_becomes(&h, |v| v.deployment_id == "dep-2").await;
+        assert!(v.healthy, "{v:?}");
+        assert_eq!(v.description, "tasks running and checks passing for 100ms");
+        let s = h.status();
+        assert_eq!(s.checks.keys().collect::<Vec<_>>(), vec!["api/new"]);
+        assert_eq!(s.checks["api/new"].status, CheckHealth::Passing);
+        assert_eq!(s.task_states["a"].restarts, 0);
+        h.stop("test over");
+        run_until_done(h).await;
+    }
+
+    fn event_time(s: &AllocClientUpdate, task: &str, kind: &str) -> Option<u64> {
+        s.task_states[task]
+            .events
+            .iter()
+            .find(|e| e.kind == kind)
+            .map(|e| e.time)
+    }
+
+    #[tokio::test]
+    async fn a_server_stop_waits_for_the_shutdown_delay_before_killing() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut j = job(
+            JobType::Service,
+            "g",
+            vec![
+                task("a", "mock", json!({"run_for": "1h"})),
+                task("b", "mock", json!({"run_for": "1h"})),
+            ],
+            restart(0, 10, 60, RestartMode::Fail),
+        );
+        let delay = Duration::from_millis(400);
+        j.groups[0].shutdown_delay = delay;
+        let h = spawn(
+            alloc_of(&j, 0),
+            dir.path(),
+            deps(),
+            Arc::new(UpdateBatcher::new()),
+        );
+        running(&h).await;
+        let asked = now_ms();
+        h.stop_after_shutdown_delay("alloc stopped by the server");
+        let s = run_until_done(h).await;
+        assert_eq!(s.client_status, ClientStatus::Complete);
+        for t in ["a", "b"] {
+            let waiting = event_time(&s, t, events::WAITING_FOR_SHUTDOWN_DELAY)
+                .unwrap_or_else(|| panic!("no shutdown delay event: {:?}", s.task_states[t]));
+            let killing = event_time(&s, t, events::KILLING).unwrap();
+            assert!(waiting <= killing);
+            assert!(
+                killing >= asked + delay.as_millis() as u64,
+                "killed {}ms after the stop",
+                killing - asked
+            );
+            let ev = s.task_states[t]
+                .events
+                .iter()
+                .find(|e| e.kind == events::WAITING_FOR_SHUTDOWN_DELAY)
+                .unwrap();
+            assert_eq!(
+                ev.message,
+                "Waiting for shutdown_delay of 400ms before killing the task"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_client_stop_cuts_the_shutdown_delay_short_and_skips_it_when_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut j = job(
+            JobType::Service,
+            "g",
+            vec![task("a", "mock", json!({"run_for": "1h"}))],
+            restart(0, 10, 60, RestartMode::Fail),
+        );
+        j.groups[0].shutdown_delay = Duration::from_secs(3600);
+        // A delay under way, then the client shuts down: the tasks go now.
+        let h = spawn(
+            alloc_of(&j, 0),
+            dir.path(),
+            deps(),
+            Arc::new(UpdateBatcher::new()),
+        );
+        running(&h).await;
+        h.stop_after_shutdown_delay("alloc stopped by the server");
+        let mut w = h.watch();
+        tokio::time::timeout(
+            Duration::from_secs(20),
+            w.wait_for(|s| event_time(s, "a", events::WAITING_FOR_SHUTDOWN_DELAY).is_some()),
+        )
+        .await
+        .expect("no shutdown delay event")
+        .unwrap();
+        h.stop("client shutting down");
+        let s = run_until_done(h).await;
+        assert!(s.task_states["a"]
+            .events
+            .iter()
+            .any(|e| e.kind == events::KILLING && e.message.starts_with("client shutting down")));
+
+        // The client's own stop has no delay at all.
+        let h = spawn(
+            alloc_of(&j, 1),
+            dir.path(),
+            deps(),
+            Arc::new(UpdateBatcher::new()),
+        );
+        running(&h).await;
+        h.stop("client shutting down");
+        let s = run_until_done(h).await;
+        assert_eq!(
+            event_time(&s, "a", events::WAITING_FOR_SHUTDOWN_DELAY),
+            None
+        );
+    }
+
+    #[tokio::test]
+    async fn a_stop_after_a_sibling_failed_has_no_shutdown_delay() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut j = job(
+            JobType::Service,
+            "g",
+            vec![
+                task("bad", "mock", json!({"exit_code": 1, "run_for": "50ms"})),
+                // Ignores its kill signal, so it is still running when the stop comes.
+                task(
+                    "good",
+                    "mock",
+                    json!({"run_for": "1h", "ignore_stop_signal": true}),
+                ),
+            ],
+            restart(0, 10, 60, RestartMode::Fail),
+        );
+        j.groups[0].shutdown_delay = Duration::from_secs(3600);
+        j.groups[0].tasks[1].kill_timeout = Duration::from_millis(500);
+        let h = spawn(
+            alloc_of(&j, 0),
+            dir.path(),
+            deps(),
+            Arc::new(UpdateBatcher::new()),
+        );
+        let mut w = h.watch();
+        tokio::time::timeout(
+            Duration::from_secs(20),
+            w.wait_for(|s| s.task_states.get("bad").is_some_and(|t| t.failed)),
+        )
+        .await
+        .expect("bad never failed")
+        .unwrap();
+        h.stop_after_shutdown_delay("alloc stopped by the server");
+        let s = run_until_done(h).await;
+        assert_eq!(s.client_status, ClientStatus::Failed);
+        assert_eq!(
+            event_time(&s, "good", events::WAITING_FOR_SHUTDOWN_DELAY),
+            None
+        );
     }
 
     #[tokio::test]

@@ -26,7 +26,7 @@ use probe::Outcome;
 use threshold::{RestartCounter, Threshold};
 
 /// One check of one service of an allocation, resolved against its ports and tasks.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct CheckDef {
     /// `SERVICE/CHECK`: the key in `Allocation::checks`.
     pub key: String,

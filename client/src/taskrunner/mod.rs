@@ -83,6 +83,8 @@ pub mod events {
     pub const KILLING: &str = "Killing";
     pub const RESTART_SIGNALED: &str = "Restart Signaled";
     pub const KILLED: &str = "Killed";
+    /// A stopped allocation keeps its tasks running for the group's `shutdown_delay`.
+    pub const WAITING_FOR_SHUTDOWN_DELAY: &str = "Waiting for shutdown delay";
 }
 
 /// The drivers a client offers, by name.
@@ -156,6 +158,10 @@ pub struct TaskUpdate {
 /// Controls a spawned task runner.
 pub struct TaskRunnerHandle {
     kill: watch::Sender<Option<String>>,
+    /// Events of the alloc runner's recorded in the task's state.
+    events: mpsc::UnboundedSender<TaskEvent>,
+    /// The allocation as updated in place, used from the task's next attempt on.
+    alloc: watch::Sender<Arc<Allocation>>,
     /// Taken by `wait`; a handle dropped without waiting aborts the runner.
     join: Option<tokio::task::JoinHandle<()>>,
 }
@@ -172,6 +178,25 @@ impl TaskRunnerHandle {
     /// Asks the task to stop (idempotent); `reason` goes into the Killing event.
     pub fn kill(&self, reason: &str) {
         set_once(&self.kill, reason.to_string());
+    }
+
+    /// Records `kind`/`message` among the task's events (from the alloc runner: the
+    /// task state is the task runner's to publish).
+    pub fn event(&self, kind: &str, message: String) {
+        let _ = self.events.send(TaskEvent {
+            time: now_ms(),
+            kind: kind.to_string(),
+            message,
+            exit_code: None,
+            signal: None,
+            oom_killed: false,
+        });
+    }
+
+    /// Hands the runner the allocation updated in place (same task, new job version):
+    /// the running attempt goes on; later attempts see the new one (its environment).
+    pub fn update_alloc(&self, alloc: Arc<Allocation>) {
+        self.alloc.send_replace(alloc);
     }
 
     /// Waits until the runner is done (the task is dead).
@@ -237,6 +262,8 @@ pub fn spawn_with_restarts(
         None => TaskState::default(),
     };
     let (kill, kill_rx) = watch::channel(None);
+    let (events, events_rx) = mpsc::unbounded_channel();
+    let (alloc_tx, alloc_rx) = watch::channel(alloc.clone());
     let job_type = alloc
         .job
         .as_ref()
@@ -257,6 +284,8 @@ pub fn spawn_with_restarts(
         deps,
         updates,
         kill_rx,
+        events_rx,
+        alloc_rx,
         restart_rx: restarts,
         tracker: RestartTracker::new(policy),
         state,
@@ -267,6 +296,8 @@ pub fn spawn_with_restarts(
     let join = tokio::spawn(runner.run());
     TaskRunnerHandle {
         kill,
+        events,
+        alloc: alloc_tx,
         join: Some(join),
     }
 }
@@ -289,6 +320,10 @@ struct TaskRunner {
     deps: TaskRunnerDeps,
     updates: mpsc::UnboundedSender<TaskUpdate>,
     kill_rx: watch::Receiver<Option<String>>,
+    /// Events the alloc runner asks to record.
+    events_rx: mpsc::UnboundedReceiver<TaskEvent>,
+    /// The allocation updated in place.
+    alloc_rx: watch::Receiver<Arc<Allocation>>,
     restart_rx: watch::Receiver<RestartRequest>,
     tracker: RestartTracker,
     state: TaskState,
@@ -373,6 +408,9 @@ impl TaskRunner {
         if let Some(handle) = self.recovered.take() {
             return self.reattach(driver, handle).await;
         }
+        if self.alloc_rx.has_changed().unwrap_or(false) {
+            self.alloc = self.alloc_rx.borrow_and_update().clone();
+        }
         let (cgroup, limits) = match self.prestart_cgroup(driver.as_ref()).await {
             Ok(Some((cg, limits))) => (Some(cg), Some(limits)),
             Ok(None) => (None, None),
@@ -444,17 +482,25 @@ impl TaskRunner {
         handle: TaskHandle,
         sampler: Sampler,
     ) -> Attempt {
-        let exit = tokio::select! {
-            r = driver.wait(&handle) => r,
-            reason = kill_reason(self.kill_rx.clone()) => {
-                self.kill_running(driver.as_ref(), &handle, &reason, sampler).await;
-                return Attempt::Killed;
-            }
-            req = restart_asked(&mut self.restart_rx, &self.task.name) => {
-                let why = req.reason.unwrap_or_else(|| "User requested the task to restart".to_string());
-                self.event(events::RESTART_SIGNALED, why);
-                self.stop_attempt(driver.as_ref(), &handle, "Restarting", sampler).await;
-                return Attempt::Restarted { counts: req.counts };
+        // Pinned once: an event recorded in between must not restart the wait.
+        let exit = {
+            let wait = driver.wait(&handle);
+            tokio::pin!(wait);
+            loop {
+                tokio::select! {
+                    r = &mut wait => break r,
+                    reason = kill_reason(self.kill_rx.clone()) => {
+                        self.kill_running(driver.as_ref(), &handle, &reason, sampler).await;
+                        return Attempt::Killed;
+                    }
+                    req = restart_asked(&mut self.restart_rx, &self.task.name) => {
+                        let why = req.reason.unwrap_or_else(|| "User requested the task to restart".to_string());
+                        self.event(events::RESTART_SIGNALED, why);
+                        self.stop_attempt(driver.as_ref(), &handle, "Restarting", sampler).await;
+                        return Attempt::Restarted { counts: req.counts };
+                    }
+                    Some(ev) = self.events_rx.recv() => self.push_event(ev),
+                }
             }
         };
         self.finish_sampling(sampler).await;
@@ -739,6 +785,7 @@ impl TaskRunner {
     }
 
     fn dead(&mut self, failed: bool) {
+        self.take_injected_events();
         self.state.state = TaskStateKind::Dead;
         self.state.failed = failed;
         self.state.finished_at = Some(now_ms());
@@ -762,13 +809,25 @@ impl TaskRunner {
     }
 
     fn push_event(&mut self, ev: TaskEvent) {
+        self.take_injected_events();
+        self.record_event(ev);
+        self.publish();
+    }
+
+    /// Records the alloc runner's events not seen yet, before anything newer.
+    fn take_injected_events(&mut self) {
+        while let Ok(ev) = self.events_rx.try_recv() {
+            self.record_event(ev);
+        }
+    }
+
+    fn record_event(&mut self, ev: TaskEvent) {
         tracing::info!(task = %self.id, kind = %ev.kind, "{}", ev.message);
         self.state.events.push(ev);
         if self.state.events.len() > MAX_EVENTS {
             let extra = self.state.events.len() - MAX_EVENTS;
             self.state.events.drain(..extra);
         }
-        self.publish();
     }
 
     fn publish(&self) {

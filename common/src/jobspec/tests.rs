@@ -1493,3 +1493,29 @@ fn affinities_take_comparison_operators_but_not_presence_or_distinctness() {
         );
     }
 }
+
+#[test]
+fn shutdown_delay_is_a_group_duration_defaulting_to_zero() {
+    let job = ok(&spec("", "shutdown_delay = \"5s\"", ""));
+    assert_eq!(job.groups[0].shutdown_delay, Duration::from_secs(5));
+    assert_eq!(
+        ok(&spec("", "", "")).groups[0].shutdown_delay,
+        Duration::ZERO
+    );
+    fails_once(
+        &spec("", "shutdown_delay = \"5\"", ""),
+        "group.web.shutdown_delay",
+        "invalid duration",
+    );
+    fails_once(
+        &spec("", "shutdown_delay = 5", ""),
+        "group.web.shutdown_delay",
+        "expected a duration string",
+    );
+    // A group key, not a task one.
+    fails_with(
+        &spec("", "", "shutdown_delay = \"5s\""),
+        "group.web.task.server.shutdown_delay",
+        "",
+    );
+}
