@@ -1246,6 +1246,9 @@ pub mod triggers {
     pub const MAX_PLAN_ATTEMPTS: &str = "max-plan-attempts";
     /// A job lost allocations to a higher-priority one and places them again.
     pub const PREEMPTION: &str = "preemption";
+    /// A system job's rolling update goes on with its next `max_parallel` nodes,
+    /// `stagger` after the last batch.
+    pub const ROLLING_UPDATE: &str = "rolling-update";
 }
 
 /// A request to reconcile one job with the cluster.
