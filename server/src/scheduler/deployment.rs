@@ -202,9 +202,9 @@ pub fn plan(
                 } else {
                     policy.canary
                 };
-                let this_version_runs = allocs
-                    .iter()
-                    .any(|a| a.group == group.name && a.job_version == job.version && is_running(a));
+                let this_version_runs = allocs.iter().any(|a| {
+                    a.group == group.name && a.job_version == job.version && is_running(a)
+                });
                 let placing = placements.iter().any(in_group);
                 work |= !destructive.is_empty()
                     || inplace.iter().any(|a| a.group == group.name)

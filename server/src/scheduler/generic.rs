@@ -22,11 +22,12 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use orch_common::ids;
 use orch_common::structs::{
     deployment_desc, triggers, AllocDeploymentStatus, AllocMetric, AllocatedPort, Allocation,
-    DeploymentStatus, DeploymentStatusUpdate, DesiredUpdates, EvalStatus, Evaluation, Job,
-    JobType, Node, Plan, PlanAnnotations, SchedulerAlgorithm, SchedulerConfiguration, TaskGroup,
+    DeploymentStatus, DeploymentStatusUpdate, DesiredUpdates, EvalStatus, Evaluation, Job, JobType,
+    Node, Plan, PlanAnnotations, SchedulerAlgorithm, SchedulerConfiguration, TaskGroup,
 };
 
 use super::context::{allocs_with_jobs, holds_resources, PlanBuilder};
+use super::deployment::{self, Rollout};
 use super::feasible::{
     assign_ports, datacenter_matches, merge_class_eligibility, FeasibilityChecker, NodeUsage,
 };
@@ -36,7 +37,6 @@ use super::rank::{
     add_metric, record_exhausted, sample_limit, select, Ask, GroupRanker, Pool,
     MIN_SAMPLE_WITH_PREFERENCES,
 };
-use super::deployment::{self, Rollout};
 use super::reconcile::{
     reconcile_with, NodesById, PlaceReason, Placement, DESC_MIGRATED, DESC_RESCHEDULED,
     DESC_UPDATED,

@@ -30,6 +30,8 @@ use orch_common::structs::{
 
 pub mod context;
 pub mod deployment;
+#[cfg(test)]
+mod deployment_tests;
 pub mod feasible;
 pub mod fxhash;
 pub mod generic;

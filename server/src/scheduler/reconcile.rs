@@ -380,7 +380,12 @@ impl Slot {
     }
 }
 
-fn reconcile_group(ctx: &Ctx<'_, '_>, group: &TaskGroup, existing: &[&Allocation], out: &mut Reconciled) {
+fn reconcile_group(
+    ctx: &Ctx<'_, '_>,
+    group: &TaskGroup,
+    existing: &[&Allocation],
+    out: &mut Reconciled,
+) {
     let Ctx {
         job,
         by_id,

@@ -8,10 +8,9 @@ use std::sync::Arc;
 use orch_common::ids;
 use orch_common::structs::{
     triggers, Affinity, AllocatedResources, Allocation, ClientStatus, Constraint, Deployment,
-    DeploymentStatus, DesiredStatus,
-    DriverInfo, Eligibility, EvalStatus, Evaluation, Job, JobStatus, JobType, Node, NodeStatus,
-    Plan, PlanResult, PortSpec, ReschedulePolicy, Resources, RestartPolicy, SchedulerConfiguration,
-    Spread, SpreadTarget, Task, TaskGroup, UpdatePolicy,
+    DeploymentStatus, DesiredStatus, DriverInfo, Eligibility, EvalStatus, Evaluation, Job,
+    JobStatus, JobType, Node, NodeStatus, Plan, PlanResult, PortSpec, ReschedulePolicy, Resources,
+    RestartPolicy, SchedulerConfiguration, Spread, SpreadTarget, Task, TaskGroup, UpdatePolicy,
 };
 
 use super::{generic, Planner, SchedulerError, State};
@@ -505,7 +504,9 @@ impl MemState {
     /// Records an allocation's health in its deployment (the client's report).
     pub fn set_health(&mut self, alloc_id: &str, healthy: bool) {
         let mut a = self.allocs[alloc_id].clone();
-        a.deployment_status.get_or_insert_with(Default::default).healthy = Some(healthy);
+        a.deployment_status
+            .get_or_insert_with(Default::default)
+            .healthy = Some(healthy);
         self.upsert_alloc(a);
     }
     /// Promotes a deployment's group: its canaries lose their flag (what the store's
