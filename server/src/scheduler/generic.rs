@@ -4,7 +4,9 @@
 //! ```text
 //!  process(eval, snapshot, planner, now)
 //!    loop (at most MAX_PLAN_ATTEMPTS):
-//!      reconcile(job, allocs)  -> stop / place / in-place / delayed (+ annotations)
+//!      reconcile(job, allocs, current deployment) -> stop / place / in-place / delayed
+//!      deployment::plan -> create or cancel deployments, canaries, rolling limit
+//!        (destructive updates beyond it are left running: `ignore`)
 //!      for each placement: feasibility chain -> rank (fit, anti-affinity, reschedule
 //!        penalty, affinity, spread) -> best node; none has room and preemption is on
 //!        for the job type -> evict lower-priority allocs (preempt.rs)

@@ -4,6 +4,10 @@
 //! ```text
 //!  allocs of the job ──┬─ replaced (next_allocation set) / stopped ──────> ignored
 //!                      ├─ job stopped or gone, or group removed ──────────> stop
+//!                      ├─ unpromoted canary ─┬─ of the current, active deployment
+//!                      │                     │  ──> kept beside the old instances
+//!                      │                     │      (not counted per index)
+//!                      │                     └─ otherwise ──────────────────> stop
 //!                      ├─ on a node that is down or gone ─────────────────> stop (lost)
 //!                      │                                                    + place
 //!                      ├─ marked to migrate ─┬─ place, stop it once placed
@@ -26,7 +30,12 @@
 //!
 //! Two live allocations holding one index (a disconnected node came back after its
 //! allocations were replaced): the one that scored best when placed stays, the earlier
-//! one on a tie; the other is stopped.
+//! one on a tie; the other is stopped. A running instance of the current version (a
+//! promoted canary) always wins its index: the older instance there is stopped as
+//! updated, linked to it.
+//!
+//! The rollout rules (how many destructive updates go now, where canaries go) are
+//! applied afterwards by `deployment::plan`.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
