@@ -606,3 +606,41 @@ fn replacing_a_lost_instance_of_a_rolled_out_version_makes_no_deployment() {
     assert_eq!(placed.len(), 1);
     assert!(placed[0].deployment_id.is_none(), "{} is over", d0.id);
 }
+
+#[test]
+fn a_rollout_driven_to_the_end_keeps_count_running_and_max_parallel_in_flight() {
+    let mut h = running(web(5, Some(policy(2, 1)), 256));
+    let eval = h.register(web(5, Some(policy(2, 1)), 512));
+    h.process(&eval).expect("canary");
+    let d = newest_deployment(&h).id;
+    let mut promoted = false;
+    for round in 0..20 {
+        let running: Vec<Allocation> = live(&h);
+        let in_flight = running
+            .iter()
+            .filter(|a| a.job_version == 1 && a.deployment_health().is_none())
+            .count();
+        assert!(in_flight <= 2, "round {round}: {in_flight} undecided");
+        let regular = running.iter().filter(|a| !a.is_canary()).count();
+        assert_eq!(regular, 5, "round {round}: never short, never over");
+        if live_at(&h, 0).is_empty() {
+            break;
+        }
+        // The watcher's part: health decided, the canary promoted.
+        for a in running.iter().filter(|a| a.job_version == 1) {
+            if a.deployment_health().is_none() {
+                h.state.set_health(&a.id, true);
+            }
+        }
+        if !promoted {
+            h.state.promote(&d, "web");
+            promoted = true;
+        }
+        again(&mut h);
+    }
+    assert!(live_at(&h, 0).is_empty(), "rolled out");
+    assert_eq!(live_at(&h, 1).len(), 5);
+    assert!(live(&h)
+        .iter()
+        .all(|a| a.deployment_id.as_deref() == Some(d.as_str())));
+}
