@@ -1249,6 +1249,9 @@ pub mod triggers {
     /// The deployment watcher: instances became healthy (the next batch may go),
     /// canaries were promoted, or a deployment failed or was acted on by a user.
     pub const DEPLOYMENT_WATCHER: &str = "deployment-watcher";
+    /// A system job's rolling update goes on with its next `max_parallel` nodes,
+    /// `stagger` after the last batch.
+    pub const ROLLING_UPDATE: &str = "rolling-update";
 }
 
 /// A request to reconcile one job with the cluster.

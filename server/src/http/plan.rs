@@ -20,8 +20,8 @@ use orch_common::diff::job_diff;
 use orch_common::ids::now_ms;
 use orch_common::jobspec;
 use orch_common::structs::{
-    triggers, AllocMetric, Allocation, Evaluation, Job, JobStatus, Node, Plan, PlanAnnotations,
-    PlanResult, SchedulerConfiguration,
+    triggers, AllocMetric, Allocation, Deployment, Evaluation, Job, JobStatus, Node, Plan,
+    PlanAnnotations, PlanResult, SchedulerConfiguration,
 };
 
 use super::{ApiError, HttpState, IdPath, Params, RawBody};
@@ -204,6 +204,10 @@ impl State for Overlay<'_> {
 
     fn blocked_eval(&self, job_id: &str) -> Option<Evaluation> {
         self.inner.blocked_eval(job_id)
+    }
+
+    fn latest_deployment(&self, job_id: &str) -> Option<Deployment> {
+        self.inner.latest_deployment(job_id)
     }
 
     fn scheduler_config(&self) -> SchedulerConfiguration {

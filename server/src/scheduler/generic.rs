@@ -4,7 +4,9 @@
 //! ```text
 //!  process(eval, snapshot, planner, now)
 //!    loop (at most MAX_PLAN_ATTEMPTS):
-//!      reconcile(job, allocs)  -> stop / place / in-place / delayed (+ annotations)
+//!      reconcile(job, allocs, current deployment) -> stop / place / in-place / delayed
+//!      deployment::plan -> create or cancel deployments, canaries, rolling limit
+//!        (destructive updates beyond it are left running: `ignore`)
 //!      for each placement: feasibility chain -> rank (fit, anti-affinity, reschedule
 //!        penalty, affinity, spread) -> best node; none has room and preemption is on
 //!        for the job type -> evict lower-priority allocs (preempt.rs)
@@ -21,11 +23,13 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use orch_common::ids;
 use orch_common::structs::{
-    triggers, AllocMetric, AllocatedPort, Allocation, DesiredUpdates, EvalStatus, Evaluation, Job,
-    JobType, Node, Plan, PlanAnnotations, SchedulerAlgorithm, SchedulerConfiguration, TaskGroup,
+    deployment_desc, triggers, AllocDeploymentStatus, AllocMetric, AllocatedPort, Allocation,
+    DeploymentStatus, DeploymentStatusUpdate, DesiredUpdates, EvalStatus, Evaluation, Job, JobType,
+    Node, Plan, PlanAnnotations, SchedulerAlgorithm, SchedulerConfiguration, TaskGroup,
 };
 
 use super::context::{allocs_with_jobs, holds_resources, PlanBuilder};
+use super::deployment::{self, Rollout};
 use super::feasible::{
     assign_ports, datacenter_matches, merge_class_eligibility, FeasibilityChecker, NodeUsage,
 };
@@ -36,7 +40,8 @@ use super::rank::{
     MIN_SAMPLE_WITH_PREFERENCES,
 };
 use super::reconcile::{
-    reconcile, NodesById, PlaceReason, Placement, DESC_MIGRATED, DESC_RESCHEDULED, DESC_UPDATED,
+    reconcile_with, NodesById, PlaceReason, Placement, DESC_MIGRATED, DESC_RESCHEDULED,
+    DESC_UPDATED,
 };
 use super::rng::Rng;
 use super::system;
@@ -139,9 +144,24 @@ fn compute(eval: &Evaluation, st: &dyn State, now_ms: u64) -> Outcome {
     let job = st.job(&eval.job_id);
     let job_type = job.as_ref().map(|j| j.job_type).unwrap_or(eval.job_type);
     let config = st.scheduler_config();
+    let rollout = Rollout::new(job.as_ref(), st.latest_deployment(&eval.job_id));
     let mut out = match job_type {
-        JobType::System | JobType::Sysbatch => system::compute(eval, st, job, &config, now_ms),
-        JobType::Service | JobType::Batch => compute_generic(eval, st, job, &config, now_ms),
+        JobType::System | JobType::Sysbatch => {
+            // System jobs have no deployments: one left from an earlier job type ends.
+            let mut out = system::compute(eval, st, job, &config, now_ms);
+            out.plan.deployment_updates = rollout.updates;
+            if let Some(d) = rollout.current.filter(|d| d.status.is_active()) {
+                out.plan.deployment_updates.push(DeploymentStatusUpdate {
+                    deployment_id: d.id,
+                    status: DeploymentStatus::Cancelled,
+                    status_description: deployment_desc::CANCELLED_NEWER_JOB.to_string(),
+                });
+            }
+            out
+        }
+        JobType::Service | JobType::Batch => {
+            compute_generic(eval, st, job, &config, &rollout, now_ms)
+        }
     };
     if !out.failed.is_empty() {
         out.existing_blocked = st.blocked_eval(&eval.job_id).filter(|b| b.id != eval.id);
@@ -154,16 +174,24 @@ fn compute_generic(
     st: &dyn State,
     job: Option<Job>,
     config: &SchedulerConfiguration,
+    rollout: &Rollout,
     now_ms: u64,
 ) -> Outcome {
     let allocs = allocs_with_jobs(st, &eval.job_id);
     let nodes = st.shared_nodes();
     let node_map: NodesById<'_> = nodes.iter().map(|n| (n.id.as_str(), n)).collect();
-    let rec = reconcile(job.as_ref(), &allocs, &node_map, now_ms);
+    let rec = reconcile_with(
+        job.as_ref(),
+        &allocs,
+        &node_map,
+        now_ms,
+        rollout.current.as_ref(),
+    );
     let mut b = PlanBuilder::new(eval, st, job.as_ref(), now_ms);
+    b.plan.deployment_updates = rollout.updates.clone();
     let mut updates: BTreeMap<String, DesiredUpdates> = BTreeMap::new();
     for s in &rec.stop {
-        b.stop(&s.alloc, &s.description, s.lost, None);
+        b.stop(&s.alloc, &s.description, s.lost, s.next.clone());
         if job
             .as_ref()
             .is_some_and(|j| j.group(&s.alloc.group).is_some())
@@ -187,6 +215,9 @@ fn compute_generic(
     }
     for (a, _) in &rec.delayed {
         updates.entry(a.group.clone()).or_default().reschedule_later += 1;
+    }
+    for a in &rec.canaries {
+        updates.entry(a.group.clone()).or_default().canary += 1;
     }
     let mut placer = Placer::new(eval, &job, &nodes, config).with_preemption_state(st);
     {
@@ -214,6 +245,7 @@ fn compute_generic(
         );
     }
     let mut placements = rec.place;
+    let mut inplace = Vec::new();
     for a in rec.inplace {
         let Some(group) = job.group(&a.group) else {
             continue;
@@ -222,9 +254,7 @@ fn compute_generic(
             .get(a.node_id.as_str())
             .is_some_and(|n| placer.checker(&job, group).check_node(n).is_ok());
         if still_fits {
-            updates.entry(a.group.clone()).or_default().in_place_update += 1;
-            let updated = b.inplace_alloc(&a, &job);
-            b.place(updated);
+            inplace.push(a);
         } else {
             if let Some(n) = node_map.get(a.node_id.as_str()) {
                 placer.count(&a.group, n, false);
@@ -237,6 +267,47 @@ fn compute_generic(
             });
         }
     }
+    let rollout_plan = deployment::plan(
+        &job,
+        rollout,
+        &allocs,
+        &mut placements,
+        &inplace,
+        &rec.canaries,
+        &eval.id,
+        now_ms,
+    );
+    for (name, g) in &rollout_plan.groups {
+        for held in &g.held {
+            // Left running: back in the distinct_property and spread tallies.
+            if let Some(n) = held
+                .previous
+                .as_ref()
+                .and_then(|a| node_map.get(a.node_id.as_str()))
+            {
+                placer.count(name, n, true);
+            }
+        }
+        updates.entry(name.clone()).or_default().ignore += g.held.len() as u32;
+        placements.extend(g.canaries.iter().map(|&index| Placement {
+            group: name.clone(),
+            index,
+            reason: PlaceReason::Canary,
+            previous: None,
+        }));
+    }
+    for a in inplace {
+        updates.entry(a.group.clone()).or_default().in_place_update += 1;
+        let mut updated = b.inplace_alloc(&a, &job);
+        if let Some(id) = rollout_plan.deployment_id(&a.group) {
+            if updated.deployment_id.as_deref() != Some(id) {
+                // Its health is tracked again, in the new deployment.
+                updated.deployment_id = Some(id.to_string());
+                updated.deployment_status = None;
+            }
+        }
+        b.place(updated);
+    }
     for p in &placements {
         let u = updates.entry(p.group.clone()).or_default();
         match p.reason {
@@ -245,6 +316,7 @@ fn compute_generic(
             PlaceReason::Reschedule => u.reschedule_now += 1,
             PlaceReason::Destructive => u.destructive_update += 1,
             PlaceReason::Migrate => u.migrate += 1,
+            PlaceReason::Canary => u.canary += 1,
         }
     }
     for g in &job.groups {
@@ -272,7 +344,7 @@ fn compute_generic(
                 evict,
             }) => {
                 let node = placer.node(node_index);
-                let alloc = b.new_alloc(
+                let mut alloc = b.new_alloc(
                     &job,
                     group,
                     p.index,
@@ -281,6 +353,13 @@ fn compute_generic(
                     metric,
                     p.previous.as_ref(),
                 );
+                alloc.deployment_id = rollout_plan.deployment_id(&p.group).map(str::to_string);
+                if p.reason == PlaceReason::Canary {
+                    alloc.deployment_status = Some(AllocDeploymentStatus {
+                        canary: true,
+                        ..AllocDeploymentStatus::default()
+                    });
+                }
                 if let Some(prev) = &p.previous {
                     match p.reason {
                         PlaceReason::Reschedule => {
@@ -296,7 +375,7 @@ fn compute_generic(
                         PlaceReason::Lost | PlaceReason::Evicted => {
                             b.link_replacement(prev, &alloc.id)
                         }
-                        PlaceReason::New | PlaceReason::Disconnected => {}
+                        PlaceReason::New | PlaceReason::Disconnected | PlaceReason::Canary => {}
                     }
                 }
                 if !evict.is_empty() {
@@ -315,6 +394,7 @@ fn compute_generic(
     }
     out.class_eligibility = placer.class_eligibility();
     out.plan = b.plan;
+    out.plan.deployment = rollout_plan.deployment;
     out.plan.annotations = PlanAnnotations {
         desired_tg_updates: updates,
     };

@@ -14,6 +14,8 @@
 //! - `preempt`: the least disruptive set of lower-priority allocations to evict when
 //!   nothing fits (priority gap 10, per the cluster's preemption configuration).
 //! - `context`: the plan under construction and the node usage it implies.
+//! - `deployment`: a service job's rollout: the deployment that governs it, the one a
+//!   plan creates or cancels, canaries and the rolling limit of destructive updates.
 //! - `generic`: `process` for service and batch jobs (and the dispatch);
 //!   `system`: system and sysbatch jobs. Every plan carries per-group annotations.
 //! - `rng`: the seeded SplitMix64 used for shuffling and port picking; `fxhash`: the
@@ -27,6 +29,9 @@ use orch_common::structs::{
 };
 
 pub mod context;
+pub mod deployment;
+#[cfg(test)]
+mod deployment_tests;
 pub mod feasible;
 pub mod fxhash;
 pub mod generic;

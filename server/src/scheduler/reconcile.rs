@@ -4,6 +4,10 @@
 //! ```text
 //!  allocs of the job ──┬─ replaced (next_allocation set) / stopped ──────> ignored
 //!                      ├─ job stopped or gone, or group removed ──────────> stop
+//!                      ├─ unpromoted canary ─┬─ of the current, active deployment
+//!                      │                     │  ──> kept beside the old instances
+//!                      │                     │      (not counted per index)
+//!                      │                     └─ otherwise ──────────────────> stop
 //!                      ├─ on a node that is down or gone ─────────────────> stop (lost)
 //!                      │                                                    + place
 //!                      ├─ marked to migrate ─┬─ place, stop it once placed
@@ -26,14 +30,19 @@
 //!
 //! Two live allocations holding one index (a disconnected node came back after its
 //! allocations were replaced): the one that scored best when placed stays, the earlier
-//! one on a tie; the other is stopped.
+//! one on a tie; the other is stopped. A running instance of the current version (a
+//! promoted canary) always wins its index: the older instance there is stopped as
+//! updated, linked to it.
+//!
+//! The rollout rules (how many destructive updates go now, where canaries go) are
+//! applied afterwards by `deployment::plan`.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
 use orch_common::structs::{
-    triggers, Allocation, ClientStatus, DelayFunction, DesiredStatus, Job, JobType, Node,
-    NodeStatus, ReschedulePolicy, TaskGroup,
+    triggers, Allocation, ClientStatus, DelayFunction, Deployment, DesiredStatus, Job, JobType,
+    Node, NodeStatus, ReschedulePolicy, TaskGroup,
 };
 
 pub const DESC_JOB_STOPPED: &str = "alloc not needed as job is stopped";
@@ -47,6 +56,8 @@ pub const DESC_DISCONNECT_LOST: &str =
 pub const DESC_DRAIN_DEADLINE: &str = "alloc is being migrated: its node's drain deadline passed";
 pub const DESC_DUPLICATE: &str =
     "alloc not needed: another allocation holds its index (node reconnected)";
+pub const DESC_CANARY_NOT_NEEDED: &str =
+    "alloc not needed: canary of a deployment that failed, was cancelled or was superseded";
 
 /// The cluster's nodes by id, borrowed from the snapshot's list (no copies).
 pub type NodesById<'n> = HashMap<&'n str, &'n Node>;
@@ -71,6 +82,9 @@ pub enum PlaceReason {
     /// Stands in for an allocation on a disconnected node (`disconnect.replace`). The
     /// original is kept: if its node comes back, the better placed of the two stays.
     Disconnected,
+    /// A canary of the current deployment, placed beside the old instances at the
+    /// index of one it may replace once promoted (nothing is stopped for it).
+    Canary,
 }
 
 /// One instance to place.
@@ -91,6 +105,8 @@ pub struct Stop {
     pub description: String,
     /// Also mark the client status `lost`.
     pub lost: bool,
+    /// The allocation that took its place (`next_allocation`), when one already runs.
+    pub next: Option<String>,
 }
 
 /// The buckets.
@@ -102,6 +118,9 @@ pub struct Reconciled {
     pub inplace: Vec<Allocation>,
     /// Allocations left as they are.
     pub ignore: Vec<Allocation>,
+    /// Unpromoted canaries of the current deployment, kept beside the old instances
+    /// (outside the one-instance-per-index count).
+    pub canaries: Vec<Allocation>,
     /// Failed allocations to reschedule later: (alloc, not before ms).
     pub delayed: Vec<(Allocation, u64)>,
     /// When the first allocation on a disconnected node passes its `lost_after`.
@@ -282,12 +301,26 @@ fn still_wanted_by_server(a: &Allocation) -> bool {
 }
 
 /// Reconciles `job` (None when deregistered and purged) with `allocs` (all of the job's
-/// allocations, terminal ones included).
+/// allocations, terminal ones included), with no deployment in force: every unpromoted
+/// canary is stopped.
 pub fn reconcile(
     job: Option<&Job>,
     allocs: &[Allocation],
     nodes: &NodesById<'_>,
     now_ms: u64,
+) -> Reconciled {
+    reconcile_with(job, allocs, nodes, now_ms, None)
+}
+
+/// `reconcile`, given the current version's deployment (`deployment::Rollout`): its
+/// unpromoted canaries are kept beside the instances they may replace and stay out of
+/// the one-instance-per-index count; every other unpromoted canary is stopped.
+pub fn reconcile_with(
+    job: Option<&Job>,
+    allocs: &[Allocation],
+    nodes: &NodesById<'_>,
+    now_ms: u64,
+    deployment: Option<&Deployment>,
 ) -> Reconciled {
     let mut out = Reconciled::default();
     let Some(job) = job.filter(|j| !j.stop) else {
@@ -297,6 +330,7 @@ pub fn reconcile(
                     alloc: a.clone(),
                     description: DESC_JOB_STOPPED.to_string(),
                     lost: false,
+                    next: None,
                 });
             }
         }
@@ -312,14 +346,32 @@ pub fn reconcile(
                 alloc: a.clone(),
                 description: DESC_NOT_NEEDED.to_string(),
                 lost: false,
+                next: None,
             });
         }
     }
+    let ctx = Ctx {
+        job,
+        by_id: &by_id,
+        nodes,
+        now_ms,
+        deployment,
+    };
     for group in &job.groups {
         let existing = by_group.remove(group.name.as_str()).unwrap_or_default();
-        reconcile_group(job, group, &existing, &by_id, nodes, now_ms, &mut out);
+        reconcile_group(&ctx, group, &existing, &mut out);
     }
     out
+}
+
+/// What every group's reconciliation reads.
+struct Ctx<'a, 'n> {
+    job: &'a Job,
+    by_id: &'a HashMap<&'a str, &'a Allocation>,
+    nodes: &'a NodesById<'n>,
+    now_ms: u64,
+    /// The current version's deployment (whatever its status), if any.
+    deployment: Option<&'a Deployment>,
 }
 
 /// An occupied index: a live allocation or a replacement about to be placed.
@@ -338,14 +390,18 @@ impl Slot {
 }
 
 fn reconcile_group(
-    job: &Job,
+    ctx: &Ctx<'_, '_>,
     group: &TaskGroup,
     existing: &[&Allocation],
-    by_id: &HashMap<&str, &Allocation>,
-    nodes: &NodesById<'_>,
-    now_ms: u64,
     out: &mut Reconciled,
 ) {
+    let Ctx {
+        job,
+        by_id,
+        nodes,
+        now_ms,
+        ..
+    } = *ctx;
     let batch = is_batch(job);
     let mut slots: Vec<Slot> = Vec::new();
     // Live allocations on disconnected nodes, still within `lost_after`.
@@ -354,6 +410,11 @@ fn reconcile_group(
     sorted.sort_by_key(|a| (a.index, a.create_index));
     for a in sorted {
         if a.next_allocation.is_some() {
+            continue;
+        }
+        if a.is_canary() {
+            // Beside the old instances until promotion: not part of the index count.
+            canary(ctx, group, a, out);
             continue;
         }
         if a.desired_status != DesiredStatus::Run {
@@ -396,6 +457,7 @@ fn reconcile_group(
                         alloc: a.clone(),
                         description: why.to_string(),
                         lost: true,
+                        next: None,
                     });
                     slots.push(Slot::Replace(Placement {
                         group: group.name.clone(),
@@ -409,6 +471,7 @@ fn reconcile_group(
                         alloc: a.clone(),
                         description: DESC_DRAIN_DEADLINE.to_string(),
                         lost: false,
+                        next: None,
                     });
                     slots.push(Slot::Replace(Placement {
                         group: group.name.clone(),
@@ -450,7 +513,7 @@ fn reconcile_group(
         }
     }
 
-    let mut unique = one_slot_per_index(slots, out);
+    let mut unique = one_slot_per_index(slots, job.version, out);
 
     // Too many: drop the highest indexes first.
     unique.sort_by_key(|s| std::cmp::Reverse(s.index()));
@@ -487,44 +550,130 @@ fn reconcile_group(
         .sort_by(|x, y| (&x.group, x.index).cmp(&(&y.group, y.index)));
 }
 
-/// Keeps one slot per index. The first holder wins, except between live allocations
-/// only (a reconnected node's and its stand-in): the better placed stays, the earlier
-/// on a tie.
-fn one_slot_per_index(slots: Vec<Slot>, out: &mut Reconciled) -> Vec<Slot> {
+/// Keeps one slot per index. A running instance of the current version wins over
+/// older ones (a promoted canary over the instance it was placed beside: that one is
+/// stopped as updated, linked to it). Otherwise the first holder wins, except between
+/// live allocations only (a reconnected node's and its stand-in): the better placed
+/// stays, the earlier on a tie.
+fn one_slot_per_index(slots: Vec<Slot>, version: u64, out: &mut Reconciled) -> Vec<Slot> {
     let mut by_index: BTreeMap<u32, Vec<Slot>> = BTreeMap::new();
     for slot in slots {
         by_index.entry(slot.index()).or_default().push(slot);
     }
     let mut unique = Vec::with_capacity(by_index.len());
     for (_, mut holders) in by_index {
+        if holders.len() == 1 {
+            unique.extend(holders);
+            continue;
+        }
         let all_live = holders.iter().all(|s| matches!(s, Slot::Live(_)));
-        let keep = if all_live && holders.len() > 1 {
-            let mut best = 0;
-            for (i, slot) in holders.iter().enumerate() {
-                if let (Slot::Live(a), Slot::Live(b)) = (slot, &holders[best]) {
-                    let (sa, sb) = (placement_score(a), placement_score(b));
-                    if sa > sb || (sa == sb && a.create_index < b.create_index) {
-                        best = i;
-                    }
-                }
-            }
-            best
+        let current: Vec<usize> = (0..holders.len())
+            .filter(|&i| matches!(&holders[i], Slot::Live(a) if a.job_version == version && is_running(a)))
+            .collect();
+        let takes_over = !current.is_empty() && current.len() < holders.len();
+        let keep = if takes_over {
+            best_placed(&holders, &current)
+        } else if all_live {
+            best_placed(&holders, &(0..holders.len()).collect::<Vec<_>>())
         } else {
             0
         };
         let winner = holders.swap_remove(keep);
+        let winner_id = match (&winner, takes_over) {
+            (Slot::Live(a), true) => Some(a.id.clone()),
+            _ => None,
+        };
         for loser in holders {
-            if let Slot::Live(a) = loser {
-                if all_live {
-                    stop_duplicate(a, out);
-                } else {
-                    stop_not_needed(a, out);
+            match (loser, &winner_id) {
+                (Slot::Live(a), Some(next)) if a.job_version != version => {
+                    stop_replaced(a, next, out)
                 }
+                (Slot::Replace(p), Some(next)) => {
+                    // Its replacement is not needed; an instance still running (one
+                    // asked to migrate) is replaced by the winner.
+                    if let Some(a) = p.previous {
+                        if is_running(&a) && !out.stop.iter().any(|s| s.alloc.id == a.id) {
+                            stop_replaced(a, next, out);
+                        }
+                    }
+                }
+                (Slot::Live(a), _) if all_live || takes_over => stop_duplicate(a, out),
+                (Slot::Live(a), _) => stop_not_needed(a, out),
+                (Slot::Replace(_), None) => {}
             }
         }
         unique.push(winner);
     }
     unique
+}
+
+/// The holder among `candidates` that scored best when placed, the earlier on a tie.
+fn best_placed(holders: &[Slot], candidates: &[usize]) -> usize {
+    let mut best = candidates[0];
+    for &i in candidates {
+        if let (Slot::Live(a), Slot::Live(b)) = (&holders[i], &holders[best]) {
+            let (sa, sb) = (placement_score(a), placement_score(b));
+            if sa > sb || (sa == sb && a.create_index < b.create_index) {
+                best = i;
+            }
+        }
+    }
+    best
+}
+
+fn is_running(a: &Allocation) -> bool {
+    a.desired_status == DesiredStatus::Run && !a.client_status.is_terminal()
+}
+
+/// An older instance whose index a running instance of the current version holds.
+fn stop_replaced(a: Allocation, next: &str, out: &mut Reconciled) {
+    if is_running(&a) {
+        out.stop.push(Stop {
+            alloc: a,
+            description: DESC_UPDATED.to_string(),
+            lost: false,
+            next: Some(next.to_string()),
+        });
+    } else {
+        out.ignore.push(a);
+    }
+}
+
+/// An unpromoted canary: kept while it belongs to the current version's deployment and
+/// that deployment is active; stopped otherwise (the deployment failed, was cancelled,
+/// or a newer version's replaced it). A finished canary is left alone.
+fn canary(ctx: &Ctx<'_, '_>, group: &TaskGroup, a: &Allocation, out: &mut Reconciled) {
+    if !is_running(a) {
+        return;
+    }
+    let ours = ctx.deployment.is_some_and(|d| {
+        d.status.is_active()
+            && a.deployment_id.as_deref() == Some(d.id.as_str())
+            && a.job_version == ctx.job.version
+    });
+    if !ours {
+        out.stop.push(Stop {
+            alloc: a.clone(),
+            description: DESC_CANARY_NOT_NEEDED.to_string(),
+            lost: false,
+            next: None,
+        });
+        return;
+    }
+    match reach(a, group, ctx.nodes, ctx.now_ms) {
+        // Stopped; the rollout places another canary in its stead.
+        Reach::Lost(why) => out.stop.push(Stop {
+            alloc: a.clone(),
+            description: why.to_string(),
+            lost: true,
+            next: None,
+        }),
+        Reach::Unknown { lost_at } => {
+            out.disconnect_expiry = Some(out.disconnect_expiry.map_or(lost_at, |t| t.min(lost_at)));
+            out.canaries.push(a.clone());
+        }
+        Reach::Up => out.canaries.push(a.clone()),
+    }
 }
 
 fn stop_duplicate(a: Allocation, out: &mut Reconciled) {
@@ -533,6 +682,7 @@ fn stop_duplicate(a: Allocation, out: &mut Reconciled) {
             alloc: a,
             description: DESC_DUPLICATE.to_string(),
             lost: false,
+            next: None,
         });
     } else {
         out.ignore.push(a);
@@ -545,6 +695,7 @@ fn stop_not_needed(a: Allocation, out: &mut Reconciled) {
             alloc: a,
             description: DESC_NOT_NEEDED.to_string(),
             lost: false,
+            next: None,
         });
     } else {
         out.ignore.push(a);

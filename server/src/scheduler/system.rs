@@ -9,6 +9,10 @@
 //!    has an alloc -- marked to migrate (a drain) ----> stop (not replaced)
 //!                  -- node ready but now infeasible -> stop
 //!                  -- older version ---------------> in-place, or stop + place here
+//!                                                    (job `[update]`: at most
+//!                                                    max_parallel per evaluation, the
+//!                                                    rest after `stagger`: a
+//!                                                    `rolling-update` follow-up)
 //!                  -- finished (system) -----------> replace here
 //!                  -- finished (sysbatch) ---------> never again (runs once per node)
 //!    no alloc ----- feasible and fits --------------> place here (index 0)
@@ -22,8 +26,8 @@
 use std::collections::BTreeMap;
 
 use orch_common::structs::{
-    AllocMetric, Allocation, ClientStatus, DesiredStatus, DesiredUpdates, Evaluation, Job, JobType,
-    Node, NodeStatus, PlanAnnotations, Resources, SchedulerConfiguration, TaskGroup,
+    triggers, AllocMetric, Allocation, ClientStatus, DesiredStatus, DesiredUpdates, Evaluation,
+    Job, JobType, Node, NodeStatus, PlanAnnotations, Resources, SchedulerConfiguration, TaskGroup,
 };
 
 use super::context::{allocs_with_jobs, holds_resources, PlanBuilder};
@@ -71,6 +75,14 @@ pub(crate) fn compute(
         .preemption_config
         .enabled_for(job.job_type)
         .then(|| Priorities::new(st));
+    let mut rolling = job
+        .update
+        .as_ref()
+        .filter(|_| job.job_type == JobType::System)
+        .map(|u| Rolling {
+            left: u.max_parallel,
+            held: 0,
+        });
     for a in allocs
         .iter()
         .filter(|a| job.group(&a.group).is_none() && holds_resources(a))
@@ -86,6 +98,7 @@ pub(crate) fn compute(
             failures: 0,
             updates: DesiredUpdates::default(),
             priorities: priorities.as_mut(),
+            rolling: rolling.as_mut(),
         };
         let mut by_node: BTreeMap<String, Vec<Allocation>> = BTreeMap::new();
         for a in allocs.iter().filter(|a| {
@@ -114,6 +127,12 @@ pub(crate) fn compute(
         }
         merge_class_eligibility(&mut eligibility, &sys.checker.class_eligibility);
     }
+    if let (Some(r), Some(u)) = (&rolling, &job.update) {
+        if r.held > 0 {
+            let stagger = u64::try_from(u.stagger.as_millis()).unwrap_or(u64::MAX);
+            out.follow_up = Some((now_ms.saturating_add(stagger), triggers::ROLLING_UPDATE));
+        }
+    }
     out.class_eligibility = eligibility;
     out.plan = b.plan;
     out.plan.annotations = PlanAnnotations {
@@ -132,6 +151,17 @@ struct GroupPass<'j, 'p, 's> {
     updates: DesiredUpdates,
     /// Set when the job's type may preempt lower-priority allocations.
     priorities: Option<&'p mut Priorities<'s>>,
+    /// Set when a system job has an `[update]`: its destructive updates left in this
+    /// evaluation (shared by the groups).
+    rolling: Option<&'p mut Rolling>,
+}
+
+/// A system job's rolling update within one evaluation: at most `max_parallel`
+/// destructive updates; the rest wait for the follow-up evaluation `stagger` later.
+struct Rolling {
+    left: u32,
+    /// Destructive updates left for a later evaluation.
+    held: u32,
 }
 
 impl GroupPass<'_, '_, '_> {
@@ -226,6 +256,15 @@ impl GroupPass<'_, '_, '_> {
             let updated = b.inplace_alloc(&old, self.job);
             b.place(updated);
             return;
+        }
+        if let Some(r) = self.rolling.as_deref_mut() {
+            if r.left == 0 {
+                // Keeps running the old version until a later evaluation.
+                r.held += 1;
+                self.updates.ignore += 1;
+                return;
+            }
+            r.left -= 1;
         }
         self.updates.destructive_update += 1;
         self.place(b, node, Some(old), rng);

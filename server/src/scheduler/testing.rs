@@ -7,10 +7,10 @@ use std::sync::Arc;
 
 use orch_common::ids;
 use orch_common::structs::{
-    triggers, Affinity, AllocatedResources, Allocation, ClientStatus, Constraint, DesiredStatus,
-    DriverInfo, Eligibility, EvalStatus, Evaluation, Job, JobStatus, JobType, Node, NodeStatus,
-    Plan, PlanResult, PortSpec, ReschedulePolicy, Resources, RestartPolicy, SchedulerConfiguration,
-    Spread, SpreadTarget, Task, TaskGroup,
+    triggers, Affinity, AllocatedResources, Allocation, ClientStatus, Constraint, Deployment,
+    DeploymentStatus, DesiredStatus, DriverInfo, Eligibility, EvalStatus, Evaluation, Job,
+    JobStatus, JobType, Node, NodeStatus, Plan, PlanResult, PortSpec, ReschedulePolicy, Resources,
+    RestartPolicy, SchedulerConfiguration, Spread, SpreadTarget, Task, TaskGroup, UpdatePolicy,
 };
 
 use super::{generic, Planner, SchedulerError, State};
@@ -354,6 +354,14 @@ impl JobBuilder {
         }
         self
     }
+    /// A rolling update policy on every group (and the job's, as the jobspec sets it).
+    pub fn update(mut self, policy: UpdatePolicy) -> Self {
+        for g in &mut self.job.groups {
+            g.update = Some(policy.clone());
+        }
+        self.job.update = Some(policy);
+        self
+    }
     pub fn build(mut self) -> Job {
         let t = self.job.job_type;
         for g in &mut self.job.groups {
@@ -433,6 +441,8 @@ pub struct MemState {
     pub config: SchedulerConfiguration,
     /// The node list shared between snapshots, like the store's (rebuilt on change).
     pub shared: Option<Arc<Vec<Node>>>,
+    /// Deployments by id (`upsert_deployment` seeds one; plans add theirs).
+    pub deployments: BTreeMap<String, Deployment>,
 }
 
 impl MemState {
@@ -478,11 +488,86 @@ impl MemState {
             .cloned()
             .collect()
     }
+    /// Stores a deployment as the store would (a new one gets the next index).
+    pub fn upsert_deployment(&mut self, mut d: Deployment) {
+        self.index += 1;
+        if d.create_index == 0 {
+            d.create_index = self.index;
+        }
+        d.modify_index = self.index;
+        self.deployments.insert(d.id.clone(), d);
+    }
+    /// The deployment with this id (panics when unknown: tests only).
+    pub fn deployment(&self, id: &str) -> &Deployment {
+        &self.deployments[id]
+    }
+    /// Records an allocation's health in its deployment (the client's report).
+    pub fn set_health(&mut self, alloc_id: &str, healthy: bool) {
+        let mut a = self.allocs[alloc_id].clone();
+        a.deployment_status
+            .get_or_insert_with(Default::default)
+            .healthy = Some(healthy);
+        self.upsert_alloc(a);
+    }
+    /// Promotes a deployment's group: its canaries lose their flag (what the store's
+    /// `UpdateDeployment` does).
+    pub fn promote(&mut self, deployment_id: &str, group: &str) {
+        if let Some(g) = self
+            .deployments
+            .get_mut(deployment_id)
+            .and_then(|d| d.task_groups.get_mut(group))
+        {
+            g.promoted = true;
+        }
+        let canaries: Vec<Allocation> = self
+            .allocs
+            .values()
+            .filter(|a| {
+                a.group == group
+                    && a.deployment_id.as_deref() == Some(deployment_id)
+                    && a.is_canary()
+            })
+            .cloned()
+            .collect();
+        for mut a in canaries {
+            if let Some(s) = a.deployment_status.as_mut() {
+                s.canary = false;
+            }
+            self.upsert_alloc(a);
+        }
+    }
+    /// Sets a deployment's status (what the watcher does).
+    pub fn set_deployment_status(&mut self, deployment_id: &str, status: DeploymentStatus) {
+        self.index += 1;
+        if let Some(d) = self.deployments.get_mut(deployment_id) {
+            d.status = status;
+            d.modify_index = self.index;
+        }
+    }
     /// Commits the plan except for the nodes in `reject`.
     pub fn apply_plan(&mut self, plan: &Plan, reject: &BTreeSet<String>) -> PlanResult {
         self.index += 1;
         let index = self.index;
         let mut result = PlanResult::default();
+        if let Some(d) = &plan.deployment {
+            if !self.deployments.contains_key(&d.id) {
+                let mut d = d.clone();
+                d.create_index = index;
+                d.modify_index = index;
+                self.deployments.insert(d.id.clone(), d);
+            }
+        }
+        for u in &plan.deployment_updates {
+            if let Some(d) = self
+                .deployments
+                .get_mut(&u.deployment_id)
+                .filter(|d| d.status.is_active())
+            {
+                d.status = u.status;
+                d.status_description = u.status_description.clone();
+                d.modify_index = index;
+            }
+        }
         for (node, stops) in &plan.node_update {
             for a in stops {
                 let mut a = a.clone();
@@ -565,6 +650,13 @@ impl State for MemState {
     }
     fn scheduler_config(&self) -> SchedulerConfiguration {
         self.config.clone()
+    }
+    fn latest_deployment(&self, job_id: &str) -> Option<Deployment> {
+        self.deployments
+            .values()
+            .filter(|d| d.job_id == job_id)
+            .max_by(|a, b| (a.create_index, &b.id).cmp(&(b.create_index, &a.id)))
+            .cloned()
     }
     fn blocked_eval(&self, job_id: &str) -> Option<Evaluation> {
         self.evals
