@@ -13,8 +13,8 @@
 //!          ─► decide(now) per deployment ─► UpdateDeployment (fail / revert /
 //!             promote / success / description) with an evaluation when needed,
 //!             or UpsertEvals when only the healthy count grew
-//!         wait for a change to deployments or allocations, or the earliest progress
-//!         deadline (at most IDLE_WAIT)
+//!         wait for a change to deployments (their counters follow their
+//!         allocations), or the earliest progress deadline (at most IDLE_WAIT)
 //! ```
 
 pub mod actions;
@@ -41,8 +41,11 @@ const RETRY_WAIT: Duration = Duration::from_secs(2);
 /// The shortest wait, so a burst of changes does not become a busy loop.
 const MIN_WAIT: Duration = Duration::from_millis(10);
 
-/// The tables whose changes can change a decision.
-const WATCHED: [Table; 2] = [Table::Deployments, Table::Allocs];
+/// The tables whose changes can change a decision. Only deployments: the store
+/// recomputes a deployment's counters whenever one of its allocations is written, so
+/// every health verdict or placement that matters moves this table, while the status
+/// updates of every other allocation in the cluster do not wake the watcher.
+const WATCHED: [Table; 1] = [Table::Deployments];
 
 /// Why one watcher pass failed (the loop logs it and tries again).
 #[derive(Debug, thiserror::Error)]
