@@ -99,8 +99,9 @@ pub struct Job {
     #[serde(default)]
     pub job_modify_index: u64,
     /// True once a deployment of this version succeeded: auto-revert goes back to the
-    /// newest stable version.
-    #[serde(default)]
+    /// newest stable version. Left out when false, so that clients of the previous
+    /// release, which refuse unknown job fields, still read the jobs they are sent.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub stable: bool,
 }
 
@@ -167,7 +168,8 @@ pub struct TaskGroup {
     pub disconnect: Option<DisconnectPolicy>,
     /// How long a stopped allocation keeps running after it left the service catalog
     /// (and DNS), so that clients stop sending it requests before its tasks are killed.
-    #[serde(with = "human", default)]
+    /// Left out when zero (clients of the previous release refuse unknown job fields).
+    #[serde(with = "human", default, skip_serializing_if = "Duration::is_zero")]
     pub shutdown_delay: Duration,
     #[serde(default)]
     pub meta: BTreeMap<String, String>,
