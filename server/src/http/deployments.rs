@@ -222,12 +222,7 @@ pub async fn pause(
     State(st): State<Arc<HttpState>>,
     IdPath(prefix): IdPath,
 ) -> Result<Json<DeploymentUpdateResponse>, ApiError> {
-    let id = st
-        .resolve(Table::Deployments, "deployment", &prefix)
-        .await?;
-    let d = read_deployment(&st, &id).await?;
-    let change = actions::pause(&d, true)?;
-    submit(&st, &d, change, None, false).await
+    set_paused(&st, &prefix, true).await
 }
 
 /// `POST /v1/deployment/{id}/resume`: with an evaluation, so the next batch goes.
@@ -235,12 +230,19 @@ pub async fn resume(
     State(st): State<Arc<HttpState>>,
     IdPath(prefix): IdPath,
 ) -> Result<Json<DeploymentUpdateResponse>, ApiError> {
-    let id = st
-        .resolve(Table::Deployments, "deployment", &prefix)
-        .await?;
-    let d = read_deployment(&st, &id).await?;
-    let change = actions::pause(&d, false)?;
-    submit(&st, &d, change, None, true).await
+    set_paused(&st, &prefix, false).await
+}
+
+async fn set_paused(
+    st: &HttpState,
+    prefix: &str,
+    paused: bool,
+) -> Result<Json<DeploymentUpdateResponse>, ApiError> {
+    let id = st.resolve(Table::Deployments, "deployment", prefix).await?;
+    let d = read_deployment(st, &id).await?;
+    let change = actions::pause(&d, paused)?;
+    // Resuming evaluates the job at once: the next batch may go.
+    submit(st, &d, change, None, !paused).await
 }
 
 /// `POST /v1/deployment/{id}/alloc-health` (`DeploymentAllocHealthRequest`): sets the
