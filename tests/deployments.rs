@@ -400,3 +400,50 @@ fn a_canary_runs_beside_the_old_version_until_promoted_as_root() {
         assert_eq!(call(port).as_deref(), Ok("v2"));
     }
 }
+
+#[test]
+fn a_deployment_goes_on_after_its_agent_is_killed_as_root() {
+    if skip("a_deployment_goes_on_after_its_agent_is_killed_as_root") {
+        return;
+    }
+    let ws = Workspace::new();
+    let mut agent = Agent::dev(&ws, "dev");
+    wait_for_ready_nodes(&agent, 1);
+    let v1 = ws.write("v1.toml", &spec("v1", 0, false, "30s"));
+    agent.job_run_file(&v1, RUN_TIMEOUT);
+
+    // v2 is registered and its first instance placed; then the agent (server and
+    // client in one process) dies with SIGKILL in the middle of the rollout.
+    let v2 = ws.write("v2.toml", &spec("v2", 0, false, "30s"));
+    agent
+        .orch(
+            &["job", "run", "--detach", v2.to_str().unwrap()],
+            Duration::from_secs(20),
+        )
+        .ok();
+    wait_for(
+        Duration::from_secs(60),
+        "v2's first instance to run",
+        || {
+            running(&agent)
+                .iter()
+                .any(|a| a["job_version"] == 1)
+                .then_some(())
+        },
+    );
+    let d = latest_deployment(&agent);
+    assert_eq!(d["status"], "running", "{d}");
+    agent.restart();
+
+    // The stored deployment, the re-attached tasks and the watcher's first pass carry
+    // the rollout to its end.
+    let done = wait_for_deployment(&agent, 1, "successful");
+    assert_eq!(done["id"], d["id"]);
+    wait_for(Duration::from_secs(60), "3 instances of v2 only", || {
+        (versions_of(&running(&agent)) == vec![1, 1, 1]).then_some(())
+    });
+    let dns = dns_port(&agent);
+    for port in srv_ports(&dig(dns, "api.service.orch", "SRV", &[])) {
+        assert_eq!(call(port).as_deref(), Ok("v2"));
+    }
+}

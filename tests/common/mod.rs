@@ -685,8 +685,10 @@ pub fn have_dig() -> bool {
 /// The DNS port from the agent's `DNS on ADDR:PORT` ready line.
 pub fn dns_port(agent: &Agent) -> u16 {
     let log = agent.log();
+    // The last ready line: a restarted agent appends its own to the same log.
     log.lines()
-        .find_map(|l| l.strip_prefix("orch agent: DNS on "))
+        .filter_map(|l| l.strip_prefix("orch agent: DNS on "))
+        .last()
         .and_then(|rest| rest.split_whitespace().next())
         .and_then(|addr| addr.rsplit(':').next())
         .and_then(|p| p.parse().ok())
