@@ -687,8 +687,8 @@ pub fn dns_port(agent: &Agent) -> u16 {
     let log = agent.log();
     // The last ready line: a restarted agent appends its own to the same log.
     log.lines()
-        .filter_map(|l| l.strip_prefix("orch agent: DNS on "))
-        .last()
+        .rev()
+        .find_map(|l| l.strip_prefix("orch agent: DNS on "))
         .and_then(|rest| rest.split_whitespace().next())
         .and_then(|addr| addr.rsplit(':').next())
         .and_then(|p| p.parse().ok())
