@@ -5,7 +5,8 @@
 //!   that finds the service through DNS (`dig SRV`) and calls it sees no failed
 //!   request; a broken v3 fails its deployment within its deadlines and, with
 //!   `auto_revert`, v2's spec runs again as a new version; `orch job history` shows
-//!   every version.
+//!   every version. (The client caches DNS answers for a second, so without the
+//!   group's `shutdown_delay` it does see failures: 18 of 404 requests when tried.)
 //! - a canary runs beside the old instances (with its `canary_tags` in DNS) until
 //!   `orch deployment promote` rolls out the rest; `orch deployment fail` on the next
 //!   canary rolls back.
@@ -119,13 +120,18 @@ fn srv_ports(lines: &[String]) -> Vec<u16> {
         .collect()
 }
 
-/// A client of the service that finds it through DNS before every request, like a
-/// resolver with TTL 0 would, and records each answer or failure.
+/// A client of the service that finds it through DNS, keeps the answer for
+/// `DNS_CACHE` as resolvers and client libraries do (whatever the TTL), calls the
+/// instances in turn, and records each answer or failure. Because of the cache, an
+/// instance killed the moment it leaves DNS would fail some requests: the group's
+/// `shutdown_delay` is what keeps them served.
 struct Poller {
     stop: Arc<AtomicBool>,
     seen: Arc<Mutex<Vec<Result<String, String>>>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
+
+const DNS_CACHE: Duration = Duration::from_millis(1000);
 
 impl Poller {
     fn start(dns: u16) -> Poller {
@@ -134,8 +140,13 @@ impl Poller {
         let (s, r) = (stop.clone(), seen.clone());
         let thread = std::thread::spawn(move || {
             let mut n = 0usize;
+            let mut ports: Vec<u16> = Vec::new();
+            let mut resolved_at: Option<std::time::Instant> = None;
             while !s.load(Ordering::SeqCst) {
-                let ports = srv_ports(&dig(dns, "api.service.orch", "SRV", &[]));
+                if resolved_at.is_none_or(|t| t.elapsed() >= DNS_CACHE) {
+                    ports = srv_ports(&dig(dns, "api.service.orch", "SRV", &[]));
+                    resolved_at = Some(std::time::Instant::now());
+                }
                 let result = if ports.is_empty() {
                     Err("DNS listed no instance".to_string())
                 } else {
@@ -217,6 +228,10 @@ fn a_rolling_update_drops_no_request_and_a_broken_version_is_reverted_as_root() 
         seen.len()
     );
     let bodies: BTreeSet<&str> = seen.iter().filter_map(|r| r.as_deref().ok()).collect();
+    println!(
+        "{} requests through DNS during the rollout, none failed; answers: {bodies:?}",
+        seen.len()
+    );
     assert!(
         bodies.contains("v1") && bodies.contains("v2"),
         "the client saw {bodies:?} in {} requests",
