@@ -208,35 +208,27 @@ pub fn decide(
         };
     }
 
-    // 3. Auto-promotion: when every group waiting for promotion has auto_promote, the
-    //    ones whose canaries are all healthy are promoted.
+    // 3. Auto-promotion, as Nomad does it: once every group waiting for promotion has
+    //    auto_promote and all of their canaries are healthy, they are promoted together
+    //    (a group's canaries alone say nothing about how the versions work together).
     let awaiting: Vec<(&String, &DeploymentGroup)> = d
         .task_groups
         .iter()
         .filter(|(_, g)| g.desired_canaries > 0 && !g.promoted)
         .collect();
     let all_auto = !awaiting.is_empty() && awaiting.iter().all(|(_, g)| g.auto_promote);
-    let promote: Vec<String> = if all_auto && d.status == DeploymentStatus::Running {
-        awaiting
-            .iter()
-            .filter(|(name, _)| canaries_healthy(d, name, &mine))
-            .map(|(name, _)| (*name).clone())
-            .collect()
-    } else {
-        Vec::new()
-    };
-    if !promote.is_empty() {
-        let still_awaiting = awaiting.len() > promote.len();
-        let description = if still_awaiting {
-            deployment_desc::RUNNING_AUTO_PROMOTION
-        } else {
-            deployment_desc::RUNNING
-        };
+    let all_healthy = awaiting
+        .iter()
+        .all(|(name, _)| canaries_healthy(d, name, &mine));
+    if all_auto && all_healthy && d.status == DeploymentStatus::Running {
         return Decision {
             change: Some(DeploymentChange {
                 deployment_id: d.id.clone(),
-                status: Some((DeploymentStatus::Running, description.to_string())),
-                promote,
+                status: Some((
+                    DeploymentStatus::Running,
+                    deployment_desc::RUNNING.to_string(),
+                )),
+                promote: awaiting.iter().map(|(name, _)| (*name).clone()).collect(),
                 ..Default::default()
             }),
             revert_to: None,

@@ -337,6 +337,35 @@ fn cases() -> Vec<Case> {
         .seen(Some(&[("web", 1)]))
         .status(DeploymentStatus::Running, desc::RUNNING_NEEDS_PROMOTION),
         case(
+            "auto_promote groups are promoted together, once all their canaries are healthy",
+            dep(vec![
+                ("api", auto_promote(grp(1, 1, 0))),
+                ("web", auto_promote(grp(2, 1, 1))),
+            ]),
+            vec![
+                alloc("c1", "api", None, true),
+                alloc("c2", "web", Some(true), true),
+            ],
+        )
+        .seen(Some(&[("web", 1)]))
+        .status(DeploymentStatus::Running, desc::RUNNING_AUTO_PROMOTION),
+        case(
+            "both groups' canaries healthy: both promoted in one change",
+            dep(vec![
+                ("api", auto_promote(grp(1, 1, 1))),
+                ("web", auto_promote(grp(2, 1, 1))),
+            ]),
+            vec![
+                alloc("c1", "api", Some(true), true),
+                alloc("c2", "web", Some(true), true),
+            ],
+        )
+        .seen(Some(&[("api", 1), ("web", 1)]))
+        .status(DeploymentStatus::Running, desc::RUNNING)
+        .promotes(&["api", "web"])
+        .eval()
+        .next(None),
+        case(
             "auto_promote canaries not yet healthy: pending automatic promotion",
             dep(vec![("web", auto_promote(grp(2, 2, 1)))]),
             vec![
