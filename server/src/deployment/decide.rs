@@ -116,7 +116,10 @@ pub fn fail(
         .iter()
         .filter(|(name, _)| failed_groups.is_empty() || failed_groups.contains(*name))
         .any(|(_, g)| g.auto_revert);
-    let (description, revert_to) = if auto_revert {
+    // A job that moved on (a newer version, or stopped) is not reverted: what runs now
+    // is not this deployment's version.
+    let moved_on = job.is_none_or(|j| j.version != d.job_version || j.stop);
+    let (description, revert_to) = if auto_revert && !moved_on {
         match revert_target(d, job, versions) {
             Some(target) => (
                 deployment_desc::rolling_back(why, target.version),

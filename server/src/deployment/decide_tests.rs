@@ -245,11 +245,11 @@ fn cases() -> Vec<Case> {
         },
         {
             let mut c = case(
-                "no revert once the job moved on to a newer version",
+                "no revert once the job moved on to a newer version, and no word of one",
                 dep(vec![("web", auto_revert(grp(2, 0, 0)))]),
                 vec![alloc("a", "web", Some(false), false)],
             )
-            .failed(desc::no_stable_version(desc::FAILED_ALLOCATIONS));
+            .failed(desc::FAILED_ALLOCATIONS);
             c.current = Some(job(2, false));
             c
         },
