@@ -1013,7 +1013,10 @@ impl Writer<'_> {
 
     /// Recomputes the counters of the deployments whose allocations this command
     /// wrote, from those allocations: placed, healthy and unhealthy instances and the
-    /// canaries placed. An instance newly healthy moves the progress deadline.
+    /// canaries placed. An instance newly healthy moves the progress deadline. An
+    /// ended deployment keeps the counts it ended with: its allocations keep its id for
+    /// the rest of their lives, and every later status report of theirs would
+    /// otherwise read all of the job's allocations again.
     fn refresh_deployments(&mut self) -> Result<(), StateError> {
         let ids = std::mem::take(&mut self.deployments_touched);
         let mut by_job: HashMap<String, Vec<Allocation>> = HashMap::new();
@@ -1021,6 +1024,9 @@ impl Writer<'_> {
             let Some(mut d) = read::deployment(self.tx, &id)? else {
                 continue;
             };
+            if !d.status.is_active() {
+                continue;
+            }
             if !by_job.contains_key(&d.job_id) {
                 let allocs = read::allocs_by_job(self.tx, &d.job_id)?;
                 by_job.insert(d.job_id.clone(), allocs);
@@ -1036,10 +1042,7 @@ impl Writer<'_> {
                     .iter()
                     .filter(|a| a.deployment_health() == Some(true))
                     .count() as u32;
-                if healthy > g.healthy_allocs
-                    && d.status.is_active()
-                    && !g.progress_deadline.is_zero()
-                {
+                if healthy > g.healthy_allocs && !g.progress_deadline.is_zero() {
                     g.require_progress_by = Some(self.now + g.progress_deadline.as_millis() as u64);
                 }
                 g.placed_allocs = mine.len() as u32;

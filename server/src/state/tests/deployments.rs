@@ -349,3 +349,18 @@ fn a_resumed_deployment_gets_its_whole_progress_deadline_again() {
     );
     assert!(resumed.modify_time > paused.create_time);
 }
+
+#[test]
+fn an_ended_deployment_keeps_the_counts_it_ended_with() {
+    let (_dir, store) = temp_store();
+    deployed(&store, false);
+    let end = change(|c| {
+        c.status = Some((DeploymentStatus::Cancelled, String::new()));
+    });
+    update(&store, end, None, vec![]);
+    let ended = d1(&store);
+    apply(&store, health("a0", "d1", true, 1));
+    let alloc = store.alloc("a0").unwrap().unwrap();
+    assert_eq!(alloc.deployment_health(), Some(true), "the report is kept");
+    assert_eq!(d1(&store), ended, "the deployment is not rewritten");
+}
