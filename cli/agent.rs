@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 use clap::Args;
-use orch_common::structs::Resources;
+use orch_common::model::Resources;
 use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, SignalKind};
 

@@ -199,10 +199,10 @@ pub struct ClientSection {
     #[serde(default)]
     pub reserved: ReservedConfig,
     /// Default: 20000.
-    #[serde(default = "orch_common::structs::default_min_dynamic_port")]
+    #[serde(default = "orch_common::model::default_min_dynamic_port")]
     pub min_dynamic_port: u16,
     /// Default: 32000.
-    #[serde(default = "orch_common::structs::default_max_dynamic_port")]
+    #[serde(default = "orch_common::model::default_max_dynamic_port")]
     pub max_dynamic_port: u16,
     /// Kill the tasks when the agent stops. Default: true.
     #[serde(default = "yes")]
@@ -228,8 +228,8 @@ impl Default for ClientSection {
             node_class: String::new(),
             meta: BTreeMap::new(),
             reserved: ReservedConfig::default(),
-            min_dynamic_port: orch_common::structs::default_min_dynamic_port(),
-            max_dynamic_port: orch_common::structs::default_max_dynamic_port(),
+            min_dynamic_port: orch_common::model::default_min_dynamic_port(),
+            max_dynamic_port: orch_common::model::default_max_dynamic_port(),
             stop_tasks_on_shutdown: true,
             container_volumes: Vec::new(),
             pids_limit: default_pids_limit(),

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use anyhow::{bail, Context as _, Result};
 use clap::{Args, Subcommand};
 use orch_common::api::{AllocResourceUsage, TaskResourceUsage};
-use orch_common::structs::{Allocation, CheckStatus, Node, TaskEvent, TaskState, TaskStateKind};
+use orch_common::model::{Allocation, CheckStatus, Node, TaskEvent, TaskState, TaskStateKind};
 
 use crate::api_client::{encode, normalize_address};
 use crate::job::desired_word;
@@ -328,7 +328,7 @@ fn or_none(s: &str) -> String {
 fn render_task(
     name: &str,
     st: &TaskState,
-    res: Option<&orch_common::structs::Resources>,
+    res: Option<&orch_common::model::Resources>,
     now: u64,
 ) -> String {
     let state = match st.state {
@@ -663,7 +663,7 @@ mod tests {
 
     #[test]
     fn checks_render_status_first_output_line_and_last_run() {
-        use orch_common::structs::{CheckHealth, CheckType};
+        use orch_common::model::{CheckHealth, CheckType};
         let check = |name: &str, status, output: &str, last_run_ms| CheckStatus {
             service: "web".into(),
             name: name.into(),

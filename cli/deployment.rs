@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::Result;
 use clap::{Args, Subcommand};
 use orch_common::api::{DeploymentPromoteRequest, DeploymentUpdateResponse};
-use orch_common::structs::{Deployment, DeploymentGroup};
+use orch_common::model::{Deployment, DeploymentGroup};
 
 use crate::api_client::{encode, ApiClient};
 use crate::output::{self, key_values, relative_time, short, Table};
@@ -115,7 +115,7 @@ async fn list(ctx: &Ctx, api: &ApiClient, job: Option<&str>) -> Result<ExitCode>
     let path = match job {
         // Resolve a job prefix to its id first: the list filter wants the whole id.
         Some(j) => {
-            let job: orch_common::structs::Job = api.get(&format!("/v1/job/{}", encode(j))).await?;
+            let job: orch_common::model::Job = api.get(&format!("/v1/job/{}", encode(j))).await?;
             format!("/v1/job/{}/deployments", encode(&job.id))
         }
         None => "/v1/deployments".to_string(),
@@ -356,7 +356,7 @@ fn action_message(action: Action<'_>, r: &DeploymentUpdateResponse) -> String {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use orch_common::structs::DeploymentStatus;
+    use orch_common::model::DeploymentStatus;
     use std::time::Duration;
 
     /// A running deployment of `web` v2 with one group `web` of `desired` instances.

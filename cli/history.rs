@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use anyhow::{bail, Result};
 use clap::Args;
 use orch_common::diff::{job_diff, DiffType, FieldDiff, JobDiff, ObjectDiff};
-use orch_common::structs::Job;
+use orch_common::model::Job;
 
 use crate::api_client::encode;
 use crate::output::{self, Table};

@@ -12,7 +12,7 @@ use orch_common::api::{
     AllocListStub, JobDeregisterResponse, JobListStub, JobRegisterRequest, JobRegisterResponse,
     JobRevertRequest, JobScaleRequest,
 };
-use orch_common::structs::{ClientStatus, Deployment, DesiredStatus, EvalStatus, Evaluation, Job};
+use orch_common::model::{ClientStatus, Deployment, DesiredStatus, EvalStatus, Evaluation, Job};
 
 use crate::api_client::encode;
 use crate::monitor::{follow, now_clock, Counts, WATCH_WAIT};
@@ -340,11 +340,11 @@ async fn list(ctx: &Ctx) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn job_status_word(s: orch_common::structs::JobStatus) -> &'static str {
+fn job_status_word(s: orch_common::model::JobStatus) -> &'static str {
     match s {
-        orch_common::structs::JobStatus::Pending => "pending",
-        orch_common::structs::JobStatus::Running => "running",
-        orch_common::structs::JobStatus::Dead => "dead",
+        orch_common::model::JobStatus::Pending => "pending",
+        orch_common::model::JobStatus::Running => "running",
+        orch_common::model::JobStatus::Dead => "dead",
     }
 }
 

@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 use orch_common::api::{AllocListStub, JobRegisterResponse};
-use orch_common::structs::{
+use orch_common::model::{
     ClientStatus, Deployment, DeploymentGroup, DeploymentStatus, DesiredStatus, EvalStatus,
     Evaluation, Job, JobType,
 };
@@ -731,7 +731,7 @@ fn newest_after(evals: &[Evaluation], canceled: &Evaluation) -> Option<String> {
 pub(crate) mod tests {
     use super::*;
     use crate::deployment::tests::deployment;
-    use orch_common::structs::deployment_desc;
+    use orch_common::model::deployment_desc;
 
     /// An allocation of job `j` group `g` at `version`.
     pub(crate) fn stub(

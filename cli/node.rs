@@ -12,7 +12,7 @@ use orch_common::api::{
     AllocListStub, DrainSpec, NodeDrainRequest, NodeDrainResponse, NodeEligibilityRequest,
     NodeEligibilityResponse, NodeListStub,
 };
-use orch_common::structs::{
+use orch_common::model::{
     ClientStatus, DesiredStatus, DrainOutcome, DrainStrategy, Eligibility, Node, Resources,
 };
 

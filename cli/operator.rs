@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::Result;
 use clap::{Args, Subcommand, ValueEnum};
 use orch_common::api::SchedulerConfigUpdateResponse;
-use orch_common::structs::{SchedulerAlgorithm, SchedulerConfiguration};
+use orch_common::model::{SchedulerAlgorithm, SchedulerConfiguration};
 
 use crate::output::{self, key_values};
 use crate::Ctx;

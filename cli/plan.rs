@@ -13,7 +13,7 @@ use std::process::ExitCode;
 use anyhow::Result;
 use orch_common::api::{JobPlanRequest, JobPlanResponse};
 use orch_common::diff::{DiffType, FieldDiff, JobDiff, ObjectDiff, TaskGroupDiff};
-use orch_common::structs::{AllocMetric, DesiredUpdates};
+use orch_common::model::{AllocMetric, DesiredUpdates};
 use serde::Serialize;
 
 use crate::api_client::encode;
@@ -304,7 +304,7 @@ fn push_objects(out: &mut String, objects: &[ObjectDiff], depth: usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use orch_common::structs::PlanAnnotations;
+    use orch_common::model::PlanAnnotations;
 
     fn response(diff: JobDiff) -> JobPlanResponse {
         JobPlanResponse {

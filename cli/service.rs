@@ -121,7 +121,7 @@ fn tags(tags: &[String]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use orch_common::structs::CheckHealth;
+    use orch_common::model::CheckHealth;
 
     fn instance(alloc_id: &str, address: &str, port: Option<u16>) -> ServiceInstance {
         ServiceInstance {

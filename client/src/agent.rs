@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use orch_common::api::{AllocClientUpdate, AllocUpdateRequest, HeartbeatRequest};
 use orch_common::ids::now_ms;
-use orch_common::structs::{Allocation, ClientStatus, DesiredStatus, DriverInfo, Node, NodeStatus};
+use orch_common::model::{Allocation, ClientStatus, DesiredStatus, DriverInfo, Node, NodeStatus};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -227,7 +227,7 @@ impl Client {
     pub fn alloc_checks(
         &self,
         id: &str,
-    ) -> Option<BTreeMap<String, orch_common::structs::CheckStatus>> {
+    ) -> Option<BTreeMap<String, orch_common::model::CheckStatus>> {
         let runners = self.shared.runners.lock().expect("runner table poisoned");
         runners.get(id).map(|r| r.checks())
     }
@@ -757,7 +757,7 @@ impl AllocRef {
                 s.client_status.is_terminal()
                     || s.task_states
                         .get(task)
-                        .map(|t| t.state == orch_common::structs::TaskStateKind::Dead)
+                        .map(|t| t.state == orch_common::model::TaskStateKind::Dead)
                         .unwrap_or(false)
             }
         }

@@ -102,7 +102,7 @@ impl UpdateBatcher {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use orch_common::structs::ClientStatus;
+    use orch_common::model::ClientStatus;
 
     fn u(id: &str, s: ClientStatus) -> AllocClientUpdate {
         AllocClientUpdate {

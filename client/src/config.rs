@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use orch_common::structs::{default_max_dynamic_port, default_min_dynamic_port, Resources};
+use orch_common::model::{default_max_dynamic_port, default_min_dynamic_port, Resources};
 
 /// Settings of one client agent. The agent (cli) fills it from the agent configuration
 /// file or `--dev`; tests build it with `..Default::default()`.

@@ -13,7 +13,7 @@ use std::io::Write;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
-use orch_common::structs::LogConfig;
+use orch_common::model::LogConfig;
 use tokio::io::AsyncReadExt;
 use tokio::net::unix::pipe;
 

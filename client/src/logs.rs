@@ -276,7 +276,7 @@ mod tests {
         let first = dir.path().join("t.stdout.0");
         let mut w = crate::logrotate::RotatingWriter::open(
             &first,
-            orch_common::structs::LogConfig {
+            orch_common::model::LogConfig {
                 max_files: 2,
                 max_file_size: 1,
             },

@@ -10,7 +10,7 @@ use orch_common::api::{
     KnownAllocsRequest, KnownAllocsResponse, NodeAllocationsResponse, NodeRegisterRequest,
     NodeRegisterResponse,
 };
-use orch_common::structs::Node;
+use orch_common::model::Node;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 

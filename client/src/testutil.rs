@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use orch_common::structs::{
+use orch_common::model::{
     AllocatedResources, Allocation, ClientStatus, DesiredStatus, Job, JobType, Node, NodeStatus,
     ReschedulePolicy, Resources, RestartMode, RestartPolicy, Task, TaskGroup,
 };

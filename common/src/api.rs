@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 use crate::diff::JobDiff;
-use crate::structs::{
+use crate::model::{
     AllocDeploymentStatus, AllocMetric, Allocation, CheckHealth, CheckStatus, ClientStatus,
     DesiredStatus, DesiredTransition, DrainStrategy, Eligibility, Evaluation, Job, JobStatus,
     JobType, Node, NodeStatus, PlanAnnotations, TaskState,

@@ -12,7 +12,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::structs::Job;
+use crate::model::Job;
 
 /// Job fields the server sets: never part of a diff.
 const SERVER_FIELDS: [&str; 8] = [

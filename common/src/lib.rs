@@ -1,4 +1,4 @@
-//! Shared types of orch: ids, durations, the cluster structs (jobs, nodes, allocations,
+//! Shared types of orch: ids, durations, the cluster model (jobs, nodes, allocations,
 //! evaluations, plans), the job spec parser, and the HTTP API's request/response shapes.
 //!
 //! Every other crate depends on this one; it depends on no other orch crate.
@@ -9,8 +9,8 @@ pub mod duration;
 pub mod exec;
 pub mod ids;
 pub mod jobspec;
+pub mod model;
 pub mod shim;
-pub mod structs;
 
 /// Re-exported (additive, for the scheduler) so the pure `scheduler/` module can evaluate
 /// `regexp` constraints while importing only `orch_common` and `std`.

@@ -9,7 +9,7 @@
 use std::error::Error;
 use std::time::Instant;
 
-use orch_common::structs::{Allocation, EvalStatus, Evaluation, Job};
+use orch_common::model::{Allocation, EvalStatus, Evaluation, Job};
 use orch_server::config::GcConfig;
 use orch_server::gc::Collector;
 use orch_server::state::{Command, CommandLog, StateStore};

@@ -11,7 +11,7 @@ use std::error::Error;
 use std::time::{Duration, Instant};
 
 use orch_common::jobspec;
-use orch_common::structs::{triggers, EvalStatus, Evaluation, Job, Node};
+use orch_common::model::{triggers, EvalStatus, Evaluation, Job, Node};
 use orch_server::config::ServerConfig;
 use orch_server::server::Server;
 use orch_server::state::{Command, Table};

@@ -36,7 +36,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use orch_common::ids;
-use orch_common::structs::{
+use orch_common::model::{
     ClientStatus, DesiredStatus, Eligibility, EvalStatus, Evaluation, NodeStatus,
 };
 use tokio::sync::Notify;

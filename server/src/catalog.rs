@@ -9,11 +9,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use orch_common::api::{ServiceInstance, ServiceListStub};
-use orch_common::structs::{
+use orch_common::model::{
     AllocatedPort, Allocation, CheckHealth, Job, Node, NodeStatus, ServiceSpec,
 };
 
-use crate::scheduler::feasible::host_ip;
 use crate::state::{StateError, StateStore};
 
 /// What the catalog is computed from, read in one transaction: the running allocations
@@ -133,7 +132,7 @@ fn address(port: Option<&AllocatedPort>, node: Option<&Node>) -> String {
         }
     }
     match node {
-        Some(n) => host_ip(n),
+        Some(n) => n.host_ip(),
         None => String::new(),
     }
 }
@@ -252,7 +251,7 @@ mod tests {
         );
 
         alloc.deployment_id = Some("d1".into());
-        alloc.deployment_status = Some(orch_common::structs::AllocDeploymentStatus {
+        alloc.deployment_status = Some(orch_common::model::AllocDeploymentStatus {
             canary: true,
             ..Default::default()
         });

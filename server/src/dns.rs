@@ -19,7 +19,7 @@ use hickory_server::proto::rr::{Name, RData, Record, RecordType};
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
 use hickory_server::zone_handler::MessageResponseBuilder;
 use orch_common::api::ServiceInstance;
-use orch_common::structs::CheckHealth;
+use orch_common::model::CheckHealth;
 
 use crate::catalog;
 use crate::state::StateStore;

@@ -26,7 +26,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
 use orch_common::ids::now_ms;
-use orch_common::structs::{triggers, Allocation, DrainOutcome, Evaluation, Job, LastDrain, Node};
+use orch_common::model::{triggers, Allocation, DrainOutcome, Evaluation, Job, LastDrain, Node};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 

@@ -25,12 +25,11 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use orch_common::structs::{triggers, Eligibility, Evaluation, Job, JobType, NodeStatus};
+use orch_common::model::{triggers, Eligibility, Evaluation, Job, JobType, NodeStatus};
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::scheduler::feasible::datacenter_matches;
 use crate::state::{Command, CommandLog, LogError, StateError, StateStore};
 
 /// Spread heartbeats so the servers see at most this many per second.
@@ -213,7 +212,7 @@ pub fn node_ready_evals(store: &StateStore, node_id: &str) -> Result<Vec<Evaluat
     for job in store.jobs()? {
         let system = matches!(job.job_type, JobType::System | JobType::Sysbatch)
             && !job.stop
-            && datacenter_matches(&job.datacenters, &node.datacenter);
+            && node.in_datacenters(&job.datacenters);
         if system || with_allocs.contains(&job.id) {
             let mut eval = Evaluation::for_job(&job, triggers::NODE_UPDATE);
             eval.node_id = Some(node_id.to_string());
@@ -364,7 +363,7 @@ pub async fn mark_down(log: &CommandLog, node_id: &str) -> Result<bool, Heartbea
     Ok(true)
 }
 
-type NodeJobs = (orch_common::structs::Node, Vec<Job>, Option<Duration>);
+type NodeJobs = (orch_common::model::Node, Vec<Job>, Option<Duration>);
 
 async fn read_node_jobs(
     log: &CommandLog,
@@ -586,7 +585,7 @@ mod tests {
         let store = StateStore::open(dir.path().join("state.db")).expect("store");
         let log = CommandLog::start(store.clone(), vec![]).expect("log");
         let mut job = mock_job("web");
-        job.groups[0].disconnect = Some(orch_common::structs::DisconnectPolicy {
+        job.groups[0].disconnect = Some(orch_common::model::DisconnectPolicy {
             lost_after: Some(Duration::from_millis(400)),
             replace: false,
         });

@@ -14,6 +14,7 @@ pub mod heartbeat;
 pub mod http;
 pub mod plan_apply;
 pub mod scheduler;
+mod scheduler_state;
 pub mod server;
 pub mod state;
 pub mod worker;

@@ -27,12 +27,10 @@
 use std::collections::BTreeSet;
 
 use futures::future::BoxFuture;
-use orch_common::structs::{triggers, Allocation, Evaluation, Node, Plan, PlanResult};
+use orch_common::model::{triggers, Allocation, Evaluation, Node, NodeAllocated, Plan, PlanResult};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
-use crate::scheduler::context::holds_resources;
-use crate::scheduler::{NodeAllocated, State};
 use crate::state::{Command, CommandLog, LogError, StateError, StateStore};
 
 /// How many plans may wait for the applier.
@@ -318,7 +316,7 @@ fn check_plan(store: &StateStore, plan: &Plan) -> Result<Verdict, PlanApplyError
         .collect();
         for id in leaving {
             if let Some(a) = snap.try_alloc(id).map_err(read_err)? {
-                if holds_resources(&a) && a.node_id == *node_id {
+                if a.holds_resources() && a.node_id == *node_id {
                     base.remove(&a);
                 }
             }

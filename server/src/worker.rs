@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use orch_common::ids;
-use orch_common::structs::{Evaluation, Plan, PlanResult};
+use orch_common::model::{Evaluation, Plan, PlanResult};
 use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 

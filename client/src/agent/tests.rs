@@ -13,7 +13,7 @@ use orch_common::api::{
     AllocClientUpdate, AllocUpdateResponse, ErrorBody, HeartbeatResponse, NodeAllocationsResponse,
     NodeRegisterRequest, NodeRegisterResponse,
 };
-use orch_common::structs::{
+use orch_common::model::{
     AllocatedPort, CheckHealth, CheckRestart, CheckSpec, CheckStatus, CheckType, ClientStatus,
     JobType, RestartMode, ServiceSpec,
 };
@@ -377,7 +377,7 @@ async fn a_batch_alloc_runs_reports_complete_and_its_logs_are_served() {
     let done = status_becomes(&fake, &a.id, ClientStatus::Complete).await;
     assert_eq!(
         done.task_states["main"].state,
-        orch_common::structs::TaskStateKind::Dead
+        orch_common::model::TaskStateKind::Dead
     );
     // A running state was reported on the way (or folded into the batch).
     let stdout = reqwest::get(format!("{url}/v1/client/fs/logs/{}", &a.id[..8]))
@@ -672,7 +672,7 @@ async fn allocs_stop_once_the_servers_are_out_of_reach_for_their_lost_after() {
     let client = Client::start(config(dir.path(), &fake.addr)).await.unwrap();
     let mut tolerant = raw_exec_alloc(&client.node_id(), JobType::Service, "exec sleep 300");
     if let Some(job) = tolerant.job.as_mut() {
-        job.groups[0].disconnect = Some(orch_common::structs::DisconnectPolicy {
+        job.groups[0].disconnect = Some(orch_common::model::DisconnectPolicy {
             lost_after: Some(Duration::from_millis(800)),
             replace: false,
         });
@@ -908,8 +908,8 @@ fn deployment_alloc(node_id: &str, deployment: &str) -> Allocation {
         vec![task("main", "mock", json!({"run_for": "1h"}))],
         restart(0, 10, 60, RestartMode::Fail),
     );
-    j.groups[0].update = Some(orch_common::structs::UpdatePolicy {
-        health_check: orch_common::structs::HealthCheckMode::TaskStates,
+    j.groups[0].update = Some(orch_common::model::UpdatePolicy {
+        health_check: orch_common::model::HealthCheckMode::TaskStates,
         min_healthy_time: Duration::from_millis(100),
         ..Default::default()
     });
@@ -989,8 +989,8 @@ async fn a_re_attached_deployment_alloc_resumes_health_tracking() {
     let client = Client::start(cfg.clone()).await.unwrap();
     let mut a = raw_exec_alloc(&client.node_id(), JobType::Service, "exec sleep 300");
     a.deployment_id = Some("dep-1".into());
-    a.job.as_mut().unwrap().groups[0].update = Some(orch_common::structs::UpdatePolicy {
-        health_check: orch_common::structs::HealthCheckMode::TaskStates,
+    a.job.as_mut().unwrap().groups[0].update = Some(orch_common::model::UpdatePolicy {
+        health_check: orch_common::model::HealthCheckMode::TaskStates,
         // Longer than the restart below takes: no verdict before it.
         min_healthy_time: Duration::from_secs(3600),
         ..Default::default()

@@ -22,7 +22,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use orch_common::duration::format as human;
-use orch_common::structs::{
+use orch_common::model::{
     Allocation, CheckHealth, CheckStatus, HealthCheckMode, TaskState, TaskStateKind, UpdatePolicy,
 };
 use tokio::time::Instant;
@@ -232,7 +232,7 @@ fn round_to_ms(d: Duration) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use orch_common::structs::CheckType;
+    use orch_common::model::CheckType;
 
     const MIN: Duration = Duration::from_secs(10);
     const DEADLINE: Duration = Duration::from_secs(60);
@@ -550,7 +550,7 @@ mod tests {
     mod for_alloc {
         use super::*;
         use crate::testutil::{alloc_of, job, restart, task as spec_task};
-        use orch_common::structs::{AllocDeploymentStatus, JobType, RestartMode};
+        use orch_common::model::{AllocDeploymentStatus, JobType, RestartMode};
         use serde_json::json;
 
         fn deployment_alloc() -> Allocation {

@@ -33,7 +33,7 @@ use std::sync::Arc;
 use orch_common::api::{AllocClientUpdate, DeploymentHealthReport};
 use orch_common::duration::format as human;
 use orch_common::ids::now_ms;
-use orch_common::structs::{
+use orch_common::model::{
     Allocation, CheckStatus, ClientStatus, JobType, TaskEvent, TaskState, TaskStateKind,
 };
 use tokio::sync::{mpsc, watch};
@@ -810,7 +810,7 @@ mod tests {
     use crate::driver::MockDriver;
     use crate::taskrunner::DriverSet;
     use crate::testutil::{alloc_of, job, node, restart, task};
-    use orch_common::structs::CheckHealth;
+    use orch_common::model::CheckHealth;
 
     #[test]
     fn an_allocation_moves_while_it_starts_stops_or_runs_a_batch_task() {
@@ -823,7 +823,7 @@ mod tests {
             assert_eq!(motion_of(ended, true, true), Motion::Settled);
         }
     }
-    use orch_common::structs::{JobType, RestartMode};
+    use orch_common::model::{JobType, RestartMode};
     use serde_json::json;
     use std::time::Duration;
 
@@ -979,12 +979,12 @@ mod tests {
 
     // ------------------------------------------------------------------ deployments
 
-    use orch_common::structs::{
+    use orch_common::model::{
         AllocatedPort, CheckSpec, CheckType, HealthCheckMode, ServiceSpec, UpdatePolicy,
     };
 
     /// A service job of `tasks` whose group has an update policy.
-    fn deployment_job(tasks: Vec<orch_common::structs::Task>, mode: HealthCheckMode) -> Job {
+    fn deployment_job(tasks: Vec<orch_common::model::Task>, mode: HealthCheckMode) -> Job {
         let mut j = job(
             JobType::Service,
             "g",
@@ -1033,7 +1033,7 @@ mod tests {
         .unwrap();
     }
 
-    use orch_common::structs::Job;
+    use orch_common::model::Job;
 
     #[tokio::test]
     async fn a_deployment_alloc_whose_tasks_run_for_min_healthy_time_is_healthy() {

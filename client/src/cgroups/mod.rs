@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 pub use orch_common::api::{CpuStats, MemoryStats};
-use orch_common::structs::Resources;
+use orch_common::model::Resources;
 use serde::{Deserialize, Serialize};
 
 pub use v1::V1Manager;

@@ -363,7 +363,7 @@ mod tests {
 
     fn limits() -> CgroupLimits {
         CgroupLimits::for_task(
-            &orch_common::structs::Resources {
+            &orch_common::model::Resources {
                 cpu: 500,
                 memory: 64,
                 memory_max: Some(96),

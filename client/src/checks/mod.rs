@@ -16,7 +16,7 @@ pub mod threshold;
 use std::sync::Arc;
 
 use orch_common::ids::now_ms;
-use orch_common::structs::{Allocation, CheckHealth, CheckSpec, CheckStatus, CheckType, TaskGroup};
+use orch_common::model::{Allocation, CheckHealth, CheckSpec, CheckStatus, CheckType, TaskGroup};
 use tokio::sync::mpsc;
 
 use crate::driver::{Driver, TaskHandle};
@@ -291,7 +291,7 @@ fn restart_reason(def: &CheckDef, times: u32, limit: u32, output: &str) -> Strin
 mod tests {
     use super::*;
     use crate::testutil::{alloc_of, job, restart, task};
-    use orch_common::structs::{AllocatedPort, JobType, RestartMode, ServiceSpec};
+    use orch_common::model::{AllocatedPort, JobType, RestartMode, ServiceSpec};
     use serde_json::json;
     use std::time::Duration;
 
@@ -366,7 +366,7 @@ mod tests {
     #[tokio::test]
     async fn an_unresolved_check_goes_critical_and_asks_for_a_restart() {
         let mut spec = check(CheckType::Tcp, Some("c"), None);
-        spec.check_restart = Some(orch_common::structs::CheckRestart {
+        spec.check_restart = Some(orch_common::model::CheckRestart {
             limit: 1,
             grace: Duration::ZERO,
         });

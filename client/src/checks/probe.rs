@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use orch_common::structs::CheckSpec;
+use orch_common::model::CheckSpec;
 
 use crate::driver::ExecRequest;
 

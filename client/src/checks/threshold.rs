@@ -17,7 +17,7 @@
 
 use std::time::Duration;
 
-use orch_common::structs::{CheckHealth, CheckRestart};
+use orch_common::model::{CheckHealth, CheckRestart};
 
 /// Turns a check's results into its health.
 #[derive(Debug, Clone)]

@@ -10,7 +10,7 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use futures::FutureExt;
 use nix::sys::signal::Signal;
-use orch_common::structs::DriverInfo;
+use orch_common::model::DriverInfo;
 use serde::Deserialize;
 use tokio::sync::watch;
 

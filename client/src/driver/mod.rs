@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use nix::sys::signal::Signal;
-use orch_common::structs::{DriverInfo, LogConfig, Resources};
+use orch_common::model::{DriverInfo, LogConfig, Resources};
 use serde::{Deserialize, Serialize};
 
 use crate::cgroups::{CgroupError, CgroupPaths, MemoryUsage};

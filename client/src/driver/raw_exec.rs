@@ -13,7 +13,7 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use futures::FutureExt;
 use nix::sys::signal::Signal;
-use orch_common::structs::DriverInfo;
+use orch_common::model::DriverInfo;
 
 use super::procs::{cgroup_procs, exec_stdio, give_task_dirs, join_cgroup, Procs, StopTarget};
 use super::shim::{ShimCommand, ShimLauncher, ShimSpec};

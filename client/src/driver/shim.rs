@@ -27,7 +27,7 @@ use std::sync::Mutex;
 use serde::{Deserialize, Serialize};
 
 use super::{proc_start_ticks, process_alive, ExitResult};
-use orch_common::structs::LogConfig;
+use orch_common::model::LogConfig;
 
 use orch_common::shim::{recv_with_fds, send_with_fds, MAX_REPORT_BYTES};
 pub use orch_common::shim::{

@@ -11,7 +11,7 @@ mod memory;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use orch_common::structs::Resources;
+use orch_common::model::Resources;
 
 pub use cpu::CpuInfo;
 

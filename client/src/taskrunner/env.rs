@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use orch_common::structs::{Allocation, Node, Resources, Task};
+use orch_common::model::{Allocation, Node, Resources, Task};
 
 /// The variables a task sees and the names `${...}` can use.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -199,7 +199,7 @@ fn env_key(k: &str) -> String {
 mod tests {
     use super::*;
     use crate::testutil::{alloc_for, node, task};
-    use orch_common::structs::AllocatedPort;
+    use orch_common::model::AllocatedPort;
     use serde_json::json;
 
     fn env_of(alloc: &Allocation, t: &Task) -> TaskEnv {

@@ -37,7 +37,7 @@ use std::time::Duration;
 use nix::sys::signal::Signal;
 use orch_common::duration::format as human;
 use orch_common::ids::now_ms;
-use orch_common::structs::{
+use orch_common::model::{
     Allocation, JobType, Node, RestartPolicy, Task, TaskEvent, TaskState, TaskStateKind,
 };
 use tokio::sync::{mpsc, watch};
@@ -635,7 +635,7 @@ impl TaskRunner {
         CgroupLimits::for_task(&self.resources(), &node)
     }
 
-    fn resources(&self) -> orch_common::structs::Resources {
+    fn resources(&self) -> orch_common::model::Resources {
         self.alloc
             .resources
             .tasks

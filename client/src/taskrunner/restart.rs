@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use orch_common::duration::format as human;
-use orch_common::structs::{RestartMode, RestartPolicy};
+use orch_common::model::{RestartMode, RestartPolicy};
 use tokio::time::Instant;
 
 /// What to do after a task stopped on its own.

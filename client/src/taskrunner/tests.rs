@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use orch_common::structs::{JobType, RestartMode, RestartPolicy, Task, TaskState, TaskStateKind};
+use orch_common::model::{JobType, RestartMode, RestartPolicy, Task, TaskState, TaskStateKind};
 use serde_json::json;
 use tokio::sync::mpsc;
 

@@ -3,7 +3,7 @@
 //! what it leaves out), a service group's `update` inherited from the job's `[update]`,
 //! groups and tasks in name order.
 
-use crate::structs::{
+use crate::model::{
     default_datacenters, default_priority, Job, JobStatus, JobType, ReschedulePolicy,
     RestartPolicy, TaskGroup, UpdatePolicy,
 };

@@ -9,7 +9,7 @@
 //!   reader::Table (typed reads; type errors, unknown keys) ──┘
 //!        │ raw::RawJob (what the user wrote; Options for "not given")
 //!        ▼
-//!   build::job (defaults per job type, update inheritance)  -> structs::Job
+//!   build::job (defaults per job type, update inheritance)  -> model::Job
 //!        ▼
 //!   rules::check_job (semantic rules, shared with `validate`) -> problems
 //!        ▼
@@ -31,7 +31,7 @@ mod tests;
 
 use std::fmt;
 
-use crate::structs::{Job, JobType};
+use crate::model::{Job, JobType};
 
 pub use rules::{
     CONSTRAINT_OPERATORS, CONTAINER_CONFIG_KEYS, DRIVERS, MOCK_CONFIG_KEYS, RAW_EXEC_CONFIG_KEYS,

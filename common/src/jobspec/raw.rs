@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use crate::structs::{
+use crate::model::{
     Affinity, CheckRestart, CheckSpec, CheckType, Constraint, DelayFunction, DisconnectPolicy,
     HealthCheckMode, JobType, LogConfig, MigratePolicy, NetworkSpec, PortSpec, Resources,
     RestartMode, ServiceSpec, Spread, SpreadTarget, Task,
@@ -360,10 +360,10 @@ fn read_task(name: String, mut t: Table<'_, '_>) -> Task {
         env: t.string_map("env"),
         kill_timeout: t
             .duration("kill_timeout")
-            .unwrap_or_else(crate::structs::default_kill_timeout),
+            .unwrap_or_else(crate::model::default_kill_timeout),
         kill_signal: t
             .string("kill_signal")
-            .unwrap_or_else(crate::structs::default_kill_signal),
+            .unwrap_or_else(crate::model::default_kill_signal),
         user: t.string("user"),
         logs,
         meta: t.string_map("meta"),

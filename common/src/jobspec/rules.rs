@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use regex::Regex;
 
-use crate::structs::{
+use crate::model::{
     Affinity, CheckType, Constraint, DelayFunction, Job, JobType, MigratePolicy, NetworkSpec,
     ReschedulePolicy, RestartPolicy, ServiceSpec, Spread, Task, TaskGroup, UpdatePolicy,
 };

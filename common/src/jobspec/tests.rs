@@ -7,7 +7,7 @@ use std::time::Duration;
 use proptest::prelude::*;
 
 use super::*;
-use crate::structs::{
+use crate::model::{
     CheckType, DelayFunction, HealthCheckMode, Job, JobType, ReschedulePolicy, RestartMode,
     RestartPolicy, UpdatePolicy,
 };
@@ -1353,23 +1353,23 @@ prop_compose! {
         job.job_type = job_type;
         job.priority = numbers[0] as u8;
         job.datacenters = vec![words[1].clone()];
-        job.constraints.push(crate::structs::Constraint {
+        job.constraints.push(crate::model::Constraint {
             attribute: words[2].clone(),
             operator: words[3].clone(),
             value: words[4].clone(),
         });
-        job.affinities.push(crate::structs::Affinity {
+        job.affinities.push(crate::model::Affinity {
             attribute: words[5].clone(),
             operator: words[6].clone(),
             value: words[7].clone(),
             weight: numbers[1] as i8,
         });
-        job.spreads.push(crate::structs::Spread {
+        job.spreads.push(crate::model::Spread {
             attribute: words[8].clone(),
             weight: numbers[2] as u8,
             targets: vec![
-                crate::structs::SpreadTarget { value: words[9].clone(), percent: numbers[3] as u8 },
-                crate::structs::SpreadTarget { value: words[9].clone(), percent: numbers[4] as u8 },
+                crate::model::SpreadTarget { value: words[9].clone(), percent: numbers[3] as u8 },
+                crate::model::SpreadTarget { value: words[9].clone(), percent: numbers[4] as u8 },
             ],
         });
         job.update = Some(UpdatePolicy {

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use orch_common::api::AllocClientUpdate;
-use orch_common::structs::{ClientStatus, EvalStatus, Evaluation, JobType, NodeStatus};
+use orch_common::model::{ClientStatus, EvalStatus, Evaluation, JobType, NodeStatus};
 
 use super::*;
 use crate::scheduler::testing::{JobBuilder, NodeBuilder};

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeSet;
 
-use orch_common::structs::{deployment_desc, Allocation, Deployment, DeploymentStatus, Job};
+use orch_common::model::{deployment_desc, Allocation, Deployment, DeploymentStatus, Job};
 
 use super::decide;
 use crate::state::command::DeploymentChange;

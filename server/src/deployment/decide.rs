@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use orch_common::structs::{
+use orch_common::model::{
     deployment_desc, Allocation, Deployment, DeploymentGroup, DeploymentStatus, Job, JobStatus,
 };
 

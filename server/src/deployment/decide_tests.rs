@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use orch_common::structs::{
+use orch_common::model::{
     deployment_desc as desc, AllocDeploymentStatus, Allocation, Deployment, DeploymentGroup,
     DeploymentStatus, Job,
 };

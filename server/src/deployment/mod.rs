@@ -28,7 +28,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
 use orch_common::ids::now_ms;
-use orch_common::structs::{triggers, Allocation, Deployment, Evaluation, Job};
+use orch_common::model::{triggers, Allocation, Deployment, Evaluation, Job};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 

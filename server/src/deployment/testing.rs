@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use orch_common::api::{AllocClientUpdate, DeploymentHealthReport};
-use orch_common::structs::{
+use orch_common::model::{
     AllocDeploymentStatus, Allocation, ClientStatus, Deployment, DeploymentGroup, DeploymentStatus,
     Job,
 };
@@ -34,7 +34,7 @@ pub fn deployment(id: &str, job: &Job, web: DeploymentGroup) -> Deployment {
         job_modify_index: job.job_modify_index,
         job_create_index: job.create_index,
         status: DeploymentStatus::Running,
-        status_description: orch_common::structs::deployment_desc::RUNNING.to_string(),
+        status_description: orch_common::model::deployment_desc::RUNNING.to_string(),
         task_groups: BTreeMap::from([("web".to_string(), web)]),
         eval_id: String::new(),
         create_time: 0,

@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use orch_common::ids::now_ms;
-use orch_common::structs::{deployment_desc as desc, triggers, DeploymentStatus, Job};
+use orch_common::model::{deployment_desc as desc, triggers, DeploymentStatus, Job};
 
 use super::testing::{deployment, group, health, placed, plan};
 use super::*;

@@ -20,7 +20,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use orch_common::structs::{
+use orch_common::model::{
     Allocation, ClientStatus, DesiredStatus, DrainStrategy, Job, JobType, MigratePolicy, Node,
     TaskStateKind,
 };

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use orch_common::structs::{
+use orch_common::model::{
     Allocation, ClientStatus, DesiredStatus, DrainStrategy, Job, JobType, MigratePolicy, Node,
     TaskState, TaskStateKind,
 };
@@ -333,7 +333,7 @@ fn health_needs_every_task_running_for_min_healthy_time() {
 
 #[test]
 fn a_drain_survives_re_registration_and_a_stale_completion_is_ignored() {
-    use orch_common::structs::{DrainOutcome, Eligibility, LastDrain};
+    use orch_common::model::{DrainOutcome, Eligibility, LastDrain};
 
     use crate::state::{Command, StateStore};
 
@@ -385,7 +385,7 @@ fn a_drain_survives_re_registration_and_a_stale_completion_is_ignored() {
 
 #[test]
 fn a_system_allocation_marked_by_a_drain_is_stopped_and_not_replaced() {
-    use orch_common::structs::Eligibility;
+    use orch_common::model::Eligibility;
 
     use crate::scheduler::testing::{eval_for, Harness};
 

@@ -21,9 +21,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use orch_common::structs::{
-    ClientStatus, DesiredStatus, EvalStatus, JobStatus, JobType, NodeStatus,
-};
+use orch_common::model::{ClientStatus, DesiredStatus, EvalStatus, JobStatus, JobType, NodeStatus};
 
 /// How long (ms) an object must have been unchanged before it is collected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use axum::extract::State;
 use orch_common::api::AllocListStub;
-use orch_common::structs::Allocation;
+use orch_common::model::Allocation;
 
 use super::{ApiError, HttpState, IdPath, Indexed, Params};
 use crate::state::Table;
@@ -83,7 +83,7 @@ pub async fn stop(
         })
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("allocation {id:?} not found")))?;
-    if alloc.desired_status != orch_common::structs::DesiredStatus::Run
+    if alloc.desired_status != orch_common::model::DesiredStatus::Run
         || alloc.client_status.is_terminal()
     {
         return Err(ApiError::Conflict(format!(
@@ -99,7 +99,7 @@ pub async fn stop(
         ))
     })?;
     let eval =
-        orch_common::structs::Evaluation::for_job(&job, orch_common::structs::triggers::ALLOC_STOP);
+        orch_common::model::Evaluation::for_job(&job, orch_common::model::triggers::ALLOC_STOP);
     let eval_id = eval.id.clone();
     let index = st
         .log

@@ -16,7 +16,7 @@ use orch_common::api::{
     NodeRegisterResponse,
 };
 use orch_common::ids::{new_id, now_ms};
-use orch_common::structs::{
+use orch_common::model::{
     triggers, Allocation, ClientStatus, DesiredStatus, Evaluation, Job, NodeStatus,
 };
 use tokio::time::Instant;

@@ -12,7 +12,7 @@ use axum::Json;
 use orch_common::api::{
     AllocListStub, DeploymentAllocHealthRequest, DeploymentPromoteRequest, DeploymentUpdateResponse,
 };
-use orch_common::structs::{Allocation, Deployment, Job};
+use orch_common::model::{Allocation, Deployment, Job};
 
 use super::{ApiError, HttpState, IdPath, Indexed, Params, RawBody};
 use crate::deployment::actions::{self, ActionError};

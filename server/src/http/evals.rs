@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use axum::extract::State;
-use orch_common::structs::Evaluation;
+use orch_common::model::Evaluation;
 
 use super::{ApiError, HttpState, IdPath, Indexed, Params};
 use crate::state::Table;

@@ -17,9 +17,7 @@ use orch_common::api::{
 };
 use orch_common::ids::now_ms;
 use orch_common::jobspec;
-use orch_common::structs::{
-    triggers, ClientStatus, EvalStatus, Evaluation, Job, JobStatus, JobType,
-};
+use orch_common::model::{triggers, ClientStatus, EvalStatus, Evaluation, Job, JobStatus, JobType};
 
 use super::{ApiError, HttpState, IdPath, Indexed, Params, RawBody};
 use crate::state::{Command, Table};

@@ -9,7 +9,7 @@ use orch_common::api::{
     NodeEligibilityResponse, NodeListStub,
 };
 use orch_common::ids::now_ms;
-use orch_common::structs::{DrainOutcome, DrainStrategy, Eligibility, LastDrain, Node, NodeStatus};
+use orch_common::model::{DrainOutcome, DrainStrategy, Eligibility, LastDrain, Node, NodeStatus};
 
 use super::{ApiError, HttpState, IdPath, Indexed, Params, RawBody};
 use crate::heartbeat;

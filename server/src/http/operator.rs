@@ -7,7 +7,7 @@ use std::sync::Arc;
 use axum::extract::State;
 use axum::Json;
 use orch_common::api::SchedulerConfigUpdateResponse;
-use orch_common::structs::SchedulerConfiguration;
+use orch_common::model::SchedulerConfiguration;
 
 use super::{ApiError, HttpState, Indexed, RawBody};
 use crate::state::Command;

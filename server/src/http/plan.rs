@@ -19,7 +19,7 @@ use orch_common::api::{AllocListStub, JobPlanRequest, JobPlanResponse};
 use orch_common::diff::job_diff;
 use orch_common::ids::now_ms;
 use orch_common::jobspec;
-use orch_common::structs::{
+use orch_common::model::{
     triggers, AllocMetric, Allocation, Deployment, Evaluation, Job, JobStatus, Node, Plan,
     PlanAnnotations, PlanResult, SchedulerConfiguration,
 };
@@ -219,7 +219,7 @@ impl State for Overlay<'_> {
         self.inner.shared_nodes()
     }
 
-    fn node_allocated(&self, node_id: &str) -> crate::scheduler::NodeAllocated {
+    fn node_allocated(&self, node_id: &str) -> orch_common::model::NodeAllocated {
         self.inner.node_allocated(node_id)
     }
 }

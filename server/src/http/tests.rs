@@ -11,7 +11,7 @@ use axum::Router;
 use orch_common::api::{
     AllocClientUpdate, AllocUpdateRequest, JobRegisterRequest, NodeRegisterRequest, INDEX_HEADER,
 };
-use orch_common::structs::{ClientStatus, Job, JobType, NodeStatus};
+use orch_common::model::{ClientStatus, Job, JobType, NodeStatus};
 use serde_json::{json, Value};
 use tower::ServiceExt;
 
@@ -156,7 +156,7 @@ impl Harness {
         self.state.log.submit(cmd).await.expect("submit")
     }
 
-    async fn place(&self, allocs: Vec<orch_common::structs::Allocation>) -> u64 {
+    async fn place(&self, allocs: Vec<orch_common::model::Allocation>) -> u64 {
         self.submit(Command::ApplyPlan {
             deployment: None,
             deployment_updates: Vec::new(),
@@ -694,7 +694,7 @@ async fn the_node_alloc_watch_embeds_jobs_and_wakes_only_for_its_node() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(!waiter.is_finished(), "woken by another node's change");
     let mut stop = mock_alloc("a1", &job, "n1", 0);
-    stop.desired_status = orch_common::structs::DesiredStatus::Stop;
+    stop.desired_status = orch_common::model::DesiredStatus::Stop;
     let stopped = h
         .submit(Command::ApplyPlan {
             deployment: None,
@@ -1023,8 +1023,8 @@ async fn planning_a_high_priority_job_on_a_full_node_lists_the_preemptions() {
     ])
     .await;
     h.submit(Command::SetSchedulerConfig {
-        config: orch_common::structs::SchedulerConfiguration {
-            preemption_config: orch_common::structs::PreemptionConfig {
+        config: orch_common::model::SchedulerConfiguration {
+            preemption_config: orch_common::model::PreemptionConfig {
                 service_scheduler_enabled: true,
                 ..Default::default()
             },

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use orch_common::structs::{AllocatedPort, Allocation, DesiredStatus, Job, Node, NodeStatus, Plan};
+use orch_common::model::{AllocatedPort, Allocation, DesiredStatus, Job, Node, NodeStatus, Plan};
 use tokio::sync::{oneshot, watch};
 
 use super::*;

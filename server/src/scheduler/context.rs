@@ -5,21 +5,14 @@
 use std::collections::HashMap;
 
 use orch_common::ids;
-use orch_common::structs::{
+use orch_common::model::{
     AllocMetric, AllocatedPort, AllocatedResources, Allocation, ClientStatus, DesiredStatus,
-    Evaluation, Job, Node, Plan, TaskGroup,
+    Evaluation, Job, Node, NodeAllocated, Plan, TaskGroup,
 };
 
 use super::feasible::NodeUsage;
 use super::fxhash::{FxHashMap, FxHashSet};
-use super::{NodeAllocated, State};
-
-/// True when an allocation holds node resources for scheduling purposes: the server
-/// still wants it and the client has not finished it (Nomad's "non-terminal"). The plan
-/// applier uses the same rule, so scheduler and applier agree on what fits.
-pub fn holds_resources(a: &Allocation) -> bool {
-    a.desired_status == DesiredStatus::Run && !a.client_status.is_terminal()
-}
+use super::State;
 
 /// Adds one allocation to a usage tally.
 pub fn add_to_usage(usage: &mut NodeUsage, a: &Allocation, job_id: &str, group: &str) {
@@ -42,7 +35,7 @@ pub fn allocs_with_jobs(state: &dyn State, job_id: &str) -> Vec<Allocation> {
     let mut allocs = state.allocs_by_job(job_id);
     for a in allocs
         .iter_mut()
-        .filter(|a| a.job.is_none() && holds_resources(a))
+        .filter(|a| a.job.is_none() && a.holds_resources())
     {
         let job = versions
             .entry(a.job_version)
@@ -214,7 +207,7 @@ impl<'s> PlanBuilder<'s> {
                 .entry(node.id.clone())
                 .or_insert_with(|| state.allocs_by_node(&node.id));
             for a in existing.iter() {
-                if holds_resources(a) && !in_plan(&a.id) {
+                if a.holds_resources() && !in_plan(&a.id) {
                     add_to_usage(&mut usage, a, job_id, group);
                 }
             }
@@ -228,7 +221,7 @@ impl<'s> PlanBuilder<'s> {
                     sum
                 }
             };
-            for a in own.iter().filter(|a| holds_resources(a)) {
+            for a in own.iter().filter(|a| a.holds_resources()) {
                 base.remove(a);
             }
             // Evictions are other jobs' allocations that held resources.
@@ -238,7 +231,7 @@ impl<'s> PlanBuilder<'s> {
             usage.used = base.resources;
             usage.ports.extend(base.ports);
             for a in own {
-                if holds_resources(a) && !in_plan(&a.id) {
+                if a.holds_resources() && !in_plan(&a.id) {
                     add_to_usage(&mut usage, a, job_id, group);
                 }
             }
@@ -269,7 +262,7 @@ impl<'s> PlanBuilder<'s> {
         };
         existing
             .iter()
-            .filter(|a| holds_resources(a) && !touched(&a.id))
+            .filter(|a| a.holds_resources() && !touched(&a.id))
             .cloned()
             .collect()
     }

@@ -26,7 +26,7 @@
 use std::collections::BTreeMap;
 
 use orch_common::ids;
-use orch_common::structs::{
+use orch_common::model::{
     deployment_desc, Allocation, Deployment, DeploymentGroup, DeploymentStatus,
     DeploymentStatusUpdate, DesiredStatus, Job, JobType,
 };

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use orch_common::structs::{
+use orch_common::model::{
     deployment_desc, triggers, Allocation, Deployment, DeploymentStatus, DesiredStatus,
     DesiredUpdates, EvalStatus, Job, JobType, UpdatePolicy,
 };
@@ -597,7 +597,7 @@ fn replacing_a_lost_instance_of_a_rolled_out_version_makes_no_deployment() {
     let d0 = newest_deployment(&h);
     let gone = live(&h)[0].clone();
     let mut node = h.state.nodes[&gone.node_id].clone();
-    node.status = orch_common::structs::NodeStatus::Down;
+    node.status = orch_common::model::NodeStatus::Down;
     h.state.upsert_node(node);
     again(&mut h);
     let plan = h.plans.last().expect("plan");

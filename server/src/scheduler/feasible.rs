@@ -26,10 +26,8 @@
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 
+use orch_common::model::{AllocatedPort, Constraint, Job, NetworkSpec, Node, Resources, TaskGroup};
 use orch_common::regex::Regex;
-use orch_common::structs::{
-    AllocatedPort, Constraint, Job, NetworkSpec, Node, Resources, TaskGroup,
-};
 
 use super::fxhash::FxHashMap;
 use super::property::PropertyCounts;
@@ -318,11 +316,6 @@ pub struct FeasibilityChecker {
     pub class_checks: usize,
 }
 
-/// True when `datacenter` is one of the job's `datacenters` (`*` matches any).
-pub fn datacenter_matches(datacenters: &[String], datacenter: &str) -> bool {
-    datacenters.iter().any(|dc| dc == "*" || dc == datacenter)
-}
-
 fn is_distinct_hosts(c: &Constraint) -> bool {
     c.operator == DISTINCT_HOSTS && c.value != "false"
 }
@@ -412,7 +405,7 @@ impl FeasibilityChecker {
 
     /// The job runs in the node's datacenter.
     pub fn datacenter_ok(&self, node: &Node) -> bool {
-        datacenter_matches(&self.datacenters, &node.datacenter)
+        node.in_datacenters(&self.datacenters)
     }
 
     /// Drivers and class-level constraints (and the datacenter), uncached.
@@ -605,20 +598,6 @@ fn ports_available(node: &Node, usage: &NodeUsage, network: &NetworkSpec) -> boo
     range.saturating_sub(blocked.len()) >= dynamic
 }
 
-/// The address ports are given on: the host of the node's HTTP address.
-pub fn host_ip(node: &Node) -> String {
-    node.attributes
-        .get("unique.network.ip-address")
-        .cloned()
-        .or_else(|| {
-            node.http_addr
-                .rsplit_once(':')
-                .map(|(host, _)| host.trim_matches(['[', ']']).to_string())
-                .filter(|h| !h.is_empty())
-        })
-        .unwrap_or_else(|| "127.0.0.1".to_string())
-}
-
 /// Picks the group's ports on a node that passed `check_fit`: static ones as asked,
 /// dynamic ones at random from the node's range, skipping used and reserved ports.
 pub fn assign_ports(
@@ -627,7 +606,7 @@ pub fn assign_ports(
     network: &NetworkSpec,
     rng: &mut Rng,
 ) -> Result<Vec<AllocatedPort>, &'static str> {
-    let ip = host_ip(node);
+    let ip = node.host_ip();
     let mut taken: BTreeSet<u16> = usage.ports.clone();
     taken.extend(node.reserved_ports.iter().copied());
     taken.extend(network.ports.iter().filter_map(|p| p.static_port));
@@ -674,7 +653,7 @@ fn pick_dynamic(node: &Node, taken: &BTreeSet<u16>, rng: &mut Rng) -> Option<u16
 mod tests {
     use super::*;
     use crate::scheduler::testing::{JobBuilder, NodeBuilder};
-    use orch_common::structs::{NodeStatus, PortSpec};
+    use orch_common::model::{NodeStatus, PortSpec};
 
     fn constraint(attribute: &str, operator: &str, value: &str) -> Constraint {
         Constraint {

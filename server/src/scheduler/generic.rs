@@ -22,17 +22,15 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use orch_common::ids;
-use orch_common::structs::{
+use orch_common::model::{
     deployment_desc, triggers, AllocDeploymentStatus, AllocMetric, AllocatedPort, Allocation,
     DeploymentStatus, DeploymentStatusUpdate, DesiredUpdates, EvalStatus, Evaluation, Job, JobType,
     Node, Plan, PlanAnnotations, SchedulerAlgorithm, SchedulerConfiguration, TaskGroup,
 };
 
-use super::context::{allocs_with_jobs, holds_resources, PlanBuilder};
+use super::context::{allocs_with_jobs, PlanBuilder};
 use super::deployment::{self, Rollout};
-use super::feasible::{
-    assign_ports, datacenter_matches, merge_class_eligibility, FeasibilityChecker, NodeUsage,
-};
+use super::feasible::{assign_ports, merge_class_eligibility, FeasibilityChecker, NodeUsage};
 use super::fxhash::FxHashMap;
 use super::preempt::{self, Priorities};
 use super::rank::{
@@ -236,7 +234,7 @@ fn compute_generic(
         placer.seed(
             allocs
                 .iter()
-                .filter(|a| holds_resources(a) && !leaving.contains(a.id.as_str()))
+                .filter(|a| a.holds_resources() && !leaving.contains(a.id.as_str()))
                 .filter_map(|a| {
                     node_map
                         .get(a.node_id.as_str())
@@ -444,10 +442,7 @@ impl<'s, 'n> Placer<'s, 'n> {
     ) -> Placer<'s, 'n> {
         let mut base_metric = AllocMetric::default();
         let mut candidates = Vec::new();
-        for n in nodes
-            .iter()
-            .filter(|n| datacenter_matches(&job.datacenters, &n.datacenter))
-        {
+        for n in nodes.iter().filter(|n| n.in_datacenters(&job.datacenters)) {
             base_metric.nodes_in_pool += 1;
             if n.is_schedulable() {
                 // `get_mut` first: `entry` would copy the name for each of 10,000 nodes.

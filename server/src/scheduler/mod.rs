@@ -23,8 +23,8 @@
 
 use std::sync::Arc;
 
-use orch_common::structs::{
-    AllocatedResources, Allocation, Deployment, Evaluation, Job, Node, Plan, PlanResult, Resources,
+use orch_common::model::{
+    Allocation, Deployment, Evaluation, Job, Node, NodeAllocated, Plan, PlanResult,
     SchedulerConfiguration,
 };
 
@@ -90,74 +90,17 @@ pub trait State {
     fn scheduler_config(&self) -> SchedulerConfiguration {
         SchedulerConfiguration::default()
     }
-    /// What a node's allocations that hold resources (`context::holds_resources`) use,
+    /// What a node's allocations that hold resources (`Allocation::holds_resources`) use,
     /// summed. The store keeps this per node as it applies commands, so scoring a node
     /// costs no allocation reads. (Additive; the default sums `allocs_by_node`.)
     fn node_allocated(&self, node_id: &str) -> NodeAllocated {
         let mut sum = NodeAllocated::default();
         for a in self.allocs_by_node(node_id) {
-            if context::holds_resources(&a) {
+            if a.holds_resources() {
                 sum.add(&a);
             }
         }
         sum
-    }
-}
-
-/// The summed resources and ports of a node's allocations that hold resources.
-#[derive(Debug, Clone, PartialEq)]
-pub struct NodeAllocated {
-    pub resources: Resources,
-    /// Every port given to those allocations (a port appears once per allocation).
-    pub ports: Vec<u16>,
-}
-
-impl Default for NodeAllocated {
-    /// Nothing allocated (`Resources::default()` is a task's default ask, not zero).
-    fn default() -> Self {
-        NodeAllocated {
-            resources: Resources::ZERO,
-            ports: Vec::new(),
-        }
-    }
-}
-
-impl NodeAllocated {
-    /// Counts `a` in (the caller decides whether it holds resources).
-    pub fn add(&mut self, a: &Allocation) {
-        self.add_part(&NodeAllocated::of(a));
-    }
-
-    /// Takes `a` out again (what `add` put in).
-    pub fn remove(&mut self, a: &Allocation) {
-        self.remove_part(&NodeAllocated::of(a));
-    }
-
-    /// What `a` alone uses.
-    pub fn of(a: &Allocation) -> NodeAllocated {
-        NodeAllocated::of_resources(&a.resources)
-    }
-
-    /// What an allocation given `resources` uses.
-    pub fn of_resources(resources: &AllocatedResources) -> NodeAllocated {
-        NodeAllocated {
-            resources: resources.total(),
-            ports: resources.ports.iter().map(|p| p.value).collect(),
-        }
-    }
-
-    pub fn add_part(&mut self, part: &NodeAllocated) {
-        self.resources = self.resources.add(&part.resources);
-        self.ports.extend_from_slice(&part.ports);
-    }
-
-    pub fn remove_part(&mut self, part: &NodeAllocated) {
-        self.resources = self.resources.saturating_sub(&part.resources);
-        for p in &part.ports {
-            if let Some(i) = self.ports.iter().position(|v| v == p) {
-                self.ports.swap_remove(i);
-            }
-        }
     }
 }
 

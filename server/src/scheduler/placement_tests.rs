@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use orch_common::structs::{
+use orch_common::model::{
     triggers, DesiredStatus, Eligibility, EvalStatus, JobType, Node, SchedulerAlgorithm,
 };
 
@@ -503,7 +503,7 @@ fn static_port_in_use_sends_the_allocation_elsewhere() {
     let other = JobBuilder::new("other").static_port("http", 8080).build();
     h.state.upsert_job(other.clone());
     let mut holder = alloc_for(&other, "web", 0, &taken);
-    holder.resources.ports = vec![orch_common::structs::AllocatedPort {
+    holder.resources.ports = vec![orch_common::model::AllocatedPort {
         label: "http".into(),
         value: 8080,
         to: None,
@@ -614,7 +614,7 @@ fn sysbatch_runs_on_a_joining_node_but_never_again_where_it_finished() {
     let eval = h.register(JobBuilder::new("sb").job_type(JobType::Sysbatch).build());
     h.process(&eval).expect("place");
     for alloc in h.state.allocs.values_mut() {
-        alloc.client_status = orch_common::structs::ClientStatus::Complete;
+        alloc.client_status = orch_common::model::ClientStatus::Complete;
     }
     let late = mock_node();
     h.state.upsert_node(late.clone());
@@ -870,16 +870,16 @@ struct CountingPlanner {
 impl super::Planner for CountingPlanner {
     fn submit_plan(
         &mut self,
-        plan: orch_common::structs::Plan,
+        plan: orch_common::model::Plan,
     ) -> Result<
         (
-            orch_common::structs::PlanResult,
+            orch_common::model::PlanResult,
             Option<Box<dyn super::State>>,
         ),
         String,
     > {
         self.placed += plan.node_allocation.values().map(Vec::len).sum::<usize>();
-        let mut result = orch_common::structs::PlanResult::default();
+        let mut result = orch_common::model::PlanResult::default();
         for node in plan.node_update.keys() {
             result.updated_nodes.insert(node.clone());
         }
@@ -888,13 +888,13 @@ impl super::Planner for CountingPlanner {
         }
         Ok((result, None))
     }
-    fn update_eval(&mut self, _: orch_common::structs::Evaluation) -> Result<(), String> {
+    fn update_eval(&mut self, _: orch_common::model::Evaluation) -> Result<(), String> {
         Ok(())
     }
-    fn create_eval(&mut self, _: orch_common::structs::Evaluation) -> Result<(), String> {
+    fn create_eval(&mut self, _: orch_common::model::Evaluation) -> Result<(), String> {
         Ok(())
     }
-    fn reblock_eval(&mut self, _: orch_common::structs::Evaluation) -> Result<(), String> {
+    fn reblock_eval(&mut self, _: orch_common::model::Evaluation) -> Result<(), String> {
         Ok(())
     }
 }

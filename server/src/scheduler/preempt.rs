@@ -16,7 +16,7 @@
 
 use std::collections::HashMap;
 
-use orch_common::structs::{Allocation, Job, Node};
+use orch_common::model::{Allocation, Job, Node};
 
 use super::context::PlanBuilder;
 use super::feasible::{check_fit, FeasibilityChecker, NodeUsage};
@@ -239,7 +239,7 @@ mod tests {
     use super::*;
     use crate::scheduler::context::add_to_usage;
     use crate::scheduler::testing::{alloc_for, JobBuilder, NodeBuilder};
-    use orch_common::structs::{AllocatedPort, Resources};
+    use orch_common::model::{AllocatedPort, Resources};
 
     fn victim(id: &str, cpu: u64, node: &Node, port: Option<u16>) -> Allocation {
         let job = JobBuilder::new(id).cpu(cpu).memory(10).build();

@@ -27,7 +27,7 @@
 //! Only a bounded sample is scored (`sample_limit`): the walk resumes where the
 //! previous placement stopped, so successive placements look at different nodes.
 
-use orch_common::structs::{
+use orch_common::model::{
     AllocMetric, Constraint, Job, NetworkSpec, Node, Resources, SchedulerAlgorithm, TaskGroup,
 };
 

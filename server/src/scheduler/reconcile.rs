@@ -40,7 +40,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
-use orch_common::structs::{
+use orch_common::model::{
     triggers, Allocation, ClientStatus, DelayFunction, Deployment, DesiredStatus, Job, JobType,
     Node, NodeStatus, ReschedulePolicy, TaskGroup,
 };
@@ -730,7 +730,7 @@ fn classify_live(job: &Job, group: &TaskGroup, a: Allocation, out: &mut Reconcil
 mod tests {
     use super::*;
     use crate::scheduler::testing::{alloc_for, JobBuilder, NodeBuilder};
-    use orch_common::structs::AllocMetric;
+    use orch_common::model::AllocMetric;
 
     const MIN: u64 = 60_000;
 
@@ -1077,7 +1077,7 @@ mod tests {
     fn past_the_drain_deadline_a_migrating_alloc_is_stopped_without_waiting() {
         let job = JobBuilder::new("web").count(1).build();
         let mut n = NodeBuilder::new().build();
-        n.drain = Some(orch_common::structs::DrainStrategy {
+        n.drain = Some(orch_common::model::DrainStrategy {
             deadline: Some(5 * MIN),
             ignore_system_jobs: false,
             started_at: 0,

@@ -25,16 +25,14 @@
 
 use std::collections::BTreeMap;
 
-use orch_common::structs::{
+use orch_common::model::{
     triggers, AllocMetric, Allocation, ClientStatus, DesiredStatus, DesiredUpdates, Evaluation,
     Job, JobType, Node, NodeStatus, PlanAnnotations, Resources, SchedulerConfiguration, TaskGroup,
 };
 
-use super::context::{allocs_with_jobs, holds_resources, PlanBuilder};
+use super::context::{allocs_with_jobs, PlanBuilder};
 use super::feasible::NodeUsage;
-use super::feasible::{
-    assign_ports, check_fit, datacenter_matches, merge_class_eligibility, FeasibilityChecker,
-};
+use super::feasible::{assign_ports, check_fit, merge_class_eligibility, FeasibilityChecker};
 use super::generic::Outcome;
 use super::preempt::{evictions_on_node, victims, Priorities, PRIORITY_GAP};
 use super::rank::{record_exhausted, record_filtered, Ask};
@@ -57,7 +55,7 @@ pub(crate) fn compute(
     let Some(job) = job.filter(|j| !j.stop) else {
         for a in allocs
             .iter()
-            .filter(|a| holds_resources(a) && a.next_allocation.is_none())
+            .filter(|a| a.holds_resources() && a.next_allocation.is_none())
         {
             b.stop(a, DESC_JOB_STOPPED, false, None);
         }
@@ -85,7 +83,7 @@ pub(crate) fn compute(
         });
     for a in allocs
         .iter()
-        .filter(|a| job.group(&a.group).is_none() && holds_resources(a))
+        .filter(|a| job.group(&a.group).is_none() && a.holds_resources())
     {
         b.stop(a, DESC_NOT_NEEDED, false, None);
     }
@@ -115,7 +113,7 @@ pub(crate) fn compute(
             let here = by_node.remove(&node.id).unwrap_or_default();
             sys.node(&mut b, node, here, &mut rng);
         }
-        for a in by_node.values().flatten().filter(|a| holds_resources(a)) {
+        for a in by_node.values().flatten().filter(|a| a.holds_resources()) {
             b.stop(a, DESC_LOST, true, None);
             sys.updates.stop += 1;
         }
@@ -176,17 +174,17 @@ impl GroupPass<'_, '_, '_> {
             .as_ref()
             .is_some_and(|d| d.lost_after.is_some());
         if node.status == NodeStatus::Disconnected && tolerated {
-            self.updates.ignore += here.iter().filter(|a| holds_resources(a)).count() as u32;
+            self.updates.ignore += here.iter().filter(|a| a.holds_resources()).count() as u32;
             return;
         }
         if matches!(node.status, NodeStatus::Down | NodeStatus::Disconnected) {
-            for a in here.iter().filter(|a| holds_resources(a)) {
+            for a in here.iter().filter(|a| a.holds_resources()) {
                 b.stop(a, DESC_LOST, true, None);
                 self.updates.stop += 1;
             }
             return;
         }
-        let in_dc = datacenter_matches(&self.job.datacenters, &node.datacenter);
+        let in_dc = node.in_datacenters(&self.job.datacenters);
         if in_dc {
             self.metric.nodes_in_pool += 1;
             if node.is_schedulable() {
@@ -200,11 +198,11 @@ impl GroupPass<'_, '_, '_> {
         let feasible = self.checker.check_node(node).map_err(|r| r.into_owned());
         let mut here = here.into_iter();
         if let Some(first) = here.next() {
-            for extra in here.filter(holds_resources) {
+            for extra in here.filter(|a| a.holds_resources()) {
                 b.stop(&extra, DESC_NOT_NEEDED, false, None);
                 self.updates.stop += 1;
             }
-            if first.desired_transition.migrate && holds_resources(&first) {
+            if first.desired_transition.migrate && first.holds_resources() {
                 // Drained off this node (`orch node drain`): a system allocation has
                 // nowhere else to go, so it is only stopped.
                 b.stop(&first, DESC_MIGRATED, false, None);
@@ -212,13 +210,13 @@ impl GroupPass<'_, '_, '_> {
                 return;
             }
             if !in_dc || (node.is_schedulable() && feasible.is_err()) {
-                if holds_resources(&first) {
+                if first.holds_resources() {
                     b.stop(&first, DESC_NOT_NEEDED, false, None);
                     self.updates.stop += 1;
                 }
                 return;
             }
-            if holds_resources(&first) {
+            if first.holds_resources() {
                 if first.job_version != self.job.version {
                     self.update(b, node, first, rng);
                 } else {
@@ -280,13 +278,13 @@ impl GroupPass<'_, '_, '_> {
         rng: &mut Rng,
     ) {
         let mut usage = b.usage(node, &self.job.id, &self.group.name);
-        if let Some(prev) = previous.as_ref().filter(|p| holds_resources(p)) {
+        if let Some(prev) = previous.as_ref().filter(|p| p.holds_resources()) {
             usage.used = usage.used.saturating_sub(&prev.resources.total());
             for p in &prev.resources.ports {
                 usage.ports.remove(&p.value);
             }
         }
-        if previous.as_ref().is_none_or(|p| !holds_resources(p)) {
+        if previous.as_ref().is_none_or(|p| !p.holds_resources()) {
             self.updates.place += 1;
         }
         let ask = self.group.resources();

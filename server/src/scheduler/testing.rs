@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use orch_common::ids;
-use orch_common::structs::{
+use orch_common::model::{
     triggers, Affinity, AllocatedResources, Allocation, ClientStatus, Constraint, Deployment,
     DeploymentStatus, DesiredStatus, DriverInfo, Eligibility, EvalStatus, Evaluation, Job,
     JobStatus, JobType, Node, NodeStatus, Plan, PlanResult, PortSpec, ReschedulePolicy, Resources,
@@ -185,8 +185,8 @@ impl JobBuilder {
                 ..Default::default()
             },
             env: BTreeMap::new(),
-            kill_timeout: orch_common::structs::default_kill_timeout(),
-            kill_signal: orch_common::structs::default_kill_signal(),
+            kill_timeout: orch_common::model::default_kill_timeout(),
+            kill_signal: orch_common::model::default_kill_signal(),
             user: None,
             logs: Default::default(),
             meta: BTreeMap::new(),
@@ -347,7 +347,7 @@ impl JobBuilder {
     /// `disconnect = { lost_after, replace }` on every group.
     pub fn disconnect(mut self, lost_after: std::time::Duration, replace: bool) -> Self {
         for g in &mut self.job.groups {
-            g.disconnect = Some(orch_common::structs::DisconnectPolicy {
+            g.disconnect = Some(orch_common::model::DisconnectPolicy {
                 lost_after: Some(lost_after),
                 replace,
             });

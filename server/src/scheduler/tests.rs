@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use orch_common::structs::{
+use orch_common::model::{
     triggers, ClientStatus, DesiredStatus, Eligibility, EvalStatus, JobType, Node, NodeStatus,
 };
 
@@ -606,7 +606,7 @@ fn placements_are_deterministic_for_one_eval() {
 
 mod property {
     use super::*;
-    use orch_common::structs::{Job, Resources};
+    use orch_common::model::{Job, Resources};
     use proptest::prelude::*;
 
     fn arb_node() -> impl Strategy<Value = Node> {
@@ -700,7 +700,7 @@ mod property {
     }
 
     /// The running (desired `run`) allocations in the harness.
-    fn running(h: &Harness) -> Vec<&orch_common::structs::Allocation> {
+    fn running(h: &Harness) -> Vec<&orch_common::model::Allocation> {
         h.state
             .allocs
             .values()

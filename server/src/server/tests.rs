@@ -8,7 +8,7 @@ use axum::http::{Method, Request, StatusCode};
 use orch_common::api::{
     AllocClientUpdate, AllocUpdateRequest, JobRegisterRequest, NodeRegisterRequest,
 };
-use orch_common::structs::{ClientStatus, Job, JobType, Node, NodeStatus, Resources};
+use orch_common::model::{ClientStatus, Job, JobType, Node, NodeStatus, Resources};
 use serde_json::Value;
 use tower::ServiceExt;
 
@@ -152,7 +152,7 @@ async fn a_job_too_big_is_blocked_and_placed_once_a_node_with_room_joins() {
     .await;
     let failed = &eval["failed_tg_allocs"]["web"];
     assert!(failed.is_object(), "{eval}");
-    let metric: orch_common::structs::AllocMetric =
+    let metric: orch_common::model::AllocMetric =
         serde_json::from_value(failed.clone()).expect("metric");
     assert!(
         metric.describe().contains("exhausted on memory"),
@@ -203,7 +203,7 @@ async fn a_failed_batch_alloc_is_rescheduled_with_a_link() {
     let mut job = mock_job("frames");
     job.job_type = JobType::Batch;
     job.groups[0].count = 1;
-    job.groups[0].reschedule = orch_common::structs::ReschedulePolicy::default_for(JobType::Batch);
+    job.groups[0].reschedule = orch_common::model::ReschedulePolicy::default_for(JobType::Batch);
     job.groups[0].reschedule.delay = Duration::ZERO;
     register_job(&server, &job).await;
     let allocs = wait_until(&server, "/v1/job/frames/allocations", |b| count(b) == 1).await;

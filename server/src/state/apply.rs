@@ -8,9 +8,9 @@ use std::sync::Arc;
 
 use orch_common::api::AllocClientUpdate;
 use orch_common::ids::now_ms;
-use orch_common::structs::{
+use orch_common::model::{
     Allocation, ClientStatus, Deployment, DeploymentStatus, DeploymentStatusUpdate, DrainOutcome,
-    Evaluation, Job, JobStatus, JobType, Node, NodeStatus, SchedulerConfiguration,
+    Evaluation, Job, JobStatus, JobType, Node, NodeAllocated, NodeStatus, SchedulerConfiguration,
 };
 use rusqlite::{params, Transaction, TransactionBehavior};
 use serde::Serialize;
@@ -19,8 +19,6 @@ use serde_json::value::RawValue;
 use super::alloc_index::{AllocIndex, NodeRow, RowChange, RowRemoval};
 use super::command::DeploymentChange;
 use super::{read, Command, SqlContext, StateError, StateStore, Table};
-use crate::scheduler::context::holds_resources;
-use crate::scheduler::NodeAllocated;
 
 /// What one applied command changed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -663,13 +661,13 @@ impl Writer<'_> {
                 self.deployments_touched.insert(d.clone());
             }
         }
-        if let Some(b) = before.filter(|b| holds_resources(b)) {
+        if let Some(b) = before.filter(|b| b.holds_resources()) {
             self.usage.push(UsageChange {
                 node_id: b.node_id.clone(),
                 delta: Delta::Remove(NodeAllocated::of(b)),
             });
         }
-        if holds_resources(alloc) {
+        if alloc.holds_resources() {
             self.usage.push(UsageChange {
                 node_id: alloc.node_id.clone(),
                 delta: Delta::Add(NodeAllocated::of(alloc)),

@@ -3,7 +3,7 @@
 //! and background loops only ever build commands.
 
 use orch_common::api::AllocClientUpdate;
-use orch_common::structs::{
+use orch_common::model::{
     Allocation, Deployment, DeploymentStatus, DeploymentStatusUpdate, DrainStrategy, Eligibility,
     Evaluation, Job, LastDrain, Node, NodeStatus, SchedulerConfiguration,
 };

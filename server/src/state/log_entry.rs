@@ -9,7 +9,7 @@
 //! of the c1m benchmark's instructions. Applying such an entry again writes the same
 //! rows.
 
-use orch_common::structs::{Allocation, Deployment, DeploymentStatusUpdate, Evaluation};
+use orch_common::model::{Allocation, Deployment, DeploymentStatusUpdate, Evaluation};
 use serde::Serialize;
 use serde_json::value::RawValue;
 

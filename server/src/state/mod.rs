@@ -41,12 +41,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use orch_common::structs::{Allocation, Deployment, Evaluation, Job, Node, SchedulerConfiguration};
+use orch_common::model::{
+    Allocation, Deployment, Evaluation, Job, Node, NodeAllocated, SchedulerConfiguration,
+};
 use rusqlite::{Connection, OpenFlags};
 use tokio::sync::watch;
-
-use crate::scheduler::context::holds_resources;
-use crate::scheduler::NodeAllocated;
 
 pub use apply::ApplyOutcome;
 pub use command::Command;
@@ -542,7 +541,7 @@ impl StateStore {
     /// check of a plan and handing the plan to the log.
     pub fn hold_in_flight<'a>(&self, allocs: impl IntoIterator<Item = &'a Allocation>) {
         self.change_in_flight(|in_flight| {
-            for a in allocs.into_iter().filter(|a| holds_resources(a)) {
+            for a in allocs.into_iter().filter(|a| a.holds_resources()) {
                 in_flight.add(a);
             }
         });

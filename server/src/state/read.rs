@@ -4,8 +4,8 @@
 use std::collections::btree_map::Entry;
 use std::collections::BTreeMap;
 
-use orch_common::structs::{
-    AllocatedResources, Allocation, ClientStatus, Deployment, Evaluation, Job, Node,
+use orch_common::model::{
+    AllocatedResources, Allocation, ClientStatus, Deployment, Evaluation, Job, Node, NodeAllocated,
     SchedulerConfiguration,
 };
 use rusqlite::types::ValueRef;
@@ -13,7 +13,6 @@ use rusqlite::{params, Connection, OptionalExtension, Params};
 use serde::de::DeserializeOwned;
 
 use super::{log_entry, Command, SqlContext, StateError, Table};
-use crate::scheduler::NodeAllocated;
 
 /// `(job, group, client status) -> count`, one row of `alloc_status_counts`.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -7,11 +7,12 @@
 
 use std::sync::{Arc, Mutex, OnceLock};
 
-use orch_common::structs::{Allocation, Deployment, Evaluation, Job, Node, SchedulerConfiguration};
+use orch_common::model::{
+    Allocation, Deployment, Evaluation, Job, Node, NodeAllocated, SchedulerConfiguration,
+};
 use rusqlite::Connection;
 
 use super::{read, Mirror, PooledConn, SqlContext, StateError};
-use crate::scheduler::{NodeAllocated, State};
 
 /// A read-only view of the state at `index()`. `Send + Sync + 'static`.
 pub struct Snapshot {
@@ -173,20 +174,22 @@ impl SnapshotRelease {
     }
 }
 
-impl State for Snapshot {
-    fn index(&self) -> u64 {
+/// The reads the scheduler makes (`scheduler::State`, implemented in
+/// `crate::scheduler_state`).
+impl Snapshot {
+    pub fn index(&self) -> u64 {
         self.index
     }
 
-    fn job(&self, id: &str) -> Option<Job> {
+    pub fn job(&self, id: &str) -> Option<Job> {
         self.with("a job", |c| read::job(c, id)).flatten()
     }
 
-    fn nodes(&self) -> Vec<Node> {
+    pub fn nodes(&self) -> Vec<Node> {
         self.shared_node_list().as_ref().clone()
     }
 
-    fn node(&self, id: &str) -> Option<Node> {
+    pub fn node(&self, id: &str) -> Option<Node> {
         if let Some(nodes) = self.nodes.get() {
             return nodes
                 .binary_search_by(|n| n.id.as_str().cmp(id))
@@ -196,15 +199,15 @@ impl State for Snapshot {
         self.with("a node", |c| read::node(c, id)).flatten()
     }
 
-    fn shared_nodes(&self) -> Arc<Vec<Node>> {
+    pub fn shared_nodes(&self) -> Arc<Vec<Node>> {
         self.shared_node_list()
     }
 
-    fn node_allocated(&self, node_id: &str) -> NodeAllocated {
+    pub fn node_allocated(&self, node_id: &str) -> NodeAllocated {
         self.mirror.node_allocated(node_id)
     }
 
-    fn allocs_by_job(&self, job_id: &str) -> Vec<Allocation> {
+    pub fn allocs_by_job(&self, job_id: &str) -> Vec<Allocation> {
         let mut memo = self
             .job_allocs
             .lock()
@@ -225,7 +228,7 @@ impl State for Snapshot {
     /// The node's allocations live on their client as of this snapshot. The rows are
     /// listed as of now: those committed after this snapshot are not found, and the
     /// status filter is on the rows this snapshot sees.
-    fn allocs_by_node(&self, node_id: &str) -> Vec<Allocation> {
+    pub fn allocs_by_node(&self, node_id: &str) -> Vec<Allocation> {
         let conn = self
             .conn
             .lock()
@@ -243,21 +246,17 @@ impl State for Snapshot {
         }
     }
 
-    fn job_version(&self, id: &str, version: u64) -> Option<Job> {
-        Snapshot::job_version(self, id, version)
-    }
-
-    fn blocked_eval(&self, job_id: &str) -> Option<Evaluation> {
+    pub fn blocked_eval(&self, job_id: &str) -> Option<Evaluation> {
         self.with("a blocked evaluation", |c| read::blocked_eval(c, job_id))
             .flatten()
     }
 
-    fn scheduler_config(&self) -> SchedulerConfiguration {
+    pub fn scheduler_config(&self) -> SchedulerConfiguration {
         self.with("the scheduler configuration", read::scheduler_config)
             .unwrap_or_default()
     }
 
-    fn latest_deployment(&self, job_id: &str) -> Option<Deployment> {
+    pub fn latest_deployment(&self, job_id: &str) -> Option<Deployment> {
         self.with("the job's deployment", |c| {
             read::latest_deployment(c, job_id)
         })

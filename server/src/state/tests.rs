@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use orch_common::api::AllocClientUpdate;
-use orch_common::structs::{
+use orch_common::model::{
     AllocatedResources, Allocation, ClientStatus, DesiredStatus, DriverInfo, Eligibility,
     EvalStatus, Evaluation, Job, JobStatus, JobType, Node, NodeStatus, ReschedulePolicy, Resources,
     RestartPolicy, Task, TaskGroup,
@@ -393,12 +393,12 @@ fn client_updates_touch_only_the_client_fields() {
         .insert("server".into(), Default::default());
     update.checks.insert(
         "web/alive".into(),
-        orch_common::structs::CheckStatus {
+        orch_common::model::CheckStatus {
             service: "web".into(),
             name: "alive".into(),
-            check_type: orch_common::structs::CheckType::Http,
+            check_type: orch_common::model::CheckType::Http,
             task: "server".into(),
-            status: orch_common::structs::CheckHealth::Passing,
+            status: orch_common::model::CheckHealth::Passing,
             output: "HTTP GET http://127.0.0.1:20000/: 200 OK".into(),
             last_run_ms: 1,
             status_since_ms: 1,
@@ -414,7 +414,7 @@ fn client_updates_touch_only_the_client_fields() {
     assert_eq!(stored.task_states.len(), 1);
     assert_eq!(
         stored.checks["web/alive"].status,
-        orch_common::structs::CheckHealth::Passing
+        orch_common::model::CheckHealth::Passing
     );
     assert_eq!(stored.desired_status, DesiredStatus::Run);
     assert_eq!(stored.modify_index, index);
@@ -1306,7 +1306,7 @@ proptest! {
 
 #[test]
 fn the_scheduler_configuration_defaults_then_keeps_what_was_set() {
-    use orch_common::structs::{SchedulerAlgorithm, SchedulerConfiguration};
+    use orch_common::model::{SchedulerAlgorithm, SchedulerConfiguration};
     let (_dir, store) = temp_store();
     assert_eq!(
         store.scheduler_config().unwrap(),
@@ -1342,7 +1342,7 @@ fn the_scheduler_configuration_defaults_then_keeps_what_was_set() {
 fn sums_from_sql(store: &StateStore) -> BTreeMap<String, (u64, u64)> {
     let mut sums = BTreeMap::new();
     for a in store.allocs().expect("allocs") {
-        if crate::scheduler::context::holds_resources(&a) {
+        if a.holds_resources() {
             let t = a.resources.total();
             let e = sums.entry(a.node_id.clone()).or_insert((0, 0));
             e.0 += t.cpu;

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use orch_common::structs::{triggers, DesiredStatus, EvalStatus, Evaluation, Job, Node};
+use orch_common::model::{triggers, DesiredStatus, EvalStatus, Evaluation, Job, Node};
 use tokio::sync::{mpsc, watch};
 
 use super::*;

@@ -4,7 +4,7 @@
 
 use orch_common::api::{DeploymentAllocHealthRequest, DeploymentPromoteRequest, JobRevertRequest};
 use orch_common::ids::now_ms;
-use orch_common::structs::{deployment_desc as desc, DeploymentStatus};
+use orch_common::model::{deployment_desc as desc, DeploymentStatus};
 
 use super::*;
 use crate::deployment::testing::{deployment, group, health, placed, plan};

@@ -4,13 +4,13 @@
 
 use std::collections::BTreeMap;
 
-use orch_common::structs::{
+use orch_common::model::{
     AllocatedPort, CheckHealth, CheckSpec, CheckStatus, CheckType, DesiredStatus, PortSpec,
     ServiceSpec,
 };
 
 use super::*;
-use orch_common::structs::Allocation;
+use orch_common::model::Allocation;
 
 /// A job whose group has port `http` and service `web` (tags `v1`, with `checks`).
 fn job_with_service(id: &str, checks: usize) -> Job {

@@ -2,7 +2,7 @@
 //! its counters, `UpdateDeployment` promotes, ends, marks stable and reverts, and only
 //! ever changes an active deployment.
 
-use orch_common::structs::{deployment_desc as desc, DeploymentStatus};
+use orch_common::model::{deployment_desc as desc, DeploymentStatus};
 
 use super::*;
 use crate::deployment::decide::registration_of;
@@ -59,7 +59,7 @@ fn update(
     )
 }
 
-fn d1(store: &StateStore) -> orch_common::structs::Deployment {
+fn d1(store: &StateStore) -> orch_common::model::Deployment {
     store.deployment("d1").unwrap().unwrap()
 }
 
