@@ -29,7 +29,7 @@ use tokio::task::JoinHandle;
 
 use crate::broker::{EvalBroker, NackOutcome};
 use crate::plan_apply::PlanRequest;
-use crate::scheduler::{self, Planner, SchedulerError, State};
+use crate::scheduler::{self, Planner, PlannerError, SchedulerError, State};
 use crate::state::{Command, CommandLog, LogError, SnapshotRelease, StateError, StateStore};
 
 /// How long one dequeue waits before checking for shutdown again.
@@ -68,16 +68,22 @@ struct WorkerPlanner {
 }
 
 impl WorkerPlanner {
-    fn write_eval(&self, eval: Evaluation) -> Result<(), String> {
+    fn write_eval(&self, eval: Evaluation) -> Result<(), PlannerError> {
         self.log
             .submit_blocking(Command::UpsertEvals { evals: vec![eval] })
             .map(|_| ())
-            .map_err(|e: LogError| e.to_string())
+            .map_err(|e: LogError| match e {
+                LogError::Closed | LogError::WriterGone => PlannerError::Stopped("the command log"),
+                e => PlannerError::Commit(Box::new(e)),
+            })
     }
 }
 
 impl Planner for WorkerPlanner {
-    fn submit_plan(&mut self, plan: Plan) -> Result<(PlanResult, Option<Box<dyn State>>), String> {
+    fn submit_plan(
+        &mut self,
+        plan: Plan,
+    ) -> Result<(PlanResult, Option<Box<dyn State>>), PlannerError> {
         // Nothing more is read from the snapshot; waiting for the commit with its read
         // transaction open would hold back the WAL checkpoint.
         self.snapshot.release();
@@ -89,34 +95,37 @@ impl Planner for WorkerPlanner {
                 reply,
                 checked: Some(checked),
             })
-            .map_err(|_| "the plan applier has stopped".to_string())?;
+            .map_err(|_| PlannerError::Stopped("the plan applier"))?;
         // The plan's room is held in flight once checked: the next worker may compute
         // on a snapshot taken now without handing out the same room.
         let _ = checked_rx.blocking_recv();
         self.permit = None;
         let result = answer
             .blocking_recv()
-            .map_err(|_| "the plan applier dropped the plan".to_string())?
-            .map_err(|e| e.to_string())?;
+            .map_err(|_| PlannerError::Stopped("the plan applier"))?
+            .map_err(|e| PlannerError::Commit(Box::new(e)))?;
         if result.refresh_index == 0 {
             return Ok((result, None));
         }
         // The applier answered after committing, so the store is at refresh_index.
         self.permit = self.turn.take();
-        let fresh = self.store.snapshot().map_err(|e| e.to_string())?;
+        let fresh = self
+            .store
+            .snapshot()
+            .map_err(|e| PlannerError::Refresh(Box::new(e)))?;
         self.snapshot = fresh.release_handle();
         Ok((result, Some(Box::new(fresh))))
     }
 
-    fn update_eval(&mut self, eval: Evaluation) -> Result<(), String> {
+    fn update_eval(&mut self, eval: Evaluation) -> Result<(), PlannerError> {
         self.write_eval(eval)
     }
 
-    fn create_eval(&mut self, eval: Evaluation) -> Result<(), String> {
+    fn create_eval(&mut self, eval: Evaluation) -> Result<(), PlannerError> {
         self.write_eval(eval)
     }
 
-    fn reblock_eval(&mut self, eval: Evaluation) -> Result<(), String> {
+    fn reblock_eval(&mut self, eval: Evaluation) -> Result<(), PlannerError> {
         self.write_eval(eval)
     }
 }

@@ -25,7 +25,7 @@ use orch_common::model::{
 };
 
 use super::{ApiError, HttpState, IdPath, Params, RawBody};
-use crate::scheduler::{self, Planner, State};
+use crate::scheduler::{self, Planner, PlannerError, State};
 use crate::state::StateStore;
 
 /// `POST /v1/job/{id}/plan`: JSON `JobPlanRequest`, or the job as TOML
@@ -245,7 +245,10 @@ impl DryRunPlanner {
 }
 
 impl Planner for DryRunPlanner {
-    fn submit_plan(&mut self, plan: Plan) -> Result<(PlanResult, Option<Box<dyn State>>), String> {
+    fn submit_plan(
+        &mut self,
+        plan: Plan,
+    ) -> Result<(PlanResult, Option<Box<dyn State>>), PlannerError> {
         let result = PlanResult {
             updated_nodes: plan.node_update.keys().cloned().collect(),
             allocated_nodes: plan.node_allocation.keys().cloned().collect(),
@@ -256,17 +259,17 @@ impl Planner for DryRunPlanner {
         Ok((result, None))
     }
 
-    fn update_eval(&mut self, eval: Evaluation) -> Result<(), String> {
+    fn update_eval(&mut self, eval: Evaluation) -> Result<(), PlannerError> {
         self.updated.push(eval);
         Ok(())
     }
 
-    fn create_eval(&mut self, eval: Evaluation) -> Result<(), String> {
+    fn create_eval(&mut self, eval: Evaluation) -> Result<(), PlannerError> {
         self.created.push(eval);
         Ok(())
     }
 
-    fn reblock_eval(&mut self, eval: Evaluation) -> Result<(), String> {
+    fn reblock_eval(&mut self, eval: Evaluation) -> Result<(), PlannerError> {
         self.created.push(eval);
         Ok(())
     }

@@ -12,7 +12,7 @@ use orch_common::model::{
 
 use super::feasible::NodeUsage;
 use super::fxhash::{FxHashMap, FxHashSet};
-use super::State;
+use super::state::State;
 
 /// Adds one allocation to a usage tally.
 pub fn add_to_usage(usage: &mut NodeUsage, a: &Allocation, job_id: &str, group: &str) {

@@ -32,6 +32,7 @@ use super::context::{allocs_with_jobs, PlanBuilder};
 use super::deployment::{self, Rollout};
 use super::feasible::{assign_ports, merge_class_eligibility, FeasibilityChecker, NodeUsage};
 use super::fxhash::FxHashMap;
+use super::planner::{Planner, PlannerError};
 use super::preempt::{self, Priorities};
 use super::rank::{
     add_metric, record_exhausted, sample_limit, select, Ask, GroupRanker, Pool,
@@ -42,20 +43,20 @@ use super::reconcile::{
     DESC_UPDATED,
 };
 use super::rng::Rng;
+use super::state::State;
 use super::system;
-use super::{Planner, State};
 
 /// How many times a partially committed plan is recomputed before giving up.
 pub const MAX_PLAN_ATTEMPTS: u32 = 5;
 
 /// Why scheduling an evaluation failed (the broker will redeliver it).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum SchedulerError {
     /// The planner refused an operation (plan submission, eval update, ...).
     Planner {
         eval_id: String,
         op: &'static str,
-        message: String,
+        source: PlannerError,
     },
 }
 
@@ -65,22 +66,30 @@ impl std::fmt::Display for SchedulerError {
             SchedulerError::Planner {
                 eval_id,
                 op,
-                message,
-            } => write!(f, "evaluation {eval_id}: {op} failed: {message}"),
+                source,
+            } => {
+                write!(f, "evaluation {eval_id}: {op} failed: {source}")
+            }
         }
     }
 }
 
-impl std::error::Error for SchedulerError {}
+impl std::error::Error for SchedulerError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            SchedulerError::Planner { source, .. } => Some(source),
+        }
+    }
+}
 
 fn planner_err<'e>(
     eval: &'e Evaluation,
     op: &'static str,
-) -> impl FnOnce(String) -> SchedulerError + 'e {
-    move |message| SchedulerError::Planner {
+) -> impl FnOnce(PlannerError) -> SchedulerError + 'e {
+    move |source| SchedulerError::Planner {
         eval_id: eval.id.clone(),
         op,
-        message,
+        source,
     }
 }
 

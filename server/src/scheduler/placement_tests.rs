@@ -11,6 +11,7 @@ use orch_common::model::{
 
 use super::feasible::FeasibilityChecker;
 use super::testing::{alloc_for, eval_for, mock_node, Harness, JobBuilder, NodeBuilder};
+use crate::scheduler::PlannerError;
 
 /// Two nodes that differ in every attribute the operator tests look at.
 fn old_and_new() -> Vec<Node> {
@@ -876,7 +877,7 @@ impl super::Planner for CountingPlanner {
             orch_common::model::PlanResult,
             Option<Box<dyn super::State>>,
         ),
-        String,
+        PlannerError,
     > {
         self.placed += plan.node_allocation.values().map(Vec::len).sum::<usize>();
         let mut result = orch_common::model::PlanResult::default();
@@ -888,13 +889,13 @@ impl super::Planner for CountingPlanner {
         }
         Ok((result, None))
     }
-    fn update_eval(&mut self, _: orch_common::model::Evaluation) -> Result<(), String> {
+    fn update_eval(&mut self, _: orch_common::model::Evaluation) -> Result<(), PlannerError> {
         Ok(())
     }
-    fn create_eval(&mut self, _: orch_common::model::Evaluation) -> Result<(), String> {
+    fn create_eval(&mut self, _: orch_common::model::Evaluation) -> Result<(), PlannerError> {
         Ok(())
     }
-    fn reblock_eval(&mut self, _: orch_common::model::Evaluation) -> Result<(), String> {
+    fn reblock_eval(&mut self, _: orch_common::model::Evaluation) -> Result<(), PlannerError> {
         Ok(())
     }
 }

@@ -21,7 +21,7 @@ use orch_common::model::{Allocation, Job, Node};
 use super::context::PlanBuilder;
 use super::feasible::{check_fit, FeasibilityChecker, NodeUsage};
 use super::rank::Ask;
-use super::State;
+use super::state::State;
 
 /// The smallest priority gap that allows an eviction.
 pub const PRIORITY_GAP: u8 = 10;

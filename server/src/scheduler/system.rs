@@ -40,7 +40,7 @@ use super::reconcile::{
     tasks_updated, DESC_JOB_STOPPED, DESC_LOST, DESC_MIGRATED, DESC_NOT_NEEDED, DESC_UPDATED,
 };
 use super::rng::Rng;
-use super::State;
+use super::state::State;
 
 pub(crate) fn compute(
     eval: &Evaluation,

@@ -14,6 +14,7 @@ use orch_common::model::{
 };
 
 use super::{generic, Planner, SchedulerError, State};
+use crate::scheduler::PlannerError;
 
 /// A fake time: 2024-01-01, in ms.
 pub const NOW: u64 = 1_704_067_200_000;
@@ -725,7 +726,10 @@ impl Harness {
 }
 
 impl Planner for Harness {
-    fn submit_plan(&mut self, plan: Plan) -> Result<(PlanResult, Option<Box<dyn State>>), String> {
+    fn submit_plan(
+        &mut self,
+        plan: Plan,
+    ) -> Result<(PlanResult, Option<Box<dyn State>>), PlannerError> {
         let reject = if self.reject_times > 0 {
             self.reject_times -= 1;
             self.reject_nodes.clone()
@@ -742,17 +746,17 @@ impl Planner for Harness {
         };
         Ok((result, fresh))
     }
-    fn update_eval(&mut self, eval: Evaluation) -> Result<(), String> {
+    fn update_eval(&mut self, eval: Evaluation) -> Result<(), PlannerError> {
         self.state.evals.insert(eval.id.clone(), eval.clone());
         self.updated.push(eval);
         Ok(())
     }
-    fn create_eval(&mut self, eval: Evaluation) -> Result<(), String> {
+    fn create_eval(&mut self, eval: Evaluation) -> Result<(), PlannerError> {
         self.state.evals.insert(eval.id.clone(), eval.clone());
         self.created.push(eval);
         Ok(())
     }
-    fn reblock_eval(&mut self, eval: Evaluation) -> Result<(), String> {
+    fn reblock_eval(&mut self, eval: Evaluation) -> Result<(), PlannerError> {
         self.state.evals.insert(eval.id.clone(), eval.clone());
         self.reblocked.push(eval);
         Ok(())
