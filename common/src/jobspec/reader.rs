@@ -11,7 +11,7 @@ use toml::de::{DeArray, DeTable, DeValue};
 use toml::Spanned;
 
 use super::source::join;
-use super::Problem;
+use super::error::Problem;
 
 /// The problems found while reading; shared by every `Table` of one document.
 #[derive(Default)]
