@@ -1,5 +1,6 @@
 //! The service catalog: a view over allocations, computed on each read from the state
-//! (`StateStore::catalog_view`), never stored. An instance exists for every
+//! (`StateStore::catalog_view`, a `CatalogView` the store defines and fills in one
+//! transaction: `crate::state::views`), never stored. An instance exists for every
 //! `[[group.G.service]]` block of every allocation that runs (client `running`, desired
 //! `run`) on a node that is not `down` or `disconnected`, so registration and removal
 //! follow the allocation's and its node's own lifecycle (stop, failure, loss, node
@@ -9,23 +10,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use orch_common::api::{ServiceInstance, ServiceListStub};
-use orch_common::model::{
-    AllocatedPort, Allocation, CheckHealth, Job, Node, NodeStatus, ServiceSpec,
-};
+use orch_common::model::{AllocatedPort, Allocation, CheckHealth, Node, NodeStatus, ServiceSpec};
 
-use crate::state::{StateError, StateStore};
-
-/// What the catalog is computed from, read in one transaction: the running allocations
-/// of the jobs that have services, the job versions they run, and their nodes.
-#[derive(Debug, Clone, Default)]
-pub struct CatalogView {
-    /// Running allocations (client `running`, desired `run`) of jobs with services.
-    pub allocs: Vec<Allocation>,
-    /// `(job id, version)` -> that version of the job, for each allocation above.
-    pub jobs: BTreeMap<(String, u64), Job>,
-    /// Node id -> node, for each allocation above (a missing node is tolerated).
-    pub nodes: BTreeMap<String, Node>,
-}
+use crate::state::{CatalogView, StateError, StateStore};
 
 /// Every instance in `view` (of service `name` only, when given), sorted by service,
 /// node name, then allocation id.

@@ -3,13 +3,16 @@
 //! It runs every `gc.interval` and on demand (`PUT /v1/system/gc`, thresholds zero).
 //!
 //! ```text
-//!  snapshot read (gc_view, off the runtime) ─► rules::collect(view, thresholds, now)
+//!  one read transaction (StateStore::gc_view, off the runtime)
+//!     ─► rules::collect(view, thresholds, now)
 //!     ─► Collection split into Command::Reap batches of at most MAX_PER_COMMAND ids
 //!     ─► log.submit each (apply checks every object again) ─► counts
 //! ```
 //!
 //! The decision is made outside the state writer, from a read; the writer only
-//! deletes, in batches, so it is never blocked for long.
+//! deletes, in batches, so it is never blocked for long. The view's shape (`GcView`)
+//! is the store's (`crate::state::views`): it is filled by one SQL pass over columns
+//! and a few JSON fields, which only the store can express.
 
 pub mod rules;
 

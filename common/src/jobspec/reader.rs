@@ -10,8 +10,8 @@ use std::time::Duration;
 use toml::de::{DeArray, DeTable, DeValue};
 use toml::Spanned;
 
+use super::error::Problem;
 use super::source::join;
-use super::Problem;
 
 /// The problems found while reading; shared by every `Table` of one document.
 #[derive(Default)]

@@ -14,7 +14,7 @@ use crate::model::{
     ReschedulePolicy, RestartPolicy, ServiceSpec, Spread, Task, TaskGroup, UpdatePolicy,
 };
 
-use super::Problem;
+use super::error::Problem;
 
 /// Task drivers a spec may name.
 pub const DRIVERS: &[&str] = &["raw_exec", "container", "mock"];

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use toml::de::{DeTable, DeValue};
 
-use super::{dedup, Problem, SpecError, SpecErrors};
+use super::error::{dedup, Problem, SpecError, SpecErrors};
 
 /// Where every key of one document starts, by field path.
 pub(crate) struct SpanIndex<'s> {

@@ -1,4 +1,5 @@
-//! Which objects a garbage collection deletes: a pure function of a state view, the
+//! Which objects a garbage collection deletes: a pure function of a state view
+//! (`GcView`, which the store defines and fills in one read: `crate::state::views`), the
 //! thresholds and `now` (no SQL, no clock), after Nomad's core scheduler.
 //!
 //! ```text
@@ -21,7 +22,9 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use orch_common::model::{ClientStatus, DesiredStatus, EvalStatus, JobStatus, JobType, NodeStatus};
+use orch_common::model::{ClientStatus, DesiredStatus, JobStatus, JobType, NodeStatus};
+
+use crate::state::views::{GcAlloc, GcEval, GcJob, GcView};
 
 /// How long (ms) an object must have been unchanged before it is collected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -40,59 +43,6 @@ impl Thresholds {
         batch_eval_ms: 0,
         node_ms: 0,
     };
-}
-
-/// What the rules need of a job.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct GcJob {
-    pub id: String,
-    pub job_type: JobType,
-    pub status: JobStatus,
-    pub stop: bool,
-    pub create_index: u64,
-    pub submit_time: u64,
-}
-
-/// What the rules need of an evaluation.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct GcEval {
-    pub id: String,
-    pub job_id: String,
-    pub job_type: JobType,
-    pub status: EvalStatus,
-    pub modify_time: u64,
-}
-
-/// What the rules need of an allocation.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct GcAlloc {
-    pub id: String,
-    pub job_id: String,
-    pub eval_id: String,
-    pub node_id: String,
-    pub client_status: ClientStatus,
-    pub desired_status: DesiredStatus,
-    pub modify_time: u64,
-    pub create_index: u64,
-    /// A replacement was placed (`next_allocation` is set).
-    pub replaced: bool,
-}
-
-/// What the rules need of a node.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct GcNode {
-    pub id: String,
-    pub status: NodeStatus,
-    pub status_updated_at: u64,
-}
-
-/// The state the rules look at: one consistent read.
-#[derive(Debug, Clone, Default)]
-pub struct GcView {
-    pub jobs: Vec<GcJob>,
-    pub evals: Vec<GcEval>,
-    pub allocs: Vec<GcAlloc>,
-    pub nodes: Vec<GcNode>,
 }
 
 /// The ids to delete, each list sorted.

@@ -16,8 +16,11 @@
 //! - `context`: the plan under construction and the node usage it implies.
 //! - `deployment`: a service job's rollout: the deployment that governs it, the one a
 //!   plan creates or cancels, canaries and the rolling limit of destructive updates.
-//! - `generic`: `process` for service and batch jobs (and the dispatch);
-//!   `system`: system and sysbatch jobs. Every plan carries per-group annotations.
+//! - `process`: the entry point: dispatch by job type, plan submission and retries,
+//!   the evaluation's outcome (follow-up and blocked evaluations).
+//! - `generic`: the pass for service and batch jobs; `system`: for system and
+//!   sysbatch jobs. Each returns an `Outcome` (`outcome`); every plan carries per-group
+//!   annotations.
 //! - `rng`: the seeded SplitMix64 used for shuffling and port picking; `fxhash`: the
 //!   fast hasher of the hot maps keyed by node classes and property values.
 
@@ -28,10 +31,12 @@ mod deployment_tests;
 pub mod feasible;
 pub mod fxhash;
 pub mod generic;
+mod outcome;
 #[cfg(test)]
 mod placement_tests;
 mod planner;
 pub mod preempt;
+mod process;
 pub mod property;
 pub mod rank;
 pub mod reconcile;
@@ -44,6 +49,6 @@ pub mod testing;
 mod tests;
 pub mod version;
 
-pub use generic::{process, SchedulerError, MAX_PLAN_ATTEMPTS};
 pub use planner::{Planner, PlannerError};
+pub use process::{process, SchedulerError, MAX_PLAN_ATTEMPTS};
 pub use state::State;

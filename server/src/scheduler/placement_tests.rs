@@ -934,8 +934,7 @@ fn placement_speed_of_a_thousand_instances_over_ten_thousand_nodes() {
         let snapshot = h.state.clone();
         let mut planner = CountingPlanner::default();
         let started = std::time::Instant::now();
-        super::generic::process(&eval, &snapshot, &mut planner, super::testing::NOW)
-            .expect("process");
+        super::process(&eval, &snapshot, &mut planner, super::testing::NOW).expect("process");
         let took = started.elapsed();
         let placed = planner.placed;
         println!(

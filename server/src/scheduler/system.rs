@@ -33,7 +33,7 @@ use orch_common::model::{
 use super::context::{allocs_with_jobs, PlanBuilder};
 use super::feasible::NodeUsage;
 use super::feasible::{assign_ports, check_fit, merge_class_eligibility, FeasibilityChecker};
-use super::generic::Outcome;
+use super::outcome::Outcome;
 use super::preempt::{evictions_on_node, victims, Priorities, PRIORITY_GAP};
 use super::rank::{record_exhausted, record_filtered, Ask};
 use super::reconcile::{

@@ -13,7 +13,7 @@ use orch_common::model::{
     RestartPolicy, SchedulerConfiguration, Spread, SpreadTarget, Task, TaskGroup, UpdatePolicy,
 };
 
-use super::{generic, Planner, SchedulerError, State};
+use super::{process, Planner, SchedulerError, State};
 use crate::scheduler::PlannerError;
 
 /// A fake time: 2024-01-01, in ms.
@@ -704,7 +704,7 @@ impl Harness {
     pub fn process(&mut self, eval: &Evaluation) -> Result<(), SchedulerError> {
         let snapshot = self.state.clone();
         let now = self.now;
-        generic::process(eval, &snapshot, self, now)
+        process(eval, &snapshot, self, now)
     }
     /// Allocations placed (node_allocation) by the last plan.
     pub fn last_placed(&self) -> Vec<Allocation> {

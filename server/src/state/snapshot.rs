@@ -12,7 +12,11 @@ use orch_common::model::{
 };
 use rusqlite::Connection;
 
-use super::{read, Mirror, PooledConn, SqlContext, StateError};
+use super::alloc_index::AllocIndex;
+use super::error::{SqlContext, StateError};
+use super::mirror::{Mirror, SharedMirror};
+use super::pool::PooledConn;
+use super::read;
 
 /// A read-only view of the state at `index()`. `Send + Sync + 'static`.
 pub struct Snapshot {
@@ -21,6 +25,10 @@ pub struct Snapshot {
     conn: Arc<Mutex<PooledConn>>,
     index: u64,
     mirror: Mirror,
+    /// The store's mirror, to give it the node list this snapshot decodes.
+    shared_mirror: SharedMirror,
+    /// The store's index of allocation rows (by id and by node).
+    rows: Arc<AllocIndex>,
     nodes: OnceLock<Arc<Vec<Node>>>,
     /// The last job whose allocations were read: the scheduler reads them more than
     /// once per evaluation (reconcile, then node usage), and decoding dominates.
@@ -38,7 +46,12 @@ impl std::fmt::Debug for Snapshot {
 impl Snapshot {
     /// Starts the read transaction and pins it with a first read.
     /// Must be called with the mirror's read lock held (see `StateStore::snapshot`).
-    pub(crate) fn begin(conn: PooledConn, mirror: Mirror) -> Result<Snapshot, StateError> {
+    pub(crate) fn begin(
+        conn: PooledConn,
+        mirror: Mirror,
+        shared_mirror: SharedMirror,
+        rows: Arc<AllocIndex>,
+    ) -> Result<Snapshot, StateError> {
         conn.execute_batch("BEGIN DEFERRED")
             .ctx(|| "starting a snapshot transaction".to_string())?;
         let index = read::last_index(&conn)?;
@@ -50,6 +63,8 @@ impl Snapshot {
             conn: Arc::new(Mutex::new(conn)),
             index,
             mirror,
+            shared_mirror,
+            rows,
             nodes,
             job_allocs: Mutex::new(None),
         })
@@ -68,7 +83,10 @@ impl Snapshot {
         match read::nodes(&conn) {
             Ok(nodes) => {
                 let nodes = self.nodes.get_or_init(|| Arc::new(nodes)).clone();
-                conn.store.offer_nodes(self.mirror.nodes_index, &nodes);
+                self.shared_mirror
+                    .write()
+                    .expect("state mirror lock poisoned")
+                    .offer_nodes(self.mirror.nodes_index, &nodes);
                 nodes
             }
             Err(e) => {
@@ -116,7 +134,7 @@ impl Snapshot {
             .conn
             .lock()
             .expect("snapshot connection mutex poisoned");
-        match conn.store.alloc_index.get(id) {
+        match self.rows.get(id) {
             Some(seq) => read::alloc_at(&conn, seq),
             None => Ok(None),
         }
@@ -233,7 +251,7 @@ impl Snapshot {
             .conn
             .lock()
             .expect("snapshot connection mutex poisoned");
-        let rows = conn.store.alloc_index.node_rows(node_id);
+        let rows = self.rows.node_rows(node_id);
         match read::allocs_at(&conn, rows.iter().map(|r| r.seq)) {
             Ok(mut allocs) => {
                 allocs.retain(|a| !a.client_status.is_terminal());

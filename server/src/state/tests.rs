@@ -2,13 +2,14 @@
 //! prefix lookup, reopening, migration, blocking waits, the log, and a property test.
 
 use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use orch_common::api::AllocClientUpdate;
 use orch_common::model::{
     AllocatedResources, Allocation, ClientStatus, DesiredStatus, DriverInfo, Eligibility,
-    EvalStatus, Evaluation, Job, JobStatus, JobType, Node, NodeStatus, ReschedulePolicy, Resources,
-    RestartPolicy, Task, TaskGroup,
+    EvalStatus, Evaluation, Job, JobStatus, JobType, Node, NodeAllocated, NodeStatus,
+    ReschedulePolicy, Resources, RestartPolicy, Task, TaskGroup,
 };
 use proptest::prelude::*;
 

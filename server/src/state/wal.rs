@@ -44,7 +44,7 @@ impl Checkpointer {
     /// checkpoint) and starts the checkpointer thread on a connection of its own to
     /// `path`. The thread stops when the `Checkpointer` is dropped.
     pub(crate) fn start(writer: &Connection, path: PathBuf) -> Result<Checkpointer, String> {
-        let conn = super::open_connection(&path).map_err(|e| e.to_string())?;
+        let conn = super::pool::open_connection(&path).map_err(|e| e.to_string())?;
         writer
             .pragma_update(None, "journal_size_limit", JOURNAL_SIZE_LIMIT)
             .map_err(|e| e.to_string())?;

@@ -1,6 +1,9 @@
 //! Table tests of the collection rules: one scenario per row.
 
+use orch_common::model::EvalStatus;
+
 use super::*;
+use crate::state::views::GcNode;
 
 const NOW: u64 = 100 * HOUR;
 const HOUR: u64 = 3_600_000;

@@ -1,0 +1,63 @@
+//! `StateError`, what can go wrong in the state store, and `SqlContext`, which says what
+//! was being done when a rusqlite call failed.
+
+use std::path::PathBuf;
+
+/// What can go wrong in the state store.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("creating state directory {path}: {source}")]
+    CreateDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("opening state database {path}: {source}")]
+    Open {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
+    #[error("migrating state database to schema version {version}: {source}")]
+    Migrate {
+        version: u32,
+        source: rusqlite::Error,
+    },
+    #[error("state database has schema version {found}, newer than this binary knows ({supported}); upgrade orch")]
+    SchemaTooNew { found: u32, supported: u32 },
+    #[error("{context}: {source}")]
+    Sql {
+        context: String,
+        source: rusqlite::Error,
+    },
+    #[error("decoding stored {kind} {id:?}: {source}")]
+    Decode {
+        kind: &'static str,
+        id: String,
+        source: serde_json::Error,
+    },
+    #[error("encoding {kind} {id:?}: {source}")]
+    Encode {
+        kind: &'static str,
+        id: String,
+        source: serde_json::Error,
+    },
+    #[error("reading command log entry {index}: {reason}")]
+    CommandLogEntry { index: u64, reason: String },
+    #[error("the command log no longer holds the entries after index {after}: garbage collection dropped those before index {first}; read the state (a snapshot) instead")]
+    LogTruncated { after: u64, first: u64 },
+    #[error("index {index} is not after the last applied index {last}")]
+    IndexNotIncreasing { index: u64, last: u64 },
+}
+
+/// Adds a description of what was being done to a rusqlite error.
+pub(crate) trait SqlContext<T> {
+    fn ctx(self, context: impl FnOnce() -> String) -> Result<T, StateError>;
+}
+
+impl<T> SqlContext<T> for Result<T, rusqlite::Error> {
+    fn ctx(self, context: impl FnOnce() -> String) -> Result<T, StateError> {
+        self.map_err(|source| StateError::Sql {
+            context: context(),
+            source,
+        })
+    }
+}
