@@ -16,7 +16,7 @@
 //! - `context`: the plan under construction and the node usage it implies.
 //! - `deployment`: a service job's rollout: the deployment that governs it, the one a
 //!   plan creates or cancels, canaries and the rolling limit of destructive updates.
-//! - `process`: the entry point: dispatch by job type, plan submission and retries,
+//! - `evaluate`: `process`, the entry point: dispatch by job type, plan submission and retries,
 //!   the evaluation's outcome (follow-up and blocked evaluations).
 //! - `generic`: the pass for service and batch jobs; `system`: for system and
 //!   sysbatch jobs. Each returns an `Outcome` (`outcome`); every plan carries per-group
@@ -28,6 +28,7 @@ pub mod context;
 pub mod deployment;
 #[cfg(test)]
 mod deployment_tests;
+mod evaluate;
 pub mod feasible;
 pub mod fxhash;
 pub mod generic;
@@ -36,7 +37,6 @@ mod outcome;
 mod placement_tests;
 mod planner;
 pub mod preempt;
-mod process;
 pub mod property;
 pub mod rank;
 pub mod reconcile;
@@ -49,6 +49,6 @@ pub mod testing;
 mod tests;
 pub mod version;
 
+pub use evaluate::{process, SchedulerError, MAX_PLAN_ATTEMPTS};
 pub use planner::{Planner, PlannerError};
-pub use process::{process, SchedulerError, MAX_PLAN_ATTEMPTS};
 pub use state::State;
