@@ -15,6 +15,17 @@ pub fn alloc(job: &Job, node: &Node) -> Allocation {
     AllocBuilder::new(job).node(node).build()
 }
 
+/// Allocation `id`, instance `index` of `job`'s first group, as a plan places it on the
+/// node with id `node_id`: desired to run, pending, not stored yet (the store fills in
+/// the node's name, the times and the indexes).
+pub fn alloc_on(id: &str, job: &Job, node_id: &str, index: u32) -> Allocation {
+    AllocBuilder::new(job)
+        .id(id)
+        .node_id(node_id)
+        .index(index)
+        .build()
+}
+
 /// Instance `index` of `job`'s `group` running on `node`, placed and stored at `NOW`
 /// (index 1), with random ids.
 pub fn running_alloc(job: &Job, group: &str, index: u32, node: &Node) -> Allocation {

@@ -19,7 +19,7 @@ mod node;
 mod plan;
 mod time;
 
-pub use alloc::{alloc, running_alloc, AllocBuilder};
+pub use alloc::{alloc, alloc_on, running_alloc, AllocBuilder};
 pub use deployment::{deployment, deployment_group, DeploymentBuilder};
 pub use eval::{eval, eval_triggered_by};
 pub use job::{batch_job, job, system_job, task, JobBuilder};

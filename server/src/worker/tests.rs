@@ -10,8 +10,8 @@ use tokio::sync::{mpsc, watch};
 use super::*;
 use crate::broker::{BrokerConfig, EvalBroker};
 use crate::plan_apply::PlanApplier;
-use crate::scheduler::testing::{JobBuilder, NodeBuilder};
 use crate::state::{Command, CommandLog, Observer, StateStore};
+use orch_common::mock::{JobBuilder, NodeBuilder};
 
 struct Cluster {
     _dir: tempfile::TempDir,
