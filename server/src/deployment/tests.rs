@@ -4,11 +4,10 @@
 use std::time::{Duration, Instant};
 
 use orch_common::ids::now_ms;
-use orch_common::model::{deployment_desc as desc, triggers, DeploymentStatus, Job};
-
 use orch_common::mock::{
     deployment_group, AllocBuilder, DeploymentBuilder, JobBuilder, NodeBuilder,
 };
+use orch_common::model::{deployment_desc as desc, triggers, DeploymentStatus, Job};
 
 use super::testing::{health, plan};
 use super::*;

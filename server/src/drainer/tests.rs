@@ -5,13 +5,13 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use orch_common::mock::{self, running_alloc, JobBuilder, NodeBuilder, NOW};
 use orch_common::model::{
     Allocation, ClientStatus, DesiredStatus, DrainStrategy, Job, JobType, MigratePolicy, Node,
     TaskState, TaskStateKind,
 };
 
 use super::{decide, health, Health};
-use orch_common::mock::{self, running_alloc, JobBuilder, NodeBuilder, NOW};
 
 const A: &str = "node-a";
 const B: &str = "node-b";

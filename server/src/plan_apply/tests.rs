@@ -3,12 +3,12 @@
 
 use std::time::Duration;
 
+use orch_common::mock::{running_alloc, JobBuilder, NodeBuilder, PlanBuilder};
 use orch_common::model::{AllocatedPort, Allocation, DesiredStatus, Job, Node, NodeStatus, Plan};
 use tokio::sync::{oneshot, watch};
 
 use super::*;
 use crate::state::{Command, CommandLog, StateStore};
-use orch_common::mock::{running_alloc, JobBuilder, NodeBuilder, PlanBuilder};
 
 struct Fixture {
     _dir: tempfile::TempDir,

@@ -4,14 +4,13 @@
 
 use std::time::Duration;
 
+use orch_common::mock::{self, JobBuilder, NOW};
 use orch_common::model::{
     deployment_desc, triggers, Allocation, Deployment, DeploymentStatus, DesiredStatus,
     DesiredUpdates, EvalStatus, Job, JobType, UpdatePolicy,
 };
 
 use super::reconcile::{DESC_CANARY_NOT_NEEDED, DESC_JOB_STOPPED, DESC_UPDATED};
-use orch_common::mock::{self, JobBuilder, NOW};
-
 use super::testing::Harness;
 
 fn policy(max_parallel: u32, canary: u32) -> UpdatePolicy {

@@ -5,13 +5,12 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use orch_common::mock::{self, running_alloc, JobBuilder, NodeBuilder};
 use orch_common::model::{
     triggers, DesiredStatus, Eligibility, EvalStatus, JobType, Node, SchedulerAlgorithm,
 };
 
 use super::feasible::FeasibilityChecker;
-use orch_common::mock::{self, running_alloc, JobBuilder, NodeBuilder};
-
 use super::testing::Harness;
 use crate::scheduler::PlannerError;
 

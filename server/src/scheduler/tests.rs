@@ -3,13 +3,12 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use orch_common::mock::{self, running_alloc, JobBuilder, NodeBuilder};
 use orch_common::model::{
     triggers, ClientStatus, DesiredStatus, Eligibility, EvalStatus, JobType, Node, NodeStatus,
 };
 
 use super::feasible::{check_constraint, RegexCache};
-use orch_common::mock::{self, running_alloc, JobBuilder, NodeBuilder};
-
 use super::testing::Harness;
 use super::MAX_PLAN_ATTEMPTS;
 

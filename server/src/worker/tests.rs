@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use orch_common::mock::{JobBuilder, NodeBuilder};
 use orch_common::model::{triggers, DesiredStatus, EvalStatus, Evaluation, Job, Node};
 use tokio::sync::{mpsc, watch};
 
@@ -11,7 +12,6 @@ use super::*;
 use crate::broker::{BrokerConfig, EvalBroker};
 use crate::plan_apply::PlanApplier;
 use crate::state::{Command, CommandLog, Observer, StateStore};
-use orch_common::mock::{JobBuilder, NodeBuilder};
 
 struct Cluster {
     _dir: tempfile::TempDir,

@@ -2,10 +2,10 @@
 //! its counters, `UpdateDeployment` promotes, ends, marks stable and reverts, and only
 //! ever changes an active deployment.
 
+use orch_common::mock::{deployment_group, DeploymentBuilder};
 use orch_common::model::{deployment_desc as desc, DeploymentStatus};
 
 use super::*;
-use orch_common::mock::{deployment_group, DeploymentBuilder};
 
 use crate::deployment::decide::registration_of;
 use crate::deployment::testing::{health, plan};
