@@ -9,6 +9,8 @@ pub mod duration;
 pub mod exec;
 pub mod ids;
 pub mod jobspec;
+#[cfg(any(test, feature = "testing"))]
+pub mod mock;
 pub mod model;
 pub mod shim;
 

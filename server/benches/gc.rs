@@ -9,7 +9,8 @@
 use std::error::Error;
 use std::time::Instant;
 
-use orch_common::model::{Allocation, EvalStatus, Evaluation, Job};
+use orch_common::mock::{AllocBuilder, JobBuilder};
+use orch_common::model::{Allocation, ClientStatus, DesiredStatus, EvalStatus, Evaluation, Job};
 use orch_server::config::GcConfig;
 use orch_server::gc::Collector;
 use orch_server::state::{Command, CommandLog, StateStore};
@@ -39,34 +40,28 @@ fn status_kib(field: &str) -> u64 {
         .unwrap_or(0)
 }
 
-fn job() -> BenchResult<Job> {
-    let spec = r#"
-id = "old"
-[group.web]
-count = 1
-[group.web.task.t]
-driver = "mock"
-config = {}
-resources = { cpu = 10, memory = 10 }
-"#;
-    Ok(orch_common::jobspec::parse(spec)?)
+/// Job "old": one instance of a mock-driver task `t` of 10 MHz / 10 MiB.
+fn job() -> Job {
+    JobBuilder::new("old")
+        .task_name("t")
+        .driver("mock")
+        .cpu(10)
+        .memory(10)
+        .build()
 }
 
-fn alloc(i: usize, eval_id: &str) -> BenchResult<Allocation> {
-    Ok(serde_json::from_value(serde_json::json!({
-        "id": format!("{:08x}-0000-4000-8000-{:012x}", i, i),
-        "name": format!("old.web[{i}]"),
-        "index": i,
-        "namespace": "default",
-        "eval_id": eval_id,
-        "job_id": "old",
-        "job_version": 0,
-        "group": "web",
-        "node_id": format!("node-{}", i % 1000),
-        "resources": { "tasks": { "t": { "cpu": 10, "memory": 10 } }, "ports": [] },
-        "desired_status": "stop",
-        "client_status": "complete",
-    }))?)
+/// Instance `i` of `job`, stopped and complete, on one of a thousand nodes; stored
+/// without its job, as the store keeps allocations.
+fn alloc(job: &Job, i: usize, eval_id: &str) -> Allocation {
+    AllocBuilder::new(job)
+        .id(&format!("{i:08x}-0000-4000-8000-{i:012x}"))
+        .index(i as u32)
+        .eval_id(eval_id)
+        .node_id(&format!("node-{}", i % 1000))
+        .desired_status(DesiredStatus::Stop)
+        .client_status(ClientStatus::Complete)
+        .without_job()
+        .build()
 }
 
 fn db_mib(store: &StateStore) -> f64 {
@@ -80,7 +75,7 @@ async fn gc_pass(count: usize) -> BenchResult<()> {
     let dir = tempfile::tempdir()?;
     let store = StateStore::open(dir.path().join("state.db"))?;
     let log = CommandLog::start(store.clone(), Vec::new())?;
-    let job = job()?;
+    let job = job();
     log.submit(Command::UpsertJob {
         job: job.clone(),
         eval: None,
@@ -91,9 +86,7 @@ async fn gc_pass(count: usize) -> BenchResult<()> {
         let mut eval = Evaluation::for_job(&job, "job-register");
         eval.status = EvalStatus::Complete;
         let end = (next + PER_PLAN).min(count);
-        let allocs = (next..end)
-            .map(|i| alloc(i, &eval.id))
-            .collect::<BenchResult<Vec<_>>>()?;
+        let allocs = (next..end).map(|i| alloc(&job, i, &eval.id)).collect();
         log.submit(Command::ApplyPlan {
             deployment: None,
             deployment_updates: Vec::new(),

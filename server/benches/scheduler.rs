@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::error::Error;
 use std::time::{Duration, Instant};
 
-use orch_common::jobspec;
+use orch_common::mock::{JobBuilder, NodeBuilder};
 use orch_common::model::{triggers, EvalStatus, Evaluation, Job, Node};
 use orch_server::config::ServerConfig;
 use orch_server::server::Server;
@@ -43,50 +43,35 @@ fn report(name: &str, value: f64, unit: &str) {
     println!("{name} {value:.3} {unit}");
 }
 
-/// A simulated ready node: `i` makes its id and name unique.
-fn node(i: usize, dc: &str, cpu: u64, memory: u64, attrs: &[(&str, &str)]) -> BenchResult<Node> {
-    let mut attributes: BTreeMap<String, String> = attrs
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    attributes.insert("unique.hostname".into(), format!("sim-{i}"));
-    attributes.insert("driver.mock".into(), "1".into());
-    let v = serde_json::json!({
-        "id": format!("{:08x}-0000-4000-8000-{:012x}", i, i),
-        "name": format!("sim-{i}"),
-        "datacenter": dc,
-        "status": "ready",
-        "eligibility": "eligible",
-        "attributes": attributes,
-        "resources": { "cpu": cpu, "memory": memory },
-        "drivers": { "mock": { "detected": true, "healthy": true, "description": "" } },
-        "http_addr": "127.0.0.1:1",
-    });
-    let mut n: Node = serde_json::from_value(v)?;
-    n.compute_class();
-    Ok(n)
+/// A simulated ready node of the mock driver: `i` makes its id and name unique.
+fn node(i: usize, dc: &str, cpu: u64, memory: u64, attrs: &[(&str, &str)]) -> Node {
+    let name = format!("sim-{i}");
+    NodeBuilder::new()
+        .id(&format!("{i:08x}-0000-4000-8000-{i:012x}"))
+        .name(&name)
+        .datacenter(dc)
+        .cpu(cpu)
+        .memory(memory)
+        .attrs(attrs)
+        .attr("unique.hostname", &name)
+        .attr("driver.mock", "1")
+        .without_driver("raw_exec")
+        .http_addr("127.0.0.1:1")
+        .build()
 }
 
-/// A service job of the mock driver, parsed like `orch job run` would; `top` goes at
-/// job level, `tail` after the group's task (group-level tables).
-fn job(id: &str, count: usize, cpu: u64, memory: u64, top: &str, tail: &str) -> BenchResult<Job> {
-    let src = format!(
-        r#"
-id = "{id}"
-datacenters = ["dc1", "dc2"]
-{top}
-[group.g]
-count = {count}
-
-[group.g.task.t]
-driver = "mock"
-config = {{ run_for = "1h" }}
-resources = {{ cpu = {cpu}, memory = {memory} }}
-{tail}
-"#
-    );
-    let job = jobspec::parse(&src).map_err(|e| format!("job {id}: {e}"))?;
-    Ok(job)
+/// A service job in dc1 and dc2: group `g` of `count` instances of one mock-driver
+/// task `t` that runs for an hour.
+fn job(id: &str, count: usize, cpu: u64, memory: u64) -> JobBuilder {
+    JobBuilder::new(id)
+        .datacenters(&["dc1", "dc2"])
+        .group_name("g")
+        .count(count as u32)
+        .task_name("t")
+        .driver("mock")
+        .task_config("run_for", "1h".into())
+        .cpu(cpu)
+        .memory(memory)
 }
 
 async fn start_server(dir: &std::path::Path) -> BenchResult<Server> {
@@ -280,26 +265,22 @@ async fn c1m(scale: f64) -> BenchResult<()> {
     for i in 0..n_nodes {
         let (cpu, mem) = sizes[i % 4];
         let dc = if (i / 4) % 2 == 0 { "dc1" } else { "dc2" };
-        nodes.push(node(i, dc, cpu, mem, variants[(i / 8) % 4])?);
+        nodes.push(node(i, dc, cpu, mem, variants[(i / 8) % 4]));
     }
     let t = Instant::now();
     register_nodes(&server, nodes).await?;
     report("c1m.nodes_register_s", t.elapsed().as_secs_f64(), "s");
 
-    let constraint = "[[constraint]]\nattribute = \"${attr.kernel.name}\"\nvalue = \"linux\"\n";
-    let spread = "[[group.g.spread]]\nattribute = \"${node.datacenter}\"\n";
     let mut jobs = Vec::with_capacity(n_jobs);
     for j in 0..n_jobs {
         let cpu = [50, 100][j % 2];
         let mem = [64, 128, 96][j % 3];
-        jobs.push(job(
-            &format!("c1m-{j:04}"),
-            per_job,
-            cpu,
-            mem,
-            constraint,
-            spread,
-        )?);
+        jobs.push(
+            job(&format!("c1m-{j:04}"), per_job, cpu, mem)
+                .constraint("${attr.kernel.name}", "=", "linux")
+                .spread("${node.datacenter}", 50, &[])
+                .build(),
+        );
     }
 
     // The write-ahead log's size through the run: it must stay bounded under load.
@@ -411,19 +392,13 @@ async fn packing(scale: f64) -> BenchResult<()> {
     let mut nodes = Vec::with_capacity(n_nodes);
     for i in 0..n_nodes {
         let dc = if i % 2 == 0 { "dc1" } else { "dc2" };
-        nodes.push(node(
-            i,
-            dc,
-            PACK_CPU,
-            PACK_MEM,
-            &[("kernel.name", "linux")],
-        )?);
+        nodes.push(node(i, dc, PACK_CPU, PACK_MEM, &[("kernel.name", "linux")]));
     }
     register_nodes(&server, nodes).await?;
     let jobs = jobs
         .into_iter()
-        .map(|(id, count, cpu, mem)| job(&id, count, cpu, mem, "", ""))
-        .collect::<BenchResult<Vec<_>>>()?;
+        .map(|(id, count, cpu, mem)| job(&id, count, cpu, mem).build())
+        .collect();
     let t = Instant::now();
     let ids = submit_jobs(&server, jobs).await?;
     wait_evals(&server, &ids).await?;
@@ -450,7 +425,7 @@ async fn full_cluster(scale: f64) -> BenchResult<()> {
             let dc = if i % 2 == 0 { "dc1" } else { "dc2" };
             node(i, dc, 4_000, 8_192, &[("kernel.name", "linux")])
         })
-        .collect::<BenchResult<Vec<_>>>()?;
+        .collect();
     register_nodes(&server, nodes).await?;
     // 19 of 200 MHz / 400 MiB per node: 95% of the cpu, 93% of the memory.
     let fill = n_nodes * 19;
@@ -458,9 +433,9 @@ async fn full_cluster(scale: f64) -> BenchResult<()> {
     let jobs = (0..fill.div_ceil(per_job))
         .map(|j| {
             let count = per_job.min(fill - j * per_job);
-            job(&format!("fill-{j:03}"), count, 200, 400, "", "")
+            job(&format!("fill-{j:03}"), count, 200, 400).build()
         })
-        .collect::<BenchResult<Vec<_>>>()?;
+        .collect();
     let ids = submit_jobs(&server, jobs).await?;
     wait_evals(&server, &ids).await?;
     let placed = placed_allocs(&server)?;
@@ -468,7 +443,7 @@ async fn full_cluster(scale: f64) -> BenchResult<()> {
 
     let mut samples = Vec::new();
     for i in 0..30 {
-        let one = job(&format!("one-{i:03}"), 1, 100, 100, "", "")?;
+        let one = job(&format!("one-{i:03}"), 1, 100, 100).build();
         let t = Instant::now();
         let ids = submit_jobs(&server, vec![one]).await?;
         let evals = wait_evals(&server, &ids).await?;

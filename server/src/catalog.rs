@@ -171,6 +171,8 @@ pub fn list(instances: &[ServiceInstance]) -> Vec<ServiceListStub> {
 
 #[cfg(test)]
 mod tests {
+    use orch_common::mock::{alloc_on, JobBuilder, NodeBuilder};
+
     use super::*;
 
     #[test]
@@ -199,8 +201,10 @@ mod tests {
 
     #[test]
     fn a_wildcard_port_address_falls_back_to_the_node() {
-        let mut node = crate::state::tests::mock_node("n1");
-        node.http_addr = "10.1.2.3:4747".into();
+        let mut node = NodeBuilder::new()
+            .id("n1")
+            .http_addr("10.1.2.3:4747")
+            .build();
         let port = AllocatedPort {
             label: "http".into(),
             value: 25000,
@@ -220,8 +224,8 @@ mod tests {
 
     #[test]
     fn an_unpromoted_canary_is_registered_with_its_canary_tags() {
-        let job = crate::state::tests::mock_job("web");
-        let mut alloc = crate::state::tests::mock_alloc("a1", &job, "n1", 0);
+        let job = JobBuilder::new("web").build();
+        let mut alloc = alloc_on("a1", &job, "n1", 0);
         let spec = ServiceSpec {
             name: "web".into(),
             port: None,

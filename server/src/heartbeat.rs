@@ -410,14 +410,15 @@ async fn submit_status(
 
 #[cfg(test)]
 mod tests {
+    use orch_common::mock::{alloc_on, JobBuilder, NodeBuilder};
+
     use super::*;
-    use crate::state::tests::{mock_alloc, mock_job, mock_node};
 
     /// Registers `nodes`, the job, and one allocation of it on the first node.
     async fn job_on_node(log: &CommandLog, nodes: &[&str], job: &Job) {
         for id in nodes {
             log.submit(Command::UpsertNode {
-                node: mock_node(id),
+                node: NodeBuilder::new().id(id).build(),
             })
             .await
             .expect("node");
@@ -431,7 +432,7 @@ mod tests {
         log.submit(Command::ApplyPlan {
             deployment: None,
             deployment_updates: Vec::new(),
-            allocs: vec![mock_alloc("a1", job, nodes[0], 0)],
+            allocs: vec![alloc_on("a1", job, nodes[0], 0)],
             stopped: vec![],
             evals: vec![],
         })
@@ -456,15 +457,15 @@ mod tests {
         let dir = tempfile::tempdir().expect("temp dir");
         let store = StateStore::open(dir.path().join("state.db")).expect("store");
         let log = CommandLog::start(store.clone(), vec![]).expect("log");
-        let service = mock_job("web");
-        let idle = mock_job("idle");
-        let mut system = mock_job("agent");
-        system.job_type = JobType::System;
-        let mut elsewhere = mock_job("far");
-        elsewhere.job_type = JobType::Sysbatch;
-        elsewhere.datacenters = vec!["dc9".into()];
+        let service = JobBuilder::new("web").build();
+        let idle = JobBuilder::new("idle").build();
+        let system = JobBuilder::new("agent").job_type(JobType::System).build();
+        let elsewhere = JobBuilder::new("far")
+            .job_type(JobType::Sysbatch)
+            .datacenters(&["dc9"])
+            .build();
         log.submit(Command::UpsertNode {
-            node: mock_node("n1"),
+            node: NodeBuilder::new().id("n1").build(),
         })
         .await
         .expect("node");
@@ -479,7 +480,7 @@ mod tests {
         log.submit(Command::ApplyPlan {
             deployment: None,
             deployment_updates: Vec::new(),
-            allocs: vec![mock_alloc("a1", &service, "n1", 0)],
+            allocs: vec![alloc_on("a1", &service, "n1", 0)],
             stopped: vec![],
             evals: vec![],
         })
@@ -501,13 +502,14 @@ mod tests {
         let dir = tempfile::tempdir().expect("temp dir");
         let store = StateStore::open(dir.path().join("state.db")).expect("store");
         let log = CommandLog::start(store.clone(), vec![]).expect("log");
-        let mut node = mock_node("n1");
-        node.eligibility = Eligibility::Ineligible;
+        let node = NodeBuilder::new()
+            .id("n1")
+            .eligibility(Eligibility::Ineligible)
+            .build();
         log.submit(Command::UpsertNode { node })
             .await
             .expect("node");
-        let mut system = mock_job("agent");
-        system.job_type = JobType::System;
+        let system = JobBuilder::new("agent").job_type(JobType::System).build();
         log.submit(Command::UpsertJob {
             job: system,
             eval: None,
@@ -544,7 +546,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("temp dir");
         let store = StateStore::open(dir.path().join("state.db")).expect("store");
         let log = CommandLog::start(store.clone(), vec![]).expect("log");
-        let job = mock_job("web");
+        let job = JobBuilder::new("web").build();
         job_on_node(&log, &["n1", "n2"], &job).await;
 
         let hb = Heartbeats::new(Duration::from_millis(100), Duration::from_millis(50));
@@ -584,11 +586,9 @@ mod tests {
         let dir = tempfile::tempdir().expect("temp dir");
         let store = StateStore::open(dir.path().join("state.db")).expect("store");
         let log = CommandLog::start(store.clone(), vec![]).expect("log");
-        let mut job = mock_job("web");
-        job.groups[0].disconnect = Some(orch_common::model::DisconnectPolicy {
-            lost_after: Some(Duration::from_millis(400)),
-            replace: false,
-        });
+        let job = JobBuilder::new("web")
+            .disconnect(Duration::from_millis(400), false)
+            .build();
         job_on_node(&log, &["n1"], &job).await;
 
         let hb = Heartbeats::new(Duration::from_millis(100), Duration::from_millis(50));
@@ -633,13 +633,12 @@ mod tests {
     async fn restore_starts_timers_for_nodes_that_are_not_down() {
         let dir = tempfile::tempdir().expect("temp dir");
         let store = StateStore::open(dir.path().join("state.db")).expect("store");
-        let mut down = mock_node("n2");
-        down.status = NodeStatus::Down;
+        let down = NodeBuilder::new().id("n2").status(NodeStatus::Down).build();
         store
             .apply(
                 1,
                 &Command::UpsertNode {
-                    node: mock_node("n1"),
+                    node: NodeBuilder::new().id("n1").build(),
                 },
             )
             .expect("n1");

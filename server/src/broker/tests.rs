@@ -5,10 +5,10 @@
 use std::time::Duration;
 
 use orch_common::api::AllocClientUpdate;
+use orch_common::mock::{JobBuilder, NodeBuilder};
 use orch_common::model::{ClientStatus, EvalStatus, Evaluation, JobType, NodeStatus};
 
 use super::*;
-use crate::scheduler::testing::{JobBuilder, NodeBuilder};
 
 const SHORT: Duration = Duration::from_millis(10);
 

@@ -3,50 +3,31 @@
 //! next check.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
+use orch_common::mock::{deployment_group, AllocBuilder, DeploymentBuilder, JobBuilder};
 use orch_common::model::{
-    deployment_desc as desc, AllocDeploymentStatus, Allocation, Deployment, DeploymentGroup,
-    DeploymentStatus, Job,
+    deployment_desc as desc, Allocation, Deployment, DeploymentGroup, DeploymentStatus, Job,
 };
 
 use super::*;
-use crate::state::tests::{mock_alloc, mock_job};
 
 const NOW: u64 = 1_704_067_200_000;
 const D: &str = "d1";
 
 /// Group `total` instances, `canaries` of them canaries, `healthy` healthy so far.
 fn grp(total: u32, canaries: u32, healthy: u32) -> DeploymentGroup {
-    DeploymentGroup {
-        desired_total: total,
-        desired_canaries: canaries,
-        healthy_allocs: healthy,
-        progress_deadline: Duration::from_secs(600),
-        require_progress_by: Some(NOW + 60_000),
-        ..Default::default()
-    }
+    let mut g = deployment_group(total, canaries);
+    g.healthy_allocs = healthy;
+    g.require_progress_by = Some(NOW + 60_000);
+    g
 }
 
+/// Deployment D of "web" version 1, running, with these groups.
 fn dep(groups: Vec<(&str, DeploymentGroup)>) -> Deployment {
-    Deployment {
-        id: D.into(),
-        job_id: "web".into(),
-        job_version: 1,
-        job_modify_index: 0,
-        job_create_index: 0,
-        status: DeploymentStatus::Running,
-        status_description: desc::RUNNING.into(),
-        task_groups: groups
-            .into_iter()
-            .map(|(n, g)| (n.to_string(), g))
-            .collect(),
-        eval_id: String::new(),
-        create_time: 0,
-        modify_time: 0,
-        create_index: 0,
-        modify_index: 0,
-    }
+    DeploymentBuilder::new(&job(1, false))
+        .id(D)
+        .groups(groups)
+        .build()
 }
 
 /// An allocation of deployment `deployment` in `group`.
@@ -61,23 +42,26 @@ fn in_deployment(
     canary: bool,
     deployment: &str,
 ) -> Allocation {
-    let mut a = mock_alloc(id, &job(1, false), "n1", 0);
-    a.group = group.into();
-    a.deployment_id = Some(deployment.into());
-    a.deployment_status = Some(AllocDeploymentStatus {
-        healthy: health,
-        timestamp: NOW,
-        canary,
-    });
-    a
+    let a = AllocBuilder::new(&job(1, false))
+        .id(id)
+        .group(group)
+        .node_id("n1")
+        .deployment(deployment)
+        .health(health, NOW);
+    if canary {
+        a.canary().build()
+    } else {
+        a.build()
+    }
 }
 
 /// Version `version` of job "web" (version 0 has one instance, version 1 two).
 fn job(version: u64, stable: bool) -> Job {
-    let mut j = mock_job("web");
-    j.version = version;
+    let mut j = JobBuilder::new("web")
+        .version(version)
+        .count(if version == 0 { 1 } else { 2 })
+        .build();
     j.stable = stable;
-    j.groups[0].count = if version == 0 { 1 } else { 2 };
     j.job_modify_index = 10 + version;
     j
 }

@@ -1,63 +1,14 @@
-//! Test fixtures for deployments, shared by the watcher, state and HTTP tests: a
-//! deployment of a job version, its allocations, the plan that stores them and the
-//! client reports that make them healthy or not.
+//! Command helpers of the deployment tests (watcher, state and HTTP): the plan that
+//! stores a deployment with its allocations, and the client report that makes one
+//! healthy or not. The deployments and allocations come from `orch_common::mock`.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use orch_common::api::{AllocClientUpdate, DeploymentHealthReport};
-use orch_common::model::{
-    AllocDeploymentStatus, Allocation, ClientStatus, Deployment, DeploymentGroup, DeploymentStatus,
-    Job,
-};
+use orch_common::mock::{deployment_group, AllocBuilder, DeploymentBuilder};
+use orch_common::model::{Allocation, ClientStatus, Deployment, DeploymentGroup, Job};
 
-use crate::state::tests::mock_alloc;
 use crate::state::Command;
-
-/// A group of `total` instances with `canaries` canaries and a 10-minute progress
-/// deadline.
-pub fn group(total: u32, canaries: u32) -> DeploymentGroup {
-    DeploymentGroup {
-        desired_total: total,
-        desired_canaries: canaries,
-        progress_deadline: Duration::from_secs(600),
-        ..Default::default()
-    }
-}
-
-/// Deployment `id` of `job`'s current version, group "web" as given.
-pub fn deployment(id: &str, job: &Job, web: DeploymentGroup) -> Deployment {
-    Deployment {
-        id: id.to_string(),
-        job_id: job.id.clone(),
-        job_version: job.version,
-        job_modify_index: job.job_modify_index,
-        job_create_index: job.create_index,
-        status: DeploymentStatus::Running,
-        status_description: orch_common::model::deployment_desc::RUNNING.to_string(),
-        task_groups: BTreeMap::from([("web".to_string(), web)]),
-        eval_id: String::new(),
-        create_time: 0,
-        modify_time: 0,
-        create_index: 0,
-        modify_index: 0,
-    }
-}
-
-/// Allocation `id` (instance `index`) of `job` on node "n1", placed by deployment
-/// `deployment_id` (a canary when `canary`).
-pub fn placed(id: &str, job: &Job, index: u32, deployment_id: &str, canary: bool) -> Allocation {
-    let mut a = mock_alloc(id, job, "n1", index);
-    a.deployment_id = Some(deployment_id.to_string());
-    if canary {
-        a.deployment_status = Some(AllocDeploymentStatus {
-            healthy: None,
-            timestamp: 0,
-            canary: true,
-        });
-    }
-    a
-}
 
 /// The plan that stores `deployment` with `allocs`.
 pub fn plan(deployment: Option<Deployment>, allocs: Vec<Allocation>) -> Command {
@@ -87,5 +38,38 @@ pub fn health(alloc_id: &str, deployment_id: &str, healthy: bool, timestamp: u64
             }),
         }],
         evals: vec![],
+    }
+}
+
+// The HTTP tests' shorthands, kept until those tests (rewritten with the HTTP layer)
+// use `orch_common::mock` themselves.
+
+/// `mock::deployment_group`.
+pub fn group(total: u32, canaries: u32) -> DeploymentGroup {
+    deployment_group(total, canaries)
+}
+
+/// Deployment `id` of `job`'s current version, with only group "web", as given.
+pub fn deployment(id: &str, job: &Job, web: DeploymentGroup) -> Deployment {
+    DeploymentBuilder::new(job)
+        .id(id)
+        .groups([("web", web)])
+        .build()
+}
+
+/// Allocation `id` (instance `index` of group "web") of `job` on node "n1", made by
+/// evaluation "eval" and placed by deployment `deployment_id` (a canary when `canary`).
+pub fn placed(id: &str, job: &Job, index: u32, deployment_id: &str, canary: bool) -> Allocation {
+    let a = AllocBuilder::new(job)
+        .id(id)
+        .group("web")
+        .node_id("n1")
+        .index(index)
+        .eval_id("eval")
+        .deployment(deployment_id);
+    if canary {
+        a.canary().build()
+    } else {
+        a.build()
     }
 }

@@ -4,11 +4,13 @@
 use std::time::{Duration, Instant};
 
 use orch_common::ids::now_ms;
+use orch_common::mock::{
+    deployment_group, AllocBuilder, DeploymentBuilder, JobBuilder, NodeBuilder,
+};
 use orch_common::model::{deployment_desc as desc, triggers, DeploymentStatus, Job};
 
-use super::testing::{deployment, group, health, placed, plan};
+use super::testing::{health, plan};
 use super::*;
-use crate::state::tests::{mock_job, mock_node};
 
 struct Fixture {
     _dir: tempfile::TempDir,
@@ -61,15 +63,24 @@ impl Fixture {
     /// Version 0 of "web" (one instance) rolled out and healthy: stable.
     async fn stable_v0(&self, w: &mut Watcher) -> Job {
         self.submit(Command::UpsertNode {
-            node: mock_node("n1"),
+            node: NodeBuilder::new().id("n1").build(),
         })
         .await;
-        let mut v0 = mock_job("web");
-        v0.groups[0].count = 1;
-        let v0 = self.register(&v0).await;
+        let v0 = self
+            .register(&JobBuilder::new("web").count(1).build())
+            .await;
         self.submit(plan(
-            Some(deployment("d0", &v0, group(1, 0))),
-            vec![placed("a0", &v0, 0, "d0", false)],
+            Some(
+                DeploymentBuilder::new(&v0)
+                    .id("d0")
+                    .group("web", deployment_group(1, 0))
+                    .build(),
+            ),
+            vec![AllocBuilder::new(&v0)
+                .id("a0")
+                .node_id("n1")
+                .deployment("d0")
+                .build()],
         ))
         .await;
         self.submit(health("a0", "d0", true, now_ms())).await;
@@ -99,15 +110,17 @@ async fn an_unhealthy_instance_fails_the_deployment_and_reverts_to_the_stable_ve
     let f = fixture();
     let mut w = Watcher::new(f.log.clone());
     f.stable_v0(&mut w).await;
-    let mut v1 = mock_job("web");
-    v1.groups[0].count = 2;
-    let v1 = f.register(&v1).await;
+    let v1 = f.register(&JobBuilder::new("web").count(2).build()).await;
     assert_eq!(v1.version, 1);
-    let mut g = group(2, 0);
+    let mut g = deployment_group(2, 0);
     g.auto_revert = true;
     f.submit(plan(
-        Some(deployment("d1", &v1, g)),
-        vec![placed("b0", &v1, 0, "d1", false)],
+        Some(DeploymentBuilder::new(&v1).id("d1").group("web", g).build()),
+        vec![AllocBuilder::new(&v1)
+            .id("b0")
+            .node_id("n1")
+            .deployment("d1")
+            .build()],
     ))
     .await;
     w.pass().await.expect("pass");
@@ -140,14 +153,16 @@ async fn a_passed_progress_deadline_fails_the_deployment() {
     let f = fixture();
     let mut w = Watcher::new(f.log.clone());
     f.stable_v0(&mut w).await;
-    let mut v1 = mock_job("web");
-    v1.groups[0].count = 2;
-    let v1 = f.register(&v1).await;
-    let mut g = group(2, 0);
+    let v1 = f.register(&JobBuilder::new("web").count(2).build()).await;
+    let mut g = deployment_group(2, 0);
     g.require_progress_by = Some(now_ms() - 1);
     f.submit(plan(
-        Some(deployment("d1", &v1, g)),
-        vec![placed("b0", &v1, 0, "d1", false)],
+        Some(DeploymentBuilder::new(&v1).id("d1").group("web", g).build()),
+        vec![AllocBuilder::new(&v1)
+            .id("b0")
+            .node_id("n1")
+            .deployment("d1")
+            .build()],
     ))
     .await;
     w.pass().await.expect("pass");
@@ -166,11 +181,15 @@ async fn a_passed_progress_deadline_fails_the_deployment() {
 async fn a_deadline_ahead_is_the_next_check() {
     let f = fixture();
     let mut w = Watcher::new(f.log.clone());
-    let v0 = f.register(&mock_job("web")).await;
+    let v0 = f.register(&JobBuilder::new("web").count(2).build()).await;
     let by = now_ms() + 60_000;
-    let mut g = group(2, 0);
+    let mut g = deployment_group(2, 0);
     g.require_progress_by = Some(by);
-    f.submit(plan(Some(deployment("d0", &v0, g)), vec![])).await;
+    f.submit(plan(
+        Some(DeploymentBuilder::new(&v0).id("d0").group("web", g).build()),
+        vec![],
+    ))
+    .await;
     assert_eq!(w.pass().await.expect("pass"), Some(by));
 }
 
@@ -178,13 +197,22 @@ async fn a_deadline_ahead_is_the_next_check() {
 async fn a_growing_healthy_count_creates_an_evaluation_from_the_running_loop() {
     let f = fixture();
     f.submit(Command::UpsertNode {
-        node: mock_node("n1"),
+        node: NodeBuilder::new().id("n1").build(),
     })
     .await;
-    let v0 = f.register(&mock_job("web")).await;
+    let v0 = f.register(&JobBuilder::new("web").count(2).build()).await;
     f.submit(plan(
-        Some(deployment("d0", &v0, group(2, 0))),
-        vec![placed("a0", &v0, 0, "d0", false)],
+        Some(
+            DeploymentBuilder::new(&v0)
+                .id("d0")
+                .group("web", deployment_group(2, 0))
+                .build(),
+        ),
+        vec![AllocBuilder::new(&v0)
+            .id("a0")
+            .node_id("n1")
+            .deployment("d0")
+            .build()],
     ))
     .await;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -195,8 +223,16 @@ async fn a_growing_healthy_count_creates_an_evaluation_from_the_running_loop() {
     wait_until(|| f.watcher_evals("web").len() == 2).await;
     assert_eq!(f.deployment("d0").status, DeploymentStatus::Running);
     // The second instance: healthy, and the deployment is done.
-    f.submit(plan(None, vec![placed("a1", &v0, 1, "d0", false)]))
-        .await;
+    f.submit(plan(
+        None,
+        vec![AllocBuilder::new(&v0)
+            .id("a1")
+            .node_id("n1")
+            .index(1)
+            .deployment("d0")
+            .build()],
+    ))
+    .await;
     f.submit(health("a1", "d0", true, now_ms())).await;
     wait_until(|| f.deployment("d0").status == DeploymentStatus::Successful).await;
     stop_tx.send_replace(true);
@@ -208,15 +244,19 @@ async fn healthy_auto_promote_canaries_are_promoted_with_an_evaluation() {
     let f = fixture();
     let mut w = Watcher::new(f.log.clone());
     f.stable_v0(&mut w).await;
-    let mut v1 = mock_job("web");
-    v1.groups[0].count = 1;
+    let mut v1 = JobBuilder::new("web").count(1).build();
     v1.meta.insert("v".into(), "1".into());
     let v1 = f.register(&v1).await;
-    let mut g = group(1, 1);
+    let mut g = deployment_group(1, 1);
     g.auto_promote = true;
     f.submit(plan(
-        Some(deployment("d1", &v1, g)),
-        vec![placed("c0", &v1, 0, "d1", true)],
+        Some(DeploymentBuilder::new(&v1).id("d1").group("web", g).build()),
+        vec![AllocBuilder::new(&v1)
+            .id("c0")
+            .node_id("n1")
+            .deployment("d1")
+            .canary()
+            .build()],
     ))
     .await;
     w.pass().await.expect("pass");

@@ -5,13 +5,13 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use orch_common::mock::{self, running_alloc, JobBuilder, NodeBuilder, NOW};
 use orch_common::model::{
     Allocation, ClientStatus, DesiredStatus, DrainStrategy, Job, JobType, MigratePolicy, Node,
     TaskState, TaskStateKind,
 };
 
 use super::{decide, health, Health};
-use crate::scheduler::testing::{alloc_for, JobBuilder, NodeBuilder, NOW};
 
 const A: &str = "node-a";
 const B: &str = "node-b";
@@ -67,7 +67,7 @@ fn node(id: &str, drain: Option<DrainStrategy>) -> Node {
 }
 
 fn alloc(job: &Job, node: &Node, index: u32, st: St) -> Allocation {
-    let mut a = alloc_for(job, "web", index, node);
+    let mut a = running_alloc(job, "web", index, node);
     a.id = format!("{}-{}-{index}", job.id, node.id);
     match st {
         St::Healthy => start(&mut a, NOW - 60 * SEC),
@@ -387,7 +387,7 @@ fn a_drain_survives_re_registration_and_a_stale_completion_is_ignored() {
 fn a_system_allocation_marked_by_a_drain_is_stopped_and_not_replaced() {
     use orch_common::model::Eligibility;
 
-    use crate::scheduler::testing::{eval_for, Harness};
+    use crate::scheduler::testing::Harness;
 
     let a = NodeBuilder::new().id(A).build();
     let b = NodeBuilder::new().id(B).build();
@@ -408,7 +408,8 @@ fn a_system_allocation_marked_by_a_drain_is_stopped_and_not_replaced() {
         .unwrap();
     on_a.desired_transition.migrate = true;
     h.state.upsert_alloc(on_a.clone());
-    h.process(&eval_for(&h.state.jobs["sys"].clone())).unwrap();
+    h.process(&mock::eval(&h.state.jobs["sys"].clone()))
+        .unwrap();
     let stopped: Vec<String> = h.last_stopped().into_iter().map(|x| x.id).collect();
     assert_eq!(stopped, vec![on_a.id]);
     assert!(h.last_placed().is_empty());

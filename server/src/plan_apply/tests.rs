@@ -3,11 +3,11 @@
 
 use std::time::Duration;
 
+use orch_common::mock::{running_alloc, JobBuilder, NodeBuilder, PlanBuilder};
 use orch_common::model::{AllocatedPort, Allocation, DesiredStatus, Job, Node, NodeStatus, Plan};
 use tokio::sync::{oneshot, watch};
 
 use super::*;
-use crate::scheduler::testing::{alloc_for, JobBuilder, NodeBuilder};
 use crate::state::{Command, CommandLog, StateStore};
 
 struct Fixture {
@@ -67,27 +67,9 @@ impl Fixture {
 }
 
 fn plan_of(job: &Job, placed: &[Allocation], stopped: &[Allocation]) -> Plan {
-    let mut plan = Plan {
-        eval_id: "eval-1".into(),
-        priority: 50,
-        job: Some(job.clone()),
-        ..Plan::default()
-    };
-    for a in placed {
-        plan.node_allocation
-            .entry(a.node_id.clone())
-            .or_default()
-            .push(a.clone());
-    }
-    for a in stopped {
-        let mut s = a.clone();
-        s.desired_status = DesiredStatus::Stop;
-        plan.node_update
-            .entry(a.node_id.clone())
-            .or_default()
-            .push(s);
-    }
-    plan
+    let plan = PlanBuilder::new(job).eval_id("eval-1");
+    let plan = placed.iter().fold(plan, |plan, a| plan.place(a));
+    stopped.iter().fold(plan, |plan, a| plan.stop(a)).build()
 }
 
 #[tokio::test]
@@ -98,8 +80,8 @@ async fn a_plan_that_fits_is_committed_whole() {
     f.node(&node).await;
     f.job(&job).await;
     let placed = vec![
-        alloc_for(&job, "web", 0, &node),
-        alloc_for(&job, "web", 1, &node),
+        running_alloc(&job, "web", 0, &node),
+        running_alloc(&job, "web", 1, &node),
     ];
     let plan = plan_of(&job, &placed, &[]);
     let result = apply(&f.store, &f.log, plan.clone()).await.expect("apply");
@@ -118,10 +100,11 @@ async fn a_node_without_room_is_rejected_with_a_refresh_index() {
     f.node(&small).await;
     f.node(&big).await;
     f.job(&job).await;
-    f.existing(vec![alloc_for(&job, "web", 0, &small)]).await;
+    f.existing(vec![running_alloc(&job, "web", 0, &small)])
+        .await;
     let placed = vec![
-        alloc_for(&job, "web", 1, &small),
-        alloc_for(&job, "web", 2, &big),
+        running_alloc(&job, "web", 1, &small),
+        running_alloc(&job, "web", 2, &big),
     ];
     let plan = plan_of(&job, &placed, &[]);
     let result = apply(&f.store, &f.log, plan.clone()).await.expect("apply");
@@ -141,7 +124,7 @@ async fn stops_commit_even_when_placements_on_a_down_node_are_rejected() {
     let job = JobBuilder::new("web").build();
     f.node(&node).await;
     f.job(&job).await;
-    let old = alloc_for(&job, "web", 0, &node);
+    let old = running_alloc(&job, "web", 0, &node);
     f.existing(vec![old.clone()]).await;
     f.log
         .submit(Command::UpdateNodeStatus {
@@ -153,7 +136,7 @@ async fn stops_commit_even_when_placements_on_a_down_node_are_rejected() {
         .expect("down");
     let plan = plan_of(
         &job,
-        &[alloc_for(&job, "web", 1, &node)],
+        &[running_alloc(&job, "web", 1, &node)],
         std::slice::from_ref(&old),
     );
     let result = apply(&f.store, &f.log, plan).await.expect("apply");
@@ -171,9 +154,9 @@ async fn stops_in_the_plan_free_room_for_its_placements() {
     let v0 = JobBuilder::new("web").memory(400).build();
     f.node(&node).await;
     f.job(&v0).await;
-    let old = alloc_for(&v0, "web", 0, &node);
+    let old = running_alloc(&v0, "web", 0, &node);
     f.existing(vec![old.clone()]).await;
-    let mut new = alloc_for(&v0, "web", 0, &node);
+    let mut new = running_alloc(&v0, "web", 0, &node);
     new.previous_allocation = Some(old.id.clone());
     let plan = plan_of(&v0, &[new.clone()], std::slice::from_ref(&old));
     let result = apply(&f.store, &f.log, plan.clone()).await.expect("apply");
@@ -192,9 +175,9 @@ async fn evictions_free_room_and_give_the_evicted_job_an_eval() {
     f.node(&node).await;
     f.job(&low).await;
     f.job(&vip).await;
-    let victim = alloc_for(&low, "web", 0, &node);
+    let victim = running_alloc(&low, "web", 0, &node);
     f.existing(vec![victim.clone()]).await;
-    let placed = alloc_for(&vip, "web", 0, &node);
+    let placed = running_alloc(&vip, "web", 0, &node);
     let mut plan = plan_of(&vip, std::slice::from_ref(&placed), &[]);
     let mut evicted = victim.clone();
     evicted.desired_status = DesiredStatus::Evict;
@@ -216,7 +199,7 @@ async fn an_in_place_update_is_not_counted_twice() {
     let job = JobBuilder::new("web").memory(400).build();
     f.node(&node).await;
     f.job(&job).await;
-    let a = alloc_for(&job, "web", 0, &node);
+    let a = running_alloc(&job, "web", 0, &node);
     f.existing(vec![a.clone()]).await;
     let mut updated = a.clone();
     updated.job_version = 1;
@@ -238,10 +221,10 @@ async fn a_port_already_taken_is_rejected() {
         to: None,
         host_ip: "127.0.0.1".into(),
     };
-    let mut first = alloc_for(&job, "web", 0, &node);
+    let mut first = running_alloc(&job, "web", 0, &node);
     first.resources.ports = vec![port(8080)];
     f.existing(vec![first]).await;
-    let mut second = alloc_for(&job, "web", 1, &node);
+    let mut second = running_alloc(&job, "web", 1, &node);
     second.resources.ports = vec![port(8080)];
     let plan = plan_of(&job, &[second], &[]);
     let result = apply(&f.store, &f.log, plan).await.expect("apply");
@@ -261,8 +244,8 @@ async fn all_at_once_commits_nothing_when_one_node_is_rejected() {
     let mut plan = plan_of(
         &job,
         &[
-            alloc_for(&job, "web", 0, &small),
-            alloc_for(&job, "web", 1, &big),
+            running_alloc(&job, "web", 0, &small),
+            running_alloc(&job, "web", 1, &big),
         ],
         &[],
     );
@@ -288,7 +271,7 @@ async fn the_applier_task_answers_requests_and_stops_on_shutdown() {
         .sender()
         .send(PlanRequest {
             checked: None,
-            plan: plan_of(&job, &[alloc_for(&job, "web", 0, &node)], &[]),
+            plan: plan_of(&job, &[running_alloc(&job, "web", 0, &node)], &[]),
             reply,
         })
         .await
@@ -306,16 +289,16 @@ fn node_fits_sum_checks_placements_against_what_stays_on_the_node() {
     let node = NodeBuilder::new().memory(512).reserved_ports(&[22]).build();
     let job = JobBuilder::new("web").memory(200).build();
     let mut staying = NodeAllocated::default();
-    let mut running = alloc_for(&job, "web", 0, &node);
+    let mut running = running_alloc(&job, "web", 0, &node);
     running.resources.ports = vec![port(20001)];
     staying.add(&running);
 
-    let fits = alloc_for(&job, "web", 1, &node);
+    let fits = running_alloc(&job, "web", 1, &node);
     assert_eq!(
         node_fits_sum(Some(&node), staying.clone(), std::slice::from_ref(&fits)),
         Ok(())
     );
-    let too_many = vec![fits.clone(), alloc_for(&job, "web", 2, &node)];
+    let too_many = vec![fits.clone(), running_alloc(&job, "web", 2, &node)];
     assert_eq!(
         node_fits_sum(Some(&node), staying.clone(), &too_many),
         Err("memory exhausted")
@@ -355,9 +338,10 @@ async fn a_plan_checked_while_the_previous_one_commits_sees_its_room_taken() {
     f.node(&node).await;
     f.job(&job).await;
     // New placements, as the scheduler sends them (no create index yet).
-    let new = |index| Allocation {
-        create_index: 0,
-        ..alloc_for(&job, "web", index, &node)
+    let new = |index| {
+        let mut a = running_alloc(&job, "web", index, &node);
+        a.create_index = 0;
+        a
     };
     let first = plan_of(&job, &[new(0)], &[]);
     let second = plan_of(&job, &[new(1)], &[]);

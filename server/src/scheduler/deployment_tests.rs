@@ -4,13 +4,14 @@
 
 use std::time::Duration;
 
+use orch_common::mock::{self, JobBuilder, NOW};
 use orch_common::model::{
     deployment_desc, triggers, Allocation, Deployment, DeploymentStatus, DesiredStatus,
     DesiredUpdates, EvalStatus, Job, JobType, UpdatePolicy,
 };
 
 use super::reconcile::{DESC_CANARY_NOT_NEEDED, DESC_JOB_STOPPED, DESC_UPDATED};
-use super::testing::{eval_for, mock_node, Harness, JobBuilder, NOW};
+use super::testing::Harness;
 
 fn policy(max_parallel: u32, canary: u32) -> UpdatePolicy {
     UpdatePolicy {
@@ -35,7 +36,7 @@ fn web(count: u32, update: Option<UpdatePolicy>, memory: u64) -> Job {
 /// A harness over two nodes with `job` registered and placed (its deployment, if any,
 /// marked successful with every instance healthy, like a finished rollout).
 fn running(job: Job) -> Harness {
-    let mut h = Harness::new(&[mock_node(), mock_node()]);
+    let mut h = Harness::new(&[mock::node(), mock::node()]);
     let eval = h.register(job);
     h.process(&eval).expect("first version");
     let ids: Vec<String> = h.state.allocs.keys().cloned().collect();
@@ -54,7 +55,7 @@ fn running(job: Job) -> Harness {
 
 /// Schedules the job again (what the deployment watcher's evaluation does).
 fn again(h: &mut Harness) {
-    let eval = eval_for(&h.state.jobs["web"].clone());
+    let eval = mock::eval(&h.state.jobs["web"].clone());
     h.process(&eval).expect("process");
 }
 
@@ -97,7 +98,7 @@ fn newest_deployment(h: &Harness) -> Deployment {
 
 #[test]
 fn the_first_version_creates_a_deployment_without_canaries() {
-    let mut h = Harness::new(&[mock_node(), mock_node()]);
+    let mut h = Harness::new(&[mock::node(), mock::node()]);
     let eval = h.register(web(3, Some(policy(1, 2)), 256));
     h.process(&eval).expect("process");
     let plan = h.plans.last().expect("plan");
@@ -324,7 +325,7 @@ fn the_canaries_of_a_failed_deployment_are_stopped() {
 
 #[test]
 fn a_new_version_cancels_the_older_active_deployment() {
-    let mut h = Harness::new(&[mock_node(), mock_node()]);
+    let mut h = Harness::new(&[mock::node(), mock::node()]);
     let eval = h.register(web(3, Some(policy(1, 0)), 256));
     h.process(&eval).expect("v0");
     let d0 = newest_deployment(&h);
@@ -353,14 +354,14 @@ fn a_new_version_cancels_the_older_active_deployment() {
 
 #[test]
 fn stopping_the_job_cancels_its_active_deployment() {
-    let mut h = Harness::new(&[mock_node()]);
+    let mut h = Harness::new(&[mock::node()]);
     let eval = h.register(web(2, Some(policy(1, 0)), 256));
     h.process(&eval).expect("v0");
     let d0 = newest_deployment(&h);
     let mut job = h.state.jobs["web"].clone();
     job.stop = true;
     h.state.upsert_job(job.clone());
-    h.process(&eval_for(&job)).expect("stop");
+    h.process(&mock::eval(&job)).expect("stop");
     let plan = h.plans.last().expect("plan");
     assert_eq!(h.last_stopped().len(), 2);
     assert!(h
@@ -380,7 +381,7 @@ fn stopping_the_job_cancels_its_active_deployment() {
 
 #[test]
 fn a_plan_that_only_cancels_a_deployment_is_submitted() {
-    let mut h = Harness::new(&[mock_node()]);
+    let mut h = Harness::new(&[mock::node()]);
     let eval = h.register(web(1, Some(policy(1, 0)), 256));
     h.process(&eval).expect("v0");
     let d0 = newest_deployment(&h);
@@ -395,7 +396,7 @@ fn a_plan_that_only_cancels_a_deployment_is_submitted() {
     job.stop = true;
     h.state.upsert_job(job.clone());
     let plans = h.plans.len();
-    let stop = eval_for(&job);
+    let stop = mock::eval(&job);
     h.process(&stop).expect("stop");
     assert_eq!(h.plans.len(), plans + 1, "submitted");
     let plan = h.plans.last().expect("plan");
@@ -477,7 +478,7 @@ fn a_group_without_a_policy_changes_at_once_beside_one_that_rolls() {
 
 #[test]
 fn a_system_job_with_an_update_replaces_max_parallel_nodes_then_follows_up_after_stagger() {
-    let nodes = vec![mock_node(), mock_node(), mock_node()];
+    let nodes = vec![mock::node(), mock::node(), mock::node()];
     let mut h = Harness::new(&nodes);
     let update = UpdatePolicy {
         max_parallel: 1,
@@ -526,7 +527,7 @@ fn a_system_job_with_an_update_replaces_max_parallel_nodes_then_follows_up_after
         .collect();
     assert_eq!(versions, vec![1, 1, 1]);
     // Done: no further follow-up.
-    h.process(&eval_for(&h.state.jobs["sys"].clone()))
+    h.process(&mock::eval(&h.state.jobs["sys"].clone()))
         .expect("done");
     assert_eq!(h.created.len(), created);
 }
@@ -564,7 +565,7 @@ fn a_stopped_job_started_again_rolls_out_in_a_new_deployment() {
     let mut job = h.state.jobs["web"].clone();
     job.stop = true;
     h.state.upsert_job(job.clone());
-    h.process(&eval_for(&job)).expect("stop");
+    h.process(&mock::eval(&job)).expect("stop");
     assert!(
         h.plans
             .last()
@@ -576,7 +577,7 @@ fn a_stopped_job_started_again_rolls_out_in_a_new_deployment() {
     job.stop = false;
     job.job_modify_index = h.state.index + 1;
     h.state.upsert_job(job.clone());
-    h.process(&eval_for(&job)).expect("start");
+    h.process(&mock::eval(&job)).expect("start");
     let d1 = h
         .plans
         .last()

@@ -652,7 +652,7 @@ fn pick_dynamic(node: &Node, taken: &BTreeSet<u16>, rng: &mut Rng) -> Option<u16
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::scheduler::testing::{JobBuilder, NodeBuilder};
+    use orch_common::mock::{JobBuilder, NodeBuilder};
     use orch_common::model::{NodeStatus, PortSpec};
 
     fn constraint(attribute: &str, operator: &str, value: &str) -> Constraint {

@@ -5,12 +5,13 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use orch_common::mock::{self, running_alloc, JobBuilder, NodeBuilder};
 use orch_common::model::{
     triggers, DesiredStatus, Eligibility, EvalStatus, JobType, Node, SchedulerAlgorithm,
 };
 
 use super::feasible::FeasibilityChecker;
-use super::testing::{alloc_for, eval_for, mock_node, Harness, JobBuilder, NodeBuilder};
+use super::testing::Harness;
 use crate::scheduler::PlannerError;
 
 /// Two nodes that differ in every attribute the operator tests look at.
@@ -253,9 +254,9 @@ fn distinct_property_limit_counts_existing_allocations() {
         .constraint("${meta.rack}", "distinct_property", "2")
         .build();
     h.state.upsert_job(job.clone());
-    h.state.upsert_alloc(alloc_for(&job, "web", 0, &a));
-    h.state.upsert_alloc(alloc_for(&job, "web", 1, &a));
-    let eval = eval_for(&job);
+    h.state.upsert_alloc(running_alloc(&job, "web", 0, &a));
+    h.state.upsert_alloc(running_alloc(&job, "web", 1, &a));
+    let eval = mock::eval(&job);
     h.process(&eval).expect("process");
     // r1 already holds two: the third instance has to go to r2.
     assert_eq!(placed_names(&h), vec!["c"]);
@@ -470,7 +471,7 @@ fn spread_algorithm_prefers_the_emptiest_node() {
     h.state.config.scheduler_algorithm = SchedulerAlgorithm::Spread;
     let other = JobBuilder::new("other").cpu(2000).memory(4096).build();
     h.state.upsert_job(other.clone());
-    h.state.upsert_alloc(alloc_for(&other, "web", 0, &busy));
+    h.state.upsert_alloc(running_alloc(&other, "web", 0, &busy));
     let eval = h.register(JobBuilder::new("web").build());
     h.process(&eval).expect("process");
     assert_eq!(placed_names(&h), vec!["idle"]);
@@ -478,7 +479,7 @@ fn spread_algorithm_prefers_the_emptiest_node() {
 
 #[test]
 fn only_the_best_few_scores_are_kept_in_the_metric() {
-    let nodes: Vec<Node> = (0..40).map(|_| mock_node()).collect();
+    let nodes: Vec<Node> = (0..40).map(|_| mock::node()).collect();
     let mut h = Harness::new(&nodes);
     let eval = h.register(
         JobBuilder::new("web")
@@ -503,7 +504,7 @@ fn static_port_in_use_sends_the_allocation_elsewhere() {
     let mut h = Harness::new(&[taken.clone(), free]);
     let other = JobBuilder::new("other").static_port("http", 8080).build();
     h.state.upsert_job(other.clone());
-    let mut holder = alloc_for(&other, "web", 0, &taken);
+    let mut holder = running_alloc(&other, "web", 0, &taken);
     holder.resources.ports = vec![orch_common::model::AllocatedPort {
         label: "http".into(),
         value: 8080,
@@ -571,7 +572,7 @@ fn reserved_cpu_and_memory_are_not_given_out() {
 
 #[test]
 fn system_job_reaches_a_node_that_becomes_eligible_again() {
-    let a = mock_node();
+    let a = mock::node();
     let b = NodeBuilder::new()
         .eligibility(Eligibility::Ineligible)
         .build();
@@ -582,7 +583,7 @@ fn system_job_reaches_a_node_that_becomes_eligible_again() {
     let mut back = b.clone();
     back.eligibility = Eligibility::Eligible;
     h.state.upsert_node(back);
-    let mut update = eval_for(&h.state.jobs["sys"].clone());
+    let mut update = mock::eval(&h.state.jobs["sys"].clone());
     update.triggered_by = triggers::NODE_UPDATE.into();
     update.node_id = Some(b.id.clone());
     h.process(&update).expect("again");
@@ -610,16 +611,16 @@ fn system_job_short_on_room_everywhere_leaves_one_blocked_eval() {
 
 #[test]
 fn sysbatch_runs_on_a_joining_node_but_never_again_where_it_finished() {
-    let a = mock_node();
+    let a = mock::node();
     let mut h = Harness::new(std::slice::from_ref(&a));
     let eval = h.register(JobBuilder::new("sb").job_type(JobType::Sysbatch).build());
     h.process(&eval).expect("place");
     for alloc in h.state.allocs.values_mut() {
         alloc.client_status = orch_common::model::ClientStatus::Complete;
     }
-    let late = mock_node();
+    let late = mock::node();
     h.state.upsert_node(late.clone());
-    h.process(&eval_for(&h.state.jobs["sb"].clone()))
+    h.process(&mock::eval(&h.state.jobs["sb"].clone()))
         .expect("again");
     let placed = h.last_placed();
     assert_eq!(placed.len(), 1);
@@ -641,7 +642,7 @@ fn crowded(victims: &[(&str, u8, u64)], cpu: u64, service_preemption: bool) -> H
             .memory(10)
             .build();
         h.state.upsert_job(job.clone());
-        let mut a = alloc_for(&job, "web", 0, &node);
+        let mut a = running_alloc(&job, "web", 0, &node);
         a.job = None; // as the store keeps them: the priority comes from the job
         h.state.upsert_alloc(a);
     }
@@ -756,9 +757,9 @@ fn preemption_prefers_the_node_with_fewer_evictions() {
         .build();
     h.state.upsert_job(low.clone());
     h.state.upsert_job(big.clone());
-    h.state.upsert_alloc(alloc_for(&low, "web", 0, &one));
-    h.state.upsert_alloc(alloc_for(&low, "web", 1, &one));
-    h.state.upsert_alloc(alloc_for(&big, "web", 0, &two));
+    h.state.upsert_alloc(running_alloc(&low, "web", 0, &one));
+    h.state.upsert_alloc(running_alloc(&low, "web", 1, &one));
+    h.state.upsert_alloc(running_alloc(&big, "web", 0, &two));
     let eval = h.register(
         JobBuilder::new("vip")
             .priority(80)
@@ -781,7 +782,7 @@ fn system_jobs_preempt_by_default() {
         .memory(10)
         .build();
     h.state.upsert_job(low.clone());
-    h.state.upsert_alloc(alloc_for(&low, "web", 0, &node));
+    h.state.upsert_alloc(running_alloc(&low, "web", 0, &node));
     let eval = h.register(
         JobBuilder::new("agent")
             .job_type(JobType::System)
@@ -803,7 +804,7 @@ fn system_jobs_preempt_by_default() {
 
 #[test]
 fn annotations_count_places_stops_and_updates_per_group() {
-    let nodes: Vec<Node> = (0..3).map(|_| mock_node()).collect();
+    let nodes: Vec<Node> = (0..3).map(|_| mock::node()).collect();
     let mut h = Harness::new(&nodes);
     let eval = h.register(JobBuilder::new("web").count(3).build());
     h.process(&eval).expect("first");
@@ -833,12 +834,12 @@ fn annotations_count_places_stops_and_updates_per_group() {
 
 #[test]
 fn system_annotations_count_places_and_ignores() {
-    let mut h = Harness::new(&[mock_node(), mock_node()]);
+    let mut h = Harness::new(&[mock::node(), mock::node()]);
     let eval = h.register(JobBuilder::new("sys").job_type(JobType::System).build());
     h.process(&eval).expect("place");
     assert_eq!(h.plans[0].annotations.desired_tg_updates["web"].place, 2);
-    h.state.upsert_node(mock_node());
-    h.process(&eval_for(&h.state.jobs["sys"].clone()))
+    h.state.upsert_node(mock::node());
+    h.process(&mock::eval(&h.state.jobs["sys"].clone()))
         .expect("again");
     let u = &h.plans[1].annotations.desired_tg_updates["web"];
     assert_eq!((u.place, u.ignore), (1, 2));
@@ -846,7 +847,7 @@ fn system_annotations_count_places_and_ignores() {
 
 #[test]
 fn distinct_hosts_rejections_are_named() {
-    let mut h = Harness::new(&[mock_node()]);
+    let mut h = Harness::new(&[mock::node()]);
     let eval = h.register(
         JobBuilder::new("web")
             .count(2)
@@ -934,7 +935,7 @@ fn placement_speed_of_a_thousand_instances_over_ten_thousand_nodes() {
         let snapshot = h.state.clone();
         let mut planner = CountingPlanner::default();
         let started = std::time::Instant::now();
-        super::process(&eval, &snapshot, &mut planner, super::testing::NOW).expect("process");
+        super::process(&eval, &snapshot, &mut planner, mock::NOW).expect("process");
         let took = started.elapsed();
         let placed = planner.placed;
         println!(

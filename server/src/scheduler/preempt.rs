@@ -238,12 +238,12 @@ pub fn find(
 mod tests {
     use super::*;
     use crate::scheduler::context::add_to_usage;
-    use crate::scheduler::testing::{alloc_for, JobBuilder, NodeBuilder};
+    use orch_common::mock::{running_alloc, JobBuilder, NodeBuilder};
     use orch_common::model::{AllocatedPort, Resources};
 
     fn victim(id: &str, cpu: u64, node: &Node, port: Option<u16>) -> Allocation {
         let job = JobBuilder::new(id).cpu(cpu).memory(10).build();
-        let mut a = alloc_for(&job, "web", 0, node);
+        let mut a = running_alloc(&job, "web", 0, node);
         if let Some(p) = port {
             a.resources.ports.push(AllocatedPort {
                 label: "http".into(),

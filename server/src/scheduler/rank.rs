@@ -559,7 +559,7 @@ pub fn select(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::scheduler::testing::{JobBuilder, NodeBuilder};
+    use orch_common::mock::{JobBuilder, NodeBuilder};
 
     fn res(cpu: u64, memory: u64) -> Resources {
         Resources {

@@ -729,7 +729,7 @@ fn classify_live(job: &Job, group: &TaskGroup, a: Allocation, out: &mut Reconcil
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::scheduler::testing::{alloc_for, JobBuilder, NodeBuilder};
+    use orch_common::mock::{running_alloc, JobBuilder, NodeBuilder};
     use orch_common::model::AllocMetric;
 
     const MIN: u64 = 60_000;
@@ -754,7 +754,7 @@ mod tests {
     fn missing_indexes_are_filled_first() {
         let job = JobBuilder::new("web").count(3).build();
         let n = NodeBuilder::new().build();
-        let allocs = vec![alloc_for(&job, "web", 1, &n)];
+        let allocs = vec![running_alloc(&job, "web", 1, &n)];
         let r = reconcile(Some(&job), &allocs, &nodes(&[n]), 0);
         assert_eq!(indexes(&r), vec![0, 2]);
         assert_eq!(r.ignore.len(), 1);
@@ -764,7 +764,7 @@ mod tests {
     fn lower_count_stops_highest_indexes() {
         let job = JobBuilder::new("web").count(1).build();
         let n = NodeBuilder::new().build();
-        let allocs: Vec<_> = (0..3).map(|i| alloc_for(&job, "web", i, &n)).collect();
+        let allocs: Vec<_> = (0..3).map(|i| running_alloc(&job, "web", i, &n)).collect();
         let r = reconcile(Some(&job), &allocs, &nodes(&[n]), 0);
         let stopped: Vec<u32> = r.stop.iter().map(|s| s.alloc.index).collect();
         assert_eq!(stopped, vec![2, 1]);
@@ -775,7 +775,7 @@ mod tests {
     fn stopped_job_stops_all_running_allocs() {
         let mut job = JobBuilder::new("web").count(2).build();
         let n = NodeBuilder::new().build();
-        let allocs: Vec<_> = (0..2).map(|i| alloc_for(&job, "web", i, &n)).collect();
+        let allocs: Vec<_> = (0..2).map(|i| running_alloc(&job, "web", i, &n)).collect();
         job.stop = true;
         let r = reconcile(Some(&job), &allocs, &nodes(std::slice::from_ref(&n)), 0);
         assert_eq!(r.stop.len(), 2);
@@ -788,7 +788,7 @@ mod tests {
     fn an_alloc_asked_to_migrate_is_replaced_before_it_is_stopped() {
         let job = JobBuilder::new("web").count(2).build();
         let n = NodeBuilder::new().build();
-        let mut allocs: Vec<_> = (0..2).map(|i| alloc_for(&job, "web", i, &n)).collect();
+        let mut allocs: Vec<_> = (0..2).map(|i| running_alloc(&job, "web", i, &n)).collect();
         allocs[1].client_status = ClientStatus::Running;
         allocs[1].desired_transition.migrate = true;
         let r = reconcile(Some(&job), &allocs, &nodes(std::slice::from_ref(&n)), 0);
@@ -807,7 +807,7 @@ mod tests {
     fn allocs_on_a_down_node_are_lost_and_replaced() {
         let job = JobBuilder::new("web").count(1).build();
         let n = NodeBuilder::new().status(NodeStatus::Down).build();
-        let allocs = vec![alloc_for(&job, "web", 0, &n)];
+        let allocs = vec![running_alloc(&job, "web", 0, &n)];
         let r = reconcile(Some(&job), &allocs, &nodes(&[n]), 0);
         assert_eq!(r.stop.len(), 1);
         assert!(r.stop[0].lost);
@@ -823,7 +823,7 @@ mod tests {
     fn complete_batch_allocs_are_not_replaced() {
         let job = JobBuilder::new("b").batch().count(2).build();
         let n = NodeBuilder::new().build();
-        let mut allocs: Vec<_> = (0..2).map(|i| alloc_for(&job, "web", i, &n)).collect();
+        let mut allocs: Vec<_> = (0..2).map(|i| running_alloc(&job, "web", i, &n)).collect();
         for a in &mut allocs {
             a.client_status = ClientStatus::Complete;
         }
@@ -836,7 +836,7 @@ mod tests {
     fn complete_service_allocs_are_replaced() {
         let job = JobBuilder::new("s").count(1).build();
         let n = NodeBuilder::new().build();
-        let mut a = alloc_for(&job, "web", 0, &n);
+        let mut a = running_alloc(&job, "web", 0, &n);
         a.client_status = ClientStatus::Complete;
         let r = reconcile(Some(&job), &[a], &nodes(&[n]), 0);
         assert_eq!(indexes(&r), vec![0]);
@@ -846,7 +846,7 @@ mod tests {
     fn failed_alloc_within_delay_is_rescheduled_later() {
         let job = JobBuilder::new("b").batch().count(1).build();
         let n = NodeBuilder::new().build();
-        let mut a = alloc_for(&job, "web", 0, &n);
+        let mut a = running_alloc(&job, "web", 0, &n);
         a.client_status = ClientStatus::Failed;
         a.modify_time = 10 * MIN;
         let delay = job.groups[0].reschedule.delay.as_millis() as u64;
@@ -867,10 +867,10 @@ mod tests {
     fn reschedule_attempts_are_counted_along_the_chain() {
         let job = JobBuilder::new("b").batch().count(1).build(); // 1 attempt in 24h
         let n = NodeBuilder::new().build();
-        let mut first = alloc_for(&job, "web", 0, &n);
+        let mut first = running_alloc(&job, "web", 0, &n);
         first.client_status = ClientStatus::Failed;
         first.modify_time = MIN;
-        let mut second = alloc_for(&job, "web", 0, &n);
+        let mut second = running_alloc(&job, "web", 0, &n);
         second.client_status = ClientStatus::Failed;
         second.modify_time = 2 * MIN;
         second.previous_allocation = Some(first.id.clone());
@@ -908,7 +908,7 @@ mod tests {
     fn changed_tasks_are_destructive_and_count_changes_are_in_place() {
         let v0 = JobBuilder::new("web").count(1).build();
         let n = NodeBuilder::new().build();
-        let a = alloc_for(&v0, "web", 0, &n);
+        let a = running_alloc(&v0, "web", 0, &n);
 
         let mut more = v0.clone();
         more.version = 1;
@@ -936,7 +936,7 @@ mod tests {
     fn new_batch_version_reruns_finished_allocs() {
         let v0 = JobBuilder::new("b").batch().count(1).build();
         let n = NodeBuilder::new().build();
-        let mut a = alloc_for(&v0, "web", 0, &n);
+        let mut a = running_alloc(&v0, "web", 0, &n);
         a.client_status = ClientStatus::Complete;
         let mut v1 = v0.clone();
         v1.version = 1;
@@ -948,7 +948,7 @@ mod tests {
     fn removed_group_allocs_are_stopped() {
         let job = JobBuilder::new("web").count(1).build();
         let n = NodeBuilder::new().build();
-        let mut a = alloc_for(&job, "web", 0, &n);
+        let mut a = running_alloc(&job, "web", 0, &n);
         a.group = "gone".into();
         let r = reconcile(Some(&job), &[a], &nodes(&[n]), 0);
         assert_eq!(r.stop.len(), 1);
@@ -968,7 +968,9 @@ mod tests {
             .disconnect(Duration::from_secs(60), false)
             .build();
         let away = disconnected(10 * MIN);
-        let allocs: Vec<_> = (0..2).map(|i| alloc_for(&job, "web", i, &away)).collect();
+        let allocs: Vec<_> = (0..2)
+            .map(|i| running_alloc(&job, "web", i, &away))
+            .collect();
         let list = [away];
         let r = reconcile(Some(&job), &allocs, &nodes(&list), 10 * MIN + 1_000);
         assert!(r.place.is_empty() && r.stop.is_empty(), "{r:?}");
@@ -998,7 +1000,9 @@ mod tests {
             .build();
         let away = disconnected(10 * MIN);
         let here = NodeBuilder::new().build();
-        let mut allocs: Vec<_> = (0..2).map(|i| alloc_for(&job, "web", i, &away)).collect();
+        let mut allocs: Vec<_> = (0..2)
+            .map(|i| running_alloc(&job, "web", i, &away))
+            .collect();
         let list = [away, here.clone()];
         let r = reconcile(Some(&job), &allocs, &nodes(&list), 10 * MIN + 1_000);
         assert_eq!(indexes(&r), vec![0, 1]);
@@ -1009,7 +1013,7 @@ mod tests {
         assert!(r.stop.is_empty());
 
         // Once the stand-ins run, nothing more is placed and the originals wait.
-        allocs.extend((0..2).map(|i| alloc_for(&job, "web", i, &here)));
+        allocs.extend((0..2).map(|i| running_alloc(&job, "web", i, &here)));
         let r = reconcile(Some(&job), &allocs, &nodes(&list), 10 * MIN + 2_000);
         assert!(r.place.is_empty() && r.stop.is_empty(), "{r:?}");
         assert_eq!(r.ignore.len(), 4);
@@ -1019,7 +1023,7 @@ mod tests {
     fn without_a_disconnect_policy_a_disconnected_node_loses_its_allocs() {
         let job = JobBuilder::new("web").count(1).build();
         let away = disconnected(10 * MIN);
-        let allocs = vec![alloc_for(&job, "web", 0, &away)];
+        let allocs = vec![running_alloc(&job, "web", 0, &away)];
         let list = [away];
         let r = reconcile(Some(&job), &allocs, &nodes(&list), 10 * MIN + 1);
         assert_eq!(r.stop.len(), 1);
@@ -1044,10 +1048,10 @@ mod tests {
         };
         let allocs = vec![
             // Index 0: the original scored better; index 1: the stand-in did.
-            scored(alloc_for(&job, "web", 0, &back), 0.9, 1),
-            scored(alloc_for(&job, "web", 1, &back), 0.2, 2),
-            scored(alloc_for(&job, "web", 0, &other), 0.5, 10),
-            scored(alloc_for(&job, "web", 1, &other), 0.5, 11),
+            scored(running_alloc(&job, "web", 0, &back), 0.9, 1),
+            scored(running_alloc(&job, "web", 1, &back), 0.2, 2),
+            scored(running_alloc(&job, "web", 0, &other), 0.5, 10),
+            scored(running_alloc(&job, "web", 1, &other), 0.5, 11),
         ];
         let list = [back.clone(), other.clone()];
         let r = reconcile(Some(&job), &allocs, &nodes(&list), 20 * MIN);
@@ -1065,8 +1069,8 @@ mod tests {
 
         // A tie keeps the earlier one.
         let tie = vec![
-            scored(alloc_for(&job, "web", 0, &back), 0.5, 1),
-            scored(alloc_for(&job, "web", 0, &other), 0.5, 10),
+            scored(running_alloc(&job, "web", 0, &back), 0.5, 1),
+            scored(running_alloc(&job, "web", 0, &other), 0.5, 10),
         ];
         let r = reconcile(Some(&job), &tie, &nodes(&list), 20 * MIN);
         assert_eq!(r.stop.len(), 1);
@@ -1082,7 +1086,7 @@ mod tests {
             ignore_system_jobs: false,
             started_at: 0,
         });
-        let mut allocs = vec![alloc_for(&job, "web", 0, &n)];
+        let mut allocs = vec![running_alloc(&job, "web", 0, &n)];
         allocs[0].desired_transition.migrate = true;
         let list = [n];
         let before = reconcile(Some(&job), &allocs, &nodes(&list), 5 * MIN - 1);

@@ -3,12 +3,13 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use orch_common::mock::{self, running_alloc, JobBuilder, NodeBuilder};
 use orch_common::model::{
     triggers, ClientStatus, DesiredStatus, Eligibility, EvalStatus, JobType, Node, NodeStatus,
 };
 
 use super::feasible::{check_constraint, RegexCache};
-use super::testing::{alloc_for, eval_for, mock_job, mock_node, Harness, JobBuilder, NodeBuilder};
+use super::testing::Harness;
 use super::MAX_PLAN_ATTEMPTS;
 
 fn placed_nodes(h: &Harness) -> Vec<String> {
@@ -17,8 +18,8 @@ fn placed_nodes(h: &Harness) -> Vec<String> {
 
 #[test]
 fn places_count_instances_with_names_and_complete_eval() {
-    let mut h = Harness::new(&[mock_node(), mock_node()]);
-    let job = mock_job();
+    let mut h = Harness::new(&[mock::node(), mock::node()]);
+    let job = JobBuilder::new("mock-job").count(3).build();
     let eval = h.register(job.clone());
     h.process(&eval).expect("process");
     let mut names: Vec<String> = h.last_placed().into_iter().map(|a| a.name).collect();
@@ -44,11 +45,11 @@ fn places_count_instances_with_names_and_complete_eval() {
 
 #[test]
 fn running_again_with_nothing_to_do_submits_no_plan() {
-    let mut h = Harness::new(&[mock_node()]);
-    let eval = h.register(mock_job());
+    let mut h = Harness::new(&[mock::node()]);
+    let eval = h.register(JobBuilder::new("mock-job").count(3).build());
     h.process(&eval).expect("first");
     let plans = h.plans.len();
-    let again = eval_for(&h.state.jobs["mock-job"]);
+    let again = mock::eval(&h.state.jobs["mock-job"]);
     h.process(&again).expect("second");
     assert_eq!(h.plans.len(), plans);
     assert_eq!(h.last_update().status, EvalStatus::Complete);
@@ -61,7 +62,7 @@ fn bin_packs_onto_the_fuller_node() {
     let mut h = Harness::new(&[busy.clone(), idle]);
     let other = JobBuilder::new("other").cpu(2000).memory(4096).build();
     h.state.upsert_job(other.clone());
-    h.state.upsert_alloc(alloc_for(&other, "web", 0, &busy));
+    h.state.upsert_alloc(running_alloc(&other, "web", 0, &busy));
     let eval = h.register(JobBuilder::new("web").build());
     h.process(&eval).expect("process");
     assert_eq!(placed_nodes(&h), vec![busy.id]);
@@ -113,7 +114,7 @@ fn a_second_failing_eval_refreshes_the_jobs_blocked_eval_instead_of_adding_one()
     let eval = h.register(JobBuilder::new("big").memory(4096).build());
     h.process(&eval).expect("first");
     let blocked = h.created[0].clone();
-    let again = eval_for(&h.state.jobs["big"].clone());
+    let again = mock::eval(&h.state.jobs["big"].clone());
     h.process(&again).expect("second");
     assert_eq!(h.created.len(), 1, "no second blocked eval");
     assert_eq!(h.reblocked.len(), 1);
@@ -151,7 +152,7 @@ fn nodes_without_the_driver_are_filtered_with_the_reason() {
     let filtered: u32 = metric.constraint_filtered.values().sum();
     assert!(filtered <= 1);
 
-    let mut none = Harness::new(&[mock_node()]);
+    let mut none = Harness::new(&[mock::node()]);
     let eval = none.register(JobBuilder::new("c").driver("container").build());
     none.process(&eval).expect("process");
     let m = &none.last_update().failed_tg_allocs["web"];
@@ -177,7 +178,7 @@ fn only_nodes_in_the_job_datacenters_are_used() {
     h.process(&eval).expect("process");
     assert!(placed_nodes(&h).iter().all(|n| *n == dc2.id));
 
-    let mut nowhere = Harness::new(&[mock_node()]);
+    let mut nowhere = Harness::new(&[mock::node()]);
     let eval = nowhere.register(JobBuilder::new("w").datacenters(&["dc9"]).build());
     nowhere.process(&eval).expect("process");
     assert_eq!(
@@ -192,7 +193,7 @@ fn down_and_ineligible_nodes_get_nothing() {
     let drained = NodeBuilder::new()
         .eligibility(Eligibility::Ineligible)
         .build();
-    let ok = mock_node();
+    let ok = mock::node();
     let mut h = Harness::new(&[down, drained, ok.clone()]);
     let eval = h.register(JobBuilder::new("w").count(3).build());
     h.process(&eval).expect("process");
@@ -214,7 +215,7 @@ fn constraints_pick_matching_nodes_and_explain_the_rest() {
     h.process(&eval).expect("process");
     assert_eq!(placed_nodes(&h), vec![linux.id.clone(), linux.id]);
 
-    let mut none = Harness::new(&[mock_node()]);
+    let mut none = Harness::new(&[mock::node()]);
     let eval = none.register(
         JobBuilder::new("w")
             .constraint("${attr.kernel.name}", "=", "plan9")
@@ -230,7 +231,7 @@ fn constraints_pick_matching_nodes_and_explain_the_rest() {
 
 #[test]
 fn distinct_hosts_puts_each_instance_on_its_own_node() {
-    let nodes: Vec<Node> = (0..3).map(|_| mock_node()).collect();
+    let nodes: Vec<Node> = (0..3).map(|_| mock::node()).collect();
     let mut h = Harness::new(&nodes);
     let eval = h.register(
         JobBuilder::new("d")
@@ -267,7 +268,7 @@ fn dynamic_ports_are_unique_per_node_and_static_ports_spread() {
         .collect();
     assert_eq!(ports, (30000..=30009).collect());
 
-    let nodes = vec![mock_node(), mock_node()];
+    let nodes = vec![mock::node(), mock::node()];
     let mut s = Harness::new(&nodes);
     let eval = s.register(
         JobBuilder::new("s")
@@ -284,7 +285,7 @@ fn dynamic_ports_are_unique_per_node_and_static_ports_spread() {
 
 #[test]
 fn scaling_down_stops_the_highest_indexes() {
-    let mut h = Harness::new(&[mock_node()]);
+    let mut h = Harness::new(&[mock::node()]);
     let eval = h.register(JobBuilder::new("w").count(4).build());
     h.process(&eval).expect("place");
     let eval = h.register(JobBuilder::new("w").count(2).build());
@@ -304,13 +305,13 @@ fn scaling_down_stops_the_highest_indexes() {
 
 #[test]
 fn stopping_a_job_stops_all_its_allocations() {
-    let mut h = Harness::new(&[mock_node()]);
-    let eval = h.register(mock_job());
+    let mut h = Harness::new(&[mock::node()]);
+    let eval = h.register(JobBuilder::new("mock-job").count(3).build());
     h.process(&eval).expect("place");
     let mut job = h.state.jobs["mock-job"].clone();
     job.stop = true;
     h.state.upsert_job(job.clone());
-    h.process(&eval_for(&job)).expect("stop");
+    h.process(&mock::eval(&job)).expect("stop");
     assert_eq!(h.last_stopped().len(), 3);
     assert!(h.last_placed().is_empty());
     assert!(h.state.live_allocs("mock-job").is_empty());
@@ -319,8 +320,8 @@ fn stopping_a_job_stops_all_its_allocations() {
 
 #[test]
 fn purged_job_allocations_are_stopped() {
-    let mut h = Harness::new(&[mock_node()]);
-    let eval = h.register(mock_job());
+    let mut h = Harness::new(&[mock::node()]);
+    let eval = h.register(JobBuilder::new("mock-job").count(3).build());
     h.process(&eval).expect("place");
     h.state.jobs.clear();
     h.process(&eval).expect("purge");
@@ -329,21 +330,21 @@ fn purged_job_allocations_are_stopped() {
 
 #[test]
 fn complete_batch_allocations_are_not_replaced() {
-    let mut h = Harness::new(&[mock_node()]);
+    let mut h = Harness::new(&[mock::node()]);
     let eval = h.register(JobBuilder::new("b").batch().count(2).build());
     h.process(&eval).expect("place");
     for a in h.state.allocs.values_mut() {
         a.client_status = ClientStatus::Complete;
     }
     let plans = h.plans.len();
-    h.process(&eval_for(&h.state.jobs["b"].clone()))
+    h.process(&mock::eval(&h.state.jobs["b"].clone()))
         .expect("again");
     assert_eq!(h.plans.len(), plans);
 }
 
 #[test]
 fn failed_batch_allocation_is_replaced_with_links_both_ways() {
-    let mut h = Harness::new(&[mock_node()]);
+    let mut h = Harness::new(&[mock::node()]);
     let eval = h.register(JobBuilder::new("b").batch().build());
     h.process(&eval).expect("place");
     let failed_id = h.last_placed()[0].id.clone();
@@ -353,7 +354,7 @@ fn failed_batch_allocation_is_replaced_with_links_both_ways() {
         a.modify_time = h.now;
     }
     h.now += delay;
-    h.process(&eval_for(&h.state.jobs["b"].clone()))
+    h.process(&mock::eval(&h.state.jobs["b"].clone()))
         .expect("reschedule");
     let new = &h.last_placed()[0];
     assert_eq!(new.previous_allocation.as_deref(), Some(failed_id.as_str()));
@@ -377,14 +378,14 @@ fn a_rescheduled_allocation_prefers_another_node() {
         x.modify_time = h.now;
     }
     h.now += 60_000;
-    h.process(&eval_for(&h.state.jobs["b"].clone()))
+    h.process(&mock::eval(&h.state.jobs["b"].clone()))
         .expect("reschedule");
     assert_ne!(h.last_placed()[0].node_id, failed.node_id);
 }
 
 #[test]
 fn failed_allocation_inside_its_delay_gets_a_delayed_follow_up_eval() {
-    let mut h = Harness::new(&[mock_node()]);
+    let mut h = Harness::new(&[mock::node()]);
     let eval = h.register(JobBuilder::new("s").build());
     h.process(&eval).expect("place");
     let id = h.last_placed()[0].id.clone();
@@ -393,7 +394,7 @@ fn failed_allocation_inside_its_delay_gets_a_delayed_follow_up_eval() {
         a.modify_time = h.now;
     }
     let plans = h.plans.len();
-    h.process(&eval_for(&h.state.jobs["s"].clone()))
+    h.process(&mock::eval(&h.state.jobs["s"].clone()))
         .expect("evaluate");
     assert_eq!(h.plans.len(), plans, "not yet");
     let follow = h.created.last().expect("follow-up");
@@ -417,7 +418,7 @@ fn allocations_on_a_down_node_are_lost_and_replaced_elsewhere() {
     let mut down = a.clone();
     down.status = NodeStatus::Down;
     h.state.upsert_node(down);
-    h.process(&eval_for(&h.state.jobs["w"].clone()))
+    h.process(&mock::eval(&h.state.jobs["w"].clone()))
         .expect("replace");
     let stopped = h.last_stopped();
     assert_eq!(stopped.len(), 2);
@@ -437,7 +438,7 @@ fn allocations_on_a_down_node_are_lost_and_replaced_elsewhere() {
 
 #[test]
 fn task_change_replaces_and_count_change_updates_in_place() {
-    let mut h = Harness::new(&[mock_node()]);
+    let mut h = Harness::new(&[mock::node()]);
     let eval = h.register(JobBuilder::new("w").count(2).build());
     h.process(&eval).expect("place");
     let first: BTreeSet<String> = h.last_placed().into_iter().map(|a| a.id).collect();
@@ -467,7 +468,7 @@ fn task_change_replaces_and_count_change_updates_in_place() {
 
 #[test]
 fn in_place_updates_use_stored_job_versions_when_allocs_do_not_embed_their_job() {
-    let mut h = Harness::new(&[mock_node()]);
+    let mut h = Harness::new(&[mock::node()]);
     h.state.strip_jobs = true;
     let eval = h.register(JobBuilder::new("w").count(2).build());
     h.process(&eval).expect("place");
@@ -501,11 +502,11 @@ fn a_partially_committed_plan_is_retried_on_fresh_state() {
 
 #[test]
 fn giving_up_after_max_plan_attempts_fails_the_eval_and_blocks() {
-    let a = mock_node();
+    let a = mock::node();
     let mut h = Harness::new(std::slice::from_ref(&a));
     h.reject_nodes.insert(a.id.clone());
     h.reject_times = u32::MAX;
-    let eval = h.register(mock_job());
+    let eval = h.register(JobBuilder::new("mock-job").count(3).build());
     h.process(&eval).expect("process");
     assert_eq!(h.plans.len(), MAX_PLAN_ATTEMPTS as usize);
     assert_eq!(h.last_update().status, EvalStatus::Failed);
@@ -517,8 +518,8 @@ fn giving_up_after_max_plan_attempts_fails_the_eval_and_blocks() {
 #[test]
 fn system_job_runs_once_on_every_feasible_node() {
     let nodes = vec![
-        mock_node(),
-        mock_node(),
+        mock::node(),
+        mock::node(),
         NodeBuilder::new().datacenter("dc2").build(),
     ];
     let mut h = Harness::new(&nodes);
@@ -530,24 +531,24 @@ fn system_job_runs_once_on_every_feasible_node() {
     let used: BTreeSet<String> = placed.iter().map(|a| a.node_id.clone()).collect();
     assert_eq!(used.len(), 2);
     // A new node gets one too; the existing ones are left alone.
-    let late = mock_node();
+    let late = mock::node();
     h.state.upsert_node(late.clone());
-    h.process(&eval_for(&h.state.jobs["sys"].clone()))
+    h.process(&mock::eval(&h.state.jobs["sys"].clone()))
         .expect("again");
     assert_eq!(placed_nodes(&h), vec![late.id]);
 }
 
 #[test]
 fn system_allocs_on_a_down_node_are_lost_and_not_moved() {
-    let a = mock_node();
-    let b = mock_node();
+    let a = mock::node();
+    let b = mock::node();
     let mut h = Harness::new(&[a.clone(), b.clone()]);
     let eval = h.register(JobBuilder::new("sys").job_type(JobType::System).build());
     h.process(&eval).expect("place");
     let mut down = a.clone();
     down.status = NodeStatus::Down;
     h.state.upsert_node(down);
-    h.process(&eval_for(&h.state.jobs["sys"].clone()))
+    h.process(&mock::eval(&h.state.jobs["sys"].clone()))
         .expect("again");
     let stopped = h.last_stopped();
     assert_eq!(stopped.len(), 1);
@@ -558,7 +559,7 @@ fn system_allocs_on_a_down_node_are_lost_and_not_moved() {
 
 #[test]
 fn finished_sysbatch_allocs_are_not_rerun() {
-    let mut h = Harness::new(&[mock_node(), mock_node()]);
+    let mut h = Harness::new(&[mock::node(), mock::node()]);
     let eval = h.register(JobBuilder::new("sb").job_type(JobType::Sysbatch).build());
     h.process(&eval).expect("place");
     assert_eq!(h.last_placed().len(), 2);
@@ -566,7 +567,7 @@ fn finished_sysbatch_allocs_are_not_rerun() {
         a.client_status = ClientStatus::Complete;
     }
     let plans = h.plans.len();
-    h.process(&eval_for(&h.state.jobs["sb"].clone()))
+    h.process(&mock::eval(&h.state.jobs["sb"].clone()))
         .expect("again");
     assert_eq!(h.plans.len(), plans);
 }
@@ -574,7 +575,7 @@ fn finished_sysbatch_allocs_are_not_rerun() {
 #[test]
 fn system_job_without_room_on_a_node_reports_it() {
     let small = NodeBuilder::new().memory(100).build();
-    let mut h = Harness::new(&[small, mock_node()]);
+    let mut h = Harness::new(&[small, mock::node()]);
     let eval = h.register(JobBuilder::new("sys").job_type(JobType::System).build());
     h.process(&eval).expect("place");
     assert_eq!(h.last_placed().len(), 1);
@@ -587,7 +588,7 @@ fn system_job_without_room_on_a_node_reports_it() {
 
 #[test]
 fn placements_are_deterministic_for_one_eval() {
-    let nodes: Vec<Node> = (0..20).map(|_| mock_node()).collect();
+    let nodes: Vec<Node> = (0..20).map(|_| mock::node()).collect();
     let job = JobBuilder::new("w").count(5).build();
     let mut one = Harness::new(&nodes);
     let mut two = Harness::new(&nodes);
@@ -795,7 +796,7 @@ mod property {
             for n in &late {
                 h.state.upsert_node(n.clone());
             }
-            h.process(&eval_for(&h.state.jobs["sys"].clone())).expect("again");
+            h.process(&mock::eval(&h.state.jobs["sys"].clone())).expect("again");
             let eligible: BTreeSet<String> = nodes
                 .iter()
                 .chain(late.iter())

@@ -8,12 +8,12 @@ use axum::http::{Method, Request, StatusCode};
 use orch_common::api::{
     AllocClientUpdate, AllocUpdateRequest, JobRegisterRequest, NodeRegisterRequest,
 };
-use orch_common::model::{ClientStatus, Job, JobType, Node, NodeStatus, Resources};
+use orch_common::mock::{JobBuilder, NodeBuilder};
+use orch_common::model::{ClientStatus, Job, JobType, Node, NodeStatus, ReschedulePolicy};
 use serde_json::Value;
 use tower::ServiceExt;
 
 use super::*;
-use crate::state::tests::{mock_job, mock_node};
 
 fn config(dir: &std::path::Path) -> ServerConfig {
     ServerConfig {
@@ -106,23 +106,17 @@ fn count(body: &Value) -> usize {
     body.as_array().map(Vec::len).unwrap_or(0)
 }
 
-fn small_node(id: &str, memory: u64) -> Node {
-    let mut node = mock_node(id);
-    node.resources = Resources {
-        cpu: 4000,
-        memory,
-        memory_max: None,
-        ..Default::default()
-    };
-    node
+/// A node the server names itself (no id yet), of 4000 MHz and `memory` MiB.
+fn node(memory: u64) -> Node {
+    NodeBuilder::new().id("").cpu(4000).memory(memory).build()
 }
 
 #[tokio::test]
 async fn a_registered_job_is_placed_on_a_registered_node() {
     let dir = tempfile::tempdir().expect("temp dir");
     let server = Server::start(config(dir.path())).await.expect("start");
-    let node_id = register_node(&server, mock_node("")).await;
-    let eval_id = register_job(&server, &mock_job("web")).await;
+    let node_id = register_node(&server, node(8192)).await;
+    let eval_id = register_job(&server, &JobBuilder::new("web").count(2).build()).await;
     let allocs = wait_until(&server, "/v1/job/web/allocations", |b| count(b) == 2).await;
     for alloc in allocs.as_array().expect("list") {
         assert_eq!(alloc["node_id"], node_id.as_str());
@@ -142,9 +136,8 @@ async fn a_registered_job_is_placed_on_a_registered_node() {
 async fn a_job_too_big_is_blocked_and_placed_once_a_node_with_room_joins() {
     let dir = tempfile::tempdir().expect("temp dir");
     let server = Server::start(config(dir.path())).await.expect("start");
-    register_node(&server, small_node("", 40)).await;
-    let mut job = mock_job("big");
-    job.groups[0].tasks[0].resources.memory = 1000;
+    register_node(&server, node(40)).await;
+    let job = JobBuilder::new("big").count(2).memory(1000).build();
     let eval_id = register_job(&server, &job).await;
     let eval = wait_until(&server, &format!("/v1/evaluation/{eval_id}"), |e| {
         e["status"] == "complete"
@@ -161,7 +154,7 @@ async fn a_job_too_big_is_blocked_and_placed_once_a_node_with_room_joins() {
     );
     assert_eq!(count(&get(&server, "/v1/job/big/allocations").await), 0);
 
-    let roomy = register_node(&server, small_node("", 8192)).await;
+    let roomy = register_node(&server, node(8192)).await;
     let allocs = wait_until(&server, "/v1/job/big/allocations", |b| count(b) == 2).await;
     assert!(allocs
         .as_array()
@@ -176,7 +169,11 @@ async fn a_restarted_server_has_its_jobs_and_continues_pending_work() {
     let dir = tempfile::tempdir().expect("temp dir");
     let first = Server::start(config(dir.path())).await.expect("start");
     for i in 0..3 {
-        register_job(&first, &mock_job(&format!("job{i}"))).await;
+        register_job(
+            &first,
+            &JobBuilder::new(&format!("job{i}")).count(2).build(),
+        )
+        .await;
     }
     let index = first.store().last_index();
     first.shutdown().await;
@@ -185,7 +182,7 @@ async fn a_restarted_server_has_its_jobs_and_continues_pending_work() {
     assert!(second.store().last_index() >= index);
     assert_eq!(count(&get(&second, "/v1/jobs").await), 3);
     // The evaluations left blocked (no nodes) resume when capacity appears.
-    register_node(&second, mock_node("")).await;
+    register_node(&second, node(8192)).await;
     for i in 0..3 {
         wait_until(&second, &format!("/v1/job/job{i}/allocations"), |b| {
             count(b) == 2
@@ -199,12 +196,14 @@ async fn a_restarted_server_has_its_jobs_and_continues_pending_work() {
 async fn a_failed_batch_alloc_is_rescheduled_with_a_link() {
     let dir = tempfile::tempdir().expect("temp dir");
     let server = Server::start(config(dir.path())).await.expect("start");
-    let node_id = register_node(&server, mock_node("")).await;
-    let mut job = mock_job("frames");
-    job.job_type = JobType::Batch;
-    job.groups[0].count = 1;
-    job.groups[0].reschedule = orch_common::model::ReschedulePolicy::default_for(JobType::Batch);
-    job.groups[0].reschedule.delay = Duration::ZERO;
+    let node_id = register_node(&server, node(8192)).await;
+    let mut reschedule = ReschedulePolicy::default_for(JobType::Batch);
+    reschedule.delay = Duration::ZERO;
+    let job = JobBuilder::new("frames")
+        .batch()
+        .count(1)
+        .reschedule(reschedule)
+        .build();
     register_job(&server, &job).await;
     let allocs = wait_until(&server, "/v1/job/frames/allocations", |b| count(b) == 1).await;
     let first_id = allocs[0]["id"].as_str().expect("id").to_string();
@@ -248,12 +247,11 @@ async fn a_node_that_stops_heartbeating_goes_down_and_its_allocs_move() {
         ..config(dir.path())
     };
     let server = Server::start(cfg).await.expect("start");
-    let silent = register_node(&server, mock_node("")).await;
-    let mut job = mock_job("web");
-    job.groups[0].count = 1;
+    let silent = register_node(&server, node(8192)).await;
+    let job = JobBuilder::new("web").count(1).build();
     register_job(&server, &job).await;
     wait_until(&server, "/v1/job/web/allocations", |b| count(b) == 1).await;
-    let alive = register_node(&server, mock_node("")).await;
+    let alive = register_node(&server, node(8192)).await;
     let beat = {
         let router = server.router();
         let alive = alive.clone();

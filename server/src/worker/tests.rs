@@ -4,13 +4,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use orch_common::mock::{JobBuilder, NodeBuilder};
 use orch_common::model::{triggers, DesiredStatus, EvalStatus, Evaluation, Job, Node};
 use tokio::sync::{mpsc, watch};
 
 use super::*;
 use crate::broker::{BrokerConfig, EvalBroker};
 use crate::plan_apply::PlanApplier;
-use crate::scheduler::testing::{JobBuilder, NodeBuilder};
 use crate::state::{Command, CommandLog, Observer, StateStore};
 
 struct Cluster {

@@ -2,12 +2,19 @@
 //! its counters, `UpdateDeployment` promotes, ends, marks stable and reverts, and only
 //! ever changes an active deployment.
 
+use orch_common::mock::{deployment_group, DeploymentBuilder};
 use orch_common::model::{deployment_desc as desc, DeploymentStatus};
 
 use super::*;
+
 use crate::deployment::decide::registration_of;
-use crate::deployment::testing::{deployment, group, health, placed, plan};
+use crate::deployment::testing::{health, plan};
 use crate::state::command::DeploymentChange;
+
+/// Job "web" as `deployed` registers it: version 0, two instances.
+fn web_v0() -> Job {
+    JobBuilder::new("web").count(2).build()
+}
 
 /// Node n1, job "web" v0 registered, and deployment "d1" of it with two allocations
 /// (`canary`: both are canaries) stored by one plan. Returns the plan's index.
@@ -15,20 +22,34 @@ fn deployed(store: &StateStore, canary: bool) -> (Job, u64) {
     apply(
         store,
         Command::UpsertNode {
-            node: mock_node("n1"),
+            node: NodeBuilder::new().id("n1").build(),
         },
     );
-    register(store, &mock_job("web"));
+    register(store, &web_v0());
     let job = store.job("web").unwrap().unwrap();
-    let g = group(2, if canary { 2 } else { 0 });
+    let g = deployment_group(2, if canary { 2 } else { 0 });
+    let placed = |id: &str, index| {
+        let a = AllocBuilder::new(&job)
+            .id(id)
+            .node_id("n1")
+            .index(index)
+            .deployment("d1");
+        if canary {
+            a.canary().build()
+        } else {
+            a.build()
+        }
+    };
     let index = apply(
         store,
         plan(
-            Some(deployment("d1", &job, g)),
-            vec![
-                placed("a0", &job, 0, "d1", canary),
-                placed("a1", &job, 1, "d1", canary),
-            ],
+            Some(
+                DeploymentBuilder::new(&job)
+                    .id("d1")
+                    .group("web", g)
+                    .build(),
+            ),
+            vec![placed("a0", 0), placed("a1", 1)],
         ),
     );
     (job, index)
@@ -227,10 +248,9 @@ fn mark_stable_marks_the_version_and_the_job() {
     assert!(store.job("web").unwrap().unwrap().stable);
     assert!(store.job_version("web", 0).unwrap().unwrap().stable);
     // Registering the same spec again keeps it stable; a submitted `stable` is ignored.
-    register(&store, &mock_job("web"));
+    register(&store, &web_v0());
     assert!(store.job("web").unwrap().unwrap().stable);
-    let mut v1 = mock_job("web");
-    v1.groups[0].count = 3;
+    let mut v1 = JobBuilder::new("web").count(3).build();
     v1.stable = true;
     register(&store, &v1);
     let job = store.job("web").unwrap().unwrap();
@@ -243,13 +263,19 @@ fn mark_stable_marks_the_version_and_the_job() {
 fn a_revert_registers_a_new_version_and_its_eval_gets_the_new_job_modify_index() {
     let (_dir, store) = temp_store();
     let (v0, _) = deployed(&store, false);
-    let mut v1 = mock_job("web");
-    v1.groups[0].count = 3;
-    register(&store, &v1);
+    register(&store, &JobBuilder::new("web").count(3).build());
     let v1 = store.job("web").unwrap().unwrap();
     apply(
         &store,
-        plan(Some(deployment("d2", &v1, group(3, 0))), vec![]),
+        plan(
+            Some(
+                DeploymentBuilder::new(&v1)
+                    .id("d2")
+                    .group("web", deployment_group(3, 0))
+                    .build(),
+            ),
+            vec![],
+        ),
     );
     let eval = Evaluation::for_job(&v1, "deployment-watcher");
     let index = apply(
@@ -281,9 +307,7 @@ fn a_revert_registers_a_new_version_and_its_eval_gets_the_new_job_modify_index()
 fn a_revert_is_dropped_once_the_job_moved_past_the_deployments_version() {
     let (_dir, store) = temp_store();
     let (v0, _) = deployed(&store, false);
-    let mut v1 = mock_job("web");
-    v1.groups[0].count = 3;
-    register(&store, &v1);
+    register(&store, &JobBuilder::new("web").count(3).build());
     // d1 is of version 0; the job is at version 1 now.
     let mut stale = registration_of(&v0);
     stale.groups[0].count = 1;
