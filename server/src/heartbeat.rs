@@ -425,6 +425,7 @@ mod tests {
         log.submit(Command::UpsertJob {
             job: job.clone(),
             eval: None,
+            enforce_index: None,
         })
         .await
         .expect("job");
@@ -472,6 +473,7 @@ mod tests {
             log.submit(Command::UpsertJob {
                 job: job.clone(),
                 eval: None,
+                enforce_index: None,
             })
             .await
             .expect("job");
@@ -511,6 +513,7 @@ mod tests {
         log.submit(Command::UpsertJob {
             job: system,
             eval: None,
+            enforce_index: None,
         })
         .await
         .expect("job");

@@ -16,8 +16,9 @@ use serde_json::{json, Value};
 use tower::ServiceExt;
 
 use super::*;
+use crate::heartbeat::Heartbeats;
 use crate::state::tests::{mock_alloc, mock_job, mock_node};
-use crate::state::Command;
+use crate::state::{Command, CommandLog, StateStore, Table};
 
 mod deployments;
 mod services;
@@ -153,7 +154,13 @@ impl Harness {
     }
 
     async fn submit(&self, cmd: Command) -> u64 {
-        self.state.log.submit(cmd).await.expect("submit")
+        self.state
+            .endpoints
+            .log
+            .submit(cmd)
+            .await
+            .expect("submit")
+            .index
     }
 
     async fn place(&self, allocs: Vec<orch_common::model::Allocation>) -> u64 {
@@ -571,7 +578,7 @@ async fn agent_self_and_leader_describe_this_server() {
     assert_eq!(me.body["name"], "test-server");
     assert_eq!(me.body["server"], true);
     assert_eq!(me.body["client"], false);
-    *h.state.client_node_id.write().expect("lock") = Some("n1".into());
+    h.state.client_node_id.set("n1".into()).expect("set once");
     let me = h.get("/v1/agent/self").await;
     assert_eq!(me.body["client"], true);
     assert_eq!(me.body["node_id"], "n1");
@@ -604,7 +611,7 @@ async fn registering_a_node_assigns_an_id_and_marks_it_ready() {
         .as_str()
         .expect("class")
         .starts_with("v1:"));
-    assert!(h.state.heartbeats.tracked().contains(&id));
+    assert!(h.state.endpoints.heartbeats.tracked().contains(&id));
 
     node.id = id.clone();
     let again = h
