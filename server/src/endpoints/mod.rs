@@ -32,3 +32,6 @@ pub mod operator;
 pub mod plan;
 
 pub use context::{Endpoints, ReadError};
+
+#[cfg(test)]
+mod tests;

@@ -934,6 +934,77 @@ async fn scaling_a_group_registers_a_new_version_with_an_eval() {
     assert_eq!(eval.body["triggered_by"], "job-register");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_scale_requests_on_two_groups_both_take_effect() {
+    let h = Arc::new(harness());
+    let mut job = mock_job("web");
+    let mut api = job.groups[0].clone();
+    api.name = "api".into();
+    job.groups.push(api);
+    h.register_job(&job).await;
+    let scale = |group: &'static str, count: u32| {
+        let h = h.clone();
+        tokio::spawn(async move {
+            h.post_json(
+                "/v1/job/web/scale",
+                &json!({"group": group, "count": count}),
+            )
+            .await
+        })
+    };
+    for round in 3..13 {
+        let (web, api) = (scale("web", round), scale("api", round + 10));
+        for answer in [web.await.expect("task"), api.await.expect("task")] {
+            assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+        }
+        let job = h.get("/v1/job/web").await;
+        assert_eq!(job.body["groups"][0]["count"], round);
+        assert_eq!(job.body["groups"][1]["count"], round + 10);
+    }
+}
+
+#[tokio::test]
+async fn a_stale_enforce_index_is_a_409_naming_both_indexes_and_writes_nothing() {
+    let h = harness();
+    let created = h.register_job(&mock_job("web")).await;
+    let first = created.body["job_modify_index"].as_u64().expect("index");
+    let scaled = h
+        .post_json(
+            "/v1/job/web/scale",
+            &json!({"group": "web", "count": 4, "enforce_index": first}),
+        )
+        .await;
+    assert_eq!(scaled.status, StatusCode::OK, "{}", scaled.body);
+    let current = scaled.body["job_modify_index"].as_u64().expect("index");
+    let before = h.state.store.last_index();
+    let stale = h
+        .post_json(
+            "/v1/job/web/scale",
+            &json!({"group": "web", "count": 6, "enforce_index": first}),
+        )
+        .await;
+    assert_eq!(stale.status, StatusCode::CONFLICT);
+    assert_eq!(
+        stale.body["error"],
+        format!("enforce_index {first} does not match job \"web\"'s job_modify_index {current}")
+    );
+    let missing = h
+        .post_json(
+            "/v1/jobs",
+            &JobRegisterRequest {
+                job: mock_job("api"),
+                enforce_index: Some(first),
+            },
+        )
+        .await;
+    assert_eq!(missing.status, StatusCode::CONFLICT);
+    assert_eq!(
+        missing.body["error"],
+        format!("enforce_index {first}: job \"api\" does not exist (use 0 to create it)")
+    );
+    assert_eq!(h.state.store.last_index(), before, "nothing written");
+}
+
 #[tokio::test]
 async fn scaling_an_unknown_group_or_to_a_negative_count_is_a_400_and_writes_nothing() {
     let h = harness();

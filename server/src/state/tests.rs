@@ -15,6 +15,7 @@ use proptest::prelude::*;
 use super::*;
 use crate::scheduler::State;
 
+mod cas;
 mod deployments;
 
 pub(crate) fn mock_job(id: &str) -> Job {
