@@ -80,7 +80,8 @@ async fn concurrent_scales_of_two_groups_both_take_effect() {
         enforce_index: None,
     };
     jobs::register(&f.ctx, req).await.expect("register");
-    for round in 2..22 {
+    // Counts that change every round (mock_job has 2): each scale is a new version.
+    for round in 3..23 {
         // Each reads the job, changes its own group and writes the whole job back:
         // without the check-and-set, the later write would undo the earlier one.
         let web = tokio::spawn({
