@@ -79,6 +79,7 @@ async fn gc_pass(count: usize) -> BenchResult<()> {
     log.submit(Command::UpsertJob {
         job: job.clone(),
         eval: None,
+        enforce_index: None,
     })
     .await?;
     let mut next = 0;
@@ -101,6 +102,7 @@ async fn gc_pass(count: usize) -> BenchResult<()> {
         job_id: "old".into(),
         purge: false,
         eval: None,
+        enforce_index: None,
     })
     .await?;
     let before_mib = db_mib(&store);

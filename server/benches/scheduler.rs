@@ -122,6 +122,7 @@ async fn submit_jobs(server: &Server, jobs: Vec<Job>) -> BenchResult<Vec<String>
             log.submit(Command::UpsertJob {
                 job,
                 eval: Some(eval),
+                enforce_index: None,
             })
             .await
         });

@@ -426,6 +426,7 @@ mod tests {
         log.submit(Command::UpsertJob {
             job: job.clone(),
             eval: None,
+            enforce_index: None,
         })
         .await
         .expect("job");
@@ -473,6 +474,7 @@ mod tests {
             log.submit(Command::UpsertJob {
                 job: job.clone(),
                 eval: None,
+                enforce_index: None,
             })
             .await
             .expect("job");
@@ -513,6 +515,7 @@ mod tests {
         log.submit(Command::UpsertJob {
             job: system,
             eval: None,
+            enforce_index: None,
         })
         .await
         .expect("job");

@@ -264,7 +264,7 @@ pub async fn prepare(
     });
     match queued {
         Ok(commit) => {
-            prepared.commit = Some(Box::pin(commit));
+            prepared.commit = Some(Box::pin(async move { commit.await.map(|o| o.index) }));
             Ok(prepared)
         }
         Err(source) => {

@@ -146,7 +146,7 @@ impl Server {
             agent,
             cfg.max_request_body_bytes,
         );
-        http.gc = collector;
+        http.endpoints.gc = collector;
         let http = Arc::new(http);
         tracing::info!(
             path = %path.display(),
@@ -184,12 +184,13 @@ impl Server {
     }
 
     /// Tells `/v1/agent/self` that this agent also runs a client with this node id.
+    /// Set once, when the agent's client starts; later calls change nothing.
     pub fn set_client_node_id(&self, node_id: Option<String>) {
-        *self
-            .http
-            .client_node_id
-            .write()
-            .expect("client node id lock poisoned") = node_id;
+        if let Some(id) = node_id {
+            if self.http.client_node_id.set(id).is_err() {
+                tracing::warn!("the client node id is already set; keeping it");
+            }
+        }
     }
 
     /// Ends every blocking query at once (they answer with the current state). Call it

@@ -221,6 +221,7 @@ async fn evals_in_job_and_node_commands_are_enqueued() {
         &Command::UpsertJob {
             job: job.clone(),
             eval: Some(e1.clone()),
+            enforce_index: None,
         },
         7,
     );

@@ -31,7 +31,7 @@ fn fixture() -> Fixture {
 
 impl Fixture {
     async fn submit(&self, cmd: Command) -> u64 {
-        self.log.submit(cmd).await.expect("submit")
+        self.log.submit(cmd).await.expect("submit").index
     }
 
     /// Registers `job` and returns it as stored.
@@ -39,6 +39,7 @@ impl Fixture {
         self.submit(Command::UpsertJob {
             job: job.clone(),
             eval: None,
+            enforce_index: None,
         })
         .await;
         self.store.job(&job.id).expect("read").expect("job")

@@ -7,7 +7,8 @@ use axum::http::StatusCode;
 use axum::Json;
 use orch_common::api::{AgentHealth, AgentSelf};
 
-use super::{ApiError, HttpState};
+use super::context::HttpState;
+use super::error::ApiError;
 
 /// `GET /v1/status/leader`: the leader's HTTP address as a JSON string. A single
 /// server is always its own leader.
@@ -17,11 +18,7 @@ pub async fn leader(State(st): State<Arc<HttpState>>) -> Json<String> {
 
 /// `GET /v1/agent/self`.
 pub async fn agent_self(State(st): State<Arc<HttpState>>) -> Json<AgentSelf> {
-    let node_id = st
-        .client_node_id
-        .read()
-        .expect("client node id lock poisoned")
-        .clone();
+    let node_id = st.client_node_id.get().cloned();
     Json(AgentSelf {
         name: st.agent.name.clone(),
         version: st.agent.version.clone(),

@@ -1,13 +1,32 @@
-//! Allocation routes: the list (stubs) and one allocation with its job embedded.
+//! Allocation routes: the list (stubs), one allocation with its job embedded, and a
+//! user's stop (whose rules are `endpoints::allocations`).
 
 use std::sync::Arc;
 
 use axum::extract::State;
+use axum::Json;
 use orch_common::api::AllocListStub;
 use orch_common::model::Allocation;
 
-use super::{ApiError, HttpState, IdPath, Indexed, Params};
+use super::context::HttpState;
+use super::error::ApiError;
+use super::extract::{IdPath, Indexed, Params};
+use crate::endpoints::allocations::{self, AllocError};
 use crate::state::Table;
+
+impl From<AllocError> for ApiError {
+    fn from(e: AllocError) -> Self {
+        match e {
+            AllocError::NotFound { .. } | AllocError::JobNotFound { .. } => {
+                ApiError::NotFound(e.to_string())
+            }
+            AllocError::AlreadyStopped { .. } => ApiError::Conflict(e.to_string()),
+            AllocError::Node(e) => e.into(),
+            AllocError::Read(e) => e.into(),
+            AllocError::Log(e) => e.into(),
+        }
+    }
+}
 
 /// `GET /v1/allocations[?prefix=P&node_id=N]`.
 pub async fn list(
@@ -70,44 +89,11 @@ pub struct AllocStopResponse {
 pub async fn stop(
     State(st): State<Arc<HttpState>>,
     IdPath(prefix): IdPath,
-) -> Result<axum::Json<AllocStopResponse>, ApiError> {
+) -> Result<Json<AllocStopResponse>, ApiError> {
     let id = st.resolve(Table::Allocs, "allocation", &prefix).await?;
-    let lookup = id.clone();
-    let (alloc, job) = st
-        .read(move |s| {
-            let Some(a) = s.alloc(&lookup)? else {
-                return Ok(None);
-            };
-            let job = s.job(&a.job_id)?;
-            Ok(Some((a, job)))
-        })
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("allocation {id:?} not found")))?;
-    if alloc.desired_status != orch_common::model::DesiredStatus::Run
-        || alloc.client_status.is_terminal()
-    {
-        return Err(ApiError::Conflict(format!(
-            "allocation {id} is already {} (desired {}); nothing to stop",
-            alloc.client_status.as_str(),
-            alloc.desired_status.as_str()
-        )));
-    }
-    let job = job.ok_or_else(|| {
-        ApiError::NotFound(format!(
-            "job {:?} of allocation {id} not found",
-            alloc.job_id
-        ))
-    })?;
-    let eval =
-        orch_common::model::Evaluation::for_job(&job, orch_common::model::triggers::ALLOC_STOP);
-    let eval_id = eval.id.clone();
-    let index = st
-        .log
-        .submit(crate::state::Command::MigrateAllocs {
-            alloc_ids: vec![id.clone()],
-            evals: vec![eval],
-        })
-        .await?;
-    tracing::info!(alloc_id = %id, eval_id = %eval_id, "allocation stop requested");
-    Ok(axum::Json(AllocStopResponse { eval_id, index }))
+    let stopped = allocations::stop(&st.endpoints, &id).await?;
+    Ok(Json(AllocStopResponse {
+        eval_id: stopped.eval_id,
+        index: stopped.index,
+    }))
 }

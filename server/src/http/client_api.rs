@@ -1,12 +1,10 @@
-//! What clients call: node registration and heartbeats (a node that becomes ready gets
-//! `node-update` evaluations for its system jobs and for the jobs it holds allocations
-//! of), the blocking watch of a node's allocations (with each allocation's job version
-//! embedded), and batched allocation status updates (a newly failed allocation gets an
-//! `alloc-failure` evaluation so the scheduler can reschedule it).
+//! What clients call: node registration and heartbeats, the blocking watch of a node's
+//! allocations (with each allocation's job version embedded), and batched allocation
+//! status updates. The writes' rules are `endpoints::nodes` and
+//! `endpoints::allocations`.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::extract::State;
 use axum::Json;
@@ -15,19 +13,14 @@ use orch_common::api::{
     KnownAllocsRequest, KnownAllocsResponse, NodeAllocationsResponse, NodeRegisterRequest,
     NodeRegisterResponse,
 };
-use orch_common::ids::{new_id, now_ms};
-use orch_common::model::{
-    triggers, Allocation, ClientStatus, DesiredStatus, Evaluation, Job, NodeStatus,
-};
+use orch_common::model::{Allocation, Job};
 use tokio::time::Instant;
 
-use super::{ApiError, HttpState, IdPath, Indexed, Params, RawBody};
-use crate::heartbeat;
-use crate::state::{Command, StateError, StateStore, Table};
-
-fn ttl_ms(ttl: Duration) -> u64 {
-    ttl.as_millis() as u64
-}
+use super::context::HttpState;
+use super::error::ApiError;
+use super::extract::{IdPath, Indexed, Params, RawBody};
+use crate::endpoints::{allocations, nodes};
+use crate::state::{StateError, StateStore, Table};
 
 /// `POST /v1/node/register`: stores the node as `ready` (a new id when none is given;
 /// a known id keeps its identity and eligibility) and starts its heartbeat timer.
@@ -35,65 +28,8 @@ pub async fn register(
     State(st): State<Arc<HttpState>>,
     body: RawBody,
 ) -> Result<Json<NodeRegisterResponse>, ApiError> {
-    let NodeRegisterRequest { mut node } = body.json()?;
-    let mut problems = Vec::new();
-    if node.name.trim().is_empty() {
-        problems.push("node.name: must not be empty".to_string());
-    }
-    if node.datacenter.trim().is_empty() {
-        problems.push("node.datacenter: must not be empty".to_string());
-    }
-    if node.min_dynamic_port > node.max_dynamic_port {
-        problems.push(format!(
-            "node.min_dynamic_port: {} is above max_dynamic_port {}",
-            node.min_dynamic_port, node.max_dynamic_port
-        ));
-    }
-    if !problems.is_empty() {
-        return Err(ApiError::BadRequest {
-            message: "invalid node registration".to_string(),
-            details: problems,
-        });
-    }
-    if node.id.is_empty() {
-        node.id = new_id();
-    }
-    node.status = NodeStatus::Ready;
-    node.status_updated_at = now_ms();
-    node.compute_class();
-    let node_id = node.id.clone();
-    let lookup = node_id.clone();
-    let was_ready = st
-        .read(move |s| s.node(&lookup))
-        .await?
-        .is_some_and(|n| n.status == NodeStatus::Ready);
-    let mut index = st.log.submit(Command::UpsertNode { node }).await?;
-    if !was_ready {
-        // A node that joins (or comes back) gets its system jobs and a look at the jobs
-        // it still holds allocations for.
-        let lookup = node_id.clone();
-        let evals = st
-            .read(move |s| heartbeat::node_ready_evals(s, &lookup))
-            .await?;
-        if !evals.is_empty() {
-            index = st.log.submit(Command::UpsertEvals { evals }).await?;
-        }
-    }
-    let ttl = st.heartbeats.reset(&node_id);
-    tracing::info!(node_id = %node_id, "node registered");
-    Ok(Json(NodeRegisterResponse {
-        node_id,
-        heartbeat_ttl_ms: ttl_ms(ttl),
-        index,
-    }))
-}
-
-async fn require_node(st: &HttpState, node_id: &str) -> Result<NodeStatus, ApiError> {
-    let id = node_id.to_string();
-    st.read(move |s| s.node(&id))
-        .await?
-        .map(|n| n.status)
-        .ok_or_else(|| ApiError::NotFound(format!("node {node_id:?} is not registered")))
+    let NodeRegisterRequest { node } = body.json()?;
+    Ok(Json(nodes::register(&st.endpoints, node).await?))
 }
 
 /// `POST /v1/node/{id}/heartbeat`: restarts the node's TTL timer; a node that was down
@@ -108,42 +44,11 @@ pub async fn heartbeat(
     } else {
         body.json()?
     };
-    let current = require_node(&st, &node_id).await?;
-    let want = req.status.unwrap_or(NodeStatus::Ready);
-    if want == NodeStatus::Down {
-        st.heartbeats.remove(&node_id);
-        heartbeat::mark_down(&st.log, &node_id)
-            .await
-            .map_err(|e| ApiError::Internal(e.to_string()))?;
-        return Ok(Json(HeartbeatResponse {
-            heartbeat_ttl_ms: 0,
-            index: st.store.table_index(Table::Nodes),
-        }));
-    }
-    let ttl = st.heartbeats.reset(&node_id);
-    let mut index = st.store.table_index(Table::Nodes);
-    if current != want {
-        let evals = if want == NodeStatus::Ready {
-            let lookup = node_id.clone();
-            st.read(move |s| heartbeat::node_ready_evals(s, &lookup))
-                .await?
-        } else {
-            Vec::new()
-        };
-        index = st
-            .log
-            .submit(Command::UpdateNodeStatus {
-                node_id: node_id.clone(),
-                status: want,
-                evals,
-            })
-            .await?;
-        tracing::info!(node_id = %node_id, from = current.as_str(), to = want.as_str(), "node status changed by heartbeat");
-    }
-    Ok(Json(HeartbeatResponse {
-        heartbeat_ttl_ms: ttl_ms(ttl),
-        index,
-    }))
+    let req = nodes::HeartbeatRequest {
+        node_id,
+        status: req.status,
+    };
+    Ok(Json(nodes::heartbeat(&st.endpoints, req).await?))
 }
 
 /// Embeds each allocation's job (the version it runs), reading each version once.
@@ -171,7 +76,7 @@ pub async fn allocations(
     IdPath(node_id): IdPath,
     params: Params,
 ) -> Result<Indexed<NodeAllocationsResponse>, ApiError> {
-    require_node(&st, &node_id).await?;
+    nodes::require_registered(&st.endpoints, &node_id).await?;
     let min = params.index()?;
     if min > 0 {
         let deadline = Instant::now() + params.wait()?;
@@ -220,7 +125,7 @@ pub async fn known_allocs(
     body: RawBody,
 ) -> Result<Json<KnownAllocsResponse>, ApiError> {
     let KnownAllocsRequest { ids } = body.json()?;
-    require_node(&st, &node_id).await?;
+    nodes::require_registered(&st.endpoints, &node_id).await?;
     // Lookups in the in-memory allocation index: no SQL.
     let known = ids
         .into_iter()
@@ -237,48 +142,7 @@ pub async fn update_allocs(
     body: RawBody,
 ) -> Result<Json<AllocUpdateResponse>, ApiError> {
     let req: AllocUpdateRequest = body.json()?;
-    require_node(&st, &node_id).await?;
-    let nid = node_id.clone();
-    let (updates, evals) = st
-        .read(move |s| {
-            let mut updates = Vec::new();
-            let mut failed_jobs = BTreeSet::new();
-            for update in req.allocs {
-                let Some(existing) = s.alloc(&update.id)? else {
-                    tracing::warn!(alloc_id = %update.id, node_id = %nid, "update for an unknown allocation");
-                    continue;
-                };
-                if existing.node_id != nid {
-                    tracing::warn!(alloc_id = %update.id, node_id = %nid, "update for another node's allocation");
-                    continue;
-                }
-                if update.client_status == ClientStatus::Failed
-                    && existing.client_status != ClientStatus::Failed
-                    && existing.desired_status == DesiredStatus::Run
-                {
-                    failed_jobs.insert(existing.job_id.clone());
-                }
-                updates.push(update);
-            }
-            let mut evals = Vec::new();
-            for job_id in failed_jobs {
-                if let Some(job) = s.job(&job_id)? {
-                    if !job.stop {
-                        evals.push(Evaluation::for_job(&job, triggers::ALLOC_FAILURE));
-                    }
-                }
-            }
-            Ok((updates, evals))
-        })
-        .await?;
-    if updates.is_empty() {
-        return Ok(Json(AllocUpdateResponse {
-            index: st.store.table_index(Table::Allocs),
-        }));
-    }
-    let index = st
-        .log
-        .submit(Command::UpdateAllocsFromClient { updates, evals })
-        .await?;
-    Ok(Json(AllocUpdateResponse { index }))
+    Ok(Json(
+        allocations::update_from_client(&st.endpoints, &node_id, req.allocs).await?,
+    ))
 }

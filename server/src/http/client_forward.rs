@@ -14,7 +14,8 @@ use axum::routing::get;
 use axum::Router;
 use futures::TryStreamExt;
 
-use super::{ApiError, HttpState};
+use super::context::HttpState;
+use super::error::ApiError;
 use crate::state::Table;
 
 /// How long connecting to a client may take (the answer itself may stream for long).

@@ -1,9 +1,6 @@
 //! Deployment routes: the lists (all, per job), one deployment and its allocations,
 //! and the users' actions on an active deployment (promote, fail, pause, resume,
-//! allocation health). An action's change is built by `deployment::actions` (a failure
-//! reverts exactly like the watcher's) and goes through the command log, serialised
-//! with the watcher's: when the watcher ended the deployment first, the action is
-//! answered with the 400 of an inactive deployment.
+//! allocation health), whose rules are `endpoints::deployments`.
 
 use std::sync::Arc;
 
@@ -12,17 +9,29 @@ use axum::Json;
 use orch_common::api::{
     AllocListStub, DeploymentAllocHealthRequest, DeploymentPromoteRequest, DeploymentUpdateResponse,
 };
-use orch_common::model::{Allocation, Deployment, Job};
+use orch_common::model::{Allocation, Deployment};
 
-use super::{ApiError, HttpState, IdPath, Indexed, Params, RawBody};
-use crate::deployment::actions::{self, ActionError};
-use crate::deployment::eval_for;
-use crate::state::command::DeploymentChange;
-use crate::state::{Command, Table};
+use super::context::HttpState;
+use super::error::ApiError;
+use super::extract::{IdPath, Indexed, Params, RawBody};
+use crate::endpoints::deployments::{self, AllocHealthRequest, DeploymentError, PromoteRequest};
+use crate::state::Table;
 
-impl From<ActionError> for ApiError {
-    fn from(e: ActionError) -> Self {
-        ApiError::bad_request(e.to_string())
+impl From<DeploymentError> for ApiError {
+    fn from(e: DeploymentError) -> Self {
+        match e {
+            DeploymentError::NotFound { .. } => ApiError::NotFound(e.to_string()),
+            DeploymentError::Action(_) | DeploymentError::EmptyAllocId => {
+                ApiError::bad_request(e.to_string())
+            }
+            DeploymentError::AmbiguousAlloc { ref matches, .. } => ApiError::BadRequest {
+                details: matches.clone(),
+                message: e.to_string(),
+            },
+            DeploymentError::Unexpected(_) => ApiError::Internal(e.to_string()),
+            DeploymentError::Read(e) => e.into(),
+            DeploymentError::Log(e) => e.into(),
+        }
     }
 }
 
@@ -106,7 +115,7 @@ pub async fn job_deployments(
     IdPath(prefix): IdPath,
     params: Params,
 ) -> Result<Indexed<Vec<Deployment>>, ApiError> {
-    let id = super::jobs::job_id_or_exact(&st, &prefix).await?;
+    let id = st.job_id_or_exact(&prefix).await?;
     let index = st.wait(Table::Deployments, &params).await?;
     let deployments = st.read(move |s| s.deployments_by_job(&id)).await?;
     Ok(Indexed(index, deployments))
@@ -118,7 +127,7 @@ pub async fn job_latest(
     IdPath(prefix): IdPath,
     params: Params,
 ) -> Result<Indexed<Deployment>, ApiError> {
-    let id = super::jobs::job_id_or_exact(&st, &prefix).await?;
+    let id = st.job_id_or_exact(&prefix).await?;
     let index = st.wait(Table::Deployments, &params).await?;
     let lookup = id.clone();
     let d = st
@@ -126,53 +135,6 @@ pub async fn job_latest(
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("job {id:?} has no deployment")))?;
     Ok(Indexed(index, d))
-}
-
-/// Submits a user's change with its evaluation (when `eval`) and checks it took: the
-/// store drops a change to a deployment that stopped being active meanwhile (the
-/// watcher failed it, or it succeeded), which is answered like any action on an
-/// inactive deployment.
-async fn submit(
-    st: &HttpState,
-    d: &Deployment,
-    change: DeploymentChange,
-    revert_to: Option<Job>,
-    eval: bool,
-) -> Result<Json<DeploymentUpdateResponse>, ApiError> {
-    let evals = if eval {
-        let job_id = d.job_id.clone();
-        let job = st.read(move |s| s.job(&job_id)).await?;
-        eval_for(job.as_ref())
-    } else {
-        Vec::new()
-    };
-    let eval_id = evals.first().map(|e| e.id.clone()).unwrap_or_default();
-    let reverted_job_version = revert_to.as_ref().map(|j| j.version);
-    let index = st
-        .log
-        .submit(Command::UpdateDeployment {
-            change,
-            revert_to,
-            evals,
-        })
-        .await?;
-    // Written at `index` when the change took; an older row means the store dropped
-    // it (the deployment was no longer active).
-    let after = read_deployment(st, &d.id).await?;
-    if after.modify_index < index {
-        return Err(ActionError::NotActive {
-            id: d.id.clone(),
-            status: after.status.as_str(),
-        }
-        .into());
-    }
-    tracing::info!(deployment_id = %d.id, status = after.status.as_str(), description = %after.status_description, "deployment changed by a user");
-    Ok(Json(DeploymentUpdateResponse {
-        deployment_id: d.id.clone(),
-        eval_id,
-        deployment_modify_index: index,
-        reverted_job_version,
-    }))
 }
 
 /// `POST /v1/deployment/{id}/promote` (`DeploymentPromoteRequest`, no body = every
@@ -187,13 +149,14 @@ pub async fn promote(
     } else {
         body.json()?
     };
-    let id = st
+    let deployment_id = st
         .resolve(Table::Deployments, "deployment", &prefix)
         .await?;
-    let d = read_deployment(&st, &id).await?;
-    let allocs = deployment_allocs(&st, &d).await?;
-    let change = actions::promote(&d, &req.groups, &allocs)?;
-    submit(&st, &d, change, None, true).await
+    let req = PromoteRequest {
+        deployment_id,
+        groups: req.groups,
+    };
+    Ok(Json(deployments::promote(&st.endpoints, req).await?))
 }
 
 /// `POST /v1/deployment/{id}/fail`: fails it; with `auto_revert` the newest stable
@@ -205,16 +168,7 @@ pub async fn fail(
     let id = st
         .resolve(Table::Deployments, "deployment", &prefix)
         .await?;
-    // A revert registers a job version: ordered with registrations and their
-    // enforce_index checks.
-    let _guard = st.job_write.lock().await;
-    let d = read_deployment(&st, &id).await?;
-    let job_id = d.job_id.clone();
-    let (job, versions) = st
-        .read(move |s| Ok((s.job(&job_id)?, s.job_versions(&job_id)?)))
-        .await?;
-    let (change, revert_to) = actions::fail(&d, job.as_ref(), &versions)?;
-    submit(&st, &d, change, revert_to, true).await
+    Ok(Json(deployments::fail(&st.endpoints, &id).await?))
 }
 
 /// `POST /v1/deployment/{id}/pause`.
@@ -239,10 +193,9 @@ async fn set_paused(
     paused: bool,
 ) -> Result<Json<DeploymentUpdateResponse>, ApiError> {
     let id = st.resolve(Table::Deployments, "deployment", prefix).await?;
-    let d = read_deployment(st, &id).await?;
-    let change = actions::pause(&d, paused)?;
-    // Resuming evaluates the job at once: the next batch may go.
-    submit(st, &d, change, None, !paused).await
+    Ok(Json(
+        deployments::set_paused(&st.endpoints, &id, paused).await?,
+    ))
 }
 
 /// `POST /v1/deployment/{id}/alloc-health` (`DeploymentAllocHealthRequest`): sets the
@@ -254,46 +207,13 @@ pub async fn alloc_health(
     body: RawBody,
 ) -> Result<Json<DeploymentUpdateResponse>, ApiError> {
     let req: DeploymentAllocHealthRequest = body.json()?;
-    let id = st
+    let deployment_id = st
         .resolve(Table::Deployments, "deployment", &prefix)
         .await?;
-    let d = read_deployment(&st, &id).await?;
-    let allocs = deployment_allocs(&st, &d).await?;
-    let resolve = |ids: &[String]| -> Result<Vec<String>, ApiError> {
-        ids.iter().map(|p| resolve_alloc(&d, &allocs, p)).collect()
+    let req = AllocHealthRequest {
+        deployment_id,
+        healthy: req.healthy,
+        unhealthy: req.unhealthy,
     };
-    let healthy = resolve(&req.healthy)?;
-    let unhealthy = resolve(&req.unhealthy)?;
-    let change = actions::alloc_health(&d, &healthy, &unhealthy, &allocs)?;
-    submit(&st, &d, change, None, true).await
-}
-
-/// An allocation id of the deployment from a full id or a unique prefix.
-fn resolve_alloc(d: &Deployment, allocs: &[Allocation], prefix: &str) -> Result<String, ApiError> {
-    if prefix.is_empty() {
-        return Err(ApiError::bad_request("an empty allocation id"));
-    }
-    if allocs.iter().any(|a| a.id == prefix) {
-        return Ok(prefix.to_string());
-    }
-    let matches: Vec<String> = allocs
-        .iter()
-        .filter(|a| a.id.starts_with(prefix))
-        .map(|a| a.id.clone())
-        .collect();
-    match matches.len() {
-        0 => Err(ActionError::NotInDeployment {
-            id: d.id.clone(),
-            alloc_id: prefix.to_string(),
-        }
-        .into()),
-        1 => Ok(matches.into_iter().next().unwrap_or_default()),
-        _ => Err(ApiError::BadRequest {
-            message: format!(
-                "allocation id prefix {prefix:?} matches more than one allocation of deployment {}",
-                d.id
-            ),
-            details: matches,
-        }),
-    }
+    Ok(Json(deployments::alloc_health(&st.endpoints, req).await?))
 }

@@ -7,6 +7,7 @@ use axum::Json;
 use orch_common::api::ErrorBody;
 use orch_common::jobspec::{SpecError, SpecErrors};
 
+use crate::endpoints::ReadError;
 use crate::state::{LogError, StateError};
 
 /// An HTTP error answer.
@@ -24,7 +25,8 @@ pub enum ApiError {
     /// 405: the route exists, the method does not.
     #[error("method not allowed")]
     MethodNotAllowed,
-    /// 409: a compare-and-set (`enforce_index`) did not match.
+    /// 409: a check-and-set (`enforce_index`) did not match, or the request conflicts
+    /// with the state (an allocation already stopped).
     #[error("{0}")]
     Conflict(String),
     /// 413: the body is over the server's limit.
@@ -126,6 +128,15 @@ impl From<LogError> for ApiError {
                 ApiError::Unavailable("the server is shutting down".to_string())
             }
             other => ApiError::Internal(format!("state log: {other}")),
+        }
+    }
+}
+
+impl From<ReadError> for ApiError {
+    fn from(e: ReadError) -> Self {
+        match e {
+            ReadError::State(e) => e.into(),
+            ReadError::Task(message) => ApiError::Internal(format!("state read task: {message}")),
         }
     }
 }

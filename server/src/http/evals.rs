@@ -5,7 +5,9 @@ use std::sync::Arc;
 use axum::extract::State;
 use orch_common::model::Evaluation;
 
-use super::{ApiError, HttpState, IdPath, Indexed, Params};
+use super::context::HttpState;
+use super::error::ApiError;
+use super::extract::{IdPath, Indexed, Params};
 use crate::state::Table;
 
 /// `GET /v1/evaluations[?prefix=P&job_id=J]`, oldest first.

@@ -1,19 +1,38 @@
 //! Node routes for users: the list (stubs), one node, its scheduling eligibility and
-//! its drain.
+//! its drain (whose rules are `endpoints::nodes`).
 
 use std::sync::Arc;
 
 use axum::extract::State;
+use axum::Json;
 use orch_common::api::{
-    DrainSpec, NodeDrainRequest, NodeDrainResponse, NodeEligibilityRequest,
-    NodeEligibilityResponse, NodeListStub,
+    NodeDrainRequest, NodeDrainResponse, NodeEligibilityRequest, NodeEligibilityResponse,
+    NodeListStub,
 };
-use orch_common::ids::now_ms;
-use orch_common::model::{DrainOutcome, DrainStrategy, Eligibility, LastDrain, Node, NodeStatus};
+use orch_common::model::Node;
 
-use super::{ApiError, HttpState, IdPath, Indexed, Params, RawBody};
-use crate::heartbeat;
-use crate::state::{Command, Table};
+use super::context::HttpState;
+use super::error::ApiError;
+use super::extract::{IdPath, Indexed, Params, RawBody};
+use crate::endpoints::nodes::{self, DrainChange, DrainRequest, NodeError};
+use crate::state::Table;
+
+impl From<NodeError> for ApiError {
+    fn from(e: NodeError) -> Self {
+        match e {
+            NodeError::InvalidRegistration(problems) => ApiError::BadRequest {
+                message: "invalid node registration".to_string(),
+                details: problems,
+            },
+            NodeError::NotRegistered { .. } | NodeError::NotFound { .. } => {
+                ApiError::NotFound(e.to_string())
+            }
+            NodeError::Heartbeat(e) => ApiError::Internal(e.to_string()),
+            NodeError::Read(e) => e.into(),
+            NodeError::Log(e) => e.into(),
+        }
+    }
+}
 
 /// `GET /v1/nodes[?prefix=P]`.
 pub async fn list(
@@ -56,34 +75,12 @@ pub async fn set_eligibility(
     State(st): State<Arc<HttpState>>,
     IdPath(prefix): IdPath,
     body: RawBody,
-) -> Result<axum::Json<NodeEligibilityResponse>, ApiError> {
+) -> Result<Json<NodeEligibilityResponse>, ApiError> {
     let req: NodeEligibilityRequest = body.json()?;
     let id = st.resolve(Table::Nodes, "node", &prefix).await?;
-    let changed = heartbeat::set_eligibility(&st.log, &id, req.eligibility)
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
-    Ok(axum::Json(NodeEligibilityResponse {
-        node_id: id,
-        eligibility: req.eligibility,
-        changed,
-    }))
-}
-
-/// The absolute deadline (ms) a drain spec asks for: `force` = now; no `deadline` or a
-/// zero one = none.
-fn drain_deadline(spec: &DrainSpec, now: u64) -> Result<Option<u64>, ApiError> {
-    if spec.force {
-        return Ok(Some(now));
-    }
-    let Some(text) = spec.deadline.as_deref() else {
-        return Ok(None);
-    };
-    let d = orch_common::duration::parse(text)
-        .map_err(|e| ApiError::bad_request(format!("drain_spec.deadline: {e}")))?;
-    if d.is_zero() {
-        return Ok(None);
-    }
-    Ok(Some(now.saturating_add(d.as_millis() as u64)))
+    Ok(Json(
+        nodes::set_eligibility(&st.endpoints, &id, req.eligibility).await?,
+    ))
 }
 
 /// `POST /v1/node/{id}/drain` (`NodeDrainRequest`). With a `drain_spec` the node turns
@@ -95,75 +92,33 @@ pub async fn drain(
     State(st): State<Arc<HttpState>>,
     IdPath(prefix): IdPath,
     body: RawBody,
-) -> Result<axum::Json<NodeDrainResponse>, ApiError> {
+) -> Result<Json<NodeDrainResponse>, ApiError> {
     let req: NodeDrainRequest = body.json()?;
-    let now = now_ms();
-    let deadline = match &req.drain_spec {
-        Some(spec) => drain_deadline(spec, now)?,
-        None => None,
-    };
-    if req.drain_spec.is_some() && req.mark_eligible {
-        return Err(ApiError::bad_request(
-            "mark_eligible goes with drain_spec: null (ending a drain); a draining node is ineligible",
-        ));
-    }
-    let id = st.resolve(Table::Nodes, "node", &prefix).await?;
-    let lookup = id.clone();
-    let want_eligible = req.drain_spec.is_none() && req.mark_eligible;
-    let (node, ready_evals) = st
-        .read(move |s| {
-            let Some(node) = s.node(&lookup)? else {
-                return Ok(None);
+    let change = match req.drain_spec {
+        Some(spec) => {
+            let deadline = match (spec.force, spec.deadline.as_deref()) {
+                (false, Some(text)) => Some(
+                    orch_common::duration::parse(text)
+                        .map_err(|e| ApiError::bad_request(format!("drain_spec.deadline: {e}")))?,
+                ),
+                _ => None,
             };
-            // Made eligible again: its system jobs get evaluations, as with
-            // `orch node eligibility --enable`.
-            let evals = if want_eligible
-                && node.eligibility != Eligibility::Eligible
-                && node.status == NodeStatus::Ready
-            {
-                heartbeat::node_ready_evals(s, &lookup)?
-            } else {
-                Vec::new()
-            };
-            Ok(Some((node, evals)))
-        })
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("node {id:?} not found")))?;
-    let cmd = match &req.drain_spec {
-        Some(spec) => Command::UpdateNodeDrain {
-            node_id: id.clone(),
-            drain: Some(DrainStrategy {
+            if req.mark_eligible {
+                return Err(ApiError::bad_request(
+                    "mark_eligible goes with drain_spec: null (ending a drain); a draining node is ineligible",
+                ));
+            }
+            DrainChange::Start {
                 deadline,
+                force: spec.force,
                 ignore_system_jobs: spec.ignore_system_jobs,
-                started_at: node.drain.as_ref().map_or(now, |d| d.started_at),
-            }),
-            eligibility: Some(Eligibility::Ineligible),
-            last_drain: None,
-            evals: Vec::new(),
-        },
-        None => Command::UpdateNodeDrain {
-            node_id: id.clone(),
-            drain: None,
-            eligibility: req.mark_eligible.then_some(Eligibility::Eligible),
-            last_drain: node.drain.as_ref().map(|d| LastDrain {
-                outcome: DrainOutcome::Canceled,
-                started_at: d.started_at,
-                finished_at: now,
-            }),
-            evals: ready_evals,
+            }
+        }
+        None => DrainChange::Cancel {
+            mark_eligible: req.mark_eligible,
         },
     };
-    let index = st.log.submit(cmd).await?;
-    let lookup = id.clone();
-    let node = st
-        .read(move |s| s.node(&lookup))
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("node {id:?} not found")))?;
-    tracing::info!(node_id = %id, draining = node.drain.is_some(), index, "node drain updated");
-    Ok(axum::Json(NodeDrainResponse {
-        node_id: id,
-        index: node.modify_index,
-        drain: node.drain,
-        eligibility: node.eligibility,
-    }))
+    let node_id = st.resolve(Table::Nodes, "node", &prefix).await?;
+    let req = DrainRequest { node_id, change };
+    Ok(Json(nodes::drain(&st.endpoints, req).await?))
 }

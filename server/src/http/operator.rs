@@ -1,6 +1,6 @@
 //! Operator routes: the cluster-wide scheduler configuration
-//! (`GET/PUT /v1/operator/scheduler/configuration`), stored through
-//! `Command::SetSchedulerConfig` and read by every scheduler run from its snapshot.
+//! (`GET/PUT /v1/operator/scheduler/configuration`; the write is
+//! `endpoints::operator`), read by every scheduler run from its snapshot.
 
 use std::sync::Arc;
 
@@ -9,8 +9,21 @@ use axum::Json;
 use orch_common::api::SchedulerConfigUpdateResponse;
 use orch_common::model::SchedulerConfiguration;
 
-use super::{ApiError, HttpState, Indexed, RawBody};
-use crate::state::Command;
+use super::context::HttpState;
+use super::error::ApiError;
+use super::extract::{Indexed, RawBody};
+use crate::endpoints::operator::{self, OperatorError};
+use crate::gc::GcError;
+
+impl From<OperatorError> for ApiError {
+    fn from(e: OperatorError) -> Self {
+        match e {
+            OperatorError::Log(e) | OperatorError::Gc(GcError::Log(e)) => e.into(),
+            OperatorError::Gc(GcError::State(e)) => e.into(),
+            OperatorError::Gc(e @ GcError::Task(_)) => ApiError::Internal(e.to_string()),
+        }
+    }
+}
 
 /// `GET /v1/operator/scheduler/configuration`: the configuration in force (defaults
 /// until one is set), with its `modify_index` as `X-Orch-Index`.
@@ -28,16 +41,8 @@ pub async fn put_config(
     State(st): State<Arc<HttpState>>,
     body: RawBody,
 ) -> Result<Json<SchedulerConfigUpdateResponse>, ApiError> {
-    let mut config: SchedulerConfiguration = body.json()?;
-    config.create_index = 0;
-    config.modify_index = 0;
-    let index = st
-        .log
-        .submit(Command::SetSchedulerConfig { config })
-        .await?;
-    tracing::info!(index, "scheduler configuration updated");
-    Ok(Json(SchedulerConfigUpdateResponse {
-        updated: true,
-        index,
-    }))
+    let config: SchedulerConfiguration = body.json()?;
+    Ok(Json(
+        operator::set_scheduler_config(&st.endpoints, config).await?,
+    ))
 }

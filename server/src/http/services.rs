@@ -8,7 +8,9 @@ use std::sync::Arc;
 use axum::extract::State;
 use orch_common::api::{ServiceInstance, ServiceListStub};
 
-use super::{ApiError, HttpState, IdPath, Indexed, Params};
+use super::context::HttpState;
+use super::error::ApiError;
+use super::extract::{IdPath, Indexed, Params};
 use crate::catalog;
 use crate::state::Table;
 

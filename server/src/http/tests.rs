@@ -16,8 +16,9 @@ use serde_json::{json, Value};
 use tower::ServiceExt;
 
 use super::*;
+use crate::heartbeat::Heartbeats;
 use crate::state::tests::{mock_alloc, mock_job, mock_node};
-use crate::state::Command;
+use crate::state::{Command, CommandLog, StateStore, Table};
 
 mod deployments;
 mod services;
@@ -153,7 +154,13 @@ impl Harness {
     }
 
     async fn submit(&self, cmd: Command) -> u64 {
-        self.state.log.submit(cmd).await.expect("submit")
+        self.state
+            .endpoints
+            .log
+            .submit(cmd)
+            .await
+            .expect("submit")
+            .index
     }
 
     async fn place(&self, allocs: Vec<orch_common::model::Allocation>) -> u64 {
@@ -571,7 +578,7 @@ async fn agent_self_and_leader_describe_this_server() {
     assert_eq!(me.body["name"], "test-server");
     assert_eq!(me.body["server"], true);
     assert_eq!(me.body["client"], false);
-    *h.state.client_node_id.write().expect("lock") = Some("n1".into());
+    h.state.client_node_id.set("n1".into()).expect("set once");
     let me = h.get("/v1/agent/self").await;
     assert_eq!(me.body["client"], true);
     assert_eq!(me.body["node_id"], "n1");
@@ -604,7 +611,7 @@ async fn registering_a_node_assigns_an_id_and_marks_it_ready() {
         .as_str()
         .expect("class")
         .starts_with("v1:"));
-    assert!(h.state.heartbeats.tracked().contains(&id));
+    assert!(h.state.endpoints.heartbeats.tracked().contains(&id));
 
     node.id = id.clone();
     let again = h
@@ -925,6 +932,77 @@ async fn scaling_a_group_registers_a_new_version_with_an_eval() {
     let eval_id = answer.body["eval_id"].as_str().expect("eval");
     let eval = h.get(&format!("/v1/evaluation/{eval_id}")).await;
     assert_eq!(eval.body["triggered_by"], "job-register");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_scale_requests_on_two_groups_both_take_effect() {
+    let h = Arc::new(harness());
+    let mut job = mock_job("web");
+    let mut api = job.groups[0].clone();
+    api.name = "api".into();
+    job.groups.push(api);
+    h.register_job(&job).await;
+    let scale = |group: &'static str, count: u32| {
+        let h = h.clone();
+        tokio::spawn(async move {
+            h.post_json(
+                "/v1/job/web/scale",
+                &json!({"group": group, "count": count}),
+            )
+            .await
+        })
+    };
+    for round in 3..13 {
+        let (web, api) = (scale("web", round), scale("api", round + 10));
+        for answer in [web.await.expect("task"), api.await.expect("task")] {
+            assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+        }
+        let job = h.get("/v1/job/web").await;
+        assert_eq!(job.body["groups"][0]["count"], round);
+        assert_eq!(job.body["groups"][1]["count"], round + 10);
+    }
+}
+
+#[tokio::test]
+async fn a_stale_enforce_index_is_a_409_naming_both_indexes_and_writes_nothing() {
+    let h = harness();
+    let created = h.register_job(&mock_job("web")).await;
+    let first = created.body["job_modify_index"].as_u64().expect("index");
+    let scaled = h
+        .post_json(
+            "/v1/job/web/scale",
+            &json!({"group": "web", "count": 4, "enforce_index": first}),
+        )
+        .await;
+    assert_eq!(scaled.status, StatusCode::OK, "{}", scaled.body);
+    let current = scaled.body["job_modify_index"].as_u64().expect("index");
+    let before = h.state.store.last_index();
+    let stale = h
+        .post_json(
+            "/v1/job/web/scale",
+            &json!({"group": "web", "count": 6, "enforce_index": first}),
+        )
+        .await;
+    assert_eq!(stale.status, StatusCode::CONFLICT);
+    assert_eq!(
+        stale.body["error"],
+        format!("enforce_index {first} does not match job \"web\"'s job_modify_index {current}")
+    );
+    let missing = h
+        .post_json(
+            "/v1/jobs",
+            &JobRegisterRequest {
+                job: mock_job("api"),
+                enforce_index: Some(first),
+            },
+        )
+        .await;
+    assert_eq!(missing.status, StatusCode::CONFLICT);
+    assert_eq!(
+        missing.body["error"],
+        format!("enforce_index {first}: job \"api\" does not exist (use 0 to create it)")
+    );
+    assert_eq!(h.state.store.last_index(), before, "nothing written");
 }
 
 #[tokio::test]

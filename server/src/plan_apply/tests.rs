@@ -39,6 +39,7 @@ impl Fixture {
             .submit(Command::UpsertJob {
                 job: job.clone(),
                 eval: None,
+                enforce_index: None,
             })
             .await
             .expect("job");

@@ -1,6 +1,12 @@
 //! `StateStore::apply`: the one function that writes SQL. Each command is one
 //! transaction that also appends it to `command_log` and records the index of every
 //! table it touched; watch channels are bumped only after the commit.
+//!
+//! A command whose check-and-set fails (`Rejection`) is committed all the same: it is
+//! appended to `command_log` at its index and `last_index` moves to it, but no table
+//! changes (an `UpdateDeployment` still stores its evaluations). So the log has no gaps
+//! and replaying it, or applying it on another server, meets and reports the same
+//! rejection at the same index.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::Ordering;
@@ -17,7 +23,7 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 
 use super::alloc_index::{AllocIndex, NodeRow, RowChange, RowRemoval};
-use super::command::DeploymentChange;
+use super::command::{self, DeploymentChange, Rejection};
 use super::{read, Command, SqlContext, StateError, StateStore, Table};
 
 /// What one applied command changed.
@@ -26,6 +32,8 @@ pub struct ApplyOutcome {
     pub index: u64,
     /// Tables whose index moved to `index`.
     pub tables: Vec<Table>,
+    /// Set when the command's check failed: its change was refused (see `Rejection`).
+    pub rejected: Option<Rejection>,
 }
 
 impl StateStore {
@@ -59,7 +67,7 @@ impl StateStore {
             removed: Vec::new(),
             deployments_touched: BTreeSet::new(),
         };
-        w.command(cmd)?;
+        let rejected = w.command(cmd)?;
         w.refresh_deployments()?;
         w.append_to_log(cmd)?;
         w.record_indexes()?;
@@ -110,7 +118,11 @@ impl StateStore {
         checkpointer.after_commit(conn, super::BUSY_TIMEOUT);
         drop(guard);
         self.publish(index, &tables);
-        Ok(ApplyOutcome { index, tables })
+        Ok(ApplyOutcome {
+            index,
+            tables,
+            rejected,
+        })
     }
 }
 
@@ -182,9 +194,65 @@ impl Writer<'_> {
         self.tx.prepare_cached(sql)?.execute(params)
     }
 
-    fn command(&mut self, cmd: &Command) -> Result<(), StateError> {
+    /// Applies `cmd`, or returns why its check refused it (having written nothing but,
+    /// for an `UpdateDeployment`, its evaluations).
+    fn command(&mut self, cmd: &Command) -> Result<Option<Rejection>, StateError> {
+        let job_check = match cmd {
+            Command::UpsertJob {
+                job,
+                enforce_index: Some(want),
+                ..
+            } => Some((job.id.as_str(), *want)),
+            Command::DeregisterJob {
+                job_id,
+                enforce_index: Some(want),
+                ..
+            } => Some((job_id.as_str(), *want)),
+            _ => None,
+        };
+        if let Some((job_id, want)) = job_check {
+            let stored = read::job(self.tx, job_id)?;
+            if let Err(rejection) = command::check_job_modify_index(job_id, want, stored.as_ref()) {
+                tracing::debug!(
+                    job_id,
+                    ?rejection,
+                    "enforce_index does not match; command rejected"
+                );
+                return Ok(Some(rejection));
+            }
+        }
+        if let Command::UpdateDeployment { change, evals, .. } = cmd {
+            let id = &change.deployment_id;
+            let rejection = match read::deployment(self.tx, id)? {
+                None => {
+                    tracing::warn!(deployment_id = %id, "update of an unknown deployment");
+                    Some(Rejection::DeploymentNotFound {
+                        deployment_id: id.clone(),
+                    })
+                }
+                Some(d) if !d.status.is_active() => {
+                    tracing::debug!(deployment_id = %id, status = d.status.as_str(), "deployment no longer active; change dropped");
+                    Some(Rejection::DeploymentNotActive {
+                        deployment_id: id.clone(),
+                        status: d.status,
+                    })
+                }
+                Some(_) => None,
+            };
+            if rejection.is_some() {
+                // The evaluations stand: looking at the job again is never wrong.
+                self.upsert_evals(evals)?;
+                return Ok(rejection);
+            }
+        }
+        self.apply_command(cmd)?;
+        Ok(None)
+    }
+
+    /// Applies a command whose check (if any) passed.
+    fn apply_command(&mut self, cmd: &Command) -> Result<(), StateError> {
         match cmd {
-            Command::UpsertJob { job, eval } => {
+            Command::UpsertJob { job, eval, .. } => {
                 self.upsert_job(job)?;
                 if let Some(eval) = eval {
                     let mut eval = eval.clone();
@@ -199,6 +267,7 @@ impl Writer<'_> {
                 job_id,
                 purge,
                 eval,
+                ..
             } => {
                 self.deregister_job(job_id, *purge)?;
                 if let Some(eval) = eval {
@@ -415,17 +484,16 @@ impl Writer<'_> {
             Some(existing) => {
                 job.create_index = existing.create_index;
                 job.status = existing.status;
-                if existing.spec_changed(&job) {
-                    job.version = existing.version + 1;
-                    job.job_modify_index = self.index;
+                job.version = if existing.spec_changed(&job) {
+                    existing.version + 1
                 } else {
-                    job.version = existing.version;
-                    job.job_modify_index = if existing.stop {
-                        self.index
-                    } else {
-                        existing.job_modify_index
-                    };
-                }
+                    existing.version
+                };
+                job.job_modify_index = if command::registration_unchanged(Some(&existing), &job) {
+                    existing.job_modify_index
+                } else {
+                    self.index
+                };
                 // Stability is the server's: kept for the same version, never taken
                 // from a submitted spec (a revert submits a stable version's copy).
                 job.stable = job.version == existing.version && existing.stable;
@@ -892,14 +960,10 @@ impl Writer<'_> {
         revert_to: Option<&Job>,
         evals: &[Evaluation],
     ) -> Result<(), StateError> {
+        // `command` checked that it is stored and active.
         let Some(mut d) = read::deployment(self.tx, &change.deployment_id)? else {
-            tracing::warn!(deployment_id = %change.deployment_id, "update of an unknown deployment");
             return self.upsert_evals(evals);
         };
-        if !d.status.is_active() {
-            tracing::debug!(deployment_id = %d.id, status = d.status.as_str(), "deployment no longer active; change dropped");
-            return self.upsert_evals(evals);
-        }
         let touches_allocs = !change.alloc_health.is_empty() || !change.promote.is_empty();
         let allocs = if touches_allocs {
             read::allocs_by_job(self.tx, &d.job_id)?

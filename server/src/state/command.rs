@@ -1,6 +1,13 @@
-//! Every change to the cluster state, as a serializable command. `StateStore::apply`
-//! is the one function that turns a command into SQL, in one transaction; HTTP handlers
-//! and background loops only ever build commands.
+//! Every change to the cluster state, as a serializable command, and why a command can
+//! be rejected. `StateStore::apply` is the one function that turns a command into SQL,
+//! in one transaction; endpoints and background loops only ever build commands.
+//!
+//! Check-and-set rules (a job's `enforce_index`, a deployment still active) are part of
+//! the command, checked by `apply` against the state the command meets, so they hold
+//! however commands are ordered or replicated. A command whose check fails is still
+//! committed at its index (the log stays gapless and a replay meets the same check),
+//! changes no table (but an `UpdateDeployment`'s evaluations, see there), and its
+//! `ApplyOutcome` names the `Rejection`.
 
 use orch_common::api::AllocClientUpdate;
 use orch_common::model::{
@@ -8,6 +15,55 @@ use orch_common::model::{
     Evaluation, Job, LastDrain, Node, NodeStatus, SchedulerConfiguration,
 };
 use serde::{Deserialize, Serialize};
+
+/// Why `StateStore::apply` refused a command's change: deterministic (a function of the
+/// command and the state it met), so every replay of the log, and every server of a
+/// replicated one, refuses it the same way.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Rejection {
+    /// An `enforce_index` did not match the job's `job_modify_index` (`None`: no such
+    /// job).
+    JobModifyIndex {
+        job_id: String,
+        enforce_index: u64,
+        job_modify_index: Option<u64>,
+    },
+    /// An `UpdateDeployment` of a deployment that is no longer active.
+    DeploymentNotActive {
+        deployment_id: String,
+        status: DeploymentStatus,
+    },
+    /// An `UpdateDeployment` of a deployment that is not stored (collected).
+    DeploymentNotFound { deployment_id: String },
+}
+
+/// The check-and-set of `UpsertJob` and `DeregisterJob`: `stored` (the job as the
+/// command meets it) must have `job_modify_index` `enforce_index`, and must not exist
+/// when that is 0.
+pub fn check_job_modify_index(
+    job_id: &str,
+    enforce_index: u64,
+    stored: Option<&Job>,
+) -> Result<(), Rejection> {
+    let have = stored.map(|j| j.job_modify_index);
+    if have.unwrap_or(0) == enforce_index {
+        return Ok(());
+    }
+    Err(Rejection::JobModifyIndex {
+        job_id: job_id.to_string(),
+        enforce_index,
+        job_modify_index: have,
+    })
+}
+
+/// True when registering `job` over `stored` changes nothing that counts: the same
+/// spec of a job that is not stopped. It then keeps its version and
+/// `job_modify_index`; otherwise the registration's index becomes its
+/// `job_modify_index`. `job.name` must be set (the store sets an empty one to the id).
+pub fn registration_unchanged(stored: Option<&Job>, job: &Job) -> bool {
+    stored.is_some_and(|s| !s.stop && !s.spec_changed(job))
+}
 
 /// What an `UpdateDeployment` changes; every part is optional.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -35,12 +91,22 @@ pub struct DeploymentChange {
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Command {
     /// Register or update a job (a new version if the spec changed) and its evaluation.
-    UpsertJob { job: Job, eval: Option<Evaluation> },
+    UpsertJob {
+        job: Job,
+        eval: Option<Evaluation>,
+        /// Check-and-set: the stored job's `job_modify_index` must be this (0: the job
+        /// must not exist), else the command is rejected (`Rejection::JobModifyIndex`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        enforce_index: Option<u64>,
+    },
     /// Stop a job (or delete it with `purge`) and queue the evaluation that stops its allocs.
     DeregisterJob {
         job_id: String,
         purge: bool,
         eval: Option<Evaluation>,
+        /// Check-and-set, as `UpsertJob`'s.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        enforce_index: Option<u64>,
     },
     /// Create or update evaluations (status changes, blocked and follow-up evals).
     UpsertEvals { evals: Vec<Evaluation> },
@@ -59,10 +125,11 @@ pub enum Command {
     },
     /// A change to a running or paused deployment: by the deployment watcher (health,
     /// deadlines, auto-promotion, success, failure) or by a user (promote, fail, pause,
-    /// resume, allocation health). A deployment that is no longer active is left as it
-    /// is, and then so is everything else in the command but its evaluations: the
-    /// watcher and users decide on a snapshot, and the first change to end a deployment
-    /// wins.
+    /// resume, allocation health). A deployment that is no longer active (or gone) is
+    /// left as it is, and then so is everything else in the command but its
+    /// evaluations, which are stored all the same: the watcher and users decide on a
+    /// snapshot, and the first change to end a deployment wins. The others are
+    /// rejected (`Rejection::DeploymentNotActive`, `DeploymentNotFound`).
     UpdateDeployment {
         change: DeploymentChange,
         /// A job spec registered as a new version with the change (an auto-revert).

@@ -1,12 +1,17 @@
 //! The local command log: the seam a Raft log replaces later. `submit` hands a command
 //! to ONE writer thread that gives it the next index, applies it to the store (durable
-//! on return), then tells the observers (the eval broker) and answers the submitter.
+//! on return), then tells the observers (the eval broker) and answers the submitter
+//! with the `ApplyOutcome`.
 //!
 //! ```text
 //!  submit(cmd) ──► channel ──► writer thread ──► store.apply(last+1, cmd)
 //!      ▲                            │ ok: observers(cmd, index) in index order
-//!      └──── Result<index> ◄────────┘ err: nothing applied, index not used
+//!      │                            │     (not for a rejection that wrote nothing)
+//!      └── Result<ApplyOutcome> ◄───┘ err: nothing applied, index not used
 //! ```
+//!
+//! A command its check rejects is not an error: it is committed at its index like any
+//! other, and the outcome's `rejected` says why its change was refused.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::mpsc;
@@ -15,10 +20,11 @@ use std::thread::JoinHandle;
 
 use tokio::sync::oneshot;
 
-use super::{Command, StateError, StateStore};
+use super::{ApplyOutcome, Command, StateError, StateStore};
 
-/// Called after every applied command, in index order, on the writer thread. Must not
-/// block for long (it delays every write) and must not submit commands itself.
+/// Called after every applied command, in index order, on the writer thread (not after
+/// a rejected one that wrote nothing). Must not block for long (it delays every write)
+/// and must not submit commands itself.
 pub type Observer = Arc<dyn Fn(&Command, u64) + Send + Sync>;
 
 /// Why a command was not applied.
@@ -36,7 +42,7 @@ pub enum LogError {
 
 struct Request {
     cmd: Command,
-    reply: oneshot::Sender<Result<u64, LogError>>,
+    reply: oneshot::Sender<Result<ApplyOutcome, LogError>>,
 }
 
 /// Handle to the log; cheap to clone (an `Arc` inside).
@@ -90,7 +96,10 @@ impl CommandLog {
             .push(observer);
     }
 
-    fn send(&self, cmd: Command) -> Result<oneshot::Receiver<Result<u64, LogError>>, LogError> {
+    fn send(
+        &self,
+        cmd: Command,
+    ) -> Result<oneshot::Receiver<Result<ApplyOutcome, LogError>>, LogError> {
         let (reply, rx) = oneshot::channel();
         let tx = self
             .inner
@@ -104,26 +113,27 @@ impl CommandLog {
         Ok(rx)
     }
 
-    /// Appends and applies `cmd`; returns its index once it is committed to disk.
-    pub async fn submit(&self, cmd: Command) -> Result<u64, LogError> {
+    /// Appends and applies `cmd`; returns its outcome (its index, and whether its check
+    /// rejected it) once it is committed to disk.
+    pub async fn submit(&self, cmd: Command) -> Result<ApplyOutcome, LogError> {
         let rx = self.send(cmd)?;
         rx.await.map_err(|_| LogError::WriterGone)?
     }
 
     /// Queues `cmd` now (it takes its index in call order) and returns a future of its
-    /// index, ready once it is committed: lets a caller queue several commands in
+    /// outcome, ready once it is committed: lets a caller queue several commands in
     /// order without waiting for each commit in between.
     pub fn submit_later(
         &self,
         cmd: Command,
-    ) -> Result<impl std::future::Future<Output = Result<u64, LogError>>, LogError> {
+    ) -> Result<impl std::future::Future<Output = Result<ApplyOutcome, LogError>>, LogError> {
         let rx = self.send(cmd)?;
         Ok(async move { rx.await.map_err(|_| LogError::WriterGone)? })
     }
 
     /// `submit` for threads outside the async runtime (`spawn_blocking`, std threads).
     /// Must not be called from an async task.
-    pub fn submit_blocking(&self, cmd: Command) -> Result<u64, LogError> {
+    pub fn submit_blocking(&self, cmd: Command) -> Result<ApplyOutcome, LogError> {
         let rx = self.send(cmd)?;
         rx.blocking_recv().map_err(|_| LogError::WriterGone)?
     }
@@ -158,18 +168,23 @@ fn writer_loop(
     while let Ok(Request { cmd, reply }) = rx.recv() {
         let index = store.last_index() + 1;
         let result = match store.apply(index, &cmd) {
-            Ok(_) => {
-                let observers = observers
-                    .read()
-                    .expect("log observers lock poisoned")
-                    .clone();
-                for observer in observers {
-                    // An observer's bug must not stop every later write.
-                    if catch_unwind(AssertUnwindSafe(|| observer(&cmd, index))).is_err() {
-                        tracing::error!(index, "a state observer panicked");
+            Ok(outcome) => {
+                // A rejected command that wrote nothing has nothing to tell (its
+                // evaluations, say, were not stored); one that wrote its evaluations
+                // (an `UpdateDeployment`) has.
+                if outcome.rejected.is_none() || !outcome.tables.is_empty() {
+                    let observers = observers
+                        .read()
+                        .expect("log observers lock poisoned")
+                        .clone();
+                    for observer in observers {
+                        // An observer's bug must not stop every later write.
+                        if catch_unwind(AssertUnwindSafe(|| observer(&cmd, index))).is_err() {
+                            tracing::error!(index, "a state observer panicked");
+                        }
                     }
                 }
-                Ok(index)
+                Ok(outcome)
             }
             Err(e) => {
                 tracing::error!(index, error = %e, "applying a command failed");

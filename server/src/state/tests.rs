@@ -16,6 +16,7 @@ use proptest::prelude::*;
 use super::*;
 use crate::scheduler::State;
 
+mod cas;
 mod deployments;
 
 fn temp_store() -> (tempfile::TempDir, StateStore) {
@@ -63,6 +64,7 @@ fn register(store: &StateStore, job: &Job) -> (u64, Evaluation) {
         Command::UpsertJob {
             job: job.clone(),
             eval: Some(eval.clone()),
+            enforce_index: None,
         },
     );
     (index, eval)
@@ -168,6 +170,7 @@ fn stopping_a_job_marks_it_dead_and_keeps_it() {
             job_id: "web".into(),
             purge: false,
             eval: Some(eval.clone()),
+            enforce_index: None,
         },
     );
     let job = store.job("web").expect("read").expect("still there");
@@ -192,6 +195,7 @@ fn purging_a_job_deletes_it_and_a_new_registration_continues_its_versions() {
             job_id: "web".into(),
             purge: true,
             eval: None,
+            enforce_index: None,
         },
     );
     assert!(store.job("web").expect("read").is_none());
@@ -916,7 +920,7 @@ async fn the_log_assigns_indexes_in_order_and_calls_observers() {
         .expect("task")
         .expect("submit")
     };
-    assert_eq!((a, blocking), (1, 2));
+    assert_eq!((a.index, blocking.index), (1, 2));
     assert_eq!(*seen.lock().expect("lock"), vec![1, 2]);
     assert_eq!(store.last_index(), 2);
     log.shutdown().await;
@@ -941,7 +945,7 @@ async fn a_panicking_observer_does_not_stop_the_log() {
             })
             .await
             .expect("submit");
-        assert_eq!(index, expected);
+        assert_eq!(index.index, expected);
     }
     log.shutdown().await;
 }
@@ -1020,12 +1024,14 @@ fn command_for(op: &Op) -> Command {
             Command::UpsertJob {
                 eval: Some(Evaluation::for_job(&j, "job-register")),
                 job: j,
+                enforce_index: None,
             }
         }
         Op::Stop { job, purge } => Command::DeregisterJob {
             job_id: format!("job{job}"),
             purge: *purge,
             eval: Some(Evaluation::for_job(&job_of(*job), "job-deregister")),
+            enforce_index: None,
         },
         Op::Node { node, down } => {
             if *down {
@@ -1568,6 +1574,7 @@ fn reap_deletes_terminal_rows_and_skips_what_is_not_collectable() {
             job_id: "web".into(),
             purge: false,
             eval: None,
+            enforce_index: None,
         },
     );
     report(

@@ -88,6 +88,7 @@ impl Cluster {
             .submit(Command::UpsertJob {
                 job: job.clone(),
                 eval: Some(eval.clone()),
+                enforce_index: None,
             })
             .await
             .expect("register");
@@ -193,6 +194,7 @@ async fn deregistering_a_job_stops_its_allocations() {
             job_id: "web".into(),
             purge: false,
             eval: Some(stop_eval.clone()),
+            enforce_index: None,
         })
         .await
         .expect("deregister");

@@ -461,7 +461,7 @@ async fn a_user_action_after_the_watcher_ended_the_deployment_is_a_400() {
     let h = harness();
     v1_rolling_out(&h).await;
     h.submit(health("b0", "dep-1", false, now_ms())).await;
-    let mut w = Watcher::new(h.state.log.clone());
+    let mut w = Watcher::new(h.state.endpoints.log.clone());
     w.pass().await.unwrap();
     assert_eq!(status_of(&h, "dep-1"), DeploymentStatus::Failed);
     let answer = post(&h, "/v1/deployment/dep-1/fail").await;

@@ -1,0 +1,59 @@
+//! `Endpoints`: what every endpoint shares (the store it reads, the log it submits
+//! to, the heartbeat timers, the garbage collector), and `ReadError`, a store read on
+//! the blocking pool that failed.
+
+use std::sync::Arc;
+
+use crate::gc::Collector;
+use crate::heartbeat::Heartbeats;
+use crate::state::{CommandLog, StateError, StateStore};
+
+/// A store read run on the blocking pool failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error(transparent)]
+    State(#[from] StateError),
+    /// The read's task panicked or was cancelled.
+    #[error("state read task: {0}")]
+    Task(String),
+}
+
+/// The handles the endpoints work with. Cheap to clone (each is an `Arc` inside).
+#[derive(Clone)]
+pub struct Endpoints {
+    pub store: StateStore,
+    pub log: CommandLog,
+    pub heartbeats: Heartbeats,
+    /// Runs a collection now (`operator::collect_garbage`); the server sets its
+    /// configured collector.
+    pub gc: Arc<Collector>,
+}
+
+impl Endpoints {
+    pub fn new(
+        store: StateStore,
+        log: CommandLog,
+        heartbeats: Heartbeats,
+        gc: Arc<Collector>,
+    ) -> Self {
+        Endpoints {
+            store,
+            log,
+            heartbeats,
+            gc,
+        }
+    }
+
+    /// Runs a store read on the blocking pool.
+    pub async fn read<T, F>(&self, f: F) -> Result<T, ReadError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&StateStore) -> Result<T, StateError> + Send + 'static,
+    {
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || f(&store))
+            .await
+            .map_err(|e| ReadError::Task(e.to_string()))?
+            .map_err(ReadError::from)
+    }
+}

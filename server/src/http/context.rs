@@ -1,0 +1,145 @@
+//! `HttpState`, what every handler shares: the store it reads, the endpoints it hands
+//! writes to, facts about this agent; and the lookups handlers make before either:
+//! blocking-query waits, store reads off the async runtime, id-prefix resolution.
+
+use std::sync::{Arc, OnceLock};
+
+use axum::extract::FromRef;
+
+use super::error::ApiError;
+use super::extract::{BodyLimit, Params};
+use crate::endpoints::Endpoints;
+use crate::heartbeat::Heartbeats;
+use crate::state::{CommandLog, StateError, StateStore, Table};
+
+/// Most ids listed when an id prefix is ambiguous.
+const PREFIX_MATCH_LIMIT: usize = 10;
+
+/// Facts about this agent for `/v1/agent/self` and `/v1/status/leader`.
+#[derive(Debug, Clone)]
+pub struct AgentInfo {
+    pub name: String,
+    pub datacenter: String,
+    pub http_addr: String,
+    pub data_dir: String,
+    pub version: String,
+}
+
+/// What every handler shares.
+pub struct HttpState {
+    /// For the reads the handlers answer themselves (writes go through `endpoints`).
+    pub store: StateStore,
+    /// The rules of every write, with the log, heartbeats and collector they use.
+    pub endpoints: Endpoints,
+    pub agent: AgentInfo,
+    /// Largest request body accepted (413 above).
+    pub max_body_bytes: usize,
+    /// Set once by the agent when it also runs a client (for `/v1/agent/self`).
+    pub client_node_id: OnceLock<String>,
+}
+
+impl HttpState {
+    /// With a garbage collector of the default configuration; the server replaces it
+    /// with its configured one (`endpoints.gc`).
+    pub fn new(
+        store: StateStore,
+        log: CommandLog,
+        heartbeats: Heartbeats,
+        agent: AgentInfo,
+        max_body_bytes: usize,
+    ) -> Self {
+        let gc = Arc::new(crate::gc::Collector::new(
+            store.clone(),
+            log.clone(),
+            crate::config::GcConfig::default(),
+        ));
+        HttpState {
+            endpoints: Endpoints::new(store.clone(), log, heartbeats, gc),
+            store,
+            agent,
+            max_body_bytes,
+            client_node_id: OnceLock::new(),
+        }
+    }
+
+    /// Runs a store read on the blocking pool.
+    pub async fn read<T, F>(&self, f: F) -> Result<T, ApiError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&StateStore) -> Result<T, StateError> + Send + 'static,
+    {
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || f(&store))
+            .await
+            .map_err(|e| ApiError::Internal(format!("state read task: {e}")))?
+            .map_err(ApiError::from)
+    }
+
+    /// For a blocking query: waits (per `params`) for `table` to pass the given index,
+    /// then returns the table's index to answer with (at least 1, so a client that
+    /// echoes it back always blocks next time).
+    pub async fn wait(&self, table: Table, params: &Params) -> Result<u64, ApiError> {
+        let index = params.index()?;
+        if index > 0 {
+            let wait = params.wait()?;
+            self.store.wait_for_index(table, index, wait).await;
+        }
+        Ok(self.store.table_index(table).max(1))
+    }
+
+    /// `wait` over several tables: waits until any of them passes the given index and
+    /// answers with the highest of their indexes (at least 1).
+    pub async fn wait_any(&self, tables: &[Table], params: &Params) -> Result<u64, ApiError> {
+        let index = params.index()?;
+        if index > 0 {
+            let wait = params.wait()?;
+            self.store.wait_for_any_index(tables, index, wait).await;
+        }
+        Ok(self.store.max_table_index(tables).max(1))
+    }
+
+    /// Resolves a full id or a unique prefix of one in `table`.
+    pub async fn resolve(
+        &self,
+        table: Table,
+        kind: &str,
+        prefix: &str,
+    ) -> Result<String, ApiError> {
+        let p = prefix.to_string();
+        let mut ids = self
+            .read(move |s| s.ids_with_prefix(table, &p, PREFIX_MATCH_LIMIT + 1))
+            .await?;
+        match ids.len() {
+            0 => Err(ApiError::NotFound(format!("{kind} {prefix:?} not found"))),
+            1 => Ok(ids.remove(0)),
+            _ => {
+                let more = ids.len() > PREFIX_MATCH_LIMIT;
+                ids.truncate(PREFIX_MATCH_LIMIT);
+                let mut details = ids;
+                if more {
+                    details.push("...".to_string());
+                }
+                Err(ApiError::BadRequest {
+                    message: format!("{kind} id prefix {prefix:?} matches more than one {kind}"),
+                    details,
+                })
+            }
+        }
+    }
+
+    /// A job id from a path: a unique prefix of a live job, or (for a purged job's
+    /// history) the id exactly as given.
+    pub async fn job_id_or_exact(&self, prefix: &str) -> Result<String, ApiError> {
+        match self.resolve(Table::Jobs, "job", prefix).await {
+            Ok(id) => Ok(id),
+            Err(ApiError::NotFound(_)) => Ok(prefix.to_string()),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+impl FromRef<Arc<HttpState>> for BodyLimit {
+    fn from_ref(st: &Arc<HttpState>) -> Self {
+        BodyLimit(st.max_body_bytes)
+    }
+}
