@@ -25,7 +25,9 @@ use orch_common::model::{Allocation, ClientStatus, DesiredStatus, DriverInfo, No
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::allocrunner::{self, allocdir::AllocDir, AllocRunnerHandle};
+use crate::allocdir::AllocDir;
+use crate::allocrunner::taskrunner::{DriverSet, RecoveredHandles, TaskRunnerDeps};
+use crate::allocrunner::{self, AllocRunnerHandle};
 use crate::batcher::{Motion, UpdateBatcher};
 use crate::cgroups::{self, CgroupManager};
 use crate::config::ClientConfig;
@@ -35,7 +37,6 @@ use crate::driver::{ContainerDriver, MockDriver, RawExecDriver};
 use crate::fingerprint::{FingerprintError, Fingerprinter};
 use crate::rpc::ServerApi;
 use crate::state::{self, HandleStore, StateError};
-use crate::taskrunner::{DriverSet, RecoveredHandles, TaskRunnerDeps};
 
 /// How long the server may hold the allocation watch.
 const WATCH_WAIT: Duration = Duration::from_secs(30);

@@ -15,10 +15,10 @@
 //! is an error, never a silently unlimited task.
 
 pub mod agent;
+pub mod allocdir;
 pub mod allocrunner;
 pub mod batcher;
 pub mod cgroups;
-pub mod checks;
 pub mod config;
 pub mod driver;
 mod exec;
@@ -29,7 +29,6 @@ pub mod logs;
 mod once;
 pub mod rpc;
 pub mod state;
-pub mod taskrunner;
 #[cfg(test)]
 mod testutil;
 pub mod usage;

@@ -42,7 +42,7 @@ use orch_common::model::{
 };
 use tokio::sync::{mpsc, watch};
 
-use crate::allocrunner::allocdir::AllocDir;
+use crate::allocdir::AllocDir;
 use crate::cgroups::{CgroupLimits, CgroupManager, CgroupPaths, NodeLimits};
 use crate::driver::{parse_signal, signal_name, Driver, ExitResult, StartRequest, TaskHandle};
 use crate::once::{set_once, wait_set};

@@ -19,9 +19,9 @@ use orch_common::ids::now_ms;
 use orch_common::model::{Allocation, CheckHealth, CheckSpec, CheckStatus, CheckType, TaskGroup};
 use tokio::sync::mpsc;
 
+use crate::allocrunner::taskrunner::DriverSet;
 use crate::driver::{Driver, TaskHandle};
 use crate::state::HandleStore;
-use crate::taskrunner::DriverSet;
 use probe::Outcome;
 use threshold::{RestartCounter, Threshold};
 
