@@ -123,9 +123,9 @@ impl Client {
         // The task shim is this binary (`orch task-shim`); a unit test's binary has
         // its own entry point for it.
         #[cfg(not(test))]
-        let shim = crate::driver::shim::ShimCommand::default();
+        let shim = crate::shim::ShimCommand::default();
         #[cfg(test)]
-        let shim = crate::driver::shim::tests::test_shim();
+        let shim = crate::shim::supervisor::tests::test_shim();
         drivers.insert(
             "raw_exec".to_string(),
             Arc::new(RawExecDriver::with_shim(cgroups.clone(), shim)),

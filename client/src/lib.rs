@@ -28,6 +28,7 @@ pub mod logrotate;
 pub mod logs;
 mod once;
 pub mod rpc;
+pub mod shim;
 pub mod state;
 #[cfg(test)]
 mod testutil;

@@ -10,7 +10,6 @@ pub mod exec;
 pub mod ids;
 pub mod jobspec;
 pub mod model;
-pub mod shim;
 
 /// Re-exported (additive, for the scheduler) so the pure `scheduler/` module can evaluate
 /// `regexp` constraints while importing only `orch_common` and `std`.

@@ -11,7 +11,6 @@ pub mod container;
 pub mod mock;
 mod procs;
 pub mod raw_exec;
-pub mod shim;
 #[cfg(test)]
 mod suite;
 

@@ -16,7 +16,7 @@ use nix::sys::signal::Signal;
 use orch_common::model::DriverInfo;
 
 use super::procs::{cgroup_procs, exec_stdio, give_task_dirs, join_cgroup, Procs, StopTarget};
-use super::shim::{ShimCommand, ShimLauncher, ShimSpec};
+use crate::shim::{ShimCommand, ShimLauncher, ShimSpec};
 use super::{
     proc_start_ticks, Driver, DriverError, ExecRequest, ExecSession, ExitResult, StartRequest,
     TaskHandle, TaskStats,
@@ -385,7 +385,7 @@ fn resolve_user(task: &str, name: &str) -> Result<UserIds, DriverError> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::shim::tests::test_shim;
+    use crate::shim::supervisor::tests::test_shim;
     use super::super::suite::{self, Harness};
     use super::*;
     use serde_json::json;

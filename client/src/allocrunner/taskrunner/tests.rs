@@ -28,7 +28,7 @@ fn deps(cgroups: Option<Arc<dyn CgroupManager>>) -> TaskRunnerDeps {
         "raw_exec".into(),
         Arc::new(RawExecDriver::with_shim(
             cgroups.clone(),
-            crate::driver::shim::tests::test_shim(),
+            crate::shim::supervisor::tests::test_shim(),
         )),
     );
     TaskRunnerDeps {

@@ -257,7 +257,7 @@ fn record_exit(dir: &std::fs::File, name: &std::ffi::OsStr, pid: i32, status: i3
     } else {
         crate::driver::ExitResult::code(libc::WEXITSTATUS(status))
     };
-    let record = crate::driver::shim::ExitRecord {
+    let record = crate::shim::ExitRecord {
         pid,
         exit_code: result.exit_code,
         signal: result.signal,
@@ -278,7 +278,7 @@ fn record_exit(dir: &std::fs::File, name: &std::ffi::OsStr, pid: i32, status: i3
     // with NUL-terminated names.
     unsafe {
         // Over the blanks the client reserved, in place (see `shim::reserve_exit_file`).
-        if json.len() <= orch_common::shim::EXIT_FILE_RESERVED {
+        if json.len() <= crate::shim::protocol::EXIT_FILE_RESERVED {
             let fd = libc::openat(
                 dir.as_raw_fd(),
                 fin.as_ptr(),

@@ -33,7 +33,8 @@ use orch_common::model::DriverInfo;
 use super::procs::{
     cgroup_procs, exec_stdio, give_task_dirs, join_cgroup, signal_group, Procs, StopTarget,
 };
-use super::shim::{self, SupervisorState};
+use crate::shim::supervisor::{self, SupervisorState};
+use crate::shim;
 use super::{
     proc_start_ticks, Driver, DriverError, ExecRequest, ExecSession, ExitResult, StartRequest,
     TaskHandle, TaskStats,
@@ -194,7 +195,7 @@ impl ContainerDriver {
         let mut spec = self.spec(&req, &cfg, source_rootfs, image_config.as_ref())?;
         // Output through FIFOs and the exit into a file, so both survive a client
         // restart (the helper runs in its own session; see `shim`).
-        let (stdout_fifo, stderr_fifo, exit_file) = shim::task_files(&req.task_dir);
+        let (stdout_fifo, stderr_fifo, exit_file) = supervisor::task_files(&req.task_dir);
         let log_err = |path: &std::path::Path| {
             let (task, path) = (req.id.clone(), path.to_path_buf());
             move |source| DriverError::LogFile { task, path, source }
