@@ -21,19 +21,17 @@ use std::time::Duration;
 
 use orch_common::api::{AllocClientUpdate, AllocUpdateRequest, HeartbeatRequest};
 use orch_common::ids::now_ms;
-use orch_common::model::{Allocation, ClientStatus, DesiredStatus, DriverInfo, Node, NodeStatus};
+use orch_common::model::{Allocation, ClientStatus, DesiredStatus, Node, NodeStatus};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::allocdir::AllocDir;
-use crate::allocrunner::taskrunner::{DriverSet, RecoveredHandles, TaskRunnerDeps};
+use crate::allocrunner::taskrunner::{RecoveredHandles, TaskRunnerDeps};
 use crate::allocrunner::{self, AllocRunnerHandle};
 use crate::batcher::{Motion, UpdateBatcher};
 use crate::cgroups::{self, CgroupManager};
 use crate::config::ClientConfig;
-use crate::driver::container::ContainerOptions;
-use crate::driver::TaskHandle;
-use crate::driver::{ContainerDriver, MockDriver, RawExecDriver};
+use crate::driver::{DriverSet, TaskHandle};
 use crate::fingerprint::{FingerprintError, Fingerprinter};
 use crate::rpc::ServerApi;
 use crate::state::{self, HandleStore, StateError};
@@ -119,32 +117,7 @@ impl Client {
             );
         }
 
-        let mut drivers: DriverSet = BTreeMap::new();
-        // The task shim is this binary (`orch task-shim`); a unit test's binary has
-        // its own entry point for it.
-        #[cfg(not(test))]
-        let shim = crate::shim::ShimCommand::default();
-        #[cfg(test)]
-        let shim = crate::shim::supervisor::tests::test_shim();
-        drivers.insert(
-            "raw_exec".to_string(),
-            Arc::new(RawExecDriver::with_shim(cgroups.clone(), shim)),
-        );
-        // Always registered: its fingerprint says unhealthy when not root.
-        drivers.insert(
-            "container".to_string(),
-            Arc::new(ContainerDriver::new(
-                cgroups.clone(),
-                ContainerOptions {
-                    image_cache: cfg.client_dir().join("images"),
-                    allowed_volumes: cfg.container_volumes.clone(),
-                    ..ContainerOptions::default()
-                },
-            )),
-        );
-        if cfg.enable_mock_driver {
-            drivers.insert("mock".to_string(), Arc::new(MockDriver::new()));
-        }
+        let drivers = DriverSet::configured(&cfg, cgroups.clone());
         let fp = tokio::task::spawn_blocking(|| Fingerprinter::default().fingerprint())
             .await
             .map_err(|e| {
@@ -297,14 +270,7 @@ fn build_node(
     drivers: &DriverSet,
 ) -> Node {
     let mut attributes = fp.attributes;
-    let mut infos: BTreeMap<String, DriverInfo> = BTreeMap::new();
-    for (name, d) in drivers {
-        let info = d.fingerprint();
-        if info.detected && info.healthy {
-            attributes.insert(format!("driver.{name}"), "1".to_string());
-        }
-        infos.insert(name.clone(), info);
-    }
+    let infos = drivers.fingerprint(&mut attributes);
     let name = if cfg.name.is_empty() {
         attributes
             .get("unique.hostname")

@@ -806,10 +806,10 @@ pub fn derive_status(states: &BTreeMap<String, TaskState>) -> (ClientStatus, &'s
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::driver::DriverSet;
     use crate::driver::MockDriver;
     use crate::testutil::{alloc_of, job, node, restart, task};
     use orch_common::model::CheckHealth;
-    use taskrunner::DriverSet;
 
     #[test]
     fn an_allocation_moves_while_it_starts_stops_or_runs_a_batch_task() {
@@ -827,8 +827,8 @@ mod tests {
     use std::time::Duration;
 
     fn deps() -> TaskRunnerDeps {
-        let mut drivers: DriverSet = BTreeMap::new();
-        drivers.insert("mock".into(), Arc::new(MockDriver::new()));
+        let mut drivers = DriverSet::new();
+        drivers.insert(Arc::new(MockDriver::new()));
         TaskRunnerDeps {
             drivers: Arc::new(drivers),
             cgroups: None,

@@ -12,14 +12,14 @@ use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 use tokio::sync::watch;
 
-use crate::shim::supervisor::{self, ShimLauncher, SupervisorState};
-use crate::shim::{self, ShimSpec};
 use super::{
     proc_start_ticks, wait_exit, DriverError, ExitResult, StartRequest, TaskHandle, TaskStats,
 };
 use crate::cgroups::janitor::Janitor;
 use crate::cgroups::{CgroupError, CgroupManager, CgroupPaths};
 use crate::logrotate;
+use crate::shim::supervisor::{self, ShimLauncher, SupervisorState};
+use crate::shim::{self, ShimSpec};
 
 /// How long to wait for the main process to go after SIGKILL before giving up.
 const KILL_WAIT: Duration = Duration::from_secs(10);

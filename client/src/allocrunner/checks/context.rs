@@ -3,8 +3,7 @@
 
 use std::sync::Arc;
 
-use crate::allocrunner::taskrunner::DriverSet;
-use crate::driver::{Driver, TaskHandle};
+use crate::driver::{Driver, DriverSet, TaskHandle};
 use crate::state::HandleStore;
 
 /// What a check loop needs from the client.

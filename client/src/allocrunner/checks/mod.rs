@@ -14,8 +14,6 @@ mod context;
 pub mod probe;
 pub mod threshold;
 
-use std::sync::Arc;
-
 use orch_common::ids::now_ms;
 use orch_common::model::{Allocation, CheckHealth, CheckSpec, CheckStatus, CheckType, TaskGroup};
 use tokio::sync::mpsc;
@@ -239,9 +237,11 @@ fn restart_reason(def: &CheckDef, times: u32, limit: u32, output: &str) -> Strin
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::driver::DriverSet;
     use crate::testutil::{alloc_of, job, restart, task};
     use orch_common::model::{AllocatedPort, JobType, RestartMode, ServiceSpec};
     use serde_json::json;
+    use std::sync::Arc;
     use std::time::Duration;
 
     fn check(t: CheckType, name: Option<&str>, port: Option<&str>) -> CheckSpec {

@@ -27,16 +27,10 @@ use std::sync::atomic::{AtomicI32, Ordering};
 
 use nix::sched::{unshare, CloneFlags};
 
-use super::caps;
+use super::command::{exit_like, wait_for, ExecPlan};
+use super::exec_helper;
 use super::rootfs;
-use super::spec::{InitSpec, NetworkMode};
-
-/// The fd the driver passes the write end of the ready pipe on.
-pub const READY_FD: i32 = 3;
-/// The fds the driver passes the task's output pipes on (into the rotated logs). Not
-/// the helper's own stdout/stderr: what the helper itself prints stays out of the logs.
-pub const STDOUT_FD: i32 = 4;
-pub const STDERR_FD: i32 = 5;
+use super::spec::{InitSpec, NetworkMode, READY_FD, STDERR_FD, STDOUT_FD};
 
 /// Signals the helper and the namespace init pass on to the container's command.
 const FORWARDED: &[i32] = &[
@@ -66,8 +60,8 @@ pub fn main() -> i32 {
             READY_OPEN.store(1, Ordering::SeqCst);
         }
     }
-    if let Ok(exec_spec) = std::env::var(super::exec::ENV) {
-        return super::exec::main(&exec_spec);
+    if let Ok(exec_spec) = std::env::var(exec_helper::ENV) {
+        return exec_helper::main(&exec_spec);
     }
     let mut input = Vec::new();
     if let Err(e) = std::io::stdin().read_to_end(&mut input) {
@@ -307,41 +301,6 @@ fn record_exit(dir: &std::fs::File, name: &std::ffi::OsStr, pid: i32, status: i3
     }
 }
 
-/// waitpid(pid) through EINTR; the raw wait status.
-pub(super) fn wait_for(pid: i32) -> i32 {
-    let mut status = 0;
-    loop {
-        // SAFETY: waitpid on our own child.
-        let r = unsafe { libc::waitpid(pid, &mut status, 0) };
-        if r == pid {
-            return status;
-        }
-        if r < 0 && std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
-            return 127 << 8;
-        }
-    }
-}
-
-/// Ends like a process with wait status `status`: the same exit code, or death by
-/// the same signal (so the driver classifies the command's exit, not the helper's).
-pub(super) fn exit_like(status: i32) -> i32 {
-    if libc::WIFSIGNALED(status) {
-        let sig = libc::WTERMSIG(status);
-        // SAFETY: default disposition, unblock, then raise: the process dies of `sig`.
-        unsafe {
-            libc::signal(sig, libc::SIG_DFL);
-            let mut set: libc::sigset_t = std::mem::zeroed();
-            libc::sigemptyset(&mut set);
-            libc::sigaddset(&mut set, sig);
-            libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
-            libc::kill(libc::getpid(), sig);
-        }
-        128 + sig
-    } else {
-        libc::WEXITSTATUS(status)
-    }
-}
-
 /// PID 1 of the new namespaces: builds the root, starts the command, then reaps.
 fn namespace_init(spec: &InitSpec, status_w: &OwnedFd) -> Result<i32, String> {
     // Signals stay blocked (inherited from the helper): they are taken with
@@ -399,110 +358,6 @@ fn namespace_init(spec: &InitSpec, status_w: &OwnedFd) -> Result<i32, String> {
             }
         }
     }
-}
-
-/// Everything the command's process needs, prepared before the fork.
-pub(super) struct ExecPlan {
-    path: CString,
-    argv: Vec<CString>,
-    envp: Vec<CString>,
-    cwd: CString,
-    uid: u32,
-    gid: u32,
-    groups: Vec<libc::gid_t>,
-    keep_caps: Vec<u8>,
-    last_cap: u8,
-}
-
-impl ExecPlan {
-    pub(super) fn new(spec: &InitSpec) -> Result<Self, String> {
-        let c = |s: &[u8], what: &str| {
-            CString::new(s).map_err(|_| format!("{what} contains a NUL byte"))
-        };
-        let path = resolve_command(spec)?;
-        let mut argv = vec![c(spec.command.as_bytes(), "the command")?];
-        for a in &spec.args {
-            argv.push(c(a.as_bytes(), "an argument")?);
-        }
-        let envp = spec
-            .env
-            .iter()
-            .map(|(k, v)| c(format!("{k}={v}").as_bytes(), "the environment"))
-            .collect::<Result<_, _>>()?;
-        Ok(ExecPlan {
-            path: c(path.as_os_str().as_bytes(), "the command path")?,
-            argv,
-            envp,
-            cwd: c(spec.cwd.as_os_str().as_bytes(), "the working directory")?,
-            uid: spec.uid,
-            gid: spec.gid,
-            groups: spec.groups.clone(),
-            keep_caps: spec.keep_caps.clone(),
-            last_cap: caps::last_cap(),
-        })
-    }
-
-    /// Runs in the forked command process; returns only on failure, with the reason.
-    pub(super) fn run(&self) -> String {
-        // SAFETY: plain syscalls on data prepared before the fork.
-        unsafe {
-            let mut none: libc::sigset_t = std::mem::zeroed();
-            libc::sigemptyset(&mut none);
-            libc::pthread_sigmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
-            if libc::chdir(self.cwd.as_ptr()) != 0 {
-                return format!(
-                    "entering the working directory {:?}: {}",
-                    self.cwd,
-                    std::io::Error::last_os_error()
-                );
-            }
-            if let Err(e) = caps::restrict(&self.keep_caps, self.last_cap) {
-                return format!("dropping capabilities: {e}");
-            }
-            if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
-                return format!("setting no_new_privs: {}", std::io::Error::last_os_error());
-            }
-            if libc::setgroups(self.groups.len() as _, self.groups.as_ptr()) != 0
-                || libc::setgid(self.gid) != 0
-                || libc::setuid(self.uid) != 0
-            {
-                return format!(
-                    "switching to uid {} gid {}: {}",
-                    self.uid,
-                    self.gid,
-                    std::io::Error::last_os_error()
-                );
-            }
-            libc::fcntl(READY_FD, libc::F_SETFD, libc::FD_CLOEXEC);
-            let mut argv: Vec<*const libc::c_char> = self.argv.iter().map(|a| a.as_ptr()).collect();
-            argv.push(std::ptr::null());
-            let mut envp: Vec<*const libc::c_char> = self.envp.iter().map(|e| e.as_ptr()).collect();
-            envp.push(std::ptr::null());
-            libc::execve(self.path.as_ptr(), argv.as_ptr(), envp.as_ptr());
-            format!(
-                "executing {:?}: {}",
-                self.path,
-                std::io::Error::last_os_error()
-            )
-        }
-    }
-}
-
-/// The command's path inside the container: as given when it has a `/`, else the
-/// first match on the container's `PATH`.
-fn resolve_command(spec: &InitSpec) -> Result<std::path::PathBuf, String> {
-    if spec.command.contains('/') {
-        return Ok(spec.command.clone().into());
-    }
-    let path = spec
-        .env
-        .get("PATH")
-        .map(String::as_str)
-        .unwrap_or(super::DEFAULT_PATH);
-    path.split(':')
-        .map(|d| Path::new(d).join(&spec.command))
-        .find(|p| p.is_file())
-        .ok_or_else(|| format!("command {:?} not found on PATH {path:?}", spec.command))
 }
 
 /// `ip link set lo up` in the new network namespace.

@@ -11,6 +11,7 @@ use std::os::fd::AsRawFd;
 use nix::sched::{setns, CloneFlags};
 use serde::{Deserialize, Serialize};
 
+use super::command::{exit_like, wait_for, ExecPlan};
 use super::spec::InitSpec;
 
 /// The environment variable that carries an `ExecSpec` (and selects exec mode).
@@ -81,7 +82,7 @@ fn run(spec: &ExecSpec) -> Result<i32, String> {
         }
     }
     drop(root);
-    let plan = super::init::ExecPlan::new(&spec.spec)?;
+    let plan = ExecPlan::new(&spec.spec)?;
     // The PID namespace applies to children: the command is forked.
     // SAFETY: this process is single-threaded (the helper runs before any runtime).
     match unsafe { libc::fork() } {
@@ -99,7 +100,7 @@ fn run(spec: &ExecSpec) -> Result<i32, String> {
             // SAFETY: leave the forked child without running the parent's exit code.
             unsafe { libc::_exit(127) }
         }
-        child => Ok(super::init::exit_like(super::init::wait_for(child))),
+        child => Ok(exit_like(wait_for(child))),
     }
 }
 
