@@ -5,7 +5,7 @@
 //! `GET /v1/client/allocation/{alloc}/checks` (every health check's latest run, keyed
 //! `SERVICE/CHECK`; the servers only hear of status and output changes) and
 //! `GET /v1/client/allocation/{alloc}/exec?task=T&command=["sh","-c","..."]&tty=true`
-//! (a WebSocket carrying `orch_common::exec` frames). Errors are `ErrorBody` JSON.
+//! (a WebSocket carrying `orch_common::exec_frames` frames). Errors are `ErrorBody` JSON.
 
 use std::sync::Arc;
 
@@ -226,7 +226,7 @@ async fn exec_handler(
         }
         Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), vec![]),
     };
-    upgrade.on_upgrade(move |socket| crate::exec::serve(socket, session))
+    upgrade.on_upgrade(move |socket| crate::exec_socket::serve(socket, session))
 }
 
 #[derive(Debug, Deserialize)]

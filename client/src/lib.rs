@@ -21,7 +21,7 @@ pub mod batcher;
 pub mod cgroups;
 pub mod config;
 pub mod driver;
-mod exec;
+mod exec_socket;
 pub mod fingerprint;
 mod http;
 pub mod logrotate;

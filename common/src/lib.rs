@@ -6,7 +6,7 @@
 pub mod api;
 pub mod diff;
 pub mod duration;
-pub mod exec;
+pub mod exec_frames;
 pub mod ids;
 pub mod jobspec;
 pub mod model;

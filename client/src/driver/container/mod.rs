@@ -7,8 +7,11 @@
 //! The driver resolves everything (image, user, volumes, capabilities) into an
 //! `InitSpec` and starts the `orch container-init` helper (`init`) with it; the helper
 //! does the namespace work in a fresh single-threaded process. Layout: `spec` (what
-//! the helper gets), `init` (the helper), `rootfs` (mounts and pivot_root), `image`
-//! (tarball unpacking and the image cache), `caps` (capabilities).
+//! the helper gets), `init` (the helper), `exec_helper` (the helper in `orch alloc
+//! exec` mode: joins a running container's namespaces), `command` (the container's
+//! command process, shared by both modes), `rootfs` (mounts and pivot_root), `image`
+//! (tarball unpacking and the image cache), `caps` (capabilities), `error`
+//! (`ContainerError`).
 
 pub mod caps;
 mod command;
