@@ -8,6 +8,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 use super::caps;
+use super::init_error::InitError;
 use super::spec::{InitSpec, DEFAULT_PATH, READY_FD};
 
 /// Everything the command's process needs, prepared before the fork.
@@ -24,10 +25,8 @@ pub(super) struct ExecPlan {
 }
 
 impl ExecPlan {
-    pub(super) fn new(spec: &InitSpec) -> Result<Self, String> {
-        let c = |s: &[u8], what: &str| {
-            CString::new(s).map_err(|_| format!("{what} contains a NUL byte"))
-        };
+    pub(super) fn new(spec: &InitSpec) -> Result<Self, InitError> {
+        let c = |s: &[u8], what: &'static str| CString::new(s).map_err(|_| InitError::Nul { what });
         let path = resolve_command(spec)?;
         let mut argv = vec![c(spec.command.as_bytes(), "the command")?];
         for a in &spec.args {
@@ -52,35 +51,35 @@ impl ExecPlan {
     }
 
     /// Runs in the forked command process; returns only on failure, with the reason.
-    pub(super) fn run(&self) -> String {
+    pub(super) fn run(&self) -> InitError {
         // SAFETY: plain syscalls on data prepared before the fork.
         unsafe {
             let mut none: libc::sigset_t = std::mem::zeroed();
             libc::sigemptyset(&mut none);
             libc::pthread_sigmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
             if libc::chdir(self.cwd.as_ptr()) != 0 {
-                return format!(
-                    "entering the working directory {:?}: {}",
-                    self.cwd,
-                    std::io::Error::last_os_error()
-                );
+                // errno first: the clone below allocates.
+                let source = std::io::Error::last_os_error();
+                return InitError::Chdir {
+                    cwd: self.cwd.clone(),
+                    source,
+                };
             }
             if let Err(e) = caps::restrict(&self.keep_caps, self.last_cap) {
-                return format!("dropping capabilities: {e}");
+                return InitError::DropCapabilities(e);
             }
             if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
-                return format!("setting no_new_privs: {}", std::io::Error::last_os_error());
+                return InitError::NoNewPrivs(std::io::Error::last_os_error());
             }
             if libc::setgroups(self.groups.len() as _, self.groups.as_ptr()) != 0
                 || libc::setgid(self.gid) != 0
                 || libc::setuid(self.uid) != 0
             {
-                return format!(
-                    "switching to uid {} gid {}: {}",
-                    self.uid,
-                    self.gid,
-                    std::io::Error::last_os_error()
-                );
+                return InitError::SwitchUser {
+                    uid: self.uid,
+                    gid: self.gid,
+                    source: std::io::Error::last_os_error(),
+                };
             }
             libc::fcntl(READY_FD, libc::F_SETFD, libc::FD_CLOEXEC);
             let mut argv: Vec<*const libc::c_char> = self.argv.iter().map(|a| a.as_ptr()).collect();
@@ -88,18 +87,18 @@ impl ExecPlan {
             let mut envp: Vec<*const libc::c_char> = self.envp.iter().map(|e| e.as_ptr()).collect();
             envp.push(std::ptr::null());
             libc::execve(self.path.as_ptr(), argv.as_ptr(), envp.as_ptr());
-            format!(
-                "executing {:?}: {}",
-                self.path,
-                std::io::Error::last_os_error()
-            )
+            let source = std::io::Error::last_os_error();
+            InitError::Exec {
+                path: self.path.clone(),
+                source,
+            }
         }
     }
 }
 
 /// The command's path inside the container: as given when it has a `/`, else the
 /// first match on the container's `PATH`.
-fn resolve_command(spec: &InitSpec) -> Result<std::path::PathBuf, String> {
+fn resolve_command(spec: &InitSpec) -> Result<std::path::PathBuf, InitError> {
     if spec.command.contains('/') {
         return Ok(spec.command.clone().into());
     }
@@ -111,7 +110,10 @@ fn resolve_command(spec: &InitSpec) -> Result<std::path::PathBuf, String> {
     path.split(':')
         .map(|d| Path::new(d).join(&spec.command))
         .find(|p| p.is_file())
-        .ok_or_else(|| format!("command {:?} not found on PATH {path:?}", spec.command))
+        .ok_or_else(|| InitError::CommandNotFound {
+            command: spec.command.clone(),
+            path: path.to_string(),
+        })
 }
 
 /// waitpid(pid) through EINTR; the raw wait status.

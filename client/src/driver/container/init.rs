@@ -29,6 +29,7 @@ use nix::sched::{unshare, CloneFlags};
 
 use super::command::{exit_like, wait_for, ExecPlan};
 use super::exec_helper;
+use super::init_error::InitError;
 use super::rootfs;
 use super::spec::{InitSpec, NetworkMode, READY_FD, STDERR_FD, STDOUT_FD};
 
@@ -65,27 +66,28 @@ pub fn main() -> i32 {
     }
     let mut input = Vec::new();
     if let Err(e) = std::io::stdin().read_to_end(&mut input) {
-        fail(&format!("reading the container spec from stdin: {e}"));
+        fail(&InitError::ReadSpec(e));
         return 127;
     }
     let spec: InitSpec = match serde_json::from_slice(&input) {
         Ok(s) => s,
         Err(e) => {
-            fail(&format!("the container spec on stdin is not valid: {e}"));
+            fail(&InitError::BadSpec(e));
             return 127;
         }
     };
     match helper(&spec) {
         Ok(code) => code,
-        Err(message) => {
-            fail(&message);
+        Err(e) => {
+            fail(&e);
             127
         }
     }
 }
 
 /// Tells the driver (ready pipe) and the task's stderr log why setup failed.
-fn fail(message: &str) {
+fn fail(error: &InitError) {
+    let message = error.to_string();
     let _ = writeln!(std::io::stderr(), "orch container-init: {message}");
     if READY_OPEN.load(Ordering::SeqCst) == 1 {
         // SAFETY: write to an fd we checked is a pipe.
@@ -114,7 +116,7 @@ extern "C" fn forward_to_init(sig: libc::c_int) {
     }
 }
 
-fn helper(spec: &InitSpec) -> Result<i32, String> {
+fn helper(spec: &InitSpec) -> Result<i32, InitError> {
     // The exit file's directory, opened while the host's root is still ours (the
     // namespace init's pivot_root may move the root of this mount namespace).
     let exit_dir = match &spec.exit_file {
@@ -123,9 +125,11 @@ fn helper(spec: &InitSpec) -> Result<i32, String> {
             let name = f
                 .file_name()
                 .map(|n| n.to_os_string())
-                .ok_or_else(|| format!("exit file {} has no name", f.display()))?;
-            let d =
-                std::fs::File::open(dir).map_err(|e| format!("opening {}: {e}", dir.display()))?;
+                .ok_or_else(|| InitError::ExitFileName { path: f.clone() })?;
+            let d = std::fs::File::open(dir).map_err(|source| InitError::Open {
+                path: dir.to_path_buf(),
+                source,
+            })?;
             Some((d, name))
         }
         None => None,
@@ -147,9 +151,9 @@ fn helper(spec: &InitSpec) -> Result<i32, String> {
     if spec.network == NetworkMode::None {
         flags |= CloneFlags::CLONE_NEWNET;
     }
-    unshare(flags).map_err(|e| format!("unsharing namespaces: {e}"))?;
-    let (status_r, status_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
-        .map_err(|e| format!("creating the status pipe: {e}"))?;
+    unshare(flags).map_err(InitError::Unshare)?;
+    let (status_r, status_w) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(InitError::StatusPipe)?;
 
     // SAFETY: signal masks and handlers set with valid arguments; the handler only
     // calls kill.
@@ -169,13 +173,16 @@ fn helper(spec: &InitSpec) -> Result<i32, String> {
     };
 
     // SAFETY: the child only runs this module's setup code and exits with _exit.
-    match unsafe { nix::unistd::fork() }.map_err(|e| format!("forking the init: {e}"))? {
+    match unsafe { nix::unistd::fork() }.map_err(|source| InitError::Fork {
+        what: "forking the init",
+        source,
+    })? {
         nix::unistd::ForkResult::Child => {
             drop(status_r);
             let code = match namespace_init(spec, &status_w) {
                 Ok(code) => code,
-                Err(message) => {
-                    fail(&message);
+                Err(e) => {
+                    fail(&e);
                     127
                 }
             };
@@ -206,23 +213,23 @@ fn helper(spec: &InitSpec) -> Result<i32, String> {
     }
 }
 
-/// Points fd `target` at `path` (appending, created when `create`).
 /// Moves the fd the driver passed on `from` to `target`.
-fn take_fd(from: i32, target: i32) -> Result<(), String> {
+fn take_fd(from: i32, target: i32) -> Result<(), InitError> {
     // SAFETY: dup2 and close on fds this process owns.
     unsafe {
         if libc::dup2(from, target) < 0 {
-            return Err(format!(
-                "taking the output pipe on fd {from}: {}",
-                std::io::Error::last_os_error()
-            ));
+            return Err(InitError::TakeFd {
+                fd: from,
+                source: std::io::Error::last_os_error(),
+            });
         }
         libc::close(from);
     }
     Ok(())
 }
 
-fn redirect(target: i32, path: &Path, create: bool) -> Result<(), String> {
+/// Points fd `target` at `path` (appending, created when `create`).
+fn redirect(target: i32, path: &Path, create: bool) -> Result<(), InitError> {
     let f = if create {
         std::fs::OpenOptions::new()
             .create(true)
@@ -231,14 +238,17 @@ fn redirect(target: i32, path: &Path, create: bool) -> Result<(), String> {
     } else {
         std::fs::OpenOptions::new().read(true).open(path)
     }
-    .map_err(|e| format!("opening {}: {e}", path.display()))?;
+    .map_err(|source| InitError::Open {
+        path: path.to_path_buf(),
+        source,
+    })?;
     // SAFETY: dup2 between valid fds.
     if unsafe { libc::dup2(f.as_raw_fd(), target) } < 0 {
-        return Err(format!(
-            "redirecting fd {target} to {}: {}",
-            path.display(),
-            std::io::Error::last_os_error()
-        ));
+        return Err(InitError::Redirect {
+            fd: target,
+            path: path.to_path_buf(),
+            source: std::io::Error::last_os_error(),
+        });
     }
     Ok(())
 }
@@ -302,21 +312,26 @@ fn record_exit(dir: &std::fs::File, name: &std::ffi::OsStr, pid: i32, status: i3
 }
 
 /// PID 1 of the new namespaces: builds the root, starts the command, then reaps.
-fn namespace_init(spec: &InitSpec, status_w: &OwnedFd) -> Result<i32, String> {
+fn namespace_init(spec: &InitSpec, status_w: &OwnedFd) -> Result<i32, InitError> {
     // Signals stay blocked (inherited from the helper): they are taken with
     // sigwaitinfo below, which is also how PID 1 receives signals from outside.
-    rootfs::build(spec).map_err(|e| format!("building the root: {e}"))?;
-    nix::unistd::sethostname(&spec.hostname)
-        .map_err(|e| format!("setting the hostname {:?}: {e}", spec.hostname))?;
+    rootfs::build(spec).map_err(InitError::Rootfs)?;
+    nix::unistd::sethostname(&spec.hostname).map_err(|source| InitError::Hostname {
+        hostname: spec.hostname.clone(),
+        source,
+    })?;
     if spec.network == NetworkMode::None {
-        loopback_up().map_err(|e| format!("bringing up the loopback interface: {e}"))?;
+        loopback_up().map_err(InitError::Loopback)?;
     }
     let exec = ExecPlan::new(spec)?;
     // SAFETY: the child runs `exec.run`, which only makes syscalls and exits.
-    let child = match unsafe { nix::unistd::fork() }.map_err(|e| format!("forking: {e}"))? {
+    let child = match unsafe { nix::unistd::fork() }.map_err(|source| InitError::Fork {
+        what: "forking",
+        source,
+    })? {
         nix::unistd::ForkResult::Child => {
-            let message = exec.run();
-            fail(&message);
+            let error = exec.run();
+            fail(&error);
             // SAFETY: leaving the forked child.
             unsafe { libc::_exit(127) }
         }

@@ -9,7 +9,8 @@
 //! does the namespace work in a fresh single-threaded process. Layout: `spec` (what
 //! the helper gets), `init` (the helper), `exec_helper` (the helper in `orch alloc
 //! exec` mode: joins a running container's namespaces), `command` (the container's
-//! command process, shared by both modes), `rootfs` (mounts and pivot_root), `image`
+//! command process, shared by both modes), `init_error` (`InitError`: why the helper
+//! failed), `rootfs` (mounts and pivot_root), `image`
 //! (tarball unpacking and the image cache), `caps` (capabilities), `error`
 //! (`ContainerError`).
 
@@ -19,6 +20,7 @@ mod error;
 pub mod exec_helper;
 pub mod image;
 pub mod init;
+mod init_error;
 pub mod rootfs;
 pub mod spec;
 
@@ -47,6 +49,7 @@ use crate::logrotate;
 use crate::shim;
 use crate::shim::supervisor::{self, SupervisorState};
 pub use error::ContainerError;
+pub use init_error::InitError;
 pub use spec::DEFAULT_PATH;
 use spec::{BindMount, InitSpec, LayerMode, NetworkMode};
 
