@@ -1,5 +1,5 @@
 //! `orch alloc exec [-t] ALLOC [TASK] -- CMD...`: runs a command inside a running task
-//! through the client that runs it (a WebSocket of `orch_common::exec` frames): stdin
+//! through the client that runs it (a WebSocket of `orch_common::exec_frames` frames): stdin
 //! is sent, stdout and stderr are printed as they come, and the CLI exits with the
 //! command's exit code. With `-t` the command gets a terminal and this one is switched
 //! to raw mode until it ends.
@@ -11,7 +11,7 @@ use std::process::ExitCode;
 use anyhow::{bail, Context as _, Result};
 use clap::Args;
 use futures::{SinkExt as _, StreamExt as _};
-use orch_common::exec as frames;
+use orch_common::exec_frames as frames;
 use tokio::io::AsyncReadExt as _;
 use tokio_tungstenite::tungstenite::Message;
 

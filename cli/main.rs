@@ -159,7 +159,7 @@ fn main() -> ExitCode {
     if std::env::args_os().nth(1).is_some_and(|a| a == "task-shim")
         && std::env::args_os().len() == 2
     {
-        let code = orch_client::driver::shim::main();
+        let code = orch_client::shim::main();
         return ExitCode::from(u8::try_from(code).unwrap_or(127));
     }
     let cli = Cli::parse();
@@ -170,7 +170,7 @@ fn main() -> ExitCode {
     }
     if let Command::TaskShim = cli.command {
         // No runtime: the launcher and its shims are single-threaded.
-        let code = orch_client::driver::shim::main();
+        let code = orch_client::shim::main();
         return ExitCode::from(u8::try_from(code).unwrap_or(127));
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()

@@ -1,7 +1,7 @@
 //! `orch-task-shim`: the launcher of the per-task supervisors as a binary of its own
-//! (see `orch_common::shim`). Installed next to `orch`; the client falls back to
+//! (see `orch_client::shim`). Installed next to `orch`; the client falls back to
 //! `orch task-shim` when it is missing.
 
 fn main() {
-    std::process::exit(orch_common::shim::launch_loop());
+    std::process::exit(orch_client::shim::main());
 }

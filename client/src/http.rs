@@ -5,7 +5,7 @@
 //! `GET /v1/client/allocation/{alloc}/checks` (every health check's latest run, keyed
 //! `SERVICE/CHECK`; the servers only hear of status and output changes) and
 //! `GET /v1/client/allocation/{alloc}/exec?task=T&command=["sh","-c","..."]&tty=true`
-//! (a WebSocket carrying `orch_common::exec` frames). Errors are `ErrorBody` JSON.
+//! (a WebSocket carrying `orch_common::exec_frames` frames). Errors are `ErrorBody` JSON.
 
 use std::sync::Arc;
 
@@ -20,11 +20,11 @@ use futures::StreamExt;
 use orch_common::api::ErrorBody;
 use serde::Deserialize;
 
-use crate::agent::{AllocRef, LookupError, Shared};
+use crate::agent::lookup::{AllocLookup, AllocRef, LookupError};
 use crate::driver::{DriverError, ExecRequest};
 use crate::logs::{self, Origin};
 
-pub(crate) fn router(shared: Arc<Shared>) -> Router {
+pub(crate) fn router(lookup: AllocLookup) -> Router {
     Router::new()
         .route("/v1/client/fs/logs/{alloc}", get(logs_handler))
         .route("/v1/client/allocation/{alloc}/exec", get(exec_handler))
@@ -34,7 +34,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         )
         .route("/v1/client/allocation/{alloc}/stats", get(stats_handler))
         .route("/v1/client/allocation/{alloc}/checks", get(checks_handler))
-        .with_state(shared)
+        .with_state(Arc::new(lookup))
 }
 
 #[derive(Debug, Deserialize)]
@@ -52,8 +52,8 @@ fn error(status: StatusCode, error: String, details: Vec<String>) -> Response {
 }
 
 /// The allocation `prefix` names on this client, or the 404/400 to answer.
-fn lookup(shared: &Shared, prefix: &str) -> Result<AllocRef, Box<Response>> {
-    match shared.find_alloc(prefix) {
+fn lookup(allocs: &AllocLookup, prefix: &str) -> Result<AllocRef, Box<Response>> {
+    match allocs.find_alloc(prefix) {
         Ok(a) => Ok(a),
         Err(e @ LookupError::NotFound(_)) => Err(Box::new(error(
             StatusCode::NOT_FOUND,
@@ -71,12 +71,15 @@ fn lookup(shared: &Shared, prefix: &str) -> Result<AllocRef, Box<Response>> {
     }
 }
 
-async fn stats_handler(State(shared): State<Arc<Shared>>, Path(alloc): Path<String>) -> Response {
-    let found = match lookup(&shared, &alloc) {
+async fn stats_handler(
+    State(allocs): State<Arc<AllocLookup>>,
+    Path(alloc): Path<String>,
+) -> Response {
+    let found = match lookup(&allocs, &alloc) {
         Ok(a) => a,
         Err(resp) => return *resp,
     };
-    let board = shared.deps.usage.clone();
+    let board = allocs.usage().clone();
     let id = found.id.clone();
     match tokio::task::spawn_blocking(move || board.snapshot(&id, true)).await {
         Ok(usage) => Json(usage).into_response(),
@@ -85,15 +88,16 @@ async fn stats_handler(State(shared): State<Arc<Shared>>, Path(alloc): Path<Stri
 }
 
 /// The latest result of each health check; `{}` for an allocation no longer running.
-async fn checks_handler(State(shared): State<Arc<Shared>>, Path(alloc): Path<String>) -> Response {
-    let found = match lookup(&shared, &alloc) {
+async fn checks_handler(
+    State(allocs): State<Arc<AllocLookup>>,
+    Path(alloc): Path<String>,
+) -> Response {
+    let found = match lookup(&allocs, &alloc) {
         Ok(a) => a,
         Err(resp) => return *resp,
     };
-    let checks = shared
-        .runners
-        .lock()
-        .expect("runner table poisoned")
+    let checks = allocs
+        .runners()
         .get(&found.id)
         .map(|r| r.checks())
         .unwrap_or_default();
@@ -101,11 +105,11 @@ async fn checks_handler(State(shared): State<Arc<Shared>>, Path(alloc): Path<Str
 }
 
 async fn logs_handler(
-    State(shared): State<Arc<Shared>>,
+    State(allocs): State<Arc<AllocLookup>>,
     Path(alloc): Path<String>,
     Query(q): Query<LogsQuery>,
 ) -> Response {
-    let (found, task) = match find_task(&shared, &alloc, q.task) {
+    let (found, task) = match find_task(&allocs, &alloc, q.task) {
         Ok(v) => v,
         Err(answer) => return *answer,
     };
@@ -146,11 +150,11 @@ async fn logs_handler(
 
 /// The allocation (by id prefix) and its task (`task`, or its first one).
 fn find_task(
-    shared: &Shared,
+    allocs: &AllocLookup,
     alloc: &str,
     task: Option<String>,
 ) -> Result<(AllocRef, String), Box<Response>> {
-    let found = lookup(shared, alloc)?;
+    let found = lookup(allocs, alloc)?;
     let task = match task {
         Some(t) => {
             if !found.tasks.contains(&t) {
@@ -185,12 +189,12 @@ struct ExecQuery {
 }
 
 async fn exec_handler(
-    State(shared): State<Arc<Shared>>,
+    State(allocs): State<Arc<AllocLookup>>,
     Path(alloc): Path<String>,
     Query(q): Query<ExecQuery>,
     upgrade: WebSocketUpgrade,
 ) -> Response {
-    let (found, task) = match find_task(&shared, &alloc, q.task) {
+    let (found, task) = match find_task(&allocs, &alloc, q.task) {
         Ok(v) => v,
         Err(answer) => return *answer,
     };
@@ -207,7 +211,7 @@ async fn exec_handler(
     if command.is_empty() {
         return error(StatusCode::BAD_REQUEST, "command is empty".into(), vec![]);
     }
-    let (driver, handle) = match shared.running_task(&found.id, &task) {
+    let (driver, handle) = match allocs.running_task(&found.id, &task) {
         Ok(v) => v,
         Err(why) => return error(StatusCode::CONFLICT, why, vec![]),
     };
@@ -222,7 +226,7 @@ async fn exec_handler(
         }
         Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), vec![]),
     };
-    upgrade.on_upgrade(move |socket| crate::exec::serve(socket, session))
+    upgrade.on_upgrade(move |socket| crate::exec_socket::serve(socket, session))
 }
 
 #[derive(Debug, Deserialize)]
@@ -233,15 +237,15 @@ struct RestartQuery {
 /// `POST /v1/client/allocation/{alloc}/restart[?task=T]`: restarts the task (every
 /// task without `task`) in place; not counted against the restart policy.
 async fn restart_handler(
-    State(shared): State<Arc<Shared>>,
+    State(allocs): State<Arc<AllocLookup>>,
     Path(alloc): Path<String>,
     Query(q): Query<RestartQuery>,
 ) -> Response {
-    let found = match lookup(&shared, &alloc) {
+    let found = match lookup(&allocs, &alloc) {
         Ok(a) => a,
         Err(resp) => return *resp,
     };
-    let runners = shared.runners.lock().expect("runner table poisoned");
+    let runners = allocs.runners();
     let Some(runner) = runners.get(&found.id) else {
         return error(
             StatusCode::CONFLICT,

@@ -6,13 +6,12 @@
 pub mod api;
 pub mod diff;
 pub mod duration;
-pub mod exec;
+pub mod exec_frames;
 pub mod ids;
 pub mod jobspec;
 #[cfg(any(test, feature = "testing"))]
 pub mod mock;
 pub mod model;
-pub mod shim;
 
 /// Re-exported (additive, for the scheduler) so the pure `scheduler/` module can evaluate
 /// `regexp` constraints while importing only `orch_common` and `std`.

@@ -3,6 +3,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex as StdMutex;
+use std::time::Duration;
 
 use axum::extract::{Path as AxPath, Query, State};
 use axum::http::StatusCode;
@@ -10,12 +11,12 @@ use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use orch_common::api::{
-    AllocClientUpdate, AllocUpdateResponse, ErrorBody, HeartbeatResponse, NodeAllocationsResponse,
-    NodeRegisterRequest, NodeRegisterResponse,
+    AllocClientUpdate, AllocUpdateRequest, AllocUpdateResponse, ErrorBody, HeartbeatResponse,
+    NodeAllocationsResponse, NodeRegisterRequest, NodeRegisterResponse,
 };
 use orch_common::model::{
-    AllocatedPort, CheckHealth, CheckRestart, CheckSpec, CheckStatus, CheckType, ClientStatus,
-    JobType, RestartMode, ServiceSpec,
+    AllocatedPort, Allocation, CheckHealth, CheckRestart, CheckSpec, CheckStatus, CheckType,
+    ClientStatus, DesiredStatus, JobType, NodeStatus, RestartMode, ServiceSpec,
 };
 use serde::Deserialize;
 use serde_json::json;
@@ -454,7 +455,7 @@ async fn stats_of_a_running_alloc_come_from_its_cgroup() {
     if client.shared.deps.cgroups.is_some() {
         assert!(main.memory.is_some(), "{main:?}");
         assert!(main.cpu.is_some(), "{main:?}");
-        // The task and its shim (`driver::shim`), which lives in the task's cgroup
+        // The task and its shim (`shim`), which lives in the task's cgroup
         // (here the shim is this test binary, which may count more than one).
         assert!(main.pids >= 2, "{main:?}");
         assert_eq!(main.pids_limit, Some(1024));

@@ -23,8 +23,9 @@
 //! tracking stops), so that clients which resolved the allocation before it left the
 //! catalog stop using it; a client shutdown or a failed sibling kills at once.
 
-pub mod allocdir;
+pub mod checks;
 pub mod health;
+pub mod taskrunner;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -39,13 +40,11 @@ use orch_common::model::{
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
+use crate::allocdir::AllocDir;
 use crate::batcher::{Motion, UpdateBatcher};
-use crate::checks::{self, CheckContext, CheckDef, CheckReport};
-use crate::taskrunner::{
-    self, events, RestartRequest, TaskRunnerDeps, TaskRunnerHandle, TaskUpdate,
-};
-use allocdir::AllocDir;
+use checks::{CheckContext, CheckDef, CheckReport};
 use health::HealthTracker;
+use taskrunner::{events, RestartRequest, TaskRunnerDeps, TaskRunnerHandle, TaskUpdate};
 
 /// A stop asked of an allocation.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -807,8 +806,8 @@ pub fn derive_status(states: &BTreeMap<String, TaskState>) -> (ClientStatus, &'s
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::driver::DriverSet;
     use crate::driver::MockDriver;
-    use crate::taskrunner::DriverSet;
     use crate::testutil::{alloc_of, job, node, restart, task};
     use orch_common::model::CheckHealth;
 
@@ -828,8 +827,8 @@ mod tests {
     use std::time::Duration;
 
     fn deps() -> TaskRunnerDeps {
-        let mut drivers: DriverSet = BTreeMap::new();
-        drivers.insert("mock".into(), Arc::new(MockDriver::new()));
+        let mut drivers = DriverSet::new();
+        drivers.insert(Arc::new(MockDriver::new()));
         TaskRunnerDeps {
             drivers: Arc::new(drivers),
             cgroups: None,

@@ -11,9 +11,10 @@ use std::sync::Arc;
 
 use super::cpuset::{format_cpu_list, CorePool};
 use super::fs;
+use super::manager::check_name;
 use super::{
-    check_name, CgroupError, CgroupLimits, CgroupManager, CgroupPaths, CgroupStats, CgroupVersion,
-    CpuStats, MemoryStats, MemoryUsage,
+    CgroupError, CgroupLimits, CgroupManager, CgroupPaths, CgroupStats, CgroupVersion, CpuStats,
+    MemoryStats, MemoryUsage,
 };
 
 const CONTROLLERS: [&str; 3] = ["cpu", "memory", "pids"];

@@ -12,13 +12,14 @@ use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 use tokio::sync::watch;
 
-use super::shim::{self, ShimLauncher, ShimSpec, SupervisorState};
 use super::{
     proc_start_ticks, wait_exit, DriverError, ExitResult, StartRequest, TaskHandle, TaskStats,
 };
 use crate::cgroups::janitor::Janitor;
 use crate::cgroups::{CgroupError, CgroupManager, CgroupPaths};
 use crate::logrotate;
+use crate::shim::supervisor::{self, ShimLauncher, SupervisorState};
+use crate::shim::{self, ShimSpec};
 
 /// How long to wait for the main process to go after SIGKILL before giving up.
 const KILL_WAIT: Duration = Duration::from_secs(10);
@@ -134,7 +135,7 @@ impl Procs {
         req: &StartRequest,
         mut spec: ShimSpec,
     ) -> Result<(i32, SupervisorState), DriverError> {
-        let (stdout_fifo, stderr_fifo, exit_file) = shim::task_files(&req.task_dir);
+        let (stdout_fifo, stderr_fifo, exit_file) = supervisor::task_files(&req.task_dir);
         let log_err = |path: &std::path::Path| {
             let (task, path) = (req.id.clone(), path.to_path_buf());
             move |source| DriverError::LogFile { task, path, source }
@@ -146,7 +147,7 @@ impl Procs {
             .map_err(log_err(&stderr_fifo))?;
         let oom_baseline = self.oom_kills(req.cgroup.as_ref());
         spec.exit_file = exit_file.clone();
-        let spawned = shim::spawn(launcher, &spec, stdout.child_end, stderr.child_end)
+        let spawned = supervisor::spawn(launcher, &spec, stdout.child_end, stderr.child_end)
             .await
             .map_err(|source| DriverError::Start {
                 task: req.id.clone(),
@@ -168,7 +169,7 @@ impl Procs {
         let task_id = req.id.clone();
         let exit = async move {
             let waited = child.wait().await;
-            shim::recorded_exit(&task_id, &exit_file, waited)
+            supervisor::recorded_exit(&task_id, &exit_file, waited)
         };
         self.track_exit(
             &req.id,
@@ -214,8 +215,8 @@ impl Procs {
             let (task_id, exit_file) = (handle.id.clone(), sup.exit_file.clone());
             let (shim_pid, ticks) = (sup.shim_pid, sup.shim_start_ticks);
             let exit = async move {
-                let waited = shim::wait_pid_exit(shim_pid, ticks).await;
-                shim::recorded_exit(&task_id, &exit_file, waited)
+                let waited = supervisor::wait_pid_exit(shim_pid, ticks).await;
+                supervisor::recorded_exit(&task_id, &exit_file, waited)
             };
             self.track_exit(
                 &handle.id,
@@ -227,8 +228,8 @@ impl Procs {
             );
             return Ok(());
         }
-        if let Some(record) = shim::read_exit_file(&sup.exit_file) {
-            let result = shim::exit_result(&record);
+        if let Some(record) = supervisor::read_exit_file(&sup.exit_file) {
+            let result = supervisor::exit_result(&record);
             self.track_exit(
                 &handle.id,
                 pid,
@@ -366,8 +367,8 @@ pub(crate) fn supervised_exit(
     status: std::io::Result<std::process::ExitStatus>,
     what: &str,
 ) -> ExitResult {
-    match shim::read_exit_file(exit_file) {
-        Some(record) => shim::exit_result(&record),
+    match supervisor::read_exit_file(exit_file) {
+        Some(record) => supervisor::exit_result(&record),
         None => match status {
             Ok(status) => classify(status),
             Err(e) => {

@@ -16,12 +16,12 @@ use nix::sys::signal::Signal;
 use orch_common::model::DriverInfo;
 
 use super::procs::{cgroup_procs, exec_stdio, give_task_dirs, join_cgroup, Procs, StopTarget};
-use super::shim::{ShimCommand, ShimLauncher, ShimSpec};
 use super::{
     proc_start_ticks, Driver, DriverError, ExecRequest, ExecSession, ExitResult, StartRequest,
     TaskHandle, TaskStats,
 };
 use crate::cgroups::CgroupManager;
+use crate::shim::{ShimCommand, ShimLauncher, ShimSpec};
 
 const NAME: &str = "raw_exec";
 
@@ -385,9 +385,9 @@ fn resolve_user(task: &str, name: &str) -> Result<UserIds, DriverError> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::shim::tests::test_shim;
     use super::super::suite::{self, Harness};
     use super::*;
+    use crate::shim::supervisor::tests::test_shim;
     use serde_json::json;
     use std::collections::BTreeMap;
 

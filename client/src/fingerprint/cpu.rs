@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use super::{read_file, FingerprintError};
+use super::error::{read_file, FingerprintError};
 
 /// Assumed speed when the host does not say.
 const FALLBACK_MHZ: u64 = 1000;

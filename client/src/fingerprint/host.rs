@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use super::{read_file, FingerprintError};
+use super::error::{read_file, FingerprintError};
 
 pub(super) struct Kernel {
     /// Lower case, e.g. `linux`.

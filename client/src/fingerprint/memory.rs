@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use super::{read_file, FingerprintError};
+use super::error::{read_file, FingerprintError};
 
 pub(super) fn total_bytes(proc_root: &Path) -> Result<u64, FingerprintError> {
     let path = proc_root.join("meminfo");

@@ -5,6 +5,7 @@
 //! run against fixture trees in a temp dir.
 
 mod cpu;
+mod error;
 mod host;
 mod memory;
 
@@ -14,21 +15,9 @@ use std::path::{Path, PathBuf};
 use orch_common::model::Resources;
 
 pub use cpu::CpuInfo;
+pub use error::FingerprintError;
 
 use crate::cgroups::{self, CgroupVersion};
-
-/// Why the host could not be fingerprinted.
-#[derive(Debug, thiserror::Error)]
-pub enum FingerprintError {
-    #[error("reading {path}: {source}")]
-    Read {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("{path}: no {field} found")]
-    Missing { path: PathBuf, field: &'static str },
-}
 
 /// What the host looks like: attributes for constraints plus total capacity.
 #[derive(Debug, Clone, PartialEq)]
@@ -114,13 +103,6 @@ impl Fingerprinter {
             },
         })
     }
-}
-
-pub(crate) fn read_file(path: &Path) -> Result<String, FingerprintError> {
-    std::fs::read_to_string(path).map_err(|source| FingerprintError::Read {
-        path: path.to_path_buf(),
-        source,
-    })
 }
 
 #[cfg(test)]

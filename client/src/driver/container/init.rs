@@ -27,16 +27,11 @@ use std::sync::atomic::{AtomicI32, Ordering};
 
 use nix::sched::{unshare, CloneFlags};
 
-use super::caps;
+use super::command::{exit_like, wait_for, ExecPlan};
+use super::exec_helper;
+use super::init_error::InitError;
 use super::rootfs;
-use super::spec::{InitSpec, NetworkMode};
-
-/// The fd the driver passes the write end of the ready pipe on.
-pub const READY_FD: i32 = 3;
-/// The fds the driver passes the task's output pipes on (into the rotated logs). Not
-/// the helper's own stdout/stderr: what the helper itself prints stays out of the logs.
-pub const STDOUT_FD: i32 = 4;
-pub const STDERR_FD: i32 = 5;
+use super::spec::{InitSpec, NetworkMode, READY_FD, STDERR_FD, STDOUT_FD};
 
 /// Signals the helper and the namespace init pass on to the container's command.
 const FORWARDED: &[i32] = &[
@@ -66,32 +61,33 @@ pub fn main() -> i32 {
             READY_OPEN.store(1, Ordering::SeqCst);
         }
     }
-    if let Ok(exec_spec) = std::env::var(super::exec::ENV) {
-        return super::exec::main(&exec_spec);
+    if let Ok(exec_spec) = std::env::var(exec_helper::ENV) {
+        return exec_helper::main(&exec_spec);
     }
     let mut input = Vec::new();
     if let Err(e) = std::io::stdin().read_to_end(&mut input) {
-        fail(&format!("reading the container spec from stdin: {e}"));
+        fail(&InitError::ReadSpec(e));
         return 127;
     }
     let spec: InitSpec = match serde_json::from_slice(&input) {
         Ok(s) => s,
         Err(e) => {
-            fail(&format!("the container spec on stdin is not valid: {e}"));
+            fail(&InitError::BadSpec(e));
             return 127;
         }
     };
     match helper(&spec) {
         Ok(code) => code,
-        Err(message) => {
-            fail(&message);
+        Err(e) => {
+            fail(&e);
             127
         }
     }
 }
 
 /// Tells the driver (ready pipe) and the task's stderr log why setup failed.
-fn fail(message: &str) {
+fn fail(error: &InitError) {
+    let message = error.to_string();
     let _ = writeln!(std::io::stderr(), "orch container-init: {message}");
     if READY_OPEN.load(Ordering::SeqCst) == 1 {
         // SAFETY: write to an fd we checked is a pipe.
@@ -120,7 +116,7 @@ extern "C" fn forward_to_init(sig: libc::c_int) {
     }
 }
 
-fn helper(spec: &InitSpec) -> Result<i32, String> {
+fn helper(spec: &InitSpec) -> Result<i32, InitError> {
     // The exit file's directory, opened while the host's root is still ours (the
     // namespace init's pivot_root may move the root of this mount namespace).
     let exit_dir = match &spec.exit_file {
@@ -129,9 +125,11 @@ fn helper(spec: &InitSpec) -> Result<i32, String> {
             let name = f
                 .file_name()
                 .map(|n| n.to_os_string())
-                .ok_or_else(|| format!("exit file {} has no name", f.display()))?;
-            let d =
-                std::fs::File::open(dir).map_err(|e| format!("opening {}: {e}", dir.display()))?;
+                .ok_or_else(|| InitError::ExitFileName { path: f.clone() })?;
+            let d = std::fs::File::open(dir).map_err(|source| InitError::Open {
+                path: dir.to_path_buf(),
+                source,
+            })?;
             Some((d, name))
         }
         None => None,
@@ -153,9 +151,9 @@ fn helper(spec: &InitSpec) -> Result<i32, String> {
     if spec.network == NetworkMode::None {
         flags |= CloneFlags::CLONE_NEWNET;
     }
-    unshare(flags).map_err(|e| format!("unsharing namespaces: {e}"))?;
-    let (status_r, status_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
-        .map_err(|e| format!("creating the status pipe: {e}"))?;
+    unshare(flags).map_err(InitError::Unshare)?;
+    let (status_r, status_w) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(InitError::StatusPipe)?;
 
     // SAFETY: signal masks and handlers set with valid arguments; the handler only
     // calls kill.
@@ -175,13 +173,16 @@ fn helper(spec: &InitSpec) -> Result<i32, String> {
     };
 
     // SAFETY: the child only runs this module's setup code and exits with _exit.
-    match unsafe { nix::unistd::fork() }.map_err(|e| format!("forking the init: {e}"))? {
+    match unsafe { nix::unistd::fork() }.map_err(|source| InitError::Fork {
+        what: "forking the init",
+        source,
+    })? {
         nix::unistd::ForkResult::Child => {
             drop(status_r);
             let code = match namespace_init(spec, &status_w) {
                 Ok(code) => code,
-                Err(message) => {
-                    fail(&message);
+                Err(e) => {
+                    fail(&e);
                     127
                 }
             };
@@ -212,23 +213,23 @@ fn helper(spec: &InitSpec) -> Result<i32, String> {
     }
 }
 
-/// Points fd `target` at `path` (appending, created when `create`).
 /// Moves the fd the driver passed on `from` to `target`.
-fn take_fd(from: i32, target: i32) -> Result<(), String> {
+fn take_fd(from: i32, target: i32) -> Result<(), InitError> {
     // SAFETY: dup2 and close on fds this process owns.
     unsafe {
         if libc::dup2(from, target) < 0 {
-            return Err(format!(
-                "taking the output pipe on fd {from}: {}",
-                std::io::Error::last_os_error()
-            ));
+            return Err(InitError::TakeFd {
+                fd: from,
+                source: std::io::Error::last_os_error(),
+            });
         }
         libc::close(from);
     }
     Ok(())
 }
 
-fn redirect(target: i32, path: &Path, create: bool) -> Result<(), String> {
+/// Points fd `target` at `path` (appending, created when `create`).
+fn redirect(target: i32, path: &Path, create: bool) -> Result<(), InitError> {
     let f = if create {
         std::fs::OpenOptions::new()
             .create(true)
@@ -237,14 +238,17 @@ fn redirect(target: i32, path: &Path, create: bool) -> Result<(), String> {
     } else {
         std::fs::OpenOptions::new().read(true).open(path)
     }
-    .map_err(|e| format!("opening {}: {e}", path.display()))?;
+    .map_err(|source| InitError::Open {
+        path: path.to_path_buf(),
+        source,
+    })?;
     // SAFETY: dup2 between valid fds.
     if unsafe { libc::dup2(f.as_raw_fd(), target) } < 0 {
-        return Err(format!(
-            "redirecting fd {target} to {}: {}",
-            path.display(),
-            std::io::Error::last_os_error()
-        ));
+        return Err(InitError::Redirect {
+            fd: target,
+            path: path.to_path_buf(),
+            source: std::io::Error::last_os_error(),
+        });
     }
     Ok(())
 }
@@ -257,7 +261,7 @@ fn record_exit(dir: &std::fs::File, name: &std::ffi::OsStr, pid: i32, status: i3
     } else {
         crate::driver::ExitResult::code(libc::WEXITSTATUS(status))
     };
-    let record = crate::driver::shim::ExitRecord {
+    let record = crate::shim::ExitRecord {
         pid,
         exit_code: result.exit_code,
         signal: result.signal,
@@ -278,7 +282,7 @@ fn record_exit(dir: &std::fs::File, name: &std::ffi::OsStr, pid: i32, status: i3
     // with NUL-terminated names.
     unsafe {
         // Over the blanks the client reserved, in place (see `shim::reserve_exit_file`).
-        if json.len() <= orch_common::shim::EXIT_FILE_RESERVED {
+        if json.len() <= crate::shim::protocol::EXIT_FILE_RESERVED {
             let fd = libc::openat(
                 dir.as_raw_fd(),
                 fin.as_ptr(),
@@ -307,57 +311,27 @@ fn record_exit(dir: &std::fs::File, name: &std::ffi::OsStr, pid: i32, status: i3
     }
 }
 
-/// waitpid(pid) through EINTR; the raw wait status.
-pub(super) fn wait_for(pid: i32) -> i32 {
-    let mut status = 0;
-    loop {
-        // SAFETY: waitpid on our own child.
-        let r = unsafe { libc::waitpid(pid, &mut status, 0) };
-        if r == pid {
-            return status;
-        }
-        if r < 0 && std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
-            return 127 << 8;
-        }
-    }
-}
-
-/// Ends like a process with wait status `status`: the same exit code, or death by
-/// the same signal (so the driver classifies the command's exit, not the helper's).
-pub(super) fn exit_like(status: i32) -> i32 {
-    if libc::WIFSIGNALED(status) {
-        let sig = libc::WTERMSIG(status);
-        // SAFETY: default disposition, unblock, then raise: the process dies of `sig`.
-        unsafe {
-            libc::signal(sig, libc::SIG_DFL);
-            let mut set: libc::sigset_t = std::mem::zeroed();
-            libc::sigemptyset(&mut set);
-            libc::sigaddset(&mut set, sig);
-            libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
-            libc::kill(libc::getpid(), sig);
-        }
-        128 + sig
-    } else {
-        libc::WEXITSTATUS(status)
-    }
-}
-
 /// PID 1 of the new namespaces: builds the root, starts the command, then reaps.
-fn namespace_init(spec: &InitSpec, status_w: &OwnedFd) -> Result<i32, String> {
+fn namespace_init(spec: &InitSpec, status_w: &OwnedFd) -> Result<i32, InitError> {
     // Signals stay blocked (inherited from the helper): they are taken with
     // sigwaitinfo below, which is also how PID 1 receives signals from outside.
-    rootfs::build(spec).map_err(|e| format!("building the root: {e}"))?;
-    nix::unistd::sethostname(&spec.hostname)
-        .map_err(|e| format!("setting the hostname {:?}: {e}", spec.hostname))?;
+    rootfs::build(spec).map_err(InitError::Rootfs)?;
+    nix::unistd::sethostname(&spec.hostname).map_err(|source| InitError::Hostname {
+        hostname: spec.hostname.clone(),
+        source,
+    })?;
     if spec.network == NetworkMode::None {
-        loopback_up().map_err(|e| format!("bringing up the loopback interface: {e}"))?;
+        loopback_up().map_err(InitError::Loopback)?;
     }
     let exec = ExecPlan::new(spec)?;
     // SAFETY: the child runs `exec.run`, which only makes syscalls and exits.
-    let child = match unsafe { nix::unistd::fork() }.map_err(|e| format!("forking: {e}"))? {
+    let child = match unsafe { nix::unistd::fork() }.map_err(|source| InitError::Fork {
+        what: "forking",
+        source,
+    })? {
         nix::unistd::ForkResult::Child => {
-            let message = exec.run();
-            fail(&message);
+            let error = exec.run();
+            fail(&error);
             // SAFETY: leaving the forked child.
             unsafe { libc::_exit(127) }
         }
@@ -399,110 +373,6 @@ fn namespace_init(spec: &InitSpec, status_w: &OwnedFd) -> Result<i32, String> {
             }
         }
     }
-}
-
-/// Everything the command's process needs, prepared before the fork.
-pub(super) struct ExecPlan {
-    path: CString,
-    argv: Vec<CString>,
-    envp: Vec<CString>,
-    cwd: CString,
-    uid: u32,
-    gid: u32,
-    groups: Vec<libc::gid_t>,
-    keep_caps: Vec<u8>,
-    last_cap: u8,
-}
-
-impl ExecPlan {
-    pub(super) fn new(spec: &InitSpec) -> Result<Self, String> {
-        let c = |s: &[u8], what: &str| {
-            CString::new(s).map_err(|_| format!("{what} contains a NUL byte"))
-        };
-        let path = resolve_command(spec)?;
-        let mut argv = vec![c(spec.command.as_bytes(), "the command")?];
-        for a in &spec.args {
-            argv.push(c(a.as_bytes(), "an argument")?);
-        }
-        let envp = spec
-            .env
-            .iter()
-            .map(|(k, v)| c(format!("{k}={v}").as_bytes(), "the environment"))
-            .collect::<Result<_, _>>()?;
-        Ok(ExecPlan {
-            path: c(path.as_os_str().as_bytes(), "the command path")?,
-            argv,
-            envp,
-            cwd: c(spec.cwd.as_os_str().as_bytes(), "the working directory")?,
-            uid: spec.uid,
-            gid: spec.gid,
-            groups: spec.groups.clone(),
-            keep_caps: spec.keep_caps.clone(),
-            last_cap: caps::last_cap(),
-        })
-    }
-
-    /// Runs in the forked command process; returns only on failure, with the reason.
-    pub(super) fn run(&self) -> String {
-        // SAFETY: plain syscalls on data prepared before the fork.
-        unsafe {
-            let mut none: libc::sigset_t = std::mem::zeroed();
-            libc::sigemptyset(&mut none);
-            libc::pthread_sigmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
-            if libc::chdir(self.cwd.as_ptr()) != 0 {
-                return format!(
-                    "entering the working directory {:?}: {}",
-                    self.cwd,
-                    std::io::Error::last_os_error()
-                );
-            }
-            if let Err(e) = caps::restrict(&self.keep_caps, self.last_cap) {
-                return format!("dropping capabilities: {e}");
-            }
-            if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
-                return format!("setting no_new_privs: {}", std::io::Error::last_os_error());
-            }
-            if libc::setgroups(self.groups.len() as _, self.groups.as_ptr()) != 0
-                || libc::setgid(self.gid) != 0
-                || libc::setuid(self.uid) != 0
-            {
-                return format!(
-                    "switching to uid {} gid {}: {}",
-                    self.uid,
-                    self.gid,
-                    std::io::Error::last_os_error()
-                );
-            }
-            libc::fcntl(READY_FD, libc::F_SETFD, libc::FD_CLOEXEC);
-            let mut argv: Vec<*const libc::c_char> = self.argv.iter().map(|a| a.as_ptr()).collect();
-            argv.push(std::ptr::null());
-            let mut envp: Vec<*const libc::c_char> = self.envp.iter().map(|e| e.as_ptr()).collect();
-            envp.push(std::ptr::null());
-            libc::execve(self.path.as_ptr(), argv.as_ptr(), envp.as_ptr());
-            format!(
-                "executing {:?}: {}",
-                self.path,
-                std::io::Error::last_os_error()
-            )
-        }
-    }
-}
-
-/// The command's path inside the container: as given when it has a `/`, else the
-/// first match on the container's `PATH`.
-fn resolve_command(spec: &InitSpec) -> Result<std::path::PathBuf, String> {
-    if spec.command.contains('/') {
-        return Ok(spec.command.clone().into());
-    }
-    let path = spec
-        .env
-        .get("PATH")
-        .map(String::as_str)
-        .unwrap_or(super::DEFAULT_PATH);
-    path.split(':')
-        .map(|d| Path::new(d).join(&spec.command))
-        .find(|p| p.is_file())
-        .ok_or_else(|| format!("command {:?} not found on PATH {path:?}", spec.command))
 }
 
 /// `ip link set lo up` in the new network namespace.

@@ -7,13 +7,20 @@
 //! The driver resolves everything (image, user, volumes, capabilities) into an
 //! `InitSpec` and starts the `orch container-init` helper (`init`) with it; the helper
 //! does the namespace work in a fresh single-threaded process. Layout: `spec` (what
-//! the helper gets), `init` (the helper), `rootfs` (mounts and pivot_root), `image`
-//! (tarball unpacking and the image cache), `caps` (capabilities).
+//! the helper gets), `init` (the helper), `exec_helper` (the helper in `orch alloc
+//! exec` mode: joins a running container's namespaces), `command` (the container's
+//! command process, shared by both modes), `init_error` (`InitError`: why the helper
+//! failed), `rootfs` (mounts and pivot_root), `image`
+//! (tarball unpacking and the image cache), `caps` (capabilities), `error`
+//! (`ContainerError`).
 
 pub mod caps;
-pub mod exec;
+mod command;
+mod error;
+pub mod exec_helper;
 pub mod image;
 pub mod init;
+mod init_error;
 pub mod rootfs;
 pub mod spec;
 
@@ -33,62 +40,24 @@ use orch_common::model::DriverInfo;
 use super::procs::{
     cgroup_procs, exec_stdio, give_task_dirs, join_cgroup, signal_group, Procs, StopTarget,
 };
-use super::shim::{self, SupervisorState};
 use super::{
     proc_start_ticks, Driver, DriverError, ExecRequest, ExecSession, ExitResult, StartRequest,
     TaskHandle, TaskStats,
 };
 use crate::cgroups::CgroupManager;
 use crate::logrotate;
+use crate::shim;
+use crate::shim::supervisor::{self, SupervisorState};
+pub use error::ContainerError;
+pub use init_error::InitError;
+pub use spec::DEFAULT_PATH;
 use spec::{BindMount, InitSpec, LayerMode, NetworkMode};
 
 const NAME: &str = "container";
 /// How long the helper may take to build the container (a rootfs copy included).
 const SETUP_TIMEOUT: Duration = Duration::from_secs(120);
-/// `PATH` inside the container when the task sets none.
-pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 /// The user a container runs as when the task names none: `nobody`.
 pub const DEFAULT_USER: &str = "nobody";
-
-/// Why a container could not be prepared or started.
-#[derive(Debug, thiserror::Error)]
-pub enum ContainerError {
-    #[error("rootfs {path}: {reason}")]
-    Rootfs { path: PathBuf, reason: String },
-    #[error(transparent)]
-    Image(#[from] image::ImageError),
-    #[error("volume {volume:?}: host path {host} is not under any path the client allows in container_volumes ({allowed}); refused")]
-    VolumeNotAllowed {
-        volume: String,
-        host: PathBuf,
-        allowed: String,
-    },
-    #[error("volume {volume:?}: {reason}")]
-    BadVolume { volume: String, reason: String },
-    #[error(transparent)]
-    Capability(#[from] caps::UnknownCap),
-    #[error("user {user:?}: {reason}")]
-    User { user: String, reason: String },
-    #[error("setting up the container: {message}")]
-    Setup { message: String },
-    #[error("{op} {path}: {source}")]
-    Io {
-        op: &'static str,
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-}
-
-impl ContainerError {
-    /// False for mistakes in the job or the image that another attempt cannot fix.
-    pub fn is_recoverable(&self) -> bool {
-        matches!(
-            self,
-            ContainerError::Setup { .. } | ContainerError::Io { .. }
-        )
-    }
-}
 
 /// How the driver starts its helper.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -194,7 +163,7 @@ impl ContainerDriver {
         let mut spec = self.spec(&req, &cfg, source_rootfs, image_config.as_ref())?;
         // Output through FIFOs and the exit into a file, so both survive a client
         // restart (the helper runs in its own session; see `shim`).
-        let (stdout_fifo, stderr_fifo, exit_file) = shim::task_files(&req.task_dir);
+        let (stdout_fifo, stderr_fifo, exit_file) = supervisor::task_files(&req.task_dir);
         let log_err = |path: &std::path::Path| {
             let (task, path) = (req.id.clone(), path.to_path_buf());
             move |source| DriverError::LogFile { task, path, source }
@@ -468,15 +437,15 @@ impl ContainerDriver {
                 for path in &procs {
                     join_cgroup(path)?;
                 }
-                if ready_fd == init::READY_FD {
+                if ready_fd == spec::READY_FD {
                     if libc::fcntl(ready_fd, libc::F_SETFD, 0) != 0 {
                         return Err(std::io::Error::last_os_error());
                     }
-                } else if libc::dup2(ready_fd, init::READY_FD) < 0 {
+                } else if libc::dup2(ready_fd, spec::READY_FD) < 0 {
                     return Err(std::io::Error::last_os_error());
                 }
-                if libc::dup2(out_fd, init::STDOUT_FD) < 0
-                    || libc::dup2(err_fd, init::STDERR_FD) < 0
+                if libc::dup2(out_fd, spec::STDOUT_FD) < 0
+                    || libc::dup2(err_fd, spec::STDERR_FD) < 0
                 {
                     return Err(std::io::Error::last_os_error());
                 }
@@ -687,12 +656,12 @@ impl ContainerDriver {
         };
         let target_pid = handle
             .pid
-            .and_then(exec::namespace_init)
+            .and_then(exec_helper::namespace_init)
             .ok_or_else(|| start_err(std::io::Error::other("the container is not running")))?;
         let mut spec = InitSpec::clone(&task_spec);
         spec.command = program.clone();
         spec.args = args.to_vec();
-        let exec_spec = exec::ExecSpec {
+        let exec_spec = exec_helper::ExecSpec {
             target_pid,
             spec,
             tty: req.tty,
@@ -704,7 +673,7 @@ impl ContainerDriver {
         let mut cmd = tokio::process::Command::new(&h.program);
         cmd.args(&h.args)
             .envs(h.env.iter().map(|(k, v)| (k, v)))
-            .env(exec::ENV, json)
+            .env(exec_helper::ENV, json)
             // The session ends when its connection does.
             .kill_on_drop(true);
         let pty = exec_stdio(&mut cmd, req.tty).map_err(start_err)?;

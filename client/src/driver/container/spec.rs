@@ -1,11 +1,22 @@
 //! `InitSpec`: everything the `container-init` helper needs to build and start one
 //! container, resolved by the driver (paths, ids, capabilities) and sent to the helper
-//! as JSON on its stdin, so the helper reads no client state of its own.
+//! as JSON on its stdin, so the helper reads no client state of its own; and the fds
+//! the driver hands the helper along with it.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
+
+/// The fd the driver passes the write end of the ready pipe on.
+pub const READY_FD: i32 = 3;
+/// The fds the driver passes the task's output pipes on (into the rotated logs). Not
+/// the helper's own stdout/stderr: what the helper itself prints stays out of the logs.
+pub const STDOUT_FD: i32 = 4;
+pub const STDERR_FD: i32 = 5;
+
+/// `PATH` inside the container when the task sets none.
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// One container to build and run.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -30,7 +30,6 @@
 pub mod env;
 pub mod restart;
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -42,9 +41,11 @@ use orch_common::model::{
 };
 use tokio::sync::{mpsc, watch};
 
-use crate::allocrunner::allocdir::AllocDir;
+use crate::allocdir::AllocDir;
 use crate::cgroups::{CgroupLimits, CgroupManager, CgroupPaths, NodeLimits};
-use crate::driver::{parse_signal, signal_name, Driver, ExitResult, StartRequest, TaskHandle};
+use crate::driver::{
+    parse_signal, signal_name, Driver, DriverSet, ExitResult, StartRequest, TaskHandle,
+};
 use crate::once::{set_once, wait_set};
 use crate::state::HandleStore;
 use crate::usage::{UsageBoard, SAMPLE_INTERVAL};
@@ -86,9 +87,6 @@ pub mod events {
     /// A stopped allocation keeps its tasks running for the group's `shutdown_delay`.
     pub const WAITING_FOR_SHUTDOWN_DELAY: &str = "Waiting for shutdown delay";
 }
-
-/// The drivers a client offers, by name.
-pub type DriverSet = BTreeMap<String, Arc<dyn Driver>>;
 
 /// What every task runner of a client shares.
 #[derive(Clone)]

@@ -10,18 +10,15 @@
 //! the allocated port named by the check's `port`, else its service's, at the port's
 //! host address.
 
+mod context;
 pub mod probe;
 pub mod threshold;
-
-use std::sync::Arc;
 
 use orch_common::ids::now_ms;
 use orch_common::model::{Allocation, CheckHealth, CheckSpec, CheckStatus, CheckType, TaskGroup};
 use tokio::sync::mpsc;
 
-use crate::driver::{Driver, TaskHandle};
-use crate::state::HandleStore;
-use crate::taskrunner::DriverSet;
+pub use context::CheckContext;
 use probe::Outcome;
 use threshold::{RestartCounter, Threshold};
 
@@ -128,56 +125,6 @@ impl CheckDef {
             last_run_ms: 0,
             status_since_ms: now_ms(),
         }
-    }
-}
-
-/// What a check loop needs from the client.
-#[derive(Clone)]
-pub struct CheckContext {
-    pub alloc_id: String,
-    pub drivers: Arc<DriverSet>,
-    pub handles: Option<HandleStore>,
-    pub http: reqwest::Client,
-}
-
-impl CheckContext {
-    pub fn new(alloc_id: &str, drivers: Arc<DriverSet>, handles: Option<HandleStore>) -> Self {
-        CheckContext {
-            alloc_id: alloc_id.to_string(),
-            drivers,
-            handles,
-            // Checks go to this host's own ports: never through a proxy from the env.
-            // No idle connections are kept: every run opens its own, so a server that
-            // no longer accepts connections fails its check (as in Consul).
-            http: reqwest::Client::builder()
-                .no_proxy()
-                .pool_max_idle_per_host(0)
-                .build()
-                .unwrap_or_default(),
-        }
-    }
-
-    /// The driver and handle of the running `task` (as `orch alloc exec` finds them).
-    fn running_task(&self, task: &str) -> Result<(Arc<dyn Driver>, TaskHandle), String> {
-        let handles = self
-            .handles
-            .as_ref()
-            .ok_or_else(|| "this client keeps no task handles to exec into".to_string())?;
-        let handle = handles
-            .load(&self.alloc_id, task)
-            .map_err(|e| e.to_string())?
-            .ok_or_else(|| {
-                format!(
-                    "task {task:?} of allocation {} is not running",
-                    self.alloc_id
-                )
-            })?;
-        let driver = self
-            .drivers
-            .get(&handle.driver)
-            .cloned()
-            .ok_or_else(|| format!("driver {:?} is not available", handle.driver))?;
-        Ok((driver, handle))
     }
 }
 
@@ -290,9 +237,11 @@ fn restart_reason(def: &CheckDef, times: u32, limit: u32, output: &str) -> Strin
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::driver::DriverSet;
     use crate::testutil::{alloc_of, job, restart, task};
     use orch_common::model::{AllocatedPort, JobType, RestartMode, ServiceSpec};
     use serde_json::json;
+    use std::sync::Arc;
     use std::time::Duration;
 
     fn check(t: CheckType, name: Option<&str>, port: Option<&str>) -> CheckSpec {

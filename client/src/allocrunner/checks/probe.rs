@@ -8,7 +8,7 @@ use orch_common::model::CheckSpec;
 
 use crate::driver::ExecRequest;
 
-use super::CheckContext;
+use super::context::CheckContext;
 
 /// Output kept of one run (Consul keeps 4 KiB too).
 pub const MAX_OUTPUT: usize = 4096;

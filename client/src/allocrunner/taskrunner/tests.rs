@@ -22,15 +22,12 @@ struct Run {
 }
 
 fn deps(cgroups: Option<Arc<dyn CgroupManager>>) -> TaskRunnerDeps {
-    let mut drivers: DriverSet = BTreeMap::new();
-    drivers.insert("mock".into(), Arc::new(MockDriver::new()));
-    drivers.insert(
-        "raw_exec".into(),
-        Arc::new(RawExecDriver::with_shim(
-            cgroups.clone(),
-            crate::driver::shim::tests::test_shim(),
-        )),
-    );
+    let mut drivers = DriverSet::new();
+    drivers.insert(Arc::new(MockDriver::new()));
+    drivers.insert(Arc::new(RawExecDriver::with_shim(
+        cgroups.clone(),
+        crate::shim::supervisor::tests::test_shim(),
+    )));
     TaskRunnerDeps {
         drivers: Arc::new(drivers),
         cgroups,

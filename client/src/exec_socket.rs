@@ -1,12 +1,12 @@
 //! `orch alloc exec` on the client: runs a command inside a running task (through its
 //! driver) and carries its stdin, stdout, stderr, terminal size and exit code over one
-//! WebSocket in `orch_common::exec` frames.
+//! WebSocket in `orch_common::exec_frames` frames.
 
 use std::os::fd::{AsRawFd, OwnedFd};
 
 use axum::extract::ws::{Message, WebSocket};
 use futures::{SinkExt, StreamExt};
-use orch_common::exec as frames;
+use orch_common::exec_frames as frames;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 

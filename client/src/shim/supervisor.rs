@@ -1,21 +1,6 @@
-//! The client's side of the task supervisor that outlives it: starting shims through
-//! the launcher, reading their reports and exit files, finding them again after a
-//! client restart. The shim's own side is `orch_common::shim` (the `orch-task-shim`
-//! binary).
-//!
-//! A task's exit status goes to its parent. If the client were the parent, a task that
-//! ends while no client runs would be reaped by init and its status lost. So every
-//! task gets a small shim of its own that waits for it and writes its exit to
-//! `<task_dir>/.exit.json`. The shims are forked by one launcher process per client
-//! (`orch-task-shim` next to the client's binary, else the client itself as
-//! `orch task-shim`), started with `posix_spawn` in a new session; each shim starts
-//! its own session too, so a signal to the client's process group or a SIGKILL of the
-//! client leaves it alone. The client talks to a shim over a report socket it passes
-//! along: the command's pid, and a pidfd of the shim to watch it by.
-//!
-//! Output does not pass through the shim: stdout and stderr are FIFOs in the task dir
-//! that the task holds open read-write (`logrotate::capture_fifo`), handed to the shim
-//! with the request, so neither the shim nor the client's absence touch them.
+//! The client's side: starting shims through the launcher (`ShimLauncher`, `spawn`),
+//! reading their reports and exit files, and finding them again after a client
+//! restart (`SupervisorState`, `wait_pid_exit`).
 
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -26,13 +11,13 @@ use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 
-use super::{proc_start_ticks, process_alive, ExitResult};
 use orch_common::model::LogConfig;
 
-use orch_common::shim::{recv_with_fds, send_with_fds, MAX_REPORT_BYTES};
-pub use orch_common::shim::{
-    reserve_exit_file, ExitRecord, ShimSpec, EXIT_FILE, LAUNCHER_ENV, LAUNCHER_FD,
+use super::protocol::{
+    recv_with_fds, send_with_fds, ExitRecord, ShimSpec, EXIT_FILE, LAUNCHER_ENV, LAUNCHER_FD,
+    MAX_REPORT_BYTES, MAX_SPEC_BYTES,
 };
+use crate::driver::{proc_start_ticks, process_alive, ExitResult};
 
 /// The exit an `ExitRecord` describes.
 pub fn exit_result(record: &ExitRecord) -> ExitResult {
@@ -40,12 +25,6 @@ pub fn exit_result(record: &ExitRecord) -> ExitResult {
         Some(s) => ExitResult::signaled(s),
         None => ExitResult::code(record.exit_code),
     }
-}
-
-/// `orch task-shim` (the same as the `orch-task-shim` binary): the launcher; returns
-/// the process's exit code.
-pub fn main() -> i32 {
-    orch_common::shim::launch_loop()
 }
 
 /// How the client starts the shim launcher: `orch-task-shim`, else this very binary
@@ -190,7 +169,7 @@ impl ShimLauncher {
     fn request(&self, spec_json: &[u8], fds: &[RawFd]) -> std::io::Result<i32> {
         let len = u32::try_from(spec_json.len())
             .ok()
-            .filter(|n| (*n as usize) <= orch_common::shim::MAX_SPEC_BYTES)
+            .filter(|n| (*n as usize) <= MAX_SPEC_BYTES)
             .ok_or_else(|| std::io::Error::other("the task spec is too large for the task shim"))?;
         let mut msg = Vec::with_capacity(4 + spec_json.len());
         msg.extend_from_slice(&len.to_le_bytes());
@@ -508,7 +487,7 @@ pub(crate) mod tests {
     #[test]
     fn task_shim_entry() {
         if std::env::var_os(LAUNCHER_ENV).is_some() {
-            std::process::exit(main());
+            std::process::exit(crate::shim::launcher::launch_loop());
         }
     }
 
@@ -518,7 +497,7 @@ pub(crate) mod tests {
             program: std::env::current_exe().unwrap(),
             args: [
                 "--exact",
-                "driver::shim::tests::task_shim_entry",
+                "shim::supervisor::tests::task_shim_entry",
                 "--nocapture",
                 "--test-threads=1",
                 "--quiet",

@@ -7,10 +7,13 @@
 //! environment variable, since stdin is the command's.
 
 use std::os::fd::AsRawFd;
+use std::path::PathBuf;
 
 use nix::sched::{setns, CloneFlags};
 use serde::{Deserialize, Serialize};
 
+use super::command::{exit_like, wait_for, ExecPlan};
+use super::init_error::InitError;
 use super::spec::InitSpec;
 
 /// The environment variable that carries an `ExecSpec` (and selects exec mode).
@@ -41,51 +44,55 @@ const NAMESPACES: &[(&str, CloneFlags)] = &[
 pub fn main(spec_json: &str) -> i32 {
     let spec: ExecSpec = match serde_json::from_str(spec_json) {
         Ok(s) => s,
-        Err(e) => {
-            eprintln!("orch container exec: the spec in {ENV} is not valid: {e}");
+        Err(source) => {
+            let e = InitError::BadExecSpec { var: ENV, source };
+            eprintln!("orch container exec: {e}");
             return 127;
         }
     };
     match run(&spec) {
         Ok(code) => code,
-        Err(message) => {
-            eprintln!("orch container exec: {message}");
+        Err(e) => {
+            eprintln!("orch container exec: {e}");
             127
         }
     }
 }
 
-fn run(spec: &ExecSpec) -> Result<i32, String> {
+fn run(spec: &ExecSpec) -> Result<i32, InitError> {
     // Open every namespace first: once in the new mount namespace, /proc is the
     // container's and the target pid means something else.
     let mut files = Vec::new();
     for (name, flag) in NAMESPACES {
-        let path = format!("/proc/{}/ns/{name}", spec.target_pid);
-        let f = std::fs::File::open(&path).map_err(|e| format!("opening {path}: {e}"))?;
+        let path = PathBuf::from(format!("/proc/{}/ns/{name}", spec.target_pid));
+        let f = std::fs::File::open(&path).map_err(|source| InitError::Open { path, source })?;
         files.push((name, *flag, f));
     }
     // The container's root as its processes see it (after its pivot_root).
-    let root_path = format!("/proc/{}/root", spec.target_pid);
-    let root = std::fs::File::open(&root_path).map_err(|e| format!("opening {root_path}: {e}"))?;
+    let root_path = PathBuf::from(format!("/proc/{}/root", spec.target_pid));
+    let root = std::fs::File::open(&root_path).map_err(|source| InitError::Open {
+        path: root_path,
+        source,
+    })?;
     for (name, flag, f) in &files {
-        setns(f, *flag).map_err(|e| format!("joining the container's {name} namespace: {e}"))?;
+        setns(f, *flag).map_err(|source| InitError::JoinNamespace {
+            namespace: name,
+            source,
+        })?;
     }
     drop(files);
     // SAFETY: fchdir to an open directory, then chroot to it.
     unsafe {
         if libc::fchdir(root.as_raw_fd()) != 0 || libc::chroot(c".".as_ptr()) != 0 {
-            return Err(format!(
-                "entering the container's root: {}",
-                std::io::Error::last_os_error()
-            ));
+            return Err(InitError::EnterRoot(std::io::Error::last_os_error()));
         }
     }
     drop(root);
-    let plan = super::init::ExecPlan::new(&spec.spec)?;
+    let plan = ExecPlan::new(&spec.spec)?;
     // The PID namespace applies to children: the command is forked.
     // SAFETY: this process is single-threaded (the helper runs before any runtime).
     match unsafe { libc::fork() } {
-        -1 => Err(format!("forking: {}", std::io::Error::last_os_error())),
+        -1 => Err(InitError::ForkExec(std::io::Error::last_os_error())),
         0 => {
             if spec.tty {
                 // SAFETY: session and controlling terminal syscalls in the child.
@@ -99,7 +106,7 @@ fn run(spec: &ExecSpec) -> Result<i32, String> {
             // SAFETY: leave the forked child without running the parent's exit code.
             unsafe { libc::_exit(127) }
         }
-        child => Ok(super::init::exit_like(super::init::wait_for(child))),
+        child => Ok(exit_like(wait_for(child))),
     }
 }
 
