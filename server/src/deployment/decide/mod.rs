@@ -288,5 +288,4 @@ pub fn decide(
 }
 
 #[cfg(test)]
-#[path = "decide_tests.rs"]
 mod tests;
