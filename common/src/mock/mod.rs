@@ -7,7 +7,8 @@
 //! crates' tests and benches (their `[dev-dependencies]` turn it on); production builds
 //! never contain it.
 //!
-//! Ids are random (`ids::new_id()`) unless a test gives them; times are `NOW`, a fixed
+//! Ids are random (`ids::new_id()`) unless a test gives them (every id parameter takes
+//! `impl Into<String>`); times are `NOW`, a fixed
 //! fake clock; fields the server sets when it stores a value (indexes, submit and
 //! create times, node names on allocations) are left unset unless a builder is told.
 
@@ -17,14 +18,18 @@ mod eval;
 mod job;
 mod node;
 mod plan;
+mod service;
+mod task;
 mod time;
 
 pub use alloc::{alloc, alloc_on, running_alloc, AllocBuilder};
 pub use deployment::{deployment, deployment_group, DeploymentBuilder};
 pub use eval::{eval, eval_triggered_by};
-pub use job::{batch_job, job, system_job, task, JobBuilder};
+pub use job::{batch_job, job, restart_policy, system_job, JobBuilder};
 pub use node::{node, NodeBuilder};
 pub use plan::PlanBuilder;
+pub use service::{check, service};
+pub use task::{task, TaskBuilder};
 pub use time::NOW;
 
 #[cfg(test)]

@@ -941,7 +941,7 @@ async fn a_panicking_observer_does_not_stop_the_log() {
     for expected in 1..=2 {
         let index = log
             .submit(Command::UpsertNode {
-                node: NodeBuilder::new().id(&format!("n{expected}")).build(),
+                node: NodeBuilder::new().id(format!("n{expected}")).build(),
             })
             .await
             .expect("submit");
@@ -1016,7 +1016,7 @@ fn op() -> impl Strategy<Value = Op> {
 }
 
 fn command_for(op: &Op) -> Command {
-    let job_of = |j: u8| JobBuilder::new(&format!("job{j}")).build();
+    let job_of = |j: u8| JobBuilder::new(format!("job{j}")).build();
     match op {
         Op::Register { job, count } => {
             let mut j = job_of(*job);
@@ -1042,7 +1042,7 @@ fn command_for(op: &Op) -> Command {
                 }
             } else {
                 Command::UpsertNode {
-                    node: NodeBuilder::new().id(&format!("n{node}")).build(),
+                    node: NodeBuilder::new().id(format!("n{node}")).build(),
                 }
             }
         }
@@ -1052,7 +1052,7 @@ fn command_for(op: &Op) -> Command {
             node,
             prev,
         } => {
-            let mut a = alloc_on(&format!("a{alloc}"), &job_of(*job), &format!("n{node}"), 0);
+            let mut a = alloc_on(format!("a{alloc}"), &job_of(*job), format!("n{node}"), 0);
             a.previous_allocation = prev.map(|p| format!("a{p}"));
             Command::ApplyPlan {
                 deployment: None,
@@ -1063,7 +1063,7 @@ fn command_for(op: &Op) -> Command {
             }
         }
         Op::StopAlloc { alloc, lost } => {
-            let mut a = alloc_on(&format!("a{alloc}"), &job_of(0), "n0", 0);
+            let mut a = alloc_on(format!("a{alloc}"), &job_of(0), "n0", 0);
             a.desired_status = DesiredStatus::Stop;
             if *lost {
                 a.client_status = ClientStatus::Lost;
@@ -1636,7 +1636,7 @@ fn a_truncated_command_log_says_so_instead_of_skipping_entries() {
         apply(
             &store,
             Command::UpsertNode {
-                node: NodeBuilder::new().id(&format!("n{n}")).build(),
+                node: NodeBuilder::new().id(format!("n{n}")).build(),
             },
         );
     }
