@@ -9,7 +9,7 @@ use orch_common::api::AllocClientUpdate;
 use orch_common::mock::{alloc_on, AllocBuilder, JobBuilder, NodeBuilder};
 use orch_common::model::{
     Allocation, ClientStatus, DesiredStatus, Eligibility, EvalStatus, Evaluation, Job, JobStatus,
-    JobType, Node, NodeAllocated, NodeStatus,
+    JobType, NodeAllocated, NodeStatus,
 };
 use proptest::prelude::*;
 
@@ -1689,42 +1689,4 @@ fn the_gc_view_reads_what_the_rules_need_from_the_rows() {
     assert_eq!(a.desired_status, DesiredStatus::Run);
     assert!(a.modify_time > 0 && a.create_index > 0);
     assert!(!a.replaced);
-}
-
-// ------------------------------------------------------------- the HTTP tests' fixtures
-
-/// Job `id` as the HTTP tests were written against it: two instances of a 100 MHz /
-/// 32 MiB `raw_exec` task, no name. These three stay until the HTTP tests, rewritten
-/// with that layer, build their values with `orch_common::mock` themselves.
-pub(crate) fn mock_job(id: &str) -> Job {
-    JobBuilder::new(id)
-        .name("")
-        .count(2)
-        .cpu(100)
-        .memory(32)
-        .build()
-}
-
-/// Node `id` as the HTTP tests know it: `raw_exec` only, no attributes, no class, its
-/// HTTP API on port 4747.
-pub(crate) fn mock_node(id: &str) -> Node {
-    let mut node = NodeBuilder::new()
-        .id(id)
-        .attrs(&[])
-        .without_driver("mock")
-        .http_addr("127.0.0.1:4747")
-        .build();
-    node.computed_class.clear();
-    node
-}
-
-/// Allocation `id` of `job`'s group `web` on `node_id`, made by evaluation "eval".
-pub(crate) fn mock_alloc(id: &str, job: &Job, node_id: &str, index: u32) -> Allocation {
-    AllocBuilder::new(job)
-        .id(id)
-        .group("web")
-        .node_id(node_id)
-        .index(index)
-        .eval_id("eval")
-        .build()
 }
