@@ -356,36 +356,21 @@ fn action_message(action: Action<'_>, r: &DeploymentUpdateResponse) -> String {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use orch_common::model::DeploymentStatus;
-    use std::time::Duration;
+    use orch_common::mock::{deployment_group, DeploymentBuilder, JobBuilder};
+    use orch_common::model::{deployment_desc, DeploymentStatus};
 
-    /// A running deployment of `web` v2 with one group `web` of `desired` instances.
+    /// A running deployment "abcd1234-…" of `web` v2 with one group `web` of `desired`
+    /// instances (reverted on failure, a 10-minute progress deadline).
     pub(crate) fn deployment(desired: u32) -> Deployment {
-        let mut groups = std::collections::BTreeMap::new();
-        groups.insert(
-            "web".to_string(),
-            DeploymentGroup {
-                auto_revert: true,
-                progress_deadline: Duration::from_secs(600),
-                desired_total: desired,
-                ..Default::default()
-            },
-        );
-        Deployment {
-            id: "abcd1234-0000-0000-0000-000000000000".into(),
-            job_id: "web".into(),
-            job_version: 2,
-            job_modify_index: 10,
-            job_create_index: 1,
-            status: DeploymentStatus::Running,
-            status_description: "Deployment is running".into(),
-            task_groups: groups,
-            eval_id: "e".into(),
-            create_time: 0,
-            modify_time: 0,
-            create_index: 11,
-            modify_index: 11,
-        }
+        let job = JobBuilder::new("web").version(2).build();
+        let mut web = deployment_group(desired, 0);
+        web.auto_revert = true;
+        DeploymentBuilder::new(&job)
+            .id("abcd1234-0000-0000-0000-000000000000")
+            .group("web", web)
+            .status(DeploymentStatus::Running, deployment_desc::RUNNING)
+            .eval_id("e")
+            .build()
     }
 
     fn group(d: &mut Deployment) -> &mut DeploymentGroup {

@@ -731,6 +731,7 @@ fn newest_after(evals: &[Evaluation], canceled: &Evaluation) -> Option<String> {
 pub(crate) mod tests {
     use super::*;
     use crate::deployment::tests::deployment;
+    use orch_common::mock::JobBuilder;
     use orch_common::model::deployment_desc;
 
     /// An allocation of job `j` group `g` at `version`.
@@ -765,13 +766,14 @@ pub(crate) mod tests {
         }
     }
 
-    fn job(kind: &str) -> Job {
-        serde_json::from_value(serde_json::json!({"id": "j", "type": kind, "groups": []})).unwrap()
+    /// Job "j" of `job_type`, without an update policy.
+    fn job(job_type: JobType) -> Job {
+        JobBuilder::new("j").job_type(job_type).build()
     }
 
     #[test]
     fn a_canceled_evaluation_is_followed_by_the_newest_later_one_not_canceled() {
-        let job = job("service");
+        let job = job(JobType::Service);
         let eval = |id: &str, index: u64, status: EvalStatus| {
             let mut e = Evaluation::for_job(&job, "job-register");
             e.id = id.into();
@@ -950,7 +952,7 @@ pub(crate) mod tests {
 
     #[test]
     fn without_a_deployment_services_end_when_all_run_and_batches_when_all_finish() {
-        let service = job("service");
+        let service = job(JobType::Service);
         let running = stub(0, DesiredStatus::Run, ClientStatus::Running);
         let pending = stub(0, DesiredStatus::Run, ClientStatus::Pending);
         let failed = stub(0, DesiredStatus::Run, ClientStatus::Failed);
@@ -965,7 +967,7 @@ pub(crate) mod tests {
         let (o, _) = alloc_verdict(&service, &[&running, &failed], 2).unwrap();
         assert_eq!(o, Outcome::Failed);
 
-        let batch = job("batch");
+        let batch = job(JobType::Batch);
         let complete = stub(0, DesiredStatus::Run, ClientStatus::Complete);
         assert_eq!(alloc_verdict(&batch, &[&complete, &running], 2), None);
         let (o, _) = alloc_verdict(&batch, &[&complete, &complete], 2).unwrap();
@@ -980,7 +982,7 @@ pub(crate) mod tests {
 
     #[test]
     fn only_service_jobs_with_an_update_policy_look_for_a_deployment() {
-        let mut j = job("service");
+        let mut j = job(JobType::Service);
         assert!(!may_have_deployment(&j));
         j.update = Some(Default::default());
         assert!(may_have_deployment(&j));

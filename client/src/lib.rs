@@ -35,8 +35,6 @@ mod once;
 pub mod rpc;
 pub mod shim;
 pub mod state;
-#[cfg(test)]
-mod testutil;
 pub mod usage;
 
 pub use agent::{Client, ClientError};

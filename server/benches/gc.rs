@@ -54,10 +54,10 @@ fn job() -> Job {
 /// without its job, as the store keeps allocations.
 fn alloc(job: &Job, i: usize, eval_id: &str) -> Allocation {
     AllocBuilder::new(job)
-        .id(&format!("{i:08x}-0000-4000-8000-{i:012x}"))
+        .id(format!("{i:08x}-0000-4000-8000-{i:012x}"))
         .index(i as u32)
         .eval_id(eval_id)
-        .node_id(&format!("node-{}", i % 1000))
+        .node_id(format!("node-{}", i % 1000))
         .desired_status(DesiredStatus::Stop)
         .client_status(ClientStatus::Complete)
         .without_job()

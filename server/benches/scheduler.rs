@@ -47,7 +47,7 @@ fn report(name: &str, value: f64, unit: &str) {
 fn node(i: usize, dc: &str, cpu: u64, memory: u64, attrs: &[(&str, &str)]) -> Node {
     let name = format!("sim-{i}");
     NodeBuilder::new()
-        .id(&format!("{i:08x}-0000-4000-8000-{i:012x}"))
+        .id(format!("{i:08x}-0000-4000-8000-{i:012x}"))
         .name(&name)
         .datacenter(dc)
         .cpu(cpu)

@@ -418,7 +418,7 @@ mod tests {
     async fn job_on_node(log: &CommandLog, nodes: &[&str], job: &Job) {
         for id in nodes {
             log.submit(Command::UpsertNode {
-                node: NodeBuilder::new().id(id).build(),
+                node: NodeBuilder::new().id(*id).build(),
             })
             .await
             .expect("node");

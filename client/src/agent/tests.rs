@@ -14,15 +14,16 @@ use orch_common::api::{
     AllocClientUpdate, AllocUpdateRequest, AllocUpdateResponse, ErrorBody, HeartbeatResponse,
     NodeAllocationsResponse, NodeRegisterRequest, NodeRegisterResponse,
 };
+use orch_common::mock::{self, restart_policy, AllocBuilder, JobBuilder, TaskBuilder};
 use orch_common::model::{
-    AllocatedPort, Allocation, CheckHealth, CheckRestart, CheckSpec, CheckStatus, CheckType,
-    ClientStatus, DesiredStatus, JobType, NodeStatus, RestartMode, ServiceSpec,
+    Allocation, CheckHealth, CheckRestart, CheckSpec, CheckStatus, CheckType, ClientStatus,
+    DesiredStatus, HealthCheckMode, Job, JobType, NodeStatus, RestartMode, RestartPolicy,
+    UpdatePolicy,
 };
 use serde::Deserialize;
 use serde_json::json;
 
 use super::*;
-use crate::testutil::{alloc_of, job, restart, task};
 
 /// What the fake server knows.
 #[derive(Default)]
@@ -253,21 +254,34 @@ async fn status_becomes(fake: &Fake, id: &str, want: ClientStatus) -> AllocClien
     .await
 }
 
+/// A task is not restarted: it fails at its first failure.
+fn no_restarts() -> RestartPolicy {
+    restart_policy(
+        0,
+        Duration::from_millis(10),
+        Duration::from_secs(60),
+        RestartMode::Fail,
+    )
+}
+
+/// Job "job1" of `job_type` whose group "g" runs task "main", `/bin/sh -c script` under
+/// raw_exec, never restarted.
+fn raw_exec_job(job_type: JobType, script: &str) -> JobBuilder {
+    let main = TaskBuilder::new("main", "raw_exec")
+        .config("command", json!("/bin/sh"))
+        .config("args", json!(["-c", script]))
+        .build();
+    JobBuilder::new("job1")
+        .job_type(job_type)
+        .group_name("g")
+        .tasks(vec![main])
+        .restart(no_restarts())
+}
+
+/// The allocation of `raw_exec_job(job_type, script)` on `node_id`.
 fn raw_exec_alloc(node_id: &str, job_type: JobType, script: &str) -> Allocation {
-    let t = task(
-        "main",
-        "raw_exec",
-        json!({"command": "/bin/sh", "args": ["-c", script]}),
-    );
-    let j = job(
-        job_type,
-        "g",
-        vec![t],
-        restart(0, 10, 60, RestartMode::Fail),
-    );
-    let mut a = alloc_of(&j, 0);
-    a.node_id = node_id.to_string();
-    a
+    let job = raw_exec_job(job_type, script).build();
+    AllocBuilder::new(&job).node_id(node_id).build()
 }
 
 /// Runs a service alloc whose task sleeps; returns it and the task's pid once running.
@@ -547,15 +561,15 @@ async fn an_alloc_no_longer_listed_is_stopped_and_dropped() {
     let fake = fake_server().await;
     let dir = tempfile::tempdir().unwrap();
     let client = Client::start(config(dir.path(), &fake.addr)).await.unwrap();
-    let t = task("m", "mock", json!({"run_for": "1h"}));
-    let j = job(
-        JobType::Service,
-        "g",
-        vec![t],
-        restart(0, 10, 60, RestartMode::Fail),
-    );
-    let mut a = alloc_of(&j, 0);
-    a.node_id = client.node_id();
+    let t = TaskBuilder::new("m", "mock")
+        .config("run_for", json!("1h"))
+        .build();
+    let j = JobBuilder::new("job1")
+        .group_name("g")
+        .tasks(vec![t])
+        .restart(no_restarts())
+        .build();
+    let a = AllocBuilder::new(&j).node_id(client.node_id()).build();
     fake.state.add_alloc(a.clone());
     status_becomes(&fake, &a.id, ClientStatus::Running).await;
     fake.state.remove_alloc(&a.id);
@@ -654,8 +668,11 @@ async fn an_alloc_stopped_before_it_started_is_reported_complete_without_running
     let fake = fake_server().await;
     let dir = tempfile::tempdir().unwrap();
     let client = Client::start(config(dir.path(), &fake.addr)).await.unwrap();
-    let mut a = raw_exec_alloc(&client.node_id(), JobType::Service, "exec sleep 300");
-    a.desired_status = DesiredStatus::Stop;
+    let job = raw_exec_job(JobType::Service, "exec sleep 300").build();
+    let a = AllocBuilder::new(&job)
+        .node_id(client.node_id())
+        .desired_status(DesiredStatus::Stop)
+        .build();
     fake.state.add_alloc(a.clone());
     let done = status_becomes(&fake, &a.id, ClientStatus::Complete).await;
     assert_eq!(done.client_description, "stopped before it started");
@@ -671,13 +688,12 @@ async fn allocs_stop_once_the_servers_are_out_of_reach_for_their_lost_after() {
     let fake = fake_server().await;
     let dir = tempfile::tempdir().unwrap();
     let client = Client::start(config(dir.path(), &fake.addr)).await.unwrap();
-    let mut tolerant = raw_exec_alloc(&client.node_id(), JobType::Service, "exec sleep 300");
-    if let Some(job) = tolerant.job.as_mut() {
-        job.groups[0].disconnect = Some(orch_common::model::DisconnectPolicy {
-            lost_after: Some(Duration::from_millis(800)),
-            replace: false,
-        });
-    }
+    let tolerant_job = raw_exec_job(JobType::Service, "exec sleep 300")
+        .disconnect(Duration::from_millis(800), false)
+        .build();
+    let tolerant = AllocBuilder::new(&tolerant_job)
+        .node_id(client.node_id())
+        .build();
     let plain = raw_exec_alloc(&client.node_id(), JobType::Service, "exec sleep 300");
     fake.state.add_alloc(tolerant.clone());
     fake.state.add_alloc(plain.clone());
@@ -713,41 +729,13 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// A check of `check_type` every 300ms with a 2s timeout.
 fn check_spec(check_type: CheckType) -> CheckSpec {
-    CheckSpec {
-        check_type,
-        name: None,
-        path: None,
-        method: None,
-        headers: Default::default(),
-        command: None,
-        args: vec![],
-        port: None,
-        // Shorter than a spec may say (validation wants 1s): the loop takes any.
-        interval: Duration::from_millis(300),
-        timeout: Duration::from_secs(2),
-        success_before_passing: 1,
-        failures_before_critical: 1,
-        check_restart: None,
-    }
-}
-
-fn with_service(a: &mut Allocation, service: ServiceSpec) {
-    if let Some(job) = a.job.as_mut() {
-        job.groups[0].services.push(service);
-    }
-}
-
-fn service(name: &str, port: Option<&str>, checks: Vec<CheckSpec>) -> ServiceSpec {
-    ServiceSpec {
-        name: name.into(),
-        port: port.map(str::to_string),
-        tags: vec![],
-        canary_tags: vec![],
-        meta: Default::default(),
-        address_mode: None,
-        checks,
-    }
+    let mut check = mock::check(check_type);
+    // Shorter than a spec may say (validation wants 1s): the loop takes any.
+    check.interval = Duration::from_millis(300);
+    check.timeout = Duration::from_secs(2);
+    check
 }
 
 /// Waits for the server to hear that check `key` of `id` has `health`.
@@ -766,30 +754,26 @@ async fn an_http_check_of_a_live_server_passes_and_a_tcp_check_of_a_closed_port_
     let fake = fake_server().await;
     let dir = tempfile::tempdir().unwrap();
     let client = Client::start(config(dir.path(), &fake.addr)).await.unwrap();
-    let mut a = raw_exec_alloc(
-        &client.node_id(),
-        JobType::Service,
-        "exec /usr/bin/python3 -m http.server $ORCH_PORT_http --bind 127.0.0.1",
-    );
-    let (http, closed) = (free_port(), free_port());
-    for (label, value) in [("http", http), ("closed", closed)] {
-        a.resources.ports.push(AllocatedPort {
-            label: label.into(),
-            value,
-            to: None,
-            host_ip: "127.0.0.1".into(),
-        });
-    }
     let mut by_http = check_spec(CheckType::Http);
     by_http.path = Some("/".into());
     by_http.headers = BTreeMap::from([("X-Probe".to_string(), vec!["orch".to_string()])]);
     let mut closed_tcp = check_spec(CheckType::Tcp);
     closed_tcp.name = Some("closed".into());
     closed_tcp.port = Some("closed".into());
-    with_service(
-        &mut a,
-        service("web", Some("http"), vec![by_http, closed_tcp]),
-    );
+    let mut web = mock::service("web", Some("http"));
+    web.checks = vec![by_http, closed_tcp];
+    let job = raw_exec_job(
+        JobType::Service,
+        "exec /usr/bin/python3 -m http.server $ORCH_PORT_http --bind 127.0.0.1",
+    )
+    .service(web)
+    .build();
+    let (http, closed) = (free_port(), free_port());
+    let a = AllocBuilder::new(&job)
+        .node_id(client.node_id())
+        .port("http", http, "127.0.0.1")
+        .port("closed", closed, "127.0.0.1")
+        .build();
     fake.state.add_alloc(a.clone());
 
     let passing = check_becomes(&fake, &a.id, "web/http-0", CheckHealth::Passing).await;
@@ -826,7 +810,6 @@ async fn a_failing_script_check_restarts_its_task_until_the_restart_policy_gives
     let fake = fake_server().await;
     let dir = tempfile::tempdir().unwrap();
     let client = Client::start(config(dir.path(), &fake.addr)).await.unwrap();
-    let mut a = raw_exec_alloc(&client.node_id(), JobType::Service, "exec sleep 300");
     let mut script = check_spec(CheckType::Script);
     script.command = Some("/bin/sh".into());
     script.args = vec!["-c".into(), "echo not ready; exit 1".into()];
@@ -834,11 +817,19 @@ async fn a_failing_script_check_restarts_its_task_until_the_restart_policy_gives
         limit: 2,
         grace: Duration::ZERO,
     });
-    with_service(&mut a, service("sc", None, vec![script]));
-    // One restart allowed: the check's first restart happens, its second fails the task.
-    if let Some(job) = a.job.as_mut() {
-        job.groups[0].restart = restart(1, 10, 600, RestartMode::Fail);
-    }
+    let mut sc = mock::service("sc", None);
+    sc.checks = vec![script];
+    let job = raw_exec_job(JobType::Service, "exec sleep 300")
+        .service(sc)
+        // One restart allowed: the check's first restart happens, its second fails the task.
+        .restart(restart_policy(
+            1,
+            Duration::from_millis(10),
+            Duration::from_secs(600),
+            RestartMode::Fail,
+        ))
+        .build();
+    let a = AllocBuilder::new(&job).node_id(client.node_id()).build();
     fake.state.add_alloc(a.clone());
 
     let restarted = eventually("the task to be restarted by its check", || {
@@ -901,23 +892,28 @@ impl FakeState {
     }
 }
 
-/// A mock-driver service allocation of a deployment whose group tracks task states.
-fn deployment_alloc(node_id: &str, deployment: &str) -> Allocation {
-    let mut j = job(
-        JobType::Service,
-        "g",
-        vec![task("main", "mock", json!({"run_for": "1h"}))],
-        restart(0, 10, 60, RestartMode::Fail),
-    );
-    j.groups[0].update = Some(orch_common::model::UpdatePolicy {
-        health_check: orch_common::model::HealthCheckMode::TaskStates,
-        min_healthy_time: Duration::from_millis(100),
-        ..Default::default()
-    });
-    let mut a = alloc_of(&j, 0);
-    a.node_id = node_id.to_string();
-    a.deployment_id = Some(deployment.to_string());
-    a
+/// A mock-driver service job whose group tracks task states (healthy after 100ms).
+fn deployment_job() -> JobBuilder {
+    let main = TaskBuilder::new("main", "mock")
+        .config("run_for", json!("1h"))
+        .build();
+    JobBuilder::new("job1")
+        .group_name("g")
+        .tasks(vec![main])
+        .restart(no_restarts())
+        .update(UpdatePolicy {
+            health_check: HealthCheckMode::TaskStates,
+            min_healthy_time: Duration::from_millis(100),
+            ..Default::default()
+        })
+}
+
+/// An allocation of `job` on `node_id`, placed by `deployment`.
+fn deployment_alloc(job: &Job, node_id: &str, deployment: &str) -> Allocation {
+    AllocBuilder::new(job)
+        .node_id(node_id)
+        .deployment(deployment)
+        .build()
 }
 
 #[tokio::test]
@@ -925,7 +921,7 @@ async fn the_servers_hear_the_deployment_health_and_an_in_place_update_gets_its_
     let fake = fake_server().await;
     let dir = tempfile::tempdir().unwrap();
     let client = Client::start(config(dir.path(), &fake.addr)).await.unwrap();
-    let a = deployment_alloc(&client.node_id(), "dep-1");
+    let a = deployment_alloc(&deployment_job().build(), &client.node_id(), "dep-1");
     fake.state.add_alloc(a.clone());
     let first = eventually("a verdict for dep-1", || {
         fake.state.last_status(&a.id)?.deployment_health
@@ -960,8 +956,10 @@ async fn a_server_stop_keeps_the_task_for_the_shutdown_delay() {
     let fake = fake_server().await;
     let dir = tempfile::tempdir().unwrap();
     let client = Client::start(config(dir.path(), &fake.addr)).await.unwrap();
-    let mut a = deployment_alloc(&client.node_id(), "dep-1");
-    a.job.as_mut().unwrap().groups[0].shutdown_delay = Duration::from_millis(300);
+    let job = deployment_job()
+        .shutdown_delay(Duration::from_millis(300))
+        .build();
+    let a = deployment_alloc(&job, &client.node_id(), "dep-1");
     fake.state.add_alloc(a.clone());
     status_becomes(&fake, &a.id, ClientStatus::Running).await;
     fake.state.set_desired_stop(&a.id);
@@ -988,14 +986,18 @@ async fn a_re_attached_deployment_alloc_resumes_health_tracking() {
     let mut cfg = config(dir.path(), &fake.addr);
     cfg.stop_tasks_on_shutdown = false;
     let client = Client::start(cfg.clone()).await.unwrap();
-    let mut a = raw_exec_alloc(&client.node_id(), JobType::Service, "exec sleep 300");
-    a.deployment_id = Some("dep-1".into());
-    a.job.as_mut().unwrap().groups[0].update = Some(orch_common::model::UpdatePolicy {
-        health_check: orch_common::model::HealthCheckMode::TaskStates,
-        // Longer than the restart below takes: no verdict before it.
-        min_healthy_time: Duration::from_secs(3600),
-        ..Default::default()
-    });
+    let job = raw_exec_job(JobType::Service, "exec sleep 300")
+        .update(UpdatePolicy {
+            health_check: HealthCheckMode::TaskStates,
+            // Longer than the restart below takes: no verdict before it.
+            min_healthy_time: Duration::from_secs(3600),
+            ..Default::default()
+        })
+        .build();
+    let a = AllocBuilder::new(&job)
+        .node_id(client.node_id())
+        .deployment("dep-1")
+        .build();
     fake.state.add_alloc(a.clone());
     status_becomes(&fake, &a.id, ClientStatus::Running).await;
     let reported = fake.state.last_status(&a.id).unwrap();

@@ -549,26 +549,22 @@ mod tests {
 
     mod for_alloc {
         use super::*;
-        use crate::testutil::{alloc_of, job, restart, task as spec_task};
-        use orch_common::model::{AllocDeploymentStatus, JobType, RestartMode};
-        use serde_json::json;
+        use orch_common::mock::{task as spec_task, AllocBuilder, JobBuilder};
 
-        fn deployment_alloc() -> Allocation {
-            let mut j = job(
-                JobType::Service,
-                "g",
-                vec![spec_task("a", "mock", json!({}))],
-                restart(0, 10, 60, RestartMode::Fail),
-            );
-            j.groups[0].update = Some(policy(HealthCheckMode::TaskStates));
-            let mut a = alloc_of(&j, 0);
-            a.deployment_id = Some("dep-1".into());
-            a
+        /// An allocation of deployment "dep-1" of a job whose group tracks task states
+        /// of its one task "a".
+        fn deployment_alloc() -> AllocBuilder {
+            let j = JobBuilder::new("job1")
+                .group_name("g")
+                .tasks(vec![spec_task("a", "mock")])
+                .update(policy(HealthCheckMode::TaskStates))
+                .build();
+            AllocBuilder::new(&j).deployment("dep-1")
         }
 
         #[test]
         fn an_alloc_of_a_deployment_with_an_update_policy_is_tracked() {
-            let h = HealthTracker::for_alloc(&deployment_alloc(), Instant::now()).unwrap();
+            let h = HealthTracker::for_alloc(&deployment_alloc().build(), Instant::now()).unwrap();
             assert_eq!(h.deployment_id(), "dep-1");
             assert_eq!(h.tasks, vec!["a".to_string()]);
         }
@@ -576,27 +572,19 @@ mod tests {
         #[test]
         fn no_deployment_no_policy_or_a_known_health_is_not_tracked() {
             let now = Instant::now();
-            let mut a = deployment_alloc();
+            let mut a = deployment_alloc().build();
             a.deployment_id = None;
             assert!(HealthTracker::for_alloc(&a, now).is_none());
 
-            let mut a = deployment_alloc();
+            let mut a = deployment_alloc().build();
             a.job.as_mut().unwrap().groups[0].update = None;
             assert!(HealthTracker::for_alloc(&a, now).is_none());
 
-            let mut a = deployment_alloc();
-            a.deployment_status = Some(AllocDeploymentStatus {
-                healthy: Some(true),
-                ..Default::default()
-            });
+            let a = deployment_alloc().health(Some(true), 0).build();
             assert!(HealthTracker::for_alloc(&a, now).is_none());
 
             // A canary whose health is not known yet is tracked.
-            let mut a = deployment_alloc();
-            a.deployment_status = Some(AllocDeploymentStatus {
-                canary: true,
-                ..Default::default()
-            });
+            let a = deployment_alloc().canary().build();
             assert!(HealthTracker::for_alloc(&a, now).is_some());
         }
     }

@@ -808,8 +808,8 @@ mod tests {
     use super::*;
     use crate::driver::DriverSet;
     use crate::driver::MockDriver;
-    use crate::testutil::{alloc_of, job, node, restart, task};
-    use orch_common::model::CheckHealth;
+    use orch_common::mock::{self, restart_policy, AllocBuilder, JobBuilder, TaskBuilder};
+    use orch_common::model::{CheckHealth, Task};
 
     #[test]
     fn an_allocation_moves_while_it_starts_stops_or_runs_a_batch_task() {
@@ -822,9 +822,29 @@ mod tests {
             assert_eq!(motion_of(ended, true, true), Motion::Settled);
         }
     }
-    use orch_common::model::{JobType, RestartMode};
+    use orch_common::model::RestartMode;
     use serde_json::json;
     use std::time::Duration;
+
+    /// Mock-driver task `name` that runs for `run_for`, then exits 0.
+    fn runs_for(name: &str, run_for: &str) -> TaskBuilder {
+        TaskBuilder::new(name, "mock").config("run_for", json!(run_for))
+    }
+
+    /// Job "job1" of `job_type` whose group "g" runs `tasks`, a task restarted
+    /// `attempts` times 10ms apart before it fails.
+    fn job_of(job_type: JobType, tasks: Vec<Task>, attempts: u32) -> JobBuilder {
+        JobBuilder::new("job1")
+            .job_type(job_type)
+            .group_name("g")
+            .tasks(tasks)
+            .restart(restart_policy(
+                attempts,
+                Duration::from_millis(10),
+                Duration::from_secs(60),
+                RestartMode::Fail,
+            ))
+    }
 
     fn deps() -> TaskRunnerDeps {
         let mut drivers = DriverSet::new();
@@ -833,7 +853,7 @@ mod tests {
             drivers: Arc::new(drivers),
             cgroups: None,
             handles: None,
-            node: Arc::new(node()),
+            node: Arc::new(mock::node()),
             pids_limit: crate::cgroups::DEFAULT_PIDS_MAX,
             usage: Default::default(),
             recovered: Default::default(),
@@ -896,16 +916,13 @@ mod tests {
     #[tokio::test]
     async fn a_batch_alloc_completes_and_the_batcher_gets_the_final_state() {
         let dir = tempfile::tempdir().unwrap();
-        let j = job(
+        let j = job_of(
             JobType::Batch,
-            "g",
-            vec![
-                task("a", "mock", json!({})),
-                task("b", "mock", json!({"run_for": "50ms"})),
-            ],
-            restart(0, 10, 60, RestartMode::Fail),
-        );
-        let alloc = alloc_of(&j, 0);
+            vec![mock::task("a", "mock"), runs_for("b", "50ms").build()],
+            0,
+        )
+        .build();
+        let alloc = AllocBuilder::new(&j).build();
         let batcher = Arc::new(UpdateBatcher::new());
         let h = spawn(alloc.clone(), dir.path(), deps(), batcher.clone());
         assert_eq!(h.tasks, vec!["a".to_string(), "b".to_string()]);
@@ -920,17 +937,19 @@ mod tests {
     #[tokio::test]
     async fn a_failed_task_kills_its_sibling_and_fails_the_alloc() {
         let dir = tempfile::tempdir().unwrap();
-        let j = job(
+        let j = job_of(
             JobType::Service,
-            "g",
             vec![
-                task("bad", "mock", json!({"exit_code": 1, "run_for": "100ms"})),
-                task("good", "mock", json!({"run_for": "1h"})),
+                runs_for("bad", "100ms")
+                    .config("exit_code", json!(1))
+                    .build(),
+                runs_for("good", "1h").build(),
             ],
-            restart(0, 10, 60, RestartMode::Fail),
-        );
+            0,
+        )
+        .build();
         let h = spawn(
-            alloc_of(&j, 0),
+            AllocBuilder::new(&j).build(),
             dir.path(),
             deps(),
             Arc::new(UpdateBatcher::new()),
@@ -948,17 +967,14 @@ mod tests {
     #[tokio::test]
     async fn stop_kills_every_task_and_the_alloc_is_complete() {
         let dir = tempfile::tempdir().unwrap();
-        let j = job(
+        let j = job_of(
             JobType::Service,
-            "g",
-            vec![
-                task("a", "mock", json!({"run_for": "1h"})),
-                task("b", "mock", json!({"run_for": "1h"})),
-            ],
-            restart(2, 10, 60, RestartMode::Fail),
-        );
+            vec![runs_for("a", "1h").build(), runs_for("b", "1h").build()],
+            2,
+        )
+        .build();
         let h = spawn(
-            alloc_of(&j, 0),
+            AllocBuilder::new(&j).build(),
             dir.path(),
             deps(),
             Arc::new(UpdateBatcher::new()),
@@ -978,31 +994,21 @@ mod tests {
 
     // ------------------------------------------------------------------ deployments
 
-    use orch_common::model::{
-        AllocatedPort, CheckSpec, CheckType, HealthCheckMode, ServiceSpec, UpdatePolicy,
-    };
+    use orch_common::model::{CheckType, HealthCheckMode, ServiceSpec, UpdatePolicy};
 
     /// A service job of `tasks` whose group has an update policy.
-    fn deployment_job(tasks: Vec<orch_common::model::Task>, mode: HealthCheckMode) -> Job {
-        let mut j = job(
-            JobType::Service,
-            "g",
-            tasks,
-            restart(0, 10, 60, RestartMode::Fail),
-        );
-        j.groups[0].update = Some(UpdatePolicy {
+    fn deployment_job(tasks: Vec<Task>, mode: HealthCheckMode) -> JobBuilder {
+        job_of(JobType::Service, tasks, 0).update(UpdatePolicy {
             health_check: mode,
             min_healthy_time: Duration::from_millis(100),
             healthy_deadline: Duration::from_secs(3600),
             ..Default::default()
-        });
-        j
+        })
     }
 
-    fn deployment_alloc(j: &Job, deployment: &str) -> Allocation {
-        let mut a = alloc_of(j, 0);
-        a.deployment_id = Some(deployment.to_string());
-        a
+    /// An allocation of `j` placed by deployment `deployment`.
+    fn deployment_alloc(j: &Job, deployment: &str) -> AllocBuilder {
+        AllocBuilder::new(j).deployment(deployment)
     }
 
     /// Waits (20s at most) until the runner publishes a health verdict that `ok`.
@@ -1038,12 +1044,13 @@ mod tests {
     async fn a_deployment_alloc_whose_tasks_run_for_min_healthy_time_is_healthy() {
         let dir = tempfile::tempdir().unwrap();
         let j = deployment_job(
-            vec![task("a", "mock", json!({"run_for": "1h"}))],
+            vec![runs_for("a", "1h").build()],
             HealthCheckMode::TaskStates,
-        );
+        )
+        .build();
         let batcher = Arc::new(UpdateBatcher::new());
         let h = spawn(
-            deployment_alloc(&j, "dep-1"),
+            deployment_alloc(&j, "dep-1").build(),
             dir.path(),
             deps(),
             batcher.clone(),
@@ -1067,15 +1074,14 @@ mod tests {
     async fn a_failing_task_makes_the_deployment_alloc_unhealthy() {
         let dir = tempfile::tempdir().unwrap();
         let j = deployment_job(
-            vec![task(
-                "bad",
-                "mock",
-                json!({"exit_code": 1, "run_for": "20ms"}),
-            )],
+            vec![runs_for("bad", "20ms")
+                .config("exit_code", json!(1))
+                .build()],
             HealthCheckMode::TaskStates,
-        );
+        )
+        .build();
         let h = spawn(
-            deployment_alloc(&j, "dep-1"),
+            deployment_alloc(&j, "dep-1").build(),
             dir.path(),
             deps(),
             Arc::new(UpdateBatcher::new()),
@@ -1090,11 +1096,12 @@ mod tests {
     async fn an_alloc_outside_a_deployment_reports_no_health() {
         let dir = tempfile::tempdir().unwrap();
         let j = deployment_job(
-            vec![task("a", "mock", json!({"run_for": "300ms"}))],
+            vec![runs_for("a", "300ms").build()],
             HealthCheckMode::TaskStates,
-        );
+        )
+        .build();
         let h = spawn(
-            alloc_of(&j, 0),
+            AllocBuilder::new(&j).build(),
             dir.path(),
             deps(),
             Arc::new(UpdateBatcher::new()),
@@ -1107,10 +1114,11 @@ mod tests {
     async fn an_in_place_update_to_a_new_deployment_gets_a_new_verdict() {
         let dir = tempfile::tempdir().unwrap();
         let j = deployment_job(
-            vec![task("a", "mock", json!({"run_for": "1h"}))],
+            vec![runs_for("a", "1h").build()],
             HealthCheckMode::TaskStates,
-        );
-        let a = deployment_alloc(&j, "dep-1");
+        )
+        .build();
+        let a = deployment_alloc(&j, "dep-1").build();
         let h = spawn(
             a.clone(),
             dir.path(),
@@ -1139,30 +1147,15 @@ mod tests {
         run_until_done(h).await;
     }
 
+    /// Service "api" on port `port` with one tcp check `name`, every 100ms.
     fn tcp_check(name: &str, port: &str) -> ServiceSpec {
-        ServiceSpec {
-            name: "api".into(),
-            port: Some(port.into()),
-            tags: vec![],
-            canary_tags: vec![],
-            meta: Default::default(),
-            address_mode: None,
-            checks: vec![CheckSpec {
-                check_type: CheckType::Tcp,
-                name: Some(name.into()),
-                path: None,
-                method: None,
-                headers: Default::default(),
-                command: None,
-                args: vec![],
-                port: None,
-                interval: Duration::from_millis(100),
-                timeout: Duration::from_secs(2),
-                success_before_passing: 1,
-                failures_before_critical: 1,
-                check_restart: None,
-            }],
-        }
+        let mut check = mock::check(CheckType::Tcp);
+        check.name = Some(name.into());
+        check.interval = Duration::from_millis(100);
+        check.timeout = Duration::from_secs(2);
+        let mut api = mock::service("api", Some(port));
+        api.checks = vec![check];
+        api
     }
 
     #[tokio::test]
@@ -1172,23 +1165,13 @@ mod tests {
         let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let closed_port = closed.local_addr().unwrap().port();
         drop(closed);
-        let mut j = deployment_job(
-            vec![task("a", "mock", json!({"run_for": "1h"}))],
-            HealthCheckMode::Checks,
-        );
-        j.groups[0].services.push(tcp_check("old", "closed"));
-        let mut a = deployment_alloc(&j, "dep-1");
-        for (label, value) in [
-            ("open", open.local_addr().unwrap().port()),
-            ("closed", closed_port),
-        ] {
-            a.resources.ports.push(AllocatedPort {
-                label: label.into(),
-                value,
-                to: None,
-                host_ip: "127.0.0.1".into(),
-            });
-        }
+        let j = deployment_job(vec![runs_for("a", "1h").build()], HealthCheckMode::Checks)
+            .service(tcp_check("old", "closed"))
+            .build();
+        let a = deployment_alloc(&j, "dep-1")
+            .port("open", open.local_addr().unwrap().port(), "127.0.0.1")
+            .port("closed", closed_port, "127.0.0.1")
+            .build();
         let h = spawn(
             a.clone(),
             dir.path(),
@@ -1241,19 +1224,13 @@ mod tests {
     #[tokio::test]
     async fn a_server_stop_waits_for_the_shutdown_delay_before_killing() {
         let dir = tempfile::tempdir().unwrap();
-        let mut j = job(
-            JobType::Service,
-            "g",
-            vec![
-                task("a", "mock", json!({"run_for": "1h"})),
-                task("b", "mock", json!({"run_for": "1h"})),
-            ],
-            restart(0, 10, 60, RestartMode::Fail),
-        );
         let delay = Duration::from_millis(400);
-        j.groups[0].shutdown_delay = delay;
+        let tasks = vec![runs_for("a", "1h").build(), runs_for("b", "1h").build()];
+        let j = job_of(JobType::Service, tasks, 0)
+            .shutdown_delay(delay)
+            .build();
         let h = spawn(
-            alloc_of(&j, 0),
+            AllocBuilder::new(&j).build(),
             dir.path(),
             deps(),
             Arc::new(UpdateBatcher::new()),
@@ -1288,16 +1265,12 @@ mod tests {
     #[tokio::test]
     async fn a_client_stop_cuts_the_shutdown_delay_short_and_skips_it_when_first() {
         let dir = tempfile::tempdir().unwrap();
-        let mut j = job(
-            JobType::Service,
-            "g",
-            vec![task("a", "mock", json!({"run_for": "1h"}))],
-            restart(0, 10, 60, RestartMode::Fail),
-        );
-        j.groups[0].shutdown_delay = Duration::from_secs(3600);
+        let j = job_of(JobType::Service, vec![runs_for("a", "1h").build()], 0)
+            .shutdown_delay(Duration::from_secs(3600))
+            .build();
         // A delay under way, then the client shuts down: the tasks go now.
         let h = spawn(
-            alloc_of(&j, 0),
+            AllocBuilder::new(&j).build(),
             dir.path(),
             deps(),
             Arc::new(UpdateBatcher::new()),
@@ -1321,7 +1294,7 @@ mod tests {
 
         // The client's own stop has no delay at all.
         let h = spawn(
-            alloc_of(&j, 1),
+            AllocBuilder::new(&j).index(1).build(),
             dir.path(),
             deps(),
             Arc::new(UpdateBatcher::new()),
@@ -1338,24 +1311,21 @@ mod tests {
     #[tokio::test]
     async fn a_stop_after_a_sibling_failed_has_no_shutdown_delay() {
         let dir = tempfile::tempdir().unwrap();
-        let mut j = job(
-            JobType::Service,
-            "g",
-            vec![
-                task("bad", "mock", json!({"exit_code": 1, "run_for": "50ms"})),
-                // Ignores its kill signal, so it is still running when the stop comes.
-                task(
-                    "good",
-                    "mock",
-                    json!({"run_for": "1h", "ignore_stop_signal": true}),
-                ),
-            ],
-            restart(0, 10, 60, RestartMode::Fail),
-        );
-        j.groups[0].shutdown_delay = Duration::from_secs(3600);
-        j.groups[0].tasks[1].kill_timeout = Duration::from_millis(500);
+        let tasks = vec![
+            runs_for("bad", "50ms")
+                .config("exit_code", json!(1))
+                .build(),
+            // Ignores its kill signal, so it is still running when the stop comes.
+            runs_for("good", "1h")
+                .config("ignore_stop_signal", json!(true))
+                .kill_timeout(Duration::from_millis(500))
+                .build(),
+        ];
+        let j = job_of(JobType::Service, tasks, 0)
+            .shutdown_delay(Duration::from_secs(3600))
+            .build();
         let h = spawn(
-            alloc_of(&j, 0),
+            AllocBuilder::new(&j).build(),
             dir.path(),
             deps(),
             Arc::new(UpdateBatcher::new()),
@@ -1380,14 +1350,8 @@ mod tests {
     #[tokio::test]
     async fn an_alloc_without_its_job_fails_with_a_setup_failure() {
         let dir = tempfile::tempdir().unwrap();
-        let j = job(
-            JobType::Batch,
-            "g",
-            vec![task("a", "mock", json!({}))],
-            restart(0, 10, 60, RestartMode::Fail),
-        );
-        let mut alloc = alloc_of(&j, 0);
-        alloc.job = None;
+        let j = job_of(JobType::Batch, vec![mock::task("a", "mock")], 0).build();
+        let alloc = AllocBuilder::new(&j).without_job().build();
         let h = spawn(alloc, dir.path(), deps(), Arc::new(UpdateBatcher::new()));
         let s = run_until_done(h).await;
         assert_eq!(s.client_status, ClientStatus::Failed);

@@ -6,7 +6,8 @@ use std::collections::BTreeMap;
 use super::time::NOW;
 use crate::ids;
 use crate::model::{
-    AllocDeploymentStatus, AllocatedResources, Allocation, ClientStatus, DesiredStatus, Job, Node,
+    AllocDeploymentStatus, AllocatedPort, AllocatedResources, Allocation, ClientStatus,
+    DesiredStatus, Job, Node,
 };
 
 /// Instance 0 of `job`'s first group on `node`: desired to run, pending on the client,
@@ -18,7 +19,12 @@ pub fn alloc(job: &Job, node: &Node) -> Allocation {
 /// Allocation `id`, instance `index` of `job`'s first group, as a plan places it on the
 /// node with id `node_id`: desired to run, pending, not stored yet (the store fills in
 /// the node's name, the times and the indexes).
-pub fn alloc_on(id: &str, job: &Job, node_id: &str, index: u32) -> Allocation {
+pub fn alloc_on(
+    id: impl Into<String>,
+    job: &Job,
+    node_id: impl Into<String>,
+    index: u32,
+) -> Allocation {
     AllocBuilder::new(job)
         .id(id)
         .node_id(node_id)
@@ -91,8 +97,8 @@ impl AllocBuilder {
         }
     }
 
-    pub fn id(mut self, id: &str) -> Self {
-        self.alloc.id = id.to_string();
+    pub fn id(mut self, id: impl Into<String>) -> Self {
+        self.alloc.id = id.into();
         self
     }
 
@@ -116,13 +122,13 @@ impl AllocBuilder {
     }
 
     /// Placed on the node with this id; the name is left for the store to fill in.
-    pub fn node_id(mut self, node_id: &str) -> Self {
-        self.alloc.node_id = node_id.to_string();
+    pub fn node_id(mut self, node_id: impl Into<String>) -> Self {
+        self.alloc.node_id = node_id.into();
         self
     }
 
-    pub fn eval_id(mut self, eval_id: &str) -> Self {
-        self.alloc.eval_id = eval_id.to_string();
+    pub fn eval_id(mut self, eval_id: impl Into<String>) -> Self {
+        self.alloc.eval_id = eval_id.into();
         self
     }
 
@@ -142,8 +148,8 @@ impl AllocBuilder {
     }
 
     /// Placed by deployment `deployment_id`.
-    pub fn deployment(mut self, deployment_id: &str) -> Self {
-        self.alloc.deployment_id = Some(deployment_id.to_string());
+    pub fn deployment(mut self, deployment_id: impl Into<String>) -> Self {
+        self.alloc.deployment_id = Some(deployment_id.into());
         self
     }
 
@@ -168,8 +174,19 @@ impl AllocBuilder {
     }
 
     /// The allocation it replaces.
-    pub fn previous(mut self, alloc_id: &str) -> Self {
-        self.alloc.previous_allocation = Some(alloc_id.to_string());
+    pub fn previous(mut self, alloc_id: impl Into<String>) -> Self {
+        self.alloc.previous_allocation = Some(alloc_id.into());
+        self
+    }
+
+    /// Given host port `value` on `host_ip` for the group's port `label`.
+    pub fn port(mut self, label: &str, value: u16, host_ip: &str) -> Self {
+        self.alloc.resources.ports.push(AllocatedPort {
+            label: label.to_string(),
+            value,
+            to: None,
+            host_ip: host_ip.to_string(),
+        });
         self
     }
 

@@ -53,8 +53,8 @@ impl DeploymentBuilder {
         })
     }
 
-    pub fn id(mut self, id: &str) -> Self {
-        self.0.id = id.to_string();
+    pub fn id(mut self, id: impl Into<String>) -> Self {
+        self.0.id = id.into();
         self
     }
 
@@ -83,8 +83,8 @@ impl DeploymentBuilder {
     }
 
     /// The evaluation whose plan created it.
-    pub fn eval_id(mut self, eval_id: &str) -> Self {
-        self.0.eval_id = eval_id.to_string();
+    pub fn eval_id(mut self, eval_id: impl Into<String>) -> Self {
+        self.0.eval_id = eval_id.into();
         self
     }
 

@@ -1,63 +1,50 @@
-//! Jobs: `job()` (Nomad's `mock.Job()`), `task()`, and `JobBuilder` for the fields
-//! tests vary. Every value passes `jobspec::validate` unless a test breaks it on purpose.
+//! Jobs: `job()` (Nomad's `mock.Job()`), `JobBuilder` for the fields tests vary, and
+//! `restart_policy()`. Every value passes `jobspec::validate` unless a test breaks it on
+//! purpose.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use super::task::{default_config, task};
 use crate::ids;
 use crate::model::{
-    default_kill_signal, default_kill_timeout, Affinity, Constraint, DisconnectPolicy, Job,
-    JobStatus, JobType, MigratePolicy, PortSpec, ReschedulePolicy, Resources, RestartPolicy,
-    Spread, SpreadTarget, Task, TaskGroup, UpdatePolicy,
+    Affinity, Constraint, DisconnectPolicy, Job, JobStatus, JobType, MigratePolicy, PortSpec,
+    ReschedulePolicy, RestartMode, RestartPolicy, ServiceSpec, Spread, SpreadTarget, Task,
+    TaskGroup, UpdatePolicy,
 };
 
 /// A service job with a random id: one group `web` of one `raw_exec` task `server`
 /// (500 MHz, 256 MiB) in dc1.
 pub fn job() -> Job {
-    JobBuilder::new(&format!("mock-job-{}", ids::short(&ids::new_id()))).build()
+    JobBuilder::new(format!("mock-job-{}", ids::short(&ids::new_id()))).build()
 }
 
 /// `job()` as a batch job.
 pub fn batch_job() -> Job {
-    JobBuilder::new(&format!("mock-batch-{}", ids::short(&ids::new_id())))
+    JobBuilder::new(format!("mock-batch-{}", ids::short(&ids::new_id())))
         .batch()
         .build()
 }
 
 /// `job()` as a system job (one instance per node).
 pub fn system_job() -> Job {
-    JobBuilder::new(&format!("mock-system-{}", ids::short(&ids::new_id())))
+    JobBuilder::new(format!("mock-system-{}", ids::short(&ids::new_id())))
         .job_type(JobType::System)
         .build()
 }
 
-/// Task `name` of `driver`, with the driver's smallest valid config (see
-/// `JobBuilder::driver`) and 500 MHz / 256 MiB.
-pub fn task(name: &str, driver: &str) -> Task {
-    Task {
-        name: name.to_string(),
-        driver: driver.to_string(),
-        config: default_config(driver),
-        resources: Resources {
-            cpu: 500,
-            memory: 256,
-            ..Resources::ZERO
-        },
-        env: BTreeMap::new(),
-        kill_timeout: default_kill_timeout(),
-        kill_signal: default_kill_signal(),
-        user: None,
-        logs: Default::default(),
-        meta: BTreeMap::new(),
-    }
-}
-
-/// What a task of `driver` is configured with unless a test says otherwise: `raw_exec`
-/// needs a command; the other drivers start from an empty config.
-fn default_config(driver: &str) -> BTreeMap<String, serde_json::Value> {
-    match driver {
-        "raw_exec" => BTreeMap::from([("command".to_string(), "/bin/true".into())]),
-        _ => BTreeMap::new(),
+/// A restart policy: `attempts` restarts within `interval`, `delay` apart, then `mode`.
+pub fn restart_policy(
+    attempts: u32,
+    delay: Duration,
+    interval: Duration,
+    mode: RestartMode,
+) -> RestartPolicy {
+    RestartPolicy {
+        attempts,
+        interval,
+        delay,
+        mode,
     }
 }
 
@@ -70,7 +57,8 @@ pub struct JobBuilder {
 }
 
 impl JobBuilder {
-    pub fn new(id: &str) -> JobBuilder {
+    pub fn new(id: impl Into<String>) -> JobBuilder {
+        let id = id.into();
         let job_type = JobType::Service;
         let group = TaskGroup {
             name: "web".to_string(),
@@ -91,8 +79,8 @@ impl JobBuilder {
         };
         JobBuilder {
             job: Job {
-                id: id.to_string(),
-                name: id.to_string(),
+                name: id.clone(),
+                id,
                 job_type,
                 datacenters: vec!["dc1".to_string()],
                 priority: 50,
@@ -173,7 +161,16 @@ impl JobBuilder {
         self
     }
 
-    /// Replaces the first group's tasks.
+    /// Adds group `name`, a copy of the first group as set so far (the setters after
+    /// this still change the first group only).
+    pub fn copy_group(mut self, name: &str) -> Self {
+        let mut copy = self.group().clone();
+        copy.name = name.to_string();
+        self.job.groups.push(copy);
+        self
+    }
+
+    /// Replaces the first group's tasks (build them with `task` or `TaskBuilder`).
     pub fn tasks(mut self, tasks: Vec<Task>) -> Self {
         self.group().tasks = tasks;
         self
@@ -278,7 +275,19 @@ impl JobBuilder {
         self
     }
 
-    /// Every group's restart policy (default: the job type's).
+    /// A service of the first group (build it with `service` and `check`).
+    pub fn service(mut self, service: ServiceSpec) -> Self {
+        self.group().services.push(service);
+        self
+    }
+
+    /// How long the first group's tasks are kept after a server stops them.
+    pub fn shutdown_delay(mut self, delay: Duration) -> Self {
+        self.group().shutdown_delay = delay;
+        self
+    }
+
+    /// Every group's restart policy (default: the job type's; see `restart_policy`).
     pub fn restart(mut self, policy: RestartPolicy) -> Self {
         self.restart = Some(policy);
         self

@@ -74,9 +74,9 @@ impl NodeBuilder {
     }
 
     /// The id, and the name `node-ID` that goes with it (`name` after this to differ).
-    pub fn id(mut self, id: &str) -> Self {
-        self.0.id = id.to_string();
-        self.0.name = format!("node-{id}");
+    pub fn id(mut self, id: impl Into<String>) -> Self {
+        self.0.id = id.into();
+        self.0.name = format!("node-{}", self.0.id);
         self
     }
 

@@ -17,8 +17,8 @@ impl PlanBuilder {
         })
     }
 
-    pub fn eval_id(mut self, eval_id: &str) -> Self {
-        self.0.eval_id = eval_id.to_string();
+    pub fn eval_id(mut self, eval_id: impl Into<String>) -> Self {
+        self.0.eval_id = eval_id.into();
         self
     }
 

@@ -1,9 +1,11 @@
 //! The fixtures are what they promise: valid jobs, schedulable nodes, allocations that
 //! belong to their job and node.
 
+use std::time::Duration;
+
 use super::*;
 use crate::jobspec;
-use crate::model::{ClientStatus, DesiredStatus, JobType, NodeStatus};
+use crate::model::{CheckType, ClientStatus, DesiredStatus, JobType, NodeStatus, RestartMode};
 
 #[test]
 fn every_mock_job_passes_validation() {
@@ -19,6 +21,52 @@ fn every_mock_job_passes_validation() {
         jobspec::validate(&mock_driver).map_err(|e| e.lines()),
         Ok(())
     );
+    let mut web = service("web", Some("http"));
+    web.checks = vec![
+        check(CheckType::Http),
+        check(CheckType::Tcp),
+        check(CheckType::Script),
+    ];
+    let with_service = JobBuilder::new("svc")
+        .dynamic_port("http")
+        .service(web)
+        .copy_group("api")
+        .build();
+    assert_eq!(
+        jobspec::validate(&with_service).map_err(|e| e.lines()),
+        Ok(())
+    );
+}
+
+#[test]
+fn a_built_task_has_its_drivers_default_config_and_what_the_test_sets() {
+    let t = TaskBuilder::new("t", "raw_exec")
+        .config("args", serde_json::json!(["-c", "true"]))
+        .cpu(100)
+        .memory(32)
+        .kill_timeout(Duration::from_secs(1))
+        .build();
+    assert_eq!(t.config["command"], "/bin/true");
+    assert_eq!(t.config["args"], serde_json::json!(["-c", "true"]));
+    assert_eq!((t.resources.cpu, t.resources.memory), (100, 32));
+    assert_eq!(t.kill_timeout, Duration::from_secs(1));
+    assert!(task("m", "mock").config.is_empty());
+
+    let job = JobBuilder::new("two")
+        .group_name("g")
+        .tasks(vec![task("a", "mock"), task("b", "mock")])
+        .restart(restart_policy(
+            0,
+            Duration::from_millis(10),
+            Duration::from_secs(60),
+            RestartMode::Fail,
+        ))
+        .copy_group("h")
+        .build();
+    let names: Vec<&str> = job.groups.iter().map(|g| g.name.as_str()).collect();
+    assert_eq!(names, ["g", "h"]);
+    assert!(job.groups.iter().all(|g| g.tasks.len() == 2));
+    assert!(job.groups.iter().all(|g| g.restart.attempts == 0));
 }
 
 #[test]
@@ -76,10 +124,12 @@ fn a_mock_alloc_is_an_instance_of_its_job_on_its_node() {
         .node_id("n1")
         .deployment("d1")
         .canary()
+        .port("http", 20001, "127.0.0.1")
         .without_job()
         .build();
     assert!(canary.is_canary() && canary.job.is_none());
     assert_eq!((canary.id.as_str(), canary.node_name.as_str()), ("a1", ""));
+    assert_eq!(canary.resources.ports[0].value, 20001);
 }
 
 #[test]

@@ -6,17 +6,17 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use orch_common::model::{DeploymentStatus, Job, TaskGroup};
+use orch_common::mock::{DeploymentBuilder, JobBuilder, NodeBuilder};
+use orch_common::model::{DeploymentStatus, Job};
 
 use super::deployments::{self, DeploymentError};
 use super::jobs::{self, JobError, RegisterRequest, ScaleRequest};
 use super::Endpoints;
 use crate::config::GcConfig;
 use crate::deployment::actions::ActionError;
-use crate::deployment::testing::{deployment, group, plan};
+use crate::deployment::testing::plan;
 use crate::gc::Collector;
 use crate::heartbeat::Heartbeats;
-use crate::state::tests::{mock_job, mock_node};
 use crate::state::{Command, CommandLog, StateStore};
 
 struct Fixture {
@@ -40,15 +40,9 @@ fn fixture() -> Fixture {
     }
 }
 
-/// "web" with two groups, "web" and "api", alike.
+/// "web" with two groups, "web" and "api", alike (2 instances each).
 fn two_groups() -> Job {
-    let mut job = mock_job("web");
-    let api = TaskGroup {
-        name: "api".into(),
-        ..job.groups[0].clone()
-    };
-    job.groups.push(api);
-    job
+    JobBuilder::new("web").count(2).copy_group("api").build()
 }
 
 fn counts(ctx: &Endpoints) -> (u32, u32) {
@@ -80,7 +74,7 @@ async fn concurrent_scales_of_two_groups_both_take_effect() {
         enforce_index: None,
     };
     jobs::register(&f.ctx, req).await.expect("register");
-    // Counts that change every round (mock_job has 2): each scale is a new version.
+    // Counts that change every round (two_groups has 2): each scale is a new version.
     for round in 3..23 {
         // Each reads the job, changes its own group and writes the whole job back:
         // without the check-and-set, the later write would undo the earlier one.
@@ -161,13 +155,13 @@ async fn an_action_racing_a_failure_of_its_deployment_is_refused_as_inactive() {
         async move { log.submit(cmd).await.expect("submit") }
     };
     submit(Command::UpsertNode {
-        node: mock_node("n1"),
+        node: NodeBuilder::new().id("n1").build(),
     })
     .await;
     jobs::register(
         &f.ctx,
         RegisterRequest {
-            job: mock_job("web"),
+            job: JobBuilder::new("web").build(),
             enforce_index: None,
         },
     )
@@ -176,7 +170,8 @@ async fn an_action_racing_a_failure_of_its_deployment_is_refused_as_inactive() {
     let job = f.ctx.store.job("web").expect("read").expect("job");
     for round in 0..10 {
         let id = format!("d{round}");
-        submit(plan(Some(deployment(&id, &job, group(1, 0))), vec![])).await;
+        let d = DeploymentBuilder::new(&job).id(&id).build();
+        submit(plan(Some(d), vec![])).await;
         let pause = tokio::spawn({
             let (ctx, id) = (f.ctx.clone(), id.clone());
             async move { deployments::set_paused(&ctx, &id, true).await }

@@ -281,7 +281,7 @@ fn class_level_checks_run_once_per_class_over_ten_thousand_nodes() {
     let nodes: Vec<Node> = (0..10_000)
         .map(|i| {
             NodeBuilder::new()
-                .id(&format!("node-{i:05}"))
+                .id(format!("node-{i:05}"))
                 .class(["a", "b", "c"][i % 3])
                 .build()
         })
@@ -416,7 +416,7 @@ fn spread_evens_out_at_scale_with_the_bounded_sample() {
     let nodes: Vec<Node> = (0..2_000)
         .map(|i| {
             NodeBuilder::new()
-                .id(&format!("node-{i:05}"))
+                .id(format!("node-{i:05}"))
                 .meta("rack", &format!("r{}", i % 20))
                 .build()
         })
@@ -636,7 +636,7 @@ fn crowded(victims: &[(&str, u8, u64)], cpu: u64, service_preemption: bool) -> H
     let mut h = Harness::new(std::slice::from_ref(&node));
     h.state.config.preemption_config.service_scheduler_enabled = service_preemption;
     for (id, priority, vcpu) in victims {
-        let job = JobBuilder::new(id)
+        let job = JobBuilder::new(*id)
             .priority(*priority)
             .cpu(*vcpu)
             .memory(10)
@@ -909,7 +909,7 @@ fn placement_speed_of_a_thousand_instances_over_ten_thousand_nodes() {
     let nodes: Vec<Node> = (0..10_000)
         .map(|i| {
             NodeBuilder::new()
-                .id(&format!("node-{i:05}"))
+                .id(format!("node-{i:05}"))
                 .class(["small", "medium", "large", "xl"][i % 4])
                 .cpu([4_000, 8_000, 16_000, 32_000][i % 4])
                 .memory([8_192, 16_384, 32_768, 65_536][i % 4])
@@ -966,7 +966,7 @@ fn packing_ratio_of_long_tailed_jobs() {
         sum_cpu += cpu * 40;
         sum_mem += mem * 40;
         jobs.push(
-            JobBuilder::new(&format!("pack-{j:03}"))
+            JobBuilder::new(format!("pack-{j:03}"))
                 .count(40)
                 .cpu(cpu)
                 .memory(mem)
@@ -977,7 +977,7 @@ fn packing_ratio_of_long_tailed_jobs() {
     let nodes: Vec<Node> = (0..lb + lb / 4 + 10)
         .map(|i| {
             NodeBuilder::new()
-                .id(&format!("node-{i:05}"))
+                .id(format!("node-{i:05}"))
                 .cpu(cap_cpu)
                 .memory(cap_mem)
                 .build()

@@ -669,7 +669,7 @@ mod property {
             arb_extras(),
         )
             .prop_map(move |(count, cpu, mem, rack, container, ports, stat, x)| {
-                let mut b = JobBuilder::new(&format!("job{i}"))
+                let mut b = JobBuilder::new(format!("job{i}"))
                     .count(count)
                     .cpu(cpu)
                     .memory(mem)

@@ -169,11 +169,7 @@ async fn a_restarted_server_has_its_jobs_and_continues_pending_work() {
     let dir = tempfile::tempdir().expect("temp dir");
     let first = Server::start(config(dir.path())).await.expect("start");
     for i in 0..3 {
-        register_job(
-            &first,
-            &JobBuilder::new(&format!("job{i}")).count(2).build(),
-        )
-        .await;
+        register_job(&first, &JobBuilder::new(format!("job{i}")).count(2).build()).await;
     }
     let index = first.store().last_index();
     first.shutdown().await;

@@ -73,4 +73,4 @@ pub use views::{CatalogView, GcView};
 use pool::BUSY_TIMEOUT;
 
 #[cfg(test)]
-pub(crate) mod tests;
+mod tests;

@@ -238,62 +238,33 @@ fn restart_reason(def: &CheckDef, times: u32, limit: u32, output: &str) -> Strin
 mod tests {
     use super::*;
     use crate::driver::DriverSet;
-    use crate::testutil::{alloc_of, job, restart, task};
-    use orch_common::model::{AllocatedPort, JobType, RestartMode, ServiceSpec};
-    use serde_json::json;
+    use orch_common::mock::{self, task, AllocBuilder, JobBuilder};
     use std::sync::Arc;
     use std::time::Duration;
 
+    /// A check of type `t`, named `name`, on port `port` (`None`: its service's).
     fn check(t: CheckType, name: Option<&str>, port: Option<&str>) -> CheckSpec {
-        CheckSpec {
-            check_type: t,
-            name: name.map(str::to_string),
-            path: Some("/".into()),
-            method: None,
-            headers: Default::default(),
-            command: Some("true".into()),
-            args: vec![],
-            port: port.map(str::to_string),
-            interval: Duration::from_secs(1),
-            timeout: Duration::from_secs(1),
-            success_before_passing: 1,
-            failures_before_critical: 1,
-            check_restart: None,
-        }
+        let mut c = mock::check(t);
+        c.name = name.map(str::to_string);
+        c.port = port.map(str::to_string);
+        c
     }
 
     #[test]
     fn checks_resolve_to_the_allocated_ports_and_the_first_task() {
-        let mut j = job(
-            JobType::Service,
-            "g",
-            vec![
-                task("main", "mock", json!({})),
-                task("side", "mock", json!({})),
-            ],
-            restart(0, 10, 60, RestartMode::Fail),
-        );
-        j.groups[0].services = vec![ServiceSpec {
-            name: "web".into(),
-            port: Some("http".into()),
-            tags: vec![],
-            canary_tags: vec![],
-            meta: Default::default(),
-            address_mode: None,
-            checks: vec![
-                check(CheckType::Http, Some("alive"), None),
-                check(CheckType::Tcp, None, Some("admin")),
-                check(CheckType::Script, None, None),
-                check(CheckType::Tcp, Some("alive"), None),
-            ],
-        }];
-        let mut a = alloc_of(&j, 0);
-        a.resources.ports = vec![AllocatedPort {
-            label: "http".into(),
-            value: 23456,
-            to: None,
-            host_ip: "0.0.0.0".into(),
-        }];
+        let mut web = mock::service("web", Some("http"));
+        web.checks = vec![
+            check(CheckType::Http, Some("alive"), None),
+            check(CheckType::Tcp, None, Some("admin")),
+            check(CheckType::Script, None, None),
+            check(CheckType::Tcp, Some("alive"), None),
+        ];
+        let j = JobBuilder::new("job1")
+            .group_name("g")
+            .tasks(vec![task("main", "mock"), task("side", "mock")])
+            .service(web)
+            .build();
+        let a = AllocBuilder::new(&j).port("http", 23456, "0.0.0.0").build();
         let defs = resolve(&a, &j.groups[0]);
         let keys: Vec<&str> = defs.iter().map(|d| d.key.as_str()).collect();
         assert_eq!(

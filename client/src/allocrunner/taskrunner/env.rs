@@ -198,29 +198,44 @@ fn env_key(k: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testutil::{alloc_for, node, task};
-    use orch_common::model::AllocatedPort;
+    use orch_common::mock::{task, AllocBuilder, JobBuilder, NodeBuilder, TaskBuilder};
     use serde_json::json;
 
+    const NODE_ID: &str = "node-1-id";
+
+    /// `t`'s environment in `alloc` on node `NODE_ID` (dc1, a linux kernel, rack r1).
     fn env_of(alloc: &Allocation, t: &Task) -> TaskEnv {
+        let node = NodeBuilder::new()
+            .id(NODE_ID)
+            .datacenter("dc1")
+            .attr("kernel.name", "linux")
+            .meta("rack", "r1")
+            .build();
         TaskEnv::build(&EnvInputs {
             alloc,
             task: t,
-            node: &node(),
+            node: &node,
             alloc_dir: Path::new("/data/alloc/a1"),
         })
     }
 
+    /// Instance `index` of job "job1" whose group "web" runs `t`, on the node.
+    fn alloc_of(t: &Task, index: u32) -> AllocBuilder {
+        let job = JobBuilder::new("job1")
+            .group_name("web")
+            .tasks(vec![t.clone()])
+            .build();
+        AllocBuilder::new(&job).index(index).node_id(NODE_ID)
+    }
+
     #[test]
     fn every_orch_variable_is_set() {
-        let t = task("server", "raw_exec", json!({}));
-        let mut a = alloc_for(&t, "web", 3);
-        a.resources.ports.push(AllocatedPort {
-            label: "http".into(),
-            value: 20123,
-            to: Some(8080),
-            host_ip: "127.0.0.1".into(),
-        });
+        let t = TaskBuilder::new("server", "raw_exec")
+            .cpu(100)
+            .memory(32)
+            .build();
+        let mut a = alloc_of(&t, 3).port("http", 20123, "127.0.0.1").build();
+        a.resources.ports[0].to = Some(8080);
         let e = env_of(&a, &t);
         let want = [
             ("ORCH_JOB_ID", "job1".to_string()),
@@ -230,7 +245,7 @@ mod tests {
             ("ORCH_ALLOC_INDEX", "3".to_string()),
             ("ORCH_ALLOC_DIR", "/data/alloc/a1/alloc".to_string()),
             ("ORCH_TASK_DIR", "/data/alloc/a1/server/local".to_string()),
-            ("ORCH_NODE_ID", "node-1-id".to_string()),
+            ("ORCH_NODE_ID", NODE_ID.to_string()),
             ("ORCH_PORT_http", "20123".to_string()),
             ("ORCH_ADDR_http", "127.0.0.1:20123".to_string()),
             ("ORCH_CPU_LIMIT", "100".to_string()),
@@ -243,7 +258,7 @@ mod tests {
 
     #[test]
     fn task_env_is_interpolated_and_cannot_override_orch_variables() {
-        let mut t = task("server", "raw_exec", json!({}));
+        let mut t = task("server", "raw_exec");
         t.env.insert(
             "WHERE".into(),
             "${node.datacenter}/${attr.kernel.name}/${meta.rack}".into(),
@@ -251,7 +266,7 @@ mod tests {
         t.env.insert("ORCH_ALLOC_INDEX".into(), "99".into());
         t.env
             .insert("KEEP".into(), "${unknown.thing} and $HOME".into());
-        let a = alloc_for(&t, "web", 0);
+        let a = alloc_of(&t, 0).build();
         let e = env_of(&a, &t);
         assert_eq!(e.vars["WHERE"], "dc1/linux/r1");
         assert_eq!(e.vars["ORCH_ALLOC_INDEX"], "0");
@@ -260,14 +275,8 @@ mod tests {
 
     #[test]
     fn config_strings_are_interpolated_recursively() {
-        let t = task("server", "raw_exec", json!({}));
-        let mut a = alloc_for(&t, "web", 1);
-        a.resources.ports.push(AllocatedPort {
-            label: "http".into(),
-            value: 20001,
-            to: None,
-            host_ip: "127.0.0.1".into(),
-        });
+        let t = task("server", "raw_exec");
+        let a = alloc_of(&t, 1).port("http", 20001, "127.0.0.1").build();
         let e = env_of(&a, &t);
         let cfg = BTreeMap::from([
             ("command".to_string(), json!("/bin/httpd")),
@@ -289,9 +298,9 @@ mod tests {
 
     #[test]
     fn job_group_and_task_meta_become_orch_meta_variables() {
-        let mut t = task("server", "raw_exec", json!({}));
+        let mut t = task("server", "raw_exec");
         t.meta.insert("owner".into(), "task".into());
-        let mut a = alloc_for(&t, "web", 0);
+        let mut a = alloc_of(&t, 0).build();
         let job = a.job.as_mut().unwrap();
         job.meta.insert("owner".into(), "job".into());
         job.meta.insert("team-name".into(), "ops".into());

@@ -77,7 +77,17 @@ impl RestartTracker {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testutil::restart;
+    use orch_common::mock::restart_policy;
+
+    /// `attempts` restarts within `interval_s` seconds, `delay_ms` apart, then `mode`.
+    fn tracker(attempts: u32, delay_ms: u64, interval_s: u64, mode: RestartMode) -> RestartTracker {
+        RestartTracker::new(restart_policy(
+            attempts,
+            Duration::from_millis(delay_ms),
+            Duration::from_secs(interval_s),
+            mode,
+        ))
+    }
 
     fn delay_of(d: RestartDecision) -> Duration {
         match d {
@@ -88,7 +98,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn attempts_within_the_interval_then_fail() {
-        let mut t = RestartTracker::new(restart(2, 1000, 60, RestartMode::Fail));
+        let mut t = tracker(2, 1000, 60, RestartMode::Fail);
         let now = Instant::now();
         assert_eq!(delay_of(t.next(now)), Duration::from_secs(1));
         assert_eq!(
@@ -106,7 +116,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_new_interval_resets_the_count() {
-        let mut t = RestartTracker::new(restart(1, 10, 10, RestartMode::Fail));
+        let mut t = tracker(1, 10, 10, RestartMode::Fail);
         let now = Instant::now();
         delay_of(t.next(now));
         delay_of(t.next(now + Duration::from_secs(11)));
@@ -118,7 +128,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn zero_attempts_fail_at_once() {
-        let mut t = RestartTracker::new(restart(0, 10, 10, RestartMode::Fail));
+        let mut t = tracker(0, 10, 10, RestartMode::Fail);
         assert!(matches!(
             t.next(Instant::now()),
             RestartDecision::Fail { .. }
@@ -127,7 +137,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn mode_delay_waits_out_the_interval() {
-        let mut t = RestartTracker::new(restart(1, 100, 30, RestartMode::Delay));
+        let mut t = tracker(1, 100, 30, RestartMode::Delay);
         let now = Instant::now();
         delay_of(t.next(now));
         let d = delay_of(t.next(now + Duration::from_secs(10)));

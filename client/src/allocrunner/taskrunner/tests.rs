@@ -5,13 +5,16 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use orch_common::mock::{restart_policy, task, AllocBuilder, JobBuilder, NodeBuilder, TaskBuilder};
 use orch_common::model::{JobType, RestartMode, RestartPolicy, Task, TaskState, TaskStateKind};
 use serde_json::json;
 use tokio::sync::mpsc;
 
 use super::*;
 use crate::driver::{MockDriver, RawExecDriver};
-use crate::testutil::{alloc_of, job, node, restart, task};
+
+/// The node the runs are on (its id reaches the task's environment).
+const NODE_ID: &str = "node-1-id";
 
 struct Run {
     _dir: tempfile::TempDir,
@@ -32,7 +35,7 @@ fn deps(cgroups: Option<Arc<dyn CgroupManager>>) -> TaskRunnerDeps {
         drivers: Arc::new(drivers),
         cgroups,
         handles: None,
-        node: Arc::new(node()),
+        node: Arc::new(NodeBuilder::new().id(NODE_ID).build()),
         pids_limit: crate::cgroups::DEFAULT_PIDS_MAX,
         usage: Default::default(),
         recovered: Default::default(),
@@ -41,8 +44,13 @@ fn deps(cgroups: Option<Arc<dyn CgroupManager>>) -> TaskRunnerDeps {
 
 fn start_with(t: Task, job_type: JobType, policy: RestartPolicy, d: TaskRunnerDeps) -> Run {
     let dir = tempfile::tempdir().unwrap();
-    let j = job(job_type, "g", vec![t.clone()], policy);
-    let alloc = Arc::new(alloc_of(&j, 0));
+    let j = JobBuilder::new("job1")
+        .job_type(job_type)
+        .group_name("g")
+        .tasks(vec![t.clone()])
+        .restart(policy)
+        .build();
+    let alloc = Arc::new(AllocBuilder::new(&j).node_id(NODE_ID).build());
     let alloc_dir = AllocDir::new(dir.path(), &alloc.id);
     alloc_dir.prepare(std::slice::from_ref(&t.name)).unwrap();
     let (tx, rx) = mpsc::unbounded_channel();
@@ -93,23 +101,33 @@ fn kinds(s: &TaskState) -> Vec<&str> {
     s.events.iter().map(|e| e.kind.as_str()).collect()
 }
 
-fn mock(cfg: serde_json::Value) -> Task {
-    task("t", "mock", cfg)
+/// Task "t" of the mock driver (configure it with `config`).
+fn mock() -> TaskBuilder {
+    TaskBuilder::new("t", "mock")
 }
 
+/// Task `name` running `/bin/sh -c script` under raw_exec.
+fn sh(name: &str, script: &str) -> TaskBuilder {
+    TaskBuilder::new(name, "raw_exec")
+        .config("command", json!("/bin/sh"))
+        .config("args", json!(["-c", script]))
+}
+
+/// `attempts` restarts in an hour, 10ms apart, then `mode`.
 fn policy(attempts: u32, mode: RestartMode) -> RestartPolicy {
-    restart(attempts, 10, 3600, mode)
+    restart_policy(
+        attempts,
+        Duration::from_millis(10),
+        Duration::from_secs(3600),
+        mode,
+    )
 }
 
 #[tokio::test]
 async fn batch_exit_zero_is_complete_without_restart() {
-    let s = start(
-        mock(json!({})),
-        JobType::Batch,
-        policy(3, RestartMode::Fail),
-    )
-    .finish()
-    .await;
+    let s = start(mock().build(), JobType::Batch, policy(3, RestartMode::Fail))
+        .finish()
+        .await;
     assert_eq!(s.state, TaskStateKind::Dead);
     assert!(!s.failed);
     assert_eq!(s.restarts, 0);
@@ -123,7 +141,7 @@ async fn batch_exit_zero_is_complete_without_restart() {
 #[tokio::test]
 async fn batch_failure_restarts_the_allowed_attempts_then_fails() {
     let s = start(
-        mock(json!({"exit_code": 1})),
+        mock().config("exit_code", json!(1)).build(),
         JobType::Batch,
         policy(2, RestartMode::Fail),
     )
@@ -153,7 +171,7 @@ async fn batch_failure_restarts_the_allowed_attempts_then_fails() {
 #[tokio::test]
 async fn a_service_that_exits_zero_is_still_restarted() {
     let s = start(
-        mock(json!({})),
+        mock().build(),
         JobType::Service,
         policy(1, RestartMode::Fail),
     )
@@ -165,12 +183,17 @@ async fn a_service_that_exits_zero_is_still_restarted() {
 
 #[tokio::test(start_paused = true)]
 async fn the_restart_delay_is_waited() {
-    let t = mock(json!({"exit_code": 2}));
+    let t = mock().config("exit_code", json!(2)).build();
     let before = tokio::time::Instant::now();
     let s = start(
         t,
         JobType::Batch,
-        restart(2, 5_000, 3600, RestartMode::Fail),
+        restart_policy(
+            2,
+            Duration::from_secs(5),
+            Duration::from_secs(3600),
+            RestartMode::Fail,
+        ),
     )
     .finish()
     .await;
@@ -180,8 +203,14 @@ async fn the_restart_delay_is_waited() {
 
 #[tokio::test(start_paused = true)]
 async fn mode_delay_restarts_after_the_interval_instead_of_failing() {
-    let t = mock(json!({"exit_code": 1}));
-    let mut run = start(t, JobType::Batch, restart(1, 100, 60, RestartMode::Delay));
+    let t = mock().config("exit_code", json!(1)).build();
+    let policy = restart_policy(
+        1,
+        Duration::from_millis(100),
+        Duration::from_secs(60),
+        RestartMode::Delay,
+    );
+    let mut run = start(t, JobType::Batch, policy);
     // attempt 1 fails -> restart; attempt 2 fails -> delayed restart (not failed).
     let mut restarting = Vec::new();
     while restarting.len() < 2 {
@@ -212,7 +241,7 @@ async fn mode_delay_restarts_after_the_interval_instead_of_failing() {
 #[tokio::test]
 async fn a_recoverable_start_error_goes_through_the_restart_policy() {
     let s = start(
-        mock(json!({"start_error": "no luck"})),
+        mock().config("start_error", json!("no luck")).build(),
         JobType::Service,
         policy(1, RestartMode::Fail),
     )
@@ -232,7 +261,7 @@ async fn a_recoverable_start_error_goes_through_the_restart_policy() {
 #[tokio::test]
 async fn an_invalid_config_fails_at_once() {
     let s = start(
-        mock(json!({"bogus": 1})),
+        mock().config("bogus", json!(1)).build(),
         JobType::Service,
         policy(5, RestartMode::Fail),
     )
@@ -246,7 +275,7 @@ async fn an_invalid_config_fails_at_once() {
 #[tokio::test]
 async fn an_unknown_driver_fails_with_a_setup_failure() {
     let s = start(
-        task("t", "container", json!({})),
+        task("t", "container"),
         JobType::Service,
         policy(5, RestartMode::Fail),
     )
@@ -265,7 +294,10 @@ async fn an_unknown_driver_fails_with_a_setup_failure() {
 #[tokio::test]
 async fn kill_stops_a_running_task_and_it_is_not_failed() {
     let mut run = start(
-        mock(json!({"run_for": "1h"})),
+        mock()
+            .config("run_for", json!("1h"))
+            .kill_timeout(Duration::from_secs(5))
+            .build(),
         JobType::Service,
         policy(2, RestartMode::Fail),
     );
@@ -286,11 +318,16 @@ async fn kill_stops_a_running_task_and_it_is_not_failed() {
 
 #[tokio::test(start_paused = true)]
 async fn kill_during_the_restart_delay_ends_the_task() {
-    let t = mock(json!({"exit_code": 1}));
+    let t = mock().config("exit_code", json!(1)).build();
     let mut run = start(
         t,
         JobType::Service,
-        restart(3, 60_000, 3600, RestartMode::Fail),
+        restart_policy(
+            3,
+            Duration::from_secs(60),
+            Duration::from_secs(3600),
+            RestartMode::Fail,
+        ),
     );
     loop {
         let u = run.rx.recv().await.unwrap();
@@ -307,7 +344,11 @@ async fn kill_during_the_restart_delay_ends_the_task() {
 
 #[tokio::test]
 async fn an_oom_kill_is_reported_with_the_limit() {
-    let t = mock(json!({"oom_killed": true, "exit_signal": 9}));
+    let t = mock()
+        .config("oom_killed", json!(true))
+        .config("exit_signal", json!(9))
+        .memory(32)
+        .build();
     let s = start(t, JobType::Batch, policy(0, RestartMode::Fail))
         .finish()
         .await;
@@ -322,11 +363,10 @@ async fn an_oom_kill_is_reported_with_the_limit() {
 
 #[tokio::test]
 async fn every_orch_variable_reaches_a_raw_exec_task() {
-    let t = task(
-        "printer",
-        "raw_exec",
-        json!({"command": "/bin/sh", "args": ["-c", "env; echo index=${ORCH_ALLOC_INDEX}"]}),
-    );
+    let t = sh("printer", "env; echo index=${ORCH_ALLOC_INDEX}")
+        .cpu(100)
+        .memory(32)
+        .build();
     let run = start(t, JobType::Batch, policy(0, RestartMode::Fail));
     let stdout = run.alloc_dir.log_file("printer", "stdout");
     let alloc = run.alloc.clone();
@@ -341,7 +381,7 @@ async fn every_orch_variable_reaches_a_raw_exec_task() {
         ("ORCH_TASK_NAME", "printer"),
         ("ORCH_ALLOC_ID", alloc.id.as_str()),
         ("ORCH_ALLOC_INDEX", "0"),
-        ("ORCH_NODE_ID", "node-1-id"),
+        ("ORCH_NODE_ID", NODE_ID),
         ("ORCH_CPU_LIMIT", "100"),
         ("ORCH_MEMORY_LIMIT", "32"),
     ] {
@@ -360,7 +400,9 @@ async fn every_orch_variable_reaches_a_raw_exec_task() {
 
 #[tokio::test]
 async fn without_cgroups_the_task_says_limits_are_not_enforced() {
-    let t = task("t", "raw_exec", json!({"command": "/bin/true"}));
+    let t = TaskBuilder::new("t", "raw_exec")
+        .config("command", json!("/bin/true"))
+        .build();
     let s = start(t, JobType::Batch, policy(0, RestartMode::Fail))
         .finish()
         .await;
@@ -372,11 +414,7 @@ async fn without_cgroups_the_task_says_limits_are_not_enforced() {
 
 #[tokio::test]
 async fn pids_above_the_client_limit_fail_the_task_at_setup() {
-    let mut t = task(
-        "many",
-        "raw_exec",
-        json!({"command": "/bin/sh", "args": ["-c", "true"]}),
-    );
+    let mut t = sh("many", "true").build();
     t.resources.pids = Some(5000);
     let s = start(t, JobType::Batch, policy(0, RestartMode::Fail))
         .finish()
@@ -392,11 +430,7 @@ async fn pids_above_the_client_limit_fail_the_task_at_setup() {
 
 #[tokio::test]
 async fn asked_for_limits_without_cgroups_fail_loudly() {
-    let mut t = task(
-        "pinned",
-        "raw_exec",
-        json!({"command": "/bin/sh", "args": ["-c", "true"]}),
-    );
+    let mut t = sh("pinned", "true").build();
     t.resources.cores = Some(1);
     t.resources.cpu_hard_limit = true;
     // deps(None): a client without cgroup access.
@@ -444,12 +478,7 @@ mod as_root {
     async fn an_oom_task_is_classified_oom_and_its_cgroup_removed_as_root() {
         let Some((_m, d)) = cgroup_deps() else { return };
         let usage = d.usage.clone();
-        let mut t = task(
-            "hog",
-            "raw_exec",
-            json!({"command": "/bin/sh", "args": ["-c", "tail /dev/zero"]}),
-        );
-        t.resources.memory = 16;
+        let t = sh("hog", "tail /dev/zero").memory(16).build();
         let run = start_with(t, JobType::Batch, policy(0, RestartMode::Fail), d);
         let alloc = run.alloc.clone();
         let s = run.finish().await;
@@ -484,12 +513,9 @@ mod as_root {
             "(setsid sh -c 'echo $$ > {}; exec sleep 300' &); exec sleep 300",
             pidfile.display()
         );
-        let mut t = task(
-            "escape",
-            "raw_exec",
-            json!({"command": "/bin/sh", "args": ["-c", script]}),
-        );
-        t.kill_timeout = Duration::from_millis(300);
+        let t = sh("escape", &script)
+            .kill_timeout(Duration::from_millis(300))
+            .build();
         let mut run = start_with(t, JobType::Service, policy(0, RestartMode::Fail), d);
         run.wait_for_state(TaskStateKind::Running).await;
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
@@ -528,15 +554,12 @@ mod as_root {
     async fn a_fork_bomb_is_held_at_the_pids_limit_and_the_node_stays_healthy_as_root() {
         let Some((_m, d)) = cgroup_deps() else { return };
         let usage = d.usage.clone();
-        let mut t = task(
-            "bomb",
-            "raw_exec",
-            // The bomb runs in a subshell: once the cgroup is full a fork fails, and the main
-            // shell must not be the one to see it (it would exit on its own).
-            json!({"command": "/bin/sh", "args": ["-c", "( b() { b | b & }; b ) 2>/dev/null; exec sleep 300"]}),
-        );
+        // The bomb runs in a subshell: once the cgroup is full a fork fails, and the main
+        // shell must not be the one to see it (it would exit on its own).
+        let mut t = sh("bomb", "( b() { b | b & }; b ) 2>/dev/null; exec sleep 300")
+            .kill_timeout(Duration::from_millis(200))
+            .build();
         t.resources.pids = Some(24);
-        t.kill_timeout = Duration::from_millis(200);
         let mut run = start_with(t, JobType::Service, policy(0, RestartMode::Fail), d);
         run.wait_for_state(TaskStateKind::Running).await;
         let pids_dir = Path::new("/sys/fs/cgroup/pids/orch").join(format!("{}-bomb", run.alloc.id));
@@ -586,13 +609,12 @@ mod as_root {
     #[tokio::test]
     async fn killing_a_task_kills_its_tree_and_removes_the_cgroup_as_root() {
         let Some((_m, d)) = cgroup_deps() else { return };
-        let t = task(
+        let t = sh(
             "tree",
-            "raw_exec",
-            json!({"command": "/bin/sh", "args": ["-c", "setsid sleep 300 & trap '' TERM; while true; do sleep 0.1; done"]}),
-        );
-        let mut t = t;
-        t.kill_timeout = Duration::from_millis(300);
+            "setsid sleep 300 & trap '' TERM; while true; do sleep 0.1; done",
+        )
+        .kill_timeout(Duration::from_millis(300))
+        .build();
         let mut run = start_with(t, JobType::Service, policy(0, RestartMode::Fail), d);
         run.wait_for_state(TaskStateKind::Running).await;
         let cg = memory_dir(&run.alloc, "tree");

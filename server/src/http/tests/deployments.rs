@@ -4,31 +4,45 @@
 
 use orch_common::api::{DeploymentAllocHealthRequest, DeploymentPromoteRequest, JobRevertRequest};
 use orch_common::ids::now_ms;
+use orch_common::mock::{
+    deployment_group, AllocBuilder, DeploymentBuilder, JobBuilder, NodeBuilder,
+};
 use orch_common::model::{deployment_desc as desc, DeploymentStatus};
 
 use super::*;
-use crate::deployment::testing::{deployment, group, health, placed, plan};
+use crate::deployment::testing::{health, plan};
 use crate::deployment::{decide, read_active, Watcher};
 
 /// Node n1, job "web" v0 (count 2) with deployment "dep-1" of two allocations
 /// `a0`/`a1` (canaries when `canaries > 0`).
 async fn deployed(h: &Harness, canaries: u32, auto_revert: bool) -> Job {
     h.submit(Command::UpsertNode {
-        node: mock_node("n1"),
+        node: NodeBuilder::new().id("n1").build(),
     })
     .await;
-    h.register_job(&mock_job("web")).await;
+    h.register_job(&JobBuilder::new("web").count(2).build())
+        .await;
     let job = h.state.store.job("web").unwrap().unwrap();
-    let mut g = group(2, canaries);
+    let mut g = deployment_group(2, canaries);
     g.auto_revert = auto_revert;
-    h.submit(plan(
-        Some(deployment("dep-1", &job, g)),
-        vec![
-            placed("a0", &job, 0, "dep-1", canaries > 0),
-            placed("a1", &job, 1, "dep-1", canaries > 0),
-        ],
-    ))
-    .await;
+    let d = DeploymentBuilder::new(&job)
+        .id("dep-1")
+        .group("web", g)
+        .build();
+    let placed = |id: &str, index: u32| {
+        let a = AllocBuilder::new(&job)
+            .id(id)
+            .node_id("n1")
+            .index(index)
+            .deployment("dep-1");
+        if canaries > 0 {
+            a.canary().build()
+        } else {
+            a.build()
+        }
+    };
+    h.submit(plan(Some(d), vec![placed("a0", 0), placed("a1", 1)]))
+        .await;
     job
 }
 
@@ -36,13 +50,14 @@ async fn deployed(h: &Harness, canaries: u32, auto_revert: bool) -> Job {
 /// dep-1 with `auto_revert`, allocation b0 placed.
 async fn v1_rolling_out(h: &Harness) -> Job {
     h.submit(Command::UpsertNode {
-        node: mock_node("n1"),
+        node: NodeBuilder::new().id("n1").build(),
     })
     .await;
-    h.register_job(&mock_job("web")).await;
-    let v0 = h.state.store.job("web").unwrap().unwrap();
-    h.submit(plan(Some(deployment("dep-0", &v0, group(2, 0))), vec![]))
+    h.register_job(&JobBuilder::new("web").count(2).build())
         .await;
+    let v0 = h.state.store.job("web").unwrap().unwrap();
+    let d0 = DeploymentBuilder::new(&v0).id("dep-0").build();
+    h.submit(plan(Some(d0), vec![])).await;
     h.submit(Command::UpdateDeployment {
         change: crate::state::command::DeploymentChange {
             deployment_id: "dep-0".into(),
@@ -54,17 +69,21 @@ async fn v1_rolling_out(h: &Harness) -> Job {
         evals: vec![],
     })
     .await;
-    let mut v1 = mock_job("web");
-    v1.groups[0].count = 3;
-    h.register_job(&v1).await;
+    h.register_job(&JobBuilder::new("web").count(3).build())
+        .await;
     let v1 = h.state.store.job("web").unwrap().unwrap();
-    let mut g = group(3, 0);
+    let mut g = deployment_group(3, 0);
     g.auto_revert = true;
-    h.submit(plan(
-        Some(deployment("dep-1", &v1, g)),
-        vec![placed("b0", &v1, 0, "dep-1", false)],
-    ))
-    .await;
+    let d1 = DeploymentBuilder::new(&v1)
+        .id("dep-1")
+        .group("web", g)
+        .build();
+    let b0 = AllocBuilder::new(&v1)
+        .id("b0")
+        .node_id("n1")
+        .deployment("dep-1")
+        .build();
+    h.submit(plan(Some(d1), vec![b0])).await;
     v1
 }
 
@@ -81,9 +100,9 @@ async fn deployments_are_listed_read_and_found_by_job_and_prefix() {
     let h = harness();
     deployed(&h, 0, false).await;
     let job = h.state.store.job("web").unwrap().unwrap();
-    h.submit(plan(Some(deployment("dep-2", &job, group(2, 0))), vec![]))
-        .await;
-    h.register_job(&mock_job("other")).await;
+    let d2 = DeploymentBuilder::new(&job).id("dep-2").build();
+    h.submit(plan(Some(d2), vec![])).await;
+    h.register_job(&JobBuilder::new("other").build()).await;
 
     let all = h.get("/v1/deployments").await;
     assert_eq!(all.status, StatusCode::OK);

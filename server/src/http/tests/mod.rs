@@ -11,13 +11,13 @@ use axum::Router;
 use orch_common::api::{
     AllocClientUpdate, AllocUpdateRequest, JobRegisterRequest, NodeRegisterRequest, INDEX_HEADER,
 };
-use orch_common::model::{ClientStatus, Job, JobType, NodeStatus};
+use orch_common::mock::{alloc_on, AllocBuilder, JobBuilder, NodeBuilder};
+use orch_common::model::{ClientStatus, DesiredStatus, Job, NodeStatus};
 use serde_json::{json, Value};
 use tower::ServiceExt;
 
 use super::*;
 use crate::heartbeat::Heartbeats;
-use crate::state::tests::{mock_alloc, mock_job, mock_node};
 use crate::state::{Command, CommandLog, StateStore, Table};
 
 mod deployments;
@@ -180,7 +180,7 @@ impl Harness {
 #[tokio::test]
 async fn registering_a_json_job_stores_it_and_its_eval() {
     let h = harness();
-    let answer = h.register_job(&mock_job("web")).await;
+    let answer = h.register_job(&JobBuilder::new("web").build()).await;
     let eval_id = answer.body["eval_id"]
         .as_str()
         .expect("eval id")
@@ -248,7 +248,7 @@ async fn an_unknown_toml_field_is_a_400_naming_it() {
 async fn a_negative_count_in_json_is_a_400_naming_the_field() {
     let h = harness();
     let mut body = serde_json::to_value(JobRegisterRequest {
-        job: mock_job("web"),
+        job: JobBuilder::new("web").build(),
         enforce_index: None,
     })
     .expect("json");
@@ -344,7 +344,7 @@ async fn enforce_index_mismatch_is_a_409() {
         .post_json(
             "/v1/jobs",
             &JobRegisterRequest {
-                job: mock_job("web"),
+                job: JobBuilder::new("web").build(),
                 enforce_index: Some(0),
             },
         )
@@ -354,15 +354,14 @@ async fn enforce_index_mismatch_is_a_409() {
         .post_json(
             "/v1/jobs",
             &JobRegisterRequest {
-                job: mock_job("web"),
+                job: JobBuilder::new("web").build(),
                 enforce_index: Some(0),
             },
         )
         .await;
     assert_eq!(again.status, StatusCode::CONFLICT);
     let index = created.body["job_modify_index"].as_u64().expect("index");
-    let mut changed = mock_job("web");
-    changed.groups[0].count = 3;
+    let changed = JobBuilder::new("web").count(3).build();
     let matched = h
         .post_json(
             "/v1/jobs",
@@ -382,7 +381,7 @@ async fn enforce_index_mismatch_is_a_409() {
 #[tokio::test]
 async fn stopping_a_job_keeps_it_dead_and_creates_a_deregister_eval() {
     let h = harness();
-    h.register_job(&mock_job("web")).await;
+    h.register_job(&JobBuilder::new("web").build()).await;
     let answer = h.call(Method::DELETE, "/v1/job/we", "", vec![]).await;
     assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
     let eval_id = answer.body["eval_id"].as_str().expect("eval").to_string();
@@ -396,9 +395,9 @@ async fn stopping_a_job_keeps_it_dead_and_creates_a_deregister_eval() {
 #[tokio::test]
 async fn purging_a_job_removes_it_but_keeps_its_history_readable() {
     let h = harness();
-    let job = mock_job("web");
+    let job = JobBuilder::new("web").build();
     h.register_job(&job).await;
-    h.place(vec![mock_alloc("a1", &job, "n1", 0)]).await;
+    h.place(vec![alloc_on("a1", &job, "n1", 0)]).await;
     let answer = h
         .call(Method::DELETE, "/v1/job/web?purge=true", "", vec![])
         .await;
@@ -415,9 +414,8 @@ async fn purging_a_job_removes_it_but_keeps_its_history_readable() {
 #[tokio::test]
 async fn job_versions_are_listed_newest_first() {
     let h = harness();
-    h.register_job(&mock_job("web")).await;
-    let mut changed = mock_job("web");
-    changed.groups[0].count = 4;
+    h.register_job(&JobBuilder::new("web").build()).await;
+    let changed = JobBuilder::new("web").count(4).build();
     h.register_job(&changed).await;
     let versions = h.get("/v1/job/web/versions").await;
     assert_eq!(versions.status, StatusCode::OK);
@@ -428,11 +426,11 @@ async fn job_versions_are_listed_newest_first() {
 #[tokio::test]
 async fn the_job_list_summarizes_allocs_per_group() {
     let h = harness();
-    let job = mock_job("web");
+    let job = JobBuilder::new("web").count(2).build();
     h.register_job(&job).await;
     h.place(vec![
-        mock_alloc("a1", &job, "n1", 0),
-        mock_alloc("a2", &job, "n1", 1),
+        alloc_on("a1", &job, "n1", 0),
+        alloc_on("a2", &job, "n1", 1),
     ])
     .await;
     h.submit(Command::UpdateAllocsFromClient {
@@ -458,11 +456,11 @@ async fn the_job_list_summarizes_allocs_per_group() {
 #[tokio::test]
 async fn ids_resolve_by_unique_prefix_and_ambiguity_is_a_400() {
     let h = harness();
-    let job = mock_job("web");
+    let job = JobBuilder::new("web").count(2).build();
     h.register_job(&job).await;
     h.place(vec![
-        mock_alloc("abcd1111", &job, "n1", 0),
-        mock_alloc("abcd2222", &job, "n1", 1),
+        alloc_on("abcd1111", &job, "n1", 0),
+        alloc_on("abcd2222", &job, "n1", 1),
     ])
     .await;
     let one = h.get("/v1/allocation/abcd1").await;
@@ -487,7 +485,7 @@ async fn reads_answer_with_the_table_index_header() {
     assert_eq!(empty.index, Some(1), "the index is never 0");
     let index = h
         .submit(Command::UpsertNode {
-            node: mock_node("n1"),
+            node: NodeBuilder::new().id("n1").build(),
         })
         .await;
     let nodes = h.get("/v1/nodes").await;
@@ -503,7 +501,7 @@ async fn a_blocking_query_returns_when_a_change_lands() {
     let h = harness();
     let first = h
         .submit(Command::UpsertNode {
-            node: mock_node("n1"),
+            node: NodeBuilder::new().id("n1").build(),
         })
         .await;
     let router = h.router.clone();
@@ -518,7 +516,7 @@ async fn a_blocking_query_returns_when_a_change_lands() {
     tokio::time::sleep(Duration::from_millis(100)).await;
     let second = h
         .submit(Command::UpsertNode {
-            node: mock_node("n2"),
+            node: NodeBuilder::new().id("n2").build(),
         })
         .await;
     let (resp, took) = tokio::time::timeout(Duration::from_secs(10), waiter)
@@ -539,11 +537,11 @@ async fn a_blocking_query_returns_after_wait_without_a_change() {
     let h = harness();
     let index = h
         .submit(Command::UpsertNode {
-            node: mock_node("n1"),
+            node: NodeBuilder::new().id("n1").build(),
         })
         .await;
     // A change to another table does not end the wait.
-    h.register_job(&mock_job("web")).await;
+    h.register_job(&JobBuilder::new("web").build()).await;
     let started = Instant::now();
     let answer = h.get(&format!("/v1/nodes?index={index}&wait=200ms")).await;
     let took = started.elapsed();
@@ -593,8 +591,12 @@ async fn agent_self_and_leader_describe_this_server() {
 #[tokio::test]
 async fn registering_a_node_assigns_an_id_and_marks_it_ready() {
     let h = harness();
-    let mut node = mock_node("");
-    node.status = NodeStatus::Initializing;
+    let mut node = NodeBuilder::new()
+        .id("")
+        .status(NodeStatus::Initializing)
+        .build();
+    // The server computes the class: the client sends none.
+    node.computed_class.clear();
     let answer = h
         .post_json(
             "/v1/node/register",
@@ -632,8 +634,7 @@ async fn registering_a_node_assigns_an_id_and_marks_it_ready() {
 #[tokio::test]
 async fn a_node_without_a_name_is_refused() {
     let h = harness();
-    let mut node = mock_node("");
-    node.name = String::new();
+    let node = NodeBuilder::new().id("").name("").build();
     let answer = h
         .post_json("/v1/node/register", &NodeRegisterRequest { node })
         .await;
@@ -649,8 +650,7 @@ async fn heartbeats_need_a_registered_node_and_revive_a_down_one() {
     let h = harness();
     let unknown = h.post_json("/v1/node/nope/heartbeat", &json!({})).await;
     assert_eq!(unknown.status, StatusCode::NOT_FOUND);
-    let mut node = mock_node("n1");
-    node.status = NodeStatus::Down;
+    let node = NodeBuilder::new().id("n1").status(NodeStatus::Down).build();
     h.submit(Command::UpsertNode { node }).await;
     let answer = h
         .call(Method::POST, "/v1/node/n1/heartbeat", "", Vec::new())
@@ -664,16 +664,16 @@ async fn heartbeats_need_a_registered_node_and_revive_a_down_one() {
 async fn the_node_alloc_watch_embeds_jobs_and_wakes_only_for_its_node() {
     let h = harness();
     h.submit(Command::UpsertNode {
-        node: mock_node("n1"),
+        node: NodeBuilder::new().id("n1").build(),
     })
     .await;
     h.submit(Command::UpsertNode {
-        node: mock_node("n2"),
+        node: NodeBuilder::new().id("n2").build(),
     })
     .await;
-    let job = mock_job("web");
+    let job = JobBuilder::new("web").count(2).build();
     h.register_job(&job).await;
-    let placed = h.place(vec![mock_alloc("a1", &job, "n1", 0)]).await;
+    let placed = h.place(vec![alloc_on("a1", &job, "n1", 0)]).await;
     let first = h.get("/v1/node/n1/allocations").await;
     assert_eq!(first.status, StatusCode::OK);
     assert_eq!(first.body["index"], placed);
@@ -697,11 +697,14 @@ async fn the_node_alloc_watch_embeds_jobs_and_wakes_only_for_its_node() {
     });
     // Another node's allocation does not wake n1's watch.
     tokio::time::sleep(Duration::from_millis(100)).await;
-    h.place(vec![mock_alloc("b1", &job, "n2", 1)]).await;
+    h.place(vec![alloc_on("b1", &job, "n2", 1)]).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(!waiter.is_finished(), "woken by another node's change");
-    let mut stop = mock_alloc("a1", &job, "n1", 0);
-    stop.desired_status = orch_common::model::DesiredStatus::Stop;
+    let stop = AllocBuilder::new(&job)
+        .id("a1")
+        .node_id("n1")
+        .desired_status(DesiredStatus::Stop)
+        .build();
     let stopped = h
         .submit(Command::ApplyPlan {
             deployment: None,
@@ -733,15 +736,14 @@ async fn the_node_alloc_watch_of_an_unknown_node_is_a_404() {
 async fn client_updates_store_states_and_a_failure_creates_an_eval() {
     let h = harness();
     h.submit(Command::UpsertNode {
-        node: mock_node("n1"),
+        node: NodeBuilder::new().id("n1").build(),
     })
     .await;
-    let mut job = mock_job("frames");
-    job.job_type = JobType::Batch;
+    let job = JobBuilder::new("frames").batch().count(2).build();
     h.register_job(&job).await;
     h.place(vec![
-        mock_alloc("a1", &job, "n1", 0),
-        mock_alloc("a2", &job, "n2", 1),
+        alloc_on("a1", &job, "n1", 0),
+        alloc_on("a2", &job, "n2", 1),
     ])
     .await;
     let update = |id: &str, status| AllocClientUpdate {
@@ -811,7 +813,7 @@ impl Harness {
 
     async fn add_node(&self, id: &str) -> u64 {
         self.submit(Command::UpsertNode {
-            node: mock_node(id),
+            node: NodeBuilder::new().id(id).build(),
         })
         .await
     }
@@ -822,7 +824,7 @@ async fn planning_a_new_job_places_every_instance_and_writes_nothing() {
     let h = harness();
     h.add_node("n1").await;
     let before = h.state.store.last_index();
-    let answer = h.plan(&mock_job("web")).await;
+    let answer = h.plan(&JobBuilder::new("web").count(2).build()).await;
     assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
     assert_eq!(answer.body["job_modify_index"], 0);
     assert_eq!(answer.body["diff"]["type"], "Added");
@@ -840,16 +842,16 @@ async fn planning_a_new_job_places_every_instance_and_writes_nothing() {
 async fn planning_a_changed_count_shows_the_diff_and_only_the_extra_placement() {
     let h = harness();
     h.add_node("n1").await;
-    h.register_job(&mock_job("web")).await;
+    h.register_job(&JobBuilder::new("web").count(2).build())
+        .await;
     let stored: Job = serde_json::from_value(h.get("/v1/job/web").await.body).expect("job");
     h.place(vec![
-        mock_alloc("a0", &stored, "n1", 0),
-        mock_alloc("a1", &stored, "n1", 1),
+        alloc_on("a0", &stored, "n1", 0),
+        alloc_on("a1", &stored, "n1", 1),
     ])
     .await;
     let before = h.state.store.last_index();
-    let mut bigger = mock_job("web");
-    bigger.groups[0].count = 3;
+    let bigger = JobBuilder::new("web").count(3).build();
     let answer = h.plan(&bigger).await;
     assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
     assert_eq!(answer.body["job_modify_index"], stored.job_modify_index);
@@ -872,7 +874,7 @@ async fn planning_a_changed_count_shows_the_diff_and_only_the_extra_placement() 
 #[tokio::test]
 async fn planning_without_room_explains_the_failure_in_words() {
     let h = harness();
-    let answer = h.plan(&mock_job("web")).await;
+    let answer = h.plan(&JobBuilder::new("web").count(2).build()).await;
     assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
     assert!(
         answer.body["failed_tg_allocs"]["web"].is_object(),
@@ -910,7 +912,7 @@ async fn planning_under_another_id_than_the_path_is_a_400() {
         .post_json(
             "/v1/job/other/plan",
             &orch_common::api::JobPlanRequest {
-                job: mock_job("web"),
+                job: JobBuilder::new("web").build(),
                 diff: false,
             },
         )
@@ -921,7 +923,7 @@ async fn planning_under_another_id_than_the_path_is_a_400() {
 #[tokio::test]
 async fn scaling_a_group_registers_a_new_version_with_an_eval() {
     let h = harness();
-    h.register_job(&mock_job("web")).await;
+    h.register_job(&JobBuilder::new("web").build()).await;
     let answer = h
         .post_json("/v1/job/web/scale", &json!({"group": "web", "count": 5}))
         .await;
@@ -937,10 +939,7 @@ async fn scaling_a_group_registers_a_new_version_with_an_eval() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_scale_requests_on_two_groups_both_take_effect() {
     let h = Arc::new(harness());
-    let mut job = mock_job("web");
-    let mut api = job.groups[0].clone();
-    api.name = "api".into();
-    job.groups.push(api);
+    let job = JobBuilder::new("web").copy_group("api").build();
     h.register_job(&job).await;
     let scale = |group: &'static str, count: u32| {
         let h = h.clone();
@@ -966,7 +965,7 @@ async fn concurrent_scale_requests_on_two_groups_both_take_effect() {
 #[tokio::test]
 async fn a_stale_enforce_index_is_a_409_naming_both_indexes_and_writes_nothing() {
     let h = harness();
-    let created = h.register_job(&mock_job("web")).await;
+    let created = h.register_job(&JobBuilder::new("web").build()).await;
     let first = created.body["job_modify_index"].as_u64().expect("index");
     let scaled = h
         .post_json(
@@ -992,7 +991,7 @@ async fn a_stale_enforce_index_is_a_409_naming_both_indexes_and_writes_nothing()
         .post_json(
             "/v1/jobs",
             &JobRegisterRequest {
-                job: mock_job("api"),
+                job: JobBuilder::new("api").build(),
                 enforce_index: Some(first),
             },
         )
@@ -1008,7 +1007,7 @@ async fn a_stale_enforce_index_is_a_409_naming_both_indexes_and_writes_nothing()
 #[tokio::test]
 async fn scaling_an_unknown_group_or_to_a_negative_count_is_a_400_and_writes_nothing() {
     let h = harness();
-    h.register_job(&mock_job("web")).await;
+    h.register_job(&JobBuilder::new("web").build()).await;
     let before = h.state.store.last_index();
     let unknown = h
         .post_json("/v1/job/web/scale", &json!({"group": "db", "count": 1}))
@@ -1089,15 +1088,21 @@ async fn an_unknown_scheduler_algorithm_is_a_400() {
 #[tokio::test]
 async fn planning_a_high_priority_job_on_a_full_node_lists_the_preemptions() {
     let h = harness();
-    h.add_node("n1").await;
-    let mut low = mock_job("low");
-    low.priority = 20;
-    low.groups[0].tasks[0].resources.memory = 4096;
+    // 8192 MiB: full with the two 4096 MiB instances of "low".
+    h.submit(Command::UpsertNode {
+        node: NodeBuilder::new().id("n1").memory(8192).build(),
+    })
+    .await;
+    let low = JobBuilder::new("low")
+        .priority(20)
+        .count(2)
+        .memory(4096)
+        .build();
     h.register_job(&low).await;
     let stored: Job = serde_json::from_value(h.get("/v1/job/low").await.body).expect("job");
     h.place(vec![
-        mock_alloc("low0", &stored, "n1", 0),
-        mock_alloc("low1", &stored, "n1", 1),
+        alloc_on("low0", &stored, "n1", 0),
+        alloc_on("low1", &stored, "n1", 1),
     ])
     .await;
     h.submit(Command::SetSchedulerConfig {
@@ -1111,10 +1116,11 @@ async fn planning_a_high_priority_job_on_a_full_node_lists_the_preemptions() {
     })
     .await;
     let before = h.state.store.last_index();
-    let mut high = mock_job("high");
-    high.priority = 80;
-    high.groups[0].count = 1;
-    high.groups[0].tasks[0].resources.memory = 1024;
+    let high = JobBuilder::new("high")
+        .priority(80)
+        .count(1)
+        .memory(1024)
+        .build();
     let answer = h.plan(&high).await;
     assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
     let preempted = answer.body["preemptions"].as_array().expect("list");
@@ -1130,18 +1136,19 @@ async fn planning_a_high_priority_job_on_a_full_node_lists_the_preemptions() {
 async fn planning_a_new_command_counts_destructive_updates_and_a_meta_change_in_place_ones() {
     let h = harness();
     h.add_node("n1").await;
-    h.register_job(&mock_job("web")).await;
+    h.register_job(&JobBuilder::new("web").count(2).build())
+        .await;
     let stored: Job = serde_json::from_value(h.get("/v1/job/web").await.body).expect("job");
     h.place(vec![
-        mock_alloc("a0", &stored, "n1", 0),
-        mock_alloc("a1", &stored, "n1", 1),
+        alloc_on("a0", &stored, "n1", 0),
+        alloc_on("a1", &stored, "n1", 1),
     ])
     .await;
 
-    let mut new_command = mock_job("web");
-    new_command.groups[0].tasks[0]
-        .config
-        .insert("command".into(), json!("/bin/false"));
+    let new_command = JobBuilder::new("web")
+        .count(2)
+        .task_config("command", json!("/bin/false"))
+        .build();
     let answer = h.plan(&new_command).await;
     assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
     let updates = &answer.body["annotations"]["desired_tg_updates"]["web"];
@@ -1150,7 +1157,7 @@ async fn planning_a_new_command_counts_destructive_updates_and_a_meta_change_in_
     let task = &answer.body["diff"]["task_groups"][0]["tasks"][0];
     assert_eq!(task["type"], "Edited", "{task}");
 
-    let mut new_meta = mock_job("web");
+    let mut new_meta = JobBuilder::new("web").count(2).build();
     new_meta.meta.insert("owner".into(), "ops".into());
     let answer = h.plan(&new_meta).await;
     let updates = &answer.body["annotations"]["desired_tg_updates"]["web"];
@@ -1175,17 +1182,18 @@ async fn allocation_stats_are_forwarded_to_the_node_http_addr() {
     let server = tokio::spawn(async move { axum::serve(listener, fake).await });
 
     let h = harness();
-    let mut node = mock_node("n1");
-    node.http_addr = addr.to_string();
+    let node = NodeBuilder::new()
+        .id("n1")
+        .http_addr(&addr.to_string())
+        .build();
     h.submit(Command::UpsertNode { node }).await;
-    let mut gone = mock_node("n2");
-    gone.http_addr = "127.0.0.1:1".into();
+    let gone = NodeBuilder::new().id("n2").http_addr("127.0.0.1:1").build();
     h.submit(Command::UpsertNode { node: gone }).await;
-    let job = mock_job("web");
+    let job = JobBuilder::new("web").count(2).build();
     h.register_job(&job).await;
     h.place(vec![
-        mock_alloc("a1", &job, "n1", 0),
-        mock_alloc("b1", &job, "n2", 1),
+        alloc_on("a1", &job, "n1", 0),
+        alloc_on("b1", &job, "n2", 1),
     ])
     .await;
 

@@ -4,63 +4,38 @@
 
 use std::collections::BTreeMap;
 
-use orch_common::model::{
-    AllocatedPort, CheckHealth, CheckSpec, CheckStatus, CheckType, DesiredStatus, PortSpec,
-    ServiceSpec,
-};
+use orch_common::mock::{self, AllocBuilder, JobBuilder, NodeBuilder};
+use orch_common::model::{CheckHealth, CheckStatus, CheckType, DesiredStatus};
 
 use super::*;
-use orch_common::model::Allocation;
 
-/// A job whose group has port `http` and service `web` (tags `v1`, with `checks`).
+/// A job whose group has port `http` and service `web` (tags `v1`, canary tags
+/// `canary`, meta `team = a`, with `checks` tcp checks `c0`, `c1`...).
 fn job_with_service(id: &str, checks: usize) -> Job {
-    let mut job = mock_job(id);
-    let group = &mut job.groups[0];
-    group.network.ports = vec![PortSpec {
-        label: "http".into(),
-        static_port: None,
-        to: None,
-    }];
-    group.services = vec![ServiceSpec {
-        name: "web".into(),
-        port: Some("http".into()),
-        tags: vec!["v1".into()],
-        canary_tags: vec!["canary".into()],
-        meta: [("team".to_string(), "a".to_string())]
-            .into_iter()
-            .collect(),
-        address_mode: None,
-        checks: (0..checks)
-            .map(|i| CheckSpec {
-                check_type: CheckType::Tcp,
-                name: Some(format!("c{i}")),
-                path: None,
-                method: None,
-                headers: BTreeMap::new(),
-                command: None,
-                args: vec![],
-                port: None,
-                interval: Duration::from_secs(1),
-                timeout: Duration::from_secs(1),
-                success_before_passing: 1,
-                failures_before_critical: 1,
-                check_restart: None,
-            })
-            .collect(),
-    }];
-    job
+    let mut web = mock::service("web", Some("http"));
+    web.tags = vec!["v1".into()];
+    web.canary_tags = vec!["canary".into()];
+    web.meta = BTreeMap::from([("team".to_string(), "a".to_string())]);
+    web.checks = (0..checks)
+        .map(|i| {
+            let mut c = mock::check(CheckType::Tcp);
+            c.name = Some(format!("c{i}"));
+            c
+        })
+        .collect();
+    JobBuilder::new(id)
+        .dynamic_port("http")
+        .service(web)
+        .build()
 }
 
-/// An allocation of `job` on `node_id` given port `port` on `host_ip`.
-fn alloc_with_port(id: &str, job: &Job, node_id: &str, port: u16, host_ip: &str) -> Allocation {
-    let mut a = mock_alloc(id, job, node_id, 0);
-    a.resources.ports = vec![AllocatedPort {
-        label: "http".into(),
-        value: port,
-        to: None,
-        host_ip: host_ip.into(),
-    }];
-    a
+/// Instance 0 of `job` on `node_id`, given port `port` on `host_ip` for `http` (built
+/// by the caller, who may set more).
+fn alloc_with_port(id: &str, job: &Job, node_id: &str, port: u16, host_ip: &str) -> AllocBuilder {
+    AllocBuilder::new(job)
+        .id(id)
+        .node_id(node_id)
+        .port("http", port, host_ip)
 }
 
 fn check(name: &str, status: CheckHealth) -> (String, CheckStatus) {
@@ -110,7 +85,7 @@ impl Harness {
         self.place(
             allocs
                 .iter()
-                .map(|(id, port)| alloc_with_port(id, &job, "n1", *port, "0.0.0.0"))
+                .map(|(id, port)| alloc_with_port(id, &job, "n1", *port, "0.0.0.0").build())
                 .collect(),
         )
         .await;
@@ -118,8 +93,7 @@ impl Harness {
     }
 
     async fn node_at(&self, id: &str, http_addr: &str) {
-        let mut node = mock_node(id);
-        node.http_addr = http_addr.into();
+        let node = NodeBuilder::new().id(id).http_addr(http_addr).build();
         self.submit(Command::UpsertNode { node }).await;
     }
 }
@@ -161,8 +135,9 @@ async fn an_instance_is_listed_only_while_its_allocation_runs() {
     );
 
     // The server stops it: gone at once, before its client reports.
-    let mut stop = alloc_with_port("a1", &job, "n1", 25000, "0.0.0.0");
-    stop.desired_status = DesiredStatus::Stop;
+    let stop = alloc_with_port("a1", &job, "n1", 25000, "0.0.0.0")
+        .desired_status(DesiredStatus::Stop)
+        .build();
     h.submit(Command::ApplyPlan {
         deployment: None,
         deployment_updates: Vec::new(),
@@ -202,9 +177,11 @@ async fn an_instance_on_a_down_or_disconnected_node_is_left_out() {
     let waiter = spawn_get(&h, format!("/v1/service/web?index={index}&wait=20s"));
     tokio::time::sleep(Duration::from_millis(200)).await;
     for status in [NodeStatus::Down, NodeStatus::Disconnected] {
-        let mut node = mock_node("n1");
-        node.http_addr = "10.0.0.5:4646".into();
-        node.status = status;
+        let node = NodeBuilder::new()
+            .id("n1")
+            .http_addr("10.0.0.5:4646")
+            .status(status)
+            .build();
         h.submit(Command::UpsertNode { node }).await;
         // The allocation still runs as far as the state knows.
         assert_eq!(
@@ -231,15 +208,9 @@ async fn a_concrete_port_address_is_kept_and_a_service_without_port_has_none() {
     let h = harness();
     h.node_at("n1", "10.0.0.5:4646").await;
     let mut job = job_with_service("api", 0);
-    job.groups[0].services.push(ServiceSpec {
-        name: "metrics".into(),
-        port: None,
-        tags: vec![],
-        canary_tags: vec![],
-        meta: BTreeMap::new(),
-        address_mode: Some("host".into()),
-        checks: vec![],
-    });
+    let mut metrics = mock::service("metrics", None);
+    metrics.address_mode = Some("host".into());
+    job.groups[0].services.push(metrics);
     h.register_job(&job).await;
     h.place(vec![alloc_with_port(
         "a1",
@@ -247,8 +218,9 @@ async fn a_concrete_port_address_is_kept_and_a_service_without_port_has_none() {
         "n1",
         25000,
         "192.168.7.7",
-    )])
-    .await;
+    )
+    .build()])
+        .await;
     h.report("a1", ClientStatus::Running, vec![]).await;
     let web = h.get("/v1/service/web").await.body;
     assert_eq!(web[0]["address"], "192.168.7.7");
@@ -277,8 +249,8 @@ async fn health_follows_the_reported_checks_and_healthy_true_filters() {
     let job = job_with_service("api", 2);
     h.register_job(&job).await;
     h.place(vec![
-        alloc_with_port("a1", &job, "n1", 25000, "0.0.0.0"),
-        alloc_with_port("a2", &job, "n2", 25000, "0.0.0.0"),
+        alloc_with_port("a1", &job, "n1", 25000, "0.0.0.0").build(),
+        alloc_with_port("a2", &job, "n2", 25000, "0.0.0.0").build(),
     ])
     .await;
     // Running, checks not reported yet: pending.

@@ -5,11 +5,11 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
+use orch_common::mock::{DeploymentBuilder, JobBuilder, NodeBuilder};
 use orch_common::model::{triggers, DeploymentStatus, Evaluation, Job};
 
-use crate::deployment::testing::{deployment, group, plan};
+use crate::deployment::testing::plan;
 use crate::state::command::{DeploymentChange, Rejection};
-use crate::state::tests::{mock_job, mock_node};
 use crate::state::{ApplyOutcome, Command, CommandLog, Observer, StateStore, Table};
 
 fn open(dir: &tempfile::TempDir, name: &str) -> StateStore {
@@ -43,18 +43,16 @@ fn tables(store: &StateStore) -> (Option<Job>, Vec<Job>, usize, Vec<u64>) {
 fn a_stale_enforce_index_is_rejected_changes_no_table_and_replays_the_same() {
     let dir = tempfile::tempdir().expect("temp dir");
     let store = open(&dir, "state.db");
-    let v0 = mock_job("web");
+    let v0 = JobBuilder::new("web").build();
     let created = apply_next(&store, &upsert(&v0, Some(0)));
     assert_eq!(created.rejected, None);
-    let mut v1 = mock_job("web");
-    v1.groups[0].count = 5;
+    let v1 = JobBuilder::new("web").count(5).build();
     let changed = apply_next(&store, &upsert(&v1, Some(created.index)));
     assert_eq!(changed.rejected, None);
     let before = tables(&store);
 
     // Written against the first version: the job moved on since.
-    let mut stale = mock_job("web");
-    stale.groups[0].count = 9;
+    let stale = JobBuilder::new("web").count(9).build();
     let outcome = apply_next(&store, &upsert(&stale, Some(created.index)));
     let rejection = Rejection::JobModifyIndex {
         job_id: "web".into(),
@@ -103,7 +101,7 @@ fn a_stale_enforce_index_is_rejected_changes_no_table_and_replays_the_same() {
 fn enforce_index_zero_creates_only_a_job_that_does_not_exist() {
     let dir = tempfile::tempdir().expect("temp dir");
     let store = open(&dir, "state.db");
-    let absent = apply_next(&store, &upsert(&mock_job("web"), Some(7)));
+    let absent = apply_next(&store, &upsert(&JobBuilder::new("web").build(), Some(7)));
     assert_eq!(
         absent.rejected,
         Some(Rejection::JobModifyIndex {
@@ -113,9 +111,9 @@ fn enforce_index_zero_creates_only_a_job_that_does_not_exist() {
         })
     );
     assert!(store.job("web").expect("read").is_none());
-    let created = apply_next(&store, &upsert(&mock_job("web"), Some(0)));
+    let created = apply_next(&store, &upsert(&JobBuilder::new("web").build(), Some(0)));
     assert_eq!(created.rejected, None);
-    let again = apply_next(&store, &upsert(&mock_job("web"), Some(0)));
+    let again = apply_next(&store, &upsert(&JobBuilder::new("web").build(), Some(0)));
     assert!(matches!(
         again.rejected,
         Some(Rejection::JobModifyIndex {
@@ -129,9 +127,8 @@ fn enforce_index_zero_creates_only_a_job_that_does_not_exist() {
 fn a_stale_deregistration_leaves_the_job_running() {
     let dir = tempfile::tempdir().expect("temp dir");
     let store = open(&dir, "state.db");
-    let created = apply_next(&store, &upsert(&mock_job("web"), None));
-    let mut v1 = mock_job("web");
-    v1.groups[0].count = 5;
+    let created = apply_next(&store, &upsert(&JobBuilder::new("web").build(), None));
+    let v1 = JobBuilder::new("web").count(5).build();
     apply_next(&store, &upsert(&v1, None));
     let before = tables(&store);
     let outcome = apply_next(
@@ -157,15 +154,13 @@ fn a_change_to_an_ended_deployment_is_rejected_but_its_evals_are_stored() {
     apply_next(
         &store,
         &Command::UpsertNode {
-            node: mock_node("n1"),
+            node: NodeBuilder::new().id("n1").build(),
         },
     );
-    apply_next(&store, &upsert(&mock_job("web"), None));
+    apply_next(&store, &upsert(&JobBuilder::new("web").build(), None));
     let job = store.job("web").expect("read").expect("job");
-    apply_next(
-        &store,
-        &plan(Some(deployment("d1", &job, group(2, 0))), vec![]),
-    );
+    let d1 = DeploymentBuilder::new(&job).id("d1").build();
+    apply_next(&store, &plan(Some(d1), vec![]));
     let end = |status: DeploymentStatus| DeploymentChange {
         deployment_id: "d1".into(),
         status: Some((status, "ended".into())),
@@ -236,12 +231,12 @@ async fn the_log_answers_a_rejection_and_tells_no_observer_of_it() {
     };
     let log = CommandLog::start(store.clone(), vec![observer]).expect("log");
     let created = log
-        .submit(upsert(&mock_job("web"), Some(0)))
+        .submit(upsert(&JobBuilder::new("web").build(), Some(0)))
         .await
         .expect("submit");
     assert_eq!((created.index, created.rejected), (1, None));
     let refused = log
-        .submit(upsert(&mock_job("web"), Some(0)))
+        .submit(upsert(&JobBuilder::new("web").build(), Some(0)))
         .await
         .expect("a rejection is an answer, not an error");
     assert_eq!(refused.index, 2);
@@ -256,7 +251,7 @@ async fn the_log_answers_a_rejection_and_tells_no_observer_of_it() {
 
 #[test]
 fn commands_without_a_check_encode_as_before_and_old_entries_decode() {
-    let job = mock_job("web");
+    let job = JobBuilder::new("web").build();
     let cmd = Command::UpsertJob {
         job: job.clone(),
         eval: None,

@@ -9,7 +9,7 @@ use orch_common::api::AllocClientUpdate;
 use orch_common::mock::{alloc_on, AllocBuilder, JobBuilder, NodeBuilder};
 use orch_common::model::{
     Allocation, ClientStatus, DesiredStatus, Eligibility, EvalStatus, Evaluation, Job, JobStatus,
-    JobType, Node, NodeAllocated, NodeStatus,
+    JobType, NodeAllocated, NodeStatus,
 };
 use proptest::prelude::*;
 
@@ -941,7 +941,7 @@ async fn a_panicking_observer_does_not_stop_the_log() {
     for expected in 1..=2 {
         let index = log
             .submit(Command::UpsertNode {
-                node: NodeBuilder::new().id(&format!("n{expected}")).build(),
+                node: NodeBuilder::new().id(format!("n{expected}")).build(),
             })
             .await
             .expect("submit");
@@ -1016,7 +1016,7 @@ fn op() -> impl Strategy<Value = Op> {
 }
 
 fn command_for(op: &Op) -> Command {
-    let job_of = |j: u8| JobBuilder::new(&format!("job{j}")).build();
+    let job_of = |j: u8| JobBuilder::new(format!("job{j}")).build();
     match op {
         Op::Register { job, count } => {
             let mut j = job_of(*job);
@@ -1042,7 +1042,7 @@ fn command_for(op: &Op) -> Command {
                 }
             } else {
                 Command::UpsertNode {
-                    node: NodeBuilder::new().id(&format!("n{node}")).build(),
+                    node: NodeBuilder::new().id(format!("n{node}")).build(),
                 }
             }
         }
@@ -1052,7 +1052,7 @@ fn command_for(op: &Op) -> Command {
             node,
             prev,
         } => {
-            let mut a = alloc_on(&format!("a{alloc}"), &job_of(*job), &format!("n{node}"), 0);
+            let mut a = alloc_on(format!("a{alloc}"), &job_of(*job), format!("n{node}"), 0);
             a.previous_allocation = prev.map(|p| format!("a{p}"));
             Command::ApplyPlan {
                 deployment: None,
@@ -1063,7 +1063,7 @@ fn command_for(op: &Op) -> Command {
             }
         }
         Op::StopAlloc { alloc, lost } => {
-            let mut a = alloc_on(&format!("a{alloc}"), &job_of(0), "n0", 0);
+            let mut a = alloc_on(format!("a{alloc}"), &job_of(0), "n0", 0);
             a.desired_status = DesiredStatus::Stop;
             if *lost {
                 a.client_status = ClientStatus::Lost;
@@ -1636,7 +1636,7 @@ fn a_truncated_command_log_says_so_instead_of_skipping_entries() {
         apply(
             &store,
             Command::UpsertNode {
-                node: NodeBuilder::new().id(&format!("n{n}")).build(),
+                node: NodeBuilder::new().id(format!("n{n}")).build(),
             },
         );
     }
@@ -1689,42 +1689,4 @@ fn the_gc_view_reads_what_the_rules_need_from_the_rows() {
     assert_eq!(a.desired_status, DesiredStatus::Run);
     assert!(a.modify_time > 0 && a.create_index > 0);
     assert!(!a.replaced);
-}
-
-// ------------------------------------------------------------- the HTTP tests' fixtures
-
-/// Job `id` as the HTTP tests were written against it: two instances of a 100 MHz /
-/// 32 MiB `raw_exec` task, no name. These three stay until the HTTP tests, rewritten
-/// with that layer, build their values with `orch_common::mock` themselves.
-pub(crate) fn mock_job(id: &str) -> Job {
-    JobBuilder::new(id)
-        .name("")
-        .count(2)
-        .cpu(100)
-        .memory(32)
-        .build()
-}
-
-/// Node `id` as the HTTP tests know it: `raw_exec` only, no attributes, no class, its
-/// HTTP API on port 4747.
-pub(crate) fn mock_node(id: &str) -> Node {
-    let mut node = NodeBuilder::new()
-        .id(id)
-        .attrs(&[])
-        .without_driver("mock")
-        .http_addr("127.0.0.1:4747")
-        .build();
-    node.computed_class.clear();
-    node
-}
-
-/// Allocation `id` of `job`'s group `web` on `node_id`, made by evaluation "eval".
-pub(crate) fn mock_alloc(id: &str, job: &Job, node_id: &str, index: u32) -> Allocation {
-    AllocBuilder::new(job)
-        .id(id)
-        .group("web")
-        .node_id(node_id)
-        .index(index)
-        .eval_id("eval")
-        .build()
 }
