@@ -6,6 +6,7 @@
 //! changes no stored or served byte; in code a `JobId` cannot be passed where a `NodeId`
 //! is meant. Each derefs to `str` (ids are read as text everywhere: prefixes, tables,
 //! SQL parameters) and borrows as `str`, so maps keyed by an id are looked up by `&str`.
+//! With the `sqlite` feature (the server's) an id is a SQLite text value, read and written.
 
 use std::borrow::Borrow;
 use std::fmt;
@@ -147,6 +148,22 @@ macro_rules! string_id {
         impl PartialEq<$name> for String {
             fn eq(&self, other: &$name) -> bool {
                 *self == other.0
+            }
+        }
+
+        #[cfg(feature = "sqlite")]
+        impl rusqlite::ToSql for $name {
+            fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+                self.0.to_sql()
+            }
+        }
+
+        #[cfg(feature = "sqlite")]
+        impl rusqlite::types::FromSql for $name {
+            fn column_result(
+                value: rusqlite::types::ValueRef<'_>,
+            ) -> rusqlite::types::FromSqlResult<Self> {
+                String::column_result(value).map($name)
             }
         }
     };
