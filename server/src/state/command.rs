@@ -43,7 +43,7 @@ pub enum Rejection {
 /// command meets it) must have `job_modify_index` `enforce_index`, and must not exist
 /// when that is 0.
 pub fn check_job_modify_index(
-    job_id: &str,
+    job_id: &JobId,
     enforce_index: u64,
     stored: Option<&Job>,
 ) -> Result<(), Rejection> {
@@ -52,7 +52,7 @@ pub fn check_job_modify_index(
         return Ok(());
     }
     Err(Rejection::JobModifyIndex {
-        job_id: job_id.to_string(),
+        job_id: job_id.clone(),
         enforce_index,
         job_modify_index: have,
     })
