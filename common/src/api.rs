@@ -436,7 +436,7 @@ pub struct KnownAllocsRequest {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KnownAllocsResponse {
     /// The requested ids the server still stores, in request order.
-    pub known: Vec<String>,
+    pub known: Vec<AllocId>,
 }
 
 /// `PUT /v1/system/gc`: how many objects one garbage collection deleted.
