@@ -36,7 +36,7 @@ pub fn now_ms() -> u64 {
 macro_rules! string_id {
     ($(#[$doc:meta])* $name:ident) => {
         $(#[$doc])*
-        #[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+        #[derive(Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
         #[serde(transparent)]
         pub struct $name(String);
 
@@ -76,6 +76,13 @@ macro_rules! string_id {
         impl AsRef<str> for $name {
             fn as_ref(&self) -> &str {
                 &self.0
+            }
+        }
+
+        /// Like the string it is (`"web"`), so messages that quote an id read as before.
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                fmt::Debug::fmt(&self.0, f)
             }
         }
 
@@ -213,6 +220,7 @@ mod tests {
         assert_eq!(back, id);
         assert_eq!(back, "web");
         assert_eq!(id.to_string(), "web");
+        assert_eq!(format!("{id:?}"), "\"web\"");
     }
 
     #[test]

@@ -176,7 +176,7 @@ impl Heartbeats {
                     match expire(&log, &node_id).await {
                         Ok(Some(Expired::Disconnected(window))) => {
                             tracing::warn!(
-                                node_id = node_id.as_str(),
+                                node_id = %node_id,
                                 window_s = window.as_secs_f64(),
                                 "node missed its heartbeat: marked disconnected"
                             );
@@ -184,7 +184,7 @@ impl Heartbeats {
                         }
                         Ok(Some(Expired::Down)) => {
                             tracing::warn!(
-                                node_id = node_id.as_str(),
+                                node_id = %node_id,
                                 "node missed its heartbeat: marked down"
                             )
                         }

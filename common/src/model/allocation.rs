@@ -247,7 +247,7 @@ pub struct AllocMetric {
     pub coalesced_failures: u32,
     /// Node id -> final score, for the nodes scored.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub scores: BTreeMap<String, f64>,
+    pub scores: BTreeMap<NodeId, f64>,
 }
 
 impl AllocMetric {

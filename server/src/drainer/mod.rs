@@ -175,7 +175,7 @@ async fn pass(log: &CommandLog, forced: &mut BTreeSet<(JobId, u64)>) -> Result<P
             .into_iter()
             .collect();
         tracing::info!(
-            job_id = job_id.as_str(),
+            job_id = %job_id,
             allocs = alloc_ids.len(),
             "drain: migrating allocations"
         );
@@ -194,7 +194,7 @@ async fn pass(log: &CommandLog, forced: &mut BTreeSet<(JobId, u64)>) -> Result<P
             continue;
         }
         tracing::info!(
-            job_id = job_id.as_str(),
+            job_id = %job_id,
             "drain deadline passed: stopping what is still waiting to move"
         );
         log.submit(Command::UpsertEvals {
@@ -231,7 +231,7 @@ async fn pass(log: &CommandLog, forced: &mut BTreeSet<(JobId, u64)>) -> Result<P
             node_id: node_id.clone(),
             source,
         })?;
-        tracing::info!(node_id = node_id.as_str(), "drain complete");
+        tracing::info!(node_id = %node_id, "drain complete");
     }
     Ok(Pass::Draining {
         next_check: decision.next_check,

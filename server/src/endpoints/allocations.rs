@@ -23,7 +23,7 @@ pub struct AllocStopped {
 /// Why an allocation write was refused or failed.
 #[derive(Debug, thiserror::Error)]
 pub enum AllocError {
-    #[error("allocation {alloc_id:?} not found", alloc_id = .alloc_id.as_str())]
+    #[error("allocation {alloc_id:?} not found")]
     NotFound { alloc_id: AllocId },
     #[error("allocation {alloc_id} is already {client_status} (desired {desired_status}); nothing to stop")]
     AlreadyStopped {
@@ -31,7 +31,7 @@ pub enum AllocError {
         client_status: &'static str,
         desired_status: &'static str,
     },
-    #[error("job {job_id:?} of allocation {alloc_id} not found", job_id = .job_id.as_str())]
+    #[error("job {job_id:?} of allocation {alloc_id} not found")]
     JobNotFound { job_id: JobId, alloc_id: AllocId },
     /// A client's update for a node that is not registered.
     #[error(transparent)]

@@ -34,7 +34,7 @@ pub struct AllocHealthRequest {
 /// Why a deployment action was refused or failed.
 #[derive(Debug, thiserror::Error)]
 pub enum DeploymentError {
-    #[error("deployment {deployment_id:?} not found", deployment_id = .deployment_id.as_str())]
+    #[error("deployment {deployment_id:?} not found")]
     NotFound { deployment_id: DeploymentId },
     /// The action does not fit the deployment (inactive, no canaries, ...).
     #[error(transparent)]

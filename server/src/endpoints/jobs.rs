@@ -63,7 +63,7 @@ pub struct RevertRequest {
 /// Why a job write was refused or failed.
 #[derive(Debug, thiserror::Error)]
 pub enum JobError {
-    #[error("job {job_id:?} not found", job_id = .job_id.as_str())]
+    #[error("job {job_id:?} not found")]
     NotFound { job_id: JobId },
     #[error("invalid job spec: {0}")]
     InvalidSpec(SpecErrors),
@@ -77,31 +77,33 @@ pub enum JobError {
     },
     /// The job changed between each read and its write, every attempt.
     #[error(
-        "job {job_id:?} changed {attempts} times while this request was being applied; try again", job_id = .job_id.as_str())]
+        "job {job_id:?} changed {attempts} times while this request was being applied; try again"
+    )]
     Contended { job_id: JobId, attempts: u32 },
     #[error(
-        "enforce_prior_version {prior} does not match job {job_id:?}'s current version {current}", job_id = .job_id.as_str())]
+        "enforce_prior_version {prior} does not match job {job_id:?}'s current version {current}"
+    )]
     PriorVersion {
         job_id: JobId,
         prior: u64,
         current: u64,
     },
-    #[error("job {job_id:?} is stopped; run it again before scaling it", job_id = .job_id.as_str())]
+    #[error("job {job_id:?} is stopped; run it again before scaling it")]
     Stopped { job_id: JobId },
-    #[error("job {job_id:?} is a {job_type} job: it runs one instance per eligible node and has no count to scale", job_id = .job_id.as_str())]
+    #[error("job {job_id:?} is a {job_type} job: it runs one instance per eligible node and has no count to scale")]
     NotScalable {
         job_id: JobId,
         job_type: &'static str,
     },
-    #[error("job {job_id:?} has no group {group:?} (its groups: {groups})", job_id = .job_id.as_str())]
+    #[error("job {job_id:?} has no group {group:?} (its groups: {groups})")]
     UnknownGroup {
         job_id: JobId,
         group: String,
         groups: String,
     },
-    #[error("version {version} is job {job_id:?}'s current version; nothing to revert to", job_id = .job_id.as_str())]
+    #[error("version {version} is job {job_id:?}'s current version; nothing to revert to")]
     CurrentVersion { job_id: JobId, version: u64 },
-    #[error("job {job_id:?} has no version {version} (its current version is {current})", job_id = .job_id.as_str())]
+    #[error("job {job_id:?} has no version {version} (its current version is {current})")]
     UnknownVersion {
         job_id: JobId,
         version: u64,
@@ -353,7 +355,7 @@ impl<'a> Attempts<'a> {
                     }));
                 }
                 tracing::debug!(
-                    job_id = self.job_id.as_str(),
+                    job_id = %self.job_id,
                     attempt = self.made,
                     "the job changed since it was read; again"
                 );

@@ -50,9 +50,9 @@ pub enum NodeError {
     #[error("invalid node registration")]
     InvalidRegistration(Vec<String>),
     /// A client route for a node that never registered.
-    #[error("node {node_id:?} is not registered", node_id = .node_id.as_str())]
+    #[error("node {node_id:?} is not registered")]
     NotRegistered { node_id: NodeId },
-    #[error("node {node_id:?} not found", node_id = .node_id.as_str())]
+    #[error("node {node_id:?} not found")]
     NotFound { node_id: NodeId },
     #[error(transparent)]
     Heartbeat(#[from] HeartbeatError),

@@ -41,7 +41,7 @@ pub struct PlanRequest {
 pub enum PlanError {
     #[error("invalid job spec: {0}")]
     InvalidSpec(SpecErrors),
-    #[error("the job in the body is {body:?} but the path names {path:?}", body = .body.as_str(), path = .path.as_str())]
+    #[error("the job in the body is {body:?} but the path names {path:?}")]
     IdMismatch { body: JobId, path: JobId },
     #[error(transparent)]
     State(#[from] StateError),

@@ -131,7 +131,6 @@ pub async fn known_allocs(
     let known = ids
         .into_iter()
         .filter(|id| st.store.alloc_known(id))
-        .map(String::from)
         .collect();
     Ok(Json(KnownAllocsResponse { known }))
 }

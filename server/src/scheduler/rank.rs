@@ -552,9 +552,7 @@ pub fn select(
     pool.cursor = resume;
     pool.compact();
     for (score, idx) in top {
-        metric
-            .scores
-            .insert(nodes[idx].id.as_str().to_owned(), score);
+        metric.scores.insert(nodes[idx].id.clone(), score);
     }
     best
 }

@@ -1042,7 +1042,7 @@ mod tests {
         let other = NodeBuilder::new().build();
         let scored = |mut a: Allocation, score: f64, create_index: u64| {
             let mut m = AllocMetric::default();
-            m.scores.insert(a.node_id.to_string(), score);
+            m.scores.insert(a.node_id.clone(), score);
             a.metrics = Some(m);
             a.create_index = create_index;
             a

@@ -211,7 +211,7 @@ impl Writer<'_> {
             let stored = read::job(self.tx, job_id)?;
             if let Err(rejection) = command::check_job_modify_index(job_id, want, stored.as_ref()) {
                 tracing::debug!(
-                    job_id = job_id.as_str(),
+                    job_id = %job_id,
                     ?rejection,
                     "enforce_index does not match; command rejected"
                 );
@@ -1297,7 +1297,7 @@ impl Writer<'_> {
     ) -> Result<(), StateError> {
         let Some(mut node) = read::node(self.tx, node_id)? else {
             tracing::warn!(
-                node_id = node_id.as_str(),
+                node_id = %node_id,
                 index = self.index,
                 "update for an unknown node"
             );
