@@ -253,7 +253,7 @@ pub async fn run(args: AgentArgs) -> Result<ExitCode> {
         server = cfg.server.enabled,
         client = cfg.client.enabled,
         data_dir = %data_dir.display(),
-        node_id = client.as_ref().map(|c| c.node_id()).unwrap_or_default(),
+        node_id = %client.as_ref().map(|c| c.node_id()).unwrap_or_default(),
         "agent started"
     );
 

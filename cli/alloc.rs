@@ -217,14 +217,14 @@ async fn fetch_usage(
 /// The text of `orch alloc status`.
 fn render_status(a: &Allocation, usage: Option<&AllocResourceUsage>, now: u64) -> String {
     let mut out = key_values(&[
-        ("ID", a.id.clone()),
+        ("ID", a.id.to_string()),
         ("Name", a.name.clone()),
-        ("Node ID", a.node_id.clone()),
+        ("Node ID", a.node_id.to_string()),
         ("Node Name", a.node_name.clone()),
-        ("Job ID", a.job_id.clone()),
+        ("Job ID", a.job_id.to_string()),
         ("Job Version", a.job_version.to_string()),
         ("Group", a.group.clone()),
-        ("Eval ID", a.eval_id.clone()),
+        ("Eval ID", a.eval_id.to_string()),
         ("Desired Status", desired_word(a.desired_status).to_string()),
         ("Desired Description", or_none(&a.desired_description)),
         ("Client Status", a.client_status.as_str().to_string()),
@@ -247,11 +247,11 @@ fn render_status(a: &Allocation, usage: Option<&AllocResourceUsage>, now: u64) -
         ),
         (
             "Previous Allocation",
-            a.previous_allocation.clone().unwrap_or_else(|| "-".into()),
+            a.previous_allocation.as_deref().unwrap_or("-").to_string(),
         ),
         (
             "Next Allocation",
-            a.next_allocation.clone().unwrap_or_else(|| "-".into()),
+            a.next_allocation.as_deref().unwrap_or("-").to_string(),
         ),
     ]);
     if !a.resources.ports.is_empty() {

@@ -139,7 +139,7 @@ pub fn list_table(deployments: &[Deployment]) -> String {
     for d in deployments {
         t.row(vec![
             short(&d.id),
-            d.job_id.clone(),
+            d.job_id.to_string(),
             d.job_version.to_string(),
             d.status.as_str().to_string(),
             d.status_description.clone(),
@@ -162,8 +162,8 @@ async fn status(ctx: &Ctx, api: &ApiClient, id: &str) -> Result<ExitCode> {
 /// The whole text of `orch deployment status`: the header, then the groups.
 pub fn render_status(d: &Deployment, now: u64) -> String {
     let mut out = key_values(&[
-        ("ID", d.id.clone()),
-        ("Job ID", d.job_id.clone()),
+        ("ID", d.id.to_string()),
+        ("Job ID", d.job_id.to_string()),
         ("Job Version", d.job_version.to_string()),
         ("Status", d.status.as_str().to_string()),
         ("Description", d.status_description.clone()),
@@ -494,7 +494,7 @@ pub(crate) mod tests {
             "Deployment \"abcd1234\" marked as failed\nJob rolled back to version 1\nEvaluation ID: eval-1\n"
         );
         let r = DeploymentUpdateResponse {
-            eval_id: String::new(),
+            eval_id: Default::default(),
             reverted_job_version: None,
             ..r
         };

@@ -329,7 +329,7 @@ async fn list(ctx: &Ctx) -> Result<ExitCode> {
             job_status_word(j.status).to_string()
         };
         t.row(vec![
-            j.id,
+            j.id.to_string(),
             j.job_type.as_str().to_string(),
             j.priority.to_string(),
             status,
@@ -392,7 +392,7 @@ async fn status(ctx: &Ctx, job_ref: &str) -> Result<ExitCode> {
     print!(
         "{}",
         key_values(&[
-            ("ID", job.id.clone()),
+            ("ID", job.id.to_string()),
             ("Name", job.name.clone()),
             ("Type", job.job_type.as_str().to_string()),
             ("Priority", job.priority.to_string()),

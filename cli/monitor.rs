@@ -35,6 +35,7 @@ use crate::api_client::{encode, ApiClient};
 use crate::deployment::{progress_line, GroupProgress};
 use crate::output::{self, short};
 use crate::Ctx;
+use orch_common::ids::{AllocId, DeploymentId, EvalId};
 
 /// How long each blocking query waits on the server before it is re-issued.
 pub(crate) const WATCH_WAIT: Duration = Duration::from_secs(30);
@@ -67,7 +68,7 @@ pub(crate) async fn follow(
             "outcome": end.outcome.word(),
         });
         if let Some(id) = &end.deployment_id {
-            out["deployment_id"] = serde_json::Value::from(id.clone());
+            out["deployment_id"] = serde_json::Value::from(id.as_str());
         }
         output::print_json(&out)?;
     }
@@ -109,7 +110,7 @@ impl Outcome {
 /// The monitor's result: how it ended and the deployment it followed, if any.
 struct End {
     outcome: Outcome,
-    deployment_id: Option<String>,
+    deployment_id: Option<DeploymentId>,
 }
 
 enum Update {
@@ -413,7 +414,7 @@ struct Reporter {
     eval_status: Option<EvalStatus>,
     placed: Option<usize>,
     counts: BTreeMap<String, Counts>,
-    reported_failed: BTreeSet<String>,
+    reported_failed: BTreeSet<AllocId>,
     groups: BTreeMap<String, GroupProgress>,
     deployment_state: Option<(DeploymentStatus, String)>,
 }
@@ -521,7 +522,7 @@ enum Rollout {
     None,
     /// Following this deployment (its newest state once one arrived).
     Following {
-        id: String,
+        id: DeploymentId,
         latest: Box<Deployment>,
         watch: tokio::task::JoinHandle<()>,
     },
@@ -537,7 +538,7 @@ async fn find_deployment(api: &ApiClient, job: &Job) -> Result<Option<Deployment
 
 /// Watches the evaluation, the job's allocations and the version's deployment until
 /// the monitor is done.
-async fn monitor(api: &ApiClient, job: &Job, eval_id: &str, quiet: bool) -> Result<End> {
+async fn monitor(api: &ApiClient, job: &Job, eval_id: &EvalId, quiet: bool) -> Result<End> {
     let say = |line: String| {
         if !quiet {
             println!("==> {} {line}", now_clock());
@@ -554,7 +555,7 @@ async fn monitor(api: &ApiClient, job: &Job, eval_id: &str, quiet: bool) -> Resu
         )
     };
     // The evaluation followed; it changes when the broker supersedes it.
-    let mut following = eval_id.to_string();
+    let mut following = eval_id.clone();
     let mut eval_watch = watch_eval(eval_id);
     let alloc_watch = spawn_watch::<Vec<AllocListStub>, _>(
         api.clone(),
@@ -712,14 +713,14 @@ async fn superseding_eval(
     api: &ApiClient,
     job_id: &str,
     canceled: &Evaluation,
-) -> Result<Option<String>> {
+) -> Result<Option<EvalId>> {
     let evals: Vec<Evaluation> = api
         .get(&format!("/v1/job/{}/evaluations", encode(job_id)))
         .await?;
     Ok(newest_after(&evals, canceled))
 }
 
-fn newest_after(evals: &[Evaluation], canceled: &Evaluation) -> Option<String> {
+fn newest_after(evals: &[Evaluation], canceled: &Evaluation) -> Option<EvalId> {
     evals
         .iter()
         .filter(|e| e.create_index > canceled.create_index && e.status != EvalStatus::Canceled)
@@ -788,7 +789,7 @@ pub(crate) mod tests {
             eval("b", 6, EvalStatus::Canceled),
             eval("c", 7, EvalStatus::Pending),
         ];
-        assert_eq!(newest_after(&evals, &canceled), Some("c".to_string()));
+        assert_eq!(newest_after(&evals, &canceled), Some("c".into()));
         assert_eq!(newest_after(&evals[..3], &canceled), None);
     }
 

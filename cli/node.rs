@@ -21,6 +21,7 @@ use crate::api_client::ApiClient;
 use crate::job::desired_word;
 use crate::output::{self, clock, key_values, mib, relative_time, short, Table};
 use crate::Ctx;
+use orch_common::ids::AllocId;
 
 #[derive(Subcommand, Debug)]
 pub enum NodeCommand {
@@ -147,7 +148,7 @@ async fn node_id_for(api: &ApiClient, node_ref: &str) -> Result<String> {
     let nodes: Vec<NodeListStub> = api.get("/v1/nodes").await?;
     let mut named = nodes.iter().filter(|n| n.name == node_ref);
     match (named.next(), named.next()) {
-        (Some(n), None) => Ok(n.id.clone()),
+        (Some(n), None) => Ok(n.id.to_string()),
         _ => Ok(node_ref.to_string()),
     }
 }
@@ -210,7 +211,7 @@ async fn monitor_drain(
     let node_path = format!("/v1/node/{}", encode(node_id));
     let mut index = 0;
     // What was last printed per allocation: (marked, terminal).
-    let mut shown: BTreeMap<String, (bool, bool)> = BTreeMap::new();
+    let mut shown: BTreeMap<AllocId, (bool, bool)> = BTreeMap::new();
     let mut last_left = None;
     loop {
         let answer = api
@@ -387,7 +388,7 @@ async fn one(ctx: &Ctx, node_ref: &str) -> Result<ExitCode> {
     print!(
         "{}",
         key_values(&[
-            ("ID", n.id.clone()),
+            ("ID", n.id.to_string()),
             ("Name", n.name.clone()),
             ("Datacenter", n.datacenter.clone()),
             ("Class", or_none(&n.node_class)),
@@ -443,7 +444,7 @@ async fn one(ctx: &Ctx, node_ref: &str) -> Result<ExitCode> {
         for a in &allocs {
             t.row(vec![
                 short(&a.id),
-                a.job_id.clone(),
+                a.job_id.to_string(),
                 a.group.clone(),
                 desired_word(a.desired_status).into(),
                 a.client_status.as_str().into(),

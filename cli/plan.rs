@@ -113,7 +113,12 @@ pub fn render(resp: &JobPlanResponse, file: &str) -> String {
             } else {
                 a.node_name.clone()
             };
-            t.row(vec![short(&a.id), a.job_id.clone(), a.group.clone(), node]);
+            t.row(vec![
+                short(&a.id),
+                a.job_id.to_string(),
+                a.group.clone(),
+                node,
+            ]);
         }
         out.push_str(&t.render());
     }

@@ -11,6 +11,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::Mutex;
 
 use orch_common::api::AllocClientUpdate;
+use orch_common::ids::AllocId;
 use tokio::sync::Notify;
 
 /// Latest unsent state per allocation.
@@ -23,9 +24,9 @@ pub struct UpdateBatcher {
 
 #[derive(Default)]
 struct Inner {
-    pending: BTreeMap<String, AllocClientUpdate>,
+    pending: BTreeMap<AllocId, AllocClientUpdate>,
     /// Allocations whose state will change without anyone asking.
-    moving: HashSet<String>,
+    moving: HashSet<AllocId>,
 }
 
 /// Whether an allocation's pushed state is where it will stay for a while.
@@ -48,7 +49,7 @@ impl UpdateBatcher {
 
     /// Notes an allocation that is about to start, before it has pushed anything.
     pub fn expect(&self, alloc_id: &str) {
-        self.lock().moving.insert(alloc_id.to_string());
+        self.lock().moving.insert(AllocId::from(alloc_id));
     }
 
     /// Records `u` as the allocation's latest state (replacing an unsent older one).

@@ -66,7 +66,7 @@ fn lookup(allocs: &AllocLookup, prefix: &str) -> Result<AllocRef, Box<Response>>
                 "id prefix {p:?} matches {} allocations; give more characters",
                 ids.len()
             ),
-            ids,
+            ids.into_iter().map(String::from).collect(),
         ))),
     }
 }

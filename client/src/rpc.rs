@@ -10,6 +10,7 @@ use orch_common::api::{
     KnownAllocsRequest, KnownAllocsResponse, NodeAllocationsResponse, NodeRegisterRequest,
     NodeRegisterResponse,
 };
+use orch_common::ids::AllocId;
 use orch_common::model::Node;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -179,7 +180,7 @@ impl ServerApi {
     pub async fn known_allocs(
         &self,
         node_id: &str,
-        ids: Vec<String>,
+        ids: Vec<AllocId>,
     ) -> Result<KnownAllocsResponse, RpcError> {
         self.call(
             "POST",

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 
 use crate::cgroups::CgroupManager;
 use crate::driver::{proc_start_ticks, process_alive, TaskHandle};
+use orch_common::ids::NodeId;
 
 /// Why client state could not be read or written.
 #[derive(Debug, thiserror::Error)]
@@ -49,7 +50,7 @@ fn write_atomic(path: &Path, data: &[u8]) -> Result<(), StateError> {
 }
 
 /// The node id stored in `<client_dir>/node-id`, created (a new UUID) on first start.
-pub fn load_or_create_node_id(client_dir: &Path) -> Result<String, StateError> {
+pub fn load_or_create_node_id(client_dir: &Path) -> Result<NodeId, StateError> {
     std::fs::create_dir_all(client_dir).map_err(io("creating", client_dir))?;
     let path = client_dir.join("node-id");
     match std::fs::read_to_string(&path) {
@@ -58,10 +59,10 @@ pub fn load_or_create_node_id(client_dir: &Path) -> Result<String, StateError> {
             if uuid::Uuid::parse_str(&id).is_err() {
                 return Err(StateError::BadNodeId { path, content: id });
             }
-            Ok(id)
+            Ok(NodeId::from(id))
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let id = orch_common::ids::new_id();
+            let id = NodeId::generate();
             write_atomic(&path, format!("{id}\n").as_bytes())?;
             Ok(id)
         }
@@ -227,7 +228,7 @@ mod tests {
     fn handle(alloc: &str, task: &str, pid: Option<i32>) -> TaskHandle {
         TaskHandle {
             id: format!("{alloc}/{task}"),
-            alloc_id: alloc.to_string(),
+            alloc_id: alloc.into(),
             task_name: task.to_string(),
             driver: "raw_exec".to_string(),
             pid,

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use orch_common::api::{AllocResourceUsage, MemoryStats, TaskResourceUsage};
-use orch_common::ids::now_ms;
+use orch_common::ids::{now_ms, AllocId};
 
 use crate::cgroups::{CgroupLimits, CgroupManager, CgroupPaths};
 
@@ -32,7 +32,7 @@ struct Entry {
 #[derive(Clone, Default)]
 pub struct UsageBoard {
     /// std Mutex: never held across cgroup file I/O or an `.await`.
-    inner: Arc<Mutex<HashMap<String, BTreeMap<String, Entry>>>>,
+    inner: Arc<Mutex<HashMap<AllocId, BTreeMap<String, Entry>>>>,
 }
 
 impl UsageBoard {
@@ -55,7 +55,7 @@ impl UsageBoard {
             ..Default::default()
         };
         self.lock()
-            .entry(alloc.to_string())
+            .entry(AllocId::from(alloc))
             .or_default()
             .insert(task.to_string(), Entry { source, last });
     }
@@ -113,7 +113,7 @@ impl UsageBoard {
             }
         }
         AllocResourceUsage {
-            alloc_id: alloc.to_string(),
+            alloc_id: AllocId::from(alloc),
             tasks: self
                 .lock()
                 .get(alloc)
@@ -127,7 +127,7 @@ impl UsageBoard {
         self.lock().remove(alloc);
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, BTreeMap<String, Entry>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<AllocId, BTreeMap<String, Entry>>> {
         self.inner.lock().expect("usage board poisoned")
     }
 }

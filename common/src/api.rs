@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 use crate::diff::JobDiff;
+use crate::ids::{AllocId, DeploymentId, EvalId, JobId, NodeId};
 use crate::model::{
     AllocDeploymentStatus, AllocMetric, Allocation, CheckHealth, CheckStatus, ClientStatus,
     DesiredStatus, DesiredTransition, DrainStrategy, Eligibility, Evaluation, Job, JobStatus,
@@ -34,7 +35,7 @@ pub struct JobRegisterRequest {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct JobRegisterResponse {
-    pub eval_id: String,
+    pub eval_id: EvalId,
     pub job_modify_index: u64,
     #[serde(default)]
     pub warnings: Vec<String>,
@@ -43,7 +44,7 @@ pub struct JobRegisterResponse {
 /// `DELETE /v1/job/{id}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct JobDeregisterResponse {
-    pub eval_id: String,
+    pub eval_id: EvalId,
     pub job_modify_index: u64,
 }
 
@@ -137,10 +138,10 @@ pub struct DeploymentAllocHealthRequest {
 /// The answer to a deployment action (promote, fail, pause, resume, alloc-health).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DeploymentUpdateResponse {
-    pub deployment_id: String,
+    pub deployment_id: DeploymentId,
     /// The evaluation created to act on the change ("" when none was needed).
     #[serde(default)]
-    pub eval_id: String,
+    pub eval_id: EvalId,
     /// The index of the change.
     pub deployment_modify_index: u64,
     /// The job version registered again when the action reverted the job.
@@ -156,7 +157,7 @@ pub struct NodeEligibilityRequest {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeEligibilityResponse {
-    pub node_id: String,
+    pub node_id: NodeId,
     pub eligibility: Eligibility,
     /// False when the node already had that eligibility (nothing was written).
     pub changed: bool,
@@ -189,7 +190,7 @@ pub struct DrainSpec {
 /// The answer to `POST /v1/node/{id}/drain`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeDrainResponse {
-    pub node_id: String,
+    pub node_id: NodeId,
     /// The node's modify index after the change.
     pub index: u64,
     pub drain: Option<DrainStrategy>,
@@ -218,7 +219,7 @@ pub struct GroupSummary {
 /// One row of `GET /v1/jobs`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct JobListStub {
-    pub id: String,
+    pub id: JobId,
     pub name: String,
     #[serde(rename = "type")]
     pub job_type: JobType,
@@ -236,7 +237,7 @@ pub struct JobListStub {
 /// One row of `GET /v1/nodes`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NodeListStub {
-    pub id: String,
+    pub id: NodeId,
     pub name: String,
     pub datacenter: String,
     pub node_class: String,
@@ -277,26 +278,26 @@ impl From<&Node> for NodeListStub {
 /// One row of `GET /v1/allocations`, `GET /v1/job/{id}/allocations`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AllocListStub {
-    pub id: String,
+    pub id: AllocId,
     pub name: String,
-    pub job_id: String,
+    pub job_id: JobId,
     pub job_version: u64,
     pub group: String,
-    pub node_id: String,
+    pub node_id: NodeId,
     pub node_name: String,
-    pub eval_id: String,
+    pub eval_id: EvalId,
     pub desired_status: DesiredStatus,
     pub desired_description: String,
     pub client_status: ClientStatus,
     pub client_description: String,
     pub task_states: BTreeMap<String, TaskState>,
-    pub previous_allocation: Option<String>,
-    pub next_allocation: Option<String>,
+    pub previous_allocation: Option<AllocId>,
+    pub next_allocation: Option<AllocId>,
     /// Set when the server asked it to move (`orch alloc stop`, a node drain).
     #[serde(default, skip_serializing_if = "DesiredTransition::is_empty")]
     pub desired_transition: DesiredTransition,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub deployment_id: Option<String>,
+    pub deployment_id: Option<DeploymentId>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deployment_status: Option<AllocDeploymentStatus>,
     pub create_time: u64,
@@ -339,10 +340,10 @@ impl From<&Allocation> for AllocListStub {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ServiceInstance {
     pub service: String,
-    pub alloc_id: String,
-    pub job_id: String,
+    pub alloc_id: AllocId,
+    pub job_id: JobId,
     pub group: String,
-    pub node_id: String,
+    pub node_id: NodeId,
     pub node_name: String,
     /// The allocated port's host address when it is a concrete one, else the node's.
     pub address: String,
@@ -390,7 +391,7 @@ pub struct NodeRegisterRequest {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NodeRegisterResponse {
-    pub node_id: String,
+    pub node_id: NodeId,
     /// The client must heartbeat within this many milliseconds.
     pub heartbeat_ttl_ms: u64,
     pub index: u64,
@@ -428,14 +429,14 @@ pub struct NodeAllocationsResponse {
 /// for; the answer keeps those the server still has (the rest were collected).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KnownAllocsRequest {
-    pub ids: Vec<String>,
+    pub ids: Vec<AllocId>,
 }
 
 /// The answer to `POST /v1/node/{id}/allocations/known`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KnownAllocsResponse {
     /// The requested ids the server still stores, in request order.
-    pub known: Vec<String>,
+    pub known: Vec<AllocId>,
 }
 
 /// `PUT /v1/system/gc`: how many objects one garbage collection deleted.
@@ -453,7 +454,7 @@ pub struct GcResponse {
 /// One allocation's client-side state, batched in `POST /v1/node/{id}/allocations`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AllocClientUpdate {
-    pub id: String,
+    pub id: AllocId,
     pub client_status: ClientStatus,
     #[serde(default)]
     pub client_description: String,
@@ -471,7 +472,7 @@ pub struct AllocClientUpdate {
 /// every later update of the allocation; the server keeps the first).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeploymentHealthReport {
-    pub deployment_id: String,
+    pub deployment_id: DeploymentId,
     pub healthy: bool,
     /// When it was decided (ms since the epoch).
     pub timestamp: u64,
@@ -498,7 +499,7 @@ pub struct AgentSelf {
     pub datacenter: String,
     pub server: bool,
     pub client: bool,
-    pub node_id: Option<String>,
+    pub node_id: Option<NodeId>,
     pub http_addr: String,
     pub data_dir: String,
 }
@@ -567,7 +568,7 @@ pub struct TaskResourceUsage {
 /// `GET /v1/client/allocation/{id}/stats`.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct AllocResourceUsage {
-    pub alloc_id: String,
+    pub alloc_id: AllocId,
     /// Task name -> usage; tasks that never started are absent.
     pub tasks: BTreeMap<String, TaskResourceUsage>,
 }

@@ -12,6 +12,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use crate::ids::JobId;
 use crate::model::Job;
 
 /// Job fields the server sets: never part of a diff.
@@ -30,7 +31,7 @@ const SERVER_FIELDS: [&str; 8] = [
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DiffError {
     #[error("job {job_id:?} could not be turned into JSON for diffing: {message}")]
-    Serialize { job_id: String, message: String },
+    Serialize { job_id: JobId, message: String },
 }
 
 /// How one field, object, group or job changed.
@@ -99,7 +100,7 @@ pub struct TaskGroupDiff {
 pub struct JobDiff {
     #[serde(rename = "type")]
     pub diff_type: DiffType,
-    pub id: String,
+    pub id: JobId,
     #[serde(default)]
     pub fields: Vec<FieldDiff>,
     #[serde(default)]

@@ -6,6 +6,7 @@
 //! changes no stored or served byte; in code a `JobId` cannot be passed where a `NodeId`
 //! is meant. Each derefs to `str` (ids are read as text everywhere: prefixes, tables,
 //! SQL parameters) and borrows as `str`, so maps keyed by an id are looked up by `&str`.
+//! With the `sqlite` feature (the server's) an id is a SQLite text value, read and written.
 
 use std::borrow::Borrow;
 use std::fmt;
@@ -35,7 +36,7 @@ pub fn now_ms() -> u64 {
 macro_rules! string_id {
     ($(#[$doc:meta])* $name:ident) => {
         $(#[$doc])*
-        #[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+        #[derive(Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
         #[serde(transparent)]
         pub struct $name(String);
 
@@ -75,6 +76,13 @@ macro_rules! string_id {
         impl AsRef<str> for $name {
             fn as_ref(&self) -> &str {
                 &self.0
+            }
+        }
+
+        /// Like the string it is (`"web"`), so messages that quote an id read as before.
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                fmt::Debug::fmt(&self.0, f)
             }
         }
 
@@ -149,6 +157,22 @@ macro_rules! string_id {
                 *self == other.0
             }
         }
+
+        #[cfg(feature = "sqlite")]
+        impl rusqlite::ToSql for $name {
+            fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+                self.0.to_sql()
+            }
+        }
+
+        #[cfg(feature = "sqlite")]
+        impl rusqlite::types::FromSql for $name {
+            fn column_result(
+                value: rusqlite::types::ValueRef<'_>,
+            ) -> rusqlite::types::FromSqlResult<Self> {
+                String::column_result(value).map($name)
+            }
+        }
     };
 }
 
@@ -196,6 +220,7 @@ mod tests {
         assert_eq!(back, id);
         assert_eq!(back, "web");
         assert_eq!(id.to_string(), "web");
+        assert_eq!(format!("{id:?}"), "\"web\"");
     }
 
     #[test]

@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use std::error::Error;
 use std::time::{Duration, Instant};
 
+use orch_common::ids::{EvalId, NodeId};
 use orch_common::mock::{JobBuilder, NodeBuilder};
 use orch_common::model::{triggers, EvalStatus, Evaluation, Job, Node};
 use orch_server::config::ServerConfig;
@@ -110,7 +111,7 @@ async fn register_nodes(server: &Server, nodes: Vec<Node>) -> BenchResult<()> {
 }
 
 /// Submits jobs (with their register evaluations) as fast as the log takes them.
-async fn submit_jobs(server: &Server, jobs: Vec<Job>) -> BenchResult<Vec<String>> {
+async fn submit_jobs(server: &Server, jobs: Vec<Job>) -> BenchResult<Vec<EvalId>> {
     use futures::StreamExt;
     let mut ids = Vec::with_capacity(jobs.len());
     let mut pending = futures::stream::FuturesUnordered::new();
@@ -140,7 +141,7 @@ async fn submit_jobs(server: &Server, jobs: Vec<Job>) -> BenchResult<Vec<String>
 
 /// Waits until every evaluation in `ids` is terminal (complete, failed, canceled, or
 /// blocked with its placements given up); returns them.
-async fn wait_evals(server: &Server, ids: &[String]) -> BenchResult<Vec<Evaluation>> {
+async fn wait_evals(server: &Server, ids: &[EvalId]) -> BenchResult<Vec<Evaluation>> {
     let deadline = Instant::now() + Duration::from_secs(3600);
     loop {
         let stats = server.broker().stats();
@@ -190,7 +191,7 @@ fn placed_allocs(server: &Server) -> BenchResult<usize> {
 }
 
 /// Allocations in the store, and the nodes holding at least one.
-fn allocs_per_node(server: &Server) -> BenchResult<(usize, BTreeMap<String, usize>)> {
+fn allocs_per_node(server: &Server) -> BenchResult<(usize, BTreeMap<NodeId, usize>)> {
     let mut per_node = BTreeMap::new();
     let total = placed_allocs(server)?;
     if total > 0 {

@@ -25,6 +25,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use orch_common::ids::{JobId, NodeId};
 use orch_common::model::{triggers, Eligibility, Evaluation, Job, JobType, NodeStatus};
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
@@ -41,11 +42,11 @@ const IDLE_SLEEP: Duration = Duration::from_secs(3600);
 #[derive(Debug, thiserror::Error)]
 pub enum HeartbeatError {
     #[error("reading node {node_id}: {source}")]
-    Read { node_id: String, source: StateError },
+    Read { node_id: NodeId, source: StateError },
     #[error("changing node {node_id}: {source}")]
-    Submit { node_id: String, source: LogError },
+    Submit { node_id: NodeId, source: LogError },
     #[error("state read task for node {node_id} failed: {message}")]
-    Task { node_id: String, message: String },
+    Task { node_id: NodeId, message: String },
 }
 
 /// The heartbeat timers. Cheap to clone (an `Arc` inside).
@@ -58,7 +59,7 @@ struct Inner {
     min_ttl: Duration,
     grace: Duration,
     /// Node id -> when it is declared down. A std mutex: never held across an await.
-    deadlines: Mutex<HashMap<String, Instant>>,
+    deadlines: Mutex<HashMap<NodeId, Instant>>,
     changed: Notify,
 }
 
@@ -74,7 +75,7 @@ impl Heartbeats {
         }
     }
 
-    fn deadlines(&self) -> std::sync::MutexGuard<'_, HashMap<String, Instant>> {
+    fn deadlines(&self) -> std::sync::MutexGuard<'_, HashMap<NodeId, Instant>> {
         self.inner
             .deadlines
             .lock()
@@ -91,28 +92,28 @@ impl Heartbeats {
     }
 
     /// Restarts a node's timer; returns the TTL to tell the client.
-    pub fn reset(&self, node_id: &str) -> Duration {
+    pub fn reset(&self, node_id: &NodeId) -> Duration {
         let ttl = self.ttl();
         let deadline = Instant::now() + ttl + self.inner.grace;
-        self.deadlines().insert(node_id.to_string(), deadline);
+        self.deadlines().insert(node_id.clone(), deadline);
         self.inner.changed.notify_one();
         ttl
     }
 
     /// Sets a node's timer to fire at `deadline` (the end of its disconnect window).
-    fn schedule(&self, node_id: &str, deadline: Instant) {
-        self.deadlines().insert(node_id.to_string(), deadline);
+    fn schedule(&self, node_id: &NodeId, deadline: Instant) {
+        self.deadlines().insert(node_id.clone(), deadline);
         self.inner.changed.notify_one();
     }
 
     /// Forgets a node's timer (it is down or gone).
-    pub fn remove(&self, node_id: &str) {
+    pub fn remove(&self, node_id: &NodeId) {
         self.deadlines().remove(node_id);
         self.inner.changed.notify_one();
     }
 
     /// Node ids with a running timer.
-    pub fn tracked(&self) -> BTreeSet<String> {
+    pub fn tracked(&self) -> BTreeSet<NodeId> {
         self.deadlines().keys().cloned().collect()
     }
 
@@ -141,9 +142,9 @@ impl Heartbeats {
         Ok(n)
     }
 
-    fn take_expired(&self, now: Instant) -> Vec<String> {
+    fn take_expired(&self, now: Instant) -> Vec<NodeId> {
         let mut deadlines = self.deadlines();
-        let expired: Vec<String> = deadlines
+        let expired: Vec<NodeId> = deadlines
             .iter()
             .filter(|(_, d)| **d <= now)
             .map(|(id, _)| id.clone())
@@ -175,14 +176,17 @@ impl Heartbeats {
                     match expire(&log, &node_id).await {
                         Ok(Some(Expired::Disconnected(window))) => {
                             tracing::warn!(
-                                node_id,
+                                node_id = %node_id,
                                 window_s = window.as_secs_f64(),
                                 "node missed its heartbeat: marked disconnected"
                             );
                             timers.schedule(&node_id, Instant::now() + window);
                         }
                         Ok(Some(Expired::Down)) => {
-                            tracing::warn!(node_id, "node missed its heartbeat: marked down")
+                            tracing::warn!(
+                                node_id = %node_id,
+                                "node missed its heartbeat: marked down"
+                            )
                         }
                         Ok(None) => {}
                         Err(e) => tracing::error!(error = %e, "heartbeat expiry failed"),
@@ -198,7 +202,10 @@ impl Heartbeats {
 /// or turned eligible again), as Nomad's createNodeEvals: one per `system`/`sysbatch`
 /// job that runs in the node's datacenter (so it gets its allocation there) and one per
 /// other job with live allocations on the node. One per job, never one per alloc.
-pub fn node_ready_evals(store: &StateStore, node_id: &str) -> Result<Vec<Evaluation>, StateError> {
+pub fn node_ready_evals(
+    store: &StateStore,
+    node_id: &NodeId,
+) -> Result<Vec<Evaluation>, StateError> {
     let Some(node) = store.node(node_id)? else {
         return Ok(Vec::new());
     };
@@ -215,7 +222,7 @@ pub fn node_ready_evals(store: &StateStore, node_id: &str) -> Result<Vec<Evaluat
             && node.in_datacenters(&job.datacenters);
         if system || with_allocs.contains(&job.id) {
             let mut eval = Evaluation::for_job(&job, triggers::NODE_UPDATE);
-            eval.node_id = Some(node_id.to_string());
+            eval.node_id = Some(node_id.clone());
             evals.push(eval);
         }
     }
@@ -228,11 +235,11 @@ pub fn node_ready_evals(store: &StateStore, node_id: &str) -> Result<Vec<Evaluat
 /// unknown or already has that eligibility.
 pub async fn set_eligibility(
     log: &CommandLog,
-    node_id: &str,
+    node_id: &NodeId,
     eligibility: Eligibility,
 ) -> Result<bool, HeartbeatError> {
     let store = log.store().clone();
-    let id = node_id.to_string();
+    let id = node_id.clone();
     let found = tokio::task::spawn_blocking(move || -> Result<_, StateError> {
         let Some(node) = store.node(&id)? else {
             return Ok(None);
@@ -249,24 +256,24 @@ pub async fn set_eligibility(
     })
     .await
     .map_err(|e| HeartbeatError::Task {
-        node_id: node_id.to_string(),
+        node_id: node_id.clone(),
         message: e.to_string(),
     })?
     .map_err(|source| HeartbeatError::Read {
-        node_id: node_id.to_string(),
+        node_id: node_id.clone(),
         source,
     })?;
     let Some(Some(evals)) = found else {
         return Ok(false);
     };
     log.submit(Command::UpdateNodeEligibility {
-        node_id: node_id.to_string(),
+        node_id: node_id.clone(),
         eligibility,
         evals,
     })
     .await
     .map_err(|source| HeartbeatError::Submit {
-        node_id: node_id.to_string(),
+        node_id: node_id.clone(),
         source,
     })?;
     Ok(true)
@@ -284,9 +291,9 @@ pub enum Expired {
 /// among their groups that run there (None: nothing there tolerates a disconnect).
 fn live_jobs_and_window(
     store: &StateStore,
-    node_id: &str,
+    node_id: &NodeId,
 ) -> Result<(Vec<Job>, Option<Duration>), StateError> {
-    let mut groups: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let mut groups: BTreeMap<JobId, BTreeSet<String>> = BTreeMap::new();
     for alloc in store.allocs_by_node(node_id)? {
         if !alloc.client_status.is_terminal() {
             groups.entry(alloc.job_id).or_default().insert(alloc.group);
@@ -307,11 +314,11 @@ fn live_jobs_and_window(
     Ok((jobs, window))
 }
 
-fn node_update_evals(jobs: &[Job], node_id: &str) -> Vec<Evaluation> {
+fn node_update_evals(jobs: &[Job], node_id: &NodeId) -> Vec<Evaluation> {
     jobs.iter()
         .map(|job| {
             let mut eval = Evaluation::for_job(job, triggers::NODE_UPDATE);
-            eval.node_id = Some(node_id.to_string());
+            eval.node_id = Some(node_id.clone());
             eval
         })
         .collect()
@@ -328,7 +335,7 @@ fn now_ms() -> u64 {
 /// disconnect becomes `disconnected`; any other (or one whose disconnect window has
 /// passed) becomes `down`. Either way with one `node-update` evaluation per job that
 /// has live allocations there. None when the node is gone or already down.
-pub async fn expire(log: &CommandLog, node_id: &str) -> Result<Option<Expired>, HeartbeatError> {
+pub async fn expire(log: &CommandLog, node_id: &NodeId) -> Result<Option<Expired>, HeartbeatError> {
     let Some((node, jobs, window)) = read_node_jobs(log, node_id).await? else {
         return Ok(None);
     };
@@ -346,7 +353,7 @@ pub async fn expire(log: &CommandLog, node_id: &str) -> Result<Option<Expired>, 
 /// Marks a node down with one `node-update` evaluation per job that has live
 /// allocations on it (the client said it is going away). Returns false when the node
 /// is gone or already down.
-pub async fn mark_down(log: &CommandLog, node_id: &str) -> Result<bool, HeartbeatError> {
+pub async fn mark_down(log: &CommandLog, node_id: &NodeId) -> Result<bool, HeartbeatError> {
     let Some((node, jobs, _)) = read_node_jobs(log, node_id).await? else {
         return Ok(false);
     };
@@ -367,10 +374,10 @@ type NodeJobs = (orch_common::model::Node, Vec<Job>, Option<Duration>);
 
 async fn read_node_jobs(
     log: &CommandLog,
-    node_id: &str,
+    node_id: &NodeId,
 ) -> Result<Option<NodeJobs>, HeartbeatError> {
     let store = log.store().clone();
-    let id = node_id.to_string();
+    let id = node_id.clone();
     tokio::task::spawn_blocking(move || -> Result<_, StateError> {
         let Some(node) = store.node(&id)? else {
             return Ok(None);
@@ -380,29 +387,29 @@ async fn read_node_jobs(
     })
     .await
     .map_err(|e| HeartbeatError::Task {
-        node_id: node_id.to_string(),
+        node_id: node_id.clone(),
         message: e.to_string(),
     })?
     .map_err(|source| HeartbeatError::Read {
-        node_id: node_id.to_string(),
+        node_id: node_id.clone(),
         source,
     })
 }
 
 async fn submit_status(
     log: &CommandLog,
-    node_id: &str,
+    node_id: &NodeId,
     status: NodeStatus,
     evals: Vec<Evaluation>,
 ) -> Result<(), HeartbeatError> {
     log.submit(Command::UpdateNodeStatus {
-        node_id: node_id.to_string(),
+        node_id: node_id.clone(),
         status,
         evals,
     })
     .await
     .map_err(|source| HeartbeatError::Submit {
-        node_id: node_id.to_string(),
+        node_id: node_id.clone(),
         source,
     })?;
     Ok(())
@@ -446,10 +453,10 @@ mod tests {
         let hb = Heartbeats::new(Duration::from_secs(10), Duration::from_secs(1));
         assert_eq!(hb.ttl(), Duration::from_secs(10));
         for i in 0..1000 {
-            hb.reset(&format!("n{i}"));
+            hb.reset(&format!("n{i}").into());
         }
         assert_eq!(hb.ttl(), Duration::from_secs(20));
-        hb.remove("n0");
+        hb.remove(&"n0".into());
         assert_eq!(hb.tracked().len(), 999);
     }
 
@@ -489,13 +496,15 @@ mod tests {
         .await
         .expect("plan");
 
-        let evals = node_ready_evals(&store, "n1").expect("evals");
+        let evals = node_ready_evals(&store, &"n1".into()).expect("evals");
         let jobs: BTreeSet<&str> = evals.iter().map(|e| e.job_id.as_str()).collect();
         assert_eq!(jobs, BTreeSet::from(["agent", "web"]));
         assert!(evals
             .iter()
             .all(|e| e.triggered_by == "node-update" && e.node_id.as_deref() == Some("n1")));
-        assert!(node_ready_evals(&store, "nope").expect("evals").is_empty());
+        assert!(node_ready_evals(&store, &"nope".into())
+            .expect("evals")
+            .is_empty());
         log.shutdown().await;
     }
 
@@ -520,7 +529,7 @@ mod tests {
         .await
         .expect("job");
 
-        assert!(set_eligibility(&log, "n1", Eligibility::Eligible)
+        assert!(set_eligibility(&log, &"n1".into(), Eligibility::Eligible)
             .await
             .expect("eligible"));
         assert_eq!(
@@ -531,16 +540,18 @@ mod tests {
         assert_eq!(evals.len(), 1);
         assert_eq!(evals[0].triggered_by, "node-update");
         // Already eligible: nothing to do, no second eval.
-        assert!(!set_eligibility(&log, "n1", Eligibility::Eligible)
+        assert!(!set_eligibility(&log, &"n1".into(), Eligibility::Eligible)
             .await
             .expect("again"));
-        assert!(set_eligibility(&log, "n1", Eligibility::Ineligible)
+        assert!(set_eligibility(&log, &"n1".into(), Eligibility::Ineligible)
             .await
             .expect("ineligible"));
         assert_eq!(store.evals_by_job("agent").expect("evals").len(), 1);
-        assert!(!set_eligibility(&log, "ghost", Eligibility::Eligible)
-            .await
-            .expect("unknown"));
+        assert!(
+            !set_eligibility(&log, &"ghost".into(), Eligibility::Eligible)
+                .await
+                .expect("unknown")
+        );
         log.shutdown().await;
     }
 
@@ -555,11 +566,11 @@ mod tests {
         let hb = Heartbeats::new(Duration::from_millis(100), Duration::from_millis(50));
         let (stop_tx, stop_rx) = watch::channel(false);
         let task = hb.spawn(log.clone(), stop_rx);
-        hb.reset("n1");
+        hb.reset(&"n1".into());
         // n2 keeps heartbeating.
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
         loop {
-            hb.reset("n2");
+            hb.reset(&"n2".into());
             if store.node("n1").expect("read").expect("n1").status == NodeStatus::Down {
                 break;
             }
@@ -597,7 +608,7 @@ mod tests {
         let hb = Heartbeats::new(Duration::from_millis(100), Duration::from_millis(50));
         let (stop_tx, stop_rx) = watch::channel(false);
         let task = hb.spawn(log.clone(), stop_rx);
-        hb.reset("n1");
+        hb.reset(&"n1".into());
         let mut seen = Vec::new();
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         loop {

@@ -10,18 +10,20 @@ use std::sync::Arc;
 
 use super::Shared;
 use crate::rpc::RpcError;
+use orch_common::ids::AllocId;
 
 impl Shared {
     /// Names of the alloc dirs that have no runner.
-    fn idle_alloc_dirs(&self) -> Vec<String> {
+    fn idle_alloc_dirs(&self) -> Vec<AllocId> {
         let runners = self.runners.lock().expect("runner table poisoned");
         let Ok(entries) = std::fs::read_dir(self.cfg.alloc_root()) else {
             return Vec::new();
         };
-        let mut ids: Vec<String> = entries
+        let mut ids: Vec<AllocId> = entries
             .flatten()
             .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
             .filter_map(|e| e.file_name().into_string().ok())
+            .map(AllocId::from)
             .filter(|id| !runners.contains_key(id))
             .collect();
         ids.sort();
@@ -35,14 +37,14 @@ pub(super) async fn remove_collected_dirs(shared: &Arc<Shared>) -> Result<usize,
     if idle.is_empty() {
         return Ok(0);
     }
-    let known: HashSet<String> = shared
+    let known: HashSet<AllocId> = shared
         .api
         .known_allocs(&shared.node.id, idle.clone())
         .await?
         .known
         .into_iter()
         .collect();
-    let gone: Vec<String> = idle.into_iter().filter(|id| !known.contains(id)).collect();
+    let gone: Vec<AllocId> = idle.into_iter().filter(|id| !known.contains(id)).collect();
     if gone.is_empty() {
         return Ok(0);
     }
@@ -62,7 +64,7 @@ pub(super) async fn remove_collected_dirs(shared: &Arc<Shared>) -> Result<usize,
             {
                 continue;
             }
-            let dir = root.join(&id);
+            let dir = root.join(id.as_str());
             if let Some(m) = mounts.iter().find(|m| m.starts_with(&dir)) {
                 // Never recurse into a mount (a bind mount would lose host files).
                 tracing::warn!(alloc = %id, mount = %m.display(), "not removing a collected allocation's dir: something is mounted in it");

@@ -14,10 +14,11 @@ use crate::allocrunner::AllocRunnerHandle;
 use crate::driver::{Driver, DriverSet, TaskHandle};
 use crate::state::HandleStore;
 use crate::usage::UsageBoard;
+use orch_common::ids::AllocId;
 
 /// Alloc id -> runner, shared by the agent's loops and its lookups. A std mutex:
 /// never held across an await.
-pub(crate) type RunnerTable = Arc<Mutex<HashMap<String, AllocRunnerHandle>>>;
+pub(crate) type RunnerTable = Arc<Mutex<HashMap<AllocId, AllocRunnerHandle>>>;
 
 /// What the client's HTTP routes see of the agent.
 #[derive(Clone)]
@@ -47,7 +48,7 @@ impl AllocLookup {
     }
 
     /// The runner table, locked (not to be held across an await).
-    pub(crate) fn runners(&self) -> MutexGuard<'_, HashMap<String, AllocRunnerHandle>> {
+    pub(crate) fn runners(&self) -> MutexGuard<'_, HashMap<AllocId, AllocRunnerHandle>> {
         self.runners.lock().expect("runner table poisoned")
     }
 
@@ -81,7 +82,7 @@ impl AllocLookup {
     /// Finds an allocation by id or unique id prefix among the running ones and those
     /// with a directory on disk.
     pub(crate) fn find_alloc(&self, prefix: &str) -> Result<AllocRef, LookupError> {
-        let mut ids: HashSet<String> = self
+        let mut ids: HashSet<AllocId> = self
             .runners
             .lock()
             .expect("runner table poisoned")
@@ -93,12 +94,12 @@ impl AllocLookup {
             for e in rd.flatten() {
                 if let Ok(name) = e.file_name().into_string() {
                     if name.starts_with(prefix) && e.path().is_dir() {
-                        ids.insert(name);
+                        ids.insert(AllocId::from(name));
                     }
                 }
             }
         }
-        let mut ids: Vec<String> = ids.into_iter().collect();
+        let mut ids: Vec<AllocId> = ids.into_iter().collect();
         ids.sort();
         match ids.len() {
             0 => Err(LookupError::NotFound(prefix.to_string())),
@@ -123,7 +124,7 @@ impl AllocLookup {
 
 /// An allocation found by `find_alloc`.
 pub(crate) struct AllocRef {
-    pub id: String,
+    pub id: AllocId,
     pub dir: AllocDir,
     pub tasks: Vec<String>,
     /// Live status when a runner exists (none: the allocation is finished).
@@ -153,5 +154,5 @@ pub(crate) enum LookupError {
     #[error("no allocation with id prefix {0:?} on this client")]
     NotFound(String),
     #[error("id prefix {0:?} matches several allocations")]
-    Ambiguous(String, Vec<String>),
+    Ambiguous(String, Vec<AllocId>),
 }

@@ -47,6 +47,7 @@ use crate::driver::{DriverSet, TaskHandle};
 use crate::fingerprint::{FingerprintError, Fingerprinter};
 use crate::rpc::ServerApi;
 use crate::state::{self, HandleStore, StateError};
+use orch_common::ids::NodeId;
 use register::{build_node, disconnect_watchdog, heartbeat_loop};
 use shared::Shared;
 use status::{send_batch, update_loop, FINAL_FLUSH};
@@ -167,7 +168,7 @@ impl Client {
         crate::http::router(self.shared.lookup())
     }
 
-    pub fn node_id(&self) -> String {
+    pub fn node_id(&self) -> NodeId {
         self.shared.node.id.clone()
     }
 

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use orch_common::api::HeartbeatRequest;
-use orch_common::ids::now_ms;
+use orch_common::ids::{now_ms, NodeId};
 use orch_common::model::{Node, NodeStatus};
 use tokio::sync::watch;
 
@@ -20,7 +20,7 @@ use crate::fingerprint::Fingerprint;
 /// configured name, datacenter, class, metadata, reservations and ports.
 pub(super) fn build_node(
     cfg: &ClientConfig,
-    id: String,
+    id: NodeId,
     fp: Fingerprint,
     drivers: &DriverSet,
 ) -> Node {
@@ -30,7 +30,7 @@ pub(super) fn build_node(
         attributes
             .get("unique.hostname")
             .cloned()
-            .unwrap_or_else(|| id.clone())
+            .unwrap_or_else(|| id.to_string())
     } else {
         cfg.name.clone()
     };

@@ -15,6 +15,7 @@ use crate::allocrunner::taskrunner::TaskRunnerDeps;
 use crate::batcher::UpdateBatcher;
 use crate::config::ClientConfig;
 use crate::rpc::ServerApi;
+use orch_common::ids::AllocId;
 
 /// Longest pause between retries (a restarted server is picked up within this).
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
@@ -27,7 +28,7 @@ pub(super) struct Shared {
     pub(super) deps: TaskRunnerDeps,
     pub(super) runners: RunnerTable,
     /// Allocations this process already ran: never started twice.
-    pub(super) started: Mutex<HashSet<String>>,
+    pub(super) started: Mutex<HashSet<AllocId>>,
     /// Whether the tasks of an earlier run that no allocation claims were killed
     /// (after the first allocation list from the servers).
     pub(super) swept: AtomicBool,

@@ -293,7 +293,7 @@ async fn run_sleeper(fake: &Fake, client: &Client, data_dir: &Path) -> (Allocati
     );
     fake.state.add_alloc(a.clone());
     status_becomes(fake, &a.id, ClientStatus::Running).await;
-    let pidfile = data_dir.join("alloc").join(&a.id).join("main/pid");
+    let pidfile = data_dir.join("alloc").join(a.id.as_str()).join("main/pid");
     let pid: i32 = eventually("pid file", || {
         std::fs::read_to_string(&pidfile)
             .ok()
@@ -677,7 +677,7 @@ async fn an_alloc_stopped_before_it_started_is_reported_complete_without_running
     let done = status_becomes(&fake, &a.id, ClientStatus::Complete).await;
     assert_eq!(done.client_description, "stopped before it started");
     assert!(
-        !dir.path().join("alloc").join(&a.id).exists(),
+        !dir.path().join("alloc").join(a.id.as_str()).exists(),
         "no alloc dir is made for an alloc that never ran"
     );
     client.shutdown().await;

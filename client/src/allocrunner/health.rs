@@ -22,6 +22,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use orch_common::duration::format as human;
+use orch_common::ids::DeploymentId;
 use orch_common::model::{
     Allocation, CheckHealth, CheckStatus, HealthCheckMode, TaskState, TaskStateKind, UpdatePolicy,
 };
@@ -41,7 +42,7 @@ pub struct Verdict {
 /// Tracks one allocation's health in one deployment.
 #[derive(Debug, Clone)]
 pub struct HealthTracker {
-    deployment_id: String,
+    deployment_id: DeploymentId,
     mode: HealthCheckMode,
     min_healthy_time: Duration,
     healthy_deadline: Duration,
@@ -73,13 +74,13 @@ impl HealthTracker {
     }
 
     pub fn new(
-        deployment_id: &str,
+        deployment_id: &DeploymentId,
         policy: &UpdatePolicy,
         tasks: Vec<String>,
         now: Instant,
     ) -> HealthTracker {
         HealthTracker {
-            deployment_id: deployment_id.to_string(),
+            deployment_id: deployment_id.clone(),
             mode: policy.health_check,
             min_healthy_time: policy.min_healthy_time,
             healthy_deadline: policy.healthy_deadline,
@@ -91,7 +92,7 @@ impl HealthTracker {
         }
     }
 
-    pub fn deployment_id(&self) -> &str {
+    pub fn deployment_id(&self) -> &DeploymentId {
         &self.deployment_id
     }
 
@@ -249,7 +250,7 @@ mod tests {
     /// A tracker of tasks `app` and `side` that started at `t0`.
     fn tracker(mode: HealthCheckMode, t0: Instant) -> HealthTracker {
         HealthTracker::new(
-            "dep-1",
+            &"dep-1".into(),
             &policy(mode),
             vec!["app".into(), "side".into()],
             t0,
@@ -541,7 +542,7 @@ mod tests {
         let t0 = Instant::now();
         let mut p = policy(HealthCheckMode::TaskStates);
         p.min_healthy_time = Duration::ZERO;
-        let mut h = HealthTracker::new("d", &p, vec!["app".into()], t0);
+        let mut h = HealthTracker::new(&"d".into(), &p, vec!["app".into()], t0);
         let states = BTreeMap::from([("app".to_string(), task(TaskStateKind::Running, false, 0))]);
         assert_eq!(h.observe(&states, &BTreeMap::new(), t0 + secs(1)), None);
         assert!(h.verdict().unwrap().healthy);

@@ -33,7 +33,7 @@ use std::sync::Arc;
 
 use orch_common::api::{AllocClientUpdate, DeploymentHealthReport};
 use orch_common::duration::format as human;
-use orch_common::ids::now_ms;
+use orch_common::ids::{now_ms, AllocId};
 use orch_common::model::{
     Allocation, CheckStatus, ClientStatus, JobType, TaskEvent, TaskState, TaskStateKind,
 };
@@ -57,7 +57,7 @@ struct StopRequest {
 
 /// Controls a running allocation and shows its latest state.
 pub struct AllocRunnerHandle {
-    pub alloc_id: String,
+    pub alloc_id: AllocId,
     /// Task names, in the group's order.
     pub tasks: Vec<String>,
     pub alloc_dir: AllocDir,
@@ -738,7 +738,7 @@ impl AllocRunner {
                 v.description
             );
             self.health_report = Some(DeploymentHealthReport {
-                deployment_id: h.deployment_id().to_string(),
+                deployment_id: h.deployment_id().clone(),
                 healthy: v.healthy,
                 timestamp: now_ms().saturating_sub(ago),
                 description: v.description.clone(),
@@ -928,7 +928,11 @@ mod tests {
         assert_eq!(h.tasks, vec!["a".to_string(), "b".to_string()]);
         let s = run_until_done(h).await;
         assert_eq!(s.client_status, ClientStatus::Complete);
-        assert!(dir.path().join(&alloc.id).join("alloc/logs").is_dir());
+        assert!(dir
+            .path()
+            .join(alloc.id.as_str())
+            .join("alloc/logs")
+            .is_dir());
         let pending = batcher.take();
         assert_eq!(pending.len(), 1);
         assert_eq!(pending[0].client_status, ClientStatus::Complete);

@@ -49,7 +49,7 @@ impl TaskDirs {
     }
 
     pub fn request(&self, name: &str, config: BTreeMap<String, serde_json::Value>) -> StartRequest {
-        let alloc_id = orch_common::ids::new_id();
+        let alloc_id = orch_common::ids::AllocId::generate();
         StartRequest {
             id: format!("{alloc_id}/{name}"),
             alloc_id,

@@ -14,13 +14,14 @@ use serde::{Deserialize, Serialize};
 use super::error::DriverError;
 use super::signals::signal_name;
 use crate::cgroups::{CgroupPaths, MemoryUsage};
+use orch_common::ids::AllocId;
 
 /// Everything a driver needs to start one task.
 #[derive(Debug, Clone)]
 pub struct StartRequest {
     /// `<alloc_id>/<task>`: unique on the node.
     pub id: String,
-    pub alloc_id: String,
+    pub alloc_id: AllocId,
     pub task_name: String,
     /// The task's `config`, already interpolated.
     pub config: BTreeMap<String, serde_json::Value>,
@@ -44,7 +45,7 @@ pub struct StartRequest {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TaskHandle {
     pub id: String,
-    pub alloc_id: String,
+    pub alloc_id: AllocId,
     pub task_name: String,
     pub driver: String,
     /// The main process (also its process group id), for drivers that run one.

@@ -22,7 +22,7 @@ pub(crate) fn job(raw: RawJob) -> Job {
     groups.sort_by(|a, b| a.name.cmp(&b.name));
     Job {
         name: raw.name.unwrap_or_else(|| id.clone()),
-        id,
+        id: id.into(),
         job_type,
         datacenters: raw.datacenters.unwrap_or_else(default_datacenters),
         priority: raw.priority.unwrap_or_else(default_priority),

@@ -87,7 +87,7 @@ pub fn validate(job: &Job) -> Result<(), SpecErrors> {
 /// other job types' groups have none; groups and tasks are ordered by name.
 pub fn canonicalize(job: &mut Job) {
     if job.name.is_empty() {
-        job.name = job.id.clone();
+        job.name = job.id.to_string();
     }
     let is_service = job.job_type == JobType::Service;
     for group in &mut job.groups {

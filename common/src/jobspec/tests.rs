@@ -1349,7 +1349,7 @@ prop_compose! {
         drop_tasks in any::<bool>(),
     ) -> Job {
         let mut job = parse(&read_spec(base)).unwrap();
-        job.id = words[0].clone();
+        job.id = words[0].clone().into();
         job.job_type = job_type;
         job.priority = numbers[0] as u8;
         job.datacenters = vec![words[1].clone()];

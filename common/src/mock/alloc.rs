@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use super::time::NOW;
-use crate::ids;
+use crate::ids::{AllocId, DeploymentId, EvalId, NodeId};
 use crate::model::{
     AllocDeploymentStatus, AllocatedPort, AllocatedResources, Allocation, ClientStatus,
     DesiredStatus, Job, Node,
@@ -20,9 +20,9 @@ pub fn alloc(job: &Job, node: &Node) -> Allocation {
 /// node with id `node_id`: desired to run, pending, not stored yet (the store fills in
 /// the node's name, the times and the indexes).
 pub fn alloc_on(
-    id: impl Into<String>,
+    id: impl Into<AllocId>,
     job: &Job,
-    node_id: impl Into<String>,
+    node_id: impl Into<NodeId>,
     index: u32,
 ) -> Allocation {
     AllocBuilder::new(job)
@@ -65,16 +65,16 @@ impl AllocBuilder {
             job: job.clone(),
             embed_job: true,
             alloc: Allocation {
-                id: ids::new_id(),
+                id: AllocId::generate(),
                 name: String::new(),
                 index: 0,
                 namespace: "default".to_string(),
-                eval_id: ids::new_id(),
+                eval_id: EvalId::generate(),
                 job_id: job.id.clone(),
                 job_version: job.version,
                 job: None,
                 group,
-                node_id: String::new(),
+                node_id: NodeId::default(),
                 node_name: String::new(),
                 resources: AllocatedResources::default(),
                 desired_status: DesiredStatus::Run,
@@ -97,7 +97,7 @@ impl AllocBuilder {
         }
     }
 
-    pub fn id(mut self, id: impl Into<String>) -> Self {
+    pub fn id(mut self, id: impl Into<AllocId>) -> Self {
         self.alloc.id = id.into();
         self
     }
@@ -122,12 +122,12 @@ impl AllocBuilder {
     }
 
     /// Placed on the node with this id; the name is left for the store to fill in.
-    pub fn node_id(mut self, node_id: impl Into<String>) -> Self {
+    pub fn node_id(mut self, node_id: impl Into<NodeId>) -> Self {
         self.alloc.node_id = node_id.into();
         self
     }
 
-    pub fn eval_id(mut self, eval_id: impl Into<String>) -> Self {
+    pub fn eval_id(mut self, eval_id: impl Into<EvalId>) -> Self {
         self.alloc.eval_id = eval_id.into();
         self
     }
@@ -148,7 +148,7 @@ impl AllocBuilder {
     }
 
     /// Placed by deployment `deployment_id`.
-    pub fn deployment(mut self, deployment_id: impl Into<String>) -> Self {
+    pub fn deployment(mut self, deployment_id: impl Into<DeploymentId>) -> Self {
         self.alloc.deployment_id = Some(deployment_id.into());
         self
     }
@@ -174,7 +174,7 @@ impl AllocBuilder {
     }
 
     /// The allocation it replaces.
-    pub fn previous(mut self, alloc_id: impl Into<String>) -> Self {
+    pub fn previous(mut self, alloc_id: impl Into<AllocId>) -> Self {
         self.alloc.previous_allocation = Some(alloc_id.into());
         self
     }

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use crate::ids;
+use crate::ids::{DeploymentId, EvalId};
 use crate::model::{deployment_desc, Deployment, DeploymentGroup, DeploymentStatus, Job};
 
 /// A group's part of a rollout: `total` instances, `canaries` of them canaries, a
@@ -37,7 +37,7 @@ impl DeploymentBuilder {
             })
             .collect();
         DeploymentBuilder(Deployment {
-            id: ids::new_id(),
+            id: DeploymentId::generate(),
             job_id: job.id.clone(),
             job_version: job.version,
             job_modify_index: job.job_modify_index,
@@ -45,7 +45,7 @@ impl DeploymentBuilder {
             status: DeploymentStatus::Running,
             status_description: deployment_desc::RUNNING.to_string(),
             task_groups,
-            eval_id: String::new(),
+            eval_id: EvalId::default(),
             create_time: 0,
             modify_time: 0,
             create_index: 0,
@@ -53,7 +53,7 @@ impl DeploymentBuilder {
         })
     }
 
-    pub fn id(mut self, id: impl Into<String>) -> Self {
+    pub fn id(mut self, id: impl Into<DeploymentId>) -> Self {
         self.0.id = id.into();
         self
     }
@@ -83,7 +83,7 @@ impl DeploymentBuilder {
     }
 
     /// The evaluation whose plan created it.
-    pub fn eval_id(mut self, eval_id: impl Into<String>) -> Self {
+    pub fn eval_id(mut self, eval_id: impl Into<EvalId>) -> Self {
         self.0.eval_id = eval_id.into();
         self
     }

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use super::task::{default_config, task};
 use crate::ids;
+use crate::ids::JobId;
 use crate::model::{
     Affinity, Constraint, DisconnectPolicy, Job, JobStatus, JobType, MigratePolicy, PortSpec,
     ReschedulePolicy, RestartMode, RestartPolicy, ServiceSpec, Spread, SpreadTarget, Task,
@@ -57,7 +58,7 @@ pub struct JobBuilder {
 }
 
 impl JobBuilder {
-    pub fn new(id: impl Into<String>) -> JobBuilder {
+    pub fn new(id: impl Into<JobId>) -> JobBuilder {
         let id = id.into();
         let job_type = JobType::Service;
         let group = TaskGroup {
@@ -79,7 +80,7 @@ impl JobBuilder {
         };
         JobBuilder {
             job: Job {
-                name: id.clone(),
+                name: id.to_string(),
                 id,
                 job_type,
                 datacenters: vec!["dc1".to_string()],

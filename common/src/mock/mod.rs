@@ -10,7 +10,7 @@
 //! never contain it.
 //!
 //! Ids are random (`ids::new_id()`) unless a test gives them (every id parameter takes
-//! `impl Into<String>`); times are `NOW`, a fixed fake clock; fields the server sets
+//! `impl Into<JobId>`, `impl Into<NodeId>`, ...); times are `NOW`, a fixed fake clock; fields the server sets
 //! when it stores a value (indexes, submit and create times, node names on
 //! allocations) are left unset unless a builder is told.
 

@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 
 use crate::ids;
+use crate::ids::NodeId;
 use crate::model::{DrainStrategy, DriverInfo, Eligibility, Node, NodeStatus, Resources};
 
 /// A ready, eligible linux node in dc1 with a random id: 4000 MHz, 8192 MiB, and the
@@ -33,7 +34,7 @@ impl NodeBuilder {
         let id = ids::new_id();
         NodeBuilder(Node {
             name: format!("node-{}", ids::short(&id)),
-            id,
+            id: id.into(),
             datacenter: "dc1".to_string(),
             node_class: String::new(),
             node_pool: "default".to_string(),
@@ -74,7 +75,7 @@ impl NodeBuilder {
     }
 
     /// The id, and the name `node-ID` that goes with it (`name` after this to differ).
-    pub fn id(mut self, id: impl Into<String>) -> Self {
+    pub fn id(mut self, id: impl Into<NodeId>) -> Self {
         self.0.id = id.into();
         self.0.name = format!("node-{}", self.0.id);
         self

@@ -1,6 +1,6 @@
 //! Plans: `PlanBuilder`, a scheduler's plan for a job put together by hand.
 
-use crate::ids;
+use crate::ids::EvalId;
 use crate::model::{Allocation, DesiredStatus, Job, Plan};
 
 /// Builds the plan of an evaluation of a job: by default empty, for a random
@@ -10,14 +10,14 @@ pub struct PlanBuilder(Plan);
 impl PlanBuilder {
     pub fn new(job: &Job) -> PlanBuilder {
         PlanBuilder(Plan {
-            eval_id: ids::new_id(),
+            eval_id: EvalId::generate(),
             priority: job.priority,
             job: Some(job.clone()),
             ..Plan::default()
         })
     }
 
-    pub fn eval_id(mut self, eval_id: impl Into<String>) -> Self {
+    pub fn eval_id(mut self, eval_id: impl Into<EvalId>) -> Self {
         self.0.eval_id = eval_id.into();
         self
     }

@@ -5,6 +5,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::ids::{AllocId, DeploymentId, EvalId, JobId, NodeId};
+
 use super::job::Job;
 use super::resources::AllocatedResources;
 use super::service::CheckStatus;
@@ -61,19 +63,19 @@ impl ClientStatus {
 /// One instance of a task group placed on a node.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Allocation {
-    pub id: String,
+    pub id: AllocId,
     /// `job.group[index]`.
     pub name: String,
     pub index: u32,
     pub namespace: String,
-    pub eval_id: String,
-    pub job_id: String,
+    pub eval_id: EvalId,
+    pub job_id: JobId,
     pub job_version: u64,
     /// The job as it was when placed; served to clients, omitted in lists.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub job: Option<Box<Job>>,
     pub group: String,
-    pub node_id: String,
+    pub node_id: NodeId,
     #[serde(default)]
     pub node_name: String,
     pub resources: AllocatedResources,
@@ -92,15 +94,15 @@ pub struct Allocation {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub checks: BTreeMap<String, CheckStatus>,
     #[serde(default)]
-    pub previous_allocation: Option<String>,
+    pub previous_allocation: Option<AllocId>,
     #[serde(default)]
-    pub next_allocation: Option<String>,
+    pub next_allocation: Option<AllocId>,
     /// What the server asked to happen to the allocation besides its desired status.
     #[serde(default, skip_serializing_if = "DesiredTransition::is_empty")]
     pub desired_transition: DesiredTransition,
     /// The deployment that placed (or updated in place) this allocation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub deployment_id: Option<String>,
+    pub deployment_id: Option<DeploymentId>,
     /// Its health within that deployment, and whether it is an unpromoted canary.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deployment_status: Option<AllocDeploymentStatus>,
@@ -245,7 +247,7 @@ pub struct AllocMetric {
     pub coalesced_failures: u32,
     /// Node id -> final score, for the nodes scored.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub scores: BTreeMap<String, f64>,
+    pub scores: BTreeMap<NodeId, f64>,
 }
 
 impl AllocMetric {

@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::ids::{AllocId, DeploymentId, EvalId, JobId};
+
 use crate::duration::human;
 
 /// Where a deployment stands.
@@ -74,8 +76,8 @@ pub mod deployment_desc {
 /// `[update]` policy gets a new version, driven by the deployment watcher.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Deployment {
-    pub id: String,
-    pub job_id: String,
+    pub id: DeploymentId,
+    pub job_id: JobId,
     pub job_version: u64,
     /// The job's `job_modify_index` and `create_index` at that version.
     #[serde(default)]
@@ -91,7 +93,7 @@ pub struct Deployment {
     pub task_groups: BTreeMap<String, DeploymentGroup>,
     /// The evaluation whose plan created it.
     #[serde(default)]
-    pub eval_id: String,
+    pub eval_id: EvalId,
     #[serde(default)]
     pub create_time: u64,
     #[serde(default)]
@@ -141,7 +143,7 @@ pub struct DeploymentGroup {
     pub desired_total: u32,
     /// Ids of the canaries placed (kept after promotion).
     #[serde(default)]
-    pub placed_canaries: Vec<String>,
+    pub placed_canaries: Vec<AllocId>,
     #[serde(default)]
     pub placed_allocs: u32,
     #[serde(default)]
@@ -153,7 +155,7 @@ pub struct DeploymentGroup {
 /// A status change of a deployment, as a plan or the watcher asks for it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeploymentStatusUpdate {
-    pub deployment_id: String,
+    pub deployment_id: DeploymentId,
     pub status: DeploymentStatus,
     pub status_description: String,
 }

@@ -4,6 +4,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::ids::{EvalId, JobId, NodeId};
+
 use super::allocation::AllocMetric;
 use super::job::Job;
 use super::job_type::JobType;
@@ -54,16 +56,16 @@ pub mod triggers {
 /// A request to reconcile one job with the cluster.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Evaluation {
-    pub id: String,
+    pub id: EvalId,
     pub priority: u8,
     #[serde(rename = "type")]
     pub job_type: JobType,
     pub triggered_by: String,
-    pub job_id: String,
+    pub job_id: JobId,
     #[serde(default)]
     pub job_modify_index: u64,
     #[serde(default)]
-    pub node_id: Option<String>,
+    pub node_id: Option<NodeId>,
     #[serde(default)]
     pub status: EvalStatus,
     #[serde(default)]
@@ -72,12 +74,12 @@ pub struct Evaluation {
     #[serde(default)]
     pub wait_until: Option<u64>,
     #[serde(default)]
-    pub previous_eval: Option<String>,
+    pub previous_eval: Option<EvalId>,
     #[serde(default)]
-    pub next_eval: Option<String>,
+    pub next_eval: Option<EvalId>,
     /// The blocked evaluation this one left behind for unplaced instances.
     #[serde(default)]
-    pub blocked_eval: Option<String>,
+    pub blocked_eval: Option<EvalId>,
     /// Group -> why it could not be placed.
     #[serde(default)]
     pub failed_tg_allocs: BTreeMap<String, AllocMetric>,
@@ -104,7 +106,7 @@ impl Evaluation {
     pub fn for_job(job: &Job, triggered_by: &str) -> Evaluation {
         let now = crate::ids::now_ms();
         Evaluation {
-            id: crate::ids::new_id(),
+            id: EvalId::generate(),
             priority: job.priority,
             job_type: job.job_type,
             triggered_by: triggered_by.to_string(),

@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::ids::JobId;
+
 use super::constraint::{Affinity, Constraint, Spread};
 use super::job_type::JobType;
 use super::policy::{
@@ -31,7 +33,7 @@ pub enum JobStatus {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Job {
-    pub id: String,
+    pub id: JobId,
     /// Display name; defaults to the id.
     #[serde(default)]
     pub name: String,

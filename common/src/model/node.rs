@@ -4,6 +4,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::ids::NodeId;
+
 use super::allocation::Allocation;
 use super::resources::{AllocatedResources, Resources};
 
@@ -48,7 +50,7 @@ pub struct DriverInfo {
 /// A client machine.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Node {
-    pub id: String,
+    pub id: NodeId,
     pub name: String,
     pub datacenter: String,
     #[serde(default)]

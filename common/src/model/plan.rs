@@ -4,6 +4,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
+use crate::ids::{EvalId, NodeId};
+
 use super::allocation::Allocation;
 use super::deployment::{Deployment, DeploymentStatusUpdate};
 use super::job::Job;
@@ -11,14 +13,14 @@ use super::job::Job;
 /// What the scheduler wants changed, submitted to the plan applier.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 pub struct Plan {
-    pub eval_id: String,
+    pub eval_id: EvalId,
     pub priority: u8,
     /// The job version the placements are for.
     pub job: Option<Job>,
     /// Node id -> allocations to stop/evict there (desired_status set).
-    pub node_update: BTreeMap<String, Vec<Allocation>>,
+    pub node_update: BTreeMap<NodeId, Vec<Allocation>>,
     /// Node id -> allocations to place (new or updated in place).
-    pub node_allocation: BTreeMap<String, Vec<Allocation>>,
+    pub node_allocation: BTreeMap<NodeId, Vec<Allocation>>,
     /// Commit only if everything fits.
     #[serde(default)]
     pub all_at_once: bool,
@@ -26,7 +28,7 @@ pub struct Plan {
     pub snapshot_index: u64,
     /// Node id -> lower-priority allocations evicted to make room (desired `evict`).
     #[serde(default)]
-    pub node_preemptions: BTreeMap<String, Vec<Allocation>>,
+    pub node_preemptions: BTreeMap<NodeId, Vec<Allocation>>,
     /// What the scheduler decided per group, for `orch job plan` and the eval.
     #[serde(default)]
     pub annotations: PlanAnnotations,
@@ -75,10 +77,10 @@ pub struct DesiredUpdates {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 pub struct PlanResult {
     /// Nodes whose stops (`Plan::node_update`) committed.
-    pub updated_nodes: BTreeSet<String>,
+    pub updated_nodes: BTreeSet<NodeId>,
     /// Nodes whose placements (`Plan::node_allocation`, with their evictions)
     /// committed.
-    pub allocated_nodes: BTreeSet<String>,
+    pub allocated_nodes: BTreeSet<NodeId>,
     /// Non-zero when some nodes were rejected: refresh the snapshot to at least this.
     pub refresh_index: u64,
     /// Index of the commit (0 when nothing was committed).

@@ -35,7 +35,7 @@ use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use orch_common::ids;
+use orch_common::ids::{self, EvalId, JobId, NodeId};
 use orch_common::model::{
     ClientStatus, DesiredStatus, Eligibility, EvalStatus, Evaluation, NodeStatus,
 };
@@ -72,9 +72,9 @@ impl Default for BrokerConfig {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BrokerError {
     #[error("evaluation {eval_id} is not outstanding (already acked, nacked or timed out)")]
-    NotOutstanding { eval_id: String },
+    NotOutstanding { eval_id: EvalId },
     #[error("evaluation {eval_id} was redelivered: token {token} is stale")]
-    TokenMismatch { eval_id: String, token: String },
+    TokenMismatch { eval_id: EvalId, token: String },
 }
 
 /// What a nack did.
@@ -141,7 +141,7 @@ struct Delayed {
 /// that a block arriving after a change it did not see is let through at once.
 #[derive(Default)]
 struct BlockedEvals {
-    by_job: HashMap<String, Evaluation>,
+    by_job: HashMap<JobId, Evaluation>,
     /// computed class -> index of its last capacity change.
     class_changes: HashMap<String, u64>,
     /// Index of the last change that could help any class.
@@ -168,7 +168,7 @@ impl BlockedEvals {
             }
             None => self.any_change = self.any_change.max(index),
         }
-        let jobs: Vec<String> = self
+        let jobs: Vec<JobId> = self
             .by_job
             .iter()
             .filter(|(_, e)| class.is_none_or(|c| e.class_eligibility.get(c) != Some(&false)))
@@ -177,11 +177,11 @@ impl BlockedEvals {
         jobs.iter().filter_map(|j| self.by_job.remove(j)).collect()
     }
 
-    fn remove_id(&mut self, eval_id: &str) -> Option<Evaluation> {
+    fn remove_id(&mut self, eval_id: &EvalId) -> Option<Evaluation> {
         let job = self
             .by_job
             .iter()
-            .find(|(_, e)| e.id == eval_id)
+            .find(|(_, e)| e.id == *eval_id)
             .map(|(j, _)| j.clone())?;
         self.by_job.remove(&job)
     }
@@ -191,19 +191,19 @@ impl BlockedEvals {
 struct Inner {
     ready: BinaryHeap<Ready>,
     /// Job -> the eval holding its slot (ready, unacked, or nacked and delayed).
-    job_slot: HashMap<String, String>,
+    job_slot: HashMap<JobId, EvalId>,
     /// Job -> evals waiting for the slot.
-    waiting: HashMap<String, Vec<Evaluation>>,
-    unacked: HashMap<String, Unacked>,
+    waiting: HashMap<JobId, Vec<Evaluation>>,
+    unacked: HashMap<EvalId, Unacked>,
     delayed: Vec<Delayed>,
-    deliveries: HashMap<String, u32>,
+    deliveries: HashMap<EvalId, u32>,
     /// Evals enqueued again while outstanding: enqueued once acked.
-    requeue: HashMap<String, Evaluation>,
+    requeue: HashMap<EvalId, Evaluation>,
     /// Ids owned by the queues above (ready, waiting, unacked, delayed).
-    known: HashSet<String>,
+    known: HashSet<EvalId>,
     blocked: BlockedEvals,
     /// Node id -> computed class, learnt from `UpsertNode`.
-    node_classes: HashMap<String, String>,
+    node_classes: HashMap<NodeId, String>,
     reapable: Vec<Evaluation>,
     seq: u64,
 }
@@ -288,10 +288,10 @@ impl EvalBroker {
                 for e in evals {
                     inner.handle_eval(stamp(e));
                 }
-                let freed: HashSet<&str> = stopped
+                let freed: HashSet<&NodeId> = stopped
                     .iter()
                     .filter(|a| a.desired_status != DesiredStatus::Run)
-                    .map(|a| a.node_id.as_str())
+                    .map(|a| &a.node_id)
                     .collect();
                 for node_id in freed {
                     inner.unblock_node(node_id, index);
@@ -418,7 +418,7 @@ impl EvalBroker {
     }
 
     /// The evaluation was processed: forget it and let the job's next one run.
-    pub fn ack(&self, eval_id: &str, token: &str) -> Result<(), BrokerError> {
+    pub fn ack(&self, eval_id: &EvalId, token: &str) -> Result<(), BrokerError> {
         let mut inner = self.lock();
         let reapable = inner.reapable.len();
         let job_id = inner.take_outstanding(eval_id, token)?.eval.job_id;
@@ -433,7 +433,7 @@ impl EvalBroker {
     }
 
     /// Processing failed: deliver again after a delay, or fail it at the limit.
-    pub fn nack(&self, eval_id: &str, token: &str) -> Result<NackOutcome, BrokerError> {
+    pub fn nack(&self, eval_id: &EvalId, token: &str) -> Result<NackOutcome, BrokerError> {
         let mut inner = self.lock();
         let reapable = inner.reapable.len();
         let out = inner.take_outstanding(eval_id, token)?;
@@ -573,7 +573,7 @@ impl Inner {
         }
     }
 
-    fn unblock_node(&mut self, node_id: &str, index: u64) {
+    fn unblock_node(&mut self, node_id: &NodeId, index: u64) {
         let class = self
             .node_classes
             .get(node_id)
@@ -582,20 +582,20 @@ impl Inner {
         self.unblock(class.as_deref(), index);
     }
 
-    fn take_outstanding(&mut self, eval_id: &str, token: &str) -> Result<Unacked, BrokerError> {
+    fn take_outstanding(&mut self, eval_id: &EvalId, token: &str) -> Result<Unacked, BrokerError> {
         match self.unacked.get(eval_id) {
             None => Err(BrokerError::NotOutstanding {
-                eval_id: eval_id.to_string(),
+                eval_id: eval_id.clone(),
             }),
             Some(u) if u.token != token => Err(BrokerError::TokenMismatch {
-                eval_id: eval_id.to_string(),
+                eval_id: eval_id.clone(),
                 token: token.to_string(),
             }),
             Some(_) => self
                 .unacked
                 .remove(eval_id)
                 .ok_or_else(|| BrokerError::NotOutstanding {
-                    eval_id: eval_id.to_string(),
+                    eval_id: eval_id.clone(),
                 }),
         }
     }
@@ -633,8 +633,8 @@ impl Inner {
 
     /// Frees the job's slot held by `eval_id`; the newest waiting eval takes it and the
     /// older waiting ones are canceled (the newest sees everything they would).
-    fn release_slot(&mut self, job_id: &str, eval_id: &str) {
-        if self.job_slot.get(job_id).map(String::as_str) == Some(eval_id) {
+    fn release_slot(&mut self, job_id: &JobId, eval_id: &EvalId) {
+        if self.job_slot.get(job_id) == Some(eval_id) {
             self.job_slot.remove(job_id);
         }
         if self.job_slot.contains_key(job_id) {
@@ -655,7 +655,7 @@ impl Inner {
 
     /// Nack timeouts and due delayed evals.
     fn fire_timers(&mut self, now: Instant, cfg: &BrokerConfig) {
-        let expired: Vec<String> = self
+        let expired: Vec<EvalId> = self
             .unacked
             .iter()
             .filter(|(_, u)| u.deadline <= now)

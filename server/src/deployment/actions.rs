@@ -4,6 +4,7 @@
 
 use std::collections::BTreeSet;
 
+use orch_common::ids::{AllocId, DeploymentId};
 use orch_common::model::{deployment_desc, Allocation, Deployment, DeploymentStatus, Job};
 
 use super::decide;
@@ -13,30 +14,39 @@ use crate::state::command::DeploymentChange;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ActionError {
     #[error("deployment {id} is {status}")]
-    NotActive { id: String, status: &'static str },
+    NotActive {
+        id: DeploymentId,
+        status: &'static str,
+    },
     #[error("deployment {id} has no group {group:?} (its groups: {groups})")]
     UnknownGroup {
-        id: String,
+        id: DeploymentId,
         group: String,
         groups: String,
     },
     #[error("deployment {id} has no canaries to promote{}", group_suffix(.group))]
-    NoCanaries { id: String, group: Option<String> },
+    NoCanaries {
+        id: DeploymentId,
+        group: Option<String>,
+    },
     #[error("deployment {id}: group {group:?} has {healthy} of {desired} canaries healthy; promote once they all are")]
     CanariesNotHealthy {
-        id: String,
+        id: DeploymentId,
         group: String,
         healthy: u32,
         desired: u32,
     },
     #[error("deployment {id} is already {status}")]
-    AlreadyThere { id: String, status: &'static str },
+    AlreadyThere {
+        id: DeploymentId,
+        status: &'static str,
+    },
     #[error("allocation-health lists no allocations")]
     NoAllocations,
     #[error("allocation {alloc_id} is not part of deployment {id}")]
-    NotInDeployment { id: String, alloc_id: String },
+    NotInDeployment { id: DeploymentId, alloc_id: AllocId },
     #[error("allocation {alloc_id} is listed as both healthy and unhealthy")]
-    BothHealthyAndUnhealthy { alloc_id: String },
+    BothHealthyAndUnhealthy { alloc_id: AllocId },
 }
 
 fn group_suffix(group: &Option<String>) -> String {
@@ -106,7 +116,7 @@ pub fn promote(
                 .iter()
                 .filter(|a| {
                     &a.group == name
-                        && a.deployment_id.as_deref() == Some(d.id.as_str())
+                        && a.deployment_id.as_ref() == Some(&d.id)
                         && a.is_canary()
                         && a.deployment_health() == Some(true)
                 })
@@ -180,8 +190,8 @@ pub fn pause(d: &Deployment, pause: bool) -> Result<DeploymentChange, ActionErro
 /// (full ids, resolved by the caller).
 pub fn alloc_health(
     d: &Deployment,
-    healthy: &[String],
-    unhealthy: &[String],
+    healthy: &[AllocId],
+    unhealthy: &[AllocId],
     allocs: &[Allocation],
 ) -> Result<DeploymentChange, ActionError> {
     require_active(d)?;
@@ -198,7 +208,7 @@ pub fn alloc_health(
         for id in ids {
             let ours = allocs
                 .iter()
-                .any(|a| &a.id == id && a.deployment_id.as_deref() == Some(d.id.as_str()));
+                .any(|a| &a.id == id && a.deployment_id.as_ref() == Some(&d.id));
             if !ours {
                 return Err(ActionError::NotInDeployment {
                     id: d.id.clone(),

@@ -27,7 +27,7 @@ pub use decide::{decide, Decision};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
-use orch_common::ids::now_ms;
+use orch_common::ids::{now_ms, DeploymentId};
 use orch_common::model::{triggers, Allocation, Deployment, Evaluation, Job};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -54,7 +54,7 @@ pub enum WatcherError {
     Read(#[from] StateError),
     #[error("updating deployment {deployment_id}: {source}")]
     Update {
-        deployment_id: String,
+        deployment_id: DeploymentId,
         source: LogError,
     },
     #[error("creating the evaluations of active deployments at start: {0}")]
@@ -150,7 +150,7 @@ pub struct Watcher {
     log: CommandLog,
     /// Deployment -> healthy instances per group at the last pass: more now means an
     /// evaluation (the next batch may go).
-    seen: HashMap<String, BTreeMap<String, u32>>,
+    seen: HashMap<DeploymentId, BTreeMap<String, u32>>,
 }
 
 impl Watcher {
@@ -203,8 +203,8 @@ impl Watcher {
     pub async fn pass(&mut self) -> Result<Option<u64>, WatcherError> {
         let views = self.read().await?;
         let now = now_ms();
-        let active: BTreeSet<&str> = views.iter().map(|v| v.deployment.id.as_str()).collect();
-        self.seen.retain(|id, _| active.contains(id.as_str()));
+        let active: BTreeSet<&DeploymentId> = views.iter().map(|v| &v.deployment.id).collect();
+        self.seen.retain(|id, _| active.contains(id));
         let mut next_check: Option<u64> = None;
         for v in &views {
             let d = &v.deployment;

@@ -24,13 +24,13 @@ pub fn plan(deployment: Option<Deployment>, allocs: Vec<Allocation>) -> Command 
 pub fn health(alloc_id: &str, deployment_id: &str, healthy: bool, timestamp: u64) -> Command {
     Command::UpdateAllocsFromClient {
         updates: vec![AllocClientUpdate {
-            id: alloc_id.to_string(),
+            id: alloc_id.into(),
             client_status: ClientStatus::Running,
             client_description: String::new(),
             task_states: BTreeMap::new(),
             checks: Default::default(),
             deployment_health: Some(DeploymentHealthReport {
-                deployment_id: deployment_id.to_string(),
+                deployment_id: deployment_id.into(),
                 healthy,
                 timestamp,
                 description: String::new(),

@@ -20,6 +20,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use orch_common::ids::{AllocId, JobId, NodeId};
 use orch_common::model::{
     Allocation, ClientStatus, DesiredStatus, DrainStrategy, Job, JobType, MigratePolicy, Node,
     TaskStateKind,
@@ -29,13 +30,13 @@ use orch_common::model::{
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DrainDecision {
     /// Allocations to mark for migration, by job id (ids sorted by group, then index).
-    pub migrate: BTreeMap<String, Vec<String>>,
+    pub migrate: BTreeMap<JobId, Vec<AllocId>>,
     /// Draining nodes with nothing left to move: their drain is complete.
-    pub complete: Vec<String>,
+    pub complete: Vec<NodeId>,
     /// Jobs with allocations marked earlier that still run on a node past its
     /// deadline (their replacement found no room), with that deadline: one more
     /// evaluation makes the scheduler stop them without waiting.
-    pub force: BTreeMap<String, u64>,
+    pub force: BTreeMap<JobId, u64>,
     /// When the decision may change without any state change (ms since the epoch): a
     /// replacement reaching its `min_healthy_time`, or a deadline.
     pub next_check: Option<u64>,
@@ -110,14 +111,14 @@ fn is_system(t: JobType) -> bool {
 /// all the draining nodes its allocations are on).
 pub fn decide(
     nodes: &[Node],
-    jobs: &HashMap<String, Job>,
+    jobs: &HashMap<JobId, Job>,
     allocs: &[Allocation],
     now_ms: u64,
 ) -> DrainDecision {
     let mut out = DrainDecision::default();
-    let draining: HashMap<&str, &DrainStrategy> = nodes
+    let draining: HashMap<&NodeId, &DrainStrategy> = nodes
         .iter()
-        .filter_map(|n| n.drain.as_ref().map(|d| (n.id.as_str(), d)))
+        .filter_map(|n| n.drain.as_ref().map(|d| (&n.id, d)))
         .collect();
     for d in draining.values() {
         if let Some(deadline) = d.deadline.filter(|t| *t > now_ms) {
@@ -132,33 +133,33 @@ pub fn decide(
     };
 
     // What each draining node still runs: counted for completion, and apart from system.
-    let mut left: HashMap<&str, usize> = HashMap::new();
-    let mut non_system_left: HashMap<&str, usize> = HashMap::new();
+    let mut left: HashMap<&NodeId, usize> = HashMap::new();
+    let mut non_system_left: HashMap<&NodeId, usize> = HashMap::new();
     for a in allocs.iter().filter(|a| !a.is_terminal()) {
-        let Some(drain) = draining.get(a.node_id.as_str()) else {
+        let Some(drain) = draining.get(&a.node_id) else {
             continue;
         };
         let system = is_system(job_type(a));
         if !(system && drain.ignore_system_jobs) {
-            *left.entry(a.node_id.as_str()).or_default() += 1;
+            *left.entry(&a.node_id).or_default() += 1;
         }
         if !system {
-            *non_system_left.entry(a.node_id.as_str()).or_default() += 1;
+            *non_system_left.entry(&a.node_id).or_default() += 1;
         }
     }
-    let mut complete: Vec<String> = draining
+    let mut complete: Vec<NodeId> = draining
         .keys()
         .filter(|id| left.get(*id).copied().unwrap_or(0) == 0)
-        .map(|id| id.to_string())
+        .map(|id| (*id).clone())
         .collect();
     complete.sort();
     out.complete = complete;
 
     // Every allocation of the jobs involved, by job and group.
-    let mut groups: BTreeMap<(&str, &str), Vec<&Allocation>> = BTreeMap::new();
+    let mut groups: BTreeMap<(&JobId, &str), Vec<&Allocation>> = BTreeMap::new();
     for a in allocs {
         groups
-            .entry((a.job_id.as_str(), a.group.as_str()))
+            .entry((&a.job_id, a.group.as_str()))
             .or_default()
             .push(a);
     }
@@ -183,15 +184,15 @@ pub fn decide(
                 && !a.client_status.is_terminal()
         }) {
             if let Some(deadline) = draining
-                .get(a.node_id.as_str())
+                .get(&a.node_id)
                 .filter(|d| d.deadline_reached(now_ms))
                 .and_then(|d| d.deadline)
             {
-                out.force.insert(job_id.to_string(), deadline);
+                out.force.insert(job_id.clone(), deadline);
             }
         }
         for a in group_allocs.iter().copied().filter(|a| live_unmarked(a)) {
-            let Some(drain) = draining.get(a.node_id.as_str()) else {
+            let Some(drain) = draining.get(&a.node_id) else {
                 continue;
             };
             let system = is_system(job_type);
@@ -207,12 +208,7 @@ pub fn decide(
                 // Batch work may finish before the deadline; Nomad lets it.
                 JobType::Batch => {}
                 JobType::System | JobType::Sysbatch => {
-                    if non_system_left
-                        .get(a.node_id.as_str())
-                        .copied()
-                        .unwrap_or(0)
-                        == 0
-                    {
+                    if non_system_left.get(&a.node_id).copied().unwrap_or(0) == 0 {
                         marked.push(a);
                     }
                 }
@@ -236,7 +232,7 @@ pub fn decide(
         }
         if !marked.is_empty() {
             out.migrate
-                .entry(job_id.to_string())
+                .entry(job_id.clone())
                 .or_default()
                 .extend(marked.into_iter().map(|a| a.id.clone()));
         }

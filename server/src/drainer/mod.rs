@@ -25,7 +25,7 @@ pub use decide::{decide, health, DrainDecision, Health};
 use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
-use orch_common::ids::now_ms;
+use orch_common::ids::{now_ms, JobId, NodeId};
 use orch_common::model::{triggers, Allocation, DrainOutcome, Evaluation, Job, LastDrain, Node};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -46,9 +46,9 @@ pub enum DrainerError {
     #[error("reading drain state: {0}")]
     Read(#[from] StateError),
     #[error("marking allocations of job {job_id} for migration: {source}")]
-    Migrate { job_id: String, source: LogError },
+    Migrate { job_id: JobId, source: LogError },
     #[error("completing the drain of node {node_id}: {source}")]
-    Complete { node_id: String, source: LogError },
+    Complete { node_id: NodeId, source: LogError },
     #[error("drainer read task failed: {0}")]
     Task(String),
 }
@@ -66,7 +66,7 @@ pub fn spawn(log: CommandLog, mut shutdown: watch::Receiver<bool>) -> JoinHandle
     tokio::spawn(async move {
         let store = log.store().clone();
         // (job, deadline) pairs already given their deadline evaluation.
-        let mut forced: BTreeSet<(String, u64)> = BTreeSet::new();
+        let mut forced: BTreeSet<(JobId, u64)> = BTreeSet::new();
         loop {
             if *shutdown.borrow() {
                 break;
@@ -115,7 +115,7 @@ pub fn spawn(log: CommandLog, mut shutdown: watch::Receiver<bool>) -> JoinHandle
 /// What a pass read: the draining nodes, their jobs and every allocation of those.
 struct DrainView {
     nodes: Vec<Node>,
-    jobs: HashMap<String, Job>,
+    jobs: HashMap<JobId, Job>,
     allocs: Vec<Allocation>,
 }
 
@@ -152,10 +152,7 @@ fn read_view(store: &StateStore) -> Result<Option<DrainView>, StateError> {
 }
 
 /// One look at every draining node: mark what may move now, end drains that are done.
-async fn pass(
-    log: &CommandLog,
-    forced: &mut BTreeSet<(String, u64)>,
-) -> Result<Pass, DrainerError> {
+async fn pass(log: &CommandLog, forced: &mut BTreeSet<(JobId, u64)>) -> Result<Pass, DrainerError> {
     let store = log.store().clone();
     let now = now_ms();
     let found = tokio::task::spawn_blocking(move || -> Result<_, StateError> {
@@ -178,7 +175,7 @@ async fn pass(
             .into_iter()
             .collect();
         tracing::info!(
-            job_id,
+            job_id = %job_id,
             allocs = alloc_ids.len(),
             "drain: migrating allocations"
         );
@@ -197,7 +194,7 @@ async fn pass(
             continue;
         }
         tracing::info!(
-            job_id,
+            job_id = %job_id,
             "drain deadline passed: stopping what is still waiting to move"
         );
         log.submit(Command::UpsertEvals {
@@ -234,7 +231,7 @@ async fn pass(
             node_id: node_id.clone(),
             source,
         })?;
-        tracing::info!(node_id, "drain complete");
+        tracing::info!(node_id = %node_id, "drain complete");
     }
     Ok(Pass::Draining {
         next_check: decision.next_check,

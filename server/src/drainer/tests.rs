@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use orch_common::ids::{AllocId, JobId};
 use orch_common::mock::{self, running_alloc, JobBuilder, NodeBuilder, NOW};
 use orch_common::model::{
     Allocation, ClientStatus, DesiredStatus, DrainStrategy, Job, JobType, MigratePolicy, Node,
@@ -68,7 +69,7 @@ fn node(id: &str, drain: Option<DrainStrategy>) -> Node {
 
 fn alloc(job: &Job, node: &Node, index: u32, st: St) -> Allocation {
     let mut a = running_alloc(job, "web", index, node);
-    a.id = format!("{}-{}-{index}", job.id, node.id);
+    a.id = format!("{}-{}-{index}", job.id, node.id).into();
     match st {
         St::Healthy => start(&mut a, NOW - 60 * SEC),
         St::Young => start(&mut a, NOW - SEC),
@@ -283,13 +284,13 @@ fn the_drain_decision_table() {
             .iter()
             .map(|(j, n, i, st)| alloc(&case.jobs[*j], by_id[n], *i, *st))
             .collect();
-        let jobs: HashMap<String, Job> = case
+        let jobs: HashMap<JobId, Job> = case
             .jobs
             .iter()
             .map(|j| (j.id.clone(), j.clone()))
             .collect();
         let got = decide(&nodes, &jobs, &allocs, NOW);
-        let mut marked: Vec<String> = got.migrate.values().flatten().cloned().collect();
+        let mut marked: Vec<AllocId> = got.migrate.values().flatten().cloned().collect();
         marked.sort();
         let mut want: Vec<String> = case
             .want_marked
@@ -410,7 +411,7 @@ fn a_system_allocation_marked_by_a_drain_is_stopped_and_not_replaced() {
     h.state.upsert_alloc(on_a.clone());
     h.process(&mock::eval(&h.state.jobs["sys"].clone()))
         .unwrap();
-    let stopped: Vec<String> = h.last_stopped().into_iter().map(|x| x.id).collect();
+    let stopped: Vec<AllocId> = h.last_stopped().into_iter().map(|x| x.id).collect();
     assert_eq!(stopped, vec![on_a.id]);
     assert!(h.last_placed().is_empty());
 }
@@ -424,7 +425,7 @@ fn past_the_deadline_a_job_still_waiting_to_move_gets_one_more_evaluation() {
         started_at: NOW - 60 * SEC,
     };
     let spare = node(B, None);
-    let jobs: HashMap<String, Job> = [(job.id.clone(), job.clone())].into();
+    let jobs: HashMap<JobId, Job> = [(job.id.clone(), job.clone())].into();
     // A marked allocation whose replacement found no room keeps running on A.
     let before = node(A, Some(strategy(NOW + SEC)));
     let allocs = vec![

@@ -5,6 +5,7 @@
 use std::collections::BTreeSet;
 
 use orch_common::api::{AllocClientUpdate, AllocUpdateResponse};
+use orch_common::ids::{AllocId, EvalId, JobId, NodeId};
 use orch_common::model::{triggers, ClientStatus, DesiredStatus, Evaluation};
 
 use super::context::{Endpoints, ReadError};
@@ -15,7 +16,7 @@ use crate::state::{Command, LogError, Table};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AllocStopped {
     /// The `alloc-stop` evaluation that places the replacement.
-    pub eval_id: String,
+    pub eval_id: EvalId,
     pub index: u64,
 }
 
@@ -23,15 +24,15 @@ pub struct AllocStopped {
 #[derive(Debug, thiserror::Error)]
 pub enum AllocError {
     #[error("allocation {alloc_id:?} not found")]
-    NotFound { alloc_id: String },
+    NotFound { alloc_id: AllocId },
     #[error("allocation {alloc_id} is already {client_status} (desired {desired_status}); nothing to stop")]
     AlreadyStopped {
-        alloc_id: String,
+        alloc_id: AllocId,
         client_status: &'static str,
         desired_status: &'static str,
     },
     #[error("job {job_id:?} of allocation {alloc_id} not found")]
-    JobNotFound { job_id: String, alloc_id: String },
+    JobNotFound { job_id: JobId, alloc_id: AllocId },
     /// A client's update for a node that is not registered.
     #[error(transparent)]
     Node(#[from] NodeError),
@@ -44,8 +45,8 @@ pub enum AllocError {
 /// Stops an allocation by replacing it like a failed one (a new allocation is placed,
 /// preferring no particular node, then this one is stopped), through an `alloc-stop`
 /// evaluation of its job. Refused for an allocation that is already terminal.
-pub async fn stop(ctx: &Endpoints, alloc_id: &str) -> Result<AllocStopped, AllocError> {
-    let lookup = alloc_id.to_string();
+pub async fn stop(ctx: &Endpoints, alloc_id: &AllocId) -> Result<AllocStopped, AllocError> {
+    let lookup = alloc_id.clone();
     let (alloc, job) = ctx
         .read(move |s| {
             let Some(a) = s.alloc(&lookup)? else {
@@ -56,25 +57,25 @@ pub async fn stop(ctx: &Endpoints, alloc_id: &str) -> Result<AllocStopped, Alloc
         })
         .await?
         .ok_or_else(|| AllocError::NotFound {
-            alloc_id: alloc_id.to_string(),
+            alloc_id: alloc_id.clone(),
         })?;
     if alloc.desired_status != DesiredStatus::Run || alloc.client_status.is_terminal() {
         return Err(AllocError::AlreadyStopped {
-            alloc_id: alloc_id.to_string(),
+            alloc_id: alloc_id.clone(),
             client_status: alloc.client_status.as_str(),
             desired_status: alloc.desired_status.as_str(),
         });
     }
     let job = job.ok_or_else(|| AllocError::JobNotFound {
         job_id: alloc.job_id.clone(),
-        alloc_id: alloc_id.to_string(),
+        alloc_id: alloc_id.clone(),
     })?;
     let eval = Evaluation::for_job(&job, triggers::ALLOC_STOP);
     let eval_id = eval.id.clone();
     let index = ctx
         .log
         .submit(Command::MigrateAllocs {
-            alloc_ids: vec![alloc_id.to_string()],
+            alloc_ids: vec![alloc_id.clone()],
             evals: vec![eval],
         })
         .await?
@@ -87,11 +88,11 @@ pub async fn stop(ctx: &Endpoints, alloc_id: &str) -> Result<AllocStopped, Alloc
 /// unknown ids are ignored.
 pub async fn update_from_client(
     ctx: &Endpoints,
-    node_id: &str,
+    node_id: &NodeId,
     allocs: Vec<AllocClientUpdate>,
 ) -> Result<AllocUpdateResponse, AllocError> {
     nodes::require_registered(ctx, node_id).await?;
-    let nid = node_id.to_string();
+    let nid = node_id.clone();
     let (updates, evals) = ctx
         .read(move |s| {
             let mut updates = Vec::new();

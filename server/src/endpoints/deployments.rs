@@ -6,6 +6,7 @@
 //! answered like any action on an inactive deployment.
 
 use orch_common::api::DeploymentUpdateResponse;
+use orch_common::ids::{AllocId, DeploymentId};
 use orch_common::model::{Allocation, Deployment, Job};
 
 use super::context::{Endpoints, ReadError};
@@ -17,7 +18,7 @@ use crate::state::{Command, LogError};
 /// Promote the canaries of `groups` (every group waiting for promotion when empty).
 #[derive(Debug, Clone)]
 pub struct PromoteRequest {
-    pub deployment_id: String,
+    pub deployment_id: DeploymentId,
     pub groups: Vec<String>,
 }
 
@@ -25,7 +26,7 @@ pub struct PromoteRequest {
 /// a unique prefix among the deployment's allocations.
 #[derive(Debug, Clone)]
 pub struct AllocHealthRequest {
-    pub deployment_id: String,
+    pub deployment_id: DeploymentId,
     pub healthy: Vec<String>,
     pub unhealthy: Vec<String>,
 }
@@ -34,7 +35,7 @@ pub struct AllocHealthRequest {
 #[derive(Debug, thiserror::Error)]
 pub enum DeploymentError {
     #[error("deployment {deployment_id:?} not found")]
-    NotFound { deployment_id: String },
+    NotFound { deployment_id: DeploymentId },
     /// The action does not fit the deployment (inactive, no canaries, ...).
     #[error(transparent)]
     Action(#[from] ActionError),
@@ -43,8 +44,8 @@ pub enum DeploymentError {
     #[error("allocation id prefix {prefix:?} matches more than one allocation of deployment {deployment_id}")]
     AmbiguousAlloc {
         prefix: String,
-        deployment_id: String,
-        matches: Vec<String>,
+        deployment_id: DeploymentId,
+        matches: Vec<AllocId>,
     },
     /// The store answered a deployment change with a rejection of another kind.
     #[error("unexpected rejection of a deployment change: {0:?}")]
@@ -71,7 +72,7 @@ pub async fn promote(
 /// registered again (`reverted_job_version`).
 pub async fn fail(
     ctx: &Endpoints,
-    deployment_id: &str,
+    deployment_id: &DeploymentId,
 ) -> Result<DeploymentUpdateResponse, DeploymentError> {
     let d = read_deployment(ctx, deployment_id).await?;
     let job_id = d.job_id.clone();
@@ -88,7 +89,7 @@ pub async fn fail(
 /// the next batch may go.
 pub async fn set_paused(
     ctx: &Endpoints,
-    deployment_id: &str,
+    deployment_id: &DeploymentId,
     paused: bool,
 ) -> Result<DeploymentUpdateResponse, DeploymentError> {
     let d = read_deployment(ctx, deployment_id).await?;
@@ -104,7 +105,7 @@ pub async fn alloc_health(
 ) -> Result<DeploymentUpdateResponse, DeploymentError> {
     let d = read_deployment(ctx, &req.deployment_id).await?;
     let allocs = deployment_allocs(ctx, &d).await?;
-    let resolve = |ids: &[String]| -> Result<Vec<String>, DeploymentError> {
+    let resolve = |ids: &[String]| -> Result<Vec<AllocId>, DeploymentError> {
         ids.iter().map(|p| resolve_alloc(&d, &allocs, p)).collect()
     };
     let healthy = resolve(&req.healthy)?;
@@ -113,12 +114,15 @@ pub async fn alloc_health(
     submit(ctx, &d, change, None, true).await
 }
 
-async fn read_deployment(ctx: &Endpoints, id: &str) -> Result<Deployment, DeploymentError> {
-    let lookup = id.to_string();
+async fn read_deployment(
+    ctx: &Endpoints,
+    id: &DeploymentId,
+) -> Result<Deployment, DeploymentError> {
+    let lookup = id.clone();
     ctx.read(move |s| s.deployment(&lookup))
         .await?
         .ok_or_else(|| DeploymentError::NotFound {
-            deployment_id: id.to_string(),
+            deployment_id: id.clone(),
         })
 }
 
@@ -131,7 +135,7 @@ async fn deployment_allocs(
     let allocs = ctx.read(move |s| s.allocs_by_job(&job_id)).await?;
     Ok(allocs
         .into_iter()
-        .filter(|a| a.deployment_id.as_deref() == Some(id.as_str()))
+        .filter(|a| a.deployment_id.as_ref() == Some(&id))
         .collect())
 }
 
@@ -140,14 +144,14 @@ fn resolve_alloc(
     d: &Deployment,
     allocs: &[Allocation],
     prefix: &str,
-) -> Result<String, DeploymentError> {
+) -> Result<AllocId, DeploymentError> {
     if prefix.is_empty() {
         return Err(DeploymentError::EmptyAllocId);
     }
-    if allocs.iter().any(|a| a.id == prefix) {
-        return Ok(prefix.to_string());
+    if let Some(a) = allocs.iter().find(|a| a.id == prefix) {
+        return Ok(a.id.clone());
     }
-    let mut matches: Vec<String> = allocs
+    let mut matches: Vec<AllocId> = allocs
         .iter()
         .filter(|a| a.id.starts_with(prefix))
         .map(|a| a.id.clone())
@@ -155,7 +159,7 @@ fn resolve_alloc(
     match matches.len() {
         0 => Err(ActionError::NotInDeployment {
             id: d.id.clone(),
-            alloc_id: prefix.to_string(),
+            alloc_id: AllocId::from(prefix),
         }
         .into()),
         1 => Ok(matches.remove(0)),

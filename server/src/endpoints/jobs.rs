@@ -15,7 +15,7 @@
 //! version numbers.
 
 use orch_common::api::{JobDeregisterResponse, JobRegisterResponse};
-use orch_common::ids::now_ms;
+use orch_common::ids::{now_ms, JobId};
 use orch_common::jobspec::{self, SpecErrors};
 use orch_common::model::{triggers, Evaluation, Job, JobStatus, JobType};
 
@@ -38,7 +38,7 @@ pub struct RegisterRequest {
 /// Set one group's count (`POST /v1/job/{id}/scale`).
 #[derive(Debug, Clone)]
 pub struct ScaleRequest {
-    pub job_id: String,
+    pub job_id: JobId,
     pub group: String,
     pub count: u32,
     pub enforce_index: Option<u64>,
@@ -47,14 +47,14 @@ pub struct ScaleRequest {
 /// Stop a job, or delete it with `purge` (`DELETE /v1/job/{id}`).
 #[derive(Debug, Clone)]
 pub struct DeregisterRequest {
-    pub job_id: String,
+    pub job_id: JobId,
     pub purge: bool,
 }
 
 /// Register an earlier version's spec again (`POST /v1/job/{id}/revert`).
 #[derive(Debug, Clone)]
 pub struct RevertRequest {
-    pub job_id: String,
+    pub job_id: JobId,
     pub version: u64,
     /// Revert only while the job's current version is this one.
     pub enforce_prior_version: Option<u64>,
@@ -64,13 +64,13 @@ pub struct RevertRequest {
 #[derive(Debug, thiserror::Error)]
 pub enum JobError {
     #[error("job {job_id:?} not found")]
-    NotFound { job_id: String },
+    NotFound { job_id: JobId },
     #[error("invalid job spec: {0}")]
     InvalidSpec(SpecErrors),
     /// A check-and-set did not match (the user's `enforce_index`).
     #[error("{}", index_mismatch(.job_id, *.enforce_index, *.job_modify_index))]
     IndexMismatch {
-        job_id: String,
+        job_id: JobId,
         enforce_index: u64,
         /// The job's, `None` when it does not exist.
         job_modify_index: Option<u64>,
@@ -79,33 +79,33 @@ pub enum JobError {
     #[error(
         "job {job_id:?} changed {attempts} times while this request was being applied; try again"
     )]
-    Contended { job_id: String, attempts: u32 },
+    Contended { job_id: JobId, attempts: u32 },
     #[error(
         "enforce_prior_version {prior} does not match job {job_id:?}'s current version {current}"
     )]
     PriorVersion {
-        job_id: String,
+        job_id: JobId,
         prior: u64,
         current: u64,
     },
     #[error("job {job_id:?} is stopped; run it again before scaling it")]
-    Stopped { job_id: String },
+    Stopped { job_id: JobId },
     #[error("job {job_id:?} is a {job_type} job: it runs one instance per eligible node and has no count to scale")]
     NotScalable {
-        job_id: String,
+        job_id: JobId,
         job_type: &'static str,
     },
     #[error("job {job_id:?} has no group {group:?} (its groups: {groups})")]
     UnknownGroup {
-        job_id: String,
+        job_id: JobId,
         group: String,
         groups: String,
     },
     #[error("version {version} is job {job_id:?}'s current version; nothing to revert to")]
-    CurrentVersion { job_id: String, version: u64 },
+    CurrentVersion { job_id: JobId, version: u64 },
     #[error("job {job_id:?} has no version {version} (its current version is {current})")]
     UnknownVersion {
-        job_id: String,
+        job_id: JobId,
         version: u64,
         current: u64,
     },
@@ -163,7 +163,7 @@ pub async fn register(
     job.job_modify_index = 0;
     job.stable = false;
     if job.name.is_empty() {
-        job.name = job.id.clone();
+        job.name = job.id.to_string();
     }
     let mut attempts = Attempts::new(&job.id, req.enforce_index.is_some());
     loop {
@@ -190,25 +190,23 @@ pub async fn scale(ctx: &Endpoints, req: ScaleRequest) -> Result<JobRegisterResp
 }
 
 async fn scale_once(ctx: &Endpoints, req: &ScaleRequest) -> Result<JobRegisterResponse, JobError> {
-    let id = req.job_id.as_str();
-    let stored = read_job(ctx, id).await?.ok_or_else(|| JobError::NotFound {
-        job_id: id.to_string(),
-    })?;
+    let id = &req.job_id;
+    let stored = read_job(ctx, id)
+        .await?
+        .ok_or_else(|| JobError::NotFound { job_id: id.clone() })?;
     if stored.stop {
-        return Err(JobError::Stopped {
-            job_id: id.to_string(),
-        });
+        return Err(JobError::Stopped { job_id: id.clone() });
     }
     if matches!(stored.job_type, JobType::System | JobType::Sysbatch) {
         return Err(JobError::NotScalable {
-            job_id: id.to_string(),
+            job_id: id.clone(),
             job_type: stored.job_type.as_str(),
         });
     }
     let mut job = stored.clone();
     let Some(group) = job.groups.iter_mut().find(|g| g.name == req.group) else {
         return Err(JobError::UnknownGroup {
-            job_id: id.to_string(),
+            job_id: id.clone(),
             group: req.group.clone(),
             groups: stored
                 .groups
@@ -241,18 +239,16 @@ async fn revert_once(
     ctx: &Endpoints,
     req: &RevertRequest,
 ) -> Result<JobRegisterResponse, JobError> {
-    let id = req.job_id.as_str();
-    let (lookup, version) = (id.to_string(), req.version);
+    let id = &req.job_id;
+    let (lookup, version) = (id.clone(), req.version);
     let (current, target) = ctx
         .read(move |s| Ok((s.job(&lookup)?, s.job_version(&lookup, version)?)))
         .await?;
-    let current = current.ok_or_else(|| JobError::NotFound {
-        job_id: id.to_string(),
-    })?;
+    let current = current.ok_or_else(|| JobError::NotFound { job_id: id.clone() })?;
     if let Some(prior) = req.enforce_prior_version {
         if prior != current.version {
             return Err(JobError::PriorVersion {
-                job_id: id.to_string(),
+                job_id: id.clone(),
                 prior,
                 current: current.version,
             });
@@ -260,12 +256,12 @@ async fn revert_once(
     }
     if req.version == current.version {
         return Err(JobError::CurrentVersion {
-            job_id: id.to_string(),
+            job_id: id.clone(),
             version: req.version,
         });
     }
     let target = target.ok_or_else(|| JobError::UnknownVersion {
-        job_id: id.to_string(),
+        job_id: id.clone(),
         version: req.version,
         current: current.version,
     })?;
@@ -292,16 +288,16 @@ async fn deregister_once(
     ctx: &Endpoints,
     req: &DeregisterRequest,
 ) -> Result<JobDeregisterResponse, JobError> {
-    let id = req.job_id.as_str();
-    let stored = read_job(ctx, id).await?.ok_or_else(|| JobError::NotFound {
-        job_id: id.to_string(),
-    })?;
+    let id = &req.job_id;
+    let stored = read_job(ctx, id)
+        .await?
+        .ok_or_else(|| JobError::NotFound { job_id: id.clone() })?;
     let eval = Evaluation::for_job(&stored, triggers::JOB_DEREGISTER);
     let eval_id = eval.id.clone();
     let outcome = ctx
         .log
         .submit(Command::DeregisterJob {
-            job_id: id.to_string(),
+            job_id: id.clone(),
             purge: req.purge,
             eval: Some(eval),
             enforce_index: Some(stored.job_modify_index),
@@ -324,8 +320,8 @@ async fn deregister_once(
     })
 }
 
-async fn read_job(ctx: &Endpoints, id: &str) -> Result<Option<Job>, JobError> {
-    let lookup = id.to_string();
+async fn read_job(ctx: &Endpoints, id: &JobId) -> Result<Option<Job>, JobError> {
+    let lookup = id.clone();
     Ok(ctx.read(move |s| s.job(&lookup)).await?)
 }
 
@@ -333,13 +329,13 @@ async fn read_job(ctx: &Endpoints, id: &str) -> Result<Option<Job>, JobError> {
 /// for (`user_enforce` false) met a job that changed between its read and its commit,
 /// and is made again, at most `MAX_ATTEMPTS` times.
 struct Attempts<'a> {
-    job_id: &'a str,
+    job_id: &'a JobId,
     user_enforce: bool,
     made: u32,
 }
 
 impl<'a> Attempts<'a> {
-    fn new(job_id: &'a str, user_enforce: bool) -> Self {
+    fn new(job_id: &'a JobId, user_enforce: bool) -> Self {
         Attempts {
             job_id,
             user_enforce,
@@ -354,12 +350,12 @@ impl<'a> Attempts<'a> {
             Err(JobError::IndexMismatch { .. }) if !self.user_enforce => {
                 if self.made >= MAX_ATTEMPTS {
                     return Some(Err(JobError::Contended {
-                        job_id: self.job_id.to_string(),
+                        job_id: self.job_id.clone(),
                         attempts: self.made,
                     }));
                 }
                 tracing::debug!(
-                    job_id = self.job_id,
+                    job_id = %self.job_id,
                     attempt = self.made,
                     "the job changed since it was read; again"
                 );

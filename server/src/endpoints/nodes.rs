@@ -7,7 +7,7 @@ use std::time::Duration;
 use orch_common::api::{
     HeartbeatResponse, NodeDrainResponse, NodeEligibilityResponse, NodeRegisterResponse,
 };
-use orch_common::ids::{new_id, now_ms};
+use orch_common::ids::{now_ms, NodeId};
 use orch_common::model::{DrainOutcome, DrainStrategy, Eligibility, LastDrain, Node, NodeStatus};
 
 use super::context::{Endpoints, ReadError};
@@ -17,7 +17,7 @@ use crate::state::{Command, LogError, Table};
 /// A heartbeat from a client (`POST /v1/node/{id}/heartbeat`).
 #[derive(Debug, Clone)]
 pub struct HeartbeatRequest {
-    pub node_id: String,
+    pub node_id: NodeId,
     /// The status the client asks for (`None`: ready).
     pub status: Option<NodeStatus>,
 }
@@ -25,7 +25,7 @@ pub struct HeartbeatRequest {
 /// A change to a node's drain (`POST /v1/node/{id}/drain`).
 #[derive(Debug, Clone)]
 pub struct DrainRequest {
-    pub node_id: String,
+    pub node_id: NodeId,
     pub change: DrainChange,
 }
 
@@ -51,9 +51,9 @@ pub enum NodeError {
     InvalidRegistration(Vec<String>),
     /// A client route for a node that never registered.
     #[error("node {node_id:?} is not registered")]
-    NotRegistered { node_id: String },
+    NotRegistered { node_id: NodeId },
     #[error("node {node_id:?} not found")]
-    NotFound { node_id: String },
+    NotFound { node_id: NodeId },
     #[error(transparent)]
     Heartbeat(#[from] HeartbeatError),
     #[error(transparent)]
@@ -86,7 +86,7 @@ pub async fn register(ctx: &Endpoints, mut node: Node) -> Result<NodeRegisterRes
         return Err(NodeError::InvalidRegistration(problems));
     }
     if node.id.is_empty() {
-        node.id = new_id();
+        node.id = NodeId::generate();
     }
     node.status = NodeStatus::Ready;
     node.status_updated_at = now_ms();
@@ -119,13 +119,16 @@ pub async fn register(ctx: &Endpoints, mut node: Node) -> Result<NodeRegisterRes
 }
 
 /// The status of a registered node; the client routes' 404 for any other.
-pub async fn require_registered(ctx: &Endpoints, node_id: &str) -> Result<NodeStatus, NodeError> {
-    let id = node_id.to_string();
+pub async fn require_registered(
+    ctx: &Endpoints,
+    node_id: &NodeId,
+) -> Result<NodeStatus, NodeError> {
+    let id = node_id.clone();
     ctx.read(move |s| s.node(&id))
         .await?
         .map(|n| n.status)
         .ok_or_else(|| NodeError::NotRegistered {
-            node_id: node_id.to_string(),
+            node_id: node_id.clone(),
         })
 }
 
@@ -178,12 +181,12 @@ pub async fn heartbeat(
 /// (and blocked evaluations are retried).
 pub async fn set_eligibility(
     ctx: &Endpoints,
-    node_id: &str,
+    node_id: &NodeId,
     eligibility: Eligibility,
 ) -> Result<NodeEligibilityResponse, NodeError> {
     let changed = heartbeat::set_eligibility(&ctx.log, node_id, eligibility).await?;
     Ok(NodeEligibilityResponse {
-        node_id: node_id.to_string(),
+        node_id: node_id.clone(),
         eligibility,
         changed,
     })

@@ -15,7 +15,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use orch_common::api::{AllocListStub, JobPlanResponse};
 use orch_common::diff::{job_diff, DiffError};
-use orch_common::ids::now_ms;
+use orch_common::ids::{now_ms, AllocId, JobId, NodeId};
 use orch_common::jobspec::{self, SpecErrors};
 use orch_common::model::{
     triggers, AllocMetric, Allocation, Deployment, Evaluation, Job, JobStatus, Node, Plan,
@@ -30,7 +30,7 @@ use crate::state::{StateError, StateStore};
 #[derive(Debug, Clone)]
 pub struct PlanRequest {
     /// The job the request is about (the route's id); the submitted job must be it.
-    pub job_id: String,
+    pub job_id: JobId,
     pub job: Job,
     /// Answer with the diff against the running version.
     pub diff: bool,
@@ -42,7 +42,7 @@ pub enum PlanError {
     #[error("invalid job spec: {0}")]
     InvalidSpec(SpecErrors),
     #[error("the job in the body is {body:?} but the path names {path:?}")]
-    IdMismatch { body: String, path: String },
+    IdMismatch { body: JobId, path: JobId },
     #[error(transparent)]
     State(#[from] StateError),
     #[error("dry-run scheduling failed: {0}")]
@@ -83,7 +83,7 @@ pub fn dry_run(
     let next = index + 1;
     let mut job = submitted;
     if job.name.is_empty() {
-        job.name = job.id.clone();
+        job.name = job.id.to_string();
     }
     job.stop = false;
     job.submit_time = now;
@@ -181,8 +181,8 @@ impl State for Overlay<'_> {
         self.inner.index()
     }
 
-    fn job(&self, id: &str) -> Option<Job> {
-        if id == self.job.id {
+    fn job(&self, id: &JobId) -> Option<Job> {
+        if *id == self.job.id {
             return Some(self.job.clone());
         }
         self.inner.job(id)
@@ -192,30 +192,30 @@ impl State for Overlay<'_> {
         self.inner.nodes()
     }
 
-    fn node(&self, id: &str) -> Option<Node> {
+    fn node(&self, id: &NodeId) -> Option<Node> {
         self.inner.node(id)
     }
 
-    fn allocs_by_job(&self, job_id: &str) -> Vec<Allocation> {
+    fn allocs_by_job(&self, job_id: &JobId) -> Vec<Allocation> {
         self.inner.allocs_by_job(job_id)
     }
 
-    fn allocs_by_node(&self, node_id: &str) -> Vec<Allocation> {
+    fn allocs_by_node(&self, node_id: &NodeId) -> Vec<Allocation> {
         self.inner.allocs_by_node(node_id)
     }
 
-    fn job_version(&self, id: &str, version: u64) -> Option<Job> {
-        if id == self.job.id && version == self.job.version {
+    fn job_version(&self, id: &JobId, version: u64) -> Option<Job> {
+        if *id == self.job.id && version == self.job.version {
             return Some(self.job.clone());
         }
         self.inner.job_version(id, version)
     }
 
-    fn blocked_eval(&self, job_id: &str) -> Option<Evaluation> {
+    fn blocked_eval(&self, job_id: &JobId) -> Option<Evaluation> {
         self.inner.blocked_eval(job_id)
     }
 
-    fn latest_deployment(&self, job_id: &str) -> Option<Deployment> {
+    fn latest_deployment(&self, job_id: &JobId) -> Option<Deployment> {
         self.inner.latest_deployment(job_id)
     }
 
@@ -228,7 +228,7 @@ impl State for Overlay<'_> {
         self.inner.shared_nodes()
     }
 
-    fn node_allocated(&self, node_id: &str) -> orch_common::model::NodeAllocated {
+    fn node_allocated(&self, node_id: &NodeId) -> orch_common::model::NodeAllocated {
         self.inner.node_allocated(node_id)
     }
 }
@@ -302,28 +302,24 @@ fn derive_annotations(
             .or_default()
             .place += metric.coalesced_failures + 1;
     }
-    let existing: BTreeSet<&str> = before.iter().map(|a| a.id.as_str()).collect();
-    let mut touched: BTreeSet<String> = BTreeSet::new();
+    let existing: BTreeSet<&AllocId> = before.iter().map(|a| &a.id).collect();
+    let mut touched: BTreeSet<AllocId> = BTreeSet::new();
     for plan in plans {
-        let stopped: BTreeSet<&str> = plan
-            .node_update
-            .values()
-            .flatten()
-            .map(|a| a.id.as_str())
-            .collect();
-        let mut replaced: BTreeSet<String> = BTreeSet::new();
+        let stopped: BTreeSet<&AllocId> =
+            plan.node_update.values().flatten().map(|a| &a.id).collect();
+        let mut replaced: BTreeSet<AllocId> = BTreeSet::new();
         for a in plan.node_allocation.values().flatten() {
             let u = out.desired_tg_updates.entry(a.group.clone()).or_default();
             touched.insert(a.id.clone());
-            if existing.contains(a.id.as_str()) {
+            if existing.contains(&a.id) {
                 u.in_place_update += 1;
             } else if let Some(prev) = a
                 .previous_allocation
-                .as_deref()
+                .as_ref()
                 .filter(|p| stopped.contains(p))
             {
                 u.destructive_update += 1;
-                replaced.insert(prev.to_string());
+                replaced.insert(prev.clone());
             } else {
                 u.place += 1;
             }

@@ -6,6 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use orch_common::ids::DeploymentId;
 use orch_common::mock::{DeploymentBuilder, JobBuilder, NodeBuilder};
 use orch_common::model::{DeploymentStatus, Job};
 
@@ -169,7 +170,7 @@ async fn an_action_racing_a_failure_of_its_deployment_is_refused_as_inactive() {
     .expect("register");
     let job = f.ctx.store.job("web").expect("read").expect("job");
     for round in 0..10 {
-        let id = format!("d{round}");
+        let id = DeploymentId::from(format!("d{round}"));
         let d = DeploymentBuilder::new(&job).id(&id).build();
         submit(plan(Some(d), vec![])).await;
         let pause = tokio::spawn({

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use axum::extract::State;
 use axum::Json;
 use orch_common::api::AllocListStub;
+use orch_common::ids::{AllocId, EvalId};
 use orch_common::model::Allocation;
 
 use super::context::HttpState;
@@ -58,7 +59,7 @@ pub async fn get(
     IdPath(prefix): IdPath,
     params: Params,
 ) -> Result<Indexed<Allocation>, ApiError> {
-    let id = st.resolve(Table::Allocs, "allocation", &prefix).await?;
+    let id = st.resolve::<AllocId>(&prefix).await?;
     let index = st.wait(Table::Allocs, &params).await?;
     let lookup = id.clone();
     let alloc = st
@@ -72,14 +73,14 @@ pub async fn get(
             Ok(Some(alloc))
         })
         .await?
-        .ok_or_else(|| ApiError::NotFound(format!("allocation {id:?} not found")))?;
+        .ok_or_else(|| ApiError::NotFound(format!("allocation {:?} not found", id.as_str())))?;
     Ok(Indexed(index, alloc))
 }
 
 /// The answer to `POST /v1/allocation/{id}/stop`.
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub struct AllocStopResponse {
-    pub eval_id: String,
+    pub eval_id: EvalId,
     pub index: u64,
 }
 
@@ -90,7 +91,7 @@ pub async fn stop(
     State(st): State<Arc<HttpState>>,
     IdPath(prefix): IdPath,
 ) -> Result<Json<AllocStopResponse>, ApiError> {
-    let id = st.resolve(Table::Allocs, "allocation", &prefix).await?;
+    let id = st.resolve::<AllocId>(&prefix).await?;
     let stopped = allocations::stop(&st.endpoints, &id).await?;
     Ok(Json(AllocStopResponse {
         eval_id: stopped.eval_id,

@@ -13,6 +13,7 @@ use orch_common::api::{
     KnownAllocsRequest, KnownAllocsResponse, NodeAllocationsResponse, NodeRegisterRequest,
     NodeRegisterResponse,
 };
+use orch_common::ids::{JobId, NodeId};
 use orch_common::model::{Allocation, Job};
 use tokio::time::Instant;
 
@@ -36,7 +37,7 @@ pub async fn register(
 /// (or asks for another status) has its status changed.
 pub async fn heartbeat(
     State(st): State<Arc<HttpState>>,
-    IdPath(node_id): IdPath,
+    IdPath(node_id): IdPath<NodeId>,
     body: RawBody,
 ) -> Result<Json<HeartbeatResponse>, ApiError> {
     let req: HeartbeatRequest = if body.bytes.iter().all(u8::is_ascii_whitespace) {
@@ -53,7 +54,7 @@ pub async fn heartbeat(
 
 /// Embeds each allocation's job (the version it runs), reading each version once.
 fn with_jobs(store: &StateStore, allocs: Vec<Allocation>) -> Result<Vec<Allocation>, StateError> {
-    let mut cache: BTreeMap<(String, u64), Option<Job>> = BTreeMap::new();
+    let mut cache: BTreeMap<(JobId, u64), Option<Job>> = BTreeMap::new();
     let mut out = Vec::with_capacity(allocs.len());
     for mut alloc in allocs {
         let key = (alloc.job_id.clone(), alloc.job_version);
@@ -73,7 +74,7 @@ fn with_jobs(store: &StateStore, allocs: Vec<Allocation>) -> Result<Vec<Allocati
 /// nor the statuses this client reported wake it up (like Nomad's AllocModifyIndex).
 pub async fn allocations(
     State(st): State<Arc<HttpState>>,
-    IdPath(node_id): IdPath,
+    IdPath(node_id): IdPath<NodeId>,
     params: Params,
 ) -> Result<Indexed<NodeAllocationsResponse>, ApiError> {
     nodes::require_registered(&st.endpoints, &node_id).await?;
@@ -121,7 +122,7 @@ pub async fn allocations(
 /// garbage collection deleted allocations, and removes the directories of the rest.
 pub async fn known_allocs(
     State(st): State<Arc<HttpState>>,
-    IdPath(node_id): IdPath,
+    IdPath(node_id): IdPath<NodeId>,
     body: RawBody,
 ) -> Result<Json<KnownAllocsResponse>, ApiError> {
     let KnownAllocsRequest { ids } = body.json()?;
@@ -138,7 +139,7 @@ pub async fn known_allocs(
 /// for allocations of other nodes or unknown ids are ignored.
 pub async fn update_allocs(
     State(st): State<Arc<HttpState>>,
-    IdPath(node_id): IdPath,
+    IdPath(node_id): IdPath<NodeId>,
     body: RawBody,
 ) -> Result<Json<AllocUpdateResponse>, ApiError> {
     let req: AllocUpdateRequest = body.json()?;

@@ -13,10 +13,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use futures::TryStreamExt;
+use orch_common::ids::AllocId;
 
 use super::context::HttpState;
 use super::error::ApiError;
-use crate::state::Table;
 
 /// How long connecting to a client may take (the answer itself may stream for long).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -70,7 +70,7 @@ async fn client_url(
     query: Option<String>,
 ) -> Result<(String, String), Response> {
     let id = st
-        .resolve(Table::Allocs, "allocation", alloc_prefix)
+        .resolve::<AllocId>(alloc_prefix)
         .await
         .map_err(IntoResponse::into_response)?;
     let lookup = id.clone();
@@ -82,7 +82,11 @@ async fn client_url(
         .await
         .map_err(IntoResponse::into_response)?
         .ok_or_else(|| {
-            ApiError::NotFound(format!("allocation {id:?} or its node not found")).into_response()
+            ApiError::NotFound(format!(
+                "allocation {:?} or its node not found",
+                id.as_str()
+            ))
+            .into_response()
         })?;
     if node.http_addr.is_empty() {
         return Err(bad_gateway(format!(

@@ -5,6 +5,7 @@
 use std::sync::{Arc, OnceLock};
 
 use axum::extract::FromRef;
+use orch_common::ids::{AllocId, DeploymentId, EvalId, JobId, NodeId};
 
 use super::error::ApiError;
 use super::extract::{BodyLimit, Params};
@@ -14,6 +15,38 @@ use crate::state::{CommandLog, StateError, StateStore, Table};
 
 /// Most ids listed when an id prefix is ambiguous.
 const PREFIX_MATCH_LIMIT: usize = 10;
+
+/// An id kind that users give by a unique prefix: the table its ids are looked up in,
+/// and what the error messages call it.
+pub trait PrefixedId: From<String> + Send + 'static {
+    const TABLE: Table;
+    const KIND: &'static str;
+}
+
+impl PrefixedId for JobId {
+    const TABLE: Table = Table::Jobs;
+    const KIND: &'static str = "job";
+}
+
+impl PrefixedId for NodeId {
+    const TABLE: Table = Table::Nodes;
+    const KIND: &'static str = "node";
+}
+
+impl PrefixedId for AllocId {
+    const TABLE: Table = Table::Allocs;
+    const KIND: &'static str = "allocation";
+}
+
+impl PrefixedId for EvalId {
+    const TABLE: Table = Table::Evals;
+    const KIND: &'static str = "evaluation";
+}
+
+impl PrefixedId for DeploymentId {
+    const TABLE: Table = Table::Deployments;
+    const KIND: &'static str = "deployment";
+}
 
 /// Facts about this agent for `/v1/agent/self` and `/v1/status/leader`.
 #[derive(Debug, Clone)]
@@ -35,7 +68,7 @@ pub struct HttpState {
     /// Largest request body accepted (413 above).
     pub max_body_bytes: usize,
     /// Set once by the agent when it also runs a client (for `/v1/agent/self`).
-    pub client_node_id: OnceLock<String>,
+    pub client_node_id: OnceLock<NodeId>,
 }
 
 impl HttpState {
@@ -98,20 +131,16 @@ impl HttpState {
         Ok(self.store.max_table_index(tables).max(1))
     }
 
-    /// Resolves a full id or a unique prefix of one in `table`.
-    pub async fn resolve(
-        &self,
-        table: Table,
-        kind: &str,
-        prefix: &str,
-    ) -> Result<String, ApiError> {
+    /// Resolves a full id or a unique prefix of one (of the kind `I`).
+    pub async fn resolve<I: PrefixedId>(&self, prefix: &str) -> Result<I, ApiError> {
+        let kind = I::KIND;
         let p = prefix.to_string();
         let mut ids = self
-            .read(move |s| s.ids_with_prefix(table, &p, PREFIX_MATCH_LIMIT + 1))
+            .read(move |s| s.ids_with_prefix(I::TABLE, &p, PREFIX_MATCH_LIMIT + 1))
             .await?;
         match ids.len() {
             0 => Err(ApiError::NotFound(format!("{kind} {prefix:?} not found"))),
-            1 => Ok(ids.remove(0)),
+            1 => Ok(I::from(ids.remove(0))),
             _ => {
                 let more = ids.len() > PREFIX_MATCH_LIMIT;
                 ids.truncate(PREFIX_MATCH_LIMIT);
@@ -129,10 +158,10 @@ impl HttpState {
 
     /// A job id from a path: a unique prefix of a live job, or (for a purged job's
     /// history) the id exactly as given.
-    pub async fn job_id_or_exact(&self, prefix: &str) -> Result<String, ApiError> {
-        match self.resolve(Table::Jobs, "job", prefix).await {
+    pub async fn job_id_or_exact(&self, prefix: &str) -> Result<JobId, ApiError> {
+        match self.resolve(prefix).await {
             Ok(id) => Ok(id),
-            Err(ApiError::NotFound(_)) => Ok(prefix.to_string()),
+            Err(ApiError::NotFound(_)) => Ok(JobId::from(prefix)),
             Err(e) => Err(e),
         }
     }

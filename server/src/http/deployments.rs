@@ -9,6 +9,7 @@ use axum::Json;
 use orch_common::api::{
     AllocListStub, DeploymentAllocHealthRequest, DeploymentPromoteRequest, DeploymentUpdateResponse,
 };
+use orch_common::ids::DeploymentId;
 use orch_common::model::{Allocation, Deployment};
 
 use super::context::HttpState;
@@ -25,7 +26,7 @@ impl From<DeploymentError> for ApiError {
                 ApiError::bad_request(e.to_string())
             }
             DeploymentError::AmbiguousAlloc { ref matches, .. } => ApiError::BadRequest {
-                details: matches.clone(),
+                details: matches.iter().map(ToString::to_string).collect(),
                 message: e.to_string(),
             },
             DeploymentError::Unexpected(_) => ApiError::Internal(e.to_string()),
@@ -59,11 +60,11 @@ pub async fn list(
 }
 
 /// Reads deployment `id` (a full id), 404 when gone.
-async fn read_deployment(st: &HttpState, id: &str) -> Result<Deployment, ApiError> {
-    let lookup = id.to_string();
+async fn read_deployment(st: &HttpState, id: &DeploymentId) -> Result<Deployment, ApiError> {
+    let lookup = id.clone();
     st.read(move |s| s.deployment(&lookup))
         .await?
-        .ok_or_else(|| ApiError::NotFound(format!("deployment {id:?} not found")))
+        .ok_or_else(|| ApiError::NotFound(format!("deployment {:?} not found", id.as_str())))
 }
 
 /// `GET /v1/deployment/{id}`.
@@ -72,9 +73,7 @@ pub async fn get(
     IdPath(prefix): IdPath,
     params: Params,
 ) -> Result<Indexed<Deployment>, ApiError> {
-    let id = st
-        .resolve(Table::Deployments, "deployment", &prefix)
-        .await?;
+    let id = st.resolve::<DeploymentId>(&prefix).await?;
     let index = st.wait(Table::Deployments, &params).await?;
     Ok(Indexed(index, read_deployment(&st, &id).await?))
 }
@@ -86,9 +85,7 @@ pub async fn allocations(
     IdPath(prefix): IdPath,
     params: Params,
 ) -> Result<Indexed<Vec<AllocListStub>>, ApiError> {
-    let id = st
-        .resolve(Table::Deployments, "deployment", &prefix)
-        .await?;
+    let id = st.resolve::<DeploymentId>(&prefix).await?;
     let index = st
         .wait_any(&[Table::Allocs, Table::Deployments], &params)
         .await?;
@@ -105,7 +102,7 @@ async fn deployment_allocs(st: &HttpState, d: &Deployment) -> Result<Vec<Allocat
     let allocs = st.read(move |s| s.allocs_by_job(&job_id)).await?;
     Ok(allocs
         .into_iter()
-        .filter(|a| a.deployment_id.as_deref() == Some(id.as_str()))
+        .filter(|a| a.deployment_id.as_ref() == Some(&id))
         .collect())
 }
 
@@ -133,7 +130,7 @@ pub async fn job_latest(
     let d = st
         .read(move |s| s.latest_deployment(&lookup))
         .await?
-        .ok_or_else(|| ApiError::NotFound(format!("job {id:?} has no deployment")))?;
+        .ok_or_else(|| ApiError::NotFound(format!("job {:?} has no deployment", id.as_str())))?;
     Ok(Indexed(index, d))
 }
 
@@ -149,9 +146,7 @@ pub async fn promote(
     } else {
         body.json()?
     };
-    let deployment_id = st
-        .resolve(Table::Deployments, "deployment", &prefix)
-        .await?;
+    let deployment_id = st.resolve::<DeploymentId>(&prefix).await?;
     let req = PromoteRequest {
         deployment_id,
         groups: req.groups,
@@ -165,9 +160,7 @@ pub async fn fail(
     State(st): State<Arc<HttpState>>,
     IdPath(prefix): IdPath,
 ) -> Result<Json<DeploymentUpdateResponse>, ApiError> {
-    let id = st
-        .resolve(Table::Deployments, "deployment", &prefix)
-        .await?;
+    let id = st.resolve::<DeploymentId>(&prefix).await?;
     Ok(Json(deployments::fail(&st.endpoints, &id).await?))
 }
 
@@ -192,7 +185,7 @@ async fn set_paused(
     prefix: &str,
     paused: bool,
 ) -> Result<Json<DeploymentUpdateResponse>, ApiError> {
-    let id = st.resolve(Table::Deployments, "deployment", prefix).await?;
+    let id = st.resolve::<DeploymentId>(prefix).await?;
     Ok(Json(
         deployments::set_paused(&st.endpoints, &id, paused).await?,
     ))
@@ -207,9 +200,7 @@ pub async fn alloc_health(
     body: RawBody,
 ) -> Result<Json<DeploymentUpdateResponse>, ApiError> {
     let req: DeploymentAllocHealthRequest = body.json()?;
-    let deployment_id = st
-        .resolve(Table::Deployments, "deployment", &prefix)
-        .await?;
+    let deployment_id = st.resolve::<DeploymentId>(&prefix).await?;
     let req = AllocHealthRequest {
         deployment_id,
         healthy: req.healthy,

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use axum::extract::State;
+use orch_common::ids::EvalId;
 use orch_common::model::Evaluation;
 
 use super::context::HttpState;
@@ -39,12 +40,12 @@ pub async fn get(
     IdPath(prefix): IdPath,
     params: Params,
 ) -> Result<Indexed<Evaluation>, ApiError> {
-    let id = st.resolve(Table::Evals, "evaluation", &prefix).await?;
+    let id = st.resolve::<EvalId>(&prefix).await?;
     let index = st.wait(Table::Evals, &params).await?;
     let lookup = id.clone();
     let eval = st
         .read(move |s| s.eval(&lookup))
         .await?
-        .ok_or_else(|| ApiError::NotFound(format!("evaluation {id:?} not found")))?;
+        .ok_or_else(|| ApiError::NotFound(format!("evaluation {:?} not found", id.as_str())))?;
     Ok(Indexed(index, eval))
 }

@@ -95,11 +95,12 @@ impl Params {
     }
 }
 
-/// The `{id}` path segment; a bad path is a JSON 400.
+/// The `{id}` path segment; a bad path is a JSON 400. As text (`IdPath`) when it may
+/// be a prefix to resolve, or as the id it names (`IdPath<NodeId>`: a client's own).
 #[derive(Debug, Clone)]
-pub struct IdPath(pub String);
+pub struct IdPath<I = String>(pub I);
 
-impl<S: Send + Sync> FromRequestParts<S> for IdPath {
+impl<S: Send + Sync, I: From<String>> FromRequestParts<S> for IdPath<I> {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
@@ -109,7 +110,7 @@ impl<S: Send + Sync> FromRequestParts<S> for IdPath {
         if id.is_empty() {
             return Err(ApiError::bad_request("empty id in path"));
         }
-        Ok(IdPath(id))
+        Ok(IdPath(I::from(id)))
     }
 }
 

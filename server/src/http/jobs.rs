@@ -11,6 +11,7 @@ use orch_common::api::{
     AllocListStub, GroupSummary, JobDeregisterResponse, JobListStub, JobRegisterRequest,
     JobRegisterResponse, JobRevertRequest, JobScaleRequest,
 };
+use orch_common::ids::JobId;
 use orch_common::jobspec;
 use orch_common::model::{ClientStatus, EvalStatus, Evaluation, Job};
 
@@ -153,7 +154,7 @@ pub async fn scale(
     }
     let count = u32::try_from(req.count)
         .map_err(|_| ApiError::bad_request(format!("count {} is too large", req.count)))?;
-    let job_id = st.resolve(Table::Jobs, "job", &prefix).await?;
+    let job_id = st.resolve::<JobId>(&prefix).await?;
     let req = ScaleRequest {
         job_id,
         group: req.group,
@@ -169,13 +170,13 @@ pub async fn get(
     IdPath(prefix): IdPath,
     params: Params,
 ) -> Result<Indexed<Job>, ApiError> {
-    let id = st.resolve(Table::Jobs, "job", &prefix).await?;
+    let id = st.resolve::<JobId>(&prefix).await?;
     let index = st.wait(Table::Jobs, &params).await?;
     let lookup = id.clone();
     let job = st
         .read(move |s| s.job(&lookup))
         .await?
-        .ok_or_else(|| ApiError::NotFound(format!("job {id:?} not found")))?;
+        .ok_or_else(|| ApiError::NotFound(format!("job {:?} not found", id.as_str())))?;
     Ok(Indexed(index, job))
 }
 
@@ -187,7 +188,7 @@ pub async fn deregister(
     params: Params,
 ) -> Result<Json<JobDeregisterResponse>, ApiError> {
     let purge = params.flag("purge")?;
-    let job_id = st.resolve(Table::Jobs, "job", &prefix).await?;
+    let job_id = st.resolve::<JobId>(&prefix).await?;
     let req = DeregisterRequest { job_id, purge };
     Ok(Json(jobs::deregister(&st.endpoints, req).await?))
 }
@@ -230,7 +231,10 @@ pub async fn versions(
     let lookup = id.clone();
     let versions = st.read(move |s| s.job_versions(&lookup)).await?;
     if versions.is_empty() {
-        return Err(ApiError::NotFound(format!("job {id:?} not found")));
+        return Err(ApiError::NotFound(format!(
+            "job {:?} not found",
+            id.as_str()
+        )));
     }
     Ok(Indexed(index, versions))
 }
@@ -244,7 +248,7 @@ pub async fn revert(
     body: RawBody,
 ) -> Result<Json<JobRegisterResponse>, ApiError> {
     let req: JobRevertRequest = body.json()?;
-    let job_id = st.resolve(Table::Jobs, "job", &prefix).await?;
+    let job_id = st.resolve::<JobId>(&prefix).await?;
     let req = RevertRequest {
         job_id,
         version: req.version,

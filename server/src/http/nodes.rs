@@ -9,6 +9,7 @@ use orch_common::api::{
     NodeDrainRequest, NodeDrainResponse, NodeEligibilityRequest, NodeEligibilityResponse,
     NodeListStub,
 };
+use orch_common::ids::NodeId;
 use orch_common::model::Node;
 
 use super::context::HttpState;
@@ -58,13 +59,13 @@ pub async fn get(
     IdPath(prefix): IdPath,
     params: Params,
 ) -> Result<Indexed<Node>, ApiError> {
-    let id = st.resolve(Table::Nodes, "node", &prefix).await?;
+    let id = st.resolve::<NodeId>(&prefix).await?;
     let index = st.wait(Table::Nodes, &params).await?;
     let lookup = id.clone();
     let node = st
         .read(move |s| s.node(&lookup))
         .await?
-        .ok_or_else(|| ApiError::NotFound(format!("node {id:?} not found")))?;
+        .ok_or_else(|| ApiError::NotFound(format!("node {:?} not found", id.as_str())))?;
     Ok(Indexed(index, node))
 }
 
@@ -77,7 +78,7 @@ pub async fn set_eligibility(
     body: RawBody,
 ) -> Result<Json<NodeEligibilityResponse>, ApiError> {
     let req: NodeEligibilityRequest = body.json()?;
-    let id = st.resolve(Table::Nodes, "node", &prefix).await?;
+    let id = st.resolve::<NodeId>(&prefix).await?;
     Ok(Json(
         nodes::set_eligibility(&st.endpoints, &id, req.eligibility).await?,
     ))
@@ -118,7 +119,7 @@ pub async fn drain(
             mark_eligible: req.mark_eligible,
         },
     };
-    let node_id = st.resolve(Table::Nodes, "node", &prefix).await?;
+    let node_id = st.resolve::<NodeId>(&prefix).await?;
     let req = DrainRequest { node_id, change };
     Ok(Json(nodes::drain(&st.endpoints, req).await?))
 }

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use axum::extract::State;
 use axum::Json;
 use orch_common::api::{JobPlanRequest, JobPlanResponse};
+use orch_common::ids::JobId;
 use orch_common::jobspec;
 
 use super::context::HttpState;
@@ -30,7 +31,7 @@ impl From<PlanError> for ApiError {
 /// (`Content-Type: application/toml`, `?diff=true` for the diff).
 pub async fn plan(
     State(st): State<Arc<HttpState>>,
-    IdPath(job_id): IdPath,
+    IdPath(job_id): IdPath<JobId>,
     params: Params,
     body: RawBody,
 ) -> Result<Json<JobPlanResponse>, ApiError> {

@@ -27,6 +27,7 @@
 use std::collections::BTreeSet;
 
 use futures::future::BoxFuture;
+use orch_common::ids::{AllocId, EvalId, JobId, NodeId};
 use orch_common::model::{triggers, Allocation, Evaluation, Node, NodeAllocated, Plan, PlanResult};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
@@ -40,11 +41,11 @@ const QUEUE_DEPTH: usize = 64;
 #[derive(Debug, thiserror::Error)]
 pub enum PlanApplyError {
     #[error("plan for evaluation {eval_id}: reading state: {source}")]
-    Read { eval_id: String, source: StateError },
+    Read { eval_id: EvalId, source: StateError },
     #[error("plan for evaluation {eval_id}: committing: {source}")]
-    Commit { eval_id: String, source: LogError },
+    Commit { eval_id: EvalId, source: LogError },
     #[error("plan for evaluation {eval_id}: check task failed: {message}")]
-    Task { eval_id: String, message: String },
+    Task { eval_id: EvalId, message: String },
 }
 
 /// A plan and where to send the answer.
@@ -125,8 +126,8 @@ impl PlanApplier {
 /// What the check decided for one plan.
 #[derive(Debug, Default)]
 struct Verdict {
-    accepted: BTreeSet<String>,
-    rejected: BTreeSet<String>,
+    accepted: BTreeSet<NodeId>,
+    rejected: BTreeSet<NodeId>,
     /// Evaluations for the jobs whose allocations accepted nodes evict.
     evals: Vec<Evaluation>,
 }
@@ -142,13 +143,13 @@ pub async fn apply(
 
 /// A plan checked and handed to the log, its commit still to come.
 pub struct Prepared {
-    eval_id: String,
+    eval_id: EvalId,
     store: StateStore,
     result: PlanResult,
     /// The command's commit, when the plan changes anything.
     commit: Option<BoxFuture<'static, Result<u64, LogError>>>,
     /// New placements counted as in flight until the commit.
-    held: Vec<String>,
+    held: Vec<AllocId>,
     rejected: bool,
 }
 
@@ -159,8 +160,7 @@ impl Prepared {
             match commit.await {
                 Ok(index) => self.result.alloc_index = index,
                 Err(source) => {
-                    self.store
-                        .release_in_flight(self.held.iter().map(String::as_str));
+                    self.store.release_in_flight(self.held.iter());
                     return Err(PlanApplyError::Commit {
                         eval_id: self.eval_id,
                         source,
@@ -268,7 +268,7 @@ pub async fn prepare(
             Ok(prepared)
         }
         Err(source) => {
-            store.release_in_flight(prepared.held.iter().map(String::as_str));
+            store.release_in_flight(prepared.held.iter());
             Err(PlanApplyError::Commit { eval_id, source })
         }
     }
@@ -304,7 +304,7 @@ fn check_plan(store: &StateStore, plan: &Plan) -> Result<Verdict, PlanApplyError
         // Stops, evictions and in-place updates free their room before the re-check.
         // A placement with create_index 0 is new (the store gives every row one >= 1).
         let mut base = snap.node_allocated(node_id);
-        let leaving: BTreeSet<&str> = [
+        let leaving: BTreeSet<&AllocId> = [
             plan.node_update.get(node_id),
             plan.node_preemptions.get(node_id),
         ]
@@ -312,7 +312,7 @@ fn check_plan(store: &StateStore, plan: &Plan) -> Result<Verdict, PlanApplyError
         .flatten()
         .flatten()
         .chain(placed.iter().filter(|a| a.create_index > 0))
-        .map(|a| a.id.as_str())
+        .map(|a| &a.id)
         .collect();
         for id in leaving {
             if let Some(a) = snap.try_alloc(id).map_err(read_err)? {
@@ -333,10 +333,10 @@ fn check_plan(store: &StateStore, plan: &Plan) -> Result<Verdict, PlanApplyError
     }
     // Jobs that lose allocations to preemption get an evaluation to place them again
     // (one per job, committed with the evictions).
-    let mut preempted = BTreeSet::new();
+    let mut preempted: BTreeSet<&JobId> = BTreeSet::new();
     for (node_id, victims) in &plan.node_preemptions {
         if verdict.accepted.contains(node_id) {
-            preempted.extend(victims.iter().map(|a| a.job_id.as_str()));
+            preempted.extend(victims.iter().map(|a| &a.job_id));
         }
     }
     for job_id in preempted {

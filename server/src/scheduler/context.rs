@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use orch_common::ids;
+use orch_common::ids::{AllocId, JobId, NodeId};
 use orch_common::model::{
     AllocMetric, AllocatedPort, AllocatedResources, Allocation, ClientStatus, DesiredStatus,
     Evaluation, Job, Node, NodeAllocated, Plan, TaskGroup,
@@ -15,12 +15,12 @@ use super::fxhash::{FxHashMap, FxHashSet};
 use super::state::State;
 
 /// Adds one allocation to a usage tally.
-pub fn add_to_usage(usage: &mut NodeUsage, a: &Allocation, job_id: &str, group: &str) {
+pub fn add_to_usage(usage: &mut NodeUsage, a: &Allocation, job_id: &JobId, group: &str) {
     usage.used = usage.used.add(&a.resources.total());
     usage
         .ports
         .extend(a.resources.ports.iter().map(|p| p.value));
-    if a.job_id == job_id {
+    if a.job_id == *job_id {
         usage.job_allocs += 1;
         if a.group == group {
             usage.group_allocs += 1;
@@ -30,7 +30,7 @@ pub fn add_to_usage(usage: &mut NodeUsage, a: &Allocation, job_id: &str, group: 
 
 /// The job's allocations, with the job version each live one runs filled in from the
 /// state when the allocation does not embed it (the store keeps jobs per version).
-pub fn allocs_with_jobs(state: &dyn State, job_id: &str) -> Vec<Allocation> {
+pub fn allocs_with_jobs(state: &dyn State, job_id: &JobId) -> Vec<Allocation> {
     let mut versions: HashMap<u64, Option<Job>> = HashMap::new();
     let mut allocs = state.allocs_by_job(job_id);
     for a in allocs
@@ -49,18 +49,18 @@ pub fn allocs_with_jobs(state: &dyn State, job_id: &str) -> Vec<Allocation> {
 pub struct PlanBuilder<'s> {
     state: &'s dyn State,
     pub plan: Plan,
-    node_allocs: FxHashMap<String, Vec<Allocation>>,
+    node_allocs: FxHashMap<NodeId, Vec<Allocation>>,
     /// `State::node_allocated` per node, read once per plan.
-    node_sums: FxHashMap<String, NodeAllocated>,
+    node_sums: FxHashMap<NodeId, NodeAllocated>,
     /// The job whose allocations `own_allocs` holds, by node.
-    own_job: Option<String>,
-    own_allocs: FxHashMap<String, Vec<Allocation>>,
+    own_job: Option<JobId>,
+    own_allocs: FxHashMap<NodeId, Vec<Allocation>>,
     /// Nodes the plan stops, places or evicts on: only their usage needs the plan's
     /// lists; every other node's is the state's sum (the fast path).
-    touched: FxHashSet<String>,
+    touched: FxHashSet<NodeId>,
     /// Nodes touched since the last `take_changed_nodes` (callers that memoize usage
     /// drop those entries).
-    changed: Vec<String>,
+    changed: Vec<NodeId>,
     now_ms: u64,
 }
 
@@ -92,7 +92,7 @@ impl<'s> PlanBuilder<'s> {
         alloc: &Allocation,
         description: &str,
         lost: bool,
-        next: Option<String>,
+        next: Option<AllocId>,
     ) {
         let mut a = alloc.clone();
         a.desired_status = DesiredStatus::Stop;
@@ -114,14 +114,14 @@ impl<'s> PlanBuilder<'s> {
     }
 
     /// Links an already planned stop to its replacement.
-    pub fn link_replacement(&mut self, old: &Allocation, new_id: &str) {
+    pub fn link_replacement(&mut self, old: &Allocation, new_id: &AllocId) {
         if let Some(stop) = self
             .plan
             .node_update
             .get_mut(&old.node_id)
             .and_then(|v| v.iter_mut().find(|a| a.id == old.id))
         {
-            stop.next_allocation = Some(new_id.to_string());
+            stop.next_allocation = Some(new_id.clone());
         }
     }
 
@@ -141,9 +141,9 @@ impl<'s> PlanBuilder<'s> {
     /// own allocations there, plus those the plan leaves alone and the plan's
     /// placements, minus its evictions — no read of the node's allocations. When the
     /// plan stops another job's allocation on the node, the node's allocations are read.
-    pub fn usage(&mut self, node: &Node, job_id: &str, group: &str) -> NodeUsage {
+    pub fn usage(&mut self, node: &Node, job_id: &JobId, group: &str) -> NodeUsage {
         self.load_own_allocs(job_id);
-        if !self.touched.contains(node.id.as_str()) && !self.own_allocs.contains_key(&node.id) {
+        if !self.touched.contains(&node.id) && !self.own_allocs.contains_key(&node.id) {
             // Neither the plan nor the job has anything on the node.
             let base = self.state.node_allocated(&node.id);
             return NodeUsage {
@@ -157,19 +157,19 @@ impl<'s> PlanBuilder<'s> {
     }
 
     /// The nodes the plan touched since the last call (a usage memo drops them).
-    pub fn take_changed_nodes(&mut self) -> Vec<String> {
+    pub fn take_changed_nodes(&mut self) -> Vec<NodeId> {
         std::mem::take(&mut self.changed)
     }
 
-    fn touch(&mut self, node_id: &str) {
+    fn touch(&mut self, node_id: &NodeId) {
         if !self.touched.contains(node_id) {
-            self.touched.insert(node_id.to_string());
+            self.touched.insert(node_id.clone());
         }
-        self.changed.push(node_id.to_string());
+        self.changed.push(node_id.clone());
     }
 
-    fn load_own_allocs(&mut self, job_id: &str) {
-        if self.own_job.as_deref() != Some(job_id) {
+    fn load_own_allocs(&mut self, job_id: &JobId) {
+        if self.own_job.as_ref() != Some(job_id) {
             self.own_allocs = FxHashMap::default();
             for a in self.state.allocs_by_job(job_id) {
                 self.own_allocs
@@ -177,19 +177,19 @@ impl<'s> PlanBuilder<'s> {
                     .or_default()
                     .push(a);
             }
-            self.own_job = Some(job_id.to_string());
+            self.own_job = Some(job_id.clone());
         }
     }
 
-    fn compute_usage(&mut self, node: &Node, job_id: &str, group: &str) -> NodeUsage {
+    fn compute_usage(&mut self, node: &Node, job_id: &JobId, group: &str) -> NodeUsage {
         let state = self.state;
         let stops = self.plan.node_update.get(&node.id);
         let placed = self.plan.node_allocation.get(&node.id);
         let evicted = self.plan.node_preemptions.get(&node.id);
-        let in_plan = |id: &str| {
-            stops.is_some_and(|v| v.iter().any(|a| a.id == id))
-                || placed.is_some_and(|v| v.iter().any(|a| a.id == id))
-                || evicted.is_some_and(|v| v.iter().any(|a| a.id == id))
+        let in_plan = |id: &AllocId| {
+            stops.is_some_and(|v| v.iter().any(|a| a.id == *id))
+                || placed.is_some_and(|v| v.iter().any(|a| a.id == *id))
+                || evicted.is_some_and(|v| v.iter().any(|a| a.id == *id))
         };
         let own = self
             .own_allocs
@@ -250,7 +250,7 @@ impl<'s> PlanBuilder<'s> {
             .node_allocs
             .entry(node.id.clone())
             .or_insert_with(|| state.allocs_by_node(&node.id));
-        let touched = |id: &str| {
+        let touched = |id: &AllocId| {
             [
                 self.plan.node_update.get(&node.id),
                 self.plan.node_allocation.get(&node.id),
@@ -258,7 +258,7 @@ impl<'s> PlanBuilder<'s> {
             ]
             .into_iter()
             .flatten()
-            .any(|v| v.iter().any(|a| a.id == id))
+            .any(|v| v.iter().any(|a| a.id == *id))
         };
         existing
             .iter()
@@ -295,7 +295,7 @@ impl<'s> PlanBuilder<'s> {
         previous: Option<&Allocation>,
     ) -> Allocation {
         Allocation {
-            id: ids::new_id(),
+            id: AllocId::generate(),
             name: format!("{}.{}[{}]", job.id, group.name, index),
             index,
             namespace: "default".to_string(),

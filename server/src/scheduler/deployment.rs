@@ -25,7 +25,7 @@
 
 use std::collections::BTreeMap;
 
-use orch_common::ids;
+use orch_common::ids::{DeploymentId, EvalId};
 use orch_common::model::{
     deployment_desc, Allocation, Deployment, DeploymentGroup, DeploymentStatus,
     DeploymentStatusUpdate, DesiredStatus, Job, JobType,
@@ -95,7 +95,7 @@ fn cancel(d: &Deployment, why: &str) -> DeploymentStatusUpdate {
 pub struct GroupRollout {
     /// The deployment new (and in-place updated) allocations of the group carry; None
     /// when no active deployment governs the group.
-    pub deployment_id: Option<String>,
+    pub deployment_id: Option<DeploymentId>,
     /// Indexes at which canaries are placed (lowest old instances first).
     pub canaries: Vec<u32>,
     /// Destructive updates beyond the rolling limit: their allocations keep running.
@@ -114,10 +114,10 @@ pub struct RolloutPlan {
 }
 
 impl RolloutPlan {
-    pub fn deployment_id(&self, group: &str) -> Option<&str> {
+    pub fn deployment_id(&self, group: &str) -> Option<&DeploymentId> {
         self.groups
             .get(group)
-            .and_then(|g| g.deployment_id.as_deref())
+            .and_then(|g| g.deployment_id.as_ref())
     }
 }
 
@@ -140,7 +140,7 @@ pub fn plan(
     placements: &mut Vec<Placement>,
     inplace: &[Allocation],
     canaries: &[Allocation],
-    eval_id: &str,
+    eval_id: &EvalId,
     now_ms: u64,
 ) -> RolloutPlan {
     let mut out = RolloutPlan::default();
@@ -256,7 +256,7 @@ pub fn plan(
     }
     if rollout.current.is_none() && work {
         let d = Deployment {
-            id: ids::new_id(),
+            id: DeploymentId::generate(),
             job_id: job.id.clone(),
             job_version: job.version,
             job_modify_index: job.job_modify_index,
@@ -264,7 +264,7 @@ pub fn plan(
             status: DeploymentStatus::Running,
             status_description: deployment_desc::RUNNING.to_string(),
             task_groups: new_groups,
-            eval_id: eval_id.to_string(),
+            eval_id: eval_id.clone(),
             create_time: now_ms,
             modify_time: now_ms,
             create_index: 0,
@@ -285,7 +285,7 @@ fn undecided(d: &Deployment, group: &str, allocs: &[Allocation]) -> u32 {
         .iter()
         .filter(|a| {
             a.group == group
-                && a.deployment_id.as_deref() == Some(d.id.as_str())
+                && a.deployment_id.as_ref() == Some(&d.id)
                 && a.next_allocation.is_none()
                 && is_running(a)
                 && a.deployment_health().is_none()
@@ -297,7 +297,7 @@ fn undecided(d: &Deployment, group: &str, allocs: &[Allocation]) -> u32 {
 /// more rolls until the watcher decides (it fails the deployment).
 fn any_unhealthy(d: &Deployment, allocs: &[Allocation]) -> bool {
     allocs.iter().any(|a| {
-        a.deployment_id.as_deref() == Some(d.id.as_str())
+        a.deployment_id.as_ref() == Some(&d.id)
             && a.desired_status == DesiredStatus::Run
             && a.next_allocation.is_none()
             && a.deployment_health() == Some(false)

@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use orch_common::ids::{AllocId, DeploymentId};
 use orch_common::mock::{self, JobBuilder, NOW};
 use orch_common::model::{
     deployment_desc, triggers, Allocation, Deployment, DeploymentStatus, DesiredStatus,
@@ -39,13 +40,13 @@ fn running(job: Job) -> Harness {
     let mut h = Harness::new(&[mock::node(), mock::node()]);
     let eval = h.register(job);
     h.process(&eval).expect("first version");
-    let ids: Vec<String> = h.state.allocs.keys().cloned().collect();
+    let ids: Vec<AllocId> = h.state.allocs.keys().cloned().collect();
     for id in ids {
         if h.state.allocs[&id].deployment_id.is_some() {
             h.state.set_health(&id, true);
         }
     }
-    let done: Vec<String> = h.state.deployments.keys().cloned().collect();
+    let done: Vec<DeploymentId> = h.state.deployments.keys().cloned().collect();
     for id in done {
         h.state
             .set_deployment_status(&id, DeploymentStatus::Successful);
@@ -120,7 +121,7 @@ fn the_first_version_creates_a_deployment_without_canaries() {
     assert_eq!(placed.len(), 3);
     assert!(placed
         .iter()
-        .all(|a| a.deployment_id.as_deref() == Some(d.id.as_str()) && !a.is_canary()));
+        .all(|a| a.deployment_id.as_ref() == Some(&d.id) && !a.is_canary()));
     assert_eq!(h.last_update().status, EvalStatus::Complete);
 }
 
@@ -386,7 +387,7 @@ fn a_plan_that_only_cancels_a_deployment_is_submitted() {
     h.process(&eval).expect("v0");
     let d0 = newest_deployment(&h);
     // The allocations are already stopped; the deployment is still running.
-    let ids: Vec<String> = h.state.allocs.keys().cloned().collect();
+    let ids: Vec<AllocId> = h.state.allocs.keys().cloned().collect();
     for id in ids {
         let mut a = h.state.allocs[&id].clone();
         a.desired_status = DesiredStatus::Stop;
@@ -552,9 +553,7 @@ fn new_instances_wait_for_promotion_while_canaries_are_tested() {
     // The two new instances, and old [1] within max_parallel 2 (old [0] gave way to
     // the promoted canary).
     assert_eq!(indexes, vec![1, 2, 3]);
-    assert!(placed
-        .iter()
-        .all(|a| a.deployment_id.as_deref() == Some(d.as_str())));
+    assert!(placed.iter().all(|a| a.deployment_id.as_ref() == Some(&d)));
     assert_eq!(live_at(&h, 0).len(), 0);
 }
 
@@ -643,5 +642,5 @@ fn a_rollout_driven_to_the_end_keeps_count_running_and_max_parallel_in_flight() 
     assert_eq!(live_at(&h, 1).len(), 5);
     assert!(live(&h)
         .iter()
-        .all(|a| a.deployment_id.as_deref() == Some(d.as_str())));
+        .all(|a| a.deployment_id.as_ref() == Some(&d)));
 }

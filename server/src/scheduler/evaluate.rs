@@ -18,7 +18,7 @@
 
 use std::collections::BTreeMap;
 
-use orch_common::ids;
+use orch_common::ids::EvalId;
 use orch_common::model::{
     deployment_desc, triggers, DeploymentStatus, DeploymentStatusUpdate, EvalStatus, Evaluation,
     JobType,
@@ -38,7 +38,7 @@ pub const MAX_PLAN_ATTEMPTS: u32 = 5;
 pub enum SchedulerError {
     /// The planner refused an operation (plan submission, eval update, ...).
     Planner {
-        eval_id: String,
+        eval_id: EvalId,
         op: &'static str,
         source: PlannerError,
     },
@@ -147,7 +147,7 @@ fn compute(eval: &Evaluation, st: &dyn State, now_ms: u64) -> Outcome {
 /// A new evaluation following `eval` for the same job.
 fn follow_up(eval: &Evaluation, triggered_by: &str, status: EvalStatus, now_ms: u64) -> Evaluation {
     Evaluation {
-        id: ids::new_id(),
+        id: EvalId::generate(),
         priority: eval.priority,
         job_type: eval.job_type,
         triggered_by: triggered_by.to_string(),

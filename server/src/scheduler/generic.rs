@@ -15,6 +15,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
+use orch_common::ids::{AllocId, NodeId};
 use orch_common::model::{
     AllocDeploymentStatus, AllocMetric, AllocatedPort, Allocation, DesiredUpdates, Evaluation, Job,
     Node, PlanAnnotations, SchedulerAlgorithm, SchedulerConfiguration, TaskGroup,
@@ -48,7 +49,7 @@ pub(crate) fn compute(
 ) -> Outcome {
     let allocs = allocs_with_jobs(st, &eval.job_id);
     let nodes = st.shared_nodes();
-    let node_map: NodesById<'_> = nodes.iter().map(|n| (n.id.as_str(), n)).collect();
+    let node_map: NodesById<'_> = nodes.iter().map(|n| (&n.id, n)).collect();
     let rec = reconcile_with(
         job.as_ref(),
         &allocs,
@@ -92,25 +93,21 @@ pub(crate) fn compute(
     {
         // What the job already has where, minus what this plan stops or replaces: the
         // starting counts of distinct_property and spread.
-        let leaving: HashSet<&str> = rec
+        let leaving: HashSet<&AllocId> = rec
             .stop
             .iter()
-            .map(|s| s.alloc.id.as_str())
+            .map(|s| &s.alloc.id)
             .chain(
                 rec.place
                     .iter()
-                    .filter_map(|p| p.previous.as_ref().map(|a| a.id.as_str())),
+                    .filter_map(|p| p.previous.as_ref().map(|a| &a.id)),
             )
             .collect();
         placer.seed(
             allocs
                 .iter()
-                .filter(|a| a.holds_resources() && !leaving.contains(a.id.as_str()))
-                .filter_map(|a| {
-                    node_map
-                        .get(a.node_id.as_str())
-                        .map(|n| (a.group.as_str(), *n))
-                }),
+                .filter(|a| a.holds_resources() && !leaving.contains(&a.id))
+                .filter_map(|a| node_map.get(&a.node_id).map(|n| (a.group.as_str(), *n))),
         );
     }
     let mut placements = rec.place;
@@ -120,12 +117,12 @@ pub(crate) fn compute(
             continue;
         };
         let still_fits = node_map
-            .get(a.node_id.as_str())
+            .get(&a.node_id)
             .is_some_and(|n| placer.checker(&job, group).check_node(n).is_ok());
         if still_fits {
             inplace.push(a);
         } else {
-            if let Some(n) = node_map.get(a.node_id.as_str()) {
+            if let Some(n) = node_map.get(&a.node_id) {
                 placer.count(&a.group, n, false);
             }
             placements.push(Placement {
@@ -152,7 +149,7 @@ pub(crate) fn compute(
             if let Some(n) = held
                 .previous
                 .as_ref()
-                .and_then(|a| node_map.get(a.node_id.as_str()))
+                .and_then(|a| node_map.get(&a.node_id))
             {
                 placer.count(name, n, true);
             }
@@ -169,9 +166,9 @@ pub(crate) fn compute(
         updates.entry(a.group.clone()).or_default().in_place_update += 1;
         let mut updated = b.inplace_alloc(&a, &job);
         if let Some(id) = rollout_plan.deployment_id(&a.group) {
-            if updated.deployment_id.as_deref() != Some(id) {
+            if updated.deployment_id.as_ref() != Some(id) {
                 // Its health is tracked again, in the new deployment.
-                updated.deployment_id = Some(id.to_string());
+                updated.deployment_id = Some(id.clone());
                 updated.deployment_status = None;
             }
         }
@@ -205,7 +202,7 @@ pub(crate) fn compute(
             PlaceReason::Reschedule => p.previous.as_ref().map(|a| a.node_id.clone()),
             _ => None,
         };
-        match placer.place_one(&mut b, &job, group, avoid.as_deref()) {
+        match placer.place_one(&mut b, &job, group, avoid.as_ref()) {
             Ok(Placed {
                 node_index,
                 ports,
@@ -222,7 +219,7 @@ pub(crate) fn compute(
                     metric,
                     p.previous.as_ref(),
                 );
-                alloc.deployment_id = rollout_plan.deployment_id(&p.group).map(str::to_string);
+                alloc.deployment_id = rollout_plan.deployment_id(&p.group).cloned();
                 if p.reason == PlaceReason::Canary {
                     alloc.deployment_status = Some(AllocDeploymentStatus {
                         canary: true,
@@ -294,7 +291,7 @@ pub(crate) struct Placer<'s, 'n> {
     /// The candidate the last placement went to (the node usually changed next).
     last_chosen: Option<usize>,
     /// Node id -> candidate index, built the first time another node changes.
-    index_of: Option<FxHashMap<&'n str, usize>>,
+    index_of: Option<FxHashMap<&'n NodeId, usize>>,
     limit: usize,
     rng: Rng,
     checkers: HashMap<String, FeasibilityChecker>,
@@ -409,7 +406,7 @@ impl<'s, 'n> Placer<'s, 'n> {
         b: &mut PlanBuilder<'_>,
         job: &Job,
         group: &TaskGroup,
-        avoid_node: Option<&str>,
+        avoid_node: Option<&NodeId>,
     ) -> Result<Placed, Box<AllocMetric>> {
         let ask = group.resources();
         self.forget_changed_usage(b, &group.name);
@@ -526,7 +523,7 @@ impl<'s, 'n> Placer<'s, 'n> {
             return;
         }
         let candidates = &self.candidates;
-        let last = self.last_chosen.map(|i| (i, candidates[i].id.as_str()));
+        let last = self.last_chosen.map(|i| (i, &candidates[i].id));
         if let ([id], Some((i, last_id))) = (changed.as_slice(), last) {
             if id == last_id {
                 self.usage_memo[i] = None;
@@ -537,11 +534,11 @@ impl<'s, 'n> Placer<'s, 'n> {
             candidates
                 .iter()
                 .enumerate()
-                .map(|(i, n)| (n.id.as_str(), i))
+                .map(|(i, n)| (&n.id, i))
                 .collect()
         });
         for id in &changed {
-            if let Some(&i) = index_of.get(id.as_str()) {
+            if let Some(&i) = index_of.get(id) {
                 self.usage_memo[i] = None;
             }
         }

@@ -5,6 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use orch_common::ids::JobId;
 use orch_common::mock::{self, running_alloc, JobBuilder, NodeBuilder};
 use orch_common::model::{
     triggers, DesiredStatus, Eligibility, EvalStatus, JobType, Node, SchedulerAlgorithm,
@@ -492,7 +493,7 @@ fn only_the_best_few_scores_are_kept_in_the_metric() {
     assert!(metric.nodes_evaluated >= super::rank::MIN_SAMPLE_WITH_PREFERENCES as u32);
     assert_eq!(metric.scores.len(), super::rank::SCORES_KEPT);
     let best = metric.scores.values().cloned().fold(f64::MIN, f64::max);
-    assert_eq!(metric.scores.get(&placed[0].node_id), Some(&best));
+    assert_eq!(metric.scores.get(placed[0].node_id.as_str()), Some(&best));
 }
 
 // ------------------------------------------------------------------ ports and reservations
@@ -657,8 +658,8 @@ fn crowded(victims: &[(&str, u8, u64)], cpu: u64, service_preemption: bool) -> H
     h
 }
 
-fn evicted_jobs(h: &Harness) -> Vec<String> {
-    let mut v: Vec<String> = h
+fn evicted_jobs(h: &Harness) -> Vec<JobId> {
+    let mut v: Vec<JobId> = h
         .plans
         .last()
         .map(|p| {
@@ -694,7 +695,7 @@ fn preemption_evicts_the_single_allocation_that_frees_enough() {
         .next()
         .expect("victim");
     assert_eq!(victim.desired_status, DesiredStatus::Evict);
-    assert!(victim.desired_description.contains(&placed[0].id));
+    assert!(victim.desired_description.contains(placed[0].id.as_str()));
     assert!(victim.desired_description.contains("vip"));
     assert_eq!(
         h.state.allocs[&victim.id].desired_status,

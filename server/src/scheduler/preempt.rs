@@ -16,6 +16,7 @@
 
 use std::collections::HashMap;
 
+use orch_common::ids::JobId;
 use orch_common::model::{Allocation, Job, Node};
 
 use super::context::PlanBuilder;
@@ -66,7 +67,7 @@ fn without(usage: &NodeUsage, a: &Allocation) -> NodeUsage {
 /// Job priorities, looked up once per job (allocations in the store do not embed it).
 pub struct Priorities<'s> {
     state: &'s dyn State,
-    known: HashMap<String, u8>,
+    known: HashMap<JobId, u8>,
 }
 
 impl<'s> Priorities<'s> {
@@ -97,13 +98,13 @@ impl<'s> Priorities<'s> {
 pub fn victims(
     b: &mut PlanBuilder<'_>,
     node: &Node,
-    job_id: &str,
+    job_id: &JobId,
     max_victim: u8,
     priorities: &mut Priorities<'_>,
 ) -> Vec<(Allocation, u8)> {
     b.untouched_allocs(node)
         .into_iter()
-        .filter(|a| a.job_id != job_id)
+        .filter(|a| a.job_id != *job_id)
         .map(|a| {
             let p = priorities.of(&a);
             (a, p)
@@ -258,7 +259,7 @@ mod tests {
     fn usage_of(allocs: &[Allocation]) -> NodeUsage {
         let mut u = NodeUsage::empty();
         for a in allocs {
-            add_to_usage(&mut u, a, "other", "web");
+            add_to_usage(&mut u, a, &"other".into(), "web");
         }
         u
     }

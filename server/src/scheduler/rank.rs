@@ -27,6 +27,7 @@
 //! Only a bounded sample is scored (`sample_limit`): the walk resumes where the
 //! previous placement stopped, so successive placements look at different nodes.
 
+use orch_common::ids::NodeId;
 use orch_common::model::{
     AllocMetric, Constraint, Job, NetworkSpec, Node, Resources, SchedulerAlgorithm, TaskGroup,
 };
@@ -150,7 +151,7 @@ pub struct Ask<'a> {
     /// The group's count (scales the anti-affinity penalty).
     pub desired_count: u32,
     /// The node a rescheduled allocation failed on (scored down, not excluded).
-    pub avoid_node: Option<&'a str>,
+    pub avoid_node: Option<&'a NodeId>,
 }
 
 /// The final score: the mean of the fit score and the other scorers that apply.
@@ -350,7 +351,7 @@ impl GroupRanker {
             push(anti_affinity_penalty(usage.group_allocs, ask.desired_count).unwrap_or(0.0));
         }
         if let Some(avoid) = ask.avoid_node {
-            push(if avoid == node.id { -1.0 } else { 0.0 });
+            push(if *avoid == node.id { -1.0 } else { 0.0 });
         }
         if let Some(a) = self.affinity_score(node) {
             push(a);

@@ -40,6 +40,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
+use orch_common::ids::{AllocId, NodeId};
 use orch_common::model::{
     triggers, Allocation, ClientStatus, DelayFunction, Deployment, DesiredStatus, Job, JobType,
     Node, NodeStatus, ReschedulePolicy, TaskGroup,
@@ -60,7 +61,7 @@ pub const DESC_CANARY_NOT_NEEDED: &str =
     "alloc not needed: canary of a deployment that failed, was cancelled or was superseded";
 
 /// The cluster's nodes by id, borrowed from the snapshot's list (no copies).
-pub type NodesById<'n> = HashMap<&'n str, &'n Node>;
+pub type NodesById<'n> = HashMap<&'n NodeId, &'n Node>;
 
 /// Why a placement is made.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -106,7 +107,7 @@ pub struct Stop {
     /// Also mark the client status `lost`.
     pub lost: bool,
     /// The allocation that took its place (`next_allocation`), when one already runs.
-    pub next: Option<String>,
+    pub next: Option<AllocId>,
 }
 
 /// The buckets.
@@ -195,7 +196,7 @@ pub fn reschedule_delay(policy: &ReschedulePolicy, n: u32) -> Duration {
 /// spent; those inside `interval` count against `attempts`.
 pub fn reschedule_decision(
     alloc: &Allocation,
-    by_id: &HashMap<&str, &Allocation>,
+    by_id: &HashMap<&AllocId, &Allocation>,
     policy: &ReschedulePolicy,
     now_ms: u64,
 ) -> RescheduleDecision {
@@ -206,7 +207,7 @@ pub fn reschedule_decision(
     let mut spent_in_window = 0u32;
     let mut chain = 0u32;
     let mut seen = BTreeSet::new();
-    let mut prev = alloc.previous_allocation.as_deref();
+    let mut prev = alloc.previous_allocation.as_ref();
     while let Some(id) = prev {
         if !seen.insert(id) {
             break;
@@ -218,7 +219,7 @@ pub fn reschedule_decision(
                 spent_in_window += 1;
             }
         }
-        prev = p.previous_allocation.as_deref();
+        prev = p.previous_allocation.as_ref();
     }
     if !policy.unlimited && spent_in_window >= policy.attempts {
         return RescheduleDecision::Never;
@@ -256,7 +257,7 @@ enum Reach {
 }
 
 fn reach(alloc: &Allocation, group: &TaskGroup, nodes: &NodesById<'_>, now_ms: u64) -> Reach {
-    let Some(node) = nodes.get(alloc.node_id.as_str()) else {
+    let Some(node) = nodes.get(&alloc.node_id) else {
         return Reach::Lost(DESC_LOST);
     };
     match node.status {
@@ -282,7 +283,7 @@ pub fn disconnect_lost_at(group: &TaskGroup, node: &Node) -> Option<u64> {
 /// True when the allocation's node is draining and its deadline has passed.
 fn drain_deadline_passed(a: &Allocation, nodes: &NodesById<'_>, now_ms: u64) -> bool {
     nodes
-        .get(a.node_id.as_str())
+        .get(&a.node_id)
         .and_then(|n| n.drain.as_ref())
         .is_some_and(|d| d.deadline_reached(now_ms))
 }
@@ -291,7 +292,7 @@ fn drain_deadline_passed(a: &Allocation, nodes: &NodesById<'_>, now_ms: u64) -> 
 fn placement_score(a: &Allocation) -> f64 {
     a.metrics
         .as_ref()
-        .and_then(|m| m.scores.get(&a.node_id))
+        .and_then(|m| m.scores.get(a.node_id.as_str()))
         .copied()
         .unwrap_or(f64::NEG_INFINITY)
 }
@@ -336,7 +337,7 @@ pub fn reconcile_with(
         }
         return out;
     };
-    let by_id: HashMap<&str, &Allocation> = allocs.iter().map(|a| (a.id.as_str(), a)).collect();
+    let by_id: HashMap<&AllocId, &Allocation> = allocs.iter().map(|a| (&a.id, a)).collect();
     let mut by_group: BTreeMap<&str, Vec<&Allocation>> = BTreeMap::new();
     for a in allocs {
         if job.group(&a.group).is_some() {
@@ -367,7 +368,7 @@ pub fn reconcile_with(
 /// What every group's reconciliation reads.
 struct Ctx<'a, 'n> {
     job: &'a Job,
-    by_id: &'a HashMap<&'a str, &'a Allocation>,
+    by_id: &'a HashMap<&'a AllocId, &'a Allocation>,
     nodes: &'a NodesById<'n>,
     now_ms: u64,
     /// The current version's deployment (whatever its status), if any.
@@ -626,13 +627,13 @@ fn is_running(a: &Allocation) -> bool {
 }
 
 /// An older instance whose index a running instance of the current version holds.
-fn stop_replaced(a: Allocation, next: &str, out: &mut Reconciled) {
+fn stop_replaced(a: Allocation, next: &AllocId, out: &mut Reconciled) {
     if is_running(&a) {
         out.stop.push(Stop {
             alloc: a,
             description: DESC_UPDATED.to_string(),
             lost: false,
-            next: Some(next.to_string()),
+            next: Some(next.clone()),
         });
     } else {
         out.ignore.push(a);
@@ -648,7 +649,7 @@ fn canary(ctx: &Ctx<'_, '_>, group: &TaskGroup, a: &Allocation, out: &mut Reconc
     }
     let ours = ctx.deployment.is_some_and(|d| {
         d.status.is_active()
-            && a.deployment_id.as_deref() == Some(d.id.as_str())
+            && a.deployment_id.as_ref() == Some(&d.id)
             && a.job_version == ctx.job.version
     });
     if !ours {
@@ -735,7 +736,7 @@ mod tests {
     const MIN: u64 = 60_000;
 
     fn nodes(list: &[Node]) -> NodesById<'_> {
-        list.iter().map(|n| (n.id.as_str(), n)).collect()
+        list.iter().map(|n| (&n.id, n)).collect()
     }
 
     fn indexes(r: &Reconciled) -> Vec<u32> {

@@ -25,6 +25,7 @@
 
 use std::collections::BTreeMap;
 
+use orch_common::ids::NodeId;
 use orch_common::model::{
     triggers, AllocMetric, Allocation, ClientStatus, DesiredStatus, DesiredUpdates, Evaluation,
     Job, JobType, Node, NodeStatus, PlanAnnotations, Resources, SchedulerConfiguration, TaskGroup,
@@ -98,7 +99,7 @@ pub(crate) fn compute(
             priorities: priorities.as_mut(),
             rolling: rolling.as_mut(),
         };
-        let mut by_node: BTreeMap<String, Vec<Allocation>> = BTreeMap::new();
+        let mut by_node: BTreeMap<NodeId, Vec<Allocation>> = BTreeMap::new();
         for a in allocs.iter().filter(|a| {
             a.group == group.name
                 && a.next_allocation.is_none()

@@ -5,6 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
+use orch_common::ids::{AllocId, DeploymentId, EvalId, JobId, NodeId};
 use orch_common::mock::{self, NOW};
 use orch_common::model::{
     Allocation, Deployment, DeploymentStatus, DesiredStatus, EvalStatus, Evaluation, Job, Node,
@@ -18,20 +19,20 @@ use crate::scheduler::PlannerError;
 #[derive(Debug, Clone, Default)]
 pub struct MemState {
     pub index: u64,
-    pub jobs: BTreeMap<String, Job>,
-    pub nodes: BTreeMap<String, Node>,
-    pub allocs: BTreeMap<String, Allocation>,
+    pub jobs: BTreeMap<JobId, Job>,
+    pub nodes: BTreeMap<NodeId, Node>,
+    pub allocs: BTreeMap<AllocId, Allocation>,
     /// Every registered job version, as the store keeps them.
-    pub versions: BTreeMap<(String, u64), Job>,
+    pub versions: BTreeMap<(JobId, u64), Job>,
     /// Store allocations without their job embedded (like the SQLite store does).
     pub strip_jobs: bool,
-    pub evals: BTreeMap<String, Evaluation>,
+    pub evals: BTreeMap<EvalId, Evaluation>,
     /// The cluster's scheduler configuration (algorithm, preemption).
     pub config: SchedulerConfiguration,
     /// The node list shared between snapshots, like the store's (rebuilt on change).
     pub shared: Option<Arc<Vec<Node>>>,
     /// Deployments by id (`upsert_deployment` seeds one; plans add theirs).
-    pub deployments: BTreeMap<String, Deployment>,
+    pub deployments: BTreeMap<DeploymentId, Deployment>,
 }
 
 impl MemState {
@@ -134,7 +135,7 @@ impl MemState {
         }
     }
     /// Commits the plan except for the nodes in `reject`.
-    pub fn apply_plan(&mut self, plan: &Plan, reject: &BTreeSet<String>) -> PlanResult {
+    pub fn apply_plan(&mut self, plan: &Plan, reject: &BTreeSet<NodeId>) -> PlanResult {
         self.index += 1;
         let index = self.index;
         let mut result = PlanResult::default();
@@ -205,31 +206,31 @@ impl State for MemState {
     fn index(&self) -> u64 {
         self.index
     }
-    fn job(&self, id: &str) -> Option<Job> {
+    fn job(&self, id: &JobId) -> Option<Job> {
         self.jobs.get(id).cloned()
     }
     fn nodes(&self) -> Vec<Node> {
         self.nodes.values().cloned().collect()
     }
-    fn node(&self, id: &str) -> Option<Node> {
+    fn node(&self, id: &NodeId) -> Option<Node> {
         self.nodes.get(id).cloned()
     }
-    fn allocs_by_job(&self, job_id: &str) -> Vec<Allocation> {
+    fn allocs_by_job(&self, job_id: &JobId) -> Vec<Allocation> {
         self.allocs
             .values()
-            .filter(|a| a.job_id == job_id)
+            .filter(|a| a.job_id == *job_id)
             .cloned()
             .collect()
     }
-    fn allocs_by_node(&self, node_id: &str) -> Vec<Allocation> {
+    fn allocs_by_node(&self, node_id: &NodeId) -> Vec<Allocation> {
         self.allocs
             .values()
-            .filter(|a| a.node_id == node_id && !a.client_status.is_terminal())
+            .filter(|a| a.node_id == *node_id && !a.client_status.is_terminal())
             .cloned()
             .collect()
     }
-    fn job_version(&self, id: &str, version: u64) -> Option<Job> {
-        self.versions.get(&(id.to_string(), version)).cloned()
+    fn job_version(&self, id: &JobId, version: u64) -> Option<Job> {
+        self.versions.get(&(id.clone(), version)).cloned()
     }
     fn shared_nodes(&self) -> Arc<Vec<Node>> {
         match &self.shared {
@@ -240,17 +241,17 @@ impl State for MemState {
     fn scheduler_config(&self) -> SchedulerConfiguration {
         self.config.clone()
     }
-    fn latest_deployment(&self, job_id: &str) -> Option<Deployment> {
+    fn latest_deployment(&self, job_id: &JobId) -> Option<Deployment> {
         self.deployments
             .values()
-            .filter(|d| d.job_id == job_id)
+            .filter(|d| d.job_id == *job_id)
             .max_by(|a, b| (a.create_index, &b.id).cmp(&(b.create_index, &a.id)))
             .cloned()
     }
-    fn blocked_eval(&self, job_id: &str) -> Option<Evaluation> {
+    fn blocked_eval(&self, job_id: &JobId) -> Option<Evaluation> {
         self.evals
             .values()
-            .filter(|e| e.job_id == job_id && e.status == EvalStatus::Blocked)
+            .filter(|e| e.job_id == *job_id && e.status == EvalStatus::Blocked)
             .max_by_key(|e| e.create_time)
             .cloned()
     }
@@ -267,7 +268,7 @@ pub struct Harness {
     pub created: Vec<Evaluation>,
     pub reblocked: Vec<Evaluation>,
     /// Nodes whose placements the next `reject_times` submissions refuse.
-    pub reject_nodes: BTreeSet<String>,
+    pub reject_nodes: BTreeSet<NodeId>,
     pub reject_times: u32,
 }
 

@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use orch_common::ids::{AllocId, NodeId};
 use orch_common::mock::{self, running_alloc, JobBuilder, NodeBuilder};
 use orch_common::model::{
     triggers, ClientStatus, DesiredStatus, Eligibility, EvalStatus, JobType, Node, NodeStatus,
@@ -12,7 +13,7 @@ use super::feasible::{check_constraint, RegexCache};
 use super::testing::Harness;
 use super::MAX_PLAN_ATTEMPTS;
 
-fn placed_nodes(h: &Harness) -> Vec<String> {
+fn placed_nodes(h: &Harness) -> Vec<NodeId> {
     h.last_placed().into_iter().map(|a| a.node_id).collect()
 }
 
@@ -240,7 +241,7 @@ fn distinct_hosts_puts_each_instance_on_its_own_node() {
             .build(),
     );
     h.process(&eval).expect("process");
-    let used: BTreeSet<String> = placed_nodes(&h).into_iter().collect();
+    let used: BTreeSet<NodeId> = placed_nodes(&h).into_iter().collect();
     assert_eq!(used.len(), 3);
     assert_eq!(h.last_update().queued_allocations["web"], 1);
     assert!(h.last_update().failed_tg_allocs["web"]
@@ -277,7 +278,7 @@ fn dynamic_ports_are_unique_per_node_and_static_ports_spread() {
             .build(),
     );
     s.process(&eval).expect("process");
-    let used: BTreeSet<String> = placed_nodes(&s).into_iter().collect();
+    let used: BTreeSet<NodeId> = placed_nodes(&s).into_iter().collect();
     assert_eq!(used.len(), 2, "one static 8080 per node");
     let m = &s.last_update().failed_tg_allocs["web"];
     assert_eq!(m.dimension_exhausted.get("ports"), Some(&2));
@@ -441,12 +442,12 @@ fn task_change_replaces_and_count_change_updates_in_place() {
     let mut h = Harness::new(&[mock::node()]);
     let eval = h.register(JobBuilder::new("w").count(2).build());
     h.process(&eval).expect("place");
-    let first: BTreeSet<String> = h.last_placed().into_iter().map(|a| a.id).collect();
+    let first: BTreeSet<AllocId> = h.last_placed().into_iter().map(|a| a.id).collect();
 
     let eval = h.register(JobBuilder::new("w").count(3).build());
     h.process(&eval).expect("scale up");
     let placed = h.last_placed();
-    let kept: BTreeSet<String> = placed
+    let kept: BTreeSet<AllocId> = placed
         .iter()
         .filter(|a| first.contains(&a.id))
         .map(|a| a.id.clone())
@@ -473,7 +474,7 @@ fn in_place_updates_use_stored_job_versions_when_allocs_do_not_embed_their_job()
     let eval = h.register(JobBuilder::new("w").count(2).build());
     h.process(&eval).expect("place");
     assert!(h.state.allocs.values().all(|a| a.job.is_none()));
-    let first: BTreeSet<String> = h.state.allocs.keys().cloned().collect();
+    let first: BTreeSet<AllocId> = h.state.allocs.keys().cloned().collect();
     let eval = h.register(JobBuilder::new("w").count(3).build());
     h.process(&eval).expect("scale");
     assert!(h.last_stopped().is_empty(), "nothing replaced");
@@ -528,7 +529,7 @@ fn system_job_runs_once_on_every_feasible_node() {
     let placed = h.last_placed();
     assert_eq!(placed.len(), 2);
     assert!(placed.iter().all(|a| a.name == "sys.web[0]"));
-    let used: BTreeSet<String> = placed.iter().map(|a| a.node_id.clone()).collect();
+    let used: BTreeSet<NodeId> = placed.iter().map(|a| a.node_id.clone()).collect();
     assert_eq!(used.len(), 2);
     // A new node gets one too; the existing ones are left alone.
     let late = mock::node();
@@ -596,7 +597,7 @@ fn placements_are_deterministic_for_one_eval() {
     two.register(job);
     one.process(&eval).expect("one");
     two.process(&eval).expect("two");
-    let pick = |h: &Harness| -> BTreeMap<u32, String> {
+    let pick = |h: &Harness| -> BTreeMap<u32, NodeId> {
         h.last_placed()
             .into_iter()
             .map(|a| (a.index, a.node_id))
@@ -797,7 +798,7 @@ mod property {
                 h.state.upsert_node(n.clone());
             }
             h.process(&mock::eval(&h.state.jobs["sys"].clone())).expect("again");
-            let eligible: BTreeSet<String> = nodes
+            let eligible: BTreeSet<NodeId> = nodes
                 .iter()
                 .chain(late.iter())
                 .filter(|n| {
@@ -809,8 +810,8 @@ mod property {
                 .map(|n| n.id.clone())
                 .collect();
             let live = running(&h);
-            let placed: Vec<String> = live.iter().map(|a| a.node_id.clone()).collect();
-            let unique: BTreeSet<String> = placed.iter().cloned().collect();
+            let placed: Vec<NodeId> = live.iter().map(|a| a.node_id.clone()).collect();
+            let unique: BTreeSet<NodeId> = placed.iter().cloned().collect();
             prop_assert_eq!(placed.len(), unique.len(), "two allocations on one node");
             prop_assert_eq!(unique, eligible);
         }

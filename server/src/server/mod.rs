@@ -16,6 +16,7 @@
 use std::sync::Arc;
 
 use axum::Router;
+use orch_common::ids::NodeId;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -185,9 +186,9 @@ impl Server {
 
     /// Tells `/v1/agent/self` that this agent also runs a client with this node id.
     /// Set once, when the agent's client starts; later calls change nothing.
-    pub fn set_client_node_id(&self, node_id: Option<String>) {
+    pub fn set_client_node_id(&self, node_id: Option<impl Into<NodeId>>) {
         if let Some(id) = node_id {
-            if self.http.client_node_id.set(id).is_err() {
+            if self.http.client_node_id.set(id.into()).is_err() {
                 tracing::warn!("the client node id is already set; keeping it");
             }
         }

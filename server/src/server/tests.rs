@@ -206,7 +206,7 @@ async fn a_failed_batch_alloc_is_rescheduled_with_a_link() {
     let update = AllocUpdateRequest {
         allocs: vec![AllocClientUpdate {
             deployment_health: None,
-            id: first_id.clone(),
+            id: first_id.as_str().into(),
             client_status: ClientStatus::Failed,
             client_description: "exit code 1".into(),
             task_states: Default::default(),

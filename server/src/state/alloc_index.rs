@@ -14,8 +14,10 @@
 //! an old `seq` finds nothing rather than another allocation.
 
 use std::collections::{BTreeMap, HashMap};
+use std::ops::Bound;
 use std::sync::{RwLock, RwLockReadGuard};
 
+use orch_common::ids::{AllocId, NodeId};
 use rusqlite::Connection;
 
 use super::{SqlContext, StateError};
@@ -36,8 +38,8 @@ pub(crate) struct NodeRow {
 /// One row deleted by a command (garbage collection), applied after the commit.
 #[derive(Debug, Clone)]
 pub(crate) struct RowRemoval {
-    pub id: String,
-    pub node_id: String,
+    pub id: AllocId,
+    pub node_id: NodeId,
     pub seq: i64,
 }
 
@@ -45,10 +47,10 @@ pub(crate) struct RowRemoval {
 #[derive(Debug, Clone)]
 pub(crate) struct RowChange {
     /// Set for a new row: its id.
-    pub new_id: Option<String>,
-    pub node_id: String,
+    pub new_id: Option<AllocId>,
+    pub node_id: NodeId,
     /// The node the row was on before, when the write moved it (never, in practice).
-    pub moved_from: Option<String>,
+    pub moved_from: Option<NodeId>,
     pub row: NodeRow,
 }
 
@@ -58,9 +60,9 @@ struct Rows {
     /// text, compare in one instruction and take 16 bytes instead of a heap string.
     uuids: BTreeMap<u128, i64>,
     /// Every other id (tests and hand-made ids).
-    others: BTreeMap<String, i64>,
+    others: BTreeMap<AllocId, i64>,
     /// Node id -> its rows, by increasing `seq`.
-    by_node: HashMap<String, Vec<NodeRow>>,
+    by_node: HashMap<NodeId, Vec<NodeRow>>,
 }
 
 #[derive(Default)]
@@ -81,8 +83,8 @@ fn uuid_key(id: &str) -> Option<u128> {
     uuid::Uuid::parse_str(id).ok().map(|u| u.as_u128())
 }
 
-fn uuid_text(key: u128) -> String {
-    uuid::Uuid::from_u128(key).hyphenated().to_string()
+fn uuid_text(key: u128) -> AllocId {
+    AllocId::from(uuid::Uuid::from_u128(key).hyphenated().to_string())
 }
 
 /// The smallest and largest canonical UUIDs that start with `prefix`, or `None` when
@@ -118,7 +120,7 @@ impl Rows {
     fn insert_id(&mut self, id: &str, seq: i64) {
         match uuid_key(id) {
             Some(key) => self.uuids.insert(key, seq),
-            None => self.others.insert(id.to_string(), seq),
+            None => self.others.insert(AllocId::from(id), seq),
         };
     }
 
@@ -132,7 +134,7 @@ impl Rows {
     fn node_rows_mut(&mut self, node_id: &str) -> &mut Vec<NodeRow> {
         // `get_mut` first: `entry` would copy the node id for every row.
         if !self.by_node.contains_key(node_id) {
-            self.by_node.insert(node_id.to_string(), Vec::new());
+            self.by_node.insert(NodeId::from(node_id), Vec::new());
         }
         self.by_node.get_mut(node_id).expect("inserted above")
     }
@@ -276,12 +278,12 @@ impl AllocIndex {
     }
 
     /// The id equal to `prefix` alone, else up to `limit` ids starting with it, in order.
-    pub(crate) fn with_prefix(&self, prefix: &str, limit: usize) -> Vec<String> {
+    pub(crate) fn with_prefix(&self, prefix: &str, limit: usize) -> Vec<AllocId> {
         let rows = self.read();
         if rows.get(prefix).is_some() {
-            return vec![prefix.to_string()];
+            return vec![AllocId::from(prefix)];
         }
-        let uuids: Vec<String> = match uuid_range(prefix) {
+        let uuids: Vec<AllocId> = match uuid_range(prefix) {
             Some((lo, hi)) => rows
                 .uuids
                 .range(lo..=hi)
@@ -292,12 +294,12 @@ impl AllocIndex {
         };
         let others = rows
             .others
-            .range(prefix.to_string()..)
+            .range::<str, _>((Bound::Included(prefix), Bound::Unbounded))
             .map(|(id, _)| id)
             .take_while(|id| id.starts_with(prefix))
             .take(limit)
             .cloned();
-        let mut ids: Vec<String> = uuids.into_iter().chain(others).collect();
+        let mut ids: Vec<AllocId> = uuids.into_iter().chain(others).collect();
         ids.sort();
         ids.truncate(limit);
         ids
@@ -323,8 +325,8 @@ mod tests {
 
     fn new(id: &str, node: &str, seq: i64, modify_index: u64) -> RowChange {
         RowChange {
-            new_id: Some(id.to_string()),
-            node_id: node.to_string(),
+            new_id: Some(id.into()),
+            node_id: node.into(),
             moved_from: None,
             row: row(seq, modify_index, true),
         }
@@ -363,8 +365,8 @@ mod tests {
         assert_eq!(index.with_prefix("0a1b2c3d-", 10), vec![A, B]);
         assert_eq!(index.with_prefix("0a1b2", 1), vec![A]);
         assert_eq!(index.with_prefix(A, 10), vec![A]);
-        assert_eq!(index.with_prefix("0a1c", 10), Vec::<String>::new());
-        assert_eq!(index.with_prefix("0A1B", 10), Vec::<String>::new());
+        assert_eq!(index.with_prefix("0a1c", 10), Vec::<AllocId>::new());
+        assert_eq!(index.with_prefix("0A1B", 10), Vec::<AllocId>::new());
         assert_eq!(index.with_prefix("", 2).len(), 2);
     }
 

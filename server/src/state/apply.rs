@@ -13,7 +13,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use orch_common::api::AllocClientUpdate;
-use orch_common::ids::now_ms;
+use orch_common::ids::{now_ms, AllocId, DeploymentId, EvalId, JobId, NodeId};
 use orch_common::model::{
     Allocation, ClientStatus, Deployment, DeploymentStatus, DeploymentStatusUpdate, DrainOutcome,
     Evaluation, Job, JobStatus, JobType, Node, NodeAllocated, NodeStatus, SchedulerConfiguration,
@@ -91,10 +91,7 @@ impl StateStore {
             if allocs_reaped {
                 self.inner.alloc_gc_index.store(index, Ordering::SeqCst);
             }
-            if mirror
-                .in_flight
-                .contains_any(written.iter().map(String::as_str))
-            {
+            if mirror.in_flight.contains_any(written.iter()) {
                 let in_flight = Arc::make_mut(&mut mirror.in_flight);
                 for id in &written {
                     in_flight.remove(id);
@@ -156,7 +153,7 @@ struct Writer<'a> {
     /// Where allocation rows are, as committed before this command.
     rows: &'a AllocIndex,
     /// Rows this command inserted, by allocation id.
-    new_seqs: HashMap<String, i64>,
+    new_seqs: HashMap<AllocId, i64>,
     /// Every allocation row written, for `rows` once the command commits.
     row_changes: Vec<RowChange>,
     /// An `ApplyPlan`'s placements as written to their rows, in the command's order:
@@ -168,17 +165,17 @@ struct Writer<'a> {
     /// Changes to the per-node allocation sums, applied to the mirror on commit.
     usage: Vec<UsageChange>,
     /// Ids of the allocations written: no longer in flight once committed.
-    written: Vec<String>,
+    written: Vec<AllocId>,
     /// Allocation rows deleted (garbage collection), for `rows` once committed.
     removed: Vec<RowRemoval>,
     /// Deployments whose allocations this command wrote: their counters are
     /// recomputed before the commit.
-    deployments_touched: BTreeSet<String>,
+    deployments_touched: BTreeSet<DeploymentId>,
 }
 
 /// One allocation entering or leaving a node's sum (only resources and ports kept).
 struct UsageChange {
-    node_id: String,
+    node_id: NodeId,
     delta: Delta,
 }
 
@@ -202,19 +199,19 @@ impl Writer<'_> {
                 job,
                 enforce_index: Some(want),
                 ..
-            } => Some((job.id.as_str(), *want)),
+            } => Some((&job.id, *want)),
             Command::DeregisterJob {
                 job_id,
                 enforce_index: Some(want),
                 ..
-            } => Some((job_id.as_str(), *want)),
+            } => Some((job_id, *want)),
             _ => None,
         };
         if let Some((job_id, want)) = job_check {
             let stored = read::job(self.tx, job_id)?;
             if let Err(rejection) = command::check_job_modify_index(job_id, want, stored.as_ref()) {
                 tracing::debug!(
-                    job_id,
+                    job_id = %job_id,
                     ?rejection,
                     "enforce_index does not match; command rejected"
                 );
@@ -447,7 +444,7 @@ impl Writer<'_> {
                 json
             ],
         )
-        .ctx(|| format!("writing job {:?}", job.id))?;
+        .ctx(|| format!("writing job {:?}", job.id.as_str()))?;
         self.touched.insert(Table::Jobs);
         Ok(())
     }
@@ -461,7 +458,13 @@ impl Writer<'_> {
                  modify_index = excluded.modify_index, json = excluded.json",
             params![job.id, job.version as i64, self.index as i64, json],
         )
-        .ctx(|| format!("writing version {} of job {:?}", job.version, job.id))?;
+        .ctx(|| {
+            format!(
+                "writing version {} of job {:?}",
+                job.version,
+                job.id.as_str()
+            )
+        })?;
         self.touched.insert(Table::Jobs);
         Ok(())
     }
@@ -471,7 +474,7 @@ impl Writer<'_> {
     fn upsert_job(&mut self, submitted: &Job) -> Result<(), StateError> {
         let mut job = submitted.clone();
         if job.name.is_empty() {
-            job.name = job.id.clone();
+            job.name = job.id.to_string();
         }
         job.stop = false;
         job.submit_time = if submitted.submit_time > 0 {
@@ -522,11 +525,11 @@ impl Writer<'_> {
     /// Stops a job (it stays, `stop = true`, status dead) or, with `purge`, deletes its
     /// row. Its allocations are left to the deregister evaluation's plan (the plan
     /// applier is the only writer of allocations); versions stay for their allocations.
-    fn deregister_job(&mut self, job_id: &str, purge: bool) -> Result<(), StateError> {
+    fn deregister_job(&mut self, job_id: &JobId, purge: bool) -> Result<(), StateError> {
         if purge {
             let n = self
                 .exec("DELETE FROM jobs WHERE id = ?1", [job_id])
-                .ctx(|| format!("purging job {job_id:?}"))?;
+                .ctx(|| format!("purging job {:?}", job_id.as_str()))?;
             if n > 0 {
                 self.touched.insert(Table::Jobs);
             }
@@ -548,7 +551,7 @@ impl Writer<'_> {
     /// stopped -> dead; any allocation pending/running on its client -> running; a batch
     /// job whose allocations are all terminal with nothing left to evaluate -> dead;
     /// otherwise pending.
-    fn refresh_job_status(&mut self, job_id: &str) -> Result<(), StateError> {
+    fn refresh_job_status(&mut self, job_id: &JobId) -> Result<(), StateError> {
         let Some(mut job) = read::job(self.tx, job_id)? else {
             return Ok(());
         };
@@ -615,7 +618,7 @@ impl Writer<'_> {
                 json
             ],
         )
-        .ctx(|| format!("writing evaluation {:?}", eval.id))?;
+        .ctx(|| format!("writing evaluation {:?}", eval.id.as_str()))?;
         self.touched.insert(Table::Evals);
         Ok(())
     }
@@ -671,7 +674,7 @@ impl Writer<'_> {
         }
         let json = serde_json::value::to_raw_value(alloc).map_err(|source| StateError::Encode {
             kind: "allocation",
-            id: alloc.id.clone(),
+            id: alloc.id.to_string(),
             source,
         })?;
         let columns = params![
@@ -693,7 +696,7 @@ impl Writer<'_> {
             }
             None => self.exec(INSERT_ALLOC, columns),
         };
-        result.ctx(|| format!("writing allocation {:?}", alloc.id))?;
+        result.ctx(|| format!("writing allocation {:?}", alloc.id.as_str()))?;
         let (seq, new_id) = match seq {
             Some(seq) => (seq, None),
             None => {
@@ -806,7 +809,7 @@ impl Writer<'_> {
             jobs.insert(alloc.job_id.clone());
             if let Some(prev_id) = &alloc.previous_allocation {
                 if let Some(mut prev) = self.alloc(prev_id)? {
-                    if prev.next_allocation.as_deref() != Some(alloc.id.as_str()) {
+                    if prev.next_allocation.as_ref() != Some(&alloc.id) {
                         let old = prev.clone();
                         prev.next_allocation = Some(alloc.id.clone());
                         prev.modify_index = self.index;
@@ -876,8 +879,7 @@ impl Writer<'_> {
             alloc.task_states = update.task_states.clone();
             alloc.checks = update.checks.clone();
             if let Some(report) = &update.deployment_health {
-                let same_deployment =
-                    alloc.deployment_id.as_deref() == Some(report.deployment_id.as_str());
+                let same_deployment = alloc.deployment_id.as_ref() == Some(&report.deployment_id);
                 if same_deployment && alloc.deployment_health().is_none() {
                     let status = alloc.deployment_status.get_or_insert_with(Default::default);
                     status.healthy = Some(report.healthy);
@@ -914,7 +916,7 @@ impl Writer<'_> {
                 json
             ],
         )
-        .ctx(|| format!("writing deployment {:?}", d.id))?;
+        .ctx(|| format!("writing deployment {:?}", d.id.as_str()))?;
         self.touched.insert(Table::Deployments);
         Ok(())
     }
@@ -974,7 +976,7 @@ impl Writer<'_> {
             let Some(before) = allocs.iter().find(|a| &a.id == alloc_id) else {
                 continue;
             };
-            if before.deployment_id.as_deref() != Some(d.id.as_str()) {
+            if before.deployment_id.as_ref() != Some(&d.id) {
                 continue;
             }
             let mut alloc = before.clone();
@@ -994,9 +996,7 @@ impl Writer<'_> {
             }
             g.promoted = true;
             for before in allocs.iter().filter(|a| {
-                &a.group == group
-                    && a.deployment_id.as_deref() == Some(d.id.as_str())
-                    && a.is_canary()
+                &a.group == group && a.deployment_id.as_ref() == Some(&d.id) && a.is_canary()
             }) {
                 let mut alloc = before.clone();
                 if let Some(s) = alloc.deployment_status.as_mut() {
@@ -1056,7 +1056,7 @@ impl Writer<'_> {
 
     /// A deployment of `version` succeeded: the version (and the job, when that is
     /// still its version) becomes stable.
-    fn mark_version_stable(&mut self, job_id: &str, version: u64) -> Result<(), StateError> {
+    fn mark_version_stable(&mut self, job_id: &JobId, version: u64) -> Result<(), StateError> {
         if let Some(mut v) = read::job_version(self.tx, job_id, version)? {
             if !v.stable {
                 v.stable = true;
@@ -1081,7 +1081,7 @@ impl Writer<'_> {
     /// otherwise read all of the job's allocations again.
     fn refresh_deployments(&mut self) -> Result<(), StateError> {
         let ids = std::mem::take(&mut self.deployments_touched);
-        let mut by_job: HashMap<String, Vec<Allocation>> = HashMap::new();
+        let mut by_job: HashMap<JobId, Vec<Allocation>> = HashMap::new();
         for id in ids {
             let Some(mut d) = read::deployment(self.tx, &id)? else {
                 continue;
@@ -1098,7 +1098,7 @@ impl Writer<'_> {
             for (name, g) in d.task_groups.iter_mut() {
                 let mine: Vec<&Allocation> = allocs
                     .iter()
-                    .filter(|a| &a.group == name && a.deployment_id.as_deref() == Some(id.as_str()))
+                    .filter(|a| &a.group == name && a.deployment_id.as_ref() == Some(&id))
                     .collect();
                 let healthy = mine
                     .iter()
@@ -1138,10 +1138,10 @@ impl Writer<'_> {
     /// resources, so the per-node sums do not change.
     fn reap(
         &mut self,
-        jobs: &[String],
-        evals: &[String],
-        allocs: &[String],
-        nodes: &[String],
+        jobs: &[JobId],
+        evals: &[EvalId],
+        allocs: &[AllocId],
+        nodes: &[NodeId],
         log_before: u64,
     ) -> Result<(), StateError> {
         for id in allocs {
@@ -1154,7 +1154,7 @@ impl Writer<'_> {
                 continue;
             }
             self.exec("DELETE FROM allocs WHERE seq = ?1", [seq])
-                .ctx(|| format!("deleting allocation {id:?}"))?;
+                .ctx(|| format!("deleting allocation {:?}", id.as_str()))?;
             self.removed.push(RowRemoval {
                 id: id.clone(),
                 node_id: alloc.node_id,
@@ -1171,7 +1171,7 @@ impl Writer<'_> {
                 continue;
             }
             self.exec("DELETE FROM evals WHERE id = ?1", [id])
-                .ctx(|| format!("deleting evaluation {id:?}"))?;
+                .ctx(|| format!("deleting evaluation {:?}", id.as_str()))?;
             self.touched.insert(Table::Evals);
         }
         for id in jobs {
@@ -1190,7 +1190,7 @@ impl Writer<'_> {
                 "DELETE FROM deployments WHERE job_id = ?1",
             ] {
                 self.exec(sql, [id])
-                    .ctx(|| format!("deleting job {id:?}"))?;
+                    .ctx(|| format!("deleting job {:?}", id.as_str()))?;
             }
             self.touched.insert(Table::Jobs);
             self.touched.insert(Table::Deployments);
@@ -1205,7 +1205,7 @@ impl Writer<'_> {
                 continue;
             }
             self.exec("DELETE FROM nodes WHERE id = ?1", [id])
-                .ctx(|| format!("deleting node {id:?}"))?;
+                .ctx(|| format!("deleting node {:?}", id.as_str()))?;
             self.touched.insert(Table::Nodes);
         }
         if log_before > 0 {
@@ -1237,7 +1237,7 @@ impl Writer<'_> {
                 json
             ],
         )
-        .ctx(|| format!("writing node {:?}", node.id))?;
+        .ctx(|| format!("writing node {:?}", node.id.as_str()))?;
         self.touched.insert(Table::Nodes);
         Ok(())
     }
@@ -1292,11 +1292,15 @@ impl Writer<'_> {
 
     fn update_node(
         &mut self,
-        node_id: &str,
+        node_id: &NodeId,
         change: impl FnOnce(&mut Node, u64),
     ) -> Result<(), StateError> {
         let Some(mut node) = read::node(self.tx, node_id)? else {
-            tracing::warn!(node_id, index = self.index, "update for an unknown node");
+            tracing::warn!(
+                node_id = %node_id,
+                index = self.index,
+                "update for an unknown node"
+            );
             return Ok(());
         };
         change(&mut node, self.now);

@@ -10,6 +10,7 @@
 //! `ApplyOutcome` names the `Rejection`.
 
 use orch_common::api::AllocClientUpdate;
+use orch_common::ids::{AllocId, DeploymentId, EvalId, JobId, NodeId};
 use orch_common::model::{
     Allocation, Deployment, DeploymentStatus, DeploymentStatusUpdate, DrainStrategy, Eligibility,
     Evaluation, Job, LastDrain, Node, NodeStatus, SchedulerConfiguration,
@@ -25,24 +26,24 @@ pub enum Rejection {
     /// An `enforce_index` did not match the job's `job_modify_index` (`None`: no such
     /// job).
     JobModifyIndex {
-        job_id: String,
+        job_id: JobId,
         enforce_index: u64,
         job_modify_index: Option<u64>,
     },
     /// An `UpdateDeployment` of a deployment that is no longer active.
     DeploymentNotActive {
-        deployment_id: String,
+        deployment_id: DeploymentId,
         status: DeploymentStatus,
     },
     /// An `UpdateDeployment` of a deployment that is not stored (collected).
-    DeploymentNotFound { deployment_id: String },
+    DeploymentNotFound { deployment_id: DeploymentId },
 }
 
 /// The check-and-set of `UpsertJob` and `DeregisterJob`: `stored` (the job as the
 /// command meets it) must have `job_modify_index` `enforce_index`, and must not exist
 /// when that is 0.
 pub fn check_job_modify_index(
-    job_id: &str,
+    job_id: &JobId,
     enforce_index: u64,
     stored: Option<&Job>,
 ) -> Result<(), Rejection> {
@@ -51,7 +52,7 @@ pub fn check_job_modify_index(
         return Ok(());
     }
     Err(Rejection::JobModifyIndex {
-        job_id: job_id.to_string(),
+        job_id: job_id.clone(),
         enforce_index,
         job_modify_index: have,
     })
@@ -68,7 +69,7 @@ pub fn registration_unchanged(stored: Option<&Job>, job: &Job) -> bool {
 /// What an `UpdateDeployment` changes; every part is optional.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct DeploymentChange {
-    pub deployment_id: String,
+    pub deployment_id: DeploymentId,
     /// The new status, with its description.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<(DeploymentStatus, String)>,
@@ -78,7 +79,7 @@ pub struct DeploymentChange {
     pub promote: Vec<String>,
     /// Health set by hand (`health_check = "manual"`): (allocation id, healthy).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub alloc_health: Vec<(String, bool)>,
+    pub alloc_health: Vec<(AllocId, bool)>,
     /// The deployment succeeded: its job version becomes stable.
     #[serde(default)]
     pub mark_stable: bool,
@@ -101,7 +102,7 @@ pub enum Command {
     },
     /// Stop a job (or delete it with `purge`) and queue the evaluation that stops its allocs.
     DeregisterJob {
-        job_id: String,
+        job_id: JobId,
         purge: bool,
         eval: Option<Evaluation>,
         /// Check-and-set, as `UpsertJob`'s.
@@ -142,12 +143,12 @@ pub enum Command {
     UpsertNode { node: Node },
     /// Heartbeat-driven status change, with evaluations for the node's jobs.
     UpdateNodeStatus {
-        node_id: String,
+        node_id: NodeId,
         status: NodeStatus,
         evals: Vec<Evaluation>,
     },
     UpdateNodeEligibility {
-        node_id: String,
+        node_id: NodeId,
         eligibility: Eligibility,
         evals: Vec<Evaluation>,
     },
@@ -156,7 +157,7 @@ pub enum Command {
     /// Marks allocations for migration (`orch alloc stop`): the scheduler places a
     /// replacement, then stops each; with the evaluations that make it do so.
     MigrateAllocs {
-        alloc_ids: Vec<String>,
+        alloc_ids: Vec<AllocId>,
         evals: Vec<Evaluation>,
     },
     /// Client-reported allocation states (batched), with evaluations they trigger.
@@ -169,7 +170,7 @@ pub enum Command {
     /// given (ineligible when a drain starts); `last_drain` records how one ended; the
     /// evaluations go with a node made eligible again (its system jobs).
     UpdateNodeDrain {
-        node_id: String,
+        node_id: NodeId,
         drain: Option<DrainStrategy>,
         eligibility: Option<Eligibility>,
         last_drain: Option<LastDrain>,
@@ -181,13 +182,13 @@ pub enum Command {
     /// skips one that is gone or no longer collectable, so replaying it is harmless.
     Reap {
         #[serde(default)]
-        jobs: Vec<String>,
+        jobs: Vec<JobId>,
         #[serde(default)]
-        evals: Vec<String>,
+        evals: Vec<EvalId>,
         #[serde(default)]
-        allocs: Vec<String>,
+        allocs: Vec<AllocId>,
         #[serde(default)]
-        nodes: Vec<String>,
+        nodes: Vec<NodeId>,
         #[serde(default)]
         log_before: u64,
     },

@@ -7,6 +7,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
+use orch_common::ids::{AllocId, NodeId};
 use orch_common::model::{Allocation, Node, NodeAllocated};
 
 /// The mirror as the store shares it: `apply` changes it, snapshots copy it and give
@@ -20,7 +21,7 @@ pub(crate) type SharedMirror = Arc<RwLock<Mirror>>;
 #[derive(Clone, Default)]
 pub(crate) struct Mirror {
     /// Node id -> what its allocations that hold resources use.
-    pub usage: Arc<HashMap<String, Arc<NodeAllocated>>>,
+    pub usage: Arc<HashMap<NodeId, Arc<NodeAllocated>>>,
     /// Every node sorted by id, as of `nodes_index`; `None` until read again after a
     /// node changed.
     pub nodes: Option<Arc<Vec<Node>>>,
@@ -59,9 +60,9 @@ impl Mirror {
 #[derive(Clone, Default)]
 pub(crate) struct InFlight {
     /// Allocation id -> its node and what it uses.
-    allocs: HashMap<String, (String, NodeAllocated)>,
+    allocs: HashMap<AllocId, (NodeId, NodeAllocated)>,
     /// Node id -> how many placements in flight it has, and their sum.
-    sums: HashMap<String, (u32, NodeAllocated)>,
+    sums: HashMap<NodeId, (u32, NodeAllocated)>,
 }
 
 impl InFlight {
@@ -87,7 +88,7 @@ impl InFlight {
         }
     }
 
-    pub(crate) fn contains_any<'a>(&self, mut ids: impl Iterator<Item = &'a str>) -> bool {
+    pub(crate) fn contains_any<'a>(&self, mut ids: impl Iterator<Item = &'a AllocId>) -> bool {
         !self.allocs.is_empty() && ids.any(|id| self.allocs.contains_key(id))
     }
 }

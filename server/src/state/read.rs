@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use orch_common::ids::JobId;
 use orch_common::model::{
     AllocatedResources, Allocation, ClientStatus, Deployment, Evaluation, Job, Node, NodeAllocated,
     SchedulerConfiguration,
@@ -16,7 +17,7 @@ use super::{log_entry, Command, SqlContext, StateError, Table};
 /// `(job, group, client status) -> count`, one row of `alloc_status_counts`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GroupStatusCount {
-    pub job_id: String,
+    pub job_id: JobId,
     pub group: String,
     pub client_status: ClientStatus,
     pub count: u32,
@@ -325,7 +326,7 @@ pub(crate) fn alloc_status_counts(c: &Connection) -> Result<Vec<GroupStatusCount
     let rows = stmt
         .query_map([], |r| {
             Ok((
-                r.get::<_, String>(0)?,
+                r.get::<_, JobId>(0)?,
                 r.get::<_, String>(1)?,
                 r.get::<_, String>(2)?,
                 r.get::<_, i64>(3)?,

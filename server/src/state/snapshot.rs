@@ -7,6 +7,7 @@
 
 use std::sync::{Arc, Mutex, OnceLock};
 
+use orch_common::ids::JobId;
 use orch_common::model::{
     Allocation, Deployment, Evaluation, Job, Node, NodeAllocated, SchedulerConfiguration,
 };
@@ -32,7 +33,7 @@ pub struct Snapshot {
     nodes: OnceLock<Arc<Vec<Node>>>,
     /// The last job whose allocations were read: the scheduler reads them more than
     /// once per evaluation (reconcile, then node usage), and decoding dominates.
-    job_allocs: Mutex<Option<(String, Arc<Vec<Allocation>>)>>,
+    job_allocs: Mutex<Option<(JobId, Arc<Vec<Allocation>>)>>,
 }
 
 impl std::fmt::Debug for Snapshot {
@@ -239,7 +240,7 @@ impl Snapshot {
             return Vec::new();
         };
         let allocs = Arc::new(allocs);
-        *memo = Some((job_id.to_string(), allocs.clone()));
+        *memo = Some((JobId::from(job_id), allocs.clone()));
         allocs.as_ref().clone()
     }
 

@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
+use orch_common::ids::{AllocId, NodeId};
 use orch_common::model::{
     Allocation, Deployment, Evaluation, Job, Node, NodeAllocated, SchedulerConfiguration,
 };
@@ -96,13 +97,13 @@ impl StateStore {
                 source: rusqlite::Error::InvalidParameterName(reason),
             })?;
         let indexes = read::table_indexes(&writer)?;
-        let mut sums: HashMap<String, NodeAllocated> = HashMap::new();
+        let mut sums: HashMap<NodeId, NodeAllocated> = HashMap::new();
         let alloc_index = AllocIndex::load(&writer, |id, node_id, json| {
             let part = read::usage_part(id, json)?;
             match sums.get_mut(node_id) {
                 Some(sum) => sum.add_part(&part),
                 None => {
-                    sums.insert(node_id.to_string(), part);
+                    sums.insert(NodeId::from(node_id), part);
                 }
             }
             Ok(())
@@ -289,7 +290,7 @@ impl StateStore {
     }
 
     /// Gives up placements held by `hold_in_flight` (their commit failed).
-    pub fn release_in_flight<'a>(&self, alloc_ids: impl IntoIterator<Item = &'a str>) {
+    pub fn release_in_flight<'a>(&self, alloc_ids: impl IntoIterator<Item = &'a AllocId>) {
         self.change_in_flight(|in_flight| {
             for id in alloc_ids {
                 in_flight.remove(id);
@@ -472,7 +473,8 @@ impl StateStore {
         limit: usize,
     ) -> Result<Vec<String>, StateError> {
         if table == Table::Allocs {
-            return Ok(self.inner.alloc_index.with_prefix(prefix, limit));
+            let ids = self.inner.alloc_index.with_prefix(prefix, limit);
+            return Ok(ids.into_iter().map(String::from).collect());
         }
         self.read(|c| read::ids_with_prefix(c, table, prefix, limit))
     }

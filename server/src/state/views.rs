@@ -7,6 +7,7 @@
 use std::collections::btree_map::Entry;
 use std::collections::BTreeMap;
 
+use orch_common::ids::{AllocId, EvalId, JobId, NodeId};
 use orch_common::model::{
     Allocation, ClientStatus, DesiredStatus, EvalStatus, Job, JobStatus, JobType, Node, NodeStatus,
 };
@@ -19,7 +20,7 @@ use super::read::{job_version, node, query_json};
 /// What the rules need of a job.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GcJob {
-    pub id: String,
+    pub id: JobId,
     pub job_type: JobType,
     pub status: JobStatus,
     pub stop: bool,
@@ -30,8 +31,8 @@ pub struct GcJob {
 /// What the rules need of an evaluation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GcEval {
-    pub id: String,
-    pub job_id: String,
+    pub id: EvalId,
+    pub job_id: JobId,
     pub job_type: JobType,
     pub status: EvalStatus,
     pub modify_time: u64,
@@ -40,10 +41,10 @@ pub struct GcEval {
 /// What the rules need of an allocation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GcAlloc {
-    pub id: String,
-    pub job_id: String,
-    pub eval_id: String,
-    pub node_id: String,
+    pub id: AllocId,
+    pub job_id: JobId,
+    pub eval_id: EvalId,
+    pub node_id: NodeId,
     pub client_status: ClientStatus,
     pub desired_status: DesiredStatus,
     pub modify_time: u64,
@@ -55,7 +56,7 @@ pub struct GcAlloc {
 /// What the rules need of a node.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GcNode {
-    pub id: String,
+    pub id: NodeId,
     pub status: NodeStatus,
     pub status_updated_at: u64,
 }
@@ -76,9 +77,9 @@ pub struct CatalogView {
     /// Running allocations (client `running`, desired `run`) of jobs with services.
     pub allocs: Vec<Allocation>,
     /// `(job id, version)` -> that version of the job, for each allocation above.
-    pub jobs: BTreeMap<(String, u64), Job>,
+    pub jobs: BTreeMap<(JobId, u64), Job>,
     /// Node id -> node, for each allocation above (a missing node is tolerated).
-    pub nodes: BTreeMap<String, Node>,
+    pub nodes: BTreeMap<NodeId, Node>,
 }
 
 /// A status or type column's text as its enum (they are stored as their serde names).
@@ -135,7 +136,7 @@ pub(crate) fn gc_view(c: &Connection) -> Result<GcView, StateError> {
             let status: String = r.get(1).ctx(col("job", id))?;
             let job_type: Option<String> = r.get(3).ctx(col("job", id))?;
             Ok(GcJob {
-                id: id.to_string(),
+                id: id.into(),
                 status: parse_name("job status", id, &status)?,
                 create_index: r.get::<_, i64>(2).ctx(col("job", id))? as u64,
                 job_type: match job_type {
@@ -156,7 +157,7 @@ pub(crate) fn gc_view(c: &Connection) -> Result<GcView, StateError> {
             let status: String = r.get(2).ctx(col("evaluation", id))?;
             let job_type: Option<String> = r.get(3).ctx(col("evaluation", id))?;
             Ok(GcEval {
-                id: id.to_string(),
+                id: id.into(),
                 job_id: r.get(1).ctx(col("evaluation", id))?,
                 status: parse_name("evaluation status", id, &status)?,
                 job_type: match job_type {
@@ -178,7 +179,7 @@ pub(crate) fn gc_view(c: &Connection) -> Result<GcView, StateError> {
             let client: String = r.get(3).ctx(col("allocation", id))?;
             let desired: String = r.get(4).ctx(col("allocation", id))?;
             Ok(GcAlloc {
-                id: id.to_string(),
+                id: id.into(),
                 job_id: r.get(1).ctx(col("allocation", id))?,
                 node_id: r.get(2).ctx(col("allocation", id))?,
                 client_status: parse_name("allocation client status", id, &client)?,
@@ -197,7 +198,7 @@ pub(crate) fn gc_view(c: &Connection) -> Result<GcView, StateError> {
         |id, r| {
             let status: String = r.get(1).ctx(col("node", id))?;
             Ok(GcNode {
-                id: id.to_string(),
+                id: id.into(),
                 status: parse_name("node status", id, &status)?,
                 status_updated_at: r.get::<_, i64>(2).ctx(col("node", id))? as u64,
             })
@@ -231,9 +232,9 @@ pub(crate) fn catalog_view(
         )
         .ctx(|| "preparing the read of jobs with services".to_string())?;
     let job_ids = stmt
-        .query_map([service], |r| r.get::<_, String>(0))
+        .query_map([service], |r| r.get::<_, JobId>(0))
         .ctx(|| "reading jobs with services".to_string())?
-        .collect::<Result<Vec<String>, _>>()
+        .collect::<Result<Vec<JobId>, _>>()
         .ctx(|| "reading a job with services".to_string())?;
     let mut view = CatalogView::default();
     for job_id in &job_ids {

@@ -22,7 +22,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use orch_common::ids;
+use orch_common::ids::{self, EvalId};
 use orch_common::model::{Evaluation, Plan, PlanResult};
 use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
@@ -42,16 +42,16 @@ const INDEX_WAIT: Duration = Duration::from_secs(10);
 pub enum WorkerError {
     #[error("evaluation {eval_id}: the state is at index {have}, still short of {want}")]
     StaleState {
-        eval_id: String,
+        eval_id: EvalId,
         want: u64,
         have: u64,
     },
     #[error("evaluation {eval_id}: taking a snapshot: {source}")]
-    Snapshot { eval_id: String, source: StateError },
+    Snapshot { eval_id: EvalId, source: StateError },
     #[error(transparent)]
     Scheduler(#[from] SchedulerError),
     #[error("evaluation {eval_id}: scheduler task failed: {message}")]
-    Task { eval_id: String, message: String },
+    Task { eval_id: EvalId, message: String },
 }
 
 /// The worker's `Planner`: plans go to the applier, evaluation writes to the log.

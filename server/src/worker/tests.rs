@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use orch_common::ids::AllocId;
 use orch_common::mock::{JobBuilder, NodeBuilder};
 use orch_common::model::{triggers, DesiredStatus, EvalStatus, Evaluation, Job, Node};
 use tokio::sync::{mpsc, watch};
@@ -268,7 +269,7 @@ async fn a_count_change_updates_stored_allocations_in_place() {
     c.node(&NodeBuilder::new().build()).await;
     c.register(&JobBuilder::new("web").count(2).build()).await;
     eventually("placed", || c.live("web") == 2).await;
-    let ids = |c: &Cluster| -> std::collections::BTreeSet<String> {
+    let ids = |c: &Cluster| -> std::collections::BTreeSet<AllocId> {
         c.store
             .allocs_by_job("web")
             .expect("read")

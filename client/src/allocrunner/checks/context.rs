@@ -5,20 +5,21 @@ use std::sync::Arc;
 
 use crate::driver::{Driver, DriverSet, TaskHandle};
 use crate::state::HandleStore;
+use orch_common::ids::AllocId;
 
 /// What a check loop needs from the client.
 #[derive(Clone)]
 pub struct CheckContext {
-    pub alloc_id: String,
+    pub alloc_id: AllocId,
     pub drivers: Arc<DriverSet>,
     pub handles: Option<HandleStore>,
     pub http: reqwest::Client,
 }
 
 impl CheckContext {
-    pub fn new(alloc_id: &str, drivers: Arc<DriverSet>, handles: Option<HandleStore>) -> Self {
+    pub fn new(alloc_id: &AllocId, drivers: Arc<DriverSet>, handles: Option<HandleStore>) -> Self {
         CheckContext {
-            alloc_id: alloc_id.to_string(),
+            alloc_id: alloc_id.clone(),
             drivers,
             handles,
             // Checks go to this host's own ports: never through a proxy from the env.

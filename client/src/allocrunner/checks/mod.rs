@@ -298,7 +298,7 @@ mod tests {
             task: "main".into(),
             target: Target::Unresolved("no port".into()),
         };
-        let ctx = CheckContext::new("a1", Arc::new(DriverSet::new()), None);
+        let ctx = CheckContext::new(&"a1".into(), Arc::new(DriverSet::new()), None);
         let (tx, mut rx) = mpsc::unbounded_channel();
         tokio::time::pause();
         let h = tokio::spawn(run(def, ctx, 7, tx));

@@ -39,12 +39,12 @@ impl TaskEnv {
         let mut set = |k: &str, val: String| {
             v.insert(k.to_string(), val);
         };
-        set("ORCH_JOB_ID", a.job_id.clone());
+        set("ORCH_JOB_ID", a.job_id.to_string());
         if let Some(job) = &a.job {
             set(
                 "ORCH_JOB_NAME",
                 if job.name.is_empty() {
-                    job.id.clone()
+                    job.id.to_string()
                 } else {
                     job.name.clone()
                 },
@@ -52,7 +52,7 @@ impl TaskEnv {
         }
         set("ORCH_GROUP_NAME", a.group.clone());
         set("ORCH_TASK_NAME", t.name.clone());
-        set("ORCH_ALLOC_ID", a.id.clone());
+        set("ORCH_ALLOC_ID", a.id.to_string());
         set("ORCH_ALLOC_NAME", a.name.clone());
         set("ORCH_ALLOC_INDEX", a.index.to_string());
         set(
@@ -67,7 +67,7 @@ impl TaskEnv {
                 .display()
                 .to_string(),
         );
-        set("ORCH_NODE_ID", i.node.id.clone());
+        set("ORCH_NODE_ID", i.node.id.to_string());
         set("ORCH_NODE_NAME", i.node.name.clone());
         set("ORCH_DC", i.node.datacenter.clone());
         set("ORCH_CPU_LIMIT", res.cpu.to_string());
@@ -106,15 +106,15 @@ impl TaskEnv {
             lookup.insert(format!("meta.{k}"), val.clone());
         }
         for (k, val) in [
-            ("node.id", &i.node.id),
-            ("node.unique.id", &i.node.id),
+            ("node.id", i.node.id.as_str()),
+            ("node.unique.id", i.node.id.as_str()),
             ("node.name", &i.node.name),
             ("node.unique.name", &i.node.name),
             ("node.datacenter", &i.node.datacenter),
             ("node.class", &i.node.node_class),
             ("node.pool", &i.node.node_pool),
         ] {
-            lookup.insert(k.to_string(), val.clone());
+            lookup.insert(k.to_string(), val.to_string());
         }
 
         let mut env = TaskEnv { vars: v, lookup };
@@ -241,7 +241,7 @@ mod tests {
             ("ORCH_JOB_ID", "job1".to_string()),
             ("ORCH_GROUP_NAME", "web".to_string()),
             ("ORCH_TASK_NAME", "server".to_string()),
-            ("ORCH_ALLOC_ID", a.id.clone()),
+            ("ORCH_ALLOC_ID", a.id.to_string()),
             ("ORCH_ALLOC_INDEX", "3".to_string()),
             ("ORCH_ALLOC_DIR", "/data/alloc/a1/alloc".to_string()),
             ("ORCH_TASK_DIR", "/data/alloc/a1/server/local".to_string()),

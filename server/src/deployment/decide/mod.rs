@@ -46,7 +46,7 @@ pub fn canaries_healthy(d: &Deployment, group: &str, allocs: &[Allocation]) -> b
         .iter()
         .filter(|a| {
             a.group == group
-                && a.deployment_id.as_deref() == Some(d.id.as_str())
+                && a.deployment_id.as_ref() == Some(&d.id)
                 && a.is_canary()
                 && a.deployment_health() == Some(true)
         })
@@ -155,7 +155,7 @@ pub fn decide(
     }
     let mine: Vec<Allocation> = allocs
         .iter()
-        .filter(|a| a.deployment_id.as_deref() == Some(d.id.as_str()))
+        .filter(|a| a.deployment_id.as_ref() == Some(&d.id))
         .cloned()
         .collect();
     let grew = seen_healthy.is_some_and(|seen| healthy_grew(d, seen));

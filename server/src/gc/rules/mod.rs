@@ -22,6 +22,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 
+use orch_common::ids::{AllocId, EvalId, JobId, NodeId};
 use orch_common::model::{ClientStatus, DesiredStatus, JobStatus, JobType, NodeStatus};
 
 use crate::state::views::{GcAlloc, GcEval, GcJob, GcView};
@@ -48,10 +49,10 @@ impl Thresholds {
 /// The ids to delete, each list sorted.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Collection {
-    pub jobs: Vec<String>,
-    pub evals: Vec<String>,
-    pub allocs: Vec<String>,
-    pub nodes: Vec<String>,
+    pub jobs: Vec<JobId>,
+    pub evals: Vec<EvalId>,
+    pub allocs: Vec<AllocId>,
+    pub nodes: Vec<NodeId>,
 }
 
 impl Collection {
@@ -67,35 +68,49 @@ impl Collection {
     /// allocations, and a pass cut short leaves nothing that points at a deleted row
     /// but what the next pass collects.
     pub fn batches(self, max: usize) -> Vec<Collection> {
-        let max = max.max(1);
-        let mut out: Vec<Collection> = Vec::new();
-        let mut current = Collection::default();
-        let mut size = 0usize;
-        let kinds: [(Vec<String>, Slot); 4] = [
-            (self.allocs, |c| &mut c.allocs),
-            (self.evals, |c| &mut c.evals),
-            (self.jobs, |c| &mut c.jobs),
-            (self.nodes, |c| &mut c.nodes),
-        ];
-        for (ids, slot) in kinds {
-            for id in ids {
-                if size == max {
-                    out.push(std::mem::take(&mut current));
-                    size = 0;
-                }
-                slot(&mut current).push(id);
-                size += 1;
-            }
+        let mut parts = Batches {
+            max: max.max(1),
+            out: Vec::new(),
+            current: Collection::default(),
+            size: 0,
+        };
+        parts.add(self.allocs, |c| &mut c.allocs);
+        parts.add(self.evals, |c| &mut c.evals);
+        parts.add(self.jobs, |c| &mut c.jobs);
+        parts.add(self.nodes, |c| &mut c.nodes);
+        if parts.size > 0 {
+            parts.out.push(parts.current);
         }
-        if size > 0 {
-            out.push(current);
-        }
-        out
+        parts.out
     }
 }
 
-/// Picks one id list of a `Collection`.
-type Slot = fn(&mut Collection) -> &mut Vec<String>;
+/// `Collection::batches` under way: the parts filled, and the one being filled.
+struct Batches {
+    max: usize,
+    out: Vec<Collection>,
+    current: Collection,
+    size: usize,
+}
+
+impl Batches {
+    /// Adds one kind of ids, to the list of each part that `slot` picks.
+    fn add<T>(&mut self, ids: Vec<T>, slot: fn(&mut Collection) -> &mut Vec<T>) {
+        for id in ids {
+            if self.size == self.max {
+                self.out.push(std::mem::take(&mut self.current));
+                self.size = 0;
+            }
+            slot(&mut self.current).push(id);
+            self.size += 1;
+        }
+    }
+}
+
+/// The ids of a set, owned, in order.
+fn owned<T: Clone>(ids: BTreeSet<&T>) -> Vec<T> {
+    ids.into_iter().cloned().collect()
+}
 
 fn old_enough(time_ms: u64, threshold_ms: u64, now_ms: u64) -> bool {
     now_ms.saturating_sub(time_ms) >= threshold_ms
@@ -107,34 +122,28 @@ fn runs_to_completion(t: JobType) -> bool {
 
 /// The indexes the passes share.
 struct Lookup<'a> {
-    jobs: HashMap<&'a str, &'a GcJob>,
-    evals_by_job: HashMap<&'a str, Vec<&'a GcEval>>,
-    allocs_by_eval: HashMap<&'a str, Vec<&'a GcAlloc>>,
-    allocs_by_job: HashMap<&'a str, Vec<&'a GcAlloc>>,
+    jobs: HashMap<&'a JobId, &'a GcJob>,
+    evals_by_job: HashMap<&'a JobId, Vec<&'a GcEval>>,
+    allocs_by_eval: HashMap<&'a EvalId, Vec<&'a GcAlloc>>,
+    allocs_by_job: HashMap<&'a JobId, Vec<&'a GcAlloc>>,
     now: u64,
 }
 
 impl<'a> Lookup<'a> {
     fn new(view: &'a GcView, now: u64) -> Lookup<'a> {
         let mut l = Lookup {
-            jobs: view.jobs.iter().map(|j| (j.id.as_str(), j)).collect(),
+            jobs: view.jobs.iter().map(|j| (&j.id, j)).collect(),
             evals_by_job: HashMap::new(),
             allocs_by_eval: HashMap::new(),
             allocs_by_job: HashMap::new(),
             now,
         };
         for e in &view.evals {
-            l.evals_by_job.entry(e.job_id.as_str()).or_default().push(e);
+            l.evals_by_job.entry(&e.job_id).or_default().push(e);
         }
         for a in &view.allocs {
-            l.allocs_by_eval
-                .entry(a.eval_id.as_str())
-                .or_default()
-                .push(a);
-            l.allocs_by_job
-                .entry(a.job_id.as_str())
-                .or_default()
-                .push(a);
+            l.allocs_by_eval.entry(&a.eval_id).or_default().push(a);
+            l.allocs_by_job.entry(&a.job_id).or_default().push(a);
         }
         l
     }
@@ -205,12 +214,8 @@ impl<'a> Lookup<'a> {
     /// The time of the job's last change: its submission, or any of its evaluations'
     /// or allocations' (a stop writes an evaluation).
     fn job_last_change(&self, job: &GcJob) -> u64 {
-        let evals = self.evals_by_job.get(job.id.as_str()).into_iter().flatten();
-        let allocs = self
-            .allocs_by_job
-            .get(job.id.as_str())
-            .into_iter()
-            .flatten();
+        let evals = self.evals_by_job.get(&job.id).into_iter().flatten();
+        let allocs = self.allocs_by_job.get(&job.id).into_iter().flatten();
         evals
             .map(|e| e.modify_time)
             .chain(allocs.map(|a| a.modify_time))
@@ -223,11 +228,11 @@ impl<'a> Lookup<'a> {
         if !dead || !old_enough(self.job_last_change(job), threshold, self.now) {
             return false;
         }
-        let evals = self.evals_by_job.get(job.id.as_str()).into_iter().flatten();
+        let evals = self.evals_by_job.get(&job.id).into_iter().flatten();
         for e in evals {
             let allocs = self
                 .allocs_by_eval
-                .get(e.id.as_str())
+                .get(&e.id)
                 .map_or(&[][..], Vec::as_slice);
             if !self
                 .eval_collection(Some(e), e.job_type, allocs, Some(job), threshold, true)
@@ -238,7 +243,7 @@ impl<'a> Lookup<'a> {
         }
         // Allocations whose evaluation is gone count too.
         self.allocs_by_job
-            .get(job.id.as_str())
+            .get(&job.id)
             .into_iter()
             .flatten()
             .all(|a| self.alloc_collectable(a, Some(job), threshold))
@@ -254,15 +259,15 @@ pub fn collect(view: &GcView, th: &Thresholds, now: u64) -> Collection {
 
     for job in &view.jobs {
         if l.job_collectable(job, th.job_ms) {
-            jobs.insert(job.id.as_str());
+            jobs.insert(&job.id);
         }
     }
     for job_id in &jobs {
         for e in l.evals_by_job.get(job_id).into_iter().flatten() {
-            evals.insert(e.id.as_str());
+            evals.insert(&e.id);
         }
         for a in l.allocs_by_job.get(job_id).into_iter().flatten() {
-            allocs.insert(a.id.as_str());
+            allocs.insert(&a.id);
         }
     }
 
@@ -273,17 +278,13 @@ pub fn collect(view: &GcView, th: &Thresholds, now: u64) -> Collection {
             th.eval_ms
         }
     };
-    let eval_ids: std::collections::HashSet<&str> =
-        view.evals.iter().map(|e| e.id.as_str()).collect();
+    let eval_ids: std::collections::HashSet<&EvalId> = view.evals.iter().map(|e| &e.id).collect();
     for e in &view.evals {
-        if jobs.contains(e.job_id.as_str()) {
+        if jobs.contains(&e.job_id) {
             continue;
         }
-        let job = l.jobs.get(e.job_id.as_str()).copied();
-        let placed = l
-            .allocs_by_eval
-            .get(e.id.as_str())
-            .map_or(&[][..], Vec::as_slice);
+        let job = l.jobs.get(&e.job_id).copied();
+        let placed = l.allocs_by_eval.get(&e.id).map_or(&[][..], Vec::as_slice);
         let (eval_goes, going) = l.eval_collection(
             Some(e),
             e.job_type,
@@ -293,9 +294,9 @@ pub fn collect(view: &GcView, th: &Thresholds, now: u64) -> Collection {
             false,
         );
         if eval_goes {
-            evals.insert(e.id.as_str());
+            evals.insert(&e.id);
         }
-        allocs.extend(going.into_iter().map(|a| a.id.as_str()));
+        allocs.extend(going.into_iter().map(|a| &a.id));
     }
     // Allocations whose evaluation was collected before (or never stored).
     for (eval_id, placed) in &l.allocs_by_eval {
@@ -303,21 +304,21 @@ pub fn collect(view: &GcView, th: &Thresholds, now: u64) -> Collection {
             continue;
         }
         for a in placed {
-            if jobs.contains(a.job_id.as_str()) {
+            if jobs.contains(&a.job_id) {
                 continue;
             }
-            let job = l.jobs.get(a.job_id.as_str()).copied();
+            let job = l.jobs.get(&a.job_id).copied();
             let job_type = job.map_or(JobType::Service, |j| j.job_type);
             let (_, going) =
                 l.eval_collection(None, job_type, &[*a], job, threshold_for(job_type), false);
-            allocs.extend(going.into_iter().map(|a| a.id.as_str()));
+            allocs.extend(going.into_iter().map(|a| &a.id));
         }
     }
 
-    let mut live_on: std::collections::HashSet<&str> = std::collections::HashSet::new();
+    let mut live_on: std::collections::HashSet<&NodeId> = std::collections::HashSet::new();
     for a in &view.allocs {
         if !a.client_status.is_terminal() {
-            live_on.insert(a.node_id.as_str());
+            live_on.insert(&a.node_id);
         }
     }
     let nodes = view
@@ -326,12 +327,11 @@ pub fn collect(view: &GcView, th: &Thresholds, now: u64) -> Collection {
         .filter(|n| {
             n.status == NodeStatus::Down
                 && old_enough(n.status_updated_at, th.node_ms, now)
-                && !live_on.contains(n.id.as_str())
+                && !live_on.contains(&n.id)
         })
         .map(|n| n.id.clone());
 
-    let owned = |s: BTreeSet<&str>| s.into_iter().map(str::to_string).collect::<Vec<_>>();
-    let mut nodes: Vec<String> = nodes.collect();
+    let mut nodes: Vec<NodeId> = nodes.collect();
     nodes.sort();
     Collection {
         jobs: owned(jobs),

@@ -60,8 +60,9 @@ fn node(id: &str, status: NodeStatus, age_h: u64) -> GcNode {
     }
 }
 
-fn ids(v: &[&str]) -> Vec<String> {
-    v.iter().map(|s| s.to_string()).collect()
+/// Ids of any kind, from their text.
+fn ids<I: for<'a> From<&'a str>>(v: &[&str]) -> Vec<I> {
+    v.iter().map(|s| I::from(s)).collect()
 }
 
 struct Case {
@@ -301,12 +302,12 @@ fn batches_are_bounded_and_put_allocations_before_their_jobs() {
     };
     let parts = c.clone().batches(2);
     assert_eq!(parts.len(), 4);
-    assert_eq!(parts[0].allocs, ids(&["a1", "a2"]));
-    assert_eq!(parts[1].allocs, ids(&["a3"]));
-    assert_eq!(parts[1].evals, ids(&["e1"]));
-    assert_eq!(parts[2].evals, ids(&["e2"]));
-    assert_eq!(parts[2].jobs, ids(&["j1"]));
-    assert_eq!(parts[3].nodes, ids(&["n1"]));
+    assert_eq!(parts[0].allocs, ["a1", "a2"]);
+    assert_eq!(parts[1].allocs, ["a3"]);
+    assert_eq!(parts[1].evals, ["e1"]);
+    assert_eq!(parts[2].evals, ["e2"]);
+    assert_eq!(parts[2].jobs, ["j1"]);
+    assert_eq!(parts[3].nodes, ["n1"]);
     assert_eq!(c.clone().batches(100), vec![c]);
     assert!(Collection::default().batches(10).is_empty());
 }

@@ -613,9 +613,9 @@ async fn registering_a_node_assigns_an_id_and_marks_it_ready() {
         .as_str()
         .expect("class")
         .starts_with("v1:"));
-    assert!(h.state.endpoints.heartbeats.tracked().contains(&id));
+    assert!(h.state.endpoints.heartbeats.tracked().contains(id.as_str()));
 
-    node.id = id.clone();
+    node.id = id.as_str().into();
     let again = h
         .post_json("/v1/node/register", &NodeRegisterRequest { node })
         .await;
@@ -748,7 +748,7 @@ async fn client_updates_store_states_and_a_failure_creates_an_eval() {
     .await;
     let update = |id: &str, status| AllocClientUpdate {
         deployment_health: None,
-        id: id.to_string(),
+        id: id.into(),
         client_status: status,
         client_description: "exit code 1".into(),
         task_states: Default::default(),

@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use orch_common::api::AllocClientUpdate;
+use orch_common::ids::{AllocId, JobId, NodeId};
 use orch_common::mock::{alloc_on, AllocBuilder, JobBuilder, NodeBuilder};
 use orch_common::model::{
     Allocation, ClientStatus, DesiredStatus, Eligibility, EvalStatus, Evaluation, Job, JobStatus,
@@ -73,7 +74,7 @@ fn register(store: &StateStore, job: &Job) -> (u64, Evaluation) {
 fn client_update(id: &str, status: ClientStatus) -> AllocClientUpdate {
     AllocClientUpdate {
         deployment_health: None,
-        id: id.to_string(),
+        id: id.into(),
         client_status: status,
         client_description: format!("now {}", status.as_str()),
         task_states: BTreeMap::new(),
@@ -733,10 +734,11 @@ fn a_snapshot_finds_a_jobs_newest_blocked_eval_and_its_versions() {
     );
     let snap = store.snapshot().expect("snapshot");
     let state: &dyn State = &snap;
-    assert_eq!(state.blocked_eval("web").map(|e| e.id), Some(second.id));
-    assert!(state.blocked_eval("other").is_none());
-    assert_eq!(state.job_version("web", 0).map(|j| j.version), Some(0));
-    assert!(state.job_version("web", 1).is_none());
+    let (web, other) = (JobId::from("web"), JobId::from("other"));
+    assert_eq!(state.blocked_eval(&web).map(|e| e.id), Some(second.id));
+    assert!(state.blocked_eval(&other).is_none());
+    assert_eq!(state.job_version(&web, 0).map(|j| j.version), Some(0));
+    assert!(state.job_version(&web, 1).is_none());
 }
 
 #[test]
@@ -773,7 +775,7 @@ fn allocs_for_client_shows_live_allocs_and_server_side_changes() {
         ],
     );
     let before = store.last_index();
-    let ids = |since| -> Vec<String> {
+    let ids = |since| -> Vec<AllocId> {
         store
             .allocs_for_client("n1", since)
             .expect("read")
@@ -1028,7 +1030,7 @@ fn command_for(op: &Op) -> Command {
             }
         }
         Op::Stop { job, purge } => Command::DeregisterJob {
-            job_id: format!("job{job}"),
+            job_id: format!("job{job}").into(),
             purge: *purge,
             eval: Some(Evaluation::for_job(&job_of(*job), "job-deregister")),
             enforce_index: None,
@@ -1036,7 +1038,7 @@ fn command_for(op: &Op) -> Command {
         Op::Node { node, down } => {
             if *down {
                 Command::UpdateNodeStatus {
-                    node_id: format!("n{node}"),
+                    node_id: format!("n{node}").into(),
                     status: NodeStatus::Down,
                     evals: vec![],
                 }
@@ -1053,7 +1055,7 @@ fn command_for(op: &Op) -> Command {
             prev,
         } => {
             let mut a = alloc_on(format!("a{alloc}"), &job_of(*job), format!("n{node}"), 0);
-            a.previous_allocation = prev.map(|p| format!("a{p}"));
+            a.previous_allocation = prev.map(|p| format!("a{p}").into());
             Command::ApplyPlan {
                 deployment: None,
                 deployment_updates: Vec::new(),
@@ -1099,13 +1101,16 @@ fn command_for(op: &Op) -> Command {
             jobs,
             nodes,
         } => {
-            let picked = |mask: u8, n: u8, name: &dyn Fn(u8) -> String| -> Vec<String> {
-                (0..n).filter(|i| mask & (1 << i) != 0).map(name).collect()
-            };
+            fn picked<I: From<String>>(mask: u8, n: u8, name: impl Fn(u8) -> String) -> Vec<I> {
+                (0..n)
+                    .filter(|i| mask & (1 << i) != 0)
+                    .map(|i| I::from(name(i)))
+                    .collect()
+            }
             Command::Reap {
-                allocs: picked(*allocs, 6, &|i| format!("a{i}")),
-                jobs: picked(*jobs, 3, &|i| format!("job{i}")),
-                nodes: picked(*nodes, 3, &|i| format!("n{i}")),
+                allocs: picked(*allocs, 6, |i| format!("a{i}")),
+                jobs: picked(*jobs, 3, |i| format!("job{i}")),
+                nodes: picked(*nodes, 3, |i| format!("n{i}")),
                 evals: vec![],
                 log_before: 0,
             }
@@ -1195,7 +1200,7 @@ fn the_scheduler_configuration_defaults_then_keeps_what_was_set() {
 }
 
 /// The per-node sums recomputed from the allocation rows in SQLite.
-fn sums_from_sql(store: &StateStore) -> BTreeMap<String, (u64, u64)> {
+fn sums_from_sql(store: &StateStore) -> BTreeMap<NodeId, (u64, u64)> {
     let mut sums = BTreeMap::new();
     for a in store.allocs().expect("allocs") {
         if a.holds_resources() {
@@ -1208,7 +1213,7 @@ fn sums_from_sql(store: &StateStore) -> BTreeMap<String, (u64, u64)> {
     sums
 }
 
-fn sums_from_mirror(store: &StateStore, nodes: &[String]) -> BTreeMap<String, (u64, u64)> {
+fn sums_from_mirror(store: &StateStore, nodes: &[NodeId]) -> BTreeMap<NodeId, (u64, u64)> {
     nodes
         .iter()
         .map(|n| {
@@ -1228,7 +1233,7 @@ proptest! {
     fn the_in_memory_state_matches_sqlite_and_survives_a_reopen(ops in proptest::collection::vec(op(), 1..30)) {
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("state.db");
-        let nodes: Vec<String> = (0..8).map(|n| format!("n{n}")).collect();
+        let nodes: Vec<NodeId> = (0..8).map(|n| NodeId::from(format!("n{n}"))).collect();
         {
             let store = StateStore::open(&path).expect("open");
             for op in &ops {
@@ -1247,15 +1252,15 @@ proptest! {
 /// newest server index) agrees with the same question asked of the SQL rows.
 fn node_reads_match_sql(
     store: &StateStore,
-    nodes: &[String],
+    nodes: &[NodeId],
     reopened: bool,
 ) -> Result<(), TestCaseError> {
     let all = store.allocs().expect("allocs");
     let ids =
-        |allocs: Vec<Allocation>| -> Vec<String> { allocs.into_iter().map(|a| a.id).collect() };
+        |allocs: Vec<Allocation>| -> Vec<AllocId> { allocs.into_iter().map(|a| a.id).collect() };
     for node in nodes {
         let on_node: Vec<&Allocation> = all.iter().filter(|a| &a.node_id == node).collect();
-        let expected: Vec<String> = on_node.iter().map(|a| a.id.clone()).collect();
+        let expected: Vec<AllocId> = on_node.iter().map(|a| a.id.clone()).collect();
         prop_assert_eq!(ids(store.allocs_by_node(node).expect("read")), expected);
         // The server index skips changes clients reported; it is not stored, so a
         // reopened store starts it at the modify index: never later than that, and
@@ -1268,7 +1273,7 @@ fn node_reads_match_sql(
         }
         for since in [0, 1, max.saturating_sub(1), max] {
             let seen = ids(store.allocs_for_client(node, since).expect("read"));
-            let changed_since: Vec<String> = on_node
+            let changed_since: Vec<AllocId> = on_node
                 .iter()
                 .filter(|a| !a.client_status.is_terminal() || (since > 0 && a.modify_index > since))
                 .map(|a| a.id.clone())
@@ -1288,7 +1293,7 @@ fn node_reads_match_sql(
                 prop_assert_eq!(&seen, &changed_since);
             }
         }
-        let live: Vec<String> = on_node
+        let live: Vec<AllocId> = on_node
             .iter()
             .filter(|a| !a.client_status.is_terminal())
             .map(|a| a.id.clone())
@@ -1300,7 +1305,7 @@ fn node_reads_match_sql(
     let mut stored = ids(all);
     stored.sort();
     for i in 0..6 {
-        let id = format!("a{i}");
+        let id = AllocId::from(format!("a{i}"));
         prop_assert_eq!(
             store.alloc(&id).expect("read").is_some(),
             stored.contains(&id)
@@ -1368,12 +1373,12 @@ fn placements_in_flight_count_once_until_committed_or_released() {
     place(&store, vec![a1.clone()]);
     assert_eq!(store.node_allocated("n1").resources.cpu, 2 * one);
     // a2's commit failed: released, it no longer counts.
-    store.release_in_flight(["a2"]);
+    store.release_in_flight([&AllocId::from("a2")]);
     assert_eq!(store.node_allocated("n1").resources.cpu, one);
     // A snapshot keeps what it saw.
     assert_eq!(held.node_allocated("n1").resources.cpu, 2 * one);
     // Releasing an id that is not held (or was committed) changes nothing.
-    store.release_in_flight(["a1", "nope"]);
+    store.release_in_flight([&AllocId::from("a1"), &AllocId::from("nope")]);
     assert_eq!(store.node_allocated("n1").resources.cpu, one);
 }
 
@@ -1480,7 +1485,9 @@ fn allocations_are_found_by_id_and_prefix_after_a_reopen_and_not_before_their_co
 // ------------------------------------------------------------------ garbage collection
 
 fn reap(store: &StateStore, jobs: &[&str], evals: &[&str], allocs: &[&str], nodes: &[&str]) -> u64 {
-    let owned = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    fn owned<I: for<'a> From<&'a str>>(v: &[&str]) -> Vec<I> {
+        v.iter().map(|s| I::from(s)).collect()
+    }
     apply(
         store,
         Command::Reap {
