@@ -366,12 +366,15 @@ fn cycles(edges: &BTreeMap<PathBuf, BTreeSet<PathBuf>>) -> Vec<Vec<PathBuf>> {
 }
 
 fn report(krate: &str) -> Vec<String> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join(krate)
-        .join("src/lib.rs");
-    let c = Crate::load(&root);
-    let edges = c.file_edges();
     let base = Path::new(env!("CARGO_MANIFEST_DIR"));
+    cycle_report(&base.join(krate).join("src/lib.rs"), base)
+}
+
+/// The import cycles of the crate whose root file is `root`, one message each, with
+/// file names relative to `base`.
+fn cycle_report(root: &Path, base: &Path) -> Vec<String> {
+    let c = Crate::load(root);
+    let edges = c.file_edges();
     cycles(&edges)
         .into_iter()
         .map(|scc| {
@@ -410,4 +413,37 @@ fn client_files_import_each_other_in_no_cycle() {
 fn common_files_import_each_other_in_no_cycle() {
     let found = report("common");
     assert!(found.is_empty(), "{}", found.join("\n"));
+}
+
+/// The checker itself: a cycle through a re-export and a qualified path is found, and
+/// the same files without the back edge pass.
+#[test]
+fn the_checker_finds_a_cycle_through_a_reexport_and_passes_a_tree_without_one() {
+    let dir = std::env::temp_dir().join(format!("orch-module-graph-{}", std::process::id()));
+    let src = dir.join("src");
+    std::fs::create_dir_all(src.join("outer")).unwrap();
+    let write = |name: &str, text: &str| std::fs::write(src.join(name), text).unwrap();
+    write("lib.rs", "mod outer;\nmod leaf;\n");
+    write("outer/mod.rs", "mod inner;\npub use inner::Inner;\n");
+    write(
+        "outer/inner.rs",
+        "pub struct Inner(pub crate::leaf::Leaf);\n",
+    );
+    write(
+        "leaf.rs",
+        "use crate::outer::Inner;\npub struct Leaf;\npub fn f(_: Inner) {}\n",
+    );
+    let found = cycle_report(&src.join("lib.rs"), &dir);
+
+    write("leaf.rs", "pub struct Leaf;\n");
+    let clean = cycle_report(&src.join("lib.rs"), &dir);
+    std::fs::remove_dir_all(&dir).unwrap();
+
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(
+        found[0].contains("src/leaf.rs -> src/outer/inner.rs"),
+        "{}",
+        found[0]
+    );
+    assert!(clean.is_empty(), "{clean:?}");
 }

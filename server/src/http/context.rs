@@ -101,11 +101,7 @@ impl HttpState {
         T: Send + 'static,
         F: FnOnce(&StateStore) -> Result<T, StateError> + Send + 'static,
     {
-        let store = self.store.clone();
-        tokio::task::spawn_blocking(move || f(&store))
-            .await
-            .map_err(|e| ApiError::Internal(format!("state read task: {e}")))?
-            .map_err(ApiError::from)
+        self.endpoints.read(f).await.map_err(ApiError::from)
     }
 
     /// For a blocking query: waits (per `params`) for `table` to pass the given index,
