@@ -13,11 +13,13 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 use clap::Args;
 use orch_common::model::Resources;
+use orch_server::http::browser_guard::{self, OriginPolicy};
 use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, SignalKind};
 
@@ -129,6 +131,8 @@ pub async fn run(args: AgentArgs) -> Result<ExitCode> {
         .with_context(|| format!("binding the HTTP API to {bind}"))?;
     let port = listener.local_addr()?.port();
     let advertise = format!("{}:{port}", cfg.advertise_host());
+    let origins = OriginPolicy::new(&advertise, port, &cfg.http.allowed_origins)
+        .map_err(|e| anyhow::anyhow!("[http] {e}"))?;
     let name = cfg.name.clone().unwrap_or_else(host_name);
 
     let server = if cfg.server.enabled {
@@ -235,6 +239,11 @@ pub async fn run(args: AgentArgs) -> Result<ExitCode> {
         (Some(s), None) => router = router.merge(s.client_forward_router()),
         (None, None) => {}
     }
+
+    let router = router.layer(axum::middleware::from_fn_with_state(
+        Arc::new(origins),
+        browser_guard::guard,
+    ));
 
     let (stop_http_tx, stop_http_rx) = tokio::sync::oneshot::channel::<()>();
     let mut http = tokio::spawn(async move {

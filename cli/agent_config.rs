@@ -37,6 +37,8 @@ pub struct AgentConfig {
     #[serde(default)]
     pub ports: PortsConfig,
     #[serde(default)]
+    pub http: HttpSection,
+    #[serde(default)]
     pub server: ServerSection,
     #[serde(default)]
     pub client: ClientSection,
@@ -237,6 +239,16 @@ impl Default for ClientSection {
     }
 }
 
+/// `[http]`: who may call the API from a web page.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpSection {
+    /// Web origins (`scheme://host[:port]`) besides the agent's own whose pages may
+    /// call the API, such as a UI served elsewhere. Default: none.
+    #[serde(default)]
+    pub allowed_origins: Vec<String>,
+}
+
 /// `reserved = { cpu = 200, memory = 256, reserved_ports = "22,80,8000-8099" }`: MHz and
 /// MiB, each 0 when left out, and host ports no allocation is ever given (default none).
 #[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
@@ -350,6 +362,7 @@ impl AgentConfig {
                     default_dns_port()
                 },
             },
+            http: HttpSection::default(),
             server: ServerSection {
                 enabled: true,
                 ..ServerSection::default()

@@ -19,6 +19,9 @@ pub enum ApiError {
         message: String,
         details: Vec<String>,
     },
+    /// 403: the caller may not do this (a request from another web origin).
+    #[error("{0}")]
+    Forbidden(String),
     /// 404: no such object or route.
     #[error("{0}")]
     NotFound(String),
@@ -66,6 +69,7 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Conflict(_) => StatusCode::CONFLICT,

@@ -180,13 +180,10 @@ where
 }
 
 impl RawBody {
-    /// True for `Content-Type: application/toml` (or `text/toml`).
+    /// True for `Content-Type: application/toml`.
     pub fn is_toml(&self) -> bool {
         let essence = self.content_type.split(';').next().unwrap_or("").trim();
-        matches!(
-            essence,
-            "application/toml" | "text/toml" | "application/x-toml"
-        )
+        essence == "application/toml"
     }
 
     /// Decodes a JSON body; a bad one is a 400 naming the line and column.

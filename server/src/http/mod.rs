@@ -6,6 +6,8 @@
 //!   lookups every handler makes (blocking-query waits, reads off the runtime, id
 //!   prefixes); `extract`: query/path/body extractors and `Indexed`; `error`:
 //!   `ApiError`.
+//! - `browser_guard`: the middleware the agent puts in front of every route (server's
+//!   and client's) that refuses other web origins and undeclared body types.
 //! - One module per resource: `jobs` (with `revert`), `plan` (the dry run),
 //!   `deployments`, `allocs`, `evals`, `nodes`, `operator` (scheduler configuration),
 //!   `services` (the service catalog), `system` (garbage collection), `agent`,
@@ -17,6 +19,7 @@
 
 pub mod agent;
 pub mod allocs;
+pub mod browser_guard;
 pub mod client_api;
 pub mod client_forward;
 pub mod context;
