@@ -409,6 +409,7 @@ fn recovery_node_loss(dir: &Path) -> Result<()> {
     let eligibility = |e: &str| -> Result<()> {
         let resp = c
             .post(format!("{}/v1/node/{b}/eligibility", server.addr))
+            .header("Content-Type", "application/json")
             .body(format!("{{\"eligibility\":\"{e}\"}}"))
             .send()?;
         if !resp.status().is_success() {

@@ -157,9 +157,13 @@ async fn restart(ctx: &Ctx, alloc_ref: &str, task: Option<&str>) -> Result<ExitC
 
 async fn stop(ctx: &Ctx, alloc_ref: &str) -> Result<ExitCode> {
     let api = ctx.api()?;
+    // The server stops only what a full id names: resolve a prefix with a read.
+    let alloc: Allocation = api
+        .get(&format!("/v1/allocation/{}", encode(alloc_ref)))
+        .await?;
     let answer: serde_json::Value = api
         .post(
-            &format!("/v1/allocation/{}/stop", encode(alloc_ref)),
+            &format!("/v1/allocation/{}/stop", encode(&alloc.id)),
             &serde_json::json!({}),
         )
         .await?;

@@ -312,9 +312,11 @@ async fn act<B: serde::Serialize>(
     action: Action<'_>,
     body: &B,
 ) -> Result<ExitCode> {
+    // The server changes only what a full id names: resolve a prefix with a read.
+    let d: Deployment = api.get(&format!("/v1/deployment/{}", encode(id))).await?;
     let resp: DeploymentUpdateResponse = api
         .post(
-            &format!("/v1/deployment/{}/{}", encode(id), action.path()),
+            &format!("/v1/deployment/{}/{}", encode(&d.id), action.path()),
             body,
         )
         .await?;

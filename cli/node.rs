@@ -142,14 +142,17 @@ pub async fn run(ctx: &Ctx, cmd: NodeCommand) -> Result<ExitCode> {
     }
 }
 
-/// A node's id for a reference that is its exact name, else the reference itself (an
-/// id prefix, resolved by the server).
+/// A node's full id for a reference that is its exact name, else an id prefix (resolved
+/// with a read: the server changes only what a full id names).
 async fn node_id_for(api: &ApiClient, node_ref: &str) -> Result<String> {
     let nodes: Vec<NodeListStub> = api.get("/v1/nodes").await?;
     let mut named = nodes.iter().filter(|n| n.name == node_ref);
     match (named.next(), named.next()) {
         (Some(n), None) => Ok(n.id.to_string()),
-        _ => Ok(node_ref.to_string()),
+        _ => {
+            let node: Node = api.get(&format!("/v1/node/{}", encode(node_ref))).await?;
+            Ok(node.id.to_string())
+        }
     }
 }
 

@@ -1,7 +1,8 @@
 //! A web page the operator visits cannot drive the agent, even with ACLs off: a
 //! cross-origin `text/plain` POST and a cross-origin exec WebSocket are refused (403),
 //! a write whose body is not declared JSON or TOML is refused (415), nothing is stored,
-//! and an origin the configuration allows is served.
+//! and an origin the configuration allows is served. Writes never resolve an id
+//! prefix (`DELETE /v1/job/we` must not stop `web`); the CLI resolves one with a read.
 
 mod common;
 
@@ -118,4 +119,34 @@ fn an_origin_in_allowed_origins_is_served() {
     assert_eq!(list("https://ui.example.com"), 200);
     assert_eq!(list("https://ui.example.com.evil.example"), 403);
     assert_eq!(list("null"), 403);
+}
+
+#[test]
+fn a_job_stop_by_prefix_through_the_api_is_refused_and_the_cli_resolves_it() {
+    let ws = Workspace::new();
+    let server = Agent::with_config(&ws, "server", "[server]\nenabled = true\n");
+    let registered = http()
+        .post(format!("{}/v1/jobs", server.addr))
+        .header("Content-Type", "application/toml")
+        .body(JOB.replace("planted", "web"))
+        .send()
+        .expect("POST /v1/jobs");
+    assert_eq!(registered.status().as_u16(), 200);
+
+    let by_prefix = http()
+        .delete(format!("{}/v1/job/we", server.addr))
+        .send()
+        .expect("DELETE /v1/job/we");
+    assert_eq!(by_prefix.status().as_u16(), 404);
+    assert!(error_of(by_prefix).contains("full job id"));
+    let job = server.get("/v1/job/web").expect("GET /v1/job/web");
+    assert_eq!(job["stop"], false, "{job}");
+
+    let out = server.orch(
+        &["job", "stop", "-d", "we"],
+        std::time::Duration::from_secs(30),
+    );
+    assert_eq!(out.code(), 0, "{}\n{}", out.stdout, out.stderr);
+    let job = server.get("/v1/job/web").expect("GET /v1/job/web");
+    assert_eq!(job["stop"], true, "{job}");
 }

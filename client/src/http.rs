@@ -5,7 +5,9 @@
 //! `GET /v1/client/allocation/{alloc}/checks` (every health check's latest run, keyed
 //! `SERVICE/CHECK`; the servers only hear of status and output changes) and
 //! `GET /v1/client/allocation/{alloc}/exec?task=T&command=["sh","-c","..."]&tty=true`
-//! (a WebSocket carrying `orch_common::exec_frames` frames). Errors are `ErrorBody` JSON.
+//! (a WebSocket carrying `orch_common::exec_frames` frames). Reads take a unique id
+//! prefix; exec and restart act on what they name and take the full id only. Errors are
+//! `ErrorBody` JSON.
 
 use std::sync::Arc;
 
@@ -109,7 +111,7 @@ async fn logs_handler(
     Path(alloc): Path<String>,
     Query(q): Query<LogsQuery>,
 ) -> Response {
-    let (found, task) = match find_task(&allocs, &alloc, q.task) {
+    let (found, task) = match find_task(&allocs, &alloc, false, q.task) {
         Ok(v) => v,
         Err(answer) => return *answer,
     };
@@ -148,13 +150,35 @@ async fn logs_handler(
     }
 }
 
-/// The allocation (by id prefix) and its task (`task`, or its first one).
+/// The allocation with exactly this id, or the 404 to answer: exec and restart act on
+/// what they name, so they take no prefix.
+fn lookup_exact(allocs: &AllocLookup, id: &str) -> Result<AllocRef, Box<Response>> {
+    match allocs.find_alloc(id) {
+        Ok(a) if a.id == id => Ok(a),
+        _ => Err(Box::new(error(
+            StatusCode::NOT_FOUND,
+            format!(
+                "no allocation with id {id:?} on this client (this route takes the full \
+                 allocation id, not a prefix)"
+            ),
+            vec![],
+        ))),
+    }
+}
+
+/// The allocation (by its full id with `exact`, else by id prefix) and its task
+/// (`task`, or its first one).
 fn find_task(
     allocs: &AllocLookup,
     alloc: &str,
+    exact: bool,
     task: Option<String>,
 ) -> Result<(AllocRef, String), Box<Response>> {
-    let found = lookup(allocs, alloc)?;
+    let found = if exact {
+        lookup_exact(allocs, alloc)?
+    } else {
+        lookup(allocs, alloc)?
+    };
     let task = match task {
         Some(t) => {
             if !found.tasks.contains(&t) {
@@ -194,7 +218,7 @@ async fn exec_handler(
     Query(q): Query<ExecQuery>,
     upgrade: WebSocketUpgrade,
 ) -> Response {
-    let (found, task) = match find_task(&allocs, &alloc, q.task) {
+    let (found, task) = match find_task(&allocs, &alloc, true, q.task) {
         Ok(v) => v,
         Err(answer) => return *answer,
     };
@@ -241,7 +265,7 @@ async fn restart_handler(
     Path(alloc): Path<String>,
     Query(q): Query<RestartQuery>,
 ) -> Response {
-    let found = match lookup(&allocs, &alloc) {
+    let found = match lookup_exact(&allocs, &alloc) {
         Ok(a) => a,
         Err(resp) => return *resp,
     };

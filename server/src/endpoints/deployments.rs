@@ -22,8 +22,8 @@ pub struct PromoteRequest {
     pub groups: Vec<String>,
 }
 
-/// Set the health of the deployment's allocations by hand; each given as a full id or
-/// a unique prefix among the deployment's allocations.
+/// Set the health of the deployment's allocations by hand; each given by its full id
+/// (a write resolves no prefix).
 #[derive(Debug, Clone)]
 pub struct AllocHealthRequest {
     pub deployment_id: DeploymentId,
@@ -41,12 +41,6 @@ pub enum DeploymentError {
     Action(#[from] ActionError),
     #[error("an empty allocation id")]
     EmptyAllocId,
-    #[error("allocation id prefix {prefix:?} matches more than one allocation of deployment {deployment_id}")]
-    AmbiguousAlloc {
-        prefix: String,
-        deployment_id: DeploymentId,
-        matches: Vec<AllocId>,
-    },
     /// The store answered a deployment change with a rejection of another kind.
     #[error("unexpected rejection of a deployment change: {0:?}")]
     Unexpected(Rejection),
@@ -106,7 +100,7 @@ pub async fn alloc_health(
     let d = read_deployment(ctx, &req.deployment_id).await?;
     let allocs = deployment_allocs(ctx, &d).await?;
     let resolve = |ids: &[String]| -> Result<Vec<AllocId>, DeploymentError> {
-        ids.iter().map(|p| resolve_alloc(&d, &allocs, p)).collect()
+        ids.iter().map(|id| alloc_of(&d, &allocs, id)).collect()
     };
     let healthy = resolve(&req.healthy)?;
     let unhealthy = resolve(&req.unhealthy)?;
@@ -139,35 +133,18 @@ async fn deployment_allocs(
         .collect())
 }
 
-/// An allocation id of the deployment from a full id or a unique prefix.
-fn resolve_alloc(
-    d: &Deployment,
-    allocs: &[Allocation],
-    prefix: &str,
-) -> Result<AllocId, DeploymentError> {
-    if prefix.is_empty() {
+/// The deployment's allocation with exactly this id.
+fn alloc_of(d: &Deployment, allocs: &[Allocation], id: &str) -> Result<AllocId, DeploymentError> {
+    if id.is_empty() {
         return Err(DeploymentError::EmptyAllocId);
     }
-    if let Some(a) = allocs.iter().find(|a| a.id == prefix) {
-        return Ok(a.id.clone());
-    }
-    let mut matches: Vec<AllocId> = allocs
-        .iter()
-        .filter(|a| a.id.starts_with(prefix))
-        .map(|a| a.id.clone())
-        .collect();
-    match matches.len() {
-        0 => Err(ActionError::NotInDeployment {
+    match allocs.iter().find(|a| a.id == id) {
+        Some(a) => Ok(a.id.clone()),
+        None => Err(ActionError::NotInDeployment {
             id: d.id.clone(),
-            alloc_id: AllocId::from(prefix),
+            alloc_id: AllocId::from(id),
         }
         .into()),
-        1 => Ok(matches.remove(0)),
-        _ => Err(DeploymentError::AmbiguousAlloc {
-            prefix: prefix.to_string(),
-            deployment_id: d.id.clone(),
-            matches,
-        }),
     }
 }
 

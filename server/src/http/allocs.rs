@@ -91,7 +91,7 @@ pub async fn stop(
     State(st): State<Arc<HttpState>>,
     IdPath(prefix): IdPath,
 ) -> Result<Json<AllocStopResponse>, ApiError> {
-    let id = st.resolve::<AllocId>(&prefix).await?;
+    let id = st.exact::<AllocId>(&prefix).await?;
     let stopped = allocations::stop(&st.endpoints, &id).await?;
     Ok(Json(AllocStopResponse {
         eval_id: stopped.eval_id,

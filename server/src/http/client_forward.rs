@@ -33,7 +33,14 @@ async fn logs(
     Path(alloc): Path<String>,
     RawQuery(query): RawQuery,
 ) -> Response {
-    forward(&st, &alloc, |id| format!("/v1/client/fs/logs/{id}"), query).await
+    forward(
+        &st,
+        &alloc,
+        false,
+        |id| format!("/v1/client/fs/logs/{id}"),
+        query,
+    )
+    .await
 }
 
 async fn allocation(
@@ -41,23 +48,28 @@ async fn allocation(
     Path((alloc, rest)): Path<(String, String)>,
     RawQuery(query): RawQuery,
 ) -> Response {
+    // Exec acts on what it names: the full id only.
+    let exact = rest == "exec";
     forward(
         &st,
         &alloc,
+        exact,
         |id| format!("/v1/client/allocation/{id}/{rest}"),
         query,
     )
     .await
 }
 
-/// Finds the allocation's client and relays `GET <its http_addr><path(id)>?<query>`.
+/// Finds the allocation's client (by its full id with `exact`, else by a unique
+/// prefix) and relays `GET <its http_addr><path(id)>?<query>`.
 async fn forward(
     st: &HttpState,
     alloc_prefix: &str,
+    exact: bool,
     path: impl FnOnce(&str) -> String,
     query: Option<String>,
 ) -> Response {
-    match client_url(st, alloc_prefix, path, query).await {
+    match client_url(st, alloc_prefix, exact, path, query).await {
         Ok((url, node)) => relay(&url, &node).await,
         Err(answer) => answer,
     }
@@ -66,13 +78,16 @@ async fn forward(
 async fn client_url(
     st: &HttpState,
     alloc_prefix: &str,
+    exact: bool,
     path: impl FnOnce(&str) -> String,
     query: Option<String>,
 ) -> Result<(String, String), Response> {
-    let id = st
-        .resolve::<AllocId>(alloc_prefix)
-        .await
-        .map_err(IntoResponse::into_response)?;
+    let id = if exact {
+        st.exact::<AllocId>(alloc_prefix).await
+    } else {
+        st.resolve::<AllocId>(alloc_prefix).await
+    }
+    .map_err(IntoResponse::into_response)?;
     let lookup = id.clone();
     let node = st
         .read(move |s| match s.alloc(&lookup)? {

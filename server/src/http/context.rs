@@ -152,6 +152,24 @@ impl HttpState {
         }
     }
 
+    /// The id of an object that exists with exactly this id. Writes take no prefix, so
+    /// that `DELETE /v1/job/we` cannot stop `web`; clients resolve a prefix with a read
+    /// first.
+    pub async fn exact<I: PrefixedId>(&self, id: &str) -> Result<I, ApiError> {
+        let kind = I::KIND;
+        let wanted = id.to_string();
+        let found = self
+            .read(move |s| s.ids_with_prefix(I::TABLE, &wanted, 1))
+            .await?;
+        if found.first().map(String::as_str) == Some(id) {
+            return Ok(I::from(id.to_string()));
+        }
+        Err(ApiError::NotFound(format!(
+            "{kind} {id:?} not found (a change names the full {kind} id; a prefix is \
+             resolved only by reads)"
+        )))
+    }
+
     /// A job id from a path: a unique prefix of a live job, or (for a purged job's
     /// history) the id exactly as given.
     pub async fn job_id_or_exact(&self, prefix: &str) -> Result<JobId, ApiError> {

@@ -25,10 +25,6 @@ impl From<DeploymentError> for ApiError {
             DeploymentError::Action(_) | DeploymentError::EmptyAllocId => {
                 ApiError::bad_request(e.to_string())
             }
-            DeploymentError::AmbiguousAlloc { ref matches, .. } => ApiError::BadRequest {
-                details: matches.iter().map(ToString::to_string).collect(),
-                message: e.to_string(),
-            },
             DeploymentError::Unexpected(_) => ApiError::Internal(e.to_string()),
             DeploymentError::Read(e) => e.into(),
             DeploymentError::Log(e) => e.into(),
@@ -146,7 +142,7 @@ pub async fn promote(
     } else {
         body.json()?
     };
-    let deployment_id = st.resolve::<DeploymentId>(&prefix).await?;
+    let deployment_id = st.exact::<DeploymentId>(&prefix).await?;
     let req = PromoteRequest {
         deployment_id,
         groups: req.groups,
@@ -160,7 +156,7 @@ pub async fn fail(
     State(st): State<Arc<HttpState>>,
     IdPath(prefix): IdPath,
 ) -> Result<Json<DeploymentUpdateResponse>, ApiError> {
-    let id = st.resolve::<DeploymentId>(&prefix).await?;
+    let id = st.exact::<DeploymentId>(&prefix).await?;
     Ok(Json(deployments::fail(&st.endpoints, &id).await?))
 }
 
@@ -185,22 +181,21 @@ async fn set_paused(
     prefix: &str,
     paused: bool,
 ) -> Result<Json<DeploymentUpdateResponse>, ApiError> {
-    let id = st.resolve::<DeploymentId>(prefix).await?;
+    let id = st.exact::<DeploymentId>(prefix).await?;
     Ok(Json(
         deployments::set_paused(&st.endpoints, &id, paused).await?,
     ))
 }
 
 /// `POST /v1/deployment/{id}/alloc-health` (`DeploymentAllocHealthRequest`): sets the
-/// health of the deployment's allocations by hand (ids or unique prefixes among its
-/// allocations). An unhealthy one then fails the deployment (the watcher's rule).
+/// health of the deployment's allocations by hand (their full ids). An unhealthy one then fails the deployment (the watcher's rule).
 pub async fn alloc_health(
     State(st): State<Arc<HttpState>>,
     IdPath(prefix): IdPath,
     body: RawBody,
 ) -> Result<Json<DeploymentUpdateResponse>, ApiError> {
     let req: DeploymentAllocHealthRequest = body.json()?;
-    let deployment_id = st.resolve::<DeploymentId>(&prefix).await?;
+    let deployment_id = st.exact::<DeploymentId>(&prefix).await?;
     let req = AllocHealthRequest {
         deployment_id,
         healthy: req.healthy,

@@ -154,7 +154,7 @@ pub async fn scale(
     }
     let count = u32::try_from(req.count)
         .map_err(|_| ApiError::bad_request(format!("count {} is too large", req.count)))?;
-    let job_id = st.resolve::<JobId>(&prefix).await?;
+    let job_id = st.exact::<JobId>(&prefix).await?;
     let req = ScaleRequest {
         job_id,
         group: req.group,
@@ -188,7 +188,7 @@ pub async fn deregister(
     params: Params,
 ) -> Result<Json<JobDeregisterResponse>, ApiError> {
     let purge = params.flag("purge")?;
-    let job_id = st.resolve::<JobId>(&prefix).await?;
+    let job_id = st.exact::<JobId>(&prefix).await?;
     let req = DeregisterRequest { job_id, purge };
     Ok(Json(jobs::deregister(&st.endpoints, req).await?))
 }
@@ -248,7 +248,7 @@ pub async fn revert(
     body: RawBody,
 ) -> Result<Json<JobRegisterResponse>, ApiError> {
     let req: JobRevertRequest = body.json()?;
-    let job_id = st.resolve::<JobId>(&prefix).await?;
+    let job_id = st.exact::<JobId>(&prefix).await?;
     let req = RevertRequest {
         job_id,
         version: req.version,

@@ -78,7 +78,7 @@ pub async fn set_eligibility(
     body: RawBody,
 ) -> Result<Json<NodeEligibilityResponse>, ApiError> {
     let req: NodeEligibilityRequest = body.json()?;
-    let id = st.resolve::<NodeId>(&prefix).await?;
+    let id = st.exact::<NodeId>(&prefix).await?;
     Ok(Json(
         nodes::set_eligibility(&st.endpoints, &id, req.eligibility).await?,
     ))
@@ -119,7 +119,7 @@ pub async fn drain(
             mark_eligible: req.mark_eligible,
         },
     };
-    let node_id = st.resolve::<NodeId>(&prefix).await?;
+    let node_id = st.exact::<NodeId>(&prefix).await?;
     let req = DrainRequest { node_id, change };
     Ok(Json(nodes::drain(&st.endpoints, req).await?))
 }

@@ -200,7 +200,15 @@ async fn a_blocking_deployment_read_returns_when_the_deployment_changes() {
 async fn promoting_needs_healthy_canaries_and_known_groups() {
     let h = harness();
     deployed(&h, 2, false).await;
-    let uri = "/v1/deployment/dep-/promote";
+    // A write names the full id: the prefix of the only deployment is not enough.
+    let by_prefix = post(&h, "/v1/deployment/dep-/promote").await;
+    assert_eq!(
+        by_prefix.status,
+        StatusCode::NOT_FOUND,
+        "{}",
+        by_prefix.body
+    );
+    let uri = "/v1/deployment/dep-1/promote";
     let not_yet = post(&h, uri).await;
     assert_eq!(not_yet.status, StatusCode::BAD_REQUEST, "{}", not_yet.body);
     assert!(not_yet.body["error"]
@@ -371,7 +379,7 @@ async fn failing_with_auto_revert_registers_the_stable_version_again() {
 }
 
 #[tokio::test]
-async fn manual_health_takes_allocation_prefixes_of_the_deployment_only() {
+async fn manual_health_takes_full_allocation_ids_of_the_deployment_only() {
     let h = harness();
     deployed(&h, 0, false).await;
     let uri = "/v1/deployment/dep-1/alloc-health";
@@ -393,7 +401,8 @@ async fn manual_health_takes_allocation_prefixes_of_the_deployment_only() {
         .as_str()
         .unwrap()
         .contains("not part of deployment dep-1"));
-    let ambiguous = h
+    // A prefix names no allocation: writes take full ids.
+    let prefix = h
         .post_json(
             uri,
             &DeploymentAllocHealthRequest {
@@ -402,7 +411,11 @@ async fn manual_health_takes_allocation_prefixes_of_the_deployment_only() {
             },
         )
         .await;
-    assert_eq!(ambiguous.status, StatusCode::BAD_REQUEST);
+    assert_eq!(prefix.status, StatusCode::BAD_REQUEST);
+    assert!(prefix.body["error"]
+        .as_str()
+        .unwrap()
+        .contains("not part of deployment dep-1"));
     let both = h
         .post_json(
             uri,
@@ -501,7 +514,7 @@ async fn reverting_registers_the_old_spec_as_a_new_version_with_an_eval() {
     v1_rolling_out(&h).await;
     let answer = h
         .post_json(
-            "/v1/job/we/revert",
+            "/v1/job/web/revert",
             &JobRevertRequest {
                 version: 0,
                 enforce_prior_version: Some(1),

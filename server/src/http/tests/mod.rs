@@ -382,7 +382,7 @@ async fn enforce_index_mismatch_is_a_409() {
 async fn stopping_a_job_keeps_it_dead_and_creates_a_deregister_eval() {
     let h = harness();
     h.register_job(&JobBuilder::new("web").build()).await;
-    let answer = h.call(Method::DELETE, "/v1/job/we", "", vec![]).await;
+    let answer = h.call(Method::DELETE, "/v1/job/web", "", vec![]).await;
     assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
     let eval_id = answer.body["eval_id"].as_str().expect("eval").to_string();
     let job = h.get("/v1/job/web").await;
@@ -476,6 +476,51 @@ async fn ids_resolve_by_unique_prefix_and_ambiguity_is_a_400() {
     );
     let list = h.get("/v1/allocations?prefix=abcd2").await;
     assert_eq!(list.body.as_array().expect("list").len(), 1);
+}
+
+#[tokio::test]
+async fn writes_take_full_ids_and_resolve_no_prefix() {
+    let h = harness();
+    let job = JobBuilder::new("web").count(1).build();
+    h.register_job(&job).await;
+    h.add_node("n1").await;
+    h.place(vec![alloc_on("abcd1111", &job, "n1", 0)]).await;
+
+    let stop = h.call(Method::DELETE, "/v1/job/we", "", vec![]).await;
+    assert_eq!(stop.status, StatusCode::NOT_FOUND, "{}", stop.body);
+    assert!(stop.body["error"].as_str().unwrap().contains("full job id"));
+    let scale = h
+        .post_json("/v1/job/we/scale", &json!({"group": "web", "count": 3}))
+        .await;
+    assert_eq!(scale.status, StatusCode::NOT_FOUND);
+    let alloc_stop = h.post_json("/v1/allocation/abcd1/stop", &json!({})).await;
+    assert_eq!(alloc_stop.status, StatusCode::NOT_FOUND);
+    let ineligible = h
+        .post_json(
+            "/v1/node/n/eligibility",
+            &json!({"eligibility": "ineligible"}),
+        )
+        .await;
+    assert_eq!(ineligible.status, StatusCode::NOT_FOUND);
+
+    let job = h.get("/v1/job/web").await;
+    assert_eq!(
+        (job.body["stop"].clone(), job.body["version"].clone()),
+        (json!(false), json!(0))
+    );
+    assert_eq!(
+        h.get("/v1/allocation/abcd1").await.body["desired_status"],
+        "run"
+    );
+    assert_eq!(h.get("/v1/node/n1").await.body["eligibility"], "eligible");
+
+    // The same writes with the full ids go through.
+    let alloc_stop = h
+        .post_json("/v1/allocation/abcd1111/stop", &json!({}))
+        .await;
+    assert_eq!(alloc_stop.status, StatusCode::OK, "{}", alloc_stop.body);
+    let stop = h.call(Method::DELETE, "/v1/job/web", "", vec![]).await;
+    assert_eq!(stop.status, StatusCode::OK, "{}", stop.body);
 }
 
 #[tokio::test]
