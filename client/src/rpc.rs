@@ -8,7 +8,7 @@ use std::time::Duration;
 use orch_common::api::{
     AllocUpdateRequest, AllocUpdateResponse, ErrorBody, HeartbeatRequest, HeartbeatResponse,
     KnownAllocsRequest, KnownAllocsResponse, NodeAllocationsResponse, NodeRegisterRequest,
-    NodeRegisterResponse,
+    NodeRegisterResponse, NODE_SECRET_HEADER,
 };
 use orch_common::ids::AllocId;
 use orch_common::model::Node;
@@ -59,6 +59,8 @@ pub struct ServerApi {
     /// Base URLs, `http://host:port`.
     servers: Vec<String>,
     current: AtomicUsize,
+    /// Presented on every call (`X-Orch-Node-Secret`).
+    node_secret: String,
 }
 
 /// `127.0.0.1:4747` -> `http://127.0.0.1:4747`; trailing slashes dropped.
@@ -72,11 +74,12 @@ pub fn base_url(server: &str) -> String {
 }
 
 impl ServerApi {
-    pub fn new(servers: &[String]) -> Self {
+    pub fn new(servers: &[String], node_secret: String) -> Self {
         ServerApi {
             http: reqwest::Client::new(),
             servers: servers.iter().map(|s| base_url(s)).collect(),
             current: AtomicUsize::new(0),
+            node_secret,
         }
     }
 
@@ -101,7 +104,8 @@ impl ServerApi {
                 "GET" => self.http.get(&url),
                 _ => self.http.post(&url),
             }
-            .timeout(timeout);
+            .timeout(timeout)
+            .header(NODE_SECRET_HEADER, &self.node_secret);
             if let Some(b) = body {
                 req = req.json(b);
             }
@@ -232,7 +236,7 @@ mod tests {
         let good = listener.local_addr().unwrap().to_string();
         let server = tokio::spawn(async move { axum::serve(listener, app).await });
         // Port 1 on localhost refuses connections.
-        let api = ServerApi::new(&["127.0.0.1:1".to_string(), good]);
+        let api = ServerApi::new(&["127.0.0.1:1".to_string(), good], "s".repeat(64));
         let r = api
             .heartbeat("n1", &HeartbeatRequest::default())
             .await
@@ -261,7 +265,7 @@ mod tests {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap().to_string();
         let server = tokio::spawn(async move { axum::serve(listener, app).await });
-        let api = ServerApi::new(&[addr]);
+        let api = ServerApi::new(&[addr], "s".repeat(64));
         let err = api
             .heartbeat("n1", &HeartbeatRequest::default())
             .await

@@ -32,6 +32,8 @@ pub enum StateError {
     },
     #[error("{path} holds {content:?}, not a node id")]
     BadNodeId { path: PathBuf, content: String },
+    #[error("{path} does not hold a node secret (16 to 256 printable characters)")]
+    BadNodeSecret { path: PathBuf },
 }
 
 fn io<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> StateError + 'a {
@@ -65,6 +67,55 @@ pub fn load_or_create_node_id(client_dir: &Path) -> Result<NodeId, StateError> {
             let id = NodeId::generate();
             write_atomic(&path, format!("{id}\n").as_bytes())?;
             Ok(id)
+        }
+        Err(source) => Err(StateError::Io {
+            action: "reading",
+            path,
+            source,
+        }),
+    }
+}
+
+/// The node's secret, stored in `<client_dir>/node-secret` (0600), created (256 random
+/// bits as 64 hex characters) on first start. The server keeps its hash from the first
+/// registration and asks for it on every later call, so that no other process can
+/// register as this node or speak for it.
+pub fn load_or_create_node_secret(client_dir: &Path) -> Result<String, StateError> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+
+    std::fs::create_dir_all(client_dir).map_err(io("creating", client_dir))?;
+    let path = client_dir.join("node-secret");
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            let secret = text.trim().to_string();
+            let shaped =
+                (16..=256).contains(&secret.len()) && secret.bytes().all(|b| b.is_ascii_graphic());
+            if !shaped {
+                return Err(StateError::BadNodeSecret { path });
+            }
+            Ok(secret)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let secret = format!(
+                "{}{}",
+                uuid::Uuid::new_v4().simple(),
+                uuid::Uuid::new_v4().simple()
+            );
+            let tmp = path.with_extension("tmp");
+            let _ = std::fs::remove_file(&tmp);
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(&tmp)
+                .map_err(io("creating", &tmp))?;
+            file.write_all(format!("{secret}\n").as_bytes())
+                .and_then(|()| file.sync_all())
+                .map_err(io("writing", &tmp))?;
+            std::fs::rename(&tmp, &path).map_err(io("renaming into", &path))?;
+            Ok(secret)
         }
         Err(source) => Err(StateError::Io {
             action: "reading",
@@ -255,6 +306,28 @@ mod tests {
         assert!(matches!(
             load_or_create_node_id(dir.path()),
             Err(StateError::BadNodeId { .. })
+        ));
+    }
+
+    #[test]
+    fn the_node_secret_is_created_once_private_and_random() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let a = load_or_create_node_secret(dir.path()).unwrap();
+        let b = load_or_create_node_secret(dir.path()).unwrap();
+        assert_eq!(a, b);
+        assert_eq!(a.len(), 64);
+        let mode = std::fs::metadata(dir.path().join("node-secret"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let other = tempfile::tempdir().unwrap();
+        assert_ne!(load_or_create_node_secret(other.path()).unwrap(), a);
+        std::fs::write(dir.path().join("node-secret"), "short").unwrap();
+        assert!(matches!(
+            load_or_create_node_secret(dir.path()),
+            Err(StateError::BadNodeSecret { .. })
         ));
     }
 

@@ -14,6 +14,9 @@ use crate::model::{
 
 /// Header carrying the state index a blocking read answered at.
 pub const INDEX_HEADER: &str = "X-Orch-Index";
+/// The header a client presents its node secret in, on registration and every later
+/// call for its node.
+pub const NODE_SECRET_HEADER: &str = "X-Orch-Node-Secret";
 
 /// Every 4xx/5xx answer: `{"error": "..."}`, with per-field details for bad specs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

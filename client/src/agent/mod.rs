@@ -94,6 +94,7 @@ impl Client {
             })?;
         }
         let node_id = state::load_or_create_node_id(&client_dir)?;
+        let node_secret = state::load_or_create_node_secret(&client_dir)?;
         let cgroups = pick_cgroups(&cfg);
         let handles = HandleStore::open(&client_dir)?;
         // Tasks an earlier run started keep running: their runners re-attach to them
@@ -127,7 +128,7 @@ impl Client {
 
         let (registered, _) = tokio::sync::watch::channel(false);
         let shared = Arc::new(Shared {
-            api: ServerApi::new(&cfg.servers),
+            api: ServerApi::new(&cfg.servers, node_secret),
             deps: TaskRunnerDeps {
                 drivers: Arc::new(drivers),
                 cgroups,

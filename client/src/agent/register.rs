@@ -56,6 +56,7 @@ pub(super) fn build_node(
         status_updated_at: now_ms(),
         drain: None,
         last_drain: None,
+        secret_hash: String::new(),
         create_index: 0,
         modify_index: 0,
     };

@@ -57,6 +57,7 @@ impl NodeBuilder {
                 ..Resources::ZERO
             },
             reserved: Resources::ZERO,
+            secret_hash: String::new(),
             drivers: [("raw_exec", healthy_driver()), ("mock", healthy_driver())]
                 .into_iter()
                 .map(|(k, v)| (k.to_string(), v))

@@ -99,6 +99,11 @@ pub struct Node {
     /// How the last drain ended, once one has.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_drain: Option<LastDrain>,
+    /// SHA-256 (hex) of the node's secret, set by the server at registration; every
+    /// later call of the node's client must present the secret. Stored and replicated
+    /// with the node, never answered by the API (`Node::without_secret`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub secret_hash: String,
     #[serde(default)]
     pub create_index: u64,
     #[serde(default)]
@@ -171,6 +176,12 @@ pub fn default_max_dynamic_port() -> u16 {
 }
 
 impl Node {
+    /// The node as the API answers it: without its secret's hash.
+    pub fn without_secret(mut self) -> Node {
+        self.secret_hash = String::new();
+        self
+    }
+
     /// True when the node is in one of `datacenters` (a job's; `*` matches any).
     pub fn in_datacenters(&self, datacenters: &[String]) -> bool {
         datacenters

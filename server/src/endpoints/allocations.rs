@@ -84,14 +84,15 @@ pub async fn stop(ctx: &Endpoints, alloc_id: &AllocId) -> Result<AllocStopped, A
     Ok(AllocStopped { eval_id, index })
 }
 
-/// Stores a client's allocation states. Updates for allocations of other nodes or
-/// unknown ids are ignored.
+/// Stores a client's allocation states, when it presented its node's secret. Updates
+/// for allocations of other nodes or unknown ids are ignored.
 pub async fn update_from_client(
     ctx: &Endpoints,
     node_id: &NodeId,
+    secret: Option<&str>,
     allocs: Vec<AllocClientUpdate>,
 ) -> Result<AllocUpdateResponse, AllocError> {
-    nodes::require_registered(ctx, node_id).await?;
+    nodes::authenticate(ctx, node_id, secret).await?;
     let nid = node_id.clone();
     let (updates, evals) = ctx
         .read(move |s| {

@@ -4,6 +4,8 @@
 
 use std::time::Duration;
 
+use sha2::{Digest, Sha256};
+
 use orch_common::api::{
     HeartbeatResponse, NodeDrainResponse, NodeEligibilityResponse, NodeRegisterResponse,
 };
@@ -12,12 +14,15 @@ use orch_common::model::{DrainOutcome, DrainStrategy, Eligibility, LastDrain, No
 
 use super::context::{Endpoints, ReadError};
 use crate::heartbeat::{self, HeartbeatError};
+use crate::state::command::Rejection;
 use crate::state::{Command, LogError, Table};
 
 /// A heartbeat from a client (`POST /v1/node/{id}/heartbeat`).
 #[derive(Debug, Clone)]
 pub struct HeartbeatRequest {
     pub node_id: NodeId,
+    /// The node secret the client presented.
+    pub secret: Option<String>,
     /// The status the client asks for (`None`: ready).
     pub status: Option<NodeStatus>,
 }
@@ -52,6 +57,17 @@ pub enum NodeError {
     /// A client route for a node that never registered.
     #[error("node {node_id:?} is not registered")]
     NotRegistered { node_id: NodeId },
+    /// A registration, or a call for a node that has a secret, presented none.
+    #[error("node {node_id:?}: this call needs the node's secret (X-Orch-Node-Secret)")]
+    MissingSecret { node_id: NodeId },
+    /// The secret presented is not the node's.
+    #[error("node {node_id:?} is registered with another secret")]
+    WrongSecret { node_id: NodeId },
+    /// A secret that is no secret: too short, too long, or not printable ASCII.
+    #[error(
+        "a node secret must be {MIN_SECRET_LEN} to {MAX_SECRET_LEN} printable ASCII characters"
+    )]
+    InvalidSecret,
     #[error("node {node_id:?} not found")]
     NotFound { node_id: NodeId },
     #[error(transparent)]
@@ -62,13 +78,62 @@ pub enum NodeError {
     Log(#[from] LogError),
 }
 
+/// Shortest node secret accepted (clients make 64 hex characters).
+const MIN_SECRET_LEN: usize = 16;
+/// Longest node secret accepted.
+const MAX_SECRET_LEN: usize = 256;
+
+/// How a node secret is stored: its SHA-256, in hex. A secret is random (not a
+/// password), so a plain hash is as good as a slow one.
+pub fn secret_hash(secret: &str) -> String {
+    Sha256::digest(secret.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The presented secret, if it has the shape of one.
+fn presented<'a>(node_id: &NodeId, secret: Option<&'a str>) -> Result<&'a str, Box<NodeError>> {
+    match secret {
+        None | Some("") => Err(Box::new(NodeError::MissingSecret {
+            node_id: node_id.clone(),
+        })),
+        Some(s)
+            if (MIN_SECRET_LEN..=MAX_SECRET_LEN).contains(&s.len())
+                && s.bytes().all(|b| b.is_ascii_graphic()) =>
+        {
+            Ok(s)
+        }
+        Some(_) => Err(Box::new(NodeError::InvalidSecret)),
+    }
+}
+
+/// True for the `host:port` a node may advertise: servers relay client routes to it
+/// and to nothing else, so no scheme, path, credentials or query ride along.
+pub fn is_host_port(addr: &str) -> bool {
+    let Some((host, port)) = addr.rsplit_once(':') else {
+        return false;
+    };
+    let host_ok = !host.is_empty()
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-.[]:".contains(&b));
+    host_ok && port.parse::<u16>().is_ok_and(|p| p > 0)
+}
+
 fn ttl_ms(ttl: Duration) -> u64 {
     ttl.as_millis() as u64
 }
 
 /// Stores the node as `ready` (a new id when none is given; a known id keeps its
-/// identity and eligibility) and starts its heartbeat timer.
-pub async fn register(ctx: &Endpoints, mut node: Node) -> Result<NodeRegisterResponse, NodeError> {
+/// identity and eligibility) and starts its heartbeat timer. The client presents the
+/// node's secret: a known node's must match (the store checks it as part of the
+/// command), a new node's is kept (as its hash) for its later calls.
+pub async fn register(
+    ctx: &Endpoints,
+    mut node: Node,
+    secret: Option<&str>,
+) -> Result<NodeRegisterResponse, NodeError> {
     let mut problems = Vec::new();
     if node.name.trim().is_empty() {
         problems.push("node.name: must not be empty".to_string());
@@ -82,12 +147,19 @@ pub async fn register(ctx: &Endpoints, mut node: Node) -> Result<NodeRegisterRes
             node.min_dynamic_port, node.max_dynamic_port
         ));
     }
+    if !node.http_addr.is_empty() && !is_host_port(&node.http_addr) {
+        problems.push(format!(
+            "node.http_addr: {:?} must be host:port (no scheme or path)",
+            node.http_addr
+        ));
+    }
     if !problems.is_empty() {
         return Err(NodeError::InvalidRegistration(problems));
     }
     if node.id.is_empty() {
         node.id = NodeId::generate();
     }
+    node.secret_hash = secret_hash(presented(&node.id, secret).map_err(|e| *e)?);
     node.status = NodeStatus::Ready;
     node.status_updated_at = now_ms();
     node.compute_class();
@@ -97,7 +169,11 @@ pub async fn register(ctx: &Endpoints, mut node: Node) -> Result<NodeRegisterRes
         .read(move |s| s.node(&lookup))
         .await?
         .is_some_and(|n| n.status == NodeStatus::Ready);
-    let mut index = ctx.log.submit(Command::UpsertNode { node }).await?.index;
+    let outcome = ctx.log.submit(Command::UpsertNode { node }).await?;
+    if let Some(Rejection::NodeSecret { node_id }) = outcome.rejected {
+        return Err(NodeError::WrongSecret { node_id });
+    }
+    let mut index = outcome.index;
     if !was_ready {
         // A node that joins (or comes back) gets its system jobs and a look at the jobs
         // it still holds allocations for.
@@ -118,18 +194,32 @@ pub async fn register(ctx: &Endpoints, mut node: Node) -> Result<NodeRegisterRes
     })
 }
 
-/// The status of a registered node; the client routes' 404 for any other.
-pub async fn require_registered(
+/// The status of a registered node whose client presented its secret; the client
+/// routes' 404 for a node that is not registered (its client registers again), 403
+/// for a missing or wrong secret. A node stored without a secret (registered before
+/// node secrets) is taken at its word until it registers again.
+pub async fn authenticate(
     ctx: &Endpoints,
     node_id: &NodeId,
+    secret: Option<&str>,
 ) -> Result<NodeStatus, NodeError> {
     let id = node_id.clone();
-    ctx.read(move |s| s.node(&id))
+    let node = ctx
+        .read(move |s| s.node(&id))
         .await?
-        .map(|n| n.status)
         .ok_or_else(|| NodeError::NotRegistered {
             node_id: node_id.clone(),
-        })
+        })?;
+    if node.secret_hash.is_empty() {
+        return Ok(node.status);
+    }
+    let secret = presented(node_id, secret).map_err(|e| *e)?;
+    if secret_hash(secret) != node.secret_hash {
+        return Err(NodeError::WrongSecret {
+            node_id: node_id.clone(),
+        });
+    }
+    Ok(node.status)
 }
 
 /// Restarts the node's TTL timer; a node that was down (or asks for another status)
@@ -139,7 +229,7 @@ pub async fn heartbeat(
     req: HeartbeatRequest,
 ) -> Result<HeartbeatResponse, NodeError> {
     let node_id = req.node_id;
-    let current = require_registered(ctx, &node_id).await?;
+    let current = authenticate(ctx, &node_id, req.secret.as_deref()).await?;
     let want = req.status.unwrap_or(NodeStatus::Ready);
     if want == NodeStatus::Down {
         ctx.heartbeats.remove(&node_id);

@@ -19,7 +19,7 @@ use tokio::time::Instant;
 
 use super::context::HttpState;
 use super::error::ApiError;
-use super::extract::{IdPath, Indexed, Params, RawBody};
+use super::extract::{IdPath, Indexed, NodeSecret, Params, RawBody};
 use crate::endpoints::{allocations, nodes};
 use crate::state::{StateError, StateStore, Table};
 
@@ -27,10 +27,13 @@ use crate::state::{StateError, StateStore, Table};
 /// a known id keeps its identity and eligibility) and starts its heartbeat timer.
 pub async fn register(
     State(st): State<Arc<HttpState>>,
+    NodeSecret(secret): NodeSecret,
     body: RawBody,
 ) -> Result<Json<NodeRegisterResponse>, ApiError> {
     let NodeRegisterRequest { node } = body.json()?;
-    Ok(Json(nodes::register(&st.endpoints, node).await?))
+    Ok(Json(
+        nodes::register(&st.endpoints, node, secret.as_deref()).await?,
+    ))
 }
 
 /// `POST /v1/node/{id}/heartbeat`: restarts the node's TTL timer; a node that was down
@@ -38,6 +41,7 @@ pub async fn register(
 pub async fn heartbeat(
     State(st): State<Arc<HttpState>>,
     IdPath(node_id): IdPath<NodeId>,
+    NodeSecret(secret): NodeSecret,
     body: RawBody,
 ) -> Result<Json<HeartbeatResponse>, ApiError> {
     let req: HeartbeatRequest = if body.bytes.iter().all(u8::is_ascii_whitespace) {
@@ -47,6 +51,7 @@ pub async fn heartbeat(
     };
     let req = nodes::HeartbeatRequest {
         node_id,
+        secret,
         status: req.status,
     };
     Ok(Json(nodes::heartbeat(&st.endpoints, req).await?))
@@ -75,9 +80,10 @@ fn with_jobs(store: &StateStore, allocs: Vec<Allocation>) -> Result<Vec<Allocati
 pub async fn allocations(
     State(st): State<Arc<HttpState>>,
     IdPath(node_id): IdPath<NodeId>,
+    NodeSecret(secret): NodeSecret,
     params: Params,
 ) -> Result<Indexed<NodeAllocationsResponse>, ApiError> {
-    nodes::require_registered(&st.endpoints, &node_id).await?;
+    nodes::authenticate(&st.endpoints, &node_id, secret.as_deref()).await?;
     let min = params.index()?;
     if min > 0 {
         let deadline = Instant::now() + params.wait()?;
@@ -123,10 +129,11 @@ pub async fn allocations(
 pub async fn known_allocs(
     State(st): State<Arc<HttpState>>,
     IdPath(node_id): IdPath<NodeId>,
+    NodeSecret(secret): NodeSecret,
     body: RawBody,
 ) -> Result<Json<KnownAllocsResponse>, ApiError> {
     let KnownAllocsRequest { ids } = body.json()?;
-    nodes::require_registered(&st.endpoints, &node_id).await?;
+    nodes::authenticate(&st.endpoints, &node_id, secret.as_deref()).await?;
     // Lookups in the in-memory allocation index: no SQL.
     let known = ids
         .into_iter()
@@ -140,10 +147,12 @@ pub async fn known_allocs(
 pub async fn update_allocs(
     State(st): State<Arc<HttpState>>,
     IdPath(node_id): IdPath<NodeId>,
+    NodeSecret(secret): NodeSecret,
     body: RawBody,
 ) -> Result<Json<AllocUpdateResponse>, ApiError> {
     let req: AllocUpdateRequest = body.json()?;
     Ok(Json(
-        allocations::update_from_client(&st.endpoints, &node_id, req.allocs).await?,
+        allocations::update_from_client(&st.endpoints, &node_id, secret.as_deref(), req.allocs)
+            .await?,
     ))
 }

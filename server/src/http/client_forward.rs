@@ -17,6 +17,7 @@ use orch_common::ids::AllocId;
 
 use super::context::HttpState;
 use super::error::ApiError;
+use crate::endpoints::nodes;
 
 /// How long connecting to a client may take (the answer itself may stream for long).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -103,18 +104,14 @@ async fn client_url(
             ))
             .into_response()
         })?;
-    if node.http_addr.is_empty() {
+    // Only ever to the node's registered host:port, never to a URL it supplied.
+    if !nodes::is_host_port(&node.http_addr) {
         return Err(bad_gateway(format!(
-            "node {} runs allocation {id} but advertises no HTTP address",
+            "node {} runs allocation {id} but advertises no HTTP host:port",
             node.name
         )));
     }
-    let base = if node.http_addr.contains("://") {
-        node.http_addr.clone()
-    } else {
-        format!("http://{}", node.http_addr)
-    };
-    let mut url = format!("{}{}", base.trim_end_matches('/'), path(&id));
+    let mut url = format!("http://{}{}", node.http_addr, path(&id));
     if let Some(q) = query.filter(|q| !q.is_empty()) {
         url.push('?');
         url.push_str(&q);

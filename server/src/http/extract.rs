@@ -114,6 +114,24 @@ impl<S: Send + Sync, I: From<String>> FromRequestParts<S> for IdPath<I> {
     }
 }
 
+/// The node secret a client presents (`X-Orch-Node-Secret`), if any.
+#[derive(Debug, Clone, Default)]
+pub struct NodeSecret(pub Option<String>);
+
+impl<S: Send + Sync> FromRequestParts<S> for NodeSecret {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        match parts.headers.get(orch_common::api::NODE_SECRET_HEADER) {
+            None => Ok(NodeSecret(None)),
+            Some(v) => v
+                .to_str()
+                .map(|s| NodeSecret(Some(s.to_string())))
+                .map_err(|_| ApiError::bad_request("X-Orch-Node-Secret is not ASCII")),
+        }
+    }
+}
+
 /// The raw request body with its content type; over the limit is a JSON 413.
 #[derive(Debug, Clone)]
 pub struct RawBody {

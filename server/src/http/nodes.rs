@@ -28,6 +28,10 @@ impl From<NodeError> for ApiError {
             NodeError::NotRegistered { .. } | NodeError::NotFound { .. } => {
                 ApiError::NotFound(e.to_string())
             }
+            NodeError::MissingSecret { .. } | NodeError::WrongSecret { .. } => {
+                ApiError::Forbidden(e.to_string())
+            }
+            NodeError::InvalidSecret => ApiError::bad_request(e.to_string()),
             NodeError::Heartbeat(e) => ApiError::Internal(e.to_string()),
             NodeError::Read(e) => e.into(),
             NodeError::Log(e) => e.into(),
@@ -66,7 +70,7 @@ pub async fn get(
         .read(move |s| s.node(&lookup))
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("node {:?} not found", id.as_str())))?;
-    Ok(Indexed(index, node))
+    Ok(Indexed(index, node.without_secret()))
 }
 
 /// `POST /v1/node/{id}/eligibility` (`NodeEligibilityRequest`). An ineligible node keeps

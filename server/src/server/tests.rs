@@ -29,7 +29,11 @@ async fn call(
     uri: &str,
     body: Option<Value>,
 ) -> (StatusCode, Value) {
-    let mut req = Request::builder().method(method).uri(uri);
+    // Every node of these tests is registered with (and speaks with) one secret.
+    let mut req = Request::builder()
+        .method(method)
+        .uri(uri)
+        .header(orch_common::api::NODE_SECRET_HEADER, "s".repeat(64));
     let body = match body {
         Some(v) => {
             req = req.header("content-type", "application/json");

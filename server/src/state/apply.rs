@@ -218,6 +218,14 @@ impl Writer<'_> {
                 return Ok(Some(rejection));
             }
         }
+        if let Command::UpsertNode { node } = cmd {
+            if let Some(stored) = read::node(self.tx, &node.id)? {
+                if let Err(rejection) = command::check_node_secret(&stored, node) {
+                    tracing::warn!(node_id = %node.id, "registration without the node's secret; command rejected");
+                    return Ok(Some(rejection));
+                }
+            }
+        }
         if let Command::UpdateDeployment { change, evals, .. } = cmd {
             let id = &change.deployment_id;
             let rejection = match read::deployment(self.tx, id)? {

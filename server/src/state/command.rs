@@ -37,6 +37,22 @@ pub enum Rejection {
     },
     /// An `UpdateDeployment` of a deployment that is not stored (collected).
     DeploymentNotFound { deployment_id: DeploymentId },
+    /// An `UpsertNode` of a node stored with another secret: a second registration of
+    /// a known node id that does not hold its secret.
+    NodeSecret { node_id: NodeId },
+}
+
+/// The check-and-set of `UpsertNode`: a node stored with a secret is replaced only by
+/// a registration that presents the same one (a node stored without one, from before
+/// node secrets, takes the first it is given).
+pub fn check_node_secret(stored: &Node, submitted: &Node) -> Result<(), Rejection> {
+    if stored.secret_hash.is_empty() || stored.secret_hash == submitted.secret_hash {
+        Ok(())
+    } else {
+        Err(Rejection::NodeSecret {
+            node_id: stored.id.clone(),
+        })
+    }
 }
 
 /// The check-and-set of `UpsertJob` and `DeregisterJob`: `stored` (the job as the

@@ -12,7 +12,7 @@ use orch_common::api::{
     AllocClientUpdate, AllocUpdateRequest, JobRegisterRequest, NodeRegisterRequest, INDEX_HEADER,
 };
 use orch_common::mock::{alloc_on, AllocBuilder, JobBuilder, NodeBuilder};
-use orch_common::model::{ClientStatus, DesiredStatus, Job, NodeStatus};
+use orch_common::model::{ClientStatus, DesiredStatus, Job, Node, NodeStatus};
 use serde_json::{json, Value};
 use tower::ServiceExt;
 
@@ -81,9 +81,24 @@ struct Answer {
 
 impl Harness {
     async fn call(&self, method: Method, uri: &str, content_type: &str, body: Vec<u8>) -> Answer {
+        self.call_with(method, uri, content_type, body, None).await
+    }
+
+    /// `call`, presenting `secret` as the node secret.
+    async fn call_with(
+        &self,
+        method: Method,
+        uri: &str,
+        content_type: &str,
+        body: Vec<u8>,
+        secret: Option<&str>,
+    ) -> Answer {
         let mut req = Request::builder().method(method).uri(uri);
         if !content_type.is_empty() {
             req = req.header("content-type", content_type);
+        }
+        if let Some(s) = secret {
+            req = req.header(orch_common::api::NODE_SECRET_HEADER, s);
         }
         let resp = self
             .router
@@ -127,6 +142,19 @@ impl Harness {
         let bytes = serde_json::to_vec(body).expect("json");
         self.call(Method::POST, uri, "application/json", bytes)
             .await
+    }
+
+    /// `POST /v1/node/register` presenting `secret`.
+    async fn register_node(&self, node: &Node, secret: Option<&str>) -> Answer {
+        let body = serde_json::to_vec(&NodeRegisterRequest { node: node.clone() }).unwrap();
+        self.call_with(
+            Method::POST,
+            "/v1/node/register",
+            "application/json",
+            body,
+            secret,
+        )
+        .await
     }
 
     async fn post_toml(&self, uri: &str, toml: &str) -> Answer {
@@ -642,12 +670,7 @@ async fn registering_a_node_assigns_an_id_and_marks_it_ready() {
         .build();
     // The server computes the class: the client sends none.
     node.computed_class.clear();
-    let answer = h
-        .post_json(
-            "/v1/node/register",
-            &NodeRegisterRequest { node: node.clone() },
-        )
-        .await;
+    let answer = h.register_node(&node, Some(SECRET)).await;
     assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
     let id = answer.body["node_id"].as_str().expect("id").to_string();
     assert_eq!(id.len(), 36);
@@ -660,10 +683,14 @@ async fn registering_a_node_assigns_an_id_and_marks_it_ready() {
         .starts_with("v1:"));
     assert!(h.state.endpoints.heartbeats.tracked().contains(id.as_str()));
 
+    assert!(
+        stored.body.get("secret_hash").is_none(),
+        "the API never answers the secret's hash: {}",
+        stored.body
+    );
+
     node.id = id.as_str().into();
-    let again = h
-        .post_json("/v1/node/register", &NodeRegisterRequest { node })
-        .await;
+    let again = h.register_node(&node, Some(SECRET)).await;
     assert_eq!(again.body["node_id"], id.as_str(), "a known id is kept");
     assert_eq!(
         h.get("/v1/nodes")
@@ -680,14 +707,137 @@ async fn registering_a_node_assigns_an_id_and_marks_it_ready() {
 async fn a_node_without_a_name_is_refused() {
     let h = harness();
     let node = NodeBuilder::new().id("").name("").build();
-    let answer = h
-        .post_json("/v1/node/register", &NodeRegisterRequest { node })
-        .await;
+    let answer = h.register_node(&node, Some(SECRET)).await;
     assert_eq!(answer.status, StatusCode::BAD_REQUEST);
     assert!(answer.body["details"][0]
         .as_str()
         .expect("detail")
         .contains("node.name"));
+}
+
+/// A node secret as clients make them.
+const SECRET: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+#[tokio::test]
+async fn a_known_node_cannot_be_registered_or_spoken_for_without_its_secret() {
+    let h = harness();
+    let node = NodeBuilder::new().id("n1").build();
+    let first = h.register_node(&node, Some(SECRET)).await;
+    assert_eq!(first.status, StatusCode::OK, "{}", first.body);
+
+    // A forged registration: the same id without the secret, or with another one.
+    let mut forged = node.clone();
+    forged.http_addr = "10.9.9.9:4747".into();
+    let other = "f".repeat(64);
+    for secret in [None, Some(other.as_str())] {
+        let answer = h.register_node(&forged, secret).await;
+        assert_eq!(answer.status, StatusCode::FORBIDDEN, "{}", answer.body);
+    }
+    let stored = h.state.store.node("n1").unwrap().unwrap();
+    assert_eq!(
+        stored.http_addr, node.http_addr,
+        "the forgery changed nothing"
+    );
+
+    // Every client call for the node needs the secret.
+    let no_status = json!({"allocs": []});
+    let calls: [(Method, &str, Vec<u8>); 4] = [
+        (
+            Method::POST,
+            "/v1/node/n1/heartbeat",
+            b"{\"status\": \"down\"}".to_vec(),
+        ),
+        (Method::GET, "/v1/node/n1/allocations", Vec::new()),
+        (
+            Method::POST,
+            "/v1/node/n1/allocations",
+            serde_json::to_vec(&no_status).unwrap(),
+        ),
+        (
+            Method::POST,
+            "/v1/node/n1/allocations/known",
+            b"{\"ids\": []}".to_vec(),
+        ),
+    ];
+    for (method, uri, body) in &calls {
+        for secret in [None, Some(other.as_str())] {
+            let answer = h
+                .call_with(
+                    method.clone(),
+                    uri,
+                    "application/json",
+                    body.clone(),
+                    secret,
+                )
+                .await;
+            assert_eq!(
+                answer.status,
+                StatusCode::FORBIDDEN,
+                "{method} {uri}: {}",
+                answer.body
+            );
+        }
+    }
+    assert_eq!(
+        h.get("/v1/node/n1").await.body["status"],
+        "ready",
+        "not marked down"
+    );
+    for (method, uri, body) in calls.iter().skip(1) {
+        let answer = h
+            .call_with(
+                method.clone(),
+                uri,
+                "application/json",
+                body.clone(),
+                Some(SECRET),
+            )
+            .await;
+        assert_eq!(
+            answer.status,
+            StatusCode::OK,
+            "{method} {uri}: {}",
+            answer.body
+        );
+    }
+
+    // A registration with the secret goes through; a new node needs one too.
+    let again = h.register_node(&node, Some(SECRET)).await;
+    assert_eq!(again.status, StatusCode::OK, "{}", again.body);
+    let fresh = NodeBuilder::new().id("n2").build();
+    assert_eq!(
+        h.register_node(&fresh, None).await.status,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        h.register_node(&fresh, Some("short")).await.status,
+        StatusCode::BAD_REQUEST
+    );
+}
+
+#[tokio::test]
+async fn a_node_advertises_only_a_host_and_port() {
+    let h = harness();
+    for addr in [
+        "http://10.0.0.1:4646",
+        "10.0.0.1:4646/x",
+        "user@10.0.0.1:4646",
+        "10.0.0.1",
+    ] {
+        let node = NodeBuilder::new().id("").http_addr(addr).build();
+        let answer = h.register_node(&node, Some(SECRET)).await;
+        assert_eq!(
+            answer.status,
+            StatusCode::BAD_REQUEST,
+            "{addr}: {}",
+            answer.body
+        );
+    }
+    for addr in ["10.0.0.1:4646", "node-1.example:4646", "[::1]:4646"] {
+        let node = NodeBuilder::new().id("").http_addr(addr).build();
+        let answer = h.register_node(&node, Some(SECRET)).await;
+        assert_eq!(answer.status, StatusCode::OK, "{addr}: {}", answer.body);
+    }
 }
 
 #[tokio::test]
