@@ -51,57 +51,25 @@ fn write_atomic(path: &Path, data: &[u8]) -> Result<(), StateError> {
     std::fs::rename(&tmp, path).map_err(io("renaming into", path))
 }
 
-/// The node id stored in `<client_dir>/node-id`, created (a new UUID) on first start.
-pub fn load_or_create_node_id(client_dir: &Path) -> Result<NodeId, StateError> {
-    std::fs::create_dir_all(client_dir).map_err(io("creating", client_dir))?;
-    let path = client_dir.join("node-id");
-    match std::fs::read_to_string(&path) {
-        Ok(text) => {
-            let id = text.trim().to_string();
-            if uuid::Uuid::parse_str(&id).is_err() {
-                return Err(StateError::BadNodeId { path, content: id });
-            }
-            Ok(NodeId::from(id))
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let id = NodeId::generate();
-            write_atomic(&path, format!("{id}\n").as_bytes())?;
-            Ok(id)
-        }
-        Err(source) => Err(StateError::Io {
-            action: "reading",
-            path,
-            source,
-        }),
-    }
-}
-
-/// The node's secret, stored in `<client_dir>/node-secret` (0600), created (256 random
-/// bits as 64 hex characters) on first start. The server keeps its hash from the first
-/// registration and asks for it on every later call, so that no other process can
-/// register as this node or speak for it.
-pub fn load_or_create_node_secret(client_dir: &Path) -> Result<String, StateError> {
+/// The trimmed content of `<client_dir>/<name>`, or, on first start, `make()`'s value
+/// written there (mode 0600, through a fresh temporary file: a crash leaves no half).
+fn load_or_create(
+    client_dir: &Path,
+    name: &str,
+    make: impl FnOnce() -> String,
+) -> Result<(PathBuf, String), StateError> {
     use std::io::Write as _;
     use std::os::unix::fs::OpenOptionsExt as _;
 
     std::fs::create_dir_all(client_dir).map_err(io("creating", client_dir))?;
-    let path = client_dir.join("node-secret");
+    let path = client_dir.join(name);
     match std::fs::read_to_string(&path) {
         Ok(text) => {
-            let secret = text.trim().to_string();
-            let shaped =
-                (16..=256).contains(&secret.len()) && secret.bytes().all(|b| b.is_ascii_graphic());
-            if !shaped {
-                return Err(StateError::BadNodeSecret { path });
-            }
-            Ok(secret)
+            let value = text.trim().to_string();
+            Ok((path, value))
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let secret = format!(
-                "{}{}",
-                uuid::Uuid::new_v4().simple(),
-                uuid::Uuid::new_v4().simple()
-            );
+            let value = make();
             let tmp = path.with_extension("tmp");
             let _ = std::fs::remove_file(&tmp);
             let mut file = std::fs::OpenOptions::new()
@@ -111,11 +79,11 @@ pub fn load_or_create_node_secret(client_dir: &Path) -> Result<String, StateErro
                 .custom_flags(libc::O_NOFOLLOW)
                 .open(&tmp)
                 .map_err(io("creating", &tmp))?;
-            file.write_all(format!("{secret}\n").as_bytes())
+            file.write_all(format!("{value}\n").as_bytes())
                 .and_then(|()| file.sync_all())
                 .map_err(io("writing", &tmp))?;
             std::fs::rename(&tmp, &path).map_err(io("renaming into", &path))?;
-            Ok(secret)
+            Ok((path, value))
         }
         Err(source) => Err(StateError::Io {
             action: "reading",
@@ -123,6 +91,34 @@ pub fn load_or_create_node_secret(client_dir: &Path) -> Result<String, StateErro
             source,
         }),
     }
+}
+
+/// The node id stored in `<client_dir>/node-id`, created (a new UUID) on first start.
+pub fn load_or_create_node_id(client_dir: &Path) -> Result<NodeId, StateError> {
+    let (path, id) = load_or_create(client_dir, "node-id", || NodeId::generate().into_string())?;
+    if uuid::Uuid::parse_str(&id).is_err() {
+        return Err(StateError::BadNodeId { path, content: id });
+    }
+    Ok(NodeId::from(id))
+}
+
+/// The node's secret, stored in `<client_dir>/node-secret` (0600), created on first
+/// start (two random UUIDs: 244 random bits as 64 hex characters). The server keeps its
+/// hash from the first registration and asks for it on every later call, so that no
+/// other process can register as this node or speak for it.
+pub fn load_or_create_node_secret(client_dir: &Path) -> Result<String, StateError> {
+    let (path, secret) = load_or_create(client_dir, "node-secret", || {
+        format!(
+            "{}{}",
+            uuid::Uuid::new_v4().simple(),
+            uuid::Uuid::new_v4().simple()
+        )
+    })?;
+    let shaped = (16..=256).contains(&secret.len()) && secret.bytes().all(|b| b.is_ascii_graphic());
+    if !shaped {
+        return Err(StateError::BadNodeSecret { path });
+    }
+    Ok(secret)
 }
 
 /// Task handles on disk, one JSON file each.
