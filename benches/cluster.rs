@@ -291,7 +291,7 @@ fn wait_ready_nodes(c: &reqwest::blocking::Client, base: &str, n: usize) -> Resu
 }
 
 const LARGE_CLIENT: &str =
-    "[client]\nenabled = true\nservers = [\"SERVER\"]\nreserved = { cpu = 0, memory = 0 }\n";
+    "[client]\nenabled = true\nservers = [\"SERVER\"]\nreserved = { cpu = 0, memory = 0 }\nraw_exec = true\nallow_root_tasks = true\ndefault_user = \"\"\n";
 
 fn client_of(server: &AgentProc) -> String {
     LARGE_CLIENT.replace("SERVER", server.addr.trim_start_matches("http://"))
@@ -304,7 +304,7 @@ fn now_ns() -> u128 {
         .unwrap_or_default()
 }
 
-const BOTH: &str = "[server]\nenabled = true\nheartbeat_min_ttl = \"1s\"\nheartbeat_grace = \"1s\"\n\n[client]\nenabled = true\nreserved = { cpu = 0, memory = 0 }\n";
+const BOTH: &str = "[server]\nenabled = true\nheartbeat_min_ttl = \"1s\"\nheartbeat_grace = \"1s\"\n\n[client]\nenabled = true\nreserved = { cpu = 0, memory = 0 }\nraw_exec = true\nallow_root_tasks = true\ndefault_user = \"\"\n";
 
 /// Start times (ns since the epoch) the task has written to its `starts` file.
 fn starts(alloc_dir: &Path) -> Vec<u128> {

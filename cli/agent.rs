@@ -190,6 +190,9 @@ pub async fn run(args: AgentArgs) -> Result<ExitCode> {
             reserved_ports: cfg.client.reserved.ports()?,
             container_volumes: cfg.client.container_volumes.clone(),
             pids_limit: cfg.client.pids_limit,
+            raw_exec: cfg.client.raw_exec,
+            allow_root_tasks: cfg.client.allow_root_tasks,
+            default_user: Some(cfg.client.default_user.clone()).filter(|u| !u.is_empty()),
             ..orch_client::ClientConfig::default()
         };
         match orch_client::Client::start(ccfg).await {

@@ -216,6 +216,22 @@ pub struct ClientSection {
     /// `resources.pids` and the most a task may ask for. Default: 1024.
     #[serde(default = "default_pids_limit")]
     pub pids_limit: u64,
+    /// Offer the `raw_exec` driver (host processes, no isolation but a cgroup). A
+    /// privilege: default false (true with `--dev`).
+    #[serde(default)]
+    pub raw_exec: bool,
+    /// Let tasks run as root (a task's `user = "root"`, or no user and `default_user`
+    /// root or empty). Default false (true with `--dev`).
+    #[serde(default)]
+    pub allow_root_tasks: bool,
+    /// The user a `raw_exec` task without `user` runs as; empty: the agent's own user.
+    /// Default `nobody` (empty with `--dev`).
+    #[serde(default = "default_task_user")]
+    pub default_user: String,
+}
+
+fn default_task_user() -> String {
+    "nobody".to_string()
 }
 
 fn default_pids_limit() -> u64 {
@@ -235,6 +251,9 @@ impl Default for ClientSection {
             stop_tasks_on_shutdown: true,
             container_volumes: Vec::new(),
             pids_limit: default_pids_limit(),
+            raw_exec: false,
+            allow_root_tasks: false,
+            default_user: default_task_user(),
         }
     }
 }
@@ -367,8 +386,12 @@ impl AgentConfig {
                 enabled: true,
                 ..ServerSection::default()
             },
+            // One trusted machine: its user runs everything, as `raw_exec` tasks.
             client: ClientSection {
                 enabled: true,
+                raw_exec: true,
+                allow_root_tasks: true,
+                default_user: String::new(),
                 ..ClientSection::default()
             },
         }

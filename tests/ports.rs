@@ -161,8 +161,11 @@ fn a_clients_reserved_ports_are_never_given_to_allocations_as_root() {
     let agent = Agent::with_config(
         &ws,
         "agent",
-        "[server]\nenabled = true\n\n[client]\nenabled = true\nmin_dynamic_port = 24100\n\
-         max_dynamic_port = 24102\nreserved = { reserved_ports = \"24100-24101,24987\" }\n",
+        &format!(
+            "[server]\nenabled = true\n\n[client]\nenabled = true\nmin_dynamic_port = 24100\n\
+             max_dynamic_port = 24102\nreserved = {{ reserved_ports = \"24100-24101,24987\" }}\n\
+             {TRUSTED_CLIENT}"
+        ),
     );
     wait_for_ready_nodes(&agent, 1);
     let one = ws.write("one.toml", &DYNAMIC.replace("count = 2", "count = 1"));

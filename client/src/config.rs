@@ -50,6 +50,14 @@ pub struct ClientConfig {
     /// Host paths (with everything below them) that `container` tasks may bind with
     /// `volumes`. Default: none, so no volumes.
     pub container_volumes: Vec<PathBuf>,
+    /// Offer `raw_exec` (a privilege: its tasks are host processes). Default: false,
+    /// so the driver reports itself disabled and nothing is placed for it here.
+    pub raw_exec: bool,
+    /// Let `raw_exec` tasks run as root. Default: false.
+    pub allow_root_tasks: bool,
+    /// The user of a `raw_exec` task that names none (`None`: the client's own user).
+    /// Default: `nobody`.
+    pub default_user: Option<String>,
 }
 
 impl Default for ClientConfig {
@@ -71,6 +79,9 @@ impl Default for ClientConfig {
             pids_limit: crate::cgroups::DEFAULT_PIDS_MAX,
             enable_mock_driver: false,
             container_volumes: Vec::new(),
+            raw_exec: false,
+            allow_root_tasks: false,
+            default_user: Some("nobody".to_string()),
         }
     }
 }

@@ -601,12 +601,16 @@ pub fn host_memory_mib() -> u64 {
     kb / 1024
 }
 
+/// What a client of these tests may run: `raw_exec`, as root (the tests' user) unless
+/// a task names another user.
+pub const TRUSTED_CLIENT: &str = "raw_exec = true\nallow_root_tasks = true\ndefault_user = \"\"\n";
+
 /// `[client]` section of a client that can fit `memory_mib` of allocations.
 pub fn client_section(servers: &[&str], memory_mib: u64, node_class: &str) -> String {
     let reserved = host_memory_mib().saturating_sub(memory_mib);
     let servers: Vec<String> = servers.iter().map(|s| format!("{s:?}")).collect();
     format!(
-        "[client]\nenabled = true\nservers = [{}]\nnode_class = {node_class:?}\nreserved = {{ cpu = 0, memory = {reserved} }}\n",
+        "[client]\nenabled = true\nservers = [{}]\nnode_class = {node_class:?}\nreserved = {{ cpu = 0, memory = {reserved} }}\n{TRUSTED_CLIENT}",
         servers.join(", ")
     )
 }

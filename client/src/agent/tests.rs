@@ -212,6 +212,10 @@ fn config(dir: &Path, server: &str) -> ClientConfig {
         servers: vec![server.to_string()],
         name: "test-node".into(),
         enable_mock_driver: true,
+        // A trusted test machine: raw_exec on, tasks as the test's user (root).
+        raw_exec: true,
+        allow_root_tasks: true,
+        default_user: None,
         ..Default::default()
     }
 }

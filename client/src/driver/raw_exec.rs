@@ -1,9 +1,11 @@
 //! The `raw_exec` driver: runs `config.command` with `config.args` as a host process,
 //! in its own process group, inside the task's cgroup from before `exec` (the task shim
 //! joins it before starting the command), with stdout and stderr appended to the
-//! task's log files, as the task's `user` when set (else the agent's own user, like
-//! Nomad). The process is started and waited for by its task shim (`shim`), so it
-//! outlives a client restart and a later client finds it again.
+//! task's log files, as the task's `user` when set (else the client's `default_user`,
+//! else the agent's own user). The driver is a privilege (`RawExecPolicy`): a client
+//! offers it only when configured to, and runs no task as root unless allowed to. The
+//! process is started and waited for by its task shim (`shim`), so it outlives a client
+//! restart and a later client finds it again.
 
 use std::collections::HashMap;
 use std::ffi::CString;
@@ -24,6 +26,8 @@ use crate::cgroups::CgroupManager;
 use crate::shim::{ShimCommand, ShimLauncher, ShimSpec};
 
 const NAME: &str = "raw_exec";
+/// Why a client without `raw_exec = true` neither offers nor runs the driver.
+const DISABLED: &str = "disabled on this client ([client] raw_exec = true enables it)";
 
 /// What a command run inside the task (`exec`) inherits from it.
 struct ExecContext {
@@ -34,8 +38,33 @@ struct ExecContext {
     procs: Vec<CString>,
 }
 
+/// What a client lets `raw_exec` do (`[client] raw_exec`, `allow_root_tasks`,
+/// `default_user`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawExecPolicy {
+    /// Offered at all; a disabled driver fingerprints as unhealthy, so nothing is
+    /// placed for it, and refuses to start tasks.
+    pub enabled: bool,
+    /// Tasks may run as root (uid 0).
+    pub allow_root: bool,
+    /// The user of a task that names none (`None`: the agent's own user).
+    pub default_user: Option<String>,
+}
+
+impl RawExecPolicy {
+    /// Everything allowed, as the agent's user: a dev agent's, and the driver tests'.
+    pub fn trusted() -> Self {
+        RawExecPolicy {
+            enabled: true,
+            allow_root: true,
+            default_user: None,
+        }
+    }
+}
+
 /// Runs tasks as plain host processes.
 pub struct RawExecDriver {
+    policy: RawExecPolicy,
     procs: Procs,
     /// Task id -> how it was started, for `exec`. A std mutex: never held across an
     /// await.
@@ -53,23 +82,52 @@ impl RawExecDriver {
     /// With the task shim launcher started by `shim` (tests use their own binary).
     pub fn with_shim(cgroups: Option<Arc<dyn CgroupManager>>, shim: ShimCommand) -> Self {
         RawExecDriver {
+            policy: RawExecPolicy::trusted(),
             procs: Procs::new(NAME, cgroups),
             contexts: Mutex::new(HashMap::new()),
             shims: ShimLauncher::new(shim),
         }
     }
 
+    /// Under `policy` instead of the trusted one.
+    pub fn with_policy(mut self, policy: RawExecPolicy) -> Self {
+        self.policy = policy;
+        self
+    }
+
     async fn start_task(&self, req: StartRequest) -> Result<TaskHandle, DriverError> {
+        if !self.policy.enabled {
+            return Err(DriverError::InvalidConfig {
+                task: req.id.clone(),
+                reason: DISABLED.to_string(),
+            });
+        }
         let cmd_cfg = CommandConfig::from_config(&req)?;
-        let ids = match &req.user {
+        let user = req
+            .user
+            .clone()
+            .or_else(|| self.policy.default_user.clone());
+        let ids = match &user {
             Some(user) => Some(resolve_user(&req.id, user)?),
             None => None,
         };
+        let uid = ids
+            .as_ref()
+            .map_or_else(|| nix::unistd::geteuid().as_raw(), |i| i.uid);
+        if uid == 0 && !self.policy.allow_root {
+            return Err(DriverError::User {
+                task: req.id.clone(),
+                user: user.unwrap_or_else(|| "the agent's user".to_string()),
+                reason: "this client runs no task as root (allow_root_tasks = false); set the \
+                         task's user"
+                    .to_string(),
+            });
+        }
         if let Some(ids) = &ids {
             give_task_dirs(&req.task_dir, ids.uid, ids.gid).map_err(|(d, source)| {
                 DriverError::User {
                     task: req.id.clone(),
-                    user: req.user.clone().unwrap_or_default(),
+                    user: user.clone().unwrap_or_default(),
                     reason: format!("giving it {}: {source}", d.display()),
                 }
             })?;
@@ -168,6 +226,13 @@ impl Driver for RawExecDriver {
     }
 
     fn fingerprint(&self) -> DriverInfo {
+        if !self.policy.enabled {
+            return DriverInfo {
+                detected: true,
+                healthy: false,
+                description: DISABLED.to_string(),
+            };
+        }
         DriverInfo {
             detected: true,
             healthy: true,

@@ -10,7 +10,7 @@ use orch_common::model::DriverInfo;
 
 use super::container::{ContainerDriver, ContainerOptions};
 use super::mock::MockDriver;
-use super::raw_exec::RawExecDriver;
+use super::raw_exec::{RawExecDriver, RawExecPolicy};
 use super::types::Driver;
 use crate::cgroups::CgroupManager;
 use crate::config::ClientConfig;
@@ -28,15 +28,18 @@ impl DriverSet {
         DriverSet::default()
     }
 
-    /// The drivers `cfg` asks for: `raw_exec` and `container` always (the container
-    /// driver's fingerprint says unhealthy when it cannot run here), `mock` with
-    /// `enable_mock_driver`.
+    /// The drivers `cfg` asks for: `raw_exec` and `container` always (each one's
+    /// fingerprint says unhealthy when it cannot or may not run here: `raw_exec` under
+    /// the client's `RawExecPolicy`), `mock` with `enable_mock_driver`.
     pub fn configured(cfg: &ClientConfig, cgroups: Option<Arc<dyn CgroupManager>>) -> Self {
         let mut set = DriverSet::new();
-        set.insert(Arc::new(RawExecDriver::with_shim(
-            cgroups.clone(),
-            shim_command(),
-        )));
+        set.insert(Arc::new(
+            RawExecDriver::with_shim(cgroups.clone(), shim_command()).with_policy(RawExecPolicy {
+                enabled: cfg.raw_exec,
+                allow_root: cfg.allow_root_tasks,
+                default_user: cfg.default_user.clone(),
+            }),
+        ));
         set.insert(Arc::new(ContainerDriver::new(
             cgroups,
             ContainerOptions {

@@ -415,7 +415,12 @@ impl FeasibilityChecker {
             return Err(format!("datacenter {:?}", node.datacenter));
         }
         if let Some(d) = self.drivers.iter().find(|d| !node.has_driver(d)) {
-            return Err(format!("missing driver {d:?}"));
+            return Err(match node.drivers.get(d.as_str()) {
+                Some(info) if info.detected && !info.description.is_empty() => {
+                    format!("driver {d:?} unavailable: {}", info.description)
+                }
+                _ => format!("missing driver {d:?}"),
+            });
         }
         for c in &self.class_constraints {
             if !check_constraint(c, node, &mut self.regexes) {
