@@ -258,6 +258,7 @@ async fn a_node_that_stops_heartbeating_goes_down_and_its_allocs_move() {
         tokio::spawn(async move {
             loop {
                 let req = Request::post(format!("/v1/node/{alive}/heartbeat"))
+                    .header(orch_common::api::NODE_SECRET_HEADER, "s".repeat(64))
                     .body(Body::empty())
                     .expect("request");
                 let _ = router.clone().oneshot(req).await;
