@@ -72,6 +72,7 @@ install-files:
 		fi; \
 	done
 	install -m 0644 docs/operations.md $(DOCDIR)/operations.md
+	install -m 0644 docs/security.md $(DOCDIR)/security.md
 
 clean:
 	$(CARGO) clean

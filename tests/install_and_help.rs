@@ -43,6 +43,7 @@ fn make_install_places_binary_units_and_configs_and_keeps_edited_configs() {
         "etc/orch/server.toml",
         "etc/orch/client.toml",
         "usr/local/share/doc/orch/operations.md",
+        "usr/local/share/doc/orch/security.md",
     ] {
         assert!(dest.join(f).is_file(), "{f} not installed");
     }
