@@ -8,6 +8,8 @@
 //!   `ApiError`.
 //! - `acl`: the ACL bootstrap, policies and tokens, and `AclSecret`, the token a
 //!   request presents.
+//! - `authorize`: what each route needs (`required`) and the middleware that checks a
+//!   request's token against it when ACLs are on.
 //! - `browser_guard`: the middleware the agent puts in front of every route (server's
 //!   and client's) that refuses other web origins and undeclared body types.
 //! - One module per resource: `jobs` (with `revert`), `plan` (the dry run),
@@ -22,6 +24,7 @@
 pub mod acl;
 pub mod agent;
 pub mod allocs;
+pub mod authorize;
 pub mod browser_guard;
 pub mod client_api;
 pub mod client_forward;
