@@ -121,3 +121,69 @@ fn anonymous_is_refused_and_tokens_get_what_their_policies_grant() {
         },
     );
 }
+
+#[test]
+fn the_cli_works_with_its_token_and_says_what_is_missing_without() {
+    let ws = Workspace::new();
+    let agent = Agent::with_config(
+        &ws,
+        "agent",
+        &format!(
+            "{SERVER}\n{}",
+            client_section(&[], 150, "").replace("servers = []\n", "")
+        ),
+    );
+    let (status, root) = call(
+        reqwest::Method::POST,
+        &format!("{}/v1/acl/bootstrap", agent.addr),
+        None,
+        None,
+    );
+    assert_eq!(status, 200, "{root}");
+    let root = root["secret"].as_str().unwrap().to_string();
+    let long = std::time::Duration::from_secs(60);
+
+    let spec = jobspec("hello.toml");
+    let anonymous = agent.orch(&["job", "run", "-d", spec.to_str().unwrap()], long);
+    assert_ne!(anonymous.code(), 0);
+    assert!(
+        anonymous.stderr.contains("job:submit"),
+        "{}",
+        anonymous.stderr
+    );
+
+    let run = agent.orch(
+        &["--token", &root, "job", "run", spec.to_str().unwrap()],
+        long,
+    );
+    assert_eq!(run.code(), 0, "{}\n{}", run.stdout, run.stderr);
+    let (_, allocs) = call(
+        reqwest::Method::GET,
+        &format!("{}/v1/allocations", agent.addr),
+        Some(&root),
+        None,
+    );
+    let alloc = allocs[0]["id"].as_str().unwrap().to_string();
+    let exec = agent.orch(
+        &[
+            "--token",
+            &root,
+            "alloc",
+            "exec",
+            &alloc,
+            "--",
+            "/bin/echo",
+            "inside",
+        ],
+        long,
+    );
+    assert_eq!(exec.code(), 0, "{}\n{}", exec.stdout, exec.stderr);
+    assert!(exec.stdout.contains("inside"), "{}", exec.stdout);
+    let denied = agent.orch(
+        &["alloc", "exec", &alloc, "--", "/bin/echo", "inside"],
+        long,
+    );
+    assert_ne!(denied.code(), 0);
+    let stop = agent.orch(&["--token", &root, "job", "stop", "hello"], long);
+    assert_eq!(stop.code(), 0, "{}\n{}", stop.stdout, stop.stderr);
+}
