@@ -243,6 +243,15 @@ pub async fn run(args: AgentArgs) -> Result<ExitCode> {
         (None, None) => {}
     }
 
+    // With ACLs on, every route checks the caller's token against the server's store
+    // (`AgentConfig::check` refuses ACLs on an agent without a server, for now).
+    let router = match (&server, cfg.acl.enabled) {
+        (Some(s), true) => router.layer(axum::middleware::from_fn_with_state(
+            s.endpoints(),
+            orch_server::http::authorize::authorize,
+        )),
+        _ => router,
+    };
     let router = router.layer(axum::middleware::from_fn_with_state(
         Arc::new(origins),
         browser_guard::guard,

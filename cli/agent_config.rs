@@ -39,6 +39,8 @@ pub struct AgentConfig {
     #[serde(default)]
     pub http: HttpSection,
     #[serde(default)]
+    pub acl: AclSection,
+    #[serde(default)]
     pub server: ServerSection,
     #[serde(default)]
     pub client: ClientSection,
@@ -258,6 +260,16 @@ impl Default for ClientSection {
     }
 }
 
+/// `[acl]`: access control.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AclSection {
+    /// Every route checks the caller's token (`X-Orch-Token` or `Authorization:
+    /// Bearer`) against its policies. Default: false (`--dev` never enables it).
+    #[serde(default)]
+    pub enabled: bool,
+}
+
 /// `[http]`: who may call the API from a web page.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -382,6 +394,7 @@ impl AgentConfig {
                 },
             },
             http: HttpSection::default(),
+            acl: AclSection::default(),
             server: ServerSection {
                 enabled: true,
                 ..ServerSection::default()
@@ -399,6 +412,9 @@ impl AgentConfig {
 
     /// Rules serde cannot express.
     fn check(&self) -> Result<()> {
+        if self.acl.enabled && !self.server.enabled {
+            bail!("acl.enabled: a client-only agent cannot check tokens yet; enable ACLs on agents that run a server");
+        }
         if !self.server.enabled && !self.client.enabled {
             bail!("neither [server] nor [client] is enabled: set `enabled = true` in at least one");
         }

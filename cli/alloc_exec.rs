@@ -13,6 +13,7 @@ use clap::Args;
 use futures::{SinkExt as _, StreamExt as _};
 use orch_common::exec_frames as frames;
 use tokio::io::AsyncReadExt as _;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::alloc::{alloc_and_client, pick_task};
@@ -60,7 +61,19 @@ pub async fn exec(ctx: &Ctx, args: ExecArgs) -> Result<ExitCode> {
         args.tty,
         encode(&command)
     );
-    let socket = match tokio_tungstenite::connect_async(&url).await {
+    let mut request = url
+        .as_str()
+        .into_client_request()
+        .context("building the exec request")?;
+    if let Some(token) = api.token() {
+        request.headers_mut().insert(
+            "X-Orch-Token",
+            token
+                .parse()
+                .context("the ACL token is not a valid header value")?,
+        );
+    }
+    let socket = match tokio_tungstenite::connect_async(request).await {
         Ok((socket, _)) => socket,
         Err(tokio_tungstenite::tungstenite::Error::Http(answer)) => {
             let body = answer

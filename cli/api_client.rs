@@ -57,6 +57,11 @@ pub fn normalize_address(address: &str) -> String {
 }
 
 impl ApiClient {
+    /// The ACL token this client sends (`--token`, `ORCH_TOKEN`).
+    pub fn token(&self) -> Option<&str> {
+        self.token.as_deref()
+    }
+
     pub fn new(address: &str, token: Option<String>) -> Result<ApiClient> {
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))

@@ -575,3 +575,39 @@ pub struct AllocResourceUsage {
     /// Task name -> usage; tasks that never started are absent.
     pub tasks: BTreeMap<String, TaskResourceUsage>,
 }
+
+/// `POST /v1/acl/token`: a token to create. `ttl` is a duration (`24h`); none: until
+/// deleted.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AclTokenCreateRequest {
+    pub name: String,
+    pub policies: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl: Option<String>,
+}
+
+/// A token just made (`POST /v1/acl/bootstrap`, `POST /v1/acl/token`): the token and
+/// its secret, which is never shown again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AclTokenCreated {
+    #[serde(flatten)]
+    pub token: crate::model::AclToken,
+    pub secret: String,
+}
+
+/// `PUT /v1/acl/policy/{name}` with a JSON body (a TOML body is the rules document).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AclPolicyRequest {
+    #[serde(default)]
+    pub description: String,
+    pub rules: String,
+}
+
+/// `GET /v1/acl/token/self`: the caller's token and what it grants
+/// (`["management"]` for a management token, else `area:verb` capabilities).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AclTokenSelf {
+    #[serde(flatten)]
+    pub token: crate::model::AclToken,
+    pub capabilities: Vec<String>,
+}

@@ -1,8 +1,10 @@
 //! Shared types of orch: ids, durations, the cluster model (jobs, nodes, allocations,
-//! evaluations, plans), the job spec parser, and the HTTP API's request/response shapes.
+//! evaluations, plans), the job spec parser, ACL policies, and the HTTP API's
+//! request/response shapes.
 //!
 //! Every other crate depends on this one; it depends on no other orch crate.
 
+pub mod acl;
 pub mod api;
 pub mod diff;
 pub mod duration;

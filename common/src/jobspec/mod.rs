@@ -25,7 +25,7 @@ mod error;
 mod raw;
 mod reader;
 mod rules;
-mod source;
+pub(crate) mod source;
 
 #[cfg(test)]
 mod tests;

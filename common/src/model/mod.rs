@@ -1,12 +1,13 @@
 //! The cluster's data model, one file per aggregate: jobs (validated specs) with their
 //! policies, services and placement rules; resources; nodes; allocations; evaluations;
-//! deployments; plans; and the scheduler configuration.
+//! deployments; plans; the scheduler configuration; and ACL policies and tokens.
 //!
 //! These are the validated types; `jobspec` turns TOML into a `Job`, the server stores
 //! them, the scheduler reads them and the client runs them. Serialized field names are
 //! snake_case and part of the public API. Everything is re-exported here, so users
 //! write `orch_common::model::Job`.
 
+mod acl;
 mod allocation;
 mod constraint;
 mod deployment;
@@ -20,6 +21,7 @@ mod resources;
 mod scheduler_config;
 mod service;
 
+pub use acl::*;
 pub use allocation::*;
 pub use constraint::*;
 pub use deployment::*;

@@ -343,7 +343,12 @@ impl EvalBroker {
                 }
             }
             // Takes effect for the next evaluation; nothing to enqueue.
-            Command::SetSchedulerConfig { .. } => {}
+            Command::SetSchedulerConfig { .. }
+            | Command::UpsertAclPolicy { .. }
+            | Command::DeleteAclPolicies { .. }
+            | Command::UpsertAclToken { .. }
+            | Command::DeleteAclTokens { .. }
+            | Command::BootstrapAcl { .. } => {}
             // Only terminal objects are collected: no capacity or work changes.
             Command::Reap { .. } => {}
             Command::UpdateAllocsFromClient { updates, evals } => {

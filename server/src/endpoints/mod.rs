@@ -21,8 +21,11 @@
 //! - `nodes`: register, heartbeat, eligibility, drain.
 //! - `allocations`: stop (migrate) an allocation, a client's allocation updates.
 //! - `operator`: the scheduler configuration, garbage collection now.
+//! - `acl`: the bootstrap, policies, tokens, and what a request's token grants;
+//!   `secrets`: how ACL tokens' and nodes' secrets are made and stored.
 //! - `context`: `Endpoints` (the handles every endpoint shares) and `ReadError`.
 
+pub mod acl;
 pub mod allocations;
 pub mod context;
 pub mod deployments;
@@ -30,6 +33,7 @@ pub mod jobs;
 pub mod nodes;
 pub mod operator;
 pub mod plan;
+pub mod secrets;
 
 pub use context::{Endpoints, ReadError};
 

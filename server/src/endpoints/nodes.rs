@@ -4,8 +4,6 @@
 
 use std::time::Duration;
 
-use sha2::{Digest, Sha256};
-
 use orch_common::api::{
     HeartbeatResponse, NodeDrainResponse, NodeEligibilityResponse, NodeRegisterResponse,
 };
@@ -13,6 +11,7 @@ use orch_common::ids::{now_ms, NodeId};
 use orch_common::model::{DrainOutcome, DrainStrategy, Eligibility, LastDrain, Node, NodeStatus};
 
 use super::context::{Endpoints, ReadError};
+use super::secrets;
 use crate::heartbeat::{self, HeartbeatError};
 use crate::state::command::Rejection;
 use crate::state::{Command, LogError, Table};
@@ -83,15 +82,6 @@ const MIN_SECRET_LEN: usize = 16;
 /// Longest node secret accepted.
 const MAX_SECRET_LEN: usize = 256;
 
-/// How a node secret is stored: its SHA-256, in hex. A secret is random (not a
-/// password), so a plain hash is as good as a slow one.
-pub fn secret_hash(secret: &str) -> String {
-    Sha256::digest(secret.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
 /// The presented secret, if it has the shape of one.
 fn presented<'a>(node_id: &NodeId, secret: Option<&'a str>) -> Result<&'a str, Box<NodeError>> {
     match secret {
@@ -159,7 +149,7 @@ pub async fn register(
     if node.id.is_empty() {
         node.id = NodeId::generate();
     }
-    node.secret_hash = secret_hash(presented(&node.id, secret).map_err(|e| *e)?);
+    node.secret_hash = secrets::hash(presented(&node.id, secret).map_err(|e| *e)?);
     node.status = NodeStatus::Ready;
     node.status_updated_at = now_ms();
     node.compute_class();
@@ -214,7 +204,7 @@ pub async fn authenticate(
         return Ok(node.status);
     }
     let secret = presented(node_id, secret).map_err(|e| *e)?;
-    if secret_hash(secret) != node.secret_hash {
+    if secrets::hash(secret) != node.secret_hash {
         return Err(NodeError::WrongSecret {
             node_id: node_id.clone(),
         });

@@ -196,3 +196,121 @@ async fn an_action_racing_a_failure_of_its_deployment_is_refused_as_inactive() {
         assert_eq!(d.status, DeploymentStatus::Failed);
     }
 }
+
+// ------------------------------------------------------------------------------- ACL
+
+mod acl_endpoints {
+    use std::time::Duration;
+
+    use orch_common::acl::{Capability, Grants};
+
+    use super::fixture;
+    use crate::endpoints::acl::{self, AclError, TokenRequest, ANONYMOUS_POLICY};
+
+    #[tokio::test]
+    async fn the_bootstrap_makes_one_management_token_once() {
+        let f = fixture();
+        let root = acl::bootstrap(&f.ctx).await.expect("bootstrap");
+        assert_eq!(root.secret.len(), 64);
+        assert!(
+            root.token.secret_hash.is_empty(),
+            "the hash is never answered"
+        );
+        assert_eq!(
+            acl::resolve(&f.ctx, Some(&root.secret)).await.unwrap(),
+            Grants::Management
+        );
+        let again = acl::bootstrap(&f.ctx).await.unwrap_err();
+        assert!(
+            matches!(again, AclError::AlreadyBootstrapped { .. }),
+            "{again}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_token_grants_its_policies_and_nothing_else() {
+        let f = fixture();
+        acl::apply_policy(&f.ctx, "readonly", String::new(), "job = [\"read\"]".into())
+            .await
+            .unwrap();
+        let reader = acl::create_token(
+            &f.ctx,
+            TokenRequest {
+                name: "ci".into(),
+                policies: vec!["readonly".into()],
+                ttl: Some(Duration::from_secs(3600)),
+            },
+        )
+        .await
+        .unwrap();
+        assert!(reader.token.expiration_time.is_some());
+        let grants = acl::resolve(&f.ctx, Some(&reader.secret)).await.unwrap();
+        assert_eq!(grants.require(Capability::JobRead), Ok(()));
+        assert_eq!(
+            grants.require(Capability::JobSubmit),
+            Err(Capability::JobSubmit)
+        );
+
+        // Unknown secrets are refused; anonymous gets the anonymous policy, empty first.
+        assert!(matches!(
+            acl::resolve(&f.ctx, Some("nope")).await,
+            Err(AclError::InvalidToken)
+        ));
+        let anonymous = acl::resolve(&f.ctx, None).await.unwrap();
+        assert_eq!(anonymous, Grants::Rules(Default::default()));
+        acl::apply_policy(
+            &f.ctx,
+            ANONYMOUS_POLICY,
+            String::new(),
+            "job = [\"read\"]".into(),
+        )
+        .await
+        .unwrap();
+        let anonymous = acl::resolve(&f.ctx, None).await.unwrap();
+        assert_eq!(anonymous.require(Capability::JobRead), Ok(()));
+
+        // A deleted token grants nothing any more.
+        acl::delete_token(&f.ctx, &reader.token.accessor_id)
+            .await
+            .unwrap();
+        assert!(matches!(
+            acl::resolve(&f.ctx, Some(&reader.secret)).await,
+            Err(AclError::InvalidToken)
+        ));
+    }
+
+    #[tokio::test]
+    async fn bad_policies_names_and_tokens_are_refused_and_store_nothing() {
+        let f = fixture();
+        let bad = acl::apply_policy(&f.ctx, "p", String::new(), "job = [\"rm\"]".into())
+            .await
+            .unwrap_err();
+        assert!(bad.to_string().contains("line 1, column 8"), "{bad}");
+        assert!(matches!(
+            acl::apply_policy(&f.ctx, "a b", String::new(), String::new()).await,
+            Err(AclError::InvalidName { .. })
+        ));
+        let token = |policies: Vec<String>, ttl| TokenRequest {
+            name: "t".into(),
+            policies,
+            ttl,
+        };
+        assert!(matches!(
+            acl::create_token(&f.ctx, token(vec!["missing".into()], None)).await,
+            Err(AclError::PolicyNotFound(_))
+        ));
+        assert!(matches!(
+            acl::create_token(&f.ctx, token(vec![], None)).await,
+            Err(AclError::PolicyCount)
+        ));
+        acl::apply_policy(&f.ctx, "p", String::new(), String::new())
+            .await
+            .unwrap();
+        assert!(matches!(
+            acl::create_token(&f.ctx, token(vec!["p".into()], Some(Duration::ZERO))).await,
+            Err(AclError::InvalidTtl)
+        ));
+        assert_eq!(f.ctx.store.acl_tokens().unwrap().len(), 0);
+        assert_eq!(f.ctx.store.acl_policies().unwrap().len(), 1);
+    }
+}

@@ -6,6 +6,10 @@
 //!   lookups every handler makes (blocking-query waits, reads off the runtime, id
 //!   prefixes); `extract`: query/path/body extractors and `Indexed`; `error`:
 //!   `ApiError`.
+//! - `acl`: the ACL bootstrap, policies and tokens, and `AclSecret`, the token a
+//!   request presents.
+//! - `authorize`: what each route needs (`required`) and the middleware that checks a
+//!   request's token against it when ACLs are on.
 //! - `browser_guard`: the middleware the agent puts in front of every route (server's
 //!   and client's) that refuses other web origins and undeclared body types.
 //! - One module per resource: `jobs` (with `revert`), `plan` (the dry run),
@@ -17,8 +21,10 @@
 //!
 //! See docs/api.md for the routes.
 
+pub mod acl;
 pub mod agent;
 pub mod allocs;
+pub mod authorize;
 pub mod browser_guard;
 pub mod client_api;
 pub mod client_forward;
@@ -104,6 +110,22 @@ pub fn router(state: Arc<HttpState>) -> Router {
         .route("/v1/services", get(services::list))
         .route("/v1/service/{id}", get(services::get))
         .route("/v1/system/gc", put(system::gc).post(system::gc))
+        .route("/v1/acl/bootstrap", post(acl::bootstrap))
+        .route("/v1/acl/policies", get(acl::policies))
+        .route(
+            "/v1/acl/policy/{name}",
+            get(acl::policy)
+                .put(acl::put_policy)
+                .post(acl::put_policy)
+                .delete(acl::delete_policy),
+        )
+        .route("/v1/acl/tokens", get(acl::tokens))
+        .route("/v1/acl/token", post(acl::create_token))
+        .route("/v1/acl/token/self", get(acl::token_self))
+        .route(
+            "/v1/acl/token/{id}",
+            get(acl::token).delete(acl::delete_token),
+        )
         .route("/v1/status/leader", get(agent::leader))
         .route("/v1/agent/self", get(agent::agent_self))
         .route("/v1/agent/health", get(agent::health))

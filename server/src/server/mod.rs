@@ -178,6 +178,12 @@ impl Server {
         http::router(self.http.clone())
     }
 
+    /// The rules of every write and the token lookup, for the agent's authorization
+    /// layer (`http::authorize::authorize`) when ACLs are on.
+    pub fn endpoints(&self) -> Arc<crate::endpoints::Endpoints> {
+        Arc::new(self.http.endpoints.clone())
+    }
+
     /// The client routes, forwarded to the client that runs the allocation: for an
     /// agent that runs no client of its own (one that does serves them itself).
     pub fn client_forward_router(&self) -> Router {

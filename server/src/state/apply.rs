@@ -15,8 +15,9 @@ use std::sync::Arc;
 use orch_common::api::AllocClientUpdate;
 use orch_common::ids::{now_ms, AllocId, DeploymentId, EvalId, JobId, NodeId};
 use orch_common::model::{
-    Allocation, ClientStatus, Deployment, DeploymentStatus, DeploymentStatusUpdate, DrainOutcome,
-    Evaluation, Job, JobStatus, JobType, Node, NodeAllocated, NodeStatus, SchedulerConfiguration,
+    AclPolicy, AclToken, Allocation, ClientStatus, Deployment, DeploymentStatus,
+    DeploymentStatusUpdate, DrainOutcome, Evaluation, Job, JobStatus, JobType, Node, NodeAllocated,
+    NodeStatus, SchedulerConfiguration,
 };
 use rusqlite::{params, Transaction, TransactionBehavior};
 use serde::Serialize;
@@ -24,7 +25,7 @@ use serde_json::value::RawValue;
 
 use super::alloc_index::{AllocIndex, NodeRow, RowChange, RowRemoval};
 use super::command::{self, DeploymentChange, Rejection};
-use super::{read, Command, SqlContext, StateError, StateStore, Table};
+use super::{read, Command, SqlContext, StateError, StateStore, Table, ACL_BOOTSTRAP_INDEX};
 
 /// What one applied command changed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -226,6 +227,11 @@ impl Writer<'_> {
                 }
             }
         }
+        if let Command::BootstrapAcl { .. } = cmd {
+            if let Some(index) = read::index_of(self.tx, ACL_BOOTSTRAP_INDEX)? {
+                return Ok(Some(Rejection::AclBootstrapped { index }));
+            }
+        }
         if let Command::UpdateDeployment { change, evals, .. } = cmd {
             let id = &change.deployment_id;
             let rejection = match read::deployment(self.tx, id)? {
@@ -303,6 +309,32 @@ impl Writer<'_> {
             } => self.update_deployment(change, revert_to.as_ref(), evals),
             Command::UpsertNode { node } => self.upsert_node(node),
             Command::SetSchedulerConfig { config } => self.set_scheduler_config(config),
+            Command::UpsertAclPolicy { policy } => self.upsert_acl_policy(policy),
+            Command::DeleteAclPolicies { names } => {
+                for name in names {
+                    self.exec("DELETE FROM acl_policies WHERE name = ?1", [name])
+                        .ctx(|| format!("deleting ACL policy {name:?}"))?;
+                }
+                Ok(())
+            }
+            Command::UpsertAclToken { token } | Command::BootstrapAcl { token } => {
+                self.upsert_acl_token(token)?;
+                if matches!(cmd, Command::BootstrapAcl { .. }) {
+                    self.exec(
+                        "INSERT INTO indexes (name, idx) VALUES (?1, ?2)",
+                        params![ACL_BOOTSTRAP_INDEX, self.index as i64],
+                    )
+                    .ctx(|| "recording the ACL bootstrap".to_string())?;
+                }
+                Ok(())
+            }
+            Command::DeleteAclTokens { accessor_ids } => {
+                for id in accessor_ids {
+                    self.exec("DELETE FROM acl_tokens WHERE accessor_id = ?1", [id])
+                        .ctx(|| format!("deleting ACL token {id:?}"))?;
+                }
+                Ok(())
+            }
             Command::UpdateNodeStatus {
                 node_id,
                 status,
@@ -1227,6 +1259,50 @@ impl Writer<'_> {
     }
 
     // ------------------------------------------------------------------ nodes
+
+    fn upsert_acl_policy(&mut self, submitted: &AclPolicy) -> Result<(), StateError> {
+        let mut policy = submitted.clone();
+        policy.create_index =
+            read::acl_policy(self.tx, &policy.name)?.map_or(self.index, |p| p.create_index);
+        policy.modify_index = self.index;
+        let json = encode("ACL policy", &policy.name, &policy)?;
+        self.exec(
+            "INSERT INTO acl_policies (name, create_index, modify_index, json) \
+                 VALUES (?1, ?2, ?3, ?4) ON CONFLICT (name) DO UPDATE SET \
+                 modify_index = excluded.modify_index, json = excluded.json",
+            params![
+                policy.name,
+                policy.create_index as i64,
+                policy.modify_index as i64,
+                json
+            ],
+        )
+        .ctx(|| format!("writing ACL policy {:?}", policy.name))?;
+        Ok(())
+    }
+
+    fn upsert_acl_token(&mut self, submitted: &AclToken) -> Result<(), StateError> {
+        let mut token = submitted.clone();
+        token.create_index =
+            read::acl_token(self.tx, &token.accessor_id)?.map_or(self.index, |t| t.create_index);
+        token.modify_index = self.index;
+        let json = encode("ACL token", &token.accessor_id, &token)?;
+        self.exec(
+            "INSERT INTO acl_tokens (accessor_id, secret_hash, create_index, modify_index, \
+                 json) VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (accessor_id) DO UPDATE SET \
+                 secret_hash = excluded.secret_hash, modify_index = excluded.modify_index, \
+                 json = excluded.json",
+            params![
+                token.accessor_id,
+                token.secret_hash,
+                token.create_index as i64,
+                token.modify_index as i64,
+                json
+            ],
+        )
+        .ctx(|| format!("writing ACL token {:?}", token.accessor_id))?;
+        Ok(())
+    }
 
     fn write_node(&mut self, node: &Node) -> Result<(), StateError> {
         let json = encode("node", &node.id, node)?;

@@ -12,8 +12,9 @@
 use orch_common::api::AllocClientUpdate;
 use orch_common::ids::{AllocId, DeploymentId, EvalId, JobId, NodeId};
 use orch_common::model::{
-    Allocation, Deployment, DeploymentStatus, DeploymentStatusUpdate, DrainStrategy, Eligibility,
-    Evaluation, Job, LastDrain, Node, NodeStatus, SchedulerConfiguration,
+    AclPolicy, AclToken, Allocation, Deployment, DeploymentStatus, DeploymentStatusUpdate,
+    DrainStrategy, Eligibility, Evaluation, Job, LastDrain, Node, NodeStatus,
+    SchedulerConfiguration,
 };
 use serde::{Deserialize, Serialize};
 
@@ -40,6 +41,8 @@ pub enum Rejection {
     /// An `UpsertNode` of a node stored with another secret: a second registration of
     /// a known node id that does not hold its secret.
     NodeSecret { node_id: NodeId },
+    /// A `BootstrapAcl` after the first: ACLs were bootstrapped at `index`.
+    AclBootstrapped { index: u64 },
 }
 
 /// The check-and-set of `UpsertNode`: a node stored with a secret is replaced only by
@@ -157,6 +160,17 @@ pub enum Command {
     },
     /// Register a node or update its fingerprint.
     UpsertNode { node: Node },
+    /// Create or replace an ACL policy.
+    UpsertAclPolicy { policy: AclPolicy },
+    /// Delete ACL policies by name (absent ones are skipped).
+    DeleteAclPolicies { names: Vec<String> },
+    /// Create or replace an ACL token.
+    UpsertAclToken { token: AclToken },
+    /// Delete ACL tokens by accessor id (absent ones are skipped).
+    DeleteAclTokens { accessor_ids: Vec<String> },
+    /// The one-time ACL bootstrap: stores the management token, unless the cluster
+    /// was bootstrapped before (`Rejection::AclBootstrapped`).
+    BootstrapAcl { token: AclToken },
     /// Heartbeat-driven status change, with evaluations for the node's jobs.
     UpdateNodeStatus {
         node_id: NodeId,

@@ -66,7 +66,7 @@ pub use read::GroupStatusCount;
 pub use snapshot::{Snapshot, SnapshotRelease};
 pub use store::StateStore;
 pub use table::Table;
-pub(crate) use table::ALLOC_GC_INDEX;
+pub(crate) use table::{ACL_BOOTSTRAP_INDEX, ALLOC_GC_INDEX};
 pub use views::{CatalogView, GcView};
 
 // How long a statement waits for a lock (`apply` restores it after a WAL restart).

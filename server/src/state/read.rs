@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 
 use orch_common::ids::JobId;
 use orch_common::model::{
-    AllocatedResources, Allocation, ClientStatus, Deployment, Evaluation, Job, Node, NodeAllocated,
-    SchedulerConfiguration,
+    AclPolicy, AclToken, AllocatedResources, Allocation, ClientStatus, Deployment, Evaluation, Job,
+    Node, NodeAllocated, SchedulerConfiguration,
 };
 use rusqlite::types::ValueRef;
 use rusqlite::{params, Connection, OptionalExtension, Params};
@@ -314,6 +314,65 @@ pub(crate) fn node(c: &Connection, id: &str) -> Result<Option<Node>, StateError>
 
 pub(crate) fn nodes(c: &Connection) -> Result<Vec<Node>, StateError> {
     query_json(c, "node", "SELECT id, json FROM nodes ORDER BY id", [])
+}
+
+pub(crate) fn acl_policy(c: &Connection, name: &str) -> Result<Option<AclPolicy>, StateError> {
+    query_one(
+        c,
+        "ACL policy",
+        "SELECT name, json FROM acl_policies WHERE name = ?1",
+        [name],
+    )
+}
+
+pub(crate) fn acl_policies(c: &Connection) -> Result<Vec<AclPolicy>, StateError> {
+    query_json(
+        c,
+        "ACL policy",
+        "SELECT name, json FROM acl_policies ORDER BY name",
+        [],
+    )
+}
+
+pub(crate) fn acl_token(c: &Connection, accessor_id: &str) -> Result<Option<AclToken>, StateError> {
+    query_one(
+        c,
+        "ACL token",
+        "SELECT accessor_id, json FROM acl_tokens WHERE accessor_id = ?1",
+        [accessor_id],
+    )
+}
+
+/// The token whose secret hashes to `secret_hash` (a UNIQUE column: one at most).
+pub(crate) fn acl_token_by_secret_hash(
+    c: &Connection,
+    secret_hash: &str,
+) -> Result<Option<AclToken>, StateError> {
+    query_one(
+        c,
+        "ACL token",
+        "SELECT accessor_id, json FROM acl_tokens WHERE secret_hash = ?1",
+        [secret_hash],
+    )
+}
+
+pub(crate) fn acl_tokens(c: &Connection) -> Result<Vec<AclToken>, StateError> {
+    query_json(
+        c,
+        "ACL token",
+        "SELECT accessor_id, json FROM acl_tokens ORDER BY create_index, accessor_id",
+        [],
+    )
+}
+
+/// The index recorded under `name` in the `indexes` table, if any.
+pub(crate) fn index_of(c: &Connection, name: &str) -> Result<Option<u64>, StateError> {
+    c.query_row("SELECT idx FROM indexes WHERE name = ?1", [name], |r| {
+        r.get::<_, i64>(0)
+    })
+    .optional()
+    .map(|v| v.map(|i| i as u64))
+    .ctx(|| format!("reading the index of {name}"))
 }
 
 pub(crate) fn alloc_status_counts(c: &Connection) -> Result<Vec<GroupStatusCount>, StateError> {

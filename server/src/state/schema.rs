@@ -129,6 +129,22 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX deployments_by_job ON deployments (job_id, create_index);
     "#,
+    // 7: ACL policies and tokens (a token is found by the hash of its secret).
+    r#"
+    CREATE TABLE acl_policies (
+        name         TEXT PRIMARY KEY,
+        create_index INTEGER NOT NULL,
+        modify_index INTEGER NOT NULL,
+        json         TEXT NOT NULL
+    );
+    CREATE TABLE acl_tokens (
+        accessor_id  TEXT PRIMARY KEY,
+        secret_hash  TEXT NOT NULL UNIQUE,
+        create_index INTEGER NOT NULL,
+        modify_index INTEGER NOT NULL,
+        json         TEXT NOT NULL
+    );
+    "#,
 ];
 
 /// The schema version this binary writes.

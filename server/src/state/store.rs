@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use orch_common::ids::{AllocId, NodeId};
 use orch_common::model::{
-    Allocation, Deployment, Evaluation, Job, Node, NodeAllocated, SchedulerConfiguration,
+    AclPolicy, AclToken, Allocation, Deployment, Evaluation, Job, Node, NodeAllocated,
+    SchedulerConfiguration,
 };
 use rusqlite::Connection;
 use tokio::sync::watch;
@@ -23,7 +24,7 @@ use super::mirror::{InFlight, Mirror, SharedMirror};
 use super::pool::{open_connection, PooledConn, ReaderPool};
 use super::read::{self, GroupStatusCount};
 use super::snapshot::Snapshot;
-use super::table::{Table, ALLOC_GC_INDEX};
+use super::table::{Table, ACL_BOOTSTRAP_INDEX, ALLOC_GC_INDEX};
 use super::views::{self, CatalogView, GcView};
 use super::{schema, wal};
 
@@ -447,6 +448,37 @@ impl StateStore {
 
     pub fn node(&self, id: &str) -> Result<Option<Node>, StateError> {
         self.read(|c| read::node(c, id))
+    }
+
+    pub fn acl_policy(&self, name: &str) -> Result<Option<AclPolicy>, StateError> {
+        self.read(|c| read::acl_policy(c, name))
+    }
+
+    /// Every ACL policy, by name.
+    pub fn acl_policies(&self) -> Result<Vec<AclPolicy>, StateError> {
+        self.read(read::acl_policies)
+    }
+
+    pub fn acl_token(&self, accessor_id: &str) -> Result<Option<AclToken>, StateError> {
+        self.read(|c| read::acl_token(c, accessor_id))
+    }
+
+    /// The token whose secret has this SHA-256 (hex), if any.
+    pub fn acl_token_by_secret_hash(
+        &self,
+        secret_hash: &str,
+    ) -> Result<Option<AclToken>, StateError> {
+        self.read(|c| read::acl_token_by_secret_hash(c, secret_hash))
+    }
+
+    /// Every ACL token, oldest first.
+    pub fn acl_tokens(&self) -> Result<Vec<AclToken>, StateError> {
+        self.read(read::acl_tokens)
+    }
+
+    /// The index ACLs were bootstrapped at; `None` before the bootstrap.
+    pub fn acl_bootstrap_index(&self) -> Result<Option<u64>, StateError> {
+        self.read(|c| read::index_of(c, ACL_BOOTSTRAP_INDEX))
     }
 
     /// The cluster-wide scheduler configuration (defaults until one is set).

@@ -4,6 +4,9 @@
 /// The `indexes` row holding the index of the last command that deleted allocations.
 pub(crate) const ALLOC_GC_INDEX: &str = "alloc_gc";
 
+/// The `indexes` row holding the index at which ACLs were bootstrapped (once).
+pub(crate) const ACL_BOOTSTRAP_INDEX: &str = "acl_bootstrap";
+
 /// A table that blocking queries can wait on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Table {

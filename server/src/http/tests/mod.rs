@@ -20,6 +20,7 @@ use super::*;
 use crate::heartbeat::Heartbeats;
 use crate::state::{Command, CommandLog, StateStore, Table};
 
+mod acl;
 mod deployments;
 mod services;
 

@@ -17,6 +17,7 @@ use proptest::prelude::*;
 use super::*;
 use crate::scheduler::State;
 
+mod acl;
 mod cas;
 mod deployments;
 

@@ -1,0 +1,189 @@
+//! ACLs on a real agent: anonymous requests are refused on every route but the open
+//! ones, the bootstrap answers a management token once, a read-only token reads but
+//! cannot submit, and a client (a separate process) still registers with its node
+//! secret.
+
+mod common;
+
+use common::*;
+
+const SERVER: &str = "[acl]\nenabled = true\n[server]\nenabled = true\n";
+
+fn call(
+    method: reqwest::Method,
+    url: &str,
+    token: Option<&str>,
+    toml: Option<&str>,
+) -> (u16, serde_json::Value) {
+    let mut req = http().request(method, url);
+    if let Some(t) = token {
+        req = req.header("X-Orch-Token", t);
+    }
+    if let Some(body) = toml {
+        req = req
+            .header("Content-Type", "application/toml")
+            .body(body.to_string());
+    }
+    let resp = req.send().expect("request");
+    let status = resp.status().as_u16();
+    (status, resp.json().unwrap_or(serde_json::Value::Null))
+}
+
+#[test]
+fn anonymous_is_refused_and_tokens_get_what_their_policies_grant() {
+    let ws = Workspace::new();
+    let server = Agent::with_config(&ws, "server", SERVER);
+    let url = |p: &str| format!("{}{p}", server.addr);
+    use reqwest::Method;
+
+    for (method, path) in [
+        (Method::GET, "/v1/jobs"),
+        (Method::GET, "/v1/nodes"),
+        (Method::GET, "/v1/allocations"),
+        (Method::PUT, "/v1/system/gc"),
+        (Method::GET, "/v1/operator/scheduler/configuration"),
+        (Method::GET, "/v1/acl/tokens"),
+        (Method::GET, "/v1/client/fs/logs/0123"),
+    ] {
+        let (status, body) = call(method.clone(), &url(path), None, None);
+        assert_eq!(status, 403, "{method} {path}: {body}");
+        assert!(body["error"].as_str().unwrap().contains("lacks"), "{body}");
+    }
+    assert_eq!(
+        call(Method::GET, &url("/v1/agent/health"), None, None).0,
+        200
+    );
+
+    let (status, root) = call(Method::POST, &url("/v1/acl/bootstrap"), None, None);
+    assert_eq!(status, 200, "{root}");
+    let root = root["secret"].as_str().unwrap().to_string();
+    assert_eq!(
+        call(Method::POST, &url("/v1/acl/bootstrap"), None, None).0,
+        409
+    );
+    assert_eq!(
+        call(Method::GET, &url("/v1/jobs"), Some(&root), None).0,
+        200
+    );
+    assert_eq!(
+        call(Method::GET, &url("/v1/jobs"), Some("not-a-token"), None).0,
+        403
+    );
+
+    let policy = "job = [\"read\"]\n";
+    let (status, body) = call(
+        Method::PUT,
+        &url("/v1/acl/policy/ro"),
+        Some(&root),
+        Some(policy),
+    );
+    assert_eq!(status, 200, "{body}");
+    let created = http()
+        .post(url("/v1/acl/token"))
+        .header("X-Orch-Token", &root)
+        .json(&serde_json::json!({"name": "reader", "policies": ["ro"]}))
+        .send()
+        .unwrap();
+    assert_eq!(created.status().as_u16(), 200);
+    let reader: serde_json::Value = created.json().unwrap();
+    let reader = reader["secret"].as_str().unwrap().to_string();
+
+    assert_eq!(
+        call(Method::GET, &url("/v1/jobs"), Some(&reader), None).0,
+        200
+    );
+    let spec = "id = \"web\"\n[group.g.task.t]\ndriver = \"raw_exec\"\nconfig = { command = \"/bin/true\" }\nresources = { cpu = 20, memory = 16 }\n";
+    let (status, body) = call(Method::POST, &url("/v1/jobs"), Some(&reader), Some(spec));
+    assert_eq!(status, 403, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("job:submit"),
+        "{body}"
+    );
+    let (status, jobs) = call(Method::GET, &url("/v1/jobs"), Some(&root), None);
+    assert_eq!(
+        (status, jobs),
+        (200, serde_json::json!([])),
+        "nothing stored"
+    );
+    let (status, body) = call(Method::POST, &url("/v1/jobs"), Some(&root), Some(spec));
+    assert_eq!(status, 200, "{body}");
+
+    // A client registers and heartbeats with its node secret, not a token.
+    let servers = [host_port(&server.addr)];
+    let servers: Vec<&str> = servers.iter().map(String::as_str).collect();
+    let _client = Agent::with_config(&ws, "client", &client_section(&servers, 150, ""));
+    wait_for(
+        std::time::Duration::from_secs(30),
+        "the client's node",
+        || {
+            let (_, nodes) = call(Method::GET, &url("/v1/nodes"), Some(&root), None);
+            (nodes.as_array()?.len() == 1).then_some(())
+        },
+    );
+}
+
+#[test]
+fn the_cli_works_with_its_token_and_says_what_is_missing_without() {
+    let ws = Workspace::new();
+    let agent = Agent::with_config(
+        &ws,
+        "agent",
+        &format!(
+            "{SERVER}\n{}",
+            client_section(&[], 150, "").replace("servers = []\n", "")
+        ),
+    );
+    let (status, root) = call(
+        reqwest::Method::POST,
+        &format!("{}/v1/acl/bootstrap", agent.addr),
+        None,
+        None,
+    );
+    assert_eq!(status, 200, "{root}");
+    let root = root["secret"].as_str().unwrap().to_string();
+    let long = std::time::Duration::from_secs(60);
+
+    let spec = jobspec("hello.toml");
+    let anonymous = agent.orch(&["job", "run", "-d", spec.to_str().unwrap()], long);
+    assert_ne!(anonymous.code(), 0);
+    assert!(
+        anonymous.stderr.contains("job:submit"),
+        "{}",
+        anonymous.stderr
+    );
+
+    let run = agent.orch(
+        &["--token", &root, "job", "run", spec.to_str().unwrap()],
+        long,
+    );
+    assert_eq!(run.code(), 0, "{}\n{}", run.stdout, run.stderr);
+    let (_, allocs) = call(
+        reqwest::Method::GET,
+        &format!("{}/v1/allocations", agent.addr),
+        Some(&root),
+        None,
+    );
+    let alloc = allocs[0]["id"].as_str().unwrap().to_string();
+    let exec = agent.orch(
+        &[
+            "--token",
+            &root,
+            "alloc",
+            "exec",
+            &alloc,
+            "--",
+            "/bin/echo",
+            "inside",
+        ],
+        long,
+    );
+    assert_eq!(exec.code(), 0, "{}\n{}", exec.stdout, exec.stderr);
+    assert!(exec.stdout.contains("inside"), "{}", exec.stdout);
+    let denied = agent.orch(
+        &["alloc", "exec", &alloc, "--", "/bin/echo", "inside"],
+        long,
+    );
+    assert_ne!(denied.code(), 0);
+    let stop = agent.orch(&["--token", &root, "job", "stop", "hello"], long);
+    assert_eq!(stop.code(), 0, "{}\n{}", stop.stdout, stop.stderr);
+}
