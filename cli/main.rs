@@ -6,6 +6,7 @@
 //! `orch job run`, failed placements. `orch job plan` differs (as Nomad's): 0 no
 //! allocation changes, 1 allocations created or destroyed, 255 error.
 
+mod acl;
 mod agent;
 mod agent_config;
 mod alloc;
@@ -104,6 +105,9 @@ enum Command {
         after_help = "EXAMPLES:\n  orch operator scheduler get-config\n  orch operator scheduler set-config --scheduler-algorithm spread"
     )]
     Operator(operator::OperatorCommand),
+    /// Access control: the bootstrap, policies and tokens.
+    #[command(subcommand, after_help = acl::ACL_EXAMPLES)]
+    Acl(acl::AclCommand),
     /// Cluster-wide maintenance: garbage collection on demand.
     #[command(
         subcommand,
@@ -219,6 +223,10 @@ fn main() -> ExitCode {
             Command::System(c) => {
                 init_logging("warn");
                 system::run(&ctx, c).await
+            }
+            Command::Acl(c) => {
+                init_logging("warn");
+                acl::run(&ctx, c).await
             }
             // Handled above, before the runtime started.
             Command::ContainerInit => anyhow::bail!("container-init cannot run here"),

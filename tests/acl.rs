@@ -187,3 +187,84 @@ fn the_cli_works_with_its_token_and_says_what_is_missing_without() {
     let stop = agent.orch(&["--token", &root, "job", "stop", "hello"], long);
     assert_eq!(stop.code(), 0, "{}\n{}", stop.stdout, stop.stderr);
 }
+
+#[test]
+fn the_acl_commands_bootstrap_apply_create_and_show_tokens() {
+    let ws = Workspace::new();
+    let agent = Agent::with_config(&ws, "server", SERVER);
+    let long = std::time::Duration::from_secs(30);
+
+    let boot = agent.orch(&["--json", "acl", "bootstrap"], long);
+    assert_eq!(boot.code(), 0, "{}\n{}", boot.stdout, boot.stderr);
+    let root: serde_json::Value = serde_json::from_str(&boot.stdout).unwrap();
+    let root = root["secret"].as_str().unwrap().to_string();
+    let again = agent.orch(&["acl", "bootstrap"], long);
+    assert_eq!(again.code(), 1, "{}", again.stderr);
+    assert!(
+        again.stderr.contains("bootstrapped already"),
+        "{}",
+        again.stderr
+    );
+
+    let bad = ws.write("bad.toml", "job = [\"read\"]\nalloc = [\"shell\"]\n");
+    let out = agent.orch(
+        &[
+            "--token",
+            &root,
+            "acl",
+            "policy",
+            "apply",
+            "ro",
+            bad.to_str().unwrap(),
+        ],
+        long,
+    );
+    assert_eq!(out.code(), 1);
+    assert!(
+        out.stderr.contains("bad.toml: line 2, column 10"),
+        "{}",
+        out.stderr
+    );
+
+    let good = ws.write("ro.toml", "description = \"read only\"\njob = [\"read\"]\n");
+    let out = agent.orch(
+        &[
+            "--token",
+            &root,
+            "acl",
+            "policy",
+            "apply",
+            "ro",
+            good.to_str().unwrap(),
+        ],
+        long,
+    );
+    assert_eq!(out.code(), 0, "{}", out.stderr);
+    let list = agent.orch(&["--token", &root, "acl", "policy", "list"], long);
+    assert!(list.stdout.contains("read only"), "{}", list.stdout);
+
+    let created = agent.orch(
+        &[
+            "--token", &root, "--json", "acl", "token", "create", "--name", "ci", "--policy", "ro",
+            "--ttl", "1h",
+        ],
+        long,
+    );
+    assert_eq!(created.code(), 0, "{}", created.stderr);
+    let ci: serde_json::Value = serde_json::from_str(&created.stdout).unwrap();
+    let ci = ci["secret"].as_str().unwrap().to_string();
+
+    let me = agent.orch(&["--token", &ci, "acl", "token", "self"], long);
+    assert_eq!(me.code(), 0, "{}", me.stderr);
+    assert!(me.stdout.contains("job:read"), "{}", me.stdout);
+    let tokens = agent.orch(&["--token", &root, "acl", "token", "list"], long);
+    assert!(
+        tokens.stdout.contains("ci") && tokens.stdout.contains("management"),
+        "{}",
+        tokens.stdout
+    );
+    assert!(!tokens.stdout.contains(&ci), "secrets are never listed");
+    let denied = agent.orch(&["--token", &ci, "acl", "token", "list"], long);
+    assert_eq!(denied.code(), 1);
+    assert!(denied.stderr.contains("acl:write"), "{}", denied.stderr);
+}

@@ -93,6 +93,9 @@ fn every_command_has_help_with_examples() {
         vec!["service"],
         vec!["service", "list"],
         vec!["service", "info"],
+        vec!["acl"],
+        vec!["acl", "policy"],
+        vec!["acl", "token"],
     ] {
         let mut args = cmd.clone();
         args.push("--help");
