@@ -12,7 +12,7 @@ use orch_common::model::{AclPolicy, AclToken, TokenKind};
 use super::context::{Endpoints, ReadError};
 use super::secrets;
 use crate::state::command::Rejection;
-use crate::state::{Command, LogError};
+use crate::state::{Command, LogError, StateError, StateStore};
 
 /// The policy whose rules requests without a token get (none stored: nothing).
 pub const ANONYMOUS_POLICY: &str = "anonymous";
@@ -121,21 +121,22 @@ pub async fn bootstrap(ctx: &Endpoints) -> Result<CreatedToken, AclError> {
     })
 }
 
-/// Creates or replaces policy `name` with the TOML document `rules`.
+/// Creates or replaces policy `name` with the TOML document `rules`, described by
+/// `description` or else by the document's own `description` key.
 pub async fn apply_policy(
     ctx: &Endpoints,
     name: &str,
-    description: String,
+    description: Option<String>,
     rules: String,
 ) -> Result<u64, AclError> {
     check_name("policy", name)?;
-    acl::parse(&rules).map_err(|error| AclError::InvalidPolicy {
+    let parsed = acl::parse(&rules).map_err(|error| AclError::InvalidPolicy {
         name: name.to_string(),
         error,
     })?;
     let policy = AclPolicy {
         name: name.to_string(),
-        description,
+        description: description.unwrap_or(parsed.description),
         rules,
         create_index: 0,
         modify_index: 0,
@@ -174,14 +175,12 @@ pub async fn create_token(ctx: &Endpoints, req: TokenRequest) -> Result<CreatedT
     let names = req.policies.clone();
     let missing = ctx
         .read(move |s| {
-            let mut missing = None;
-            for name in &names {
-                if s.acl_policy(name)?.is_none() {
-                    missing = Some(name.clone());
-                    break;
+            for name in names {
+                if s.acl_policy(&name)?.is_none() {
+                    return Ok(Some(name));
                 }
             }
-            Ok(missing)
+            Ok(None)
         })
         .await?;
     if let Some(name) = missing {
@@ -225,31 +224,51 @@ pub async fn delete_token(ctx: &Endpoints, accessor_id: &str) -> Result<u64, Acl
 /// An unknown or expired secret is an error (not anonymous: a typo must not silently
 /// lose rights).
 pub async fn resolve(ctx: &Endpoints, secret: Option<&str>) -> Result<Grants, AclError> {
-    let hash = secret.filter(|s| !s.is_empty()).map(secrets::hash);
-    let grants = ctx
+    match secret.filter(|s| !s.is_empty()) {
+        Some(secret) => Ok(whoami(ctx, secret).await?.1),
+        None => Ok(ctx
+            .read(|s| policy_grants(s, &[ANONYMOUS_POLICY.to_string()]))
+            .await?),
+    }
+}
+
+/// The token `secret` belongs to and what it grants, in one read: 403 for an unknown
+/// or expired secret (`GET /v1/acl/token/self`).
+pub async fn whoami(ctx: &Endpoints, secret: &str) -> Result<(AclToken, Grants), AclError> {
+    let hash = secrets::hash(secret);
+    let found = ctx
         .read(move |s| {
-            let names = match hash {
-                None => vec![ANONYMOUS_POLICY.to_string()],
-                Some(hash) => match s.acl_token_by_secret_hash(&hash)? {
-                    Some(t) if t.is_expired(now_ms()) => return Ok(None),
-                    Some(t) if t.kind == TokenKind::Management => {
-                        return Ok(Some(Grants::Management))
-                    }
-                    Some(t) => t.policies,
-                    None => return Ok(None),
-                },
+            let Some(token) = s.acl_token_by_secret_hash(&hash)? else {
+                return Ok(None);
             };
-            let mut rules = Vec::new();
-            for name in names {
-                if let Some(policy) = s.acl_policy(&name)? {
-                    // Stored policies were parsed when applied.
-                    rules.push(acl::parse(&policy.rules).unwrap_or_default());
-                }
+            if token.is_expired(now_ms()) {
+                return Ok(None);
             }
-            Ok(Some(Grants::of(rules.iter())))
+            let grants = grants_of(s, &token)?;
+            Ok(Some((token, grants)))
         })
         .await?;
-    grants.ok_or(AclError::InvalidToken)
+    found.ok_or(AclError::InvalidToken)
+}
+
+/// What a stored token grants.
+fn grants_of(s: &StateStore, token: &AclToken) -> Result<Grants, StateError> {
+    if token.kind == TokenKind::Management {
+        return Ok(Grants::Management);
+    }
+    policy_grants(s, &token.policies)
+}
+
+/// The union of the named policies that exist (stored policies were parsed when
+/// applied, so they parse again).
+fn policy_grants(s: &StateStore, names: &[String]) -> Result<Grants, StateError> {
+    let mut rules = Vec::new();
+    for name in names {
+        if let Some(policy) = s.acl_policy(name)? {
+            rules.push(acl::parse(&policy.rules).unwrap_or_default());
+        }
+    }
+    Ok(Grants::of(rules.iter()))
 }
 
 /// Checks `grants` for `cap`: the 403's message names what is missing.

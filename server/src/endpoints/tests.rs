@@ -230,7 +230,7 @@ mod acl_endpoints {
     #[tokio::test]
     async fn a_token_grants_its_policies_and_nothing_else() {
         let f = fixture();
-        acl::apply_policy(&f.ctx, "readonly", String::new(), "job = [\"read\"]".into())
+        acl::apply_policy(&f.ctx, "readonly", None, "job = [\"read\"]".into())
             .await
             .unwrap();
         let reader = acl::create_token(
@@ -258,14 +258,9 @@ mod acl_endpoints {
         ));
         let anonymous = acl::resolve(&f.ctx, None).await.unwrap();
         assert_eq!(anonymous, Grants::Rules(Default::default()));
-        acl::apply_policy(
-            &f.ctx,
-            ANONYMOUS_POLICY,
-            String::new(),
-            "job = [\"read\"]".into(),
-        )
-        .await
-        .unwrap();
+        acl::apply_policy(&f.ctx, ANONYMOUS_POLICY, None, "job = [\"read\"]".into())
+            .await
+            .unwrap();
         let anonymous = acl::resolve(&f.ctx, None).await.unwrap();
         assert_eq!(anonymous.require(Capability::JobRead), Ok(()));
 
@@ -282,12 +277,12 @@ mod acl_endpoints {
     #[tokio::test]
     async fn bad_policies_names_and_tokens_are_refused_and_store_nothing() {
         let f = fixture();
-        let bad = acl::apply_policy(&f.ctx, "p", String::new(), "job = [\"rm\"]".into())
+        let bad = acl::apply_policy(&f.ctx, "p", None, "job = [\"rm\"]".into())
             .await
             .unwrap_err();
         assert!(bad.to_string().contains("line 1, column 8"), "{bad}");
         assert!(matches!(
-            acl::apply_policy(&f.ctx, "a b", String::new(), String::new()).await,
+            acl::apply_policy(&f.ctx, "a b", None, String::new()).await,
             Err(AclError::InvalidName { .. })
         ));
         let token = |policies: Vec<String>, ttl| TokenRequest {
@@ -303,7 +298,7 @@ mod acl_endpoints {
             acl::create_token(&f.ctx, token(vec![], None)).await,
             Err(AclError::PolicyCount)
         ));
-        acl::apply_policy(&f.ctx, "p", String::new(), String::new())
+        acl::apply_policy(&f.ctx, "p", None, String::new())
             .await
             .unwrap();
         assert!(matches!(

@@ -113,13 +113,10 @@ pub async fn put_policy(
     let (description, rules) = if body.is_toml() {
         let rules = String::from_utf8(body.bytes.to_vec())
             .map_err(|_| ApiError::bad_request("the policy is not UTF-8"))?;
-        let description = orch_common::acl::parse(&rules)
-            .map(|r| r.description)
-            .unwrap_or_default();
-        (description, rules)
+        (None, rules)
     } else {
         let req: AclPolicyRequest = body.json()?;
-        (req.description, req.rules)
+        (Some(req.description), req.rules)
     };
     let index = acl::apply_policy(&st.endpoints, &name, description, rules).await?;
     Ok(Json(serde_json::json!({ "name": name, "index": index })))
@@ -192,12 +189,7 @@ pub async fn token_self(
     AclSecret(secret): AclSecret,
 ) -> Result<Json<AclTokenSelf>, ApiError> {
     let secret = secret.ok_or_else(|| ApiError::Forbidden("no ACL token presented".into()))?;
-    let grants = acl::resolve(&st.endpoints, Some(&secret)).await?;
-    let hash = crate::endpoints::secrets::hash(&secret);
-    let token = st
-        .read(move |s| s.acl_token_by_secret_hash(&hash))
-        .await?
-        .ok_or_else(|| ApiError::from(AclError::InvalidToken))?;
+    let (token, grants) = acl::whoami(&st.endpoints, &secret).await?;
     let capabilities = match grants {
         Grants::Management => vec!["management".to_string()],
         Grants::Rules(caps) => caps
