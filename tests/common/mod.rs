@@ -87,10 +87,19 @@ impl Output {
 
 /// Runs `orch ARGS` and waits at most `timeout`, killing it past that.
 pub fn orch_cmd(args: &[&str], timeout: Duration) -> Output {
+    orch_cmd_env(args, &[], timeout)
+}
+
+/// `orch_cmd` with these environment variables set (`ORCH_CACERT`, ...).
+pub fn orch_cmd_env(args: &[&str], env: &[(&str, &str)], timeout: Duration) -> Output {
     let mut child = Command::new(BIN)
         .args(args)
         .env_remove("ORCH_ADDR")
         .env_remove("ORCH_TOKEN")
+        .env_remove("ORCH_CACERT")
+        .env_remove("ORCH_CLIENT_CERT")
+        .env_remove("ORCH_CLIENT_KEY")
+        .envs(env.iter().copied())
         .env("RUST_LOG", "warn")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -615,9 +624,11 @@ pub fn client_section(servers: &[&str], memory_mib: u64, node_class: &str) -> St
     )
 }
 
-/// Strips `http://` from an agent address, for `servers = [...]`.
+/// Strips `http://` or `https://` from an agent address, for `servers = [...]`.
 pub fn host_port(addr: &str) -> String {
-    addr.trim_start_matches("http://").to_string()
+    addr.trim_start_matches("http://")
+        .trim_start_matches("https://")
+        .to_string()
 }
 
 /// Waits until the server lists `n` ready nodes.

@@ -68,6 +68,8 @@ pub enum ClientError {
     Fingerprint(#[from] FingerprintError),
     #[error("no servers configured for the client")]
     NoServers,
+    #[error("the client's connection to the servers: {0}")]
+    Servers(#[from] crate::rpc::RpcError),
 }
 
 /// A running client agent.
@@ -128,7 +130,7 @@ impl Client {
 
         let (registered, _) = tokio::sync::watch::channel(false);
         let shared = Arc::new(Shared {
-            api: ServerApi::new(&cfg.servers, node_secret),
+            api: ServerApi::new(&cfg.servers, node_secret, cfg.tls.as_ref())?,
             deps: TaskRunnerDeps {
                 drivers: Arc::new(drivers),
                 cgroups,

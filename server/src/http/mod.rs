@@ -18,6 +18,7 @@
 //!   `client_api` for what clients call (register, heartbeat, alloc watch, updates),
 //!   and `client_forward`, which relays client routes to the client that runs the
 //!   allocation.
+//! - `relay`: how the server calls clients (HTTP or HTTPS); `tls`: the agent's HTTPS listener and the roles its peers' certificates prove.
 //!
 //! See docs/api.md for the routes.
 
@@ -37,8 +38,10 @@ pub mod jobs;
 pub mod nodes;
 pub mod operator;
 pub mod plan;
+pub mod relay;
 pub mod services;
 pub mod system;
+pub mod tls;
 
 use std::sync::Arc;
 

@@ -148,6 +148,8 @@ impl Server {
             cfg.max_request_body_bytes,
         );
         http.endpoints.gc = collector;
+        http.relay = http::relay::Relay::new(cfg.tls.as_ref())
+            .map_err(|e| ServerError::Config(format!("building the relay's HTTPS client: {e}")))?;
         let http = Arc::new(http);
         tracing::info!(
             path = %path.display(),
