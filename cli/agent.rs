@@ -19,10 +19,15 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 use clap::Args;
+use futures::future::BoxFuture;
+use orch_client::rpc::RpcError;
+use orch_common::acl::Grants;
 use orch_common::model::Resources;
 use orch_common::tls::Tls;
+use orch_server::http::authorize::TokenResolver;
 use orch_server::http::browser_guard::{self, OriginPolicy};
 use orch_server::http::tls::{node_routes_need_agent_certificate, Peer, TlsListener};
+use orch_server::http::ApiError;
 use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, SignalKind};
 
@@ -117,6 +122,26 @@ fn host_name() -> String {
         .ok()
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| "orch".to_string())
+}
+
+/// Token lookups of a client-only agent: the servers' answer, their 403 passed on.
+struct ServersResolve(Arc<orch_client::TokenCache>);
+
+impl TokenResolver for ServersResolve {
+    fn grants(&self, secret: Option<String>) -> BoxFuture<'_, Result<Grants, ApiError>> {
+        Box::pin(async move {
+            self.0.grants(secret.as_deref()).await.map_err(|e| match e {
+                RpcError::Status {
+                    status: 403,
+                    message,
+                    ..
+                } => ApiError::Forbidden(message),
+                other => ApiError::Unavailable(format!(
+                    "cannot check the ACL token with the servers: {other}"
+                )),
+            })
+        })
+    }
 }
 
 /// SIGHUP: new connections use the certificate files as they are now; a file that
@@ -277,14 +302,20 @@ pub async fn run(args: AgentArgs) -> Result<ExitCode> {
         (None, None) => {}
     }
 
-    // With ACLs on, every route checks the caller's token against the server's store
-    // (`AgentConfig::check` refuses ACLs on an agent without a server, for now).
-    let router = match (&server, cfg.acl.enabled) {
-        (Some(s), true) => router.layer(axum::middleware::from_fn_with_state(
-            s.endpoints(),
+    // With ACLs on, every route checks the caller's token: against the store on an
+    // agent that runs a server, else through the servers (cached briefly).
+    let tokens: Option<Arc<dyn TokenResolver>> = match (&server, &client) {
+        _ if !cfg.acl.enabled => None,
+        (Some(s), _) => Some(s.tokens()),
+        (None, Some(c)) => Some(Arc::new(ServersResolve(c.tokens()))),
+        (None, None) => None,
+    };
+    let router = match tokens {
+        Some(tokens) => router.layer(axum::middleware::from_fn_with_state(
+            tokens,
             orch_server::http::authorize::authorize,
         )),
-        _ => router,
+        None => router,
     };
     let router = match &tls {
         Some(_) => router.layer(axum::middleware::from_fn(

@@ -501,9 +501,6 @@ impl AgentConfig {
 
     /// Rules serde cannot express.
     fn check(&self) -> Result<()> {
-        if self.acl.enabled && !self.server.enabled {
-            bail!("acl.enabled: a client-only agent cannot check tokens yet; enable ACLs on agents that run a server");
-        }
         self.tls.check()?;
         if self.region.is_empty()
             || !self

@@ -7,10 +7,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use orch_common::acl::Grants;
 use orch_common::api::{
     AllocUpdateRequest, AllocUpdateResponse, ErrorBody, HeartbeatRequest, HeartbeatResponse,
     KnownAllocsRequest, KnownAllocsResponse, NodeAllocationsResponse, NodeRegisterRequest,
-    NodeRegisterResponse, NODE_SECRET_HEADER,
+    NodeRegisterResponse, TokenResolveRequest, NODE_SECRET_HEADER,
 };
 use orch_common::ids::AllocId;
 use orch_common::model::Node;
@@ -194,6 +195,21 @@ impl ServerApi {
         let body = NodeRegisterRequest { node: node.clone() };
         self.call("POST", "/v1/node/register", Some(&body), CALL_TIMEOUT)
             .await
+    }
+
+    /// What an ACL token grants (`POST /v1/node/{id}/acl/resolve`).
+    pub async fn resolve_token(
+        &self,
+        node_id: &str,
+        req: &TokenResolveRequest,
+    ) -> Result<Grants, RpcError> {
+        self.call(
+            "POST",
+            &format!("/v1/node/{node_id}/acl/resolve"),
+            Some(req),
+            CALL_TIMEOUT,
+        )
+        .await
     }
 
     pub async fn heartbeat(

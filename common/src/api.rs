@@ -21,6 +21,14 @@ pub const NODE_SECRET_HEADER: &str = "X-Orch-Node-Secret";
 /// takes `Authorization: Bearer <secret>`.
 pub const TOKEN_HEADER: &str = "X-Orch-Token";
 
+/// `POST /v1/node/{id}/acl/resolve`: a client with ACLs on asks what the token a request
+/// presented grants (`None`: the anonymous policy); the answer is a `crate::acl::Grants`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct TokenResolveRequest {
+    #[serde(default)]
+    pub secret: Option<String>,
+}
+
 /// Every 4xx/5xx answer: `{"error": "..."}`, with per-field details for bad specs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ErrorBody {

@@ -100,6 +100,7 @@ pub fn router(state: Arc<HttpState>) -> Router {
         .route("/v1/node/register", post(client_api::register))
         .route("/v1/node/{id}", get(nodes::get))
         .route("/v1/node/{id}/heartbeat", post(client_api::heartbeat))
+        .route("/v1/node/{id}/acl/resolve", post(client_api::resolve_token))
         .route("/v1/node/{id}/eligibility", post(nodes::set_eligibility))
         .route("/v1/node/{id}/drain", post(nodes::drain))
         .route(

@@ -180,9 +180,9 @@ impl Server {
         http::router(self.http.clone())
     }
 
-    /// The rules of every write and the token lookup, for the agent's authorization
-    /// layer (`http::authorize::authorize`) when ACLs are on.
-    pub fn endpoints(&self) -> Arc<crate::endpoints::Endpoints> {
+    /// The token lookup, for the agent's authorization layer
+    /// (`http::authorize::authorize`) when ACLs are on.
+    pub fn tokens(&self) -> Arc<dyn http::authorize::TokenResolver> {
         Arc::new(self.http.endpoints.clone())
     }
 
