@@ -745,6 +745,11 @@ reserved = { cpu = 200, memory = 256 }
         let c = AgentConfig::parse(include_str!("../deploy/client.toml"), "client.toml").unwrap();
         assert!(c.client.enabled && !c.server.enabled);
         assert_ne!(s.ports.http, c.ports.http, "both fit on one machine");
+        for cfg in [&s, &c] {
+            assert!(cfg.acl.enabled && cfg.tls.http, "secure by default");
+            assert!(cfg.tls.verify_https_client);
+            assert!(!cfg.client.raw_exec && !cfg.client.allow_root_tasks);
+        }
     }
 
     #[test]

@@ -242,6 +242,13 @@ impl Agent {
         }
     }
 
+    /// `orch ARGS` (an agent whose configuration the test wrote), its data dir
+    /// `<ws>/<name>` and its log `<ws>/<name>.log`.
+    pub fn with_args(ws: &Workspace, name: &str, args: &[&str]) -> Agent {
+        let args = args.iter().map(|a| a.to_string()).collect();
+        Agent::spawn(args, ws.path(name), ws.path(&format!("{name}.log")))
+    }
+
     fn spawn(args: Vec<String>, data_dir: PathBuf, log_path: PathBuf) -> Agent {
         let (child, addr) = start_process(&args, &log_path, None);
         Agent {
