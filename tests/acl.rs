@@ -380,34 +380,25 @@ fn a_client_only_agent_checks_tokens_with_the_servers() {
 
     // The exec WebSocket on the client: a token without alloc:exec is refused.
     let long = std::time::Duration::from_secs(60);
-    let denied = server.orch(
-        &[
-            "--token",
-            &logs,
-            "alloc",
-            "exec",
-            &alloc,
-            "--",
-            "/bin/echo",
-            "hi",
-        ],
-        long,
-    );
+    let exec_as = |token: &str| {
+        server.orch(
+            &[
+                "--token",
+                token,
+                "alloc",
+                "exec",
+                &alloc,
+                "--",
+                "/bin/echo",
+                "hi",
+            ],
+            long,
+        )
+    };
+    let denied = exec_as(&logs);
     assert_ne!(denied.code(), 0);
     assert!(denied.stderr.contains("alloc:exec"), "{}", denied.stderr);
-    let exec = server.orch(
-        &[
-            "--token",
-            &root,
-            "alloc",
-            "exec",
-            &alloc,
-            "--",
-            "/bin/echo",
-            "hi",
-        ],
-        long,
-    );
+    let exec = exec_as(&root);
     assert_eq!(exec.code(), 0, "{}\n{}", exec.stdout, exec.stderr);
     let (status, _) = call(
         Method::DELETE,
