@@ -483,8 +483,10 @@ fn secure_agent(dir: &Path) -> Result<(AgentProc, reqwest::blocking::Client)> {
         orch(&["tls", "cert", "create", role])?;
     }
     let file = |name: &str| tls.join(name).display().to_string();
+    // Beside the plain agent: DNS (its fixed port taken) is not what is measured.
+    let both = BOTH.replace("[server]\n", "[server]\ndns = false\n");
     let tables = format!(
-        "{BOTH}
+        "{both}
 [acl]
 enabled = true
 
@@ -596,6 +598,29 @@ fn e2e(dir: &Path) -> Result<()> {
             }
         }
     }
+    // One read, many times, on a kept-alive connection: the per-request price of the
+    // token check and of TLS, without the scheduler and the tasks around it.
+    let read_us = |c: &reqwest::blocking::Client, base: &str, job: &str| -> Result<f64> {
+        const N: u32 = 1000;
+        let url = format!("{base}/v1/job/{job}");
+        let t0 = Instant::now();
+        for _ in 0..N {
+            let resp = c.get(&url).send()?;
+            if !resp.status().is_success() {
+                bail!("GET {url}: {}", resp.status());
+            }
+            resp.bytes()?;
+        }
+        Ok(t0.elapsed().as_secs_f64() * 1e6 / f64::from(N))
+    };
+    let (mut read, mut secure_read) = (Vec::new(), Vec::new());
+    for _ in 0..3 {
+        read.push(read_us(&c, &agent.addr, "batch200-0")?);
+        secure_read.push(read_us(&sc, &secure.addr, "batch200-secure-0")?);
+    }
+    let (read, secure_read) = (median(read), median(secure_read));
+    report("e2e.read_job_us", read, "us");
+    report("e2e.secure.read_job_us", secure_read, "us");
     let (service, batch) = (median(service), median(batch));
     let (secure_service, secure_batch) = (median(secure_service), median(secure_batch));
     report("e2e.service50_running_s", service, "s");
