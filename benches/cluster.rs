@@ -8,7 +8,11 @@
 //!   replacements run on the other client. Heartbeat TTL 1 s, grace 1 s.
 //! - `e2e.service50_running_s`: POST of a 50-instance raw_exec service until all 50 run.
 //! - `e2e.batch200_complete_s`: POST of a 200-instance batch job of /bin/true until all
-//!   200 are complete. Both median of 3, on one server+client agent.
+//!   200 are complete. Both median of 5, on one server+client agent.
+//! - `e2e.secure.*`: the same on an agent with ACLs and mutual TLS on (every call with a
+//!   token, over HTTPS with client certificates, the agent's client calling its server
+//!   over HTTPS too), rounds interleaved with the plain agent's; `*_ratio` is secure
+//!   over plain.
 //! - `footprint.server_rss_mib`, `footprint.client_rss_mib`: resident memory of an idle
 //!   server agent and an idle client agent (separate processes), 3 s after start.
 //!
@@ -454,15 +458,79 @@ resources = {{ cpu = 20, memory = 16 }}
     Ok(())
 }
 
-fn e2e(dir: &Path) -> Result<()> {
-    const ROUNDS: usize = 3;
-    let c = http()?;
-    let agent = AgentProc::start(dir, "e2e", BOTH)?;
-    wait_ready_nodes(&c, &agent.addr, 1)?;
-    let mut service = Vec::new();
-    let mut batch = Vec::new();
-    for round in 0..ROUNDS {
-        let id = format!("service50-{round}");
+/// An agent with ACLs and mutual TLS on (certificates from `orch tls`), and an HTTPS
+/// client that presents the CLI certificate and the management token.
+fn secure_agent(dir: &Path) -> Result<(AgentProc, reqwest::blocking::Client)> {
+    let tls = dir.join("tls");
+    std::fs::create_dir_all(&tls)?;
+    let orch = |args: &[&str]| -> Result<()> {
+        let out = Command::new(BIN)
+            .args(args)
+            .arg("--dir")
+            .arg(&tls)
+            .output()?;
+        if !out.status.success() {
+            bail!(
+                "orch {}: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(())
+    };
+    orch(&["tls", "ca", "create"])?;
+    for role in ["--server", "--cli"] {
+        orch(&["tls", "cert", "create", role])?;
+    }
+    let file = |name: &str| tls.join(name).display().to_string();
+    // Beside the plain agent: DNS (its fixed port taken) is not what is measured.
+    let both = BOTH.replace("[server]\n", "[server]\ndns = false\n");
+    let tables = format!(
+        "{both}
+[acl]
+enabled = true
+
+[tls]
+http = true
+ca_file = {:?}
+cert_file = {:?}
+key_file = {:?}
+",
+        file("orch-agent-ca.pem"),
+        file("global-server-orch.pem"),
+        file("global-server-orch-key.pem")
+    );
+    let agent = AgentProc::start(dir, "e2e-secure", &tables)?;
+    let ca = reqwest::Certificate::from_pem(&std::fs::read(tls.join("orch-agent-ca.pem"))?)?;
+    let mut identity = std::fs::read(tls.join("global-cli-orch.pem"))?;
+    identity.extend(std::fs::read(tls.join("global-cli-orch-key.pem"))?);
+    let identity = reqwest::Identity::from_pem(&identity)?;
+    let builder = || {
+        reqwest::blocking::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .add_root_certificate(ca.clone())
+            .identity(identity.clone())
+    };
+    let boot: Value = builder()
+        .build()?
+        .post(format!("{}/v1/acl/bootstrap", agent.addr))
+        .send()?
+        .json()?;
+    let token = boot["secret"].as_str().context("the bootstrap token")?;
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert("X-Orch-Token", token.parse()?);
+    Ok((agent, builder().default_headers(headers).build()?))
+}
+
+/// One round of each job on one agent: (service50 running, batch200 complete) seconds.
+fn e2e_round(
+    c: &reqwest::blocking::Client,
+    agent: &AgentProc,
+    label: &str,
+    round: usize,
+) -> Result<(f64, f64)> {
+    {
+        let id = format!("service50-{label}{round}");
         let spec = format!(
             r#"id = "{id}"
 [group.g]
@@ -474,14 +542,14 @@ resources = {{ cpu = 10, memory = 16 }}
 "#
         );
         let t0 = Instant::now();
-        post_toml(&c, &agent.addr, &spec)?;
-        let t1 = wait_allocs(&c, &agent.addr, &id, Duration::from_secs(60), |l| {
+        post_toml(c, &agent.addr, &spec)?;
+        let t1 = wait_allocs(c, &agent.addr, &id, Duration::from_secs(60), |l| {
             count(l, "running") == 50
         })?;
-        service.push(t1.duration_since(t0).as_secs_f64());
-        stop_job(&c, &agent.addr, &id)?;
+        let service = t1.duration_since(t0).as_secs_f64();
+        stop_job(c, &agent.addr, &id)?;
 
-        let id = format!("batch200-{round}");
+        let id = format!("batch200-{label}{round}");
         let spec = format!(
             r#"id = "{id}"
 type = "batch"
@@ -494,14 +562,73 @@ resources = {{ cpu = 10, memory = 16 }}
 "#
         );
         let t0 = Instant::now();
-        post_toml(&c, &agent.addr, &spec)?;
-        let t1 = wait_allocs(&c, &agent.addr, &id, Duration::from_secs(60), |l| {
+        post_toml(c, &agent.addr, &spec)?;
+        let t1 = wait_allocs(c, &agent.addr, &id, Duration::from_secs(60), |l| {
             count(l, "complete") == 200
         })?;
-        batch.push(t1.duration_since(t0).as_secs_f64());
+        Ok((service, t1.duration_since(t0).as_secs_f64()))
     }
-    report("e2e.service50_running_s", median(service), "s");
-    report("e2e.batch200_complete_s", median(batch), "s");
+}
+
+fn e2e(dir: &Path) -> Result<()> {
+    const ROUNDS: usize = 5;
+    let c = http()?;
+    let agent = AgentProc::start(dir, "e2e", BOTH)?;
+    wait_ready_nodes(&c, &agent.addr, 1)?;
+    let (secure, sc) = secure_agent(dir)?;
+    wait_ready_nodes(&sc, &secure.addr, 1)?;
+    let (mut service, mut batch) = (Vec::new(), Vec::new());
+    let (mut secure_service, mut secure_batch) = (Vec::new(), Vec::new());
+    for round in 0..ROUNDS {
+        // Alternate which goes first, so that neither always runs on a warmer machine.
+        let order = if round % 2 == 0 {
+            [false, true]
+        } else {
+            [true, false]
+        };
+        for is_secure in order {
+            if is_secure {
+                let (s, b) = e2e_round(&sc, &secure, "secure-", round)?;
+                secure_service.push(s);
+                secure_batch.push(b);
+            } else {
+                let (s, b) = e2e_round(&c, &agent, "", round)?;
+                service.push(s);
+                batch.push(b);
+            }
+        }
+    }
+    // One read, many times, on a kept-alive connection: the per-request price of the
+    // token check and of TLS, without the scheduler and the tasks around it.
+    let read_us = |c: &reqwest::blocking::Client, base: &str, job: &str| -> Result<f64> {
+        const N: u32 = 1000;
+        let url = format!("{base}/v1/job/{job}");
+        let t0 = Instant::now();
+        for _ in 0..N {
+            let resp = c.get(&url).send()?;
+            if !resp.status().is_success() {
+                bail!("GET {url}: {}", resp.status());
+            }
+            resp.bytes()?;
+        }
+        Ok(t0.elapsed().as_secs_f64() * 1e6 / f64::from(N))
+    };
+    let (mut read, mut secure_read) = (Vec::new(), Vec::new());
+    for _ in 0..3 {
+        read.push(read_us(&c, &agent.addr, "batch200-0")?);
+        secure_read.push(read_us(&sc, &secure.addr, "batch200-secure-0")?);
+    }
+    let (read, secure_read) = (median(read), median(secure_read));
+    report("e2e.read_job_us", read, "us");
+    report("e2e.secure.read_job_us", secure_read, "us");
+    let (service, batch) = (median(service), median(batch));
+    let (secure_service, secure_batch) = (median(secure_service), median(secure_batch));
+    report("e2e.service50_running_s", service, "s");
+    report("e2e.batch200_complete_s", batch, "s");
+    report("e2e.secure.service50_running_s", secure_service, "s");
+    report("e2e.secure.batch200_complete_s", secure_batch, "s");
+    report("e2e.secure.service50_ratio", secure_service / service, "x");
+    report("e2e.secure.batch200_ratio", secure_batch / batch, "x");
     Ok(())
 }
 

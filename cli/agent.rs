@@ -8,7 +8,8 @@
 //! ```
 //!
 //! The client stops first while the HTTP API still answers, so that in a combined agent
-//! its last status reports reach the server; a second signal exits at once.
+//! its last status reports reach the server; a second signal exits at once. With
+//! `[tls] http = true` the listener is HTTPS and SIGHUP reloads the certificate files.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -18,8 +19,15 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 use clap::Args;
+use futures::future::BoxFuture;
+use orch_client::rpc::RpcError;
+use orch_common::acl::Grants;
 use orch_common::model::Resources;
+use orch_common::tls::Tls;
+use orch_server::http::authorize::TokenResolver;
 use orch_server::http::browser_guard::{self, OriginPolicy};
+use orch_server::http::tls::{node_routes_need_agent_certificate, Peer, TlsListener};
+use orch_server::http::ApiError;
 use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, SignalKind};
 
@@ -52,9 +60,10 @@ const AGENT_EXAMPLES: &str = "EXAMPLES:
   orch agent --dev --dns-port 5353
   orch agent --config /etc/orch/server.toml
 
-When ready it prints `orch agent: listening on http://ADDR:PORT` to stderr, after
-`orch agent: DNS on ADDR:PORT (udp, tcp)` when it is a server with DNS on.
-SIGTERM or SIGINT stops it cleanly (a second signal exits at once).";
+When ready it prints `orch agent: listening on http://ADDR:PORT` (https:// with
+[tls] http = true) to stderr, after `orch agent: DNS on ADDR:PORT (udp, tcp)` when it
+is a server with DNS on. SIGTERM or SIGINT stops it cleanly (a second signal exits at
+once); SIGHUP reloads the [tls] certificate files.";
 
 /// How long open HTTP requests (blocking queries, log streams) may run on at shutdown.
 const HTTP_DRAIN: Duration = Duration::from_secs(2);
@@ -115,6 +124,45 @@ fn host_name() -> String {
         .unwrap_or_else(|| "orch".to_string())
 }
 
+/// Token lookups of a client-only agent: the servers' answer, their 403 passed on.
+struct ServersResolve(Arc<orch_client::TokenCache>);
+
+impl TokenResolver for ServersResolve {
+    fn grants(&self, secret: Option<String>) -> BoxFuture<'_, Result<Grants, ApiError>> {
+        Box::pin(async move {
+            self.0.grants(secret.as_deref()).await.map_err(|e| match e {
+                RpcError::Status {
+                    status: 403,
+                    message,
+                    ..
+                } => ApiError::Forbidden(message),
+                other => ApiError::Unavailable(format!(
+                    "cannot check the ACL token with the servers: {other}"
+                )),
+            })
+        })
+    }
+}
+
+/// SIGHUP: new connections use the certificate files as they are now; a file that
+/// does not load leaves the ones in use (and says why).
+fn reload_tls(tls: Option<&Tls>) {
+    let Some(tls) = tls else {
+        tracing::info!("SIGHUP received; nothing to reload without [tls]");
+        return;
+    };
+    match tls.reload() {
+        Ok(()) => {
+            tracing::info!("SIGHUP received: reloaded the TLS certificates");
+            eprintln!("orch agent: reloaded the TLS certificates");
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "SIGHUP received: keeping the TLS certificates in use");
+            eprintln!("orch agent: TLS reload failed, keeping the certificates in use: {e}");
+        }
+    }
+}
+
 pub async fn run(args: AgentArgs) -> Result<ExitCode> {
     let (cfg, temp_dir) = load(&args)?;
     crate::init_logging(&cfg.log_level.to_ascii_lowercase());
@@ -124,6 +172,15 @@ pub async fn run(args: AgentArgs) -> Result<ExitCode> {
         .data_dir
         .canonicalize()
         .with_context(|| format!("resolving data_dir {}", cfg.data_dir.display()))?;
+
+    let tls = match cfg.tls.files() {
+        Some(files) => Some(
+            Tls::load(files, &cfg.region, cfg.tls.verify_https_client)
+                .context("[tls]: loading the certificates")?,
+        ),
+        None => None,
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
 
     let bind = socket_addr(&cfg.bind_addr, cfg.ports.http)?;
     let listener = TcpListener::bind(bind)
@@ -154,6 +211,7 @@ pub async fn run(args: AgentArgs) -> Result<ExitCode> {
             max_request_body_bytes: cfg.server.max_request_body_bytes,
             advertise_http: advertise.clone(),
             gc: cfg.server.gc(),
+            tls: tls.clone(),
             ..defaults
         };
         let s = orch_server::server::Server::start(scfg)
@@ -193,6 +251,7 @@ pub async fn run(args: AgentArgs) -> Result<ExitCode> {
             raw_exec: cfg.client.raw_exec,
             allow_root_tasks: cfg.client.allow_root_tasks,
             default_user: Some(cfg.client.default_user.clone()).filter(|u| !u.is_empty()),
+            tls: tls.clone(),
             ..orch_client::ClientConfig::default()
         };
         match orch_client::Client::start(ccfg).await {
@@ -243,33 +302,58 @@ pub async fn run(args: AgentArgs) -> Result<ExitCode> {
         (None, None) => {}
     }
 
-    // With ACLs on, every route checks the caller's token against the server's store
-    // (`AgentConfig::check` refuses ACLs on an agent without a server, for now).
-    let router = match (&server, cfg.acl.enabled) {
-        (Some(s), true) => router.layer(axum::middleware::from_fn_with_state(
-            s.endpoints(),
+    // With ACLs on, every route checks the caller's token: against the store on an
+    // agent that runs a server, else through the servers (cached briefly).
+    let tokens: Option<Arc<dyn TokenResolver>> = match (&server, &client) {
+        _ if !cfg.acl.enabled => None,
+        (Some(s), _) => Some(s.tokens()),
+        (None, Some(c)) => Some(Arc::new(ServersResolve(c.tokens()))),
+        (None, None) => None,
+    };
+    let router = match tokens {
+        Some(tokens) => router.layer(axum::middleware::from_fn_with_state(
+            tokens,
             orch_server::http::authorize::authorize,
         )),
-        _ => router,
+        None => router,
+    };
+    let router = match &tls {
+        Some(_) => router.layer(axum::middleware::from_fn(
+            node_routes_need_agent_certificate,
+        )),
+        None => router,
     };
     let router = router.layer(axum::middleware::from_fn_with_state(
         Arc::new(origins),
         browser_guard::guard,
     ));
+    let service = router.into_make_service_with_connect_info::<Peer>();
 
     let (stop_http_tx, stop_http_rx) = tokio::sync::oneshot::channel::<()>();
-    let mut http = tokio::spawn(async move {
-        axum::serve(listener, router)
-            .with_graceful_shutdown(async move {
-                let _ = stop_http_rx.await;
+    let stopped = async move {
+        let _ = stop_http_rx.await;
+    };
+    let mut http = match &tls {
+        None => tokio::spawn(async move {
+            axum::serve(listener, service)
+                .with_graceful_shutdown(stopped)
+                .await
+        }),
+        Some(tls) => {
+            let listener = TlsListener::new(listener, tls.clone())
+                .map_err(|e| anyhow::anyhow!("[tls]: {e}"))?;
+            tokio::spawn(async move {
+                axum::serve(listener, service)
+                    .with_graceful_shutdown(stopped)
+                    .await
             })
-            .await
-    });
+        }
+    };
 
     if let Some(d) = &dns {
         eprintln!("orch agent: DNS on {} (udp, tcp)", d.local_addr());
     }
-    eprintln!("orch agent: listening on http://{advertise}");
+    eprintln!("orch agent: listening on {scheme}://{advertise}");
     tracing::info!(
         server = cfg.server.enabled,
         client = cfg.client.enabled,
@@ -280,10 +364,14 @@ pub async fn run(args: AgentArgs) -> Result<ExitCode> {
 
     let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-    let served_until_error = tokio::select! {
-        _ = sigterm.recv() => { tracing::info!("SIGTERM received, shutting down"); None }
-        _ = sigint.recv() => { tracing::info!("SIGINT received, shutting down"); None }
-        r = &mut http => Some(r),
+    let mut sighup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+    let served_until_error = loop {
+        tokio::select! {
+            _ = sigterm.recv() => { tracing::info!("SIGTERM received, shutting down"); break None }
+            _ = sigint.recv() => { tracing::info!("SIGINT received, shutting down"); break None }
+            _ = sighup.recv() => reload_tls(tls.as_deref()),
+            r = &mut http => break Some(r),
+        }
     };
     // A second signal means "now": skip the orderly shutdown.
     tokio::spawn(async move {

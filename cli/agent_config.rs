@@ -27,6 +27,10 @@ pub struct AgentConfig {
     /// Default: `dc1`.
     #[serde(default = "default_datacenter")]
     pub datacenter: String,
+    /// The region, as the TLS role names carry it (`server.<region>.orch`).
+    /// Default: `global`.
+    #[serde(default = "default_region")]
+    pub region: String,
     /// Agent (and node) name. Default: the host name.
     #[serde(default)]
     pub name: Option<String>,
@@ -40,6 +44,8 @@ pub struct AgentConfig {
     pub http: HttpSection,
     #[serde(default)]
     pub acl: AclSection,
+    #[serde(default)]
+    pub tls: TlsSection,
     #[serde(default)]
     pub server: ServerSection,
     #[serde(default)]
@@ -270,6 +276,81 @@ pub struct AclSection {
     pub enabled: bool,
 }
 
+/// `[tls]`: mutual TLS on the HTTP API (every hop: CLI, clients, servers' relays).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSection {
+    /// Serve and call over HTTPS. Default: false.
+    #[serde(default)]
+    pub http: bool,
+    /// The CA certificate (PEM) that signed every agent's and CLI's certificate.
+    /// Relative paths are from the configuration file's directory.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// This agent's certificate (PEM), from `orch tls cert create --server|--client`.
+    #[serde(default)]
+    pub cert_file: Option<PathBuf>,
+    /// Its private key (PEM).
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
+    /// Callers must present a certificate from the CA. Default: true.
+    #[serde(default = "yes")]
+    pub verify_https_client: bool,
+}
+
+impl Default for TlsSection {
+    fn default() -> Self {
+        TlsSection {
+            http: false,
+            ca_file: None,
+            cert_file: None,
+            key_file: None,
+            verify_https_client: true,
+        }
+    }
+}
+
+impl TlsSection {
+    /// The files to load, when TLS is on (`check` made sure all three are set).
+    pub fn files(&self) -> Option<orch_common::tls::TlsFiles> {
+        if !self.http {
+            return None;
+        }
+        Some(orch_common::tls::TlsFiles {
+            ca_file: self.ca_file.clone()?,
+            identity: Some((self.cert_file.clone()?, self.key_file.clone()?)),
+        })
+    }
+
+    fn check(&self) -> Result<()> {
+        if !self.http {
+            return Ok(());
+        }
+        for (key, value) in [
+            ("ca_file", &self.ca_file),
+            ("cert_file", &self.cert_file),
+            ("key_file", &self.key_file),
+        ] {
+            if value.as_deref().is_none_or(|p| p.as_os_str().is_empty()) {
+                bail!("tls.{key} is required when tls.http = true (see `orch tls --help`)");
+            }
+        }
+        Ok(())
+    }
+
+    /// Relative paths are taken from `dir` (the configuration file's directory).
+    fn resolve_from(&mut self, dir: &Path) {
+        for path in [&mut self.ca_file, &mut self.cert_file, &mut self.key_file]
+            .into_iter()
+            .flatten()
+        {
+            if path.is_relative() {
+                *path = dir.join(&*path);
+            }
+        }
+    }
+}
+
 /// `[http]`: who may call the API from a web page.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -336,6 +417,9 @@ fn default_bind_addr() -> String {
 fn default_datacenter() -> String {
     "dc1".to_string()
 }
+fn default_region() -> String {
+    "global".to_string()
+}
 fn default_log_level() -> String {
     "info".to_string()
 }
@@ -371,7 +455,10 @@ impl AgentConfig {
     pub fn load(path: &Path) -> Result<AgentConfig> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("reading agent configuration {}", path.display()))?;
-        AgentConfig::parse(&text, &path.display().to_string())
+        let mut cfg = AgentConfig::parse(&text, &path.display().to_string())?;
+        let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+        cfg.tls.resolve_from(dir.unwrap_or(Path::new(".")));
+        Ok(cfg)
     }
 
     /// `orch agent --dev`: server and client in one process on 127.0.0.1.
@@ -381,6 +468,7 @@ impl AgentConfig {
             bind_addr: default_bind_addr(),
             advertise_addr: None,
             datacenter: default_datacenter(),
+            region: default_region(),
             name: None,
             log_level: default_log_level(),
             ports: PortsConfig {
@@ -395,6 +483,7 @@ impl AgentConfig {
             },
             http: HttpSection::default(),
             acl: AclSection::default(),
+            tls: TlsSection::default(),
             server: ServerSection {
                 enabled: true,
                 ..ServerSection::default()
@@ -412,8 +501,17 @@ impl AgentConfig {
 
     /// Rules serde cannot express.
     fn check(&self) -> Result<()> {
-        if self.acl.enabled && !self.server.enabled {
-            bail!("acl.enabled: a client-only agent cannot check tokens yet; enable ACLs on agents that run a server");
+        self.tls.check()?;
+        if self.region.is_empty()
+            || !self
+                .region
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        {
+            bail!(
+                "region {:?}: use lowercase letters, digits and '-' (it is part of the TLS names)",
+                self.region
+            );
         }
         if !self.server.enabled && !self.client.enabled {
             bail!("neither [server] nor [client] is enabled: set `enabled = true` in at least one");
@@ -647,6 +745,11 @@ reserved = { cpu = 200, memory = 256 }
         let c = AgentConfig::parse(include_str!("../deploy/client.toml"), "client.toml").unwrap();
         assert!(c.client.enabled && !c.server.enabled);
         assert_ne!(s.ports.http, c.ports.http, "both fit on one machine");
+        for cfg in [&s, &c] {
+            assert!(cfg.acl.enabled && cfg.tls.http, "secure by default");
+            assert!(cfg.tls.verify_https_client);
+            assert!(!cfg.client.raw_exec && !cfg.client.allow_root_tasks);
+        }
     }
 
     #[test]

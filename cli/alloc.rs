@@ -10,7 +10,7 @@ use clap::{Args, Subcommand};
 use orch_common::api::{AllocResourceUsage, TaskResourceUsage};
 use orch_common::model::{Allocation, CheckStatus, Node, TaskEvent, TaskState, TaskStateKind};
 
-use crate::api_client::{encode, normalize_address};
+use crate::api_client::encode;
 use crate::job::desired_word;
 use crate::output::{self, key_values, relative_time, short, Table};
 use crate::Ctx;
@@ -188,7 +188,7 @@ async fn client_base(api: &crate::api_client::ApiClient, a: &Allocation) -> Resu
     if node.http_addr.is_empty() {
         bail!("node {} does not advertise an HTTP address", node.name);
     }
-    Ok(normalize_address(&node.http_addr))
+    Ok(api.agent_base(&node.http_addr))
 }
 
 /// The latest run of each health check, from the client agent that runs the

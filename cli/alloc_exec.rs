@@ -7,14 +7,19 @@
 use std::io::{IsTerminal as _, Write as _};
 use std::os::fd::AsFd as _;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::{bail, Context as _, Result};
 use clap::Args;
 use futures::{SinkExt as _, StreamExt as _};
 use orch_common::exec_frames as frames;
+use orch_common::tls::Tls;
+use rustls_pki_types::ServerName;
 use tokio::io::AsyncReadExt as _;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
-use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::handshake::client::Request;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tokio_tungstenite::WebSocketStream;
 
 use crate::alloc::{alloc_and_client, pick_task};
 use crate::api_client::encode;
@@ -38,6 +43,39 @@ pub struct ExecArgs {
     /// The command and its arguments, after `--`.
     #[arg(last = true, required = true, value_name = "CMD")]
     command: Vec<String>,
+}
+
+/// A byte stream the WebSocket runs over: TCP, or TLS over TCP.
+trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
+
+/// Opens the WebSocket: `ws://` over TCP, `wss://` over TLS with the CLI's CA and
+/// certificate (the client agent's certificate is checked against the host dialed).
+async fn connect(
+    request: Request,
+    tls: Option<&Arc<Tls>>,
+) -> Result<WebSocketStream<Box<dyn Io>>, WsError> {
+    let uri = request.uri().clone();
+    let secure = uri.scheme_str() == Some("wss");
+    let host = uri.host().unwrap_or_default().to_string();
+    let port = uri.port_u16().unwrap_or(if secure { 443 } else { 80 });
+    let tcp = tokio::net::TcpStream::connect((host.trim_matches(['[', ']']), port)).await?;
+    let _ = tcp.set_nodelay(true);
+    let stream: Box<dyn Io> = if secure {
+        let tls = tls.ok_or_else(|| {
+            WsError::Io(std::io::Error::other(
+                "a wss:// client needs the CA: --ca-cert or ORCH_CACERT",
+            ))
+        })?;
+        let name = ServerName::try_from(host.trim_matches(['[', ']']).to_string())
+            .map_err(|e| WsError::Io(std::io::Error::other(e)))?;
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(tls.client_config_for_address()));
+        Box::new(connector.connect(name, tcp).await?)
+    } else {
+        Box::new(tcp)
+    };
+    let (socket, _) = tokio_tungstenite::client_async(request, stream).await?;
+    Ok(socket)
 }
 
 pub async fn exec(ctx: &Ctx, args: ExecArgs) -> Result<ExitCode> {
@@ -67,14 +105,14 @@ pub async fn exec(ctx: &Ctx, args: ExecArgs) -> Result<ExitCode> {
         .context("building the exec request")?;
     if let Some(token) = api.token() {
         request.headers_mut().insert(
-            "X-Orch-Token",
+            orch_common::api::TOKEN_HEADER,
             token
                 .parse()
                 .context("the ACL token is not a valid header value")?,
         );
     }
-    let socket = match tokio_tungstenite::connect_async(request).await {
-        Ok((socket, _)) => socket,
+    let socket = match connect(request, api.tls()).await {
+        Ok(socket) => socket,
         Err(tokio_tungstenite::tungstenite::Error::Http(answer)) => {
             let body = answer
                 .body()

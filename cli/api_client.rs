@@ -1,11 +1,16 @@
 //! A small typed HTTP client for the server's `/v1` API: JSON reads (plain and
 //! blocking), writes, raw JSON for `--json`, and server errors turned into `ApiError`.
+//! Over HTTPS it checks agents' certificates against the CA given (`ORCH_CACERT`) and
+//! presents the CLI's own when one is given (`ORCH_CLIENT_CERT`, `ORCH_CLIENT_KEY`).
 
 use std::fmt;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
-use orch_common::api::{ErrorBody, INDEX_HEADER};
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use orch_common::api::{ErrorBody, INDEX_HEADER, TOKEN_HEADER};
+use orch_common::tls::{Tls, TlsFiles};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -44,15 +49,17 @@ pub struct ApiClient {
     base: String,
     token: Option<String>,
     http: reqwest::Client,
+    /// The CA (and the CLI's certificate), when one was given.
+    tls: Option<Arc<Tls>>,
 }
 
-/// `127.0.0.1:4747` -> `http://127.0.0.1:4747`; trailing slashes dropped.
-pub fn normalize_address(address: &str) -> String {
+/// `127.0.0.1:4747` -> `<scheme>://127.0.0.1:4747`; trailing slashes dropped.
+pub fn normalize_address(address: &str, scheme: &str) -> String {
     let a = address.trim().trim_end_matches('/');
     if a.starts_with("http://") || a.starts_with("https://") {
         a.to_string()
     } else {
-        format!("http://{a}")
+        format!("{scheme}://{a}")
     }
 }
 
@@ -62,15 +69,32 @@ impl ApiClient {
         self.token.as_deref()
     }
 
-    pub fn new(address: &str, token: Option<String>) -> Result<ApiClient> {
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(5))
-            .build()
-            .context("building the HTTP client")?;
+    /// `address` without a scheme is `https://` when `tls` is given, else `http://`.
+    pub fn new(address: &str, token: Option<String>, tls: Option<TlsFiles>) -> Result<ApiClient> {
+        let tls =
+            match tls {
+                Some(files) => Some(Tls::load(files, "global", false).context(
+                    "loading the CLI's TLS files (--ca-cert, --client-cert, --client-key)",
+                )?),
+                None => None,
+            };
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let base = normalize_address(address, scheme);
+        let mut builder = reqwest::Client::builder().connect_timeout(Duration::from_secs(5));
+        match &tls {
+            Some(tls) => builder = builder.use_preconfigured_tls(tls.client_config_for_address()),
+            None if base.starts_with("https://") => bail!(
+                "{base} is HTTPS: give the CA that signed the agents' certificates with \
+                 --ca-cert or ORCH_CACERT"
+            ),
+            None => {}
+        }
+        let http = builder.build().context("building the HTTP client")?;
         Ok(ApiClient {
-            base: normalize_address(address),
+            base,
             token,
             http,
+            tls,
         })
     }
 
@@ -79,10 +103,26 @@ impl ApiClient {
         &self.base
     }
 
+    /// The CLI's TLS identity, for connections made outside this client (exec).
+    pub fn tls(&self) -> Option<&Arc<Tls>> {
+        self.tls.as_ref()
+    }
+
+    /// The base URL of another agent (a client node's `host:port`), in this agent's
+    /// scheme.
+    pub fn agent_base(&self, host_port: &str) -> String {
+        let scheme = if self.base.starts_with("https://") {
+            "https"
+        } else {
+            "http"
+        };
+        normalize_address(host_port, scheme)
+    }
+
     fn request(&self, method: reqwest::Method, url: &str) -> reqwest::RequestBuilder {
         let mut rb = self.http.request(method, url);
         if let Some(t) = &self.token {
-            rb = rb.header("X-Orch-Token", t);
+            rb = rb.header(TOKEN_HEADER, t);
         }
         rb
     }
@@ -93,10 +133,16 @@ impl ApiClient {
 
     /// Sends a request and returns the successful response, or the server's error.
     async fn send(&self, rb: reqwest::RequestBuilder, what: &str) -> Result<reqwest::Response> {
-        let resp = rb
-            .send()
-            .await
-            .with_context(|| format!("{what}: cannot reach the orch agent at {}", self.base))?;
+        let resp = match rb.send().await {
+            Ok(r) => r,
+            Err(e) => {
+                let hint = tls_hint(&e);
+                return Err(anyhow::Error::new(e).context(format!(
+                    "{what}: cannot reach the orch agent at {}{hint}",
+                    self.base
+                )));
+            }
+        };
         check_status(resp).await
     }
 
@@ -236,6 +282,24 @@ impl ApiClient {
 }
 
 /// Turns a non-2xx answer into an `ApiError` (JSON body when there is one).
+/// What to do about a failed TLS handshake, when that is why a call failed.
+fn tls_hint(e: &reqwest::Error) -> &'static str {
+    let mut text = String::new();
+    let mut next: Option<&dyn std::error::Error> = Some(e);
+    while let Some(cause) = next {
+        text.push_str(&cause.to_string());
+        next = cause.source();
+    }
+    if text.contains("CertificateRequired") {
+        " (it verifies callers: give a certificate with --client-cert and --client-key, or \
+         ORCH_CLIENT_CERT and ORCH_CLIENT_KEY)"
+    } else if text.contains("invalid peer certificate") {
+        " (its certificate does not check out against --ca-cert / ORCH_CACERT for this address)"
+    } else {
+        ""
+    }
+}
+
 async fn check_status(resp: reqwest::Response) -> Result<reqwest::Response> {
     let status = resp.status();
     if status.is_success() {
@@ -276,12 +340,28 @@ mod tests {
     use super::*;
 
     #[test]
-    fn addresses_without_a_scheme_get_http() {
-        assert_eq!(normalize_address("127.0.0.1:4747"), "http://127.0.0.1:4747");
+    fn addresses_without_a_scheme_get_the_default_scheme() {
         assert_eq!(
-            normalize_address("http://127.0.0.1:4747/"),
+            normalize_address("127.0.0.1:4747", "http"),
             "http://127.0.0.1:4747"
         );
+        assert_eq!(
+            normalize_address("127.0.0.1:4747", "https"),
+            "https://127.0.0.1:4747"
+        );
+        assert_eq!(
+            normalize_address("http://127.0.0.1:4747/", "https"),
+            "http://127.0.0.1:4747"
+        );
+    }
+
+    #[test]
+    fn https_without_a_ca_is_refused() {
+        let e = ApiClient::new("https://127.0.0.1:4747", None, None)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("ORCH_CACERT"), "{e}");
     }
 
     #[test]

@@ -22,8 +22,10 @@ mod output;
 mod plan;
 mod service;
 mod system;
+mod tls;
 
 use std::io::IsTerminal as _;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Result;
@@ -39,17 +41,35 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[derive(Parser, Debug)]
 #[command(name = "orch", version, about, after_help = MAIN_EXAMPLES)]
 struct Cli {
-    /// Address of the orch agent's HTTP API.
-    #[arg(
-        long,
-        global = true,
-        env = "ORCH_ADDR",
-        default_value = "http://127.0.0.1:4747"
-    )]
-    address: String,
+    /// Address of the orch agent's HTTP API [default: http://127.0.0.1:4747, or
+    /// https:// with --ca-cert].
+    #[arg(long, global = true, env = "ORCH_ADDR")]
+    address: Option<String>,
     /// Access token, sent as the X-Orch-Token header.
     #[arg(long, global = true, env = "ORCH_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// CA certificate (PEM) that agents' HTTPS certificates are checked against.
+    #[arg(long, global = true, env = "ORCH_CACERT", value_name = "FILE")]
+    ca_cert: Option<PathBuf>,
+    /// Certificate (PEM) to present to agents that verify their callers
+    /// (`orch tls cert create --cli`).
+    #[arg(
+        long,
+        global = true,
+        env = "ORCH_CLIENT_CERT",
+        value_name = "FILE",
+        requires = "client_key"
+    )]
+    client_cert: Option<PathBuf>,
+    /// The private key (PEM) of --client-cert.
+    #[arg(
+        long,
+        global = true,
+        env = "ORCH_CLIENT_KEY",
+        value_name = "FILE",
+        requires = "client_cert"
+    )]
+    client_key: Option<PathBuf>,
     /// Print the API's JSON instead of tables.
     #[arg(long, global = true)]
     json: bool,
@@ -66,7 +86,8 @@ const MAIN_EXAMPLES: &str = "EXAMPLES:
   orch alloc logs -f 8f3c2a1b
   orch node status
 
-Environment: ORCH_ADDR (default http://127.0.0.1:4747), ORCH_TOKEN, RUST_LOG.";
+Environment: ORCH_ADDR (default http://127.0.0.1:4747), ORCH_TOKEN, ORCH_CACERT,
+ORCH_CLIENT_CERT, ORCH_CLIENT_KEY, RUST_LOG.";
 
 #[derive(Subcommand, Debug)]
 enum Command {
@@ -108,6 +129,9 @@ enum Command {
     /// Access control: the bootstrap, policies and tokens.
     #[command(subcommand, after_help = acl::ACL_EXAMPLES)]
     Acl(acl::AclCommand),
+    /// Mutual TLS: create a CA and the certificates of servers, clients and the CLI.
+    #[command(subcommand, after_help = tls::TLS_EXAMPLES)]
+    Tls(tls::TlsCommand),
     /// Cluster-wide maintenance: garbage collection on demand.
     #[command(
         subcommand,
@@ -136,16 +160,18 @@ pub fn init_logging(default_level: &str) {
         .try_init();
 }
 
-/// What every API command needs: where the server is and how to print.
+/// What every API command needs: where the server is, how to reach it and how to print.
 pub struct Ctx {
     pub address: String,
     pub token: Option<String>,
     pub json: bool,
+    /// The CA and the CLI's certificate, for HTTPS.
+    pub tls: Option<orch_common::tls::TlsFiles>,
 }
 
 impl Ctx {
     pub fn api(&self) -> Result<api_client::ApiClient> {
-        api_client::ApiClient::new(&self.address, self.token.clone())
+        api_client::ApiClient::new(&self.address, self.token.clone(), self.tls.clone())
     }
 }
 
@@ -188,10 +214,21 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let tls = match (cli.ca_cert, cli.client_cert.zip(cli.client_key)) {
+        (Some(ca_file), identity) => Some(orch_common::tls::TlsFiles { ca_file, identity }),
+        (None, Some(_)) => {
+            eprintln!(
+                "Error: --client-cert (ORCH_CLIENT_CERT) needs --ca-cert (ORCH_CACERT) to check the agent's certificate"
+            );
+            return ExitCode::from(2);
+        }
+        (None, None) => None,
+    };
     let ctx = Ctx {
-        address: cli.address,
+        address: cli.address.unwrap_or_else(|| "127.0.0.1:4747".to_string()),
         token: cli.token,
         json: cli.json,
+        tls,
     };
     let result = runtime.block_on(async {
         match cli.command {
@@ -228,6 +265,7 @@ fn main() -> ExitCode {
                 init_logging("warn");
                 acl::run(&ctx, c).await
             }
+            Command::Tls(c) => tls::run(c),
             // Handled above, before the runtime started.
             Command::ContainerInit => anyhow::bail!("container-init cannot run here"),
             Command::TaskShim => anyhow::bail!("task-shim cannot run here"),

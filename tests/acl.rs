@@ -36,15 +36,43 @@ fn anonymous_is_refused_and_tokens_get_what_their_policies_grant() {
     let url = |p: &str| format!("{}{p}", server.addr);
     use reqwest::Method;
 
-    for (method, path) in [
+    let guarded = [
         (Method::GET, "/v1/jobs"),
+        (Method::POST, "/v1/jobs"),
+        (Method::GET, "/v1/job/web"),
+        (Method::DELETE, "/v1/job/web"),
+        (Method::GET, "/v1/job/web/allocations"),
+        (Method::GET, "/v1/job/web/versions"),
+        (Method::POST, "/v1/job/web/scale"),
+        (Method::POST, "/v1/job/web/plan"),
+        (Method::POST, "/v1/job/web/revert"),
+        (Method::GET, "/v1/deployments"),
+        (Method::GET, "/v1/deployment/0123"),
+        (Method::POST, "/v1/deployment/0123/promote"),
         (Method::GET, "/v1/nodes"),
+        (Method::GET, "/v1/node/0123"),
+        (Method::POST, "/v1/node/0123/drain"),
+        (Method::POST, "/v1/node/0123/eligibility"),
         (Method::GET, "/v1/allocations"),
+        (Method::GET, "/v1/allocation/0123"),
+        (Method::POST, "/v1/allocation/0123/stop"),
+        (Method::GET, "/v1/evaluations"),
+        (Method::GET, "/v1/evaluation/0123"),
+        (Method::GET, "/v1/services"),
+        (Method::GET, "/v1/service/web"),
         (Method::PUT, "/v1/system/gc"),
         (Method::GET, "/v1/operator/scheduler/configuration"),
+        (Method::PUT, "/v1/operator/scheduler/configuration"),
+        (Method::GET, "/v1/agent/self"),
         (Method::GET, "/v1/acl/tokens"),
+        (Method::GET, "/v1/acl/policies"),
         (Method::GET, "/v1/client/fs/logs/0123"),
-    ] {
+        (Method::GET, "/v1/client/allocation/0123/stats"),
+        (Method::GET, "/v1/client/allocation/0123/checks"),
+        (Method::GET, "/v1/client/allocation/0123/exec"),
+        (Method::POST, "/v1/client/allocation/0123/restart"),
+    ];
+    for (method, path) in &guarded {
         let (status, body) = call(method.clone(), &url(path), None, None);
         assert_eq!(status, 403, "{method} {path}: {body}");
         assert!(body["error"].as_str().unwrap().contains("lacks"), "{body}");
@@ -61,6 +89,13 @@ fn anonymous_is_refused_and_tokens_get_what_their_policies_grant() {
         call(Method::POST, &url("/v1/acl/bootstrap"), None, None).0,
         409
     );
+    // The management token passes every check (what the route then says is its own:
+    // 404 for the made-up ids, 400 for the missing bodies).
+    for (method, path) in &guarded {
+        let (status, body) = call(method.clone(), &url(path), Some(&root), None);
+        assert_ne!(status, 403, "{method} {path}: {body}");
+        assert_ne!(status, 401, "{method} {path}: {body}");
+    }
     assert_eq!(
         call(Method::GET, &url("/v1/jobs"), Some(&root), None).0,
         200
@@ -267,4 +302,144 @@ fn the_acl_commands_bootstrap_apply_create_and_show_tokens() {
     let denied = agent.orch(&["--token", &ci, "acl", "token", "list"], long);
     assert_eq!(denied.code(), 1);
     assert!(denied.stderr.contains("acl:write"), "{}", denied.stderr);
+}
+
+#[test]
+fn a_client_only_agent_checks_tokens_with_the_servers() {
+    use reqwest::Method;
+    let ws = Workspace::new();
+    let server = Agent::with_config(&ws, "server", SERVER);
+    let servers = [host_port(&server.addr)];
+    let servers: Vec<&str> = servers.iter().map(String::as_str).collect();
+    let client = Agent::with_config(
+        &ws,
+        "client",
+        &format!(
+            "[acl]\nenabled = true\n{}",
+            client_section(&servers, 150, "")
+        ),
+    );
+    let (_, root) = call(
+        Method::POST,
+        &format!("{}/v1/acl/bootstrap", server.addr),
+        None,
+        None,
+    );
+    let root = root["secret"].as_str().unwrap().to_string();
+    let token_with = |name: &str, rules: &str| {
+        let (status, body) = call(
+            Method::PUT,
+            &format!("{}/v1/acl/policy/{name}", server.addr),
+            Some(&root),
+            Some(rules),
+        );
+        assert_eq!(status, 200, "{body}");
+        let created: serde_json::Value = http()
+            .post(format!("{}/v1/acl/token", server.addr))
+            .header("X-Orch-Token", &root)
+            .json(&serde_json::json!({"name": name, "policies": [name]}))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        created["secret"].as_str().unwrap().to_string()
+    };
+    let reader = token_with("reader", "job = [\"read\"]\n");
+    // node:read: the CLI finds the client that runs an allocation by its node.
+    let logs = token_with(
+        "logs",
+        "job = [\"read\"]\nalloc = [\"logs\"]\nnode = [\"read\"]\n",
+    );
+
+    let spec = "id = \"web\"\n[group.g.task.t]\ndriver = \"raw_exec\"\nconfig = { command = \"/bin/sh\", args = [\"-c\", \"echo from-the-task; exec sleep 300\"] }\nresources = { cpu = 20, memory = 16 }\n";
+    let (status, body) = call(
+        Method::POST,
+        &format!("{}/v1/jobs", server.addr),
+        Some(&root),
+        Some(spec),
+    );
+    assert_eq!(status, 200, "{body}");
+    let alloc = wait_for(
+        std::time::Duration::from_secs(60),
+        "a running allocation",
+        || {
+            let (_, allocs) = call(
+                Method::GET,
+                &format!("{}/v1/allocations", server.addr),
+                Some(&root),
+                None,
+            );
+            let a = allocs.as_array()?.first()?.clone();
+            (a["client_status"] == "running").then(|| a["id"].as_str().unwrap().to_string())
+        },
+    );
+
+    // On the client's own address: its routes check the token through the servers.
+    let stats = format!("{}/v1/client/allocation/{alloc}/stats", client.addr);
+    let log_path = format!("/v1/client/fs/logs/{alloc}?task=t&type=stdout");
+    let (status, body) = call(Method::GET, &stats, None, None);
+    assert_eq!(status, 403, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("job:read"),
+        "{body}"
+    );
+    assert_eq!(call(Method::GET, &stats, Some("not-a-token"), None).0, 403);
+    assert_eq!(call(Method::GET, &stats, Some(&reader), None).0, 200);
+    let (status, body) = call(
+        Method::GET,
+        &format!("{}{log_path}", client.addr),
+        Some(&reader),
+        None,
+    );
+    assert_eq!(status, 403, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("alloc:logs"),
+        "{body}"
+    );
+    let read_logs = |base: &str, token: &str| {
+        let resp = http()
+            .get(format!("{base}{log_path}"))
+            .header("X-Orch-Token", token)
+            .send()
+            .unwrap();
+        (resp.status().as_u16(), resp.text().unwrap_or_default())
+    };
+    let (status, text) = read_logs(&client.addr, &logs);
+    assert_eq!(status, 200, "{text}");
+    assert!(text.contains("from-the-task"), "{text}");
+    // Through the server, which relays the caller's token to the client.
+    let (status, text) = read_logs(&server.addr, &logs);
+    assert_eq!(status, 200, "{text}");
+    assert!(text.contains("from-the-task"), "{text}");
+    assert_eq!(read_logs(&server.addr, &reader).0, 403);
+
+    // The exec WebSocket on the client: a token without alloc:exec is refused.
+    let long = std::time::Duration::from_secs(60);
+    let exec_as = |token: &str| {
+        server.orch(
+            &[
+                "--token",
+                token,
+                "alloc",
+                "exec",
+                &alloc,
+                "--",
+                "/bin/echo",
+                "hi",
+            ],
+            long,
+        )
+    };
+    let denied = exec_as(&logs);
+    assert_ne!(denied.code(), 0);
+    assert!(denied.stderr.contains("alloc:exec"), "{}", denied.stderr);
+    let exec = exec_as(&root);
+    assert_eq!(exec.code(), 0, "{}\n{}", exec.stdout, exec.stderr);
+    let (status, _) = call(
+        Method::DELETE,
+        &format!("{}/v1/job/web", server.addr),
+        Some(&root),
+        None,
+    );
+    assert_eq!(status, 200);
 }

@@ -3,12 +3,14 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use orch_common::model::{default_max_dynamic_port, default_min_dynamic_port, Resources};
+use orch_common::tls::Tls;
 
 /// Settings of one client agent. The agent (cli) fills it from the agent configuration
 /// file or `--dev`; tests build it with `..Default::default()`.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct ClientConfig {
     /// Root of the client's files: `client/` (node id, task handles) and `alloc/` (one
     /// directory per allocation). Default: `/var/lib/orch`.
@@ -58,6 +60,9 @@ pub struct ClientConfig {
     /// The user of a `raw_exec` task that names none (`None`: the client's own user).
     /// Default: `nobody`.
     pub default_user: Option<String>,
+    /// The agent's TLS identity: with it, calls to servers are HTTPS, present this
+    /// certificate and accept only a server's. Default: none (plain HTTP).
+    pub tls: Option<Arc<Tls>>,
 }
 
 impl Default for ClientConfig {
@@ -82,6 +87,7 @@ impl Default for ClientConfig {
             raw_exec: false,
             allow_root_tasks: false,
             default_user: Some("nobody".to_string()),
+            tls: None,
         }
     }
 }

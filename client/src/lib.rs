@@ -37,5 +37,5 @@ pub mod shim;
 pub mod state;
 pub mod usage;
 
-pub use agent::{Client, ClientError};
+pub use agent::{Client, ClientError, TokenCache};
 pub use config::ClientConfig;

@@ -1,17 +1,21 @@
 //! The client's calls to the servers' client-facing API: register, heartbeat, the
 //! blocking allocation watch and batched status updates. Tries the configured servers in
-//! turn, sticking to the last one that answered.
+//! turn, sticking to the last one that answered. With TLS, over HTTPS to servers whose
+//! certificate proves the server role.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
+use orch_common::acl::Grants;
 use orch_common::api::{
     AllocUpdateRequest, AllocUpdateResponse, ErrorBody, HeartbeatRequest, HeartbeatResponse,
     KnownAllocsRequest, KnownAllocsResponse, NodeAllocationsResponse, NodeRegisterRequest,
-    NodeRegisterResponse, NODE_SECRET_HEADER,
+    NodeRegisterResponse, TokenResolveRequest, NODE_SECRET_HEADER,
 };
 use orch_common::ids::AllocId;
 use orch_common::model::Node;
+use orch_common::tls::{Role, Tls};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -23,7 +27,9 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 pub enum RpcError {
     #[error("no servers configured")]
     NoServers,
-    #[error("{method} {url}: {source}")]
+    #[error("{0}")]
+    Config(String),
+    #[error("{method} {url}: {}", causes(source))]
     Transport {
         method: &'static str,
         url: String,
@@ -46,6 +52,22 @@ pub enum RpcError {
     },
 }
 
+/// An error with its causes, `a: b: c`: reqwest's own text hides why a connection
+/// failed (a refused certificate, a reset).
+fn causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut next = e.source();
+    while let Some(cause) = next {
+        let more = cause.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        next = cause.source();
+    }
+    text
+}
+
 impl RpcError {
     /// The server does not know this node (it lost its state, or never had it).
     pub fn is_not_found(&self) -> bool {
@@ -63,24 +85,50 @@ pub struct ServerApi {
     node_secret: String,
 }
 
-/// `127.0.0.1:4747` -> `http://127.0.0.1:4747`; trailing slashes dropped.
-pub fn base_url(server: &str) -> String {
+/// `127.0.0.1:4747` -> `<scheme>://127.0.0.1:4747`; trailing slashes dropped.
+pub fn base_url(server: &str, scheme: &str) -> String {
     let s = server.trim().trim_end_matches('/');
     if s.starts_with("http://") || s.starts_with("https://") {
         s.to_string()
     } else {
-        format!("http://{s}")
+        format!("{scheme}://{s}")
     }
 }
 
 impl ServerApi {
-    pub fn new(servers: &[String], node_secret: String) -> Self {
-        ServerApi {
-            http: reqwest::Client::new(),
-            servers: servers.iter().map(|s| base_url(s)).collect(),
+    /// With `tls`, servers are called over HTTPS (an `http://` address is refused) and
+    /// must present a certificate of the server role.
+    pub fn new(
+        servers: &[String],
+        node_secret: String,
+        tls: Option<&Arc<Tls>>,
+    ) -> Result<Self, RpcError> {
+        let (http, scheme) = match tls {
+            None => (reqwest::Client::builder(), "http"),
+            Some(tls) => (
+                reqwest::Client::builder()
+                    .use_preconfigured_tls(tls.client_config_for_roles(&[Role::Server])),
+                "https",
+            ),
+        };
+        let http = http
+            .build()
+            .map_err(|e| RpcError::Config(format!("building the HTTP client: {e}")))?;
+        let servers: Vec<String> = servers.iter().map(|s| base_url(s, scheme)).collect();
+        if let Some(plain) = servers
+            .iter()
+            .find(|s| tls.is_some() && !s.starts_with("https://"))
+        {
+            return Err(RpcError::Config(format!(
+                "server {plain} is plain HTTP but [tls] http is on: use https:// or host:port"
+            )));
+        }
+        Ok(ServerApi {
+            http,
+            servers,
             current: AtomicUsize::new(0),
             node_secret,
-        }
+        })
     }
 
     /// One call, tried on each server (starting with the last good one) until one
@@ -147,6 +195,21 @@ impl ServerApi {
         let body = NodeRegisterRequest { node: node.clone() };
         self.call("POST", "/v1/node/register", Some(&body), CALL_TIMEOUT)
             .await
+    }
+
+    /// What an ACL token grants (`POST /v1/node/{id}/acl/resolve`).
+    pub async fn resolve_token(
+        &self,
+        node_id: &str,
+        req: &TokenResolveRequest,
+    ) -> Result<Grants, RpcError> {
+        self.call(
+            "POST",
+            &format!("/v1/node/{node_id}/acl/resolve"),
+            Some(req),
+            CALL_TIMEOUT,
+        )
+        .await
     }
 
     pub async fn heartbeat(
@@ -216,8 +279,15 @@ mod tests {
 
     #[test]
     fn server_addresses_become_base_urls() {
-        assert_eq!(base_url("127.0.0.1:4747"), "http://127.0.0.1:4747");
-        assert_eq!(base_url("http://10.0.0.1:4747/"), "http://10.0.0.1:4747");
+        assert_eq!(base_url("127.0.0.1:4747", "http"), "http://127.0.0.1:4747");
+        assert_eq!(
+            base_url("127.0.0.1:4747", "https"),
+            "https://127.0.0.1:4747"
+        );
+        assert_eq!(
+            base_url("http://10.0.0.1:4747/", "https"),
+            "http://10.0.0.1:4747"
+        );
     }
 
     #[tokio::test]
@@ -236,7 +306,7 @@ mod tests {
         let good = listener.local_addr().unwrap().to_string();
         let server = tokio::spawn(async move { axum::serve(listener, app).await });
         // Port 1 on localhost refuses connections.
-        let api = ServerApi::new(&["127.0.0.1:1".to_string(), good], "s".repeat(64));
+        let api = ServerApi::new(&["127.0.0.1:1".to_string(), good], "s".repeat(64), None).unwrap();
         let r = api
             .heartbeat("n1", &HeartbeatRequest::default())
             .await
@@ -265,7 +335,7 @@ mod tests {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap().to_string();
         let server = tokio::spawn(async move { axum::serve(listener, app).await });
-        let api = ServerApi::new(&[addr], "s".repeat(64));
+        let api = ServerApi::new(&[addr], "s".repeat(64), None).unwrap();
         let err = api
             .heartbeat("n1", &HeartbeatRequest::default())
             .await

@@ -251,8 +251,10 @@ pub fn valid_name(name: &str) -> bool {
 }
 
 /// What a request's token holds: everything (a management token) or the union of its
-/// policies' rules.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// policies' rules. Sent to clients that check tokens (`"management"` or
+/// `{"rules": ["job:read", ...]}`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Grants {
     Management,
     Rules(BTreeSet<Capability>),

@@ -17,6 +17,17 @@ pub const INDEX_HEADER: &str = "X-Orch-Index";
 /// The header a client presents its node secret in, on registration and every later
 /// call for its node.
 pub const NODE_SECRET_HEADER: &str = "X-Orch-Node-Secret";
+/// The header an ACL token's secret travels in (`--token`, `ORCH_TOKEN`); the API also
+/// takes `Authorization: Bearer <secret>`.
+pub const TOKEN_HEADER: &str = "X-Orch-Token";
+
+/// `POST /v1/node/{id}/acl/resolve`: a client with ACLs on asks what the token a request
+/// presented grants (`None`: the anonymous policy); the answer is a `crate::acl::Grants`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct TokenResolveRequest {
+    #[serde(default)]
+    pub secret: Option<String>,
+}
 
 /// Every 4xx/5xx answer: `{"error": "..."}`, with per-field details for bad specs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

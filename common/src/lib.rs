@@ -14,6 +14,8 @@ pub mod jobspec;
 #[cfg(any(test, feature = "testing"))]
 pub mod mock;
 pub mod model;
+#[cfg(feature = "tls")]
+pub mod tls;
 
 /// Re-exported (additive, for the scheduler) so the pure `scheduler/` module can evaluate
 /// `regexp` constraints while importing only `orch_common` and `std`.

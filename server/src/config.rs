@@ -2,13 +2,16 @@
 //! every field. The agent (cli/agent.rs) builds it from the agent configuration file.
 
 use std::path::PathBuf;
+use std::sync::Arc;
+
+use orch_common::tls::Tls;
 use std::time::Duration;
 
 /// Default API port (INTERFACE.md).
 pub const DEFAULT_HTTP_PORT: u16 = 4747;
 
 /// How a server runs.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct ServerConfig {
     /// The agent's data directory; the state database is `<data_dir>/server/state.db`.
     /// Default: `/var/lib/orch`.
@@ -34,6 +37,9 @@ pub struct ServerConfig {
     pub datacenter: String,
     /// Garbage collection of terminal objects. Default: `GcConfig::default()`.
     pub gc: GcConfig,
+    /// The agent's TLS identity: with it, relays to clients are HTTPS and need the
+    /// client's certificate. Default: none (plain HTTP).
+    pub tls: Option<Arc<Tls>>,
 }
 
 /// When garbage collection runs and what it keeps (see docs/operations.md).
@@ -80,6 +86,7 @@ impl Default for ServerConfig {
             advertise_http: format!("127.0.0.1:{DEFAULT_HTTP_PORT}"),
             datacenter: "dc1".to_string(),
             gc: GcConfig::default(),
+            tls: None,
         }
     }
 }

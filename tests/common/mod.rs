@@ -87,10 +87,19 @@ impl Output {
 
 /// Runs `orch ARGS` and waits at most `timeout`, killing it past that.
 pub fn orch_cmd(args: &[&str], timeout: Duration) -> Output {
+    orch_cmd_env(args, &[], timeout)
+}
+
+/// `orch_cmd` with these environment variables set (`ORCH_CACERT`, ...).
+pub fn orch_cmd_env(args: &[&str], env: &[(&str, &str)], timeout: Duration) -> Output {
     let mut child = Command::new(BIN)
         .args(args)
         .env_remove("ORCH_ADDR")
         .env_remove("ORCH_TOKEN")
+        .env_remove("ORCH_CACERT")
+        .env_remove("ORCH_CLIENT_CERT")
+        .env_remove("ORCH_CLIENT_KEY")
+        .envs(env.iter().copied())
         .env("RUST_LOG", "warn")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -231,6 +240,13 @@ impl Agent {
             args,
             netns: Some(netns.to_path_buf()),
         }
+    }
+
+    /// `orch ARGS` (an agent whose configuration the test wrote), its data dir
+    /// `<ws>/<name>` and its log `<ws>/<name>.log`.
+    pub fn with_args(ws: &Workspace, name: &str, args: &[&str]) -> Agent {
+        let args = args.iter().map(|a| a.to_string()).collect();
+        Agent::spawn(args, ws.path(name), ws.path(&format!("{name}.log")))
     }
 
     fn spawn(args: Vec<String>, data_dir: PathBuf, log_path: PathBuf) -> Agent {
@@ -615,9 +631,11 @@ pub fn client_section(servers: &[&str], memory_mib: u64, node_class: &str) -> St
     )
 }
 
-/// Strips `http://` from an agent address, for `servers = [...]`.
+/// Strips `http://` or `https://` from an agent address, for `servers = [...]`.
 pub fn host_port(addr: &str) -> String {
-    addr.trim_start_matches("http://").to_string()
+    addr.trim_start_matches("http://")
+        .trim_start_matches("https://")
+        .to_string()
 }
 
 /// Waits until the server lists `n` ready nodes.

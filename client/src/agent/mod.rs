@@ -18,8 +18,9 @@
 //! Layout: `mod.rs` (`Client`: start and shutdown), `shared` (the state the loops
 //! share), `register` (the node, registration, heartbeats, the disconnect watchdog),
 //! `watch` (the allocation watch and reconciling the runners), `status` (sending
-//! status updates in batches), `alloc_gc` (removing collected alloc dirs) and
-//! `lookup` (finding allocations and tasks for the client's HTTP routes).
+//! status updates in batches), `alloc_gc` (removing collected alloc dirs), `lookup`
+//! (finding allocations and tasks for the client's HTTP routes) and `tokens` (what ACL
+//! tokens grant, asked of the servers, on an agent that runs no server).
 
 mod alloc_gc;
 pub(crate) mod lookup;
@@ -28,6 +29,7 @@ mod shared;
 mod status;
 #[cfg(test)]
 mod tests;
+mod tokens;
 mod watch;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -53,6 +55,8 @@ use shared::Shared;
 use status::{send_batch, update_loop, FINAL_FLUSH};
 use watch::watch_loop;
 
+pub use tokens::TokenCache;
+
 /// Why the client could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -68,11 +72,14 @@ pub enum ClientError {
     Fingerprint(#[from] FingerprintError),
     #[error("no servers configured for the client")]
     NoServers,
+    #[error("the client's connection to the servers: {0}")]
+    Servers(#[from] crate::rpc::RpcError),
 }
 
 /// A running client agent.
 pub struct Client {
     shared: Arc<Shared>,
+    tokens: Arc<TokenCache>,
     stop_loops: tokio::sync::watch::Sender<bool>,
     stop_sender: tokio::sync::watch::Sender<bool>,
     loops: Vec<JoinHandle<()>>,
@@ -128,7 +135,7 @@ impl Client {
 
         let (registered, _) = tokio::sync::watch::channel(false);
         let shared = Arc::new(Shared {
-            api: ServerApi::new(&cfg.servers, node_secret),
+            api: ServerApi::new(&cfg.servers, node_secret, cfg.tls.as_ref())?,
             deps: TaskRunnerDeps {
                 drivers: Arc::new(drivers),
                 cgroups,
@@ -156,6 +163,7 @@ impl Client {
         ];
         let sender = tokio::spawn(update_loop(shared.clone(), stop_sender_rx));
         Ok(Client {
+            tokens: Arc::new(TokenCache::new(shared.clone())),
             shared,
             stop_loops,
             stop_sender,
@@ -167,6 +175,12 @@ impl Client {
     /// The client's HTTP routes (`/v1/client/...`).
     pub fn router(&self) -> axum::Router {
         crate::http::router(self.shared.lookup())
+    }
+
+    /// What ACL tokens grant, asked of the servers and cached: for an agent that runs
+    /// a client and no server and checks tokens.
+    pub fn tokens(&self) -> Arc<TokenCache> {
+        self.tokens.clone()
     }
 
     pub fn node_id(&self) -> NodeId {

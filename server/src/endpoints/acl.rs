@@ -1,7 +1,8 @@
 //! ACL writes and the lookup every request makes: the one-time bootstrap (a management
 //! token), policies (TOML documents, checked with `orch_common::acl::parse` before they
 //! are stored), tokens (the secret is answered once, only its SHA-256 is stored), and
-//! `resolve`, what a request's secret grants (the `anonymous` policy without one).
+//! `resolve`, what a request's secret grants (the `anonymous` policy without one),
+//! answered from `GrantsCache` until the next ACL change.
 
 use std::time::Duration;
 
@@ -10,6 +11,7 @@ use orch_common::ids::now_ms;
 use orch_common::model::{AclPolicy, AclToken, TokenKind};
 
 use super::context::{Endpoints, ReadError};
+use super::grants_cache::CachedGrants;
 use super::secrets;
 use crate::state::command::Rejection;
 use crate::state::{Command, LogError, StateError, StateStore};
@@ -224,12 +226,33 @@ pub async fn delete_token(ctx: &Endpoints, accessor_id: &str) -> Result<u64, Acl
 /// An unknown or expired secret is an error (not anonymous: a typo must not silently
 /// lose rights).
 pub async fn resolve(ctx: &Endpoints, secret: Option<&str>) -> Result<Grants, AclError> {
-    match secret.filter(|s| !s.is_empty()) {
-        Some(secret) => Ok(whoami(ctx, secret).await?.1),
-        None => Ok(ctx
-            .read(|s| policy_grants(s, &[ANONYMOUS_POLICY.to_string()]))
-            .await?),
+    let secret = secret.filter(|s| !s.is_empty());
+    let key = secret.map(secrets::hash).unwrap_or_default();
+    // Read before the lookup: a change committed meanwhile makes this entry stale.
+    let acl_index = ctx.store.acl_index();
+    if let Some(grants) = ctx.grants.get(&key, acl_index, now_ms()) {
+        return Ok(grants);
     }
+    let (grants, expires_ms) = match secret {
+        Some(secret) => {
+            let (token, grants) = whoami(ctx, secret).await?;
+            (grants, token.expiration_time)
+        }
+        None => (
+            ctx.read(|s| policy_grants(s, &[ANONYMOUS_POLICY.to_string()]))
+                .await?,
+            None,
+        ),
+    };
+    ctx.grants.put(
+        key,
+        CachedGrants {
+            acl_index,
+            expires_ms,
+            grants: grants.clone(),
+        },
+    );
+    Ok(grants)
 }
 
 /// The token `secret` belongs to and what it grants, in one read: 403 for an unknown

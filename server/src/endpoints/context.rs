@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use super::grants_cache::GrantsCache;
 use crate::gc::Collector;
 use crate::heartbeat::Heartbeats;
 use crate::state::{CommandLog, StateError, StateStore};
@@ -27,6 +28,8 @@ pub struct Endpoints {
     /// Runs a collection now (`operator::collect_garbage`); the server sets its
     /// configured collector.
     pub gc: Arc<Collector>,
+    /// What tokens granted, valid until the next ACL change (`acl::resolve`).
+    pub grants: Arc<GrantsCache>,
 }
 
 impl Endpoints {
@@ -41,6 +44,7 @@ impl Endpoints {
             log,
             heartbeats,
             gc,
+            grants: Arc::default(),
         }
     }
 

@@ -21,7 +21,8 @@
 //! - `nodes`: register, heartbeat, eligibility, drain.
 //! - `allocations`: stop (migrate) an allocation, a client's allocation updates.
 //! - `operator`: the scheduler configuration, garbage collection now.
-//! - `acl`: the bootstrap, policies, tokens, and what a request's token grants;
+//! - `acl`: the bootstrap, policies, tokens, and what a request's token grants
+//!   (`grants_cache`: those answers, until the next ACL change);
 //!   `secrets`: how ACL tokens' and nodes' secrets are made and stored.
 //! - `context`: `Endpoints` (the handles every endpoint shares) and `ReadError`.
 
@@ -29,6 +30,7 @@ pub mod acl;
 pub mod allocations;
 pub mod context;
 pub mod deployments;
+pub mod grants_cache;
 pub mod jobs;
 pub mod nodes;
 pub mod operator;

@@ -250,6 +250,21 @@ mod acl_endpoints {
             grants.require(Capability::JobSubmit),
             Err(Capability::JobSubmit)
         );
+        // Answered again from the cache; a changed policy is seen at once.
+        assert_eq!(
+            acl::resolve(&f.ctx, Some(&reader.secret)).await.unwrap(),
+            grants
+        );
+        acl::apply_policy(
+            &f.ctx,
+            "readonly",
+            None,
+            "job = [\"read\", \"submit\"]".into(),
+        )
+        .await
+        .unwrap();
+        let widened = acl::resolve(&f.ctx, Some(&reader.secret)).await.unwrap();
+        assert_eq!(widened.require(Capability::JobSubmit), Ok(()));
 
         // Unknown secrets are refused; anonymous gets the anonymous policy, empty first.
         assert!(matches!(

@@ -19,8 +19,7 @@ use super::error::ApiError;
 use super::extract::RawBody;
 use crate::endpoints::acl::{self, AclError, CreatedToken, TokenRequest};
 
-/// The header the CLI sends its token in (`--token`, `ORCH_TOKEN`).
-pub const TOKEN_HEADER: &str = "X-Orch-Token";
+pub use orch_common::api::TOKEN_HEADER;
 
 impl From<AclError> for ApiError {
     fn from(e: AclError) -> Self {

@@ -1,15 +1,19 @@
 //! Authorization: what each route needs (`required`, by method and path, for the
 //! server's routes and the clients' alike), and the middleware that checks the token a
 //! request presents against it when ACLs are on: 403 with a JSON error naming the
-//! missing capability, 403 for an unknown or expired token.
+//! missing capability, 403 for an unknown or expired token. Tokens are looked up
+//! through a `TokenResolver`: the store on agents that run a server, the servers (with
+//! a short cache) on client-only agents.
 
 use std::sync::Arc;
+
+use futures::future::BoxFuture;
 
 use axum::extract::{Request, State};
 use axum::http::Method;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use orch_common::acl::Capability;
+use orch_common::acl::{Capability, Grants};
 
 use super::acl::secret_of;
 use super::error::ApiError;
@@ -60,6 +64,7 @@ pub fn required(method: &Method, path: &str) -> Need {
         ["v1", "node", "register"] => Need::NodeSecret,
         ["v1", "node", _, "heartbeat" | "allocations"] => Need::NodeSecret,
         ["v1", "node", _, "allocations", "known"] => Need::NodeSecret,
+        ["v1", "node", _, "acl", "resolve"] => Need::NodeSecret,
         ["v1", "nodes"] => cap(NodeRead),
         ["v1", "node", _] if read => cap(NodeRead),
         ["v1", "node", _, "eligibility" | "drain"] => cap(NodeWrite),
@@ -76,9 +81,30 @@ pub fn required(method: &Method, path: &str) -> Need {
     }
 }
 
+/// Where an agent learns what a token grants.
+pub trait TokenResolver: Send + Sync + 'static {
+    /// What `secret` grants (`None`: the anonymous policy); 403 for an unknown or
+    /// expired token.
+    fn grants(&self, secret: Option<String>) -> BoxFuture<'_, Result<Grants, ApiError>>;
+}
+
+impl TokenResolver for Endpoints {
+    fn grants(&self, secret: Option<String>) -> BoxFuture<'_, Result<Grants, ApiError>> {
+        Box::pin(async move {
+            acl_endpoints::resolve(self, secret.as_deref())
+                .await
+                .map_err(ApiError::from)
+        })
+    }
+}
+
 /// The middleware: with ACLs on, a request reaches its route only with a token that
 /// grants what the route needs.
-pub async fn authorize(State(ctx): State<Arc<Endpoints>>, req: Request, next: Next) -> Response {
+pub async fn authorize(
+    State(tokens): State<Arc<dyn TokenResolver>>,
+    req: Request,
+    next: Next,
+) -> Response {
     let need = required(req.method(), req.uri().path());
     let capability = match need {
         Need::Open | Need::NodeSecret => return next.run(req).await,
@@ -92,9 +118,9 @@ pub async fn authorize(State(ctx): State<Arc<Endpoints>>, req: Request, next: Ne
     if capability.is_none() && secret.is_none() {
         return ApiError::Forbidden("no ACL token presented".into()).into_response();
     }
-    let grants = match acl_endpoints::resolve(&ctx, secret.as_deref()).await {
+    let grants = match tokens.grants(secret).await {
         Ok(g) => g,
-        Err(e) => return ApiError::from(e).into_response(),
+        Err(e) => return e.into_response(),
     };
     if let Some(cap) = capability {
         if let Err(why) = acl_endpoints::require(&grants, cap) {
@@ -171,6 +197,7 @@ mod tests {
                 "/v1/node/n1/allocations/known",
                 Need::NodeSecret,
             ),
+            (Method::POST, "/v1/node/n1/acl/resolve", Need::NodeSecret),
             (
                 Method::PUT,
                 "/v1/operator/scheduler/configuration",

@@ -1,17 +1,18 @@
 //! What clients call: node registration and heartbeats, the blocking watch of a node's
 //! allocations (with each allocation's job version embedded), and batched allocation
-//! status updates. The writes' rules are `endpoints::nodes` and
-//! `endpoints::allocations`.
+//! status updates, and the token lookups of clients that check ACLs themselves. The
+//! writes' rules are `endpoints::nodes` and `endpoints::allocations`.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::extract::State;
 use axum::Json;
+use orch_common::acl::Grants;
 use orch_common::api::{
     AllocUpdateRequest, AllocUpdateResponse, HeartbeatRequest, HeartbeatResponse,
     KnownAllocsRequest, KnownAllocsResponse, NodeAllocationsResponse, NodeRegisterRequest,
-    NodeRegisterResponse,
+    NodeRegisterResponse, TokenResolveRequest,
 };
 use orch_common::ids::{JobId, NodeId};
 use orch_common::model::{Allocation, Job};
@@ -20,7 +21,7 @@ use tokio::time::Instant;
 use super::context::HttpState;
 use super::error::ApiError;
 use super::extract::{IdPath, Indexed, NodeSecret, Params, RawBody};
-use crate::endpoints::{allocations, nodes};
+use crate::endpoints::{acl, allocations, nodes};
 use crate::state::{StateError, StateStore, Table};
 
 /// `POST /v1/node/register`: stores the node as `ready` (a new id when none is given;
@@ -140,6 +141,19 @@ pub async fn known_allocs(
         .filter(|id| st.store.alloc_known(id))
         .collect();
     Ok(Json(KnownAllocsResponse { known }))
+}
+
+/// `POST /v1/node/{id}/acl/resolve`: what a token grants, for a client (with its node
+/// secret) that checks the requests it serves; 403 for an unknown or expired token.
+pub async fn resolve_token(
+    State(st): State<Arc<HttpState>>,
+    IdPath(node_id): IdPath<NodeId>,
+    NodeSecret(secret): NodeSecret,
+    body: RawBody,
+) -> Result<Json<Grants>, ApiError> {
+    let TokenResolveRequest { secret: token } = body.json()?;
+    nodes::authenticate(&st.endpoints, &node_id, secret.as_deref()).await?;
+    Ok(Json(acl::resolve(&st.endpoints, token.as_deref()).await?))
 }
 
 /// `POST /v1/node/{id}/allocations`: the client's batched allocation states. Updates

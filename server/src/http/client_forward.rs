@@ -2,25 +2,25 @@
 //! on an agent that runs no client: the request goes to the client that runs the
 //! allocation (its node's `http_addr`) and the answer, streamed, comes back as it is.
 //! An agent that is also a client serves these routes itself, for its own allocations.
+//! With TLS on, the relay is HTTPS: it presents the server's certificate and requires
+//! the client's (role `client` or `server`), and it passes the caller's ACL token on.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{Path, RawQuery, State};
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use futures::TryStreamExt;
+use orch_common::api::TOKEN_HEADER;
 use orch_common::ids::AllocId;
 
 use super::context::HttpState;
 use super::error::ApiError;
+use super::relay::Relay;
 use crate::endpoints::nodes;
-
-/// How long connecting to a client may take (the answer itself may stream for long).
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub fn router(state: Arc<HttpState>) -> Router {
     Router::new()
@@ -33,6 +33,7 @@ async fn logs(
     State(st): State<Arc<HttpState>>,
     Path(alloc): Path<String>,
     RawQuery(query): RawQuery,
+    headers: HeaderMap,
 ) -> Response {
     forward(
         &st,
@@ -40,6 +41,7 @@ async fn logs(
         false,
         |id| format!("/v1/client/fs/logs/{id}"),
         query,
+        &headers,
     )
     .await
 }
@@ -48,6 +50,7 @@ async fn allocation(
     State(st): State<Arc<HttpState>>,
     Path((alloc, rest)): Path<(String, String)>,
     RawQuery(query): RawQuery,
+    headers: HeaderMap,
 ) -> Response {
     // Exec acts on what it names: the full id only.
     let exact = rest == "exec";
@@ -57,21 +60,23 @@ async fn allocation(
         exact,
         |id| format!("/v1/client/allocation/{id}/{rest}"),
         query,
+        &headers,
     )
     .await
 }
 
 /// Finds the allocation's client (by its full id with `exact`, else by a unique
-/// prefix) and relays `GET <its http_addr><path(id)>?<query>`.
+/// prefix) and relays `GET <its http_addr><path(id)>?<query>` with the caller's token.
 async fn forward(
     st: &HttpState,
     alloc_prefix: &str,
     exact: bool,
     path: impl FnOnce(&str) -> String,
     query: Option<String>,
+    headers: &HeaderMap,
 ) -> Response {
     match client_url(st, alloc_prefix, exact, path, query).await {
-        Ok((url, node)) => relay(&url, &node).await,
+        Ok((url, node)) => relay(&st.relay, &url, &node, headers).await,
         Err(answer) => answer,
     }
 }
@@ -111,7 +116,7 @@ async fn client_url(
             node.name
         )));
     }
-    let mut url = format!("http://{}{}", node.http_addr, path(&id));
+    let mut url = format!("{}://{}{}", st.relay.scheme(), node.http_addr, path(&id));
     if let Some(q) = query.filter(|q| !q.is_empty()) {
         url.push('?');
         url.push_str(&q);
@@ -119,16 +124,16 @@ async fn client_url(
     Ok((url, node.name))
 }
 
-/// `node` names the client in errors.
-async fn relay(url: &str, node: &str) -> Response {
-    let client = match reqwest::Client::builder()
-        .connect_timeout(CONNECT_TIMEOUT)
-        .build()
-    {
-        Ok(c) => c,
-        Err(e) => return unreachable_client(node, url, &e),
-    };
-    let answer = match client.get(url).send().await {
+/// `node` names the client in errors. The caller's token goes along: a client with
+/// ACLs on checks it too.
+async fn relay(relay: &Relay, url: &str, node: &str, headers: &HeaderMap) -> Response {
+    let mut request = relay.client().get(url);
+    for name in [TOKEN_HEADER, header::AUTHORIZATION.as_str()] {
+        if let Some(value) = headers.get(name) {
+            request = request.header(name, value.as_bytes());
+        }
+    }
+    let answer = match request.send().await {
         Ok(a) => a,
         Err(e) => return unreachable_client(node, url, &e),
     };

@@ -9,6 +9,7 @@ use orch_common::ids::{AllocId, DeploymentId, EvalId, JobId, NodeId};
 
 use super::error::ApiError;
 use super::extract::{BodyLimit, Params};
+use super::relay::Relay;
 use crate::endpoints::Endpoints;
 use crate::heartbeat::Heartbeats;
 use crate::state::{CommandLog, StateError, StateStore, Table};
@@ -69,6 +70,8 @@ pub struct HttpState {
     pub max_body_bytes: usize,
     /// Set once by the agent when it also runs a client (for `/v1/agent/self`).
     pub client_node_id: OnceLock<NodeId>,
+    /// How client routes are relayed to the client that runs the allocation.
+    pub relay: Relay,
 }
 
 impl HttpState {
@@ -92,6 +95,7 @@ impl HttpState {
             agent,
             max_body_bytes,
             client_node_id: OnceLock::new(),
+            relay: Relay::new(None).expect("a plain HTTP client builds"),
         }
     }
 

@@ -18,6 +18,7 @@
 //!   `client_api` for what clients call (register, heartbeat, alloc watch, updates),
 //!   and `client_forward`, which relays client routes to the client that runs the
 //!   allocation.
+//! - `relay`: how the server calls clients (HTTP or HTTPS); `tls`: the agent's HTTPS listener and the roles its peers' certificates prove.
 //!
 //! See docs/api.md for the routes.
 
@@ -37,8 +38,10 @@ pub mod jobs;
 pub mod nodes;
 pub mod operator;
 pub mod plan;
+pub mod relay;
 pub mod services;
 pub mod system;
+pub mod tls;
 
 use std::sync::Arc;
 
@@ -97,6 +100,7 @@ pub fn router(state: Arc<HttpState>) -> Router {
         .route("/v1/node/register", post(client_api::register))
         .route("/v1/node/{id}", get(nodes::get))
         .route("/v1/node/{id}/heartbeat", post(client_api::heartbeat))
+        .route("/v1/node/{id}/acl/resolve", post(client_api::resolve_token))
         .route("/v1/node/{id}/eligibility", post(nodes::set_eligibility))
         .route("/v1/node/{id}/drain", post(nodes::drain))
         .route(

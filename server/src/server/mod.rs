@@ -148,6 +148,8 @@ impl Server {
             cfg.max_request_body_bytes,
         );
         http.endpoints.gc = collector;
+        http.relay = http::relay::Relay::new(cfg.tls.as_ref())
+            .map_err(|e| ServerError::Config(format!("building the relay's HTTPS client: {e}")))?;
         let http = Arc::new(http);
         tracing::info!(
             path = %path.display(),
@@ -178,9 +180,9 @@ impl Server {
         http::router(self.http.clone())
     }
 
-    /// The rules of every write and the token lookup, for the agent's authorization
-    /// layer (`http::authorize::authorize`) when ACLs are on.
-    pub fn endpoints(&self) -> Arc<crate::endpoints::Endpoints> {
+    /// The token lookup, for the agent's authorization layer
+    /// (`http::authorize::authorize`) when ACLs are on.
+    pub fn tokens(&self) -> Arc<dyn http::authorize::TokenResolver> {
         Arc::new(self.http.endpoints.clone())
     }
 

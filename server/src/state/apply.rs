@@ -69,6 +69,14 @@ impl StateStore {
             deployments_touched: BTreeSet::new(),
         };
         let rejected = w.command(cmd)?;
+        let acl_changed = matches!(
+            cmd,
+            Command::UpsertAclPolicy { .. }
+                | Command::DeleteAclPolicies { .. }
+                | Command::UpsertAclToken { .. }
+                | Command::DeleteAclTokens { .. }
+                | Command::BootstrapAcl { .. }
+        );
         w.refresh_deployments()?;
         w.append_to_log(cmd)?;
         w.record_indexes()?;
@@ -91,6 +99,9 @@ impl StateStore {
             self.inner.alloc_index.remove(removed);
             if allocs_reaped {
                 self.inner.alloc_gc_index.store(index, Ordering::SeqCst);
+            }
+            if acl_changed {
+                self.inner.acl_index.store(index, Ordering::SeqCst);
             }
             if mirror.in_flight.contains_any(written.iter()) {
                 let in_flight = Arc::make_mut(&mut mirror.in_flight);

@@ -52,6 +52,9 @@ pub(super) struct Inner {
     /// The index of the last command that deleted allocations (`ALLOC_GC_INDEX` in
     /// the `indexes` table); clients watch it to remove collected allocation dirs.
     pub(super) alloc_gc_index: AtomicU64,
+    /// The index of the last ACL command applied (policies, tokens, the bootstrap);
+    /// what a cached token lookup was valid for. The store's last index at open.
+    pub(super) acl_index: AtomicU64,
     /// Set by `release_waiters`: blocking queries return at once (shutdown).
     pub(super) closing: watch::Sender<bool>,
     /// What the scheduler reads hottest, kept in memory in step with SQLite; shared
@@ -132,6 +135,7 @@ impl StateStore {
             last: watch::Sender::new(last),
             last_index: AtomicU64::new(last),
             alloc_gc_index: AtomicU64::new(indexes.get(ALLOC_GC_INDEX).copied().unwrap_or(0)),
+            acl_index: AtomicU64::new(last),
             closing: watch::Sender::new(false),
             mirror: Arc::new(RwLock::new(mirror)),
             alloc_index: Arc::new(alloc_index),
@@ -540,6 +544,12 @@ impl StateStore {
     /// The index of the last command that deleted allocations (0: none yet).
     pub fn alloc_gc_index(&self) -> u64 {
         self.inner.alloc_gc_index.load(Ordering::SeqCst)
+    }
+
+    /// The index of the last ACL change (or of the store's opening): a token lookup
+    /// made at this index is still right.
+    pub fn acl_index(&self) -> u64 {
+        self.inner.acl_index.load(Ordering::SeqCst)
     }
 
     /// Last modify index per table name, as stored (includes `command_log`).
