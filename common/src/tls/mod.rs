@@ -91,7 +91,7 @@ struct Material {
 }
 
 /// The crypto every config here uses. ring, not rustls' default aws-lc-rs: it builds
-/// without cmake and keeps the binary ~2 MB smaller, at the price of no post-quantum key
+/// without cmake or AWS-LC's large C library, at the price of no post-quantum key
 /// exchange (rustls deprecates it for that reason since 0.23.48).
 #[allow(deprecated)]
 fn provider() -> Arc<CryptoProvider> {
