@@ -158,7 +158,7 @@ fn a_sigkilled_client_re_attaches_to_its_tasks_as_root() {
     std::fs::write(&trigger, "").unwrap();
     let exit_file = client
         .data_dir
-        .join(format!("alloc/{quit_id}/quit/.exit.json"));
+        .join(format!("alloc/{quit_id}/.ctl/quit/exit.json"));
     wait_for(
         Duration::from_secs(30),
         "the quitter's recorded exit",

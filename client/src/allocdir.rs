@@ -7,9 +7,43 @@
 //!     alloc/tmp/
 //!     <task>/local/                                  the task's own files (ORCH_TASK_DIR)
 //!     <task>/tmp/
+//!     .ctl/<task>/                                   the client's: exit record, log
+//!                                                    FIFOs (root, 0700)
 //! ```
+//!
+//! The task owns `<task>/` and everything below it; the client never writes there by a
+//! path that a symlink could redirect (see `control_dir`, `give_task_dirs`).
 
 use std::path::{Path, PathBuf};
+
+/// Where the client keeps a task's control files (exit record, log FIFOs): beside the
+/// task dir `<alloc>/<task>`, in `<alloc>/.ctl/<task>`, which the task cannot write.
+pub fn control_dir(task_dir: &Path) -> PathBuf {
+    let alloc = task_dir.parent().unwrap_or(Path::new("/"));
+    let task = task_dir.file_name().unwrap_or_default();
+    alloc.join(".ctl").join(task)
+}
+
+/// Makes `dir` and its parent as the client's own (0700), or checks that they are
+/// directories already (a symlink in their place is an error, never followed).
+pub fn make_private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt as _;
+    for d in [dir.parent(), Some(dir)].into_iter().flatten() {
+        match std::fs::DirBuilder::new().mode(0o700).create(d) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                if !std::fs::symlink_metadata(d)?.is_dir() {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::AlreadyExists,
+                        format!("{} is not a directory", d.display()),
+                    ));
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
 
 /// Why an allocation directory could not be prepared.
 #[derive(Debug, thiserror::Error)]
@@ -102,14 +136,15 @@ impl AllocDir {
         Ok(())
     }
 
-    /// Task names that have a directory here (everything but `alloc`).
+    /// Task names that have a directory here (everything but `alloc` and the client's
+    /// dot-directories).
     pub fn task_names(&self) -> Vec<String> {
         let mut names: Vec<String> = std::fs::read_dir(&self.root)
             .map(|rd| {
                 rd.filter_map(|e| e.ok())
                     .filter(|e| e.path().is_dir())
                     .filter_map(|e| e.file_name().into_string().ok())
-                    .filter(|n| n != "alloc")
+                    .filter(|n| n != "alloc" && !n.starts_with('.'))
                     .collect()
             })
             .unwrap_or_default();
@@ -153,5 +188,26 @@ mod tests {
             dir.path().join("a1/alloc/logs/web.stdout.0")
         );
         assert_eq!(a.task_names(), vec!["side".to_string(), "web".to_string()]);
+    }
+
+    #[test]
+    fn control_dirs_are_private_beside_the_task_dirs_and_refuse_symlinks() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = AllocDir::new(dir.path(), "a1");
+        a.prepare(&["web".to_string()]).unwrap();
+        let ctl = control_dir(&a.task("web"));
+        assert_eq!(ctl, dir.path().join("a1/.ctl/web"));
+        make_private_dir(&ctl).unwrap();
+        make_private_dir(&ctl).unwrap();
+        let mode = std::os::unix::fs::PermissionsExt::mode(
+            &std::fs::metadata(&ctl).unwrap().permissions(),
+        );
+        assert_eq!(mode & 0o777, 0o700);
+        assert_eq!(a.task_names(), vec!["web".to_string()], "not a task");
+        let elsewhere = dir.path().join("elsewhere");
+        std::fs::create_dir(&elsewhere).unwrap();
+        let side = control_dir(&a.task("side"));
+        std::os::unix::fs::symlink(&elsewhere, &side).unwrap();
+        assert!(make_private_dir(&side).is_err());
     }
 }

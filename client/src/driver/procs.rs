@@ -135,11 +135,12 @@ impl Procs {
         req: &StartRequest,
         mut spec: ShimSpec,
     ) -> Result<(i32, SupervisorState), DriverError> {
-        let (stdout_fifo, stderr_fifo, exit_file) = supervisor::task_files(&req.task_dir);
         let log_err = |path: &std::path::Path| {
             let (task, path) = (req.id.clone(), path.to_path_buf());
             move |source| DriverError::LogFile { task, path, source }
         };
+        let (stdout_fifo, stderr_fifo, exit_file) = supervisor::task_files(&req.task_dir)
+            .map_err(log_err(&crate::allocdir::control_dir(&req.task_dir)))?;
         shim::reserve_exit_file(&exit_file).map_err(log_err(&exit_file))?;
         let stdout = logrotate::capture_fifo(&stdout_fifo, &req.stdout_path, req.logs)
             .map_err(log_err(&stdout_fifo))?;
@@ -482,22 +483,76 @@ pub(crate) fn join_cgroup(procs: &CString) -> std::io::Result<()> {
 }
 
 /// Gives the task dir (and its `local/` and `tmp/`) to the task's user, as its files
-/// will be; the directory that could not be changed, with why.
+/// will be; the directory that could not be changed, with why. The task owns its dir,
+/// so on a restart `local` or `tmp` may be a symlink it left (to `/root`, say): each
+/// is opened without following symlinks and changed through its descriptor, and a
+/// symlink in its place is replaced by a fresh directory. The task dir's own parent is
+/// the client's, so the task cannot swap the dir itself.
 pub(crate) fn give_task_dirs(
     task_dir: &std::path::Path,
     uid: u32,
     gid: u32,
 ) -> Result<(), (std::path::PathBuf, std::io::Error)> {
-    for d in [
-        task_dir.to_path_buf(),
-        task_dir.join("local"),
-        task_dir.join("tmp"),
-    ] {
-        match std::os::unix::fs::chown(&d, Some(uid), Some(gid)) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err((d, e)),
-        }
+    use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
+    let open_dir = |d: &std::path::Path| {
+        std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(d)
+    };
+    let dir = open_dir(task_dir).map_err(|e| (task_dir.to_path_buf(), e))?;
+    std::os::unix::fs::fchown(&dir, Some(uid), Some(gid))
+        .map_err(|e| (task_dir.to_path_buf(), e))?;
+    for name in ["local", "tmp"] {
+        let d = task_dir.join(name);
+        let opened = match open_dir(&d) {
+            Ok(f) => Ok(f),
+            // ELOOP: a symlink; ENOTDIR: something else the task put there.
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ELOOP | libc::ENOTDIR)) => {
+                tracing::warn!(path = %d.display(), "replacing what the task left in place of its directory");
+                std::fs::remove_file(&d)
+                    .and_then(|()| std::fs::DirBuilder::new().mode(0o755).create(&d))
+                    .and_then(|()| open_dir(&d))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => std::fs::DirBuilder::new()
+                .mode(0o755)
+                .create(&d)
+                .and_then(|()| open_dir(&d)),
+            Err(e) => Err(e),
+        };
+        let f = opened.map_err(|e| (d.clone(), e))?;
+        std::os::unix::fs::fchown(&f, Some(uid), Some(gid)).map_err(|e| (d, e))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_symlink_the_task_left_for_its_dirs_is_replaced_not_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let task = dir.path().join("t");
+        std::fs::create_dir(&task).unwrap();
+        let outside = dir.path().join("outside");
+        std::fs::create_dir(&outside).unwrap();
+        std::fs::write(outside.join("keep"), "x").unwrap();
+        std::os::unix::fs::symlink(&outside, task.join("local")).unwrap();
+        std::os::unix::fs::symlink(outside.join("keep"), task.join("tmp")).unwrap();
+        let (uid, gid) = (
+            nix::unistd::getuid().as_raw(),
+            nix::unistd::getgid().as_raw(),
+        );
+        give_task_dirs(&task, uid, gid).unwrap();
+        for name in ["local", "tmp"] {
+            let m = std::fs::symlink_metadata(task.join(name)).unwrap();
+            assert!(m.is_dir() && !m.file_type().is_symlink(), "{name}");
+        }
+        assert_eq!(std::fs::read_to_string(outside.join("keep")).unwrap(), "x");
+        assert!(std::fs::read_dir(task.join("local"))
+            .unwrap()
+            .next()
+            .is_none());
+    }
 }

@@ -3,7 +3,8 @@
 //! A task's exit status goes to its parent. If the client were the parent, a task that
 //! ends while no client runs would be reaped by init and its status lost. So every
 //! task gets a small shim of its own that waits for it and writes its exit to
-//! `<task_dir>/.exit.json`. The shims are forked by one launcher process per client
+//! `<alloc>/.ctl/<task>/exit.json` (a directory of the client's, which the task
+//! cannot write). The shims are forked by one launcher process per client
 //! (`orch-task-shim` next to the client's binary, else the client itself as
 //! `orch task-shim`), started with `posix_spawn` in a new session; each shim starts
 //! its own session too, so a signal to the client's process group or a SIGKILL of the

@@ -21,8 +21,8 @@ pub const LAUNCHER_ENV: &str = "ORCH_TASK_SHIM_LAUNCHER";
 pub const MAX_SPEC_BYTES: usize = 16 << 20;
 /// The largest report a shim sends.
 pub const MAX_REPORT_BYTES: usize = 4096;
-/// The exit file's name in the task dir.
-pub const EXIT_FILE: &str = ".exit.json";
+/// The exit file's name in the task's control dir (`crate::allocdir::control_dir`).
+pub const EXIT_FILE: &str = "exit.json";
 
 /// What the shim runs.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -67,8 +67,22 @@ pub const EXIT_FILE_RESERVED: usize = 512;
 /// cgroup alive in the kernel (a "dying" cgroup) after its removal, one per finished
 /// task until its alloc dir goes, and thousands of those slow every memory cgroup
 /// operation down.
+/// A fresh file every time (whatever was at `path` removed first, a symlink never
+/// followed), 0600.
 pub fn reserve_exit_file(path: &Path) -> std::io::Result<()> {
-    std::fs::write(path, [b' '; EXIT_FILE_RESERVED])
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)?
+        .write_all(&[b' '; EXIT_FILE_RESERVED])
 }
 
 /// Sends `data` on unix socket `sock` with `fds` attached (SCM_RIGHTS), all of it

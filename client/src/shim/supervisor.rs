@@ -91,13 +91,18 @@ impl SupervisorState {
     }
 }
 
-/// The FIFO paths and exit file of a task dir.
-pub fn task_files(task_dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
-    (
-        task_dir.join(".stdout.fifo"),
-        task_dir.join(".stderr.fifo"),
-        task_dir.join(EXIT_FILE),
-    )
+/// The FIFO paths and exit file of the task of `task_dir`, in its control directory
+/// (`crate::allocdir::control_dir`, made here: root's, 0700). Never in the task dir,
+/// which the task owns: there it could put a symlink in their place, and the client
+/// (root) would write through it.
+pub fn task_files(task_dir: &Path) -> std::io::Result<(PathBuf, PathBuf, PathBuf)> {
+    let dir = crate::allocdir::control_dir(task_dir);
+    crate::allocdir::make_private_dir(&dir)?;
+    Ok((
+        dir.join("stdout.fifo"),
+        dir.join("stderr.fifo"),
+        dir.join(EXIT_FILE),
+    ))
 }
 
 /// The exit the shim recorded, if it did (a reserved file still blank has none).

@@ -163,11 +163,12 @@ impl ContainerDriver {
         let mut spec = self.spec(&req, &cfg, source_rootfs, image_config.as_ref())?;
         // Output through FIFOs and the exit into a file, so both survive a client
         // restart (the helper runs in its own session; see `shim`).
-        let (stdout_fifo, stderr_fifo, exit_file) = supervisor::task_files(&req.task_dir);
         let log_err = |path: &std::path::Path| {
             let (task, path) = (req.id.clone(), path.to_path_buf());
             move |source| DriverError::LogFile { task, path, source }
         };
+        let (stdout_fifo, stderr_fifo, exit_file) = supervisor::task_files(&req.task_dir)
+            .map_err(log_err(&crate::allocdir::control_dir(&req.task_dir)))?;
         shim::reserve_exit_file(&exit_file).map_err(log_err(&exit_file))?;
         spec.exit_file = Some(exit_file.clone());
         let stdout = logrotate::capture_fifo(&stdout_fifo, &req.stdout_path, req.logs)

@@ -58,7 +58,12 @@ pub fn mount_point(root: &Path, inner: &Path, dir: bool) -> Result<PathBuf, Setu
             Ok(_) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 if last && !dir {
-                    std::fs::File::create(&cur).map_err(err("creating", &cur))?;
+                    // O_EXCL: a symlink made since the check is not followed.
+                    std::fs::OpenOptions::new()
+                        .write(true)
+                        .create_new(true)
+                        .open(&cur)
+                        .map_err(err("creating", &cur))?;
                 } else {
                     std::fs::DirBuilder::new()
                         .mode(0o755)
