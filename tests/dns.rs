@@ -162,3 +162,50 @@ fn dig_lists_exactly_the_passing_instances_as_root() {
 
     agent.orch(&["job", "stop", "dns-web"], Duration::from_secs(60));
 }
+
+/// A DNS query for `name` (type A), id `id`, as bytes on the wire.
+fn query(id: u16, name: &str) -> Vec<u8> {
+    let mut q = Vec::new();
+    q.extend_from_slice(&id.to_be_bytes());
+    q.extend_from_slice(&[0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]); // RD, one question
+    for label in name.trim_end_matches('.').split('.') {
+        q.push(label.len() as u8);
+        q.extend_from_slice(label.as_bytes());
+    }
+    q.extend_from_slice(&[0, 0, 1, 0, 1]); // root, A, IN
+    q
+}
+
+#[test]
+fn a_flood_of_udp_queries_from_one_source_is_answered_at_its_rate_only() {
+    let ws = Workspace::new();
+    let agent = Agent::dev(&ws, "agent");
+    let port = dns_port(&agent);
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket.connect(("127.0.0.1", port)).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_millis(1500)))
+        .unwrap();
+    // A name answered from itself (no catalog read): every answer costs the same.
+    let reader = socket.try_clone().unwrap();
+    let counter = std::thread::spawn(move || {
+        let mut buf = [0u8; 1500];
+        let mut answered = 0;
+        while reader.recv(&mut buf).is_ok() {
+            answered += 1;
+        }
+        answered
+    });
+    let started = std::time::Instant::now();
+    for id in 0..1000u16 {
+        socket.send(&query(id, "10-0-0-5.addr.orch")).unwrap();
+    }
+    let sent_in = started.elapsed();
+    let answered = counter.join().unwrap();
+    // The burst (200), plus 100/s for the time the flood took.
+    let allowed = 200 + (sent_in.as_secs_f64() * 100.0).ceil() as usize + 5;
+    assert!(
+        (150..=allowed).contains(&answered),
+        "{answered} of 1000 answered in {sent_in:?} (allowed {allowed})"
+    );
+}

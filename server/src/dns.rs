@@ -30,6 +30,17 @@ pub const ZONE: &str = "orch";
 pub const DEFAULT_PORT: u16 = 4753;
 /// How long a TCP connection may stay idle before it is closed.
 const TCP_IDLE: Duration = Duration::from_secs(10);
+/// The largest UDP answer: 512 bytes without EDNS; with it, what the query offers up
+/// to 1232 (the DNS flag day 2020 size, which avoids IP fragmentation).
+const UDP_PLAIN: u16 = 512;
+const UDP_EDNS_MAX: u16 = 1232;
+/// UDP queries answered per second per source address, and the burst allowed: above
+/// it queries are dropped, so a spoofed source cannot aim the server's answers at a
+/// victim at more than this rate. TCP is not limited (its handshake proves the source).
+const PER_SOURCE_RATE: f64 = 100.0;
+const PER_SOURCE_BURST: f64 = 200.0;
+/// Sources remembered at most (idle ones are forgotten first).
+const MAX_SOURCES: usize = 65_536;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DnsError {
@@ -61,7 +72,11 @@ impl DnsServer {
             proto: "TCP",
             source,
         })?;
-        let mut inner = hickory_server::Server::new(Handler { store, ttl });
+        let mut inner = hickory_server::Server::new(Handler {
+            store,
+            ttl,
+            limiter: SourceLimiter::default(),
+        });
         inner.register_socket(udp);
         inner.register_listener(tcp, TCP_IDLE, 64);
         tracing::info!(addr = %bound, ttl, "DNS interface listening (UDP and TCP)");
@@ -349,6 +364,43 @@ fn soa_record(ttl: u32) -> Option<Record> {
 struct Handler {
     store: StateStore,
     ttl: u32,
+    limiter: SourceLimiter,
+}
+
+/// The UDP answer size limit for a query that offers `edns_payload` (`None`: no EDNS).
+fn udp_payload_limit(edns_payload: Option<u16>) -> u16 {
+    edns_payload.map_or(UDP_PLAIN, |p| p.clamp(UDP_PLAIN, UDP_EDNS_MAX))
+}
+
+/// A token bucket per source address for UDP queries.
+#[derive(Default)]
+struct SourceLimiter {
+    buckets: std::sync::Mutex<std::collections::HashMap<IpAddr, (f64, std::time::Instant)>>,
+}
+
+impl SourceLimiter {
+    /// Whether a query from `ip` at `now` is answered (and takes a token).
+    fn allow(&self, ip: IpAddr, now: std::time::Instant) -> bool {
+        let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        if buckets.len() >= MAX_SOURCES && !buckets.contains_key(&ip) {
+            // Full sources refill in BURST/RATE seconds: forget those, else all.
+            let idle = Duration::from_secs_f64(PER_SOURCE_BURST / PER_SOURCE_RATE);
+            buckets.retain(|_, (_, at)| now.saturating_duration_since(*at) < idle);
+            if buckets.len() >= MAX_SOURCES {
+                buckets.clear();
+            }
+        }
+        let (tokens, at) = buckets.entry(ip).or_insert((PER_SOURCE_BURST, now));
+        let refill = now.saturating_duration_since(*at).as_secs_f64() * PER_SOURCE_RATE;
+        *tokens = (*tokens + refill).min(PER_SOURCE_BURST);
+        *at = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
 }
 
 impl Handler {
@@ -410,9 +462,23 @@ impl RequestHandler for Handler {
         request: &Request,
         mut response_handle: R,
     ) -> ResponseInfo {
+        if request.protocol() == Protocol::Udp
+            && !self
+                .limiter
+                .allow(request.src().ip(), std::time::Instant::now())
+        {
+            // Dropped: no answer to amplify. Nothing is sent; the info is for the log.
+            let mut meta = Metadata::response_from_request(&request.metadata);
+            meta.response_code = ResponseCode::Refused;
+            return hickory_server::proto::op::Header {
+                metadata: meta,
+                counts: Default::default(),
+            }
+            .into();
+        }
         let edns = request.edns.as_ref().map(|req| {
             let mut e = Edns::new();
-            e.set_max_payload(req.max_payload().max(512));
+            e.set_max_payload(udp_payload_limit(Some(req.max_payload())));
             e.set_version(0);
             e
         });
@@ -431,7 +497,7 @@ impl RequestHandler for Handler {
         let mut meta = Metadata::response_from_request(&request.metadata);
         meta.authoritative = answer.code != ResponseCode::Refused;
         meta.response_code = answer.code;
-        let max_payload = usize::from(edns.as_ref().map_or(512, |e| e.max_payload()));
+        let max_payload = usize::from(udp_payload_limit(edns.as_ref().map(|e| e.max_payload())));
         let answer = match request.request_info() {
             Ok(info)
                 if request.protocol() == Protocol::Udp
@@ -649,6 +715,29 @@ mod tests {
         assert!(!fits_udp(&big, &q, 1232));
         let small = service_answer(&q, RecordType::SRV, None, &many[..2], 0);
         assert!(fits_udp(&small, &q, 512));
+    }
+
+    #[test]
+    fn udp_answers_are_capped_at_512_bytes_or_1232_with_edns() {
+        assert_eq!(udp_payload_limit(None), 512);
+        assert_eq!(udp_payload_limit(Some(100)), 512);
+        assert_eq!(udp_payload_limit(Some(1000)), 1000);
+        assert_eq!(udp_payload_limit(Some(4096)), 1232);
+        assert_eq!(udp_payload_limit(Some(u16::MAX)), 1232);
+    }
+
+    #[test]
+    fn each_source_gets_its_burst_then_its_rate() {
+        let limiter = SourceLimiter::default();
+        let t0 = std::time::Instant::now();
+        let (a, b): (IpAddr, IpAddr) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
+        let answered = (0..1000).filter(|_| limiter.allow(a, t0)).count();
+        assert_eq!(answered, PER_SOURCE_BURST as usize);
+        assert!(limiter.allow(b, t0), "another source has its own bucket");
+        // A second later, a second's worth more.
+        let t1 = t0 + Duration::from_secs(1);
+        let later = (0..1000).filter(|_| limiter.allow(a, t1)).count();
+        assert_eq!(later, PER_SOURCE_RATE as usize);
     }
 
     #[tokio::test]
