@@ -26,6 +26,7 @@ use orch_common::model::Resources;
 use orch_common::tls::Tls;
 use orch_server::http::authorize::TokenResolver;
 use orch_server::http::browser_guard::{self, OriginPolicy};
+use orch_server::http::serve::{serve, ServeLimits};
 use orch_server::http::tls::{node_routes_need_agent_certificate, Peer, TlsListener};
 use orch_server::http::ApiError;
 use tokio::net::TcpListener;
@@ -108,6 +109,20 @@ fn load(args: &AgentArgs) -> Result<(AgentConfig, Option<tempfile::TempDir>)> {
     Ok((cfg, temp))
 }
 
+/// The HTTP listener, with a backlog (4096, the kernel caps it at `somaxconn`) that a
+/// burst of connections does not overflow: tokio's default of 1024 made clients wait
+/// for SYN retransmits (1 s and up) while thousands of connections arrived at once.
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(4096)
+}
+
 /// `host:port` for a bind address that may be IPv4 or IPv6.
 fn socket_addr(host: &str, port: u16) -> Result<SocketAddr> {
     format!("{host}:{port}")
@@ -183,9 +198,7 @@ pub async fn run(args: AgentArgs) -> Result<ExitCode> {
     let scheme = if tls.is_some() { "https" } else { "http" };
 
     let bind = socket_addr(&cfg.bind_addr, cfg.ports.http)?;
-    let listener = TcpListener::bind(bind)
-        .await
-        .with_context(|| format!("binding the HTTP API to {bind}"))?;
+    let listener = listen(bind).with_context(|| format!("binding the HTTP API to {bind}"))?;
     let port = listener.local_addr()?.port();
     let advertise = format!("{}:{port}", cfg.advertise_host());
     let origins = OriginPolicy::new(&advertise, port, &cfg.http.allowed_origins)
@@ -327,26 +340,23 @@ pub async fn run(args: AgentArgs) -> Result<ExitCode> {
         Arc::new(origins),
         browser_guard::guard,
     ));
-    let service = router.into_make_service_with_connect_info::<Peer>();
-
     let (stop_http_tx, stop_http_rx) = tokio::sync::oneshot::channel::<()>();
     let stopped = async move {
         let _ = stop_http_rx.await;
     };
+    let limits = ServeLimits::default();
     let mut http = match &tls {
-        None => tokio::spawn(async move {
-            axum::serve(listener, service)
-                .with_graceful_shutdown(stopped)
-                .await
-        }),
+        None => tokio::spawn(serve(
+            listener,
+            router,
+            limits,
+            |addr| Peer { addr, roles: None },
+            stopped,
+        )),
         Some(tls) => {
             let listener = TlsListener::new(listener, tls.clone())
                 .map_err(|e| anyhow::anyhow!("[tls]: {e}"))?;
-            tokio::spawn(async move {
-                axum::serve(listener, service)
-                    .with_graceful_shutdown(stopped)
-                    .await
-            })
+            tokio::spawn(serve(listener, router, limits, |peer| peer, stopped))
         }
     };
 

@@ -128,25 +128,17 @@ async fn logs_handler(
         (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
         (header::CACHE_CONTROL, "no-cache"),
     ];
-    if q.follow.unwrap_or(false) {
-        let dead_task = task.clone();
-        let dead = move || found.task_dead(&dead_task);
-        match logs::follow(path, origin, offset, dead) {
-            Ok(s) => (
-                headers,
-                Body::from_stream(s.map(|c| c.map(axum::body::Bytes::from))),
-            )
-                .into_response(),
-            Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), vec![]),
-        }
-    } else {
-        let read =
-            tokio::task::spawn_blocking(move || logs::read_once(&path, origin, offset)).await;
-        match read {
-            Ok(Ok(bytes)) => (headers, bytes).into_response(),
-            Ok(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), vec![]),
-            Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), vec![]),
-        }
+    // Streamed in 64 KiB chunks either way, never read whole into memory: without
+    // `follow` the stream ends at the log's current end.
+    let follow = q.follow.unwrap_or(false);
+    let dead = move || !follow || found.task_dead(&task);
+    match logs::follow(path, origin, offset, dead) {
+        Ok(s) => (
+            headers,
+            Body::from_stream(s.map(|c| c.map(axum::body::Bytes::from))),
+        )
+            .into_response(),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), vec![]),
     }
 }
 

@@ -18,7 +18,9 @@
 //!   `client_api` for what clients call (register, heartbeat, alloc watch, updates),
 //!   and `client_forward`, which relays client routes to the client that runs the
 //!   allocation.
-//! - `relay`: how the server calls clients (HTTP or HTTPS); `tls`: the agent's HTTPS listener and the roles its peers' certificates prove.
+//! - `serve`: the agent's accept loop and its connection limits (`waiting`: the
+//!   cap on connections that have not sent a request); `relay`: how the
+//!   server calls clients (HTTP or HTTPS); `tls`: the agent's HTTPS listener and the roles its peers' certificates prove.
 //!
 //! See docs/api.md for the routes.
 
@@ -39,9 +41,11 @@ pub mod nodes;
 pub mod operator;
 pub mod plan;
 pub mod relay;
+pub mod serve;
 pub mod services;
 pub mod system;
 pub mod tls;
+pub mod waiting;
 
 use std::sync::Arc;
 

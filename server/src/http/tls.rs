@@ -1,19 +1,20 @@
 //! HTTPS for the agent's listener: TLS handshakes run beside the accept loop (a slow
-//! or silent peer holds up no one), each connection carries the roles its client
-//! certificate proves (`Peer`), and the node routes refuse a connection whose
-//! certificate is not an agent's (a CLI certificate cannot register or heartbeat a
-//! node).
+//! or silent peer holds up no one; at most `MAX_HANDSHAKES` wait, the oldest dropped
+//! beyond), each connection carries the roles its client certificate proves (`Peer`),
+//! and the node routes refuse a connection whose certificate is not an agent's (a CLI
+//! certificate cannot register or heartbeat a node).
 
 use std::io;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::connect_info::{ConnectInfo, Connected};
+use axum::extract::connect_info::ConnectInfo;
 use axum::extract::Request;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::serve::{IncomingStream, Listener};
+use axum::serve::Listener;
 use orch_common::tls::{Role, Tls};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
@@ -22,9 +23,12 @@ use tokio_rustls::TlsAcceptor;
 
 use super::authorize::{required, Need};
 use super::error::ApiError;
+use super::waiting::Waiting;
 
 /// How long a peer may take to finish its handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Handshakes in progress at most; past it the oldest is dropped.
+const MAX_HANDSHAKES: usize = 256;
 
 /// Who is at the other end of a connection.
 #[derive(Debug, Clone)]
@@ -42,6 +46,7 @@ pub struct TlsListener {
     tls: Arc<Tls>,
     done_tx: mpsc::Sender<(TlsStream<TcpStream>, Peer)>,
     done_rx: mpsc::Receiver<(TlsStream<TcpStream>, Peer)>,
+    handshaking: Arc<Waiting>,
 }
 
 impl TlsListener {
@@ -56,6 +61,7 @@ impl TlsListener {
             tls,
             done_tx,
             done_rx,
+            handshaking: Arc::default(),
         })
     }
 
@@ -66,20 +72,31 @@ impl TlsListener {
         let acceptor = TlsAcceptor::from(config);
         let tls = self.tls.clone();
         let done = self.done_tx.clone();
+        let handshaking = self.handshaking.clone();
+        let finished = Arc::new(AtomicBool::new(false));
+        let (id, dropped) = handshaking.push(finished.clone(), MAX_HANDSHAKES);
         tokio::spawn(async move {
             let _ = stream.set_nodelay(true);
-            let stream =
-                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                    Ok(Ok(s)) => s,
-                    Ok(Err(e)) => {
-                        tracing::debug!(peer = %addr, error = %e, "TLS handshake refused");
-                        return;
-                    }
-                    Err(_) => {
-                        tracing::debug!(peer = %addr, "TLS handshake timed out");
-                        return;
-                    }
-                };
+            let shaken = tokio::select! {
+                shaken = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)) => shaken,
+                Ok(()) = dropped => {
+                    tracing::debug!(peer = %addr, "too many TLS handshakes; dropped the oldest");
+                    return;
+                }
+            };
+            finished.store(true, Ordering::Relaxed);
+            handshaking.remove(id);
+            let stream = match shaken {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    tracing::debug!(peer = %addr, error = %e, "TLS handshake refused");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(peer = %addr, "TLS handshake timed out");
+                    return;
+                }
+            };
             let roles = stream
                 .get_ref()
                 .1
@@ -125,21 +142,6 @@ impl Listener for TlsListener {
             addr: self.tcp.local_addr()?,
             roles: Some(Vec::new()),
         })
-    }
-}
-
-impl Connected<IncomingStream<'_, TlsListener>> for Peer {
-    fn connect_info(stream: IncomingStream<'_, TlsListener>) -> Peer {
-        stream.remote_addr().clone()
-    }
-}
-
-impl Connected<IncomingStream<'_, TcpListener>> for Peer {
-    fn connect_info(stream: IncomingStream<'_, TcpListener>) -> Peer {
-        Peer {
-            addr: *stream.remote_addr(),
-            roles: None,
-        }
     }
 }
 
