@@ -135,4 +135,18 @@ mod tests {
             assert_eq!(format(parse(s).unwrap()), s);
         }
     }
+
+    #[test]
+    fn a_number_too_large_for_a_duration_is_an_error_not_a_panic() {
+        for s in [
+            "99999999999999999999999999h",
+            "1e400s",
+            "200000000000000000000d",
+            "18446744073709551616s",
+        ] {
+            assert!(parse(s).is_err(), "{s}");
+        }
+        // The largest sums still add up without wrapping.
+        assert!(parse("200000000000000d200000000000000d").is_err());
+    }
 }

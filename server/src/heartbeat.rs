@@ -663,4 +663,37 @@ mod tests {
         assert_eq!(hb.restore(&store).expect("restore"), 1);
         assert_eq!(hb.tracked().into_iter().collect::<Vec<_>>(), vec!["n1"]);
     }
+
+    #[tokio::test]
+    async fn a_disconnect_window_no_clock_can_add_does_not_stop_the_loop() {
+        // Stored before the spec bounds existed (or written by an older server): the
+        // expiry loop must treat it as "very long", not panic on `Instant + window`.
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = StateStore::open(dir.path().join("state.db")).expect("store");
+        let log = CommandLog::start(store.clone(), vec![]).expect("log");
+        let job = JobBuilder::new("web")
+            .disconnect(Duration::from_secs(200_000_000_000_000 * 86400), false)
+            .build();
+        job_on_node(&log, &["n1"], &job).await;
+
+        let hb = Heartbeats::new(Duration::from_millis(50), Duration::from_millis(10));
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let task = hb.spawn(log.clone(), stop_rx);
+        hb.reset(&"n1".into());
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while store.node("n1").expect("read").expect("n1").status != NodeStatus::Disconnected {
+            assert!(std::time::Instant::now() < deadline, "never disconnected");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // The loop is still alive: it answers a fresh timer and the shutdown.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(!task.is_finished(), "the heartbeat loop died");
+        assert!(hb.tracked().contains(&NodeId::from("n1")));
+        stop_tx.send_replace(true);
+        tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .expect("loop stops")
+            .expect("task did not panic");
+        log.shutdown().await;
+    }
 }

@@ -204,4 +204,25 @@ mod tests {
         assert_eq!(want.fits(&small), Err("memory"));
         assert!(want.fits(&want).is_ok());
     }
+
+    #[test]
+    fn adding_huge_requests_saturates_instead_of_wrapping() {
+        let huge = Resources {
+            cpu: u64::MAX - 1,
+            memory: u64::MAX / 2 + 10,
+            cores: Some(u32::MAX),
+            ..Resources::ZERO
+        };
+        let sum = huge.add(&huge);
+        assert_eq!(sum.cpu, u64::MAX);
+        assert_eq!(sum.memory, u64::MAX);
+        assert_eq!(sum.cores, Some(u32::MAX));
+        // A saturated sum never fits, so nothing is placed on a wrapped small number.
+        let node = Resources {
+            cpu: 4000,
+            memory: 8192,
+            ..Resources::ZERO
+        };
+        assert_eq!(sum.fits(&node), Err("cpu"));
+    }
 }

@@ -148,4 +148,18 @@ mod tests {
             Duration::from_millis(100)
         );
     }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_huge_interval_in_mode_delay_waits_long_instead_of_panicking() {
+        // A policy from an older server (or a JSON job from before the bounds) may hold
+        // an interval no clock can add; the runner must still decide.
+        let mut t = RestartTracker::new(restart_policy(
+            0,
+            Duration::from_secs(1),
+            Duration::MAX,
+            RestartMode::Delay,
+        ));
+        let d = delay_of(t.next(Instant::now()));
+        assert!(d >= Duration::from_secs(86400 * 365), "{d:?}");
+    }
 }

@@ -635,6 +635,50 @@ async fn a_bad_wait_is_a_400() {
 }
 
 #[tokio::test]
+async fn a_huge_wait_is_clamped_or_refused_never_a_panic() {
+    let h = harness();
+    // Plain milliseconds beyond any clock: clamped to MAX_WAIT (no index change is
+    // pending, so a short index answers at once).
+    let answer = h.get("/v1/nodes?index=0&wait=18446744073709551615").await;
+    assert_eq!(answer.status, StatusCode::OK);
+    // A human duration too large to represent: a 400 naming the parameter.
+    let answer = h
+        .get("/v1/jobs?index=1&wait=99999999999999999999999999h")
+        .await;
+    assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{}", answer.body);
+    assert!(answer.body.to_string().contains("wait"), "{}", answer.body);
+    let answer = h.get("/v1/agent/health").await;
+    assert_eq!(answer.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_count_above_the_limit_is_a_400_naming_the_group() {
+    let h = harness();
+    let spec = HELLO_TOML.replace("count = 2", "count = 10001");
+    let answer = h.post_toml("/v1/jobs", &spec).await;
+    assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{}", answer.body);
+    let text = answer.body.to_string();
+    assert!(text.contains("count") && text.contains("10000"), "{text}");
+    assert!(text.contains("line "), "{text}");
+}
+
+#[tokio::test]
+async fn a_huge_lost_after_is_a_400_with_its_line() {
+    let h = harness();
+    let spec = HELLO_TOML.replace(
+        "count = 2",
+        "count = 2\ndisconnect = { lost_after = \"200000000000000d\" }",
+    );
+    let answer = h.post_toml("/v1/jobs", &spec).await;
+    assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{}", answer.body);
+    let text = answer.body.to_string();
+    assert!(
+        text.contains("lost_after") && text.contains("line "),
+        "{text}"
+    );
+}
+
+#[tokio::test]
 async fn every_answer_carries_a_request_id() {
     let h = harness();
     let answer = h.get("/v1/agent/health").await;
