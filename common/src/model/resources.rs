@@ -64,13 +64,15 @@ impl Resources {
         pids: None,
     };
 
+    /// The sum, saturating: requests come from users, and a sum that wrapped would be
+    /// a small number that fits anywhere (a saturated one fits nowhere).
     pub fn add(&self, o: &Resources) -> Resources {
         Resources {
-            cpu: self.cpu + o.cpu,
-            memory: self.memory + o.memory,
+            cpu: self.cpu.saturating_add(o.cpu),
+            memory: self.memory.saturating_add(o.memory),
             cores: match (self.cores, o.cores) {
                 (None, None) => None,
-                (a, b) => Some(a.unwrap_or(0) + b.unwrap_or(0)),
+                (a, b) => Some(a.unwrap_or(0).saturating_add(b.unwrap_or(0))),
             },
             ..Resources::ZERO
         }
