@@ -61,7 +61,12 @@ impl RestartTracker {
                 message: format!("{exceeded} and mode is \"fail\""),
             },
             RestartMode::Delay => {
-                let end = self.window_start.unwrap_or(now) + self.policy.interval;
+                // The interval is the user's; one no clock can add (from a job older than
+                // the spec's bounds) waits the longest a spec may give instead of panicking.
+                let start = self.window_start.unwrap_or(now);
+                let end = start
+                    .checked_add(self.policy.interval)
+                    .unwrap_or_else(|| now + orch_common::duration::MAX);
                 let delay = end.saturating_duration_since(now).max(self.policy.delay);
                 // The next failure after this wait opens a fresh window.
                 self.window_start = None;
