@@ -102,6 +102,10 @@ pub struct ServerSection {
     /// Largest request body accepted, in bytes. Default: 4194304 (4 MiB).
     #[serde(default = "default_max_request_body_bytes")]
     pub max_request_body_bytes: usize,
+    /// Most instances one group of a job may ask for (1 to 10000); a bigger `count`
+    /// is refused with a 400. Default: 10000.
+    #[serde(default = "default_max_count")]
+    pub max_count: u32,
     /// How often garbage collection runs. Default: 5m.
     #[serde(with = "human", default = "default_gc_interval")]
     pub gc_interval: Duration,
@@ -177,6 +181,7 @@ impl Default for ServerSection {
             heartbeat_min_ttl: default_heartbeat_min_ttl(),
             heartbeat_grace: default_heartbeat_grace(),
             max_request_body_bytes: default_max_request_body_bytes(),
+            max_count: default_max_count(),
             gc_interval: default_gc_interval(),
             job_gc_threshold: default_job_gc_threshold(),
             eval_gc_threshold: default_eval_gc_threshold(),
@@ -435,6 +440,10 @@ fn default_heartbeat_min_ttl() -> Duration {
 fn default_heartbeat_grace() -> Duration {
     Duration::from_secs(10)
 }
+fn default_max_count() -> u32 {
+    orch_common::jobspec::MAX_COUNT
+}
+
 fn default_max_request_body_bytes() -> usize {
     4 * 1024 * 1024
 }

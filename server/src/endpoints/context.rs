@@ -1,5 +1,5 @@
 //! `Endpoints`: what every endpoint shares (the store it reads, the log it submits
-//! to, the heartbeat timers, the garbage collector), and `ReadError`, a store read on
+//! to, the heartbeat timers, the garbage collector, the server's limits), and `ReadError`, a store read on
 //! the blocking pool that failed.
 
 use std::sync::Arc;
@@ -30,6 +30,9 @@ pub struct Endpoints {
     pub gc: Arc<Collector>,
     /// What tokens granted, valid until the next ACL change (`acl::resolve`).
     pub grants: Arc<GrantsCache>,
+    /// Most instances a group may ask for on this server (`[server] max_count`, at
+    /// most the spec's own `MAX_COUNT`); the server sets its configured one.
+    pub max_count: u32,
 }
 
 impl Endpoints {
@@ -45,6 +48,7 @@ impl Endpoints {
             heartbeats,
             gc,
             grants: Arc::default(),
+            max_count: orch_common::jobspec::MAX_COUNT,
         }
     }
 

@@ -46,6 +46,11 @@ struct Harness {
 }
 
 fn harness() -> Harness {
+    harness_with(|_| {})
+}
+
+/// A harness whose state is first changed by `configure` (a server's limits).
+fn harness_with(configure: impl FnOnce(&mut HttpState)) -> Harness {
     let dir = tempfile::tempdir().expect("temp dir");
     let store = StateStore::open(dir.path().join("state.db")).expect("store");
     let log = CommandLog::start(store.clone(), vec![]).expect("log");
@@ -57,13 +62,9 @@ fn harness() -> Harness {
         data_dir: dir.path().display().to_string(),
         version: "0.1.0".into(),
     };
-    let state = Arc::new(HttpState::new(
-        store,
-        log,
-        heartbeats,
-        agent,
-        4 * 1024 * 1024,
-    ));
+    let mut state = HttpState::new(store, log, heartbeats, agent, 4 * 1024 * 1024);
+    configure(&mut state);
+    let state = Arc::new(state);
     // As on a server-only agent: the client routes are relayed.
     let router = router(state.clone()).merge(super::client_forward::router(state.clone()));
     Harness {
@@ -660,6 +661,32 @@ async fn a_count_above_the_limit_is_a_400_naming_the_group() {
     let text = answer.body.to_string();
     assert!(text.contains("count") && text.contains("10000"), "{text}");
     assert!(text.contains("line "), "{text}");
+}
+
+#[tokio::test]
+async fn a_count_above_the_servers_max_count_is_a_400_naming_the_group_and_limit() {
+    let h = harness_with(|st| st.endpoints.max_count = 5);
+    let answer = h
+        .post_toml("/v1/jobs", &HELLO_TOML.replace("count = 2", "count = 6"))
+        .await;
+    assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{}", answer.body);
+    let text = answer.body.to_string();
+    assert!(
+        text.contains("group.web.count") && text.contains("limit of 5"),
+        "{text}"
+    );
+    // Within the limit it registers; scaling past it is refused the same way.
+    let answer = h.post_toml("/v1/jobs", HELLO_TOML).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    let answer = h
+        .post_json("/v1/job/hello/scale", &json!({"group": "web", "count": 6}))
+        .await;
+    assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{}", answer.body);
+    assert!(
+        answer.body.to_string().contains("limit of 5"),
+        "{}",
+        answer.body
+    );
 }
 
 #[tokio::test]
