@@ -221,7 +221,7 @@ fn read_reschedule(mut t: Table<'_, '_>) -> RawReschedule {
 
 fn read_update(mut t: Table<'_, '_>) -> RawUpdate {
     RawUpdate {
-        max_parallel: t.int("max_parallel", rules::at_least_one),
+        max_parallel: t.int("max_parallel", rules::max_parallel),
         health_check: t.choice("health_check", HEALTH_CHECKS),
         min_healthy_time: t.duration("min_healthy_time"),
         healthy_deadline: t.duration("healthy_deadline"),
@@ -238,7 +238,7 @@ fn read_migrate(mut t: Table<'_, '_>) -> MigratePolicy {
     let d = MigratePolicy::default();
     MigratePolicy {
         max_parallel: t
-            .int("max_parallel", rules::at_least_one)
+            .int("max_parallel", rules::max_parallel)
             .unwrap_or(d.max_parallel),
         health_check: t
             .choice("health_check", HEALTH_CHECKS)

@@ -204,9 +204,15 @@ pub(crate) fn log_file_size(n: i64) -> Result<(), String> {
     at_most(n, MAX_LOG_FILE_SIZE_MIB as i64).map_err(|m| format!("{m} (MiB)"))
 }
 
-/// `max_parallel` and `canary`: more than a group's most instances means nothing.
+/// `canary`: more than a group's most instances means nothing.
 pub(crate) fn instances(n: i64) -> Result<(), String> {
     non_negative(n)?;
+    at_most(n, MAX_COUNT.into())
+}
+
+/// `max_parallel` of updates and migrations: at least one, at most `MAX_COUNT`.
+pub(crate) fn max_parallel(n: i64) -> Result<(), String> {
+    at_least_one(n)?;
     at_most(n, MAX_COUNT.into())
 }
 
@@ -493,12 +499,7 @@ fn rollout(
     c.int(
         format!("{path}.max_parallel"),
         max_parallel.into(),
-        at_least_one,
-    );
-    c.int(
-        format!("{path}.max_parallel"),
-        max_parallel.into(),
-        instances,
+        self::max_parallel,
     );
     c.duration(format!("{path}.min_healthy_time"), min_healthy);
     c.duration(format!("{path}.healthy_deadline"), deadline);

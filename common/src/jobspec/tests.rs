@@ -1645,3 +1645,22 @@ fn json_jobs_get_the_same_bounds() {
         assert!(paths.iter().any(|p| p == want), "{want} not in {paths:?}");
     }
 }
+
+#[test]
+fn max_parallel_and_canary_have_the_count_bound() {
+    fails_once(
+        &spec("update = { max_parallel = 10001 }", "", ""),
+        "update.max_parallel",
+        "must be at most 10000",
+    );
+    fails_once(
+        &spec("update = { canary = 10001 }", "", ""),
+        "update.canary",
+        "must be at most 10000",
+    );
+    fails_once(
+        &spec("", "migrate = { max_parallel = 0 }", ""),
+        "group.web.migrate.max_parallel",
+        "must be at least 1",
+    );
+}

@@ -4,6 +4,8 @@
 
 use std::sync::Arc;
 
+use orch_common::model::Job;
+
 use super::grants_cache::GrantsCache;
 use crate::gc::Collector;
 use crate::heartbeat::Heartbeats;
@@ -17,6 +19,15 @@ pub enum ReadError {
     /// The read's task panicked or was cancelled.
     #[error("state read task: {0}")]
     Task(String),
+}
+
+/// A group asks for more instances than this server allows (`[server] max_count`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("group.{group}.count: {count} is above this server's limit of {limit} instances per group ([server] max_count)")]
+pub struct CountAboveLimit {
+    pub group: String,
+    pub count: u32,
+    pub limit: u32,
 }
 
 /// The handles the endpoints work with. Cheap to clone (each is an `Arc` inside).
@@ -49,6 +60,19 @@ impl Endpoints {
             gc,
             grants: Arc::default(),
             max_count: orch_common::jobspec::MAX_COUNT,
+        }
+    }
+
+    /// Refuses a group asking for more instances than this server allows (`validate`
+    /// already holds every group to the spec's own, larger bound, `MAX_COUNT`).
+    pub fn within_max_count(&self, job: &Job) -> Result<(), CountAboveLimit> {
+        match job.groups.iter().find(|g| g.count > self.max_count) {
+            Some(g) => Err(CountAboveLimit {
+                group: g.name.clone(),
+                count: g.count,
+                limit: self.max_count,
+            }),
+            None => Ok(()),
         }
     }
 

@@ -19,7 +19,7 @@ use orch_common::ids::{now_ms, JobId};
 use orch_common::jobspec::{self, SpecErrors};
 use orch_common::model::{triggers, Evaluation, Job, JobStatus, JobType};
 
-use super::context::{Endpoints, ReadError};
+use super::context::{CountAboveLimit, Endpoints, ReadError};
 use crate::state::command::{self, Rejection};
 use crate::state::{Command, LogError};
 
@@ -67,12 +67,8 @@ pub enum JobError {
     NotFound { job_id: JobId },
     #[error("invalid job spec: {0}")]
     InvalidSpec(SpecErrors),
-    #[error("group.{group}.count: {count} is above this server's limit of {limit} instances per group ([server] max_count)")]
-    CountAboveLimit {
-        group: String,
-        count: u32,
-        limit: u32,
-    },
+    #[error(transparent)]
+    CountAboveLimit(#[from] CountAboveLimit),
     /// A check-and-set did not match (the user's `enforce_index`).
     #[error("{}", index_mismatch(.job_id, *.enforce_index, *.job_modify_index))]
     IndexMismatch {
@@ -153,19 +149,6 @@ impl From<Rejection> for JobError {
     }
 }
 
-/// Refuses a group asking for more instances than this server allows (`validate`
-/// already holds every group to the spec's own, larger `MAX_COUNT`).
-fn within_max_count(ctx: &Endpoints, job: &Job) -> Result<(), JobError> {
-    match job.groups.iter().find(|g| g.count > ctx.max_count) {
-        Some(g) => Err(JobError::CountAboveLimit {
-            group: g.name.clone(),
-            count: g.count,
-            limit: ctx.max_count,
-        }),
-        None => Ok(()),
-    }
-}
-
 /// Registers a job from a user's spec: validated, its server-owned fields reset.
 pub async fn register(
     ctx: &Endpoints,
@@ -173,7 +156,7 @@ pub async fn register(
 ) -> Result<JobRegisterResponse, JobError> {
     let mut job = req.job;
     jobspec::validate(&job).map_err(JobError::InvalidSpec)?;
-    within_max_count(ctx, &job)?;
+    ctx.within_max_count(&job)?;
     // Server-owned fields are computed by the store, whatever the body said.
     job.stop = false;
     job.status = JobStatus::Pending;
@@ -238,7 +221,7 @@ async fn scale_once(ctx: &Endpoints, req: &ScaleRequest) -> Result<JobRegisterRe
     };
     group.count = req.count;
     jobspec::validate(&job).map_err(JobError::InvalidSpec)?;
-    within_max_count(ctx, &job)?;
+    ctx.within_max_count(&job)?;
     job.submit_time = now_ms();
     tracing::info!(job_id = %id, group = %req.group, count = req.count, "scaling job");
     submit_registration(ctx, job, Some(&stored), req.enforce_index).await

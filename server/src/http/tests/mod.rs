@@ -675,6 +675,19 @@ async fn a_count_above_the_servers_max_count_is_a_400_naming_the_group_and_limit
         text.contains("group.web.count") && text.contains("limit of 5"),
         "{text}"
     );
+    // The dry run refuses what the run would.
+    let answer = h
+        .post_toml(
+            "/v1/job/hello/plan",
+            &HELLO_TOML.replace("count = 2", "count = 6"),
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{}", answer.body);
+    assert!(
+        answer.body.to_string().contains("limit of 5"),
+        "{}",
+        answer.body
+    );
     // Within the limit it registers; scaling past it is refused the same way.
     let answer = h.post_toml("/v1/jobs", HELLO_TOML).await;
     assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
