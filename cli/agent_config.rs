@@ -545,6 +545,13 @@ impl AgentConfig {
         if self.server.gc_interval.is_zero() {
             bail!("server.gc_interval must be above 0");
         }
+        let most = orch_common::jobspec::MAX_COUNT;
+        if !(1..=most).contains(&self.server.max_count) {
+            bail!(
+                "server.max_count = {}: must be between 1 and {most} (the job spec's own bound)",
+                self.server.max_count
+            );
+        }
         if self.server.enabled && self.server.bootstrap_expect == 0 {
             bail!("server.bootstrap_expect must be at least 1");
         }
@@ -717,6 +724,25 @@ reserved = { cpu = 200, memory = 256 }
         )
         .unwrap();
         assert_eq!(c.server.heartbeat_grace, Duration::from_secs(90));
+    }
+
+    #[test]
+    fn max_count_defaults_to_the_spec_bound_and_may_only_lower_it() {
+        let c = AgentConfig::parse("[server]\nenabled = true\n", "a.toml").unwrap();
+        assert_eq!(c.server.max_count, 10_000);
+        let c = AgentConfig::parse("[server]\nenabled = true\nmax_count = 50\n", "a.toml").unwrap();
+        assert_eq!(c.server.max_count, 50);
+        for bad in ["0", "10001"] {
+            let err = format!(
+                "{:#}",
+                AgentConfig::parse(
+                    &format!("[server]\nenabled = true\nmax_count = {bad}\n"),
+                    "a.toml"
+                )
+                .unwrap_err()
+            );
+            assert!(err.contains("max_count"), "{err}");
+        }
     }
 
     #[test]
