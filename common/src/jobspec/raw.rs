@@ -228,7 +228,7 @@ fn read_update(mut t: Table<'_, '_>) -> RawUpdate {
         progress_deadline: t.duration("progress_deadline"),
         auto_revert: t.bool("auto_revert"),
         auto_promote: t.bool("auto_promote"),
-        canary: t.int("canary", rules::instances),
+        canary: t.int("canary", rules::count),
         stagger: t.duration("stagger"),
     }
 }

@@ -121,8 +121,9 @@ pub const MAX_MEMORY_MIB: u64 = 1 << 40;
 pub const MAX_CORES: u32 = 4096;
 /// Most processes one task may ask for: Linux's own ceiling (`PID_MAX_LIMIT`).
 pub const MAX_PIDS: u64 = 4_194_304;
-/// Most rotated log files a task keeps, and the largest one (MiB).
+/// Most rotated log files a task keeps.
 pub const MAX_LOG_FILES: u32 = 10_000;
+/// Largest rotated log file (MiB): 1 TiB.
 pub const MAX_LOG_FILE_SIZE_MIB: u64 = 1 << 20;
 /// Longest duration any field may give: restart, reschedule, update, migrate,
 /// `disconnect.lost_after`, `shutdown_delay`, `kill_timeout`, checks (10 years).
@@ -163,7 +164,8 @@ pub(crate) fn at_least_one(n: i64) -> Result<(), String> {
     at_least(n, 1, "must be at least 1")
 }
 
-/// A group's `count`.
+/// A group's `count`, and `canary` (more canaries than a group's most instances
+/// means nothing).
 pub(crate) fn count(n: i64) -> Result<(), String> {
     non_negative(n)?;
     at_most(n, MAX_COUNT.into())
@@ -202,12 +204,6 @@ pub(crate) fn log_files(n: i64) -> Result<(), String> {
 pub(crate) fn log_file_size(n: i64) -> Result<(), String> {
     at_least_one(n)?;
     at_most(n, MAX_LOG_FILE_SIZE_MIB as i64).map_err(|m| format!("{m} (MiB)"))
-}
-
-/// `canary`: more than a group's most instances means nothing.
-pub(crate) fn instances(n: i64) -> Result<(), String> {
-    non_negative(n)?;
-    at_most(n, MAX_COUNT.into())
 }
 
 /// `max_parallel` of updates and migrations: at least one, at most `MAX_COUNT`.
@@ -524,7 +520,7 @@ fn update_policy(c: &mut Check, path: &str, p: &UpdatePolicy) {
     );
     c.duration(format!("{path}.progress_deadline"), p.progress_deadline);
     c.duration(format!("{path}.stagger"), p.stagger);
-    c.int(format!("{path}.canary"), p.canary.into(), instances);
+    c.int(format!("{path}.canary"), p.canary.into(), count);
     if !p.progress_deadline.is_zero() && p.healthy_deadline >= p.progress_deadline {
         c.add(
             format!("{path}.healthy_deadline"),
