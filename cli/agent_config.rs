@@ -102,6 +102,10 @@ pub struct ServerSection {
     /// Largest request body accepted, in bytes. Default: 4194304 (4 MiB).
     #[serde(default = "default_max_request_body_bytes")]
     pub max_request_body_bytes: usize,
+    /// Most instances one group of a job may ask for (1 to 10000); a bigger `count`
+    /// is refused with a 400. Default: 10000.
+    #[serde(default = "default_max_count")]
+    pub max_count: u32,
     /// How often garbage collection runs. Default: 5m.
     #[serde(with = "human", default = "default_gc_interval")]
     pub gc_interval: Duration,
@@ -177,6 +181,7 @@ impl Default for ServerSection {
             heartbeat_min_ttl: default_heartbeat_min_ttl(),
             heartbeat_grace: default_heartbeat_grace(),
             max_request_body_bytes: default_max_request_body_bytes(),
+            max_count: default_max_count(),
             gc_interval: default_gc_interval(),
             job_gc_threshold: default_job_gc_threshold(),
             eval_gc_threshold: default_eval_gc_threshold(),
@@ -435,6 +440,10 @@ fn default_heartbeat_min_ttl() -> Duration {
 fn default_heartbeat_grace() -> Duration {
     Duration::from_secs(10)
 }
+fn default_max_count() -> u32 {
+    orch_common::jobspec::MAX_COUNT
+}
+
 fn default_max_request_body_bytes() -> usize {
     4 * 1024 * 1024
 }
@@ -535,6 +544,13 @@ impl AgentConfig {
         }
         if self.server.gc_interval.is_zero() {
             bail!("server.gc_interval must be above 0");
+        }
+        let most = orch_common::jobspec::MAX_COUNT;
+        if !(1..=most).contains(&self.server.max_count) {
+            bail!(
+                "server.max_count = {}: must be between 1 and {most} (the job spec's own bound)",
+                self.server.max_count
+            );
         }
         if self.server.enabled && self.server.bootstrap_expect == 0 {
             bail!("server.bootstrap_expect must be at least 1");
@@ -708,6 +724,25 @@ reserved = { cpu = 200, memory = 256 }
         )
         .unwrap();
         assert_eq!(c.server.heartbeat_grace, Duration::from_secs(90));
+    }
+
+    #[test]
+    fn max_count_defaults_to_the_spec_bound_and_may_only_lower_it() {
+        let c = AgentConfig::parse("[server]\nenabled = true\n", "a.toml").unwrap();
+        assert_eq!(c.server.max_count, 10_000);
+        let c = AgentConfig::parse("[server]\nenabled = true\nmax_count = 50\n", "a.toml").unwrap();
+        assert_eq!(c.server.max_count, 50);
+        for bad in ["0", "10001"] {
+            let err = format!(
+                "{:#}",
+                AgentConfig::parse(
+                    &format!("[server]\nenabled = true\nmax_count = {bad}\n"),
+                    "a.toml"
+                )
+                .unwrap_err()
+            );
+            assert!(err.contains("max_count"), "{err}");
+        }
     }
 
     #[test]

@@ -90,7 +90,8 @@ impl RotatingWriter {
             dir,
             prefix,
             max_files: cfg.max_files.max(1),
-            max_bytes: cfg.max_file_size.max(1) * MIB,
+            // Saturating: the size is a user's number of MiB.
+            max_bytes: cfg.max_file_size.max(1).saturating_mul(MIB),
             index,
             file,
             written,

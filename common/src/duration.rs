@@ -10,6 +10,19 @@ pub enum DurationError {
     Empty,
     #[error("invalid duration {input:?}: expected a number followed by a unit (ms, s, m, h, d), e.g. \"30s\" or \"1h30m\"")]
     Invalid { input: String },
+    #[error("duration {input:?} is too large")]
+    TooLarge { input: String },
+}
+
+/// The longest duration a job spec or a request may give (10 years): far beyond any
+/// sensible timeout, and far enough below what a clock can add (`Instant + d`,
+/// `now_ms + d`) that nothing derived from it overflows.
+pub const MAX: Duration = Duration::from_secs(10 * 365 * 86_400);
+
+/// Whole milliseconds, `u64::MAX` for a duration too long for them (instead of the
+/// silent truncation of `as_millis() as u64`).
+pub fn millis_saturating(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// Parses "500ms", "30s", "5m", "1h30m", "2d", "1.5s". A bare "0" is zero.
@@ -24,7 +37,10 @@ pub fn parse(input: &str) -> Result<Duration, DurationError> {
     let invalid = || DurationError::Invalid {
         input: input.to_string(),
     };
-    let mut total = 0f64;
+    let too_large = || DurationError::TooLarge {
+        input: input.to_string(),
+    };
+    let mut total = Duration::ZERO;
     let mut rest = s;
     while !rest.is_empty() {
         let num_len = rest
@@ -48,10 +64,14 @@ pub fn parse(input: &str) -> Result<Duration, DurationError> {
             "d" => 86400.0,
             _ => return Err(invalid()),
         };
-        total += value * seconds_per_unit;
+        // Checked at every step: a number no `Duration` holds is an error, never the
+        // panic of `Duration::from_secs_f64` or a sum that wraps.
+        let part =
+            Duration::try_from_secs_f64(value * seconds_per_unit).map_err(|_| too_large())?;
+        total = total.checked_add(part).ok_or_else(too_large)?;
         rest = &rest[unit_len..];
     }
-    Ok(Duration::from_secs_f64(total))
+    Ok(total)
 }
 
 /// Formats a duration the way `parse` reads it: "1h30m", "5s", "250ms", "0s".
@@ -134,5 +154,19 @@ mod tests {
         for s in ["1h30m", "5s", "250ms", "0s", "2m"] {
             assert_eq!(format(parse(s).unwrap()), s);
         }
+    }
+
+    #[test]
+    fn a_number_too_large_for_a_duration_is_an_error_not_a_panic() {
+        for s in [
+            "99999999999999999999999999h",
+            "1e400s",
+            "200000000000000000000d",
+            "18446744073709551616s",
+        ] {
+            assert!(parse(s).is_err(), "{s}");
+        }
+        // The largest sums still add up without wrapping.
+        assert!(parse("200000000000000d200000000000000d").is_err());
     }
 }

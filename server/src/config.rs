@@ -30,6 +30,9 @@ pub struct ServerConfig {
     pub heartbeat_grace: Duration,
     /// Largest request body accepted; bigger ones get 413. Default: 4 MiB.
     pub max_request_body_bytes: usize,
+    /// Most instances one group may ask for; 1 to the spec's `MAX_COUNT`.
+    /// Default: 10000 (`orch_common::jobspec::MAX_COUNT`).
+    pub max_count: u32,
     /// `host:port` where this server's HTTP API is reached (answered by
     /// `/v1/status/leader`). Default: `"127.0.0.1:4747"`.
     pub advertise_http: String,
@@ -83,6 +86,7 @@ impl Default for ServerConfig {
             heartbeat_min_ttl: Duration::from_secs(10),
             heartbeat_grace: Duration::from_secs(10),
             max_request_body_bytes: 4 * 1024 * 1024,
+            max_count: orch_common::jobspec::MAX_COUNT,
             advertise_http: format!("127.0.0.1:{DEFAULT_HTTP_PORT}"),
             datacenter: "dc1".to_string(),
             gc: GcConfig::default(),

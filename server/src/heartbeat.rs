@@ -25,6 +25,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use orch_common::duration::millis_saturating;
 use orch_common::ids::{JobId, NodeId};
 use orch_common::model::{triggers, Eligibility, Evaluation, Job, JobType, NodeStatus};
 use tokio::sync::{watch, Notify};
@@ -94,7 +95,7 @@ impl Heartbeats {
     /// Restarts a node's timer; returns the TTL to tell the client.
     pub fn reset(&self, node_id: &NodeId) -> Duration {
         let ttl = self.ttl();
-        let deadline = Instant::now() + ttl + self.inner.grace;
+        let deadline = after(ttl.saturating_add(self.inner.grace));
         self.deadlines().insert(node_id.clone(), deadline);
         self.inner.changed.notify_one();
         ttl
@@ -129,9 +130,9 @@ impl Heartbeats {
                     let (_, window) = live_jobs_and_window(store, &node.id)?;
                     let ends = node
                         .status_updated_at
-                        .saturating_add(window.unwrap_or_default().as_millis() as u64);
+                        .saturating_add(millis_saturating(window.unwrap_or_default()));
                     let left = Duration::from_millis(ends.saturating_sub(now_ms));
-                    self.schedule(&node.id, Instant::now() + left);
+                    self.schedule(&node.id, after(left));
                 }
                 _ => {
                     self.reset(&node.id);
@@ -180,7 +181,7 @@ impl Heartbeats {
                                 window_s = window.as_secs_f64(),
                                 "node missed its heartbeat: marked disconnected"
                             );
-                            timers.schedule(&node_id, Instant::now() + window);
+                            timers.schedule(&node_id, after(window));
                         }
                         Ok(Some(Expired::Down)) => {
                             tracing::warn!(
@@ -277,6 +278,13 @@ pub async fn set_eligibility(
         source,
     })?;
     Ok(true)
+}
+
+/// The instant `d` from now. `d` may be a user's `lost_after` (bounded by the spec, but
+/// a job stored before the bounds is not): past the longest duration a spec may give,
+/// it is "that long", never an `Instant + Duration` overflow that would panic the loop.
+fn after(d: Duration) -> Instant {
+    Instant::now() + d.min(orch_common::duration::MAX)
 }
 
 /// What a missed heartbeat did to a node.
@@ -662,5 +670,38 @@ mod tests {
         let hb = Heartbeats::new(Duration::from_secs(10), Duration::from_secs(10));
         assert_eq!(hb.restore(&store).expect("restore"), 1);
         assert_eq!(hb.tracked().into_iter().collect::<Vec<_>>(), vec!["n1"]);
+    }
+
+    #[tokio::test]
+    async fn a_disconnect_window_no_clock_can_add_does_not_stop_the_loop() {
+        // Stored before the spec bounds existed (or written by an older server): the
+        // expiry loop must treat it as "very long", not panic on `Instant + window`.
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = StateStore::open(dir.path().join("state.db")).expect("store");
+        let log = CommandLog::start(store.clone(), vec![]).expect("log");
+        let job = JobBuilder::new("web")
+            .disconnect(Duration::from_secs(200_000_000_000_000 * 86400), false)
+            .build();
+        job_on_node(&log, &["n1"], &job).await;
+
+        let hb = Heartbeats::new(Duration::from_millis(50), Duration::from_millis(10));
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let task = hb.spawn(log.clone(), stop_rx);
+        hb.reset(&"n1".into());
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while store.node("n1").expect("read").expect("n1").status != NodeStatus::Disconnected {
+            assert!(std::time::Instant::now() < deadline, "never disconnected");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // The loop is still alive: it answers a fresh timer and the shutdown.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(!task.is_finished(), "the heartbeat loop died");
+        assert!(hb.tracked().contains(&NodeId::from("n1")));
+        stop_tx.send_replace(true);
+        tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .expect("loop stops")
+            .expect("task did not panic");
+        log.shutdown().await;
     }
 }

@@ -79,12 +79,15 @@ impl HealthTracker {
         tasks: Vec<String>,
         now: Instant,
     ) -> HealthTracker {
+        // The user's durations, capped (the spec bounds them; older jobs may not be) so
+        // that adding them to an instant never overflows.
+        let cap = |d: std::time::Duration| d.min(orch_common::duration::MAX);
         HealthTracker {
             deployment_id: deployment_id.clone(),
             mode: policy.health_check,
-            min_healthy_time: policy.min_healthy_time,
-            healthy_deadline: policy.healthy_deadline,
-            deadline: now + policy.healthy_deadline,
+            min_healthy_time: cap(policy.min_healthy_time),
+            healthy_deadline: cap(policy.healthy_deadline),
+            deadline: now + cap(policy.healthy_deadline),
             tasks,
             holding_since: None,
             runs: BTreeMap::new(),

@@ -573,7 +573,8 @@ impl AllocRunner {
                         );
                     }
                 }
-                self.delay_until = Some(Instant::now() + delay);
+                // The group's `shutdown_delay` is the user's: capped, never an overflow.
+                self.delay_until = Some(Instant::now() + delay.min(orch_common::duration::MAX));
                 self.stop_reason = req.reason;
                 return;
             }

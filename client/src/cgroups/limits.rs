@@ -72,7 +72,8 @@ impl CgroupLimits {
         };
         let cpu_quota = r.cpu_hard_limit.then(|| CpuQuota {
             // The kernel refuses quotas under 1 ms.
-            quota_us: (r.cpu * CPU_PERIOD_US / node.mhz_per_core.max(1)).max(1000),
+            // Saturating: `cpu` is a user's number (the spec bounds it; older jobs may not).
+            quota_us: (r.cpu.saturating_mul(CPU_PERIOD_US) / node.mhz_per_core.max(1)).max(1000),
             period_us: CPU_PERIOD_US,
         });
         Ok(CgroupLimits {
@@ -97,17 +98,19 @@ impl CgroupLimits {
         }
     }
 
+    /// Saturating, as every conversion of a user's MiB: a product that wrapped would
+    /// write a small, bogus limit into the cgroup.
     pub fn memory_hard_bytes(&self) -> u64 {
-        self.memory_hard_mib * 1024 * 1024
+        self.memory_hard_mib.saturating_mul(1024 * 1024)
     }
 
     pub fn memory_soft_bytes(&self) -> Option<u64> {
-        self.memory_soft_mib.map(|m| m * 1024 * 1024)
+        self.memory_soft_mib.map(|m| m.saturating_mul(1024 * 1024))
     }
 
     /// v1 `cpu.shares`: 1024 per 1000 MHz, at least 2 (the kernel minimum).
     pub fn cpu_shares(&self) -> u64 {
-        (self.cpu_mhz * 1024 / 1000).clamp(2, 262_144)
+        (self.cpu_mhz.saturating_mul(1024) / 1000).clamp(2, 262_144)
     }
 
     /// v2 `cpu.weight` (1..=10000), mapped from the shares the way runc does.

@@ -132,7 +132,7 @@ impl Driver for MockDriver {
                 pid_start_ticks: None,
                 started_at: orch_common::ids::now_ms(),
                 cgroup: None,
-                driver_state: serde_json::json!({ "run_for_ms": run_for.as_millis() as u64 }),
+                driver_state: serde_json::json!({ "run_for_ms": orch_common::duration::millis_saturating(run_for) }),
             })
         }
         .boxed()

@@ -115,7 +115,7 @@ pub(crate) fn read_job(mut t: Table<'_, '_>) -> RawJob {
 fn read_group(name: String, mut t: Table<'_, '_>) -> RawGroup {
     RawGroup {
         name,
-        count: t.int("count", rules::non_negative),
+        count: t.int("count", rules::count),
         placement: read_placement(&mut t),
         restart: t.table("restart").map(read_restart),
         reschedule: t.table("reschedule").map(read_reschedule),
@@ -221,14 +221,14 @@ fn read_reschedule(mut t: Table<'_, '_>) -> RawReschedule {
 
 fn read_update(mut t: Table<'_, '_>) -> RawUpdate {
     RawUpdate {
-        max_parallel: t.int("max_parallel", rules::at_least_one),
+        max_parallel: t.int("max_parallel", rules::max_parallel),
         health_check: t.choice("health_check", HEALTH_CHECKS),
         min_healthy_time: t.duration("min_healthy_time"),
         healthy_deadline: t.duration("healthy_deadline"),
         progress_deadline: t.duration("progress_deadline"),
         auto_revert: t.bool("auto_revert"),
         auto_promote: t.bool("auto_promote"),
-        canary: t.int("canary", rules::non_negative),
+        canary: t.int("canary", rules::count),
         stagger: t.duration("stagger"),
     }
 }
@@ -238,7 +238,7 @@ fn read_migrate(mut t: Table<'_, '_>) -> MigratePolicy {
     let d = MigratePolicy::default();
     MigratePolicy {
         max_parallel: t
-            .int("max_parallel", rules::at_least_one)
+            .int("max_parallel", rules::max_parallel)
             .unwrap_or(d.max_parallel),
         health_check: t
             .choice("health_check", HEALTH_CHECKS)
@@ -335,8 +335,8 @@ fn read_task(name: String, mut t: Table<'_, '_>) -> Task {
             memory: r.int("memory", rules::memory).unwrap_or(defaults.memory),
             memory_max: r.int("memory_max", rules::memory),
             cpu_hard_limit: r.bool("cpu_hard_limit").unwrap_or(false),
-            cores: r.int("cores", rules::at_least_one),
-            pids: r.int("pids", rules::at_least_one),
+            cores: r.int("cores", rules::cores),
+            pids: r.int("pids", rules::pids),
         },
         None => defaults,
     };
@@ -344,10 +344,10 @@ fn read_task(name: String, mut t: Table<'_, '_>) -> Task {
     let logs = match t.table("logs") {
         Some(mut l) => LogConfig {
             max_files: l
-                .int("max_files", rules::at_least_one)
+                .int("max_files", rules::log_files)
                 .unwrap_or(log_defaults.max_files),
             max_file_size: l
-                .int("max_file_size", rules::at_least_one)
+                .int("max_file_size", rules::log_file_size)
                 .unwrap_or(log_defaults.max_file_size),
         },
         None => log_defaults,

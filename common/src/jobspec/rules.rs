@@ -105,6 +105,30 @@ const ADDRESS_MODES: &[&str] = &["auto", "host", "driver", "alloc"];
 const HTTP_METHODS: &[&str] = &["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"];
 const MAX_ID_LEN: usize = 128;
 
+// The bounds of every number a user gives (docs/jobspec.md, "Limits"): far above any
+// real need, and low enough that sums over a whole cluster, conversions to bytes and
+// additions to a clock cannot overflow (`count` x tasks x `memory` MiB x 2^20 stays
+// within a u64 once saturating sums take the rest).
+
+/// Most instances of one group. A server may lower it (`[server] max_count`).
+pub const MAX_COUNT: u32 = 10_000;
+/// Most MHz one task may reserve.
+pub const MAX_CPU_MHZ: u64 = 10_000_000;
+/// Most MiB one task may reserve or be capped at (`memory`, `memory_max`): 2^40 MiB
+/// (1 EiB), so the byte count (x 2^20) still fits a u64.
+pub const MAX_MEMORY_MIB: u64 = 1 << 40;
+/// Most whole cores one task may ask for.
+pub const MAX_CORES: u32 = 4096;
+/// Most processes one task may ask for: Linux's own ceiling (`PID_MAX_LIMIT`).
+pub const MAX_PIDS: u64 = 4_194_304;
+/// Most rotated log files a task keeps.
+pub const MAX_LOG_FILES: u32 = 10_000;
+/// Largest rotated log file (MiB): 1 TiB.
+pub const MAX_LOG_FILE_SIZE_MIB: u64 = 1 << 20;
+/// Longest duration any field may give: restart, reschedule, update, migrate,
+/// `disconnect.lost_after`, `shutdown_delay`, `kill_timeout`, checks (10 years).
+pub const MAX_DURATION: Duration = crate::duration::MAX;
+
 // ---------------------------------------------------------------------- number rules
 
 fn between(n: i64, lo: i64, hi: i64) -> Result<(), String> {
@@ -112,6 +136,14 @@ fn between(n: i64, lo: i64, hi: i64) -> Result<(), String> {
         Ok(())
     } else {
         Err(format!("must be between {lo} and {hi}"))
+    }
+}
+
+fn at_most(n: i64, max: i64) -> Result<(), String> {
+    if n > max {
+        Err(format!("must be at most {max}"))
+    } else {
+        Ok(())
     }
 }
 
@@ -132,12 +164,52 @@ pub(crate) fn at_least_one(n: i64) -> Result<(), String> {
     at_least(n, 1, "must be at least 1")
 }
 
+/// A group's `count`, and `canary` (more canaries than a group's most instances
+/// means nothing).
+pub(crate) fn count(n: i64) -> Result<(), String> {
+    non_negative(n)?;
+    at_most(n, MAX_COUNT.into())
+}
+
 pub(crate) fn cpu(n: i64) -> Result<(), String> {
-    at_least(n, 1, "must be at least 1 (MHz)")
+    at_least(n, 1, "must be at least 1 (MHz)")?;
+    at_most(n, MAX_CPU_MHZ as i64).map_err(|m| format!("{m} (MHz)"))
 }
 
 pub(crate) fn memory(n: i64) -> Result<(), String> {
-    at_least(n, 4, "must be at least 4 (MiB)")
+    at_least(n, 4, "must be at least 4 (MiB)")?;
+    at_most(n, MAX_MEMORY_MIB as i64).map_err(|m| format!("{m} (MiB)"))
+}
+
+/// `memory_max`: its lower bound is `memory` (checked with the task).
+fn memory_max(n: i64) -> Result<(), String> {
+    at_most(n, MAX_MEMORY_MIB as i64).map_err(|m| format!("{m} (MiB)"))
+}
+
+pub(crate) fn cores(n: i64) -> Result<(), String> {
+    at_least_one(n)?;
+    at_most(n, MAX_CORES.into())
+}
+
+pub(crate) fn pids(n: i64) -> Result<(), String> {
+    at_least_one(n)?;
+    at_most(n, MAX_PIDS as i64)
+}
+
+pub(crate) fn log_files(n: i64) -> Result<(), String> {
+    at_least_one(n)?;
+    at_most(n, MAX_LOG_FILES.into())
+}
+
+pub(crate) fn log_file_size(n: i64) -> Result<(), String> {
+    at_least_one(n)?;
+    at_most(n, MAX_LOG_FILE_SIZE_MIB as i64).map_err(|m| format!("{m} (MiB)"))
+}
+
+/// `max_parallel` of updates and migrations: at least one, at most `MAX_COUNT`.
+pub(crate) fn max_parallel(n: i64) -> Result<(), String> {
+    at_least_one(n)?;
+    at_most(n, MAX_COUNT.into())
 }
 
 pub(crate) fn priority(n: i64) -> Result<(), String> {
@@ -175,6 +247,20 @@ impl Check {
     fn int(&mut self, path: String, value: i64, rule: fn(i64) -> Result<(), String>) {
         if let Err(message) = rule(value) {
             self.add(path, message);
+        }
+    }
+
+    /// A duration at most `MAX_DURATION`.
+    fn duration(&mut self, path: impl Into<String>, d: Duration) {
+        if d > MAX_DURATION {
+            self.add(
+                path,
+                format!(
+                    "must be at most {} ({} days)",
+                    crate::duration::format(MAX_DURATION),
+                    MAX_DURATION.as_secs() / 86_400
+                ),
+            );
         }
     }
 }
@@ -288,6 +374,8 @@ fn object_name(c: &mut Check, path: &str, name: &str) {
 fn group_fields(c: &mut Check, job: &Job, group: &TaskGroup) {
     let path = format!("group.{}", group.name);
     object_name(c, &path, &group.name);
+    c.int(format!("{path}.count"), group.count.into(), count);
+    c.duration(format!("{path}.shutdown_delay"), group.shutdown_delay);
     if matches!(job.job_type, JobType::System | JobType::Sysbatch) && group.count > 1 {
         c.add(
             format!("{path}.count"),
@@ -323,11 +411,11 @@ fn group_fields(c: &mut Check, job: &Job, group: &TaskGroup) {
         migrate_policy(c, &format!("{path}.migrate"), migrate);
     }
     if let Some(disconnect) = &group.disconnect {
-        if disconnect.lost_after == Some(Duration::ZERO) {
-            c.add(
-                format!("{path}.disconnect.lost_after"),
-                "must be greater than 0",
-            );
+        let at = format!("{path}.disconnect.lost_after");
+        match disconnect.lost_after {
+            Some(Duration::ZERO) => c.add(at, "must be greater than 0"),
+            Some(d) => c.duration(at, d),
+            None => {}
         }
     }
     meta(c, &format!("{path}.meta"), group.meta.keys());
@@ -349,6 +437,8 @@ fn group_fields(c: &mut Check, job: &Job, group: &TaskGroup) {
 }
 
 fn restart_policy(c: &mut Check, path: &str, p: &RestartPolicy) {
+    c.duration(format!("{path}.interval"), p.interval);
+    c.duration(format!("{path}.delay"), p.delay);
     let needed = p.delay.saturating_mul(p.attempts);
     if needed > p.interval {
         c.add(
@@ -364,6 +454,9 @@ fn restart_policy(c: &mut Check, path: &str, p: &RestartPolicy) {
 }
 
 fn reschedule_policy(c: &mut Check, path: &str, p: &ReschedulePolicy) {
+    c.duration(format!("{path}.interval"), p.interval);
+    c.duration(format!("{path}.delay"), p.delay);
+    c.duration(format!("{path}.max_delay"), p.max_delay);
     if p.unlimited && p.delay.is_zero() {
         c.add(
             format!("{path}.delay"),
@@ -402,8 +495,10 @@ fn rollout(
     c.int(
         format!("{path}.max_parallel"),
         max_parallel.into(),
-        at_least_one,
+        self::max_parallel,
     );
+    c.duration(format!("{path}.min_healthy_time"), min_healthy);
+    c.duration(format!("{path}.healthy_deadline"), deadline);
     if min_healthy >= deadline {
         c.add(
             format!("{path}.min_healthy_time"),
@@ -423,6 +518,9 @@ fn update_policy(c: &mut Check, path: &str, p: &UpdatePolicy) {
         p.min_healthy_time,
         p.healthy_deadline,
     );
+    c.duration(format!("{path}.progress_deadline"), p.progress_deadline);
+    c.duration(format!("{path}.stagger"), p.stagger);
+    c.int(format!("{path}.canary"), p.canary.into(), count);
     if !p.progress_deadline.is_zero() && p.healthy_deadline >= p.progress_deadline {
         c.add(
             format!("{path}.healthy_deadline"),
@@ -559,8 +657,13 @@ fn service_fields(c: &mut Check, path: &str, s: &ServiceSpec, labels: &BTreeSet<
         if check.interval < Duration::from_secs(1) {
             c.add(format!("{check_path}.interval"), "must be at least 1s");
         }
+        c.duration(format!("{check_path}.interval"), check.interval);
         if check.timeout.is_zero() {
             c.add(format!("{check_path}.timeout"), "must be greater than 0");
+        }
+        c.duration(format!("{check_path}.timeout"), check.timeout);
+        if let Some(restart) = &check.check_restart {
+            c.duration(format!("{check_path}.check_restart.grace"), restart.grace);
         }
     }
 }
@@ -603,13 +706,18 @@ fn task_fields(c: &mut Check, path: &str, task: &Task) {
         clamp(res.memory),
         memory,
     );
-    if res.cores == Some(0) {
-        c.add(format!("{path}.resources.cores"), "must be at least 1");
+    if let Some(n) = res.cores {
+        c.int(format!("{path}.resources.cores"), n.into(), cores);
     }
-    if res.pids == Some(0) {
-        c.add(format!("{path}.resources.pids"), "must be at least 1");
+    if let Some(n) = res.pids {
+        c.int(format!("{path}.resources.pids"), clamp(n), pids);
     }
     if let Some(max) = res.memory_max {
+        c.int(
+            format!("{path}.resources.memory_max"),
+            clamp(max),
+            memory_max,
+        );
         if max < res.memory {
             c.add(
                 format!("{path}.resources.memory_max"),
@@ -642,15 +750,16 @@ fn task_fields(c: &mut Check, path: &str, task: &Task) {
             c.add(format!("{path}.user"), "must not be empty when given");
         }
     }
+    c.duration(format!("{path}.kill_timeout"), task.kill_timeout);
     c.int(
         format!("{path}.logs.max_files"),
         task.logs.max_files.into(),
-        at_least_one,
+        log_files,
     );
     c.int(
         format!("{path}.logs.max_file_size"),
         clamp(task.logs.max_file_size),
-        at_least_one,
+        log_file_size,
     );
     meta(c, &format!("{path}.meta"), task.meta.keys());
 }
@@ -777,7 +886,8 @@ fn mock_config(c: &mut Check, path: &str, task: &Task) {
     use serde_json::Value;
     for (key, value) in &task.config {
         let fits = match key.as_str() {
-            "run_for" => matches!(value, Value::String(s) if crate::duration::parse(s).is_ok()),
+            "run_for" => matches!(value, Value::String(s)
+                if crate::duration::parse(s).is_ok_and(|d| d <= MAX_DURATION)),
             "exit_code" | "exit_signal" => value.as_i64().is_some_and(|n| i32::try_from(n).is_ok()),
             "oom_killed" | "ignore_stop_signal" => value.is_boolean(),
             "start_error" => value.is_string(),

@@ -1519,3 +1519,148 @@ fn shutdown_delay_is_a_group_duration_defaulting_to_zero() {
         "",
     );
 }
+
+// ---------------------------------------------------------------------- bounds
+// "A request cannot take a server down": every number and duration a user gives has a
+// bound, refused with the field's place rather than overflowing later.
+
+#[test]
+fn a_count_above_the_limit_is_refused_at_its_line() {
+    let e = fails_once(
+        &spec("", "count = 10001", ""),
+        "group.web.count",
+        "must be at most 10000",
+    );
+    assert!(e.line.is_some(), "{e}");
+    assert_eq!(ok(&spec("", "count = 10000", "")).groups[0].count, 10_000);
+}
+
+#[test]
+fn resources_beyond_any_machine_are_refused_at_their_line() {
+    let huge = "resources = { cpu = 100, memory = 9223372036854775807 }";
+    let e = fails_once(
+        &spec("", "", huge),
+        "group.web.task.server.resources.memory",
+        "must be at most",
+    );
+    assert!(e.line.is_some(), "{e}");
+    fails_with(
+        &spec(
+            "",
+            "",
+            "resources = { memory = 300, memory_max = 9223372036854775807 }",
+        ),
+        "group.web.task.server.resources.memory_max",
+        "must be at most",
+    );
+    fails_once(
+        &spec("", "", "resources = { cpu = 9223372036854775807 }"),
+        "group.web.task.server.resources.cpu",
+        "must be at most",
+    );
+    fails_once(
+        &spec("", "", "resources = { pids = 9223372036854775807 }"),
+        "group.web.task.server.resources.pids",
+        "must be at most",
+    );
+    fails_once(
+        &spec("", "", "resources = { cores = 4000000000 }"),
+        "group.web.task.server.resources.cores",
+        "must be at most",
+    );
+}
+
+#[test]
+fn a_huge_lost_after_is_refused_at_its_line() {
+    let e = fails_once(
+        &spec("", "disconnect = { lost_after = \"200000000000000d\" }", ""),
+        "group.web.disconnect.lost_after",
+        "must be at most",
+    );
+    assert!(e.line.is_some(), "{e}");
+}
+
+#[test]
+fn a_duration_too_large_to_represent_is_an_error_not_a_panic() {
+    let errs = errors(&spec(
+        "",
+        "shutdown_delay = \"99999999999999999999999999h\"",
+        "",
+    ));
+    assert_eq!(errs[0].path, "group.web.shutdown_delay", "{errs:#?}");
+    assert!(errs[0].line.is_some());
+}
+
+#[test]
+fn every_duration_field_has_an_upper_bound() {
+    let big = "\"4000d\"";
+    let cases: &[(&str, &str, &str, &str)] = &[
+        ("", &format!("restart = {{ interval = {big}, delay = \"1s\" }}"), "", "group.web.restart.interval"),
+        ("", &format!("restart = {{ interval = {big}, delay = {big}, attempts = 1 }}"), "", "group.web.restart.delay"),
+        ("", &format!("reschedule = {{ interval = {big} }}"), "", "group.web.reschedule.interval"),
+        ("", &format!("reschedule = {{ delay = {big}, max_delay = {big} }}"), "", "group.web.reschedule.delay"),
+        ("", &format!("reschedule = {{ max_delay = {big} }}"), "", "group.web.reschedule.max_delay"),
+        (&format!("update = {{ progress_deadline = {big} }}"), "", "", "update.progress_deadline"),
+        (&format!("update = {{ healthy_deadline = \"3999d\", progress_deadline = \"0s\", min_healthy_time = {big} }}"), "", "", "update.min_healthy_time"),
+        (&format!("update = {{ stagger = {big} }}"), "", "", "update.stagger"),
+        ("", &format!("migrate = {{ healthy_deadline = {big} }}"), "", "group.web.migrate.healthy_deadline"),
+        ("", &format!("shutdown_delay = {big}"), "", "group.web.shutdown_delay"),
+        ("", "", &format!("kill_timeout = {big}"), "group.web.task.server.kill_timeout"),
+    ];
+    for (top, group, task, path) in cases {
+        let e = fails_with(&spec(top, group, task), path, "must be at most");
+        assert!(e.line.is_some(), "{e}");
+    }
+}
+
+#[test]
+fn a_check_interval_and_timeout_have_an_upper_bound() {
+    let src = "id = \"t\"\n[group.web]\n[group.web.network.port.http]\n\
+        [[group.web.service]]\nname = \"web\"\nport = \"http\"\n\
+        [[group.web.service.check]]\ntype = \"tcp\"\ninterval = \"4000d\"\ntimeout = \"4000d\"\n\
+        check_restart = { grace = \"4000d\" }\n\
+        [group.web.task.server]\ndriver = \"raw_exec\"\nconfig = { command = \"/bin/true\" }\n";
+    for field in ["interval", "timeout", "check_restart.grace"] {
+        let e = fails_with(
+            src,
+            &format!("group.web.service[0].check[0].{field}"),
+            "must be at most",
+        );
+        assert!(e.line.is_some(), "{e}");
+    }
+}
+
+#[test]
+fn json_jobs_get_the_same_bounds() {
+    let mut job = ok(&spec("", "", ""));
+    job.groups[0].count = 10_001;
+    job.groups[0].tasks[0].resources.memory = u64::MAX / 2;
+    job.groups[0].restart.interval = Duration::MAX;
+    let paths = validate_paths(&job);
+    for want in [
+        "group.web.count",
+        "group.web.task.server.resources.memory",
+        "group.web.restart.interval",
+    ] {
+        assert!(paths.iter().any(|p| p == want), "{want} not in {paths:?}");
+    }
+}
+
+#[test]
+fn max_parallel_and_canary_have_the_count_bound() {
+    fails_once(
+        &spec("update = { max_parallel = 10001 }", "", ""),
+        "update.max_parallel",
+        "must be at most 10000",
+    );
+    fails_once(
+        &spec("update = { canary = 10001 }", "", ""),
+        "update.canary",
+        "must be at most 10000",
+    );
+    fails_once(
+        &spec("", "migrate = { max_parallel = 0 }", ""),
+        "group.web.migrate.max_parallel",
+        "must be at least 1",
+    );
+}

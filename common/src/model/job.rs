@@ -97,7 +97,10 @@ impl Job {
 
     /// Total instances the job asks for across groups.
     pub fn total_count(&self) -> u32 {
-        self.groups.iter().map(|g| g.count).sum()
+        // Saturating: counts are bounded per group, not the number of groups.
+        self.groups
+            .iter()
+            .fold(0u32, |sum, g| sum.saturating_add(g.count))
     }
 
     /// True when the user-visible spec differs (ignores server-set fields).

@@ -64,13 +64,15 @@ impl Resources {
         pids: None,
     };
 
+    /// The sum, saturating: requests come from users, and a sum that wrapped would be
+    /// a small number that fits anywhere (a saturated one fits nowhere).
     pub fn add(&self, o: &Resources) -> Resources {
         Resources {
-            cpu: self.cpu + o.cpu,
-            memory: self.memory + o.memory,
+            cpu: self.cpu.saturating_add(o.cpu),
+            memory: self.memory.saturating_add(o.memory),
             cores: match (self.cores, o.cores) {
                 (None, None) => None,
-                (a, b) => Some(a.unwrap_or(0) + b.unwrap_or(0)),
+                (a, b) => Some(a.unwrap_or(0).saturating_add(b.unwrap_or(0))),
             },
             ..Resources::ZERO
         }
@@ -203,5 +205,26 @@ mod tests {
         };
         assert_eq!(want.fits(&small), Err("memory"));
         assert!(want.fits(&want).is_ok());
+    }
+
+    #[test]
+    fn adding_huge_requests_saturates_instead_of_wrapping() {
+        let huge = Resources {
+            cpu: u64::MAX - 1,
+            memory: u64::MAX / 2 + 10,
+            cores: Some(u32::MAX),
+            ..Resources::ZERO
+        };
+        let sum = huge.add(&huge);
+        assert_eq!(sum.cpu, u64::MAX);
+        assert_eq!(sum.memory, u64::MAX);
+        assert_eq!(sum.cores, Some(u32::MAX));
+        // A saturated sum never fits, so nothing is placed on a wrapped small number.
+        let node = Resources {
+            cpu: 4000,
+            memory: 8192,
+            ..Resources::ZERO
+        };
+        assert_eq!(sum.fits(&node), Err("cpu"));
     }
 }

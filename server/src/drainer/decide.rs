@@ -20,6 +20,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use orch_common::duration::millis_saturating;
 use orch_common::ids::{AllocId, JobId, NodeId};
 use orch_common::model::{
     Allocation, ClientStatus, DesiredStatus, DrainStrategy, Job, JobType, MigratePolicy, Node,
@@ -63,10 +64,10 @@ pub enum Health {
 /// Health as the drain sees it. `health_check = "checks"` is judged on task states as
 /// well until health checks exist: every task running, since `min_healthy_time`.
 pub fn health(a: &Allocation, policy: &MigratePolicy, now_ms: u64) -> Health {
-    let min = policy.min_healthy_time.as_millis() as u64;
+    let min = millis_saturating(policy.min_healthy_time);
     let deadline = a
         .create_time
-        .saturating_add(policy.healthy_deadline.as_millis() as u64);
+        .saturating_add(millis_saturating(policy.healthy_deadline));
     let all_running = a.client_status == ClientStatus::Running
         && !a.task_states.is_empty()
         && a.task_states

@@ -92,7 +92,8 @@ fn new_token(
         kind,
         policies,
         create_time: now,
-        expiration_time: ttl.map(|t| now.saturating_add(t.as_millis() as u64)),
+        expiration_time: ttl
+            .map(|t| now.saturating_add(orch_common::duration::millis_saturating(t))),
         create_index: 0,
         modify_index: 0,
     };

@@ -1,8 +1,10 @@
 //! `Endpoints`: what every endpoint shares (the store it reads, the log it submits
-//! to, the heartbeat timers, the garbage collector), and `ReadError`, a store read on
+//! to, the heartbeat timers, the garbage collector, the server's limits), and `ReadError`, a store read on
 //! the blocking pool that failed.
 
 use std::sync::Arc;
+
+use orch_common::model::Job;
 
 use super::grants_cache::GrantsCache;
 use crate::gc::Collector;
@@ -19,6 +21,15 @@ pub enum ReadError {
     Task(String),
 }
 
+/// A group asks for more instances than this server allows (`[server] max_count`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("group.{group}.count: {count} is above this server's limit of {limit} instances per group ([server] max_count)")]
+pub struct CountAboveLimit {
+    pub group: String,
+    pub count: u32,
+    pub limit: u32,
+}
+
 /// The handles the endpoints work with. Cheap to clone (each is an `Arc` inside).
 #[derive(Clone)]
 pub struct Endpoints {
@@ -30,6 +41,9 @@ pub struct Endpoints {
     pub gc: Arc<Collector>,
     /// What tokens granted, valid until the next ACL change (`acl::resolve`).
     pub grants: Arc<GrantsCache>,
+    /// Most instances a group may ask for on this server (`[server] max_count`, at
+    /// most the spec's own `MAX_COUNT`); the server sets its configured one.
+    pub max_count: u32,
 }
 
 impl Endpoints {
@@ -45,6 +59,20 @@ impl Endpoints {
             heartbeats,
             gc,
             grants: Arc::default(),
+            max_count: orch_common::jobspec::MAX_COUNT,
+        }
+    }
+
+    /// Refuses a group asking for more instances than this server allows (`validate`
+    /// already holds every group to the spec's own, larger bound, `MAX_COUNT`).
+    pub fn within_max_count(&self, job: &Job) -> Result<(), CountAboveLimit> {
+        match job.groups.iter().find(|g| g.count > self.max_count) {
+            Some(g) => Err(CountAboveLimit {
+                group: g.name.clone(),
+                count: g.count,
+                limit: self.max_count,
+            }),
+            None => Ok(()),
         }
     }
 

@@ -19,7 +19,7 @@ use orch_common::ids::{now_ms, JobId};
 use orch_common::jobspec::{self, SpecErrors};
 use orch_common::model::{triggers, Evaluation, Job, JobStatus, JobType};
 
-use super::context::{Endpoints, ReadError};
+use super::context::{CountAboveLimit, Endpoints, ReadError};
 use crate::state::command::{self, Rejection};
 use crate::state::{Command, LogError};
 
@@ -67,6 +67,8 @@ pub enum JobError {
     NotFound { job_id: JobId },
     #[error("invalid job spec: {0}")]
     InvalidSpec(SpecErrors),
+    #[error(transparent)]
+    CountAboveLimit(#[from] CountAboveLimit),
     /// A check-and-set did not match (the user's `enforce_index`).
     #[error("{}", index_mismatch(.job_id, *.enforce_index, *.job_modify_index))]
     IndexMismatch {
@@ -154,6 +156,7 @@ pub async fn register(
 ) -> Result<JobRegisterResponse, JobError> {
     let mut job = req.job;
     jobspec::validate(&job).map_err(JobError::InvalidSpec)?;
+    ctx.within_max_count(&job)?;
     // Server-owned fields are computed by the store, whatever the body said.
     job.stop = false;
     job.status = JobStatus::Pending;
@@ -218,6 +221,7 @@ async fn scale_once(ctx: &Endpoints, req: &ScaleRequest) -> Result<JobRegisterRe
     };
     group.count = req.count;
     jobspec::validate(&job).map_err(JobError::InvalidSpec)?;
+    ctx.within_max_count(&job)?;
     job.submit_time = now_ms();
     tracing::info!(job_id = %id, group = %req.group, count = req.count, "scaling job");
     submit_registration(ctx, job, Some(&stored), req.enforce_index).await

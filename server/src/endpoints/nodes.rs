@@ -280,7 +280,7 @@ fn drain_deadline(deadline: Option<Duration>, force: bool, now: u64) -> Option<u
     }
     deadline
         .filter(|d| !d.is_zero())
-        .map(|d| now.saturating_add(d.as_millis() as u64))
+        .map(|d| now.saturating_add(orch_common::duration::millis_saturating(d)))
 }
 
 /// Starts, changes or ends a node's drain. A started drain makes the node ineligible

@@ -22,7 +22,7 @@ use orch_common::model::{
     PlanAnnotations, PlanResult, SchedulerConfiguration,
 };
 
-use super::context::Endpoints;
+use super::context::{CountAboveLimit, Endpoints};
 use crate::scheduler::{self, Planner, PlannerError, SchedulerError, State};
 use crate::state::{StateError, StateStore};
 
@@ -41,6 +41,8 @@ pub struct PlanRequest {
 pub enum PlanError {
     #[error("invalid job spec: {0}")]
     InvalidSpec(SpecErrors),
+    #[error(transparent)]
+    CountAboveLimit(#[from] CountAboveLimit),
     #[error("the job in the body is {body:?} but the path names {path:?}")]
     IdMismatch { body: JobId, path: JobId },
     #[error(transparent)]
@@ -57,6 +59,8 @@ pub enum PlanError {
 /// Validates the job and runs the dry run on the blocking pool.
 pub async fn plan(ctx: &Endpoints, req: PlanRequest) -> Result<JobPlanResponse, PlanError> {
     jobspec::validate(&req.job).map_err(PlanError::InvalidSpec)?;
+    // What `job run` would be refused, the dry run refuses too.
+    ctx.within_max_count(&req.job)?;
     if req.job.id != req.job_id {
         return Err(PlanError::IdMismatch {
             body: req.job.id,

@@ -19,6 +19,7 @@ pub mod rules;
 use std::sync::Arc;
 
 use orch_common::api::GcResponse;
+use orch_common::duration::millis_saturating;
 use orch_common::ids::now_ms;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -49,10 +50,6 @@ pub struct Collector {
     running: tokio::sync::Mutex<()>,
 }
 
-fn ms(d: std::time::Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
-}
-
 impl Collector {
     pub fn new(store: StateStore, log: CommandLog, cfg: GcConfig) -> Collector {
         Collector {
@@ -66,10 +63,10 @@ impl Collector {
     /// The configured thresholds.
     pub fn thresholds(&self) -> Thresholds {
         Thresholds {
-            job_ms: ms(self.cfg.job_threshold),
-            eval_ms: ms(self.cfg.eval_threshold),
-            batch_eval_ms: ms(self.cfg.batch_eval_threshold),
-            node_ms: ms(self.cfg.node_threshold),
+            job_ms: millis_saturating(self.cfg.job_threshold),
+            eval_ms: millis_saturating(self.cfg.eval_threshold),
+            batch_eval_ms: millis_saturating(self.cfg.batch_eval_threshold),
+            node_ms: millis_saturating(self.cfg.node_threshold),
         }
     }
 

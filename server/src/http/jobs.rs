@@ -32,6 +32,7 @@ impl From<JobError> for ApiError {
             | JobError::Contended { .. }
             | JobError::PriorVersion { .. } => ApiError::Conflict(e.to_string()),
             JobError::Stopped { .. }
+            | JobError::CountAboveLimit(_)
             | JobError::NotScalable { .. }
             | JobError::UnknownGroup { .. }
             | JobError::CurrentVersion { .. }

@@ -18,7 +18,9 @@ impl From<PlanError> for ApiError {
     fn from(e: PlanError) -> Self {
         match e {
             PlanError::InvalidSpec(errors) => ApiError::invalid_spec(&errors),
-            PlanError::IdMismatch { .. } => ApiError::bad_request(e.to_string()),
+            PlanError::IdMismatch { .. } | PlanError::CountAboveLimit(_) => {
+                ApiError::bad_request(e.to_string())
+            }
             PlanError::State(e) => e.into(),
             PlanError::Scheduler(_) | PlanError::Diff(_) | PlanError::Task(_) => {
                 ApiError::Internal(e.to_string())

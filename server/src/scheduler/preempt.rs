@@ -52,7 +52,7 @@ fn size(node: &Node, a: &Allocation) -> u64 {
     let cap = node.allocatable();
     let r = a.resources.total();
     let part = |x: u64, c: u64| x.saturating_mul(1_000_000).checked_div(c).unwrap_or(0);
-    part(r.cpu, cap.cpu) + part(r.memory, cap.memory)
+    part(r.cpu, cap.cpu).saturating_add(part(r.memory, cap.memory))
 }
 
 fn without(usage: &NodeUsage, a: &Allocation) -> NodeUsage {

@@ -40,6 +40,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
+use orch_common::duration::millis_saturating;
 use orch_common::ids::{AllocId, NodeId};
 use orch_common::model::{
     triggers, Allocation, ClientStatus, DelayFunction, Deployment, DesiredStatus, Job, JobType,
@@ -203,7 +204,7 @@ pub fn reschedule_decision(
     if !policy.unlimited && policy.attempts == 0 {
         return RescheduleDecision::Never;
     }
-    let interval_ms = policy.interval.as_millis() as u64;
+    let interval_ms = millis_saturating(policy.interval);
     let mut spent_in_window = 0u32;
     let mut chain = 0u32;
     let mut seen = BTreeSet::new();
@@ -215,7 +216,7 @@ pub fn reschedule_decision(
         let Some(p) = by_id.get(id) else { break };
         if p.client_status == ClientStatus::Failed {
             chain += 1;
-            if interval_ms == 0 || failed_at(p) + interval_ms >= now_ms {
+            if interval_ms == 0 || failed_at(p).saturating_add(interval_ms) >= now_ms {
                 spent_in_window += 1;
             }
         }
@@ -224,7 +225,7 @@ pub fn reschedule_decision(
     if !policy.unlimited && spent_in_window >= policy.attempts {
         return RescheduleDecision::Never;
     }
-    let at = failed_at(alloc) + reschedule_delay(policy, chain).as_millis() as u64;
+    let at = failed_at(alloc).saturating_add(millis_saturating(reschedule_delay(policy, chain)));
     if at <= now_ms {
         RescheduleDecision::Now
     } else {
@@ -276,7 +277,7 @@ pub fn disconnect_lost_at(group: &TaskGroup, node: &Node) -> Option<u64> {
     let lost_after = group.disconnect.as_ref()?.lost_after?;
     Some(
         node.status_updated_at
-            .saturating_add(lost_after.as_millis() as u64),
+            .saturating_add(millis_saturating(lost_after)),
     )
 }
 

@@ -128,7 +128,7 @@ pub(crate) fn compute(
     }
     if let (Some(r), Some(u)) = (&rolling, &job.update) {
         if r.held > 0 {
-            let stagger = u64::try_from(u.stagger.as_millis()).unwrap_or(u64::MAX);
+            let stagger = orch_common::duration::millis_saturating(u.stagger);
             out.follow_up = Some((now_ms.saturating_add(stagger), triggers::ROLLING_UPDATE));
         }
     }

@@ -77,6 +77,13 @@ impl Server {
                 "max_request_body_bytes must be above 0".to_string(),
             ));
         }
+        if !(1..=orch_common::jobspec::MAX_COUNT).contains(&cfg.max_count) {
+            return Err(ServerError::Config(format!(
+                "max_count = {}: must be between 1 and {}",
+                cfg.max_count,
+                orch_common::jobspec::MAX_COUNT
+            )));
+        }
         if cfg.gc.interval.is_zero() {
             return Err(ServerError::Config(
                 "gc_interval must be above 0".to_string(),
@@ -148,6 +155,7 @@ impl Server {
             cfg.max_request_body_bytes,
         );
         http.endpoints.gc = collector;
+        http.endpoints.max_count = cfg.max_count;
         http.relay = http::relay::Relay::new(cfg.tls.as_ref())
             .map_err(|e| ServerError::Config(format!("building the relay's HTTPS client: {e}")))?;
         let http = Arc::new(http);

@@ -309,6 +309,19 @@ async fn shutdown_ends_blocking_queries_at_once() {
 }
 
 #[tokio::test]
+async fn a_max_count_beyond_the_spec_bound_is_refused() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    for max_count in [0, orch_common::jobspec::MAX_COUNT + 1] {
+        let cfg = ServerConfig {
+            max_count,
+            ..config(dir.path())
+        };
+        let err = Server::start(cfg).await.err().expect("refused");
+        assert!(err.to_string().contains("max_count"), "{err}");
+    }
+}
+
+#[tokio::test]
 async fn a_replicated_bootstrap_is_refused_for_now() {
     let dir = tempfile::tempdir().expect("temp dir");
     let cfg = ServerConfig {

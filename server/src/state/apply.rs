@@ -27,6 +27,12 @@ use super::alloc_index::{AllocIndex, NodeRow, RowChange, RowRemoval};
 use super::command::{self, DeploymentChange, Rejection};
 use super::{read, Command, SqlContext, StateError, StateStore, Table, ACL_BOOTSTRAP_INDEX};
 
+/// When a deployment group must next show progress: `now` plus the user's
+/// `progress_deadline`, saturating (a wrapped sum would be a deadline already past).
+fn progress_by(now: u64, deadline: std::time::Duration) -> u64 {
+    now.saturating_add(orch_common::duration::millis_saturating(deadline))
+}
+
 /// What one applied command changed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApplyOutcome {
@@ -985,7 +991,7 @@ impl Writer<'_> {
         d.modify_time = self.now;
         for g in d.task_groups.values_mut() {
             if g.require_progress_by.is_none() && !g.progress_deadline.is_zero() {
-                g.require_progress_by = Some(self.now + g.progress_deadline.as_millis() as u64);
+                g.require_progress_by = Some(progress_by(self.now, g.progress_deadline));
             }
         }
         self.write_deployment(&d)
@@ -1064,8 +1070,7 @@ impl Writer<'_> {
             if d.status == DeploymentStatus::Paused && *status == DeploymentStatus::Running {
                 for g in d.task_groups.values_mut() {
                     if !g.progress_deadline.is_zero() {
-                        g.require_progress_by =
-                            Some(self.now + g.progress_deadline.as_millis() as u64);
+                        g.require_progress_by = Some(progress_by(self.now, g.progress_deadline));
                     }
                 }
             }
@@ -1156,7 +1161,7 @@ impl Writer<'_> {
                     .filter(|a| a.deployment_health() == Some(true))
                     .count() as u32;
                 if healthy > g.healthy_allocs && !g.progress_deadline.is_zero() {
-                    g.require_progress_by = Some(self.now + g.progress_deadline.as_millis() as u64);
+                    g.require_progress_by = Some(progress_by(self.now, g.progress_deadline));
                 }
                 g.placed_allocs = mine.len() as u32;
                 g.healthy_allocs = healthy;

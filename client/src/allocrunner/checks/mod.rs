@@ -159,7 +159,10 @@ pub async fn run(
         .as_ref()
         .and_then(RestartCounter::new);
     let mut status = def.pending();
-    let mut tick = tokio::time::interval_at(started + def.spec.interval, def.spec.interval);
+    // The interval is the user's (bounded by the spec; capped here for older jobs) so
+    // `started + interval` cannot overflow.
+    let interval = def.spec.interval.min(orch_common::duration::MAX);
+    let mut tick = tokio::time::interval_at(started + interval, interval);
     // A run that took long is not followed by a burst of catch-up runs.
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {

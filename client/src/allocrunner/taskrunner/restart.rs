@@ -61,7 +61,12 @@ impl RestartTracker {
                 message: format!("{exceeded} and mode is \"fail\""),
             },
             RestartMode::Delay => {
-                let end = self.window_start.unwrap_or(now) + self.policy.interval;
+                // The interval is the user's; one no clock can add (from a job older than
+                // the spec's bounds) waits the longest a spec may give instead of panicking.
+                let start = self.window_start.unwrap_or(now);
+                let end = start
+                    .checked_add(self.policy.interval)
+                    .unwrap_or_else(|| now + orch_common::duration::MAX);
                 let delay = end.saturating_duration_since(now).max(self.policy.delay);
                 // The next failure after this wait opens a fresh window.
                 self.window_start = None;
@@ -147,5 +152,19 @@ mod tests {
             delay_of(t.next(now + Duration::from_secs(31))),
             Duration::from_millis(100)
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_huge_interval_in_mode_delay_waits_long_instead_of_panicking() {
+        // A policy from an older server (or a JSON job from before the bounds) may hold
+        // an interval no clock can add; the runner must still decide.
+        let mut t = RestartTracker::new(restart_policy(
+            0,
+            Duration::from_secs(1),
+            Duration::MAX,
+            RestartMode::Delay,
+        ));
+        let d = delay_of(t.next(Instant::now()));
+        assert!(d >= Duration::from_secs(86400 * 365), "{d:?}");
     }
 }

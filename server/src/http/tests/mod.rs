@@ -46,6 +46,11 @@ struct Harness {
 }
 
 fn harness() -> Harness {
+    harness_with(|_| {})
+}
+
+/// A harness whose state is first changed by `configure` (a server's limits).
+fn harness_with(configure: impl FnOnce(&mut HttpState)) -> Harness {
     let dir = tempfile::tempdir().expect("temp dir");
     let store = StateStore::open(dir.path().join("state.db")).expect("store");
     let log = CommandLog::start(store.clone(), vec![]).expect("log");
@@ -57,13 +62,9 @@ fn harness() -> Harness {
         data_dir: dir.path().display().to_string(),
         version: "0.1.0".into(),
     };
-    let state = Arc::new(HttpState::new(
-        store,
-        log,
-        heartbeats,
-        agent,
-        4 * 1024 * 1024,
-    ));
+    let mut state = HttpState::new(store, log, heartbeats, agent, 4 * 1024 * 1024);
+    configure(&mut state);
+    let state = Arc::new(state);
     // As on a server-only agent: the client routes are relayed.
     let router = router(state.clone()).merge(super::client_forward::router(state.clone()));
     Harness {
@@ -632,6 +633,89 @@ async fn a_bad_wait_is_a_400() {
     assert_eq!(answer.status, StatusCode::BAD_REQUEST);
     let answer = h.get("/v1/nodes?index=abc").await;
     assert_eq!(answer.status, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn a_huge_wait_is_clamped_or_refused_never_a_panic() {
+    let h = harness();
+    // Plain milliseconds beyond any clock: clamped to MAX_WAIT (no index change is
+    // pending, so a short index answers at once).
+    let answer = h.get("/v1/nodes?index=0&wait=18446744073709551615").await;
+    assert_eq!(answer.status, StatusCode::OK);
+    // A human duration too large to represent: a 400 naming the parameter.
+    let answer = h
+        .get("/v1/jobs?index=1&wait=99999999999999999999999999h")
+        .await;
+    assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{}", answer.body);
+    assert!(answer.body.to_string().contains("wait"), "{}", answer.body);
+    let answer = h.get("/v1/agent/health").await;
+    assert_eq!(answer.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_count_above_the_limit_is_a_400_naming_the_group() {
+    let h = harness();
+    let spec = HELLO_TOML.replace("count = 2", "count = 10001");
+    let answer = h.post_toml("/v1/jobs", &spec).await;
+    assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{}", answer.body);
+    let text = answer.body.to_string();
+    assert!(text.contains("count") && text.contains("10000"), "{text}");
+    assert!(text.contains("line "), "{text}");
+}
+
+#[tokio::test]
+async fn a_count_above_the_servers_max_count_is_a_400_naming_the_group_and_limit() {
+    let h = harness_with(|st| st.endpoints.max_count = 5);
+    let answer = h
+        .post_toml("/v1/jobs", &HELLO_TOML.replace("count = 2", "count = 6"))
+        .await;
+    assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{}", answer.body);
+    let text = answer.body.to_string();
+    assert!(
+        text.contains("group.web.count") && text.contains("limit of 5"),
+        "{text}"
+    );
+    // The dry run refuses what the run would.
+    let answer = h
+        .post_toml(
+            "/v1/job/hello/plan",
+            &HELLO_TOML.replace("count = 2", "count = 6"),
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{}", answer.body);
+    assert!(
+        answer.body.to_string().contains("limit of 5"),
+        "{}",
+        answer.body
+    );
+    // Within the limit it registers; scaling past it is refused the same way.
+    let answer = h.post_toml("/v1/jobs", HELLO_TOML).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    let answer = h
+        .post_json("/v1/job/hello/scale", &json!({"group": "web", "count": 6}))
+        .await;
+    assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{}", answer.body);
+    assert!(
+        answer.body.to_string().contains("limit of 5"),
+        "{}",
+        answer.body
+    );
+}
+
+#[tokio::test]
+async fn a_huge_lost_after_is_a_400_with_its_line() {
+    let h = harness();
+    let spec = HELLO_TOML.replace(
+        "count = 2",
+        "count = 2\ndisconnect = { lost_after = \"200000000000000d\" }",
+    );
+    let answer = h.post_toml("/v1/jobs", &spec).await;
+    assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{}", answer.body);
+    let text = answer.body.to_string();
+    assert!(
+        text.contains("lost_after") && text.contains("line "),
+        "{text}"
+    );
 }
 
 #[tokio::test]
