@@ -145,3 +145,66 @@ fn exec_runs_inside_the_task_with_its_io_and_exit_code_as_root() {
         missing.stderr
     );
 }
+
+#[test]
+fn past_64_open_exec_sessions_a_new_one_is_refused_until_one_ends_as_root() {
+    if skip_unless_root("past_64_open_exec_sessions_a_new_one_is_refused_until_one_ends_as_root") {
+        return;
+    }
+    let ws = Workspace::new();
+    let agent = Agent::dev(&ws, "dev");
+    wait_for_ready_nodes(&agent, 1);
+    let spec = ws.write("sleeper.toml", SPEC);
+    agent.job_run_file(&spec, Duration::from_secs(60));
+    let alloc = agent.job_allocs("sleeper")[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut sessions: Vec<std::process::Child> = (0..64)
+        .map(|_| {
+            Command::new(env!("CARGO_BIN_EXE_orch"))
+                .args(["--address", &agent.addr, "alloc", "exec", &alloc, "--"])
+                .args(["/bin/sleep", "61"])
+                .env("RUST_LOG", "warn")
+                .stdin(Stdio::piped())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("spawning orch")
+        })
+        .collect();
+    // All 64 open: their sleeps run in the task's process tree.
+    wait_for(Duration::from_secs(60), "64 exec sessions", || {
+        let out = Command::new("pgrep")
+            .args(["-c", "-f", "^/bin/sleep 61$"])
+            .output()
+            .ok()?;
+        let n: usize = String::from_utf8_lossy(&out.stdout).trim().parse().ok()?;
+        (n >= 64).then_some(())
+    });
+    let refused = agent.orch(
+        &["alloc", "exec", &alloc, "--", "/bin/echo", "one more"],
+        Duration::from_secs(30),
+    );
+    assert_ne!(refused.code(), 0, "{}", refused.stdout);
+    assert!(
+        refused.stderr.contains("too many exec sessions"),
+        "{}",
+        refused.stderr
+    );
+    for s in &mut sessions {
+        let _ = s.kill();
+        let _ = s.wait();
+    }
+    wait_for(
+        Duration::from_secs(30),
+        "a session once the others ended",
+        || {
+            let ok = agent.orch(
+                &["alloc", "exec", &alloc, "--", "/bin/echo", "one more"],
+                Duration::from_secs(30),
+            );
+            (ok.code() == 0 && ok.stdout.contains("one more")).then_some(())
+        },
+    );
+}

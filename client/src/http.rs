@@ -196,6 +196,11 @@ fn find_task(
     Ok((found, task))
 }
 
+/// Exec sessions open at once on this client, at most: each holds a process in the
+/// task, a terminal perhaps, and a WebSocket. Past it a new one gets a 503.
+const MAX_EXEC_SESSIONS: usize = 64;
+static EXEC_SESSIONS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(MAX_EXEC_SESSIONS);
+
 #[derive(Debug, Deserialize)]
 struct ExecQuery {
     task: Option<String>,
@@ -231,6 +236,13 @@ async fn exec_handler(
         Ok(v) => v,
         Err(why) => return error(StatusCode::CONFLICT, why, vec![]),
     };
+    let Ok(permit) = EXEC_SESSIONS.try_acquire() else {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("too many exec sessions on this client (at most {MAX_EXEC_SESSIONS}); try again when one ends"),
+            vec![],
+        );
+    };
     let req = ExecRequest {
         command,
         tty: q.tty.unwrap_or(false),
@@ -242,7 +254,10 @@ async fn exec_handler(
         }
         Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), vec![]),
     };
-    upgrade.on_upgrade(move |socket| crate::exec_socket::serve(socket, session))
+    upgrade.on_upgrade(move |socket| async move {
+        crate::exec_socket::serve(socket, session).await;
+        drop(permit);
+    })
 }
 
 #[derive(Debug, Deserialize)]

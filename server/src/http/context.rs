@@ -72,7 +72,13 @@ pub struct HttpState {
     pub client_node_id: OnceLock<NodeId>,
     /// How client routes are relayed to the client that runs the allocation.
     pub relay: Relay,
+    /// Blocking queries waiting at once, at most (`MAX_BLOCKING_QUERIES` permits):
+    /// past it a blocking query answers at once, as if its wait had passed.
+    pub blocking: Arc<tokio::sync::Semaphore>,
 }
+
+/// Blocking queries that may wait at once; each holds a connection and a task.
+pub const MAX_BLOCKING_QUERIES: usize = 2048;
 
 impl HttpState {
     /// With a garbage collector of the default configuration; the server replaces it
@@ -96,6 +102,7 @@ impl HttpState {
             max_body_bytes,
             client_node_id: OnceLock::new(),
             relay: Relay::new(None).expect("a plain HTTP client builds"),
+            blocking: Arc::new(tokio::sync::Semaphore::new(MAX_BLOCKING_QUERIES)),
         }
     }
 
@@ -115,7 +122,9 @@ impl HttpState {
         let index = params.index()?;
         if index > 0 {
             let wait = params.wait()?;
-            self.store.wait_for_index(table, index, wait).await;
+            if let Ok(_waiting) = self.blocking.try_acquire() {
+                self.store.wait_for_index(table, index, wait).await;
+            }
         }
         Ok(self.store.table_index(table).max(1))
     }
@@ -126,7 +135,9 @@ impl HttpState {
         let index = params.index()?;
         if index > 0 {
             let wait = params.wait()?;
-            self.store.wait_for_any_index(tables, index, wait).await;
+            if let Ok(_waiting) = self.blocking.try_acquire() {
+                self.store.wait_for_any_index(tables, index, wait).await;
+            }
         }
         Ok(self.store.max_table_index(tables).max(1))
     }

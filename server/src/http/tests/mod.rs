@@ -627,6 +627,22 @@ async fn a_blocking_query_returns_after_wait_without_a_change() {
 }
 
 #[tokio::test]
+async fn past_the_blocking_query_limit_a_query_answers_at_once() {
+    // No waits left: as a server with MAX_BLOCKING_QUERIES queries already waiting.
+    let h = harness_with(|state| state.blocking = Arc::new(tokio::sync::Semaphore::new(0)));
+    let index = h
+        .submit(Command::UpsertNode {
+            node: NodeBuilder::new().id("n1").build(),
+        })
+        .await;
+    let started = Instant::now();
+    let answer = h.get(&format!("/v1/nodes?index={index}&wait=20s")).await;
+    assert_eq!(answer.status, StatusCode::OK);
+    assert_eq!(answer.index, Some(index), "the current index, unchanged");
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+#[tokio::test]
 async fn a_bad_wait_is_a_400() {
     let h = harness();
     let answer = h.get("/v1/nodes?index=1&wait=soon").await;
