@@ -49,6 +49,7 @@ pub async fn health(State(st): State<Arc<HttpState>>) -> (StatusCode, Json<Agent
             ok,
             server: Some(server),
             client: None,
+            loops: Default::default(),
         }),
     )
 }

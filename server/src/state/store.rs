@@ -232,6 +232,26 @@ impl StateStore {
         *self.inner.closing.borrow()
     }
 
+    /// Test-only stand-in for a full disk: with `full`, caps the database at the pages
+    /// it has now (`PRAGMA max_page_count`), so a write that needs one more fails with
+    /// SQLITE_FULL as it would on a full file system; without, lifts the cap.
+    #[cfg(test)]
+    pub(crate) fn fill_disk_for_test(&self, full: bool) {
+        let writer = self.inner.writer.lock().expect("writer mutex poisoned");
+        let conn = &writer.0;
+        let pages: u64 = if full {
+            conn.query_row("PRAGMA page_count", [], |r| r.get(0))
+                .expect("page_count")
+        } else {
+            u32::MAX as u64 - 1
+        };
+        let _: u64 = conn
+            .query_row(&format!("PRAGMA max_page_count = {pages}"), [], |r| {
+                r.get(0)
+            })
+            .expect("max_page_count");
+    }
+
     /// Publishes a commit: bumps the watched indexes. Called by `apply` after commit.
     pub(super) fn publish(&self, index: u64, tables: &[Table]) {
         self.inner.last_index.store(index, Ordering::SeqCst);
