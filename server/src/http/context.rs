@@ -6,6 +6,7 @@ use std::sync::{Arc, OnceLock};
 
 use axum::extract::FromRef;
 use orch_common::ids::{AllocId, DeploymentId, EvalId, JobId, NodeId};
+use orch_common::supervise::Health;
 
 use super::error::ApiError;
 use super::extract::{BodyLimit, Params};
@@ -72,6 +73,9 @@ pub struct HttpState {
     pub client_node_id: OnceLock<NodeId>,
     /// How client routes are relayed to the client that runs the allocation.
     pub relay: Relay,
+    /// The agent's supervised loops, for `/v1/agent/health`; the server sets the
+    /// agent's registry.
+    pub health: Health,
 }
 
 impl HttpState {
@@ -96,6 +100,7 @@ impl HttpState {
             max_body_bytes,
             client_node_id: OnceLock::new(),
             relay: Relay::new(None).expect("a plain HTTP client builds"),
+            health: Health::default(),
         }
     }
 
