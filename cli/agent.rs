@@ -111,6 +111,24 @@ fn load(args: &AgentArgs) -> Result<(AgentConfig, Option<tempfile::TempDir>)> {
     Ok((cfg, temp))
 }
 
+/// Creates the data dir 0711 whatever the umask, and takes group and other read and
+/// write off one that exists: it holds the state (every job's environment, ACL tokens)
+/// and the client's secret. Others keep only "pass through" (x), because tasks that
+/// run as another user (`nobody`) must reach their own directory under `alloc/`; the
+/// state (`server/`) and the client's files (`client/`) are 0700 themselves.
+fn private_data_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o711)
+        .create(dir)?;
+    let mode = std::fs::metadata(dir)?.permissions().mode() & 0o7777;
+    if mode & 0o066 != 0 {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode & !0o066))?;
+    }
+    Ok(())
+}
+
 /// `host:port` for a bind address that may be IPv4 or IPv6.
 fn socket_addr(host: &str, port: u16) -> Result<SocketAddr> {
     format!("{host}:{port}")
@@ -169,7 +187,7 @@ fn reload_tls(tls: Option<&Tls>) {
 pub async fn run(args: AgentArgs) -> Result<ExitCode> {
     let (cfg, temp_dir) = load(&args)?;
     crate::init_logging(&cfg.log_level.to_ascii_lowercase());
-    std::fs::create_dir_all(&cfg.data_dir)
+    private_data_dir(&cfg.data_dir)
         .with_context(|| format!("creating data_dir {}", cfg.data_dir.display()))?;
     let data_dir = cfg
         .data_dir

@@ -100,11 +100,21 @@ impl Client {
             return Err(ClientError::NoServers);
         }
         let client_dir = cfg.client_dir();
-        for dir in [client_dir.clone(), cfg.alloc_root()] {
-            std::fs::create_dir_all(&dir).map_err(|source| ClientError::Dir {
-                path: dir.clone(),
-                source,
-            })?;
+        let dir_err = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| ClientError::Dir { path, source }
+        };
+        state::private_dir(&client_dir).map_err(dir_err(&client_dir))?;
+        // Tasks that run as another user (`nobody`) must reach their own directories
+        // below it: others may pass through (x), not list which allocations there are.
+        {
+            use std::os::unix::fs::DirBuilderExt as _;
+            let alloc_root = cfg.alloc_root();
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o711)
+                .create(&alloc_root)
+                .map_err(dir_err(&alloc_root))?;
         }
         let node_id = state::load_or_create_node_id(&client_dir)?;
         let node_secret = state::load_or_create_node_secret(&client_dir)?;
