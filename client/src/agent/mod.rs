@@ -59,8 +59,9 @@ use watch::watch_loop;
 
 pub use tokens::TokenCache;
 
-/// A loop's stop signal and its future, as the supervisor restarts it.
+/// A loop's stop signal.
 type Receiver = tokio::sync::watch::Receiver<bool>;
+/// One run of a restartable loop, made afresh by its supervisor for each restart.
 type LoopFuture = BoxFuture<'static, ()>;
 
 /// Why the client could not start.
