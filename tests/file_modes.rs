@@ -1,7 +1,8 @@
 //! File modes on disk do not depend on the umask: an agent started with umask 000 still
 //! keeps its data dir closed to listing (0711), its state (server/ 0700, state.db and
 //! its -wal/-shm 0600), its client files (client/ and handles/ 0700, the handle files
-//! and node secret 0600) and its task logs (0640); and no file holding a job's
+//! and node secret 0600), its task logs (0640) and the tasks' exit files (0644, not
+//! writable by others); and no file holding a job's
 //! environment is world-readable.
 
 mod common;
@@ -108,6 +109,8 @@ resources = {{ cpu = 50, memory = 32 }}
     assert_eq!(mode(&alloc.join("alloc/logs")), 0o755, "logs dir");
     assert_eq!(mode(&alloc.join("alloc/logs/main.stdout.0")), 0o640);
     assert_eq!(mode(&alloc.join("alloc/logs/main.stderr.0")), 0o640);
+    // Others may see that the task ended, not forge how.
+    assert_eq!(mode(&alloc.join("main/.exit.json")), 0o644);
 
     // The job's environment is in the state and, echoed, in the task's log: never in
     // a file others may read.

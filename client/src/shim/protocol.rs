@@ -67,8 +67,20 @@ pub const EXIT_FILE_RESERVED: usize = 512;
 /// cgroup alive in the kernel (a "dying" cgroup) after its removal, one per finished
 /// task until its alloc dir goes, and thousands of those slow every memory cgroup
 /// operation down.
+///
+/// 0644 whatever the umask (and whatever an earlier run left): others may read that a
+/// task ended, never forge how.
 pub fn reserve_exit_file(path: &Path) -> std::io::Result<()> {
-    std::fs::write(path, [b' '; EXIT_FILE_RESERVED])
+    use std::io::Write as _;
+    use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o644)
+        .open(path)?;
+    file.set_permissions(std::fs::Permissions::from_mode(0o644))?;
+    file.write_all(&[b' '; EXIT_FILE_RESERVED])
 }
 
 /// Sends `data` on unix socket `sock` with `fds` attached (SCM_RIGHTS), all of it
