@@ -10,6 +10,8 @@
 //! The client stops first while the HTTP API still answers, so that in a combined agent
 //! its last status reports reach the server; a second signal exits at once. With
 //! `[tls] http = true` the listener is HTTPS and SIGHUP reloads the certificate files.
+//! A required background loop that fails (`orch_common::supervise`) stops the agent the
+//! same orderly way, and it then exits 1.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -23,6 +25,7 @@ use futures::future::BoxFuture;
 use orch_client::rpc::RpcError;
 use orch_common::acl::Grants;
 use orch_common::model::Resources;
+use orch_common::supervise::Health;
 use orch_common::tls::Tls;
 use orch_server::http::authorize::TokenResolver;
 use orch_server::http::browser_guard::{self, OriginPolicy};
@@ -123,6 +126,24 @@ fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
     socket.listen(4096)
 }
 
+/// Creates the data dir 0711 whatever the umask, and takes group and other read and
+/// write off one that exists: it holds the state (every job's environment, ACL tokens)
+/// and the client's secret. Others keep only "pass through" (x), because tasks that
+/// run as another user (`nobody`) must reach their own directory under `alloc/`; the
+/// state (`server/`) and the client's files (`client/`) are 0700 themselves.
+fn private_data_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o711)
+        .create(dir)?;
+    let mode = std::fs::metadata(dir)?.permissions().mode() & 0o7777;
+    if mode & 0o066 != 0 {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode & !0o066))?;
+    }
+    Ok(())
+}
+
 /// `host:port` for a bind address that may be IPv4 or IPv6.
 fn socket_addr(host: &str, port: u16) -> Result<SocketAddr> {
     format!("{host}:{port}")
@@ -181,7 +202,7 @@ fn reload_tls(tls: Option<&Tls>) {
 pub async fn run(args: AgentArgs) -> Result<ExitCode> {
     let (cfg, temp_dir) = load(&args)?;
     crate::init_logging(&cfg.log_level.to_ascii_lowercase());
-    std::fs::create_dir_all(&cfg.data_dir)
+    private_data_dir(&cfg.data_dir)
         .with_context(|| format!("creating data_dir {}", cfg.data_dir.display()))?;
     let data_dir = cfg
         .data_dir
@@ -204,6 +225,9 @@ pub async fn run(args: AgentArgs) -> Result<ExitCode> {
     let origins = OriginPolicy::new(&advertise, port, &cfg.http.allowed_origins)
         .map_err(|e| anyhow::anyhow!("[http] {e}"))?;
     let name = cfg.name.clone().unwrap_or_else(host_name);
+    // One registry for the server's and the client's supervised loops: health reports
+    // them all, and a required one's failure stops this process (below).
+    let health = Health::new();
 
     let server = if cfg.server.enabled {
         let defaults = orch_server::config::ServerConfig::default();
@@ -226,6 +250,7 @@ pub async fn run(args: AgentArgs) -> Result<ExitCode> {
             advertise_http: advertise.clone(),
             gc: cfg.server.gc(),
             tls: tls.clone(),
+            health: health.clone(),
             ..defaults
         };
         let s = orch_server::server::Server::start(scfg)
@@ -266,6 +291,7 @@ pub async fn run(args: AgentArgs) -> Result<ExitCode> {
             allow_root_tasks: cfg.client.allow_root_tasks,
             default_user: Some(cfg.client.default_user.clone()).filter(|u| !u.is_empty()),
             tls: tls.clone(),
+            health: health.clone(),
             ..orch_client::ClientConfig::default()
         };
         match orch_client::Client::start(ccfg).await {
@@ -311,7 +337,8 @@ pub async fn run(args: AgentArgs) -> Result<ExitCode> {
         router = router.merge(s.router());
     }
     match (&server, &client) {
-        (_, Some(c)) => router = router.merge(c.router()),
+        (Some(_), Some(c)) => router = router.merge(c.router()),
+        (None, Some(c)) => router = router.merge(c.router()).merge(c.health_router()),
         (Some(s), None) => router = router.merge(s.client_forward_router()),
         (None, None) => {}
     }
@@ -376,12 +403,24 @@ pub async fn run(args: AgentArgs) -> Result<ExitCode> {
     let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let mut sighup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+    let loop_failed = health.fatal_failure();
+    tokio::pin!(loop_failed);
+    // A required loop that panicked (or a restartable one that kept panicking) leaves
+    // the agent half-alive: stop everything in order, then exit non-zero, so that a
+    // service manager restarts the process.
+    let mut fatal = None;
     let served_until_error = loop {
         tokio::select! {
             _ = sigterm.recv() => { tracing::info!("SIGTERM received, shutting down"); break None }
             _ = sigint.recv() => { tracing::info!("SIGINT received, shutting down"); break None }
             _ = sighup.recv() => reload_tls(tls.as_deref()),
             r = &mut http => break Some(r),
+            why = &mut loop_failed => {
+                tracing::error!(reason = %why, "a required background loop failed; shutting down");
+                eprintln!("orch agent: {why}; shutting down");
+                fatal = Some(why);
+                break None;
+            }
         }
     };
     // A second signal means "now": skip the orderly shutdown.
@@ -414,6 +453,9 @@ pub async fn run(args: AgentArgs) -> Result<ExitCode> {
     }
     drop(temp_dir);
     tracing::info!("agent stopped");
+    if let Some(why) = fatal {
+        return Err(anyhow::anyhow!("a required background loop failed: {why}"));
+    }
     match served_until_error {
         Some(Ok(Ok(()))) | None => Ok(ExitCode::SUCCESS),
         Some(Ok(Err(e))) => Err(anyhow::Error::new(e).context("serving the HTTP API")),

@@ -113,11 +113,17 @@ impl AllocDir {
             dirs.push(self.task_local(t));
             dirs.push(self.task(t).join("tmp"));
         }
+        // 0755 whatever the umask (a umask of 0 must not make them world-writable):
+        // tasks running as another user read their way down to their own directory.
+        use std::os::unix::fs::DirBuilderExt as _;
         for d in dirs {
-            let mut made = std::fs::create_dir(&d);
+            let mut made = std::fs::DirBuilder::new().mode(0o755).create(&d);
             if matches!(&made, Err(e) if e.kind() == std::io::ErrorKind::NotFound) {
                 // Only the alloc root's parent can be missing (a data dir emptied by hand).
-                made = std::fs::create_dir_all(&d);
+                made = std::fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o755)
+                    .create(&d);
             }
             match made {
                 Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists || !d.is_dir() => {

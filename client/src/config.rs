@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use orch_common::model::{default_max_dynamic_port, default_min_dynamic_port, Resources};
+use orch_common::supervise::Health;
 use orch_common::tls::Tls;
 
 /// Settings of one client agent. The agent (cli) fills it from the agent configuration
@@ -63,6 +64,9 @@ pub struct ClientConfig {
     /// The agent's TLS identity: with it, calls to servers are HTTPS, present this
     /// certificate and accept only a server's. Default: none (plain HTTP).
     pub tls: Option<Arc<Tls>>,
+    /// Where the client's supervised loops report (shared with the agent's server and
+    /// watched by the agent process). Default: a registry of its own.
+    pub health: Health,
 }
 
 impl Default for ClientConfig {
@@ -88,6 +92,7 @@ impl Default for ClientConfig {
             allow_root_tasks: false,
             default_user: Some("nobody".to_string()),
             tls: None,
+            health: Health::default(),
         }
     }
 }

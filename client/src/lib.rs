@@ -28,6 +28,7 @@ pub mod config;
 pub mod driver;
 mod exec_socket;
 pub mod fingerprint;
+mod health;
 mod http;
 pub mod logrotate;
 pub mod logs;

@@ -98,10 +98,13 @@ impl RotatingWriter {
         })
     }
 
+    /// 0640 whatever the umask: a task's output may hold what its environment held.
     fn open_file(dir: &Path, prefix: &str, index: u32) -> std::io::Result<(std::fs::File, u64)> {
+        use std::os::unix::fs::OpenOptionsExt as _;
         let file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
+            .mode(0o640)
             .open(dir.join(format!("{prefix}.{index}")))?;
         let len = file.metadata()?.len();
         Ok((file, len))

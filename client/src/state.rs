@@ -45,10 +45,34 @@ fn io<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -
 }
 
 /// Writes a file atomically: a crash leaves the old content or the new, never half.
+/// The file is 0600 whatever the umask: a handle names the task's processes and
+/// driver state, which are the client's business only.
 fn write_atomic(path: &Path, data: &[u8]) -> Result<(), StateError> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
     let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, data).map_err(io("writing", &tmp))?;
+    let _ = std::fs::remove_file(&tmp);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&tmp)
+        .map_err(io("creating", &tmp))?;
+    file.write_all(data).map_err(io("writing", &tmp))?;
+    drop(file);
     std::fs::rename(&tmp, path).map_err(io("renaming into", path))
+}
+
+/// Creates `dir` (and its parents) 0700 whatever the umask, and narrows it to 0700 if
+/// it was there: the client's own files (its secret, the task handles) are in it.
+pub fn private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
 }
 
 /// The trimmed content of `<client_dir>/<name>`, or, on first start, `make()`'s value
@@ -61,7 +85,7 @@ fn load_or_create(
     use std::io::Write as _;
     use std::os::unix::fs::OpenOptionsExt as _;
 
-    std::fs::create_dir_all(client_dir).map_err(io("creating", client_dir))?;
+    private_dir(client_dir).map_err(io("creating", client_dir))?;
     let path = client_dir.join(name);
     match std::fs::read_to_string(&path) {
         Ok(text) => {
@@ -131,7 +155,7 @@ impl HandleStore {
     /// Uses (and creates) `<client_dir>/handles`.
     pub fn open(client_dir: &Path) -> Result<Self, StateError> {
         let dir = client_dir.join("handles");
-        std::fs::create_dir_all(&dir).map_err(io("creating", &dir))?;
+        private_dir(&dir).map_err(io("creating", &dir))?;
         Ok(HandleStore { dir })
     }
 

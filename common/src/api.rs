@@ -518,7 +518,10 @@ pub struct AgentSelf {
     pub data_dir: String,
 }
 
-/// `GET /v1/agent/health`.
+/// `GET /v1/agent/health`: `ok` is false (and the status 503) when the state store
+/// cannot be read or its last write failed, or a required background loop failed.
+/// `server` and `client` say `"ok"` or why not; `loops` has every supervised loop of
+/// this agent by name (`server.heartbeat`, `client.watch`, ...).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AgentHealth {
     pub ok: bool,
@@ -526,6 +529,33 @@ pub struct AgentHealth {
     pub server: Option<String>,
     #[serde(default)]
     pub client: Option<String>,
+    #[serde(default)]
+    pub loops: BTreeMap<String, LoopHealth>,
+}
+
+/// One supervised background loop, as `/v1/agent/health` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoopHealth {
+    pub state: LoopState,
+    /// How often it was restarted after a panic (only loops that may be restarted).
+    #[serde(default)]
+    pub restarts: u32,
+    /// The message of its last panic, if it ever panicked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_panic: Option<String>,
+}
+
+/// Where a supervised loop is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LoopState {
+    Running,
+    /// It panicked and waits (backoff) to be started again.
+    Restarting,
+    /// It panicked and will not run again: the agent is unhealthy and exits.
+    Failed,
+    /// It returned (the agent is shutting down).
+    Stopped,
 }
 
 /// Memory of a task's cgroup, in bytes.

@@ -14,6 +14,8 @@ pub mod jobspec;
 #[cfg(any(test, feature = "testing"))]
 pub mod mock;
 pub mod model;
+#[cfg(feature = "supervise")]
+pub mod supervise;
 #[cfg(feature = "tls")]
 pub mod tls;
 

@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use orch_common::supervise::Health;
 use orch_common::tls::Tls;
 use std::time::Duration;
 
@@ -43,6 +44,9 @@ pub struct ServerConfig {
     /// The agent's TLS identity: with it, relays to clients are HTTPS and need the
     /// client's certificate. Default: none (plain HTTP).
     pub tls: Option<Arc<Tls>>,
+    /// Where the server's supervised loops report (shared with the agent's client and
+    /// watched by the agent process). Default: a registry of its own.
+    pub health: Health,
 }
 
 /// When garbage collection runs and what it keeps (see docs/operations.md).
@@ -91,6 +95,7 @@ impl Default for ServerConfig {
             datacenter: "dc1".to_string(),
             gc: GcConfig::default(),
             tls: None,
+            health: Health::default(),
         }
     }
 }

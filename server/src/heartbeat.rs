@@ -161,9 +161,20 @@ impl Heartbeats {
     }
 
     /// Runs the expiry loop until `shutdown` turns true.
-    pub fn spawn(&self, log: CommandLog, mut shutdown: watch::Receiver<bool>) -> JoinHandle<()> {
+    pub fn spawn(&self, log: CommandLog, shutdown: watch::Receiver<bool>) -> JoinHandle<()> {
+        tokio::spawn(self.run(log, shutdown))
+    }
+
+    /// The expiry loop, until `shutdown` turns true. The timers live in `self` (shared
+    /// with the endpoints that reset them), not in the loop, so the server restarts it
+    /// after a panic: a fresh run picks up every deadline where the old one left it.
+    pub fn run(
+        &self,
+        log: CommandLog,
+        mut shutdown: watch::Receiver<bool>,
+    ) -> impl std::future::Future<Output = ()> + Send + 'static {
         let timers = self.clone();
-        tokio::spawn(async move {
+        async move {
             loop {
                 let wake_at = timers
                     .next_deadline()
@@ -195,7 +206,7 @@ impl Heartbeats {
                 }
             }
             tracing::debug!("heartbeat loop stopped");
-        })
+        }
     }
 }
 

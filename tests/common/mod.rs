@@ -155,6 +155,15 @@ pub struct Agent {
     netns: Option<PathBuf>,
 }
 
+/// How an agent process is started beyond its arguments.
+#[derive(Debug, Default, Clone)]
+pub struct Launch {
+    /// Extra environment variables (`ORCH_TEST_PANIC_LOOP`, ...).
+    pub env: Vec<(String, String)>,
+    /// The umask it starts with (None: the test's own).
+    pub umask: Option<u32>,
+}
+
 /// A temp dir holding one or more agents' files; removed on drop.
 pub struct Workspace {
     pub dir: tempfile::TempDir,
@@ -191,18 +200,7 @@ impl Workspace {
 impl Agent {
     /// `orch agent --dev --http-port 0 --data-dir <ws>/<name>`.
     pub fn dev(ws: &Workspace, name: &str) -> Agent {
-        let data_dir = ws.path(name);
-        let log_path = ws.path(&format!("{name}.log"));
-        let args = vec![
-            "agent".to_string(),
-            "--dev".into(),
-            "--http-port".into(),
-            "0".into(),
-            "--dns-port".into(),
-            "0".into(),
-            "--data-dir".into(),
-            data_dir.display().to_string(),
-        ];
+        let (args, data_dir, log_path) = dev_args(ws, name);
         Agent::spawn(args, data_dir, log_path)
     }
 
@@ -231,7 +229,7 @@ impl Agent {
         tables: &str,
     ) -> Agent {
         let (args, data_dir, log_path) = config_args(ws, name, bind_addr, port, tables);
-        let (child, addr) = start_process(&args, &log_path, Some(netns));
+        let (child, addr) = start_process(&args, &log_path, Some(netns), &Launch::default());
         Agent {
             child: Some(child),
             addr,
@@ -249,8 +247,29 @@ impl Agent {
         Agent::spawn(args, ws.path(name), ws.path(&format!("{name}.log")))
     }
 
+    /// Like `with_config`, started with `launch`'s environment and umask.
+    pub fn with_config_launch(ws: &Workspace, name: &str, tables: &str, launch: &Launch) -> Agent {
+        let (args, data_dir, log_path) = config_args(ws, name, "127.0.0.1", 0, tables);
+        Agent::spawn_with(args, data_dir, log_path, launch)
+    }
+
+    /// Like `dev`, started with `launch`'s environment and umask.
+    pub fn dev_launch(ws: &Workspace, name: &str, launch: &Launch) -> Agent {
+        let (args, data_dir, log_path) = dev_args(ws, name);
+        Agent::spawn_with(args, data_dir, log_path, launch)
+    }
+
     fn spawn(args: Vec<String>, data_dir: PathBuf, log_path: PathBuf) -> Agent {
-        let (child, addr) = start_process(&args, &log_path, None);
+        Agent::spawn_with(args, data_dir, log_path, &Launch::default())
+    }
+
+    fn spawn_with(
+        args: Vec<String>,
+        data_dir: PathBuf,
+        log_path: PathBuf,
+        launch: &Launch,
+    ) -> Agent {
+        let (child, addr) = start_process(&args, &log_path, None, launch);
         Agent {
             child: Some(child),
             addr,
@@ -360,10 +379,32 @@ impl Agent {
     /// `kill9`); its address may differ.
     pub fn restart(&mut self) {
         self.kill9();
-        let (child, addr) = start_process(&self.args, &self.log_path, self.netns.as_deref());
+        let (child, addr) = start_process(
+            &self.args,
+            &self.log_path,
+            self.netns.as_deref(),
+            &Launch::default(),
+        );
         self.child = Some(child);
         self.addr = addr;
     }
+}
+
+/// The `orch agent --dev` arguments of `Agent::dev`, its data dir and its log path.
+fn dev_args(ws: &Workspace, name: &str) -> (Vec<String>, PathBuf, PathBuf) {
+    let data_dir = ws.path(name);
+    let log_path = ws.path(&format!("{name}.log"));
+    let args = vec![
+        "agent".to_string(),
+        "--dev".into(),
+        "--http-port".into(),
+        "0".into(),
+        "--dns-port".into(),
+        "0".into(),
+        "--data-dir".into(),
+        data_dir.display().to_string(),
+    ];
+    (args, data_dir, log_path)
 }
 
 /// Writes `<ws>/<name>.toml` (`name`, `data_dir` `<ws>/<name>`, `bind_addr`, `[ports]
@@ -393,8 +434,24 @@ fn config_args(
 
 /// Spawns `orch ARGS` (in network namespace `netns` when given), copies its stderr to
 /// `log_path` and waits for the `orch agent: listening on ADDR` line.
-fn start_process(args: &[String], log_path: &Path, netns: Option<&Path>) -> (Child, String) {
+fn start_process(
+    args: &[String],
+    log_path: &Path,
+    netns: Option<&Path>,
+    launch: &Launch,
+) -> (Child, String) {
     let mut cmd = Command::new(BIN);
+    cmd.envs(launch.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    if let Some(mask) = launch.umask {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: umask is one system call, safe between fork and exec.
+        unsafe {
+            cmd.pre_exec(move || {
+                nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(mask));
+                Ok(())
+            });
+        }
+    }
     if let Some(path) = netns {
         let ns = std::fs::File::open(path)
             .unwrap_or_else(|e| panic!("opening network namespace {}: {e}", path.display()));

@@ -37,7 +37,9 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 
+use futures::future::BoxFuture;
 use orch_common::model::Node;
+use orch_common::supervise::{self, Restart};
 use tokio::task::JoinHandle;
 
 use crate::allocrunner::taskrunner::{RecoveredHandles, TaskRunnerDeps};
@@ -56,6 +58,11 @@ use status::{send_batch, update_loop, FINAL_FLUSH};
 use watch::watch_loop;
 
 pub use tokens::TokenCache;
+
+/// A loop's stop signal.
+type Receiver = tokio::sync::watch::Receiver<bool>;
+/// One run of a restartable loop, made afresh by its supervisor for each restart.
+type LoopFuture = BoxFuture<'static, ()>;
 
 /// Why the client could not start.
 #[derive(Debug, thiserror::Error)]
@@ -94,11 +101,21 @@ impl Client {
             return Err(ClientError::NoServers);
         }
         let client_dir = cfg.client_dir();
-        for dir in [client_dir.clone(), cfg.alloc_root()] {
-            std::fs::create_dir_all(&dir).map_err(|source| ClientError::Dir {
-                path: dir.clone(),
-                source,
-            })?;
+        let dir_err = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| ClientError::Dir { path, source }
+        };
+        state::private_dir(&client_dir).map_err(dir_err(&client_dir))?;
+        // Tasks that run as another user (`nobody`) must reach their own directories
+        // below it: others may pass through (x), not list which allocations there are.
+        {
+            use std::os::unix::fs::DirBuilderExt as _;
+            let alloc_root = cfg.alloc_root();
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o711)
+                .create(&alloc_root)
+                .map_err(dir_err(&alloc_root))?;
         }
         let node_id = state::load_or_create_node_id(&client_dir)?;
         let node_secret = state::load_or_create_node_secret(&client_dir)?;
@@ -156,12 +173,41 @@ impl Client {
         });
         let (stop_loops, stop_loops_rx) = tokio::sync::watch::channel(false);
         let (stop_sender, stop_sender_rx) = tokio::sync::watch::channel(false);
+        // Supervised (docs/operations.md, "Background loops"): registration and
+        // heartbeats, and the disconnect watchdog, keep their state in `shared`, so a
+        // fresh run carries on and they are restarted after a panic. The allocation
+        // watch (it starts and stops alloc runners mid-way) and the status sender (a
+        // batch it took and did not send would be lost, a task's final state with it)
+        // are required: their panic stops the agent.
+        let health = shared.cfg.health.clone();
+        let restartable = |name: &str, run: fn(Arc<Shared>, Receiver) -> LoopFuture| {
+            let (shared, stop) = (shared.clone(), stop_loops_rx.clone());
+            supervise::spawn_restarting(
+                &health,
+                name,
+                Restart::default(),
+                stop_loops_rx.clone(),
+                move || run(shared.clone(), stop.clone()),
+            )
+        };
         let loops = vec![
-            tokio::spawn(heartbeat_loop(shared.clone(), stop_loops_rx.clone())),
-            tokio::spawn(watch_loop(shared.clone(), stop_loops_rx.clone())),
-            tokio::spawn(disconnect_watchdog(shared.clone(), stop_loops_rx)),
+            restartable("client.heartbeat", |s, stop| {
+                Box::pin(heartbeat_loop(s, stop))
+            }),
+            restartable("client.disconnect-watchdog", |s, stop| {
+                Box::pin(disconnect_watchdog(s, stop))
+            }),
+            supervise::spawn_required(
+                &health,
+                "client.watch",
+                watch_loop(shared.clone(), stop_loops_rx),
+            ),
         ];
-        let sender = tokio::spawn(update_loop(shared.clone(), stop_sender_rx));
+        let sender = supervise::spawn_required(
+            &health,
+            "client.status-sender",
+            update_loop(shared.clone(), stop_sender_rx),
+        );
         Ok(Client {
             tokens: Arc::new(TokenCache::new(shared.clone())),
             shared,
@@ -170,6 +216,12 @@ impl Client {
             loops,
             sender,
         })
+    }
+
+    /// `GET /v1/agent/health` over the client's loops, for an agent that runs no server
+    /// (a server's own health route reports the client's loops too).
+    pub fn health_router(&self) -> axum::Router {
+        crate::health::router(self.shared.cfg.health.clone())
     }
 
     /// The client's HTTP routes (`/v1/client/...`).

@@ -67,8 +67,9 @@ pub const EXIT_FILE_RESERVED: usize = 512;
 /// cgroup alive in the kernel (a "dying" cgroup) after its removal, one per finished
 /// task until its alloc dir goes, and thousands of those slow every memory cgroup
 /// operation down.
+///
 /// A fresh file every time (whatever was at `path` removed first, a symlink never
-/// followed), 0600.
+/// followed), 0600 whatever the umask: it lives in the client's own control dir.
 pub fn reserve_exit_file(path: &Path) -> std::io::Result<()> {
     use std::io::Write as _;
     use std::os::unix::fs::OpenOptionsExt as _;

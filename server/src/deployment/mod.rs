@@ -104,45 +104,50 @@ pub fn eval_for(job: Option<&Job>) -> Vec<Evaluation> {
 }
 
 /// Starts the watcher; it stops when `shutdown` turns true.
-pub fn spawn(log: CommandLog, mut shutdown: watch::Receiver<bool>) -> JoinHandle<()> {
-    tokio::spawn(async move {
-        let store = log.store().clone();
-        let mut watcher = Watcher::new(log);
-        if let Err(e) = watcher.catch_up().await {
-            tracing::error!(error = %e, "deployment watcher: evaluating active deployments at start failed");
+pub fn spawn(log: CommandLog, shutdown: watch::Receiver<bool>) -> JoinHandle<()> {
+    tokio::spawn(run(log, shutdown))
+}
+
+/// The watcher loop, until `shutdown` turns true. A fresh run catches up with every
+/// active deployment from the store first, so the server restarts it after a panic
+/// (`supervise::spawn_restarting`).
+pub async fn run(log: CommandLog, mut shutdown: watch::Receiver<bool>) {
+    let store = log.store().clone();
+    let mut watcher = Watcher::new(log);
+    if let Err(e) = watcher.catch_up().await {
+        tracing::error!(error = %e, "deployment watcher: evaluating active deployments at start failed");
+    }
+    loop {
+        if *shutdown.borrow() {
+            break;
         }
-        loop {
-            if *shutdown.borrow() {
-                break;
+        let seen_index = store.max_table_index(&WATCHED);
+        let timeout = match watcher.pass().await {
+            Ok(next_check) => next_check
+                .map(|t| Duration::from_millis(t.saturating_sub(now_ms())))
+                .unwrap_or(IDLE_WAIT)
+                .clamp(MIN_WAIT, IDLE_WAIT),
+            Err(e) => {
+                tracing::error!(error = %e, "deployment watcher pass failed");
+                RETRY_WAIT
             }
-            let seen_index = store.max_table_index(&WATCHED);
-            let timeout = match watcher.pass().await {
-                Ok(next_check) => next_check
-                    .map(|t| Duration::from_millis(t.saturating_sub(now_ms())))
-                    .unwrap_or(IDLE_WAIT)
-                    .clamp(MIN_WAIT, IDLE_WAIT),
-                Err(e) => {
-                    tracing::error!(error = %e, "deployment watcher pass failed");
-                    RETRY_WAIT
-                }
-            };
-            let wait = async {
-                store
-                    .wait_for_any_index(&WATCHED, seen_index, timeout)
-                    .await;
-                // Blocking waits return at once while the store is closing; do not spin
-                // in the moment before the shutdown signal arrives.
-                if store.is_closing() {
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            };
-            tokio::select! {
-                _ = wait => {}
-                _ = shutdown.wait_for(|stop| *stop) => break,
+        };
+        let wait = async {
+            store
+                .wait_for_any_index(&WATCHED, seen_index, timeout)
+                .await;
+            // Blocking waits return at once while the store is closing; do not spin
+            // in the moment before the shutdown signal arrives.
+            if store.is_closing() {
+                tokio::time::sleep(Duration::from_millis(100)).await;
             }
+        };
+        tokio::select! {
+            _ = wait => {}
+            _ = shutdown.wait_for(|stop| *stop) => break,
         }
-        tracing::debug!("deployment watcher stopped");
-    })
+    }
+    tracing::debug!("deployment watcher stopped");
 }
 
 /// The watcher's memory between passes.

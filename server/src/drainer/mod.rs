@@ -62,54 +62,59 @@ enum Pass {
 }
 
 /// Starts the drainer; it stops when `shutdown` turns true.
-pub fn spawn(log: CommandLog, mut shutdown: watch::Receiver<bool>) -> JoinHandle<()> {
-    tokio::spawn(async move {
-        let store = log.store().clone();
-        // (job, deadline) pairs already given their deadline evaluation.
-        let mut forced: BTreeSet<(JobId, u64)> = BTreeSet::new();
-        loop {
-            if *shutdown.borrow() {
-                break;
-            }
-            let seen_any = store.last_index();
-            let seen_nodes = store.table_index(Table::Nodes);
-            let pass = match pass(&log, &mut forced).await {
-                Ok(p) => p,
-                Err(e) => {
-                    tracing::error!(error = %e, "drainer pass failed");
-                    Pass::Draining {
-                        next_check: Some(now_ms() + BUSY_WAIT.as_millis() as u64),
-                    }
-                }
-            };
-            let wait = async {
-                match pass {
-                    Pass::Idle => {
-                        store
-                            .wait_for_index(Table::Nodes, seen_nodes, IDLE_WAIT)
-                            .await;
-                    }
-                    Pass::Draining { next_check } => {
-                        let timeout = next_check
-                            .map(|t| Duration::from_millis(t.saturating_sub(now_ms())))
-                            .unwrap_or(BUSY_WAIT)
-                            .clamp(MIN_WAIT, BUSY_WAIT);
-                        store.wait_for_last_index(seen_any + 1, timeout).await;
-                    }
-                }
-                // Blocking waits return at once while the store is closing; do not spin
-                // in the moment before the shutdown signal arrives.
-                if store.is_closing() {
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            };
-            tokio::select! {
-                _ = wait => {}
-                _ = shutdown.wait_for(|stop| *stop) => break,
-            }
+pub fn spawn(log: CommandLog, shutdown: watch::Receiver<bool>) -> JoinHandle<()> {
+    tokio::spawn(run(log, shutdown))
+}
+
+/// The drainer loop, until `shutdown` turns true. It keeps nothing a fresh run cannot
+/// rebuild from the store (at worst a deadline evaluation is created twice), so the
+/// server restarts it after a panic (`supervise::spawn_restarting`).
+pub async fn run(log: CommandLog, mut shutdown: watch::Receiver<bool>) {
+    let store = log.store().clone();
+    // (job, deadline) pairs already given their deadline evaluation.
+    let mut forced: BTreeSet<(JobId, u64)> = BTreeSet::new();
+    loop {
+        if *shutdown.borrow() {
+            break;
         }
-        tracing::debug!("drainer stopped");
-    })
+        let seen_any = store.last_index();
+        let seen_nodes = store.table_index(Table::Nodes);
+        let pass = match pass(&log, &mut forced).await {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::error!(error = %e, "drainer pass failed");
+                Pass::Draining {
+                    next_check: Some(now_ms() + BUSY_WAIT.as_millis() as u64),
+                }
+            }
+        };
+        let wait = async {
+            match pass {
+                Pass::Idle => {
+                    store
+                        .wait_for_index(Table::Nodes, seen_nodes, IDLE_WAIT)
+                        .await;
+                }
+                Pass::Draining { next_check } => {
+                    let timeout = next_check
+                        .map(|t| Duration::from_millis(t.saturating_sub(now_ms())))
+                        .unwrap_or(BUSY_WAIT)
+                        .clamp(MIN_WAIT, BUSY_WAIT);
+                    store.wait_for_last_index(seen_any + 1, timeout).await;
+                }
+            }
+            // Blocking waits return at once while the store is closing; do not spin
+            // in the moment before the shutdown signal arrives.
+            if store.is_closing() {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        };
+        tokio::select! {
+            _ = wait => {}
+            _ = shutdown.wait_for(|stop| *stop) => break,
+        }
+    }
+    tracing::debug!("drainer stopped");
 }
 
 /// What a pass read: the draining nodes, their jobs and every allocation of those.

@@ -129,18 +129,22 @@ impl Collector {
     }
 
     /// Starts the periodic collector; it stops when `shutdown` turns true.
-    pub fn spawn(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) -> JoinHandle<()> {
-        tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    _ = tokio::time::sleep(self.cfg.interval) => {}
-                    _ = shutdown.wait_for(|s| *s) => return,
-                }
-                if let Err(e) = self.collect(false).await {
-                    tracing::warn!(error = %e, "garbage collection failed; retrying next interval");
-                }
+    pub fn spawn(self: Arc<Self>, shutdown: watch::Receiver<bool>) -> JoinHandle<()> {
+        tokio::spawn(self.run(shutdown))
+    }
+
+    /// The collector loop, until `shutdown` turns true. Each pass reads what it needs
+    /// from the store, so the server restarts it after a panic.
+    pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(self.cfg.interval) => {}
+                _ = shutdown.wait_for(|s| *s) => return,
             }
-        })
+            if let Err(e) = self.collect(false).await {
+                tracing::warn!(error = %e, "garbage collection failed; retrying next interval");
+            }
+        }
     }
 }
 

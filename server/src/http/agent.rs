@@ -31,24 +31,44 @@ pub async fn agent_self(State(st): State<Arc<HttpState>>) -> Json<AgentSelf> {
     })
 }
 
-/// `GET /v1/agent/health`: 200 when the state store answers and takes writes, 503 else.
+/// `GET /v1/agent/health`: 200 when the state store answers, its last write did not
+/// fail and no required loop failed; 503 else, saying why (`server`, `client`) and
+/// where every supervised loop is (`loops`).
 pub async fn health(State(st): State<Arc<HttpState>>) -> (StatusCode, Json<AgentHealth>) {
     let read: Result<_, ApiError> = st.read(|s| s.stored_indexes()).await;
-    let (status, ok, server) = match read {
-        Ok(_) if st.store.is_closing() => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            false,
-            "shutting down".to_string(),
-        ),
-        Ok(_) => (StatusCode::OK, true, "ok".to_string()),
-        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, false, e.to_string()),
+    let server = match read {
+        Err(e) => Err(e.to_string()),
+        Ok(_) => {
+            if let Some(why) = st.endpoints.log.write_failure() {
+                Err(format!("failed: the last state write failed: {why}"))
+            } else if let Some(why) = st.health.failure("server.") {
+                Err(why)
+            } else if st.store.is_closing() {
+                Err("shutting down".to_string())
+            } else {
+                Ok("ok".to_string())
+            }
+        }
+    };
+    // The agent's client shares the registry; a server-only agent has no client loops.
+    let client_failure = st.health.failure("client.");
+    let client = st
+        .health
+        .has_loops("client.")
+        .then(|| client_failure.clone().unwrap_or_else(|| "ok".to_string()));
+    let ok = server.is_ok() && client_failure.is_none();
+    let status = if ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
     };
     (
         status,
         Json(AgentHealth {
             ok,
-            server: Some(server),
-            client: None,
+            server: Some(server.unwrap_or_else(|e| e)),
+            client,
+            loops: st.health.loops(),
         }),
     )
 }

@@ -6,6 +6,7 @@ use std::sync::{Arc, OnceLock};
 
 use axum::extract::FromRef;
 use orch_common::ids::{AllocId, DeploymentId, EvalId, JobId, NodeId};
+use orch_common::supervise::Health;
 
 use super::error::ApiError;
 use super::extract::{BodyLimit, Params};
@@ -75,6 +76,9 @@ pub struct HttpState {
     /// Blocking queries waiting at once, at most (`MAX_BLOCKING_QUERIES` permits):
     /// past it a blocking query answers at once, as if its wait had passed.
     pub blocking: Arc<tokio::sync::Semaphore>,
+    /// The agent's supervised loops, for `/v1/agent/health`; the server sets the
+    /// agent's registry.
+    pub health: Health,
 }
 
 /// Blocking queries that may wait at once; each holds a connection and a task.
@@ -103,6 +107,7 @@ impl HttpState {
             client_node_id: OnceLock::new(),
             relay: Relay::new(None).expect("a plain HTTP client builds"),
             blocking: Arc::new(tokio::sync::Semaphore::new(MAX_BLOCKING_QUERIES)),
+            health: Health::default(),
         }
     }
 

@@ -70,10 +70,21 @@ impl PlanApplier {
     pub fn spawn(
         store: StateStore,
         log: CommandLog,
+        shutdown: watch::Receiver<bool>,
+    ) -> PlanApplier {
+        PlanApplier::spawn_with(store, log, shutdown, tokio::spawn)
+    }
+
+    /// `spawn`, the task started by `start` (the server's: `supervise::spawn_required`,
+    /// as the loop owns the plan queue and a restart would lose what is in it).
+    pub fn spawn_with(
+        store: StateStore,
+        log: CommandLog,
         mut shutdown: watch::Receiver<bool>,
+        start: impl FnOnce(BoxFuture<'static, ()>) -> JoinHandle<()>,
     ) -> PlanApplier {
         let (tx, mut rx) = mpsc::channel::<PlanRequest>(QUEUE_DEPTH);
-        let task = tokio::spawn(async move {
+        let task = start(Box::pin(async move {
             loop {
                 let req = tokio::select! {
                     _ = shutdown.wait_for(|stop| *stop) => break,
@@ -105,7 +116,7 @@ impl PlanApplier {
                 }
             }
             tracing::debug!("plan applier stopped");
-        });
+        }));
         PlanApplier { tx, task }
     }
 

@@ -7,6 +7,7 @@
 //!          ─► CommandLog (observer: broker.observe) ─► heartbeats.restore(nodes)
 //!          ─► plan applier ─► workers + reaper ─► heartbeat expiry loop ─► drainer
 //!          ─► deployment watcher ─► garbage collector (every gc.interval)
+//!          (each loop supervised: `orch_common::supervise`, policy per loop below)
 //!  serve:  router() (the agent binds the listener and serves it)
 //!  stop:   release blocking queries ─► shutdown=true ─► await workers, applier,
 //!          heartbeat loop, drainer, deployment watcher, collector ─► close the log
@@ -17,6 +18,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use orch_common::ids::NodeId;
+use orch_common::supervise::{self, Restart};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -124,8 +126,17 @@ impl Server {
                 .map_err(state_err)?
         };
 
+        // Every loop is supervised (docs/operations.md, "Background loops"): a panic is
+        // logged with the loop's name and shown by /v1/agent/health. The plan applier
+        // and the workers are required (a panic stops the agent); the loops that keep
+        // nothing a fresh run cannot rebuild from the store or from the shared
+        // heartbeat timers are restarted with backoff.
+        let health = cfg.health.clone();
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
-        let applier = PlanApplier::spawn(store.clone(), log.clone(), shutdown_rx.clone());
+        let applier =
+            PlanApplier::spawn_with(store.clone(), log.clone(), shutdown_rx.clone(), |run| {
+                supervise::spawn_required(&health, "server.plan-applier", run)
+            });
         let workers = worker::spawn_workers(
             cfg.num_schedulers,
             broker.clone(),
@@ -133,12 +144,46 @@ impl Server {
             log.clone(),
             applier.sender(),
             shutdown_rx.clone(),
+            &health,
         );
-        let drainer = drainer::spawn(log.clone(), shutdown_rx.clone());
-        let deployment_watcher = deployment::spawn(log.clone(), shutdown_rx.clone());
-        let heartbeat_loop = heartbeats.spawn(log.clone(), shutdown_rx.clone());
+        let restarting = Restart::default();
+        let drainer = {
+            let (log, stop) = (log.clone(), shutdown_rx.clone());
+            supervise::spawn_restarting(
+                &health,
+                "server.drainer",
+                restarting,
+                shutdown_rx.clone(),
+                move || drainer::run(log.clone(), stop.clone()),
+            )
+        };
+        let deployment_watcher = {
+            let (log, stop) = (log.clone(), shutdown_rx.clone());
+            supervise::spawn_restarting(
+                &health,
+                "server.deployment-watcher",
+                restarting,
+                shutdown_rx.clone(),
+                move || deployment::run(log.clone(), stop.clone()),
+            )
+        };
+        let heartbeat_loop = {
+            let (timers, log, stop) = (heartbeats.clone(), log.clone(), shutdown_rx.clone());
+            supervise::spawn_restarting(
+                &health,
+                "server.heartbeat",
+                restarting,
+                shutdown_rx.clone(),
+                move || timers.run(log.clone(), stop.clone()),
+            )
+        };
         let collector = Arc::new(Collector::new(store.clone(), log.clone(), cfg.gc.clone()));
-        let gc_loop = collector.clone().spawn(shutdown_rx);
+        let gc_loop = {
+            let (collector, stop) = (collector.clone(), shutdown_rx.clone());
+            supervise::spawn_restarting(&health, "server.gc", restarting, shutdown_rx, move || {
+                collector.clone().run(stop.clone())
+            })
+        };
 
         let agent = AgentInfo {
             name: cfg.name.clone(),
@@ -156,6 +201,7 @@ impl Server {
         );
         http.endpoints.gc = collector;
         http.endpoints.max_count = cfg.max_count;
+        http.health = health;
         http.relay = http::relay::Relay::new(cfg.tls.as_ref())
             .map_err(|e| ServerError::Config(format!("building the relay's HTTPS client: {e}")))?;
         let http = Arc::new(http);

@@ -57,6 +57,9 @@ struct LogInner {
     tx: Mutex<Option<mpsc::Sender<Request>>>,
     thread: Mutex<Option<JoinHandle<()>>>,
     observers: Arc<RwLock<Vec<Observer>>>,
+    /// Why the last write failed in SQLite (disk full, I/O error, read-only file),
+    /// until a later one succeeds: `/v1/agent/health` reports it.
+    write_error: Arc<Mutex<Option<String>>>,
 }
 
 impl CommandLog {
@@ -64,12 +67,14 @@ impl CommandLog {
     pub fn start(store: StateStore, observers: Vec<Observer>) -> Result<CommandLog, LogError> {
         let (tx, rx) = mpsc::channel::<Request>();
         let observers = Arc::new(RwLock::new(observers));
+        let write_error = Arc::new(Mutex::new(None));
         let thread = {
             let store = store.clone();
             let observers = observers.clone();
+            let write_error = write_error.clone();
             std::thread::Builder::new()
                 .name("orch-state-writer".to_string())
-                .spawn(move || writer_loop(store, rx, observers))
+                .spawn(move || writer_loop(store, rx, observers, write_error))
                 .map_err(LogError::Spawn)?
         };
         Ok(CommandLog {
@@ -78,6 +83,7 @@ impl CommandLog {
                 tx: Mutex::new(Some(tx)),
                 thread: Mutex::new(Some(thread)),
                 observers,
+                write_error,
             }),
         })
     }
@@ -138,6 +144,27 @@ impl CommandLog {
         rx.blocking_recv().map_err(|_| LogError::WriterGone)?
     }
 
+    /// Why writes fail now, for `/v1/agent/health`: the last one failed in SQLite (and
+    /// none succeeded since), or the writer thread died (a panic: every later write
+    /// fails). None when writes work, and once the log is shut down.
+    pub fn write_failure(&self) -> Option<String> {
+        let finished = self
+            .inner
+            .thread
+            .lock()
+            .expect("log thread mutex poisoned")
+            .as_ref()
+            .is_some_and(|t| t.is_finished());
+        if finished {
+            return Some("the state writer thread stopped".to_string());
+        }
+        self.inner
+            .write_error
+            .lock()
+            .expect("write error mutex poisoned")
+            .clone()
+    }
+
     /// Stops taking commands, lets the writer finish what it has, and joins it.
     pub async fn shutdown(&self) {
         self.inner
@@ -164,11 +191,16 @@ fn writer_loop(
     store: StateStore,
     rx: mpsc::Receiver<Request>,
     observers: Arc<RwLock<Vec<Observer>>>,
+    write_error: Arc<Mutex<Option<String>>>,
 ) {
+    let set_error = |e: Option<String>| {
+        *write_error.lock().expect("write error mutex poisoned") = e;
+    };
     while let Ok(Request { cmd, reply }) = rx.recv() {
         let index = store.last_index() + 1;
         let result = match store.apply(index, &cmd) {
             Ok(outcome) => {
+                set_error(None);
                 // A rejected command that wrote nothing has nothing to tell (its
                 // evaluations, say, were not stored); one that wrote its evaluations
                 // (an `UpdateDeployment`) has.
@@ -188,6 +220,11 @@ fn writer_loop(
             }
             Err(e) => {
                 tracing::error!(index, error = %e, "applying a command failed");
+                // SQLite's own failures (a full disk, an I/O error, a read-only file)
+                // say the store cannot take writes; a refused command's would not.
+                if matches!(e, StateError::Sql { .. }) {
+                    set_error(Some(e.to_string()));
+                }
                 Err(LogError::Apply(e))
             }
         };

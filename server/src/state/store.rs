@@ -74,12 +74,43 @@ impl std::fmt::Debug for StateStore {
     }
 }
 
+/// Makes the state's directory (0700) and database file (0600) private whatever the
+/// umask: the state holds every job's environment (secrets included) and the ACL
+/// tokens. The file is created here, before SQLite sees it, because SQLite creates its
+/// `-wal` and `-shm` files with the database file's mode; those of an earlier run are
+/// narrowed too.
+fn private_files(dir: &Path, db: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _, PermissionsExt as _};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(db)?;
+    file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    for suffix in ["-wal", "-shm"] {
+        let mut name = db.as_os_str().to_owned();
+        name.push(suffix);
+        match std::fs::set_permissions(&name, std::fs::Permissions::from_mode(0o600)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 impl StateStore {
     /// Opens (creating if needed) the database at `path`, migrating its schema.
     pub fn open(path: impl AsRef<Path>) -> Result<StateStore, StateError> {
         let path = path.as_ref().to_path_buf();
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|source| StateError::CreateDir {
+            private_files(dir, &path).map_err(|source| StateError::CreateDir {
                 path: dir.to_path_buf(),
                 source,
             })?;
@@ -230,6 +261,26 @@ impl StateStore {
     /// True once `release_waiters` was called.
     pub fn is_closing(&self) -> bool {
         *self.inner.closing.borrow()
+    }
+
+    /// Test-only stand-in for a full disk: with `full`, caps the database at the pages
+    /// it has now (`PRAGMA max_page_count`), so a write that needs one more fails with
+    /// SQLITE_FULL as it would on a full file system; without, lifts the cap.
+    #[cfg(test)]
+    pub(crate) fn fill_disk_for_test(&self, full: bool) {
+        let writer = self.inner.writer.lock().expect("writer mutex poisoned");
+        let conn = &writer.0;
+        let pages: u64 = if full {
+            conn.query_row("PRAGMA page_count", [], |r| r.get(0))
+                .expect("page_count")
+        } else {
+            u32::MAX as u64 - 1
+        };
+        let _: u64 = conn
+            .query_row(&format!("PRAGMA max_page_count = {pages}"), [], |r| {
+                r.get(0)
+            })
+            .expect("max_page_count");
     }
 
     /// Publishes a commit: bumps the watched indexes. Called by `apply` after commit.

@@ -16,7 +16,7 @@
 //! ```
 //!
 //! Wiring (`server.rs`): `spawn_workers(n, broker, store, log, applier.sender(),
-//! shutdown_rx)` returns the join handles of the `n` workers and the reaper; await them
+//! shutdown_rx, health)` returns the join handles of the `n` workers and the reaper; await them
 //! after signalling shutdown.
 
 use std::sync::Arc;
@@ -24,6 +24,7 @@ use std::time::Duration;
 
 use orch_common::ids::{self, EvalId};
 use orch_common::model::{Evaluation, Plan, PlanResult};
+use orch_common::supervise::{self, Health, Restart};
 use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 
@@ -171,6 +172,7 @@ pub fn spawn_workers(
     log: CommandLog,
     plans: mpsc::Sender<PlanRequest>,
     shutdown: watch::Receiver<bool>,
+    health: &Health,
 ) -> Vec<JoinHandle<()>> {
     let ctx = WorkerContext {
         broker,
@@ -179,10 +181,27 @@ pub fn spawn_workers(
         plans,
         turn: ComputeTurn::new(),
     };
+    // A panic inside the scheduler is already caught (it runs on the blocking pool and
+    // its evaluation is nacked); one in the worker loop itself is a bug in the dequeue,
+    // ack or nack path, where what the worker held is unknown: required, not restarted.
     let mut handles: Vec<JoinHandle<()>> = (0..n.max(1))
-        .map(|i| tokio::spawn(worker_loop(i, ctx.clone(), shutdown.clone())))
+        .map(|i| {
+            supervise::spawn_required(
+                health,
+                &format!("server.worker-{i}"),
+                worker_loop(i, ctx.clone(), shutdown.clone()),
+            )
+        })
         .collect();
-    handles.push(tokio::spawn(reaper_loop(ctx, shutdown)));
+    // The reaper only writes what the broker hands it each time: restartable.
+    let (reaper_ctx, reaper_shutdown) = (ctx, shutdown.clone());
+    handles.push(supervise::spawn_restarting(
+        health,
+        "server.eval-reaper",
+        Restart::default(),
+        shutdown,
+        move || reaper_loop(reaper_ctx.clone(), reaper_shutdown.clone()),
+    ));
     handles
 }
 

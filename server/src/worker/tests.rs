@@ -73,6 +73,7 @@ impl Cluster {
             self.log.clone(),
             sender,
             self.stop.subscribe(),
+            &orch_common::supervise::Health::new(),
         );
     }
 

@@ -229,11 +229,14 @@ fn take_fd(from: i32, target: i32) -> Result<(), InitError> {
 }
 
 /// Points fd `target` at `path` (appending, created when `create`).
+/// A created file is 0640 whatever the umask, as the client's task logs are.
 fn redirect(target: i32, path: &Path, create: bool) -> Result<(), InitError> {
+    use std::os::unix::fs::OpenOptionsExt as _;
     let f = if create {
         std::fs::OpenOptions::new()
             .create(true)
             .append(true)
+            .mode(0o640)
             .open(path)
     } else {
         std::fs::OpenOptions::new().read(true).open(path)

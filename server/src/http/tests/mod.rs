@@ -1509,3 +1509,79 @@ async fn allocation_stats_are_forwarded_to_the_node_http_addr() {
     assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.body);
     server.abort();
 }
+
+// ------------------------------------------------------------------------------ health
+
+#[tokio::test]
+async fn health_fails_while_state_writes_fail_and_recovers_after_one_succeeds() {
+    let h = harness();
+    assert_eq!(h.get("/v1/agent/health").await.status, StatusCode::OK);
+    h.state.store.fill_disk_for_test(true);
+    // A job large enough to need pages the capped database does not have.
+    let big = "x".repeat(256 * 1024);
+    let mut job = JobBuilder::new("big").build();
+    job.meta.insert("blob".into(), big);
+    let body = JobRegisterRequest {
+        job,
+        enforce_index: None,
+    };
+    let answer = h.post_json("/v1/jobs", &body).await;
+    assert!(answer.status.is_server_error(), "{}", answer.body);
+    let health = h.get("/v1/agent/health").await;
+    assert_eq!(
+        health.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        health.body
+    );
+    assert_eq!(health.body["ok"], false);
+    let server = health.body["server"].as_str().unwrap_or_default();
+    assert!(server.contains("full"), "{}", health.body);
+
+    h.state.store.fill_disk_for_test(false);
+    let answer = h.post_toml("/v1/jobs", HELLO_TOML).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    let health = h.get("/v1/agent/health").await;
+    assert_eq!(health.status, StatusCode::OK, "{}", health.body);
+    assert_eq!(health.body["ok"], true);
+    assert_eq!(health.body["server"], "ok");
+}
+
+#[tokio::test]
+async fn health_fails_once_a_required_loop_failed_and_names_it() {
+    let h = harness();
+    let (_stop, stop_rx) = tokio::sync::watch::channel(false);
+    let restartable = orch_common::supervise::spawn_restarting(
+        &h.state.health,
+        "server.gc",
+        orch_common::supervise::Restart::default(),
+        stop_rx,
+        || async {},
+    );
+    restartable.await.expect("supervisor");
+    let health = h.get("/v1/agent/health").await;
+    assert_eq!(health.status, StatusCode::OK, "{}", health.body);
+    assert_eq!(health.body["loops"]["server.gc"]["state"], "stopped");
+    assert_eq!(health.body["client"], Value::Null);
+
+    let failed = orch_common::supervise::spawn_required(&h.state.health, "client.watch", async {
+        panic!("the watch broke")
+    });
+    failed.await.expect("the supervisor catches the panic");
+    let health = h.get("/v1/agent/health").await;
+    assert_eq!(
+        health.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        health.body
+    );
+    assert_eq!(health.body["ok"], false);
+    assert_eq!(health.body["server"], "ok");
+    let client = health.body["client"].as_str().unwrap_or_default();
+    assert!(
+        client.contains("client.watch") && client.contains("the watch broke"),
+        "{}",
+        health.body
+    );
+    assert_eq!(health.body["loops"]["client.watch"]["state"], "failed");
+}
