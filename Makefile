@@ -9,7 +9,7 @@ DOCDIR  := $(DESTDIR)$(PREFIX)/share/doc/orch
 
 BIN     ?= target/release/orch
 
-.PHONY: all build run test lint bench install install-files clean
+.PHONY: all build run test lint fuzz bench install install-files clean
 
 all: build
 
@@ -30,6 +30,13 @@ test:
 	else \
 		$(CARGO) test --workspace --no-fail-fast; \
 	fi
+
+## fuzz: the fuzz targets of tests/fuzz.rs (also in `make test`, shorter) for longer:
+##       FUZZ_ITERATIONS per target (default 1000000), FUZZ_SEED to explore elsewhere;
+##       a crash's input is saved under target/fuzz-crashes/
+FUZZ_ITERATIONS ?= 1000000
+fuzz:
+	FUZZ_ITERATIONS=$(FUZZ_ITERATIONS) $(CARGO) test --release --test fuzz -- --test-threads 1
 
 ## lint: formatting and clippy with warnings as errors
 lint:
