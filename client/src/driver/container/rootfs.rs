@@ -1,5 +1,6 @@
 //! Building a container's root inside its new mount namespace: a writable layer over
-//! the read-only source (overlayfs, else a copy), `/proc`, a minimal `/dev`, `/tmp`,
+//! the read-only source (overlayfs, else a copy), `/proc` (with the kernel's sensitive
+//! files masked and its tunables read-only), a read-only `/sys`, a minimal `/dev`, `/tmp`,
 //! the bind mounts, then `pivot_root` and the old root unmounted. Runs in the
 //! helper's namespace init (PID 1), which is single-threaded.
 
@@ -152,6 +153,16 @@ pub fn build_with<K: MountOps>(spec: &InitSpec, k: &mut K) -> Result<(), SetupEr
     let proc_dir = mount_point(&root, Path::new("/proc"), true)?;
     k.mount(Some("proc"), &proc_dir, Some("proc"), flags, None::<&str>)
         .map_err(nix_err("mounting proc on", &proc_dir))?;
+    let sys_dir = mount_point(&root, Path::new("/sys"), true)?;
+    k.mount(
+        Some("sysfs"),
+        &sys_dir,
+        Some("sysfs"),
+        flags | MsFlags::MS_RDONLY,
+        None::<&str>,
+    )
+    .map_err(nix_err("mounting sysfs (read-only) on", &sys_dir))?;
+    mask_kernel_files(&root, k)?;
 
     dev(&root, k)?;
 
@@ -188,6 +199,78 @@ pub fn build_with<K: MountOps>(spec: &InitSpec, k: &mut K) -> Result<(), SetupEr
     }
 
     k.pivot_into(&root)
+}
+
+/// What a container must not read from the kernel (host memory, keys, timers,
+/// firmware), as Docker and runc mask them: files get `/dev/null` bound over them,
+/// directories an empty read-only tmpfs.
+pub const MASKED_PATHS: &[&str] = &[
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/timer_list",
+    "/proc/sched_debug",
+    "/proc/latency_stats",
+    "/proc/acpi",
+    "/proc/scsi",
+    "/sys/firmware",
+];
+
+/// What a container may read but not change (kernel tunables, the magic SysRq key,
+/// IRQ affinity, buses).
+pub const READONLY_PATHS: &[&str] = &[
+    "/proc/sys",
+    "/proc/sysrq-trigger",
+    "/proc/irq",
+    "/proc/bus",
+    "/proc/fs",
+];
+
+/// Masks `MASKED_PATHS` and makes `READONLY_PATHS` read-only under `root` (freshly
+/// mounted proc and sysfs: the kernel's files, no symlink a task made). A path the
+/// kernel does not have is skipped.
+fn mask_kernel_files<K: MountOps>(root: &Path, k: &mut K) -> Result<(), SetupError> {
+    let under = |p: &str| root.join(p.trim_start_matches('/'));
+    for p in MASKED_PATHS {
+        let target = under(p);
+        let Ok(meta) = std::fs::symlink_metadata(&target) else {
+            continue;
+        };
+        if meta.is_dir() {
+            k.mount(
+                Some("tmpfs"),
+                &target,
+                Some("tmpfs"),
+                MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+                Some("size=0"),
+            )
+            .map_err(nix_err("masking", &target))?;
+        } else {
+            k.mount(
+                Some("/dev/null"),
+                &target,
+                None::<&str>,
+                MsFlags::MS_BIND,
+                None::<&str>,
+            )
+            .map_err(nix_err("masking", &target))?;
+        }
+    }
+    for p in READONLY_PATHS {
+        let target = under(p);
+        if std::fs::symlink_metadata(&target).is_err() {
+            continue;
+        }
+        k.mount(
+            Some(&target),
+            &target,
+            None::<&str>,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            None::<&str>,
+        )
+        .map_err(nix_err("binding read-only", &target))?;
+        remount_ro(&target, k)?;
+    }
+    Ok(())
 }
 
 /// The directory that becomes `/`: an overlay mount or a bind-mounted copy, either
