@@ -48,6 +48,12 @@ fn io<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -
 /// The file is 0600 whatever the umask: a handle names the task's processes and
 /// driver state, which are the client's business only.
 fn write_atomic(path: &Path, data: &[u8]) -> Result<(), StateError> {
+    write_private(path, data, false)
+}
+
+/// `write_atomic`, through a fresh temporary file (never a symlink followed), synced
+/// to disk first when `sync`.
+fn write_private(path: &Path, data: &[u8], sync: bool) -> Result<(), StateError> {
     use std::io::Write as _;
     use std::os::unix::fs::OpenOptionsExt as _;
     let tmp = path.with_extension("tmp");
@@ -59,7 +65,9 @@ fn write_atomic(path: &Path, data: &[u8]) -> Result<(), StateError> {
         .custom_flags(libc::O_NOFOLLOW)
         .open(&tmp)
         .map_err(io("creating", &tmp))?;
-    file.write_all(data).map_err(io("writing", &tmp))?;
+    file.write_all(data)
+        .and_then(|()| if sync { file.sync_all() } else { Ok(()) })
+        .map_err(io("writing", &tmp))?;
     drop(file);
     std::fs::rename(&tmp, path).map_err(io("renaming into", path))
 }
@@ -82,9 +90,6 @@ fn load_or_create(
     name: &str,
     make: impl FnOnce() -> String,
 ) -> Result<(PathBuf, String), StateError> {
-    use std::io::Write as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
-
     private_dir(client_dir).map_err(io("creating", client_dir))?;
     let path = client_dir.join(name);
     match std::fs::read_to_string(&path) {
@@ -94,19 +99,7 @@ fn load_or_create(
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let value = make();
-            let tmp = path.with_extension("tmp");
-            let _ = std::fs::remove_file(&tmp);
-            let mut file = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .custom_flags(libc::O_NOFOLLOW)
-                .open(&tmp)
-                .map_err(io("creating", &tmp))?;
-            file.write_all(format!("{value}\n").as_bytes())
-                .and_then(|()| file.sync_all())
-                .map_err(io("writing", &tmp))?;
-            std::fs::rename(&tmp, &path).map_err(io("renaming into", &path))?;
+            write_private(&path, format!("{value}\n").as_bytes(), true)?;
             Ok((path, value))
         }
         Err(source) => Err(StateError::Io {
