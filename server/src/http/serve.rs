@@ -1,16 +1,18 @@
 //! The agent's accept loop: hyper connections under axum's router, with the limits a
-//! listener on a network needs. At most `max_connections` at once (more are closed as
-//! they arrive); a connection must send its request head within `header_read_timeout`;
+//! listener on a network needs. At most `max_connections` at once, and `max_per_ip`
+//! from one address (more are closed as they arrive); a connection must send its request head within `header_read_timeout`;
 //! and at most `max_waiting` connections may wait for their first request, the oldest
 //! closed beyond that, so thousands of half-open connections never crowd out a real
 //! request (nor use up the agent's file descriptors). Each request carries its
 //! connection's `Peer` (`ConnectInfo`). Graceful shutdown stops accepting and waits for
 //! open requests.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::io;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::extract::connect_info::ConnectInfo;
@@ -33,6 +35,8 @@ pub struct ServeLimits {
     pub max_connections: usize,
     /// Connections that have not sent a request yet, at most. Default: 256.
     pub max_waiting: usize,
+    /// Open connections from one IP address, at most. Default: 1024.
+    pub max_per_ip: usize,
     /// How long a request head may take to arrive (also between requests on a kept
     /// connection). Default: 10 s.
     pub header_read_timeout: Duration,
@@ -43,6 +47,7 @@ impl Default for ServeLimits {
         ServeLimits {
             max_connections: 4096,
             max_waiting: 256,
+            max_per_ip: 1024,
             header_read_timeout: Duration::from_secs(10),
         }
     }
@@ -70,6 +75,7 @@ where
     let (stopping_tx, stopping) = watch::channel(false);
     let open = Arc::new(Semaphore::new(limits.max_connections));
     let waiting = Arc::new(Waiting::default());
+    let per_ip: Arc<Mutex<HashMap<IpAddr, usize>>> = Arc::default();
     tokio::pin!(shutdown);
     loop {
         let (io, addr) = tokio::select! {
@@ -81,6 +87,16 @@ where
             continue;
         };
         let peer = peer(addr);
+        let ip = peer.addr.ip();
+        {
+            let mut counts = per_ip.lock().unwrap_or_else(|p| p.into_inner());
+            let count = counts.entry(ip).or_insert(0);
+            if *count >= limits.max_per_ip {
+                tracing::debug!(%ip, "at the per-address connection limit; closing a new connection");
+                continue;
+            }
+            *count += 1;
+        }
         let started = Arc::new(AtomicBool::new(false));
         let (id, closed) = waiting.push(started.clone(), limits.max_waiting);
         let router = router.clone();
@@ -93,6 +109,7 @@ where
             .serve_connection(TokioIo::new(io), TowerToHyperService::new(service))
             .with_upgrades();
         let waiting = waiting.clone();
+        let per_ip = per_ip.clone();
         let mut stopping = stopping.clone();
         tokio::spawn(async move {
             tokio::pin!(conn);
@@ -108,6 +125,13 @@ where
                 }
             }
             waiting.remove(id);
+            let mut counts = per_ip.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(count) = counts.get_mut(&ip) {
+                *count -= 1;
+                if *count == 0 {
+                    counts.remove(&ip);
+                }
+            }
             drop(permit);
         });
     }
@@ -204,6 +228,37 @@ mod tests {
             .expect("the oldest idle connection was closed")
             .unwrap_or(0);
         assert_eq!(first, 0);
+    }
+
+    #[tokio::test]
+    async fn one_address_gets_at_most_its_share_of_connections() {
+        let (addr, _stop) = start(ServeLimits {
+            max_per_ip: 3,
+            max_waiting: 100,
+            ..ServeLimits::default()
+        })
+        .await;
+        let mut held = Vec::new();
+        for _ in 0..3 {
+            held.push(TcpStream::connect(addr).await.unwrap());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let mut extra = TcpStream::connect(addr).await.unwrap();
+        let _ = extra
+            .write_all(b"GET /ok HTTP/1.1\r\nhost: x\r\n\r\n")
+            .await;
+        let mut buf = [0u8; 64];
+        let n = tokio::time::timeout(Duration::from_secs(5), extra.read(&mut buf))
+            .await
+            .expect("closed")
+            .unwrap_or(0);
+        assert_eq!(n, 0, "a fourth connection from the same address is closed");
+        held.pop();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(
+            get_ok(addr).await.ends_with("ok"),
+            "room again once one closed"
+        );
     }
 
     #[tokio::test]
