@@ -241,19 +241,22 @@ fn the_acl_commands_bootstrap_apply_create_and_show_tokens() {
         again.stderr
     );
 
+    let apply = |file: &std::path::Path| {
+        agent.orch(
+            &[
+                "--token",
+                &root,
+                "acl",
+                "policy",
+                "apply",
+                "ro",
+                file.to_str().unwrap(),
+            ],
+            long,
+        )
+    };
     let bad = ws.write("bad.toml", "job = [\"read\"]\nalloc = [\"shell\"]\n");
-    let out = agent.orch(
-        &[
-            "--token",
-            &root,
-            "acl",
-            "policy",
-            "apply",
-            "ro",
-            bad.to_str().unwrap(),
-        ],
-        long,
-    );
+    let out = apply(&bad);
     assert_eq!(out.code(), 1);
     assert!(
         out.stderr.contains("bad.toml: line 2, column 10"),
@@ -262,18 +265,7 @@ fn the_acl_commands_bootstrap_apply_create_and_show_tokens() {
     );
 
     let good = ws.write("ro.toml", "description = \"read only\"\njob = [\"read\"]\n");
-    let out = agent.orch(
-        &[
-            "--token",
-            &root,
-            "acl",
-            "policy",
-            "apply",
-            "ro",
-            good.to_str().unwrap(),
-        ],
-        long,
-    );
+    let out = apply(&good);
     assert_eq!(out.code(), 0, "{}", out.stderr);
     let list = agent.orch(&["--token", &root, "acl", "policy", "list"], long);
     assert!(list.stdout.contains("read only"), "{}", list.stdout);

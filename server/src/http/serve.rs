@@ -230,16 +230,11 @@ mod tests {
         assert_eq!(first, 0);
     }
 
-    #[tokio::test]
-    async fn one_address_gets_at_most_its_share_of_connections() {
-        let (addr, _stop) = start(ServeLimits {
-            max_per_ip: 3,
-            max_waiting: 100,
-            ..ServeLimits::default()
-        })
-        .await;
+    /// Opens `n` connections that send nothing, then checks that one more is closed
+    /// unanswered; returns the `n`.
+    async fn fill_then_refused(addr: std::net::SocketAddr, n: usize) -> Vec<TcpStream> {
         let mut held = Vec::new();
-        for _ in 0..3 {
+        for _ in 0..n {
             held.push(TcpStream::connect(addr).await.unwrap());
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -248,11 +243,23 @@ mod tests {
             .write_all(b"GET /ok HTTP/1.1\r\nhost: x\r\n\r\n")
             .await;
         let mut buf = [0u8; 64];
-        let n = tokio::time::timeout(Duration::from_secs(5), extra.read(&mut buf))
+        let read = tokio::time::timeout(Duration::from_secs(5), extra.read(&mut buf))
             .await
             .expect("closed")
             .unwrap_or(0);
-        assert_eq!(n, 0, "a fourth connection from the same address is closed");
+        assert_eq!(read, 0, "connection {} is closed unanswered", n + 1);
+        held
+    }
+
+    #[tokio::test]
+    async fn one_address_gets_at_most_its_share_of_connections() {
+        let (addr, _stop) = start(ServeLimits {
+            max_per_ip: 3,
+            max_waiting: 100,
+            ..ServeLimits::default()
+        })
+        .await;
+        let mut held = fill_then_refused(addr, 3).await;
         held.pop();
         tokio::time::sleep(Duration::from_millis(100)).await;
         assert!(
@@ -269,22 +276,7 @@ mod tests {
             ..ServeLimits::default()
         })
         .await;
-        let mut held = Vec::new();
-        for _ in 0..4 {
-            held.push(TcpStream::connect(addr).await.unwrap());
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        let mut extra = TcpStream::connect(addr).await.unwrap();
-        let _ = extra
-            .write_all(b"GET /ok HTTP/1.1\r\nhost: x\r\n\r\n")
-            .await;
-        let mut buf = [0u8; 64];
-        let n = tokio::time::timeout(Duration::from_secs(5), extra.read(&mut buf))
-            .await
-            .expect("closed")
-            .unwrap_or(0);
-        assert_eq!(n, 0);
-        drop(held);
+        drop(fill_then_refused(addr, 4).await);
         tokio::time::sleep(Duration::from_millis(100)).await;
         assert!(get_ok(addr).await.ends_with("ok"));
     }
