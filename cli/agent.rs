@@ -286,6 +286,20 @@ pub async fn run(args: AgentArgs) -> Result<ExitCode> {
             stop_tasks_on_shutdown: cfg.client.stop_tasks_on_shutdown,
             reserved_ports: cfg.client.reserved.ports()?,
             container_volumes: cfg.client.container_volumes.clone(),
+            container: orch_client::driver::container::ContainerPolicy {
+                rootfs_roots: cfg
+                    .client
+                    .container_rootfs
+                    .clone()
+                    .unwrap_or_else(|| vec![data_dir.join("images")]),
+                allow_caps: orch_client::driver::container::caps::parse_set(
+                    &cfg.client.container_allow_caps,
+                )
+                .context("client.container_allow_caps")?,
+                allow_host_network: cfg.client.container_host_network,
+                allow_unconfined_seccomp: cfg.client.container_allow_unconfined_seccomp,
+                protected_dirs: Vec::new(),
+            },
             pids_limit: cfg.client.pids_limit,
             raw_exec: cfg.client.raw_exec,
             allow_root_tasks: cfg.client.allow_root_tasks,

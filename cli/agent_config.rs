@@ -225,6 +225,23 @@ pub struct ClientSection {
     /// Host paths that `container` tasks may bind with `volumes`. Default: none.
     #[serde(default)]
     pub container_volumes: Vec<std::path::PathBuf>,
+    /// Directories under which `container` tasks' `rootfs` directories and `image`
+    /// tarballs may be (host system directories and the agent's own state never).
+    /// Default: `<data_dir>/images` (`["/"]` with `--dev`: any non-system directory).
+    #[serde(default)]
+    pub container_rootfs: Option<Vec<std::path::PathBuf>>,
+    /// Capabilities `container` tasks may keep or `cap_add` ("NET_ADMIN", "ALL").
+    /// Default: Docker's default set (`["ALL"]` with `--dev`).
+    #[serde(default = "default_container_caps")]
+    pub container_allow_caps: Vec<String>,
+    /// Let containers use the host's network (`network_mode = "host"`, or a group
+    /// with ports). Default: true.
+    #[serde(default = "yes")]
+    pub container_host_network: bool,
+    /// Let `container` tasks turn off the seccomp filter (`seccomp = "unconfined"`).
+    /// Default: false (true with `--dev`).
+    #[serde(default)]
+    pub container_allow_unconfined_seccomp: bool,
     /// Most processes (and threads) per task: the default for tasks without
     /// `resources.pids` and the most a task may ask for. Default: 1024.
     #[serde(default = "default_pids_limit")]
@@ -241,6 +258,13 @@ pub struct ClientSection {
     /// Default `nobody` (empty with `--dev`).
     #[serde(default = "default_task_user")]
     pub default_user: String,
+}
+
+fn default_container_caps() -> Vec<String> {
+    orch_client::driver::container::caps::DEFAULT
+        .iter()
+        .map(|c| c.to_string())
+        .collect()
 }
 
 fn default_task_user() -> String {
@@ -263,6 +287,10 @@ impl Default for ClientSection {
             max_dynamic_port: orch_common::model::default_max_dynamic_port(),
             stop_tasks_on_shutdown: true,
             container_volumes: Vec::new(),
+            container_rootfs: None,
+            container_allow_caps: default_container_caps(),
+            container_host_network: true,
+            container_allow_unconfined_seccomp: false,
             pids_limit: default_pids_limit(),
             raw_exec: false,
             allow_root_tasks: false,
@@ -497,12 +525,16 @@ impl AgentConfig {
                 enabled: true,
                 ..ServerSection::default()
             },
-            // One trusted machine: its user runs everything, as `raw_exec` tasks.
+            // One trusted machine: its user runs everything, as `raw_exec` tasks or
+            // containers from any of its (non-system) directories.
             client: ClientSection {
                 enabled: true,
                 raw_exec: true,
                 allow_root_tasks: true,
                 default_user: String::new(),
+                container_rootfs: Some(vec![PathBuf::from("/")]),
+                container_allow_caps: vec!["ALL".to_string()],
+                container_allow_unconfined_seccomp: true,
                 ..ClientSection::default()
             },
         }
@@ -541,6 +573,16 @@ impl AgentConfig {
             .context("client.reserved.reserved_ports")?;
         if self.client.pids_limit == 0 {
             bail!("client.pids_limit must be at least 1");
+        }
+        orch_client::driver::container::caps::parse_set(&self.client.container_allow_caps)
+            .context("client.container_allow_caps")?;
+        if let Some(roots) = &self.client.container_rootfs {
+            if let Some(r) = roots.iter().find(|r| !r.is_absolute()) {
+                bail!(
+                    "client.container_rootfs: {} is not an absolute path",
+                    r.display()
+                );
+            }
         }
         if self.server.gc_interval.is_zero() {
             bail!("server.gc_interval must be above 0");

@@ -9,6 +9,8 @@ use orch_common::model::{default_max_dynamic_port, default_min_dynamic_port, Res
 use orch_common::supervise::Health;
 use orch_common::tls::Tls;
 
+use crate::driver::container::ContainerPolicy;
+
 /// Settings of one client agent. The agent (cli) fills it from the agent configuration
 /// file or `--dev`; tests build it with `..Default::default()`.
 #[derive(Debug, Clone)]
@@ -53,6 +55,10 @@ pub struct ClientConfig {
     /// Host paths (with everything below them) that `container` tasks may bind with
     /// `volumes`. Default: none, so no volumes.
     pub container_volumes: Vec<PathBuf>,
+    /// What `container` tasks may ask for: root filesystems (`container_rootfs`),
+    /// capabilities, the host's network, no seccomp filter. The client's own state dirs
+    /// are always refused as root filesystems. Default: `ContainerPolicy::default()`.
+    pub container: ContainerPolicy,
     /// Offer `raw_exec` (a privilege: its tasks are host processes). Default: false,
     /// so the driver reports itself disabled and nothing is placed for it here.
     pub raw_exec: bool,
@@ -88,6 +94,7 @@ impl Default for ClientConfig {
             pids_limit: crate::cgroups::DEFAULT_PIDS_MAX,
             enable_mock_driver: false,
             container_volumes: Vec::new(),
+            container: ContainerPolicy::default(),
             raw_exec: false,
             allow_root_tasks: false,
             default_user: Some("nobody".to_string()),

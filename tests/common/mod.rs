@@ -675,8 +675,10 @@ pub fn host_memory_mib() -> u64 {
 }
 
 /// What a client of these tests may run: `raw_exec`, as root (the tests' user) unless
-/// a task names another user.
-pub const TRUSTED_CLIENT: &str = "raw_exec = true\nallow_root_tasks = true\ndefault_user = \"\"\n";
+/// a task names another user, and containers from any non-system directory (the
+/// tests' workspaces), as `--dev` allows.
+pub const TRUSTED_CLIENT: &str =
+    "raw_exec = true\nallow_root_tasks = true\ndefault_user = \"\"\ncontainer_rootfs = [\"/\"]\n";
 
 /// `[client]` section of a client that can fit `memory_mib` of allocations.
 pub fn client_section(servers: &[&str], memory_mib: u64, node_class: &str) -> String {

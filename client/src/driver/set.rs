@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use orch_common::model::DriverInfo;
 
-use super::container::{ContainerDriver, ContainerOptions};
+use super::container::{ContainerDriver, ContainerOptions, ContainerPolicy};
 use super::mock::MockDriver;
 use super::raw_exec::{RawExecDriver, RawExecPolicy};
 use super::types::Driver;
@@ -45,6 +45,14 @@ impl DriverSet {
             ContainerOptions {
                 image_cache: cfg.client_dir().join("images"),
                 allowed_volumes: cfg.container_volumes.clone(),
+                policy: ContainerPolicy {
+                    protected_dirs: vec![
+                        cfg.alloc_root(),
+                        cfg.client_dir(),
+                        cfg.data_dir.join("server"),
+                    ],
+                    ..cfg.container.clone()
+                },
                 ..ContainerOptions::default()
             },
         )));

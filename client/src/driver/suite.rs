@@ -63,6 +63,7 @@ impl TaskDirs {
             logs: Default::default(),
             cgroup: None,
             resources: Default::default(),
+            ports: Vec::new(),
         }
     }
 }

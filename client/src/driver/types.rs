@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use nix::sys::signal::Signal;
-use orch_common::model::{DriverInfo, LogConfig, Resources};
+use orch_common::model::{AllocatedPort, DriverInfo, LogConfig, Resources};
 use serde::{Deserialize, Serialize};
 
 use super::error::DriverError;
@@ -39,6 +39,9 @@ pub struct StartRequest {
     /// The cgroup to start the process in, created by the task runner.
     pub cgroup: Option<CgroupPaths>,
     pub resources: Resources,
+    /// The host ports the allocation reserved (labels and numbers): a container with
+    /// any needs the host's network to be reached on them.
+    pub ports: Vec<AllocatedPort>,
 }
 
 /// What a started task is: serializable, so a later client run can find it again.

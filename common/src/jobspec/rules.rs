@@ -43,6 +43,7 @@ pub const CONTAINER_CONFIG_KEYS: &[&str] = &[
     "network_mode",
     "readonly_rootfs",
     "rootfs",
+    "seccomp",
     "volumes",
     "work_dir",
 ];
@@ -853,6 +854,14 @@ fn driver_config(c: &mut Check, path: &str, task: &Task) {
                 Some(_) => c.add(
                     format!("{path}.network_mode"),
                     "expected \"host\" or \"none\"",
+                ),
+            }
+            match task.config.get("seccomp") {
+                None => {}
+                Some(serde_json::Value::String(m)) if m == "default" || m == "unconfined" => {}
+                Some(_) => c.add(
+                    format!("{path}.seccomp"),
+                    "expected \"default\" or \"unconfined\"",
                 ),
             }
             if task

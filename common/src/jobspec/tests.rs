@@ -737,8 +737,13 @@ fn container_config_keys_are_typed() {
         )
     };
     ok(&container(
-        "{ rootfs = \"/r\", command = \"/bin/httpd\", args = [\"-f\"], volumes = [\"/srv/data:/data:ro\"], cap_add = [\"NET_ADMIN\"], cap_drop = [\"ALL\"], network_mode = \"none\" }",
+        "{ rootfs = \"/r\", command = \"/bin/httpd\", args = [\"-f\"], volumes = [\"/srv/data:/data:ro\"], cap_add = [\"NET_ADMIN\"], cap_drop = [\"ALL\"], network_mode = \"none\", seccomp = \"unconfined\" }",
     ));
+    fails_once(
+        &container("{ rootfs = \"/r\", command = \"/x\", seccomp = \"off\" }"),
+        "group.web.task.server.config.seccomp",
+        "\"default\" or \"unconfined\"",
+    );
     fails_once(
         &container("{ rootfs = \"/r\", command = \"/x\", volumes = [\"data:/data\"] }"),
         "group.web.task.server.config.volumes[0]",

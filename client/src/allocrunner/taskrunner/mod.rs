@@ -662,6 +662,7 @@ impl TaskRunner {
             logs: self.task.logs,
             cgroup,
             resources: self.resources(),
+            ports: self.alloc.resources.ports.clone(),
         }
     }
 

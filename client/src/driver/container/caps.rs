@@ -1,6 +1,7 @@
 //! Linux capabilities of a container: the names the jobspec uses, Docker's default
-//! set with `cap_add` / `cap_drop` applied, and dropping the rest from the bounding,
-//! inheritable and ambient sets (runs in the forked child before exec).
+//! set with `cap_add` / `cap_drop` applied within what the client allows
+//! (`allow_caps`), and dropping the rest from the bounding, inheritable and ambient
+//! sets (runs in the forked child before exec).
 
 use std::collections::BTreeSet;
 
@@ -73,6 +74,64 @@ pub const DEFAULT: &[&str] = &[
 #[error("unknown capability {name:?} (expected a name such as \"NET_ADMIN\" or \"CAP_NET_ADMIN\", or \"ALL\")")]
 pub struct UnknownCap {
     pub name: String,
+}
+
+/// Why a task's capabilities cannot be granted.
+#[derive(Debug, thiserror::Error)]
+pub enum CapError {
+    #[error(transparent)]
+    Unknown(#[from] UnknownCap),
+    #[error("cap_add {asked} is not allowed on this client (its allow_caps: {allowed}); refused")]
+    NotAllowed { asked: String, allowed: String },
+}
+
+/// Names of the capabilities numbered `set`, comma-separated (`"none"` when empty).
+pub fn names(set: &BTreeSet<u8>) -> String {
+    if set.is_empty() {
+        return "none".to_string();
+    }
+    set.iter()
+        .map(|&c| NAMES.get(usize::from(c)).copied().unwrap_or("?"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The numbers of `names` ("ALL": every capability).
+pub fn parse_set(names: &[String]) -> Result<BTreeSet<u8>, UnknownCap> {
+    if names.iter().any(|s| s.trim().eq_ignore_ascii_case("ALL")) {
+        return Ok((0..NAMES.len() as u8).collect());
+    }
+    names.iter().map(|n| number(n)).collect()
+}
+
+/// The numbers of Docker's default set.
+pub fn default_set() -> BTreeSet<u8> {
+    DEFAULT
+        .iter()
+        .map(|n| number(n).expect("the default set names known capabilities"))
+        .collect()
+}
+
+/// The capabilities a container keeps on a client that allows `allowed`: the default
+/// set within `allowed`, minus `drop`, plus `add`; every capability `add` names must
+/// be allowed (as Nomad's `allow_caps`).
+pub fn granted(
+    add: &[String],
+    drop: &[String],
+    allowed: &BTreeSet<u8>,
+) -> Result<BTreeSet<u8>, CapError> {
+    let asked = parse_set(add)?;
+    let refused: BTreeSet<u8> = asked.difference(allowed).copied().collect();
+    if !refused.is_empty() {
+        return Err(CapError::NotAllowed {
+            asked: names(&refused),
+            allowed: names(allowed),
+        });
+    }
+    let mut set = effective_set(&[], drop)?;
+    set.retain(|c| allowed.contains(c));
+    set.extend(asked);
+    Ok(set)
 }
 
 /// "net_admin", "CAP_NET_ADMIN" -> 12.
@@ -207,6 +266,29 @@ mod tests {
         let mask: u64 = set.iter().map(|c| 1u64 << c).sum();
         // Docker's CapBnd as /proc/<pid>/status shows it.
         assert_eq!(mask, 0xa80425fb);
+    }
+
+    #[test]
+    fn cap_add_is_limited_to_what_the_client_allows() {
+        let dockers = default_set();
+        let err = granted(&["SYS_ADMIN".into(), "CHOWN".into()], &[], &dockers).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("cap_add SYS_ADMIN is not allowed"),
+            "{err}"
+        );
+        assert!(granted(&["ALL".into()], &[], &dockers).is_err());
+        let wider: BTreeSet<u8> = dockers.iter().copied().chain([21]).collect();
+        assert!(granted(&["SYS_ADMIN".into()], &[], &wider)
+            .unwrap()
+            .contains(&21));
+        // A narrower allow-list narrows the default set too.
+        let narrow = parse_set(&["CHOWN".into(), "KILL".into()]).unwrap();
+        assert_eq!(names(&granted(&[], &[], &narrow).unwrap()), "CHOWN, KILL");
+        assert_eq!(
+            granted(&[], &["ALL".into()], &dockers).unwrap(),
+            BTreeSet::new()
+        );
     }
 
     #[test]

@@ -9,6 +9,7 @@ use std::path::Path;
 
 use super::caps;
 use super::init_error::InitError;
+use super::seccomp::Profile;
 use super::spec::{InitSpec, DEFAULT_PATH, READY_FD};
 
 /// Everything the command's process needs, prepared before the fork.
@@ -22,6 +23,7 @@ pub(super) struct ExecPlan {
     groups: Vec<libc::gid_t>,
     keep_caps: Vec<u8>,
     last_cap: u8,
+    seccomp: Profile,
 }
 
 impl ExecPlan {
@@ -47,6 +49,7 @@ impl ExecPlan {
             groups: spec.groups.clone(),
             keep_caps: spec.keep_caps.clone(),
             last_cap: caps::last_cap(),
+            seccomp: Profile::compile(spec.seccomp, &spec.keep_caps)?,
         })
     }
 
@@ -80,6 +83,10 @@ impl ExecPlan {
                     gid: self.gid,
                     source: std::io::Error::last_os_error(),
                 };
+            }
+            // Last before exec: the filter would refuse the calls above.
+            if let Err(e) = self.seccomp.install() {
+                return InitError::InstallSeccomp(e);
             }
             libc::fcntl(READY_FD, libc::F_SETFD, libc::FD_CLOEXEC);
             let mut argv: Vec<*const libc::c_char> = self.argv.iter().map(|a| a.as_ptr()).collect();

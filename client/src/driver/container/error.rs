@@ -10,6 +10,17 @@ use super::image;
 pub enum ContainerError {
     #[error("rootfs {path}: {reason}")]
     Rootfs { path: PathBuf, reason: String },
+    #[error("{key} {path}: {reason}; refused")]
+    RootNotAllowed {
+        key: &'static str,
+        path: PathBuf,
+        reason: String,
+    },
+    #[error("{asked} is not allowed on this client ({setting}); refused")]
+    NotAllowed {
+        asked: String,
+        setting: &'static str,
+    },
     #[error(transparent)]
     Image(#[from] image::ImageError),
     #[error("volume {volume:?}: host path {host} is not under any path the client allows in container_volumes ({allowed}); refused")]
@@ -21,7 +32,7 @@ pub enum ContainerError {
     #[error("volume {volume:?}: {reason}")]
     BadVolume { volume: String, reason: String },
     #[error(transparent)]
-    Capability(#[from] caps::UnknownCap),
+    Capability(#[from] caps::CapError),
     #[error("user {user:?}: {reason}")]
     User { user: String, reason: String },
     #[error("setting up the container: {message}")]

@@ -65,6 +65,10 @@ pub enum InitError {
     },
     #[error("bringing up the loopback interface: {0}")]
     Loopback(#[source] std::io::Error),
+    #[error(transparent)]
+    Seccomp(#[from] super::seccomp::SeccompError),
+    #[error("installing the seccomp filter: {0}")]
+    InstallSeccomp(#[source] std::io::Error),
     #[error("{what} contains a NUL byte")]
     Nul { what: &'static str },
     #[error("command {command:?} not found on PATH {path:?}")]

@@ -1,8 +1,10 @@
-//! The `container` driver: runs a task's command in new PID, mount, UTS and IPC
-//! namespaces (and a new network namespace with `network_mode = "none"`), on a
-//! writable layer over a read-only root filesystem (`rootfs` directory or `image`
-//! tarball), with Docker's default capabilities, `no_new_privs`, as an unprivileged
-//! user by default, inside the task's cgroup like `raw_exec`.
+//! The `container` driver: runs a task's command in new PID, mount, UTS, IPC and
+//! network namespaces (the host's network only when asked for and allowed), on a
+//! writable layer over a read-only root filesystem (a `rootfs` directory or `image`
+//! tarball under the client's `container_rootfs`), with Docker's default capabilities
+//! (`cap_add` within the client's `allow_caps`), Docker's default seccomp profile,
+//! `no_new_privs`, as an unprivileged user by default, inside the task's cgroup like
+//! `raw_exec`.
 //!
 //! The driver resolves everything (image, user, volumes, capabilities) into an
 //! `InitSpec` and starts the `orch container-init` helper (`init`) with it; the helper
@@ -11,8 +13,8 @@
 //! exec` mode: joins a running container's namespaces), `command` (the container's
 //! command process, shared by both modes), `init_error` (`InitError`: why the helper
 //! failed), `rootfs` (mounts and pivot_root), `image`
-//! (tarball unpacking and the image cache), `caps` (capabilities), `error`
-//! (`ContainerError`).
+//! (tarball unpacking and the image cache), `caps` (capabilities), `seccomp` (the
+//! system call filter), `policy` (what the client allows), `error` (`ContainerError`).
 
 pub mod caps;
 mod command;
@@ -21,7 +23,9 @@ pub mod exec_helper;
 pub mod image;
 pub mod init;
 mod init_error;
+mod policy;
 pub mod rootfs;
+pub mod seccomp;
 pub mod spec;
 
 use std::collections::{BTreeMap, HashMap};
@@ -35,7 +39,7 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use futures::FutureExt;
 use nix::sys::signal::Signal;
-use orch_common::model::DriverInfo;
+use orch_common::model::{AllocatedPort, DriverInfo};
 
 use super::procs::{
     cgroup_procs, exec_stdio, give_task_dirs, join_cgroup, signal_group, Procs, StopTarget,
@@ -50,6 +54,8 @@ use crate::shim;
 use crate::shim::supervisor::{self, SupervisorState};
 pub use error::ContainerError;
 pub use init_error::InitError;
+pub use policy::ContainerPolicy;
+use seccomp::Seccomp;
 pub use spec::DEFAULT_PATH;
 use spec::{BindMount, InitSpec, LayerMode, NetworkMode};
 
@@ -90,6 +96,9 @@ pub struct ContainerOptions {
     pub helper: HelperCommand,
     /// Default: `Auto` (overlayfs, else a copy).
     pub layer: LayerMode,
+    /// What tasks may ask for: root filesystems, capabilities, the host's network,
+    /// no seccomp filter.
+    pub policy: ContainerPolicy,
 }
 
 impl Default for ContainerOptions {
@@ -99,6 +108,7 @@ impl Default for ContainerOptions {
             allowed_volumes: Vec::new(),
             helper: HelperCommand::default(),
             layer: LayerMode::Auto,
+            policy: ContainerPolicy::default(),
         }
     }
 }
@@ -133,6 +143,15 @@ impl ContainerDriver {
     async fn start_task(&self, req: StartRequest) -> Result<TaskHandle, DriverError> {
         let cfg = ContainerConfig::from_config(&req)?;
         let cerr = Self::err(&req.id);
+        let policy = &self.opts.policy;
+        policy
+            .check_network(
+                cfg.network(&req.ports),
+                cfg.network_mode.is_some(),
+                &req.ports,
+            )
+            .map_err(&cerr)?;
+        policy.check_seccomp(cfg.seccomp).map_err(&cerr)?;
         let (source_rootfs, image_state, image_config) = match &cfg.root {
             Root::Dir(dir) => {
                 if !dir.is_absolute() || !dir.is_dir() {
@@ -141,10 +160,12 @@ impl ContainerDriver {
                         reason: "not an absolute path to a directory".to_string(),
                     }));
                 }
-                (dir.clone(), serde_json::Value::Null, None)
+                let real = policy.check_root(dir, "rootfs").map_err(&cerr)?;
+                (real, serde_json::Value::Null, None)
             }
             Root::Image(tarball) => {
-                let (cache, tarball) = (self.opts.image_cache.clone(), tarball.clone());
+                let tarball = policy.check_root(tarball, "image").map_err(&cerr)?;
+                let cache = self.opts.image_cache.clone();
                 let unpacked =
                     tokio::task::spawn_blocking(move || image::unpack_cached(&cache, &tarball))
                         .await
@@ -279,10 +300,11 @@ impl ContainerDriver {
             .or_else(|| image.user.clone().filter(|u| !u.is_empty()))
             .unwrap_or_else(|| DEFAULT_USER.to_string());
         let ids = resolve_user(&rootfs, &user).map_err(&cerr)?;
-        let keep_caps: Vec<u8> = caps::effective_set(&cfg.cap_add, &cfg.cap_drop)
-            .map_err(|e| cerr(e.into()))?
-            .into_iter()
-            .collect();
+        let keep_caps: Vec<u8> =
+            caps::granted(&cfg.cap_add, &cfg.cap_drop, &self.opts.policy.allow_caps)
+                .map_err(|e| cerr(e.into()))?
+                .into_iter()
+                .collect();
 
         // The alloc and task dirs at their host paths, so the ORCH_* paths hold inside.
         let mut mounts = Vec::new();
@@ -376,7 +398,8 @@ impl ContainerDriver {
             groups: ids.groups,
             mounts,
             keep_caps,
-            network: cfg.network,
+            network: cfg.network(&req.ports),
+            seccomp: cfg.seccomp,
             readonly_rootfs: cfg.readonly_rootfs,
             // The helper's stdout and stderr are already the log pipes.
             stdout: None,
@@ -710,7 +733,9 @@ struct ContainerConfig {
     volumes: Vec<String>,
     cap_add: Vec<String>,
     cap_drop: Vec<String>,
-    network: NetworkMode,
+    /// `None`: not given (host with ports, else none; see `network`).
+    network_mode: Option<NetworkMode>,
+    seccomp: Seccomp,
     hostname: Option<String>,
     work_dir: Option<PathBuf>,
     readonly_rootfs: bool,
@@ -769,12 +794,22 @@ impl ContainerConfig {
         if command.is_none() && matches!(root, Root::Dir(_)) {
             return Err(bad("\"command\" is required with a rootfs directory".into()));
         }
-        let network = match string("network_mode")?.as_deref() {
-            None | Some("host") => NetworkMode::Host,
-            Some("none") => NetworkMode::None,
+        let network_mode = match string("network_mode")?.as_deref() {
+            None => None,
+            Some("host") => Some(NetworkMode::Host),
+            Some("none") => Some(NetworkMode::None),
             Some(other) => {
                 return Err(bad(format!(
                     "network_mode {other:?}: expected \"host\" or \"none\""
+                )))
+            }
+        };
+        let seccomp = match string("seccomp")?.as_deref() {
+            None | Some("default") => Seccomp::Default,
+            Some("unconfined") => Seccomp::Unconfined,
+            Some(other) => {
+                return Err(bad(format!(
+                    "seccomp {other:?}: expected \"default\" or \"unconfined\""
                 )))
             }
         };
@@ -794,10 +829,23 @@ impl ContainerConfig {
             volumes: list("volumes")?,
             cap_add: list("cap_add")?,
             cap_drop: list("cap_drop")?,
-            network,
+            network_mode,
+            seccomp,
             hostname: string("hostname")?,
             work_dir,
             readonly_rootfs,
+        })
+    }
+}
+
+impl ContainerConfig {
+    /// The network the container gets: as asked, else the host's when the group has
+    /// ports (until bridge networking, the only way to reach them), else none.
+    fn network(&self, ports: &[AllocatedPort]) -> NetworkMode {
+        self.network_mode.unwrap_or(if ports.is_empty() {
+            NetworkMode::None
+        } else {
+            NetworkMode::Host
         })
     }
 }

@@ -557,6 +557,7 @@ mod tests {
             ],
             keep_caps: vec![],
             network: NetworkMode::Host,
+            seccomp: Default::default(),
             readonly_rootfs: true,
             stdout: Some(dir.path().join("out")),
             stderr: Some(dir.path().join("err")),

@@ -8,6 +8,8 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+pub use super::seccomp::Seccomp;
+
 /// The fd the driver passes the write end of the ready pipe on.
 pub const READY_FD: i32 = 3;
 /// The fds the driver passes the task's output pipes on (into the rotated logs). Not
@@ -41,6 +43,10 @@ pub struct InitSpec {
     /// Capability numbers the container keeps in its bounding set; all others drop.
     pub keep_caps: Vec<u8>,
     pub network: NetworkMode,
+    /// The system call filter of the command (and of `orch alloc exec` commands).
+    /// Absent in handles written before it existed: those get the default profile.
+    #[serde(default)]
+    pub seccomp: Seccomp,
     pub readonly_rootfs: bool,
     /// Log files the helper appends the container's stdout and stderr to; `None`
     /// keeps what the helper was given (the driver's pipes into the rotated logs).
@@ -67,9 +73,10 @@ pub struct BindMount {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum NetworkMode {
-    /// The host's network namespace (the default).
+    /// The host's network namespace: asked for by the task (or implied by its group's
+    /// ports), and only where the client allows it.
     Host,
-    /// A new network namespace with only loopback, up.
+    /// A new network namespace with only loopback, up (the default).
     None,
 }
 

@@ -27,7 +27,7 @@ fn container_init_entry() {
 
 const APPLETS: &[&str] = &[
     "sh", "ps", "hostname", "id", "cat", "ls", "echo", "sleep", "test", "touch", "true", "grep",
-    "mkdir", "dd",
+    "mkdir", "dd", "unshare",
 ];
 
 /// A busybox root filesystem in a temp dir (removed on drop), and a driver whose
@@ -73,6 +73,11 @@ impl ContainerHarness {
                 env: vec![(HELPER_ENV.to_string(), "1".to_string())],
             },
             layer: LayerMode::Auto,
+            // Temp dirs anywhere (not host system directories); otherwise the defaults.
+            policy: ContainerPolicy {
+                rootfs_roots: vec![PathBuf::from("/")],
+                ..ContainerPolicy::default()
+            },
         }
     }
 
@@ -311,7 +316,11 @@ async fn the_alloc_and_task_dirs_are_where_the_env_says() {
 async fn capabilities_default_to_dockers_set_for_root() {
     need_root!();
     let c = ContainerHarness::new();
-    let d = c.container(c.options());
+    let mut opts = c.options();
+    opts.policy
+        .allow_caps
+        .insert(caps::number("SYS_PTRACE").unwrap());
+    let d = c.container(opts);
     let t = TaskDirs::new();
     let mut cfg = c.sh("grep -E '^Cap(Bnd|Eff)' /proc/self/status");
     cfg.insert("cap_drop".into(), json!(["NET_RAW"]));
@@ -325,6 +334,102 @@ async fn capabilities_default_to_dockers_set_for_root() {
 }
 
 #[tokio::test]
+async fn cap_add_beyond_the_clients_allow_caps_is_refused() {
+    need_root!();
+    let c = ContainerHarness::new();
+    let d = c.container(c.options());
+    let t = TaskDirs::new();
+    let mut cfg = c.sh("true");
+    cfg.insert("cap_add".into(), json!(["SYS_ADMIN"]));
+    let mut req = t.request("admin", cfg);
+    req.user = Some("root".into());
+    let err = d.start(req).await.unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("cap_add SYS_ADMIN is not allowed on this client"),
+        "{err}"
+    );
+    assert!(!err.is_recoverable());
+}
+
+#[tokio::test]
+async fn the_seccomp_profile_refuses_new_user_namespaces_unless_unconfined_is_allowed() {
+    need_root!();
+    let c = ContainerHarness::new();
+    let script = "grep '^Seccomp:' /proc/self/status; \
+                  unshare -U true 2>/dev/null && echo unshared || echo refused";
+    let t = TaskDirs::new();
+    let mut req = t.request("filtered", c.sh(script));
+    req.user = Some("root".into());
+    let (r, out) = run(&c.container(c.options()), &t, req).await;
+    assert!(r.successful(), "{r:?}");
+    assert_eq!(out, "Seccomp:\t2\nrefused\n");
+
+    let mut cfg = c.sh(script);
+    cfg.insert("seccomp".into(), json!("unconfined"));
+    let err = c
+        .container(c.options())
+        .start(t.request("unconfined", cfg.clone()))
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("seccomp \"unconfined\" is not allowed")
+            && err
+                .to_string()
+                .contains("container_allow_unconfined_seccomp"),
+        "{err}"
+    );
+    let mut opts = c.options();
+    opts.policy.allow_unconfined_seccomp = true;
+    let t = TaskDirs::new();
+    let mut req = t.request("unconfined", cfg);
+    req.user = Some("root".into());
+    let (r, out) = run(&c.container(opts), &t, req).await;
+    assert!(r.successful(), "{r:?}");
+    assert_eq!(out, "Seccomp:\t0\nunshared\n");
+}
+
+#[tokio::test]
+async fn a_host_directory_is_never_a_root_filesystem() {
+    need_root!();
+    let c = ContainerHarness::new();
+    let d = c.container(c.options());
+    let t = TaskDirs::new();
+    for dir in ["/", "/etc", "/usr"] {
+        let mut cfg = c.sh("cat /etc/shadow");
+        cfg.insert("rootfs".into(), json!(dir));
+        let mut req = t.request("hostroot", cfg);
+        req.user = Some("root".into());
+        let err = d.start(req).await.unwrap_err();
+        assert!(
+            err.to_string().contains(&format!("rootfs {dir}: "))
+                && err.to_string().contains("refused"),
+            "{dir}: {err}"
+        );
+        assert!(!err.is_recoverable());
+    }
+    // Outside the client's container_rootfs: refused too.
+    let mut opts = c.options();
+    opts.policy.rootfs_roots = vec![PathBuf::from("/var/lib/orch/images")];
+    let err = c
+        .container(opts)
+        .start(t.request("outside", c.sh("true")))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("container_rootfs"), "{err}");
+}
+
+/// The interface names in `/proc/net/dev` output.
+fn interfaces(out: &str) -> Vec<&str> {
+    out.lines()
+        .skip(2)
+        .filter_map(|l| l.split(':').next())
+        .map(str::trim)
+        .collect()
+}
+
+#[tokio::test]
 async fn network_mode_none_has_only_loopback() {
     need_root!();
     let c = ContainerHarness::new();
@@ -334,13 +439,56 @@ async fn network_mode_none_has_only_loopback() {
     cfg.insert("network_mode".into(), json!("none"));
     let (r, out) = run(&d, &t, t.request("nonet", cfg)).await;
     assert!(r.successful(), "{r:?}");
-    let ifaces: Vec<&str> = out
-        .lines()
-        .skip(2)
-        .filter_map(|l| l.split(':').next())
-        .map(str::trim)
-        .collect();
-    assert_eq!(ifaces, ["lo"], "{out}");
+    assert_eq!(interfaces(&out), ["lo"], "{out}");
+}
+
+#[tokio::test]
+async fn the_network_defaults_to_none_and_to_the_hosts_only_with_ports_where_allowed() {
+    need_root!();
+    let c = ContainerHarness::new();
+    let d = c.container(c.options());
+    let t = TaskDirs::new();
+    let (r, out) = run(&d, &t, t.request("default", c.sh("cat /proc/net/dev"))).await;
+    assert!(r.successful(), "{r:?}");
+    assert_eq!(interfaces(&out), ["lo"], "{out}");
+
+    let host = std::fs::read_to_string("/proc/net/dev").unwrap();
+    let port = orch_common::model::AllocatedPort {
+        label: "http".into(),
+        value: 20001,
+        to: None,
+        host_ip: "127.0.0.1".into(),
+    };
+    let t = TaskDirs::new();
+    let mut req = t.request("ports", c.sh("cat /proc/net/dev"));
+    req.ports = vec![port.clone()];
+    let (r, out) = run(&d, &t, req).await;
+    assert!(r.successful(), "{r:?}");
+    let mut want = interfaces(&host);
+    let mut got = interfaces(&out);
+    want.sort();
+    got.sort();
+    assert_eq!(got, want, "the host's interfaces");
+
+    let mut opts = c.options();
+    opts.policy.allow_host_network = false;
+    let strict = c.container(opts);
+    let mut req = t.request("ports", c.sh("true"));
+    req.ports = vec![port];
+    let err = strict.start(req).await.unwrap_err();
+    assert!(
+        err.to_string().contains("group's ports http")
+            && err.to_string().contains("container_host_network = false"),
+        "{err}"
+    );
+    let mut cfg = c.sh("true");
+    cfg.insert("network_mode".into(), json!("host"));
+    let err = strict.start(t.request("host", cfg)).await.unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("network_mode \"host\" is not allowed"),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -686,4 +834,79 @@ mod cgroup {
         assert_eq!(d.wait(&h).await.unwrap().signal, Some(15));
         d.destroy(&h).await.unwrap();
     }
+}
+
+/// The host's Debian python3 (`/usr/bin/python3.X`) and its standard library dir.
+fn host_python() -> Option<(PathBuf, PathBuf)> {
+    let bin = std::fs::canonicalize("/usr/bin/python3").ok()?;
+    let name = bin.file_name()?.to_str()?.to_string();
+    let lib = Path::new("/usr/lib").join(&name);
+    (bin.starts_with("/usr/bin") && lib.is_dir()).then_some((bin, lib))
+}
+
+/// Ordinary programs keep working under the default seccomp profile: glibc's threads
+/// (`clone3` refused with ENOSYS, so `clone`), processes, sockets, timers, mmap.
+#[tokio::test]
+async fn a_glibc_program_with_threads_processes_and_sockets_runs_under_the_default_profile() {
+    need_root!();
+    let Some((python, stdlib)) = host_python() else {
+        eprintln!("skipped: no Debian python3 in /usr/bin");
+        return;
+    };
+    let c = ContainerHarness::new();
+    let root = c.rootfs.path();
+    let libs = [
+        Path::new("/usr/lib/x86_64-linux-gnu"),
+        Path::new("/usr/lib64"),
+    ];
+    for dir in libs.iter().copied().chain([stdlib.as_path()]) {
+        std::fs::create_dir_all(root.join(dir.strip_prefix("/").unwrap())).unwrap();
+    }
+    std::os::unix::fs::symlink("usr/lib", root.join("lib")).unwrap();
+    std::os::unix::fs::symlink("usr/lib64", root.join("lib64")).unwrap();
+    std::fs::create_dir_all(root.join("usr/bin")).unwrap();
+    std::fs::copy(&python, root.join("usr/bin/python3")).unwrap();
+    let mut opts = c.options();
+    opts.allowed_volumes = libs
+        .iter()
+        .map(|p| p.to_path_buf())
+        .chain([stdlib.clone()])
+        .collect();
+    let volumes: Vec<String> = opts
+        .allowed_volumes
+        .iter()
+        .map(|p| format!("{0}:{0}:ro", p.display()))
+        .collect();
+    let program = r#"
+import asyncio, mmap, os, socket, subprocess, threading, time
+results = []
+threads = [threading.Thread(target=lambda i=i: results.append(i * i)) for i in range(8)]
+for t in threads: t.start()
+for t in threads: t.join()
+assert sorted(results) == [i * i for i in range(8)], results
+child = subprocess.run(["/bin/echo", "from a child"], capture_output=True, text=True, check=True)
+pid = os.fork()
+if pid == 0: os._exit(7)
+assert os.waitpid(pid, 0)[1] >> 8 == 7
+server = socket.socket(); server.bind(("127.0.0.1", 0)); server.listen()
+client = socket.create_connection(server.getsockname()); conn, _ = server.accept()
+client.sendall(b"ping"); assert conn.recv(4) == b"ping"
+m = mmap.mmap(-1, 4096); m.write(b"x"); m.close()
+async def tick(): await asyncio.sleep(0.01); return "tick"
+assert asyncio.run(tick()) == "tick"
+time.sleep(0.01)
+print("ok", child.stdout.strip())
+"#;
+    let d = c.container(opts);
+    let t = TaskDirs::new();
+    let cfg = BTreeMap::from([
+        ("rootfs".to_string(), json!(root)),
+        ("command".to_string(), json!("/usr/bin/python3")),
+        ("args".to_string(), json!(["-c", program])),
+        ("volumes".to_string(), json!(volumes)),
+    ]);
+    let (r, out) = run(&d, &t, t.request("python", cfg)).await;
+    let err = std::fs::read_to_string(&t.stderr).unwrap_or_default();
+    assert!(r.successful(), "{r:?}\nstdout: {out}\nstderr: {err}");
+    assert_eq!(out, "ok from a child\n", "stderr: {err}");
 }
