@@ -2,6 +2,8 @@
 //! `httpd` in a `driver = "container"` task from a local root filesystem, serving on
 //! its dynamic port through `${ORCH_PORT_http}` on the host network, and `orch job stop`
 //! leaving no process and no cgroup behind; `orch alloc exec` runs inside the container.
+//! Containers as root see no kernel secrets, and a client with the shipped defaults
+//! confines them (root filesystems, capabilities, seccomp, network).
 
 mod common;
 
@@ -199,4 +201,129 @@ resources = {{ cpu = 50, memory = 32 }}
     ] {
         assert!(out.contains(refused), "{refused}\n{out}");
     }
+}
+
+/// A client with the shipped defaults refuses a container whose root is the host's
+/// `/`, or one outside its `container_rootfs`, or one that adds `SYS_ADMIN`, and the
+/// allocation's events say why; a root filesystem under `<data_dir>/images` runs, in
+/// a network namespace of its own and under the seccomp filter.
+#[test]
+fn a_default_client_runs_containers_only_from_its_images_dir_and_confined_as_root() {
+    if skip_unless_root(
+        "a_default_client_runs_containers_only_from_its_images_dir_and_confined_as_root",
+    ) {
+        return;
+    }
+    let ws = Workspace::new();
+    let Some(outside) = busybox_rootfs_in(&ws) else {
+        return;
+    };
+    let reserved = host_memory_mib().saturating_sub(200);
+    let agent = Agent::with_config(
+        &ws,
+        "agent",
+        &format!(
+            "[server]\nenabled = true\n[client]\nenabled = true\nreserved = {{ cpu = 0, memory = {reserved} }}\n"
+        ),
+    );
+    wait_for_ready_nodes(&agent, 1);
+    let images = agent.data_dir.join("images");
+    let inside = images.join("busybox");
+    std::fs::create_dir_all(&images).unwrap();
+    copy_tree(&outside, &inside);
+
+    let job = |name: &str, config: String| {
+        let file = ws.write(
+            &format!("{name}.toml"),
+            &format!(
+                r#"id = "{name}"
+type = "batch"
+[group.g]
+restart = {{ attempts = 0 }}
+reschedule = {{ attempts = 0 }}
+[group.g.task.t]
+driver = "container"
+user = "root"
+config = {config}
+resources = {{ cpu = 20, memory = 16 }}
+"#
+            ),
+        );
+        agent
+            .orch(
+                &["job", "run", "-d", file.to_str().unwrap()],
+                Duration::from_secs(30),
+            )
+            .ok();
+        wait_for(Duration::from_secs(60), "the allocation to end", || {
+            let allocs = agent.job_allocs(name);
+            let a = allocs.first()?;
+            let status = a["client_status"].as_str()?.to_string();
+            matches!(status.as_str(), "complete" | "failed").then(|| {
+                let id = a["id"].as_str().unwrap().to_string();
+                (status, agent.get(&format!("/v1/allocation/{id}")).unwrap())
+            })
+        })
+    };
+    let probe = "grep '^Seccomp:' /proc/self/status; cat /proc/net/dev | tail -n +3 | cut -d: -f1";
+    let refusals = [
+        (
+            "hostroot",
+            format!(r#"{{ rootfs = "/", command = "/bin/cat", args = ["/etc/shadow"] }}"#),
+            "rootfs /: a host system directory; refused",
+        ),
+        (
+            "outside",
+            format!(
+                r#"{{ rootfs = "{}", command = "/bin/true" }}"#,
+                outside.display()
+            ),
+            "not under a directory the client allows in container_rootfs",
+        ),
+        (
+            "admin",
+            format!(
+                r#"{{ rootfs = "{}", command = "/bin/true", cap_add = ["SYS_ADMIN"] }}"#,
+                inside.display()
+            ),
+            "cap_add SYS_ADMIN is not allowed on this client",
+        ),
+    ];
+    for (name, config, why) in refusals {
+        let (status, alloc) = job(name, config);
+        assert_eq!(status, "failed", "{name}: {alloc:#}");
+        let events = alloc["task_states"]["t"]["events"].to_string();
+        assert!(events.contains(why), "{name}: {why}\n{events}");
+    }
+    let (status, alloc) = job(
+        "confined",
+        format!(
+            r#"{{ rootfs = "{}", command = "/bin/sh", args = ["-c", {probe:?}] }}"#,
+            inside.display()
+        ),
+    );
+    assert_eq!(status, "complete", "{alloc:#}");
+    let id = alloc["id"].as_str().unwrap();
+    let out = agent
+        .orch(&["alloc", "logs", id], Duration::from_secs(30))
+        .ok()
+        .stdout;
+    let lines: Vec<&str> = out.lines().map(str::trim).collect();
+    assert_eq!(lines, ["Seccomp:\t2", "lo"], "{out}");
+}
+
+/// `cp -a` of a directory tree (files, dirs, symlinks).
+fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
+    let status = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(from)
+        .arg(to)
+        .status()
+        .expect("cp runs");
+    assert!(
+        status.success(),
+        "cp -a {} {}",
+        from.display(),
+        to.display()
+    );
 }
