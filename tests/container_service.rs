@@ -269,7 +269,7 @@ resources = {{ cpu = 20, memory = 16 }}
     let refusals = [
         (
             "hostroot",
-            format!(r#"{{ rootfs = "/", command = "/bin/cat", args = ["/etc/shadow"] }}"#),
+            r#"{ rootfs = "/", command = "/bin/cat", args = ["/etc/shadow"] }"#.to_string(),
             "rootfs /: a host system directory; refused",
         ),
         (
