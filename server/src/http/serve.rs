@@ -207,6 +207,33 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_kept_alive_connection_left_idle_after_a_request_is_closed() {
+        let (addr, _stop) = start(ServeLimits {
+            header_read_timeout: Duration::from_millis(300),
+            ..ServeLimits::default()
+        })
+        .await;
+        let mut kept = TcpStream::connect(addr).await.unwrap();
+        kept.write_all(b"GET /ok HTTP/1.1\r\nhost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut buf = vec![0u8; 4096];
+        let n = kept.read(&mut buf).await.unwrap();
+        assert!(String::from_utf8_lossy(&buf[..n]).ends_with("ok"));
+        let t0 = Instant::now();
+        let n = tokio::time::timeout(Duration::from_secs(5), kept.read(&mut buf))
+            .await
+            .expect("the idle connection is closed by the server")
+            .unwrap_or(0);
+        assert_eq!(n, 0, "closed, nothing more sent");
+        assert!(
+            t0.elapsed() >= Duration::from_millis(250),
+            "{:?}",
+            t0.elapsed()
+        );
+    }
+
+    #[tokio::test]
     async fn many_half_open_connections_leave_room_for_a_request() {
         let (addr, _stop) = start(ServeLimits {
             max_waiting: 16,
