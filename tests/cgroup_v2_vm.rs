@@ -256,6 +256,11 @@ fn check_machine(c: &mut Checks, r: &Report) {
         )
     });
     c.eq(
+        "agent_cgroup",
+        "0::/orch-agent.service",
+        "the agent runs in a cgroup of its own, as under systemd",
+    );
+    c.eq(
         "root_subtree_control_before",
         "",
         "nothing enables controllers before the agent",

@@ -81,11 +81,15 @@ report cgroup_mounts "$(grep cgroup /proc/mounts | tr '\n' ';')"
 report root_controllers "$(cat /sys/fs/cgroup/cgroup.controllers)"
 
 # ---- the agent -------------------------------------------------------------------------
-orch agent --dev --data-dir /tmp/orch >/tmp/agent.log 2>&1 &
+# In a cgroup of its own below the root, as systemd runs it (system.slice/orch.service).
+mkdir /sys/fs/cgroup/orch-agent.service
+sh -c 'echo $$ >/sys/fs/cgroup/orch-agent.service/cgroup.procs &&
+    exec orch agent --dev --data-dir /tmp/orch' >/tmp/agent.log 2>&1 &
 agent_pid=$!
 node_ready() { o node status --json 2>/dev/null | grep -q '"status": "ready"'; }
 wait_for 180 "the dev agent's node to be ready" node_ready
 report agent_ready_seconds "$(now)"
+report agent_cgroup "$(cat "/proc/$agent_pid/cgroup")"
 node=$(o node status --json | sed -n 's/^ *"id": "\([^"]*\)".*/\1/p' | head -n 1)
 report node "$(o node status --json "$node" | tr -d '\n')"
 report root_subtree_control_before "$(cat /sys/fs/cgroup/cgroup.subtree_control)"
