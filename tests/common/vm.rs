@@ -29,13 +29,6 @@ impl Host {
             .ok_or("no kernel at /boot/vmlinuz-* (Debian: linux-image-amd64)")?;
         Ok(Host { qemu, vmlinuz })
     }
-
-    /// The kernel release, from the file name (`vmlinuz-6.1.0-57-amd64` -> `6.1.0-57-amd64`).
-    pub fn release(&self) -> String {
-        file_name(&self.vmlinuz)
-            .trim_start_matches("vmlinuz-")
-            .to_string()
-    }
 }
 
 fn file_name(p: &Path) -> String {
@@ -69,73 +62,6 @@ fn version_key(s: &str) -> Vec<u64> {
         .filter(|p| !p.is_empty())
         .map(|p| p.parse().unwrap_or(u64::MAX))
         .collect()
-}
-
-/// The kernel image qemu starts fastest. Under software emulation a bzImage spends
-/// 15 s or more decompressing itself (xz) before the kernel even starts; a kernel built
-/// with `CONFIG_PVH` can instead be booted as the plain ELF inside it, which `xz`
-/// unpacks on the host in about a second. Falls back to the bzImage (slower, same
-/// result) when the kernel has no PVH entry, is not xz-compressed or `xz` is missing.
-pub fn fast_kernel(host: &Host, dir: &Path) -> PathBuf {
-    match unpack_vmlinux(host, dir) {
-        Ok(elf) => elf,
-        Err(why) => {
-            eprintln!(
-                "booting the compressed {} ({why}): expect a slower boot",
-                host.vmlinuz.display()
-            );
-            host.vmlinuz.clone()
-        }
-    }
-}
-
-fn unpack_vmlinux(host: &Host, dir: &Path) -> Result<PathBuf, String> {
-    let config = Path::new("/boot").join(format!("config-{}", host.release()));
-    let config = std::fs::read_to_string(&config)
-        .map_err(|e| format!("reading {}: {e}", config.display()))?;
-    for needed in ["CONFIG_PVH=y", "CONFIG_KERNEL_XZ=y"] {
-        if !config.lines().any(|l| l == needed) {
-            return Err(format!("its config has no {needed}"));
-        }
-    }
-    let xz = which("xz").ok_or("xz is not installed (Debian: xz-utils)")?;
-    let image = std::fs::read(&host.vmlinuz)
-        .map_err(|e| format!("reading {}: {e}", host.vmlinuz.display()))?;
-    const XZ_MAGIC: &[u8] = b"\xfd7zXZ\x00";
-    let out = dir.join("vmlinux");
-    // Like the kernel's scripts/extract-vmlinux: the first xz stream that is an ELF.
-    for (at, _) in image
-        .windows(XZ_MAGIC.len())
-        .enumerate()
-        .filter(|(_, w)| *w == XZ_MAGIC)
-        .take(4)
-    {
-        let file = File::create(&out).map_err(|e| format!("creating {}: {e}", out.display()))?;
-        let mut child = Command::new(&xz)
-            .args(["-dc", "--single-stream"])
-            .stdin(Stdio::piped())
-            .stdout(file)
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|e| format!("running xz: {e}"))?;
-        let mut stdin = child.stdin.take().expect("xz's stdin is piped");
-        let stream = image[at..].to_vec();
-        // A thread feeds xz, which stops reading at the end of the stream.
-        let feeder = std::thread::spawn(move || {
-            let _ = stdin.write_all(&stream);
-        });
-        let status = child.wait().map_err(|e| format!("waiting for xz: {e}"))?;
-        let _ = feeder.join();
-        let mut magic = [0u8; 4];
-        let is_elf = File::open(&out)
-            .and_then(|mut f| f.read_exact(&mut magic))
-            .is_ok()
-            && &magic == b"\x7fELF";
-        if status.success() && is_elf {
-            return Ok(out);
-        }
-    }
-    Err("no xz stream in it unpacks to an ELF".to_string())
 }
 
 /// A newc cpio archive (what the kernel unpacks as its initramfs) being put together:
@@ -408,7 +334,7 @@ pub fn shared_libraries(program: &Path) -> Vec<PathBuf> {
 /// How to start the machine.
 pub struct Boot<'a> {
     pub host: &'a Host,
-    /// A bzImage or a PVH ELF (`fast_kernel`).
+    /// The kernel image (`Host::vmlinuz`).
     pub kernel: &'a Path,
     pub initramfs: &'a Path,
     /// Kernel command line after `console=ttyS0 panic=-1`.
