@@ -7,6 +7,7 @@
 #![allow(dead_code)]
 
 pub mod netns;
+pub mod vm;
 
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Read, Write};

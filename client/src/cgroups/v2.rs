@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use super::cpuset::{format_cpu_list, CorePool};
 use super::fs;
@@ -30,13 +30,22 @@ const UNIFIED: &str = "unified";
 pub struct V2Manager {
     root: PathBuf,
     cores: Arc<CorePool>,
+    /// Held while the shared tasks' cpus are computed and written (and read back), so
+    /// the last write has the pool's latest state: a task started beside a reservation
+    /// could otherwise keep the reserved cpu, or fail its start reading back the list a
+    /// reservation had just written over its own. Taken before the pool's lock.
+    shared_writes: Arc<Mutex<()>>,
 }
 
 impl V2Manager {
     pub fn new(root: impl Into<PathBuf>) -> Self {
         let root = root.into();
         let cores = Arc::new(CorePool::new(root.join("cpuset.cpus.effective")));
-        V2Manager { root, cores }
+        V2Manager {
+            root,
+            cores,
+            shared_writes: Arc::default(),
+        }
     }
 
     fn leaf<'a>(&self, cg: &'a CgroupPaths) -> Result<&'a Path, CgroupError> {
@@ -59,6 +68,10 @@ impl V2Manager {
     /// Gives every shared task the cpus nobody reserved now. Best effort: a task that
     /// keeps a reserved cpu a little longer only shares it, it is never unlimited.
     fn refresh_shared(&self) {
+        let _writing = self
+            .shared_writes
+            .lock()
+            .expect("shared cpus lock poisoned");
         match self.cores.shared() {
             Ok((names, cpus)) => {
                 for n in names {
@@ -200,6 +213,10 @@ impl CgroupManager for V2Manager {
             fs::write_verified(&cpuset, &cpus, &cpus)?;
             self.refresh_shared();
         } else if cpuset.exists() {
+            let _writing = self
+                .shared_writes
+                .lock()
+                .expect("shared cpus lock poisoned");
             let cpus = self.cores.join_shared(&cg.name)?;
             fs::write_verified(&cpuset, &cpus, &cpus)?;
         }
@@ -315,7 +332,13 @@ mod tests {
             f.file("cpuset.cpus.effective", "0-3\n");
             f.file("orch.slice/cgroup.controllers", "cpuset cpu memory pids\n");
             f.file("orch.slice/cgroup.subtree_control", "");
-            for (name, text) in [
+            f.task(LEAF);
+            f
+        }
+
+        /// The interface files of a task cgroup `name`, as the kernel makes them.
+        fn task(&self, name: &str) {
+            for (file, text) in [
                 ("cgroup.controllers", "cpuset cpu memory pids\n"),
                 ("cgroup.procs", ""),
                 ("cpu.max", "max 100000\n"),
@@ -338,9 +361,8 @@ mod tests {
                 ),
                 ("pids.max", "max\n"),
             ] {
-                f.file(&format!("orch.slice/{LEAF}/{name}"), text);
+                self.file(&format!("orch.slice/{name}/{file}"), text);
             }
-            f
         }
 
         fn path(&self, rel: &str) -> PathBuf {
@@ -433,6 +455,48 @@ mod tests {
         std::fs::remove_dir_all(f.path(&format!("orch.slice/{pinned}"))).unwrap();
         m.remove(&db).unwrap();
         assert_eq!(f.read(&format!("orch.slice/{LEAF}/cpuset.cpus")), "0-3");
+    }
+
+    #[test]
+    fn shared_tasks_starting_beside_a_reservation_end_off_its_cpu() {
+        // Each shared task's cpus are computed and then written; a reservation that
+        // lands between the two must not leave the older, wider list in the file.
+        for round in 0..40 {
+            let f = Fixture::new();
+            // Enabled already (a fixture file, unlike the kernel's, can be read half
+            // written by another thread).
+            for dir in ["", "orch.slice/"] {
+                f.file(
+                    &format!("{dir}cgroup.subtree_control"),
+                    "cpuset cpu memory pids\n",
+                );
+            }
+            let shared: Vec<String> = (0..6).map(|i| format!("alloc{i}-web")).collect();
+            for n in &shared {
+                f.task(n);
+            }
+            f.task("pinned-db");
+            let m = f.manager();
+            std::thread::scope(|s| {
+                for n in &shared {
+                    let m = &m;
+                    s.spawn(move || m.create(n, &limits()).unwrap());
+                }
+                s.spawn(|| {
+                    let mut l = limits();
+                    l.cores = Some(1);
+                    m.create("pinned-db", &l).unwrap();
+                });
+            });
+            assert_eq!(f.read("orch.slice/pinned-db/cpuset.cpus"), "0");
+            for n in &shared {
+                assert_eq!(
+                    f.read(&format!("orch.slice/{n}/cpuset.cpus")),
+                    "1-3",
+                    "round {round}: {n} kept the reserved cpu"
+                );
+            }
+        }
     }
 
     #[test]
