@@ -43,6 +43,11 @@ pub enum Rejection {
     NodeSecret { node_id: NodeId },
     /// A `BootstrapAcl` after the first: ACLs were bootstrapped at `index`.
     AclBootstrapped { index: u64 },
+    /// An `ApplyPlan` whose placements run a job version pruned since the plan was
+    /// computed: more than `versions::JOB_TRACKED_VERSIONS` registrations came in
+    /// between, and the newest one's evaluation plans again. Only the plan's
+    /// evaluations are stored (its allocations would read a job version that is gone).
+    PlanOfPrunedVersion { job_id: JobId, version: u64 },
 }
 
 /// The check-and-set of `UpsertNode`: a node stored with a secret is replaced only by

@@ -20,6 +20,7 @@ use crate::scheduler::State;
 mod acl;
 mod cas;
 mod deployments;
+mod versions;
 
 fn temp_store() -> (tempfile::TempDir, StateStore) {
     let dir = tempfile::tempdir().expect("temp dir");
