@@ -4,7 +4,8 @@
 //!
 //! A command whose check-and-set fails (`Rejection`) is committed all the same: it is
 //! appended to `command_log` at its index and `last_index` moves to it, but no table
-//! changes (an `UpdateDeployment` still stores its evaluations). So the log has no gaps
+//! changes (an `UpdateDeployment`, and an `ApplyPlan` of a job version pruned since it
+//! was planned, still store their evaluations). So the log has no gaps
 //! and replaying it, or applying it on another server, meets and reports the same
 //! rejection at the same index.
 

@@ -6,8 +6,9 @@
 //! the command, checked by `apply` against the state the command meets, so they hold
 //! however commands are ordered or replicated. A command whose check fails is still
 //! committed at its index (the log stays gapless and a replay meets the same check),
-//! changes no table (but an `UpdateDeployment`'s evaluations, see there), and its
-//! `ApplyOutcome` names the `Rejection`.
+//! changes no table (but the evaluations of an `UpdateDeployment` and of an
+//! `ApplyPlan` of a pruned job version, see there), and its `ApplyOutcome` names the
+//! `Rejection`.
 
 use orch_common::api::AllocClientUpdate;
 use orch_common::ids::{AllocId, DeploymentId, EvalId, JobId, NodeId};
