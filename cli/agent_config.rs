@@ -812,30 +812,19 @@ reserved = { cpu = 200, memory = 256 }
 
     #[test]
     fn the_per_job_history_caps_default_to_fifty_and_are_bounded() {
-        let gc = AgentConfig::parse("[server]\nenabled = true\n", "a.toml")
-            .unwrap()
-            .server
-            .gc();
-        assert_eq!(
+        let caps = |lines: &str| {
+            let gc = AgentConfig::parse(&format!("[server]\nenabled = true\n{lines}"), "a.toml")
+                .unwrap()
+                .server
+                .gc();
             (
                 gc.max_terminal_allocs_per_job,
-                gc.max_terminal_evals_per_job
-            ),
-            (50, 50)
-        );
-        let gc = AgentConfig::parse(
-            "[server]\nenabled = true\ngc_max_terminal_allocs_per_job = 5\n\
-             gc_max_terminal_evals_per_job = 10000\n",
-            "a.toml",
-        )
-        .unwrap()
-        .server
-        .gc();
+                gc.max_terminal_evals_per_job,
+            )
+        };
+        assert_eq!(caps(""), (50, 50));
         assert_eq!(
-            (
-                gc.max_terminal_allocs_per_job,
-                gc.max_terminal_evals_per_job
-            ),
+            caps("gc_max_terminal_allocs_per_job = 5\ngc_max_terminal_evals_per_job = 10000\n"),
             (5, 10_000)
         );
         for bad in [

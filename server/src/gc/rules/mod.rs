@@ -303,6 +303,22 @@ fn needed_history<'a>(job: Option<&GcJob>, allocs: &[&'a GcAlloc]) -> BTreeSet<&
     needed
 }
 
+/// Of `items`, those `terminal` beyond the newest `cap` of them (by create index, then
+/// id), oldest last.
+fn beyond_newest<'a, T, Id: Ord + 'a>(
+    items: &[&'a T],
+    cap: usize,
+    terminal: impl Fn(&T) -> bool,
+    key: impl Fn(&'a T) -> (u64, &'a Id),
+) -> Vec<&'a T> {
+    let mut done: Vec<&'a T> = items.iter().copied().filter(|t| terminal(t)).collect();
+    if done.len() <= cap {
+        return Vec::new();
+    }
+    done.sort_by(|x, y| key(y).cmp(&key(x)));
+    done.split_off(cap)
+}
+
 /// Each job's terminal allocations and evaluations beyond its newest `caps`, that may
 /// go whatever their age (never a job's that `jobs` already deletes whole).
 fn beyond_caps<'a>(
@@ -312,35 +328,32 @@ fn beyond_caps<'a>(
     evals: &mut BTreeSet<&'a EvalId>,
     allocs: &mut BTreeSet<&'a AllocId>,
 ) {
-    for (job_id, job_allocs) in &l.allocs_by_job {
-        let mut terminal: Vec<&GcAlloc> = job_allocs
-            .iter()
-            .copied()
-            .filter(|a| a.client_status.is_terminal())
-            .collect();
-        if jobs.contains(job_id) || terminal.len() <= caps.allocs_per_job {
+    for (job_id, job_allocs) in l.allocs_by_job.iter().filter(|(j, _)| !jobs.contains(*j)) {
+        let old = beyond_newest(
+            job_allocs,
+            caps.allocs_per_job,
+            |a| a.client_status.is_terminal(),
+            |a| (a.create_index, &a.id),
+        );
+        if old.is_empty() {
             continue;
         }
         let job = l.jobs.get(job_id).copied();
         let needed = needed_history(job, job_allocs);
-        terminal.sort_by(|x, y| (y.create_index, &y.id).cmp(&(x.create_index, &x.id)));
-        for a in terminal.into_iter().skip(caps.allocs_per_job) {
+        for a in old {
             if !needed.contains(&a.id) && l.alloc_collectable(a, job, 0) {
                 allocs.insert(&a.id);
             }
         }
     }
-    for (job_id, job_evals) in &l.evals_by_job {
-        let mut terminal: Vec<&GcEval> = job_evals
-            .iter()
-            .copied()
-            .filter(|e| e.status.is_terminal())
-            .collect();
-        if jobs.contains(job_id) || terminal.len() <= caps.evals_per_job {
-            continue;
-        }
-        terminal.sort_by(|x, y| (y.create_index, &y.id).cmp(&(x.create_index, &x.id)));
-        evals.extend(terminal.into_iter().skip(caps.evals_per_job).map(|e| &e.id));
+    for (_, job_evals) in l.evals_by_job.iter().filter(|(j, _)| !jobs.contains(*j)) {
+        let old = beyond_newest(
+            job_evals,
+            caps.evals_per_job,
+            |e| e.status.is_terminal(),
+            |e| (e.create_index, &e.id),
+        );
+        evals.extend(old.into_iter().map(|e| &e.id));
     }
 }
 

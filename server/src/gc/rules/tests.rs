@@ -271,10 +271,10 @@ fn cases() -> Vec<Case> {
     ]
 }
 
-#[test]
-fn the_rules_collect_what_each_scenario_expects() {
-    for case in cases() {
-        let got = collect(&case.view, &case.thresholds, &NO_CAPS, NOW);
+/// Collects each case under its thresholds and `caps`, and checks what it expects.
+fn check_cases(cases: Vec<Case>, caps: &HistoryCaps) {
+    for case in cases {
+        let got = collect(&case.view, &case.thresholds, caps, NOW);
         let want = Collection {
             jobs: ids(case.jobs),
             evals: ids(case.evals),
@@ -283,6 +283,11 @@ fn the_rules_collect_what_each_scenario_expects() {
         };
         assert_eq!(got, want, "{}", case.name);
     }
+}
+
+#[test]
+fn the_rules_collect_what_each_scenario_expects() {
+    check_cases(cases(), &NO_CAPS);
 }
 
 #[test]
@@ -479,16 +484,7 @@ fn cap_cases() -> Vec<Case> {
 
 #[test]
 fn each_job_keeps_a_bounded_history_whatever_its_age() {
-    for case in cap_cases() {
-        let got = collect(&case.view, &case.thresholds, &CAPS, NOW);
-        let want = Collection {
-            jobs: ids(case.jobs),
-            evals: ids(case.evals),
-            allocs: ids(case.allocs),
-            nodes: ids(case.nodes),
-        };
-        assert_eq!(got, want, "{}", case.name);
-    }
+    check_cases(cap_cases(), &CAPS);
 }
 
 #[test]
