@@ -126,6 +126,14 @@ pub struct ServerSection {
     /// Command log entries kept (the newest). Default: 10000.
     #[serde(default = "default_command_log_retain")]
     pub command_log_retain: u64,
+    /// Terminal allocations each job keeps whatever their age, 1 to 10000 (the
+    /// newest; those the scheduler still reads are kept besides). Default: 50.
+    #[serde(default = "default_gc_max_terminal_allocs_per_job")]
+    pub gc_max_terminal_allocs_per_job: usize,
+    /// Terminal evaluations each job keeps whatever their age, 1 to 10000 (the
+    /// newest). Default: 50.
+    #[serde(default = "default_gc_max_terminal_evals_per_job")]
+    pub gc_max_terminal_evals_per_job: usize,
     /// Answer DNS queries for `NAME.service.orch` on `bind_addr:<ports.dns>`.
     /// Default: true.
     #[serde(default = "default_true")]
@@ -146,6 +154,8 @@ impl ServerSection {
             batch_eval_threshold: self.batch_eval_gc_threshold,
             node_threshold: self.node_gc_threshold,
             command_log_retain: self.command_log_retain,
+            max_terminal_allocs_per_job: self.gc_max_terminal_allocs_per_job,
+            max_terminal_evals_per_job: self.gc_max_terminal_evals_per_job,
         }
     }
 }
@@ -171,6 +181,12 @@ fn default_node_gc_threshold() -> Duration {
 fn default_command_log_retain() -> u64 {
     gc_defaults().command_log_retain
 }
+fn default_gc_max_terminal_allocs_per_job() -> usize {
+    gc_defaults().max_terminal_allocs_per_job
+}
+fn default_gc_max_terminal_evals_per_job() -> usize {
+    gc_defaults().max_terminal_evals_per_job
+}
 
 impl Default for ServerSection {
     fn default() -> Self {
@@ -188,6 +204,8 @@ impl Default for ServerSection {
             batch_eval_gc_threshold: default_batch_eval_gc_threshold(),
             node_gc_threshold: default_node_gc_threshold(),
             command_log_retain: default_command_log_retain(),
+            gc_max_terminal_allocs_per_job: default_gc_max_terminal_allocs_per_job(),
+            gc_max_terminal_evals_per_job: default_gc_max_terminal_evals_per_job(),
             dns: true,
             dns_ttl: 0,
         }
@@ -587,6 +605,25 @@ impl AgentConfig {
         if self.server.gc_interval.is_zero() {
             bail!("server.gc_interval must be above 0");
         }
+        let caps = orch_server::config::JOB_HISTORY_CAP_BOUNDS;
+        for (name, value) in [
+            (
+                "gc_max_terminal_allocs_per_job",
+                self.server.gc_max_terminal_allocs_per_job,
+            ),
+            (
+                "gc_max_terminal_evals_per_job",
+                self.server.gc_max_terminal_evals_per_job,
+            ),
+        ] {
+            if !caps.contains(&value) {
+                bail!(
+                    "server.{name} = {value}: must be between {} and {}",
+                    caps.start(),
+                    caps.end()
+                );
+            }
+        }
         let most = orch_common::jobspec::MAX_COUNT;
         if !(1..=most).contains(&self.server.max_count) {
             bail!(
@@ -813,6 +850,37 @@ reserved = { cpu = 200, memory = 256 }
                 .unwrap_err()
         );
         assert!(err.contains("gc_treshold"), "{err}");
+    }
+
+    #[test]
+    fn the_per_job_history_caps_default_to_fifty_and_are_bounded() {
+        let caps = |lines: &str| {
+            let gc = AgentConfig::parse(&format!("[server]\nenabled = true\n{lines}"), "a.toml")
+                .unwrap()
+                .server
+                .gc();
+            (
+                gc.max_terminal_allocs_per_job,
+                gc.max_terminal_evals_per_job,
+            )
+        };
+        assert_eq!(caps(""), (50, 50));
+        assert_eq!(
+            caps("gc_max_terminal_allocs_per_job = 5\ngc_max_terminal_evals_per_job = 10000\n"),
+            (5, 10_000)
+        );
+        for bad in [
+            "gc_max_terminal_allocs_per_job = 0",
+            "gc_max_terminal_evals_per_job = 10001",
+        ] {
+            let err = format!(
+                "{:#}",
+                AgentConfig::parse(&format!("[server]\nenabled = true\n{bad}\n"), "a.toml")
+                    .unwrap_err()
+            );
+            assert!(err.contains("must be between 1 and 10000"), "{err}");
+            assert!(err.contains(bad.split(' ').next().unwrap()), "{err}");
+        }
     }
 
     #[test]

@@ -1,7 +1,9 @@
 //! `orch job history JOB`: the job's versions, newest first, each with whether it is
 //! stable (a deployment of it succeeded), when it was submitted and a one-line summary
 //! of what it changed; `-p` prints the full diff of each version against the one before,
-//! rendered as `orch job plan` renders its diff.
+//! rendered as `orch job plan` renders its diff. The server keeps only a job's newest
+//! versions (and the stable and running ones): a diff across pruned versions says
+//! which version it is against.
 
 use std::process::ExitCode;
 
@@ -48,6 +50,15 @@ pub async fn history(ctx: &Ctx, args: HistoryArgs) -> Result<ExitCode> {
     versions.sort_by_key(|j| std::cmp::Reverse(j.version));
     if let Some(n) = args.version {
         if !versions.iter().any(|j| j.version == n) {
+            if n < job.version {
+                let kept: Vec<String> = versions.iter().map(|j| j.version.to_string()).collect();
+                bail!(
+                    "version {n} of job {:?} was pruned: the server keeps a job's newest \
+                     versions, its newest stable one and those still running (kept: {})",
+                    job.id,
+                    kept.join(", ")
+                );
+            }
             bail!("job {:?} has no version {n}", job.id);
         }
     }
@@ -70,12 +81,15 @@ pub async fn history(ctx: &Ctx, args: HistoryArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// One version with its diff against the version before it (None: that one is gone).
+/// One version with its diff against the next older version kept (None: none is).
 pub struct Entry {
     pub version: u64,
     pub stable: bool,
     pub submit_time: u64,
     pub diff: Option<JobDiff>,
+    /// The version the diff is against when it is not the one right before: the
+    /// versions between were pruned by the server.
+    pub since: Option<u64>,
 }
 
 /// Pairs each version (newest first) with its diff against the next older one kept;
@@ -94,6 +108,9 @@ pub fn entries(newest_first: &[Job]) -> Result<Vec<Entry>> {
             stable: job.stable,
             submit_time: job.submit_time,
             diff,
+            since: older
+                .map(|prev| prev.version)
+                .filter(|v| v.saturating_add(1) != job.version),
         });
     }
     Ok(out)
@@ -107,9 +124,10 @@ pub fn render_table(entries: &[&Entry]) -> String {
             e.version.to_string(),
             e.stable.to_string(),
             output::timestamp(e.submit_time),
-            match &e.diff {
-                Some(d) => summarize(d),
-                None => "(previous version no longer kept)".to_string(),
+            match (&e.diff, e.since) {
+                (Some(d), Some(since)) => format!("since version {since}: {}", summarize(d)),
+                (Some(d), None) => summarize(d),
+                (None, _) => "(previous version no longer kept)".to_string(),
             },
         ]);
     }
@@ -134,7 +152,10 @@ pub fn render_diffs(entries: &[&Entry]) -> String {
                 out.push_str("Diff        = no spec changes\n");
             }
             Some(d) => {
-                out.push_str("Diff:\n");
+                match e.since {
+                    Some(since) => out.push_str(&format!("Diff (since version {since}):\n")),
+                    None => out.push_str("Diff:\n"),
+                }
                 out.push_str(&crate::plan::render_diff(d, &Default::default()));
             }
             None => out.push_str("Diff        = previous version no longer kept\n"),
@@ -271,6 +292,23 @@ mod tests {
         assert!(entries[1].diff.is_none());
         let text = render_table(&[&entries[1]]);
         assert!(text.contains("(previous version no longer kept)"), "{text}");
+    }
+
+    #[test]
+    fn a_diff_across_pruned_versions_says_which_version_it_is_against() {
+        let versions = vec![
+            version(9, 3, "/bin/true", false),
+            version(2, 2, "/bin/true", true),
+        ];
+        let entries = entries(&versions).unwrap();
+        assert_eq!(entries[0].since, Some(2));
+        let text = render_table(&[&entries[0]]);
+        assert!(
+            text.contains("since version 2: web.count: 2 => 3"),
+            "{text}"
+        );
+        let diffs = render_diffs(&[&entries[0]]);
+        assert!(diffs.contains("Diff (since version 2):\n"), "{diffs}");
     }
 
     #[test]

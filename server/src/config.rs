@@ -65,7 +65,17 @@ pub struct GcConfig {
     pub node_threshold: Duration,
     /// Command log entries kept (the newest). Default: 10000.
     pub command_log_retain: u64,
+    /// Terminal allocations each job keeps whatever their age (the newest; the ones
+    /// the scheduler still reads are kept besides). Default: 50.
+    pub max_terminal_allocs_per_job: usize,
+    /// Terminal evaluations each job keeps whatever their age (the newest).
+    /// Default: 50.
+    pub max_terminal_evals_per_job: usize,
 }
+
+/// The bounds of `max_terminal_allocs_per_job` and `max_terminal_evals_per_job`: at
+/// least one (what happened last), at most what a big group leaves at once.
+pub const JOB_HISTORY_CAP_BOUNDS: std::ops::RangeInclusive<usize> = 1..=10_000;
 
 impl Default for GcConfig {
     fn default() -> Self {
@@ -76,6 +86,8 @@ impl Default for GcConfig {
             batch_eval_threshold: Duration::from_secs(24 * 3600),
             node_threshold: Duration::from_secs(24 * 3600),
             command_log_retain: 10_000,
+            max_terminal_allocs_per_job: 50,
+            max_terminal_evals_per_job: 50,
         }
     }
 }

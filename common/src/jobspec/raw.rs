@@ -203,7 +203,7 @@ fn read_restart(mut t: Table<'_, '_>) -> RawRestart {
 
 fn read_reschedule(mut t: Table<'_, '_>) -> RawReschedule {
     RawReschedule {
-        attempts: t.int("attempts", rules::non_negative),
+        attempts: t.int("attempts", rules::reschedule_attempts),
         interval: t.duration("interval"),
         delay: t.duration("delay"),
         delay_function: t.choice(

@@ -120,6 +120,10 @@ pub const MAX_CPU_MHZ: u64 = 10_000_000;
 pub const MAX_MEMORY_MIB: u64 = 1 << 40;
 /// Most whole cores one task may ask for.
 pub const MAX_CORES: u32 = 4096;
+/// Most reschedules a limited `reschedule` policy may allow within its `interval`:
+/// every allocation carries the times of the failures that still count against them
+/// (`RescheduleTracker`), so this bounds what a crash loop adds to each replacement.
+pub const MAX_RESCHEDULE_ATTEMPTS: u32 = 100;
 /// Most processes one task may ask for: Linux's own ceiling (`PID_MAX_LIMIT`).
 pub const MAX_PIDS: u64 = 4_194_304;
 /// Most rotated log files a task keeps.
@@ -159,6 +163,12 @@ fn at_least(n: i64, min: i64, message: &str) -> Result<(), String> {
 /// Counts, attempts, limits: anything that cannot be negative.
 pub(crate) fn non_negative(n: i64) -> Result<(), String> {
     at_least(n, 0, "must be >= 0")
+}
+
+/// A `reschedule.attempts`.
+pub(crate) fn reschedule_attempts(n: i64) -> Result<(), String> {
+    non_negative(n)?;
+    at_most(n, MAX_RESCHEDULE_ATTEMPTS.into())
 }
 
 pub(crate) fn at_least_one(n: i64) -> Result<(), String> {
@@ -455,6 +465,11 @@ fn restart_policy(c: &mut Check, path: &str, p: &RestartPolicy) {
 }
 
 fn reschedule_policy(c: &mut Check, path: &str, p: &ReschedulePolicy) {
+    c.int(
+        format!("{path}.attempts"),
+        p.attempts.into(),
+        reschedule_attempts,
+    );
     c.duration(format!("{path}.interval"), p.interval);
     c.duration(format!("{path}.delay"), p.delay);
     c.duration(format!("{path}.max_delay"), p.max_delay);

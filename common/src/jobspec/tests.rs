@@ -1576,6 +1576,26 @@ fn resources_beyond_any_machine_are_refused_at_their_line() {
 }
 
 #[test]
+fn reschedule_attempts_above_the_limit_are_refused_at_their_line() {
+    let e = fails_once(
+        &spec("", "reschedule = { attempts = 101, interval = \"1h\" }", ""),
+        "group.web.reschedule.attempts",
+        "must be at most 100",
+    );
+    assert!(e.line.is_some(), "{e}");
+    let fine = ok(&spec(
+        "",
+        "reschedule = { attempts = 100, interval = \"1h\" }",
+        "",
+    ));
+    assert_eq!(fine.groups[0].reschedule.attempts, 100);
+    let mut json = fine.clone();
+    json.groups[0].reschedule.attempts = 5000;
+    let errs = crate::jobspec::validate(&json).unwrap_err();
+    assert_eq!(errs.0[0].path, "group.web.reschedule.attempts", "{errs:?}");
+}
+
+#[test]
 fn a_huge_lost_after_is_refused_at_its_line() {
     let e = fails_once(
         &spec("", "disconnect = { lost_after = \"200000000000000d\" }", ""),

@@ -7,7 +7,7 @@ use super::time::NOW;
 use crate::ids::{AllocId, DeploymentId, EvalId, NodeId};
 use crate::model::{
     AllocDeploymentStatus, AllocatedPort, AllocatedResources, Allocation, ClientStatus,
-    DesiredStatus, Job, Node,
+    DesiredStatus, Job, Node, RescheduleTracker,
 };
 
 /// Instance 0 of `job`'s first group on `node`: desired to run, pending on the client,
@@ -85,6 +85,7 @@ impl AllocBuilder {
                 checks: BTreeMap::new(),
                 previous_allocation: None,
                 next_allocation: None,
+                reschedule_tracker: None,
                 desired_transition: Default::default(),
                 deployment_id: None,
                 deployment_status: None,
@@ -176,6 +177,12 @@ impl AllocBuilder {
     /// The allocation it replaces.
     pub fn previous(mut self, alloc_id: impl Into<AllocId>) -> Self {
         self.alloc.previous_allocation = Some(alloc_id.into());
+        self
+    }
+
+    /// Carrying `tracker`: the failures before it in its chain of replacements.
+    pub fn reschedule_tracker(mut self, tracker: RescheduleTracker) -> Self {
+        self.alloc.reschedule_tracker = Some(tracker);
         self
     }
 

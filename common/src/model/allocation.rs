@@ -60,6 +60,30 @@ impl ClientStatus {
     }
 }
 
+/// What an allocation carries of the failures before it in its chain of
+/// replacements (`previous_allocation`), as Nomad's `RescheduleTracker`: so that the
+/// reschedule policy's attempts and backoff still count failures whose allocations
+/// were garbage collected.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct RescheduleTracker {
+    /// How many allocations before this one failed (saturating): what the backoff
+    /// (`delay_function`) grows with.
+    pub failures: u32,
+    /// The newest of those failures, oldest first: only those that may still count
+    /// against a limited policy's `attempts` within its `interval`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub events: Vec<RescheduleEvent>,
+}
+
+/// One failed allocation of a chain of replacements.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RescheduleEvent {
+    pub alloc_id: AllocId,
+    pub node_id: NodeId,
+    /// When it failed (ms since the epoch).
+    pub failed_at: u64,
+}
+
 /// One instance of a task group placed on a node.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Allocation {
@@ -97,6 +121,11 @@ pub struct Allocation {
     pub previous_allocation: Option<AllocId>,
     #[serde(default)]
     pub next_allocation: Option<AllocId>,
+    /// The failures before this allocation in its chain of replacements, carried from
+    /// the allocation it replaces; `None` for a first placement (and for allocations
+    /// placed before trackers were carried, whose chain is read instead).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reschedule_tracker: Option<RescheduleTracker>,
     /// What the server asked to happen to the allocation besides its desired status.
     #[serde(default, skip_serializing_if = "DesiredTransition::is_empty")]
     pub desired_transition: DesiredTransition,

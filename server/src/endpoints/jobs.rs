@@ -13,6 +13,9 @@
 //! allocations (the scheduler sees no job). Its allocations, evaluations and versions
 //! stay readable by id, and a job later registered with the same id continues the
 //! version numbers.
+//!
+//! A registration that adds a version prunes the oldest ones beyond the newest few
+//! (`state::versions`); a revert to a pruned version is refused with a 400 that says so.
 
 use orch_common::api::{JobDeregisterResponse, JobRegisterResponse};
 use orch_common::ids::{now_ms, JobId};
@@ -21,6 +24,7 @@ use orch_common::model::{triggers, Evaluation, Job, JobStatus, JobType};
 
 use super::context::{CountAboveLimit, Endpoints, ReadError};
 use crate::state::command::{self, Rejection};
+use crate::state::versions::JOB_TRACKED_VERSIONS;
 use crate::state::{Command, LogError};
 
 /// How many times a write whose own check-and-set failed (the job changed between its
@@ -110,6 +114,18 @@ pub enum JobError {
         job_id: JobId,
         version: u64,
         current: u64,
+    },
+    /// An older version no longer stored (`state::versions`).
+    #[error(
+        "version {version} of job {job_id:?} was pruned: a job keeps its newest {tracked} \
+         versions, its newest stable one and those still running (kept: {kept})"
+    )]
+    PrunedVersion {
+        job_id: JobId,
+        version: u64,
+        tracked: usize,
+        /// The versions still stored, newest first, as text.
+        kept: String,
     },
     /// The store answered a job command with a rejection of another kind.
     #[error("unexpected rejection of a job command: {0:?}")]
@@ -228,7 +244,7 @@ async fn scale_once(ctx: &Endpoints, req: &ScaleRequest) -> Result<JobRegisterRe
 }
 
 /// Registers an earlier version's spec again as a new version, with its `job-register`
-/// evaluation. Refused for the current or an unknown version, and (409) when
+/// evaluation. Refused for the current, an unknown or a pruned version, and (409) when
 /// `enforce_prior_version` is not the current version.
 pub async fn revert(ctx: &Endpoints, req: RevertRequest) -> Result<JobRegisterResponse, JobError> {
     let mut attempts = Attempts::new(&req.job_id, false);
@@ -264,11 +280,27 @@ async fn revert_once(
             version: req.version,
         });
     }
-    let target = target.ok_or_else(|| JobError::UnknownVersion {
-        job_id: id.clone(),
-        version: req.version,
-        current: current.version,
-    })?;
+    let Some(target) = target else {
+        if req.version > current.version {
+            return Err(JobError::UnknownVersion {
+                job_id: id.clone(),
+                version: req.version,
+                current: current.version,
+            });
+        }
+        let lookup = id.clone();
+        let kept = ctx.read(move |s| s.job_versions(&lookup)).await?;
+        return Err(JobError::PrunedVersion {
+            job_id: id.clone(),
+            version: req.version,
+            tracked: JOB_TRACKED_VERSIONS,
+            kept: kept
+                .iter()
+                .map(|v| v.version.to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+        });
+    };
     let job = crate::deployment::decide::registration_of(&target);
     tracing::info!(job_id = %id, from = current.version, to = req.version, "reverting job");
     submit_registration(ctx, job, Some(&current), None).await

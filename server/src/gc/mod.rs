@@ -1,10 +1,11 @@
 //! Garbage collection: the collector that deletes terminal allocations, evaluations,
-//! dead jobs and down nodes past their thresholds, and keeps the command log bounded.
-//! It runs every `gc.interval` and on demand (`PUT /v1/system/gc`, thresholds zero).
+//! dead jobs and down nodes past their thresholds, each job's terminal history beyond
+//! its caps whatever its age, and keeps the command log bounded. It runs every
+//! `gc.interval` and on demand (`PUT /v1/system/gc`, thresholds zero, the same caps).
 //!
 //! ```text
 //!  one read transaction (StateStore::gc_view, off the runtime)
-//!     ─► rules::collect(view, thresholds, now)
+//!     ─► rules::collect(view, thresholds, caps, now)
 //!     ─► Collection split into Command::Reap batches of at most MAX_PER_COMMAND ids
 //!     ─► log.submit each (apply checks every object again) ─► counts
 //! ```
@@ -26,7 +27,7 @@ use tokio::task::JoinHandle;
 
 use crate::config::GcConfig;
 use crate::state::{Command, CommandLog, LogError, StateError, StateStore};
-use rules::{Collection, Thresholds};
+use rules::{Collection, HistoryCaps, Thresholds};
 
 /// Most ids one `Command::Reap` deletes (one write transaction).
 pub const MAX_PER_COMMAND: usize = 10_000;
@@ -70,6 +71,14 @@ impl Collector {
         }
     }
 
+    /// The configured per-job caps.
+    pub fn caps(&self) -> HistoryCaps {
+        HistoryCaps {
+            allocs_per_job: self.cfg.max_terminal_allocs_per_job,
+            evals_per_job: self.cfg.max_terminal_evals_per_job,
+        }
+    }
+
     /// One collection: with `force`, every threshold is zero (`orch system gc`).
     /// Returns how many objects it submitted for deletion.
     pub async fn collect(&self, force: bool) -> Result<GcResponse, GcError> {
@@ -79,13 +88,14 @@ impl Collector {
         } else {
             self.thresholds()
         };
+        let caps = self.caps();
         let store = self.store.clone();
         let retain = self.cfg.command_log_retain;
         let now = now_ms();
         let (collection, log_before, log_entries) =
             tokio::task::spawn_blocking(move || -> Result<_, StateError> {
                 let view = store.gc_view()?;
-                let collection = rules::collect(&view, &thresholds, now);
+                let collection = rules::collect(&view, &thresholds, &caps, now);
                 let (log_before, dropped) =
                     log_cut(store.command_log_first()?, store.last_index(), retain);
                 Ok((collection, log_before, dropped))
@@ -161,7 +171,55 @@ fn log_cut(first: Option<u64>, last: u64, retain: u64) -> (u64, u64) {
 
 #[cfg(test)]
 mod tests {
+    use orch_common::mock::JobBuilder;
+    use orch_common::model::{EvalStatus, Evaluation};
+
     use super::*;
+
+    #[tokio::test]
+    async fn a_pass_trims_the_command_log_and_each_jobs_terminal_evaluations() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = StateStore::open(dir.path().join("state.db")).expect("store");
+        let log = CommandLog::start(store.clone(), vec![]).expect("log");
+        let cfg = GcConfig {
+            command_log_retain: 5,
+            max_terminal_evals_per_job: 2,
+            ..GcConfig::default()
+        };
+        let collector = Collector::new(store.clone(), log.clone(), cfg);
+        let job = JobBuilder::new("web").build();
+        log.submit(Command::UpsertJob {
+            job: job.clone(),
+            eval: None,
+            enforce_index: None,
+        })
+        .await
+        .expect("register");
+        for _ in 0..6 {
+            let mut eval = Evaluation::for_job(&job, "job-register");
+            eval.status = EvalStatus::Complete;
+            log.submit(Command::UpsertEvals { evals: vec![eval] })
+                .await
+                .expect("eval");
+        }
+        let last = store.last_index();
+        assert_eq!(store.command_log_first().expect("first"), Some(1));
+
+        let counts = collector.collect(false).await.expect("collect");
+        assert_eq!(counts.evals, 4, "the 2 newest terminal evaluations stay");
+        assert_eq!(store.evals_by_job("web").expect("evals").len(), 2);
+        assert_eq!(counts.log_entries, last - 5);
+        assert_eq!(
+            store.command_log_first().expect("first"),
+            Some(last - 4),
+            "the newest 5 entries (and the collection's own) are kept"
+        );
+        assert!(matches!(
+            store.commands_since(0, 100),
+            Err(StateError::LogTruncated { .. })
+        ));
+        log.shutdown().await;
+    }
 
     #[test]
     fn the_log_keeps_its_newest_entries_and_is_not_cut_below_the_retention() {

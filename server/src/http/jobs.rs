@@ -36,7 +36,8 @@ impl From<JobError> for ApiError {
             | JobError::NotScalable { .. }
             | JobError::UnknownGroup { .. }
             | JobError::CurrentVersion { .. }
-            | JobError::UnknownVersion { .. } => ApiError::bad_request(e.to_string()),
+            | JobError::UnknownVersion { .. }
+            | JobError::PrunedVersion { .. } => ApiError::bad_request(e.to_string()),
             JobError::Unexpected(_) => ApiError::Internal(e.to_string()),
             JobError::Read(e) => e.into(),
             JobError::Log(e) => e.into(),

@@ -325,6 +325,8 @@ impl<'s> PlanBuilder<'s> {
             checks: Default::default(),
             previous_allocation: previous.map(|p| p.id.clone()),
             next_allocation: None,
+            // Set by the service and batch scheduler, which knows the group's policy.
+            reschedule_tracker: None,
             desired_transition: Default::default(),
             deployment_id: None,
             deployment_status: None,

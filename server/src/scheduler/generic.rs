@@ -32,8 +32,8 @@ use super::rank::{
     MIN_SAMPLE_WITH_PREFERENCES,
 };
 use super::reconcile::{
-    reconcile_with, NodesById, PlaceReason, Placement, DESC_MIGRATED, DESC_RESCHEDULED,
-    DESC_UPDATED,
+    reconcile_with, tracker_for_replacement, NodesById, PlaceReason, Placement, DESC_MIGRATED,
+    DESC_RESCHEDULED, DESC_UPDATED,
 };
 use super::rng::Rng;
 use super::state::State;
@@ -188,6 +188,12 @@ pub(crate) fn compute(
     for g in &job.groups {
         out.queued.insert(g.name.clone(), 0);
     }
+    // What replacements read of the chains they continue (only when there are some).
+    let by_id: HashMap<&AllocId, &Allocation> = if placements.iter().any(|p| p.previous.is_some()) {
+        allocs.iter().map(|a| (&a.id, a)).collect()
+    } else {
+        HashMap::new()
+    };
     for p in placements {
         let Some(group) = job.group(&p.group) else {
             continue;
@@ -219,6 +225,16 @@ pub(crate) fn compute(
                     metric,
                     p.previous.as_ref(),
                 );
+                if let Some(prev) = &p.previous {
+                    // The failures of the chain go with it, whatever becomes of the
+                    // earlier allocations (garbage collection).
+                    alloc.reschedule_tracker = Some(tracker_for_replacement(
+                        prev,
+                        &by_id,
+                        &group.reschedule,
+                        now_ms,
+                    ));
+                }
                 alloc.deployment_id = rollout_plan.deployment_id(&p.group).cloned();
                 if p.reason == PlaceReason::Canary {
                     alloc.deployment_status = Some(AllocDeploymentStatus {

@@ -28,6 +28,11 @@
 //! Batch jobs: `complete` allocations keep their slot and are never rerun (unless the
 //! job's version changed); service jobs replace `complete` and `lost` ones.
 //!
+//! Reschedule attempts and backoff count the failures of an allocation's chain of
+//! replacements, which every replacement carries (`RescheduleTracker`, set when it is
+//! placed): the failed allocations themselves may be garbage collected. Allocations
+//! placed before trackers were carried have their chain walked instead.
+//!
 //! Two live allocations holding one index (a disconnected node came back after its
 //! allocations were replaced): the one that scored best when placed stays, the earlier
 //! one on a tie; the other is stopped. A running instance of the current version (a
@@ -42,9 +47,10 @@ use std::time::Duration;
 
 use orch_common::duration::millis_saturating;
 use orch_common::ids::{AllocId, NodeId};
+use orch_common::jobspec::MAX_RESCHEDULE_ATTEMPTS;
 use orch_common::model::{
     triggers, Allocation, ClientStatus, DelayFunction, Deployment, DesiredStatus, Job, JobType,
-    Node, NodeStatus, ReschedulePolicy, TaskGroup,
+    Node, NodeStatus, RescheduleEvent, ReschedulePolicy, RescheduleTracker, TaskGroup,
 };
 
 pub const DESC_JOB_STOPPED: &str = "alloc not needed as job is stopped";
@@ -192,9 +198,81 @@ pub fn reschedule_delay(policy: &ReschedulePolicy, n: u32) -> Duration {
     }
 }
 
-/// Decides whether a failed allocation is replaced now, later or never: the earlier
-/// failed allocations of its `previous_allocation` chain are the reschedules already
-/// spent; those inside `interval` count against `attempts`.
+/// How many failures a replacement carries the times of under an unlimited policy,
+/// where none counts against attempts: enough to show what happened (Nomad keeps 5).
+pub const RESCHEDULE_EVENTS_SHOWN: usize = 5;
+
+fn failure_of(alloc: &Allocation) -> RescheduleEvent {
+    RescheduleEvent {
+        alloc_id: alloc.id.clone(),
+        node_id: alloc.node_id.clone(),
+        failed_at: failed_at(alloc),
+    }
+}
+
+/// The failures before `alloc` in its chain of replacements: those it carries, or,
+/// for an allocation placed before allocations carried them, those its chain of
+/// `previous_allocation`s still shows (all of them, oldest first).
+pub fn failures_before(
+    alloc: &Allocation,
+    by_id: &HashMap<&AllocId, &Allocation>,
+) -> RescheduleTracker {
+    if let Some(carried) = &alloc.reschedule_tracker {
+        return carried.clone();
+    }
+    let mut found = RescheduleTracker::default();
+    let mut seen = BTreeSet::new();
+    let mut prev = alloc.previous_allocation.as_ref();
+    while let Some(id) = prev {
+        if !seen.insert(id) {
+            break;
+        }
+        let Some(p) = by_id.get(id) else { break };
+        if p.client_status == ClientStatus::Failed {
+            found.failures = found.failures.saturating_add(1);
+            found.events.push(failure_of(p));
+        }
+        prev = p.previous_allocation.as_ref();
+    }
+    found.events.reverse();
+    found
+}
+
+/// What the replacement of `previous` carries: the failures before `previous`, and
+/// `previous` itself when it failed. Of their times it keeps only what `policy` may
+/// still count at `now_ms` (those inside a limited policy's `interval`, at most its
+/// `attempts`), so a crash loop does not grow each new allocation.
+pub fn tracker_for_replacement(
+    previous: &Allocation,
+    by_id: &HashMap<&AllocId, &Allocation>,
+    policy: &ReschedulePolicy,
+    now_ms: u64,
+) -> RescheduleTracker {
+    let mut tracker = failures_before(previous, by_id);
+    if previous.client_status == ClientStatus::Failed {
+        tracker.failures = tracker.failures.saturating_add(1);
+        tracker.events.push(failure_of(previous));
+    }
+    let interval_ms = millis_saturating(policy.interval);
+    let keep = if policy.unlimited {
+        RESCHEDULE_EVENTS_SHOWN
+    } else {
+        if interval_ms > 0 {
+            tracker
+                .events
+                .retain(|e| e.failed_at.saturating_add(interval_ms) >= now_ms);
+        }
+        policy.attempts.min(MAX_RESCHEDULE_ATTEMPTS) as usize
+    };
+    let excess = tracker.events.len().saturating_sub(keep);
+    tracker.events.drain(..excess);
+    tracker
+}
+
+/// Decides whether a failed allocation is replaced now, later or never: the failures
+/// before it in its chain of replacements (`failures_before`) are the reschedules
+/// already spent; those inside `interval` count against `attempts`, and all of them
+/// grow the delay.
 pub fn reschedule_decision(
     alloc: &Allocation,
     by_id: &HashMap<&AllocId, &Allocation>,
@@ -205,23 +283,13 @@ pub fn reschedule_decision(
         return RescheduleDecision::Never;
     }
     let interval_ms = millis_saturating(policy.interval);
-    let mut spent_in_window = 0u32;
-    let mut chain = 0u32;
-    let mut seen = BTreeSet::new();
-    let mut prev = alloc.previous_allocation.as_ref();
-    while let Some(id) = prev {
-        if !seen.insert(id) {
-            break;
-        }
-        let Some(p) = by_id.get(id) else { break };
-        if p.client_status == ClientStatus::Failed {
-            chain += 1;
-            if interval_ms == 0 || failed_at(p).saturating_add(interval_ms) >= now_ms {
-                spent_in_window += 1;
-            }
-        }
-        prev = p.previous_allocation.as_ref();
-    }
+    let spent = failures_before(alloc, by_id);
+    let spent_in_window = spent
+        .events
+        .iter()
+        .filter(|e| interval_ms == 0 || e.failed_at.saturating_add(interval_ms) >= now_ms)
+        .count() as u32;
+    let chain = spent.failures;
     if !policy.unlimited && spent_in_window >= policy.attempts {
         return RescheduleDecision::Never;
     }

@@ -2,11 +2,13 @@
 //! the property that no node is ever over-committed.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
 
 use orch_common::ids::{AllocId, NodeId};
 use orch_common::mock::{self, running_alloc, JobBuilder, NodeBuilder};
 use orch_common::model::{
-    triggers, ClientStatus, DesiredStatus, Eligibility, EvalStatus, JobType, Node, NodeStatus,
+    triggers, ClientStatus, DelayFunction, DesiredStatus, Eligibility, EvalStatus, JobType, Node,
+    NodeStatus, ReschedulePolicy,
 };
 
 use super::feasible::{check_constraint, RegexCache};
@@ -364,6 +366,95 @@ fn failed_batch_allocation_is_replaced_with_links_both_ways() {
     assert_eq!(old.id, failed_id);
     assert_eq!(old.next_allocation.as_deref(), Some(new.id.as_str()));
     assert_eq!(old.client_status, ClientStatus::Failed);
+}
+
+/// Marks the job's one live allocation failed now, and forgets every other allocation
+/// of the job, as the garbage collector may once they are replaced. Returns its id.
+fn fail_and_collect_the_rest(h: &mut Harness, job_id: &str) -> AllocId {
+    let live = h
+        .state
+        .allocs
+        .values()
+        .find(|a| a.job_id == job_id && a.next_allocation.is_none())
+        .expect("a live allocation")
+        .id
+        .clone();
+    let now = h.now;
+    h.state.allocs.retain(|id, _| *id == live);
+    if let Some(a) = h.state.allocs.get_mut(&live) {
+        a.client_status = ClientStatus::Failed;
+        a.modify_time = now;
+    }
+    live
+}
+
+#[test]
+fn reschedule_attempts_still_count_once_the_failed_allocations_are_collected() {
+    let mut h = Harness::new(&[mock::node(), mock::node()]);
+    let two_an_hour = ReschedulePolicy {
+        attempts: 2,
+        interval: Duration::from_secs(3600),
+        delay: Duration::from_secs(1),
+        delay_function: DelayFunction::Constant,
+        max_delay: Duration::ZERO,
+        unlimited: false,
+    };
+    let eval = h.register(JobBuilder::new("s").reschedule(two_an_hour).build());
+    h.process(&eval).expect("place");
+    for spent in 1..=2u32 {
+        let failed = fail_and_collect_the_rest(&mut h, "s");
+        h.now += 1_000;
+        h.process(&mock::eval(&h.state.jobs["s"].clone()))
+            .expect("reschedule");
+        let new = &h.last_placed()[0];
+        assert_eq!(new.previous_allocation.as_ref(), Some(&failed));
+        let tracker = new.reschedule_tracker.as_ref().expect("a tracker");
+        assert_eq!(tracker.failures, spent);
+        assert_eq!(tracker.events.len(), spent as usize);
+        assert_eq!(tracker.events.last().map(|e| &e.alloc_id), Some(&failed));
+    }
+    fail_and_collect_the_rest(&mut h, "s");
+    h.now += 1_000;
+    let plans = h.plans.len();
+    h.process(&mock::eval(&h.state.jobs["s"].clone()))
+        .expect("evaluate");
+    assert_eq!(
+        h.plans.len(),
+        plans,
+        "both attempts of the hour are spent, though their allocations are gone"
+    );
+}
+
+#[test]
+fn the_reschedule_backoff_keeps_growing_once_the_failed_allocations_are_collected() {
+    let mut h = Harness::new(&[mock::node(), mock::node()]);
+    let eval = h.register(JobBuilder::new("s").build()); // unlimited, 30s doubling
+    h.process(&eval).expect("place");
+    let base = h.state.jobs["s"].groups[0].reschedule.delay.as_millis() as u64;
+    for failures in 0..3u32 {
+        fail_and_collect_the_rest(&mut h, "s");
+        let failed_at = h.now;
+        h.process(&mock::eval(&h.state.jobs["s"].clone()))
+            .expect("evaluate");
+        let wait = base << failures;
+        assert_eq!(
+            h.created.last().and_then(|e| e.wait_until),
+            Some(failed_at + wait),
+            "failure {failures}: the delay doubles"
+        );
+        h.now += wait;
+        h.process(&mock::eval(&h.state.jobs["s"].clone()))
+            .expect("reschedule");
+        let tracker = h.last_placed()[0]
+            .reschedule_tracker
+            .clone()
+            .expect("tracker");
+        assert_eq!(tracker.failures, failures + 1);
+        assert!(
+            tracker.events.len() <= super::reconcile::RESCHEDULE_EVENTS_SHOWN,
+            "an unlimited policy counts no times"
+        );
+    }
 }
 
 #[test]

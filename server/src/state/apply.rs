@@ -4,7 +4,8 @@
 //!
 //! A command whose check-and-set fails (`Rejection`) is committed all the same: it is
 //! appended to `command_log` at its index and `last_index` moves to it, but no table
-//! changes (an `UpdateDeployment` still stores its evaluations). So the log has no gaps
+//! changes (an `UpdateDeployment`, and an `ApplyPlan` of a job version pruned since it
+//! was planned, still store their evaluations). So the log has no gaps
 //! and replaying it, or applying it on another server, meets and reports the same
 //! rejection at the same index.
 
@@ -25,7 +26,9 @@ use serde_json::value::RawValue;
 
 use super::alloc_index::{AllocIndex, NodeRow, RowChange, RowRemoval};
 use super::command::{self, DeploymentChange, Rejection};
-use super::{read, Command, SqlContext, StateError, StateStore, Table, ACL_BOOTSTRAP_INDEX};
+use super::{
+    read, versions, Command, SqlContext, StateError, StateStore, Table, ACL_BOOTSTRAP_INDEX,
+};
 
 /// When a deployment group must next show progress: `now` plus the user's
 /// `progress_deadline`, saturating (a wrapped sum would be a deadline already past).
@@ -182,7 +185,8 @@ struct Writer<'a> {
     touched: BTreeSet<Table>,
     /// Changes to the per-node allocation sums, applied to the mirror on commit.
     usage: Vec<UsageChange>,
-    /// Ids of the allocations written: no longer in flight once committed.
+    /// Ids of the allocations written (or of a rejected plan's placements): no longer
+    /// in flight once committed.
     written: Vec<AllocId>,
     /// Allocation rows deleted (garbage collection), for `rows` once committed.
     removed: Vec<RowRemoval>,
@@ -273,7 +277,39 @@ impl Writer<'_> {
                 return Ok(rejection);
             }
         }
+        if let Command::ApplyPlan { allocs, evals, .. } = cmd {
+            if let Some(rejection) = self.placements_of_pruned_version(allocs)? {
+                tracing::warn!(
+                    ?rejection,
+                    "plan of a job version pruned since; not applied"
+                );
+                // Their room was held while the plan committed: it is free again.
+                self.written.extend(allocs.iter().map(|a| a.id.clone()));
+                self.upsert_evals(evals)?;
+                return Ok(Some(rejection));
+            }
+        }
         self.apply_command(cmd)?;
+        Ok(None)
+    }
+
+    /// The rejection of a plan that places (or updates in place) allocations at a
+    /// job version pruned since it was computed, if it does.
+    fn placements_of_pruned_version(
+        &self,
+        allocs: &[Allocation],
+    ) -> Result<Option<Rejection>, StateError> {
+        let mut seen = BTreeSet::new();
+        for a in allocs {
+            if seen.insert((&a.job_id, a.job_version))
+                && read::job_version_pruned(self.tx, &a.job_id, a.job_version)?
+            {
+                return Ok(Some(Rejection::PlanOfPrunedVersion {
+                    job_id: a.job_id.clone(),
+                    version: a.job_version,
+                }));
+            }
+        }
         Ok(None)
     }
 
@@ -575,6 +611,45 @@ impl Writer<'_> {
         self.write_job(&job)?;
         if new_version {
             self.write_job_version(&job)?;
+            self.prune_job_versions(&job)?;
+        }
+        Ok(())
+    }
+
+    /// Deletes the versions of `job` (just stored as its newest) that are no longer
+    /// kept (`versions::versions_to_prune`), in the registration's transaction: a job
+    /// registered over and over keeps a bounded history, and no version a running
+    /// allocation or an active deployment needs is ever deleted.
+    fn prune_job_versions(&mut self, job: &Job) -> Result<(), StateError> {
+        if read::job_version_count(self.tx, &job.id)? <= versions::JOB_TRACKED_VERSIONS {
+            return Ok(());
+        }
+        let stored = read::job_version_stability(self.tx, &job.id)?;
+        let in_use = read::job_versions_in_use(self.tx, &job.id)?;
+        // The version an auto-revert of this one would register again: the newest
+        // stable older one whose spec differs (decoded only for stable versions).
+        let mut revert_target = None;
+        for v in stored
+            .iter()
+            .filter(|v| v.stable && v.version < job.version)
+        {
+            if let Some(older) = read::job_version(self.tx, &job.id, v.version)? {
+                if job.spec_changed(&older) {
+                    revert_target = Some(v.version);
+                    break;
+                }
+            }
+        }
+        let pruned = versions::versions_to_prune(&stored, &in_use, revert_target);
+        for version in &pruned {
+            self.exec(
+                "DELETE FROM job_versions WHERE job_id = ?1 AND version = ?2",
+                params![job.id, *version as i64],
+            )
+            .ctx(|| format!("pruning version {version} of job {:?}", job.id.as_str()))?;
+        }
+        if !pruned.is_empty() {
+            tracing::debug!(job_id = %job.id, ?pruned, "job versions pruned");
         }
         Ok(())
     }

@@ -6,8 +6,9 @@
 //! the command, checked by `apply` against the state the command meets, so they hold
 //! however commands are ordered or replicated. A command whose check fails is still
 //! committed at its index (the log stays gapless and a replay meets the same check),
-//! changes no table (but an `UpdateDeployment`'s evaluations, see there), and its
-//! `ApplyOutcome` names the `Rejection`.
+//! changes no table (but the evaluations of an `UpdateDeployment` and of an
+//! `ApplyPlan` of a pruned job version, see there), and its `ApplyOutcome` names the
+//! `Rejection`.
 
 use orch_common::api::AllocClientUpdate;
 use orch_common::ids::{AllocId, DeploymentId, EvalId, JobId, NodeId};
@@ -43,6 +44,11 @@ pub enum Rejection {
     NodeSecret { node_id: NodeId },
     /// A `BootstrapAcl` after the first: ACLs were bootstrapped at `index`.
     AclBootstrapped { index: u64 },
+    /// An `ApplyPlan` whose placements run a job version pruned since the plan was
+    /// computed: more than `versions::JOB_TRACKED_VERSIONS` registrations came in
+    /// between, and the newest one's evaluation plans again. Only the plan's
+    /// evaluations are stored (its allocations would read a job version that is gone).
+    PlanOfPrunedVersion { job_id: JobId, version: u64 },
 }
 
 /// The check-and-set of `UpsertNode`: a node stored with a secret is replaced only by

@@ -203,7 +203,7 @@ fn writer_loop(
                 set_error(None);
                 // A rejected command that wrote nothing has nothing to tell (its
                 // evaluations, say, were not stored); one that wrote its evaluations
-                // (an `UpdateDeployment`) has.
+                // (an `UpdateDeployment`, a plan of a pruned job version) has.
                 if outcome.rejected.is_none() || !outcome.tables.is_empty() {
                     let observers = observers
                         .read()

@@ -1,6 +1,7 @@
-//! The SQLite state store: the cluster's jobs, job versions, evaluations, allocations and
-//! nodes, written only by `StateStore::apply(index, &Command)` and read on pooled
-//! connections, with per-table watch channels for blocking queries.
+//! The SQLite state store: the cluster's jobs, job versions (the newest few, see
+//! `versions`), evaluations, allocations and nodes, written only by
+//! `StateStore::apply(index, &Command)` and read on pooled connections, with per-table
+//! watch channels for blocking queries.
 //!
 //! ```text
 //!   HTTP handler / worker / plan applier / heartbeats
@@ -28,7 +29,8 @@
 //! The files, from the bottom up (each imports only files above it in this list):
 //! - `error`: `StateError` and `SqlContext`; `table`: `Table`, what blocking queries
 //!   wait on; `command`: `Command`, every change as a serializable value;
-//!   `log_entry`: the command log's compressed entries.
+//!   `log_entry`: the command log's compressed entries; `versions`: which of a job's
+//!   versions a registration keeps.
 //! - `schema`: the migrations; `pool`: opening connections, the pool of readers;
 //!   `wal`: the checkpointer; `alloc_index`: where each allocation's row is;
 //!   `mirror`: the in-memory sums and node list, and placements in flight.
@@ -54,6 +56,7 @@ pub mod schema;
 pub mod snapshot;
 mod store;
 mod table;
+pub mod versions;
 pub mod views;
 mod wal;
 

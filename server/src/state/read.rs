@@ -1,7 +1,7 @@
 //! Queries over one connection, shared by the store's pooled reads, the snapshot and
 //! `apply` (which reads inside its write transaction).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use orch_common::ids::JobId;
 use orch_common::model::{
@@ -12,6 +12,7 @@ use rusqlite::types::ValueRef;
 use rusqlite::{params, Connection, OptionalExtension, Params};
 use serde::de::DeserializeOwned;
 
+use super::versions::StoredVersion;
 use super::{log_entry, Command, SqlContext, StateError, Table};
 
 /// `(job, group, client status) -> count`, one row of `alloc_status_counts`.
@@ -128,6 +129,85 @@ pub(crate) fn max_job_version(c: &Connection, id: &str) -> Result<Option<u64>, S
     )
     .ctx(|| format!("reading the versions of job {id:?}"))
     .map(|v| v.map(|v| v as u64))
+}
+
+/// True when `version` of a job id is not stored but a newer one is: it was pruned
+/// (`versions`). A job id with no versions stored at all has none pruned.
+pub(crate) fn job_version_pruned(
+    c: &Connection,
+    id: &str,
+    version: u64,
+) -> Result<bool, StateError> {
+    cached_row(
+        c,
+        "SELECT COALESCE(MAX(version), -1), COALESCE(SUM(version = ?2), 0) \
+         FROM job_versions WHERE job_id = ?1",
+        params![id, version as i64],
+        |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)),
+    )
+    .ctx(|| format!("looking for version {version} of job {id:?}"))
+    .map(|(newest, found)| found == 0 && newest > version as i64)
+}
+
+/// How many versions of a job id are stored.
+pub(crate) fn job_version_count(c: &Connection, id: &str) -> Result<usize, StateError> {
+    cached_row(
+        c,
+        "SELECT COUNT(*) FROM job_versions WHERE job_id = ?1",
+        [id],
+        |r| r.get::<_, i64>(0),
+    )
+    .ctx(|| format!("counting the versions of job {id:?}"))
+    .map(|n| n as usize)
+}
+
+/// Every stored version of a job id with whether it is stable, newest first (read
+/// from the JSON without decoding the jobs).
+pub(crate) fn job_version_stability(
+    c: &Connection,
+    id: &str,
+) -> Result<Vec<StoredVersion>, StateError> {
+    let context = || format!("reading the versions of job {id:?}");
+    let mut stmt = c
+        .prepare_cached(
+            "SELECT version, COALESCE(json_extract(json, '$.stable'), 0) FROM job_versions \
+             WHERE job_id = ?1 ORDER BY version DESC",
+        )
+        .ctx(context)?;
+    let rows = stmt
+        .query_map([id], |r| {
+            Ok(StoredVersion {
+                version: r.get::<_, i64>(0)? as u64,
+                stable: r.get::<_, bool>(1)?,
+            })
+        })
+        .ctx(context)?;
+    rows.collect::<Result<_, _>>().ctx(context)
+}
+
+/// The versions of a job that something still needs: those its non-terminal
+/// allocations run (stored allocations read their job from `job_versions`) and those
+/// its active deployments roll out.
+pub(crate) fn job_versions_in_use(c: &Connection, id: &str) -> Result<BTreeSet<u64>, StateError> {
+    let context = || format!("reading the versions job {id:?} still runs");
+    let mut stmt = c
+        .prepare_cached(
+            "SELECT json_extract(json, '$.job_version') FROM allocs WHERE job_id = ?1 \
+               AND client_status NOT IN ('complete', 'failed', 'lost') \
+             UNION SELECT job_version FROM deployments WHERE job_id = ?1 \
+               AND status IN ('running', 'paused')",
+        )
+        .ctx(context)?;
+    let rows = stmt
+        .query_map([id], |r| r.get::<_, Option<i64>>(0))
+        .ctx(context)?;
+    let mut out = BTreeSet::new();
+    for v in rows {
+        if let Some(v) = v.ctx(context)? {
+            out.insert(v as u64);
+        }
+    }
+    Ok(out)
 }
 
 pub(crate) fn deployment(c: &Connection, id: &str) -> Result<Option<Deployment>, StateError> {

@@ -26,6 +26,8 @@ pub struct GcJob {
     pub stop: bool,
     pub create_index: u64,
     pub submit_time: u64,
+    /// The names of its current version's groups.
+    pub groups: Vec<String>,
 }
 
 /// What the rules need of an evaluation.
@@ -36,6 +38,7 @@ pub struct GcEval {
     pub job_type: JobType,
     pub status: EvalStatus,
     pub modify_time: u64,
+    pub create_index: u64,
 }
 
 /// What the rules need of an allocation.
@@ -51,6 +54,11 @@ pub struct GcAlloc {
     pub create_index: u64,
     /// A replacement was placed (`next_allocation` is set).
     pub replaced: bool,
+    pub group: String,
+    pub index: u32,
+    /// The allocation it replaced, when it carries no reschedule tracker (placed
+    /// before allocations carried one): the rescheduler walks that chain instead.
+    pub untracked_previous: Option<AllocId>,
 }
 
 /// What the rules need of a node.
@@ -131,11 +139,23 @@ pub(crate) fn gc_view(c: &Connection) -> Result<GcView, StateError> {
         "job",
         "SELECT id, status, create_index, json_extract(json, '$.type'), \
          COALESCE(json_extract(json, '$.stop'), 0), \
-         COALESCE(json_extract(json, '$.submit_time'), 0) FROM jobs",
+         COALESCE(json_extract(json, '$.submit_time'), 0), \
+         (SELECT json_group_array(json_extract(g.value, '$.name')) \
+            FROM json_each(jobs.json, '$.groups') g) FROM jobs",
         |id, r| {
             let status: String = r.get(1).ctx(col("job", id))?;
             let job_type: Option<String> = r.get(3).ctx(col("job", id))?;
+            let groups: Option<String> = r.get(6).ctx(col("job", id))?;
+            let groups = match groups {
+                Some(text) => serde_json::from_str(&text).map_err(|source| StateError::Decode {
+                    kind: "job groups",
+                    id: id.to_string(),
+                    source,
+                })?,
+                None => Vec::new(),
+            };
             Ok(GcJob {
+                groups,
                 id: id.into(),
                 status: parse_name("job status", id, &status)?,
                 create_index: r.get::<_, i64>(2).ctx(col("job", id))? as u64,
@@ -152,7 +172,7 @@ pub(crate) fn gc_view(c: &Connection) -> Result<GcView, StateError> {
         c,
         "evaluation",
         "SELECT id, job_id, status, json_extract(json, '$.type'), \
-         COALESCE(json_extract(json, '$.modify_time'), 0) FROM evals",
+         COALESCE(json_extract(json, '$.modify_time'), 0), create_index FROM evals",
         |id, r| {
             let status: String = r.get(2).ctx(col("evaluation", id))?;
             let job_type: Option<String> = r.get(3).ctx(col("evaluation", id))?;
@@ -165,6 +185,7 @@ pub(crate) fn gc_view(c: &Connection) -> Result<GcView, StateError> {
                     None => Default::default(),
                 },
                 modify_time: r.get::<_, i64>(4).ctx(col("evaluation", id))? as u64,
+                create_index: r.get::<_, i64>(5).ctx(col("evaluation", id))? as u64,
             })
         },
     )?;
@@ -174,7 +195,10 @@ pub(crate) fn gc_view(c: &Connection) -> Result<GcView, StateError> {
         "SELECT id, job_id, node_id, client_status, desired_status, create_index, \
          COALESCE(json_extract(json, '$.eval_id'), ''), \
          COALESCE(json_extract(json, '$.modify_time'), 0), \
-         json_extract(json, '$.next_allocation') IS NOT NULL FROM allocs",
+         json_extract(json, '$.next_allocation') IS NOT NULL, group_name, \
+         COALESCE(json_extract(json, '$.index'), 0), \
+         CASE WHEN json_extract(json, '$.reschedule_tracker') IS NULL \
+           THEN json_extract(json, '$.previous_allocation') END FROM allocs",
         |id, r| {
             let client: String = r.get(3).ctx(col("allocation", id))?;
             let desired: String = r.get(4).ctx(col("allocation", id))?;
@@ -188,6 +212,9 @@ pub(crate) fn gc_view(c: &Connection) -> Result<GcView, StateError> {
                 eval_id: r.get(6).ctx(col("allocation", id))?,
                 modify_time: r.get::<_, i64>(7).ctx(col("allocation", id))? as u64,
                 replaced: r.get::<_, bool>(8).ctx(col("allocation", id))?,
+                group: r.get(9).ctx(col("allocation", id))?,
+                index: r.get::<_, i64>(10).ctx(col("allocation", id))? as u32,
+                untracked_previous: r.get(11).ctx(col("allocation", id))?,
             })
         },
     )?;

@@ -15,10 +15,19 @@
 //!          rescheduler reads it); a batch job's allocations stay while the job is
 //!          live (a finished batch allocation must never run again)
 //!  nodes:  down for node_gc_threshold with no allocation left pending or running
+//!  history, per job, whatever the age (a crash loop or a batch job run over and over
+//!  must not pile up until the thresholds pass):
+//!          terminal evaluations beyond the newest evals_per_job -> deleted
+//!          terminal allocations beyond the newest allocs_per_job -> deleted, unless
+//!          needed: the newest allocation of each slot (group and index; group and node
+//!          for system jobs) of a job still stored (a finished batch instance keeps its
+//!          slot), a failed one waiting for its replacement (as above), and the chain of
+//!          previous allocations of one that carries no reschedule tracker
 //! ```
 //!
 //! Allocations have no threshold of their own: they go with their evaluation (or with
-//! their job), as in Nomad.
+//! their job), as in Nomad. An allocation whose evaluation was collected by the
+//! per-job cap goes by the rules of allocations whose evaluation is gone.
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -44,6 +53,14 @@ impl Thresholds {
         batch_eval_ms: 0,
         node_ms: 0,
     };
+}
+
+/// How much terminal history each job keeps whatever its age: its newest terminal
+/// allocations and evaluations (plus the allocations the scheduler still needs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HistoryCaps {
+    pub allocs_per_job: usize,
+    pub evals_per_job: usize,
 }
 
 /// The ids to delete, each list sorted.
@@ -250,8 +267,98 @@ impl<'a> Lookup<'a> {
     }
 }
 
+/// The allocations of one job (`job`: as stored, `None` when purged) that the
+/// scheduler still reads, however old: the newest of each slot of a stored job, and
+/// the chains it walks for allocations without a reschedule tracker.
+fn needed_history<'a>(job: Option<&GcJob>, allocs: &[&'a GcAlloc]) -> BTreeSet<&'a AllocId> {
+    let mut needed = BTreeSet::new();
+    let Some(job) = job else { return needed };
+    let per_node = matches!(job.job_type, JobType::System | JobType::Sysbatch);
+    let mut heads: HashMap<(&str, &str, u32), &GcAlloc> = HashMap::new();
+    for a in allocs.iter().filter(|a| job.groups.contains(&a.group)) {
+        let slot = if per_node {
+            (a.group.as_str(), a.node_id.as_str(), 0)
+        } else {
+            (a.group.as_str(), "", a.index)
+        };
+        let head = heads.entry(slot).or_insert(a);
+        if (a.create_index, &a.id) > (head.create_index, &head.id) {
+            *head = a;
+        }
+    }
+    let by_id: HashMap<&AllocId, &GcAlloc> = allocs.iter().map(|a| (&a.id, *a)).collect();
+    for head in heads.into_values() {
+        needed.insert(&head.id);
+        if per_node {
+            continue; // system jobs are not rescheduled
+        }
+        let mut prev = head.untracked_previous.as_ref();
+        while let Some(p) = prev.and_then(|id| by_id.get(id)) {
+            if !needed.insert(&p.id) {
+                break;
+            }
+            prev = p.untracked_previous.as_ref();
+        }
+    }
+    needed
+}
+
+/// Of `items`, those `terminal` beyond the newest `cap` of them (by create index, then
+/// id), oldest last.
+fn beyond_newest<'a, T, Id: Ord + 'a>(
+    items: &[&'a T],
+    cap: usize,
+    terminal: impl Fn(&T) -> bool,
+    key: impl Fn(&'a T) -> (u64, &'a Id),
+) -> Vec<&'a T> {
+    let mut done: Vec<&'a T> = items.iter().copied().filter(|t| terminal(t)).collect();
+    if done.len() <= cap {
+        return Vec::new();
+    }
+    done.sort_by(|x, y| key(y).cmp(&key(x)));
+    done.split_off(cap)
+}
+
+/// Each job's terminal allocations and evaluations beyond its newest `caps`, that may
+/// go whatever their age (never a job's that `jobs` already deletes whole).
+fn beyond_caps<'a>(
+    l: &Lookup<'a>,
+    caps: &HistoryCaps,
+    jobs: &BTreeSet<&JobId>,
+    evals: &mut BTreeSet<&'a EvalId>,
+    allocs: &mut BTreeSet<&'a AllocId>,
+) {
+    for (job_id, job_allocs) in l.allocs_by_job.iter().filter(|(j, _)| !jobs.contains(*j)) {
+        let old = beyond_newest(
+            job_allocs,
+            caps.allocs_per_job,
+            |a| a.client_status.is_terminal(),
+            |a| (a.create_index, &a.id),
+        );
+        if old.is_empty() {
+            continue;
+        }
+        let job = l.jobs.get(job_id).copied();
+        let needed = needed_history(job, job_allocs);
+        for a in old {
+            if !needed.contains(&a.id) && l.alloc_collectable(a, job, 0) {
+                allocs.insert(&a.id);
+            }
+        }
+    }
+    for (_, job_evals) in l.evals_by_job.iter().filter(|(j, _)| !jobs.contains(*j)) {
+        let old = beyond_newest(
+            job_evals,
+            caps.evals_per_job,
+            |e| e.status.is_terminal(),
+            |e| (e.create_index, &e.id),
+        );
+        evals.extend(old.into_iter().map(|e| &e.id));
+    }
+}
+
 /// Everything a garbage collection at `now` (ms since the epoch) deletes.
-pub fn collect(view: &GcView, th: &Thresholds, now: u64) -> Collection {
+pub fn collect(view: &GcView, th: &Thresholds, caps: &HistoryCaps, now: u64) -> Collection {
     let l = Lookup::new(view, now);
     let mut jobs = BTreeSet::new();
     let mut evals = BTreeSet::new();
@@ -314,6 +421,8 @@ pub fn collect(view: &GcView, th: &Thresholds, now: u64) -> Collection {
             allocs.extend(going.into_iter().map(|a| &a.id));
         }
     }
+
+    beyond_caps(&l, caps, &jobs, &mut evals, &mut allocs);
 
     let mut live_on: std::collections::HashSet<&NodeId> = std::collections::HashSet::new();
     for a in &view.allocs {

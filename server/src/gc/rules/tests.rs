@@ -25,6 +25,7 @@ fn job(id: &str, t: JobType, status: JobStatus, stop: bool) -> GcJob {
         stop,
         create_index: 10,
         submit_time: 0,
+        groups: vec!["web".into()],
     }
 }
 
@@ -35,6 +36,7 @@ fn eval(id: &str, job_id: &str, t: JobType, status: EvalStatus, age_h: u64) -> G
         job_type: t,
         status,
         modify_time: NOW - age_h * HOUR,
+        create_index: 10,
     }
 }
 
@@ -49,8 +51,17 @@ fn alloc(id: &str, job_id: &str, eval_id: &str, client: ClientStatus, age_h: u64
         modify_time: NOW - age_h * HOUR,
         create_index: 20,
         replaced: false,
+        group: "web".into(),
+        index: 0,
+        untracked_previous: None,
     }
 }
+
+/// Caps no scenario of the threshold table reaches.
+const NO_CAPS: HistoryCaps = HistoryCaps {
+    allocs_per_job: 1000,
+    evals_per_job: 1000,
+};
 
 fn node(id: &str, status: NodeStatus, age_h: u64) -> GcNode {
     GcNode {
@@ -260,10 +271,10 @@ fn cases() -> Vec<Case> {
     ]
 }
 
-#[test]
-fn the_rules_collect_what_each_scenario_expects() {
-    for case in cases() {
-        let got = collect(&case.view, &case.thresholds, NOW);
+/// Collects each case under its thresholds and `caps`, and checks what it expects.
+fn check_cases(cases: Vec<Case>, caps: &HistoryCaps) {
+    for case in cases {
+        let got = collect(&case.view, &case.thresholds, caps, NOW);
         let want = Collection {
             jobs: ids(case.jobs),
             evals: ids(case.evals),
@@ -275,9 +286,18 @@ fn the_rules_collect_what_each_scenario_expects() {
 }
 
 #[test]
+fn the_rules_collect_what_each_scenario_expects() {
+    check_cases(cases(), &NO_CAPS);
+}
+
+#[test]
 fn nothing_non_terminal_is_ever_collected() {
-    for case in cases() {
-        let got = collect(&case.view, &Thresholds::FORCE, NOW);
+    let tight = HistoryCaps {
+        allocs_per_job: 1,
+        evals_per_job: 1,
+    };
+    for case in cases().into_iter().chain(cap_cases()) {
+        let got = collect(&case.view, &Thresholds::FORCE, &tight, NOW);
         for a in case
             .view
             .allocs
@@ -290,6 +310,205 @@ fn nothing_non_terminal_is_ever_collected() {
             assert!(!got.evals.contains(&e.id), "{}: {}", case.name, e.id);
         }
     }
+}
+
+// ------------------------------------------------------------------ per-job caps
+
+/// Allocation `id` of "web" at `index`, created at `create_index`, young (1 minute).
+fn young(id: &str, index: u32, create_index: u64, client: ClientStatus) -> GcAlloc {
+    GcAlloc {
+        index,
+        create_index,
+        modify_time: NOW - 60_000,
+        ..alloc(id, "web", "e1", client, 0)
+    }
+}
+
+/// Replaced by a newer allocation (`next_allocation` set).
+fn replaced(a: GcAlloc) -> GcAlloc {
+    GcAlloc {
+        replaced: true,
+        ..a
+    }
+}
+
+/// Evaluation `id` of "web", terminal, created at `create_index`, young.
+fn young_eval(id: &str, create_index: u64, status: EvalStatus) -> GcEval {
+    GcEval {
+        create_index,
+        ..eval(id, "web", Service, status, 0)
+    }
+}
+
+const CAPS: HistoryCaps = HistoryCaps {
+    allocs_per_job: 3,
+    evals_per_job: 3,
+};
+
+/// Scenarios of the per-job caps: nothing is old enough for the thresholds (`th()`),
+/// so whatever goes, goes for the caps.
+fn cap_cases() -> Vec<Case> {
+    vec![
+        Case {
+            name: "a crash loop keeps its newest terminal allocations, the oldest beyond the cap go",
+            view: GcView {
+                jobs: vec![job("web", Service, JobRunning, false)],
+                evals: vec![],
+                allocs: (1..=6)
+                    .map(|i| replaced(young(&format!("f{i}"), 0, i, Failed)))
+                    .chain([young("live", 0, 7, Running)])
+                    .collect(),
+                nodes: vec![],
+            },
+            thresholds: th(),
+            jobs: &[],
+            evals: &[],
+            allocs: &["f1", "f2", "f3"],
+            nodes: &[],
+        },
+        Case {
+            name: "each slot's newest allocation stays beyond the cap: a finished batch instance is never run again",
+            view: GcView {
+                jobs: vec![job("frames", Batch, JobRunning, false)],
+                evals: vec![],
+                allocs: (0..4)
+                    .flat_map(|i| {
+                        let at = |id: String, n| GcAlloc { job_id: "frames".into(), ..young(&id, i, n, Complete) };
+                        [at(format!("v0-{i}"), u64::from(i)), at(format!("v1-{i}"), 10 + u64::from(i))]
+                    })
+                    .collect(),
+                nodes: vec![],
+            },
+            thresholds: th(),
+            jobs: &[],
+            evals: &[],
+            allocs: &["v0-0", "v0-1", "v0-2", "v0-3"],
+            nodes: &[],
+        },
+        Case {
+            name: "a sysbatch job's slot is its node: the run on each node stays",
+            view: GcView {
+                jobs: vec![job("sweep", JobType::Sysbatch, JobRunning, false)],
+                evals: vec![],
+                allocs: (1..=5)
+                    .map(|i| GcAlloc {
+                        job_id: "sweep".into(),
+                        node_id: format!("n{i}").into(),
+                        ..young(&format!("s{i}"), 0, i, Complete)
+                    })
+                    .collect(),
+                nodes: vec![],
+            },
+            thresholds: th(),
+            jobs: &[],
+            evals: &[],
+            allocs: &[],
+            nodes: &[],
+        },
+        Case {
+            name: "slots of a group no longer in the job are not kept; a failed allocation awaiting its replacement is",
+            view: GcView {
+                jobs: vec![job("web", Service, JobRunning, false)],
+                evals: vec![],
+                allocs: vec![
+                    GcAlloc { group: "old".into(), ..young("gone-group", 0, 1, Complete) },
+                    GcAlloc { index: 1, ..young("waiting", 1, 2, Failed) },
+                    young("c3", 2, 3, Complete),
+                    young("c4", 3, 4, Complete),
+                    young("c5", 4, 5, Complete),
+                ],
+                nodes: vec![],
+            },
+            thresholds: th(),
+            jobs: &[],
+            evals: &[],
+            allocs: &["gone-group"],
+            nodes: &[],
+        },
+        Case {
+            name: "the chain of an allocation without a reschedule tracker stays: the rescheduler walks it",
+            view: GcView {
+                jobs: vec![job("web", Service, JobRunning, false)],
+                evals: vec![],
+                allocs: vec![
+                    replaced(young("a1", 0, 1, Failed)),
+                    GcAlloc { untracked_previous: Some("a1".into()), ..replaced(young("a2", 0, 2, Failed)) },
+                    GcAlloc { untracked_previous: Some("a2".into()), ..young("a3", 0, 3, Running) },
+                    replaced(young("b1", 1, 4, Failed)),
+                    replaced(young("b2", 1, 5, Failed)),
+                    replaced(young("b3", 1, 6, Failed)),
+                    replaced(young("b4", 1, 7, Failed)),
+                    young("b5", 1, 8, Running),
+                ],
+                nodes: vec![],
+            },
+            thresholds: th(),
+            jobs: &[],
+            evals: &[],
+            allocs: &["b1"],
+            nodes: &[],
+        },
+        Case {
+            name: "a purged job's allocations have no slot to keep",
+            view: GcView {
+                jobs: vec![],
+                evals: vec![],
+                allocs: (1..=5).map(|i| young(&format!("p{i}"), 0, i, Complete)).collect(),
+                nodes: vec![],
+            },
+            thresholds: th(),
+            jobs: &[],
+            evals: &[],
+            allocs: &["p1", "p2"],
+            nodes: &[],
+        },
+        Case {
+            name: "terminal evaluations beyond the cap go, the newest and the open ones stay",
+            view: GcView {
+                jobs: vec![job("web", Service, JobRunning, false)],
+                evals: (1..=6)
+                    .map(|i| young_eval(&format!("e{i}"), i, EvalDone))
+                    .chain([young_eval("blocked", 0, Blocked), young_eval("pending", 7, Pending)])
+                    .collect(),
+                allocs: vec![],
+                nodes: vec![],
+            },
+            thresholds: th(),
+            jobs: &[],
+            evals: &["e1", "e2", "e3"],
+            allocs: &[],
+            nodes: &[],
+        },
+    ]
+}
+
+#[test]
+fn each_job_keeps_a_bounded_history_whatever_its_age() {
+    check_cases(cap_cases(), &CAPS);
+}
+
+#[test]
+fn the_caps_leave_alone_a_job_collected_whole() {
+    let view = GcView {
+        jobs: vec![job("web", Service, Dead, true)],
+        evals: (1..=5)
+            .map(|i| GcEval {
+                modify_time: NOW - 5 * HOUR,
+                ..young_eval(&format!("e{i}"), i, EvalDone)
+            })
+            .collect(),
+        allocs: (1..=5)
+            .map(|i| GcAlloc {
+                modify_time: NOW - 5 * HOUR,
+                ..young(&format!("a{i}"), 0, i, Complete)
+            })
+            .collect(),
+        nodes: vec![],
+    };
+    let got = collect(&view, &th(), &CAPS, NOW);
+    assert_eq!(got.jobs, ids::<JobId>(&["web"]));
+    assert_eq!(got.evals.len(), 5);
+    assert_eq!(got.allocs.len(), 5);
 }
 
 #[test]

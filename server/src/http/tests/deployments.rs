@@ -575,3 +575,49 @@ async fn reverting_to_the_current_or_an_unknown_version_or_a_stale_prior_is_refu
     assert_eq!(bad.status, StatusCode::BAD_REQUEST);
     assert_eq!(h.state.store.last_index(), index, "nothing written");
 }
+
+#[tokio::test]
+async fn reverting_to_a_pruned_version_is_a_400_that_names_it_and_the_kept_ones() {
+    let h = harness();
+    for count in 1..=10 {
+        h.register_job(&JobBuilder::new("web").count(count).build())
+            .await;
+    }
+    let versions = h.get("/v1/job/web/versions").await;
+    let listed: Vec<u64> = versions
+        .body
+        .as_array()
+        .expect("list")
+        .iter()
+        .map(|v| v["version"].as_u64().expect("version"))
+        .collect();
+    assert_eq!(listed, [9, 8, 7, 6, 5, 4]);
+    let index = h.state.store.last_index();
+    let answer = h
+        .post_json(
+            "/v1/job/web/revert",
+            &JobRevertRequest {
+                version: 2,
+                enforce_prior_version: None,
+            },
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{}", answer.body);
+    assert_eq!(
+        answer.body["error"],
+        "version 2 of job \"web\" was pruned: a job keeps its newest 6 versions, its \
+         newest stable one and those still running (kept: 9, 8, 7, 6, 5, 4)"
+    );
+    assert_eq!(h.state.store.last_index(), index, "nothing written");
+    let kept = h
+        .post_json(
+            "/v1/job/web/revert",
+            &JobRevertRequest {
+                version: 4,
+                enforce_prior_version: None,
+            },
+        )
+        .await;
+    assert_eq!(kept.status, StatusCode::OK, "{}", kept.body);
+    assert_eq!(h.state.store.job("web").unwrap().unwrap().version, 10);
+}

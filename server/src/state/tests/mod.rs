@@ -20,6 +20,7 @@ use crate::scheduler::State;
 mod acl;
 mod cas;
 mod deployments;
+mod versions;
 
 fn temp_store() -> (tempfile::TempDir, StateStore) {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -1697,4 +1698,46 @@ fn the_gc_view_reads_what_the_rules_need_from_the_rows() {
     assert_eq!(a.desired_status, DesiredStatus::Run);
     assert!(a.modify_time > 0 && a.create_index > 0);
     assert!(!a.replaced);
+    assert_eq!(view.jobs[0].groups, vec![job.groups[0].name.clone()]);
+    assert!(view.evals[0].create_index > 0);
+    assert_eq!(
+        (a.group.as_str(), a.index),
+        (job.groups[0].name.as_str(), 0)
+    );
+    assert_eq!(a.untracked_previous, None);
+}
+
+#[test]
+fn the_gc_view_names_the_previous_allocation_only_of_one_without_a_tracker() {
+    let (_dir, store) = temp_store();
+    let job = JobBuilder::new("web").count(2).build();
+    register(&store, &job);
+    place(
+        &store,
+        vec![
+            AllocBuilder::new(&job).id("old").node_id("n1").build(),
+            AllocBuilder::new(&job)
+                .id("untracked")
+                .node_id("n1")
+                .previous("old")
+                .build(),
+            AllocBuilder::new(&job)
+                .id("tracked")
+                .node_id("n1")
+                .index(1)
+                .previous("old")
+                .reschedule_tracker(Default::default())
+                .build(),
+        ],
+    );
+    let view = store.gc_view().unwrap();
+    let previous = |id: &str| {
+        view.allocs
+            .iter()
+            .find(|a| a.id == id)
+            .map(|a| (a.index, a.untracked_previous.clone()))
+            .unwrap()
+    };
+    assert_eq!(previous("untracked"), (0, Some("old".into())));
+    assert_eq!(previous("tracked"), (1, None));
 }
