@@ -249,21 +249,7 @@ resources = {{ cpu = 20, memory = 16 }}
 "#
             ),
         );
-        agent
-            .orch(
-                &["job", "run", "-d", file.to_str().unwrap()],
-                Duration::from_secs(30),
-            )
-            .ok();
-        wait_for(Duration::from_secs(60), "the allocation to end", || {
-            let allocs = agent.job_allocs(name);
-            let a = allocs.first()?;
-            let status = a["client_status"].as_str()?.to_string();
-            matches!(status.as_str(), "complete" | "failed").then(|| {
-                let id = a["id"].as_str().unwrap().to_string();
-                (status, agent.get(&format!("/v1/allocation/{id}")).unwrap())
-            })
-        })
+        agent.run_to_end(&file, name)
     };
     let probe = "grep '^Seccomp:' /proc/self/status; cat /proc/net/dev | tail -n +3 | cut -d: -f1";
     let refusals = [

@@ -83,21 +83,7 @@ fn raw_exec_tasks_run_as_the_default_user_and_never_as_root_unless_allowed_as_ro
 
     let outcome = |job: &str, user: Option<&str>| {
         let file = ws.write(&format!("{job}.toml"), &whoami_job(job, user));
-        server
-            .orch(
-                &["job", "run", "-d", file.to_str().unwrap()],
-                Duration::from_secs(30),
-            )
-            .ok();
-        wait_for(Duration::from_secs(30), "the allocation to end", || {
-            let allocs = server.job_allocs(job);
-            let a = allocs.first()?;
-            let status = a["client_status"].as_str()?.to_string();
-            matches!(status.as_str(), "complete" | "failed").then(|| {
-                let id = a["id"].as_str().unwrap().to_string();
-                (status, server.get(&format!("/v1/allocation/{id}")).unwrap())
-            })
-        })
+        server.run_to_end(&file, job)
     };
 
     let (status, alloc) = outcome("as-default", None);

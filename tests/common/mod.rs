@@ -349,6 +349,26 @@ impl Agent {
             .collect()
     }
 
+    /// Submits the job file `file` (job `job`, one allocation) without waiting, then
+    /// waits for its allocation to end: its client status ("complete" or "failed") and
+    /// the full allocation.
+    pub fn run_to_end(&self, file: &Path, job: &str) -> (String, serde_json::Value) {
+        self.orch(
+            &["job", "run", "-d", file.to_str().unwrap()],
+            Duration::from_secs(30),
+        )
+        .ok();
+        wait_for(Duration::from_secs(60), "the allocation to end", || {
+            let allocs = self.job_allocs(job);
+            let a = allocs.first()?;
+            let status = a["client_status"].as_str()?.to_string();
+            matches!(status.as_str(), "complete" | "failed").then(|| {
+                let id = a["id"].as_str().unwrap().to_string();
+                (status, self.get(&format!("/v1/allocation/{id}")).unwrap())
+            })
+        })
+    }
+
     /// SIGKILL, no cleanup by the agent.
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {
