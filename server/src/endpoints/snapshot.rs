@@ -28,15 +28,21 @@ pub enum SnapshotError {
 }
 
 impl SnapshotError {
-    /// True when the file itself is refused (not SQLite, damaged, truncated, of a
-    /// newer schema): the caller's mistake, and nothing changed.
-    pub fn is_bad_file(&self) -> bool {
-        matches!(
-            self,
-            SnapshotError::Log(LogError::Apply(
-                StateError::InvalidSnapshot { .. } | StateError::SchemaTooNew { .. }
-            ))
-        )
+    /// Why the file itself is refused (not SQLite, damaged, truncated, of a newer
+    /// schema), when that is the error: the caller's mistake, and nothing changed.
+    /// Names the problem, not the server's path for the upload.
+    pub fn bad_file_reason(&self) -> Option<String> {
+        match self {
+            SnapshotError::Log(LogError::Apply(StateError::InvalidSnapshot { reason, .. })) => {
+                Some(format!(
+                    "not a state snapshot this server can restore: {reason}"
+                ))
+            }
+            SnapshotError::Log(LogError::Apply(e @ StateError::SchemaTooNew { .. })) => {
+                Some(format!("the snapshot's {e}"))
+            }
+            _ => None,
+        }
     }
 }
 
@@ -111,7 +117,7 @@ pub async fn save(ctx: &Endpoints) -> Result<SavedSnapshot, SnapshotError> {
 }
 
 /// Replaces the whole state with the snapshot at `path` (then removed). A file that
-/// is not a snapshot this server can restore changes nothing (`is_bad_file`).
+/// is not a snapshot this server can restore changes nothing (`bad_file_reason`).
 /// What it does to the rest of the server: `CommandLog::restore`.
 pub async fn restore(
     ctx: &Endpoints,

@@ -119,7 +119,7 @@ pub async fn authorize(
         Ok(s) => s,
         Err(e) => return e.into_response(),
     };
-    if capability.is_none() && secret.is_none() {
+    if need == Need::AnyToken && secret.is_none() {
         return ApiError::Forbidden("no ACL token presented".into()).into_response();
     }
     let grants = match tokens.grants(secret).await {
@@ -133,7 +133,8 @@ pub async fn authorize(
     }
     if need == Need::Management && grants != Grants::Management {
         return ApiError::Forbidden(
-            "permission denied: this route needs a management token".into(),
+            "permission denied: this token lacks management (the route needs a management token)"
+                .into(),
         )
         .into_response();
     }

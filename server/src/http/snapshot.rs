@@ -29,8 +29,8 @@ const CHUNK_BYTES: usize = 256 * 1024;
 
 impl From<SnapshotError> for ApiError {
     fn from(e: SnapshotError) -> Self {
-        if e.is_bad_file() {
-            return ApiError::bad_request(e.to_string());
+        if let Some(reason) = e.bad_file_reason() {
+            return ApiError::bad_request(reason);
         }
         match e {
             SnapshotError::Log(e) => e.into(),
