@@ -302,3 +302,56 @@ async fn an_old_schema_snapshot_is_migrated_on_restore() {
     assert!(store.acl_policies().unwrap().is_empty(), "migration 7 ran");
     log.shutdown().await;
 }
+
+/// Measures a save (the backup API, what `save_snapshot` uses) against `VACUUM INTO`,
+/// and a restore, on a store of 100,000 allocations. Not a check: run it by hand with
+/// `cargo nextest run -p orch-server --run-ignored only snapshot_costs`.
+#[tokio::test]
+#[ignore = "a measurement, run by hand"]
+async fn snapshot_costs_at_100k_allocations() {
+    use std::time::Instant;
+    let (dir, store) = temp_store();
+    apply(&store, node_cmd("n1"));
+    let job = JobBuilder::new("web").build();
+    register(&store, &job);
+    for batch in 0..100 {
+        let allocs = (0..1000)
+            .map(|i| alloc_on(format!("a{batch}-{i}"), &job, "n1", i))
+            .collect();
+        place(&store, allocs);
+    }
+    let db_bytes = std::fs::metadata(store.path()).unwrap().len();
+
+    let started = Instant::now();
+    let meta = store
+        .save_snapshot(&dir.path().join("backup.snap"))
+        .unwrap();
+    let backup = started.elapsed();
+
+    let vacuum_file = dir.path().join("vacuum.snap");
+    let started = Instant::now();
+    // (Not on a pooled reader: `query_only` refuses VACUUM INTO.)
+    rusqlite::Connection::open(store.path())
+        .unwrap()
+        .execute("VACUUM INTO ?1", [vacuum_file.to_str().unwrap()])
+        .unwrap();
+    let vacuum = started.elapsed();
+    let vacuum_bytes = std::fs::metadata(&vacuum_file).unwrap().len();
+
+    let (log, _) = log_with_restore_probe(&store);
+    let started = Instant::now();
+    log.restore(dir.path().join("backup.snap")).await.unwrap();
+    let restore = started.elapsed();
+    log.shutdown().await;
+    println!("snapshot_db_bytes {db_bytes} bytes");
+    println!(
+        "snapshot_save_backup_api {} ms ({} bytes)",
+        backup.as_millis(),
+        meta.size_bytes
+    );
+    println!(
+        "snapshot_save_vacuum_into {} ms ({vacuum_bytes} bytes)",
+        vacuum.as_millis()
+    );
+    println!("snapshot_restore {} ms", restore.as_millis());
+}
