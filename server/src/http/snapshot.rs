@@ -6,6 +6,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -70,6 +71,22 @@ pub async fn save(State(st): State<Arc<HttpState>>) -> Result<Response, ApiError
     Ok(resp)
 }
 
+/// How long the rest of an oversized upload is read and discarded before the 413 is
+/// sent: a client reads no answer until it has sent its body, and a connection closed
+/// under it is an error without the reason. Past this the connection is closed.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+async fn drain(body: Body) {
+    drain_stream(body.into_data_stream()).await;
+}
+
+async fn drain_stream(mut body: axum::body::BodyDataStream) {
+    let _ = tokio::time::timeout(DRAIN_TIMEOUT, async {
+        while let Some(Ok(_)) = body.next().await {}
+    })
+    .await;
+}
+
 /// Removes an upload's file unless the restore took it (a cancelled request, a
 /// refused body).
 struct UploadFile(PathBuf);
@@ -98,7 +115,13 @@ pub async fn restore(
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
+    let waits_to_send = req.headers().contains_key(header::EXPECT);
     if declared.is_some_and(|n| n > limit) {
+        // A client that waits for `100 Continue` before sending gets the 413 at once;
+        // any other is sending already, and reads no answer until it has sent.
+        if !waits_to_send {
+            drain(req.into_body()).await;
+        }
         return Err(too_large());
     }
     let upload = UploadFile(snapshot::upload_path(&st.endpoints));
@@ -115,6 +138,8 @@ pub async fn restore(
             chunk.map_err(|e| ApiError::bad_request(format!("reading the request body: {e}")))?;
         seen = seen.saturating_add(chunk.len() as u64);
         if seen > limit {
+            drop(file);
+            drain_stream(body).await;
             return Err(too_large());
         }
         file.write_all(&chunk).await.map_err(|e| io("writing", e))?;
