@@ -179,8 +179,20 @@ impl StateStore {
         if index <= last {
             return Err(StateError::IndexNotIncreasing { index, last });
         }
-        mark_installed_at(&mut snapshot.conn, index)?;
         let (conn, _) = &mut *guard;
+        // The backup API cannot change the page size of a database in WAL mode.
+        let page_size = |c: &Connection| -> Result<u32, StateError> {
+            c.query_row("PRAGMA page_size", [], |r| r.get(0))
+                .ctx(|| "reading a page size".to_string())
+        };
+        let (theirs, ours) = (page_size(&snapshot.conn)?, page_size(conn)?);
+        if theirs != ours {
+            return Err(invalid(
+                &snapshot.path,
+                format!("its page size is {theirs} bytes, this server's database uses {ours}"),
+            ));
+        }
+        mark_installed_at(&mut snapshot.conn, index)?;
         {
             // Held across the copy's commit and the rebuild, as `apply` holds it across
             // its commit: no snapshot pairs the new rows with the old memory.

@@ -280,6 +280,14 @@ async fn bad_snapshot_files_are_refused_and_change_nothing() {
     }
     refused(&store, &log, foreign, "not an orch state snapshot").await;
 
+    let paged = dir.path().join("paged");
+    {
+        let mut c = rusqlite::Connection::open(&paged).unwrap();
+        c.pragma_update(None, "page_size", 8192).unwrap();
+        schema::migrate(&mut c).unwrap();
+    }
+    refused(&store, &log, paged, "page size is 8192").await;
+
     assert!(restored.lock().unwrap().is_empty());
     log.shutdown().await;
 }
