@@ -166,12 +166,7 @@ impl ApiClient {
         }
         let rb = self.request(reqwest::Method::GET, &url).timeout(timeout);
         let resp = self.send(rb, &format!("GET {path}")).await?;
-        let index = resp
-            .headers()
-            .get(INDEX_HEADER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0);
+        let index = index_of(&resp);
         let value = resp
             .json::<T>()
             .await
@@ -185,12 +180,7 @@ impl ApiClient {
         use tokio::io::AsyncWriteExt as _;
         let rb = self.request(reqwest::Method::GET, &self.url(path));
         let mut resp = self.send(rb, &format!("GET {path}")).await?;
-        let index = resp
-            .headers()
-            .get(INDEX_HEADER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0);
+        let index = index_of(&resp);
         let mut written = 0u64;
         while let Some(chunk) = resp
             .chunk()
@@ -336,6 +326,15 @@ impl ApiClient {
             .with_context(|| format!("cannot reach {url}"))?;
         check_status(resp).await
     }
+}
+
+/// An answer's `X-Orch-Index` (0 when it has none).
+fn index_of(resp: &reqwest::Response) -> u64 {
+    resp.headers()
+        .get(INDEX_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
 }
 
 /// Turns a non-2xx answer into an `ApiError` (JSON body when there is one).
