@@ -65,6 +65,7 @@ pub use command::Command;
 pub(crate) use error::SqlContext;
 pub use error::StateError;
 pub use log::{CommandLog, LogError, Observer};
+pub use pool::open_private;
 pub use read::GroupStatusCount;
 pub use snapshot::{Snapshot, SnapshotRelease};
 pub use store::StateStore;

@@ -1,0 +1,33 @@
+//! Replication of the state through Raft (openraft): the type configuration every
+//! part shares (`OrchRaft`: entries carry a state `Command`, nodes are servers named by
+//! their RPC address) and, below it, the parts:
+//! - `log_store`: the Raft log, vote and commit point in `<data_dir>/server/raft.db`
+//!   (SQLite, synchronous=FULL), openraft's `RaftLogStorage`.
+
+pub mod log_store;
+
+use std::io::Cursor;
+
+use serde::{Deserialize, Serialize};
+
+use crate::state::Command;
+
+/// What applying one replicated entry answered: the store's outcome, in the shape the
+/// proposer gets back.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Applied {
+    /// The index the entry was applied at (the Raft log index).
+    pub index: u64,
+    /// Why the command's check refused its change, when it did.
+    pub rejected: Option<String>,
+}
+
+openraft::declare_raft_types!(
+    /// The Raft type configuration of orch's servers.
+    pub OrchRaft:
+        D = Command,
+        R = Applied,
+        NodeId = u64,
+        Node = openraft::BasicNode,
+        SnapshotData = Cursor<Vec<u8>>,
+);
