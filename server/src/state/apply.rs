@@ -47,9 +47,22 @@ pub struct ApplyOutcome {
 }
 
 impl StateStore {
+    /// Applies `cmd` at `index` (which must be after `last_index()`) with this
+    /// machine's clock as its time; see `apply_at`.
+    pub fn apply(&self, index: u64, cmd: &Command) -> Result<ApplyOutcome, StateError> {
+        self.apply_at(index, now_ms(), cmd)
+    }
+
     /// Applies `cmd` at `index` (which must be after `last_index()`), in one
     /// transaction, durable on return. The only function that writes the database.
-    pub fn apply(&self, index: u64, cmd: &Command) -> Result<ApplyOutcome, StateError> {
+    /// `now_ms` is the command's time (create and modify times, deadlines): a
+    /// replicated command carries its leader's, so every server writes the same rows.
+    pub fn apply_at(
+        &self,
+        index: u64,
+        now_ms: u64,
+        cmd: &Command,
+    ) -> Result<ApplyOutcome, StateError> {
         let mut guard = self
             .inner
             .writer
@@ -70,7 +83,7 @@ impl StateStore {
             row_changes: Vec::new(),
             placed_json: Vec::new(),
             index,
-            now: now_ms(),
+            now: now_ms,
             touched: BTreeSet::new(),
             usage: Vec::new(),
             written: Vec::new(),
