@@ -150,6 +150,11 @@ impl StateStore {
         &self.inner.path
     }
 
+    /// What the Raft log last applied to this state, `None` before it applied any.
+    pub fn replication_mark(&self) -> Result<Option<super::ReplicationMark>, StateError> {
+        self.read(super::mark::read)
+    }
+
     /// The index of the last applied command (0 for a new store).
     pub fn last_index(&self) -> u64 {
         self.inner.last_index.load(Ordering::SeqCst)

@@ -1788,3 +1788,34 @@ fn the_same_commands_at_the_same_times_write_the_same_rows_on_two_stores() {
     }
     assert_eq!(rows(&a), rows(&b));
 }
+
+#[test]
+fn the_raft_mark_is_written_with_its_entry_and_survives_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    let store = StateStore::open(&path).unwrap();
+    assert_eq!(store.replication_mark().unwrap(), None);
+    let mark = |log_id: &str| ReplicationMark {
+        log_id: log_id.to_string(),
+        membership: "{\"voters\":[1]}".to_string(),
+    };
+    // A membership entry: the mark moves, the state's index does not.
+    store.record_mark(&mark("1-1-1")).unwrap();
+    assert_eq!(store.replication_mark().unwrap(), Some(mark("1-1-1")));
+    assert_eq!(store.last_index(), 0);
+
+    let node = Command::UpsertNode {
+        node: NodeBuilder::new().id("n1").build(),
+    };
+    store
+        .apply_replicated(2, 1_700_000_000_000, &node, &mark("1-1-2"))
+        .unwrap();
+    assert_eq!(store.last_index(), 2);
+    // An entry that fails to apply leaves the mark where it was.
+    let err = store.apply_replicated(2, 1_700_000_000_000, &node, &mark("1-1-2b"));
+    assert!(err.is_err());
+    drop(store);
+    let store = StateStore::open(&path).unwrap();
+    assert_eq!(store.replication_mark().unwrap(), Some(mark("1-1-2")));
+    assert_eq!(store.last_index(), 2);
+}
