@@ -6,12 +6,16 @@ use openraft::testing::{blank_ent, log_id};
 use openraft::{Entry, EntryPayload, Vote};
 
 use super::*;
+use crate::raft::Proposal;
 use crate::state::Command;
 
 fn normal(term: u64, index: u64) -> Entry<OrchRaft> {
     Entry {
         log_id: log_id(term, 1, index),
-        payload: EntryPayload::Normal(Command::UpsertEvals { evals: Vec::new() }),
+        payload: EntryPayload::Normal(Proposal {
+            time_ms: 1_700_000_000_000 + index,
+            command: Command::UpsertEvals { evals: Vec::new() },
+        }),
     }
 }
 
