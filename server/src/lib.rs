@@ -15,6 +15,7 @@ pub mod gc;
 pub mod heartbeat;
 pub mod http;
 pub mod plan_apply;
+pub mod raft;
 pub mod scheduler;
 mod scheduler_state;
 pub mod server;

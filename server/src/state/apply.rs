@@ -26,6 +26,7 @@ use serde_json::value::RawValue;
 
 use super::alloc_index::{AllocIndex, NodeRow, RowChange, RowRemoval};
 use super::command::{self, DeploymentChange, Rejection};
+use super::mark::{self, ReplicationMark};
 use super::{
     read, versions, Command, SqlContext, StateError, StateStore, Table, ACL_BOOTSTRAP_INDEX,
 };
@@ -47,9 +48,60 @@ pub struct ApplyOutcome {
 }
 
 impl StateStore {
+    /// Applies `cmd` at `index` (which must be after `last_index()`) with this
+    /// machine's clock as its time; see `apply_at`.
+    pub fn apply(&self, index: u64, cmd: &Command) -> Result<ApplyOutcome, StateError> {
+        self.apply_at(index, now_ms(), cmd)
+    }
+
     /// Applies `cmd` at `index` (which must be after `last_index()`), in one
     /// transaction, durable on return. The only function that writes the database.
-    pub fn apply(&self, index: u64, cmd: &Command) -> Result<ApplyOutcome, StateError> {
+    /// `now_ms` is the command's time (create and modify times, deadlines): a
+    /// replicated command carries its leader's, so every server writes the same rows.
+    pub fn apply_at(
+        &self,
+        index: u64,
+        now_ms: u64,
+        cmd: &Command,
+    ) -> Result<ApplyOutcome, StateError> {
+        self.apply_marked(index, now_ms, cmd, None)
+    }
+
+    /// `apply_at` for a command from the Raft log: `mark` (that entry's log id and the
+    /// membership) is written in the same transaction.
+    pub fn apply_replicated(
+        &self,
+        index: u64,
+        now_ms: u64,
+        cmd: &Command,
+        mark: &ReplicationMark,
+    ) -> Result<ApplyOutcome, StateError> {
+        self.apply_marked(index, now_ms, cmd, Some(mark))
+    }
+
+    /// Records `mark` for a Raft entry that carries no command (a blank or membership
+    /// entry): no table changes, so the last index stays.
+    pub fn record_mark(&self, mark: &ReplicationMark) -> Result<(), StateError> {
+        let mut guard = self
+            .inner
+            .writer
+            .lock()
+            .expect("state writer mutex poisoned");
+        let (conn, _) = &mut *guard;
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .ctx(|| "starting the transaction for a Raft mark".to_string())?;
+        mark::write(&tx, mark)?;
+        tx.commit().ctx(|| "committing a Raft mark".to_string())
+    }
+
+    fn apply_marked(
+        &self,
+        index: u64,
+        now_ms: u64,
+        cmd: &Command,
+        mark: Option<&ReplicationMark>,
+    ) -> Result<ApplyOutcome, StateError> {
         let mut guard = self
             .inner
             .writer
@@ -70,7 +122,7 @@ impl StateStore {
             row_changes: Vec::new(),
             placed_json: Vec::new(),
             index,
-            now: now_ms(),
+            now: now_ms,
             touched: BTreeSet::new(),
             usage: Vec::new(),
             written: Vec::new(),
@@ -89,6 +141,9 @@ impl StateStore {
         w.refresh_deployments()?;
         w.append_to_log(cmd)?;
         w.record_indexes()?;
+        if let Some(mark) = mark {
+            mark::write(&tx, mark)?;
+        }
         let tables: Vec<Table> = w.touched.into_iter().collect();
         let usage = w.usage;
         let written = w.written;

@@ -30,7 +30,7 @@
 //! - `error`: `StateError` and `SqlContext`; `table`: `Table`, what blocking queries
 //!   wait on; `command`: `Command`, every change as a serializable value;
 //!   `log_entry`: the command log's compressed entries; `versions`: which of a job's
-//!   versions a registration keeps.
+//!   versions a registration keeps; `mark`: what the Raft log last applied.
 //! - `schema`: the migrations; `pool`: opening connections, the pool of readers;
 //!   `wal`: the checkpointer; `alloc_index`: where each allocation's row is;
 //!   `mirror`: the in-memory sums and node list, and placements in flight.
@@ -52,6 +52,7 @@ pub mod command;
 mod error;
 pub mod log;
 mod log_entry;
+mod mark;
 mod mirror;
 mod pool;
 mod read;
@@ -69,6 +70,8 @@ pub use command::Command;
 pub(crate) use error::SqlContext;
 pub use error::StateError;
 pub use log::{CommandLog, LogError, Observer, RestoreObserver, RestoreOutcome};
+pub use mark::ReplicationMark;
+pub use pool::open_private;
 pub use read::GroupStatusCount;
 pub use snapshot::{Snapshot, SnapshotRelease};
 pub use store::StateStore;

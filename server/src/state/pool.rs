@@ -1,5 +1,6 @@
 //! SQLite connections: how every connection of the store is opened (WAL, synchronous
-//! FULL, busy timeout) and the pool of read connections (`ReaderPool`, `PooledConn`).
+//! FULL, busy timeout, private files) and the pool of read connections (`ReaderPool`,
+//! `PooledConn`). The Raft log's database is opened the same way (`open_private`).
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -44,6 +45,49 @@ pub(crate) fn open_connection(path: &Path) -> Result<Connection, StateError> {
         source,
     })?;
     Ok(conn)
+}
+
+/// Makes the state's directory (0700) and database file (0600) private whatever the
+/// umask: the state holds every job's environment (secrets included) and the ACL
+/// tokens. The file is created here, before SQLite sees it, because SQLite creates its
+/// `-wal` and `-shm` files with the database file's mode; those of an earlier run are
+/// narrowed too.
+pub(crate) fn private_files(dir: &Path, db: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _, PermissionsExt as _};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(db)?;
+    file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    for suffix in ["-wal", "-shm"] {
+        let mut name = db.as_os_str().to_owned();
+        name.push(suffix);
+        match std::fs::set_permissions(&name, std::fs::Permissions::from_mode(0o600)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Opens (creating it private, 0600 in a 0700 directory) the database at `path` with
+/// the store's pragmas: for databases beside the state, such as the Raft log.
+pub fn open_private(path: &Path) -> Result<Connection, StateError> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        private_files(dir, path).map_err(|source| StateError::CreateDir {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+    }
+    open_connection(path)
 }
 
 /// Idle read connections to one database (`query_only`); `take` lends one out.

@@ -145,6 +145,15 @@ pub(crate) const MIGRATIONS: &[&str] = &[
         json         TEXT NOT NULL
     );
     "#,
+    // 8: what Raft last applied to this state (one row, written with the entry it
+    // describes), so a restarted server resumes applying where its state stands.
+    r#"
+    CREATE TABLE raft_applied (
+        id         INTEGER PRIMARY KEY CHECK (id = 1),
+        log_id     TEXT NOT NULL,
+        membership TEXT NOT NULL
+    );
+    "#,
 ];
 
 /// The schema version this binary writes.

@@ -21,7 +21,7 @@ use super::alloc_index::{AllocIndex, NodeRow};
 use super::command::Command;
 use super::error::{SqlContext, StateError};
 use super::mirror::{InFlight, Mirror, SharedMirror};
-use super::pool::{open_connection, PooledConn, ReaderPool};
+use super::pool::{open_connection, private_files, PooledConn, ReaderPool};
 use super::read::{self, GroupStatusCount};
 use super::snapshot::Snapshot;
 use super::table::{Table, ACL_BOOTSTRAP_INDEX, ALLOC_GC_INDEX};
@@ -72,37 +72,6 @@ impl std::fmt::Debug for StateStore {
             .field("last_index", &self.last_index())
             .finish()
     }
-}
-
-/// Makes the state's directory (0700) and database file (0600) private whatever the
-/// umask: the state holds every job's environment (secrets included) and the ACL
-/// tokens. The file is created here, before SQLite sees it, because SQLite creates its
-/// `-wal` and `-shm` files with the database file's mode; those of an earlier run are
-/// narrowed too.
-fn private_files(dir: &Path, db: &Path) -> std::io::Result<()> {
-    use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _, PermissionsExt as _};
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)?;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o600)
-        .open(db)?;
-    file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
-    for suffix in ["-wal", "-shm"] {
-        let mut name = db.as_os_str().to_owned();
-        name.push(suffix);
-        match std::fs::set_permissions(&name, std::fs::Permissions::from_mode(0o600)) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
-            _ => {}
-        }
-    }
-    Ok(())
 }
 
 /// What the store keeps in memory, read from its rows: on open, and again when a
@@ -203,6 +172,11 @@ impl StateStore {
     /// Where the database lives.
     pub fn path(&self) -> &Path {
         &self.inner.path
+    }
+
+    /// What the Raft log last applied to this state, `None` before it applied any.
+    pub fn replication_mark(&self) -> Result<Option<super::ReplicationMark>, StateError> {
+        self.read(super::mark::read)
     }
 
     /// The index of the last applied command (0 for a new store).

@@ -1742,3 +1742,81 @@ fn the_gc_view_names_the_previous_allocation_only_of_one_without_a_tracker() {
     assert_eq!(previous("untracked"), (0, Some("old".into())));
     assert_eq!(previous("tracked"), (1, None));
 }
+
+/// What Raft replication rests on: the same commands at the same indexes and times
+/// write the same rows on two stores (no clock or randomness of the applying server).
+#[test]
+fn the_same_commands_at_the_same_times_write_the_same_rows_on_two_stores() {
+    let job = JobBuilder::new("web").build();
+    let node = NodeBuilder::new().id("n1").build();
+    let eval = Evaluation::for_job(&job, "job-register");
+    let mut alloc = alloc_on("a1", &job, "n1", 0);
+    alloc.eval_id = eval.id.clone();
+    let commands = [
+        Command::UpsertNode { node: node.clone() },
+        Command::UpsertJob {
+            job: job.clone(),
+            eval: Some(eval.clone()),
+            enforce_index: None,
+        },
+        Command::ApplyPlan {
+            deployment: None,
+            deployment_updates: Vec::new(),
+            allocs: vec![alloc.clone()],
+            stopped: vec![],
+            evals: vec![],
+        },
+        Command::UpdateAllocsFromClient {
+            updates: vec![client_update("a1", ClientStatus::Running)],
+            evals: vec![],
+        },
+    ];
+    let rows = |store: &StateStore| {
+        (
+            serde_json::to_value(store.job(&job.id).unwrap()).unwrap(),
+            serde_json::to_value(store.evals_by_job(&job.id).unwrap()).unwrap(),
+            serde_json::to_value(store.allocs_by_job(&job.id).unwrap()).unwrap(),
+            serde_json::to_value(store.node(&node.id).unwrap()).unwrap(),
+        )
+    };
+    let (_a_dir, a) = temp_store();
+    let (_b_dir, b) = temp_store();
+    for (i, cmd) in commands.iter().enumerate() {
+        let (index, time) = (i as u64 + 1, 1_700_000_000_000 + i as u64 * 1000);
+        a.apply_at(index, time, cmd).unwrap();
+        std::thread::sleep(Duration::from_millis(5)); // the applying clocks differ
+        b.apply_at(index, time, cmd).unwrap();
+    }
+    assert_eq!(rows(&a), rows(&b));
+}
+
+#[test]
+fn the_raft_mark_is_written_with_its_entry_and_survives_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    let store = StateStore::open(&path).unwrap();
+    assert_eq!(store.replication_mark().unwrap(), None);
+    let mark = |log_id: &str| ReplicationMark {
+        log_id: log_id.to_string(),
+        membership: "{\"voters\":[1]}".to_string(),
+    };
+    // A membership entry: the mark moves, the state's index does not.
+    store.record_mark(&mark("1-1-1")).unwrap();
+    assert_eq!(store.replication_mark().unwrap(), Some(mark("1-1-1")));
+    assert_eq!(store.last_index(), 0);
+
+    let node = Command::UpsertNode {
+        node: NodeBuilder::new().id("n1").build(),
+    };
+    store
+        .apply_replicated(2, 1_700_000_000_000, &node, &mark("1-1-2"))
+        .unwrap();
+    assert_eq!(store.last_index(), 2);
+    // An entry that fails to apply leaves the mark where it was.
+    let err = store.apply_replicated(2, 1_700_000_000_000, &node, &mark("1-1-2b"));
+    assert!(err.is_err());
+    drop(store);
+    let store = StateStore::open(&path).unwrap();
+    assert_eq!(store.replication_mark().unwrap(), Some(mark("1-1-2")));
+    assert_eq!(store.last_index(), 2);
+}

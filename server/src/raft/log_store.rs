@@ -1,0 +1,258 @@
+//! The Raft log store: entries, the vote and the commit point in their own SQLite
+//! database (`<data_dir>/server/raft.db`, 0600, WAL, synchronous=FULL, so an append
+//! is on disk before openraft hears it is), apart from the state so that appending
+//! never waits on the state's writer. openraft's `RaftLogStorage`.
+//!
+//! ```text
+//!  raft_log (idx PRIMARY KEY, entry JSON)      one row per entry, idx = log index
+//!  raft_meta (key PRIMARY KEY, value JSON)     "vote", "committed", "last_purged"
+//! ```
+//!
+//! Every call runs on the blocking pool with the one connection; openraft calls the
+//! store from one task at a time, so the mutex is never contended for long.
+
+use std::fmt::Debug;
+use std::ops::{Bound, RangeBounds};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use openraft::storage::{LogFlushed, LogState, RaftLogReader, RaftLogStorage};
+use openraft::{Entry, LogId, OptionalSend, StorageError, StorageIOError, Vote};
+use rusqlite::{params, Connection, OptionalExtension};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use super::OrchRaft;
+use crate::state::{open_private, StateError};
+
+type NodeId = u64;
+type Error = StorageError<NodeId>;
+
+const SCHEMA: &str = "
+    CREATE TABLE IF NOT EXISTS raft_log (idx INTEGER PRIMARY KEY, entry TEXT NOT NULL);
+    CREATE TABLE IF NOT EXISTS raft_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+";
+
+/// The log store; cheap to clone (its readers are clones).
+#[derive(Clone)]
+pub struct LogStore {
+    db: Arc<Mutex<Connection>>,
+}
+
+impl LogStore {
+    /// Opens (creating) the log database at `path`.
+    pub fn open(path: &Path) -> Result<LogStore, StateError> {
+        let conn = open_private(path)?;
+        conn.execute_batch(SCHEMA)
+            .map_err(|source| StateError::Open {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        Ok(LogStore {
+            db: Arc::new(Mutex::new(conn)),
+        })
+    }
+
+    /// Runs `f` with the connection on the blocking pool.
+    async fn with_db<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
+    ) -> Result<T, String> {
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut conn = db.lock().unwrap_or_else(|p| p.into_inner());
+            f(&mut conn).map_err(|e| e.to_string())
+        })
+        .await
+        .map_err(|e| format!("the log store's task failed: {e}"))?
+    }
+}
+
+fn to_json<T: Serialize>(value: &T) -> rusqlite::Result<String> {
+    serde_json::to_string(value).map_err(|e| rusqlite::Error::ToSqlConversionFailure(e.into()))
+}
+
+fn from_json<T: DeserializeOwned>(text: &str) -> rusqlite::Result<T> {
+    serde_json::from_str(text).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, e.into())
+    })
+}
+
+fn read_meta<T: DeserializeOwned>(c: &Connection, key: &str) -> rusqlite::Result<Option<T>> {
+    c.query_row("SELECT value FROM raft_meta WHERE key = ?1", [key], |r| {
+        r.get::<_, String>(0)
+    })
+    .optional()?
+    .map(|text| from_json(&text))
+    .transpose()
+}
+
+fn write_meta<T: Serialize>(c: &Connection, key: &str, value: &T) -> rusqlite::Result<()> {
+    c.execute(
+        "INSERT INTO raft_meta (key, value) VALUES (?1, ?2) \
+         ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+        params![key, to_json(value)?],
+    )
+    .map(|_| ())
+}
+
+/// A `u64` log index as SQLite stores it (indexes past `i64::MAX` never occur; they
+/// are clamped so a range's open end still reads everything).
+fn sql_index(index: u64) -> i64 {
+    i64::try_from(index).unwrap_or(i64::MAX)
+}
+
+/// `[start, end)` of a range of log indexes.
+fn index_range(range: &impl RangeBounds<u64>) -> (u64, u64) {
+    let start = match range.start_bound() {
+        Bound::Included(&n) => n,
+        Bound::Excluded(&n) => n.saturating_add(1),
+        Bound::Unbounded => 0,
+    };
+    let end = match range.end_bound() {
+        Bound::Included(&n) => n.saturating_add(1),
+        Bound::Excluded(&n) => n,
+        Bound::Unbounded => u64::MAX,
+    };
+    (start, end)
+}
+
+impl RaftLogReader<OrchRaft> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry<OrchRaft>>, Error> {
+        let (start, end) = index_range(&range);
+        self.with_db(move |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT entry FROM raft_log WHERE idx >= ?1 AND idx < ?2 ORDER BY idx",
+            )?;
+            let rows = stmt.query_map(params![sql_index(start), sql_index(end)], |r| {
+                r.get::<_, String>(0)
+            })?;
+            rows.map(|text| from_json(&text?)).collect()
+        })
+        .await
+        .map_err(|e| StorageIOError::read_logs(openraft::AnyError::error(e)).into())
+    }
+}
+
+impl RaftLogStorage<OrchRaft> for LogStore {
+    type LogReader = LogStore;
+
+    async fn get_log_state(&mut self) -> Result<LogState<OrchRaft>, Error> {
+        self.with_db(|c| {
+            let last_purged: Option<LogId<NodeId>> = read_meta(c, "last_purged")?;
+            let last: Option<Entry<OrchRaft>> = c
+                .query_row(
+                    "SELECT entry FROM raft_log ORDER BY idx DESC LIMIT 1",
+                    [],
+                    |r| r.get::<_, String>(0),
+                )
+                .optional()?
+                .map(|text| from_json(&text))
+                .transpose()?;
+            Ok(LogState {
+                last_purged_log_id: last_purged,
+                last_log_id: last.map(|e| e.log_id).or(last_purged),
+            })
+        })
+        .await
+        .map_err(|e| StorageIOError::read_logs(openraft::AnyError::error(e)).into())
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), Error> {
+        let vote = *vote;
+        self.with_db(move |c| write_meta(c, "vote", &vote))
+            .await
+            .map_err(|e| StorageIOError::write_vote(openraft::AnyError::error(e)).into())
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote<NodeId>>, Error> {
+        self.with_db(|c| read_meta(c, "vote"))
+            .await
+            .map_err(|e| StorageIOError::read_vote(openraft::AnyError::error(e)).into())
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogId<NodeId>>) -> Result<(), Error> {
+        self.with_db(move |c| write_meta(c, "committed", &committed))
+            .await
+            .map_err(|e| StorageIOError::write(openraft::AnyError::error(e)).into())
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogId<NodeId>>, Error> {
+        self.with_db(|c| Ok(read_meta::<Option<LogId<NodeId>>>(c, "committed")?.flatten()))
+            .await
+            .map_err(|e| StorageIOError::read(openraft::AnyError::error(e)).into())
+    }
+
+    async fn append<I>(&mut self, entries: I, callback: LogFlushed<OrchRaft>) -> Result<(), Error>
+    where
+        I: IntoIterator<Item = Entry<OrchRaft>> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let rows: Vec<(u64, String)> = entries
+            .into_iter()
+            .map(|e| to_json(&e).map(|text| (e.log_id.index, text)))
+            .collect::<rusqlite::Result<_>>()
+            .map_err(|e| StorageIOError::write_logs(openraft::AnyError::new(&e)))?;
+        let written = self
+            .with_db(move |c| {
+                let tx = c.transaction()?;
+                {
+                    let mut stmt = tx.prepare_cached(
+                        "INSERT OR REPLACE INTO raft_log (idx, entry) VALUES (?1, ?2)",
+                    )?;
+                    for (index, text) in &rows {
+                        stmt.execute(params![sql_index(*index), text])?;
+                    }
+                }
+                tx.commit()
+            })
+            .await;
+        // Committed with synchronous=FULL: on disk when the transaction returns.
+        match written {
+            Ok(()) => {
+                callback.log_io_completed(Ok(()));
+                Ok(())
+            }
+            Err(e) => {
+                callback.log_io_completed(Err(std::io::Error::other(e.clone())));
+                Err(StorageIOError::write_logs(openraft::AnyError::error(e)).into())
+            }
+        }
+    }
+
+    async fn truncate(&mut self, log_id: LogId<NodeId>) -> Result<(), Error> {
+        self.with_db(move |c| {
+            c.execute(
+                "DELETE FROM raft_log WHERE idx >= ?1",
+                [sql_index(log_id.index)],
+            )
+            .map(|_| ())
+        })
+        .await
+        .map_err(|e| StorageIOError::write_logs(openraft::AnyError::error(e)).into())
+    }
+
+    async fn purge(&mut self, log_id: LogId<NodeId>) -> Result<(), Error> {
+        self.with_db(move |c| {
+            let tx = c.transaction()?;
+            write_meta(&tx, "last_purged", &log_id)?;
+            tx.execute(
+                "DELETE FROM raft_log WHERE idx <= ?1",
+                [sql_index(log_id.index)],
+            )?;
+            tx.commit()
+        })
+        .await
+        .map_err(|e| StorageIOError::write_logs(openraft::AnyError::error(e)).into())
+    }
+}
+
+#[cfg(test)]
+mod tests;
