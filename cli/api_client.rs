@@ -136,7 +136,11 @@ impl ApiClient {
         let resp = match rb.send().await {
             Ok(r) => r,
             Err(e) => {
-                let hint = tls_hint(&e);
+                let without_identity = self
+                    .tls
+                    .as_ref()
+                    .is_some_and(|t| t.files().identity.is_none());
+                let hint = tls_hint(&e, without_identity);
                 return Err(anyhow::Error::new(e).context(format!(
                     "{what}: cannot reach the orch agent at {}{hint}",
                     self.base
@@ -339,14 +343,20 @@ fn index_of(resp: &reqwest::Response) -> u64 {
 
 /// Turns a non-2xx answer into an `ApiError` (JSON body when there is one).
 /// What to do about a failed TLS handshake, when that is why a call failed.
-fn tls_hint(e: &reqwest::Error) -> &'static str {
+/// `without_identity`: the CLI has a CA but no certificate of its own. Under TLS 1.3
+/// the agent's refusal of such a caller may arrive after the client thinks the
+/// handshake done, and the call then fails as a closed connection, not an alert.
+fn tls_hint(e: &reqwest::Error, without_identity: bool) -> &'static str {
     let mut text = String::new();
     let mut next: Option<&dyn std::error::Error> = Some(e);
     while let Some(cause) = next {
         text.push_str(&cause.to_string());
         next = cause.source();
     }
-    if text.contains("CertificateRequired") {
+    let closed_early = text.contains("connection was not ready")
+        || text.contains("connection closed")
+        || text.contains("reset by peer");
+    if text.contains("CertificateRequired") || (without_identity && closed_early) {
         " (it verifies callers: give a certificate with --client-cert and --client-key, or \
          ORCH_CLIENT_CERT and ORCH_CLIENT_KEY)"
     } else if text.contains("invalid peer certificate") {

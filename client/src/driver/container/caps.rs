@@ -128,8 +128,11 @@ pub fn granted(
             allowed: names(allowed),
         });
     }
-    let mut set = effective_set(&[], drop)?;
-    set.retain(|c| allowed.contains(c));
+    let dropped = parse_set(drop)?;
+    let mut set: BTreeSet<u8> = default_set()
+        .into_iter()
+        .filter(|c| allowed.contains(c) && !dropped.contains(c))
+        .collect();
     set.extend(asked);
     Ok(set)
 }
@@ -147,30 +150,10 @@ pub fn number(name: &str) -> Result<u8, UnknownCap> {
         })
 }
 
-/// The capabilities a container keeps: the default set, minus `drop`, plus `add`
-/// ("ALL" in either means every capability).
-pub fn effective_set(add: &[String], drop: &[String]) -> Result<BTreeSet<u8>, UnknownCap> {
-    let all = || (0..NAMES.len() as u8).collect::<BTreeSet<u8>>();
-    let is_all = |s: &String| s.trim().eq_ignore_ascii_case("ALL");
-    let mut set: BTreeSet<u8> = DEFAULT
-        .iter()
-        .map(|n| number(n))
-        .collect::<Result<_, _>>()?;
-    if drop.iter().any(is_all) {
-        set.clear();
-    } else {
-        for d in drop {
-            set.remove(&number(d)?);
-        }
-    }
-    if add.iter().any(is_all) {
-        set = all();
-    } else {
-        for a in add {
-            set.insert(number(a)?);
-        }
-    }
-    Ok(set)
+/// The capabilities a container keeps where every capability is allowed: the default
+/// set, minus `drop`, plus `add` ("ALL" in either means every capability).
+pub fn effective_set(add: &[String], drop: &[String]) -> Result<BTreeSet<u8>, CapError> {
+    granted(add, drop, &parse_set(&["ALL".to_string()])?)
 }
 
 /// The highest capability this kernel knows.
