@@ -246,6 +246,7 @@ pub async fn run(args: AgentArgs) -> Result<ExitCode> {
             heartbeat_min_ttl: cfg.server.heartbeat_min_ttl,
             heartbeat_grace: cfg.server.heartbeat_grace,
             max_request_body_bytes: cfg.server.max_request_body_bytes,
+            max_snapshot_bytes: cfg.server.max_snapshot_bytes,
             max_count: cfg.server.max_count,
             advertise_http: advertise.clone(),
             gc: cfg.server.gc(),

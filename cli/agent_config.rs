@@ -102,6 +102,10 @@ pub struct ServerSection {
     /// Largest request body accepted, in bytes. Default: 4194304 (4 MiB).
     #[serde(default = "default_max_request_body_bytes")]
     pub max_request_body_bytes: usize,
+    /// Largest state snapshot a restore (`PUT /v1/operator/snapshot`) accepts, in
+    /// bytes; it is streamed to disk, not held in memory. Default: 8589934592 (8 GiB).
+    #[serde(default = "default_max_snapshot_bytes")]
+    pub max_snapshot_bytes: u64,
     /// Most instances one group of a job may ask for (1 to 10000); a bigger `count`
     /// is refused with a 400. Default: 10000.
     #[serde(default = "default_max_count")]
@@ -197,6 +201,7 @@ impl Default for ServerSection {
             heartbeat_min_ttl: default_heartbeat_min_ttl(),
             heartbeat_grace: default_heartbeat_grace(),
             max_request_body_bytes: default_max_request_body_bytes(),
+            max_snapshot_bytes: default_max_snapshot_bytes(),
             max_count: default_max_count(),
             gc_interval: default_gc_interval(),
             job_gc_threshold: default_job_gc_threshold(),
@@ -492,6 +497,10 @@ fn default_max_count() -> u32 {
 
 fn default_max_request_body_bytes() -> usize {
     4 * 1024 * 1024
+}
+
+fn default_max_snapshot_bytes() -> u64 {
+    orch_server::config::DEFAULT_MAX_SNAPSHOT_BYTES
 }
 fn yes() -> bool {
     true

@@ -170,17 +170,64 @@ impl ApiClient {
         }
         let rb = self.request(reqwest::Method::GET, &url).timeout(timeout);
         let resp = self.send(rb, &format!("GET {path}")).await?;
-        let index = resp
-            .headers()
-            .get(INDEX_HEADER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0);
+        let index = index_of(&resp);
         let value = resp
             .json::<T>()
             .await
             .with_context(|| format!("GET {path}: unexpected answer"))?;
         Ok(Indexed { value, index })
+    }
+
+    /// `GET path` written to `out` as it arrives (no timeout: a state snapshot may be
+    /// gigabytes); returns the answer's `X-Orch-Index` and the bytes written.
+    pub async fn download(&self, path: &str, out: &mut tokio::fs::File) -> Result<(u64, u64)> {
+        use tokio::io::AsyncWriteExt as _;
+        let rb = self.request(reqwest::Method::GET, &self.url(path));
+        let mut resp = self.send(rb, &format!("GET {path}")).await?;
+        let index = index_of(&resp);
+        let mut written = 0u64;
+        while let Some(chunk) = resp
+            .chunk()
+            .await
+            .with_context(|| format!("GET {path}: reading the answer"))?
+        {
+            out.write_all(&chunk)
+                .await
+                .context("writing the download")?;
+            written += chunk.len() as u64;
+        }
+        Ok((index, written))
+    }
+
+    /// `PUT path` with `file` (of `len` bytes) as an `application/octet-stream` body,
+    /// streamed (no timeout), decoded as `T`.
+    pub async fn upload<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        file: tokio::fs::File,
+        len: u64,
+    ) -> Result<T> {
+        use tokio::io::AsyncReadExt as _;
+        let chunks = futures::stream::unfold(file, |mut file| async move {
+            let mut buf = vec![0u8; 256 * 1024];
+            match file.read(&mut buf).await {
+                Ok(0) => None,
+                Ok(n) => {
+                    buf.truncate(n);
+                    Some((Ok::<_, std::io::Error>(buf), file))
+                }
+                Err(e) => Some((Err(e), file)),
+            }
+        });
+        let rb = self
+            .request(reqwest::Method::PUT, &self.url(path))
+            .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+            .header(reqwest::header::CONTENT_LENGTH, len)
+            .body(reqwest::Body::wrap_stream(chunks));
+        let resp = self.send(rb, &format!("PUT {path}")).await?;
+        resp.json::<T>()
+            .await
+            .with_context(|| format!("PUT {path}: unexpected answer"))
     }
 
     /// `GET path` decoded as `T`, or None when the server answers 404 (e.g. a job's
@@ -283,6 +330,15 @@ impl ApiClient {
             .with_context(|| format!("cannot reach {url}"))?;
         check_status(resp).await
     }
+}
+
+/// An answer's `X-Orch-Index` (0 when it has none).
+fn index_of(resp: &reqwest::Response) -> u64 {
+    resp.headers()
+        .get(INDEX_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
 }
 
 /// Turns a non-2xx answer into an `ApiError` (JSON body when there is one).

@@ -18,6 +18,7 @@ mod job;
 mod monitor;
 mod node;
 mod operator;
+mod operator_snapshot;
 mod output;
 mod plan;
 mod service;
@@ -120,10 +121,11 @@ enum Command {
         after_help = "EXAMPLES:\n  orch service list\n  orch service info web\n  orch service info web --healthy --json"
     )]
     Service(service::ServiceCommand),
-    /// Cluster-wide settings for operators (the scheduler configuration).
+    /// Cluster-wide settings for operators (the scheduler configuration, state
+    /// snapshots).
     #[command(
         subcommand,
-        after_help = "EXAMPLES:\n  orch operator scheduler get-config\n  orch operator scheduler set-config --scheduler-algorithm spread"
+        after_help = "EXAMPLES:\n  orch operator scheduler get-config\n  orch operator scheduler set-config --scheduler-algorithm spread\n  orch operator snapshot save backup.snap\n  orch operator snapshot restore backup.snap"
     )]
     Operator(operator::OperatorCommand),
     /// Access control: the bootstrap, policies and tokens.

@@ -1,5 +1,6 @@
 //! `orch operator scheduler get-config|set-config`: the cluster-wide scheduler
-//! configuration (`GET/PUT /v1/operator/scheduler/configuration`).
+//! configuration (`GET/PUT /v1/operator/scheduler/configuration`); `orch operator
+//! snapshot` is `operator_snapshot`'s.
 
 use std::process::ExitCode;
 
@@ -8,6 +9,7 @@ use clap::{Args, Subcommand, ValueEnum};
 use orch_common::api::SchedulerConfigUpdateResponse;
 use orch_common::model::{SchedulerAlgorithm, SchedulerConfiguration};
 
+use crate::operator_snapshot::{self, SnapshotCommand, SNAPSHOT_EXAMPLES};
 use crate::output::{self, key_values};
 use crate::Ctx;
 
@@ -18,6 +20,9 @@ pub enum OperatorCommand {
     /// The scheduler's cluster-wide configuration.
     #[command(subcommand, after_help = SCHEDULER_EXAMPLES)]
     Scheduler(SchedulerCommand),
+    /// Save the server's state to a file, or restore it from one.
+    #[command(subcommand, after_help = SNAPSHOT_EXAMPLES)]
+    Snapshot(SnapshotCommand),
 }
 
 #[derive(Subcommand, Debug)]
@@ -64,6 +69,7 @@ pub async fn run(ctx: &Ctx, cmd: OperatorCommand) -> Result<ExitCode> {
         OperatorCommand::Scheduler(SchedulerCommand::SetConfig(args)) => {
             set_config(ctx, args).await
         }
+        OperatorCommand::Snapshot(c) => operator_snapshot::run(ctx, c).await,
     }
 }
 

@@ -63,6 +63,8 @@ fn anonymous_is_refused_and_tokens_get_what_their_policies_grant() {
         (Method::PUT, "/v1/system/gc"),
         (Method::GET, "/v1/operator/scheduler/configuration"),
         (Method::PUT, "/v1/operator/scheduler/configuration"),
+        (Method::GET, "/v1/operator/snapshot"),
+        (Method::PUT, "/v1/operator/snapshot"),
         (Method::GET, "/v1/agent/self"),
         (Method::GET, "/v1/acl/tokens"),
         (Method::GET, "/v1/acl/policies"),
@@ -126,6 +128,18 @@ fn anonymous_is_refused_and_tokens_get_what_their_policies_grant() {
     assert_eq!(
         call(Method::GET, &url("/v1/jobs"), Some(&reader), None).0,
         200
+    );
+    // The state snapshot holds every secret: a management token only.
+    let (status, body) = call(
+        Method::GET,
+        &url("/v1/operator/snapshot"),
+        Some(&reader),
+        None,
+    );
+    assert_eq!(status, 403, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("management"),
+        "{body}"
     );
     let spec = "id = \"web\"\n[group.g.task.t]\ndriver = \"raw_exec\"\nconfig = { command = \"/bin/true\" }\nresources = { cpu = 20, memory = 16 }\n";
     let (status, body) = call(Method::POST, &url("/v1/jobs"), Some(&reader), Some(spec));

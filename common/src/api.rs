@@ -465,6 +465,22 @@ pub struct GcResponse {
     pub log_entries: u64,
 }
 
+/// `PUT /v1/operator/snapshot`: what a restore replaced.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotRestoreResponse {
+    /// The server's last applied index before the restore.
+    pub previous_index: u64,
+    /// The index the snapshot was saved at.
+    pub snapshot_index: u64,
+    /// The index the restored state was installed at: above both, so indexes never
+    /// go back and every blocking query sees the change.
+    pub index: u64,
+    /// The snapshot's schema version (older ones are migrated on restore).
+    pub schema_version: u32,
+    /// The snapshot's size in bytes.
+    pub size_bytes: u64,
+}
+
 /// One allocation's client-side state, batched in `POST /v1/node/{id}/allocations`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AllocClientUpdate {

@@ -11,6 +11,9 @@ use std::time::Duration;
 /// Default API port (INTERFACE.md).
 pub const DEFAULT_HTTP_PORT: u16 = 4747;
 
+/// Default largest snapshot a restore accepts: 8 GiB.
+pub const DEFAULT_MAX_SNAPSHOT_BYTES: u64 = 8 * 1024 * 1024 * 1024;
+
 /// How a server runs.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
@@ -31,6 +34,9 @@ pub struct ServerConfig {
     pub heartbeat_grace: Duration,
     /// Largest request body accepted; bigger ones get 413. Default: 4 MiB.
     pub max_request_body_bytes: usize,
+    /// Largest state snapshot `PUT /v1/operator/snapshot` accepts (streamed to a file
+    /// beside the state, not held in memory); bigger ones get 413. Default: 8 GiB.
+    pub max_snapshot_bytes: u64,
     /// Most instances one group may ask for; 1 to the spec's `MAX_COUNT`.
     /// Default: 10000 (`orch_common::jobspec::MAX_COUNT`).
     pub max_count: u32,
@@ -102,6 +108,7 @@ impl Default for ServerConfig {
             heartbeat_min_ttl: Duration::from_secs(10),
             heartbeat_grace: Duration::from_secs(10),
             max_request_body_bytes: 4 * 1024 * 1024,
+            max_snapshot_bytes: DEFAULT_MAX_SNAPSHOT_BYTES,
             max_count: orch_common::jobspec::MAX_COUNT,
             advertise_http: format!("127.0.0.1:{DEFAULT_HTTP_PORT}"),
             datacenter: "dc1".to_string(),

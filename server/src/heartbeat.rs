@@ -143,6 +143,14 @@ impl Heartbeats {
         Ok(n)
     }
 
+    /// Drops every timer and starts them again from `store` as `restore` does (a
+    /// state snapshot was restored: its nodes are the ones to watch, each with a
+    /// fresh TTL, and a node it does not hold is not expired).
+    pub fn restart_from(&self, store: &StateStore) -> Result<usize, StateError> {
+        self.deadlines().clear();
+        self.restore(store)
+    }
+
     fn take_expired(&self, now: Instant) -> Vec<NodeId> {
         let mut deadlines = self.deadlines();
         let expired: Vec<NodeId> = deadlines

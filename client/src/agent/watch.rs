@@ -88,6 +88,14 @@ impl Shared {
                         tracing::info!(alloc = %a.id, "stopping allocation: {why}");
                         r.stop_after_shutdown_delay(&why);
                     }
+                } else if r.is_done() && !a.client_status.is_terminal() {
+                    // The servers think it runs but it ended here: their state was
+                    // restored from a snapshot taken before it ended. Tell them again.
+                    let status = r.status();
+                    if status.client_status.is_terminal() {
+                        tracing::info!(alloc = %a.id, "reporting again how an allocation ended (the servers list it as running)");
+                        self.batcher.push(status, Motion::Settled);
+                    }
                 } else if !r.stop_requested() && !r.is_done() {
                     // Updated in place (a new job version or deployment): the runner
                     // takes it without restarting its tasks.
@@ -98,7 +106,29 @@ impl Shared {
                 }
                 continue;
             }
-            if a.client_status.is_terminal() || started.contains(&a.id) {
+            if a.client_status.is_terminal() {
+                continue;
+            }
+            if started.contains(&a.id) {
+                if a.desired_status == DesiredStatus::Run {
+                    // Ran here and forgotten, yet listed as live: the servers' state
+                    // was restored from a snapshot taken while it ran. It runs no
+                    // more; `lost` lets the scheduler replace it.
+                    tracing::info!(alloc = %a.id, "reporting a forgotten allocation the servers list as live as lost");
+                    self.batcher.push(
+                        AllocClientUpdate {
+                            deployment_health: None,
+                            id: a.id.clone(),
+                            client_status: ClientStatus::Lost,
+                            client_description: "no longer run by this client (the servers' \
+                                                 state was restored from an older snapshot)"
+                                .to_string(),
+                            task_states: a.task_states.clone(),
+                            checks: Default::default(),
+                        },
+                        Motion::Settled,
+                    );
+                }
                 continue;
             }
             if a.desired_status != DesiredStatus::Run {

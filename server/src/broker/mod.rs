@@ -26,7 +26,8 @@
 //! module can write their status through the log (the broker never writes state).
 //!
 //! API as wired by `server.rs`: `EvalBroker::new(BrokerConfig::default())`,
-//! `observe(&cmd, index)` as a log observer, `restore(evals)` on start, then workers
+//! `observe(&cmd, index)` as a log observer, `restore(evals)` on start (`reset(evals)`
+//! after a state snapshot is restored), then workers
 //! call `dequeue`/`ack`/`nack`. All methods are safe from non-async threads: a std
 //! mutex (never held across an await) plus tokio `Notify`s.
 
@@ -378,6 +379,22 @@ impl EvalBroker {
             inner.handle_eval(e);
         }
         self.wake(&inner, reapable);
+    }
+
+    /// Forgets every evaluation it holds and loads `evals` (the pending and blocked
+    /// ones of a restored state snapshot): afterwards the broker is as a server
+    /// started on that state would have it. Evaluations out with workers are
+    /// forgotten too: their acks and nacks fail, and any plan they submit meets the
+    /// restored state's checks in the plan applier.
+    pub fn reset(&self, evals: Vec<Evaluation>) {
+        let mut inner = self.lock();
+        let seq = inner.seq;
+        *inner = Inner::default();
+        inner.seq = seq;
+        for e in evals {
+            inner.handle_eval(e);
+        }
+        self.wake(&inner, 0);
     }
 
     /// Waits up to `timeout` for a ready evaluation; returns it with the token that

@@ -398,6 +398,38 @@ async fn restore_queues_pending_and_tracks_blocked_evals() {
 }
 
 #[tokio::test]
+async fn a_reset_forgets_everything_and_queues_the_restored_evals() {
+    let b = EvalBroker::new(config());
+    put(&b, &eval("old-ready", 50), 1);
+    put(&b, &blocked("old-blocked", 1), 2);
+    let out = eval("old-out", 50);
+    put(&b, &out, 3);
+    // One out with a worker (dequeue order is by priority then index: take until it).
+    let mut token = None;
+    while let Some((e, t)) = b.dequeue(SHORT).await {
+        if e.id == out.id {
+            token = Some(t);
+            break;
+        }
+    }
+    let token = token.expect("old-out dequeued");
+
+    let mut restored = eval("new", 50);
+    restored.create_index = 7;
+    b.reset(vec![restored.clone(), blocked("new-blocked", 7)]);
+    assert_eq!(b.stats().ready, 1);
+    assert_eq!(b.stats().blocked, 1);
+    assert_eq!(b.stats().unacked, 0);
+    assert!(
+        b.ack(&out.id, &token).is_err(),
+        "the old delivery is forgotten"
+    );
+    let (got, _) = b.dequeue(SHORT).await.expect("the restored eval");
+    assert_eq!(got.id, restored.id);
+    assert!(b.dequeue(SHORT).await.is_none());
+}
+
+#[tokio::test]
 async fn a_system_job_eval_is_queued_like_any_other() {
     let b = EvalBroker::new(config());
     let job = JobBuilder::new("sys").job_type(JobType::System).build();

@@ -107,8 +107,11 @@ pub async fn update_from_client(
                     tracing::warn!(alloc_id = %update.id, node_id = %nid, "update for another node's allocation");
                     continue;
                 }
-                if update.client_status == ClientStatus::Failed
-                    && existing.client_status != ClientStatus::Failed
+                // A client reports `lost` for an allocation it no longer runs that
+                // the servers list as live (their state restored from a snapshot):
+                // as for a failure, the job needs a replacement.
+                if matches!(update.client_status, ClientStatus::Failed | ClientStatus::Lost)
+                    && existing.client_status != update.client_status
                     && existing.desired_status == DesiredStatus::Run
                 {
                     failed_jobs.insert(existing.job_id.clone());

@@ -44,6 +44,9 @@ pub struct Endpoints {
     /// Most instances a group may ask for on this server (`[server] max_count`, at
     /// most the spec's own `MAX_COUNT`); the server sets its configured one.
     pub max_count: u32,
+    /// Largest snapshot a restore accepts, in bytes (`[server] max_snapshot_bytes`);
+    /// the server sets its configured one.
+    pub max_snapshot_bytes: u64,
 }
 
 impl Endpoints {
@@ -60,6 +63,7 @@ impl Endpoints {
             gc,
             grants: Arc::default(),
             max_count: orch_common::jobspec::MAX_COUNT,
+            max_snapshot_bytes: crate::config::DEFAULT_MAX_SNAPSHOT_BYTES,
         }
     }
 

@@ -21,6 +21,7 @@
 //! - `nodes`: register, heartbeat, eligibility, drain.
 //! - `allocations`: stop (migrate) an allocation, a client's allocation updates.
 //! - `operator`: the scheduler configuration, garbage collection now.
+//! - `snapshot`: saving the state to a file and restoring it from one.
 //! - `acl`: the bootstrap, policies, tokens, and what a request's token grants
 //!   (`grants_cache`: those answers, until the next ACL change);
 //!   `secrets`: how ACL tokens' and nodes' secrets are made and stored.
@@ -36,6 +37,7 @@ pub mod nodes;
 pub mod operator;
 pub mod plan;
 pub mod secrets;
+pub mod snapshot;
 
 pub use context::{Endpoints, ReadError};
 

@@ -31,6 +31,9 @@ pub enum Need {
     AnyToken,
     /// This capability.
     Capability(Capability),
+    /// A management token, whatever policies grant: the state snapshot, which holds
+    /// every job's environment and every token's hash and replaces them all on restore.
+    Management,
 }
 
 /// What `method path` needs. Unknown routes need nothing here (they are 404s).
@@ -68,6 +71,7 @@ pub fn required(method: &Method, path: &str) -> Need {
         ["v1", "nodes"] => cap(NodeRead),
         ["v1", "node", _] if read => cap(NodeRead),
         ["v1", "node", _, "eligibility" | "drain"] => cap(NodeWrite),
+        ["v1", "operator", "snapshot"] => Need::Management,
         ["v1", "operator", ..] if read => cap(OperatorRead),
         ["v1", "operator", ..] | ["v1", "system", ..] => cap(OperatorWrite),
         ["v1", "client", "fs", "logs", _] => cap(AllocLogs),
@@ -108,14 +112,14 @@ pub async fn authorize(
     let need = required(req.method(), req.uri().path());
     let capability = match need {
         Need::Open | Need::NodeSecret => return next.run(req).await,
-        Need::AnyToken => None,
+        Need::AnyToken | Need::Management => None,
         Need::Capability(c) => Some(c),
     };
     let secret = match secret_of(req.headers()) {
         Ok(s) => s,
         Err(e) => return e.into_response(),
     };
-    if capability.is_none() && secret.is_none() {
+    if need == Need::AnyToken && secret.is_none() {
         return ApiError::Forbidden("no ACL token presented".into()).into_response();
     }
     let grants = match tokens.grants(secret).await {
@@ -126,6 +130,13 @@ pub async fn authorize(
         if let Err(why) = acl_endpoints::require(&grants, cap) {
             return ApiError::Forbidden(why).into_response();
         }
+    }
+    if need == Need::Management && grants != Grants::Management {
+        return ApiError::Forbidden(
+            "permission denied: this token lacks management (the route needs a management token)"
+                .into(),
+        )
+        .into_response();
     }
     next.run(req).await
 }
@@ -233,6 +244,8 @@ mod tests {
                 "/v1/client/allocation/a1/stats",
                 Need::Capability(JobRead),
             ),
+            (Method::GET, "/v1/operator/snapshot", Need::Management),
+            (Method::PUT, "/v1/operator/snapshot", Need::Management),
             (Method::POST, "/v1/acl/bootstrap", Need::Open),
             (Method::GET, "/v1/acl/token/self", Need::AnyToken),
             (Method::POST, "/v1/acl/token", Need::Capability(AclWrite)),

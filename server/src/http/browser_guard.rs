@@ -3,7 +3,9 @@
 //! (its `Origin` header names neither this agent nor an allowed origin) is a 403, the
 //! exec WebSocket included; a state-changing request whose body is not declared JSON
 //! or TOML (a form or `text/plain`, which a page may post without a CORS preflight) is
-//! a 415. Tools (the CLI, curl, clients) send no `Origin`, so only browsers are judged.
+//! a 415 (except `application/octet-stream` on the snapshot restore route, a type no
+//! page can send across origins without a preflight). Tools (the CLI, curl, clients)
+//! send no `Origin`, so only browsers are judged.
 
 use std::sync::Arc;
 
@@ -86,8 +88,14 @@ fn normalise(origin: &str) -> Option<String> {
 /// The body types a state-changing request may declare.
 const BODY_TYPES: [&str; 2] = ["application/json", "application/toml"];
 
+/// The one route that takes a binary body, and its type: a state snapshot to
+/// restore. `application/octet-stream` is not a type a page may send across origins
+/// without a CORS preflight (which the agent never answers), so allowing it here
+/// opens nothing to other web origins; every other route still refuses it.
+const SNAPSHOT_ROUTE: (&str, &str) = ("/v1/operator/snapshot", "application/octet-stream");
+
 /// Why a state-changing request's declared body type is refused, if it is.
-fn refused_body_type(method: &Method, headers: &HeaderMap) -> Option<String> {
+fn refused_body_type(method: &Method, path: &str, headers: &HeaderMap) -> Option<String> {
     if matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS) {
         return None;
     }
@@ -95,6 +103,9 @@ fn refused_body_type(method: &Method, headers: &HeaderMap) -> Option<String> {
         Some(value) => {
             let value = value.to_str().unwrap_or("").to_ascii_lowercase();
             let essence = value.split(';').next().unwrap_or("").trim();
+            if (path, essence) == SNAPSHOT_ROUTE {
+                return None;
+            }
             (!BODY_TYPES.contains(&essence)).then(|| {
                 format!(
                     "Content-Type {essence:?} is not accepted; send application/json or \
@@ -128,7 +139,7 @@ pub async fn guard(State(policy): State<Arc<OriginPolicy>>, req: Request, next: 
             .into_response();
         }
     }
-    if let Some(why) = refused_body_type(req.method(), req.headers()) {
+    if let Some(why) = refused_body_type(req.method(), req.uri().path(), req.headers()) {
         return ApiError::UnsupportedMediaType(why).into_response();
     }
     next.run(req).await
@@ -196,6 +207,22 @@ mod tests {
         h
     }
 
+    fn refused_body_type_at(method: &Method, headers: &HeaderMap) -> Option<String> {
+        refused_body_type(method, "/v1/jobs", headers)
+    }
+
+    #[test]
+    fn only_the_snapshot_route_takes_a_binary_body() {
+        let binary = headers(&[(header::CONTENT_TYPE, "application/octet-stream")]);
+        assert_eq!(
+            refused_body_type(&Method::PUT, "/v1/operator/snapshot", &binary),
+            None
+        );
+        assert!(refused_body_type(&Method::POST, "/v1/jobs", &binary).is_some());
+        let plain = headers(&[(header::CONTENT_TYPE, "text/plain")]);
+        assert!(refused_body_type(&Method::PUT, "/v1/operator/snapshot", &plain).is_some());
+    }
+
     #[test]
     fn writes_take_only_json_or_toml_bodies() {
         let json = headers(&[(header::CONTENT_TYPE, "application/json; charset=utf-8")]);
@@ -204,15 +231,18 @@ mod tests {
         let form = headers(&[(header::CONTENT_TYPE, "application/x-www-form-urlencoded")]);
         let untyped = headers(&[(header::CONTENT_LENGTH, "12")]);
         let empty = headers(&[(header::CONTENT_LENGTH, "0")]);
-        assert_eq!(refused_body_type(&Method::POST, &json), None);
-        assert_eq!(refused_body_type(&Method::PUT, &toml), None);
-        assert_eq!(refused_body_type(&Method::POST, &empty), None);
-        assert_eq!(refused_body_type(&Method::DELETE, &HeaderMap::new()), None);
-        assert!(refused_body_type(&Method::POST, &plain)
+        assert_eq!(refused_body_type_at(&Method::POST, &json), None);
+        assert_eq!(refused_body_type_at(&Method::PUT, &toml), None);
+        assert_eq!(refused_body_type_at(&Method::POST, &empty), None);
+        assert_eq!(
+            refused_body_type_at(&Method::DELETE, &HeaderMap::new()),
+            None
+        );
+        assert!(refused_body_type_at(&Method::POST, &plain)
             .unwrap()
             .contains("text/plain"));
-        assert!(refused_body_type(&Method::PUT, &form).is_some());
-        assert!(refused_body_type(&Method::POST, &untyped).is_some());
-        assert_eq!(refused_body_type(&Method::GET, &plain), None);
+        assert!(refused_body_type_at(&Method::PUT, &form).is_some());
+        assert!(refused_body_type_at(&Method::POST, &untyped).is_some());
+        assert_eq!(refused_body_type_at(&Method::GET, &plain), None);
     }
 }

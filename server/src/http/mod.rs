@@ -14,6 +14,7 @@
 //!   and client's) that refuses other web origins and undeclared body types.
 //! - One module per resource: `jobs` (with `revert`), `plan` (the dry run),
 //!   `deployments`, `allocs`, `evals`, `nodes`, `operator` (scheduler configuration),
+//!   `snapshot` (saving and restoring the state as a file),
 //!   `services` (the service catalog), `system` (garbage collection), `agent`,
 //!   `client_api` for what clients call (register, heartbeat, alloc watch, updates),
 //!   and `client_forward`, which relays client routes to the client that runs the
@@ -43,6 +44,7 @@ pub mod plan;
 pub mod relay;
 pub mod serve;
 pub mod services;
+pub mod snapshot;
 pub mod system;
 pub mod tls;
 pub mod waiting;
@@ -94,6 +96,10 @@ pub fn router(state: Arc<HttpState>) -> Router {
         .route(
             "/v1/operator/scheduler/configuration",
             get(operator::get_config).put(operator::put_config),
+        )
+        .route(
+            "/v1/operator/snapshot",
+            get(snapshot::save).put(snapshot::restore),
         )
         .route("/v1/allocations", get(allocs::list))
         .route("/v1/allocation/{id}", get(allocs::get))

@@ -4,7 +4,8 @@
 //!
 //! ```text
 //!  start:  open <data_dir>/server/state.db ─► broker.restore(pending + blocked evals)
-//!          ─► CommandLog (observer: broker.observe) ─► heartbeats.restore(nodes)
+//!          ─► CommandLog (observer: broker.observe; on a snapshot restore: broker.reset
+//!          and heartbeats.restart_from, the same rebuild) ─► heartbeats.restore(nodes)
 //!          ─► plan applier ─► workers + reaper ─► heartbeat expiry loop ─► drainer
 //!          ─► deployment watcher ─► garbage collector (every gc.interval)
 //!          (each loop supervised: `orch_common::supervise`, policy per loop below)
@@ -30,7 +31,7 @@ use crate::gc::Collector;
 use crate::heartbeat::Heartbeats;
 use crate::http::{self, AgentInfo, HttpState};
 use crate::plan_apply::PlanApplier;
-use crate::state::{CommandLog, LogError, Observer, StateError, StateStore};
+use crate::state::{CommandLog, LogError, Observer, RestoreObserver, StateError, StateStore};
 use crate::worker;
 
 /// Why a server could not start.
@@ -47,6 +48,29 @@ pub enum ServerError {
     Config(String),
     #[error("server start task failed: {0}")]
     Task(String),
+}
+
+/// After a state snapshot is restored (`CommandLog::restore`), on the writer thread
+/// before any later command: the broker and the heartbeat timers are rebuilt from the
+/// restored state as `start` builds them. The other loops (plan applier, workers,
+/// drainer, deployment watcher, collector) read the store afresh on each pass.
+fn restore_observer(broker: Arc<EvalBroker>, heartbeats: Heartbeats) -> RestoreObserver {
+    Arc::new(move |store: &StateStore, index| {
+        match store.evals_non_terminal() {
+            Ok(evals) => {
+                tracing::info!(
+                    index,
+                    evals = evals.len(),
+                    "eval broker rebuilt after a restore"
+                );
+                broker.reset(evals);
+            }
+            Err(e) => tracing::error!(index, error = %e, "reading evaluations after a restore"),
+        }
+        if let Err(e) = heartbeats.restart_from(store) {
+            tracing::error!(index, error = %e, "restarting heartbeat timers after a restore");
+        }
+    })
 }
 
 /// A running server.
@@ -79,6 +103,11 @@ impl Server {
                 "max_request_body_bytes must be above 0".to_string(),
             ));
         }
+        if cfg.max_snapshot_bytes == 0 {
+            return Err(ServerError::Config(
+                "max_snapshot_bytes must be above 0".to_string(),
+            ));
+        }
         if !(1..=orch_common::jobspec::MAX_COUNT).contains(&cfg.max_count) {
             return Err(ServerError::Config(format!(
                 "max_count = {}: must be between 1 and {}",
@@ -99,6 +128,9 @@ impl Server {
         let (store, pending) = {
             let path = path.clone();
             tokio::task::spawn_blocking(move || -> Result<_, StateError> {
+                if let Some(dir) = path.parent() {
+                    crate::endpoints::snapshot::remove_leftovers(dir);
+                }
                 let store = StateStore::open(&path)?;
                 let pending = store.evals_non_terminal()?;
                 Ok((store, pending))
@@ -118,6 +150,7 @@ impl Server {
         let log = CommandLog::start(store.clone(), vec![observer])?;
 
         let heartbeats = Heartbeats::new(cfg.heartbeat_min_ttl, cfg.heartbeat_grace);
+        log.add_restore_observer(restore_observer(broker.clone(), heartbeats.clone()));
         let nodes = {
             let (store, heartbeats) = (store.clone(), heartbeats.clone());
             tokio::task::spawn_blocking(move || heartbeats.restore(&store))
@@ -201,6 +234,7 @@ impl Server {
         );
         http.endpoints.gc = collector;
         http.endpoints.max_count = cfg.max_count;
+        http.endpoints.max_snapshot_bytes = cfg.max_snapshot_bytes;
         http.health = health;
         http.relay = http::relay::Relay::new(cfg.tls.as_ref())
             .map_err(|e| ServerError::Config(format!("building the relay's HTTPS client: {e}")))?;

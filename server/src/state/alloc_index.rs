@@ -63,6 +63,9 @@ struct Rows {
     others: BTreeMap<AllocId, i64>,
     /// Node id -> its rows, by increasing `seq`.
     by_node: HashMap<NodeId, Vec<NodeRow>>,
+    /// The index a snapshot was installed at (0: none since open): every node's
+    /// allocations count as changed by the server then, even a node left with none.
+    installed_at: u64,
 }
 
 #[derive(Default)]
@@ -214,6 +217,26 @@ impl AllocIndex {
         })
     }
 
+    /// Takes `other`'s rows (a snapshot was installed; call under the mirror's write
+    /// lock, as `apply` changes rows).
+    pub(crate) fn replace(&self, other: AllocIndex) {
+        let rows = other
+            .rows
+            .into_inner()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *self.rows.write().expect("allocation index poisoned") = rows;
+    }
+
+    /// Makes every row count as changed by the server at `index` at least, so every
+    /// client's watch sees its allocations again (a snapshot was installed at `index`).
+    pub(crate) fn raise_server_indexes(&self, index: u64) {
+        let mut rows = self.rows.write().expect("allocation index poisoned");
+        for row in rows.by_node.values_mut().flatten() {
+            row.server_index = row.server_index.max(index);
+        }
+        rows.installed_at = rows.installed_at.max(index);
+    }
+
     /// The row of allocation `id`.
     pub(crate) fn get(&self, id: &str) -> Option<i64> {
         self.read().get(id)
@@ -260,13 +283,15 @@ impl AllocIndex {
             .unwrap_or_default()
     }
 
-    /// The largest `server_index` among a node's allocations (0 when it has none).
+    /// The largest `server_index` among a node's allocations, or the index a snapshot
+    /// was installed at if later (0 when it has none).
     pub(crate) fn node_max_server_index(&self, node_id: &str) -> u64 {
-        self.read()
-            .by_node
+        let rows = self.read();
+        rows.by_node
             .get(node_id)
             .and_then(|rows| rows.iter().map(|r| r.server_index).max())
             .unwrap_or(0)
+            .max(rows.installed_at)
     }
 
     /// The `server_index` of row `seq` on `node_id`, as last committed.

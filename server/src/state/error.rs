@@ -44,6 +44,13 @@ pub enum StateError {
     CommandLogEntry { index: u64, reason: String },
     #[error("the command log no longer holds the entries after index {after}: garbage collection dropped those before index {first}; read the state (a snapshot) instead")]
     LogTruncated { after: u64, first: u64 },
+    #[error("{context}: {source}")]
+    SnapshotIo {
+        context: String,
+        source: std::io::Error,
+    },
+    #[error("{path} is not a state snapshot this server can restore: {reason}")]
+    InvalidSnapshot { path: PathBuf, reason: String },
     #[error("index {index} is not after the last applied index {last}")]
     IndexNotIncreasing { index: u64, last: u64 },
 }

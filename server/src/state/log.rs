@@ -12,6 +12,11 @@
 //!
 //! A command its check rejects is not an error: it is committed at its index like any
 //! other, and the outcome's `rejected` says why its change was refused.
+//!
+//! `restore` installs a state snapshot on the same thread, between two commands: the
+//! file is checked first (off the writer), then the writer installs it at the next
+//! index (`StateStore::install_snapshot`) and tells the restore observers (the
+//! server rebuilds its eval broker and heartbeat timers from the new state there).
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::mpsc;
@@ -20,7 +25,7 @@ use std::thread::JoinHandle;
 
 use tokio::sync::oneshot;
 
-use super::{ApplyOutcome, Command, StateError, StateStore};
+use super::{check_snapshot, ApplyOutcome, CheckedSnapshot, Command, StateError, StateStore};
 
 /// Called after every applied command, in index order, on the writer thread (not after
 /// a rejected one that wrote nothing). Must not block for long (it delays every write)
@@ -40,9 +45,38 @@ pub enum LogError {
     Spawn(std::io::Error),
 }
 
-struct Request {
-    cmd: Command,
-    reply: oneshot::Sender<Result<ApplyOutcome, LogError>>,
+/// Called on the writer thread after a snapshot was installed, with the store and
+/// the index it was installed at, before any later command is applied: whatever
+/// keeps state derived from the store (the eval broker, heartbeat timers) rebuilds
+/// it there. Must not submit commands itself.
+pub type RestoreObserver = Arc<dyn Fn(&StateStore, u64) + Send + Sync>;
+
+/// What a snapshot restore replaced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct RestoreOutcome {
+    /// The last applied index before the restore.
+    pub previous_index: u64,
+    /// The index the snapshot holds (its state as saved).
+    pub snapshot_index: u64,
+    /// The index the restored state was installed at (`previous_index` + 1 or the
+    /// snapshot's index + 1, whichever is higher): indexes never go back.
+    pub index: u64,
+    /// The snapshot file's schema version (migrated to this binary's on restore).
+    pub schema_version: u32,
+}
+
+// Commands are the large variant and the hot path: boxing them would cost every
+// write an allocation to save a few hundred bytes of a rare restore's message.
+#[allow(clippy::large_enum_variant)]
+enum Request {
+    Apply {
+        cmd: Command,
+        reply: oneshot::Sender<Result<ApplyOutcome, LogError>>,
+    },
+    Restore {
+        snapshot: CheckedSnapshot,
+        reply: oneshot::Sender<Result<RestoreOutcome, LogError>>,
+    },
 }
 
 /// Handle to the log; cheap to clone (an `Arc` inside).
@@ -57,6 +91,7 @@ struct LogInner {
     tx: Mutex<Option<mpsc::Sender<Request>>>,
     thread: Mutex<Option<JoinHandle<()>>>,
     observers: Arc<RwLock<Vec<Observer>>>,
+    restore_observers: Arc<RwLock<Vec<RestoreObserver>>>,
     /// Why the last write failed in SQLite (disk full, I/O error, read-only file),
     /// until a later one succeeds: `/v1/agent/health` reports it.
     write_error: Arc<Mutex<Option<String>>>,
@@ -67,14 +102,18 @@ impl CommandLog {
     pub fn start(store: StateStore, observers: Vec<Observer>) -> Result<CommandLog, LogError> {
         let (tx, rx) = mpsc::channel::<Request>();
         let observers = Arc::new(RwLock::new(observers));
+        let restore_observers = Arc::new(RwLock::new(Vec::new()));
         let write_error = Arc::new(Mutex::new(None));
         let thread = {
-            let store = store.clone();
-            let observers = observers.clone();
-            let write_error = write_error.clone();
+            let writer = Writer {
+                store: store.clone(),
+                observers: observers.clone(),
+                restore_observers: restore_observers.clone(),
+                write_error: write_error.clone(),
+            };
             std::thread::Builder::new()
                 .name("orch-state-writer".to_string())
-                .spawn(move || writer_loop(store, rx, observers, write_error))
+                .spawn(move || writer.run(rx))
                 .map_err(LogError::Spawn)?
         };
         Ok(CommandLog {
@@ -83,9 +122,44 @@ impl CommandLog {
                 tx: Mutex::new(Some(tx)),
                 thread: Mutex::new(Some(thread)),
                 observers,
+                restore_observers,
                 write_error,
             }),
         })
+    }
+
+    /// Adds an observer of snapshot restores (see `RestoreObserver`).
+    pub fn add_restore_observer(&self, observer: RestoreObserver) {
+        self.inner
+            .restore_observers
+            .write()
+            .expect("log restore observers lock poisoned")
+            .push(observer);
+    }
+
+    /// Replaces the whole state with the snapshot file at `path` (see
+    /// `crate::state::backup`): checks it (a bad file is an `InvalidSnapshot` or
+    /// `SchemaTooNew` error and changes nothing), migrates it in place, then the
+    /// writer installs it between two commands. Commands submitted after this
+    /// returns apply to the restored state.
+    pub async fn restore(&self, path: std::path::PathBuf) -> Result<RestoreOutcome, LogError> {
+        let snapshot = tokio::task::spawn_blocking(move || check_snapshot(&path))
+            .await
+            .map_err(|_| LogError::WriterGone)??;
+        let (reply, rx) = oneshot::channel();
+        self.sender()?
+            .send(Request::Restore { snapshot, reply })
+            .map_err(|_| LogError::WriterGone)?;
+        rx.await.map_err(|_| LogError::WriterGone)?
+    }
+
+    fn sender(&self) -> Result<mpsc::Sender<Request>, LogError> {
+        self.inner
+            .tx
+            .lock()
+            .expect("log sender mutex poisoned")
+            .clone()
+            .ok_or(LogError::Closed)
     }
 
     /// The store this log applies to.
@@ -107,14 +181,8 @@ impl CommandLog {
         cmd: Command,
     ) -> Result<oneshot::Receiver<Result<ApplyOutcome, LogError>>, LogError> {
         let (reply, rx) = oneshot::channel();
-        let tx = self
-            .inner
-            .tx
-            .lock()
-            .expect("log sender mutex poisoned")
-            .clone()
-            .ok_or(LogError::Closed)?;
-        tx.send(Request { cmd, reply })
+        self.sender()?
+            .send(Request::Apply { cmd, reply })
             .map_err(|_| LogError::WriterGone)?;
         Ok(rx)
     }
@@ -187,31 +255,53 @@ impl CommandLog {
     }
 }
 
-fn writer_loop(
+/// The writer thread's side: what it applies to and whom it tells.
+struct Writer {
     store: StateStore,
-    rx: mpsc::Receiver<Request>,
     observers: Arc<RwLock<Vec<Observer>>>,
+    restore_observers: Arc<RwLock<Vec<RestoreObserver>>>,
     write_error: Arc<Mutex<Option<String>>>,
-) {
-    let set_error = |e: Option<String>| {
-        *write_error.lock().expect("write error mutex poisoned") = e;
-    };
-    while let Ok(Request { cmd, reply }) = rx.recv() {
-        let index = store.last_index() + 1;
-        let result = match store.apply(index, &cmd) {
+}
+
+impl Writer {
+    fn run(self, rx: mpsc::Receiver<Request>) {
+        while let Ok(request) = rx.recv() {
+            match request {
+                Request::Apply { cmd, reply } => {
+                    let result = self.apply(&cmd);
+                    // The submitter may have gone away (request cancelled); the write
+                    // stands.
+                    let _ = reply.send(result);
+                }
+                Request::Restore { snapshot, reply } => {
+                    let _ = reply.send(self.restore(snapshot));
+                }
+            }
+        }
+        tracing::debug!("state writer stopped");
+    }
+
+    fn set_error(&self, e: Option<String>) {
+        *self.write_error.lock().expect("write error mutex poisoned") = e;
+    }
+
+    fn apply(&self, cmd: &Command) -> Result<ApplyOutcome, LogError> {
+        let index = self.store.last_index() + 1;
+        match self.store.apply(index, cmd) {
             Ok(outcome) => {
-                set_error(None);
+                self.set_error(None);
                 // A rejected command that wrote nothing has nothing to tell (its
                 // evaluations, say, were not stored); one that wrote its evaluations
                 // (an `UpdateDeployment`, a plan of a pruned job version) has.
                 if outcome.rejected.is_none() || !outcome.tables.is_empty() {
-                    let observers = observers
+                    let observers = self
+                        .observers
                         .read()
                         .expect("log observers lock poisoned")
                         .clone();
                     for observer in observers {
                         // An observer's bug must not stop every later write.
-                        if catch_unwind(AssertUnwindSafe(|| observer(&cmd, index))).is_err() {
+                        if catch_unwind(AssertUnwindSafe(|| observer(cmd, index))).is_err() {
                             tracing::error!(index, "a state observer panicked");
                         }
                     }
@@ -223,13 +313,45 @@ fn writer_loop(
                 // SQLite's own failures (a full disk, an I/O error, a read-only file)
                 // say the store cannot take writes; a refused command's would not.
                 if matches!(e, StateError::Sql { .. }) {
-                    set_error(Some(e.to_string()));
+                    self.set_error(Some(e.to_string()));
                 }
                 Err(LogError::Apply(e))
             }
-        };
-        // The submitter may have gone away (request cancelled); the write stands.
-        let _ = reply.send(result);
+        }
     }
-    tracing::debug!("state writer stopped");
+
+    fn restore(&self, snapshot: CheckedSnapshot) -> Result<RestoreOutcome, LogError> {
+        let previous_index = self.store.last_index();
+        let meta = snapshot.meta;
+        // Above both: blocking queries and clients' watches wait for an index above
+        // what they saw, and a follower's snapshot is ahead of it.
+        let index = previous_index.max(meta.index) + 1;
+        if let Err(e) = self.store.install_snapshot(snapshot, index) {
+            tracing::error!(index, error = %e, "installing a state snapshot failed");
+            return Err(LogError::Apply(e));
+        }
+        self.set_error(None);
+        tracing::info!(
+            previous_index,
+            snapshot_index = meta.index,
+            index,
+            "state snapshot restored"
+        );
+        let observers = self
+            .restore_observers
+            .read()
+            .expect("log restore observers lock poisoned")
+            .clone();
+        for observer in observers {
+            if catch_unwind(AssertUnwindSafe(|| observer(&self.store, index))).is_err() {
+                tracing::error!(index, "a state restore observer panicked");
+            }
+        }
+        Ok(RestoreOutcome {
+            previous_index,
+            snapshot_index: meta.index,
+            index,
+            schema_version: meta.schema_version,
+        })
+    }
 }

@@ -38,13 +38,16 @@
 //!   collection and the service catalog, each filled in one transaction.
 //! - `snapshot`: `Snapshot`, the scheduler's point-in-time view.
 //! - `store`: `StateStore`: opening, watches, in-flight placements and every read.
-//! - `apply`: `StateStore::apply`; `log`: `CommandLog`, the one writer thread.
+//! - `apply`: `StateStore::apply`; `backup`: snapshot files (saving a copy of the
+//!   database online, checking one, installing it); `log`: `CommandLog`, the one
+//!   writer thread (it applies commands and installs snapshots).
 //!
 //! This file only declares the modules and re-exports what the rest of the server
 //! uses, so every path stays `crate::state::X`.
 
 mod alloc_index;
 mod apply;
+pub mod backup;
 pub mod command;
 mod error;
 pub mod log;
@@ -62,10 +65,11 @@ pub mod views;
 mod wal;
 
 pub use apply::ApplyOutcome;
+pub use backup::{check_snapshot, CheckedSnapshot, SnapshotMeta};
 pub use command::Command;
 pub(crate) use error::SqlContext;
 pub use error::StateError;
-pub use log::{CommandLog, LogError, Observer};
+pub use log::{CommandLog, LogError, Observer, RestoreObserver, RestoreOutcome};
 pub use mark::ReplicationMark;
 pub use pool::open_private;
 pub use read::GroupStatusCount;

@@ -136,7 +136,9 @@ impl Snapshot {
             .lock()
             .expect("snapshot connection mutex poisoned");
         match self.rows.get(id) {
-            Some(seq) => read::alloc_at(&conn, seq),
+            // The index is the store's newest: after a snapshot install it may name
+            // rows of the new contents, which this older transaction does not hold.
+            Some(seq) => Ok(read::alloc_at(&conn, seq)?.filter(|a| a.id.as_str() == id)),
             None => Ok(None),
         }
     }
@@ -255,7 +257,9 @@ impl Snapshot {
         let rows = self.rows.node_rows(node_id);
         match read::allocs_at(&conn, rows.iter().map(|r| r.seq)) {
             Ok(mut allocs) => {
-                allocs.retain(|a| !a.client_status.is_terminal());
+                // (`node_id`: after a snapshot install the rows listed may be of
+                // the new contents, which this older transaction does not hold.)
+                allocs.retain(|a| !a.client_status.is_terminal() && a.node_id.as_str() == node_id);
                 allocs
             }
             Err(e) => {

@@ -74,6 +74,37 @@ impl std::fmt::Debug for StateStore {
     }
 }
 
+/// What the store keeps in memory, read from its rows: on open, and again when a
+/// snapshot is installed.
+pub(super) struct Loaded {
+    /// The `indexes` table: last index per table name.
+    pub indexes: BTreeMap<String, u64>,
+    pub alloc_index: AllocIndex,
+    /// Node id -> what its allocations that hold resources use (the mirror's sums).
+    pub usage: HashMap<NodeId, Arc<NodeAllocated>>,
+}
+
+/// Reads what the store keeps in memory from the database behind `conn`.
+pub(super) fn load_memory(conn: &Connection) -> Result<Loaded, StateError> {
+    let indexes = read::table_indexes(conn)?;
+    let mut sums: HashMap<NodeId, NodeAllocated> = HashMap::new();
+    let alloc_index = AllocIndex::load(conn, |id, node_id, json| {
+        let part = read::usage_part(id, json)?;
+        match sums.get_mut(node_id) {
+            Some(sum) => sum.add_part(&part),
+            None => {
+                sums.insert(NodeId::from(node_id), part);
+            }
+        }
+        Ok(())
+    })?;
+    Ok(Loaded {
+        indexes,
+        alloc_index,
+        usage: sums.into_iter().map(|(k, v)| (k, Arc::new(v))).collect(),
+    })
+}
+
 impl StateStore {
     /// Opens (creating if needed) the database at `path`, migrating its schema.
     pub fn open(path: impl AsRef<Path>) -> Result<StateStore, StateError> {
@@ -100,20 +131,13 @@ impl StateStore {
                 path: path.clone(),
                 source: rusqlite::Error::InvalidParameterName(reason),
             })?;
-        let indexes = read::table_indexes(&writer)?;
-        let mut sums: HashMap<NodeId, NodeAllocated> = HashMap::new();
-        let alloc_index = AllocIndex::load(&writer, |id, node_id, json| {
-            let part = read::usage_part(id, json)?;
-            match sums.get_mut(node_id) {
-                Some(sum) => sum.add_part(&part),
-                None => {
-                    sums.insert(NodeId::from(node_id), part);
-                }
-            }
-            Ok(())
-        })?;
+        let Loaded {
+            indexes,
+            alloc_index,
+            usage,
+        } = load_memory(&writer)?;
         let mirror = Mirror {
-            usage: Arc::new(sums.into_iter().map(|(k, v)| (k, Arc::new(v))).collect()),
+            usage: Arc::new(usage),
             nodes: None,
             nodes_index: indexes.get(Table::Nodes.name()).copied().unwrap_or(0),
             in_flight: Arc::default(),
@@ -404,7 +428,10 @@ impl StateStore {
         let Some(seq) = self.inner.alloc_index.get(id) else {
             return Ok(None);
         };
-        self.read(|c| read::alloc_at(c, seq))
+        // A snapshot installed between the lookup and the read may have put another
+        // row at `seq`.
+        let found = self.read(|c| read::alloc_at(c, seq))?;
+        Ok(found.filter(|a| a.id.as_str() == id))
     }
 
     /// True when allocation `id` is stored (from memory).

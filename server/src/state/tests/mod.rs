@@ -18,6 +18,7 @@ use super::*;
 use crate::scheduler::State;
 
 mod acl;
+mod backup;
 mod cas;
 mod deployments;
 mod versions;
