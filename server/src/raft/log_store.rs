@@ -53,6 +53,23 @@ impl LogStore {
         })
     }
 
+    /// This server's Raft id: chosen at random on the first call and kept in the
+    /// log database (a server's identity in the cluster lives with its log).
+    pub fn server_id(&self) -> Result<super::ServerId, StateError> {
+        let conn = self.db.lock().unwrap_or_else(|p| p.into_inner());
+        let sql = |source| StateError::Sql {
+            context: "reading or choosing this server's Raft id".to_string(),
+            source,
+        };
+        if let Some(id) = read_meta::<u64>(&conn, "server_id").map_err(sql)? {
+            return Ok(id);
+        }
+        // 53 bits: ids stay exact as JSON numbers in any client's hands.
+        let id = (uuid::Uuid::new_v4().as_u64_pair().0 >> 11).max(1);
+        write_meta(&conn, "server_id", &id).map_err(sql)?;
+        Ok(id)
+    }
+
     /// Runs `f` with the connection on the blocking pool.
     async fn with_db<T: Send + 'static>(
         &self,

@@ -1,17 +1,25 @@
 //! Replication of the state through Raft (openraft): the type configuration every
 //! part shares (`OrchRaft`: entries carry a `Proposal`, a state `Command` with its
-//! leader's time; nodes are servers named by their RPC address) and, below it, the
-//! parts:
+//! leader's time; nodes are servers, `ServerNode`, reached at their RPC address) and,
+//! below it, the parts:
 //! - `log_store`: the Raft log, vote and commit point in `<data_dir>/server/raft.db`
 //!   (SQLite, synchronous=FULL), openraft's `RaftLogStorage`.
+//! - `state_machine`: the state store as openraft's `RaftStateMachine`, applying
+//!   committed entries through the command log's writer; snapshots are state files.
+//! - `cluster`: forming a cluster, joining one, upgrading a single server's data.
+//! - `proposer`: how the leader's `CommandLog::submit` proposes commands, in order.
 
+pub mod cluster;
 pub mod log_store;
+pub mod no_network;
+pub mod proposer;
+pub mod state_machine;
 
 use std::io::Cursor;
 
 use serde::{Deserialize, Serialize};
 
-use crate::state::Command;
+use crate::state::{ApplyOutcome, Command};
 
 /// One replicated change: the command and the time the leader proposed it at, which
 /// every server applies it with (`StateStore::apply_replicated`), so their rows agree.
@@ -21,22 +29,45 @@ pub struct Proposal {
     pub command: Command,
 }
 
-/// What applying one replicated entry answered: the store's outcome, in the shape the
-/// proposer gets back.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Applied {
-    /// The index the entry was applied at (the Raft log index).
-    pub index: u64,
-    /// Why the command's check refused its change, when it did.
-    pub rejected: Option<String>,
+/// What applying one committed entry answered, handed to the proposer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Applied {
+    /// A command's outcome (its index, and its rejection if its check refused it).
+    Command(ApplyOutcome),
+    /// A command whose apply failed the same way everywhere (nothing changed).
+    Failed(String),
+    /// An entry without a command (blank, membership).
+    Entry,
 }
+
+/// A server as its peers know it: where its Raft traffic goes (`rpc_addr`, the
+/// node's address in openraft's sense) and where its HTTP API answers (writes are
+/// forwarded there to the leader).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServerNode {
+    pub name: String,
+    pub rpc_addr: String,
+    pub http_addr: String,
+}
+
+impl std::fmt::Display for ServerNode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({})", self.name, self.rpc_addr)
+    }
+}
+
+/// A server's Raft id: random, chosen on its first start and kept in `raft.db`.
+pub type ServerId = u64;
 
 openraft::declare_raft_types!(
     /// The Raft type configuration of orch's servers.
     pub OrchRaft:
         D = Proposal,
         R = Applied,
-        NodeId = u64,
-        Node = openraft::BasicNode,
+        NodeId = ServerId,
+        Node = ServerNode,
         SnapshotData = Cursor<Vec<u8>>,
 );
+
+/// The openraft instance of a server.
+pub type Raft = openraft::Raft<OrchRaft>;

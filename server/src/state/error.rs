@@ -55,6 +55,32 @@ pub enum StateError {
     IndexNotIncreasing { index: u64, last: u64 },
 }
 
+impl StateError {
+    /// Whether this says the database cannot be written here (a full disk, an I/O
+    /// error, a read-only or damaged file, a lock held too long), as opposed to a
+    /// failure that follows from the command and the state, which every server
+    /// applying the same command to the same state meets the same way.
+    pub fn is_storage_failure(&self) -> bool {
+        use rusqlite::ErrorCode::*;
+        match self {
+            StateError::Sql { source, .. } => match source.sqlite_error_code() {
+                Some(ConstraintViolation | TooBig | TypeMismatch) => false,
+                Some(_) => true,
+                None => !matches!(
+                    source,
+                    rusqlite::Error::ToSqlConversionFailure(_)
+                        | rusqlite::Error::FromSqlConversionFailure(..)
+                        | rusqlite::Error::IntegralValueOutOfRange(..)
+                        | rusqlite::Error::InvalidColumnType(..)
+                        | rusqlite::Error::QueryReturnedNoRows
+                ),
+            },
+            StateError::CreateDir { .. } | StateError::Open { .. } => true,
+            _ => false,
+        }
+    }
+}
+
 /// Adds a description of what was being done to a rusqlite error.
 pub(crate) trait SqlContext<T> {
     fn ctx(self, context: impl FnOnce() -> String) -> Result<T, StateError>;
