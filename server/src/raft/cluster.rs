@@ -211,6 +211,23 @@ pub async fn add_server(raft: &Raft, req: JoinRequest) -> Result<(), String> {
     Ok(())
 }
 
+/// On the leader: removes server `id` from the configuration (voter or learner).
+pub async fn remove_server(raft: &Raft, id: ServerId) -> Result<(), String> {
+    let metrics = raft.metrics().borrow().clone();
+    let membership = metrics.membership_config.membership().clone();
+    let mut voters: BTreeSet<ServerId> = membership.voter_ids().collect();
+    let removed = if voters.remove(&id) {
+        raft.change_membership(voters, false).await
+    } else {
+        raft.change_membership(
+            openraft::ChangeMembers::RemoveNodes(BTreeSet::from([id])),
+            false,
+        )
+        .await
+    };
+    removed.map(|_| ()).map_err(|e| format!("removing server {id}: {e}"))
+}
+
 /// Forms or joins the cluster as configured, then (for an upgraded data dir) makes
 /// the first snapshot.
 #[allow(clippy::too_many_arguments)]

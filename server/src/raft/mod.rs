@@ -7,6 +7,7 @@
 //! - `state_machine`: the state store as openraft's `RaftStateMachine`, applying
 //!   committed entries through the command log's writer; snapshots are state files.
 //! - `cluster`: forming a cluster, joining one, upgrading a single server's data.
+//! - `view`: the cluster as the HTTP API shows it (leader, members, contacts).
 //! - `proposer`: how the leader's `CommandLog::submit` proposes commands, in order.
 
 pub mod cluster;
@@ -14,6 +15,7 @@ pub mod log_store;
 pub mod no_network;
 pub mod proposer;
 pub mod state_machine;
+pub mod view;
 
 use std::io::Cursor;
 

@@ -31,6 +31,7 @@ use crate::raft::cluster::{self, PeerClient};
 use crate::raft::log_store::LogStore;
 use crate::raft::proposer::RaftProposer;
 use crate::raft::state_machine::StateMachine;
+use crate::raft::view::{ClusterView, Contacts};
 use crate::raft::{Raft, ServerId, ServerNode};
 use crate::state::{CommandLog, LogError, Observer, RestoreObserver, StateError, StateStore};
 
@@ -220,6 +221,8 @@ impl Server {
         let heartbeats = Heartbeats::new(cfg.heartbeat_min_ttl, cfg.heartbeat_grace);
         log.add_restore_observer(restore_observer(broker.clone(), heartbeats.clone()));
 
+        // Every Raft exchange that succeeds is recorded here (last contact).
+        let contacts = Contacts::default();
         let state_machine =
             StateMachine::open(log.clone(), cfg.raft_snapshot_dir()).map_err(state_err)?;
         let raft = Raft::new(
@@ -287,6 +290,12 @@ impl Server {
         http.health = cfg.health.clone();
         http.relay = http::relay::Relay::new(cfg.tls.as_ref())
             .map_err(|e| ServerError::Config(format!("building the relay's HTTPS client: {e}")))?;
+        http.cluster = Some(ClusterView {
+            raft: raft.clone(),
+            me: server_id,
+            contacts: contacts.clone(),
+            failed_after: cfg.raft.election_timeout * 4,
+        });
         let http = Arc::new(http);
         tracing::info!(
             path = %path.display(),
