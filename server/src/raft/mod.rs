@@ -4,8 +4,13 @@
 //! parts:
 //! - `log_store`: the Raft log, vote and commit point in `<data_dir>/server/raft.db`
 //!   (SQLite, synchronous=FULL), openraft's `RaftLogStorage`.
+//! - `network`: how this server calls the others' Raft (openraft's `RaftNetworkFactory`
+//!   over HTTP, or HTTPS to server certificates only), and the wire both sides share.
+//! - `rpc`: the routes the others call this server's Raft by (`router`).
 
 pub mod log_store;
+pub mod network;
+pub mod rpc;
 
 use std::io::Cursor;
 
