@@ -54,7 +54,7 @@ impl AgentProc {
         std::fs::write(
             &cfg,
             format!(
-                "name = {name:?}\ndata_dir = {:?}\nbind_addr = \"127.0.0.1\"\nlog_level = \"warn\"\n\n[ports]\nhttp = 0\n\n{tables}\n",
+                "name = {name:?}\ndata_dir = {:?}\nbind_addr = \"127.0.0.1\"\nlog_level = \"warn\"\n\n[ports]\nhttp = 0\nrpc = 0\n\n{tables}\n",
                 data_dir.display().to_string()
             ),
         )?;

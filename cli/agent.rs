@@ -56,6 +56,10 @@ pub struct AgentArgs {
     /// --dev, `--http-port 0` alone also picks a free DNS port.
     #[arg(long, value_name = "N")]
     dns_port: Option<u16>,
+    /// Raft RPC port of a server (overrides `[ports] rpc`; 0 picks a free port). With
+    /// --dev, `--http-port 0` alone also picks a free RPC port.
+    #[arg(long, value_name = "N")]
+    rpc_port: Option<u16>,
 }
 
 const AGENT_EXAMPLES: &str = "EXAMPLES:
@@ -104,10 +108,14 @@ fn load(args: &AgentArgs) -> Result<(AgentConfig, Option<tempfile::TempDir>)> {
         cfg.ports.http = p;
         if args.dev && p == 0 {
             cfg.ports.dns = 0;
+            cfg.ports.rpc = 0;
         }
     }
     if let Some(p) = args.dns_port {
         cfg.ports.dns = p;
+    }
+    if let Some(p) = args.rpc_port {
+        cfg.ports.rpc = p;
     }
     Ok((cfg, temp))
 }
@@ -229,6 +237,18 @@ pub async fn run(args: AgentArgs) -> Result<ExitCode> {
     // them all, and a required one's failure stops this process (below).
     let health = Health::new();
 
+    // Raft traffic between servers: its own port, the same TLS as HTTP.
+    let rpc_listener = if cfg.server.enabled {
+        let bind = socket_addr(&cfg.bind_addr, cfg.ports.rpc)?;
+        Some(listen(bind).with_context(|| format!("binding the Raft RPC port to {bind}"))?)
+    } else {
+        None
+    };
+    let advertise_rpc = match &rpc_listener {
+        Some(l) => format!("{}:{}", cfg.advertise_host(), l.local_addr()?.port()),
+        None => String::new(),
+    };
+
     let server = if cfg.server.enabled {
         let defaults = orch_server::config::ServerConfig::default();
         // `..defaults` keeps working when the server grows new settings.
@@ -238,6 +258,7 @@ pub async fn run(args: AgentArgs) -> Result<ExitCode> {
             name: name.clone(),
             datacenter: cfg.datacenter.clone(),
             bootstrap_expect: cfg.server.bootstrap_expect,
+            raft: cfg.server.raft(advertise_rpc.clone()),
             num_schedulers: if cfg.server.num_schedulers == 0 {
                 defaults.num_schedulers
             } else {
@@ -403,6 +424,34 @@ pub async fn run(args: AgentArgs) -> Result<ExitCode> {
         }
     };
 
+    // The Raft RPC listener: only servers may call it (a server certificate with TLS).
+    let rpc = match (&server, rpc_listener) {
+        (Some(s), Some(listener)) => {
+            let router = s.rpc_router();
+            let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+            let stopped = async move {
+                let _ = stop_rx.await;
+            };
+            let limits = ServeLimits::default();
+            let task = match &tls {
+                None => tokio::spawn(serve(
+                    listener,
+                    router,
+                    limits,
+                    |addr| Peer { addr, roles: None },
+                    stopped,
+                )),
+                Some(tls) => {
+                    let listener = TlsListener::new(listener, tls.clone())
+                        .map_err(|e| anyhow::anyhow!("[tls]: {e}"))?;
+                    tokio::spawn(serve(listener, router, limits, |peer| peer, stopped))
+                }
+            };
+            eprintln!("orch agent: Raft RPC on {advertise_rpc}");
+            Some((stop_tx, task))
+        }
+        _ => None,
+    };
     if let Some(d) = &dns {
         eprintln!("orch agent: DNS on {} (udp, tcp)", d.local_addr());
     }
@@ -465,6 +514,13 @@ pub async fn run(args: AgentArgs) -> Result<ExitCode> {
     }
     if let Some(s) = server {
         s.shutdown().await;
+    }
+    // After the server: its Raft answers its peers until it has stopped.
+    if let Some((stop, mut task)) = rpc {
+        let _ = stop.send(());
+        if tokio::time::timeout(HTTP_DRAIN, &mut task).await.is_err() {
+            task.abort();
+        }
     }
     drop(temp_dir);
     tracing::info!("agent stopped");

@@ -440,7 +440,7 @@ fn config_args(
 ) -> (Vec<String>, PathBuf, PathBuf) {
     let data_dir = ws.path(name);
     let text = format!(
-        "name = {name:?}\ndata_dir = {:?}\nbind_addr = {bind_addr:?}\n\n[ports]\nhttp = {port}\ndns = 0\n\n{tables}\n",
+        "name = {name:?}\ndata_dir = {:?}\nbind_addr = {bind_addr:?}\n\n[ports]\nhttp = {port}\ndns = 0\nrpc = 0\n\n{tables}\n",
         data_dir.display().to_string()
     );
     let cfg = ws.write(&format!("{name}.toml"), &text);

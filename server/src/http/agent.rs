@@ -41,9 +41,7 @@ pub async fn peers(State(st): State<Arc<HttpState>>) -> Json<Vec<String>> {
 /// `GET /v1/agent/members`: every server with its status, Raft index and last
 /// contact as the leader sees them (a follower forwards this read to the leader
 /// unless `?stale=true`).
-pub async fn members(
-    State(st): State<Arc<HttpState>>,
-) -> Json<Vec<crate::raft::view::Member>> {
+pub async fn members(State(st): State<Arc<HttpState>>) -> Json<Vec<crate::raft::view::Member>> {
     Json(st.cluster.as_ref().map(|c| c.members()).unwrap_or_default())
 }
 

@@ -77,7 +77,10 @@ pub async fn forward(State(st): State<Arc<HttpState>>, req: Request, next: Next)
     };
     let headers = answer.headers_mut();
     if !headers.contains_key(KNOWN_LEADER) {
-        headers.insert(KNOWN_LEADER, HeaderValue::from_static(if known { "true" } else { "false" }));
+        headers.insert(
+            KNOWN_LEADER,
+            HeaderValue::from_static(if known { "true" } else { "false" }),
+        );
         let contact = cluster.last_contact_ms().unwrap_or(0);
         headers.insert(LAST_CONTACT, HeaderValue::from(contact));
     }

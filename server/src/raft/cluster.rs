@@ -225,7 +225,9 @@ pub async fn remove_server(raft: &Raft, id: ServerId) -> Result<(), String> {
         )
         .await
     };
-    removed.map(|_| ()).map_err(|e| format!("removing server {id}: {e}"))
+    removed
+        .map(|_| ())
+        .map_err(|e| format!("removing server {id}: {e}"))
 }
 
 /// Forms or joins the cluster as configured, then (for an upgraded data dir) makes

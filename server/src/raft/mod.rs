@@ -9,11 +9,15 @@
 //! - `cluster`: forming a cluster, joining one, upgrading a single server's data.
 //! - `view`: the cluster as the HTTP API shows it (leader, members, contacts).
 //! - `proposer`: how the leader's `CommandLog::submit` proposes commands, in order.
+//! - `network`: how this server calls the others' Raft (openraft's `RaftNetworkFactory`
+//!   over HTTP, or HTTPS to server certificates only), and the wire both sides share.
+//! - `rpc`: the routes the others call this server's Raft by (`router`).
 
 pub mod cluster;
 pub mod log_store;
-pub mod no_network;
+pub mod network;
 pub mod proposer;
+pub mod rpc;
 pub mod state_machine;
 pub mod view;
 

@@ -14,6 +14,9 @@
 //!  install_snapshot(bytes) ─► receiving.db ─► log.install_replicated ─► current.db
 //! ```
 
+// openraft's traits return its `StorageError` (224 bytes); the helpers here build it.
+#![allow(clippy::result_large_err)]
+
 use std::io::Cursor;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};

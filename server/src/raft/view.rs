@@ -128,7 +128,8 @@ impl ClusterView {
                     leader: m.current_leader == Some(*id),
                     status: status.to_string(),
                     raft_index,
-                    last_contact_ms: contact.map(|d| d.as_millis().min(u128::from(u64::MAX)) as u64),
+                    last_contact_ms: contact
+                        .map(|d| d.as_millis().min(u128::from(u64::MAX)) as u64),
                 }
             })
             .collect();

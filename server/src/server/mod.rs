@@ -29,6 +29,7 @@ use crate::heartbeat::Heartbeats;
 use crate::http::{self, AgentInfo, HttpState};
 use crate::raft::cluster::{self, PeerClient};
 use crate::raft::log_store::LogStore;
+use crate::raft::network::Network;
 use crate::raft::proposer::RaftProposer;
 use crate::raft::state_machine::StateMachine;
 use crate::raft::view::{ClusterView, Contacts};
@@ -89,6 +90,9 @@ pub struct Server {
     broker: Arc<EvalBroker>,
     raft: Raft,
     server_id: ServerId,
+    me: ServerNode,
+    peers: PeerClient,
+    contacts: Contacts,
     http: Arc<HttpState>,
     shutdown_tx: watch::Sender<bool>,
     leadership: JoinHandle<()>,
@@ -99,13 +103,20 @@ pub struct Server {
 /// at once and takes over before `start` returns, so it answers writes from its
 /// first request, as a server without replication did.
 async fn lead_alone(raft: &Raft, me: ServerId, broker: &EvalBroker) {
-    let voters: Vec<ServerId> = raft
-        .metrics()
-        .borrow()
-        .membership_config
-        .membership()
-        .voter_ids()
-        .collect();
+    // Asked of Raft's core, not its metrics: those may not show the membership yet.
+    let voters: Vec<ServerId> = match raft
+        .with_raft_state(|st| {
+            st.membership_state
+                .effective()
+                .membership()
+                .voter_ids()
+                .collect()
+        })
+        .await
+    {
+        Ok(voters) => voters,
+        Err(_) => return,
+    };
     if voters != [me] {
         return;
     }
@@ -118,6 +129,10 @@ async fn lead_alone(raft: &Raft, me: ServerId, broker: &EvalBroker) {
         tokio::time::sleep(std::time::Duration::from_millis(2)).await;
     }
 }
+
+/// Largest Raft RPC body: a snapshot chunk (4 MiB) with room to spare, or an
+/// AppendEntries batch (a bigger one is refused with 413 and sent again halved).
+const RPC_MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
 
 /// openraft's configuration from ours.
 fn raft_config(cfg: &RaftConfig) -> Result<openraft::Config, ServerError> {
@@ -223,12 +238,14 @@ impl Server {
 
         // Every Raft exchange that succeeds is recorded here (last contact).
         let contacts = Contacts::default();
+        let network = Network::new(cfg.tls.as_ref(), contacts.clone())
+            .map_err(|e| ServerError::Config(format!("building the Raft HTTPS client: {e}")))?;
         let state_machine =
             StateMachine::open(log.clone(), cfg.raft_snapshot_dir()).map_err(state_err)?;
         let raft = Raft::new(
             server_id,
             Arc::new(raft_config),
-            crate::raft::no_network::Network,
+            network,
             log_store,
             state_machine,
         )
@@ -258,7 +275,7 @@ impl Server {
             raft.clone(),
             peers.clone(),
             server_id,
-            me,
+            me.clone(),
             cfg.bootstrap_expect,
             cfg.raft.retry_join.clone(),
             legacy,
@@ -312,11 +329,30 @@ impl Server {
             broker,
             raft,
             server_id,
+            me,
+            peers,
+            contacts,
             http,
             shutdown_tx,
             leadership,
             cluster,
         })
+    }
+
+    /// The routes other servers call on the RPC port: Raft's own
+    /// (`/v1/raft/append|vote|snapshot`) and the cluster's (`/v1/raft/info|join`).
+    pub fn rpc_router(&self) -> Router {
+        crate::raft::rpc::router(
+            self.raft.clone(),
+            RPC_MAX_BODY_BYTES,
+            self.contacts.clone(),
+            cluster::routes(
+                self.raft.clone(),
+                self.peers.clone(),
+                self.server_id,
+                self.me.clone(),
+            ),
+        )
     }
 
     /// The Raft instance (membership, metrics, the RPC routes serve it).
