@@ -153,8 +153,11 @@ enum Command {
 
 /// Installs the tracing subscriber on stderr: `RUST_LOG` when set, else `default_level`.
 pub fn init_logging(default_level: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    // openraft narrates every vote and append at info: its warnings are what an
+    // operator needs (orch logs the leadership changes itself).
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(format!("{default_level},openraft=warn"))
+    });
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

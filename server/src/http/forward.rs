@@ -1,7 +1,7 @@
 //! Forwarding to the leader: a server that is not the Raft leader hands every write,
 //! and every read not marked `?stale=true`, to the leader's HTTP API and streams its
 //! answer back, so any server answers any request as the leader would. Routes about
-//! this agent itself (`/v1/agent/*`, `/v1/status/*`) are answered here. Every answer
+//! this agent itself (`/v1/agent/*` but `members`, `/v1/status/*`) are answered here. Every answer
 //! carries `X-Orch-KnownLeader` (whether this server knows a leader) and
 //! `X-Orch-LastContact` (milliseconds since it last heard from it; 0 on the leader).
 //!
@@ -38,6 +38,10 @@ const HOP_HEADERS: [HeaderName; 5] = [
 /// reads the caller allows to be stale.
 fn served_here(req: &Request) -> bool {
     let path = req.uri().path();
+    // The members as the leader sees them (it alone tracks its peers).
+    if path == "/v1/agent/members" {
+        return false;
+    }
     if path.starts_with("/v1/agent/") || path.starts_with("/v1/status/") {
         return true;
     }
