@@ -10,8 +10,9 @@
 //! ```
 //!
 //! The hub answers on 10.231.0.1 from every leaf (routed over the leaf's link), and
-//! the test process reaches it over its own link. `cut(N)` takes leaf N's link down;
-//! `heal(N)` brings it back.
+//! the test process reaches it over its own link. The hub forwards between its links,
+//! so leaves reach each other and the test process reaches every leaf. `cut(N)` takes
+//! leaf N's link down; `heal(N)` brings it back.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -80,6 +81,22 @@ impl Star {
             &hub_link,
         ])?;
         ip(&["-n", &hub, "link", "set", &hub_link, "up"])?;
+        // Leaves reach each other, and the test process reaches them, through the hub.
+        ip(&[
+            "netns",
+            "exec",
+            &hub,
+            "sh",
+            "-c",
+            "echo 1 > /proc/sys/net/ipv4/ip_forward",
+        ])?;
+        ip(&[
+            "route",
+            "add",
+            &format!("{NET}.0.0/16"),
+            "via",
+            &format!("{NET}.0.1"),
+        ])?;
         for n in 1..=self.leaves {
             let leaf = self.leaf(n);
             let (spoke, end) = (self.spoke_link(n), self.leaf_link(n));
@@ -155,6 +172,11 @@ impl Star {
     /// Leaf `n`'s address.
     pub fn leaf_addr(&self, n: usize) -> String {
         format!("{NET}.{n}.2")
+    }
+
+    /// Leaf `n`'s namespace name, for `ip netns exec`.
+    pub fn leaf_name(&self, n: usize) -> String {
+        self.leaf(n)
     }
 
     /// Cuts leaf `n` off: its link goes down, so nothing reaches it or leaves it.

@@ -211,6 +211,66 @@ pub async fn add_server(raft: &Raft, req: JoinRequest) -> Result<(), String> {
     Ok(())
 }
 
+/// Autopilot's dead-server cleanup, run by the leader: a voter not heard from for
+/// `after` (counted from when this leader started, for one it never heard from) is
+/// removed, as long as at least `min_voters` remain, so a cluster never shrinks
+/// below its configured size on its own: a 3-server cluster drops a dead server
+/// once its replacement has joined. Zero `after` turns it off.
+pub async fn autopilot(
+    raft: Raft,
+    contacts: super::view::Contacts,
+    after: Duration,
+    min_voters: usize,
+    mut stop: watch::Receiver<bool>,
+) {
+    if after.is_zero() {
+        return;
+    }
+    let since = tokio::time::Instant::now();
+    let every = (after / 10).clamp(Duration::from_millis(200), Duration::from_secs(10));
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = stop.changed() => {}
+        }
+        if *stop.borrow() {
+            return;
+        }
+        let metrics = raft.metrics().borrow().clone();
+        if metrics.current_leader != Some(metrics.id) {
+            continue;
+        }
+        let membership = metrics.membership_config.membership().clone();
+        let voters: BTreeSet<ServerId> = membership.voter_ids().collect();
+        let dead: Vec<ServerId> = voters
+            .iter()
+            .filter(|id| **id != metrics.id)
+            .filter(|id| contacts.since(**id).unwrap_or_else(|| since.elapsed()) > after)
+            .copied()
+            .collect();
+        for id in dead {
+            let remaining = raft
+                .metrics()
+                .borrow()
+                .membership_config
+                .membership()
+                .voter_ids()
+                .count();
+            if remaining <= min_voters {
+                break;
+            }
+            let name = membership
+                .get_node(&id)
+                .map(|n| n.to_string())
+                .unwrap_or_else(|| id.to_string());
+            tracing::warn!(server = %name, ?after, "autopilot: removing a dead server");
+            if let Err(e) = remove_server(&raft, id).await {
+                tracing::warn!(error = %e, "autopilot: removing a dead server failed");
+            }
+        }
+    }
+}
+
 /// On the leader: removes server `id` from the configuration (voter or learner).
 pub async fn remove_server(raft: &Raft, id: ServerId) -> Result<(), String> {
     let metrics = raft.metrics().borrow().clone();

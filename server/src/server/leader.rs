@@ -1,6 +1,6 @@
 //! Leadership: the loops only the Raft leader runs (plan applier, scheduler workers
 //! and their reaper, heartbeat expiry, drainer, deployment watcher, garbage
-//! collector), started when this server becomes leader and stopped the moment it is
+//! collector, autopilot), started when this server becomes leader and stopped the moment it is
 //! not. Workers run on the leader only: the plan applier serialises every plan there
 //! anyway, and a worker elsewhere would pay a round trip per evaluation and per plan
 //! for CPU a 2-core server rarely lacks (one server places 1M allocations in ~28 s).
@@ -28,6 +28,8 @@ use crate::drainer;
 use crate::gc::Collector;
 use crate::heartbeat::Heartbeats;
 use crate::plan_apply::PlanApplier;
+use crate::raft::cluster;
+use crate::raft::view::Contacts;
 use crate::raft::Raft;
 use crate::state::{CommandLog, StateStore};
 use crate::worker;
@@ -42,6 +44,11 @@ pub(crate) struct LeaderParts {
     pub heartbeats: Heartbeats,
     pub collector: Arc<Collector>,
     pub health: Health,
+    /// For autopilot (`raft::cluster::autopilot`).
+    pub raft: Raft,
+    pub contacts: Contacts,
+    pub dead_server_cleanup: Duration,
+    pub min_voters: usize,
 }
 
 impl LeaderParts {
@@ -51,6 +58,8 @@ impl LeaderParts {
         broker: &Arc<EvalBroker>,
         heartbeats: &Heartbeats,
         collector: &Arc<Collector>,
+        raft: &Raft,
+        contacts: &Contacts,
     ) -> LeaderParts {
         LeaderParts {
             num_schedulers: cfg.num_schedulers,
@@ -60,6 +69,10 @@ impl LeaderParts {
             heartbeats: heartbeats.clone(),
             collector: collector.clone(),
             health: cfg.health.clone(),
+            raft: raft.clone(),
+            contacts: contacts.clone(),
+            dead_server_cleanup: cfg.raft.dead_server_cleanup,
+            min_voters: cfg.bootstrap_expect as usize,
         }
     }
 }
@@ -162,6 +175,16 @@ impl LeaderParts {
                 move || timers.run(log.clone(), rx.clone()),
             ),
         ));
+        loops.push((
+            "autopilot",
+            tokio::spawn(cluster::autopilot(
+                self.raft.clone(),
+                self.contacts.clone(),
+                self.dead_server_cleanup,
+                self.min_voters,
+                stop_rx.clone(),
+            )),
+        ));
         let (collector, rx) = (self.collector.clone(), stop_rx.clone());
         loops.push((
             "garbage collector",
@@ -203,21 +226,39 @@ impl LeaderParts {
 const CATCH_UP: Duration = Duration::from_secs(10);
 
 /// Follows Raft's view of the leadership and runs the leader's loops while this
-/// server is leader, until `shutdown`.
+/// server is leader, until `shutdown`. A leader that has not heard from a majority
+/// for `step_down_after` (cut off with a minority) steps down: it stops its loops
+/// and stands for election again, which it cannot win until it reaches a majority,
+/// so no write is accepted there meanwhile (openraft 0.9 leaves that to us).
 pub(crate) fn spawn(
     parts: LeaderParts,
     raft: Raft,
+    step_down_after: Duration,
     mut shutdown: watch::Receiver<bool>,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut metrics = raft.metrics();
         // The term our loops serve, and the loops.
         let mut running: Option<(u64, LeaderLoops)> = None;
+        let step_down_ms = step_down_after.as_millis() as u64;
         loop {
-            let leading_term = {
+            let (leading_term, cut_off) = {
                 let m = metrics.borrow_and_update();
-                (m.current_leader == Some(m.id)).then_some(m.current_term)
+                let leading = m.current_leader == Some(m.id);
+                let cut_off = leading
+                    && m.millis_since_quorum_ack
+                        .is_some_and(|ms| ms > step_down_ms);
+                ((leading && !cut_off).then_some(m.current_term), cut_off)
             };
+            if cut_off {
+                tracing::warn!(
+                    after = ?step_down_after,
+                    "no majority of servers answered: stepping down"
+                );
+                if let Err(e) = raft.trigger().elect().await {
+                    tracing::error!(error = %e, "stepping down");
+                }
+            }
             match (&running, leading_term) {
                 (Some((term, _)), Some(now)) if *term == now => {}
                 (None, None) => {}
@@ -265,8 +306,10 @@ pub(crate) fn spawn(
                     }
                 }
             }
+            // Also on a clock: a leader cut off from the others sees no metrics change.
             tokio::select! {
                 changed = metrics.changed() => if changed.is_err() { break },
+                _ = tokio::time::sleep(step_down_after / 4) => {}
                 _ = shutdown.changed() => {}
             }
             if *shutdown.borrow() {

@@ -283,8 +283,19 @@ impl Server {
         );
 
         let collector = Arc::new(Collector::new(store.clone(), log.clone(), cfg.gc.clone()));
-        let parts = LeaderParts::new(&cfg, &log, &broker, &heartbeats, &collector);
-        let leadership = leader::spawn(parts, raft.clone(), shutdown_rx);
+        let parts = LeaderParts::new(
+            &cfg,
+            &log,
+            &broker,
+            &heartbeats,
+            &collector,
+            &raft,
+            &contacts,
+        );
+        // Twice the longest election timeout: the followers have elected another
+        // leader by then.
+        let step_down_after = cfg.raft.election_timeout * 4;
+        let leadership = leader::spawn(parts, raft.clone(), step_down_after, shutdown_rx);
         lead_alone(&raft, server_id, &broker).await;
 
         let agent = AgentInfo {
