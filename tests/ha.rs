@@ -42,8 +42,9 @@ struct Cluster {
 }
 
 impl Cluster {
-    fn start(prefix: &str, clients: usize) -> Cluster {
-        let star = Star::new(prefix, 3 + clients).expect("network namespaces");
+    /// Servers and `clients` in a star `prefix` on `10.<net>.0.0/16` (each test its own).
+    fn start(prefix: &str, net: u8, clients: usize) -> Cluster {
+        let star = Star::in_net(prefix, 3 + clients, net).expect("network namespaces");
         let ws = Workspace::new();
         let tables = server_tables(&star);
         let mut servers = BTreeMap::new();
@@ -182,7 +183,7 @@ fn every_acknowledged_job_survives_a_leader_killed_mid_stream_as_root() {
     if skip_unless_root("every_acknowledged_job_survives_a_leader_killed_mid_stream_as_root") {
         return;
     }
-    let mut cluster = Cluster::start("orchha1", 2);
+    let mut cluster = Cluster::start("orchha1", 232, 2);
     wait_for_ready_nodes(cluster.server(cluster.wait_leader(None)), 2);
     let addrs: Vec<String> = (1..=3).map(|n| server_addr(&cluster.star, n)).collect();
 
@@ -270,7 +271,7 @@ fn a_leader_cut_off_with_a_minority_steps_down_and_catches_up_after_the_heal_as_
     ) {
         return;
     }
-    let cluster = Cluster::start("orchha2", 0);
+    let cluster = Cluster::start("orchha2", 233, 0);
     let old = cluster.wait_leader(None);
     let addrs: Vec<String> = (1..=3).map(|n| server_addr(&cluster.star, n)).collect();
     assert!(register(
@@ -348,7 +349,7 @@ fn a_follower_whose_disk_is_wiped_rejoins_by_snapshot_as_root() {
     if skip_unless_root("a_follower_whose_disk_is_wiped_rejoins_by_snapshot_as_root") {
         return;
     }
-    let mut cluster = Cluster::start("orchha3", 0);
+    let mut cluster = Cluster::start("orchha3", 234, 0);
     let leader = cluster.wait_leader(None);
     let follower = (1..=3).find(|n| *n != leader).unwrap();
     let addrs: Vec<String> = (1..=3).map(|n| server_addr(&cluster.star, n)).collect();
@@ -385,7 +386,7 @@ fn a_rolling_restart_of_every_server_keeps_a_service_running_as_root() {
     if skip_unless_root("a_rolling_restart_of_every_server_keeps_a_service_running_as_root") {
         return;
     }
-    let mut cluster = Cluster::start("orchha4", 2);
+    let mut cluster = Cluster::start("orchha4", 235, 2);
     wait_for_ready_nodes(cluster.server(cluster.wait_leader(None)), 2);
     let spec = cluster.ws.write(
         "svc.toml",
@@ -440,7 +441,7 @@ fn a_cluster_snapshot_restores_onto_a_fresh_single_server_as_root() {
     if skip_unless_root("a_cluster_snapshot_restores_onto_a_fresh_single_server_as_root") {
         return;
     }
-    let cluster = Cluster::start("orchha5", 1);
+    let cluster = Cluster::start("orchha5", 236, 1);
     let leader = cluster.wait_leader(None);
     wait_for_ready_nodes(cluster.server(leader), 1);
     let addrs: Vec<String> = (1..=3).map(|n| server_addr(&cluster.star, n)).collect();

@@ -17,12 +17,14 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-const NET: &str = "10.231";
 
 /// The namespaces and links of one star.
 pub struct Star {
     prefix: String,
     leaves: usize,
+    /// `10.X`: each star its own, so that stars of tests running at once do not
+    /// collide.
+    net: String,
 }
 
 fn ip(args: &[&str]) -> Result<(), String> {
@@ -46,6 +48,11 @@ impl Star {
     /// `prefix` must be short (interface names are at most 15 bytes). Leftovers of an
     /// earlier run with the same prefix are removed first.
     pub fn new(prefix: &str, leaves: usize) -> Result<Star, String> {
+        Star::in_net(prefix, leaves, 231)
+    }
+
+    /// `new` in `10.<net>.0.0/16` (each star running at once needs its own).
+    pub fn in_net(prefix: &str, leaves: usize, net: u8) -> Result<Star, String> {
         assert!(
             prefix.len() <= 8,
             "prefix {prefix:?} is too long for link names"
@@ -54,6 +61,7 @@ impl Star {
         let star = Star {
             prefix: prefix.to_string(),
             leaves,
+            net: format!("10.{net}"),
         };
         star.remove();
         star.build()?;
@@ -69,14 +77,14 @@ impl Star {
             "link", "add", &root_link, "type", "veth", "peer", "name", &hub_link,
         ])?;
         ip(&["link", "set", &hub_link, "netns", &hub])?;
-        ip(&["addr", "add", &format!("{NET}.0.2/24"), "dev", &root_link])?;
+        ip(&["addr", "add", &format!("{}.0.2/24", self.net), "dev", &root_link])?;
         ip(&["link", "set", &root_link, "up"])?;
         ip(&[
             "-n",
             &hub,
             "addr",
             "add",
-            &format!("{NET}.0.1/24"),
+            &format!("{}.0.1/24", self.net),
             "dev",
             &hub_link,
         ])?;
@@ -93,9 +101,9 @@ impl Star {
         ip(&[
             "route",
             "add",
-            &format!("{NET}.0.0/16"),
+            &format!("{}.0.0/16", self.net),
             "via",
-            &format!("{NET}.0.1"),
+            &format!("{}.0.1", self.net),
         ])?;
         for n in 1..=self.leaves {
             let leaf = self.leaf(n);
@@ -110,7 +118,7 @@ impl Star {
                 &hub,
                 "addr",
                 "add",
-                &format!("{NET}.{n}.1/24"),
+                &format!("{}.{n}.1/24", self.net),
                 "dev",
                 &spoke,
             ])?;
@@ -120,7 +128,7 @@ impl Star {
                 &leaf,
                 "addr",
                 "add",
-                &format!("{NET}.{n}.2/24"),
+                &format!("{}.{n}.2/24", self.net),
                 "dev",
                 &end,
             ])?;
@@ -132,7 +140,7 @@ impl Star {
                 "add",
                 "default",
                 "via",
-                &format!("{NET}.{n}.1"),
+                &format!("{}.{n}.1", self.net),
             ])?;
         }
         Ok(())
@@ -166,12 +174,12 @@ impl Star {
 
     /// The hub's address, reachable from the test process and every leaf.
     pub fn hub_addr(&self) -> String {
-        format!("{NET}.0.1")
+        format!("{}.0.1", self.net)
     }
 
     /// Leaf `n`'s address.
     pub fn leaf_addr(&self, n: usize) -> String {
-        format!("{NET}.{n}.2")
+        format!("{}.{n}.2", self.net)
     }
 
     /// Leaf `n`'s namespace name, for `ip netns exec`.
@@ -204,7 +212,7 @@ impl Star {
             "replace",
             "default",
             "via",
-            &format!("{NET}.{n}.1"),
+            &format!("{}.{n}.1", self.net),
         ]);
     }
 
