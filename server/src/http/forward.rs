@@ -38,18 +38,20 @@ const HOP_HEADERS: [HeaderName; 5] = [
 /// reads the caller allows to be stale.
 fn served_here(req: &Request) -> bool {
     let path = req.uri().path();
-    // The members as the leader sees them (it alone tracks its peers).
+    let read = req.method() == axum::http::Method::GET || req.method() == axum::http::Method::HEAD;
+    let stale = read
+        && req
+            .uri()
+            .query()
+            .is_some_and(|q| q.split('&').any(|kv| kv == "stale" || kv == "stale=true"));
+    // The members as the leader sees them (it alone tracks its peers), unless stale.
     if path == "/v1/agent/members" {
-        return false;
+        return stale;
     }
     if path.starts_with("/v1/agent/") || path.starts_with("/v1/status/") {
         return true;
     }
-    let read = req.method() == axum::http::Method::GET || req.method() == axum::http::Method::HEAD;
-    read && req
-        .uri()
-        .query()
-        .is_some_and(|q| q.split('&').any(|kv| kv == "stale" || kv == "stale=true"))
+    stale
 }
 
 /// The middleware (see the module doc).
@@ -151,4 +153,36 @@ fn pass_on(headers: &HeaderMap) -> reqwest::header::HeaderMap {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(method: &str, uri: &str) -> Request {
+        Request::builder()
+            .method(method)
+            .uri(uri)
+            .body(Body::empty())
+            .expect("request")
+    }
+
+    #[test]
+    fn members_go_to_the_leader_unless_a_stale_answer_will_do() {
+        assert!(!served_here(&req("GET", "/v1/agent/members")));
+        assert!(served_here(&req("GET", "/v1/agent/members?stale=true")));
+        assert!(served_here(&req("GET", "/v1/agent/self")));
+        assert!(served_here(&req("GET", "/v1/status/leader")));
+    }
+
+    #[test]
+    fn only_reads_may_be_stale() {
+        assert!(served_here(&req("GET", "/v1/jobs?stale")));
+        assert!(!served_here(&req("GET", "/v1/jobs")));
+        assert!(!served_here(&req("POST", "/v1/jobs?stale=true")));
+        assert!(!served_here(&req(
+            "DELETE",
+            "/v1/operator/raft/peer?id=2&stale=true"
+        )));
+    }
 }
