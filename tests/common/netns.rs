@@ -17,7 +17,6 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-
 /// The namespaces and links of one star.
 pub struct Star {
     prefix: String,
@@ -77,7 +76,13 @@ impl Star {
             "link", "add", &root_link, "type", "veth", "peer", "name", &hub_link,
         ])?;
         ip(&["link", "set", &hub_link, "netns", &hub])?;
-        ip(&["addr", "add", &format!("{}.0.2/24", self.net), "dev", &root_link])?;
+        ip(&[
+            "addr",
+            "add",
+            &format!("{}.0.2/24", self.net),
+            "dev",
+            &root_link,
+        ])?;
         ip(&["link", "set", &root_link, "up"])?;
         ip(&[
             "-n",
@@ -198,6 +203,25 @@ impl Star {
             "down",
         ])
         .expect("cut");
+    }
+
+    /// Cuts leaf `n` off at the hub: nothing reaches it or leaves it, but its own link
+    /// stays up, so a process inside it still reaches its own address.
+    pub fn isolate(&self, n: usize) {
+        ip(&[
+            "-n",
+            &self.hub(),
+            "link",
+            "set",
+            &self.spoke_link(n),
+            "down",
+        ])
+        .expect("isolate");
+    }
+
+    /// Undoes `isolate`.
+    pub fn rejoin(&self, n: usize) {
+        ip(&["-n", &self.hub(), "link", "set", &self.spoke_link(n), "up"]).expect("rejoin");
     }
 
     /// Brings leaf `n`'s link back, with its default route.

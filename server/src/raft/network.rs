@@ -52,6 +52,8 @@ use super::{OrchRaft, ServerNode};
 type NodeId = u64;
 
 /// The AppendEntries route.
+/// The header naming the server an RPC is for: a server answers only its own.
+pub const TARGET_HEADER: &str = "x-orch-raft-target";
 pub const APPEND_PATH: &str = "/v1/raft/append";
 /// The RequestVote route.
 pub const VOTE_PATH: &str = "/v1/raft/vote";
@@ -131,6 +133,7 @@ type RpcResult<T, E> = Result<T, RPCError<NodeId, ServerNode, RaftError<NodeId, 
 /// What went wrong with one call, before it is an `RPCError` of a given shape.
 enum CallError<E> {
     Unreachable(reqwest::Error),
+    Misdirected(String),
     Timeout,
     TooLarge,
     Network(AnyError),
@@ -156,6 +159,7 @@ impl Connection {
             .http
             .post(&url)
             .header(reqwest::header::CONTENT_TYPE, content_type)
+            .header(TARGET_HEADER, self.target.to_string())
             .timeout(ttl)
             .body(body)
             .send()
@@ -173,6 +177,14 @@ impl Connection {
             Err(e) if e.is_timeout() => return Err(CallError::Timeout),
             Err(e) => return Err(CallError::Network(AnyError::new(&e))),
         };
+        // Another server answers at the target's address now (one whose data dir was
+        // wiped rejoins with a new id): as unreachable as a stopped one.
+        if status == reqwest::StatusCode::MISDIRECTED_REQUEST {
+            return Err(CallError::Misdirected(format!(
+                "POST {url}: {}",
+                String::from_utf8_lossy(&bytes)
+            )));
+        }
         if status == reqwest::StatusCode::PAYLOAD_TOO_LARGE {
             return Err(CallError::TooLarge);
         }
@@ -208,6 +220,9 @@ impl Connection {
     ) -> RPCError<NodeId, ServerNode, RaftError<NodeId, E>> {
         match e {
             CallError::Unreachable(e) => RPCError::Unreachable(Unreachable::new(&e)),
+            CallError::Misdirected(e) => {
+                RPCError::Unreachable(Unreachable::new(&std::io::Error::other(e)))
+            }
             CallError::Timeout => RPCError::Timeout(Timeout {
                 action,
                 id: vote.leader_id().voted_for().unwrap_or_default(),

@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use axum::extract::connect_info::ConnectInfo;
 use axum::extract::{FromRef, Request, State};
+use axum::http::{HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
@@ -20,7 +21,7 @@ use openraft::raft::{AppendEntriesRequest, VoteRequest};
 use openraft::Raft;
 use orch_common::tls::Role;
 
-use super::network::{decode_snapshot_chunk, APPEND_PATH, SNAPSHOT_PATH, VOTE_PATH};
+use super::network::{decode_snapshot_chunk, APPEND_PATH, SNAPSHOT_PATH, TARGET_HEADER, VOTE_PATH};
 use super::view::Contacts;
 use super::OrchRaft;
 use crate::http::extract::{BodyLimit, RawBody};
@@ -72,7 +73,35 @@ fn json<T: serde::de::DeserializeOwned>(body: &RawBody) -> Result<T, ApiError> {
         .map_err(|e| ApiError::bad_request(format!("invalid Raft request: {e}")))
 }
 
-async fn append(State(st): State<Arc<RpcState>>, body: RawBody) -> Result<Response, ApiError> {
+/// 421 when the caller meant another server (the one that had this address before:
+/// a server whose data dir was wiped rejoins with a new id), so that its leader treats
+/// the old server as gone instead of replicating to this one twice.
+fn misdirected(st: &RpcState, headers: &HeaderMap) -> Option<Response> {
+    let me = st.raft.metrics().borrow().id;
+    let target = headers
+        .get(TARGET_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())?;
+    (target != me).then(|| {
+        (
+            StatusCode::MISDIRECTED_REQUEST,
+            Json(orch_common::api::ErrorBody {
+                error: format!("this is server {me}, not server {target}"),
+                details: vec![],
+            }),
+        )
+            .into_response()
+    })
+}
+
+async fn append(
+    State(st): State<Arc<RpcState>>,
+    headers: HeaderMap,
+    body: RawBody,
+) -> Result<Response, ApiError> {
+    if let Some(refused) = misdirected(&st, &headers) {
+        return Ok(refused);
+    }
     let req: AppendEntriesRequest<OrchRaft> = json(&body)?;
     if let Some(leader) = req.vote.leader_id().voted_for() {
         st.contacts.touch(leader);
@@ -80,12 +109,26 @@ async fn append(State(st): State<Arc<RpcState>>, body: RawBody) -> Result<Respon
     Ok(Json(st.raft.append_entries(req).await).into_response())
 }
 
-async fn vote(State(st): State<Arc<RpcState>>, body: RawBody) -> Result<Response, ApiError> {
+async fn vote(
+    State(st): State<Arc<RpcState>>,
+    headers: HeaderMap,
+    body: RawBody,
+) -> Result<Response, ApiError> {
+    if let Some(refused) = misdirected(&st, &headers) {
+        return Ok(refused);
+    }
     let req: VoteRequest<u64> = json(&body)?;
     Ok(Json(st.raft.vote(req).await).into_response())
 }
 
-async fn snapshot(State(st): State<Arc<RpcState>>, body: RawBody) -> Result<Response, ApiError> {
+async fn snapshot(
+    State(st): State<Arc<RpcState>>,
+    headers: HeaderMap,
+    body: RawBody,
+) -> Result<Response, ApiError> {
+    if let Some(refused) = misdirected(&st, &headers) {
+        return Ok(refused);
+    }
     let req = decode_snapshot_chunk(&body.bytes).map_err(ApiError::bad_request)?;
     Ok(Json(st.raft.install_snapshot(req).await).into_response())
 }

@@ -221,6 +221,48 @@ impl LeaderParts {
     }
 }
 
+/// Whether the leader has heard, within `within`, from enough voters to make a
+/// majority with itself. (openraft's `millis_since_quorum_ack` is only refreshed
+/// when its metrics change, which a leader cut off from everyone does not see.)
+fn hears_a_majority(
+    parts: &LeaderParts,
+    m: &openraft::RaftMetrics<crate::raft::ServerId, crate::raft::ServerNode>,
+    within: Duration,
+) -> bool {
+    let voters: Vec<crate::raft::ServerId> = m.membership_config.membership().voter_ids().collect();
+    let needed = voters.len() / 2; // peers that, with this server, are a majority
+    let heard = voters
+        .iter()
+        .filter(|id| **id != m.id)
+        .filter(|id| parts.contacts.since(**id).is_some_and(|d| d <= within))
+        .count();
+    heard >= needed
+}
+
+/// Makes this leader a follower. openraft 0.9 has no call for it (a leader ignores
+/// an election trigger), so it is handed what Raft says makes any leader step down:
+/// a vote request of a higher term, here for server 0, which no server is (ids
+/// start at 1), claiming a log no shorter than its own so that it is granted (the
+/// request is handled here only, never sent). The term moves on, nobody wins it, and
+/// this server stands for election in the next (which it wins only once a majority
+/// hears it).
+async fn step_down(raft: &Raft) {
+    let Ok(term) = raft
+        .with_raft_state(|st| st.vote_ref().leader_id().term)
+        .await
+    else {
+        return;
+    };
+    let last_log_id = openraft::LogId::new(openraft::CommittedLeaderId::new(term + 1, 0), u64::MAX);
+    let request =
+        openraft::raft::VoteRequest::new(openraft::Vote::new(term + 1, 0), Some(last_log_id));
+    match raft.vote(request).await {
+        Ok(answer) if answer.vote_granted => {}
+        Ok(answer) => tracing::warn!(vote = %answer.vote, "stepping down was refused"),
+        Err(e) => tracing::error!(error = %e, "stepping down"),
+    }
+}
+
 /// How long a new leader waits to have applied everything committed before it takes
 /// over; it tries again on the next change of its metrics.
 const CATCH_UP: Duration = Duration::from_secs(10);
@@ -240,14 +282,19 @@ pub(crate) fn spawn(
         let mut metrics = raft.metrics();
         // The term our loops serve, and the loops.
         let mut running: Option<(u64, LeaderLoops)> = None;
-        let step_down_ms = step_down_after.as_millis() as u64;
+        // When this server last became leader (a new leader has heard from nobody yet).
+        let mut leading_since: Option<(u64, tokio::time::Instant)> = None;
         loop {
             let (leading_term, cut_off) = {
-                let m = metrics.borrow_and_update();
+                let m = metrics.borrow_and_update().clone();
                 let leading = m.current_leader == Some(m.id);
-                let cut_off = leading
-                    && m.millis_since_quorum_ack
-                        .is_some_and(|ms| ms > step_down_ms);
+                if !leading {
+                    leading_since = None;
+                } else if leading_since.is_none_or(|(t, _)| t != m.current_term) {
+                    leading_since = Some((m.current_term, tokio::time::Instant::now()));
+                }
+                let settled = leading_since.is_some_and(|(_, at)| at.elapsed() > step_down_after);
+                let cut_off = leading && settled && !hears_a_majority(&parts, &m, step_down_after);
                 ((leading && !cut_off).then_some(m.current_term), cut_off)
             };
             if cut_off {
@@ -255,9 +302,7 @@ pub(crate) fn spawn(
                     after = ?step_down_after,
                     "no majority of servers answered: stepping down"
                 );
-                if let Err(e) = raft.trigger().elect().await {
-                    tracing::error!(error = %e, "stepping down");
-                }
+                step_down(&raft).await;
             }
             match (&running, leading_term) {
                 (Some((term, _)), Some(now)) if *term == now => {}
