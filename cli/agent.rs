@@ -452,6 +452,11 @@ pub async fn run(args: AgentArgs) -> Result<ExitCode> {
         }
         _ => None,
     };
+    // Before the ready line: whoever reads it may signal at once (a signal before
+    // the handlers exist would kill the process without a shutdown).
+    let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let mut sighup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
     if let Some(d) = &dns {
         eprintln!("orch agent: DNS on {} (udp, tcp)", d.local_addr());
     }
@@ -464,9 +469,6 @@ pub async fn run(args: AgentArgs) -> Result<ExitCode> {
         "agent started"
     );
 
-    let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-    let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-    let mut sighup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
     let loop_failed = health.fatal_failure();
     tokio::pin!(loop_failed);
     // A required loop that panicked (or a restartable one that kept panicking) leaves
