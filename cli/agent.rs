@@ -152,6 +152,39 @@ fn private_data_dir(dir: &std::path::Path) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Serves `router` on `listener` (HTTPS with `tls`) until the sender is used or
+/// dropped.
+#[allow(clippy::type_complexity)]
+fn spawn_serving(
+    listener: TcpListener,
+    router: axum::Router,
+    tls: Option<&Arc<Tls>>,
+) -> Result<(
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<std::io::Result<()>>,
+)> {
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let stopped = async move {
+        let _ = stop_rx.await;
+    };
+    let limits = ServeLimits::default();
+    let task = match tls {
+        None => tokio::spawn(serve(
+            listener,
+            router,
+            limits,
+            |addr| Peer { addr, roles: None },
+            stopped,
+        )),
+        Some(tls) => {
+            let listener = TlsListener::new(listener, tls.clone())
+                .map_err(|e| anyhow::anyhow!("[tls]: {e}"))?;
+            tokio::spawn(serve(listener, router, limits, |peer| peer, stopped))
+        }
+    };
+    Ok((stop_tx, task))
+}
+
 /// `host:port` for a bind address that may be IPv4 or IPv6.
 fn socket_addr(host: &str, port: u16) -> Result<SocketAddr> {
     format!("{host}:{port}")
@@ -404,49 +437,12 @@ pub async fn run(args: AgentArgs) -> Result<ExitCode> {
         Arc::new(origins),
         browser_guard::guard,
     ));
-    let (stop_http_tx, stop_http_rx) = tokio::sync::oneshot::channel::<()>();
-    let stopped = async move {
-        let _ = stop_http_rx.await;
-    };
-    let limits = ServeLimits::default();
-    let mut http = match &tls {
-        None => tokio::spawn(serve(
-            listener,
-            router,
-            limits,
-            |addr| Peer { addr, roles: None },
-            stopped,
-        )),
-        Some(tls) => {
-            let listener = TlsListener::new(listener, tls.clone())
-                .map_err(|e| anyhow::anyhow!("[tls]: {e}"))?;
-            tokio::spawn(serve(listener, router, limits, |peer| peer, stopped))
-        }
-    };
+    let (stop_http_tx, mut http) = spawn_serving(listener, router, tls.as_ref())?;
 
     // The Raft RPC listener: only servers may call it (a server certificate with TLS).
     let rpc = match (&server, rpc_listener) {
         (Some(s), Some(listener)) => {
-            let router = s.rpc_router();
-            let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-            let stopped = async move {
-                let _ = stop_rx.await;
-            };
-            let limits = ServeLimits::default();
-            let task = match &tls {
-                None => tokio::spawn(serve(
-                    listener,
-                    router,
-                    limits,
-                    |addr| Peer { addr, roles: None },
-                    stopped,
-                )),
-                Some(tls) => {
-                    let listener = TlsListener::new(listener, tls.clone())
-                        .map_err(|e| anyhow::anyhow!("[tls]: {e}"))?;
-                    tokio::spawn(serve(listener, router, limits, |peer| peer, stopped))
-                }
-            };
+            let (stop_tx, task) = spawn_serving(listener, s.rpc_router(), tls.as_ref())?;
             eprintln!("orch agent: Raft RPC on {advertise_rpc}");
             Some((stop_tx, task))
         }

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use axum::extract::connect_info::ConnectInfo;
 use axum::extract::{FromRef, Request, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
@@ -61,6 +61,10 @@ pub fn router(
         .route(APPEND_PATH, post(append))
         .route(VOTE_PATH, post(vote))
         .route(SNAPSHOT_PATH, post(snapshot))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            for_this_server,
+        ))
         .with_state(state)
         .merge(more)
         .fallback(not_found)
@@ -76,32 +80,27 @@ fn json<T: serde::de::DeserializeOwned>(body: &RawBody) -> Result<T, ApiError> {
 /// 421 when the caller meant another server (the one that had this address before:
 /// a server whose data dir was wiped rejoins with a new id), so that its leader treats
 /// the old server as gone instead of replicating to this one twice.
-fn misdirected(st: &RpcState, headers: &HeaderMap) -> Option<Response> {
+async fn for_this_server(State(st): State<Arc<RpcState>>, req: Request, next: Next) -> Response {
     let me = st.raft.metrics().borrow().id;
-    let target = headers
+    let target = req
+        .headers()
         .get(TARGET_HEADER)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok())?;
-    (target != me).then(|| {
-        (
+        .and_then(|v| v.parse::<u64>().ok());
+    match target {
+        Some(target) if target != me => (
             StatusCode::MISDIRECTED_REQUEST,
             Json(orch_common::api::ErrorBody {
                 error: format!("this is server {me}, not server {target}"),
                 details: vec![],
             }),
         )
-            .into_response()
-    })
+            .into_response(),
+        _ => next.run(req).await,
+    }
 }
 
-async fn append(
-    State(st): State<Arc<RpcState>>,
-    headers: HeaderMap,
-    body: RawBody,
-) -> Result<Response, ApiError> {
-    if let Some(refused) = misdirected(&st, &headers) {
-        return Ok(refused);
-    }
+async fn append(State(st): State<Arc<RpcState>>, body: RawBody) -> Result<Response, ApiError> {
     let req: AppendEntriesRequest<OrchRaft> = json(&body)?;
     if let Some(leader) = req.vote.leader_id().voted_for() {
         st.contacts.touch(leader);
@@ -109,26 +108,12 @@ async fn append(
     Ok(Json(st.raft.append_entries(req).await).into_response())
 }
 
-async fn vote(
-    State(st): State<Arc<RpcState>>,
-    headers: HeaderMap,
-    body: RawBody,
-) -> Result<Response, ApiError> {
-    if let Some(refused) = misdirected(&st, &headers) {
-        return Ok(refused);
-    }
+async fn vote(State(st): State<Arc<RpcState>>, body: RawBody) -> Result<Response, ApiError> {
     let req: VoteRequest<u64> = json(&body)?;
     Ok(Json(st.raft.vote(req).await).into_response())
 }
 
-async fn snapshot(
-    State(st): State<Arc<RpcState>>,
-    headers: HeaderMap,
-    body: RawBody,
-) -> Result<Response, ApiError> {
-    if let Some(refused) = misdirected(&st, &headers) {
-        return Ok(refused);
-    }
+async fn snapshot(State(st): State<Arc<RpcState>>, body: RawBody) -> Result<Response, ApiError> {
     let req = decode_snapshot_chunk(&body.bytes).map_err(ApiError::bad_request)?;
     Ok(Json(st.raft.install_snapshot(req).await).into_response())
 }
