@@ -10,6 +10,11 @@
 //!
 //! Every call runs on the blocking pool with the one connection; openraft calls the
 //! store from one task at a time, so the mutex is never contended for long.
+//!
+//! The newest entries are also kept decoded in memory (`Recent`, bounded by count and
+//! by encoded size): the leader reads each entry back once per follower to send it,
+//! and decoding a plan of a thousand allocations from JSON costs far more than
+//! cloning it.
 
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
@@ -37,6 +42,77 @@ const SCHEMA: &str = "
 #[derive(Clone)]
 pub struct LogStore {
     db: Arc<Mutex<Connection>>,
+    recent: Arc<Mutex<Recent>>,
+}
+
+/// Most entries kept decoded, and most of their encoded bytes.
+const RECENT_ENTRIES: usize = 256;
+const RECENT_BYTES: usize = 64 * 1024 * 1024;
+
+/// The newest appended entries, decoded: a contiguous run of indexes.
+#[derive(Default)]
+struct Recent {
+    entries: std::collections::BTreeMap<u64, (Entry<OrchRaft>, usize)>,
+    bytes: usize,
+}
+
+impl Recent {
+    fn push(&mut self, entry: Entry<OrchRaft>, size: usize) {
+        let index = entry.log_id.index;
+        // Appends continue the run; anything else (a rewrite after a truncate that
+        // was not seen, a gap) starts it again.
+        if self
+            .entries
+            .last_key_value()
+            .is_some_and(|(last, _)| *last + 1 != index)
+        {
+            self.clear();
+        }
+        self.bytes += size;
+        self.entries.insert(index, (entry, size));
+        while self.entries.len() > RECENT_ENTRIES || self.bytes > RECENT_BYTES {
+            match self.entries.pop_first() {
+                Some((_, (_, size))) => self.bytes -= size,
+                None => break,
+            }
+        }
+    }
+
+    fn clear(&mut self) {
+        self.entries.clear();
+        self.bytes = 0;
+    }
+
+    /// Drops the entries at and after `index` (a truncate).
+    fn truncate(&mut self, index: u64) {
+        for (_, (_, size)) in self.entries.split_off(&index) {
+            self.bytes -= size;
+        }
+    }
+
+    /// Drops the entries at and before `index` (a purge).
+    fn purge(&mut self, index: u64) {
+        let kept = self.entries.split_off(&index.saturating_add(1));
+        for (_, (_, size)) in std::mem::replace(&mut self.entries, kept) {
+            self.bytes -= size;
+        }
+    }
+
+    /// The entries of `[start, end)` when all are here.
+    fn range(&self, start: u64, end: u64) -> Option<Vec<Entry<OrchRaft>>> {
+        let first = *self.entries.first_key_value()?.0;
+        let last = *self.entries.last_key_value()?.0;
+        let end = end.min(last + 1);
+        if start < first || start > end {
+            return None;
+        }
+        Some(
+            self.entries
+                .range(start..end)
+                .map(|(_, (e, _))| e.clone())
+                .collect(),
+        )
+    }
 }
 
 impl LogStore {
@@ -50,6 +126,7 @@ impl LogStore {
             })?;
         Ok(LogStore {
             db: Arc::new(Mutex::new(conn)),
+            recent: Arc::new(Mutex::new(Recent::default())),
         })
     }
 
@@ -140,6 +217,14 @@ impl RaftLogReader<OrchRaft> for LogStore {
         range: RB,
     ) -> Result<Vec<Entry<OrchRaft>>, Error> {
         let (start, end) = index_range(&range);
+        if let Some(entries) = self
+            .recent
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .range(start, end)
+        {
+            return Ok(entries);
+        }
         self.with_db(move |c| {
             let mut stmt = c.prepare_cached(
                 "SELECT entry FROM raft_log WHERE idx >= ?1 AND idx < ?2 ORDER BY idx",
@@ -212,11 +297,13 @@ impl RaftLogStorage<OrchRaft> for LogStore {
         I: IntoIterator<Item = Entry<OrchRaft>> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
+        let entries: Vec<Entry<OrchRaft>> = entries.into_iter().collect();
         let rows: Vec<(u64, String)> = entries
-            .into_iter()
-            .map(|e| to_json(&e).map(|text| (e.log_id.index, text)))
+            .iter()
+            .map(|e| to_json(e).map(|text| (e.log_id.index, text)))
             .collect::<rusqlite::Result<_>>()
             .map_err(|e| StorageIOError::write_logs(openraft::AnyError::new(&e)))?;
+        let sizes: Vec<usize> = rows.iter().map(|(_, text)| text.len()).collect();
         let written = self
             .with_db(move |c| {
                 let tx = c.transaction()?;
@@ -234,6 +321,11 @@ impl RaftLogStorage<OrchRaft> for LogStore {
         // Committed with synchronous=FULL: on disk when the transaction returns.
         match written {
             Ok(()) => {
+                let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+                for (entry, size) in entries.into_iter().zip(sizes) {
+                    recent.push(entry, size);
+                }
+                drop(recent);
                 callback.log_io_completed(Ok(()));
                 Ok(())
             }
@@ -245,6 +337,10 @@ impl RaftLogStorage<OrchRaft> for LogStore {
     }
 
     async fn truncate(&mut self, log_id: LogId<NodeId>) -> Result<(), Error> {
+        self.recent
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .truncate(log_id.index);
         self.with_db(move |c| {
             c.execute(
                 "DELETE FROM raft_log WHERE idx >= ?1",
@@ -257,6 +353,10 @@ impl RaftLogStorage<OrchRaft> for LogStore {
     }
 
     async fn purge(&mut self, log_id: LogId<NodeId>) -> Result<(), Error> {
+        self.recent
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .purge(log_id.index);
         self.with_db(move |c| {
             let tx = c.transaction()?;
             write_meta(&tx, "last_purged", &log_id)?;
