@@ -8,8 +8,13 @@
 //!  raft_meta (key PRIMARY KEY, value JSON)     "vote", "committed", "last_purged"
 //! ```
 //!
-//! Every call runs on the blocking pool with the one connection; openraft calls the
-//! store from one task at a time, so the mutex is never contended for long.
+//! Appends are group-committed: `append` hands the encoded entries to the flusher
+//! thread and returns; the flusher writes whatever has queued up meanwhile in one
+//! transaction (one fsync) and then tells openraft (`LogFlushed`) that those entries
+//! are on disk, which is when they count towards a commit. openraft 0.9 appends one
+//! entry per write, so without this every write would pay its own fsync. Truncates,
+//! purges and reads that may reach unflushed entries wait for the flusher first.
+//! Other calls run on the blocking pool with the one connection.
 //!
 //! The newest entries are also kept decoded in memory (`Recent`, bounded by count and
 //! by encoded size): the leader reads each entry back once per follower to send it,
@@ -43,11 +48,104 @@ const SCHEMA: &str = "
 pub struct LogStore {
     db: Arc<Mutex<Connection>>,
     recent: Arc<Mutex<Recent>>,
+    flusher: Arc<Flusher>,
+}
+
+/// The handle on the flusher thread.
+struct Flusher {
+    queue: Mutex<std::sync::mpsc::Sender<Flush>>,
+    /// Every entry at or below this index is on disk (0: none yet).
+    flushed: std::sync::atomic::AtomicU64,
+}
+
+/// Work for the flusher thread, done in order.
+enum Flush {
+    /// Entries to write, and whom to tell once they are on disk.
+    Rows {
+        rows: Vec<(u64, String)>,
+        callback: LogFlushed<OrchRaft>,
+    },
+    /// The commit point, written with the next batch (openraft only reads it to
+    /// re-apply faster after a restart: it need not cost an fsync of its own).
+    Committed(Option<LogId<NodeId>>),
+    /// Answered once everything queued before it is written.
+    Barrier(tokio::sync::oneshot::Sender<()>),
+}
+
+/// Most flush requests written in one transaction.
+const FLUSH_BATCH: usize = 1024;
+
+/// The flusher thread: writes what has queued up, one transaction (one fsync) at a
+/// time, then reports it.
+fn run_flusher(
+    db: Arc<Mutex<Connection>>,
+    flusher: std::sync::Weak<Flusher>,
+    queue: std::sync::mpsc::Receiver<Flush>,
+) {
+    while let Ok(first) = queue.recv() {
+        let mut batch = vec![first];
+        while batch.len() < FLUSH_BATCH {
+            match queue.try_recv() {
+                Ok(more) => batch.push(more),
+                Err(_) => break,
+            }
+        }
+        let written = {
+            let mut conn = db.lock().unwrap_or_else(|p| p.into_inner());
+            (|| -> rusqlite::Result<Option<u64>> {
+                let tx = conn.transaction()?;
+                let mut last = None;
+                {
+                    let mut stmt = tx.prepare_cached(
+                        "INSERT OR REPLACE INTO raft_log (idx, entry) VALUES (?1, ?2)",
+                    )?;
+                    for flush in &batch {
+                        if let Flush::Rows { rows, .. } = flush {
+                            for (index, text) in rows {
+                                stmt.execute(params![sql_index(*index), text])?;
+                                last = Some(*index);
+                            }
+                        }
+                    }
+                }
+                let committed = batch.iter().rev().find_map(|f| match f {
+                    Flush::Committed(c) => Some(*c),
+                    _ => None,
+                });
+                if let Some(committed) = committed {
+                    write_meta(&tx, "committed", &committed)?;
+                }
+                // synchronous=FULL: on disk when the commit returns.
+                tx.commit()?;
+                Ok(last)
+            })()
+        };
+        if let (Ok(Some(last)), Some(flusher)) = (&written, flusher.upgrade()) {
+            flusher
+                .flushed
+                .fetch_max(*last, std::sync::atomic::Ordering::SeqCst);
+        }
+        for flush in batch {
+            match flush {
+                Flush::Rows { callback, .. } => callback.log_io_completed(match &written {
+                    Ok(_) => Ok(()),
+                    Err(e) => Err(std::io::Error::other(e.to_string())),
+                }),
+                Flush::Barrier(done) => {
+                    let _ = done.send(());
+                }
+                Flush::Committed(_) => {}
+            }
+        }
+        if let Err(e) = written {
+            tracing::error!(error = %e, "writing Raft log entries failed");
+        }
+    }
 }
 
 /// Most entries kept decoded, and most of their encoded bytes.
-const RECENT_ENTRIES: usize = 256;
-const RECENT_BYTES: usize = 64 * 1024 * 1024;
+const RECENT_ENTRIES: usize = 64;
+const RECENT_BYTES: usize = 16 * 1024 * 1024;
 
 /// The newest appended entries, decoded: a contiguous run of indexes.
 #[derive(Default)]
@@ -57,7 +155,9 @@ struct Recent {
 }
 
 impl Recent {
-    fn push(&mut self, entry: Entry<OrchRaft>, size: usize) {
+    /// Adds an appended entry; evicts the oldest beyond the bounds, but never one
+    /// above `flushed` (not on disk yet: only here).
+    fn push(&mut self, entry: Entry<OrchRaft>, size: usize, flushed: u64) {
         let index = entry.log_id.index;
         // Appends continue the run; anything else (a rewrite after a truncate that
         // was not seen, a gap) starts it again.
@@ -71,9 +171,13 @@ impl Recent {
         self.bytes += size;
         self.entries.insert(index, (entry, size));
         while self.entries.len() > RECENT_ENTRIES || self.bytes > RECENT_BYTES {
-            match self.entries.pop_first() {
-                Some((_, (_, size))) => self.bytes -= size,
-                None => break,
+            match self.entries.first_key_value() {
+                Some((first, _)) if *first <= flushed => {
+                    if let Some((_, (_, size))) = self.entries.pop_first() {
+                        self.bytes -= size;
+                    }
+                }
+                _ => break,
             }
         }
     }
@@ -124,10 +228,47 @@ impl LogStore {
                 path: path.to_path_buf(),
                 source,
             })?;
+        let db = Arc::new(Mutex::new(conn));
+        let (queue, rx) = std::sync::mpsc::channel();
+        let flusher = Arc::new(Flusher {
+            queue: Mutex::new(queue),
+            flushed: std::sync::atomic::AtomicU64::new(0),
+        });
+        {
+            let (db, weak) = (db.clone(), Arc::downgrade(&flusher));
+            std::thread::Builder::new()
+                .name("orch-raft-log".to_string())
+                .spawn(move || run_flusher(db, weak, rx))
+                .map_err(|e| StateError::Sync {
+                    path: path.to_path_buf(),
+                    source: e,
+                })?;
+        }
         Ok(LogStore {
-            db: Arc::new(Mutex::new(conn)),
+            db,
             recent: Arc::new(Mutex::new(Recent::default())),
+            flusher,
         })
+    }
+
+    /// Waits until everything appended before is on disk (or failed).
+    async fn barrier(&self) {
+        let (done, wait) = tokio::sync::oneshot::channel();
+        let sent = self
+            .flusher
+            .queue
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .send(Flush::Barrier(done));
+        if sent.is_ok() {
+            let _ = wait.await;
+        }
+    }
+
+    fn flushed(&self) -> u64 {
+        self.flusher
+            .flushed
+            .load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// This server's Raft id: chosen at random on the first call and kept in the
@@ -225,6 +366,9 @@ impl RaftLogReader<OrchRaft> for LogStore {
         {
             return Ok(entries);
         }
+        if end.saturating_sub(1) > self.flushed() {
+            self.barrier().await;
+        }
         self.with_db(move |c| {
             let mut stmt = c.prepare_cached(
                 "SELECT entry FROM raft_log WHERE idx >= ?1 AND idx < ?2 ORDER BY idx",
@@ -243,6 +387,7 @@ impl RaftLogStorage<OrchRaft> for LogStore {
     type LogReader = LogStore;
 
     async fn get_log_state(&mut self) -> Result<LogState<OrchRaft>, Error> {
+        self.barrier().await;
         self.with_db(|c| {
             let last_purged: Option<LogId<NodeId>> = read_meta(c, "last_purged")?;
             let last: Option<Entry<OrchRaft>> = c
@@ -281,12 +426,21 @@ impl RaftLogStorage<OrchRaft> for LogStore {
     }
 
     async fn save_committed(&mut self, committed: Option<LogId<NodeId>>) -> Result<(), Error> {
-        self.with_db(move |c| write_meta(c, "committed", &committed))
-            .await
-            .map_err(|e| StorageIOError::write(openraft::AnyError::error(e)).into())
+        self.flusher
+            .queue
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .send(Flush::Committed(committed))
+            .map_err(|_| {
+                StorageIOError::write(openraft::AnyError::error(
+                    "the Raft log's flusher thread stopped",
+                ))
+                .into()
+            })
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId<NodeId>>, Error> {
+        self.barrier().await;
         self.with_db(|c| Ok(read_meta::<Option<LogId<NodeId>>>(c, "committed")?.flatten()))
             .await
             .map_err(|e| StorageIOError::read(openraft::AnyError::error(e)).into())
@@ -303,40 +457,33 @@ impl RaftLogStorage<OrchRaft> for LogStore {
             .map(|e| to_json(e).map(|text| (e.log_id.index, text)))
             .collect::<rusqlite::Result<_>>()
             .map_err(|e| StorageIOError::write_logs(openraft::AnyError::new(&e)))?;
-        let sizes: Vec<usize> = rows.iter().map(|(_, text)| text.len()).collect();
-        let written = self
-            .with_db(move |c| {
-                let tx = c.transaction()?;
-                {
-                    let mut stmt = tx.prepare_cached(
-                        "INSERT OR REPLACE INTO raft_log (idx, entry) VALUES (?1, ?2)",
-                    )?;
-                    for (index, text) in &rows {
-                        stmt.execute(params![sql_index(*index), text])?;
-                    }
-                }
-                tx.commit()
-            })
-            .await;
-        // Committed with synchronous=FULL: on disk when the transaction returns.
-        match written {
-            Ok(()) => {
-                let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
-                for (entry, size) in entries.into_iter().zip(sizes) {
-                    recent.push(entry, size);
-                }
-                drop(recent);
-                callback.log_io_completed(Ok(()));
-                Ok(())
+        {
+            let flushed = self.flushed();
+            let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+            for (entry, (_, text)) in entries.into_iter().zip(&rows) {
+                recent.push(entry, text.len(), flushed);
             }
-            Err(e) => {
-                callback.log_io_completed(Err(std::io::Error::other(e.clone())));
+        }
+        let queued = self
+            .flusher
+            .queue
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .send(Flush::Rows { rows, callback });
+        match queued {
+            Ok(()) => Ok(()),
+            Err(std::sync::mpsc::SendError(flush)) => {
+                let e = "the Raft log's flusher thread stopped";
+                if let Flush::Rows { callback, .. } = flush {
+                    callback.log_io_completed(Err(std::io::Error::other(e)));
+                }
                 Err(StorageIOError::write_logs(openraft::AnyError::error(e)).into())
             }
         }
     }
 
     async fn truncate(&mut self, log_id: LogId<NodeId>) -> Result<(), Error> {
+        self.barrier().await;
         self.recent
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -353,6 +500,7 @@ impl RaftLogStorage<OrchRaft> for LogStore {
     }
 
     async fn purge(&mut self, log_id: LogId<NodeId>) -> Result<(), Error> {
+        self.barrier().await;
         self.recent
             .lock()
             .unwrap_or_else(|p| p.into_inner())

@@ -25,25 +25,25 @@ use std::io::Cursor;
 
 use serde::{Deserialize, Serialize};
 
-use crate::state::{ApplyOutcome, Command};
+use crate::state::Command;
 
 /// One replicated change: the command and the time the leader proposed it at, which
-/// every server applies it with (`StateStore::apply_replicated`), so their rows agree.
+/// every server applies it with (`StateStore::apply_replicated`), so their rows agree;
+/// `id` lets the proposing server hand the outcome to whoever submitted it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Proposal {
     pub time_ms: u64,
     pub command: Command,
+    #[serde(default)]
+    pub id: u64,
 }
 
-/// What applying one committed entry answered, handed to the proposer.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Applied {
-    /// A command's outcome (its index, and its rejection if its check refused it).
-    Command(ApplyOutcome),
-    /// A command whose apply failed the same way everywhere (nothing changed).
-    Failed(String),
-    /// An entry without a command (blank, membership).
-    Entry,
+/// What openraft hands back for an applied entry: its log index. A command's outcome
+/// reaches its submitter directly from the state writer (`proposer::Waiting`), so that
+/// the state machine never waits for it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Applied {
+    pub index: u64,
 }
 
 /// A server as its peers know it: where its Raft traffic goes (`rpc_addr`, the

@@ -7,9 +7,10 @@
 //! a file is its snapshot meta, so the file alone describes itself.
 //!
 //! ```text
-//!  apply(entries) ─► for each: Normal ─► log.apply_replicated(time, cmd, mark)
+//!  apply(entries) ─► for each: Normal ─► log.apply_replicated(time, cmd, mark,
+//!                                          answer the submitter waiting here)
 //!                              Blank/Membership ─► log.record_mark(mark)
-//!                   (all queued first, then awaited in order: one writer, one order)
+//!                   (queued, not awaited: one writer, one order)
 //!  build_snapshot ─► store.save_snapshot(building.db) ─► read its mark ─► current.db
 //!  install_snapshot(bytes) ─► receiving.db ─► log.install_replicated ─► current.db
 //! ```
@@ -27,6 +28,7 @@ use openraft::{
     StorageIOError, StoredMembership,
 };
 
+use super::proposer::Waiting;
 use super::{Applied, OrchRaft, ServerId, ServerNode};
 use crate::state::backup::read_mark;
 use crate::state::{CommandLog, LogError, ReplicationMark, StateError, StateStore};
@@ -41,6 +43,8 @@ const CURRENT: &str = "current.db";
 /// The state machine of one server.
 pub struct StateMachine {
     log: CommandLog,
+    /// Submitters on this server waiting for their commands' outcomes.
+    waiting: Waiting,
     snapshots: Arc<SnapshotDir>,
     /// The membership of the last applied entry (written into every mark).
     membership: Membership,
@@ -57,7 +61,11 @@ struct SnapshotDir {
 impl StateMachine {
     /// Opens the state machine over `log` (its store holds the last applied mark),
     /// with snapshots in `dir` (created; left-over partial files removed).
-    pub fn open(log: CommandLog, dir: PathBuf) -> Result<StateMachine, StateError> {
+    pub fn open(
+        log: CommandLog,
+        waiting: Waiting,
+        dir: PathBuf,
+    ) -> Result<StateMachine, StateError> {
         std::fs::create_dir_all(&dir).map_err(|source| StateError::CreateDir {
             path: dir.clone(),
             source,
@@ -90,6 +98,7 @@ impl StateMachine {
         };
         Ok(StateMachine {
             log,
+            waiting,
             snapshots: Arc::new(SnapshotDir {
                 dir,
                 current: Mutex::new(current),
@@ -148,12 +157,6 @@ fn snapshot_error(meta: Option<&Meta>, verb: ErrorVerb, e: impl ToString) -> Err
     StorageIOError::new(subject, verb, AnyError::error(e.to_string())).into()
 }
 
-/// What the writer answered for one queued entry.
-enum Pending<A, M> {
-    Command(A),
-    Mark(M),
-}
-
 impl RaftStateMachine<OrchRaft> for StateMachine {
     type SnapshotBuilder = SnapshotBuilder;
 
@@ -178,52 +181,44 @@ impl RaftStateMachine<OrchRaft> for StateMachine {
         I: IntoIterator<Item = Entry<OrchRaft>> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
+        // An entry this server could not apply (its disk): stop here rather than go
+        // on with a state that lacks it.
+        if let Some(why) = self.log.replication_failure() {
+            return Err(sm_error(ErrorVerb::Write, why));
+        }
         let queue_error = |e: LogError| sm_error(ErrorVerb::Write, e);
-        // Queued first, awaited after: the writer applies them back to back.
-        let mut pending = Vec::new();
+        // Queued, not awaited: the writer applies them back to back in this order and
+        // answers each command's submitter itself (openraft hands the state machine
+        // one entry at a time, so waiting here would serialise every write on a round
+        // trip to the writer).
+        let mut applied = Vec::new();
         for entry in entries {
             let log_id = entry.log_id;
             match entry.payload {
                 EntryPayload::Normal(proposal) => {
                     let mark = self.mark(&log_id)?;
-                    let done = self
-                        .log
-                        .apply_replicated(proposal.time_ms, proposal.command, mark)
+                    let (waiting, id) = (self.waiting.clone(), proposal.id);
+                    self.log
+                        .apply_replicated(
+                            proposal.time_ms,
+                            proposal.command,
+                            mark,
+                            Box::new(move |outcome| waiting.answer(id, outcome)),
+                        )
                         .map_err(queue_error)?;
-                    pending.push(Pending::Command(done));
                 }
                 EntryPayload::Blank => {
                     let mark = self.mark(&log_id)?;
-                    pending.push(Pending::Mark(
-                        self.log.record_mark(mark).map_err(queue_error)?,
-                    ));
+                    self.log.record_mark(mark).map_err(queue_error)?;
                 }
                 EntryPayload::Membership(membership) => {
                     self.membership = StoredMembership::new(Some(log_id), membership);
                     let mark = self.mark(&log_id)?;
-                    pending.push(Pending::Mark(
-                        self.log.record_mark(mark).map_err(queue_error)?,
-                    ));
+                    self.log.record_mark(mark).map_err(queue_error)?;
                 }
             }
-        }
-        let mut applied = Vec::with_capacity(pending.len());
-        for done in pending {
-            applied.push(match done {
-                Pending::Command(done) => match done.await {
-                    Ok(outcome) => Applied::Command(outcome),
-                    Err(LogError::Apply(e)) if !e.is_storage_failure() => {
-                        tracing::warn!(error = %e, "a committed command failed to apply");
-                        Applied::Failed(e.to_string())
-                    }
-                    // This server cannot write its state: openraft stops it (a
-                    // server that skipped an entry would disagree with the others).
-                    Err(e) => return Err(sm_error(ErrorVerb::Write, e)),
-                },
-                Pending::Mark(done) => {
-                    done.await.map_err(|e| sm_error(ErrorVerb::Write, e))?;
-                    Applied::Entry
-                }
+            applied.push(Applied {
+                index: log_id.index,
             });
         }
         Ok(applied)
@@ -347,6 +342,10 @@ impl RaftSnapshotBuilder<OrchRaft> for SnapshotBuilder {
             let building = snapshots.dir.join("building.db");
             let fail = |e: &dyn std::fmt::Display| snapshot_error(None, ErrorVerb::Write, e);
             store.save_snapshot(&building).map_err(|e| fail(&e))?;
+            // The state commits without waiting for the disk (the log replays what a
+            // power cut takes); the log before this snapshot is about to go, so the
+            // state it held must be on disk first.
+            store.sync_to_disk().map_err(|e| fail(&e))?;
             // The copy's own mark says which entry it holds: the state as of the
             // moment the backup read it, whatever applied since.
             let mark = read_mark(&building)

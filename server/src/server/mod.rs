@@ -30,7 +30,7 @@ use crate::http::{self, AgentInfo, HttpState};
 use crate::raft::cluster::{self, PeerClient};
 use crate::raft::log_store::LogStore;
 use crate::raft::network::Network;
-use crate::raft::proposer::RaftProposer;
+use crate::raft::proposer::{RaftProposer, Waiting};
 use crate::raft::state_machine::StateMachine;
 use crate::raft::view::{ClusterView, Contacts};
 use crate::raft::{Raft, ServerId, ServerNode};
@@ -204,6 +204,9 @@ impl Server {
                     crate::endpoints::snapshot::remove_leftovers(dir);
                 }
                 let store = StateStore::open(&path)?;
+                // The Raft log is the durable record (fsynced before anything
+                // applies); the state replays from it (see `raft::state_machine`).
+                store.commit_without_sync()?;
                 let log_store = LogStore::open(&raft_path)?;
                 let server_id = log_store.server_id()?;
                 // A state written before replication: its commands never went
@@ -240,8 +243,10 @@ impl Server {
         let contacts = Contacts::default();
         let network = Network::new(cfg.tls.as_ref(), contacts.clone())
             .map_err(|e| ServerError::Config(format!("building the Raft HTTPS client: {e}")))?;
+        let waiting = Waiting::default();
         let state_machine =
-            StateMachine::open(log.clone(), cfg.raft_snapshot_dir()).map_err(state_err)?;
+            StateMachine::open(log.clone(), waiting.clone(), cfg.raft_snapshot_dir())
+                .map_err(state_err)?;
         let raft = Raft::new(
             server_id,
             Arc::new(raft_config),
@@ -253,6 +258,7 @@ impl Server {
         .map_err(|e| ServerError::Task(format!("starting Raft: {e}")))?;
         log.replicate_through(Arc::new(RaftProposer::spawn(
             raft.clone(),
+            waiting,
             cfg.raft.commit_timeout,
         )));
         let me = ServerNode {

@@ -11,6 +11,11 @@ pub enum StateError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("syncing {path} to disk: {source}")]
+    Sync {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("opening state database {path}: {source}")]
     Open {
         path: PathBuf,
@@ -75,7 +80,9 @@ impl StateError {
                         | rusqlite::Error::QueryReturnedNoRows
                 ),
             },
-            StateError::CreateDir { .. } | StateError::Open { .. } => true,
+            StateError::CreateDir { .. } | StateError::Open { .. } | StateError::Sync { .. } => {
+                true
+            }
             _ => false,
         }
     }

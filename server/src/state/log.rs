@@ -68,6 +68,10 @@ pub enum LogError {
     Failed(String),
 }
 
+/// Told the outcome of a replicated command once it is applied (on the writer thread:
+/// it must only hand the outcome on).
+pub type Applied = Box<dyn FnOnce(Result<ApplyOutcome, StateError>) + Send>;
+
 /// Where `submit` sends commands once the state is replicated (the leader's Raft).
 pub trait Proposer: Send + Sync {
     /// Queues `cmd` in call order; `reply` gets its outcome once it is committed and
@@ -112,13 +116,10 @@ enum Request {
         time_ms: u64,
         cmd: Command,
         mark: ReplicationMark,
-        reply: oneshot::Sender<Result<ApplyOutcome, StateError>>,
+        done: Applied,
     },
     /// A committed Raft entry without a command (blank, membership).
-    Mark {
-        mark: ReplicationMark,
-        reply: oneshot::Sender<Result<(), StateError>>,
-    },
+    Mark { mark: ReplicationMark },
     /// Work that must see the state between two commands (see `between_commands`).
     Run(Box<dyn FnOnce(&StateStore) + Send>),
     /// A Raft snapshot from the leader: installed with its own mark and index.
@@ -146,6 +147,7 @@ struct LogInner {
     write_error: Arc<Mutex<Option<String>>>,
     /// Set once the state is replicated: `submit` proposes through it.
     proposer: RwLock<Option<Arc<dyn Proposer>>>,
+    replication_failure: Arc<Mutex<Option<String>>>,
 }
 
 impl CommandLog {
@@ -155,12 +157,14 @@ impl CommandLog {
         let observers = Arc::new(RwLock::new(observers));
         let restore_observers = Arc::new(RwLock::new(Vec::new()));
         let write_error = Arc::new(Mutex::new(None));
+        let replication_failure = Arc::new(Mutex::new(None));
         let thread = {
             let writer = Writer {
                 store: store.clone(),
                 observers: observers.clone(),
                 restore_observers: restore_observers.clone(),
                 write_error: write_error.clone(),
+                replication_failure: replication_failure.clone(),
             };
             std::thread::Builder::new()
                 .name("orch-state-writer".to_string())
@@ -176,6 +180,7 @@ impl CommandLog {
                 restore_observers,
                 write_error,
                 proposer: RwLock::new(None),
+                replication_failure,
             }),
         })
     }
@@ -199,40 +204,45 @@ impl CommandLog {
             .is_some()
     }
 
-    /// Queues a committed Raft entry's command (it applies at the next index, with
-    /// its leader's time, writing `mark` in the same transaction; observers run as
-    /// for `submit`) and returns a future of its outcome: the caller may queue the
-    /// next entries before awaiting it. A failure that follows from the command
-    /// (`StateError::is_storage_failure` false) has still recorded `mark`.
+    /// Queues a committed Raft entry's command: it applies at the next index, with its
+    /// leader's time, writing `mark` in the same transaction (observers run as for
+    /// `submit`), and `done` is told the outcome. Raft's state machine does not wait
+    /// for it: entries queue up on the writer back to back, in log order. A failure
+    /// that follows from the command (`StateError::is_storage_failure` false) still
+    /// records `mark`; one of this server's disk is kept (`replication_failure`).
     pub fn apply_replicated(
         &self,
         time_ms: u64,
         cmd: Command,
         mark: ReplicationMark,
-    ) -> Result<impl std::future::Future<Output = Result<ApplyOutcome, LogError>>, LogError> {
-        let (reply, rx) = oneshot::channel();
+        done: Applied,
+    ) -> Result<(), LogError> {
         self.sender()?
             .send(Request::Replicated {
                 time_ms,
                 cmd,
                 mark,
-                reply,
+                done,
             })
-            .map_err(|_| LogError::WriterGone)?;
-        Ok(async move { Ok(rx.await.map_err(|_| LogError::WriterGone)??) })
+            .map_err(|_| LogError::WriterGone)
     }
 
-    /// Queues the record of a committed Raft entry that carries no command; the
-    /// future is ready once it is written.
-    pub fn record_mark(
-        &self,
-        mark: ReplicationMark,
-    ) -> Result<impl std::future::Future<Output = Result<(), LogError>>, LogError> {
-        let (reply, rx) = oneshot::channel();
+    /// Queues the record of a committed Raft entry that carries no command.
+    pub fn record_mark(&self, mark: ReplicationMark) -> Result<(), LogError> {
         self.sender()?
-            .send(Request::Mark { mark, reply })
-            .map_err(|_| LogError::WriterGone)?;
-        Ok(async move { Ok(rx.await.map_err(|_| LogError::WriterGone)??) })
+            .send(Request::Mark { mark })
+            .map_err(|_| LogError::WriterGone)
+    }
+
+    /// Why this server could not apply a committed entry (its disk failed), once it
+    /// did not: from then on its state lacks an entry the others have, so Raft must
+    /// stop here.
+    pub fn replication_failure(&self) -> Option<String> {
+        self.inner
+            .replication_failure
+            .lock()
+            .expect("replication failure mutex poisoned")
+            .clone()
     }
 
     /// Runs `work` on the writer thread between two commands and returns what it
@@ -411,6 +421,7 @@ struct Writer {
     observers: Arc<RwLock<Vec<Observer>>>,
     restore_observers: Arc<RwLock<Vec<RestoreObserver>>>,
     write_error: Arc<Mutex<Option<String>>>,
+    replication_failure: Arc<Mutex<Option<String>>>,
 }
 
 impl Writer {
@@ -430,7 +441,7 @@ impl Writer {
                     time_ms,
                     cmd,
                     mark,
-                    reply,
+                    done,
                 } => {
                     let index = self.store.last_index() + 1;
                     let result = self.applied(
@@ -447,15 +458,22 @@ impl Writer {
                         }
                         other => other,
                     };
-                    let _ = reply.send(result);
+                    if let Err(e) = &result {
+                        if e.is_storage_failure() {
+                            self.fail_replication(e);
+                        }
+                    }
+                    done(result);
                 }
                 Request::Run(work) => {
                     if catch_unwind(AssertUnwindSafe(|| work(&self.store))).is_err() {
                         tracing::error!("work run on the state writer panicked");
                     }
                 }
-                Request::Mark { mark, reply } => {
-                    let _ = reply.send(self.store.record_mark(&mark));
+                Request::Mark { mark } => {
+                    if let Err(e) = self.store.record_mark(&mark) {
+                        self.fail_replication(&e);
+                    }
                 }
                 Request::Install { snapshot, reply } => {
                     let _ = reply.send(self.restore(snapshot, true));
@@ -463,6 +481,14 @@ impl Writer {
             }
         }
         tracing::debug!("state writer stopped");
+    }
+
+    fn fail_replication(&self, e: &StateError) {
+        tracing::error!(error = %e, "applying a committed Raft entry failed on this server");
+        self.replication_failure
+            .lock()
+            .expect("replication failure mutex poisoned")
+            .get_or_insert_with(|| e.to_string());
     }
 
     fn set_error(&self, e: Option<String>) {

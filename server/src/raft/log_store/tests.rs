@@ -15,6 +15,7 @@ fn normal(term: u64, index: u64) -> Entry<OrchRaft> {
         payload: EntryPayload::Normal(Proposal {
             time_ms: 1_700_000_000_000 + index,
             command: Command::UpsertEvals { evals: Vec::new() },
+            id: index,
         }),
     }
 }
