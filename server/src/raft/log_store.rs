@@ -62,7 +62,7 @@ struct Flusher {
 enum Flush {
     /// Entries to write, and whom to tell once they are on disk.
     Rows {
-        rows: Vec<(u64, String)>,
+        entries: Vec<Entry<OrchRaft>>,
         callback: LogFlushed<OrchRaft>,
     },
     /// The commit point, written with the next batch (openraft only reads it to
@@ -100,10 +100,11 @@ fn run_flusher(
                         "INSERT OR REPLACE INTO raft_log (idx, entry) VALUES (?1, ?2)",
                     )?;
                     for flush in &batch {
-                        if let Flush::Rows { rows, .. } = flush {
-                            for (index, text) in rows {
-                                stmt.execute(params![sql_index(*index), text])?;
-                                last = Some(*index);
+                        if let Flush::Rows { entries, .. } = flush {
+                            for entry in entries {
+                                let text = to_json(entry)?;
+                                stmt.execute(params![sql_index(entry.log_id.index), text])?;
+                                last = Some(entry.log_id.index);
                             }
                         }
                     }
@@ -140,6 +141,21 @@ fn run_flusher(
         if let Err(e) = written {
             tracing::error!(error = %e, "writing Raft log entries failed");
         }
+    }
+}
+
+/// About how many bytes an entry takes encoded (for `Recent`'s bound): a plan's
+/// allocations dominate.
+fn approximate_size(entry: &Entry<OrchRaft>) -> usize {
+    use crate::state::Command;
+    match &entry.payload {
+        openraft::EntryPayload::Normal(p) => match &p.command {
+            Command::ApplyPlan {
+                allocs, stopped, ..
+            } => 1024 + 1536 * (allocs.len() + stopped.len()),
+            _ => 2048,
+        },
+        _ => 256,
     }
 }
 
@@ -452,16 +468,13 @@ impl RaftLogStorage<OrchRaft> for LogStore {
         I::IntoIter: OptionalSend,
     {
         let entries: Vec<Entry<OrchRaft>> = entries.into_iter().collect();
-        let rows: Vec<(u64, String)> = entries
-            .iter()
-            .map(|e| to_json(e).map(|text| (e.log_id.index, text)))
-            .collect::<rusqlite::Result<_>>()
-            .map_err(|e| StorageIOError::write_logs(openraft::AnyError::new(&e)))?;
+        // Encoded on the flusher thread, off openraft's core task; kept decoded here
+        // for the reads that follow (replication to the followers).
         {
             let flushed = self.flushed();
             let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
-            for (entry, (_, text)) in entries.into_iter().zip(&rows) {
-                recent.push(entry, text.len(), flushed);
+            for entry in &entries {
+                recent.push(entry.clone(), approximate_size(entry), flushed);
             }
         }
         let queued = self
@@ -469,7 +482,7 @@ impl RaftLogStorage<OrchRaft> for LogStore {
             .queue
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .send(Flush::Rows { rows, callback });
+            .send(Flush::Rows { entries, callback });
         match queued {
             Ok(()) => Ok(()),
             Err(std::sync::mpsc::SendError(flush)) => {

@@ -102,13 +102,12 @@ impl RaftProposer {
                                         "the Raft engine stopped before answering".to_string(),
                                     ),
                                 ),
-                                Ok(Ok(Err(ClientWriteError::ForwardToLeader(to)))) => waiting
-                                    .fail(
-                                        id,
-                                        LogError::NotLeader {
-                                            leader: to.leader_node.map(|n| n.http_addr),
-                                        },
-                                    ),
+                                Ok(Ok(Err(ClientWriteError::ForwardToLeader(to)))) => waiting.fail(
+                                    id,
+                                    LogError::NotLeader {
+                                        leader: to.leader_node.map(|n| n.http_addr),
+                                    },
+                                ),
                                 Ok(Ok(Err(e))) => {
                                     waiting.fail(id, LogError::Replication(e.to_string()))
                                 }

@@ -70,7 +70,8 @@ pub use command::Command;
 pub(crate) use error::SqlContext;
 pub use error::StateError;
 pub use log::{
-    Applied as AppliedHook, CommandLog, LogError, Observer, Proposer, RestoreObserver, RestoreOutcome,
+    Applied as AppliedHook, CommandLog, LogError, Observer, Proposer, RestoreObserver,
+    RestoreOutcome,
 };
 pub use mark::ReplicationMark;
 pub use pool::open_private;

@@ -255,7 +255,11 @@ impl StateStore {
     /// anything is applied and replays what a power cut took from here (each entry's
     /// mark commits with its change). `sync_to_disk` makes it all durable.
     pub fn commit_without_sync(&self) -> Result<(), StateError> {
-        let guard = self.inner.writer.lock().expect("state writer mutex poisoned");
+        let guard = self
+            .inner
+            .writer
+            .lock()
+            .expect("state writer mutex poisoned");
         guard
             .0
             .pragma_update(None, "synchronous", "NORMAL")
