@@ -290,8 +290,7 @@ pub async fn remove_server(raft: &Raft, id: ServerId) -> Result<(), String> {
         .map_err(|e| format!("removing server {id}: {e}"))
 }
 
-/// Forms or joins the cluster as configured, then (for an upgraded data dir) makes
-/// the first snapshot.
+/// Forms or joins the cluster as configured.
 #[allow(clippy::too_many_arguments)]
 pub fn spawn(
     raft: Raft,
@@ -300,7 +299,6 @@ pub fn spawn(
     me: ServerNode,
     bootstrap_expect: u32,
     retry_join: Vec<String>,
-    legacy: bool,
     mut shutdown: watch::Receiver<bool>,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
@@ -309,9 +307,6 @@ pub fn spawn(
                 && (bootstrap_expect > 1 || !retry_join.is_empty())
             {
                 form_or_join(&raft, &peers, id, &me, bootstrap_expect, &retry_join).await;
-            }
-            if legacy {
-                compact_upgraded(&raft).await;
             }
         };
         tokio::select! {
@@ -392,8 +387,10 @@ async fn form_or_join(
 }
 
 /// Once this server leads and has applied its first entry, snapshots the upgraded
-/// state and drops the log before it.
-async fn compact_upgraded(raft: &Raft) {
+/// state and drops the log before it. The server calls it before it serves its RPC
+/// port: a server that joined before would be sent the log alone, without the state
+/// from before replication.
+pub async fn compact_upgraded(raft: &Raft) {
     let mut metrics = raft.metrics();
     loop {
         let ready = {

@@ -16,6 +16,7 @@
 //! ```
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use orch_common::ids::NodeId;
@@ -284,7 +285,6 @@ impl Server {
             me.clone(),
             cfg.bootstrap_expect,
             cfg.raft.retry_join.clone(),
-            legacy,
             shutdown_rx.clone(),
         );
 
@@ -303,6 +303,18 @@ impl Server {
         let step_down_after = cfg.raft.election_timeout * 4;
         let leadership = leader::spawn(parts, raft.clone(), step_down_after, shutdown_rx);
         lead_alone(&raft, server_id, &broker).await;
+        if legacy {
+            // Before the RPC port is served (the agent serves it after `start`).
+            let compacted =
+                tokio::time::timeout(Duration::from_secs(120), cluster::compact_upgraded(&raft))
+                    .await;
+            if compacted.is_err() {
+                return Err(ServerError::Task(
+                    "upgrading the data dir: the first Raft snapshot did not finish in 2 minutes"
+                        .to_string(),
+                ));
+            }
+        }
 
         let agent = AgentInfo {
             name: cfg.name.clone(),
