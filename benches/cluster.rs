@@ -16,7 +16,15 @@
 //! - `footprint.server_rss_mib`, `footprint.client_rss_mib`: resident memory of an idle
 //!   server agent and an idle client agent (separate processes), 3 s after start.
 //!
-//! Needs root (tasks run in cgroups). `BENCH=recovery|e2e|footprint` runs one part.
+//! - `ha.write_p50_ms`, `ha.write_p99_ms`: a job registration through the leader of
+//!   three servers replicating through Raft (committed on two before it is answered),
+//!   200 in a row.
+//! - `ha.leader_failover_s`: the leader is SIGKILLed; until a write is acknowledged by
+//!   the cluster. `ha.scheduling_resume_s`: the leader is SIGKILLed and a service job
+//!   submitted at once; until its task runs. Default Raft timeouts (heartbeat 100 ms,
+//!   election 500-1000 ms), median of 3.
+//!
+//! Needs root (tasks run in cgroups). `BENCH=recovery|e2e|footprint|ha` runs one part.
 //! The agents' data dirs are under cargo's `target/tmp`, removed at the end.
 
 use std::io::{BufRead, BufReader, Write};
@@ -49,12 +57,17 @@ struct AgentProc {
 
 impl AgentProc {
     fn start(dir: &Path, name: &str, tables: &str) -> Result<AgentProc> {
+        AgentProc::start_on(dir, name, 0, 0, tables)
+    }
+
+    /// `start` with fixed HTTP and Raft RPC ports (servers that must know each other).
+    fn start_on(dir: &Path, name: &str, http: u16, rpc: u16, tables: &str) -> Result<AgentProc> {
         let data_dir = dir.join(name);
         let cfg = dir.join(format!("{name}.toml"));
         std::fs::write(
             &cfg,
             format!(
-                "name = {name:?}\ndata_dir = {:?}\nbind_addr = \"127.0.0.1\"\nlog_level = \"warn\"\n\n[ports]\nhttp = 0\n\n{tables}\n",
+                "name = {name:?}\ndata_dir = {:?}\nbind_addr = \"127.0.0.1\"\nlog_level = \"warn\"\n\n[ports]\nhttp = {http}\nrpc = {rpc}\n\n{tables}\n",
                 data_dir.display().to_string()
             ),
         )?;
@@ -666,6 +679,224 @@ fn footprint(dir: &Path) -> Result<()> {
     Ok(())
 }
 
+// --------------------------------------------------------------------------- ha
+
+fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// Three servers replicating through Raft (default timeouts) and one client, on
+/// 127.0.0.1 with their own ports.
+struct Replicated {
+    servers: Vec<Option<AgentProc>>,
+    http: Vec<String>,
+    rpc: Vec<String>,
+    tables: String,
+    _client: AgentProc,
+}
+
+impl Replicated {
+    fn start(dir: &Path) -> Result<Replicated> {
+        let mut ports = Vec::new();
+        for _ in 0..3 {
+            ports.push((free_port()?, free_port()?));
+        }
+        let http: Vec<String> = ports
+            .iter()
+            .map(|(h, _)| format!("127.0.0.1:{h}"))
+            .collect();
+        let rpc: Vec<String> = ports
+            .iter()
+            .map(|(_, r)| format!("127.0.0.1:{r}"))
+            .collect();
+        let join: Vec<String> = rpc.iter().map(|a| format!("{a:?}")).collect();
+        let tables = format!(
+            "[server]\nenabled = true\nbootstrap_expect = 3\nretry_join = [{}]\n",
+            join.join(", ")
+        );
+        let mut servers = Vec::new();
+        for (i, (h, r)) in ports.iter().enumerate() {
+            servers.push(Some(AgentProc::start_on(
+                dir,
+                &format!("ha-s{i}"),
+                *h,
+                *r,
+                &tables,
+            )?));
+        }
+        let servers_list: Vec<String> = http.iter().map(|a| format!("{a:?}")).collect();
+        let client_tables =
+            LARGE_CLIENT.replace("[\"SERVER\"]", &format!("[{}]", servers_list.join(", ")));
+        let client = AgentProc::start(dir, "ha-client", &client_tables)?;
+        let cluster = Replicated {
+            servers,
+            http,
+            rpc,
+            tables,
+            _client: client,
+        };
+        cluster.leader(Duration::from_secs(30))?;
+        wait_ready_nodes(&http_client()?, &format!("http://{}", cluster.http[0]), 1)?;
+        Ok(cluster)
+    }
+
+    /// The index of the server that leads, as the live servers agree.
+    fn leader(&self, timeout: Duration) -> Result<usize> {
+        let c = http_client()?;
+        let deadline = Instant::now() + timeout;
+        loop {
+            for (i, s) in self.servers.iter().enumerate() {
+                if s.is_none() {
+                    continue;
+                }
+                let said = c
+                    .get(format!("http://{}/v1/status/leader", self.http[i]))
+                    .send()
+                    .ok()
+                    .and_then(|r| r.json::<String>().ok());
+                if let Some(leader) = said.and_then(|l| self.rpc.iter().position(|r| *r == l)) {
+                    if self.servers[leader].is_some() {
+                        return Ok(leader);
+                    }
+                }
+            }
+            if Instant::now() > deadline {
+                bail!("no leader within {timeout:?}");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Registers `spec` through the live servers, trying each in turn until one
+    /// acknowledges it; when it was acknowledged.
+    fn register(&self, spec: &str, timeout: Duration) -> Result<Instant> {
+        let c = reqwest::blocking::Client::builder()
+            .timeout(Duration::from_secs(5))
+            .build()?;
+        let deadline = Instant::now() + timeout;
+        loop {
+            for (i, s) in self.servers.iter().enumerate() {
+                if s.is_some() && post_toml(&c, &format!("http://{}", self.http[i]), spec).is_ok() {
+                    return Ok(Instant::now());
+                }
+            }
+            if Instant::now() > deadline {
+                bail!("no server took the write within {timeout:?}");
+            }
+        }
+    }
+
+    fn kill_leader(&mut self) -> Result<(usize, Instant)> {
+        let leader = self.leader(Duration::from_secs(30))?;
+        self.servers[leader].as_mut().map(AgentProc::kill9);
+        self.servers[leader] = None;
+        Ok((leader, Instant::now()))
+    }
+
+    fn restart(&mut self, dir: &Path, i: usize) -> Result<()> {
+        let port = |a: &str| -> Result<u16> { Ok(a.rsplit(':').next().unwrap_or("0").parse()?) };
+        self.servers[i] = Some(AgentProc::start_on(
+            dir,
+            &format!("ha-s{i}"),
+            port(&self.http[i])?,
+            port(&self.rpc[i])?,
+            &self.tables,
+        )?);
+        // Back in the cluster: every server alive in the leader's view.
+        let c = http_client()?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let leader = self.leader(Duration::from_secs(30))?;
+            let members = get(
+                &c,
+                &format!("http://{}", self.http[leader]),
+                "/v1/agent/members",
+            )?;
+            let alive = members
+                .as_array()
+                .map(|m| m.iter().filter(|m| m["status"] == "alive").count())
+                .unwrap_or(0);
+            if alive == 3 {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("server {i} did not rejoin");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+fn http_client() -> Result<reqwest::blocking::Client> {
+    Ok(reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .build()?)
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+/// `ha.*`: three replicating servers and a client on this machine, default Raft
+/// timeouts (heartbeat 100 ms, election 500-1000 ms).
+fn ha(dir: &Path) -> Result<()> {
+    let mut cluster = Replicated::start(dir)?;
+    // Write latency: 200 registrations one after another, through the leader.
+    let leader = cluster.leader(Duration::from_secs(30))?;
+    let c = http()?;
+    let base = format!("http://{}", cluster.http[leader]);
+    let mut lat = Vec::new();
+    for i in 0..200 {
+        let spec = format!(
+            "id = \"w{i}\"\ntype = \"batch\"\n[group.g]\ncount = 1\n[group.g.task.t]\ndriver = \"raw_exec\"\nconfig = {{ command = \"/bin/true\" }}\nresources = {{ cpu = 10, memory = 8 }}\n"
+        );
+        let t = Instant::now();
+        post_toml(&c, &base, &spec)?;
+        lat.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    lat.sort_by(|a, b| a.total_cmp(b));
+    report("ha.write_p50_ms", percentile(&lat, 0.5), "ms");
+    report("ha.write_p99_ms", percentile(&lat, 0.99), "ms");
+
+    // Failover: SIGKILL the leader; until a write is acknowledged (median of 3).
+    let mut failover = Vec::new();
+    let mut resume = Vec::new();
+    for round in 0..3 {
+        let (killed, at) = cluster.kill_leader()?;
+        let spec = format!("id = \"f{round}\"\ntype = \"batch\"\n[group.g]\ncount = 1\n[group.g.task.t]\ndriver = \"raw_exec\"\nconfig = {{ command = \"/bin/true\" }}\nresources = {{ cpu = 10, memory = 8 }}\n");
+        failover.push(
+            cluster
+                .register(&spec, Duration::from_secs(30))?
+                .duration_since(at)
+                .as_secs_f64(),
+        );
+        cluster.restart(dir, killed)?;
+
+        // Scheduling resumes: SIGKILL the leader, submit a service job at once; until
+        // it runs.
+        let (killed, at) = cluster.kill_leader()?;
+        let id = format!("r{round}");
+        let spec = format!("id = \"{id}\"\n[group.g]\ncount = 1\n[group.g.task.t]\ndriver = \"raw_exec\"\nconfig = {{ command = \"/bin/sleep\", args = [\"600\"] }}\nresources = {{ cpu = 10, memory = 8 }}\n");
+        cluster.register(&spec, Duration::from_secs(30))?;
+        let leader = cluster.leader(Duration::from_secs(30))?;
+        let running = wait_allocs(
+            &c,
+            &format!("http://{}", cluster.http[leader]),
+            &id,
+            Duration::from_secs(60),
+            |a| count(a, "running") == 1,
+        )?;
+        resume.push(running.duration_since(at).as_secs_f64());
+        stop_job(&c, &format!("http://{}", cluster.http[leader]), &id)?;
+        cluster.restart(dir, killed)?;
+    }
+    report("ha.leader_failover_s", median(failover), "s");
+    report("ha.scheduling_resume_s", median(resume), "s");
+    Ok(())
+}
+
 fn main() -> Result<()> {
     let which = std::env::var("BENCH").unwrap_or_default();
     let run = |name: &str| which.is_empty() || which == name;
@@ -689,6 +920,9 @@ fn main() -> Result<()> {
     }
     if run("footprint") {
         footprint(dir.path())?;
+    }
+    if run("ha") {
+        ha(dir.path())?;
     }
     Ok(())
 }

@@ -56,6 +56,10 @@ pub struct AgentArgs {
     /// --dev, `--http-port 0` alone also picks a free DNS port.
     #[arg(long, value_name = "N")]
     dns_port: Option<u16>,
+    /// Raft RPC port of a server (overrides `[ports] rpc`; 0 picks a free port). With
+    /// --dev, `--http-port 0` alone also picks a free RPC port.
+    #[arg(long, value_name = "N")]
+    rpc_port: Option<u16>,
 }
 
 const AGENT_EXAMPLES: &str = "EXAMPLES:
@@ -104,10 +108,14 @@ fn load(args: &AgentArgs) -> Result<(AgentConfig, Option<tempfile::TempDir>)> {
         cfg.ports.http = p;
         if args.dev && p == 0 {
             cfg.ports.dns = 0;
+            cfg.ports.rpc = 0;
         }
     }
     if let Some(p) = args.dns_port {
         cfg.ports.dns = p;
+    }
+    if let Some(p) = args.rpc_port {
+        cfg.ports.rpc = p;
     }
     Ok((cfg, temp))
 }
@@ -142,6 +150,39 @@ fn private_data_dir(dir: &std::path::Path) -> std::io::Result<()> {
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode & !0o066))?;
     }
     Ok(())
+}
+
+/// Serves `router` on `listener` (HTTPS with `tls`) until the sender is used or
+/// dropped.
+#[allow(clippy::type_complexity)]
+fn spawn_serving(
+    listener: TcpListener,
+    router: axum::Router,
+    tls: Option<&Arc<Tls>>,
+) -> Result<(
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<std::io::Result<()>>,
+)> {
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let stopped = async move {
+        let _ = stop_rx.await;
+    };
+    let limits = ServeLimits::default();
+    let task = match tls {
+        None => tokio::spawn(serve(
+            listener,
+            router,
+            limits,
+            |addr| Peer { addr, roles: None },
+            stopped,
+        )),
+        Some(tls) => {
+            let listener = TlsListener::new(listener, tls.clone())
+                .map_err(|e| anyhow::anyhow!("[tls]: {e}"))?;
+            tokio::spawn(serve(listener, router, limits, |peer| peer, stopped))
+        }
+    };
+    Ok((stop_tx, task))
 }
 
 /// `host:port` for a bind address that may be IPv4 or IPv6.
@@ -229,6 +270,18 @@ pub async fn run(args: AgentArgs) -> Result<ExitCode> {
     // them all, and a required one's failure stops this process (below).
     let health = Health::new();
 
+    // Raft traffic between servers: its own port, the same TLS as HTTP.
+    let rpc_listener = if cfg.server.enabled {
+        let bind = socket_addr(&cfg.bind_addr, cfg.ports.rpc)?;
+        Some(listen(bind).with_context(|| format!("binding the Raft RPC port to {bind}"))?)
+    } else {
+        None
+    };
+    let advertise_rpc = match &rpc_listener {
+        Some(l) => format!("{}:{}", cfg.advertise_host(), l.local_addr()?.port()),
+        None => String::new(),
+    };
+
     let server = if cfg.server.enabled {
         let defaults = orch_server::config::ServerConfig::default();
         // `..defaults` keeps working when the server grows new settings.
@@ -238,6 +291,7 @@ pub async fn run(args: AgentArgs) -> Result<ExitCode> {
             name: name.clone(),
             datacenter: cfg.datacenter.clone(),
             bootstrap_expect: cfg.server.bootstrap_expect,
+            raft: cfg.server.raft(advertise_rpc.clone()),
             num_schedulers: if cfg.server.num_schedulers == 0 {
                 defaults.num_schedulers
             } else {
@@ -383,26 +437,22 @@ pub async fn run(args: AgentArgs) -> Result<ExitCode> {
         Arc::new(origins),
         browser_guard::guard,
     ));
-    let (stop_http_tx, stop_http_rx) = tokio::sync::oneshot::channel::<()>();
-    let stopped = async move {
-        let _ = stop_http_rx.await;
-    };
-    let limits = ServeLimits::default();
-    let mut http = match &tls {
-        None => tokio::spawn(serve(
-            listener,
-            router,
-            limits,
-            |addr| Peer { addr, roles: None },
-            stopped,
-        )),
-        Some(tls) => {
-            let listener = TlsListener::new(listener, tls.clone())
-                .map_err(|e| anyhow::anyhow!("[tls]: {e}"))?;
-            tokio::spawn(serve(listener, router, limits, |peer| peer, stopped))
-        }
-    };
+    let (stop_http_tx, mut http) = spawn_serving(listener, router, tls.as_ref())?;
 
+    // The Raft RPC listener: only servers may call it (a server certificate with TLS).
+    let rpc = match (&server, rpc_listener) {
+        (Some(s), Some(listener)) => {
+            let (stop_tx, task) = spawn_serving(listener, s.rpc_router(), tls.as_ref())?;
+            eprintln!("orch agent: Raft RPC on {advertise_rpc}");
+            Some((stop_tx, task))
+        }
+        _ => None,
+    };
+    // Before the ready line: whoever reads it may signal at once (a signal before
+    // the handlers exist would kill the process without a shutdown).
+    let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let mut sighup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
     if let Some(d) = &dns {
         eprintln!("orch agent: DNS on {} (udp, tcp)", d.local_addr());
     }
@@ -415,9 +465,6 @@ pub async fn run(args: AgentArgs) -> Result<ExitCode> {
         "agent started"
     );
 
-    let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-    let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-    let mut sighup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
     let loop_failed = health.fatal_failure();
     tokio::pin!(loop_failed);
     // A required loop that panicked (or a restartable one that kept panicking) leaves
@@ -465,6 +512,13 @@ pub async fn run(args: AgentArgs) -> Result<ExitCode> {
     }
     if let Some(s) = server {
         s.shutdown().await;
+    }
+    // After the server: its Raft answers its peers until it has stopped.
+    if let Some((stop, mut task)) = rpc {
+        let _ = stop.send(());
+        if tokio::time::timeout(HTTP_DRAIN, &mut task).await.is_err() {
+            task.abort();
+        }
     }
     drop(temp_dir);
     tracing::info!("agent stopped");

@@ -62,6 +62,10 @@ pub struct PortsConfig {
     /// turns DNS off. Default: 4753.
     #[serde(default = "default_dns_port")]
     pub dns: u16,
+    /// The port servers reach each other's Raft on (0 picks a free one; only the
+    /// address advertised to the cluster matters). Default: 4748.
+    #[serde(default = "default_rpc_port")]
+    pub rpc: u16,
 }
 
 impl Default for PortsConfig {
@@ -69,8 +73,13 @@ impl Default for PortsConfig {
         PortsConfig {
             http: default_http_port(),
             dns: default_dns_port(),
+            rpc: default_rpc_port(),
         }
     }
+}
+
+fn default_rpc_port() -> u16 {
+    orch_server::config::DEFAULT_RPC_PORT
 }
 
 fn default_dns_port() -> u16 {
@@ -90,6 +99,32 @@ pub struct ServerSection {
     /// Servers expected before electing a leader (1 for a single server). Default: 1.
     #[serde(default = "default_bootstrap_expect")]
     pub bootstrap_expect: u32,
+    /// Other servers' RPC addresses (`host:port`) to form a cluster with or to join.
+    /// Default: none.
+    #[serde(default)]
+    pub retry_join: Vec<String>,
+    /// How often the Raft leader sends heartbeats. Default: 100ms.
+    #[serde(with = "human", default = "default_raft_heartbeat_interval")]
+    pub raft_heartbeat_interval: Duration,
+    /// A follower that hears no leader for between this and twice this starts an
+    /// election (a leader failover takes about that long). Default: 500ms.
+    #[serde(with = "human", default = "default_raft_election_timeout")]
+    pub raft_election_timeout: Duration,
+    /// How long a write may wait for a majority of servers before it fails with 503.
+    /// Default: 10s.
+    #[serde(with = "human", default = "default_raft_commit_timeout")]
+    pub raft_commit_timeout: Duration,
+    /// Entries applied since the last Raft snapshot that make a new one. Default: 10000.
+    #[serde(default = "default_raft_snapshot_threshold")]
+    pub raft_snapshot_threshold: u64,
+    /// Entries kept behind a snapshot for followers slightly behind. Default: 2000.
+    #[serde(default = "default_raft_trailing_logs")]
+    pub raft_trailing_logs: u64,
+    /// A server the leader has not heard from for this long is removed from the
+    /// cluster, if at least `bootstrap_expect` servers remain ("0s": never).
+    /// Default: 10m.
+    #[serde(with = "human", default = "default_dead_server_cleanup")]
+    pub dead_server_cleanup: Duration,
     /// Scheduler workers. Default: 0, meaning one per CPU core.
     #[serde(default)]
     pub num_schedulers: usize,
@@ -164,6 +199,45 @@ impl ServerSection {
     }
 }
 
+impl ServerSection {
+    /// The replication settings for the server; `advertise_rpc` is the address
+    /// the agent bound.
+    pub fn raft(&self, advertise_rpc: String) -> orch_server::config::RaftConfig {
+        orch_server::config::RaftConfig {
+            advertise_rpc,
+            retry_join: self.retry_join.clone(),
+            heartbeat_interval: self.raft_heartbeat_interval,
+            election_timeout: self.raft_election_timeout,
+            commit_timeout: self.raft_commit_timeout,
+            snapshot_threshold: self.raft_snapshot_threshold,
+            trailing_logs: self.raft_trailing_logs,
+            dead_server_cleanup: self.dead_server_cleanup,
+        }
+    }
+}
+
+fn raft_defaults() -> orch_server::config::RaftConfig {
+    orch_server::config::RaftConfig::default()
+}
+fn default_raft_heartbeat_interval() -> Duration {
+    raft_defaults().heartbeat_interval
+}
+fn default_raft_election_timeout() -> Duration {
+    raft_defaults().election_timeout
+}
+fn default_raft_commit_timeout() -> Duration {
+    raft_defaults().commit_timeout
+}
+fn default_raft_snapshot_threshold() -> u64 {
+    raft_defaults().snapshot_threshold
+}
+fn default_raft_trailing_logs() -> u64 {
+    raft_defaults().trailing_logs
+}
+fn default_dead_server_cleanup() -> Duration {
+    raft_defaults().dead_server_cleanup
+}
+
 fn gc_defaults() -> orch_server::config::GcConfig {
     orch_server::config::GcConfig::default()
 }
@@ -197,6 +271,13 @@ impl Default for ServerSection {
         ServerSection {
             enabled: false,
             bootstrap_expect: default_bootstrap_expect(),
+            retry_join: Vec::new(),
+            raft_heartbeat_interval: default_raft_heartbeat_interval(),
+            raft_election_timeout: default_raft_election_timeout(),
+            raft_commit_timeout: default_raft_commit_timeout(),
+            raft_snapshot_threshold: default_raft_snapshot_threshold(),
+            raft_trailing_logs: default_raft_trailing_logs(),
+            dead_server_cleanup: default_dead_server_cleanup(),
             num_schedulers: 0,
             heartbeat_min_ttl: default_heartbeat_min_ttl(),
             heartbeat_grace: default_heartbeat_grace(),
@@ -543,6 +624,11 @@ impl AgentConfig {
                     0
                 } else {
                     default_dns_port()
+                },
+                rpc: if http_port == 0 {
+                    0
+                } else {
+                    default_rpc_port()
                 },
             },
             http: HttpSection::default(),

@@ -18,9 +18,11 @@ mod job;
 mod monitor;
 mod node;
 mod operator;
+mod operator_raft;
 mod operator_snapshot;
 mod output;
 mod plan;
+mod server;
 mod service;
 mod system;
 mod tls;
@@ -86,6 +88,7 @@ const MAIN_EXAMPLES: &str = "EXAMPLES:
   orch deployment status 1f2e3d4c
   orch alloc logs -f 8f3c2a1b
   orch node status
+  orch server members
 
 Environment: ORCH_ADDR (default http://127.0.0.1:4747), ORCH_TOKEN, ORCH_CACERT,
 ORCH_CLIENT_CERT, ORCH_CLIENT_KEY, RUST_LOG.";
@@ -122,12 +125,15 @@ enum Command {
     )]
     Service(service::ServiceCommand),
     /// Cluster-wide settings for operators (the scheduler configuration, state
-    /// snapshots).
+    /// snapshots, the Raft peers).
     #[command(
         subcommand,
-        after_help = "EXAMPLES:\n  orch operator scheduler get-config\n  orch operator scheduler set-config --scheduler-algorithm spread\n  orch operator snapshot save backup.snap\n  orch operator snapshot restore backup.snap"
+        after_help = "EXAMPLES:\n  orch operator scheduler get-config\n  orch operator scheduler set-config --scheduler-algorithm spread\n  orch operator snapshot save backup.snap\n  orch operator snapshot restore backup.snap\n  orch operator raft list-peers\n  orch operator raft remove-peer --peer-id 3"
     )]
     Operator(operator::OperatorCommand),
+    /// The servers of the cluster: who they are, which leads, whether they are alive.
+    #[command(subcommand, after_help = server::SERVER_EXAMPLES)]
+    Server(server::ServerCommand),
     /// Access control: the bootstrap, policies and tokens.
     #[command(subcommand, after_help = acl::ACL_EXAMPLES)]
     Acl(acl::AclCommand),
@@ -153,8 +159,11 @@ enum Command {
 
 /// Installs the tracing subscriber on stderr: `RUST_LOG` when set, else `default_level`.
 pub fn init_logging(default_level: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    // openraft narrates every vote and append at info: its warnings are what an
+    // operator needs (orch logs the leadership changes itself).
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(format!("{default_level},openraft=warn"))
+    });
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -258,6 +267,10 @@ fn main() -> ExitCode {
             Command::Operator(c) => {
                 init_logging("warn");
                 operator::run(&ctx, c).await
+            }
+            Command::Server(c) => {
+                init_logging("warn");
+                server::run(&ctx, c).await
             }
             Command::System(c) => {
                 init_logging("warn");

@@ -1,6 +1,6 @@
 //! `orch operator scheduler get-config|set-config`: the cluster-wide scheduler
 //! configuration (`GET/PUT /v1/operator/scheduler/configuration`); `orch operator
-//! snapshot` is `operator_snapshot`'s.
+//! snapshot` is `operator_snapshot`'s, `orch operator raft` `operator_raft`'s.
 
 use std::process::ExitCode;
 
@@ -9,6 +9,7 @@ use clap::{Args, Subcommand, ValueEnum};
 use orch_common::api::SchedulerConfigUpdateResponse;
 use orch_common::model::{SchedulerAlgorithm, SchedulerConfiguration};
 
+use crate::operator_raft::{self, RaftCommand, RAFT_EXAMPLES};
 use crate::operator_snapshot::{self, SnapshotCommand, SNAPSHOT_EXAMPLES};
 use crate::output::{self, key_values};
 use crate::Ctx;
@@ -23,6 +24,9 @@ pub enum OperatorCommand {
     /// Save the server's state to a file, or restore it from one.
     #[command(subcommand, after_help = SNAPSHOT_EXAMPLES)]
     Snapshot(SnapshotCommand),
+    /// The servers of the Raft configuration: list them, remove one.
+    #[command(subcommand, after_help = RAFT_EXAMPLES)]
+    Raft(RaftCommand),
 }
 
 #[derive(Subcommand, Debug)]
@@ -70,6 +74,7 @@ pub async fn run(ctx: &Ctx, cmd: OperatorCommand) -> Result<ExitCode> {
             set_config(ctx, args).await
         }
         OperatorCommand::Snapshot(c) => operator_snapshot::run(ctx, c).await,
+        OperatorCommand::Raft(c) => operator_raft::run(ctx, c).await,
     }
 }
 

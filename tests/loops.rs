@@ -47,7 +47,7 @@ fn agent_with_a_panicking_required_loop(tables: &str, name: &str) {
     let cfg = ws.write(
         "agent.toml",
         &format!(
-            "data_dir = {:?}\nbind_addr = \"127.0.0.1\"\n\n[ports]\nhttp = 0\ndns = 0\n\n{tables}\n",
+            "data_dir = {:?}\nbind_addr = \"127.0.0.1\"\n\n[ports]\nhttp = 0\ndns = 0\nrpc = 0\n\n{tables}\n",
             ws.path("data").display().to_string()
         ),
     );

@@ -78,8 +78,12 @@ impl RpcError {
 /// A small HTTP client for the servers' client-facing routes.
 pub struct ServerApi {
     http: reqwest::Client,
-    /// Base URLs, `http://host:port`.
-    servers: Vec<String>,
+    /// Base URLs, `http://host:port`: the configured ones, then those the cluster
+    /// named (`learn_servers`).
+    servers: std::sync::RwLock<Vec<String>>,
+    /// How many of `servers` were configured (kept whatever the cluster says).
+    configured: usize,
+    scheme: &'static str,
     current: AtomicUsize,
     /// Presented on every call (`X-Orch-Node-Secret`).
     node_secret: String,
@@ -125,7 +129,9 @@ impl ServerApi {
         }
         Ok(ServerApi {
             http,
-            servers,
+            configured: servers.len(),
+            servers: std::sync::RwLock::new(servers),
+            scheme,
             current: AtomicUsize::new(0),
             node_secret,
         })
@@ -140,14 +146,15 @@ impl ServerApi {
         body: Option<&B>,
         timeout: Duration,
     ) -> Result<T, RpcError> {
-        if self.servers.is_empty() {
+        let servers = self.servers();
+        if servers.is_empty() {
             return Err(RpcError::NoServers);
         }
         let start = self.current.load(Ordering::Relaxed);
         let mut last_err = None;
-        for i in 0..self.servers.len() {
-            let idx = (start + i) % self.servers.len();
-            let url = format!("{}{}", self.servers[idx], path);
+        for i in 0..servers.len() {
+            let idx = (start + i) % servers.len();
+            let url = format!("{}{}", servers[idx], path);
             let mut req = match method {
                 "GET" => self.http.get(&url),
                 _ => self.http.post(&url),
@@ -168,20 +175,28 @@ impl ServerApi {
                     continue;
                 }
             };
-            self.current.store(idx, Ordering::Relaxed);
             let status = resp.status();
             if !status.is_success() {
                 let text = resp.text().await.unwrap_or_default();
                 let message = serde_json::from_str::<ErrorBody>(&text)
                     .map(|e| e.error)
                     .unwrap_or(text);
-                return Err(RpcError::Status {
+                let error = RpcError::Status {
                     method,
                     url,
                     status: status.as_u16(),
                     message,
-                });
+                };
+                // A server without a leader (an election, or cut off from the
+                // others) or one shutting down: another may answer.
+                if matches!(status.as_u16(), 502..=504) {
+                    last_err = Some(error);
+                    continue;
+                }
+                self.current.store(idx, Ordering::Relaxed);
+                return Err(error);
             }
+            self.current.store(idx, Ordering::Relaxed);
             return resp.json::<T>().await.map_err(|source| RpcError::Decode {
                 method,
                 url,
@@ -189,6 +204,45 @@ impl ServerApi {
             });
         }
         Err(last_err.unwrap_or(RpcError::NoServers))
+    }
+
+    /// The servers tried, in order (base URLs).
+    pub fn servers(&self) -> Vec<String> {
+        self.servers
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Adds the servers the cluster named (`host:port` HTTP addresses from a
+    /// heartbeat answer) after the configured ones, so that the client fails over
+    /// to servers it was not told about; servers the cluster no longer names are
+    /// dropped (configured ones stay).
+    pub fn learn_servers(&self, named: &[String]) {
+        if named.is_empty() {
+            return;
+        }
+        let mut servers = self.servers.write().unwrap_or_else(|p| p.into_inner());
+        let current = servers.get(self.current.load(Ordering::Relaxed)).cloned();
+        let mut next: Vec<String> = servers[..self.configured].to_vec();
+        for s in named {
+            let url = base_url(s, self.scheme);
+            // With TLS, only HTTPS (a learned http:// address would skip it).
+            if self.scheme == "https" && !url.starts_with("https://") {
+                continue;
+            }
+            if !next.contains(&url) {
+                next.push(url);
+            }
+        }
+        if *servers != next {
+            tracing::info!(servers = ?next, "servers learned from the cluster");
+            let idx = current
+                .and_then(|c| next.iter().position(|s| *s == c))
+                .unwrap_or(0);
+            *servers = next;
+            self.current.store(idx, Ordering::Relaxed);
+        }
     }
 
     pub async fn register(&self, node: &Node) -> Result<NodeRegisterResponse, RpcError> {
@@ -299,6 +353,7 @@ mod tests {
                 axum::Json(HeartbeatResponse {
                     heartbeat_ttl_ms: 1000,
                     index: 7,
+                    servers: Vec::new(),
                 })
             }),
         );
@@ -343,5 +398,65 @@ mod tests {
         assert!(err.is_not_found());
         assert!(err.to_string().contains("node n1 not found"), "{err}");
         server.abort();
+    }
+
+    #[tokio::test]
+    async fn a_server_without_a_leader_is_skipped_for_the_next() {
+        use axum::http::StatusCode;
+        use axum::routing::post;
+        let serve = |app: axum::Router| async move {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap().to_string();
+            (
+                addr,
+                tokio::spawn(async move { axum::serve(listener, app).await }),
+            )
+        };
+        let (leaderless, a) = serve(axum::Router::new().route(
+            "/v1/node/{id}/heartbeat",
+            post(|| async {
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    axum::Json(ErrorBody {
+                        error: "no cluster leader is known".into(),
+                        details: vec![],
+                    }),
+                )
+            }),
+        ))
+        .await;
+        let (good, b) = serve(axum::Router::new().route(
+            "/v1/node/{id}/heartbeat",
+            post(|| async {
+                axum::Json(HeartbeatResponse {
+                    heartbeat_ttl_ms: 1000,
+                    index: 9,
+                    servers: vec!["10.0.0.9:4747".into()],
+                })
+            }),
+        ))
+        .await;
+        let api = ServerApi::new(&[leaderless, good.clone()], "s".repeat(64), None).unwrap();
+        let r = api
+            .heartbeat("n1", &HeartbeatRequest::default())
+            .await
+            .unwrap();
+        assert_eq!(r.index, 9);
+        // The cluster's servers come after the configured ones, and the client stays
+        // with the one that answered.
+        api.learn_servers(&r.servers);
+        let servers = api.servers();
+        assert_eq!(servers.len(), 3, "{servers:?}");
+        assert_eq!(servers[2], "http://10.0.0.9:4747");
+        assert_eq!(
+            servers[api.current.load(Ordering::Relaxed)],
+            format!("http://{good}")
+        );
+        // A server the cluster no longer names is dropped; configured ones stay.
+        api.learn_servers(&["10.0.0.8:4747".to_string()]);
+        assert_eq!(api.servers()[2], "http://10.0.0.8:4747");
+        assert_eq!(api.servers().len(), 3);
+        a.abort();
+        b.abort();
     }
 }

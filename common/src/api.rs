@@ -423,6 +423,10 @@ pub struct HeartbeatRequest {
 pub struct HeartbeatResponse {
     pub heartbeat_ttl_ms: u64,
     pub index: u64,
+    /// The HTTP addresses (`host:port`) of the cluster's voting servers: the client
+    /// adds them to the servers it fails over to.
+    #[serde(default)]
+    pub servers: Vec<String>,
 }
 
 /// `GET /v1/node/{id}/allocations?index=N&wait=30s`: the node's allocations with their

@@ -3,7 +3,9 @@
 //! scheduler workers, the `PlanApplier` and SQLite commits — with simulated nodes
 //! registered as `Command::UpsertNode` (no processes run). Prints `name value unit`.
 //!
-//! Environment: `BENCH=c1m|packing|full_cluster` runs one part (default: all);
+//! `ha.c1m_*`: the same C1M run on the leader of three servers replicating through
+//! Raft in this process (each write committed on two of them before it applies).
+//! Environment: `BENCH=c1m|ha.c1m|packing|full_cluster` runs one part (default: all);
 //! `SCALE=0.1` shrinks node and job counts (instances per c1m job stay 1,000).
 
 use std::collections::BTreeMap;
@@ -237,7 +239,65 @@ fn dir_mib(dir: &std::path::Path) -> f64 {
 
 // ------------------------------------------------------------------------------- c1m
 
+/// Three servers replicating through Raft in this process, each with its own data
+/// dir under `dir` and its RPC routes on 127.0.0.1; the leader comes first.
+async fn start_replicated(dir: &std::path::Path) -> BenchResult<Vec<Server>> {
+    let mut listeners = Vec::new();
+    for _ in 0..3 {
+        listeners.push(tokio::net::TcpListener::bind("127.0.0.1:0").await?);
+    }
+    let addrs: Vec<String> = listeners
+        .iter()
+        .map(|l| l.local_addr().map(|a| a.to_string()))
+        .collect::<Result<_, _>>()?;
+    let mut servers = Vec::new();
+    for (i, listener) in listeners.into_iter().enumerate() {
+        let mut cfg = ServerConfig {
+            data_dir: dir.join(format!("s{i}")),
+            name: format!("s{i}"),
+            bootstrap_expect: 3,
+            heartbeat_min_ttl: Duration::from_secs(3600),
+            heartbeat_grace: Duration::from_secs(3600),
+            ..ServerConfig::default()
+        };
+        cfg.raft.advertise_rpc = addrs[i].clone();
+        cfg.raft.retry_join = addrs.clone();
+        let server = Server::start(cfg).await?;
+        let router = server.rpc_router();
+        tokio::spawn(async move { axum::serve(listener, router).await });
+        servers.push(server);
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(i) = servers.iter().position(|s| {
+            let leader = s.raft().metrics().borrow().current_leader;
+            leader == Some(s.server_id()) && s.broker().is_enabled()
+        }) {
+            servers.swap(0, i);
+            return Ok(servers);
+        }
+        if Instant::now() > deadline {
+            return Err("no leader within 30 s".into());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 async fn c1m(scale: f64) -> BenchResult<()> {
+    c1m_on(scale, "c1m", false).await
+}
+
+/// The C1M benchmark on one server, or (`replicated`) on the leader of three.
+async fn c1m_on(scale: f64, prefix: &str, replicated: bool) -> BenchResult<()> {
+    // c1m.wall_s, and ha.c1m_wall_s for the replicated run.
+    let sep = if replicated { "_" } else { "." };
+    let report = |name: &str, value: f64, unit: &str| {
+        report(
+            &format!("{prefix}{sep}{}", name.trim_start_matches("c1m.")),
+            value,
+            unit,
+        )
+    };
     let n_nodes = ((10_000.0 * scale).round() as usize).max(10);
     let n_jobs = ((1_000.0 * scale).round() as usize).max(1);
     let per_job = 1_000;
@@ -248,7 +308,12 @@ async fn c1m(scale: f64) -> BenchResult<()> {
             .tempdir_in(path)?,
         None => tempfile::tempdir()?,
     };
-    let server = start_server(dir.path()).await?;
+    let mut servers = if replicated {
+        start_replicated(dir.path()).await?
+    } else {
+        vec![start_server(dir.path()).await?]
+    };
+    let server = servers.remove(0);
 
     // 4 sizes x 2 datacenters x 4 attribute variants (one of them not linux).
     let sizes = [
@@ -332,8 +397,12 @@ async fn c1m(scale: f64) -> BenchResult<()> {
     report("c1m.eval_p99_ms", percentile(&lat, 0.99), "ms");
     report("c1m.peak_rss_mib", peak_rss_mib(), "MiB");
     report("c1m.wal_max_mib", wal_max as f64 / (1024.0 * 1024.0), "MiB");
+    let data = server.config().data_dir.join("server");
     server.shutdown().await;
-    report("c1m.sqlite_mib", dir_mib(&dir.path().join("server")), "MiB");
+    for other in servers {
+        other.shutdown().await;
+    }
+    report("c1m.sqlite_mib", dir_mib(&data), "MiB");
     Ok(())
 }
 
@@ -479,6 +548,9 @@ fn main() -> BenchResult<()> {
     rt.block_on(async {
         if run("c1m") {
             c1m(scale).await?;
+        }
+        if run("ha.c1m") || run("ha") {
+            c1m_on(scale, "ha.c1m", true).await?;
         }
         if run("packing") {
             packing(scale).await?;

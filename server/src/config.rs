@@ -22,9 +22,12 @@ pub struct ServerConfig {
     pub data_dir: PathBuf,
     /// This server's name (shown by `/v1/agent/self`). Default: `"server"`.
     pub name: String,
-    /// How many servers form the cluster; only 1 is supported until Raft lands.
-    /// Default: 1.
+    /// How many servers form the cluster: the first start of a server waits until it
+    /// has found this many (itself and `raft.retry_join`) before they elect a leader.
+    /// 1 is a single server. Default: 1.
     pub bootstrap_expect: u32,
+    /// Replication between servers. Default: `RaftConfig::default()`.
+    pub raft: RaftConfig,
     /// Scheduler workers (evaluations processed in parallel). Default: 2.
     pub num_schedulers: usize,
     /// The shortest heartbeat TTL given to clients (longer with many nodes).
@@ -53,6 +56,53 @@ pub struct ServerConfig {
     /// Where the server's supervised loops report (shared with the agent's client and
     /// watched by the agent process). Default: a registry of its own.
     pub health: Health,
+}
+
+/// Default Raft RPC port (`[ports] rpc`).
+pub const DEFAULT_RPC_PORT: u16 = 4748;
+
+/// How servers replicate (see docs/operations.md, "Servers that replicate").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RaftConfig {
+    /// `host:port` where the other servers reach this one's Raft RPC.
+    /// Default: `"127.0.0.1:4748"`.
+    pub advertise_rpc: String,
+    /// Other servers' RPC addresses to find at start (`host:port`): to form a new
+    /// cluster with `bootstrap_expect`, or to join a running one. Default: none.
+    pub retry_join: Vec<String>,
+    /// How often the leader sends heartbeats. Default: 100ms.
+    pub heartbeat_interval: Duration,
+    /// A follower that hears nothing for a random time between this and twice this
+    /// starts an election. Default: 500ms (a failover takes about 0.5-1 s).
+    pub election_timeout: Duration,
+    /// How long a write may wait to be committed by a majority before it fails with
+    /// 503 (it may still commit later). Default: 10s.
+    pub commit_timeout: Duration,
+    /// Entries applied since the last snapshot that make a new one. Default: 10000.
+    pub snapshot_threshold: u64,
+    /// Entries kept in the log behind a snapshot, so a follower slightly behind
+    /// catches up from the log rather than by a snapshot. Default: 2000.
+    pub trailing_logs: u64,
+    /// A voter the leader has not heard from for this long is removed from the
+    /// cluster (autopilot's dead-server cleanup), as long as the servers that
+    /// remain still number at least `bootstrap_expect`; zero: never.
+    /// Default: 10m.
+    pub dead_server_cleanup: Duration,
+}
+
+impl Default for RaftConfig {
+    fn default() -> Self {
+        RaftConfig {
+            advertise_rpc: format!("127.0.0.1:{DEFAULT_RPC_PORT}"),
+            retry_join: Vec::new(),
+            heartbeat_interval: Duration::from_millis(100),
+            election_timeout: Duration::from_millis(500),
+            commit_timeout: Duration::from_secs(10),
+            snapshot_threshold: 10_000,
+            trailing_logs: 2_000,
+            dead_server_cleanup: Duration::from_secs(600),
+        }
+    }
 }
 
 /// When garbage collection runs and what it keeps (see docs/operations.md).
@@ -104,6 +154,7 @@ impl Default for ServerConfig {
             data_dir: PathBuf::from("/var/lib/orch"),
             name: "server".to_string(),
             bootstrap_expect: 1,
+            raft: RaftConfig::default(),
             num_schedulers: 2,
             heartbeat_min_ttl: Duration::from_secs(10),
             heartbeat_grace: Duration::from_secs(10),
@@ -123,5 +174,15 @@ impl ServerConfig {
     /// Where the state database lives.
     pub fn state_path(&self) -> PathBuf {
         self.data_dir.join("server").join("state.db")
+    }
+
+    /// Where the Raft log lives.
+    pub fn raft_log_path(&self) -> PathBuf {
+        self.data_dir.join("server").join("raft.db")
+    }
+
+    /// Where the Raft snapshots live.
+    pub fn raft_snapshot_dir(&self) -> PathBuf {
+        self.data_dir.join("server").join("raft-snapshots")
     }
 }

@@ -229,7 +229,8 @@ impl Agent {
         port: u16,
         tables: &str,
     ) -> Agent {
-        let (args, data_dir, log_path) = config_args(ws, name, bind_addr, port, tables);
+        // Each namespace has its own ports: servers use the default RPC port there.
+        let (args, data_dir, log_path) = config_args_rpc(ws, name, bind_addr, port, 4748, tables);
         let (child, addr) = start_process(&args, &log_path, Some(netns), &Launch::default());
         Agent {
             child: Some(child),
@@ -239,6 +240,13 @@ impl Agent {
             args,
             netns: Some(netns.to_path_buf()),
         }
+    }
+
+    /// Like `with_config_on`, with the Raft RPC port `rpc` too (servers that must
+    /// know each other's addresses before they start).
+    pub fn with_ports(ws: &Workspace, name: &str, port: u16, rpc: u16, tables: &str) -> Agent {
+        let (args, data_dir, log_path) = config_args_rpc(ws, name, "127.0.0.1", port, rpc, tables);
+        Agent::spawn(args, data_dir, log_path)
     }
 
     /// `orch ARGS` (an agent whose configuration the test wrote), its data dir
@@ -438,9 +446,21 @@ fn config_args(
     port: u16,
     tables: &str,
 ) -> (Vec<String>, PathBuf, PathBuf) {
+    config_args_rpc(ws, name, bind_addr, port, 0, tables)
+}
+
+/// `config_args` with the Raft RPC port `rpc` (0: any free one).
+fn config_args_rpc(
+    ws: &Workspace,
+    name: &str,
+    bind_addr: &str,
+    port: u16,
+    rpc: u16,
+    tables: &str,
+) -> (Vec<String>, PathBuf, PathBuf) {
     let data_dir = ws.path(name);
     let text = format!(
-        "name = {name:?}\ndata_dir = {:?}\nbind_addr = {bind_addr:?}\n\n[ports]\nhttp = {port}\ndns = 0\n\n{tables}\n",
+        "name = {name:?}\ndata_dir = {:?}\nbind_addr = {bind_addr:?}\n\n[ports]\nhttp = {port}\ndns = 0\nrpc = {rpc}\n\n{tables}\n",
         data_dir.display().to_string()
     );
     let cfg = ws.write(&format!("{name}.toml"), &text);

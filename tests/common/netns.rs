@@ -10,18 +10,20 @@
 //! ```
 //!
 //! The hub answers on 10.231.0.1 from every leaf (routed over the leaf's link), and
-//! the test process reaches it over its own link. `cut(N)` takes leaf N's link down;
-//! `heal(N)` brings it back.
+//! the test process reaches it over its own link. The hub forwards between its links,
+//! so leaves reach each other and the test process reaches every leaf. `cut(N)` takes
+//! leaf N's link down; `heal(N)` brings it back.
 
 use std::path::PathBuf;
 use std::process::Command;
-
-const NET: &str = "10.231";
 
 /// The namespaces and links of one star.
 pub struct Star {
     prefix: String,
     leaves: usize,
+    /// `10.X`: each star its own, so that stars of tests running at once do not
+    /// collide.
+    net: String,
 }
 
 fn ip(args: &[&str]) -> Result<(), String> {
@@ -45,6 +47,11 @@ impl Star {
     /// `prefix` must be short (interface names are at most 15 bytes). Leftovers of an
     /// earlier run with the same prefix are removed first.
     pub fn new(prefix: &str, leaves: usize) -> Result<Star, String> {
+        Star::in_net(prefix, leaves, 231)
+    }
+
+    /// `new` in `10.<net>.0.0/16` (each star running at once needs its own).
+    pub fn in_net(prefix: &str, leaves: usize, net: u8) -> Result<Star, String> {
         assert!(
             prefix.len() <= 8,
             "prefix {prefix:?} is too long for link names"
@@ -53,6 +60,7 @@ impl Star {
         let star = Star {
             prefix: prefix.to_string(),
             leaves,
+            net: format!("10.{net}"),
         };
         star.remove();
         star.build()?;
@@ -68,18 +76,40 @@ impl Star {
             "link", "add", &root_link, "type", "veth", "peer", "name", &hub_link,
         ])?;
         ip(&["link", "set", &hub_link, "netns", &hub])?;
-        ip(&["addr", "add", &format!("{NET}.0.2/24"), "dev", &root_link])?;
+        ip(&[
+            "addr",
+            "add",
+            &format!("{}.0.2/24", self.net),
+            "dev",
+            &root_link,
+        ])?;
         ip(&["link", "set", &root_link, "up"])?;
         ip(&[
             "-n",
             &hub,
             "addr",
             "add",
-            &format!("{NET}.0.1/24"),
+            &format!("{}.0.1/24", self.net),
             "dev",
             &hub_link,
         ])?;
         ip(&["-n", &hub, "link", "set", &hub_link, "up"])?;
+        // Leaves reach each other, and the test process reaches them, through the hub.
+        ip(&[
+            "netns",
+            "exec",
+            &hub,
+            "sh",
+            "-c",
+            "echo 1 > /proc/sys/net/ipv4/ip_forward",
+        ])?;
+        ip(&[
+            "route",
+            "add",
+            &format!("{}.0.0/16", self.net),
+            "via",
+            &format!("{}.0.1", self.net),
+        ])?;
         for n in 1..=self.leaves {
             let leaf = self.leaf(n);
             let (spoke, end) = (self.spoke_link(n), self.leaf_link(n));
@@ -93,7 +123,7 @@ impl Star {
                 &hub,
                 "addr",
                 "add",
-                &format!("{NET}.{n}.1/24"),
+                &format!("{}.{n}.1/24", self.net),
                 "dev",
                 &spoke,
             ])?;
@@ -103,7 +133,7 @@ impl Star {
                 &leaf,
                 "addr",
                 "add",
-                &format!("{NET}.{n}.2/24"),
+                &format!("{}.{n}.2/24", self.net),
                 "dev",
                 &end,
             ])?;
@@ -115,7 +145,7 @@ impl Star {
                 "add",
                 "default",
                 "via",
-                &format!("{NET}.{n}.1"),
+                &format!("{}.{n}.1", self.net),
             ])?;
         }
         Ok(())
@@ -149,12 +179,17 @@ impl Star {
 
     /// The hub's address, reachable from the test process and every leaf.
     pub fn hub_addr(&self) -> String {
-        format!("{NET}.0.1")
+        format!("{}.0.1", self.net)
     }
 
     /// Leaf `n`'s address.
     pub fn leaf_addr(&self, n: usize) -> String {
-        format!("{NET}.{n}.2")
+        format!("{}.{n}.2", self.net)
+    }
+
+    /// Leaf `n`'s namespace name, for `ip netns exec`.
+    pub fn leaf_name(&self, n: usize) -> String {
+        self.leaf(n)
     }
 
     /// Cuts leaf `n` off: its link goes down, so nothing reaches it or leaves it.
@@ -170,6 +205,25 @@ impl Star {
         .expect("cut");
     }
 
+    /// Cuts leaf `n` off at the hub: nothing reaches it or leaves it, but its own link
+    /// stays up, so a process inside it still reaches its own address.
+    pub fn isolate(&self, n: usize) {
+        ip(&[
+            "-n",
+            &self.hub(),
+            "link",
+            "set",
+            &self.spoke_link(n),
+            "down",
+        ])
+        .expect("isolate");
+    }
+
+    /// Undoes `isolate`.
+    pub fn rejoin(&self, n: usize) {
+        ip(&["-n", &self.hub(), "link", "set", &self.spoke_link(n), "up"]).expect("rejoin");
+    }
+
     /// Brings leaf `n`'s link back, with its default route.
     pub fn heal(&self, n: usize) {
         let leaf = self.leaf(n);
@@ -182,7 +236,7 @@ impl Star {
             "replace",
             "default",
             "via",
-            &format!("{NET}.{n}.1"),
+            &format!("{}.{n}.1", self.net),
         ]);
     }
 

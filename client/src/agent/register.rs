@@ -112,6 +112,7 @@ pub(super) async fn heartbeat_loop(shared: Arc<Shared>, mut stop: watch::Receive
             match shared.api.heartbeat(&node_id, &req).await {
                 Ok(r) => {
                     shared.contacted();
+                    shared.api.learn_servers(&r.servers);
                     ttl = Duration::from_millis(r.heartbeat_ttl_ms);
                     failed = false;
                 }

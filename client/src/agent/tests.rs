@@ -123,6 +123,7 @@ async fn heartbeat(State(s): State<Arc<FakeState>>) -> axum::response::Response 
     Json(HeartbeatResponse {
         heartbeat_ttl_ms: 400,
         index: *s.index.lock().unwrap(),
+        servers: Vec::new(),
     })
     .into_response()
 }

@@ -217,6 +217,9 @@ pub struct EvalBroker {
     ready_notify: Notify,
     /// Wakes the reaper when evaluations need their status written.
     reap_notify: Notify,
+    /// False on a server that is not the leader: it holds nothing and ignores what
+    /// is applied (the leader's broker is the one that schedules).
+    enabled: std::sync::atomic::AtomicBool,
 }
 
 impl Default for EvalBroker {
@@ -243,7 +246,30 @@ impl EvalBroker {
             inner: Mutex::new(Inner::default()),
             ready_notify: Notify::new(),
             reap_notify: Notify::new(),
+            enabled: std::sync::atomic::AtomicBool::new(true),
         }
+    }
+
+    /// Stops holding evaluations (this server lost or never had the leadership):
+    /// forgets every one, and ignores what is applied until `enable`.
+    pub fn disable(&self) {
+        self.enabled
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+        self.reset(Vec::new());
+    }
+
+    /// Starts holding evaluations again from `evals` (the pending and blocked ones
+    /// in the state): call it where no command applies in between (on the state
+    /// writer), so none is missed or seen twice.
+    pub fn enable(&self, evals: Vec<Evaluation>) {
+        self.reset(evals);
+        self.enabled
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Whether it holds evaluations (see `disable`).
+    pub fn is_enabled(&self) -> bool {
+        self.enabled.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -262,6 +288,9 @@ impl EvalBroker {
 
     /// Feeds one applied command to the broker (a state-log observer).
     pub fn observe(&self, cmd: &Command, index: u64) {
+        if !self.is_enabled() {
+            return;
+        }
         let mut inner = self.lock();
         let reapable = inner.reapable.len();
         let stamp = |e: &Evaluation| {

@@ -227,6 +227,7 @@ pub async fn heartbeat(
         return Ok(HeartbeatResponse {
             heartbeat_ttl_ms: 0,
             index: ctx.store.table_index(Table::Nodes),
+            servers: Vec::new(),
         });
     }
     let ttl = ctx.heartbeats.reset(&node_id);
@@ -253,6 +254,7 @@ pub async fn heartbeat(
     Ok(HeartbeatResponse {
         heartbeat_ttl_ms: ttl_ms(ttl),
         index,
+        servers: Vec::new(),
     })
 }
 

@@ -10,10 +10,39 @@ use orch_common::api::{AgentHealth, AgentSelf};
 use super::context::HttpState;
 use super::error::ApiError;
 
-/// `GET /v1/status/leader`: the leader's HTTP address as a JSON string. A single
-/// server is always its own leader.
+/// `GET /v1/status/leader`: the leader's RPC address as a JSON string, empty while
+/// no leader is known (as Nomad's).
 pub async fn leader(State(st): State<Arc<HttpState>>) -> Json<String> {
-    Json(st.agent.http_addr.clone())
+    Json(
+        st.cluster
+            .as_ref()
+            .and_then(|c| c.leader())
+            .map(|(_, node)| node.rpc_addr)
+            .unwrap_or_default(),
+    )
+}
+
+/// `GET /v1/status/peers`: the RPC addresses of the voting servers.
+pub async fn peers(State(st): State<Arc<HttpState>>) -> Json<Vec<String>> {
+    Json(
+        st.cluster
+            .as_ref()
+            .map(|c| {
+                c.members()
+                    .into_iter()
+                    .filter(|m| m.voter)
+                    .map(|m| m.rpc_addr)
+                    .collect()
+            })
+            .unwrap_or_default(),
+    )
+}
+
+/// `GET /v1/agent/members`: every server with its status, Raft index and last
+/// contact as the leader sees them (a follower forwards this read to the leader
+/// unless `?stale=true`).
+pub async fn members(State(st): State<Arc<HttpState>>) -> Json<Vec<crate::raft::view::Member>> {
+    Json(st.cluster.as_ref().map(|c| c.members()).unwrap_or_default())
 }
 
 /// `GET /v1/agent/self`.

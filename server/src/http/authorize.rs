@@ -47,7 +47,8 @@ pub fn required(method: &Method, path: &str) -> Need {
     let read = *method == Method::GET || *method == Method::HEAD;
     let cap = Need::Capability;
     match segments.as_slice() {
-        ["v1", "agent", "health"] | ["v1", "status", "leader"] => Need::Open,
+        ["v1", "agent", "health"] | ["v1", "status", "leader" | "peers"] => Need::Open,
+        ["v1", "agent", "members"] => cap(NodeRead),
         ["v1", "acl", "bootstrap"] => Need::Open,
         ["v1", "acl", "token", "self"] => Need::AnyToken,
         ["v1", "acl", ..] => cap(AclWrite),

@@ -55,7 +55,16 @@ pub async fn heartbeat(
         secret,
         status: req.status,
     };
-    Ok(Json(nodes::heartbeat(&st.endpoints, req).await?))
+    let mut answer = nodes::heartbeat(&st.endpoints, req).await?;
+    if let Some(cluster) = &st.cluster {
+        answer.servers = cluster
+            .members()
+            .into_iter()
+            .filter(|m| m.voter && !m.http_addr.is_empty())
+            .map(|m| m.http_addr)
+            .collect();
+    }
+    Ok(Json(answer))
 }
 
 /// Embeds each allocation's job (the version it runs), reading each version once.

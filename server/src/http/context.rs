@@ -79,6 +79,9 @@ pub struct HttpState {
     /// The agent's supervised loops, for `/v1/agent/health`; the server sets the
     /// agent's registry.
     pub health: Health,
+    /// The Raft cluster this server belongs to: who leads (writes are forwarded
+    /// there), the peers. `None` in tests that run the HTTP API over a local log.
+    pub cluster: Option<crate::raft::view::ClusterView>,
 }
 
 /// Blocking queries that may wait at once; each holds a connection and a task.
@@ -108,6 +111,7 @@ impl HttpState {
             relay: Relay::new(None).expect("a plain HTTP client builds"),
             blocking: Arc::new(tokio::sync::Semaphore::new(MAX_BLOCKING_QUERIES)),
             health: Health::default(),
+            cluster: None,
         }
     }
 

@@ -131,6 +131,9 @@ impl From<LogError> for ApiError {
             LogError::Closed | LogError::WriterGone => {
                 ApiError::Unavailable("the server is shutting down".to_string())
             }
+            e @ (LogError::NotLeader { .. } | LogError::Replication(_)) => {
+                ApiError::Unavailable(e.to_string())
+            }
             other => ApiError::Internal(format!("state log: {other}")),
         }
     }

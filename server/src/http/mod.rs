@@ -37,6 +37,7 @@ pub mod deployments;
 pub mod error;
 pub mod evals;
 pub mod extract;
+pub mod forward;
 pub mod jobs;
 pub mod nodes;
 pub mod operator;
@@ -141,11 +142,25 @@ pub fn router(state: Arc<HttpState>) -> Router {
             get(acl::token).delete(acl::delete_token),
         )
         .route("/v1/status/leader", get(agent::leader))
+        .route("/v1/status/peers", get(agent::peers))
+        .route("/v1/agent/members", get(agent::members))
+        .route(
+            "/v1/operator/raft/configuration",
+            get(operator::raft_configuration),
+        )
+        .route(
+            "/v1/operator/raft/peer",
+            axum::routing::delete(operator::remove_raft_peer),
+        )
         .route("/v1/agent/self", get(agent::agent_self))
         .route("/v1/agent/health", get(agent::health))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            forward::forward,
+        ))
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(
             TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {

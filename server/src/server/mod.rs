@@ -16,23 +16,30 @@
 //! ```
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use orch_common::ids::NodeId;
-use orch_common::supervise::{self, Restart};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::broker::{BrokerConfig, EvalBroker};
-use crate::config::ServerConfig;
-use crate::deployment;
-use crate::drainer;
+use crate::config::{RaftConfig, ServerConfig};
 use crate::gc::Collector;
 use crate::heartbeat::Heartbeats;
 use crate::http::{self, AgentInfo, HttpState};
-use crate::plan_apply::PlanApplier;
+use crate::raft::cluster::{self, PeerClient};
+use crate::raft::log_store::LogStore;
+use crate::raft::network::Network;
+use crate::raft::proposer::{RaftProposer, Waiting};
+use crate::raft::state_machine::StateMachine;
+use crate::raft::view::{ClusterView, Contacts};
+use crate::raft::{Raft, ServerId, ServerNode};
 use crate::state::{CommandLog, LogError, Observer, RestoreObserver, StateError, StateStore};
-use crate::worker;
+
+mod leader;
+
+use leader::LeaderParts;
 
 /// Why a server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -63,7 +70,10 @@ fn restore_observer(broker: Arc<EvalBroker>, heartbeats: Heartbeats) -> RestoreO
                     evals = evals.len(),
                     "eval broker rebuilt after a restore"
                 );
-                broker.reset(evals);
+                // Only the leader's broker holds evaluations.
+                if broker.is_enabled() {
+                    broker.reset(evals);
+                }
             }
             Err(e) => tracing::error!(index, error = %e, "reading evaluations after a restore"),
         }
@@ -79,22 +89,84 @@ pub struct Server {
     store: StateStore,
     log: CommandLog,
     broker: Arc<EvalBroker>,
+    raft: Raft,
+    server_id: ServerId,
+    me: ServerNode,
+    peers: PeerClient,
+    contacts: Contacts,
     http: Arc<HttpState>,
     shutdown_tx: watch::Sender<bool>,
-    applier: PlanApplier,
-    workers: Vec<JoinHandle<()>>,
-    heartbeat_loop: JoinHandle<()>,
-    drainer: JoinHandle<()>,
-    deployment_watcher: JoinHandle<()>,
-    gc_loop: JoinHandle<()>,
+    leadership: JoinHandle<()>,
+    cluster: JoinHandle<()>,
+}
+
+/// A server that is the only voter of its cluster (a single server) elects itself
+/// at once and takes over before `start` returns, so it answers writes from its
+/// first request, as a server without replication did.
+async fn lead_alone(raft: &Raft, me: ServerId, broker: &EvalBroker) {
+    // Asked of Raft's core, not its metrics: those may not show the membership yet.
+    let voters: Vec<ServerId> = match raft
+        .with_raft_state(|st| {
+            st.membership_state
+                .effective()
+                .membership()
+                .voter_ids()
+                .collect()
+        })
+        .await
+    {
+        Ok(voters) => voters,
+        Err(_) => return,
+    };
+    if voters != [me] {
+        return;
+    }
+    if let Err(e) = raft.trigger().elect().await {
+        tracing::warn!(error = %e, "electing this single server");
+        return;
+    }
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !broker.is_enabled() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+}
+
+/// Largest Raft RPC body: a snapshot chunk (4 MiB) with room to spare, or an
+/// AppendEntries batch (a bigger one is refused with 413 and sent again halved).
+const RPC_MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
+
+/// openraft's configuration from ours.
+fn raft_config(cfg: &RaftConfig) -> Result<openraft::Config, ServerError> {
+    let ms = |d: std::time::Duration| d.as_millis().min(u128::from(u64::MAX)) as u64;
+    let election = ms(cfg.election_timeout);
+    openraft::Config {
+        cluster_name: "orch".to_string(),
+        heartbeat_interval: ms(cfg.heartbeat_interval),
+        election_timeout_min: election,
+        election_timeout_max: election.saturating_mul(2),
+        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(cfg.snapshot_threshold),
+        max_in_snapshot_log_to_keep: cfg.trailing_logs,
+        // A state snapshot is a file of the whole state: sent in 4 MiB chunks, each
+        // given time enough on a slow link.
+        snapshot_max_chunk_size: 4 * 1024 * 1024,
+        install_snapshot_timeout: 30_000,
+        ..Default::default()
+    }
+    .validate()
+    .map_err(|e| ServerError::Config(format!("raft: {e}")))
 }
 
 impl Server {
     /// Opens the state, restores pending work and starts every loop.
     pub async fn start(cfg: ServerConfig) -> Result<Server, ServerError> {
-        if cfg.bootstrap_expect > 1 {
+        if cfg.bootstrap_expect == 0 {
+            return Err(ServerError::Config(
+                "bootstrap_expect must be at least 1".to_string(),
+            ));
+        }
+        if cfg.bootstrap_expect > 1 && cfg.raft.retry_join.is_empty() {
             return Err(ServerError::Config(format!(
-                "bootstrap_expect = {}: replicated servers are not supported yet; use 1",
+                "bootstrap_expect = {}: list the other servers in retry_join",
                 cfg.bootstrap_expect
             )));
         }
@@ -120,103 +192,129 @@ impl Server {
                 "gc_interval must be above 0".to_string(),
             ));
         }
+        let raft_config = raft_config(&cfg.raft)?;
         let path = cfg.state_path();
         let state_err = |source| ServerError::State {
             path: path.clone(),
             source,
         };
-        let (store, pending) = {
-            let path = path.clone();
+        let (store, log_store, server_id, legacy) = {
+            let (path, raft_path) = (path.clone(), cfg.raft_log_path());
             tokio::task::spawn_blocking(move || -> Result<_, StateError> {
                 if let Some(dir) = path.parent() {
                     crate::endpoints::snapshot::remove_leftovers(dir);
                 }
                 let store = StateStore::open(&path)?;
-                let pending = store.evals_non_terminal()?;
-                Ok((store, pending))
+                // The Raft log is the durable record (fsynced before anything
+                // applies); the state replays from it (see `raft::state_machine`).
+                store.commit_without_sync()?;
+                let log_store = LogStore::open(&raft_path)?;
+                let server_id = log_store.server_id()?;
+                // A state written before replication: its commands never went
+                // through Raft, so a server joining later must get it as a snapshot.
+                let legacy = store.last_index() > 0 && store.replication_mark()?.is_none();
+                Ok((store, log_store, server_id, legacy))
             })
             .await
             .map_err(|e| ServerError::Task(e.to_string()))?
             .map_err(state_err)?
         };
 
+        if legacy && cfg.bootstrap_expect > 1 {
+            return Err(ServerError::Config(format!(
+                "{} holds a state from before replication: start this server alone first \
+                 (bootstrap_expect = 1) so it becomes a cluster of one, then start the \
+                 others with retry_join pointing at it (docs/operations.md, \
+                 \"Upgrading a single server\")",
+                path.display()
+            )));
+        }
+        // Only the leader's broker holds evaluations (see `leader`).
         let broker = Arc::new(EvalBroker::new(BrokerConfig::default()));
-        let restored = pending.len();
-        broker.restore(pending);
+        broker.disable();
         let observer: Observer = {
             let broker = broker.clone();
             Arc::new(move |cmd, index| broker.observe(cmd, index))
         };
         let log = CommandLog::start(store.clone(), vec![observer])?;
-
         let heartbeats = Heartbeats::new(cfg.heartbeat_min_ttl, cfg.heartbeat_grace);
         log.add_restore_observer(restore_observer(broker.clone(), heartbeats.clone()));
-        let nodes = {
-            let (store, heartbeats) = (store.clone(), heartbeats.clone());
-            tokio::task::spawn_blocking(move || heartbeats.restore(&store))
-                .await
-                .map_err(|e| ServerError::Task(e.to_string()))?
-                .map_err(state_err)?
-        };
 
-        // Every loop is supervised (docs/operations.md, "Background loops"): a panic is
-        // logged with the loop's name and shown by /v1/agent/health. The plan applier
-        // and the workers are required (a panic stops the agent); the loops that keep
-        // nothing a fresh run cannot rebuild from the store or from the shared
-        // heartbeat timers are restarted with backoff.
-        let health = cfg.health.clone();
+        // Every Raft exchange that succeeds is recorded here (last contact).
+        let contacts = Contacts::default();
+        let network = Network::new(cfg.tls.as_ref(), contacts.clone())
+            .map_err(|e| ServerError::Config(format!("building the Raft HTTPS client: {e}")))?;
+        let waiting = Waiting::default();
+        let state_machine =
+            StateMachine::open(log.clone(), waiting.clone(), cfg.raft_snapshot_dir())
+                .map_err(state_err)?;
+        let raft = Raft::new(
+            server_id,
+            Arc::new(raft_config),
+            network,
+            log_store,
+            state_machine,
+        )
+        .await
+        .map_err(|e| ServerError::Task(format!("starting Raft: {e}")))?;
+        log.replicate_through(Arc::new(RaftProposer::spawn(
+            raft.clone(),
+            waiting,
+            cfg.raft.commit_timeout,
+        )));
+        let me = ServerNode {
+            name: cfg.name.clone(),
+            rpc_addr: cfg.raft.advertise_rpc.clone(),
+            http_addr: cfg.advertise_http.clone(),
+        };
+        if cfg.bootstrap_expect == 1
+            && cfg.raft.retry_join.is_empty()
+            && !raft.is_initialized().await.unwrap_or(true)
+        {
+            raft.initialize(std::collections::BTreeMap::from([(server_id, me.clone())]))
+                .await
+                .map_err(|e| ServerError::Task(format!("initialising Raft: {e}")))?;
+        }
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
-        let applier =
-            PlanApplier::spawn_with(store.clone(), log.clone(), shutdown_rx.clone(), |run| {
-                supervise::spawn_required(&health, "server.plan-applier", run)
-            });
-        let workers = worker::spawn_workers(
-            cfg.num_schedulers,
-            broker.clone(),
-            store.clone(),
-            log.clone(),
-            applier.sender(),
+        let peers = PeerClient::new(cfg.tls.as_ref())
+            .map_err(|e| ServerError::Config(format!("building the peers' HTTPS client: {e}")))?;
+        let cluster = cluster::spawn(
+            raft.clone(),
+            peers.clone(),
+            server_id,
+            me.clone(),
+            cfg.bootstrap_expect,
+            cfg.raft.retry_join.clone(),
             shutdown_rx.clone(),
-            &health,
         );
-        let restarting = Restart::default();
-        let drainer = {
-            let (log, stop) = (log.clone(), shutdown_rx.clone());
-            supervise::spawn_restarting(
-                &health,
-                "server.drainer",
-                restarting,
-                shutdown_rx.clone(),
-                move || drainer::run(log.clone(), stop.clone()),
-            )
-        };
-        let deployment_watcher = {
-            let (log, stop) = (log.clone(), shutdown_rx.clone());
-            supervise::spawn_restarting(
-                &health,
-                "server.deployment-watcher",
-                restarting,
-                shutdown_rx.clone(),
-                move || deployment::run(log.clone(), stop.clone()),
-            )
-        };
-        let heartbeat_loop = {
-            let (timers, log, stop) = (heartbeats.clone(), log.clone(), shutdown_rx.clone());
-            supervise::spawn_restarting(
-                &health,
-                "server.heartbeat",
-                restarting,
-                shutdown_rx.clone(),
-                move || timers.run(log.clone(), stop.clone()),
-            )
-        };
+
         let collector = Arc::new(Collector::new(store.clone(), log.clone(), cfg.gc.clone()));
-        let gc_loop = {
-            let (collector, stop) = (collector.clone(), shutdown_rx.clone());
-            supervise::spawn_restarting(&health, "server.gc", restarting, shutdown_rx, move || {
-                collector.clone().run(stop.clone())
-            })
-        };
+        let parts = LeaderParts::new(
+            &cfg,
+            &log,
+            &broker,
+            &heartbeats,
+            &collector,
+            &raft,
+            &contacts,
+        );
+        // Twice the longest election timeout: the followers have elected another
+        // leader by then.
+        let step_down_after = cfg.raft.election_timeout * 4;
+        let leadership = leader::spawn(parts, raft.clone(), step_down_after, shutdown_rx);
+        lead_alone(&raft, server_id, &broker).await;
+        if legacy {
+            // Before the RPC port is served (the agent serves it after `start`).
+            let compacted =
+                tokio::time::timeout(Duration::from_secs(120), cluster::compact_upgraded(&raft))
+                    .await;
+            if compacted.is_err() {
+                return Err(ServerError::Task(
+                    "upgrading the data dir: the first Raft snapshot did not finish in 2 minutes"
+                        .to_string(),
+                ));
+            }
+        }
 
         let agent = AgentInfo {
             name: cfg.name.clone(),
@@ -235,15 +333,21 @@ impl Server {
         http.endpoints.gc = collector;
         http.endpoints.max_count = cfg.max_count;
         http.endpoints.max_snapshot_bytes = cfg.max_snapshot_bytes;
-        http.health = health;
+        http.health = cfg.health.clone();
         http.relay = http::relay::Relay::new(cfg.tls.as_ref())
             .map_err(|e| ServerError::Config(format!("building the relay's HTTPS client: {e}")))?;
+        http.cluster = Some(ClusterView {
+            raft: raft.clone(),
+            me: server_id,
+            contacts: contacts.clone(),
+            failed_after: cfg.raft.election_timeout * 4,
+        });
         let http = Arc::new(http);
         tracing::info!(
             path = %path.display(),
             index = store.last_index(),
-            restored_evals = restored,
-            nodes,
+            server_id,
+            rpc = %cfg.raft.advertise_rpc,
             workers = cfg.num_schedulers,
             "server started"
         );
@@ -252,15 +356,42 @@ impl Server {
             store,
             log,
             broker,
+            raft,
+            server_id,
+            me,
+            peers,
+            contacts,
             http,
             shutdown_tx,
-            applier,
-            workers,
-            heartbeat_loop,
-            drainer,
-            deployment_watcher,
-            gc_loop,
+            leadership,
+            cluster,
         })
+    }
+
+    /// The routes other servers call on the RPC port: Raft's own
+    /// (`/v1/raft/append|vote|snapshot`) and the cluster's (`/v1/raft/info|join`).
+    pub fn rpc_router(&self) -> Router {
+        crate::raft::rpc::router(
+            self.raft.clone(),
+            RPC_MAX_BODY_BYTES,
+            self.contacts.clone(),
+            cluster::routes(
+                self.raft.clone(),
+                self.peers.clone(),
+                self.server_id,
+                self.me.clone(),
+            ),
+        )
+    }
+
+    /// The Raft instance (membership, metrics, the RPC routes serve it).
+    pub fn raft(&self) -> &Raft {
+        &self.raft
+    }
+
+    /// This server's Raft id.
+    pub fn server_id(&self) -> ServerId {
+        self.server_id
     }
 
     /// Every server `/v1` route, with the request body limit.
@@ -319,23 +450,13 @@ impl Server {
     pub async fn shutdown(self) {
         self.store.release_waiters();
         self.shutdown_tx.send_replace(true);
-        for handle in self.workers {
-            if let Err(e) = handle.await {
-                tracing::error!(error = %e, "scheduler worker failed");
-            }
+        if let Err(e) = self.leadership.await {
+            tracing::error!(error = %e, "the leadership task failed");
         }
-        self.applier.join().await;
-        if let Err(e) = self.heartbeat_loop.await {
-            tracing::error!(error = %e, "heartbeat loop failed");
-        }
-        if let Err(e) = self.drainer.await {
-            tracing::error!(error = %e, "drainer failed");
-        }
-        if let Err(e) = self.deployment_watcher.await {
-            tracing::error!(error = %e, "deployment watcher failed");
-        }
-        if let Err(e) = self.gc_loop.await {
-            tracing::error!(error = %e, "garbage collector failed");
+        self.cluster.abort();
+        let _ = self.cluster.await;
+        if let Err(e) = self.raft.shutdown().await {
+            tracing::error!(error = %e, "Raft did not stop cleanly");
         }
         self.log.shutdown().await;
         tracing::info!("server stopped");

@@ -38,7 +38,7 @@ fn progress_by(now: u64, deadline: std::time::Duration) -> u64 {
 }
 
 /// What one applied command changed.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ApplyOutcome {
     pub index: u64,
     /// Tables whose index moved to `index`.

@@ -169,6 +169,7 @@ impl StateStore {
         &self,
         mut snapshot: CheckedSnapshot,
         index: u64,
+        mark: InstalledMark<'_>,
     ) -> Result<(), StateError> {
         let mut guard = self
             .inner
@@ -192,7 +193,7 @@ impl StateStore {
                 format!("its page size is {theirs} bytes, this server's database uses {ours}"),
             ));
         }
-        mark_installed_at(&mut snapshot.conn, index)?;
+        mark_installed_at(&mut snapshot.conn, index, mark)?;
         {
             // Held across the copy's commit and the rebuild, as `apply` holds it across
             // its commit: no snapshot pairs the new rows with the old memory.
@@ -230,11 +231,34 @@ impl StateStore {
     }
 }
 
-/// Records in the snapshot (before it is copied in) that it is installed at `index`.
-fn mark_installed_at(conn: &mut Connection, index: u64) -> Result<(), StateError> {
+/// Which Raft mark an installed snapshot carries.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum InstalledMark<'a> {
+    /// The snapshot's own: a Raft snapshot from the leader, whose state is that of the
+    /// log entry its mark names.
+    Theirs,
+    /// This server's (or none): an operator's restore replaces the state but not the
+    /// Raft log this server follows, so the mark must stay the one that names it.
+    Ours(Option<&'a super::ReplicationMark>),
+}
+
+/// Records in the snapshot (before it is copied in) that it is installed at `index`,
+/// with the Raft mark `mark` says.
+fn mark_installed_at(
+    conn: &mut Connection,
+    index: u64,
+    mark: InstalledMark<'_>,
+) -> Result<(), StateError> {
     let tx = conn
         .transaction()
         .ctx(|| "starting the snapshot's index update".to_string())?;
+    if let InstalledMark::Ours(ours) = mark {
+        tx.execute("DELETE FROM raft_applied", [])
+            .ctx(|| "clearing the snapshot's Raft mark".to_string())?;
+        if let Some(ours) = ours {
+            super::mark::write(&tx, ours)?;
+        }
+    }
     tx.execute("DELETE FROM command_log", [])
         .ctx(|| "emptying the snapshot's command log".to_string())?;
     let names = Table::ALL
@@ -251,6 +275,25 @@ fn mark_installed_at(conn: &mut Connection, index: u64) -> Result<(), StateError
     }
     tx.commit()
         .ctx(|| "committing the snapshot's index update".to_string())
+}
+
+impl CheckedSnapshot {
+    /// The Raft mark the snapshot holds (`None`: taken from a server that never
+    /// applied a Raft entry).
+    pub fn replication_mark(&self) -> Result<Option<super::ReplicationMark>, StateError> {
+        super::mark::read(&self.conn)
+    }
+}
+
+/// The Raft mark a state file holds, read without checking or changing the file
+/// (`None` for a file from a server that never applied a Raft entry).
+pub fn read_mark(path: &Path) -> Result<Option<super::ReplicationMark>, StateError> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = Connection::open_with_flags(path, flags).map_err(|source| StateError::Open {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    super::mark::read(&conn)
 }
 
 /// Why a file is not a snapshot this binary can install.

@@ -11,6 +11,11 @@ pub enum StateError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("syncing {path} to disk: {source}")]
+    Sync {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("opening state database {path}: {source}")]
     Open {
         path: PathBuf,
@@ -53,6 +58,34 @@ pub enum StateError {
     InvalidSnapshot { path: PathBuf, reason: String },
     #[error("index {index} is not after the last applied index {last}")]
     IndexNotIncreasing { index: u64, last: u64 },
+}
+
+impl StateError {
+    /// Whether this says the database cannot be written here (a full disk, an I/O
+    /// error, a read-only or damaged file, a lock held too long), as opposed to a
+    /// failure that follows from the command and the state, which every server
+    /// applying the same command to the same state meets the same way.
+    pub fn is_storage_failure(&self) -> bool {
+        use rusqlite::ErrorCode::*;
+        match self {
+            StateError::Sql { source, .. } => match source.sqlite_error_code() {
+                Some(ConstraintViolation | TooBig | TypeMismatch) => false,
+                Some(_) => true,
+                None => !matches!(
+                    source,
+                    rusqlite::Error::ToSqlConversionFailure(_)
+                        | rusqlite::Error::FromSqlConversionFailure(..)
+                        | rusqlite::Error::IntegralValueOutOfRange(..)
+                        | rusqlite::Error::InvalidColumnType(..)
+                        | rusqlite::Error::QueryReturnedNoRows
+                ),
+            },
+            StateError::CreateDir { .. } | StateError::Open { .. } | StateError::Sync { .. } => {
+                true
+            }
+            _ => false,
+        }
+    }
 }
 
 /// Adds a description of what was being done to a rusqlite error.

@@ -17,6 +17,15 @@
 //! file is checked first (off the writer), then the writer installs it at the next
 //! index (`StateStore::install_snapshot`) and tells the restore observers (the
 //! server rebuilds its eval broker and heartbeat timers from the new state there).
+//!
+//! Replicated, the same writer applies what Raft commits instead: once a `Proposer`
+//! is set (`replicate_through`), `submit` hands the command to it (the leader's Raft,
+//! which answers once a majority stored it and this server applied it), and Raft's
+//! state machine (`crate::raft::state_machine`) feeds every committed entry back
+//! here with `apply_replicated`, `record_mark` and `install_replicated`, so local and
+//! replicated writes, restores and observers keep one order on one thread. Indexes
+//! stay the store's own (one per applied command): every server applies the same
+//! commands from the same snapshot, so they agree.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::mpsc;
@@ -25,7 +34,10 @@ use std::thread::JoinHandle;
 
 use tokio::sync::oneshot;
 
-use super::{check_snapshot, ApplyOutcome, CheckedSnapshot, Command, StateError, StateStore};
+use super::backup::InstalledMark;
+use super::{
+    check_snapshot, ApplyOutcome, CheckedSnapshot, Command, ReplicationMark, StateError, StateStore,
+};
 
 /// Called after every applied command, in index order, on the writer thread (not after
 /// a rejected one that wrote nothing). Must not block for long (it delays every write)
@@ -43,6 +55,28 @@ pub enum LogError {
     WriterGone,
     #[error("starting the state writer thread: {0}")]
     Spawn(std::io::Error),
+    /// This server is not the Raft leader: writes go to the leader (its HTTP address
+    /// when known).
+    #[error("this server is not the leader{}", leader.as_ref().map(|l| format!("; the leader is {l}")).unwrap_or_else(|| "; no leader is known".to_string()))]
+    NotLeader { leader: Option<String> },
+    /// Raft could not commit the command (no quorum in time, shutting down).
+    #[error("replicating the command failed: {0}")]
+    Replication(String),
+    /// The command was committed, but applying it failed the same way on every
+    /// server (its change is not made).
+    #[error("applying the committed command failed: {0}")]
+    Failed(String),
+}
+
+/// Told the outcome of a replicated command once it is applied (on the writer thread:
+/// it must only hand the outcome on).
+pub type Applied = Box<dyn FnOnce(Result<ApplyOutcome, StateError>) + Send>;
+
+/// Where `submit` sends commands once the state is replicated (the leader's Raft).
+pub trait Proposer: Send + Sync {
+    /// Queues `cmd` in call order; `reply` gets its outcome once it is committed and
+    /// applied here (or why it was not).
+    fn propose(&self, cmd: Command, reply: oneshot::Sender<Result<ApplyOutcome, LogError>>);
 }
 
 /// Called on the writer thread after a snapshot was installed, with the store and
@@ -77,6 +111,22 @@ enum Request {
         snapshot: CheckedSnapshot,
         reply: oneshot::Sender<Result<RestoreOutcome, LogError>>,
     },
+    /// A committed Raft entry's command, with its leader's time and its mark.
+    Replicated {
+        time_ms: u64,
+        cmd: Command,
+        mark: ReplicationMark,
+        done: Applied,
+    },
+    /// A committed Raft entry without a command (blank, membership).
+    Mark { mark: ReplicationMark },
+    /// Work that must see the state between two commands (see `between_commands`).
+    Run(Box<dyn FnOnce(&StateStore) + Send>),
+    /// A Raft snapshot from the leader: installed with its own mark and index.
+    Install {
+        snapshot: CheckedSnapshot,
+        reply: oneshot::Sender<Result<RestoreOutcome, LogError>>,
+    },
 }
 
 /// Handle to the log; cheap to clone (an `Arc` inside).
@@ -95,6 +145,9 @@ struct LogInner {
     /// Why the last write failed in SQLite (disk full, I/O error, read-only file),
     /// until a later one succeeds: `/v1/agent/health` reports it.
     write_error: Arc<Mutex<Option<String>>>,
+    /// Set once the state is replicated: `submit` proposes through it.
+    proposer: RwLock<Option<Arc<dyn Proposer>>>,
+    replication_failure: Arc<Mutex<Option<String>>>,
 }
 
 impl CommandLog {
@@ -104,12 +157,14 @@ impl CommandLog {
         let observers = Arc::new(RwLock::new(observers));
         let restore_observers = Arc::new(RwLock::new(Vec::new()));
         let write_error = Arc::new(Mutex::new(None));
+        let replication_failure = Arc::new(Mutex::new(None));
         let thread = {
             let writer = Writer {
                 store: store.clone(),
                 observers: observers.clone(),
                 restore_observers: restore_observers.clone(),
                 write_error: write_error.clone(),
+                replication_failure: replication_failure.clone(),
             };
             std::thread::Builder::new()
                 .name("orch-state-writer".to_string())
@@ -124,8 +179,103 @@ impl CommandLog {
                 observers,
                 restore_observers,
                 write_error,
+                proposer: RwLock::new(None),
+                replication_failure,
             }),
         })
+    }
+
+    /// From now on `submit` proposes commands through `proposer` (Raft) instead of
+    /// applying them here; what is committed comes back through `apply_replicated`.
+    pub fn replicate_through(&self, proposer: Arc<dyn Proposer>) {
+        *self
+            .inner
+            .proposer
+            .write()
+            .expect("log proposer lock poisoned") = Some(proposer);
+    }
+
+    /// Whether commands go through Raft.
+    pub fn is_replicated(&self) -> bool {
+        self.inner
+            .proposer
+            .read()
+            .expect("log proposer lock poisoned")
+            .is_some()
+    }
+
+    /// Queues a committed Raft entry's command: it applies at the next index, with its
+    /// leader's time, writing `mark` in the same transaction (observers run as for
+    /// `submit`), and `done` is told the outcome. Raft's state machine does not wait
+    /// for it: entries queue up on the writer back to back, in log order. A failure
+    /// that follows from the command (`StateError::is_storage_failure` false) still
+    /// records `mark`; one of this server's disk is kept (`replication_failure`).
+    pub fn apply_replicated(
+        &self,
+        time_ms: u64,
+        cmd: Command,
+        mark: ReplicationMark,
+        done: Applied,
+    ) -> Result<(), LogError> {
+        self.sender()?
+            .send(Request::Replicated {
+                time_ms,
+                cmd,
+                mark,
+                done,
+            })
+            .map_err(|_| LogError::WriterGone)
+    }
+
+    /// Queues the record of a committed Raft entry that carries no command.
+    pub fn record_mark(&self, mark: ReplicationMark) -> Result<(), LogError> {
+        self.sender()?
+            .send(Request::Mark { mark })
+            .map_err(|_| LogError::WriterGone)
+    }
+
+    /// Why this server could not apply a committed entry (its disk failed), once it
+    /// did not: from then on its state lacks an entry the others have, so Raft must
+    /// stop here.
+    pub fn replication_failure(&self) -> Option<String> {
+        self.inner
+            .replication_failure
+            .lock()
+            .expect("replication failure mutex poisoned")
+            .clone()
+    }
+
+    /// Runs `work` on the writer thread between two commands and returns what it
+    /// returned: what it reads from the store and what observers see after it
+    /// are one sequence (the leader loads its eval broker this way, so no
+    /// evaluation is both loaded and observed, or neither). Must not block for long.
+    pub async fn between_commands<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&StateStore) -> T + Send + 'static,
+    ) -> Result<T, LogError> {
+        let (reply, rx) = oneshot::channel();
+        self.sender()?
+            .send(Request::Run(Box::new(move |store| {
+                let _ = reply.send(work(store));
+            })))
+            .map_err(|_| LogError::WriterGone)?;
+        rx.await.map_err(|_| LogError::WriterGone)
+    }
+
+    /// Installs a Raft snapshot (a state file from the leader, with its mark) at the
+    /// index it holds; restore observers run as for `restore`.
+    pub async fn install_replicated(
+        &self,
+        path: std::path::PathBuf,
+    ) -> Result<RestoreOutcome, LogError> {
+        let snapshot = tokio::task::spawn_blocking(move || check_snapshot(&path))
+            .await
+            .map_err(|_| LogError::WriterGone)??;
+        let (reply, rx) = oneshot::channel();
+        self.sender()?
+            .send(Request::Install { snapshot, reply })
+            .map_err(|_| LogError::WriterGone)?;
+        rx.await.map_err(|_| LogError::WriterGone)?
     }
 
     /// Adds an observer of snapshot restores (see `RestoreObserver`).
@@ -181,9 +331,19 @@ impl CommandLog {
         cmd: Command,
     ) -> Result<oneshot::Receiver<Result<ApplyOutcome, LogError>>, LogError> {
         let (reply, rx) = oneshot::channel();
-        self.sender()?
-            .send(Request::Apply { cmd, reply })
-            .map_err(|_| LogError::WriterGone)?;
+        let proposer = self
+            .inner
+            .proposer
+            .read()
+            .expect("log proposer lock poisoned")
+            .clone();
+        match proposer {
+            Some(proposer) => proposer.propose(cmd, reply),
+            None => self
+                .sender()?
+                .send(Request::Apply { cmd, reply })
+                .map_err(|_| LogError::WriterGone)?,
+        }
         Ok(rx)
     }
 
@@ -261,6 +421,7 @@ struct Writer {
     observers: Arc<RwLock<Vec<Observer>>>,
     restore_observers: Arc<RwLock<Vec<RestoreObserver>>>,
     write_error: Arc<Mutex<Option<String>>>,
+    replication_failure: Arc<Mutex<Option<String>>>,
 }
 
 impl Writer {
@@ -274,11 +435,60 @@ impl Writer {
                     let _ = reply.send(result);
                 }
                 Request::Restore { snapshot, reply } => {
-                    let _ = reply.send(self.restore(snapshot));
+                    let _ = reply.send(self.restore(snapshot, false));
+                }
+                Request::Replicated {
+                    time_ms,
+                    cmd,
+                    mark,
+                    done,
+                } => {
+                    let index = self.store.last_index() + 1;
+                    let result = self.applied(
+                        index,
+                        &cmd,
+                        self.store.apply_replicated(index, time_ms, &cmd, &mark),
+                    );
+                    // A failure every server meets alike still consumes the entry:
+                    // its mark moves on without the change (the transaction that
+                    // held both was rolled back).
+                    let result = match result {
+                        Err(e) if !e.is_storage_failure() => {
+                            self.store.record_mark(&mark).and(Err(e))
+                        }
+                        other => other,
+                    };
+                    if let Err(e) = &result {
+                        if e.is_storage_failure() {
+                            self.fail_replication(e);
+                        }
+                    }
+                    done(result);
+                }
+                Request::Run(work) => {
+                    if catch_unwind(AssertUnwindSafe(|| work(&self.store))).is_err() {
+                        tracing::error!("work run on the state writer panicked");
+                    }
+                }
+                Request::Mark { mark } => {
+                    if let Err(e) = self.store.record_mark(&mark) {
+                        self.fail_replication(&e);
+                    }
+                }
+                Request::Install { snapshot, reply } => {
+                    let _ = reply.send(self.restore(snapshot, true));
                 }
             }
         }
         tracing::debug!("state writer stopped");
+    }
+
+    fn fail_replication(&self, e: &StateError) {
+        tracing::error!(error = %e, "applying a committed Raft entry failed on this server");
+        self.replication_failure
+            .lock()
+            .expect("replication failure mutex poisoned")
+            .get_or_insert_with(|| e.to_string());
     }
 
     fn set_error(&self, e: Option<String>) {
@@ -287,7 +497,19 @@ impl Writer {
 
     fn apply(&self, cmd: &Command) -> Result<ApplyOutcome, LogError> {
         let index = self.store.last_index() + 1;
-        match self.store.apply(index, cmd) {
+        self.applied(index, cmd, self.store.apply(index, cmd))
+            .map_err(LogError::Apply)
+    }
+
+    /// Tells the observers about an applied command and records or clears the write
+    /// error.
+    fn applied(
+        &self,
+        index: u64,
+        cmd: &Command,
+        result: Result<ApplyOutcome, StateError>,
+    ) -> Result<ApplyOutcome, StateError> {
+        match result {
             Ok(outcome) => {
                 self.set_error(None);
                 // A rejected command that wrote nothing has nothing to tell (its
@@ -315,18 +537,43 @@ impl Writer {
                 if matches!(e, StateError::Sql { .. }) {
                     self.set_error(Some(e.to_string()));
                 }
-                Err(LogError::Apply(e))
+                Err(e)
             }
         }
     }
 
-    fn restore(&self, snapshot: CheckedSnapshot) -> Result<RestoreOutcome, LogError> {
+    /// Installs `snapshot`: an operator's restore (`raft` false) above both indexes,
+    /// keeping this server's Raft mark; a Raft snapshot at the index it holds, with
+    /// its own mark.
+    fn restore(&self, snapshot: CheckedSnapshot, raft: bool) -> Result<RestoreOutcome, LogError> {
         let previous_index = self.store.last_index();
         let meta = snapshot.meta;
-        // Above both: blocking queries and clients' watches wait for an index above
-        // what they saw, and a follower's snapshot is ahead of it.
-        let index = previous_index.max(meta.index) + 1;
-        if let Err(e) = self.store.install_snapshot(snapshot, index) {
+        let ours = if raft {
+            None
+        } else {
+            Some(self.store.replication_mark()?)
+        };
+        let index = match &ours {
+            // Above both: blocking queries and clients' watches wait for an index
+            // above what they saw, and a follower's snapshot is ahead of it.
+            Some(_) => previous_index.max(meta.index) + 1,
+            // The leader's index, so that every server's indexes agree; a snapshot
+            // is only sent to a server that has applied less of the log.
+            None if meta.index > previous_index => meta.index,
+            None => {
+                tracing::warn!(
+                    previous_index,
+                    snapshot_index = meta.index,
+                    "a Raft snapshot at or below the applied index; installing it above"
+                );
+                previous_index + 1
+            }
+        };
+        let mark = match &ours {
+            Some(ours) => InstalledMark::Ours(ours.as_ref()),
+            None => InstalledMark::Theirs,
+        };
+        if let Err(e) = self.store.install_snapshot(snapshot, index, mark) {
             tracing::error!(index, error = %e, "installing a state snapshot failed");
             return Err(LogError::Apply(e));
         }

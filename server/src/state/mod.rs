@@ -69,7 +69,10 @@ pub use backup::{check_snapshot, CheckedSnapshot, SnapshotMeta};
 pub use command::Command;
 pub(crate) use error::SqlContext;
 pub use error::StateError;
-pub use log::{CommandLog, LogError, Observer, RestoreObserver, RestoreOutcome};
+pub use log::{
+    Applied as AppliedHook, CommandLog, LogError, Observer, Proposer, RestoreObserver,
+    RestoreOutcome,
+};
 pub use mark::ReplicationMark;
 pub use pool::open_private;
 pub use read::GroupStatusCount;

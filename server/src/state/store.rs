@@ -250,6 +250,40 @@ impl StateStore {
         current
     }
 
+    /// Lets commits return before they reach the disk (`synchronous=NORMAL`; WAL
+    /// order is kept): for a state replicated through Raft, whose log is fsynced before
+    /// anything is applied and replays what a power cut took from here (each entry's
+    /// mark commits with its change). `sync_to_disk` makes it all durable.
+    pub fn commit_without_sync(&self) -> Result<(), StateError> {
+        let guard = self
+            .inner
+            .writer
+            .lock()
+            .expect("state writer mutex poisoned");
+        guard
+            .0
+            .pragma_update(None, "synchronous", "NORMAL")
+            .ctx(|| "setting synchronous=NORMAL".to_string())
+    }
+
+    /// Makes every commit so far durable (fsyncs the write-ahead log and the
+    /// database file): before a Raft snapshot lets the log entries before it go.
+    pub fn sync_to_disk(&self) -> Result<(), StateError> {
+        let mut wal = self.path().as_os_str().to_owned();
+        wal.push("-wal");
+        for file in [std::path::PathBuf::from(wal), self.path().to_path_buf()] {
+            match std::fs::File::open(&file) {
+                Ok(f) => f.sync_all().map_err(|source| StateError::Sync {
+                    path: file.clone(),
+                    source,
+                })?,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(source) => return Err(StateError::Sync { path: file, source }),
+            }
+        }
+        Ok(())
+    }
+
     /// Makes every current and future blocking wait return at once (server shutdown),
     /// so long polls do not hold up a graceful HTTP shutdown.
     pub fn release_waiters(&self) {

@@ -8,7 +8,9 @@ pub(crate) const ALLOC_GC_INDEX: &str = "alloc_gc";
 pub(crate) const ACL_BOOTSTRAP_INDEX: &str = "acl_bootstrap";
 
 /// A table that blocking queries can wait on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub enum Table {
     /// Jobs and their versions (spec changes and status changes).
     Jobs,

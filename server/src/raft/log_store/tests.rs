@@ -15,6 +15,7 @@ fn normal(term: u64, index: u64) -> Entry<OrchRaft> {
         payload: EntryPayload::Normal(Proposal {
             time_ms: 1_700_000_000_000 + index,
             command: Command::UpsertEvals { evals: Vec::new() },
+            id: index,
         }),
     }
 }
@@ -99,4 +100,43 @@ async fn truncate_drops_the_tail_and_purge_the_head_remembering_it() {
     let state = store.get_log_state().await.unwrap();
     assert_eq!(state.last_log_id, Some(log_id(2, 1, 4)));
     assert!(store.try_get_log_entries(..).await.unwrap().is_empty());
+}
+
+/// The entries kept decoded in memory answer exactly what the file does, through
+/// appends, a truncate, a rewrite and purges.
+#[tokio::test]
+async fn the_decoded_entries_in_memory_agree_with_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("raft.db");
+    let mut store = LogStore::open(&path).unwrap();
+    let check = |store: LogStore| {
+        let path = path.clone();
+        async move {
+            let mut store = store;
+            let mut file = LogStore::open(&path).unwrap();
+            for (a, b) in [(1, 3), (2, 6), (4, 9), (5, 5), (7, 12), (9, 10)] {
+                assert_eq!(
+                    store.try_get_log_entries(a..b).await.unwrap(),
+                    file.try_get_log_entries(a..b).await.unwrap(),
+                    "{a}..{b}"
+                );
+            }
+        }
+    };
+    store
+        .blocking_append((1..=8).map(|i| normal(1, i)))
+        .await
+        .unwrap();
+    check(store.clone()).await;
+    store.truncate(log_id(1, 1, 6)).await.unwrap();
+    check(store.clone()).await;
+    store
+        .blocking_append((6..=9).map(|i| normal(2, i)))
+        .await
+        .unwrap();
+    check(store.clone()).await;
+    store.purge(log_id(1, 1, 4)).await.unwrap();
+    check(store.clone()).await;
+    store.purge(log_id(2, 1, 9)).await.unwrap();
+    check(store.clone()).await;
 }
