@@ -486,6 +486,18 @@ fn a_cluster_snapshot_restores_onto_a_fresh_single_server_as_root() {
             Duration::from_secs(60),
         )
         .ok();
+    // Onto the running cluster it is refused (the others would not follow), and
+    // nothing changes.
+    let refused = cluster.server(follower).orch(
+        &["operator", "snapshot", "restore", file.to_str().unwrap()],
+        Duration::from_secs(60),
+    );
+    assert_ne!(refused.code(), 0);
+    assert!(
+        refused.stderr.contains("not supported"),
+        "{}",
+        refused.stderr
+    );
     let single = Agent::with_config(&cluster.ws, "single", "[server]\nenabled = true\n");
     single
         .orch(
@@ -613,4 +625,49 @@ fn a_single_servers_data_dir_is_upgraded_into_a_cluster() {
             .get("/v1/job/new-job?stale=true")
             .filter(|j| j["id"] == "new-job")
     });
+}
+
+#[test]
+fn autopilot_removes_a_dead_server_once_its_replacement_has_joined() {
+    let ws = Workspace::new();
+    let ports: Vec<(u16, u16)> = (0..4).map(|_| (free_port(), free_port())).collect();
+    let join: Vec<String> = ports
+        .iter()
+        .map(|(_, rpc)| format!("\"127.0.0.1:{rpc}\""))
+        .collect();
+    let tables = format!(
+        "[server]\nenabled = true\nbootstrap_expect = 3\nretry_join = [{}]\n\
+         dead_server_cleanup = \"2s\"\n",
+        join.join(", ")
+    );
+    let mut servers: Vec<Agent> = (0..3)
+        .map(|i| Agent::with_ports(&ws, &format!("s{i}"), ports[i].0, ports[i].1, &tables))
+        .collect();
+    let voters = |agent: &Agent| -> Option<Vec<serde_json::Value>> {
+        let members = agent.get("/v1/agent/members")?;
+        Some(
+            members
+                .as_array()?
+                .iter()
+                .filter(|m| m["voter"] == true)
+                .cloned()
+                .collect(),
+        )
+    };
+    wait_for(Duration::from_secs(30), "three voters", || {
+        (voters(&servers[0])?.len() == 3).then_some(())
+    });
+    // One dies for good: the cluster keeps it, as removing it would leave fewer than
+    // bootstrap_expect servers.
+    servers[2].kill9();
+    std::thread::sleep(Duration::from_secs(4));
+    assert_eq!(voters(&servers[0]).map(|v| v.len()), Some(3));
+    // Its replacement (another address) joins; then the dead one goes.
+    let fourth = Agent::with_ports(&ws, "s3", ports[3].0, ports[3].1, &tables);
+    let dead = format!("127.0.0.1:{}", ports[2].1);
+    let left = wait_for(Duration::from_secs(30), "the dead server removed", || {
+        let v = voters(&fourth)?;
+        (v.len() == 3 && v.iter().all(|m| m["rpc_addr"] != dead.as_str())).then_some(v)
+    });
+    assert!(left.iter().all(|m| m["status"] == "alive"), "{left:#?}");
 }

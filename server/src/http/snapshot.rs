@@ -104,6 +104,19 @@ pub async fn restore(
     State(st): State<Arc<HttpState>>,
     req: Request,
 ) -> Result<Json<SnapshotRestoreResponse>, ApiError> {
+    // The restore replaces this server's state outside the Raft log: the others would
+    // not follow. On a single server (a cluster of one) it is what it always was.
+    let servers = st.cluster.as_ref().map(|c| c.members().len()).unwrap_or(1);
+    if servers > 1 {
+        if !req.headers().contains_key(header::EXPECT) {
+            drain(req.into_body()).await;
+        }
+        return Err(ApiError::Conflict(format!(
+            "restoring a snapshot onto a cluster of {servers} servers is not supported: \
+             restore it onto a single server, then add the others to it (docs/operations.md, \
+             \"Servers that replicate\")"
+        )));
+    }
     let limit = st.endpoints.max_snapshot_bytes;
     let too_large = || {
         ApiError::PayloadTooLarge(format!(
