@@ -67,7 +67,7 @@ impl AgentProc {
         std::fs::write(
             &cfg,
             format!(
-                "name = {name:?}\ndata_dir = {:?}\nbind_addr = \"127.0.0.1\"\nlog_level = \"warn\"\n\n[ports]\nhttp = {http}\nrpc = {rpc}\n\n{tables}\n",
+                "name = {name:?}\ndata_dir = {:?}\nbind_addr = \"127.0.0.1\"\nlog_level = \"warn\"\n\n[ports]\nhttp = {http}\nrpc = {rpc}\ndns = 0\n\n{tables}\n",
                 data_dir.display().to_string()
             ),
         )?;
