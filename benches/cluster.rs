@@ -67,7 +67,7 @@ impl AgentProc {
         std::fs::write(
             &cfg,
             format!(
-                "name = {name:?}\ndata_dir = {:?}\nbind_addr = \"127.0.0.1\"\nlog_level = \"warn\"\n\n[ports]\nhttp = {http}\nrpc = {rpc}\n\n{tables}\n",
+                "name = {name:?}\ndata_dir = {:?}\nbind_addr = \"127.0.0.1\"\nlog_level = \"warn\"\n\n[ports]\nhttp = {http}\nrpc = {rpc}\ndns = 0\n\n{tables}\n",
                 data_dir.display().to_string()
             ),
         )?;
@@ -681,10 +681,13 @@ fn footprint(dir: &Path) -> Result<()> {
 
 // --------------------------------------------------------------------------- ha
 
-fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
+/// `n` distinct ports on 127.0.0.1 that were free a moment ago (all held until all
+/// are chosen, so none is handed out twice).
+fn free_ports(n: usize) -> Result<Vec<u16>> {
+    let held: Vec<std::net::TcpListener> = (0..n)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
+        .collect::<std::io::Result<_>>()?;
+    held.iter().map(|l| Ok(l.local_addr()?.port())).collect()
 }
 
 /// Three servers replicating through Raft (default timeouts) and one client, on
@@ -699,10 +702,8 @@ struct Replicated {
 
 impl Replicated {
     fn start(dir: &Path) -> Result<Replicated> {
-        let mut ports = Vec::new();
-        for _ in 0..3 {
-            ports.push((free_port()?, free_port()?));
-        }
+        let free = free_ports(6)?;
+        let ports: Vec<(u16, u16)> = free.chunks(2).map(|p| (p[0], p[1])).collect();
         let http: Vec<String> = ports
             .iter()
             .map(|(h, _)| format!("127.0.0.1:{h}"))

@@ -526,7 +526,7 @@ fn a_cluster_snapshot_restores_onto_a_fresh_single_server_as_root() {
 #[test]
 fn a_single_servers_data_dir_is_upgraded_into_a_cluster() {
     let ws = Workspace::new();
-    let ports: Vec<(u16, u16)> = (0..3).map(|_| (free_port(), free_port())).collect();
+    let ports: Vec<(u16, u16)> = free_ports(6).chunks(2).map(|p| (p[0], p[1])).collect();
     // A single server writes some state; then its data dir is made to look as one
     // from before replication (no Raft log, no Raft mark).
     let mut first = Agent::with_ports(
@@ -630,7 +630,7 @@ fn a_single_servers_data_dir_is_upgraded_into_a_cluster() {
 #[test]
 fn autopilot_removes_a_dead_server_once_its_replacement_has_joined() {
     let ws = Workspace::new();
-    let ports: Vec<(u16, u16)> = (0..4).map(|_| (free_port(), free_port())).collect();
+    let ports: Vec<(u16, u16)> = free_ports(8).chunks(2).map(|p| (p[0], p[1])).collect();
     let join: Vec<String> = ports
         .iter()
         .map(|(_, rpc)| format!("\"127.0.0.1:{rpc}\""))

@@ -569,6 +569,17 @@ pub fn free_port() -> u16 {
         .expect("a free port")
 }
 
+/// `n` distinct ports on 127.0.0.1 that were free a moment ago (all held until all
+/// are chosen, so none is handed out twice).
+pub fn free_ports(n: usize) -> Vec<u16> {
+    let held: Vec<std::net::TcpListener> = (0..n)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("a free port"))
+        .collect();
+    held.iter()
+        .map(|l| l.local_addr().expect("its address").port())
+        .collect()
+}
+
 /// A blocking HTTP client with a short timeout, for direct API calls in tests.
 pub fn http() -> reqwest::blocking::Client {
     reqwest::blocking::Client::builder()
