@@ -45,12 +45,13 @@ lint:
 
 ## bench: the cluster benchmark (real agents and tasks, as root), then the scheduler
 ##        and garbage-collection benchmarks; one `name value unit` line per result.
-##        BENCH=c1m|packing|full_cluster|gc|recovery|e2e|footprint runs one part;
+##        BENCH=c1m|packing|full_cluster|gc|recovery|e2e|footprint|ha|ha.c1m runs one
+##        part (ha: the replicated figures, agents' and ha.c1m's);
 ##        SCALE=0.1 shrinks the scheduler's and the collector's
 BENCH   ?=
 SCALE   ?= 1
-SCHEDULER_PARTS := c1m packing full_cluster
-CLUSTER_PARTS   := recovery e2e footprint
+SCHEDULER_PARTS := c1m packing full_cluster ha.c1m
+CLUSTER_PARTS   := recovery e2e footprint ha
 # The cluster benchmark (latencies of real agents) runs first: the scheduler's and the
 # collector's leave a gigabyte of SQLite just written and deleted behind them.
 bench:
